@@ -74,6 +74,11 @@ impl<'s> Worker<'s> {
         }
     }
 
+    /// The store this worker runs transactions on.
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
     /// This worker's index.
     pub fn id(&self) -> u16 {
         self.id
