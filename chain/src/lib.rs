@@ -4,4 +4,5 @@
 //! Like every core crate of ftc it does no I/O, reads no clock and draws no randomness: time comes
 //! in as an argument.
 
+pub mod ring;
 pub mod spec;
