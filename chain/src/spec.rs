@@ -1,4 +1,28 @@
 //! The chain spec: the TOML file an operator writes to describe a chain, parsed and validated.
+//!
+//! ```toml
+//! [chain]
+//! name = "ch-rec"       # letters, digits, '-', '_', '.'; at most 64
+//! f = 1                 # failures tolerated, 1..=8
+//! partitions = 64       # optional, a power of two in 1..=65536
+//!
+//! [[middlebox]]         # one per middlebox, in traffic order (at most 255)
+//! kind = "simple-nat"   # monitor | simple-nat | mazu-nat | gen | firewall | load-balancer
+//! threads = 1           # optional, 1..=1024
+//! public_ip = "203.0.113.1"   # the kind's own keys sit in the same table
+//! ```
+//!
+//! [`ChainSpec::load`] and [`ChainSpec::from_toml_str`] reject a bad spec with a [`SpecError`]
+//! that names the file, the line and the problem, e.g.
+//! `ch-rec.toml:7: middlebox 2 (mazu-nat): unknown key `publicip` (did you mean `public_ip`?)`.
+//! Middleboxes are numbered from 0 (m0 … m(k-1)), as everywhere in ftc. The example specs in the
+//! repository's `specs/` folder show every kind.
+//!
+//! How lines are found: the document is parsed into a spanned tree ([`toml::de::DeTable`]);
+//! each table's keys are checked against the keys it accepts; each table is then deserialized
+//! from its spanned value, so serde errors carry the span of the offending value; last, semantic
+//! checks on the typed spec name the offending key as a path, which is resolved in the spanned
+//! tree to its line (or to its table's header when the key was left out).
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
@@ -545,6 +569,7 @@ mod load {
         root: &Spanned<DeTable<'_>>,
     ) -> Result<ChainSpec, SpecError> {
         for (key, value) in entries(root.get_ref()) {
+            let key_span = key.span();
             let key: &str = key.get_ref();
             if key != "chain" && key != "middlebox" {
                 let what = if value.get_ref().is_table() || value.get_ref().is_array() {
@@ -553,7 +578,7 @@ mod load {
                     "key"
                 };
                 return Err(cx.err(
-                    Some(value_or_key_span(root.get_ref(), key)),
+                    Some(key_span.clone()),
                     format!(
                         "unknown {what} `{key}`{}; a chain spec has one [chain] table and \
                          [[middlebox]] tables",
@@ -785,13 +810,6 @@ mod load {
                 (deeper.is_some() || inside(val.span())).then(|| join(format!("[{i}]"), deeper))
             }),
             _ => None,
-        }
-    }
-
-    fn value_or_key_span(t: &DeTable<'_>, key: &str) -> Range<usize> {
-        match t.get_key_value(key) {
-            Some((k, _)) => k.span(),
-            None => 0..0,
         }
     }
 }
