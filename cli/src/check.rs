@@ -1,0 +1,67 @@
+//! `ftc check`: validate a chain spec and show how its servers replicate each other.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ftc_chain::spec::ChainSpec;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let spec = match ChainSpec::load(path) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    print!("{}", describe(&spec));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A readable summary of a valid spec: middleboxes, ring, groups.
+pub fn describe(spec: &ChainSpec) -> String {
+    use std::fmt::Write;
+    let ring = spec.ring();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "chain {:?}: {} middleboxes, f = {}, {} servers, {} partitions",
+        spec.chain.name,
+        ring.middleboxes(),
+        ring.f(),
+        ring.servers(),
+        spec.chain.partitions
+    );
+    for server in ring.server_ids() {
+        let role = match ring.middlebox_at(server) {
+            Some(mb) => {
+                let m = &spec.middlebox[usize::from(mb.0)];
+                format!("{} ({}, {} threads)", mb, m.kind.name(), m.threads)
+            }
+            None => "replica only".to_string(),
+        };
+        let mut extra = Vec::new();
+        if server == ring.forwarder() {
+            extra.push("forwarder");
+        }
+        if server == ring.buffer() {
+            extra.push("buffer");
+        }
+        let replicas: Vec<String> = ring.replicated_by(server).map(|m| m.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {server}: {role}{}; replicates [{}]",
+            if extra.is_empty() { String::new() } else { format!(" + {}", extra.join(" + ")) },
+            replicas.join(", ")
+        );
+    }
+    for mb in ring.mb_indices() {
+        let group: Vec<String> = ring.group(mb).map(|s| s.0.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  group {mb}: servers [{}]{}",
+            group.join(" → "),
+            if ring.wraps(mb) { " (wraps: the buffer waits for its commit vector)" } else { "" }
+        );
+    }
+    out
+}

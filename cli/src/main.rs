@@ -1,0 +1,42 @@
+//! `ftc`: the command-line entry point: check chain specs and run the demo.
+
+mod check;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ftc", version, about = "Fault-tolerant service function chains")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a chain spec and print its ring: servers, replication groups, wrapping groups.
+    Check {
+        /// The chain spec (TOML).
+        spec: PathBuf,
+    },
+    /// Run a chain in this process with generated traffic and print a report.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { spec } => check::run(&spec),
+        Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ftc: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit, property and integration tests, model checks.
+# Works on a fresh Debian machine with only the Rust toolchain; installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+need_rust_components
+
+step "format" cargo fmt --all --check
+step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "lints (model-checking build)" cargo clippy -p ftc-stm --features shuttle --all-targets --locked -- -D warnings
+step "tests" cargo test --workspace --locked
+step "model checks (shuttle)" cargo test -p ftc-stm --features shuttle --test shuttle_locks --locked
+echo "ftc: all checks passed"
