@@ -5,4 +5,5 @@
 //! in as an argument.
 
 pub mod middlebox;
+pub mod middleboxes;
 pub mod spec;

@@ -1,0 +1,464 @@
+//! Source NAT: one translation core ([`Nat`]) and two policies for allocating, refreshing and
+//! expiring mappings: simple-nat ([`Simple`]) and mazu-nat ([`Mazu`]).
+//!
+//! Outbound TCP, UDP or ICMP echo request (the identifier is its source port, see [`packet`]):
+//! the mapping of its 5-tuple gives the public port, or a port is allocated and both the
+//! outbound mapping (5-tuple → public port) and the inbound one (proto, remote address, remote
+//! port, public port → original address and port) are written; the source becomes
+//! `public_ip:public_port`. Inbound: the destination must be `public_ip` and the inbound mapping
+//! must exist (and be live); the destination is written back. Anything else IPv4 (other
+//! protocols, ICMP errors, whose embedded headers this NAT does not translate, a pool with no
+//! free port) is dropped, so that no inside address leaks. Non-IPv4 frames pass.
+//!
+//! One pool of public ports serves all protocols. The last-seen time and the closing flag live
+//! in the outbound mapping only, so that an inbound packet refreshes the same record.
+//!
+//! [`packet`]: super::packet
+
+use std::net::Ipv4Addr;
+
+use ftc_stm::{Abort, Record, Store, Txn};
+
+use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed, TcpFlags};
+use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
+use crate::spec::{MazuNatConfig, NatConfig, PortRange};
+
+/// Key tags.
+const TAG_OUT: u8 = 1;
+const TAG_IN: u8 = 2;
+/// simple-nat's allocation counter.
+const TAG_NEXT: u8 = 3;
+/// mazu-nat: a per-slice allocation cursor.
+const TAG_CURSOR: u8 = 4;
+/// mazu-nat: which outbound 5-tuple holds a public port.
+const TAG_PORT: u8 = 5;
+
+/// An outbound mapping: the value kept under a connection's outbound 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub public_port: u16,
+    /// When a packet of the connection was last seen (mazu-nat; creation time for simple-nat).
+    pub last_seen_ns: u64,
+    /// A FIN or RST was seen (mazu-nat).
+    pub closing: bool,
+}
+
+impl Record for Mapping {
+    const SIZE: usize = 11;
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.public_port.to_be_bytes());
+        out[2..10].copy_from_slice(&self.last_seen_ns.to_le_bytes());
+        out[10] = u8::from(self.closing);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let b: &[u8; Self::SIZE] = bytes.try_into().ok()?;
+        Some(Mapping {
+            public_port: u16::from_be_bytes([b[0], b[1]]),
+            last_seen_ns: u64::from_le_bytes(b[2..10].try_into().ok()?),
+            closing: b[10] != 0,
+        })
+    }
+}
+
+/// An inbound mapping's value: the original source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Original {
+    addr: Ipv4Addr,
+    port: u16,
+}
+
+impl Record for Original {
+    const SIZE: usize = 6;
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.addr.octets());
+        out[4..6].copy_from_slice(&self.port.to_be_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let b: &[u8; Self::SIZE] = bytes.try_into().ok()?;
+        Some(Original {
+            addr: Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+            port: u16::from_be_bytes([b[4], b[5]]),
+        })
+    }
+}
+
+fn out_key(outbound: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
+    let mut key = [0; 1 + FlowKey::LEN];
+    key[0] = TAG_OUT;
+    outbound.encode(&mut key[1..]);
+    key
+}
+
+fn in_key(proto: u8, remote: Ipv4Addr, remote_port: u16, public_port: u16) -> [u8; 10] {
+    let mut key = [0; 10];
+    key[0] = TAG_IN;
+    key[1] = proto;
+    key[2..6].copy_from_slice(&remote.octets());
+    key[6..8].copy_from_slice(&remote_port.to_be_bytes());
+    key[8..10].copy_from_slice(&public_port.to_be_bytes());
+    key
+}
+
+fn port_key(port: u16) -> [u8; 3] {
+    let [a, b] = port.to_be_bytes();
+    [TAG_PORT, a, b]
+}
+
+/// The outbound mapping of the connection whose inside 5-tuple is `outbound`, as stored
+/// (mazu-nat: possibly expired; the NAT treats an expired mapping as absent).
+pub fn outbound_mapping(store: &Store, outbound: &FlowKey) -> Option<Mapping> {
+    store
+        .get(&out_key(outbound))
+        .as_deref()
+        .and_then(Mapping::decode)
+}
+
+/// The original (inside) address and port behind `public_port` for packets from
+/// `remote:remote_port`, as stored.
+pub fn inbound_original(
+    store: &Store,
+    proto: u8,
+    remote: Ipv4Addr,
+    remote_port: u16,
+    public_port: u16,
+) -> Option<(Ipv4Addr, u16)> {
+    store
+        .get(&in_key(proto, remote, remote_port, public_port))
+        .as_deref()
+        .and_then(Original::decode)
+        .map(|o| (o.addr, o.port))
+}
+
+/// Remove a mapping pair and its port's owner entry.
+fn release(tx: &mut Txn<'_>, outbound: &FlowKey, m: &Mapping) -> Result<(), Abort> {
+    tx.delete(&out_key(outbound))?;
+    tx.delete(&in_key(
+        outbound.proto,
+        outbound.dst,
+        outbound.dport,
+        m.public_port,
+    ))?;
+    tx.delete(&port_key(m.public_port))
+}
+
+/// How a NAT allocates, refreshes and expires mappings.
+pub trait NatPolicy: Send + Sync + std::fmt::Debug {
+    /// The kind's name in a chain spec.
+    const KIND: &'static str;
+    /// Whether every packet refreshes its mapping (last-seen time, closing flag).
+    const REFRESH: bool;
+    /// Whether `m`, a mapping of a `proto` connection, still holds at `now_ns`.
+    fn live(&self, m: &Mapping, proto: u8, now_ns: u64) -> bool;
+    /// Claim a free public port for `outbound`; `None` when the pool is exhausted.
+    fn allocate(
+        &self,
+        tx: &mut Txn<'_>,
+        ctx: &Ctx,
+        outbound: &FlowKey,
+    ) -> Result<Option<u16>, Abort>;
+}
+
+/// A source NAT with policy `P`.
+#[derive(Debug, Clone)]
+pub struct Nat<P> {
+    public_ip: Ipv4Addr,
+    policy: P,
+}
+
+/// simple-nat: ports from one counter, mappings that never expire.
+pub type SimpleNat = Nat<Simple>;
+/// mazu-nat: idle timeouts, port reuse, per-worker allocation.
+pub type MazuNat = Nat<Mazu>;
+
+fn range_len(ports: PortRange) -> u32 {
+    u32::from(ports.last) - u32::from(ports.first) + 1
+}
+
+/// simple-nat's policy: the next free port is `first + counter`; a port is never given back,
+/// so the pool runs out after `last - first + 1` connections. Steady-state packets are
+/// read-only transactions; the one counter is contended only by connection setups.
+#[derive(Debug, Clone)]
+pub struct Simple {
+    ports: PortRange,
+}
+
+impl NatPolicy for Simple {
+    const KIND: &'static str = "simple-nat";
+    const REFRESH: bool = false;
+
+    fn live(&self, _: &Mapping, _: u8, _: u64) -> bool {
+        true
+    }
+
+    fn allocate(&self, tx: &mut Txn<'_>, _: &Ctx, _: &FlowKey) -> Result<Option<u16>, Abort> {
+        let next = tx.counter(&[TAG_NEXT])?;
+        if next >= u64::from(range_len(self.ports)) {
+            return Ok(None);
+        }
+        tx.write(&[TAG_NEXT], &(next + 1).to_le_bytes())?;
+        Ok(Some(self.ports.first + next as u16))
+    }
+}
+
+/// At most this many ports are probed by one packet's allocation (bounds the transaction).
+const MAX_PROBES: u64 = 64;
+
+/// mazu-nat's policy. Every packet writes its mapping's last-seen time, so every packet is an
+/// update transaction. A mapping expires after `tcp_timeout` (TCP), `tcp_closed_timeout` (TCP
+/// after a FIN or RST in either direction) or `udp_timeout` (UDP, ICMP) seconds idle; an expired
+/// mapping is treated as absent and its port may be reused.
+///
+/// Allocator contention: the port range is cut into one slice per worker thread, each with its
+/// own cursor key, so that workers setting up connections at once touch different keys (and,
+/// but for hash collisions, different partitions) instead of all serialising on one counter.
+/// A worker probes its slice from its cursor for a port with no owner, or whose owner's mapping
+/// expired (that stale pair is removed), at most [`MAX_PROBES`] ports per packet; the cursor
+/// moves on, so the next packet probes further. The price: a worker whose slice is full drops
+/// new connections even when another worker's slice has room. A range smaller than the thread
+/// count is one slice shared by all.
+#[derive(Debug, Clone)]
+pub struct Mazu {
+    ports: PortRange,
+    slices: u16,
+    tcp_timeout_ns: u64,
+    tcp_closed_timeout_ns: u64,
+    udp_timeout_ns: u64,
+}
+
+fn secs_to_ns(secs: u64) -> u64 {
+    secs.saturating_mul(1_000_000_000)
+}
+
+impl Mazu {
+    /// Slice `i`'s first port and length.
+    fn slice(&self, i: u16) -> (u16, u64) {
+        let len = u64::from(range_len(self.ports));
+        let n = u64::from(self.slices);
+        let i = u64::from(i);
+        let start = i * len / n;
+        let end = (i + 1) * len / n;
+        (self.ports.first + start as u16, end - start)
+    }
+}
+
+impl NatPolicy for Mazu {
+    const KIND: &'static str = "mazu-nat";
+    const REFRESH: bool = true;
+
+    fn live(&self, m: &Mapping, proto: u8, now_ns: u64) -> bool {
+        let timeout = match (proto, m.closing) {
+            (proto::TCP, true) => self.tcp_closed_timeout_ns,
+            (proto::TCP, false) => self.tcp_timeout_ns,
+            _ => self.udp_timeout_ns,
+        };
+        now_ns.saturating_sub(m.last_seen_ns) <= timeout
+    }
+
+    fn allocate(
+        &self,
+        tx: &mut Txn<'_>,
+        ctx: &Ctx,
+        outbound: &FlowKey,
+    ) -> Result<Option<u16>, Abort> {
+        let slice = ctx.worker % self.slices;
+        let (start, len) = self.slice(slice);
+        let [a, b] = slice.to_be_bytes();
+        let cursor_key = [TAG_CURSOR, a, b];
+        let mut cursor = tx.counter(&cursor_key)?;
+        let mut found = None;
+        for _ in 0..len.min(MAX_PROBES) {
+            let port = start + (cursor % len) as u16;
+            cursor = cursor.wrapping_add(1);
+            let Some(owner) = tx.read(&port_key(port))?.and_then(FlowKey::decode) else {
+                found = Some(port);
+                break;
+            };
+            match tx.record::<Mapping>(&out_key(&owner))? {
+                Some(m) if m.public_port == port => {
+                    if self.live(&m, owner.proto, ctx.now_ns) {
+                        continue;
+                    }
+                    release(tx, &owner, &m)?;
+                }
+                // The owner entry outlived its mapping: the port is free.
+                _ => {}
+            }
+            found = Some(port);
+            break;
+        }
+        tx.write(&cursor_key, &cursor.to_le_bytes())?;
+        if let Some(port) = found {
+            tx.write(&port_key(port), &outbound.to_bytes())?;
+        }
+        Ok(found)
+    }
+}
+
+impl Nat<Simple> {
+    pub fn new(config: &NatConfig) -> Self {
+        Nat {
+            public_ip: config.public_ip,
+            policy: Simple {
+                ports: config.ports,
+            },
+        }
+    }
+}
+
+impl Nat<Mazu> {
+    /// A mazu-nat whose port range is sliced for `threads` worker threads.
+    pub fn new(config: &MazuNatConfig, threads: u16) -> Self {
+        let slices = if range_len(config.ports) >= u32::from(threads.max(1)) {
+            threads.max(1)
+        } else {
+            1
+        };
+        Nat {
+            public_ip: config.public_ip,
+            policy: Mazu {
+                ports: config.ports,
+                slices,
+                tcp_timeout_ns: secs_to_ns(config.tcp_timeout),
+                tcp_closed_timeout_ns: secs_to_ns(config.tcp_closed_timeout),
+                udp_timeout_ns: secs_to_ns(config.udp_timeout),
+            },
+        }
+    }
+}
+
+/// TCP, UDP and ICMP (echo: the caller checks the rewritable port) are translated.
+fn translatable(proto: u8) -> bool {
+    matches!(proto, proto::TCP | proto::UDP | proto::ICMP)
+}
+
+impl<P: NatPolicy> Nat<P> {
+    /// The public address and port of the connection whose inside 5-tuple is `outbound`, as
+    /// stored (see [`outbound_mapping`]).
+    pub fn lookup_outbound(&self, store: &Store, outbound: &FlowKey) -> Option<(Ipv4Addr, u16)> {
+        outbound_mapping(store, outbound).map(|m| (self.public_ip, m.public_port))
+    }
+
+    /// Write `m` back after a packet when the policy refreshes (or the mapping is new).
+    fn touch(
+        &self,
+        tx: &mut Txn<'_>,
+        key: &[u8],
+        mut m: Mapping,
+        fresh: bool,
+        flags: TcpFlags,
+        now_ns: u64,
+    ) -> Result<Mapping, Abort> {
+        if fresh || P::REFRESH {
+            m.last_seen_ns = m.last_seen_ns.max(now_ns);
+            m.closing |= P::REFRESH && flags.closing();
+            tx.put_record(key, &m)?;
+        }
+        Ok(m)
+    }
+
+    fn outbound(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        mut p: Ipv4Packet,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
+        let flow = *p.flow();
+        if !translatable(flow.proto) || !p.has_sport() {
+            return Ok(Verdict::Drop);
+        }
+        let key = out_key(&flow);
+        let (m, fresh) = match tx.record::<Mapping>(&key)? {
+            Some(m) if self.policy.live(&m, flow.proto, ctx.now_ns) => (m, false),
+            stale => {
+                if let Some(m) = stale {
+                    release(tx, &flow, &m)?;
+                }
+                let Some(port) = self.policy.allocate(tx, ctx, &flow)? else {
+                    return Ok(Verdict::Drop);
+                };
+                let original = Original {
+                    addr: flow.src,
+                    port: flow.sport,
+                };
+                tx.put_record(&in_key(flow.proto, flow.dst, flow.dport, port), &original)?;
+                let m = Mapping {
+                    public_port: port,
+                    last_seen_ns: ctx.now_ns,
+                    closing: false,
+                };
+                (m, true)
+            }
+        };
+        let m = self.touch(tx, &key, m, fresh, p.tcp_flags(), ctx.now_ns)?;
+        let bytes = frame.bytes_mut();
+        p.set_src_addr(bytes, self.public_ip);
+        p.set_sport(bytes, m.public_port);
+        Ok(Verdict::Forward)
+    }
+
+    fn inbound(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        mut p: Ipv4Packet,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
+        let flow = *p.flow();
+        if flow.dst != self.public_ip || !translatable(flow.proto) || !p.has_dport() {
+            return Ok(Verdict::Drop);
+        }
+        let Some(original) =
+            tx.record::<Original>(&in_key(flow.proto, flow.src, flow.sport, flow.dport))?
+        else {
+            return Ok(Verdict::Drop);
+        };
+        let outbound = FlowKey {
+            proto: flow.proto,
+            src: original.addr,
+            dst: flow.src,
+            sport: original.port,
+            dport: flow.sport,
+        };
+        let key = out_key(&outbound);
+        match tx.record::<Mapping>(&key)? {
+            Some(m)
+                if m.public_port == flow.dport && self.policy.live(&m, flow.proto, ctx.now_ns) =>
+            {
+                self.touch(tx, &key, m, false, p.tcp_flags(), ctx.now_ns)?;
+            }
+            _ => return Ok(Verdict::Drop),
+        }
+        let bytes = frame.bytes_mut();
+        p.set_dst_addr(bytes, original.addr);
+        p.set_dport(bytes, original.port);
+        Ok(Verdict::Forward)
+    }
+}
+
+impl<P: NatPolicy> Middlebox for Nat<P> {
+    fn kind(&self) -> &'static str {
+        P::KIND
+    }
+
+    fn process(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
+        let p = match parse(frame.bytes()) {
+            Parsed::Ipv4(p) => p,
+            Parsed::NotIpv4 => return Ok(Verdict::Forward),
+            Parsed::Malformed => return Ok(Verdict::Drop),
+        };
+        match ctx.direction {
+            Direction::Outbound => self.outbound(tx, frame, p, ctx),
+            Direction::Inbound => self.inbound(tx, frame, p, ctx),
+        }
+    }
+}
