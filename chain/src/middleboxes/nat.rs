@@ -462,3 +462,398 @@ impl<P: NatPolicy> Middlebox for Nat<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use ftc_stm::{LogKind, Worker};
+
+    use super::*;
+    use crate::middlebox::Direction::*;
+    use crate::middleboxes::testutil::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn ports(first: u16, last: u16) -> PortRange {
+        PortRange { first, last }
+    }
+
+    fn simple(first: u16, last: u16) -> SimpleNat {
+        SimpleNat::new(&NatConfig {
+            public_ip: PUBLIC,
+            ports: ports(first, last),
+        })
+    }
+
+    fn mazu(first: u16, last: u16, threads: u16) -> MazuNat {
+        MazuNat::new(
+            &MazuNatConfig {
+                public_ip: PUBLIC,
+                ports: ports(first, last),
+                tcp_timeout: 1000,
+                tcp_closed_timeout: 10,
+                udp_timeout: 30,
+            },
+            threads,
+        )
+    }
+
+    /// Send `frame` through `nat`; on Forward, check its checksums and return its flow.
+    fn send(
+        w: &mut Worker<'_>,
+        nat: &dyn Middlebox,
+        mut frame: Vec<u8>,
+        dir: Direction,
+        now_ns: u64,
+    ) -> (Verdict, LogKind, Option<FlowKey>) {
+        let (verdict, kind) = run(w, nat, &mut frame, ctx(w.id(), now_ns, dir));
+        let seen = (verdict == Verdict::Forward).then(|| {
+            assert_checksums(&frame);
+            match parse(&frame) {
+                Parsed::Ipv4(p) => *p.flow(),
+                other => panic!("forwarded {other:?}"),
+            }
+        });
+        (verdict, kind, seen)
+    }
+
+    /// The public port an outbound packet got (asserting it was translated).
+    fn public_port(seen: Option<FlowKey>) -> u16 {
+        let seen = seen.expect("forwarded");
+        assert_eq!(seen.src, PUBLIC);
+        seen.sport
+    }
+
+    #[test]
+    fn simple_connection_keeps_its_port_and_replies_come_back() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = simple(10000, 10099);
+        let inside = flow(proto::TCP, CLIENT, 1234, SERVER, 80);
+        let syn = || tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::SYN);
+        let (v, kind, seen) = send(&mut w, &nat, syn(), Outbound, 0);
+        assert_eq!((v, kind), (Verdict::Forward, LogKind::Update));
+        let port = public_port(seen);
+        assert!((10000..=10099).contains(&port));
+        assert_eq!(seen.unwrap().dst, SERVER);
+        assert_eq!(seen.unwrap().dport, 80);
+        for _ in 0..3 {
+            let (v, kind, seen) = send(&mut w, &nat, syn(), Outbound, 5 * SEC);
+            assert_eq!((v, kind), (Verdict::Forward, LogKind::ReadOnly));
+            assert_eq!(public_port(seen), port);
+        }
+        assert_eq!(nat.lookup_outbound(&store, &inside), Some((PUBLIC, port)));
+        assert_eq!(
+            inbound_original(&store, proto::TCP, SERVER, 80, port),
+            Some((CLIENT, 1234))
+        );
+
+        let reply = tcp_frame(SERVER, 80, PUBLIC, port, TcpFlags::SYN | TcpFlags::ACK);
+        let (v, kind, seen) = send(&mut w, &nat, reply, Inbound, 6 * SEC);
+        assert_eq!((v, kind), (Verdict::Forward, LogKind::ReadOnly));
+        assert_eq!(seen, Some(inside.reversed()));
+    }
+
+    #[test]
+    fn distinct_connections_get_distinct_ports() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = simple(10000, 10099);
+        let frames = [
+            tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::SYN),
+            tcp_frame(CLIENT, 1235, SERVER, 80, TcpFlags::SYN),
+            tcp_frame(CLIENT2, 1234, SERVER, 80, TcpFlags::SYN),
+            udp_frame(CLIENT, 1234, SERVER, 80),
+            tcp_frame(CLIENT, 1234, SERVER, 443, TcpFlags::SYN),
+        ];
+        let mut seen_ports = HashSet::new();
+        for f in frames {
+            let original = flow_of(&f);
+            let (_, _, seen) = send(&mut w, &nat, f, Outbound, 0);
+            let port = public_port(seen);
+            assert!(seen_ports.insert(port), "port {port} given twice");
+            // Each reply goes back to its own client.
+            let reply = seen.unwrap().reversed();
+            let frame = if reply.proto == proto::TCP {
+                tcp_frame(
+                    reply.src,
+                    reply.sport,
+                    reply.dst,
+                    reply.dport,
+                    TcpFlags::ACK,
+                )
+            } else {
+                udp_frame(reply.src, reply.sport, reply.dst, reply.dport)
+            };
+            let (v, _, back) = send(&mut w, &nat, frame, Inbound, 0);
+            assert_eq!(v, Verdict::Forward);
+            assert_eq!(back, Some(original.reversed()));
+        }
+    }
+
+    #[test]
+    fn unknown_inbound_is_dropped_and_non_ip_passes() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        for nat in [
+            &simple(10000, 10099) as &dyn Middlebox,
+            &mazu(10000, 10099, 1),
+        ] {
+            let (_, _, seen) = send(
+                &mut w,
+                nat,
+                udp_frame(CLIENT, 5000, SERVER, 53),
+                Outbound,
+                0,
+            );
+            let port = public_port(seen);
+            // Wrong remote port, unused public port, not addressed to the public address.
+            for f in [
+                udp_frame(SERVER, 54, PUBLIC, port),
+                udp_frame(SERVER, 53, PUBLIC, port.wrapping_add(1)),
+                udp_frame(SERVER, 53, CLIENT, port),
+                tcp_frame(SERVER, 53, PUBLIC, port, TcpFlags::ACK),
+            ] {
+                assert_eq!(send(&mut w, nat, f, Inbound, 0).0, Verdict::Drop);
+            }
+            for dir in [Outbound, Inbound] {
+                let mut f = arp_frame();
+                let before = f.clone();
+                assert_eq!(
+                    run(&mut w, nat, &mut f, ctx(0, 0, dir)),
+                    (Verdict::Forward, LogKind::Noop)
+                );
+                assert_eq!(f, before);
+            }
+            // An echo reply from inside has no source identifier to translate.
+            let f = icmp_echo_frame(CLIENT, SERVER, 3, false);
+            assert_eq!(send(&mut w, nat, f, Outbound, 0).0, Verdict::Drop);
+        }
+    }
+
+    #[test]
+    fn pool_exhaustion_drops_new_connections_only() {
+        for nat in [
+            &simple(20000, 20002) as &dyn Middlebox,
+            &mazu(20000, 20002, 1),
+        ] {
+            let store = Store::new(16, 1).unwrap();
+            let mut w = store.worker(0).unwrap();
+            let mut given = HashSet::new();
+            for sport in 0..3 {
+                let f = udp_frame(CLIENT, sport, SERVER, 53);
+                given.insert(public_port(send(&mut w, nat, f, Outbound, 0).2));
+            }
+            assert_eq!(given, HashSet::from([20000, 20001, 20002]));
+            let f = udp_frame(CLIENT, 3, SERVER, 53);
+            assert_eq!(send(&mut w, nat, f, Outbound, 0).0, Verdict::Drop);
+            let f = udp_frame(CLIENT, 1, SERVER, 53);
+            assert_eq!(send(&mut w, nat, f, Outbound, 0).0, Verdict::Forward);
+        }
+    }
+
+    #[test]
+    fn ping_is_translated_by_identifier() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = simple(10000, 10099);
+        let f = icmp_echo_frame(CLIENT, SERVER, 42, true);
+        let (v, _, seen) = send(&mut w, &nat, f, Outbound, 0);
+        assert_eq!(v, Verdict::Forward);
+        let id = public_port(seen);
+        let f = icmp_echo_frame(SERVER, PUBLIC, id, false);
+        let (v, _, back) = send(&mut w, &nat, f, Inbound, 0);
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(back, Some(flow(proto::ICMP, SERVER, 0, CLIENT, 42)));
+    }
+
+    #[test]
+    fn mazu_updates_on_every_packet() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = mazu(10000, 10099, 1);
+        let inside = flow(proto::UDP, CLIENT, 7, SERVER, 53);
+        let (_, kind, seen) = send(&mut w, &nat, udp_frame(CLIENT, 7, SERVER, 53), Outbound, 0);
+        assert_eq!(kind, LogKind::Update);
+        let port = public_port(seen);
+        let (v, kind, _) = send(
+            &mut w,
+            &nat,
+            udp_frame(SERVER, 53, PUBLIC, port),
+            Inbound,
+            SEC,
+        );
+        assert_eq!((v, kind), (Verdict::Forward, LogKind::Update));
+        assert_eq!(outbound_mapping(&store, &inside).unwrap().last_seen_ns, SEC);
+        let (_, kind, _) = send(
+            &mut w,
+            &nat,
+            udp_frame(CLIENT, 7, SERVER, 53),
+            Outbound,
+            2 * SEC,
+        );
+        assert_eq!(kind, LogKind::Update);
+        assert_eq!(
+            outbound_mapping(&store, &inside).unwrap().last_seen_ns,
+            2 * SEC
+        );
+    }
+
+    #[test]
+    fn mazu_expires_idle_mappings_and_reuses_their_ports() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = mazu(30000, 30000, 1);
+        let a = || udp_frame(CLIENT, 1, SERVER, 53);
+        let b = || udp_frame(CLIENT2, 2, SERVER, 53);
+        assert_eq!(public_port(send(&mut w, &nat, a(), Outbound, 0).2), 30000);
+        // Still live after 30 s idle: B finds no port.
+        assert_eq!(send(&mut w, &nat, b(), Outbound, 30 * SEC).0, Verdict::Drop);
+        // Idle for more than 30 s: expired, and its port goes to B.
+        assert_eq!(
+            public_port(send(&mut w, &nat, b(), Outbound, 31 * SEC).2),
+            30000
+        );
+        let a_inside = flow(proto::UDP, CLIENT, 1, SERVER, 53);
+        let b_inside = flow(proto::UDP, CLIENT2, 2, SERVER, 53);
+        assert_eq!(outbound_mapping(&store, &a_inside), None);
+        assert_eq!(
+            inbound_original(&store, proto::UDP, SERVER, 53, 30000),
+            Some((CLIENT2, 2))
+        );
+        let reply = udp_frame(SERVER, 53, PUBLIC, 30000);
+        let (v, _, back) = send(&mut w, &nat, reply, Inbound, 32 * SEC);
+        assert_eq!((v, back), (Verdict::Forward, Some(b_inside.reversed())));
+        // B expires too; an inbound packet then finds nothing live.
+        let reply = udp_frame(SERVER, 53, PUBLIC, 30000);
+        assert_eq!(
+            send(&mut w, &nat, reply, Inbound, 63 * SEC).0,
+            Verdict::Drop
+        );
+        // B's own next packet after expiry starts a fresh mapping.
+        assert_eq!(
+            public_port(send(&mut w, &nat, b(), Outbound, 64 * SEC).2),
+            30000
+        );
+        assert_eq!(
+            outbound_mapping(&store, &b_inside).unwrap().last_seen_ns,
+            64 * SEC
+        );
+    }
+
+    #[test]
+    fn mazu_fin_or_rst_shortens_the_timeout() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = mazu(10000, 10099, 1);
+        let port_of = |sport: u16, w: &mut Worker<'_>| {
+            let f = tcp_frame(CLIENT, sport, SERVER, 80, TcpFlags::SYN);
+            public_port(send(w, &nat, f, Outbound, 0).2)
+        };
+        let (closed, rst, open) = (port_of(1, &mut w), port_of(2, &mut w), port_of(3, &mut w));
+        let f = tcp_frame(CLIENT, 1, SERVER, 80, TcpFlags::FIN | TcpFlags::ACK);
+        assert_eq!(send(&mut w, &nat, f, Outbound, SEC).0, Verdict::Forward);
+        let f = tcp_frame(SERVER, 80, PUBLIC, rst, TcpFlags::RST);
+        assert_eq!(send(&mut w, &nat, f, Inbound, SEC).0, Verdict::Forward);
+        let inside = flow(proto::TCP, CLIENT, 1, SERVER, 80);
+        assert!(outbound_mapping(&store, &inside).unwrap().closing);
+        // Idle 10 s after the FIN/RST: still live (and refreshed); idle 11 s: gone. The open one lives on.
+        for (port, live_at_11) in [(closed, false), (rst, false), (open, true)] {
+            let f = tcp_frame(SERVER, 80, PUBLIC, port, TcpFlags::ACK);
+            assert_eq!(send(&mut w, &nat, f, Inbound, 11 * SEC).0, Verdict::Forward);
+            let f = tcp_frame(SERVER, 80, PUBLIC, port, TcpFlags::ACK);
+            let want = if live_at_11 {
+                Verdict::Forward
+            } else {
+                Verdict::Drop
+            };
+            assert_eq!(send(&mut w, &nat, f, Inbound, 22 * SEC).0, want);
+        }
+    }
+
+    /// Two worker threads set up many connections at once: every connection gets its own port,
+    /// and the stored mappings agree with what the packets carried.
+    fn concurrent_allocation(nat: &dyn Middlebox) {
+        const PER_THREAD: u16 = 300;
+        let store = Store::new(64, 2).unwrap();
+        let results: Vec<(FlowKey, u16)> = std::thread::scope(|s| {
+            let handles: Vec<_> = [CLIENT, CLIENT2]
+                .into_iter()
+                .enumerate()
+                .map(|(id, client)| {
+                    let store = &store;
+                    s.spawn(move || {
+                        let mut w = store.worker(id as u16).unwrap();
+                        let mut got = Vec::new();
+                        for sport in 0..PER_THREAD {
+                            let f = udp_frame(client, 1000 + sport, SERVER, 53);
+                            let inside = flow_of(&f);
+                            let port = public_port(send(&mut w, nat, f, Outbound, 0).2);
+                            // The same connection again keeps its port.
+                            let f = udp_frame(client, 1000 + sport, SERVER, 53);
+                            assert_eq!(public_port(send(&mut w, nat, f, Outbound, 1).2), port);
+                            got.push((inside, port));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let ports: HashSet<u16> = results.iter().map(|(_, p)| *p).collect();
+        assert_eq!(ports.len(), 2 * usize::from(PER_THREAD));
+        for (inside, port) in results {
+            assert_eq!(
+                outbound_mapping(&store, &inside).map(|m| m.public_port),
+                Some(port)
+            );
+            assert_eq!(
+                inbound_original(&store, proto::UDP, SERVER, 53, port),
+                Some((inside.src, inside.sport))
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_allocation_simple() {
+        concurrent_allocation(&simple(10000, 60000));
+    }
+
+    #[test]
+    fn concurrent_allocation_mazu() {
+        concurrent_allocation(&mazu(10000, 60000, 2));
+    }
+
+    #[test]
+    fn kinds_and_slices() {
+        assert_eq!(simple(1, 2).kind(), "simple-nat");
+        let m = mazu(100, 199, 4);
+        assert_eq!(m.kind(), "mazu-nat");
+        let slices: Vec<_> = (0..4).map(|i| m.policy.slice(i)).collect();
+        assert_eq!(slices, [(100, 25), (125, 25), (150, 25), (175, 25)]);
+        assert_eq!(mazu(100, 101, 4).policy.slices, 1);
+    }
+
+    #[test]
+    fn mapping_records_round_trip() {
+        let m = Mapping {
+            public_port: 4242,
+            last_seen_ns: u64::MAX - 1,
+            closing: true,
+        };
+        let mut buf = [0; Mapping::SIZE];
+        m.encode(&mut buf);
+        assert_eq!(Mapping::decode(&buf), Some(m));
+        assert_eq!(Mapping::decode(&buf[1..]), None);
+    }
+
+    #[test]
+    fn prefixes_never_panic() {
+        assert_prefixes_never_panic(&simple(10000, 10010));
+        assert_prefixes_never_panic(&mazu(10000, 10010, 1));
+    }
+}
