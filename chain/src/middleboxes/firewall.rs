@@ -3,7 +3,7 @@
 
 use ftc_stm::{Abort, Store, Txn};
 
-use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed};
+use super::packet::{proto, FlowKey, Ipv4Packet};
 use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
 use crate::spec::{Action, FirewallConfig, PortRange, Proto, Rule};
 
@@ -26,10 +26,7 @@ pub struct Firewall {
 }
 
 fn conn_key(outbound: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
-    let mut key = [0; 1 + FlowKey::LEN];
-    key[0] = TAG_CONN;
-    outbound.encode(&mut key[1..]);
-    key
+    outbound.tagged(TAG_CONN)
 }
 
 /// Whether the connection with outbound 5-tuple `outbound` was recorded.
@@ -113,10 +110,9 @@ impl Middlebox for Firewall {
         frame: &mut Frame<'_>,
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
-        let p = match parse(frame.bytes()) {
-            Parsed::Ipv4(p) => p,
-            Parsed::NotIpv4 => return Ok(Verdict::Forward),
-            Parsed::Malformed => return Ok(Verdict::Drop),
+        let p = match super::ipv4_or(frame.bytes()) {
+            Ok(p) => p,
+            Err(verdict) => return Ok(verdict),
         };
         if self.allow_established {
             return self.stateful(tx, &p, ctx);

@@ -23,10 +23,7 @@ pub struct Gen {
 const COUNT_LEN: usize = 8;
 
 fn flow_key(flow: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
-    let mut key = [0; 1 + FlowKey::LEN];
-    key[0] = TAG_FLOW;
-    flow.encode(&mut key[1..]);
-    key
+    flow.tagged(TAG_FLOW)
 }
 
 /// The state Gen holds for `flow`, if any.

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ftc_stm::{Abort, Store, Txn};
 
-use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed};
+use super::packet::{proto, FlowKey, Ipv4Packet};
 use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
 use crate::spec::LoadBalancerConfig;
 
@@ -17,6 +17,8 @@ const TAG_NEXT: u8 = 2;
 /// looked up, or given a backend and recorded; the destination becomes the backend. Inbound
 /// TCP/UDP from a backend to a client of one of its recorded connections: the source becomes
 /// the VIP again. Everything else passes unchanged (no backends: packets to the VIP drop).
+/// IPv4 fragments after the first carry no ports and pass unchanged: this balancer does not
+/// reassemble, so fragmented datagrams to the VIP are not balanced.
 ///
 /// Choice: round robin, with one counter per worker thread, started at the worker's index, so
 /// that workers never contend on a shared counter (least-loaded would need a shared load table
@@ -113,10 +115,9 @@ impl Middlebox for LoadBalancer {
         frame: &mut Frame<'_>,
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
-        let p = match parse(frame.bytes()) {
-            Parsed::Ipv4(p) => p,
-            Parsed::NotIpv4 => return Ok(Verdict::Forward),
-            Parsed::Malformed => return Ok(Verdict::Drop),
+        let p = match super::ipv4_or(frame.bytes()) {
+            Ok(p) => p,
+            Err(verdict) => return Ok(verdict),
         };
         if !matches!(p.flow().proto, proto::TCP | proto::UDP) || !p.has_sport() {
             return Ok(Verdict::Forward);

@@ -28,7 +28,7 @@ pub use monitor::Monitor;
 pub use nat::{MazuNat, SimpleNat};
 pub use packet::{FlowKey, Ipv4Packet, Parsed, TcpFlags};
 
-use crate::middlebox::Middlebox;
+use crate::middlebox::{Middlebox, Verdict};
 use crate::spec::{MiddleboxKind, MiddleboxSpec};
 
 /// The middlebox a spec describes.
@@ -40,5 +40,78 @@ pub fn build(spec: &MiddleboxSpec) -> Box<dyn Middlebox> {
         MiddleboxKind::Gen(c) => Box::new(Gen::new(c)),
         MiddleboxKind::Firewall(c) => Box::new(Firewall::new(c)),
         MiddleboxKind::LoadBalancer(c) => Box::new(LoadBalancer::new(c)),
+    }
+}
+
+/// The IPv4 packet in `frame`, or what to do with a frame that is not one under the common
+/// rules: non-IPv4 passes, malformed IPv4 drops.
+fn ipv4_or(frame: &[u8]) -> Result<Ipv4Packet, Verdict> {
+    match packet::parse(frame) {
+        Parsed::Ipv4(p) => Ok(p),
+        Parsed::NotIpv4 => Err(Verdict::Forward),
+        Parsed::Malformed => Err(Verdict::Drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::spec::*;
+
+    #[test]
+    fn build_makes_every_kind() {
+        let ip = Ipv4Addr::new(198, 51, 100, 1);
+        let ports = PortRange {
+            first: 10000,
+            last: 10099,
+        };
+        let kinds = [
+            (
+                MiddleboxKind::Monitor(MonitorConfig {
+                    counters: CounterMode::Shared,
+                    sharing_level: 0,
+                }),
+                "monitor",
+            ),
+            (
+                MiddleboxKind::SimpleNat(NatConfig {
+                    public_ip: ip,
+                    ports,
+                }),
+                "simple-nat",
+            ),
+            (
+                MiddleboxKind::MazuNat(MazuNatConfig {
+                    public_ip: ip,
+                    ports,
+                    tcp_timeout: 7440,
+                    tcp_closed_timeout: 240,
+                    udp_timeout: 300,
+                }),
+                "mazu-nat",
+            ),
+            (MiddleboxKind::Gen(GenConfig { state_size: 64 }), "gen"),
+            (
+                MiddleboxKind::Firewall(FirewallConfig {
+                    rules: vec![],
+                    default: Action::Allow,
+                    allow_established: false,
+                }),
+                "firewall",
+            ),
+            (
+                MiddleboxKind::LoadBalancer(LoadBalancerConfig {
+                    vip: ip,
+                    backends: vec![],
+                }),
+                "load-balancer",
+            ),
+        ];
+        for (kind, name) in kinds {
+            let mb = build(&MiddleboxSpec { threads: 4, kind });
+            assert_eq!(mb.kind(), name);
+        }
     }
 }

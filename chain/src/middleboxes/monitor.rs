@@ -21,10 +21,7 @@ pub struct Monitor {
 }
 
 fn flow_key(flow: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
-    let mut key = [0; 1 + FlowKey::LEN];
-    key[0] = TAG_FLOW;
-    flow.encode(&mut key[1..]);
-    key
+    flow.tagged(TAG_FLOW)
 }
 
 fn shared_key(index: u16) -> [u8; 3] {

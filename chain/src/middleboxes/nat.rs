@@ -8,7 +8,8 @@
 //! `public_ip:public_port`. Inbound: the destination must be `public_ip` and the inbound mapping
 //! must exist (and be live); the destination is written back. Anything else IPv4 (other
 //! protocols, ICMP errors, whose embedded headers this NAT does not translate, a pool with no
-//! free port) is dropped, so that no inside address leaks. Non-IPv4 frames pass.
+//! free port) is dropped, so that no inside address leaks; so are IPv4 fragments after the
+//! first (they carry no ports, and this NAT does not reassemble). Non-IPv4 frames pass.
 //!
 //! One pool of public ports serves all protocols. The last-seen time and the closing flag live
 //! in the outbound mapping only, so that an inbound packet refreshes the same record.
@@ -19,7 +20,7 @@ use std::net::Ipv4Addr;
 
 use ftc_stm::{Abort, Record, Store, Txn};
 
-use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed, TcpFlags};
+use super::packet::{proto, FlowKey, Ipv4Packet, TcpFlags};
 use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
 use crate::spec::{MazuNatConfig, NatConfig, PortRange};
 
@@ -87,10 +88,7 @@ impl Record for Original {
 }
 
 fn out_key(outbound: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
-    let mut key = [0; 1 + FlowKey::LEN];
-    key[0] = TAG_OUT;
-    outbound.encode(&mut key[1..]);
-    key
+    outbound.tagged(TAG_OUT)
 }
 
 fn in_key(proto: u8, remote: Ipv4Addr, remote_port: u16, public_port: u16) -> [u8; 10] {
@@ -174,8 +172,9 @@ pub type SimpleNat = Nat<Simple>;
 /// mazu-nat: idle timeouts, port reuse, per-worker allocation.
 pub type MazuNat = Nat<Mazu>;
 
+/// Ports in the range (0 for an inverted range, which the spec loader rejects anyway).
 fn range_len(ports: PortRange) -> u32 {
-    u32::from(ports.last) - u32::from(ports.first) + 1
+    (u32::from(ports.last) + 1).saturating_sub(u32::from(ports.first))
 }
 
 /// simple-nat's policy: the next free port is `first + counter`; a port is never given back,
@@ -266,6 +265,9 @@ impl NatPolicy for Mazu {
     ) -> Result<Option<u16>, Abort> {
         let slice = ctx.worker % self.slices;
         let (start, len) = self.slice(slice);
+        if len == 0 {
+            return Ok(None);
+        }
         let [a, b] = slice.to_be_bytes();
         let cursor_key = [TAG_CURSOR, a, b];
         let mut cursor = tx.counter(&cursor_key)?;
@@ -451,10 +453,9 @@ impl<P: NatPolicy> Middlebox for Nat<P> {
         frame: &mut Frame<'_>,
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
-        let p = match parse(frame.bytes()) {
-            Parsed::Ipv4(p) => p,
-            Parsed::NotIpv4 => return Ok(Verdict::Forward),
-            Parsed::Malformed => return Ok(Verdict::Drop),
+        let p = match super::ipv4_or(frame.bytes()) {
+            Ok(p) => p,
+            Err(verdict) => return Ok(verdict),
         };
         match ctx.direction {
             Direction::Outbound => self.outbound(tx, frame, p, ctx),
@@ -471,6 +472,7 @@ mod tests {
 
     use super::*;
     use crate::middlebox::Direction::*;
+    use crate::middleboxes::packet::{parse, Parsed};
     use crate::middleboxes::testutil::*;
 
     const SEC: u64 = 1_000_000_000;
@@ -836,6 +838,13 @@ mod tests {
         let slices: Vec<_> = (0..4).map(|i| m.policy.slice(i)).collect();
         assert_eq!(slices, [(100, 25), (125, 25), (150, 25), (175, 25)]);
         assert_eq!(mazu(100, 101, 4).policy.slices, 1);
+        // An inverted range is an empty pool, not a panic.
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        for nat in [&simple(10, 9) as &dyn Middlebox, &mazu(10, 9, 2)] {
+            let f = udp_frame(CLIENT, 1, SERVER, 2);
+            assert_eq!(send(&mut w, nat, f, Outbound, 0).0, Verdict::Drop);
+        }
     }
 
     #[test]

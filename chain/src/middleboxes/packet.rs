@@ -59,6 +59,13 @@ impl FlowKey {
         out
     }
 
+    /// A state key: `tag`, then the key's bytes.
+    pub fn tagged(&self, tag: u8) -> [u8; 1 + Self::LEN] {
+        let mut out = [tag; 1 + Self::LEN];
+        self.encode(&mut out[1..]);
+        out
+    }
+
     /// Write the key into `out` (exactly [`Self::LEN`] bytes).
     pub fn encode(&self, out: &mut [u8]) {
         out[0] = self.proto;
@@ -490,6 +497,36 @@ mod tests {
             let ip = f.len() - ip_total_len(&original);
             f[ip] = 0x44;
             assert_eq!(parse(&f), Parsed::Malformed);
+        }
+    }
+
+    proptest::proptest! {
+        /// Valid frames with random bytes overwritten and a random length: parsing and
+        /// rewriting never panic, whatever the headers now claim.
+        #[test]
+        fn mutated_frames_never_panic(
+            which in 0usize..4,
+            edits in proptest::collection::vec((0usize..128, proptest::prelude::any::<u8>()), 0..8),
+            cut in 0usize..128,
+        ) {
+            let mut f = match which {
+                0 => tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::ACK),
+                1 => udp_frame(CLIENT, 53, SERVER, 5353),
+                2 => icmp_echo_frame(CLIENT, SERVER, 77, true),
+                _ => vlan_udp_frame(CLIENT, 1, SERVER, 2),
+            };
+            for (at, byte) in edits {
+                if let Some(b) = f.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            f.truncate(f.len().saturating_sub(cut));
+            if let Parsed::Ipv4(mut p) = parse(&f) {
+                p.set_src_addr(&mut f, PUBLIC);
+                p.set_dst_addr(&mut f, CLIENT2);
+                p.set_sport(&mut f, 1);
+                p.set_dport(&mut f, 2);
+            }
         }
     }
 }
