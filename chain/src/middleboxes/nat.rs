@@ -830,6 +830,13 @@ mod tests {
         concurrent_allocation(&mazu(10000, 60000, 2));
     }
 
+    /// Configured for one thread but run by two: both allocate from the one slice, so they
+    /// contend on its cursor and the port owner table.
+    #[test]
+    fn concurrent_allocation_mazu_shared_slice() {
+        concurrent_allocation(&mazu(10000, 60000, 1));
+    }
+
     #[test]
     fn kinds_and_slices() {
         assert_eq!(simple(1, 2).kind(), "simple-nat");

@@ -112,9 +112,7 @@ pub fn ip_total_len(frame: &[u8]) -> usize {
 }
 
 /// Offset of the UDP checksum in an untagged UDP/IPv4 frame built here (no IP options).
-pub fn udp_checksum_offset(_frame: &[u8]) -> usize {
-    14 + 20 + 6
-}
+pub const UDP_CHECKSUM_AT: usize = 14 + 20 + 6;
 
 /// The flow key of a frame, parsed by etherparse (independently of `packet::parse`).
 pub fn flow_of(frame: &[u8]) -> FlowKey {
