@@ -5,5 +5,6 @@
 //! in as an argument.
 
 pub mod middlebox;
+pub mod middleboxes;
 pub mod ring;
 pub mod spec;
