@@ -5,3 +5,4 @@
 //! in as an argument.
 
 pub mod spec;
+pub mod wire;
