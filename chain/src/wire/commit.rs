@@ -92,3 +92,111 @@ impl CommitVector {
             .filter(move |e| older.get(e.partition).unwrap_or_default() < e.seq)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dep(p: u16, s: u64) -> DepEntry {
+        DepEntry {
+            partition: Partition(p),
+            seq: Seq(s),
+        }
+    }
+
+    #[test]
+    fn covers_by_kind() {
+        let mut cv = CommitVector::new(4);
+        assert!(cv.merge([dep(1, 3), dep(2, 5)].into_iter()));
+        assert!(!cv.merge([dep(1, 2)].into_iter()));
+        assert_eq!(cv.get(Partition(1)), Some(Seq(3)));
+        assert_eq!(cv.get(Partition(4)), None);
+        // Update with D[1] = 2: covered once CV[1] ≥ 3.
+        assert!(cv.covers(LogKind::Update, [dep(1, 2)].into_iter()));
+        assert!(!cv.covers(LogKind::Update, [dep(1, 3)].into_iter()));
+        assert!(!cv.covers(LogKind::Update, [dep(1, 2), dep(2, 5)].into_iter()));
+        // Read-only with D[1] = 3: covered when CV[1] ≥ 3.
+        assert!(cv.covers(LogKind::ReadOnly, [dep(1, 3), dep(2, 5)].into_iter()));
+        assert!(!cv.covers(LogKind::ReadOnly, [dep(1, 4)].into_iter()));
+        assert!(cv.covers(LogKind::Noop, core::iter::empty()));
+        // Out of range: never covered, and ignored by merge.
+        assert!(!cv.covers(LogKind::ReadOnly, [dep(9, 0)].into_iter()));
+        assert!(!cv.merge([dep(9, 1)].into_iter()));
+        // u64::MAX as an update dependency cannot be covered (no overflow).
+        assert!(!cv.covers(LogKind::Update, [dep(0, u64::MAX)].into_iter()));
+    }
+
+    #[test]
+    fn changed_since_sends_only_what_moved() {
+        let mut old = CommitVector::new(4);
+        old.merge([dep(0, 1), dep(3, 7)].into_iter());
+        let mut new = old.clone();
+        new.merge([dep(0, 1), dep(2, 4), dep(3, 8)].into_iter());
+        assert_eq!(
+            new.changed_since(&old).collect::<Vec<_>>(),
+            [dep(2, 4), dep(3, 8)]
+        );
+        let mut rebuilt = old.clone();
+        rebuilt.merge(new.changed_since(&old));
+        assert_eq!(rebuilt, new);
+    }
+
+    const P: usize = 8;
+
+    fn vector() -> impl Strategy<Value = Vec<DepEntry>> {
+        proptest::collection::vec((0u16..P as u16 + 2, 0u64..20), 0..12)
+            .prop_map(|v| v.into_iter().map(|(p, s)| dep(p, s)).collect())
+    }
+
+    fn merged(base: &CommitVector, parts: &[&[DepEntry]]) -> CommitVector {
+        let mut cv = base.clone();
+        for part in parts {
+            cv.merge(part.iter().copied());
+        }
+        cv
+    }
+
+    proptest! {
+        #[test]
+        fn merge_commutes(base in vector(), a in vector(), b in vector()) {
+            let base = merged(&CommitVector::new(P), &[&base]);
+            prop_assert_eq!(merged(&base, &[&a, &b]), merged(&base, &[&b, &a]));
+        }
+
+        #[test]
+        fn merge_is_idempotent(base in vector(), a in vector()) {
+            let base = merged(&CommitVector::new(P), &[&base]);
+            let once = merged(&base, &[&a]);
+            let mut twice = once.clone();
+            prop_assert!(!twice.merge(a.iter().copied()));
+            prop_assert_eq!(twice, once);
+        }
+
+        #[test]
+        fn merge_is_monotone(base in vector(), a in vector()) {
+            let before = merged(&CommitVector::new(P), &[&base]);
+            let after = merged(&before, &[&a]);
+            for (b, a) in before.iter().zip(after.iter()) {
+                prop_assert!(a.seq >= b.seq);
+            }
+            // And an update log covered before stays covered.
+            for e in before.iter().filter(|e| e.seq.0 > 0) {
+                let d = dep(e.partition.0, e.seq.0 - 1);
+                prop_assert!(after.covers(LogKind::Update, [d].into_iter()));
+            }
+        }
+
+        #[test]
+        fn changed_since_rebuilds(base in vector(), a in vector()) {
+            let old = merged(&CommitVector::new(P), &[&base]);
+            let new = merged(&old, &[&a]);
+            let mut rebuilt = old.clone();
+            rebuilt.merge(new.changed_since(&old));
+            prop_assert_eq!(&rebuilt, &new);
+            let mut dense = old.clone();
+            dense.merge_vector(&new);
+            prop_assert_eq!(dense, new);
+        }
+    }
+}

@@ -66,3 +66,6 @@ pub enum WireError {
     #[error("no room left in the buffer")]
     NoRoom,
 }
+
+#[cfg(test)]
+mod tests;

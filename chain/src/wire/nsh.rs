@@ -376,3 +376,213 @@ fn be16(b: &[u8]) -> u16 {
 fn mac(b: &[u8]) -> [u8; 6] {
     [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A frame written out byte by byte from RFC 8300's bit layout.
+    #[rustfmt::skip]
+    const FRAME: [u8; 44] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01,             // dst MAC
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02,             // src MAC
+        0x89, 0x4f,                                     // EtherType NSH
+        0b00_0_0_1111, 0b11_000101,                     // Ver 0, O 0, U 0, TTL 63, Length 5
+        0x02, 0x03,                                     // U 0, MD type 2, next protocol Ethernet
+        0x00, 0x01, 0x02, 0xfe,                         // SPI 0x000102, SI 254
+        0xff, 0xf6, 0x01, 0x08,                         // class 0xFFF6, type 1, U 0, length 8
+        0x00, 0x00, 0x00, 0x07,                         // epoch 7
+        0x00, 0x06, 0x80, 0x01,                         // trailer length 6, flags 0x8001
+        0xaa, 0xbb, 0xcc, 0xdd,                         // inner frame
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00,             // trailer: an empty message
+    ];
+
+    fn repr() -> NshRepr {
+        NshRepr {
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            src_mac: [2, 0, 0, 0, 0, 2],
+            propagating: false,
+            ttl: 63,
+            spi: 0x000102,
+            si: 254,
+            epoch: 7,
+            flags: 0x8001,
+            trailer_len: 6,
+        }
+    }
+
+    #[test]
+    fn view_reads_hand_built_frame() {
+        let f = NshFrame::new_checked(&FRAME[..]).expect("valid");
+        assert_eq!(f.dst_mac(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(f.src_mac(), [2, 0, 0, 0, 0, 2]);
+        assert!(!f.is_propagating());
+        assert_eq!(f.ttl(), 63);
+        assert_eq!(f.spi(), 0x000102);
+        assert_eq!(f.si(), 254);
+        assert_eq!(f.epoch(), 7);
+        assert_eq!(f.trailer_len(), 6);
+        assert_eq!(f.flags(), 0x8001);
+        assert_eq!(f.inner(), &[0xaa, 0xbb, 0xcc, 0xdd]);
+        assert_eq!(f.trailer(), &[1, 0, 0, 0, 0, 0]);
+        assert_eq!(NshRepr::parse(&f), Ok(repr()));
+        assert!(carries_ftc_context(&FRAME));
+    }
+
+    #[test]
+    fn repr_emits_hand_built_frame() {
+        let r = repr();
+        let mut buf = [0xffu8; 44];
+        assert_eq!(r.frame_len(4), buf.len());
+        let mut f = NshFrame::new_unchecked(&mut buf[..]);
+        r.emit(&mut f);
+        f.inner_mut().copy_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd]);
+        f.trailer_mut().copy_from_slice(&[1, 0, 0, 0, 0, 0]);
+        assert_eq!(buf, FRAME);
+    }
+
+    #[test]
+    fn setters_keep_neighbouring_bits() {
+        let mut buf = FRAME;
+        let mut f = NshFrame::new_unchecked(&mut buf[..]);
+        f.set_ttl(0b10_1010);
+        f.set_propagating(true);
+        assert_eq!(f.ttl(), 0b10_1010);
+        assert!(f.is_propagating());
+        assert_eq!(buf[14], 0b00_1_0_1010);
+        assert_eq!(buf[15], 0b10_000101);
+        let mut f = NshFrame::new_unchecked(&mut buf[..]);
+        f.set_ttl(0);
+        f.set_propagating(false);
+        f.set_spi(0xabcdef12);
+        assert_eq!(f.spi(), 0xcdef12);
+        assert_eq!(buf[14..16], [0, 5]);
+        assert_eq!(buf[21], 0xfe);
+    }
+
+    #[test]
+    fn propagating_frame_ignores_padding() {
+        let mut buf = [0u8; 60];
+        let r = NshRepr {
+            propagating: true,
+            trailer_len: 6,
+            ..repr()
+        };
+        r.emit(&mut NshFrame::new_unchecked(&mut buf[..]));
+        buf[34..40].copy_from_slice(&[1, 0, 0, 0, 0, 0]);
+        let f = NshFrame::new_checked(&buf[..]).expect("valid");
+        assert!(f.inner().is_empty());
+        assert_eq!(f.trailer(), &[1, 0, 0, 0, 0, 0]);
+        assert_eq!(NshRepr::parse(&f), Ok(r));
+    }
+
+    #[test]
+    fn unassigned_bits_are_ignored() {
+        let mut buf = FRAME;
+        buf[14] |= 0x10;
+        buf[16] |= 0xf0;
+        buf[25] |= 0x80;
+        let f = NshFrame::new_checked(&buf[..]).expect("valid");
+        assert_eq!(NshRepr::parse(&f), Ok(repr()));
+    }
+
+    #[test]
+    fn rejects_each_bad_field() {
+        let bad = |i: usize, v: u8| {
+            let mut buf = FRAME;
+            buf[i] = v;
+            NshFrame::new_checked(&buf[..]).err()
+        };
+        assert_eq!(bad(12, 0x08), Some(WireError::BadEtherType));
+        assert_eq!(bad(14, 0x4f), Some(WireError::BadVersion));
+        assert_eq!(bad(15, 0xc6), Some(WireError::BadLength));
+        assert_eq!(bad(16, 0x01), Some(WireError::BadMdType));
+        assert_eq!(bad(17, 0x01), Some(WireError::BadNextProtocol));
+        assert_eq!(bad(22, 0x00), Some(WireError::BadContext));
+        assert_eq!(bad(24, 0x02), Some(WireError::BadContext));
+        assert_eq!(bad(25, 0x10), Some(WireError::BadContext));
+        // Trailer longer than what follows the header.
+        assert_eq!(bad(31, 11), Some(WireError::Truncated));
+        assert_eq!(bad(31, 10), None);
+        for cut in 0..NshRepr::HEADER_LEN {
+            assert_eq!(
+                NshFrame::new_checked(&FRAME[..cut]).err(),
+                Some(WireError::Truncated)
+            );
+        }
+    }
+
+    #[test]
+    fn carries_ftc_context_cases() {
+        assert!(!carries_ftc_context(&[]));
+        assert!(!carries_ftc_context(&FRAME[..23]));
+        assert!(carries_ftc_context(&FRAME[..24]));
+        let mut other_class = FRAME;
+        other_class[23] = 0xf5;
+        assert!(!carries_ftc_context(&other_class));
+        let mut ipv4 = FRAME;
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert!(!carries_ftc_context(&ipv4));
+        let mut md1 = FRAME;
+        md1[16] = 0x01;
+        assert!(!carries_ftc_context(&md1));
+    }
+
+    fn any_repr() -> impl Strategy<Value = NshRepr> {
+        (
+            any::<([u8; 6], [u8; 6], bool)>(),
+            0u8..64,
+            0u32..1 << 24,
+            any::<(u8, u32, u16, u16)>(),
+        )
+            .prop_map(
+                |((dst_mac, src_mac, propagating), ttl, spi, (si, epoch, flags, trailer_len))| {
+                    NshRepr {
+                        dst_mac,
+                        src_mac,
+                        propagating,
+                        ttl,
+                        spi,
+                        si,
+                        epoch,
+                        flags,
+                        trailer_len,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn repr_round_trip(r in any_repr(), inner_len in 0usize..64, junk in any::<u8>()) {
+            let mut buf = vec![junk; r.frame_len(inner_len)];
+            r.emit(&mut NshFrame::new_unchecked(&mut buf[..]));
+            let f = NshFrame::new_checked(&buf[..]).expect("emitted frame is valid");
+            prop_assert_eq!(NshRepr::parse(&f), Ok(r));
+            prop_assert_eq!(f.inner().len(), if r.propagating { 0 } else { inner_len });
+            prop_assert_eq!(f.trailer().len(), usize::from(r.trailer_len));
+            prop_assert!(carries_ftc_context(&buf));
+        }
+
+        #[test]
+        fn checked_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = carries_ftc_context(&bytes);
+            if let Ok(f) = NshFrame::new_checked(&bytes[..]) {
+                let _ = (f.inner(), f.trailer(), f.ttl(), f.spi(), f.epoch());
+                prop_assert!(NshRepr::parse(&f).is_ok());
+                prop_assert!(carries_ftc_context(&bytes));
+            }
+        }
+
+        #[test]
+        fn checked_never_panics_near_valid(i in 0usize..44, v in any::<u8>(), cut in 0usize..=44) {
+            let mut buf = FRAME;
+            buf[i] = v;
+            if let Ok(f) = NshFrame::new_checked(&buf[..cut]) {
+                let _ = (f.inner(), f.trailer());
+                prop_assert!(NshRepr::parse(&f).is_ok());
+            }
+        }
+    }
+}
