@@ -45,12 +45,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn u8(&mut self) -> Result<u8, WireError> {
         let (&b, rest) = self.rest.split_first().ok_or(WireError::Truncated)?;
         self.rest = rest;
         Ok(b)
     }
 
+    #[inline]
     fn u16(&mut self) -> Result<u16, WireError> {
         let (b, rest) = self
             .rest
@@ -68,11 +70,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A LEB128 length that must fit in usize (else it cannot fit the buffer either).
+    #[inline]
     fn len(&mut self) -> Result<usize, WireError> {
         usize::try_from(self.var()?).map_err(|_| WireError::Truncated)
     }
 
     /// A count of items each at least `min_len` bytes long, which must fit in what is left.
+    #[inline]
     fn count(&mut self, min_len: usize) -> Result<usize, WireError> {
         let n = self.len()?;
         if n > self.rest.len() / min_len {
@@ -81,18 +85,21 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    #[inline]
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let (a, rest) = self.rest.split_at_checked(n).ok_or(WireError::Truncated)?;
         self.rest = rest;
         Ok(a)
     }
 
+    #[inline]
     fn entry(&mut self) -> Result<DepEntry, WireError> {
         let partition = Partition(self.u16()?);
         let seq = Seq(self.var()?);
         Ok(DepEntry { partition, seq })
     }
 
+    #[inline]
     fn write(&mut self) -> Result<Write<'a>, WireError> {
         let key_len = self.len()?;
         let key = self.bytes(key_len)?;
@@ -222,6 +229,7 @@ impl<'a> LogView<'a> {
         Ok(log)
     }
 
+    #[inline]
     fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
         let start = r.rest;
         let middlebox = r.u8()?;
@@ -343,6 +351,7 @@ impl<'a> CvView<'a> {
         Ok(cv)
     }
 
+    #[inline]
     fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
         let start = r.rest;
         let middlebox = r.u8()?;

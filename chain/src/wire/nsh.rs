@@ -378,6 +378,8 @@ fn mac(b: &[u8]) -> [u8; 6] {
 }
 
 #[cfg(test)]
+// Binary literals are grouped by RFC 8300 bit fields (Ver|O|U|TTL), not by nibbles.
+#[allow(clippy::unusual_byte_groupings)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
