@@ -10,14 +10,21 @@ use super::WireError;
 pub const MAX_LEN: usize = 10;
 
 /// Bytes needed to encode `v` (1 ..= 10).
+#[inline]
 pub const fn len_u64(v: u64) -> usize {
     let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // ceil(bits / 7) for bits in 1..=64, without a division (checked in the tests).
+    (bits * 9 + 64) / 64
 }
 
 /// Encodes `v` at the start of `buf`; returns the bytes written, or `None` if `buf` is too short
 /// (then `buf` is untouched).
+#[inline]
 pub fn write_u64(buf: &mut [u8], mut v: u64) -> Option<usize> {
+    if v < 0x80 {
+        *buf.first_mut()? = v as u8;
+        return Some(1);
+    }
     let n = len_u64(v);
     let out = buf.get_mut(..n)?;
     for (i, b) in out.iter_mut().enumerate() {
@@ -38,11 +45,22 @@ pub fn read_u64(buf: &[u8]) -> Option<(u64, usize)> {
 /// [`WireError::BadVarint`] if it is too long, overflows or is not minimal.
 #[inline]
 pub fn read_u64_checked(buf: &[u8]) -> Result<(u64, usize), WireError> {
-    match buf.first() {
-        Some(&b) if b < 0x80 => return Ok((u64::from(b), 1)),
-        None => return Err(WireError::Truncated),
-        Some(_) => {}
+    // One and two bytes (values below 2^14) are the common cases: sequence numbers, lengths.
+    match *buf {
+        [b0, ..] if b0 < 0x80 => Ok((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 < 0x80 => {
+            // b0 has the continuation bit here; a final zero byte would be non-minimal.
+            if b1 == 0 {
+                return Err(WireError::BadVarint);
+            }
+            Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2))
+        }
+        [] => Err(WireError::Truncated),
+        _ => read_long(buf),
     }
+}
+
+fn read_long(buf: &[u8]) -> Result<(u64, usize), WireError> {
     let mut v = 0u64;
     for (i, &b) in buf.iter().enumerate().take(MAX_LEN) {
         // The 10th byte holds bit 63 only, and must end the integer.
@@ -51,8 +69,7 @@ pub fn read_u64_checked(buf: &[u8]) -> Result<(u64, usize), WireError> {
         }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            if b == 0 {
-                // i > 0 here: a trailing zero byte adds nothing.
+            if b == 0 && i > 0 {
                 return Err(WireError::BadVarint);
             }
             return Ok((v, i + 1));
@@ -60,6 +77,12 @@ pub fn read_u64_checked(buf: &[u8]) -> Result<(u64, usize), WireError> {
     }
     // Fewer than MAX_LEN bytes, all with the continuation bit.
     Err(WireError::Truncated)
+}
+
+/// Length of the integer at the start of `buf`, which the caller has already checked.
+#[inline]
+pub(super) fn skip(buf: &[u8]) -> Option<usize> {
+    Some(buf.iter().take(MAX_LEN).position(|&b| b < 0x80)? + 1)
 }
 
 #[cfg(test)]
@@ -111,6 +134,16 @@ mod tests {
         assert_eq!(read_u64_checked(&[]), Err(WireError::Truncated));
         assert_eq!(read_u64_checked(&[0x80]), Err(WireError::Truncated));
         assert_eq!(read_u64_checked(&[0xff; 9]), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn len_matches_ceil_bits_over_7() {
+        for bits in 1..=64u32 {
+            for v in [1u64 << (bits - 1), u64::MAX >> (64 - bits)] {
+                assert_eq!(len_u64(v), (bits as usize).div_ceil(7), "{v:#x}");
+            }
+        }
+        assert_eq!(len_u64(0), 1);
     }
 
     #[test]
