@@ -8,3 +8,4 @@ pub mod middlebox;
 pub mod middleboxes;
 pub mod ring;
 pub mod spec;
+pub mod wire;

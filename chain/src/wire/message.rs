@@ -1,0 +1,552 @@
+//! Zero-copy views of the piggyback message: checked once by [`MessageView::new_checked`], then
+//! walked by iterators that cannot panic.
+//!
+//! ```text
+//! header (6): version u8 = 1 | flags u8 | log count u16 | commit-vector count u16
+//! log:        middlebox u8 | kind u8 (0 update, 1 read-only, 2 no-op)
+//!             | dep count (LEB128) | (partition u16, seq LEB128)*
+//!             | write count (LEB128)
+//!             | (key len LEB128, key, value tag LEB128 (0 delete, else len + 1), value)*
+//! cv:         middlebox u8 | entry count (LEB128) | (partition u16, seq LEB128)*
+//! ```
+//!
+//! A valid message has version 1, exactly the announced numbers of logs and commit vectors and no
+//! byte after them; strict minimal LEB128 ([`super::leb128`]); strictly increasing partitions
+//! within each log and commit vector; update logs with ≥ 1 dependency and ≥ 1 write, read-only
+//! logs with ≥ 1 dependency and no write, no-op logs with neither. (That a log writes each key at
+//! most once is the sender's promise; it is not checked here.)
+
+use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Seq, Write};
+
+use super::leb128;
+use super::WireError;
+
+/// Version of the piggyback message format.
+pub const MESSAGE_VERSION: u8 = 1;
+/// Length of the message header.
+pub const MESSAGE_HEADER_LEN: usize = 6;
+
+pub(super) mod field {
+    pub const VERSION: usize = 0;
+    pub const FLAGS: usize = 1;
+    pub const LOG_COUNT: core::ops::Range<usize> = 2..4;
+    pub const CV_COUNT: core::ops::Range<usize> = 4..6;
+}
+
+/// Smallest encoding of one dependency or commit-vector entry: partition (2) + seq (1).
+const MIN_ENTRY_LEN: usize = 3;
+/// Smallest encoding of one write: key length (1) + value tag (1).
+const MIN_WRITE_LEN: usize = 2;
+
+/// A cursor over untrusted bytes; every read is checked.
+#[derive(Debug, Clone, Copy)]
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn u8(&mut self) -> Result<u8, WireError> {
+        let (&b, rest) = self.rest.split_first().ok_or(WireError::Truncated)?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    #[inline]
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let (b, rest) = self
+            .rest
+            .split_first_chunk::<2>()
+            .ok_or(WireError::Truncated)?;
+        self.rest = rest;
+        Ok(u16::from_be_bytes(*b))
+    }
+
+    #[inline]
+    fn var(&mut self) -> Result<u64, WireError> {
+        let (v, n) = leb128::read_u64_checked(self.rest)?;
+        self.rest = self.rest.get(n..).ok_or(WireError::Truncated)?;
+        Ok(v)
+    }
+
+    /// A LEB128 length that must fit in usize (else it cannot fit the buffer either).
+    #[inline]
+    fn len(&mut self) -> Result<usize, WireError> {
+        usize::try_from(self.var()?).map_err(|_| WireError::Truncated)
+    }
+
+    /// A count of items each at least `min_len` bytes long, which must fit in what is left.
+    #[inline]
+    fn count(&mut self, min_len: usize) -> Result<usize, WireError> {
+        let n = self.len()?;
+        if n > self.rest.len() / min_len {
+            return Err(WireError::Truncated);
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let (a, rest) = self.rest.split_at_checked(n).ok_or(WireError::Truncated)?;
+        self.rest = rest;
+        Ok(a)
+    }
+
+    /// Skips a LEB128 integer that was checked before.
+    #[inline]
+    fn skip_var(&mut self) -> Result<(), WireError> {
+        let n = leb128::skip(self.rest).ok_or(WireError::Truncated)?;
+        self.bytes(n).map(|_| ())
+    }
+
+    #[inline]
+    fn entry(&mut self) -> Result<DepEntry, WireError> {
+        let partition = Partition(self.u16()?);
+        let seq = Seq(self.var()?);
+        Ok(DepEntry { partition, seq })
+    }
+
+    #[inline]
+    fn write(&mut self) -> Result<Write<'a>, WireError> {
+        let key_len = self.len()?;
+        let key = self.bytes(key_len)?;
+        let value = match self.var()? {
+            0 => None,
+            tag => {
+                let len = usize::try_from(tag - 1).map_err(|_| WireError::Truncated)?;
+                Some(self.bytes(len)?)
+            }
+        };
+        Ok(Write { key, value })
+    }
+
+    /// Reads `count` entries, checking partitions strictly increase; returns their bytes.
+    fn entries(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        let start = self.rest;
+        let mut prev: Option<Partition> = None;
+        for _ in 0..count {
+            let e = self.entry()?;
+            if prev.is_some_and(|p| e.partition <= p) {
+                return Err(WireError::BadMessage(what));
+            }
+            prev = Some(e.partition);
+        }
+        Ok(&start[..start.len() - self.rest.len()])
+    }
+}
+
+/// A checked piggyback message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    bytes: &'a [u8],
+    /// Offset of the first commit vector.
+    cvs_start: usize,
+}
+
+impl<'a> MessageView<'a> {
+    /// Validates every rule of the format (module docs) over the whole of `bytes`.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader { rest: bytes };
+        if r.u8()? != MESSAGE_VERSION {
+            return Err(WireError::BadVersion);
+        }
+        let _flags = r.u8()?;
+        let log_count = r.u16()?;
+        let cv_count = r.u16()?;
+        for _ in 0..log_count {
+            LogView::parse_from(&mut r)?;
+        }
+        let cvs_start = bytes.len() - r.rest.len();
+        for _ in 0..cv_count {
+            CvView::parse_from(&mut r)?;
+        }
+        if !r.rest.is_empty() {
+            return Err(WireError::BadMessage(
+                "trailing bytes after the last commit vector",
+            ));
+        }
+        Ok(MessageView { bytes, cvs_start })
+    }
+
+    /// The whole message.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Message flags.
+    pub fn flags(&self) -> u8 {
+        self.bytes[field::FLAGS]
+    }
+
+    /// Number of logs.
+    pub fn log_count(&self) -> u16 {
+        be16(&self.bytes[field::LOG_COUNT])
+    }
+
+    /// Number of commit vectors.
+    pub fn cv_count(&self) -> u16 {
+        be16(&self.bytes[field::CV_COUNT])
+    }
+
+    /// The logs, in order.
+    pub fn logs(&self) -> LogIter<'a> {
+        LogIter {
+            r: Reader {
+                rest: &self.bytes[MESSAGE_HEADER_LEN..self.cvs_start],
+            },
+            remaining: usize::from(self.log_count()),
+        }
+    }
+
+    /// The commit vectors, in order.
+    pub fn commit_vectors(&self) -> CvIter<'a> {
+        CvIter {
+            r: Reader {
+                rest: &self.bytes[self.cvs_start..],
+            },
+            remaining: usize::from(self.cv_count()),
+        }
+    }
+}
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+/// One checked log of a piggyback message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogView<'a> {
+    bytes: &'a [u8],
+    middlebox: u8,
+    kind: LogKind,
+    dep_count: usize,
+    deps: &'a [u8],
+    write_count: usize,
+    writes: &'a [u8],
+}
+
+impl<'a> LogView<'a> {
+    /// Validates `bytes` as exactly one encoded log.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader { rest: bytes };
+        let log = Self::parse_from(&mut r)?;
+        if !r.rest.is_empty() {
+            return Err(WireError::BadMessage("trailing bytes after the log"));
+        }
+        Ok(log)
+    }
+
+    #[inline]
+    fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
+        let start = r.rest;
+        let middlebox = r.u8()?;
+        let kind = LogKind::from_code(r.u8()?).ok_or(WireError::BadMessage("unknown log kind"))?;
+        let dep_count = r.count(MIN_ENTRY_LEN)?;
+        let rule = match kind {
+            LogKind::Update | LogKind::ReadOnly if dep_count == 0 => {
+                Some("update and read-only logs need a dependency")
+            }
+            LogKind::Noop if dep_count != 0 => Some("no-op logs have no dependency"),
+            _ => None,
+        };
+        if let Some(rule) = rule {
+            return Err(WireError::BadMessage(rule));
+        }
+        let deps = r.entries(dep_count, "log dependency partitions not increasing")?;
+        let write_count = r.count(MIN_WRITE_LEN)?;
+        let rule = match kind {
+            LogKind::Update if write_count == 0 => Some("update logs need a write"),
+            LogKind::ReadOnly | LogKind::Noop if write_count != 0 => {
+                Some("read-only and no-op logs have no write")
+            }
+            _ => None,
+        };
+        if let Some(rule) = rule {
+            return Err(WireError::BadMessage(rule));
+        }
+        let writes_start = r.rest;
+        for _ in 0..write_count {
+            r.write()?;
+        }
+        let writes = &writes_start[..writes_start.len() - r.rest.len()];
+        Ok(LogView {
+            bytes: &start[..start.len() - r.rest.len()],
+            middlebox,
+            kind,
+            dep_count,
+            deps,
+            write_count,
+            writes,
+        })
+    }
+
+    /// Re-reads a log that [`MessageView::new_checked`] has checked: finds its parts without
+    /// checking the rules again. Still bounds-checked, so it cannot panic.
+    #[inline]
+    fn parse_checked_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
+        let start = r.rest;
+        let middlebox = r.u8()?;
+        let kind = LogKind::from_code(r.u8()?).ok_or(WireError::BadMessage("unknown log kind"))?;
+        let dep_count = r.len()?;
+        let deps_start = r.rest;
+        for _ in 0..dep_count {
+            r.bytes(2)?;
+            r.skip_var()?;
+        }
+        let deps = &deps_start[..deps_start.len() - r.rest.len()];
+        let write_count = r.len()?;
+        let writes_start = r.rest;
+        for _ in 0..write_count {
+            let key_len = r.len()?;
+            r.bytes(key_len)?;
+            let tag = r.var()?;
+            if tag != 0 {
+                r.bytes(usize::try_from(tag - 1).map_err(|_| WireError::Truncated)?)?;
+            }
+        }
+        let writes = &writes_start[..writes_start.len() - r.rest.len()];
+        Ok(LogView {
+            bytes: &start[..start.len() - r.rest.len()],
+            middlebox,
+            kind,
+            dep_count,
+            deps,
+            write_count,
+            writes,
+        })
+    }
+
+    /// The whole encoded log: a server forwards it with [`super::MessageWriter::push_log_bytes`].
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Index of the middlebox (in chain order) whose transaction made this log.
+    pub fn middlebox(&self) -> u8 {
+        self.middlebox
+    }
+
+    /// What the transaction did.
+    pub fn kind(&self) -> LogKind {
+        self.kind
+    }
+
+    /// Number of dependency entries.
+    pub fn dep_count(&self) -> usize {
+        self.dep_count
+    }
+
+    /// Number of writes.
+    pub fn write_count(&self) -> usize {
+        self.write_count
+    }
+
+    /// The dependency entries, partitions strictly increasing.
+    pub fn deps(&self) -> DepIter<'a> {
+        DepIter {
+            r: Reader { rest: self.deps },
+            remaining: self.dep_count,
+        }
+    }
+
+    /// The writes, in the order the transaction made them.
+    pub fn writes(&self) -> WriteIter<'a> {
+        WriteIter {
+            r: Reader { rest: self.writes },
+            remaining: self.write_count,
+        }
+    }
+}
+
+impl LogSource for LogView<'_> {
+    fn kind(&self) -> LogKind {
+        self.kind
+    }
+
+    fn deps(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+        LogView::deps(self)
+    }
+
+    fn writes(&self) -> impl Iterator<Item = Write<'_>> + '_ {
+        LogView::writes(self)
+    }
+}
+
+/// One checked commit vector of a piggyback message: sparse entries, partitions increasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CvView<'a> {
+    bytes: &'a [u8],
+    middlebox: u8,
+    count: usize,
+    entries: &'a [u8],
+}
+
+impl<'a> CvView<'a> {
+    /// Validates `bytes` as exactly one encoded commit vector.
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader { rest: bytes };
+        let cv = Self::parse_from(&mut r)?;
+        if !r.rest.is_empty() {
+            return Err(WireError::BadMessage(
+                "trailing bytes after the commit vector",
+            ));
+        }
+        Ok(cv)
+    }
+
+    #[inline]
+    fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
+        let start = r.rest;
+        let middlebox = r.u8()?;
+        let count = r.count(MIN_ENTRY_LEN)?;
+        let entries = r.entries(count, "commit vector partitions not increasing")?;
+        Ok(CvView {
+            bytes: &start[..start.len() - r.rest.len()],
+            middlebox,
+            count,
+            entries,
+        })
+    }
+
+    /// The whole encoded commit vector.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Index of the middlebox whose state this vector describes.
+    pub fn middlebox(&self) -> u8 {
+        self.middlebox
+    }
+
+    /// Number of entries.
+    pub fn entry_count(&self) -> usize {
+        self.count
+    }
+
+    /// The entries, partitions strictly increasing.
+    pub fn entries(&self) -> DepIter<'a> {
+        DepIter {
+            r: Reader { rest: self.entries },
+            remaining: self.count,
+        }
+    }
+}
+
+/// Iterator over the logs of a [`MessageView`].
+#[derive(Debug, Clone)]
+pub struct LogIter<'a> {
+    r: Reader<'a>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for LogIter<'a> {
+    type Item = LogView<'a>;
+
+    fn next(&mut self) -> Option<LogView<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        // Checked already: an error cannot happen, and would only end the iteration.
+        let log = LogView::parse_checked_from(&mut self.r).ok();
+        if log.is_none() {
+            self.remaining = 0;
+        }
+        log
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for LogIter<'_> {}
+
+/// Iterator over the commit vectors of a [`MessageView`].
+#[derive(Debug, Clone)]
+pub struct CvIter<'a> {
+    r: Reader<'a>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for CvIter<'a> {
+    type Item = CvView<'a>;
+
+    fn next(&mut self) -> Option<CvView<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let cv = CvView::parse_from(&mut self.r).ok();
+        if cv.is_none() {
+            self.remaining = 0;
+        }
+        cv
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for CvIter<'_> {}
+
+/// Iterator over dependency or commit-vector entries.
+#[derive(Debug, Clone)]
+pub struct DepIter<'a> {
+    r: Reader<'a>,
+    remaining: usize,
+}
+
+impl Iterator for DepIter<'_> {
+    type Item = DepEntry;
+
+    #[inline]
+    fn next(&mut self) -> Option<DepEntry> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let e = self.r.entry().ok();
+        if e.is_none() {
+            self.remaining = 0;
+        }
+        e
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for DepIter<'_> {}
+
+/// Iterator over the writes of a log.
+#[derive(Debug, Clone)]
+pub struct WriteIter<'a> {
+    r: Reader<'a>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for WriteIter<'a> {
+    type Item = Write<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Write<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let w = self.r.write().ok();
+        if w.is_none() {
+            self.remaining = 0;
+        }
+        w
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for WriteIter<'_> {}

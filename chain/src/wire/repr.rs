@@ -1,0 +1,149 @@
+//! Owned forms of the piggyback message, its logs and commit vectors: for tests, tools and cold
+//! paths. The hot path uses the views and [`super::MessageWriter`].
+
+use ftc_stm::{DepEntry, LogKind, LogSource, Write};
+
+use super::writer::{encode_log, encoded_cv_len, measure_log};
+use super::{CvView, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
+
+/// A whole piggyback message, owned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageRepr {
+    pub flags: u8,
+    pub logs: Vec<LogRepr>,
+    pub cvs: Vec<CvRepr>,
+}
+
+/// One log, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRepr {
+    pub middlebox: u8,
+    pub kind: LogKind,
+    /// Partitions strictly increasing.
+    pub deps: Vec<DepEntry>,
+    /// Key and value (`None` = delete), in order.
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// One commit vector, owned: sparse entries, partitions strictly increasing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CvRepr {
+    pub middlebox: u8,
+    pub entries: Vec<DepEntry>,
+}
+
+impl MessageRepr {
+    /// Copies out a checked message (cannot fail: the view was checked when built).
+    pub fn parse(view: &MessageView<'_>) -> MessageRepr {
+        MessageRepr {
+            flags: view.flags(),
+            logs: view.logs().map(|l| LogRepr::parse(&l)).collect(),
+            cvs: view.commit_vectors().map(|c| CvRepr::parse(&c)).collect(),
+        }
+    }
+
+    /// Bytes the message takes encoded.
+    pub fn buffer_len(&self) -> usize {
+        MESSAGE_HEADER_LEN
+            + self.logs.iter().map(LogRepr::buffer_len).sum::<usize>()
+            + self.cvs.iter().map(CvRepr::buffer_len).sum::<usize>()
+    }
+
+    /// Encodes the message at the start of `buf`; returns the bytes written.
+    /// [`WireError::BadMessage`] if a log or vector breaks a rule, [`WireError::NoRoom`] if it
+    /// does not fit (or has more than 65535 logs or vectors).
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let mut w = MessageWriter::new(buf, self.flags)?;
+        for log in &self.logs {
+            w.push_log(log.middlebox, log)?;
+        }
+        for cv in &self.cvs {
+            w.push_cv(cv.middlebox, cv.entries.iter().copied())?;
+        }
+        Ok(w.finish())
+    }
+}
+
+impl LogRepr {
+    /// Copies out a checked log.
+    pub fn parse(view: &LogView<'_>) -> LogRepr {
+        LogRepr {
+            middlebox: view.middlebox(),
+            kind: view.kind(),
+            deps: view.deps().collect(),
+            writes: view
+                .writes()
+                .map(|w| (w.key.to_vec(), w.value.map(<[u8]>::to_vec)))
+                .collect(),
+        }
+    }
+
+    /// Bytes the log takes encoded (whether or not it obeys the rules).
+    pub fn buffer_len(&self) -> usize {
+        measure_log(self).len
+    }
+
+    /// Encodes the log alone at the start of `buf`; returns the bytes written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let m = measure_log(self);
+        if let Some(rule) = m.broken {
+            return Err(WireError::BadMessage(rule));
+        }
+        let out = buf.get_mut(..m.len).ok_or(WireError::NoRoom)?;
+        encode_log(out, self.middlebox, self, &m)?;
+        Ok(m.len)
+    }
+}
+
+impl LogSource for LogRepr {
+    fn kind(&self) -> LogKind {
+        self.kind
+    }
+
+    fn deps(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+        self.deps.iter().copied()
+    }
+
+    fn writes(&self) -> impl Iterator<Item = Write<'_>> + '_ {
+        self.writes.iter().map(|(k, v)| Write {
+            key: k,
+            value: v.as_deref(),
+        })
+    }
+}
+
+impl CvRepr {
+    /// Copies out a checked commit vector.
+    pub fn parse(view: &CvView<'_>) -> CvRepr {
+        CvRepr {
+            middlebox: view.middlebox(),
+            entries: view.entries().collect(),
+        }
+    }
+
+    /// Bytes the vector takes encoded.
+    pub fn buffer_len(&self) -> usize {
+        let seqs: usize = self
+            .entries
+            .iter()
+            .map(|e| 2 + super::leb128::len_u64(e.seq.0))
+            .sum();
+        1 + super::leb128::len_u64(self.entries.len() as u64) + seqs
+    }
+
+    /// Encodes the vector alone at the start of `buf`; returns the bytes written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        let n = encoded_cv_len(self.entries.iter().copied())?;
+        let out = buf.get_mut(..n).ok_or(WireError::NoRoom)?;
+        out[0] = self.middlebox;
+        let mut pos = 1;
+        pos += super::leb128::write_u64(&mut out[pos..], self.entries.len() as u64)
+            .ok_or(WireError::NoRoom)?;
+        for e in &self.entries {
+            out[pos..pos + 2].copy_from_slice(&e.partition.0.to_be_bytes());
+            pos += 2;
+            pos += super::leb128::write_u64(&mut out[pos..], e.seq.0).ok_or(WireError::NoRoom)?;
+        }
+        Ok(pos)
+    }
+}

@@ -1,0 +1,435 @@
+//! Tests of the piggyback message: views, writer and owned reprs together, by hand and by
+//! proptest.
+
+use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Seq};
+use proptest::prelude::*;
+
+use super::*;
+
+fn dep(p: u16, s: u64) -> DepEntry {
+    DepEntry {
+        partition: Partition(p),
+        seq: Seq(s),
+    }
+}
+
+/// A message written out byte by byte.
+#[rustfmt::skip]
+const MESSAGE: &[u8] = &[
+    0x01, 0x05, 0x00, 0x02, 0x00, 0x01,         // version 1, flags 5, 2 logs, 1 CV
+    // log: middlebox 0, update, 2 deps, 2 writes
+    0x00, 0x00,
+    0x02, 0x00, 0x01, 0xac, 0x02, 0x00, 0x05, 0x00,      // (1, 300), (5, 0)
+    0x02,
+    0x03, b'a', b'b', b'c', 0x03, b'x', b'y',           // "abc" = "xy"
+    0x01, b'k', 0x00,                                   // delete "k"
+    // log: middlebox 1, no-op
+    0x01, 0x02, 0x00, 0x00,
+    // CV: middlebox 1, 1 entry (3, 128)
+    0x01, 0x01, 0x00, 0x03, 0x80, 0x01,
+];
+
+fn message_repr() -> MessageRepr {
+    MessageRepr {
+        flags: 5,
+        logs: vec![
+            LogRepr {
+                middlebox: 0,
+                kind: LogKind::Update,
+                deps: vec![dep(1, 300), dep(5, 0)],
+                writes: vec![
+                    (b"abc".to_vec(), Some(b"xy".to_vec())),
+                    (b"k".to_vec(), None),
+                ],
+            },
+            LogRepr {
+                middlebox: 1,
+                kind: LogKind::Noop,
+                deps: vec![],
+                writes: vec![],
+            },
+        ],
+        cvs: vec![CvRepr {
+            middlebox: 1,
+            entries: vec![dep(3, 128)],
+        }],
+    }
+}
+
+#[test]
+fn view_reads_hand_built_message() {
+    let m = MessageView::new_checked(MESSAGE).expect("valid");
+    assert_eq!((m.flags(), m.log_count(), m.cv_count()), (5, 2, 1));
+    let logs: Vec<_> = m.logs().collect();
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[0].middlebox(), 0);
+    assert_eq!(logs[0].kind(), LogKind::Update);
+    assert_eq!(logs[0].as_bytes(), &MESSAGE[6..27]);
+    assert_eq!(logs[0].deps().collect::<Vec<_>>(), [dep(1, 300), dep(5, 0)]);
+    let writes: Vec<_> = logs[0].writes().collect();
+    assert_eq!(writes[0].key, b"abc");
+    assert_eq!(writes[0].value, Some(&b"xy"[..]));
+    assert_eq!(writes[1].key, b"k");
+    assert_eq!(writes[1].value, None);
+    assert_eq!(logs[1].kind(), LogKind::Noop);
+    assert_eq!(logs[1].as_bytes(), &[1, 2, 0, 0]);
+    // Through the trait too.
+    assert_eq!(LogSource::deps(&logs[0]).count(), 2);
+    assert_eq!(LogSource::writes(&logs[1]).count(), 0);
+    let cvs: Vec<_> = m.commit_vectors().collect();
+    assert_eq!(cvs.len(), 1);
+    assert_eq!(cvs[0].middlebox(), 1);
+    assert_eq!(cvs[0].entries().collect::<Vec<_>>(), [dep(3, 128)]);
+    assert_eq!(cvs[0].as_bytes(), &MESSAGE[31..]);
+    assert_eq!(MessageRepr::parse(&m), message_repr());
+}
+
+#[test]
+fn repr_emits_hand_built_message() {
+    let r = message_repr();
+    assert_eq!(r.buffer_len(), MESSAGE.len());
+    let mut buf = [0u8; 64];
+    assert_eq!(r.emit(&mut buf), Ok(MESSAGE.len()));
+    assert_eq!(&buf[..MESSAGE.len()], MESSAGE);
+    assert_eq!(
+        r.emit(&mut buf[..MESSAGE.len() - 1]),
+        Err(WireError::NoRoom)
+    );
+}
+
+#[test]
+fn rejects_rule_breaks() {
+    let bad = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut m = MESSAGE.to_vec();
+        f(&mut m);
+        MessageView::new_checked(&m).err()
+    };
+    assert_eq!(bad(&|m| m[0] = 2), Some(WireError::BadVersion));
+    assert_eq!(
+        bad(&|m| m.push(0)),
+        Some(WireError::BadMessage(
+            "trailing bytes after the last commit vector"
+        ))
+    );
+    assert_eq!(bad(&|m| m[5] = 2), Some(WireError::Truncated));
+    // Three logs announced: the CV reads as a read-only log with no dependency.
+    assert!(matches!(bad(&|m| m[3] = 3), Some(WireError::BadMessage(_))));
+    assert_eq!(
+        bad(&|m| m[7] = 3),
+        Some(WireError::BadMessage("unknown log kind"))
+    );
+    // Dependency partitions 1 then 1.
+    assert!(matches!(
+        bad(&|m| m[14] = 1),
+        Some(WireError::BadMessage(_))
+    ));
+    // Commit-vector partitions must increase too: two entries (3, 128), (3, 1).
+    assert!(matches!(
+        bad(&|m| {
+            m[32] = 2;
+            m.extend_from_slice(&[0, 3, 1]);
+        }),
+        Some(WireError::BadMessage(_))
+    ));
+    // Non-minimal LEB128 for seq 0 of (5, 0).
+    assert_eq!(
+        bad(&|m| {
+            m[15] = 0x80;
+            m.insert(16, 0x00);
+        }),
+        Some(WireError::BadVarint)
+    );
+    // Update log turned read-only (has writes), or no-op turned update (no dep).
+    assert!(matches!(bad(&|m| m[7] = 1), Some(WireError::BadMessage(_))));
+    assert!(matches!(
+        bad(&|m| m[28] = 0),
+        Some(WireError::BadMessage(_))
+    ));
+    // Value tag claiming more bytes than there are.
+    assert_eq!(bad(&|m| m[21] = 0x7f), Some(WireError::Truncated));
+    // Key length beyond usize on 64-bit: 10-byte varint, u64::MAX.
+    let mut huge = vec![1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 1];
+    huge.extend_from_slice(&[0xff; 9]);
+    huge.push(0x01);
+    assert_eq!(
+        MessageView::new_checked(&huge).err(),
+        Some(WireError::Truncated)
+    );
+}
+
+#[test]
+fn every_truncation_is_rejected() {
+    for cut in 0..MESSAGE.len() {
+        assert!(
+            MessageView::new_checked(&MESSAGE[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn writer_no_room_writes_nothing() {
+    let r = message_repr();
+    let mut buf = [0xeeu8; 33];
+    let mut w = MessageWriter::new(&mut buf, 5).expect("header fits");
+    w.push_log(0, &r.logs[0]).expect("fits");
+    let before_len = w.len();
+    assert_eq!(w.remaining(), 33 - 27);
+    assert_eq!(w.push_log(0, &r.logs[0]), Err(WireError::NoRoom));
+    assert_eq!(
+        w.push_cv(1, [dep(1, 1), dep(2, 2)].into_iter()),
+        Err(WireError::NoRoom)
+    );
+    assert_eq!(w.len(), before_len);
+    w.push_log(1, &r.logs[1]).expect("a no-op log fits");
+    let n = w.finish();
+    assert_eq!(n, 31);
+    assert_eq!(buf[31..], [0xee; 2]);
+    let m = MessageView::new_checked(&buf[..n]).expect("valid");
+    assert_eq!(m.log_count(), 2);
+    assert_eq!(m.cv_count(), 0);
+
+    let mut tiny = [0u8; 5];
+    assert_eq!(
+        MessageWriter::new(&mut tiny, 0).err(),
+        Some(WireError::NoRoom)
+    );
+}
+
+#[test]
+fn writer_buffer_untouched_after_failed_push() {
+    let r = message_repr();
+    let mut buf = [0xeeu8; 26];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    assert_eq!(w.push_log(0, &r.logs[0]), Err(WireError::NoRoom));
+    assert_eq!(w.finish(), 6);
+    assert_eq!(buf[6..], [0xee; 20]);
+}
+
+#[test]
+fn writer_rejects_rule_breaks() {
+    let mut buf = [0u8; 128];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    let mut log = message_repr().logs[0].clone();
+    log.deps = vec![dep(5, 0), dep(1, 0)];
+    assert!(matches!(w.push_log(0, &log), Err(WireError::BadMessage(_))));
+    log.deps.clear();
+    assert!(matches!(w.push_log(0, &log), Err(WireError::BadMessage(_))));
+    log.deps = vec![dep(1, 1)];
+    log.kind = LogKind::ReadOnly;
+    assert!(matches!(w.push_log(0, &log), Err(WireError::BadMessage(_))));
+    log.writes.clear();
+    assert_eq!(w.push_log(0, &log), Ok(()));
+    assert!(matches!(
+        w.push_cv(0, [dep(2, 0), dep(2, 1)].into_iter()),
+        Err(WireError::BadMessage(_))
+    ));
+    assert!(matches!(
+        w.push_log_bytes(&[0, 0, 0, 0]),
+        Err(WireError::BadMessage(_))
+    ));
+    assert!(w.push_cv_bytes(&[0, 1, 0]).is_err());
+    assert_eq!(w.log_count(), 1);
+    assert_eq!(w.cv_count(), 0);
+    let n = w.finish();
+    assert!(MessageView::new_checked(&buf[..n]).is_ok());
+}
+
+#[test]
+fn forwarding_by_bytes_equals_pushing_logs() {
+    let m = MessageView::new_checked(MESSAGE).expect("valid");
+    let mut buf = [0u8; 64];
+    let mut w = MessageWriter::new(&mut buf, m.flags()).expect("fits");
+    for log in m.logs() {
+        w.push_log_bytes(log.as_bytes()).expect("fits");
+    }
+    for cv in m.commit_vectors() {
+        w.push_cv_bytes(cv.as_bytes()).expect("fits");
+    }
+    let n = w.finish();
+    assert_eq!(&buf[..n], MESSAGE);
+}
+
+#[test]
+fn logs_that_do_not_fit_go_in_the_next_frame() {
+    // The chain protocol's use: fill messages of 40 bytes, carry on in the next; no log lost.
+    let log = message_repr().logs[0].clone();
+    let mut sent = 0;
+    let mut frames = 0;
+    while sent < 10 {
+        let mut buf = [0u8; 50];
+        let mut w = MessageWriter::new(&mut buf, 0).expect("fits");
+        while sent < 10 && w.push_log(0, &log).is_ok() {
+            sent += 1;
+        }
+        let n = w.finish();
+        let m = MessageView::new_checked(&buf[..n]).expect("valid");
+        assert!(m.logs().all(|l| LogRepr::parse(&l) == log));
+        frames += 1;
+    }
+    assert_eq!(frames, 5);
+}
+
+fn edge_seq() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..300,
+        any::<u64>(),
+        (0u32..64).prop_map(|s| 1u64 << s),
+        Just(u64::MAX),
+    ]
+}
+
+fn entries(max: usize) -> impl Strategy<Value = Vec<DepEntry>> {
+    entries_in(0..max)
+}
+
+fn entries_in(size: std::ops::Range<usize>) -> impl Strategy<Value = Vec<DepEntry>> {
+    proptest::collection::btree_map(any::<u16>(), edge_seq(), size)
+        .prop_map(|m| m.into_iter().map(|(p, s)| dep(p, s)).collect())
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+fn write() -> impl Strategy<Value = (Vec<u8>, Option<Vec<u8>>)> {
+    (bytes(20), proptest::option::of(bytes(200)))
+}
+
+fn log_repr() -> impl Strategy<Value = LogRepr> {
+    prop_oneof![
+        (
+            any::<u8>(),
+            entries_in(1..6),
+            proptest::collection::vec(write(), 1..4)
+        )
+            .prop_map(|(middlebox, deps, writes)| LogRepr {
+                middlebox,
+                kind: LogKind::Update,
+                deps,
+                writes
+            }),
+        (any::<u8>(), entries_in(1..6)).prop_map(|(middlebox, deps)| LogRepr {
+            middlebox,
+            kind: LogKind::ReadOnly,
+            deps,
+            writes: vec![]
+        }),
+        any::<u8>().prop_map(|middlebox| LogRepr {
+            middlebox,
+            kind: LogKind::Noop,
+            deps: vec![],
+            writes: vec![]
+        }),
+    ]
+}
+
+fn message_repr_strategy() -> impl Strategy<Value = MessageRepr> {
+    (
+        any::<u8>(),
+        proptest::collection::vec(log_repr(), 0..5),
+        proptest::collection::vec(
+            (any::<u8>(), entries(8))
+                .prop_map(|(middlebox, entries)| CvRepr { middlebox, entries }),
+            0..4,
+        ),
+    )
+        .prop_map(|(flags, logs, cvs)| MessageRepr { flags, logs, cvs })
+}
+
+fn encode(r: &MessageRepr) -> Vec<u8> {
+    let mut buf = vec![0u8; r.buffer_len()];
+    let n = r.emit(&mut buf).expect("valid repr fits its buffer_len");
+    assert_eq!(n, buf.len());
+    buf
+}
+
+proptest! {
+    #[test]
+    fn message_round_trip(r in message_repr_strategy()) {
+        let buf = encode(&r);
+        let m = MessageView::new_checked(&buf).expect("emitted message is valid");
+        prop_assert_eq!(MessageRepr::parse(&m), r.clone());
+        prop_assert_eq!(m.logs().len(), r.logs.len());
+        for (view, log) in m.logs().zip(&r.logs) {
+            prop_assert_eq!(view.as_bytes().len(), log.buffer_len());
+            prop_assert_eq!(encoded_log_len(&view), Ok(log.buffer_len()));
+            let mut one = vec![0u8; log.buffer_len()];
+            prop_assert_eq!(log.emit(&mut one), Ok(one.len()));
+            prop_assert_eq!(&one[..], view.as_bytes());
+        }
+        for (view, cv) in m.commit_vectors().zip(&r.cvs) {
+            prop_assert_eq!(view.as_bytes().len(), cv.buffer_len());
+            let mut one = vec![0u8; cv.buffer_len()];
+            prop_assert_eq!(cv.emit(&mut one), Ok(one.len()));
+            prop_assert_eq!(&one[..], view.as_bytes());
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_message_is_rejected(r in message_repr_strategy()) {
+        let buf = encode(&r);
+        for cut in 0..buf.len() {
+            prop_assert!(MessageView::new_checked(&buf[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn push_that_does_not_fit_leaves_the_buffer(r in message_repr_strategy(), room in 6usize..400) {
+        let mut buf = vec![0xeeu8; room];
+        let mut w = MessageWriter::new(&mut buf, r.flags).expect("header fits");
+        let mut pushed = 0;
+        for log in &r.logs {
+            let before = w.len();
+            match w.push_log(log.middlebox, log) {
+                Ok(()) => pushed += 1,
+                Err(e) => {
+                    prop_assert_eq!(e, WireError::NoRoom);
+                    prop_assert_eq!(w.len(), before);
+                }
+            }
+        }
+        let n = w.finish();
+        prop_assert!(buf[n..].iter().all(|&b| b == 0xee));
+        let m = MessageView::new_checked(&buf[..n]).expect("valid");
+        prop_assert_eq!(usize::from(m.log_count()), pushed);
+    }
+
+    #[test]
+    fn checked_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        walk(&bytes);
+    }
+
+    #[test]
+    fn checked_never_panics_near_valid(
+        r in message_repr_strategy(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut buf = encode(&r);
+        for (i, v) in edits {
+            let i = i.index(buf.len());
+            buf[i] = v;
+        }
+        walk(&buf);
+    }
+}
+
+/// Walks whatever parses, and checks parse → repr → emit gives back the same bytes.
+fn walk(bytes: &[u8]) {
+    let Ok(m) = MessageView::new_checked(bytes) else {
+        return;
+    };
+    let mut n = 0usize;
+    for log in m.logs() {
+        n += log
+            .deps()
+            .map(|d| usize::from(d.partition.0))
+            .sum::<usize>();
+        n += log.writes().map(|w| w.key.len()).sum::<usize>();
+    }
+    for cv in m.commit_vectors() {
+        n += cv.entries().count();
+    }
+    std::hint::black_box(n);
+    assert_eq!(encode(&MessageRepr::parse(&m)), bytes);
+}
