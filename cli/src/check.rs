@@ -50,7 +50,11 @@ pub fn describe(spec: &ChainSpec) -> String {
         let _ = writeln!(
             out,
             "  {server}: {role}{}; replicates [{}]",
-            if extra.is_empty() { String::new() } else { format!(" + {}", extra.join(" + ")) },
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" + {}", extra.join(" + "))
+            },
             replicas.join(", ")
         );
     }
@@ -60,7 +64,11 @@ pub fn describe(spec: &ChainSpec) -> String {
             out,
             "  group {mb}: servers [{}]{}",
             group.join(" → "),
-            if ring.wraps(mb) { " (wraps: the buffer waits for its commit vector)" } else { "" }
+            if ring.wraps(mb) {
+                " (wraps: the buffer waits for its commit vector)"
+            } else {
+                ""
+            }
         );
     }
     out

@@ -80,8 +80,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     let partitions = spec.chain.partitions;
     let mbs: Vec<Box<dyn Middlebox>> = spec.middlebox.iter().map(middleboxes::build).collect();
-    let heads: Vec<Store> =
-        spec.middlebox.iter().map(|m| Store::new(partitions, m.threads)).collect::<Result<_, _>>()?;
+    let heads: Vec<Store> = spec
+        .middlebox
+        .iter()
+        .map(|m| Store::new(partitions, m.threads))
+        .collect::<Result<_, _>>()?;
     // replicas[s] = the stores server s keeps for the groups it replicates.
     let replica_stores: Vec<Vec<(MbIndex, Store)>> = ring
         .server_ids()
@@ -96,14 +99,32 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .map(|s| {
             let head = ring.middlebox_at(s).map(|mb| {
                 let i = usize::from(mb.0);
-                (mb, mbs[i].as_ref(), heads[i].worker(0).expect("fresh store"))
+                (
+                    mb,
+                    mbs[i].as_ref(),
+                    heads[i].worker(0).expect("fresh store"),
+                )
             });
-            let replicas = replica_stores[usize::from(s.0)].iter().map(|(mb, st)| (*mb, st)).collect();
-            Server { head, replicas, applied: 0, satisfied: 0, not_ready: 0 }
+            let replicas = replica_stores[usize::from(s.0)]
+                .iter()
+                .map(|(mb, st)| (*mb, st))
+                .collect();
+            Server {
+                head,
+                replicas,
+                applied: 0,
+                satisfied: 0,
+                not_ready: 0,
+            }
         })
         .collect();
 
-    let mut chain = Chain { ring, pending: Vec::new(), counters: Counters::default(), scratch: Vec::new() };
+    let mut chain = Chain {
+        ring,
+        pending: Vec::new(),
+        counters: Counters::default(),
+        scratch: Vec::new(),
+    };
     chain.counters.dropped = vec![0; ring.middleboxes()];
     let public = nat_public_ip(&spec);
     let server_addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -111,11 +132,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let payload = vec![0x5a; args.payload];
     for round in 0..args.round_trips {
         for flow in 0..args.flows {
-            let client = (Ipv4Addr::new(10, 0, (flow / 250) as u8, (flow % 250 + 1) as u8), 40000 + (flow % 20000) as u16);
+            let client = (
+                Ipv4Addr::new(10, 0, (flow / 250) as u8, (flow % 250 + 1) as u8),
+                40000 + (flow % 20000) as u16,
+            );
             let now = start.elapsed().as_nanos() as u64;
             let request = tcp_frame(client, (server_addr, 80), round, &payload);
             chain.counters.sent += 1;
-            let Some(out) = chain.traverse(&mut servers, &request, Direction::Outbound, now)? else { continue };
+            let Some(out) = chain.traverse(&mut servers, &request, Direction::Outbound, now)?
+            else {
+                continue;
+            };
             // The echo server answers whatever reached it, to the address it saw.
             let (src, dst) = tcp_endpoints(&out).context("released frame is not TCP/IPv4")?;
             if public.is_some_and(|p| src.0 != p) {
@@ -123,7 +150,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             }
             let reply = tcp_frame(dst, src, round, &payload);
             chain.counters.sent += 1;
-            let Some(back) = chain.traverse(&mut servers, &reply, Direction::Inbound, now)? else { continue };
+            let Some(back) = chain.traverse(&mut servers, &reply, Direction::Inbound, now)? else {
+                continue;
+            };
             if tcp_endpoints(&back).map(|(_, d)| d) != Some(client) {
                 chain.counters.wrong_translation += 1;
             }
@@ -135,7 +164,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     drop(servers);
 
     let c = &chain.counters;
-    println!("\ntraffic: {} connections × {} round trips", args.flows, args.round_trips);
+    println!(
+        "\ntraffic: {} connections × {} round trips",
+        args.flows, args.round_trips
+    );
     println!(
         "  packets sent {}, delivered {}, dropped by middlebox {:?}; {:.0} packets/s through {} servers ({:.2?})",
         c.sent,
@@ -154,24 +186,46 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let mut consistent = c.wrong_translation == 0;
     if c.wrong_translation > 0 {
-        println!("  {} packets left the chain with a wrong address translation", c.wrong_translation);
+        println!(
+            "  {} packets left the chain with a wrong address translation",
+            c.wrong_translation
+        );
     }
     println!("state (DESIGN.md §6: every replica of a group holds its head's store and vector):");
     for mb in ring.mb_indices() {
         let head = &heads[usize::from(mb.0)];
         let want = head.to_map();
-        print!("  {mb} {}: head {} entries, seq sum {}", mbs[usize::from(mb.0)].kind(), want.len(), seq_sum(head));
+        print!(
+            "  {mb} {}: head {} entries, seq sum {}",
+            mbs[usize::from(mb.0)].kind(),
+            want.len(),
+            seq_sum(head)
+        );
         for (s, stores) in replica_stores.iter().enumerate() {
             for (_, store) in stores.iter().filter(|(m, _)| *m == mb) {
                 let same = store.to_map() == want && store.vector() == head.vector();
                 consistent &= same;
-                print!("; replica on server {s}: {}", if same { "identical" } else { "DIFFERENT" });
+                print!(
+                    "; replica on server {s}: {}",
+                    if same { "identical" } else { "DIFFERENT" }
+                );
             }
         }
         println!();
     }
-    println!("verdict: {}", if consistent { "consistent" } else { "INCONSISTENT" });
-    Ok(if consistent { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "verdict: {}",
+        if consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT"
+        }
+    );
+    Ok(if consistent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The ring's data path for one frame at a time, in order.
@@ -185,7 +239,13 @@ struct Chain {
 
 impl Chain {
     /// Send a customer frame through every server; the frame that leaves the chain, if any.
-    fn traverse(&mut self, servers: &mut [Server<'_>], inner: &[u8], dir: Direction, now: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    fn traverse(
+        &mut self,
+        servers: &mut [Server<'_>],
+        inner: &[u8],
+        dir: Direction,
+        now: u64,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         let mut frame = self.ingress(Some(inner));
         for s in self.ring.server_ids() {
             frame = self.hop(&mut servers[usize::from(s.0)], s, &frame, dir, now)?;
@@ -199,7 +259,13 @@ impl Chain {
             let mut frame = self.ingress(None);
             self.counters.propagating += 1;
             for s in self.ring.server_ids() {
-                frame = self.hop(&mut servers[usize::from(s.0)], s, &frame, Direction::Outbound, now)?;
+                frame = self.hop(
+                    &mut servers[usize::from(s.0)],
+                    s,
+                    &frame,
+                    Direction::Outbound,
+                    now,
+                )?;
             }
             self.egress(&frame)?;
         }
@@ -223,12 +289,25 @@ impl Chain {
     }
 
     /// One server: apply the logs of the groups it replicates, run its middlebox, re-encode.
-    fn hop(&mut self, server: &mut Server<'_>, me: ServerId, frame: &[u8], dir: Direction, now: u64) -> anyhow::Result<Vec<u8>> {
+    fn hop(
+        &mut self,
+        server: &mut Server<'_>,
+        me: ServerId,
+        frame: &[u8],
+        dir: Direction,
+        now: u64,
+    ) -> anyhow::Result<Vec<u8>> {
         let nsh = NshFrame::new_checked(frame).context("bad frame between servers")?;
         let hop = 255 - nsh.si();
         let msg = MessageView::new_checked(nsh.trailer()).context("bad piggyback message")?;
         for log in msg.logs() {
-            let Some((_, store)) = server.replicas.iter().find(|(mb, _)| mb.0 == log.middlebox()) else { continue };
+            let Some((_, store)) = server
+                .replicas
+                .iter()
+                .find(|(mb, _)| mb.0 == log.middlebox())
+            else {
+                continue;
+            };
             match log.kind() {
                 LogKind::Update => match store.apply(&log)? {
                     ApplyOutcome::Applied => server.applied += 1,
@@ -248,16 +327,23 @@ impl Chain {
         for log in msg.logs() {
             // The tail of a group strips its log: it is now in f+1 stores.
             if self.ring.tail(MbIndex(log.middlebox())) != me {
-                w.push_log_bytes(log.as_bytes()).context("trailer budget exceeded")?;
+                w.push_log_bytes(log.as_bytes())
+                    .context("trailer budget exceeded")?;
             }
         }
         if let (Some((mb, middlebox, worker)), false) = (server.head.as_mut(), propagating) {
             let mut frame = Frame::new(&mut inner_buf, inner_len)?;
-            let ctx = Ctx { worker: worker.id(), now_ns: now, direction: dir };
-            let (verdict, record) = process_packet(worker, *middlebox, &mut frame, &ctx, &mut self.scratch);
+            let ctx = Ctx {
+                worker: worker.id(),
+                now_ns: now,
+                direction: dir,
+            };
+            let (verdict, record) =
+                process_packet(worker, *middlebox, &mut frame, &ctx, &mut self.scratch);
             inner_len = frame.len();
             if record.kind() != LogKind::Noop {
-                w.push_log(mb.0, &record).context("trailer budget exceeded")?;
+                w.push_log(mb.0, &record)
+                    .context("trailer budget exceeded")?;
             }
             if verdict == Verdict::Drop {
                 // A dropped packet still carries its message on, in a propagating frame.
@@ -278,7 +364,8 @@ impl Chain {
     fn egress(&mut self, frame: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
         let nsh = NshFrame::new_checked(frame).context("bad frame at the buffer")?;
         let msg = MessageView::new_checked(nsh.trailer()).context("bad piggyback message")?;
-        self.pending.extend(msg.logs().map(|l| l.as_bytes().to_vec()));
+        self.pending
+            .extend(msg.logs().map(|l| l.as_bytes().to_vec()));
         if nsh.is_propagating() {
             return Ok(None);
         }
@@ -321,8 +408,12 @@ fn tcp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, payload: &[u8
 
 fn tcp_endpoints(frame: &[u8]) -> Option<((Ipv4Addr, u16), (Ipv4Addr, u16))> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
-    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { return None };
-    let Some(TransportSlice::Tcp(tcp)) = p.transport else { return None };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        return None;
+    };
+    let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+        return None;
+    };
     Some((
         (ip.header().source_addr(), tcp.source_port()),
         (ip.header().destination_addr(), tcp.destination_port()),

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ftc", version, about = "Fault-tolerant service function chains")]
+#[command(
+    name = "ftc",
+    version,
+    about = "Fault-tolerant service function chains"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

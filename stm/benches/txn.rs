@@ -28,7 +28,10 @@ fn distinct_partition_keys(store: &Store, n: usize) -> Vec<Vec<u8>> {
     while keys.len() < n {
         let k = format!("flow-{i}").into_bytes();
         let p = ftc_stm::partition_of(&k, store.partitions());
-        if keys.iter().all(|o| ftc_stm::partition_of(o, store.partitions()) != p) {
+        if keys
+            .iter()
+            .all(|o| ftc_stm::partition_of(o, store.partitions()) != p)
+        {
             keys.push(k);
         }
         i += 1;
@@ -46,7 +49,11 @@ fn run_threads(threads: u16, iters: u64, same_key: bool, aborts: &AtomicU64) -> 
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (store, barrier) = (&store, &barrier);
-                let key = if same_key { keys[0].clone() } else { keys[usize::from(t)].clone() };
+                let key = if same_key {
+                    keys[0].clone()
+                } else {
+                    keys[usize::from(t)].clone()
+                };
                 s.spawn(move || {
                     let mut w = store.worker(t).unwrap();
                     barrier.wait();
@@ -59,7 +66,11 @@ fn run_threads(threads: u16, iters: u64, same_key: bool, aborts: &AtomicU64) -> 
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
     });
     elapsed
 }
@@ -67,7 +78,9 @@ fn run_threads(threads: u16, iters: u64, same_key: bool, aborts: &AtomicU64) -> 
 fn uncontended(c: &mut Criterion) {
     let store = Store::new(64, 1).unwrap();
     let mut w = store.worker(0).unwrap();
-    c.bench_function("txn/uncontended/1-thread", |b| b.iter(|| rmw(&mut w, b"flow-0")));
+    c.bench_function("txn/uncontended/1-thread", |b| {
+        b.iter(|| rmw(&mut w, b"flow-0"))
+    });
     drop(w);
 
     let aborts = AtomicU64::new(0);
@@ -107,7 +120,11 @@ fn opposite_orders(c: &mut Criterion) {
                     .map(|t| {
                         let (store, barrier, keys, aborts) = (&store, &barrier, &keys, &aborts);
                         s.spawn(move || {
-                            let (a, b) = if t == 0 { (&keys[0], &keys[1]) } else { (&keys[1], &keys[0]) };
+                            let (a, b) = if t == 0 {
+                                (&keys[0], &keys[1])
+                            } else {
+                                (&keys[1], &keys[0])
+                            };
                             let mut w = store.worker(t).unwrap();
                             barrier.wait();
                             let start = Instant::now();
@@ -122,7 +139,11 @@ fn opposite_orders(c: &mut Criterion) {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .max()
+                    .unwrap()
             })
         })
     });
