@@ -336,7 +336,13 @@ fn ch_rec_example_is_firewall_monitor_nat() {
     let MiddleboxKind::Firewall(fw) = &spec.middlebox[0].kind else {
         panic!()
     };
-    assert!(fw.allow_established);
+    // Replies pass the firewall before the NAT translates them back, so the firewall is
+    // stateless and lets traffic to the NAT's public address in.
+    assert!(!fw.allow_established);
+    assert!(fw
+        .rules
+        .iter()
+        .any(|r| r.action == Action::Allow && r.dst == Some("203.0.113.1/32".parse().unwrap())));
     // TCP from 10.0.0.0/8 to anywhere is allowed by some rule.
     assert!(fw.rules.iter().any(|r| r.action == Action::Allow
         && r.proto == Proto::Tcp
