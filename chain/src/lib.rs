@@ -6,6 +6,7 @@
 
 pub mod middlebox;
 pub mod middleboxes;
+pub mod outbox;
 pub mod ring;
 pub mod spec;
 pub mod wire;
