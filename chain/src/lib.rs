@@ -4,6 +4,7 @@
 //! Like every core crate of ftc it does no I/O, reads no clock and draws no randomness: time comes
 //! in as an argument.
 
+pub mod logqueue;
 pub mod middlebox;
 pub mod middleboxes;
 pub mod outbox;

@@ -6,20 +6,16 @@
 //! one. Logs are never dropped; commit vectors only send the entries that moved since they were
 //! last written.
 
-use std::collections::VecDeque;
-
 use ftc_stm::DepEntry;
 
+use crate::logqueue::LogQueue;
 use crate::wire::{CommitVector, MessageView, MessageWriter, WireError};
 
 /// Logs and commit vectors waiting to be sent.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     partitions: usize,
-    /// Encoded logs, back to back from `consumed` on; `logs` holds (start, length) of each.
-    bytes: Vec<u8>,
-    logs: VecDeque<(usize, usize)>,
-    consumed: usize,
+    logs: LogQueue<()>,
     /// Per middlebox: the newest commit vector known and what was last written of it.
     cvs: Vec<Option<(CommitVector, CommitVector)>>,
 }
@@ -29,17 +25,14 @@ impl Outbox {
     pub fn new(partitions: usize) -> Self {
         Outbox {
             partitions,
-            bytes: Vec::new(),
-            logs: VecDeque::new(),
-            consumed: 0,
+            logs: LogQueue::default(),
             cvs: Vec::new(),
         }
     }
 
     /// Queue an encoded log (as from `LogView::as_bytes`).
     pub fn push_log(&mut self, encoded: &[u8]) {
-        self.logs.push_back((self.bytes.len(), encoded.len()));
-        self.bytes.extend_from_slice(encoded);
+        self.logs.push(encoded, ());
     }
 
     /// Merge commit vector entries of middlebox `mb`.
@@ -71,7 +64,7 @@ impl Outbox {
 
     /// Bytes of queued logs.
     pub fn log_bytes(&self) -> usize {
-        self.bytes.len() - self.consumed
+        self.logs.byte_len()
     }
 
     /// Whether nothing waits: no log, and no commit vector entry that moved since last written.
@@ -82,17 +75,13 @@ impl Outbox {
     /// Write queued logs (oldest first) and the commit vector entries that moved into `w`, as many
     /// as fit; what does not fit stays queued. Returns whether everything was written.
     pub fn fill(&mut self, w: &mut MessageWriter<'_>) -> Result<bool, WireError> {
-        while let Some(&(start, len)) = self.logs.front() {
-            match w.push_log_bytes(&self.bytes[start..start + len]) {
-                Ok(()) => {
-                    self.logs.pop_front();
-                    self.consumed = start + len;
-                }
+        while let Some((log, ())) = self.logs.front() {
+            match w.push_log_bytes(log) {
+                Ok(()) => self.logs.pop_front(),
                 Err(WireError::NoRoom) => break,
                 Err(e) => return Err(e),
             }
         }
-        self.compact();
         let mut all = self.logs.is_empty();
         for (mb, slot) in self.cvs.iter_mut().enumerate() {
             let Some((known, sent)) = slot else { continue };
@@ -106,20 +95,6 @@ impl Outbox {
             }
         }
         Ok(all)
-    }
-
-    /// Drop the bytes of written logs once they are most of the buffer.
-    fn compact(&mut self) {
-        if self.logs.is_empty() {
-            self.bytes.clear();
-            self.consumed = 0;
-        } else if self.consumed > self.bytes.len() / 2 {
-            self.bytes.drain(..self.consumed);
-            for (start, _) in &mut self.logs {
-                *start -= self.consumed;
-            }
-            self.consumed = 0;
-        }
     }
 }
 
