@@ -43,7 +43,7 @@ pub fn read_u64(buf: &[u8]) -> Option<(u64, usize)> {
 
 /// [`read_u64`] that says why: [`WireError::Truncated`] if `buf` ends inside the integer,
 /// [`WireError::BadVarint`] if it is too long, overflows or is not minimal.
-#[inline]
+#[inline(always)]
 pub fn read_u64_checked(buf: &[u8]) -> Result<(u64, usize), WireError> {
     // One and two bytes (values below 2^14) are the common cases: sequence numbers, lengths.
     match *buf {

@@ -45,14 +45,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8, WireError> {
         let (&b, rest) = self.rest.split_first().ok_or(WireError::Truncated)?;
         self.rest = rest;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u16(&mut self) -> Result<u16, WireError> {
         let (b, rest) = self
             .rest
@@ -62,7 +62,7 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes(*b))
     }
 
-    #[inline]
+    #[inline(always)]
     fn var(&mut self) -> Result<u64, WireError> {
         let (v, n) = leb128::read_u64_checked(self.rest)?;
         self.rest = self.rest.get(n..).ok_or(WireError::Truncated)?;
@@ -70,13 +70,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A LEB128 length that must fit in usize (else it cannot fit the buffer either).
-    #[inline]
+    #[inline(always)]
     fn len(&mut self) -> Result<usize, WireError> {
         usize::try_from(self.var()?).map_err(|_| WireError::Truncated)
     }
 
     /// A count of items each at least `min_len` bytes long, which must fit in what is left.
-    #[inline]
+    #[inline(always)]
     fn count(&mut self, min_len: usize) -> Result<usize, WireError> {
         let n = self.len()?;
         if n > self.rest.len() / min_len {
@@ -85,7 +85,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let (a, rest) = self.rest.split_at_checked(n).ok_or(WireError::Truncated)?;
         self.rest = rest;
@@ -99,7 +99,7 @@ impl<'a> Reader<'a> {
         self.bytes(n).map(|_| ())
     }
 
-    #[inline]
+    #[inline(always)]
     fn entry(&mut self) -> Result<DepEntry, WireError> {
         let partition = Partition(self.u16()?);
         let seq = Seq(self.var()?);
@@ -121,6 +121,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads `count` entries, checking partitions strictly increase; returns their bytes.
+    #[inline(always)]
     fn entries(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         let start = self.rest;
         let mut prev: Option<Partition> = None;
