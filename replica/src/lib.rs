@@ -1,0 +1,521 @@
+//! ftc-replica: the replication core of one chain server (sans-IO), per `docs/protocol.md`.
+//!
+//! A [`Replica`] keeps, for every group the server is a non-head member of, a state store and its
+//! MAX vector; it applies, holds and deduplicates the piggyback logs of incoming messages, strips
+//! the logs of the group it tails and announces that group's commit vector, retains what it
+//! forwarded until commit vectors cover it, and asks for and answers retransmissions.
+//!
+//! Methods, in the order a driver uses them for one frame:
+//! - [`Replica::handle_message`] (input): the incoming message. `Ready`: run the middlebox, then
+//!   [`Replica::build_message`]; `Hold`: keep the frame and offer it again later (after other
+//!   frames were handled); the hold queue is the driver's, and bounded.
+//! - [`Replica::build_message`] (output): the message the frame carries on.
+//! - [`Replica::handle_retransmit_request`] (input): a frame flagged
+//!   [`FLAG_RETRANSMIT_REQUEST`] from the successor.
+//! - [`Replica::poll_transmit`] (output, until `None`): propagating frames the core wants sent
+//!   now, with their destination: retransmission requests, answers, overflow, resends. These never
+//!   wait behind held frames, so back-pressure cannot block the log that frees them.
+//! - [`Replica::poll_timeout`]: when to call `poll_transmit` again at the latest.
+//!
+//! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
+
+mod retention;
+
+use std::sync::Arc;
+
+use ftc_chain::outbox::Outbox;
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
+use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, StmError, Store};
+use smallvec::SmallVec;
+
+use retention::Retention;
+
+/// NSH context flag of a retransmission request (`docs/protocol.md`).
+pub const FLAG_RETRANSMIT_REQUEST: u16 = 0x0001;
+
+/// Timers and sizes of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// How long a frame may wait for a missing log before the predecessor is asked for it.
+    pub hold_timeout_ns: u64,
+    /// How long a retained log may stay uncovered before it is sent to the successor again.
+    pub resend_timeout_ns: u64,
+    /// The tail sends this many commit-vector entries that did not move, round robin, so that
+    /// entries lost with a frame are sent again.
+    pub cv_refresh: usize,
+    /// At most this often (per tail) does a frame carry that refresh window.
+    pub cv_refresh_interval_ns: u64,
+}
+
+impl Default for ReplicaConfig {
+    /// Timeouts for one data centre: far above a hop's latency, far below a user's patience.
+    fn default() -> Self {
+        ReplicaConfig {
+            hold_timeout_ns: 2_000_000,
+            resend_timeout_ns: 10_000_000,
+            cv_refresh: 8,
+            cv_refresh_interval_ns: 200_000,
+        }
+    }
+}
+
+/// What to do with a frame after its message was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Every log it carries for this server's groups is applied or satisfied: process it.
+    Ready,
+    /// A log of `middlebox`'s group is not applicable yet: hold the frame and offer it again.
+    Hold { middlebox: MbIndex },
+}
+
+/// A propagating frame to send: its destination, NSH context flags and message length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: ServerId,
+    pub flags: u16,
+    pub len: usize,
+}
+
+/// Why a message could not be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("log rejected by the store: {0}")]
+    Stm(#[from] StmError),
+    #[error("message does not encode: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// Counters of a replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub holds: u64,
+    pub stripped: u64,
+    pub passed_through: u64,
+    pub overflowed: u64,
+    pub requests_sent: u64,
+    pub requests_answered: u64,
+    pub logs_retransmitted: u64,
+    pub logs_resent: u64,
+}
+
+/// This server in one group it does not head.
+#[derive(Debug)]
+struct Member {
+    mb: MbIndex,
+    store: Arc<Store>,
+    tail: bool,
+    retention: Retention,
+    /// Since when frames have been held for this group (cleared by progress).
+    hold_since: Option<u64>,
+    requested_at: Option<u64>,
+}
+
+/// The commit vector this server announces as the tail of `members[member]`.
+#[derive(Debug)]
+struct Tail {
+    member: usize,
+    sent: CommitVector,
+    cursor: usize,
+    refreshed_at: Option<u64>,
+}
+
+/// The replication core of one server.
+#[derive(Debug)]
+pub struct Replica {
+    ring: Ring,
+    me: ServerId,
+    partitions: usize,
+    config: ReplicaConfig,
+    members: Vec<Member>,
+    /// The group this server heads and the logs of it retained.
+    head: Option<(MbIndex, Retention)>,
+    tail: Option<Tail>,
+    /// Logs and commit vectors that did not fit a frame, for the next server.
+    overflow: Outbox,
+    /// Retransmitted logs for the next server.
+    answers: Outbox,
+    scratch: Vec<u8>,
+    stats: ReplicaStats,
+}
+
+impl Replica {
+    /// The core of server `me` of `ring`, with fresh stores for the groups it replicates.
+    pub fn new(
+        ring: Ring,
+        me: ServerId,
+        partitions: u32,
+        config: ReplicaConfig,
+    ) -> Result<Self, StmError> {
+        let stores = ring
+            .replicated_by(me)
+            .map(|mb| Ok((mb, Arc::new(Store::new(partitions, 1)?))))
+            .collect::<Result<Vec<_>, StmError>>()?;
+        Ok(Self::with_stores(ring, me, partitions, config, stores))
+    }
+
+    /// The core of server `me` with the given replica stores (one per group it replicates, as
+    /// after a recovery).
+    pub fn with_stores(
+        ring: Ring,
+        me: ServerId,
+        partitions: u32,
+        config: ReplicaConfig,
+        stores: Vec<(MbIndex, Arc<Store>)>,
+    ) -> Self {
+        let p = partitions as usize;
+        let members: Vec<Member> = stores
+            .into_iter()
+            .map(|(mb, store)| Member {
+                mb,
+                store,
+                tail: ring.tail(mb) == me,
+                retention: Retention::new(p),
+                hold_since: None,
+                requested_at: None,
+            })
+            .collect();
+        let tail = members.iter().position(|m| m.tail).map(|member| Tail {
+            member,
+            sent: CommitVector::new(p),
+            cursor: 0,
+            refreshed_at: None,
+        });
+        Replica {
+            ring,
+            me,
+            partitions: p,
+            config,
+            head: ring.middlebox_at(me).map(|mb| (mb, Retention::new(p))),
+            tail,
+            members,
+            overflow: Outbox::new(p),
+            answers: Outbox::new(p),
+            scratch: Vec::new(),
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    /// This server.
+    pub fn server(&self) -> ServerId {
+        self.me
+    }
+
+    /// The replica store of `mb`'s group, if this server is a non-head member of it.
+    pub fn store(&self, mb: MbIndex) -> Option<&Arc<Store>> {
+        self.members.iter().find(|m| m.mb == mb).map(|m| &m.store)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// Retained logs (count, bytes) over all groups, for memory bounds.
+    pub fn retained(&self) -> (usize, usize) {
+        let all = self
+            .members
+            .iter()
+            .map(|m| &m.retention)
+            .chain(self.head.as_ref().map(|(_, r)| r));
+        all.fold((0, 0), |(n, b), r| (n + r.len(), b + r.byte_len()))
+    }
+
+    fn member_mut(&mut self, mb: u8) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.mb.0 == mb)
+    }
+
+    /// Handle a frame's incoming message: apply or check the logs of this server's groups,
+    /// merge commit vectors. (Thesis §4.3.1, §4.3.3, §4.4.1.)
+    pub fn handle_message(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+    ) -> Result<Admit, ReplicaError> {
+        let mut hold = None;
+        for log in msg.logs() {
+            let Some(member) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
+                self.stats.passed_through += 1;
+                continue;
+            };
+            let ready = match log.kind() {
+                LogKind::Update => match member.store.apply(&log)? {
+                    ApplyOutcome::Applied => {
+                        self.stats.applied += 1;
+                        member.hold_since = None;
+                        if !member.tail {
+                            member.retention.retain(log.as_bytes(), now);
+                        }
+                        true
+                    }
+                    ApplyOutcome::Duplicate => {
+                        self.stats.duplicates += 1;
+                        true
+                    }
+                    ApplyOutcome::Hold => false,
+                },
+                LogKind::ReadOnly => member.store.is_satisfied(log.deps())?,
+                LogKind::Noop => true,
+            };
+            if !ready && hold.is_none() {
+                hold = Some(member.mb);
+            }
+        }
+        self.merge_cvs(msg);
+        Ok(match hold {
+            Some(mb) => {
+                self.stats.holds += 1;
+                if let Some(m) = self.members.iter_mut().find(|m| m.mb == mb) {
+                    m.hold_since.get_or_insert(now);
+                }
+                Admit::Hold { middlebox: mb }
+            }
+            None => Admit::Ready,
+        })
+    }
+
+    fn merge_cvs(&mut self, msg: &MessageView<'_>) {
+        for cv in msg.commit_vectors() {
+            let mb = cv.middlebox();
+            if let Some((head_mb, retention)) = &mut self.head {
+                if head_mb.0 == mb {
+                    retention.merge_cv(cv.entries());
+                    continue;
+                }
+            }
+            if let Some(m) = self.member_mut(mb) {
+                m.retention.merge_cv(cv.entries());
+            }
+        }
+    }
+
+    /// Write the message a frame carries on into `out` (its trailer budget): the incoming logs
+    /// less those this server tails, `own` (this server's log, if it heads a group), the commit
+    /// vectors still on their way, and the commit vector of the group this server tails. What
+    /// does not fit goes to the next server in propagating frames ([`Replica::poll_transmit`]).
+    pub fn build_message(
+        &mut self,
+        now: u64,
+        incoming: &MessageView<'_>,
+        own: Option<&impl LogSource>,
+        out: &mut [u8],
+    ) -> Result<usize, ReplicaError> {
+        let mut w = MessageWriter::new(out, 0)?;
+        for log in incoming.logs() {
+            if self.ring.tail(MbIndex(log.middlebox())) == self.me {
+                self.stats.stripped += 1;
+            } else if push_or(&mut w, |w| w.push_log_bytes(log.as_bytes()))? {
+                self.overflow.push_log(log.as_bytes());
+                self.stats.overflowed += 1;
+            }
+        }
+        if let (Some(log), Some((mb, retention))) = (own, &mut self.head) {
+            if log.kind() != LogKind::Noop {
+                let encoded = encode_log(&mut self.scratch, mb.0, log)?;
+                if log.kind() == LogKind::Update {
+                    retention.retain(encoded, now);
+                }
+                if push_or(&mut w, |w| w.push_log_bytes(encoded))? {
+                    self.overflow.push_log(encoded);
+                    self.stats.overflowed += 1;
+                }
+            }
+        }
+        let next = self.ring.next_server(self.me);
+        for cv in incoming.commit_vectors() {
+            // From its tail a commit vector goes round the ring up to the tail's predecessor,
+            // the last member that needs it.
+            if self.ring.tail(MbIndex(cv.middlebox())) == next {
+                continue;
+            }
+            if push_or(&mut w, |w| w.push_cv_bytes(cv.as_bytes()))? {
+                self.overflow.merge_cv(cv.middlebox(), cv.entries());
+            }
+        }
+        self.announce_commit_vector(now, &mut w)?;
+        Ok(w.finish())
+    }
+
+    /// As the tail of a group: the entries of its MAX that moved since last sent, and now and
+    /// then a window of the others (thesis §4.4.1: the tail attaches its MAX as commit vector).
+    fn announce_commit_vector(
+        &mut self,
+        now: u64,
+        w: &mut MessageWriter<'_>,
+    ) -> Result<(), ReplicaError> {
+        let Some(tail) = &mut self.tail else {
+            return Ok(());
+        };
+        let member = &self.members[tail.member];
+        let refresh = tail
+            .refreshed_at
+            .is_none_or(|t| now >= t.saturating_add(self.config.cv_refresh_interval_ns));
+        let window = if refresh {
+            self.config.cv_refresh.min(self.partitions)
+        } else {
+            0
+        };
+        let in_window = |p: usize| (p + self.partitions - tail.cursor) % self.partitions < window;
+        let entries: SmallVec<[DepEntry; 32]> = (0..self.partitions)
+            .filter_map(|p| {
+                let seq = member.store.seq(Partition(p as u16));
+                let moved = tail.sent.get(Partition(p as u16)).is_some_and(|s| seq > s);
+                (moved || (in_window(p) && seq.0 > 0)).then_some(DepEntry {
+                    partition: Partition(p as u16),
+                    seq,
+                })
+            })
+            .collect();
+        if window > 0 {
+            tail.cursor = (tail.cursor + window) % self.partitions;
+            tail.refreshed_at = Some(now);
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if push_or(w, |w| w.push_cv(member.mb.0, entries.iter().copied()))? {
+            self.overflow.merge_cv(member.mb.0, entries.iter().copied());
+        }
+        tail.sent.merge(entries.into_iter());
+        Ok(())
+    }
+
+    /// A retransmission request from `from` (the successor in some group): queue every
+    /// retained log of that group it has not applied, for it. (Thesis §4.3.1.)
+    pub fn handle_retransmit_request(&mut self, from: ServerId, msg: &MessageView<'_>) {
+        if from != self.ring.next_server(self.me) {
+            return;
+        }
+        for cv in msg.commit_vectors() {
+            let mut max = CommitVector::new(self.partitions);
+            max.merge(cv.entries());
+            let retention = match &self.head {
+                Some((mb, r)) if mb.0 == cv.middlebox() => r,
+                _ => match self.members.iter().find(|m| m.mb.0 == cv.middlebox()) {
+                    Some(m) => &m.retention,
+                    None => continue,
+                },
+            };
+            self.stats.requests_answered += 1;
+            for log in retention.missing_at(&max) {
+                self.answers.push_log(log);
+                self.stats.logs_retransmitted += 1;
+            }
+        }
+    }
+
+    /// The next propagating frame to send now, written into `out`: a retransmission request to
+    /// the predecessor, retransmitted logs, overflow or resent logs to the successor.
+    pub fn poll_transmit(
+        &mut self,
+        now: u64,
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, ReplicaError> {
+        let prev = self.ring.prev_server(self.me);
+        let next = self.ring.next_server(self.me);
+        let timeout = self.config.hold_timeout_ns;
+        if let Some(m) = self.members.iter_mut().find(|m| {
+            m.hold_since
+                .is_some_and(|t| now >= t.saturating_add(timeout))
+                && m.requested_at
+                    .is_none_or(|t| now >= t.saturating_add(timeout))
+        }) {
+            m.requested_at = Some(now);
+            self.stats.requests_sent += 1;
+            let mut w = MessageWriter::new(out, 0)?;
+            let store = &m.store;
+            let max = (0..self.partitions).map(|p| DepEntry {
+                partition: Partition(p as u16),
+                seq: store.seq(Partition(p as u16)),
+            });
+            w.push_cv(m.mb.0, max)?;
+            return Ok(Some(Transmit {
+                to: prev,
+                flags: FLAG_RETRANSMIT_REQUEST,
+                len: w.finish(),
+            }));
+        }
+        for outbox in [&mut self.answers, &mut self.overflow] {
+            if !outbox.is_empty() {
+                let mut w = MessageWriter::new(out, 0)?;
+                outbox.fill(&mut w)?;
+                return Ok(Some(Transmit {
+                    to: next,
+                    flags: 0,
+                    len: w.finish(),
+                }));
+            }
+        }
+        let timeout = self.config.resend_timeout_ns;
+        let mut w = MessageWriter::new(out, 0)?;
+        let mut resent = 0;
+        let retentions = self
+            .members
+            .iter_mut()
+            .map(|m| &mut m.retention)
+            .chain(self.head.as_mut().map(|(_, r)| r));
+        for r in retentions {
+            r.resend_due(now, timeout, |log| {
+                let ok = w.push_log_bytes(log).is_ok();
+                resent += u64::from(ok);
+                ok
+            });
+        }
+        self.stats.logs_resent += resent;
+        Ok((resent > 0).then(|| Transmit {
+            to: next,
+            flags: 0,
+            len: w.finish(),
+        }))
+    }
+
+    /// When [`Replica::poll_transmit`] has something to do at the latest (`Some(now)`-or-earlier
+    /// means at once).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.answers.is_empty() || !self.overflow.is_empty() {
+            return Some(0);
+        }
+        let hold = self.config.hold_timeout_ns;
+        let holds = self.members.iter().filter_map(|m| {
+            let since = m.hold_since?;
+            Some(since.max(m.requested_at.unwrap_or(0)).saturating_add(hold))
+        });
+        let retentions = self
+            .members
+            .iter()
+            .map(|m| &m.retention)
+            .chain(self.head.as_ref().map(|(_, r)| r));
+        let resends = retentions
+            .filter_map(|r| r.oldest_send())
+            .map(|t| t.saturating_add(self.config.resend_timeout_ns));
+        holds.chain(resends).min()
+    }
+}
+
+/// Try a push; `Ok(true)` when it did not fit (the caller keeps the item for later).
+fn push_or(
+    w: &mut MessageWriter<'_>,
+    push: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), WireError>,
+) -> Result<bool, WireError> {
+    match push(w) {
+        Ok(()) => Ok(false),
+        Err(WireError::NoRoom) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Encode `log` of middlebox `mb` into `scratch`; the encoded log's bytes.
+fn encode_log<'s>(
+    scratch: &'s mut Vec<u8>,
+    mb: u8,
+    log: &impl LogSource,
+) -> Result<&'s [u8], WireError> {
+    let len = ftc_chain::wire::encoded_log_len(log)?;
+    scratch.resize(MESSAGE_HEADER_LEN + len, 0);
+    let mut w = MessageWriter::new(scratch, 0)?;
+    w.push_log(mb, log)?;
+    let end = w.finish();
+    Ok(&scratch[MESSAGE_HEADER_LEN..end])
+}

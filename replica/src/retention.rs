@@ -1,0 +1,99 @@
+//! [`Retention`]: the logs of one group that a server forwarded and keeps until a commit vector
+//! says they are stored f+1 times, for retransmission to its successor.
+
+use ftc_chain::logqueue::LogQueue;
+use ftc_chain::wire::{CommitVector, LogView};
+use ftc_stm::LogKind;
+
+/// Retained logs of one group (with when each was last sent) and the newest commit vector known.
+#[derive(Debug, Clone)]
+pub(crate) struct Retention {
+    logs: LogQueue<u64>,
+    known: CommitVector,
+}
+
+impl Retention {
+    pub(crate) fn new(partitions: usize) -> Self {
+        Retention {
+            logs: LogQueue::default(),
+            known: CommitVector::new(partitions),
+        }
+    }
+
+    /// Keep `encoded` (sent at `now`) until a commit vector covers it.
+    pub(crate) fn retain(&mut self, encoded: &[u8], now: u64) {
+        if !self.covered(encoded) {
+            self.logs.push(encoded, now);
+        }
+    }
+
+    /// Merge a commit vector and drop the retained logs it covers, oldest first.
+    pub(crate) fn merge_cv(&mut self, cv: impl Iterator<Item = ftc_stm::DepEntry>) {
+        if !self.known.merge(cv) {
+            return;
+        }
+        while let Some((log, _)) = self.logs.front() {
+            if !self.covered(log) {
+                break;
+            }
+            self.logs.pop_front();
+        }
+    }
+
+    fn covered(&self, encoded: &[u8]) -> bool {
+        LogView::new_checked(encoded).is_ok_and(|l| self.known.covers(l.kind(), l.deps()))
+    }
+
+    /// The retained logs a server whose MAX is `max` has not applied yet.
+    pub(crate) fn missing_at<'a>(
+        &'a self,
+        max: &'a CommitVector,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.logs.iter().map(|(log, _)| log).filter(move |log| {
+            LogView::new_checked(log).is_ok_and(|l| {
+                l.kind() == LogKind::Update
+                    && l.deps()
+                        .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq))
+            })
+        })
+    }
+
+    /// Retained logs not yet covered and last sent `timeout` or longer before `now`; their send
+    /// time becomes `now` for those `take` accepts (it returns false when out of room).
+    pub(crate) fn resend_due(
+        &mut self,
+        now: u64,
+        timeout: u64,
+        mut take: impl FnMut(&[u8]) -> bool,
+    ) {
+        let known = &self.known;
+        for (log, sent) in self.logs.iter_mut() {
+            if sent.saturating_add(timeout) > now
+                || LogView::new_checked(log).is_ok_and(|l| known.covers(l.kind(), l.deps()))
+            {
+                continue;
+            }
+            if !take(log) {
+                return;
+            }
+            *sent = now;
+        }
+    }
+
+    /// The earliest send time among retained logs not yet covered.
+    pub(crate) fn oldest_send(&self) -> Option<u64> {
+        self.logs
+            .iter()
+            .filter(|(log, _)| !self.covered(log))
+            .map(|(_, sent)| *sent)
+            .min()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.logs.len()
+    }
+
+    pub(crate) fn byte_len(&self) -> usize {
+        self.logs.byte_len()
+    }
+}

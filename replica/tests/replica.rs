@@ -1,0 +1,237 @@
+//! The replica core against the thesis: §4.3.1 (chain replication of one middlebox's logs,
+//! retransmission), §4.3.3 (dependency vectors: hold until earlier logs arrive), §4.4.1 (the tail
+//! strips its group's log and announces its commit vector; commit vectors prune retained logs).
+
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
+use ftc_replica::{Admit, Replica, ReplicaConfig, FLAG_RETRANSMIT_REQUEST};
+use ftc_stm::{LogKind, LogSource, Store, Worker};
+
+const P: u32 = 8;
+const BUDGET: usize = 2048;
+
+fn config() -> ReplicaConfig {
+    ReplicaConfig {
+        hold_timeout_ns: 1_000,
+        resend_timeout_ns: 5_000,
+        cv_refresh: 2,
+        cv_refresh_interval_ns: 1_000,
+    }
+}
+
+fn replicas(ring: Ring) -> Vec<Replica> {
+    ring.server_ids()
+        .map(|s| Replica::new(ring, s, P, config()).unwrap())
+        .collect()
+}
+
+fn empty() -> Vec<u8> {
+    let mut buf = vec![0; 16];
+    let len = MessageWriter::new(&mut buf, 0).unwrap().finish();
+    buf.truncate(len);
+    buf
+}
+
+/// Server `s` handles `msg` and, when ready, builds its outgoing message with `own` as its log.
+fn hop(
+    r: &mut Replica,
+    now: u64,
+    msg: &[u8],
+    own: Option<&ftc_stm::CommitRecord<'_>>,
+) -> Option<Vec<u8>> {
+    let view = MessageView::new_checked(msg).unwrap();
+    match r.handle_message(now, &view).unwrap() {
+        Admit::Hold { .. } => None,
+        Admit::Ready => {
+            let mut out = vec![0; BUDGET];
+            let len = r.build_message(now, &view, own, &mut out).unwrap();
+            out.truncate(len);
+            Some(out)
+        }
+    }
+}
+
+fn write<'w>(w: &'w mut Worker<'_>, key: &[u8], value: u8) -> ftc_stm::CommitRecord<'w> {
+    w.run(|tx| tx.write(key, &[value])).1
+}
+
+fn repr(msg: &[u8]) -> MessageRepr {
+    MessageRepr::parse(&MessageView::new_checked(msg).unwrap())
+}
+
+/// §4.4.1 on a chain of two (f = 1): server 1 applies m0's log, strips it as the tail of G(0)
+/// and announces CV(0); server 0 consumes CV(0) as the last member that needs it.
+#[test]
+fn tail_applies_strips_and_announces_its_commit_vector() {
+    let ring = Ring::new(2, 1).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+
+    let rec = write(&mut w0, b"a", 1);
+    let m1 = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+    assert_eq!(repr(&m1).logs.len(), 1);
+    let m2 = hop(&mut rs[1], 0, &m1, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    let r2 = repr(&m2);
+    assert!(r2.logs.is_empty(), "the tail strips its group's log");
+    assert_eq!(r2.cvs.len(), 1);
+    assert_eq!(r2.cvs[0].middlebox, 0);
+    assert_eq!(rs[1].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
+    assert_eq!(rs[1].stats().stripped, 1);
+    // The head retained its log until CV(0) came back round.
+    assert_eq!(rs[0].retained().0, 1);
+    let m3 = hop(&mut rs[0], 0, &m2, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    assert_eq!(
+        rs[0].retained().0,
+        0,
+        "CV(0) pruned the head's retained log"
+    );
+    assert!(
+        repr(&m3).cvs.is_empty(),
+        "server 0 is the last member that needs CV(0)"
+    );
+}
+
+/// §4.3.3: a log that arrives before an earlier one of its partitions is held; once the earlier
+/// one is applied the held frame goes through, and the replica equals the head.
+#[test]
+fn out_of_order_logs_are_held_until_the_gap_closes() {
+    let ring = Ring::new(2, 1).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let first = {
+        let rec = write(&mut w0, b"k", 1);
+        hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap()
+    };
+    let second = {
+        let rec = write(&mut w0, b"k", 2);
+        hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap()
+    };
+    assert!(
+        hop(&mut rs[1], 0, &second, None::<&ftc_stm::CommitRecord<'_>>).is_none(),
+        "held"
+    );
+    assert!(hop(&mut rs[1], 0, &first, None::<&ftc_stm::CommitRecord<'_>>).is_some());
+    assert!(
+        hop(&mut rs[1], 0, &second, None::<&ftc_stm::CommitRecord<'_>>).is_some(),
+        "released after the gap closed"
+    );
+    // Delivered again: a duplicate, harmless.
+    assert!(hop(&mut rs[1], 0, &first, None::<&ftc_stm::CommitRecord<'_>>).is_some());
+    assert_eq!(rs[1].stats().duplicates, 1);
+    assert_eq!(rs[1].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
+}
+
+/// §4.3.1: a replica whose frame waits too long for a missing log asks its predecessor, which
+/// answers from its retained logs; the requester applies them and the held frame goes through.
+/// Here k = 1, f = 2: server 0 heads G(0), server 1 is a middle member, server 2 the tail.
+#[test]
+fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
+    let ring = Ring::new(1, 2).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    let lost = {
+        let rec = write(&mut w0, b"k", 1);
+        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+        hop(&mut rs[1], 0, &m, none).unwrap()
+    };
+    let later = {
+        let rec = write(&mut w0, b"k", 2);
+        let m = hop(&mut rs[0], 10, &empty(), Some(&rec)).unwrap();
+        hop(&mut rs[1], 10, &m, none).unwrap()
+    };
+    drop(lost); // the frame from server 1 to server 2 is lost
+    assert!(
+        hop(&mut rs[2], 20, &later, none).is_none(),
+        "held: an earlier log of its partition is missing"
+    );
+    let mut out = vec![0; BUDGET];
+    assert_eq!(
+        rs[2].poll_transmit(500, &mut out).unwrap(),
+        None,
+        "not before the hold timeout"
+    );
+    let t = rs[2]
+        .poll_transmit(1_020, &mut out)
+        .unwrap()
+        .expect("a retransmission request");
+    assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
+    rs[1].handle_retransmit_request(
+        ServerId(2),
+        &MessageView::new_checked(&out[..t.len]).unwrap(),
+    );
+    let t = rs[1]
+        .poll_transmit(1_030, &mut out)
+        .unwrap()
+        .expect("the answer");
+    assert_eq!((t.to, t.flags), (ServerId(2), 0));
+    let answer = out[..t.len].to_vec();
+    assert_eq!(repr(&answer).logs.len(), 2, "both logs the tail lacks");
+    assert!(hop(&mut rs[2], 1_040, &answer, none).is_some());
+    assert!(
+        hop(&mut rs[2], 1_050, &later, none).is_some(),
+        "the held frame goes through"
+    );
+    assert_eq!(rs[2].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
+}
+
+/// §4.3.1: when a group's last log is lost nothing later reveals the gap; the member that
+/// retained it sends it again after the resend timeout, until a commit vector covers it.
+#[test]
+fn an_uncovered_retained_log_is_resent() {
+    let ring = Ring::new(1, 2).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    let rec = write(&mut w0, b"k", 1);
+    let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+    let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
+    let mut out = vec![0; BUDGET];
+    assert_eq!(rs[1].poll_timeout(), Some(5_000));
+    assert_eq!(rs[1].poll_transmit(4_999, &mut out).unwrap(), None);
+    let t = rs[1]
+        .poll_transmit(5_000, &mut out)
+        .unwrap()
+        .expect("a resend");
+    assert_eq!(t.to, ServerId(2));
+    let resent = out[..t.len].to_vec();
+    let to_head = hop(&mut rs[2], 5_001, &resent, none).unwrap();
+    assert_eq!(rs[2].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
+    // CV(0) goes 2 → 0 → 1 and prunes both retained copies.
+    let at1 = hop(&mut rs[0], 5_002, &to_head, none).unwrap();
+    hop(&mut rs[1], 5_003, &at1, none).unwrap();
+    assert_eq!(rs[0].retained().0 + rs[1].retained().0, 0);
+    assert_eq!(rs[1].poll_timeout(), None);
+}
+
+/// A log never waits for room: what does not fit the trailer rides in propagating frames.
+#[test]
+fn logs_that_do_not_fit_overflow_into_propagating_frames() {
+    let ring = Ring::new(2, 1).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let rec = w0.run(|tx| tx.write(b"big", &[7; 64])).1;
+    assert_eq!(rec.kind(), LogKind::Update);
+    let view_empty = empty();
+    let view = MessageView::new_checked(&view_empty).unwrap();
+    assert_eq!(rs[0].handle_message(0, &view).unwrap(), Admit::Ready);
+    let mut small = vec![0; 16];
+    let len = rs[0]
+        .build_message(0, &view, Some(&rec), &mut small)
+        .unwrap();
+    assert!(repr(&small[..len]).logs.is_empty());
+    assert_eq!(rs[0].stats().overflowed, 1);
+    let mut out = vec![0; BUDGET];
+    let t = rs[0]
+        .poll_transmit(0, &mut out)
+        .unwrap()
+        .expect("overflow frame");
+    assert_eq!(t.to, ServerId(1));
+    assert_eq!(repr(&out[..t.len]).logs.len(), 1);
+    assert_eq!(rs[0].poll_transmit(0, &mut out).unwrap(), None);
+}
