@@ -3,8 +3,10 @@
 //!
 //! The buffer gathers what goes back to the forwarder in one, the forwarder keeps what it will
 //! attach to the next packets in one, and a server puts what did not fit a packet's trailer in
-//! one. Logs are never dropped; commit vectors only send the entries that moved since they were
-//! last written.
+//! one. Logs are never dropped. Commit vector entries are coalesced by max and each entry that
+//! arrived since the last write is written once; a stale entry (below what is pending) is not.
+//! An entry equal to one written before is written again: a tail announces an entry again when a
+//! predecessor shows it never got it, and that must get through.
 
 use ftc_stm::DepEntry;
 
@@ -16,8 +18,8 @@ use crate::wire::{CommitVector, MessageView, MessageWriter, WireError};
 pub struct Outbox {
     partitions: usize,
     logs: LogQueue<()>,
-    /// Per middlebox: the newest commit vector known and what was last written of it.
-    cvs: Vec<Option<(CommitVector, CommitVector)>>,
+    /// Per middlebox: the newest commit vector known, and which of its partitions to write.
+    cvs: Vec<Option<(CommitVector, Vec<bool>)>>,
 }
 
 impl Outbox {
@@ -42,9 +44,14 @@ impl Outbox {
             self.cvs.resize(i + 1, None);
         }
         let p = self.partitions;
-        let (known, _) =
-            self.cvs[i].get_or_insert_with(|| (CommitVector::new(p), CommitVector::new(p)));
-        known.merge(entries);
+        let (known, dirty) =
+            self.cvs[i].get_or_insert_with(|| (CommitVector::new(p), vec![false; p]));
+        for e in entries {
+            if known.get(e.partition).is_some_and(|k| e.seq >= k) {
+                known.merge(std::iter::once(e));
+                dirty[usize::from(e.partition.0)] = true;
+            }
+        }
     }
 
     /// Queue every log and merge every commit vector of `msg`.
@@ -67,12 +74,17 @@ impl Outbox {
         self.logs.byte_len()
     }
 
-    /// Whether nothing waits: no log, and no commit vector entry that moved since last written.
+    /// Whether nothing waits: no log and no commit vector entry.
     pub fn is_empty(&self) -> bool {
-        self.logs.is_empty() && self.cvs.iter().flatten().all(|(known, sent)| known == sent)
+        self.logs.is_empty()
+            && self
+                .cvs
+                .iter()
+                .flatten()
+                .all(|(_, dirty)| !dirty.contains(&true))
     }
 
-    /// Write queued logs (oldest first) and the commit vector entries that moved into `w`, as many
+    /// Write queued logs (oldest first) and the pending commit vector entries into `w`, as many
     /// as fit; what does not fit stays queued. Returns whether everything was written.
     pub fn fill(&mut self, w: &mut MessageWriter<'_>) -> Result<bool, WireError> {
         while let Some((log, ())) = self.logs.front() {
@@ -84,12 +96,13 @@ impl Outbox {
         }
         let mut all = self.logs.is_empty();
         for (mb, slot) in self.cvs.iter_mut().enumerate() {
-            let Some((known, sent)) = slot else { continue };
-            if known == sent {
+            let Some((known, dirty)) = slot else { continue };
+            if !dirty.contains(&true) {
                 continue;
             }
-            match w.push_cv(mb as u8, known.changed_since(sent)) {
-                Ok(()) => *sent = known.clone(),
+            let entries = known.iter().filter(|e| dirty[usize::from(e.partition.0)]);
+            match w.push_cv(mb as u8, entries) {
+                Ok(()) => dirty.fill(false),
                 Err(WireError::NoRoom) => all = false,
                 Err(e) => return Err(e),
             }
@@ -158,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn commit_vectors_coalesce_and_only_moved_entries_are_sent() {
+    fn commit_vectors_coalesce_and_stale_entries_are_not_sent() {
         let mut outbox = Outbox::new(4);
         outbox.merge_cv(1, [dep(0, 5), dep(2, 1)].into_iter());
         outbox.merge_cv(1, [dep(0, 3), dep(2, 4)].into_iter());
@@ -167,9 +180,12 @@ mod tests {
         assert_eq!(msg.cvs.len(), 1);
         assert_eq!(msg.cvs[0].entries, vec![dep(0, 5), dep(2, 4)]);
         assert!(outbox.is_empty());
-        // Nothing moved: nothing to send. A stale entry moves nothing either.
+        // A stale entry is not sent; an entry announced again is.
         outbox.merge_cv(1, [dep(0, 4)].into_iter());
         assert!(outbox.is_empty());
+        outbox.merge_cv(1, [dep(2, 4)].into_iter());
+        let (msg, _) = drain(&mut outbox, 200);
+        assert_eq!(msg.cvs[0].entries, vec![dep(2, 4)]);
         outbox.merge_cv(1, [dep(3, 9)].into_iter());
         let (msg, _) = drain(&mut outbox, 200);
         assert_eq!(msg.cvs[0].entries, vec![dep(3, 9)]);

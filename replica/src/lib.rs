@@ -41,11 +41,6 @@ pub struct ReplicaConfig {
     pub hold_timeout_ns: u64,
     /// How long a retained log may stay uncovered before it is sent to the successor again.
     pub resend_timeout_ns: u64,
-    /// The tail sends this many commit-vector entries that did not move, round robin, so that
-    /// entries lost with a frame are sent again.
-    pub cv_refresh: usize,
-    /// At most this often (per tail) does a frame carry that refresh window.
-    pub cv_refresh_interval_ns: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -54,8 +49,6 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             hold_timeout_ns: 2_000_000,
             resend_timeout_ns: 10_000_000,
-            cv_refresh: 8,
-            cv_refresh_interval_ns: 200_000,
         }
     }
 }
@@ -117,9 +110,11 @@ struct Member {
 #[derive(Debug)]
 struct Tail {
     member: usize,
+    /// What was announced so far.
     sent: CommitVector,
-    cursor: usize,
-    refreshed_at: Option<u64>,
+    /// Partitions to announce again: a predecessor resent a log of them, so the announcement
+    /// never reached it.
+    again: SmallVec<[u16; 8]>,
 }
 
 /// The replication core of one server.
@@ -180,8 +175,7 @@ impl Replica {
         let tail = members.iter().position(|m| m.tail).map(|member| Tail {
             member,
             sent: CommitVector::new(p),
-            cursor: 0,
-            refreshed_at: None,
+            again: SmallVec::new(),
         });
         Replica {
             ring,
@@ -252,6 +246,9 @@ impl Replica {
                     }
                     ApplyOutcome::Duplicate => {
                         self.stats.duplicates += 1;
+                        if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
+                            tail.again.extend(log.deps().map(|d| d.partition.0));
+                        }
                         true
                     }
                     ApplyOutcome::Hold => false,
@@ -334,44 +331,28 @@ impl Replica {
                 self.overflow.merge_cv(cv.middlebox(), cv.entries());
             }
         }
-        self.announce_commit_vector(now, &mut w)?;
+        self.announce_commit_vector(&mut w)?;
         Ok(w.finish())
     }
 
-    /// As the tail of a group: the entries of its MAX that moved since last sent, and now and
-    /// then a window of the others (thesis §4.4.1: the tail attaches its MAX as commit vector).
-    fn announce_commit_vector(
-        &mut self,
-        now: u64,
-        w: &mut MessageWriter<'_>,
-    ) -> Result<(), ReplicaError> {
+    /// As the tail of a group: the entries of its MAX that moved since last announced, and those
+    /// to announce again (thesis §4.4.1: the tail attaches its MAX as the commit vector).
+    fn announce_commit_vector(&mut self, w: &mut MessageWriter<'_>) -> Result<(), ReplicaError> {
         let Some(tail) = &mut self.tail else {
             return Ok(());
         };
         let member = &self.members[tail.member];
-        let refresh = tail
-            .refreshed_at
-            .is_none_or(|t| now >= t.saturating_add(self.config.cv_refresh_interval_ns));
-        let window = if refresh {
-            self.config.cv_refresh.min(self.partitions)
-        } else {
-            0
-        };
-        let in_window = |p: usize| (p + self.partitions - tail.cursor) % self.partitions < window;
-        let entries: SmallVec<[DepEntry; 32]> = (0..self.partitions)
+        let entries: SmallVec<[DepEntry; 32]> = (0..self.partitions as u16)
             .filter_map(|p| {
-                let seq = member.store.seq(Partition(p as u16));
-                let moved = tail.sent.get(Partition(p as u16)).is_some_and(|s| seq > s);
-                (moved || (in_window(p) && seq.0 > 0)).then_some(DepEntry {
-                    partition: Partition(p as u16),
+                let seq = member.store.seq(Partition(p));
+                let moved = tail.sent.get(Partition(p)).is_some_and(|s| seq > s);
+                (moved || tail.again.contains(&p)).then_some(DepEntry {
+                    partition: Partition(p),
                     seq,
                 })
             })
             .collect();
-        if window > 0 {
-            tail.cursor = (tail.cursor + window) % self.partitions;
-            tail.refreshed_at = Some(now);
-        }
+        tail.again.clear();
         if entries.is_empty() {
             return Ok(());
         }

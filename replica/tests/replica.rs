@@ -14,8 +14,6 @@ fn config() -> ReplicaConfig {
     ReplicaConfig {
         hold_timeout_ns: 1_000,
         resend_timeout_ns: 5_000,
-        cv_refresh: 2,
-        cv_refresh_interval_ns: 1_000,
     }
 }
 
@@ -234,4 +232,27 @@ fn logs_that_do_not_fit_overflow_into_propagating_frames() {
     assert_eq!(t.to, ServerId(1));
     assert_eq!(repr(&out[..t.len]).logs.len(), 1);
     assert_eq!(rs[0].poll_transmit(0, &mut out).unwrap(), None);
+}
+
+/// A predecessor that resends a log shows the tail's commit vector never reached it: the tail
+/// announces those partitions again, though they did not move.
+#[test]
+fn a_duplicate_at_the_tail_makes_it_announce_again() {
+    let ring = Ring::new(2, 1).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    let rec = write(&mut w0, b"k", 1);
+    let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+    assert_eq!(repr(&hop(&mut rs[1], 0, &m, none).unwrap()).cvs.len(), 1);
+    assert!(
+        repr(&hop(&mut rs[1], 0, &empty(), none).unwrap())
+            .cvs
+            .is_empty(),
+        "nothing moved"
+    );
+    let again = repr(&hop(&mut rs[1], 0, &m, none).unwrap());
+    assert_eq!(again.cvs.len(), 1, "announced again after the duplicate");
+    assert_eq!(again.cvs[0].entries.len(), 1);
 }
