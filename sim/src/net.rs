@@ -1,0 +1,146 @@
+//! The simulated network and clock: a time-ordered event queue, one timer per server, and the
+//! faults (loss, reordering, duplication, delay) drawn from the run's seed.
+
+use std::collections::BTreeMap;
+
+use ftc_chain::ring::ServerId;
+
+use crate::rng::Rng;
+use crate::{Pkt, SimFrame};
+
+/// Fault rates, each the probability per frame on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    pub loss: f64,
+    /// A frame overtakes up to a few frames sent before it.
+    pub reorder: f64,
+    pub dup: f64,
+    /// A frame waits much longer than usual (tens of hops).
+    pub delay: f64,
+}
+
+impl Faults {
+    /// Parse `loss,reorder,dup,delay` (any subset, each optionally `=RATE`), or `none`.
+    pub fn parse(list: &str) -> Result<Faults, String> {
+        let mut f = Faults::default();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "none" {
+                continue;
+            }
+            let (name, rate) = match item.split_once('=') {
+                Some((n, r)) => {
+                    let rate: f64 = r.parse().map_err(|_| format!("bad rate in {item:?}"))?;
+                    if !(0.0..=0.5).contains(&rate) {
+                        return Err(format!("rate of {n} must be in 0..=0.5, not {rate}"));
+                    }
+                    (n, Some(rate))
+                }
+                None => (item, None),
+            };
+            let slot = match name {
+                "loss" => &mut f.loss,
+                "reorder" => &mut f.reorder,
+                "dup" => &mut f.dup,
+                "delay" => &mut f.delay,
+                other => return Err(format!("unknown fault {other:?}: expected loss, reorder, dup, delay or none")),
+            };
+            *slot = rate.unwrap_or(match name {
+                "loss" | "dup" => 0.02,
+                _ => 0.05,
+            });
+        }
+        Ok(f)
+    }
+
+    /// Whether frames may arrive out of the order they were sent in.
+    pub fn reorders(&self) -> bool {
+        self.reorder > 0.0 || self.delay > 0.0 || self.dup > 0.0
+    }
+}
+
+/// Something that happens at a point of virtual time.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A customer packet arrives at the chain.
+    Inject(Pkt),
+    Deliver { from: ServerId, to: ServerId, frame: SimFrame },
+    Timer(ServerId),
+}
+
+/// One hop's latency when nothing goes wrong.
+const HOP_NS: u64 = 1_000;
+
+#[derive(Debug)]
+pub(crate) struct Network {
+    rng: Rng,
+    faults: Faults,
+    faults_until: u64,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    timers: BTreeMap<ServerId, u64>,
+}
+
+impl Network {
+    pub(crate) fn new(rng: Rng, faults: Faults) -> Self {
+        Network { rng, faults, faults_until: 0, now: 0, seq: 0, queue: BTreeMap::new(), timers: BTreeMap::new() }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Faults apply to frames sent before `t` only.
+    pub(crate) fn faults_until(&mut self, t: u64) {
+        self.faults_until = t;
+    }
+
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.now), self.seq), event);
+    }
+
+    /// Arm `server`'s timer for `at` unless it is armed earlier already.
+    pub(crate) fn arm_timer(&mut self, server: ServerId, at: u64) {
+        if self.timers.get(&server).is_some_and(|&t| t <= at && t >= self.now) {
+            return;
+        }
+        self.timers.insert(server, at);
+        self.schedule(at, Event::Timer(server));
+    }
+
+    /// The next event, advancing the clock to it.
+    pub(crate) fn pop(&mut self) -> Option<(u64, Event)> {
+        let ((at, _), event) = self.queue.pop_first()?;
+        self.now = at;
+        if let Event::Timer(s) = &event {
+            if self.timers.get(s) == Some(&at) {
+                self.timers.remove(s);
+            }
+        }
+        Some((at, event))
+    }
+
+    /// The delays after which copies of a frame sent now arrive: none (lost), one, or two.
+    pub(crate) fn plan(&mut self) -> Vec<u64> {
+        if self.now >= self.faults_until {
+            return vec![HOP_NS];
+        }
+        let f = self.faults;
+        if self.rng.chance(f.loss) {
+            return Vec::new();
+        }
+        let mut delay = HOP_NS;
+        if self.rng.chance(f.reorder) {
+            delay += self.rng.below(4 * HOP_NS);
+        }
+        if self.rng.chance(f.delay) {
+            delay += self.rng.below(50 * HOP_NS);
+        }
+        let mut copies = vec![delay];
+        if self.rng.chance(f.dup) {
+            copies.push(delay + self.rng.below(4 * HOP_NS));
+        }
+        copies
+    }
+}
