@@ -34,7 +34,8 @@
 //! counted: there is at most one per middlebox, bounded by the number of partitions.
 //!
 //! A log larger than one trailer budget (only possible if the buffer's budget is larger than the
-//! forwarder's) can never ride on a customer frame; `poll_propagate` sends it alone in a message
+//! forwarder's) can never ride on a customer frame, nor can anything queued behind it (logs leave
+//! in order). When a message within the budget would carry nothing, `poll_propagate` writes one
 //! that may use the whole buffer it is given (a propagating frame has no inner frame, so its
 //! trailer may take the customer MTU's room too). If even that is too small it returns
 //! [`WireError::NoRoom`] and keeps the log: a log is never dropped for lack of room (DESIGN §4).
@@ -240,7 +241,7 @@ impl Forwarder {
     /// otherwise. Call until `Ok(None)`.
     ///
     /// The message takes at most `min(out.len(), trailer_budget)` bytes, unless the oldest log
-    /// alone exceeds that: then it goes alone in a message that may use all of `out`.
+    /// alone exceeds that: then the message may use all of `out`.
     /// [`WireError::NoRoom`] if even all of `out` cannot hold it; the log stays pending.
     pub fn poll_propagate(&mut self, now: u64, out: &mut [u8]) -> Result<Option<usize>, WireError> {
         self.observe(now);
