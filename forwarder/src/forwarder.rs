@@ -257,7 +257,12 @@ impl Forwarder {
             }
         }
         if !written.carried() {
-            return Err(WireError::NoRoom);
+            // Nothing was left to send after all (no frame), or it does not fit `out`.
+            return if self.has_pending {
+                Err(WireError::NoRoom)
+            } else {
+                Ok(None)
+            };
         }
         self.stats.propagating_frames += 1;
         self.stats.logs_propagated += u64::from(written.logs);
