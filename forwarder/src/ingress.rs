@@ -1,0 +1,95 @@
+//! Sanitizing and classifying a customer frame as it enters the chain (DESIGN §7): which port it
+//! came in on gives its direction, and a frame that claims FTC's NSH context class is refused.
+
+use ftc_chain::middlebox::Direction;
+use ftc_chain::wire::carries_ftc_context;
+
+/// Length of an untagged Ethernet header: the shortest frame the chain accepts.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// IEEE 802.1Q customer VLAN tag.
+const ETHERTYPE_VLAN: u16 = 0x8100;
+/// IEEE 802.1ad service VLAN tag (QinQ).
+const ETHERTYPE_QINQ: u16 = 0x88A8;
+/// Length of one VLAN tag (TPID + TCI).
+const VLAN_TAG_LEN: usize = 4;
+/// How many stacked VLAN tags the sanitizer looks through.
+const MAX_VLAN_TAGS: usize = 2;
+
+/// Where a customer frame entered the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The port facing the clients (the inside of the network the chain protects).
+    Inside,
+    /// The port facing the servers (the outside).
+    Outside,
+}
+
+impl Port {
+    /// The direction of a packet that entered on this port: inside → outbound, outside → inbound.
+    pub fn direction(self) -> Direction {
+        match self {
+            Port::Inside => Direction::Outbound,
+            Port::Outside => Direction::Inbound,
+        }
+    }
+}
+
+/// What the forwarder decided about a frame from outside the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ingress {
+    /// A customer frame: wrap it in an NSH data frame and let it pass the chain this way.
+    Accept(Direction),
+    /// Drop it; the reason is counted in [`crate::ForwarderStats`].
+    Reject(Rejected),
+}
+
+/// Why a frame from outside the chain was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Rejected {
+    /// The frame is NSH with MD type 2 and our context class 0xFFF6 (possibly behind up to two
+    /// VLAN tags): someone outside the chain tries to inject piggyback logs or commit vectors.
+    #[error("frame from outside carries FTC's NSH context class")]
+    ForeignFtcFrame,
+    /// The frame is shorter than an Ethernet header (14 bytes).
+    #[error("frame shorter than an Ethernet header")]
+    Runt,
+}
+
+/// Classifies `frame`, which entered on `port`. Reads a few header fields; never panics.
+pub fn classify(frame: &[u8], port: Port) -> Ingress {
+    if frame.len() < ETHERNET_HEADER_LEN {
+        return Ingress::Reject(Rejected::Runt);
+    }
+    if claims_ftc_context(frame) {
+        return Ingress::Reject(Rejected::ForeignFtcFrame);
+    }
+    Ingress::Accept(port.direction())
+}
+
+/// Whether `frame` is an FTC frame, untagged or behind up to [`MAX_VLAN_TAGS`] VLAN tags.
+///
+/// FTC's own frames are untagged, so [`carries_ftc_context`] checks fixed offsets. A tagged frame
+/// claiming our class is refused too: a switch on the way could strip the tag. Each tag shifts
+/// the EtherType and NSH fields by 4 bytes and the MAC addresses are not looked at, so dropping
+/// 4 bytes per tag from the front lines the fields up with the untagged layout.
+fn claims_ftc_context(frame: &[u8]) -> bool {
+    let mut offset = 0;
+    for _ in 0..=MAX_VLAN_TAGS {
+        let Some(rest) = frame.get(offset..) else {
+            return false;
+        };
+        if carries_ftc_context(rest) {
+            return true;
+        }
+        match rest.get(12..14) {
+            Some(&[a, b])
+                if matches!(u16::from_be_bytes([a, b]), ETHERTYPE_VLAN | ETHERTYPE_QINQ) =>
+            {
+                offset += VLAN_TAG_LEN;
+            }
+            _ => return false,
+        }
+    }
+    false
+}
