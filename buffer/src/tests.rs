@@ -1,0 +1,1 @@
+//! Unit tests of the buffer, named after the thesis sections they check.
