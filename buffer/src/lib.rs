@@ -15,4 +15,8 @@ pub use buffer::{Buffer, Packet, Refused, Released};
 pub use config::{BufferConfig, BufferStats};
 
 #[cfg(test)]
+mod check;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
