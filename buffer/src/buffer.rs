@@ -307,10 +307,7 @@ impl<P> Buffer<P> {
                 Group::Foreign => self.stats.foreign_middlebox += 1,
                 Group::Plain => self.stats.non_wrapping_logs += 1,
                 Group::Wrapping(_) => {
-                    if log
-                        .deps()
-                        .any(|d| usize::from(d.partition.0) >= partitions)
-                    {
+                    if log.deps().any(|d| usize::from(d.partition.0) >= partitions) {
                         self.stats.uncoverable_deps += 1;
                     }
                     self.outbox.push_log(log.as_bytes());
@@ -462,8 +459,7 @@ impl<P> Buffer<P> {
             let i = flow.head;
             let slot = &mut self.slots[i as usize];
             let cvs = &self.cvs;
-            slot.needs
-                .retain(|n| !n.met_by(&cvs[usize::from(n.group)]));
+            slot.needs.retain(|n| !n.met_by(&cvs[usize::from(n.group)]));
             if let Some(need) = slot.needs.first() {
                 // Out of range partitions cannot be parked: the packet stays at the head for
                 // good (counted in `uncoverable_deps`).

@@ -89,10 +89,9 @@ impl Oracle {
             if usize::from(j) >= self.ring.middleboxes() || !self.ring.wraps(MbIndex(j)) {
                 continue;
             }
-            let covered = self
-                .cvs
-                .get(&j)
-                .is_some_and(|c| c.covers(l.kind(), l.deps()));
+            // A group no vector was seen for is at zero: CV[p] = 0 covers read-only logs at 0.
+            let zero = CommitVector::new(self.partitions);
+            let covered = self.cvs.get(&j).unwrap_or(&zero).covers(l.kind(), l.deps());
             if !covered && l.kind() != LogKind::Noop {
                 return Err(format!(
                     "released before CV(m{j}) covers its {:?} log with deps {:?} (CV = {:?})",

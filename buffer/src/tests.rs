@@ -64,7 +64,11 @@ fn update_log_waits_for_d_plus_one() {
     assert_eq!(drain(&mut b, 0), [] as [u64; 0]);
     cvs_frame(&mut b, 1, vec![cv(2, &[(1, 3)])]);
     cvs_frame(&mut b, 2, vec![cv(2, &[(0, 9), (1, 4)])]);
-    assert_eq!(drain(&mut b, 2), [] as [u64; 0], "CV[p] = D[p] does not cover an update");
+    assert_eq!(
+        drain(&mut b, 2),
+        [] as [u64; 0],
+        "CV[p] = D[p] does not cover an update"
+    );
     cvs_frame(&mut b, 3, vec![cv(2, &[(1, 5)])]);
     assert_eq!(drain(&mut b, 3), [10]);
     assert_eq!(
@@ -216,7 +220,10 @@ fn back_pressure_refuses_but_merges_and_returns() {
     cvs_frame(&mut b, 3, vec![cv(2, &[(0, 3)])]);
     assert_eq!(drain(&mut b, 3), [20, 30]);
     let s = b.stats();
-    assert_eq!((s.accepted, s.released, s.held_packets, s.held_bytes), (3, 3, 0, 0));
+    assert_eq!(
+        (s.accepted, s.released, s.held_packets, s.held_bytes),
+        (3, 3, 0, 0)
+    );
 }
 
 /// The byte bound refuses like the packet bound.
@@ -252,11 +259,15 @@ fn refused_packet_is_not_overtaken_by_its_flow() {
     let mut b: Buffer<u64> = Buffer::new(Ring::new(3, 1).unwrap(), P, config);
     data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
     let empty = encode(vec![], vec![]);
-    let a = b.handle_frame(0, &view(&empty), Some(pkt(2, 20))).unwrap_err();
+    let a = b
+        .handle_frame(0, &view(&empty), Some(pkt(2, 20)))
+        .unwrap_err();
     cvs_frame(&mut b, 1, vec![cv(2, &[(0, 1)])]);
     assert_eq!(drain(&mut b, 1), [10]);
     // Room now, but flow 2 has a refused packet: 21 is refused; flow 3 passes.
-    let c = b.handle_frame(1, &view(&empty), Some(pkt(2, 21))).unwrap_err();
+    let c = b
+        .handle_frame(1, &view(&empty), Some(pkt(2, 21)))
+        .unwrap_err();
     b.handle_frame(1, &view(&empty), Some(pkt(3, 30))).unwrap();
     assert_eq!(drain(&mut b, 1), [30]);
     b.retry(2, &view(&empty), a.0).unwrap();
@@ -275,7 +286,11 @@ fn return_path_in_order_coalesced_within_budget() {
     let mut b = ch_rec();
     for i in 0..40u64 {
         let logs = vec![log(2, U, &[(0, i)]), log(0, U, &[(1, i)])];
-        let cvs = vec![cv(2, &[(0, i), (2, 40 - i)]), cv(1, &[(3, i)]), cv(9, &[(0, 1)])];
+        let cvs = vec![
+            cv(2, &[(0, i), (2, 40 - i)]),
+            cv(1, &[(3, i)]),
+            cv(9, &[(0, 1)]),
+        ];
         let m = encode(logs, cvs);
         b.handle_frame(i, &view(&m), None).unwrap();
     }
@@ -330,7 +345,10 @@ fn hold_time_stats() {
     cvs_frame(&mut b, 300, vec![cv(2, &[(0, 1)])]);
     assert_eq!(b.poll_release(350).unwrap().hold_ns, 250);
     let s = b.stats();
-    assert_eq!((s.total_hold_ns, s.max_hold_ns, s.mean_hold_ns()), (300, 250, 150));
+    assert_eq!(
+        (s.total_hold_ns, s.max_hold_ns, s.mean_hold_ns()),
+        (300, 250, 150)
+    );
     assert_eq!(s.max_held_packets, 2);
 }
 

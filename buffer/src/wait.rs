@@ -74,15 +74,20 @@ pub(crate) fn add_need(needs: &mut Vec<Need>, need: Need) {
 #[derive(Debug)]
 pub(crate) struct Waiters {
     partitions: usize,
-    /// Index g · P + p; entries (need strength, slot).
-    heaps: Vec<BinaryHeap<Reverse<((Seq, bool), u32)>>>,
+    /// Index g · P + p.
+    heaps: Vec<BinaryHeap<Parked>>,
 }
+
+/// A parked packet: (need strength, slot), weakest on top.
+type Parked = Reverse<((Seq, bool), u32)>;
 
 impl Waiters {
     pub fn new(groups: usize, partitions: usize) -> Self {
         Waiters {
             partitions,
-            heaps: (0..groups * partitions).map(|_| BinaryHeap::new()).collect(),
+            heaps: (0..groups * partitions)
+                .map(|_| BinaryHeap::new())
+                .collect(),
         }
     }
 
@@ -104,7 +109,13 @@ impl Waiters {
     }
 
     /// Moves into `woken` every slot parked on (`group`, `partition`) that `cv` now meets.
-    pub fn wake(&mut self, group: u8, partition: Partition, cv: &CommitVector, woken: &mut Vec<u32>) {
+    pub fn wake(
+        &mut self,
+        group: u8,
+        partition: Partition,
+        cv: &CommitVector,
+        woken: &mut Vec<u32>,
+    ) {
         let i = usize::from(group) * self.partitions + usize::from(partition.0);
         let Some(heap) = self.heaps.get_mut(i) else {
             return;
@@ -156,7 +167,10 @@ mod tests {
         let mut needs = Vec::new();
         add_need(&mut needs, ro);
         add_need(&mut needs, up);
-        add_need(&mut needs, Need::of(LogKind::ReadOnly, 0, Partition(1), Seq(3)).unwrap());
+        add_need(
+            &mut needs,
+            Need::of(LogKind::ReadOnly, 0, Partition(1), Seq(3)).unwrap(),
+        );
         assert_eq!(needs, [up]);
     }
 
