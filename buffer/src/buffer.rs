@@ -1,0 +1,480 @@
+//! [`Buffer`]: the egress state machine on server n−1; it holds each packet until the commit
+//! vectors of the wrapping groups cover its message's logs, and gathers what goes back to the
+//! forwarder.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::iter;
+
+use ftc_chain::outbox::Outbox;
+use ftc_chain::ring::{MbIndex, Ring};
+use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError};
+
+use crate::config::{BufferConfig, BufferStats};
+use crate::wait::{add_need, Need, Waiters};
+
+/// "No slot": the end of a flow's queue or of the free list.
+const NONE: u32 = u32::MAX;
+
+/// A customer packet offered to the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<P> {
+    /// The packet's flow: packets of one flow leave in the order they were accepted. Any stable
+    /// id the driver likes (a keyed hash of the 5-tuple, say); the buffer only compares them.
+    pub flow: u64,
+    /// Bytes the packet occupies, counted against [`BufferConfig::max_held_bytes`].
+    pub len: usize,
+    /// The driver's handle on the packet (a `Vec<u8>`, a UMEM frame index …).
+    pub handle: P,
+}
+
+/// A packet the buffer could not take: it is handed back whole. Back-pressure: the driver keeps
+/// it and offers it again with [`Buffer::retry`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("buffer full: packet refused, offer it again with Buffer::retry")]
+pub struct Refused<P>(pub Packet<P>);
+
+/// A packet that may leave the chain now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released<P> {
+    /// The driver's handle, as offered.
+    pub handle: P,
+    /// The packet's flow.
+    pub flow: u64,
+    /// The packet's length, as offered.
+    pub len: usize,
+    /// Nanoseconds from acceptance to release.
+    pub hold_ns: u64,
+}
+
+/// One held packet; slots are reused through a free list, wait set storage included.
+#[derive(Debug)]
+struct Slot<P> {
+    /// `Some` while the slot holds a packet.
+    handle: Option<P>,
+    flow: u64,
+    len: usize,
+    accepted_at: u64,
+    /// What the packet still waits for. Pruned lazily: only checked when it heads its flow.
+    needs: Vec<Need>,
+    /// The next packet of the same flow, or the next free slot.
+    next: u32,
+}
+
+/// The queue of held packets of one flow, oldest first.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    head: u32,
+    tail: u32,
+    /// Packets of this flow refused and not yet accepted on [`Buffer::retry`]: while there are
+    /// any, new packets of the flow are refused too, so that none overtakes them.
+    refused: u32,
+}
+
+impl Flow {
+    const EMPTY: Flow = Flow {
+        head: NONE,
+        tail: NONE,
+        refused: 0,
+    };
+}
+
+/// What a middlebox index names, for the buffer.
+enum Group {
+    /// Not a middlebox of this chain.
+    Foreign,
+    /// A group that does not wrap: nothing to wait for.
+    Plain,
+    /// The g-th wrapping group.
+    Wrapping(u8),
+}
+
+/// Flow ids come from the driver; a fixed-key hasher keeps the core free of randomness (the
+/// driver should derive ids with a keyed hash if flows are chosen by outsiders).
+type FlowMap = HashMap<u64, Flow, BuildHasherDefault<DefaultHasher>>;
+
+/// The egress core of a chain (DESIGN.md §7, thesis §4.4.1). Sans-IO: time comes in as `now`
+/// (nanoseconds, any fixed origin), packets as opaque handles `P`.
+///
+/// # Calls
+///
+/// - inputs: [`Buffer::handle_frame`] for every frame that leaves server n−1's replica,
+///   [`Buffer::retry`] for a refused packet, [`Buffer::handle_incoming_cvs`] for the message
+///   that *entered* server n−1's replica (see there);
+/// - outputs: [`Buffer::poll_release`] (packets that may leave the chain) and
+///   [`Buffer::poll_return`] (messages for the forwarder over the ring-closing link);
+/// - getters: [`Buffer::stats`], [`Buffer::commit_vector`].
+///
+/// A driver loop: take a batch of frames and hand each to `handle_frame` (refused packets are
+/// kept and given to `retry` first in the next batch, in the order refused); then call
+/// `poll_release` until `None` and `poll_return` until `None`. The driver **must drain
+/// `poll_return` every batch**: the return queue is bounded only by that (it holds each log once
+/// and one commit vector per middlebox), and the logs in it are what frees held packets.
+///
+/// # Release rule
+///
+/// A packet may leave when for every log L of a wrapping group j in its message, CV(j) covers L
+/// (update: CV[p] ≥ D[p]+1; read-only: CV[p] ≥ D[p]; no-op: nothing), and every earlier
+/// accepted packet of its flow has left. Only the first held packet of each flow is examined,
+/// parked on one (group, partition) entry it still lacks; a commit vector entry that moves wakes
+/// exactly the packets parked on it that it now satisfies. Per frame the cost is O(logs · deps)
+/// to build the packet's wait set plus O(entries moved + woken · log held); nothing is scanned
+/// per held packet, and after warm-up nothing is allocated per packet (slots, wait sets, heaps
+/// and scratch vectors keep their storage).
+#[derive(Debug)]
+pub struct Buffer<P> {
+    ring: Ring,
+    config: BufferConfig,
+    /// P: partitions per middlebox.
+    partitions: usize,
+    /// Middlebox index of the first wrapping group: they are n−f … k−1.
+    first_wrapping: usize,
+    /// CV(j) of each wrapping group, in order.
+    cvs: Vec<CommitVector>,
+    waiters: Waiters,
+    slots: Vec<Slot<P>>,
+    free: u32,
+    flows: FlowMap,
+    /// Packets that may leave, in the order they became free to.
+    ready: VecDeque<u32>,
+    /// The return path to the forwarder.
+    outbox: Outbox,
+    stats: BufferStats,
+    /// Scratch: commit vector entries that moved in the current message.
+    moved: Vec<(u8, ftc_stm::Partition)>,
+    /// Scratch: packets woken by them.
+    woken: Vec<u32>,
+}
+
+impl<P> Buffer<P> {
+    /// A buffer for `ring`, whose middleboxes have `partitions` partitions each. A
+    /// `max_held_packets` above `u32::MAX − 1` is lowered to it.
+    pub fn new(ring: Ring, partitions: u32, config: BufferConfig) -> Self {
+        let partitions = partitions as usize;
+        let first_wrapping = ring.servers() - ring.f();
+        let groups = ring.wrapping_groups().count();
+        let config = BufferConfig {
+            max_held_packets: config.max_held_packets.min(NONE as usize - 1),
+            ..config
+        };
+        Buffer {
+            ring,
+            config,
+            partitions,
+            first_wrapping,
+            cvs: (0..groups).map(|_| CommitVector::new(partitions)).collect(),
+            waiters: Waiters::new(groups, partitions),
+            slots: Vec::new(),
+            free: NONE,
+            flows: FlowMap::default(),
+            ready: VecDeque::new(),
+            outbox: Outbox::new(partitions),
+            stats: BufferStats::default(),
+            moved: Vec::new(),
+            woken: Vec::new(),
+        }
+    }
+
+    /// A frame that left server n−1's replica, with its outgoing message `msg`; `packet` is
+    /// `None` for a propagating frame.
+    ///
+    /// Always, even when the packet is refused: the message's commit vectors are merged (which
+    /// may free held packets) and its logs of wrapping groups and all its commit vectors are
+    /// queued for the return path. Then the packet is accepted, or handed back as
+    /// [`Refused`] when holding it would exceed a bound of [`BufferConfig`] or an earlier
+    /// packet of its flow is still refused (so that it cannot overtake it).
+    pub fn handle_frame(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+        packet: Option<Packet<P>>,
+    ) -> Result<(), Refused<P>> {
+        match packet {
+            Some(_) => self.stats.data_frames += 1,
+            None => self.stats.propagating_frames += 1,
+        }
+        self.queue_return(msg);
+        self.merge_cvs(msg);
+        match packet {
+            Some(packet) => self.offer(now, msg, packet, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Offers again a packet that was [`Refused`], with the message of its frame. The
+    /// message's commit vectors are merged again (harmless), its logs are not queued again.
+    ///
+    /// The driver retries the refused packets of a flow in the order they were refused, before
+    /// any later packet of that flow (which the buffer refuses meanwhile anyway).
+    pub fn retry(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+        packet: Packet<P>,
+    ) -> Result<(), Refused<P>> {
+        self.merge_cvs(msg);
+        self.offer(now, msg, packet, true)
+    }
+
+    /// The message that *entered* server n−1's replica: merges its commit vectors, nothing
+    /// else. Needed because that replica strips CV(j) of the group whose tail is server 0
+    /// (t(j) − 1 = n − 1, docs/protocol.md step 4) from its outgoing message, so the buffer would
+    /// never see it in [`Buffer::handle_frame`]. Harmless when the vectors come again there.
+    pub fn handle_incoming_cvs(&mut self, msg: &MessageView<'_>) {
+        self.merge_cvs(msg);
+    }
+
+    /// The next packet that may leave the chain, with its hold time; packets of one flow come
+    /// out in the order they were accepted.
+    pub fn poll_release(&mut self, now: u64) -> Option<Released<P>> {
+        let i = self.ready.pop_front()?;
+        let slot = &mut self.slots[i as usize];
+        let handle = slot.handle.take()?;
+        let hold_ns = now.saturating_sub(slot.accepted_at);
+        let released = Released {
+            handle,
+            flow: slot.flow,
+            len: slot.len,
+            hold_ns,
+        };
+        slot.next = self.free;
+        self.free = i;
+        let s = &mut self.stats;
+        s.released += 1;
+        s.held_packets -= 1;
+        s.held_bytes -= released.len;
+        s.total_hold_ns = s.total_hold_ns.saturating_add(hold_ns);
+        s.max_hold_ns = s.max_hold_ns.max(hold_ns);
+        Some(released)
+    }
+
+    /// Writes a return message for the forwarder into `out` (a propagating frame's trailer
+    /// budget) and returns its length; `Ok(None)` when nothing is pending. Call until `None`,
+    /// every batch. Logs leave in arrival order, commit vectors coalesced (only entries that
+    /// moved since last written). [`WireError::NoRoom`] if `out` cannot hold the next log (it
+    /// stays queued): `out` must be at least as large as the trailers the logs came in.
+    pub fn poll_return(&mut self, out: &mut [u8]) -> Result<Option<usize>, WireError> {
+        if self.outbox.is_empty() {
+            return Ok(None);
+        }
+        let mut w = MessageWriter::new(out, 0)?;
+        self.outbox.fill(&mut w)?;
+        if w.log_count() == 0 && w.cv_count() == 0 {
+            return Err(WireError::NoRoom);
+        }
+        self.stats.return_messages += 1;
+        Ok(Some(w.finish()))
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> &BufferStats {
+        &self.stats
+    }
+
+    /// What the buffer knows of CV(`mb`); `None` unless `mb` is a wrapping group of the chain
+    /// (the only vectors it keeps).
+    pub fn commit_vector(&self, mb: MbIndex) -> Option<&CommitVector> {
+        match self.group(mb.0) {
+            Group::Wrapping(g) => self.cvs.get(usize::from(g)),
+            Group::Foreign | Group::Plain => None,
+        }
+    }
+
+    /// The bounds in force.
+    pub fn config(&self) -> &BufferConfig {
+        &self.config
+    }
+
+    fn group(&self, mb: u8) -> Group {
+        let j = usize::from(mb);
+        if j >= self.ring.middleboxes() {
+            Group::Foreign
+        } else if self.ring.wraps(MbIndex(mb)) {
+            // j ≥ n − f and j < k ≤ 255, so the difference fits.
+            Group::Wrapping((j - self.first_wrapping) as u8)
+        } else {
+            Group::Plain
+        }
+    }
+
+    /// The return path: logs of wrapping groups and every commit vector of the chain's
+    /// middleboxes; anomalies are counted here, once per frame.
+    fn queue_return(&mut self, msg: &MessageView<'_>) {
+        let partitions = self.partitions;
+        for log in msg.logs() {
+            match self.group(log.middlebox()) {
+                Group::Foreign => self.stats.foreign_middlebox += 1,
+                Group::Plain => self.stats.non_wrapping_logs += 1,
+                Group::Wrapping(_) => {
+                    if log.deps().any(|d| usize::from(d.partition.0) >= partitions) {
+                        self.stats.uncoverable_deps += 1;
+                    }
+                    self.outbox.push_log(log.as_bytes());
+                    self.stats.logs_returned += 1;
+                }
+            }
+        }
+        for cv in msg.commit_vectors() {
+            match self.group(cv.middlebox()) {
+                Group::Foreign => self.stats.foreign_middlebox += 1,
+                Group::Plain | Group::Wrapping(_) => {
+                    self.outbox.merge_cv(cv.middlebox(), cv.entries());
+                }
+            }
+        }
+    }
+
+    /// Merges the commit vectors of wrapping groups in `msg`, then advances the flows whose
+    /// first packet was parked on an entry that moved.
+    fn merge_cvs(&mut self, msg: &MessageView<'_>) {
+        self.moved.clear();
+        for cv in msg.commit_vectors() {
+            let Group::Wrapping(g) = self.group(cv.middlebox()) else {
+                continue;
+            };
+            let known = &mut self.cvs[usize::from(g)];
+            for e in cv.entries() {
+                if known.merge(iter::once(e)) {
+                    self.moved.push((g, e.partition));
+                    self.stats.cv_entries_moved += 1;
+                }
+            }
+        }
+        if self.moved.is_empty() {
+            return;
+        }
+        let mut woken = std::mem::take(&mut self.woken);
+        woken.clear();
+        for &(g, p) in &self.moved {
+            self.waiters
+                .wake(g, p, &self.cvs[usize::from(g)], &mut woken);
+        }
+        for &i in &woken {
+            let flow = self.slots[i as usize].flow;
+            self.advance(flow);
+        }
+        self.woken = woken;
+    }
+
+    /// Accepts `packet` or refuses it (see [`Buffer::handle_frame`], [`Buffer::retry`]).
+    fn offer(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+        packet: Packet<P>,
+        retry: bool,
+    ) -> Result<(), Refused<P>> {
+        let flow_id = packet.flow;
+        let behind_refused = !retry && self.flows.get(&flow_id).is_some_and(|f| f.refused > 0);
+        let full = self.stats.held_packets >= self.config.max_held_packets
+            || self.stats.held_bytes.saturating_add(packet.len) > self.config.max_held_bytes;
+        if full || behind_refused {
+            self.stats.refused += 1;
+            if !retry {
+                self.flows.entry(flow_id).or_insert(Flow::EMPTY).refused += 1;
+            }
+            return Err(Refused(packet));
+        }
+
+        let i = self.alloc(now, packet);
+        self.fill_needs(msg, i);
+        let s = &mut self.stats;
+        s.accepted += 1;
+        s.held_packets += 1;
+        s.held_bytes += self.slots[i as usize].len;
+        s.max_held_packets = s.max_held_packets.max(s.held_packets);
+
+        let flow = self.flows.entry(flow_id).or_insert(Flow::EMPTY);
+        if retry {
+            flow.refused = flow.refused.saturating_sub(1);
+        }
+        if flow.tail == NONE {
+            flow.head = i;
+            flow.tail = i;
+            self.advance(flow_id);
+        } else {
+            // Waits behind the flow's earlier packets; examined when it reaches the head.
+            self.slots[flow.tail as usize].next = i;
+            flow.tail = i;
+        }
+        Ok(())
+    }
+
+    /// A slot for `packet`, from the free list if there is one.
+    fn alloc(&mut self, now: u64, packet: Packet<P>) -> u32 {
+        let Packet { flow, len, handle } = packet;
+        if self.free != NONE {
+            let i = self.free;
+            let slot = &mut self.slots[i as usize];
+            self.free = slot.next;
+            slot.handle = Some(handle);
+            slot.flow = flow;
+            slot.len = len;
+            slot.accepted_at = now;
+            slot.needs.clear();
+            slot.next = NONE;
+            i
+        } else {
+            // Fewer than max_held_packets ≤ u32::MAX − 1 slots exist.
+            let i = self.slots.len() as u32;
+            self.slots.push(Slot {
+                handle: Some(handle),
+                flow,
+                len,
+                accepted_at: now,
+                needs: Vec::new(),
+                next: NONE,
+            });
+            i
+        }
+    }
+
+    /// Sets slot `i`'s needs from the logs of wrapping groups in `msg`, leaving out those met.
+    fn fill_needs(&mut self, msg: &MessageView<'_>, i: u32) {
+        let mut needs = std::mem::take(&mut self.slots[i as usize].needs);
+        for log in msg.logs() {
+            let Group::Wrapping(g) = self.group(log.middlebox()) else {
+                continue;
+            };
+            let cv = &self.cvs[usize::from(g)];
+            for d in log.deps() {
+                if let Some(n) = Need::of(log.kind(), g, d.partition, d.seq) {
+                    if !n.met_by(cv) {
+                        add_need(&mut needs, n);
+                    }
+                }
+            }
+        }
+        self.slots[i as usize].needs = needs;
+    }
+
+    /// Moves the first packets of `flow_id` to the ready queue while their needs are met; parks
+    /// the first that still lacks something on one need it lacks.
+    fn advance(&mut self, flow_id: u64) {
+        let Some(flow) = self.flows.get_mut(&flow_id) else {
+            return;
+        };
+        while flow.head != NONE {
+            let i = flow.head;
+            let slot = &mut self.slots[i as usize];
+            let cvs = &self.cvs;
+            slot.needs.retain(|n| !n.met_by(&cvs[usize::from(n.group)]));
+            if let Some(need) = slot.needs.first() {
+                // Out of range partitions cannot be parked: the packet stays at the head for
+                // good (counted in `uncoverable_deps`).
+                self.waiters.park(need, i);
+                return;
+            }
+            flow.head = slot.next;
+            slot.next = NONE;
+            if flow.head == NONE {
+                flow.tail = NONE;
+            }
+            self.ready.push_back(i);
+        }
+        if flow.refused == 0 {
+            self.flows.remove(&flow_id);
+        }
+    }
+}
