@@ -14,7 +14,8 @@
 //!   [`FLAG_RETRANSMIT_REQUEST`] from the successor.
 //! - [`Replica::poll_transmit`] (output, until `None`): propagating frames the core wants sent
 //!   now, with their destination: retransmission requests, answers, overflow, resends. These never
-//!   wait behind held frames, so back-pressure cannot block the log that frees them.
+//!   wait behind held frames, so back-pressure cannot block the log that frees them. Offer the
+//!   held frames again first: a group is asked for again only while frames are still held for it.
 //! - [`Replica::poll_timeout`]: when to call `poll_transmit` again at the latest.
 //!
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
@@ -77,6 +78,8 @@ pub enum ReplicaError {
     Stm(#[from] StmError),
     #[error("message does not encode: {0}")]
     Wire(#[from] WireError),
+    #[error("a packet's own logs do not fit its frame: raise the MTU between servers")]
+    FrameFull,
 }
 
 /// Counters of a replica.
@@ -103,6 +106,8 @@ struct Member {
     retention: Retention,
     /// Since when frames have been held for this group (cleared by progress).
     hold_since: Option<u64>,
+    /// Whether a frame was held for this group since the last request.
+    held_again: bool,
     requested_at: Option<u64>,
 }
 
@@ -169,6 +174,7 @@ impl Replica {
                 tail: ring.tail(mb) == me,
                 retention: Retention::new(p),
                 hold_since: None,
+                held_again: false,
                 requested_at: None,
             })
             .collect();
@@ -266,6 +272,7 @@ impl Replica {
                 self.stats.holds += 1;
                 if let Some(m) = self.members.iter_mut().find(|m| m.mb == mb) {
                     m.hold_since.get_or_insert(now);
+                    m.held_again = true;
                 }
                 Admit::Hold { middlebox: mb }
             }
@@ -288,24 +295,35 @@ impl Replica {
         }
     }
 
-    /// Write the message a frame carries on into `out` (its trailer budget): the incoming logs
-    /// less those this server tails, `own` (this server's log, if it heads a group), the commit
-    /// vectors still on their way, and the commit vector of the group this server tails. What
-    /// does not fit goes to the next server in propagating frames ([`Replica::poll_transmit`]).
+    /// Write the message a frame carries on into `out`: the incoming logs less those this server
+    /// tails, `own` (this server's log, if it heads a group), the commit vectors still on their
+    /// way, and the commit vector of the group this server tails.
+    ///
+    /// The packet's own logs (those of groups j ≤ this server: the heads it passed on this trip;
+    /// logs the forwarder attached belong to groups whose tails come before their heads) always
+    /// stay with it, bounded only by `out`: the buffer's release rule and the tails' stripping
+    /// rely on a packet carrying its logs. Everything else keeps to `budget` bytes; what does not
+    /// fit goes to the next server in propagating frames ([`Replica::poll_transmit`]).
     pub fn build_message(
         &mut self,
         now: u64,
         incoming: &MessageView<'_>,
         own: Option<&impl LogSource>,
         out: &mut [u8],
+        budget: usize,
     ) -> Result<usize, ReplicaError> {
+        let me = self.me.0;
         let mut w = MessageWriter::new(out, 0)?;
+        let mut deferred = false;
         for log in incoming.logs() {
-            if self.ring.tail(MbIndex(log.middlebox())) == self.me {
+            let mb = MbIndex(log.middlebox());
+            if self.ring.tail(mb) == self.me {
                 self.stats.stripped += 1;
-            } else if push_or(&mut w, |w| w.push_log_bytes(log.as_bytes()))? {
-                self.overflow.push_log(log.as_bytes());
-                self.stats.overflowed += 1;
+            } else if u16::from(mb.0) <= me {
+                w.push_log_bytes(log.as_bytes())
+                    .map_err(|_| ReplicaError::FrameFull)?;
+            } else {
+                deferred = true;
             }
         }
         if let (Some(log), Some((mb, retention))) = (own, &mut self.head) {
@@ -314,8 +332,19 @@ impl Replica {
                 if log.kind() == LogKind::Update {
                     retention.retain(encoded, now);
                 }
-                if push_or(&mut w, |w| w.push_log_bytes(encoded))? {
-                    self.overflow.push_log(encoded);
+                w.push_log_bytes(encoded)
+                    .map_err(|_| ReplicaError::FrameFull)?;
+            }
+        }
+        if deferred {
+            for log in incoming.logs().filter(|l| u16::from(l.middlebox()) > me) {
+                if self.ring.tail(MbIndex(log.middlebox())) == self.me {
+                    continue;
+                }
+                if w.len() + log.as_bytes().len() > budget
+                    || push_or(&mut w, |w| w.push_log_bytes(log.as_bytes()))?
+                {
+                    self.overflow.push_log(log.as_bytes());
                     self.stats.overflowed += 1;
                 }
             }
@@ -327,17 +356,23 @@ impl Replica {
             if self.ring.tail(MbIndex(cv.middlebox())) == next {
                 continue;
             }
-            if push_or(&mut w, |w| w.push_cv_bytes(cv.as_bytes()))? {
+            if w.len() + cv.as_bytes().len() > budget
+                || push_or(&mut w, |w| w.push_cv_bytes(cv.as_bytes()))?
+            {
                 self.overflow.merge_cv(cv.middlebox(), cv.entries());
             }
         }
-        self.announce_commit_vector(&mut w)?;
+        self.announce_commit_vector(&mut w, budget)?;
         Ok(w.finish())
     }
 
     /// As the tail of a group: the entries of its MAX that moved since last announced, and those
     /// to announce again (thesis §4.4.1: the tail attaches its MAX as the commit vector).
-    fn announce_commit_vector(&mut self, w: &mut MessageWriter<'_>) -> Result<(), ReplicaError> {
+    fn announce_commit_vector(
+        &mut self,
+        w: &mut MessageWriter<'_>,
+        budget: usize,
+    ) -> Result<(), ReplicaError> {
         let Some(tail) = &mut self.tail else {
             return Ok(());
         };
@@ -356,7 +391,10 @@ impl Replica {
         if entries.is_empty() {
             return Ok(());
         }
-        if push_or(w, |w| w.push_cv(member.mb.0, entries.iter().copied()))? {
+        let len = ftc_chain::wire::encoded_cv_len(entries.iter().copied())?;
+        if w.len() + len > budget
+            || push_or(w, |w| w.push_cv(member.mb.0, entries.iter().copied()))?
+        {
             self.overflow.merge_cv(member.mb.0, entries.iter().copied());
         }
         tail.sent.merge(entries.into_iter());
@@ -397,19 +435,29 @@ impl Replica {
         let prev = self.ring.prev_server(self.me);
         let next = self.ring.next_server(self.me);
         let timeout = self.config.hold_timeout_ns;
-        if let Some(m) = self.members.iter_mut().find(|m| {
-            m.hold_since
-                .is_some_and(|t| now >= t.saturating_add(timeout))
-                && m.requested_at
-                    .is_none_or(|t| now >= t.saturating_add(timeout))
-        }) {
+        for m in &mut self.members {
+            let Some(since) = m.hold_since else { continue };
+            if now
+                < since
+                    .max(m.requested_at.unwrap_or(0))
+                    .saturating_add(timeout)
+            {
+                continue;
+            }
+            if !m.held_again {
+                // No frame was held for this group since the last look: the gap closed.
+                m.hold_since = None;
+                m.requested_at = None;
+                continue;
+            }
+            m.held_again = false;
             m.requested_at = Some(now);
             self.stats.requests_sent += 1;
             let mut w = MessageWriter::new(out, 0)?;
             let store = &m.store;
-            let max = (0..self.partitions).map(|p| DepEntry {
-                partition: Partition(p as u16),
-                seq: store.seq(Partition(p as u16)),
+            let max = (0..self.partitions as u16).map(|p| DepEntry {
+                partition: Partition(p),
+                seq: store.seq(Partition(p)),
             });
             w.push_cv(m.mb.0, max)?;
             return Ok(Some(Transmit {

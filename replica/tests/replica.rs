@@ -42,7 +42,7 @@ fn hop(
         Admit::Hold { .. } => None,
         Admit::Ready => {
             let mut out = vec![0; BUDGET];
-            let len = r.build_message(now, &view, own, &mut out).unwrap();
+            let len = r.build_message(now, &view, own, &mut out, BUDGET).unwrap();
             out.truncate(len);
             Some(out)
         }
@@ -206,32 +206,57 @@ fn an_uncovered_retained_log_is_resent() {
     assert_eq!(rs[1].poll_timeout(), None);
 }
 
-/// A log never waits for room: what does not fit the trailer rides in propagating frames.
+/// A packet's own logs stay with it whatever the budget: the buffer's release rule and the tails
+/// rely on it. Logs the forwarder attached for other packets (groups whose tails come before
+/// their heads) do not fit a small budget: they ride in propagating frames right behind.
 #[test]
-fn logs_that_do_not_fit_overflow_into_propagating_frames() {
-    let ring = Ring::new(2, 1).unwrap();
+fn own_logs_stay_with_the_packet_and_other_logs_overflow() {
+    let ring = Ring::new(3, 2).unwrap();
     let mut rs = replicas(ring);
+    let head2 = Store::new(P, 1).unwrap();
+    let mut w2 = head2.worker(0).unwrap();
+    // A log of m2 on its way back round: head 2 → buffer (2) → forwarder → server 0 → tail 1.
+    let returned = {
+        let rec = w2.run(|tx| tx.write(b"big", &[7; 64])).1;
+        assert_eq!(rec.kind(), LogKind::Update);
+        hop(&mut rs[2], 0, &empty(), Some(&rec)).unwrap()
+    };
     let head0 = Store::new(P, 1).unwrap();
     let mut w0 = head0.worker(0).unwrap();
-    let rec = w0.run(|tx| tx.write(b"big", &[7; 64])).1;
-    assert_eq!(rec.kind(), LogKind::Update);
-    let view_empty = empty();
-    let view = MessageView::new_checked(&view_empty).unwrap();
+    let rec = w0.run(|tx| tx.write(b"own", &[1; 64])).1;
+    let view = MessageView::new_checked(&returned).unwrap();
     assert_eq!(rs[0].handle_message(0, &view).unwrap(), Admit::Ready);
-    let mut small = vec![0; 16];
-    let len = rs[0]
-        .build_message(0, &view, Some(&rec), &mut small)
-        .unwrap();
-    assert!(repr(&small[..len]).logs.is_empty());
-    assert_eq!(rs[0].stats().overflowed, 1);
     let mut out = vec![0; BUDGET];
+    let len = rs[0]
+        .build_message(0, &view, Some(&rec), &mut out, 16)
+        .unwrap();
+    let sent = repr(&out[..len]);
+    assert_eq!(
+        sent.logs.iter().map(|l| l.middlebox).collect::<Vec<_>>(),
+        vec![0],
+        "own log kept, over budget"
+    );
+    assert_eq!(rs[0].stats().overflowed, 1);
     let t = rs[0]
         .poll_transmit(0, &mut out)
         .unwrap()
         .expect("overflow frame");
     assert_eq!(t.to, ServerId(1));
-    assert_eq!(repr(&out[..t.len]).logs.len(), 1);
+    assert_eq!(
+        repr(&out[..t.len])
+            .logs
+            .iter()
+            .map(|l| l.middlebox)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
     assert_eq!(rs[0].poll_transmit(0, &mut out).unwrap(), None);
+    // Own logs that do not fit the frame at all are an error, not a silent drop.
+    let mut tiny = vec![0; 16];
+    assert_eq!(
+        rs[0].build_message(0, &view, Some(&rec), &mut tiny, 16),
+        Err(ftc_replica::ReplicaError::FrameFull)
+    );
 }
 
 /// A predecessor that resends a log shows the tail's commit vector never reached it: the tail

@@ -31,8 +31,8 @@ pub use net::Faults;
 use net::{Event, Network};
 use rng::Rng;
 
-/// Room for a customer frame between servers.
-const FRAME_ROOM: usize = 2048;
+/// Room for a customer frame, or for a trailer, between servers (jumbo frames).
+const FRAME_ROOM: usize = 9000;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -145,13 +145,20 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         .iter()
         .map(|_| Store::new(partitions, 1).expect("a valid spec gives a valid store"))
         .collect();
-    let replica_config = ReplicaConfig { hold_timeout_ns: 50_000, resend_timeout_ns: 200_000 };
+    let replica_config = ReplicaConfig {
+        hold_timeout_ns: 50_000,
+        resend_timeout_ns: 200_000,
+    };
     let nodes = ring
         .server_ids()
         .map(|s| Node {
             head: ring.middlebox_at(s).map(|mb| {
                 let i = usize::from(mb.0);
-                (mb, mbs[i].as_ref(), heads[i].worker(0).expect("one worker per head"))
+                (
+                    mb,
+                    mbs[i].as_ref(),
+                    heads[i].worker(0).expect("one worker per head"),
+                )
             }),
             replica: Replica::new(ring, s, partitions, replica_config).expect("valid partitions"),
             held: VecDeque::new(),
@@ -164,7 +171,11 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         nodes,
         forwarder: Forwarder::new(
             partitions,
-            ForwarderConfig { trailer_budget: config.trailer_budget, idle_timeout_ns: 20_000, max_pending_bytes: 1 << 20 },
+            ForwarderConfig {
+                trailer_budget: config.trailer_budget,
+                idle_timeout_ns: 20_000,
+                max_pending_bytes: 1 << 20,
+            },
         ),
         buffer: Buffer::new(ring, partitions, BufferConfig::default()),
         packets: BTreeMap::new(),
@@ -173,7 +184,10 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         parked: HashMap::new(),
         next_id: 0,
         scratch: Vec::new(),
-        report: SimReport { seed: config.seed, ..SimReport::default() },
+        report: SimReport {
+            seed: config.seed,
+            ..SimReport::default()
+        },
     };
     sim.inject_traffic();
     sim.run_to_quiet();
@@ -190,25 +204,37 @@ impl Sim<'_> {
             t += 500 + rng.below(3_000);
             let flow = rng.below(u64::from(self.config.flows.max(1))) as u32;
             let bytes = request(flow, rng.below(1 << 16) as u32);
-            let pkt = self.new_packet(flow, Direction::Outbound, bytes);
-            self.net.schedule(t, Event::Inject(pkt));
+            self.net.schedule(
+                t,
+                Event::Inject(Pkt {
+                    id: 0,
+                    flow,
+                    dir: Direction::Outbound,
+                    bytes,
+                }),
+            );
         }
         // Faults only while traffic is offered; afterwards the chain must heal by itself.
         self.net.faults_until(t);
     }
 
-    fn new_packet(&mut self, flow: u32, dir: Direction, bytes: Vec<u8>) -> Pkt {
+    /// A fresh packet id: ids follow the order packets entered the chain.
+    fn register(&mut self, info: PacketInfo) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.packets.insert(id, PacketInfo { flow, ..PacketInfo::default() });
-        Pkt { id, flow, dir, bytes }
+        self.packets.insert(id, info);
+        id
     }
 
     fn run_to_quiet(&mut self) {
         while let Some((now, event)) = self.net.pop() {
             self.report.steps += 1;
             if self.report.steps > self.config.max_steps {
-                self.violation(format!("no quiescence after {} steps (livelock?) at t={now}ns", self.config.max_steps));
+                let state = self.describe();
+                self.violation(format!(
+                    "no quiescence after {} steps (livelock?) at t={now}ns; {state}",
+                    self.config.max_steps
+                ));
                 return;
             }
             match event {
@@ -227,10 +253,18 @@ impl Sim<'_> {
     }
 
     /// A customer packet reaches server 0: the forwarder admits it and attaches pending content.
-    fn ingress(&mut self, pkt: Pkt) {
+    fn ingress(&mut self, mut pkt: Pkt) {
         let now = self.now();
+        pkt.id = self.register(PacketInfo {
+            flow: pkt.flow,
+            ..PacketInfo::default()
+        });
         self.report.packets_sent += 1;
-        let port = if pkt.dir == Direction::Outbound { Port::Inside } else { Port::Outside };
+        let port = if pkt.dir == Direction::Outbound {
+            Port::Inside
+        } else {
+            Port::Outside
+        };
         match self.forwarder.handle_ingress(now, &pkt.bytes, port) {
             Ingress::Accept(dir) if dir == pkt.dir => {}
             other => {
@@ -239,9 +273,19 @@ impl Sim<'_> {
             }
         }
         let mut msg = vec![0; self.config.trailer_budget];
-        let len = self.forwarder.attach(now, &mut msg).expect("attach writes a valid message");
+        let len = self
+            .forwarder
+            .attach(now, &mut msg)
+            .expect("attach writes a valid message");
         msg.truncate(len);
-        self.process(ServerId(0), SimFrame { data: Some(pkt), flags: 0, msg });
+        self.process(
+            ServerId(0),
+            SimFrame {
+                data: Some(pkt),
+                flags: 0,
+                msg,
+            },
+        );
         self.settle(ServerId(0));
     }
 
@@ -252,7 +296,9 @@ impl Sim<'_> {
             return;
         };
         if frame.flags & FLAG_RETRANSMIT_REQUEST != 0 {
-            self.nodes[usize::from(to.0)].replica.handle_retransmit_request(from, &view);
+            self.nodes[usize::from(to.0)]
+                .replica
+                .handle_retransmit_request(from, &view);
         } else if to == self.ring.forwarder() && from == self.ring.buffer() {
             // The ring-closing link: return frames (and the last server's overflow and resends)
             // go into the forwarder's pending content.
@@ -278,33 +324,55 @@ impl Sim<'_> {
                 match self.forwarder.poll_propagate(now, &mut msg) {
                     Ok(Some(len)) => {
                         msg.truncate(len);
-                        self.process(s, SimFrame { data: None, flags: 0, msg });
+                        self.process(
+                            s,
+                            SimFrame {
+                                data: None,
+                                flags: 0,
+                                msg,
+                            },
+                        );
                         self.retry_held(s);
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        self.violation(format!("forwarder could not write a propagating frame: {e}"));
+                        self.violation(format!(
+                            "forwarder could not write a propagating frame: {e}"
+                        ));
                         return;
                     }
                 }
             }
         }
+        let mut sends = Vec::new();
         let node = &mut self.nodes[usize::from(s.0)];
         loop {
             let mut msg = vec![0; self.config.trailer_budget];
             match node.replica.poll_transmit(now, &mut msg) {
                 Ok(Some(t)) => {
                     msg.truncate(t.len);
-                    self.report.frames_sent += 1;
-                    self.send(s, t.to, SimFrame { data: None, flags: t.flags, msg });
+                    sends.push((
+                        t.to,
+                        SimFrame {
+                            data: None,
+                            flags: t.flags,
+                            msg,
+                        },
+                    ));
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.violation(format!("server {} could not write a frame: {e}", s.0));
+                    let e = format!("server {} could not write a frame: {e}", s.0);
+                    self.violation(e);
                     return;
                 }
             }
         }
+        for (to, frame) in sends {
+            self.report.frames_sent += 1;
+            self.send(s, to, frame);
+        }
+        let node = &self.nodes[usize::from(s.0)];
         let mut deadline = node.replica.poll_timeout();
         if s == self.ring.forwarder() {
             deadline = min_opt(deadline, self.forwarder.poll_timeout());
@@ -316,20 +384,19 @@ impl Sim<'_> {
         self.report.max_held_frames = self.report.max_held_frames.max(held);
     }
 
+    /// Offer the held frames of `s` again, in order, while any goes through. A frame still
+    /// held goes back to the end; frames of one flow keep their order (see `process`).
     fn retry_held(&mut self, s: ServerId) {
         loop {
-            let node = &mut self.nodes[usize::from(s.0)];
-            let Some(frame) = node.held.pop_front() else { return };
-            let before = node.held.len();
-            if !self.process(s, frame) {
-                // Still held (it went back to the end): try the others once, in order.
-                let node = &mut self.nodes[usize::from(s.0)];
-                for _ in 0..before {
-                    let Some(f) = node.held.pop_front() else { break };
-                    if !self.process(s, f) {
-                        break;
-                    }
-                }
+            let n = self.nodes[usize::from(s.0)].held.len();
+            let mut progress = false;
+            for _ in 0..n {
+                let Some(frame) = self.nodes[usize::from(s.0)].held.pop_front() else {
+                    break;
+                };
+                progress |= self.process(s, frame);
+            }
+            if !progress {
                 return;
             }
         }
@@ -339,9 +406,13 @@ impl Sim<'_> {
     fn process(&mut self, s: ServerId, frame: SimFrame) -> bool {
         let now = self.now();
         let node = &mut self.nodes[usize::from(s.0)];
-        // A frame of a flow with an earlier frame held waits behind it (per-flow order).
+        // A frame of a flow with an earlier packet held waits behind it (per-flow order).
         if let Some(pkt) = &frame.data {
-            if node.held.iter().any(|h| h.data.as_ref().is_some_and(|d| d.flow == pkt.flow)) {
+            if node.held.iter().any(|h| {
+                h.data
+                    .as_ref()
+                    .is_some_and(|d| d.flow == pkt.flow && d.id < pkt.id)
+            }) {
                 node.held.push_back(frame);
                 return false;
             }
@@ -358,21 +429,29 @@ impl Sim<'_> {
                 return true;
             }
         }
-        let mut out = vec![0; self.config.trailer_budget];
+        let mut out = vec![0; FRAME_ROOM];
+        let budget = self.config.trailer_budget;
         let mut data = frame.data;
         let built = match (&mut node.head, &mut data) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 let mut buf = pkt.bytes.clone();
                 buf.resize(FRAME_ROOM.max(buf.len()), 0);
                 let mut f = MbFrame::new(&mut buf, pkt.bytes.len()).expect("fits");
-                let ctx = Ctx { worker: 0, now_ns: now, direction: pkt.dir };
-                let (verdict, rec) = process_packet(worker, *middlebox, &mut f, &ctx, &mut self.scratch);
+                let ctx = Ctx {
+                    worker: 0,
+                    now_ns: now,
+                    direction: pkt.dir,
+                };
+                let (verdict, rec) =
+                    process_packet(worker, *middlebox, &mut f, &ctx, &mut self.scratch);
                 let len = f.len();
                 let info = self.packets.get_mut(&pkt.id).expect("known packet");
                 if rec.kind() != LogKind::Noop {
                     info.logs.push((mb.0, rec.kind(), rec.deps().collect()));
                 }
-                let built = node.replica.build_message(now, &view, Some(&rec), &mut out);
+                let built = node
+                    .replica
+                    .build_message(now, &view, Some(&rec), &mut out, budget);
                 buf.truncate(len);
                 pkt.bytes = buf;
                 if verdict == ftc_chain::middlebox::Verdict::Drop {
@@ -382,7 +461,13 @@ impl Sim<'_> {
                 }
                 built
             }
-            _ => node.replica.build_message(now, &view, None::<&ftc_stm::CommitRecord<'_>>, &mut out),
+            _ => node.replica.build_message(
+                now,
+                &view,
+                None::<&ftc_stm::CommitRecord<'_>>,
+                &mut out,
+                budget,
+            ),
         };
         let len = match built {
             Ok(len) => len,
@@ -392,7 +477,11 @@ impl Sim<'_> {
             }
         };
         out.truncate(len);
-        let out_frame = SimFrame { data, flags: 0, msg: out };
+        let out_frame = SimFrame {
+            data,
+            flags: 0,
+            msg: out,
+        };
         if s == self.ring.buffer() {
             self.at_the_buffer(&view, out_frame);
         } else {
@@ -410,8 +499,15 @@ impl Sim<'_> {
         let packet = frame.data.as_ref().map(|pkt| {
             let info = self.packets.get_mut(&pkt.id).expect("known packet");
             info.at_buffer = true;
-            self.at_buffer.entry(pkt.flow).or_default().push_back(pkt.id);
-            Packet { flow: u64::from(pkt.flow), len: pkt.bytes.len(), handle: pkt.id }
+            self.at_buffer
+                .entry(pkt.flow)
+                .or_default()
+                .push_back(pkt.id);
+            Packet {
+                flow: u64::from(pkt.flow),
+                len: pkt.bytes.len(),
+                handle: pkt.id,
+            }
         });
         if self.config.broken_release {
             // The broken rule: out at once, commit vectors or not.
@@ -425,7 +521,9 @@ impl Sim<'_> {
         }
         let mut pkts: HashMap<u64, Pkt> = frame.data.into_iter().map(|p| (p.id, p)).collect();
         while let Some(r) = self.buffer.poll_release(now) {
-            let pkt = pkts.remove(&r.handle).or_else(|| self.parked.remove(&r.handle));
+            let pkt = pkts
+                .remove(&r.handle)
+                .or_else(|| self.parked.remove(&r.handle));
             self.release(r.handle, pkt);
         }
         self.parked.extend(pkts);
@@ -435,7 +533,15 @@ impl Sim<'_> {
                 Ok(Some(len)) => {
                     msg.truncate(len);
                     self.report.frames_sent += 1;
-                    self.send(self.ring.buffer(), self.ring.forwarder(), SimFrame { data: None, flags: 0, msg });
+                    self.send(
+                        self.ring.buffer(),
+                        self.ring.forwarder(),
+                        SimFrame {
+                            data: None,
+                            flags: 0,
+                            msg,
+                        },
+                    );
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -461,7 +567,10 @@ impl Sim<'_> {
         let mut broken = Vec::new();
         for (mb, kind, deps) in &info.logs {
             for member in self.ring.group(MbIndex(*mb)).skip(1) {
-                let store = self.nodes[usize::from(member.0)].replica.store(MbIndex(*mb)).expect("members keep stores");
+                let store = self.nodes[usize::from(member.0)]
+                    .replica
+                    .store(MbIndex(*mb))
+                    .expect("members keep stores");
                 if !holds(store, *kind, deps) {
                     broken.push(format!(
                         "output commit: packet {id} left at t={now}ns before its {kind:?} log of m{mb} ({deps:?}) reached server {}",
@@ -478,13 +587,17 @@ impl Sim<'_> {
             Some(0) => {
                 queue.pop_front();
             }
-            Some(_) => self.violation(format!("per-flow order: packet {id} of flow {flow} overtook an earlier one at the buffer")),
+            Some(_) => self.violation(format!(
+                "per-flow order: packet {id} of flow {flow} overtook an earlier one at the buffer"
+            )),
             None => self.violation(format!("packet {id} released without reaching the buffer")),
         }
         if !self.config.faults.reorders() {
             if let Some(&last) = self.last_released.get(&flow) {
                 if last > id {
-                    self.violation(format!("per-flow order: packet {id} of flow {flow} left after packet {last}"));
+                    self.violation(format!(
+                        "per-flow order: packet {id} of flow {flow} left after packet {last}"
+                    ));
                 }
             }
         }
@@ -492,7 +605,12 @@ impl Sim<'_> {
         // The server behind the chain answers each request; the reply comes back through it.
         if let Some(pkt) = pkt.filter(|p| p.dir == Direction::Outbound) {
             if let Some(bytes) = reply(&pkt.bytes) {
-                let reply = self.new_packet(flow, Direction::Inbound, bytes);
+                let reply = Pkt {
+                    id: 0,
+                    flow,
+                    dir: Direction::Inbound,
+                    bytes,
+                };
                 self.net.schedule(now + 2_000, Event::Inject(reply));
             }
         }
@@ -506,7 +624,9 @@ impl Sim<'_> {
         let mut found = Vec::new();
         for (id, info) in &self.packets {
             if info.at_buffer && !info.released {
-                found.push(format!("packet {id} reached the buffer but was never released"));
+                found.push(format!(
+                    "packet {id} reached the buffer but was never released"
+                ));
             } else if !info.at_buffer && !info.lost && !info.dropped {
                 found.push(format!("packet {id} vanished inside the chain (lost by no fault, dropped by no middlebox)"));
             }
@@ -514,9 +634,15 @@ impl Sim<'_> {
         for mb in self.ring.mb_indices() {
             let head = &heads[usize::from(mb.0)];
             for member in self.ring.group(mb).skip(1) {
-                let store = self.nodes[usize::from(member.0)].replica.store(mb).expect("members keep stores");
+                let store = self.nodes[usize::from(member.0)]
+                    .replica
+                    .store(mb)
+                    .expect("members keep stores");
                 if store.vector() != head.vector() || store.to_map() != head.to_map() {
-                    found.push(format!("store of m{} on server {} differs from its head", mb.0, member.0));
+                    found.push(format!(
+                        "store of m{} on server {} differs from its head",
+                        mb.0, member.0
+                    ));
                 }
             }
         }
@@ -544,15 +670,50 @@ impl Sim<'_> {
             let mut copy = frame.clone();
             if let (true, Some(pkt)) = (i > 0, &mut copy.data) {
                 let info = &self.packets[&pkt.id];
-                let (flow, logs) = (info.flow, info.logs.clone());
-                let id = self.next_id;
-                self.next_id += 1;
-                self.packets.insert(id, PacketInfo { flow, logs, ..PacketInfo::default() });
-                pkt.id = id;
+                let copy_info = PacketInfo {
+                    flow: info.flow,
+                    logs: info.logs.clone(),
+                    ..PacketInfo::default()
+                };
+                pkt.id = self.register(copy_info);
             }
             let at = self.now() + delay;
-            self.net.schedule(at, Event::Deliver { from, to, frame: copy });
+            self.net.schedule(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    frame: copy,
+                },
+            );
         }
+    }
+
+    /// Where things stand, for a violation's message.
+    fn describe(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let st = n.replica.stats();
+                format!(
+                    "server {i}: held {}, retained {:?}, applied {}, dup {}, requests {}, resent {}",
+                    n.held.len(),
+                    n.replica.retained(),
+                    st.applied,
+                    st.duplicates,
+                    st.requests_sent,
+                    st.logs_resent
+                )
+            })
+            .collect();
+        format!(
+            "{}; forwarder pending {}; buffer held {}",
+            nodes.join("; "),
+            self.forwarder.has_pending(),
+            self.buffer.stats().held_packets
+        )
     }
 
     fn violation(&mut self, v: String) {
@@ -598,8 +759,12 @@ fn request(flow: u32, seq: u32) -> Vec<u8> {
 /// The server's answer to a request as it left the chain: addresses and ports swapped.
 fn reply(request: &[u8]) -> Option<Vec<u8>> {
     let p = etherparse::SlicedPacket::from_ethernet(request).ok()?;
-    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { return None };
-    let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else { return None };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        return None;
+    };
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+        return None;
+    };
     let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
         .ipv4(ip.header().destination(), ip.header().source(), 64)
         .tcp(tcp.destination_port(), tcp.source_port(), 1, 65_535)

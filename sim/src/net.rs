@@ -42,7 +42,11 @@ impl Faults {
                 "reorder" => &mut f.reorder,
                 "dup" => &mut f.dup,
                 "delay" => &mut f.delay,
-                other => return Err(format!("unknown fault {other:?}: expected loss, reorder, dup, delay or none")),
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}: expected loss, reorder, dup, delay or none"
+                    ))
+                }
             };
             *slot = rate.unwrap_or(match name {
                 "loss" | "dup" => 0.02,
@@ -63,7 +67,11 @@ impl Faults {
 pub(crate) enum Event {
     /// A customer packet arrives at the chain.
     Inject(Pkt),
-    Deliver { from: ServerId, to: ServerId, frame: SimFrame },
+    Deliver {
+        from: ServerId,
+        to: ServerId,
+        frame: SimFrame,
+    },
     Timer(ServerId),
 }
 
@@ -83,7 +91,15 @@ pub(crate) struct Network {
 
 impl Network {
     pub(crate) fn new(rng: Rng, faults: Faults) -> Self {
-        Network { rng, faults, faults_until: 0, now: 0, seq: 0, queue: BTreeMap::new(), timers: BTreeMap::new() }
+        Network {
+            rng,
+            faults,
+            faults_until: 0,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            timers: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -102,7 +118,11 @@ impl Network {
 
     /// Arm `server`'s timer for `at` unless it is armed earlier already.
     pub(crate) fn arm_timer(&mut self, server: ServerId, at: u64) {
-        if self.timers.get(&server).is_some_and(|&t| t <= at && t >= self.now) {
+        if self
+            .timers
+            .get(&server)
+            .is_some_and(|&t| t <= at && t >= self.now)
+        {
             return;
         }
         self.timers.insert(server, at);
