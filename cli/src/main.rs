@@ -1,7 +1,8 @@
-//! `ftc`: the command-line entry point: check chain specs and run the demo.
+//! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation.
 
 mod check;
 mod demo;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     },
     /// Run a chain in this process with generated traffic and print a report.
     Demo(demo::DemoArgs),
+    /// Run the deterministic simulation of a chain over many seeds and check its invariants.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),
+        Command::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(code) => code,

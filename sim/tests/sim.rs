@@ -64,7 +64,7 @@ fn two_thousand_seeds_with_loss_reordering_duplication_and_delay() {
         let r = run(&chain(k, f), &config);
         assert!(
             r.violations.is_empty(),
-            "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: cargo run -p ftc -- sim <spec of k={k} f={f}> --seeds 1 --first-seed {seed} --faults loss,reorder,dup,delay",
+            "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: the same seed with `ftc sim` on a spec of this chain (k={k}, f={f}, see chain() here): ftc sim SPEC --seeds 1 --first-seed {seed} --packets 60 --faults loss,reorder,dup,delay",
             r.violations
         );
         released += r.packets_released;
@@ -101,20 +101,4 @@ fn the_same_seed_replays_the_same_run() {
         ..SimConfig::default()
     };
     assert_eq!(run(&chain(4, 2), &config), run(&chain(4, 2), &config));
-}
-
-#[test]
-#[ignore]
-fn debug_seed() {
-    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
-    let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
-    let config = SimConfig {
-        seed,
-        packets: 60,
-        faults: all_faults(),
-        max_steps: 200_000,
-        ..SimConfig::default()
-    };
-    let r = run(&chain(k, f), &config);
-    println!("{r:#?}");
 }
