@@ -17,22 +17,19 @@ mod rng;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use ftc_buffer::{Buffer, BufferConfig, Packet};
-use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox};
+use ftc_chain::middlebox::{Direction, Middlebox};
 use ftc_chain::middleboxes;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_chain::wire::MessageView;
-use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port};
-use ftc_replica::{Admit, Replica, ReplicaConfig, FLAG_RETRANSMIT_REQUEST};
-use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Store, Worker};
+use ftc_forwarder::ForwarderConfig;
+use ftc_node::server::port_of;
+use ftc_node::{Frame, Output, Packet, Server, ServerConfig};
+use ftc_replica::ReplicaConfig;
+use ftc_stm::{DepEntry, LogKind, Partition, Store};
 
 pub use net::Faults;
 use net::{Event, Network};
 use rng::Rng;
-
-/// Room for a customer frame, or for a trailer, between servers (jumbo frames).
-const FRAME_ROOM: usize = 9000;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -93,45 +90,21 @@ struct PacketInfo {
     released: bool,
 }
 
-/// A customer packet inside the chain.
-#[derive(Debug, Clone)]
-struct Pkt {
-    id: u64,
-    flow: u32,
-    dir: Direction,
-    bytes: Vec<u8>,
-}
-
-/// A frame between servers.
-#[derive(Debug, Clone)]
-pub(crate) struct SimFrame {
-    data: Option<Pkt>,
-    flags: u16,
-    msg: Vec<u8>,
-}
-
-struct Node<'a> {
-    head: Option<(MbIndex, &'a dyn Middlebox, Worker<'a>)>,
-    replica: Replica,
-    held: VecDeque<SimFrame>,
-}
+/// Frames carry the packet id as handle.
+pub(crate) type SimFrame = Frame<u64>;
+pub(crate) type Pkt = Packet<u64>;
 
 struct Sim<'a> {
     ring: Ring,
     config: &'a SimConfig,
     net: Network,
-    nodes: Vec<Node<'a>>,
-    forwarder: Forwarder,
-    buffer: Buffer<u64>,
+    servers: Vec<Server<'a, u64>>,
     packets: BTreeMap<u64, PacketInfo>,
-    /// Per flow: packets in the order they reached the buffer, not yet released.
+    /// Per flow: packets in the order they entered the buffer, not yet released.
     at_buffer: HashMap<u32, VecDeque<u64>>,
     /// Per flow: the id of the last packet released.
     last_released: HashMap<u32, u64>,
-    /// Packets the buffer holds, by id (the buffer holds only their handles).
-    parked: HashMap<u64, Pkt>,
     next_id: u64,
-    scratch: Vec<u8>,
     report: SimReport,
 }
 
@@ -145,45 +118,44 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         .iter()
         .map(|_| Store::new(partitions, 1).expect("a valid spec gives a valid store"))
         .collect();
-    let replica_config = ReplicaConfig {
-        hold_timeout_ns: 50_000,
-        resend_timeout_ns: 200_000,
+    let server_config = ServerConfig {
+        trailer_budget: config.trailer_budget,
+        replica: ReplicaConfig {
+            hold_timeout_ns: 50_000,
+            resend_timeout_ns: 200_000,
+        },
+        forwarder: ForwarderConfig {
+            trailer_budget: config.trailer_budget,
+            idle_timeout_ns: 20_000,
+            max_pending_bytes: 1 << 20,
+        },
+        observe: true,
+        release_without_commit: config.broken_release,
+        ..ServerConfig::default()
     };
-    let nodes = ring
+    let servers = ring
         .server_ids()
-        .map(|s| Node {
-            head: ring.middlebox_at(s).map(|mb| {
+        .map(|s| {
+            let head = ring.middlebox_at(s).map(|mb| {
                 let i = usize::from(mb.0);
                 (
                     mb,
                     mbs[i].as_ref(),
                     heads[i].worker(0).expect("one worker per head"),
                 )
-            }),
-            replica: Replica::new(ring, s, partitions, replica_config).expect("valid partitions"),
-            held: VecDeque::new(),
+            });
+            Server::new(ring, s, partitions, head, server_config.clone()).expect("valid partitions")
         })
         .collect();
     let mut sim = Sim {
         ring,
         config,
         net: Network::new(Rng::new(config.seed), config.faults),
-        nodes,
-        forwarder: Forwarder::new(
-            partitions,
-            ForwarderConfig {
-                trailer_budget: config.trailer_budget,
-                idle_timeout_ns: 20_000,
-                max_pending_bytes: 1 << 20,
-            },
-        ),
-        buffer: Buffer::new(ring, partitions, BufferConfig::default()),
+        servers,
         packets: BTreeMap::new(),
         at_buffer: HashMap::new(),
         last_released: HashMap::new(),
-        parked: HashMap::new(),
         next_id: 0,
-        scratch: Vec::new(),
         report: SimReport {
             seed: config.seed,
             ..SimReport::default()
@@ -204,15 +176,13 @@ impl Sim<'_> {
             t += 500 + rng.below(3_000);
             let flow = rng.below(u64::from(self.config.flows.max(1))) as u32;
             let bytes = request(flow, rng.below(1 << 16) as u32);
-            self.net.schedule(
-                t,
-                Event::Inject(Pkt {
-                    id: 0,
-                    flow,
-                    dir: Direction::Outbound,
-                    bytes,
-                }),
-            );
+            let packet = Packet {
+                handle: 0,
+                flow: u64::from(flow),
+                dir: Direction::Outbound,
+                bytes,
+            };
+            self.net.schedule(t, Event::Inject(packet));
         }
         // Faults only while traffic is offered; afterwards the chain must heal by itself.
         self.net.faults_until(t);
@@ -237,11 +207,30 @@ impl Sim<'_> {
                 ));
                 return;
             }
-            match event {
-                Event::Inject(pkt) => self.ingress(pkt),
-                Event::Deliver { from, to, frame } => self.deliver(from, to, frame),
-                Event::Timer(s) => self.timer(s),
-            }
+            let at = match event {
+                Event::Inject(mut packet) => {
+                    self.report.packets_sent += 1;
+                    packet.handle = self.register(PacketInfo {
+                        flow: packet.flow as u32,
+                        ..PacketInfo::default()
+                    });
+                    let port = port_of(packet.dir);
+                    let s = self.ring.forwarder();
+                    if let Err((why, _)) = self.servers[0].handle_ingress(now, packet, port) {
+                        self.violation(format!("the forwarder refused a customer packet: {why}"));
+                    }
+                    s
+                }
+                Event::Deliver { from, to, frame } => {
+                    self.servers[usize::from(to.0)].handle_frame(now, from, frame);
+                    to
+                }
+                Event::Timer(s) => {
+                    self.servers[usize::from(s.0)].handle_timeout(now);
+                    s
+                }
+            };
+            self.drain(at);
             if !self.report.violations.is_empty() {
                 return;
             }
@@ -252,325 +241,67 @@ impl Sim<'_> {
         self.net.now()
     }
 
-    /// A customer packet reaches server 0: the forwarder admits it and attaches pending content.
-    fn ingress(&mut self, mut pkt: Pkt) {
+    /// Carry out what server `s` wants done, check what leaves, arm its timer.
+    fn drain(&mut self, s: ServerId) {
         let now = self.now();
-        pkt.id = self.register(PacketInfo {
-            flow: pkt.flow,
-            ..PacketInfo::default()
-        });
-        self.report.packets_sent += 1;
-        let port = if pkt.dir == Direction::Outbound {
-            Port::Inside
-        } else {
-            Port::Outside
-        };
-        match self.forwarder.handle_ingress(now, &pkt.bytes, port) {
-            Ingress::Accept(dir) if dir == pkt.dir => {}
-            other => {
-                self.violation(format!("forwarder refused a customer packet: {other:?}"));
-                return;
-            }
-        }
-        let mut msg = vec![0; self.config.trailer_budget];
-        let len = self
-            .forwarder
-            .attach(now, &mut msg)
-            .expect("attach writes a valid message");
-        msg.truncate(len);
-        self.process(
-            ServerId(0),
-            SimFrame {
-                data: Some(pkt),
-                flags: 0,
-                msg,
-            },
-        );
-        self.settle(ServerId(0));
-    }
-
-    fn deliver(&mut self, from: ServerId, to: ServerId, frame: SimFrame) {
-        let now = self.now();
-        let Ok(view) = MessageView::new_checked(&frame.msg) else {
-            self.violation("a server sent an invalid message".into());
-            return;
-        };
-        if frame.flags & FLAG_RETRANSMIT_REQUEST != 0 {
-            self.nodes[usize::from(to.0)]
-                .replica
-                .handle_retransmit_request(from, &view);
-        } else if to == self.ring.forwarder() && from == self.ring.buffer() {
-            // The ring-closing link: return frames (and the last server's overflow and resends)
-            // go into the forwarder's pending content.
-            let _ = self.forwarder.handle_return(now, &view);
-        } else {
-            self.process(to, frame);
-        }
-        self.settle(to);
-    }
-
-    fn timer(&mut self, s: ServerId) {
-        self.settle(s);
-    }
-
-    /// After anything happened at `s`: offer held frames again, send what the cores want sent,
-    /// arm the timer.
-    fn settle(&mut self, s: ServerId) {
-        let now = self.now();
-        self.retry_held(s);
-        if s == self.ring.forwarder() {
-            loop {
-                let mut msg = vec![0; self.config.trailer_budget];
-                match self.forwarder.poll_propagate(now, &mut msg) {
-                    Ok(Some(len)) => {
-                        msg.truncate(len);
-                        self.process(
-                            s,
-                            SimFrame {
-                                data: None,
-                                flags: 0,
-                                msg,
-                            },
-                        );
-                        self.retry_held(s);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.violation(format!(
-                            "forwarder could not write a propagating frame: {e}"
-                        ));
-                        return;
-                    }
+        while let Some(out) = self.servers[usize::from(s.0)].poll_output() {
+            match out {
+                Output::Send { to, frame } => self.send(s, to, frame),
+                Output::Release { packet, .. } => self.release(packet),
+                Output::Dropped { handle, .. } => {
+                    self.report.dropped_by_middlebox += 1;
+                    self.info(handle).dropped = true;
+                }
+                Output::Committed {
+                    handle,
+                    middlebox,
+                    kind,
+                    deps,
+                } => {
+                    self.info(handle).logs.push((middlebox, kind, deps));
+                }
+                Output::AtBuffer { handle } => {
+                    let info = self.info(handle);
+                    info.at_buffer = true;
+                    let flow = info.flow;
+                    self.at_buffer.entry(flow).or_default().push_back(handle);
                 }
             }
         }
-        let mut sends = Vec::new();
-        let node = &mut self.nodes[usize::from(s.0)];
-        loop {
-            let mut msg = vec![0; self.config.trailer_budget];
-            match node.replica.poll_transmit(now, &mut msg) {
-                Ok(Some(t)) => {
-                    msg.truncate(t.len);
-                    sends.push((
-                        t.to,
-                        SimFrame {
-                            data: None,
-                            flags: t.flags,
-                            msg,
-                        },
-                    ));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let e = format!("server {} could not write a frame: {e}", s.0);
-                    self.violation(e);
-                    return;
-                }
-            }
+        if let Some(e) = self.servers[usize::from(s.0)]
+            .error()
+            .map(ToString::to_string)
+        {
+            self.violation(e);
         }
-        for (to, frame) in sends {
-            self.report.frames_sent += 1;
-            self.send(s, to, frame);
-        }
-        let node = &self.nodes[usize::from(s.0)];
-        let mut deadline = node.replica.poll_timeout();
-        if s == self.ring.forwarder() {
-            deadline = min_opt(deadline, self.forwarder.poll_timeout());
-        }
-        if let Some(t) = deadline {
+        if let Some(t) = self.servers[usize::from(s.0)].poll_timeout() {
             self.net.arm_timer(s, t.max(now + 1));
         }
-        let held = self.nodes.iter().map(|n| n.held.len()).sum();
+        let held = self.servers.iter().map(Server::held).sum();
         self.report.max_held_frames = self.report.max_held_frames.max(held);
     }
 
-    /// Offer the held frames of `s` again, in order, while any goes through. A frame still
-    /// held goes back to the end; frames of one flow keep their order (see `process`).
-    fn retry_held(&mut self, s: ServerId) {
-        loop {
-            let n = self.nodes[usize::from(s.0)].held.len();
-            let mut progress = false;
-            for _ in 0..n {
-                let Some(frame) = self.nodes[usize::from(s.0)].held.pop_front() else {
-                    break;
-                };
-                progress |= self.process(s, frame);
-            }
-            if !progress {
-                return;
-            }
-        }
+    fn info(&mut self, id: u64) -> &mut PacketInfo {
+        self.packets
+            .get_mut(&id)
+            .expect("every packet is registered")
     }
 
-    /// One server handles one frame. False when the frame was held.
-    fn process(&mut self, s: ServerId, frame: SimFrame) -> bool {
-        let now = self.now();
-        let node = &mut self.nodes[usize::from(s.0)];
-        // A frame of a flow with an earlier packet held waits behind it (per-flow order).
-        if let Some(pkt) = &frame.data {
-            if node.held.iter().any(|h| {
-                h.data
-                    .as_ref()
-                    .is_some_and(|d| d.flow == pkt.flow && d.id < pkt.id)
-            }) {
-                node.held.push_back(frame);
-                return false;
-            }
-        }
-        let view = MessageView::new_checked(&frame.msg).expect("checked on delivery");
-        match node.replica.handle_message(now, &view) {
-            Ok(Admit::Ready) => {}
-            Ok(Admit::Hold { .. }) => {
-                node.held.push_back(frame);
-                return false;
-            }
-            Err(e) => {
-                self.violation(format!("server {} rejected a message: {e}", s.0));
-                return true;
-            }
-        }
-        let mut out = vec![0; FRAME_ROOM];
-        let budget = self.config.trailer_budget;
-        let mut data = frame.data;
-        let built = match (&mut node.head, &mut data) {
-            (Some((mb, middlebox, worker)), Some(pkt)) => {
-                let mut buf = pkt.bytes.clone();
-                buf.resize(FRAME_ROOM.max(buf.len()), 0);
-                let mut f = MbFrame::new(&mut buf, pkt.bytes.len()).expect("fits");
-                let ctx = Ctx {
-                    worker: 0,
-                    now_ns: now,
-                    direction: pkt.dir,
-                };
-                let (verdict, rec) =
-                    process_packet(worker, *middlebox, &mut f, &ctx, &mut self.scratch);
-                let len = f.len();
-                let info = self.packets.get_mut(&pkt.id).expect("known packet");
-                if rec.kind() != LogKind::Noop {
-                    info.logs.push((mb.0, rec.kind(), rec.deps().collect()));
-                }
-                let built = node
-                    .replica
-                    .build_message(now, &view, Some(&rec), &mut out, budget);
-                buf.truncate(len);
-                pkt.bytes = buf;
-                if verdict == ftc_chain::middlebox::Verdict::Drop {
-                    info.dropped = true;
-                    self.report.dropped_by_middlebox += 1;
-                    data = None;
-                }
-                built
-            }
-            _ => node.replica.build_message(
-                now,
-                &view,
-                None::<&ftc_stm::CommitRecord<'_>>,
-                &mut out,
-                budget,
-            ),
-        };
-        let len = match built {
-            Ok(len) => len,
-            Err(e) => {
-                self.violation(format!("server {} could not build a message: {e}", s.0));
-                return true;
-            }
-        };
-        out.truncate(len);
-        let out_frame = SimFrame {
-            data,
-            flags: 0,
-            msg: out,
-        };
-        if s == self.ring.buffer() {
-            self.at_the_buffer(&view, out_frame);
-        } else {
-            self.report.frames_sent += 1;
-            self.send(s, self.ring.next_server(s), out_frame);
-        }
-        true
-    }
-
-    /// The frame leaves server n−1's replica into the buffer.
-    fn at_the_buffer(&mut self, incoming: &MessageView<'_>, frame: SimFrame) {
-        let now = self.now();
-        self.buffer.handle_incoming_cvs(incoming);
-        let view = MessageView::new_checked(&frame.msg).expect("built by a replica");
-        let packet = frame.data.as_ref().map(|pkt| {
-            let info = self.packets.get_mut(&pkt.id).expect("known packet");
-            info.at_buffer = true;
-            self.at_buffer
-                .entry(pkt.flow)
-                .or_default()
-                .push_back(pkt.id);
-            Packet {
-                flow: u64::from(pkt.flow),
-                len: pkt.bytes.len(),
-                handle: pkt.id,
-            }
-        });
-        if self.config.broken_release {
-            // The broken rule: out at once, commit vectors or not.
-            if let Some(p) = &packet {
-                self.release(p.handle, frame.data.clone());
-            }
-            let _ = self.buffer.handle_frame(now, &view, None);
-        } else if self.buffer.handle_frame(now, &view, packet).is_err() {
-            self.violation("the buffer refused a packet under a small load".into());
-            return;
-        }
-        let mut pkts: HashMap<u64, Pkt> = frame.data.into_iter().map(|p| (p.id, p)).collect();
-        while let Some(r) = self.buffer.poll_release(now) {
-            let pkt = pkts
-                .remove(&r.handle)
-                .or_else(|| self.parked.remove(&r.handle));
-            self.release(r.handle, pkt);
-        }
-        self.parked.extend(pkts);
-        loop {
-            let mut msg = vec![0; self.config.trailer_budget];
-            match self.buffer.poll_return(&mut msg) {
-                Ok(Some(len)) => {
-                    msg.truncate(len);
-                    self.report.frames_sent += 1;
-                    self.send(
-                        self.ring.buffer(),
-                        self.ring.forwarder(),
-                        SimFrame {
-                            data: None,
-                            flags: 0,
-                            msg,
-                        },
-                    );
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.violation(format!("the buffer could not write a return frame: {e}"));
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Sim<'_> {
     /// A packet leaves the chain: check output commit and per-flow order, echo requests back.
-    fn release(&mut self, id: u64, pkt: Option<Pkt>) {
+    fn release(&mut self, packet: Pkt) {
         let now = self.now();
+        let id = packet.handle;
         self.report.packets_released += 1;
-        let Some(info) = self.packets.get_mut(&id) else {
-            self.violation(format!("released unknown packet {id}"));
-            return;
-        };
+        let info = self.info(id);
         info.released = true;
         let flow = info.flow;
         let mut broken = Vec::new();
-        for (mb, kind, deps) in &info.logs {
+        for (mb, kind, deps) in &self.packets[&id].logs {
             for member in self.ring.group(MbIndex(*mb)).skip(1) {
-                let store = self.nodes[usize::from(member.0)]
-                    .replica
-                    .store(MbIndex(*mb))
-                    .expect("members keep stores");
+                let replica = self.servers[usize::from(member.0)]
+                    .replica()
+                    .expect("FTC mode");
+                let store = replica.store(MbIndex(*mb)).expect("members keep stores");
                 if !holds(store, *kind, deps) {
                     broken.push(format!(
                         "output commit: packet {id} left at t={now}ns before its {kind:?} log of m{mb} ({deps:?}) reached server {}",
@@ -590,7 +321,8 @@ impl Sim<'_> {
             Some(_) => self.violation(format!(
                 "per-flow order: packet {id} of flow {flow} overtook an earlier one at the buffer"
             )),
-            None => self.violation(format!("packet {id} released without reaching the buffer")),
+            None if self.config.broken_release => {}
+            None => self.violation(format!("packet {id} released without entering the buffer")),
         }
         if !self.config.faults.reorders() {
             if let Some(&last) = self.last_released.get(&flow) {
@@ -603,11 +335,11 @@ impl Sim<'_> {
         }
         self.last_released.insert(flow, id);
         // The server behind the chain answers each request; the reply comes back through it.
-        if let Some(pkt) = pkt.filter(|p| p.dir == Direction::Outbound) {
-            if let Some(bytes) = reply(&pkt.bytes) {
-                let reply = Pkt {
-                    id: 0,
-                    flow,
+        if packet.dir == Direction::Outbound {
+            if let Some(bytes) = reply(&packet.bytes) {
+                let reply = Packet {
+                    handle: 0,
+                    flow: packet.flow,
                     dir: Direction::Inbound,
                     bytes,
                 };
@@ -627,17 +359,17 @@ impl Sim<'_> {
                 found.push(format!(
                     "packet {id} reached the buffer but was never released"
                 ));
-            } else if !info.at_buffer && !info.lost && !info.dropped {
+            } else if !info.at_buffer && !info.lost && !info.dropped && !info.released {
                 found.push(format!("packet {id} vanished inside the chain (lost by no fault, dropped by no middlebox)"));
             }
         }
         for mb in self.ring.mb_indices() {
             let head = &heads[usize::from(mb.0)];
             for member in self.ring.group(mb).skip(1) {
-                let store = self.nodes[usize::from(member.0)]
-                    .replica
-                    .store(mb)
-                    .expect("members keep stores");
+                let replica = self.servers[usize::from(member.0)]
+                    .replica()
+                    .expect("FTC mode");
+                let store = replica.store(mb).expect("members keep stores");
                 if store.vector() != head.vector() || store.to_map() != head.to_map() {
                     found.push(format!(
                         "store of m{} on server {} differs from its head",
@@ -646,9 +378,10 @@ impl Sim<'_> {
                 }
             }
         }
-        for node in &self.nodes {
-            self.report.retransmit_requests += node.replica.stats().requests_sent;
-            self.report.logs_resent += node.replica.stats().logs_resent;
+        for server in &self.servers {
+            let st = server.replica().expect("FTC mode").stats();
+            self.report.retransmit_requests += st.requests_sent;
+            self.report.logs_resent += st.logs_resent;
         }
         for v in found {
             self.violation(v);
@@ -658,24 +391,25 @@ impl Sim<'_> {
     /// Put a frame on the wire from `from` to `to`: the network may lose, delay or duplicate it.
     /// A duplicated customer packet becomes a packet of its own (a new id with the same logs).
     fn send(&mut self, from: ServerId, to: ServerId, frame: SimFrame) {
+        self.report.frames_sent += 1;
         let delays = self.net.plan();
         if delays.is_empty() {
-            if let Some(pkt) = &frame.data {
-                self.packets.get_mut(&pkt.id).expect("known packet").lost = true;
+            if let Some(packet) = &frame.packet {
+                self.info(packet.handle).lost = true;
                 self.report.lost_in_network += 1;
             }
             return;
         }
         for (i, delay) in delays.into_iter().enumerate() {
             let mut copy = frame.clone();
-            if let (true, Some(pkt)) = (i > 0, &mut copy.data) {
-                let info = &self.packets[&pkt.id];
+            if let (true, Some(packet)) = (i > 0, &mut copy.packet) {
+                let info = &self.packets[&packet.handle];
                 let copy_info = PacketInfo {
                     flow: info.flow,
                     logs: info.logs.clone(),
                     ..PacketInfo::default()
                 };
-                pkt.id = self.register(copy_info);
+                packet.handle = self.register(copy_info);
             }
             let at = self.now() + delay;
             self.net.schedule(
@@ -691,16 +425,17 @@ impl Sim<'_> {
 
     /// Where things stand, for a violation's message.
     fn describe(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
+        let servers: Vec<String> = self
+            .servers
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                let st = n.replica.stats();
+            .map(|(i, s)| {
+                let r = s.replica().expect("FTC mode");
+                let st = r.stats();
                 format!(
                     "server {i}: held {}, retained {:?}, applied {}, dup {}, requests {}, resent {}",
-                    n.held.len(),
-                    n.replica.retained(),
+                    s.held(),
+                    r.retained(),
                     st.applied,
                     st.duplicates,
                     st.requests_sent,
@@ -708,11 +443,13 @@ impl Sim<'_> {
                 )
             })
             .collect();
+        let pending = self.servers[0].forwarder().is_some_and(|f| f.has_pending());
+        let buffered = self.servers[usize::from(self.ring.buffer().0)]
+            .buffer()
+            .map_or(0, |b| b.stats().held_packets);
         format!(
-            "{}; forwarder pending {}; buffer held {}",
-            nodes.join("; "),
-            self.forwarder.has_pending(),
-            self.buffer.stats().held_packets
+            "{}; forwarder pending {pending}; buffer held {buffered}",
+            servers.join("; ")
         )
     }
 
@@ -734,13 +471,6 @@ fn holds(store: &Store, kind: LogKind, deps: &[DepEntry]) -> bool {
             LogKind::Noop => true,
         }
     })
-}
-
-fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// A TCP request of `flow` from the inside network to the server behind the chain.

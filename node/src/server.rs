@@ -1,0 +1,701 @@
+//! [`Server`]: everything one chain server does with frames, as a state machine without I/O or
+//! clock: the forwarder (server 0), the replica, the middlebox's packet transactions, the hold
+//! queue, the buffer (last server), in FTC or NF mode. The simulation drives it over a virtual
+//! network; the runtime drives it with threads and a transport. `docs/protocol.md` is the spec.
+//!
+//! Inputs: [`Server::handle_ingress`] (a customer packet, server 0), [`Server::handle_frame`]
+//! (a frame from another server), [`Server::handle_timeout`]. Outputs: [`Server::poll_output`]
+//! until `None` after every input, and [`Server::poll_timeout`] for the next timer.
+
+use std::collections::{HashMap, VecDeque};
+
+use ftc_buffer::{Buffer, BufferConfig, Packet as BufferPacket};
+use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox, Verdict};
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::wire::{MessageView, MessageWriter, WireError};
+use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
+use ftc_replica::{Admit, Replica, ReplicaConfig, ReplicaError, FLAG_RETRANSMIT_REQUEST};
+use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Worker};
+
+/// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Ftc,
+    Nf,
+}
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub mode: Mode,
+    /// Bytes a trailer may take besides the packet's own logs (which always ride with it).
+    pub trailer_budget: usize,
+    /// The largest trailer a frame can carry at all (frame MTU less the customer frame).
+    pub max_trailer: usize,
+    /// Bytes a middlebox may grow a customer frame by.
+    pub headroom: usize,
+    pub replica: ReplicaConfig,
+    pub forwarder: ForwarderConfig,
+    pub buffer: BufferConfig,
+    /// Emit [`Output::Committed`] and [`Output::AtBuffer`] (for checkers; costs an allocation
+    /// per transaction).
+    pub observe: bool,
+    /// Test hook for the checker's teeth: the buffer releases packets without waiting for
+    /// commit vectors. Never set it otherwise.
+    #[doc(hidden)]
+    pub release_without_commit: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            mode: Mode::Ftc,
+            trailer_budget: 1024,
+            max_trailer: 8192,
+            headroom: 128,
+            replica: ReplicaConfig::default(),
+            forwarder: ForwarderConfig::default(),
+            buffer: BufferConfig::default(),
+            observe: false,
+            release_without_commit: false,
+        }
+    }
+}
+
+/// A customer packet in the chain; `handle` is the driver's name for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet<P> {
+    pub handle: P,
+    /// Packets of a flow keep their order; any stable id (a hash of the 5-tuple).
+    pub flow: u64,
+    pub dir: Direction,
+    pub bytes: Vec<u8>,
+}
+
+/// A frame between servers: a customer packet (or none: a propagating frame) and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<P> {
+    pub packet: Option<Packet<P>>,
+    /// NSH context flags (e.g. a retransmission request).
+    pub flags: u16,
+    pub msg: Vec<u8>,
+}
+
+/// What a server wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output<P> {
+    /// Put `frame` on the wire to `to`.
+    Send { to: ServerId, frame: Frame<P> },
+    /// The packet leaves the chain (last server only).
+    Release { packet: Packet<P>, hold_ns: u64 },
+    /// A middlebox dropped the packet (its message travels on).
+    Dropped { handle: P, by: MbIndex },
+    /// A packet transaction committed (only with `observe`).
+    Committed {
+        handle: P,
+        middlebox: u8,
+        kind: LogKind,
+        deps: Vec<DepEntry>,
+    },
+    /// A packet entered the buffer (only with `observe`): packets of a flow leave in this order.
+    AtBuffer { handle: P },
+}
+
+/// Why a server failed; the chain cannot go on consistently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("server {server}: {source}")]
+    Replica { server: u16, source: ReplicaError },
+    #[error("server {server}: {source}")]
+    Wire { server: u16, source: WireError },
+    #[error("server {server}: bad message from server {from}: {source}")]
+    BadMessage {
+        server: u16,
+        from: u16,
+        source: WireError,
+    },
+}
+
+/// Counters of a server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerStats {
+    pub frames: u64,
+    pub held: u64,
+    pub max_held: usize,
+    pub transactions: u64,
+    pub dropped: u64,
+}
+
+/// One chain server.
+pub struct Server<'a, P> {
+    me: ServerId,
+    ring: Ring,
+    last: ServerId,
+    config: ServerConfig,
+    head: Option<(MbIndex, &'a dyn Middlebox, Worker<'a>)>,
+    replica: Option<Replica>,
+    forwarder: Option<Forwarder>,
+    buffer: Option<Buffer<u64>>,
+    /// Packets the buffer holds, by the key it holds them under.
+    parked: HashMap<u64, Packet<P>>,
+    /// Packets the buffer refused (back-pressure) with their messages, to offer again in order.
+    refused: VecDeque<(Vec<u8>, BufferPacket<u64>)>,
+    next_key: u64,
+    held: VecDeque<(u64, Frame<P>)>,
+    /// Order of arrival, to keep a flow's frames in order in the hold queue.
+    arrivals: u64,
+    outputs: VecDeque<Output<P>>,
+    spare: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    error: Option<ServerError>,
+    stats: ServerStats,
+}
+
+impl<P> std::fmt::Debug for Server<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("me", &self.me)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, P: Clone> Server<'a, P> {
+    /// Server `me` of `ring` with its middlebox (if it runs one) and partition count. In NF mode
+    /// the chain is the middleboxes alone: server k−1 is the last.
+    pub fn new(
+        ring: Ring,
+        me: ServerId,
+        partitions: u32,
+        head: Option<(MbIndex, &'a dyn Middlebox, Worker<'a>)>,
+        config: ServerConfig,
+    ) -> Result<Self, StmError> {
+        let ftc = config.mode == Mode::Ftc;
+        let last = if ftc {
+            ring.buffer()
+        } else {
+            ServerId(ring.middleboxes() as u16 - 1)
+        };
+        Ok(Server {
+            me,
+            ring,
+            last,
+            replica: if ftc {
+                Some(Replica::new(ring, me, partitions, config.replica)?)
+            } else {
+                None
+            },
+            forwarder: (me == ring.forwarder())
+                .then(|| Forwarder::new(partitions, config.forwarder)),
+            buffer: (ftc && me == last).then(|| Buffer::new(ring, partitions, config.buffer)),
+            head,
+            config,
+            parked: HashMap::new(),
+            refused: VecDeque::new(),
+            next_key: 0,
+            held: VecDeque::new(),
+            arrivals: 0,
+            outputs: VecDeque::new(),
+            spare: Vec::new(),
+            scratch: Vec::new(),
+            error: None,
+            stats: ServerStats::default(),
+        })
+    }
+
+    /// The replica core (FTC mode).
+    pub fn replica(&self) -> Option<&Replica> {
+        self.replica.as_ref()
+    }
+
+    /// The forwarder (server 0).
+    pub fn forwarder(&self) -> Option<&Forwarder> {
+        self.forwarder.as_ref()
+    }
+
+    /// The buffer (last server, FTC mode).
+    pub fn buffer(&self) -> Option<&Buffer<u64>> {
+        self.buffer.as_ref()
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Frames held now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The first error this server met; it stops handling frames after one.
+    pub fn error(&self) -> Option<&ServerError> {
+        self.error.as_ref()
+    }
+
+    /// A customer packet reaches the chain (server 0) on `port`.
+    pub fn handle_ingress(
+        &mut self,
+        now: u64,
+        packet: Packet<P>,
+        port: Port,
+    ) -> Result<(), (Rejected, Packet<P>)> {
+        let forwarder = self
+            .forwarder
+            .as_mut()
+            .expect("customer packets enter at server 0");
+        match forwarder.handle_ingress(now, &packet.bytes, port) {
+            Ingress::Accept(_) => {}
+            Ingress::Reject(why) => return Err((why, packet)),
+        }
+        let mut msg = self.spare.pop().unwrap_or_default();
+        if self.config.mode == Mode::Ftc {
+            msg.resize(self.config.trailer_budget, 0);
+            match forwarder.attach(now, &mut msg) {
+                Ok(len) => msg.truncate(len),
+                Err(source) => self.fail(ServerError::Wire {
+                    server: self.me.0,
+                    source,
+                }),
+            }
+        } else {
+            msg.clear();
+        }
+        self.offer(
+            now,
+            Frame {
+                packet: Some(packet),
+                flags: 0,
+                msg,
+            },
+        );
+        self.settle(now);
+        Ok(())
+    }
+
+    /// A frame from server `from`.
+    pub fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<P>) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.config.mode == Mode::Nf {
+            self.offer(now, frame);
+            return;
+        }
+        let view = match MessageView::new_checked(&frame.msg) {
+            Ok(view) => view,
+            Err(source) => {
+                return self.fail(ServerError::BadMessage {
+                    server: self.me.0,
+                    from: from.0,
+                    source,
+                })
+            }
+        };
+        if frame.flags & FLAG_RETRANSMIT_REQUEST != 0 {
+            if let Some(r) = self.replica.as_mut() {
+                r.handle_retransmit_request(from, &view);
+            }
+        } else if let (Some(fw), true) = (self.forwarder.as_mut(), from == self.ring.buffer()) {
+            // The ring-closing link: what the last server sends back rides on later packets.
+            let _ = fw.handle_return(now, &view);
+            self.spare.push(frame.msg);
+        } else {
+            self.offer(now, frame);
+        }
+        self.settle(now);
+    }
+
+    /// A timer set from [`Server::poll_timeout`] went off.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.error.is_none() {
+            self.settle(now);
+        }
+    }
+
+    /// When to call [`Server::handle_timeout`] at the latest.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let replica = self.replica.as_ref().and_then(Replica::poll_timeout);
+        let forwarder = self.forwarder.as_ref().and_then(Forwarder::poll_timeout);
+        match (replica, forwarder) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// A message buffer back for reuse (the driver returns those of frames it consumed).
+    pub fn recycle(&mut self, mut msg: Vec<u8>) {
+        if self.spare.len() < 64 {
+            msg.clear();
+            self.spare.push(msg);
+        }
+    }
+
+    fn fail(&mut self, e: ServerError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    /// Offer held and refused packets again, let the forwarder and the replica send what they
+    /// want.
+    fn settle(&mut self, now: u64) {
+        self.retry_refused(now);
+        self.retry_held(now);
+        while let Some(fw) = self.forwarder.as_mut() {
+            let mut msg = self.spare.pop().unwrap_or_default();
+            msg.resize(self.config.trailer_budget, 0);
+            match fw.poll_propagate(now, &mut msg) {
+                Ok(Some(len)) => {
+                    msg.truncate(len);
+                    self.offer(
+                        now,
+                        Frame {
+                            packet: None,
+                            flags: 0,
+                            msg,
+                        },
+                    );
+                    self.retry_held(now);
+                }
+                Ok(None) => {
+                    self.spare.push(msg);
+                    break;
+                }
+                Err(source) => {
+                    return self.fail(ServerError::Wire {
+                        server: self.me.0,
+                        source,
+                    })
+                }
+            }
+        }
+        while let Some(r) = self.replica.as_mut() {
+            let mut msg = self.spare.pop().unwrap_or_default();
+            msg.resize(self.config.max_trailer, 0);
+            match r.poll_transmit(now, &mut msg) {
+                Ok(Some(t)) => {
+                    msg.truncate(t.len);
+                    self.outputs.push_back(Output::Send {
+                        to: t.to,
+                        frame: Frame {
+                            packet: None,
+                            flags: t.flags,
+                            msg,
+                        },
+                    });
+                }
+                Ok(None) => {
+                    self.spare.push(msg);
+                    break;
+                }
+                Err(source) => {
+                    return self.fail(ServerError::Replica {
+                        server: self.me.0,
+                        source,
+                    })
+                }
+            }
+        }
+        self.stats.max_held = self.stats.max_held.max(self.held.len());
+    }
+
+    /// Held frames again, in order, while any goes through; frames still held keep their order.
+    fn retry_held(&mut self, now: u64) {
+        loop {
+            let n = self.held.len();
+            let mut progress = false;
+            for _ in 0..n {
+                let Some((arrival, frame)) = self.held.pop_front() else {
+                    break;
+                };
+                progress |= self.process(now, arrival, frame);
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn offer(&mut self, now: u64, frame: Frame<P>) {
+        self.arrivals += 1;
+        self.stats.frames += 1;
+        self.process(now, self.arrivals, frame);
+    }
+
+    /// Handle one frame; false when it was held.
+    fn process(&mut self, now: u64, arrival: u64, mut frame: Frame<P>) -> bool {
+        if self.error.is_some() {
+            return true;
+        }
+        // A packet waits behind an earlier held packet of its flow (per-flow order).
+        if let Some(p) = &frame.packet {
+            let flow = p.flow;
+            if self
+                .held
+                .iter()
+                .any(|(a, h)| *a < arrival && h.packet.as_ref().is_some_and(|q| q.flow == flow))
+            {
+                self.held.push_back((arrival, frame));
+                return false;
+            }
+        }
+        if let Some(r) = self.replica.as_mut() {
+            let view = match MessageView::new_checked(&frame.msg) {
+                Ok(v) => v,
+                Err(source) => {
+                    self.fail(ServerError::Wire {
+                        server: self.me.0,
+                        source,
+                    });
+                    return true;
+                }
+            };
+            match r.handle_message(now, &view) {
+                Ok(Admit::Ready) => {}
+                Ok(Admit::Hold { .. }) => {
+                    self.stats.held += 1;
+                    self.held.push_back((arrival, frame));
+                    return false;
+                }
+                Err(source) => {
+                    self.fail(ServerError::Replica {
+                        server: self.me.0,
+                        source,
+                    });
+                    return true;
+                }
+            }
+        }
+        let mut out = self.spare.pop().unwrap_or_default();
+        let built = self.run_middlebox_and_build(now, &mut frame, &mut out);
+        match built {
+            Ok(()) => {}
+            Err(e) => {
+                self.fail(e);
+                return true;
+            }
+        }
+        let incoming = std::mem::replace(&mut frame.msg, out);
+        if self.me == self.last {
+            self.at_the_end(now, &incoming, frame);
+        } else {
+            self.outputs.push_back(Output::Send {
+                to: self.ring.next_server(self.me),
+                frame,
+            });
+        }
+        self.recycle(incoming);
+        true
+    }
+
+    /// The packet transaction (if this server heads a group and the frame carries a packet) and
+    /// the outgoing message, into `out`.
+    fn run_middlebox_and_build(
+        &mut self,
+        now: u64,
+        frame: &mut Frame<P>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ServerError> {
+        let me = self.me.0;
+        let ftc = self.config.mode == Mode::Ftc;
+        if ftc {
+            out.resize(self.config.max_trailer, 0);
+        } else {
+            out.clear();
+        }
+        let view = if ftc {
+            Some(
+                MessageView::new_checked(&frame.msg)
+                    .map_err(|source| ServerError::Wire { server: me, source })?,
+            )
+        } else {
+            None
+        };
+        let none = None::<&ftc_stm::CommitRecord<'_>>;
+        let budget = self.config.trailer_budget;
+        let len = match (&mut self.head, frame.packet.as_mut()) {
+            (Some((mb, middlebox, worker)), Some(pkt)) => {
+                self.stats.transactions += 1;
+                let len = pkt.bytes.len();
+                pkt.bytes.resize(len + self.config.headroom, 0);
+                let mut f = MbFrame::new(&mut pkt.bytes, len).expect("len fits the buffer");
+                let ctx = Ctx {
+                    worker: worker.id(),
+                    now_ns: now,
+                    direction: pkt.dir,
+                };
+                let (verdict, rec) =
+                    process_packet(worker, *middlebox, &mut f, &ctx, &mut self.scratch);
+                let new_len = f.len();
+                pkt.bytes.truncate(new_len);
+                if self.config.observe && rec.kind() != LogKind::Noop {
+                    self.outputs.push_back(Output::Committed {
+                        handle: pkt.handle.clone(),
+                        middlebox: mb.0,
+                        kind: rec.kind(),
+                        deps: rec.deps().collect(),
+                    });
+                }
+                let built = match (&mut self.replica, &view) {
+                    (Some(r), Some(v)) => r.build_message(now, v, Some(&rec), out, budget),
+                    _ => Ok(0),
+                };
+                if verdict == Verdict::Drop {
+                    self.stats.dropped += 1;
+                    self.outputs.push_back(Output::Dropped {
+                        handle: pkt.handle.clone(),
+                        by: *mb,
+                    });
+                    frame.packet = None;
+                }
+                built
+            }
+            _ => match (&mut self.replica, &view) {
+                (Some(r), Some(v)) => r.build_message(now, v, none, out, budget),
+                _ => Ok(0),
+            },
+        };
+        let len = len.map_err(|source| ServerError::Replica { server: me, source })?;
+        out.truncate(len);
+        Ok(())
+    }
+
+    /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF).
+    fn at_the_end(&mut self, now: u64, incoming: &[u8], frame: Frame<P>) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            if let Some(packet) = frame.packet {
+                self.outputs
+                    .push_back(Output::Release { packet, hold_ns: 0 });
+            }
+            return;
+        };
+        if let Ok(v) = MessageView::new_checked(incoming) {
+            buffer.handle_incoming_cvs(&v);
+        }
+        let view = match MessageView::new_checked(&frame.msg) {
+            Ok(v) => v,
+            Err(source) => {
+                return self.fail(ServerError::Wire {
+                    server: self.me.0,
+                    source,
+                })
+            }
+        };
+        let observe = self.config.observe;
+        let outputs = &mut self.outputs;
+        let offered = frame.packet.map(|packet| {
+            if observe {
+                outputs.push_back(Output::AtBuffer {
+                    handle: packet.handle.clone(),
+                });
+            }
+            let key = self.next_key;
+            self.next_key += 1;
+            let offer = BufferPacket {
+                flow: packet.flow,
+                len: packet.bytes.len(),
+                handle: key,
+            };
+            self.parked.insert(key, packet);
+            offer
+        });
+        if self.config.release_without_commit {
+            if let Some(offer) = offered {
+                let packet = self.parked.remove(&offer.handle).expect("just parked");
+                self.outputs
+                    .push_back(Output::Release { packet, hold_ns: 0 });
+            }
+            let _ = buffer.handle_frame(now, &view, None);
+        } else if let Err(refused) = buffer.handle_frame(now, &view, offered) {
+            // Back-pressure: keep it and offer it again once the buffer released something.
+            self.refused.push_back((frame.msg.clone(), refused.0));
+        }
+        self.drain_buffer(now);
+    }
+
+    /// Offer the packets the buffer refused again, oldest first, until it refuses one.
+    fn retry_refused(&mut self, now: u64) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        while let Some((msg, offer)) = self.refused.pop_front() {
+            let Ok(view) = MessageView::new_checked(&msg) else {
+                continue;
+            };
+            if let Err(refused) = buffer.retry(now, &view, offer) {
+                self.refused.push_front((msg, refused.0));
+                break;
+            }
+        }
+        self.drain_buffer(now);
+    }
+
+    /// Released packets out of the chain; return frames to the forwarder.
+    fn drain_buffer(&mut self, now: u64) {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        while let Some(r) = buffer.poll_release(now) {
+            let packet = self
+                .parked
+                .remove(&r.handle)
+                .expect("the buffer releases what it was given");
+            self.outputs.push_back(Output::Release {
+                packet,
+                hold_ns: r.hold_ns,
+            });
+        }
+        loop {
+            let mut msg = self.spare.pop().unwrap_or_default();
+            msg.resize(self.config.trailer_budget, 0);
+            match buffer.poll_return(&mut msg) {
+                Ok(Some(len)) => {
+                    msg.truncate(len);
+                    let to = self.ring.forwarder();
+                    self.outputs.push_back(Output::Send {
+                        to,
+                        frame: Frame {
+                            packet: None,
+                            flags: 0,
+                            msg,
+                        },
+                    });
+                }
+                Ok(None) => {
+                    self.spare.push(msg);
+                    break;
+                }
+                Err(source) => {
+                    return self.fail(ServerError::Wire {
+                        server: self.me.0,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// An empty piggyback message (what a frame carries when nothing rides on it).
+pub fn empty_message() -> Vec<u8> {
+    let mut buf = vec![0; ftc_chain::wire::MESSAGE_HEADER_LEN];
+    let len = MessageWriter::new(&mut buf, 0)
+        .map(MessageWriter::finish)
+        .unwrap_or(0);
+    buf.truncate(len);
+    buf
+}
+
+/// A direction's port at the forwarder.
+pub fn port_of(dir: Direction) -> Port {
+    match dir {
+        Direction::Outbound => Port::Inside,
+        Direction::Inbound => Port::Outside,
+    }
+}
