@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ enum Command {
     },
     /// Run a chain in this process with generated traffic and print a report.
     Demo(demo::DemoArgs),
+    /// Run a chain in this process over the in-memory transport and measure it.
+    Run(run::RunArgs),
     /// Run the deterministic simulation of a chain over many seeds and check its invariants.
     Sim(sim::SimArgs),
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Sim(args) => sim::run(&args),
     };
     match result {

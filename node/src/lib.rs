@@ -1,6 +1,8 @@
 //! ftc-node: one server's runtime. [`server::Server`] is what a server does with frames (a
-//! state machine over the protocol cores, no I/O); the drivers run it.
+//! state machine over the protocol cores, no I/O); [`runtime`] runs a whole chain in one process
+//! with a thread per server over an in-memory transport.
 
+pub mod runtime;
 pub mod server;
 
 pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};

@@ -204,6 +204,11 @@ impl<'a, P: Clone> Server<'a, P> {
         })
     }
 
+    /// This server.
+    pub fn id(&self) -> ServerId {
+        self.me
+    }
+
     /// The replica core (FTC mode).
     pub fn replica(&self) -> Option<&Replica> {
         self.replica.as_ref()

@@ -1,0 +1,107 @@
+//! `ftc run`: a chain in this process over the in-memory transport, with generated traffic, and
+//! its throughput, latency and drops.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ftc_chain::spec::ChainSpec;
+use ftc_node::runtime::{run_chain, RunConfig};
+use ftc_node::Mode;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    /// Fault tolerant: piggyback logs, replicas, the buffer's release rule.
+    Ftc,
+    /// No fault tolerance: the same middleboxes, nothing else (the baseline).
+    Nf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The chain spec (TOML).
+    spec: PathBuf,
+    #[arg(long, value_enum, default_value = "ftc")]
+    mode: ModeArg,
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// Packets per second offered (default: as many as the chain takes, closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Flows the traffic is spread over.
+    #[arg(long, default_value_t = 64)]
+    flows: u32,
+    /// Customer frame size in bytes.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Packets in flight at most.
+    #[arg(long, default_value_t = 512)]
+    window: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = ChainSpec::load(&args.spec)?;
+    if !(0.01..=3600.0).contains(&args.duration) {
+        anyhow::bail!("--duration must be between 0.01 and 3600 seconds");
+    }
+    if !(64..=1500).contains(&args.size) {
+        anyhow::bail!("--size must be between 64 and 1500 bytes");
+    }
+    if args.flows == 0 || args.window == 0 || args.rate == Some(0) {
+        anyhow::bail!("--flows, --window and --rate must be positive");
+    }
+    let config = RunConfig {
+        mode: match args.mode {
+            ModeArg::Ftc => Mode::Ftc,
+            ModeArg::Nf => Mode::Nf,
+        },
+        duration: Duration::from_secs_f64(args.duration),
+        rate: args.rate,
+        flows: args.flows,
+        size: args.size,
+        window: args.window,
+        ..RunConfig::default()
+    };
+    let r = run_chain(&spec, &config);
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} in {:?} mode on {} servers, {:.2} s: {} packets sent, {} released, dropped {:?}",
+            r.chain,
+            config.mode,
+            r.servers,
+            r.duration_s,
+            r.packets_sent,
+            r.packets_released,
+            r.packets_dropped
+        );
+        println!("  throughput {:.0} packets/s", r.throughput_pps);
+        println!(
+            "  latency µs: p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+            r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
+        );
+        if config.mode == Mode::Ftc {
+            println!(
+                "  buffer mean hold {:.1} µs; frames held at replicas {}",
+                r.buffer_mean_hold_us, r.frames_held
+            );
+        }
+        if r.violations.is_empty() {
+            println!("  checks: every packet accounted for, every replica equal to its head");
+        } else {
+            for v in &r.violations {
+                println!("  VIOLATION: {v}");
+            }
+        }
+    }
+    Ok(if r.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
