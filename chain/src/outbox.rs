@@ -20,6 +20,8 @@ pub struct Outbox {
     logs: LogQueue<()>,
     /// Per middlebox: the newest commit vector known, and which of its partitions to write.
     cvs: Vec<Option<(CommitVector, Vec<bool>)>>,
+    /// Whether any partition of any middlebox is to be written.
+    cv_pending: bool,
 }
 
 impl Outbox {
@@ -29,6 +31,7 @@ impl Outbox {
             partitions,
             logs: LogQueue::default(),
             cvs: Vec::new(),
+            cv_pending: false,
         }
     }
 
@@ -50,6 +53,7 @@ impl Outbox {
             if known.get(e.partition).is_some_and(|k| e.seq >= k) {
                 known.merge(std::iter::once(e));
                 dirty[usize::from(e.partition.0)] = true;
+                self.cv_pending = true;
             }
         }
     }
@@ -95,6 +99,10 @@ impl Outbox {
             }
         }
         let mut all = self.logs.is_empty();
+        if !self.cv_pending {
+            return Ok(all);
+        }
+        let mut cvs_left = false;
         for (mb, slot) in self.cvs.iter_mut().enumerate() {
             let Some((known, dirty)) = slot else { continue };
             if !dirty.contains(&true) {
@@ -103,10 +111,14 @@ impl Outbox {
             let entries = known.iter().filter(|e| dirty[usize::from(e.partition.0)]);
             match w.push_cv(mb as u8, entries) {
                 Ok(()) => dirty.fill(false),
-                Err(WireError::NoRoom) => all = false,
+                Err(WireError::NoRoom) => {
+                    all = false;
+                    cvs_left = true;
+                }
                 Err(e) => return Err(e),
             }
         }
+        self.cv_pending = cvs_left;
         Ok(all)
     }
 }

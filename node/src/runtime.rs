@@ -311,13 +311,14 @@ fn generate(
         if t >= stop_at {
             break;
         }
+        // Waiting gives the core to the servers: on a small machine they need it.
         if sent - done.load(Ordering::Acquire) >= config.window {
-            std::hint::spin_loop();
+            std::thread::yield_now();
             continue;
         }
         if let Some(iv) = interval {
             if t < next_at {
-                std::hint::spin_loop();
+                std::thread::yield_now();
                 continue;
             }
             next_at += iv;

@@ -147,6 +147,9 @@ pub struct Server<'a, P> {
     arrivals: u64,
     outputs: VecDeque<Output<P>>,
     spare: Vec<Vec<u8>>,
+    /// Where messages are written (zeroed once, `max_trailer` long); they are then copied, at
+    /// their real length, into a spare buffer.
+    wbuf: Vec<u8>,
     scratch: Vec<u8>,
     error: Option<ServerError>,
     stats: ServerStats,
@@ -172,6 +175,7 @@ impl<'a, P: Clone> Server<'a, P> {
         config: ServerConfig,
     ) -> Result<Self, StmError> {
         let ftc = config.mode == Mode::Ftc;
+        let max_trailer = config.max_trailer.max(config.trailer_budget);
         let last = if ftc {
             ring.buffer()
         } else {
@@ -198,6 +202,7 @@ impl<'a, P: Clone> Server<'a, P> {
             arrivals: 0,
             outputs: VecDeque::new(),
             spare: Vec::new(),
+            wbuf: vec![0; max_trailer],
             scratch: Vec::new(),
             error: None,
             stats: ServerStats::default(),
@@ -253,19 +258,21 @@ impl<'a, P: Clone> Server<'a, P> {
             Ingress::Accept(_) => {}
             Ingress::Reject(why) => return Err((why, packet)),
         }
-        let mut msg = self.spare.pop().unwrap_or_default();
-        if self.config.mode == Mode::Ftc {
-            msg.resize(self.config.trailer_budget, 0);
-            match forwarder.attach(now, &mut msg) {
-                Ok(len) => msg.truncate(len),
-                Err(source) => self.fail(ServerError::Wire {
-                    server: self.me.0,
-                    source,
-                }),
+        let len = if self.config.mode == Mode::Ftc {
+            match forwarder.attach(now, &mut self.wbuf[..self.config.trailer_budget]) {
+                Ok(len) => len,
+                Err(source) => {
+                    self.fail(ServerError::Wire {
+                        server: self.me.0,
+                        source,
+                    });
+                    return Ok(());
+                }
             }
         } else {
-            msg.clear();
-        }
+            0
+        };
+        let msg = self.message(len);
         self.offer(
             now,
             Frame {
@@ -341,6 +348,14 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
+    /// The first `len` bytes of the write buffer, in a buffer of their own.
+    fn message(&mut self, len: usize) -> Vec<u8> {
+        let mut msg = self.spare.pop().unwrap_or_default();
+        msg.clear();
+        msg.extend_from_slice(&self.wbuf[..len]);
+        msg
+    }
+
     fn fail(&mut self, e: ServerError) {
         if self.error.is_none() {
             self.error = Some(e);
@@ -353,11 +368,9 @@ impl<'a, P: Clone> Server<'a, P> {
         self.retry_refused(now);
         self.retry_held(now);
         while let Some(fw) = self.forwarder.as_mut() {
-            let mut msg = self.spare.pop().unwrap_or_default();
-            msg.resize(self.config.trailer_budget, 0);
-            match fw.poll_propagate(now, &mut msg) {
+            match fw.poll_propagate(now, &mut self.wbuf[..self.config.trailer_budget]) {
                 Ok(Some(len)) => {
-                    msg.truncate(len);
+                    let msg = self.message(len);
                     self.offer(
                         now,
                         Frame {
@@ -368,10 +381,7 @@ impl<'a, P: Clone> Server<'a, P> {
                     );
                     self.retry_held(now);
                 }
-                Ok(None) => {
-                    self.spare.push(msg);
-                    break;
-                }
+                Ok(None) => break,
                 Err(source) => {
                     return self.fail(ServerError::Wire {
                         server: self.me.0,
@@ -381,11 +391,9 @@ impl<'a, P: Clone> Server<'a, P> {
             }
         }
         while let Some(r) = self.replica.as_mut() {
-            let mut msg = self.spare.pop().unwrap_or_default();
-            msg.resize(self.config.max_trailer, 0);
-            match r.poll_transmit(now, &mut msg) {
+            match r.poll_transmit(now, &mut self.wbuf) {
                 Ok(Some(t)) => {
-                    msg.truncate(t.len);
+                    let msg = self.message(t.len);
                     self.outputs.push_back(Output::Send {
                         to: t.to,
                         frame: Frame {
@@ -395,10 +403,7 @@ impl<'a, P: Clone> Server<'a, P> {
                         },
                     });
                 }
-                Ok(None) => {
-                    self.spare.push(msg);
-                    break;
-                }
+                Ok(None) => break,
                 Err(source) => {
                     return self.fail(ServerError::Replica {
                         server: self.me.0,
@@ -477,15 +482,14 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
-        let mut out = self.spare.pop().unwrap_or_default();
-        let built = self.run_middlebox_and_build(now, &mut frame, &mut out);
-        match built {
-            Ok(()) => {}
+        let len = match self.run_middlebox_and_build(now, &mut frame) {
+            Ok(len) => len,
             Err(e) => {
                 self.fail(e);
                 return true;
             }
-        }
+        };
+        let out = self.message(len);
         let incoming = std::mem::replace(&mut frame.msg, out);
         if self.me == self.last {
             self.at_the_end(now, &incoming, frame);
@@ -500,20 +504,15 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// The packet transaction (if this server heads a group and the frame carries a packet) and
-    /// the outgoing message, into `out`.
+    /// the outgoing message, into the write buffer; its length.
     fn run_middlebox_and_build(
         &mut self,
         now: u64,
         frame: &mut Frame<P>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ServerError> {
+    ) -> Result<usize, ServerError> {
         let me = self.me.0;
         let ftc = self.config.mode == Mode::Ftc;
-        if ftc {
-            out.resize(self.config.max_trailer, 0);
-        } else {
-            out.clear();
-        }
+        let out = &mut self.wbuf[..];
         let view = if ftc {
             Some(
                 MessageView::new_checked(&frame.msg)
@@ -566,9 +565,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 _ => Ok(0),
             },
         };
-        let len = len.map_err(|source| ServerError::Replica { server: me, source })?;
-        out.truncate(len);
-        Ok(())
+        len.map_err(|source| ServerError::Replica { server: me, source })
     }
 
     /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF).
@@ -657,11 +654,12 @@ impl<'a, P: Clone> Server<'a, P> {
             });
         }
         loop {
-            let mut msg = self.spare.pop().unwrap_or_default();
-            msg.resize(self.config.trailer_budget, 0);
-            match buffer.poll_return(&mut msg) {
+            let Some(buffer) = self.buffer.as_mut() else {
+                return;
+            };
+            match buffer.poll_return(&mut self.wbuf[..self.config.trailer_budget]) {
                 Ok(Some(len)) => {
-                    msg.truncate(len);
+                    let msg = self.message(len);
                     let to = self.ring.forwarder();
                     self.outputs.push_back(Output::Send {
                         to,
@@ -672,10 +670,7 @@ impl<'a, P: Clone> Server<'a, P> {
                         },
                     });
                 }
-                Ok(None) => {
-                    self.spare.push(msg);
-                    break;
-                }
+                Ok(None) => break,
                 Err(source) => {
                     return self.fail(ServerError::Wire {
                         server: self.me.0,

@@ -115,11 +115,9 @@ struct Member {
 #[derive(Debug)]
 struct Tail {
     member: usize,
-    /// What was announced so far.
-    sent: CommitVector,
-    /// Partitions to announce again: a predecessor resent a log of them, so the announcement
-    /// never reached it.
-    again: SmallVec<[u16; 8]>,
+    /// Partitions to announce: applied since the last announcement, or seen in a duplicate (a
+    /// predecessor resent a log of them, so the announcement never reached it).
+    announce: SmallVec<[u16; 16]>,
 }
 
 /// The replication core of one server.
@@ -180,8 +178,7 @@ impl Replica {
             .collect();
         let tail = members.iter().position(|m| m.tail).map(|member| Tail {
             member,
-            sent: CommitVector::new(p),
-            again: SmallVec::new(),
+            announce: SmallVec::new(),
         });
         Replica {
             ring,
@@ -245,7 +242,9 @@ impl Replica {
                     ApplyOutcome::Applied => {
                         self.stats.applied += 1;
                         member.hold_since = None;
-                        if !member.tail {
+                        if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
+                            tail.announce.extend(log.deps().map(|d| d.partition.0));
+                        } else {
                             member.retention.retain(log.as_bytes(), now);
                         }
                         true
@@ -253,7 +252,7 @@ impl Replica {
                     ApplyOutcome::Duplicate => {
                         self.stats.duplicates += 1;
                         if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
-                            tail.again.extend(log.deps().map(|d| d.partition.0));
+                            tail.announce.extend(log.deps().map(|d| d.partition.0));
                         }
                         true
                     }
@@ -367,7 +366,8 @@ impl Replica {
     }
 
     /// As the tail of a group: the entries of its MAX that moved since last announced, and those
-    /// to announce again (thesis §4.4.1: the tail attaches its MAX as the commit vector).
+    /// to announce again (thesis §4.4.1: the tail attaches its MAX as the commit vector). Costs
+    /// what moved, not the partition count.
     fn announce_commit_vector(
         &mut self,
         w: &mut MessageWriter<'_>,
@@ -376,18 +376,20 @@ impl Replica {
         let Some(tail) = &mut self.tail else {
             return Ok(());
         };
+        if tail.announce.is_empty() {
+            return Ok(());
+        }
         let member = &self.members[tail.member];
-        let entries: SmallVec<[DepEntry; 32]> = (0..self.partitions as u16)
-            .filter_map(|p| {
-                let seq = member.store.seq(Partition(p));
-                let moved = tail.sent.get(Partition(p)).is_some_and(|s| seq > s);
-                (moved || tail.again.contains(&p)).then_some(DepEntry {
-                    partition: Partition(p),
-                    seq,
-                })
+        tail.announce.sort_unstable();
+        tail.announce.dedup();
+        let entries: SmallVec<[DepEntry; 16]> = tail
+            .announce
+            .drain(..)
+            .map(|p| DepEntry {
+                partition: Partition(p),
+                seq: member.store.seq(Partition(p)),
             })
             .collect();
-        tail.again.clear();
         if entries.is_empty() {
             return Ok(());
         }
@@ -397,7 +399,6 @@ impl Replica {
         {
             self.overflow.merge_cv(member.mb.0, entries.iter().copied());
         }
-        tail.sent.merge(entries.into_iter());
         Ok(())
     }
 

@@ -29,14 +29,8 @@ impl Retention {
 
     /// Merge a commit vector and drop the retained logs it covers, oldest first.
     pub(crate) fn merge_cv(&mut self, cv: impl Iterator<Item = ftc_stm::DepEntry>) {
-        if !self.known.merge(cv) {
-            return;
-        }
-        while let Some((log, _)) = self.logs.front() {
-            if !self.covered(log) {
-                break;
-            }
-            self.logs.pop_front();
+        if self.known.merge(cv) {
+            self.prune_front();
         }
     }
 
@@ -58,35 +52,52 @@ impl Retention {
         })
     }
 
-    /// Retained logs not yet covered and last sent `timeout` or longer before `now`; their send
-    /// time becomes `now` for those `take` accepts (it returns false when out of room).
+    /// Retained logs not yet covered and last sent `timeout` or longer before `now`, oldest
+    /// first, for `take` (false when it has no room left). A log taken moves to the back with
+    /// send time `now`, so the queue stays in send order and this only looks at its front.
     pub(crate) fn resend_due(
         &mut self,
         now: u64,
         timeout: u64,
         mut take: impl FnMut(&[u8]) -> bool,
     ) {
-        let known = &self.known;
-        for (log, sent) in self.logs.iter_mut() {
-            if sent.saturating_add(timeout) > now
-                || LogView::new_checked(log).is_ok_and(|l| known.covers(l.kind(), l.deps()))
-            {
-                continue;
-            }
-            if !take(log) {
+        self.prune_front();
+        let mut resent = 0;
+        let due = self.logs.len();
+        while resent < due {
+            let Some((log, &sent)) = self.logs.front() else {
+                return;
+            };
+            if sent.saturating_add(timeout) > now {
                 return;
             }
-            *sent = now;
+            if !self.covered(log) {
+                if !take(log) {
+                    return;
+                }
+                let log = log.to_vec();
+                self.logs.pop_front();
+                self.logs.push(&log, now);
+            } else {
+                self.logs.pop_front();
+            }
+            resent += 1;
         }
     }
 
-    /// The earliest send time among retained logs not yet covered.
+    /// Drop covered logs at the front.
+    fn prune_front(&mut self) {
+        while let Some((log, _)) = self.logs.front() {
+            if !self.covered(log) {
+                break;
+            }
+            self.logs.pop_front();
+        }
+    }
+
+    /// The send time of the oldest retained log (the queue is in send order).
     pub(crate) fn oldest_send(&self) -> Option<u64> {
-        self.logs
-            .iter()
-            .filter(|(log, _)| !self.covered(log))
-            .map(|(_, sent)| *sent)
-            .min()
+        self.logs.front().map(|(_, sent)| *sent)
     }
 
     pub(crate) fn len(&self) -> usize {
