@@ -35,7 +35,8 @@ pub fn describe(spec: &ChainSpec) -> String {
         let role = match ring.middlebox_at(server) {
             Some(mb) => {
                 let m = &spec.middlebox[usize::from(mb.0)];
-                format!("{} ({}, {} threads)", mb, m.kind.name(), m.threads)
+                let plural = if m.threads == 1 { "" } else { "s" };
+                format!("{} ({}, {} thread{plural})", mb, m.kind.name(), m.threads)
             }
             None => "replica only".to_string(),
         };
