@@ -109,18 +109,14 @@ pub enum ServerError {
     Replica { server: u16, source: ReplicaError },
     #[error("server {server}: {source}")]
     Wire { server: u16, source: WireError },
-    #[error("server {server}: bad message from server {from}: {source}")]
-    BadMessage {
-        server: u16,
-        from: u16,
-        source: WireError,
-    },
 }
 
 /// Counters of a server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServerStats {
     pub frames: u64,
+    /// Frames from the network whose message did not parse: dropped.
+    pub bad_frames: u64,
     pub held: u64,
     pub max_held: usize,
     pub transactions: u64,
@@ -290,28 +286,26 @@ impl<'a, P: Clone> Server<'a, P> {
         if self.error.is_some() {
             return;
         }
-        if self.config.mode == Mode::Nf {
-            self.offer(now, frame);
-            return;
-        }
-        let view = match MessageView::new_checked(&frame.msg) {
-            Ok(view) => view,
-            Err(source) => {
-                return self.fail(ServerError::BadMessage {
-                    server: self.me.0,
-                    from: from.0,
-                    source,
-                })
+        let request = frame.flags & FLAG_RETRANSMIT_REQUEST != 0;
+        let returned =
+            self.forwarder.is_some() && from == self.ring.buffer() && self.config.mode == Mode::Ftc;
+        if request || returned {
+            match MessageView::new_checked(&frame.msg) {
+                Ok(view) if request => {
+                    if let Some(r) = self.replica.as_mut() {
+                        r.handle_retransmit_request(from, &view);
+                    }
+                }
+                Ok(view) => {
+                    // The ring-closing link: what the last server sends back rides on later
+                    // packets.
+                    if let Some(fw) = self.forwarder.as_mut() {
+                        let _ = fw.handle_return(now, &view);
+                    }
+                }
+                Err(_) => self.stats.bad_frames += 1,
             }
-        };
-        if frame.flags & FLAG_RETRANSMIT_REQUEST != 0 {
-            if let Some(r) = self.replica.as_mut() {
-                r.handle_retransmit_request(from, &view);
-            }
-        } else if let (Some(fw), true) = (self.forwarder.as_mut(), from == self.ring.buffer()) {
-            // The ring-closing link: what the last server sends back rides on later packets.
-            let _ = fw.handle_return(now, &view);
-            self.spare.push(frame.msg);
+            self.recycle(frame.msg);
         } else {
             self.offer(now, frame);
         }
@@ -455,18 +449,23 @@ impl<'a, P: Clone> Server<'a, P> {
                 return false;
             }
         }
-        if let Some(r) = self.replica.as_mut() {
-            let view = match MessageView::new_checked(&frame.msg) {
-                Ok(v) => v,
-                Err(source) => {
-                    self.fail(ServerError::Wire {
-                        server: self.me.0,
-                        source,
-                    });
-                    return true;
-                }
-            };
-            match r.handle_message(now, &view) {
+        // The message is checked once per hop; the replica reads it and the next message is
+        // built from it.
+        let view = match self
+            .replica
+            .is_some()
+            .then(|| MessageView::new_checked(&frame.msg))
+        {
+            None => None,
+            Some(Ok(view)) => Some(view),
+            Some(Err(_)) => {
+                // Bad bytes from the network: dropped and counted, never trusted.
+                self.stats.bad_frames += 1;
+                return true;
+            }
+        };
+        if let (Some(r), Some(v)) = (self.replica.as_mut(), &view) {
+            match r.handle_message(now, v) {
                 Ok(Admit::Ready) => {}
                 Ok(Admit::Hold { .. }) => {
                     self.stats.held += 1;
@@ -482,24 +481,27 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
-        let len = match self.run_middlebox_and_build(now, &mut frame) {
+        let len = match self.run_middlebox_and_build(now, &mut frame.packet, view.as_ref()) {
             Ok(len) => len,
             Err(e) => {
                 self.fail(e);
                 return true;
             }
         };
-        let out = self.message(len);
-        let incoming = std::mem::replace(&mut frame.msg, out);
+        let out = Frame {
+            packet: frame.packet.take(),
+            flags: 0,
+            msg: self.message(len),
+        };
         if self.me == self.last {
-            self.at_the_end(now, &incoming, frame);
+            self.at_the_end(now, view.as_ref(), out);
         } else {
             self.outputs.push_back(Output::Send {
                 to: self.ring.next_server(self.me),
-                frame,
+                frame: out,
             });
         }
-        self.recycle(incoming);
+        self.recycle(frame.msg);
         true
     }
 
@@ -508,22 +510,14 @@ impl<'a, P: Clone> Server<'a, P> {
     fn run_middlebox_and_build(
         &mut self,
         now: u64,
-        frame: &mut Frame<P>,
+        packet: &mut Option<Packet<P>>,
+        view: Option<&MessageView<'_>>,
     ) -> Result<usize, ServerError> {
         let me = self.me.0;
-        let ftc = self.config.mode == Mode::Ftc;
         let out = &mut self.wbuf[..];
-        let view = if ftc {
-            Some(
-                MessageView::new_checked(&frame.msg)
-                    .map_err(|source| ServerError::Wire { server: me, source })?,
-            )
-        } else {
-            None
-        };
         let none = None::<&ftc_stm::CommitRecord<'_>>;
         let budget = self.config.trailer_budget;
-        let len = match (&mut self.head, frame.packet.as_mut()) {
+        let len = match (&mut self.head, packet.as_mut()) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 self.stats.transactions += 1;
                 let len = pkt.bytes.len();
@@ -546,7 +540,7 @@ impl<'a, P: Clone> Server<'a, P> {
                         deps: rec.deps().collect(),
                     });
                 }
-                let built = match (&mut self.replica, &view) {
+                let built = match (&mut self.replica, view) {
                     (Some(r), Some(v)) => r.build_message(now, v, Some(&rec), out, budget),
                     _ => Ok(0),
                 };
@@ -556,11 +550,11 @@ impl<'a, P: Clone> Server<'a, P> {
                         handle: pkt.handle.clone(),
                         by: *mb,
                     });
-                    frame.packet = None;
+                    *packet = None;
                 }
                 built
             }
-            _ => match (&mut self.replica, &view) {
+            _ => match (&mut self.replica, view) {
                 (Some(r), Some(v)) => r.build_message(now, v, none, out, budget),
                 _ => Ok(0),
             },
@@ -569,7 +563,7 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF).
-    fn at_the_end(&mut self, now: u64, incoming: &[u8], frame: Frame<P>) {
+    fn at_the_end(&mut self, now: u64, incoming: Option<&MessageView<'_>>, frame: Frame<P>) {
         let Some(buffer) = self.buffer.as_mut() else {
             if let Some(packet) = frame.packet {
                 self.outputs
@@ -577,8 +571,8 @@ impl<'a, P: Clone> Server<'a, P> {
             }
             return;
         };
-        if let Ok(v) = MessageView::new_checked(incoming) {
-            buffer.handle_incoming_cvs(&v);
+        if let Some(v) = incoming {
+            buffer.handle_incoming_cvs(v);
         }
         let view = match MessageView::new_checked(&frame.msg) {
             Ok(v) => v,
