@@ -2,7 +2,9 @@
 //! state machine over the protocol cores, no I/O); [`runtime`] runs a whole chain in one process
 //! with a thread per server over an in-memory transport.
 
+pub mod heads;
 pub mod runtime;
 pub mod server;
 
+pub use heads::Heads;
 pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};

@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ftc_chain::middlebox::{Direction, Middlebox};
-use ftc_chain::middleboxes;
+use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_stm::Store;
 use hdrhistogram::Histogram;
 
 use crate::server::port_of;
-use crate::{Frame, Mode, Output, Packet, Server, ServerConfig};
+use crate::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -83,12 +81,7 @@ enum Msg {
 pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
     let ring = spec.ring();
     let partitions = spec.chain.partitions;
-    let mbs: Vec<Box<dyn Middlebox>> = spec.middlebox.iter().map(middleboxes::build).collect();
-    let heads: Vec<Store> = spec
-        .middlebox
-        .iter()
-        .map(|m| Store::new(partitions, m.threads).expect("a valid spec gives a valid store"))
-        .collect();
+    let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
     let servers = if config.mode == Mode::Ftc {
         ring.servers()
     } else {
@@ -117,14 +110,7 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             .enumerate()
             .map(|(i, rx)| {
                 let me = ServerId(i as u16);
-                let head = ring.middlebox_at(me).map(|mb| {
-                    let m = usize::from(mb.0);
-                    (
-                        mb,
-                        mbs[m].as_ref(),
-                        heads[m].worker(0).expect("worker 0 of a fresh store"),
-                    )
-                });
+                let head = heads.head(&ring, me);
                 let server = Server::new(ring, me, partitions, head, server_config.clone())
                     .expect("valid partitions");
                 let txs = txs.clone();
@@ -152,7 +138,7 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             hist.add(&sink.latency).expect("same histogram bounds");
             report.packets_released += sink.released;
             for (mb, n) in sink.dropped {
-                let kind = mbs[usize::from(mb.0)].kind();
+                let kind = heads.middleboxes[usize::from(mb.0)].kind();
                 *report
                     .packets_dropped
                     .entry(format!("m{} {kind}", mb.0))
@@ -168,7 +154,7 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             if let Some(r) = server.replica() {
                 for mb in ring.replicated_by(ServerId(i as u16)) {
                     let (head, copy) = (
-                        &heads[usize::from(mb.0)],
+                        &heads.stores[usize::from(mb.0)],
                         r.store(mb).expect("members keep stores"),
                     );
                     if head.vector() != copy.vector() || head.to_map() != copy.to_map() {

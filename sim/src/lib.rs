@@ -17,13 +17,12 @@ mod rng;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use ftc_chain::middlebox::{Direction, Middlebox};
-use ftc_chain::middleboxes;
+use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_forwarder::ForwarderConfig;
 use ftc_node::server::port_of;
-use ftc_node::{Frame, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaConfig;
 use ftc_stm::{DepEntry, LogKind, Partition, Store};
 
@@ -112,12 +111,7 @@ struct Sim<'a> {
 pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     let ring = spec.ring();
     let partitions = spec.chain.partitions;
-    let mbs: Vec<Box<dyn Middlebox>> = spec.middlebox.iter().map(middleboxes::build).collect();
-    let heads: Vec<Store> = spec
-        .middlebox
-        .iter()
-        .map(|_| Store::new(partitions, 1).expect("a valid spec gives a valid store"))
-        .collect();
+    let heads = Heads::new(spec, |_| 1).expect("a valid spec gives valid stores");
     let server_config = ServerConfig {
         trailer_budget: config.trailer_budget,
         replica: ReplicaConfig {
@@ -136,14 +130,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     let servers = ring
         .server_ids()
         .map(|s| {
-            let head = ring.middlebox_at(s).map(|mb| {
-                let i = usize::from(mb.0);
-                (
-                    mb,
-                    mbs[i].as_ref(),
-                    heads[i].worker(0).expect("one worker per head"),
-                )
-            });
+            let head = heads.head(&ring, s);
             Server::new(ring, s, partitions, head, server_config.clone()).expect("valid partitions")
         })
         .collect();
@@ -163,7 +150,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     };
     sim.inject_traffic();
     sim.run_to_quiet();
-    sim.final_checks(&heads);
+    sim.final_checks(&heads.stores);
     sim.report.virtual_time_ns = sim.net.now();
     sim.report
 }

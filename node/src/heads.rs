@@ -1,0 +1,43 @@
+//! [`Heads`]: a chain's middleboxes with the state store each one heads, and the head a server
+//! runs.
+
+use ftc_chain::middlebox::Middlebox;
+use ftc_chain::middleboxes;
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::spec::{ChainSpec, MiddleboxSpec};
+use ftc_stm::{StmError, Store, Worker};
+
+/// The middleboxes of a chain, in chain order, and their head stores.
+#[derive(Debug)]
+pub struct Heads {
+    pub middleboxes: Vec<Box<dyn Middlebox>>,
+    pub stores: Vec<Store>,
+}
+
+impl Heads {
+    /// Each middlebox of `spec` with a fresh store for `workers(its spec)` workers.
+    pub fn new(
+        spec: &ChainSpec,
+        workers: impl Fn(&MiddleboxSpec) -> u16,
+    ) -> Result<Self, StmError> {
+        Ok(Heads {
+            middleboxes: spec.middlebox.iter().map(middleboxes::build).collect(),
+            stores: spec
+                .middlebox
+                .iter()
+                .map(|m| Store::new(spec.chain.partitions, workers(m)))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// What server `s` of `ring` heads: its middlebox and worker 0 of that middlebox's store.
+    pub fn head(&self, ring: &Ring, s: ServerId) -> Option<(MbIndex, &dyn Middlebox, Worker<'_>)> {
+        ring.middlebox_at(s).map(|mb| {
+            let i = usize::from(mb.0);
+            let worker = self.stores[i]
+                .worker(0)
+                .expect("each head hands out worker 0 once");
+            (mb, self.middleboxes[i].as_ref(), worker)
+        })
+    }
+}
