@@ -249,6 +249,7 @@ fn serve<'a>(
                 Msg::Stop => stop = true,
             }
         }
+        server.end_batch();
         while let Some(out) = server.poll_output() {
             match out {
                 Output::Send { to, frame } => {

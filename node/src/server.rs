@@ -4,8 +4,9 @@
 //! network; the runtime drives it with threads and a transport. `docs/protocol.md` is the spec.
 //!
 //! Inputs: [`Server::handle_ingress`] (a customer packet, server 0), [`Server::handle_frame`]
-//! (a frame from another server), [`Server::handle_timeout`]. Outputs: [`Server::poll_output`]
-//! until `None` after every input, and [`Server::poll_timeout`] for the next timer.
+//! (a frame from another server), [`Server::handle_timeout`], and [`Server::end_batch`] after
+//! each batch of them. Outputs: [`Server::poll_output`] until `None` after every batch, and
+//! [`Server::poll_timeout`] for the next timer.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -647,6 +648,11 @@ impl<'a, P: Clone> Server<'a, P> {
                 hold_ns: r.hold_ns,
             });
         }
+    }
+
+    /// The end of a batch of inputs: the buffer's return frames to the forwarder, coalesced
+    /// over the batch (one frame carries the logs and commit vectors of many packets).
+    pub fn end_batch(&mut self) {
         loop {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;

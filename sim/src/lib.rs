@@ -231,6 +231,7 @@ impl Sim<'_> {
     /// Carry out what server `s` wants done, check what leaves, arm its timer.
     fn drain(&mut self, s: ServerId) {
         let now = self.now();
+        self.servers[usize::from(s.0)].end_batch();
         while let Some(out) = self.servers[usize::from(s.0)].poll_output() {
             match out {
                 Output::Send { to, frame } => self.send(s, to, frame),
