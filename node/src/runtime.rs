@@ -2,8 +2,6 @@
 //! in-memory transport (crossbeam channels), a traffic generator at the ingress and a sink at
 //! the egress that measures latency. This is what `ftc run` drives.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -94,7 +92,8 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
     let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
         (0..servers).map(|_| crossbeam_channel::unbounded()).unzip();
     let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-    let done = Arc::new(AtomicU64::new(0));
+    // Packets that left the chain (released, dropped or refused), reported per batch.
+    let (credit_tx, credit_rx) = crossbeam_channel::unbounded::<u64>();
     let start = Instant::now();
     let now = move || start.elapsed().as_nanos() as u64;
     let mut report = RunReport {
@@ -114,18 +113,21 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
                 let server = Server::new(ring, me, partitions, head, server_config.clone())
                     .expect("valid partitions");
                 let txs = txs.clone();
-                let (recycle, done) = (recycle_tx.clone(), Arc::clone(&done));
-                scope.spawn(move || serve(server, &rx, &txs, &recycle, &done, now))
+                let (recycle, credit) = (recycle_tx.clone(), credit_tx.clone());
+                scope.spawn(move || serve(server, &rx, &txs, &recycle, &credit, now))
             })
             .collect();
 
         // The traffic generator, on this thread.
-        let sent = generate(config, &txs[0], &recycle_rx, &done, now);
+        let (sent, mut done) = generate(config, &txs[0], &recycle_rx, &credit_rx, now);
         report.packets_sent = sent;
         // Let what is in flight drain, then let the replicas settle before stopping.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while done.load(Ordering::Acquire) < sent && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
+        while done < sent {
+            match credit_rx.recv_deadline(deadline) {
+                Ok(n) => done += n,
+                Err(_) => break,
+            }
         }
         let elapsed = start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(50));
@@ -202,7 +204,7 @@ fn serve<'a>(
     rx: &Receiver<Msg>,
     txs: &[Sender<Msg>],
     recycle: &Sender<Vec<u8>>,
-    done: &AtomicU64,
+    credit: &Sender<u64>,
     now: impl Fn() -> u64,
 ) -> (Server<'a, u64>, Sink) {
     const BATCH: usize = 64;
@@ -228,6 +230,7 @@ fn serve<'a>(
             },
         };
         let mut stop = false;
+        let mut left = 0;
         let t = now();
         if first.is_none() {
             server.handle_timeout(t);
@@ -242,7 +245,7 @@ fn serve<'a>(
                     if let Err((_, packet)) = server.handle_ingress(t, packet, port) {
                         // Sanitized away: count it as released so the generator's window moves.
                         let _ = recycle.send(packet.bytes);
-                        done.fetch_add(1, Ordering::Release);
+                        left += 1;
                     }
                 }
                 Msg::Frame { from, frame } => server.handle_frame(t, from, frame),
@@ -259,17 +262,20 @@ fn serve<'a>(
                     sink.released += 1;
                     let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
                     let _ = recycle.send(packet.bytes);
-                    done.fetch_add(1, Ordering::Release);
+                    left += 1;
                 }
                 Output::Dropped { by, .. } => {
                     match sink.dropped.iter_mut().find(|(m, _)| *m == by) {
                         Some((_, n)) => *n += 1,
                         None => sink.dropped.push((by, 1)),
                     }
-                    done.fetch_add(1, Ordering::Release);
+                    left += 1;
                 }
                 Output::Committed { .. } | Output::AtBuffer { .. } => {}
             }
+        }
+        if left > 0 {
+            let _ = credit.send(left);
         }
         if stop {
             break;
@@ -278,34 +284,40 @@ fn serve<'a>(
     (server, sink)
 }
 
-/// Offer traffic to server 0 for the configured duration; returns the packets sent.
+/// Offer traffic to server 0 for the configured duration; returns the packets sent and how many
+/// of them have left the chain so far.
 fn generate(
     config: &RunConfig,
     ingress: &Sender<Msg>,
     recycle: &Receiver<Vec<u8>>,
-    done: &AtomicU64,
+    credits: &Receiver<u64>,
     now: impl Fn() -> u64,
-) -> u64 {
+) -> (u64, u64) {
     let templates: Vec<Vec<u8>> = (0..config.flows.max(1))
         .map(|f| tcp_frame(f, config.size))
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
-    let mut sent = 0u64;
+    let (mut sent, mut done) = (0u64, 0u64);
     let mut next_at = now();
     loop {
+        done += credits.try_iter().sum::<u64>();
         let t = now();
         if t >= stop_at {
             break;
         }
-        // Waiting gives the core to the servers: on a small machine they need it.
-        if sent - done.load(Ordering::Acquire) >= config.window {
-            std::thread::yield_now();
+        // A full window waits for packets to leave: blocking gives the core to the servers.
+        if sent - done >= config.window {
+            let wait = Duration::from_nanos(stop_at - t);
+            match credits.recv_timeout(wait) {
+                Ok(n) => done += n,
+                Err(_) => break,
+            }
             continue;
         }
         if let Some(iv) = interval {
             if t < next_at {
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_nanos((next_at - t).min(50_000)));
                 continue;
             }
             next_at += iv;
@@ -325,7 +337,7 @@ fn generate(
         }
         sent += 1;
     }
-    sent
+    (sent, done)
 }
 
 /// A TCP/IPv4 frame of flow `flow` from the inside network, `size` bytes long in all.
