@@ -98,11 +98,7 @@ fn contended(c: &mut Criterion) {
             run_threads(2, iters, true, &aborts)
         })
     });
-    let a = aborts.load(Ordering::Relaxed);
-    println!(
-        "txn/contended/2-threads-1-partition: {a} aborts for {total} commits ({:.3} aborts per commit)",
-        a as f64 / total.max(1) as f64
-    );
+    report_aborts("txn/contended/2-threads-1-partition", &aborts, total);
 }
 
 /// Abort rate of wound-wait when transactions take two locks in opposite orders.
@@ -147,11 +143,22 @@ fn opposite_orders(c: &mut Criterion) {
             })
         })
     });
-    let a = aborts.load(Ordering::Relaxed);
-    println!(
-        "txn/contended/2-threads-2-partitions-opposite-order: {a} aborts for {total} commits ({:.3} aborts per commit)",
-        a as f64 / total.max(1) as f64
+    report_aborts(
+        "txn/contended/2-threads-2-partitions-opposite-order",
+        &aborts,
+        total,
     );
+}
+
+/// The wound-wait abort rate of a benchmark that ran (filtered-out ones print nothing).
+fn report_aborts(name: &str, aborts: &AtomicU64, commits: u64) {
+    if commits > 0 {
+        let a = aborts.load(Ordering::Relaxed);
+        println!(
+            "{name}: {a} aborts for {commits} commits ({:.3} aborts per commit)",
+            a as f64 / commits as f64
+        );
+    }
 }
 
 criterion_group!(benches, uncontended, contended, opposite_orders);

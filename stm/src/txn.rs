@@ -222,7 +222,12 @@ impl Txn<'_> {
     /// The value of `key` as this transaction sees it (its own writes included).
     #[inline]
     pub fn read(&mut self, key: &[u8]) -> Result<Option<&[u8]>, Abort> {
-        let h = key_hash(key);
+        self.read_hashed(key, key_hash(key))
+    }
+
+    /// [`Txn::read`] of a key whose [`key_hash`] is `h`.
+    #[inline]
+    pub(crate) fn read_hashed(&mut self, key: &[u8], h: u64) -> Result<Option<&[u8]>, Abort> {
         let p = self.store.partition_index(h);
         self.lock(p)?;
         let ctx = &*self.ctx;
@@ -258,20 +263,31 @@ impl Txn<'_> {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), Abort> {
-        let at = self.stage(key, Some(len))?;
+        self.write_with_hashed(key, key_hash(key), len, fill)
+    }
+
+    /// [`Txn::write_with`] of a key whose [`key_hash`] is `h`.
+    #[inline]
+    pub(crate) fn write_with_hashed(
+        &mut self,
+        key: &[u8],
+        h: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Abort> {
+        let at = self.stage(key, h, Some(len))?;
         fill(&mut self.ctx.arena[at..at + len]);
         Ok(())
     }
 
     /// Delete `key` (nothing happens if it is absent, but the partition is still written).
     pub fn delete(&mut self, key: &[u8]) -> Result<(), Abort> {
-        self.stage(key, None).map(|_| ())
+        self.stage(key, key_hash(key), None).map(|_| ())
     }
 
-    /// Lock `key`'s partition, record a write of `len` value bytes (or a delete), return where
-    /// the value goes in the arena.
-    fn stage(&mut self, key: &[u8], len: Option<usize>) -> Result<usize, Abort> {
-        let h = key_hash(key);
+    /// Lock `key`'s partition (`h` is its hash), record a write of `len` value bytes (or a
+    /// delete), return where the value goes in the arena.
+    fn stage(&mut self, key: &[u8], h: u64, len: Option<usize>) -> Result<usize, Abort> {
         self.lock(self.store.partition_index(h))?;
         let ctx = &mut *self.ctx;
         for i in 0..ctx.writes.len() {

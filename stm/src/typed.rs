@@ -1,6 +1,6 @@
 //! Typed helpers over a transaction: u64 counters, fixed-size records (flow tables) and blobs.
 
-use crate::{Abort, Txn};
+use crate::{key_hash, Abort, Txn};
 
 /// A fixed-size value stored as bytes: a flow-table record, a NAT mapping, …
 pub trait Record: Sized {
@@ -23,8 +23,13 @@ impl Txn<'_> {
 
     /// Add `delta` (wrapping) to the counter at `key`; returns the new value.
     pub fn counter_add(&mut self, key: &[u8], delta: u64) -> Result<u64, Abort> {
-        let value = self.counter(key)?.wrapping_add(delta);
-        self.write(key, &value.to_le_bytes())?;
+        let h = key_hash(key);
+        let old = self
+            .read_hashed(key, h)?
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u64::from_le_bytes);
+        let value = old.wrapping_add(delta);
+        self.write_with_hashed(key, h, 8, |out| out.copy_from_slice(&value.to_le_bytes()))?;
         Ok(value)
     }
 
