@@ -2,7 +2,7 @@
 //! for counting instructions with `valgrind --tool=callgrind` (repeatable, unlike timings).
 //!
 //! `cargo build --release -p ftc-chain --example wire_ops`, then
-//! `valgrind --tool=callgrind target/release/examples/wire_ops {encode|decode|both|check} N` for two
+//! `valgrind --tool=callgrind target/release/examples/wire_ops {encode|decode|both|check|walk} N` for two
 //! values of N: the difference of the totals over the difference of N is the cost of one op.
 
 use std::hint::black_box;
@@ -81,6 +81,11 @@ fn main() {
         match mode.as_str() {
             "encode" => acc += encode(black_box(&mut buf), black_box(&logs), black_box(&cv)) as u64,
             "decode" => acc = acc.wrapping_add(decode(black_box(&msg))),
+            "walk" => {
+                let m = MessageView::new_checked(black_box(&msg)).unwrap();
+                acc += m.logs().map(|l| l.write_count()).sum::<usize>() as u64;
+                acc += m.commit_vectors().map(|c| c.entry_count()).sum::<usize>() as u64;
+            }
             "check" => acc += u64::from(MessageView::new_checked(black_box(&msg)).is_ok()),
             _ => {
                 let l = encode(black_box(&mut buf), black_box(&logs), black_box(&cv));

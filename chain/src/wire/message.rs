@@ -124,6 +124,14 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A LEB128 integer of 4 bytes or more, known to be valid: the value and its length (the whole
+/// of `rest` if it is not valid after all). Takes and returns values so that a [`Walk`] can stay
+/// in registers.
+#[cold]
+fn var_long(rest: &[u8]) -> (u64, usize) {
+    leb128::read_u64_checked(rest).unwrap_or((0, rest.len()))
+}
+
 /// A cursor over bytes that [`MessageView::new_checked`] (or another checked constructor) has
 /// validated: it re-reads them without checking the rules again. Every read is still
 /// bounds-checked, so it cannot panic; past the end (which a checked view never reaches) it reads
@@ -175,20 +183,10 @@ impl<'a> Walk<'a> {
                 self.rest = rest;
                 u64::from(b0 & 0x7f) | (u64::from(b1 & 0x7f) << 7) | (u64::from(b2) << 14)
             }
-            _ => self.var_long(),
-        }
-    }
-
-    #[cold]
-    fn var_long(&mut self) -> u64 {
-        match leb128::read_u64_checked(self.rest) {
-            Ok((v, n)) => {
+            _ => {
+                let (v, n) = var_long(self.rest);
                 self.rest = self.rest.get(n..).unwrap_or_default();
                 v
-            }
-            Err(_) => {
-                self.rest = &[];
-                0
             }
         }
     }
@@ -200,9 +198,7 @@ impl<'a> Walk<'a> {
             [b0, ref rest @ ..] if b0 < 0x80 => self.rest = rest,
             [_, b1, ref rest @ ..] if b1 < 0x80 => self.rest = rest,
             [_, _, b2, ref rest @ ..] if b2 < 0x80 => self.rest = rest,
-            _ => {
-                self.var_long();
-            }
+            _ => self.rest = self.rest.get(var_long(self.rest).1..).unwrap_or_default(),
         }
     }
 
