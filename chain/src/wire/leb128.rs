@@ -19,12 +19,25 @@ pub const fn len_u64(v: u64) -> usize {
 
 /// Encodes `v` at the start of `buf`; returns the bytes written, or `None` if `buf` is too short
 /// (then `buf` is untouched).
-#[inline]
-pub fn write_u64(buf: &mut [u8], mut v: u64) -> Option<usize> {
-    if v < 0x80 {
+#[inline(always)]
+pub fn write_u64(buf: &mut [u8], v: u64) -> Option<usize> {
+    // One to three bytes (values below 2^21) are the common cases: lengths, counts, sequences.
+    if v < 1 << 7 {
         *buf.first_mut()? = v as u8;
-        return Some(1);
+        Some(1)
+    } else if v < 1 << 14 {
+        *buf.first_chunk_mut::<2>()? = [v as u8 | 0x80, (v >> 7) as u8];
+        Some(2)
+    } else if v < 1 << 21 {
+        *buf.first_chunk_mut::<3>()? = [v as u8 | 0x80, (v >> 7) as u8 | 0x80, (v >> 14) as u8];
+        Some(3)
+    } else {
+        write_long(buf, v)
     }
+}
+
+#[cold]
+fn write_long(buf: &mut [u8], mut v: u64) -> Option<usize> {
     let n = len_u64(v);
     let out = buf.get_mut(..n)?;
     for (i, b) in out.iter_mut().enumerate() {
@@ -45,21 +58,29 @@ pub fn read_u64(buf: &[u8]) -> Option<(u64, usize)> {
 /// [`WireError::BadVarint`] if it is too long, overflows or is not minimal.
 #[inline(always)]
 pub fn read_u64_checked(buf: &[u8]) -> Result<(u64, usize), WireError> {
-    // One and two bytes (values below 2^14) are the common cases: sequence numbers, lengths.
+    // One to three bytes (values below 2^21) are the common cases: lengths, counts, sequences.
+    // A final zero byte after a continuation byte would be non-minimal.
     match *buf {
         [b0, ..] if b0 < 0x80 => Ok((u64::from(b0), 1)),
         [b0, b1, ..] if b1 < 0x80 => {
-            // b0 has the continuation bit here; a final zero byte would be non-minimal.
             if b1 == 0 {
                 return Err(WireError::BadVarint);
             }
             Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2))
+        }
+        [b0, b1, b2, ..] if b2 < 0x80 => {
+            if b2 == 0 {
+                return Err(WireError::BadVarint);
+            }
+            let v = u64::from(b0 & 0x7f) | (u64::from(b1 & 0x7f) << 7) | (u64::from(b2) << 14);
+            Ok((v, 3))
         }
         [] => Err(WireError::Truncated),
         _ => read_long(buf),
     }
 }
 
+#[cold]
 fn read_long(buf: &[u8]) -> Result<(u64, usize), WireError> {
     let mut v = 0u64;
     for (i, &b) in buf.iter().enumerate().take(MAX_LEN) {
@@ -77,12 +98,6 @@ fn read_long(buf: &[u8]) -> Result<(u64, usize), WireError> {
     }
     // Fewer than MAX_LEN bytes, all with the continuation bit.
     Err(WireError::Truncated)
-}
-
-/// Length of the integer at the start of `buf`, which the caller has already checked.
-#[inline]
-pub(super) fn skip(buf: &[u8]) -> Option<usize> {
-    Some(buf.iter().take(MAX_LEN).position(|&b| b < 0x80)? + 1)
 }
 
 #[cfg(test)]

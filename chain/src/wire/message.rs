@@ -92,21 +92,7 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
-    /// Skips a LEB128 integer that was checked before.
-    #[inline]
-    fn skip_var(&mut self) -> Result<(), WireError> {
-        let n = leb128::skip(self.rest).ok_or(WireError::Truncated)?;
-        self.bytes(n).map(|_| ())
-    }
-
     #[inline(always)]
-    fn entry(&mut self) -> Result<DepEntry, WireError> {
-        let partition = Partition(self.u16()?);
-        let seq = Seq(self.var()?);
-        Ok(DepEntry { partition, seq })
-    }
-
-    #[inline]
     fn write(&mut self) -> Result<Write<'a>, WireError> {
         let key_len = self.len()?;
         let key = self.bytes(key_len)?;
@@ -124,15 +110,141 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn entries(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         let start = self.rest;
-        let mut prev: Option<Partition> = None;
+        // One more than the previous partition (0 before the first): the next must reach it.
+        let mut min = 0u32;
         for _ in 0..count {
-            let e = self.entry()?;
-            if prev.is_some_and(|p| e.partition <= p) {
+            let p = u32::from(self.u16()?);
+            self.var()?;
+            if p < min {
                 return Err(WireError::BadMessage(what));
             }
-            prev = Some(e.partition);
+            min = p + 1;
         }
         Ok(&start[..start.len() - self.rest.len()])
+    }
+}
+
+/// A LEB128 integer of 4 bytes or more, known to be valid: the value and its length (the whole
+/// of `rest` if it is not valid after all). Takes and returns values so that a [`Walk`] can stay
+/// in registers.
+#[cold]
+fn var_long(rest: &[u8]) -> (u64, usize) {
+    leb128::read_u64_checked(rest).unwrap_or((0, rest.len()))
+}
+
+/// A cursor over bytes that [`MessageView::new_checked`] (or another checked constructor) has
+/// validated: it re-reads them without checking the rules again. Every read is still
+/// bounds-checked, so it cannot panic; past the end (which a checked view never reaches) it reads
+/// zeros and empty slices.
+#[derive(Debug, Clone, Copy)]
+struct Walk<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Walk<'a> {
+    #[inline(always)]
+    fn u8(&mut self) -> u8 {
+        match self.rest.split_first() {
+            Some((&b, rest)) => {
+                self.rest = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn u16(&mut self) -> u16 {
+        match self.rest.split_first_chunk::<2>() {
+            Some((b, rest)) => {
+                self.rest = rest;
+                u16::from_be_bytes(*b)
+            }
+            None => {
+                self.rest = &[];
+                0
+            }
+        }
+    }
+
+    /// A LEB128 integer, known to be valid.
+    #[inline(always)]
+    fn var(&mut self) -> u64 {
+        match *self.rest {
+            [b0, ref rest @ ..] if b0 < 0x80 => {
+                self.rest = rest;
+                u64::from(b0)
+            }
+            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+                self.rest = rest;
+                u64::from(b0 & 0x7f) | (u64::from(b1) << 7)
+            }
+            [b0, b1, b2, ref rest @ ..] if b2 < 0x80 => {
+                self.rest = rest;
+                u64::from(b0 & 0x7f) | (u64::from(b1 & 0x7f) << 7) | (u64::from(b2) << 14)
+            }
+            _ => {
+                let (v, n) = var_long(self.rest);
+                self.rest = self.rest.get(n..).unwrap_or_default();
+                v
+            }
+        }
+    }
+
+    /// Skips a LEB128 integer, known to be valid.
+    #[inline(always)]
+    fn skip_var(&mut self) {
+        match *self.rest {
+            [b0, ref rest @ ..] if b0 < 0x80 => self.rest = rest,
+            [_, b1, ref rest @ ..] if b1 < 0x80 => self.rest = rest,
+            [_, _, b2, ref rest @ ..] if b2 < 0x80 => self.rest = rest,
+            _ => self.rest = self.rest.get(var_long(self.rest).1..).unwrap_or_default(),
+        }
+    }
+
+    #[inline(always)]
+    fn len(&mut self) -> usize {
+        usize::try_from(self.var()).unwrap_or(usize::MAX)
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        match self.rest.split_at_checked(n) {
+            Some((a, rest)) => {
+                self.rest = rest;
+                a
+            }
+            None => core::mem::take(&mut self.rest),
+        }
+    }
+
+    #[inline(always)]
+    fn entry(&mut self) -> DepEntry {
+        let partition = Partition(self.u16());
+        let seq = Seq(self.var());
+        DepEntry { partition, seq }
+    }
+
+    /// Skips `count` entries; returns their bytes.
+    #[inline(always)]
+    fn entries(&mut self, count: usize) -> &'a [u8] {
+        let start = self.rest;
+        for _ in 0..count {
+            self.bytes(2);
+            self.skip_var();
+        }
+        &start[..start.len() - self.rest.len()]
+    }
+
+    #[inline(always)]
+    fn write(&mut self) -> Write<'a> {
+        let key_len = self.len();
+        let key = self.bytes(key_len);
+        let value = match self.var() {
+            0 => None,
+            tag => Some(self.bytes(usize::try_from(tag - 1).unwrap_or(usize::MAX))),
+        };
+        Write { key, value }
     }
 }
 
@@ -192,7 +304,7 @@ impl<'a> MessageView<'a> {
     /// The logs, in order.
     pub fn logs(&self) -> LogIter<'a> {
         LogIter {
-            r: Reader {
+            r: Walk {
                 rest: &self.bytes[MESSAGE_HEADER_LEN..self.cvs_start],
             },
             remaining: usize::from(self.log_count()),
@@ -202,7 +314,7 @@ impl<'a> MessageView<'a> {
     /// The commit vectors, in order.
     pub fn commit_vectors(&self) -> CvIter<'a> {
         CvIter {
-            r: Reader {
+            r: Walk {
                 rest: &self.bytes[self.cvs_start..],
             },
             remaining: usize::from(self.cv_count()),
@@ -283,30 +395,25 @@ impl<'a> LogView<'a> {
 
     /// Re-reads a log that [`MessageView::new_checked`] has checked: finds its parts without
     /// checking the rules again. Still bounds-checked, so it cannot panic.
-    #[inline]
-    fn parse_checked_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
+    #[inline(always)]
+    fn parse_checked_from(r: &mut Walk<'a>) -> Self {
         let start = r.rest;
-        let middlebox = r.u8()?;
-        let kind = LogKind::from_code(r.u8()?).ok_or(WireError::BadMessage("unknown log kind"))?;
-        let dep_count = r.len()?;
-        let deps_start = r.rest;
-        for _ in 0..dep_count {
-            r.bytes(2)?;
-            r.skip_var()?;
-        }
-        let deps = &deps_start[..deps_start.len() - r.rest.len()];
-        let write_count = r.len()?;
+        let middlebox = r.u8();
+        let kind = LogKind::from_code(r.u8()).unwrap_or(LogKind::Noop);
+        let dep_count = r.len();
+        let deps = r.entries(dep_count);
+        let write_count = r.len();
         let writes_start = r.rest;
         for _ in 0..write_count {
-            let key_len = r.len()?;
-            r.bytes(key_len)?;
-            let tag = r.var()?;
+            let key_len = r.len();
+            r.bytes(key_len);
+            let tag = r.var();
             if tag != 0 {
-                r.bytes(usize::try_from(tag - 1).map_err(|_| WireError::Truncated)?)?;
+                r.bytes(usize::try_from(tag - 1).unwrap_or(usize::MAX));
             }
         }
         let writes = &writes_start[..writes_start.len() - r.rest.len()];
-        Ok(LogView {
+        LogView {
             bytes: &start[..start.len() - r.rest.len()],
             middlebox,
             kind,
@@ -314,7 +421,7 @@ impl<'a> LogView<'a> {
             deps,
             write_count,
             writes,
-        })
+        }
     }
 
     /// The whole encoded log: a server forwards it with [`super::MessageWriter::push_log_bytes`].
@@ -345,7 +452,7 @@ impl<'a> LogView<'a> {
     /// The dependency entries, partitions strictly increasing.
     pub fn deps(&self) -> DepIter<'a> {
         DepIter {
-            r: Reader { rest: self.deps },
+            r: Walk { rest: self.deps },
             remaining: self.dep_count,
         }
     }
@@ -353,7 +460,7 @@ impl<'a> LogView<'a> {
     /// The writes, in the order the transaction made them.
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
-            r: Reader { rest: self.writes },
+            r: Walk { rest: self.writes },
             remaining: self.write_count,
         }
     }
@@ -409,6 +516,21 @@ impl<'a> CvView<'a> {
         })
     }
 
+    /// Re-reads a commit vector that [`MessageView::new_checked`] has checked.
+    #[inline(always)]
+    fn parse_checked_from(r: &mut Walk<'a>) -> Self {
+        let start = r.rest;
+        let middlebox = r.u8();
+        let count = r.len();
+        let entries = r.entries(count);
+        CvView {
+            bytes: &start[..start.len() - r.rest.len()],
+            middlebox,
+            count,
+            entries,
+        }
+    }
+
     /// The whole encoded commit vector.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
@@ -427,7 +549,7 @@ impl<'a> CvView<'a> {
     /// The entries, partitions strictly increasing.
     pub fn entries(&self) -> DepIter<'a> {
         DepIter {
-            r: Reader { rest: self.entries },
+            r: Walk { rest: self.entries },
             remaining: self.count,
         }
     }
@@ -436,24 +558,20 @@ impl<'a> CvView<'a> {
 /// Iterator over the logs of a [`MessageView`].
 #[derive(Debug, Clone)]
 pub struct LogIter<'a> {
-    r: Reader<'a>,
+    r: Walk<'a>,
     remaining: usize,
 }
 
 impl<'a> Iterator for LogIter<'a> {
     type Item = LogView<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<LogView<'a>> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
-        // Checked already: an error cannot happen, and would only end the iteration.
-        let log = LogView::parse_checked_from(&mut self.r).ok();
-        if log.is_none() {
-            self.remaining = 0;
-        }
-        log
+        Some(LogView::parse_checked_from(&mut self.r))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -466,23 +584,20 @@ impl ExactSizeIterator for LogIter<'_> {}
 /// Iterator over the commit vectors of a [`MessageView`].
 #[derive(Debug, Clone)]
 pub struct CvIter<'a> {
-    r: Reader<'a>,
+    r: Walk<'a>,
     remaining: usize,
 }
 
 impl<'a> Iterator for CvIter<'a> {
     type Item = CvView<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<CvView<'a>> {
         if self.remaining == 0 {
             return None;
         }
         self.remaining -= 1;
-        let cv = CvView::parse_from(&mut self.r).ok();
-        if cv.is_none() {
-            self.remaining = 0;
-        }
-        cv
+        Some(CvView::parse_checked_from(&mut self.r))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -495,7 +610,7 @@ impl ExactSizeIterator for CvIter<'_> {}
 /// Iterator over dependency or commit-vector entries.
 #[derive(Debug, Clone)]
 pub struct DepIter<'a> {
-    r: Reader<'a>,
+    r: Walk<'a>,
     remaining: usize,
 }
 
@@ -508,11 +623,7 @@ impl Iterator for DepIter<'_> {
             return None;
         }
         self.remaining -= 1;
-        let e = self.r.entry().ok();
-        if e.is_none() {
-            self.remaining = 0;
-        }
-        e
+        Some(self.r.entry())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -525,7 +636,7 @@ impl ExactSizeIterator for DepIter<'_> {}
 /// Iterator over the writes of a log.
 #[derive(Debug, Clone)]
 pub struct WriteIter<'a> {
-    r: Reader<'a>,
+    r: Walk<'a>,
     remaining: usize,
 }
 
@@ -538,11 +649,7 @@ impl<'a> Iterator for WriteIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        let w = self.r.write().ok();
-        if w.is_none() {
-            self.remaining = 0;
-        }
-        w
+        Some(self.r.write())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

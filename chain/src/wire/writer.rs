@@ -271,27 +271,29 @@ impl<'o> Cursor<'o> {
         Cursor { out, pos: 0 }
     }
 
+    #[inline(always)]
     fn u8(&mut self, v: u8) -> Result<(), WireError> {
         *self.out.get_mut(self.pos).ok_or(CHANGED)? = v;
         self.pos += 1;
         Ok(())
     }
 
+    #[inline(always)]
     fn bytes(&mut self, v: &[u8]) -> Result<(), WireError> {
-        self.out
-            .get_mut(self.pos..self.pos + v.len())
-            .ok_or(CHANGED)?
-            .copy_from_slice(v);
-        self.pos += v.len();
+        let end = self.pos.checked_add(v.len()).ok_or(CHANGED)?;
+        copy_short(self.out.get_mut(self.pos..end).ok_or(CHANGED)?, v);
+        self.pos = end;
         Ok(())
     }
 
+    #[inline(always)]
     fn var(&mut self, v: u64) -> Result<(), WireError> {
         let rest = self.out.get_mut(self.pos..).ok_or(CHANGED)?;
         self.pos += leb128::write_u64(rest, v).ok_or(CHANGED)?;
         Ok(())
     }
 
+    #[inline(always)]
     fn entry(&mut self, e: DepEntry) -> Result<(), WireError> {
         self.bytes(&e.partition.0.to_be_bytes())?;
         self.var(e.seq.0)
@@ -303,5 +305,36 @@ impl<'o> Cursor<'o> {
         } else {
             Err(CHANGED)
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` (same lengths), with keys and values up to 32 bytes copied inline
+/// by two overlapping fixed-size moves instead of a call to `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        if let (Some(d), Some(s)) = (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
+            *d = *s;
+        }
+        if let (Some(d), Some(s)) = (dst.last_chunk_mut::<N>(), src.last_chunk::<N>()) {
+            *d = *s;
+        }
+    }
+    if dst.len() != src.len() {
+        return;
+    }
+    match src.len() {
+        0 => {}
+        1..=3 => {
+            // First, middle and last byte cover 1 to 3 bytes.
+            let n = src.len();
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => two::<4>(dst, src),
+        8..=16 => two::<8>(dst, src),
+        17..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
