@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
+use ftc_chain::wire::{
+    CommitVector, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN,
+};
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, StmError, Store};
 use smallvec::SmallVec;
 
@@ -245,7 +247,7 @@ impl Replica {
                         if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
                             tail.announce.extend(log.deps().map(|d| d.partition.0));
                         } else {
-                            member.retention.retain(log.as_bytes(), now);
+                            member.retention.retain(&log, now);
                         }
                         true
                     }
@@ -319,19 +321,18 @@ impl Replica {
             if self.ring.tail(mb) == self.me {
                 self.stats.stripped += 1;
             } else if u16::from(mb.0) <= me {
-                w.push_log_bytes(log.as_bytes())
-                    .map_err(|_| ReplicaError::FrameFull)?;
+                w.push_log_view(&log).map_err(|_| ReplicaError::FrameFull)?;
             } else {
                 deferred = true;
             }
         }
         if let (Some(log), Some((mb, retention))) = (own, &mut self.head) {
             if log.kind() != LogKind::Noop {
-                let encoded = encode_log(&mut self.scratch, mb.0, log)?;
+                let encoded = LogView::new_checked(encode_log(&mut self.scratch, mb.0, log)?)?;
                 if log.kind() == LogKind::Update {
-                    retention.retain(encoded, now);
+                    retention.retain(&encoded, now);
                 }
-                w.push_log_bytes(encoded)
+                w.push_log_view(&encoded)
                     .map_err(|_| ReplicaError::FrameFull)?;
             }
         }
@@ -341,7 +342,7 @@ impl Replica {
                     continue;
                 }
                 if w.len() + log.as_bytes().len() > budget
-                    || push_or(&mut w, |w| w.push_log_bytes(log.as_bytes()))?
+                    || push_or(&mut w, |w| w.push_log_view(&log))?
                 {
                     self.overflow.push_log(log.as_bytes());
                     self.stats.overflowed += 1;
@@ -355,9 +356,7 @@ impl Replica {
             if self.ring.tail(MbIndex(cv.middlebox())) == next {
                 continue;
             }
-            if w.len() + cv.as_bytes().len() > budget
-                || push_or(&mut w, |w| w.push_cv_bytes(cv.as_bytes()))?
-            {
+            if w.len() + cv.as_bytes().len() > budget || push_or(&mut w, |w| w.push_cv_view(&cv))? {
                 self.overflow.merge_cv(cv.middlebox(), cv.entries());
             }
         }

@@ -20,10 +20,10 @@ impl Retention {
         }
     }
 
-    /// Keep `encoded` (sent at `now`) until a commit vector covers it.
-    pub(crate) fn retain(&mut self, encoded: &[u8], now: u64) {
-        if !self.covered(encoded) {
-            self.logs.push(encoded, now);
+    /// Keep `log` (sent at `now`) until a commit vector covers it.
+    pub(crate) fn retain(&mut self, log: &LogView<'_>, now: u64) {
+        if !self.known.covers(log.kind(), log.deps()) {
+            self.logs.push(log.as_bytes(), now);
         }
     }
 

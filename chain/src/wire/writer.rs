@@ -88,6 +88,16 @@ impl<'b> MessageWriter<'b> {
     /// so that a bad slice cannot spoil the message.
     pub fn push_log_bytes(&mut self, encoded: &[u8]) -> Result<(), WireError> {
         LogView::new_checked(encoded)?;
+        self.copy_log(encoded)
+    }
+
+    /// Appends a log taken from a checked message as it is (no second check: a view's bytes are
+    /// valid by construction).
+    pub fn push_log_view(&mut self, log: &LogView<'_>) -> Result<(), WireError> {
+        self.copy_log(log.as_bytes())
+    }
+
+    fn copy_log(&mut self, encoded: &[u8]) -> Result<(), WireError> {
         if self.log_count == u16::MAX {
             return Err(WireError::NoRoom);
         }
@@ -129,6 +139,15 @@ impl<'b> MessageWriter<'b> {
     /// Appends an encoded commit vector as taken from [`CvView::as_bytes`] (checked again).
     pub fn push_cv_bytes(&mut self, encoded: &[u8]) -> Result<(), WireError> {
         CvView::new_checked(encoded)?;
+        self.copy_cv(encoded)
+    }
+
+    /// Appends a commit vector taken from a checked message as it is (no second check).
+    pub fn push_cv_view(&mut self, cv: &CvView<'_>) -> Result<(), WireError> {
+        self.copy_cv(cv.as_bytes())
+    }
+
+    fn copy_cv(&mut self, encoded: &[u8]) -> Result<(), WireError> {
         if self.cv_count == u16::MAX {
             return Err(WireError::NoRoom);
         }
