@@ -2,6 +2,7 @@
 //! in-memory transport (crossbeam channels), a traffic generator at the ingress and a sink at
 //! the egress that measures latency. This is what `ftc run` drives.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -94,6 +95,8 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
     let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     // Packets that left the chain (released, dropped or refused), reported per batch.
     let (credit_tx, credit_rx) = crossbeam_channel::unbounded::<u64>();
+    // Servers at a bound (hold queue or buffer): no customer packet enters while any is.
+    let congested = AtomicUsize::new(0);
     let start = Instant::now();
     let now = move || start.elapsed().as_nanos() as u64;
     let mut report = RunReport {
@@ -113,13 +116,14 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
                 let server = Server::new(ring, me, partitions, head, server_config.clone())
                     .expect("valid partitions");
                 let txs = txs.clone();
-                let (recycle, credit) = (recycle_tx.clone(), credit_tx.clone());
-                scope.spawn(move || serve(server, &rx, &txs, &recycle, &credit, now))
+                let (recycle, credit, congested) =
+                    (recycle_tx.clone(), credit_tx.clone(), &congested);
+                scope.spawn(move || serve(server, &rx, &txs, &recycle, &credit, congested, now))
             })
             .collect();
 
         // The traffic generator, on this thread.
-        let (sent, mut done) = generate(config, &txs[0], &recycle_rx, &credit_rx, now);
+        let (sent, mut done) = generate(config, &txs[0], &recycle_rx, &credit_rx, &congested, now);
         report.packets_sent = sent;
         // Let what is in flight drain, then let the replicas settle before stopping.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -205,8 +209,10 @@ fn serve<'a>(
     txs: &[Sender<Msg>],
     recycle: &Sender<Vec<u8>>,
     credit: &Sender<u64>,
+    congested: &AtomicUsize,
     now: impl Fn() -> u64,
 ) -> (Server<'a, u64>, Sink) {
+    let mut was_congested = false;
     const BATCH: usize = 64;
     let mut sink = Sink {
         released: 0,
@@ -277,6 +283,14 @@ fn serve<'a>(
         if left > 0 {
             let _ = credit.send(left);
         }
+        if server.congested() != was_congested {
+            was_congested = !was_congested;
+            if was_congested {
+                congested.fetch_add(1, Ordering::AcqRel);
+            } else {
+                congested.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         if stop {
             break;
         }
@@ -291,6 +305,7 @@ fn generate(
     ingress: &Sender<Msg>,
     recycle: &Receiver<Vec<u8>>,
     credits: &Receiver<u64>,
+    congested: &AtomicUsize,
     now: impl Fn() -> u64,
 ) -> (u64, u64) {
     let templates: Vec<Vec<u8>> = (0..config.flows.max(1))
@@ -306,8 +321,9 @@ fn generate(
         if t >= stop_at {
             break;
         }
-        // A full window waits for packets to leave: blocking gives the core to the servers.
-        if sent - done >= config.window {
+        // A full window, or a congested server, waits for packets to leave: blocking gives the
+        // core to the servers.
+        if sent - done >= config.window || (congested.load(Ordering::Acquire) > 0 && sent > done) {
             let wait = Duration::from_nanos(stop_at - t);
             match credits.recv_timeout(wait) {
                 Ok(n) => done += n,

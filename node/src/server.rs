@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub max_trailer: usize,
     /// Bytes a middlebox may grow a customer frame by.
     pub headroom: usize,
+    /// Frames held (waiting for earlier logs) at which the server reports itself congested:
+    /// drivers then stop admitting customer packets into the chain until it drains. Frames
+    /// already in the chain, and retransmissions, keep flowing, so what frees the held frames
+    /// always gets through.
+    pub max_held_frames: usize,
     pub replica: ReplicaConfig,
     pub forwarder: ForwarderConfig,
     pub buffer: BufferConfig,
@@ -55,6 +60,7 @@ impl Default for ServerConfig {
             trailer_budget: 1024,
             max_trailer: 8192,
             headroom: 128,
+            max_held_frames: 4096,
             replica: ReplicaConfig::default(),
             forwarder: ForwarderConfig::default(),
             buffer: BufferConfig::default(),
@@ -233,6 +239,12 @@ impl<'a, P: Clone> Server<'a, P> {
     /// Frames held now.
     pub fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// Whether the hold queue or the buffer is at its bound: admit no customer packet into the
+    /// chain until no server is congested (back-pressure at the ingress).
+    pub fn congested(&self) -> bool {
+        self.held.len() >= self.config.max_held_frames || !self.refused.is_empty()
     }
 
     /// The first error this server met; it stops handling frames after one.

@@ -44,6 +44,8 @@ pub struct SimConfig {
     pub broken_release: bool,
     /// Give up (a violation) after this many steps.
     pub max_steps: u64,
+    /// Held frames at which a server is congested (customer packets then wait at the ingress).
+    pub max_held_frames: usize,
 }
 
 impl Default for SimConfig {
@@ -56,6 +58,7 @@ impl Default for SimConfig {
             trailer_budget: 512,
             broken_release: false,
             max_steps: 2_000_000,
+            max_held_frames: 4096,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct SimReport {
     pub retransmit_requests: u64,
     pub logs_resent: u64,
     pub max_held_frames: usize,
+    /// Customer packets kept waiting at the ingress by back-pressure (a congested server).
+    pub ingress_deferred: u64,
     pub violations: Vec<String>,
 }
 
@@ -124,6 +129,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
             max_pending_bytes: 1 << 20,
         },
         observe: true,
+        max_held_frames: config.max_held_frames,
         release_without_commit: config.broken_release,
         ..ServerConfig::default()
     };
@@ -195,6 +201,12 @@ impl Sim<'_> {
                 return;
             }
             let at = match event {
+                Event::Inject(packet) if self.servers.iter().any(Server::congested) => {
+                    // Back-pressure: the packet waits outside the chain.
+                    self.report.ingress_deferred += 1;
+                    self.net.schedule(now + 10_000, Event::Inject(packet));
+                    continue;
+                }
                 Event::Inject(mut packet) => {
                     self.report.packets_sent += 1;
                     packet.handle = self.register(PacketInfo {
