@@ -66,6 +66,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
         ..RunConfig::default()
     };
+    warn_single_worker(&spec);
     let r = run_chain(&spec, &config);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -104,4 +105,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The runtime runs one worker thread per server for now: say so when a spec asks for more.
+pub fn warn_single_worker(spec: &ChainSpec) {
+    if spec.middlebox.iter().any(|m| m.threads > 1) {
+        eprintln!(
+            "ftc: note: `threads` above 1 is not parallel yet: each server runs one worker thread \
+             (its store still serves that many workers)"
+        );
+    }
 }
