@@ -347,8 +347,8 @@ impl<'a, P: Clone> Server<'a, P> {
         self.outputs.pop_front()
     }
 
-    /// A message buffer back for reuse (the driver returns those of frames it consumed).
-    pub fn recycle(&mut self, mut msg: Vec<u8>) {
+    /// Keep the buffer of a message this server consumed, for its next message (at most 64).
+    fn recycle(&mut self, mut msg: Vec<u8>) {
         if self.spare.len() < 64 {
             msg.clear();
             self.spare.push(msg);
