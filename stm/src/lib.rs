@@ -9,7 +9,8 @@
 //! - At a replica, [`Store::apply`] applies such a log when its dependencies match the store's
 //!   vector (MAX), skips duplicates and says when to hold; [`Store::is_satisfied`] tests
 //!   read-only logs.
-//! - [`Store::export`] / [`Store::import`] move a whole store with its vector (recovery).
+//! - [`Store::export`] / [`Store::import`] move a whole store with its vector (recovery), and
+//!   [`Snapshot::encode`] / [`Snapshot::decode`] are its checked byte form.
 //!
 //! With one worker the lock manager never sees contention and a transaction costs one
 //! uncontended compare-and-swap per partition it touches. The crate does no I/O and reads no
@@ -19,6 +20,7 @@ mod error;
 mod hash;
 mod ids;
 pub mod lock;
+mod snapshot;
 mod store;
 mod sync;
 mod txn;
@@ -27,6 +29,7 @@ mod typed;
 pub use error::StmError;
 pub use hash::{key_hash, partition_of};
 pub use ids::{DepEntry, LogKind, LogSource, Partition, Seq, Write};
-pub use store::{ApplyOutcome, Snapshot, Store, MAX_WORKERS};
+pub use snapshot::{Snapshot, MAX_ITEM_LEN};
+pub use store::{ApplyOutcome, Store, MAX_WORKERS};
 pub use txn::{Abort, CommitRecord, Txn, Worker};
 pub use typed::Record;

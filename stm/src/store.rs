@@ -9,6 +9,7 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::lock::LockTable;
+use crate::snapshot::Snapshot;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::txn::Worker;
 use crate::{key_hash, DepEntry, LogKind, LogSource, Partition, Seq, StmError};
@@ -101,16 +102,6 @@ pub enum ApplyOutcome {
     Duplicate,
     /// An earlier log of one of its partitions is missing: hold it and try again later.
     Hold,
-}
-
-/// A whole store with its vector, as moved between servers at recovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub partitions: u32,
-    /// The sequence of every partition (MAX at a replica, V at a head).
-    pub vector: Vec<Seq>,
-    /// Every entry, sorted by key.
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The state of one middlebox: P partitions behind wound-wait locks.
