@@ -1,0 +1,94 @@
+//! The `ftc` binary's contract: exit codes, error messages that name file and line, and the JSON
+//! keys other tools rely on (issue 3: `ftc run --json`, `ftc sim --json`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn ftc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
+        .args(args)
+        .output()
+        .expect("ftc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn spec(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../specs")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+
+#[test]
+fn check_describes_a_valid_spec_and_locates_errors() {
+    let (code, out, _) = ftc(&["check", &spec("ch-rec.toml")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("group m2: servers [2 → 0] (wraps"), "{out}");
+
+    let bad = std::env::temp_dir().join(format!("ftc-cli-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[chain]\nname = \"x\"\nf = 1\n\n[[middlebox]]\nkind = \"simple-nat\"\npublicip = \"1.2.3.4\"\n").unwrap();
+    let (code, _, err) = ftc(&["check", &bad.display().to_string()]);
+    std::fs::remove_file(&bad).ok();
+    assert_eq!(code, 1);
+    assert!(err.contains(":7:") && err.contains("publicip"), "{err}");
+}
+
+#[test]
+fn run_json_has_the_documented_keys() {
+    for mode in ["ftc", "nf"] {
+        let (code, out, _) = ftc(&[
+            "run",
+            &spec("ch-2.toml"),
+            "--mode",
+            mode,
+            "--duration",
+            "0.2",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let r = json(&out);
+        for key in [
+            "mode",
+            "packets_sent",
+            "packets_released",
+            "throughput_pps",
+            "latency_us",
+            "violations",
+        ] {
+            assert!(r.get(key).is_some(), "`{key}` missing in {r}");
+        }
+        assert_eq!(r["mode"], mode);
+        assert!(r["latency_us"]["p50"].is_number() && r["latency_us"]["p99"].is_number());
+        assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
+        assert!(r["packets_released"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
+    let (code, out, _) = ftc(&["sim", &spec("ch-rec.toml"), "--seeds", "5", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let r = json(&out);
+    for key in ["seeds", "steps", "packets_released", "violations"] {
+        assert!(r.get(key).is_some(), "`{key}` missing in {r}");
+    }
+    assert_eq!(r["seeds"], 5);
+    assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
+
+    let (code, _, err) = ftc(&["sim", &spec("ch-rec.toml"), "--faults", "lightning"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown fault"), "{err}");
+    let (code, _, err) = ftc(&["run", &spec("ch-rec.toml"), "--size", "20"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--size"), "{err}");
+}
