@@ -8,7 +8,7 @@
 //! each batch of them. Outputs: [`Server::poll_output`] until `None` after every batch, and
 //! [`Server::poll_timeout`] for the next timer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use ftc_buffer::{Buffer, BufferConfig, Packet as BufferPacket};
 use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox, Verdict};
@@ -140,11 +140,10 @@ pub struct Server<'a, P> {
     replica: Option<Replica>,
     forwarder: Option<Forwarder>,
     buffer: Option<Buffer<u64>>,
-    /// Packets the buffer holds, by the key it holds them under.
-    parked: HashMap<u64, Packet<P>>,
+    /// Packets the buffer holds: the buffer holds their slot numbers.
+    parked: Slab<Packet<P>>,
     /// Packets the buffer refused (back-pressure) with their messages, to offer again in order.
     refused: VecDeque<(Vec<u8>, BufferPacket<u64>)>,
-    next_key: u64,
     held: VecDeque<(u64, Frame<P>)>,
     /// Order of arrival, to keep a flow's frames in order in the hold queue.
     arrivals: u64,
@@ -198,9 +197,8 @@ impl<'a, P: Clone> Server<'a, P> {
             buffer: (ftc && me == last).then(|| Buffer::new(ring, partitions, config.buffer)),
             head,
             config,
-            parked: HashMap::new(),
+            parked: Slab::default(),
             refused: VecDeque::new(),
-            next_key: 0,
             held: VecDeque::new(),
             arrivals: 0,
             outputs: VecDeque::new(),
@@ -604,19 +602,17 @@ impl<'a, P: Clone> Server<'a, P> {
                     handle: packet.handle.clone(),
                 });
             }
-            let key = self.next_key;
-            self.next_key += 1;
-            let offer = BufferPacket {
-                flow: packet.flow,
-                len: packet.bytes.len(),
-                handle: key,
-            };
-            self.parked.insert(key, packet);
-            offer
+            let len = packet.bytes.len();
+            let flow = packet.flow;
+            BufferPacket {
+                flow,
+                len,
+                handle: self.parked.insert(packet),
+            }
         });
         if self.config.release_without_commit {
             if let Some(offer) = offered {
-                let packet = self.parked.remove(&offer.handle).expect("just parked");
+                let packet = self.parked.remove(offer.handle);
                 self.outputs
                     .push_back(Output::Release { packet, hold_ns: 0 });
             }
@@ -651,10 +647,7 @@ impl<'a, P: Clone> Server<'a, P> {
             return;
         };
         while let Some(r) = buffer.poll_release(now) {
-            let packet = self
-                .parked
-                .remove(&r.handle)
-                .expect("the buffer releases what it was given");
+            let packet = self.parked.remove(r.handle);
             self.outputs.push_back(Output::Release {
                 packet,
                 hold_ns: r.hold_ns,
@@ -691,6 +684,46 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
+    }
+}
+
+/// Values in reusable numbered slots: O(1) insert and remove, no hashing.
+#[derive(Debug)]
+struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u64>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> u64 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(value);
+                i
+            }
+            None => {
+                self.slots.push(Some(value));
+                self.slots.len() as u64 - 1
+            }
+        }
+    }
+
+    /// The value in slot `i`; the buffer only gives back slots it was given, once.
+    fn remove(&mut self, i: u64) -> T {
+        let value = self.slots[i as usize]
+            .take()
+            .expect("the buffer releases what it was given, once");
+        self.free.push(i);
+        value
     }
 }
 
