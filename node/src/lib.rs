@@ -3,6 +3,7 @@
 //! with a thread per server over an in-memory transport.
 
 pub mod heads;
+pub mod nsh;
 pub mod runtime;
 pub mod server;
 

@@ -1,0 +1,182 @@
+//! Frames between servers as bytes (DESIGN.md §4), for the transports that carry bytes (UDP,
+//! AF_XDP): an NSH header with FTC's context (epoch, trailer length, flags), the customer's
+//! frame untouched, and the piggyback message as trailer. A frame's packet handle stays in its
+//! process; the receiver names the packet itself and recomputes its flow from its 5-tuple.
+
+use ftc_chain::middlebox::Direction;
+use ftc_chain::middleboxes::packet::{parse, Parsed};
+use ftc_chain::wire::{NshFrame, NshRepr, WireError};
+
+use crate::{Frame, Packet};
+
+/// Context flag: the customer packet travels inbound (from the outside port).
+pub const FLAG_INBOUND: u16 = 0x0002;
+
+/// Where a frame is on the chain: the chain's id (NSH service path), the hop, the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    pub chain: u32,
+    /// Hop count from the forwarder (NSH service index = 255 − hop).
+    pub hop: u8,
+    /// The chain configuration's version; frames of another epoch are dropped (fencing).
+    pub epoch: u32,
+}
+
+/// A frame read off the wire: the packet (without a handle) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub path: Path,
+    pub frame: Frame<()>,
+}
+
+/// Append the bytes of `frame` to `out` (cleared first).
+pub fn encode<P>(frame: &Frame<P>, path: Path, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let trailer_len = u16::try_from(frame.msg.len()).map_err(|_| WireError::NoRoom)?;
+    let inner: &[u8] = frame.packet.as_ref().map_or(&[], |p| &p.bytes);
+    let inbound = frame
+        .packet
+        .as_ref()
+        .is_some_and(|p| p.dir == Direction::Inbound);
+    let repr = NshRepr {
+        dst_mac: [0x02, 0, 0, 0, 0, path.hop.wrapping_add(1)],
+        src_mac: [0x02, 0, 0, 0, 0, path.hop],
+        propagating: frame.packet.is_none(),
+        ttl: 63,
+        spi: path.chain & 0x00ff_ffff,
+        si: 255 - path.hop,
+        epoch: path.epoch,
+        flags: frame.flags | if inbound { FLAG_INBOUND } else { 0 },
+        trailer_len,
+    };
+    out.clear();
+    out.resize(repr.frame_len(inner.len()), 0);
+    repr.emit(&mut NshFrame::new_unchecked(&mut out[..]));
+    out[NshRepr::HEADER_LEN..][..inner.len()].copy_from_slice(inner);
+    let at = out.len() - frame.msg.len();
+    out[at..].copy_from_slice(&frame.msg);
+    Ok(())
+}
+
+/// Read a frame from bytes that came off the wire. The NSH part is checked here; the message
+/// is checked by the server that handles it.
+pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
+    let nsh = NshFrame::new_checked(bytes)?;
+    let repr = NshRepr::parse(&nsh)?;
+    let path = Path {
+        chain: repr.spi,
+        hop: 255 - repr.si,
+        epoch: repr.epoch,
+    };
+    let packet = (!repr.propagating).then(|| {
+        let bytes = nsh.inner().to_vec();
+        let dir = if repr.flags & FLAG_INBOUND != 0 {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        Packet {
+            handle: (),
+            flow: flow_of(&bytes),
+            dir,
+            bytes,
+        }
+    });
+    let frame = Frame {
+        packet,
+        flags: repr.flags & !FLAG_INBOUND,
+        msg: nsh.trailer().to_vec(),
+    };
+    Ok(Received { path, frame })
+}
+
+/// A customer frame's flow: a hash of its 5-tuple (0 for frames that are not IPv4). The same
+/// connection gives the same flow at a server, since every middlebox rewrites a connection's
+/// packets alike.
+pub fn flow_of(frame: &[u8]) -> u64 {
+    match parse(frame) {
+        Parsed::Ipv4(p) => ftc_stm::key_hash(&p.flow().to_bytes()),
+        Parsed::NotIpv4 | Parsed::Malformed => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::empty_message;
+
+    fn tcp(src: [u8; 4], sport: u16) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, [198, 51, 100, 10], 64)
+            .tcp(sport, 80, 1, 1000);
+        let mut out = Vec::new();
+        b.write(&mut out, b"payload").unwrap();
+        out
+    }
+
+    #[test]
+    fn frames_round_trip_through_bytes() {
+        let path = Path {
+            chain: 7,
+            hop: 2,
+            epoch: 9,
+        };
+        let mut buf = Vec::new();
+        for dir in [Direction::Outbound, Direction::Inbound] {
+            let bytes = tcp([10, 0, 0, 1], 4000);
+            let packet = Packet {
+                handle: 42u64,
+                flow: 1,
+                dir,
+                bytes: bytes.clone(),
+            };
+            let frame = Frame {
+                packet: Some(packet),
+                flags: 0,
+                msg: empty_message(),
+            };
+            encode(&frame, path, &mut buf).unwrap();
+            let got = decode(&buf).unwrap();
+            assert_eq!(got.path, path);
+            let p = got.frame.packet.unwrap();
+            assert_eq!((p.dir, &p.bytes), (dir, &bytes));
+            assert_eq!(p.flow, flow_of(&bytes));
+            assert_eq!(got.frame.msg, empty_message());
+            assert_eq!(got.frame.flags, 0);
+        }
+        // A propagating retransmission request: no packet, the flag kept.
+        let frame: Frame<u64> = Frame {
+            packet: None,
+            flags: ftc_replica::FLAG_RETRANSMIT_REQUEST,
+            msg: empty_message(),
+        };
+        encode(&frame, path, &mut buf).unwrap();
+        let got = decode(&buf).unwrap();
+        assert_eq!(
+            got.frame,
+            Frame {
+                packet: None,
+                flags: ftc_replica::FLAG_RETRANSMIT_REQUEST,
+                msg: empty_message()
+            }
+        );
+    }
+
+    #[test]
+    fn flows_follow_the_five_tuple_and_garbage_is_refused() {
+        assert_eq!(
+            flow_of(&tcp([10, 0, 0, 1], 4000)),
+            flow_of(&tcp([10, 0, 0, 1], 4000))
+        );
+        assert_ne!(
+            flow_of(&tcp([10, 0, 0, 1], 4000)),
+            flow_of(&tcp([10, 0, 0, 1], 4001))
+        );
+        assert_eq!(flow_of(&[0; 10]), 0);
+        for junk in [&[][..], &[0u8; 20], &tcp([10, 0, 0, 1], 1)] {
+            assert!(
+                decode(junk).is_err(),
+                "a customer frame is not an NSH frame"
+            );
+        }
+    }
+}
