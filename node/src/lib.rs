@@ -6,6 +6,7 @@ pub mod heads;
 pub mod nsh;
 pub mod runtime;
 pub mod server;
+pub mod udp;
 
 pub use heads::Heads;
 pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};

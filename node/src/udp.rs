@@ -1,0 +1,220 @@
+//! The UDP transport: frames between servers as NSH bytes (`nsh`) in UDP datagrams, for
+//! servers in separate processes or on separate hosts where AF_XDP is not available. Each
+//! server has one socket; the peers' addresses say which server a datagram came from.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use ftc_chain::ring::ServerId;
+
+use crate::nsh::{self, Path, Received};
+use crate::Frame;
+
+/// Largest datagram: a jumbo frame between servers.
+pub const MAX_DATAGRAM: usize = 9216;
+
+/// Why a datagram was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error("udp: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame for unknown server {0}")]
+    UnknownServer(u16),
+    #[error("frame does not encode: {0}")]
+    Encode(ftc_chain::wire::WireError),
+}
+
+/// What `recv` found in one datagram.
+#[derive(Debug)]
+pub enum Datagram {
+    /// A frame from a known server, of the current epoch.
+    Frame { from: ServerId, received: Received },
+    /// Dropped and counted: unknown sender, bad bytes, or a stale epoch (fenced).
+    Dropped,
+}
+
+/// Counters of the transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    pub sent: u64,
+    pub received: u64,
+    pub unknown_sender: u64,
+    pub malformed: u64,
+    pub stale_epoch: u64,
+}
+
+/// One server's UDP endpoint.
+#[derive(Debug)]
+pub struct UdpTransport {
+    socket: UdpSocket,
+    /// Address of every server of the chain, by server id.
+    peers: Vec<SocketAddr>,
+    chain: u32,
+    epoch: u32,
+    buf: Vec<u8>,
+    stats: UdpStats,
+}
+
+impl UdpTransport {
+    /// Bind `local` and talk to `peers` (indexed by server id) on chain `chain` at `epoch`.
+    pub fn bind(
+        local: SocketAddr,
+        peers: Vec<SocketAddr>,
+        chain: u32,
+        epoch: u32,
+    ) -> Result<Self, UdpError> {
+        let socket = UdpSocket::bind(local)?;
+        Ok(UdpTransport {
+            socket,
+            peers,
+            chain,
+            epoch,
+            buf: vec![0; MAX_DATAGRAM],
+            stats: UdpStats::default(),
+        })
+    }
+
+    /// The address this endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, UdpError> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    /// Move to a new epoch (after a recovery): frames of other epochs are dropped from now on.
+    pub fn set_epoch(&mut self, epoch: u32) {
+        self.epoch = epoch;
+    }
+
+    pub fn stats(&self) -> &UdpStats {
+        &self.stats
+    }
+
+    /// Send `frame` to server `to`; `hop` is the receiver's position from the forwarder.
+    pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), UdpError> {
+        let addr = *self
+            .peers
+            .get(usize::from(to.0))
+            .ok_or(UdpError::UnknownServer(to.0))?;
+        let mut bytes = std::mem::take(&mut self.buf);
+        let path = Path {
+            chain: self.chain,
+            hop,
+            epoch: self.epoch,
+        };
+        let result = nsh::encode(frame, path, &mut bytes).map_err(UdpError::Encode);
+        let sent = result.and_then(|()| Ok(self.socket.send_to(&bytes, addr)?));
+        bytes.resize(MAX_DATAGRAM, 0);
+        self.buf = bytes;
+        sent?;
+        self.stats.sent += 1;
+        Ok(())
+    }
+
+    /// Wait up to `timeout` (`None`: forever) for a datagram; `Ok(None)` when none came.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Datagram>, UdpError> {
+        // The socket takes no zero timeout: the shortest wait stands for "do not wait".
+        self.socket
+            .set_read_timeout(timeout.map(|t| t.max(Duration::from_nanos(1))))?;
+        let (len, src) = match self.socket.recv_from(&mut self.buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.stats.received += 1;
+        let Some(from) = self.peers.iter().position(|p| *p == src) else {
+            self.stats.unknown_sender += 1;
+            return Ok(Some(Datagram::Dropped));
+        };
+        let received = match nsh::decode(&self.buf[..len]) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return Ok(Some(Datagram::Dropped));
+            }
+        };
+        if received.path.epoch != self.epoch || received.path.chain != (self.chain & 0x00ff_ffff) {
+            self.stats.stale_epoch += 1;
+            return Ok(Some(Datagram::Dropped));
+        }
+        Ok(Some(Datagram::Frame {
+            from: ServerId(from as u16),
+            received,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::empty_message;
+    use crate::Packet;
+    use ftc_chain::middlebox::Direction;
+
+    fn pair() -> (UdpTransport, UdpTransport) {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = UdpSocket::bind(any).unwrap();
+        let b = UdpSocket::bind(any).unwrap();
+        let peers = vec![a.local_addr().unwrap(), b.local_addr().unwrap()];
+        drop((a, b));
+        let a = UdpTransport::bind(peers[0], peers.clone(), 1, 5).unwrap();
+        let b = UdpTransport::bind(peers[1], peers, 1, 5).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn frames_cross_loopback_and_stale_epochs_are_fenced() {
+        let (mut a, mut b) = pair();
+        let frame = Frame {
+            packet: Some(Packet {
+                handle: 1u64,
+                flow: 0,
+                dir: Direction::Inbound,
+                bytes: vec![0xab; 60],
+            }),
+            flags: 0,
+            msg: empty_message(),
+        };
+        a.send(ServerId(1), 1, &frame).unwrap();
+        match b.recv(Some(Duration::from_secs(2))).unwrap() {
+            Some(Datagram::Frame { from, received }) => {
+                assert_eq!(from, ServerId(0));
+                assert_eq!(received.path.hop, 1);
+                let p = received.frame.packet.unwrap();
+                assert_eq!((p.dir, p.bytes.len()), (Direction::Inbound, 60));
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+        // After a recovery the receiver moves on: a frame of the old epoch is dropped.
+        b.set_epoch(6);
+        a.send(ServerId(1), 1, &frame).unwrap();
+        assert!(matches!(
+            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            Some(Datagram::Dropped)
+        ));
+        assert_eq!(b.stats().stale_epoch, 1);
+        assert!(b.recv(Some(Duration::from_millis(10))).unwrap().is_none());
+        assert!(matches!(
+            a.send(ServerId(9), 0, &frame),
+            Err(UdpError::UnknownServer(9))
+        ));
+    }
+
+    #[test]
+    fn garbage_and_strangers_are_dropped() {
+        let (_a, mut b) = pair();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        stranger.send_to(b"hello", b.local_addr().unwrap()).unwrap();
+        assert!(matches!(
+            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            Some(Datagram::Dropped)
+        ));
+        assert_eq!(b.stats().unknown_sender, 1);
+    }
+}
