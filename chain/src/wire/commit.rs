@@ -8,7 +8,7 @@ use ftc_stm::{DepEntry, LogKind, Partition, Seq};
 ///
 /// Merging takes the element-wise max, so it is commutative, idempotent and never moves an entry
 /// backwards: a lost, duplicated or reordered message cannot undo progress, and a message need
-/// only carry the entries that changed ([`CommitVector::changed_since`]).
+/// only carry the entries that changed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CommitVector {
     seqs: Vec<Seq>,
@@ -59,18 +59,6 @@ impl CommitVector {
         moved
     }
 
-    /// Merges a whole vector (the first `P` of its entries).
-    pub fn merge_vector(&mut self, other: &CommitVector) -> bool {
-        let mut moved = false;
-        for (s, &o) in self.seqs.iter_mut().zip(&other.seqs) {
-            if o > *s {
-                *s = o;
-                moved = true;
-            }
-        }
-        moved
-    }
-
     /// Whether a log of `kind` with dependencies `deps` is known replicated: an update log with
     /// dependency `D` when `CV[p] ≥ D[p] + 1` for each of its entries, a read-only log when
     /// `CV[p] ≥ D[p]`, a no-op log always. A dependency on a partition ≥ P is never covered.
@@ -80,16 +68,6 @@ impl CommitVector {
             LogKind::Update => deps.all(|d| self.get(d.partition).is_some_and(|cv| cv > d.seq)),
             LogKind::ReadOnly => deps.all(|d| self.get(d.partition).is_some_and(|cv| cv >= d.seq)),
         }
-    }
-
-    /// The entries of `self` that are ahead of `older` (the sparse entries a message needs to
-    /// carry); partitions `older` lacks count as 0 there.
-    pub fn changed_since<'s>(
-        &'s self,
-        older: &'s CommitVector,
-    ) -> impl Iterator<Item = DepEntry> + Clone + 's {
-        self.iter()
-            .filter(move |e| older.get(e.partition).unwrap_or_default() < e.seq)
     }
 }
 
@@ -125,21 +103,6 @@ mod tests {
         assert!(!cv.merge([dep(9, 1)].into_iter()));
         // u64::MAX as an update dependency cannot be covered (no overflow).
         assert!(!cv.covers(LogKind::Update, [dep(0, u64::MAX)].into_iter()));
-    }
-
-    #[test]
-    fn changed_since_sends_only_what_moved() {
-        let mut old = CommitVector::new(4);
-        old.merge([dep(0, 1), dep(3, 7)].into_iter());
-        let mut new = old.clone();
-        new.merge([dep(0, 1), dep(2, 4), dep(3, 8)].into_iter());
-        assert_eq!(
-            new.changed_since(&old).collect::<Vec<_>>(),
-            [dep(2, 4), dep(3, 8)]
-        );
-        let mut rebuilt = old.clone();
-        rebuilt.merge(new.changed_since(&old));
-        assert_eq!(rebuilt, new);
     }
 
     const P: usize = 8;
@@ -185,18 +148,6 @@ mod tests {
                 let d = dep(e.partition.0, e.seq.0 - 1);
                 prop_assert!(after.covers(LogKind::Update, [d].into_iter()));
             }
-        }
-
-        #[test]
-        fn changed_since_rebuilds(base in vector(), a in vector()) {
-            let old = merged(&CommitVector::new(P), &[&base]);
-            let new = merged(&old, &[&a]);
-            let mut rebuilt = old.clone();
-            rebuilt.merge(new.changed_since(&old));
-            prop_assert_eq!(&rebuilt, &new);
-            let mut dense = old.clone();
-            dense.merge_vector(&new);
-            prop_assert_eq!(dense, new);
         }
     }
 }
