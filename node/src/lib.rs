@@ -6,6 +6,7 @@ pub mod heads;
 pub mod nsh;
 pub mod runtime;
 pub mod server;
+pub mod traffic;
 pub mod udp;
 
 pub use heads::Heads;

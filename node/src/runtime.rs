@@ -12,6 +12,7 @@ use ftc_chain::spec::ChainSpec;
 use hdrhistogram::Histogram;
 
 use crate::server::port_of;
+use crate::traffic::request;
 use crate::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 
 /// What to run.
@@ -309,7 +310,7 @@ fn generate(
     now: impl Fn() -> u64,
 ) -> (u64, u64) {
     let templates: Vec<Vec<u8>> = (0..config.flows.max(1))
-        .map(|f| tcp_frame(f, config.size))
+        .map(|f| request(f, 1, config.size))
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
@@ -354,17 +355,4 @@ fn generate(
         sent += 1;
     }
     (sent, done)
-}
-
-/// A TCP/IPv4 frame of flow `flow` from the inside network, `size` bytes long in all.
-fn tcp_frame(flow: u32, size: usize) -> Vec<u8> {
-    let client = [10, 0, (flow / 250) as u8, (flow % 250 + 1) as u8];
-    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(client, [198, 51, 100, 10], 64)
-        .tcp(40_000 + (flow % 20_000) as u16, 80, 1, 65_535)
-        .ack(1);
-    let payload = vec![0x5a; size.saturating_sub(builder.size(0))];
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, &payload).expect("writing to a Vec");
-    out
 }

@@ -22,11 +22,15 @@ use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_forwarder::ForwarderConfig;
 use ftc_node::server::port_of;
+use ftc_node::traffic::request;
 use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaConfig;
 use ftc_stm::{DepEntry, LogKind, Partition, Store};
 
 pub use net::Faults;
+
+/// Bytes of a simulated request: a 64-byte TCP payload.
+const REQUEST_SIZE: usize = 14 + 20 + 20 + 64;
 use net::{Event, Network};
 use rng::Rng;
 
@@ -168,7 +172,7 @@ impl Sim<'_> {
         for _ in 0..self.config.packets {
             t += 500 + rng.below(3_000);
             let flow = rng.below(u64::from(self.config.flows.max(1))) as u32;
-            let bytes = request(flow, rng.below(1 << 16) as u32);
+            let bytes = request(flow, rng.below(1 << 16) as u32, REQUEST_SIZE);
             let packet = Packet {
                 handle: 0,
                 flow: u64::from(flow),
@@ -471,19 +475,6 @@ fn holds(store: &Store, kind: LogKind, deps: &[DepEntry]) -> bool {
             LogKind::Noop => true,
         }
     })
-}
-
-/// A TCP request of `flow` from the inside network to the server behind the chain.
-fn request(flow: u32, seq: u32) -> Vec<u8> {
-    let client = [10, 0, (flow / 250) as u8, (flow % 250 + 1) as u8];
-    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(client, [198, 51, 100, 10], 64)
-        .tcp(40_000 + (flow % 20_000) as u16, 80, seq, 65_535)
-        .ack(1);
-    let payload = [0x5a; 64];
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, &payload).expect("writing to a Vec");
-    out
 }
 
 /// The server's answer to a request as it left the chain: addresses and ports swapped.
