@@ -20,6 +20,7 @@
 //!
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
 
+mod group_state;
 mod retention;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use ftc_chain::wire::{
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, StmError, Store};
 use smallvec::SmallVec;
 
+pub use group_state::{GroupState, GroupStateError};
 use retention::Retention;
 
 /// NSH context flag of a retransmission request (`docs/protocol.md`).
@@ -82,6 +84,8 @@ pub enum ReplicaError {
     Wire(#[from] WireError),
     #[error("a packet's own logs do not fit its frame: raise the MTU between servers")]
     FrameFull,
+    #[error("cannot restore: {0}")]
+    Restore(&'static str),
 }
 
 /// Counters of a replica.
@@ -195,6 +199,72 @@ impl Replica {
             scratch: Vec::new(),
             stats: ReplicaStats::default(),
         }
+    }
+
+    /// The core of a replacement server `me` after a failure (DESIGN.md §8 step 3), from the
+    /// state of every group it replicates and, if it heads a group, that group's retained logs
+    /// (its store is the head's, restored by the driver). As a tail it announces its whole
+    /// MAX on its first frames, so what its predecessors retain gets pruned.
+    pub fn restore(
+        ring: Ring,
+        me: ServerId,
+        partitions: u32,
+        config: ReplicaConfig,
+        groups: &[GroupState],
+        now: u64,
+    ) -> Result<Self, ReplicaError> {
+        if groups.iter().any(|g| g.snapshot.partitions != partitions) {
+            return Err(ReplicaError::Restore(
+                "partition count differs from the chain's",
+            ));
+        }
+        let stores = ring
+            .replicated_by(me)
+            .map(|mb| {
+                let state =
+                    groups
+                        .iter()
+                        .find(|g| g.middlebox == mb)
+                        .ok_or(ReplicaError::Restore(
+                            "the state of a replicated group is missing",
+                        ))?;
+                Ok((mb, Arc::new(Store::import(&state.snapshot, 1)?)))
+            })
+            .collect::<Result<Vec<_>, ReplicaError>>()?;
+        let mut replica = Self::with_stores(ring, me, partitions, config, stores);
+        for group in groups {
+            let retention = match &mut replica.head {
+                Some((mb, r)) if *mb == group.middlebox => r,
+                _ => match replica.members.iter_mut().find(|m| m.mb == group.middlebox) {
+                    Some(m) if m.tail => continue,
+                    Some(m) => &mut m.retention,
+                    None => {
+                        return Err(ReplicaError::Restore(
+                            "state of a group this server is not in",
+                        ))
+                    }
+                },
+            };
+            for log in &group.retained {
+                retention.retain(&LogView::new_checked(log)?, now);
+            }
+        }
+        if let Some(tail) = &mut replica.tail {
+            let store = &replica.members[tail.member].store;
+            tail.announce
+                .extend((0..partitions as u16).filter(|&p| store.seq(Partition(p)).0 > 0));
+        }
+        Ok(replica)
+    }
+
+    /// The encoded logs of `mb`'s group this server retains, oldest first (for a recovery's
+    /// state transfer); `None` when it is not in that group.
+    pub fn retained_logs(&self, mb: MbIndex) -> Option<Vec<Vec<u8>>> {
+        let retention = match &self.head {
+            Some((head, r)) if *head == mb => r,
+            _ => &self.members.iter().find(|m| m.mb == mb)?.retention,
+        };
+        Some(retention.logs().map(<[u8]>::to_vec).collect())
     }
 
     /// This server.

@@ -43,7 +43,7 @@ impl Retention {
         &'a self,
         max: &'a CommitVector,
     ) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.logs.iter().map(|(log, _)| log).filter(move |log| {
+        self.logs().filter(move |log| {
             LogView::new_checked(log).is_ok_and(|l| {
                 l.kind() == LogKind::Update
                     && l.deps()
@@ -93,6 +93,11 @@ impl Retention {
             }
             self.logs.pop_front();
         }
+    }
+
+    /// Every retained log, oldest first.
+    pub(crate) fn logs(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.logs.iter().map(|(log, _)| log)
     }
 
     /// The send time of the oldest retained log (the queue is in send order).

@@ -341,20 +341,35 @@ impl Store {
     /// becomes its V; at a new replica its MAX.
     pub fn import(snapshot: &Snapshot, workers: u16) -> Result<Store, StmError> {
         let store = Store::new(snapshot.partitions, workers)?;
-        if snapshot.vector.len() != store.parts.len() {
+        store.restore(snapshot)?;
+        Ok(store)
+    }
+
+    /// Replace everything in this store with `snapshot` (a replacement server's head store
+    /// restored from a replica). Fails, changing nothing, when the partition counts differ or a
+    /// worker handle is out: no transaction may run while the state is swapped.
+    pub fn restore(&self, snapshot: &Snapshot) -> Result<(), StmError> {
+        if snapshot.partitions != self.partitions() || snapshot.vector.len() != self.parts.len() {
             return Err(StmError::BadSnapshot(
-                "vector length differs from the partition count",
+                "partition count differs from the store's",
             ));
         }
-        for (part, seq) in store.parts.iter().zip(&snapshot.vector) {
-            part.seq.store(seq.0, Ordering::Relaxed);
+        if self.claimed.iter().any(|c| c.load(Ordering::Acquire)) {
+            return Err(StmError::BadSnapshot("a worker of the store is running"));
         }
-        for (key, value) in &snapshot.entries {
-            let h = key_hash(key);
-            // SAFETY: the store is not shared yet.
-            unsafe { store.parts[store.partition_index(h)].put(h, key, Some(value)) };
-        }
-        Ok(store)
+        self.with_all_locked(|parts| {
+            for (part, seq) in parts.iter().zip(&snapshot.vector) {
+                // SAFETY: every partition lock is held.
+                unsafe { part.map_mut() }.clear();
+                part.seq.store(seq.0, Ordering::Release);
+            }
+            for (key, value) in &snapshot.entries {
+                let h = key_hash(key);
+                // SAFETY: every partition lock is held.
+                unsafe { parts[self.partition_index(h)].put(h, key, Some(value)) };
+            }
+        });
+        Ok(())
     }
 
     /// Every entry, sorted by key (for tests and checkers).

@@ -78,3 +78,30 @@ fn dishonest_snapshots_are_refused() {
     };
     assert!(huge.encode().is_err());
 }
+
+#[test]
+fn restore_replaces_a_store_in_place_and_refuses_while_a_worker_runs() {
+    let old = store_with(
+        &[
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec()),
+        ],
+        8,
+    );
+    let new = store_with(&[(b"c".to_vec(), b"3".to_vec())], 8);
+    let snap = new.export();
+    {
+        let _running = old.worker(0).unwrap();
+        assert!(matches!(old.restore(&snap), Err(StmError::BadSnapshot(_))));
+    }
+    old.restore(&snap).unwrap();
+    assert_eq!(old.to_map(), new.to_map());
+    assert_eq!(old.vector(), new.vector());
+    // Transactions go on from the restored vector.
+    let mut w = old.worker(0).unwrap();
+    let ((), rec) = w.run(|tx| tx.write(b"c", b"4"));
+    let dep = rec.dep_entries()[0];
+    assert_eq!(dep.seq, new.seq(dep.partition));
+    let other = store_with(&[], 16);
+    assert!(other.restore(&snap).is_err());
+}

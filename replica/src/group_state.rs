@@ -1,0 +1,114 @@
+//! [`GroupState`]: what a recovery moves for one replication group (DESIGN.md §8 step 3): the
+//! group's store with its vector (MAX at a replica, V at a head), and the logs the source retains
+//! for its successor. Its byte form is checked in full: the bytes come from the network.
+//!
+//! Layout (big-endian): magic `FTCG`, version u8 = 1, middlebox u8, snapshot length u64, the
+//! snapshot's own byte form ([`Snapshot::encode`]), retained-log count u32, then per log its
+//! length u32 and its encoded bytes (a piggyback log of this middlebox); nothing after.
+
+use ftc_chain::ring::MbIndex;
+use ftc_chain::wire::LogView;
+use ftc_stm::{Snapshot, StmError};
+
+const MAGIC: &[u8; 4] = b"FTCG";
+const VERSION: u8 = 1;
+
+/// One group's state as a recovery moves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub middlebox: MbIndex,
+    pub snapshot: Snapshot,
+    /// Encoded piggyback logs of `middlebox`, oldest first, not yet known to be committed.
+    pub retained: Vec<Vec<u8>>,
+}
+
+/// Why group-state bytes were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupStateError {
+    #[error("group state: {0}")]
+    Malformed(&'static str),
+    #[error("group state: {0}")]
+    Snapshot(#[from] StmError),
+}
+
+impl GroupState {
+    /// The byte form.
+    pub fn encode(&self) -> Result<Vec<u8>, GroupStateError> {
+        let snapshot = self.snapshot.encode()?;
+        let logs: usize = self.retained.iter().map(|l| 4 + l.len()).sum();
+        let mut out = Vec::with_capacity(4 + 1 + 1 + 8 + snapshot.len() + 4 + logs);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.middlebox.0);
+        out.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
+        out.extend_from_slice(&snapshot);
+        let count = u32::try_from(self.retained.len())
+            .map_err(|_| GroupStateError::Malformed("too many retained logs"))?;
+        out.extend_from_slice(&count.to_be_bytes());
+        for log in &self.retained {
+            let len = u32::try_from(log.len())
+                .map_err(|_| GroupStateError::Malformed("retained log too long"))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(log);
+        }
+        Ok(out)
+    }
+
+    /// Read group-state bytes back, checking magic, version, every length, the snapshot, and
+    /// that every retained log parses and belongs to the group's middlebox.
+    pub fn decode(bytes: &[u8]) -> Result<GroupState, GroupStateError> {
+        let mut r = bytes;
+        if take(&mut r, 4)? != MAGIC {
+            return Err(GroupStateError::Malformed("not a group state (bad magic)"));
+        }
+        if take(&mut r, 1)?[0] != VERSION {
+            return Err(GroupStateError::Malformed("unsupported version"));
+        }
+        let middlebox = MbIndex(take(&mut r, 1)?[0]);
+        let len = u64::from_be_bytes(array(take(&mut r, 8)?));
+        let len = usize::try_from(len).ok().filter(|&l| l <= r.len()).ok_or(
+            GroupStateError::Malformed("snapshot length exceeds the bytes"),
+        )?;
+        let snapshot = Snapshot::decode(take(&mut r, len)?)?;
+        let count = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
+        // Every log takes at least 4 bytes: a count beyond that cannot be honest.
+        if count > r.len() / 4 {
+            return Err(GroupStateError::Malformed("log count exceeds the bytes"));
+        }
+        let mut retained = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
+            let log = take(&mut r, len)?;
+            let view = LogView::new_checked(log)
+                .map_err(|_| GroupStateError::Malformed("a retained log does not parse"))?;
+            if view.middlebox() != middlebox.0 {
+                return Err(GroupStateError::Malformed(
+                    "a retained log belongs to another middlebox",
+                ));
+            }
+            retained.push(log.to_vec());
+        }
+        if !r.is_empty() {
+            return Err(GroupStateError::Malformed("bytes after the last log"));
+        }
+        Ok(GroupState {
+            middlebox,
+            snapshot,
+            retained,
+        })
+    }
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], GroupStateError> {
+    let (head, rest) = r
+        .split_at_checked(n)
+        .ok_or(GroupStateError::Malformed("truncated"))?;
+    *r = rest;
+    Ok(head)
+}
+
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(b);
+    a
+}
