@@ -189,7 +189,7 @@ fn restore_refuses_missing_or_foreign_groups() {
     // Server 2 replicates m1, not m0.
     let r1 = Replica::new(ring, ServerId(1), P, config()).unwrap();
     let m1 = state_of(&Store::new(P, 1).unwrap(), &r1, MbIndex(1));
-    assert!(Replica::restore(ring, ServerId(2), P, config(), &[m1.clone()], 0).is_ok());
+    assert!(Replica::restore(ring, ServerId(2), P, config(), std::slice::from_ref(&m1), 0).is_ok());
     let foreign = [m1, state_of(&head0, &r0, MbIndex(0))];
     assert!(matches!(
         Replica::restore(ring, ServerId(2), P, config(), &foreign, 0),
