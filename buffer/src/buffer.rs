@@ -145,6 +145,8 @@ pub struct Buffer<P> {
     moved: Vec<(u8, ftc_stm::Partition)>,
     /// Scratch: packets woken by them.
     woken: Vec<u32>,
+    /// When the tails were last asked to announce again.
+    requested_at: Option<u64>,
 }
 
 impl<P> Buffer<P> {
@@ -173,6 +175,7 @@ impl<P> Buffer<P> {
             stats: BufferStats::default(),
             moved: Vec::new(),
             woken: Vec::new(),
+            requested_at: None,
         }
     }
 
@@ -265,6 +268,47 @@ impl<P> Buffer<P> {
         }
         self.stats.return_messages += 1;
         Ok(Some(w.finish()))
+    }
+
+    /// A new epoch after a failure (DESIGN.md §8): every held packet is dropped (returned, to
+    /// account for them) and nothing queued for the forwarder survives, since a log of the old
+    /// epoch may be one the recovery rolled back. The commit vectors stay: they only ever grow
+    /// and stay true across a recovery (a restored group holds at least what its tail had).
+    pub fn fence(&mut self) -> Vec<P> {
+        let mut fresh = Buffer::new(self.ring, self.partitions as u32, self.config);
+        std::mem::swap(&mut fresh.cvs, &mut self.cvs);
+        fresh.stats = BufferStats {
+            held_packets: 0,
+            held_bytes: 0,
+            ..self.stats
+        };
+        let old = std::mem::replace(self, fresh);
+        old.slots.into_iter().filter_map(|s| s.handle).collect()
+    }
+
+    /// Whether to ask the tails of the wrapping groups to announce their commit vectors again
+    /// now: the oldest held packet has waited [`BufferConfig::stall_timeout_ns`], and so has
+    /// the last request. The driver sends the request towards the forwarder (server 0, the
+    /// first such tail; docs/protocol.md).
+    pub fn poll_announce_request(&mut self, now: u64) -> bool {
+        let due = self.poll_timeout().is_some_and(|t| t <= now);
+        if due {
+            self.requested_at = Some(now);
+            self.stats.announce_requests += 1;
+        }
+        due
+    }
+
+    /// When [`Buffer::poll_announce_request`] may say yes next, while packets are held.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let oldest = self
+            .flows
+            .values()
+            .filter(|f| f.head != NONE)
+            .map(|f| self.slots[f.head as usize].accepted_at)
+            .min()?;
+        let t = self.config.stall_timeout_ns;
+        Some(oldest.max(self.requested_at.unwrap_or(0)).saturating_add(t))
     }
 
     /// Counters and current occupancy.

@@ -8,6 +8,11 @@ pub struct BufferConfig {
     pub max_held_packets: usize,
     /// Most bytes (the sum of [`crate::Packet::len`]) held at once.
     pub max_held_bytes: usize,
+    /// How long the oldest held packet may wait before the buffer asks the tails of the
+    /// wrapping groups to announce their commit vectors again
+    /// ([`crate::Buffer::poll_announce_request`]): an announcement lost on the way, or a
+    /// buffer replaced by a recovery, must not hold packets forever.
+    pub stall_timeout_ns: u64,
 }
 
 impl BufferConfig {
@@ -15,6 +20,8 @@ impl BufferConfig {
     pub const DEFAULT_MAX_HELD_PACKETS: usize = 4096;
     /// 8 MiB.
     pub const DEFAULT_MAX_HELD_BYTES: usize = 8 << 20;
+    /// 5 ms: far above a trip around the ring.
+    pub const DEFAULT_STALL_TIMEOUT_NS: u64 = 5_000_000;
 }
 
 impl Default for BufferConfig {
@@ -26,6 +33,7 @@ impl Default for BufferConfig {
         BufferConfig {
             max_held_packets: Self::DEFAULT_MAX_HELD_PACKETS,
             max_held_bytes: Self::DEFAULT_MAX_HELD_BYTES,
+            stall_timeout_ns: Self::DEFAULT_STALL_TIMEOUT_NS,
         }
     }
 }
@@ -59,6 +67,8 @@ pub struct BufferStats {
     pub logs_returned: u64,
     /// Return messages written by [`crate::Buffer::poll_return`].
     pub return_messages: u64,
+    /// Requests to the tails to announce their commit vectors again.
+    pub announce_requests: u64,
     /// Anomaly: logs of groups that do not wrap. Their tails strip them before the buffer in a
     /// correct chain; they are neither waited on nor returned.
     pub non_wrapping_logs: u64,

@@ -297,7 +297,7 @@ proptest! {
         max_bytes in 120usize..600,
         steps in proptest::collection::vec(step(), 1..80),
     ) {
-        let config = BufferConfig { max_held_packets: max_packets, max_held_bytes: max_bytes };
+        let config = BufferConfig { max_held_packets: max_packets, max_held_bytes: max_bytes, ..BufferConfig::default() };
         let mut h = Harness::new(ring, config);
         for (step, poll) in &steps {
             h.step(step)?;

@@ -194,6 +194,7 @@ fn back_pressure_refuses_but_merges_and_returns() {
     let config = BufferConfig {
         max_held_packets: 2,
         max_held_bytes: 1000,
+        ..BufferConfig::default()
     };
     let mut b: Buffer<u64> = Buffer::new(Ring::new(3, 1).unwrap(), P, config);
     data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
@@ -232,6 +233,7 @@ fn byte_bound_refuses() {
     let config = BufferConfig {
         max_held_packets: 100,
         max_held_bytes: 250,
+        ..BufferConfig::default()
     };
     let mut b: Buffer<u64> = Buffer::new(Ring::new(3, 1).unwrap(), P, config);
     data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
@@ -255,6 +257,7 @@ fn refused_packet_is_not_overtaken_by_its_flow() {
     let config = BufferConfig {
         max_held_packets: 1,
         max_held_bytes: 1000,
+        ..BufferConfig::default()
     };
     let mut b: Buffer<u64> = Buffer::new(Ring::new(3, 1).unwrap(), P, config);
     data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
@@ -382,4 +385,26 @@ fn checker_flags_a_violating_release() {
     assert!(oracle.check_release(&view(&ok)).is_ok());
     oracle.saw(&view(&encode(vec![], vec![cv(2, &[(1, 5)])])));
     assert!(oracle.check_release(&view(&frame)).is_ok());
+}
+
+/// A packet held past the stall timeout (its commit vector lost on the way, or never sent to a
+/// buffer that a recovery replaced) makes the buffer ask the tails to announce again, once per
+/// timeout; a buffer holding nothing never asks.
+#[test]
+fn a_stalled_packet_asks_for_announcements_once_per_timeout() {
+    let t = BufferConfig::DEFAULT_STALL_TIMEOUT_NS;
+    let mut b = ch_rec();
+    assert_eq!(b.poll_timeout(), None);
+    assert!(!b.poll_announce_request(10 * t));
+    data(&mut b, 100, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
+    assert_eq!(b.poll_timeout(), Some(100 + t));
+    assert!(!b.poll_announce_request(99 + t));
+    assert!(b.poll_announce_request(100 + t));
+    assert!(!b.poll_announce_request(101 + t), "asked already");
+    assert_eq!(b.poll_timeout(), Some(100 + 2 * t));
+    assert!(b.poll_announce_request(100 + 2 * t));
+    assert_eq!(b.stats().announce_requests, 2);
+    cvs_frame(&mut b, 100 + 2 * t, vec![cv(2, &[(0, 1)])]);
+    assert_eq!(drain(&mut b, 100 + 2 * t), [10]);
+    assert_eq!(b.poll_timeout(), None);
 }

@@ -35,6 +35,11 @@ impl Outbox {
         }
     }
 
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        *self = Outbox::new(self.partitions);
+    }
+
     /// Queue an encoded log (as from `LogView::as_bytes`).
     pub fn push_log(&mut self, encoded: &[u8]) {
         self.logs.push(encoded, ());

@@ -17,8 +17,9 @@ pub struct SimArgs {
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
-    /// Network faults while traffic is offered: any of loss, reorder, dup, delay (each may take
-    /// `=RATE`), or none.
+    /// Faults while traffic is offered: any of loss, reorder, dup, delay, heartbeat (each may
+    /// take `=RATE`; heartbeat: lost heartbeats, which get live servers replaced), crash (`=N`
+    /// failure events of 1 to f servers each, default 2), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
     /// Requests per seed (each released request comes back as a reply).
@@ -45,6 +46,9 @@ struct Summary {
     dropped_by_middlebox: u64,
     retransmit_requests: u64,
     logs_resent: u64,
+    failures: u64,
+    recoveries: u64,
+    lost_to_failures: u64,
     violations: Vec<Failure>,
 }
 
@@ -70,6 +74,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         dropped_by_middlebox: 0,
         retransmit_requests: 0,
         logs_resent: 0,
+        failures: 0,
+        recoveries: 0,
+        lost_to_failures: 0,
         violations: Vec::new(),
     };
     for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
@@ -88,6 +95,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.dropped_by_middlebox += r.dropped_by_middlebox;
         s.retransmit_requests += r.retransmit_requests;
         s.logs_resent += r.logs_resent;
+        s.failures += r.failures;
+        s.recoveries += r.recoveries;
+        s.lost_to_failures += r.lost_to_failures;
         if !r.violations.is_empty() {
             let replay = format!(
                 "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {}",
@@ -126,8 +136,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             s.retransmit_requests,
             s.logs_resent
         );
+        if s.failures > 0 {
+            println!(
+                "failures: {} servers failed, {} recoveries, {} packets lost with them",
+                s.failures, s.recoveries, s.lost_to_failures
+            );
+        }
         println!(
-            "invariants (output commit, per-flow order, eventual release, replicas equal heads): {}",
+            "invariants (output commit, per-flow order, recovery, eventual release, replicas equal heads): {}",
             if s.violations.is_empty() { "all held".to_string() } else { format!("{} seeds FAILED", s.violations.len()) }
         );
     }

@@ -165,6 +165,14 @@ impl Forwarder {
         &self.stats
     }
 
+    /// A new epoch after a failure (DESIGN.md §8): what waits to ride into the chain is
+    /// dropped, since a log of the old epoch may be one the recovery rolled back (logs that
+    /// count are retained by their groups' members and sent again).
+    pub fn fence(&mut self) {
+        self.pending.clear();
+        self.has_pending = false;
+    }
+
     /// Whether logs or moved commit-vector entries wait for a frame.
     pub fn has_pending(&self) -> bool {
         self.has_pending

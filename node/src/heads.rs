@@ -5,6 +5,7 @@ use ftc_chain::middlebox::Middlebox;
 use ftc_chain::middleboxes;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::{ChainSpec, MiddleboxSpec};
+use ftc_replica::{GroupState, ReplicaError};
 use ftc_stm::{StmError, Store, Worker};
 
 /// The middleboxes of a chain, in chain order, and their head stores.
@@ -28,6 +29,27 @@ impl Heads {
                 .map(|m| Store::new(spec.chain.partitions, workers(m)))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// What a replacement of server `s` heads, its store first restored from its group's state
+    /// in `groups` (DESIGN.md §8 step 3: the new head's V is the successor's MAX). The failed
+    /// head's worker must have been dropped.
+    pub fn restored_head(
+        &self,
+        ring: &Ring,
+        s: ServerId,
+        groups: &[GroupState],
+    ) -> Result<Option<(MbIndex, &dyn Middlebox, Worker<'_>)>, ReplicaError> {
+        if let Some(mb) = ring.middlebox_at(s) {
+            let state = groups
+                .iter()
+                .find(|g| g.middlebox == mb)
+                .ok_or(ReplicaError::Restore(
+                    "the state of the headed group is missing",
+                ))?;
+            self.stores[usize::from(mb.0)].restore(&state.snapshot)?;
+        }
+        Ok(self.head(ring, s))
     }
 
     /// What server `s` of `ring` heads: its middlebox and worker 0 of that middlebox's store.

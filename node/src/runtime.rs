@@ -62,6 +62,8 @@ pub struct RunReport {
     pub duration_s: f64,
     pub packets_sent: u64,
     pub packets_released: u64,
+    /// Packets lost to failures (in flight or held when a recovery fenced the old epoch).
+    pub packets_lost: u64,
     /// Dropped packets by reason (`"m1 firewall"` …).
     pub packets_dropped: std::collections::BTreeMap<String, u64>,
     pub throughput_pps: f64,
@@ -144,6 +146,7 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             let (server, sink) = h.join().expect("a server thread panicked");
             hist.add(&sink.latency).expect("same histogram bounds");
             report.packets_released += sink.released;
+            report.packets_lost += sink.lost;
             for (mb, n) in sink.dropped {
                 let kind = heads.middleboxes[usize::from(mb.0)].kind();
                 *report
@@ -174,12 +177,14 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             }
         }
         let dropped: u64 = report.packets_dropped.values().sum();
-        if report.packets_released + dropped != report.packets_sent {
+        if report.packets_released + report.packets_lost + dropped != report.packets_sent {
             report.violations.push(format!(
-                "{} packets sent, {} released, {dropped} dropped by middleboxes: {} unaccounted for",
+                "{} packets sent, {} released, {} lost, {dropped} dropped by middleboxes: {} unaccounted for",
                 report.packets_sent,
                 report.packets_released,
-                report.packets_sent as i64 - (report.packets_released + dropped) as i64
+                report.packets_lost,
+                report.packets_sent as i64
+                    - (report.packets_released + report.packets_lost + dropped) as i64
             ));
         }
         report.duration_s = elapsed;
@@ -198,6 +203,8 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
 /// What a server thread measured of the packets that left the chain through it.
 struct Sink {
     released: u64,
+    /// Packets a recovery's fence dropped.
+    lost: u64,
     dropped: Vec<(MbIndex, u64)>,
     /// Nanoseconds from entering the chain to leaving it.
     latency: Histogram<u64>,
@@ -217,6 +224,7 @@ fn serve<'a>(
     const BATCH: usize = 64;
     let mut sink = Sink {
         released: 0,
+        lost: 0,
         dropped: Vec::new(),
         latency: Histogram::new(3).expect("3 significant figures"),
     };
@@ -276,6 +284,10 @@ fn serve<'a>(
                         Some((_, n)) => *n += 1,
                         None => sink.dropped.push((by, 1)),
                     }
+                    left += 1;
+                }
+                Output::Lost { .. } => {
+                    sink.lost += 1;
                     left += 1;
                 }
                 Output::Committed { .. } | Output::AtBuffer { .. } => {}

@@ -15,7 +15,10 @@ use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Mid
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageView, MessageWriter, WireError};
 use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
-use ftc_replica::{Admit, Replica, ReplicaConfig, ReplicaError, FLAG_RETRANSMIT_REQUEST};
+use ftc_replica::{
+    Admit, GroupState, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
+    FLAG_RETRANSMIT_REQUEST,
+};
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Worker};
 
 /// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer).
@@ -98,6 +101,9 @@ pub enum Output<P> {
     Release { packet: Packet<P>, hold_ns: u64 },
     /// A middlebox dropped the packet (its message travels on).
     Dropped { handle: P, by: MbIndex },
+    /// A recovery's fence dropped the packet (it was held, or waiting at the buffer, in the old
+    /// epoch): lost, as on a wire.
+    Lost { handle: P },
     /// A packet transaction committed (only with `observe`).
     Committed {
         handle: P,
@@ -210,6 +216,90 @@ impl<'a, P: Clone> Server<'a, P> {
         })
     }
 
+    /// The replacement of server `me` after a failure (DESIGN.md §8 step 3): its replica
+    /// restored from `groups`, the state of every group it replicates and of the group it
+    /// heads (whose store the driver restored already: see [`crate::Heads::restored_head`]).
+    pub fn restore(
+        ring: Ring,
+        me: ServerId,
+        partitions: u32,
+        head: Option<(MbIndex, &'a dyn Middlebox, Worker<'a>)>,
+        config: ServerConfig,
+        groups: &[GroupState],
+        now: u64,
+    ) -> Result<Self, ReplicaError> {
+        let replica_config = config.replica;
+        let mut server = Server::new(ring, me, partitions, head, config)?;
+        if server.replica.is_some() {
+            server.replica = Some(Replica::restore(
+                ring,
+                me,
+                partitions,
+                replica_config,
+                groups,
+                now,
+            )?);
+        }
+        Ok(server)
+    }
+
+    /// What a recovery fetches from this server for `mb`'s group: the store (the head's when
+    /// this server heads it) and the logs retained for the successor. `None` when this server
+    /// is not in that group.
+    pub fn export_group(&self, mb: MbIndex) -> Option<GroupState> {
+        let replica = self.replica.as_ref()?;
+        let retained = replica.retained_logs(mb)?;
+        let snapshot = match &self.head {
+            Some((head, _, worker)) if *head == mb => worker.store().export(),
+            _ => replica.store(mb)?.export(),
+        };
+        Some(GroupState {
+            middlebox: mb,
+            snapshot,
+            retained,
+        })
+    }
+
+    /// A new epoch (DESIGN.md §8 step 1): frames held for missing logs and packets waiting at
+    /// the buffer are dropped ([`Output::Lost`]), and what the forwarder and the buffer queued
+    /// for the ring is forgotten, since logs of the old epoch may be ones the recovery rolls
+    /// back. Stores, vectors and retained logs stay. The driver drops frames of older epochs
+    /// from then on.
+    pub fn fence(&mut self) {
+        for (_, frame) in std::mem::take(&mut self.held) {
+            if let Some(packet) = frame.packet {
+                self.outputs.push_back(Output::Lost {
+                    handle: packet.handle,
+                });
+            }
+        }
+        let mut slots: Vec<u64> = std::mem::take(&mut self.refused)
+            .into_iter()
+            .map(|(_, offer)| offer.handle)
+            .collect();
+        if let Some(buffer) = self.buffer.as_mut() {
+            slots.extend(buffer.fence());
+        }
+        for slot in slots {
+            let packet = self.parked.remove(slot);
+            self.outputs.push_back(Output::Lost {
+                handle: packet.handle,
+            });
+        }
+        if let Some(fw) = self.forwarder.as_mut() {
+            fw.fence();
+        }
+    }
+
+    /// The chain is rerouted after a recovery (DESIGN.md §8 step 4): as a tail, announce the
+    /// group's whole commit vector once more (a replaced buffer or member needs it).
+    pub fn resume(&mut self, now: u64) {
+        if let Some(r) = self.replica.as_mut() {
+            r.announce_max();
+        }
+        self.settle(now);
+    }
+
     /// This server.
     pub fn id(&self) -> ServerId {
         self.me
@@ -297,6 +387,9 @@ impl<'a, P: Clone> Server<'a, P> {
         if self.error.is_some() {
             return;
         }
+        if frame.flags & FLAG_ANNOUNCE_REQUEST != 0 {
+            return self.handle_announce_request(now, frame);
+        }
         let request = frame.flags & FLAG_RETRANSMIT_REQUEST != 0;
         let returned =
             self.forwarder.is_some() && from == self.ring.buffer() && self.config.mode == Mode::Ftc;
@@ -323,6 +416,26 @@ impl<'a, P: Clone> Server<'a, P> {
         self.settle(now);
     }
 
+    /// The buffer asks the tails of the wrapping groups (servers 0 … f−1, in ring order) to
+    /// announce their commit vectors again: announce, and pass the request on to the next
+    /// such tail.
+    fn handle_announce_request(&mut self, now: u64, frame: Frame<P>) {
+        if let Some(r) = self.replica.as_mut() {
+            r.announce_max();
+        }
+        let next = self.ring.next_server(self.me);
+        if self
+            .ring
+            .tails_at(next)
+            .any(|mb| self.ring.wrapping_groups().any(|w| w == mb))
+        {
+            self.outputs.push_back(Output::Send { to: next, frame });
+        } else {
+            self.recycle(frame.msg);
+        }
+        self.settle(now);
+    }
+
     /// A timer set from [`Server::poll_timeout`] went off.
     pub fn handle_timeout(&mut self, now: u64) {
         if self.error.is_none() {
@@ -334,10 +447,8 @@ impl<'a, P: Clone> Server<'a, P> {
     pub fn poll_timeout(&self) -> Option<u64> {
         let replica = self.replica.as_ref().and_then(Replica::poll_timeout);
         let forwarder = self.forwarder.as_ref().and_then(Forwarder::poll_timeout);
-        match (replica, forwarder) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let buffer = self.buffer.as_ref().and_then(Buffer::poll_timeout);
+        [replica, forwarder, buffer].into_iter().flatten().min()
     }
 
     /// The next thing to do.
@@ -416,6 +527,22 @@ impl<'a, P: Clone> Server<'a, P> {
                     })
                 }
             }
+        }
+        if self
+            .buffer
+            .as_mut()
+            .is_some_and(|b| b.poll_announce_request(now))
+        {
+            let len = empty_message_len(&mut self.wbuf);
+            let msg = self.message(len);
+            self.outputs.push_back(Output::Send {
+                to: self.ring.forwarder(),
+                frame: Frame {
+                    packet: None,
+                    flags: FLAG_ANNOUNCE_REQUEST,
+                    msg,
+                },
+            });
         }
         self.stats.max_held = self.stats.max_held.max(self.held.len());
     }
@@ -730,11 +857,16 @@ impl<T> Slab<T> {
 /// An empty piggyback message (what a frame carries when nothing rides on it).
 pub fn empty_message() -> Vec<u8> {
     let mut buf = vec![0; ftc_chain::wire::MESSAGE_HEADER_LEN];
-    let len = MessageWriter::new(&mut buf, 0)
-        .map(MessageWriter::finish)
-        .unwrap_or(0);
+    let len = empty_message_len(&mut buf);
     buf.truncate(len);
     buf
+}
+
+/// Write an empty piggyback message at the start of `buf`; its length.
+fn empty_message_len(buf: &mut [u8]) -> usize {
+    MessageWriter::new(buf, 0)
+        .map(MessageWriter::finish)
+        .unwrap_or(0)
 }
 
 /// A direction's port at the forwarder.

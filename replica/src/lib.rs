@@ -38,6 +38,9 @@ use retention::Retention;
 
 /// NSH context flag of a retransmission request (`docs/protocol.md`).
 pub const FLAG_RETRANSMIT_REQUEST: u16 = 0x0001;
+/// NSH context flag of the buffer's request that the tails of the wrapping groups announce
+/// their commit vectors again ([`Replica::announce_max`], `docs/protocol.md`).
+pub const FLAG_ANNOUNCE_REQUEST: u16 = 0x0004;
 
 /// Timers and sizes of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,8 +206,7 @@ impl Replica {
 
     /// The core of a replacement server `me` after a failure (DESIGN.md §8 step 3), from the
     /// state of every group it replicates and, if it heads a group, that group's retained logs
-    /// (its store is the head's, restored by the driver). As a tail it announces its whole
-    /// MAX on its first frames, so what its predecessors retain gets pruned.
+    /// (its store is the head's, restored by the driver).
     pub fn restore(
         ring: Ring,
         me: ServerId,
@@ -249,12 +251,24 @@ impl Replica {
                 retention.retain(&LogView::new_checked(log)?, now);
             }
         }
-        if let Some(tail) = &mut replica.tail {
-            let store = &replica.members[tail.member].store;
-            tail.announce
-                .extend((0..partitions as u16).filter(|&p| store.seq(Partition(p)).0 > 0));
-        }
         Ok(replica)
+    }
+
+    /// As a tail, announce the whole MAX at once in a propagating frame
+    /// ([`Replica::poll_transmit`]): after a recovery's reroute (a replaced buffer knows no
+    /// commit vector), and when the buffer asks ([`FLAG_ANNOUNCE_REQUEST`]) because a packet
+    /// waits too long for an announcement that got lost.
+    pub fn announce_max(&mut self) {
+        if let Some(tail) = &self.tail {
+            let member = &self.members[tail.member];
+            let max = (0..self.partitions as u16)
+                .map(|p| DepEntry {
+                    partition: Partition(p),
+                    seq: member.store.seq(Partition(p)),
+                })
+                .filter(|e| e.seq.0 > 0);
+            self.overflow.merge_cv(member.mb.0, max);
+        }
     }
 
     /// The encoded logs of `mb`'s group this server retains, oldest first (for a recovery's

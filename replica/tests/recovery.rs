@@ -91,8 +91,8 @@ fn group_state_round_trips_and_bad_bytes_are_refused() {
 }
 
 /// k = 3, f = 1: server 1 (head of m1, tail of G(0)) fails. Its replacement takes m0's group
-/// from the head, server 0, and on its first frame announces CV(0) over everything it holds,
-/// which prunes what server 0 retained.
+/// from the head, server 0, and at the reroute announces CV(0) over everything it holds, which
+/// prunes what server 0 retained.
 #[test]
 fn a_restored_tail_announces_its_max_and_prunes_its_predecessor() {
     let ring = Ring::new(3, 1).unwrap();
@@ -115,7 +115,15 @@ fn a_restored_tail_announces_its_max_and_prunes_its_predecessor() {
     let groups = [state_of(&head0, &r0, MbIndex(0))];
     let mut r1 = Replica::restore(ring, ServerId(1), P, config(), &groups, 10).unwrap();
     assert_eq!(r1.store(MbIndex(0)).unwrap().to_map(), head0.to_map());
-    let out = relay(&mut r1, 10, &empty()).unwrap();
+    let mut buf = vec![0; BUDGET];
+    assert_eq!(r1.poll_transmit(10, &mut buf).unwrap(), None);
+    r1.announce_max(); // at the reroute
+    let t = r1
+        .poll_transmit(10, &mut buf)
+        .unwrap()
+        .expect("the announcement goes at once");
+    assert_eq!(t.to, ServerId(2));
+    let out = buf[..t.len].to_vec();
     let repr = MessageRepr::parse(&MessageView::new_checked(&out).unwrap());
     assert_eq!(repr.cvs.len(), 1, "the new tail announces CV(0)");
     // Round the ring (server 2 passes it on) back to server 0, which prunes.

@@ -6,17 +6,21 @@
 //!   MAX covers it; the head has it by construction);
 //! - **per-flow order**: packets of a flow leave in the order they reached the buffer, and in
 //!   the order they entered the chain when the network itself does not reorder;
+//! - **recovery** (with crash or heartbeat faults): after every recovery, each released packet's
+//!   writes are in its middleboxes' restored head stores;
 //! - and at the end, once faults stopped and the chain is quiet: every packet that reached the
-//!   buffer was released, none vanished inside the chain, and every replica store equals its
-//!   head.
+//!   buffer was released or lost to a failure, none vanished inside the chain, and every replica
+//!   store equals its head.
 //!
 //! The same seed replays the same run exactly.
 
+mod failures;
 mod net;
 mod rng;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use ftc_buffer::BufferConfig;
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
@@ -46,6 +50,9 @@ pub struct SimConfig {
     /// Test hook: the buffer lets packets leave without waiting for commit vectors. The checker
     /// must catch it.
     pub broken_release: bool,
+    /// Test hook: a recovery restores a failed head with an empty state instead of fetching it
+    /// (state lost). The checker must catch it.
+    pub broken_recovery: bool,
     /// Give up (a violation) after this many steps.
     pub max_steps: u64,
     /// Held frames at which a server is congested (customer packets then wait at the ingress).
@@ -61,6 +68,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             trailer_budget: 512,
             broken_release: false,
+            broken_recovery: false,
             max_steps: 2_000_000,
             max_held_frames: 4096,
         }
@@ -83,6 +91,11 @@ pub struct SimReport {
     pub max_held_frames: usize,
     /// Customer packets kept waiting at the ingress by back-pressure (a congested server).
     pub ingress_deferred: u64,
+    /// Servers failed (crashed, or declared failed on lost heartbeats) and recovered.
+    pub failures: u64,
+    pub recoveries: u64,
+    /// Packets lost to failures (inside a failed server, or fenced with the old epoch).
+    pub lost_to_failures: u64,
     pub violations: Vec<String>,
 }
 
@@ -93,6 +106,8 @@ struct PacketInfo {
     /// The logs its transactions produced: (middlebox, kind, dependencies).
     logs: Vec<(u8, LogKind, Vec<DepEntry>)>,
     lost: bool,
+    /// Lost to a failure (including fenced at a recovery).
+    failed: bool,
     dropped: bool,
     at_buffer: bool,
     released: bool,
@@ -104,9 +119,15 @@ pub(crate) type Pkt = Packet<u64>;
 
 struct Sim<'a> {
     ring: Ring,
+    partitions: u32,
     config: &'a SimConfig,
+    server_config: ServerConfig,
+    heads: &'a Heads,
     net: Network,
-    servers: Vec<Server<'a, u64>>,
+    /// `None` while a server is down.
+    servers: Vec<Option<Server<'a, u64>>>,
+    epoch: u32,
+    failures: failures::Failures,
     packets: BTreeMap<u64, PacketInfo>,
     /// Per flow: packets in the order they entered the buffer, not yet released.
     at_buffer: HashMap<u32, VecDeque<u64>>,
@@ -132,6 +153,10 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
             idle_timeout_ns: 20_000,
             max_pending_bytes: 1 << 20,
         },
+        buffer: BufferConfig {
+            stall_timeout_ns: 300_000,
+            ..BufferConfig::default()
+        },
         observe: true,
         max_held_frames: config.max_held_frames,
         release_without_commit: config.broken_release,
@@ -141,14 +166,22 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         .server_ids()
         .map(|s| {
             let head = heads.head(&ring, s);
-            Server::new(ring, s, partitions, head, server_config.clone()).expect("valid partitions")
+            Some(
+                Server::new(ring, s, partitions, head, server_config.clone())
+                    .expect("valid partitions"),
+            )
         })
         .collect();
     let mut sim = Sim {
         ring,
+        partitions,
         config,
+        server_config,
+        heads: &heads,
         net: Network::new(Rng::new(config.seed), config.faults),
         servers,
+        epoch: 0,
+        failures: failures::Failures::new(ring, config.seed),
         packets: BTreeMap::new(),
         at_buffer: HashMap::new(),
         last_released: HashMap::new(),
@@ -160,7 +193,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     };
     sim.inject_traffic();
     sim.run_to_quiet();
-    sim.final_checks(&heads.stores);
+    sim.final_checks();
     sim.report.virtual_time_ns = sim.net.now();
     sim.report
 }
@@ -183,6 +216,7 @@ impl Sim<'_> {
         }
         // Faults only while traffic is offered; afterwards the chain must heal by itself.
         self.net.faults_until(t);
+        self.schedule_failures(t);
     }
 
     /// A fresh packet id: ids follow the order packets entered the chain.
@@ -205,7 +239,7 @@ impl Sim<'_> {
                 return;
             }
             let at = match event {
-                Event::Inject(packet) if self.servers.iter().any(Server::congested) => {
+                Event::Inject(packet) if self.servers.iter().flatten().any(Server::congested) => {
                     // Back-pressure: the packet waits outside the chain.
                     self.report.ingress_deferred += 1;
                     self.net.schedule(now + 10_000, Event::Inject(packet));
@@ -219,18 +253,51 @@ impl Sim<'_> {
                     });
                     let port = port_of(packet.dir);
                     let s = self.ring.forwarder();
-                    if let Err((why, _)) = self.servers[0].handle_ingress(now, packet, port) {
+                    let Some(server) = self.servers[usize::from(s.0)].as_mut() else {
+                        self.lost_to_failure(packet.handle);
+                        continue;
+                    };
+                    if let Err((why, _)) = server.handle_ingress(now, packet, port) {
                         self.violation(format!("the forwarder refused a customer packet: {why}"));
                     }
                     s
                 }
-                Event::Deliver { from, to, frame } => {
-                    self.servers[usize::from(to.0)].handle_frame(now, from, frame);
-                    to
+                Event::Deliver {
+                    from,
+                    to,
+                    epoch,
+                    frame,
+                } => match self.servers[usize::from(to.0)].as_mut() {
+                    Some(server) if epoch == self.epoch => {
+                        server.handle_frame(now, from, frame);
+                        to
+                    }
+                    _ => {
+                        // Fenced (an older epoch) or sent to a failed server.
+                        if let Some(p) = frame.packet {
+                            self.lost_to_failure(p.handle);
+                        }
+                        continue;
+                    }
+                },
+                Event::Timer(s) => match self.servers[usize::from(s.0)].as_mut() {
+                    Some(server) => {
+                        server.handle_timeout(now);
+                        s
+                    }
+                    None => continue,
+                },
+                Event::Crash(count) => {
+                    self.crash(count);
+                    continue;
                 }
-                Event::Timer(s) => {
-                    self.servers[usize::from(s.0)].handle_timeout(now);
-                    s
+                Event::Heartbeat => {
+                    self.heartbeat();
+                    continue;
+                }
+                Event::Recover => {
+                    self.recover();
+                    continue;
                 }
             };
             self.drain(at);
@@ -247,9 +314,16 @@ impl Sim<'_> {
     /// Carry out what server `s` wants done, check what leaves, arm its timer.
     fn drain(&mut self, s: ServerId) {
         let now = self.now();
-        self.servers[usize::from(s.0)].end_batch();
-        while let Some(out) = self.servers[usize::from(s.0)].poll_output() {
+        let Some(server) = self.servers[usize::from(s.0)].as_mut() else {
+            return;
+        };
+        server.end_batch();
+        while let Some(out) = self.servers[usize::from(s.0)]
+            .as_mut()
+            .and_then(Server::poll_output)
+        {
             match out {
+                Output::Lost { handle } => self.lost_to_failure(handle),
                 Output::Send { to, frame } => self.send(s, to, frame),
                 Output::Release { packet, .. } => self.release(packet),
                 Output::Dropped { handle, .. } => {
@@ -272,16 +346,20 @@ impl Sim<'_> {
                 }
             }
         }
-        if let Some(e) = self.servers[usize::from(s.0)]
-            .error()
-            .map(ToString::to_string)
-        {
+        let Some(server) = self.servers[usize::from(s.0)].as_ref() else {
+            return;
+        };
+        let (error, timeout) = (
+            server.error().map(ToString::to_string),
+            server.poll_timeout(),
+        );
+        if let Some(e) = error {
             self.violation(e);
         }
-        if let Some(t) = self.servers[usize::from(s.0)].poll_timeout() {
+        if let Some(t) = timeout {
             self.net.arm_timer(s, t.max(now + 1));
         }
-        let held = self.servers.iter().map(Server::held).sum();
+        let held = self.servers.iter().flatten().map(Server::held).sum();
         self.report.max_held_frames = self.report.max_held_frames.max(held);
     }
 
@@ -302,9 +380,12 @@ impl Sim<'_> {
         let mut broken = Vec::new();
         for (mb, kind, deps) in &self.packets[&id].logs {
             for member in self.ring.group(MbIndex(*mb)).skip(1) {
-                let replica = self.servers[usize::from(member.0)]
-                    .replica()
-                    .expect("FTC mode");
+                // A member down now held the log when its tail announced it (the recovery
+                // invariant covers it from here).
+                let Some(server) = &self.servers[usize::from(member.0)] else {
+                    continue;
+                };
+                let replica = server.replica().expect("FTC mode");
                 let store = replica.store(MbIndex(*mb)).expect("members keep stores");
                 if !holds(store, *kind, deps) {
                     broken.push(format!(
@@ -353,12 +434,18 @@ impl Sim<'_> {
     }
 
     /// After the run: everything released, nothing vanished, every replica equals its head.
-    fn final_checks(&mut self, heads: &[Store]) {
+    fn final_checks(&mut self) {
         if !self.report.violations.is_empty() {
             return;
         }
         let mut found = Vec::new();
+        if let Some(down) = self.servers.iter().position(Option::is_none) {
+            found.push(format!("server {down} was never recovered"));
+        }
         for (id, info) in &self.packets {
+            if info.failed {
+                continue;
+            }
             if info.at_buffer && !info.released {
                 found.push(format!(
                     "packet {id} reached the buffer but was never released"
@@ -368,11 +455,12 @@ impl Sim<'_> {
             }
         }
         for mb in self.ring.mb_indices() {
-            let head = &heads[usize::from(mb.0)];
+            let head = &self.heads.stores[usize::from(mb.0)];
             for member in self.ring.group(mb).skip(1) {
-                let replica = self.servers[usize::from(member.0)]
-                    .replica()
-                    .expect("FTC mode");
+                let Some(server) = &self.servers[usize::from(member.0)] else {
+                    continue;
+                };
+                let replica = server.replica().expect("FTC mode");
                 let store = replica.store(mb).expect("members keep stores");
                 if store.vector() != head.vector() || store.to_map() != head.to_map() {
                     found.push(format!(
@@ -382,7 +470,7 @@ impl Sim<'_> {
                 }
             }
         }
-        for server in &self.servers {
+        for server in self.servers.iter().flatten() {
             let st = server.replica().expect("FTC mode").stats();
             self.report.retransmit_requests += st.requests_sent;
             self.report.logs_resent += st.logs_resent;
@@ -421,6 +509,7 @@ impl Sim<'_> {
                 Event::Deliver {
                     from,
                     to,
+                    epoch: self.epoch,
                     frame: copy,
                 },
             );
@@ -433,6 +522,7 @@ impl Sim<'_> {
             .servers
             .iter()
             .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_ref()?)))
             .map(|(i, s)| {
                 let r = s.replica().expect("FTC mode");
                 let st = r.stats();
@@ -447,9 +537,13 @@ impl Sim<'_> {
                 )
             })
             .collect();
-        let pending = self.servers[0].forwarder().is_some_and(|f| f.has_pending());
+        let pending = self.servers[0]
+            .as_ref()
+            .and_then(Server::forwarder)
+            .is_some_and(|f| f.has_pending());
         let buffered = self.servers[usize::from(self.ring.buffer().0)]
-            .buffer()
+            .as_ref()
+            .and_then(Server::buffer)
             .map_or(0, |b| b.stats().held_packets);
         format!(
             "{}; forwarder pending {pending}; buffer held {buffered}",

@@ -17,6 +17,13 @@ pub struct Faults {
     pub dup: f64,
     /// A frame waits much longer than usual (tens of hops).
     pub delay: f64,
+    /// Failure events while traffic is offered: each kills 1 to f servers (never more than f
+    /// down at once); the orchestrator detects them, fences the old epoch, restores and
+    /// restarts them.
+    pub crashes: u32,
+    /// The probability that a heartbeat is lost: enough lost in a row make the orchestrator
+    /// declare a live server failed and replace it.
+    pub heartbeat_loss: f64,
 }
 
 impl Faults {
@@ -25,6 +32,18 @@ impl Faults {
         let mut f = Faults::default();
         for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             if item == "none" {
+                continue;
+            }
+            if let Some(n) = item.strip_prefix("crash") {
+                f.crashes = match n.strip_prefix('=') {
+                    None if n.is_empty() => 2,
+                    Some(n) => n
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| format!("crash count must be in 1..=100 in {item:?}"))?,
+                    None => return Err(format!("unknown fault {item:?}")),
+                };
                 continue;
             }
             let (name, rate) = match item.split_once('=') {
@@ -42,14 +61,16 @@ impl Faults {
                 "reorder" => &mut f.reorder,
                 "dup" => &mut f.dup,
                 "delay" => &mut f.delay,
+                "heartbeat" => &mut f.heartbeat_loss,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: expected loss, reorder, dup, delay or none"
+                        "unknown fault {other:?}: expected loss, reorder, dup, delay, crash, heartbeat or none"
                     ))
                 }
             };
             *slot = rate.unwrap_or(match name {
                 "loss" | "dup" => 0.02,
+                "heartbeat" => 0.3,
                 _ => 0.05,
             });
         }
@@ -70,9 +91,17 @@ pub(crate) enum Event {
     Deliver {
         from: ServerId,
         to: ServerId,
+        /// The epoch it was sent in: a frame of an older one is dropped (fencing).
+        epoch: u32,
         frame: SimFrame,
     },
     Timer(ServerId),
+    /// Up to this many servers fail now.
+    Crash(u32),
+    /// Every live server sends the orchestrator a heartbeat; it looks for failed ones.
+    Heartbeat,
+    /// The replacements are up and fetch their state; then the chain is rerouted.
+    Recover,
 }
 
 /// One hop's latency when nothing goes wrong.

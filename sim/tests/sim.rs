@@ -125,8 +125,63 @@ fn a_broken_release_rule_is_caught() {
 fn the_same_seed_replays_the_same_run() {
     let config = SimConfig {
         seed: 42,
-        faults: all_faults(),
+        faults: failures(),
         ..SimConfig::default()
     };
-    assert_eq!(run(&chain(4, 2), &config), run(&chain(4, 2), &config));
+    let first = run(&chain(4, 2), &config);
+    assert!(first.recoveries > 0);
+    assert_eq!(first, run(&chain(4, 2), &config));
+}
+
+fn failures() -> Faults {
+    Faults::parse("loss,reorder,dup,delay,crash=3,heartbeat").unwrap()
+}
+
+/// DESIGN.md §8 and §10 under crashes of up to f servers at once and lost heartbeats (which
+/// make the orchestrator replace live servers), on top of every network fault: every recovery
+/// keeps each released packet's writes, and at the end every packet that was not lost to a
+/// failure is released and every store equals its head.
+#[test]
+fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
+    let (mut recoveries, mut failed) = (0, 0);
+    for seed in 0..2_000u64 {
+        let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+        let report = run(
+            &chain(k, f),
+            &SimConfig {
+                seed,
+                packets: 60,
+                faults: failures(),
+                ..SimConfig::default()
+            },
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: ftc sim SPEC --seeds 1 --first-seed {seed} --packets 60 --faults loss,reorder,dup,delay,crash=3,heartbeat",
+            report
+        );
+        recoveries += report.recoveries;
+        failed += report.failures;
+    }
+    assert!(recoveries >= 2_000, "only {recoveries} recoveries");
+    assert!(failed >= recoveries);
+}
+
+/// The checker's teeth for recovery: a recovery that loses a failed head's state is caught.
+#[test]
+fn a_recovery_that_loses_state_is_caught() {
+    let caught = (0..50u64).any(|seed| {
+        let report = run(
+            &chain(3, 1),
+            &SimConfig {
+                seed,
+                packets: 60,
+                faults: Faults::parse("crash=3").unwrap(),
+                broken_recovery: true,
+                ..SimConfig::default()
+            },
+        );
+        report.violations.iter().any(|v| v.starts_with("recovery:"))
+    });
+    assert!(caught, "no seed caught a recovery that lost a head's state");
 }

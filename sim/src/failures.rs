@@ -1,0 +1,284 @@
+//! Failures in the simulation (DESIGN.md §8, §10): crashes of up to f servers at once, lost
+//! heartbeats, and the orchestrator's part: detection after missed heartbeats, a new epoch that
+//! fences the old one, the replacements' state fetched from the planned sources (through the
+//! checked byte form), and the recovery invariant checked after every recovery.
+
+use std::collections::BTreeSet;
+
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_node::{Output, Server};
+use ftc_replica::GroupState;
+use ftc_stm::LogKind;
+
+use crate::net::Event;
+use crate::rng::Rng;
+use crate::{holds, Sim};
+
+/// Heartbeat period and how many missed ones declare a server failed.
+const HEARTBEAT_NS: u64 = 20_000;
+const MISSES: u64 = 3;
+/// From the declaration to the replacements holding their state: launch and transfer.
+const RESTART_NS: u64 = 30_000;
+
+/// What the orchestrator knows and the world's truth about failed servers.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    rng: Rng,
+    /// Servers down (crashed, or killed on suspicion), not yet replaced.
+    down: BTreeSet<ServerId>,
+    /// Those of them the orchestrator declared failed.
+    declared: BTreeSet<ServerId>,
+    last_heartbeat: Vec<u64>,
+    /// Whether a recovery is under way (its `Recover` event scheduled).
+    recovering: bool,
+    /// Heartbeats get lost only before this (while traffic is offered).
+    faults_until: u64,
+}
+
+impl Failures {
+    pub(crate) fn new(ring: Ring, seed: u64) -> Self {
+        Failures {
+            rng: Rng::new(seed ^ 0xdead_5e4e_0000_0001),
+            down: BTreeSet::new(),
+            declared: BTreeSet::new(),
+            last_heartbeat: vec![0; ring.servers()],
+            recovering: false,
+            faults_until: 0,
+        }
+    }
+}
+
+impl Sim<'_> {
+    /// Schedule the crashes (at random times while traffic is offered) and the heartbeats.
+    pub(crate) fn schedule_failures(&mut self, traffic_end: u64) {
+        let faults = self.config.faults;
+        if faults.crashes == 0 && faults.heartbeat_loss == 0.0 {
+            return;
+        }
+        let f = self.ring.f() as u64;
+        for _ in 0..faults.crashes {
+            let at = self.failures.rng.below(traffic_end.max(1));
+            let count = 1 + self.failures.rng.below(f) as u32;
+            self.net.schedule(at, Event::Crash(count));
+        }
+        self.failures.faults_until = traffic_end;
+        self.net.schedule(HEARTBEAT_NS, Event::Heartbeat);
+    }
+
+    /// Up to `count` live servers fail, keeping at most f down at once.
+    pub(crate) fn crash(&mut self, count: u32) {
+        let room = self.ring.f().saturating_sub(self.failures.down.len());
+        for _ in 0..(count as usize).min(room) {
+            let alive: Vec<ServerId> = self
+                .ring
+                .server_ids()
+                .filter(|s| self.servers[usize::from(s.0)].is_some())
+                .collect();
+            let victim = alive[self.failures.rng.below(alive.len() as u64) as usize];
+            self.take_down(victim);
+        }
+    }
+
+    /// Server `s` stops: its process and everything in it are gone.
+    fn take_down(&mut self, s: ServerId) {
+        self.report.failures += 1;
+        self.failures.down.insert(s);
+        if let Some(mut server) = self.servers[usize::from(s.0)].take() {
+            // The packets inside it are lost with it.
+            server.fence();
+            while let Some(out) = server.poll_output() {
+                if let Output::Lost { handle } = out {
+                    self.lost_to_failure(handle);
+                }
+            }
+        }
+    }
+
+    /// Live servers send heartbeats (some get lost); the orchestrator declares the servers
+    /// whose last heartbeat is too old failed, and starts a recovery.
+    pub(crate) fn heartbeat(&mut self) {
+        let now = self.now();
+        let loss = if now < self.failures.faults_until {
+            self.config.faults.heartbeat_loss
+        } else {
+            0.0
+        };
+        for s in self.ring.server_ids() {
+            if self.servers[usize::from(s.0)].is_some() && !self.failures.rng.chance(loss) {
+                self.failures.last_heartbeat[usize::from(s.0)] = now;
+            }
+        }
+        for s in self.ring.server_ids() {
+            let silent =
+                now - self.failures.last_heartbeat[usize::from(s.0)] > HEARTBEAT_NS * MISSES;
+            if !silent || self.failures.declared.contains(&s) {
+                continue;
+            }
+            if !self.failures.down.contains(&s) {
+                // Suspected on lost heartbeats: the orchestrator fences it off and replaces it,
+                // as for a crash; the fault model keeps at most f down, so past that it waits.
+                if self.failures.down.len() >= self.ring.f() {
+                    continue;
+                }
+                self.take_down(s);
+            }
+            self.declare(s);
+        }
+        if !self.failures.declared.is_empty() && !self.failures.recovering {
+            self.failures.recovering = true;
+            self.net.schedule(now + RESTART_NS, Event::Recover);
+        }
+        let quiet = now >= self.failures.faults_until && self.failures.down.is_empty();
+        if !quiet || self.failures.recovering {
+            self.net.schedule(now + HEARTBEAT_NS, Event::Heartbeat);
+        }
+    }
+
+    /// The orchestrator declares `s` failed: a new epoch, and every live server fences the old
+    /// one (DESIGN.md §8 step 1).
+    fn declare(&mut self, s: ServerId) {
+        self.failures.declared.insert(s);
+        self.epoch += 1;
+        for i in self.ring.server_ids() {
+            if let Some(server) = self.servers[usize::from(i.0)].as_mut() {
+                server.fence();
+                self.drain(i);
+            }
+        }
+    }
+
+    /// The replacements fetch their groups' state from the planned sources (a source found
+    /// down is declared failed too and the plan made again), start, and the chain goes on.
+    pub(crate) fn recover(&mut self) {
+        let now = self.now();
+        let transfers = loop {
+            let transfers = plan(&self.ring, &self.failures.declared);
+            match transfers
+                .iter()
+                .find(|t| self.failures.down.contains(&t.source))
+            {
+                Some(t) => self.declare(t.source),
+                None => break transfers,
+            }
+        };
+        let failed: Vec<ServerId> = std::mem::take(&mut self.failures.declared)
+            .into_iter()
+            .collect();
+        for &s in &failed {
+            let groups: Vec<GroupState> = transfers
+                .iter()
+                .filter(|t| t.to == s)
+                .map(|t| {
+                    let source = self.servers[usize::from(t.source.0)]
+                        .as_ref()
+                        .expect("sources are alive");
+                    let state = source
+                        .export_group(t.group)
+                        .expect("a source is in the group");
+                    let bytes = state.encode().expect("a store encodes");
+                    let mut state = GroupState::decode(&bytes).expect("what encodes decodes");
+                    if self.config.broken_recovery && t.as_head {
+                        let empty = ftc_stm::Store::new(self.partitions, 1).expect("valid");
+                        state.snapshot = empty.export();
+                    }
+                    state
+                })
+                .collect();
+            let head = self
+                .heads
+                .restored_head(&self.ring, s, &groups)
+                .expect("a planned transfer restores the head");
+            let server = Server::restore(
+                self.ring,
+                s,
+                self.partitions,
+                head,
+                self.server_config.clone(),
+                &groups,
+                now,
+            )
+            .expect("a planned transfer restores the replica");
+            self.servers[usize::from(s.0)] = Some(server);
+            self.failures.down.remove(&s);
+            self.failures.last_heartbeat[usize::from(s.0)] = now;
+        }
+        self.failures.recovering = false;
+        self.report.recoveries += 1;
+        self.check_recovery();
+        for s in self.ring.server_ids() {
+            if let Some(server) = self.servers[usize::from(s.0)].as_mut() {
+                server.resume(now);
+            }
+            self.drain(s);
+        }
+    }
+
+    /// DESIGN.md §10: every released packet's writes are in the restored head stores.
+    fn check_recovery(&mut self) {
+        let mut broken = Vec::new();
+        for (id, info) in self.packets.iter().filter(|(_, i)| i.released) {
+            for (mb, kind, deps) in &info.logs {
+                let head = &self.heads.stores[usize::from(*mb)];
+                if *kind == LogKind::Update && !holds(head, *kind, deps) {
+                    broken.push(format!(
+                        "recovery: packet {id} was released, but its write to m{mb} ({deps:?}) is not in the recovered state"
+                    ));
+                }
+            }
+        }
+        for v in broken {
+            self.violation(v);
+        }
+    }
+
+    /// A packet lost to a failure: inside a failed server, sent to one, or fenced.
+    pub(crate) fn lost_to_failure(&mut self, id: u64) {
+        self.report.lost_to_failures += 1;
+        let info = self.info(id);
+        info.failed = true;
+        let flow = info.flow;
+        if let Some(queue) = self.at_buffer.get_mut(&flow) {
+            queue.retain(|&x| x != id);
+        }
+    }
+}
+
+/// One group's state a replacement fetches, and from where.
+#[derive(Debug)]
+struct Transfer {
+    to: ServerId,
+    group: MbIndex,
+    as_head: bool,
+    source: ServerId,
+}
+
+/// Who fetches what from whom (DESIGN.md §8 step 3): a failed head from the nearest live
+/// successor in its group, a failed member from the nearest live predecessor in the group, or
+/// the nearest live successor when all of those failed.
+fn plan(ring: &Ring, failed: &BTreeSet<ServerId>) -> Vec<Transfer> {
+    let mut out = Vec::new();
+    for &s in failed {
+        let groups = ring
+            .middlebox_at(s)
+            .into_iter()
+            .chain(ring.replicated_by(s));
+        for mb in groups {
+            let members: Vec<ServerId> = ring.group(mb).collect();
+            let at = members.iter().position(|&m| m == s).expect("s is a member");
+            let before = members[..at].iter().rev();
+            let after = members[at + 1..].iter();
+            let source = before
+                .chain(after)
+                .copied()
+                .find(|m| !failed.contains(m))
+                .expect("at most f of f+1 members failed");
+            out.push(Transfer {
+                to: s,
+                group: mb,
+                as_head: at == 0,
+                source,
+            });
+        }
+    }
+    out
+}
