@@ -5,6 +5,7 @@
 pub mod heads;
 pub mod nsh;
 pub mod runtime;
+pub mod serve;
 pub mod server;
 pub mod traffic;
 pub mod udp;

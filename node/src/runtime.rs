@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::middlebox::Direction;
-use ftc_chain::ring::{MbIndex, ServerId};
+use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use hdrhistogram::Histogram;
 
-use crate::server::port_of;
+use crate::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
-use crate::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
+use crate::{Heads, Mode, Packet, Server, ServerConfig};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -73,12 +73,6 @@ pub struct RunReport {
     pub violations: Vec<String>,
 }
 
-enum Msg {
-    Ingress(Packet<u64>),
-    Frame { from: ServerId, frame: Frame<u64> },
-    Stop,
-}
-
 /// Run `spec` in this process with generated traffic.
 pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
     let ring = spec.ring();
@@ -95,227 +89,198 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
     };
     let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
         (0..servers).map(|_| crossbeam_channel::unbounded()).unzip();
-    let (recycle_tx, recycle_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-    // Packets that left the chain (released, dropped or refused), reported per batch.
-    let (credit_tx, credit_rx) = crossbeam_channel::unbounded::<u64>();
-    // Servers at a bound (hold queue or buffer): no customer packet enters while any is.
-    let congested = AtomicUsize::new(0);
-    let start = Instant::now();
-    let now = move || start.elapsed().as_nanos() as u64;
+    let harness = Harness::new();
+    let routes = Routes::new(txs);
+    let shared = harness.shared(None);
     let mut report = RunReport {
         mode: Some(config.mode),
         chain: spec.chain.name.clone(),
         servers,
         ..RunReport::default()
     };
-
     std::thread::scope(|scope| {
         let handles: Vec<_> = rxs
             .into_iter()
             .enumerate()
             .map(|(i, rx)| {
                 let me = ServerId(i as u16);
-                let head = heads.head(&ring, me);
-                let server = Server::new(ring, me, partitions, head, server_config.clone())
-                    .expect("valid partitions");
-                let txs = txs.clone();
-                let (recycle, credit, congested) =
-                    (recycle_tx.clone(), credit_tx.clone(), &congested);
-                scope.spawn(move || serve(server, &rx, &txs, &recycle, &credit, congested, now))
+                let server = Server::new(
+                    ring,
+                    me,
+                    partitions,
+                    heads.head(&ring, me),
+                    server_config.clone(),
+                )
+                .expect("valid partitions");
+                let (routes, shared) = (routes.all(), &shared);
+                scope.spawn(move || serve(server, &rx, routes, 0, shared))
             })
             .collect();
+        let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
+        for tx in routes.all() {
+            let _ = tx.send(Msg::Stop);
+        }
+        let ended = handles
+            .into_iter()
+            .map(|h| h.join().expect("a server thread panicked"))
+            .collect();
+        report.finish(&ring, &heads, ended, elapsed);
+    });
+    report
+}
 
-        // The traffic generator, on this thread.
-        let (sent, mut done) = generate(config, &txs[0], &recycle_rx, &credit_rx, &congested, now);
+/// The clock, the generator's channels and the congestion count of a run.
+#[derive(Debug)]
+pub struct Harness {
+    start: Instant,
+    recycle: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    credit: (Sender<u64>, Receiver<u64>),
+    congested: AtomicUsize,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Harness {
+            start: Instant::now(),
+            recycle: crossbeam_channel::unbounded(),
+            credit: crossbeam_channel::unbounded(),
+            congested: AtomicUsize::new(0),
+        }
+    }
+
+    /// Nanoseconds since the run began.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// What the server threads share, with heartbeats if given.
+    pub fn shared(
+        &self,
+        heartbeat: Option<(Duration, Sender<Beat>)>,
+    ) -> Shared<'_, impl Fn() -> u64 + Clone + '_> {
+        Shared {
+            recycle: self.recycle.0.clone(),
+            credit: self.credit.0.clone(),
+            congested: &self.congested,
+            now: move || self.now(),
+            heartbeat,
+        }
+    }
+
+    /// Offer traffic for the configured duration, then let what is in flight leave (up to
+    /// `drain`) and the replicas settle; the seconds of the run, and `packets_sent` set.
+    pub fn drive(
+        &self,
+        config: &RunConfig,
+        routes: &Routes,
+        drain: Duration,
+        report: &mut RunReport,
+    ) -> f64 {
+        let (sent, mut done) = generate(
+            config,
+            routes,
+            &self.recycle.1,
+            &self.credit.1,
+            &self.congested,
+            || self.now(),
+        );
         report.packets_sent = sent;
-        // Let what is in flight drain, then let the replicas settle before stopping.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + drain;
         while done < sent {
-            match credit_rx.recv_deadline(deadline) {
+            match self.credit.1.recv_deadline(deadline) {
                 Ok(n) => done += n,
                 Err(_) => break,
             }
         }
-        let elapsed = start.elapsed().as_secs_f64();
+        let elapsed = self.start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(50));
-        for tx in &txs {
-            let _ = tx.send(Msg::Stop);
-        }
+        elapsed
+    }
+}
+
+impl RunReport {
+    /// Fold in what the server threads measured, and check: every packet accounted for, every
+    /// live replica equal to its head.
+    pub fn finish(
+        &mut self,
+        ring: &Ring,
+        heads: &Heads,
+        ended: Vec<(Ended<'_>, Sink)>,
+        elapsed: f64,
+    ) {
         let mut hist = Histogram::<u64>::new(3).expect("3 significant figures");
-        for (i, h) in handles.into_iter().enumerate() {
-            let (server, sink) = h.join().expect("a server thread panicked");
+        for (end, sink) in ended {
             hist.add(&sink.latency).expect("same histogram bounds");
-            report.packets_released += sink.released;
-            report.packets_lost += sink.lost;
+            self.packets_released += sink.released;
+            self.packets_lost += sink.lost;
             for (mb, n) in sink.dropped {
                 let kind = heads.middleboxes[usize::from(mb.0)].kind();
-                *report
+                *self
                     .packets_dropped
                     .entry(format!("m{} {kind}", mb.0))
                     .or_default() += n;
             }
-            report.frames_held += server.stats().held;
+            let Ended::Stopped(server) = end else {
+                continue;
+            };
+            let i = server.id();
+            self.frames_held += server.stats().held;
             if let Some(b) = server.buffer() {
-                report.buffer_mean_hold_us = b.stats().mean_hold_ns() as f64 / 1000.0;
+                self.buffer_mean_hold_us = b.stats().mean_hold_ns() as f64 / 1000.0;
             }
             if let Some(e) = server.error() {
-                report.violations.push(e.to_string());
+                self.violations.push(e.to_string());
             }
             if let Some(r) = server.replica() {
-                for mb in ring.replicated_by(ServerId(i as u16)) {
+                for mb in ring.replicated_by(i) {
                     let (head, copy) = (
                         &heads.stores[usize::from(mb.0)],
                         r.store(mb).expect("members keep stores"),
                     );
                     if head.vector() != copy.vector() || head.to_map() != copy.to_map() {
-                        report.violations.push(format!(
-                            "replica of m{} on server {i} differs from its head after the run",
-                            mb.0
+                        self.violations.push(format!(
+                            "replica of m{} on server {} differs from its head after the run",
+                            mb.0, i.0
                         ));
                     }
                 }
             }
         }
-        let dropped: u64 = report.packets_dropped.values().sum();
-        if report.packets_released + report.packets_lost + dropped != report.packets_sent {
-            report.violations.push(format!(
+        let dropped: u64 = self.packets_dropped.values().sum();
+        let accounted = self.packets_released + self.packets_lost + dropped;
+        if accounted != self.packets_sent {
+            self.violations.push(format!(
                 "{} packets sent, {} released, {} lost, {dropped} dropped by middleboxes: {} unaccounted for",
-                report.packets_sent,
-                report.packets_released,
-                report.packets_lost,
-                report.packets_sent as i64
-                    - (report.packets_released + report.packets_lost + dropped) as i64
+                self.packets_sent,
+                self.packets_released,
+                self.packets_lost,
+                self.packets_sent as i64 - accounted as i64
             ));
         }
-        report.duration_s = elapsed;
-        report.throughput_pps = report.packets_released as f64 / elapsed;
+        self.duration_s = elapsed;
+        self.throughput_pps = self.packets_released as f64 / elapsed;
         let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-        report.latency_us = Latency {
+        self.latency_us = Latency {
             p50: us(0.5),
             p99: us(0.99),
             p999: us(0.999),
             max: hist.max() as f64 / 1000.0,
         };
-    });
-    report
-}
-
-/// What a server thread measured of the packets that left the chain through it.
-struct Sink {
-    released: u64,
-    /// Packets a recovery's fence dropped.
-    lost: u64,
-    dropped: Vec<(MbIndex, u64)>,
-    /// Nanoseconds from entering the chain to leaving it.
-    latency: Histogram<u64>,
-}
-
-/// One server's thread: batches of messages in, outputs out, timers.
-fn serve<'a>(
-    mut server: Server<'a, u64>,
-    rx: &Receiver<Msg>,
-    txs: &[Sender<Msg>],
-    recycle: &Sender<Vec<u8>>,
-    credit: &Sender<u64>,
-    congested: &AtomicUsize,
-    now: impl Fn() -> u64,
-) -> (Server<'a, u64>, Sink) {
-    let mut was_congested = false;
-    const BATCH: usize = 64;
-    let mut sink = Sink {
-        released: 0,
-        lost: 0,
-        dropped: Vec::new(),
-        latency: Histogram::new(3).expect("3 significant figures"),
-    };
-    let me = server.id();
-    loop {
-        let first = match server.poll_timeout() {
-            Some(t) => {
-                let wait = Duration::from_nanos(t.saturating_sub(now()));
-                match rx.recv_timeout(wait) {
-                    Ok(m) => Some(m),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
-        };
-        let mut stop = false;
-        let mut left = 0;
-        let t = now();
-        if first.is_none() {
-            server.handle_timeout(t);
-        }
-        for msg in first
-            .into_iter()
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH))
-        {
-            match msg {
-                Msg::Ingress(packet) => {
-                    let port = port_of(packet.dir);
-                    if let Err((_, packet)) = server.handle_ingress(t, packet, port) {
-                        // Sanitized away: count it as released so the generator's window moves.
-                        let _ = recycle.send(packet.bytes);
-                        left += 1;
-                    }
-                }
-                Msg::Frame { from, frame } => server.handle_frame(t, from, frame),
-                Msg::Stop => stop = true,
-            }
-        }
-        server.end_batch();
-        while let Some(out) = server.poll_output() {
-            match out {
-                Output::Send { to, frame } => {
-                    let _ = txs[usize::from(to.0)].send(Msg::Frame { from: me, frame });
-                }
-                Output::Release { packet, .. } => {
-                    sink.released += 1;
-                    let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
-                    let _ = recycle.send(packet.bytes);
-                    left += 1;
-                }
-                Output::Dropped { by, .. } => {
-                    match sink.dropped.iter_mut().find(|(m, _)| *m == by) {
-                        Some((_, n)) => *n += 1,
-                        None => sink.dropped.push((by, 1)),
-                    }
-                    left += 1;
-                }
-                Output::Lost { .. } => {
-                    sink.lost += 1;
-                    left += 1;
-                }
-                Output::Committed { .. } | Output::AtBuffer { .. } => {}
-            }
-        }
-        if left > 0 {
-            let _ = credit.send(left);
-        }
-        if server.congested() != was_congested {
-            was_congested = !was_congested;
-            if was_congested {
-                congested.fetch_add(1, Ordering::AcqRel);
-            } else {
-                congested.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        if stop {
-            break;
-        }
     }
-    (server, sink)
 }
 
 /// Offer traffic to server 0 for the configured duration; returns the packets sent and how many
-/// of them have left the chain so far.
+/// of them have left the chain so far. Server 0 is looked up again whenever `routes` change (a
+/// recovery replaced it).
 fn generate(
     config: &RunConfig,
-    ingress: &Sender<Msg>,
+    routes: &Routes,
     recycle: &Receiver<Vec<u8>>,
     credits: &Receiver<u64>,
     congested: &AtomicUsize,
@@ -328,6 +293,7 @@ fn generate(
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
     let (mut sent, mut done) = (0u64, 0u64);
     let mut next_at = now();
+    let (mut version, mut ingress) = (routes.version(), routes.get(0));
     loop {
         done += credits.try_iter().sum::<u64>();
         let t = now();
@@ -361,7 +327,12 @@ fn generate(
             dir: Direction::Outbound,
             bytes,
         };
+        if routes.version() != version {
+            version = routes.version();
+            ingress = routes.get(0);
+        }
         if ingress.send(Msg::Ingress(packet)).is_err() {
+            // Server 0 is gone for good (the run is ending).
             break;
         }
         sent += 1;

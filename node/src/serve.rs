@@ -1,0 +1,327 @@
+//! One server's thread over the in-memory transport: batches of messages in (customer packets,
+//! frames, a recovery's control), the server's outputs out, timers, heartbeats. [`crate::runtime`]
+//! runs a chain of these; the orchestrator's embedded launcher starts and replaces them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use ftc_chain::ring::{MbIndex, ServerId};
+use ftc_replica::GroupState;
+use hdrhistogram::Histogram;
+
+use crate::server::port_of;
+use crate::{Frame, Output, Packet, Server};
+
+/// What reaches a server thread.
+#[derive(Debug)]
+pub enum Msg {
+    /// A customer packet (server 0).
+    Ingress(Packet<u64>),
+    /// A frame from another server, sent in `epoch`.
+    Frame {
+        from: ServerId,
+        epoch: u32,
+        frame: Frame<u64>,
+    },
+    /// A recovery began (DESIGN.md §8 step 1): the new epoch; frames of older ones are dropped
+    /// from now on, and the server fences its soft state.
+    Fence {
+        epoch: u32,
+    },
+    /// A recovery's state transfer asks for a group's state (`None`: not a member).
+    Export {
+        group: MbIndex,
+        reply: Sender<Option<GroupState>>,
+    },
+    /// The chain is rerouted (step 4): the servers to send to from now on.
+    Resume {
+        epoch: u32,
+        routes: Vec<Sender<Msg>>,
+    },
+    /// Fail now, as a crashed process does (failure injection).
+    Kill,
+    Stop,
+}
+
+/// Where each server of a chain is reached now; replaced servers get new entries. Readers that
+/// send often cache an entry and look again when [`Routes::version`] moves.
+#[derive(Debug)]
+pub struct Routes {
+    senders: std::sync::RwLock<Vec<Sender<Msg>>>,
+    version: std::sync::atomic::AtomicU32,
+}
+
+impl Routes {
+    pub fn new(senders: Vec<Sender<Msg>>) -> Self {
+        Routes {
+            senders: std::sync::RwLock::new(senders),
+            version: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// How server `i` is reached now.
+    pub fn get(&self, i: usize) -> Sender<Msg> {
+        self.senders.read().expect("no writer panics")[i].clone()
+    }
+
+    /// Every server, in order.
+    pub fn all(&self) -> Vec<Sender<Msg>> {
+        self.senders.read().expect("no writer panics").clone()
+    }
+
+    /// Server `i` is reached through `tx` from now on.
+    pub fn set(&self, i: usize, tx: Sender<Msg>) {
+        self.senders.write().expect("no writer panics")[i] = tx;
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Moves whenever an entry changes.
+    pub fn version(&self) -> u32 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// What every server thread of a chain shares.
+#[derive(Debug, Clone)]
+pub struct Shared<'s, C> {
+    /// Buffers of packets that left the chain, back to the generator.
+    pub recycle: Sender<Vec<u8>>,
+    /// How many packets left the chain (released, dropped, lost), per batch.
+    pub credit: Sender<u64>,
+    /// Servers at a bound: no customer packet enters while any is.
+    pub congested: &'s AtomicUsize,
+    /// Nanoseconds since the run began.
+    pub now: C,
+    /// Heartbeats to the orchestrator: every `period`, `(server, now)`.
+    pub heartbeat: Option<(Duration, Sender<Beat>)>,
+}
+
+/// A server thread's signs of life for the orchestrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    Heartbeat {
+        server: ServerId,
+        at: u64,
+    },
+    /// The server resumed after a reroute.
+    Resumed {
+        server: ServerId,
+        epoch: u32,
+    },
+}
+
+/// What a server thread measured of the packets that left the chain through it.
+#[derive(Debug)]
+pub struct Sink {
+    pub released: u64,
+    /// Packets lost to failures: held or parked when fenced, sent to a failed server, of a
+    /// fenced epoch, or inside this server when it was killed.
+    pub lost: u64,
+    pub dropped: Vec<(MbIndex, u64)>,
+    /// Nanoseconds from entering the chain to leaving it.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Sink {
+            released: 0,
+            lost: 0,
+            dropped: Vec::new(),
+            latency: Histogram::new(3).expect("3 significant figures"),
+        }
+    }
+}
+
+/// How a server thread ended.
+#[derive(Debug)]
+pub enum Ended<'a> {
+    Stopped(Box<Server<'a, u64>>),
+    Killed,
+}
+
+/// Messages handled per batch at most.
+const BATCH: usize = 64;
+
+/// Run `server` until stopped or killed: `routes[i]` reaches server i; frames are of `epoch`.
+pub fn serve<'a, C: Fn() -> u64>(
+    mut server: Server<'a, u64>,
+    rx: &Receiver<Msg>,
+    mut routes: Vec<Sender<Msg>>,
+    mut epoch: u32,
+    shared: &Shared<'_, C>,
+) -> (Ended<'a>, Sink) {
+    let mut was_congested = false;
+    let mut sink = Sink::default();
+    let me = server.id();
+    let now = &shared.now;
+    let mut next_beat = shared
+        .heartbeat
+        .as_ref()
+        .map(|(p, _)| now() + p.as_nanos() as u64);
+    loop {
+        let wake = [server.poll_timeout(), next_beat]
+            .into_iter()
+            .flatten()
+            .min();
+        let first = match wake {
+            Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now()))) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        let mut stop = false;
+        let mut left = 0;
+        let t = now();
+        if let (Some((period, beats)), Some(at)) = (&shared.heartbeat, next_beat) {
+            if t >= at {
+                let _ = beats.send(Beat::Heartbeat { server: me, at: t });
+                next_beat = Some(t + period.as_nanos() as u64);
+            }
+        }
+        if first.is_none() {
+            server.handle_timeout(t);
+        }
+        for msg in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH))
+        {
+            match msg {
+                Msg::Ingress(packet) => {
+                    let port = port_of(packet.dir);
+                    if let Err((_, packet)) = server.handle_ingress(t, packet, port) {
+                        // Sanitized away: it left the chain, so the generator's window moves.
+                        let _ = shared.recycle.send(packet.bytes);
+                        left += 1;
+                    }
+                }
+                Msg::Frame {
+                    from,
+                    epoch: e,
+                    frame,
+                } => {
+                    if e == epoch {
+                        server.handle_frame(t, from, frame);
+                    } else if frame.packet.is_some() {
+                        sink.lost += 1;
+                        left += 1;
+                    }
+                }
+                Msg::Fence { epoch: e } => {
+                    epoch = e;
+                    server.fence();
+                }
+                Msg::Export { group, reply } => {
+                    let _ = reply.send(server.export_group(group));
+                }
+                Msg::Resume {
+                    epoch: e,
+                    routes: r,
+                } => {
+                    epoch = e;
+                    routes = r;
+                    server.resume(t);
+                    if let Some((_, beats)) = &shared.heartbeat {
+                        let _ = beats.send(Beat::Resumed { server: me, epoch });
+                    }
+                }
+                Msg::Kill => {
+                    left += die(&mut server, &mut sink);
+                    let _ = shared.credit.send(left);
+                    black_hole(rx, &mut sink, &shared.credit);
+                    return (Ended::Killed, sink);
+                }
+                Msg::Stop => stop = true,
+            }
+        }
+        server.end_batch();
+        while let Some(out) = server.poll_output() {
+            match out {
+                Output::Send { to, frame } => {
+                    let packet = frame.packet.is_some();
+                    let msg = Msg::Frame {
+                        from: me,
+                        epoch,
+                        frame,
+                    };
+                    if routes[usize::from(to.0)].send(msg).is_err() && packet {
+                        // The next server failed: the packet is lost with it.
+                        sink.lost += 1;
+                        left += 1;
+                    }
+                }
+                Output::Release { packet, .. } => {
+                    sink.released += 1;
+                    let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
+                    let _ = shared.recycle.send(packet.bytes);
+                    left += 1;
+                }
+                Output::Dropped { by, .. } => {
+                    match sink.dropped.iter_mut().find(|(m, _)| *m == by) {
+                        Some((_, n)) => *n += 1,
+                        None => sink.dropped.push((by, 1)),
+                    }
+                    left += 1;
+                }
+                Output::Lost { .. } => {
+                    sink.lost += 1;
+                    left += 1;
+                }
+                Output::Committed { .. } | Output::AtBuffer { .. } => {}
+            }
+        }
+        if left > 0 {
+            let _ = shared.credit.send(left);
+        }
+        if server.congested() != was_congested {
+            was_congested = !was_congested;
+            if was_congested {
+                shared.congested.fetch_add(1, Ordering::AcqRel);
+            } else {
+                shared.congested.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    if was_congested {
+        shared.congested.fetch_sub(1, Ordering::AcqRel);
+    }
+    (Ended::Stopped(Box::new(server)), sink)
+}
+
+/// The server dies. A real crash reports nothing; the harness still counts the packets that
+/// die with it (held, parked) so that every packet sent is accounted for.
+fn die(server: &mut Server<'_, u64>, sink: &mut Sink) -> u64 {
+    server.fence();
+    let mut lost = 0;
+    while let Some(out) = server.poll_output() {
+        lost += u64::from(matches!(out, Output::Lost { .. }));
+    }
+    sink.lost += lost;
+    lost
+}
+
+/// What a dead server's address does until the run ends: swallow everything (a state
+/// transfer asking it gets no answer), counting the packets lost in it.
+fn black_hole(rx: &Receiver<Msg>, sink: &mut Sink, credit: &Sender<u64>) {
+    for msg in rx {
+        let lost = match msg {
+            Msg::Stop => return,
+            Msg::Ingress(_) => 1,
+            Msg::Frame { frame, .. } => u64::from(frame.packet.is_some()),
+            _ => 0,
+        };
+        if lost > 0 {
+            sink.lost += lost;
+            let _ = credit.send(lost);
+        }
+    }
+}
