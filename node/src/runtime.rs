@@ -170,6 +170,7 @@ impl Harness {
             congested: &self.congested,
             now: move || self.now(),
             heartbeat,
+            flows: None,
         }
     }
 
@@ -219,6 +220,7 @@ impl RunReport {
             hist.add(&sink.latency).expect("same histogram bounds");
             self.packets_released += sink.released;
             self.packets_lost += sink.lost;
+            self.violations.extend(sink.violations);
             for (mb, n) in sink.dropped {
                 let kind = heads.middleboxes[usize::from(mb.0)].kind();
                 *self

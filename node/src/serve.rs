@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use ftc_chain::middleboxes::packet::{parse, FlowKey, Parsed};
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_replica::GroupState;
 use hdrhistogram::Histogram;
+use std::collections::HashMap;
 
 use crate::server::port_of;
 use crate::{Frame, Output, Packet, Server};
@@ -95,6 +97,10 @@ pub struct Shared<'s, C> {
     pub now: C,
     /// Heartbeats to the orchestrator: every `period`, `(server, now)`.
     pub heartbeat: Option<(Duration, Sender<Beat>)>,
+    /// When set, released packets are checked against it: a flow's packets leave with one
+    /// 5-tuple all run long (a NAT's mapping of a live connection never changes, failures or
+    /// not). Costs a lock per released packet.
+    pub flows: Option<&'s std::sync::Mutex<HashMap<u64, FlowKey>>>,
 }
 
 /// A server thread's signs of life for the orchestrator.
@@ -102,6 +108,8 @@ pub struct Shared<'s, C> {
 pub enum Beat {
     Heartbeat {
         server: ServerId,
+        /// The epoch the server is in.
+        epoch: u32,
         at: u64,
     },
     /// The server resumed after a reroute.
@@ -121,6 +129,8 @@ pub struct Sink {
     pub dropped: Vec<(MbIndex, u64)>,
     /// Nanoseconds from entering the chain to leaving it.
     pub latency: Histogram<u64>,
+    /// Flows whose released packets changed 5-tuple (see [`Shared::flows`]).
+    pub violations: Vec<String>,
 }
 
 impl Default for Sink {
@@ -130,6 +140,7 @@ impl Default for Sink {
             lost: 0,
             dropped: Vec::new(),
             latency: Histogram::new(3).expect("3 significant figures"),
+            violations: Vec::new(),
         }
     }
 }
@@ -181,7 +192,11 @@ pub fn serve<'a, C: Fn() -> u64>(
         let t = now();
         if let (Some((period, beats)), Some(at)) = (&shared.heartbeat, next_beat) {
             if t >= at {
-                let _ = beats.send(Beat::Heartbeat { server: me, at: t });
+                let _ = beats.send(Beat::Heartbeat {
+                    server: me,
+                    epoch,
+                    at: t,
+                });
                 next_beat = Some(t + period.as_nanos() as u64);
             }
         }
@@ -257,6 +272,9 @@ pub fn serve<'a, C: Fn() -> u64>(
                     }
                 }
                 Output::Release { packet, .. } => {
+                    if let Some(flows) = shared.flows {
+                        check_flow(flows, &packet, &mut sink);
+                    }
                     sink.released += 1;
                     let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
                     let _ = shared.recycle.send(packet.bytes);
@@ -323,5 +341,25 @@ fn black_hole(rx: &Receiver<Msg>, sink: &mut Sink, credit: &Sender<u64>) {
             sink.lost += lost;
             let _ = credit.send(lost);
         }
+    }
+}
+
+/// A released packet's 5-tuple must be the one its flow left with before.
+fn check_flow(
+    flows: &std::sync::Mutex<HashMap<u64, FlowKey>>,
+    packet: &Packet<u64>,
+    sink: &mut Sink,
+) {
+    let Parsed::Ipv4(p) = parse(&packet.bytes) else {
+        return;
+    };
+    let key = *p.flow();
+    let mut flows = flows.lock().expect("no holder panics");
+    let first = *flows.entry(packet.flow).or_insert(key);
+    if first != key && sink.violations.len() < 10 {
+        sink.violations.push(format!(
+            "flow {} left the chain as {}:{} after leaving as {}:{} (a NAT mapping of a live connection changed)",
+            packet.flow, key.src, key.sport, first.src, first.sport
+        ));
     }
 }
