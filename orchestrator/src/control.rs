@@ -1,0 +1,379 @@
+//! Control messages between the orchestrator and the servers (and between servers, for state
+//! transfer), and their checked, authenticated byte form.
+//!
+//! A frame is
+//!
+//! ```text
+//! magic "FTCC" | version u8 = 1 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! ```
+//!
+//! where the tag is HMAC-SHA256, keyed with the deployment's shared secret ([`Key`]), over the
+//! header and the body. Decoding checks the header, then verifies the tag (in constant time)
+//! before it looks at the body, so a party without the key cannot make the parser see any body
+//! byte it chose. Integers are big-endian; a socket address is a family byte (4 or 6), the IP
+//! address and the port (IPv6 flow information and scope id are not carried); a list is a u16
+//! count followed by its items.
+//!
+//! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
+//! and [`read_message`] stream the state bytes without copying them into another buffer.
+
+mod body;
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The largest body [`read_message`] should accept on a state-transfer connection: 1 GiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 30;
+/// The largest body a control connection (orchestrator ↔ server) needs: 64 KiB, enough for a
+/// peer list of a full ring of 255 servers with IPv6 addresses.
+pub const CONTROL_MAX_BODY: usize = 64 << 10;
+
+/// The control protocol version this build speaks.
+pub const VERSION: u8 = 1;
+const MAGIC: [u8; 4] = *b"FTCC";
+/// Magic, version, kind, body length.
+const HEADER_LEN: usize = 4 + 1 + 1 + 4;
+/// HMAC-SHA256.
+const TAG_LEN: usize = 32;
+
+/// One server as its peers reach it: its data-path address and its state-transfer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub position: u16,
+    pub data: SocketAddr,
+    pub transfer: SocketAddr,
+}
+
+/// One group a replacement must fetch, and from whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fetch {
+    /// The middlebox index j of the replication group G(j).
+    pub group: u8,
+    /// Whether the replacement heads G(j): it then sets its dependency vector to the fetched MAX.
+    pub as_head: bool,
+    /// The position of the server to fetch from.
+    pub source: u16,
+    /// That server's state-transfer address.
+    pub addr: SocketAddr,
+}
+
+/// A control message. The comments say who sends it to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Node → orchestrator: a server (initial or replacement) is up at `position`.
+    Join {
+        position: u16,
+        pid: u32,
+        data: SocketAddr,
+        transfer: SocketAddr,
+    },
+    /// Node → orchestrator, every heartbeat period.
+    Heartbeat { position: u16, epoch: u32, seq: u64 },
+    /// Node → orchestrator: a replacement holds all its state (`bytes` moved).
+    Ready {
+        position: u16,
+        epoch: u32,
+        bytes: u64,
+    },
+    /// Node → orchestrator: a replacement could not fetch `group` from `source`.
+    TransferFailed {
+        position: u16,
+        epoch: u32,
+        group: u8,
+        source: u16,
+    },
+    /// Node → orchestrator: the node applied a [`Reroute`](Message::Reroute).
+    Resumed { position: u16, epoch: u32 },
+    /// Orchestrator → node: initial deployment; the node runs at `position` among `peers`.
+    Assign {
+        epoch: u32,
+        position: u16,
+        peers: Vec<Peer>,
+    },
+    /// Orchestrator → node: a new epoch: drop frames of older epochs, discard held logs. Repeated
+    /// within one epoch, with a longer `failed` list, when another failure joins the recovery.
+    Fence { epoch: u32, failed: Vec<u16> },
+    /// Orchestrator → replacement: fetch these groups. A later `Recover` of the same epoch
+    /// replaces the fetches of the groups it names (their source died).
+    Recover { epoch: u32, fetch: Vec<Fetch> },
+    /// Orchestrator → node: the new neighbours; resume forwarding.
+    Reroute { epoch: u32, peers: Vec<Peer> },
+    /// Orchestrator → node: shut down.
+    Stop,
+    /// Replacement → source: send the state of `group`.
+    FetchGroup {
+        epoch: u32,
+        group: u8,
+        as_head: bool,
+    },
+    /// Source → replacement: the state of `group`, opaque bytes.
+    GroupState {
+        epoch: u32,
+        group: u8,
+        state: Vec<u8>,
+    },
+}
+
+/// Why bytes are not a valid control frame (or could not be read).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the control secret is empty")]
+    EmptySecret,
+    #[error("not a control frame: magic {0:02x?}, expected \"FTCC\"")]
+    BadMagic([u8; 4]),
+    #[error("control protocol version {0} is not supported (this build speaks version {VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown control message kind {0}")]
+    UnknownKind(u8),
+    #[error("control frame body of {len} bytes exceeds the limit of {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("control frame truncated: {needed} bytes needed, {got} present")]
+    Truncated { needed: usize, got: usize },
+    #[error("{0} bytes after the control frame's tag")]
+    TrailingBytes(usize),
+    #[error("control frame tag does not verify (wrong key or altered frame)")]
+    BadTag,
+    #[error("{kind} body ends inside a field")]
+    BodyTooShort { kind: &'static str },
+    #[error("{kind} body has {extra} bytes left over")]
+    BodyTooLong { kind: &'static str, extra: usize },
+    #[error("{kind} body: a list of {count} items cannot fit in the {remaining} bytes left")]
+    BadCount {
+        kind: &'static str,
+        count: u16,
+        remaining: usize,
+    },
+    #[error("{kind} body: address family {family} (expected 4 or 6)")]
+    BadAddressFamily { kind: &'static str, family: u8 },
+    #[error("{kind} body: flag byte {value} (expected 0 or 1)")]
+    BadFlag { kind: &'static str, value: u8 },
+    #[error("the connection closed between frames")]
+    Closed,
+    #[error("control connection: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The shared secret that authenticates control frames, ready to key HMAC-SHA256.
+#[derive(Clone)]
+pub struct Key(Hmac<Sha256>);
+
+impl Key {
+    /// A key from the deployment's secret bytes; an empty secret is refused.
+    pub fn new(secret: &[u8]) -> Result<Key, ControlError> {
+        if secret.is_empty() {
+            return Err(ControlError::EmptySecret);
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        Ok(Key(mac))
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac
+    }
+
+    fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
+        self.mac(parts).finalize().into_bytes().into()
+    }
+
+    fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), ControlError> {
+        self.mac(parts)
+            .verify_slice(tag)
+            .map_err(|_| ControlError::BadTag)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// A message laid out for sending: header and fixed part of the body in one buffer, the opaque
+/// tail (a group's state) borrowed from the message, and the tag.
+struct Sealed<'a> {
+    head: Vec<u8>,
+    tail: &'a [u8],
+    tag: [u8; TAG_LEN],
+}
+
+fn seal<'a>(msg: &'a Message, key: &Key) -> Sealed<'a> {
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&[VERSION, body::kind(msg)]);
+    head.extend_from_slice(&[0; 4]);
+    let tail = body::encode(msg, &mut head);
+    let len = head.len() - HEADER_LEN + tail.len();
+    let len = u32::try_from(len).expect("a control message body is at most 4 GiB");
+    head[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    let tag = key.tag(&[&head, tail]);
+    Sealed { head, tail, tag }
+}
+
+/// The frame of `msg`, authenticated with `key`.
+///
+/// # Panics
+/// If the body exceeds 4 GiB (a group state that large cannot be framed).
+pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
+    let Sealed {
+        mut head,
+        tail,
+        tag,
+    } = seal(msg, key);
+    head.reserve_exact(tail.len() + TAG_LEN);
+    head.extend_from_slice(tail);
+    head.extend_from_slice(&tag);
+    head
+}
+
+/// Writes the frame of `msg` to `w`; a group's state goes straight from the message to `w`.
+///
+/// # Panics
+/// Like [`encode`].
+pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result<()> {
+    let Sealed {
+        mut head,
+        tail,
+        tag,
+    } = seal(msg, key);
+    if tail.is_empty() {
+        head.extend_from_slice(&tag);
+        return w.write_all(&head);
+    }
+    w.write_all(&head)?;
+    w.write_all(tail)?;
+    w.write_all(&tag)
+}
+
+/// What the header says, once checked.
+struct Header {
+    kind: u8,
+    len: usize,
+}
+
+fn check_header(header: &[u8; HEADER_LEN], max_body: usize) -> Result<Header, ControlError> {
+    let magic: [u8; 4] = header[..4].try_into().expect("4 bytes");
+    if magic != MAGIC {
+        return Err(ControlError::BadMagic(magic));
+    }
+    if header[4] != VERSION {
+        return Err(ControlError::UnsupportedVersion(header[4]));
+    }
+    let kind = header[5];
+    body::check_kind(kind)?;
+    let len = u32::from_be_bytes(header[6..].try_into().expect("4 bytes"));
+    // A u32 always fits a usize on the 32- and 64-bit targets this runs on.
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > max_body {
+        return Err(ControlError::TooLong { len, max: max_body });
+    }
+    Ok(Header { kind, len })
+}
+
+/// The message in `frame`, which must be exactly one frame authenticated with `key` whose body
+/// is at most `max_body` bytes.
+pub fn decode(frame: &[u8], key: &Key, max_body: usize) -> Result<Message, ControlError> {
+    let truncated = |needed| ControlError::Truncated {
+        needed,
+        got: frame.len(),
+    };
+    let header: &[u8; HEADER_LEN] = frame
+        .get(..HEADER_LEN)
+        .ok_or(truncated(HEADER_LEN))?
+        .try_into()
+        .expect("HEADER_LEN bytes");
+    let Header { kind, len } = check_header(header, max_body)?;
+    let total = HEADER_LEN + len + TAG_LEN;
+    if frame.len() < total {
+        return Err(truncated(total));
+    }
+    if frame.len() > total {
+        return Err(ControlError::TrailingBytes(frame.len() - total));
+    }
+    let (signed, tag) = frame.split_at(HEADER_LEN + len);
+    key.verify(&[signed], tag)?;
+    let (fixed, tail) = body::split(kind, &signed[HEADER_LEN..]);
+    body::decode(kind, fixed, tail.to_vec())
+}
+
+/// Reads one frame from `r` and returns its message. The header is checked before the body is
+/// read, and memory grows only with the bytes that actually arrive, so a hostile length cannot
+/// make it allocate more than the sender sends. A group's state is read straight into the
+/// message's buffer. End of input before the first byte is [`ControlError::Closed`].
+pub fn read_message(
+    r: &mut impl Read,
+    key: &Key,
+    max_body: usize,
+) -> Result<Message, ControlError> {
+    let mut header = [0; HEADER_LEN];
+    let got = read_up_to(r, &mut header)?;
+    if got == 0 {
+        return Err(ControlError::Closed);
+    }
+    if got < HEADER_LEN {
+        return Err(ControlError::Truncated {
+            needed: HEADER_LEN,
+            got,
+        });
+    }
+    let Header { kind, len } = check_header(&header, max_body)?;
+    let total = HEADER_LEN + len + TAG_LEN;
+    let fixed_len = body::fixed_len(kind).min(len);
+    let fixed = read_exactly(r, fixed_len, HEADER_LEN, total)?;
+    let tail = read_exactly(r, len - fixed_len, HEADER_LEN + fixed_len, total)?;
+    let mut tag = [0; TAG_LEN];
+    let got = read_up_to(r, &mut tag)?;
+    if got < TAG_LEN {
+        return Err(ControlError::Truncated {
+            needed: total,
+            got: total - TAG_LEN + got,
+        });
+    }
+    key.verify(&[&header, &fixed, &tail], &tag)?;
+    body::decode(kind, &fixed, tail)
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes it read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads exactly `len` bytes, growing the buffer only as they arrive. `before` is how many bytes
+/// of the frame came before them and `total` the frame's length, for the error.
+fn read_exactly(
+    r: &mut impl Read,
+    len: usize,
+    before: usize,
+    total: usize,
+) -> Result<Vec<u8>, ControlError> {
+    const FIRST_CHUNK: usize = 64 << 10;
+    let mut buf = Vec::with_capacity(len.min(FIRST_CHUNK));
+    let want = u64::try_from(len).expect("a usize fits a u64");
+    r.take(want).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(ControlError::Truncated {
+            needed: total,
+            got: before + buf.len(),
+        });
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests;

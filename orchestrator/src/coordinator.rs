@@ -1,0 +1,525 @@
+//! The orchestrator's state machine (sans-IO): deploys a chain, watches its servers' heartbeats
+//! and drives recovery when some fail (DESIGN.md §8).
+//!
+//! Inputs: [`Coordinator::handle`] (a message from a server) and [`Coordinator::handle_timeout`]
+//! (once [`Coordinator::poll_timeout`] has passed). After any input, drain
+//! [`Coordinator::poll_command`] (launch a replacement, send a message) and
+//! [`Coordinator::poll_report`] (a finished recovery), then re-arm the timer from
+//! `poll_timeout`. Time is `now`, in nanoseconds, from any monotonic clock.
+//!
+//! Deployment: once every position has joined, each gets an `Assign` of epoch 1 and is watched.
+//! Recovery: when servers are declared failed, the epoch goes up, every live server gets a
+//! `Fence` and every failed position a `Launch`; a replacement that joins gets a `Recover` with
+//! its [plan](crate::plan); once all replacements are ready, every server gets a `Reroute`, and
+//! once all of them resumed, a [`RecoveryReport`]. A failure declared before the reroute joins
+//! the recovery in progress (same epoch, a longer `Fence`); one declared during the reroute is
+//! recovered right after it. A failure that leaves a group without an alive member, or more
+//! than f servers failed, halts the coordinator ([`Coordinator::halted`]): it never runs a
+//! recovery that would lose state.
+
+mod recovery;
+
+use std::collections::VecDeque;
+
+use ftc_chain::ring::{Ring, ServerId};
+
+use crate::control::{Fetch, Message, Peer};
+use crate::detector::{Detector, Failure};
+use crate::plan::{plan, replan, PlanError, Transfer};
+use recovery::Recovery;
+pub use recovery::RecoveryReport;
+
+/// How servers are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// How often servers send heartbeats.
+    pub heartbeat_period_ns: u64,
+    /// How many periods without a heartbeat declare a server failed.
+    pub misses: u32,
+}
+
+impl Default for CoordinatorConfig {
+    /// A heartbeat every 10 ms, failed after 3 missed: suited to one data centre.
+    fn default() -> Self {
+        CoordinatorConfig {
+            heartbeat_period_ns: 10_000_000,
+            misses: 3,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start a replacement server at `position`, in `epoch`; it joins with a `Join`.
+    Launch { position: ServerId, epoch: u32 },
+    /// Send `msg` to the server at `to`.
+    Send { to: ServerId, msg: Message },
+}
+
+/// Why the coordinator stopped: recovering would lose state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot recover epoch {epoch} after the failure of {failed:?}")]
+pub struct Unrecoverable {
+    pub epoch: u32,
+    pub failed: Vec<u16>,
+    #[source]
+    pub cause: PlanError,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Deploying,
+    Running,
+    Recovering(Recovery),
+    Halted(Unrecoverable),
+}
+
+/// The orchestrator of one chain.
+#[derive(Debug)]
+pub struct Coordinator {
+    ring: Ring,
+    epoch: u32,
+    peers: Vec<Option<Peer>>,
+    /// The epoch in which the server now at each position started; heartbeats of older epochs
+    /// come from a server that was replaced.
+    incarnation: Vec<u32>,
+    detector: Detector,
+    phase: Phase,
+    commands: VecDeque<Command>,
+    reports: VecDeque<RecoveryReport>,
+    stale: u64,
+    unexpected: u64,
+}
+
+impl Coordinator {
+    /// A coordinator waiting for every position of `ring` to join.
+    pub fn new(ring: Ring, config: CoordinatorConfig) -> Coordinator {
+        Coordinator {
+            ring,
+            epoch: 0,
+            peers: vec![None; ring.servers()],
+            incarnation: vec![0; ring.servers()],
+            detector: Detector::new(config.heartbeat_period_ns, config.misses),
+            phase: Phase::Deploying,
+            commands: VecDeque::new(),
+            reports: VecDeque::new(),
+            stale: 0,
+            unexpected: 0,
+        }
+    }
+
+    /// The current epoch: 0 until the chain is deployed, then 1, then one more per recovery.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Every position's live server; `None` until it joins and while it is being replaced.
+    pub fn peers(&self) -> &[Option<Peer>] {
+        &self.peers
+    }
+
+    /// Why the coordinator halted, if it did; it then ignores every input.
+    pub fn halted(&self) -> Option<&Unrecoverable> {
+        match &self.phase {
+            Phase::Halted(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Messages of an older epoch (or an older server at their position), ignored.
+    pub fn stale_messages(&self) -> u64 {
+        self.stale
+    }
+
+    /// Messages that made no sense now (unknown position, wrong phase, a future epoch, a kind
+    /// only servers receive), ignored.
+    pub fn unexpected_messages(&self) -> u64 {
+        self.unexpected
+    }
+
+    /// A message from a server.
+    pub fn handle(&mut self, now: u64, msg: Message) {
+        if matches!(self.phase, Phase::Halted(_)) {
+            return;
+        }
+        match msg {
+            Message::Join {
+                position,
+                data,
+                transfer,
+                ..
+            } => self.on_join(
+                now,
+                Peer {
+                    position,
+                    data,
+                    transfer,
+                },
+            ),
+            Message::Heartbeat {
+                position, epoch, ..
+            } => self.on_heartbeat(now, position, epoch),
+            Message::Ready {
+                position,
+                epoch,
+                bytes,
+            } => self.on_ready(now, position, epoch, bytes),
+            Message::TransferFailed {
+                position,
+                epoch,
+                group,
+                source,
+            } => self.on_transfer_failed(position, epoch, group, source),
+            Message::Resumed { position, epoch } => self.on_resumed(now, position, epoch),
+            _ => self.unexpected += 1,
+        }
+    }
+
+    /// Time passed: declares silent servers failed and recovers them.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while !matches!(self.phase, Phase::Halted(_)) {
+            let Some(failure) = self.detector.poll_failed(now) else {
+                break;
+            };
+            self.on_failure(now, failure, now);
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When to call [`Coordinator::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Halted(_) => None,
+            _ => self.detector.poll_timeout(),
+        }
+    }
+
+    /// The report of a recovery that finished.
+    pub fn poll_report(&mut self) -> Option<RecoveryReport> {
+        self.reports.pop_front()
+    }
+
+    /// `position` as a server of this ring, or `None` (counted) for a stranger.
+    fn server(&mut self, position: u16) -> Option<ServerId> {
+        if usize::from(position) < self.ring.servers() {
+            Some(ServerId(position))
+        } else {
+            self.unexpected += 1;
+            None
+        }
+    }
+
+    /// Whether `epoch` is the current one; counts it otherwise.
+    fn current(&mut self, epoch: u32) -> bool {
+        if epoch < self.epoch {
+            self.stale += 1;
+        } else if epoch > self.epoch {
+            self.unexpected += 1;
+        }
+        epoch == self.epoch
+    }
+
+    /// The recovery in progress, if there is one and it is before its reroute; counts the
+    /// message otherwise.
+    fn fetching_phase(&mut self) -> Option<&mut Recovery> {
+        match &mut self.phase {
+            Phase::Recovering(r) if r.reroute.is_none() => Some(r),
+            _ => {
+                self.unexpected += 1;
+                None
+            }
+        }
+    }
+
+    fn send(&mut self, to: ServerId, msg: Message) {
+        self.commands.push_back(Command::Send { to, msg });
+    }
+
+    /// Sends `msg` to every position with a live server.
+    fn broadcast(&mut self, msg: &Message) {
+        for to in self.live().collect::<Vec<_>>() {
+            self.send(to, msg.clone());
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.ring
+            .server_ids()
+            .filter(|s| self.peers[usize::from(s.0)].is_some())
+    }
+
+    /// Every position's peer; only called once all are known.
+    fn all_peers(&self) -> Vec<Peer> {
+        self.peers.iter().flatten().copied().collect()
+    }
+
+    fn on_join(&mut self, now: u64, peer: Peer) {
+        let position = peer.position;
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        match &mut self.phase {
+            Phase::Deploying => {
+                self.peers[usize::from(position)] = Some(peer);
+                if self.peers.iter().all(Option::is_some) {
+                    self.assign(now);
+                }
+            }
+            Phase::Recovering(r)
+                if r.reroute.is_none()
+                    && r.replacements.get(&s).is_some_and(|rep| !rep.joined()) =>
+            {
+                self.peers[usize::from(position)] = Some(peer);
+                self.detector.watch(s, now);
+                self.recover(now, s);
+            }
+            _ => self.unexpected += 1,
+        }
+    }
+
+    fn assign(&mut self, now: u64) {
+        self.epoch = 1;
+        self.incarnation.fill(1);
+        let peers = self.all_peers();
+        for s in self.ring.server_ids() {
+            self.detector.watch(s, now);
+            self.send(
+                s,
+                Message::Assign {
+                    epoch: 1,
+                    position: s.0,
+                    peers: peers.clone(),
+                },
+            );
+        }
+        self.phase = Phase::Running;
+    }
+
+    /// The replacement at `s` joined: plan its transfers and send them.
+    fn recover(&mut self, now: u64, s: ServerId) {
+        let Phase::Recovering(r) = &mut self.phase else {
+            unreachable!("replacements join during a recovery");
+        };
+        let transfers = match plan(&self.ring, &r.unusable()) {
+            Ok(all) => all.into_iter().filter(|t| t.to == s).collect::<Vec<_>>(),
+            Err(cause) => return self.halt(cause),
+        };
+        r.replacements
+            .get_mut(&s)
+            .expect("the replacement joined")
+            .join(now, transfers.clone());
+        self.send_recover(s, &transfers);
+    }
+
+    fn send_recover(&mut self, to: ServerId, transfers: &[Transfer]) {
+        let fetch = transfers.iter().map(|t| self.fetch(t)).collect();
+        let epoch = self.epoch;
+        self.send(to, Message::Recover { epoch, fetch });
+    }
+
+    fn fetch(&self, t: &Transfer) -> Fetch {
+        let source = self.peers[usize::from(t.source.0)]
+            .expect("sources are never failed, so their servers are known");
+        Fetch {
+            group: t.group.0,
+            as_head: t.as_head,
+            source: t.source.0,
+            addr: source.transfer,
+        }
+    }
+
+    fn on_heartbeat(&mut self, now: u64, position: u16, epoch: u32) {
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        if epoch < self.incarnation[usize::from(position)] {
+            self.stale += 1;
+        } else if epoch > self.epoch {
+            self.unexpected += 1;
+        } else {
+            self.detector.heartbeat(s, now);
+        }
+    }
+
+    fn on_ready(&mut self, now: u64, position: u16, epoch: u32, bytes: u64) {
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        if !self.current(epoch) {
+            return;
+        }
+        let ring = self.ring;
+        let Some(r) = self.fetching_phase() else {
+            return;
+        };
+        let Some(replacement) = r.fetching(s) else {
+            self.unexpected += 1;
+            return;
+        };
+        replacement.ready(now, bytes);
+        if r.all_ready() {
+            r.start_reroute(now, ring.server_ids());
+            let msg = Message::Reroute {
+                epoch: self.epoch,
+                peers: self.all_peers(),
+            };
+            self.broadcast(&msg);
+        }
+    }
+
+    fn on_transfer_failed(&mut self, position: u16, epoch: u32, group: u8, source: u16) {
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        if !self.current(epoch) {
+            return;
+        }
+        let ring = self.ring;
+        let Some(r) = self.fetching_phase() else {
+            return;
+        };
+        let unusable = r.unusable();
+        let Some(replacement) = r.fetching(s) else {
+            self.unexpected += 1;
+            return;
+        };
+        let Some(t) = replacement
+            .transfers
+            .iter_mut()
+            .find(|t| t.group.0 == group)
+        else {
+            self.unexpected += 1;
+            return;
+        };
+        if t.source.0 != source {
+            // About a source it was already moved away from.
+            self.stale += 1;
+            return;
+        }
+        let dead = t.source;
+        match replan(&ring, &unusable, t, dead) {
+            Ok(again) => *t = again,
+            Err(cause) => return self.halt(cause),
+        }
+        let again = *t;
+        r.suspect(dead);
+        self.send_recover(s, &[again]);
+    }
+
+    fn on_resumed(&mut self, now: u64, position: u16, epoch: u32) {
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        if !self.current(epoch) {
+            return;
+        }
+        match &mut self.phase {
+            Phase::Recovering(r) if r.reroute.as_ref().is_some_and(|x| x.awaiting.contains(&s)) => {
+                if r.reroute.as_mut().expect("checked").done(s) {
+                    self.finish(now);
+                }
+            }
+            _ => self.unexpected += 1,
+        }
+    }
+
+    /// The recovery in progress is complete: report it, and recover what failed meanwhile.
+    fn finish(&mut self, now: u64) {
+        let Phase::Recovering(r) = std::mem::replace(&mut self.phase, Phase::Running) else {
+            unreachable!("only a recovery finishes");
+        };
+        self.reports.push_back(r.report(self.epoch, now));
+        for (failure, declared_at) in r.pending {
+            self.on_failure(now, failure, declared_at);
+        }
+    }
+
+    fn on_failure(&mut self, now: u64, failure: Failure, declared_at: u64) {
+        let s = failure.server;
+        match &mut self.phase {
+            Phase::Running => {
+                self.epoch += 1;
+                self.phase = Phase::Recovering(Recovery::new(failure, declared_at));
+                self.add_failure(now, s);
+            }
+            Phase::Recovering(r) => match &mut r.reroute {
+                Some(reroute) => {
+                    r.pending.push((failure, declared_at));
+                    if reroute.done(s) {
+                        self.finish(now);
+                    }
+                }
+                None if r.replacements.contains_key(&s) => {
+                    // A replacement died before it was ready: launch another.
+                    r.launch(s, now);
+                    self.peers[usize::from(s.0)] = None;
+                    let epoch = self.epoch;
+                    self.commands
+                        .push_back(Command::Launch { position: s, epoch });
+                }
+                None => self.add_failure(now, s),
+            },
+            Phase::Deploying | Phase::Halted(_) => {}
+        }
+    }
+
+    /// `s` failed during the recovery in progress (before its reroute): fence it off, launch its
+    /// replacement, and move the transfers it was a source of.
+    fn add_failure(&mut self, now: u64, s: ServerId) {
+        let Phase::Recovering(r) = &mut self.phase else {
+            unreachable!("failures are added to a recovery");
+        };
+        r.launch(s, now);
+        let unusable = r.unusable();
+        if let Err(cause) = plan(&self.ring, &unusable) {
+            return self.halt(cause);
+        }
+        let mut moved = Vec::new();
+        for (&to, replacement) in &mut r.replacements {
+            let Some(transfers) = replacement.joined().then_some(&mut replacement.transfers) else {
+                continue;
+            };
+            let again: Vec<Transfer> = transfers
+                .iter_mut()
+                .filter(|t| t.source == s)
+                .map(|t| {
+                    *t = replan(&self.ring, &unusable, t, s).expect("planned above");
+                    *t
+                })
+                .collect();
+            if !again.is_empty() {
+                moved.push((to, again));
+            }
+        }
+        let failed: Vec<u16> = r.failed().map(|x| x.0).collect();
+        self.peers[usize::from(s.0)] = None;
+        self.incarnation[usize::from(s.0)] = self.epoch;
+        let epoch = self.epoch;
+        self.broadcast(&Message::Fence { epoch, failed });
+        self.commands
+            .push_back(Command::Launch { position: s, epoch });
+        for (to, again) in moved {
+            self.send_recover(to, &again);
+        }
+    }
+
+    fn halt(&mut self, cause: PlanError) {
+        let failed = match &self.phase {
+            Phase::Recovering(r) => r.failed().map(|s| s.0).collect(),
+            _ => Vec::new(),
+        };
+        self.phase = Phase::Halted(Unrecoverable {
+            epoch: self.epoch,
+            failed,
+            cause,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,621 @@
+//! Whole scenarios on a virtual clock: servers send heartbeats every 10 ms until killed, the
+//! coordinator declares them failed after 3 missed (more than 30 ms of silence).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ftc_chain::ring::MbIndex;
+use proptest::prelude::*;
+
+use super::*;
+
+const MS: u64 = 1_000_000;
+const PERIOD: u64 = 10 * MS;
+
+/// The server at `position`; `incarnation` tells replacements from the servers they replace.
+fn peer(position: u16, incarnation: u8) -> Peer {
+    let ip = IpAddr::V4(Ipv4Addr::new(10, incarnation, 0, position as u8 + 1));
+    Peer {
+        position,
+        data: SocketAddr::new(ip, 5000),
+        transfer: SocketAddr::new(ip, 6000),
+    }
+}
+
+fn send(to: u16, msg: Message) -> Command {
+    Command::Send {
+        to: ServerId(to),
+        msg,
+    }
+}
+
+fn launch(position: u16, epoch: u32) -> Command {
+    Command::Launch {
+        position: ServerId(position),
+        epoch,
+    }
+}
+
+fn fence(to: &[u16], epoch: u32, failed: &[u16]) -> Vec<Command> {
+    let msg = Message::Fence {
+        epoch,
+        failed: failed.to_vec(),
+    };
+    to.iter().map(|&p| send(p, msg.clone())).collect()
+}
+
+/// Fetch `group` (heading it or not) from `source`, an original server.
+fn fetch(group: u8, as_head: bool, source: u16) -> Fetch {
+    Fetch {
+        group,
+        as_head,
+        source,
+        addr: peer(source, 0).transfer,
+    }
+}
+
+fn recover(to: u16, epoch: u32, fetch: &[Fetch]) -> Command {
+    send(
+        to,
+        Message::Recover {
+            epoch,
+            fetch: fetch.to_vec(),
+        },
+    )
+}
+
+/// A chain's servers as the coordinator sees them, on a virtual clock.
+struct Chain {
+    c: Coordinator,
+    now: u64,
+    servers: u16,
+    /// The servers sending heartbeats.
+    beating: BTreeSet<u16>,
+    seq: u64,
+}
+
+impl Chain {
+    /// Every server joins at time 0 and gets its `Assign`.
+    fn deploy(k: usize, f: usize) -> Chain {
+        let ring = Ring::new(k, f).unwrap();
+        let servers = ring.servers() as u16;
+        let mut chain = Chain {
+            c: Coordinator::new(ring, CoordinatorConfig::default()),
+            now: 0,
+            servers,
+            beating: (0..servers).collect(),
+            seq: 0,
+        };
+        for p in 0..servers {
+            chain.join(p, 0);
+        }
+        let peers: Vec<Peer> = (0..servers).map(|p| peer(p, 0)).collect();
+        let assigned: Vec<Command> = (0..servers)
+            .map(|position| {
+                send(
+                    position,
+                    Message::Assign {
+                        epoch: 1,
+                        position,
+                        peers: peers.clone(),
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(chain.commands(), assigned);
+        assert_eq!(chain.c.epoch(), 1);
+        chain
+    }
+
+    fn handle(&mut self, msg: Message) {
+        self.c.handle(self.now, msg);
+    }
+
+    fn join(&mut self, position: u16, incarnation: u8) {
+        let p = peer(position, incarnation);
+        self.handle(Message::Join {
+            position,
+            pid: 1000 + u32::from(position),
+            data: p.data,
+            transfer: p.transfer,
+        });
+        self.beating.insert(position);
+    }
+
+    fn kill(&mut self, position: u16) {
+        self.beating.remove(&position);
+    }
+
+    /// Advances the clock 1 ms at a time to `ms`, with heartbeats every period.
+    fn run_to(&mut self, ms: u64) {
+        while self.now < ms * MS {
+            self.now += MS;
+            if self.now % PERIOD == 0 {
+                self.seq += 1;
+                for position in self.beating.clone() {
+                    self.handle(Message::Heartbeat {
+                        position,
+                        epoch: self.c.epoch(),
+                        seq: self.seq,
+                    });
+                }
+            }
+            if self.c.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.c.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn commands(&mut self) -> Vec<Command> {
+        std::iter::from_fn(|| self.c.poll_command()).collect()
+    }
+
+    fn ready(&mut self, position: u16, bytes: u64) {
+        let epoch = self.c.epoch();
+        self.handle(Message::Ready {
+            position,
+            epoch,
+            bytes,
+        });
+    }
+
+    fn resumed(&mut self, positions: &[u16]) {
+        for &position in positions {
+            let epoch = self.c.epoch();
+            self.handle(Message::Resumed { position, epoch });
+        }
+    }
+
+    /// The `Reroute` every server gets, with the replacements (incarnation 1) at `replaced`.
+    fn reroute(&self, replaced: &[u16]) -> Vec<Command> {
+        let peers: Vec<Peer> = (0..self.servers)
+            .map(|p| peer(p, u8::from(replaced.contains(&p))))
+            .collect();
+        let msg = Message::Reroute {
+            epoch: self.c.epoch(),
+            peers,
+        };
+        (0..self.servers).map(|p| send(p, msg.clone())).collect()
+    }
+}
+
+#[test]
+fn deployment_waits_for_every_position() {
+    let mut c = Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default());
+    let p0 = peer(0, 0);
+    let join = |p: Peer| Message::Join {
+        position: p.position,
+        pid: 1,
+        data: p.data,
+        transfer: p.transfer,
+    };
+    c.handle(0, join(peer(0, 9)));
+    c.handle(1, join(p0)); // a restarted server 0 replaces the first
+    assert_eq!(c.poll_command(), None);
+    assert_eq!(c.epoch(), 0);
+    assert_eq!(
+        c.poll_timeout(),
+        None,
+        "nobody is watched before deployment"
+    );
+    assert_eq!(c.peers(), [Some(p0), None]);
+    c.handle(2, join(peer(7, 0)));
+    assert_eq!(c.unexpected_messages(), 1, "position 7 is not on the ring");
+    c.handle(5, join(peer(1, 0)));
+    assert_eq!(c.epoch(), 1);
+    assert_eq!(c.peers(), [Some(p0), Some(peer(1, 0))]);
+    let assigned: Vec<_> = std::iter::from_fn(|| c.poll_command()).collect();
+    assert_eq!(assigned.len(), 2);
+    assert_eq!(c.poll_timeout(), Some(5 + 30 * MS + 1));
+    c.handle(6, join(peer(1, 0)));
+    assert_eq!(c.unexpected_messages(), 2, "no joins once deployed");
+}
+
+#[test]
+fn ch_rec_loses_its_middle_server() {
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1); // last heartbeat at 50 ms
+    chain.run_to(80);
+    assert_eq!(chain.commands(), [], "30 ms of silence is allowed");
+    chain.run_to(81);
+    let mut want = fence(&[0, 2], 2, &[1]);
+    want.push(launch(1, 2));
+    assert_eq!(chain.commands(), want);
+    assert_eq!(chain.c.epoch(), 2);
+    assert_eq!(chain.c.peers()[1], None);
+
+    // The old server 1 is fenced off: its heartbeats and reports are stale.
+    chain.handle(Message::Heartbeat {
+        position: 1,
+        epoch: 1,
+        seq: 6,
+    });
+    chain.handle(Message::Ready {
+        position: 1,
+        epoch: 1,
+        bytes: 1,
+    });
+    assert_eq!(chain.c.stale_messages(), 2);
+
+    chain.run_to(86);
+    chain.join(1, 1);
+    // G(1) = {1, 2}: heads from its successor; G(0) = {0, 1}: from its predecessor.
+    assert_eq!(
+        chain.commands(),
+        [recover(1, 2, &[fetch(1, true, 2), fetch(0, false, 0)])]
+    );
+    assert_eq!(chain.c.peers()[1], Some(peer(1, 1)));
+
+    chain.run_to(100);
+    chain.ready(1, 4096);
+    assert_eq!(chain.commands(), chain.reroute(&[1]));
+    chain.run_to(103);
+    chain.resumed(&[0, 2]);
+    assert_eq!(chain.c.poll_report(), None, "server 1 has not resumed");
+    chain.run_to(104);
+    chain.resumed(&[1]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!(
+        report,
+        RecoveryReport {
+            epoch: 2,
+            failed: vec![1],
+            detection_ns: 31 * MS,
+            start_ns: 5 * MS,
+            transfer_ns: 14 * MS,
+            reroute_ns: 4 * MS,
+            total_ns: 23 * MS,
+            bytes: 4096,
+        }
+    );
+    assert_eq!(
+        report.to_string(),
+        "epoch 2, recovered [1]: detection 31.000 ms, start 5.000 ms, transfer 14.000 ms, \
+         reroute 4.000 ms, total 23.000 ms, 4096 bytes"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["total_ns"], 23 * MS);
+    assert_eq!(chain.c.poll_report(), None);
+
+    // The replacement is watched like any server.
+    chain.run_to(200);
+    assert_eq!(chain.commands(), []);
+    chain.kill(1);
+    chain.run_to(300);
+    let mut want = fence(&[0, 2], 3, &[1]);
+    want.push(launch(1, 3));
+    assert_eq!(chain.commands(), want);
+    assert_eq!(chain.c.stale_messages(), 2);
+    assert_eq!(chain.c.unexpected_messages(), 0);
+}
+
+#[test]
+fn two_simultaneous_failures_recover_in_one_epoch() {
+    // k = 3, f = 2: every group is {0, 1, 2} in some order; 1 survives.
+    let mut chain = Chain::deploy(3, 2);
+    chain.run_to(55);
+    chain.kill(0);
+    chain.kill(2);
+    chain.run_to(81);
+    // Both declared at 81 ms, 0 first; 2 was still thought alive when 0 was fenced off.
+    let mut want = fence(&[1, 2], 2, &[0]);
+    want.push(launch(0, 2));
+    want.extend(fence(&[1], 2, &[0, 2]));
+    want.push(launch(2, 2));
+    assert_eq!(chain.commands(), want);
+
+    chain.run_to(90);
+    chain.join(2, 1);
+    chain.run_to(95);
+    chain.join(0, 1);
+    let from_1 = |groups: [u8; 3]| groups.map(|g| fetch(g, g == groups[0], 1));
+    assert_eq!(
+        chain.commands(),
+        [
+            recover(2, 2, &from_1([2, 1, 0])),
+            recover(0, 2, &from_1([0, 2, 1])),
+        ]
+    );
+    chain.run_to(120);
+    chain.ready(0, 100);
+    assert_eq!(chain.commands(), [], "2 is not ready yet");
+    chain.run_to(130);
+    chain.ready(2, 200);
+    assert_eq!(chain.commands(), chain.reroute(&[0, 2]));
+    chain.run_to(131);
+    chain.resumed(&[0, 1, 2]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!(report.epoch, 2);
+    assert_eq!(report.failed, [0, 2]);
+    assert_eq!(
+        report.start_ns,
+        14 * MS,
+        "launched at 81, the later joined at 95"
+    );
+    assert_eq!(report.transfer_ns, 40 * MS, "2 joined at 90, ready at 130");
+    assert_eq!(report.total_ns, 50 * MS);
+    assert_eq!(report.bytes, 300);
+}
+
+#[test]
+fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
+    // k = 3, f = 2: G(0) = {0, 1, 2}, G(1) = {1, 2, 0}, G(2) = {2, 0, 1}.
+    let mut chain = Chain::deploy(3, 2);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    chain.commands();
+    chain.run_to(86);
+    chain.join(1, 1);
+    assert_eq!(
+        chain.commands(),
+        [recover(
+            1,
+            2,
+            &[fetch(1, true, 2), fetch(0, false, 0), fetch(2, false, 0)]
+        )]
+    );
+    // Server 2, the source of G(1), dies: it joins the recovery, and G(1) moves to 0.
+    chain.run_to(95);
+    chain.kill(2); // last heartbeat at 90 ms
+    chain.run_to(121);
+    let mut want = fence(&[0, 1], 2, &[1, 2]);
+    want.push(launch(2, 2));
+    want.push(recover(1, 2, &[fetch(1, true, 0)]));
+    assert_eq!(chain.commands(), want);
+    assert_eq!(chain.c.epoch(), 2, "one recovery, one epoch");
+
+    // Replacement 1 then finds that 0 cannot serve G(2) either; 2 is failed, so nothing is
+    // left: the coordinator halts rather than recover without G(2)'s state.
+    chain.handle(Message::TransferFailed {
+        position: 1,
+        epoch: 2,
+        group: 2,
+        source: 0,
+    });
+    let halted = chain.c.halted().unwrap();
+    assert_eq!(
+        *halted,
+        Unrecoverable {
+            epoch: 2,
+            failed: vec![1, 2],
+            cause: PlanError::NoAliveMember { group: MbIndex(2) },
+        }
+    );
+    assert_eq!(
+        halted.to_string(),
+        "cannot recover epoch 2 after the failure of [1, 2]"
+    );
+    assert_eq!(chain.commands(), []);
+    assert_eq!(chain.c.poll_timeout(), None);
+    chain.join(2, 1);
+    chain.run_to(500);
+    assert_eq!(chain.commands(), [], "a halted coordinator does nothing");
+}
+
+#[test]
+fn a_transfer_that_fails_moves_to_the_next_member() {
+    let mut chain = Chain::deploy(3, 2);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    chain.commands();
+    chain.join(1, 1);
+    chain.commands();
+    let failed = |source| Message::TransferFailed {
+        position: 1,
+        epoch: 2,
+        group: 0,
+        source,
+    };
+    // G(0) = {0, 1, 2}: replica 1 fetched from its predecessor 0; next is its successor 2.
+    chain.handle(failed(0));
+    assert_eq!(chain.commands(), [recover(1, 2, &[fetch(0, false, 2)])]);
+    // A late report about the old source is stale; one about a group it does not fetch, or
+    // from a server that is not a replacement, is unexpected.
+    chain.handle(failed(0));
+    assert_eq!(chain.c.stale_messages(), 1);
+    chain.handle(Message::TransferFailed {
+        position: 1,
+        epoch: 2,
+        group: 9,
+        source: 0,
+    });
+    chain.handle(Message::TransferFailed {
+        position: 0,
+        epoch: 2,
+        group: 0,
+        source: 2,
+    });
+    assert_eq!(chain.c.unexpected_messages(), 2);
+    assert_eq!(chain.commands(), []);
+    // The suspect 0 is not used again: G(2) = {2, 0, 1} still comes from 0 (it may work),
+    // but once 2 fails for G(0) as well, nothing is left.
+    chain.handle(failed(2));
+    assert_eq!(
+        chain.c.halted().map(|h| h.cause),
+        Some(PlanError::NoAliveMember { group: MbIndex(0) })
+    );
+}
+
+#[test]
+fn more_than_f_failures_halt_instead_of_recovering() {
+    // k = 3, f = 1: 0 and 1 are all of G(0).
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(0);
+    chain.kill(1);
+    chain.run_to(81);
+    let mut want = fence(&[1, 2], 2, &[0]);
+    want.push(launch(0, 2));
+    assert_eq!(chain.commands(), want, "no launch for 1, no recovery");
+    assert_eq!(
+        chain.c.halted().map(|h| (h.failed.clone(), h.cause)),
+        Some((vec![0, 1], PlanError::NoAliveMember { group: MbIndex(0) }))
+    );
+
+    // k = 5, f = 1: 0 and 3 leave every group a member, but the chain tolerates one failure.
+    let mut chain = Chain::deploy(5, 1);
+    chain.run_to(55);
+    chain.kill(0);
+    chain.run_to(65);
+    chain.kill(3);
+    chain.run_to(81);
+    chain.commands();
+    assert_eq!(chain.c.halted(), None, "3 is not declared yet");
+    chain.join(0, 1);
+    chain.commands();
+    chain.run_to(100);
+    assert_eq!(chain.commands(), []);
+    assert_eq!(
+        chain.c.halted().map(|h| h.cause),
+        Some(PlanError::TooManyFailures { failed: 2, f: 1 })
+    );
+}
+
+#[test]
+fn a_failure_during_the_reroute_is_recovered_right_after() {
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    chain.join(1, 1);
+    chain.ready(1, 10);
+    chain.commands();
+    chain.resumed(&[0, 1]);
+    chain.kill(2); // last heartbeat at 80 ms; server 2 never resumes
+    chain.run_to(111);
+    let report = chain.c.poll_report().expect("the first recovery finished");
+    assert_eq!((report.epoch, report.failed), (2, vec![1]));
+    assert_eq!(
+        report.reroute_ns,
+        30 * MS,
+        "waited for 2 until it was declared"
+    );
+    let mut want = fence(&[0, 1], 3, &[2]);
+    want.push(launch(2, 3));
+    assert_eq!(chain.commands(), want);
+    assert_eq!(chain.c.epoch(), 3);
+
+    chain.join(2, 1);
+    // G(2) = {2, 0}: head from 0; G(1) = {1, 2}: from the new server 1.
+    assert_eq!(
+        chain.commands(),
+        [recover(
+            2,
+            3,
+            &[
+                fetch(2, true, 0),
+                Fetch {
+                    group: 1,
+                    as_head: false,
+                    source: 1,
+                    addr: peer(1, 1).transfer
+                }
+            ]
+        )]
+    );
+    chain.ready(2, 20);
+    chain.commands();
+    chain.resumed(&[0, 1, 2]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!(
+        (report.epoch, report.failed, report.bytes),
+        (3, vec![2], 20)
+    );
+    assert_eq!(report.detection_ns, 31 * MS);
+}
+
+#[test]
+fn a_replacement_that_dies_before_it_is_ready_is_launched_again() {
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    chain.commands();
+    chain.join(1, 1);
+    chain.commands();
+    chain.kill(1); // the replacement, watched since it joined at 81 ms
+    chain.run_to(112);
+    assert_eq!(chain.commands(), [launch(1, 2)], "same epoch, no new fence");
+    assert_eq!(chain.c.peers()[1], None);
+    chain.ready(1, 5);
+    assert_eq!(
+        chain.c.unexpected_messages(),
+        1,
+        "the relaunched one has not joined"
+    );
+    chain.join(1, 2);
+    assert_eq!(chain.commands().len(), 1);
+    chain.ready(1, 5);
+    assert_eq!(chain.commands().len(), 3, "the reroute");
+}
+
+/// Anything a server could send, including nonsense.
+fn input() -> impl Strategy<Value = (u64, Message)> {
+    let position = 0u16..5;
+    let epoch = 0u32..5;
+    let msg = prop_oneof![
+        (position.clone(), any::<u8>()).prop_map(|(p, i)| {
+            let peer = peer(p, i);
+            Message::Join {
+                position: p,
+                pid: 1,
+                data: peer.data,
+                transfer: peer.transfer,
+            }
+        }),
+        (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {
+            position,
+            epoch,
+            seq: 0
+        }),
+        (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Ready {
+            position,
+            epoch,
+            bytes: 1
+        }),
+        (position.clone(), epoch.clone(), 0u8..4, position.clone()).prop_map(
+            |(position, epoch, group, source)| Message::TransferFailed {
+                position,
+                epoch,
+                group,
+                source
+            }
+        ),
+        (position, epoch).prop_map(|(position, epoch)| Message::Resumed { position, epoch }),
+        Just(Message::Stop),
+    ];
+    (0..20 * MS, msg)
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_inputs_never_break_it(
+        k in 1usize..=4,
+        f in 1usize..=2,
+        inputs in prop::collection::vec(input(), 0..200),
+    ) {
+        let ring = Ring::new(k, f).unwrap();
+        let mut c = Coordinator::new(ring, CoordinatorConfig::default());
+        let mut now = 0;
+        let mut epoch = 0;
+        for (dt, msg) in inputs {
+            now += dt;
+            c.handle(now, msg);
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+            prop_assert!(c.epoch() >= epoch);
+            epoch = c.epoch();
+            while let Some(cmd) = c.poll_command() {
+                let (Command::Launch { position: to, .. } | Command::Send { to, .. }) = cmd;
+                prop_assert!(usize::from(to.0) < ring.servers());
+            }
+            while let Some(report) = c.poll_report() {
+                prop_assert!(!report.failed.is_empty() && report.failed.len() <= f);
+            }
+        }
+    }
+}
