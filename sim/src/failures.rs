@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::ring::{Ring, ServerId};
+use ftc_orchestrator::plan::plan;
 use ftc_node::{Output, Server};
 use ftc_replica::GroupState;
 use ftc_stm::LogKind;
@@ -152,7 +153,8 @@ impl Sim<'_> {
     pub(crate) fn recover(&mut self) {
         let now = self.now();
         let transfers = loop {
-            let transfers = plan(&self.ring, &self.failures.declared);
+            let transfers = plan(&self.ring, &self.failures.declared)
+                .expect("the fault model keeps at most f servers down");
             match transfers
                 .iter()
                 .find(|t| self.failures.down.contains(&t.source))
@@ -241,44 +243,4 @@ impl Sim<'_> {
             queue.retain(|&x| x != id);
         }
     }
-}
-
-/// One group's state a replacement fetches, and from where.
-#[derive(Debug)]
-struct Transfer {
-    to: ServerId,
-    group: MbIndex,
-    as_head: bool,
-    source: ServerId,
-}
-
-/// Who fetches what from whom (DESIGN.md §8 step 3): a failed head from the nearest live
-/// successor in its group, a failed member from the nearest live predecessor in the group, or
-/// the nearest live successor when all of those failed.
-fn plan(ring: &Ring, failed: &BTreeSet<ServerId>) -> Vec<Transfer> {
-    let mut out = Vec::new();
-    for &s in failed {
-        let groups = ring
-            .middlebox_at(s)
-            .into_iter()
-            .chain(ring.replicated_by(s));
-        for mb in groups {
-            let members: Vec<ServerId> = ring.group(mb).collect();
-            let at = members.iter().position(|&m| m == s).expect("s is a member");
-            let before = members[..at].iter().rev();
-            let after = members[at + 1..].iter();
-            let source = before
-                .chain(after)
-                .copied()
-                .find(|m| !failed.contains(m))
-                .expect("at most f of f+1 members failed");
-            out.push(Transfer {
-                to: s,
-                group: mb,
-                as_head: at == 0,
-                source,
-            });
-        }
-    }
-    out
 }
