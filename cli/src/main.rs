@@ -1,5 +1,6 @@
 //! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation.
 
+mod chaos;
 mod check;
 mod demo;
 mod run;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a chain with traffic, kill servers, let the orchestrator recover them, check that
+    /// nothing released was lost.
+    Chaos(chaos::ChaosArgs),
     /// Validate a chain spec and print its ring: servers, replication groups, wrapping groups.
     Check {
         /// The chain spec (TOML).
@@ -39,6 +43,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chaos(args) => chaos::run(&args),
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),
         Command::Run(args) => run::run(&args),

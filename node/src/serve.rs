@@ -113,10 +113,7 @@ pub enum Beat {
         at: u64,
     },
     /// The server resumed after a reroute.
-    Resumed {
-        server: ServerId,
-        epoch: u32,
-    },
+    Resumed { server: ServerId, epoch: u32 },
 }
 
 /// What a server thread measured of the packets that left the chain through it.
@@ -248,6 +245,8 @@ pub fn serve<'a, C: Fn() -> u64>(
                 }
                 Msg::Kill => {
                     left += die(&mut server, &mut sink);
+                    // Its state is gone with it (the head's store can be restored into).
+                    drop(server);
                     let _ = shared.credit.send(left);
                     black_hole(rx, &mut sink, &shared.credit);
                     return (Ended::Killed, sink);
@@ -316,12 +315,17 @@ pub fn serve<'a, C: Fn() -> u64>(
 }
 
 /// The server dies. A real crash reports nothing; the harness still counts the packets that
-/// die with it (held, parked) so that every packet sent is accounted for.
+/// die with it (held, parked, or handled in its last batch and not yet sent) so that every
+/// packet sent is accounted for.
 fn die(server: &mut Server<'_, u64>, sink: &mut Sink) -> u64 {
     server.fence();
     let mut lost = 0;
     while let Some(out) = server.poll_output() {
-        lost += u64::from(matches!(out, Output::Lost { .. }));
+        lost += u64::from(match out {
+            Output::Send { frame, .. } => frame.packet.is_some(),
+            Output::Release { .. } | Output::Dropped { .. } | Output::Lost { .. } => true,
+            Output::Committed { .. } | Output::AtBuffer { .. } => false,
+        });
     }
     sink.lost += lost;
     lost

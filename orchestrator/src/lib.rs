@@ -1,11 +1,15 @@
 //! ftc-orchestrator: the orchestrator's sans-IO core (DESIGN.md §8). [`control`] is the
 //! authenticated byte form of the control messages; [`detector`] declares servers failed from
 //! missed heartbeats; [`plan`] decides who fetches which group's state from whom after failures;
-//! [`coordinator`] is the recovery state machine that ties them together. Nothing here reads a
-//! clock, draws randomness or does I/O (except [`control::read_message`] and
+//! [`coordinator`] is the recovery state machine that ties them together; these read no clock,
+//! draw no randomness and do no I/O (except [`control::read_message`] and
 //! [`control::write_message`], over any `Read`/`Write`): time comes in as `now`, in nanoseconds.
+//! Drivers: [`transfer`] moves group state over TCP; [`embedded`] runs a chain on threads with
+//! the orchestrator and failure injection (`ftc chaos`, `ftc demo`).
 
 pub mod control;
 pub mod coordinator;
 pub mod detector;
+pub mod embedded;
 pub mod plan;
+pub mod transfer;

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use ftc_chain::ring::{Ring, ServerId};
-use ftc_orchestrator::plan::plan;
 use ftc_node::{Output, Server};
+use ftc_orchestrator::plan::plan;
 use ftc_replica::GroupState;
 use ftc_stm::LogKind;
 

@@ -1,0 +1,512 @@
+//! The embedded launcher with failure injection (`ftc chaos` on threads, `ftc demo`): a whole
+//! chain in this process, a thread per server over the in-memory transport, the orchestrator on
+//! a thread of its own driving the [`Coordinator`] from the servers' heartbeats, state transfer
+//! over loopback TCP, replacements started as threads, and servers killed at given times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::Scope;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::spec::ChainSpec;
+use ftc_node::runtime::{Harness, RunConfig, RunReport};
+use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
+use ftc_node::{Heads, Mode, Server, ServerConfig};
+use ftc_replica::GroupState;
+
+use crate::control::{Key, Message};
+use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport};
+use crate::transfer;
+
+/// A server to kill, and when (from the start of the traffic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    pub position: ServerId,
+    pub at: Duration,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub run: RunConfig,
+    pub kills: Vec<Kill>,
+    pub coordinator: CoordinatorConfig,
+    /// The shared secret that authenticates control and state-transfer messages.
+    pub secret: Vec<u8>,
+    /// How long recoveries may take after the traffic ends before the run gives up on them.
+    pub settle: Duration,
+}
+
+impl Default for ChaosConfig {
+    /// Heartbeats every 5 ms, 3 missed declare a failure.
+    fn default() -> Self {
+        ChaosConfig {
+            run: RunConfig::default(),
+            kills: Vec::new(),
+            coordinator: CoordinatorConfig {
+                heartbeat_period_ns: 5_000_000,
+                misses: 3,
+            },
+            secret: b"ftc embedded".to_vec(),
+            settle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A kill as it happened.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Killed {
+    pub position: u16,
+    pub at_ms: f64,
+}
+
+/// What a chaos run measured and checked.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ChaosReport {
+    #[serde(flatten)]
+    pub run: RunReport,
+    pub kills: Vec<Killed>,
+    pub recoveries: Vec<RecoveryReport>,
+}
+
+/// Why a chaos run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    #[error("kill position {position}: the chain has servers 0 to {last}")]
+    NoSuchServer { position: u16, last: usize },
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("cannot listen for state transfers: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the orchestrator thread and the replacements it launches share.
+struct World<'a, C> {
+    ring: Ring,
+    partitions: u32,
+    heads: &'a Heads,
+    server_config: &'a ServerConfig,
+    shared: &'a Shared<'a, C>,
+    harness: &'a Harness,
+    routes: &'a Routes,
+    key: &'a Key,
+    transfer: &'a [SocketAddr],
+    to_orchestrator: Sender<Message>,
+    /// Per position: the control channel of a replacement waiting for its `Recover`.
+    launched: Mutex<Vec<Option<Sender<Message>>>>,
+    /// How each server thread ended, with what it measured.
+    ended: Sender<(Ended<'a>, Sink)>,
+}
+
+/// Run `spec` with generated traffic, kill the servers of `config.kills`, let the orchestrator
+/// recover them, and check that nothing released was lost.
+pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, ChaosError> {
+    let key = Key::new(&config.secret)?;
+    let ring = spec.ring();
+    let n = ring.servers();
+    if let Some(k) = config.kills.iter().find(|k| usize::from(k.position.0) >= n) {
+        return Err(ChaosError::NoSuchServer {
+            position: k.position.0,
+            last: n - 1,
+        });
+    }
+    let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
+    let server_config = ServerConfig {
+        mode: Mode::Ftc,
+        ..config.run.server.clone()
+    };
+    let harness = Harness::new();
+    let (beat_tx, beat_rx) = crossbeam_channel::unbounded();
+    let period = Duration::from_nanos(config.coordinator.heartbeat_period_ns);
+    let flows = Mutex::new(HashMap::new());
+    let mut shared = harness.shared(Some((period, beat_tx)));
+    shared.flows = Some(&flows);
+    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
+        (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+    let routes = Routes::new(txs);
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let transfer_addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (orch_tx, orch_rx) = crossbeam_channel::unbounded();
+    let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+    let mut report = ChaosReport {
+        run: RunReport {
+            mode: Some(Mode::Ftc),
+            chain: spec.chain.name.clone(),
+            servers: n,
+            ..RunReport::default()
+        },
+        ..ChaosReport::default()
+    };
+    let stop_listeners = AtomicBool::new(false);
+    let stop_orchestrator = AtomicBool::new(false);
+    let settled = AtomicBool::new(true);
+    let rejected = AtomicUsize::new(0);
+    let world = World {
+        ring,
+        partitions: spec.chain.partitions,
+        heads: &heads,
+        server_config: &server_config,
+        shared: &shared,
+        harness: &harness,
+        routes: &routes,
+        key: &key,
+        transfer: &transfer_addrs,
+        to_orchestrator: orch_tx,
+        launched: Mutex::new(vec![None; n]),
+        ended: ended_tx,
+    };
+    let elapsed = std::thread::scope(|scope| {
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let me = ServerId(i as u16);
+            let server = Server::new(
+                ring,
+                me,
+                world.partitions,
+                heads.head(&ring, me),
+                server_config.clone(),
+            )
+            .expect("valid partitions");
+            let (r, shared, ended) = (routes.all(), &shared, world.ended.clone());
+            scope.spawn(move || {
+                let _ = ended.send(serve(server, &rx, r, 1, shared));
+            });
+        }
+        for (i, listener) in listeners.iter().enumerate() {
+            let (routes, key, stop, rejected) = (&routes, &key, &stop_listeners, &rejected);
+            scope.spawn(move || {
+                let export = |_epoch: u32, group: MbIndex| export(routes, i, group);
+                let refuse = |e: &crate::control::ControlError| {
+                    tracing::warn!("server {i}: refused a state transfer request: {e}");
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                };
+                if let Err(e) = transfer::serve(listener, key, stop, export, refuse) {
+                    tracing::error!("server {i}: state transfers stopped: {e}");
+                }
+            });
+        }
+        let world = &world;
+        let (stop, settled_flag) = (&stop_orchestrator, &settled);
+        let coordinator = Coordinator::new(ring, config.coordinator);
+        let orchestrator = scope.spawn(move || {
+            orchestrate(
+                scope,
+                world,
+                coordinator,
+                &beat_rx,
+                &orch_rx,
+                stop,
+                settled_flag,
+            )
+        });
+        let killer = scope.spawn(|| {
+            let mut kills = config.kills.clone();
+            kills.sort_by_key(|k| k.at);
+            let start = Instant::now();
+            kills
+                .into_iter()
+                .map(|k| {
+                    std::thread::sleep(k.at.saturating_sub(start.elapsed()));
+                    let victim = routes.get(usize::from(k.position.0));
+                    let _ = victim.send(Msg::Kill);
+                    let killed = Killed {
+                        position: k.position.0,
+                        at_ms: start.elapsed().as_secs_f64() * 1e3,
+                    };
+                    (killed, victim)
+                })
+                .collect::<Vec<_>>()
+        });
+        let elapsed = harness.drive(
+            &config.run,
+            &routes,
+            Duration::from_secs(5),
+            &mut report.run,
+        );
+        let (killed, victims): (Vec<_>, Vec<_>) = killer
+            .join()
+            .expect("the killer thread panicked")
+            .into_iter()
+            .unzip();
+        report.kills = killed;
+        // Let the last recovery finish and the replicas converge.
+        let deadline = Instant::now() + config.settle;
+        while !settled.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stop_orchestrator.store(true, Ordering::Release);
+        let (recoveries, halted) = orchestrator.join().expect("the orchestrator panicked");
+        report.recoveries = recoveries;
+        report.run.violations.extend(halted);
+        // The dead servers' addresses too: they swallow packets until the end.
+        for tx in routes.all().into_iter().chain(victims) {
+            let _ = tx.send(Msg::Stop);
+        }
+        // A replacement still waiting for its plan gives up.
+        world.launched.lock().expect("no holder panics").fill(None);
+        stop_listeners.store(true, Ordering::Release);
+        elapsed
+    });
+    drop(world);
+    report
+        .run
+        .finish(&ring, &heads, ended_rx.try_iter().collect(), elapsed);
+    if !settled.load(Ordering::Acquire) {
+        report.run.violations.push(format!(
+            "a recovery did not finish within {:?}",
+            config.settle
+        ));
+    }
+    check_monitors(&heads, &mut report.run);
+    Ok(report)
+}
+
+/// A group's state from the server at `position` now, as bytes (`None`: not a member, or the
+/// server is dead and does not answer).
+fn export(routes: &Routes, position: usize, group: MbIndex) -> Option<Vec<u8>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    routes
+        .get(position)
+        .send(Msg::Export { group, reply: tx })
+        .ok()?;
+    let state = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+    state.encode().ok()
+}
+
+/// The orchestrator's thread: heartbeats and servers' messages into the coordinator, its
+/// commands out (a launch starts a replacement thread). Ends on `stop`; returns the recoveries
+/// and, if the coordinator gave up, why.
+fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
+    scope: &'scope Scope<'scope, 'env>,
+    world: &'scope World<'w, C>,
+    mut coordinator: Coordinator,
+    beats: &Receiver<Beat>,
+    messages: &Receiver<Message>,
+    stop: &AtomicBool,
+    settled: &AtomicBool,
+) -> (Vec<RecoveryReport>, Option<String>) {
+    let now = || world.harness.now();
+    let pid = std::process::id();
+    let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+    for (i, &transfer) in world.transfer.iter().enumerate() {
+        coordinator.handle(
+            now(),
+            Message::Join {
+                position: i as u16,
+                pid,
+                data: nowhere,
+                transfer,
+            },
+        );
+    }
+    let mut seq = 0;
+    let mut reports = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let t = now();
+        let wait = coordinator
+            .poll_timeout()
+            .map_or(5_000_000, |at| at.saturating_sub(t).min(5_000_000));
+        crossbeam_channel::select! {
+            recv(beats) -> beat => match beat {
+                Ok(Beat::Heartbeat { server, epoch, .. }) => {
+                    seq += 1;
+                    coordinator.handle(now(), Message::Heartbeat { position: server.0, epoch, seq });
+                }
+                Ok(Beat::Resumed { server, epoch }) => {
+                    coordinator.handle(now(), Message::Resumed { position: server.0, epoch });
+                }
+                Err(_) => break,
+            },
+            recv(messages) -> msg => if let Ok(msg) = msg {
+                coordinator.handle(now(), msg);
+            },
+            default(Duration::from_nanos(wait)) => {}
+        }
+        coordinator.handle_timeout(now());
+        while let Some(command) = coordinator.poll_command() {
+            match command {
+                Command::Launch { position, .. } => launch(scope, world, position),
+                Command::Send { to, msg } => deliver(world, to, msg),
+            }
+        }
+        while let Some(r) = coordinator.poll_report() {
+            tracing::info!("recovery: {r}");
+            reports.push(r);
+        }
+        if let Some(why) = coordinator.halted() {
+            return (reports, Some(why.to_string()));
+        }
+        let recovered = reports.len() as u32 + 1 == coordinator.epoch();
+        let all_up = coordinator.peers().iter().all(Option::is_some);
+        settled.store(recovered && all_up, Ordering::Release);
+    }
+    (reports, None)
+}
+
+/// Carry out a coordinator's message to the server at `to`.
+fn deliver<C>(world: &World<'_, C>, to: ServerId, msg: Message) {
+    let route = || world.routes.get(usize::from(to.0));
+    match msg {
+        Message::Fence { epoch, .. } => {
+            let _ = route().send(Msg::Fence { epoch });
+        }
+        Message::Recover { .. } => {
+            let launched = world.launched.lock().expect("no holder panics");
+            if let Some(tx) = &launched[usize::from(to.0)] {
+                let _ = tx.send(msg);
+            }
+        }
+        Message::Reroute { epoch, .. } => {
+            let routes = world.routes.all();
+            let _ = route().send(Msg::Resume { epoch, routes });
+        }
+        Message::Stop => {
+            let _ = route().send(Msg::Stop);
+        }
+        // The embedded servers were configured when they were spawned.
+        _ => {}
+    }
+}
+
+/// Start a replacement for `position` on a thread of the run.
+fn launch<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
+    scope: &'scope Scope<'scope, 'env>,
+    world: &'scope World<'w, C>,
+    position: ServerId,
+) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    world.launched.lock().expect("no holder panics")[usize::from(position.0)] = Some(tx);
+    scope.spawn(move || {
+        let _ = world.ended.send(replacement(world, position, &rx));
+    });
+}
+
+/// A replacement: join, fetch every group's state (in parallel, over TCP) as the orchestrator
+/// planned, restore, report ready, serve.
+fn replacement<'w, C: Fn() -> u64>(
+    world: &World<'w, C>,
+    position: ServerId,
+    control: &Receiver<Message>,
+) -> (Ended<'w>, Sink) {
+    let _ = world.to_orchestrator.send(Message::Join {
+        position: position.0,
+        pid: std::process::id(),
+        data: SocketAddr::from(([0, 0, 0, 0], 0)),
+        transfer: world.transfer[usize::from(position.0)],
+    });
+    let mut states: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    let mut expected = None;
+    let epoch = loop {
+        let Ok(Message::Recover { epoch, fetch }) = control.recv() else {
+            return (Ended::Killed, Sink::default());
+        };
+        let wanted =
+            expected.get_or_insert_with(|| fetch.iter().map(|f| f.group).collect::<Vec<_>>());
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = fetch
+                .iter()
+                .filter(|f| !states.contains_key(&f.group))
+                .map(|f| {
+                    let key = world.key;
+                    s.spawn(move || {
+                        let got = transfer::fetch(
+                            f.addr,
+                            key,
+                            epoch,
+                            f.group,
+                            f.as_head,
+                            Duration::from_secs(5),
+                        );
+                        (*f, got)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a fetch panicked"))
+                .collect()
+        });
+        for (f, got) in results {
+            match got {
+                Ok(bytes) => {
+                    states.insert(f.group, bytes);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "server {}: fetching m{} from server {}: {e}",
+                        position.0,
+                        f.group,
+                        f.source
+                    );
+                    let _ = world.to_orchestrator.send(Message::TransferFailed {
+                        position: position.0,
+                        epoch,
+                        group: f.group,
+                        source: f.source,
+                    });
+                }
+            }
+        }
+        if wanted.iter().all(|g| states.contains_key(g)) {
+            break epoch;
+        }
+    };
+    let bytes: usize = states.values().map(Vec::len).sum();
+    let groups: Vec<GroupState> = states
+        .values()
+        .map(|b| GroupState::decode(b).expect("a source sends what it encoded"))
+        .collect();
+    let head = world
+        .heads
+        .restored_head(&world.ring, position, &groups)
+        .expect("the head's state restores its store");
+    let server = Server::restore(
+        world.ring,
+        position,
+        world.partitions,
+        head,
+        world.server_config.clone(),
+        &groups,
+        world.harness.now(),
+    )
+    .expect("the planned groups restore the replica");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    world.routes.set(usize::from(position.0), tx);
+    world.launched.lock().expect("no holder panics")[usize::from(position.0)] = None;
+    let _ = world.to_orchestrator.send(Message::Ready {
+        position: position.0,
+        epoch,
+        bytes: bytes as u64,
+    });
+    serve(server, &rx, world.routes.all(), epoch, world.shared)
+}
+
+/// Every packet released went through every monitor: its counters, recovered or not, add up
+/// to at least the packets released.
+fn check_monitors(heads: &Heads, report: &mut RunReport) {
+    for (i, mb) in heads.middleboxes.iter().enumerate() {
+        if mb.kind() != "monitor" {
+            continue;
+        }
+        let counted: u64 = heads.stores[i]
+            .to_map()
+            .values()
+            .filter_map(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
+            .sum();
+        if counted < report.packets_released {
+            report.violations.push(format!(
+                "m{i} monitor counted {counted} packets in its recovered state, fewer than the {} released",
+                report.packets_released
+            ));
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! State transfer over TCP (DESIGN.md §8 step 3): a source serves `FetchGroup` requests with
+//! its group's state in an authenticated `GroupState` frame; a replacement fetches each of its
+//! groups over its own connection, in parallel.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ftc_chain::ring::MbIndex;
+
+use crate::control::{
+    read_message, write_message, ControlError, Key, Message, CONTROL_MAX_BODY, DEFAULT_MAX_BODY,
+};
+
+/// Why a fetch failed; the replacement reports `TransferFailed` and the orchestrator re-plans.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("state transfer: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("state transfer: {0}")]
+    Control(#[from] ControlError),
+    #[error("state transfer: the source answered {0}")]
+    Unexpected(&'static str),
+}
+
+/// Serve the state transfers of one server until `stop`: every connection asks for one group
+/// (`FetchGroup`) and gets `export(epoch, group)` as `GroupState`, or is closed when that is
+/// `None` (not a member, or the server is gone). Unauthenticated or malformed requests are
+/// dropped and counted by `rejected`.
+pub fn serve(
+    listener: &TcpListener,
+    key: &Key,
+    stop: &AtomicBool,
+    export: impl Fn(u32, MbIndex) -> Option<Vec<u8>> + Sync,
+    rejected: impl Fn(&ControlError) + Sync,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    std::thread::scope(|scope| {
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let (export, rejected) = (&export, &rejected);
+                    scope.spawn(move || {
+                        if let Err(TransferError::Control(e)) = answer(stream, key, export) {
+                            rejected(&e);
+                        }
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One connection: a request, an answer.
+fn answer(
+    stream: TcpStream,
+    key: &Key,
+    export: impl Fn(u32, MbIndex) -> Option<Vec<u8>>,
+) -> Result<(), TransferError> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
+    let Message::FetchGroup { epoch, group, .. } =
+        read_message(&mut reader, key, CONTROL_MAX_BODY)?
+    else {
+        return Err(TransferError::Unexpected("something other than FetchGroup"));
+    };
+    let Some(state) = export(epoch, MbIndex(group)) else {
+        return Ok(());
+    };
+    let mut w = BufWriter::with_capacity(1 << 20, &stream);
+    write_message(
+        &mut w,
+        &Message::GroupState {
+            epoch,
+            group,
+            state,
+        },
+        key,
+    )?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Fetch `group`'s state (in `epoch`) from the source at `addr`: its bytes.
+pub fn fetch(
+    addr: SocketAddr,
+    key: &Key,
+    epoch: u32,
+    group: u8,
+    as_head: bool,
+    timeout: Duration,
+) -> Result<Vec<u8>, TransferError> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write_message(
+        &mut &stream,
+        &Message::FetchGroup {
+            epoch,
+            group,
+            as_head,
+        },
+        key,
+    )?;
+    let mut reader = BufReader::with_capacity(1 << 20, &stream);
+    match read_message(&mut reader, key, DEFAULT_MAX_BODY) {
+        Ok(Message::GroupState {
+            epoch: e,
+            group: g,
+            state,
+        }) if e == epoch && g == group => Ok(state),
+        Ok(_) => Err(TransferError::Unexpected("another group or epoch")),
+        Err(ControlError::Closed) => Err(TransferError::Unexpected("nothing: closed")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new(b"test secret").unwrap()
+    }
+
+    #[test]
+    fn a_group_state_crosses_loopback_and_strangers_get_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let rejected = std::sync::atomic::AtomicU64::new(0);
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                serve(
+                    &listener,
+                    &key(),
+                    &stop,
+                    |epoch, mb| (epoch == 7 && mb == MbIndex(2)).then(|| big.clone()),
+                    |_| {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    },
+                )
+            });
+            let t = Duration::from_secs(5);
+            assert_eq!(fetch(addr, &key(), 7, 2, false, t).unwrap(), big);
+            // Not a member: closed without an answer.
+            assert!(matches!(
+                fetch(addr, &key(), 7, 1, false, t),
+                Err(TransferError::Unexpected(_))
+            ));
+            // Another key: the source refuses the request, the fetch gets nothing.
+            let stranger = Key::new(b"another secret").unwrap();
+            assert!(fetch(addr, &stranger, 7, 2, false, t).is_err());
+            stop.store(true, Ordering::Release);
+            server.join().unwrap().unwrap();
+        });
+        assert_eq!(rejected.load(Ordering::Relaxed), 1);
+    }
+}
