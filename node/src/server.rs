@@ -151,6 +151,10 @@ pub struct Server<'a, P> {
     /// Packets the buffer refused (back-pressure) with their messages, to offer again in order.
     refused: VecDeque<(Vec<u8>, BufferPacket<u64>)>,
     held: VecDeque<(u64, Frame<P>)>,
+    /// [`Server::applied`] when the held frames were last looked at.
+    held_looked_at: u64,
+    /// Fenced and not yet resumed (see [`Server::fence`]).
+    frozen: bool,
     /// Order of arrival, to keep a flow's frames in order in the hold queue.
     arrivals: u64,
     outputs: VecDeque<Output<P>>,
@@ -206,6 +210,8 @@ impl<'a, P: Clone> Server<'a, P> {
             parked: Slab::default(),
             refused: VecDeque::new(),
             held: VecDeque::new(),
+            held_looked_at: u64::MAX,
+            frozen: false,
             arrivals: 0,
             outputs: VecDeque::new(),
             spare: Vec::new(),
@@ -265,7 +271,14 @@ impl<'a, P: Clone> Server<'a, P> {
     /// for the ring is forgotten, since logs of the old epoch may be ones the recovery rolls
     /// back. Stores, vectors and retained logs stay. The driver drops frames of older epochs
     /// from then on.
+    ///
+    /// Until [`Server::resume`] the server is quiescent: it drops every frame and customer
+    /// packet ([`Output::Lost`]) and runs no timer, so its state stays what it was at the
+    /// fence. Replacements that copy one group at different moments (two failed members fed by
+    /// one source) then copy one state, and each member of a group keeps holding at least what
+    /// its successor holds, which commit vectors rely on.
     pub fn fence(&mut self) {
+        self.frozen = true;
         for (_, frame) in std::mem::take(&mut self.held) {
             if let Some(packet) = frame.packet {
                 self.outputs.push_back(Output::Lost {
@@ -294,6 +307,7 @@ impl<'a, P: Clone> Server<'a, P> {
     /// The chain is rerouted after a recovery (DESIGN.md §8 step 4): as a tail, announce the
     /// group's whole commit vector once more (a replaced buffer or member needs it).
     pub fn resume(&mut self, now: u64) {
+        self.frozen = false;
         if let Some(r) = self.replica.as_mut() {
             r.announce_max();
         }
@@ -347,6 +361,12 @@ impl<'a, P: Clone> Server<'a, P> {
         packet: Packet<P>,
         port: Port,
     ) -> Result<(), (Rejected, Packet<P>)> {
+        if self.frozen {
+            self.outputs.push_back(Output::Lost {
+                handle: packet.handle,
+            });
+            return Ok(());
+        }
         let forwarder = self
             .forwarder
             .as_mut()
@@ -385,6 +405,14 @@ impl<'a, P: Clone> Server<'a, P> {
     /// A frame from server `from`.
     pub fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<P>) {
         if self.error.is_some() {
+            return;
+        }
+        if self.frozen {
+            if let Some(packet) = frame.packet {
+                self.outputs.push_back(Output::Lost {
+                    handle: packet.handle,
+                });
+            }
             return;
         }
         if frame.flags & FLAG_ANNOUNCE_REQUEST != 0 {
@@ -438,13 +466,16 @@ impl<'a, P: Clone> Server<'a, P> {
 
     /// A timer set from [`Server::poll_timeout`] went off.
     pub fn handle_timeout(&mut self, now: u64) {
-        if self.error.is_none() {
+        if self.error.is_none() && !self.frozen {
             self.settle(now);
         }
     }
 
     /// When to call [`Server::handle_timeout`] at the latest.
     pub fn poll_timeout(&self) -> Option<u64> {
+        if self.frozen {
+            return None;
+        }
         let replica = self.replica.as_ref().and_then(Replica::poll_timeout);
         let forwarder = self.forwarder.as_ref().and_then(Forwarder::poll_timeout);
         let buffer = self.buffer.as_ref().and_then(Buffer::poll_timeout);
@@ -548,20 +579,28 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// Held frames again, in order, while any goes through; frames still held keep their order.
+    /// A frame is held for a log its replica cannot apply yet, or behind an earlier held frame
+    /// of its flow: only a log applied since the last look can free any, so without one this
+    /// costs nothing (a long hold queue is not walked on every frame).
     fn retry_held(&mut self, now: u64) {
         loop {
-            let n = self.held.len();
-            let mut progress = false;
-            for _ in 0..n {
+            let applied = self.applied();
+            if self.held.is_empty() || applied == self.held_looked_at {
+                return;
+            }
+            self.held_looked_at = applied;
+            for _ in 0..self.held.len() {
                 let Some((arrival, frame)) = self.held.pop_front() else {
                     break;
                 };
-                progress |= self.process(now, arrival, frame);
-            }
-            if !progress {
-                return;
+                self.process(now, arrival, frame);
             }
         }
+    }
+
+    /// Logs the replica applied so far (what moves MAX, and so what frees held frames).
+    fn applied(&self) -> u64 {
+        self.replica.as_ref().map_or(0, |r| r.stats().applied)
     }
 
     fn offer(&mut self, now: u64, frame: Frame<P>) {
@@ -570,10 +609,10 @@ impl<'a, P: Clone> Server<'a, P> {
         self.process(now, self.arrivals, frame);
     }
 
-    /// Handle one frame; false when it was held.
-    fn process(&mut self, now: u64, arrival: u64, mut frame: Frame<P>) -> bool {
+    /// Handle one frame (it may end up held).
+    fn process(&mut self, now: u64, arrival: u64, mut frame: Frame<P>) {
         if self.error.is_some() {
-            return true;
+            return;
         }
         // A packet waits behind an earlier held packet of its flow (per-flow order).
         if let Some(p) = &frame.packet {
@@ -584,7 +623,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 .any(|(a, h)| *a < arrival && h.packet.as_ref().is_some_and(|q| q.flow == flow))
             {
                 self.held.push_back((arrival, frame));
-                return false;
+                return;
             }
         }
         // The message is checked once per hop; the replica reads it and the next message is
@@ -599,7 +638,7 @@ impl<'a, P: Clone> Server<'a, P> {
             Some(Err(_)) => {
                 // Bad bytes from the network: dropped and counted, never trusted.
                 self.stats.bad_frames += 1;
-                return true;
+                return;
             }
         };
         if let (Some(r), Some(v)) = (self.replica.as_mut(), &view) {
@@ -608,14 +647,14 @@ impl<'a, P: Clone> Server<'a, P> {
                 Ok(Admit::Hold { .. }) => {
                     self.stats.held += 1;
                     self.held.push_back((arrival, frame));
-                    return false;
+                    return;
                 }
                 Err(source) => {
                     self.fail(ServerError::Replica {
                         server: self.me.0,
                         source,
                     });
-                    return true;
+                    return;
                 }
             }
         }
@@ -623,7 +662,7 @@ impl<'a, P: Clone> Server<'a, P> {
             Ok(len) => len,
             Err(e) => {
                 self.fail(e);
-                return true;
+                return;
             }
         };
         let out = Frame {
@@ -640,7 +679,6 @@ impl<'a, P: Clone> Server<'a, P> {
             });
         }
         self.recycle(frame.msg);
-        true
     }
 
     /// The packet transaction (if this server heads a group and the frame carries a packet) and

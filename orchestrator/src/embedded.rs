@@ -16,7 +16,8 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
 use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::{Heads, Mode, Server, ServerConfig};
-use ftc_replica::GroupState;
+use ftc_replica::{GroupState, ReplicaError};
+use ftc_stm::StmError;
 
 use crate::control::{Key, Message};
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport};
@@ -100,6 +101,19 @@ struct World<'a, C> {
     launched: Mutex<Vec<Option<Sender<Message>>>>,
     /// How each server thread ended, with what it measured.
     ended: Sender<(Ended<'a>, Sink)>,
+    /// The addresses of killed servers: they swallow packets until told to stop at the end.
+    killed: Mutex<Vec<Sender<Msg>>>,
+    /// Per position: how many replacements were launched; an older one gives up.
+    launches: Mutex<Vec<u64>>,
+}
+
+impl<C> World<'_, C> {
+    /// Kill the server now at `position` (it may be dead already).
+    fn kill(&self, position: ServerId) {
+        let victim = self.routes.get(usize::from(position.0));
+        let _ = victim.send(Msg::Kill);
+        self.killed.lock().expect("no holder panics").push(victim);
+    }
 }
 
 /// Run `spec` with generated traffic, kill the servers of `config.kills`, let the orchestrator
@@ -163,6 +177,8 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         to_orchestrator: orch_tx,
         launched: Mutex::new(vec![None; n]),
         ended: ended_tx,
+        killed: Mutex::new(Vec::new()),
+        launches: Mutex::new(vec![0; n]),
     };
     let elapsed = std::thread::scope(|scope| {
         for (i, rx) in rxs.into_iter().enumerate() {
@@ -215,13 +231,11 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                 .into_iter()
                 .map(|k| {
                     std::thread::sleep(k.at.saturating_sub(start.elapsed()));
-                    let victim = routes.get(usize::from(k.position.0));
-                    let _ = victim.send(Msg::Kill);
-                    let killed = Killed {
+                    world.kill(k.position);
+                    Killed {
                         position: k.position.0,
                         at_ms: start.elapsed().as_secs_f64() * 1e3,
-                    };
-                    (killed, victim)
+                    }
                 })
                 .collect::<Vec<_>>()
         });
@@ -231,12 +245,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             Duration::from_secs(5),
             &mut report.run,
         );
-        let (killed, victims): (Vec<_>, Vec<_>) = killer
-            .join()
-            .expect("the killer thread panicked")
-            .into_iter()
-            .unzip();
-        report.kills = killed;
+        report.kills = killer.join().expect("the killer thread panicked");
         // Let the last recovery finish and the replicas converge.
         let deadline = Instant::now() + config.settle;
         while !settled.load(Ordering::Acquire) && Instant::now() < deadline {
@@ -248,7 +257,8 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         report.recoveries = recoveries;
         report.run.violations.extend(halted);
         // The dead servers' addresses too: they swallow packets until the end.
-        for tx in routes.all().into_iter().chain(victims) {
+        let killed = std::mem::take(&mut *world.killed.lock().expect("no holder panics"));
+        for tx in routes.all().into_iter().chain(killed) {
             let _ = tx.send(Msg::Stop);
         }
         // A replacement still waiting for its plan gives up.
@@ -317,13 +327,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
             .map_or(5_000_000, |at| at.saturating_sub(t).min(5_000_000));
         crossbeam_channel::select! {
             recv(beats) -> beat => match beat {
-                Ok(Beat::Heartbeat { server, epoch, .. }) => {
-                    seq += 1;
-                    coordinator.handle(now(), Message::Heartbeat { position: server.0, epoch, seq });
-                }
-                Ok(Beat::Resumed { server, epoch }) => {
-                    coordinator.handle(now(), Message::Resumed { position: server.0, epoch });
-                }
+                Ok(beat) => coordinator.handle(now(), beat_message(beat, &mut seq)),
                 Err(_) => break,
             },
             recv(messages) -> msg => if let Ok(msg) = msg {
@@ -331,10 +335,18 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
             },
             default(Duration::from_nanos(wait)) => {}
         }
+        // Everything that arrived first: a thread that was not scheduled for a while must not
+        // declare servers failed whose heartbeats wait in its queue.
+        for beat in beats.try_iter() {
+            coordinator.handle(now(), beat_message(beat, &mut seq));
+        }
+        for msg in messages.try_iter() {
+            coordinator.handle(now(), msg);
+        }
         coordinator.handle_timeout(now());
         while let Some(command) = coordinator.poll_command() {
             match command {
-                Command::Launch { position, .. } => launch(scope, world, position),
+                Command::Launch { position, epoch } => launch(scope, world, position, epoch),
                 Command::Send { to, msg } => deliver(world, to, msg),
             }
         }
@@ -350,6 +362,24 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         settled.store(recovered && all_up, Ordering::Release);
     }
     (reports, None)
+}
+
+/// A server thread's sign of life as the coordinator's message.
+fn beat_message(beat: Beat, seq: &mut u64) -> Message {
+    match beat {
+        Beat::Heartbeat { server, epoch, .. } => {
+            *seq += 1;
+            Message::Heartbeat {
+                position: server.0,
+                epoch,
+                seq: *seq,
+            }
+        }
+        Beat::Resumed { server, epoch } => Message::Resumed {
+            position: server.0,
+            epoch,
+        },
+    }
 }
 
 /// Carry out a coordinator's message to the server at `to`.
@@ -382,21 +412,70 @@ fn launch<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
     scope: &'scope Scope<'scope, 'env>,
     world: &'scope World<'w, C>,
     position: ServerId,
+    epoch: u32,
 ) {
+    // A server declared failed on missed heartbeats may still run: it is stopped first, as an
+    // operator's fencing would (its frames are of an old epoch anyway).
+    world.kill(position);
     let (tx, rx) = crossbeam_channel::unbounded();
-    world.launched.lock().expect("no holder panics")[usize::from(position.0)] = Some(tx);
+    let i = usize::from(position.0);
+    world.launched.lock().expect("no holder panics")[i] = Some(tx);
+    let launch = {
+        let mut launches = world.launches.lock().expect("no holder panics");
+        launches[i] += 1;
+        launches[i]
+    };
     scope.spawn(move || {
-        let _ = world.ended.send(replacement(world, position, &rx));
+        let _ = world
+            .ended
+            .send(replacement(world, position, epoch, launch, &rx));
     });
 }
 
 /// A replacement: join, fetch every group's state (in parallel, over TCP) as the orchestrator
 /// planned, restore, report ready, serve.
-fn replacement<'w, C: Fn() -> u64>(
+fn replacement<'w, C: Fn() -> u64 + Sync>(
     world: &World<'w, C>,
     position: ServerId,
+    epoch: u32,
+    launch: u64,
     control: &Receiver<Message>,
 ) -> (Ended<'w>, Sink) {
+    // It is watched from its join on: it sends heartbeats while it fetches and restores.
+    let recovering = AtomicBool::new(true);
+    let restored = std::thread::scope(|s| {
+        if let Some((period, beats)) = &world.shared.heartbeat {
+            let recovering = &recovering;
+            s.spawn(move || {
+                while recovering.load(Ordering::Acquire) {
+                    let at = world.harness.now();
+                    let _ = beats.send(Beat::Heartbeat {
+                        server: position,
+                        epoch,
+                        at,
+                    });
+                    std::thread::sleep(*period);
+                }
+            });
+        }
+        let restored = restore(world, position, launch, control);
+        recovering.store(false, Ordering::Release);
+        restored
+    });
+    match restored {
+        Some((server, rx, epoch)) => serve(server, &rx, world.routes.all(), epoch, world.shared),
+        None => (Ended::Killed, Sink::default()),
+    }
+}
+
+/// A replacement's recovery: join, fetch, restore, register, report ready; `None` when the
+/// orchestrator went away or launched another replacement for the position meanwhile.
+fn restore<'w, C>(
+    world: &World<'w, C>,
+    position: ServerId,
+    launch: u64,
+    control: &Receiver<Message>,
+) -> Option<(Server<'w, u64>, Receiver<Msg>, u32)> {
     let _ = world.to_orchestrator.send(Message::Join {
         position: position.0,
         pid: std::process::id(),
@@ -407,7 +486,7 @@ fn replacement<'w, C: Fn() -> u64>(
     let mut expected = None;
     let epoch = loop {
         let Ok(Message::Recover { epoch, fetch }) = control.recv() else {
-            return (Ended::Killed, Sink::default());
+            return None;
         };
         let wanted =
             expected.get_or_insert_with(|| fetch.iter().map(|f| f.group).collect::<Vec<_>>());
@@ -465,10 +544,19 @@ fn replacement<'w, C: Fn() -> u64>(
         .values()
         .map(|b| GroupState::decode(b).expect("a source sends what it encoded"))
         .collect();
-    let head = world
-        .heads
-        .restored_head(&world.ring, position, &groups)
-        .expect("the head's state restores its store");
+    if world.launches.lock().expect("no holder panics")[usize::from(position.0)] != launch {
+        return None;
+    }
+    // The server it replaces lets go of the head's store when it stops.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let head = loop {
+        match world.heads.restored_head(&world.ring, position, &groups) {
+            Err(ReplicaError::Stm(StmError::BadSnapshot(_))) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            head => break head.expect("the head's state restores its store"),
+        }
+    };
     let server = Server::restore(
         world.ring,
         position,
@@ -487,7 +575,7 @@ fn replacement<'w, C: Fn() -> u64>(
         epoch,
         bytes: bytes as u64,
     });
-    serve(server, &rx, world.routes.all(), epoch, world.shared)
+    Some((server, rx, epoch))
 }
 
 /// Every packet released went through every monitor: its counters, recovered or not, add up
