@@ -1,5 +1,6 @@
 //! `ftc chaos`: failure injection for users. Runs a chain with traffic, kills the named servers,
-//! lets the orchestrator recover them, and checks that nothing released was lost.
+//! lets the orchestrator recover them, and checks that nothing released was lost. The servers
+//! are threads of this process, or with `--procs` `ftc node` processes killed with SIGKILL.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunConfig;
 use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, ChaosReport, Kill};
+use ftc_orchestrator::process::chaos::{run_procs, ProcsConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -21,7 +23,8 @@ pub struct ChaosArgs {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Packets per second offered (default: as many as the chain takes, closed loop).
+    /// Packets per second offered (default: as many as the chain takes, closed loop; with
+    /// --procs, 20000).
     #[arg(long)]
     rate: Option<u64>,
     /// Flows the traffic is spread over.
@@ -33,7 +36,14 @@ pub struct ChaosArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Every server an `ftc node` process (the orchestrator on a thread of this one), customer
+    /// frames over UDP, kills with SIGKILL.
+    #[arg(long)]
+    procs: bool,
 }
+
+/// Customer frames per second with --procs when --rate is not given.
+const PROCS_RATE: u64 = 20_000;
 
 /// Parse `POSITION[@SECS]`; a kill without a time happens at `default_at`.
 fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
@@ -93,7 +103,24 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     };
     config.coordinator.heartbeat_period_ns = (args.heartbeat_ms * 1e6) as u64;
     crate::run::warn_single_worker(&spec);
-    let r = run_chaos(&spec, &config)?;
+    let r = if args.procs {
+        crate::log::init("chaos");
+        let procs = ProcsConfig {
+            exe: std::env::current_exe()?,
+            spec_path: args.spec.clone(),
+            duration,
+            rate: args.rate.unwrap_or(PROCS_RATE),
+            flows: args.flows,
+            size: config.run.size,
+            kills: config.kills,
+            coordinator: config.coordinator,
+            deploy: Duration::from_secs(10),
+            settle: config.settle,
+        };
+        run_procs(&spec, &procs)?
+    } else {
+        run_chaos(&spec, &config)?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

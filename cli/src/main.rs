@@ -1,8 +1,12 @@
-//! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation.
+//! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation, run
+//! a chain's orchestrator and nodes as processes.
 
 mod chaos;
 mod check;
 mod demo;
+mod log;
+mod node;
+mod orchestrator;
 mod run;
 mod sim;
 
@@ -34,6 +38,10 @@ enum Command {
     },
     /// Run a chain in this process with generated traffic and print a report.
     Demo(demo::DemoArgs),
+    /// Run one server of a chain as this process, under an orchestrator.
+    Node(node::NodeArgs),
+    /// Run a chain's orchestrator: nodes join over TCP, failures are recovered.
+    Orchestrator(orchestrator::OrchestratorArgs),
     /// Run a chain in this process over the in-memory transport and measure it.
     Run(run::RunArgs),
     /// Run the deterministic simulation of a chain over many seeds and check its invariants.
@@ -46,6 +54,8 @@ fn main() -> ExitCode {
         Command::Chaos(args) => chaos::run(&args),
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),
+        Command::Node(args) => node::run(&args),
+        Command::Orchestrator(args) => orchestrator::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Sim(args) => sim::run(&args),
     };

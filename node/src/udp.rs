@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use ftc_chain::ring::ServerId;
@@ -53,6 +54,8 @@ pub struct UdpTransport {
     chain: u32,
     epoch: u32,
     buf: Vec<u8>,
+    /// The timeout the socket is set to (`None`: not set yet).
+    wait: Option<Option<Duration>>,
     stats: UdpStats,
 }
 
@@ -71,6 +74,7 @@ impl UdpTransport {
             chain,
             epoch,
             buf: vec![0; MAX_DATAGRAM],
+            wait: None,
             stats: UdpStats::default(),
         })
     }
@@ -83,6 +87,11 @@ impl UdpTransport {
     /// Move to a new epoch (after a recovery): frames of other epochs are dropped from now on.
     pub fn set_epoch(&mut self, epoch: u32) {
         self.epoch = epoch;
+    }
+
+    /// The servers of the chain from now on, by server id (a recovery replaced some).
+    pub fn set_peers(&mut self, peers: Vec<SocketAddr>) {
+        self.peers = peers;
     }
 
     pub fn stats(&self) -> &UdpStats {
@@ -110,11 +119,19 @@ impl UdpTransport {
         Ok(())
     }
 
-    /// Wait up to `timeout` (`None`: forever) for a datagram; `Ok(None)` when none came.
+    /// Wait up to `timeout` (`None`: forever, zero: not at all) for a datagram; `Ok(None)` when
+    /// none came.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Datagram>, UdpError> {
-        // The socket takes no zero timeout: the shortest wait stands for "do not wait".
-        self.socket
-            .set_read_timeout(timeout.map(|t| t.max(Duration::from_nanos(1))))?;
+        if self.wait != Some(timeout) {
+            // A socket timeout is a whole clock tick at least (milliseconds): "do not wait" is
+            // the socket's non-blocking mode instead.
+            let zero = timeout.is_some_and(|t| t.is_zero());
+            self.socket.set_nonblocking(zero)?;
+            if !zero {
+                self.socket.set_read_timeout(timeout)?;
+            }
+            self.wait = Some(timeout);
+        }
         let (len, src) = match self.socket.recv_from(&mut self.buf) {
             Ok(r) => r,
             Err(e)
@@ -147,6 +164,13 @@ impl UdpTransport {
             from: ServerId(from as u16),
             received,
         }))
+    }
+}
+
+/// The socket, for drivers that wait on several sources at once (`poll`).
+impl AsFd for UdpTransport {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
@@ -200,6 +224,12 @@ mod tests {
         ));
         assert_eq!(b.stats().stale_epoch, 1);
         assert!(b.recv(Some(Duration::from_millis(10))).unwrap().is_none());
+        let started = std::time::Instant::now();
+        assert!(b.recv(Some(Duration::ZERO)).unwrap().is_none());
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "a zero timeout does not wait"
+        );
         assert!(matches!(
             a.send(ServerId(9), 0, &frame),
             Err(UdpError::UnknownServer(9))

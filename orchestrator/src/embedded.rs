@@ -3,7 +3,7 @@
 //! a thread of its own driving the [`Coordinator`] from the servers' heartbeats, state transfer
 //! over loopback TCP, replacements started as threads, and servers killed at given times.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,11 +16,13 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
 use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::{Heads, Mode, Server, ServerConfig};
-use ftc_replica::{GroupState, ReplicaError};
+use ftc_replica::ReplicaError;
 use ftc_stm::StmError;
 
+use crate::checks::check_monitors;
 use crate::control::{Key, Message};
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport};
+use crate::replacement::Fetched;
 use crate::transfer;
 
 /// A server to kill, and when (from the start of the traffic).
@@ -276,7 +278,12 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             config.settle
         ));
     }
-    check_monitors(&heads, &mut report.run);
+    check_monitors(
+        &heads.middleboxes,
+        |i| heads.stores[i].to_map().into_values().collect(),
+        report.run.packets_released,
+        &mut report.run.violations,
+    );
     Ok(report)
 }
 
@@ -482,119 +489,58 @@ fn restore<'w, C>(
         data: SocketAddr::from(([0, 0, 0, 0], 0)),
         transfer: world.transfer[usize::from(position.0)],
     });
-    let mut states: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-    let mut expected = None;
+    let mut fetched = Fetched::default();
     let epoch = loop {
         let Ok(Message::Recover { epoch, fetch }) = control.recv() else {
             return None;
         };
-        let wanted =
-            expected.get_or_insert_with(|| fetch.iter().map(|f| f.group).collect::<Vec<_>>());
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = fetch
-                .iter()
-                .filter(|f| !states.contains_key(&f.group))
-                .map(|f| {
-                    let key = world.key;
-                    s.spawn(move || {
-                        let got = transfer::fetch(
-                            f.addr,
-                            key,
-                            epoch,
-                            f.group,
-                            f.as_head,
-                            Duration::from_secs(5),
-                        );
-                        (*f, got)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a fetch panicked"))
-                .collect()
+        let done = fetched.fetch(world.key, epoch, &fetch, |f, e| {
+            tracing::warn!(
+                "server {}: fetching m{} from server {}: {e}",
+                position.0,
+                f.group,
+                f.source
+            );
+            let _ = world.to_orchestrator.send(Message::TransferFailed {
+                position: position.0,
+                epoch,
+                group: f.group,
+                source: f.source,
+            });
         });
-        for (f, got) in results {
-            match got {
-                Ok(bytes) => {
-                    states.insert(f.group, bytes);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "server {}: fetching m{} from server {}: {e}",
-                        position.0,
-                        f.group,
-                        f.source
-                    );
-                    let _ = world.to_orchestrator.send(Message::TransferFailed {
-                        position: position.0,
-                        epoch,
-                        group: f.group,
-                        source: f.source,
-                    });
-                }
-            }
-        }
-        if wanted.iter().all(|g| states.contains_key(g)) {
+        if done {
             break epoch;
         }
     };
-    let bytes: usize = states.values().map(Vec::len).sum();
-    let groups: Vec<GroupState> = states
-        .values()
-        .map(|b| GroupState::decode(b).expect("a source sends what it encoded"))
-        .collect();
+    let bytes = fetched.bytes();
     if world.launches.lock().expect("no holder panics")[usize::from(position.0)] != launch {
         return None;
     }
     // The server it replaces lets go of the head's store when it stops.
     let deadline = Instant::now() + Duration::from_secs(2);
-    let head = loop {
-        match world.heads.restored_head(&world.ring, position, &groups) {
+    let server = loop {
+        let restored = fetched.restore(
+            world.heads,
+            world.ring,
+            position,
+            world.partitions,
+            world.server_config.clone(),
+            world.harness.now(),
+        );
+        match restored {
             Err(ReplicaError::Stm(StmError::BadSnapshot(_))) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            head => break head.expect("the head's state restores its store"),
+            server => break server.expect("the planned groups restore the replacement"),
         }
     };
-    let server = Server::restore(
-        world.ring,
-        position,
-        world.partitions,
-        head,
-        world.server_config.clone(),
-        &groups,
-        world.harness.now(),
-    )
-    .expect("the planned groups restore the replica");
     let (tx, rx) = crossbeam_channel::unbounded();
     world.routes.set(usize::from(position.0), tx);
     world.launched.lock().expect("no holder panics")[usize::from(position.0)] = None;
     let _ = world.to_orchestrator.send(Message::Ready {
         position: position.0,
         epoch,
-        bytes: bytes as u64,
+        bytes,
     });
     Some((server, rx, epoch))
-}
-
-/// Every packet released went through every monitor: its counters, recovered or not, add up
-/// to at least the packets released.
-fn check_monitors(heads: &Heads, report: &mut RunReport) {
-    for (i, mb) in heads.middleboxes.iter().enumerate() {
-        if mb.kind() != "monitor" {
-            continue;
-        }
-        let counted: u64 = heads.stores[i]
-            .to_map()
-            .values()
-            .filter_map(|v| v.as_slice().try_into().ok().map(u64::from_le_bytes))
-            .sum();
-        if counted < report.packets_released {
-            report.violations.push(format!(
-                "m{i} monitor counted {counted} packets in its recovered state, fewer than the {} released",
-                report.packets_released
-            ));
-        }
-    }
 }

@@ -4,12 +4,17 @@
 //! [`coordinator`] is the recovery state machine that ties them together; these read no clock,
 //! draw no randomness and do no I/O (except [`control::read_message`] and
 //! [`control::write_message`], over any `Read`/`Write`): time comes in as `now`, in nanoseconds.
-//! Drivers: [`transfer`] moves group state over TCP; [`embedded`] runs a chain on threads with
-//! the orchestrator and failure injection (`ftc chaos`, `ftc demo`).
+//! Drivers: [`transfer`] moves group state over TCP; [`replacement`] is what a replacement does
+//! with it; [`embedded`] runs a chain on threads with the orchestrator and failure injection
+//! (`ftc chaos`, `ftc demo`); [`process`] runs every server as its own process (`ftc node`,
+//! `ftc orchestrator`, `ftc chaos --procs`); [`checks`] are the checks both chaos runs make.
 
+pub mod checks;
 pub mod control;
 pub mod coordinator;
 pub mod detector;
 pub mod embedded;
 pub mod plan;
+pub mod process;
+pub mod replacement;
 pub mod transfer;

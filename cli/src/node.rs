@@ -1,0 +1,61 @@
+//! `ftc node`: one chain server as its own process (the logic is in
+//! `ftc_orchestrator::process::node`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ftc_chain::spec::ChainSpec;
+use ftc_node::ServerConfig;
+use ftc_orchestrator::process::node::{run_node, NodeConfig};
+use ftc_orchestrator::process::read_secret;
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The chain spec (TOML), the same the orchestrator runs.
+    spec: PathBuf,
+    /// The orchestrator's control address.
+    #[arg(long, value_name = "ADDR")]
+    orchestrator: SocketAddr,
+    /// This server's position on the ring (0 is the forwarder's, the last the buffer's).
+    #[arg(long)]
+    position: u16,
+    /// The file holding the deployment's shared secret.
+    #[arg(long, value_name = "FILE")]
+    secret_file: PathBuf,
+    /// The UDP address of the data path, as peers reach it (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    data: SocketAddr,
+    /// Server 0: the UDP address customer frames arrive at.
+    #[arg(long, value_name = "ADDR")]
+    ingress: Option<SocketAddr>,
+    /// The last server: the UDP address released customer frames go to.
+    #[arg(long, value_name = "ADDR")]
+    egress: Option<SocketAddr>,
+    /// Heartbeat period in milliseconds (the orchestrator's).
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_ms: f64,
+}
+
+pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
+    crate::log::init("node");
+    let spec = ChainSpec::load(&args.spec)?;
+    let key = read_secret(&args.secret_file)?;
+    if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
+        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
+    }
+    let config = NodeConfig {
+        spec,
+        position: args.position,
+        orchestrator: args.orchestrator,
+        key,
+        data: args.data,
+        ingress: args.ingress,
+        egress: args.egress,
+        heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
+        server: ServerConfig::default(),
+    };
+    run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
+    Ok(ExitCode::SUCCESS)
+}

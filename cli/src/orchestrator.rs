@@ -1,0 +1,95 @@
+//! `ftc orchestrator`: the orchestrator as its own process, nodes connecting over TCP (the logic
+//! is in `ftc_orchestrator::process::orchestrator`). Prints every recovery.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use ftc_chain::spec::ChainSpec;
+use ftc_orchestrator::coordinator::CoordinatorConfig;
+use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
+use ftc_orchestrator::process::orchestrator::Orchestrator;
+use ftc_orchestrator::process::read_secret;
+
+#[derive(Debug, clap::Args)]
+pub struct OrchestratorArgs {
+    /// The chain spec (TOML).
+    spec: PathBuf,
+    /// The TCP address nodes connect to.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The file holding the deployment's shared secret.
+    #[arg(long, value_name = "FILE")]
+    secret_file: PathBuf,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_ms: f64,
+    /// Missed heartbeats that declare a node failed.
+    #[arg(long, default_value_t = 3)]
+    misses: u32,
+    /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
+    /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
+    /// {heartbeat_ms} and {customer} (`--ingress`/`--egress` for the ends) are filled in.
+    #[arg(long, value_name = "LAUNCHER", default_value = "local")]
+    launch: String,
+    /// Where customer frames enter the chain (passed to server 0's replacements).
+    #[arg(long, value_name = "ADDR")]
+    ingress: Option<SocketAddr>,
+    /// Where released customer frames go (passed to the last server's replacements).
+    #[arg(long, value_name = "ADDR")]
+    egress: Option<SocketAddr>,
+    /// Print every recovery as one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
+    crate::log::init("orchestrator");
+    let spec = ChainSpec::load(&args.spec)?;
+    let key = read_secret(&args.secret_file)?;
+    if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
+        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
+    }
+    if args.misses == 0 {
+        anyhow::bail!("--misses must be positive");
+    }
+    let how = How::parse(&args.launch, std::env::current_exe)
+        .context("locating the ftc executable for --launch local")?;
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let ring = spec.ring();
+    let node_args = NodeArgs {
+        orchestrator: listener.local_addr()?,
+        spec: args.spec.clone(),
+        secret_file: args.secret_file.clone(),
+        heartbeat_ms: args.heartbeat_ms,
+        ingress: args.ingress,
+        egress: args.egress,
+        last: ring.buffer().0,
+    };
+    let config = CoordinatorConfig {
+        heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
+        misses: args.misses,
+    };
+    let orchestrator =
+        Orchestrator::new(listener, ring, key, config, Launcher::new(how, node_args));
+    eprintln!(
+        "ftc orchestrator: {} ({} servers) on {}, waiting for its nodes",
+        spec.chain.name,
+        ring.servers(),
+        orchestrator.local_addr()?
+    );
+    let print = |r: &ftc_orchestrator::coordinator::RecoveryReport| {
+        if args.json {
+            println!("{}", serde_json::to_string(r).expect("a report serializes"));
+        } else {
+            println!("{r}");
+        }
+    };
+    orchestrator
+        .run(&AtomicBool::new(false), print)
+        .context("the orchestrator stopped")?;
+    Ok(ExitCode::SUCCESS)
+}

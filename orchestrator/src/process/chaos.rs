@@ -1,0 +1,554 @@
+//! `ftc chaos --procs`: a whole chain as processes on this host, real failures. The orchestrator
+//! runs on a thread of this process with the local launcher; every server is an `ftc node`
+//! process. This process sends customer frames into server 0's ingress socket and receives what
+//! the last server releases at its egress socket, kills the named nodes with SIGKILL at the given
+//! times, lets the orchestrator recover them, and then checks: a recovery reported for every
+//! kill, every group's replicas equal to its head (each member's state fetched over its
+//! state-transfer port), every monitor's counters at least the packets released, no packet
+//! released twice, no flow's NAT mapping changed. UDP may lose packets under load: they count as
+//! lost (sent − released), never as a violation.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ftc_chain::middleboxes::packet::{parse, Parsed};
+use ftc_chain::ring::{MbIndex, Ring};
+use ftc_chain::spec::ChainSpec;
+use ftc_node::runtime::{Latency, RunReport};
+use ftc_node::traffic::request;
+use ftc_node::Mode;
+use ftc_replica::GroupState;
+use ftc_stm::Snapshot;
+use hdrhistogram::Histogram;
+
+use super::launcher::{How, Launcher, NodeArgs};
+use super::orchestrator::{Orchestrator, Status};
+use crate::checks::check_monitors;
+use crate::control::{ControlError, Key};
+use crate::coordinator::CoordinatorConfig;
+use crate::embedded::{ChaosReport, Kill, Killed};
+use crate::transfer;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcsConfig {
+    /// The `ftc` executable the nodes run.
+    pub exe: PathBuf,
+    /// The chain spec's file, for the nodes.
+    pub spec_path: PathBuf,
+    pub duration: Duration,
+    /// Customer frames per second.
+    pub rate: u64,
+    pub flows: u32,
+    /// Customer frame size in bytes.
+    pub size: usize,
+    pub kills: Vec<Kill>,
+    pub coordinator: CoordinatorConfig,
+    /// How long the nodes may take to start and join.
+    pub deploy: Duration,
+    /// How long recoveries may take after the traffic ends before the run gives up on them.
+    pub settle: Duration,
+}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcsError {
+    #[error("kill position {position}: the chain has servers 0 to {last}")]
+    NoSuchServer { position: u16, last: usize },
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the chain was not deployed within {within:?}: {why}")]
+    NotDeployed { within: Duration, why: String },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> ProcsError {
+    let what = what.into();
+    move |source| ProcsError::Io { what, source }
+}
+
+/// A file removed when dropped.
+#[derive(Debug)]
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A fresh random secret in a file only this user reads.
+fn secret_file() -> Result<(TempFile, Key), ProcsError> {
+    let mut random = [0; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(io_error("reading /dev/urandom"))?;
+    let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::env::temp_dir().join(format!(
+        "ftc-chaos-{}-{}.secret",
+        std::process::id(),
+        &secret[..8]
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()))
+        .map_err(io_error(format!("writing {}", path.display())))?;
+    Ok((TempFile(path), Key::new(secret.as_bytes())?))
+}
+
+/// Sets a flag when dropped: whatever way a scope is left, its threads see it.
+#[derive(Debug)]
+struct RaiseOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Run `spec` as processes, kill the nodes of `config.kills`, check what came out.
+pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, ProcsError> {
+    let ring = spec.ring();
+    let n = ring.servers();
+    if let Some(k) = config.kills.iter().find(|k| usize::from(k.position.0) >= n) {
+        return Err(ProcsError::NoSuchServer {
+            position: k.position.0,
+            last: n - 1,
+        });
+    }
+    let (secret, key) = secret_file()?;
+    let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let egress = UdpSocket::bind(localhost).map_err(io_error("binding the egress socket"))?;
+    egress
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .map_err(io_error("egress socket"))?;
+    let sender = UdpSocket::bind(localhost).map_err(io_error("binding the sending socket"))?;
+    // A free port for server 0's ingress (and its replacements').
+    let ingress = UdpSocket::bind(localhost)
+        .and_then(|s| s.local_addr())
+        .map_err(io_error("choosing an ingress port"))?;
+    let listener = TcpListener::bind(localhost).map_err(io_error("binding the orchestrator"))?;
+    let args = NodeArgs {
+        orchestrator: listener.local_addr().map_err(io_error("orchestrator"))?,
+        spec: config.spec_path.clone(),
+        secret_file: secret.0.clone(),
+        heartbeat_ms: config.coordinator.heartbeat_period_ns as f64 / 1e6,
+        ingress: Some(ingress),
+        egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
+        last: ring.buffer().0,
+    };
+    let launcher = Launcher::new(
+        How::Local {
+            exe: config.exe.clone(),
+        },
+        args,
+    );
+    let orchestrator = Orchestrator::new(listener, ring, key.clone(), config.coordinator, launcher);
+    let mut report = ChaosReport {
+        run: RunReport {
+            mode: Some(Mode::Ftc),
+            chain: spec.chain.name.clone(),
+            servers: n,
+            ..RunReport::default()
+        },
+        ..ChaosReport::default()
+    };
+    let stop = AtomicBool::new(false);
+    let capacity = (config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize + 1024;
+    let sink = Sink::new(capacity, config.flows);
+    std::thread::scope(|s| -> Result<(), ProcsError> {
+        let stopping = RaiseOnDrop(&stop);
+        let orchestrating = s.spawn(|| orchestrator.run(&stop, |_| {}));
+        for position in 0..n as u16 {
+            orchestrator
+                .launcher()
+                .launch(position)
+                .map_err(io_error(format!("starting node {position}")))?;
+        }
+        wait_deployed(&orchestrator, config.deploy)?;
+        let received = s.spawn(|| sink.receive(&egress, &stop));
+        let start = Instant::now();
+        let orch = &orchestrator;
+        let killer = s.spawn(move || kill(orch, &config.kills, start));
+        report.run.packets_sent = send(&sender, ingress, config, &sink, start);
+        report.kills = killer.join().expect("the killer panicked");
+        let done = || orchestrating.is_finished();
+        let deadline = Instant::now() + config.settle;
+        while !(recovered(&orchestrator.status(), &report.kills).is_empty() || done())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Let what is in flight leave.
+        let quiet = Duration::from_millis(100);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while sink.since_last() < quiet && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        report.run.duration_s = sink.last_since(start).as_secs_f64().max(1e-3);
+        let status = orchestrator.status();
+        report.recoveries = status.recoveries.clone();
+        let missing = recovered(&status, &report.kills);
+        if !missing.is_empty() {
+            report.run.violations.push(format!(
+                "no recovery reported for the kill of {missing:?} within {:?}",
+                config.settle
+            ));
+        }
+        if missing.is_empty() && !done() {
+            check_state(spec, &ring, &key, &orchestrator, &sink, &mut report.run);
+        }
+        drop(stopping);
+        let (outcome, sink_violations) = (
+            orchestrating.join().expect("the orchestrator panicked"),
+            received.join().expect("the receiver panicked"),
+        );
+        if let Err(why) = outcome {
+            report
+                .run
+                .violations
+                .push(format!("the orchestrator halted: {why}"));
+        }
+        report.run.violations.extend(sink_violations);
+        Ok(())
+    })?;
+    orchestrator
+        .launcher()
+        .children()
+        .shutdown(Duration::from_secs(2));
+    sink.finish(&mut report.run);
+    Ok(report)
+}
+
+/// Wait until every node joined and got its `Assign`.
+fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), ProcsError> {
+    let deadline = Instant::now() + within;
+    while orchestrator.status().epoch == 0 {
+        let exited = orchestrator
+            .launcher()
+            .children()
+            .exited()
+            .map_err(io_error("watching the nodes"))?;
+        if let Some((position, status)) = exited.first() {
+            return Err(ProcsError::NotDeployed {
+                within,
+                why: format!("node {position} exited ({status})"),
+            });
+        }
+        if Instant::now() >= deadline {
+            let joined = orchestrator.status().peers;
+            let missing: Vec<usize> = (0..joined.len()).filter(|&i| joined[i].is_none()).collect();
+            return Err(ProcsError::NotDeployed {
+                within,
+                why: format!("positions {missing:?} never joined"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Kill the nodes of `kills` at their times (from `start`) with SIGKILL.
+fn kill(orchestrator: &Orchestrator, kills: &[Kill], start: Instant) -> Vec<Killed> {
+    let mut kills = kills.to_vec();
+    kills.sort_by_key(|k| k.at);
+    kills
+        .into_iter()
+        .filter_map(|k| {
+            std::thread::sleep(k.at.saturating_sub(start.elapsed()));
+            match orchestrator.launcher().children().kill(k.position.0) {
+                Ok(Some(pid)) => tracing::info!("killed node {} (pid {pid})", k.position.0),
+                Ok(None) => {
+                    tracing::warn!("no node runs at position {} to kill", k.position.0);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!("killing node {}: {e}", k.position.0);
+                    return None;
+                }
+            }
+            Some(Killed {
+                position: k.position.0,
+                at_ms: start.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+        .collect()
+}
+
+/// The killed positions no finished recovery covers yet (a position killed twice needs two).
+fn recovered(status: &Status, kills: &[Killed]) -> Vec<u16> {
+    let mut missing = Vec::new();
+    let mut counted: HashMap<u16, usize> = HashMap::new();
+    for k in kills {
+        let needed = counted.entry(k.position).or_default();
+        *needed += 1;
+        let covered = status
+            .recoveries
+            .iter()
+            .filter(|r| r.failed.contains(&k.position))
+            .count();
+        if covered < *needed {
+            missing.push(k.position);
+        }
+    }
+    missing
+}
+
+/// Offer `config.rate` frames per second to `ingress` for `config.duration`: packet i is a TCP
+/// request of flow i mod flows with TCP sequence number i. The packets sent.
+fn send(
+    socket: &UdpSocket,
+    ingress: SocketAddr,
+    config: &ProcsConfig,
+    sink: &Sink,
+    start: Instant,
+) -> u64 {
+    let interval = Duration::from_nanos(1_000_000_000 / config.rate.max(1));
+    let flows = u64::from(config.flows.max(1));
+    let mut sent = 0u64;
+    while start.elapsed() < config.duration && (sent as usize) < sink.sent_at.len() {
+        let due = interval * (sent as u32);
+        let now = start.elapsed();
+        if now < due {
+            std::thread::sleep((due - now).min(Duration::from_micros(200)));
+            continue;
+        }
+        let frame = request((sent % flows) as u32, sent as u32, config.size);
+        sink.sent_at[sent as usize].store(sink.now(), Ordering::Release);
+        if let Err(e) = socket.send_to(&frame, ingress) {
+            tracing::debug!("sending to the ingress: {e}");
+        }
+        sent += 1;
+    }
+    sent
+}
+
+/// What the egress receives, and when each packet was sent.
+#[derive(Debug)]
+struct Sink {
+    /// Times below are nanoseconds since then.
+    origin: Instant,
+    /// Per packet number: when it was sent.
+    sent_at: Vec<AtomicU64>,
+    flows: u64,
+    /// When the last frame arrived.
+    last: AtomicU64,
+    measured: std::sync::Mutex<Measured>,
+}
+
+#[derive(Debug)]
+struct Measured {
+    released: u64,
+    seen: Vec<bool>,
+    latency: Histogram<u64>,
+}
+
+impl Sink {
+    fn new(capacity: usize, flows: u32) -> Sink {
+        Sink {
+            origin: Instant::now(),
+            sent_at: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            flows: u64::from(flows.max(1)),
+            last: AtomicU64::new(0),
+            measured: std::sync::Mutex::new(Measured {
+                released: 0,
+                seen: vec![false; capacity],
+                latency: Histogram::new(3).expect("3 significant figures"),
+            }),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// How long ago the last frame arrived.
+    fn since_last(&self) -> Duration {
+        Duration::from_nanos(self.now().saturating_sub(self.last.load(Ordering::Acquire)))
+    }
+
+    /// From `start` to the last frame's arrival.
+    fn last_since(&self, start: Instant) -> Duration {
+        let last = self.origin + Duration::from_nanos(self.last.load(Ordering::Acquire));
+        last.saturating_duration_since(start)
+    }
+
+    /// Receive until `stop`; the violations seen (a packet released twice or never sent, a
+    /// flow whose source address or port changed).
+    fn receive(&self, socket: &UdpSocket, stop: &AtomicBool) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut mappings = HashMap::new();
+        let mut buf = vec![0; 65_536];
+        while !stop.load(Ordering::Acquire) {
+            let Ok(len) = socket.recv(&mut buf) else {
+                continue;
+            };
+            let now = self.now();
+            self.last.store(now, Ordering::Release);
+            let frame = &buf[..len];
+            let (Parsed::Ipv4(p), Some(seq)) = (parse(frame), tcp_seq(frame)) else {
+                violations.push(format!(
+                    "a released frame of {len} bytes is not the TCP/IPv4 sent"
+                ));
+                continue;
+            };
+            let seq = u64::from(seq);
+            let mut m = self.measured.lock().expect("no holder panics");
+            let Some(seen) = m.seen.get_mut(seq as usize) else {
+                violations.push(format!("released packet {seq} was never sent"));
+                continue;
+            };
+            if std::mem::replace(seen, true) {
+                violations.push(format!("packet {seq} was released twice"));
+                continue;
+            }
+            m.released += 1;
+            let sent_at = self.sent_at[seq as usize].load(Ordering::Acquire);
+            let _ = m.latency.record(now.saturating_sub(sent_at).max(1));
+            let key = *p.flow();
+            let flow = seq % self.flows;
+            let first = *mappings.entry(flow).or_insert(key);
+            if first != key && violations.len() < 10 {
+                violations.push(format!(
+                    "flow {flow} left the chain as {}:{} after leaving as {}:{} (a NAT mapping of a live connection changed)",
+                    key.src, key.sport, first.src, first.sport
+                ));
+            }
+        }
+        violations
+    }
+
+    fn released(&self) -> u64 {
+        self.measured.lock().expect("no holder panics").released
+    }
+
+    /// Released, lost, throughput and latency into `run`.
+    fn finish(&self, run: &mut RunReport) {
+        let m = self.measured.lock().expect("no holder panics");
+        run.packets_released = m.released;
+        run.packets_lost = run.packets_sent.saturating_sub(m.released);
+        run.throughput_pps = m.released as f64 / run.duration_s;
+        let us = |q: f64| m.latency.value_at_quantile(q) as f64 / 1000.0;
+        run.latency_us = Latency {
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: m.latency.max() as f64 / 1000.0,
+        };
+    }
+}
+
+/// The TCP sequence number of an Ethernet/IPv4/TCP frame.
+fn tcp_seq(frame: &[u8]) -> Option<u32> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let at = 14 + ihl + 4;
+    Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// How long the state is compared again before a difference counts: the last logs and commit
+/// vectors of the run may still be on their way (resent after the replicas' timeouts), and a
+/// recovery may still be running.
+const STATE_CONVERGES: Duration = Duration::from_secs(3);
+
+/// Every group's replicas equal its head, and every monitor counted every released packet.
+/// Each member's state is fetched over its state-transfer port.
+fn check_state(
+    spec: &ChainSpec,
+    ring: &Ring,
+    key: &Key,
+    orchestrator: &Orchestrator,
+    sink: &Sink,
+    run: &mut RunReport,
+) {
+    let mut differences = Vec::new();
+    let mut heads: Vec<Snapshot> = Vec::new();
+    let deadline = Instant::now() + STATE_CONVERGES;
+    while Instant::now() < deadline {
+        let status = orchestrator.status();
+        differences.clear();
+        heads.clear();
+        let settled = status.recoveries.len() + 1 == status.epoch as usize;
+        if !settled {
+            differences.push(format!(
+                "a recovery into epoch {} is still running",
+                status.epoch
+            ));
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        for mb in ring.mb_indices() {
+            match group_states(ring, key, &status, mb) {
+                Ok((head, replicas)) => {
+                    for (server, replica) in replicas {
+                        if replica != head {
+                            differences.push(format!(
+                                "replica of m{} on server {server} differs from its head after the run",
+                                mb.0
+                            ));
+                        }
+                    }
+                    heads.push(head);
+                }
+                Err(why) => differences.push(why),
+            }
+        }
+        if differences.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.violations.append(&mut differences);
+    if heads.len() == spec.middlebox.len() {
+        let middleboxes: Vec<_> = spec
+            .middlebox
+            .iter()
+            .map(ftc_chain::middleboxes::build)
+            .collect();
+        let values = |i: usize| heads[i].entries.iter().map(|(_, v)| v.clone()).collect();
+        check_monitors(&middleboxes, values, sink.released(), &mut run.violations);
+    }
+}
+
+/// The state of `mb`'s group at its head, and at each other member (by position).
+fn group_states(
+    ring: &Ring,
+    key: &Key,
+    status: &Status,
+    mb: MbIndex,
+) -> Result<(Snapshot, Vec<(u16, Snapshot)>), String> {
+    let head = ring.head(mb);
+    let mut head_state = None;
+    let mut replicas = Vec::new();
+    for server in ring.group(mb) {
+        let peer = status.peers[usize::from(server.0)]
+            .ok_or_else(|| format!("server {} is not up at the end of the run", server.0))?;
+        let as_head = server == head;
+        let bytes = transfer::fetch(
+            peer.transfer,
+            key,
+            status.epoch,
+            mb.0,
+            as_head,
+            Duration::from_secs(1),
+        )
+        .map_err(|e| format!("fetching m{} from server {}: {e}", mb.0, server.0))?;
+        let state = GroupState::decode(&bytes)
+            .map_err(|e| format!("m{} from server {}: {e}", mb.0, server.0))?;
+        if as_head {
+            head_state = Some(state.snapshot);
+        } else {
+            replicas.push((server.0, state.snapshot));
+        }
+    }
+    let head_state = head_state.expect("a group has its head");
+    Ok((head_state, replicas))
+}

@@ -1,0 +1,292 @@
+//! Launchers (DESIGN.md §8 step 2): how the orchestrator starts a server process at a position
+//! of the ring, the initial ones and the replacements. `local` runs `ftc node` (this executable)
+//! on this host; a command template runs an operator's command through `sh -c` (over ssh, in a
+//! container …); `none` only logs, for an operator who starts nodes by hand. Every process this
+//! launcher starts is kept in [`Children`], to be killed (failure injection) and reaped.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How nodes are started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// `EXE node …` on this host (`EXE`: the `ftc` executable).
+    Local { exe: PathBuf },
+    /// `sh -c TEMPLATE`, with the placeholders of [`substitute`] filled in.
+    Command(String),
+    /// Log the launch; someone else starts the node.
+    None,
+}
+
+impl How {
+    /// `local` (with `exe`), `none`, or anything else: a command template.
+    pub fn parse(text: &str, exe: impl FnOnce() -> io::Result<PathBuf>) -> io::Result<How> {
+        Ok(match text {
+            "local" => How::Local { exe: exe()? },
+            "none" => How::None,
+            template => How::Command(template.to_string()),
+        })
+    }
+}
+
+/// What every node of the chain is told when it is started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeArgs {
+    pub orchestrator: SocketAddr,
+    pub spec: PathBuf,
+    pub secret_file: PathBuf,
+    pub heartbeat_ms: f64,
+    /// Where customer frames enter the chain (server 0 listens there).
+    pub ingress: Option<SocketAddr>,
+    /// Where released customer frames go (from the last server).
+    pub egress: Option<SocketAddr>,
+    /// The last position of the ring (the buffer's server).
+    pub last: u16,
+}
+
+impl NodeArgs {
+    /// The arguments of `ftc node` for `position`.
+    pub fn node_args(&self, position: u16) -> Vec<String> {
+        let mut args = vec![
+            "node".to_string(),
+            "--orchestrator".to_string(),
+            self.orchestrator.to_string(),
+            "--position".to_string(),
+            position.to_string(),
+            "--secret-file".to_string(),
+            self.secret_file.display().to_string(),
+            "--heartbeat-ms".to_string(),
+            self.heartbeat_ms.to_string(),
+        ];
+        args.extend(self.customer_args(position));
+        args.push(self.spec.display().to_string());
+        args
+    }
+
+    /// `--ingress ADDR` for server 0, `--egress ADDR` for the last server (both for a chain of
+    /// one server), when they are known.
+    fn customer_args(&self, position: u16) -> Vec<String> {
+        let mut args = Vec::new();
+        if let (0, Some(a)) = (position, self.ingress) {
+            args.extend(["--ingress".to_string(), a.to_string()]);
+        }
+        if let Some(a) = self.egress.filter(|_| position == self.last) {
+            args.extend(["--egress".to_string(), a.to_string()]);
+        }
+        args
+    }
+}
+
+/// `template` with its placeholders filled in for a node at `position`: `{position}`,
+/// `{orchestrator}`, `{spec}`, `{secret_file}`, `{heartbeat_ms}`, and `{customer}` (the options
+/// this position needs for customer traffic: `--ingress ADDR` at server 0, `--egress ADDR` at
+/// the last one, or nothing). Values are shell-quoted where they need it.
+pub fn substitute(template: &str, position: u16, args: &NodeArgs) -> String {
+    let customer = args
+        .customer_args(position)
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    [
+        ("{position}", position.to_string()),
+        ("{orchestrator}", args.orchestrator.to_string()),
+        ("{spec}", quote(&args.spec.display().to_string())),
+        (
+            "{secret_file}",
+            quote(&args.secret_file.display().to_string()),
+        ),
+        ("{heartbeat_ms}", args.heartbeat_ms.to_string()),
+        ("{customer}", customer),
+    ]
+    .iter()
+    .fold(template.to_string(), |t, (from, to)| t.replace(from, to))
+}
+
+/// `text` as one shell word: as it is when that is safe, else in single quotes.
+fn quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct Launcher {
+    how: How,
+    args: NodeArgs,
+    children: Children,
+}
+
+impl Launcher {
+    pub fn new(how: How, args: NodeArgs) -> Launcher {
+        Launcher {
+            how,
+            args,
+            children: Children::default(),
+        }
+    }
+
+    /// Start a node at `position`; its process is kept in [`Launcher::children`].
+    pub fn launch(&self, position: u16) -> io::Result<()> {
+        self.children.reap();
+        let mut command = match &self.how {
+            How::Local { exe } => {
+                let mut c = Command::new(exe);
+                c.args(self.args.node_args(position));
+                c
+            }
+            How::Command(template) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(substitute(template, position, &self.args));
+                c
+            }
+            How::None => {
+                tracing::warn!("launch a node at position {position} (launcher: none)");
+                return Ok(());
+            }
+        };
+        // A node says nothing on stdout (which may carry our JSON); its log goes to stderr.
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+        tracing::info!("launched node {} at position {position}", child.id());
+        self.children.add(position, child);
+        Ok(())
+    }
+
+    pub fn children(&self) -> &Children {
+        &self.children
+    }
+}
+
+/// The processes a launcher started, by position. Dropping it kills and reaps every one still
+/// running, so that no node outlives the run that started it.
+#[derive(Debug, Default)]
+pub struct Children(Mutex<Vec<(u16, Child)>>);
+
+impl Children {
+    fn add(&self, position: u16, child: Child) {
+        self.0
+            .lock()
+            .expect("no holder panics")
+            .push((position, child));
+    }
+
+    /// Kill the running process at `position` with SIGKILL; its pid, or `None` when no process
+    /// of ours runs there.
+    pub fn kill(&self, position: u16) -> io::Result<Option<u32>> {
+        let mut children = self.0.lock().expect("no holder panics");
+        for (p, child) in children.iter_mut().rev() {
+            if *p == position && child.try_wait()?.is_none() {
+                child.kill()?;
+                return Ok(Some(child.id()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Positions whose process exited, with how.
+    pub fn exited(&self) -> io::Result<Vec<(u16, std::process::ExitStatus)>> {
+        let mut children = self.0.lock().expect("no holder panics");
+        let mut exited = Vec::new();
+        for (p, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                exited.push((*p, status));
+            }
+        }
+        Ok(exited)
+    }
+
+    /// Forget the processes that exited (reaped already by `try_wait`).
+    fn reap(&self) {
+        self.0
+            .lock()
+            .expect("no holder panics")
+            .retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+    }
+
+    /// Give the processes up to `grace` to exit by themselves, then kill the rest; reap all.
+    pub fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let mut children = self.0.lock().expect("no holder panics");
+        for (_, child) in children.iter_mut() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        children.clear();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> NodeArgs {
+        NodeArgs {
+            orchestrator: "127.0.0.1:7000".parse().unwrap(),
+            spec: PathBuf::from("specs/ch-rec.toml"),
+            secret_file: PathBuf::from("/etc/ftc/my secret"),
+            heartbeat_ms: 5.0,
+            ingress: Some("127.0.0.1:9000".parse().unwrap()),
+            egress: Some("127.0.0.1:9001".parse().unwrap()),
+            last: 2,
+        }
+    }
+
+    #[test]
+    fn templates_get_every_placeholder_quoted_where_needed() {
+        let t = "ssh host{position} ftc node --position {position} --orchestrator {orchestrator} \
+                 --secret-file {secret_file} --heartbeat-ms {heartbeat_ms} {customer} {spec}";
+        assert_eq!(
+            substitute(t, 1, &args()),
+            "ssh host1 ftc node --position 1 --orchestrator 127.0.0.1:7000 \
+             --secret-file '/etc/ftc/my secret' --heartbeat-ms 5  specs/ch-rec.toml"
+        );
+        assert!(substitute(t, 0, &args()).contains(" --ingress 127.0.0.1:9000 specs/"));
+        assert!(substitute(t, 2, &args()).contains(" --egress 127.0.0.1:9001 specs/"));
+        let mut odd = args();
+        odd.spec = PathBuf::from("it's.toml");
+        assert_eq!(
+            substitute("{spec}{nothing}", 0, &odd),
+            r"'it'\''s.toml'{nothing}"
+        );
+    }
+
+    #[test]
+    fn the_local_launcher_passes_customer_addresses_to_the_ends_only() {
+        let a = args();
+        let one = a.node_args(1);
+        assert_eq!(one.first().map(String::as_str), Some("node"));
+        assert_eq!(one.last().map(String::as_str), Some("specs/ch-rec.toml"));
+        assert!(!one.iter().any(|x| x == "--ingress" || x == "--egress"));
+        assert!(a.node_args(0).iter().any(|x| x == "--ingress"));
+        assert!(a.node_args(2).iter().any(|x| x == "--egress"));
+    }
+
+    #[test]
+    fn children_are_killed_and_reaped() {
+        let launcher = Launcher::new(How::Command("sleep 30".into()), args());
+        launcher.launch(1).unwrap();
+        assert!(launcher.children().kill(1).unwrap().is_some());
+        assert!(launcher.children().kill(0).unwrap().is_none());
+        launcher.children().shutdown(Duration::from_secs(1));
+        assert!(launcher.children().exited().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,45 @@
+//! Every server its own process (issue 4). [`node`] is one server as a process: a UDP data
+//! socket, a TCP state-transfer listener, a control connection to the orchestrator.
+//! [`orchestrator`] is the orchestrator as a process: control connections from the nodes, the
+//! [`Coordinator`](crate::coordinator::Coordinator) driven from them, replacements started by a
+//! [`launcher`]. [`chaos`] runs a whole chain that way and kills real processes with SIGKILL.
+//! Every control message is authenticated with the deployment's secret ([`read_secret`]).
+
+pub mod chaos;
+pub mod launcher;
+pub mod node;
+pub mod orchestrator;
+
+use std::path::Path;
+
+use crate::control::{ControlError, Key};
+
+/// Why the deployment's secret is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the secret file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the secret file {path}: {source}")]
+    Key { path: String, source: ControlError },
+}
+
+/// The key in the secret file at `path`: its bytes, without trailing line breaks and blanks (so
+/// that `echo secret > file` and `printf secret > file` give the same key). Empty is refused.
+pub fn read_secret(path: &Path) -> Result<Key, SecretError> {
+    let shown = || path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+        path: shown(),
+        source,
+    })?;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    Key::new(&bytes[..end]).map_err(|source| SecretError::Key {
+        path: shown(),
+        source,
+    })
+}

@@ -1,0 +1,637 @@
+//! `ftc node`: one chain server as a process (DESIGN.md §1, §3, §8). It binds a UDP data socket
+//! (frames between servers as NSH in datagrams, [`UdpTransport`]) and a TCP listener for state
+//! transfers ([`transfer::serve`], answered from its own [`Server`]), connects to the
+//! orchestrator and joins. Then:
+//! - `Assign`: the initial deployment; it learns its peers and serves in epoch 1;
+//! - `Fence`: a recovery began: frames of older epochs are dropped from now on, the server fences;
+//! - `Recover` (a replacement): fetch the named groups in parallel, restore, report `Ready`;
+//! - `Reroute`: the new peers; resume, report `Resumed`;
+//! - `Stop`: exit.
+//!
+//! Server 0 also takes customer frames (raw Ethernet bytes) as UDP datagrams on its ingress
+//! address; the last server sends the customer frames it releases, as datagrams, to the egress
+//! address. One thread runs the server and waits (`ppoll`) on the data socket, the ingress
+//! socket and a wake-up socket; helper threads read the control connection, send heartbeats and
+//! serve state transfers, and hand what needs the server to that thread.
+
+use std::io::{self, BufReader};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
+};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ftc_chain::middlebox::Direction;
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::spec::ChainSpec;
+use ftc_node::nsh::flow_of;
+use ftc_node::server::port_of;
+use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
+use ftc_node::{Heads, Output, Packet, Server, ServerConfig};
+use ftc_replica::ReplicaError;
+
+use crate::control::{
+    read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
+};
+use crate::replacement::Fetched;
+use crate::transfer;
+
+/// Datagrams read from one socket per round at most.
+const BATCH: usize = 64;
+
+/// How to run a node.
+#[derive(Debug)]
+pub struct NodeConfig {
+    pub spec: ChainSpec,
+    pub position: u16,
+    pub orchestrator: SocketAddr,
+    pub key: Key,
+    /// The data socket's address (port 0: any); peers send to it, so not an unspecified IP.
+    pub data: SocketAddr,
+    /// Server 0: where customer frames arrive.
+    pub ingress: Option<SocketAddr>,
+    /// The last server: where released customer frames go.
+    pub egress: Option<SocketAddr>,
+    pub heartbeat: Duration,
+    pub server: ServerConfig,
+}
+
+/// Why a node stopped other than by the orchestrator's `Stop`.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("position {position}: the chain has servers 0 to {last}")]
+    NoSuchPosition { position: u16, last: usize },
+    #[error("--{option} is only for server {only} (this is server {position})")]
+    NotAnEnd {
+        option: &'static str,
+        only: u16,
+        position: u16,
+    },
+    #[error("--data {0}: give the address peers reach this node at, not an unspecified one")]
+    UnspecifiedData(SocketAddr),
+    #[error("cannot bind the {what} at {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot reach the orchestrator at {addr}: {source}")]
+    Unreachable { addr: SocketAddr, source: io::Error },
+    #[error("the orchestrator closed the control connection")]
+    OrchestratorGone,
+    #[error("control connection to the orchestrator: {0}")]
+    Control(#[from] ControlError),
+    #[error("cannot restore the replacement from the fetched state: {0}")]
+    Restore(#[from] ReplicaError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The chain's NSH service path id, the same in every node: FNV-1a of its name, 24 bits.
+pub fn chain_id(spec: &ChainSpec) -> u32 {
+    let hash = spec.chain.name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash & 0x00ff_ffff
+}
+
+/// What the helper threads hand to the server's thread.
+#[derive(Debug)]
+enum Event {
+    Control(Message),
+    /// The control connection ended (with the error that ended it).
+    Closed(Option<ControlError>),
+    /// A state transfer asks for `group` in `epoch`: the encoded `GroupState`, or `None`.
+    Export {
+        epoch: u32,
+        group: MbIndex,
+        reply: Sender<Option<Vec<u8>>>,
+    },
+}
+
+/// The server thread's queue, and the socket that wakes it from `ppoll`.
+#[derive(Debug)]
+struct Inbox {
+    tx: Sender<Event>,
+    waker: UnixDatagram,
+}
+
+impl Inbox {
+    fn post(&self, event: Event) {
+        let _ = self.tx.send(event);
+        // Non-blocking: when the socket is full, a wake-up is pending anyway.
+        let _ = self.waker.send(&[1]);
+    }
+}
+
+/// Run a node until the orchestrator stops it.
+pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
+    let ring = config.spec.ring();
+    let last = ring.servers() - 1;
+    if usize::from(config.position) > last {
+        return Err(NodeError::NoSuchPosition {
+            position: config.position,
+            last,
+        });
+    }
+    let me = ServerId(config.position);
+    for (option, given, end) in [
+        ("ingress", config.ingress.is_some(), ring.forwarder()),
+        ("egress", config.egress.is_some(), ring.buffer()),
+    ] {
+        if given && me != end {
+            return Err(NodeError::NotAnEnd {
+                option,
+                only: end.0,
+                position: me.0,
+            });
+        }
+    }
+    if config.data.ip().is_unspecified() {
+        return Err(NodeError::UnspecifiedData(config.data));
+    }
+    let bind_error = |what, addr| move |source| NodeError::Bind { what, addr, source };
+    let transport = UdpTransport::bind(config.data, Vec::new(), chain_id(&config.spec), 0)
+        .map_err(|e| match e {
+            ftc_node::udp::UdpError::Io(source) => bind_error("data socket", config.data)(source),
+            other => NodeError::Io(io::Error::other(other)),
+        })?;
+    let data = transport.local_addr().map_err(io::Error::other)?;
+    let transfer_at = SocketAddr::new(data.ip(), 0);
+    let listener =
+        TcpListener::bind(transfer_at).map_err(bind_error("transfer listener", transfer_at))?;
+    let ingress = match config.ingress {
+        Some(addr) => {
+            let socket = bind_ingress(addr).map_err(bind_error("ingress socket", addr))?;
+            socket.set_nonblocking(true)?;
+            Some(socket)
+        }
+        None => None,
+    };
+    let egress = match config.egress {
+        Some(addr) => {
+            let any = match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let from = SocketAddr::new(any, 0);
+            Some((
+                UdpSocket::bind(from).map_err(bind_error("egress socket", from))?,
+                addr,
+            ))
+        }
+        None => None,
+    };
+    let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
+        .map_err(|source| NodeError::Unreachable {
+            addr: config.orchestrator,
+            source,
+        })?;
+    control.set_nodelay(true)?;
+    let writer = Mutex::new(control.try_clone()?);
+    let key = &config.key;
+    send(
+        &writer,
+        key,
+        &Message::Join {
+            position: me.0,
+            pid: std::process::id(),
+            data,
+            transfer: listener.local_addr()?,
+        },
+    )?;
+    tracing::info!("node {me}: joined with data {data}");
+    let (wake_rx, wake_tx) = UnixDatagram::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let (tx, events) = crossbeam_channel::unbounded();
+    let inbox = Inbox { tx, waker: wake_tx };
+    let heads = Heads::new(&config.spec, |m| m.threads).expect("a valid spec gives valid stores");
+    let epoch = AtomicU32::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| read_control(&control, key, &inbox));
+        s.spawn(|| heartbeats(&writer, key, me, &epoch, config.heartbeat, &stop));
+        s.spawn(|| {
+            let export = |epoch, group| {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                inbox.post(Event::Export {
+                    epoch,
+                    group,
+                    reply,
+                });
+                answer.recv_timeout(Duration::from_secs(2)).ok().flatten()
+            };
+            let refuse = |e: &ControlError| {
+                tracing::warn!("node {me}: refused a state transfer request: {e}");
+            };
+            if let Err(e) = transfer::serve(&listener, key, &stop, export, refuse) {
+                tracing::error!("node {me}: state transfers stopped: {e}");
+            }
+        });
+        let mut node = Node {
+            me,
+            ring,
+            partitions: config.spec.chain.partitions,
+            key,
+            heads: &heads,
+            server_config: &config.server,
+            start: Instant::now(),
+            transport,
+            ingress,
+            egress,
+            writer: &writer,
+            epoch: &epoch,
+            server: None,
+            serving: false,
+            fetched: Fetched::default(),
+        };
+        let result = node.run(&events, &wake_rx);
+        tracing::info!(
+            "node {me}: data path {:?}, server {:?}",
+            node.transport.stats(),
+            node.server.as_ref().map(Server::stats)
+        );
+        stop.store(true, Ordering::Release);
+        let _ = control.shutdown(Shutdown::Both);
+        result
+    })
+}
+
+/// The ingress socket. A replacement of server 0 may start before the node it replaces has
+/// quite gone (a node declared failed exits once the orchestrator cuts it off): the address
+/// frees up then.
+fn bind_ingress(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Send `msg` to the orchestrator.
+fn send(writer: &Mutex<TcpStream>, key: &Key, msg: &Message) -> io::Result<()> {
+    write_message(&mut *writer.lock().expect("no holder panics"), msg, key)
+}
+
+/// The control connection's messages, into the inbox, until it ends.
+fn read_control(stream: &TcpStream, key: &Key, inbox: &Inbox) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        match read_message(&mut reader, key, CONTROL_MAX_BODY) {
+            Ok(msg) => inbox.post(Event::Control(msg)),
+            Err(ControlError::Closed) => return inbox.post(Event::Closed(None)),
+            Err(e) => return inbox.post(Event::Closed(Some(e))),
+        }
+    }
+}
+
+/// A heartbeat, with the node's epoch, every `period` until `stop` or the connection breaks.
+fn heartbeats(
+    writer: &Mutex<TcpStream>,
+    key: &Key,
+    me: ServerId,
+    epoch: &AtomicU32,
+    period: Duration,
+    stop: &AtomicBool,
+) {
+    let mut next = Instant::now();
+    for seq in 1.. {
+        next = (next + period).max(Instant::now());
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let beat = Message::Heartbeat {
+            position: me.0,
+            epoch: epoch.load(Ordering::Acquire),
+            seq,
+        };
+        if send(writer, key, &beat).is_err() {
+            return;
+        }
+    }
+}
+
+/// Wait until one of `fds` is readable or `timeout` passes (`None`: no limit); which are.
+fn wait_readable(
+    fds: &[Option<BorrowedFd<'_>>; 3],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; 3]> {
+    let mut polls = fds.map(|fd| libc::pollfd {
+        // poll ignores negative descriptors.
+        fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let timespec = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `polls` is an array of `polls.len()` initialized pollfd structs that outlives the
+    // call; `timespec_ptr` is null or points to a timespec that outlives it; a null signal mask
+    // leaves the thread's mask as it is.
+    let n = unsafe {
+        libc::ppoll(
+            polls.as_mut_ptr(),
+            polls.len() as libc::nfds_t,
+            timespec_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::Interrupted => Ok([false; 3]),
+            _ => Err(e),
+        };
+    }
+    Ok(polls.map(|p| p.revents != 0))
+}
+
+/// The server's thread.
+struct Node<'a, 'h> {
+    me: ServerId,
+    ring: Ring,
+    partitions: u32,
+    key: &'a Key,
+    heads: &'h Heads,
+    server_config: &'a ServerConfig,
+    start: Instant,
+    transport: UdpTransport,
+    ingress: Option<UdpSocket>,
+    egress: Option<(UdpSocket, SocketAddr)>,
+    writer: &'a Mutex<TcpStream>,
+    /// The epoch the node is in (heartbeats carry it).
+    epoch: &'a AtomicU32,
+    /// Set on `Assign`, or once a replacement restored its state.
+    server: Option<Server<'h, ()>>,
+    /// Whether frames flow: after `Assign`, or a replacement's `Reroute`.
+    serving: bool,
+    /// A replacement's state, as it arrives.
+    fetched: Fetched,
+}
+
+impl Node<'_, '_> {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Serve until `Stop`.
+    fn run(&mut self, events: &Receiver<Event>, waker: &UnixDatagram) -> Result<(), NodeError> {
+        let mut buf = vec![0; MAX_DATAGRAM];
+        loop {
+            let server = self.server.as_ref().filter(|_| self.serving);
+            let timeout = server
+                .and_then(Server::poll_timeout)
+                .map(|at| Duration::from_nanos(at.saturating_sub(self.now())));
+            // A congested chain takes no customer frames: they wait in the socket.
+            let ingress = self
+                .ingress
+                .as_ref()
+                .filter(|_| server.is_some_and(|s| !s.congested()));
+            let fds = [
+                Some(waker.as_fd()),
+                server.map(|_| self.transport.as_fd()),
+                ingress.map(AsFd::as_fd),
+            ];
+            let [_, frames, customers] = wait_readable(&fds, timeout)?;
+            while waker.recv(&mut buf).is_ok() {}
+            for event in events.try_iter() {
+                if self.handle(event)? {
+                    return Ok(());
+                }
+            }
+            let Some(server) = self.server.as_mut().filter(|_| self.serving) else {
+                continue;
+            };
+            let t = self.start.elapsed().as_nanos() as u64;
+            for _ in 0..if frames { BATCH } else { 0 } {
+                match self.transport.recv(Some(Duration::ZERO)) {
+                    Ok(Some(Datagram::Frame { from, received })) => {
+                        server.handle_frame(t, from, received.frame);
+                    }
+                    Ok(Some(Datagram::Dropped)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("node {}: data socket: {e}", self.me);
+                        break;
+                    }
+                }
+            }
+            if let Some(socket) = self.ingress.as_ref().filter(|_| customers) {
+                for _ in 0..BATCH {
+                    let len = match socket.recv(&mut buf) {
+                        Ok(len) => len,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!("node {}: ingress socket: {e}", self.me);
+                            break;
+                        }
+                    };
+                    let bytes = buf[..len].to_vec();
+                    let packet = Packet {
+                        handle: (),
+                        flow: flow_of(&bytes),
+                        dir: Direction::Outbound,
+                        bytes,
+                    };
+                    // A frame the forwarder sanitized away just leaves.
+                    let _ = server.handle_ingress(t, packet, port_of(Direction::Outbound));
+                }
+            }
+            if server.poll_timeout().is_some_and(|at| at <= t) {
+                server.handle_timeout(t);
+            }
+            server.end_batch();
+            self.flush();
+        }
+    }
+
+    /// Carry out the server's outputs.
+    fn flush(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        while let Some(out) = server.poll_output() {
+            match out {
+                Output::Send { to, frame } => {
+                    let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
+                    if let Err(e) = self.transport.send(to, hop, &frame) {
+                        tracing::debug!("node {}: sending to {to}: {e}", self.me);
+                    }
+                }
+                Output::Release { packet, .. } => {
+                    if let Some((socket, to)) = &self.egress {
+                        if let Err(e) = socket.send_to(&packet.bytes, to) {
+                            tracing::debug!("node {}: egress to {to}: {e}", self.me);
+                        }
+                    }
+                }
+                // Lost to a fence, dropped by a middlebox: it leaves the chain here.
+                Output::Dropped { .. }
+                | Output::Lost { .. }
+                | Output::Committed { .. }
+                | Output::AtBuffer { .. } => {}
+            }
+        }
+    }
+
+    fn set_epoch(&mut self, epoch: u32) {
+        self.epoch.store(epoch, Ordering::Release);
+        self.transport.set_epoch(epoch);
+    }
+
+    /// Frames go to (and come from) `peers` in `epoch` from now on.
+    fn route(&mut self, epoch: u32, peers: &[Peer]) {
+        let nowhere = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        let mut addrs = vec![nowhere; self.ring.servers()];
+        for p in peers {
+            if let Some(a) = addrs.get_mut(usize::from(p.position)) {
+                *a = p.data;
+            }
+        }
+        self.transport.set_peers(addrs);
+        self.set_epoch(epoch);
+    }
+
+    /// One event; whether the node stops.
+    fn handle(&mut self, event: Event) -> Result<bool, NodeError> {
+        match event {
+            Event::Closed(None) => Err(NodeError::OrchestratorGone),
+            Event::Closed(Some(e)) => Err(e.into()),
+            Event::Export {
+                epoch,
+                group,
+                reply,
+            } => {
+                let _ = reply.send(self.export(epoch, group));
+                Ok(false)
+            }
+            Event::Control(msg) => self.control(msg),
+        }
+    }
+
+    /// A group's state for a transfer of `epoch`. A request of a newer epoch than this node's
+    /// fences first: the orchestrator declared that epoch, its `Fence` is still on its way, and
+    /// the state must not move on after it is exported.
+    fn export(&mut self, epoch: u32, group: MbIndex) -> Option<Vec<u8>> {
+        let current = self.epoch.load(Ordering::Acquire);
+        if epoch < current || self.server.is_none() {
+            return None;
+        }
+        if epoch > current {
+            self.fence(epoch);
+        }
+        let state = self.server.as_ref()?.export_group(group)?;
+        state.encode().ok()
+    }
+
+    fn fence(&mut self, epoch: u32) {
+        self.set_epoch(epoch);
+        if let Some(server) = self.server.as_mut() {
+            server.fence();
+        }
+        self.flush();
+    }
+
+    /// A message from the orchestrator; whether the node stops.
+    fn control(&mut self, msg: Message) -> Result<bool, NodeError> {
+        let me = self.me;
+        match msg {
+            Message::Assign {
+                epoch,
+                position,
+                peers,
+            } if position == me.0 && self.server.is_none() => {
+                let head = self.heads.head(&self.ring, me);
+                let server = Server::new(
+                    self.ring,
+                    me,
+                    self.partitions,
+                    head,
+                    self.server_config.clone(),
+                )
+                .expect("the spec's partition count is valid");
+                self.server = Some(server);
+                self.route(epoch, &peers);
+                self.serving = true;
+                tracing::info!("node {me}: serving in epoch {epoch}");
+            }
+            Message::Fence { epoch, .. } => self.fence(epoch),
+            Message::Recover { epoch, fetch } if self.server.is_none() => {
+                self.set_epoch(epoch);
+                let (writer, key) = (self.writer, self.key);
+                let done = self.fetched.fetch(key, epoch, &fetch, |f, e| {
+                    tracing::warn!(
+                        "node {me}: fetching m{} from server {}: {e}",
+                        f.group,
+                        f.source
+                    );
+                    let failed = Message::TransferFailed {
+                        position: me.0,
+                        epoch,
+                        group: f.group,
+                        source: f.source,
+                    };
+                    let _ = send(writer, key, &failed);
+                });
+                if done {
+                    let fetched = std::mem::take(&mut self.fetched);
+                    let bytes = fetched.bytes();
+                    let now = self.now();
+                    let server = fetched.restore(
+                        self.heads,
+                        self.ring,
+                        me,
+                        self.partitions,
+                        self.server_config.clone(),
+                        now,
+                    )?;
+                    self.server = Some(server);
+                    send(
+                        writer,
+                        key,
+                        &Message::Ready {
+                            position: me.0,
+                            epoch,
+                            bytes,
+                        },
+                    )?;
+                    tracing::info!("node {me}: restored {bytes} bytes of state, ready");
+                }
+            }
+            Message::Reroute { epoch, peers } if self.server.is_some() => {
+                self.route(epoch, &peers);
+                let now = self.now();
+                if let Some(server) = self.server.as_mut() {
+                    server.resume(now);
+                }
+                self.serving = true;
+                self.flush();
+                send(
+                    self.writer,
+                    self.key,
+                    &Message::Resumed {
+                        position: me.0,
+                        epoch,
+                    },
+                )?;
+            }
+            Message::Stop => return Ok(true),
+            other => tracing::warn!("node {me}: ignored an unexpected control message: {other:?}"),
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,414 @@
+//! `ftc orchestrator`: the orchestrator as a process (DESIGN.md §8). Nodes connect over TCP and
+//! send authenticated control messages; a malformed or unauthenticated one, or one that claims
+//! another position than its connection joined as, is never trusted: it is logged and the
+//! connection closed. The messages drive the [`Coordinator`]; its `Send` commands go out on the
+//! connection of the position's current node, its `Launch` commands to the [`Launcher`].
+
+use std::collections::HashMap;
+use std::io::{self, BufReader};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use ftc_chain::ring::Ring;
+
+use super::launcher::Launcher;
+use crate::control::{
+    read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
+};
+use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
+
+/// The longest the orchestrator waits between looks at its stop flag.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How many times in a row failure detection waits for a reader thread to catch up (200 µs
+/// each).
+const MAX_DEFERRALS: u32 = 50;
+
+/// What the orchestrator knows now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// 0 until every position joined, then 1, then one more per recovery.
+    pub epoch: u32,
+    /// Every position's live node; `None` until it joins and while it is replaced.
+    pub peers: Vec<Option<Peer>>,
+    pub recoveries: Vec<RecoveryReport>,
+    /// Control connections closed for a malformed or unauthenticated message.
+    pub rejected: u64,
+}
+
+/// The orchestrator of one chain, over TCP.
+#[derive(Debug)]
+pub struct Orchestrator {
+    listener: TcpListener,
+    key: Key,
+    ring: Ring,
+    config: CoordinatorConfig,
+    launcher: Launcher,
+    status: Mutex<Status>,
+}
+
+/// What the connection threads report.
+#[derive(Debug)]
+enum Event {
+    Accepted {
+        conn: u64,
+        stream: TcpStream,
+        from: SocketAddr,
+    },
+    Message {
+        conn: u64,
+        msg: Message,
+    },
+    /// The connection ended; `rejected` when for a bad message.
+    Closed {
+        conn: u64,
+        rejected: bool,
+    },
+}
+
+/// A node's control connection.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    from: SocketAddr,
+    /// The position it joined as.
+    position: Option<u16>,
+}
+
+/// The connections and which one each position's node uses.
+#[derive(Debug)]
+struct Conns {
+    all: HashMap<u64, Conn>,
+    by_position: Vec<Option<u64>>,
+    rejected: u64,
+}
+
+impl Conns {
+    fn close(&mut self, conn: u64) {
+        if let Some(c) = self.all.remove(&conn) {
+            let _ = c.stream.shutdown(Shutdown::Both);
+            if let Some(slot) = c
+                .position
+                .and_then(|p| self.by_position.get_mut(usize::from(p)))
+            {
+                if *slot == Some(conn) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// Close `conn` for a message that cannot be trusted.
+    fn reject(&mut self, conn: u64, why: &str) {
+        if let Some(c) = self.all.get(&conn) {
+            tracing::warn!("control connection from {}: {why}; closing it", c.from);
+        }
+        self.rejected += 1;
+        self.close(conn);
+    }
+
+    /// Whether bytes wait on some connection that its reader thread has not read yet.
+    fn unread(&self) -> bool {
+        self.all.values().any(|c| {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD stores one c_int through the pointer, which points to `n`; the
+            // descriptor is open while `c.stream` lives.
+            let r = unsafe { libc::ioctl(c.stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+            r == 0 && n > 0
+        })
+    }
+
+    fn send(&mut self, position: u16, msg: &Message, key: &Key) {
+        let Some(conn) = self
+            .by_position
+            .get(usize::from(position))
+            .copied()
+            .flatten()
+        else {
+            tracing::debug!("no node at position {position} for {msg:?}");
+            return;
+        };
+        let c = &self.all[&conn];
+        if let Err(e) = write_message(&mut &c.stream, msg, key) {
+            tracing::warn!("control connection to node {position} at {}: {e}", c.from);
+            self.close(conn);
+        }
+    }
+}
+
+/// The position a node → orchestrator message speaks for (`None`: a kind nodes do not send).
+fn position_of(msg: &Message) -> Option<u16> {
+    match msg {
+        Message::Join { position, .. }
+        | Message::Heartbeat { position, .. }
+        | Message::Ready { position, .. }
+        | Message::TransferFailed { position, .. }
+        | Message::Resumed { position, .. } => Some(*position),
+        _ => None,
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator of `ring` taking control connections on `listener`.
+    pub fn new(
+        listener: TcpListener,
+        ring: Ring,
+        key: Key,
+        config: CoordinatorConfig,
+        launcher: Launcher,
+    ) -> Orchestrator {
+        Orchestrator {
+            listener,
+            key,
+            ring,
+            config,
+            launcher,
+            status: Mutex::new(Status {
+                peers: vec![None; ring.servers()],
+                ..Status::default()
+            }),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn launcher(&self) -> &Launcher {
+        &self.launcher
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("no holder panics").clone()
+    }
+
+    /// Deploy the chain as its nodes join, watch it and recover failures, until `stop` (then
+    /// every node gets `Stop`) or until a failure cannot be recovered. `report` hears of every
+    /// finished recovery.
+    pub fn run(
+        &self,
+        stop: &AtomicBool,
+        mut report: impl FnMut(&RecoveryReport),
+    ) -> Result<(), Unrecoverable> {
+        let start = Instant::now();
+        let now = || start.elapsed().as_nanos() as u64;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut coordinator = Coordinator::new(self.ring, self.config);
+        let mut conns = Conns {
+            all: HashMap::new(),
+            by_position: vec![None; self.ring.servers()],
+            rejected: 0,
+        };
+        // Raised when this loop ends, by `stop` or by a halt.
+        let ended = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let acceptor = {
+                let (tx, ended) = (tx.clone(), &ended);
+                s.spawn(move || self.accept(s, &tx, ended))
+            };
+            let mut outcome = Ok(());
+            let mut deferred = 0;
+            while !stop.load(Ordering::Acquire) {
+                let t = now();
+                let wait = coordinator.poll_timeout().map_or(TICK, |at| {
+                    Duration::from_nanos(at.saturating_sub(t)).min(TICK)
+                });
+                match rx.recv_timeout(wait) {
+                    Ok(event) => {
+                        let later: Vec<_> = rx.try_iter().collect();
+                        for event in std::iter::once(event).chain(later) {
+                            self.event(event, &mut conns, &mut coordinator, now());
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        unreachable!("this thread holds a sender")
+                    }
+                }
+                let due = coordinator.poll_timeout().is_some_and(|at| at <= now());
+                if due && deferred < MAX_DEFERRALS && rx.is_empty() && conns.unread() {
+                    // A reader thread has not got to a heartbeat that arrived yet (a loaded
+                    // host): let it, before anyone is declared failed.
+                    deferred += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                deferred = 0;
+                coordinator.handle_timeout(now());
+                while let Some(command) = coordinator.poll_command() {
+                    match command {
+                        Command::Launch { position, epoch } => {
+                            // Fail-stop: a node declared failed is cut off, and exits, even
+                            // if it was only slow; its replacement takes its place.
+                            if let Some(conn) = conns.by_position[usize::from(position.0)] {
+                                conns.close(conn);
+                            }
+                            tracing::info!(
+                                "epoch {epoch}: launching a replacement at position {}",
+                                position.0
+                            );
+                            if let Err(e) = self.launcher.launch(position.0) {
+                                tracing::error!(
+                                    "cannot launch a node at position {}: {e}",
+                                    position.0
+                                );
+                            }
+                        }
+                        Command::Send { to, msg } => conns.send(to.0, &msg, &self.key),
+                    }
+                }
+                let mut status = self.status.lock().expect("no holder panics");
+                while let Some(r) = coordinator.poll_report() {
+                    tracing::info!("recovery: {r}");
+                    report(&r);
+                    status.recoveries.push(r);
+                }
+                status.epoch = coordinator.epoch();
+                status.peers = coordinator.peers().to_vec();
+                status.rejected = conns.rejected;
+                drop(status);
+                if let Some(why) = coordinator.halted() {
+                    outcome = Err(why.clone());
+                    break;
+                }
+            }
+            ended.store(true, Ordering::Release);
+            acceptor.join().expect("the acceptor panicked");
+            // Connections accepted meanwhile are closed too, so that their readers end.
+            for event in rx.try_iter() {
+                if let Event::Accepted { conn, stream, from } = event {
+                    conns.all.insert(
+                        conn,
+                        Conn {
+                            stream,
+                            from,
+                            position: None,
+                        },
+                    );
+                }
+            }
+            for position in 0..self.ring.servers() as u16 {
+                conns.send(position, &Message::Stop, &self.key);
+            }
+            for conn in conns.all.keys().copied().collect::<Vec<_>>() {
+                conns.close(conn);
+            }
+            outcome
+        })
+    }
+
+    /// Take connections until `stop`; each gets a reader thread.
+    fn accept<'s>(
+        &'s self,
+        s: &'s std::thread::Scope<'s, '_>,
+        tx: &Sender<Event>,
+        stop: &AtomicBool,
+    ) {
+        if let Err(e) = self.listener.set_nonblocking(true) {
+            tracing::error!("control listener: {e}");
+            return;
+        }
+        let mut next = 0;
+        while !stop.load(Ordering::Acquire) {
+            let (stream, from) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        tracing::warn!("control listener: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+            };
+            let reader = stream
+                .set_nonblocking(false)
+                .and_then(|()| stream.set_nodelay(true))
+                .and_then(|()| stream.try_clone());
+            let reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("control connection from {from}: {e}");
+                    continue;
+                }
+            };
+            next += 1;
+            let conn = next;
+            let _ = tx.send(Event::Accepted { conn, stream, from });
+            let tx = tx.clone();
+            s.spawn(move || self.read(conn, &reader, from, &tx));
+        }
+    }
+
+    /// A connection's messages, until it ends or sends one that cannot be trusted.
+    fn read(&self, conn: u64, stream: &TcpStream, from: SocketAddr, tx: &Sender<Event>) {
+        let mut reader = BufReader::new(stream);
+        let rejected = loop {
+            match read_message(&mut reader, &self.key, CONTROL_MAX_BODY) {
+                Ok(msg) => {
+                    let _ = tx.send(Event::Message { conn, msg });
+                }
+                Err(ControlError::Closed) => break false,
+                Err(ControlError::Io(e)) => {
+                    tracing::debug!("control connection from {from} ended: {e}");
+                    break false;
+                }
+                Err(e) => {
+                    tracing::warn!("control connection from {from}: {e}; closing it");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    break true;
+                }
+            }
+        };
+        let _ = tx.send(Event::Closed { conn, rejected });
+    }
+
+    fn event(&self, event: Event, conns: &mut Conns, coordinator: &mut Coordinator, now: u64) {
+        match event {
+            Event::Accepted { conn, stream, from } => {
+                conns.all.insert(
+                    conn,
+                    Conn {
+                        stream,
+                        from,
+                        position: None,
+                    },
+                );
+            }
+            Event::Closed { conn, rejected } => {
+                conns.rejected += u64::from(rejected);
+                conns.close(conn);
+            }
+            Event::Message { conn, msg } => {
+                let Some(c) = conns.all.get_mut(&conn) else {
+                    return;
+                };
+                let Some(position) = position_of(&msg) else {
+                    return conns.reject(conn, "a node sent a message only the orchestrator sends");
+                };
+                if usize::from(position) >= self.ring.servers() {
+                    return conns.reject(conn, &format!("no position {position} in this chain"));
+                }
+                match (c.position, &msg) {
+                    (None, Message::Join { .. }) => {
+                        c.position = Some(position);
+                        conns.by_position[usize::from(position)] = Some(conn);
+                    }
+                    (Some(joined), _)
+                        if joined == position && !matches!(msg, Message::Join { .. }) => {}
+                    (None, _) => return conns.reject(conn, "a message before the node joined"),
+                    (Some(joined), _) => {
+                        return conns.reject(
+                            conn,
+                            &format!("the node joined as position {joined} and sent {msg:?}"),
+                        )
+                    }
+                }
+                coordinator.handle(now, msg);
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What a replacement server does before it serves (DESIGN.md §8 step 3), whatever launched it:
+//! fetch the groups the orchestrator's `Recover` names, in parallel over TCP, until it holds
+//! every one of them, then restore its head and its replica from them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ftc_chain::ring::{Ring, ServerId};
+use ftc_node::{Heads, Server, ServerConfig};
+use ftc_replica::{GroupState, ReplicaError};
+
+use crate::control::{Fetch, Key};
+use crate::transfer::{self, TransferError};
+
+/// How long one group's fetch may take (connecting, and between reads).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The groups a replacement fetched so far.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The groups of the first `Recover`: later ones only move some of them to other sources.
+    wanted: Option<Vec<u8>>,
+    states: BTreeMap<u8, GroupState>,
+    bytes: u64,
+}
+
+impl Fetched {
+    /// Fetch, each over its own connection and all at once, the groups of `fetch` (a `Recover`
+    /// of `epoch`) not held yet. `failed` hears of every one that could not be fetched (the
+    /// replacement reports `TransferFailed`, and the orchestrator names another source). Whether
+    /// every group is now held.
+    pub fn fetch(
+        &mut self,
+        key: &Key,
+        epoch: u32,
+        fetch: &[Fetch],
+        mut failed: impl FnMut(&Fetch, &TransferError),
+    ) -> bool {
+        self.wanted
+            .get_or_insert_with(|| fetch.iter().map(|f| f.group).collect());
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = fetch
+                .iter()
+                .filter(|f| !self.states.contains_key(&f.group))
+                .map(|f| {
+                    s.spawn(move || {
+                        let got =
+                            transfer::fetch(f.addr, key, epoch, f.group, f.as_head, FETCH_TIMEOUT);
+                        (f, got)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a fetch panicked"))
+                .collect()
+        });
+        for (f, got) in results {
+            let state = got.and_then(|bytes| {
+                let state = GroupState::decode(&bytes)
+                    .map_err(|_| TransferError::Unexpected("a group state that does not decode"))?;
+                Ok((bytes.len(), state))
+            });
+            match state {
+                Ok((len, state)) => {
+                    self.bytes += len as u64;
+                    self.states.insert(f.group, state);
+                }
+                Err(e) => failed(f, &e),
+            }
+        }
+        self.wanted
+            .iter()
+            .flatten()
+            .all(|g| self.states.contains_key(g))
+    }
+
+    /// The state bytes moved.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The replacement at `position`: the head's store restored from its group's state
+    /// ([`Heads::restored_head`]), the replica from the others ([`Server::restore`]).
+    pub fn restore<'h, P: Clone>(
+        &self,
+        heads: &'h Heads,
+        ring: Ring,
+        position: ServerId,
+        partitions: u32,
+        config: ServerConfig,
+        now: u64,
+    ) -> Result<Server<'h, P>, ReplicaError> {
+        let groups: Vec<GroupState> = self.states.values().cloned().collect();
+        let head = heads.restored_head(&ring, position, &groups)?;
+        Server::restore(ring, position, partitions, head, config, &groups, now)
+    }
+}
