@@ -129,10 +129,8 @@ fn two_simultaneous_kills_recover_with_f_2() {
     two_kills_with_f_2(0, 3);
 }
 
+/// Neighbours at once: one replacement's planned source is the other failed server, re-planned.
 #[test]
-#[ignore = "known failure: when a transfer's source is killed with its replacement's neighbour \
-            (1 and 2 at once), the restored replacement livelocks in Server::retry_held and the \
-            chain stalls; sequential kills of 1 and 2 recover"]
 fn two_simultaneous_kills_of_neighbours_recover_with_f_2() {
     two_kills_with_f_2(1, 2);
 }
