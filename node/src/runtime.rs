@@ -304,11 +304,18 @@ fn generate(
         }
         // A full window, or a congested server, waits for packets to leave: blocking gives the
         // core to the servers.
-        if sent - done >= config.window || (congested.load(Ordering::Acquire) > 0 && sent > done) {
-            let wait = Duration::from_nanos(stop_at - t);
-            match credits.recv_timeout(wait) {
+        if sent - done >= config.window {
+            match credits.recv_timeout(Duration::from_nanos(stop_at - t)) {
                 Ok(n) => done += n,
                 Err(_) => break,
+            }
+            continue;
+        }
+        if congested.load(Ordering::Acquire) > 0 {
+            // Looked at again every millisecond: a recovery may end with nothing in flight.
+            let wait = Duration::from_nanos((stop_at - t).min(1_000_000));
+            if let Ok(n) = credits.recv_timeout(wait) {
+                done += n;
             }
             continue;
         }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ftc_chain::middleboxes::packet::{parse, FlowKey, Parsed};
 use ftc_chain::ring::{MbIndex, ServerId};
-use ftc_replica::GroupState;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 
 use crate::server::port_of;
+use crate::server::ExportParts;
 use crate::{Frame, Output, Packet, Server};
 
 /// What reaches a server thread.
@@ -31,10 +31,11 @@ pub enum Msg {
     Fence {
         epoch: u32,
     },
-    /// A recovery's state transfer asks for a group's state (`None`: not a member).
+    /// A recovery's state transfer asks for a group's state (`None`: not a member); the store
+    /// itself is copied by the asker, off this thread ([`Server::export_parts`]).
     Export {
         group: MbIndex,
-        reply: Sender<Option<GroupState>>,
+        reply: Sender<Option<ExportParts>>,
     },
     /// The chain is rerouted (step 4): the servers to send to from now on.
     Resume {
@@ -230,7 +231,7 @@ pub fn serve<'a, C: Fn() -> u64>(
                     server.fence();
                 }
                 Msg::Export { group, reply } => {
-                    let _ = reply.send(server.export_group(group));
+                    let _ = reply.send(server.export_parts(group));
                 }
                 Msg::Resume {
                     epoch: e,

@@ -9,6 +9,7 @@
 //! [`Server::poll_timeout`] for the next timer.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use ftc_buffer::{Buffer, BufferConfig, Packet as BufferPacket};
 use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox, Verdict};
@@ -113,6 +114,15 @@ pub enum Output<P> {
     },
     /// A packet entered the buffer (only with `observe`): packets of a flow leave in this order.
     AtBuffer { handle: P },
+}
+
+/// A group's state as a server hands it out without copying the store ([`Server::export_parts`]).
+#[derive(Debug)]
+pub struct ExportParts {
+    /// Encoded logs retained for the successor, oldest first.
+    pub retained: Vec<Vec<u8>>,
+    /// The replica store; `None` when the server heads the group.
+    pub replica: Option<Arc<ftc_stm::Store>>,
 }
 
 /// Why a server failed; the chain cannot go on consistently.
@@ -253,16 +263,32 @@ impl<'a, P: Clone> Server<'a, P> {
     /// this server heads it) and the logs retained for the successor. `None` when this server
     /// is not in that group.
     pub fn export_group(&self, mb: MbIndex) -> Option<GroupState> {
-        let replica = self.replica.as_ref()?;
-        let retained = replica.retained_logs(mb)?;
-        let snapshot = match &self.head {
-            Some((head, _, worker)) if *head == mb => worker.store().export(),
-            _ => replica.store(mb)?.export(),
+        let parts = self.export_parts(mb)?;
+        let snapshot = match &parts.replica {
+            Some(store) => store.export(),
+            None => self.head.as_ref()?.2.store().export(),
         };
         Some(GroupState {
             middlebox: mb,
             snapshot,
+            retained: parts.retained,
+        })
+    }
+
+    /// The cheap part of [`Server::export_group`], for a driver that copies the store on
+    /// another thread (a fenced server's stores do not change): the retained logs, and the
+    /// replica store unless this server heads the group (the head's store is the driver's).
+    pub fn export_parts(&self, mb: MbIndex) -> Option<ExportParts> {
+        let replica = self.replica.as_ref()?;
+        let retained = replica.retained_logs(mb)?;
+        let heads_it = self.head.as_ref().is_some_and(|(head, _, _)| *head == mb);
+        Some(ExportParts {
             retained,
+            replica: if heads_it {
+                None
+            } else {
+                Some(Arc::clone(replica.store(mb)?))
+            },
         })
     }
 
@@ -343,10 +369,11 @@ impl<'a, P: Clone> Server<'a, P> {
         self.held.len()
     }
 
-    /// Whether the hold queue or the buffer is at its bound: admit no customer packet into the
-    /// chain until no server is congested (back-pressure at the ingress).
+    /// Whether the hold queue or the buffer is at its bound, or a recovery is under way (the
+    /// server is fenced): admit no customer packet into the chain until no server is congested
+    /// (back-pressure at the ingress).
     pub fn congested(&self) -> bool {
-        self.held.len() >= self.config.max_held_frames || !self.refused.is_empty()
+        self.held.len() >= self.config.max_held_frames || !self.refused.is_empty() || self.frozen
     }
 
     /// The first error this server met; it stops handling frames after one.

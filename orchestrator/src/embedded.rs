@@ -16,7 +16,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
 use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::{Heads, Mode, Server, ServerConfig};
-use ftc_replica::ReplicaError;
+use ftc_replica::{GroupState, ReplicaError};
 use ftc_stm::StmError;
 
 use crate::checks::check_monitors;
@@ -199,9 +199,10 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             });
         }
         for (i, listener) in listeners.iter().enumerate() {
-            let (routes, key, stop, rejected) = (&routes, &key, &stop_listeners, &rejected);
+            let (heads, routes, key) = (&heads, &routes, &key);
+            let (stop, rejected) = (&stop_listeners, &rejected);
             scope.spawn(move || {
-                let export = |_epoch: u32, group: MbIndex| export(routes, i, group);
+                let export = |_epoch: u32, group: MbIndex| export(heads, routes, i, group);
                 let refuse = |e: &crate::control::ControlError| {
                     tracing::warn!("server {i}: refused a state transfer request: {e}");
                     rejected.fetch_add(1, Ordering::Relaxed);
@@ -288,14 +289,24 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
 }
 
 /// A group's state from the server at `position` now, as bytes (`None`: not a member, or the
-/// server is dead and does not answer).
-fn export(routes: &Routes, position: usize, group: MbIndex) -> Option<Vec<u8>> {
+/// server is dead and does not answer). The server thread hands out its retained logs; the
+/// store is copied here, so that a large one does not keep the server from its heartbeats.
+fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Option<Vec<u8>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     routes
         .get(position)
         .send(Msg::Export { group, reply: tx })
         .ok()?;
-    let state = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+    let parts = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+    let snapshot = match &parts.replica {
+        Some(store) => store.export(),
+        None => heads.stores[usize::from(group.0)].export(),
+    };
+    let state = GroupState {
+        middlebox: group,
+        snapshot,
+        retained: parts.retained,
+    };
     state.encode().ok()
 }
 
