@@ -84,7 +84,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             ..ChaosConfig::default()
         },
     )?;
-    crate::chaos::print_report(&chaos);
+    crate::chaos::print_report(&chaos, false);
 
     println!(
         "\n== deterministic simulation: {} seeds, frames lost, reordered, duplicated and delayed (2-5 % each), 3 crashes of up to f servers and lost heartbeats per seed",

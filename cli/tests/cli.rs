@@ -1,5 +1,5 @@
 //! The `ftc` binary's contract: exit codes, error messages that name file and line, and the JSON
-//! keys other tools rely on (issue 3: `ftc run --json`, `ftc sim --json`).
+//! keys other tools rely on (issue 3: `ftc run --json`, `ftc sim --json`; issue 4: `ftc chaos --json`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -91,4 +91,51 @@ fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
     let (code, _, err) = ftc(&["run", &spec("ch-rec.toml"), "--size", "20"]);
     assert_ne!(code, 0);
     assert!(err.contains("--size"), "{err}");
+}
+
+/// Issue 4: `ftc chaos --json` reports at least `recoveries` (with the phases),
+/// `packets_released` and `violations`; bad kills are refused with a clear message.
+#[test]
+fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
+    let (code, out, err) = ftc(&[
+        "chaos",
+        &spec("ch-rec.toml"),
+        "--kill",
+        "1@0.2",
+        "--duration",
+        "0.4",
+        "--heartbeat-ms",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = json(&out);
+    assert!(r["violations"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["packets_released"].as_u64().unwrap() > 0);
+    let recoveries = r["recoveries"].as_array().unwrap();
+    assert_eq!(recoveries.len(), 1, "{r}");
+    for phase in [
+        "detection_ns",
+        "start_ns",
+        "transfer_ns",
+        "reroute_ns",
+        "total_ns",
+        "bytes",
+    ] {
+        assert!(recoveries[0][phase].is_u64(), "{phase} missing: {r}");
+    }
+    assert_eq!(recoveries[0]["failed"], serde_json::json!([1]));
+
+    let (code, _, err) = ftc(&["chaos", &spec("ch-rec.toml"), "--kill", "9"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("kill position 9: the chain has servers 0 to 2"),
+        "{err}"
+    );
+    let (code, _, err) = ftc(&["chaos", &spec("ch-rec.toml"), "--kill", "one"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("the position must be a server number"),
+        "{err}"
+    );
 }
