@@ -104,13 +104,27 @@ fn every_position_of_ch_rec_recovers_from_sigkill() {
     }
 }
 
-/// Ch-4 with f = 2, killing `a` and `b` at once: both recover in one epoch.
-fn two_kills_with_f_2(a: u16, b: u16) {
-    let _turn = turn();
+/// Ch-4 (four monitors) with f = 2.
+fn ch_4_f_2(name: &str) -> Temp {
     let text = std::fs::read_to_string(spec("ch-4.toml"))
         .unwrap()
         .replace("f = 1", "f = 2");
-    let spec = Temp::new(&format!("ch-4-f2-{a}-{b}.toml"), &text);
+    Temp::new(name, &text)
+}
+
+#[test]
+fn every_position_of_a_chain_with_f_2_recovers_from_sigkill() {
+    let _turn = turn();
+    let spec = ch_4_f_2("ch-4-f2-each.toml");
+    for position in 0..4 {
+        chaos(&spec.arg(), &[&format!("{position}@0.4")], 5_000);
+    }
+}
+
+/// Ch-4 with f = 2, killing `a` and `b` at once: both recover in one epoch.
+fn two_kills_with_f_2(a: u16, b: u16) {
+    let _turn = turn();
+    let spec = ch_4_f_2(&format!("ch-4-f2-{a}-{b}.toml"));
     let report = chaos(
         &spec.arg(),
         &[&format!("{a}@0.4"), &format!("{b}@0.4")],
