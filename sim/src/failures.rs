@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_node::{Output, Server};
-use ftc_orchestrator::plan::plan;
+use ftc_orchestrator::plan::{plan, Transfer};
 use ftc_replica::GroupState;
 use ftc_stm::LogKind;
 
@@ -20,6 +20,8 @@ const HEARTBEAT_NS: u64 = 20_000;
 const MISSES: u64 = 3;
 /// From the declaration to the replacements holding their state: launch and transfer.
 const RESTART_NS: u64 = 30_000;
+/// Between one replacement's fetch and the next.
+const FETCH_GAP_NS: u64 = 3_000;
 
 /// What the orchestrator knows and the world's truth about failed servers.
 #[derive(Debug)]
@@ -34,6 +36,16 @@ pub(crate) struct Failures {
     recovering: bool,
     /// Heartbeats get lost only before this (while traffic is offered).
     faults_until: u64,
+    /// The recovery whose replacements are fetching their state.
+    round: Option<Round>,
+}
+
+/// One recovery's fetches: who, what from whom, and what was fetched so far (in order).
+#[derive(Debug)]
+struct Round {
+    failed: Vec<ServerId>,
+    transfers: Vec<Transfer>,
+    fetched: Vec<(ServerId, Vec<GroupState>)>,
 }
 
 impl Failures {
@@ -45,6 +57,7 @@ impl Failures {
             last_heartbeat: vec![0; ring.servers()],
             recovering: false,
             faults_until: 0,
+            round: None,
         }
     }
 }
@@ -112,7 +125,12 @@ impl Sim<'_> {
         for s in self.ring.server_ids() {
             let silent =
                 now - self.failures.last_heartbeat[usize::from(s.0)] > HEARTBEAT_NS * MISSES;
-            if !silent || self.failures.declared.contains(&s) {
+            let recovering = self
+                .failures
+                .round
+                .as_ref()
+                .is_some_and(|r| r.failed.contains(&s));
+            if !silent || recovering || self.failures.declared.contains(&s) {
                 continue;
             }
             if !self.failures.down.contains(&s) {
@@ -148,10 +166,10 @@ impl Sim<'_> {
         }
     }
 
-    /// The replacements fetch their groups' state from the planned sources (a source found
-    /// down is declared failed too and the plan made again), start, and the chain goes on.
+    /// The replacements are up: plan who fetches what from whom (a source found down is
+    /// declared failed too and the plan made again); the fetches follow, one replacement at a
+    /// time, with the rest of the chain going on in between, as in a real recovery.
     pub(crate) fn recover(&mut self) {
-        let now = self.now();
         let transfers = loop {
             let transfers = plan(&self.ring, &self.failures.declared)
                 .expect("the fault model keeps at most f servers down");
@@ -163,29 +181,48 @@ impl Sim<'_> {
                 None => break transfers,
             }
         };
-        let failed: Vec<ServerId> = std::mem::take(&mut self.failures.declared)
+        let failed = std::mem::take(&mut self.failures.declared)
             .into_iter()
             .collect();
-        for &s in &failed {
-            let groups: Vec<GroupState> = transfers
-                .iter()
-                .filter(|t| t.to == s)
-                .map(|t| {
-                    let source = self.servers[usize::from(t.source.0)]
-                        .as_ref()
-                        .expect("sources are alive");
-                    let state = source
-                        .export_group(t.group)
-                        .expect("a source is in the group");
-                    let bytes = state.encode().expect("a store encodes");
-                    let mut state = GroupState::decode(&bytes).expect("what encodes decodes");
-                    if self.config.broken_recovery && t.as_head {
-                        let empty = ftc_stm::Store::new(self.partitions, 1).expect("valid");
-                        state.snapshot = empty.export();
-                    }
-                    state
-                })
-                .collect();
+        self.failures.round = Some(Round {
+            failed,
+            transfers,
+            fetched: Vec::new(),
+        });
+        self.net.schedule(self.now() + FETCH_GAP_NS, Event::Fetch);
+    }
+
+    /// The next replacement fetches its groups' state; after the last, the chain reroutes. A
+    /// source that failed meanwhile makes the round start over with a new plan.
+    pub(crate) fn fetch(&mut self) {
+        let now = self.now();
+        let Some(mut round) = self.failures.round.take() else {
+            return;
+        };
+        let s = round.failed[round.fetched.len()];
+        let mine: Vec<Transfer> = round
+            .transfers
+            .iter()
+            .filter(|t| t.to == s)
+            .copied()
+            .collect();
+        if let Some(t) = mine.iter().find(|t| self.failures.down.contains(&t.source)) {
+            let dead = t.source;
+            if !self.failures.declared.contains(&dead) {
+                self.declare(dead);
+            }
+            self.failures.declared.extend(round.failed);
+            self.net.schedule(now + FETCH_GAP_NS, Event::Recover);
+            return;
+        }
+        let groups: Vec<GroupState> = mine.iter().map(|t| self.export(t)).collect();
+        round.fetched.push((s, groups));
+        if round.fetched.len() < round.failed.len() {
+            self.failures.round = Some(round);
+            self.net.schedule(now + FETCH_GAP_NS, Event::Fetch);
+            return;
+        }
+        for (s, groups) in round.fetched {
             let head = self
                 .heads
                 .restored_head(&self.ring, s, &groups)
@@ -213,6 +250,23 @@ impl Sim<'_> {
             }
             self.drain(s);
         }
+    }
+
+    /// What a transfer moves, through the checked byte form.
+    fn export(&self, t: &Transfer) -> GroupState {
+        let source = self.servers[usize::from(t.source.0)]
+            .as_ref()
+            .expect("sources are alive");
+        let state = source
+            .export_group(t.group)
+            .expect("a source is in the group");
+        let bytes = state.encode().expect("a store encodes");
+        let mut state = GroupState::decode(&bytes).expect("what encodes decodes");
+        if self.config.broken_recovery && t.as_head {
+            let empty = ftc_stm::Store::new(self.partitions, 1).expect("valid");
+            state.snapshot = empty.export();
+        }
+        state
     }
 
     /// DESIGN.md §10: every released packet's writes are in the restored head stores.

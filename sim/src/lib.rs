@@ -53,6 +53,9 @@ pub struct SimConfig {
     /// Test hook: a recovery restores a failed head with an empty state instead of fetching it
     /// (state lost). The checker must catch it.
     pub broken_recovery: bool,
+    /// Test hook: fenced servers keep running until the reroute (no quiescence), so sources
+    /// may change between the fetches of one recovery. The checker must catch it.
+    pub broken_fence: bool,
     /// Give up (a violation) after this many steps.
     pub max_steps: u64,
     /// Held frames at which a server is congested (customer packets then wait at the ingress).
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             trailer_budget: 512,
             broken_release: false,
             broken_recovery: false,
+            broken_fence: false,
             max_steps: 2_000_000,
             max_held_frames: 4096,
         }
@@ -160,6 +164,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         observe: true,
         max_held_frames: config.max_held_frames,
         release_without_commit: config.broken_release,
+        run_while_fenced: config.broken_fence,
         ..ServerConfig::default()
     };
     let servers = ring
@@ -297,6 +302,10 @@ impl Sim<'_> {
                 }
                 Event::Recover => {
                     self.recover();
+                    continue;
+                }
+                Event::Fetch => {
+                    self.fetch();
                     continue;
                 }
             };

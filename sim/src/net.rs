@@ -100,8 +100,10 @@ pub(crate) enum Event {
     Crash(u32),
     /// Every live server sends the orchestrator a heartbeat; it looks for failed ones.
     Heartbeat,
-    /// The replacements are up and fetch their state; then the chain is rerouted.
+    /// The replacements are up: plan their state transfers.
     Recover,
+    /// The next replacement fetches its state; after the last, the chain is rerouted.
+    Fetch,
 }
 
 /// One hop's latency when nothing goes wrong.

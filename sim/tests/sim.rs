@@ -185,3 +185,24 @@ fn a_recovery_that_loses_state_is_caught() {
     });
     assert!(caught, "no seed caught a recovery that lost a head's state");
 }
+
+/// The checker's teeth for the fence: when fenced servers keep running until the reroute, two
+/// replacements of one group copy their source at different moments and the group's members
+/// no longer hold what their successors hold. Some seed must show it, and the same seed must
+/// hold with the fence intact.
+#[test]
+fn sources_that_change_during_a_recovery_are_caught() {
+    let config = |seed: u64, broken_fence| SimConfig {
+        seed,
+        packets: 60,
+        faults: Faults::parse("crash=3").unwrap(),
+        broken_fence,
+        ..SimConfig::default()
+    };
+    let spec = |seed: u64| chain(4, 2 + (seed % 2) as usize);
+    let caught = (0..300u64)
+        .find(|&seed| !run(&spec(seed), &config(seed, true)).violations.is_empty())
+        .expect("no seed caught sources changing during a recovery");
+    let intact = run(&spec(caught), &config(caught, false));
+    assert!(intact.violations.is_empty(), "{:#?}", intact.violations);
+}
