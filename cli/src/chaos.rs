@@ -141,6 +141,17 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
     }
     let ms = |ns: u64| ns as f64 / 1e6;
     for rec in &r.recoveries {
+        let suspected: Vec<u16> = rec
+            .failed
+            .iter()
+            .copied()
+            .filter(|p| !r.kills.iter().any(|k| k.position == *p))
+            .collect();
+        if !suspected.is_empty() {
+            println!(
+                "(servers {suspected:?} were not killed: they missed their heartbeats on this busy machine, so the orchestrator fenced them off and replaced them too)"
+            );
+        }
         println!(
             "recovered {:?} (epoch {}): detection {:.2} ms, replacement start {:.2} ms, state transfer {:.2} ms ({} bytes), reroute {:.2} ms, total {:.2} ms",
             rec.failed,

@@ -12,6 +12,7 @@ use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{run_chain, RunConfig, RunReport};
 use ftc_node::Mode;
+use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, Kill};
 use ftc_sim::{Faults, SimConfig};
 
@@ -67,7 +68,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     let middle = ServerId((spec.ring().servers() / 2) as u16);
     println!(
-        "\n== a failure: server {} is killed half way through {} s of traffic; the orchestrator detects it (heartbeats every 5 ms, 3 missed), fences the old epoch, starts a replacement that fetches its state over TCP, and reroutes",
+        "\n== a failure: server {} is killed half way through {} s of traffic; the orchestrator detects it (heartbeats every 10 ms, 3 missed), fences the old epoch, starts a replacement that fetches its state over TCP, and reroutes",
         middle.0, args.duration
     );
     let chaos = run_chaos(
@@ -81,6 +82,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 position: middle,
                 at: Duration::from_secs_f64(args.duration / 2.0),
             }],
+            coordinator: CoordinatorConfig::default(),
             ..ChaosConfig::default()
         },
     )?;
