@@ -76,6 +76,21 @@ pub struct ChaosReport {
     pub recoveries: Vec<RecoveryReport>,
 }
 
+impl ChaosReport {
+    /// An empty report of a fault-tolerant run of `spec`.
+    pub fn new(spec: &ChainSpec) -> Self {
+        ChaosReport {
+            run: RunReport {
+                mode: Some(Mode::Ftc),
+                chain: spec.chain.name.clone(),
+                servers: spec.ring().servers(),
+                ..RunReport::default()
+            },
+            ..ChaosReport::default()
+        }
+    }
+}
+
 /// Why a chaos run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
@@ -153,15 +168,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         .collect::<Result<Vec<_>, _>>()?;
     let (orch_tx, orch_rx) = crossbeam_channel::unbounded();
     let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
-    let mut report = ChaosReport {
-        run: RunReport {
-            mode: Some(Mode::Ftc),
-            chain: spec.chain.name.clone(),
-            servers: n,
-            ..RunReport::default()
-        },
-        ..ChaosReport::default()
-    };
+    let mut report = ChaosReport::new(spec);
     let stop_listeners = AtomicBool::new(false);
     let stop_orchestrator = AtomicBool::new(false);
     let settled = AtomicBool::new(true);

@@ -21,7 +21,6 @@ use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Latency, RunReport};
 use ftc_node::traffic::request;
-use ftc_node::Mode;
 use ftc_replica::GroupState;
 use ftc_stm::Snapshot;
 use hdrhistogram::Histogram;
@@ -153,15 +152,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         args,
     );
     let orchestrator = Orchestrator::new(listener, ring, key.clone(), config.coordinator, launcher);
-    let mut report = ChaosReport {
-        run: RunReport {
-            mode: Some(Mode::Ftc),
-            chain: spec.chain.name.clone(),
-            servers: n,
-            ..RunReport::default()
-        },
-        ..ChaosReport::default()
-    };
+    let mut report = ChaosReport::new(spec);
     let stop = AtomicBool::new(false);
     let capacity = (config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize + 1024;
     let sink = Sink::new(capacity, config.flows);
