@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_node::{Output, Server};
+use ftc_orchestrator::detector::Detector;
 use ftc_orchestrator::plan::{plan, Transfer};
 use ftc_replica::GroupState;
 use ftc_stm::LogKind;
@@ -17,7 +18,7 @@ use crate::{holds, Sim};
 
 /// Heartbeat period and how many missed ones declare a server failed.
 const HEARTBEAT_NS: u64 = 20_000;
-const MISSES: u64 = 3;
+const MISSES: u32 = 3;
 /// From the declaration to the replacements holding their state: launch and transfer.
 const RESTART_NS: u64 = 30_000;
 /// Between one replacement's fetch and the next.
@@ -31,7 +32,8 @@ pub(crate) struct Failures {
     down: BTreeSet<ServerId>,
     /// Those of them the orchestrator declared failed.
     declared: BTreeSet<ServerId>,
-    last_heartbeat: Vec<u64>,
+    /// The orchestrator's failure detector.
+    detector: Detector,
     /// Whether a recovery is under way (its `Recover` event scheduled).
     recovering: bool,
     /// Heartbeats get lost only before this (while traffic is offered).
@@ -54,7 +56,13 @@ impl Failures {
             rng: Rng::new(seed ^ 0xdead_5e4e_0000_0001),
             down: BTreeSet::new(),
             declared: BTreeSet::new(),
-            last_heartbeat: vec![0; ring.servers()],
+            detector: {
+                let mut detector = Detector::new(HEARTBEAT_NS, MISSES);
+                for s in ring.server_ids() {
+                    detector.watch(s, 0);
+                }
+                detector
+            },
             recovering: false,
             faults_until: 0,
             round: None,
@@ -119,29 +127,28 @@ impl Sim<'_> {
         };
         for s in self.ring.server_ids() {
             if self.servers[usize::from(s.0)].is_some() && !self.failures.rng.chance(loss) {
-                self.failures.last_heartbeat[usize::from(s.0)] = now;
+                self.failures.detector.heartbeat(s, now);
             }
         }
-        for s in self.ring.server_ids() {
-            let silent =
-                now - self.failures.last_heartbeat[usize::from(s.0)] > HEARTBEAT_NS * MISSES;
-            let recovering = self
-                .failures
-                .round
-                .as_ref()
-                .is_some_and(|r| r.failed.contains(&s));
-            if !silent || recovering || self.failures.declared.contains(&s) {
-                continue;
-            }
+        // Declared servers are no longer watched, until their replacements start.
+        let mut waiting = Vec::new();
+        while let Some(failure) = self.failures.detector.poll_failed(now) {
+            let s = failure.server;
             if !self.failures.down.contains(&s) {
                 // Suspected on lost heartbeats: the orchestrator fences it off and replaces it,
                 // as for a crash; the fault model keeps at most f down, so past that it waits.
                 if self.failures.down.len() >= self.ring.f() {
+                    waiting.push(failure);
                     continue;
                 }
                 self.take_down(s);
             }
             self.declare(s);
+        }
+        for failure in waiting {
+            self.failures
+                .detector
+                .watch(failure.server, failure.last_heartbeat);
         }
         if !self.failures.declared.is_empty() && !self.failures.recovering {
             self.failures.recovering = true;
@@ -239,7 +246,7 @@ impl Sim<'_> {
             .expect("a planned transfer restores the replica");
             self.servers[usize::from(s.0)] = Some(server);
             self.failures.down.remove(&s);
-            self.failures.last_heartbeat[usize::from(s.0)] = now;
+            self.failures.detector.watch(s, now);
         }
         self.failures.recovering = false;
         self.report.recoveries += 1;
