@@ -130,6 +130,26 @@ pub struct ExportParts {
     pub replica: Option<Arc<ftc_stm::Store>>,
 }
 
+impl ExportParts {
+    /// The group state of `middlebox`, copying the replica store or else `head`, the store of
+    /// the server's head.
+    pub fn into_group_state(
+        self,
+        middlebox: MbIndex,
+        head: Option<&ftc_stm::Store>,
+    ) -> Option<GroupState> {
+        let snapshot = match &self.replica {
+            Some(store) => store.export(),
+            None => head?.export(),
+        };
+        Some(GroupState {
+            middlebox,
+            snapshot,
+            retained: self.retained,
+        })
+    }
+}
+
 /// Why a server failed; the chain cannot go on consistently.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerError {
@@ -268,16 +288,8 @@ impl<'a, P: Clone> Server<'a, P> {
     /// this server heads it) and the logs retained for the successor. `None` when this server
     /// is not in that group.
     pub fn export_group(&self, mb: MbIndex) -> Option<GroupState> {
-        let parts = self.export_parts(mb)?;
-        let snapshot = match &parts.replica {
-            Some(store) => store.export(),
-            None => self.head.as_ref()?.2.store().export(),
-        };
-        Some(GroupState {
-            middlebox: mb,
-            snapshot,
-            retained: parts.retained,
-        })
+        let head = self.head.as_ref().map(|(_, _, worker)| worker.store());
+        self.export_parts(mb)?.into_group_state(mb, head)
     }
 
     /// The cheap part of [`Server::export_group`], for a driver that copies the store on

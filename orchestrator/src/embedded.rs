@@ -16,7 +16,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
 use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::{Heads, Mode, Server, ServerConfig};
-use ftc_replica::{GroupState, ReplicaError};
+use ftc_replica::ReplicaError;
 use ftc_stm::StmError;
 
 use crate::checks::check_monitors;
@@ -305,16 +305,8 @@ fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Op
         .send(Msg::Export { group, reply: tx })
         .ok()?;
     let parts = rx.recv_timeout(Duration::from_secs(2)).ok()??;
-    let snapshot = match &parts.replica {
-        Some(store) => store.export(),
-        None => heads.stores[usize::from(group.0)].export(),
-    };
-    let state = GroupState {
-        middlebox: group,
-        snapshot,
-        retained: parts.retained,
-    };
-    state.encode().ok()
+    let head = heads.stores.get(usize::from(group.0));
+    parts.into_group_state(group, head)?.encode().ok()
 }
 
 /// The orchestrator's thread: heartbeats and servers' messages into the coordinator, its
