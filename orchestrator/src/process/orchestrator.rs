@@ -88,6 +88,18 @@ struct Conns {
 }
 
 impl Conns {
+    /// A new connection, of no position until its node joins.
+    fn accept(&mut self, conn: u64, stream: TcpStream, from: SocketAddr) {
+        self.all.insert(
+            conn,
+            Conn {
+                stream,
+                from,
+                position: None,
+            },
+        );
+    }
+
     fn close(&mut self, conn: u64) {
         if let Some(c) = self.all.remove(&conn) {
             let _ = c.stream.shutdown(Shutdown::Both);
@@ -281,14 +293,7 @@ impl Orchestrator {
             // Connections accepted meanwhile are closed too, so that their readers end.
             for event in rx.try_iter() {
                 if let Event::Accepted { conn, stream, from } = event {
-                    conns.all.insert(
-                        conn,
-                        Conn {
-                            stream,
-                            from,
-                            position: None,
-                        },
-                    );
+                    conns.accept(conn, stream, from);
                 }
             }
             for position in 0..self.ring.servers() as u16 {
@@ -368,16 +373,7 @@ impl Orchestrator {
 
     fn event(&self, event: Event, conns: &mut Conns, coordinator: &mut Coordinator, now: u64) {
         match event {
-            Event::Accepted { conn, stream, from } => {
-                conns.all.insert(
-                    conn,
-                    Conn {
-                        stream,
-                        from,
-                        position: None,
-                    },
-                );
-            }
+            Event::Accepted { conn, stream, from } => conns.accept(conn, stream, from),
             Event::Closed { conn, rejected } => {
                 conns.rejected += u64::from(rejected);
                 conns.close(conn);
