@@ -1,8 +1,10 @@
 //! The `ftc` binary's contract: exit codes, error messages that name file and line, and the JSON
 //! keys other tools rely on (issue 3: `ftc run --json`, `ftc sim --json`; issue 4: `ftc chaos --json`).
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
+use support::spec;
 
 fn ftc(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
@@ -14,14 +16,6 @@ fn ftc(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn spec(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../specs")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -4,11 +4,14 @@
 //! nodes exit when it goes; the commands fail clearly on bad input. Heartbeats are slower than
 //! the default so that a loaded machine does not miss them; runs are short and modest in rate.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::spec;
 
 /// The runs of this file take turns: each one loads the machine's cores on its own.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -20,14 +23,6 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 
 fn ftc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ftc"))
-}
-
-fn spec(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../specs")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 /// A file in the temp dir, removed when dropped.
