@@ -116,7 +116,9 @@ fn every_position_of_a_chain_with_f_2_recovers_from_sigkill() {
     }
 }
 
-/// Ch-4 with f = 2, killing `a` and `b` at once: both recover in one epoch.
+/// Ch-4 with f = 2, killing `a` and `b` at once: both recover, in one epoch or in two (their
+/// last heartbeats may be up to a period apart, so the second may be detected after the first
+/// recovery finished), and nothing else was declared failed.
 fn two_kills_with_f_2(a: u16, b: u16) {
     let _turn = turn();
     let spec = ch_4_f_2(&format!("ch-4-f2-{a}-{b}.toml"));
@@ -125,12 +127,19 @@ fn two_kills_with_f_2(a: u16, b: u16) {
         &[&format!("{a}@0.4"), &format!("{b}@0.4")],
         5_000,
     );
-    let together = report["recoveries"]
-        .as_array()
-        .unwrap()
+    let recoveries = report["recoveries"].as_array().unwrap();
+    assert!(
+        (1..=2).contains(&recoveries.len()),
+        "one or two recoveries: {report}"
+    );
+    let mut failed: Vec<u64> = recoveries
         .iter()
-        .any(|r| r["failed"] == serde_json::json!([a, b]));
-    assert!(together, "both failures recover in one epoch: {report}");
+        .flat_map(|r| r["failed"].as_array().unwrap().iter())
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    failed.sort_unstable();
+    failed.dedup();
+    assert_eq!(failed, [u64::from(a), u64::from(b)], "{report}");
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn chaos(spec: &ChainSpec, kills: &[u16]) -> ChaosReport {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = ChaosConfig {
         run: RunConfig {
-            duration: Duration::from_millis(600),
+            duration: Duration::from_millis(1_000),
             flows: 32,
             ..RunConfig::default()
         },
@@ -62,13 +62,15 @@ fn chaos(spec: &ChainSpec, kills: &[u16]) -> ChaosReport {
             .iter()
             .map(|&p| Kill {
                 position: ServerId(p),
-                at: Duration::from_millis(250),
+                at: Duration::from_millis(300),
             })
             .collect(),
-        // Heartbeats every 10 ms, 5 missed: no false suspicion when CI shares the cores.
+        // Heartbeats every 20 ms, 10 missed: a loaded 2-core CI machine has starved a server
+        // thread for more than 50 ms, and with f kills a false suspicion is one failure too many.
+        // These tests check recovery's correctness; detection speed is measured elsewhere.
         coordinator: CoordinatorConfig {
-            heartbeat_period_ns: 10_000_000,
-            misses: 5,
+            heartbeat_period_ns: 20_000_000,
+            misses: 10,
         },
         ..ChaosConfig::default()
     };
