@@ -139,9 +139,10 @@ impl ExportParts {
         head: Option<&ftc_stm::Store>,
     ) -> Option<GroupState> {
         let snapshot = match &self.replica {
-            Some(store) => store.export(),
-            None => head?.export(),
-        };
+            Some(store) => store.export_bytes(),
+            None => head?.export_bytes(),
+        }
+        .ok()?;
         Some(GroupState {
             middlebox,
             snapshot,

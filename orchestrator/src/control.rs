@@ -15,7 +15,9 @@
 //! count followed by its items.
 //!
 //! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
-//! and [`read_message`] stream the state bytes without copying them into another buffer.
+//! and [`read_message`] stream the state bytes without copying them into another buffer, and
+//! compute the tag chunk by chunk as the bytes go out or come in, so that authenticating a
+//! large state overlaps with moving it instead of adding to it.
 
 mod body;
 
@@ -39,6 +41,10 @@ const MAGIC: [u8; 4] = *b"FTCC";
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
 /// HMAC-SHA256.
 const TAG_LEN: usize = 32;
+/// The bytes of a body tail written or read, and added to the tag, at a time.
+const STREAM_CHUNK: usize = 256 << 10;
+/// The most [`read_message`] allocates ahead of the bytes that arrived.
+const READ_AHEAD: usize = 16 << 20;
 
 /// One server as its peers reach it: its data-path address and its state-transfer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,6 +211,13 @@ struct Sealed<'a> {
 }
 
 fn seal<'a>(msg: &'a Message, key: &Key) -> Sealed<'a> {
+    let (head, tail) = lay_out(msg);
+    let tag = key.tag(&[&head, tail]);
+    Sealed { head, tail, tag }
+}
+
+/// A message's header with the fixed part of its body, and the opaque tail.
+fn lay_out(msg: &Message) -> (Vec<u8>, &[u8]) {
     let mut head = Vec::with_capacity(64);
     head.extend_from_slice(&MAGIC);
     head.extend_from_slice(&[VERSION, body::kind(msg)]);
@@ -213,8 +226,7 @@ fn seal<'a>(msg: &'a Message, key: &Key) -> Sealed<'a> {
     let len = head.len() - HEADER_LEN + tail.len();
     let len = u32::try_from(len).expect("a control message body is at most 4 GiB");
     head[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    let tag = key.tag(&[&head, tail]);
-    Sealed { head, tail, tag }
+    (head, tail)
 }
 
 /// The frame of `msg`, authenticated with `key`.
@@ -233,23 +245,25 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
     head
 }
 
-/// Writes the frame of `msg` to `w`; a group's state goes straight from the message to `w`.
+/// Writes the frame of `msg` to `w`; a group's state goes straight from the message to `w`, in
+/// chunks that are added to the tag as they go.
 ///
 /// # Panics
 /// Like [`encode`].
 pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result<()> {
-    let Sealed {
-        mut head,
-        tail,
-        tag,
-    } = seal(msg, key);
+    let (mut head, tail) = lay_out(msg);
     if tail.is_empty() {
+        let tag = key.tag(&[&head]);
         head.extend_from_slice(&tag);
         return w.write_all(&head);
     }
+    let mut mac = key.mac(&[&head]);
     w.write_all(&head)?;
-    w.write_all(tail)?;
-    w.write_all(&tag)
+    for chunk in tail.chunks(STREAM_CHUNK) {
+        mac.update(chunk);
+        w.write_all(chunk)?;
+    }
+    w.write_all(&mac.finalize().into_bytes())
 }
 
 /// What the header says, once checked.
@@ -326,8 +340,9 @@ pub fn read_message(
     let Header { kind, len } = check_header(&header, max_body)?;
     let total = HEADER_LEN + len + TAG_LEN;
     let fixed_len = body::fixed_len(kind).min(len);
-    let fixed = read_exactly(r, fixed_len, HEADER_LEN, total)?;
-    let tail = read_exactly(r, len - fixed_len, HEADER_LEN + fixed_len, total)?;
+    let mut mac = key.mac(&[&header]);
+    let fixed = read_exactly(r, fixed_len, HEADER_LEN, total, &mut mac)?;
+    let tail = read_exactly(r, len - fixed_len, HEADER_LEN + fixed_len, total, &mut mac)?;
     let mut tag = [0; TAG_LEN];
     let got = read_up_to(r, &mut tag)?;
     if got < TAG_LEN {
@@ -336,7 +351,7 @@ pub fn read_message(
             got: total - TAG_LEN + got,
         });
     }
-    key.verify(&[&header, &fixed, &tail], &tag)?;
+    mac.verify_slice(&tag).map_err(|_| ControlError::BadTag)?;
     body::decode(kind, &fixed, tail)
 }
 
@@ -354,23 +369,28 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Reads exactly `len` bytes, growing the buffer only as they arrive. `before` is how many bytes
-/// of the frame came before them and `total` the frame's length, for the error.
+/// Reads exactly `len` bytes, adding them to `mac` chunk by chunk as they arrive; the buffer
+/// runs at most [`READ_AHEAD`] bytes ahead of them. `before` is how many bytes of the frame came
+/// before them and `total` the frame's length, for the error.
 fn read_exactly(
     r: &mut impl Read,
     len: usize,
     before: usize,
     total: usize,
+    mac: &mut Hmac<Sha256>,
 ) -> Result<Vec<u8>, ControlError> {
-    const FIRST_CHUNK: usize = 64 << 10;
-    let mut buf = Vec::with_capacity(len.min(FIRST_CHUNK));
-    let want = u64::try_from(len).expect("a usize fits a u64");
-    r.take(want).read_to_end(&mut buf)?;
-    if buf.len() < len {
-        return Err(ControlError::Truncated {
-            needed: total,
-            got: before + buf.len(),
-        });
+    let mut buf = Vec::with_capacity(len.min(READ_AHEAD));
+    while buf.len() < len {
+        let start = buf.len();
+        let want = (len - start).min(STREAM_CHUNK);
+        r.by_ref().take(want as u64).read_to_end(&mut buf)?;
+        if buf.len() < start + want {
+            return Err(ControlError::Truncated {
+                needed: total,
+                got: before + buf.len(),
+            });
+        }
+        mac.update(&buf[start..]);
     }
     Ok(buf)
 }

@@ -2,8 +2,9 @@
 //! its group's state in an authenticated `GroupState` frame; a replacement fetches each of its
 //! groups over its own connection, in parallel.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -48,13 +49,26 @@ pub fn serve(
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1));
+                    wait_readable(listener, Duration::from_millis(20));
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     })
+}
+
+/// Waits until `listener` has a connection to accept, or `timeout` passed (or a signal came).
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is one valid pollfd that outlives the call; the listener's descriptor stays
+    // open while it is borrowed.
+    unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
 /// One connection: a request, an answer.
@@ -75,9 +89,9 @@ fn answer(
     let Some(state) = export(epoch, MbIndex(group)) else {
         return Ok(());
     };
-    let mut w = BufWriter::with_capacity(1 << 20, &stream);
+    // Unbuffered: the state goes to the socket in large chunks as its tag is computed.
     write_message(
-        &mut w,
+        &mut &stream,
         &Message::GroupState {
             epoch,
             group,
@@ -85,7 +99,6 @@ fn answer(
         },
         key,
     )?;
-    w.flush()?;
     Ok(())
 }
 
@@ -110,8 +123,8 @@ pub fn fetch(
         },
         key,
     )?;
-    let mut reader = BufReader::with_capacity(1 << 20, &stream);
-    match read_message(&mut reader, key, DEFAULT_MAX_BODY) {
+    // Unbuffered: the state arrives in large reads straight into its buffer.
+    match read_message(&mut &stream, key, DEFAULT_MAX_BODY) {
         Ok(Message::GroupState {
             epoch: e,
             group: g,

@@ -1,23 +1,28 @@
 //! [`GroupState`]: what a recovery moves for one replication group (DESIGN.md §8 step 3): the
 //! group's store with its vector (MAX at a replica, V at a head), and the logs the source retains
-//! for its successor. Its byte form is checked in full: the bytes come from the network.
+//! for its successor. Its byte form is checked in full: the bytes come from the network. The
+//! store travels in its own byte form ([`Store::export_bytes`]), which [`Store::restore`] checks
+//! as it reads it straight into the replacement's tables; [`GroupState::decode`] checks the rest.
 //!
-//! Layout (big-endian): magic `FTCG`, version u8 = 1, middlebox u8, snapshot length u64, the
-//! snapshot's own byte form ([`Snapshot::encode`]), retained-log count u32, then per log its
-//! length u32 and its encoded bytes (a piggyback log of this middlebox); nothing after.
+//! Layout (big-endian): magic `FTCG`, version u8 = 2, middlebox u8, snapshot length u64, the
+//! snapshot bytes, retained-log count u32, then per log its length u32 and its encoded bytes (a
+//! piggyback log of this middlebox); nothing after.
+//!
+//! [`Store::export_bytes`]: ftc_stm::Store::export_bytes
+//! [`Store::restore`]: ftc_stm::Store::restore
 
 use ftc_chain::ring::MbIndex;
 use ftc_chain::wire::LogView;
-use ftc_stm::{Snapshot, StmError};
 
 const MAGIC: &[u8; 4] = b"FTCG";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// One group's state as a recovery moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState {
     pub middlebox: MbIndex,
-    pub snapshot: Snapshot,
+    /// The store in the snapshot byte form ([`ftc_stm::Snapshot::decode`] reads it for checks).
+    pub snapshot: Vec<u8>,
     /// Encoded piggyback logs of `middlebox`, oldest first, not yet known to be committed.
     pub retained: Vec<Vec<u8>>,
 }
@@ -27,21 +32,19 @@ pub struct GroupState {
 pub enum GroupStateError {
     #[error("group state: {0}")]
     Malformed(&'static str),
-    #[error("group state: {0}")]
-    Snapshot(#[from] StmError),
 }
 
 impl GroupState {
     /// The byte form.
     pub fn encode(&self) -> Result<Vec<u8>, GroupStateError> {
-        let snapshot = self.snapshot.encode()?;
+        let snapshot = &self.snapshot;
         let logs: usize = self.retained.iter().map(|l| 4 + l.len()).sum();
         let mut out = Vec::with_capacity(4 + 1 + 1 + 8 + snapshot.len() + 4 + logs);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(self.middlebox.0);
         out.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
-        out.extend_from_slice(&snapshot);
+        out.extend_from_slice(snapshot);
         let count = u32::try_from(self.retained.len())
             .map_err(|_| GroupStateError::Malformed("too many retained logs"))?;
         out.extend_from_slice(&count.to_be_bytes());
@@ -54,8 +57,9 @@ impl GroupState {
         Ok(out)
     }
 
-    /// Read group-state bytes back, checking magic, version, every length, the snapshot, and
-    /// that every retained log parses and belongs to the group's middlebox.
+    /// Read group-state bytes back, checking magic, version, every length, and that every
+    /// retained log parses and belongs to the group's middlebox (the snapshot bytes are checked
+    /// when a store is restored from them).
     pub fn decode(bytes: &[u8]) -> Result<GroupState, GroupStateError> {
         let mut r = bytes;
         if take(&mut r, 4)? != MAGIC {
@@ -69,7 +73,7 @@ impl GroupState {
         let len = usize::try_from(len).ok().filter(|&l| l <= r.len()).ok_or(
             GroupStateError::Malformed("snapshot length exceeds the bytes"),
         )?;
-        let snapshot = Snapshot::decode(take(&mut r, len)?)?;
+        let snapshot = take(&mut r, len)?.to_vec();
         let count = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
         // Every log takes at least 4 bytes: a count beyond that cannot be honest.
         if count > r.len() / 4 {

@@ -215,11 +215,6 @@ impl Replica {
         groups: &[GroupState],
         now: u64,
     ) -> Result<Self, ReplicaError> {
-        if groups.iter().any(|g| g.snapshot.partitions != partitions) {
-            return Err(ReplicaError::Restore(
-                "partition count differs from the chain's",
-            ));
-        }
         let stores = ring
             .replicated_by(me)
             .map(|mb| {
@@ -230,7 +225,9 @@ impl Replica {
                         .ok_or(ReplicaError::Restore(
                             "the state of a replicated group is missing",
                         ))?;
-                Ok((mb, Arc::new(Store::import(&state.snapshot, 1)?)))
+                let store = Store::new(partitions, 1)?;
+                store.restore(&state.snapshot)?;
+                Ok((mb, Arc::new(store)))
             })
             .collect::<Result<Vec<_>, ReplicaError>>()?;
         let mut replica = Self::with_stores(ring, me, partitions, config, stores);

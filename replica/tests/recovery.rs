@@ -51,7 +51,7 @@ fn write<'w>(w: &'w mut Worker<'_>, key: &[u8], value: u8) -> CommitRecord<'w> {
 fn state_of(store: &Store, source: &Replica, mb: MbIndex) -> GroupState {
     GroupState {
         middlebox: mb,
-        snapshot: store.export(),
+        snapshot: store.export_bytes().unwrap(),
         retained: source.retained_logs(mb).unwrap(),
     }
 }
@@ -158,7 +158,7 @@ fn a_restored_member_answers_retransmissions_from_the_logs_it_took_over() {
         // m2's group {2, 0, 1}: server 1 is its tail; its predecessor is server 0.
         GroupState {
             middlebox: MbIndex(2),
-            snapshot: r0.store(MbIndex(2)).unwrap().export(),
+            snapshot: r0.store(MbIndex(2)).unwrap().export_bytes().unwrap(),
             retained: r0.retained_logs(MbIndex(2)).unwrap(),
         },
     ];

@@ -271,7 +271,7 @@ impl Sim<'_> {
         let mut state = GroupState::decode(&bytes).expect("what encodes decodes");
         if self.config.broken_recovery && t.as_head {
             let empty = ftc_stm::Store::new(self.partitions, 1).expect("valid");
-            state.snapshot = empty.export();
+            state.snapshot = empty.export_bytes().expect("an empty store exports");
         }
         state
     }

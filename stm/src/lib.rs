@@ -9,8 +9,8 @@
 //! - At a replica, [`Store::apply`] applies such a log when its dependencies match the store's
 //!   vector (MAX), skips duplicates and says when to hold; [`Store::is_satisfied`] tests
 //!   read-only logs.
-//! - [`Store::export`] / [`Store::import`] move a whole store with its vector (recovery), and
-//!   [`Snapshot::encode`] / [`Snapshot::decode`] are its checked byte form.
+//! - [`Store::export_bytes`] / [`Store::import`] / [`Store::restore`] move a whole store with
+//!   its vector in a checked byte form (recovery); [`Snapshot`] is that form decoded, for checks.
 //!
 //! With one worker the lock manager never sees contention and a transaction costs one
 //! uncontended compare-and-swap per partition it touches. The crate does no I/O and reads no

@@ -1,18 +1,31 @@
-//! [`Snapshot`]: a whole store with its vector, and its byte form for moving it between servers
-//! at recovery. Decoding checks every length and rule: the bytes come from the network.
+//! A whole store with its vector in byte form, for moving it between servers at recovery, and
+//! [`Snapshot`], the decoded form that checks and tests compare. Reading checks every length
+//! and rule: the bytes come from the network.
 //!
-//! Layout (big-endian): magic `FTCS`, version u8 = 1, partitions u32, then one u64 per partition
-//! (the vector), entry count u64, then per entry key length u32, key, value length u32, value;
-//! keys strictly increasing (so each key once), nothing after the last entry.
+//! Layout (big-endian): magic `FTCS`, version u8 = 2, partitions u32, then for every partition in
+//! order its sequence u64 (MAX at a replica, V at a head), its entry count u32 and per entry key
+//! length u32, key, value length u32, value. Every key is listed under the partition it hashes
+//! to ([`crate::partition_of`]), once; nothing follows the last partition.
+//!
+//! The layout follows the store's own: a store writes it straight from its partition tables
+//! ([`crate::Store::export_bytes`]) and a replacement reads it straight into new ones
+//! ([`crate::Store::restore`]), with no sort and no allocation per entry, so a recovery moves
+//! state at memory speed.
 
-use crate::{Seq, StmError};
+use crate::{key_hash, Seq, StmError};
 
 const MAGIC: &[u8; 4] = b"FTCS";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Magic, version, partition count.
+pub(crate) const HEADER_LEN: usize = 4 + 1 + 4;
+/// A partition's sequence and entry count.
+const PARTITION_LEN: usize = 8 + 4;
+/// An entry's two lengths.
+const ENTRY_LEN: usize = 4 + 4;
 /// Longest key or value a snapshot may carry.
 pub const MAX_ITEM_LEN: usize = 1 << 20;
 
-/// A whole store with its vector, as moved between servers at recovery.
+/// A whole store with its vector, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub partitions: u32,
@@ -23,76 +36,45 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The byte form; fails when a key or value is longer than [`MAX_ITEM_LEN`] (it could not be
-    /// read back).
+    /// The byte form; fails when a key or value is longer than [`MAX_ITEM_LEN`], a key is listed
+    /// twice, or the vector does not have one sequence per partition (it could not be read
+    /// back).
     pub fn encode(&self) -> Result<Vec<u8>, StmError> {
-        if self
-            .entries
-            .iter()
-            .any(|(k, v)| k.len() > MAX_ITEM_LEN || v.len() > MAX_ITEM_LEN)
-        {
+        let valid = self.partitions.is_power_of_two()
+            && self.partitions <= 1 << 16
+            && self.vector.len() == self.partitions as usize;
+        if !valid {
             return Err(StmError::BadSnapshot(
-                "key or value longer than MAX_ITEM_LEN",
+                "the vector does not match the partition count",
             ));
         }
-        let items: usize = self
-            .entries
-            .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
-            .sum();
-        let mut out = Vec::with_capacity(4 + 1 + 4 + 8 * self.vector.len() + 8 + items);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&self.partitions.to_be_bytes());
-        for s in &self.vector {
-            out.extend_from_slice(&s.0.to_be_bytes());
-        }
-        out.extend_from_slice(&(self.entries.len() as u64).to_be_bytes());
+        let mask = u64::from(self.partitions - 1);
+        let mut by_partition = vec![Vec::new(); self.partitions as usize];
         for (k, v) in &self.entries {
-            for item in [k, v] {
-                out.extend_from_slice(&(item.len() as u32).to_be_bytes());
-                out.extend_from_slice(item);
-            }
+            by_partition[(key_hash(k) & mask) as usize].push((k.as_slice(), v.as_slice()));
+        }
+        let mut out = Vec::new();
+        write_header(&mut out, self.partitions);
+        for (seq, entries) in self.vector.iter().zip(&by_partition) {
+            write_partition(&mut out, *seq, entries.iter().copied())?;
         }
         Ok(out)
     }
 
-    /// Read a snapshot back, checking everything: magic and version, a partition count that is a
-    /// power of two up to 65536, a full vector, lengths within the bytes and `MAX_ITEM_LEN`, keys
-    /// strictly increasing, no trailing bytes.
+    /// Read a snapshot back, checking everything ([`parse`]'s rules).
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, StmError> {
-        let mut r = bytes;
-        if take(&mut r, 4)? != MAGIC {
-            return Err(StmError::BadSnapshot("not a snapshot (bad magic)"));
-        }
-        if take(&mut r, 1)?[0] != VERSION {
-            return Err(StmError::BadSnapshot("unsupported snapshot version"));
-        }
-        let partitions = u32::from_be_bytes(array(take(&mut r, 4)?));
-        if !partitions.is_power_of_two() || partitions > 1 << 16 {
-            return Err(StmError::BadSnapshot(
-                "partition count is not a power of two up to 65536",
-            ));
-        }
-        let vector = (0..partitions)
-            .map(|_| take(&mut r, 8).map(|b| Seq(u64::from_be_bytes(array(b)))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = u64::from_be_bytes(array(take(&mut r, 8)?));
-        // Every entry takes at least 8 bytes: a count beyond that cannot be honest.
-        if count > (r.len() / 8) as u64 {
-            return Err(StmError::BadSnapshot("entry count exceeds the bytes"));
-        }
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let key = item(&mut r)?;
-            let value = item(&mut r)?;
-            if entries.last().is_some_and(|(k, _)| k.as_slice() >= key) {
-                return Err(StmError::BadSnapshot("keys not strictly increasing"));
+        let mut vector = Vec::new();
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let partitions = parse(bytes, |item| {
+            match item {
+                Item::Partition { seq, .. } => vector.push(seq),
+                Item::Entry { key, value, .. } => entries.push((key.to_vec(), value.to_vec())),
             }
-            entries.push((key.to_vec(), value.to_vec()));
-        }
-        if !r.is_empty() {
-            return Err(StmError::BadSnapshot("bytes after the last entry"));
+            Ok(())
+        })?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(StmError::BadSnapshot("a key is listed twice"));
         }
         Ok(Snapshot {
             partitions,
@@ -100,6 +82,111 @@ impl Snapshot {
             entries,
         })
     }
+}
+
+/// Starts a snapshot of `partitions` partitions in `out`.
+pub(crate) fn write_header(out: &mut Vec<u8>, partitions: u32) {
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&partitions.to_be_bytes());
+}
+
+/// Appends the next partition: its sequence and its entries. Fails, having written part of it,
+/// when a key or value is longer than [`MAX_ITEM_LEN`].
+pub(crate) fn write_partition<'a>(
+    out: &mut Vec<u8>,
+    seq: Seq,
+    entries: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(), StmError> {
+    out.extend_from_slice(&seq.0.to_be_bytes());
+    let count = u32::try_from(entries.len())
+        .map_err(|_| StmError::BadSnapshot("more than 2^32 entries in a partition"))?;
+    out.extend_from_slice(&count.to_be_bytes());
+    for (k, v) in entries {
+        for item in [k, v] {
+            if item.len() > MAX_ITEM_LEN {
+                return Err(StmError::BadSnapshot(
+                    "key or value longer than MAX_ITEM_LEN",
+                ));
+            }
+            out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+            out.extend_from_slice(item);
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a partition with `entries` entries of `items` key and value bytes in all.
+pub(crate) fn partition_len(entries: usize, items: usize) -> usize {
+    PARTITION_LEN + ENTRY_LEN * entries + items
+}
+
+/// What [`parse`] hands its visitor, in the order of the bytes.
+pub(crate) enum Item<'a> {
+    /// The next partition starts: its sequence, and how many entries follow (at most what the
+    /// remaining bytes can hold).
+    Partition { seq: Seq, count: usize },
+    /// An entry of the current partition, with its key's [`key_hash`].
+    Entry {
+        hash: u64,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+}
+
+/// Walks snapshot bytes, checking magic and version, a partition count that is a power of two up
+/// to 65536, every length against the bytes and [`MAX_ITEM_LEN`], that every key hashes to the
+/// partition it is listed under, and that nothing follows. Returns the partition count. It does
+/// not look for keys listed twice: the visitor does, as it builds its table.
+pub(crate) fn parse<'a>(
+    bytes: &'a [u8],
+    mut visit: impl FnMut(Item<'a>) -> Result<(), StmError>,
+) -> Result<u32, StmError> {
+    let partitions = partitions(bytes)?;
+    let mut r = &bytes[HEADER_LEN..];
+    let mask = u64::from(partitions - 1);
+    for p in 0..u64::from(partitions) {
+        let seq = Seq(u64::from_be_bytes(array(take(&mut r, 8)?)));
+        let count = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
+        // Every entry takes at least its two lengths: a count beyond that cannot be honest.
+        if count > r.len() / ENTRY_LEN {
+            return Err(StmError::BadSnapshot("entry count exceeds the bytes"));
+        }
+        visit(Item::Partition { seq, count })?;
+        for _ in 0..count {
+            let key = item(&mut r)?;
+            let value = item(&mut r)?;
+            let hash = key_hash(key);
+            if hash & mask != p {
+                return Err(StmError::BadSnapshot(
+                    "a key is listed under another partition",
+                ));
+            }
+            visit(Item::Entry { hash, key, value })?;
+        }
+    }
+    if !r.is_empty() {
+        return Err(StmError::BadSnapshot("bytes after the last partition"));
+    }
+    Ok(partitions)
+}
+
+/// The partition count of snapshot bytes, after checking their header.
+pub(crate) fn partitions(bytes: &[u8]) -> Result<u32, StmError> {
+    let mut r = bytes;
+    if take(&mut r, 4)? != MAGIC {
+        return Err(StmError::BadSnapshot("not a snapshot (bad magic)"));
+    }
+    if take(&mut r, 1)?[0] != VERSION {
+        return Err(StmError::BadSnapshot("unsupported snapshot version"));
+    }
+    let partitions = u32::from_be_bytes(array(take(&mut r, 4)?));
+    if !partitions.is_power_of_two() || partitions > 1 << 16 {
+        return Err(StmError::BadSnapshot(
+            "partition count is not a power of two up to 65536",
+        ));
+    }
+    Ok(partitions)
 }
 
 fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], StmError> {

@@ -9,7 +9,7 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use crate::lock::LockTable;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, Snapshot};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::txn::Worker;
 use crate::{key_hash, DepEntry, LogKind, LogSource, Partition, Seq, StmError};
@@ -314,8 +314,9 @@ impl Store {
         self.len() == 0
     }
 
-    /// A consistent copy of the whole store and its vector (all partitions locked at once, so
-    /// no log is half in it).
+    /// A consistent copy of the whole store and its vector, decoded (for checks and tests; a
+    /// recovery moves [`Store::export_bytes`]). All partitions are locked at once, so no log is
+    /// half in it.
     pub fn export(&self) -> Snapshot {
         self.with_all_locked(|parts| {
             let vector = parts
@@ -337,38 +338,88 @@ impl Store {
         })
     }
 
-    /// A store holding exactly `snapshot`, for `workers` workers. At a new head the vector
-    /// becomes its V; at a new replica its MAX.
-    pub fn import(snapshot: &Snapshot, workers: u16) -> Result<Store, StmError> {
-        let store = Store::new(snapshot.partitions, workers)?;
-        store.restore(snapshot)?;
+    /// A consistent copy of the whole store and its vector in the snapshot byte form
+    /// ([`crate::snapshot`]), written straight from the partition tables while all of them are
+    /// locked. Fails only for a key or value longer than [`crate::MAX_ITEM_LEN`].
+    pub fn export_bytes(&self) -> Result<Vec<u8>, StmError> {
+        self.with_all_locked(|parts| {
+            let tables = || {
+                parts.iter().map(|p| {
+                    // SAFETY: every partition lock is held.
+                    (p, unsafe { p.map() })
+                })
+            };
+            let len = snapshot::HEADER_LEN
+                + tables()
+                    .map(|(_, t)| {
+                        let items = t.iter().map(|e| e.key.len() + e.value.len()).sum();
+                        snapshot::partition_len(t.len(), items)
+                    })
+                    .sum::<usize>();
+            let mut out = Vec::with_capacity(len);
+            snapshot::write_header(&mut out, self.partitions());
+            for (part, table) in tables() {
+                let seq = Seq(part.seq.load(Ordering::Acquire));
+                let entries = table.iter().map(|e| (e.key.as_slice(), e.value.as_slice()));
+                snapshot::write_partition(&mut out, seq, entries)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// A store holding exactly the snapshot `bytes`, for `workers` workers. At a new head the
+    /// vector becomes its V; at a new replica its MAX.
+    pub fn import(bytes: &[u8], workers: u16) -> Result<Store, StmError> {
+        let store = Store::new(snapshot::partitions(bytes)?, workers)?;
+        store.restore(bytes)?;
         Ok(store)
     }
 
-    /// Replace everything in this store with `snapshot` (a replacement server's head store
-    /// restored from a replica). Fails, changing nothing, when the partition counts differ or a
-    /// worker handle is out: no transaction may run while the state is swapped.
-    pub fn restore(&self, snapshot: &Snapshot) -> Result<(), StmError> {
-        if snapshot.partitions != self.partitions() || snapshot.vector.len() != self.parts.len() {
+    /// Replace everything in this store with the snapshot `bytes` (a replacement server's
+    /// store restored from a replica), checked in full ([`crate::snapshot`]; a key listed twice
+    /// is refused too). The new tables are built before any lock is taken, then swapped in.
+    /// Fails, changing nothing, when the bytes are bad, the partition counts differ, or a worker
+    /// handle is out: no transaction may run while the state is swapped.
+    pub fn restore(&self, bytes: &[u8]) -> Result<(), StmError> {
+        if snapshot::partitions(bytes)? != self.partitions() {
             return Err(StmError::BadSnapshot(
                 "partition count differs from the store's",
             ));
         }
+        let mut tables: Vec<(u64, HashTable<Entry>)> = Vec::with_capacity(self.parts.len());
+        snapshot::parse(bytes, |item| {
+            match item {
+                snapshot::Item::Partition { seq, count } => {
+                    tables.push((seq.0, HashTable::with_capacity(count)));
+                }
+                snapshot::Item::Entry { hash, key, value } => {
+                    let (_, table) = tables.last_mut().expect("a partition comes first");
+                    let th = table_hash(hash);
+                    if table.find(th, |e| e.key.as_slice() == key).is_some() {
+                        return Err(StmError::BadSnapshot("a key is listed twice"));
+                    }
+                    let entry = Entry {
+                        table_hash: th,
+                        key: KeyBytes::from_slice(key),
+                        value: ValueBytes::from_slice(value),
+                    };
+                    table.insert_unique(th, entry, |e| e.table_hash);
+                }
+            }
+            Ok(())
+        })?;
         if self.claimed.iter().any(|c| c.load(Ordering::Acquire)) {
             return Err(StmError::BadSnapshot("a worker of the store is running"));
         }
         self.with_all_locked(|parts| {
-            for (part, seq) in parts.iter().zip(&snapshot.vector) {
+            for (part, (seq, table)) in parts.iter().zip(tables.iter_mut()) {
                 // SAFETY: every partition lock is held.
-                unsafe { part.map_mut() }.clear();
-                part.seq.store(seq.0, Ordering::Release);
-            }
-            for (key, value) in &snapshot.entries {
-                let h = key_hash(key);
-                // SAFETY: every partition lock is held.
-                unsafe { parts[self.partition_index(h)].put(h, key, Some(value)) };
+                std::mem::swap(unsafe { part.map_mut() }, table);
+                part.seq.store(*seq, Ordering::Release);
             }
         });
+        // The old tables are dropped here, after the locks are released.
+        drop(tables);
         Ok(())
     }
 

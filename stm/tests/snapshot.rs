@@ -23,60 +23,110 @@ proptest! {
     ) {
         let store = store_with(&writes, partitions);
         let snap = store.export();
-        let bytes = snap.encode().unwrap();
+        let bytes = store.export_bytes().unwrap();
         let back = Snapshot::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &snap);
-        let copy = Store::import(&back, 1).unwrap();
+        // The decoded form encodes to bytes that decode alike (entry order within a partition
+        // may differ from the store's table order).
+        prop_assert_eq!(Snapshot::decode(&snap.encode().unwrap()).unwrap(), snap);
+        let copy = Store::import(&bytes, 1).unwrap();
         prop_assert_eq!(copy.to_map(), store.to_map());
         prop_assert_eq!(copy.vector(), store.vector());
-        // Any truncation is refused.
+        // Any truncation is refused, by both readers.
         for cut in 0..bytes.len() {
             prop_assert!(Snapshot::decode(&bytes[..cut]).is_err());
+            prop_assert!(Store::import(&bytes[..cut], 1).is_err());
         }
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = Snapshot::decode(&bytes);
+        let decoded = Snapshot::decode(&bytes);
+        // Both readers agree on what is a snapshot.
+        prop_assert_eq!(decoded.is_ok(), Store::import(&bytes, 1).is_ok());
     }
+}
+
+/// The entries of one partition, key and value.
+type Entries<'a> = &'a [(&'a [u8], &'a [u8])];
+
+/// Snapshot bytes by hand: `partitions` partitions of sequence 0, each with its entries.
+fn by_hand(parts: &[Entries<'_>]) -> Vec<u8> {
+    let mut out = b"FTCS\x02".to_vec();
+    out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+    for entries in parts {
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for (k, v) in *entries {
+            for item in [k, v] {
+                out.extend_from_slice(&(item.len() as u32).to_be_bytes());
+                out.extend_from_slice(item);
+            }
+        }
+    }
+    out
+}
+
+/// Both readers refuse `bytes` with `why`.
+fn refused(bytes: &[u8], why: &'static str) {
+    assert_eq!(Snapshot::decode(bytes), Err(StmError::BadSnapshot(why)));
+    assert_eq!(
+        Store::import(bytes, 1).unwrap_err(),
+        StmError::BadSnapshot(why)
+    );
 }
 
 #[test]
 fn dishonest_snapshots_are_refused() {
-    let snap = store_with(
+    let store = store_with(
         &[
             (b"a".to_vec(), b"1".to_vec()),
             (b"b".to_vec(), b"2".to_vec()),
         ],
         4,
-    )
-    .export();
-    let good = snap.encode().unwrap();
+    );
+    let good = store.export_bytes().unwrap();
     let mut bad_magic = good.clone();
     bad_magic[0] = b'X';
-    assert!(Snapshot::decode(&bad_magic).is_err());
+    refused(&bad_magic, "not a snapshot (bad magic)");
     let mut bad_partitions = good.clone();
     bad_partitions[8] = 3; // 3 partitions: not a power of two
-    assert!(Snapshot::decode(&bad_partitions).is_err());
+    refused(
+        &bad_partitions,
+        "partition count is not a power of two up to 65536",
+    );
     let mut trailing = good.clone();
     trailing.push(0);
-    assert_eq!(
-        Snapshot::decode(&trailing),
-        Err(StmError::BadSnapshot("bytes after the last entry"))
-    );
-    let unsorted = Snapshot {
-        entries: snap.entries.iter().rev().cloned().collect(),
-        ..snap.clone()
-    };
-    assert_eq!(
-        Snapshot::decode(&unsorted.encode().unwrap()),
-        Err(StmError::BadSnapshot("keys not strictly increasing"))
-    );
+    refused(&trailing, "bytes after the last partition");
+
+    // With two partitions, `key` belongs in partition `home`.
+    let key: &[u8] = b"a";
+    let home = ftc_stm::partition_of(key, 2).0 as usize;
+    let (once, twice): (Entries<'_>, Entries<'_>) = (&[(key, b"1")], &[(key, b"1"), (key, b"2")]);
+    let mut parts = [&[][..], &[][..]];
+    parts[home] = once;
+    assert!(Store::import(&by_hand(&parts), 1).is_ok());
+    parts[home] = twice;
+    refused(&by_hand(&parts), "a key is listed twice");
+    parts[home] = &[];
+    parts[1 - home] = once;
+    refused(&by_hand(&parts), "a key is listed under another partition");
+    // A count no bytes could hold.
+    let mut count = by_hand(&[&[]]);
+    count[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
+    refused(&count, "entry count exceeds the bytes");
+
+    let snap = store.export();
     let huge = Snapshot {
         entries: vec![(vec![0; ftc_stm::MAX_ITEM_LEN + 1], vec![])],
-        ..snap
+        ..snap.clone()
     };
     assert!(huge.encode().is_err());
+    let listed_twice = Snapshot {
+        entries: vec![snap.entries[0].clone(), snap.entries[0].clone()],
+        ..snap
+    };
+    refused(&listed_twice.encode().unwrap(), "a key is listed twice");
 }
 
 #[test]
@@ -89,11 +139,13 @@ fn restore_replaces_a_store_in_place_and_refuses_while_a_worker_runs() {
         8,
     );
     let new = store_with(&[(b"c".to_vec(), b"3".to_vec())], 8);
-    let snap = new.export();
+    let snap = new.export_bytes().unwrap();
     {
         let _running = old.worker(0).unwrap();
         assert!(matches!(old.restore(&snap), Err(StmError::BadSnapshot(_))));
     }
+    // A refused restore changed nothing.
+    assert_eq!(old.get(b"a"), Some(b"1".to_vec()));
     old.restore(&snap).unwrap();
     assert_eq!(old.to_map(), new.to_map());
     assert_eq!(old.vector(), new.vector());

@@ -534,10 +534,12 @@ fn group_states(
         .map_err(|e| format!("fetching m{} from server {}: {e}", mb.0, server.0))?;
         let state = GroupState::decode(&bytes)
             .map_err(|e| format!("m{} from server {}: {e}", mb.0, server.0))?;
+        let snapshot = Snapshot::decode(&state.snapshot)
+            .map_err(|e| format!("m{} from server {}: {e}", mb.0, server.0))?;
         if as_head {
-            head_state = Some(state.snapshot);
+            head_state = Some(snapshot);
         } else {
-            replicas.push((server.0, state.snapshot));
+            replicas.push((server.0, snapshot));
         }
     }
     let head_state = head_state.expect("a group has its head");
