@@ -177,9 +177,13 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
     );
     if run.violations.is_empty() {
         let accounted = if procs {
-            "every released packet one that was sent, released once"
+            "every released packet one that was sent, released once".to_string()
         } else {
-            "every packet accounted for"
+            let checked = r.output_commit_checked;
+            format!(
+                "every packet accounted for, output commit held for every released packet ({} transactions checked)",
+                checked.transactions
+            )
         };
         println!(
             "consistent: every kill recovered, {accounted}, every replica equal to its recovered head, monitors counted every released packet, no flow's NAT mapping changed"

@@ -171,6 +171,7 @@ impl Harness {
             now: move || self.now(),
             heartbeat,
             flows: None,
+            commits: None,
         }
     }
 
@@ -295,6 +296,8 @@ fn generate(
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
     let (mut sent, mut done) = (0u64, 0u64);
     let mut next_at = now();
+    // Handles are entry times, made unique: checks key packets by them.
+    let mut last_handle = 0;
     let (mut version, mut ingress) = (routes.version(), routes.get(0));
     loop {
         done += credits.try_iter().sum::<u64>();
@@ -330,8 +333,9 @@ fn generate(
         let mut bytes = recycle.try_recv().unwrap_or_default();
         bytes.clear();
         bytes.extend_from_slice(&templates[flow]);
+        last_handle = t.max(last_handle + 1);
         let packet = Packet {
-            handle: t,
+            handle: last_handle,
             flow: flow as u64,
             dir: Direction::Outbound,
             bytes,

@@ -11,6 +11,7 @@ use ftc_chain::ring::{MbIndex, ServerId};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 
+use crate::commit_check::CommitCheck;
 use crate::server::port_of;
 use crate::server::ExportParts;
 use crate::{Frame, Output, Packet, Server};
@@ -102,6 +103,9 @@ pub struct Shared<'s, C> {
     /// 5-tuple all run long (a NAT's mapping of a live connection never changes, failures or
     /// not). Costs a lock per released packet.
     pub flows: Option<&'s std::sync::Mutex<HashMap<u64, FlowKey>>>,
+    /// When set, every released packet is checked for output commit (the servers must
+    /// `observe`). Costs a lock per commit and per released packet.
+    pub commits: Option<&'s CommitCheck<'s>>,
 }
 
 /// A server thread's signs of life for the orchestrator.
@@ -143,6 +147,18 @@ impl Default for Sink {
     }
 }
 
+impl Sink {
+    /// Violations kept per server thread at most: the first ones say what went wrong.
+    const MAX_VIOLATIONS: usize = 10;
+
+    /// Keep `v`, unless this thread already kept [`Sink::MAX_VIOLATIONS`].
+    fn violation(&mut self, v: String) {
+        if self.violations.len() < Self::MAX_VIOLATIONS {
+            self.violations.push(v);
+        }
+    }
+}
+
 /// How a server thread ended.
 #[derive(Debug)]
 pub enum Ended<'a> {
@@ -165,6 +181,9 @@ pub fn serve<'a, C: Fn() -> u64>(
     let mut sink = Sink::default();
     let me = server.id();
     let now = &shared.now;
+    if let Some(check) = shared.commits {
+        check.register(&server);
+    }
     let mut next_beat = shared
         .heartbeat
         .as_ref()
@@ -275,23 +294,42 @@ pub fn serve<'a, C: Fn() -> u64>(
                     if let Some(flows) = shared.flows {
                         check_flow(flows, &packet, &mut sink);
                     }
+                    if let Some(Err(e)) = shared.commits.map(|c| c.released(packet.handle)) {
+                        sink.violation(e);
+                    }
                     sink.released += 1;
                     let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
                     let _ = shared.recycle.send(packet.bytes);
                     left += 1;
                 }
-                Output::Dropped { by, .. } => {
+                Output::Dropped { by, handle } => {
+                    if let Some(check) = shared.commits {
+                        check.forget(handle);
+                    }
                     match sink.dropped.iter_mut().find(|(m, _)| *m == by) {
                         Some((_, n)) => *n += 1,
                         None => sink.dropped.push((by, 1)),
                     }
                     left += 1;
                 }
-                Output::Lost { .. } => {
+                Output::Lost { handle } => {
+                    if let Some(check) = shared.commits {
+                        check.forget(handle);
+                    }
                     sink.lost += 1;
                     left += 1;
                 }
-                Output::Committed { .. } | Output::AtBuffer { .. } => {}
+                Output::Committed {
+                    handle,
+                    middlebox,
+                    kind,
+                    deps,
+                } => {
+                    if let Some(check) = shared.commits {
+                        check.committed(handle, middlebox, kind, deps);
+                    }
+                }
+                Output::AtBuffer { .. } => {}
             }
         }
         if left > 0 {
@@ -361,8 +399,8 @@ fn check_flow(
     let key = *p.flow();
     let mut flows = flows.lock().expect("no holder panics");
     let first = *flows.entry(packet.flow).or_insert(key);
-    if first != key && sink.violations.len() < 10 {
-        sink.violations.push(format!(
+    if first != key {
+        sink.violation(format!(
             "flow {} left the chain as {}:{} after leaving as {}:{} (a NAT mapping of a live connection changed)",
             packet.flow, key.src, key.sport, first.src, first.sport
         ));

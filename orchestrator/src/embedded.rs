@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
+use ftc_node::commit_check::CommitCheck;
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
 use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::{Heads, Mode, Server, ServerConfig};
@@ -74,6 +75,16 @@ pub struct ChaosReport {
     pub run: RunReport,
     pub kills: Vec<Killed>,
     pub recoveries: Vec<RecoveryReport>,
+    /// Released packets checked for output commit, and the transactions checked for them
+    /// (embedded runs only: the servers of `--procs` are other processes).
+    pub output_commit_checked: OutputCommitChecked,
+}
+
+/// What the output-commit check of a chaos run looked at ([`CommitCheck`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutputCommitChecked {
+    pub packets: u64,
+    pub transactions: u64,
 }
 
 impl ChaosReport {
@@ -146,16 +157,20 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         });
     }
     let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
+    // The heads report their commits, for the output-commit check.
     let server_config = ServerConfig {
         mode: Mode::Ftc,
+        observe: true,
         ..config.run.server.clone()
     };
+    let commits = CommitCheck::new(ring, &heads);
     let harness = Harness::new();
     let (beat_tx, beat_rx) = crossbeam_channel::unbounded();
     let period = Duration::from_nanos(config.coordinator.heartbeat_period_ns);
     let flows = Mutex::new(HashMap::new());
     let mut shared = harness.shared(Some((period, beat_tx)));
     shared.flows = Some(&flows);
+    shared.commits = Some(&commits);
     let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
         (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
     let routes = Routes::new(txs);
@@ -277,6 +292,11 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         elapsed
     });
     drop(world);
+    let (packets, transactions) = commits.checked();
+    report.output_commit_checked = OutputCommitChecked {
+        packets,
+        transactions,
+    };
     report
         .run
         .finish(&ring, &heads, ended_rx.try_iter().collect(), elapsed);

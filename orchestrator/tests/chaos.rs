@@ -9,6 +9,7 @@ use std::time::Duration;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunConfig;
+use ftc_node::ServerConfig;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, ChaosReport, Kill};
 
@@ -51,11 +52,16 @@ counters = "per-flow"
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn chaos(spec: &ChainSpec, kills: &[u16]) -> ChaosReport {
+    chaos_with(spec, kills, ServerConfig::default())
+}
+
+fn chaos_with(spec: &ChainSpec, kills: &[u16], server: ServerConfig) -> ChaosReport {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = ChaosConfig {
         run: RunConfig {
             duration: Duration::from_millis(1_000),
             flows: 32,
+            server,
             ..RunConfig::default()
         },
         kills: kills
@@ -99,6 +105,12 @@ fn assert_recovered(spec: &ChainSpec, kills: &[u16]) {
         assert!(rec.total_ns > 0 && rec.detection_ns > 0, "{what}: {rec}");
     }
     assert!(r.run.packets_released > 0, "{what}: nothing released");
+    // Output commit was checked for every released packet, across the recoveries.
+    assert_eq!(
+        r.output_commit_checked.packets, r.run.packets_released,
+        "{what}"
+    );
+    assert!(r.output_commit_checked.transactions > 0, "{what}");
     // Traffic went on after the recovery: more left the chain than before the kill could have.
     assert!(r.run.packets_sent > r.run.packets_lost, "{what}");
 }
@@ -153,5 +165,24 @@ fn a_kill_outside_the_chain_is_refused() {
     assert_eq!(
         e.to_string(),
         "kill position 7: the chain has servers 0 to 2"
+    );
+}
+
+/// The output-commit check bites: a buffer that releases packets without waiting for the
+/// commit vectors lets the NAT's writes out before its replica on server 0 has them.
+#[test]
+fn a_release_before_commit_is_caught() {
+    let broken = ServerConfig {
+        release_without_commit: true,
+        ..ServerConfig::default()
+    };
+    let r = chaos_with(&ch_rec(), &[1], broken);
+    assert!(
+        r.run
+            .violations
+            .iter()
+            .any(|v| v.starts_with("output commit:")),
+        "{:#?}",
+        r.run.violations
     );
 }
