@@ -103,8 +103,8 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     };
     config.coordinator.heartbeat_period_ns = (args.heartbeat_ms * 1e6) as u64;
     crate::run::warn_single_worker(&spec);
+    crate::log::init("chaos");
     let r = if args.procs {
-        crate::log::init("chaos");
         let procs = ProcsConfig {
             exe: std::env::current_exe()?,
             spec_path: args.spec.clone(),

@@ -319,14 +319,23 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
 /// server is dead and does not answer). The server thread hands out its retained logs; the
 /// store is copied here, so that a large one does not keep the server from its heartbeats.
 fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Option<Vec<u8>> {
+    let t = Instant::now();
     let (tx, rx) = crossbeam_channel::bounded(1);
     routes
         .get(position)
         .send(Msg::Export { group, reply: tx })
         .ok()?;
     let parts = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+    let asked = t.elapsed();
     let head = heads.stores.get(usize::from(group.0));
-    parts.into_group_state(group, head)?.encode().ok()
+    let bytes = parts.into_group_state(group, head)?.encode().ok();
+    tracing::debug!(
+        "server {position}: exported m{} in {:.2} ms ({:.2} ms waiting for the server thread)",
+        group.0,
+        t.elapsed().as_secs_f64() * 1e3,
+        asked.as_secs_f64() * 1e3
+    );
+    bytes
 }
 
 /// The orchestrator's thread: heartbeats and servers' messages into the coordinator, its

@@ -3,7 +3,7 @@
 //! every one of them, then restore its head and its replica from them.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_node::{Heads, Server, ServerConfig};
@@ -44,8 +44,16 @@ impl Fetched {
                 .filter(|f| !self.states.contains_key(&f.group))
                 .map(|f| {
                     s.spawn(move || {
+                        let t = Instant::now();
                         let got =
                             transfer::fetch(f.addr, key, epoch, f.group, f.as_head, FETCH_TIMEOUT);
+                        tracing::debug!(
+                            "fetched m{} from server {} in {:.2} ms: {} bytes",
+                            f.group,
+                            f.source,
+                            t.elapsed().as_secs_f64() * 1e3,
+                            got.as_ref().map_or(0, Vec::len)
+                        );
                         (f, got)
                     })
                 })
@@ -91,8 +99,16 @@ impl Fetched {
         config: ServerConfig,
         now: u64,
     ) -> Result<Server<'h, P>, ReplicaError> {
+        let t = Instant::now();
         let groups: Vec<GroupState> = self.states.values().cloned().collect();
         let head = heads.restored_head(&ring, position, &groups)?;
-        Server::restore(ring, position, partitions, head, config, &groups, now)
+        let server = Server::restore(ring, position, partitions, head, config, &groups, now);
+        tracing::debug!(
+            "server {}: restored from {} groups in {:.2} ms",
+            position.0,
+            groups.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        server
     }
 }
