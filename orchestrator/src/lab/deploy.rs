@@ -377,3 +377,81 @@ fn wait<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words node `position` is started with, `ip netns exec` replaced by printing them.
+    fn words(config: &RunConfig, position: u16) -> Vec<String> {
+        let args = config.node_args("10.77.3.1:7000".parse().unwrap());
+        let command = substitute(&config.node_template(), position, &args)
+            .replace("exec ip netns exec", "exec printf '%s|'");
+        let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.trim_end_matches('|')
+            .split('|')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_node_starts_in_its_namespace_on_its_management_address() {
+        let mut config = RunConfig {
+            exe: PathBuf::from("/opt/my ftc"),
+            spec: PathBuf::from("/specs/ch-rec.toml"),
+            topology: Topology {
+                name: "ftcl1".parse().unwrap(),
+                subnet: 3,
+                servers: 3,
+                nat_ips: Vec::new(),
+            },
+            heartbeat_ms: 50.0,
+            misses: 3,
+            edges: false,
+        };
+        let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
+            let mut w = vec![
+                ns,
+                "/opt/my ftc",
+                "node",
+                "--orchestrator",
+                "10.77.3.1:7000",
+            ];
+            w.extend([
+                "--position",
+                position,
+                "--secret-file",
+                "/run/ftc/lab-ftcl1.secret",
+            ]);
+            w.extend(["--heartbeat-ms", "50", "--data", data]);
+            w.extend(edges);
+            w.push("/specs/ch-rec.toml");
+            w.into_iter().map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+        );
+        assert_eq!(
+            words(&config, 0),
+            node("ftcl1-s0", "0", "10.77.3.10:0", &[])
+        );
+        config.edges = true;
+        let first = ["--edge-in", "out=cli-in", "--edge-in", "in=srv-in"];
+        let last = ["--edge-out", "out=srv-out", "--edge-out", "in=cli-out"];
+        assert_eq!(
+            words(&config, 0),
+            node("ftcl1-s0", "0", "10.77.3.10:0", &first)
+        );
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+        );
+        assert_eq!(
+            words(&config, 2),
+            node("ftcl1-s2", "2", "10.77.3.12:0", &last)
+        );
+    }
+}
