@@ -158,6 +158,19 @@ fn describe(t: &Topology) {
             t.host_netns(&SERVER)
         );
     }
+    for ip in &t.vips {
+        println!(
+            "  {}: {ip}/32 (a load balancer's address) through the chain to the server",
+            t.host_netns(&CLIENT)
+        );
+    }
+    if !t.backends.is_empty() {
+        println!(
+            "  {}: backends {:?} on its loopback",
+            t.host_netns(&SERVER),
+            t.backends
+        );
+    }
 }
 
 fn status(name: &LabName) -> anyhow::Result<ExitCode> {
@@ -198,12 +211,11 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let wanted = Topology::new(&spec, name.clone(), t.subnet)?;
             if !t.same_shape(&wanted) {
                 anyhow::bail!(
-                    "lab {name} was made for {} servers and NAT addresses {:?}, this chain needs \
-                     {} and {:?}: `ftc lab up --force --name {name} SPEC` remakes it",
+                    "lab {name} was made for another chain ({} servers, NAT {:?}, load balancer \
+                     {:?}): `ftc lab up --force --name {name} SPEC` remakes it for this one",
                     t.servers,
                     t.nat_ips,
-                    wanted.servers,
-                    wanted.nat_ips
+                    t.vips,
                 );
             }
             (t, false)

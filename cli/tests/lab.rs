@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -300,9 +300,16 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
         .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl3"])
         .args(["--transport", "udp", "--heartbeat-ms", "50"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let rx = lines(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
     let mut seen = Vec::new();
     let within = Duration::from_secs(60);
     let first = expect(&rx, &mut seen, within, |l| l.contains("process group"));
@@ -332,7 +339,10 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
     expect(&rx, &mut seen, within, |l| l.contains("stopped"));
-    assert!(status.success(), "{status}: {seen:#?}");
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {seen:#?}\n{log}");
+    // The orchestrator stopped its nodes, and itself, without being killed.
+    assert!(!log.contains("killing them"), "{log}");
     assert_eq!(group_members(pgid), Vec::<u32>::new());
     for ns in ["client", "server", "s0", "s1", "s2"] {
         let pids = ip(&["netns", "pids", &lab.ns(ns)]);

@@ -27,8 +27,8 @@ const SETTLE: Duration = Duration::from_secs(10);
 pub enum LabError {
     #[error("the lab makes network namespaces and links: run it as root")]
     NotRoot,
-    #[error("the lab needs `{0}` (iproute2 / procps), not found on PATH")]
-    Missing(&'static str),
+    #[error("the lab needs `{0}`, not found on PATH (Debian package: {1})")]
+    Missing(&'static str, &'static str),
     #[error(
         "lab {name} exists already ({what}): `ftc lab down --name {name}` removes it, \
          `ftc lab up --force` makes it anew"
@@ -73,9 +73,9 @@ pub fn check_host() -> Result<(), LabError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(LabError::NotRoot);
     }
-    for program in ["ip", "sysctl"] {
+    for (program, package) in [("ip", "iproute2"), ("sysctl", "procps")] {
         if !ops::on_path(program) {
-            return Err(LabError::Missing(program));
+            return Err(LabError::Missing(program, package));
         }
     }
     Ok(())

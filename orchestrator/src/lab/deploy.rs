@@ -406,6 +406,8 @@ mod tests {
                 subnet: 3,
                 servers: 3,
                 nat_ips: Vec::new(),
+                vips: Vec::new(),
+                backends: Vec::new(),
             },
             heartbeat_ms: 50.0,
             misses: 3,

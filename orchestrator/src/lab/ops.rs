@@ -40,15 +40,6 @@ impl Op {
         }
     }
 
-    /// The program this operation needs besides `ip`.
-    pub fn needs(&self) -> &'static str {
-        match self {
-            Op::Ip { .. } => "ip",
-            Op::Sysctl { .. } => "sysctl",
-            Op::Offloads { .. } => "ethtool",
-        }
-    }
-
     /// The command line, program first.
     pub fn argv(&self) -> Vec<String> {
         let exec = |netns: &str| ["ip", "netns", "exec", netns].map(str::to_string).to_vec();

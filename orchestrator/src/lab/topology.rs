@@ -14,7 +14,8 @@
 //! The chain is an L2 bump in the wire: the client's eth0 and eth1 share one MAC, the server's
 //! too, so a frame the chain releases is taken whichever of its host's interfaces it arrives on.
 //! Client and server are 10.78.0.1 and 10.78.0.2 on one /24 with permanent neighbours (no ARP
-//! crosses the chain); a NAT's public address is routed from the server back to the client.
+//! crosses the chain); a NAT's public address is routed from the server back to the client, a
+//! load balancer's virtual address from the client to the server, which holds its backends.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -35,7 +36,7 @@ const MGMT_FIRST: u8 = 10;
 pub const MAX_SERVERS: u16 = (254 - MGMT_FIRST as u16) + 1;
 
 /// The MTU of the ring links: room for the piggyback trailer behind a full customer frame.
-pub const RING_MTU: u32 = 9000;
+const RING_MTU: u32 = 9000;
 
 /// The prefix length of the management network and of the customer network.
 const PREFIX: u8 = 24;
@@ -47,7 +48,7 @@ pub const CLI_OUT: &str = "cli-out";
 pub const SRV_OUT: &str = "srv-out";
 
 /// The management interface in every server's namespace.
-pub const MGMT_IFACE: &str = "mgmt";
+const MGMT_IFACE: &str = "mgmt";
 
 /// Why a lab cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -169,6 +170,11 @@ pub struct Topology {
     pub servers: u16,
     /// The public addresses of the chain's NATs: the server routes them back to the client.
     pub nat_ips: Vec<Ipv4Addr>,
+    /// The virtual addresses of the chain's load balancers: the client routes them to the
+    /// server.
+    pub vips: Vec<Ipv4Addr>,
+    /// The load balancers' backends: addresses of the server (on its loopback).
+    pub backends: Vec<Ipv4Addr>,
 }
 
 impl Topology {
@@ -177,28 +183,36 @@ impl Topology {
         if servers > usize::from(MAX_SERVERS) {
             return Err(TopologyError::TooManyServers(servers));
         }
-        let mut nat_ips: Vec<Ipv4Addr> = spec
-            .middlebox
-            .iter()
-            .filter_map(|m| match &m.kind {
-                MiddleboxKind::SimpleNat(c) => Some(c.public_ip),
-                MiddleboxKind::MazuNat(c) => Some(c.public_ip),
-                _ => None,
-            })
-            .collect();
-        nat_ips.sort_unstable();
-        nat_ips.dedup();
+        let addresses = |of: &dyn Fn(&MiddleboxKind) -> Vec<Ipv4Addr>| {
+            let mut all: Vec<Ipv4Addr> = spec.middlebox.iter().flat_map(|m| of(&m.kind)).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
         Ok(Topology {
             name,
             subnet,
             servers: servers as u16,
-            nat_ips,
+            nat_ips: addresses(&|kind| match kind {
+                MiddleboxKind::SimpleNat(c) => vec![c.public_ip],
+                MiddleboxKind::MazuNat(c) => vec![c.public_ip],
+                _ => Vec::new(),
+            }),
+            vips: addresses(&|kind| match kind {
+                MiddleboxKind::LoadBalancer(c) => vec![c.vip],
+                _ => Vec::new(),
+            }),
+            backends: addresses(&|kind| match kind {
+                MiddleboxKind::LoadBalancer(c) => c.backends.clone(),
+                _ => Vec::new(),
+            }),
         })
     }
 
-    /// Whether `other` has the same shape: the same servers and NAT routes.
+    /// Whether `other` has the same shape: the same servers, routes and addresses.
     pub fn same_shape(&self, other: &Topology) -> bool {
-        self.servers == other.servers && self.nat_ips == other.nat_ips
+        (self.servers, &self.nat_ips, &self.vips, &self.backends)
+            == (other.servers, &other.nat_ips, &other.vips, &other.backends)
     }
 
     /// The namespace of `host`.
@@ -381,15 +395,27 @@ impl Topology {
             ops.push(Op::ip(Some(&ns), ["addr", "add", &addr, "dev", "eth0"]));
             ops.push(neighbour(&ns, peer.ip, &peer));
         }
-        // Replies to a NAT's public address go back to the client, through the chain.
+        // Replies to a NAT's public address go back to the client, through the chain; a load
+        // balancer's virtual address is reached through the chain, at one of the server's
+        // addresses.
+        for (from, ips, to) in [
+            (SERVER, &self.nat_ips, CLIENT),
+            (CLIENT, &self.vips, SERVER),
+        ] {
+            let ns = self.host_netns(&from);
+            for ip in ips {
+                let route = format!("{ip}/32");
+                ops.push(Op::ip(Some(&ns), ["route", "add", &route, "dev", "eth0"]));
+                ops.push(neighbour(&ns, *ip, &to));
+            }
+        }
         let server_ns = self.host_netns(&SERVER);
-        for ip in &self.nat_ips {
-            let route = format!("{ip}/32");
+        for ip in self.backends.iter().filter(|&&ip| ip != SERVER.ip) {
+            let addr = format!("{ip}/32");
             ops.push(Op::ip(
                 Some(&server_ns),
-                ["route", "add", &route, "dev", "eth0"],
+                ["addr", "add", &addr, "dev", "lo"],
             ));
-            ops.push(neighbour(&server_ns, *ip, &CLIENT));
         }
         // Full checksums in every frame: a frame taken by AF_XDP is never completed by the
         // kernel, so a host must not leave its checksums (or segmentation) to an offload.

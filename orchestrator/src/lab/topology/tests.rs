@@ -278,6 +278,29 @@ fn a_nat_public_address_is_routed_back_to_the_client() {
 }
 
 #[test]
+fn a_load_balancer_is_reached_through_the_chain_at_the_server() {
+    let t = Topology::new(&spec("load-balancer.toml"), name("lb"), 0).unwrap();
+    assert_eq!(t.vips, [Ipv4Addr::new(198, 51, 100, 10)]);
+    assert_eq!(t.backends.len(), 3);
+    assert!(t.nat_ips.is_empty());
+    let ops = ip_ops(&t);
+    let has = |ns: &str, words: &str| {
+        let words: Vec<String> = words.split(' ').map(str::to_string).collect();
+        ops.contains(&(Some(ns.to_string()), words))
+    };
+    assert!(has("lb-client", "route add 198.51.100.10/32 dev eth0"));
+    let neigh = "neigh add 198.51.100.10 lladdr 02:00:0a:4e:00:02 dev eth0 nud permanent";
+    assert!(has("lb-client", neigh));
+    for backend in ["10.1.0.1", "10.1.0.2", "10.1.0.3"] {
+        assert!(has("lb-server", &format!("addr add {backend}/32 dev lo")));
+    }
+    assert!(!t.same_shape(&Topology {
+        backends: Vec::new(),
+        ..t.clone()
+    }));
+}
+
+#[test]
 fn hosts_filter_no_reverse_path_and_nobody_speaks_ipv6() {
     let t = ch_rec();
     let sysctls: BTreeSet<(String, String, String)> = t
