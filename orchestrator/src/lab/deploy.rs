@@ -94,6 +94,8 @@ pub enum DeployError {
     },
     #[error("{0} within {START:?}")]
     Timeout(&'static str),
+    #[error("interrupted before the chain was deployed")]
+    Interrupted,
 }
 
 /// What the orchestrator's standard error says that the run waits for.
@@ -103,11 +105,13 @@ enum Said {
     Deployed(String),
 }
 
-/// The processes of a run: the orchestrator leads their process group. Dropping it stops them.
+/// The processes of a run: the orchestrator leads their process group. Dropping it stops them
+/// and removes the run's secret file.
 #[derive(Debug)]
 struct Group {
     orchestrator: Child,
     nodes: Vec<(u16, Child)>,
+    secret: PathBuf,
 }
 
 impl Group {
@@ -129,8 +133,11 @@ impl Group {
     /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap.
     fn stop(&mut self) {
         let pgid = self.pgid() as libc::pid_t;
-        // SAFETY: kill touches no memory; the orchestrator is our child, not reaped yet.
-        unsafe { libc::kill(pgid, libc::SIGTERM) };
+        if matches!(self.orchestrator.try_wait(), Ok(None)) {
+            // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
+            // so the pid is still its.
+            unsafe { libc::kill(pgid, libc::SIGTERM) };
+        }
         let deadline = Instant::now() + GRACE;
         while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
             let _ = self.orchestrator.try_wait();
@@ -141,8 +148,8 @@ impl Group {
         }
         if !group_members(self.pgid()).is_empty() {
             tracing::warn!("processes of the lab did not stop in {GRACE:?}: killing them");
-            // SAFETY: killpg touches no memory; the group's leader is our child, not reaped,
-            // so the group id is still ours.
+            // SAFETY: killpg touches no memory; the group still has members of ours, so its
+            // id cannot have been reused.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
         for child in
@@ -150,6 +157,7 @@ impl Group {
         {
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.secret);
     }
 }
 
@@ -240,14 +248,17 @@ pub fn run(
         .args(["--misses", &config.misses.to_string()])
         .args(["--launch", &config.node_template()])
         .stderr(Stdio::piped());
-    let mut child = spawn(orchestrator, 0, "the orchestrator".to_string())?;
+    let mut child = spawn(orchestrator, 0, "the orchestrator".to_string()).inspect_err(|_| {
+        let _ = std::fs::remove_file(&secret);
+    })?;
     let said = listen(child.stderr.take().expect("piped"));
     let mut group = Group {
         orchestrator: child,
         nodes: Vec::new(),
+        secret,
     };
     let started = Instant::now();
-    let control = wait(&mut group, &said, started, LISTENING, |s| match s {
+    let control = wait(&mut group, &said, (started, stop), LISTENING, |s| match s {
         Said::Listening(addr) => Some(addr),
         Said::Deployed(_) => None,
     })?;
@@ -283,7 +294,7 @@ pub fn run(
         );
         group.nodes.push((i, child));
     }
-    let line = wait(&mut group, &said, started, DEPLOYED, |s| match s {
+    let line = wait(&mut group, &said, (started, stop), DEPLOYED, |s| match s {
         Said::Deployed(line) => Some(line),
         Said::Listening(_) => None,
     })?;
@@ -306,7 +317,6 @@ pub fn run(
     }
     let _ = writeln!(out, "ftc lab {}: stopping", t.name);
     drop(group);
-    let _ = std::fs::remove_file(&secret);
     let _ = writeln!(out, "ftc lab {}: stopped", t.name);
     Ok(())
 }
@@ -338,16 +348,19 @@ fn listen(stderr: impl io::Read + Send + 'static) -> Receiver<Said> {
 const LISTENING: &str = "the orchestrator did not say where it listens";
 const DEPLOYED: &str = "the chain was not deployed";
 
-/// What `want` takes from what the orchestrator says next, unless a process exits first or
-/// [`START`] passes (then the error says `why`).
+/// What `want` takes from what the orchestrator says next, unless a process exits first, `stop`
+/// is raised, or [`START`] passes since `started` (then the error says `why`).
 fn wait<T>(
     group: &mut Group,
     said: &Receiver<Said>,
-    started: Instant,
+    (started, stop): (Instant, &AtomicBool),
     why: &'static str,
     want: impl Fn(Said) -> Option<T>,
 ) -> Result<T, DeployError> {
     loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(DeployError::Interrupted);
+        }
         if let Some((who, status)) = group.exited() {
             return Err(DeployError::Exited {
                 what: who,
