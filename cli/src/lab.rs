@@ -205,6 +205,9 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .context("--duration")?;
     let name = &args.name.name;
     apply::check_host()?;
+    // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab
+    // it brought up.
+    let stop = crate::signal::stop_flag();
     // The lab this run brought up, to take down again.
     let (topology, made) = match apply::load(name)? {
         Some(t) => {
@@ -236,7 +239,6 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         misses: args.misses,
         edges: args.transport == Transport::Xdp,
     };
-    let stop = crate::signal::stop_flag();
     let ran = deploy::run(&config, stop, duration, &mut std::io::stdout());
     let taken_down = if made {
         apply::down(name).map(|_| println!("lab {name}: taken down"))

@@ -3,7 +3,8 @@
 //! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
 //! killed node in its namespace, and stops on SIGTERM leaving no process behind. These need
 //! root (network namespaces): as another user they say so and pass. Each test has its own lab
-//! name, and a guard that takes its lab down however the test ends.
+//! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
+//! 10 misses) so that a loaded machine does not lose a node the test did not kill.
 
 mod support;
 
@@ -298,7 +299,14 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     let x = lab.subnet();
     let mut child = ftc()
         .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl3"])
-        .args(["--transport", "udp", "--heartbeat-ms", "50"])
+        .args([
+            "--transport",
+            "udp",
+            "--heartbeat-ms",
+            "50",
+            "--misses",
+            "10",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -357,7 +365,7 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     // Without a lab, `run` brings one up and takes it down again.
     let out = run(ftc()
         .args(["lab", "run", &spec("ch-2.toml"), "--name", "ftcl3"])
-        .args(["--duration", "1", "--heartbeat-ms", "50"]));
+        .args(["--duration", "1", "--heartbeat-ms", "50", "--misses", "10"]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("deployed in epoch 1"), "{text}");
     assert!(text.contains("taken down"), "{text}");
