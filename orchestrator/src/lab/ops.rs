@@ -19,8 +19,9 @@ pub enum Op {
         key: String,
         value: String,
     },
-    /// `ip netns exec NETNS ethtool -K IFACE tx off tso off gso off`: the kernel computes every
-    /// checksum and segments nothing late. Needs ethtool, which a host may lack.
+    /// `ip netns exec NETNS ethtool -K IFACE tx off tso off gso off gro on`: the kernel computes
+    /// every checksum and segments nothing late; GRO gives the veth a NAPI queue, which frames
+    /// XDP redirects to its peer need. Needs ethtool, which a host may lack.
     Offloads { netns: String, iface: String },
 }
 
@@ -65,7 +66,8 @@ impl Op {
                 let mut argv = exec(netns);
                 argv.extend(
                     [
-                        "ethtool", "-K", iface, "tx", "off", "tso", "off", "gso", "off",
+                        "ethtool", "-K", iface, "tx", "off", "tso", "off", "gso", "off", "gro",
+                        "on",
                     ]
                     .map(str::to_string),
                 );

@@ -418,7 +418,8 @@ impl Topology {
             ));
         }
         // Full checksums in every frame: a frame taken by AF_XDP is never completed by the
-        // kernel, so a host must not leave its checksums (or segmentation) to an offload.
+        // kernel, so a host must not leave its checksums (or segmentation) to an offload; and
+        // a NAPI queue on each host interface, for frames XDP redirects to it.
         for (host, iface, _, _) in self.edge_links() {
             ops.push(Op::Offloads {
                 netns: self.host_netns(&host),
