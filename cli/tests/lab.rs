@@ -175,6 +175,14 @@ fn up_makes_the_planned_lab_and_down_removes_it() {
         ]);
         assert_eq!(rp.trim(), "0");
     }
+    // Full checksums from the hosts (where ethtool is there to switch the offload off).
+    let features = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("client"), "ethtool", "-k", "eth1"])
+        .output();
+    if let Ok(out) = features.as_ref().filter(|o| o.status.success()) {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("tx-checksumming: off"), "{text}");
+    }
     let client = ip(&[
         "-n",
         &lab.ns("client"),
