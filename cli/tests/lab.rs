@@ -179,7 +179,7 @@ fn up_makes_the_planned_lab_and_down_removes_it() {
     let features = Command::new("ip")
         .args(["netns", "exec", &lab.ns("client"), "ethtool", "-k", "eth1"])
         .output();
-    if let Ok(out) = features.as_ref().filter(|o| o.status.success()) {
+    if let Some(out) = features.ok().filter(|o| o.status.success()) {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("tx-checksumming: off"), "{text}");
     }
