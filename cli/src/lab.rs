@@ -66,6 +66,7 @@ pub struct RunArgs {
     spec: PathBuf,
     #[command(flatten)]
     name: NameArg,
+    /// How customer frames reach the chain.
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
     /// Stop after this many seconds (default: run until Ctrl-C).
