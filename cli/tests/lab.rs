@@ -13,8 +13,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ftc_orchestrator::lab::apply::alive;
-use ftc_orchestrator::lab::deploy::group_members;
+use ftc_orchestrator::lab::procs::{alive, group_members};
 use support::spec;
 
 fn ftc() -> Command {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ftc_chain::spec::ChainSpec;
 
 use super::ops::{self, Op, OpError};
+use super::procs::alive;
 use super::topology::{LabName, Topology, TopologyError};
 
 /// Where labs are recorded.
@@ -345,14 +346,4 @@ fn settle(mut done: impl FnMut() -> bool) {
     while !done() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Whether process `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which is in parentheses and may hold anything.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
 }

@@ -8,23 +8,20 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::apply::{alive, secret_path};
+use super::apply::secret_path;
+use super::procs::{spawn, Group};
 use super::topology::Topology;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 
 /// How long the orchestrator may take to listen, and the nodes to deploy.
 const START: Duration = Duration::from_secs(30);
-
-/// How long the processes get to stop by themselves before they are killed.
-const GRACE: Duration = Duration::from_secs(5);
 
 /// What a lab run is made of.
 #[derive(Debug, Clone)]
@@ -105,104 +102,6 @@ enum Said {
     Deployed(String),
 }
 
-/// The processes of a run: the orchestrator leads their process group. Dropping it stops them
-/// and removes the run's secret file.
-#[derive(Debug)]
-struct Group {
-    orchestrator: Child,
-    nodes: Vec<(u16, Child)>,
-    secret: PathBuf,
-}
-
-impl Group {
-    fn pgid(&self) -> u32 {
-        self.orchestrator.id()
-    }
-
-    /// The first process that exited, with how.
-    fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        if let Ok(Some(status)) = self.orchestrator.try_wait() {
-            return Some(("the orchestrator".to_string(), status));
-        }
-        self.nodes.iter_mut().find_map(|(i, child)| {
-            let status = child.try_wait().ok().flatten()?;
-            Some((format!("node {i}"), status))
-        })
-    }
-
-    /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap.
-    fn stop(&mut self) {
-        let pgid = self.pgid() as libc::pid_t;
-        if matches!(self.orchestrator.try_wait(), Ok(None)) {
-            // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
-            // so the pid is still its.
-            unsafe { libc::kill(pgid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + GRACE;
-        while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
-            let _ = self.orchestrator.try_wait();
-            for (_, child) in &mut self.nodes {
-                let _ = child.try_wait();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !group_members(self.pgid()).is_empty() {
-            tracing::warn!("processes of the lab did not stop in {GRACE:?}: killing them");
-            // SAFETY: killpg touches no memory; the group still has members of ours, so its
-            // id cannot have been reused.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        }
-        for child in
-            std::iter::once(&mut self.orchestrator).chain(self.nodes.iter_mut().map(|n| &mut n.1))
-        {
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.secret);
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The live (not zombie) processes of process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // After the command name: state, ppid, pgrp.
-            let group = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-            group == Some(pgid) && alive(pid)
-        })
-        .collect()
-}
-
-/// `command`, in process group `pgid` (0: a new one led by it), killed when this process dies.
-fn spawn(mut command: Command, pgid: u32, what: String) -> Result<Child, DeployError> {
-    command.process_group(pgid as i32).stdin(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-    // async-signal-safe and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-        .spawn()
-        .map_err(|source| DeployError::Spawn { what, source })
-}
-
 /// A fresh random secret in `path`, readable by root only.
 fn write_secret(path: &Path) -> Result<(), DeployError> {
     use std::io::Read;
@@ -248,8 +147,12 @@ pub fn run(
         .args(["--misses", &config.misses.to_string()])
         .args(["--launch", &config.node_template()])
         .stderr(Stdio::piped());
-    let mut child = spawn(orchestrator, 0, "the orchestrator".to_string()).inspect_err(|_| {
+    let mut child = spawn(orchestrator, 0).map_err(|source| {
         let _ = std::fs::remove_file(&secret);
+        DeployError::Spawn {
+            what: "the orchestrator".to_string(),
+            source,
+        }
     })?;
     let said = listen(child.stderr.take().expect("piped"));
     let mut group = Group {
@@ -277,7 +180,10 @@ pub fn run(
             .arg("-c")
             .arg(substitute(&template, i, &args))
             .stdout(Stdio::null());
-        let child = spawn(command, group.pgid(), format!("node {i}"))?;
+        let child = spawn(command, group.pgid()).map_err(|source| DeployError::Spawn {
+            what: format!("node {i}"),
+            source,
+        })?;
         let edges = if config.edges {
             t.edge_args(i).join(" ")
         } else {
