@@ -176,18 +176,17 @@ fn describe(t: &Topology) {
 
 fn status(name: &LabName) -> anyhow::Result<ExitCode> {
     let status = apply::status(name)?;
+    if status.topology.is_none() && status.namespaces.is_empty() && status.links.is_empty() {
+        println!("lab {name} does not exist");
+        return Ok(ExitCode::FAILURE);
+    }
     match &status.topology {
         Some(t) => describe(t),
-        None => println!("lab {name}: no state file"),
+        None => println!("lab {name}: no state file (`ftc lab down` removes what is left)"),
     }
     println!("namespaces: {}", status.namespaces.join(" "));
     println!("root links: {}", status.links.join(" "));
-    let recorded = status.topology.is_some();
-    Ok(if recorded || !status.namespaces.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -200,6 +200,10 @@ fn up_makes_the_planned_lab_and_down_removes_it() {
     );
     let route = ip(&["-n", &lab.ns("server"), "route", "get", "203.0.113.1"]);
     assert!(route.contains("dev eth0"), "{route}");
+    let status = run(ftc().args(["lab", "status", "--name", "ftcl1"]));
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("lab ftcl1 is up: 3 servers"), "{status}");
+    assert!(status.contains("root links: ftcl1-mgmt"), "{status}");
     // Up again: refused, naming the way out; --force makes it anew.
     let again = lab.up("ch-rec.toml", &[]);
     assert_eq!(again.status.code(), Some(1));
