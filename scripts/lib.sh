@@ -18,3 +18,41 @@ need_rust_components() {
         fi
     done
 }
+
+# need_debian_packages PURPOSE PACKAGE…: installs the missing Debian packages as root; otherwise
+# names them and fails. Does nothing where there is no dpkg (not Debian).
+need_debian_packages() {
+    local purpose=$1
+    shift
+    command -v dpkg-query >/dev/null || return 0
+    local missing=()
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "ftc: $purpose needs these Debian packages: ${missing[*]}" >&2
+        echo "ftc: install them as root: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "==> installing packages for $purpose: ${missing[*]}"
+    local log
+    log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "ftc: apt-get could not install ${missing[*]}" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
+# The tools of the network-namespace lab (`ftc lab`, its tests): ip, sysctl, ethtool. Only as
+# root: as another user the lab tests skip themselves.
+need_lab_tools() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    need_debian_packages "the network-namespace lab" iproute2 procps ethtool
+}

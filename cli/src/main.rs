@@ -1,13 +1,15 @@
 //! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation, run
-//! a chain's orchestrator and nodes as processes.
+//! a chain's orchestrator and nodes as processes, in network namespaces too (`ftc lab`).
 
 mod chaos;
 mod check;
 mod demo;
+mod lab;
 mod log;
 mod node;
 mod orchestrator;
 mod run;
+mod signal;
 mod sim;
 
 use std::path::PathBuf;
@@ -38,6 +40,10 @@ enum Command {
     },
     /// Run a chain in this process with generated traffic and print a report.
     Demo(demo::DemoArgs),
+    /// Network-namespace lab: bring a chain's servers, a client and a server host up in
+    /// namespaces, run the chain there, take it all down.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Run one server of a chain as this process, under an orchestrator.
     Node(node::NodeArgs),
     /// Run a chain's orchestrator: nodes join over TCP, failures are recovered.
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::Chaos(args) => chaos::run(&args),
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),
+        Command::Lab(command) => lab::run(&command),
         Command::Node(args) => node::run(&args),
         Command::Orchestrator(args) => orchestrator::run(&args),
         Command::Run(args) => run::run(&args),

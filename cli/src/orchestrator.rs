@@ -1,10 +1,13 @@
 //! `ftc orchestrator`: the orchestrator as its own process, nodes connecting over TCP (the logic
-//! is in `ftc_orchestrator::process::orchestrator`). Prints every recovery.
+//! is in `ftc_orchestrator::process::orchestrator`). Says on stderr when every node has joined
+//! (`ftc orchestrator: deployed in epoch 1: …`), prints every recovery, and on SIGINT or
+//! SIGTERM tells its nodes to stop before it exits.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
@@ -88,8 +91,39 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
             println!("{r}");
         }
     };
-    orchestrator
-        .run(&AtomicBool::new(false), print)
-        .context("the orchestrator stopped")?;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| announce_deployment(&orchestrator, &done));
+        let result = orchestrator.run(crate::signal::stop_flag(), print);
+        done.store(true, Ordering::Release);
+        result
+    })
+    .context("the orchestrator stopped")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Say on stderr, once, when every node has joined: the epoch and where each node is.
+fn announce_deployment(orchestrator: &Orchestrator, done: &AtomicBool) {
+    while !done.load(Ordering::Acquire) {
+        let status = orchestrator.status();
+        let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
+        if let Some(peers) = peers.filter(|_| status.epoch > 0) {
+            let nodes: Vec<String> = peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "node {} data {} transfer {}",
+                        p.position, p.data, p.transfer
+                    )
+                })
+                .collect();
+            eprintln!(
+                "ftc orchestrator: deployed in epoch {}: {}",
+                status.epoch,
+                nodes.join(", ")
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

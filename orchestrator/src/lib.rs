@@ -7,13 +7,15 @@
 //! Drivers: [`transfer`] moves group state over TCP; [`replacement`] is what a replacement does
 //! with it; [`embedded`] runs a chain on threads with the orchestrator and failure injection
 //! (`ftc chaos`, `ftc demo`); [`process`] runs every server as its own process (`ftc node`,
-//! `ftc orchestrator`, `ftc chaos --procs`); [`checks`] are the checks both chaos runs make.
+//! `ftc orchestrator`, `ftc chaos --procs`); [`lab`] runs them in network namespaces (`ftc lab`);
+//! [`checks`] are the checks both chaos runs make.
 
 pub mod checks;
 pub mod control;
 pub mod coordinator;
 pub mod detector;
 pub mod embedded;
+pub mod lab;
 pub mod plan;
 pub mod process;
 pub mod replacement;

@@ -108,7 +108,7 @@ pub fn substitute(template: &str, position: u16, args: &NodeArgs) -> String {
 }
 
 /// `text` as one shell word: as it is when that is safe, else in single quotes.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         text.to_string()

@@ -1,0 +1,251 @@
+//! `ftc lab`: a chain in network namespaces on this host (the logic is in
+//! `ftc_orchestrator::lab`). `up` makes the namespaces and links, `down` removes them (also
+//! what a crashed `up` left), `status` shows them, `run` runs the chain's orchestrator and nodes
+//! there until Ctrl-C or for a while, bringing the lab up (and down again) if it is not up.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ftc_chain::spec::ChainSpec;
+use ftc_orchestrator::lab::apply::{self, LabError};
+use ftc_orchestrator::lab::deploy::{self, RunConfig};
+use ftc_orchestrator::lab::topology::{LabName, Topology, CLIENT, SERVER};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Make a lab for a chain: namespaces, management bridge, ring links, edges, addresses.
+    Up {
+        /// The chain spec (TOML).
+        spec: PathBuf,
+        #[command(flatten)]
+        name: NameArg,
+        /// Remove the lab first if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a lab: every namespace and link named after it, and the processes in them.
+    Down {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Show what exists of a lab.
+    Status {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Run a chain in its lab (brought up first if it is not) until Ctrl-C or --duration.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArg {
+    /// The lab's name, the prefix of its namespaces and links: 1 to 8 lowercase letters and
+    /// digits.
+    #[arg(long, default_value = "ftc")]
+    name: LabName,
+}
+
+/// How customer frames reach the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Nodes exchange frames over UDP on the management network; no edges.
+    Udp,
+    /// As udp, and server 0 and the last server take and send customer frames with AF_XDP on
+    /// the edge links (`ftc node --edge-in`/`--edge-out`).
+    Xdp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The chain spec (TOML).
+    spec: PathBuf,
+    #[command(flatten)]
+    name: NameArg,
+    /// How customer frames reach the chain.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_ms: f64,
+    /// Missed heartbeats that declare a node failed.
+    #[arg(long, default_value_t = 3)]
+    misses: u32,
+}
+
+pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
+    crate::log::init("lab");
+    match command {
+        LabCommand::Up {
+            spec,
+            name,
+            force,
+            dry_run,
+        } => up(spec, &name.name, *force, *dry_run),
+        LabCommand::Down { name } => {
+            let down = apply::down(&name.name)?;
+            println!(
+                "lab {}: removed {} namespaces, {} links, killed {} processes{}",
+                name.name,
+                down.namespaces.len(),
+                down.links.len(),
+                down.killed.len(),
+                if down.recorded {
+                    ""
+                } else {
+                    " (it had no state file)"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { name } => status(&name.name),
+        LabCommand::Run(args) => run_chain(args),
+    }
+}
+
+fn up(spec: &Path, name: &LabName, force: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let spec = ChainSpec::load(spec)?;
+    if dry_run {
+        let topology = Topology::new(&spec, name.clone(), 0)?;
+        println!("# lab {name}; `up` picks a free management subnet 10.77.X.0/24 (here X = 0)");
+        for op in topology.ops() {
+            println!("{op}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let up = apply::up(&spec, name, force)?;
+    for warning in &up.warnings {
+        eprintln!("ftc lab: warning: {warning}");
+    }
+    describe(&up.topology);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a lab is: its namespaces and addresses.
+fn describe(t: &Topology) {
+    let last = t.servers - 1;
+    println!(
+        "lab {} is up: {} servers {}-s0 … {}-s{last}, management bridge {} {}/24",
+        t.name,
+        t.servers,
+        t.name,
+        t.name,
+        t.bridge(),
+        t.bridge_ip()
+    );
+    for i in 0..t.servers {
+        println!("  {}: mgmt {}", t.server_netns(i), t.mgmt_ip(i));
+    }
+    for host in [CLIENT, SERVER] {
+        println!(
+            "  {}: eth0 {}/24 (to {}-s0), eth1 (from {}-s{last}), MAC {}",
+            t.host_netns(&host),
+            host.ip,
+            t.name,
+            t.name,
+            host.mac_text()
+        );
+    }
+    for ip in &t.nat_ips {
+        println!(
+            "  {}: {ip}/32 (a NAT's public address) back through the chain to the client",
+            t.host_netns(&SERVER)
+        );
+    }
+    for ip in &t.vips {
+        println!(
+            "  {}: {ip}/32 (a load balancer's address) through the chain to the server",
+            t.host_netns(&CLIENT)
+        );
+    }
+    if !t.backends.is_empty() {
+        println!(
+            "  {}: backends {:?} on its loopback",
+            t.host_netns(&SERVER),
+            t.backends
+        );
+    }
+}
+
+fn status(name: &LabName) -> anyhow::Result<ExitCode> {
+    let status = apply::status(name)?;
+    if status.topology.is_none() && status.namespaces.is_empty() && status.links.is_empty() {
+        println!("lab {name} does not exist");
+        return Ok(ExitCode::FAILURE);
+    }
+    match &status.topology {
+        Some(t) => describe(t),
+        None => println!("lab {name}: no state file (`ftc lab down` removes what is left)"),
+    }
+    println!("namespaces: {}", status.namespaces.join(" "));
+    println!("root links: {}", status.links.join(" "));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = ChainSpec::load(&args.spec)?;
+    let path = args
+        .spec
+        .canonicalize()
+        .with_context(|| format!("{}", args.spec.display()))?;
+    if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
+        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
+    }
+    let duration = args
+        .duration
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .context("--duration")?;
+    let name = &args.name.name;
+    apply::check_host()?;
+    // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab
+    // it brought up.
+    let stop = crate::signal::stop_flag();
+    // The lab this run brought up, to take down again.
+    let (topology, made) = match apply::load(name)? {
+        Some(t) => {
+            let wanted = Topology::new(&spec, name.clone(), t.subnet)?;
+            if !t.same_shape(&wanted) {
+                anyhow::bail!(
+                    "lab {name} was made for another chain ({} servers, NAT {:?}, load balancer \
+                     {:?}): `ftc lab up --force --name {name} SPEC` remakes it for this one",
+                    t.servers,
+                    t.nat_ips,
+                    t.vips,
+                );
+            }
+            (t, false)
+        }
+        None => {
+            let up = apply::up(&spec, name, false)?;
+            for warning in &up.warnings {
+                eprintln!("ftc lab: warning: {warning}");
+            }
+            (up.topology, true)
+        }
+    };
+    let config = RunConfig {
+        exe: std::env::current_exe().context("locating the ftc executable")?,
+        spec: path,
+        topology,
+        heartbeat_ms: args.heartbeat_ms,
+        misses: args.misses,
+        edges: args.transport == Transport::Xdp,
+    };
+    let ran = deploy::run(&config, stop, duration, &mut std::io::stdout());
+    let taken_down = if made {
+        apply::down(name).map(|_| println!("lab {name}: taken down"))
+    } else {
+        Ok::<(), LabError>(())
+    };
+    ran.with_context(|| format!("lab {name}"))?;
+    taken_down?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,415 @@
+//! `ftc lab` on this host: `up` makes the planned namespaces, links, addresses and MACs, and
+//! every server namespace reaches the management bridge; `down` removes all of it, also what a
+//! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
+//! killed node in its namespace, and stops on SIGTERM leaving no process behind. These need
+//! root (network namespaces): as another user they say so and pass. Each test has its own lab
+//! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
+//! 10 misses) so that a loaded machine does not lose a node the test did not kill.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ftc_orchestrator::lab::procs::{alive, group_members};
+use support::spec;
+
+fn ftc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ftc"))
+}
+
+/// Whether the test can run; if not, it says why.
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: `ftc lab` needs root (network namespaces)");
+    }
+    root
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `ip ARGS…`, its output.
+fn ip(args: &[&str]) -> String {
+    String::from_utf8(run(Command::new("ip").args(args)).stdout).unwrap()
+}
+
+/// A lab of the test's own: taken down when dropped.
+struct Lab(&'static str);
+
+impl Lab {
+    fn new(name: &'static str) -> Lab {
+        // What an earlier, interrupted run of the test may have left.
+        let _ = ftc().args(["lab", "down", "--name", name]).output();
+        Lab(name)
+    }
+
+    fn up(&self, spec_file: &str, extra: &[&str]) -> Output {
+        let mut cmd = ftc();
+        cmd.args(["lab", "up", &spec(spec_file), "--name", self.0])
+            .args(extra);
+        cmd.output().unwrap()
+    }
+
+    fn down(&self) -> String {
+        let out = run(ftc().args(["lab", "down", "--name", self.0]));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The namespaces and root-namespace links named after the lab, and its state file.
+    fn leftovers(&self) -> Vec<String> {
+        let prefix = format!("{}-", self.0);
+        let mut left: Vec<String> = ip(&["netns", "list"])
+            .lines()
+            .chain(ip(&["-o", "link", "show"]).lines())
+            .flat_map(|l| l.split([' ', ':', '@']))
+            .filter(|w| w.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        let state = format!("/run/ftc/lab-{}.json", self.0);
+        if std::path::Path::new(&state).exists() {
+            left.push(state);
+        }
+        left
+    }
+
+    /// The third octet of its management subnet, from its state file.
+    fn subnet(&self) -> u64 {
+        let text = std::fs::read_to_string(format!("/run/ftc/lab-{}.json", self.0)).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        state["subnet"].as_u64().unwrap()
+    }
+
+    fn ns(&self, which: &str) -> String {
+        format!("{}-{which}", self.0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = ftc().args(["lab", "down", "--name", self.0]).output();
+    }
+}
+
+/// `ip -n NS -o link show IFACE`.
+fn link(ns: &str, iface: &str) -> String {
+    ip(&["-n", ns, "-o", "link", "show", iface])
+}
+
+#[test]
+fn up_makes_the_planned_lab_and_down_removes_it() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl1");
+    let out = lab.up("ch-rec.toml", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let x = lab.subnet();
+    let namespaces = ip(&["netns", "list"]);
+    for ns in ["client", "server", "s0", "s1", "s2"] {
+        assert!(namespaces.contains(&lab.ns(ns)), "{ns}: {namespaces}");
+    }
+    // Every server reaches the bridge, where the orchestrator will listen.
+    let listener = TcpListener::bind(format!("10.77.{x}.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for i in 0..3 {
+        let s = lab.ns(&format!("s{i}"));
+        let addrs = ip(&["-n", &s, "-o", "-4", "addr", "show", "dev", "mgmt"]);
+        assert!(
+            addrs.contains(&format!("10.77.{x}.{}/24", 10 + i)),
+            "{addrs}"
+        );
+        let connect = format!("exec 3<>/dev/tcp/10.77.{x}.1/{port}");
+        run(Command::new("ip").args(["netns", "exec", &s, "bash", "-c", &connect]));
+        let (_, from) = listener.accept().unwrap();
+        assert_eq!(from.ip().to_string(), format!("10.77.{x}.{}", 10 + i));
+    }
+    // The ring, with jumbo frames, closed from the last server to the first.
+    for (ns, iface) in [
+        ("s0", "to1"),
+        ("s1", "from0"),
+        ("s2", "to0"),
+        ("s0", "from2"),
+    ] {
+        let l = link(&lab.ns(ns), iface);
+        assert!(l.contains("mtu 9000") && l.contains("LOWER_UP"), "{l}");
+    }
+    // The edges: each host's two interfaces share its MAC, and are up.
+    for (host, mac, edges) in [
+        (
+            "client",
+            "02:00:0a:4e:00:01",
+            [("s0", "cli-in"), ("s2", "cli-out")],
+        ),
+        (
+            "server",
+            "02:00:0a:4e:00:02",
+            [("s0", "srv-in"), ("s2", "srv-out")],
+        ),
+    ] {
+        for (iface, (server, chain_side)) in ["eth0", "eth1"].into_iter().zip(edges) {
+            let l = link(&lab.ns(host), iface);
+            assert!(l.contains(mac) && l.contains("LOWER_UP"), "{l}");
+            assert!(link(&lab.ns(server), chain_side).contains("LOWER_UP"));
+        }
+        let rp = ip(&[
+            "netns",
+            "exec",
+            &lab.ns(host),
+            "sysctl",
+            "-n",
+            "net.ipv4.conf.eth1.rp_filter",
+        ]);
+        assert_eq!(rp.trim(), "0");
+    }
+    // Full checksums from the hosts (where ethtool is there to switch the offload off).
+    let features = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("client"), "ethtool", "-k", "eth1"])
+        .output();
+    if let Some(out) = features.ok().filter(|o| o.status.success()) {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("tx-checksumming: off"), "{text}");
+    }
+    let client = ip(&[
+        "-n",
+        &lab.ns("client"),
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ]);
+    assert!(client.contains("10.78.0.1/24"), "{client}");
+    let neigh = ip(&["-n", &lab.ns("server"), "neigh", "show", "203.0.113.1"]);
+    assert!(
+        neigh.contains("02:00:0a:4e:00:01") && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
+    let route = ip(&["-n", &lab.ns("server"), "route", "get", "203.0.113.1"]);
+    assert!(route.contains("dev eth0"), "{route}");
+    let status = run(ftc().args(["lab", "status", "--name", "ftcl1"]));
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("lab ftcl1 is up: 3 servers"), "{status}");
+    assert!(status.contains("root links: ftcl1-mgmt"), "{status}");
+    // Up again: refused, naming the way out; --force makes it anew.
+    let again = lab.up("ch-rec.toml", &[]);
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("lab ftcl1 exists already"), "{err}");
+    assert!(err.contains("ftc lab down --name ftcl1"), "{err}");
+    assert!(lab.up("ch-2.toml", &["--force"]).status.success());
+    assert!(
+        !ip(&["netns", "list"]).contains(&lab.ns("s2")),
+        "ch-2 has 2 servers"
+    );
+    let down = lab.down();
+    assert!(down.contains("removed 4 namespaces"), "{down}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn down_removes_what_a_killed_up_or_a_hand_left_without_a_state_file() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl2");
+    // Made by hand, with a process in it, and no state file.
+    run(Command::new("ip").args(["netns", "add", "ftcl2-s0"]));
+    run(Command::new("ip").args(["netns", "add", "ftcl2-client"]));
+    run(Command::new("ip").args(["link", "add", "ftcl2-mgmt", "type", "bridge"]));
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", "ftcl2-s0", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let up = lab.up("ch-rec.toml", &[]);
+    assert_eq!(up.status.code(), Some(1), "a lab in the way is no lab");
+    let down = lab.down();
+    assert!(down.contains("removed 2 namespaces"), "{down}");
+    assert!(down.contains("killed 1 processes"), "{down}");
+    assert!(down.contains("no state file"), "{down}");
+    assert!(
+        sleeper.wait().unwrap().code().is_none(),
+        "killed by a signal"
+    );
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    // `up` killed half way (wherever it got to), its state file gone too.
+    for after_ms in [20, 60, 150] {
+        let mut up = ftc()
+            .args(["lab", "up", &spec("ch-rec.toml"), "--name", "ftcl2"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        let _ = up.kill();
+        let _ = up.wait();
+        // The `ip` it was running, if any, finishes on its own.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_file("/run/ftc/lab-ftcl2.json");
+        lab.down();
+        assert_eq!(
+            lab.leftovers(),
+            Vec::<String>::new(),
+            "killed after {after_ms} ms"
+        );
+    }
+}
+
+/// Lines of a child's stdout, as they come.
+fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The first line that satisfies `want`, within `within`; every line read, for messages.
+fn expect(
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    within: Duration,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("{e}; so far: {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl3");
+    assert!(lab.up("ch-rec.toml", &[]).status.success());
+    let x = lab.subnet();
+    let mut child = ftc()
+        .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl3"])
+        .args([
+            "--transport",
+            "udp",
+            "--heartbeat-ms",
+            "50",
+            "--misses",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut seen = Vec::new();
+    let within = Duration::from_secs(60);
+    let first = expect(&rx, &mut seen, within, |l| l.contains("process group"));
+    let pgid: u32 = first
+        .split("process group ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let deployed = expect(&rx, &mut seen, within, |l| {
+        l.contains("deployed in epoch 1")
+    });
+    for i in 0..3 {
+        let node = format!("node {i} data 10.77.{x}.{}:", 10 + i);
+        assert!(deployed.contains(&node), "{deployed}");
+    }
+    // Kill node 1: its replacement starts in ftcl3-s1, on the same address.
+    let pids = ip(&["netns", "pids", &lab.ns("s1")]);
+    let node_1: i32 = pids.trim().parse().unwrap_or_else(|_| panic!("{pids}"));
+    // SAFETY: kill touches no memory; node_1 is a process of this test's lab.
+    assert_eq!(unsafe { libc::kill(node_1, libc::SIGKILL) }, 0);
+    expect(&rx, &mut seen, within, |l| l.contains("recovered [1]"));
+    let pids = ip(&["netns", "pids", &lab.ns("s1")]);
+    assert!(!pids.trim().is_empty() && !pids.contains(&node_1.to_string()));
+    // SIGTERM (as Ctrl-C): everything stops, the lab stays up.
+    // SAFETY: as above; the child is this test's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    expect(&rx, &mut seen, within, |l| l.contains("stopped"));
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {seen:#?}\n{log}");
+    // The orchestrator stopped its nodes, and itself, without being killed.
+    assert!(!log.contains("killing them"), "{log}");
+    assert_eq!(group_members(pgid), Vec::<u32>::new());
+    for ns in ["client", "server", "s0", "s1", "s2"] {
+        let pids = ip(&["netns", "pids", &lab.ns(ns)]);
+        assert_eq!(pids.trim(), "", "processes left in {ns}");
+    }
+    assert!(!alive(node_1 as u32));
+    assert!(
+        ip(&["netns", "list"]).contains(&lab.ns("s0")),
+        "the lab is still up"
+    );
+    lab.down();
+    // Without a lab, `run` brings one up and takes it down again.
+    let out = run(ftc()
+        .args(["lab", "run", &spec("ch-2.toml"), "--name", "ftcl3"])
+        .args(["--duration", "1", "--heartbeat-ms", "50", "--misses", "10"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("deployed in epoch 1"), "{text}");
+    assert!(text.contains("taken down"), "{text}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn lab_commands_check_their_input_before_touching_the_host() {
+    let out = ftc()
+        .args(["lab", "up", &spec("ch-rec.toml"), "--name", "Bad-Name"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad lab name \"Bad-Name\""), "{err}");
+    // A dry run needs no root: the commands `up` would run.
+    let out = run(ftc().args([
+        "lab",
+        "up",
+        &spec("ch-rec.toml"),
+        "--name",
+        "ftcl9",
+        "--dry-run",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\nip netns add ftcl9-s2\n"), "{text}");
+    assert!(
+        text.contains("ip -n ftcl9-server route add 203.0.113.1/32 dev eth0"),
+        "{text}"
+    );
+    let out = ftc()
+        .args(["lab", "run", "/nonexistent.toml", "--name", "ftcl9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

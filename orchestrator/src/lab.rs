@@ -1,0 +1,11 @@
+//! The network-namespace lab (`ftc lab`): a chain's servers, a client and a server host, each in
+//! its own network namespace, wired as a real deployment would be. [`topology`] is the topology and
+//! the iproute2 operations that build it (pure); [`ops`] runs such operations; [`apply`] brings a
+//! lab up and down and records it; [`deploy`] runs a chain's orchestrator and nodes in a lab,
+//! [`procs`] keeps track of their processes.
+
+pub mod apply;
+pub mod deploy;
+pub mod ops;
+pub mod procs;
+pub mod topology;

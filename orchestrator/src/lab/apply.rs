@@ -1,0 +1,349 @@
+//! Bringing a lab up and down on this host. `up` applies a [`Topology`]'s operations and records
+//! the lab in a state file (`/run/ftc/lab-NAME.json`); a failed `up` removes what it made.
+//! `down` removes every namespace and root-namespace link whose name the lab owns, with or
+//! without a state file (after a crash half way through `up`, or objects made by hand), after
+//! killing the processes left in its namespaces. Both hold a lock file, so that labs brought up
+//! at once get different management subnets.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ftc_chain::spec::ChainSpec;
+
+use super::ops::{self, Op, OpError};
+use super::procs::alive;
+use super::topology::{LabName, Topology, TopologyError};
+
+/// Where labs are recorded.
+pub const STATE_DIR: &str = "/run/ftc";
+
+/// How long `down` waits for killed processes and removed links to be gone.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Why a lab cannot be brought up or down.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab makes network namespaces and links: run it as root")]
+    NotRoot,
+    #[error("the lab needs `{0}`, not found on PATH (Debian package: {1})")]
+    Missing(&'static str, &'static str),
+    #[error(
+        "lab {name} exists already ({what}): `ftc lab down --name {name}` removes it, \
+         `ftc lab up --force` makes it anew"
+    )]
+    Exists { name: LabName, what: String },
+    #[error("lab {0} is not up (no state file): `ftc lab up --name {0} SPEC` makes it")]
+    NotUp(LabName),
+    #[error("no free management subnet 10.77.X.0/24 left for another lab")]
+    NoSubnet,
+    #[error("lab {name}: still there after removing it: {left}")]
+    Left { name: LabName, left: String },
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the lab's state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
+/// The state file of lab `name`.
+pub fn state_path(name: &LabName) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("lab-{name}.json"))
+}
+
+/// The file of the secret a run of lab `name` uses.
+pub fn secret_path(name: &LabName) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("lab-{name}.secret"))
+}
+
+/// Whether this host can run a lab: root, with `ip` and `sysctl`.
+pub fn check_host() -> Result<(), LabError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LabError::NotRoot);
+    }
+    for (program, package) in [("ip", "iproute2"), ("sysctl", "procps")] {
+        if !ops::on_path(program) {
+            return Err(LabError::Missing(program, package));
+        }
+    }
+    Ok(())
+}
+
+/// An exclusive lock on the lab state directory, released when dropped.
+#[derive(Debug)]
+struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    fn take() -> Result<Lock, LabError> {
+        let path = PathBuf::from(STATE_DIR).join("lab.lock");
+        let file = std::fs::create_dir_all(STATE_DIR)
+            .and_then(|()| File::create(&path))
+            .map_err(|source| LabError::File {
+                what: "cannot create the lock file",
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock takes an open descriptor (the file's, open while `file` lives) and
+        // touches no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(LabError::File {
+                what: "cannot lock",
+                path,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+/// What `up` made, and what it could not do but carried on without.
+#[derive(Debug)]
+pub struct Up {
+    pub topology: Topology,
+    pub warnings: Vec<String>,
+}
+
+/// Bring lab `name` up for `spec`: fails if it exists, unless `force` (then it is removed
+/// first). On failure, whatever was made is removed again.
+pub fn up(spec: &ChainSpec, name: &LabName, force: bool) -> Result<Up, LabError> {
+    check_host()?;
+    let _lock = Lock::take()?;
+    if force {
+        remove(name)?;
+    } else if let Some(what) = existing(name)? {
+        return Err(LabError::Exists {
+            name: name.clone(),
+            what,
+        });
+    }
+    let topology = Topology::new(spec, name.clone(), free_subnet()?)?;
+    let path = state_path(name);
+    let text = serde_json::to_string_pretty(&topology).expect("a topology serializes");
+    std::fs::write(&path, text).map_err(|source| LabError::File {
+        what: "cannot write the state file",
+        path,
+        source,
+    })?;
+    let mut warnings = Vec::new();
+    let ethtool = ops::on_path("ethtool");
+    if !ethtool {
+        warnings.push(
+            "ethtool is not installed: the hosts' checksum and segmentation offloads stay on, \
+             so TCP and UDP through AF_XDP edges may carry bad checksums"
+                .to_string(),
+        );
+    }
+    for op in topology.ops() {
+        if !ethtool && matches!(op, Op::Offloads { .. }) {
+            continue;
+        }
+        if let Err(e) = op.run() {
+            if let Err(cleanup) = remove(name) {
+                tracing::error!("removing the half-made lab {name}: {cleanup}");
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(Up { topology, warnings })
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Down {
+    pub namespaces: Vec<String>,
+    pub links: Vec<String>,
+    /// Processes that were still running in the lab's namespaces.
+    pub killed: Vec<u32>,
+    /// Whether there was a state file.
+    pub recorded: bool,
+}
+
+/// Remove lab `name`: everything it owns, recorded or not.
+pub fn down(name: &LabName) -> Result<Down, LabError> {
+    check_host()?;
+    let _lock = Lock::take()?;
+    remove(name)
+}
+
+/// What is there of lab `name`: its recorded topology, its namespaces and root links.
+#[derive(Debug)]
+pub struct Status {
+    pub topology: Option<Topology>,
+    pub namespaces: Vec<String>,
+    pub links: Vec<String>,
+}
+
+pub fn status(name: &LabName) -> Result<Status, LabError> {
+    check_host()?;
+    let (namespaces, links) = (namespaces(name)?, root_links(name)?);
+    Ok(Status {
+        topology: load(name)?,
+        namespaces,
+        links,
+    })
+}
+
+/// Lab `name`'s recorded topology, if it has a state file.
+pub fn load(name: &LabName) -> Result<Option<Topology>, LabError> {
+    let path = state_path(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LabError::File {
+                what: "cannot read the state file",
+                path,
+                source,
+            })
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| LabError::State { path, source })
+}
+
+/// A description of what exists of lab `name`, or `None`.
+fn existing(name: &LabName) -> Result<Option<String>, LabError> {
+    let mut what = Vec::new();
+    if state_path(name).exists() {
+        what.push(format!("state file {}", state_path(name).display()));
+    }
+    what.extend(
+        namespaces(name)?
+            .into_iter()
+            .map(|n| format!("namespace {n}")),
+    );
+    what.extend(root_links(name)?.into_iter().map(|l| format!("link {l}")));
+    Ok((!what.is_empty()).then(|| what.join(", ")))
+}
+
+/// Lab `name`'s namespaces that exist.
+fn namespaces(name: &LabName) -> Result<Vec<String>, LabError> {
+    let list = ops::run(&argv(&["ip", "netns", "list"]))?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| name.owns(n))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Lab `name`'s links in the root namespace that exist.
+fn root_links(name: &LabName) -> Result<Vec<String>, LabError> {
+    let list = ops::run(&argv(&["ip", "-o", "link", "show"]))?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .filter(|n| name.owns(n))
+        .map(str::to_string)
+        .collect())
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// The lowest X of 10.77.X.0/24 that no recorded lab and no root-namespace address uses.
+fn free_subnet() -> Result<u8, LabError> {
+    let mut used = [false; 256];
+    if let Ok(dir) = std::fs::read_dir(STATE_DIR) {
+        for entry in dir.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Ok(t) = serde_json::from_str::<Topology>(&text) {
+                used[usize::from(t.subnet)] = true;
+            }
+        }
+    }
+    let addrs = ops::run(&argv(&["ip", "-4", "-o", "addr", "show"]))?;
+    for word in addrs.split_whitespace() {
+        let ip = word.split('/').next().unwrap_or(word);
+        if let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() {
+            if let [10, 77, x, _] = ip.octets() {
+                used[usize::from(x)] = true;
+            }
+        }
+    }
+    (0..=255u8)
+        .find(|&x| !used[usize::from(x)])
+        .ok_or(LabError::NoSubnet)
+}
+
+/// Remove everything of lab `name` (the lock held).
+fn remove(name: &LabName) -> Result<Down, LabError> {
+    let mut down = Down {
+        namespaces: namespaces(name)?,
+        ..Down::default()
+    };
+    for ns in &down.namespaces {
+        let pids = ops::run(&argv(&["ip", "netns", "pids", ns]))?;
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+            // SAFETY: kill touches no memory; a pid that is gone already gives ESRCH.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                down.killed.push(pid);
+            }
+        }
+    }
+    settle(|| down.killed.iter().all(|&pid| !alive(pid)));
+    for ns in &down.namespaces {
+        Op::ip(None, ["netns", "del", ns]).run()?;
+    }
+    // A namespace goes asynchronously, and the root ends of its veths with it: remove what
+    // remains until nothing does.
+    settle(|| {
+        let Ok(links) = root_links(name) else {
+            return false;
+        };
+        for link in &links {
+            match Op::ip(None, ["link", "del", link]).run() {
+                Ok(_) => down.links.push(link.clone()),
+                Err(e) if e.stderr().is_some_and(|s| s.contains("Cannot find device")) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        links.is_empty()
+    });
+    for path in [state_path(name), secret_path(name)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => down.recorded |= path == state_path(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LabError::File {
+                    what: "cannot remove",
+                    path,
+                    source,
+                })
+            }
+        }
+    }
+    match existing(name)? {
+        Some(left) => Err(LabError::Left {
+            name: name.clone(),
+            left,
+        }),
+        None => Ok(down),
+    }
+}
+
+/// Wait until `done`, for at most [`SETTLE`].
+fn settle(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,378 @@
+//! Running a chain in a lab (`ftc lab run`): `ftc orchestrator` in the root namespace on the
+//! management bridge, one `ftc node` per server in its namespace, with its data and transfer
+//! sockets on its management address (and, with edges, AF_XDP on the edge links). Initial nodes
+//! and the orchestrator's replacements start from one shell command template, so a replacement
+//! lands in the failed server's namespace. Every process is in one process group, killed with
+//! SIGKILL if it does not stop by itself, and dies with the process that started the run.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::apply::secret_path;
+use super::procs::{spawn, Group};
+use super::topology::Topology;
+use crate::process::launcher::{quote, substitute, NodeArgs};
+
+/// How long the orchestrator may take to listen, and the nodes to deploy.
+const START: Duration = Duration::from_secs(30);
+
+/// What a lab run is made of.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The `ftc` executable.
+    pub exe: PathBuf,
+    /// The chain spec, an absolute path (the nodes read it too).
+    pub spec: PathBuf,
+    pub topology: Topology,
+    pub heartbeat_ms: f64,
+    pub misses: u32,
+    /// Give server 0 and the last server their AF_XDP edges (`--edge-in`, `--edge-out`).
+    pub edges: bool,
+}
+
+impl RunConfig {
+    /// The `sh -c` command that starts the node at `{position}` in its namespace, with the
+    /// launcher's placeholders (see [`substitute`]): per position its management address and
+    /// edge options, then `exec ip netns exec NS ftc node …`.
+    pub fn node_template(&self) -> String {
+        let t = &self.topology;
+        let arms: String = (0..t.servers)
+            .map(|i| {
+                let edges = if self.edges {
+                    t.edge_args(i).join(" ")
+                } else {
+                    String::new()
+                };
+                format!("{i}) d={} e={};; ", t.mgmt_ip(i), quote(&edges))
+            })
+            .collect();
+        format!(
+            "case {{position}} in {arms}esac; exec ip netns exec {}-s{{position}} {} node \
+             --orchestrator {{orchestrator}} --position {{position}} \
+             --secret-file {{secret_file}} --heartbeat-ms {{heartbeat_ms}} --data \"$d:0\" $e \
+             {{spec}}",
+            t.name,
+            quote(&self.exe.display().to_string()),
+        )
+    }
+
+    fn node_args(&self, orchestrator: SocketAddr) -> NodeArgs {
+        NodeArgs {
+            orchestrator,
+            spec: self.spec.clone(),
+            secret_file: secret_path(&self.topology.name),
+            heartbeat_ms: self.heartbeat_ms,
+            ingress: None,
+            egress: None,
+            last: self.topology.servers - 1,
+        }
+    }
+}
+
+/// Why a lab run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("cannot start {what}: {source}")]
+    Spawn { what: String, source: io::Error },
+    #[error("cannot write the secret file {path}: {source}")]
+    Secret { path: PathBuf, source: io::Error },
+    #[error("{what} exited ({status}) {when}")]
+    Exited {
+        what: String,
+        status: std::process::ExitStatus,
+        when: &'static str,
+    },
+    #[error("{0} within {START:?}")]
+    Timeout(&'static str),
+    #[error("interrupted before the chain was deployed")]
+    Interrupted,
+}
+
+/// What the orchestrator's standard error says that the run waits for.
+#[derive(Debug)]
+enum Said {
+    Listening(SocketAddr),
+    Deployed(String),
+}
+
+/// A fresh random secret in `path`, readable by root only.
+fn write_secret(path: &Path) -> Result<(), DeployError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |source| DeployError::Secret {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(error)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .map_err(error)
+}
+
+/// Run the chain in its lab until `stop` or until `duration` has passed, saying what runs where
+/// on `out`. Every process is stopped when it returns, whatever it returns.
+pub fn run(
+    config: &RunConfig,
+    stop: &AtomicBool,
+    duration: Option<Duration>,
+    out: &mut dyn Write,
+) -> Result<(), DeployError> {
+    let t = &config.topology;
+    let secret = secret_path(&t.name);
+    write_secret(&secret)?;
+    let mut orchestrator = Command::new(&config.exe);
+    orchestrator
+        .arg("orchestrator")
+        .arg(&config.spec)
+        .args(["--listen", &format!("{}:0", t.bridge_ip())])
+        .arg("--secret-file")
+        .arg(&secret)
+        .args(["--heartbeat-ms", &config.heartbeat_ms.to_string()])
+        .args(["--misses", &config.misses.to_string()])
+        .args(["--launch", &config.node_template()])
+        .stderr(Stdio::piped());
+    let mut child = spawn(orchestrator, 0).map_err(|source| {
+        let _ = std::fs::remove_file(&secret);
+        DeployError::Spawn {
+            what: "the orchestrator".to_string(),
+            source,
+        }
+    })?;
+    let said = listen(child.stderr.take().expect("piped"));
+    let mut group = Group {
+        orchestrator: child,
+        nodes: Vec::new(),
+        secret,
+    };
+    let started = Instant::now();
+    let control = wait(&mut group, &said, (started, stop), LISTENING, |s| match s {
+        Said::Listening(addr) => Some(addr),
+        Said::Deployed(_) => None,
+    })?;
+    let _ = writeln!(
+        out,
+        "ftc lab {}: orchestrator pid {} (process group {}) in the root namespace, control {control}",
+        t.name,
+        group.orchestrator.id(),
+        group.pgid()
+    );
+    let args = config.node_args(control);
+    let template = config.node_template();
+    for i in 0..t.servers {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(substitute(&template, i, &args))
+            .stdout(Stdio::null());
+        let child = spawn(command, group.pgid()).map_err(|source| DeployError::Spawn {
+            what: format!("node {i}"),
+            source,
+        })?;
+        let edges = if config.edges {
+            t.edge_args(i).join(" ")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "ftc lab {}: node {i} pid {} in {}, mgmt {}{}{edges}",
+            t.name,
+            child.id(),
+            t.server_netns(i),
+            t.mgmt_ip(i),
+            if edges.is_empty() { "" } else { ", " },
+        );
+        group.nodes.push((i, child));
+    }
+    let line = wait(&mut group, &said, (started, stop), DEPLOYED, |s| match s {
+        Said::Deployed(line) => Some(line),
+        Said::Listening(_) => None,
+    })?;
+    let _ = writeln!(out, "ftc lab {}: {line}", t.name);
+    let _ = out.flush();
+    let end = duration.map(|d| Instant::now() + d);
+    while !stop.load(Ordering::Acquire) && end.is_none_or(|e| Instant::now() < e) {
+        if let Ok(Some(status)) = group.orchestrator.try_wait() {
+            return Err(DeployError::Exited {
+                what: "the orchestrator".to_string(),
+                status,
+                when: "while the chain ran",
+            });
+        }
+        // Nodes the orchestrator replaced exit; they are not the run's end.
+        for (_, node) in &mut group.nodes {
+            let _ = node.try_wait();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = writeln!(out, "ftc lab {}: stopping", t.name);
+    drop(group);
+    let _ = writeln!(out, "ftc lab {}: stopped", t.name);
+    Ok(())
+}
+
+/// Forward the orchestrator's standard error to ours, reporting what the run waits for.
+fn listen(stderr: impl io::Read + Send + 'static) -> Receiver<Said> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{line}");
+            let said = if let Some(rest) = line.strip_prefix("ftc orchestrator: deployed") {
+                Some(Said::Deployed(format!("deployed{rest}")))
+            } else if line.ends_with("waiting for its nodes") {
+                line.rsplit_once(" on ")
+                    .and_then(|(_, rest)| rest.split_once(',')?.0.parse().ok())
+                    .map(Said::Listening)
+            } else {
+                None
+            };
+            if let Some(said) = said {
+                let _ = tx.send(said);
+            }
+        }
+    });
+    rx
+}
+
+const LISTENING: &str = "the orchestrator did not say where it listens";
+const DEPLOYED: &str = "the chain was not deployed";
+
+/// What `want` takes from what the orchestrator says next, unless a process exits first, `stop`
+/// is raised, or [`START`] passes since `started` (then the error says `why`).
+fn wait<T>(
+    group: &mut Group,
+    said: &Receiver<Said>,
+    (started, stop): (Instant, &AtomicBool),
+    why: &'static str,
+    want: impl Fn(Said) -> Option<T>,
+) -> Result<T, DeployError> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return Err(DeployError::Interrupted);
+        }
+        if let Some((who, status)) = group.exited() {
+            return Err(DeployError::Exited {
+                what: who,
+                status,
+                when: "before the chain was deployed",
+            });
+        }
+        match said.recv_timeout(Duration::from_millis(50)) {
+            Ok(s) => {
+                if let Some(t) = want(s) {
+                    return Ok(t);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) if started.elapsed() < START => {}
+            Err(RecvTimeoutError::Timeout) => return Err(DeployError::Timeout(why)),
+            // Its standard error closed: the orchestrator is exiting.
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(match group.orchestrator.wait() {
+                    Ok(status) => DeployError::Exited {
+                        what: "the orchestrator".to_string(),
+                        status,
+                        when: "before the chain was deployed",
+                    },
+                    Err(_) => DeployError::Timeout(why),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words node `position` is started with, `ip netns exec` replaced by printing them.
+    fn words(config: &RunConfig, position: u16) -> Vec<String> {
+        let args = config.node_args("10.77.3.1:7000".parse().unwrap());
+        let command = substitute(&config.node_template(), position, &args)
+            .replace("exec ip netns exec", "exec printf '%s|'");
+        let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.trim_end_matches('|')
+            .split('|')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_node_starts_in_its_namespace_on_its_management_address() {
+        let mut config = RunConfig {
+            exe: PathBuf::from("/opt/my ftc"),
+            spec: PathBuf::from("/specs/ch-rec.toml"),
+            topology: Topology {
+                name: "ftcl1".parse().unwrap(),
+                subnet: 3,
+                servers: 3,
+                nat_ips: Vec::new(),
+                vips: Vec::new(),
+                backends: Vec::new(),
+            },
+            heartbeat_ms: 50.0,
+            misses: 3,
+            edges: false,
+        };
+        let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
+            let mut w = vec![
+                ns,
+                "/opt/my ftc",
+                "node",
+                "--orchestrator",
+                "10.77.3.1:7000",
+            ];
+            w.extend([
+                "--position",
+                position,
+                "--secret-file",
+                "/run/ftc/lab-ftcl1.secret",
+            ]);
+            w.extend(["--heartbeat-ms", "50", "--data", data]);
+            w.extend(edges);
+            w.push("/specs/ch-rec.toml");
+            w.into_iter().map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+        );
+        assert_eq!(
+            words(&config, 0),
+            node("ftcl1-s0", "0", "10.77.3.10:0", &[])
+        );
+        config.edges = true;
+        let first = ["--edge-in", "out=cli-in", "--edge-in", "in=srv-in"];
+        let last = ["--edge-out", "out=srv-out", "--edge-out", "in=cli-out"];
+        assert_eq!(
+            words(&config, 0),
+            node("ftcl1-s0", "0", "10.77.3.10:0", &first)
+        );
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+        );
+        assert_eq!(
+            words(&config, 2),
+            node("ftcl1-s2", "2", "10.77.3.12:0", &last)
+        );
+    }
+}
