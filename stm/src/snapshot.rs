@@ -61,24 +61,24 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Read a snapshot back, checking everything ([`parse`]'s rules).
+    /// Read a snapshot back, checking everything ([`split`]'s and [`each_entry`]'s rules, and no
+    /// key listed twice).
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, StmError> {
-        let mut vector = Vec::new();
+        let (partitions, parts) = split(bytes)?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let partitions = parse(bytes, |item| {
-            match item {
-                Item::Partition { seq, .. } => vector.push(seq),
-                Item::Entry { key, value, .. } => entries.push((key.to_vec(), value.to_vec())),
-            }
-            Ok(())
-        })?;
+        for (p, part) in parts.iter().enumerate() {
+            each_entry(part, p, partitions, |_, key, value| {
+                entries.push((key.to_vec(), value.to_vec()));
+                Ok(())
+            })?;
+        }
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if entries.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(StmError::BadSnapshot("a key is listed twice"));
         }
         Ok(Snapshot {
             partitions,
-            vector,
+            vector: parts.iter().map(|p| p.seq).collect(),
             entries,
         })
     }
@@ -121,54 +121,71 @@ pub(crate) fn partition_len(entries: usize, items: usize) -> usize {
     PARTITION_LEN + ENTRY_LEN * entries + items
 }
 
-/// What [`parse`] hands its visitor, in the order of the bytes.
-pub(crate) enum Item<'a> {
-    /// The next partition starts: its sequence, and how many entries follow (at most what the
-    /// remaining bytes can hold).
-    Partition { seq: Seq, count: usize },
-    /// An entry of the current partition, with its key's [`key_hash`].
-    Entry {
-        hash: u64,
-        key: &'a [u8],
-        value: &'a [u8],
-    },
+/// One partition of snapshot bytes, as [`split`] found it.
+pub(crate) struct PartBytes<'a> {
+    pub(crate) seq: Seq,
+    /// How many entries `entries` holds.
+    pub(crate) count: usize,
+    /// The entries' bytes, every length in them checked.
+    pub(crate) entries: &'a [u8],
 }
 
-/// Walks snapshot bytes, checking magic and version, a partition count that is a power of two up
-/// to 65536, every length against the bytes and [`MAX_ITEM_LEN`], that every key hashes to the
-/// partition it is listed under, and that nothing follows. Returns the partition count. It does
-/// not look for keys listed twice: the visitor does, as it builds its table.
-pub(crate) fn parse<'a>(
-    bytes: &'a [u8],
-    mut visit: impl FnMut(Item<'a>) -> Result<(), StmError>,
-) -> Result<u32, StmError> {
+/// Splits snapshot bytes into their partitions, checking magic and version, a partition count
+/// that is a power of two up to 65536, every length against the bytes and [`MAX_ITEM_LEN`], and
+/// that nothing follows. Returns the partition count and the partitions in order. The keys are
+/// checked by [`each_entry`].
+pub(crate) fn split(bytes: &[u8]) -> Result<(u32, Vec<PartBytes<'_>>), StmError> {
     let partitions = partitions(bytes)?;
     let mut r = &bytes[HEADER_LEN..];
-    let mask = u64::from(partitions - 1);
-    for p in 0..u64::from(partitions) {
+    let mut parts = Vec::with_capacity(partitions as usize);
+    for _ in 0..partitions {
         let seq = Seq(u64::from_be_bytes(array(take(&mut r, 8)?)));
         let count = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
         // Every entry takes at least its two lengths: a count beyond that cannot be honest.
         if count > r.len() / ENTRY_LEN {
             return Err(StmError::BadSnapshot("entry count exceeds the bytes"));
         }
-        visit(Item::Partition { seq, count })?;
+        let start = r;
         for _ in 0..count {
-            let key = item(&mut r)?;
-            let value = item(&mut r)?;
-            let hash = key_hash(key);
-            if hash & mask != p {
-                return Err(StmError::BadSnapshot(
-                    "a key is listed under another partition",
-                ));
-            }
-            visit(Item::Entry { hash, key, value })?;
+            item(&mut r)?;
+            item(&mut r)?;
         }
+        let entries = &start[..start.len() - r.len()];
+        parts.push(PartBytes {
+            seq,
+            count,
+            entries,
+        });
     }
     if !r.is_empty() {
         return Err(StmError::BadSnapshot("bytes after the last partition"));
     }
-    Ok(partitions)
+    Ok((partitions, parts))
+}
+
+/// Walks the entries of partition `p` of a snapshot of `partitions` partitions, checking that
+/// every key hashes to `p`; `visit` gets each key's [`key_hash`], the key and the value. It does
+/// not look for keys listed twice: the visitor does, as it builds its table.
+pub(crate) fn each_entry<'a>(
+    part: &PartBytes<'a>,
+    p: usize,
+    partitions: u32,
+    mut visit: impl FnMut(u64, &'a [u8], &'a [u8]) -> Result<(), StmError>,
+) -> Result<(), StmError> {
+    let mask = u64::from(partitions - 1);
+    let mut r = part.entries;
+    for _ in 0..part.count {
+        let key = item(&mut r)?;
+        let value = item(&mut r)?;
+        let hash = key_hash(key);
+        if hash & mask != p as u64 {
+            return Err(StmError::BadSnapshot(
+                "a key is listed under another partition",
+            ));
+        }
+        visit(hash, key, value)?;
+    }
+    Ok(())
 }
 
 /// The partition count of snapshot bytes, after checking their header.

@@ -377,45 +377,26 @@ impl Store {
 
     /// Replace everything in this store with the snapshot `bytes` (a replacement server's
     /// store restored from a replica), checked in full ([`crate::snapshot`]; a key listed twice
-    /// is refused too). The new tables are built before any lock is taken, then swapped in.
-    /// Fails, changing nothing, when the bytes are bad, the partition counts differ, or a worker
-    /// handle is out: no transaction may run while the state is swapped.
+    /// is refused too). The new tables are built before any lock is taken, a large snapshot's on
+    /// several threads, then swapped in. Fails, changing nothing, when the bytes are bad, the
+    /// partition counts differ, or a worker handle is out: no transaction may run while the
+    /// state is swapped.
     pub fn restore(&self, bytes: &[u8]) -> Result<(), StmError> {
-        if snapshot::partitions(bytes)? != self.partitions() {
+        let (partitions, parts) = snapshot::split(bytes)?;
+        if partitions != self.partitions() {
             return Err(StmError::BadSnapshot(
                 "partition count differs from the store's",
             ));
         }
-        let mut tables: Vec<(u64, HashTable<Entry>)> = Vec::with_capacity(self.parts.len());
-        snapshot::parse(bytes, |item| {
-            match item {
-                snapshot::Item::Partition { seq, count } => {
-                    tables.push((seq.0, HashTable::with_capacity(count)));
-                }
-                snapshot::Item::Entry { hash, key, value } => {
-                    let (_, table) = tables.last_mut().expect("a partition comes first");
-                    let th = table_hash(hash);
-                    if table.find(th, |e| e.key.as_slice() == key).is_some() {
-                        return Err(StmError::BadSnapshot("a key is listed twice"));
-                    }
-                    let entry = Entry {
-                        table_hash: th,
-                        key: KeyBytes::from_slice(key),
-                        value: ValueBytes::from_slice(value),
-                    };
-                    table.insert_unique(th, entry, |e| e.table_hash);
-                }
-            }
-            Ok(())
-        })?;
+        let mut tables = build_tables(&parts, partitions)?;
         if self.claimed.iter().any(|c| c.load(Ordering::Acquire)) {
             return Err(StmError::BadSnapshot("a worker of the store is running"));
         }
-        self.with_all_locked(|parts| {
-            for (part, (seq, table)) in parts.iter().zip(tables.iter_mut()) {
+        self.with_all_locked(|locked| {
+            for ((part, table), bytes) in locked.iter().zip(tables.iter_mut()).zip(&parts) {
                 // SAFETY: every partition lock is held.
                 std::mem::swap(unsafe { part.map_mut() }, table);
-                part.seq.store(*seq, Ordering::Release);
+                part.seq.store(bytes.seq.0, Ordering::Release);
             }
         });
         // The old tables are dropped here, after the locks are released.
@@ -438,4 +419,71 @@ impl Store {
         }
         r
     }
+}
+
+/// Entries from which [`Store::restore`] builds tables on several threads.
+const PARALLEL_RESTORE_FROM: usize = 1 << 14;
+/// The most threads [`Store::restore`] builds tables on.
+const MAX_RESTORE_THREADS: usize = 8;
+
+/// The tables of `parts` (a snapshot of `partitions` partitions), refusing a key listed twice;
+/// a large snapshot's partitions are shared out among threads.
+fn build_tables(
+    parts: &[snapshot::PartBytes<'_>],
+    partitions: u32,
+) -> Result<Vec<HashTable<Entry>>, StmError> {
+    let total: usize = parts.iter().map(|p| p.count).sum();
+    let threads = if total < PARALLEL_RESTORE_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_RESTORE_THREADS)
+    };
+    let build = |first: usize, chunk: &[snapshot::PartBytes<'_>]| {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, part)| build_table(part, first + i, partitions))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if threads == 1 {
+        return build(0, parts);
+    }
+    let per_thread = parts.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(i, chunk)| s.spawn(move || build(i * per_thread, chunk)))
+            .collect();
+        let mut tables = Vec::with_capacity(parts.len());
+        for h in handles {
+            tables.extend(h.join().expect("building a table does not panic")?);
+        }
+        Ok(tables)
+    })
+}
+
+/// The table of partition `p`.
+fn build_table(
+    part: &snapshot::PartBytes<'_>,
+    p: usize,
+    partitions: u32,
+) -> Result<HashTable<Entry>, StmError> {
+    let mut table: HashTable<Entry> = HashTable::with_capacity(part.count);
+    snapshot::each_entry(part, p, partitions, |hash, key, value| {
+        let th = table_hash(hash);
+        if table.find(th, |e| e.key.as_slice() == key).is_some() {
+            return Err(StmError::BadSnapshot("a key is listed twice"));
+        }
+        let entry = Entry {
+            table_hash: th,
+            key: KeyBytes::from_slice(key),
+            value: ValueBytes::from_slice(value),
+        };
+        table.insert_unique(th, entry, |e| e.table_hash);
+        Ok(())
+    })?;
+    Ok(table)
 }

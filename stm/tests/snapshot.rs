@@ -157,3 +157,26 @@ fn restore_replaces_a_store_in_place_and_refuses_while_a_worker_runs() {
     let other = store_with(&[], 16);
     assert!(other.restore(&snap).is_err());
 }
+
+/// A snapshot large enough to be restored on several threads comes back whole, and a key
+/// listed twice in its last partition (another thread's share) is still refused.
+#[test]
+fn a_large_snapshot_restores_on_several_threads() {
+    let writes: Vec<(Vec<u8>, Vec<u8>)> = (0..40_000u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; 16]))
+        .collect();
+    let store = store_with(&writes, 64);
+    let bytes = store.export_bytes().unwrap();
+    let copy = Store::import(&bytes, 1).unwrap();
+    assert_eq!(copy.len(), 40_000);
+    assert_eq!(copy.to_map(), store.to_map());
+    assert_eq!(copy.vector(), store.vector());
+
+    let mut snap = Snapshot::decode(&bytes).unwrap();
+    let last = (0..40_000u32)
+        .map(|i| i.to_be_bytes())
+        .find(|k| ftc_stm::partition_of(k, 64).0 == 63)
+        .unwrap();
+    snap.entries.push((last.to_vec(), b"again".to_vec()));
+    refused(&snap.encode().unwrap(), "a key is listed twice");
+}
