@@ -39,7 +39,7 @@ fn check_describes_a_valid_spec_and_locates_errors() {
 
 #[test]
 fn run_json_has_the_documented_keys() {
-    for mode in ["ftc", "nf"] {
+    for mode in ["ftc", "nf", "ftmb"] {
         let (code, out, _) = ftc(&[
             "run",
             &spec("ch-2.toml"),
@@ -65,6 +65,63 @@ fn run_json_has_the_documented_keys() {
         assert!(r["latency_us"]["p50"].is_number() && r["latency_us"]["p99"].is_number());
         assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
         assert!(r["packets_released"].as_u64().unwrap() > 0);
+    }
+}
+
+/// Issue 6: `ftc run --mode ftmb-snapshot --json` reports the snapshots; bad snapshot flags
+/// are refused with a clear message.
+#[test]
+fn ftmb_snapshot_json_reports_snapshots_and_bad_flags_are_refused() {
+    let (code, out, err) = ftc(&[
+        "run",
+        &spec("ch-2.toml"),
+        "--mode",
+        "ftmb-snapshot",
+        "--snapshot",
+        "stall-6ms",
+        "--snapshot-every-ms",
+        "20",
+        "--duration",
+        "0.2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = json(&out);
+    assert_eq!(r["mode"], "ftmb-snapshot");
+    assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
+    assert!(r["ftmb"]["pal_messages"].as_u64().unwrap() > 0, "{r}");
+    let s = &r["snapshots"];
+    assert_eq!(s["kind"], "stall-6ms", "{r}");
+    assert!(s["taken"].as_u64().unwrap() >= 1, "{r}");
+    for key in [
+        "stall_mean_us",
+        "stall_max_us",
+        "bytes_copied",
+        "per_master",
+    ] {
+        assert!(s.get(key).is_some(), "`{key}` missing in {s}");
+    }
+
+    for (args, says) in [
+        (
+            &["--mode", "ftmb-snapshot", "--snapshot", "fork"][..],
+            "unknown snapshot kind",
+        ),
+        (
+            &["--mode", "ftmb", "--snapshot", "real"][..],
+            "ftmb-snapshot only",
+        ),
+        (
+            &["--mode", "ftmb-snapshot", "--snapshot-every-ms", "0"][..],
+            "--snapshot-every-ms",
+        ),
+    ] {
+        let ch2 = spec("ch-2.toml");
+        let mut all = vec!["run", ch2.as_str()];
+        all.extend_from_slice(args);
+        let (code, _, err) = ftc(&all);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
     }
 }
 

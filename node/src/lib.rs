@@ -1,8 +1,9 @@
 //! ftc-node: one server's runtime. [`server::Server`] is what a server does with frames (a
 //! state machine over the protocol cores, no I/O); [`runtime`] runs a whole chain in one process
-//! with a thread per server over an in-memory transport.
+//! with a thread per server over an in-memory transport, and [`ftmb`] the FTMB baselines on it.
 
 pub mod commit_check;
+pub mod ftmb;
 pub mod heads;
 pub mod nsh;
 pub mod runtime;

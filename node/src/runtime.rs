@@ -1,6 +1,7 @@
 //! The in-process runtime: a whole chain in one process, one thread per server, frames over an
 //! in-memory transport (crossbeam channels), a traffic generator at the ingress and a sink at
-//! the egress that measures latency. This is what `ftc run` drives.
+//! the egress that measures latency. This is what `ftc run` drives; the FTMB baselines run in
+//! [`crate::ftmb`] on the same harness.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use hdrhistogram::Histogram;
 
+use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
 use crate::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
 use crate::{Heads, Mode, Packet, Server, ServerConfig};
@@ -27,7 +29,11 @@ pub struct RunConfig {
     pub size: usize,
     /// Packets in flight at most (closed loop and a bound on memory).
     pub window: u64,
+    /// Stop offering traffic after this many packets (or at the end of `duration`, if sooner).
+    pub packets: Option<u64>,
     pub server: ServerConfig,
+    /// The FTMB baselines' settings (modes `Ftmb` and `FtmbSnapshot`).
+    pub ftmb: FtmbConfig,
 }
 
 impl Default for RunConfig {
@@ -39,7 +45,9 @@ impl Default for RunConfig {
             flows: 64,
             size: 256,
             window: 512,
+            packets: None,
             server: ServerConfig::default(),
+            ftmb: FtmbConfig::default(),
         }
     }
 }
@@ -70,14 +78,27 @@ pub struct RunReport {
     pub latency_us: Latency,
     pub buffer_mean_hold_us: f64,
     pub frames_held: u64,
+    /// The FTMB modes: what the loggers logged, over all middleboxes.
+    pub ftmb: Option<LoggerStats>,
+    /// FTMB+snapshot: the masters' snapshots.
+    pub snapshots: Option<SnapshotReport>,
     pub violations: Vec<String>,
 }
 
 /// Run `spec` in this process with generated traffic.
 pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
+    let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
+    run_chain_on(spec, &heads, config)
+}
+
+/// [`run_chain`] over `heads`, the chain's middleboxes and stores (fresh from [`Heads::new`]),
+/// which hold the middleboxes' state when it returns.
+pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
+    if config.mode.is_ftmb() {
+        return crate::ftmb::run(spec, heads, config);
+    }
     let ring = spec.ring();
     let partitions = spec.chain.partitions;
-    let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
     let servers = if config.mode == Mode::Ftc {
         ring.servers()
     } else {
@@ -124,7 +145,7 @@ pub fn run_chain(spec: &ChainSpec, config: &RunConfig) -> RunReport {
             .into_iter()
             .map(|h| h.join().expect("a server thread panicked"))
             .collect();
-        report.finish(&ring, &heads, ended, elapsed);
+        report.finish(&ring, heads, ended, elapsed);
     });
     report
 }
@@ -216,19 +237,9 @@ impl RunReport {
         ended: Vec<(Ended<'_>, Sink)>,
         elapsed: f64,
     ) {
-        let mut hist = Histogram::<u64>::new(3).expect("3 significant figures");
+        let mut sinks = Vec::with_capacity(ended.len());
         for (end, sink) in ended {
-            hist.add(&sink.latency).expect("same histogram bounds");
-            self.packets_released += sink.released;
-            self.packets_lost += sink.lost;
-            self.violations.extend(sink.violations);
-            for (mb, n) in sink.dropped {
-                let kind = heads.middleboxes[usize::from(mb.0)].kind();
-                *self
-                    .packets_dropped
-                    .entry(format!("m{} {kind}", mb.0))
-                    .or_default() += n;
-            }
+            sinks.push(sink);
             let Ended::Stopped(server) = end else {
                 continue;
             };
@@ -253,6 +264,26 @@ impl RunReport {
                         ));
                     }
                 }
+            }
+        }
+        self.account(heads, sinks, elapsed);
+    }
+
+    /// Fold in what the threads' sinks measured over `elapsed` seconds, and check that every
+    /// packet sent is accounted for.
+    pub fn account(&mut self, heads: &Heads, sinks: Vec<Sink>, elapsed: f64) {
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant figures");
+        for sink in sinks {
+            hist.add(&sink.latency).expect("same histogram bounds");
+            self.packets_released += sink.released;
+            self.packets_lost += sink.lost;
+            self.violations.extend(sink.violations);
+            for (mb, n) in sink.dropped {
+                let kind = heads.middleboxes[usize::from(mb.0)].kind();
+                *self
+                    .packets_dropped
+                    .entry(format!("m{} {kind}", mb.0))
+                    .or_default() += n;
             }
         }
         let dropped: u64 = self.packets_dropped.values().sum();
@@ -302,7 +333,7 @@ fn generate(
     loop {
         done += credits.try_iter().sum::<u64>();
         let t = now();
-        if t >= stop_at {
+        if t >= stop_at || config.packets.is_some_and(|n| sent >= n) {
             break;
         }
         // A full window, or a congested server, waits for packets to leave: blocking gives the

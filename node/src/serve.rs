@@ -157,6 +157,38 @@ impl Sink {
             self.violations.push(v);
         }
     }
+
+    /// Middlebox `by` dropped a packet.
+    pub fn dropped_by(&mut self, by: MbIndex) {
+        match self.dropped.iter_mut().find(|(m, _)| *m == by) {
+            Some((_, n)) => *n += 1,
+            None => self.dropped.push((by, 1)),
+        }
+    }
+
+    /// `packet` left the chain at `now`: counted, its latency recorded, its buffer back to the
+    /// generator.
+    pub fn release(&mut self, now: u64, packet: Packet<u64>, recycle: &Sender<Vec<u8>>) {
+        self.released += 1;
+        let _ = self
+            .latency
+            .record(now.saturating_sub(packet.handle).max(1));
+        let _ = recycle.send(packet.bytes);
+    }
+}
+
+impl<C> Shared<'_, C> {
+    /// A thread's congestion is `now`; `was` is what it reported last (updated).
+    pub fn set_congested(&self, was: &mut bool, now: bool) {
+        if now != *was {
+            *was = now;
+            if now {
+                self.congested.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.congested.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
 }
 
 /// How a server thread ended.
@@ -167,7 +199,7 @@ pub enum Ended<'a> {
 }
 
 /// Messages handled per batch at most.
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 
 /// Run `server` until stopped or killed: `routes[i]` reaches server i; frames are of `epoch`.
 pub fn serve<'a, C: Fn() -> u64>(
@@ -297,19 +329,14 @@ pub fn serve<'a, C: Fn() -> u64>(
                     if let Some(Err(e)) = shared.commits.map(|c| c.released(packet.handle)) {
                         sink.violation(e);
                     }
-                    sink.released += 1;
-                    let _ = sink.latency.record(t.saturating_sub(packet.handle).max(1));
-                    let _ = shared.recycle.send(packet.bytes);
+                    sink.release(t, packet, &shared.recycle);
                     left += 1;
                 }
                 Output::Dropped { by, handle } => {
                     if let Some(check) = shared.commits {
                         check.forget(handle);
                     }
-                    match sink.dropped.iter_mut().find(|(m, _)| *m == by) {
-                        Some((_, n)) => *n += 1,
-                        None => sink.dropped.push((by, 1)),
-                    }
+                    sink.dropped_by(by);
                     left += 1;
                 }
                 Output::Lost { handle } => {
@@ -335,21 +362,12 @@ pub fn serve<'a, C: Fn() -> u64>(
         if left > 0 {
             let _ = shared.credit.send(left);
         }
-        if server.congested() != was_congested {
-            was_congested = !was_congested;
-            if was_congested {
-                shared.congested.fetch_add(1, Ordering::AcqRel);
-            } else {
-                shared.congested.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+        shared.set_congested(&mut was_congested, server.congested());
         if stop {
             break;
         }
     }
-    if was_congested {
-        shared.congested.fetch_sub(1, Ordering::AcqRel);
-    }
+    shared.set_congested(&mut was_congested, false);
     (Ended::Stopped(Box::new(server)), sink)
 }
 

@@ -22,12 +22,25 @@ use ftc_replica::{
 };
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Worker};
 
-/// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer).
+/// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer), or one of
+/// the FTMB baselines of DESIGN.md §9, which [`crate::ftmb`] runs instead of [`Server`] (a
+/// server of another mode behaves as in NF).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Ftc,
     Nf,
+    /// FTMB: per middlebox a master and a server with its input and output loggers.
+    Ftmb,
+    /// FTMB with periodic stop-the-world snapshots of each master's state.
+    FtmbSnapshot,
+}
+
+impl Mode {
+    /// Whether this is one of the FTMB baselines.
+    pub fn is_ftmb(self) -> bool {
+        matches!(self, Mode::Ftmb | Mode::FtmbSnapshot)
+    }
 }
 
 /// Settings of a server.
@@ -741,18 +754,14 @@ impl<'a, P: Clone> Server<'a, P> {
         let len = match (&mut self.head, packet.as_mut()) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 self.stats.transactions += 1;
-                let len = pkt.bytes.len();
-                pkt.bytes.resize(len + self.config.headroom, 0);
-                let mut f = MbFrame::new(&mut pkt.bytes, len).expect("len fits the buffer");
-                let ctx = Ctx {
-                    worker: worker.id(),
-                    now_ns: now,
-                    direction: pkt.dir,
-                };
-                let (verdict, rec) =
-                    process_packet(worker, *middlebox, &mut f, &ctx, &mut self.scratch);
-                let new_len = f.len();
-                pkt.bytes.truncate(new_len);
+                let (verdict, rec) = transact(
+                    worker,
+                    *middlebox,
+                    pkt,
+                    self.config.headroom,
+                    now,
+                    &mut self.scratch,
+                );
                 if self.config.observe && rec.kind() != LogKind::Noop {
                     self.outputs.push_back(Output::Committed {
                         handle: pkt.handle.clone(),
@@ -895,6 +904,30 @@ impl<'a, P: Clone> Server<'a, P> {
             }
         }
     }
+}
+
+/// Run `packet` through `middlebox` as a transaction of `worker` at `now`, the packet free to
+/// grow by `headroom` bytes; its verdict and commit record.
+pub(crate) fn transact<'w, P>(
+    worker: &'w mut Worker<'_>,
+    middlebox: &dyn Middlebox,
+    packet: &mut Packet<P>,
+    headroom: usize,
+    now: u64,
+    scratch: &mut Vec<u8>,
+) -> (Verdict, ftc_stm::CommitRecord<'w>) {
+    let len = packet.bytes.len();
+    packet.bytes.resize(len + headroom, 0);
+    let mut f = MbFrame::new(&mut packet.bytes, len).expect("len fits the buffer");
+    let ctx = Ctx {
+        worker: worker.id(),
+        now_ns: now,
+        direction: packet.dir,
+    };
+    let (verdict, rec) = process_packet(worker, middlebox, &mut f, &ctx, scratch);
+    let new_len = f.len();
+    packet.bytes.truncate(new_len);
+    (verdict, rec)
 }
 
 /// Values in reusable numbered slots: O(1) insert and remove, no hashing.

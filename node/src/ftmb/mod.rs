@@ -1,0 +1,286 @@
+//! The FTMB baselines of DESIGN.md §9 (thesis §4.6): rollback recovery as FTMB (Sherry et al.
+//! 2015) does it, re-implemented in the same runtime so that FTC's ratios to it are measured in
+//! one build, on one transport, with the same middleboxes and stores.
+//!
+//! Per middlebox a **master** (M) and, on another server, its **input logger** (IL) and
+//! **output logger** (OL): twice the servers of NF, as in the thesis. A packet through
+//! middlebox i goes IL(i) (a copy kept) → M(i) (the packet transaction, then one PAL message
+//! with an access per partition read or written, sent ahead of the packet) → OL(i) (the packet
+//! waits until every PAL message it depends on arrived) → IL(i+1), or out of the chain.
+//! IL(i) and OL(i) share the logger server: three hops per middlebox, against one in NF.
+//!
+//! **FTMB+snapshot** also stops each master periodically (default every 50 ms, masters
+//! staggered over the period so their stalls do not overlap): either a real stop-the-world
+//! copy of its store ([`ftc_stm::Store::export`]), or the thesis's fixed 6 ms stall.
+//!
+//! Like the thesis's re-implementation this is a cost model of FTMB's normal operation: PALs
+//! are delivered on the first attempt and nothing is recovered. Every queue is bounded by the
+//! generator's window (packets in flight), and there is at most one PAL message per packet.
+
+mod logger;
+mod master;
+mod pal;
+mod serve;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use ftc_chain::ring::ServerId;
+use ftc_chain::spec::ChainSpec;
+
+pub use logger::{Logger, LoggerStats};
+pub use master::{Master, Processed};
+pub use pal::{PalError, PalHeader, FLAG_PAL};
+
+use crate::runtime::{Harness, RunConfig, RunReport};
+use crate::serve::{Msg, Routes};
+use crate::{Heads, Mode};
+use serve::{serve_logger, serve_master, Schedule, SnapshotTally};
+
+/// The stall the thesis adds per snapshot (from FTMB's paper).
+pub const THESIS_STALL: Duration = Duration::from_millis(6);
+
+/// What a master does at each snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Stop processing and copy the whole state store (`real`).
+    Real,
+    /// Stop processing for a fixed time, as the thesis simulates snapshots (`stall-6ms`).
+    Stall(Duration),
+}
+
+/// A snapshot kind that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown snapshot kind `{0}`: expected `real` or `stall-<N>ms` with N from 1 to 10000 (the thesis: `stall-6ms`)")]
+pub struct BadSnapshotKind(String);
+
+impl FromStr for SnapshotKind {
+    type Err = BadSnapshotKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "real" {
+            return Ok(SnapshotKind::Real);
+        }
+        s.strip_prefix("stall-")
+            .and_then(|r| r.strip_suffix("ms"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| (1..=10_000).contains(n))
+            .map(|n| SnapshotKind::Stall(Duration::from_millis(n)))
+            .ok_or_else(|| BadSnapshotKind(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotKind::Real => write!(f, "real"),
+            SnapshotKind::Stall(d) => write!(f, "stall-{}ms", d.as_millis()),
+        }
+    }
+}
+
+/// Settings of the FTMB baselines.
+#[derive(Debug, Clone)]
+pub struct FtmbConfig {
+    /// What a snapshot is (FTMB+snapshot only).
+    pub snapshot: SnapshotKind,
+    /// Time between a master's snapshots (FTMB+snapshot only).
+    pub snapshot_every: Duration,
+    /// Packets each input logger keeps (its slots are reused round-robin).
+    pub input_log: usize,
+    /// Packets an output logger holds at which it reports itself congested.
+    pub max_held: usize,
+    /// Test hook: masters send each packet ahead of its PAL message (output loggers must hold
+    /// it). Never set it otherwise.
+    #[doc(hidden)]
+    pub pals_after_packet: bool,
+    /// Test hook for the checker's teeth: output loggers release packets without waiting for
+    /// their PALs. Never set it otherwise.
+    #[doc(hidden)]
+    pub release_without_pals: bool,
+}
+
+impl Default for FtmbConfig {
+    fn default() -> Self {
+        FtmbConfig {
+            snapshot: SnapshotKind::Real,
+            snapshot_every: Duration::from_millis(50),
+            input_log: 4096,
+            max_held: 4096,
+            pals_after_packet: false,
+            release_without_pals: false,
+        }
+    }
+}
+
+/// The masters' snapshots in an FTMB+snapshot run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SnapshotReport {
+    /// `real` or `stall-<N>ms`.
+    pub kind: String,
+    pub every_ms: f64,
+    /// Snapshots taken by all masters, and by each (m0 first).
+    pub taken: u64,
+    pub per_master: Vec<u64>,
+    /// How long masters stood still per snapshot, in microseconds.
+    pub stall_mean_us: f64,
+    pub stall_max_us: f64,
+    /// Bytes of state copied by all snapshots together (0 for a fixed stall).
+    pub bytes_copied: u64,
+}
+
+impl SnapshotReport {
+    fn new(kind: SnapshotKind, every: Duration, tallies: &[SnapshotTally]) -> Self {
+        let taken = tallies.iter().map(|t| t.taken).sum::<u64>();
+        let total_ns = tallies.iter().map(|t| t.stall_total_ns).sum::<u64>();
+        SnapshotReport {
+            kind: kind.to_string(),
+            every_ms: every.as_secs_f64() * 1e3,
+            taken,
+            per_master: tallies.iter().map(|t| t.taken).collect(),
+            stall_mean_us: if taken == 0 {
+                0.0
+            } else {
+                total_ns as f64 / taken as f64 / 1e3
+            },
+            stall_max_us: tallies.iter().map(|t| t.stall_max_ns).max().unwrap_or(0) as f64 / 1e3,
+            bytes_copied: tallies.iter().map(|t| t.bytes).sum(),
+        }
+    }
+}
+
+/// Message buffers (PAL messages, PAL requirements) passed back from the loggers that read
+/// them to the masters that write them, so that the hot path reuses them.
+#[derive(Debug)]
+struct Pool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(4096);
+        Pool { tx, rx }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 {
+            buf.clear();
+            let _ = self.tx.try_send(buf);
+        }
+    }
+}
+
+/// The logger server of middlebox `i`, and its master: 2i and 2i+1 (IL(0) takes the traffic).
+fn logger_id(i: usize) -> ServerId {
+    ServerId((2 * i) as u16)
+}
+
+fn master_id(i: usize) -> ServerId {
+    ServerId((2 * i + 1) as u16)
+}
+
+/// Run `spec` in FTMB or FTMB+snapshot mode (as `config.mode` says) over `heads`, with
+/// generated traffic, on the runtime's harness.
+pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
+    let ring = spec.ring();
+    let k = ring.middleboxes();
+    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
+        (0..2 * k).map(|_| crossbeam_channel::unbounded()).unzip();
+    let harness = Harness::new();
+    let routes = Routes::new(txs);
+    let shared = harness.shared(None);
+    let pool = Pool::new();
+    let snapshots = (config.mode == Mode::FtmbSnapshot).then_some(config.ftmb.snapshot);
+    let every = (config.ftmb.snapshot_every.as_nanos() as u64).max(1);
+    let mut report = RunReport {
+        mode: Some(config.mode),
+        chain: spec.chain.name.clone(),
+        servers: 2 * k,
+        ..RunReport::default()
+    };
+    std::thread::scope(|scope| {
+        let mut rxs = rxs.into_iter();
+        let (mut loggers, mut masters) = (Vec::new(), Vec::new());
+        for i in 0..k {
+            let (shared, pool) = (&shared, &pool);
+            let (Some(logger_rx), Some(master_rx)) = (rxs.next(), rxs.next()) else {
+                unreachable!("two channels per middlebox");
+            };
+            let logger = Logger::new(
+                config.ftmb.input_log,
+                config.ftmb.max_held,
+                config.ftmb.release_without_pals,
+            );
+            let links = serve::LoggerLinks {
+                me: logger_id(i),
+                master: (master_id(i), routes.get(2 * i + 1)),
+                next: (i + 1 < k).then(|| routes.get(2 * i + 2)),
+            };
+            loggers
+                .push(scope.spawn(move || serve_logger(logger, &logger_rx, &links, pool, shared)));
+            let head = heads
+                .head(&ring, ServerId(i as u16))
+                .expect("server i < k runs middlebox i");
+            let master = Master::new(head, config.server.headroom);
+            let schedule = snapshots.map(|kind| Schedule {
+                kind,
+                every,
+                // Staggered: master i first stops i/k of a period after master 0.
+                next_at: harness.now() + every + every * i as u64 / k as u64,
+            });
+            let links = serve::MasterLinks {
+                me: master_id(i),
+                logger: routes.get(2 * i),
+                pals_after_packet: config.ftmb.pals_after_packet,
+            };
+            masters.push(
+                scope.spawn(move || {
+                    serve_master(master, &master_rx, &links, schedule, pool, shared)
+                }),
+            );
+        }
+        let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
+        for tx in routes.all() {
+            let _ = tx.send(Msg::Stop);
+        }
+        let mut sinks = Vec::with_capacity(2 * k);
+        let mut stats = LoggerStats::default();
+        for h in loggers {
+            let (s, sink) = h.join().expect("a logger thread panicked");
+            stats.add(&s);
+            sinks.push(sink);
+        }
+        let mut tallies = Vec::with_capacity(k);
+        for h in masters {
+            let (t, sink) = h.join().expect("a master thread panicked");
+            tallies.push(t);
+            sinks.push(sink);
+        }
+        report.account(heads, sinks, elapsed);
+        report.ftmb = Some(stats);
+        report.snapshots =
+            snapshots.map(|kind| SnapshotReport::new(kind, config.ftmb.snapshot_every, &tallies));
+    });
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_kinds_parse_and_print() {
+        assert_eq!("real".parse(), Ok(SnapshotKind::Real));
+        assert_eq!("stall-6ms".parse(), Ok(SnapshotKind::Stall(THESIS_STALL)));
+        assert_eq!(SnapshotKind::Stall(THESIS_STALL).to_string(), "stall-6ms");
+        for bad in ["", "stall", "stall-0ms", "stall-6", "stall-6s", "fork"] {
+            assert!(bad.parse::<SnapshotKind>().is_err(), "{bad}");
+        }
+    }
+}

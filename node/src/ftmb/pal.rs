@@ -1,0 +1,123 @@
+//! Packet access logs (PALs): FTMB's record of one packet transaction's accesses to shared state,
+//! and the byte forms a master sends its output logger (one PAL message per transaction that
+//! touched state, and with each packet the number of PAL messages it must wait for).
+//!
+//! A PAL message, big-endian: number u64 (1, 2, … per master), kind u8 ([`LogKind::code`]),
+//! access count u16, then per access partition u16 and the partition's access order number u64
+//! (the transaction's dependency entries, DESIGN.md §5).
+
+use ftc_stm::{DepEntry, LogKind};
+
+/// NSH context flag of a frame that carries a PAL message (master → output logger).
+pub const FLAG_PAL: u16 = 0x0100;
+
+const HEADER_LEN: usize = 8 + 1 + 2;
+const ACCESS_LEN: usize = 2 + 8;
+
+/// A PAL message or a packet's PAL requirement that does not read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PalError {
+    #[error("malformed PAL message: {0}")]
+    Malformed(&'static str),
+    #[error("PAL message {got} arrived when {expected} was due")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("a packet's PAL requirement is {0} bytes, not 8")]
+    BadRequirement(usize),
+}
+
+/// The header of a PAL message read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PalHeader {
+    pub number: u64,
+    pub kind: LogKind,
+    pub accesses: u16,
+}
+
+/// Write PAL message `number` of a transaction of `kind` that accessed `deps` into `out`
+/// (cleared first; its capacity is reused).
+pub fn encode(out: &mut Vec<u8>, number: u64, kind: LogKind, deps: &[DepEntry]) {
+    out.clear();
+    out.extend_from_slice(&number.to_be_bytes());
+    out.push(kind.code());
+    // A store has at most 65536 partitions, each accessed once per transaction.
+    out.extend_from_slice(&(deps.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    for d in deps.iter().take(usize::from(u16::MAX)) {
+        out.extend_from_slice(&d.partition.0.to_be_bytes());
+        out.extend_from_slice(&d.seq.0.to_be_bytes());
+    }
+}
+
+/// Read a PAL message's header, checking that its accesses fill the rest exactly.
+pub fn decode(bytes: &[u8]) -> Result<PalHeader, PalError> {
+    let (head, rest) = bytes
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(PalError::Malformed("shorter than its header"))?;
+    let kind = LogKind::from_code(head[8])
+        .filter(|k| *k != LogKind::Noop)
+        .ok_or(PalError::Malformed("not a read-only or update kind"))?;
+    let accesses = u16::from_be_bytes([head[9], head[10]]);
+    if accesses == 0 || rest.len() != usize::from(accesses) * ACCESS_LEN {
+        return Err(PalError::Malformed(
+            "access count does not match its length",
+        ));
+    }
+    Ok(PalHeader {
+        number: number(bytes).unwrap_or(0),
+        kind,
+        accesses,
+    })
+}
+
+/// The number of a PAL message (its first 8 bytes), without checking the rest.
+pub fn number(bytes: &[u8]) -> Option<u64> {
+    bytes.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))
+}
+
+/// Write a packet's PAL requirement: it may leave once `needs` PAL messages arrived.
+pub fn encode_requirement(out: &mut Vec<u8>, needs: u64) {
+    out.clear();
+    out.extend_from_slice(&needs.to_be_bytes());
+}
+
+/// Read a packet's PAL requirement.
+pub fn decode_requirement(bytes: &[u8]) -> Result<u64, PalError> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| PalError::BadRequirement(bytes.len()))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftc_stm::{Partition, Seq};
+
+    fn dep(p: u16, s: u64) -> DepEntry {
+        DepEntry {
+            partition: Partition(p),
+            seq: Seq(s),
+        }
+    }
+
+    #[test]
+    fn a_pal_message_reads_back_and_bad_ones_are_refused() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, LogKind::Update, &[dep(1, 5), dep(9, 0)]);
+        assert_eq!(buf.len(), HEADER_LEN + 2 * ACCESS_LEN);
+        let h = decode(&buf).unwrap();
+        assert_eq!((h.number, h.kind, h.accesses), (7, LogKind::Update, 2));
+        assert!(decode(&buf[..buf.len() - 1]).is_err());
+        assert!(decode(&buf[..5]).is_err());
+        buf[8] = LogKind::Noop.code();
+        assert!(decode(&buf).is_err());
+        encode(&mut buf, 1, LogKind::ReadOnly, &[]);
+        assert!(decode(&buf).is_err(), "a PAL logs at least one access");
+
+        encode_requirement(&mut buf, 42);
+        assert_eq!(decode_requirement(&buf), Ok(42));
+        assert_eq!(
+            decode_requirement(&buf[..3]),
+            Err(PalError::BadRequirement(3))
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The FTMB baselines end to end in the in-process runtime: every packet released with no
+//! faults, output loggers that wait for PALs (and a checker that catches one that does not),
+//! state equal to NF's for the same traffic, and snapshots counted. Timings are not asserted.
+
+use std::time::Duration;
+
+use ftc_chain::middleboxes::monitor::shared_count;
+use ftc_chain::spec::ChainSpec;
+use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
+use ftc_node::runtime::{run_chain, run_chain_on, RunConfig, RunReport};
+use ftc_node::{Heads, Mode};
+
+fn spec(name: &str) -> ChainSpec {
+    ChainSpec::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../specs")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn config(mode: Mode, ftmb: FtmbConfig) -> RunConfig {
+    RunConfig {
+        mode,
+        duration: Duration::from_millis(200),
+        ftmb,
+        ..RunConfig::default()
+    }
+}
+
+fn assert_all_released(r: &RunReport, what: &str) {
+    assert_eq!(r.violations, Vec::<String>::new(), "{what}");
+    assert!(
+        r.packets_released > 100,
+        "{what}: {} released",
+        r.packets_released
+    );
+    assert_eq!(
+        r.packets_released, r.packets_sent,
+        "{what}: nothing dropped"
+    );
+}
+
+#[test]
+fn ftmb_releases_every_packet_on_the_thesis_chains() {
+    for name in [
+        "ch-rec.toml",
+        "ch-2.toml",
+        "ch-3.toml",
+        "ch-4.toml",
+        "ch-5.toml",
+    ] {
+        let spec = spec(name);
+        let k = spec.middlebox.len() as u64;
+        let r = run_chain(&spec, &config(Mode::Ftmb, FtmbConfig::default()));
+        assert_all_released(&r, name);
+        assert_eq!(r.mode, Some(Mode::Ftmb));
+        assert_eq!(
+            r.servers as u64,
+            2 * k,
+            "{name}: a master and a logger per middlebox"
+        );
+        assert!(r.snapshots.is_none());
+        let stats = r.ftmb.expect("FTMB stats");
+        assert_eq!(
+            stats.packets_logged,
+            k * r.packets_sent,
+            "{name}: every IL logs"
+        );
+        if name != "ch-rec.toml" {
+            // Every Monitor transaction writes its counter: one PAL message, one access each.
+            assert_eq!(stats.pal_messages, k * r.packets_sent, "{name}");
+            assert_eq!(stats.pal_accesses, k * r.packets_sent, "{name}");
+        } else {
+            assert!(
+                stats.pal_messages >= r.packets_sent,
+                "{name}: the Monitor logs"
+            );
+        }
+    }
+}
+
+#[test]
+fn output_loggers_wait_for_pals_and_the_check_catches_one_that_does_not() {
+    let late = FtmbConfig {
+        pals_after_packet: true,
+        ..FtmbConfig::default()
+    };
+    let r = run_chain(&spec("ch-2.toml"), &config(Mode::Ftmb, late.clone()));
+    assert_all_released(&r, "PALs after their packets");
+    let stats = r.ftmb.expect("FTMB stats");
+    assert_eq!(
+        stats.packets_waited, stats.pal_messages,
+        "every packet reached its OL ahead of its PAL and waited"
+    );
+
+    let broken = FtmbConfig {
+        release_without_pals: true,
+        ..late
+    };
+    let r = run_chain(&spec("ch-2.toml"), &config(Mode::Ftmb, broken));
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.contains("released a packet that needs PAL")),
+        "{:?}",
+        r.violations
+    );
+}
+
+#[test]
+fn ftmb_leaves_the_state_nf_leaves_for_the_same_traffic() {
+    const PACKETS: u64 = 3000;
+    for name in ["ch-2.toml", "ch-rec.toml"] {
+        let spec = spec(name);
+        let run = |mode| {
+            let heads = Heads::new(&spec, |m| m.threads).unwrap();
+            let config = RunConfig {
+                packets: Some(PACKETS),
+                duration: Duration::from_secs(20),
+                ..config(mode, FtmbConfig::default())
+            };
+            let r = run_chain_on(&spec, &heads, &config);
+            assert_eq!(r.violations, Vec::<String>::new(), "{name} {mode:?}");
+            assert_eq!(r.packets_sent, PACKETS, "{name} {mode:?}");
+            assert_eq!(r.packets_released, PACKETS, "{name} {mode:?}");
+            heads
+        };
+        let (nf, ftmb) = (run(Mode::Nf), run(Mode::Ftmb));
+        for (i, m) in nf.middleboxes.iter().enumerate() {
+            let (a, b) = (&nf.stores[i], &ftmb.stores[i]);
+            if m.kind() == "monitor" {
+                assert_eq!(shared_count(a, 0), PACKETS, "{name} m{i}");
+                assert_eq!(shared_count(b, 0), PACKETS, "{name} m{i}");
+            }
+            if m.kind() == "simple-nat" {
+                // Mappings carry the time they were last seen: compare which exist.
+                let keys = |s: &ftc_stm::Store| s.to_map().into_keys().collect::<Vec<_>>();
+                assert_eq!(keys(a), keys(b), "{name} m{i}");
+            } else {
+                assert_eq!(a.to_map(), b.to_map(), "{name} m{i}");
+            }
+            assert_eq!(a.vector(), b.vector(), "{name} m{i}");
+        }
+    }
+}
+
+#[test]
+fn snapshot_mode_counts_its_snapshots() {
+    for kind in [
+        SnapshotKind::Real,
+        SnapshotKind::Stall(Duration::from_millis(2)),
+    ] {
+        let ftmb = FtmbConfig {
+            snapshot: kind,
+            snapshot_every: Duration::from_millis(20),
+            ..FtmbConfig::default()
+        };
+        let r = run_chain(&spec("ch-2.toml"), &config(Mode::FtmbSnapshot, ftmb));
+        assert_all_released(&r, &kind.to_string());
+        let s = r.snapshots.expect("a snapshot report");
+        assert_eq!(s.kind, kind.to_string());
+        assert_eq!(s.per_master.len(), 2);
+        assert!(s.per_master.iter().all(|&n| n >= 1), "{s:?}");
+        assert_eq!(s.taken, s.per_master.iter().sum::<u64>());
+        assert!(
+            s.stall_max_us >= s.stall_mean_us && s.stall_mean_us > 0.0,
+            "{s:?}"
+        );
+        match kind {
+            SnapshotKind::Real => assert!(s.bytes_copied > 0, "{s:?}"),
+            SnapshotKind::Stall(d) => {
+                assert_eq!(s.bytes_copied, 0);
+                assert!(
+                    s.stall_mean_us >= d.as_micros() as f64,
+                    "a stall sleeps at least its time"
+                );
+            }
+        }
+    }
+}
