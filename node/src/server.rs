@@ -151,16 +151,22 @@ impl ExportParts {
         middlebox: MbIndex,
         head: Option<&ftc_stm::Store>,
     ) -> Option<GroupState> {
-        let snapshot = match &self.replica {
-            Some(store) => store.export_bytes(),
-            None => head?.export_bytes(),
-        }
-        .ok()?;
+        let snapshot = self.store(head)?.export_bytes().ok()?;
         Some(GroupState {
             middlebox,
             snapshot,
             retained: self.retained,
         })
+    }
+
+    /// [`ExportParts::into_group_state`] in its byte form, the store written straight into it.
+    pub fn encode(&self, middlebox: MbIndex, head: Option<&ftc_stm::Store>) -> Option<Vec<u8>> {
+        GroupState::encode_store(middlebox, self.store(head)?, &self.retained).ok()
+    }
+
+    /// The group's store: the replica's, or else `head`.
+    fn store<'s>(&'s self, head: Option<&'s ftc_stm::Store>) -> Option<&'s ftc_stm::Store> {
+        self.replica.as_deref().or(head)
     }
 }
 
@@ -302,8 +308,18 @@ impl<'a, P: Clone> Server<'a, P> {
     /// this server heads it) and the logs retained for the successor. `None` when this server
     /// is not in that group.
     pub fn export_group(&self, mb: MbIndex) -> Option<GroupState> {
-        let head = self.head.as_ref().map(|(_, _, worker)| worker.store());
-        self.export_parts(mb)?.into_group_state(mb, head)
+        self.export_parts(mb)?
+            .into_group_state(mb, self.head_store())
+    }
+
+    /// [`Server::export_group`] in its byte form, the store written straight into it.
+    pub fn export_group_bytes(&self, mb: MbIndex) -> Option<Vec<u8>> {
+        self.export_parts(mb)?.encode(mb, self.head_store())
+    }
+
+    /// The store of the middlebox this server heads.
+    fn head_store(&self) -> Option<&ftc_stm::Store> {
+        self.head.as_ref().map(|(_, _, worker)| worker.store())
     }
 
     /// The cheap part of [`Server::export_group`], for a driver that copies the store on

@@ -328,7 +328,7 @@ fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Op
     let parts = rx.recv_timeout(Duration::from_secs(2)).ok()??;
     let asked = t.elapsed();
     let head = heads.stores.get(usize::from(group.0));
-    let bytes = parts.into_group_state(group, head)?.encode().ok();
+    let bytes = parts.encode(group, head);
     tracing::debug!(
         "server {position}: exported m{} in {:.2} ms ({:.2} ms waiting for the server thread)",
         group.0,

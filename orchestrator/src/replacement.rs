@@ -2,7 +2,6 @@
 //! fetch the groups the orchestrator's `Recover` names, in parallel over TCP, until it holds
 //! every one of them, then restore its head and its replica from them.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ftc_chain::ring::{Ring, ServerId};
@@ -20,7 +19,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Fetched {
     /// The groups of the first `Recover`: later ones only move some of them to other sources.
     wanted: Option<Vec<u8>>,
-    states: BTreeMap<u8, GroupState>,
+    /// One state per group (a group fetched again from another source replaces its first).
+    states: Vec<GroupState>,
     bytes: u64,
 }
 
@@ -41,7 +41,7 @@ impl Fetched {
         let results: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = fetch
                 .iter()
-                .filter(|f| !self.states.contains_key(&f.group))
+                .filter(|f| !self.holds(f.group))
                 .map(|f| {
                     s.spawn(move || {
                         let t = Instant::now();
@@ -72,15 +72,18 @@ impl Fetched {
             match state {
                 Ok((len, state)) => {
                     self.bytes += len as u64;
-                    self.states.insert(f.group, state);
+                    self.states.retain(|s| s.middlebox.0 != f.group);
+                    self.states.push(state);
                 }
                 Err(e) => failed(f, &e),
             }
         }
-        self.wanted
-            .iter()
-            .flatten()
-            .all(|g| self.states.contains_key(g))
+        self.wanted.iter().flatten().all(|&g| self.holds(g))
+    }
+
+    /// Whether the state of `group` was fetched.
+    fn holds(&self, group: u8) -> bool {
+        self.states.iter().any(|s| s.middlebox.0 == group)
     }
 
     /// The state bytes moved.
@@ -100,9 +103,9 @@ impl Fetched {
         now: u64,
     ) -> Result<Server<'h, P>, ReplicaError> {
         let t = Instant::now();
-        let groups: Vec<GroupState> = self.states.values().cloned().collect();
-        let head = heads.restored_head(&ring, position, &groups)?;
-        let server = Server::restore(ring, position, partitions, head, config, &groups, now);
+        let groups = &self.states;
+        let head = heads.restored_head(&ring, position, groups)?;
+        let server = Server::restore(ring, position, partitions, head, config, groups, now);
         tracing::debug!(
             "server {}: restored from {} groups in {:.2} ms",
             position.0,

@@ -13,6 +13,7 @@
 
 use ftc_chain::ring::MbIndex;
 use ftc_chain::wire::LogView;
+use ftc_stm::{StmError, Store};
 
 const MAGIC: &[u8; 4] = b"FTCG";
 const VERSION: u8 = 2;
@@ -32,29 +33,29 @@ pub struct GroupState {
 pub enum GroupStateError {
     #[error("group state: {0}")]
     Malformed(&'static str),
+    #[error("group state: {0}")]
+    Store(#[from] StmError),
 }
 
 impl GroupState {
     /// The byte form.
     pub fn encode(&self) -> Result<Vec<u8>, GroupStateError> {
         let snapshot = &self.snapshot;
-        let logs: usize = self.retained.iter().map(|l| 4 + l.len()).sum();
-        let mut out = Vec::with_capacity(4 + 1 + 1 + 8 + snapshot.len() + 4 + logs);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.push(self.middlebox.0);
-        out.extend_from_slice(&(snapshot.len() as u64).to_be_bytes());
-        out.extend_from_slice(snapshot);
-        let count = u32::try_from(self.retained.len())
-            .map_err(|_| GroupStateError::Malformed("too many retained logs"))?;
-        out.extend_from_slice(&count.to_be_bytes());
-        for log in &self.retained {
-            let len = u32::try_from(log.len())
-                .map_err(|_| GroupStateError::Malformed("retained log too long"))?;
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(log);
-        }
-        Ok(out)
+        encode(self.middlebox, &self.retained, snapshot.len(), |out| {
+            out.extend_from_slice(snapshot);
+            Ok(())
+        })
+    }
+
+    /// The byte form of the state of `middlebox`'s group whose store is `store` and retained
+    /// logs `retained`: the store is written straight into it from its tables
+    /// ([`Store::export_into`]), with no copy of the snapshot in between.
+    pub fn encode_store(
+        middlebox: MbIndex,
+        store: &Store,
+        retained: &[Vec<u8>],
+    ) -> Result<Vec<u8>, GroupStateError> {
+        encode(middlebox, retained, 0, |out| store.export_into(out))
     }
 
     /// Read group-state bytes back, checking magic, version, every length, and that every
@@ -101,6 +102,36 @@ impl GroupState {
             retained,
         })
     }
+}
+
+/// The byte form of a group state whose snapshot (about `snapshot_len` bytes) `write_snapshot`
+/// appends.
+fn encode(
+    middlebox: MbIndex,
+    retained: &[Vec<u8>],
+    snapshot_len: usize,
+    write_snapshot: impl FnOnce(&mut Vec<u8>) -> Result<(), StmError>,
+) -> Result<Vec<u8>, GroupStateError> {
+    let logs: usize = retained.iter().map(|l| 4 + l.len()).sum();
+    let mut out = Vec::with_capacity(4 + 1 + 1 + 8 + snapshot_len + 4 + logs);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(middlebox.0);
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    write_snapshot(&mut out)?;
+    let len = (out.len() - at - 8) as u64;
+    out[at..at + 8].copy_from_slice(&len.to_be_bytes());
+    let count = u32::try_from(retained.len())
+        .map_err(|_| GroupStateError::Malformed("too many retained logs"))?;
+    out.extend_from_slice(&count.to_be_bytes());
+    for log in retained {
+        let len = u32::try_from(log.len())
+            .map_err(|_| GroupStateError::Malformed("retained log too long"))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(log);
+    }
+    Ok(out)
 }
 
 fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], GroupStateError> {

@@ -74,6 +74,11 @@ fn group_state_round_trips_and_bad_bytes_are_refused() {
     );
     let bytes = state.encode().unwrap();
     assert_eq!(GroupState::decode(&bytes).unwrap(), state);
+    // Written straight from the store, the same bytes.
+    assert_eq!(
+        GroupState::encode_store(MbIndex(0), &head, &state.retained).unwrap(),
+        bytes
+    );
     for cut in 0..bytes.len() {
         assert!(GroupState::decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }

@@ -342,6 +342,14 @@ impl Store {
     /// ([`crate::snapshot`]), written straight from the partition tables while all of them are
     /// locked. Fails only for a key or value longer than [`crate::MAX_ITEM_LEN`].
     pub fn export_bytes(&self) -> Result<Vec<u8>, StmError> {
+        let mut out = Vec::new();
+        self.export_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Store::export_bytes`] appended to `out`. Fails, having appended part of it, only for a
+    /// key or value longer than [`crate::MAX_ITEM_LEN`].
+    pub fn export_into(&self, out: &mut Vec<u8>) -> Result<(), StmError> {
         self.with_all_locked(|parts| {
             let tables = || {
                 parts.iter().map(|p| {
@@ -356,14 +364,14 @@ impl Store {
                         snapshot::partition_len(t.len(), items)
                     })
                     .sum::<usize>();
-            let mut out = Vec::with_capacity(len);
-            snapshot::write_header(&mut out, self.partitions());
+            out.reserve(len);
+            snapshot::write_header(out, self.partitions());
             for (part, table) in tables() {
                 let seq = Seq(part.seq.load(Ordering::Acquire));
                 let entries = table.iter().map(|e| (e.key.as_slice(), e.value.as_slice()));
-                snapshot::write_partition(&mut out, seq, entries)?;
+                snapshot::write_partition(out, seq, entries)?;
             }
-            Ok(out)
+            Ok(())
         })
     }
 

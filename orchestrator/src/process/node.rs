@@ -534,8 +534,7 @@ impl Node<'_, '_> {
         if epoch > current {
             self.fence(epoch);
         }
-        let state = self.server.as_ref()?.export_group(group)?;
-        state.encode().ok()
+        self.server.as_ref()?.export_group_bytes(group)
     }
 
     fn fence(&mut self, epoch: u32) {
