@@ -3,12 +3,14 @@
 //! with a thread per server over an in-memory transport.
 
 pub mod heads;
+pub mod netns;
 pub mod nsh;
 pub mod runtime;
 pub mod serve;
 pub mod server;
 pub mod traffic;
 pub mod udp;
+pub mod xdp;
 
 pub use heads::Heads;
 pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};
