@@ -385,14 +385,17 @@ fn through(entry: &mut XdpPort, exit: &mut XdpPort, frame: &[u8]) -> Vec<u8> {
         entry.flush().unwrap();
         let wait = Instant::now() + Duration::from_millis(200);
         let mut got = None;
-        while got.is_none() && Instant::now() < wait {
+        while got.is_none()
+            && exit
+                .wait(wait.saturating_duration_since(Instant::now()))
+                .unwrap()
+        {
             exit.recv_batch(|bytes| {
                 if got.is_none() && bytes.get(12..14) == Some(&[0x08, 0x00][..]) {
                     got = Some(bytes.to_vec());
                 }
             })
             .unwrap();
-            std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(frame) = got {
             return frame;

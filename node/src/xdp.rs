@@ -23,6 +23,7 @@ use std::ffi::CString;
 use std::io::{self, Write};
 use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 use xsk_rs::config::{BindFlags, FrameSize, Interface, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -239,6 +240,24 @@ impl XdpPort {
             rx_invalid_descs: s.rx_invalid_descs(),
             tx_invalid_descs: s.tx_invalid_descs(),
         })
+    }
+
+    /// Wait up to `timeout` for received frames; whether some wait.
+    pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd that outlives the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            n if n >= 0 => Ok(n > 0),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+                e => Err(e),
+            },
+        }
     }
 
     /// Hand up to [`BATCH`] received frames to `f`, in order; how many. The bytes are the UMEM

@@ -3,7 +3,7 @@
 //! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
 //! refused and counted, and opening fails clearly (missing interface, bad sizes, a busy queue).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use ftc_node::netns::{is_root, Netns};
 use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort};
@@ -38,17 +38,6 @@ fn frame(i: u32, len: usize) -> Vec<u8> {
     f
 }
 
-/// Wait up to `ms` for `port` to be readable.
-fn readable(port: &XdpPort, ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: port.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd that outlives the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
 /// Send `count` frames of varied lengths from `a` to `b`, a window at a time, and check that
 /// `b` receives each intact, in order.
 fn cross(a: &mut XdpPort, b: &mut XdpPort, count: u32) {
@@ -64,7 +53,7 @@ fn cross(a: &mut XdpPort, b: &mut XdpPort, count: u32) {
         a.flush().unwrap();
         while next < sent {
             assert!(
-                readable(b, 5_000),
+                b.wait(Duration::from_secs(5)).unwrap(),
                 "frame {next} of {count} did not arrive on {}",
                 b.iface()
             );

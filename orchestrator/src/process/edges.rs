@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use ftc_chain::middlebox::Direction;
 use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats};
@@ -100,10 +101,22 @@ impl Edges {
         if let Some(i) = self.ports.iter().position(|p| p.iface() == edge.iface) {
             return Ok(i);
         }
-        let port = XdpPort::open(&edge.iface, config).map_err(|source| EdgesError::Open {
-            edge: edge.clone(),
-            source,
-        })?;
+        // A replacement may start while the failed node's socket is still bound: the kernel
+        // releases a killed process's AF_XDP socket a moment after it dies.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let port = loop {
+            match XdpPort::open(&edge.iface, config) {
+                Err(XdpError::Busy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => {
+                    break result.map_err(|source| EdgesError::Open {
+                        edge: edge.clone(),
+                        source,
+                    })?
+                }
+            }
+        };
         tracing::info!("edge {edge}: AF_XDP on {}", edge.iface);
         self.ports.push(port);
         self.input.push(None);
