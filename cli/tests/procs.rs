@@ -404,10 +404,18 @@ fn through(entry: &mut XdpPort, exit: &mut XdpPort, frame: &[u8]) -> Vec<u8> {
     panic!("nothing left the chain by {} in 20 s", exit.iface());
 }
 
+/// Ch-Rec with AF_XDP edges, all in a network namespace: a TCP SYN sent into server 0's
+/// outbound edge leaves the last server's outbound edge source-NATed with correct checksums and
+/// its MAC addresses untouched; then the last server (the NAT's) is killed, the orchestrator's
+/// replacement takes over its edges and the NAT's state, and the server's reply, sent into server
+/// 0's inbound edge, leaves the replacement's inbound edge addressed back to the client.
 #[test]
-fn af_xdp_edges_carry_a_connection_through_ch_rec_both_ways() {
+fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
     if !is_root() {
-        eprintln!("skipping af_xdp_edges_carry_a_connection_through_ch_rec_both_ways: AF_XDP on veths in a network namespace needs root");
+        eprintln!(
+            "skipping af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure: \
+             AF_XDP on veths in a network namespace needs root"
+        );
         return;
     }
     let _turn = turn();
@@ -430,23 +438,30 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_both_ways() {
         cmd
     };
     let timing = ["--heartbeat-ms", "100"];
+    let edge_in = ["--edge-in", "out=e0o", "--edge-in", "in=e0i"];
+    let edge_out = ["--edge-out", "out=e2o", "--edge-out", "in=e2i"];
     let mut orchestrator = ftc_in_ns(&["orchestrator", &spec("ch-rec.toml")])
         .args(["--listen", "127.0.0.1:0", "--secret-file", &secret.arg()])
         .args(timing)
-        .args(["--misses", "20", "--launch", "none"])
+        .args(["--misses", "5", "--json"])
+        .args(edge_in)
+        .args(edge_out)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut log = BufReader::new(orchestrator.stderr.take().unwrap());
+    let stdout = orchestrator.stdout.take().unwrap();
     let mut procs = Procs(vec![orchestrator]);
     let addr = listening_on(&mut log);
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    let edges: [&[&str]; 3] = [
-        &["--edge-in", "out=e0o", "--edge-in", "in=e0i"],
-        &[],
-        &["--edge-out", "out=e2o", "--edge-out", "in=e2i"],
-    ];
-    for (position, edges) in edges.iter().enumerate() {
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::stderr()));
+    let (lines_tx, recoveries) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    for (position, edges) in [&edge_in[..], &[], &edge_out[..]].iter().enumerate() {
         let node = ftc_in_ns(&["node", "--orchestrator", &addr])
             .args(["--position", &position.to_string()])
             .args(["--secret-file", &secret.arg()])
@@ -457,7 +472,8 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_both_ways() {
             .unwrap();
         procs.0.push(node);
     }
-    ns.run(|| {
+    // The processes and their reports move to the namespace's thread (and end with it).
+    ns.run(move || {
         let port = |iface| XdpPort::open(iface, XdpConfig::default()).unwrap();
         let (mut c0o, mut s0i, mut s2o, mut c2i) =
             (port("c0o"), port("s0i"), port("s2o"), port("c2i"));
@@ -474,12 +490,18 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_both_ways() {
             request[..12],
             "MAC addresses unchanged (a bump in the wire)"
         );
+        procs.0[3].kill().unwrap();
+        let line = recoveries
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a recovery report");
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(report["failed"], serde_json::json!([2]), "{line}");
         let reply = syn(SERVER, 80, PUBLIC, sport, true);
         let back = through(&mut s0i, &mut c2i, &reply);
         assert_eq!(
             tcp_checked(&back),
             (SERVER, 80, CLIENT, 40_000),
-            "the reply reaches the client"
+            "the reply reaches the client through the recovered NAT"
         );
     })
     .unwrap();
