@@ -17,7 +17,9 @@
 //! - [`XdpPort`] is [`AsFd`]: the fd is readable when frames wait, so a driver can `poll` it
 //!   along with its other sockets.
 //! - Opening needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF: libxdp attaches its default
-//!   XDP program to the interface (and detaches it when the last socket closes).
+//!   XDP program to the interface (and detaches it when the last socket closes; a killed
+//!   process leaves it attached, and the next port on the interface reuses it).
+//! - libxdp's and libbpf's own messages go to `tracing` ([`log`]).
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -27,6 +29,9 @@ use std::time::Duration;
 
 use xsk_rs::config::{BindFlags, FrameSize, Interface, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+#[cfg(target_arch = "x86_64")]
+mod log;
 
 /// Frames handled per ring operation at most.
 pub const BATCH: usize = 64;
@@ -141,6 +146,8 @@ pub struct XdpPort {
 impl XdpPort {
     /// Open a port on `iface`, queue `config.queue`.
     pub fn open(iface: &str, config: XdpConfig) -> Result<XdpPort, XdpError> {
+        #[cfg(target_arch = "x86_64")]
+        log::route();
         let sizes = [config.rx_frames, config.tx_frames];
         if sizes.iter().any(|n| !n.is_power_of_two() || *n < 64) {
             return Err(XdpError::Config(format!(
