@@ -1,7 +1,8 @@
 //! The AF_XDP port on a veth pair in a network namespace of its own (root only: skipped with a
 //! message otherwise): real Ethernet frames cross intact and in order both ways, many more than
 //! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
-//! refused and counted, and opening fails clearly (missing interface, bad sizes, a busy queue).
+//! refused and counted, and opening fails clearly (missing interface, bad sizes, a busy queue,
+//! missing privileges).
 
 use std::time::Duration;
 
@@ -148,4 +149,54 @@ fn a_missing_interface_and_bad_sizes_fail_clearly() {
     };
     let err = XdpPort::open("lo", odd).unwrap_err();
     assert!(matches!(err, XdpError::Config(_)), "{err}");
+}
+
+/// Linux capabilities are per thread: a thread of root's that drops them all is refused as an
+/// unprivileged process would be.
+#[test]
+fn lacking_privileges_are_named() {
+    if skip("lacking_privileges_are_named") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        drop_capabilities();
+        let err = XdpPort::open("xa", small()).unwrap_err();
+        assert!(matches!(err, XdpError::Privileges { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needs root or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF"),
+            "{err}"
+        );
+    })
+    .unwrap();
+}
+
+/// Drop every capability of the calling thread (capset(2), version 3).
+fn drop_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: a version-3 header and the two data structs version 3 reads; pid 0 is this thread.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
 }
