@@ -32,10 +32,6 @@ impl Netns {
         Ok(netns)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// `ip -n NAME args…`.
     pub fn ip(&self, args: &[&str]) -> io::Result<()> {
         run(Command::new("ip").args(["-n", &self.name]).args(args))

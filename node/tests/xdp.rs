@@ -200,3 +200,24 @@ fn drop_capabilities() {
     let r = unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) };
     assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
 }
+
+/// A veth has no zero-copy support: asking for it fails, saying so.
+#[test]
+fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
+    if skip("zero_copy_where_the_driver_lacks_it_is_refused_clearly") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let zero_copy = XdpConfig {
+            zero_copy: true,
+            ..small()
+        };
+        let err = XdpPort::open("xa", zero_copy).unwrap_err();
+        assert!(matches!(err, XdpError::NoZeroCopy { .. }), "{err:?}");
+        // The failed attempt left nothing behind: copy mode opens.
+        XdpPort::open("xa", small()).unwrap();
+    })
+    .unwrap();
+}

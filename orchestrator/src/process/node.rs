@@ -20,8 +20,10 @@
 //!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
 //!
 //! AF_XDP edges ([`Edges`]) run in copy mode on queue 0 unless configured otherwise
-//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). Frames between
-//! servers stay on the UDP transport. One thread runs the server and waits (`ppoll`) on the
+//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). The
+//! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
+//! --edge-out`); a replacement waits up to 2 s for a killed node's socket to leave the
+//! interface queue. Frames between servers stay on the UDP transport. One thread runs the server and waits (`ppoll`) on the
 //! data socket, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread.
