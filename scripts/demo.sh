@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+need_xdp_build_packages
 exec cargo run --quiet --release --locked -p ftc -- demo "$@"

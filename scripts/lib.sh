@@ -56,3 +56,10 @@ need_lab_tools() {
     [ "$(id -u)" -eq 0 ] || return 0
     need_debian_packages "the network-namespace lab" iproute2 procps ethtool
 }
+
+# The Debian packages the AF_XDP transport's build needs (xsk-rs builds libxdp and libbpf from
+# C): clang (compiles libxdp's BPF programs; its libclang runs bindgen), llvm (llc), m4
+# (libxdp's dispatcher template), the libelf, zlib and libpcap headers, pkg-config and make.
+need_xdp_build_packages() {
+    need_debian_packages "the AF_XDP build (xsk-rs)" clang llvm m4 make pkg-config libelf-dev zlib1g-dev libpcap-dev
+}

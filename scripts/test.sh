@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust_components
+need_xdp_build_packages
 need_lab_tools
 
 step "format" cargo fmt --all --check

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
+use ftc_node::xdp::XdpConfig;
 use ftc_node::ServerConfig;
+use ftc_orchestrator::process::edges::Edge;
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
 
@@ -33,6 +35,21 @@ pub struct NodeArgs {
     /// The last server: the UDP address released customer frames go to.
     #[arg(long, value_name = "ADDR")]
     egress: Option<SocketAddr>,
+    /// Server 0: customer frames arrive on interface IFACE through AF_XDP, all of direction DIR
+    /// (`out`: client to server, `in`: server to client). Repeatable. Needs root (or
+    /// CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF).
+    #[arg(long, value_name = "DIR=IFACE")]
+    edge_in: Vec<Edge>,
+    /// The last server: released frames of direction DIR (`out` or `in`) leave on interface
+    /// IFACE through AF_XDP, unchanged (a bump in the wire at L2). Repeatable. Needs root.
+    #[arg(long, value_name = "DIR=IFACE")]
+    edge_out: Vec<Edge>,
+    /// AF_XDP edges in zero-copy mode (the NIC driver must support it); copy mode otherwise.
+    #[arg(long)]
+    xdp_zero_copy: bool,
+    /// The interface queue the AF_XDP edges bind.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    xdp_queue: u32,
     /// Heartbeat period in milliseconds (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
@@ -53,6 +70,13 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         data: args.data,
         ingress: args.ingress,
         egress: args.egress,
+        edge_in: args.edge_in.clone(),
+        edge_out: args.edge_out.clone(),
+        xdp: XdpConfig {
+            queue: args.xdp_queue,
+            zero_copy: args.xdp_zero_copy,
+            ..XdpConfig::default()
+        },
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         server: ServerConfig::default(),
     };

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
+use ftc_orchestrator::process::edges::Edge;
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::read_secret;
@@ -34,7 +35,8 @@ pub struct OrchestratorArgs {
     misses: u32,
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
-    /// {heartbeat_ms} and {customer} (`--ingress`/`--egress` for the ends) are filled in.
+    /// {heartbeat_ms} and {customer} (`--ingress`/`--egress`, `--edge-in`/`--edge-out` for the
+    /// ends) are filled in.
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
     /// Where customer frames enter the chain (passed to server 0's replacements).
@@ -43,6 +45,12 @@ pub struct OrchestratorArgs {
     /// Where released customer frames go (passed to the last server's replacements).
     #[arg(long, value_name = "ADDR")]
     egress: Option<SocketAddr>,
+    /// Server 0's AF_XDP edges, `DIR=IFACE` (passed to its replacements; see `ftc node --help`).
+    #[arg(long, value_name = "DIR=IFACE")]
+    edge_in: Vec<Edge>,
+    /// The last server's AF_XDP edges, `DIR=IFACE` (passed to its replacements).
+    #[arg(long, value_name = "DIR=IFACE")]
+    edge_out: Vec<Edge>,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -70,6 +78,8 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         heartbeat_ms: args.heartbeat_ms,
         ingress: args.ingress,
         egress: args.egress,
+        edge_in: args.edge_in.clone(),
+        edge_out: args.edge_out.clone(),
         last: ring.buffer().0,
     };
     let config = CoordinatorConfig {

@@ -1,11 +1,15 @@
 //! Every server its own process (issue 4): `ftc chaos --procs` kills real `ftc node` processes
 //! with SIGKILL and checks the recovered chain; `ftc orchestrator` with `ftc node`s started by
 //! hand recovers a killed node, closes connections that send unauthenticated bytes, and its
-//! nodes exit when it goes; the commands fail clearly on bad input. Heartbeats are slower than
-//! the default so that a loaded machine does not miss them; runs are short and modest in rate.
+//! nodes exit when it goes; the commands fail clearly on bad input; with AF_XDP edges on veths
+//! in a network namespace (root only), a TCP connection's packets cross Ch-Rec both ways,
+//! NAT-rewritten. Heartbeats are slower than the default so that a loaded machine does not miss
+//! them; runs are short and modest in rate.
 
 mod support;
 
+use ftc_node::netns::{is_root, Netns};
+use ftc_node::xdp::{XdpConfig, XdpPort};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -177,6 +181,18 @@ fn exits(child: &mut Child, within: Duration) -> bool {
     false
 }
 
+/// The address in the orchestrator's first line on stderr ("… on ADDR, waiting for its nodes").
+fn listening_on(log: &mut impl BufRead) -> String {
+    let mut first = String::new();
+    log.read_line(&mut first).unwrap();
+    first
+        .split_once(" on ")
+        .and_then(|(_, rest)| rest.split_once(','))
+        .unwrap_or_else(|| panic!("the address in {first:?}"))
+        .0
+        .to_string()
+}
+
 #[test]
 fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
     let _turn = turn();
@@ -202,14 +218,7 @@ fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
     let (stdout, stderr) = (orchestrator.stdout.take(), orchestrator.stderr.take());
     let mut procs = Procs(vec![orchestrator]);
     let mut log = BufReader::new(stderr.unwrap());
-    let mut first = String::new();
-    log.read_line(&mut first).unwrap();
-    let addr = first
-        .split_once(" on ")
-        .and_then(|(_, rest)| rest.split_once(','))
-        .unwrap_or_else(|| panic!("the address in {first:?}"))
-        .0
-        .to_string();
+    let addr = listening_on(&mut log);
     let log = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = log.read_to_string(&mut rest);
@@ -320,4 +329,180 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
     ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot read the secret file"), "{err}");
+}
+
+/// The client, the server behind the chain, and the NAT's public address (specs/ch-rec.toml).
+const CLIENT: [u8; 4] = [10, 0, 0, 2];
+const SERVER: [u8; 4] = [198, 51, 100, 1];
+const PUBLIC: [u8; 4] = [203, 0, 113, 1];
+
+/// A TCP SYN (or, with `ack`, SYN-ACK) frame.
+fn syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ack: bool) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let b = if ack { b.ack(1) } else { b };
+    let mut frame = Vec::new();
+    b.write(&mut frame, b"ftc").unwrap();
+    frame
+}
+
+/// A TCP/IPv4 frame's addresses and ports, after checking both its checksums from scratch.
+fn tcp_checked(frame: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("a frame that parses");
+    let (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(tcp))) = (&h.net, &h.transport)
+    else {
+        panic!("not TCP/IPv4: {frame:02x?}")
+    };
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    let payload = h.payload.slice();
+    assert_eq!(
+        tcp.checksum,
+        tcp.calc_checksum_ipv4(ip, payload).unwrap(),
+        "TCP checksum"
+    );
+    assert_eq!(payload, b"ftc");
+    (
+        ip.source,
+        tcp.source_port,
+        ip.destination,
+        tcp.destination_port,
+    )
+}
+
+/// Send `frame` into `entry` until a TCP frame leaves by `exit` (another port of the test's);
+/// that frame. Repeats cover the chain's start-up (and are harmless to a NAT: one mapping).
+fn through(entry: &mut XdpPort, exit: &mut XdpPort, frame: &[u8]) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        entry.send(frame).unwrap();
+        entry.flush().unwrap();
+        let wait = Instant::now() + Duration::from_millis(200);
+        let mut got = None;
+        while got.is_none()
+            && exit
+                .wait(wait.saturating_duration_since(Instant::now()))
+                .unwrap()
+        {
+            exit.recv_batch(|bytes| {
+                if got.is_none() && bytes.get(12..14) == Some(&[0x08, 0x00][..]) {
+                    got = Some(bytes.to_vec());
+                }
+            })
+            .unwrap();
+        }
+        if let Some(frame) = got {
+            return frame;
+        }
+    }
+    panic!("nothing left the chain by {} in 20 s", exit.iface());
+}
+
+/// Ch-Rec with AF_XDP edges, all in a network namespace: a TCP SYN sent into server 0's
+/// outbound edge leaves the last server's outbound edge source-NATed with correct checksums and
+/// its MAC addresses untouched; then the last server (the NAT's) is killed, the orchestrator's
+/// replacement takes over its edges and the NAT's state, and the server's reply, sent into server
+/// 0's inbound edge, leaves the replacement's inbound edge addressed back to the client.
+#[test]
+fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
+    if !is_root() {
+        eprintln!(
+            "skipping af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure: \
+             AF_XDP on veths in a network namespace needs root"
+        );
+        return;
+    }
+    let _turn = turn();
+    // Declared first, dropped last: the processes go before their namespace.
+    let ns = Netns::create("ftcx").unwrap();
+    // Server 0's edges e0o (outbound) and e0i (inbound), the last server's e2o and e2i; the
+    // test plays the client's network on c0o and c2i, the server's on s0i and s2o.
+    for (end, peer) in [
+        ("e0o", "c0o"),
+        ("e0i", "s0i"),
+        ("e2o", "s2o"),
+        ("e2i", "c2i"),
+    ] {
+        ns.veth(end, peer).unwrap();
+    }
+    let secret = Temp::new("edges-secret", "edges test secret\n");
+    let ftc_in_ns = |args: &[&str]| {
+        let mut cmd = ns.exec(env!("CARGO_BIN_EXE_ftc"));
+        cmd.args(args);
+        cmd
+    };
+    let timing = ["--heartbeat-ms", "100"];
+    let edge_in = ["--edge-in", "out=e0o", "--edge-in", "in=e0i"];
+    let edge_out = ["--edge-out", "out=e2o", "--edge-out", "in=e2i"];
+    let mut orchestrator = ftc_in_ns(&["orchestrator", &spec("ch-rec.toml")])
+        .args(["--listen", "127.0.0.1:0", "--secret-file", &secret.arg()])
+        .args(timing)
+        .args(["--misses", "5", "--json"])
+        .args(edge_in)
+        .args(edge_out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(orchestrator.stderr.take().unwrap());
+    let stdout = orchestrator.stdout.take().unwrap();
+    let mut procs = Procs(vec![orchestrator]);
+    let addr = listening_on(&mut log);
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::stderr()));
+    let (lines_tx, recoveries) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    for (position, edges) in [&edge_in[..], &[], &edge_out[..]].iter().enumerate() {
+        let node = ftc_in_ns(&["node", "--orchestrator", &addr])
+            .args(["--position", &position.to_string()])
+            .args(["--secret-file", &secret.arg()])
+            .args(timing)
+            .args(*edges)
+            .arg(spec("ch-rec.toml"))
+            .spawn()
+            .unwrap();
+        procs.0.push(node);
+    }
+    // The processes and their reports move to the namespace's thread (and end with it).
+    ns.run(move || {
+        let port = |iface| XdpPort::open(iface, XdpConfig::default()).unwrap();
+        let (mut c0o, mut s0i, mut s2o, mut c2i) =
+            (port("c0o"), port("s0i"), port("s2o"), port("c2i"));
+        let request = syn(CLIENT, 40_000, SERVER, 80, false);
+        let out = through(&mut c0o, &mut s2o, &request);
+        let (src, sport, dst, dport) = tcp_checked(&out);
+        assert_eq!((src, dst, dport), (PUBLIC, SERVER, 80), "source-NATed");
+        assert!(
+            (10_000..=60_000).contains(&sport),
+            "a port of the NAT's range: {sport}"
+        );
+        assert_eq!(
+            out[..12],
+            request[..12],
+            "MAC addresses unchanged (a bump in the wire)"
+        );
+        procs.0[3].kill().unwrap();
+        let line = recoveries
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a recovery report");
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(report["failed"], serde_json::json!([2]), "{line}");
+        let reply = syn(SERVER, 80, PUBLIC, sport, true);
+        let back = through(&mut s0i, &mut c2i, &reply);
+        assert_eq!(
+            tcp_checked(&back),
+            (SERVER, 80, CLIENT, 40_000),
+            "the reply reaches the client through the recovered NAT"
+        );
+    })
+    .unwrap();
 }

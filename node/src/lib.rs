@@ -5,12 +5,14 @@
 pub mod commit_check;
 pub mod ftmb;
 pub mod heads;
+pub mod netns;
 pub mod nsh;
 pub mod runtime;
 pub mod serve;
 pub mod server;
 pub mod traffic;
 pub mod udp;
+pub mod xdp;
 
 pub use heads::Heads;
 pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};

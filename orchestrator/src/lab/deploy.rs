@@ -71,6 +71,9 @@ impl RunConfig {
             heartbeat_ms: self.heartbeat_ms,
             ingress: None,
             egress: None,
+            // The edges are in the template, per position.
+            edge_in: Vec::new(),
+            edge_out: Vec::new(),
             last: self.topology.servers - 1,
         }
     }

@@ -143,6 +143,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         heartbeat_ms: config.coordinator.heartbeat_period_ns as f64 / 1e6,
         ingress: Some(ingress),
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
+        edge_in: Vec::new(),
+        edge_out: Vec::new(),
         last: ring.buffer().0,
     };
     let launcher = Launcher::new(

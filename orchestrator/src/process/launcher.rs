@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::edges::Edge;
+
 /// How nodes are started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum How {
@@ -44,6 +46,10 @@ pub struct NodeArgs {
     pub ingress: Option<SocketAddr>,
     /// Where released customer frames go (from the last server).
     pub egress: Option<SocketAddr>,
+    /// Server 0's AF_XDP edges where customer frames enter.
+    pub edge_in: Vec<Edge>,
+    /// The last server's AF_XDP edges where released frames leave.
+    pub edge_out: Vec<Edge>,
     /// The last position of the ring (the buffer's server).
     pub last: u16,
 }
@@ -67,15 +73,34 @@ impl NodeArgs {
         args
     }
 
-    /// `--ingress ADDR` for server 0, `--egress ADDR` for the last server (both for a chain of
-    /// one server), when they are known.
+    /// `--ingress ADDR` and `--edge-in DIR=IFACE` for server 0, `--egress ADDR` and
+    /// `--edge-out DIR=IFACE` for the last server (both for a chain of one server), when they are
+    /// known.
     fn customer_args(&self, position: u16) -> Vec<String> {
         let mut args = Vec::new();
-        if let (0, Some(a)) = (position, self.ingress) {
-            args.extend(["--ingress".to_string(), a.to_string()]);
+        if position == 0 {
+            args.extend(
+                self.ingress
+                    .iter()
+                    .flat_map(|a| ["--ingress".into(), a.to_string()]),
+            );
+            args.extend(
+                self.edge_in
+                    .iter()
+                    .flat_map(|e| ["--edge-in".into(), e.to_string()]),
+            );
         }
-        if let Some(a) = self.egress.filter(|_| position == self.last) {
-            args.extend(["--egress".to_string(), a.to_string()]);
+        if position == self.last {
+            args.extend(
+                self.egress
+                    .iter()
+                    .flat_map(|a| ["--egress".into(), a.to_string()]),
+            );
+            args.extend(
+                self.edge_out
+                    .iter()
+                    .flat_map(|e| ["--edge-out".into(), e.to_string()]),
+            );
         }
         args
     }
@@ -83,8 +108,8 @@ impl NodeArgs {
 
 /// `template` with its placeholders filled in for a node at `position`: `{position}`,
 /// `{orchestrator}`, `{spec}`, `{secret_file}`, `{heartbeat_ms}`, and `{customer}` (the options
-/// this position needs for customer traffic: `--ingress ADDR` at server 0, `--egress ADDR` at
-/// the last one, or nothing). Values are shell-quoted where they need it.
+/// this position needs for customer traffic: `--ingress ADDR` and `--edge-in DIR=IFACE` at
+/// server 0, `--egress ADDR` and `--edge-out DIR=IFACE` at the last one, or nothing). Values are shell-quoted where they need it.
 pub fn substitute(template: &str, position: u16, args: &NodeArgs) -> String {
     let customer = args
         .customer_args(position)
@@ -246,6 +271,8 @@ mod tests {
             heartbeat_ms: 5.0,
             ingress: Some("127.0.0.1:9000".parse().unwrap()),
             egress: Some("127.0.0.1:9001".parse().unwrap()),
+            edge_in: vec!["out=eth1".parse().unwrap()],
+            edge_out: vec!["in=eth2".parse().unwrap(), "out=eth3".parse().unwrap()],
             last: 2,
         }
     }
@@ -259,8 +286,10 @@ mod tests {
             "ssh host1 ftc node --position 1 --orchestrator 127.0.0.1:7000 \
              --secret-file '/etc/ftc/my secret' --heartbeat-ms 5  specs/ch-rec.toml"
         );
-        assert!(substitute(t, 0, &args()).contains(" --ingress 127.0.0.1:9000 specs/"));
-        assert!(substitute(t, 2, &args()).contains(" --egress 127.0.0.1:9001 specs/"));
+        assert!(substitute(t, 0, &args())
+            .contains(" --ingress 127.0.0.1:9000 --edge-in out=eth1 specs/"));
+        assert!(substitute(t, 2, &args())
+            .contains(" --egress 127.0.0.1:9001 --edge-out in=eth2 --edge-out out=eth3 specs/"));
         let mut odd = args();
         odd.spec = PathBuf::from("it's.toml");
         assert_eq!(
@@ -275,7 +304,9 @@ mod tests {
         let one = a.node_args(1);
         assert_eq!(one.first().map(String::as_str), Some("node"));
         assert_eq!(one.last().map(String::as_str), Some("specs/ch-rec.toml"));
-        assert!(!one.iter().any(|x| x == "--ingress" || x == "--egress"));
+        assert!(!one
+            .iter()
+            .any(|x| x == "--ingress" || x == "--egress" || x.starts_with("--edge")));
         assert!(a.node_args(0).iter().any(|x| x == "--ingress"));
         assert!(a.node_args(2).iter().any(|x| x == "--egress"));
     }

@@ -8,11 +8,25 @@
 //! - `Reroute`: the new peers; resume, report `Resumed`;
 //! - `Stop`: exit.
 //!
-//! Server 0 also takes customer frames (raw Ethernet bytes) as UDP datagrams on its ingress
-//! address; the last server sends the customer frames it releases, as datagrams, to the egress
-//! address. One thread runs the server and waits (`ppoll`) on the data socket, the ingress
-//! socket and a wake-up socket; helper threads read the control connection, send heartbeats and
-//! serve state transfers, and hand what needs the server to that thread.
+//! Customer frames (raw Ethernet bytes) enter at server 0 and leave at the last server, over UDP
+//! or AF_XDP, or both:
+//! - `--ingress ADDR` (server 0): customer frames arrive as UDP datagrams at ADDR; they are
+//!   outbound (client to server).
+//! - `--egress ADDR` (the last server): released customer frames go to ADDR as datagrams.
+//! - `--edge-in DIR=IFACE` (server 0, repeatable): customer frames arrive on interface IFACE
+//!   through AF_XDP, all of direction DIR (`out`: client to server, `in`: server to client); the
+//!   forwarder classifies them by the edge they came in on.
+//! - `--edge-out DIR=IFACE` (the last server, repeatable): released frames of direction DIR
+//!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
+//!
+//! AF_XDP edges ([`Edges`]) run in copy mode on queue 0 unless configured otherwise
+//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). The
+//! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
+//! --edge-out`); a replacement waits up to 2 s for a killed node's socket to leave the
+//! interface queue. Frames between servers stay on the UDP transport. One thread runs the server and waits (`ppoll`) on the
+//! data socket, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
+//! the control connection, send heartbeats and serve state transfers, and hand what needs the
+//! server to that thread.
 
 use std::io::{self, BufReader};
 use std::net::{
@@ -31,9 +45,11 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::nsh::flow_of;
 use ftc_node::server::port_of;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
+use ftc_node::xdp::XdpConfig;
 use ftc_node::{Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 
+use super::edges::{Edge, Edges, EdgesError};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -42,6 +58,9 @@ use crate::transfer;
 
 /// Datagrams read from one socket per round at most.
 const BATCH: usize = 64;
+
+/// Customer frames' buffers kept for reuse at most (see [`Node::spare`]).
+const SPARE_BUFFERS: usize = 1024;
 
 /// How to run a node.
 #[derive(Debug)]
@@ -56,6 +75,12 @@ pub struct NodeConfig {
     pub ingress: Option<SocketAddr>,
     /// The last server: where released customer frames go.
     pub egress: Option<SocketAddr>,
+    /// Server 0: AF_XDP interfaces customer frames arrive on, by direction.
+    pub edge_in: Vec<Edge>,
+    /// The last server: AF_XDP interfaces released frames leave on, by direction.
+    pub edge_out: Vec<Edge>,
+    /// How the edges' AF_XDP ports are opened.
+    pub xdp: XdpConfig,
     pub heartbeat: Duration,
     pub server: ServerConfig,
 }
@@ -85,6 +110,8 @@ pub enum NodeError {
     OrchestratorGone,
     #[error("control connection to the orchestrator: {0}")]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Edges(#[from] EdgesError),
     #[error("cannot restore the replacement from the fetched state: {0}")]
     Restore(#[from] ReplicaError),
     #[error("{0}")]
@@ -142,6 +169,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     for (option, given, end) in [
         ("ingress", config.ingress.is_some(), ring.forwarder()),
         ("egress", config.egress.is_some(), ring.buffer()),
+        ("edge-in", !config.edge_in.is_empty(), ring.forwarder()),
+        ("edge-out", !config.edge_out.is_empty(), ring.buffer()),
     ] {
         if given && me != end {
             return Err(NodeError::NotAnEnd {
@@ -186,6 +215,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         }
         None => None,
     };
+    let edges = Edges::open(&config.edge_in, &config.edge_out, config.xdp)?;
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
@@ -244,6 +274,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             transport,
             ingress,
             egress,
+            edges,
+            spare: Vec::with_capacity(SPARE_BUFFERS),
             writer: &writer,
             epoch: &epoch,
             server: None,
@@ -252,8 +284,9 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, server {:?}",
+            "node {me}: data path {:?}, edges {:?}, server {:?}",
             node.transport.stats(),
+            node.edges.stats(),
             node.server.as_ref().map(Server::stats)
         );
         stop.store(true, Ordering::Release);
@@ -321,17 +354,19 @@ fn heartbeats(
     }
 }
 
-/// Wait until one of `fds` is readable or `timeout` passes (`None`: no limit); which are.
-fn wait_readable(
-    fds: &[Option<BorrowedFd<'_>>; 3],
-    timeout: Option<Duration>,
-) -> io::Result<[bool; 3]> {
-    let mut polls = fds.map(|fd| libc::pollfd {
+/// A `poll` entry waiting for `fd` to be readable (none: an entry `poll` ignores).
+fn readable(fd: Option<BorrowedFd<'_>>) -> libc::pollfd {
+    libc::pollfd {
         // poll ignores negative descriptors.
         fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
         events: libc::POLLIN,
         revents: 0,
-    });
+    }
+}
+
+/// Wait until one of `polls` is readable or `timeout` passes (`None`: no limit); each entry's
+/// `revents` says whether it is.
+fn wait_readable(polls: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
     let timespec = timeout.map(|t| libc::timespec {
         tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(t.subsec_nanos()),
@@ -352,12 +387,20 @@ fn wait_readable(
     };
     if n < 0 {
         let e = io::Error::last_os_error();
+        polls.iter_mut().for_each(|p| p.revents = 0);
         return match e.kind() {
-            io::ErrorKind::Interrupted => Ok([false; 3]),
+            io::ErrorKind::Interrupted => Ok(()),
             _ => Err(e),
         };
     }
-    Ok(polls.map(|p| p.revents != 0))
+    Ok(())
+}
+
+/// Keep a customer frame's buffer for the next one, up to [`SPARE_BUFFERS`].
+fn keep(spare: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
+    if spare.len() < SPARE_BUFFERS {
+        spare.push(bytes);
+    }
 }
 
 /// The server's thread.
@@ -372,6 +415,10 @@ struct Node<'a, 'h> {
     transport: UdpTransport,
     ingress: Option<UdpSocket>,
     egress: Option<(UdpSocket, SocketAddr)>,
+    edges: Edges,
+    /// Buffers of customer frames that left this server, reused for the next ones that enter
+    /// (so that a steady flow allocates none).
+    spare: Vec<Vec<u8>>,
     writer: &'a Mutex<TcpStream>,
     /// The epoch the node is in (heartbeats carry it).
     epoch: &'a AtomicU32,
@@ -390,23 +437,27 @@ impl Node<'_, '_> {
 
     /// Serve until `Stop`.
     fn run(&mut self, events: &Receiver<Event>, waker: &UnixDatagram) -> Result<(), NodeError> {
+        /// Where the edge-in ports' entries start in the poll set.
+        const EDGES: usize = 3;
         let mut buf = vec![0; MAX_DATAGRAM];
+        let mut polls = Vec::new();
         loop {
             let server = self.server.as_ref().filter(|_| self.serving);
             let timeout = server
                 .and_then(Server::poll_timeout)
                 .map(|at| Duration::from_nanos(at.saturating_sub(self.now())));
-            // A congested chain takes no customer frames: they wait in the socket.
-            let ingress = self
-                .ingress
-                .as_ref()
-                .filter(|_| server.is_some_and(|s| !s.congested()));
-            let fds = [
-                Some(waker.as_fd()),
-                server.map(|_| self.transport.as_fd()),
-                ingress.map(AsFd::as_fd),
-            ];
-            let [_, frames, customers] = wait_readable(&fds, timeout)?;
+            // A congested chain takes no customer frames: they wait in the socket or rx ring.
+            let accepting = server.is_some_and(|s| !s.congested());
+            polls.clear();
+            polls.push(readable(Some(waker.as_fd())));
+            polls.push(readable(server.map(|_| self.transport.as_fd())));
+            let ingress = self.ingress.as_ref().filter(|_| accepting);
+            polls.push(readable(ingress.map(AsFd::as_fd)));
+            for port in self.edges.inputs() {
+                polls.push(readable(Some(port.as_fd()).filter(|_| accepting)));
+            }
+            wait_readable(&mut polls, timeout)?;
+            let (frames, customers) = (polls[1].revents != 0, polls[2].revents != 0);
             while waker.recv(&mut buf).is_ok() {}
             for event in events.try_iter() {
                 if self.handle(event)? {
@@ -430,25 +481,38 @@ impl Node<'_, '_> {
                     }
                 }
             }
+            let spare = &mut self.spare;
+            let mut enter = |bytes: &[u8], dir| {
+                let mut copy = spare.pop().unwrap_or_default();
+                copy.clear();
+                copy.extend_from_slice(bytes);
+                let packet = Packet {
+                    handle: (),
+                    flow: flow_of(&copy),
+                    dir,
+                    bytes: copy,
+                };
+                // A frame the forwarder sanitized away just leaves.
+                if let Err((_, packet)) = server.handle_ingress(t, packet, port_of(dir)) {
+                    keep(spare, packet.bytes);
+                }
+            };
             if let Some(socket) = self.ingress.as_ref().filter(|_| customers) {
                 for _ in 0..BATCH {
-                    let len = match socket.recv(&mut buf) {
-                        Ok(len) => len,
+                    match socket.recv(&mut buf) {
+                        Ok(len) => enter(&buf[..len], Direction::Outbound),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::warn!("node {}: ingress socket: {e}", self.me);
                             break;
                         }
-                    };
-                    let bytes = buf[..len].to_vec();
-                    let packet = Packet {
-                        handle: (),
-                        flow: flow_of(&bytes),
-                        dir: Direction::Outbound,
-                        bytes,
-                    };
-                    // A frame the forwarder sanitized away just leaves.
-                    let _ = server.handle_ingress(t, packet, port_of(Direction::Outbound));
+                    }
+                }
+            }
+            let ready = polls[EDGES..].iter().map(|p| p.revents != 0);
+            for ((port, dir), _) in self.edges.inputs_mut().zip(ready).filter(|(_, r)| *r) {
+                if let Err(e) = port.recv_batch(|bytes| enter(bytes, dir)) {
+                    tracing::warn!("node {}: edge-in {}: {e}", self.me, port.iface());
                 }
             }
             if server.poll_timeout().is_some_and(|at| at <= t) {
@@ -471,6 +535,9 @@ impl Node<'_, '_> {
                     if let Err(e) = self.transport.send(to, hop, &frame) {
                         tracing::debug!("node {}: sending to {to}: {e}", self.me);
                     }
+                    if let Some(packet) = frame.packet {
+                        keep(&mut self.spare, packet.bytes);
+                    }
                 }
                 Output::Release { packet, .. } => {
                     if let Some((socket, to)) = &self.egress {
@@ -478,6 +545,8 @@ impl Node<'_, '_> {
                             tracing::debug!("node {}: egress to {to}: {e}", self.me);
                         }
                     }
+                    self.edges.send(packet.dir, &packet.bytes);
+                    keep(&mut self.spare, packet.bytes);
                 }
                 // Lost to a fence, dropped by a middlebox: it leaves the chain here.
                 Output::Dropped { .. }
@@ -486,6 +555,7 @@ impl Node<'_, '_> {
                 | Output::AtBuffer { .. } => {}
             }
         }
+        self.edges.flush();
     }
 
     fn set_epoch(&mut self, epoch: u32) {

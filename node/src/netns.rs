@@ -1,0 +1,98 @@
+//! Network namespaces with veth pairs, through iproute2's `ip` (root only), for the tests and
+//! labs that put a chain's interfaces in a namespace of their own. A [`Netns`] deletes its
+//! namespace, and the veths in it, when dropped, a failing test's included.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A new namespace named `{prefix}-{pid}-{n}`, its loopback up and IPv6 off (no router
+    /// solicitations or MLD reports on its links).
+    pub fn create(prefix: &str) -> io::Result<Netns> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let netns = Netns { name };
+        netns.ip(&["link", "set", "lo", "up"])?;
+        for conf in ["all", "default"] {
+            run(netns
+                .exec("sysctl")
+                .args(["-qw", &format!("net.ipv6.conf.{conf}.disable_ipv6=1")]))?;
+        }
+        Ok(netns)
+    }
+
+    /// `ip -n NAME args…`.
+    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// A veth pair `a`–`b` in the namespace, both ends up.
+    pub fn veth(&self, a: &str, b: &str) -> io::Result<()> {
+        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
+        for end in [a, b] {
+            self.ip(&["link", "set", end, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// `program` to run in the namespace (`ip netns exec NAME program`).
+    pub fn exec(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Run `f` on a thread of its own inside the namespace; what it returns.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        let file = File::open(format!("/run/netns/{}", self.name))?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: `file` is an open network namespace file; setns moves only this
+                // thread, which ends with the scope.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
+            tracing::warn!("could not delete network namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// Run `cmd`; an error naming it and its stderr unless it succeeds.
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// Whether this process runs as root (the namespace tests need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

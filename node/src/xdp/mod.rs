@@ -1,0 +1,428 @@
+//! The AF_XDP port (DESIGN.md §3): raw Ethernet frames in and out of one queue of one network
+//! interface through an AF_XDP socket (xsk-rs over libxdp), for the chain's edges and, later,
+//! the links between servers.
+//!
+//! One UMEM of 4096-byte frames per port, split once: the first [`XdpConfig::rx_frames`] frames
+//! circulate between the fill and rx rings, the others between the port's free list, the tx ring
+//! and the completion ring. Nothing is allocated per packet: a received frame is lent to the
+//! caller's closure and goes straight back to the fill ring (which so stays full), a frame to send
+//! is copied into a free UMEM frame, and completed frames return to the free list.
+//!
+//! - Frames up to [`XdpPort::max_frame`] bytes (4096 minus the kernel's 256 bytes of XDP
+//!   headroom: 3840) pass; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
+//!   kernel drops longer ones on receive (see [`KernelStats::rx_dropped`]).
+//! - Copy mode by default (any interface, veth included); zero-copy with
+//!   [`XdpConfig::zero_copy`], where the driver supports it (opening fails otherwise).
+//! - Need-wakeup mode: the kernel is only kicked (a `sendto` or `poll`) when it asks to be.
+//! - [`XdpPort`] is [`AsFd`]: the fd is readable when frames wait, so a driver can `poll` it
+//!   along with its other sockets.
+//! - Opening needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF: libxdp attaches its default
+//!   XDP program to the interface (and detaches it when the last socket closes; a killed
+//!   process leaves it attached, and the next port on the interface reuses it).
+//! - libxdp's and libbpf's own messages go to `tracing` ([`log`]).
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::num::NonZeroU32;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use xsk_rs::config::{BindFlags, FrameSize, Interface, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+#[cfg(target_arch = "x86_64")]
+mod log;
+
+/// Frames handled per ring operation at most.
+pub const BATCH: usize = 64;
+
+/// Bytes of a UMEM frame (the kernel's XDP headroom comes off it).
+const FRAME_SIZE: u32 = 4096;
+
+/// How to open a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The interface's queue to bind (a veth has queue 0).
+    pub queue: u32,
+    /// Zero-copy mode: the NIC's driver must support it. Otherwise copy mode.
+    pub zero_copy: bool,
+    /// Frames for receiving, also the fill and rx rings' size; a power of two.
+    pub rx_frames: u32,
+    /// Frames for transmitting, also the tx and completion rings' size; a power of two.
+    pub tx_frames: u32,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        XdpConfig {
+            queue: 0,
+            zero_copy: false,
+            rx_frames: 2048,
+            tx_frames: 2048,
+        }
+    }
+}
+
+/// Why a port did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("AF_XDP: there is no network interface named {0:?}")]
+    NoInterface(String),
+    #[error(
+        "AF_XDP on {iface}: permission denied: needs root or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF"
+    )]
+    Privileges { iface: String },
+    #[error("AF_XDP: this kernel lacks AF_XDP sockets (CONFIG_XDP_SOCKETS)")]
+    Unsupported,
+    #[error("AF_XDP on {iface}: the driver does not support zero-copy mode (use copy mode)")]
+    NoZeroCopy { iface: String },
+    #[error("AF_XDP on {iface} queue {queue}: busy (another socket or XDP program holds it)")]
+    Busy { iface: String, queue: u32 },
+    #[error("AF_XDP: {0}")]
+    Config(String),
+    #[error("AF_XDP on {iface}: {what}: {source}")]
+    Io {
+        iface: String,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Why a frame was not queued for sending (counted in [`XdpStats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("frame of {len} bytes exceeds the port's {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("no free transmit frame: the kernel has not completed earlier ones")]
+    Full,
+}
+
+/// The port's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames handed to the kernel for sending.
+    pub tx: u64,
+    /// Frames refused for being longer than [`XdpPort::max_frame`].
+    pub tx_too_large: u64,
+    /// Frames refused because every transmit frame was in flight.
+    pub tx_full: u64,
+}
+
+/// The kernel's counters of the socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Received frames dropped for other reasons (too long for a frame, among others).
+    pub rx_dropped: u64,
+    /// Received frames dropped because the rx ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+}
+
+/// An AF_XDP socket on one interface queue, with its UMEM.
+#[derive(Debug)]
+pub struct XdpPort {
+    iface: String,
+    umem: Umem,
+    fill: FillQueue,
+    comp: CompQueue,
+    tx: TxQueue,
+    rx: RxQueue,
+    /// Descriptors read off the rx or completion ring, one batch.
+    batch: Vec<FrameDesc>,
+    /// Transmit frames owned here and unused.
+    free: Vec<FrameDesc>,
+    /// Transmit frames written and not yet on the tx ring.
+    queued: Vec<FrameDesc>,
+    tx_ring: u32,
+    max_frame: usize,
+    stats: XdpStats,
+}
+
+impl XdpPort {
+    /// Open a port on `iface`, queue `config.queue`.
+    pub fn open(iface: &str, config: XdpConfig) -> Result<XdpPort, XdpError> {
+        #[cfg(target_arch = "x86_64")]
+        log::route();
+        let sizes = [config.rx_frames, config.tx_frames];
+        if sizes.iter().any(|n| !n.is_power_of_two() || *n < 64) {
+            return Err(XdpError::Config(format!(
+                "rx_frames and tx_frames must be powers of two of at least 64, not {} and {}",
+                config.rx_frames, config.tx_frames
+            )));
+        }
+        let name = CString::new(iface).map_err(|_| XdpError::NoInterface(iface.into()))?;
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+        if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+            return Err(XdpError::NoInterface(iface.into()));
+        }
+        probe(iface)?;
+        let io_error = |what| {
+            let iface = iface.to_string();
+            move |source: io::Error| classify(&iface, config, what, source)
+        };
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(config_error)?)
+            .fill_queue_size(QueueSize::new(config.rx_frames).map_err(config_error)?)
+            .comp_queue_size(QueueSize::new(config.tx_frames).map_err(config_error)?)
+            .frame_headroom(0)
+            .build()
+            .map_err(config_error)?;
+        let max_frame = umem_config.mtu() as usize;
+        let frames = NonZeroU32::new(config.rx_frames + config.tx_frames).expect("at least 128");
+        let (umem, mut descs) =
+            Umem::new(umem_config, frames, false).map_err(|e| io_error("UMEM")(os_error(&e)))?;
+        let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+        bind |= if config.zero_copy {
+            BindFlags::XDP_ZEROCOPY
+        } else {
+            BindFlags::XDP_COPY
+        };
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(QueueSize::new(config.rx_frames).map_err(config_error)?)
+            .tx_queue_size(QueueSize::new(config.tx_frames).map_err(config_error)?)
+            .bind_flags(bind)
+            .build();
+        let interface = Interface::new(name);
+        // SAFETY: the UMEM is new and not shared, so no other socket is bound with it.
+        let (tx, rx, rings) =
+            unsafe { Socket::new(socket_config, &umem, &interface, config.queue) }
+                .map_err(|e| io_error("socket")(os_error(&e)))?;
+        let (mut fill, comp) = rings.expect("a UMEM of its own comes with its fill and comp rings");
+        let free = descs.split_off(config.rx_frames as usize);
+        // SAFETY: the receive frames are this UMEM's and owned here; the fill ring (as large as
+        // their count) takes them all.
+        let filled = unsafe { fill.produce(&descs) };
+        debug_assert_eq!(filled, descs.len());
+        tracing::debug!(
+            "AF_XDP port on {iface} queue {}: {} mode, {max_frame}-byte frames",
+            config.queue,
+            if config.zero_copy {
+                "zero-copy"
+            } else {
+                "copy"
+            }
+        );
+        Ok(XdpPort {
+            iface: iface.to_string(),
+            umem,
+            fill,
+            comp,
+            tx,
+            rx,
+            batch: vec![FrameDesc::default(); BATCH],
+            queued: Vec::with_capacity(free.len()),
+            free,
+            tx_ring: config.tx_frames,
+            max_frame,
+            stats: XdpStats::default(),
+        })
+    }
+
+    /// The interface's name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The longest frame the port sends or receives.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    pub fn stats(&self) -> XdpStats {
+        self.stats
+    }
+
+    /// The kernel's counters of the socket.
+    pub fn kernel_stats(&self) -> io::Result<KernelStats> {
+        let s = self.rx.fd().xdp_statistics()?;
+        Ok(KernelStats {
+            rx_dropped: s.rx_dropped(),
+            rx_ring_full: s.rx_ring_full(),
+            rx_fill_ring_empty: s.rx_fill_ring_empty_descs(),
+            rx_invalid_descs: s.rx_invalid_descs(),
+            tx_invalid_descs: s.tx_invalid_descs(),
+        })
+    }
+
+    /// Wait up to `timeout` for received frames; whether some wait.
+    pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd that outlives the call.
+        match unsafe { libc::poll(&mut pfd, 1, ms) } {
+            n if n >= 0 => Ok(n > 0),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Hand up to [`BATCH`] received frames to `f`, in order; how many. The bytes are the UMEM
+    /// frame's, valid during the call only.
+    pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+        // SAFETY: the descriptors are filled in from this socket's rx ring, so they are this
+        // UMEM's frames.
+        let n = unsafe { self.rx.consume(&mut self.batch) };
+        for desc in &self.batch[..n] {
+            // SAFETY: the kernel handed the frame over on the rx ring and gets it back only
+            // below, so nothing writes to it meanwhile.
+            f(unsafe { self.umem.data(desc) }.contents());
+        }
+        if n > 0 {
+            // SAFETY: the frames came off the rx ring and are no longer used here; the fill ring
+            // is as large as the receive frames, so it has room for every one not in it.
+            let refilled = unsafe { self.fill.produce(&self.batch[..n]) };
+            debug_assert_eq!(refilled, n);
+            self.stats.rx += n as u64;
+        }
+        if self.fill.needs_wakeup() {
+            self.fill.wakeup(self.rx.fd_mut(), 0)?;
+        }
+        Ok(n)
+    }
+
+    /// Queue `frame` for sending: copied into a free UMEM frame, on the tx ring once
+    /// [`BATCH`] are queued or at [`XdpPort::flush`].
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        if frame.len() > self.max_frame {
+            self.stats.tx_too_large += 1;
+            return Err(SendError::TooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        if self.free.is_empty() {
+            // Whatever the kernel finished with; failing that, push the queue and look again.
+            self.reap();
+            if self.free.is_empty() {
+                let _ = self.flush();
+            }
+        }
+        let Some(mut desc) = self.free.pop() else {
+            self.stats.tx_full += 1;
+            return Err(SendError::Full);
+        };
+        // SAFETY: the frame is this UMEM's and on no ring (it came from the free list).
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        let mut cursor = data.cursor();
+        cursor.set_pos(0);
+        cursor
+            .write_all(frame)
+            .expect("the frame fits: its length was checked");
+        self.queued.push(desc);
+        if self.queued.len() >= BATCH {
+            let _ = self.flush();
+        }
+        Ok(())
+    }
+
+    /// Put the queued frames on the tx ring, kick the kernel and take back the frames it sent.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.queued.is_empty() {
+            // SAFETY: the queued frames are this UMEM's and on no ring; the tx ring is as large
+            // as the transmit frames, so it has room for every one not in it.
+            let n = unsafe { self.tx.produce(&self.queued) };
+            debug_assert_eq!(n, self.queued.len());
+            self.queued.drain(..n);
+            self.stats.tx += n as u64;
+        }
+        // In copy mode one kick sends a bounded batch (32 frames in Linux): kick until the ring
+        // is drained or the kernel stops asking (zero-copy drivers send on their own).
+        for _ in 0..=self.tx_ring / 16 {
+            self.reap();
+            if self.tx.nb_free_exact() == self.tx_ring || !self.tx.needs_wakeup() {
+                break;
+            }
+            self.tx.wakeup()?;
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Frames the kernel finished sending, back to the free list.
+    fn reap(&mut self) {
+        loop {
+            // SAFETY: the completion ring returns this UMEM's transmit frames.
+            let n = unsafe { self.comp.consume(&mut self.batch) };
+            if n == 0 {
+                return;
+            }
+            self.free.extend_from_slice(&self.batch[..n]);
+        }
+    }
+}
+
+/// Readable when received frames wait.
+impl AsFd for XdpPort {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the socket's fd stays open as long as its queues, which `self` owns.
+        unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) }
+    }
+}
+
+/// Whether this process may open AF_XDP sockets at all, with a clear error if not.
+fn probe(iface: &str) -> Result<(), XdpError> {
+    // SAFETY: plain socket(2) call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EAFNOSUPPORT) => XdpError::Unsupported,
+            Some(libc::EPERM | libc::EACCES) => XdpError::Privileges {
+                iface: iface.into(),
+            },
+            _ => XdpError::Io {
+                iface: iface.into(),
+                what: "socket",
+                source: e,
+            },
+        });
+    }
+    // SAFETY: `fd` was just opened here and is closed once.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// An error of xsk-rs's as the OS error under it.
+fn os_error(e: &dyn std::error::Error) -> io::Error {
+    match e.source().and_then(|s| s.downcast_ref::<io::Error>()) {
+        Some(io) => match io.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(io.kind(), io.to_string()),
+        },
+        None => io::Error::other(e.to_string()),
+    }
+}
+
+/// A failed UMEM or socket creation, by its errno.
+fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Error) -> XdpError {
+    let iface = iface.to_string();
+    match source.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => XdpError::Privileges { iface },
+        Some(libc::EBUSY) => XdpError::Busy {
+            iface,
+            queue: config.queue,
+        },
+        Some(libc::EOPNOTSUPP) if config.zero_copy => XdpError::NoZeroCopy { iface },
+        Some(libc::ENODEV) => XdpError::NoInterface(iface),
+        _ => XdpError::Io {
+            iface,
+            what,
+            source,
+        },
+    }
+}
+
+fn config_error(e: impl std::fmt::Display) -> XdpError {
+    XdpError::Config(e.to_string())
+}

@@ -1,0 +1,223 @@
+//! The AF_XDP port on a veth pair in a network namespace of its own (root only: skipped with a
+//! message otherwise): real Ethernet frames cross intact and in order both ways, many more than
+//! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
+//! refused and counted, and opening fails clearly (missing interface, bad sizes, a busy queue,
+//! missing privileges).
+
+use std::time::Duration;
+
+use ftc_node::netns::{is_root, Netns};
+use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort};
+
+/// IEEE 802 local experimental EtherType: frames of the test, told apart from anything else.
+const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+fn skip(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipping {test}: AF_XDP on veth pairs in a network namespace needs root");
+    true
+}
+
+/// Small rings: a thousand frames go round them many times.
+fn small() -> XdpConfig {
+    XdpConfig {
+        rx_frames: 64,
+        tx_frames: 64,
+        ..XdpConfig::default()
+    }
+}
+
+/// Frame `i` of `len` bytes: broadcast, the test's EtherType, `i`, then a pattern of `i`.
+fn frame(i: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&ETHERTYPE);
+    f.extend_from_slice(&i.to_be_bytes());
+    f.extend((0..len.saturating_sub(f.len())).map(|k| (k as u32 ^ i) as u8));
+    f
+}
+
+/// Send `count` frames of varied lengths from `a` to `b`, a window at a time, and check that
+/// `b` receives each intact, in order.
+fn cross(a: &mut XdpPort, b: &mut XdpPort, count: u32) {
+    const WINDOW: u32 = 32;
+    let mut next = 0;
+    let mut sent = 0;
+    while next < count {
+        while sent < count && sent < next + WINDOW {
+            let len = 60 + (sent as usize * 37) % 1455;
+            a.send(&frame(sent, len)).expect("a free transmit frame");
+            sent += 1;
+        }
+        a.flush().unwrap();
+        while next < sent {
+            assert!(
+                b.wait(Duration::from_secs(5)).unwrap(),
+                "frame {next} of {count} did not arrive on {}",
+                b.iface()
+            );
+            b.recv_batch(|bytes| {
+                if bytes.get(12..14) != Some(&ETHERTYPE[..]) {
+                    return;
+                }
+                let len = 60 + (next as usize * 37) % 1455;
+                assert_eq!(bytes, &frame(next, len)[..], "frame {next} arrived changed");
+                next += 1;
+            })
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled() {
+    if skip("frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let mut a = XdpPort::open("xa", small()).unwrap();
+        let mut b = XdpPort::open("xb", small()).unwrap();
+        cross(&mut a, &mut b, 1000);
+        cross(&mut b, &mut a, 1000);
+        for port in [&a, &b] {
+            let stats = port.stats();
+            assert!(stats.rx >= 1000 && stats.tx == 1000, "{stats:?}");
+            assert_eq!((stats.tx_full, stats.tx_too_large), (0, 0), "{stats:?}");
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn oversized_frames_are_refused_and_counted() {
+    if skip("oversized_frames_are_refused_and_counted") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let mut a = XdpPort::open("xa", small()).unwrap();
+        let max = a.max_frame();
+        assert_eq!(
+            max,
+            4096 - 256,
+            "a 4096-byte UMEM frame less the XDP headroom"
+        );
+        assert_eq!(
+            a.send(&vec![0; max + 1]),
+            Err(SendError::TooLarge { len: max + 1, max })
+        );
+        assert_eq!(a.stats().tx_too_large, 1);
+        assert_eq!(a.stats().tx, 0);
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_busy_queue_is_refused_clearly() {
+    if skip("a_busy_queue_is_refused_clearly") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let _a = XdpPort::open("xa", small()).unwrap();
+        let err = XdpPort::open("xa", small()).unwrap_err();
+        assert!(matches!(err, XdpError::Busy { queue: 0, .. }), "{err}");
+        assert!(err.to_string().contains("xa queue 0"), "{err}");
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_missing_interface_and_bad_sizes_fail_clearly() {
+    // Neither needs root: both are refused before any socket is opened.
+    let err = XdpPort::open("ftcx-nosuch0", XdpConfig::default()).unwrap_err();
+    assert!(matches!(err, XdpError::NoInterface(ref n) if n == "ftcx-nosuch0"));
+    assert!(
+        err.to_string()
+            .contains("no network interface named \"ftcx-nosuch0\""),
+        "{err}"
+    );
+    let odd = XdpConfig {
+        rx_frames: 100,
+        ..XdpConfig::default()
+    };
+    let err = XdpPort::open("lo", odd).unwrap_err();
+    assert!(matches!(err, XdpError::Config(_)), "{err}");
+}
+
+/// Linux capabilities are per thread: a thread of root's that drops them all is refused as an
+/// unprivileged process would be.
+#[test]
+fn lacking_privileges_are_named() {
+    if skip("lacking_privileges_are_named") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        drop_capabilities();
+        let err = XdpPort::open("xa", small()).unwrap_err();
+        assert!(matches!(err, XdpError::Privileges { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needs root or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF"),
+            "{err}"
+        );
+    })
+    .unwrap();
+}
+
+/// Drop every capability of the calling thread (capset(2), version 3).
+fn drop_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: a version-3 header and the two data structs version 3 reads; pid 0 is this thread.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+/// A veth has no zero-copy support: asking for it fails, saying so.
+#[test]
+fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
+    if skip("zero_copy_where_the_driver_lacks_it_is_refused_clearly") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let zero_copy = XdpConfig {
+            zero_copy: true,
+            ..small()
+        };
+        let err = XdpPort::open("xa", zero_copy).unwrap_err();
+        assert!(matches!(err, XdpError::NoZeroCopy { .. }), "{err:?}");
+        // The failed attempt left nothing behind: copy mode opens.
+        XdpPort::open("xa", small()).unwrap();
+    })
+    .unwrap();
+}

@@ -1,0 +1,210 @@
+//! A node's AF_XDP edges (`ftc node --edge-in`/`--edge-out`): the interfaces where customer
+//! frames enter the chain at server 0 and leave it at the last server, each an
+//! [`XdpPort`](ftc_node::xdp::XdpPort). An edge-in interface says the direction of every frame
+//! that arrives on it (the forwarder classifies by port); an edge-out interface sends the
+//! released frames of one direction, unchanged (the chain is a bump in the wire at L2). An
+//! interface named by several edges is opened once.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use ftc_chain::middlebox::Direction;
+use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats};
+
+/// `DIR=IFACE`: frames of direction `DIR` (`out`: client to server, `in`: server to client) on
+/// interface `IFACE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub dir: Direction,
+    pub iface: String,
+}
+
+/// Why an edge's text does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected DIR=IFACE with DIR `out` (client to server) or `in` (server to client)")]
+pub struct EdgeSyntax(String);
+
+impl FromStr for Edge {
+    type Err = EdgeSyntax;
+
+    fn from_str(text: &str) -> Result<Edge, EdgeSyntax> {
+        let bad = || EdgeSyntax(text.to_string());
+        let (dir, iface) = text.split_once('=').ok_or_else(bad)?;
+        let dir = match dir {
+            "out" => Direction::Outbound,
+            "in" => Direction::Inbound,
+            _ => return Err(bad()),
+        };
+        if iface.is_empty() {
+            return Err(bad());
+        }
+        Ok(Edge {
+            dir,
+            iface: iface.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dir = match self.dir {
+            Direction::Outbound => "out",
+            Direction::Inbound => "in",
+        };
+        write!(f, "{dir}={}", self.iface)
+    }
+}
+
+/// Why a node's edges do not open.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgesError {
+    #[error("--edge-out {0}: another --edge-out already sends that direction")]
+    TwoOutputs(Edge),
+    #[error("--edge-in {0}: that interface is already an edge-in")]
+    TwoInputs(Edge),
+    #[error("edge {edge}: {source}")]
+    Open { edge: Edge, source: XdpError },
+}
+
+/// The AF_XDP ports of a node's edges.
+#[derive(Debug, Default)]
+pub struct Edges {
+    ports: Vec<XdpPort>,
+    /// The direction of the frames each port takes in, by port (`None`: an output only).
+    input: Vec<Option<Direction>>,
+    /// The port that sends each direction's released frames: outbound, inbound.
+    output: [Option<usize>; 2],
+}
+
+impl Edges {
+    /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out).
+    pub fn open(inputs: &[Edge], outputs: &[Edge], config: XdpConfig) -> Result<Edges, EdgesError> {
+        let mut edges = Edges::default();
+        for edge in inputs {
+            let port = edges.port(edge, config)?;
+            if edges.input[port].replace(edge.dir).is_some() {
+                return Err(EdgesError::TwoInputs(edge.clone()));
+            }
+        }
+        for edge in outputs {
+            let port = edges.port(edge, config)?;
+            if edges.output[slot(edge.dir)].replace(port).is_some() {
+                return Err(EdgesError::TwoOutputs(edge.clone()));
+            }
+        }
+        Ok(edges)
+    }
+
+    /// The port of `edge`'s interface, opened on first use.
+    fn port(&mut self, edge: &Edge, config: XdpConfig) -> Result<usize, EdgesError> {
+        if let Some(i) = self.ports.iter().position(|p| p.iface() == edge.iface) {
+            return Ok(i);
+        }
+        // A replacement may start while the failed node's socket is still bound: the kernel
+        // releases a killed process's AF_XDP socket a moment after it dies.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let port = loop {
+            match XdpPort::open(&edge.iface, config) {
+                Err(XdpError::Busy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => {
+                    break result.map_err(|source| EdgesError::Open {
+                        edge: edge.clone(),
+                        source,
+                    })?
+                }
+            }
+        };
+        tracing::info!("edge {edge}: AF_XDP on {}", edge.iface);
+        self.ports.push(port);
+        self.input.push(None);
+        Ok(self.ports.len() - 1)
+    }
+
+    /// The ports customer frames arrive on, with their direction.
+    pub fn inputs_mut(&mut self) -> impl Iterator<Item = (&mut XdpPort, Direction)> {
+        self.ports
+            .iter_mut()
+            .zip(&self.input)
+            .filter_map(|(port, dir)| Some((port, (*dir)?)))
+    }
+
+    /// The ports customer frames arrive on.
+    pub fn inputs(&self) -> impl Iterator<Item = &XdpPort> {
+        self.ports
+            .iter()
+            .zip(&self.input)
+            .filter_map(|(port, dir)| dir.map(|_| port))
+    }
+
+    /// Queue a released frame of direction `dir` on its edge-out, if there is one.
+    pub fn send(&mut self, dir: Direction, frame: &[u8]) {
+        let Some(i) = self.output[slot(dir)] else {
+            return;
+        };
+        let port = &mut self.ports[i];
+        if let Err(e) = port.send(frame) {
+            tracing::debug!("edge-out {}: {e}", port.iface());
+        }
+    }
+
+    /// Hand every queued frame to the kernel.
+    pub fn flush(&mut self) {
+        for i in self.output.iter().flatten() {
+            let port = &mut self.ports[*i];
+            if let Err(e) = port.flush() {
+                tracing::warn!("edge-out {}: {e}", port.iface());
+            }
+        }
+    }
+
+    /// Each port's interface and counters.
+    pub fn stats(&self) -> Vec<(String, XdpStats)> {
+        self.ports
+            .iter()
+            .map(|p| (p.iface().to_string(), p.stats()))
+            .collect()
+    }
+}
+
+fn slot(dir: Direction) -> usize {
+    match dir {
+        Direction::Outbound => 0,
+        Direction::Inbound => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_parse_and_print() {
+        let e: Edge = "out=veth0".parse().unwrap();
+        assert_eq!(
+            e,
+            Edge {
+                dir: Direction::Outbound,
+                iface: "veth0".into()
+            }
+        );
+        assert_eq!(e.to_string(), "out=veth0");
+        assert_eq!("in=eth1".parse::<Edge>().unwrap().dir, Direction::Inbound);
+        for bad in ["veth0", "up=veth0", "out=", "=veth0"] {
+            let err = bad.parse::<Edge>().unwrap_err();
+            assert!(err.to_string().contains("expected DIR=IFACE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_is_named() {
+        let edge: Edge = "out=ftcx-nosuch1".parse().unwrap();
+        let err = Edges::open(&[edge], &[], XdpConfig::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "edge out=ftcx-nosuch1: AF_XDP: there is no network interface named \"ftcx-nosuch1\""
+        );
+    }
+}
