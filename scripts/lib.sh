@@ -50,11 +50,12 @@ need_debian_packages() {
     rm -f "$log"
 }
 
-# The tools of the network-namespace lab (`ftc lab`, its tests): ip, sysctl, ethtool. Only as
+# The tools of the network-namespace lab (`ftc lab`, its tests): ip, sysctl, ethtool, and the
+# unmodified HTTP server and client of `ftc lab demo` (python3's http.server, curl). Only as
 # root: as another user the lab tests skip themselves.
 need_lab_tools() {
     [ "$(id -u)" -eq 0 ] || return 0
-    need_debian_packages "the network-namespace lab" iproute2 procps ethtool
+    need_debian_packages "the network-namespace lab" iproute2 procps ethtool python3 curl
 }
 
 # The Debian packages the AF_XDP transport's build needs (xsk-rs builds libxdp and libbpf from

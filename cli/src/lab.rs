@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
 use ftc_orchestrator::lab::apply::{self, LabError};
+use ftc_orchestrator::lab::demo::{self, DemoConfig};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Topology, CLIENT, SERVER};
 
@@ -40,6 +42,39 @@ pub enum LabCommand {
     },
     /// Run a chain in its lab (brought up first if it is not) until Ctrl-C or --duration.
     Run(RunArgs),
+    /// A real TCP download through the chain (curl from python3's http.server, AF_XDP at the
+    /// chain's ends) while the middle server's node is killed with SIGKILL; checks the file,
+    /// the NAT, the replicas and the monitors.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The chain spec (TOML).
+    spec: PathBuf,
+    #[command(flatten)]
+    name: NameArg,
+    /// Megabytes of the file downloaded.
+    #[arg(long, default_value_t = 200)]
+    size_mb: u64,
+    /// The share of the file downloaded when the middle server is killed.
+    #[arg(long, default_value_t = 0.3)]
+    kill_at: f64,
+    #[command(flatten)]
+    heartbeats: HeartbeatArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_ms: f64,
+    /// Missed heartbeats that declare a node failed.
+    #[arg(long, default_value_t = 3)]
+    misses: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,12 +107,8 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Heartbeat period in milliseconds.
-    #[arg(long, default_value_t = 5.0)]
-    heartbeat_ms: f64,
-    /// Missed heartbeats that declare a node failed.
-    #[arg(long, default_value_t = 3)]
-    misses: u32,
+    #[command(flatten)]
+    heartbeats: HeartbeatArgs,
 }
 
 pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
@@ -107,6 +138,7 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Status { name } => status(&name.name),
         LabCommand::Run(args) => run_chain(args),
+        LabCommand::Demo(args) => demo(args),
     }
 }
 
@@ -190,20 +222,115 @@ fn status(name: &LabName) -> anyhow::Result<ExitCode> {
 }
 
 fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = ChainSpec::load(&args.spec)?;
-    let path = args
-        .spec
-        .canonicalize()
-        .with_context(|| format!("{}", args.spec.display()))?;
-    if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
-        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
-    }
     let duration = args
         .duration
         .map(Duration::try_from_secs_f64)
         .transpose()
         .context("--duration")?;
-    let name = &args.name.name;
+    let edges = args.transport == Transport::Xdp;
+    let say = |a: std::fmt::Arguments<'_>| println!("{a}");
+    in_lab(
+        &args.spec,
+        &args.name.name,
+        &args.heartbeats,
+        edges,
+        say,
+        |config, stop| {
+            deploy::run(&config, stop, duration, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        },
+    )
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.size_mb == 0 || args.size_mb > 100_000 {
+        anyhow::bail!("--size-mb must be between 1 and 100000");
+    }
+    if !(0.0..=1.0).contains(&args.kill_at) {
+        anyhow::bail!("--kill-at must be between 0 and 1");
+    }
+    let spec = ChainSpec::load(&args.spec)?;
+    // With --json, standard output is the report alone.
+    let say = |a: std::fmt::Arguments<'_>| {
+        if args.json {
+            eprintln!("{a}");
+        } else {
+            println!("{a}");
+        }
+    };
+    in_lab(
+        &args.spec,
+        &args.name.name,
+        &args.heartbeats,
+        true,
+        say,
+        |run, stop| {
+            let config = DemoConfig {
+                run,
+                spec,
+                size: args.size_mb << 20,
+                kill_at: args.kill_at,
+            };
+            let r = demo::demo(&config, stop)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                "downloaded {} bytes in {:.2} s ({:.0} Mbit/s): HTTP {}, curl exit {}, SHA-256 {}",
+                r.bytes,
+                r.seconds,
+                r.throughput_mbit_s,
+                r.http_status,
+                r.curl_exit,
+                if r.sha256_matches { "matches" } else { "DIFFERS" }
+            );
+                if let Some(k) = r.killed {
+                    println!(
+                        "killed server {k} after {} bytes; rerouted into epoch {}",
+                        r.killed_at_bytes,
+                        r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
+                    );
+                }
+                println!(
+                    "the HTTP server saw {:?}; the chain delivered {} frames",
+                    r.server_saw, r.frames_delivered
+                );
+                if r.violations.is_empty() {
+                    println!("consistent: the download survived the kill, every replica equals its head, every monitor counted every delivered frame");
+                }
+                for v in &r.violations {
+                    println!("VIOLATION: {v}");
+                }
+            }
+            Ok(if r.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        },
+    )
+}
+
+/// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it
+/// was not up), with Ctrl-C raising its stop flag.
+fn in_lab(
+    spec_path: &Path,
+    name: &LabName,
+    heartbeats: &HeartbeatArgs,
+    edges: bool,
+    say: impl Fn(std::fmt::Arguments<'_>),
+    job: impl FnOnce(RunConfig, &AtomicBool) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let spec = ChainSpec::load(spec_path)?;
+    let path = spec_path
+        .canonicalize()
+        .with_context(|| format!("{}", spec_path.display()))?;
+    if !(0.1..=10_000.0).contains(&heartbeats.heartbeat_ms) {
+        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
+    }
+    if heartbeats.misses == 0 {
+        anyhow::bail!("--misses must be positive");
+    }
     apply::check_host()?;
     // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab
     // it brought up.
@@ -235,17 +362,19 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         exe: std::env::current_exe().context("locating the ftc executable")?,
         spec: path,
         topology,
-        heartbeat_ms: args.heartbeat_ms,
-        misses: args.misses,
-        edges: args.transport == Transport::Xdp,
+        heartbeat_ms: heartbeats.heartbeat_ms,
+        misses: heartbeats.misses,
+        edges,
+        peers: None,
+        reports_to_stderr: false,
     };
-    let ran = deploy::run(&config, stop, duration, &mut std::io::stdout());
+    let ran = job(config, stop);
     let taken_down = if made {
-        apply::down(name).map(|_| println!("lab {name}: taken down"))
+        apply::down(name).map(|_| say(format_args!("lab {name}: taken down")))
     } else {
         Ok::<(), LabError>(())
     };
-    ran.with_context(|| format!("lab {name}"))?;
+    let code = ran.with_context(|| format!("lab {name}"))?;
     taken_down?;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

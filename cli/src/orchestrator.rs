@@ -1,6 +1,7 @@
 //! `ftc orchestrator`: the orchestrator as its own process, nodes connecting over TCP (the logic
 //! is in `ftc_orchestrator::process::orchestrator`). Says on stderr when every node has joined
-//! (`ftc orchestrator: deployed in epoch 1: …`), prints every recovery, and on SIGINT or
+//! (`ftc orchestrator: deployed in epoch 1: …`) and where the nodes are after each recovery
+//! (`ftc orchestrator: rerouted in epoch E: …`), prints every recovery, and on SIGINT or
 //! SIGTERM tells its nodes to stop before it exits.
 
 use std::net::{SocketAddr, TcpListener};
@@ -103,7 +104,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     };
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| announce_deployment(&orchestrator, &done));
+        s.spawn(|| announce_peers(&orchestrator, &done));
         let result = orchestrator.run(crate::signal::stop_flag(), print);
         done.store(true, Ordering::Release);
         result
@@ -112,12 +113,16 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Say on stderr, once, when every node has joined: the epoch and where each node is.
-fn announce_deployment(orchestrator: &Orchestrator, done: &AtomicBool) {
+/// Say on stderr when every node has joined (`deployed in epoch 1: …`) and after every
+/// recovery once the chain is rerouted (`rerouted in epoch E: …`): the epoch and where each node
+/// is.
+fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
+    let mut announced = 0;
     while !done.load(Ordering::Acquire) {
         let status = orchestrator.status();
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
-        if let Some(peers) = peers.filter(|_| status.epoch > 0) {
+        let settled = status.recoveries.len() + 1 == status.epoch as usize;
+        if let Some(peers) = peers.filter(|_| settled && status.epoch > announced) {
             let nodes: Vec<String> = peers
                 .iter()
                 .map(|p| {
@@ -127,12 +132,17 @@ fn announce_deployment(orchestrator: &Orchestrator, done: &AtomicBool) {
                     )
                 })
                 .collect();
+            let what = if status.epoch == 1 {
+                "deployed"
+            } else {
+                "rerouted"
+            };
             eprintln!(
-                "ftc orchestrator: deployed in epoch {}: {}",
+                "ftc orchestrator: {what} in epoch {}: {}",
                 status.epoch,
                 nodes.join(", ")
             );
-            return;
+            announced = status.epoch;
         }
         std::thread::sleep(Duration::from_millis(10));
     }

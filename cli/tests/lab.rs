@@ -1,7 +1,9 @@
 //! `ftc lab` on this host: `up` makes the planned namespaces, links, addresses and MACs, and
 //! every server namespace reaches the management bridge; `down` removes all of it, also what a
 //! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
-//! killed node in its namespace, and stops on SIGTERM leaving no process behind. These need
+//! killed node in its namespace, and stops on SIGTERM leaving no process behind; `demo` carries a
+//! real TCP download (curl from python3's http.server) through Ch-Rec over AF_XDP edges while the
+//! middle server's node is SIGKILLed, and the file arrives whole. These need
 //! root (network namespaces): as another user they say so and pass. Each test has its own lab
 //! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
 //! 10 misses) so that a loaded machine does not lose a node the test did not kill.
@@ -300,8 +302,18 @@ fn expect(
     }
 }
 
+/// The tests that run a chain take turns: each loads the machine's cores on its own.
+static CHAIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn chain_turn() -> std::sync::MutexGuard<'static, ()> {
+    CHAIN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
+    let _turn = chain_turn();
     if !root() {
         return;
     }
@@ -412,4 +424,43 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Issue 5's acceptance run: a 200 MB download through Ch-Rec survives a SIGKILL of the middle
+/// server's node; the file arrives whole (no reset), the server saw the NAT's address, the
+/// replicas equal their heads and the monitor counted every delivered frame.
+#[test]
+fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
+    if !root() {
+        return;
+    }
+    let _turn = chain_turn();
+    let lab = Lab::new("ftcldemo");
+    let out = ftc()
+        .args([
+            "lab",
+            "demo",
+            &spec("ch-rec.toml"),
+            "--name",
+            lab.0,
+            "--json",
+        ])
+        .args(["--size-mb", "200", "--heartbeat-ms", "50", "--misses", "10"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
+    assert_eq!(r["violations"], serde_json::json!([]), "{r}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(r["bytes"], 200u64 << 20, "{r}");
+    assert_eq!(r["sha256_matches"], true, "{r}");
+    assert_eq!(r["http_status"], 200, "{r}");
+    assert_eq!(r["curl_exit"], 0, "no reset, no timeout: {r}");
+    assert_eq!(r["killed"], 1, "{r}");
+    assert!(r["killed_at_bytes"].as_u64().unwrap() < 200 << 20, "{r}");
+    assert_eq!(r["rerouted_epoch"], 2, "{r}");
+    assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
+    assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
 }

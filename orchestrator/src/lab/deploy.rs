@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::apply::secret_path;
 use super::procs::{spawn, Group};
 use super::topology::Topology;
+use crate::control::Peer;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 
 /// How long the orchestrator may take to listen, and the nodes to deploy.
@@ -35,6 +36,12 @@ pub struct RunConfig {
     pub misses: u32,
     /// Give server 0 and the last server their AF_XDP edges (`--edge-in`, `--edge-out`).
     pub edges: bool,
+    /// Where to tell where the nodes are: the orchestrator's `deployed in epoch 1: …` and
+    /// `rerouted in epoch E: …` lines (see [`parse_peers`]).
+    pub peers: Option<crossbeam_channel::Sender<String>>,
+    /// The orchestrator's recovery reports (its standard output) go to this process's standard
+    /// error instead of its standard output.
+    pub reports_to_stderr: bool,
 }
 
 impl RunConfig {
@@ -150,6 +157,9 @@ pub fn run(
         .args(["--misses", &config.misses.to_string()])
         .args(["--launch", &config.node_template()])
         .stderr(Stdio::piped());
+    if config.reports_to_stderr {
+        orchestrator.stdout(io::stderr());
+    }
     let mut child = spawn(orchestrator, 0).map_err(|source| {
         let _ = std::fs::remove_file(&secret);
         DeployError::Spawn {
@@ -157,7 +167,7 @@ pub fn run(
             source,
         }
     })?;
-    let said = listen(child.stderr.take().expect("piped"));
+    let said = listen(child.stderr.take().expect("piped"), config.peers.clone());
     let mut group = Group {
         orchestrator: child,
         nodes: Vec::new(),
@@ -230,13 +240,25 @@ pub fn run(
     Ok(())
 }
 
-/// Forward the orchestrator's standard error to ours, reporting what the run waits for.
-fn listen(stderr: impl io::Read + Send + 'static) -> Receiver<Said> {
+/// Forward the orchestrator's standard error to ours, reporting what the run waits for, and the
+/// lines that say where the nodes are to `peers`.
+fn listen(
+    stderr: impl io::Read + Send + 'static,
+    peers: Option<crossbeam_channel::Sender<String>>,
+) -> Receiver<Said> {
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
+            if let Some(peers) = &peers {
+                let about_peers = ["deployed in epoch", "rerouted in epoch"]
+                    .iter()
+                    .any(|p| line.starts_with(&format!("ftc orchestrator: {p}")));
+                if about_peers {
+                    let _ = peers.send(line.clone());
+                }
+            }
             let said = if let Some(rest) = line.strip_prefix("ftc orchestrator: deployed") {
                 Some(Said::Deployed(format!("deployed{rest}")))
             } else if line.ends_with("waiting for its nodes") {
@@ -252,6 +274,28 @@ fn listen(stderr: impl io::Read + Send + 'static) -> Receiver<Said> {
         }
     });
     rx
+}
+
+/// The epoch and the nodes of an orchestrator's `deployed in epoch E: node P data ADDR transfer
+/// ADDR, …` or `rerouted in epoch E: …` line.
+pub fn parse_peers(line: &str) -> Option<(u32, Vec<Peer>)> {
+    let (_, rest) = line.split_once(" in epoch ")?;
+    let (epoch, nodes) = rest.split_once(": ")?;
+    let peers = nodes
+        .split(", ")
+        .map(|node| {
+            let words: Vec<&str> = node.split(' ').collect();
+            match words.as_slice() {
+                ["node", position, "data", data, "transfer", transfer] => Some(Peer {
+                    position: position.parse().ok()?,
+                    data: data.parse().ok()?,
+                    transfer: transfer.parse().ok()?,
+                }),
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((epoch.parse().ok()?, peers))
 }
 
 const LISTENING: &str = "the orchestrator did not say where it listens";
@@ -334,6 +378,8 @@ mod tests {
             heartbeat_ms: 50.0,
             misses: 3,
             edges: false,
+            peers: None,
+            reports_to_stderr: false,
         };
         let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
             let mut w = vec![
@@ -376,6 +422,21 @@ mod tests {
         assert_eq!(
             words(&config, 2),
             node("ftcl1-s2", "2", "10.77.3.12:0", &last)
+        );
+    }
+
+    #[test]
+    fn the_orchestrator_s_lines_about_its_nodes_parse() {
+        let line = "ftc orchestrator: rerouted in epoch 2: node 0 data 10.77.0.10:39707 \
+                    transfer 10.77.0.10:44753, node 1 data 10.77.0.11:1 transfer 10.77.0.11:2";
+        let (epoch, peers) = parse_peers(line).unwrap();
+        assert_eq!(epoch, 2);
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[1].position, 1);
+        assert_eq!(peers[1].transfer, "10.77.0.11:2".parse().unwrap());
+        assert_eq!(
+            parse_peers("ftc orchestrator: rerouted in epoch 2: node x"),
+            None
         );
     }
 }

@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 use super::launcher::{How, Launcher, NodeArgs};
 use super::orchestrator::{Orchestrator, Status};
 use crate::checks::check_monitors;
-use crate::control::{ControlError, Key};
+use crate::control::{ControlError, Key, Peer};
 use crate::coordinator::CoordinatorConfig;
 use crate::embedded::{ChaosReport, Kill, Killed};
 use crate::transfer;
@@ -478,22 +478,14 @@ fn check_state(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        for mb in ring.mb_indices() {
-            match group_states(ring, key, &status, mb) {
-                Ok((head, replicas)) => {
-                    for (server, replica) in replicas {
-                        if replica != head {
-                            differences.push(format!(
-                                "replica of m{} on server {server} differs from its head after the run",
-                                mb.0
-                            ));
-                        }
-                    }
-                    heads.push(head);
-                }
-                Err(why) => differences.push(why),
-            }
-        }
+        compare_groups(
+            ring,
+            key,
+            status.epoch,
+            &status.peers,
+            &mut heads,
+            &mut differences,
+        );
         if differences.is_empty() {
             break;
         }
@@ -511,24 +503,54 @@ fn check_state(
     }
 }
 
+/// Every group's state fetched from every member (`peers`, of `epoch`): each head's into
+/// `heads`, in middlebox order, and what differs from its head, or could not be fetched, into
+/// `differences`.
+pub(crate) fn compare_groups(
+    ring: &Ring,
+    key: &Key,
+    epoch: u32,
+    peers: &[Option<Peer>],
+    heads: &mut Vec<Snapshot>,
+    differences: &mut Vec<String>,
+) {
+    for mb in ring.mb_indices() {
+        match group_states(ring, key, epoch, peers, mb) {
+            Ok((head, replicas)) => {
+                for (server, replica) in replicas {
+                    if replica != head {
+                        differences.push(format!(
+                            "replica of m{} on server {server} differs from its head after the run",
+                            mb.0
+                        ));
+                    }
+                }
+                heads.push(head);
+            }
+            Err(why) => differences.push(why),
+        }
+    }
+}
+
 /// The state of `mb`'s group at its head, and at each other member (by position).
 fn group_states(
     ring: &Ring,
     key: &Key,
-    status: &Status,
+    epoch: u32,
+    peers: &[Option<Peer>],
     mb: MbIndex,
 ) -> Result<(Snapshot, Vec<(u16, Snapshot)>), String> {
     let head = ring.head(mb);
     let mut head_state = None;
     let mut replicas = Vec::new();
     for server in ring.group(mb) {
-        let peer = status.peers[usize::from(server.0)]
+        let peer = peers[usize::from(server.0)]
             .ok_or_else(|| format!("server {} is not up at the end of the run", server.0))?;
         let as_head = server == head;
         let bytes = transfer::fetch(
             peer.transfer,
             key,
-            status.epoch,
+            epoch,
             mb.0,
             as_head,
             Duration::from_secs(1),

@@ -1,0 +1,447 @@
+//! `ftc lab demo`: a real TCP connection through a chain in its lab survives a kill (issue 5).
+//! An unmodified HTTP server (`python3 -m http.server`) in the server namespace serves a file of
+//! random bytes; an unmodified client (`curl`) in the client namespace downloads it through the
+//! chain, whose ends take and send the frames with AF_XDP; part way through, the middle server's
+//! node is killed with SIGKILL and the orchestrator replaces it. Then the checks: the download
+//! completed, no reset, the same SHA-256; the server saw the NAT's public address; every group's
+//! replicas equal their head; and every monitor counted every frame the chain delivered (the
+//! frames the client's and the server's `eth1` received, which only the chain's last server
+//! sends to).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use ftc_chain::spec::ChainSpec;
+use sha2::{Digest, Sha256};
+
+use super::apply::secret_path;
+use super::deploy::{self, parse_peers, DeployError, RunConfig};
+use super::topology::{Host, CLIENT, SERVER};
+use crate::checks::check_monitors;
+use crate::control::Peer;
+use crate::process::chaos::compare_groups;
+use crate::process::read_secret;
+
+/// The port the HTTP server listens on.
+const PORT: u16 = 8080;
+/// How long the chain may take to carry its first request, and the download to finish.
+const READY: Duration = Duration::from_secs(30);
+const DOWNLOAD: Duration = Duration::from_secs(600);
+/// How long the replicas may take to converge after the download.
+const CONVERGE: Duration = Duration::from_secs(5);
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// The chain's run in its lab (with edges).
+    pub run: RunConfig,
+    pub spec: ChainSpec,
+    /// Bytes of the file downloaded.
+    pub size: u64,
+    /// The share of the file downloaded when the middle server is killed (0 to 1).
+    pub kill_at: f64,
+}
+
+/// What the demo saw.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DemoReport {
+    pub bytes: u64,
+    pub seconds: f64,
+    pub throughput_mbit_s: f64,
+    /// The HTTP status curl got, and curl's exit code (0: no reset, no timeout).
+    pub http_status: u16,
+    pub curl_exit: i32,
+    pub sha256_matches: bool,
+    /// The position killed, and how many bytes had arrived then.
+    pub killed: Option<u16>,
+    pub killed_at_bytes: u64,
+    /// The epoch the chain was rerouted into after the kill.
+    pub rerouted_epoch: Option<u32>,
+    /// The client addresses the HTTP server logged.
+    pub server_saw: Vec<String>,
+    /// Frames the chain delivered to the client and the server.
+    pub frames_delivered: u64,
+    pub violations: Vec<String>,
+}
+
+/// Why the demo could not run (its checks failing is not an error: see
+/// [`DemoReport::violations`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> DemoError {
+    let what = what.into();
+    move |source| DemoError::Io { what, source }
+}
+
+/// A process killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run the demo in the lab of `config.run` (up already). Every process it started is stopped
+/// when it returns.
+pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoError> {
+    let t = &config.run.topology;
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "ftc-lab-demo-{}-{}",
+        t.name,
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&dir.0).map_err(io_error("making the demo's directory"))?;
+    let file = dir.0.join("file");
+    let sent_sha = write_random(&file, config.size)?;
+    std::fs::write(dir.0.join("probe"), b"ftc\n").map_err(io_error("writing the probe"))?;
+    let (peers_tx, peers_rx) = crossbeam_channel::unbounded();
+    let run = RunConfig {
+        edges: true,
+        peers: Some(peers_tx),
+        reports_to_stderr: true,
+        ..config.run.clone()
+    };
+    let chain_stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
+        let report = (|| {
+            let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
+            let server_log = dir.0.join("http.log");
+            let _http = http_server(&t.host_netns(&SERVER), &dir.0, &server_log)?;
+            wait_ready(&t.host_netns(&CLIENT), stop)?;
+            let mut report = download(config, &file, &dir.0, stop)?;
+            report.sha256_matches = sha256_of(&dir.0.join("got"))? == sent_sha;
+            if !report.sha256_matches {
+                report
+                    .violations
+                    .push("the downloaded file differs from the served one".into());
+            }
+            if report.curl_exit != 0 || report.http_status != 200 {
+                report.violations.push(format!(
+                    "the download failed: curl exit {}, HTTP {}",
+                    report.curl_exit, report.http_status
+                ));
+            }
+            let peers = match next_peers(&peers_rx, CONVERGE, &chain) {
+                Ok((epoch, peers)) => {
+                    report.rerouted_epoch = Some(epoch);
+                    peers
+                }
+                Err(_) => {
+                    report
+                        .violations
+                        .push("the chain was not rerouted after the kill".into());
+                    deployed
+                }
+            };
+            report.server_saw = clients_logged(&server_log)?;
+            let nat: Vec<String> = t.nat_ips.iter().map(Ipv4Addr::to_string).collect();
+            if let Some(other) = report.server_saw.iter().find(|a| !nat.contains(a)) {
+                if !nat.is_empty() {
+                    report.violations.push(format!(
+                        "the HTTP server saw {other}, not the NAT's public address {nat:?}"
+                    ));
+                }
+            }
+            check_state(config, peers, &mut report)?;
+            Ok(report)
+        })();
+        chain_stop.store(true, Ordering::Release);
+        let ran = chain.join().expect("the chain's runner does not panic");
+        match (report, ran) {
+            (Ok(report), _) => Ok(report),
+            (Err(e), Err(deploy)) => Err(DemoError::Failed(format!("{e} ({deploy})"))),
+            (Err(e), Ok(())) => Err(e),
+        }
+    })
+}
+
+/// The next nodes line of the orchestrator, within `within`.
+fn next_peers(
+    rx: &Receiver<String>,
+    within: Duration,
+    chain: &std::thread::ScopedJoinHandle<'_, Result<(), DeployError>>,
+) -> Result<(u32, Vec<Peer>), DemoError> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if chain.is_finished() {
+            return Err(DemoError::Failed("the chain stopped".into()));
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+            return parse_peers(&line)
+                .ok_or_else(|| DemoError::Failed(format!("cannot read {line:?}")));
+        }
+    }
+    Err(DemoError::Failed(format!(
+        "the orchestrator did not say where its nodes are within {within:?}"
+    )))
+}
+
+/// `size` random bytes (xorshift) in `path`; their SHA-256.
+fn write_random(path: &Path, size: u64) -> Result<[u8; 32], DemoError> {
+    let mut out =
+        io::BufWriter::new(File::create(path).map_err(io_error("creating the served file"))?);
+    let mut hash = Sha256::new();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut left = size;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        hash.update(&chunk[..n]);
+        out.write_all(&chunk[..n])
+            .map_err(io_error("writing the served file"))?;
+        left -= n as u64;
+    }
+    out.flush().map_err(io_error("writing the served file"))?;
+    Ok(hash.finalize().into())
+}
+
+fn sha256_of(path: &Path) -> Result<[u8; 32], DemoError> {
+    let mut file = File::open(path).map_err(io_error("reading the downloaded file"))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(io_error("reading the downloaded file"))?;
+        if n == 0 {
+            return Ok(hash.finalize().into());
+        }
+        hash.update(&buf[..n]);
+    }
+}
+
+/// `ip netns exec NETNS` followed by `args`.
+fn in_netns(netns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", netns]).args(args);
+    c
+}
+
+/// The HTTP server in the server's namespace, serving `dir`, logging requests to `log`.
+fn http_server(netns: &str, dir: &Path, log: &Path) -> Result<Reaped, DemoError> {
+    let log = File::create(log).map_err(io_error("creating the HTTP server's log"))?;
+    let dir = dir.display().to_string();
+    let (ip, port) = (SERVER.ip.to_string(), PORT.to_string());
+    in_netns(
+        netns,
+        &["python3", "-m", "http.server", &port, "--bind", &ip],
+    )
+    .args(["--directory", &dir])
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .map(Reaped)
+    .map_err(io_error(
+        "starting python3 -m http.server (is python3 installed?)",
+    ))
+}
+
+fn url(path: &str) -> String {
+    format!("http://{}:{PORT}/{path}", SERVER.ip)
+}
+
+/// Until a small request through the chain succeeds (the nodes' AF_XDP sockets are up and the
+/// HTTP server listens).
+fn wait_ready(client: &str, stop: &AtomicBool) -> Result<(), DemoError> {
+    let deadline = Instant::now() + READY;
+    while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
+        let probe = in_netns(client, &["curl", "-sf", "--max-time", "2", &url("probe")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(io_error("running curl (is curl installed?)"))?;
+        if probe.success() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(DemoError::Failed(format!(
+        "no request got through the chain within {READY:?}"
+    )))
+}
+
+/// The download, with the kill of the middle server part way.
+fn download(
+    config: &DemoConfig,
+    file: &Path,
+    dir: &Path,
+    stop: &AtomicBool,
+) -> Result<DemoReport, DemoError> {
+    let t = &config.run.topology;
+    let got = dir.join("got");
+    let got_text = got.display().to_string();
+    let max_time = DOWNLOAD.as_secs().to_string();
+    let started = Instant::now();
+    let mut curl = Reaped(
+        in_netns(
+            &t.host_netns(&CLIENT),
+            &["curl", "-sS", "-o", &got_text, "--max-time", &max_time],
+        )
+        .args(["-w", "%{http_code}", &url("file")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(io_error("running curl"))?,
+    );
+    let mut report = DemoReport::default();
+    let middle = t.servers / 2;
+    let kill_at = (config.size as f64 * config.kill_at.clamp(0.0, 1.0)) as u64;
+    let status = loop {
+        if let Some(status) = curl.0.try_wait().map_err(io_error("waiting for curl"))? {
+            break status;
+        }
+        if stop.load(Ordering::Acquire) {
+            return Err(DemoError::Failed("interrupted".into()));
+        }
+        let arrived = std::fs::metadata(&got).map_or(0, |m| m.len());
+        if report.killed.is_none() && arrived >= kill_at {
+            kill_netns(&t.server_netns(middle))?;
+            report.killed = Some(middle);
+            report.killed_at_bytes = arrived;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    report.curl_exit = status.code().unwrap_or(-1);
+    let mut code = String::new();
+    if let Some(out) = curl.0.stdout.as_mut() {
+        let _ = out.read_to_string(&mut code);
+    }
+    report.http_status = code.trim().parse().unwrap_or(0);
+    report.bytes = std::fs::metadata(&got).map_or(0, |m| m.len());
+    report.throughput_mbit_s = report.bytes as f64 * 8.0 / report.seconds / 1e6;
+    let served = std::fs::metadata(file).map_or(0, |m| m.len());
+    if report.bytes != served {
+        report
+            .violations
+            .push(format!("{} of {served} bytes downloaded", report.bytes));
+    }
+    Ok(report)
+}
+
+/// SIGKILL to every process in `netns` (a node, there).
+fn kill_netns(netns: &str) -> Result<(), DemoError> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .map_err(io_error("listing the middle server's processes"))?;
+    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if pids.is_empty() {
+        return Err(DemoError::Failed(format!("no process runs in {netns}")));
+    }
+    for pid in pids {
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    Ok(())
+}
+
+/// The client addresses in the HTTP server's log (`ADDR - - [date] "GET …" …`).
+fn clients_logged(log: &Path) -> Result<Vec<String>, DemoError> {
+    let file = File::open(log).map_err(io_error("reading the HTTP server's log"))?;
+    let mut seen: Vec<String> = BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains("\"GET "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    Ok(seen)
+}
+
+/// Frames received on `eth1` of `host`: only the chain's last server sends there.
+fn delivered_to(config: &DemoConfig, host: &Host) -> Result<u64, DemoError> {
+    let netns = config.run.topology.host_netns(host);
+    let out = in_netns(
+        &netns,
+        &["cat", "/sys/class/net/eth1/statistics/rx_packets"],
+    )
+    .output()
+    .map_err(io_error("reading a host's counters"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| DemoError::Failed(format!("no frame counter on {netns} eth1")))
+}
+
+/// Every group's replicas equal its head, and every monitor counted every frame delivered.
+fn check_state(
+    config: &DemoConfig,
+    peers: Vec<Peer>,
+    report: &mut DemoReport,
+) -> Result<(), DemoError> {
+    let key = read_secret(&secret_path(&config.run.topology.name))
+        .map_err(|e| DemoError::Failed(e.to_string()))?;
+    let ring = config.spec.ring();
+    let mut slots = vec![None; ring.servers()];
+    for p in peers {
+        if let Some(slot) = slots.get_mut(usize::from(p.position)) {
+            *slot = Some(p);
+        }
+    }
+    let epoch = report.rerouted_epoch.unwrap_or(1);
+    let (mut heads, mut differences) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        heads.clear();
+        differences.clear();
+        compare_groups(&ring, &key, epoch, &slots, &mut heads, &mut differences);
+        if differences.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    report.violations.append(&mut differences);
+    report.frames_delivered = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+    if heads.len() == config.spec.middlebox.len() {
+        let middleboxes: Vec<_> = config
+            .spec
+            .middlebox
+            .iter()
+            .map(ftc_chain::middleboxes::build)
+            .collect();
+        let values = |i: usize| heads[i].entries.iter().map(|(_, v)| v.clone()).collect();
+        check_monitors(
+            &middleboxes,
+            values,
+            report.frames_delivered,
+            &mut report.violations,
+        );
+    }
+    Ok(())
+}
