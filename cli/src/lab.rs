@@ -14,6 +14,7 @@ use ftc_orchestrator::lab::apply::{self, LabError};
 use ftc_orchestrator::lab::demo::{self, DemoConfig};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Topology, CLIENT, SERVER};
+use ftc_orchestrator::process::edges::EdgeKind;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
@@ -60,6 +61,9 @@ pub struct DemoArgs {
     /// The share of the file downloaded when the middle server is killed.
     #[arg(long, default_value_t = 0.3)]
     kill_at: f64,
+    /// The sockets at the chain's edges.
+    #[arg(long, value_enum, default_value_t = Transport::Xdp)]
+    transport: Transport,
     #[command(flatten)]
     heartbeats: HeartbeatArgs,
     /// Print one JSON object instead of text.
@@ -85,14 +89,24 @@ pub struct NameArg {
     name: LabName,
 }
 
-/// How customer frames reach the chain.
+/// How customer frames reach the chain. Either way the nodes exchange frames over UDP on the
+/// management network, and server 0 and the last server take and send customer frames on the
+/// edge links (`ftc node --edge-in`/`--edge-out`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
-    /// Nodes exchange frames over UDP on the management network; no edges.
+    /// The edges on raw packet sockets (AF_PACKET): for hosts without AF_XDP.
     Udp,
-    /// As udp, and server 0 and the last server take and send customer frames with AF_XDP on
-    /// the edge links (`ftc node --edge-in`/`--edge-out`).
+    /// The edges on AF_XDP sockets.
     Xdp,
+}
+
+impl Transport {
+    fn edges(self) -> EdgeKind {
+        match self {
+            Transport::Udp => EdgeKind::Packet,
+            Transport::Xdp => EdgeKind::Xdp,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,7 +241,7 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .map(Duration::try_from_secs_f64)
         .transpose()
         .context("--duration")?;
-    let edges = args.transport == Transport::Xdp;
+    let edges = args.transport.edges();
     let say = |a: std::fmt::Arguments<'_>| println!("{a}");
     in_lab(
         &args.spec,
@@ -262,7 +276,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         &args.spec,
         &args.name.name,
         &args.heartbeats,
-        true,
+        args.transport.edges(),
         say,
         |run, stop| {
             let config = DemoConfig {
@@ -317,7 +331,7 @@ fn in_lab(
     spec_path: &Path,
     name: &LabName,
     heartbeats: &HeartbeatArgs,
-    edges: bool,
+    edges: EdgeKind,
     say: impl Fn(std::fmt::Arguments<'_>),
     job: impl FnOnce(RunConfig, &AtomicBool) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
@@ -364,7 +378,7 @@ fn in_lab(
         topology,
         heartbeat_ms: heartbeats.heartbeat_ms,
         misses: heartbeats.misses,
-        edges,
+        edges: Some(edges),
         peers: None,
         reports_to_stderr: false,
     };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::xdp::XdpConfig;
 use ftc_node::ServerConfig;
-use ftc_orchestrator::process::edges::Edge;
+use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
 
@@ -44,6 +44,10 @@ pub struct NodeArgs {
     /// IFACE through AF_XDP, unchanged (a bump in the wire at L2). Repeatable. Needs root.
     #[arg(long, value_name = "DIR=IFACE")]
     edge_out: Vec<Edge>,
+    /// The sockets of the edges: `xdp` (AF_XDP) or `packet` (raw AF_PACKET sockets, where
+    /// AF_XDP is not available; slower, needs CAP_NET_RAW only).
+    #[arg(long, default_value = "xdp", value_name = "xdp|packet")]
+    edge_kind: EdgeKind,
     /// AF_XDP edges in zero-copy mode (the NIC driver must support it); copy mode otherwise.
     #[arg(long)]
     xdp_zero_copy: bool,
@@ -72,6 +76,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         egress: args.egress,
         edge_in: args.edge_in.clone(),
         edge_out: args.edge_out.clone(),
+        edge_kind: args.edge_kind,
         xdp: XdpConfig {
             queue: args.xdp_queue,
             zero_copy: args.xdp_zero_copy,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
-use ftc_orchestrator::process::edges::Edge;
+use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::read_secret;
@@ -52,6 +52,9 @@ pub struct OrchestratorArgs {
     /// The last server's AF_XDP edges, `DIR=IFACE` (passed to its replacements).
     #[arg(long, value_name = "DIR=IFACE")]
     edge_out: Vec<Edge>,
+    /// The sockets of those edges (passed to the replacements; see `ftc node --help`).
+    #[arg(long, default_value = "xdp", value_name = "xdp|packet")]
+    edge_kind: EdgeKind,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -81,6 +84,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         egress: args.egress,
         edge_in: args.edge_in.clone(),
         edge_out: args.edge_out.clone(),
+        edge_kind: args.edge_kind,
         last: ring.buffer().0,
     };
     let config = CoordinatorConfig {

@@ -428,14 +428,25 @@ fn lab_commands_check_their_input_before_touching_the_host() {
 
 /// Issue 5's acceptance run: a 200 MB download through Ch-Rec survives a SIGKILL of the middle
 /// server's node; the file arrives whole (no reset), the server saw the NAT's address, the
-/// replicas equal their heads and the monitor counted every delivered frame.
+/// replicas equal their heads and the monitor counted every delivered frame. The chain's edges
+/// are AF_XDP sockets.
 #[test]
 fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
+    demo("ftcldemo", "xdp");
+}
+
+/// The same over raw packet sockets at the edges (`--transport udp`), for hosts without AF_XDP.
+#[test]
+fn the_download_survives_the_kill_over_packet_sockets_too() {
+    demo("ftcldemp", "udp");
+}
+
+fn demo(name: &'static str, transport: &str) {
     if !root() {
         return;
     }
     let _turn = chain_turn();
-    let lab = Lab::new("ftcldemo");
+    let lab = Lab::new(name);
     let out = ftc()
         .args([
             "lab",
@@ -445,7 +456,8 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
             lab.0,
             "--json",
         ])
-        .args(["--size-mb", "200", "--heartbeat-ms", "50", "--misses", "10"])
+        .args(["--transport", transport, "--size-mb", "200"])
+        .args(["--heartbeat-ms", "50", "--misses", "10"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

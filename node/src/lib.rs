@@ -7,6 +7,7 @@ pub mod ftmb;
 pub mod heads;
 pub mod netns;
 pub mod nsh;
+pub mod packet;
 pub mod runtime;
 pub mod serve;
 pub mod server;

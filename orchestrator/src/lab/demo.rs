@@ -1,7 +1,8 @@
 //! `ftc lab demo`: a real TCP connection through a chain in its lab survives a kill (issue 5).
 //! An unmodified HTTP server (`python3 -m http.server`) in the server namespace serves a file of
 //! random bytes; an unmodified client (`curl`) in the client namespace downloads it through the
-//! chain, whose ends take and send the frames with AF_XDP; part way through, the middle server's
+//! chain, whose ends take and send the frames with AF_XDP (or raw packet sockets where AF_XDP is
+//! not available); part way through, the middle server's
 //! node is killed with SIGKILL and the orchestrator replaces it. Then the checks: the download
 //! completed, no reset, the same SHA-256; the server saw the NAT's public address; every group's
 //! replicas equal their head; and every monitor counted every frame the chain delivered (the
@@ -39,7 +40,7 @@ const CONVERGE: Duration = Duration::from_secs(5);
 /// What the demo does.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
-    /// The chain's run in its lab (with edges).
+    /// The chain's run in its lab (with edges, of either kind).
     pub run: RunConfig,
     pub spec: ChainSpec,
     /// Bytes of the file downloaded.
@@ -120,8 +121,12 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let sent_sha = write_random(&file, config.size)?;
     std::fs::write(dir.0.join("probe"), b"ftc\n").map_err(io_error("writing the probe"))?;
     let (peers_tx, peers_rx) = crossbeam_channel::unbounded();
+    if config.run.edges.is_none() {
+        return Err(DemoError::Failed(
+            "the demo needs the chain's edges (AF_XDP or packet sockets)".into(),
+        ));
+    }
     let run = RunConfig {
-        edges: true,
         peers: Some(peers_tx),
         reports_to_stderr: true,
         ..config.run.clone()

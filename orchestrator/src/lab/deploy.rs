@@ -1,6 +1,7 @@
 //! Running a chain in a lab (`ftc lab run`): `ftc orchestrator` in the root namespace on the
 //! management bridge, one `ftc node` per server in its namespace, with its data and transfer
-//! sockets on its management address (and, with edges, AF_XDP on the edge links). Initial nodes
+//! sockets on its management address (and, with edges, AF_XDP or raw packet sockets on the edge
+//! links). Initial nodes
 //! and the orchestrator's replacements start from one shell command template, so a replacement
 //! lands in the failed server's namespace. Every process is in one process group, killed with
 //! SIGKILL if it does not stop by itself, and dies with the process that started the run.
@@ -19,6 +20,7 @@ use super::apply::secret_path;
 use super::procs::{spawn, Group};
 use super::topology::Topology;
 use crate::control::Peer;
+use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 
 /// How long the orchestrator may take to listen, and the nodes to deploy.
@@ -34,8 +36,9 @@ pub struct RunConfig {
     pub topology: Topology,
     pub heartbeat_ms: f64,
     pub misses: u32,
-    /// Give server 0 and the last server their AF_XDP edges (`--edge-in`, `--edge-out`).
-    pub edges: bool,
+    /// Give server 0 and the last server their edges (`--edge-in`, `--edge-out`) on sockets of
+    /// this kind.
+    pub edges: Option<EdgeKind>,
     /// Where to tell where the nodes are: the orchestrator's `deployed in epoch 1: …` and
     /// `rerouted in epoch E: …` lines (see [`parse_peers`]).
     pub peers: Option<crossbeam_channel::Sender<String>>,
@@ -52,11 +55,7 @@ impl RunConfig {
         let t = &self.topology;
         let arms: String = (0..t.servers)
             .map(|i| {
-                let edges = if self.edges {
-                    t.edge_args(i).join(" ")
-                } else {
-                    String::new()
-                };
+                let edges = self.edge_words(i).join(" ");
                 format!("{i}) d={} e={};; ", t.mgmt_ip(i), quote(&edges))
             })
             .collect();
@@ -70,6 +69,18 @@ impl RunConfig {
         )
     }
 
+    /// The edge options of the node at `position` (none but at the chain's ends).
+    fn edge_words(&self, position: u16) -> Vec<String> {
+        let Some(kind) = self.edges else {
+            return Vec::new();
+        };
+        let mut words = self.topology.edge_args(position);
+        if kind != EdgeKind::Xdp && !words.is_empty() {
+            words.extend(["--edge-kind".to_string(), kind.name().to_string()]);
+        }
+        words
+    }
+
     fn node_args(&self, orchestrator: SocketAddr) -> NodeArgs {
         NodeArgs {
             orchestrator,
@@ -81,6 +92,7 @@ impl RunConfig {
             // The edges are in the template, per position.
             edge_in: Vec::new(),
             edge_out: Vec::new(),
+            edge_kind: EdgeKind::default(),
             last: self.topology.servers - 1,
         }
     }
@@ -197,11 +209,7 @@ pub fn run(
             what: format!("node {i}"),
             source,
         })?;
-        let edges = if config.edges {
-            t.edge_args(i).join(" ")
-        } else {
-            String::new()
-        };
+        let edges = config.edge_words(i).join(" ");
         let _ = writeln!(
             out,
             "ftc lab {}: node {i} pid {} in {}, mgmt {}{}{edges}",
@@ -377,7 +385,7 @@ mod tests {
             },
             heartbeat_ms: 50.0,
             misses: 3,
-            edges: false,
+            edges: None,
             peers: None,
             reports_to_stderr: false,
         };
@@ -408,7 +416,7 @@ mod tests {
             words(&config, 0),
             node("ftcl1-s0", "0", "10.77.3.10:0", &[])
         );
-        config.edges = true;
+        config.edges = Some(EdgeKind::Xdp);
         let first = ["--edge-in", "out=cli-in", "--edge-in", "in=srv-in"];
         let last = ["--edge-out", "out=srv-out", "--edge-out", "in=cli-out"];
         assert_eq!(

@@ -25,6 +25,7 @@ use ftc_replica::GroupState;
 use ftc_stm::Snapshot;
 use hdrhistogram::Histogram;
 
+use super::edges::EdgeKind;
 use super::launcher::{How, Launcher, NodeArgs};
 use super::orchestrator::{Orchestrator, Status};
 use crate::checks::check_monitors;
@@ -145,6 +146,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
         edge_in: Vec::new(),
         edge_out: Vec::new(),
+        edge_kind: EdgeKind::default(),
         last: ring.buffer().0,
     };
     let launcher = Launcher::new(

@@ -1,16 +1,115 @@
-//! A node's AF_XDP edges (`ftc node --edge-in`/`--edge-out`): the interfaces where customer
-//! frames enter the chain at server 0 and leave it at the last server, each an
-//! [`XdpPort`](ftc_node::xdp::XdpPort). An edge-in interface says the direction of every frame
-//! that arrives on it (the forwarder classifies by port); an edge-out interface sends the
-//! released frames of one direction, unchanged (the chain is a bump in the wire at L2). An
-//! interface named by several edges is opened once.
+//! A node's edges (`ftc node --edge-in`/`--edge-out`): the interfaces where customer frames
+//! enter the chain at server 0 and leave it at the last server, each an AF_XDP socket
+//! ([`XdpPort`]) or, where AF_XDP is not available, a raw packet socket ([`PacketPort`]; see
+//! [`EdgeKind`]). An edge-in interface says the direction of every frame that arrives on it (the
+//! forwarder classifies by port); an edge-out interface sends the released frames of one
+//! direction, unchanged (the chain is a bump in the wire at L2). An interface named by several
+//! edges is opened once.
 
 use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ftc_chain::middlebox::Direction;
+use ftc_node::packet::{PacketError, PacketPort, PacketStats};
 use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats};
+
+/// The sockets that carry a node's edges (`ftc node --edge-kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// AF_XDP sockets.
+    #[default]
+    Xdp,
+    /// Raw packet sockets (AF_PACKET), where AF_XDP is not available.
+    Packet,
+}
+
+impl EdgeKind {
+    /// Its `--edge-kind` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeKind::Xdp => "xdp",
+            EdgeKind::Packet => "packet",
+        }
+    }
+}
+
+impl FromStr for EdgeKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<EdgeKind, String> {
+        match text {
+            "xdp" => Ok(EdgeKind::Xdp),
+            "packet" => Ok(EdgeKind::Packet),
+            _ => Err(format!("{text:?}: expected `xdp` or `packet`")),
+        }
+    }
+}
+
+/// An edge's socket.
+#[derive(Debug)]
+pub enum Port {
+    Xdp(Box<XdpPort>),
+    Packet(PacketPort),
+}
+
+/// An edge socket's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortStats {
+    Xdp(XdpStats),
+    Packet(PacketStats),
+}
+
+impl Port {
+    /// The interface's name.
+    pub fn iface(&self) -> &str {
+        match self {
+            Port::Xdp(p) => p.iface(),
+            Port::Packet(p) => p.iface(),
+        }
+    }
+
+    /// Hand the frames received to `f`, in order; how many.
+    pub fn recv_batch(&mut self, f: impl FnMut(&[u8])) -> io::Result<usize> {
+        match self {
+            Port::Xdp(p) => p.recv_batch(f),
+            Port::Packet(p) => p.recv_batch(f),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        match self {
+            Port::Xdp(p) => p.send(frame).map_err(|e| e.to_string()),
+            Port::Packet(p) => p.send(frame).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Port::Xdp(p) => p.flush(),
+            // Each frame went out as it was sent.
+            Port::Packet(_) => Ok(()),
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        match self {
+            Port::Xdp(p) => PortStats::Xdp(p.stats()),
+            Port::Packet(p) => PortStats::Packet(p.stats()),
+        }
+    }
+}
+
+impl AsFd for Port {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Port::Xdp(p) => p.as_fd(),
+            Port::Packet(p) => p.as_fd(),
+        }
+    }
+}
 
 /// `DIR=IFACE`: frames of direction `DIR` (`out`: client to server, `in`: server to client) on
 /// interface `IFACE`.
@@ -65,12 +164,14 @@ pub enum EdgesError {
     TwoInputs(Edge),
     #[error("edge {edge}: {source}")]
     Open { edge: Edge, source: XdpError },
+    #[error("edge {edge}: {source}")]
+    OpenPacket { edge: Edge, source: PacketError },
 }
 
-/// The AF_XDP ports of a node's edges.
+/// The sockets of a node's edges.
 #[derive(Debug, Default)]
 pub struct Edges {
-    ports: Vec<XdpPort>,
+    ports: Vec<Port>,
     /// The direction of the frames each port takes in, by port (`None`: an output only).
     input: Vec<Option<Direction>>,
     /// The port that sends each direction's released frames: outbound, inbound.
@@ -78,17 +179,23 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out).
-    pub fn open(inputs: &[Edge], outputs: &[Edge], config: XdpConfig) -> Result<Edges, EdgesError> {
+    /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out) as `kind` sockets (AF_XDP
+    /// ones with `xdp`).
+    pub fn open(
+        inputs: &[Edge],
+        outputs: &[Edge],
+        kind: EdgeKind,
+        xdp: XdpConfig,
+    ) -> Result<Edges, EdgesError> {
         let mut edges = Edges::default();
         for edge in inputs {
-            let port = edges.port(edge, config)?;
+            let port = edges.port(edge, (kind, xdp), true)?;
             if edges.input[port].replace(edge.dir).is_some() {
                 return Err(EdgesError::TwoInputs(edge.clone()));
             }
         }
         for edge in outputs {
-            let port = edges.port(edge, config)?;
+            let port = edges.port(edge, (kind, xdp), false)?;
             if edges.output[slot(edge.dir)].replace(port).is_some() {
                 return Err(EdgesError::TwoOutputs(edge.clone()));
             }
@@ -96,35 +203,35 @@ impl Edges {
         Ok(edges)
     }
 
-    /// The port of `edge`'s interface, opened on first use.
-    fn port(&mut self, edge: &Edge, config: XdpConfig) -> Result<usize, EdgesError> {
+    /// The port of `edge`'s interface, opened on first use (to receive too, with `input`).
+    fn port(
+        &mut self,
+        edge: &Edge,
+        (kind, xdp): (EdgeKind, XdpConfig),
+        input: bool,
+    ) -> Result<usize, EdgesError> {
         if let Some(i) = self.ports.iter().position(|p| p.iface() == edge.iface) {
             return Ok(i);
         }
-        // A replacement may start while the failed node's socket is still bound: the kernel
-        // releases a killed process's AF_XDP socket a moment after it dies.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let port = loop {
-            match XdpPort::open(&edge.iface, config) {
-                Err(XdpError::Busy { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                result => {
-                    break result.map_err(|source| EdgesError::Open {
+        let port = match kind {
+            EdgeKind::Xdp => Port::Xdp(Box::new(open_xdp(edge, xdp)?)),
+            EdgeKind::Packet => {
+                Port::Packet(PacketPort::open(&edge.iface, input).map_err(|source| {
+                    EdgesError::OpenPacket {
                         edge: edge.clone(),
                         source,
-                    })?
-                }
+                    }
+                })?)
             }
         };
-        tracing::info!("edge {edge}: AF_XDP on {}", edge.iface);
+        tracing::info!("edge {edge}: {kind:?} on {}", edge.iface);
         self.ports.push(port);
         self.input.push(None);
         Ok(self.ports.len() - 1)
     }
 
     /// The ports customer frames arrive on, with their direction.
-    pub fn inputs_mut(&mut self) -> impl Iterator<Item = (&mut XdpPort, Direction)> {
+    pub fn inputs_mut(&mut self) -> impl Iterator<Item = (&mut Port, Direction)> {
         self.ports
             .iter_mut()
             .zip(&self.input)
@@ -132,7 +239,7 @@ impl Edges {
     }
 
     /// The ports customer frames arrive on.
-    pub fn inputs(&self) -> impl Iterator<Item = &XdpPort> {
+    pub fn inputs(&self) -> impl Iterator<Item = &Port> {
         self.ports
             .iter()
             .zip(&self.input)
@@ -161,11 +268,30 @@ impl Edges {
     }
 
     /// Each port's interface and counters.
-    pub fn stats(&self) -> Vec<(String, XdpStats)> {
+    pub fn stats(&self) -> Vec<(String, PortStats)> {
         self.ports
             .iter()
             .map(|p| (p.iface().to_string(), p.stats()))
             .collect()
+    }
+}
+
+/// An AF_XDP port for `edge`. A replacement may start while the failed node's socket is still
+/// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies.
+fn open_xdp(edge: &Edge, config: XdpConfig) -> Result<XdpPort, EdgesError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match XdpPort::open(&edge.iface, config) {
+            Err(XdpError::Busy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => {
+                return result.map_err(|source| EdgesError::Open {
+                    edge: edge.clone(),
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -201,10 +327,16 @@ mod tests {
     #[test]
     fn a_missing_interface_is_named() {
         let edge: Edge = "out=ftcx-nosuch1".parse().unwrap();
-        let err = Edges::open(&[edge], &[], XdpConfig::default()).unwrap_err();
+        let xdp = XdpConfig::default();
+        let err = Edges::open(std::slice::from_ref(&edge), &[], EdgeKind::Xdp, xdp).unwrap_err();
         assert_eq!(
             err.to_string(),
             "edge out=ftcx-nosuch1: AF_XDP: there is no network interface named \"ftcx-nosuch1\""
+        );
+        let err = Edges::open(&[edge], &[], EdgeKind::Packet, xdp).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "edge out=ftcx-nosuch1: AF_PACKET: there is no network interface named \"ftcx-nosuch1\""
         );
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::edges::Edge;
+use super::edges::{Edge, EdgeKind};
 
 /// How nodes are started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct NodeArgs {
     pub edge_in: Vec<Edge>,
     /// The last server's AF_XDP edges where released frames leave.
     pub edge_out: Vec<Edge>,
+    /// The sockets of those edges.
+    pub edge_kind: EdgeKind,
     /// The last position of the ring (the buffer's server).
     pub last: u16,
 }
@@ -101,6 +103,10 @@ impl NodeArgs {
                     .iter()
                     .flat_map(|e| ["--edge-out".into(), e.to_string()]),
             );
+        }
+        let edges = args.iter().any(|a| a.starts_with("--edge-"));
+        if edges && self.edge_kind != EdgeKind::Xdp {
+            args.extend(["--edge-kind".into(), self.edge_kind.name().into()]);
         }
         args
     }
@@ -273,6 +279,7 @@ mod tests {
             egress: Some("127.0.0.1:9001".parse().unwrap()),
             edge_in: vec!["out=eth1".parse().unwrap()],
             edge_out: vec!["in=eth2".parse().unwrap(), "out=eth3".parse().unwrap()],
+            edge_kind: EdgeKind::Xdp,
             last: 2,
         }
     }
@@ -290,6 +297,10 @@ mod tests {
             .contains(" --ingress 127.0.0.1:9000 --edge-in out=eth1 specs/"));
         assert!(substitute(t, 2, &args())
             .contains(" --egress 127.0.0.1:9001 --edge-out in=eth2 --edge-out out=eth3 specs/"));
+        let mut packet = args();
+        packet.edge_kind = EdgeKind::Packet;
+        assert!(substitute(t, 0, &packet).contains(" --edge-in out=eth1 --edge-kind packet specs/"));
+        assert!(!substitute(t, 1, &packet).contains("--edge-kind"));
         let mut odd = args();
         odd.spec = PathBuf::from("it's.toml");
         assert_eq!(

@@ -20,7 +20,9 @@
 //!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
 //!
 //! AF_XDP edges ([`Edges`]) run in copy mode on queue 0 unless configured otherwise
-//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). The
+//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). Where AF_XDP is
+//! not available, `--edge-kind packet` carries the edges on raw packet sockets (AF_PACKET,
+//! CAP_NET_RAW), one system call per frame. The
 //! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
 //! --edge-out`); a replacement waits up to 2 s for a killed node's socket to leave the
 //! interface queue. Frames between servers stay on the UDP transport. One thread runs the server and waits (`ppoll`) on the
@@ -49,7 +51,7 @@ use ftc_node::xdp::XdpConfig;
 use ftc_node::{Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 
-use super::edges::{Edge, Edges, EdgesError};
+use super::edges::{Edge, EdgeKind, Edges, EdgesError};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -79,7 +81,8 @@ pub struct NodeConfig {
     pub edge_in: Vec<Edge>,
     /// The last server: AF_XDP interfaces released frames leave on, by direction.
     pub edge_out: Vec<Edge>,
-    /// How the edges' AF_XDP ports are opened.
+    /// The sockets of the edges, and how AF_XDP ones are opened.
+    pub edge_kind: EdgeKind,
     pub xdp: XdpConfig,
     pub heartbeat: Duration,
     pub server: ServerConfig,
@@ -215,7 +218,12 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         }
         None => None,
     };
-    let edges = Edges::open(&config.edge_in, &config.edge_out, config.xdp)?;
+    let edges = Edges::open(
+        &config.edge_in,
+        &config.edge_out,
+        config.edge_kind,
+        config.xdp,
+    )?;
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
