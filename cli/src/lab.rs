@@ -64,6 +64,10 @@ pub struct DemoArgs {
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
+    /// Run the chain without fault tolerance (`ftc node --mode nf`), the baseline: no kill, no
+    /// state checks; for comparing throughput and latency.
+    #[arg(long)]
+    nf: bool,
     #[command(flatten)]
     heartbeats: HeartbeatArgs,
     /// Print one JSON object instead of text.
@@ -280,20 +284,21 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         say,
         |run, stop| {
             let config = DemoConfig {
-                run,
+                run: RunConfig { nf: args.nf, ..run },
                 spec,
                 size: args.size_mb << 20,
-                kill_at: args.kill_at,
+                kill_at: (!args.nf).then_some(args.kill_at),
             };
             let r = demo::demo(&config, stop)?;
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                "downloaded {} bytes in {:.2} s ({:.0} Mbit/s): HTTP {}, curl exit {}, SHA-256 {}",
+                "downloaded {} bytes in {:.2} s ({:.0} Mbit/s, TCP handshake {:.3} ms): HTTP {}, curl exit {}, SHA-256 {}",
                 r.bytes,
                 r.seconds,
                 r.throughput_mbit_s,
+                r.connect_ms,
                 r.http_status,
                 r.curl_exit,
                 if r.sha256_matches { "matches" } else { "DIFFERS" }
@@ -309,8 +314,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     "the HTTP server saw {:?}; the chain delivered {} frames",
                     r.server_saw, r.frames_delivered
                 );
-                if r.violations.is_empty() {
+                if r.violations.is_empty() && r.killed.is_some() {
                     println!("consistent: the download survived the kill, every replica equals its head, every monitor counted every delivered frame");
+                } else if args.nf {
+                    println!("NF baseline: no fault tolerance, no kill, no state checks");
                 }
                 for v in &r.violations {
                     println!("VIOLATION: {v}");
@@ -381,6 +388,7 @@ fn in_lab(
         edges: Some(edges),
         peers: None,
         reports_to_stderr: false,
+        nf: false,
     };
     let ran = job(config, stop);
     let taken_down = if made {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
 use ftc_node::xdp::XdpConfig;
-use ftc_node::ServerConfig;
+use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
@@ -57,6 +57,17 @@ pub struct NodeArgs {
     /// Heartbeat period in milliseconds (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
+    /// `nf` runs the middlebox without fault tolerance (no piggyback logs, replicas or buffer;
+    /// the baseline that throughput is compared with). Its state cannot be recovered.
+    #[arg(long, value_enum, default_value_t = NodeMode::Ftc)]
+    mode: NodeMode,
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NodeMode {
+    Ftc,
+    Nf,
 }
 
 pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
@@ -83,7 +94,13 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             ..XdpConfig::default()
         },
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
-        server: ServerConfig::default(),
+        server: ServerConfig {
+            mode: match args.mode {
+                NodeMode::Ftc => Mode::Ftc,
+                NodeMode::Nf => Mode::Nf,
+            },
+            ..ServerConfig::default()
+        },
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,8 @@ pub struct RunConfig {
     /// The orchestrator's recovery reports (its standard output) go to this process's standard
     /// error instead of its standard output.
     pub reports_to_stderr: bool,
+    /// The nodes run without fault tolerance (`ftc node --mode nf`): the baseline.
+    pub nf: bool,
 }
 
 impl RunConfig {
@@ -70,13 +72,17 @@ impl RunConfig {
     }
 
     /// The edge options of the node at `position` (none but at the chain's ends).
+    /// And `--mode nf` for every node of an NF run.
     fn edge_words(&self, position: u16) -> Vec<String> {
-        let Some(kind) = self.edges else {
-            return Vec::new();
-        };
-        let mut words = self.topology.edge_args(position);
-        if kind != EdgeKind::Xdp && !words.is_empty() {
-            words.extend(["--edge-kind".to_string(), kind.name().to_string()]);
+        let mut words = Vec::new();
+        if let Some(kind) = self.edges {
+            words = self.topology.edge_args(position);
+            if kind != EdgeKind::Xdp && !words.is_empty() {
+                words.extend(["--edge-kind".to_string(), kind.name().to_string()]);
+            }
+        }
+        if self.nf {
+            words.extend(["--mode".to_string(), "nf".to_string()]);
         }
         words
     }
@@ -388,6 +394,7 @@ mod tests {
             edges: None,
             peers: None,
             reports_to_stderr: false,
+            nf: false,
         };
         let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
             let mut w = vec![
