@@ -105,9 +105,10 @@ impl Fetched {
         let t = Instant::now();
         let groups = &self.states;
         let head = heads.restored_head(&ring, position, groups)?;
+        let head_ms = t.elapsed().as_secs_f64() * 1e3;
         let server = Server::restore(ring, position, partitions, head, config, groups, now);
         tracing::debug!(
-            "server {}: restored from {} groups in {:.2} ms",
+            "server {}: restored from {} groups in {:.2} ms (the head's store in {head_ms:.2} ms)",
             position.0,
             groups.len(),
             t.elapsed().as_secs_f64() * 1e3
