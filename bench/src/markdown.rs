@@ -127,6 +127,7 @@ fn recovery_table(out: &mut String, keys: &[String], points: &[&PointResult]) {
             "total ms",
             "state bytes",
             "recovered runs",
+            "other recoveries",
             "packets lost",
         ]
         .map(String::from),
@@ -147,6 +148,11 @@ fn recovery_table(out: &mut String, keys: &[String], points: &[&PointResult]) {
                 r.runs.iter().filter(|r| r.recovery.is_some()).count(),
                 r.runs.len()
             ),
+            r.runs
+                .iter()
+                .map(|r| r.other_recoveries.len().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             r.runs
                 .iter()
                 .map(|r| r.packets_lost.to_string())

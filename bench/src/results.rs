@@ -120,8 +120,7 @@ pub struct RecoveryFigures {
     pub reroute_ms: Option<f64>,
     pub total_ms: Option<f64>,
     pub bytes: Option<f64>,
-    /// Per run: the recovery of the killed server (`null`: none finished), and the recoveries
-    /// in all (more when a busy machine made servers miss heartbeats).
+    /// Per run: the recovery of the killed server, and any others.
     pub runs: Vec<RecoveryRun>,
     pub violations: Vec<String>,
 }
@@ -129,8 +128,11 @@ pub struct RecoveryFigures {
 /// One recovery run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecoveryRun {
+    /// The first recovery of the killed position (`null`: none finished).
     pub recovery: Option<RecoveryReport>,
-    pub recoveries: usize,
+    /// The run's other recoveries: on a busy machine a live server (or a fresh replacement)
+    /// may miss its heartbeats and be replaced too.
+    pub other_recoveries: Vec<RecoveryReport>,
     pub packets_lost: u64,
     pub throughput_pps: f64,
 }
@@ -249,7 +251,7 @@ mod tests {
                 total_ns: total_ms * 1_000_000,
                 bytes: 1000,
             }),
-            recoveries: 1,
+            other_recoveries: vec![],
             packets_lost: 0,
             throughput_pps: 0.0,
         };

@@ -169,13 +169,14 @@ fn measure(
             let mut violations = Vec::new();
             for _ in 0..settings.rounds {
                 let r = progress.run(what("ftc, kill"), || run_chaos(&point.spec, &config))?;
+                let mut recoveries = r.recoveries;
+                let recovery = recoveries
+                    .iter()
+                    .position(|rec| rec.failed.contains(&kill))
+                    .map(|i| recoveries.remove(i));
                 runs.push(RecoveryRun {
-                    recovery: r
-                        .recoveries
-                        .iter()
-                        .find(|rec| rec.failed.contains(&kill))
-                        .cloned(),
-                    recoveries: r.recoveries.len(),
+                    recovery,
+                    other_recoveries: recoveries,
                     packets_lost: r.run.packets_lost,
                     throughput_pps: r.run.throughput_pps,
                 });
