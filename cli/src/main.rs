@@ -1,6 +1,8 @@
 //! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation, run
-//! a chain's orchestrator and nodes as processes, in network namespaces too (`ftc lab`).
+//! a chain's orchestrator and nodes as processes, in network namespaces too (`ftc lab`), and
+//! benchmark FTC against its baselines (`ftc bench`).
 
+mod bench;
 mod chaos;
 mod check;
 mod demo;
@@ -30,6 +32,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the thesis's experiments with FTC, NF, FTMB and FTMB+snapshot side by side and
+    /// report medians, ratios, tables and plots.
+    Bench(bench::BenchArgs),
     /// Run a chain with traffic, kill servers, let the orchestrator recover them, check that
     /// nothing released was lost.
     Chaos(chaos::ChaosArgs),
@@ -57,6 +62,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
         Command::Chaos(args) => chaos::run(&args),
         Command::Check { spec } => check::run(&spec),
         Command::Demo(args) => demo::run(&args),

@@ -1,0 +1,332 @@
+//! The experiments (thesis §4.6, figures 4.5–4.13): what each varies, its points (parameters, a
+//! chain spec, a run configuration and the modes to compare) in full and `--quick` runs, and
+//! what the reader must know about them.
+
+use std::str::FromStr;
+
+use ftc_chain::spec::ChainSpec;
+use ftc_node::runtime::RunConfig;
+use ftc_node::Mode;
+use serde_json::{json, Map, Value};
+
+use crate::{chains, BenchError, Settings};
+
+/// FTC and the three baselines, in the order every point runs them.
+pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
+
+/// One experiment of `ftc bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Experiment {
+    StateSize,
+    Sharing,
+    NatThreads,
+    LatencyLoad,
+    ChainLength,
+    Replication,
+    Recovery,
+}
+
+/// The experiments' names, comma-separated (for messages).
+pub fn names() -> String {
+    Experiment::ALL.map(Experiment::name).join(", ")
+}
+
+impl FromStr for Experiment {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Experiment::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| BenchError::UnknownExperiment(s.to_string()))
+    }
+}
+
+/// What a point measures: the modes side by side, or FTC's recovery from a kill.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Run every mode in alternation. With `load`, the offered rate is that fraction of FTC's
+    /// closed-loop throughput on the point's chain, measured first.
+    Compare { modes: Vec<Mode>, load: Option<f64> },
+    /// Kill the server at this ring position half way through the traffic; FTC only.
+    Recover { kill: u16 },
+}
+
+/// The figure an experiment's plot and ratio columns are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headline {
+    /// Median throughput of each mode, and FTC's over the baselines'.
+    Throughput,
+    /// Median p99 latency of each mode, and FTC's over the baselines'.
+    P99Latency,
+    /// FTC's recovery phases.
+    Recovery,
+}
+
+/// One point of an experiment.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub experiment: Experiment,
+    /// What distinguishes the point (JSON values by name).
+    pub params: Map<String, Value>,
+    /// A short label for plots.
+    pub label: String,
+    pub spec: ChainSpec,
+    pub config: RunConfig,
+    pub work: Work,
+}
+
+impl Experiment {
+    pub const ALL: [Experiment; 7] = [
+        Experiment::StateSize,
+        Experiment::Sharing,
+        Experiment::NatThreads,
+        Experiment::LatencyLoad,
+        Experiment::ChainLength,
+        Experiment::Replication,
+        Experiment::Recovery,
+    ];
+
+    /// `name`'s experiments: one, or all of them for `all`.
+    pub fn select(name: &str) -> Result<Vec<Experiment>, BenchError> {
+        if name == "all" {
+            return Ok(Experiment::ALL.to_vec());
+        }
+        Ok(vec![name.parse()?])
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::StateSize => "state-size",
+            Experiment::Sharing => "sharing",
+            Experiment::NatThreads => "nat-threads",
+            Experiment::LatencyLoad => "latency-load",
+            Experiment::ChainLength => "chain-length",
+            Experiment::Replication => "replication",
+            Experiment::Recovery => "recovery",
+        }
+    }
+
+    /// What it shows, and where in the thesis.
+    pub fn title(self) -> &'static str {
+        match self {
+            Experiment::StateSize => "Throughput against state size, Ch-Gen (thesis Fig. 4.5)",
+            Experiment::Sharing => "Throughput of a Monitor by sharing level (thesis Fig. 4.6)",
+            Experiment::NatThreads => "Throughput of MazuNAT by threads (thesis Fig. 4.7)",
+            Experiment::LatencyLoad => "Latency against offered load, Ch-Rec (thesis Fig. 4.8)",
+            Experiment::ChainLength => {
+                "Throughput and latency against chain length, Ch-2 … Ch-5 (thesis Figs. 4.9, 4.10)"
+            }
+            Experiment::Replication => "Ch-5 tolerating f = 1 … 4 failures (thesis Fig. 4.12)",
+            Experiment::Recovery => {
+                "Recovery of Ch-Rec's NAT server against flow count (thesis Fig. 4.13)"
+            }
+        }
+    }
+
+    /// What its plot shows and its table's ratios compare.
+    pub fn headline(self) -> Headline {
+        match self {
+            Experiment::LatencyLoad => Headline::P99Latency,
+            Experiment::Recovery => Headline::Recovery,
+            _ => Headline::Throughput,
+        }
+    }
+
+    /// What a reader of the figures must know.
+    pub fn notes(self) -> &'static [&'static str] {
+        match self {
+            Experiment::StateSize => &["Each Gen runs one worker thread, as in the thesis."],
+            Experiment::Sharing => &[
+                "Threads fixed at 1: the runtime runs one worker per server today, and a \
+                 sharing level cannot exceed the threads (the spec validator refuses it), so \
+                 sharing level 1 is the only one measured. The thesis's levels 2 and 8 (8 \
+                 threads sharing counters) need the multi-worker runtime. Per-flow counters are \
+                 shown for contrast.",
+            ],
+            Experiment::NatThreads => &[
+                "1 thread only: more threads need the multi-worker runtime (each server runs one \
+                 worker today), so the thread axis of the thesis's figure is not reproduced.",
+            ],
+            Experiment::LatencyLoad => &[
+                "Offered loads are fractions of FTC's closed-loop throughput on Ch-Rec, measured \
+                 just before (`saturation_pps`); every mode is offered the same load, with at \
+                 most `window` packets in flight. `p99_ratios` compare tail latencies.",
+            ],
+            Experiment::ChainLength => {
+                &["Monitors run one worker thread (8 in the thesis), sharing level 1."]
+            }
+            Experiment::Replication => &[
+                "FTC and NF only: the FTMB baselines have no f (one logger server per master). \
+                 NF does not depend on f; it is run at every point as the reference.",
+            ],
+            Experiment::Recovery => &[
+                "FTC only: the baselines have no recovery in this runtime, so no ratios. The \
+                 NAT's server is killed half way through the traffic; the orchestrator declares \
+                 it failed after 3 missed heartbeats (every 5 ms). The NAT holds one mapping per \
+                 flow it saw before the kill, at most `flows`. The phases are those of the \
+                 killed position's first recovery; \"other recoveries\" counts, per run, servers \
+                 that a busy machine kept from their heartbeats and that were replaced too.",
+            ],
+        }
+    }
+
+    /// The points of a full or quick run.
+    pub fn points(self, settings: &Settings) -> Result<Vec<Point>, BenchError> {
+        let quick = settings.quick;
+        let pick = |full: &'static [u64], few: &'static [u64]| if quick { few } else { full };
+        let base = RunConfig {
+            duration: settings.duration,
+            ..RunConfig::default()
+        };
+        let compare = |modes: &[Mode]| Work::Compare {
+            modes: modes.to_vec(),
+            load: None,
+        };
+        let point = |params: Value, label: String, spec: ChainSpec, config: RunConfig, work| {
+            let Value::Object(params) = params else {
+                unreachable!("parameters are a JSON object")
+            };
+            Point {
+                experiment: self,
+                params,
+                label,
+                spec,
+                config,
+                work,
+            }
+        };
+        let mut points = Vec::new();
+        match self {
+            Experiment::StateSize => {
+                for &size in pick(&[128, 256, 512], &[128, 512]) {
+                    for &state in pick(&[16, 64, 128, 256], &[16, 256]) {
+                        points.push(point(
+                            json!({ "packet_size": size, "state_size": state }),
+                            format!("{size}B pkt, {state}B state"),
+                            chains::ch_gen(state as u32)?,
+                            RunConfig {
+                                size: size as usize,
+                                ..base.clone()
+                            },
+                            compare(&ALL_MODES),
+                        ));
+                    }
+                }
+            }
+            Experiment::Sharing => {
+                // `None`: per-flow counters. Levels above 1 need more threads (see the notes).
+                for sharing in [Some(1), None] {
+                    let counters = if sharing.is_some() {
+                        "shared"
+                    } else {
+                        "per-flow"
+                    };
+                    points.push(point(
+                        json!({ "counters": counters, "sharing_level": sharing, "threads": 1 }),
+                        sharing.map_or("per-flow".to_string(), |l| format!("level {l}")),
+                        chains::monitor(sharing)?,
+                        base.clone(),
+                        compare(&ALL_MODES),
+                    ));
+                }
+            }
+            Experiment::NatThreads => points.push(point(
+                json!({ "threads": 1 }),
+                "1 thread".to_string(),
+                chains::mazu_nat()?,
+                base.clone(),
+                compare(&ALL_MODES),
+            )),
+            Experiment::LatencyLoad => {
+                for &percent in pick(&[10, 30, 50, 70, 90, 110], &[25, 50, 90]) {
+                    let load = percent as f64 / 100.0;
+                    points.push(point(
+                        json!({ "load_fraction": load }),
+                        format!("{percent}% load"),
+                        chains::ch_rec()?,
+                        base.clone(),
+                        Work::Compare {
+                            modes: ALL_MODES.to_vec(),
+                            load: Some(load),
+                        },
+                    ));
+                }
+            }
+            Experiment::ChainLength => {
+                for &n in pick(&[2, 3, 4, 5], &[2, 5]) {
+                    points.push(point(
+                        json!({ "chain": format!("ch-{n}"), "middleboxes": n }),
+                        format!("Ch-{n}"),
+                        chains::ch_n(n as usize)?,
+                        base.clone(),
+                        compare(&ALL_MODES),
+                    ));
+                }
+            }
+            Experiment::Replication => {
+                for &f in pick(&[1, 2, 3, 4], &[1, 4]) {
+                    let spec = chains::with_f(chains::ch_n(5)?, f as u8)?;
+                    points.push(point(
+                        json!({ "chain": "ch-5", "f": f, "servers": spec.ring().servers() }),
+                        format!("f = {f}"),
+                        spec,
+                        base.clone(),
+                        compare(&[Mode::Ftc, Mode::Nf]),
+                    ));
+                }
+            }
+            Experiment::Recovery => {
+                for &flows in pick(&[1_000, 10_000, 100_000], &[1_000, 10_000]) {
+                    let spec = chains::ch_rec()?;
+                    let kill = chains::nat_position(&spec).expect("Ch-Rec has a NAT");
+                    points.push(point(
+                        json!({ "chain": "ch-rec", "flows": flows, "killed_server": kill }),
+                        format!("{}k flows", flows / 1000),
+                        spec,
+                        RunConfig {
+                            flows: flows as u32,
+                            ..base.clone()
+                        },
+                        Work::Recover { kill },
+                    ));
+                }
+            }
+        }
+        Ok(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_unknown_names_are_refused() {
+        for e in Experiment::ALL {
+            assert_eq!(e.name().parse::<Experiment>().unwrap(), e);
+        }
+        assert_eq!(Experiment::select("all").unwrap().len(), 7);
+        let err = Experiment::select("latency").unwrap_err().to_string();
+        assert!(
+            err.contains("`latency`") && err.contains("chain-length"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_experiment_has_points_with_valid_specs() {
+        for quick in [true, false] {
+            let settings = Settings::new(quick, None, None);
+            for e in Experiment::ALL {
+                let points = e.points(&settings).unwrap();
+                assert!(!points.is_empty(), "{}", e.name());
+                for p in points {
+                    p.spec.validate().unwrap();
+                    assert_eq!(p.config.duration, settings.duration);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! An experiment's results as a Markdown section: how it was measured, its notes, and a table
+//! with a row per point: each mode's medians and FTC's ratios over the baselines, or the
+//! recovery phases.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::experiment::{Headline, ALL_MODES};
+use crate::results::{ExperimentInfo, PointResult, Results};
+use crate::stats::{mode_name, Ratios};
+
+/// `info`'s section of `results`.
+pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
+    let e = info.experiment;
+    let points: Vec<&PointResult> = results.points_of(e).collect();
+    let mut out = format!("## {}: {}\n\n", e.name(), info.title);
+    let _ = writeln!(
+        out,
+        "Machine: {}. Transport: in-memory; every server is a thread of one process on this \
+         machine. {} round(s) of {:.2} s per mode and point, modes alternated; medians.{}\n",
+        results.machine,
+        results.rounds,
+        results.duration_s,
+        if results.quick { " Quick run." } else { "" }
+    );
+    for note in info.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if let Some(s) = info.saturation_pps {
+        let _ = writeln!(out, "- Saturation (100% load): {s:.0} packets/s.");
+    }
+    out.push('\n');
+    let keys: Vec<String> = points
+        .first()
+        .map(|p| p.params.keys().cloned().collect())
+        .unwrap_or_default();
+    match e.headline() {
+        Headline::Recovery => recovery_table(&mut out, &keys, &points),
+        h => modes_table(&mut out, &keys, &points, h),
+    }
+    let violations: Vec<String> = points
+        .iter()
+        .flat_map(|p| p.violations().map(move |v| format!("- {}: {v}", p.label)))
+        .collect();
+    if !violations.is_empty() {
+        let _ = writeln!(out, "\nViolations:\n\n{}", violations.join("\n"));
+    }
+    out
+}
+
+/// A row's first cells: the point's parameters.
+fn param_cells(keys: &[String], p: &PointResult) -> Vec<String> {
+    keys.iter()
+        .map(|k| match p.params.get(k) {
+            None | Some(Value::Null) => "—".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        })
+        .collect()
+}
+
+fn row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
+fn header(out: &mut String, cells: &[String]) {
+    row(out, cells);
+    row(out, &vec!["---".to_string(); cells.len()]);
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("—".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// Throughput and latency per mode, and FTC's ratios of `headline`.
+fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headline: Headline) {
+    let modes: Vec<String> = ALL_MODES
+        .iter()
+        .map(|&m| mode_name(m))
+        .filter(|m| points.iter().any(|p| p.modes.contains_key(m)))
+        .collect();
+    let of = if headline == Headline::P99Latency {
+        "p99 "
+    } else {
+        ""
+    };
+    let mut cells = keys.to_vec();
+    cells.extend(modes.iter().map(|m| format!("{m} kpps")));
+    cells.extend(modes.iter().map(|m| format!("{m} p50/p99 µs")));
+    cells.extend(
+        ["FTC/NF", "FTC/FTMB", "FTC/FTMB+snap"]
+            .iter()
+            .map(|r| format!("{of}{r}")),
+    );
+    header(out, &cells);
+    for p in points {
+        let mut cells = param_cells(keys, p);
+        cells.extend(
+            modes
+                .iter()
+                .map(|m| opt(p.modes.get(m).map(|f| f.throughput_pps / 1e3), 1)),
+        );
+        cells.extend(modes.iter().map(|m| match p.modes.get(m) {
+            Some(f) => format!("{:.1} / {:.1}", f.latency_us.p50, f.latency_us.p99),
+            None => "—".to_string(),
+        }));
+        let r: &Ratios = if headline == Headline::P99Latency {
+            &p.p99_ratios
+        } else {
+            &p.ratios
+        };
+        cells.extend([r.ftc_over_nf, r.ftc_over_ftmb, r.ftc_over_ftmb_snapshot].map(|v| opt(v, 2)));
+        row(out, &cells);
+    }
+}
+
+/// The recovery phases per point.
+fn recovery_table(out: &mut String, keys: &[String], points: &[&PointResult]) {
+    let mut cells = keys.to_vec();
+    cells.extend(
+        [
+            "detection ms",
+            "start ms",
+            "transfer ms",
+            "reroute ms",
+            "total ms",
+            "state bytes",
+            "recovered runs",
+            "other recoveries",
+            "packets lost",
+        ]
+        .map(String::from),
+    );
+    header(out, &cells);
+    for p in points {
+        let Some(r) = &p.recovery else { continue };
+        let mut cells = param_cells(keys, p);
+        cells.extend([
+            opt(r.detection_ms, 2),
+            opt(r.start_ms, 2),
+            opt(r.transfer_ms, 2),
+            opt(r.reroute_ms, 2),
+            opt(r.total_ms, 2),
+            opt(r.bytes, 0),
+            format!(
+                "{}/{}",
+                r.runs.iter().filter(|r| r.recovery.is_some()).count(),
+                r.runs.len()
+            ),
+            r.runs
+                .iter()
+                .map(|r| r.other_recoveries.len().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.runs
+                .iter()
+                .map(|r| r.packets_lost.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+        row(out, &cells);
+    }
+}

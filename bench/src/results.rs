@@ -1,0 +1,266 @@
+//! What a benchmark measured, as it goes out in JSON: per point each mode's medians and runs,
+//! the ratios, or a recovery's phases; per experiment its notes; the machine it ran on.
+
+use std::collections::BTreeMap;
+
+use ftc_node::runtime::RunReport;
+use ftc_orchestrator::coordinator::RecoveryReport;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::experiment::Experiment;
+use crate::stats::{median, Ratios};
+
+/// Everything one `ftc bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// The machine, named (CPU model, CPUs): the absolute figures hold for it only.
+    pub machine: String,
+    pub transport: &'static str,
+    pub quick: bool,
+    pub rounds: usize,
+    pub duration_s: f64,
+    pub experiments: Vec<ExperimentInfo>,
+    pub points: Vec<PointResult>,
+}
+
+/// An experiment's description and what was measured for it besides its points.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentInfo {
+    pub experiment: Experiment,
+    pub title: &'static str,
+    pub notes: &'static [&'static str],
+    /// `latency-load`: FTC's closed-loop throughput on the chain, the 100% of its loads.
+    pub saturation_pps: Option<f64>,
+}
+
+/// One point: its parameters and what each mode measured, or the recovery.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointResult {
+    pub experiment: Experiment,
+    pub label: String,
+    pub params: Map<String, Value>,
+    /// By mode name (`ftc`, `nf`, `ftmb`, `ftmb-snapshot`); only the modes that were run.
+    pub modes: BTreeMap<String, ModeFigures>,
+    /// Of the median throughputs.
+    pub ratios: Ratios,
+    /// Of the median p99 latencies.
+    pub p99_ratios: Ratios,
+    /// `recovery` only.
+    pub recovery: Option<RecoveryFigures>,
+}
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyFigures {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// One run's headline figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunFigures {
+    pub throughput_pps: f64,
+    pub latency_us: LatencyFigures,
+    pub packets_sent: u64,
+    pub packets_released: u64,
+}
+
+/// One mode at one point: the medians over its runs (each figure's own median), and the runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModeFigures {
+    pub throughput_pps: f64,
+    pub latency_us: LatencyFigures,
+    pub runs: Vec<RunFigures>,
+    /// What the runs' checks found (none expected).
+    pub violations: Vec<String>,
+}
+
+impl ModeFigures {
+    /// The medians of `reports` (at least one).
+    pub fn of(reports: &[RunReport]) -> Self {
+        let med = |f: fn(&RunReport) -> f64| {
+            median(&reports.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        ModeFigures {
+            throughput_pps: med(|r| r.throughput_pps),
+            latency_us: LatencyFigures {
+                p50: med(|r| r.latency_us.p50),
+                p99: med(|r| r.latency_us.p99),
+                p999: med(|r| r.latency_us.p999),
+            },
+            runs: reports
+                .iter()
+                .map(|r| RunFigures {
+                    throughput_pps: r.throughput_pps,
+                    latency_us: LatencyFigures {
+                        p50: r.latency_us.p50,
+                        p99: r.latency_us.p99,
+                        p999: r.latency_us.p999,
+                    },
+                    packets_sent: r.packets_sent,
+                    packets_released: r.packets_released,
+                })
+                .collect(),
+            violations: reports
+                .iter()
+                .flat_map(|r| r.violations.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
+/// A recovery point: the medians of the phases over the runs, in milliseconds, and the runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveryFigures {
+    pub detection_ms: Option<f64>,
+    pub start_ms: Option<f64>,
+    pub transfer_ms: Option<f64>,
+    pub reroute_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+    pub bytes: Option<f64>,
+    /// Per run: the recovery of the killed server, and any others.
+    pub runs: Vec<RecoveryRun>,
+    pub violations: Vec<String>,
+}
+
+/// One recovery run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveryRun {
+    /// The first recovery of the killed position (`null`: none finished).
+    pub recovery: Option<RecoveryReport>,
+    /// The run's other recoveries: on a busy machine a live server (or a fresh replacement)
+    /// may miss its heartbeats and be replaced too.
+    pub other_recoveries: Vec<RecoveryReport>,
+    pub packets_lost: u64,
+    pub throughput_pps: f64,
+}
+
+impl RecoveryFigures {
+    /// The medians of `runs`.
+    pub fn of(runs: Vec<RecoveryRun>, violations: Vec<String>) -> Self {
+        let med = |f: fn(&RecoveryReport) -> u64, scale: f64| {
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.recovery.as_ref())
+                .map(|r| f(r) as f64 / scale)
+                .collect();
+            median(&v)
+        };
+        RecoveryFigures {
+            detection_ms: med(|r| r.detection_ns, 1e6),
+            start_ms: med(|r| r.start_ns, 1e6),
+            transfer_ms: med(|r| r.transfer_ns, 1e6),
+            reroute_ms: med(|r| r.reroute_ns, 1e6),
+            total_ms: med(|r| r.total_ns, 1e6),
+            bytes: med(|r| r.bytes, 1.0),
+            runs,
+            violations,
+        }
+    }
+}
+
+impl Results {
+    /// The points of `experiment`.
+    pub fn points_of(&self, experiment: Experiment) -> impl Iterator<Item = &PointResult> {
+        self.points
+            .iter()
+            .filter(move |p| p.experiment == experiment)
+    }
+
+    /// Every violation any run reported, with its experiment and point.
+    pub fn violations(&self) -> Vec<String> {
+        self.points
+            .iter()
+            .flat_map(|p| {
+                p.violations()
+                    .map(move |v| format!("{} {}: {v}", p.experiment.name(), p.label))
+            })
+            .collect()
+    }
+}
+
+impl PointResult {
+    /// What the checks of this point's runs found (nothing, normally).
+    pub fn violations(&self) -> impl Iterator<Item = &String> {
+        let recovery = self.recovery.iter().flat_map(|r| &r.violations);
+        self.modes
+            .values()
+            .flat_map(|m| &m.violations)
+            .chain(recovery)
+    }
+}
+
+/// This machine: its CPU model and how many CPUs this process may use.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{model}, {cpus} CPUs, {}", std::env::consts::OS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftc_node::runtime::Latency;
+
+    fn report(pps: f64, p99: f64) -> RunReport {
+        RunReport {
+            throughput_pps: pps,
+            latency_us: Latency {
+                p50: p99 / 2.0,
+                p99,
+                ..Latency::default()
+            },
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn mode_figures_are_medians_of_each_figure() {
+        let f = ModeFigures::of(&[
+            report(300.0, 10.0),
+            report(100.0, 30.0),
+            report(200.0, 20.0),
+        ]);
+        assert_eq!(f.throughput_pps, 200.0);
+        assert_eq!(f.latency_us.p99, 20.0);
+        assert_eq!(f.latency_us.p50, 10.0);
+        assert_eq!(f.runs.len(), 3);
+        assert_eq!(f.runs[1].throughput_pps, 100.0, "runs kept in order");
+    }
+
+    #[test]
+    fn recovery_medians_skip_runs_without_a_recovery() {
+        let rec = |total_ms: u64| RecoveryRun {
+            recovery: Some(RecoveryReport {
+                epoch: 2,
+                failed: vec![2],
+                detection_ns: 0,
+                start_ns: 0,
+                transfer_ns: 0,
+                reroute_ns: 0,
+                total_ns: total_ms * 1_000_000,
+                bytes: 1000,
+            }),
+            other_recoveries: vec![],
+            packets_lost: 0,
+            throughput_pps: 0.0,
+        };
+        let none = RecoveryRun {
+            recovery: None,
+            ..rec(0)
+        };
+        let f = RecoveryFigures::of(vec![rec(10), none, rec(30)], vec![]);
+        assert_eq!(f.total_ms, Some(20.0));
+        assert_eq!(f.bytes, Some(1000.0));
+    }
+}

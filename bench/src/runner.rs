@@ -1,0 +1,189 @@
+//! Runs experiments: every point's modes in alternation over `rounds` rounds on the in-process
+//! runtime ([`run_chain`]), recoveries through the embedded orchestrator ([`run_chaos`]), and
+//! the medians and ratios of what they measured.
+
+use std::collections::BTreeMap;
+
+use ftc_chain::ring::ServerId;
+use ftc_node::runtime::{run_chain, RunConfig};
+use ftc_node::Mode;
+use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, Kill};
+use serde_json::json;
+
+use crate::experiment::{Experiment, Point, Work};
+use crate::progress::Progress;
+use crate::results::{
+    machine, ExperimentInfo, ModeFigures, PointResult, RecoveryFigures, RecoveryRun, Results,
+};
+use crate::stats::{alternate, median, mode_name, Ratios};
+use crate::{BenchError, Settings};
+
+/// Run `experiments` with `settings` over the in-memory transport, showing progress on stderr.
+pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, BenchError> {
+    let plans = experiments
+        .iter()
+        .map(|&e| Ok((e, e.points(settings)?)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    let runs: usize = plans
+        .iter()
+        .map(|(_, points)| {
+            calibrations(points, settings)
+                + points.iter().map(|p| runs_of(p, settings)).sum::<usize>()
+        })
+        .sum();
+    let progress = Progress::new(runs as u64);
+    let mut results = Results {
+        machine: machine(),
+        transport: "mem",
+        quick: settings.quick,
+        rounds: settings.rounds,
+        duration_s: settings.duration.as_secs_f64(),
+        experiments: Vec::new(),
+        points: Vec::new(),
+    };
+    for (experiment, points) in plans {
+        let mut info = ExperimentInfo {
+            experiment,
+            title: experiment.title(),
+            notes: experiment.notes(),
+            saturation_pps: None,
+        };
+        for mut point in points {
+            if let Work::Compare {
+                load: Some(load), ..
+            } = point.work
+            {
+                let saturation = match info.saturation_pps {
+                    Some(s) => s,
+                    None => *info
+                        .saturation_pps
+                        .insert(saturation(&point, settings, &progress)),
+                };
+                let offered = (saturation * load).round().max(1.0) as u64;
+                point.config.rate = Some(offered);
+                point.params.insert("offered_pps".into(), json!(offered));
+            }
+            results.points.push(measure(point, settings, &progress)?);
+        }
+        results.experiments.push(info);
+    }
+    progress.finish();
+    Ok(results)
+}
+
+/// Runs a point takes.
+fn runs_of(point: &Point, settings: &Settings) -> usize {
+    match &point.work {
+        Work::Compare { modes, .. } => modes.len() * settings.rounds,
+        Work::Recover { .. } => settings.rounds,
+    }
+}
+
+/// Runs an experiment's calibration takes: one saturation measurement if it offers loads.
+fn calibrations(points: &[Point], settings: &Settings) -> usize {
+    let loads = points
+        .iter()
+        .any(|p| matches!(p.work, Work::Compare { load: Some(_), .. }));
+    if loads {
+        settings.rounds
+    } else {
+        0
+    }
+}
+
+/// FTC's closed-loop throughput on `point`'s chain: the median over the rounds.
+fn saturation(point: &Point, settings: &Settings, progress: &Progress) -> f64 {
+    let config = RunConfig {
+        mode: Mode::Ftc,
+        rate: None,
+        ..point.config.clone()
+    };
+    let runs: Vec<f64> = (0..settings.rounds)
+        .map(|_| {
+            progress.run(
+                format!(
+                    "{}: saturation of {}",
+                    point.experiment.name(),
+                    point.spec.chain.name
+                ),
+                || run_chain(&point.spec, &config).throughput_pps,
+            )
+        })
+        .collect();
+    median(&runs).unwrap_or(0.0)
+}
+
+/// Measure one point.
+fn measure(
+    point: Point,
+    settings: &Settings,
+    progress: &Progress,
+) -> Result<PointResult, BenchError> {
+    let what = |mode: &str| format!("{} {}: {mode}", point.experiment.name(), point.label);
+    let mut result = PointResult {
+        experiment: point.experiment,
+        label: point.label.clone(),
+        params: point.params.clone(),
+        modes: BTreeMap::new(),
+        ratios: Ratios::default(),
+        p99_ratios: Ratios::default(),
+        recovery: None,
+    };
+    match &point.work {
+        Work::Compare { modes, .. } => {
+            let reports = alternate(modes, settings.rounds, |mode| {
+                let config = RunConfig {
+                    mode,
+                    ..point.config.clone()
+                };
+                progress.run(what(&mode_name(mode)), || run_chain(&point.spec, &config))
+            });
+            for (&mode, reports) in modes.iter().zip(&reports) {
+                result
+                    .modes
+                    .insert(mode_name(mode), ModeFigures::of(reports));
+            }
+            let medians = |f: fn(&ModeFigures) -> f64| {
+                result
+                    .modes
+                    .iter()
+                    .map(|(m, figures)| (m.clone(), f(figures)))
+                    .collect()
+            };
+            result.ratios = Ratios::of(&medians(|f| f.throughput_pps));
+            result.p99_ratios = Ratios::of(&medians(|f| f.latency_us.p99));
+        }
+        &Work::Recover { kill } => {
+            let config = ChaosConfig {
+                run: RunConfig {
+                    mode: Mode::Ftc,
+                    ..point.config.clone()
+                },
+                kills: vec![Kill {
+                    position: ServerId(kill),
+                    at: point.config.duration / 2,
+                }],
+                ..ChaosConfig::default()
+            };
+            let mut runs = Vec::new();
+            let mut violations = Vec::new();
+            for _ in 0..settings.rounds {
+                let r = progress.run(what("ftc, kill"), || run_chaos(&point.spec, &config))?;
+                let mut recoveries = r.recoveries;
+                let recovery = recoveries
+                    .iter()
+                    .position(|rec| rec.failed.contains(&kill))
+                    .map(|i| recoveries.remove(i));
+                runs.push(RecoveryRun {
+                    recovery,
+                    other_recoveries: recoveries,
+                    packets_lost: r.run.packets_lost,
+                    throughput_pps: r.run.throughput_pps,
+                });
+                violations.extend(r.run.violations);
+            }
+            result.recovery = Some(RecoveryFigures::of(runs, violations));
+        }
+    }
+    Ok(result)
+}

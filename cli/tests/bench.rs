@@ -1,0 +1,84 @@
+//! `ftc bench` (issue 6, item 2): the JSON keys other tools rely on, the files of `--out`, and
+//! clear refusals of what it cannot do. Timings are never asserted on.
+
+use std::process::Command;
+
+fn ftc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
+        .args(args)
+        .output()
+        .expect("ftc runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
+    let dir = std::env::temp_dir().join(format!("ftc-bench-test-{}", std::process::id()));
+    let (code, out, err) = ftc(&[
+        "bench",
+        "nat-threads",
+        "--quick",
+        "--json",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"));
+    assert_eq!(r["transport"], "mem");
+    let points = r["points"].as_array().expect("a points list");
+    assert!(!points.is_empty());
+    for p in points {
+        assert_eq!(p["experiment"], "nat-threads");
+        assert_eq!(p["params"]["threads"], 1);
+        for mode in ["ftc", "nf", "ftmb", "ftmb-snapshot"] {
+            let m = &p["modes"][mode];
+            assert!(m["throughput_pps"].as_f64().unwrap() > 0.0, "{mode}: {m}");
+            assert!(m["latency_us"]["p50"].is_number() && m["latency_us"]["p99"].is_number());
+        }
+        for key in ["ftc_over_nf", "ftc_over_ftmb", "ftc_over_ftmb_snapshot"] {
+            assert!(p["ratios"][key].as_f64().unwrap() > 0.0, "{key}: {p}");
+        }
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&read("results.json")).unwrap();
+    assert_eq!(json["points"].as_array().map(Vec::len), Some(points.len()));
+    let md = read("nat-threads.md");
+    assert!(md.contains("| threads |") && md.contains("FTC/NF"), "{md}");
+    let svg = read("nat-threads.svg");
+    assert!(
+        svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn what_it_cannot_do_is_refused_clearly() {
+    let (code, _, err) = ftc(&["bench", "all", "--transport", "xdp"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--transport xdp is not available yet"),
+        "{err}"
+    );
+
+    let (code, _, err) = ftc(&["bench", "latency"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown experiment `latency`") && err.contains("latency-load"),
+        "{err}"
+    );
+
+    for (flag, value) in [("--rounds", "0"), ("--duration", "0")] {
+        let (code, _, err) = ftc(&["bench", "sharing", flag, value]);
+        assert_eq!(code, 1);
+        assert!(err.contains(flag), "{err}");
+    }
+    let (code, _, err) = ftc(&["bench", "sharing", "--rounds", "many"]);
+    assert_eq!(code, 2, "clap's usage error");
+    assert!(err.contains("--rounds"), "{err}");
+}
