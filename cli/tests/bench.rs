@@ -1,19 +1,9 @@
 //! `ftc bench` (issue 6, item 2): the JSON keys other tools rely on, the files of `--out`, and
 //! clear refusals of what it cannot do. Timings are never asserted on.
 
-use std::process::Command;
-
-fn ftc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
-        .args(args)
-        .output()
-        .expect("ftc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "support/output.rs"]
+mod output;
+use output::ftc;
 
 #[test]
 fn quick_json_run_has_the_documented_keys_and_writes_its_files() {

@@ -3,20 +3,11 @@
 
 mod support;
 
-use std::process::Command;
 use support::spec;
 
-fn ftc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
-        .args(args)
-        .output()
-        .expect("ftc runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+#[path = "support/output.rs"]
+mod output;
+use output::ftc;
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim())
