@@ -2,7 +2,7 @@
 //! frames, a recovery's control), the server's outputs out, timers, heartbeats. [`crate::runtime`]
 //! runs a chain of these; the orchestrator's embedded launcher starts and replaces them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -201,13 +201,61 @@ pub enum Ended<'a> {
 /// Messages handled per batch at most.
 pub(crate) const BATCH: usize = 64;
 
+/// What a server's heartbeat thread reads of it.
+#[derive(Debug)]
+struct Life {
+    /// Cleared when the server is killed or stops: the heartbeats stop.
+    alive: AtomicBool,
+    /// The epoch the server is in.
+    epoch: AtomicU32,
+}
+
 /// Run `server` until stopped or killed: `routes[i]` reaches server i; frames are of `epoch`.
-pub fn serve<'a, C: Fn() -> u64>(
+///
+/// With heartbeats ([`Shared::heartbeat`]), a thread beside the server's sends them every
+/// period until the server is killed or stops, as `ftc node`'s helper thread does: a thread
+/// that mostly sleeps is scheduled as soon as it wakes, so a server busy with traffic on a
+/// loaded machine is not taken for failed (fail-stop: a dead server's beats stop at once).
+pub fn serve<'a, C: Fn() -> u64 + Sync>(
+    server: Server<'a, u64>,
+    rx: &Receiver<Msg>,
+    routes: Vec<Sender<Msg>>,
+    epoch: u32,
+    shared: &Shared<'_, C>,
+) -> (Ended<'a>, Sink) {
+    let life = Life {
+        alive: AtomicBool::new(true),
+        epoch: AtomicU32::new(epoch),
+    };
+    let me = server.id();
+    std::thread::scope(|s| {
+        if let Some((period, beats)) = &shared.heartbeat {
+            let life = &life;
+            s.spawn(move || {
+                while life.alive.load(Ordering::Acquire) {
+                    let _ = beats.send(Beat::Heartbeat {
+                        server: me,
+                        epoch: life.epoch.load(Ordering::Acquire),
+                        at: (shared.now)(),
+                    });
+                    std::thread::sleep(*period);
+                }
+            });
+        }
+        let ended = run(server, rx, routes, epoch, shared, &life);
+        life.alive.store(false, Ordering::Release);
+        ended
+    })
+}
+
+/// [`serve`]'s loop; `life` says when the server dies and which epoch it is in.
+fn run<'a, C: Fn() -> u64>(
     mut server: Server<'a, u64>,
     rx: &Receiver<Msg>,
     mut routes: Vec<Sender<Msg>>,
     mut epoch: u32,
     shared: &Shared<'_, C>,
+    life: &Life,
 ) -> (Ended<'a>, Sink) {
     let mut was_congested = false;
     let mut sink = Sink::default();
@@ -216,16 +264,8 @@ pub fn serve<'a, C: Fn() -> u64>(
     if let Some(check) = shared.commits {
         check.register(&server);
     }
-    let mut next_beat = shared
-        .heartbeat
-        .as_ref()
-        .map(|(p, _)| now() + p.as_nanos() as u64);
     loop {
-        let wake = [server.poll_timeout(), next_beat]
-            .into_iter()
-            .flatten()
-            .min();
-        let first = match wake {
+        let first = match server.poll_timeout() {
             Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now()))) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -239,16 +279,6 @@ pub fn serve<'a, C: Fn() -> u64>(
         let mut stop = false;
         let mut left = 0;
         let t = now();
-        if let (Some((period, beats)), Some(at)) = (&shared.heartbeat, next_beat) {
-            if t >= at {
-                let _ = beats.send(Beat::Heartbeat {
-                    server: me,
-                    epoch,
-                    at: t,
-                });
-                next_beat = Some(t + period.as_nanos() as u64);
-            }
-        }
         if first.is_none() {
             server.handle_timeout(t);
         }
@@ -279,6 +309,7 @@ pub fn serve<'a, C: Fn() -> u64>(
                 }
                 Msg::Fence { epoch: e } => {
                     epoch = e;
+                    life.epoch.store(e, Ordering::Release);
                     server.fence();
                 }
                 Msg::Export { group, reply } => {
@@ -289,6 +320,7 @@ pub fn serve<'a, C: Fn() -> u64>(
                     routes: r,
                 } => {
                     epoch = e;
+                    life.epoch.store(e, Ordering::Release);
                     routes = r;
                     server.resume(t);
                     if let Some((_, beats)) = &shared.heartbeat {
@@ -296,6 +328,7 @@ pub fn serve<'a, C: Fn() -> u64>(
                     }
                 }
                 Msg::Kill => {
+                    life.alive.store(false, Ordering::Release);
                     left += die(&mut server, &mut sink);
                     // Its state is gone with it (the head's store can be restored into).
                     drop(server);
