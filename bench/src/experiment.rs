@@ -164,7 +164,7 @@ impl Experiment {
             Experiment::Recovery => &[
                 "FTC only: the baselines have no recovery in this runtime, so no ratios. The \
                  NAT's server is killed half way through the traffic; the orchestrator declares \
-                 it failed after 3 missed heartbeats (every 5 ms). The NAT holds one mapping per \
+                 it failed after 3 missed heartbeats (every 5 ms unless `--heartbeat-ms` says otherwise). The NAT holds one mapping per \
                  flow it saw before the kill, at most `flows`. The phases are those of the \
                  killed position's first recovery; \"other recoveries\" counts, per run, servers \
                  that a busy machine kept from their heartbeats and that were replaced too.",

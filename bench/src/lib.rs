@@ -28,6 +28,9 @@ pub struct Settings {
     pub rounds: usize,
     /// Seconds of traffic per run.
     pub duration: Duration,
+    /// The orchestrator's heartbeat period in the recovery experiment (3 missed declare a
+    /// server failed): 5 ms, the recovery goal's, unless set.
+    pub heartbeat: Duration,
 }
 
 impl Settings {
@@ -35,6 +38,8 @@ impl Settings {
     pub const FULL: (usize, Duration) = (3, Duration::from_secs(2));
     /// Rounds and duration of a `--quick` run.
     pub const QUICK: (usize, Duration) = (1, Duration::from_millis(300));
+    /// The heartbeat period of the recovery experiment by default.
+    pub const HEARTBEAT: Duration = Duration::from_millis(5);
 
     /// The defaults of a quick or full run, with what the caller overrides.
     pub fn new(quick: bool, rounds: Option<usize>, duration: Option<Duration>) -> Self {
@@ -43,6 +48,7 @@ impl Settings {
             quick,
             rounds: rounds.unwrap_or(r),
             duration: duration.unwrap_or(d),
+            heartbeat: Self::HEARTBEAT,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use ftc_chain::ring::ServerId;
 use ftc_node::runtime::{run_chain, RunConfig};
 use ftc_node::Mode;
+use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, Kill};
 use serde_json::json;
 
@@ -164,6 +165,13 @@ fn measure(
                     at: point.config.duration / 2,
                 }],
                 ..ChaosConfig::default()
+            };
+            let config = ChaosConfig {
+                coordinator: CoordinatorConfig {
+                    heartbeat_period_ns: settings.heartbeat.as_nanos() as u64,
+                    ..config.coordinator
+                },
+                ..config
             };
             let mut runs = Vec::new();
             let mut violations = Vec::new();

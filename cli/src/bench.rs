@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// Seconds of traffic per run (default 2; quick 0.3).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// The heartbeat period of the recovery experiment, in milliseconds (3 missed declare a
+    /// server failed). On a machine whose cores are all busy, 5 ms heartbeats can be missed by
+    /// live servers: a longer period trades detection time for runs that recover.
+    #[arg(long, value_name = "MS", default_value_t = 5.0)]
+    heartbeat_ms: f64,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -55,11 +60,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.duration.is_some_and(|d| !(0.05..=3600.0).contains(&d)) {
         anyhow::bail!("--duration must be between 0.05 and 3600 seconds");
     }
-    let settings = Settings::new(
-        args.quick,
-        args.rounds,
-        args.duration.map(Duration::from_secs_f64),
-    );
+    if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
+        anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
+    }
+    let settings = Settings {
+        heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
+        ..Settings::new(
+            args.quick,
+            args.rounds,
+            args.duration.map(Duration::from_secs_f64),
+        )
+    };
     let results = ftc_bench::run(&experiments, &settings)?;
     if let Some(dir) = &args.out {
         ftc_bench::files::write(dir, &results)?;

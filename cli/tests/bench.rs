@@ -63,7 +63,11 @@ fn what_it_cannot_do_is_refused_clearly() {
         "{err}"
     );
 
-    for (flag, value) in [("--rounds", "0"), ("--duration", "0")] {
+    for (flag, value) in [
+        ("--rounds", "0"),
+        ("--duration", "0"),
+        ("--heartbeat-ms", "0"),
+    ] {
         let (code, _, err) = ftc(&["bench", "sharing", flag, value]);
         assert_eq!(code, 1);
         assert!(err.contains(flag), "{err}");
