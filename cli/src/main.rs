@@ -5,6 +5,7 @@
 mod bench;
 mod chaos;
 mod check;
+mod customer;
 mod demo;
 mod lab;
 mod log;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::xdp::XdpConfig;
 use ftc_node::{Mode, ServerConfig};
-use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
+
+use crate::customer::CustomerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
@@ -29,25 +30,8 @@ pub struct NodeArgs {
     /// The UDP address of the data path, as peers reach it (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     data: SocketAddr,
-    /// Server 0: the UDP address customer frames arrive at.
-    #[arg(long, value_name = "ADDR")]
-    ingress: Option<SocketAddr>,
-    /// The last server: the UDP address released customer frames go to.
-    #[arg(long, value_name = "ADDR")]
-    egress: Option<SocketAddr>,
-    /// Server 0: customer frames arrive on interface IFACE through AF_XDP, all of direction DIR
-    /// (`out`: client to server, `in`: server to client). Repeatable. Needs root (or
-    /// CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF).
-    #[arg(long, value_name = "DIR=IFACE")]
-    edge_in: Vec<Edge>,
-    /// The last server: released frames of direction DIR (`out` or `in`) leave on interface
-    /// IFACE through AF_XDP, unchanged (a bump in the wire at L2). Repeatable. Needs root.
-    #[arg(long, value_name = "DIR=IFACE")]
-    edge_out: Vec<Edge>,
-    /// The sockets of the edges: `xdp` (AF_XDP) or `packet` (raw AF_PACKET sockets, where
-    /// AF_XDP is not available; slower, needs CAP_NET_RAW only).
-    #[arg(long, default_value = "xdp", value_name = "xdp|packet")]
-    edge_kind: EdgeKind,
+    #[command(flatten)]
+    customer: CustomerArgs,
     /// AF_XDP edges in zero-copy mode (the NIC driver must support it); copy mode otherwise.
     #[arg(long)]
     xdp_zero_copy: bool,
@@ -83,11 +67,11 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         orchestrator: args.orchestrator,
         key,
         data: args.data,
-        ingress: args.ingress,
-        egress: args.egress,
-        edge_in: args.edge_in.clone(),
-        edge_out: args.edge_out.clone(),
-        edge_kind: args.edge_kind,
+        ingress: args.customer.ingress,
+        egress: args.customer.egress,
+        edge_in: args.customer.edge_in.clone(),
+        edge_out: args.customer.edge_out.clone(),
+        edge_kind: args.customer.edge_kind,
         xdp: XdpConfig {
             queue: args.xdp_queue,
             zero_copy: args.xdp_zero_copy,

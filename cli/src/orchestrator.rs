@@ -13,10 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
-use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::read_secret;
+
+use crate::customer::CustomerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct OrchestratorArgs {
@@ -36,25 +37,13 @@ pub struct OrchestratorArgs {
     misses: u32,
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
-    /// {heartbeat_ms} and {customer} (`--ingress`/`--egress`, `--edge-in`/`--edge-out` for the
-    /// ends) are filled in.
+    /// {heartbeat_ms} and {customer} (this command's `--ingress`/`--egress`, `--edge-in`/
+    /// `--edge-out` and `--edge-kind`, for the chain's end servers) are filled in.
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
-    /// Where customer frames enter the chain (passed to server 0's replacements).
-    #[arg(long, value_name = "ADDR")]
-    ingress: Option<SocketAddr>,
-    /// Where released customer frames go (passed to the last server's replacements).
-    #[arg(long, value_name = "ADDR")]
-    egress: Option<SocketAddr>,
-    /// Server 0's AF_XDP edges, `DIR=IFACE` (passed to its replacements; see `ftc node --help`).
-    #[arg(long, value_name = "DIR=IFACE")]
-    edge_in: Vec<Edge>,
-    /// The last server's AF_XDP edges, `DIR=IFACE` (passed to its replacements).
-    #[arg(long, value_name = "DIR=IFACE")]
-    edge_out: Vec<Edge>,
-    /// The sockets of those edges (passed to the replacements; see `ftc node --help`).
-    #[arg(long, default_value = "xdp", value_name = "xdp|packet")]
-    edge_kind: EdgeKind,
+    /// Where customer frames enter and leave, passed on to the replacements of the end servers.
+    #[command(flatten)]
+    customer: CustomerArgs,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -80,11 +69,11 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         spec: args.spec.clone(),
         secret_file: args.secret_file.clone(),
         heartbeat_ms: args.heartbeat_ms,
-        ingress: args.ingress,
-        egress: args.egress,
-        edge_in: args.edge_in.clone(),
-        edge_out: args.edge_out.clone(),
-        edge_kind: args.edge_kind,
+        ingress: args.customer.ingress,
+        egress: args.customer.egress,
+        edge_in: args.customer.edge_in.clone(),
+        edge_out: args.customer.edge_out.clone(),
+        edge_kind: args.customer.edge_kind,
         last: ring.buffer().0,
     };
     let config = CoordinatorConfig {

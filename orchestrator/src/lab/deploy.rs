@@ -52,13 +52,13 @@ pub struct RunConfig {
 impl RunConfig {
     /// The `sh -c` command that starts the node at `{position}` in its namespace, with the
     /// launcher's placeholders (see [`substitute`]): per position its management address and
-    /// edge options, then `exec ip netns exec NS ftc node …`.
+    /// options (`node_options`), then `exec ip netns exec NS ftc node …`.
     pub fn node_template(&self) -> String {
         let t = &self.topology;
         let arms: String = (0..t.servers)
             .map(|i| {
-                let edges = self.edge_words(i).join(" ");
-                format!("{i}) d={} e={};; ", t.mgmt_ip(i), quote(&edges))
+                let options = self.node_options(i).join(" ");
+                format!("{i}) d={} e={};; ", t.mgmt_ip(i), quote(&options))
             })
             .collect();
         format!(
@@ -71,9 +71,9 @@ impl RunConfig {
         )
     }
 
-    /// The edge options of the node at `position` (none but at the chain's ends).
-    /// And `--mode nf` for every node of an NF run.
-    fn edge_words(&self, position: u16) -> Vec<String> {
+    /// The options of the node at `position` beyond its address: its edges (none but at the
+    /// chain's ends), and `--mode nf` for every node of an NF run.
+    fn node_options(&self, position: u16) -> Vec<String> {
         let mut words = Vec::new();
         if let Some(kind) = self.edges {
             words = self.topology.edge_args(position);
@@ -215,15 +215,15 @@ pub fn run(
             what: format!("node {i}"),
             source,
         })?;
-        let edges = config.edge_words(i).join(" ");
+        let options = config.node_options(i).join(" ");
         let _ = writeln!(
             out,
-            "ftc lab {}: node {i} pid {} in {}, mgmt {}{}{edges}",
+            "ftc lab {}: node {i} pid {} in {}, mgmt {}{}{options}",
             t.name,
             child.id(),
             t.server_netns(i),
             t.mgmt_ip(i),
-            if edges.is_empty() { "" } else { ", " },
+            if options.is_empty() { "" } else { ", " },
         );
         group.nodes.push((i, child));
     }
