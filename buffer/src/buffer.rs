@@ -10,6 +10,7 @@ use std::iter;
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError};
+use ftc_stm::DepEntry;
 
 use crate::config::{BufferConfig, BufferStats};
 use crate::wait::{add_need, Need, Waiters};
@@ -374,17 +375,34 @@ impl<P> Buffer<P> {
     fn merge_cvs(&mut self, msg: &MessageView<'_>) {
         self.moved.clear();
         for cv in msg.commit_vectors() {
-            let Group::Wrapping(g) = self.group(cv.middlebox()) else {
-                continue;
-            };
-            let known = &mut self.cvs[usize::from(g)];
-            for e in cv.entries() {
-                if known.merge(iter::once(e)) {
-                    self.moved.push((g, e.partition));
-                    self.stats.cv_entries_moved += 1;
-                }
+            self.merge_entries(cv.middlebox(), cv.entries());
+        }
+        self.wake_moved();
+    }
+
+    /// Merges what another worker thread of this server learned of CV(`mb`), waking the packets
+    /// it frees; ignored unless `mb` is a wrapping group.
+    pub fn merge_commit_vector(&mut self, mb: MbIndex, entries: impl Iterator<Item = DepEntry>) {
+        self.moved.clear();
+        self.merge_entries(mb.0, entries);
+        self.wake_moved();
+    }
+
+    fn merge_entries(&mut self, mb: u8, entries: impl Iterator<Item = DepEntry>) {
+        let Group::Wrapping(g) = self.group(mb) else {
+            return;
+        };
+        let known = &mut self.cvs[usize::from(g)];
+        for e in entries {
+            if known.merge(iter::once(e)) {
+                self.moved.push((g, e.partition));
+                self.stats.cv_entries_moved += 1;
             }
         }
+    }
+
+    /// Wakes the packets that the entries in `moved` free.
+    fn wake_moved(&mut self) {
         if self.moved.is_empty() {
             return;
         }

@@ -98,7 +98,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         },
         ..RunConfig::default()
     };
-    warn_single_worker(&spec);
+    if config.mode.is_ftmb() {
+        warn_single_worker(&spec, "the FTMB baseline");
+    }
     let r = run_chain(&spec, &config);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -161,12 +163,13 @@ fn print_ftmb(r: &RunReport) {
     }
 }
 
-/// The runtime runs one worker thread per server for now: say so when a spec asks for more.
-pub fn warn_single_worker(spec: &ChainSpec) {
+/// `what` (runs with recovery, the FTMB baselines) runs one worker thread per server for now:
+/// say so when a spec asks for more.
+pub fn warn_single_worker(spec: &ChainSpec, what: &str) {
     if spec.middlebox.iter().any(|m| m.threads > 1) {
         eprintln!(
-            "ftc: note: `threads` above 1 is not parallel yet: each server runs one worker thread \
-             (its store still serves that many workers)"
+            "ftc: note: {what} runs one worker thread per server for now; `threads` above 1 is \
+             parallel in `ftc run` and `ftc bench` (ftc and nf modes)"
         );
     }
 }

@@ -8,6 +8,8 @@ use ftc_chain::spec::{ChainSpec, MiddleboxSpec};
 use ftc_replica::{GroupState, ReplicaError};
 use ftc_stm::{StmError, Store, Worker};
 
+use crate::lanes::Head;
+
 /// The middleboxes of a chain, in chain order, and their head stores.
 #[derive(Debug)]
 pub struct Heads {
@@ -50,6 +52,24 @@ impl Heads {
             self.stores[usize::from(mb.0)].restore(&state.snapshot)?;
         }
         Ok(self.head(ring, s))
+    }
+
+    /// What each lane of server `s` of `ring` from lane `from` on heads: its middlebox and one
+    /// worker of that middlebox's store per lane, as many lanes as the store has workers (a
+    /// server that heads no group has one lane, heading nothing).
+    pub fn head_lanes(&self, ring: &Ring, s: ServerId, from: u16) -> Vec<Option<Head<'_>>> {
+        let Some(mb) = ring.middlebox_at(s) else {
+            return if from == 0 { vec![None] } else { Vec::new() };
+        };
+        let i = usize::from(mb.0);
+        (from..self.stores[i].workers())
+            .map(|w| {
+                let worker = self.stores[i]
+                    .worker(w)
+                    .expect("each head hands out each worker once");
+                Some((mb, self.middleboxes[i].as_ref(), worker))
+            })
+            .collect()
     }
 
     /// What server `s` of `ring` heads: its middlebox and worker 0 of that middlebox's store.

@@ -5,6 +5,7 @@
 pub mod commit_check;
 pub mod ftmb;
 pub mod heads;
+pub mod lanes;
 pub mod netns;
 pub mod nsh;
 pub mod packet;

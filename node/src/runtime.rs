@@ -1,4 +1,5 @@
-//! The in-process runtime: a whole chain in one process, one thread per server, frames over an
+//! The in-process runtime: a whole chain in one process, a thread per lane (worker thread, as
+//! many as the spec's `threads`) of each server, frames over an
 //! in-memory transport (crossbeam channels), a traffic generator at the ingress and a sink at
 //! the egress that measures latency. This is what `ftc run` drives; the FTMB baselines run in
 //! [`crate::ftmb`] on the same harness.
@@ -13,7 +14,8 @@ use ftc_chain::spec::ChainSpec;
 use hdrhistogram::Histogram;
 
 use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
-use crate::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
+use crate::lanes::lane_of;
+use crate::serve::{serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
 use crate::{Heads, Mode, Packet, Server, ServerConfig};
 
@@ -108,10 +110,25 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         mode: config.mode,
         ..config.server.clone()
     };
-    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
-        (0..servers).map(|_| crossbeam_channel::unbounded()).unzip();
+    let lanes: Vec<Vec<Server<'_, u64>>> = (0..servers)
+        .map(|i| {
+            let me = ServerId(i as u16);
+            crate::lanes::lanes(
+                ring,
+                me,
+                partitions,
+                heads.head_lanes(&ring, me, 0),
+                &server_config,
+            )
+            .expect("valid partitions")
+        })
+        .collect();
+    let (hops, rxs): (Hops, Vec<Vec<Receiver<Msg>>>) = lanes
+        .iter()
+        .map(|l| (0..l.len()).map(|_| crossbeam_channel::unbounded()).unzip())
+        .unzip();
     let harness = Harness::new();
-    let routes = Routes::new(txs);
+    let routes = Routes::with_lanes(hops);
     let shared = harness.shared(None);
     let mut report = RunReport {
         mode: Some(config.mode),
@@ -120,25 +137,17 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         ..RunReport::default()
     };
     std::thread::scope(|scope| {
-        let handles: Vec<_> = rxs
+        let handles: Vec<_> = lanes
             .into_iter()
-            .enumerate()
-            .map(|(i, rx)| {
-                let me = ServerId(i as u16);
-                let server = Server::new(
-                    ring,
-                    me,
-                    partitions,
-                    heads.head(&ring, me),
-                    server_config.clone(),
-                )
-                .expect("valid partitions");
+            .flatten()
+            .zip(rxs.into_iter().flatten())
+            .map(|(server, rx)| {
                 let (routes, shared) = (routes.all(), &shared);
                 scope.spawn(move || serve(server, &rx, routes, 0, shared))
             })
             .collect();
         let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
-        for tx in routes.all() {
+        for tx in routes.every() {
             let _ = tx.send(Msg::Stop);
         }
         let ended = handles
@@ -238,6 +247,7 @@ impl RunReport {
         elapsed: f64,
     ) {
         let mut sinks = Vec::with_capacity(ended.len());
+        let (mut hold_ns, mut held) = (0u64, 0u64);
         for (end, sink) in ended {
             sinks.push(sink);
             let Ended::Stopped(server) = end else {
@@ -246,7 +256,8 @@ impl RunReport {
             let i = server.id();
             self.frames_held += server.stats().held;
             if let Some(b) = server.buffer() {
-                self.buffer_mean_hold_us = b.stats().mean_hold_ns() as f64 / 1000.0;
+                hold_ns = hold_ns.saturating_add(b.stats().total_hold_ns);
+                held += b.stats().released;
             }
             if let Some(e) = server.error() {
                 self.violations.push(e.to_string());
@@ -265,6 +276,9 @@ impl RunReport {
                     }
                 }
             }
+        }
+        if let Some(mean) = hold_ns.checked_div(held) {
+            self.buffer_mean_hold_us = mean as f64 / 1000.0;
         }
         self.account(heads, sinks, elapsed);
     }
@@ -329,7 +343,7 @@ fn generate(
     let mut next_at = now();
     // Handles are entry times, made unique: checks key packets by them.
     let mut last_handle = 0;
-    let (mut version, mut ingress) = (routes.version(), routes.get(0));
+    let (mut version, mut ingress) = (routes.version(), routes.lanes(0));
     loop {
         done += credits.try_iter().sum::<u64>();
         let t = now();
@@ -373,9 +387,10 @@ fn generate(
         };
         if routes.version() != version {
             version = routes.version();
-            ingress = routes.get(0);
+            ingress = routes.lanes(0);
         }
-        if ingress.send(Msg::Ingress(packet)).is_err() {
+        let lane = lane_of(packet.flow, ingress.len());
+        if ingress[lane].send(Msg::Ingress(packet)).is_err() {
             // Server 0 is gone for good (the run is ending).
             break;
         }

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use std::collections::HashMap;
 
 use crate::commit_check::CommitCheck;
+use crate::lanes::lanes_for;
 use crate::server::port_of;
 use crate::server::ExportParts;
 use crate::{Frame, Output, Packet, Server};
@@ -41,42 +42,93 @@ pub enum Msg {
     /// The chain is rerouted (step 4): the servers to send to from now on.
     Resume {
         epoch: u32,
-        routes: Vec<Sender<Msg>>,
+        routes: Hops,
     },
+    /// Another lane of this server published news (commit vectors, applied logs): look at
+    /// held frames and the buffer again.
+    Nudge,
     /// Fail now, as a crashed process does (failure injection).
     Kill,
     Stop,
+}
+
+/// How a server thread reaches every server of the chain: per server, one sender per lane
+/// (worker thread, [`crate::lanes`]).
+pub type Hops = Vec<Vec<Sender<Msg>>>;
+
+/// Sends `frame` from lane `lane` of server `from` to server `to` over `hops`, to the lanes
+/// [`lanes_for`] picks; whether a customer packet was lost because `to` is gone.
+pub fn send_frame(
+    hops: &Hops,
+    from: ServerId,
+    lane: usize,
+    epoch: u32,
+    to: ServerId,
+    frame: Frame<u64>,
+) -> bool {
+    let lanes = &hops[usize::from(to.0)];
+    let picked = lanes_for(&frame, lane, lanes.len());
+    let packet = frame.packet.is_some();
+    let (mut lost, mut frame) = (false, Some(frame));
+    for i in picked.clone() {
+        // The last lane takes the frame itself; the others (a broadcast) get copies.
+        let copy = if i + 1 == picked.end {
+            frame.take()
+        } else {
+            frame.clone()
+        };
+        if let Some(frame) = copy {
+            lost |= lanes[i].send(Msg::Frame { from, epoch, frame }).is_err() && packet;
+        }
+    }
+    lost
 }
 
 /// Where each server of a chain is reached now; replaced servers get new entries. Readers that
 /// send often cache an entry and look again when [`Routes::version`] moves.
 #[derive(Debug)]
 pub struct Routes {
-    senders: std::sync::RwLock<Vec<Sender<Msg>>>,
+    senders: std::sync::RwLock<Hops>,
     version: std::sync::atomic::AtomicU32,
 }
 
 impl Routes {
+    /// One lane per server.
     pub fn new(senders: Vec<Sender<Msg>>) -> Self {
+        Self::with_lanes(senders.into_iter().map(|tx| vec![tx]).collect())
+    }
+
+    /// `hops[i]`: the lanes of server i.
+    pub fn with_lanes(hops: Hops) -> Self {
         Routes {
-            senders: std::sync::RwLock::new(senders),
+            senders: std::sync::RwLock::new(hops),
             version: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
-    /// How server `i` is reached now.
+    /// How server `i` (its first lane) is reached now.
     pub fn get(&self, i: usize) -> Sender<Msg> {
+        self.lanes(i)[0].clone()
+    }
+
+    /// How each lane of server `i` is reached now.
+    pub fn lanes(&self, i: usize) -> Vec<Sender<Msg>> {
         self.senders.read().expect("no writer panics")[i].clone()
     }
 
+    /// Every lane of every server.
+    pub fn every(&self) -> Vec<Sender<Msg>> {
+        self.all().into_iter().flatten().collect()
+    }
+
     /// Every server, in order.
-    pub fn all(&self) -> Vec<Sender<Msg>> {
+    pub fn all(&self) -> Hops {
         self.senders.read().expect("no writer panics").clone()
     }
 
-    /// Server `i` is reached through `tx` from now on.
+    /// Server `i` is reached through `tx` (one lane) from now on.
     pub fn set(&self, i: usize, tx: Sender<Msg>) {
-        self.senders.write().expect("no writer panics")[i] = tx;
+        self.senders.write().expect("no writer panics")[i] = vec![tx];
         self.version.fetch_add(1, Ordering::Release);
     }
 
@@ -219,7 +271,7 @@ struct Life {
 pub fn serve<'a, C: Fn() -> u64 + Sync>(
     server: Server<'a, u64>,
     rx: &Receiver<Msg>,
-    routes: Vec<Sender<Msg>>,
+    routes: Hops,
     epoch: u32,
     shared: &Shared<'_, C>,
 ) -> (Ended<'a>, Sink) {
@@ -252,7 +304,7 @@ pub fn serve<'a, C: Fn() -> u64 + Sync>(
 fn run<'a, C: Fn() -> u64>(
     mut server: Server<'a, u64>,
     rx: &Receiver<Msg>,
-    mut routes: Vec<Sender<Msg>>,
+    mut routes: Hops,
     mut epoch: u32,
     shared: &Shared<'_, C>,
     life: &Life,
@@ -336,20 +388,23 @@ fn run<'a, C: Fn() -> u64>(
                     black_hole(rx, &mut sink, &shared.credit);
                     return (Ended::Killed, sink);
                 }
+                Msg::Nudge => {}
                 Msg::Stop => stop = true,
             }
         }
-        server.end_batch();
+        server.end_batch(t);
+        let wake = server.take_wakeups();
+        if wake != 0 {
+            let lanes = &routes[usize::from(me.0)];
+            for (_, tx) in lanes.iter().enumerate().filter(|(i, _)| wake >> i & 1 == 1) {
+                let _ = tx.send(Msg::Nudge);
+            }
+        }
+        let lane = server.lane();
         while let Some(out) = server.poll_output() {
             match out {
                 Output::Send { to, frame } => {
-                    let packet = frame.packet.is_some();
-                    let msg = Msg::Frame {
-                        from: me,
-                        epoch,
-                        frame,
-                    };
-                    if routes[usize::from(to.0)].send(msg).is_err() && packet {
+                    if send_frame(&routes, me, lane, epoch, to, frame) {
                         // The next server failed: the packet is lost with it.
                         sink.lost += 1;
                         left += 1;

@@ -20,7 +20,9 @@ use ftc_replica::{
     Admit, GroupState, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
     FLAG_RETRANSMIT_REQUEST,
 };
-use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Worker};
+use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Store, Worker};
+
+use crate::lanes::Lane;
 
 /// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer), or one of
 /// the FTMB baselines of DESIGN.md §9, which [`crate::ftmb`] runs instead of [`Server`] (a
@@ -220,6 +222,8 @@ pub struct Server<'a, P> {
     scratch: Vec<u8>,
     error: Option<ServerError>,
     stats: ServerStats,
+    /// The other worker threads of this server, when it has several ([`crate::lanes`]).
+    lane: Option<Lane>,
 }
 
 impl<P> std::fmt::Debug for Server<'_, P> {
@@ -274,6 +278,7 @@ impl<'a, P: Clone> Server<'a, P> {
             scratch: Vec::new(),
             error: None,
             stats: ServerStats::default(),
+            lane: None,
         })
     }
 
@@ -390,6 +395,10 @@ impl<'a, P: Clone> Server<'a, P> {
     /// This server.
     pub fn id(&self) -> ServerId {
         self.me
+    }
+
+    pub fn ring(&self) -> Ring {
+        self.ring
     }
 
     /// The replica core (FTC mode).
@@ -673,8 +682,10 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// Logs the replica applied so far (what moves MAX, and so what frees held frames).
+    /// Moves whenever this server (any of its lanes) applied a log.
     fn applied(&self) -> u64 {
-        self.replica.as_ref().map_or(0, |r| r.stats().applied)
+        let mine = self.replica.as_ref().map_or(0, |r| r.stats().applied);
+        mine + self.lane.as_ref().map_or(0, Lane::applied)
     }
 
     fn offer(&mut self, now: u64, frame: Frame<P>) {
@@ -890,9 +901,11 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// The end of a batch of inputs: the buffer's return frames to the forwarder, coalesced
-    /// over the batch (one frame carries the logs and commit vectors of many packets).
-    pub fn end_batch(&mut self) {
+    /// The end of a batch of inputs at `now`: news exchanged with the server's other lanes, and
+    /// the buffer's return frames to the forwarder, coalesced over the batch (one frame carries
+    /// the logs and commit vectors of many packets).
+    pub fn end_batch(&mut self, now: u64) {
+        self.sync_lanes(now);
         loop {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;
@@ -919,6 +932,72 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
+    }
+
+    /// Publishes this lane's news, says whether it waits for others', and takes theirs: held
+    /// frames are offered again and the buffer releases what the merged vectors free.
+    fn sync_lanes(&mut self, now: u64) {
+        let (Some(lane), Some(replica)) = (self.lane.as_mut(), self.replica.as_mut()) else {
+            return;
+        };
+        if self.error.is_some() || self.frozen {
+            return;
+        }
+        lane.publish(replica, self.buffer.as_ref());
+        let waiting = !self.held.is_empty()
+            || !self.refused.is_empty()
+            || self
+                .buffer
+                .as_ref()
+                .is_some_and(|b| b.stats().held_packets > 0);
+        lane.set_waiting(waiting);
+        if lane.pull(replica, self.buffer.as_mut()) {
+            self.settle(now);
+            self.drain_buffer(now);
+        }
+    }
+
+    /// The other lanes of this server to wake (a bit per lane index) because this one published
+    /// news they wait for; 0 with one lane. Drivers ask after each batch.
+    pub fn take_wakeups(&mut self) -> u64 {
+        self.lane.as_mut().map_or(0, Lane::take_wakeups)
+    }
+
+    /// Which lane of its server this is (0 when it has one).
+    pub fn lane(&self) -> usize {
+        self.lane.as_ref().map_or(0, Lane::index)
+    }
+
+    /// The replica stores, to share with the server's other lanes.
+    pub(crate) fn replica_stores(&self) -> Vec<(MbIndex, Arc<Store>)> {
+        let Some(replica) = &self.replica else {
+            return Vec::new();
+        };
+        self.ring
+            .replicated_by(self.me)
+            .filter_map(|mb| Some((mb, Arc::clone(replica.store(mb)?))))
+            .collect()
+    }
+
+    /// Replicates into `stores` (another lane's) instead of this lane's own.
+    pub(crate) fn share_replica_stores(
+        &mut self,
+        partitions: u32,
+        stores: Vec<(MbIndex, Arc<Store>)>,
+    ) {
+        if self.replica.is_some() {
+            self.replica = Some(Replica::with_stores(
+                self.ring,
+                self.me,
+                partitions,
+                self.config.replica,
+                stores,
+            ));
+        }
+    }
+
+    pub(crate) fn join_lanes(&mut self, lane: Lane) {
+        self.lane = Some(lane);
     }
 }
 

@@ -283,7 +283,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         report.run.violations.extend(halted);
         // The dead servers' addresses too: they swallow packets until the end.
         let killed = std::mem::take(&mut *world.killed.lock().expect("no holder panics"));
-        for tx in routes.all().into_iter().chain(killed) {
+        for tx in routes.every().into_iter().chain(killed) {
             let _ = tx.send(Msg::Stop);
         }
         // A replacement still waiting for its plan gives up.

@@ -303,6 +303,27 @@ impl Replica {
         all.fold((0, 0), |(n, b), r| (n + r.len(), b + r.byte_len()))
     }
 
+    /// What this server knows of CV(`mb`) (for pruning), if it is in `mb`'s group.
+    pub fn commit_vector(&self, mb: MbIndex) -> Option<&CommitVector> {
+        match &self.head {
+            Some((head, r)) if *head == mb => Some(r.known()),
+            _ => Some(self.members.iter().find(|m| m.mb == mb)?.retention.known()),
+        }
+    }
+
+    /// Merges what another worker thread of this server learned of CV(`mb`), pruning the
+    /// retained logs it covers; ignored unless this server is in `mb`'s group.
+    pub fn merge_commit_vector(&mut self, mb: MbIndex, entries: impl Iterator<Item = DepEntry>) {
+        match &mut self.head {
+            Some((head, r)) if *head == mb => r.merge_cv(entries),
+            _ => {
+                if let Some(m) = self.member_mut(mb.0) {
+                    m.retention.merge_cv(entries);
+                }
+            }
+        }
+    }
+
     fn member_mut(&mut self, mb: u8) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.mb.0 == mb)
     }

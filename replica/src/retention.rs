@@ -27,6 +27,11 @@ impl Retention {
         }
     }
 
+    /// The newest commit vector known.
+    pub(crate) fn known(&self) -> &CommitVector {
+        &self.known
+    }
+
     /// Merge a commit vector and drop the retained logs it covers, oldest first.
     pub(crate) fn merge_cv(&mut self, cv: impl Iterator<Item = ftc_stm::DepEntry>) {
         if self.known.merge(cv) {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use ftc_chain::ring::{Ring, ServerId};
+use ftc_node::lanes::{export_group, join};
 use ftc_node::{Output, Server};
 use ftc_orchestrator::detector::Detector;
 use ftc_orchestrator::plan::{plan, Transfer};
@@ -105,7 +106,7 @@ impl Sim<'_> {
     fn take_down(&mut self, s: ServerId) {
         self.report.failures += 1;
         self.failures.down.insert(s);
-        if let Some(mut server) = self.servers[usize::from(s.0)].take() {
+        for mut server in self.servers[usize::from(s.0)].take().into_iter().flatten() {
             // The packets inside it are lost with it.
             server.fence();
             while let Some(out) = server.poll_output() {
@@ -166,10 +167,10 @@ impl Sim<'_> {
         self.failures.declared.insert(s);
         self.epoch += 1;
         for i in self.ring.server_ids() {
-            if let Some(server) = self.servers[usize::from(i.0)].as_mut() {
+            for server in self.servers[usize::from(i.0)].iter_mut().flatten() {
                 server.fence();
-                self.drain(i);
             }
+            self.drain_server(i);
         }
     }
 
@@ -244,7 +245,10 @@ impl Sim<'_> {
                 now,
             )
             .expect("a planned transfer restores the replica");
-            self.servers[usize::from(s.0)] = Some(server);
+            let more = self.heads.head_lanes(&self.ring, s, 1).into_iter();
+            let lanes =
+                join(server, more, self.partitions, &self.server_config).expect("valid partitions");
+            self.servers[usize::from(s.0)] = Some(lanes);
             self.failures.down.remove(&s);
             self.failures.detector.watch(s, now);
         }
@@ -252,10 +256,10 @@ impl Sim<'_> {
         self.report.recoveries += 1;
         self.check_recovery();
         for s in self.ring.server_ids() {
-            if let Some(server) = self.servers[usize::from(s.0)].as_mut() {
+            for server in self.servers[usize::from(s.0)].iter_mut().flatten() {
                 server.resume(now);
             }
-            self.drain(s);
+            self.drain_server(s);
         }
     }
 
@@ -264,9 +268,7 @@ impl Sim<'_> {
         let source = self.servers[usize::from(t.source.0)]
             .as_ref()
             .expect("sources are alive");
-        let state = source
-            .export_group(t.group)
-            .expect("a source is in the group");
+        let state = export_group(source, t.group).expect("a source is in the group");
         let bytes = state.encode().expect("a store encodes");
         let mut state = GroupState::decode(&bytes).expect("what encodes decodes");
         if self.config.broken_recovery && t.as_head {

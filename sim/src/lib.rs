@@ -25,6 +25,7 @@ use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_forwarder::ForwarderConfig;
+use ftc_node::lanes::{lane_of, lanes, lanes_for};
 use ftc_node::server::port_of;
 use ftc_node::traffic::request;
 use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
@@ -35,7 +36,7 @@ pub use net::Faults;
 
 /// Bytes of a simulated request: a 64-byte TCP payload.
 const REQUEST_SIZE: usize = 14 + 20 + 20 + 64;
-use net::{Event, Network};
+use net::{Event, Network, Node};
 use rng::Rng;
 
 /// What to simulate.
@@ -128,8 +129,8 @@ struct Sim<'a> {
     server_config: ServerConfig,
     heads: &'a Heads,
     net: Network,
-    /// `None` while a server is down.
-    servers: Vec<Option<Server<'a, u64>>>,
+    /// The lanes of each server; `None` while a server is down.
+    servers: Vec<Option<Vec<Server<'a, u64>>>>,
     epoch: u32,
     failures: failures::Failures,
     packets: BTreeMap<u64, PacketInfo>,
@@ -145,7 +146,8 @@ struct Sim<'a> {
 pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     let ring = spec.ring();
     let partitions = spec.chain.partitions;
-    let heads = Heads::new(spec, |_| 1).expect("a valid spec gives valid stores");
+    // A server runs a lane (worker thread) per `threads` of the middlebox it heads.
+    let heads = Heads::new(spec, |m| m.threads).expect("a valid spec gives valid stores");
     let server_config = ServerConfig {
         trailer_budget: config.trailer_budget,
         replica: ReplicaConfig {
@@ -170,11 +172,8 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     let servers = ring
         .server_ids()
         .map(|s| {
-            let head = heads.head(&ring, s);
-            Some(
-                Server::new(ring, s, partitions, head, server_config.clone())
-                    .expect("valid partitions"),
-            )
+            let heads = heads.head_lanes(&ring, s, 0);
+            Some(lanes(ring, s, partitions, heads, &server_config).expect("valid partitions"))
         })
         .collect();
     let mut sim = Sim {
@@ -203,7 +202,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     sim.report
 }
 
-impl Sim<'_> {
+impl<'a> Sim<'a> {
     fn inject_traffic(&mut self) {
         let mut rng = Rng::new(self.config.seed ^ 0x5eed_7aff_1c00_0001);
         let mut t = 0;
@@ -244,7 +243,7 @@ impl Sim<'_> {
                 return;
             }
             let at = match event {
-                Event::Inject(packet) if self.servers.iter().flatten().any(Server::congested) => {
+                Event::Inject(packet) if self.all().any(Server::congested) => {
                     // Back-pressure: the packet waits outside the chain.
                     self.report.ingress_deferred += 1;
                     self.net.schedule(now + 10_000, Event::Inject(packet));
@@ -258,22 +257,23 @@ impl Sim<'_> {
                     });
                     let port = port_of(packet.dir);
                     let s = self.ring.forwarder();
-                    let Some(server) = self.servers[usize::from(s.0)].as_mut() else {
+                    let Some(lanes) = self.servers[usize::from(s.0)].as_mut() else {
                         self.lost_to_failure(packet.handle);
                         continue;
                     };
-                    if let Err((why, _)) = server.handle_ingress(now, packet, port) {
+                    let lane = lane_of(packet.flow, lanes.len());
+                    if let Err((why, _)) = lanes[lane].handle_ingress(now, packet, port) {
                         self.violation(format!("the forwarder refused a customer packet: {why}"));
                     }
-                    s
+                    (s, lane)
                 }
                 Event::Deliver {
                     from,
                     to,
                     epoch,
                     frame,
-                } => match self.servers[usize::from(to.0)].as_mut() {
-                    Some(server) if epoch == self.epoch => {
+                } => match (epoch == self.epoch, self.lane_mut(to)) {
+                    (true, Some(server)) => {
                         server.handle_frame(now, from, frame);
                         to
                     }
@@ -285,10 +285,10 @@ impl Sim<'_> {
                         continue;
                     }
                 },
-                Event::Timer(s) => match self.servers[usize::from(s.0)].as_mut() {
+                Event::Timer(node) => match self.lane_mut(node) {
                     Some(server) => {
                         server.handle_timeout(now);
-                        s
+                        node
                     }
                     None => continue,
                 },
@@ -320,20 +320,42 @@ impl Sim<'_> {
         self.net.now()
     }
 
-    /// Carry out what server `s` wants done, check what leaves, arm its timer.
-    fn drain(&mut self, s: ServerId) {
+    /// Every live lane of every server.
+    fn all(&self) -> impl Iterator<Item = &Server<'_, u64>> + '_ {
+        self.servers.iter().flatten().flatten()
+    }
+
+    /// Lane `node`, if its server is up.
+    fn lane_mut(&mut self, (s, lane): Node) -> Option<&mut Server<'a, u64>> {
+        self.servers[usize::from(s.0)].as_mut()?.get_mut(lane)
+    }
+
+    /// The first lane of server `s` (its replica stores are every lane's), if it is up.
+    fn first_lane(&self, s: ServerId) -> Option<&Server<'a, u64>> {
+        self.servers[usize::from(s.0)].as_ref()?.first()
+    }
+
+    /// [`Sim::drain`] every lane of server `s`.
+    fn drain_server(&mut self, s: ServerId) {
+        let lanes = self.servers[usize::from(s.0)].as_ref().map_or(0, Vec::len);
+        for lane in 0..lanes {
+            self.drain((s, lane));
+        }
+    }
+
+    /// Carry out what lane `node` wants done, check what leaves, arm its timer and wake the
+    /// lanes its news may free.
+    fn drain(&mut self, node: Node) {
         let now = self.now();
-        let Some(server) = self.servers[usize::from(s.0)].as_mut() else {
+        let Some(server) = self.lane_mut(node) else {
             return;
         };
-        server.end_batch();
-        while let Some(out) = self.servers[usize::from(s.0)]
-            .as_mut()
-            .and_then(Server::poll_output)
-        {
+        server.end_batch(now);
+        let wake = server.take_wakeups();
+        while let Some(out) = self.lane_mut(node).and_then(Server::poll_output) {
             match out {
                 Output::Lost { handle } => self.lost_to_failure(handle),
-                Output::Send { to, frame } => self.send(s, to, frame),
+                Output::Send { to, frame } => self.send(node, to, frame),
                 Output::Release { packet, .. } => self.release(packet),
                 Output::Dropped { handle, .. } => {
                     self.report.dropped_by_middlebox += 1;
@@ -355,7 +377,7 @@ impl Sim<'_> {
                 }
             }
         }
-        let Some(server) = self.servers[usize::from(s.0)].as_ref() else {
+        let Some(server) = self.lane_mut(node) else {
             return;
         };
         let (error, timeout) = (
@@ -366,9 +388,12 @@ impl Sim<'_> {
             self.violation(e);
         }
         if let Some(t) = timeout {
-            self.net.arm_timer(s, t.max(now + 1));
+            self.net.arm_timer(node, t.max(now + 1));
         }
-        let held = self.servers.iter().flatten().map(Server::held).sum();
+        for lane in (0..64).filter(|i| wake >> i & 1 == 1) {
+            self.net.arm_timer((node.0, lane), now + 1);
+        }
+        let held = self.all().map(Server::held).sum();
         self.report.max_held_frames = self.report.max_held_frames.max(held);
     }
 
@@ -391,7 +416,7 @@ impl Sim<'_> {
             for member in self.ring.group(MbIndex(*mb)).skip(1) {
                 // A member down now held the log when its tail announced it (the recovery
                 // invariant covers it from here).
-                let Some(server) = &self.servers[usize::from(member.0)] else {
+                let Some(server) = self.first_lane(member) else {
                     continue;
                 };
                 let replica = server.replica().expect("FTC mode");
@@ -466,7 +491,7 @@ impl Sim<'_> {
         for mb in self.ring.mb_indices() {
             let head = &self.heads.stores[usize::from(mb.0)];
             for member in self.ring.group(mb).skip(1) {
-                let Some(server) = &self.servers[usize::from(member.0)] else {
+                let Some(server) = self.first_lane(member) else {
                     continue;
                 };
                 let replica = server.replica().expect("FTC mode");
@@ -479,19 +504,30 @@ impl Sim<'_> {
                 }
             }
         }
-        for server in self.servers.iter().flatten() {
+        let (requests, resent) = self.all().fold((0, 0), |(q, r), server| {
             let st = server.replica().expect("FTC mode").stats();
-            self.report.retransmit_requests += st.requests_sent;
-            self.report.logs_resent += st.logs_resent;
-        }
+            (q + st.requests_sent, r + st.logs_resent)
+        });
+        self.report.retransmit_requests += requests;
+        self.report.logs_resent += resent;
         for v in found {
             self.violation(v);
         }
     }
 
-    /// Put a frame on the wire from `from` to `to`: the network may lose, delay or duplicate it.
-    /// A duplicated customer packet becomes a packet of its own (a new id with the same logs).
-    fn send(&mut self, from: ServerId, to: ServerId, frame: SimFrame) {
+    /// Put a frame on the wire from lane `from` to server `to`, to the lanes it goes to there.
+    fn send(&mut self, from: Node, to: ServerId, frame: SimFrame) {
+        let lanes = self.servers[usize::from(to.0)].as_ref().map_or(1, Vec::len);
+        let picked = lanes_for(&frame, from.1, lanes);
+        for lane in picked {
+            self.send_one(from.0, (to, lane), frame.clone());
+        }
+    }
+
+    /// Put a frame on the wire from `from` to lane `to`: the network may lose, delay or
+    /// duplicate it. A duplicated customer packet becomes a packet of its own (a new id with
+    /// the same logs).
+    fn send_one(&mut self, from: ServerId, to: Node, frame: SimFrame) {
         self.report.frames_sent += 1;
         let delays = self.net.plan();
         if delays.is_empty() {
@@ -532,11 +568,13 @@ impl Sim<'_> {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| Some((i, s.as_ref()?)))
+            .flat_map(|(i, lanes)| lanes.iter().map(move |s| (i, s)))
             .map(|(i, s)| {
                 let r = s.replica().expect("FTC mode");
                 let st = r.stats();
                 format!(
-                    "server {i}: held {}, retained {:?}, applied {}, dup {}, requests {}, resent {}",
+                    "server {i} lane {}: held {}, retained {:?}, applied {}, dup {}, requests {}, resent {}",
+                    s.lane(),
                     s.held(),
                     r.retained(),
                     st.applied,
@@ -546,14 +584,14 @@ impl Sim<'_> {
                 )
             })
             .collect();
-        let pending = self.servers[0]
-            .as_ref()
-            .and_then(Server::forwarder)
-            .is_some_and(|f| f.has_pending());
-        let buffered = self.servers[usize::from(self.ring.buffer().0)]
-            .as_ref()
-            .and_then(Server::buffer)
-            .map_or(0, |b| b.stats().held_packets);
+        let lanes = |s: ServerId| self.servers[usize::from(s.0)].iter().flatten();
+        let pending = lanes(ServerId(0))
+            .filter_map(Server::forwarder)
+            .any(|f| f.has_pending());
+        let buffered: usize = lanes(self.ring.buffer())
+            .filter_map(Server::buffer)
+            .map(|b| b.stats().held_packets)
+            .sum();
         format!(
             "{}; forwarder pending {pending}; buffer held {buffered}",
             servers.join("; ")

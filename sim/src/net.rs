@@ -83,6 +83,9 @@ impl Faults {
     }
 }
 
+/// A lane (worker thread) of a server.
+pub(crate) type Node = (ServerId, usize);
+
 /// Something that happens at a point of virtual time.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -90,12 +93,12 @@ pub(crate) enum Event {
     Inject(Pkt),
     Deliver {
         from: ServerId,
-        to: ServerId,
+        to: Node,
         /// The epoch it was sent in: a frame of an older one is dropped (fencing).
         epoch: u32,
         frame: SimFrame,
     },
-    Timer(ServerId),
+    Timer(Node),
     /// Up to this many servers fail now.
     Crash(u32),
     /// Every live server sends the orchestrator a heartbeat; it looks for failed ones.
@@ -117,7 +120,7 @@ pub(crate) struct Network {
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Event>,
-    timers: BTreeMap<ServerId, u64>,
+    timers: BTreeMap<Node, u64>,
 }
 
 impl Network {
@@ -147,17 +150,17 @@ impl Network {
         self.queue.insert((at.max(self.now), self.seq), event);
     }
 
-    /// Arm `server`'s timer for `at` unless it is armed earlier already.
-    pub(crate) fn arm_timer(&mut self, server: ServerId, at: u64) {
+    /// Arm the timer of lane `node` for `at` unless it is armed earlier already.
+    pub(crate) fn arm_timer(&mut self, node: Node, at: u64) {
         if self
             .timers
-            .get(&server)
+            .get(&node)
             .is_some_and(|&t| t <= at && t >= self.now)
         {
             return;
         }
-        self.timers.insert(server, at);
-        self.schedule(at, Event::Timer(server));
+        self.timers.insert(node, at);
+        self.schedule(at, Event::Timer(node));
     }
 
     /// The next event, advancing the clock to it.

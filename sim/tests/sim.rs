@@ -6,6 +6,11 @@ use ftc_sim::{run, Faults, SimConfig};
 
 /// A chain of `k` middleboxes tolerating `f` failures, mixing the built-in kinds.
 fn chain(k: usize, f: usize) -> ChainSpec {
+    chain_with_threads(k, f, |_| 1)
+}
+
+/// [`chain`] with `threads(i)` worker threads (lanes) at middlebox i.
+fn chain_with_threads(k: usize, f: usize, threads: impl Fn(usize) -> u16) -> ChainSpec {
     let kinds = [
         "kind = \"monitor\"\ncounters = \"per-flow\"",
         "kind = \"simple-nat\"\npublic_ip = \"203.0.113.1\"",
@@ -15,7 +20,11 @@ fn chain(k: usize, f: usize) -> ChainSpec {
     ];
     let mut text = format!("[chain]\nname = \"sim-{k}-{f}\"\nf = {f}\npartitions = 16\n");
     for i in 0..k {
-        text += &format!("\n[[middlebox]]\n{}\n", kinds[i % kinds.len()]);
+        text += &format!(
+            "\n[[middlebox]]\n{}\nthreads = {}\n",
+            kinds[i % kinds.len()],
+            threads(i)
+        );
     }
     ChainSpec::from_toml_str(&text, "generated").unwrap()
 }
@@ -205,4 +214,45 @@ fn sources_that_change_during_a_recovery_are_caught() {
         .expect("no seed caught sources changing during a recovery");
     let intact = run(&spec(caught), &config(caught, false));
     assert!(intact.violations.is_empty(), "{:#?}", intact.violations);
+}
+
+/// Several lanes (worker threads) per server, a different number at each middlebox (a replica
+/// may run another number of threads than its head), under every network fault, crashes and
+/// lost heartbeats: lanes share their server's stores and publish commit vectors and applies to
+/// each other, and every invariant holds as with one lane.
+#[test]
+fn servers_with_several_lanes_keep_every_invariant_under_faults_and_crashes() {
+    let (mut released, mut recoveries) = (0, 0);
+    for seed in 0..600u64 {
+        let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+        let threads = |i: usize| 1 + ((seed as usize + i) % 3) as u16;
+        let faults = if seed % 2 == 0 {
+            all_faults()
+        } else {
+            failures()
+        };
+        let r = run(
+            &chain_with_threads(k, f, threads),
+            &SimConfig {
+                seed,
+                packets: 60,
+                flows: 16,
+                faults,
+                ..SimConfig::default()
+            },
+        );
+        assert!(
+            r.violations.is_empty(),
+            "seed {seed} (k={k}, f={f}, threads {:?}) broke an invariant: {:#?}",
+            (0..k).map(threads).collect::<Vec<_>>(),
+            r.violations
+        );
+        released += r.packets_released;
+        recoveries += r.recoveries;
+    }
+    assert!(
+        released > 30_000,
+        "the seeds carried real traffic ({released} released)"
+    );
+    assert!(recoveries > 300, "only {recoveries} recoveries");
 }

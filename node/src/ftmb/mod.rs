@@ -246,7 +246,7 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
             );
         }
         let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
-        for tx in routes.all() {
+        for tx in routes.every() {
             let _ = tx.send(Msg::Stop);
         }
         let mut sinks = Vec::with_capacity(2 * k);

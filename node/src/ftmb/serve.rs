@@ -122,6 +122,7 @@ pub(super) fn serve_logger<C: Fn() -> u64>(
                 | Msg::Fence { .. }
                 | Msg::Export { .. }
                 | Msg::Resume { .. }
+                | Msg::Nudge
                 | Msg::Kill => {}
             }
         }
@@ -205,6 +206,7 @@ pub(super) fn serve_master<C: Fn() -> u64>(
                 | Msg::Fence { .. }
                 | Msg::Export { .. }
                 | Msg::Resume { .. }
+                | Msg::Nudge
                 | Msg::Kill => {}
             }
         }

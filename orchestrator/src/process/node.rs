@@ -526,7 +526,7 @@ impl Node<'_, '_> {
             if server.poll_timeout().is_some_and(|at| at <= t) {
                 server.handle_timeout(t);
             }
-            server.end_batch();
+            server.end_batch(t);
             self.flush();
         }
     }
