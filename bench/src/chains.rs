@@ -41,17 +41,27 @@ pub fn ch_rec() -> Result<ChainSpec, SpecError> {
 }
 
 /// A single MazuNAT.
-pub fn mazu_nat() -> Result<ChainSpec, SpecError> {
-    builtin("mazu-nat")
+pub fn mazu_nat(threads: u16) -> Result<ChainSpec, SpecError> {
+    with_threads(builtin("mazu-nat")?, threads)
 }
 
-/// A single Monitor (the first of Ch-2), its counters shared at `sharing_level` (`None`:
-/// per-flow counters).
-pub fn monitor(sharing_level: Option<u16>) -> Result<ChainSpec, SpecError> {
+/// `spec` with every middlebox on `threads` worker threads.
+pub fn with_threads(mut spec: ChainSpec, threads: u16) -> Result<ChainSpec, SpecError> {
+    for m in &mut spec.middlebox {
+        m.threads = threads;
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// A single Monitor (the first of Ch-2) on `threads` worker threads, its counters shared at
+/// `sharing_level` (`None`: per-flow counters).
+pub fn monitor(sharing_level: Option<u16>, threads: u16) -> Result<ChainSpec, SpecError> {
     let mut spec = ch_n(2)?;
     spec.chain.name = "monitor".to_string();
     spec.middlebox.truncate(1);
     for m in &mut spec.middlebox {
+        m.threads = threads;
         if let MiddleboxKind::Monitor(c) = &mut m.kind {
             match sharing_level {
                 Some(level) => c.sharing_level = level,

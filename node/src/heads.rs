@@ -55,11 +55,13 @@ impl Heads {
     }
 
     /// What each lane of server `s` of `ring` from lane `from` on heads: its middlebox and one
-    /// worker of that middlebox's store per lane, as many lanes as the store has workers (a
-    /// server that heads no group has one lane, heading nothing).
+    /// worker of that middlebox's store per lane, as many lanes as the store has workers. A
+    /// replica-only server (a chain shorter than f + 1) heads nothing, in as many lanes as the
+    /// chain's most threaded middlebox.
     pub fn head_lanes(&self, ring: &Ring, s: ServerId, from: u16) -> Vec<Option<Head<'_>>> {
         let Some(mb) = ring.middlebox_at(s) else {
-            return if from == 0 { vec![None] } else { Vec::new() };
+            let most = self.stores.iter().map(Store::workers).max().unwrap_or(1);
+            return (from..most.max(1)).map(|_| None).collect();
         };
         let i = usize::from(mb.0);
         (from..self.stores[i].workers())
