@@ -102,7 +102,9 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         ..ChaosConfig::default()
     };
     config.coordinator.heartbeat_period_ns = (args.heartbeat_ms * 1e6) as u64;
-    crate::run::warn_single_worker(&spec, "`ftc chaos`");
+    if args.procs {
+        crate::run::warn_single_worker(&spec, "`ftc node` (`--procs`)");
+    }
     crate::log::init("chaos");
     let r = if args.procs {
         let procs = ProcsConfig {

@@ -40,7 +40,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=600.0).contains(&args.duration) {
         anyhow::bail!("--duration must be between 0.1 and 600 seconds");
     }
-    crate::run::warn_single_worker(&spec, "`ftc demo`");
     println!("== the chain");
     print!("{}", crate::check::describe(&spec));
 

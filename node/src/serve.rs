@@ -128,7 +128,12 @@ impl Routes {
 
     /// Server `i` is reached through `tx` (one lane) from now on.
     pub fn set(&self, i: usize, tx: Sender<Msg>) {
-        self.senders.write().expect("no writer panics")[i] = vec![tx];
+        self.set_lanes(i, vec![tx]);
+    }
+
+    /// Server `i`'s lanes are reached through `lanes` from now on.
+    pub fn set_lanes(&self, i: usize, lanes: Vec<Sender<Msg>>) {
+        self.senders.write().expect("no writer panics")[i] = lanes;
         self.version.fetch_add(1, Ordering::Release);
     }
 

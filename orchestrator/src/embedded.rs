@@ -14,8 +14,10 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_node::commit_check::CommitCheck;
+use ftc_node::lanes::{join, lanes};
 use ftc_node::runtime::{Harness, RunConfig, RunReport};
-use ftc_node::serve::{serve, Beat, Ended, Msg, Routes, Shared, Sink};
+use ftc_node::serve::{serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
+use ftc_node::server::ExportParts;
 use ftc_node::{Heads, Mode, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 use ftc_stm::StmError;
@@ -136,11 +138,23 @@ struct World<'a, C> {
 }
 
 impl<C> World<'_, C> {
-    /// Kill the server now at `position` (it may be dead already).
+    /// Kill the server now at `position`, every lane of it (it may be dead already).
     fn kill(&self, position: ServerId) {
-        let victim = self.routes.get(usize::from(position.0));
-        let _ = victim.send(Msg::Kill);
-        self.killed.lock().expect("no holder panics").push(victim);
+        let victims = self.routes.lanes(usize::from(position.0));
+        for victim in &victims {
+            let _ = victim.send(Msg::Kill);
+        }
+        self.killed
+            .lock()
+            .expect("no holder panics")
+            .extend(victims);
+    }
+
+    /// Send `msg()` to every lane of the server at `to`.
+    fn tell(&self, to: ServerId, msg: impl Fn() -> Msg) {
+        for lane in self.routes.lanes(usize::from(to.0)) {
+            let _ = lane.send(msg());
+        }
     }
 }
 
@@ -171,9 +185,18 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     let mut shared = harness.shared(Some((period, beat_tx)));
     shared.flows = Some(&flows);
     shared.commits = Some(&commits);
-    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
-        (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
-    let routes = Routes::new(txs);
+    let servers: Vec<Vec<Server<'_, u64>>> = ring
+        .server_ids()
+        .map(|me| {
+            let heads = heads.head_lanes(&ring, me, 0);
+            lanes(ring, me, spec.chain.partitions, heads, &server_config).expect("valid partitions")
+        })
+        .collect();
+    let (hops, rxs): (Hops, Vec<Vec<Receiver<Msg>>>) = servers
+        .iter()
+        .map(|l| (0..l.len()).map(|_| crossbeam_channel::unbounded()).unzip())
+        .unzip();
+    let routes = Routes::with_lanes(hops);
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
@@ -205,16 +228,8 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         launches: Mutex::new(vec![0; n]),
     };
     let elapsed = std::thread::scope(|scope| {
-        for (i, rx) in rxs.into_iter().enumerate() {
-            let me = ServerId(i as u16);
-            let server = Server::new(
-                ring,
-                me,
-                world.partitions,
-                heads.head(&ring, me),
-                server_config.clone(),
-            )
-            .expect("valid partitions");
+        let lanes = servers.into_iter().flatten();
+        for (server, rx) in lanes.zip(rxs.into_iter().flatten()) {
             let (r, shared, ended) = (routes.all(), &shared, world.ended.clone());
             scope.spawn(move || {
                 let _ = ended.send(serve(server, &rx, r, 1, shared));
@@ -316,16 +331,29 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
 }
 
 /// A group's state from the server at `position` now, as bytes (`None`: not a member, or the
-/// server is dead and does not answer). The server thread hands out its retained logs; the
-/// store is copied here, so that a large one does not keep the server from its heartbeats.
+/// server is dead and does not answer). Each lane hands out the logs it retains; the store
+/// (shared by the lanes) is copied here, so that a large one does not keep the server from its
+/// heartbeats.
 fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Option<Vec<u8>> {
     let t = Instant::now();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    routes
-        .get(position)
-        .send(Msg::Export { group, reply: tx })
+    let lanes = routes.lanes(position);
+    let (tx, rx) = crossbeam_channel::bounded(lanes.len());
+    for lane in &lanes {
+        lane.send(Msg::Export {
+            group,
+            reply: tx.clone(),
+        })
         .ok()?;
-    let parts = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+    }
+    let mut parts: Option<ExportParts> = None;
+    for _ in &lanes {
+        let lane = rx.recv_timeout(Duration::from_secs(2)).ok()??;
+        match &mut parts {
+            None => parts = Some(lane),
+            Some(p) => p.retained.extend(lane.retained),
+        }
+    }
+    let parts = parts?;
     let asked = t.elapsed();
     let head = heads.stores.get(usize::from(group.0));
     let bytes = parts.encode(group, head);
@@ -430,11 +458,8 @@ fn beat_message(beat: Beat, seq: &mut u64) -> Message {
 
 /// Carry out a coordinator's message to the server at `to`.
 fn deliver<C>(world: &World<'_, C>, to: ServerId, msg: Message) {
-    let route = || world.routes.get(usize::from(to.0));
     match msg {
-        Message::Fence { epoch, .. } => {
-            let _ = route().send(Msg::Fence { epoch });
-        }
+        Message::Fence { epoch, .. } => world.tell(to, || Msg::Fence { epoch }),
         Message::Recover { .. } => {
             let launched = world.launched.lock().expect("no holder panics");
             if let Some(tx) = &launched[usize::from(to.0)] {
@@ -443,11 +468,12 @@ fn deliver<C>(world: &World<'_, C>, to: ServerId, msg: Message) {
         }
         Message::Reroute { epoch, .. } => {
             let routes = world.routes.all();
-            let _ = route().send(Msg::Resume { epoch, routes });
+            world.tell(to, || Msg::Resume {
+                epoch,
+                routes: routes.clone(),
+            });
         }
-        Message::Stop => {
-            let _ = route().send(Msg::Stop);
-        }
+        Message::Stop => world.tell(to, || Msg::Stop),
         // The embedded servers were configured when they were spawned.
         _ => {}
     }
@@ -508,20 +534,35 @@ fn replacement<'w, C: Fn() -> u64 + Sync>(
         recovering.store(false, Ordering::Release);
         restored
     });
-    match restored {
-        Some((server, rx, epoch)) => serve(server, &rx, world.routes.all(), epoch, world.shared),
-        None => (Ended::Killed, Sink::default()),
-    }
+    let Some((lanes, rxs, epoch)) = restored else {
+        return (Ended::Killed, Sink::default());
+    };
+    // Lane 0 runs on this thread, the others beside it.
+    std::thread::scope(|s| {
+        let mut lanes = lanes.into_iter().zip(rxs);
+        let (first, first_rx) = lanes.next().expect("a server has a lane");
+        for (server, rx) in lanes {
+            s.spawn(move || {
+                let ended = serve(server, &rx, world.routes.all(), epoch, world.shared);
+                let _ = world.ended.send(ended);
+            });
+        }
+        serve(first, &first_rx, world.routes.all(), epoch, world.shared)
+    })
 }
 
-/// A replacement's recovery: join, fetch, restore, register, report ready; `None` when the
-/// orchestrator went away or launched another replacement for the position meanwhile.
+/// A restored replacement: its lanes, their inputs, and the epoch it serves in.
+type Restored<'w> = (Vec<Server<'w, u64>>, Vec<Receiver<Msg>>, u32);
+
+/// A replacement's recovery: join, fetch, restore, register, report ready; its lanes and their
+/// inputs, or `None` when the orchestrator went away or launched another replacement for the
+/// position meanwhile.
 fn restore<'w, C>(
     world: &World<'w, C>,
     position: ServerId,
     launch: u64,
     control: &Receiver<Message>,
-) -> Option<(Server<'w, u64>, Receiver<Msg>, u32)> {
+) -> Option<Restored<'w>> {
     let _ = world.to_orchestrator.send(Message::Join {
         position: position.0,
         pid: std::process::id(),
@@ -573,13 +614,18 @@ fn restore<'w, C>(
             server => break server.expect("the planned groups restore the replacement"),
         }
     };
-    let (tx, rx) = crossbeam_channel::unbounded();
-    world.routes.set(usize::from(position.0), tx);
+    // The head's store is restored, so no worker of the failed server holds it any more.
+    let more = world.heads.head_lanes(&world.ring, position, 1).into_iter();
+    let lanes =
+        join(server, more, world.partitions, world.server_config).expect("valid partitions");
+    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
+        lanes.iter().map(|_| crossbeam_channel::unbounded()).unzip();
+    world.routes.set_lanes(usize::from(position.0), txs);
     world.launched.lock().expect("no holder panics")[usize::from(position.0)] = None;
     let _ = world.to_orchestrator.send(Message::Ready {
         position: position.0,
         epoch,
         bytes,
     });
-    Some((server, rx, epoch))
+    Some((lanes, rxs, epoch))
 }

@@ -186,3 +186,18 @@ fn a_release_before_commit_is_caught() {
         r.run.violations
     );
 }
+
+/// Servers with several lanes (worker threads), a different number at each middlebox: every
+/// lane of a killed server dies with it, the replacement restores the shared store and the logs
+/// every lane of the source retained, and starts as many lanes again.
+#[test]
+fn servers_with_several_lanes_are_recovered() {
+    let mut spec = k4_f2();
+    for (m, threads) in spec.middlebox.iter_mut().zip([2, 3, 1, 2]) {
+        m.threads = threads;
+    }
+    spec.validate().unwrap();
+    for kills in [&[1][..], &[0, 3]] {
+        assert_recovered(&spec, kills);
+    }
+}
