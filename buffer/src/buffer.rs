@@ -57,6 +57,9 @@ struct Slot<P> {
     flow: u64,
     len: usize,
     accepted_at: u64,
+    /// The packet's place in the order of acceptance (tells [`Buffer::accepted`]'s entries of
+    /// a reused slot apart).
+    seq: u64,
     /// What the packet still waits for. Pruned lazily: only checked when it heads its flow.
     needs: Vec<Need>,
     /// The next packet of the same flow, or the next free slot.
@@ -135,6 +138,12 @@ pub struct Buffer<P> {
     cvs: Vec<CommitVector>,
     waiters: Waiters,
     slots: Vec<Slot<P>>,
+    /// Held packets in the order they were accepted, as (seq, slot), with entries of packets
+    /// gone since (dropped when they reach the front, or all at once when they outnumber the
+    /// held packets): the front is the oldest held packet, for [`Buffer::poll_timeout`].
+    accepted: VecDeque<(u64, u32)>,
+    /// Packets accepted so far.
+    accepted_count: u64,
     free: u32,
     flows: FlowMap,
     /// Packets that may leave, in the order they became free to.
@@ -169,6 +178,8 @@ impl<P> Buffer<P> {
             cvs: (0..groups).map(|_| CommitVector::new(partitions)).collect(),
             waiters: Waiters::new(groups, partitions),
             slots: Vec::new(),
+            accepted: VecDeque::new(),
+            accepted_count: 0,
             free: NONE,
             flows: FlowMap::default(),
             ready: VecDeque::new(),
@@ -250,6 +261,7 @@ impl<P> Buffer<P> {
         s.held_bytes -= released.len;
         s.total_hold_ns = s.total_hold_ns.saturating_add(hold_ns);
         s.max_hold_ns = s.max_hold_ns.max(hold_ns);
+        self.forget_released();
         Some(released)
     }
 
@@ -302,12 +314,8 @@ impl<P> Buffer<P> {
 
     /// When [`Buffer::poll_announce_request`] may say yes next, while packets are held.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let oldest = self
-            .flows
-            .values()
-            .filter(|f| f.head != NONE)
-            .map(|f| self.slots[f.head as usize].accepted_at)
-            .min()?;
+        let &(_, i) = self.accepted.front()?;
+        let oldest = self.slots[i as usize].accepted_at;
         let t = self.config.stall_timeout_ns;
         Some(oldest.max(self.requested_at.unwrap_or(0)).saturating_add(t))
     }
@@ -466,6 +474,14 @@ impl<P> Buffer<P> {
     /// A slot for `packet`, from the free list if there is one.
     fn alloc(&mut self, now: u64, packet: Packet<P>) -> u32 {
         let Packet { flow, len, handle } = packet;
+        let seq = self.accepted_count;
+        self.accepted_count += 1;
+        let i = self.alloc_slot(now, flow, len, handle, seq);
+        self.accepted.push_back((seq, i));
+        i
+    }
+
+    fn alloc_slot(&mut self, now: u64, flow: u64, len: usize, handle: P, seq: u64) -> u32 {
         if self.free != NONE {
             let i = self.free;
             let slot = &mut self.slots[i as usize];
@@ -474,6 +490,7 @@ impl<P> Buffer<P> {
             slot.flow = flow;
             slot.len = len;
             slot.accepted_at = now;
+            slot.seq = seq;
             slot.needs.clear();
             slot.next = NONE;
             i
@@ -485,10 +502,28 @@ impl<P> Buffer<P> {
                 flow,
                 len,
                 accepted_at: now,
+                seq,
                 needs: Vec::new(),
                 next: NONE,
             });
             i
+        }
+    }
+
+    /// Drops the entries of [`Buffer::accepted`] whose packets left: at the front, and all of
+    /// them once they outnumber the held packets (so the queue stays within twice the held
+    /// packets, at O(1) amortized per packet).
+    fn forget_released(&mut self) {
+        let slots = &self.slots;
+        let held = |&(seq, i): &(u64, u32)| {
+            let slot = &slots[i as usize];
+            slot.seq == seq && slot.handle.is_some()
+        };
+        while self.accepted.front().is_some_and(|e| !held(e)) {
+            self.accepted.pop_front();
+        }
+        if self.accepted.len() > 2 * self.stats.held_packets + 16 {
+            self.accepted.retain(held);
         }
     }
 

@@ -408,3 +408,27 @@ fn a_stalled_packet_asks_for_announcements_once_per_timeout() {
     assert_eq!(drain(&mut b, 100 + 2 * t), [10]);
     assert_eq!(b.poll_timeout(), None);
 }
+
+/// The stall timer follows the oldest packet still held, whatever order packets of different
+/// flows leave in, and slots reused by later packets do not confuse it.
+#[test]
+fn the_stall_timer_follows_the_oldest_held_packet() {
+    let t = BufferConfig::DEFAULT_STALL_TIMEOUT_NS;
+    let mut b = ch_rec();
+    data(&mut b, 100, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
+    data(&mut b, 200, vec![log(2, U, &[(1, 0)])], pkt(2, 20));
+    data(&mut b, 300, vec![log(2, U, &[(2, 0)])], pkt(3, 30));
+    assert_eq!(b.poll_timeout(), Some(100 + t));
+    // The middle one leaves first: the oldest is still the first.
+    cvs_frame(&mut b, 400, vec![cv(2, &[(1, 1)])]);
+    assert_eq!(drain(&mut b, 400), [20]);
+    assert_eq!(b.poll_timeout(), Some(100 + t));
+    // A new packet takes the freed slot; then the first leaves: the oldest is the third.
+    data(&mut b, 500, vec![log(2, U, &[(3, 0)])], pkt(4, 40));
+    cvs_frame(&mut b, 600, vec![cv(2, &[(0, 1)])]);
+    assert_eq!(drain(&mut b, 600), [10]);
+    assert_eq!(b.poll_timeout(), Some(300 + t));
+    cvs_frame(&mut b, 700, vec![cv(2, &[(2, 1), (3, 1)])]);
+    assert_eq!(drain(&mut b, 700), [30, 40]);
+    assert_eq!(b.poll_timeout(), None);
+}
