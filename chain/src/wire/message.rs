@@ -72,12 +72,14 @@ fn check_entries<'a>(
         .ok_or(WireError::Truncated)?;
     // One more than the previous partition (0 before the first): the next must reach it.
     let mut min = 0u32;
-    for e in entries.chunks_exact(ENTRY_LEN) {
-        let p = u32::from(le16([e[0], e[1]]));
+    let mut e = entries;
+    while let Some((&[p0, p1, ..], tail)) = e.split_first_chunk::<ENTRY_LEN>() {
+        let p = u32::from(le16([p0, p1]));
         if p < min {
             return Err(WireError::BadMessage(what));
         }
         min = p + 1;
+        e = tail;
     }
     Ok(rest)
 }
@@ -229,10 +231,15 @@ impl<'a> MessageView<'a> {
     }
 }
 
-/// One checked log of a piggyback message: its bytes, length field first.
+/// One checked log of a piggyback message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogView<'a> {
+    /// The whole log, length field first.
     bytes: &'a [u8],
+    /// The dependency entries.
+    deps: &'a [u8],
+    /// The writes.
+    writes: &'a [u8],
 }
 
 impl<'a> LogView<'a> {
@@ -242,7 +249,24 @@ impl<'a> LogView<'a> {
         if !rest.is_empty() {
             return Err(WireError::BadMessage("trailing bytes after the log"));
         }
-        Ok(LogView { bytes: log })
+        Ok(LogView::of_checked(log))
+    }
+
+    /// Finds the parts of a checked log. Cannot panic: bytes that are not a checked log give
+    /// empty parts.
+    #[inline(always)]
+    fn of_checked(bytes: &'a [u8]) -> Self {
+        let (deps, writes) = match bytes.split_first_chunk::<LOG_HEADER_LEN>() {
+            Some((&[_, _, _, _, d0, d1, _, _], body)) => body
+                .split_at_checked(usize::from(le16([d0, d1])) * ENTRY_LEN)
+                .unwrap_or((body, &[])),
+            None => (&[][..], &[][..]),
+        };
+        LogView {
+            bytes,
+            deps,
+            writes,
+        }
     }
 
     /// The whole encoded log: a server forwards it with [`super::MessageWriter::push_log_bytes`].
@@ -265,7 +289,7 @@ impl<'a> LogView<'a> {
 
     /// Number of dependency entries.
     pub fn dep_count(&self) -> usize {
-        usize::from(le16_at(self.bytes, 4))
+        self.deps.len() / ENTRY_LEN
     }
 
     /// Number of writes.
@@ -273,25 +297,15 @@ impl<'a> LogView<'a> {
         usize::from(le16_at(self.bytes, 6))
     }
 
-    /// The dependency entries and the writes, unparsed.
-    #[inline(always)]
-    fn parts(&self) -> (&'a [u8], &'a [u8]) {
-        let body = self.bytes.get(LOG_HEADER_LEN..).unwrap_or_default();
-        body.split_at_checked(self.dep_count() * ENTRY_LEN)
-            .unwrap_or((body, &[]))
-    }
-
     /// The dependency entries, partitions strictly increasing.
     pub fn deps(&self) -> DepIter<'a> {
-        DepIter {
-            rest: self.parts().0,
-        }
+        DepIter { rest: self.deps }
     }
 
     /// The writes, in the order the transaction made them.
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
-            rest: self.parts().1,
+            rest: self.writes,
             remaining: le16_at(self.bytes, 6),
         }
     }
@@ -364,14 +378,11 @@ impl<'a> Iterator for LogIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<LogView<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
+        self.remaining = self.remaining.checked_sub(1)?;
         let len = usize::from(le16_at(self.rest, 0));
-        let (bytes, rest) = self.rest.split_at_checked(len).unwrap_or((self.rest, &[]));
+        let (bytes, rest) = self.rest.split_at_checked(len)?;
         self.rest = rest;
-        Some(LogView { bytes })
+        Some(LogView::of_checked(bytes))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -394,12 +405,9 @@ impl<'a> Iterator for CvIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<CvView<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
+        self.remaining = self.remaining.checked_sub(1)?;
         let len = CV_HEADER_LEN + usize::from(le16_at(self.rest, 1)) * ENTRY_LEN;
-        let (bytes, rest) = self.rest.split_at_checked(len).unwrap_or((self.rest, &[]));
+        let (bytes, rest) = self.rest.split_at_checked(len)?;
         self.rest = rest;
         Some(CvView { bytes })
     }
@@ -440,25 +448,12 @@ impl Iterator for DepIter<'_> {
 
 impl ExactSizeIterator for DepIter<'_> {}
 
-/// Iterator over the writes of a log. Past the end of the checked bytes (which it never
-/// reaches) it yields empty slices rather than panic.
+/// Iterator over the writes of a log. On bytes that are not a checked log's writes (which it
+/// never sees) it stops early rather than panic.
 #[derive(Debug, Clone)]
 pub struct WriteIter<'a> {
     rest: &'a [u8],
     remaining: u16,
-}
-
-impl<'a> WriteIter<'a> {
-    #[inline(always)]
-    fn take(&mut self, n: usize) -> &'a [u8] {
-        match self.rest.split_at_checked(n) {
-            Some((a, rest)) => {
-                self.rest = rest;
-                a
-            }
-            None => core::mem::take(&mut self.rest),
-        }
-    }
 }
 
 impl<'a> Iterator for WriteIter<'a> {
@@ -466,20 +461,17 @@ impl<'a> Iterator for WriteIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Write<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        let (&[k0, k1, v0, v1], rest) = self
-            .rest
-            .split_first_chunk::<WRITE_HEADER_LEN>()
-            .unwrap_or((&[0; WRITE_HEADER_LEN], &[]));
-        self.rest = rest;
-        let key = self.take(usize::from(le16([k0, k1])));
-        let value = match le16([v0, v1]) {
-            DELETE => None,
-            n => Some(self.take(usize::from(n))),
+        self.remaining = self.remaining.checked_sub(1)?;
+        let (&[k0, k1, v0, v1], rest) = self.rest.split_first_chunk::<WRITE_HEADER_LEN>()?;
+        let (key, rest) = rest.split_at_checked(usize::from(le16([k0, k1])))?;
+        let (value, rest) = match le16([v0, v1]) {
+            DELETE => (None, rest),
+            n => {
+                let (value, rest) = rest.split_at_checked(usize::from(n))?;
+                (Some(value), rest)
+            }
         };
+        self.rest = rest;
         Some(Write { key, value })
     }
 

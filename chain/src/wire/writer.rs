@@ -263,14 +263,18 @@ pub(super) fn encode_log(
     c.entries(log.deps(), m.dep_count)?;
     let mut writes = 0u16;
     for w in log.writes().take(usize::from(m.write_count)) {
+        let value = w.value.unwrap_or_default();
         let value_len = w.value.map_or(DELETE, |v| v.len() as u16);
         let [k0, k1] = (w.key.len() as u16).to_le_bytes();
         let [v0, v1] = value_len.to_le_bytes();
-        c.put([k0, k1, v0, v1])?;
-        c.bytes(w.key)?;
-        if let Some(v) = w.value {
-            c.bytes(v)?;
-        }
+        let (header, data) = c
+            .take(WRITE_HEADER_LEN + w.key.len() + value.len())?
+            .split_first_chunk_mut()
+            .ok_or(CHANGED)?;
+        *header = [k0, k1, v0, v1];
+        let (key, rest) = data.split_at_mut_checked(w.key.len()).ok_or(CHANGED)?;
+        copy_short(key, w.key);
+        copy_short(rest, value);
         writes += 1;
     }
     if writes != m.write_count {
@@ -299,8 +303,7 @@ pub(super) fn encode_cv(
 /// Writes into a slice sized beforehand; every write is checked all the same, so a `LogSource`
 /// that yields different items on a second pass gets an error, not a panic.
 struct Cursor<'o> {
-    out: &'o mut [u8],
-    pos: usize,
+    rest: &'o mut [u8],
 }
 
 const CHANGED: WireError = WireError::BadMessage("log source changed while it was encoded");
@@ -308,27 +311,27 @@ const CHANGED: WireError = WireError::BadMessage("log source changed while it wa
 impl<'o> Cursor<'o> {
     #[inline(always)]
     fn new(out: &'o mut [u8]) -> Self {
-        Cursor { out, pos: 0 }
+        Cursor { rest: out }
+    }
+
+    /// The next `n` bytes, to fill.
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Result<&'o mut [u8], WireError> {
+        let (a, rest) = core::mem::take(&mut self.rest)
+            .split_at_mut_checked(n)
+            .ok_or(CHANGED)?;
+        self.rest = rest;
+        Ok(a)
     }
 
     /// Writes a fixed-size group of bytes.
     #[inline(always)]
     fn put<const N: usize>(&mut self, v: [u8; N]) -> Result<(), WireError> {
-        let out = self
-            .out
-            .get_mut(self.pos..)
-            .and_then(<[u8]>::first_chunk_mut::<N>)
+        let (a, rest) = core::mem::take(&mut self.rest)
+            .split_first_chunk_mut::<N>()
             .ok_or(CHANGED)?;
-        *out = v;
-        self.pos += N;
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn bytes(&mut self, v: &[u8]) -> Result<(), WireError> {
-        let end = self.pos.checked_add(v.len()).ok_or(CHANGED)?;
-        copy_short(self.out.get_mut(self.pos..end).ok_or(CHANGED)?, v);
-        self.pos = end;
+        *a = v;
+        self.rest = rest;
         Ok(())
     }
 
@@ -354,7 +357,7 @@ impl<'o> Cursor<'o> {
 
     #[inline(always)]
     fn done(&self) -> Result<(), WireError> {
-        if self.pos == self.out.len() {
+        if self.rest.is_empty() {
             Ok(())
         } else {
             Err(CHANGED)
@@ -377,18 +380,22 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
     if dst.len() != src.len() {
         return;
     }
-    match src.len() {
-        0 => {}
-        1..=3 => {
-            // First, middle and last byte cover 1 to 3 bytes.
-            let n = src.len();
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
+    // Longest first: keys of 16 bytes and values of 32 take two comparisons each.
+    let n = src.len();
+    if n > 16 {
+        if n <= 32 {
+            two::<16>(dst, src);
+        } else {
+            dst.copy_from_slice(src);
         }
-        4..=7 => two::<4>(dst, src),
-        8..=16 => two::<8>(dst, src),
-        17..=32 => two::<16>(dst, src),
-        _ => dst.copy_from_slice(src),
+    } else if n >= 8 {
+        two::<8>(dst, src);
+    } else if n >= 4 {
+        two::<4>(dst, src);
+    } else if n > 0 {
+        // First, middle and last byte cover 1 to 3 bytes.
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
