@@ -20,7 +20,7 @@ fn main() {
     let (logs, cv) = message();
     let mut buf = [0u8; 512];
     let len = encode(&mut buf, &logs, &cv);
-    assert_eq!(len, 249);
+    assert_eq!(len, 313);
     let msg = buf[..len].to_vec();
     assert!(decode(&msg) != 0);
     let mut acc = 0u64;

@@ -270,8 +270,8 @@ fn attach_with_nothing_pending_writes_an_empty_message() {
 #[test]
 fn pending_logs_ride_on_customer_frames_in_order_within_the_budget() {
     let mut fw = Forwarder::new(PARTITIONS, config(128));
-    // Each log is 2 + 1 + 3 + 1 + 1 + 1 + 1 + 30 = 40 bytes: three fit a 128-byte budget.
-    let logs: Vec<LogRepr> = (1..=8).map(|i| log(1, i, 30)).collect();
+    // Each log is 8 + 10 + 4 + 1 + 17 = 40 bytes: three fit a 128-byte budget.
+    let logs: Vec<LogRepr> = (1..=8).map(|i| log(1, i, 17)).collect();
     assert_eq!(logs[0].buffer_len(), 40);
     give_back(&mut fw, 10, &return_msg(logs[..4].to_vec(), vec![])).unwrap();
     give_back(&mut fw, 11, &return_msg(logs[4..].to_vec(), vec![])).unwrap();
@@ -385,7 +385,7 @@ fn partial_drains_do_not_postpone_the_idle_deadline() {
     give_back(
         &mut fw,
         t0 + 1,
-        &return_msg((1..=3).map(|i| log(0, i, 30)).collect(), vec![]),
+        &return_msg((1..=3).map(|i| log(0, i, 17)).collect(), vec![]),
     )
     .unwrap();
     // Room for one 40-byte log only, at several times: the deadline stays put.
@@ -427,7 +427,7 @@ fn overflow_beyond_one_budget_is_propagated_at_once_until_below() {
     give_back(
         &mut fw,
         t0 + 1,
-        &return_msg((1..=10).map(|i| log(3, i, 30)).collect(), vec![]),
+        &return_msg((1..=10).map(|i| log(3, i, 17)).collect(), vec![]),
     )
     .unwrap();
     assert_eq!(fw.poll_timeout(), Some(t0 + 1));
@@ -493,7 +493,7 @@ fn backpressure_keeps_the_logs_and_draining_restores_normal_operation() {
         let r = give_back(
             fw,
             1,
-            &return_msg(vec![log(0, next, 30), log(0, next + 1, 30)], vec![]),
+            &return_msg(vec![log(0, next, 17), log(0, next + 1, 17)], vec![]),
         );
         next += 2;
         r
@@ -550,7 +550,7 @@ fn op() -> impl Strategy<Value = Op> {
     );
     prop_oneof![
         3 => (
-            proptest::collection::vec((0u8..3, 1usize..40), 0..6),
+            proptest::collection::vec((0u8..3, 1usize..27), 0..6),
             proptest::collection::vec(cv, 0..3),
         )
             .prop_map(|(logs, cvs)| Op::Return { logs, cvs }),

@@ -75,7 +75,7 @@ fn check_message(bytes: &[u8]) {
     let repr = MessageRepr::parse(&m);
     let mut out = vec![0u8; repr.buffer_len()];
     let n = repr.emit(&mut out).expect("a parsed message re-encodes");
-    // Encodings are canonical (minimal LEB128), so the bytes come back exactly.
+    // Encodings are canonical (fixed-width fields, exact lengths), so the bytes come back exactly.
     assert_eq!(&out[..n], bytes);
     let again = MessageView::new_checked(&out[..n]).expect("re-encoded message is valid");
     assert_eq!(MessageRepr::parse(&again), repr);

@@ -2,250 +2,156 @@
 //! walked by iterators that cannot panic.
 //!
 //! ```text
-//! header (6): version u8 = 1 | flags u8 | log count u16 | commit-vector count u16
-//! log:        middlebox u8 | kind u8 (0 update, 1 read-only, 2 no-op)
-//!             | dep count (LEB128) | (partition u16, seq LEB128)*
-//!             | write count (LEB128)
-//!             | (key len LEB128, key, value tag LEB128 (0 delete, else len + 1), value)*
-//! cv:         middlebox u8 | entry count (LEB128) | (partition u16, seq LEB128)*
+//! header (6): version u8 = 2 | flags u8 | log count u16 | commit-vector count u16
+//! log:        length u16 (the whole log, this field included) | middlebox u8
+//!             | kind u8 (0 update, 1 read-only, 2 no-op) | dep count u16 | write count u16
+//!             | (partition u16, seq u64)*
+//!             | (key len u16, value len u16 (0xFFFF: delete), key, value)*
+//! cv:         middlebox u8 | entry count u16 | (partition u16, seq u64)*
 //! ```
 //!
-//! A valid message has version 1, exactly the announced numbers of logs and commit vectors and no
-//! byte after them; strict minimal LEB128 ([`super::leb128`]); strictly increasing partitions
+//! Integers are fixed-width little-endian (docs/protocol.md says why: one load each, and every
+//! part of a log is found without parsing what comes before it).
+//!
+//! A valid message has version 2, exactly the announced numbers of logs and commit vectors and no
+//! byte after them; each log exactly as long as its length says; strictly increasing partitions
 //! within each log and commit vector; update logs with ≥ 1 dependency and ≥ 1 write, read-only
-//! logs with ≥ 1 dependency and no write, no-op logs with neither. (That a log writes each key at
-//! most once is the sender's promise; it is not checked here.)
+//! logs with ≥ 1 dependency and no write, no-op logs with neither. Every field has one encoding,
+//! so a valid message has exactly one byte form. (That a log writes each key at most once is the
+//! sender's promise; it is not checked here.)
 
 use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Seq, Write};
 
-use super::leb128;
 use super::WireError;
 
 /// Version of the piggyback message format.
-pub const MESSAGE_VERSION: u8 = 1;
+pub const MESSAGE_VERSION: u8 = 2;
 /// Length of the message header.
 pub const MESSAGE_HEADER_LEN: usize = 6;
 
 pub(super) mod field {
-    pub const VERSION: usize = 0;
-    pub const FLAGS: usize = 1;
     pub const LOG_COUNT: core::ops::Range<usize> = 2..4;
     pub const CV_COUNT: core::ops::Range<usize> = 4..6;
 }
 
-/// Smallest encoding of one dependency or commit-vector entry: partition (2) + seq (1).
-const MIN_ENTRY_LEN: usize = 3;
-/// Smallest encoding of one write: key length (1) + value tag (1).
-const MIN_WRITE_LEN: usize = 2;
+/// Length of a log's fixed fields: length, middlebox, kind, dep count, write count.
+pub(super) const LOG_HEADER_LEN: usize = 8;
+/// Length of a commit vector's fixed fields: middlebox, entry count.
+pub(super) const CV_HEADER_LEN: usize = 3;
+/// Length of one dependency or commit-vector entry: partition u16, seq u64.
+pub(super) const ENTRY_LEN: usize = 10;
+/// Length of a write's fixed fields: key length, value length.
+pub(super) const WRITE_HEADER_LEN: usize = 4;
+/// The value length that marks a delete.
+pub(super) const DELETE: u16 = u16::MAX;
 
-/// A cursor over untrusted bytes; every read is checked.
-#[derive(Debug, Clone, Copy)]
-struct Reader<'a> {
-    rest: &'a [u8],
+#[inline(always)]
+fn le16(b: [u8; 2]) -> u16 {
+    u16::from_le_bytes(b)
 }
 
-impl<'a> Reader<'a> {
-    #[inline(always)]
-    fn u8(&mut self) -> Result<u8, WireError> {
-        let (&b, rest) = self.rest.split_first().ok_or(WireError::Truncated)?;
-        self.rest = rest;
-        Ok(b)
+/// `b[at..at + 2]` as a u16, or 0 past the end (which a checked view never reaches).
+#[inline(always)]
+fn le16_at(b: &[u8], at: usize) -> u16 {
+    match b.get(at..).and_then(<[u8]>::first_chunk::<2>) {
+        Some(&x) => le16(x),
+        None => 0,
     }
+}
 
-    #[inline(always)]
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let (b, rest) = self
-            .rest
-            .split_first_chunk::<2>()
+/// Checks that the `count` entries at the start of `rest` have strictly increasing partitions;
+/// returns the bytes after them.
+#[inline(always)]
+fn check_entries<'a>(
+    rest: &'a [u8],
+    count: u16,
+    what: &'static str,
+) -> Result<&'a [u8], WireError> {
+    let (entries, rest) = rest
+        .split_at_checked(usize::from(count) * ENTRY_LEN)
+        .ok_or(WireError::Truncated)?;
+    // One more than the previous partition (0 before the first): the next must reach it.
+    let mut min = 0u32;
+    let mut e = entries;
+    while let Some((&[p0, p1, ..], tail)) = e.split_first_chunk::<ENTRY_LEN>() {
+        let p = u32::from(le16([p0, p1]));
+        if p < min {
+            return Err(WireError::BadMessage(what));
+        }
+        min = p + 1;
+        e = tail;
+    }
+    Ok(rest)
+}
+
+/// Checks the `count` writes at the start of `rest`; returns the bytes after them.
+#[inline(always)]
+fn check_writes(mut rest: &[u8], count: u16) -> Result<&[u8], WireError> {
+    for _ in 0..count {
+        let (&[k0, k1, v0, v1], tail) = rest
+            .split_first_chunk::<WRITE_HEADER_LEN>()
             .ok_or(WireError::Truncated)?;
-        self.rest = rest;
-        Ok(u16::from_be_bytes(*b))
-    }
-
-    #[inline(always)]
-    fn var(&mut self) -> Result<u64, WireError> {
-        let (v, n) = leb128::read_u64_checked(self.rest)?;
-        self.rest = self.rest.get(n..).ok_or(WireError::Truncated)?;
-        Ok(v)
-    }
-
-    /// A LEB128 length that must fit in usize (else it cannot fit the buffer either).
-    #[inline(always)]
-    fn len(&mut self) -> Result<usize, WireError> {
-        usize::try_from(self.var()?).map_err(|_| WireError::Truncated)
-    }
-
-    /// A count of items each at least `min_len` bytes long, which must fit in what is left.
-    #[inline(always)]
-    fn count(&mut self, min_len: usize) -> Result<usize, WireError> {
-        let n = self.len()?;
-        if n > self.rest.len() / min_len {
-            return Err(WireError::Truncated);
-        }
-        Ok(n)
-    }
-
-    #[inline(always)]
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let (a, rest) = self.rest.split_at_checked(n).ok_or(WireError::Truncated)?;
-        self.rest = rest;
-        Ok(a)
-    }
-
-    #[inline(always)]
-    fn write(&mut self) -> Result<Write<'a>, WireError> {
-        let key_len = self.len()?;
-        let key = self.bytes(key_len)?;
-        let value = match self.var()? {
-            0 => None,
-            tag => {
-                let len = usize::try_from(tag - 1).map_err(|_| WireError::Truncated)?;
-                Some(self.bytes(len)?)
-            }
+        let value_len = match le16([v0, v1]) {
+            DELETE => 0,
+            n => usize::from(n),
         };
-        Ok(Write { key, value })
+        rest = tail
+            .get(usize::from(le16([k0, k1])) + value_len..)
+            .ok_or(WireError::Truncated)?;
     }
-
-    /// Reads `count` entries, checking partitions strictly increase; returns their bytes.
-    #[inline(always)]
-    fn entries(&mut self, count: usize, what: &'static str) -> Result<&'a [u8], WireError> {
-        let start = self.rest;
-        // One more than the previous partition (0 before the first): the next must reach it.
-        let mut min = 0u32;
-        for _ in 0..count {
-            let p = u32::from(self.u16()?);
-            self.var()?;
-            if p < min {
-                return Err(WireError::BadMessage(what));
-            }
-            min = p + 1;
-        }
-        Ok(&start[..start.len() - self.rest.len()])
-    }
+    Ok(rest)
 }
 
-/// A LEB128 integer of 4 bytes or more, known to be valid: the value and its length (the whole
-/// of `rest` if it is not valid after all). Takes and returns values so that a [`Walk`] can stay
-/// in registers.
-#[cold]
-fn var_long(rest: &[u8]) -> (u64, usize) {
-    leb128::read_u64_checked(rest).unwrap_or((0, rest.len()))
+/// Checks one log at the start of `bytes`; returns it and the bytes after it.
+#[inline(always)]
+fn check_log(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let Some(&[l0, l1, _middlebox, kind, d0, d1, w0, w1]) = bytes.first_chunk() else {
+        return Err(WireError::Truncated);
+    };
+    let len = usize::from(le16([l0, l1]));
+    let (log, rest) = bytes.split_at_checked(len).ok_or(WireError::Truncated)?;
+    let body = log
+        .get(LOG_HEADER_LEN..)
+        .ok_or(WireError::BadMessage("log length shorter than its header"))?;
+    let kind = LogKind::from_code(kind).ok_or(WireError::BadMessage("unknown log kind"))?;
+    let dep_count = le16([d0, d1]);
+    let write_count = le16([w0, w1]);
+    let rule = match kind {
+        LogKind::Update if dep_count == 0 || write_count == 0 => {
+            Some("update logs need a dependency and a write")
+        }
+        LogKind::ReadOnly if dep_count == 0 || write_count != 0 => {
+            Some("read-only logs need a dependency and no write")
+        }
+        LogKind::Noop if dep_count != 0 || write_count != 0 => {
+            Some("no-op logs have no dependency and no write")
+        }
+        _ => None,
+    };
+    if let Some(rule) = rule {
+        return Err(WireError::BadMessage(rule));
+    }
+    let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;
+    if !check_writes(body, write_count)?.is_empty() {
+        return Err(WireError::BadMessage("log longer than its contents"));
+    }
+    Ok((log, rest))
 }
 
-/// A cursor over bytes that [`MessageView::new_checked`] (or another checked constructor) has
-/// validated: it re-reads them without checking the rules again. Every read is still
-/// bounds-checked, so it cannot panic; past the end (which a checked view never reaches) it reads
-/// zeros and empty slices.
-#[derive(Debug, Clone, Copy)]
-struct Walk<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Walk<'a> {
-    #[inline(always)]
-    fn u8(&mut self) -> u8 {
-        match self.rest.split_first() {
-            Some((&b, rest)) => {
-                self.rest = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    #[inline(always)]
-    fn u16(&mut self) -> u16 {
-        match self.rest.split_first_chunk::<2>() {
-            Some((b, rest)) => {
-                self.rest = rest;
-                u16::from_be_bytes(*b)
-            }
-            None => {
-                self.rest = &[];
-                0
-            }
-        }
-    }
-
-    /// A LEB128 integer, known to be valid.
-    #[inline(always)]
-    fn var(&mut self) -> u64 {
-        match *self.rest {
-            [b0, ref rest @ ..] if b0 < 0x80 => {
-                self.rest = rest;
-                u64::from(b0)
-            }
-            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
-                self.rest = rest;
-                u64::from(b0 & 0x7f) | (u64::from(b1) << 7)
-            }
-            [b0, b1, b2, ref rest @ ..] if b2 < 0x80 => {
-                self.rest = rest;
-                u64::from(b0 & 0x7f) | (u64::from(b1 & 0x7f) << 7) | (u64::from(b2) << 14)
-            }
-            _ => {
-                let (v, n) = var_long(self.rest);
-                self.rest = self.rest.get(n..).unwrap_or_default();
-                v
-            }
-        }
-    }
-
-    /// Skips a LEB128 integer, known to be valid.
-    #[inline(always)]
-    fn skip_var(&mut self) {
-        match *self.rest {
-            [b0, ref rest @ ..] if b0 < 0x80 => self.rest = rest,
-            [_, b1, ref rest @ ..] if b1 < 0x80 => self.rest = rest,
-            [_, _, b2, ref rest @ ..] if b2 < 0x80 => self.rest = rest,
-            _ => self.rest = self.rest.get(var_long(self.rest).1..).unwrap_or_default(),
-        }
-    }
-
-    #[inline(always)]
-    fn len(&mut self) -> usize {
-        usize::try_from(self.var()).unwrap_or(usize::MAX)
-    }
-
-    #[inline(always)]
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        match self.rest.split_at_checked(n) {
-            Some((a, rest)) => {
-                self.rest = rest;
-                a
-            }
-            None => core::mem::take(&mut self.rest),
-        }
-    }
-
-    #[inline(always)]
-    fn entry(&mut self) -> DepEntry {
-        let partition = Partition(self.u16());
-        let seq = Seq(self.var());
-        DepEntry { partition, seq }
-    }
-
-    /// Skips `count` entries; returns their bytes.
-    #[inline(always)]
-    fn entries(&mut self, count: usize) -> &'a [u8] {
-        let start = self.rest;
-        for _ in 0..count {
-            self.bytes(2);
-            self.skip_var();
-        }
-        &start[..start.len() - self.rest.len()]
-    }
-
-    #[inline(always)]
-    fn write(&mut self) -> Write<'a> {
-        let key_len = self.len();
-        let key = self.bytes(key_len);
-        let value = match self.var() {
-            0 => None,
-            tag => Some(self.bytes(usize::try_from(tag - 1).unwrap_or(usize::MAX))),
-        };
-        Write { key, value }
-    }
+/// Checks one commit vector at the start of `bytes`; returns it and the bytes after it.
+#[inline(always)]
+fn check_cv(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let Some(&[_middlebox, c0, c1]) = bytes.first_chunk() else {
+        return Err(WireError::Truncated);
+    };
+    let len = CV_HEADER_LEN + usize::from(le16([c0, c1])) * ENTRY_LEN;
+    let (cv, rest) = bytes.split_at_checked(len).ok_or(WireError::Truncated)?;
+    check_entries(
+        &cv[CV_HEADER_LEN..],
+        le16([c0, c1]),
+        "commit vector partitions not increasing",
+    )?;
+    Ok((cv, rest))
 }
 
 /// A checked piggyback message.
@@ -257,23 +163,27 @@ pub struct MessageView<'a> {
 }
 
 impl<'a> MessageView<'a> {
-    /// Validates every rule of the format (module docs) over the whole of `bytes`.
+    /// Validates every rule of the format (module docs) over the whole of `bytes`, in one pass.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = Reader { rest: bytes };
-        if r.u8()? != MESSAGE_VERSION {
+        let Some((&[version, _flags, l0, l1, c0, c1], mut rest)) =
+            bytes.split_first_chunk::<MESSAGE_HEADER_LEN>()
+        else {
+            return Err(match bytes.first() {
+                Some(&v) if v != MESSAGE_VERSION => WireError::BadVersion,
+                _ => WireError::Truncated,
+            });
+        };
+        if version != MESSAGE_VERSION {
             return Err(WireError::BadVersion);
         }
-        let _flags = r.u8()?;
-        let log_count = r.u16()?;
-        let cv_count = r.u16()?;
-        for _ in 0..log_count {
-            LogView::parse_from(&mut r)?;
+        for _ in 0..le16([l0, l1]) {
+            rest = check_log(rest)?.1;
         }
-        let cvs_start = bytes.len() - r.rest.len();
-        for _ in 0..cv_count {
-            CvView::parse_from(&mut r)?;
+        let cvs_start = bytes.len() - rest.len();
+        for _ in 0..le16([c0, c1]) {
+            rest = check_cv(rest)?.1;
         }
-        if !r.rest.is_empty() {
+        if !rest.is_empty() {
             return Err(WireError::BadMessage(
                 "trailing bytes after the last commit vector",
             ));
@@ -288,138 +198,73 @@ impl<'a> MessageView<'a> {
 
     /// Message flags.
     pub fn flags(&self) -> u8 {
-        self.bytes[field::FLAGS]
+        self.bytes.get(1).copied().unwrap_or(0)
     }
 
     /// Number of logs.
     pub fn log_count(&self) -> u16 {
-        be16(&self.bytes[field::LOG_COUNT])
+        le16_at(self.bytes, field::LOG_COUNT.start)
     }
 
     /// Number of commit vectors.
     pub fn cv_count(&self) -> u16 {
-        be16(&self.bytes[field::CV_COUNT])
+        le16_at(self.bytes, field::CV_COUNT.start)
     }
 
     /// The logs, in order.
     pub fn logs(&self) -> LogIter<'a> {
         LogIter {
-            r: Walk {
-                rest: &self.bytes[MESSAGE_HEADER_LEN..self.cvs_start],
-            },
-            remaining: usize::from(self.log_count()),
+            rest: self
+                .bytes
+                .get(MESSAGE_HEADER_LEN..self.cvs_start)
+                .unwrap_or_default(),
+            remaining: self.log_count(),
         }
     }
 
     /// The commit vectors, in order.
     pub fn commit_vectors(&self) -> CvIter<'a> {
         CvIter {
-            r: Walk {
-                rest: &self.bytes[self.cvs_start..],
-            },
-            remaining: usize::from(self.cv_count()),
+            rest: self.bytes.get(self.cvs_start..).unwrap_or_default(),
+            remaining: self.cv_count(),
         }
     }
-}
-
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
 }
 
 /// One checked log of a piggyback message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogView<'a> {
+    /// The whole log, length field first.
     bytes: &'a [u8],
-    middlebox: u8,
-    kind: LogKind,
-    dep_count: usize,
+    /// The dependency entries.
     deps: &'a [u8],
-    write_count: usize,
+    /// The writes.
     writes: &'a [u8],
 }
 
 impl<'a> LogView<'a> {
     /// Validates `bytes` as exactly one encoded log.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = Reader { rest: bytes };
-        let log = Self::parse_from(&mut r)?;
-        if !r.rest.is_empty() {
+        let (log, rest) = check_log(bytes)?;
+        if !rest.is_empty() {
             return Err(WireError::BadMessage("trailing bytes after the log"));
         }
-        Ok(log)
+        Ok(LogView::of_checked(log))
     }
 
-    #[inline]
-    fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
-        let start = r.rest;
-        let middlebox = r.u8()?;
-        let kind = LogKind::from_code(r.u8()?).ok_or(WireError::BadMessage("unknown log kind"))?;
-        let dep_count = r.count(MIN_ENTRY_LEN)?;
-        let rule = match kind {
-            LogKind::Update | LogKind::ReadOnly if dep_count == 0 => {
-                Some("update and read-only logs need a dependency")
-            }
-            LogKind::Noop if dep_count != 0 => Some("no-op logs have no dependency"),
-            _ => None,
-        };
-        if let Some(rule) = rule {
-            return Err(WireError::BadMessage(rule));
-        }
-        let deps = r.entries(dep_count, "log dependency partitions not increasing")?;
-        let write_count = r.count(MIN_WRITE_LEN)?;
-        let rule = match kind {
-            LogKind::Update if write_count == 0 => Some("update logs need a write"),
-            LogKind::ReadOnly | LogKind::Noop if write_count != 0 => {
-                Some("read-only and no-op logs have no write")
-            }
-            _ => None,
-        };
-        if let Some(rule) = rule {
-            return Err(WireError::BadMessage(rule));
-        }
-        let writes_start = r.rest;
-        for _ in 0..write_count {
-            r.write()?;
-        }
-        let writes = &writes_start[..writes_start.len() - r.rest.len()];
-        Ok(LogView {
-            bytes: &start[..start.len() - r.rest.len()],
-            middlebox,
-            kind,
-            dep_count,
-            deps,
-            write_count,
-            writes,
-        })
-    }
-
-    /// Re-reads a log that [`MessageView::new_checked`] has checked: finds its parts without
-    /// checking the rules again. Still bounds-checked, so it cannot panic.
+    /// Finds the parts of a checked log. Cannot panic: bytes that are not a checked log give
+    /// empty parts.
     #[inline(always)]
-    fn parse_checked_from(r: &mut Walk<'a>) -> Self {
-        let start = r.rest;
-        let middlebox = r.u8();
-        let kind = LogKind::from_code(r.u8()).unwrap_or(LogKind::Noop);
-        let dep_count = r.len();
-        let deps = r.entries(dep_count);
-        let write_count = r.len();
-        let writes_start = r.rest;
-        for _ in 0..write_count {
-            let key_len = r.len();
-            r.bytes(key_len);
-            let tag = r.var();
-            if tag != 0 {
-                r.bytes(usize::try_from(tag - 1).unwrap_or(usize::MAX));
-            }
-        }
-        let writes = &writes_start[..writes_start.len() - r.rest.len()];
+    fn of_checked(bytes: &'a [u8]) -> Self {
+        let (deps, writes) = match bytes.split_first_chunk::<LOG_HEADER_LEN>() {
+            Some((&[_, _, _, _, d0, d1, _, _], body)) => body
+                .split_at_checked(usize::from(le16([d0, d1])) * ENTRY_LEN)
+                .unwrap_or((body, &[])),
+            None => (&[][..], &[][..]),
+        };
         LogView {
-            bytes: &start[..start.len() - r.rest.len()],
-            middlebox,
-            kind,
-            dep_count,
+            bytes,
             deps,
-            write_count,
             writes,
         }
     }
@@ -431,44 +276,44 @@ impl<'a> LogView<'a> {
 
     /// Index of the middlebox (in chain order) whose transaction made this log.
     pub fn middlebox(&self) -> u8 {
-        self.middlebox
+        self.bytes.get(2).copied().unwrap_or(0)
     }
 
     /// What the transaction did.
     pub fn kind(&self) -> LogKind {
-        self.kind
+        self.bytes
+            .get(3)
+            .and_then(|&k| LogKind::from_code(k))
+            .unwrap_or(LogKind::Noop)
     }
 
     /// Number of dependency entries.
     pub fn dep_count(&self) -> usize {
-        self.dep_count
+        self.deps.len() / ENTRY_LEN
     }
 
     /// Number of writes.
     pub fn write_count(&self) -> usize {
-        self.write_count
+        usize::from(le16_at(self.bytes, 6))
     }
 
     /// The dependency entries, partitions strictly increasing.
     pub fn deps(&self) -> DepIter<'a> {
-        DepIter {
-            r: Walk { rest: self.deps },
-            remaining: self.dep_count,
-        }
+        DepIter { rest: self.deps }
     }
 
     /// The writes, in the order the transaction made them.
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
-            r: Walk { rest: self.writes },
-            remaining: self.write_count,
+            rest: self.writes,
+            remaining: le16_at(self.bytes, 6),
         }
     }
 }
 
 impl LogSource for LogView<'_> {
     fn kind(&self) -> LogKind {
-        self.kind
+        LogView::kind(self)
     }
 
     fn deps(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
@@ -484,51 +329,18 @@ impl LogSource for LogView<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CvView<'a> {
     bytes: &'a [u8],
-    middlebox: u8,
-    count: usize,
-    entries: &'a [u8],
 }
 
 impl<'a> CvView<'a> {
     /// Validates `bytes` as exactly one encoded commit vector.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let mut r = Reader { rest: bytes };
-        let cv = Self::parse_from(&mut r)?;
-        if !r.rest.is_empty() {
+        let (cv, rest) = check_cv(bytes)?;
+        if !rest.is_empty() {
             return Err(WireError::BadMessage(
                 "trailing bytes after the commit vector",
             ));
         }
-        Ok(cv)
-    }
-
-    #[inline]
-    fn parse_from(r: &mut Reader<'a>) -> Result<Self, WireError> {
-        let start = r.rest;
-        let middlebox = r.u8()?;
-        let count = r.count(MIN_ENTRY_LEN)?;
-        let entries = r.entries(count, "commit vector partitions not increasing")?;
-        Ok(CvView {
-            bytes: &start[..start.len() - r.rest.len()],
-            middlebox,
-            count,
-            entries,
-        })
-    }
-
-    /// Re-reads a commit vector that [`MessageView::new_checked`] has checked.
-    #[inline(always)]
-    fn parse_checked_from(r: &mut Walk<'a>) -> Self {
-        let start = r.rest;
-        let middlebox = r.u8();
-        let count = r.len();
-        let entries = r.entries(count);
-        CvView {
-            bytes: &start[..start.len() - r.rest.len()],
-            middlebox,
-            count,
-            entries,
-        }
+        Ok(CvView { bytes: cv })
     }
 
     /// The whole encoded commit vector.
@@ -538,19 +350,18 @@ impl<'a> CvView<'a> {
 
     /// Index of the middlebox whose state this vector describes.
     pub fn middlebox(&self) -> u8 {
-        self.middlebox
+        self.bytes.first().copied().unwrap_or(0)
     }
 
     /// Number of entries.
     pub fn entry_count(&self) -> usize {
-        self.count
+        usize::from(le16_at(self.bytes, 1))
     }
 
     /// The entries, partitions strictly increasing.
     pub fn entries(&self) -> DepIter<'a> {
         DepIter {
-            r: Walk { rest: self.entries },
-            remaining: self.count,
+            rest: self.bytes.get(CV_HEADER_LEN..).unwrap_or_default(),
         }
     }
 }
@@ -558,8 +369,8 @@ impl<'a> CvView<'a> {
 /// Iterator over the logs of a [`MessageView`].
 #[derive(Debug, Clone)]
 pub struct LogIter<'a> {
-    r: Walk<'a>,
-    remaining: usize,
+    rest: &'a [u8],
+    remaining: u16,
 }
 
 impl<'a> Iterator for LogIter<'a> {
@@ -567,15 +378,16 @@ impl<'a> Iterator for LogIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<LogView<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        Some(LogView::parse_checked_from(&mut self.r))
+        self.remaining = self.remaining.checked_sub(1)?;
+        let len = usize::from(le16_at(self.rest, 0));
+        let (bytes, rest) = self.rest.split_at_checked(len)?;
+        self.rest = rest;
+        Some(LogView::of_checked(bytes))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = usize::from(self.remaining);
+        (n, Some(n))
     }
 }
 
@@ -584,8 +396,8 @@ impl ExactSizeIterator for LogIter<'_> {}
 /// Iterator over the commit vectors of a [`MessageView`].
 #[derive(Debug, Clone)]
 pub struct CvIter<'a> {
-    r: Walk<'a>,
-    remaining: usize,
+    rest: &'a [u8],
+    remaining: u16,
 }
 
 impl<'a> Iterator for CvIter<'a> {
@@ -593,25 +405,26 @@ impl<'a> Iterator for CvIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<CvView<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        Some(CvView::parse_checked_from(&mut self.r))
+        self.remaining = self.remaining.checked_sub(1)?;
+        let len = CV_HEADER_LEN + usize::from(le16_at(self.rest, 1)) * ENTRY_LEN;
+        let (bytes, rest) = self.rest.split_at_checked(len)?;
+        self.rest = rest;
+        Some(CvView { bytes })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = usize::from(self.remaining);
+        (n, Some(n))
     }
 }
 
 impl ExactSizeIterator for CvIter<'_> {}
 
-/// Iterator over dependency or commit-vector entries.
+/// Iterator over dependency or commit-vector entries: the checked entries' bytes, one
+/// [`ENTRY_LEN`] chunk each.
 #[derive(Debug, Clone)]
 pub struct DepIter<'a> {
-    r: Walk<'a>,
-    remaining: usize,
+    rest: &'a [u8],
 }
 
 impl Iterator for DepIter<'_> {
@@ -619,25 +432,28 @@ impl Iterator for DepIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<DepEntry> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        Some(self.r.entry())
+        let (&[p0, p1, s @ ..], rest) = self.rest.split_first_chunk::<ENTRY_LEN>()?;
+        self.rest = rest;
+        Some(DepEntry {
+            partition: Partition(le16([p0, p1])),
+            seq: Seq(u64::from_le_bytes(s)),
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = self.rest.len() / ENTRY_LEN;
+        (n, Some(n))
     }
 }
 
 impl ExactSizeIterator for DepIter<'_> {}
 
-/// Iterator over the writes of a log.
+/// Iterator over the writes of a log. On bytes that are not a checked log's writes (which it
+/// never sees) it stops early rather than panic.
 #[derive(Debug, Clone)]
 pub struct WriteIter<'a> {
-    r: Walk<'a>,
-    remaining: usize,
+    rest: &'a [u8],
+    remaining: u16,
 }
 
 impl<'a> Iterator for WriteIter<'a> {
@@ -645,15 +461,23 @@ impl<'a> Iterator for WriteIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Write<'a>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        Some(self.r.write())
+        self.remaining = self.remaining.checked_sub(1)?;
+        let (&[k0, k1, v0, v1], rest) = self.rest.split_first_chunk::<WRITE_HEADER_LEN>()?;
+        let (key, rest) = rest.split_at_checked(usize::from(le16([k0, k1])))?;
+        let (value, rest) = match le16([v0, v1]) {
+            DELETE => (None, rest),
+            n => {
+                let (value, rest) = rest.split_at_checked(usize::from(n))?;
+                (Some(value), rest)
+            }
+        };
+        self.rest = rest;
+        Some(Write { key, value })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = usize::from(self.remaining);
+        (n, Some(n))
     }
 }
 

@@ -12,10 +12,8 @@
 //! - [`MessageWriter`]: encodes logs and commit vectors into a fixed buffer.
 //! - [`MessageRepr`] / [`LogRepr`] / [`CvRepr`]: owned forms.
 //! - [`CommitVector`]: a dense commit vector merged from sparse entries by element-wise max.
-//! - [`leb128`]: the variable-length integers of the message.
 
 mod commit;
-pub mod leb128;
 mod message;
 mod nsh;
 mod repr;
@@ -41,7 +39,7 @@ pub enum WireError {
     /// The outer EtherType is not NSH (0x894F).
     #[error("EtherType is not NSH")]
     BadEtherType,
-    /// The NSH version is not 0, or the piggyback message version is not 1.
+    /// The NSH version is not 0, or the piggyback message version is not [`MESSAGE_VERSION`].
     #[error("unsupported version")]
     BadVersion,
     /// The NSH Length field is not 5 words (base + service path + one 8-byte context TLV).
@@ -56,9 +54,6 @@ pub enum WireError {
     /// The first context TLV is not FTC's (class 0xFFF6, type 1, length 8).
     #[error("context header is not FTC's")]
     BadContext,
-    /// A LEB128 integer is longer than 10 bytes, overflows u64 or is not minimal.
-    #[error("bad LEB128 integer")]
-    BadVarint,
     /// The piggyback message breaks a rule; the text says which.
     #[error("bad piggyback message: {0}")]
     BadMessage(&'static str),

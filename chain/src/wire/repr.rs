@@ -3,7 +3,8 @@
 
 use ftc_stm::{DepEntry, LogKind, LogSource, Write};
 
-use super::writer::{encode_log, encoded_cv_len, measure_log};
+use super::message::{CV_HEADER_LEN, ENTRY_LEN};
+use super::writer::{encode_cv, encode_log, encoded_cv_len, measure_log};
 use super::{CvView, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
 
 /// A whole piggyback message, owned.
@@ -121,29 +122,18 @@ impl CvRepr {
         }
     }
 
-    /// Bytes the vector takes encoded.
+    /// Bytes the vector takes encoded (whether or not it obeys the rules).
     pub fn buffer_len(&self) -> usize {
-        let seqs: usize = self
-            .entries
-            .iter()
-            .map(|e| 2 + super::leb128::len_u64(e.seq.0))
-            .sum();
-        1 + super::leb128::len_u64(self.entries.len() as u64) + seqs
+        CV_HEADER_LEN + self.entries.len() * ENTRY_LEN
     }
 
     /// Encodes the vector alone at the start of `buf`; returns the bytes written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         let n = encoded_cv_len(self.entries.iter().copied())?;
         let out = buf.get_mut(..n).ok_or(WireError::NoRoom)?;
-        out[0] = self.middlebox;
-        let mut pos = 1;
-        pos += super::leb128::write_u64(&mut out[pos..], self.entries.len() as u64)
-            .ok_or(WireError::NoRoom)?;
-        for e in &self.entries {
-            out[pos..pos + 2].copy_from_slice(&e.partition.0.to_be_bytes());
-            pos += 2;
-            pos += super::leb128::write_u64(&mut out[pos..], e.seq.0).ok_or(WireError::NoRoom)?;
-        }
-        Ok(pos)
+        // At most 65535 entries, or `encoded_cv_len` says so.
+        let count = self.entries.len() as u16;
+        encode_cv(out, self.middlebox, self.entries.iter().copied(), count)?;
+        Ok(n)
     }
 }

@@ -16,17 +16,17 @@ fn dep(p: u16, s: u64) -> DepEntry {
 /// A message written out byte by byte.
 #[rustfmt::skip]
 const MESSAGE: &[u8] = &[
-    0x01, 0x05, 0x00, 0x02, 0x00, 0x01,         // version 1, flags 5, 2 logs, 1 CV
-    // log: middlebox 0, update, 2 deps, 2 writes
-    0x00, 0x00,
-    0x02, 0x00, 0x01, 0xac, 0x02, 0x00, 0x05, 0x00,      // (1, 300), (5, 0)
-    0x02,
-    0x03, b'a', b'b', b'c', 0x03, b'x', b'y',           // "abc" = "xy"
-    0x01, b'k', 0x00,                                   // delete "k"
-    // log: middlebox 1, no-op
-    0x01, 0x02, 0x00, 0x00,
+    0x02, 0x05, 0x02, 0x00, 0x01, 0x00,         // version 2, flags 5, 2 logs, 1 CV
+    // log: 42 bytes, middlebox 0, update, 2 deps, 2 writes
+    0x2a, 0x00, 0x00, 0x00, 0x02, 0x00, 0x02, 0x00,
+    0x01, 0x00, 0x2c, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     // (1, 300)
+    0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     // (5, 0)
+    0x03, 0x00, 0x02, 0x00, b'a', b'b', b'c', b'x', b'y',           // "abc" = "xy"
+    0x01, 0x00, 0xff, 0xff, b'k',                                   // delete "k"
+    // log: 8 bytes, middlebox 1, no-op
+    0x08, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00,
     // CV: middlebox 1, 1 entry (3, 128)
-    0x01, 0x01, 0x00, 0x03, 0x80, 0x01,
+    0x01, 0x01, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 
 fn message_repr() -> MessageRepr {
@@ -64,7 +64,7 @@ fn view_reads_hand_built_message() {
     assert_eq!(logs.len(), 2);
     assert_eq!(logs[0].middlebox(), 0);
     assert_eq!(logs[0].kind(), LogKind::Update);
-    assert_eq!(logs[0].as_bytes(), &MESSAGE[6..27]);
+    assert_eq!(logs[0].as_bytes(), &MESSAGE[6..48]);
     assert_eq!(logs[0].deps().collect::<Vec<_>>(), [dep(1, 300), dep(5, 0)]);
     let writes: Vec<_> = logs[0].writes().collect();
     assert_eq!(writes[0].key, b"abc");
@@ -72,7 +72,7 @@ fn view_reads_hand_built_message() {
     assert_eq!(writes[1].key, b"k");
     assert_eq!(writes[1].value, None);
     assert_eq!(logs[1].kind(), LogKind::Noop);
-    assert_eq!(logs[1].as_bytes(), &[1, 2, 0, 0]);
+    assert_eq!(logs[1].as_bytes(), &[8, 0, 1, 2, 0, 0, 0, 0]);
     // Through the trait too.
     assert_eq!(LogSource::deps(&logs[0]).count(), 2);
     assert_eq!(LogSource::writes(&logs[1]).count(), 0);
@@ -80,7 +80,7 @@ fn view_reads_hand_built_message() {
     assert_eq!(cvs.len(), 1);
     assert_eq!(cvs[0].middlebox(), 1);
     assert_eq!(cvs[0].entries().collect::<Vec<_>>(), [dep(3, 128)]);
-    assert_eq!(cvs[0].as_bytes(), &MESSAGE[31..]);
+    assert_eq!(cvs[0].as_bytes(), &MESSAGE[56..]);
     assert_eq!(MessageRepr::parse(&m), message_repr());
 }
 
@@ -88,7 +88,7 @@ fn view_reads_hand_built_message() {
 fn repr_emits_hand_built_message() {
     let r = message_repr();
     assert_eq!(r.buffer_len(), MESSAGE.len());
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 128];
     assert_eq!(r.emit(&mut buf), Ok(MESSAGE.len()));
     assert_eq!(&buf[..MESSAGE.len()], MESSAGE);
     assert_eq!(
@@ -104,57 +104,54 @@ fn rejects_rule_breaks() {
         f(&mut m);
         MessageView::new_checked(&m).err()
     };
-    assert_eq!(bad(&|m| m[0] = 2), Some(WireError::BadVersion));
+    let rule = |r: &'static str| Some(WireError::BadMessage(r));
+    assert_eq!(bad(&|m| m[0] = 1), Some(WireError::BadVersion));
     assert_eq!(
         bad(&|m| m.push(0)),
-        Some(WireError::BadMessage(
-            "trailing bytes after the last commit vector"
-        ))
+        rule("trailing bytes after the last commit vector")
     );
-    assert_eq!(bad(&|m| m[5] = 2), Some(WireError::Truncated));
-    // Three logs announced: the CV reads as a read-only log with no dependency.
-    assert!(matches!(bad(&|m| m[3] = 3), Some(WireError::BadMessage(_))));
-    assert_eq!(
-        bad(&|m| m[7] = 3),
-        Some(WireError::BadMessage("unknown log kind"))
-    );
+    assert_eq!(bad(&|m| m[4] = 2), Some(WireError::Truncated));
+    // Three logs announced: the CV's first bytes read as a log length past the end.
+    assert_eq!(bad(&|m| m[2] = 3), Some(WireError::Truncated));
+    assert_eq!(bad(&|m| m[9] = 3), rule("unknown log kind"));
     // Dependency partitions 1 then 1.
-    assert!(matches!(
-        bad(&|m| m[14] = 1),
-        Some(WireError::BadMessage(_))
-    ));
+    assert_eq!(
+        bad(&|m| m[24] = 1),
+        rule("log dependency partitions not increasing")
+    );
     // Commit-vector partitions must increase too: two entries (3, 128), (3, 1).
-    assert!(matches!(
-        bad(&|m| {
-            m[32] = 2;
-            m.extend_from_slice(&[0, 3, 1]);
-        }),
-        Some(WireError::BadMessage(_))
-    ));
-    // Non-minimal LEB128 for seq 0 of (5, 0).
     assert_eq!(
         bad(&|m| {
-            m[15] = 0x80;
-            m.insert(16, 0x00);
+            m[57] = 2;
+            m.extend_from_slice(&[3, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
         }),
-        Some(WireError::BadVarint)
+        rule("commit vector partitions not increasing")
     );
     // Update log turned read-only (has writes), or no-op turned update (no dep).
-    assert!(matches!(bad(&|m| m[7] = 1), Some(WireError::BadMessage(_))));
+    assert!(matches!(bad(&|m| m[9] = 1), Some(WireError::BadMessage(_))));
     assert!(matches!(
-        bad(&|m| m[28] = 0),
+        bad(&|m| m[51] = 0),
         Some(WireError::BadMessage(_))
     ));
-    // Value tag claiming more bytes than there are.
-    assert_eq!(bad(&|m| m[21] = 0x7f), Some(WireError::Truncated));
-    // Key length beyond usize on 64-bit: 10-byte varint, u64::MAX.
-    let mut huge = vec![1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 1];
-    huge.extend_from_slice(&[0xff; 9]);
-    huge.push(0x01);
+    // A log one byte longer than its contents, or shorter than its header.
     assert_eq!(
-        MessageView::new_checked(&huge).err(),
-        Some(WireError::Truncated)
+        bad(&|m| {
+            m[6] += 1;
+            m.insert(48, 0);
+        }),
+        rule("log longer than its contents")
     );
+    assert_eq!(
+        bad(&|m| m[48] = 7),
+        rule("log length shorter than its header")
+    );
+    // A log length past the end of the message.
+    assert_eq!(bad(&|m| m[7] = 1), Some(WireError::Truncated));
+    // Value length claiming more bytes than the log has.
+    assert_eq!(bad(&|m| m[36] = 0x7f), Some(WireError::Truncated));
+    // One more dependency announced than there is room for before the writes: the writes
+    // then start inside the second entry and run past the log.
+    assert!(bad(&|m| m[10] = 3).is_some());
 }
 
 #[test]
@@ -170,11 +167,11 @@ fn every_truncation_is_rejected() {
 #[test]
 fn writer_no_room_writes_nothing() {
     let r = message_repr();
-    let mut buf = [0xeeu8; 33];
+    let mut buf = [0xeeu8; 58];
     let mut w = MessageWriter::new(&mut buf, 5).expect("header fits");
     w.push_log(0, &r.logs[0]).expect("fits");
     let before_len = w.len();
-    assert_eq!(w.remaining(), 33 - 27);
+    assert_eq!(w.remaining(), 58 - 48);
     assert_eq!(w.push_log(0, &r.logs[0]), Err(WireError::NoRoom));
     assert_eq!(
         w.push_cv(1, [dep(1, 1), dep(2, 2)].into_iter()),
@@ -183,8 +180,8 @@ fn writer_no_room_writes_nothing() {
     assert_eq!(w.len(), before_len);
     w.push_log(1, &r.logs[1]).expect("a no-op log fits");
     let n = w.finish();
-    assert_eq!(n, 31);
-    assert_eq!(buf[31..], [0xee; 2]);
+    assert_eq!(n, 56);
+    assert_eq!(buf[56..], [0xee; 2]);
     let m = MessageView::new_checked(&buf[..n]).expect("valid");
     assert_eq!(m.log_count(), 2);
     assert_eq!(m.cv_count(), 0);
@@ -199,11 +196,11 @@ fn writer_no_room_writes_nothing() {
 #[test]
 fn writer_buffer_untouched_after_failed_push() {
     let r = message_repr();
-    let mut buf = [0xeeu8; 26];
+    let mut buf = [0xeeu8; 47];
     let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
     assert_eq!(w.push_log(0, &r.logs[0]), Err(WireError::NoRoom));
     assert_eq!(w.finish(), 6);
-    assert_eq!(buf[6..], [0xee; 20]);
+    assert_eq!(buf[6..], [0xee; 41]);
 }
 
 #[test]
@@ -225,7 +222,7 @@ fn writer_rejects_rule_breaks() {
         Err(WireError::BadMessage(_))
     ));
     assert!(matches!(
-        w.push_log_bytes(&[0, 0, 0, 0]),
+        w.push_log_bytes(&[8, 0, 0, 0, 0, 0, 0, 0]),
         Err(WireError::BadMessage(_))
     ));
     assert!(w.push_cv_bytes(&[0, 1, 0]).is_err());
@@ -236,9 +233,39 @@ fn writer_rejects_rule_breaks() {
 }
 
 #[test]
+fn limits_of_the_fixed_width_fields() {
+    // A log must fit its u16 length: a 65535-byte value cannot.
+    let mut log = message_repr().logs[0].clone();
+    log.writes[0].1 = Some(vec![0; 65535]);
+    let too_long = WireError::BadMessage("log longer than 65535 bytes");
+    assert_eq!(encoded_log_len(&log), Err(too_long));
+    let mut buf = vec![0u8; 70_000];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    assert_eq!(w.push_log(0, &log), Err(too_long));
+    // The largest value that fits: the log is then exactly 65535 bytes.
+    let rest = 8 + 2 * 10 + 4 + 3 + 5;
+    log.writes[0].1 = Some(vec![7; 65535 - rest]);
+    assert_eq!(encoded_log_len(&log), Ok(65535));
+    w.push_log(0, &log).expect("fits");
+    let n = w.finish();
+    let m = MessageView::new_checked(&buf[..n]).expect("valid");
+    assert_eq!(
+        m.logs().map(|l| LogRepr::parse(&l)).collect::<Vec<_>>(),
+        [log]
+    );
+    // A commit vector holds at most 65535 entries.
+    let all = (0..=u16::MAX).map(|p| dep(p, 1));
+    assert!(matches!(encoded_cv_len(all), Err(WireError::BadMessage(_))));
+    assert_eq!(
+        encoded_cv_len((1..=u16::MAX).map(|p| dep(p, 1))),
+        Ok(3 + 65535 * 10)
+    );
+}
+
+#[test]
 fn forwarding_by_bytes_equals_pushing_logs() {
     let m = MessageView::new_checked(MESSAGE).expect("valid");
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 128];
     let mut w = MessageWriter::new(&mut buf, m.flags()).expect("fits");
     for log in m.logs() {
         w.push_log_bytes(log.as_bytes()).expect("fits");
@@ -252,12 +279,13 @@ fn forwarding_by_bytes_equals_pushing_logs() {
 
 #[test]
 fn logs_that_do_not_fit_go_in_the_next_frame() {
-    // The chain protocol's use: fill messages of 40 bytes, carry on in the next; no log lost.
+    // The chain protocol's use: fill messages of 95 bytes (two logs of 42), carry on in the
+    // next; no log lost.
     let log = message_repr().logs[0].clone();
     let mut sent = 0;
     let mut frames = 0;
     while sent < 10 {
-        let mut buf = [0u8; 50];
+        let mut buf = [0u8; 95];
         let mut w = MessageWriter::new(&mut buf, 0).expect("fits");
         while sent < 10 && w.push_log(0, &log).is_ok() {
             sent += 1;

@@ -3,8 +3,10 @@
 
 use ftc_stm::{DepEntry, LogKind, LogSource, Partition};
 
-use super::leb128::{self, len_u64};
-use super::message::{field, CvView, LogView, MESSAGE_HEADER_LEN, MESSAGE_VERSION};
+use super::message::{
+    field, CvView, LogView, CV_HEADER_LEN, DELETE, ENTRY_LEN, LOG_HEADER_LEN, MESSAGE_HEADER_LEN,
+    MESSAGE_VERSION, WRITE_HEADER_LEN,
+};
 use super::WireError;
 
 /// Encodes a piggyback message into a buffer the caller owns (say, the tail of a frame).
@@ -24,10 +26,10 @@ impl<'b> MessageWriter<'b> {
     /// Starts a message with `flags` at the start of `buf`; [`WireError::NoRoom`] if `buf` cannot
     /// hold the 6-byte header.
     pub fn new(buf: &'b mut [u8], flags: u8) -> Result<Self, WireError> {
-        let header = buf.get_mut(..MESSAGE_HEADER_LEN).ok_or(WireError::NoRoom)?;
-        header.fill(0);
-        header[field::VERSION] = MESSAGE_VERSION;
-        header[field::FLAGS] = flags;
+        let header = buf
+            .first_chunk_mut::<MESSAGE_HEADER_LEN>()
+            .ok_or(WireError::NoRoom)?;
+        *header = [MESSAGE_VERSION, flags, 0, 0, 0, 0];
         Ok(MessageWriter {
             buf,
             len: MESSAGE_HEADER_LEN,
@@ -62,6 +64,7 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// The room for the next `n` bytes, if there is.
+    #[inline(always)]
     fn room(&mut self, n: usize) -> Result<&mut [u8], WireError> {
         let end = self.len.checked_add(n).ok_or(WireError::NoRoom)?;
         self.buf.get_mut(self.len..end).ok_or(WireError::NoRoom)
@@ -69,7 +72,8 @@ impl<'b> MessageWriter<'b> {
 
     /// Appends `log`, made by middlebox `middlebox`. [`WireError::BadMessage`] if it breaks a
     /// rule of the format (partitions not increasing, wrong numbers of deps or writes for its
-    /// kind); [`WireError::NoRoom`] if it does not fit or the message already holds 65535 logs.
+    /// kind, longer than 65535 bytes); [`WireError::NoRoom`] if it does not fit or the message
+    /// already holds 65535 logs.
     pub fn push_log(&mut self, middlebox: u8, log: &impl LogSource) -> Result<(), WireError> {
         let m = measure_log(log);
         if let Some(rule) = m.broken {
@@ -108,29 +112,18 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Appends a commit vector of middlebox `middlebox` with sparse `entries` (partitions strictly
-    /// increasing, else [`WireError::BadMessage`]).
+    /// increasing and at most 65535 of them, else [`WireError::BadMessage`]).
     pub fn push_cv(
         &mut self,
         middlebox: u8,
         entries: impl Iterator<Item = DepEntry> + Clone,
     ) -> Result<(), WireError> {
-        let (entries_len, count, increasing) = measure_entries(entries.clone());
-        if !increasing {
-            return Err(WireError::BadMessage(
-                "commit vector partitions not increasing",
-            ));
-        }
+        let count = measure_cv(entries.clone())?;
         if self.cv_count == u16::MAX {
             return Err(WireError::NoRoom);
         }
-        let n = 1 + len_u64(count as u64) + entries_len;
-        let mut c = Cursor::new(self.room(n)?);
-        c.u8(middlebox)?;
-        c.var(count as u64)?;
-        for e in entries.take(count) {
-            c.entry(e)?;
-        }
-        c.done()?;
+        let n = CV_HEADER_LEN + usize::from(count) * ENTRY_LEN;
+        encode_cv(self.room(n)?, middlebox, entries, count)?;
         self.len += n;
         self.cv_count += 1;
         Ok(())
@@ -159,38 +152,29 @@ impl<'b> MessageWriter<'b> {
 
     /// Writes the counts into the header; returns the length of the message.
     pub fn finish(self) -> usize {
-        self.buf[field::LOG_COUNT].copy_from_slice(&self.log_count.to_be_bytes());
-        self.buf[field::CV_COUNT].copy_from_slice(&self.cv_count.to_be_bytes());
+        self.buf[field::LOG_COUNT].copy_from_slice(&self.log_count.to_le_bytes());
+        self.buf[field::CV_COUNT].copy_from_slice(&self.cv_count.to_le_bytes());
         self.len
     }
 }
 
-/// Size of `log` encoded and whether it obeys the rules, in one pass.
+/// Size of `log` encoded, its counts, and the first rule it breaks if any, in one pass.
 pub(super) struct LogMeasure {
     pub len: usize,
-    pub dep_count: usize,
-    pub write_count: usize,
+    pub dep_count: u16,
+    pub write_count: u16,
     pub broken: Option<&'static str>,
 }
 
+#[inline(always)]
 pub(super) fn measure_log(log: &impl LogSource) -> LogMeasure {
-    let mut len = 2;
-    let mut broken = None;
-    let (deps_len, dep_count, increasing) = measure_entries(log.deps());
-    len += len_u64(dep_count as u64) + deps_len;
-    if !increasing {
-        broken = Some("log dependency partitions not increasing");
-    }
+    let (dep_count, increasing) = measure_entries(log.deps());
+    let mut len = LOG_HEADER_LEN + dep_count * ENTRY_LEN;
     let mut write_count = 0usize;
     for w in log.writes() {
         write_count += 1;
-        len += len_u64(w.key.len() as u64) + w.key.len();
-        len += match w.value {
-            None => 1,
-            Some(v) => len_u64(v.len() as u64 + 1) + v.len(),
-        };
+        len += WRITE_HEADER_LEN + w.key.len() + w.value.map_or(0, <[u8]>::len);
     }
-    len += len_u64(write_count as u64);
     let rule = match log.kind() {
         LogKind::Update if dep_count == 0 || write_count == 0 => {
             Some("update logs need a dependency and a write")
@@ -203,27 +187,48 @@ pub(super) fn measure_log(log: &impl LogSource) -> LogMeasure {
         }
         _ => None,
     };
+    let broken = if !increasing {
+        Some("log dependency partitions not increasing")
+    } else if len > usize::from(u16::MAX) {
+        // Then no count or length field overflows either: each entry or write takes ≥ 3 bytes,
+        // and a key or value of 65535 bytes or more makes the log longer.
+        Some("log longer than 65535 bytes")
+    } else {
+        rule
+    };
     LogMeasure {
         len,
-        dep_count,
-        write_count,
-        broken: broken.or(rule),
+        dep_count: u16::try_from(dep_count).unwrap_or(u16::MAX),
+        write_count: u16::try_from(write_count).unwrap_or(u16::MAX),
+        broken,
     }
 }
 
-/// Encoded length of the entries, their number, and whether partitions strictly increase.
-fn measure_entries(entries: impl Iterator<Item = DepEntry>) -> (usize, usize, bool) {
-    let mut len = 0;
+/// Number of entries, and whether partitions strictly increase.
+#[inline(always)]
+fn measure_entries(entries: impl Iterator<Item = DepEntry>) -> (usize, bool) {
     let mut count = 0;
     let mut increasing = true;
     let mut prev: Option<Partition> = None;
     for e in entries {
-        len += 2 + len_u64(e.seq.0);
         count += 1;
         increasing &= prev.is_none_or(|p| e.partition > p);
         prev = Some(e.partition);
     }
-    (len, count, increasing)
+    (count, increasing)
+}
+
+/// Number of a commit vector's entries, or [`WireError::BadMessage`] if they break a rule.
+#[inline(always)]
+fn measure_cv(entries: impl Iterator<Item = DepEntry>) -> Result<u16, WireError> {
+    let (count, increasing) = measure_entries(entries);
+    if !increasing {
+        return Err(WireError::BadMessage(
+            "commit vector partitions not increasing",
+        ));
+    }
+    u16::try_from(count)
+        .map_err(|_| WireError::BadMessage("commit vector with more than 65535 entries"))
 }
 
 /// Bytes `log` takes encoded, or [`WireError::BadMessage`] if it breaks a rule of the format.
@@ -236,18 +241,13 @@ pub fn encoded_log_len(log: &impl LogSource) -> Result<usize, WireError> {
 }
 
 /// Bytes a commit vector with `entries` takes encoded, or [`WireError::BadMessage`] if its
-/// partitions do not strictly increase.
+/// partitions do not strictly increase or there are more than 65535.
 pub fn encoded_cv_len(entries: impl Iterator<Item = DepEntry>) -> Result<usize, WireError> {
-    let (len, count, increasing) = measure_entries(entries);
-    if !increasing {
-        return Err(WireError::BadMessage(
-            "commit vector partitions not increasing",
-        ));
-    }
-    Ok(1 + len_u64(count as u64) + len)
+    Ok(CV_HEADER_LEN + usize::from(measure_cv(entries)?) * ENTRY_LEN)
 }
 
 /// Encodes `log` into exactly `out`, sized by `m` = [`measure_log`]`(log)`; no rule check.
+#[inline(always)]
 pub(super) fn encode_log(
     out: &mut [u8],
     middlebox: u8,
@@ -255,71 +255,109 @@ pub(super) fn encode_log(
     m: &LogMeasure,
 ) -> Result<(), WireError> {
     let mut c = Cursor::new(out);
-    c.u8(middlebox)?;
-    c.u8(log.kind().code())?;
-    c.var(m.dep_count as u64)?;
-    for e in log.deps().take(m.dep_count) {
-        c.entry(e)?;
+    // `len` ≤ 65535 when no rule is broken.
+    let [l0, l1] = (m.len as u16).to_le_bytes();
+    let [d0, d1] = m.dep_count.to_le_bytes();
+    let [w0, w1] = m.write_count.to_le_bytes();
+    c.put([l0, l1, middlebox, log.kind().code(), d0, d1, w0, w1])?;
+    c.entries(log.deps(), m.dep_count)?;
+    let mut writes = 0u16;
+    for w in log.writes().take(usize::from(m.write_count)) {
+        let value = w.value.unwrap_or_default();
+        let value_len = w.value.map_or(DELETE, |v| v.len() as u16);
+        let [k0, k1] = (w.key.len() as u16).to_le_bytes();
+        let [v0, v1] = value_len.to_le_bytes();
+        let (header, data) = c
+            .take(WRITE_HEADER_LEN + w.key.len() + value.len())?
+            .split_first_chunk_mut()
+            .ok_or(CHANGED)?;
+        *header = [k0, k1, v0, v1];
+        let (key, rest) = data.split_at_mut_checked(w.key.len()).ok_or(CHANGED)?;
+        copy_short(key, w.key);
+        copy_short(rest, value);
+        writes += 1;
     }
-    c.var(m.write_count as u64)?;
-    for w in log.writes().take(m.write_count) {
-        c.var(w.key.len() as u64)?;
-        c.bytes(w.key)?;
-        match w.value {
-            None => c.u8(0)?,
-            Some(v) => {
-                c.var(v.len() as u64 + 1)?;
-                c.bytes(v)?;
-            }
-        }
+    if writes != m.write_count {
+        return Err(CHANGED);
     }
+    c.done()
+}
+
+/// Encodes a commit vector of `count` `entries` into exactly `out` (sized by
+/// [`encoded_cv_len`]);
+/// no rule check.
+#[inline(always)]
+pub(super) fn encode_cv(
+    out: &mut [u8],
+    middlebox: u8,
+    entries: impl Iterator<Item = DepEntry>,
+    count: u16,
+) -> Result<(), WireError> {
+    let mut c = Cursor::new(out);
+    let [c0, c1] = count.to_le_bytes();
+    c.put([middlebox, c0, c1])?;
+    c.entries(entries, count)?;
     c.done()
 }
 
 /// Writes into a slice sized beforehand; every write is checked all the same, so a `LogSource`
 /// that yields different items on a second pass gets an error, not a panic.
 struct Cursor<'o> {
-    out: &'o mut [u8],
-    pos: usize,
+    rest: &'o mut [u8],
 }
 
 const CHANGED: WireError = WireError::BadMessage("log source changed while it was encoded");
 
 impl<'o> Cursor<'o> {
+    #[inline(always)]
     fn new(out: &'o mut [u8]) -> Self {
-        Cursor { out, pos: 0 }
+        Cursor { rest: out }
     }
 
+    /// The next `n` bytes, to fill.
     #[inline(always)]
-    fn u8(&mut self, v: u8) -> Result<(), WireError> {
-        *self.out.get_mut(self.pos).ok_or(CHANGED)? = v;
-        self.pos += 1;
+    fn take(&mut self, n: usize) -> Result<&'o mut [u8], WireError> {
+        let (a, rest) = core::mem::take(&mut self.rest)
+            .split_at_mut_checked(n)
+            .ok_or(CHANGED)?;
+        self.rest = rest;
+        Ok(a)
+    }
+
+    /// Writes a fixed-size group of bytes.
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, v: [u8; N]) -> Result<(), WireError> {
+        let (a, rest) = core::mem::take(&mut self.rest)
+            .split_first_chunk_mut::<N>()
+            .ok_or(CHANGED)?;
+        *a = v;
+        self.rest = rest;
+        Ok(())
+    }
+
+    /// Writes `count` of `entries`.
+    #[inline(always)]
+    fn entries(
+        &mut self,
+        entries: impl Iterator<Item = DepEntry>,
+        count: u16,
+    ) -> Result<(), WireError> {
+        let mut written = 0u16;
+        for e in entries.take(usize::from(count)) {
+            let [p0, p1] = e.partition.0.to_le_bytes();
+            let [s0, s1, s2, s3, s4, s5, s6, s7] = e.seq.0.to_le_bytes();
+            self.put([p0, p1, s0, s1, s2, s3, s4, s5, s6, s7])?;
+            written += 1;
+        }
+        if written != count {
+            return Err(CHANGED);
+        }
         Ok(())
     }
 
     #[inline(always)]
-    fn bytes(&mut self, v: &[u8]) -> Result<(), WireError> {
-        let end = self.pos.checked_add(v.len()).ok_or(CHANGED)?;
-        copy_short(self.out.get_mut(self.pos..end).ok_or(CHANGED)?, v);
-        self.pos = end;
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn var(&mut self, v: u64) -> Result<(), WireError> {
-        let rest = self.out.get_mut(self.pos..).ok_or(CHANGED)?;
-        self.pos += leb128::write_u64(rest, v).ok_or(CHANGED)?;
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn entry(&mut self, e: DepEntry) -> Result<(), WireError> {
-        self.bytes(&e.partition.0.to_be_bytes())?;
-        self.var(e.seq.0)
-    }
-
     fn done(&self) -> Result<(), WireError> {
-        if self.pos == self.out.len() {
+        if self.rest.is_empty() {
             Ok(())
         } else {
             Err(CHANGED)
@@ -342,18 +380,22 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
     if dst.len() != src.len() {
         return;
     }
-    match src.len() {
-        0 => {}
-        1..=3 => {
-            // First, middle and last byte cover 1 to 3 bytes.
-            let n = src.len();
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
+    // Longest first: keys of 16 bytes and values of 32 take two comparisons each.
+    let n = src.len();
+    if n > 16 {
+        if n <= 32 {
+            two::<16>(dst, src);
+        } else {
+            dst.copy_from_slice(src);
         }
-        4..=7 => two::<4>(dst, src),
-        8..=16 => two::<8>(dst, src),
-        17..=32 => two::<16>(dst, src),
-        _ => dst.copy_from_slice(src),
+    } else if n >= 8 {
+        two::<8>(dst, src);
+    } else if n >= 4 {
+        two::<4>(dst, src);
+    } else if n > 0 {
+        // First, middle and last byte cover 1 to 3 bytes.
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
