@@ -35,9 +35,17 @@ pub struct NodeArgs {
     /// AF_XDP edges in zero-copy mode (the NIC driver must support it); copy mode otherwise.
     #[arg(long)]
     xdp_zero_copy: bool,
-    /// The interface queue the AF_XDP edges bind.
+    /// The interface queue the AF_XDP edges and ring links bind.
     #[arg(long, value_name = "N", default_value_t = 0)]
     xdp_queue: u32,
+    /// Frames to the next server leave on this interface through AF_XDP (the ring link to the
+    /// successor), instead of UDP datagrams; needs --ring-prev too.
+    #[arg(long, value_name = "IFACE", requires = "ring_prev")]
+    ring_next: Option<String>,
+    /// Frames from the previous server arrive on this interface through AF_XDP (the ring link
+    /// from the predecessor); needs --ring-next too.
+    #[arg(long, value_name = "IFACE", requires = "ring_next")]
+    ring_prev: Option<String>,
     /// Heartbeat period in milliseconds (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
@@ -77,6 +85,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             zero_copy: args.xdp_zero_copy,
             ..XdpConfig::default()
         },
+        ring: args.ring_next.clone().zip(args.ring_prev.clone()),
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         server: ServerConfig {
             mode: match args.mode {

@@ -6,6 +6,7 @@ pub mod commit_check;
 pub mod ftmb;
 pub mod heads;
 pub mod lanes;
+pub mod links;
 pub mod netns;
 pub mod nsh;
 pub mod packet;

@@ -221,3 +221,77 @@ fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
     })
     .unwrap();
 }
+
+/// The AF_XDP ring transport ([`XdpLinks`]) on a ring of two servers, one veth pair per ring
+/// link: a frame to the successor arrives with its sender named by the link it came on, a
+/// frame back to the predecessor (a retransmission request) too, a frame of an older epoch is
+/// dropped and counted (the recovery fence), and a server that is no neighbour is refused.
+#[test]
+fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
+    use ftc_chain::middlebox::Direction;
+    use ftc_chain::ring::{Ring, ServerId};
+    use ftc_node::links::{LinkError, XdpLinks};
+    use ftc_node::server::empty_message;
+    use ftc_node::{Frame, Packet};
+
+    if skip("frames_cross_the_ring_links_and_stale_epochs_are_fenced") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("to1", "from0").unwrap();
+    ns.veth("to0", "from1").unwrap();
+    ns.run(|| {
+        let ring = Ring::new(2, 1).unwrap();
+        let open = |me, next, prev| {
+            XdpLinks::open(ServerId(me), ring, (next, prev), small(), 7, 3).unwrap()
+        };
+        let (mut s0, mut s1) = (open(0, "to1", "from1"), open(1, "to0", "from0"));
+        let frame = Frame {
+            packet: Some(Packet {
+                handle: (),
+                flow: 0,
+                dir: Direction::Outbound,
+                bytes: frame(1, 200),
+            }),
+            flags: 0,
+            msg: empty_message(),
+        };
+        let receive = |links: &mut XdpLinks| {
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                links
+                    .recv_batch(|from, r| got.push((from, r.frame)))
+                    .unwrap();
+                if !got.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            got
+        };
+        s0.send(ServerId(1), 1, &frame).unwrap();
+        s0.flush().unwrap();
+        let got = receive(&mut s1);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, ServerId(0));
+        let packet = got[0].1.packet.as_ref().expect("a data frame");
+        assert_eq!(packet.bytes, frame.packet.as_ref().unwrap().bytes);
+        // Back to the predecessor, over the other link.
+        s1.send(ServerId(0), 0, &frame).unwrap();
+        s1.flush().unwrap();
+        let got = receive(&mut s0);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [ServerId(1)]);
+        // After a recovery's fence the receiver drops frames of the old epoch.
+        s1.set_epoch(4);
+        s0.send(ServerId(1), 1, &frame).unwrap();
+        s0.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(receive(&mut s1).is_empty());
+        assert_eq!(s1.stats().stale_epoch, 1, "{:?}", s1.stats());
+        assert!(matches!(
+            s0.send(ServerId(5), 1, &frame),
+            Err(LinkError::NotANeighbour(5))
+        ));
+    })
+    .unwrap();
+}

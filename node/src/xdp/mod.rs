@@ -1,6 +1,6 @@
 //! The AF_XDP port (DESIGN.md §3): raw Ethernet frames in and out of one queue of one network
-//! interface through an AF_XDP socket (xsk-rs over libxdp), for the chain's edges and, later,
-//! the links between servers.
+//! interface through an AF_XDP socket (xsk-rs over libxdp), for the chain's edges and the ring
+//! links between servers ([`crate::links`]).
 //!
 //! One UMEM of 4096-byte frames per port, split once: the first [`XdpConfig::rx_frames`] frames
 //! circulate between the fill and rx rings, the others between the port's free list, the tx ring
@@ -221,6 +221,25 @@ impl XdpPort {
             max_frame,
             stats: XdpStats::default(),
         })
+    }
+
+    /// [`XdpPort::open`], waiting up to `wait` while the queue is still bound: the kernel
+    /// releases a killed process's AF_XDP socket a moment after it dies, and its replacement
+    /// opens the same queue.
+    pub fn open_when_free(
+        iface: &str,
+        config: XdpConfig,
+        wait: Duration,
+    ) -> Result<XdpPort, XdpError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match XdpPort::open(iface, config) {
+                Err(XdpError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The interface's name.

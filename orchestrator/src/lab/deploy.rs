@@ -72,13 +72,18 @@ impl RunConfig {
     }
 
     /// The options of the node at `position` beyond its address: its edges (none but at the
-    /// chain's ends), and `--mode nf` for every node of an NF run.
+    /// chain's ends), its ring links when they carry AF_XDP, and `--mode nf` for every node of
+    /// an NF run.
     fn node_options(&self, position: u16) -> Vec<String> {
         let mut words = Vec::new();
         if let Some(kind) = self.edges {
             words = self.topology.edge_args(position);
             if kind != EdgeKind::Xdp && !words.is_empty() {
                 words.extend(["--edge-kind".to_string(), kind.name().to_string()]);
+            }
+            // Over AF_XDP, frames between servers take the ring links too.
+            if kind == EdgeKind::Xdp {
+                words.extend(self.topology.ring_args(position));
             }
         }
         if self.nf {
@@ -423,20 +428,38 @@ mod tests {
             words(&config, 0),
             node("ftcl1-s0", "0", "10.77.3.10:0", &[])
         );
+        // Over AF_XDP the edges and the ring links (to the successor, from the predecessor).
         config.edges = Some(EdgeKind::Xdp);
+        let ring = |next, prev| ["--ring-next", next, "--ring-prev", prev];
         let first = ["--edge-in", "out=cli-in", "--edge-in", "in=srv-in"];
         let last = ["--edge-out", "out=srv-out", "--edge-out", "in=cli-out"];
         assert_eq!(
             words(&config, 0),
-            node("ftcl1-s0", "0", "10.77.3.10:0", &first)
+            node(
+                "ftcl1-s0",
+                "0",
+                "10.77.3.10:0",
+                &[&first[..], &ring("to1", "from2")].concat()
+            )
         );
         assert_eq!(
             words(&config, 1),
-            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+            node("ftcl1-s1", "1", "10.77.3.11:0", &ring("to2", "from0"))
         );
         assert_eq!(
             words(&config, 2),
-            node("ftcl1-s2", "2", "10.77.3.12:0", &last)
+            node(
+                "ftcl1-s2",
+                "2",
+                "10.77.3.12:0",
+                &[&last[..], &ring("to0", "from1")].concat()
+            )
+        );
+        // Over packet sockets the ring links stay idle: frames between servers take UDP.
+        config.edges = Some(EdgeKind::Packet);
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &[])
         );
     }
 

@@ -35,8 +35,10 @@ const MGMT_FIRST: u8 = 10;
 /// The most servers a lab holds (their management addresses end at .254).
 pub const MAX_SERVERS: u16 = (254 - MGMT_FIRST as u16) + 1;
 
-/// The MTU of the ring links: room for the piggyback trailer behind a full customer frame.
-const RING_MTU: u32 = 9000;
+/// The MTU of the ring links: room for the piggyback trailer (about 2 KB) behind a full
+/// customer frame, and no more than XDP takes on a veth (a page less headroom and the skb's
+/// tail: about 3.5 KB; a larger MTU makes AF_XDP sockets fail with ERANGE).
+const RING_MTU: u32 = 3500;
 
 /// The prefix length of the management network and of the customer network.
 const PREFIX: u8 = 24;
@@ -267,6 +269,15 @@ impl Topology {
     pub fn ring_link(&self, i: u16) -> (String, String) {
         let j = (i + 1) % self.servers;
         (format!("to{j}"), format!("from{i}"))
+    }
+
+    /// The ring options of `ftc node` at `position`: frames to its successor leave on its link
+    /// to it, frames from its predecessor arrive on the predecessor's link (AF_XDP).
+    pub fn ring_args(&self, position: u16) -> Vec<String> {
+        let prev = (position + self.servers - 1) % self.servers;
+        let (next, _) = self.ring_link(position);
+        let (_, from) = self.ring_link(prev);
+        vec!["--ring-next".into(), next, "--ring-prev".into(), from]
     }
 
     /// The edge options of `ftc node` at `position` (AF_XDP edges): server 0 takes frames from

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ftc_chain::middlebox::Direction;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
@@ -279,20 +279,12 @@ impl Edges {
 /// An AF_XDP port for `edge`. A replacement may start while the failed node's socket is still
 /// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies.
 fn open_xdp(edge: &Edge, config: XdpConfig) -> Result<XdpPort, EdgesError> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match XdpPort::open(&edge.iface, config) {
-            Err(XdpError::Busy { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            result => {
-                return result.map_err(|source| EdgesError::Open {
-                    edge: edge.clone(),
-                    source,
-                })
-            }
+    XdpPort::open_when_free(&edge.iface, config, Duration::from_secs(2)).map_err(|source| {
+        EdgesError::Open {
+            edge: edge.clone(),
+            source,
         }
-    }
+    })
 }
 
 fn slot(dir: Direction) -> usize {

@@ -25,8 +25,10 @@
 //! CAP_NET_RAW), one system call per frame. The
 //! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
 //! --edge-out`); a replacement waits up to 2 s for a killed node's socket to leave the
-//! interface queue. Frames between servers stay on the UDP transport. One thread runs the server and waits (`ppoll`) on the
-//! data socket, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
+//! interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
+//! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
+//! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
+//! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread.
 
@@ -44,10 +46,11 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
+use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
 use ftc_node::server::port_of;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
-use ftc_node::xdp::XdpConfig;
+use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 
@@ -84,6 +87,9 @@ pub struct NodeConfig {
     /// The sockets of the edges, and how AF_XDP ones are opened.
     pub edge_kind: EdgeKind,
     pub xdp: XdpConfig,
+    /// Frames between servers over AF_XDP on the ring links (the interface to the successor,
+    /// the one from the predecessor) instead of UDP datagrams.
+    pub ring: Option<(String, String)>,
     pub heartbeat: Duration,
     pub server: ServerConfig,
 }
@@ -115,6 +121,8 @@ pub enum NodeError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Edges(#[from] EdgesError),
+    #[error("ring links: {0}")]
+    Links(#[from] XdpError),
     #[error("cannot restore the replacement from the fetched state: {0}")]
     Restore(#[from] ReplicaError),
     #[error("{0}")]
@@ -224,6 +232,17 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         config.edge_kind,
         config.xdp,
     )?;
+    let links = match &config.ring {
+        Some((next, prev)) => Some(XdpLinks::open(
+            me,
+            ring,
+            (next, prev),
+            config.xdp,
+            chain_id(&config.spec),
+            0,
+        )?),
+        None => None,
+    };
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
@@ -280,6 +299,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             server_config: &config.server,
             start: Instant::now(),
             transport,
+            links,
             ingress,
             egress,
             edges,
@@ -292,8 +312,9 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, edges {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, edges {:?}, server {:?}",
             node.transport.stats(),
+            node.links.as_ref().map(XdpLinks::stats),
             node.edges.stats(),
             node.server.as_ref().map(Server::stats)
         );
@@ -421,6 +442,8 @@ struct Node<'a, 'h> {
     server_config: &'a ServerConfig,
     start: Instant,
     transport: UdpTransport,
+    /// With `--ring-next`/`--ring-prev`: frames between servers go over these instead.
+    links: Option<XdpLinks>,
     ingress: Option<UdpSocket>,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
@@ -464,8 +487,13 @@ impl Node<'_, '_> {
             for port in self.edges.inputs() {
                 polls.push(readable(Some(port.as_fd()).filter(|_| accepting)));
             }
+            let links = EDGES + self.edges.inputs().count();
+            for fd in self.links.iter().flat_map(XdpLinks::fds) {
+                polls.push(readable(server.map(|_| fd)));
+            }
             wait_readable(&mut polls, timeout)?;
             let (frames, customers) = (polls[1].revents != 0, polls[2].revents != 0);
+            let linked = polls[links..].iter().any(|p| p.revents != 0);
             while waker.recv(&mut buf).is_ok() {}
             for event in events.try_iter() {
                 if self.handle(event)? {
@@ -487,6 +515,12 @@ impl Node<'_, '_> {
                         tracing::warn!("node {}: data socket: {e}", self.me);
                         break;
                     }
+                }
+            }
+            if let Some(links) = self.links.as_mut().filter(|_| linked) {
+                let received = links.recv_batch(|from, r| server.handle_frame(t, from, r.frame));
+                if let Err(e) = received {
+                    tracing::warn!("node {}: ring links: {e}", self.me);
                 }
             }
             let spare = &mut self.spare;
@@ -517,7 +551,7 @@ impl Node<'_, '_> {
                     }
                 }
             }
-            let ready = polls[EDGES..].iter().map(|p| p.revents != 0);
+            let ready = polls[EDGES..links].iter().map(|p| p.revents != 0);
             for ((port, dir), _) in self.edges.inputs_mut().zip(ready).filter(|(_, r)| *r) {
                 if let Err(e) = port.recv_batch(|bytes| enter(bytes, dir)) {
                     tracing::warn!("node {}: edge-in {}: {e}", self.me, port.iface());
@@ -540,7 +574,14 @@ impl Node<'_, '_> {
             match out {
                 Output::Send { to, frame } => {
                     let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
-                    if let Err(e) = self.transport.send(to, hop, &frame) {
+                    let sent = match self.links.as_mut() {
+                        Some(links) => links.send(to, hop, &frame).map_err(|e| e.to_string()),
+                        None => self
+                            .transport
+                            .send(to, hop, &frame)
+                            .map_err(|e| e.to_string()),
+                    };
+                    if let Err(e) = sent {
                         tracing::debug!("node {}: sending to {to}: {e}", self.me);
                     }
                     if let Some(packet) = frame.packet {
@@ -564,11 +605,17 @@ impl Node<'_, '_> {
             }
         }
         self.edges.flush();
+        if let Some(Err(e)) = self.links.as_mut().map(XdpLinks::flush) {
+            tracing::debug!("node {}: ring links: {e}", self.me);
+        }
     }
 
     fn set_epoch(&mut self, epoch: u32) {
         self.epoch.store(epoch, Ordering::Release);
         self.transport.set_epoch(epoch);
+        if let Some(links) = self.links.as_mut() {
+            links.set_epoch(epoch);
+        }
     }
 
     /// Frames go to (and come from) `peers` in `epoch` from now on.

@@ -193,7 +193,7 @@ fn ring_links_carry_jumbo_frames_and_edges_customer_frames() {
         if args[..2] == ["link", "add"] && args.iter().any(|a| a == "veth") {
             let mtu = after(&args, "mtu");
             match args[2].as_str() {
-                n if n.starts_with("to") => assert_eq!(mtu, Some("9000"), "{args:?}"),
+                n if n.starts_with("to") => assert_eq!(mtu, Some("3500"), "{args:?}"),
                 "eth0" | "eth1" => assert_eq!(mtu, Some("1500"), "{args:?}"),
                 _ => {}
             }
