@@ -79,6 +79,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
         misses: args.misses,
+        ..CoordinatorConfig::default()
     };
     let orchestrator =
         Orchestrator::new(listener, ring, key, config, Launcher::new(how, node_args));

@@ -13,13 +13,16 @@
 //! its [plan](crate::plan); once all replacements are ready, every server gets a `Reroute`, and
 //! once all of them resumed, a [`RecoveryReport`]. A failure declared before the reroute joins
 //! the recovery in progress (same epoch, a longer `Fence`); one declared during the reroute is
-//! recovered right after it. A failure that leaves a group without an alive member, or more
-//! than f servers failed, halts the coordinator ([`Coordinator::halted`]): it never runs a
-//! recovery that would lose state.
+//! recovered right after it. Failures that would leave a group without an alive member, or
+//! more than f servers failed, are [suspects](suspects) first: the coordinator waits for them
+//! to beat again (a live server on a starved machine) and recovers what remains as soon as it
+//! can; it halts ([`Coordinator::halted`]) when the grace runs out, and never runs a recovery
+//! that would lose state.
 
 mod recovery;
+mod suspects;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use ftc_chain::ring::{Ring, ServerId};
 
@@ -28,6 +31,7 @@ use crate::detector::{Detector, Failure};
 use crate::plan::{plan, replan, PlanError, Transfer};
 use recovery::Recovery;
 pub use recovery::RecoveryReport;
+use suspects::Suspects;
 
 /// How servers are watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +40,28 @@ pub struct CoordinatorConfig {
     pub heartbeat_period_ns: u64,
     /// How many periods without a heartbeat declare a server failed.
     pub misses: u32,
+    /// How long failures beyond what the chain can recover are waited for before the
+    /// coordinator halts, in detection timeouts (`heartbeat_period_ns × misses`): a live
+    /// server that a loaded machine kept from its heartbeats beats again meanwhile.
+    pub suspect_grace: u32,
+}
+
+impl CoordinatorConfig {
+    /// The silence that declares a server failed, `heartbeat_period_ns × misses`.
+    fn detection_ns(&self) -> u64 {
+        self.heartbeat_period_ns
+            .saturating_mul(u64::from(self.misses))
+    }
 }
 
 impl Default for CoordinatorConfig {
-    /// A heartbeat every 10 ms, failed after 3 missed: suited to one data centre.
+    /// A heartbeat every 10 ms, failed after 3 missed, 10 detection timeouts of grace: suited
+    /// to one data centre.
     fn default() -> Self {
         CoordinatorConfig {
             heartbeat_period_ns: 10_000_000,
             misses: 3,
+            suspect_grace: 10,
         }
     }
 }
@@ -85,6 +103,7 @@ pub struct Coordinator {
     /// come from a server that was replaced.
     incarnation: Vec<u32>,
     detector: Detector,
+    suspects: Suspects,
     phase: Phase,
     commands: VecDeque<Command>,
     reports: VecDeque<RecoveryReport>,
@@ -101,6 +120,11 @@ impl Coordinator {
             peers: vec![None; ring.servers()],
             incarnation: vec![0; ring.servers()],
             detector: Detector::new(config.heartbeat_period_ns, config.misses),
+            suspects: Suspects::new(
+                config
+                    .detection_ns()
+                    .saturating_mul(u64::from(config.suspect_grace)),
+            ),
             phase: Phase::Deploying,
             commands: VecDeque::new(),
             reports: VecDeque::new(),
@@ -117,6 +141,12 @@ impl Coordinator {
     /// Every position's live server; `None` until it joins and while it is being replaced.
     pub fn peers(&self) -> &[Option<Peer>] {
         &self.peers
+    }
+
+    /// The servers declared failed and not acted on yet: not fenced, not replaced, cleared if
+    /// they beat again.
+    pub fn suspects(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.suspects.servers()
     }
 
     /// Why the coordinator halted, if it did; it then ignores every input.
@@ -174,16 +204,18 @@ impl Coordinator {
             Message::Resumed { position, epoch } => self.on_resumed(now, position, epoch),
             _ => self.unexpected += 1,
         }
+        self.settle(now);
     }
 
     /// Time passed: declares silent servers failed and recovers them.
     pub fn handle_timeout(&mut self, now: u64) {
-        while !matches!(self.phase, Phase::Halted(_)) {
-            let Some(failure) = self.detector.poll_failed(now) else {
-                break;
-            };
-            self.on_failure(now, failure, now);
+        if matches!(self.phase, Phase::Halted(_)) {
+            return;
         }
+        while let Some(failure) = self.detector.poll_failed(now) {
+            self.on_failure(now, failure);
+        }
+        self.settle(now);
     }
 
     /// The next thing the driver must do.
@@ -195,7 +227,10 @@ impl Coordinator {
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.phase {
             Phase::Halted(_) => None,
-            _ => self.detector.poll_timeout(),
+            _ => [self.detector.poll_timeout(), self.suspects.deadline()]
+                .into_iter()
+                .flatten()
+                .min(),
         }
     }
 
@@ -341,6 +376,9 @@ impl Coordinator {
             self.stale += 1;
         } else if epoch > self.epoch {
             self.unexpected += 1;
+        } else if self.suspects.clear(s) {
+            // Only late: nothing was done to it yet, it is watched again.
+            self.detector.watch(s, now);
         } else {
             self.detector.heartbeat(s, now);
         }
@@ -428,44 +466,79 @@ impl Coordinator {
         }
     }
 
-    /// The recovery in progress is complete: report it, and recover what failed meanwhile.
+    /// The recovery in progress is complete: report it (the suspects are recovered next).
     fn finish(&mut self, now: u64) {
         let Phase::Recovering(r) = std::mem::replace(&mut self.phase, Phase::Running) else {
             unreachable!("only a recovery finishes");
         };
         self.reports.push_back(r.report(self.epoch, now));
-        for (failure, declared_at) in r.pending {
-            self.on_failure(now, failure, declared_at);
+    }
+
+    /// The detector declared a server failed at `now`: a replacement that died before it was
+    /// ready is launched again, anything else is a suspect until [`Coordinator::settle`].
+    fn on_failure(&mut self, now: u64, failure: Failure) {
+        let s = failure.server;
+        match &mut self.phase {
+            Phase::Recovering(r) if r.reroute.is_none() && r.replacements.contains_key(&s) => {
+                r.launch(s, now);
+                self.peers[usize::from(s.0)] = None;
+                let epoch = self.epoch;
+                self.commands
+                    .push_back(Command::Launch { position: s, epoch });
+            }
+            Phase::Running | Phase::Recovering(_) => self.suspects.insert(failure, now),
+            Phase::Deploying | Phase::Halted(_) => {}
         }
     }
 
-    fn on_failure(&mut self, now: u64, failure: Failure, declared_at: u64) {
-        let s = failure.server;
-        match &mut self.phase {
-            Phase::Running => {
-                self.epoch += 1;
-                self.phase = Phase::Recovering(Recovery::new(failure, declared_at));
-                self.add_failure(now, s);
+    /// Acts on the suspects: a reroute does not wait for them; all of them are recovered at
+    /// once (outside a reroute) if the chain can recover them with what failed before; if it
+    /// cannot for the whole grace, the coordinator halts.
+    fn settle(&mut self, now: u64) {
+        if let Phase::Recovering(r) = &mut self.phase {
+            if let Some(reroute) = &mut r.reroute {
+                for s in self.suspects.servers() {
+                    reroute.done(s);
+                }
+                if reroute.awaiting.is_empty() {
+                    self.finish(now);
+                }
             }
-            Phase::Recovering(r) => match &mut r.reroute {
-                Some(reroute) => {
-                    r.pending.push((failure, declared_at));
-                    if reroute.done(s) {
-                        self.finish(now);
-                    }
-                }
-                None if r.replacements.contains_key(&s) => {
-                    // A replacement died before it was ready: launch another.
-                    r.launch(s, now);
-                    self.peers[usize::from(s.0)] = None;
-                    let epoch = self.epoch;
-                    self.commands
-                        .push_back(Command::Launch { position: s, epoch });
-                }
-                None => self.add_failure(now, s),
-            },
-            Phase::Deploying | Phase::Halted(_) => {}
         }
+        if self.suspects.is_empty() {
+            return;
+        }
+        // Once the replacements are ready, only the suspects would be failed.
+        let (mut failed, can_act) = match &self.phase {
+            Phase::Running => (BTreeSet::new(), true),
+            Phase::Recovering(r) if r.reroute.is_none() => (r.unusable(), true),
+            Phase::Recovering(_) => (BTreeSet::new(), false),
+            Phase::Deploying | Phase::Halted(_) => return,
+        };
+        failed.extend(self.suspects.servers());
+        match plan(&self.ring, &failed) {
+            Ok(_) if can_act => {
+                for (failure, declared_at) in self.suspects.take() {
+                    self.act(now, failure, declared_at);
+                }
+            }
+            Ok(_) => self.suspects.recoverable(),
+            Err(cause) => {
+                if self.suspects.unrecoverable(now) {
+                    self.halt(cause);
+                }
+            }
+        }
+    }
+
+    /// Recover `failure`, declared at `declared_at`: in a new recovery, or in the one in
+    /// progress (before its reroute).
+    fn act(&mut self, now: u64, failure: Failure, declared_at: u64) {
+        if matches!(self.phase, Phase::Running) {
+            self.epoch += 1;
+            self.phase = Phase::Recovering(Recovery::new(failure, declared_at));
+        }
+        self.add_failure(now, failure.server);
     }
 
     /// `s` failed during the recovery in progress (before its reroute): fence it off, launch its
@@ -509,10 +582,11 @@ impl Coordinator {
     }
 
     fn halt(&mut self, cause: PlanError) {
-        let failed = match &self.phase {
-            Phase::Recovering(r) => r.failed().map(|s| s.0).collect(),
-            _ => Vec::new(),
-        };
+        let mut failed: BTreeSet<u16> = self.suspects.servers().map(|s| s.0).collect();
+        if let Phase::Recovering(r) = &self.phase {
+            failed.extend(r.failed().map(|s| s.0));
+        }
+        let failed = failed.into_iter().collect();
         self.phase = Phase::Halted(Unrecoverable {
             epoch: self.epoch,
             failed,

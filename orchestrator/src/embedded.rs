@@ -48,14 +48,14 @@ pub struct ChaosConfig {
 }
 
 impl Default for ChaosConfig {
-    /// Heartbeats every 5 ms, 3 missed declare a failure.
+    /// Heartbeats every 5 ms, 3 missed declare a failure, 10 × 15 ms of grace for suspects.
     fn default() -> Self {
         ChaosConfig {
             run: RunConfig::default(),
             kills: Vec::new(),
             coordinator: CoordinatorConfig {
                 heartbeat_period_ns: 5_000_000,
-                misses: 3,
+                ..CoordinatorConfig::default()
             },
             secret: b"ftc embedded".to_vec(),
             settle: Duration::from_secs(10),
@@ -433,7 +433,8 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         }
         let recovered = reports.len() as u32 + 1 == coordinator.epoch();
         let all_up = coordinator.peers().iter().all(Option::is_some);
-        settled.store(recovered && all_up, Ordering::Release);
+        let unsuspected = coordinator.suspects().next().is_none();
+        settled.store(recovered && all_up && unsuspected, Ordering::Release);
     }
     (reports, None)
 }

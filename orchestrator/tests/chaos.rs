@@ -77,6 +77,7 @@ fn chaos_with(spec: &ChainSpec, kills: &[u16], server: ServerConfig) -> ChaosRep
         coordinator: CoordinatorConfig {
             heartbeat_period_ns: 20_000_000,
             misses: 10,
+            ..CoordinatorConfig::default()
         },
         ..ChaosConfig::default()
     };

@@ -62,8 +62,6 @@ pub(super) struct Recovery {
     suspects: BTreeSet<ServerId>,
     /// Set once every replacement is ready.
     pub(super) reroute: Option<Reroute>,
-    /// Failures declared during the reroute, recovered once it finishes (failure, declared at).
-    pub(super) pending: Vec<(Failure, u64)>,
 }
 
 /// A replacement at one failed position.
@@ -93,7 +91,6 @@ impl Recovery {
             replacements: BTreeMap::new(),
             suspects: BTreeSet::new(),
             reroute: None,
-            pending: Vec::new(),
         }
     }
 

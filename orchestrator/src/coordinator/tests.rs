@@ -1,5 +1,6 @@
 //! Whole scenarios on a virtual clock: servers send heartbeats every 10 ms until killed, the
-//! coordinator declares them failed after 3 missed (more than 30 ms of silence).
+//! coordinator declares them failed after 3 missed (more than 30 ms of silence) and waits
+//! 300 ms for suspects beyond what it can recover.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -126,6 +127,26 @@ impl Chain {
         self.beating.remove(&position);
     }
 
+    /// A server that was only late sends its heartbeats again.
+    fn revive(&mut self, position: u16) {
+        self.beating.insert(position);
+    }
+
+    /// Nothing runs until `ms`, the coordinator's loop included; then it handles its timeout
+    /// first and the heartbeats of `ms` after (their threads were starved as long).
+    fn starve_to(&mut self, ms: u64) {
+        self.now = ms * MS;
+        self.c.handle_timeout(self.now);
+        self.seq += 1;
+        for position in self.beating.clone() {
+            self.handle(Message::Heartbeat {
+                position,
+                epoch: self.c.epoch(),
+                seq: self.seq,
+            });
+        }
+    }
+
     /// Advances the clock 1 ms at a time to `ms`, with heartbeats every period.
     fn run_to(&mut self, ms: u64) {
         while self.now < ms * MS {
@@ -206,7 +227,7 @@ fn deployment_waits_for_every_position() {
     assert_eq!(c.peers(), [Some(p0), Some(peer(1, 0))]);
     let assigned: Vec<_> = std::iter::from_fn(|| c.poll_command()).collect();
     assert_eq!(assigned.len(), 2);
-    assert_eq!(c.poll_timeout(), Some(5 + 30 * MS + 1));
+    assert_eq!(c.poll_timeout(), Some(5 + 10 * MS), "polled every period");
     c.handle(6, join(peer(1, 0)));
     assert_eq!(c.unexpected_messages(), 2, "no joins once deployed");
 }
@@ -440,20 +461,26 @@ fn a_transfer_that_fails_moves_to_the_next_member() {
 }
 
 #[test]
-fn more_than_f_failures_halt_instead_of_recovering() {
-    // k = 3, f = 1: 0 and 1 are all of G(0).
+fn more_than_f_failures_halt_once_the_grace_runs_out() {
+    // k = 3, f = 1: 0 and 1 are all of G(0). Both are suspects, nobody is touched.
     let mut chain = Chain::deploy(3, 1);
     chain.run_to(55);
     chain.kill(0);
     chain.kill(1);
     chain.run_to(81);
-    let mut want = fence(&[1, 2], 2, &[0]);
-    want.push(launch(0, 2));
-    assert_eq!(chain.commands(), want, "no launch for 1, no recovery");
+    assert_eq!(chain.commands(), [], "no fence, no launch");
+    assert_eq!(
+        chain.c.suspects().collect::<Vec<_>>(),
+        [ServerId(0), ServerId(1)]
+    );
+    chain.run_to(380);
+    assert_eq!(chain.c.halted(), None, "300 ms of grace from 81 ms");
+    chain.run_to(381);
     assert_eq!(
         chain.c.halted().map(|h| (h.failed.clone(), h.cause)),
         Some((vec![0, 1], PlanError::NoAliveMember { group: MbIndex(0) }))
     );
+    assert_eq!(chain.commands(), []);
 
     // k = 5, f = 1: 0 and 3 leave every group a member, but the chain tolerates one failure.
     let mut chain = Chain::deploy(5, 1);
@@ -462,16 +489,105 @@ fn more_than_f_failures_halt_instead_of_recovering() {
     chain.run_to(65);
     chain.kill(3);
     chain.run_to(81);
-    chain.commands();
-    assert_eq!(chain.c.halted(), None, "3 is not declared yet");
+    let mut want = fence(&[1, 2, 3, 4], 2, &[0]);
+    want.push(launch(0, 2));
+    assert_eq!(chain.commands(), want, "3 is not declared yet");
     chain.join(0, 1);
     chain.commands();
     chain.run_to(100);
-    assert_eq!(chain.commands(), []);
+    assert_eq!(chain.commands(), [], "3 is a suspect");
+    assert_eq!(chain.c.suspects().collect::<Vec<_>>(), [ServerId(3)]);
+    chain.run_to(391);
     assert_eq!(
-        chain.c.halted().map(|h| h.cause),
-        Some(PlanError::TooManyFailures { failed: 2, f: 1 })
+        chain.c.halted().map(|h| (h.failed.clone(), h.cause)),
+        Some((vec![0, 3], PlanError::TooManyFailures { failed: 2, f: 1 }))
     );
+}
+
+#[test]
+fn a_late_suspect_is_cleared_and_the_dead_one_recovered() {
+    // k = 3, f = 1: 1 dies, 2 is kept from its heartbeats as long; both declared at 81 ms.
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.kill(2);
+    chain.run_to(81);
+    assert_eq!(chain.commands(), []);
+    chain.run_to(85);
+    chain.revive(2);
+    chain.run_to(90);
+    // 2's heartbeat at 90 ms clears it: 1 alone is recovered at once.
+    let mut want = fence(&[0, 2], 2, &[1]);
+    want.push(launch(1, 2));
+    assert_eq!(chain.commands(), want);
+    assert_eq!(chain.c.suspects().count(), 0);
+    assert_eq!(chain.c.detector.last_heartbeat(ServerId(2)), Some(90 * MS));
+    chain.join(1, 1);
+    chain.ready(1, 10);
+    assert_eq!(chain.commands()[1..], chain.reroute(&[1]));
+    chain.resumed(&[0, 1, 2]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!(report.failed, [1]);
+    assert_eq!(report.detection_ns, 31 * MS, "until the declaration");
+    assert_eq!(
+        report.total_ns,
+        9 * MS,
+        "from the declaration, the wait included"
+    );
+    chain.run_to(500);
+    assert_eq!(chain.commands(), []);
+    assert_eq!(chain.c.halted(), None);
+}
+
+#[test]
+fn a_suspect_beyond_f_during_a_recovery_is_never_touched() {
+    // k = 3, f = 1: 1 dies and is being recovered when 2 goes quiet (last heartbeat 60 ms).
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(65);
+    chain.kill(2);
+    chain.run_to(81);
+    chain.commands();
+    chain.join(1, 1);
+    assert_eq!(chain.commands().len(), 1, "the plan sends 1 to 2 for G(1)");
+    chain.run_to(91);
+    assert_eq!(chain.commands(), [], "2 is a suspect, not fenced");
+    assert_eq!(chain.c.suspects().collect::<Vec<_>>(), [ServerId(2)]);
+    chain.revive(2);
+    chain.run_to(100);
+    assert_eq!(chain.c.suspects().count(), 0);
+    // The recovery of 1 goes on with 2 as a live server: it is rerouted and resumes.
+    chain.ready(1, 10);
+    assert_eq!(chain.commands(), chain.reroute(&[1]));
+    chain.resumed(&[0, 1]);
+    assert_eq!(chain.c.poll_report(), None, "2 is awaited");
+    chain.resumed(&[2]);
+    assert_eq!(chain.c.poll_report().unwrap().failed, [1]);
+    chain.run_to(500);
+    assert_eq!(chain.commands(), []);
+}
+
+#[test]
+fn a_starved_coordinator_declares_nobody_for_its_own_absence() {
+    let mut chain = Chain::deploy(3, 1);
+    chain.run_to(55);
+    chain.kill(1); // last heartbeat at 50 ms
+                   // Nothing runs from 55 ms to 100 ms: 0 and 2 have been silent 50 ms too, but the
+                   // coordinator saw only 10 ms of it (it asked to be polled at 60 ms).
+    chain.starve_to(100);
+    assert_eq!(chain.commands(), []);
+    assert_eq!(chain.c.suspects().count(), 0);
+    chain.run_to(120);
+    assert_eq!(
+        chain.commands(),
+        [],
+        "1 has been silent 30 ms of the coordinator's time"
+    );
+    chain.run_to(121);
+    let mut want = fence(&[0, 2], 2, &[1]);
+    want.push(launch(1, 2));
+    assert_eq!(chain.commands(), want);
 }
 
 #[test]
@@ -615,6 +731,10 @@ proptest! {
             }
             while let Some(report) = c.poll_report() {
                 prop_assert!(!report.failed.is_empty() && report.failed.len() <= f);
+            }
+            // Fail-stop: a suspect was never fenced off or replaced.
+            for s in c.suspects() {
+                prop_assert!(c.peers()[usize::from(s.0)].is_some());
             }
         }
     }
