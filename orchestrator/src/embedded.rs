@@ -135,6 +135,9 @@ struct World<'a, C> {
     killed: Mutex<Vec<Sender<Msg>>>,
     /// Per position: how many replacements were launched; an older one gives up.
     launches: Mutex<Vec<u64>>,
+    /// Set (under `launches`) when the run ends: a replacement restored after that does not
+    /// serve, since the final `Stop` went out without it.
+    ending: AtomicBool,
 }
 
 impl<C> World<'_, C> {
@@ -226,6 +229,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         ended: ended_tx,
         killed: Mutex::new(Vec::new()),
         launches: Mutex::new(vec![0; n]),
+        ending: AtomicBool::new(false),
     };
     let elapsed = std::thread::scope(|scope| {
         let lanes = servers.into_iter().flatten();
@@ -296,6 +300,11 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         let (recoveries, halted) = orchestrator.join().expect("the orchestrator panicked");
         report.recoveries = recoveries;
         report.run.violations.extend(halted);
+        // From here no replacement registers its lanes: every lane that serves gets the `Stop`.
+        {
+            let _launches = world.launches.lock().expect("no holder panics");
+            world.ending.store(true, Ordering::Release);
+        }
         // The dead servers' addresses too: they swallow packets until the end.
         let killed = std::mem::take(&mut *world.killed.lock().expect("no holder panics"));
         for tx in routes.every().into_iter().chain(killed) {
@@ -621,7 +630,14 @@ fn restore<'w, C>(
         join(server, more, world.partitions, world.server_config).expect("valid partitions");
     let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
         lanes.iter().map(|_| crossbeam_channel::unbounded()).unzip();
-    world.routes.set_lanes(usize::from(position.0), txs);
+    {
+        // Registered under `launches`, and only while the run goes on (see `World::ending`).
+        let launches = world.launches.lock().expect("no holder panics");
+        if launches[usize::from(position.0)] != launch || world.ending.load(Ordering::Acquire) {
+            return None;
+        }
+        world.routes.set_lanes(usize::from(position.0), txs);
+    }
     world.launched.lock().expect("no holder panics")[usize::from(position.0)] = None;
     let _ = world.to_orchestrator.send(Message::Ready {
         position: position.0,
