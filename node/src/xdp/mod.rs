@@ -108,6 +108,8 @@ pub struct XdpStats {
     pub tx_too_large: u64,
     /// Frames refused because every transmit frame was in flight.
     pub tx_full: u64,
+    /// Received frames the fill ring had no room for at once (handed back at the next batch).
+    pub rx_refill_deferred: u64,
 }
 
 /// The kernel's counters of the socket.
@@ -138,6 +140,10 @@ pub struct XdpPort {
     free: Vec<FrameDesc>,
     /// Transmit frames written and not yet on the tx ring.
     queued: Vec<FrameDesc>,
+    /// Received frames not yet back on the fill ring: the kernel may publish its progress on
+    /// the fill ring later than the frames it filled (seen on veth in copy mode), so there is
+    /// not always room for them at once.
+    unfilled: Vec<FrameDesc>,
     tx_ring: u32,
     max_frame: usize,
     stats: XdpStats,
@@ -216,6 +222,7 @@ impl XdpPort {
             rx,
             batch: vec![FrameDesc::default(); BATCH],
             queued: Vec::with_capacity(free.len()),
+            unfilled: Vec::with_capacity(config.rx_frames as usize),
             free,
             tx_ring: config.tx_frames,
             max_frame,
@@ -289,6 +296,7 @@ impl XdpPort {
     /// Hand up to [`BATCH`] received frames to `f`, in order; how many. The bytes are the UMEM
     /// frame's, valid during the call only.
     pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
+        self.refill();
         // SAFETY: the descriptors are filled in from this socket's rx ring, so they are this
         // UMEM's frames.
         let n = unsafe { self.rx.consume(&mut self.batch) };
@@ -298,10 +306,8 @@ impl XdpPort {
             f(unsafe { self.umem.data(desc) }.contents());
         }
         if n > 0 {
-            // SAFETY: the frames came off the rx ring and are no longer used here; the fill ring
-            // is as large as the receive frames, so it has room for every one not in it.
-            let refilled = unsafe { self.fill.produce(&self.batch[..n]) };
-            debug_assert_eq!(refilled, n);
+            self.unfilled.extend_from_slice(&self.batch[..n]);
+            self.refill();
             self.stats.rx += n as u64;
         }
         if self.fill.needs_wakeup() {
@@ -366,6 +372,26 @@ impl XdpPort {
         }
         self.reap();
         Ok(())
+    }
+
+    /// Received frames back to the fill ring, as many as it has room for (all at once, else one
+    /// by one); the rest wait for the next batch.
+    fn refill(&mut self) {
+        if self.unfilled.is_empty() {
+            return;
+        }
+        // SAFETY: the frames came off the rx ring, are this UMEM's and are no longer used here.
+        let mut done = unsafe { self.fill.produce(&self.unfilled) };
+        if done == 0 {
+            self.stats.rx_refill_deferred += 1;
+            while done < self.unfilled.len()
+                // SAFETY: as above.
+                && unsafe { self.fill.produce_one(&self.unfilled[done]) } == 1
+            {
+                done += 1;
+            }
+        }
+        self.unfilled.drain(..done);
     }
 
     /// Frames the kernel finished sending, back to the free list.
