@@ -6,7 +6,7 @@ use ftc_chain::middleboxes;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::{ChainSpec, MiddleboxSpec};
 use ftc_replica::{GroupState, ReplicaError};
-use ftc_stm::{StmError, Store, Worker};
+use ftc_stm::{StmError, Store};
 
 use crate::lanes::Head;
 
@@ -41,7 +41,7 @@ impl Heads {
         ring: &Ring,
         s: ServerId,
         groups: &[GroupState],
-    ) -> Result<Option<(MbIndex, &dyn Middlebox, Worker<'_>)>, ReplicaError> {
+    ) -> Result<Option<Head<'_>>, ReplicaError> {
         if let Some(mb) = ring.middlebox_at(s) {
             let state = groups
                 .iter()
@@ -63,25 +63,21 @@ impl Heads {
             let most = self.stores.iter().map(Store::workers).max().unwrap_or(1);
             return (from..most.max(1)).map(|_| None).collect();
         };
-        let i = usize::from(mb.0);
-        (from..self.stores[i].workers())
-            .map(|w| {
-                let worker = self.stores[i]
-                    .worker(w)
-                    .expect("each head hands out each worker once");
-                Some((mb, self.middleboxes[i].as_ref(), worker))
-            })
-            .collect()
+        let workers = self.stores[usize::from(mb.0)].workers();
+        (from..workers).map(|w| Some(self.worker(mb, w))).collect()
     }
 
     /// What server `s` of `ring` heads: its middlebox and worker 0 of that middlebox's store.
-    pub fn head(&self, ring: &Ring, s: ServerId) -> Option<(MbIndex, &dyn Middlebox, Worker<'_>)> {
-        ring.middlebox_at(s).map(|mb| {
-            let i = usize::from(mb.0);
-            let worker = self.stores[i]
-                .worker(0)
-                .expect("each head hands out worker 0 once");
-            (mb, self.middleboxes[i].as_ref(), worker)
-        })
+    pub fn head(&self, ring: &Ring, s: ServerId) -> Option<Head<'_>> {
+        ring.middlebox_at(s).map(|mb| self.worker(mb, 0))
+    }
+
+    /// Middlebox `mb` with worker `w` of its store, which must not be out already.
+    fn worker(&self, mb: MbIndex, w: u16) -> Head<'_> {
+        let i = usize::from(mb.0);
+        let worker = self.stores[i]
+            .worker(w)
+            .expect("each head hands out each worker once");
+        (mb, self.middleboxes[i].as_ref(), worker)
     }
 }

@@ -67,11 +67,6 @@ impl LaneShared {
         })
     }
 
-    /// Number of lanes.
-    pub fn lanes(&self) -> usize {
-        self.waiting.len()
-    }
-
     /// Raises the shared CV(`mb`) to `local` where it is ahead; whether anything moved.
     fn publish_cv(&self, mb: MbIndex, local: &CommitVector) -> bool {
         let Some(shared) = self.cvs.get(usize::from(mb.0)) else {

@@ -119,12 +119,12 @@ impl XdpLinks {
     /// Hand every frame of this chain and epoch received on either link, with its sender, to
     /// `f` (up to a batch per link); how many frames arrived, dropped ones included.
     pub fn recv_batch(&mut self, mut f: impl FnMut(ServerId, Received)) -> io::Result<usize> {
-        let (chain, epoch) = (self.chain & 0x00ff_ffff, self.epoch);
+        let (chain, epoch) = (self.chain, self.epoch);
         let stats = &mut self.stats;
         let mut take = |from: ServerId, bytes: &[u8]| {
             stats.received += 1;
             match nsh::decode(bytes) {
-                Ok(r) if r.path.epoch == epoch && r.path.chain == chain => f(from, r),
+                Ok(r) if r.path.is_of(chain, epoch) => f(from, r),
                 Ok(_) => stats.stale_epoch += 1,
                 Err(_) => stats.malformed += 1,
             }

@@ -22,6 +22,14 @@ pub struct Path {
     pub epoch: u32,
 }
 
+impl Path {
+    /// Whether a received frame belongs to chain `chain` (its 24-bit service path id) in
+    /// `epoch`: transports drop the others (another chain's, or stale ones a recovery fenced).
+    pub fn is_of(&self, chain: u32, epoch: u32) -> bool {
+        self.epoch == epoch && self.chain == chain & 0x00ff_ffff
+    }
+}
+
 /// A frame read off the wire: the packet (without a handle) and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 
 use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
 use crate::lanes::lane_of;
-use crate::serve::{serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
+use crate::serve::{inboxes, serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
 use crate::{Heads, Mode, Packet, Server, ServerConfig};
 
@@ -110,23 +110,7 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         mode: config.mode,
         ..config.server.clone()
     };
-    let lanes: Vec<Vec<Server<'_, u64>>> = (0..servers)
-        .map(|i| {
-            let me = ServerId(i as u16);
-            crate::lanes::lanes(
-                ring,
-                me,
-                partitions,
-                heads.head_lanes(&ring, me, 0),
-                &server_config,
-            )
-            .expect("valid partitions")
-        })
-        .collect();
-    let (hops, rxs): (Hops, Vec<Vec<Receiver<Msg>>>) = lanes
-        .iter()
-        .map(|l| (0..l.len()).map(|_| crossbeam_channel::unbounded()).unzip())
-        .unzip();
+    let (lanes, hops) = chain_lanes(ring, servers, partitions, heads, &server_config);
     let harness = Harness::new();
     let routes = Routes::with_lanes(hops);
     let shared = harness.shared(None);
@@ -139,8 +123,6 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
     std::thread::scope(|scope| {
         let handles: Vec<_> = lanes
             .into_iter()
-            .flatten()
-            .zip(rxs.into_iter().flatten())
             .map(|(server, rx)| {
                 let (routes, shared) = (routes.all(), &shared);
                 scope.spawn(move || serve(server, &rx, routes, 0, shared))
@@ -157,6 +139,31 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         report.finish(&ring, heads, ended, elapsed);
     });
     report
+}
+
+/// A lane and the inbox it reads.
+pub type Inboxed<'h> = (Server<'h, u64>, Receiver<Msg>);
+
+/// Fresh lanes of the first `servers` servers of `ring` over `heads` (as many lanes as each
+/// server's `threads`), each with its inbox, in server order; and the hops that reach them.
+pub fn chain_lanes<'h>(
+    ring: Ring,
+    servers: usize,
+    partitions: u32,
+    heads: &'h Heads,
+    config: &ServerConfig,
+) -> (Vec<Inboxed<'h>>, Hops) {
+    let mut all = Vec::new();
+    let mut hops = Vec::with_capacity(servers);
+    for me in (0..servers).map(|i| ServerId(i as u16)) {
+        let heads = heads.head_lanes(&ring, me, 0);
+        let lanes =
+            crate::lanes::lanes(ring, me, partitions, heads, config).expect("valid partitions");
+        let (txs, rxs) = inboxes(lanes.len());
+        hops.push(txs);
+        all.extend(lanes.into_iter().zip(rxs));
+    }
+    (all, hops)
 }
 
 /// The clock, the generator's channels and the congestion count of a run.

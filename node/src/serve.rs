@@ -56,6 +56,11 @@ pub enum Msg {
 /// (worker thread, [`crate::lanes`]).
 pub type Hops = Vec<Vec<Sender<Msg>>>;
 
+/// An inbox for each of `n` lanes: the senders that reach them and the receivers they read.
+pub fn inboxes(n: usize) -> (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) {
+    (0..n).map(|_| crossbeam_channel::unbounded()).unzip()
+}
+
 /// Sends `frame` from lane `lane` of server `from` to server `to` over `hops`, to the lanes
 /// [`lanes_for`] picks; whether a customer packet was lost because `to` is gone.
 pub fn send_frame(

@@ -686,8 +686,8 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// Logs the replica applied so far (what moves MAX, and so what frees held frames).
-    /// Moves whenever this server (any of its lanes) applied a log.
+    /// Moves whenever this server (any of its lanes) applies a log: what moves MAX, and so what
+    /// frees held frames. Only its changes mean anything.
     fn applied(&self) -> u64 {
         let mine = self.replica.as_ref().map_or(0, |r| r.stats().applied);
         mine + self.lane.as_ref().map_or(0, Lane::applied)

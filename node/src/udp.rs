@@ -156,7 +156,7 @@ impl UdpTransport {
                 return Ok(Some(Datagram::Dropped));
             }
         };
-        if received.path.epoch != self.epoch || received.path.chain != (self.chain & 0x00ff_ffff) {
+        if !received.path.is_of(self.chain, self.epoch) {
             self.stats.stale_epoch += 1;
             return Ok(Some(Datagram::Dropped));
         }

@@ -14,9 +14,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_node::commit_check::CommitCheck;
-use ftc_node::lanes::{join, lanes};
-use ftc_node::runtime::{Harness, RunConfig, RunReport};
-use ftc_node::serve::{serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
+use ftc_node::lanes::join;
+use ftc_node::runtime::{chain_lanes, Harness, RunConfig, RunReport};
+use ftc_node::serve::{inboxes, serve, Beat, Ended, Msg, Routes, Shared, Sink};
 use ftc_node::server::ExportParts;
 use ftc_node::{Heads, Mode, Server, ServerConfig};
 use ftc_replica::ReplicaError;
@@ -188,17 +188,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     let mut shared = harness.shared(Some((period, beat_tx)));
     shared.flows = Some(&flows);
     shared.commits = Some(&commits);
-    let servers: Vec<Vec<Server<'_, u64>>> = ring
-        .server_ids()
-        .map(|me| {
-            let heads = heads.head_lanes(&ring, me, 0);
-            lanes(ring, me, spec.chain.partitions, heads, &server_config).expect("valid partitions")
-        })
-        .collect();
-    let (hops, rxs): (Hops, Vec<Vec<Receiver<Msg>>>) = servers
-        .iter()
-        .map(|l| (0..l.len()).map(|_| crossbeam_channel::unbounded()).unzip())
-        .unzip();
+    let (lanes, hops) = chain_lanes(ring, n, spec.chain.partitions, &heads, &server_config);
     let routes = Routes::with_lanes(hops);
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -232,8 +222,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         ending: AtomicBool::new(false),
     };
     let elapsed = std::thread::scope(|scope| {
-        let lanes = servers.into_iter().flatten();
-        for (server, rx) in lanes.zip(rxs.into_iter().flatten()) {
+        for (server, rx) in lanes {
             let (r, shared, ended) = (routes.all(), &shared, world.ended.clone());
             scope.spawn(move || {
                 let _ = ended.send(serve(server, &rx, r, 1, shared));
@@ -628,8 +617,7 @@ fn restore<'w, C>(
     let more = world.heads.head_lanes(&world.ring, position, 1).into_iter();
     let lanes =
         join(server, more, world.partitions, world.server_config).expect("valid partitions");
-    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
-        lanes.iter().map(|_| crossbeam_channel::unbounded()).unzip();
+    let (txs, rxs) = inboxes(lanes.len());
     {
         // Registered under `launches`, and only while the run goes on (see `World::ending`).
         let launches = world.launches.lock().expect("no holder panics");

@@ -271,11 +271,7 @@ impl Replica {
     /// The encoded logs of `mb`'s group this server retains, oldest first (for a recovery's
     /// state transfer); `None` when it is not in that group.
     pub fn retained_logs(&self, mb: MbIndex) -> Option<Vec<Vec<u8>>> {
-        let retention = match &self.head {
-            Some((head, r)) if *head == mb => r,
-            _ => &self.members.iter().find(|m| m.mb == mb)?.retention,
-        };
-        Some(retention.logs().map(<[u8]>::to_vec).collect())
+        Some(self.retention(mb)?.logs().map(<[u8]>::to_vec).collect())
     }
 
     /// This server.
@@ -305,27 +301,30 @@ impl Replica {
 
     /// What this server knows of CV(`mb`) (for pruning), if it is in `mb`'s group.
     pub fn commit_vector(&self, mb: MbIndex) -> Option<&CommitVector> {
-        match &self.head {
-            Some((head, r)) if *head == mb => Some(r.known()),
-            _ => Some(self.members.iter().find(|m| m.mb == mb)?.retention.known()),
-        }
+        self.retention(mb).map(Retention::known)
     }
 
     /// Merges what another worker thread of this server learned of CV(`mb`), pruning the
     /// retained logs it covers; ignored unless this server is in `mb`'s group.
     pub fn merge_commit_vector(&mut self, mb: MbIndex, entries: impl Iterator<Item = DepEntry>) {
-        match &mut self.head {
-            Some((head, r)) if *head == mb => r.merge_cv(entries),
-            _ => {
-                if let Some(m) = self.member_mut(mb.0) {
-                    m.retention.merge_cv(entries);
-                }
-            }
+        if let Some(r) = self.retention_mut(mb) {
+            r.merge_cv(entries);
         }
     }
 
-    fn member_mut(&mut self, mb: u8) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.mb.0 == mb)
+    /// The logs of `mb`'s group this server retains, as its head or a member.
+    fn retention(&self, mb: MbIndex) -> Option<&Retention> {
+        match &self.head {
+            Some((head, r)) if *head == mb => Some(r),
+            _ => Some(&self.members.iter().find(|m| m.mb == mb)?.retention),
+        }
+    }
+
+    fn retention_mut(&mut self, mb: MbIndex) -> Option<&mut Retention> {
+        match &mut self.head {
+            Some((head, r)) if *head == mb => Some(r),
+            _ => Some(&mut self.members.iter_mut().find(|m| m.mb == mb)?.retention),
+        }
     }
 
     /// Handle a frame's incoming message: apply or check the logs of this server's groups,
@@ -385,16 +384,7 @@ impl Replica {
 
     fn merge_cvs(&mut self, msg: &MessageView<'_>) {
         for cv in msg.commit_vectors() {
-            let mb = cv.middlebox();
-            if let Some((head_mb, retention)) = &mut self.head {
-                if head_mb.0 == mb {
-                    retention.merge_cv(cv.entries());
-                    continue;
-                }
-            }
-            if let Some(m) = self.member_mut(mb) {
-                m.retention.merge_cv(cv.entries());
-            }
+            self.merge_commit_vector(MbIndex(cv.middlebox()), cv.entries());
         }
     }
 

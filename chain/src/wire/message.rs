@@ -59,6 +59,28 @@ fn le16_at(b: &[u8], at: usize) -> u16 {
     }
 }
 
+/// The rule of the format a log of `kind` with these counts breaks, if any: update logs have
+/// dependencies and writes, read-only logs dependencies only, no-op logs neither.
+#[inline(always)]
+pub(super) fn kind_rule(
+    kind: LogKind,
+    dep_count: usize,
+    write_count: usize,
+) -> Option<&'static str> {
+    match kind {
+        LogKind::Update if dep_count == 0 || write_count == 0 => {
+            Some("update logs need a dependency and a write")
+        }
+        LogKind::ReadOnly if dep_count == 0 || write_count != 0 => {
+            Some("read-only logs need a dependency and no write")
+        }
+        LogKind::Noop if dep_count != 0 || write_count != 0 => {
+            Some("no-op logs have no dependency and no write")
+        }
+        _ => None,
+    }
+}
+
 /// Checks that the `count` entries at the start of `rest` have strictly increasing partitions;
 /// returns the bytes after them.
 #[inline(always)]
@@ -116,19 +138,7 @@ fn check_log(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let kind = LogKind::from_code(kind).ok_or(WireError::BadMessage("unknown log kind"))?;
     let dep_count = le16([d0, d1]);
     let write_count = le16([w0, w1]);
-    let rule = match kind {
-        LogKind::Update if dep_count == 0 || write_count == 0 => {
-            Some("update logs need a dependency and a write")
-        }
-        LogKind::ReadOnly if dep_count == 0 || write_count != 0 => {
-            Some("read-only logs need a dependency and no write")
-        }
-        LogKind::Noop if dep_count != 0 || write_count != 0 => {
-            Some("no-op logs have no dependency and no write")
-        }
-        _ => None,
-    };
-    if let Some(rule) = rule {
+    if let Some(rule) = kind_rule(kind, usize::from(dep_count), usize::from(write_count)) {
         return Err(WireError::BadMessage(rule));
     }
     let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;

@@ -1,11 +1,11 @@
 //! [`MessageWriter`]: encodes a piggyback message straight into the caller's fixed buffer, one log
 //! or commit vector at a time, with no allocation; a push that does not fit writes nothing.
 
-use ftc_stm::{DepEntry, LogKind, LogSource, Partition};
+use ftc_stm::{DepEntry, LogSource, Partition};
 
 use super::message::{
-    field, CvView, LogView, CV_HEADER_LEN, DELETE, ENTRY_LEN, LOG_HEADER_LEN, MESSAGE_HEADER_LEN,
-    MESSAGE_VERSION, WRITE_HEADER_LEN,
+    field, kind_rule, CvView, LogView, CV_HEADER_LEN, DELETE, ENTRY_LEN, LOG_HEADER_LEN,
+    MESSAGE_HEADER_LEN, MESSAGE_VERSION, WRITE_HEADER_LEN,
 };
 use super::WireError;
 
@@ -175,18 +175,7 @@ pub(super) fn measure_log(log: &impl LogSource) -> LogMeasure {
         write_count += 1;
         len += WRITE_HEADER_LEN + w.key.len() + w.value.map_or(0, <[u8]>::len);
     }
-    let rule = match log.kind() {
-        LogKind::Update if dep_count == 0 || write_count == 0 => {
-            Some("update logs need a dependency and a write")
-        }
-        LogKind::ReadOnly if dep_count == 0 || write_count != 0 => {
-            Some("read-only logs need a dependency and no write")
-        }
-        LogKind::Noop if dep_count != 0 || write_count != 0 => {
-            Some("no-op logs have no dependency and no write")
-        }
-        _ => None,
-    };
+    let rule = kind_rule(log.kind(), dep_count, write_count);
     let broken = if !increasing {
         Some("log dependency partitions not increasing")
     } else if len > usize::from(u16::MAX) {

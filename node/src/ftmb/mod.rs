@@ -34,7 +34,7 @@ pub use master::{Master, Processed};
 pub use pal::{PalError, PalHeader, FLAG_PAL};
 
 use crate::runtime::{Harness, RunConfig, RunReport};
-use crate::serve::{Msg, Routes};
+use crate::serve::{inboxes, Msg, Routes};
 use crate::{Heads, Mode};
 use serve::{serve_logger, serve_master, Schedule, SnapshotTally};
 
@@ -190,8 +190,7 @@ fn master_id(i: usize) -> ServerId {
 pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
     let ring = spec.ring();
     let k = ring.middleboxes();
-    let (txs, rxs): (Vec<Sender<Msg>>, Vec<Receiver<Msg>>) =
-        (0..2 * k).map(|_| crossbeam_channel::unbounded()).unzip();
+    let (txs, rxs) = inboxes(2 * k);
     let harness = Harness::new();
     let routes = Routes::new(txs);
     let shared = harness.shared(None);
