@@ -3,9 +3,9 @@
 
 use ftc_chain::spec::{ChainSpec, MiddleboxKind, SpecError};
 
-/// The spec `specs/NAME.toml` of this repository.
-fn builtin(name: &str) -> Result<ChainSpec, SpecError> {
-    let text = match name {
+/// The text of `specs/NAME.toml` of this repository.
+pub fn text(name: &str) -> &'static str {
+    match name {
         "ch-2" => include_str!("../../specs/ch-2.toml"),
         "ch-3" => include_str!("../../specs/ch-3.toml"),
         "ch-4" => include_str!("../../specs/ch-4.toml"),
@@ -14,8 +14,22 @@ fn builtin(name: &str) -> Result<ChainSpec, SpecError> {
         "ch-rec" => include_str!("../../specs/ch-rec.toml"),
         "mazu-nat" => include_str!("../../specs/mazu-nat.toml"),
         _ => unreachable!("no built-in spec {name}"),
-    };
-    ChainSpec::from_toml_str(text, &format!("specs/{name}.toml"))
+    }
+}
+
+/// The spec `specs/NAME.toml` of this repository.
+fn builtin(name: &str) -> Result<ChainSpec, SpecError> {
+    ChainSpec::from_toml_str(text(name), &format!("specs/{name}.toml"))
+}
+
+/// Spec text `text` (valid) with `f` failures tolerated: what a lab's nodes read of
+/// [`with_f`]'s spec.
+pub fn text_with_f(text: &str, f: u8) -> String {
+    let mut table: toml::Table = text.parse().expect("a built-in spec is TOML");
+    if let Some(toml::Value::Table(chain)) = table.get_mut("chain") {
+        chain.insert("f".into(), toml::Value::Integer(i64::from(f)));
+    }
+    table.to_string()
 }
 
 /// Ch-2 … Ch-5: `n` monitors (2 to 5).

@@ -83,6 +83,9 @@ pub struct Point {
     /// A short label for plots.
     pub label: String,
     pub spec: ChainSpec,
+    /// `spec` as TOML, for the points that also run in a lab (`--transport xdp`), whose nodes
+    /// read it from a file; `None` for those that vary what TCP through a lab cannot.
+    pub lab_spec: Option<String>,
     pub config: RunConfig,
     pub work: Work,
 }
@@ -206,9 +209,14 @@ impl Experiment {
                 params,
                 label,
                 spec,
+                lab_spec: None,
                 config,
                 work,
             }
+        };
+        let in_lab = |point: Point, text: String| Point {
+            lab_spec: Some(text),
+            ..point
         };
         let mut points = Vec::new();
         match self {
@@ -261,7 +269,7 @@ impl Experiment {
             Experiment::LatencyLoad => {
                 for &percent in pick(&[10, 30, 50, 70, 90, 110], &[25, 50, 90]) {
                     let load = percent as f64 / 100.0;
-                    points.push(point(
+                    let p = point(
                         json!({ "load_fraction": load }),
                         format!("{percent}% load"),
                         chains::ch_rec()?,
@@ -270,29 +278,35 @@ impl Experiment {
                             modes: ALL_MODES.to_vec(),
                             load: Some(load),
                         },
-                    ));
+                    );
+                    points.push(in_lab(p, chains::text("ch-rec").into()));
                 }
             }
             Experiment::ChainLength => {
                 for &n in pick(&[2, 3, 4, 5], &[2, 5]) {
-                    points.push(point(
+                    let p = point(
                         json!({ "chain": format!("ch-{n}"), "middleboxes": n }),
                         format!("Ch-{n}"),
                         chains::ch_n(n as usize)?,
                         base.clone(),
                         compare(&ALL_MODES),
-                    ));
+                    );
+                    points.push(in_lab(p, chains::text(&format!("ch-{n}")).into()));
                 }
             }
             Experiment::Replication => {
                 for &f in pick(&[1, 2, 3, 4], &[1, 4]) {
                     let spec = chains::with_f(chains::ch_n(5)?, f as u8)?;
-                    points.push(point(
+                    let p = point(
                         json!({ "chain": "ch-5", "f": f, "servers": spec.ring().servers() }),
                         format!("f = {f}"),
                         spec,
                         base.clone(),
                         compare(&[Mode::Ftc, Mode::Nf]),
+                    );
+                    points.push(in_lab(
+                        p,
+                        chains::text_with_f(chains::text("ch-5"), f as u8),
                     ));
                 }
             }
@@ -344,6 +358,10 @@ mod tests {
                 for p in points {
                     p.spec.validate().unwrap();
                     assert_eq!(p.config.duration, settings.duration);
+                    if let Some(text) = &p.lab_spec {
+                        let lab = ChainSpec::from_toml_str(text, "lab spec").unwrap();
+                        assert_eq!(lab, p.spec, "{} {}", e.name(), p.label);
+                    }
                 }
             }
         }

@@ -1,9 +1,11 @@
 //! ftc-bench: FTC side by side with NF, FTMB and FTMB+snapshot over the in-memory transport, in
 //! the experiments of thesis §4.6 (figures 4.5–4.13): every point runs each mode in alternation,
-//! the medians and their ratios go out as Markdown tables, one JSON file and SVG plots.
+//! the medians and their ratios go out as Markdown tables, one JSON file and SVG plots. The
+//! chain-level experiments also run in a namespace lab over AF_XDP ([`lab`]).
 
 pub mod experiment;
 pub mod files;
+pub mod lab;
 pub mod markdown;
 pub mod plot;
 pub mod progress;
@@ -74,4 +76,12 @@ pub enum BenchError {
     },
     #[error("encoding the results as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(
+        "`{0}` does not run in a lab (--transport xdp): it varies what a TCP download through \
+         the lab cannot (packet size, worker threads) or kills a server (see `ftc lab demo`); \
+         over xdp: chain-length, latency-load, replication"
+    )]
+    NotInLab(&'static str),
+    #[error("the lab: {0}")]
+    Lab(String),
 }

@@ -15,20 +15,37 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
     let e = info.experiment;
     let points: Vec<&PointResult> = results.points_of(e).collect();
     let mut out = format!("## {}: {}\n\n", e.name(), info.title);
+    let how = match results.download_mb {
+        None => format!(
+            "Transport: in-memory; every server is a thread of one process on this machine. {} \
+             round(s) of {:.2} s per mode and point",
+            results.rounds, results.duration_s
+        ),
+        Some(mb) => format!(
+            "Transport: AF_XDP in a namespace lab; every server is an `ftc node` process in its \
+             own network namespace, veth links between them. Traffic: a {mb} MB TCP download \
+             through the chain (curl from python3's http.server); throughput is the frames the \
+             chain delivered per second (data and acknowledgements), latency the round trips of \
+             a TCP echo probe during the download (each crosses every middlebox twice). {} \
+             round(s) per mode and point",
+            results.rounds
+        ),
+    };
     let _ = writeln!(
         out,
-        "Machine: {}. Transport: in-memory; every server is a thread of one process on this \
-         machine. {} round(s) of {:.2} s per mode and point, modes alternated; medians.{}\n",
+        "Machine: {}. {how}, modes alternated; medians.{}\n",
         results.machine,
-        results.rounds,
-        results.duration_s,
         if results.quick { " Quick run." } else { "" }
     );
     for note in info.notes {
         let _ = writeln!(out, "- {note}");
     }
     if let Some(s) = info.saturation_pps {
-        let _ = writeln!(out, "- Saturation (100% load): {s:.0} packets/s.");
+        let what = match results.download_mb {
+            None => "packets/s",
+            Some(_) => "frames/s of FTC's flat-out download",
+        };
+        let _ = writeln!(out, "- Saturation (100% load): {s:.0} {what}.");
     }
     out.push('\n');
     let keys: Vec<String> = points

@@ -8,8 +8,9 @@ use ftc_orchestrator::coordinator::RecoveryReport;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::experiment::Experiment;
-use crate::stats::{median, Ratios};
+use crate::experiment::{Experiment, Point};
+use crate::stats::{median, mode_name, Ratios};
+use ftc_node::Mode;
 
 /// Everything one `ftc bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +20,10 @@ pub struct Results {
     pub transport: &'static str,
     pub quick: bool,
     pub rounds: usize,
+    /// Seconds of traffic per run (in memory).
     pub duration_s: f64,
+    /// Megabytes downloaded per run (in a lab).
+    pub download_mb: Option<u64>,
     pub experiments: Vec<ExperimentInfo>,
     pub points: Vec<PointResult>,
 }
@@ -182,6 +186,35 @@ impl Results {
 }
 
 impl PointResult {
+    /// `point`'s result before anything is measured.
+    pub fn empty(point: &Point) -> Self {
+        PointResult {
+            experiment: point.experiment,
+            label: point.label.clone(),
+            params: point.params.clone(),
+            modes: BTreeMap::new(),
+            ratios: Ratios::default(),
+            p99_ratios: Ratios::default(),
+            recovery: None,
+        }
+    }
+
+    /// The figures of `modes` from their `reports` (per mode, its rounds), and the ratios of
+    /// their medians.
+    pub fn compare(&mut self, modes: &[Mode], reports: &[Vec<RunReport>]) {
+        for (&mode, reports) in modes.iter().zip(reports) {
+            self.modes.insert(mode_name(mode), ModeFigures::of(reports));
+        }
+        let medians = |f: fn(&ModeFigures) -> f64| {
+            self.modes
+                .iter()
+                .map(|(m, figures)| (m.clone(), f(figures)))
+                .collect()
+        };
+        self.ratios = Ratios::of(&medians(|f| f.throughput_pps));
+        self.p99_ratios = Ratios::of(&medians(|f| f.latency_us.p99));
+    }
+
     /// What the checks of this point's runs found (nothing, normally).
     pub fn violations(&self) -> impl Iterator<Item = &String> {
         let recovery = self.recovery.iter().flat_map(|r| &r.violations);

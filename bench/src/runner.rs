@@ -2,8 +2,6 @@
 //! runtime ([`run_chain`]), recoveries through the embedded orchestrator ([`run_chaos`]), and
 //! the medians and ratios of what they measured.
 
-use std::collections::BTreeMap;
-
 use ftc_chain::ring::ServerId;
 use ftc_node::runtime::{run_chain, RunConfig};
 use ftc_node::Mode;
@@ -13,10 +11,8 @@ use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work};
 use crate::progress::Progress;
-use crate::results::{
-    machine, ExperimentInfo, ModeFigures, PointResult, RecoveryFigures, RecoveryRun, Results,
-};
-use crate::stats::{alternate, median, mode_name, Ratios};
+use crate::results::{machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results};
+use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
 /// Run `experiments` with `settings` over the in-memory transport, showing progress on stderr.
@@ -39,6 +35,7 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
         quick: settings.quick,
         rounds: settings.rounds,
         duration_s: settings.duration.as_secs_f64(),
+        download_mb: None,
         experiments: Vec::new(),
         points: Vec::new(),
     };
@@ -121,15 +118,7 @@ fn measure(
     progress: &Progress,
 ) -> Result<PointResult, BenchError> {
     let what = |mode: &str| format!("{} {}: {mode}", point.experiment.name(), point.label);
-    let mut result = PointResult {
-        experiment: point.experiment,
-        label: point.label.clone(),
-        params: point.params.clone(),
-        modes: BTreeMap::new(),
-        ratios: Ratios::default(),
-        p99_ratios: Ratios::default(),
-        recovery: None,
-    };
+    let mut result = PointResult::empty(&point);
     match &point.work {
         Work::Compare { modes, .. } => {
             let reports = alternate(modes, settings.rounds, |mode| {
@@ -139,20 +128,7 @@ fn measure(
                 };
                 progress.run(what(&mode_name(mode)), || run_chain(&point.spec, &config))
             });
-            for (&mode, reports) in modes.iter().zip(&reports) {
-                result
-                    .modes
-                    .insert(mode_name(mode), ModeFigures::of(reports));
-            }
-            let medians = |f: fn(&ModeFigures) -> f64| {
-                result
-                    .modes
-                    .iter()
-                    .map(|(m, figures)| (m.clone(), f(figures)))
-                    .collect()
-            };
-            result.ratios = Ratios::of(&medians(|f| f.throughput_pps));
-            result.p99_ratios = Ratios::of(&medians(|f| f.latency_us.p99));
+            result.compare(modes, &reports);
         }
         &Work::Recover { kill } => {
             let config = ChaosConfig {

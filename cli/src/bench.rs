@@ -1,18 +1,24 @@
 //! `ftc bench`: the thesis's experiments (§4.6) with FTC, NF, FTMB and FTMB+snapshot side by
-//! side over the in-memory transport: Markdown tables (or one JSON object) on stdout, and with
-//! `--out DIR` the JSON, the tables and an SVG plot per experiment in files.
+//! side over the in-memory transport, or the chain-level ones with FTC and NF in a namespace lab
+//! over AF_XDP: Markdown tables (or one JSON object) on stdout, and with `--out DIR` the JSON,
+//! the tables and an SVG plot per experiment in files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use ftc_bench::lab::{LabSettings, LAB_EXPERIMENTS};
 use ftc_bench::{markdown, Experiment, Settings};
+use ftc_orchestrator::lab::topology::LabName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Transport {
     /// Servers are threads of this process, frames pass over in-memory channels.
     Mem,
-    /// AF_XDP between servers (not available to `ftc bench` yet).
+    /// The chain-level experiments (chain-length, latency-load, replication) in a namespace lab:
+    /// one `ftc node` process per server, AF_XDP on every link, a TCP download through the
+    /// chain as traffic (needs root; see `ftc lab demo`).
     Xdp,
 }
 
@@ -44,16 +50,23 @@ pub struct BenchArgs {
     /// live servers: a longer period trades detection time for runs that recover.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     heartbeat_ms: f64,
+    /// With --transport xdp: megabytes downloaded per run (default 200; quick 20).
+    #[arg(long, value_name = "MB")]
+    size_mb: Option<u64>,
+    /// With --transport xdp: the lab's name (the prefix of its namespaces), brought up for each
+    /// chain and taken down at the end.
+    #[arg(long, default_value = "ftcbench")]
+    lab: LabName,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.transport == Transport::Xdp {
-        anyhow::bail!(
-            "--transport xdp is not available yet: `ftc bench` runs over the in-memory \
-             transport only (--transport mem)"
-        );
+    let experiments = match args.transport {
+        Transport::Xdp if args.experiment == "all" => LAB_EXPERIMENTS.to_vec(),
+        _ => Experiment::select(&args.experiment)?,
+    };
+    if args.size_mb.is_some_and(|s| !(1..=100_000).contains(&s)) {
+        anyhow::bail!("--size-mb must be between 1 and 100000");
     }
-    let experiments = Experiment::select(&args.experiment)?;
     if args.rounds.is_some_and(|r| !(1..=100).contains(&r)) {
         anyhow::bail!("--rounds must be between 1 and 100");
     }
@@ -71,7 +84,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             args.duration.map(Duration::from_secs_f64),
         )
     };
-    let results = ftc_bench::run(&experiments, &settings)?;
+    let results = match args.transport {
+        Transport::Mem => ftc_bench::run(&experiments, &settings)?,
+        Transport::Xdp => {
+            ftc_orchestrator::lab::apply::check_host()?;
+            let lab = LabSettings {
+                name: args.lab.clone(),
+                exe: std::env::current_exe().context("locating the ftc executable")?,
+                size: args
+                    .size_mb
+                    .unwrap_or_else(|| LabSettings::default_mb(args.quick))
+                    << 20,
+            };
+            ftc_bench::lab::run(&experiments, &settings, &lab, crate::signal::stop_flag())?
+        }
+    };
     if let Some(dir) = &args.out {
         ftc_bench::files::write(dir, &results)?;
     }

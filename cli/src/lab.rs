@@ -68,6 +68,14 @@ pub struct DemoArgs {
     /// state checks; for comparing throughput and latency.
     #[arg(long)]
     nf: bool,
+    /// Pace the download at this many Mbit/s at most (curl's `--limit-rate`), e.g. half what
+    /// the chain carries flat out, to see latency under a given load.
+    #[arg(long)]
+    rate_mbit: Option<f64>,
+    /// Milliseconds between round trips of the latency probe (a TCP echo through the chain
+    /// during the download); 0: no probe.
+    #[arg(long, default_value_t = 1.0)]
+    probe_ms: f64,
     #[command(flatten)]
     heartbeats: HeartbeatArgs,
     /// Print one JSON object instead of text.
@@ -267,6 +275,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.kill_at) {
         anyhow::bail!("--kill-at must be between 0 and 1");
     }
+    if args
+        .rate_mbit
+        .is_some_and(|r| !(0.01..=1_000_000.0).contains(&r))
+    {
+        anyhow::bail!("--rate-mbit must be between 0.01 and 1000000");
+    }
+    if !(0.0..=10_000.0).contains(&args.probe_ms) {
+        anyhow::bail!("--probe-ms must be between 0 and 10000");
+    }
     let spec = ChainSpec::load(&args.spec)?;
     // With --json, standard output is the report alone.
     let say = |a: std::fmt::Arguments<'_>| {
@@ -288,6 +305,8 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 spec,
                 size: args.size_mb << 20,
                 kill_at: (!args.nf).then_some(args.kill_at),
+                rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
+                probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
             };
             let r = demo::demo(&config, stop)?;
             if args.json {
@@ -310,9 +329,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
                     );
                 }
+                if let Some(rtt) = &r.rtt_us {
+                    println!(
+                        "round trips through the chain during the download ({} probes): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+                        rtt.samples, rtt.p50, rtt.p99, rtt.p999, rtt.max
+                    );
+                }
                 println!(
-                    "the HTTP server saw {:?}; the chain delivered {} frames",
-                    r.server_saw, r.frames_delivered
+                    "the HTTP server saw {:?}; the chain delivered {} frames ({:.0} frames/s during the download)",
+                    r.server_saw, r.frames_delivered, r.frames_per_s
                 );
                 if r.violations.is_empty() && r.killed.is_some() {
                     println!("consistent: the download survived the kill, every replica equals its head, every monitor counted every delivered frame");

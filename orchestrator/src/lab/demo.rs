@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::apply::secret_path;
 use super::deploy::{self, parse_peers, DeployError, RunConfig};
+use super::probe::{self, RttFigures, PROBE_PORT};
 use super::topology::{Host, CLIENT, SERVER};
 use crate::checks::check_monitors;
 use crate::control::Peer;
@@ -48,6 +49,12 @@ pub struct DemoConfig {
     /// The share of the file downloaded when the middle server is killed (0 to 1); `None`: no
     /// kill (an NF run cannot recover a server, and its state is not checked).
     pub kill_at: Option<f64>,
+    /// The download's pace at most, in bytes per second (curl's `--limit-rate`); `None`: as fast
+    /// as the chain carries it.
+    pub rate_limit: Option<u64>,
+    /// Time round trips through the chain during the download ([`probe`]), one every this
+    /// long; `None`: no probe.
+    pub probe: Option<Duration>,
 }
 
 /// What the demo saw.
@@ -72,6 +79,11 @@ pub struct DemoReport {
     pub server_saw: Vec<String>,
     /// Frames the chain delivered to the client and the server.
     pub frames_delivered: u64,
+    /// Frames the chain delivered (both directions: data and acknowledgements) per second of
+    /// the download.
+    pub frames_per_s: f64,
+    /// Round trips through the chain during the download, when probed.
+    pub rtt_us: Option<RttFigures>,
     pub violations: Vec<String>,
 }
 
@@ -135,6 +147,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         reports_to_stderr: true,
         ..config.run.clone()
     };
+    // The hosts' counters run on across the runs in one lab: what this one delivered is what
+    // they count beyond this.
+    let earlier = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
     let chain_stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
@@ -142,8 +157,16 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
             let server_log = dir.0.join("http.log");
             let _http = http_server(&t.host_netns(&SERVER), &dir.0, &server_log)?;
+            let _echo = config
+                .probe
+                .map(|_| probe::echo(&t.host_netns(&SERVER), echo_addr()))
+                .transpose()
+                .map_err(io_error("starting the probe's echo server"))?;
             wait_ready(&t.host_netns(&CLIENT), stop)?;
+            let before = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
             let mut report = download(config, &file, &dir.0, stop)?;
+            let after = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+            report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
             report.sha256_matches = sha256_of(&dir.0.join("got"))? == sent_sha;
             if !report.sha256_matches {
                 report
@@ -181,8 +204,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     ));
                 }
             }
-            report.frames_delivered =
-                delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+            report.frames_delivered = (delivered_to(config, &CLIENT)?
+                + delivered_to(config, &SERVER)?)
+            .saturating_sub(earlier);
             if !config.run.nf {
                 check_state(config, peers, &mut report)?;
             }
@@ -285,6 +309,11 @@ fn http_server(netns: &str, dir: &Path, log: &Path) -> Result<Reaped, DemoError>
     ))
 }
 
+/// Where the probe's echo server listens: beside the HTTP server.
+fn echo_addr() -> std::net::SocketAddrV4 {
+    std::net::SocketAddrV4::new(SERVER.ip, PROBE_PORT)
+}
+
 fn url(path: &str) -> String {
     format!("http://{}:{PORT}/{path}", SERVER.ip)
 }
@@ -320,16 +349,23 @@ fn download(
     let got = dir.join("got");
     let got_text = got.display().to_string();
     let max_time = DOWNLOAD.as_secs().to_string();
+    let probe = config
+        .probe
+        .map(|every| probe::probe(&t.host_netns(&CLIENT), echo_addr(), every));
     let started = Instant::now();
+    let mut command = in_netns(
+        &t.host_netns(&CLIENT),
+        &["curl", "-sS", "-o", &got_text, "--max-time", &max_time],
+    );
+    if let Some(rate) = config.rate_limit {
+        command.args(["--limit-rate", &rate.to_string()]);
+    }
     let mut curl = Reaped(
-        in_netns(
-            &t.host_netns(&CLIENT),
-            &["curl", "-sS", "-o", &got_text, "--max-time", &max_time],
-        )
-        .args(["-w", "%{http_code} %{time_connect}", &url("file")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(io_error("running curl"))?,
+        command
+            .args(["-w", "%{http_code} %{time_connect}", &url("file")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(io_error("running curl"))?,
     );
     let mut report = DemoReport::default();
     let middle = t.servers / 2;
@@ -353,6 +389,13 @@ fn download(
     };
     report.seconds = started.elapsed().as_secs_f64();
     report.curl_exit = status.code().unwrap_or(-1);
+    match probe.map(probe::Probe::finish) {
+        Some(Ok(rtt)) => report.rtt_us = Some(rtt),
+        Some(Err(e)) => report
+            .violations
+            .push(format!("the round-trip probe failed: {e}")),
+        None => {}
+    }
     let mut code = String::new();
     if let Some(out) = curl.0.stdout.as_mut() {
         let _ = out.read_to_string(&mut code);

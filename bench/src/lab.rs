@@ -1,0 +1,328 @@
+//! `ftc bench --transport xdp`: the chain-level experiments (chain-length, latency-load,
+//! replication) in a namespace lab (`ftc lab`): one `ftc node` process per server in its own
+//! network namespace, AF_XDP on every link, and a real TCP download through the chain (curl from
+//! python3's http.server) as the traffic, as `ftc lab demo` runs it without the kill.
+//!
+//! Throughput is the frames the chain delivered per second of the download (data one way,
+//! acknowledgements the other); latency is the round trips of a TCP echo probe during the
+//! download, one every millisecond, each crossing every middlebox twice. A load is curl's pace:
+//! that share of FTC's flat-out download rate on the point's chain. FTMB runs in-process only,
+//! so the lab compares FTC with NF.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ftc_chain::spec::ChainSpec;
+use ftc_node::runtime::{Latency, RunReport};
+use ftc_node::Mode;
+use ftc_orchestrator::lab::apply;
+use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport};
+use ftc_orchestrator::lab::deploy::RunConfig;
+use ftc_orchestrator::lab::topology::{LabName, Topology};
+use ftc_orchestrator::process::edges::EdgeKind;
+use serde_json::json;
+
+use crate::experiment::{Experiment, Point, Work};
+use crate::progress::Progress;
+use crate::results::{machine, ExperimentInfo, PointResult, Results};
+use crate::stats::{alternate, median, mode_name};
+use crate::{BenchError, Settings};
+
+/// The experiments that run in a lab: `all` over xdp.
+pub const LAB_EXPERIMENTS: [Experiment; 3] = [
+    Experiment::ChainLength,
+    Experiment::LatencyLoad,
+    Experiment::Replication,
+];
+/// The modes a lab compares.
+const LAB_MODES: [Mode; 2] = [Mode::Ftc, Mode::Nf];
+/// The heartbeat period of the lab's runs: no server is killed in them, so detection speed does
+/// not matter, and a long period keeps a busy machine's live servers from being suspected.
+const HEARTBEAT_MS: f64 = 50.0;
+/// Round trips of the latency probe are this far apart.
+const PROBE_EVERY: Duration = Duration::from_millis(1);
+
+/// Where and how the lab runs.
+#[derive(Debug, Clone)]
+pub struct LabSettings {
+    /// The lab's name (its namespaces' prefix); brought up for each chain, down at the end.
+    pub name: LabName,
+    /// The `ftc` executable the orchestrator and nodes run.
+    pub exe: PathBuf,
+    /// Bytes downloaded per run.
+    pub size: u64,
+}
+
+impl LabSettings {
+    /// Megabytes downloaded per run, by default: quick runs download less.
+    pub fn default_mb(quick: bool) -> u64 {
+        if quick {
+            20
+        } else {
+            200
+        }
+    }
+}
+
+/// Run `experiments` in the lab of `lab`, showing progress on stderr; `stop` (Ctrl-C) ends the
+/// run under way. The lab is taken down at the end, whatever happened.
+pub fn run(
+    experiments: &[Experiment],
+    settings: &Settings,
+    lab: &LabSettings,
+    stop: &AtomicBool,
+) -> Result<Results, BenchError> {
+    let plans = experiments
+        .iter()
+        .map(|&e| {
+            let points = e.points(settings)?;
+            if points.iter().any(|p| p.lab_spec.is_none()) {
+                return Err(BenchError::NotInLab(e.name()));
+            }
+            Ok((e, points))
+        })
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    let runs: usize = plans
+        .iter()
+        .flat_map(|(_, points)| points)
+        .map(|p| {
+            let calibrate = matches!(p.work, Work::Compare { load: Some(_), .. });
+            settings.rounds * (modes_of(p).len() + usize::from(calibrate))
+        })
+        .sum();
+    let dir = std::env::temp_dir().join(format!("ftc-bench-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let progress = Progress::new(runs as u64);
+    let mut bench = LabBench {
+        lab,
+        settings,
+        stop,
+        progress: &progress,
+        dir: &dir,
+        topology: None,
+    };
+    let measured = bench.experiments(plans);
+    progress.finish();
+    let down = apply::down(&lab.name).map_err(|e| BenchError::Lab(e.to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (experiments, points) = measured?;
+    down?;
+    Ok(Results {
+        machine: machine(),
+        transport: "xdp",
+        quick: settings.quick,
+        rounds: settings.rounds,
+        duration_s: 0.0,
+        download_mb: Some(lab.size >> 20),
+        experiments,
+        points,
+    })
+}
+
+/// The modes of `point` a lab runs.
+fn modes_of(point: &Point) -> Vec<Mode> {
+    match &point.work {
+        Work::Compare { modes, .. } => modes
+            .iter()
+            .copied()
+            .filter(|m| LAB_MODES.contains(m))
+            .collect(),
+        Work::Recover { .. } => Vec::new(),
+    }
+}
+
+/// A lab benchmark under way.
+struct LabBench<'a> {
+    lab: &'a LabSettings,
+    settings: &'a Settings,
+    stop: &'a AtomicBool,
+    progress: &'a Progress,
+    /// Where the specs the nodes read are written.
+    dir: &'a Path,
+    /// The lab as it is up now.
+    topology: Option<Topology>,
+}
+
+type Measured = (Vec<ExperimentInfo>, Vec<PointResult>);
+
+impl LabBench<'_> {
+    fn experiments(
+        &mut self,
+        plans: Vec<(Experiment, Vec<Point>)>,
+    ) -> Result<Measured, BenchError> {
+        let (mut infos, mut results) = (Vec::new(), Vec::new());
+        for (experiment, points) in plans {
+            let mut info = ExperimentInfo {
+                experiment,
+                title: experiment.title(),
+                notes: experiment.notes(),
+                saturation_pps: None,
+            };
+            // FTC's flat-out download rate (bytes/s), the 100% of the experiment's loads.
+            let mut saturation = None;
+            for mut point in points {
+                let spec_path = self.prepare(&point)?;
+                let mut rate_limit = None;
+                if let Work::Compare {
+                    load: Some(load), ..
+                } = point.work
+                {
+                    let (bytes_s, frames_s) = match saturation {
+                        Some(s) => s,
+                        None => *saturation.insert(self.saturation(&point, &spec_path)),
+                    };
+                    info.saturation_pps = Some(frames_s);
+                    let offered = (bytes_s * load).max(1.0);
+                    rate_limit = Some(offered as u64);
+                    point.params.insert(
+                        "offered_mbit_s".into(),
+                        json!((offered * 8e-5).round() / 10.0),
+                    );
+                }
+                let modes = modes_of(&point);
+                let what = |mode: Mode| {
+                    format!(
+                        "{} {} in the lab: {}",
+                        point.experiment.name(),
+                        point.label,
+                        mode_name(mode)
+                    )
+                };
+                let reports = alternate(&modes, self.settings.rounds, |mode| {
+                    self.progress.run(what(mode), || {
+                        report_of(
+                            &point.spec,
+                            mode,
+                            self.download(&point.spec, &spec_path, mode, rate_limit),
+                        )
+                    })
+                });
+                let mut result = PointResult::empty(&point);
+                result.compare(&modes, &reports);
+                results.push(result);
+            }
+            infos.push(info);
+        }
+        Ok((infos, results))
+    }
+
+    /// Writes `point`'s spec where the nodes read it, and brings the lab up for its chain
+    /// (again only when the chain's shape changed); the spec's path.
+    fn prepare(&mut self, point: &Point) -> Result<PathBuf, BenchError> {
+        let text = point
+            .lab_spec
+            .as_ref()
+            .ok_or(BenchError::NotInLab(point.experiment.name()))?;
+        let path = self.dir.join(format!("{}.toml", point.spec.chain.name));
+        std::fs::write(&path, text).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        let lab_error = |e: &dyn std::fmt::Display| BenchError::Lab(e.to_string());
+        let wanted =
+            Topology::new(&point.spec, self.lab.name.clone(), 0).map_err(|e| lab_error(&e))?;
+        if !self
+            .topology
+            .as_ref()
+            .is_some_and(|t| t.same_shape(&wanted))
+        {
+            let up = apply::up(&point.spec, &self.lab.name, true).map_err(|e| lab_error(&e))?;
+            for warning in &up.warnings {
+                eprintln!("ftc bench: lab {}: warning: {warning}", self.lab.name);
+            }
+            self.topology = Some(up.topology);
+        }
+        Ok(path)
+    }
+
+    /// FTC's flat-out download rate through `point`'s chain: the medians over the rounds of
+    /// its bytes and frames per second.
+    fn saturation(&self, point: &Point, spec_path: &Path) -> (f64, f64) {
+        let runs: Vec<(f64, f64)> = (0..self.settings.rounds)
+            .map(|_| {
+                let what = format!(
+                    "{}: saturation of {} in the lab",
+                    point.experiment.name(),
+                    point.spec.chain.name
+                );
+                self.progress.run(what, || {
+                    self.download(&point.spec, spec_path, Mode::Ftc, None)
+                        .map_or((0.0, 0.0), |r| (r.bytes as f64 / r.seconds, r.frames_per_s))
+                })
+            })
+            .collect();
+        let med = |f: fn(&(f64, f64)) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        (med(|r| r.0).unwrap_or(0.0), med(|r| r.1).unwrap_or(0.0))
+    }
+
+    /// One download through the chain in `mode`, paced at `rate_limit` bytes/s if given.
+    fn download(
+        &self,
+        spec: &ChainSpec,
+        spec_path: &Path,
+        mode: Mode,
+        rate_limit: Option<u64>,
+    ) -> Result<DemoReport, BenchError> {
+        let topology = self
+            .topology
+            .clone()
+            .ok_or_else(|| BenchError::Lab("the lab is not up".into()))?;
+        let config = DemoConfig {
+            run: RunConfig {
+                exe: self.lab.exe.clone(),
+                spec: spec_path.to_path_buf(),
+                topology,
+                heartbeat_ms: HEARTBEAT_MS,
+                misses: 3,
+                edges: Some(EdgeKind::Xdp),
+                peers: None,
+                reports_to_stderr: true,
+                nf: mode == Mode::Nf,
+            },
+            spec: spec.clone(),
+            size: self.lab.size,
+            kill_at: None,
+            rate_limit,
+            probe: Some(PROBE_EVERY),
+        };
+        demo(&config, self.stop).map_err(|e| BenchError::Lab(e.to_string()))
+    }
+}
+
+/// A lab run's figures as a run report: frames delivered per second as the throughput, the
+/// probe's round trips as the latency; a run that failed is a violation.
+fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) -> RunReport {
+    let mut report = RunReport {
+        mode: Some(mode),
+        chain: spec.chain.name.clone(),
+        servers: match mode {
+            Mode::Ftc => spec.ring().servers(),
+            _ => spec.ring().middleboxes(),
+        },
+        ..RunReport::default()
+    };
+    match ran {
+        Ok(r) => {
+            let delivered = (r.frames_per_s * r.seconds).round() as u64;
+            report.duration_s = r.seconds;
+            report.packets_sent = delivered;
+            report.packets_released = delivered;
+            report.throughput_pps = r.frames_per_s;
+            if let Some(rtt) = &r.rtt_us {
+                report.latency_us = Latency {
+                    p50: rtt.p50,
+                    p99: rtt.p99,
+                    p999: rtt.p999,
+                    max: rtt.max,
+                };
+            }
+            report.violations = r.violations;
+        }
+        Err(e) => report.violations.push(format!("the lab run failed: {e}")),
+    }
+    report
+}
