@@ -59,25 +59,42 @@ fn le16_at(b: &[u8], at: usize) -> u16 {
     }
 }
 
-/// The rule of the format a log of `kind` with these counts breaks, if any: update logs have
+/// Whether a log of `kind` has the dependencies and writes its kind calls for: update logs have
 /// dependencies and writes, read-only logs dependencies only, no-op logs neither.
 #[inline(always)]
-pub(super) fn kind_rule(
-    kind: LogKind,
-    dep_count: usize,
-    write_count: usize,
-) -> Option<&'static str> {
+pub(super) fn kind_fits(kind: LogKind, dep_count: usize, write_count: usize) -> bool {
     match kind {
-        LogKind::Update if dep_count == 0 || write_count == 0 => {
-            Some("update logs need a dependency and a write")
-        }
-        LogKind::ReadOnly if dep_count == 0 || write_count != 0 => {
-            Some("read-only logs need a dependency and no write")
-        }
-        LogKind::Noop if dep_count != 0 || write_count != 0 => {
-            Some("no-op logs have no dependency and no write")
-        }
-        _ => None,
+        LogKind::Update => dep_count != 0 && write_count != 0,
+        LogKind::ReadOnly => dep_count != 0 && write_count == 0,
+        LogKind::Noop => dep_count == 0 && write_count == 0,
+    }
+}
+
+/// The rule of [`kind_fits`] that a log of `kind` breaks when it does not fit.
+#[cold]
+pub(super) fn kind_rule(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Update => "update logs need a dependency and a write",
+        LogKind::ReadOnly => "read-only logs need a dependency and no write",
+        LogKind::Noop => "no-op logs have no dependency and no write",
+    }
+}
+
+/// Sees partitions go by and whether each is above the one before.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Rising {
+    /// One more than the last partition (0 before the first): the next must reach it.
+    min: u32,
+}
+
+impl Rising {
+    /// Whether `p` is above the partition seen before it (any is above none).
+    #[inline(always)]
+    pub(super) fn see(&mut self, p: u16) -> bool {
+        let p = u32::from(p);
+        let rose = p >= self.min;
+        self.min = p + 1;
+        rose
     }
 }
 
@@ -92,15 +109,12 @@ fn check_entries<'a>(
     let (entries, rest) = rest
         .split_at_checked(usize::from(count) * ENTRY_LEN)
         .ok_or(WireError::Truncated)?;
-    // One more than the previous partition (0 before the first): the next must reach it.
-    let mut min = 0u32;
+    let mut rising = Rising::default();
     let mut e = entries;
     while let Some((&[p0, p1, ..], tail)) = e.split_first_chunk::<ENTRY_LEN>() {
-        let p = u32::from(le16([p0, p1]));
-        if p < min {
+        if !rising.see(le16([p0, p1])) {
             return Err(WireError::BadMessage(what));
         }
-        min = p + 1;
         e = tail;
     }
     Ok(rest)
@@ -138,8 +152,8 @@ fn check_log(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let kind = LogKind::from_code(kind).ok_or(WireError::BadMessage("unknown log kind"))?;
     let dep_count = le16([d0, d1]);
     let write_count = le16([w0, w1]);
-    if let Some(rule) = kind_rule(kind, usize::from(dep_count), usize::from(write_count)) {
-        return Err(WireError::BadMessage(rule));
+    if !kind_fits(kind, usize::from(dep_count), usize::from(write_count)) {
+        return Err(WireError::BadMessage(kind_rule(kind)));
     }
     let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;
     if !check_writes(body, write_count)?.is_empty() {
@@ -309,7 +323,10 @@ impl<'a> LogView<'a> {
 
     /// The dependency entries, partitions strictly increasing.
     pub fn deps(&self) -> DepIter<'a> {
-        DepIter { rest: self.deps }
+        DepIter {
+            rest: self.deps,
+            remaining: le16_at(self.bytes, 4),
+        }
     }
 
     /// The writes, in the order the transaction made them.
@@ -372,6 +389,7 @@ impl<'a> CvView<'a> {
     pub fn entries(&self) -> DepIter<'a> {
         DepIter {
             rest: self.bytes.get(CV_HEADER_LEN..).unwrap_or_default(),
+            remaining: le16_at(self.bytes, 1),
         }
     }
 }
@@ -435,6 +453,8 @@ impl ExactSizeIterator for CvIter<'_> {}
 #[derive(Debug, Clone)]
 pub struct DepIter<'a> {
     rest: &'a [u8],
+    /// Entries left: what the count field says, which a checked view's bytes hold.
+    remaining: u16,
 }
 
 impl Iterator for DepIter<'_> {
@@ -442,6 +462,7 @@ impl Iterator for DepIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<DepEntry> {
+        self.remaining = self.remaining.checked_sub(1)?;
         let (&[p0, p1, s @ ..], rest) = self.rest.split_first_chunk::<ENTRY_LEN>()?;
         self.rest = rest;
         Some(DepEntry {
@@ -451,7 +472,7 @@ impl Iterator for DepIter<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.rest.len() / ENTRY_LEN;
+        let n = usize::from(self.remaining);
         (n, Some(n))
     }
 }
@@ -471,8 +492,9 @@ impl<'a> Iterator for WriteIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Write<'a>> {
-        self.remaining = self.remaining.checked_sub(1)?;
+        // A checked log's writes end with its last write: the bytes tell when to stop.
         let (&[k0, k1, v0, v1], rest) = self.rest.split_first_chunk::<WRITE_HEADER_LEN>()?;
+        self.remaining = self.remaining.saturating_sub(1);
         let (key, rest) = rest.split_at_checked(usize::from(le16([k0, k1])))?;
         let (value, rest) = match le16([v0, v1]) {
             DELETE => (None, rest),

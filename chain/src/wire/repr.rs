@@ -4,7 +4,7 @@
 use ftc_stm::{DepEntry, LogKind, LogSource, Write};
 
 use super::message::{CV_HEADER_LEN, ENTRY_LEN};
-use super::writer::{encode_cv, encode_log, encoded_cv_len, measure_log};
+use super::writer::{encode_cv, encode_log, measure_log};
 use super::{CvView, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
 
 /// A whole piggyback message, owned.
@@ -84,15 +84,10 @@ impl LogRepr {
         measure_log(self).len
     }
 
-    /// Encodes the log alone at the start of `buf`; returns the bytes written.
+    /// Encodes the log alone at the start of `buf`; returns the bytes written. On error, bytes of
+    /// `buf` may have been written all the same.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let m = measure_log(self);
-        if let Some(rule) = m.broken {
-            return Err(WireError::BadMessage(rule));
-        }
-        let out = buf.get_mut(..m.len).ok_or(WireError::NoRoom)?;
-        encode_log(out, self.middlebox, self, &m)?;
-        Ok(m.len)
+        encode_log(buf, self.middlebox, self)
     }
 }
 
@@ -127,13 +122,9 @@ impl CvRepr {
         CV_HEADER_LEN + self.entries.len() * ENTRY_LEN
     }
 
-    /// Encodes the vector alone at the start of `buf`; returns the bytes written.
+    /// Encodes the vector alone at the start of `buf`; returns the bytes written. On error, bytes
+    /// of `buf` may have been written all the same.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let n = encoded_cv_len(self.entries.iter().copied())?;
-        let out = buf.get_mut(..n).ok_or(WireError::NoRoom)?;
-        // At most 65535 entries, or `encoded_cv_len` says so.
-        let count = self.entries.len() as u16;
-        encode_cv(out, self.middlebox, self.entries.iter().copied(), count)?;
-        Ok(n)
+        encode_cv(buf, self.middlebox, self.entries.iter().copied())
     }
 }

@@ -165,7 +165,7 @@ fn every_truncation_is_rejected() {
 }
 
 #[test]
-fn writer_no_room_writes_nothing() {
+fn writer_no_room_leaves_the_message() {
     let r = message_repr();
     let mut buf = [0xeeu8; 58];
     let mut w = MessageWriter::new(&mut buf, 5).expect("header fits");
@@ -181,7 +181,6 @@ fn writer_no_room_writes_nothing() {
     w.push_log(1, &r.logs[1]).expect("a no-op log fits");
     let n = w.finish();
     assert_eq!(n, 56);
-    assert_eq!(buf[56..], [0xee; 2]);
     let m = MessageView::new_checked(&buf[..n]).expect("valid");
     assert_eq!(m.log_count(), 2);
     assert_eq!(m.cv_count(), 0);
@@ -194,13 +193,34 @@ fn writer_no_room_writes_nothing() {
 }
 
 #[test]
-fn writer_buffer_untouched_after_failed_push() {
+fn writer_message_unchanged_after_failed_push() {
+    // A push encodes into the bytes after the message as scratch; failing, it leaves the
+    // message as it was.
     let r = message_repr();
     let mut buf = [0xeeu8; 47];
     let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
     assert_eq!(w.push_log(0, &r.logs[0]), Err(WireError::NoRoom));
+    assert_eq!((w.len(), w.log_count()), (6, 0));
     assert_eq!(w.finish(), 6);
-    assert_eq!(buf[6..], [0xee; 41]);
+    assert_eq!(buf[..6], [2, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn writer_says_which_rule_a_log_breaks_even_without_room() {
+    let mut log = message_repr().logs[0].clone();
+    log.deps = vec![dep(5, 0), dep(1, 0)];
+    let broken = WireError::BadMessage("log dependency partitions not increasing");
+    for room in [6, 20, 200] {
+        let mut buf = vec![0u8; room];
+        let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+        assert_eq!(w.push_log(0, &log), Err(broken), "room {room}");
+        let cv = [dep(2, 0), dep(2, 1)];
+        assert!(matches!(
+            w.push_cv(0, cv.into_iter()),
+            Err(WireError::BadMessage(_))
+        ));
+        assert_eq!(w.finish(), 6);
+    }
 }
 
 #[test]
@@ -403,14 +423,14 @@ proptest! {
     }
 
     #[test]
-    fn push_that_does_not_fit_leaves_the_buffer(r in message_repr_strategy(), room in 6usize..400) {
+    fn push_that_does_not_fit_leaves_the_message(r in message_repr_strategy(), room in 6usize..400) {
         let mut buf = vec![0xeeu8; room];
         let mut w = MessageWriter::new(&mut buf, r.flags).expect("header fits");
-        let mut pushed = 0;
+        let mut pushed = MessageRepr { flags: r.flags, ..MessageRepr::default() };
         for log in &r.logs {
             let before = w.len();
             match w.push_log(log.middlebox, log) {
-                Ok(()) => pushed += 1,
+                Ok(()) => pushed.logs.push(log.clone()),
                 Err(e) => {
                     prop_assert_eq!(e, WireError::NoRoom);
                     prop_assert_eq!(w.len(), before);
@@ -418,9 +438,7 @@ proptest! {
             }
         }
         let n = w.finish();
-        prop_assert!(buf[n..].iter().all(|&b| b == 0xee));
-        let m = MessageView::new_checked(&buf[..n]).expect("valid");
-        prop_assert_eq!(usize::from(m.log_count()), pushed);
+        prop_assert_eq!(&buf[..n], &encode(&pushed)[..]);
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! [`MessageWriter`]: encodes a piggyback message straight into the caller's fixed buffer, one log
-//! or commit vector at a time, with no allocation; a push that does not fit writes nothing.
+//! or commit vector at a time, in one pass each and with no allocation; a push that fails leaves
+//! the message as it was.
 
-use ftc_stm::{DepEntry, LogSource, Partition};
+use ftc_stm::{DepEntry, LogSource};
 
 use super::message::{
-    field, kind_rule, CvView, LogView, CV_HEADER_LEN, DELETE, ENTRY_LEN, LOG_HEADER_LEN,
-    MESSAGE_HEADER_LEN, MESSAGE_VERSION, WRITE_HEADER_LEN,
+    field, kind_fits, kind_rule, CvView, LogView, Rising, CV_HEADER_LEN, DELETE, ENTRY_LEN,
+    LOG_HEADER_LEN, MESSAGE_HEADER_LEN, MESSAGE_VERSION, WRITE_HEADER_LEN,
 };
 use super::WireError;
 
 /// Encodes a piggyback message into a buffer the caller owns (say, the tail of a frame).
 ///
-/// Every push checks the format's rules and the room left first: on error nothing is written, the
-/// message so far stays valid, and the caller sends the rest in another frame (a log is never
-/// dropped). [`MessageWriter::finish`] patches the counts in the header.
+/// Every push checks the format's rules and the room left: on error the message so far stays as it
+/// was (valid), and the caller sends the rest in another frame (a log is never dropped). A push
+/// encodes into the bytes after the message before it knows the outcome, so those bytes are
+/// scratch: a failed push may have written there. [`MessageWriter::finish`] patches the counts
+/// in the header.
 #[derive(Debug)]
 pub struct MessageWriter<'b> {
     buf: &'b mut [u8],
@@ -70,22 +73,23 @@ impl<'b> MessageWriter<'b> {
         self.buf.get_mut(self.len..end).ok_or(WireError::NoRoom)
     }
 
+    /// All the bytes after the message: where the next push encodes (they are scratch until it
+    /// succeeds).
+    #[inline(always)]
+    fn rest(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.len..).unwrap_or_default()
+    }
+
     /// Appends `log`, made by middlebox `middlebox`. [`WireError::BadMessage`] if it breaks a
     /// rule of the format (partitions not increasing, wrong numbers of deps or writes for its
     /// kind, longer than 65535 bytes); [`WireError::NoRoom`] if it does not fit or the message
     /// already holds 65535 logs.
+    ///
+    /// One pass over `log`: it is encoded straight after the message while the rules are checked,
+    /// and the message grows only once the log proved valid and fitting.
     pub fn push_log(&mut self, middlebox: u8, log: &impl LogSource) -> Result<(), WireError> {
-        let m = measure_log(log);
-        if let Some(rule) = m.broken {
-            return Err(WireError::BadMessage(rule));
-        }
-        if self.log_count == u16::MAX {
-            return Err(WireError::NoRoom);
-        }
-        encode_log(self.room(m.len)?, middlebox, log, &m)?;
-        self.len += m.len;
-        self.log_count += 1;
-        Ok(())
+        let n = encode_log(self.rest(), middlebox, log)?;
+        self.add_log(n)
     }
 
     /// Appends an encoded log as taken from [`LogView::as_bytes`]; it is checked again (cheap)
@@ -102,12 +106,15 @@ impl<'b> MessageWriter<'b> {
     }
 
     fn copy_log(&mut self, encoded: &[u8]) -> Result<(), WireError> {
-        if self.log_count == u16::MAX {
-            return Err(WireError::NoRoom);
-        }
         self.room(encoded.len())?.copy_from_slice(encoded);
-        self.len += encoded.len();
-        self.log_count += 1;
+        self.add_log(encoded.len())
+    }
+
+    /// Counts the `n` bytes after the message, just written, as one more log.
+    #[inline(always)]
+    fn add_log(&mut self, n: usize) -> Result<(), WireError> {
+        self.log_count = self.log_count.checked_add(1).ok_or(WireError::NoRoom)?;
+        self.len += n;
         Ok(())
     }
 
@@ -118,15 +125,8 @@ impl<'b> MessageWriter<'b> {
         middlebox: u8,
         entries: impl Iterator<Item = DepEntry> + Clone,
     ) -> Result<(), WireError> {
-        let count = measure_cv(entries.clone())?;
-        if self.cv_count == u16::MAX {
-            return Err(WireError::NoRoom);
-        }
-        let n = CV_HEADER_LEN + usize::from(count) * ENTRY_LEN;
-        encode_cv(self.room(n)?, middlebox, entries, count)?;
-        self.len += n;
-        self.cv_count += 1;
-        Ok(())
+        let n = encode_cv(self.rest(), middlebox, entries)?;
+        self.add_cv(n)
     }
 
     /// Appends an encoded commit vector as taken from [`CvView::as_bytes`] (checked again).
@@ -141,12 +141,15 @@ impl<'b> MessageWriter<'b> {
     }
 
     fn copy_cv(&mut self, encoded: &[u8]) -> Result<(), WireError> {
-        if self.cv_count == u16::MAX {
-            return Err(WireError::NoRoom);
-        }
         self.room(encoded.len())?.copy_from_slice(encoded);
-        self.len += encoded.len();
-        self.cv_count += 1;
+        self.add_cv(encoded.len())
+    }
+
+    /// Counts the `n` bytes after the message, just written, as one more commit vector.
+    #[inline(always)]
+    fn add_cv(&mut self, n: usize) -> Result<(), WireError> {
+        self.cv_count = self.cv_count.checked_add(1).ok_or(WireError::NoRoom)?;
+        self.len += n;
         Ok(())
     }
 
@@ -158,66 +161,59 @@ impl<'b> MessageWriter<'b> {
     }
 }
 
-/// Size of `log` encoded, its counts, and the first rule it breaks if any, in one pass.
+/// Size of `log` encoded, and the first rule it breaks if any, in one pass.
 pub(super) struct LogMeasure {
     pub len: usize,
-    pub dep_count: u16,
-    pub write_count: u16,
     pub broken: Option<&'static str>,
 }
 
-#[inline(always)]
+/// Measures `log` without encoding it: for [`encoded_log_len`], and to tell why an encoding
+/// failed.
 pub(super) fn measure_log(log: &impl LogSource) -> LogMeasure {
-    let (dep_count, increasing) = measure_entries(log.deps());
-    let mut len = LOG_HEADER_LEN + dep_count * ENTRY_LEN;
+    let deps = Entries::of(log.deps());
+    let mut len = LOG_HEADER_LEN + deps.count * ENTRY_LEN;
     let mut write_count = 0usize;
     for w in log.writes() {
         write_count += 1;
         len += WRITE_HEADER_LEN + w.key.len() + w.value.map_or(0, <[u8]>::len);
     }
-    let rule = kind_rule(log.kind(), dep_count, write_count);
-    let broken = if !increasing {
+    let broken = if !deps.increasing {
         Some("log dependency partitions not increasing")
-    } else if len > usize::from(u16::MAX) {
+    } else if len > MAX_LOG_LEN {
         // Then no count or length field overflows either: each entry or write takes ≥ 3 bytes,
         // and a key or value of 65535 bytes or more makes the log longer.
         Some("log longer than 65535 bytes")
+    } else if !kind_fits(log.kind(), deps.count, write_count) {
+        Some(kind_rule(log.kind()))
     } else {
-        rule
+        None
     };
-    LogMeasure {
-        len,
-        dep_count: u16::try_from(dep_count).unwrap_or(u16::MAX),
-        write_count: u16::try_from(write_count).unwrap_or(u16::MAX),
-        broken,
-    }
+    LogMeasure { len, broken }
 }
 
-/// Number of entries, and whether partitions strictly increase.
-#[inline(always)]
-fn measure_entries(entries: impl Iterator<Item = DepEntry>) -> (usize, bool) {
-    let mut count = 0;
-    let mut increasing = true;
-    let mut prev: Option<Partition> = None;
-    for e in entries {
-        count += 1;
-        increasing &= prev.is_none_or(|p| e.partition > p);
-        prev = Some(e.partition);
-    }
-    (count, increasing)
+/// The longest log: its length field is a u16.
+const MAX_LOG_LEN: usize = u16::MAX as usize;
+
+/// How many dependency or commit-vector entries there are, and whether their partitions strictly
+/// increase.
+struct Entries {
+    count: usize,
+    increasing: bool,
 }
 
-/// Number of a commit vector's entries, or [`WireError::BadMessage`] if they break a rule.
-#[inline(always)]
-fn measure_cv(entries: impl Iterator<Item = DepEntry>) -> Result<u16, WireError> {
-    let (count, increasing) = measure_entries(entries);
-    if !increasing {
-        return Err(WireError::BadMessage(
-            "commit vector partitions not increasing",
-        ));
+impl Entries {
+    fn of(entries: impl Iterator<Item = DepEntry>) -> Self {
+        let mut rising = Rising::default();
+        let mut seen = Entries {
+            count: 0,
+            increasing: true,
+        };
+        for e in entries {
+            seen.increasing &= rising.see(e.partition.0);
+            seen.count += 1;
+        }
+        seen
     }
-    u16::try_from(count)
-        .map_err(|_| WireError::BadMessage("commit vector with more than 65535 entries"))
 }
 
 /// Bytes `log` takes encoded, or [`WireError::BadMessage`] if it breaks a rule of the format.
@@ -232,125 +228,154 @@ pub fn encoded_log_len(log: &impl LogSource) -> Result<usize, WireError> {
 /// Bytes a commit vector with `entries` takes encoded, or [`WireError::BadMessage`] if its
 /// partitions do not strictly increase or there are more than 65535.
 pub fn encoded_cv_len(entries: impl Iterator<Item = DepEntry>) -> Result<usize, WireError> {
-    Ok(CV_HEADER_LEN + usize::from(measure_cv(entries)?) * ENTRY_LEN)
+    let seen = Entries::of(entries);
+    if !seen.increasing {
+        return Err(WireError::BadMessage(
+            "commit vector partitions not increasing",
+        ));
+    }
+    if seen.count > MAX_CV_ENTRIES {
+        return Err(WireError::BadMessage(
+            "commit vector with more than 65535 entries",
+        ));
+    }
+    Ok(CV_HEADER_LEN + seen.count * ENTRY_LEN)
 }
 
-/// Encodes `log` into exactly `out`, sized by `m` = [`measure_log`]`(log)`; no rule check.
+/// The most entries a commit vector holds: its count field is a u16.
+const MAX_CV_ENTRIES: usize = u16::MAX as usize;
+
+/// Encodes `log` at the start of `out` in one pass, checking the rules of the format as it goes;
+/// returns the bytes it took. On error, bytes of `out` may have been written all the same.
+///
+/// [`WireError::BadMessage`] if `log` breaks a rule, even when it does not fit either;
+/// [`WireError::NoRoom`] if it obeys them but does not fit.
 #[inline(always)]
 pub(super) fn encode_log(
     out: &mut [u8],
     middlebox: u8,
     log: &impl LogSource,
-    m: &LogMeasure,
-) -> Result<(), WireError> {
-    let mut c = Cursor::new(out);
-    // `len` ≤ 65535 when no rule is broken.
-    let [l0, l1] = (m.len as u16).to_le_bytes();
-    let [d0, d1] = m.dep_count.to_le_bytes();
-    let [w0, w1] = m.write_count.to_le_bytes();
-    c.put([l0, l1, middlebox, log.kind().code(), d0, d1, w0, w1])?;
-    c.entries(log.deps(), m.dep_count)?;
-    let mut writes = 0u16;
-    for w in log.writes().take(usize::from(m.write_count)) {
-        let value = w.value.unwrap_or_default();
-        let value_len = w.value.map_or(DELETE, |v| v.len() as u16);
-        let [k0, k1] = (w.key.len() as u16).to_le_bytes();
-        let [v0, v1] = value_len.to_le_bytes();
-        let (header, data) = c
-            .take(WRITE_HEADER_LEN + w.key.len() + value.len())?
-            .split_first_chunk_mut()
-            .ok_or(CHANGED)?;
-        *header = [k0, k1, v0, v1];
-        let (key, rest) = data.split_at_mut_checked(w.key.len()).ok_or(CHANGED)?;
-        copy_short(key, w.key);
-        copy_short(rest, value);
-        writes += 1;
+) -> Result<usize, WireError> {
+    let room = out.len();
+    let Some((header, body)) = out.split_first_chunk_mut::<LOG_HEADER_LEN>() else {
+        return Err(log_refused(log));
+    };
+    let mut c = Cursor { rest: body };
+    let Some((dep_count, write_count)) = c.log_body(log) else {
+        return Err(log_refused(log));
+    };
+    let len = room - c.rest.len();
+    if len > MAX_LOG_LEN || !kind_fits(log.kind(), dep_count, write_count) {
+        return Err(log_refused(log));
     }
-    if writes != m.write_count {
-        return Err(CHANGED);
-    }
-    c.done()
+    // `len` ≤ 65535, so the counts are too.
+    let [l0, l1] = (len as u16).to_le_bytes();
+    let [d0, d1] = (dep_count as u16).to_le_bytes();
+    let [w0, w1] = (write_count as u16).to_le_bytes();
+    *header = [l0, l1, middlebox, log.kind().code(), d0, d1, w0, w1];
+    Ok(len)
 }
 
-/// Encodes a commit vector of `count` `entries` into exactly `out` (sized by
-/// [`encoded_cv_len`]);
-/// no rule check.
+/// Why [`encode_log`] gave up on `log`: the rule it breaks if any, else [`WireError::NoRoom`].
+#[cold]
+#[inline(never)]
+fn log_refused(log: &impl LogSource) -> WireError {
+    match measure_log(log).broken {
+        Some(rule) => WireError::BadMessage(rule),
+        None => WireError::NoRoom,
+    }
+}
+
+/// Encodes a commit vector of `entries` at the start of `out` in one pass, checking the rules;
+/// returns the bytes it took. On error, bytes of `out` may have been written all the same.
+///
+/// [`WireError::BadMessage`] if the entries break a rule, even when they do not fit either;
+/// [`WireError::NoRoom`] if they obey them but do not fit.
 #[inline(always)]
 pub(super) fn encode_cv(
     out: &mut [u8],
     middlebox: u8,
-    entries: impl Iterator<Item = DepEntry>,
-    count: u16,
-) -> Result<(), WireError> {
-    let mut c = Cursor::new(out);
-    let [c0, c1] = count.to_le_bytes();
-    c.put([middlebox, c0, c1])?;
-    c.entries(entries, count)?;
-    c.done()
+    entries: impl Iterator<Item = DepEntry> + Clone,
+) -> Result<usize, WireError> {
+    let written = out
+        .split_first_chunk_mut::<CV_HEADER_LEN>()
+        .and_then(|(header, body)| Some((header, Cursor { rest: body }.entries(entries.clone())?)))
+        .filter(|&(_, count)| count <= MAX_CV_ENTRIES);
+    let Some((header, count)) = written else {
+        return Err(cv_refused(entries));
+    };
+    let [c0, c1] = (count as u16).to_le_bytes();
+    *header = [middlebox, c0, c1];
+    Ok(CV_HEADER_LEN + count * ENTRY_LEN)
 }
 
-/// Writes into a slice sized beforehand; every write is checked all the same, so a `LogSource`
-/// that yields different items on a second pass gets an error, not a panic.
+/// Why [`encode_cv`] gave up on `entries`: the rule they break if any, else
+/// [`WireError::NoRoom`].
+#[cold]
+#[inline(never)]
+fn cv_refused(entries: impl Iterator<Item = DepEntry>) -> WireError {
+    match encoded_cv_len(entries) {
+        Ok(_) => WireError::NoRoom,
+        Err(e) => e,
+    }
+}
+
+/// Writes forward through a slice. Its methods give up (`None`) as soon as something does not
+/// fit or breaks a rule they see; the cold paths then say which.
 struct Cursor<'o> {
     rest: &'o mut [u8],
 }
 
-const CHANGED: WireError = WireError::BadMessage("log source changed while it was encoded");
-
 impl<'o> Cursor<'o> {
-    #[inline(always)]
-    fn new(out: &'o mut [u8]) -> Self {
-        Cursor { rest: out }
-    }
-
     /// The next `n` bytes, to fill.
     #[inline(always)]
-    fn take(&mut self, n: usize) -> Result<&'o mut [u8], WireError> {
-        let (a, rest) = core::mem::take(&mut self.rest)
-            .split_at_mut_checked(n)
-            .ok_or(CHANGED)?;
+    fn take(&mut self, n: usize) -> Option<&'o mut [u8]> {
+        let (a, rest) = core::mem::take(&mut self.rest).split_at_mut_checked(n)?;
         self.rest = rest;
-        Ok(a)
+        Some(a)
     }
 
-    /// Writes a fixed-size group of bytes.
+    /// Writes `entries`, partitions strictly increasing; how many there were.
     #[inline(always)]
-    fn put<const N: usize>(&mut self, v: [u8; N]) -> Result<(), WireError> {
-        let (a, rest) = core::mem::take(&mut self.rest)
-            .split_first_chunk_mut::<N>()
-            .ok_or(CHANGED)?;
-        *a = v;
-        self.rest = rest;
-        Ok(())
-    }
-
-    /// Writes `count` of `entries`.
-    #[inline(always)]
-    fn entries(
-        &mut self,
-        entries: impl Iterator<Item = DepEntry>,
-        count: u16,
-    ) -> Result<(), WireError> {
-        let mut written = 0u16;
-        for e in entries.take(usize::from(count)) {
+    fn entries(&mut self, entries: impl Iterator<Item = DepEntry>) -> Option<usize> {
+        let mut rising = Rising::default();
+        let mut count = 0;
+        for e in entries {
+            if !rising.see(e.partition.0) {
+                return None;
+            }
+            let (out, rest) = core::mem::take(&mut self.rest).split_first_chunk_mut()?;
             let [p0, p1] = e.partition.0.to_le_bytes();
             let [s0, s1, s2, s3, s4, s5, s6, s7] = e.seq.0.to_le_bytes();
-            self.put([p0, p1, s0, s1, s2, s3, s4, s5, s6, s7])?;
-            written += 1;
+            *out = [p0, p1, s0, s1, s2, s3, s4, s5, s6, s7];
+            self.rest = rest;
+            count += 1;
         }
-        if written != count {
-            return Err(CHANGED);
-        }
-        Ok(())
+        Some(count)
     }
 
+    /// Writes the dependencies and writes of `log`; how many of each there were.
     #[inline(always)]
-    fn done(&self) -> Result<(), WireError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(CHANGED)
+    fn log_body(&mut self, log: &impl LogSource) -> Option<(usize, usize)> {
+        let dep_count = self.entries(log.deps())?;
+        let mut write_count = 0usize;
+        for w in log.writes() {
+            let value = w.value.unwrap_or_default();
+            // A wrong length from a key or value of 65535 bytes or more is never sent: the log is
+            // then longer than 65535 bytes, which `encode_log` refuses.
+            let value_len = w.value.map_or(DELETE, |v| v.len() as u16);
+            let [k0, k1] = (w.key.len() as u16).to_le_bytes();
+            let [v0, v1] = value_len.to_le_bytes();
+            let (header, data) = self
+                .take(WRITE_HEADER_LEN + w.key.len() + value.len())?
+                .split_first_chunk_mut()?;
+            *header = [k0, k1, v0, v1];
+            let (key, rest) = data.split_at_mut_checked(w.key.len())?;
+            copy_short(key, w.key);
+            copy_short(rest, value);
+            write_count += 1;
         }
+        Some((dep_count, write_count))
     }
 }
 
