@@ -83,6 +83,7 @@ pub fn run(
             Ok((e, points))
         })
         .collect::<Result<Vec<_>, BenchError>>()?;
+    apply::check_host().map_err(|e| BenchError::Lab(e.to_string()))?;
     let runs: usize = plans
         .iter()
         .flat_map(|(_, points)| points)

@@ -87,7 +87,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let results = match args.transport {
         Transport::Mem => ftc_bench::run(&experiments, &settings)?,
         Transport::Xdp => {
-            ftc_orchestrator::lab::apply::check_host()?;
             let lab = LabSettings {
                 name: args.lab.clone(),
                 exe: std::env::current_exe().context("locating the ftc executable")?,

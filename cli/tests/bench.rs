@@ -56,10 +56,11 @@ fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
 
 #[test]
 fn what_it_cannot_do_is_refused_clearly() {
-    let (code, _, err) = ftc(&["bench", "all", "--transport", "xdp"]);
+    // Refused before the host is looked at: no root needed.
+    let (code, _, err) = ftc(&["bench", "sharing", "--transport", "xdp"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("--transport xdp is not available yet"),
+        err.contains("`sharing` does not run in a lab") && err.contains("chain-length"),
         "{err}"
     );
 

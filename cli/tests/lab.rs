@@ -477,3 +477,58 @@ fn demo(name: &'static str, transport: &str) {
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
 }
+
+#[test]
+fn bench_over_xdp_compares_ftc_and_nf_in_a_lab_and_takes_it_down() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl5");
+    let out = run(ftc().args([
+        "bench",
+        "chain-length",
+        "--transport",
+        "xdp",
+        "--quick",
+        "--size-mb",
+        "10",
+        "--json",
+        "--lab",
+        "ftcl5",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(r["transport"], "xdp");
+    assert_eq!(r["download_mb"], 10);
+    let points = r["points"].as_array().expect("a points list");
+    let labels: Vec<&str> = points
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Ch-2", "Ch-5"]);
+    for p in points {
+        for mode in ["ftc", "nf"] {
+            let m = &p["modes"][mode];
+            assert!(m["throughput_pps"].as_f64().unwrap() > 0.0, "{mode}: {m}");
+            // The probe's round trips: both directions through the chain take time.
+            assert!(
+                m["latency_us"]["p50"].as_f64().unwrap() > 0.0,
+                "{mode}: {m}"
+            );
+            assert!(
+                m["violations"].as_array().unwrap().is_empty(),
+                "{mode}: {m}"
+            );
+        }
+        assert!(
+            p["modes"].get("ftmb").is_none(),
+            "FTMB runs in-process only: {p}"
+        );
+        assert!(p["ratios"]["ftc_over_nf"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
