@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The figures of issue 5 in the namespace lab over AF_XDP (needs root, a release build):
+#   1. a plain forwarding chain (specs/forward.toml in NF mode: servers that only move frames),
+#      flat out: the ceiling of this machine's links and runtime;
+#   2. per chain (Ch-2 … Ch-5, Ch-Rec): FTC and NF flat out (throughput, FTC/NF), then both paced
+#      at half of FTC's flat-out rate, with the round-trip probe: p50/p99 round trips and the
+#      latency FTC adds per middlebox, (p50 FTC − p50 NF) / (2 × middleboxes), since a round
+#      trip crosses every middlebox twice.
+# Each run downloads SIZE_MB (default 200) MB with curl; FTC and NF runs alternate.
+#
+#   sudo scripts/lab-figures.sh [SIZE_MB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-200}
+ftc=target/release/ftc
+[ -x "$ftc" ] || cargo build --release -p ftc
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# demo SPEC NAME [ARGS…]: one download; its JSON report in $out/NAME.json.
+demo() {
+    local spec=$1 name=$2
+    shift 2
+    "$ftc" lab demo "$spec" --name ftcfig --size-mb "$size" --heartbeat-ms 50 --json "$@" \
+        >"$out/$name.json" 2>>"$out/stderr.log" || {
+        echo "ftc lab demo $spec $*: failed (see below)" >&2
+        tail -20 "$out/stderr.log" >&2
+        exit 1
+    }
+}
+
+field() { python3 -c "import json,sys; r=json.load(open('$out/$1.json')); print($2)"; }
+
+demo specs/forward.toml fwd --nf
+echo "plain forwarding (specs/forward.toml, NF, 3 servers): $(field fwd "f\"{r['throughput_mbit_s']:.0f} Mbit/s, {r['frames_per_s']:.0f} frames/s, RTT p50 {r['rtt_us']['p50']:.0f} µs\"")"
+echo
+echo "| chain | FTC Mbit/s | NF Mbit/s | FTC/NF | paced at | FTC RTT p50/p99 µs | NF RTT p50/p99 µs | added per middlebox µs |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for chain in ch-2 ch-3 ch-4 ch-5 ch-rec; do
+    spec=specs/$chain.toml
+    k=$(grep -c '^\[\[middlebox\]\]' "$spec")
+    demo "$spec" ftc1 --no-kill
+    demo "$spec" nf1 --nf
+    demo "$spec" ftc2 --no-kill
+    demo "$spec" nf2 --nf
+    read -r ftc_mbit nf_mbit < <(python3 - "$out" <<'EOF'
+import json, sys, statistics as st
+d = sys.argv[1]
+get = lambda n: json.load(open(f"{d}/{n}.json"))["throughput_mbit_s"]
+print(st.mean([get("ftc1"), get("ftc2")]), st.mean([get("nf1"), get("nf2")]))
+EOF
+)
+    half=$(python3 -c "print(round($ftc_mbit / 2, 1))")
+    demo "$spec" ftch --no-kill --rate-mbit "$half"
+    demo "$spec" nfh --nf --rate-mbit "$half"
+    python3 - "$out" "$chain" "$k" "$ftc_mbit" "$nf_mbit" "$half" <<'EOF'
+import json, sys
+d, chain, k, ftc, nf, half = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:])
+rtt = lambda n: json.load(open(f"{d}/{n}.json"))["rtt_us"]
+f, n = rtt("ftch"), rtt("nfh")
+added = (f["p50"] - n["p50"]) / (2 * k)
+print(f"| {chain} | {ftc:.0f} | {nf:.0f} | {ftc / nf:.2f} | {half:.0f} Mbit/s | "
+      f"{f['p50']:.0f} / {f['p99']:.0f} | {n['p50']:.0f} / {n['p99']:.0f} | {added:.1f} |")
+EOF
+done
