@@ -157,12 +157,7 @@ impl LabBench<'_> {
     ) -> Result<Measured, BenchError> {
         let (mut infos, mut results) = (Vec::new(), Vec::new());
         for (experiment, points) in plans {
-            let mut info = ExperimentInfo {
-                experiment,
-                title: experiment.title(),
-                notes: experiment.notes(),
-                saturation_pps: None,
-            };
+            let mut info = ExperimentInfo::of(experiment);
             // FTC's flat-out download rate (bytes/s), the 100% of the experiment's loads.
             let mut saturation = None;
             for mut point in points {

@@ -38,6 +38,18 @@ pub struct ExperimentInfo {
     pub saturation_pps: Option<f64>,
 }
 
+impl ExperimentInfo {
+    /// `experiment`'s description, nothing measured yet.
+    pub fn of(experiment: Experiment) -> Self {
+        ExperimentInfo {
+            experiment,
+            title: experiment.title(),
+            notes: experiment.notes(),
+            saturation_pps: None,
+        }
+    }
+}
+
 /// One point: its parameters and what each mode measured, or the recovery.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointResult {

@@ -40,12 +40,7 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
         points: Vec::new(),
     };
     for (experiment, points) in plans {
-        let mut info = ExperimentInfo {
-            experiment,
-            title: experiment.title(),
-            notes: experiment.notes(),
-            saturation_pps: None,
-        };
+        let mut info = ExperimentInfo::of(experiment);
         for mut point in points {
             if let Work::Compare {
                 load: Some(load), ..
