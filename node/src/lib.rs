@@ -5,6 +5,7 @@
 pub mod commit_check;
 pub mod ftmb;
 pub mod heads;
+mod hold;
 pub mod lanes;
 pub mod links;
 pub mod netns;

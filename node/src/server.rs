@@ -22,6 +22,7 @@ use ftc_replica::{
 };
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Store, Worker};
 
+use crate::hold::HoldQueue;
 use crate::lanes::Lane;
 
 /// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer), or one of
@@ -207,12 +208,13 @@ pub struct Server<'a, P> {
     parked: Slab<Packet<P>>,
     /// Packets the buffer refused (back-pressure) with their messages, to offer again in order.
     refused: VecDeque<(Vec<u8>, BufferPacket<u64>)>,
-    held: VecDeque<(u64, Frame<P>)>,
+    /// Frames held for logs not applied yet or behind a held frame of their flow.
+    held: HoldQueue<P>,
     /// [`Server::applied`] when the held frames were last looked at.
     held_looked_at: u64,
     /// Fenced and not yet resumed (see [`Server::fence`]).
     frozen: bool,
-    /// Order of arrival, to keep a flow's frames in order in the hold queue.
+    /// Order of arrival, to keep a flow's frames in order in the hold queue (the last given).
     arrivals: u64,
     outputs: VecDeque<Output<P>>,
     spare: Vec<Vec<u8>>,
@@ -268,7 +270,7 @@ impl<'a, P: Clone> Server<'a, P> {
             config,
             parked: Slab::default(),
             refused: VecDeque::new(),
-            held: VecDeque::new(),
+            held: HoldQueue::default(),
             held_looked_at: u64::MAX,
             frozen: false,
             arrivals: 0,
@@ -357,7 +359,7 @@ impl<'a, P: Clone> Server<'a, P> {
     /// its successor holds, which commit vectors rely on.
     pub fn fence(&mut self) {
         self.frozen = !self.config.run_while_fenced;
-        for (_, frame) in std::mem::take(&mut self.held) {
+        for frame in self.held.drain() {
             if let Some(packet) = frame.packet {
                 self.outputs.push_back(Output::Lost {
                     handle: packet.handle,
@@ -666,10 +668,11 @@ impl<'a, P: Clone> Server<'a, P> {
         self.stats.max_held = self.stats.max_held.max(self.held.len());
     }
 
-    /// Held frames again, in order, while any goes through; frames still held keep their order.
-    /// A frame is held for a log its replica cannot apply yet, or behind an earlier held frame
-    /// of its flow: only a log applied since the last look can free any, so without one this
-    /// costs nothing (a long hold queue is not walked on every frame).
+    /// Held frames again, oldest first, those that may go now: a frame with a log whose wait
+    /// MAX reached, and then the frames of its flow behind it, in order. Only a log applied
+    /// since the last look can free any, so without one this costs nothing; with one it costs
+    /// the (group, partition) pairs waited for and the frames freed, not the frames held. The
+    /// replica then hears which groups frames are still held for (its retransmission requests).
     fn retry_held(&mut self, now: u64) {
         loop {
             let applied = self.applied();
@@ -677,11 +680,17 @@ impl<'a, P: Clone> Server<'a, P> {
                 return;
             }
             self.held_looked_at = applied;
-            for _ in 0..self.held.len() {
-                let Some((arrival, frame)) = self.held.pop_front() else {
-                    break;
-                };
+            let Some(replica) = self.replica.as_ref() else {
+                return;
+            };
+            self.held.free_reached(|mb, p| replica.max_at(mb, p));
+            while let Some((arrival, frame)) = self.held.next_freed() {
                 self.process(now, arrival, frame);
+            }
+            if let Some(replica) = self.replica.as_mut() {
+                for mb in self.held.groups() {
+                    replica.still_holding(mb, now);
+                }
             }
         }
     }
@@ -699,22 +708,30 @@ impl<'a, P: Clone> Server<'a, P> {
         self.process(now, self.arrivals, frame);
     }
 
-    /// Handle one frame (it may end up held).
-    fn process(&mut self, now: u64, arrival: u64, mut frame: Frame<P>) {
+    /// Handle one frame (it may end up held); when it goes (through, or dropped), the next
+    /// held frame of its flow may go too.
+    fn process(&mut self, now: u64, arrival: u64, frame: Frame<P>) {
+        let flow = frame.packet.as_ref().map(|p| p.flow);
+        if !self.process_or_hold(now, arrival, flow, frame) {
+            self.held.left(arrival, flow);
+        }
+    }
+
+    /// [`Server::process`] less the flow's bookkeeping; whether the frame was held.
+    fn process_or_hold(
+        &mut self,
+        now: u64,
+        arrival: u64,
+        flow: Option<u64>,
+        mut frame: Frame<P>,
+    ) -> bool {
         if self.error.is_some() {
-            return;
+            return false;
         }
         // A packet waits behind an earlier held packet of its flow (per-flow order).
-        if let Some(p) = &frame.packet {
-            let flow = p.flow;
-            if self
-                .held
-                .iter()
-                .any(|(a, h)| *a < arrival && h.packet.as_ref().is_some_and(|q| q.flow == flow))
-            {
-                self.held.push_back((arrival, frame));
-                return;
-            }
+        if let Some(flow) = flow.filter(|&f| self.held.is_behind(f, arrival)) {
+            self.held.hold_behind(arrival, flow, frame);
+            return true;
         }
         // The message is checked once per hop; the replica reads it and the next message is
         // built from it.
@@ -728,23 +745,23 @@ impl<'a, P: Clone> Server<'a, P> {
             Some(Err(_)) => {
                 // Bad bytes from the network: dropped and counted, never trusted.
                 self.stats.bad_frames += 1;
-                return;
+                return false;
             }
         };
         if let (Some(r), Some(v)) = (self.replica.as_mut(), &view) {
             match r.handle_message(now, v) {
                 Ok(Admit::Ready) => {}
-                Ok(Admit::Hold { .. }) => {
+                Ok(Admit::Hold(waits)) => {
                     self.stats.held += 1;
-                    self.held.push_back((arrival, frame));
-                    return;
+                    self.held.hold(arrival, flow, frame, &waits);
+                    return true;
                 }
                 Err(source) => {
                     self.fail(ServerError::Replica {
                         server: self.me.0,
                         source,
                     });
-                    return;
+                    return false;
                 }
             }
         }
@@ -752,7 +769,7 @@ impl<'a, P: Clone> Server<'a, P> {
             Ok(len) => len,
             Err(e) => {
                 self.fail(e);
-                return;
+                return false;
             }
         };
         let out = Frame {
@@ -769,6 +786,7 @@ impl<'a, P: Clone> Server<'a, P> {
             });
         }
         self.recycle(frame.msg);
+        false
     }
 
     /// The packet transaction (if this server heads a group and the frame carries a packet) and

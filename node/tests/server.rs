@@ -1,14 +1,15 @@
-//! One server as a state machine: bad bytes from the network are dropped and counted, and a
-//! frame goes on to the next server with the middlebox's log on it.
+//! One server as a state machine: bad bytes from the network are dropped and counted, a frame
+//! goes on to the next server with the middlebox's log on it, and held frames are offered again
+//! when what they wait for arrived, in their flow's order.
 
 use ftc_chain::middlebox::Direction;
 use ftc_chain::middleboxes;
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_chain::wire::{MessageRepr, MessageView};
+use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
 use ftc_node::server::{empty_message, port_of};
 use ftc_node::{Frame, Output, Packet, Server, ServerConfig};
-use ftc_stm::Store;
+use ftc_stm::{partition_of, Partition, Store, Worker};
 
 fn ch_rec() -> ChainSpec {
     ChainSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/ch-rec.toml"))
@@ -100,4 +101,95 @@ fn the_first_server_admits_a_packet_and_sends_it_on_with_its_log() {
         }
         other => panic!("expected a frame to server 1, got {other:?}"),
     }
+}
+
+/// A message carrying m0's log of a transaction of `w` that writes `key`.
+fn m0_log(w: &mut Worker<'_>, key: &[u8]) -> Vec<u8> {
+    let rec = w.run(|tx| tx.write(key, b"v")).1;
+    let mut msg = vec![0; 512];
+    let mut writer = MessageWriter::new(&mut msg, 0).unwrap();
+    writer.push_log(0, &rec).unwrap();
+    let len = writer.finish();
+    msg.truncate(len);
+    msg
+}
+
+/// A key of none of `taken` among 64 partitions, and its partition.
+fn key_outside(taken: &[Partition]) -> (Vec<u8>, Partition) {
+    (0u8..)
+        .map(|i| vec![b'k', i])
+        .map(|k| (partition_of(&k, 64), k))
+        .find(|(p, _)| !taken.contains(p))
+        .map(|(p, k)| (k, p))
+        .unwrap()
+}
+
+/// A frame of packet `handle` of `flow` with `msg`.
+fn frame(handle: u64, flow: u64, msg: Vec<u8>) -> Frame<u64> {
+    Frame {
+        packet: Some(Packet {
+            handle,
+            flow,
+            dir: Direction::Outbound,
+            bytes: vec![0; 64],
+        }),
+        flags: 0,
+        msg,
+    }
+}
+
+/// The packets that reached the buffer, in order, since last asked.
+fn at_buffer(s: &mut Server<'_, u64>) -> Vec<u64> {
+    std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            Output::AtBuffer { handle } => Some(handle),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Server 1 of a chain of one middlebox (f = 1: m0's tail and the buffer): a frame held for a
+/// log of partition p is offered again only once p moved (an apply in another partition leaves
+/// it alone), and a later frame of its flow, ready itself, waits behind it.
+#[test]
+fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
+    let ring = Ring::new(1, 1).unwrap();
+    let head = Store::new(64, 1).unwrap();
+    let mut w = head.worker(0).unwrap();
+    let (k, p) = key_outside(&[]);
+    let (q_key, q) = key_outside(&[p]);
+    let (r_key, _) = key_outside(&[p, q]);
+    let first = m0_log(&mut w, &k);
+    let second = m0_log(&mut w, &k);
+    let other = m0_log(&mut w, &q_key);
+    let unrelated = m0_log(&mut w, &r_key);
+    let config = ServerConfig {
+        observe: true,
+        ..ServerConfig::default()
+    };
+    let mut s: Server<'_, u64> = Server::new(ring, ServerId(1), 64, None, config).unwrap();
+    let from = ServerId(0);
+
+    s.handle_frame(0, from, frame(2, 7, second));
+    s.handle_frame(0, from, frame(3, 7, other));
+    assert_eq!(
+        at_buffer(&mut s),
+        [0u64; 0],
+        "2 waits for its log, 3 behind it"
+    );
+    assert_eq!((s.held(), s.stats().held), (2, 1));
+
+    // A log applied in another partition frees nothing: 2 is not offered again.
+    s.handle_frame(0, from, frame(4, 8, unrelated));
+    assert_eq!(at_buffer(&mut s), [4]);
+    assert_eq!(
+        (s.held(), s.stats().held),
+        (2, 1),
+        "2 was not offered again"
+    );
+
+    // The missing log moves p: 2 goes, then 3 of its flow.
+    s.handle_frame(0, from, frame(1, 9, first));
+    assert_eq!(at_buffer(&mut s), [1, 2, 3]);
+    assert_eq!(s.held(), 0);
 }

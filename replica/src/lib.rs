@@ -7,15 +7,17 @@
 //!
 //! Methods, in the order a driver uses them for one frame:
 //! - [`Replica::handle_message`] (input): the incoming message. `Ready`: run the middlebox, then
-//!   [`Replica::build_message`]; `Hold`: keep the frame and offer it again later (after other
-//!   frames were handled); the hold queue is the driver's, and bounded.
+//!   [`Replica::build_message`]; `Hold`: keep the frame and offer it again once any of what it
+//!   waits for ([`Waits`]) may have arrived ([`Replica::max_at`]); the hold queue is the
+//!   driver's, and bounded.
 //! - [`Replica::build_message`] (output): the message the frame carries on.
 //! - [`Replica::handle_retransmit_request`] (input): a frame flagged
 //!   [`FLAG_RETRANSMIT_REQUEST`] from the successor.
 //! - [`Replica::poll_transmit`] (output, until `None`): propagating frames the core wants sent
 //!   now, with their destination: retransmission requests, answers, overflow, resends. These never
 //!   wait behind held frames, so back-pressure cannot block the log that frees them. Offer the
-//!   held frames again first: a group is asked for again only while frames are still held for it.
+//!   held frames again first, and say for which groups frames are still held
+//!   ([`Replica::still_holding`]): a group is asked for again only while frames are held for it.
 //! - [`Replica::poll_timeout`]: when to call `poll_transmit` again at the latest.
 //!
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
@@ -30,7 +32,7 @@ use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{
     CommitVector, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN,
 };
-use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, StmError, Store};
+use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmError, Store};
 use smallvec::SmallVec;
 
 pub use group_state::{GroupState, GroupStateError};
@@ -62,12 +64,60 @@ impl Default for ReplicaConfig {
 }
 
 /// What to do with a frame after its message was handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admit {
     /// Every log it carries for this server's groups is applied or satisfied: process it.
     Ready,
-    /// A log of `middlebox`'s group is not applicable yet: hold the frame and offer it again.
-    Hold { middlebox: MbIndex },
+    /// Some logs are not applicable (or satisfied) yet: hold the frame and offer it again once
+    /// any of what they wait for may have arrived (its other logs are applied meanwhile).
+    Hold(Waits),
+}
+
+/// What the logs of a held frame wait for: per group and partition that a log not applicable
+/// yet waits for, the lowest sequence (the first that can free the frame), one [`Wait`] each.
+/// A frame of many logs (a retransmission's) waits for a few partitions, not for every log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waits(SmallVec<[Wait; 2]>);
+
+impl Waits {
+    /// The waits, one per group and partition.
+    pub fn iter(&self) -> impl Iterator<Item = &Wait> {
+        self.0.iter()
+    }
+
+    /// Adds `wait`, or lowers the sequence of the wait for its group and partition.
+    fn add(&mut self, wait: Wait) {
+        let same = |w: &&mut Wait| w.middlebox == wait.middlebox && w.partition == wait.partition;
+        match self.0.iter_mut().find(same) {
+            Some(w) => w.seq = w.seq.min(wait.seq),
+            None => self.0.push(wait),
+        }
+    }
+}
+
+/// What a log of a held frame waits for: MAX(`middlebox`)[`partition`] at this server to reach
+/// `seq`, the first dependency of the log that MAX has not reached. Before that the log cannot
+/// apply; after it, it may (or wait for another dependency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub middlebox: MbIndex,
+    pub partition: Partition,
+    pub seq: Seq,
+}
+
+impl Wait {
+    /// What `log`, which `store` cannot apply or satisfy yet, waits for. When another lane moved
+    /// MAX since that check, no dependency may be missing any more: then a wait that is reached
+    /// already, so the frame is offered again at the driver's next look.
+    fn for_log(middlebox: MbIndex, store: &Store, log: &LogView<'_>) -> Wait {
+        let missing = log.deps().find(|d| store.seq(d.partition) < d.seq);
+        let (partition, seq) = missing.map_or((Partition(0), Seq(0)), |d| (d.partition, d.seq));
+        Wait {
+            middlebox,
+            partition,
+            seq,
+        }
+    }
 }
 
 /// A propagating frame to send: its destination, NSH context flags and message length.
@@ -279,6 +329,13 @@ impl Replica {
         self.me
     }
 
+    /// MAX(`mb`)[`partition`] at this server, if it is a non-head member of `mb`'s group: what
+    /// a [`Wait`] compares with. The store is shared with the server's other lanes, so their
+    /// applies show here at once.
+    pub fn max_at(&self, mb: MbIndex, partition: Partition) -> Option<Seq> {
+        Some(self.store(mb)?.seq(partition))
+    }
+
     /// The replica store of `mb`'s group, if this server is a non-head member of it.
     pub fn store(&self, mb: MbIndex) -> Option<&Arc<Store>> {
         self.members.iter().find(|m| m.mb == mb).map(|m| &m.store)
@@ -334,7 +391,7 @@ impl Replica {
         now: u64,
         msg: &MessageView<'_>,
     ) -> Result<Admit, ReplicaError> {
-        let mut hold = None;
+        let mut waits = Waits::default();
         for log in msg.logs() {
             let Some(member) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
                 self.stats.passed_through += 1;
@@ -364,22 +421,30 @@ impl Replica {
                 LogKind::ReadOnly => member.store.is_satisfied(log.deps())?,
                 LogKind::Noop => true,
             };
-            if !ready && hold.is_none() {
-                hold = Some(member.mb);
+            if !ready {
+                waits.add(Wait::for_log(member.mb, &member.store, &log));
             }
         }
         self.merge_cvs(msg);
-        Ok(match hold {
-            Some(mb) => {
-                self.stats.holds += 1;
-                if let Some(m) = self.members.iter_mut().find(|m| m.mb == mb) {
-                    m.hold_since.get_or_insert(now);
-                    m.held_again = true;
-                }
-                Admit::Hold { middlebox: mb }
-            }
-            None => Admit::Ready,
-        })
+        if waits.0.is_empty() {
+            return Ok(Admit::Ready);
+        }
+        self.stats.holds += 1;
+        for wait in &waits.0 {
+            self.still_holding(wait.middlebox, now);
+        }
+        Ok(Admit::Hold(waits))
+    }
+
+    /// Frames are held for `mb`'s group at `now`: the group is asked for again every hold
+    /// timeout while this is said (see [`Replica::poll_transmit`]). [`Replica::handle_message`]
+    /// says it of each hold; a driver that does not offer every held frame again after each
+    /// apply says it of the groups it still holds frames for, once it offered what may go.
+    pub fn still_holding(&mut self, mb: MbIndex, now: u64) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.mb == mb) {
+            m.hold_since.get_or_insert(now);
+            m.held_again = true;
+        }
     }
 
     fn merge_cvs(&mut self, msg: &MessageView<'_>) {

@@ -4,8 +4,8 @@
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
-use ftc_replica::{Admit, Replica, ReplicaConfig, FLAG_RETRANSMIT_REQUEST};
-use ftc_stm::{LogKind, LogSource, Store, Worker};
+use ftc_replica::{Admit, Replica, ReplicaConfig, Wait, FLAG_RETRANSMIT_REQUEST};
+use ftc_stm::{LogKind, LogSource, Seq, Store, Worker};
 
 const P: u32 = 8;
 const BUDGET: usize = 2048;
@@ -88,6 +88,37 @@ fn tail_applies_strips_and_announces_its_commit_vector() {
         repr(&m3).cvs.is_empty(),
         "server 0 is the last member that needs CV(0)"
     );
+}
+
+/// A hold names what it waits for: the partition of the missing log and the sequence MAX must
+/// reach there, which [`Replica::max_at`] shows once the gap closed.
+#[test]
+fn a_hold_says_what_it_waits_for() {
+    let ring = Ring::new(2, 1).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let mut sent = |rs: &mut Vec<Replica>| {
+        let rec = write(&mut w0, b"k", 1);
+        let partition = rec.deps().next().unwrap().partition;
+        (hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap(), partition)
+    };
+    let (first, partition) = sent(&mut rs);
+    let (second, _) = sent(&mut rs);
+    let view = MessageView::new_checked(&second).unwrap();
+    let wait = Wait {
+        middlebox: MbIndex(0),
+        partition,
+        seq: Seq(1),
+    };
+    let Admit::Hold(waits) = rs[1].handle_message(0, &view).unwrap() else {
+        panic!("held");
+    };
+    assert_eq!(waits.iter().collect::<Vec<_>>(), [&wait]);
+    assert_eq!(rs[1].max_at(MbIndex(0), partition), Some(Seq(0)));
+    hop(&mut rs[1], 0, &first, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    assert_eq!(rs[1].max_at(MbIndex(0), partition), Some(Seq(1)), "reached");
+    assert_eq!(rs[1].handle_message(0, &view).unwrap(), Admit::Ready);
 }
 
 /// §4.3.3: a log that arrives before an earlier one of its partitions is held; once the earlier
