@@ -124,6 +124,20 @@ pub fn run(
     })
 }
 
+/// What the reader must know about `experiment` in a lab: its in-memory notes, but for loads,
+/// which pace a download here rather than a packet generator.
+fn notes(experiment: Experiment) -> &'static [&'static str] {
+    match experiment {
+        Experiment::LatencyLoad => &[
+            "Offered loads pace the download (curl's `--limit-rate`) at fractions of FTC's \
+             flat-out download rate on Ch-Rec, measured just before; both modes get the same \
+             pace. curl paces in bursts, so queues build even below saturation. `p99_ratios` \
+             compare tail latencies.",
+        ],
+        e => e.notes(),
+    }
+}
+
 /// The modes of `point` a lab runs.
 fn modes_of(point: &Point) -> Vec<Mode> {
     match &point.work {
@@ -157,7 +171,10 @@ impl LabBench<'_> {
     ) -> Result<Measured, BenchError> {
         let (mut infos, mut results) = (Vec::new(), Vec::new());
         for (experiment, points) in plans {
-            let mut info = ExperimentInfo::of(experiment);
+            let mut info = ExperimentInfo {
+                notes: notes(experiment),
+                ..ExperimentInfo::of(experiment)
+            };
             // FTC's flat-out download rate (bytes/s), the 100% of the experiment's loads.
             let mut saturation = None;
             for mut point in points {
