@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
-use ftc_node::runtime::{Latency, RunReport};
+use ftc_node::runtime::RunReport;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply;
 use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport};
@@ -325,13 +325,8 @@ fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) 
             report.packets_sent = delivered;
             report.packets_released = delivered;
             report.throughput_pps = r.frames_per_s;
-            if let Some(rtt) = &r.rtt_us {
-                report.latency_us = Latency {
-                    p50: rtt.p50,
-                    p99: rtt.p99,
-                    p999: rtt.p999,
-                    max: rtt.max,
-                };
+            if let Some(rtt) = r.rtt_us {
+                report.latency_us = rtt.latency;
             }
             report.violations = r.violations;
         }

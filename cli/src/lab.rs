@@ -336,7 +336,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 if let Some(rtt) = &r.rtt_us {
                     println!(
                         "round trips through the chain during the download ({} probes): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
-                        rtt.samples, rtt.p50, rtt.p99, rtt.p999, rtt.max
+                        rtt.samples, rtt.latency.p50, rtt.latency.p99, rtt.latency.p999, rtt.latency.max
                     );
                 }
                 println!(

@@ -63,6 +63,19 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of `hist`, a histogram of nanoseconds.
+    pub fn of(hist: &Histogram<u64>) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50: us(hist.value_at_quantile(0.5)),
+            p99: us(hist.value_at_quantile(0.99)),
+            p999: us(hist.value_at_quantile(0.999)),
+            max: us(hist.max()),
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunReport {
@@ -320,13 +333,7 @@ impl RunReport {
         }
         self.duration_s = elapsed;
         self.throughput_pps = self.packets_released as f64 / elapsed;
-        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-        self.latency_us = Latency {
-            p50: us(0.5),
-            p99: us(0.99),
-            p999: us(0.999),
-            max: hist.max() as f64 / 1000.0,
-        };
+        self.latency_us = Latency::of(&hist);
     }
 }
 

@@ -149,7 +149,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     };
     // The hosts' counters run on across the runs in one lab: what this one delivered is what
     // they count beyond this.
-    let earlier = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+    let earlier = delivered(config)?;
     let chain_stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
@@ -163,9 +163,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 .transpose()
                 .map_err(io_error("starting the probe's echo server"))?;
             wait_ready(&t.host_netns(&CLIENT), stop)?;
-            let before = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+            let before = delivered(config)?;
             let mut report = download(config, &file, &dir.0, stop)?;
-            let after = delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?;
+            let after = delivered(config)?;
             report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
             report.sha256_matches = sha256_of(&dir.0.join("got"))? == sent_sha;
             if !report.sha256_matches {
@@ -204,9 +204,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     ));
                 }
             }
-            report.frames_delivered = (delivered_to(config, &CLIENT)?
-                + delivered_to(config, &SERVER)?)
-            .saturating_sub(earlier);
+            report.frames_delivered = delivered(config)?.saturating_sub(earlier);
             if !config.run.nf {
                 check_state(config, peers, &mut report)?;
             }
@@ -449,6 +447,11 @@ fn clients_logged(log: &Path) -> Result<Vec<String>, DemoError> {
     seen.sort();
     seen.dedup();
     Ok(seen)
+}
+
+/// Frames the chain delivered to the client and the server so far.
+fn delivered(config: &DemoConfig) -> Result<u64, DemoError> {
+    Ok(delivered_to(config, &CLIENT)? + delivered_to(config, &SERVER)?)
 }
 
 /// Frames received on `eth1` of `host`: only the chain's last server sends there.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ftc_node::runtime::Latency;
 use hdrhistogram::Histogram;
 
 /// The port the echo server listens on.
@@ -29,21 +30,15 @@ const PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RttFigures {
     pub samples: u64,
-    pub p50: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
+    #[serde(flatten)]
+    pub latency: Latency,
 }
 
 impl RttFigures {
     fn of(h: &Histogram<u64>) -> Self {
-        let us = |ns: u64| ns as f64 / 1000.0;
         RttFigures {
             samples: h.len(),
-            p50: us(h.value_at_quantile(0.5)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
+            latency: Latency::of(h),
         }
     }
 }
@@ -217,8 +212,8 @@ mod tests {
         }
         let f = RttFigures::of(&h);
         assert_eq!(f.samples, 3);
-        assert!((f.p50 - 20.0).abs() < 0.1, "{f:?}");
-        assert!((f.max - 30.0).abs() < 0.1, "{f:?}");
+        assert!((f.latency.p50 - 20.0).abs() < 0.1, "{f:?}");
+        assert!((f.latency.max - 30.0).abs() < 0.1, "{f:?}");
     }
 
     #[test]

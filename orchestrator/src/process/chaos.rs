@@ -432,13 +432,7 @@ impl Sink {
         run.packets_released = m.released;
         run.packets_lost = run.packets_sent.saturating_sub(m.released);
         run.throughput_pps = m.released as f64 / run.duration_s;
-        let us = |q: f64| m.latency.value_at_quantile(q) as f64 / 1000.0;
-        run.latency_us = Latency {
-            p50: us(0.5),
-            p99: us(0.99),
-            p999: us(0.999),
-            max: m.latency.max() as f64 / 1000.0,
-        };
+        run.latency_us = Latency::of(&m.latency);
     }
 }
 
