@@ -5,19 +5,12 @@
 use std::time::Duration;
 
 use ftc_chain::middleboxes::monitor::shared_count;
-use ftc_chain::spec::ChainSpec;
 use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
-use ftc_node::runtime::{run_chain, run_chain_on, RunConfig, RunReport};
+use ftc_node::runtime::{run_chain, run_chain_on, RunConfig};
 use ftc_node::{Heads, Mode};
 
-fn spec(name: &str) -> ChainSpec {
-    ChainSpec::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../specs")
-            .join(name),
-    )
-    .unwrap()
-}
+mod support;
+use support::{assert_all_released, spec};
 
 fn config(mode: Mode, ftmb: FtmbConfig) -> RunConfig {
     RunConfig {
@@ -26,19 +19,6 @@ fn config(mode: Mode, ftmb: FtmbConfig) -> RunConfig {
         ftmb,
         ..RunConfig::default()
     }
-}
-
-fn assert_all_released(r: &RunReport, what: &str) {
-    assert_eq!(r.violations, Vec::<String>::new(), "{what}");
-    assert!(
-        r.packets_released > 100,
-        "{what}: {} released",
-        r.packets_released
-    );
-    assert_eq!(
-        r.packets_released, r.packets_sent,
-        "{what}: nothing dropped"
-    );
 }
 
 #[test]

@@ -4,18 +4,11 @@
 
 use std::time::Duration;
 
-use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{run_chain, RunConfig};
 use ftc_node::Mode;
 
-fn spec(name: &str) -> ChainSpec {
-    ChainSpec::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../specs")
-            .join(name),
-    )
-    .unwrap()
-}
+mod support;
+use support::{assert_all_released, spec};
 
 #[test]
 fn chains_run_in_both_modes_and_check_out() {
@@ -27,16 +20,7 @@ fn chains_run_in_both_modes_and_check_out() {
                 ..RunConfig::default()
             };
             let r = run_chain(&spec(name), &config);
-            assert_eq!(r.violations, Vec::<String>::new(), "{name} in {mode:?}");
-            assert!(
-                r.packets_released > 100,
-                "{name} in {mode:?}: {} released",
-                r.packets_released
-            );
-            assert_eq!(
-                r.packets_released, r.packets_sent,
-                "{name} in {mode:?}: nothing is dropped"
-            );
+            assert_all_released(&r, &format!("{name} in {mode:?}"));
             assert!(r.latency_us.p50 > 0.0 && r.latency_us.p99 >= r.latency_us.p50);
         }
     }
@@ -75,15 +59,6 @@ fn servers_with_several_lanes_check_out() {
             ..RunConfig::default()
         };
         let r = run_chain(&spec, &config);
-        assert_eq!(r.violations, Vec::<String>::new(), "{mode:?}");
-        assert!(
-            r.packets_released > 100,
-            "{mode:?}: {} released",
-            r.packets_released
-        );
-        assert_eq!(
-            r.packets_released, r.packets_sent,
-            "{mode:?}: nothing is dropped"
-        );
+        assert_all_released(&r, &format!("{mode:?}"));
     }
 }
