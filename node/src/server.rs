@@ -95,6 +95,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Bytes a new message buffer has room for at least: a message travels the chain in one
+/// buffer, each server rewriting it with its logs.
+const MESSAGE_ROOM: usize = 512;
+
 /// A customer packet in the chain; `handle` is the driver's name for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<P> {
@@ -584,6 +588,8 @@ impl<'a, P: Clone> Server<'a, P> {
     fn message(&mut self, len: usize) -> Vec<u8> {
         let mut msg = self.spare.pop().unwrap_or_default();
         msg.clear();
+        // Room for what the next servers add, so that a message grows on its way rarely.
+        msg.reserve(len.max(MESSAGE_ROOM));
         msg.extend_from_slice(&self.wbuf[..len]);
         msg
     }
@@ -772,20 +778,25 @@ impl<'a, P: Clone> Server<'a, P> {
                 return false;
             }
         };
-        let out = Frame {
-            packet: frame.packet.take(),
-            flags: 0,
-            msg: self.message(len),
-        };
         if self.me == self.last {
+            let out = Frame {
+                packet: frame.packet.take(),
+                flags: 0,
+                msg: self.message(len),
+            };
             self.at_the_end(now, view.as_ref(), out);
+            self.recycle(frame.msg);
         } else {
+            // The incoming message is read: its buffer carries the next one (buffers stay with
+            // their frames instead of piling up here and running short at the ingress).
+            frame.msg.clear();
+            frame.msg.extend_from_slice(&self.wbuf[..len]);
+            frame.flags = 0;
             self.outputs.push_back(Output::Send {
                 to: self.ring.next_server(self.me),
-                frame: out,
+                frame,
             });
         }
-        self.recycle(frame.msg);
         false
     }
 
