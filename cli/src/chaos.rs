@@ -179,14 +179,14 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
     );
     if run.violations.is_empty() {
         let accounted = if procs {
-            "every released packet one that was sent, released once".to_string()
+            "every released packet one that was sent, released once"
         } else {
-            let checked = r.output_commit_checked;
-            format!(
-                "every packet accounted for, output commit held for every released packet ({} transactions checked)",
-                checked.transactions
-            )
+            "every packet accounted for"
         };
+        let accounted = format!(
+            "{accounted}, output commit held for every released packet ({} transactions checked)",
+            r.output_commit_checked.transactions
+        );
         println!(
             "consistent: every kill recovered, {accounted}, every replica equal to its recovered head, monitors counted every released packet, no flow's NAT mapping changed"
         );

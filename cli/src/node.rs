@@ -53,6 +53,10 @@ pub struct NodeArgs {
     /// the baseline that throughput is compared with). Its state cannot be recovered.
     #[arg(long, value_enum, default_value_t = NodeMode::Ftc)]
     mode: NodeMode,
+    /// Record this node's store sequences, commits and releases into a file in DIR, for an
+    /// output-commit check across processes (what `ftc chaos --procs` passes its nodes).
+    #[arg(long, value_name = "DIR")]
+    observe: Option<PathBuf>,
 }
 
 /// What a node runs.
@@ -92,8 +96,13 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
                 NodeMode::Ftc => Mode::Ftc,
                 NodeMode::Nf => Mode::Nf,
             },
+            // Test hook for the output-commit check's teeth (`cli/tests/procs.rs`): the
+            // buffer releases packets without waiting for commit vectors. Never set it
+            // otherwise.
+            release_without_commit: std::env::var_os("FTC_TEST_RELEASE_WITHOUT_COMMIT").is_some(),
             ..ServerConfig::default()
         },
+        observe: args.observe.clone(),
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)

@@ -75,6 +75,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
         last: ring.buffer().0,
+        observe: None,
     };
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,

@@ -89,7 +89,42 @@ fn chaos(spec: &str, kills: &[&str], rate: u64) -> serde_json::Value {
         "{report}"
     );
     assert!(report["packets_released"].as_u64().unwrap() > 0, "{report}");
+    let checked = &report["output_commit_checked"];
+    assert_eq!(checked["packets"], report["packets_released"], "{report}");
+    assert!(checked["transactions"].as_u64().unwrap() > 0, "{report}");
     report
+}
+
+/// The check of output commit across processes bites: nodes whose buffer releases packets
+/// without waiting for commit vectors (a test hook) are caught.
+#[test]
+fn procs_chaos_catches_a_buffer_that_does_not_wait_for_commit_vectors() {
+    let _turn = turn();
+    let out = ftc()
+        .args([
+            "chaos",
+            &spec("ch-2.toml"),
+            "--procs",
+            "--json",
+            "--duration",
+            "1",
+        ])
+        .args(["--kill", "1@0.5"])
+        .args(["--rate", "5000", "--heartbeat-ms", "50"])
+        .env("FTC_TEST_RELEASE_WITHOUT_COMMIT", "1")
+        .output()
+        .expect("ftc runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    let violations = report["violations"].as_array().unwrap();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.as_str().unwrap().starts_with("output commit: packet")),
+        "{report}"
+    );
+    assert_ne!(out.status.code(), Some(0));
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub struct ChaosReport {
     pub kills: Vec<Killed>,
     pub recoveries: Vec<RecoveryReport>,
     /// Released packets checked for output commit, and the transactions checked for them
-    /// (embedded runs only: the servers of `--procs` are other processes).
+    /// (online in embedded runs, from the nodes' records after a `--procs` run).
     pub output_commit_checked: OutputCommitChecked,
 }
 

@@ -105,6 +105,7 @@ impl RunConfig {
             edge_out: Vec::new(),
             edge_kind: EdgeKind::default(),
             last: self.topology.servers - 1,
+            observe: None,
         }
     }
 }

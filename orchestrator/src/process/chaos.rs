@@ -5,7 +5,8 @@
 //! times, lets the orchestrator recover them, and then checks: a recovery reported for every
 //! kill, every group's replicas equal to its head (each member's state fetched over its
 //! state-transfer port), every monitor's counters at least the packets released, no packet
-//! released twice, no flow's NAT mapping changed. UDP may lose packets under load: they count as
+//! released twice, no flow's NAT mapping changed, and output commit for every released packet
+//! (from what the nodes recorded, [`observe`](super::observe)). UDP may lose packets under load: they count as
 //! lost (sent − released), never as a violation.
 
 use std::collections::HashMap;
@@ -27,11 +28,12 @@ use hdrhistogram::Histogram;
 
 use super::edges::EdgeKind;
 use super::launcher::{How, Launcher, NodeArgs};
+use super::observe::packet_id;
 use super::orchestrator::{Orchestrator, Status};
 use crate::checks::check_monitors;
 use crate::control::{ControlError, Key, Peer};
 use crate::coordinator::CoordinatorConfig;
-use crate::embedded::{ChaosReport, Kill, Killed};
+use crate::embedded::{ChaosReport, Kill, Killed, OutputCommitChecked};
 use crate::transfer;
 
 /// What to run.
@@ -83,6 +85,24 @@ impl Drop for TempFile {
     }
 }
 
+/// A directory removed, with what is in it, when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Result<TempDir, ProcsError> {
+        let path = std::env::temp_dir().join(format!("ftc-chaos-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).map_err(io_error(format!("creating {}", path.display())))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh random secret in a file only this user reads.
 fn secret_file() -> Result<(TempFile, Key), ProcsError> {
     let mut random = [0; 32];
@@ -126,6 +146,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         });
     }
     let (secret, key) = secret_file()?;
+    let observed = TempDir::new("observed")?;
     let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let egress = UdpSocket::bind(localhost).map_err(io_error("binding the egress socket"))?;
     egress
@@ -148,6 +169,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         edge_out: Vec::new(),
         edge_kind: EdgeKind::default(),
         last: ring.buffer().0,
+        observe: Some(observed.0.clone()),
     };
     let launcher = Launcher::new(
         How::Local {
@@ -221,6 +243,18 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         .children()
         .shutdown(Duration::from_secs(2));
     sink.finish(&mut report.run);
+    match super::observe::check(&observed.0, ring.f(), sink.released_ids()) {
+        Ok(checked) => {
+            report.output_commit_checked = OutputCommitChecked {
+                packets: checked.packets,
+                transactions: checked.transactions,
+            };
+            report.run.violations.extend(checked.violations);
+        }
+        Err(e) => report.run.violations.push(format!(
+            "output commit could not be checked: reading what the nodes recorded: {e}"
+        )),
+    }
     Ok(report)
 }
 
@@ -390,7 +424,7 @@ impl Sink {
             let now = self.now();
             self.last.store(now, Ordering::Release);
             let frame = &buf[..len];
-            let (Parsed::Ipv4(p), Some(seq)) = (parse(frame), tcp_seq(frame)) else {
+            let (Parsed::Ipv4(p), Some(seq)) = (parse(frame), packet_id(frame)) else {
                 violations.push(format!(
                     "a released frame of {len} bytes is not the TCP/IPv4 sent"
                 ));
@@ -426,6 +460,15 @@ impl Sink {
         self.measured.lock().expect("no holder panics").released
     }
 
+    /// The ids of the packets released.
+    fn released_ids(&self) -> impl Iterator<Item = u32> {
+        let m = self.measured.lock().expect("no holder panics");
+        let ids: Vec<u32> = (0..m.seen.len() as u32)
+            .filter(|&i| m.seen[i as usize])
+            .collect();
+        ids.into_iter()
+    }
+
     /// Released, lost, throughput and latency into `run`.
     fn finish(&self, run: &mut RunReport) {
         let m = self.measured.lock().expect("no holder panics");
@@ -434,13 +477,6 @@ impl Sink {
         run.throughput_pps = m.released as f64 / run.duration_s;
         run.latency_us = Latency::of(&m.latency);
     }
-}
-
-/// The TCP sequence number of an Ethernet/IPv4/TCP frame.
-fn tcp_seq(frame: &[u8]) -> Option<u32> {
-    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
-    let at = 14 + ihl + 4;
-    Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// How long the state is compared again before a difference counts: the last logs and commit

@@ -54,6 +54,8 @@ pub struct NodeArgs {
     pub edge_kind: EdgeKind,
     /// The last position of the ring (the buffer's server).
     pub last: u16,
+    /// `--observe DIR` for every node (an output-commit check across processes).
+    pub observe: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -71,6 +73,9 @@ impl NodeArgs {
             self.heartbeat_ms.to_string(),
         ];
         args.extend(self.customer_args(position));
+        if let Some(dir) = &self.observe {
+            args.extend(["--observe".to_string(), dir.display().to_string()]);
+        }
         args.push(self.spec.display().to_string());
         args
     }
@@ -281,6 +286,7 @@ mod tests {
             edge_out: vec!["in=eth2".parse().unwrap(), "out=eth3".parse().unwrap()],
             edge_kind: EdgeKind::Xdp,
             last: 2,
+            observe: None,
         }
     }
 

@@ -4,12 +4,14 @@
 //! [`Coordinator`](crate::coordinator::Coordinator) driven from them, replacements started by a
 //! [`launcher`]. [`chaos`] runs a whole chain that way and kills real processes with SIGKILL.
 //! [`edges`] are a node's AF_XDP interfaces where customer frames enter and leave the chain.
+//! [`observe`] checks output commit across the processes of a chaos run.
 //! Every control message is authenticated with the deployment's secret ([`read_secret`]).
 
 pub mod chaos;
 pub mod edges;
 pub mod launcher;
 pub mod node;
+pub mod observe;
 pub mod orchestrator;
 
 use std::path::Path;

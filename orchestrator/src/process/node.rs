@@ -38,6 +38,7 @@ use std::net::{
 };
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -51,10 +52,11 @@ use ftc_node::nsh::flow_of;
 use ftc_node::server::port_of;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
 use ftc_node::xdp::{XdpConfig, XdpError};
-use ftc_node::{Heads, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError};
+use super::observe::{monotonic_ns, packet_id, Recorder};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -92,6 +94,9 @@ pub struct NodeConfig {
     pub ring: Option<(String, String)>,
     pub heartbeat: Duration,
     pub server: ServerConfig,
+    /// Record what an output-commit check across processes needs into a file in this
+    /// directory ([`observe`](super::observe)).
+    pub observe: Option<PathBuf>,
 }
 
 /// Why a node stopped other than by the orchestrator's `Stop`.
@@ -123,6 +128,8 @@ pub enum NodeError {
     Edges(#[from] EdgesError),
     #[error("ring links: {0}")]
     Links(#[from] XdpError),
+    #[error("--observe {dir}: {source}")]
+    Observe { dir: String, source: io::Error },
     #[error("cannot restore the replacement from the fetched state: {0}")]
     Restore(#[from] ReplicaError),
     #[error("{0}")]
@@ -268,6 +275,19 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let (tx, events) = crossbeam_channel::unbounded();
     let inbox = Inbox { tx, waker: wake_tx };
     let heads = Heads::new(&config.spec, |m| m.threads).expect("a valid spec gives valid stores");
+    let recorder = match &config.observe {
+        Some(dir) => Some(
+            Recorder::create(dir, me.0).map_err(|source| NodeError::Observe {
+                dir: dir.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let server_config = ServerConfig {
+        observe: config.server.observe || recorder.is_some(),
+        ..config.server.clone()
+    };
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -296,7 +316,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             partitions: config.spec.chain.partitions,
             key,
             heads: &heads,
-            server_config: &config.server,
+            server_config: &server_config,
             start: Instant::now(),
             transport,
             links,
@@ -309,6 +329,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             server: None,
             serving: false,
             fetched: Fetched::default(),
+            recorder,
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
@@ -454,11 +475,14 @@ struct Node<'a, 'h> {
     /// The epoch the node is in (heartbeats carry it).
     epoch: &'a AtomicU32,
     /// Set on `Assign`, or once a replacement restored its state.
-    server: Option<Server<'h, ()>>,
+    /// Customer packets' handles are their ids ([`packet_id`]) when observed, else 0.
+    server: Option<Server<'h, u32>>,
     /// Whether frames flow: after `Assign`, or a replacement's `Reroute`.
     serving: bool,
     /// A replacement's state, as it arrives.
     fetched: Fetched,
+    /// With `--observe`: the records of this node's stores, commits and releases.
+    recorder: Option<Recorder>,
 }
 
 impl Node<'_, '_> {
@@ -504,10 +528,11 @@ impl Node<'_, '_> {
                 continue;
             };
             let t = self.start.elapsed().as_nanos() as u64;
+            let observed = self.recorder.is_some();
             for _ in 0..if frames { BATCH } else { 0 } {
                 match self.transport.recv(Some(Duration::ZERO)) {
                     Ok(Some(Datagram::Frame { from, received })) => {
-                        server.handle_frame(t, from, received.frame);
+                        server.handle_frame(t, from, handled(received.frame, observed));
                     }
                     Ok(Some(Datagram::Dropped)) => {}
                     Ok(None) => break,
@@ -518,7 +543,8 @@ impl Node<'_, '_> {
                 }
             }
             if let Some(links) = self.links.as_mut().filter(|_| linked) {
-                let received = links.recv_batch(|from, r| server.handle_frame(t, from, r.frame));
+                let received = links
+                    .recv_batch(|from, r| server.handle_frame(t, from, handled(r.frame, observed)));
                 if let Err(e) = received {
                     tracing::warn!("node {}: ring links: {e}", self.me);
                 }
@@ -529,7 +555,11 @@ impl Node<'_, '_> {
                 copy.clear();
                 copy.extend_from_slice(bytes);
                 let packet = Packet {
-                    handle: (),
+                    handle: if observed {
+                        packet_id(&copy).unwrap_or(0)
+                    } else {
+                        0
+                    },
                     flow: flow_of(&copy),
                     dir,
                     bytes: copy,
@@ -565,12 +595,34 @@ impl Node<'_, '_> {
         }
     }
 
-    /// Carry out the server's outputs.
+    /// Carry out the server's outputs (recorded first, when observed).
     fn flush(&mut self) {
         let Some(server) = self.server.as_mut() else {
             return;
         };
-        while let Some(out) = server.poll_output() {
+        if let Some(recorder) = self.recorder.as_mut() {
+            let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
+            if let Err(e) = record(recorder, self.heads, &self.ring, self.me, server, &outputs) {
+                tracing::error!("node {}: --observe: {e}; recording stops", self.me);
+                self.recorder = None;
+            }
+            for out in outputs {
+                self.act(out);
+            }
+        } else {
+            while let Some(out) = self.server.as_mut().and_then(Server::poll_output) {
+                self.act(out);
+            }
+        }
+        self.edges.flush();
+        if let Some(Err(e)) = self.links.as_mut().map(XdpLinks::flush) {
+            tracing::debug!("node {}: ring links: {e}", self.me);
+        }
+    }
+
+    /// Carry out one of the server's outputs.
+    fn act(&mut self, out: Output<u32>) {
+        {
             match out {
                 Output::Send { to, frame } => {
                     let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
@@ -603,10 +655,6 @@ impl Node<'_, '_> {
                 | Output::Committed { .. }
                 | Output::AtBuffer { .. } => {}
             }
-        }
-        self.edges.flush();
-        if let Some(Err(e)) = self.links.as_mut().map(XdpLinks::flush) {
-            tracing::debug!("node {}: ring links: {e}", self.me);
         }
     }
 
@@ -758,4 +806,56 @@ impl Node<'_, '_> {
         }
         Ok(false)
     }
+}
+
+/// A frame off the wire with its packet's handle: its id when observed ([`packet_id`]).
+fn handled(frame: Frame<()>, observed: bool) -> Frame<u32> {
+    Frame {
+        packet: frame.packet.map(|p| Packet {
+            handle: if observed {
+                packet_id(&p.bytes).unwrap_or(0)
+            } else {
+                0
+            },
+            flow: p.flow,
+            dir: p.dir,
+            bytes: p.bytes,
+        }),
+        flags: frame.flags,
+        msg: frame.msg,
+    }
+}
+
+/// Records what the outputs of a batch and `server`'s stores say, into the file, before any of
+/// the outputs is carried out.
+fn record(
+    recorder: &mut Recorder,
+    heads: &Heads,
+    ring: &Ring,
+    me: ServerId,
+    server: &Server<'_, u32>,
+    outputs: &[Output<u32>],
+) -> io::Result<()> {
+    let t = monotonic_ns();
+    let head = ring
+        .middlebox_at(me)
+        .map(|mb| (mb, &heads.stores[usize::from(mb.0)]));
+    let replicas = server.replica().into_iter().flat_map(|r| {
+        ring.replicated_by(me)
+            .filter_map(move |mb| r.store(mb).map(|s| (mb, &**s)))
+    });
+    recorder.stores(t, head.into_iter().chain(replicas))?;
+    for out in outputs {
+        match out {
+            Output::Committed {
+                handle,
+                middlebox,
+                kind,
+                deps,
+            } => recorder.commit(t, *handle, MbIndex(*middlebox), *kind, deps)?,
+            Output::Release { packet, .. } => recorder.release(t, packet.handle)?,
+            _ => {}
+        }
+    }
+    recorder.flush()
 }

@@ -1,0 +1,430 @@
+//! Output commit across processes (DESIGN.md §10), for `ftc chaos --procs`. With `--observe DIR`
+//! every `ftc node` writes a file of its own in DIR ([`Recorder`]): its stores' sequences as they
+//! move, the transactions its head commits (by customer packet: the TCP sequence number the
+//! chaos generator numbers packets with, [`packet_id`]), and the packets its buffer releases.
+//! After the run, [`check`] reads every file and looks at each released packet against the
+//! stores as they were when it left: every write it depends on must be in f+1 of them.
+//!
+//! Times are CLOCK_MONOTONIC's, one clock for every process of the host. A node writes a batch's
+//! records before it sends that batch's frames and packets, and a store's sequence is recorded
+//! no earlier than it moved. So a record that shows a write in a store before a release proves
+//! the store held it then (sequences only grow), and everything a release legitimately waited
+//! for (the commit vectors of the tails, which come after the stores applied the writes) was
+//! recorded before it: the check neither accepts a release too early nor blames a correct one.
+//! A node killed mid-batch loses only records of what it never sent.
+//!
+//! Records, little-endian: `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
+//! `2 t:u64 packet:u32 mb:u8 kind:u8 n:u16 n×(partition:u16 seq:u64)` (a commit);
+//! `3 t:u64 packet:u32` (a release). A file may end in a record cut short by a kill.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+use ftc_chain::ring::MbIndex;
+use ftc_stm::{DepEntry, LogKind, Partition, Store};
+
+const SEQ: u8 = 1;
+const COMMIT: u8 = 2;
+const RELEASE: u8 = 3;
+
+/// The id the chaos generator gives a customer packet: the TCP sequence number of an
+/// Ethernet/IPv4/TCP frame.
+pub fn packet_id(frame: &[u8]) -> Option<u32> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let at = 14 + ihl + 4;
+    Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the host.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One node's file of records.
+#[derive(Debug)]
+pub struct Recorder {
+    out: BufWriter<File>,
+    /// The sequences last recorded, per store (by middlebox), per partition.
+    seen: Vec<(MbIndex, Vec<u64>)>,
+}
+
+impl Recorder {
+    /// A new file in `dir` for the node at `position` (named by position and process id: a
+    /// replacement writes a file of its own).
+    pub fn create(dir: &Path, position: u16) -> io::Result<Recorder> {
+        let path = dir.join(format!("node-{position}-{}.obs", std::process::id()));
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        Ok(Recorder {
+            out: BufWriter::with_capacity(1 << 16, file),
+            seen: Vec::new(),
+        })
+    }
+
+    /// The sequences of `stores` (by the middlebox whose state each keeps) that moved since the
+    /// last look, as of `t`.
+    pub fn stores<'s>(
+        &mut self,
+        t: u64,
+        stores: impl Iterator<Item = (MbIndex, &'s Store)>,
+    ) -> io::Result<()> {
+        for (mb, store) in stores {
+            let i = match self.seen.iter().position(|(m, _)| *m == mb) {
+                Some(i) => i,
+                None => {
+                    self.seen.push((mb, vec![0; store.partitions() as usize]));
+                    self.seen.len() - 1
+                }
+            };
+            for (p, last) in self.seen[i].1.iter_mut().enumerate() {
+                let seq = store.seq(Partition(p as u16)).0;
+                if seq != *last {
+                    *last = seq;
+                    let mut r = [0u8; 20];
+                    r[0] = SEQ;
+                    r[1..9].copy_from_slice(&t.to_le_bytes());
+                    r[9] = mb.0;
+                    r[10..12].copy_from_slice(&(p as u16).to_le_bytes());
+                    r[12..20].copy_from_slice(&seq.to_le_bytes());
+                    self.out.write_all(&r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Customer packet `packet` committed a transaction of `mb` at `t`.
+    pub fn commit(
+        &mut self,
+        t: u64,
+        packet: u32,
+        mb: MbIndex,
+        kind: LogKind,
+        deps: &[DepEntry],
+    ) -> io::Result<()> {
+        let n = u16::try_from(deps.len()).map_err(|_| io::Error::other("too many deps"))?;
+        self.out.write_all(&[COMMIT])?;
+        self.out.write_all(&t.to_le_bytes())?;
+        self.out.write_all(&packet.to_le_bytes())?;
+        self.out.write_all(&[mb.0, kind.code()])?;
+        self.out.write_all(&n.to_le_bytes())?;
+        for d in deps {
+            self.out.write_all(&d.partition.0.to_le_bytes())?;
+            self.out.write_all(&d.seq.0.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Customer packet `packet` left the chain at `t`.
+    pub fn release(&mut self, t: u64, packet: u32) -> io::Result<()> {
+        let mut r = [0u8; 13];
+        r[0] = RELEASE;
+        r[1..9].copy_from_slice(&t.to_le_bytes());
+        r[9..13].copy_from_slice(&packet.to_le_bytes());
+        self.out.write_all(&r)
+    }
+
+    /// Into the file: call before sending what the records are about.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A transaction a packet committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Commit {
+    mb: u8,
+    kind: LogKind,
+    deps: Vec<(u16, u64)>,
+}
+
+/// One store's sequences over time, per partition: (time, sequence), in time order.
+type Trace = HashMap<u16, Vec<(u64, u64)>>;
+
+/// Everything the nodes recorded.
+#[derive(Debug, Default)]
+struct Records {
+    /// Per middlebox, the traces of its stores (one per file that kept one).
+    stores: HashMap<u8, Vec<Trace>>,
+    commits: HashMap<u32, Vec<Commit>>,
+    /// When each packet left (the first time, were there more).
+    releases: HashMap<u32, u64>,
+}
+
+/// Reads the records of one file into `records` (the stores' traces of file `file`).
+fn read_records(bytes: &[u8], records: &mut Records) {
+    let mut traces: HashMap<u8, Trace> = HashMap::new();
+    let mut r = Reader(bytes);
+    // A record cut short (the node was killed while writing) ends the file.
+    while let Some(tag) = r.u8() {
+        let Some(t) = r.u64() else { break };
+        match tag {
+            SEQ => {
+                let (Some(mb), Some(p), Some(seq)) = (r.u8(), r.u16(), r.u64()) else {
+                    break;
+                };
+                traces
+                    .entry(mb)
+                    .or_default()
+                    .entry(p)
+                    .or_default()
+                    .push((t, seq));
+            }
+            COMMIT => {
+                let (Some(packet), Some(mb), Some(kind), Some(n)) =
+                    (r.u32(), r.u8(), r.u8(), r.u16())
+                else {
+                    break;
+                };
+                let deps: Option<Vec<_>> = (0..n).map(|_| Some((r.u16()?, r.u64()?))).collect();
+                let (Some(deps), Some(kind)) = (deps, LogKind::from_code(kind)) else {
+                    break;
+                };
+                records
+                    .commits
+                    .entry(packet)
+                    .or_default()
+                    .push(Commit { mb, kind, deps });
+            }
+            RELEASE => {
+                let Some(packet) = r.u32() else { break };
+                let at = records.releases.entry(packet).or_insert(t);
+                *at = (*at).min(t);
+            }
+            _ => break,
+        }
+    }
+    for (mb, trace) in traces {
+        records.stores.entry(mb).or_default().push(trace);
+    }
+}
+
+/// Little-endian reads off the front of a slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Released packets checked, and the transactions checked for them.
+    pub packets: u64,
+    pub transactions: u64,
+    pub violations: Vec<String>,
+}
+
+/// The violations reported at most (the count of the rest is reported).
+const MAX_REPORTED: usize = 10;
+
+/// Checks output commit for the packets `released` (by id) from the files in `dir`, for a
+/// chain that tolerates `f` failures.
+pub fn check(dir: &Path, f: usize, released: impl Iterator<Item = u32>) -> io::Result<Checked> {
+    let mut records = Records::default();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "obs") {
+            let mut bytes = Vec::new();
+            File::open(&path)?.read_to_end(&mut bytes)?;
+            read_records(&bytes, &mut records);
+        }
+    }
+    Ok(check_records(&records, f, released))
+}
+
+fn check_records(records: &Records, f: usize, released: impl Iterator<Item = u32>) -> Checked {
+    let mut checked = Checked::default();
+    let mut violations = 0usize;
+    let mut violation = |checked: &mut Checked, why: String| {
+        violations += 1;
+        if checked.violations.len() < MAX_REPORTED {
+            checked.violations.push(why);
+        }
+    };
+    for packet in released {
+        checked.packets += 1;
+        let Some(&t) = records.releases.get(&packet) else {
+            violation(
+                &mut checked,
+                format!("output commit: packet {packet} left the chain with no release recorded"),
+            );
+            continue;
+        };
+        for c in records.commits.get(&packet).into_iter().flatten() {
+            checked.transactions += 1;
+            let traces = records.stores.get(&c.mb).map_or(&[][..], Vec::as_slice);
+            let holding = traces.iter().filter(|trace| holds(trace, c, t)).count();
+            if holding < f + 1 {
+                violation(
+                    &mut checked,
+                    format!(
+                        "output commit: packet {packet} left the chain when m{}'s {:?} transaction (dependencies {:?}) was in {holding} of the {} stores it needs",
+                        c.mb,
+                        c.kind,
+                        c.deps,
+                        f + 1
+                    ),
+                );
+            }
+        }
+    }
+    if violations > checked.violations.len() {
+        checked.violations.push(format!(
+            "output commit: {} more violations",
+            violations - checked.violations.len()
+        ));
+    }
+    checked
+}
+
+/// Whether the store of `trace` held the effects of `c` at `t`.
+fn holds(trace: &Trace, c: &Commit, t: u64) -> bool {
+    c.deps.iter().all(|&(p, s)| {
+        let seq = trace.get(&p).map_or(0, |points| {
+            let i = points.partition_point(|&(at, _)| at <= t);
+            i.checked_sub(1).map_or(0, |i| points[i].1)
+        });
+        match c.kind {
+            LogKind::Update => seq > s,
+            LogKind::ReadOnly | LogKind::Noop => seq >= s,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftc_stm::Seq;
+
+    fn dep(p: u16, s: u64) -> DepEntry {
+        DepEntry {
+            partition: Partition(p),
+            seq: Seq(s),
+        }
+    }
+
+    /// A store of 4 partitions whose partition `p` is at `seq`.
+    fn store_at(p: u16, seq: u64) -> Store {
+        let store = Store::new(4, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let mut n = 0u32;
+        while store.seq(Partition(p)).0 < seq {
+            n += 1;
+            let key = (0u32..)
+                .map(u32::to_le_bytes)
+                .find(|k| ftc_stm::partition_of(k, 4) == Partition(p))
+                .unwrap();
+            let _ = w.run(|tx| tx.write(&key, &[n as u8]));
+        }
+        drop(w);
+        store
+    }
+
+    fn file(dir: &Path, name: &str, write: impl FnOnce(&mut Recorder)) {
+        let path = dir.join(name);
+        let mut r = Recorder {
+            out: BufWriter::new(File::create(path).unwrap()),
+            seen: Vec::new(),
+        };
+        write(&mut r);
+        r.flush().unwrap();
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ftc-observe-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_release_needs_the_write_in_f_plus_1_stores_before_it() {
+        let dir = temp_dir("f1");
+        let (head, replica) = (store_at(2, 1), store_at(2, 1));
+        // The head commits packet 7's update of partition 2 (dependency seq 0) at 10 and holds
+        // it then; its successor applies it at 20; packet 7 leaves at 30, packet 8 at 15.
+        file(&dir, "node-0-1.obs", |r| {
+            r.commit(10, 7, MbIndex(0), LogKind::Update, &[dep(2, 0)])
+                .unwrap();
+            r.commit(10, 8, MbIndex(0), LogKind::Update, &[dep(2, 0)])
+                .unwrap();
+            r.stores(10, [(MbIndex(0), &head)].into_iter()).unwrap();
+            // Nothing moved: nothing more recorded.
+            r.stores(12, [(MbIndex(0), &head)].into_iter()).unwrap();
+        });
+        file(&dir, "node-1-2.obs", |r| {
+            r.stores(20, [(MbIndex(0), &replica)].into_iter()).unwrap();
+            r.release(30, 7).unwrap();
+            r.release(15, 8).unwrap();
+            // Cut short by a kill.
+            r.out.write_all(&[RELEASE, 1, 2]).unwrap();
+        });
+        let ok = check(&dir, 1, [7].into_iter()).unwrap();
+        assert_eq!((ok.packets, ok.transactions), (1, 1));
+        assert!(ok.violations.is_empty(), "{:?}", ok.violations);
+        let early = check(&dir, 1, [7, 8].into_iter()).unwrap();
+        assert_eq!(early.violations.len(), 1, "{:?}", early.violations);
+        assert!(
+            early.violations[0].contains("packet 8")
+                && early.violations[0].contains("in 1 of the 2")
+        );
+        // Two failures tolerated need three stores.
+        assert_eq!(check(&dir, 2, [7].into_iter()).unwrap().violations.len(), 1);
+        let lost = check(&dir, 1, [9].into_iter()).unwrap();
+        assert!(lost.violations[0].contains("no release recorded"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_transaction_needs_the_state_it_read() {
+        let dir = temp_dir("ro");
+        let (a, b) = (store_at(1, 3), store_at(1, 2));
+        file(&dir, "node-0-1.obs", |r| {
+            r.stores(5, [(MbIndex(1), &a)].into_iter()).unwrap();
+            r.commit(6, 1, MbIndex(1), LogKind::ReadOnly, &[dep(1, 3)])
+                .unwrap();
+        });
+        file(&dir, "node-1-2.obs", |r| {
+            r.stores(5, [(MbIndex(1), &b)].into_iter()).unwrap();
+            r.release(9, 1).unwrap();
+        });
+        // The replica is at 2: it has not the state seq 3 read.
+        assert_eq!(check(&dir, 1, [1].into_iter()).unwrap().violations.len(), 1);
+        assert!(check(&dir, 0, [1].into_iter())
+            .unwrap()
+            .violations
+            .is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn packet_ids_are_tcp_sequence_numbers() {
+        let frame = ftc_node::traffic::request(3, 123_456, 128);
+        assert_eq!(packet_id(&frame), Some(123_456));
+        assert_eq!(packet_id(&frame[..20]), None);
+    }
+}
