@@ -85,12 +85,14 @@ impl Outbox {
 
     /// Whether nothing waits: no log and no commit vector entry.
     pub fn is_empty(&self) -> bool {
-        self.logs.is_empty()
-            && self
-                .cvs
+        debug_assert_eq!(
+            self.cv_pending,
+            self.cvs
                 .iter()
                 .flatten()
-                .all(|(_, dirty)| !dirty.contains(&true))
+                .any(|(_, dirty)| dirty.contains(&true))
+        );
+        self.logs.is_empty() && !self.cv_pending
     }
 
     /// Write queued logs (oldest first) and the pending commit vector entries into `w`, as many
