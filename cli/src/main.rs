@@ -60,6 +60,11 @@ enum Command {
     Sim(sim::SimArgs),
 }
 
+/// mimalloc: frames' buffers are allocated by one server thread and freed by another, which
+/// glibc's allocator serializes on its arenas' locks; mimalloc frees them lock-free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
