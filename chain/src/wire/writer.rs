@@ -327,14 +327,6 @@ struct Cursor<'o> {
 }
 
 impl<'o> Cursor<'o> {
-    /// The next `n` bytes, to fill.
-    #[inline(always)]
-    fn take(&mut self, n: usize) -> Option<&'o mut [u8]> {
-        let (a, rest) = core::mem::take(&mut self.rest).split_at_mut_checked(n)?;
-        self.rest = rest;
-        Some(a)
-    }
-
     /// Writes `entries`, partitions strictly increasing; how many there were.
     #[inline(always)]
     fn entries(&mut self, entries: impl Iterator<Item = DepEntry>) -> Option<usize> {
@@ -359,6 +351,7 @@ impl<'o> Cursor<'o> {
     fn log_body(&mut self, log: &impl LogSource) -> Option<(usize, usize)> {
         let dep_count = self.entries(log.deps())?;
         let mut write_count = 0usize;
+        let mut rest = core::mem::take(&mut self.rest);
         for w in log.writes() {
             let value = w.value.unwrap_or_default();
             // A wrong length from a key or value of 65535 bytes or more is never sent: the log is
@@ -366,15 +359,16 @@ impl<'o> Cursor<'o> {
             let value_len = w.value.map_or(DELETE, |v| v.len() as u16);
             let [k0, k1] = (w.key.len() as u16).to_le_bytes();
             let [v0, v1] = value_len.to_le_bytes();
-            let (header, data) = self
-                .take(WRITE_HEADER_LEN + w.key.len() + value.len())?
-                .split_first_chunk_mut()?;
+            let (header, tail) = rest.split_first_chunk_mut::<WRITE_HEADER_LEN>()?;
+            let (key, tail) = tail.split_at_mut_checked(w.key.len())?;
+            let (data, tail) = tail.split_at_mut_checked(value.len())?;
             *header = [k0, k1, v0, v1];
-            let (key, rest) = data.split_at_mut_checked(w.key.len())?;
             copy_short(key, w.key);
-            copy_short(rest, value);
+            copy_short(data, value);
+            rest = tail;
             write_count += 1;
         }
+        self.rest = rest;
         Some((dep_count, write_count))
     }
 }
