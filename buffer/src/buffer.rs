@@ -363,7 +363,7 @@ impl<P> Buffer<P> {
                     if log.deps().any(|d| usize::from(d.partition.0) >= partitions) {
                         self.stats.uncoverable_deps += 1;
                     }
-                    self.outbox.push_log(log.as_bytes());
+                    self.outbox.push_log(&log);
                     self.stats.logs_returned += 1;
                 }
             }

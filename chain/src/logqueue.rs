@@ -1,7 +1,10 @@
-//! [`LogQueue`]: encoded piggyback logs back to back in one buffer, oldest first, each with a
-//! little metadata; the storage of outboxes and of the logs a replica retains.
+//! [`LogQueue`]: checked piggyback logs back to back in one buffer, oldest first, each with a
+//! little metadata; the storage of outboxes and of the logs a replica retains. Only logs checked
+//! once ([`LogView`]s) go in, so they come out as views without being checked again.
 
 use std::collections::VecDeque;
+
+use crate::wire::LogView;
 
 /// A FIFO of encoded logs with metadata `M`; allocation-free once its buffers have grown.
 #[derive(Debug, Clone)]
@@ -24,18 +27,32 @@ impl<M> Default for LogQueue<M> {
 }
 
 impl<M> LogQueue<M> {
-    /// Queue an encoded log.
-    pub fn push(&mut self, encoded: &[u8], meta: M) {
+    /// Queue a log.
+    pub fn push(&mut self, log: &LogView<'_>, meta: M) {
+        self.push_bytes(log.as_bytes(), meta);
+    }
+
+    fn push_bytes(&mut self, encoded: &[u8], meta: M) {
         self.entries
             .push_back((self.bytes.len(), encoded.len(), meta));
         self.bytes.extend_from_slice(encoded);
     }
 
     /// The oldest log.
-    pub fn front(&self) -> Option<(&[u8], &M)> {
+    pub fn front(&self) -> Option<(LogView<'_>, &M)> {
         self.entries
             .front()
-            .map(|(s, l, m)| (&self.bytes[*s..s + l], m))
+            .map(|(s, l, m)| (LogView::of_checked(&self.bytes[*s..s + l]), m))
+    }
+
+    /// Move the oldest log to the back, with metadata `meta`.
+    pub fn requeue_front(&mut self, meta: M) {
+        if let Some((s, l, _)) = self.entries.pop_front() {
+            self.entries.push_back((self.bytes.len(), l, meta));
+            self.bytes.extend_from_within(s..s + l);
+            self.consumed = s + l;
+            self.compact();
+        }
     }
 
     /// Drop the oldest log.
@@ -47,18 +64,10 @@ impl<M> LogQueue<M> {
     }
 
     /// Every log, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &M)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (LogView<'_>, &M)> + '_ {
         self.entries
             .iter()
-            .map(|(s, l, m)| (&self.bytes[*s..s + l], m))
-    }
-
-    /// Every log with mutable metadata, oldest first.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut M)> + '_ {
-        let bytes = &self.bytes;
-        self.entries
-            .iter_mut()
-            .map(move |(s, l, m)| (&bytes[*s..*s + *l], m))
+            .map(|(s, l, m)| (LogView::of_checked(&self.bytes[*s..s + l]), m))
     }
 
     /// Number of logs.
@@ -95,25 +104,49 @@ impl<M> LogQueue<M> {
 mod tests {
     use super::*;
 
+    use crate::wire::LogRepr;
+    use ftc_stm::{DepEntry, LogKind, Partition, Seq};
+
+    /// An encoded update log of middlebox `mb` whose one write has `i` as its value.
+    fn log(i: u8) -> Vec<u8> {
+        let repr = LogRepr {
+            middlebox: i % 4,
+            kind: LogKind::Update,
+            deps: vec![DepEntry {
+                partition: Partition(0),
+                seq: Seq(u64::from(i)),
+            }],
+            writes: vec![(b"k".to_vec(), Some(vec![i]))],
+        };
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&mut buf).unwrap();
+        buf
+    }
+
     #[test]
     fn fifo_with_metadata_survives_compaction() {
         let mut q = LogQueue::default();
+        let len = log(0).len();
         for i in 0..100u8 {
-            q.push(&[i; 7], u32::from(i));
+            q.push(&LogView::new_checked(&log(i)).unwrap(), u32::from(i));
             if i % 3 == 0 {
                 q.pop_front();
             }
         }
-        let left: Vec<(Vec<u8>, u32)> = q.iter().map(|(b, m)| (b.to_vec(), *m)).collect();
+        let left: Vec<(Vec<u8>, u32)> =
+            q.iter().map(|(l, m)| (l.as_bytes().to_vec(), *m)).collect();
         assert_eq!(left.len(), 100 - 34);
         for (bytes, m) in &left {
-            assert_eq!(bytes, &vec![*m as u8; 7]);
+            assert_eq!(bytes, &log(*m as u8));
         }
-        assert_eq!(q.byte_len(), left.len() * 7);
-        for (_, m) in q.iter_mut() {
-            *m += 1000;
-        }
-        assert_eq!(q.front().map(|(_, m)| *m), Some(left[0].1 + 1000));
+        assert_eq!(q.byte_len(), left.len() * len);
+        // The oldest goes to the back, as it was, with its new metadata.
+        let (oldest, _) = q.front().map(|(l, m)| (l.as_bytes().to_vec(), *m)).unwrap();
+        q.requeue_front(1000);
+        let last = q.iter().last().map(|(l, m)| (l.as_bytes().to_vec(), *m));
+        assert_eq!(last, Some((oldest, 1000)));
+        assert_eq!(q.front().map(|(_, m)| *m), Some(left[1].1));
+        assert_eq!(q.len(), left.len());
         while !q.is_empty() {
             q.pop_front();
         }

@@ -11,7 +11,7 @@
 use ftc_stm::DepEntry;
 
 use crate::logqueue::LogQueue;
-use crate::wire::{CommitVector, MessageView, MessageWriter, WireError};
+use crate::wire::{CommitVector, LogView, MessageView, MessageWriter, WireError};
 
 /// Logs and commit vectors waiting to be sent.
 #[derive(Debug, Clone)]
@@ -40,9 +40,9 @@ impl Outbox {
         *self = Outbox::new(self.partitions);
     }
 
-    /// Queue an encoded log (as from `LogView::as_bytes`).
-    pub fn push_log(&mut self, encoded: &[u8]) {
-        self.logs.push(encoded, ());
+    /// Queue a log.
+    pub fn push_log(&mut self, log: &LogView<'_>) {
+        self.logs.push(log, ());
     }
 
     /// Merge commit vector entries of middlebox `mb`.
@@ -66,7 +66,7 @@ impl Outbox {
     /// Queue every log and merge every commit vector of `msg`.
     pub fn absorb(&mut self, msg: &MessageView<'_>) {
         for log in msg.logs() {
-            self.push_log(log.as_bytes());
+            self.push_log(&log);
         }
         for cv in msg.commit_vectors() {
             self.merge_cv(cv.middlebox(), cv.entries());
@@ -99,7 +99,7 @@ impl Outbox {
     /// as fit; what does not fit stays queued. Returns whether everything was written.
     pub fn fill(&mut self, w: &mut MessageWriter<'_>) -> Result<bool, WireError> {
         while let Some((log, ())) = self.logs.front() {
-            match w.push_log_bytes(log) {
+            match w.push_log_view(&log) {
                 Ok(()) => self.logs.pop_front(),
                 Err(WireError::NoRoom) => break,
                 Err(e) => return Err(e),
@@ -172,7 +172,7 @@ mod tests {
         let mut outbox = Outbox::new(4);
         let logs: Vec<Vec<u8>> = (0..10).map(|i| log(2, i)).collect();
         for l in &logs {
-            outbox.push_log(l);
+            outbox.push_log(&LogView::new_checked(l).unwrap());
         }
         let mut seen = Vec::new();
         loop {
@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn absorb_takes_a_whole_message() {
         let mut src = Outbox::new(4);
-        src.push_log(&log(0, 1));
+        src.push_log(&LogView::new_checked(&log(0, 1)).unwrap());
         src.merge_cv(0, [dep(1, 2)].into_iter());
         let mut buf = vec![0; 200];
         let mut w = MessageWriter::new(&mut buf, 0).unwrap();

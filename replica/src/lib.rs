@@ -501,7 +501,7 @@ impl Replica {
                 if w.len() + log.as_bytes().len() > budget
                     || push_or(&mut w, |w| w.push_log_view(&log))?
                 {
-                    self.overflow.push_log(log.as_bytes());
+                    self.overflow.push_log(&log);
                     self.stats.overflowed += 1;
                 }
             }
@@ -576,7 +576,7 @@ impl Replica {
             };
             self.stats.requests_answered += 1;
             for log in retention.missing_at(&max) {
-                self.answers.push_log(log);
+                self.answers.push_log(&log);
                 self.stats.logs_retransmitted += 1;
             }
         }
@@ -644,7 +644,7 @@ impl Replica {
             .chain(self.head.as_mut().map(|(_, r)| r));
         for r in retentions {
             r.resend_due(now, timeout, |log| {
-                let ok = w.push_log_bytes(log).is_ok();
+                let ok = w.push_log_view(log).is_ok();
                 resent += u64::from(ok);
                 ok
             });

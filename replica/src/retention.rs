@@ -22,8 +22,8 @@ impl Retention {
 
     /// Keep `log` (sent at `now`) until a commit vector covers it.
     pub(crate) fn retain(&mut self, log: &LogView<'_>, now: u64) {
-        if !self.known.covers(log.kind(), log.deps()) {
-            self.logs.push(log.as_bytes(), now);
+        if !self.covered(log) {
+            self.logs.push(log, now);
         }
     }
 
@@ -39,21 +39,19 @@ impl Retention {
         }
     }
 
-    fn covered(&self, encoded: &[u8]) -> bool {
-        LogView::new_checked(encoded).is_ok_and(|l| self.known.covers(l.kind(), l.deps()))
+    fn covered(&self, log: &LogView<'_>) -> bool {
+        self.known.covers(log.kind(), log.deps())
     }
 
     /// The retained logs a server whose MAX is `max` has not applied yet.
     pub(crate) fn missing_at<'a>(
         &'a self,
         max: &'a CommitVector,
-    ) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.logs().filter(move |log| {
-            LogView::new_checked(log).is_ok_and(|l| {
-                l.kind() == LogKind::Update
-                    && l.deps()
-                        .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq))
-            })
+    ) -> impl Iterator<Item = LogView<'a>> + 'a {
+        self.logs.iter().map(|(log, _)| log).filter(move |l| {
+            l.kind() == LogKind::Update
+                && l.deps()
+                    .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq))
         })
     }
 
@@ -64,7 +62,7 @@ impl Retention {
         &mut self,
         now: u64,
         timeout: u64,
-        mut take: impl FnMut(&[u8]) -> bool,
+        mut take: impl FnMut(&LogView<'_>) -> bool,
     ) {
         self.prune_front();
         let mut resent = 0;
@@ -76,13 +74,11 @@ impl Retention {
             if sent.saturating_add(timeout) > now {
                 return;
             }
-            if !self.covered(log) {
-                if !take(log) {
+            if !self.covered(&log) {
+                if !take(&log) {
                     return;
                 }
-                let log = log.to_vec();
-                self.logs.pop_front();
-                self.logs.push(&log, now);
+                self.logs.requeue_front(now);
             } else {
                 self.logs.pop_front();
             }
@@ -93,7 +89,7 @@ impl Retention {
     /// Drop covered logs at the front.
     fn prune_front(&mut self) {
         while let Some((log, _)) = self.logs.front() {
-            if !self.covered(log) {
+            if !self.covered(&log) {
                 break;
             }
             self.logs.pop_front();
@@ -102,7 +98,7 @@ impl Retention {
 
     /// Every retained log, oldest first.
     pub(crate) fn logs(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.logs.iter().map(|(log, _)| log)
+        self.logs.iter().map(|(log, _)| log.as_bytes())
     }
 
     /// The send time of the oldest retained log (the queue is in send order).

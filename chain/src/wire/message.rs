@@ -279,7 +279,7 @@ impl<'a> LogView<'a> {
     /// Finds the parts of a checked log. Cannot panic: bytes that are not a checked log give
     /// empty parts.
     #[inline(always)]
-    fn of_checked(bytes: &'a [u8]) -> Self {
+    pub(crate) fn of_checked(bytes: &'a [u8]) -> Self {
         let (deps, writes) = match bytes.split_first_chunk::<LOG_HEADER_LEN>() {
             Some((&[_, _, _, _, d0, d1, _, _], body)) => body
                 .split_at_checked(usize::from(le16([d0, d1])) * ENTRY_LEN)
