@@ -29,9 +29,7 @@ use std::sync::Arc;
 
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_chain::wire::{
-    CommitVector, LogView, MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN,
-};
+use ftc_chain::wire::{CommitVector, LogView, MessageView, MessageWriter, WireError};
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmError, Store};
 use smallvec::SmallVec;
 
@@ -194,7 +192,6 @@ pub struct Replica {
     overflow: Outbox,
     /// Retransmitted logs for the next server.
     answers: Outbox,
-    scratch: Vec<u8>,
     stats: ReplicaStats,
 }
 
@@ -249,7 +246,6 @@ impl Replica {
             members,
             overflow: Outbox::new(p),
             answers: Outbox::new(p),
-            scratch: Vec::new(),
             stats: ReplicaStats::default(),
         }
     }
@@ -485,12 +481,13 @@ impl Replica {
         }
         if let (Some(log), Some((mb, retention))) = (own, &mut self.head) {
             if log.kind() != LogKind::Noop {
-                let encoded = LogView::new_checked(encode_log(&mut self.scratch, mb.0, log)?)?;
+                let encoded = w.push_log_viewed(mb.0, log).map_err(|e| match e {
+                    WireError::NoRoom => ReplicaError::FrameFull,
+                    e => e.into(),
+                })?;
                 if log.kind() == LogKind::Update {
                     retention.retain(&encoded, now);
                 }
-                w.push_log_view(&encoded)
-                    .map_err(|_| ReplicaError::FrameFull)?;
             }
         }
         if deferred {
@@ -690,18 +687,4 @@ fn push_or(
         Err(WireError::NoRoom) => Ok(true),
         Err(e) => Err(e),
     }
-}
-
-/// Encode `log` of middlebox `mb` into `scratch`; the encoded log's bytes.
-fn encode_log<'s>(
-    scratch: &'s mut Vec<u8>,
-    mb: u8,
-    log: &impl LogSource,
-) -> Result<&'s [u8], WireError> {
-    let len = ftc_chain::wire::encoded_log_len(log)?;
-    scratch.resize(MESSAGE_HEADER_LEN + len, 0);
-    let mut w = MessageWriter::new(scratch, 0)?;
-    w.push_log(mb, log)?;
-    let end = w.finish();
-    Ok(&scratch[MESSAGE_HEADER_LEN..end])
 }

@@ -92,6 +92,18 @@ impl<'b> MessageWriter<'b> {
         self.add_log(n)
     }
 
+    /// [`MessageWriter::push_log`], and a view of the log as encoded (to keep a copy of it
+    /// without checking it again).
+    pub fn push_log_viewed(
+        &mut self,
+        middlebox: u8,
+        log: &impl LogSource,
+    ) -> Result<LogView<'_>, WireError> {
+        let start = self.len;
+        self.push_log(middlebox, log)?;
+        Ok(LogView::of_checked(&self.buf[start..self.len]))
+    }
+
     /// Appends an encoded log as taken from [`LogView::as_bytes`]; it is checked again (cheap)
     /// so that a bad slice cannot spoil the message.
     pub fn push_log_bytes(&mut self, encoded: &[u8]) -> Result<(), WireError> {
