@@ -7,10 +7,10 @@
 
 use std::io::Cursor;
 
-use ftc_orchestrator::control::{decode, encode, read_message, ControlError, Key};
-use hmac::{Hmac, Mac};
+use ftc_orchestrator::control::{
+    decode, encode, read_message, ControlError, Key, KEY_CONTEXT, VERSION,
+};
 use libfuzzer_sys::fuzz_target;
-use sha2::Sha256;
 
 const SECRET: &[u8] = b"fuzz";
 const MAX_BODY: usize = 1 << 20;
@@ -39,12 +39,11 @@ fuzz_target!(|data: &[u8]| {
     check(&key, data);
     if let Some((&kind, body)) = data.split_first() {
         let mut frame = b"FTCC".to_vec();
-        frame.extend_from_slice(&[1, kind]);
+        frame.extend_from_slice(&[VERSION, kind]);
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(body);
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
-        mac.update(&frame);
-        frame.extend_from_slice(&mac.finalize().into_bytes());
+        let mac = blake3::keyed_hash(&blake3::derive_key(KEY_CONTEXT, SECRET), &frame);
+        frame.extend_from_slice(mac.as_bytes());
         check(&key, &frame);
     }
 });

@@ -4,11 +4,13 @@
 //! A frame is
 //!
 //! ```text
-//! magic "FTCC" | version u8 = 1 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! magic "FTCC" | version u8 = 2 | kind u8 | body length u32 (big-endian) | body | tag [32]
 //! ```
 //!
-//! where the tag is HMAC-SHA256, keyed with the deployment's shared secret ([`Key`]), over the
-//! header and the body. Decoding checks the header, then verifies the tag (in constant time)
+//! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
+//! derived from the deployment's shared secret by BLAKE3's key derivation ([`Key`]). Version 1
+//! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
+//! GB/s on one core of this project's machine). Decoding checks the header, then verifies the tag (in constant time)
 //! before it looks at the body, so a party without the key cannot make the parser see any body
 //! byte it chose. Integers are big-endian; a socket address is a family byte (4 or 6), the IP
 //! address and the port (IPv6 flow information and scope id are not carried); a list is a u16
@@ -25,9 +27,6 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 /// The largest body [`read_message`] should accept on a state-transfer connection: 1 GiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 /// The largest body a control connection (orchestrator ↔ server) needs: 64 KiB, enough for a
@@ -35,11 +34,11 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
-/// HMAC-SHA256.
+/// A keyed BLAKE3 hash.
 const TAG_LEN: usize = 32;
 /// The bytes of a body tail written or read, and added to the tag, at a time.
 const STREAM_CHUNK: usize = 256 << 10;
@@ -163,21 +162,26 @@ pub enum ControlError {
     Io(#[from] io::Error),
 }
 
-/// The shared secret that authenticates control frames, ready to key HMAC-SHA256.
+/// The BLAKE3 key-derivation context of the control MAC key: a secret used for anything else
+/// derives other keys.
+pub const KEY_CONTEXT: &str = "ftc 2025 control frames: keyed BLAKE3 MAC, protocol version 2";
+
+/// The shared secret that authenticates control frames: the key of keyed BLAKE3, derived from
+/// the secret ([`KEY_CONTEXT`]).
 #[derive(Clone)]
-pub struct Key(Hmac<Sha256>);
+pub struct Key(blake3::Hasher);
 
 impl Key {
-    /// A key from the deployment's secret bytes; an empty secret is refused.
+    /// A key from the deployment's secret bytes (any length); an empty secret is refused.
     pub fn new(secret: &[u8]) -> Result<Key, ControlError> {
         if secret.is_empty() {
             return Err(ControlError::EmptySecret);
         }
-        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        Ok(Key(mac))
+        let key = blake3::derive_key(KEY_CONTEXT, secret);
+        Ok(Key(blake3::Hasher::new_keyed(&key)))
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
+    fn mac(&self, parts: &[&[u8]]) -> blake3::Hasher {
         let mut mac = self.0.clone();
         for part in parts {
             mac.update(part);
@@ -186,13 +190,21 @@ impl Key {
     }
 
     fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
-        self.mac(parts).finalize().into_bytes().into()
+        self.mac(parts).finalize().into()
     }
 
     fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> Result<(), ControlError> {
-        self.mac(parts)
-            .verify_slice(tag)
-            .map_err(|_| ControlError::BadTag)
+        check_tag(&self.mac(parts), tag)
+    }
+}
+
+/// Whether `mac`'s tag is `tag`, compared in constant time ([`blake3::Hash`]'s equality).
+fn check_tag(mac: &blake3::Hasher, tag: &[u8]) -> Result<(), ControlError> {
+    let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| ControlError::BadTag)?;
+    if mac.finalize() == blake3::Hash::from(tag) {
+        Ok(())
+    } else {
+        Err(ControlError::BadTag)
     }
 }
 
@@ -218,15 +230,26 @@ fn seal<'a>(msg: &'a Message, key: &Key) -> Sealed<'a> {
 
 /// A message's header with the fixed part of its body, and the opaque tail.
 fn lay_out(msg: &Message) -> (Vec<u8>, &[u8]) {
+    let mut head = start(body::kind(msg));
+    let tail = body::encode(msg, &mut head);
+    finish(&mut head, tail.len());
+    (head, tail)
+}
+
+/// A header of a `kind` frame, its length still 0, ready for the fixed part of the body.
+fn start(kind: u8) -> Vec<u8> {
     let mut head = Vec::with_capacity(64);
     head.extend_from_slice(&MAGIC);
-    head.extend_from_slice(&[VERSION, body::kind(msg)]);
+    head.extend_from_slice(&[VERSION, kind]);
     head.extend_from_slice(&[0; 4]);
-    let tail = body::encode(msg, &mut head);
-    let len = head.len() - HEADER_LEN + tail.len();
+    head
+}
+
+/// Sets the body length of `head`, a header and a fixed part, followed by a tail of `tail` bytes.
+fn finish(head: &mut [u8], tail: usize) {
+    let len = head.len() - HEADER_LEN + tail;
     let len = u32::try_from(len).expect("a control message body is at most 4 GiB");
     head[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    (head, tail)
 }
 
 /// The frame of `msg`, authenticated with `key`.
@@ -251,7 +274,32 @@ pub fn encode(msg: &Message, key: &Key) -> Vec<u8> {
 /// # Panics
 /// Like [`encode`].
 pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result<()> {
-    let (mut head, tail) = lay_out(msg);
+    let (head, tail) = lay_out(msg);
+    write_frame(w, head, tail, key)
+}
+
+/// Writes the frame of [`Message::GroupState`] `{ epoch, group, state }` to `w`, with the state
+/// borrowed (a source serves bytes it keeps without copying them into a message): the same bytes
+/// as [`write_message`] writes.
+///
+/// # Panics
+/// Like [`encode`].
+pub fn write_group_state(
+    w: &mut impl Write,
+    epoch: u32,
+    group: u8,
+    state: &[u8],
+    key: &Key,
+) -> io::Result<()> {
+    let mut head = start(body::GROUP_STATE);
+    body::put_group_state(&mut head, epoch, group);
+    finish(&mut head, state.len());
+    write_frame(w, head, state, key)
+}
+
+/// Writes a frame laid out as `head` and `tail`, and its tag, computed chunk by chunk as the
+/// tail goes out.
+fn write_frame(w: &mut impl Write, mut head: Vec<u8>, tail: &[u8], key: &Key) -> io::Result<()> {
     if tail.is_empty() {
         let tag = key.tag(&[&head]);
         head.extend_from_slice(&tag);
@@ -263,7 +311,7 @@ pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result
         mac.update(chunk);
         w.write_all(chunk)?;
     }
-    w.write_all(&mac.finalize().into_bytes())
+    w.write_all(mac.finalize().as_bytes())
 }
 
 /// What the header says, once checked.
@@ -351,7 +399,7 @@ pub fn read_message(
             got: total - TAG_LEN + got,
         });
     }
-    mac.verify_slice(&tag).map_err(|_| ControlError::BadTag)?;
+    check_tag(&mac, &tag)?;
     body::decode(kind, &fixed, tail)
 }
 
@@ -377,17 +425,20 @@ fn read_exactly(
     len: usize,
     before: usize,
     total: usize,
-    mac: &mut Hmac<Sha256>,
+    mac: &mut blake3::Hasher,
 ) -> Result<Vec<u8>, ControlError> {
     let mut buf = Vec::with_capacity(len.min(READ_AHEAD));
     while buf.len() < len {
         let start = buf.len();
         let want = (len - start).min(STREAM_CHUNK);
-        r.by_ref().take(want as u64).read_to_end(&mut buf)?;
-        if buf.len() < start + want {
+        // Zeroed, then read into with calls as large as the chunk: the socket hands over what
+        // it holds in one call, where `read_to_end` would start again at small reads.
+        buf.resize(start + want, 0);
+        let got = read_up_to(r, &mut buf[start..])?;
+        if got < want {
             return Err(ControlError::Truncated {
                 needed: total,
-                got: before + buf.len(),
+                got: before + start + got,
             });
         }
         mac.update(&buf[start..]);

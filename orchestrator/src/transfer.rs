@@ -11,7 +11,8 @@ use std::time::Duration;
 use ftc_chain::ring::MbIndex;
 
 use crate::control::{
-    read_message, write_message, ControlError, Key, Message, CONTROL_MAX_BODY, DEFAULT_MAX_BODY,
+    read_message, write_group_state, write_message, ControlError, Key, Message, CONTROL_MAX_BODY,
+    DEFAULT_MAX_BODY,
 };
 
 /// Why a fetch failed; the replacement reports `TransferFailed` and the orchestrator re-plans.
@@ -27,13 +28,14 @@ pub enum TransferError {
 
 /// Serve the state transfers of one server until `stop`: every connection asks for one group
 /// (`FetchGroup`) and gets `export(epoch, group)` as `GroupState`, or is closed when that is
-/// `None` (not a member, or the server is gone). Unauthenticated or malformed requests are
-/// dropped and counted by `rejected`.
-pub fn serve(
+/// `None` (not a member, or the server is gone). The state is sent from where `export` keeps it,
+/// not copied (an `Arc` of bytes shared with other fetches will do). Unauthenticated or
+/// malformed requests are dropped and counted by `rejected`.
+pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,
     stop: &AtomicBool,
-    export: impl Fn(u32, MbIndex) -> Option<Vec<u8>> + Sync,
+    export: impl Fn(u32, MbIndex) -> Option<S> + Sync,
     rejected: impl Fn(&ControlError) + Sync,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -72,10 +74,10 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) {
 }
 
 /// One connection: a request, an answer.
-fn answer(
+fn answer<S: AsRef<[u8]>>(
     stream: TcpStream,
     key: &Key,
-    export: impl Fn(u32, MbIndex) -> Option<Vec<u8>>,
+    export: impl Fn(u32, MbIndex) -> Option<S>,
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -90,15 +92,7 @@ fn answer(
         return Ok(());
     };
     // Unbuffered: the state goes to the socket in large chunks as its tag is computed.
-    write_message(
-        &mut &stream,
-        &Message::GroupState {
-            epoch,
-            group,
-            state,
-        },
-        key,
-    )?;
+    write_group_state(&mut &stream, epoch, group, state.as_ref(), key)?;
     Ok(())
 }
 
@@ -177,5 +171,73 @@ mod tests {
             server.join().unwrap().unwrap();
         });
         assert_eq!(rejected.load(Ordering::Relaxed), 1);
+    }
+
+    /// A fetch from a source that answers `answer(frame)` for the frame of a 1 MB state.
+    fn fetch_from_a_source_that(
+        answer: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) -> Result<Vec<u8>, TransferError> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut frame = Vec::new();
+        crate::control::write_group_state(&mut frame, 7, 2, &state, &key()).unwrap();
+        let sent = answer(frame);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(&stream);
+                let request = read_message(&mut reader, &key(), CONTROL_MAX_BODY).unwrap();
+                assert!(matches!(
+                    request,
+                    Message::FetchGroup {
+                        epoch: 7,
+                        group: 2,
+                        ..
+                    }
+                ));
+                // The fetch may have given up already: what is left unsent does not matter.
+                let _ = std::io::Write::write_all(&mut &stream, &sent);
+            });
+            let got = fetch(addr, &key(), 7, 2, false, Duration::from_secs(5));
+            if let Ok(bytes) = &got {
+                assert_eq!(*bytes, state);
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn a_tampered_or_truncated_state_is_refused() {
+        assert!(fetch_from_a_source_that(|frame| frame).is_ok());
+        for at in [12, 300_000, 999_999, 1_000_014] {
+            let got = fetch_from_a_source_that(|mut frame| {
+                frame[at] ^= 0x40;
+                frame
+            });
+            assert!(
+                matches!(got, Err(TransferError::Control(ControlError::BadTag))),
+                "byte {at} flipped: {got:?}"
+            );
+        }
+        for keep in [100, 500_000, 1_000_014] {
+            let got = fetch_from_a_source_that(|mut frame| {
+                frame.truncate(keep);
+                frame
+            });
+            assert!(
+                matches!(
+                    got,
+                    Err(TransferError::Control(ControlError::Truncated { .. }))
+                ),
+                "{keep} bytes kept: {got:?}"
+            );
+        }
+        // The same frame followed by more bytes reads as the frame: the connection carries one.
+        let got = fetch_from_a_source_that(|mut frame| {
+            frame.extend_from_slice(&[0; 100]);
+            frame
+        });
+        assert!(got.is_ok());
     }
 }

@@ -19,6 +19,8 @@ pub const MAX_WORKERS: u16 = 1024;
 
 pub(crate) type KeyBytes = SmallVec<[u8; 24]>;
 pub(crate) type ValueBytes = SmallVec<[u8; 16]>;
+/// The longest key and value an entry keeps inline, together.
+const INLINE_ITEMS: usize = 24 + 16;
 
 pub(crate) struct Entry {
     /// The key's hash, rotated so that the table's bucket bits are not the partition bits.
@@ -357,12 +359,12 @@ impl Store {
                     (p, unsafe { p.map() })
                 })
             };
+            // Room for items as long as the tables keep inline: one pass over the entries, not
+            // a first one to size the bytes (the entries are what takes the time to read; the
+            // room reserved and not written is not touched). Longer items grow the buffer.
             let len = snapshot::HEADER_LEN
                 + tables()
-                    .map(|(_, t)| {
-                        let items = t.iter().map(|e| e.key.len() + e.value.len()).sum();
-                        snapshot::partition_len(t.len(), items)
-                    })
+                    .map(|(_, t)| snapshot::partition_len(t.len(), t.len() * INLINE_ITEMS))
                     .sum::<usize>();
             out.reserve(len);
             snapshot::write_header(out, self.partitions());
@@ -482,16 +484,20 @@ fn build_table(
     let mut table: HashTable<Entry> = HashTable::with_capacity(part.count);
     snapshot::each_entry(part, p, partitions, |hash, key, value| {
         let th = table_hash(hash);
-        if table.find(th, |e| e.key.as_slice() == key).is_some() {
-            return Err(StmError::BadSnapshot("a key is listed twice"));
+        // One probe finds a key listed twice or the slot of a new one.
+        match table.entry(th, |e| e.key.as_slice() == key, |e| e.table_hash) {
+            hashbrown::hash_table::Entry::Occupied(_) => {
+                Err(StmError::BadSnapshot("a key is listed twice"))
+            }
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(Entry {
+                    table_hash: th,
+                    key: KeyBytes::from_slice(key),
+                    value: ValueBytes::from_slice(value),
+                });
+                Ok(())
+            }
         }
-        let entry = Entry {
-            table_hash: th,
-            key: KeyBytes::from_slice(key),
-            value: ValueBytes::from_slice(value),
-        };
-        table.insert_unique(th, entry, |e| e.table_hash);
-        Ok(())
     })?;
     Ok(table)
 }

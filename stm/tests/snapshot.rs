@@ -180,3 +180,23 @@ fn a_large_snapshot_restores_on_several_threads() {
     snap.entries.push((last.to_vec(), b"again".to_vec()));
     refused(&snap.encode().unwrap(), "a key is listed twice");
 }
+
+/// Items longer than the tables keep inline make the export outgrow the room it reserves up
+/// front: the bytes still come back whole.
+#[test]
+fn long_keys_and_values_export_and_restore_whole() {
+    let writes: Vec<(Vec<u8>, Vec<u8>)> = (0..2_000u32)
+        .map(|i| {
+            let key = [i.to_be_bytes().as_slice(), &[1; 60]].concat();
+            (key, vec![i as u8; 1 + (i as usize % 3) * 700])
+        })
+        .collect();
+    let store = store_with(&writes, 8);
+    let bytes = store.export_bytes().unwrap();
+    assert_eq!(Snapshot::decode(&bytes).unwrap(), store.export());
+    let copy = Store::import(&bytes, 1).unwrap();
+    assert_eq!(copy.to_map(), store.to_map());
+    let mut appended = b"prefix".to_vec();
+    store.export_into(&mut appended).unwrap();
+    assert_eq!(&appended[6..], &bytes[..]);
+}

@@ -19,7 +19,7 @@ const RECOVER: u8 = 8;
 const REROUTE: u8 = 9;
 const STOP: u8 = 10;
 const FETCH_GROUP: u8 = 11;
-const GROUP_STATE: u8 = 12;
+pub(super) const GROUP_STATE: u8 = 12;
 
 /// The fixed part of a GroupState body: epoch u32, group u8.
 const GROUP_STATE_FIXED: usize = 4 + 1;
@@ -173,12 +173,17 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             group,
             state,
         } => {
-            out.extend_from_slice(&epoch.to_be_bytes());
-            out.push(*group);
+            put_group_state(out, *epoch, *group);
             return state;
         }
     }
     &[]
+}
+
+/// The fixed part of a GroupState body.
+pub(super) fn put_group_state(out: &mut Vec<u8>, epoch: u32, group: u8) {
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.push(group);
 }
 
 fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {

@@ -215,17 +215,105 @@ fn an_empty_secret_is_refused_and_keys_do_not_print_theirs() {
 #[test]
 fn another_version_is_named_in_the_error() {
     let mut frame = encode(&heartbeat(), &key());
-    frame[4] = 2;
+    frame[4] = 1;
     let err = decode(&frame, &key(), DEFAULT_MAX_BODY).unwrap_err();
-    assert!(matches!(err, ControlError::UnsupportedVersion(2)));
+    assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 2 is not supported (this build speaks version 1)"
+        "control protocol version 1 is not supported (this build speaks version 2)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
-        Err(ControlError::UnsupportedVersion(2))
+        Err(ControlError::UnsupportedVersion(1))
     ));
+}
+
+/// A version 1 frame, tagged with HMAC-SHA256 as version 1 did, by hand.
+fn hmac_sha256_frame(secret: &[u8], body_kind: u8, body: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut frame = MAGIC.to_vec();
+    frame.extend_from_slice(&[1, body_kind]);
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(body);
+    let mut k = [0u8; 64];
+    k[..secret.len()].copy_from_slice(secret);
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(&frame)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    frame.extend_from_slice(&outer);
+    frame
+}
+
+#[test]
+fn a_version_1_frame_is_refused_even_with_its_version_byte_changed() {
+    let secret = b"correct horse battery staple";
+    let old = hmac_sha256_frame(secret, 2, &[0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 99]);
+    assert!(matches!(
+        decode(&old, &key(), DEFAULT_MAX_BODY),
+        Err(ControlError::UnsupportedVersion(1))
+    ));
+    // Its HMAC-SHA256 tag is not a tag of this version.
+    let mut relabelled = old.clone();
+    relabelled[4] = VERSION;
+    assert!(matches!(
+        decode(&relabelled, &key(), DEFAULT_MAX_BODY),
+        Err(ControlError::BadTag)
+    ));
+    // The same body under this version's tag is the heartbeat.
+    assert_eq!(
+        decode(
+            &sealed(2, &old[HEADER_LEN..old.len() - TAG_LEN]),
+            &key(),
+            DEFAULT_MAX_BODY
+        )
+        .unwrap(),
+        heartbeat()
+    );
+}
+
+#[test]
+fn a_borrowed_group_state_is_written_as_its_message_is() {
+    for len in [0, 1, STREAM_CHUNK - 1, STREAM_CHUNK, 3 * STREAM_CHUNK + 17] {
+        let state: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
+        let msg = Message::GroupState {
+            epoch: 9,
+            group: 4,
+            state: state.clone(),
+        };
+        let mut written = Vec::new();
+        write_group_state(&mut written, 9, 4, &state, &key()).unwrap();
+        assert_eq!(written, encode(&msg, &key()), "{len} bytes");
+        let mut streamed = Vec::new();
+        write_message(&mut streamed, &msg, &key()).unwrap();
+        assert_eq!(written, streamed);
+        assert_eq!(read(&written, DEFAULT_MAX_BODY).unwrap(), msg);
+        // Cut anywhere in its body or tag: a truncation; any byte flipped: refused.
+        for cut in [HEADER_LEN + 1, written.len() / 2, written.len() - 1] {
+            assert!(matches!(
+                read(&written[..cut], DEFAULT_MAX_BODY),
+                Err(ControlError::Truncated { .. })
+            ));
+        }
+        for at in [
+            HEADER_LEN,
+            HEADER_LEN + 5,
+            written.len() / 2,
+            written.len() - 1,
+        ] {
+            let mut bad = written.clone();
+            bad[at] ^= 1;
+            assert!(matches!(
+                read(&bad, DEFAULT_MAX_BODY),
+                Err(ControlError::BadTag)
+            ));
+        }
+    }
 }
 
 #[test]
