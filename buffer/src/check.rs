@@ -5,13 +5,10 @@ use std::collections::BTreeMap;
 
 use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::wire::{CommitVector, CvRepr, LogRepr, MessageRepr, MessageView};
-use ftc_stm::{DepEntry, LogKind, Partition, Seq};
+use ftc_stm::{DepEntry, LogKind};
 
 pub(crate) fn dep(p: u16, s: u64) -> DepEntry {
-    DepEntry {
-        partition: Partition(p),
-        seq: Seq(s),
-    }
+    DepEntry::new(p, s)
 }
 
 /// A log of middlebox `mb` with dependencies `deps` (partitions increasing).

@@ -132,16 +132,13 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use ftc_stm::{LogKind, Partition, Seq};
+    use ftc_stm::LogKind;
 
     use super::*;
     use crate::wire::{LogRepr, MessageRepr};
 
     fn dep(p: u16, s: u64) -> DepEntry {
-        DepEntry {
-            partition: Partition(p),
-            seq: Seq(s),
-        }
+        DepEntry::new(p, s)
     }
 
     fn log(mb: u8, seq: u64) -> Vec<u8> {

@@ -12,17 +12,14 @@ use ftc_chain::wire::{
 use ftc_forwarder::{
     Backpressure, Forwarder, ForwarderConfig, Ingress, Port, Rejected, ETHERNET_HEADER_LEN,
 };
-use ftc_stm::{DepEntry, LogKind, Partition, Seq};
+use ftc_stm::{DepEntry, LogKind};
 use proptest::prelude::*;
 
 const PARTITIONS: u32 = 4;
 const IDLE: u64 = 100_000;
 
 fn dep(p: u16, s: u64) -> DepEntry {
-    DepEntry {
-        partition: Partition(p),
-        seq: Seq(s),
-    }
+    DepEntry::new(p, s)
 }
 
 /// An update log of middlebox `mb` whose single dependency's seq is `id` (to track it), with a

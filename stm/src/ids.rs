@@ -15,6 +15,16 @@ pub struct DepEntry {
     pub seq: Seq,
 }
 
+impl DepEntry {
+    /// Partition `partition` at sequence `seq`.
+    pub const fn new(partition: u16, seq: u64) -> Self {
+        DepEntry {
+            partition: Partition(partition),
+            seq: Seq(seq),
+        }
+    }
+}
+
 /// What a transaction did to the state, and so what kind of piggyback log it produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogKind {

@@ -6,10 +6,7 @@ mod support;
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmError, Store};
 
 fn dep(p: u16, s: u64) -> DepEntry {
-    DepEntry {
-        partition: Partition(p),
-        seq: Seq(s),
-    }
+    DepEntry::new(p, s)
 }
 
 fn part(store: &Store, key: &[u8]) -> u16 {

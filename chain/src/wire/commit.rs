@@ -77,10 +77,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn dep(p: u16, s: u64) -> DepEntry {
-        DepEntry {
-            partition: Partition(p),
-            seq: Seq(s),
-        }
+        DepEntry::new(p, s)
     }
 
     #[test]

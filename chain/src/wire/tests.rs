@@ -1,16 +1,13 @@
 //! Tests of the piggyback message: views, writer and owned reprs together, by hand and by
 //! proptest.
 
-use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Seq};
+use ftc_stm::{DepEntry, LogKind, LogSource};
 use proptest::prelude::*;
 
 use super::*;
 
 fn dep(p: u16, s: u64) -> DepEntry {
-    DepEntry {
-        partition: Partition(p),
-        seq: Seq(s),
-    }
+    DepEntry::new(p, s)
 }
 
 /// A message written out byte by byte.

@@ -90,13 +90,9 @@ pub fn decode_requirement(bytes: &[u8]) -> Result<u64, PalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftc_stm::{Partition, Seq};
 
     fn dep(p: u16, s: u64) -> DepEntry {
-        DepEntry {
-            partition: Partition(p),
-            seq: Seq(s),
-        }
+        DepEntry::new(p, s)
     }
 
     #[test]

@@ -318,13 +318,9 @@ fn holds(trace: &Trace, c: &Commit, t: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftc_stm::Seq;
 
     fn dep(p: u16, s: u64) -> DepEntry {
-        DepEntry {
-            partition: Partition(p),
-            seq: Seq(s),
-        }
+        DepEntry::new(p, s)
     }
 
     /// A store of 4 partitions whose partition `p` is at `seq`.
