@@ -29,10 +29,7 @@ impl<M> Default for LogQueue<M> {
 impl<M> LogQueue<M> {
     /// Queue a log.
     pub fn push(&mut self, log: &LogView<'_>, meta: M) {
-        self.push_bytes(log.as_bytes(), meta);
-    }
-
-    fn push_bytes(&mut self, encoded: &[u8], meta: M) {
+        let encoded = log.as_bytes();
         self.entries
             .push_back((self.bytes.len(), encoded.len(), meta));
         self.bytes.extend_from_slice(encoded);
@@ -47,11 +44,10 @@ impl<M> LogQueue<M> {
 
     /// Move the oldest log to the back, with metadata `meta`.
     pub fn requeue_front(&mut self, meta: M) {
-        if let Some((s, l, _)) = self.entries.pop_front() {
+        if let Some(&(s, l, _)) = self.entries.front() {
             self.entries.push_back((self.bytes.len(), l, meta));
             self.bytes.extend_from_within(s..s + l);
-            self.consumed = s + l;
-            self.compact();
+            self.pop_front();
         }
     }
 
@@ -105,17 +101,14 @@ mod tests {
     use super::*;
 
     use crate::wire::LogRepr;
-    use ftc_stm::{DepEntry, LogKind, Partition, Seq};
+    use ftc_stm::{DepEntry, LogKind};
 
-    /// An encoded update log of middlebox `mb` whose one write has `i` as its value.
+    /// An encoded update log, the `i`-th of partition 0, whose one write has `i` as its value.
     fn log(i: u8) -> Vec<u8> {
         let repr = LogRepr {
             middlebox: i % 4,
             kind: LogKind::Update,
-            deps: vec![DepEntry {
-                partition: Partition(0),
-                seq: Seq(u64::from(i)),
-            }],
+            deps: vec![DepEntry::new(0, u64::from(i))],
             writes: vec![(b"k".to_vec(), Some(vec![i]))],
         };
         let mut buf = vec![0; repr.buffer_len()];

@@ -23,6 +23,8 @@
 
 mod body;
 
+pub(crate) use body::Reader;
+
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -224,10 +224,7 @@ fn put_list<T>(out: &mut Vec<u8>, items: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
 /// Parses a body whose tag has been verified: its fixed part and its opaque tail (empty for
 /// every kind but GroupState).
 pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, ControlError> {
-    let mut r = Reader {
-        buf: fixed,
-        kind: name(kind),
-    };
+    let mut r = Reader::new(fixed, name(kind));
     let msg = match kind {
         JOIN => Message::Join {
             position: r.u16()?,
@@ -289,13 +286,18 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
     Ok(msg)
 }
 
-/// Reads fields off the front of a body; every read checks the remaining length.
-struct Reader<'a> {
+/// Reads big-endian fields off the front of a body (or of any record of `kind`); every read
+/// checks the remaining length.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     kind: &'static str,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], kind: &'static str) -> Self {
+        Reader { buf, kind }
+    }
+
     fn take<const N: usize>(&mut self) -> Result<[u8; N], ControlError> {
         let Some((head, rest)) = self.buf.split_first_chunk::<N>() else {
             return Err(ControlError::BodyTooShort { kind: self.kind });
@@ -304,19 +306,19 @@ impl Reader<'_> {
         Ok(*head)
     }
 
-    fn u8(&mut self) -> Result<u8, ControlError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, ControlError> {
         self.take::<1>().map(|[b]| b)
     }
 
-    fn u16(&mut self) -> Result<u16, ControlError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, ControlError> {
         self.take().map(u16::from_be_bytes)
     }
 
-    fn u32(&mut self) -> Result<u32, ControlError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, ControlError> {
         self.take().map(u32::from_be_bytes)
     }
 
-    fn u64(&mut self) -> Result<u64, ControlError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, ControlError> {
         self.take().map(u64::from_be_bytes)
     }
 

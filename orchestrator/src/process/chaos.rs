@@ -6,8 +6,8 @@
 //! kill, every group's replicas equal to its head (each member's state fetched over its
 //! state-transfer port), every monitor's counters at least the packets released, no packet
 //! released twice, no flow's NAT mapping changed, and output commit for every released packet
-//! (from what the nodes recorded, [`observe`](super::observe)). UDP may lose packets under load: they count as
-//! lost (sent − released), never as a violation.
+//! (from what the nodes recorded, [`observe`](super::observe)). UDP may lose packets under
+//! load: they count as lost (sent − released), never as a violation.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -463,8 +463,10 @@ impl Sink {
     /// The ids of the packets released.
     fn released_ids(&self) -> impl Iterator<Item = u32> {
         let m = self.measured.lock().expect("no holder panics");
-        let ids: Vec<u32> = (0..m.seen.len() as u32)
-            .filter(|&i| m.seen[i as usize])
+        let ids: Vec<u32> = (0u32..)
+            .zip(&m.seen)
+            .filter(|(_, &seen)| seen)
+            .map(|(i, _)| i)
             .collect();
         ids.into_iter()
     }

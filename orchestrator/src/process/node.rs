@@ -555,11 +555,7 @@ impl Node<'_, '_> {
                 copy.clear();
                 copy.extend_from_slice(bytes);
                 let packet = Packet {
-                    handle: if observed {
-                        packet_id(&copy).unwrap_or(0)
-                    } else {
-                        0
-                    },
+                    handle: handle_of(&copy, observed),
                     flow: flow_of(&copy),
                     dir,
                     bytes: copy,
@@ -622,39 +618,37 @@ impl Node<'_, '_> {
 
     /// Carry out one of the server's outputs.
     fn act(&mut self, out: Output<u32>) {
-        {
-            match out {
-                Output::Send { to, frame } => {
-                    let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
-                    let sent = match self.links.as_mut() {
-                        Some(links) => links.send(to, hop, &frame).map_err(|e| e.to_string()),
-                        None => self
-                            .transport
-                            .send(to, hop, &frame)
-                            .map_err(|e| e.to_string()),
-                    };
-                    if let Err(e) = sent {
-                        tracing::debug!("node {}: sending to {to}: {e}", self.me);
-                    }
-                    if let Some(packet) = frame.packet {
-                        keep(&mut self.spare, packet.bytes);
-                    }
+        match out {
+            Output::Send { to, frame } => {
+                let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
+                let sent = match self.links.as_mut() {
+                    Some(links) => links.send(to, hop, &frame).map_err(|e| e.to_string()),
+                    None => self
+                        .transport
+                        .send(to, hop, &frame)
+                        .map_err(|e| e.to_string()),
+                };
+                if let Err(e) = sent {
+                    tracing::debug!("node {}: sending to {to}: {e}", self.me);
                 }
-                Output::Release { packet, .. } => {
-                    if let Some((socket, to)) = &self.egress {
-                        if let Err(e) = socket.send_to(&packet.bytes, to) {
-                            tracing::debug!("node {}: egress to {to}: {e}", self.me);
-                        }
-                    }
-                    self.edges.send(packet.dir, &packet.bytes);
+                if let Some(packet) = frame.packet {
                     keep(&mut self.spare, packet.bytes);
                 }
-                // Lost to a fence, dropped by a middlebox: it leaves the chain here.
-                Output::Dropped { .. }
-                | Output::Lost { .. }
-                | Output::Committed { .. }
-                | Output::AtBuffer { .. } => {}
             }
+            Output::Release { packet, .. } => {
+                if let Some((socket, to)) = &self.egress {
+                    if let Err(e) = socket.send_to(&packet.bytes, to) {
+                        tracing::debug!("node {}: egress to {to}: {e}", self.me);
+                    }
+                }
+                self.edges.send(packet.dir, &packet.bytes);
+                keep(&mut self.spare, packet.bytes);
+            }
+            // Lost to a fence, dropped by a middlebox: it leaves the chain here.
+            Output::Dropped { .. }
+            | Output::Lost { .. }
+            | Output::Committed { .. }
+            | Output::AtBuffer { .. } => {}
         }
     }
 
@@ -808,15 +802,20 @@ impl Node<'_, '_> {
     }
 }
 
-/// A frame off the wire with its packet's handle: its id when observed ([`packet_id`]).
+/// A customer packet's handle: its id when observed ([`packet_id`]), else 0.
+fn handle_of(bytes: &[u8], observed: bool) -> u32 {
+    if observed {
+        packet_id(bytes).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// A frame off the wire with its packet's handle ([`handle_of`]).
 fn handled(frame: Frame<()>, observed: bool) -> Frame<u32> {
     Frame {
         packet: frame.packet.map(|p| Packet {
-            handle: if observed {
-                packet_id(&p.bytes).unwrap_or(0)
-            } else {
-                0
-            },
+            handle: handle_of(&p.bytes, observed),
             flow: p.flow,
             dir: p.dir,
             bytes: p.bytes,

@@ -13,7 +13,7 @@
 //! recorded before it: the check neither accepts a release too early nor blames a correct one.
 //! A node killed mid-batch loses only records of what it never sent.
 //!
-//! Records, little-endian: `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
+//! Records, big-endian as control messages (read with their [`Reader`]): `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
 //! `2 t:u64 packet:u32 mb:u8 kind:u8 n:u16 n×(partition:u16 seq:u64)` (a commit);
 //! `3 t:u64 packet:u32` (a release). A file may end in a record cut short by a kill.
 
@@ -24,6 +24,8 @@ use std::path::Path;
 
 use ftc_chain::ring::MbIndex;
 use ftc_stm::{DepEntry, LogKind, Partition, Store};
+
+use crate::control::{ControlError, Reader};
 
 const SEQ: u8 = 1;
 const COMMIT: u8 = 2;
@@ -89,10 +91,10 @@ impl Recorder {
                     *last = seq;
                     let mut r = [0u8; 20];
                     r[0] = SEQ;
-                    r[1..9].copy_from_slice(&t.to_le_bytes());
+                    r[1..9].copy_from_slice(&t.to_be_bytes());
                     r[9] = mb.0;
-                    r[10..12].copy_from_slice(&(p as u16).to_le_bytes());
-                    r[12..20].copy_from_slice(&seq.to_le_bytes());
+                    r[10..12].copy_from_slice(&(p as u16).to_be_bytes());
+                    r[12..20].copy_from_slice(&seq.to_be_bytes());
                     self.out.write_all(&r)?;
                 }
             }
@@ -111,13 +113,13 @@ impl Recorder {
     ) -> io::Result<()> {
         let n = u16::try_from(deps.len()).map_err(|_| io::Error::other("too many deps"))?;
         self.out.write_all(&[COMMIT])?;
-        self.out.write_all(&t.to_le_bytes())?;
-        self.out.write_all(&packet.to_le_bytes())?;
+        self.out.write_all(&t.to_be_bytes())?;
+        self.out.write_all(&packet.to_be_bytes())?;
         self.out.write_all(&[mb.0, kind.code()])?;
-        self.out.write_all(&n.to_le_bytes())?;
+        self.out.write_all(&n.to_be_bytes())?;
         for d in deps {
-            self.out.write_all(&d.partition.0.to_le_bytes())?;
-            self.out.write_all(&d.seq.0.to_le_bytes())?;
+            self.out.write_all(&d.partition.0.to_be_bytes())?;
+            self.out.write_all(&d.seq.0.to_be_bytes())?;
         }
         Ok(())
     }
@@ -126,8 +128,8 @@ impl Recorder {
     pub fn release(&mut self, t: u64, packet: u32) -> io::Result<()> {
         let mut r = [0u8; 13];
         r[0] = RELEASE;
-        r[1..9].copy_from_slice(&t.to_le_bytes());
-        r[9..13].copy_from_slice(&packet.to_le_bytes());
+        r[1..9].copy_from_slice(&t.to_be_bytes());
+        r[9..13].copy_from_slice(&packet.to_be_bytes());
         self.out.write_all(&r)
     }
 
@@ -158,16 +160,16 @@ struct Records {
     releases: HashMap<u32, u64>,
 }
 
-/// Reads the records of one file into `records` (the stores' traces of file `file`).
+/// Reads the records of one file into `records`: its commits and releases, and the traces of
+/// its stores.
 fn read_records(bytes: &[u8], records: &mut Records) {
     let mut traces: HashMap<u8, Trace> = HashMap::new();
-    let mut r = Reader(bytes);
+    let mut r = Reader::new(bytes, "observation record");
     // A record cut short (the node was killed while writing) ends the file.
-    while let Some(tag) = r.u8() {
-        let Some(t) = r.u64() else { break };
+    while let (Ok(tag), Ok(t)) = (r.u8(), r.u64()) {
         match tag {
             SEQ => {
-                let (Some(mb), Some(p), Some(seq)) = (r.u8(), r.u16(), r.u64()) else {
+                let (Ok(mb), Ok(p), Ok(seq)) = (r.u8(), r.u16(), r.u64()) else {
                     break;
                 };
                 traces
@@ -178,13 +180,13 @@ fn read_records(bytes: &[u8], records: &mut Records) {
                     .push((t, seq));
             }
             COMMIT => {
-                let (Some(packet), Some(mb), Some(kind), Some(n)) =
-                    (r.u32(), r.u8(), r.u8(), r.u16())
+                let (Ok(packet), Ok(mb), Ok(kind), Ok(n)) = (r.u32(), r.u8(), r.u8(), r.u16())
                 else {
                     break;
                 };
-                let deps: Option<Vec<_>> = (0..n).map(|_| Some((r.u16()?, r.u64()?))).collect();
-                let (Some(deps), Some(kind)) = (deps, LogKind::from_code(kind)) else {
+                let deps: Result<Vec<_>, ControlError> =
+                    (0..n).map(|_| Ok((r.u16()?, r.u64()?))).collect();
+                let (Ok(deps), Some(kind)) = (deps, LogKind::from_code(kind)) else {
                     break;
                 };
                 records
@@ -194,7 +196,7 @@ fn read_records(bytes: &[u8], records: &mut Records) {
                     .push(Commit { mb, kind, deps });
             }
             RELEASE => {
-                let Some(packet) = r.u32() else { break };
+                let Ok(packet) = r.u32() else { break };
                 let at = records.releases.entry(packet).or_insert(t);
                 *at = (*at).min(t);
             }
@@ -203,29 +205,6 @@ fn read_records(bytes: &[u8], records: &mut Records) {
     }
     for (mb, trace) in traces {
         records.stores.entry(mb).or_default().push(trace);
-    }
-}
-
-/// Little-endian reads off the front of a slice.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
     }
 }
 
