@@ -10,11 +10,11 @@
 //! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
 //! derived from the deployment's shared secret by BLAKE3's key derivation ([`Key`]). Version 1
 //! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
-//! GB/s on one core of this project's machine). Decoding checks the header, then verifies the tag (in constant time)
-//! before it looks at the body, so a party without the key cannot make the parser see any body
-//! byte it chose. Integers are big-endian; a socket address is a family byte (4 or 6), the IP
-//! address and the port (IPv6 flow information and scope id are not carried); a list is a u16
-//! count followed by its items.
+//! GB/s on one core of this project's machine). Decoding checks the header, then verifies the
+//! tag (in constant time) before it looks at the body, so a party without the key cannot make
+//! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
+//! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
+//! carried); a list is a u16 count followed by its items.
 //!
 //! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
 //! and [`read_message`] stream the state bytes without copying them into another buffer, and

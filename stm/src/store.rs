@@ -17,10 +17,11 @@ use crate::{key_hash, DepEntry, LogKind, LogSource, Partition, Seq, StmError};
 /// Most workers one store serves.
 pub const MAX_WORKERS: u16 = 1024;
 
-pub(crate) type KeyBytes = SmallVec<[u8; 24]>;
-pub(crate) type ValueBytes = SmallVec<[u8; 16]>;
-/// The longest key and value an entry keeps inline, together.
-const INLINE_ITEMS: usize = 24 + 16;
+/// The longest key and value an entry keeps inline.
+const KEY_INLINE: usize = 24;
+const VALUE_INLINE: usize = 16;
+pub(crate) type KeyBytes = SmallVec<[u8; KEY_INLINE]>;
+pub(crate) type ValueBytes = SmallVec<[u8; VALUE_INLINE]>;
 
 pub(crate) struct Entry {
     /// The key's hash, rotated so that the table's bucket bits are not the partition bits.
@@ -364,7 +365,9 @@ impl Store {
             // room reserved and not written is not touched). Longer items grow the buffer.
             let len = snapshot::HEADER_LEN
                 + tables()
-                    .map(|(_, t)| snapshot::partition_len(t.len(), t.len() * INLINE_ITEMS))
+                    .map(|(_, t)| {
+                        snapshot::partition_len(t.len(), t.len() * (KEY_INLINE + VALUE_INLINE))
+                    })
                     .sum::<usize>();
             out.reserve(len);
             snapshot::write_header(out, self.partitions());
