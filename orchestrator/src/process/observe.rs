@@ -13,7 +13,7 @@
 //! recorded before it: the check neither accepts a release too early nor blames a correct one.
 //! A node killed mid-batch loses only records of what it never sent.
 //!
-//! Records, big-endian as control messages (read with their [`Reader`]):
+//! Records, big-endian as control messages (read with their `Reader`):
 //! `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
 //! `2 t:u64 packet:u32 mb:u8 kind:u8 n:u16 n×(partition:u16 seq:u64)` (a commit);
 //! `3 t:u64 packet:u32` (a release). A file may end in a record cut short by a kill.
