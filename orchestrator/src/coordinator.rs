@@ -14,8 +14,8 @@
 //! once all of them resumed, a [`RecoveryReport`]. A failure declared before the reroute joins
 //! the recovery in progress (same epoch, a longer `Fence`); one declared during the reroute is
 //! recovered right after it. Failures that would leave a group without an alive member, or
-//! more than f servers failed, are suspects (module `suspects`) first: the coordinator waits for them
-//! to beat again (a live server on a starved machine) and recovers what remains as soon as it
+//! more than f servers failed, are suspects (module `suspects`) first: the coordinator waits
+//! for them to beat again (a live server on a starved machine) and recovers what remains as soon as it
 //! can; it halts ([`Coordinator::halted`]) when the grace runs out, and never runs a recovery
 //! that would lose state.
 
