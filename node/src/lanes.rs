@@ -5,6 +5,8 @@
 //! [`LaneShared`]: the commit vectors it merged (so every lane prunes its retained logs and its
 //! buffer releases packets) and that it applied logs (so frames another lane holds are looked
 //! at again). A lane that publishes news wakes the lanes that wait ([`Server::take_wakeups`]).
+//! Logs a lane holds are parked where the others apply them as soon as they can
+//! ([`ParkedLogs`]), so a run of logs of one partition spread over lanes needs no handoffs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use ftc_buffer::Buffer;
 use ftc_chain::middlebox::Middlebox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::CommitVector;
-use ftc_replica::{GroupState, Replica, FLAG_RETRANSMIT_REQUEST};
+use ftc_replica::{GroupState, ParkedLogs, Replica, FLAG_RETRANSMIT_REQUEST};
 use ftc_stm::{DepEntry, Partition, Seq, StmError, Worker};
 
 use crate::{Frame, Server, ServerConfig};
@@ -212,14 +214,16 @@ pub fn join<'a, P: Clone>(
     }
     if all.len() > 1 {
         let shared = LaneShared::new(all.len(), ring.middleboxes(), partitions as usize);
+        let parked = Arc::new(ParkedLogs::default());
         for (i, lane) in all.iter_mut().enumerate() {
-            lane.join_lanes(Lane {
+            let link = Lane {
                 shared: Arc::clone(&shared),
                 index: i,
                 seen: 0,
                 published_applied: 0,
                 news: false,
-            });
+            };
+            lane.join_lanes(link, &parked);
         }
     }
     Ok(all)

@@ -17,7 +17,7 @@ use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageView, MessageWriter, WireError};
 use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
 use ftc_replica::{
-    Admit, GroupState, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
+    Admit, GroupState, ParkedLogs, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
     FLAG_RETRANSMIT_REQUEST,
 };
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Store, Worker};
@@ -363,6 +363,9 @@ impl<'a, P: Clone> Server<'a, P> {
     /// its successor holds, which commit vectors rely on.
     pub fn fence(&mut self) {
         self.frozen = !self.config.run_while_fenced;
+        if let Some(r) = self.replica.as_mut() {
+            r.fence();
+        }
         for frame in self.held.drain() {
             if let Some(packet) = frame.packet {
                 self.outputs.push_back(Output::Lost {
@@ -1030,8 +1033,12 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    pub(crate) fn join_lanes(&mut self, lane: Lane) {
+    /// Joins the server's other lanes: what they publish, and their parked logs.
+    pub(crate) fn join_lanes(&mut self, lane: Lane, parked: &Arc<ParkedLogs>) {
         self.lane = Some(lane);
+        if let Some(r) = self.replica.as_mut() {
+            r.share_parked(Arc::clone(parked));
+        }
     }
 }
 

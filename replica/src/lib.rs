@@ -23,6 +23,7 @@
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
 
 mod group_state;
+mod parked;
 mod retention;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmErr
 use smallvec::SmallVec;
 
 pub use group_state::{GroupState, GroupStateError};
+pub use parked::{ParkedLogs, PARKED_MAX};
 use retention::Retention;
 
 /// NSH context flag of a retransmission request (`docs/protocol.md`).
@@ -192,6 +194,8 @@ pub struct Replica {
     overflow: Outbox,
     /// Retransmitted logs for the next server.
     answers: Outbox,
+    /// Held logs of this server's lanes, which share its stores (none with one lane).
+    parked: Option<Arc<ParkedLogs>>,
     stats: ReplicaStats,
 }
 
@@ -246,6 +250,7 @@ impl Replica {
             members,
             overflow: Outbox::new(p),
             answers: Outbox::new(p),
+            parked: None,
             stats: ReplicaStats::default(),
         }
     }
@@ -388,38 +393,32 @@ impl Replica {
         msg: &MessageView<'_>,
     ) -> Result<Admit, ReplicaError> {
         let mut waits = Waits::default();
+        let applied = self.stats.applied;
         for log in msg.logs() {
             let Some(member) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
                 self.stats.passed_through += 1;
                 continue;
             };
+            let tail = self.tail.as_mut().filter(|_| member.tail);
             let ready = match log.kind() {
-                LogKind::Update => match member.store.apply(&log)? {
-                    ApplyOutcome::Applied => {
-                        self.stats.applied += 1;
-                        member.hold_since = None;
-                        if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
-                            tail.announce.extend(log.deps().map(|d| d.partition.0));
-                        } else {
-                            member.retention.retain(&log, now);
-                        }
-                        true
-                    }
-                    ApplyOutcome::Duplicate => {
-                        self.stats.duplicates += 1;
-                        if let Some(tail) = self.tail.as_mut().filter(|_| member.tail) {
-                            tail.announce.extend(log.deps().map(|d| d.partition.0));
-                        }
-                        true
-                    }
-                    ApplyOutcome::Hold => false,
-                },
+                LogKind::Update => took(member, tail, &mut self.stats, &log, now)?,
                 LogKind::ReadOnly => member.store.is_satisfied(log.deps())?,
                 LogKind::Noop => true,
             };
             if !ready {
-                waits.add(Wait::for_log(member.mb, &member.store, &log));
+                let wait = Wait::for_log(member.mb, &member.store, &log);
+                if let Some(parked) = self
+                    .parked
+                    .as_ref()
+                    .filter(|_| log.kind() == LogKind::Update)
+                {
+                    parked.park(wait, &log);
+                }
+                waits.add(wait);
             }
+        }
+        if self.stats.applied > applied {
+            self.apply_parked(now)?;
         }
         self.merge_cvs(msg);
         if waits.0.is_empty() {
@@ -430,6 +429,46 @@ impl Replica {
             self.still_holding(wait.middlebox, now);
         }
         Ok(Admit::Hold(waits))
+    }
+
+    /// Shares `parked` with the server's other lanes (which share this replica's stores): logs
+    /// this lane holds are parked there, and logs another lane parked are applied here as soon
+    /// as they can be ([`ParkedLogs`]).
+    pub fn share_parked(&mut self, parked: Arc<ParkedLogs>) {
+        self.parked = Some(parked);
+    }
+
+    /// A new epoch (DESIGN.md §8 step 1): the driver drops its held frames, and the logs parked
+    /// from them go too, since they may be ones the recovery rolls back.
+    pub fn fence(&mut self) {
+        if let Some(parked) = &self.parked {
+            parked.clear();
+        }
+    }
+
+    /// Applies the parked logs that can be now, and those they free.
+    fn apply_parked(&mut self, now: u64) -> Result<(), ReplicaError> {
+        let Some(parked) = self.parked.as_ref().filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let mut failed = None;
+        parked.drain(|wait, bytes| {
+            let member = self.members.iter_mut().find(|m| m.mb == wait.middlebox)?;
+            if member.store.seq(wait.partition) < wait.seq {
+                return Some(*wait);
+            }
+            let log = LogView::new_checked(bytes).ok()?;
+            let tail = self.tail.as_mut().filter(|_| member.tail);
+            match took(member, tail, &mut self.stats, &log, now) {
+                Ok(true) => None,
+                Ok(false) => Some(Wait::for_log(member.mb, &member.store, &log)),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            }
+        });
+        failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Frames are held for `mb`'s group at `now`: the group is asked for again every hold
@@ -674,6 +713,37 @@ impl Replica {
             .filter_map(|r| r.oldest_send())
             .map(|t| t.saturating_add(self.config.resend_timeout_ns));
         holds.chain(resends).min()
+    }
+}
+
+/// Offers update `log` to `member`'s store: whether it is in (applied now, or a duplicate),
+/// with the bookkeeping of either. `tail` is the tail's announcement if `member` is its group's
+/// tail.
+fn took(
+    member: &mut Member,
+    tail: Option<&mut Tail>,
+    stats: &mut ReplicaStats,
+    log: &LogView<'_>,
+    now: u64,
+) -> Result<bool, StmError> {
+    match member.store.apply(log)? {
+        ApplyOutcome::Applied => {
+            stats.applied += 1;
+            member.hold_since = None;
+            match tail {
+                Some(tail) => tail.announce.extend(log.deps().map(|d| d.partition.0)),
+                None => member.retention.retain(log, now),
+            }
+            Ok(true)
+        }
+        ApplyOutcome::Duplicate => {
+            stats.duplicates += 1;
+            if let Some(tail) = tail {
+                tail.announce.extend(log.deps().map(|d| d.partition.0));
+            }
+            Ok(true)
+        }
+        ApplyOutcome::Hold => Ok(false),
     }
 }
 

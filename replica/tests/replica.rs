@@ -4,7 +4,7 @@
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
-use ftc_replica::{Admit, Replica, ReplicaConfig, Wait, FLAG_RETRANSMIT_REQUEST};
+use ftc_replica::{Admit, ParkedLogs, Replica, ReplicaConfig, Wait, FLAG_RETRANSMIT_REQUEST};
 use ftc_stm::{LogKind, LogSource, Seq, Store, Worker};
 
 const P: u32 = 8;
@@ -311,4 +311,51 @@ fn a_duplicate_at_the_tail_makes_it_announce_again() {
     let again = repr(&hop(&mut rs[1], 0, &m, none).unwrap());
     assert_eq!(again.cvs.len(), 1, "announced again after the duplicate");
     assert_eq!(again.cvs[0].entries.len(), 1);
+}
+
+/// Two lanes of one server share its stores and parked logs (the thesis' worker threads, §4.3.3
+/// with concurrent replicas): a log held by one lane is applied by the other as soon as the log
+/// before it arrives there, without waiting for the first lane to look again, and retained once.
+#[test]
+fn a_lane_applies_the_logs_another_lane_holds() {
+    let ring = Ring::new(1, 2).unwrap();
+    let mut rs = replicas(ring);
+    let store = std::sync::Arc::clone(rs[1].store(MbIndex(0)).unwrap());
+    let mut lanes = [1, 1].map(|s| {
+        Replica::with_stores(
+            ring,
+            ServerId(s),
+            P,
+            config(),
+            vec![(MbIndex(0), std::sync::Arc::clone(&store))],
+        )
+    });
+    let parked = std::sync::Arc::new(ParkedLogs::default());
+    for lane in &mut lanes {
+        lane.share_parked(std::sync::Arc::clone(&parked));
+    }
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let msgs: Vec<Vec<u8>> = (1..=3)
+        .map(|v| {
+            let rec = write(&mut w0, b"k", v);
+            hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap()
+        })
+        .collect();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    // Lane 0 gets the second and third logs first: both held and parked.
+    assert!(hop(&mut lanes[0], 0, &msgs[2], none).is_none());
+    assert!(hop(&mut lanes[0], 0, &msgs[1], none).is_none());
+    assert!(!parked.is_empty());
+    // Lane 1 gets the first: it applies it, then the two parked ones.
+    assert!(hop(&mut lanes[1], 0, &msgs[0], none).is_some());
+    assert!(parked.is_empty(), "every parked log applied");
+    assert_eq!(store.to_map(), head0.to_map());
+    assert_eq!(lanes[1].stats().applied, 3);
+    assert_eq!(lanes[1].retained().0, 3, "the lane that applied retains");
+    // Lane 0 looks again: its frames go, their logs duplicates, retained nowhere else.
+    assert!(hop(&mut lanes[0], 0, &msgs[1], none).is_some());
+    assert!(hop(&mut lanes[0], 0, &msgs[2], none).is_some());
+    assert_eq!(lanes[0].stats().duplicates, 2);
+    assert_eq!(lanes[0].retained().0, 0);
 }

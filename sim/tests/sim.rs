@@ -20,11 +20,14 @@ fn chain_with_threads(k: usize, f: usize, threads: impl Fn(usize) -> u16) -> Cha
     ];
     let mut text = format!("[chain]\nname = \"sim-{k}-{f}\"\nf = {f}\npartitions = 16\n");
     for i in 0..k {
-        text += &format!(
-            "\n[[middlebox]]\n{}\nthreads = {}\n",
-            kinds[i % kinds.len()],
-            threads(i)
-        );
+        // The shared-counter monitor shares each counter among all its threads.
+        let (kind, n) = (kinds[i % kinds.len()], threads(i));
+        let shared = if i % kinds.len() == 2 {
+            format!("sharing_level = {n}\n")
+        } else {
+            String::new()
+        };
+        text += &format!("\n[[middlebox]]\n{kind}\nthreads = {n}\n{shared}");
     }
     ChainSpec::from_toml_str(&text, "generated").unwrap()
 }
