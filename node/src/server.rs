@@ -5,7 +5,8 @@
 //!
 //! Inputs: [`Server::handle_ingress`] (a customer packet, server 0), [`Server::handle_frame`]
 //! (a frame from another server), [`Server::handle_timeout`], and [`Server::end_batch`] after
-//! each batch of them. Outputs: [`Server::poll_output`] until `None` after every batch, and
+//! each batch of them: what frames free (held frames offered again, refused packets, propagating
+//! frames of the forwarder and the replica) is looked at once per batch, there. Outputs: [`Server::poll_output`] until `None` after every batch, and
 //! [`Server::poll_timeout`] for the next timer.
 
 use std::collections::VecDeque;
@@ -490,7 +491,6 @@ impl<'a, P: Clone> Server<'a, P> {
                 msg,
             },
         );
-        self.settle(now);
         Ok(())
     }
 
@@ -533,7 +533,6 @@ impl<'a, P: Clone> Server<'a, P> {
         } else {
             self.offer(now, frame);
         }
-        self.settle(now);
     }
 
     /// The buffer asks the tails of the wrapping groups (servers 0 … f−1, in ring order) to
@@ -938,10 +937,14 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// The end of a batch of inputs at `now`: news exchanged with the server's other lanes, and
-    /// the buffer's return frames to the forwarder, coalesced over the batch (one frame carries
-    /// the logs and commit vectors of many packets).
+    /// The end of a batch of inputs at `now`: what the batch freed (held frames, refused
+    /// packets) offered again and what the forwarder and the replica want sent, news exchanged
+    /// with the server's other lanes, and the buffer's return frames to the forwarder, coalesced
+    /// over the batch (one frame carries the logs and commit vectors of many packets).
     pub fn end_batch(&mut self, now: u64) {
+        if self.error.is_none() && !self.frozen {
+            self.settle(now);
+        }
         self.sync_lanes(now);
         loop {
             let Some(buffer) = self.buffer.as_mut() else {

@@ -168,10 +168,14 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
         ..ServerConfig::default()
     };
     let mut s: Server<'_, u64> = Server::new(ring, ServerId(1), 64, None, config).unwrap();
-    let from = ServerId(0);
+    // Each frame a batch of its own, from server 0.
+    let deliver = |s: &mut Server<'_, u64>, f| {
+        s.handle_frame(0, ServerId(0), f);
+        s.end_batch(0);
+    };
 
-    s.handle_frame(0, from, frame(2, 7, second));
-    s.handle_frame(0, from, frame(3, 7, other));
+    deliver(&mut s, frame(2, 7, second));
+    deliver(&mut s, frame(3, 7, other));
     assert_eq!(
         at_buffer(&mut s),
         [0u64; 0],
@@ -180,7 +184,7 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
     assert_eq!((s.held(), s.stats().held), (2, 1));
 
     // A log applied in another partition frees nothing: 2 is not offered again.
-    s.handle_frame(0, from, frame(4, 8, unrelated));
+    deliver(&mut s, frame(4, 8, unrelated));
     assert_eq!(at_buffer(&mut s), [4]);
     assert_eq!(
         (s.held(), s.stats().held),
@@ -189,7 +193,7 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
     );
 
     // The missing log moves p: 2 goes, then 3 of its flow.
-    s.handle_frame(0, from, frame(1, 9, first));
+    deliver(&mut s, frame(1, 9, first));
     assert_eq!(at_buffer(&mut s), [1, 2, 3]);
     assert_eq!(s.held(), 0);
 }
