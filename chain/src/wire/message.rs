@@ -63,11 +63,19 @@ fn le16_at(b: &[u8], at: usize) -> u16 {
 /// dependencies and writes, read-only logs dependencies only, no-op logs neither.
 #[inline(always)]
 pub(super) fn kind_fits(kind: LogKind, dep_count: usize, write_count: usize) -> bool {
-    match kind {
-        LogKind::Update => dep_count != 0 && write_count != 0,
-        LogKind::ReadOnly => dep_count != 0 && write_count == 0,
-        LogKind::Noop => dep_count == 0 && write_count == 0,
-    }
+    shape_fits(kind.code(), dep_count != 0, write_count != 0)
+}
+
+/// The shape (bit 0: has dependencies, bit 1: has writes) that the log kind of each wire code
+/// calls for: [`kind_fits`] as one table lookup.
+const KIND_SHAPES: [u8; 3] = [0b11, 0b01, 0b00];
+
+/// Whether `code` is a log kind's wire code and a log of that kind may have (or lack)
+/// dependencies and writes as told.
+#[inline(always)]
+fn shape_fits(code: u8, has_deps: bool, has_writes: bool) -> bool {
+    let shape = u8::from(has_deps) | u8::from(has_writes) << 1;
+    KIND_SHAPES.get(usize::from(code)) == Some(&shape)
 }
 
 /// The rule of [`kind_fits`] that a log of `kind` breaks when it does not fit.
@@ -124,42 +132,102 @@ fn check_entries<'a>(
 #[inline(always)]
 fn check_writes(mut rest: &[u8], count: u16) -> Result<&[u8], WireError> {
     for _ in 0..count {
-        let (&[k0, k1, v0, v1], tail) = rest
+        let (&header, tail) = rest
             .split_first_chunk::<WRITE_HEADER_LEN>()
             .ok_or(WireError::Truncated)?;
-        let value_len = match le16([v0, v1]) {
-            DELETE => 0,
-            n => usize::from(n),
-        };
         rest = tail
-            .get(usize::from(le16([k0, k1])) + value_len..)
+            .get(WriteHeader::of(header).data_len()..)
             .ok_or(WireError::Truncated)?;
     }
     Ok(rest)
 }
 
-/// Checks one log at the start of `bytes`; returns it and the bytes after it.
+/// A write's fixed fields, read with one load.
+#[derive(Clone, Copy)]
+struct WriteHeader {
+    key_len: u16,
+    value_len: u16,
+}
+
+impl WriteHeader {
+    #[inline(always)]
+    fn of(header: [u8; WRITE_HEADER_LEN]) -> Self {
+        let h = u32::from_le_bytes(header);
+        WriteHeader {
+            key_len: h as u16,
+            value_len: (h >> 16) as u16,
+        }
+    }
+
+    /// Bytes of key and value after the header.
+    #[inline(always)]
+    fn data_len(self) -> usize {
+        let value_len = match self.value_len {
+            DELETE => 0,
+            n => n,
+        };
+        usize::from(self.key_len) + usize::from(value_len)
+    }
+}
+
+/// The fields of a log's header that tell its layout, read with one load.
+struct LogHeader {
+    /// The whole log's length.
+    len: usize,
+    /// The kind's wire code.
+    kind: u8,
+    dep_count: u16,
+    write_count: u16,
+}
+
+impl LogHeader {
+    #[inline(always)]
+    fn of(header: [u8; LOG_HEADER_LEN]) -> Self {
+        let h = u64::from_le_bytes(header);
+        LogHeader {
+            len: usize::from(h as u16),
+            kind: (h >> 24) as u8,
+            dep_count: (h >> 32) as u16,
+            write_count: (h >> 48) as u16,
+        }
+    }
+}
+
+/// Checks one log at the start of `bytes`; returns the bytes after it.
 #[inline(always)]
-fn check_log(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let Some(&[l0, l1, _middlebox, kind, d0, d1, w0, w1]) = bytes.first_chunk() else {
+fn check_log(bytes: &[u8]) -> Result<&[u8], WireError> {
+    let Some(&header) = bytes.first_chunk() else {
         return Err(WireError::Truncated);
     };
-    let len = usize::from(le16([l0, l1]));
+    let LogHeader {
+        len,
+        kind,
+        dep_count,
+        write_count,
+    } = LogHeader::of(header);
     let (log, rest) = bytes.split_at_checked(len).ok_or(WireError::Truncated)?;
     let body = log
         .get(LOG_HEADER_LEN..)
         .ok_or(WireError::BadMessage("log length shorter than its header"))?;
-    let kind = LogKind::from_code(kind).ok_or(WireError::BadMessage("unknown log kind"))?;
-    let dep_count = le16([d0, d1]);
-    let write_count = le16([w0, w1]);
-    if !kind_fits(kind, usize::from(dep_count), usize::from(write_count)) {
-        return Err(WireError::BadMessage(kind_rule(kind)));
+    if !shape_fits(kind, dep_count != 0, write_count != 0) {
+        return Err(kind_error(kind));
     }
     let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;
     if !check_writes(body, write_count)?.is_empty() {
         return Err(WireError::BadMessage("log longer than its contents"));
     }
-    Ok((log, rest))
+    Ok(rest)
+}
+
+/// Why a log of kind code `code` does not fit its kind: the code is unknown, or the log breaks the
+/// rule of [`kind_fits`].
+#[cold]
+#[inline(never)]
+fn kind_error(code: u8) -> WireError {
+    WireError::BadMessage(match LogKind::from_code(code) {
+        Some(kind) => kind_rule(kind),
+        None => "unknown log kind",
+    })
 }
 
 /// Checks one commit vector at the start of `bytes`; returns it and the bytes after it.
@@ -201,7 +269,7 @@ impl<'a> MessageView<'a> {
             return Err(WireError::BadVersion);
         }
         for _ in 0..le16([l0, l1]) {
-            rest = check_log(rest)?.1;
+            rest = check_log(rest)?;
         }
         let cvs_start = bytes.len() - rest.len();
         for _ in 0..le16([c0, c1]) {
@@ -264,32 +332,39 @@ pub struct LogView<'a> {
     deps: &'a [u8],
     /// The writes.
     writes: &'a [u8],
+    /// The write count field.
+    write_count: u16,
 }
 
 impl<'a> LogView<'a> {
     /// Validates `bytes` as exactly one encoded log.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (log, rest) = check_log(bytes)?;
-        if !rest.is_empty() {
+        if !check_log(bytes)?.is_empty() {
             return Err(WireError::BadMessage("trailing bytes after the log"));
         }
-        Ok(LogView::of_checked(log))
+        Ok(LogView::of_checked(bytes))
     }
 
     /// Finds the parts of a checked log. Cannot panic: bytes that are not a checked log give
     /// empty parts.
     #[inline(always)]
     pub(crate) fn of_checked(bytes: &'a [u8]) -> Self {
-        let (deps, writes) = match bytes.split_first_chunk::<LOG_HEADER_LEN>() {
-            Some((&[_, _, _, _, d0, d1, _, _], body)) => body
-                .split_at_checked(usize::from(le16([d0, d1])) * ENTRY_LEN)
-                .unwrap_or((body, &[])),
-            None => (&[][..], &[][..]),
+        let ((deps, writes), write_count) = match bytes.split_first_chunk::<LOG_HEADER_LEN>() {
+            Some((&header, body)) => {
+                let h = LogHeader::of(header);
+                (
+                    body.split_at_checked(usize::from(h.dep_count) * ENTRY_LEN)
+                        .unwrap_or((&[], &[])),
+                    h.write_count,
+                )
+            }
+            None => ((&[][..], &[][..]), 0),
         };
         LogView {
             bytes,
             deps,
             writes,
+            write_count,
         }
     }
 
@@ -318,22 +393,19 @@ impl<'a> LogView<'a> {
 
     /// Number of writes.
     pub fn write_count(&self) -> usize {
-        usize::from(le16_at(self.bytes, 6))
+        usize::from(self.write_count)
     }
 
     /// The dependency entries, partitions strictly increasing.
     pub fn deps(&self) -> DepIter<'a> {
-        DepIter {
-            rest: self.deps,
-            remaining: le16_at(self.bytes, 4),
-        }
+        DepIter { rest: self.deps }
     }
 
     /// The writes, in the order the transaction made them.
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
             rest: self.writes,
-            remaining: le16_at(self.bytes, 6),
+            remaining: self.write_count,
         }
     }
 }
@@ -389,7 +461,6 @@ impl<'a> CvView<'a> {
     pub fn entries(&self) -> DepIter<'a> {
         DepIter {
             rest: self.bytes.get(CV_HEADER_LEN..).unwrap_or_default(),
-            remaining: le16_at(self.bytes, 1),
         }
     }
 }
@@ -449,12 +520,11 @@ impl<'a> Iterator for CvIter<'a> {
 impl ExactSizeIterator for CvIter<'_> {}
 
 /// Iterator over dependency or commit-vector entries: the checked entries' bytes, one
-/// [`ENTRY_LEN`] chunk each.
+/// [`ENTRY_LEN`] chunk each. A checked view's entries take exactly their count times
+/// [`ENTRY_LEN`] bytes, so the bytes alone tell when to stop.
 #[derive(Debug, Clone)]
 pub struct DepIter<'a> {
     rest: &'a [u8],
-    /// Entries left: what the count field says, which a checked view's bytes hold.
-    remaining: u16,
 }
 
 impl Iterator for DepIter<'_> {
@@ -462,7 +532,6 @@ impl Iterator for DepIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<DepEntry> {
-        self.remaining = self.remaining.checked_sub(1)?;
         let (&[p0, p1, s @ ..], rest) = self.rest.split_first_chunk::<ENTRY_LEN>()?;
         self.rest = rest;
         Some(DepEntry {
@@ -472,7 +541,7 @@ impl Iterator for DepIter<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = usize::from(self.remaining);
+        let n = self.rest.len() / ENTRY_LEN;
         (n, Some(n))
     }
 }
