@@ -106,22 +106,64 @@ impl Rising {
     }
 }
 
+/// What the checks below return when bytes break a rule: the rule ([`WireError`]), or only that
+/// one broke (`()`). The checks run with `()` first, which the hot path carries for free; only
+/// bytes found invalid are checked again, the same code with [`WireError`], to tell which rule.
+/// One set of checks, so both agree on what is valid.
+trait Broken {
+    fn rule(e: WireError) -> Self;
+}
+
+impl Broken for WireError {
+    #[inline(always)]
+    fn rule(e: WireError) -> Self {
+        e
+    }
+}
+
+impl Broken for () {
+    #[inline(always)]
+    fn rule(_: WireError) {}
+}
+
+/// Runs `check` with `()` and, if the bytes broke a rule, again with [`WireError`] to say which.
+#[inline(always)]
+fn checked<T>(
+    check: impl Fn() -> Result<T, ()>,
+    explain: impl FnOnce() -> Result<T, WireError>,
+) -> Result<T, WireError> {
+    match check() {
+        Ok(x) => Ok(x),
+        Err(()) => Err(explained(explain)),
+    }
+}
+
+/// The rule that [`checked`]'s second run finds broken.
+#[cold]
+#[inline(never)]
+fn explained<T>(explain: impl FnOnce() -> Result<T, WireError>) -> WireError {
+    // The second run takes the same path as the first, which failed: it cannot succeed.
+    explain()
+        .err()
+        .unwrap_or(WireError::BadMessage("rule broken"))
+}
+
 /// Checks that the `count` entries at the start of `rest` have strictly increasing partitions;
 /// returns the bytes after them.
 #[inline(always)]
-fn check_entries<'a>(
+fn check_entries<'a, E: Broken>(
     rest: &'a [u8],
     count: u16,
     what: &'static str,
-) -> Result<&'a [u8], WireError> {
-    let (entries, rest) = rest
-        .split_at_checked(usize::from(count) * ENTRY_LEN)
-        .ok_or(WireError::Truncated)?;
+) -> Result<&'a [u8], E> {
+    let Some((entries, rest)) = rest.split_at_checked(usize::from(count) * ENTRY_LEN) else {
+        return Err(E::rule(WireError::Truncated));
+    };
     let mut rising = Rising::default();
     let mut e = entries;
     while let Some((&[p0, p1, ..], tail)) = e.split_first_chunk::<ENTRY_LEN>() {
         if !rising.see(le16([p0, p1])) {
-            return Err(WireError::BadMessage(what));
+            return Err(E::rule(WireError::BadMessage(what)));
         }
         e = tail;
     }
@@ -130,14 +172,15 @@ fn check_entries<'a>(
 
 /// Checks the `count` writes at the start of `rest`; returns the bytes after them.
 #[inline(always)]
-fn check_writes(mut rest: &[u8], count: u16) -> Result<&[u8], WireError> {
+fn check_writes<E: Broken>(mut rest: &[u8], count: u16) -> Result<&[u8], E> {
     for _ in 0..count {
-        let (&header, tail) = rest
-            .split_first_chunk::<WRITE_HEADER_LEN>()
-            .ok_or(WireError::Truncated)?;
-        rest = tail
-            .get(WriteHeader::of(header).data_len()..)
-            .ok_or(WireError::Truncated)?;
+        let Some((&header, tail)) = rest.split_first_chunk::<WRITE_HEADER_LEN>() else {
+            return Err(E::rule(WireError::Truncated));
+        };
+        let Some(tail) = tail.get(WriteHeader::of(header).data_len()..) else {
+            return Err(E::rule(WireError::Truncated));
+        };
+        rest = tail;
     }
     Ok(rest)
 }
@@ -195,9 +238,9 @@ impl LogHeader {
 
 /// Checks one log at the start of `bytes`; returns the bytes after it.
 #[inline(always)]
-fn check_log(bytes: &[u8]) -> Result<&[u8], WireError> {
+fn check_log<E: Broken>(bytes: &[u8]) -> Result<&[u8], E> {
     let Some(&header) = bytes.first_chunk() else {
-        return Err(WireError::Truncated);
+        return Err(E::rule(WireError::Truncated));
     };
     let LogHeader {
         len,
@@ -205,16 +248,22 @@ fn check_log(bytes: &[u8]) -> Result<&[u8], WireError> {
         dep_count,
         write_count,
     } = LogHeader::of(header);
-    let (log, rest) = bytes.split_at_checked(len).ok_or(WireError::Truncated)?;
-    let body = log
-        .get(LOG_HEADER_LEN..)
-        .ok_or(WireError::BadMessage("log length shorter than its header"))?;
+    let Some((log, rest)) = bytes.split_at_checked(len) else {
+        return Err(E::rule(WireError::Truncated));
+    };
+    let Some(body) = log.get(LOG_HEADER_LEN..) else {
+        return Err(E::rule(WireError::BadMessage(
+            "log length shorter than its header",
+        )));
+    };
     if !shape_fits(kind, dep_count != 0, write_count != 0) {
-        return Err(kind_error(kind));
+        return Err(E::rule(kind_error(kind)));
     }
     let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;
-    if !check_writes(body, write_count)?.is_empty() {
-        return Err(WireError::BadMessage("log longer than its contents"));
+    if !check_writes::<E>(body, write_count)?.is_empty() {
+        return Err(E::rule(WireError::BadMessage(
+            "log longer than its contents",
+        )));
     }
     Ok(rest)
 }
@@ -232,18 +281,44 @@ fn kind_error(code: u8) -> WireError {
 
 /// Checks one commit vector at the start of `bytes`; returns it and the bytes after it.
 #[inline(always)]
-fn check_cv(bytes: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let Some(&[_middlebox, c0, c1]) = bytes.first_chunk() else {
-        return Err(WireError::Truncated);
+fn check_cv<E: Broken>(bytes: &[u8]) -> Result<&[u8], E> {
+    let Some((&[_middlebox, c0, c1], body)) = bytes.split_first_chunk() else {
+        return Err(E::rule(WireError::Truncated));
     };
-    let len = CV_HEADER_LEN + usize::from(le16([c0, c1])) * ENTRY_LEN;
-    let (cv, rest) = bytes.split_at_checked(len).ok_or(WireError::Truncated)?;
     check_entries(
-        &cv[CV_HEADER_LEN..],
+        body,
         le16([c0, c1]),
         "commit vector partitions not increasing",
-    )?;
-    Ok((cv, rest))
+    )
+}
+
+/// Checks a whole message; returns the offset of its first commit vector.
+#[inline(always)]
+fn check_message<E: Broken>(bytes: &[u8]) -> Result<usize, E> {
+    let Some((&[version, _flags, l0, l1, c0, c1], mut rest)) =
+        bytes.split_first_chunk::<MESSAGE_HEADER_LEN>()
+    else {
+        return Err(E::rule(match bytes.first() {
+            Some(&v) if v != MESSAGE_VERSION => WireError::BadVersion,
+            _ => WireError::Truncated,
+        }));
+    };
+    if version != MESSAGE_VERSION {
+        return Err(E::rule(WireError::BadVersion));
+    }
+    for _ in 0..le16([l0, l1]) {
+        rest = check_log(rest)?;
+    }
+    let cvs_start = bytes.len() - rest.len();
+    for _ in 0..le16([c0, c1]) {
+        rest = check_cv(rest)?;
+    }
+    if !rest.is_empty() {
+        return Err(E::rule(WireError::BadMessage(
+            "trailing bytes after the last commit vector",
+        )));
+    }
+    Ok(cvs_start)
 }
 
 /// A checked piggyback message.
@@ -256,30 +331,9 @@ pub struct MessageView<'a> {
 
 impl<'a> MessageView<'a> {
     /// Validates every rule of the format (module docs) over the whole of `bytes`, in one pass.
+    #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let Some((&[version, _flags, l0, l1, c0, c1], mut rest)) =
-            bytes.split_first_chunk::<MESSAGE_HEADER_LEN>()
-        else {
-            return Err(match bytes.first() {
-                Some(&v) if v != MESSAGE_VERSION => WireError::BadVersion,
-                _ => WireError::Truncated,
-            });
-        };
-        if version != MESSAGE_VERSION {
-            return Err(WireError::BadVersion);
-        }
-        for _ in 0..le16([l0, l1]) {
-            rest = check_log(rest)?;
-        }
-        let cvs_start = bytes.len() - rest.len();
-        for _ in 0..le16([c0, c1]) {
-            rest = check_cv(rest)?.1;
-        }
-        if !rest.is_empty() {
-            return Err(WireError::BadMessage(
-                "trailing bytes after the last commit vector",
-            ));
-        }
+        let cvs_start = checked(|| check_message(bytes), || check_message(bytes))?;
         Ok(MessageView { bytes, cvs_start })
     }
 
@@ -339,7 +393,7 @@ pub struct LogView<'a> {
 impl<'a> LogView<'a> {
     /// Validates `bytes` as exactly one encoded log.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        if !check_log(bytes)?.is_empty() {
+        if !check_log::<WireError>(bytes)?.is_empty() {
             return Err(WireError::BadMessage("trailing bytes after the log"));
         }
         Ok(LogView::of_checked(bytes))
@@ -433,13 +487,12 @@ pub struct CvView<'a> {
 impl<'a> CvView<'a> {
     /// Validates `bytes` as exactly one encoded commit vector.
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (cv, rest) = check_cv(bytes)?;
-        if !rest.is_empty() {
+        if !check_cv::<WireError>(bytes)?.is_empty() {
             return Err(WireError::BadMessage(
                 "trailing bytes after the commit vector",
             ));
         }
-        Ok(CvView { bytes: cv })
+        Ok(CvView { bytes })
     }
 
     /// The whole encoded commit vector.
