@@ -220,6 +220,86 @@ fn writer_says_which_rule_a_log_breaks_even_without_room() {
     }
 }
 
+/// Entries whose iterator tells a length of `told` whatever it holds.
+#[derive(Clone)]
+struct Told<I> {
+    entries: I,
+    told: usize,
+}
+
+impl<I: Iterator<Item = DepEntry>> Iterator for Told<I> {
+    type Item = DepEntry;
+
+    fn next(&mut self) -> Option<DepEntry> {
+        self.entries.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.told, Some(self.told))
+    }
+}
+
+/// A log whose dependencies' iterator tells a length of `told`.
+struct ToldLog {
+    log: LogRepr,
+    told: usize,
+}
+
+impl LogSource for ToldLog {
+    fn kind(&self) -> LogKind {
+        self.log.kind
+    }
+
+    fn deps(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+        Told {
+            entries: self.log.deps.iter().copied(),
+            told: self.told,
+        }
+    }
+
+    fn writes(&self) -> impl Iterator<Item = ftc_stm::Write<'_>> + '_ {
+        self.log.writes()
+    }
+}
+
+#[test]
+fn writer_does_not_trust_an_iterator_about_its_length() {
+    let log = message_repr().logs[0].clone();
+    let mut honest = [0u8; 128];
+    let mut w = MessageWriter::new(&mut honest, 0).expect("header fits");
+    w.push_log(0, &log).expect("fits");
+    let n = w.finish();
+    for told in 0..5 {
+        let mut buf = [0u8; 128];
+        let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+        let pushed = w.push_log(
+            0,
+            &ToldLog {
+                log: log.clone(),
+                told,
+            },
+        );
+        if told == log.deps.len() {
+            assert_eq!(pushed, Ok(()));
+            assert_eq!(w.finish(), n);
+            assert_eq!(buf[..n], honest[..n]);
+        } else {
+            // A log is never sent with dependencies missing or with room it does not have.
+            assert!(pushed.is_err(), "told {told}");
+            assert_eq!(w.finish(), 6);
+        }
+    }
+    // Entries of unknown number take the other path, to the same bytes.
+    let mut buf = [0u8; 128];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    w.push_cv(1, log.deps.iter().copied().filter(|_| true))
+        .expect("fits");
+    let m = w.finish();
+    let cv = MessageView::new_checked(&buf[..m]).expect("valid");
+    let cv = cv.commit_vectors().next().expect("one vector");
+    assert_eq!(cv.entries().collect::<Vec<_>>(), log.deps);
+}
+
 #[test]
 fn writer_rejects_rule_breaks() {
     let mut buf = [0u8; 128];

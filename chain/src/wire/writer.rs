@@ -5,7 +5,7 @@
 use ftc_stm::{DepEntry, LogSource};
 
 use super::message::{
-    field, kind_fits, kind_rule, CvView, LogView, Rising, CV_HEADER_LEN, DELETE, ENTRY_LEN,
+    kind_fits, kind_rule, CvView, LogView, Rising, CV_HEADER_LEN, DELETE, ENTRY_LEN,
     LOG_HEADER_LEN, MESSAGE_HEADER_LEN, MESSAGE_VERSION, WRITE_HEADER_LEN,
 };
 use super::WireError;
@@ -19,7 +19,10 @@ use super::WireError;
 /// in the header.
 #[derive(Debug)]
 pub struct MessageWriter<'b> {
-    buf: &'b mut [u8],
+    /// The message header, whose counts [`MessageWriter::finish`] fills in.
+    header: &'b mut [u8; MESSAGE_HEADER_LEN],
+    /// The bytes after the message so far: where the next push encodes.
+    rest: &'b mut [u8],
     len: usize,
     log_count: u16,
     cv_count: u16,
@@ -29,12 +32,13 @@ impl<'b> MessageWriter<'b> {
     /// Starts a message with `flags` at the start of `buf`; [`WireError::NoRoom`] if `buf` cannot
     /// hold the 6-byte header.
     pub fn new(buf: &'b mut [u8], flags: u8) -> Result<Self, WireError> {
-        let header = buf
-            .first_chunk_mut::<MESSAGE_HEADER_LEN>()
+        let (header, rest) = buf
+            .split_first_chunk_mut::<MESSAGE_HEADER_LEN>()
             .ok_or(WireError::NoRoom)?;
         *header = [MESSAGE_VERSION, flags, 0, 0, 0, 0];
         Ok(MessageWriter {
-            buf,
+            header,
+            rest,
             len: MESSAGE_HEADER_LEN,
             log_count: 0,
             cv_count: 0,
@@ -53,7 +57,7 @@ impl<'b> MessageWriter<'b> {
 
     /// Bytes left in the buffer.
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.len
+        self.rest.len()
     }
 
     /// Logs pushed so far.
@@ -69,15 +73,22 @@ impl<'b> MessageWriter<'b> {
     /// The room for the next `n` bytes, if there is.
     #[inline(always)]
     fn room(&mut self, n: usize) -> Result<&mut [u8], WireError> {
-        let end = self.len.checked_add(n).ok_or(WireError::NoRoom)?;
-        self.buf.get_mut(self.len..end).ok_or(WireError::NoRoom)
+        self.rest.get_mut(..n).ok_or(WireError::NoRoom)
     }
 
-    /// All the bytes after the message: where the next push encodes (they are scratch until it
-    /// succeeds).
+    /// Takes the `n` bytes after the message, just written, into it; returns them.
     #[inline(always)]
-    fn rest(&mut self) -> &mut [u8] {
-        self.buf.get_mut(self.len..).unwrap_or_default()
+    fn advance(&mut self, n: usize) -> &'b [u8] {
+        let rest = core::mem::take(&mut self.rest);
+        // Always true: the bytes were written there.
+        let (written, rest) = if n <= rest.len() {
+            rest.split_at_mut(n)
+        } else {
+            (Default::default(), rest)
+        };
+        self.rest = rest;
+        self.len += written.len();
+        written
     }
 
     /// Appends `log`, made by middlebox `middlebox`. [`WireError::BadMessage`] if it breaks a
@@ -88,8 +99,8 @@ impl<'b> MessageWriter<'b> {
     /// One pass over `log`: it is encoded straight after the message while the rules are checked,
     /// and the message grows only once the log proved valid and fitting.
     pub fn push_log(&mut self, middlebox: u8, log: &impl LogSource) -> Result<(), WireError> {
-        let n = encode_log(self.rest(), middlebox, log)?;
-        self.add_log(n)
+        let n = encode_log(self.rest, middlebox, log)?;
+        self.add_log(n).map(|_| ())
     }
 
     /// [`MessageWriter::push_log`], and a view of the log as encoded (to keep a copy of it
@@ -99,9 +110,8 @@ impl<'b> MessageWriter<'b> {
         middlebox: u8,
         log: &impl LogSource,
     ) -> Result<LogView<'_>, WireError> {
-        let start = self.len;
-        self.push_log(middlebox, log)?;
-        Ok(LogView::of_checked(&self.buf[start..self.len]))
+        let n = encode_log(self.rest, middlebox, log)?;
+        Ok(LogView::of_checked(self.add_log(n)?))
     }
 
     /// Appends an encoded log as taken from [`LogView::as_bytes`]; it is checked again (cheap)
@@ -119,15 +129,14 @@ impl<'b> MessageWriter<'b> {
 
     fn copy_log(&mut self, encoded: &[u8]) -> Result<(), WireError> {
         self.room(encoded.len())?.copy_from_slice(encoded);
-        self.add_log(encoded.len())
+        self.add_log(encoded.len()).map(|_| ())
     }
 
-    /// Counts the `n` bytes after the message, just written, as one more log.
+    /// Counts the `n` bytes after the message, just written, as one more log; returns them.
     #[inline(always)]
-    fn add_log(&mut self, n: usize) -> Result<(), WireError> {
+    fn add_log(&mut self, n: usize) -> Result<&'b [u8], WireError> {
         self.log_count = self.log_count.checked_add(1).ok_or(WireError::NoRoom)?;
-        self.len += n;
-        Ok(())
+        Ok(self.advance(n))
     }
 
     /// Appends a commit vector of middlebox `middlebox` with sparse `entries` (partitions strictly
@@ -137,7 +146,7 @@ impl<'b> MessageWriter<'b> {
         middlebox: u8,
         entries: impl Iterator<Item = DepEntry> + Clone,
     ) -> Result<(), WireError> {
-        let n = encode_cv(self.rest(), middlebox, entries)?;
+        let n = encode_cv(self.rest, middlebox, entries)?;
         self.add_cv(n)
     }
 
@@ -161,14 +170,15 @@ impl<'b> MessageWriter<'b> {
     #[inline(always)]
     fn add_cv(&mut self, n: usize) -> Result<(), WireError> {
         self.cv_count = self.cv_count.checked_add(1).ok_or(WireError::NoRoom)?;
-        self.len += n;
+        self.advance(n);
         Ok(())
     }
 
     /// Writes the counts into the header; returns the length of the message.
     pub fn finish(self) -> usize {
-        self.buf[field::LOG_COUNT].copy_from_slice(&self.log_count.to_le_bytes());
-        self.buf[field::CV_COUNT].copy_from_slice(&self.cv_count.to_le_bytes());
+        let [_, _, l0, l1, c0, c1] = self.header;
+        [*l0, *l1] = self.log_count.to_le_bytes();
+        [*c0, *c1] = self.cv_count.to_le_bytes();
         self.len
     }
 }
@@ -341,7 +351,30 @@ struct Cursor<'o> {
 impl<'o> Cursor<'o> {
     /// Writes `entries`, partitions strictly increasing; how many there were.
     #[inline(always)]
-    fn entries(&mut self, entries: impl Iterator<Item = DepEntry>) -> Option<usize> {
+    fn entries(&mut self, entries: impl Iterator<Item = DepEntry> + Clone) -> Option<usize> {
+        // When the iterator tells its length, the room for all of it is checked once.
+        let (n, upper) = entries.size_hint();
+        if upper == Some(n) {
+            let room = n
+                .checked_mul(ENTRY_LEN)
+                .and_then(|len| core::mem::take(&mut self.rest).split_at_mut_checked(len));
+            let (out, rest) = room?;
+            let mut rising = Rising::default();
+            let mut count = 0;
+            for (out, e) in out.chunks_exact_mut(ENTRY_LEN).zip(entries.clone()) {
+                if !rising.see(e.partition.0) {
+                    return None;
+                }
+                out.copy_from_slice(&entry_bytes(e));
+                count += 1;
+            }
+            // A length told wrong (not a bug of ours) is caught here, and the caller gives up.
+            if count != n || entries.clone().nth(n).is_some() {
+                return None;
+            }
+            self.rest = rest;
+            return Some(count);
+        }
         let mut rising = Rising::default();
         let mut count = 0;
         for e in entries {
@@ -349,9 +382,7 @@ impl<'o> Cursor<'o> {
                 return None;
             }
             let (out, rest) = core::mem::take(&mut self.rest).split_first_chunk_mut()?;
-            let [p0, p1] = e.partition.0.to_le_bytes();
-            let [s0, s1, s2, s3, s4, s5, s6, s7] = e.seq.0.to_le_bytes();
-            *out = [p0, p1, s0, s1, s2, s3, s4, s5, s6, s7];
+            *out = entry_bytes(e);
             self.rest = rest;
             count += 1;
         }
@@ -383,6 +414,14 @@ impl<'o> Cursor<'o> {
         self.rest = rest;
         Some((dep_count, write_count))
     }
+}
+
+/// One dependency or commit-vector entry, encoded.
+#[inline(always)]
+fn entry_bytes(e: DepEntry) -> [u8; ENTRY_LEN] {
+    let [p0, p1] = e.partition.0.to_le_bytes();
+    let [s0, s1, s2, s3, s4, s5, s6, s7] = e.seq.0.to_le_bytes();
+    [p0, p1, s0, s1, s2, s3, s4, s5, s6, s7]
 }
 
 /// `dst.copy_from_slice(src)` (same lengths), with keys and values up to 32 bytes copied inline
