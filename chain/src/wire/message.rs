@@ -558,7 +558,8 @@ impl<'a> Iterator for CvIter<'a> {
     #[inline]
     fn next(&mut self) -> Option<CvView<'a>> {
         self.remaining = self.remaining.checked_sub(1)?;
-        let len = CV_HEADER_LEN + usize::from(le16_at(self.rest, 1)) * ENTRY_LEN;
+        let (&[_, c0, c1], _) = self.rest.split_first_chunk::<CV_HEADER_LEN>()?;
+        let len = CV_HEADER_LEN + usize::from(le16([c0, c1])) * ENTRY_LEN;
         let (bytes, rest) = self.rest.split_at_checked(len)?;
         self.rest = rest;
         Some(CvView { bytes })
