@@ -129,7 +129,7 @@ impl Broken for () {
 /// Runs `check` with `()` and, if the bytes broke a rule, again with [`WireError`] to say which.
 #[inline(always)]
 fn checked<T>(
-    check: impl Fn() -> Result<T, ()>,
+    check: impl FnOnce() -> Result<T, ()>,
     explain: impl FnOnce() -> Result<T, WireError>,
 ) -> Result<T, WireError> {
     match check() {
@@ -330,7 +330,8 @@ pub struct MessageView<'a> {
 }
 
 impl<'a> MessageView<'a> {
-    /// Validates every rule of the format (module docs) over the whole of `bytes`, in one pass.
+    /// Validates every rule of the format (module docs) over the whole of `bytes`, in one pass
+    /// (and a second over bytes found invalid, to tell which rule they break).
     #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
         let cvs_start = checked(|| check_message(bytes), || check_message(bytes))?;
