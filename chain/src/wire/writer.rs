@@ -23,7 +23,8 @@ pub struct MessageWriter<'b> {
     header: &'b mut [u8; MESSAGE_HEADER_LEN],
     /// The bytes after the message so far: where the next push encodes.
     rest: &'b mut [u8],
-    len: usize,
+    /// The length of the buffer: the message is what `rest` no longer holds of it.
+    buf_len: usize,
     log_count: u16,
     cv_count: u16,
 }
@@ -32,6 +33,7 @@ impl<'b> MessageWriter<'b> {
     /// Starts a message with `flags` at the start of `buf`; [`WireError::NoRoom`] if `buf` cannot
     /// hold the 6-byte header.
     pub fn new(buf: &'b mut [u8], flags: u8) -> Result<Self, WireError> {
+        let buf_len = buf.len();
         let (header, rest) = buf
             .split_first_chunk_mut::<MESSAGE_HEADER_LEN>()
             .ok_or(WireError::NoRoom)?;
@@ -39,7 +41,7 @@ impl<'b> MessageWriter<'b> {
         Ok(MessageWriter {
             header,
             rest,
-            len: MESSAGE_HEADER_LEN,
+            buf_len,
             log_count: 0,
             cv_count: 0,
         })
@@ -47,7 +49,7 @@ impl<'b> MessageWriter<'b> {
 
     /// Bytes written so far, header included.
     pub fn len(&self) -> usize {
-        self.len
+        self.buf_len - self.rest.len()
     }
 
     /// Always false: the header is written at once. (For clippy's `len_without_is_empty`.)
@@ -87,7 +89,6 @@ impl<'b> MessageWriter<'b> {
             (Default::default(), rest)
         };
         self.rest = rest;
-        self.len += written.len();
         written
     }
 
@@ -179,7 +180,7 @@ impl<'b> MessageWriter<'b> {
         let [_, _, l0, l1, c0, c1] = self.header;
         [*l0, *l1] = self.log_count.to_le_bytes();
         [*c0, *c1] = self.cv_count.to_le_bytes();
-        self.len
+        self.buf_len - self.rest.len()
     }
 }
 
@@ -398,18 +399,22 @@ impl<'o> Cursor<'o> {
         for w in log.writes() {
             // A wrong length from a key or value of 65535 bytes or more is never sent: the log is
             // then longer than 65535 bytes, which `encode_log` refuses.
-            let (value, value_len) = match w.value {
-                Some(v) => (v, v.len() as u16),
-                None => (&[][..], DELETE),
-            };
             let [k0, k1] = (w.key.len() as u16).to_le_bytes();
-            let [v0, v1] = value_len.to_le_bytes();
             let (header, tail) = rest.split_first_chunk_mut::<WRITE_HEADER_LEN>()?;
-            let (key, tail) = tail.split_at_mut_checked(w.key.len())?;
-            let (data, tail) = tail.split_at_mut_checked(value.len())?;
-            *header = [k0, k1, v0, v1];
+            let (key, mut tail) = tail.split_at_mut_checked(w.key.len())?;
             copy_short(key, w.key);
-            copy_short(data, value);
+            // A branch, not a select: a delete copies nothing.
+            let value_len = match w.value {
+                Some(value) => {
+                    let (data, after) = tail.split_at_mut_checked(value.len())?;
+                    copy_short(data, value);
+                    tail = after;
+                    value.len() as u16
+                }
+                None => DELETE,
+            };
+            let [v0, v1] = value_len.to_le_bytes();
+            *header = [k0, k1, v0, v1];
             rest = tail;
             write_count += 1;
         }
@@ -426,8 +431,8 @@ fn entry_bytes(e: DepEntry) -> [u8; ENTRY_LEN] {
     [p0, p1, s0, s1, s2, s3, s4, s5, s6, s7]
 }
 
-/// `dst.copy_from_slice(src)` (same lengths), with keys and values up to 32 bytes copied inline
-/// by two overlapping fixed-size moves instead of a call to `memcpy`.
+/// `dst.copy_from_slice(src)` (same lengths), inline and with no call to `memcpy`: keys and values
+/// up to 32 bytes by two overlapping fixed-size moves, longer ones 16 bytes at a time.
 #[inline(always)]
 fn copy_short(dst: &mut [u8], src: &[u8]) {
     fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
