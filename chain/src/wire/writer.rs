@@ -400,8 +400,10 @@ impl<'o> Cursor<'o> {
             // A wrong length from a key or value of 65535 bytes or more is never sent: the log is
             // then longer than 65535 bytes, which `encode_log` refuses.
             let [k0, k1] = (w.key.len() as u16).to_le_bytes();
-            let (header, tail) = rest.split_first_chunk_mut::<WRITE_HEADER_LEN>()?;
-            let (key, mut tail) = tail.split_at_mut_checked(w.key.len())?;
+            // Header and key in one check of the room (a slice is at most `isize::MAX` bytes, so
+            // the sum cannot overflow).
+            let (head, mut tail) = rest.split_at_mut_checked(WRITE_HEADER_LEN + w.key.len())?;
+            let (header, key) = head.split_first_chunk_mut::<WRITE_HEADER_LEN>()?;
             copy_short(key, w.key);
             // A branch, not a select: a delete copies nothing.
             let value_len = match w.value {
