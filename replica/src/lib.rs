@@ -20,6 +20,10 @@
 //!   ([`Replica::still_holding`]): a group is asked for again only while frames are held for it.
 //! - [`Replica::poll_timeout`]: when to call `poll_transmit` again at the latest.
 //!
+//! A server of several worker threads (lanes) runs a replica per lane over shared stores
+//! ([`Replica::with_stores`]) and shares one [`ParkedLogs`] among them ([`Replica::share_parked`]);
+//! [`Replica::fence`] at a new epoch.
+//!
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
 
 mod group_state;
