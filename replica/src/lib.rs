@@ -99,7 +99,7 @@ impl Waits {
     }
 }
 
-/// What a log of a held frame waits for: MAX(`middlebox`)[`partition`] at this server to reach
+/// What a log of a held frame waits for: MAX(`middlebox`)\[`partition`\] at this server to reach
 /// `seq`, the first dependency of the log that MAX has not reached. Before that the log cannot
 /// apply; after it, it may (or wait for another dependency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +334,7 @@ impl Replica {
         self.me
     }
 
-    /// MAX(`mb`)[`partition`] at this server, if it is a non-head member of `mb`'s group: what
+    /// MAX(`mb`)\[`partition`\] at this server, if it is a non-head member of `mb`'s group: what
     /// a [`Wait`] compares with. The store is shared with the server's other lanes, so their
     /// applies show here at once.
     pub fn max_at(&self, mb: MbIndex, partition: Partition) -> Option<Seq> {
