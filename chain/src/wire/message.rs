@@ -62,8 +62,7 @@ fn le16_at(b: &[u8], at: usize) -> u16 {
 /// Whether a log of `kind` has the dependencies and writes its kind calls for: update logs have
 /// dependencies and writes, read-only logs dependencies only, no-op logs neither.
 #[inline(always)]
-pub(super) fn kind_fits(kind: LogKind, dep_count: usize, write_count: usize) -> bool {
-    // The rule of [`KIND_SHAPES`], spelt out: for a known kind, cheaper than the table.
+pub(super) const fn kind_fits(kind: LogKind, dep_count: usize, write_count: usize) -> bool {
     match kind {
         LogKind::Update => dep_count != 0 && write_count != 0,
         LogKind::ReadOnly => dep_count != 0 && write_count == 0,
@@ -71,16 +70,37 @@ pub(super) fn kind_fits(kind: LogKind, dep_count: usize, write_count: usize) -> 
     }
 }
 
-/// The shape (bit 0: has dependencies, bit 1: has writes) that the log kind of each wire code
-/// calls for: [`kind_fits`] as one table lookup.
-const KIND_SHAPES: [u8; 3] = [0b11, 0b01, 0b00];
-
-/// Whether `code` is a log kind's wire code and a log of that kind may have (or lack)
-/// dependencies and writes as told.
+/// The shape of a log (bit 0: has dependencies, bit 1: has writes).
 #[inline(always)]
-fn shape_fits(code: u8, has_deps: bool, has_writes: bool) -> bool {
-    let shape = u8::from(has_deps) | u8::from(has_writes) << 1;
-    KIND_SHAPES.get(usize::from(code)) == Some(&shape)
+const fn shape(has_deps: bool, has_writes: bool) -> u8 {
+    has_deps as u8 | (has_writes as u8) << 1
+}
+
+/// Per wire code of a log kind, the one shape [`kind_fits`] allows it, derived from it at
+/// compile time: the check then tests a log's kind and shape with one table lookup.
+const KIND_SHAPES: [u8; 3] = {
+    let mut table = [u8::MAX; 3];
+    let mut code = 0;
+    while code < table.len() {
+        if let Some(kind) = LogKind::from_code(code as u8) {
+            // Every shape: the dependency and write counts 0 or 1 stand for none and some.
+            let mut s: u8 = 0;
+            while s < 4 {
+                if kind_fits(kind, (s & 1) as usize, (s >> 1) as usize) {
+                    table[code] = s;
+                }
+                s += 1;
+            }
+        }
+        code += 1;
+    }
+    table
+};
+
+/// Whether `code` is a log kind's wire code and a log of that kind fits ([`kind_fits`]).
+#[inline(always)]
+fn code_fits(code: u8, has_deps: bool, has_writes: bool) -> bool {
+    KIND_SHAPES.get(usize::from(code)) == Some(&shape(has_deps, has_writes))
 }
 
 /// The rule of [`kind_fits`] that a log of `kind` breaks when it does not fit.
@@ -261,7 +281,7 @@ fn check_log<E: Broken>(bytes: &[u8]) -> Result<&[u8], E> {
             "log length shorter than its header",
         )));
     };
-    if !shape_fits(kind, dep_count != 0, write_count != 0) {
+    if !code_fits(kind, dep_count != 0, write_count != 0) {
         return Err(E::rule(kind_error(kind)));
     }
     let body = check_entries(body, dep_count, "log dependency partitions not increasing")?;
