@@ -304,7 +304,7 @@ fn kind_error(code: u8) -> WireError {
     })
 }
 
-/// Checks one commit vector at the start of `bytes`; returns it and the bytes after it.
+/// Checks one commit vector at the start of `bytes`; returns the bytes after it.
 #[inline(always)]
 fn check_cv<E: Broken>(bytes: &[u8]) -> Result<&[u8], E> {
     let Some((&[_middlebox, c0, c1], body)) = bytes.split_first_chunk() else {
@@ -642,10 +642,11 @@ impl<'a> Iterator for WriteIter<'a> {
     #[inline]
     fn next(&mut self) -> Option<Write<'a>> {
         // A checked log's writes end with its last write: the bytes tell when to stop.
-        let (&[k0, k1, v0, v1], rest) = self.rest.split_first_chunk::<WRITE_HEADER_LEN>()?;
+        let (&header, rest) = self.rest.split_first_chunk::<WRITE_HEADER_LEN>()?;
+        let header = WriteHeader::of(header);
         self.remaining = self.remaining.saturating_sub(1);
-        let (key, rest) = rest.split_at_checked(usize::from(le16([k0, k1])))?;
-        let (value, rest) = match le16([v0, v1]) {
+        let (key, rest) = rest.split_at_checked(usize::from(header.key_len))?;
+        let (value, rest) = match header.value_len {
             DELETE => (None, rest),
             n => {
                 let (value, rest) = rest.split_at_checked(usize::from(n))?;
