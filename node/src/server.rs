@@ -508,7 +508,7 @@ impl<'a, P: Clone> Server<'a, P> {
             return;
         }
         if frame.flags & FLAG_ANNOUNCE_REQUEST != 0 {
-            return self.handle_announce_request(now, frame);
+            return self.handle_announce_request(frame);
         }
         let request = frame.flags & FLAG_RETRANSMIT_REQUEST != 0;
         let returned =
@@ -538,7 +538,7 @@ impl<'a, P: Clone> Server<'a, P> {
     /// The buffer asks the tails of the wrapping groups (servers 0 … f−1, in ring order) to
     /// announce their commit vectors again: announce, and pass the request on to the next
     /// such tail.
-    fn handle_announce_request(&mut self, now: u64, frame: Frame<P>) {
+    fn handle_announce_request(&mut self, frame: Frame<P>) {
         if let Some(r) = self.replica.as_mut() {
             r.announce_max();
         }
@@ -552,7 +552,6 @@ impl<'a, P: Clone> Server<'a, P> {
         } else {
             self.recycle(frame.msg);
         }
-        self.settle(now);
     }
 
     /// A timer set from [`Server::poll_timeout`] went off.
