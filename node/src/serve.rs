@@ -237,6 +237,93 @@ impl Sink {
             .record(now.saturating_sub(packet.handle).max(1));
         let _ = recycle.send(packet.bytes);
     }
+
+    /// Carry out a server's output at `now`: a frame goes out through `send` (which says
+    /// whether its customer packet was lost because the next server is gone), a packet that
+    /// leaves the chain is counted (and checked, as `shared` says); how many packets left the
+    /// chain (the generator's credits).
+    pub(crate) fn act<C>(
+        &mut self,
+        out: Output<u64>,
+        now: u64,
+        shared: &Shared<'_, C>,
+        send: impl FnOnce(ServerId, Frame<u64>) -> bool,
+    ) -> u64 {
+        match out {
+            Output::Send { to, frame } => {
+                if send(to, frame) {
+                    // The next server failed: the packet is lost with it.
+                    self.lost += 1;
+                    return 1;
+                }
+                0
+            }
+            Output::Release { packet, .. } => {
+                if let Some(flows) = shared.flows {
+                    check_flow(flows, &packet, self);
+                }
+                if let Some(Err(e)) = shared.commits.map(|c| c.released(packet.handle)) {
+                    self.violation(e);
+                }
+                self.release(now, packet, &shared.recycle);
+                1
+            }
+            Output::Dropped { by, handle } => {
+                if let Some(check) = shared.commits {
+                    check.forget(handle);
+                }
+                self.dropped_by(by);
+                1
+            }
+            Output::Lost { handle } => {
+                if let Some(check) = shared.commits {
+                    check.forget(handle);
+                }
+                self.lost += 1;
+                1
+            }
+            Output::Committed {
+                handle,
+                middlebox,
+                kind,
+                deps,
+            } => {
+                if let Some(check) = shared.commits {
+                    check.committed(handle, middlebox, kind, deps);
+                }
+                0
+            }
+            Output::AtBuffer { .. } => 0,
+        }
+    }
+}
+
+/// The next message for a server thread, waiting until `deadline` at most when there is one
+/// (`now`: the time now): `Ok(None)` when the deadline came first, `Err` once no sender is
+/// left.
+pub(crate) fn recv_until(
+    rx: &Receiver<Msg>,
+    deadline: Option<u64>,
+    now: u64,
+) -> Result<Option<Msg>, RecvTimeoutError> {
+    match deadline {
+        Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now))) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        },
+        None => rx
+            .recv()
+            .map(Some)
+            .map_err(|_| RecvTimeoutError::Disconnected),
+    }
+}
+
+/// A batch of messages: `first` (if any), then those already waiting, [`BATCH`] at most.
+pub(crate) fn batch(first: Option<Msg>, rx: &Receiver<Msg>) -> impl Iterator<Item = Msg> + '_ {
+    first
+        .into_iter()
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH))
 }
 
 impl<C> Shared<'_, C> {
@@ -261,7 +348,7 @@ pub enum Ended<'a> {
 }
 
 /// Messages handled per batch at most.
-pub(crate) const BATCH: usize = 64;
+const BATCH: usize = 64;
 
 /// What a server's heartbeat thread reads of it.
 #[derive(Debug)]
@@ -327,16 +414,8 @@ fn run<'a, C: Fn() -> u64>(
         check.register(&server);
     }
     loop {
-        let first = match server.poll_timeout() {
-            Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now()))) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
+        let Ok(first) = recv_until(rx, server.poll_timeout(), now()) else {
+            break;
         };
         let mut stop = false;
         let mut left = 0;
@@ -344,10 +423,7 @@ fn run<'a, C: Fn() -> u64>(
         if first.is_none() {
             server.handle_timeout(t);
         }
-        for msg in first
-            .into_iter()
-            .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH))
-        {
+        for msg in batch(first, rx) {
             match msg {
                 Msg::Ingress(packet) => {
                     let port = port_of(packet.dir);
@@ -412,50 +488,9 @@ fn run<'a, C: Fn() -> u64>(
         }
         let lane = server.lane();
         while let Some(out) = server.poll_output() {
-            match out {
-                Output::Send { to, frame } => {
-                    if send_frame(&routes, me, lane, epoch, to, frame) {
-                        // The next server failed: the packet is lost with it.
-                        sink.lost += 1;
-                        left += 1;
-                    }
-                }
-                Output::Release { packet, .. } => {
-                    if let Some(flows) = shared.flows {
-                        check_flow(flows, &packet, &mut sink);
-                    }
-                    if let Some(Err(e)) = shared.commits.map(|c| c.released(packet.handle)) {
-                        sink.violation(e);
-                    }
-                    sink.release(t, packet, &shared.recycle);
-                    left += 1;
-                }
-                Output::Dropped { by, handle } => {
-                    if let Some(check) = shared.commits {
-                        check.forget(handle);
-                    }
-                    sink.dropped_by(by);
-                    left += 1;
-                }
-                Output::Lost { handle } => {
-                    if let Some(check) = shared.commits {
-                        check.forget(handle);
-                    }
-                    sink.lost += 1;
-                    left += 1;
-                }
-                Output::Committed {
-                    handle,
-                    middlebox,
-                    kind,
-                    deps,
-                } => {
-                    if let Some(check) = shared.commits {
-                        check.committed(handle, middlebox, kind, deps);
-                    }
-                }
-                Output::AtBuffer { .. } => {}
-            }
+            left += sink.act(out, t, shared, |to, frame| {
+                send_frame(&routes, me, lane, epoch, to, frame)
+            });
         }
         if left > 0 {
             let _ = shared.credit.send(left);

@@ -8,6 +8,8 @@
 //! with an access per partition read or written, sent ahead of the packet) → OL(i) (the packet
 //! waits until every PAL message it depends on arrived) → IL(i+1), or out of the chain.
 //! IL(i) and OL(i) share the logger server: three hops per middlebox, against one in NF.
+//! Each of these servers is a [`Station`], driven as a [`crate::Server`] is: here a thread per
+//! station over the in-memory transport.
 //!
 //! **FTMB+snapshot** also stops each master periodically (default every 50 ms, masters
 //! staggered over the period so their stalls do not overlap): either a real stop-the-world
@@ -21,6 +23,7 @@ mod logger;
 mod master;
 mod pal;
 mod serve;
+mod station;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,11 +35,12 @@ use ftc_chain::spec::ChainSpec;
 pub use logger::{Logger, LoggerStats};
 pub use master::{Master, Processed};
 pub use pal::{PalError, PalHeader, FLAG_PAL};
+pub use station::{Role, Schedule, SnapshotTally, Station};
 
 use crate::runtime::{Harness, RunConfig, RunReport};
 use crate::serve::{inboxes, Msg, Routes};
 use crate::{Heads, Mode};
-use serve::{serve_logger, serve_master, Schedule, SnapshotTally};
+use serve::serve_station;
 
 /// The stall the thesis adds per snapshot (from FTMB's paper).
 pub const THESIS_STALL: Duration = Duration::from_millis(6);
@@ -204,61 +208,46 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
         ..RunReport::default()
     };
     std::thread::scope(|scope| {
-        let mut rxs = rxs.into_iter();
-        let (mut loggers, mut masters) = (Vec::new(), Vec::new());
+        let mut stations = Vec::with_capacity(2 * k);
         for i in 0..k {
-            let (shared, pool) = (&shared, &pool);
-            let (Some(logger_rx), Some(master_rx)) = (rxs.next(), rxs.next()) else {
-                unreachable!("two channels per middlebox");
-            };
-            let logger = Logger::new(
-                config.ftmb.input_log,
-                config.ftmb.max_held,
-                config.ftmb.release_without_pals,
-            );
-            let links = serve::LoggerLinks {
-                me: logger_id(i),
-                master: (master_id(i), routes.get(2 * i + 1)),
-                next: (i + 1 < k).then(|| routes.get(2 * i + 2)),
-            };
-            loggers
-                .push(scope.spawn(move || serve_logger(logger, &logger_rx, &links, pool, shared)));
             let head = heads
                 .head(&ring, ServerId(i as u16))
                 .expect("server i < k runs middlebox i");
-            let master = Master::new(head, config.server.headroom);
             let schedule = snapshots.map(|kind| Schedule {
                 kind,
-                every,
+                every_ns: every,
                 // Staggered: master i first stops i/k of a period after master 0.
-                next_at: harness.now() + every + every * i as u64 / k as u64,
+                first_at_ns: harness.now() + every + every * i as u64 / k as u64,
             });
-            let links = serve::MasterLinks {
-                me: master_id(i),
-                logger: routes.get(2 * i),
-                pals_after_packet: config.ftmb.pals_after_packet,
-            };
-            masters.push(
-                scope.spawn(move || {
-                    serve_master(master, &master_rx, &links, schedule, pool, shared)
-                }),
-            );
+            stations.push(Station::logger(i, k, &config.ftmb));
+            stations.push(Station::master(
+                head,
+                config.server.headroom,
+                &config.ftmb,
+                schedule,
+            ));
         }
+        let threads: Vec<_> = stations
+            .into_iter()
+            .zip(rxs)
+            .map(|(station, rx)| {
+                let (station, hops, shared) = (station.with_pool(&pool), routes.all(), &shared);
+                scope.spawn(move || serve_station(station, &rx, &hops, shared))
+            })
+            .collect();
         let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
         for tx in routes.every() {
             let _ = tx.send(Msg::Stop);
         }
         let mut sinks = Vec::with_capacity(2 * k);
         let mut stats = LoggerStats::default();
-        for h in loggers {
-            let (s, sink) = h.join().expect("a logger thread panicked");
-            stats.add(&s);
-            sinks.push(sink);
-        }
         let mut tallies = Vec::with_capacity(k);
-        for h in masters {
-            let (t, sink) = h.join().expect("a master thread panicked");
-            tallies.push(t);
+        for h in threads {
+            let (station, sink) = h.join().expect("an FTMB station's thread panicked");
+            if let Some(s) = station.logger_stats() {
+                stats.add(s);
+            }
+            tallies.extend(station.snapshots());
             sinks.push(sink);
         }
         report.account(heads, sinks, elapsed);
