@@ -31,7 +31,7 @@ demo() {
 
 field() { python3 -c "import json,sys; r=json.load(open('$out/$1.json')); print($2)"; }
 
-demo specs/forward.toml fwd --nf
+demo specs/forward.toml fwd --mode nf
 echo "plain forwarding (specs/forward.toml, NF, 3 servers): $(field fwd "f\"{r['throughput_mbit_s']:.0f} Mbit/s, {r['frames_per_s']:.0f} frames/s, RTT p50 {r['rtt_us']['p50']:.0f} µs\"")"
 echo
 echo "| chain | FTC Mbit/s | NF Mbit/s | FTC/NF | paced at | FTC RTT p50/p99 µs | NF RTT p50/p99 µs | added per middlebox µs |"
@@ -40,9 +40,9 @@ for chain in ch-2 ch-3 ch-4 ch-5 ch-rec; do
     spec=specs/$chain.toml
     k=$(grep -c '^\[\[middlebox\]\]' "$spec")
     demo "$spec" ftc1 --no-kill
-    demo "$spec" nf1 --nf
+    demo "$spec" nf1 --mode nf
     demo "$spec" ftc2 --no-kill
-    demo "$spec" nf2 --nf
+    demo "$spec" nf2 --mode nf
     read -r ftc_mbit nf_mbit < <(python3 - "$out" <<'EOF'
 import json, sys, statistics as st
 d = sys.argv[1]
@@ -52,7 +52,7 @@ EOF
 )
     half=$(python3 -c "print(round($ftc_mbit / 2, 1))")
     demo "$spec" ftch --no-kill --rate-mbit "$half"
-    demo "$spec" nfh --nf --rate-mbit "$half"
+    demo "$spec" nfh --mode nf --rate-mbit "$half"
     python3 - "$out" "$chain" "$k" "$ftc_mbit" "$nf_mbit" "$half" <<'EOF'
 import json, sys
 d, chain, k, ftc, nf, half = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:])

@@ -6,21 +6,25 @@
 //! Throughput is the frames the chain delivered per second of the download (data one way,
 //! acknowledgements the other); latency is the round trips of a TCP echo probe during the
 //! download, one every millisecond, each crossing every middlebox twice. A load is curl's pace:
-//! that share of FTC's flat-out download rate on the point's chain. FTMB runs in-process only,
-//! so the lab compares FTC with NF.
+//! that share of FTC's flat-out download rate on the point's chain. The FTMB baselines run in
+//! a lab of their own layout (twice the servers, [`Layout::Ftmb`]), brought up in turn with
+//! FTC's as the modes alternate.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
+use ftc_node::ftmb::FtmbConfig;
 use ftc_node::runtime::RunReport;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply;
 use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport};
 use ftc_orchestrator::lab::deploy::RunConfig;
-use ftc_orchestrator::lab::topology::{LabName, Topology};
+use ftc_orchestrator::lab::topology::{LabName, Layout, Topology};
 use ftc_orchestrator::process::edges::EdgeKind;
+use ftc_orchestrator::process::shape::Shape;
 use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work};
@@ -36,7 +40,7 @@ pub const LAB_EXPERIMENTS: [Experiment; 3] = [
     Experiment::Replication,
 ];
 /// The modes a lab compares.
-const LAB_MODES: [Mode; 2] = [Mode::Ftc, Mode::Nf];
+const LAB_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
 /// The heartbeat period of the lab's runs: no server is killed in them, so detection speed does
 /// not matter, and a long period keeps a busy machine's live servers from being suspected.
 const HEARTBEAT_MS: f64 = 50.0;
@@ -104,7 +108,7 @@ pub fn run(
         stop,
         progress: &progress,
         dir: &dir,
-        topology: None,
+        topology: RefCell::new(None),
     };
     let measured = bench.experiments(plans);
     progress.finish();
@@ -159,7 +163,7 @@ struct LabBench<'a> {
     /// Where the specs the nodes read are written.
     dir: &'a Path,
     /// The lab as it is up now.
-    topology: Option<Topology>,
+    topology: RefCell<Option<Topology>>,
 }
 
 type Measured = (Vec<ExperimentInfo>, Vec<PointResult>);
@@ -223,9 +227,8 @@ impl LabBench<'_> {
         Ok((infos, results))
     }
 
-    /// Writes `point`'s spec where the nodes read it, and brings the lab up for its chain
-    /// (again only when the chain's shape changed); the spec's path.
-    fn prepare(&mut self, point: &Point) -> Result<PathBuf, BenchError> {
+    /// Writes `point`'s spec where the nodes read it; its path.
+    fn prepare(&self, point: &Point) -> Result<PathBuf, BenchError> {
         let text = point
             .lab_spec
             .as_ref()
@@ -235,21 +238,25 @@ impl LabBench<'_> {
             path: path.clone(),
             source,
         })?;
-        let lab_error = |e: &dyn std::fmt::Display| BenchError::Lab(e.to_string());
-        let wanted =
-            Topology::new(&point.spec, self.lab.name.clone(), 0).map_err(|e| lab_error(&e))?;
-        if !self
-            .topology
-            .as_ref()
-            .is_some_and(|t| t.same_shape(&wanted))
-        {
-            let up = apply::up(&point.spec, &self.lab.name, true).map_err(|e| lab_error(&e))?;
-            for warning in &up.warnings {
-                eprintln!("ftc bench: lab {}: warning: {warning}", self.lab.name);
-            }
-            self.topology = Some(up.topology);
-        }
         Ok(path)
+    }
+
+    /// The lab for `spec` in `mode`: the one up, or brought up again when the chain's or the
+    /// mode's shape differs from it.
+    fn lab_for(&self, spec: &ChainSpec, mode: Mode) -> Result<Topology, BenchError> {
+        let lab_error = |e: &dyn std::fmt::Display| BenchError::Lab(e.to_string());
+        let layout = Layout::of(mode);
+        let wanted =
+            Topology::new(spec, layout, self.lab.name.clone(), 0).map_err(|e| lab_error(&e))?;
+        let mut current = self.topology.borrow_mut();
+        if let Some(t) = current.as_ref().filter(|t| t.same_shape(&wanted)) {
+            return Ok(t.clone());
+        }
+        let up = apply::up(spec, layout, &self.lab.name, true).map_err(|e| lab_error(&e))?;
+        for warning in &up.warnings {
+            eprintln!("ftc bench: lab {}: warning: {warning}", self.lab.name);
+        }
+        Ok(current.insert(up.topology).clone())
     }
 
     /// FTC's flat-out download rate through `point`'s chain: the medians over the rounds of
@@ -280,10 +287,7 @@ impl LabBench<'_> {
         mode: Mode,
         rate_limit: Option<u64>,
     ) -> Result<DemoReport, BenchError> {
-        let topology = self
-            .topology
-            .clone()
-            .ok_or_else(|| BenchError::Lab("the lab is not up".into()))?;
+        let topology = self.lab_for(spec, mode)?;
         let config = DemoConfig {
             run: RunConfig {
                 exe: self.lab.exe.clone(),
@@ -294,7 +298,8 @@ impl LabBench<'_> {
                 edges: Some(EdgeKind::Xdp),
                 peers: None,
                 reports_to_stderr: true,
-                nf: mode == Mode::Nf,
+                mode,
+                ftmb: FtmbConfig::default(),
             },
             spec: spec.clone(),
             size: self.lab.size,
@@ -312,10 +317,7 @@ fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) 
     let mut report = RunReport {
         mode: Some(mode),
         chain: spec.chain.name.clone(),
-        servers: match mode {
-            Mode::Ftc => spec.ring().servers(),
-            _ => spec.ring().middleboxes(),
-        },
+        servers: Shape::of(spec, mode).map_or(0, |s| s.servers()),
         ..RunReport::default()
     };
     match ran {

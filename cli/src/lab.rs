@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
+use ftc_node::ftmb::FtmbConfig;
+use ftc_node::Mode;
 use ftc_orchestrator::lab::apply::{self, LabError};
 use ftc_orchestrator::lab::demo::{self, DemoConfig};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
-use ftc_orchestrator::lab::topology::{LabName, Topology, CLIENT, SERVER};
+use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, SERVER};
 use ftc_orchestrator::process::edges::EdgeKind;
+
+use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
@@ -27,6 +31,10 @@ pub enum LabCommand {
         /// Remove the lab first if it exists.
         #[arg(long)]
         force: bool,
+        /// The mode the lab is for: FTMB's servers are linked otherwise than FTC's ring (and
+        /// there are twice as many); FTC and NF share a layout.
+        #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
+        mode: ModeArg,
         /// Print the commands instead of running them.
         #[arg(long)]
         dry_run: bool,
@@ -64,10 +72,13 @@ pub struct DemoArgs {
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
-    /// Run the chain without fault tolerance (`ftc node --mode nf`), the baseline: no kill, no
-    /// state checks; for comparing throughput and latency.
-    #[arg(long)]
-    nf: bool,
+    /// What the nodes run: FTC, or a baseline (`nf`, `ftmb`, `ftmb-snapshot`: no kill, no
+    /// state checks; for comparing throughput and latency). FTMB needs a lab of its layout
+    /// (`ftc lab up --mode ftmb`; made here when no lab is up).
+    #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
+    mode: ModeArg,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     /// Run FTC without the kill: for throughput and latency figures (the state checks still
     /// run).
     #[arg(long)]
@@ -137,6 +148,11 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// What the nodes run; FTMB needs a lab of its layout (`ftc lab up --mode ftmb`).
+    #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
+    mode: ModeArg,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     #[command(flatten)]
     heartbeats: HeartbeatArgs,
 }
@@ -148,8 +164,15 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
             spec,
             name,
             force,
+            mode,
             dry_run,
-        } => up(spec, &name.name, *force, *dry_run),
+        } => up(
+            spec,
+            &name.name,
+            Layout::of((*mode).into()),
+            *force,
+            *dry_run,
+        ),
         LabCommand::Down { name } => {
             let down = apply::down(&name.name)?;
             println!(
@@ -172,17 +195,23 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn up(spec: &Path, name: &LabName, force: bool, dry_run: bool) -> anyhow::Result<ExitCode> {
+fn up(
+    spec: &Path,
+    name: &LabName,
+    layout: Layout,
+    force: bool,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(spec)?;
     if dry_run {
-        let topology = Topology::new(&spec, name.clone(), 0)?;
+        let topology = Topology::new(&spec, layout, name.clone(), 0)?;
         println!("# lab {name}; `up` picks a free management subnet 10.77.X.0/24 (here X = 0)");
         for op in topology.ops() {
             println!("{op}");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let up = apply::up(&spec, name, force)?;
+    let up = apply::up(&spec, layout, name, force)?;
     for warning in &up.warnings {
         eprintln!("ftc lab: warning: {warning}");
     }
@@ -192,7 +221,7 @@ fn up(spec: &Path, name: &LabName, force: bool, dry_run: bool) -> anyhow::Result
 
 /// What a lab is: its namespaces and addresses.
 fn describe(t: &Topology) {
-    let last = t.servers - 1;
+    let (last, exit) = (t.servers - 1, t.exit());
     println!(
         "lab {} is up: {} servers {}-s0 … {}-s{last}, management bridge {} {}/24",
         t.name,
@@ -207,7 +236,7 @@ fn describe(t: &Topology) {
     }
     for host in [CLIENT, SERVER] {
         println!(
-            "  {}: eth0 {}/24 (to {}-s0), eth1 (from {}-s{last}), MAC {}",
+            "  {}: eth0 {}/24 (to {}-s0), eth1 (from {}-s{exit}), MAC {}",
             t.host_netns(&host),
             host.ip,
             t.name,
@@ -258,12 +287,14 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--duration")?;
     let edges = args.transport.edges();
+    let mode = Mode::from(args.mode);
+    let ftmb = args.snapshots.config(mode)?;
     let say = |a: std::fmt::Arguments<'_>| println!("{a}");
     in_lab(
         &args.spec,
         &args.name.name,
         &args.heartbeats,
-        edges,
+        (edges, mode, ftmb),
         say,
         |config, stop| {
             deploy::run(&config, stop, duration, &mut std::io::stdout())?;
@@ -289,6 +320,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--probe-ms must be between 0 and 10000");
     }
     let spec = ChainSpec::load(&args.spec)?;
+    let mode = Mode::from(args.mode);
+    let ftmb = args.snapshots.config(mode)?;
+    let ftc = mode == Mode::Ftc;
     // With --json, standard output is the report alone.
     let say = |a: std::fmt::Arguments<'_>| {
         if args.json {
@@ -301,14 +335,14 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         &args.spec,
         &args.name.name,
         &args.heartbeats,
-        args.transport.edges(),
+        (args.transport.edges(), mode, ftmb),
         say,
         |run, stop| {
             let config = DemoConfig {
-                run: RunConfig { nf: args.nf, ..run },
+                run,
                 spec,
                 size: args.size_mb << 20,
-                kill_at: (!args.nf && !args.no_kill).then_some(args.kill_at),
+                kill_at: (ftc && !args.no_kill).then_some(args.kill_at),
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
             };
@@ -345,8 +379,11 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 );
                 if r.violations.is_empty() && r.killed.is_some() {
                     println!("consistent: the download survived the kill, every replica equals its head, every monitor counted every delivered frame");
-                } else if args.nf {
-                    println!("NF baseline: no fault tolerance, no kill, no state checks");
+                } else if !ftc {
+                    println!(
+                        "{} baseline: no kill, no state checks",
+                        mode.name().to_uppercase()
+                    );
                 } else if r.violations.is_empty() {
                     println!("consistent (no kill): every replica equals its head, every monitor counted every delivered frame");
                 }
@@ -364,12 +401,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it
-/// was not up), with Ctrl-C raising its stop flag.
+/// was not up) with edges of `edges`, nodes in `mode`, with Ctrl-C raising its stop flag.
 fn in_lab(
     spec_path: &Path,
     name: &LabName,
     heartbeats: &HeartbeatArgs,
-    edges: EdgeKind,
+    (edges, mode, ftmb): (EdgeKind, Mode, FtmbConfig),
     say: impl Fn(std::fmt::Arguments<'_>),
     job: impl FnOnce(RunConfig, &AtomicBool) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
@@ -384,26 +421,30 @@ fn in_lab(
         anyhow::bail!("--misses must be positive");
     }
     apply::check_host()?;
+    let layout = Layout::of(mode);
     // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab
     // it brought up.
     let stop = crate::signal::stop_flag();
     // The lab this run brought up, to take down again.
     let (topology, made) = match apply::load(name)? {
         Some(t) => {
-            let wanted = Topology::new(&spec, name.clone(), t.subnet)?;
+            let wanted = Topology::new(&spec, layout, name.clone(), t.subnet)?;
             if !t.same_shape(&wanted) {
                 anyhow::bail!(
-                    "lab {name} was made for another chain ({} servers, NAT {:?}, load balancer \
-                     {:?}): `ftc lab up --force --name {name} SPEC` remakes it for this one",
+                    "lab {name} was made for another chain or mode ({} servers in the {:?} \
+                     layout, NAT {:?}, load balancer {:?}): `ftc lab up --force --name {name} \
+                     --mode {} SPEC` remakes it for this one",
                     t.servers,
+                    t.layout,
                     t.nat_ips,
                     t.vips,
+                    mode.name(),
                 );
             }
             (t, false)
         }
         None => {
-            let up = apply::up(&spec, name, false)?;
+            let up = apply::up(&spec, layout, name, false)?;
             for warning in &up.warnings {
                 eprintln!("ftc lab: warning: {warning}");
             }
@@ -419,7 +460,8 @@ fn in_lab(
         edges: Some(edges),
         peers: None,
         reports_to_stderr: false,
-        nf: false,
+        mode,
+        ftmb,
     };
     let ran = job(config, stop);
     let taken_down = if made {

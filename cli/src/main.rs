@@ -9,6 +9,7 @@ mod customer;
 mod demo;
 mod lab;
 mod log;
+mod mode;
 mod node;
 mod orchestrator;
 mod run;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::xdp::XdpConfig;
 use ftc_node::{Mode, ServerConfig};
@@ -13,6 +14,7 @@ use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
 
 use crate::customer::CustomerArgs;
+use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
@@ -39,31 +41,51 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     xdp_queue: u32,
     /// Frames to the next server leave on this interface through AF_XDP (the ring link to the
-    /// successor), instead of UDP datagrams; needs --ring-prev too.
-    #[arg(long, value_name = "IFACE", requires = "ring_prev")]
+    /// successor), instead of UDP datagrams; needs --ring-prev too (FTC and NF).
+    #[arg(
+        long,
+        value_name = "IFACE",
+        requires = "ring_prev",
+        conflicts_with = "link"
+    )]
     ring_next: Option<String>,
     /// Frames from the previous server arrive on this interface through AF_XDP (the ring link
-    /// from the predecessor); needs --ring-next too.
+    /// from the predecessor); needs --ring-next too (FTC and NF).
     #[arg(long, value_name = "IFACE", requires = "ring_next")]
     ring_prev: Option<String>,
+    /// Frames to and from the server at POSITION travel on interface IFACE through AF_XDP
+    /// (repeatable: one per neighbour), instead of UDP datagrams; how FTMB's servers link up.
+    #[arg(long, value_name = "POSITION=IFACE", value_parser = parse_link)]
+    link: Vec<(u16, String)>,
     /// Heartbeat period in milliseconds (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// `nf` runs the middlebox without fault tolerance (no piggyback logs, replicas or buffer;
-    /// the baseline that throughput is compared with). Its state cannot be recovered.
-    #[arg(long, value_enum, default_value_t = NodeMode::Ftc)]
-    mode: NodeMode,
+    /// the baseline that throughput is compared with); `ftmb` and `ftmb-snapshot` run one
+    /// server of the FTMB baseline (position 2i: the logger of middlebox i, 2i+1: its master).
+    /// Only FTC's state can be recovered.
+    #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
+    mode: ModeArg,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     /// Record this node's store sequences, commits and releases into a file in DIR, for an
     /// output-commit check across processes (what `ftc chaos --procs` passes its nodes).
     #[arg(long, value_name = "DIR")]
     observe: Option<PathBuf>,
 }
 
-/// What a node runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum NodeMode {
-    Ftc,
-    Nf,
+/// `POSITION=IFACE` of `--link`.
+fn parse_link(text: &str) -> Result<(u16, String), String> {
+    let (position, iface) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected POSITION=IFACE"))?;
+    let position = position
+        .parse()
+        .map_err(|_| format!("{text:?}: {position:?} is not a position"))?;
+    if iface.is_empty() {
+        return Err(format!("{text:?}: no interface"));
+    }
+    Ok((position, iface.to_string()))
 }
 
 pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
@@ -73,6 +95,27 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
+    let mode = Mode::from(args.mode);
+    let ftmb = args.snapshots.config(mode)?;
+    let links = match (&args.ring_next, &args.ring_prev) {
+        (Some(next), Some(prev)) => {
+            if mode.is_ftmb() {
+                anyhow::bail!(
+                    "--ring-next and --ring-prev are for FTC and NF: FTMB's servers take --link"
+                );
+            }
+            let (ring, me) = (spec.ring(), ServerId(args.position));
+            vec![
+                (ring.next_server(me), next.clone()),
+                (ring.prev_server(me), prev.clone()),
+            ]
+        }
+        _ => args
+            .link
+            .iter()
+            .map(|(p, iface)| (ServerId(*p), iface.clone()))
+            .collect(),
+    };
     let config = NodeConfig {
         spec,
         position: args.position,
@@ -89,13 +132,10 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             zero_copy: args.xdp_zero_copy,
             ..XdpConfig::default()
         },
-        ring: args.ring_next.clone().zip(args.ring_prev.clone()),
+        links,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         server: ServerConfig {
-            mode: match args.mode {
-                NodeMode::Ftc => Mode::Ftc,
-                NodeMode::Nf => Mode::Nf,
-            },
+            mode,
             // Test hook for the output-commit check's teeth (`cli/tests/procs.rs`): the
             // buffer releases packets without waiting for commit vectors. Never set it
             // otherwise.
@@ -103,6 +143,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             ..ServerConfig::default()
         },
         observe: args.observe.clone(),
+        ftmb,
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)

@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
+use ftc_node::Mode;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::read_secret;
+use ftc_orchestrator::process::shape::Shape;
 
 use crate::customer::CustomerArgs;
+use crate::mode::ModeArg;
 
 #[derive(Debug, clap::Args)]
 pub struct OrchestratorArgs {
@@ -44,6 +47,11 @@ pub struct OrchestratorArgs {
     /// Where customer frames enter and leave, passed on to the replacements of the end servers.
     #[command(flatten)]
     customer: CustomerArgs,
+    /// What the nodes run (as their `ftc node --mode`): how many positions to deploy (FTMB: two
+    /// per middlebox) and whether failed nodes are recovered (FTC only: the baselines keep no
+    /// replicas, so a failure stops the orchestrator).
+    #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
+    mode: ModeArg,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -63,7 +71,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         .context("locating the ftc executable for --launch local")?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let ring = spec.ring();
+    let shape = Shape::of(&spec, Mode::from(args.mode))?;
     let node_args = NodeArgs {
         orchestrator: listener.local_addr()?,
         spec: args.spec.clone(),
@@ -74,20 +82,26 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         edge_in: args.customer.edge_in.clone(),
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
-        last: ring.buffer().0,
+        last: shape.exit.0,
         observe: None,
     };
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
         misses: args.misses,
+        recover: shape.recover,
         ..CoordinatorConfig::default()
     };
-    let orchestrator =
-        Orchestrator::new(listener, ring, key, config, Launcher::new(how, node_args));
+    let orchestrator = Orchestrator::new(
+        listener,
+        shape.positions,
+        key,
+        config,
+        Launcher::new(how, node_args),
+    );
     eprintln!(
         "ftc orchestrator: {} ({} servers) on {}, waiting for its nodes",
         spec.chain.name,
-        ring.servers(),
+        shape.servers(),
         orchestrator.local_addr()?
     );
     let print = |r: &ftc_orchestrator::coordinator::RecoveryReport| {

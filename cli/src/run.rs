@@ -6,22 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
-use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
 use ftc_node::runtime::{run_chain, RunConfig, RunReport};
 use ftc_node::Mode;
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ModeArg {
-    /// Fault tolerant: piggyback logs, replicas, the buffer's release rule.
-    Ftc,
-    /// No fault tolerance: the same middleboxes, nothing else (the baseline).
-    Nf,
-    /// FTMB: per middlebox a master and a logger server (input and output logger), packet
-    /// access logs (twice NF's servers).
-    Ftmb,
-    /// FTMB with periodic stop-the-world snapshots of each master (see --snapshot).
-    FtmbSnapshot,
-}
+use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -44,13 +32,8 @@ pub struct RunArgs {
     /// Packets in flight at most.
     #[arg(long, default_value_t = 512)]
     window: u64,
-    /// With --mode ftmb-snapshot: what a snapshot is, `real` (copy the master's store) or
-    /// `stall-<N>ms` (stand still N ms, as the thesis simulates it: `stall-6ms`). Default: real.
-    #[arg(long)]
-    snapshot: Option<SnapshotKind>,
-    /// With --mode ftmb-snapshot: milliseconds between a master's snapshots. Default: 50.
-    #[arg(long)]
-    snapshot_every_ms: Option<u64>,
+    #[command(flatten)]
+    snapshots: SnapshotArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -67,23 +50,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.flows == 0 || args.window == 0 || args.rate == Some(0) {
         anyhow::bail!("--flows, --window and --rate must be positive");
     }
-    let mode = match args.mode {
-        ModeArg::Ftc => Mode::Ftc,
-        ModeArg::Nf => Mode::Nf,
-        ModeArg::Ftmb => Mode::Ftmb,
-        ModeArg::FtmbSnapshot => Mode::FtmbSnapshot,
-    };
-    if mode != Mode::FtmbSnapshot && (args.snapshot.is_some() || args.snapshot_every_ms.is_some()) {
-        anyhow::bail!("--snapshot and --snapshot-every-ms apply to --mode ftmb-snapshot only");
-    }
-    let defaults = FtmbConfig::default();
-    let snapshot_every = match args.snapshot_every_ms {
-        Some(ms) if !(1..=60_000).contains(&ms) => {
-            anyhow::bail!("--snapshot-every-ms must be between 1 and 60000")
-        }
-        Some(ms) => Duration::from_millis(ms),
-        None => defaults.snapshot_every,
-    };
+    let mode = Mode::from(args.mode);
+    let ftmb = args.snapshots.config(mode)?;
     let config = RunConfig {
         mode,
         duration: Duration::from_secs_f64(args.duration),
@@ -91,11 +59,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         flows: args.flows,
         size: args.size,
         window: args.window,
-        ftmb: FtmbConfig {
-            snapshot: args.snapshot.unwrap_or(defaults.snapshot),
-            snapshot_every,
-            ..defaults
-        },
+        ftmb,
         ..RunConfig::default()
     };
     if config.mode.is_ftmb() {

@@ -3,7 +3,8 @@
 //! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
 //! killed node in its namespace, and stops on SIGTERM leaving no process behind; `demo` carries a
 //! real TCP download (curl from python3's http.server) through Ch-Rec over AF_XDP edges while the
-//! middle server's node is SIGKILLed, and the file arrives whole. These need
+//! middle server's node is SIGKILLed, and the file arrives whole; `ftc bench --transport xdp`
+//! downloads through FTC, NF and both FTMB baselines (each in its lab layout). These need
 //! root (network namespaces): as another user they say so and pass. Each test has its own lab
 //! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
 //! 10 misses) so that a loaded machine does not lose a node the test did not kill.
@@ -479,7 +480,7 @@ fn demo(name: &'static str, transport: &str) {
 }
 
 #[test]
-fn bench_over_xdp_compares_ftc_and_nf_in_a_lab_and_takes_it_down() {
+fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
     let _turn = chain_turn();
     if !root() {
         return;
@@ -511,7 +512,7 @@ fn bench_over_xdp_compares_ftc_and_nf_in_a_lab_and_takes_it_down() {
         .collect();
     assert_eq!(labels, ["Ch-2", "Ch-5"]);
     for p in points {
-        for mode in ["ftc", "nf"] {
+        for mode in ["ftc", "nf", "ftmb", "ftmb-snapshot"] {
             let m = &p["modes"][mode];
             assert!(m["throughput_pps"].as_f64().unwrap() > 0.0, "{mode}: {m}");
             // The probe's round trips: both directions through the chain take time.
@@ -524,11 +525,9 @@ fn bench_over_xdp_compares_ftc_and_nf_in_a_lab_and_takes_it_down() {
                 "{mode}: {m}"
             );
         }
-        assert!(
-            p["modes"].get("ftmb").is_none(),
-            "FTMB runs in-process only: {p}"
-        );
-        assert!(p["ratios"]["ftc_over_nf"].as_f64().unwrap() > 0.0, "{p}");
+        for ratio in ["ftc_over_nf", "ftc_over_ftmb", "ftc_over_ftmb_snapshot"] {
+            assert!(p["ratios"][ratio].as_f64().unwrap() > 0.0, "{ratio}: {p}");
+        }
     }
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }

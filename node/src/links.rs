@@ -1,9 +1,11 @@
-//! The AF_XDP transport between servers: frames as NSH bytes ([`crate::nsh`]) on the two ring
-//! links of a server, the one to its successor and the one from its predecessor (veth pairs in
-//! the lab, NICs between hosts), each through an [`XdpPort`]. Every frame a server sends goes to
-//! a neighbour on the ring (the next server, or the previous one for a retransmission request),
-//! so the link it arrives on names its sender. As on the UDP transport, frames of another chain
-//! or epoch are dropped and counted (the epoch fences a recovery's stale frames).
+//! The AF_XDP transport between servers: frames as NSH bytes ([`crate::nsh`]) on point-to-point
+//! links to a server's neighbours (veth pairs in the lab, NICs between hosts), each through an
+//! [`XdpPort`]. FTC's servers have two, the link to their successor on the ring and the one from
+//! their predecessor; every frame an FTC server sends goes to one of them (the next server, or
+//! the previous one for a retransmission request). An FTMB logger has three (its master, the
+//! previous and the next logger). A link carries frames both ways and names the neighbour at its
+//! other end, so the link a frame arrives on names its sender. As on the UDP transport, frames of
+//! another chain or epoch are dropped and counted (the epoch fences a recovery's stale frames).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -21,7 +23,7 @@ const WAIT: Duration = Duration::from_secs(2);
 /// Why a frame was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("server {0} is not a neighbour on the ring")]
+    #[error("server {0} is not a neighbour: no link leads to it")]
     NotANeighbour(u16),
     #[error("frame does not encode: {0}")]
     Encode(ftc_chain::wire::WireError),
@@ -38,15 +40,12 @@ pub struct LinkStats {
     pub stale_epoch: u64,
 }
 
-/// One server's two ring links.
+/// One server's links to its neighbours.
 #[derive(Debug)]
 pub struct XdpLinks {
-    me: ServerId,
-    ring: Ring,
-    /// To the successor (frames from it are retransmission requests).
-    next: XdpPort,
-    /// From the predecessor (and to it: retransmission requests).
-    prev: XdpPort,
+    /// Each link with the neighbour at its other end; frames to a neighbour leave on the first
+    /// of its links (a ring of two servers has two links between the same pair).
+    links: Vec<(ServerId, XdpPort)>,
     chain: u32,
     epoch: u32,
     buf: Vec<u8>,
@@ -54,10 +53,29 @@ pub struct XdpLinks {
 }
 
 impl XdpLinks {
-    /// Open server `me`'s link to its successor on `next` and from its predecessor on `prev`,
-    /// for chain `chain` at `epoch` (waiting up to 2 s for a killed predecessor process's
-    /// sockets to leave the queues).
+    /// Open links to the neighbours named with their interfaces, for chain `chain` at `epoch`
+    /// (waiting up to 2 s for a killed neighbour process's sockets to leave the queues).
     pub fn open(
+        links: &[(ServerId, &str)],
+        config: XdpConfig,
+        chain: u32,
+        epoch: u32,
+    ) -> Result<Self, XdpError> {
+        Ok(XdpLinks {
+            links: links
+                .iter()
+                .map(|&(peer, iface)| Ok((peer, XdpPort::open_when_free(iface, config, WAIT)?)))
+                .collect::<Result<_, XdpError>>()?,
+            chain,
+            epoch,
+            buf: Vec::new(),
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Open FTC server `me`'s ring links: to its successor on `next`, from its predecessor on
+    /// `prev`.
+    pub fn ring(
         me: ServerId,
         ring: Ring,
         (next, prev): (&str, &str),
@@ -65,16 +83,8 @@ impl XdpLinks {
         chain: u32,
         epoch: u32,
     ) -> Result<Self, XdpError> {
-        Ok(XdpLinks {
-            me,
-            ring,
-            next: XdpPort::open_when_free(next, config, WAIT)?,
-            prev: XdpPort::open_when_free(prev, config, WAIT)?,
-            chain,
-            epoch,
-            buf: Vec::new(),
-            stats: LinkStats::default(),
-        })
+        let links = [(ring.next_server(me), next), (ring.prev_server(me), prev)];
+        XdpLinks::open(&links, config, chain, epoch)
     }
 
     /// Move to a new epoch (after a recovery): frames of other epochs are dropped from now on.
@@ -89,11 +99,7 @@ impl XdpLinks {
     /// Queue `frame` for server `to` (a neighbour); `hop` is the receiver's position from the
     /// forwarder. Sent at [`XdpLinks::flush`] or once a batch is queued.
     pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), LinkError> {
-        let port = if to == self.ring.next_server(self.me) {
-            &mut self.next
-        } else if to == self.ring.prev_server(self.me) {
-            &mut self.prev
-        } else {
+        let Some((_, port)) = self.links.iter_mut().find(|(peer, _)| *peer == to) else {
             return Err(LinkError::NotANeighbour(to.0));
         };
         let path = Path {
@@ -110,36 +116,32 @@ impl XdpLinks {
         Ok(())
     }
 
-    /// Push queued frames out on both links.
+    /// Push queued frames out on every link.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.next.flush()?;
-        self.prev.flush()
+        self.links.iter_mut().try_for_each(|(_, port)| port.flush())
     }
 
-    /// Hand every frame of this chain and epoch received on either link, with its sender, to
-    /// `f` (up to a batch per link); how many frames arrived, dropped ones included.
+    /// Hand every frame of this chain and epoch received on any link, with its sender, to `f`
+    /// (up to a batch per link); how many frames arrived, dropped ones included.
     pub fn recv_batch(&mut self, mut f: impl FnMut(ServerId, Received)) -> io::Result<usize> {
         let (chain, epoch) = (self.chain, self.epoch);
         let stats = &mut self.stats;
-        let mut take = |from: ServerId, bytes: &[u8]| {
-            stats.received += 1;
-            match nsh::decode(bytes) {
-                Ok(r) if r.path.is_of(chain, epoch) => f(from, r),
-                Ok(_) => stats.stale_epoch += 1,
-                Err(_) => stats.malformed += 1,
-            }
-        };
-        let (prev, next) = (
-            self.ring.prev_server(self.me),
-            self.ring.next_server(self.me),
-        );
-        let n = self.prev.recv_batch(|bytes| take(prev, bytes))?;
-        Ok(n + self.next.recv_batch(|bytes| take(next, bytes))?)
+        let mut n = 0;
+        for (from, port) in &mut self.links {
+            n += port.recv_batch(|bytes| {
+                stats.received += 1;
+                match nsh::decode(bytes) {
+                    Ok(r) if r.path.is_of(chain, epoch) => f(*from, r),
+                    Ok(_) => stats.stale_epoch += 1,
+                    Err(_) => stats.malformed += 1,
+                }
+            })?;
+        }
+        Ok(n)
     }
 
-    /// The links' descriptors, readable when frames wait: the predecessor's, then the
-    /// successor's.
-    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.prev.as_fd(), self.next.as_fd()]
+    /// The links' descriptors, readable when frames wait, in the order they were opened.
+    pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.links.iter().map(|(_, port)| port.as_fd())
     }
 }

@@ -41,6 +41,17 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The name it goes by on command lines and in reports (`ftc`, `nf`, `ftmb`,
+    /// `ftmb-snapshot`), as it serializes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Ftc => "ftc",
+            Mode::Nf => "nf",
+            Mode::Ftmb => "ftmb",
+            Mode::FtmbSnapshot => "ftmb-snapshot",
+        }
+    }
+
     /// Whether this is one of the FTMB baselines.
     pub fn is_ftmb(self) -> bool {
         matches!(self, Mode::Ftmb | Mode::FtmbSnapshot)

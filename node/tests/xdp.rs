@@ -243,7 +243,7 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
     ns.run(|| {
         let ring = Ring::new(2, 1).unwrap();
         let open = |me, next, prev| {
-            XdpLinks::open(ServerId(me), ring, (next, prev), small(), 7, 3).unwrap()
+            XdpLinks::ring(ServerId(me), ring, (next, prev), small(), 7, 3).unwrap()
         };
         let (mut s0, mut s1) = (open(0, "to1", "from1"), open(1, "to0", "from0"));
         let frame = Frame {

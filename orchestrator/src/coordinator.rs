@@ -44,6 +44,9 @@ pub struct CoordinatorConfig {
     /// coordinator halts, in detection timeouts (`heartbeat_period_ns × misses`): a live
     /// server that a loaded machine kept from its heartbeats beats again meanwhile.
     pub suspect_grace: u32,
+    /// Whether failed servers are recovered. Deployments whose servers keep no replicas (the
+    /// NF and FTMB baselines) are not: a failure halts the coordinator once the grace is over.
+    pub recover: bool,
 }
 
 impl CoordinatorConfig {
@@ -62,6 +65,7 @@ impl Default for CoordinatorConfig {
             heartbeat_period_ns: 10_000_000,
             misses: 3,
             suspect_grace: 10,
+            recover: true,
         }
     }
 }
@@ -97,6 +101,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct Coordinator {
     ring: Ring,
+    /// [`CoordinatorConfig::recover`].
+    recover: bool,
     epoch: u32,
     peers: Vec<Option<Peer>>,
     /// The epoch in which the server now at each position started; heartbeats of older epochs
@@ -116,6 +122,7 @@ impl Coordinator {
     pub fn new(ring: Ring, config: CoordinatorConfig) -> Coordinator {
         Coordinator {
             ring,
+            recover: config.recover,
             epoch: 0,
             peers: vec![None; ring.servers()],
             incarnation: vec![0; ring.servers()],
@@ -516,7 +523,12 @@ impl Coordinator {
             Phase::Deploying | Phase::Halted(_) => return,
         };
         failed.extend(self.suspects.servers());
-        match plan(&self.ring, &failed) {
+        let planned = if self.recover {
+            plan(&self.ring, &failed)
+        } else {
+            Err(PlanError::NotRecovered)
+        };
+        match planned {
             Ok(_) if can_act => {
                 for (failure, declared_at) in self.suspects.take() {
                     self.act(now, failure, declared_at);

@@ -31,6 +31,8 @@ pub enum PlanError {
     NoAliveMember { group: MbIndex },
     #[error("{failed} servers failed, more than the {f} the chain tolerates")]
     TooManyFailures { failed: usize, f: usize },
+    #[error("this deployment keeps no replicas (a baseline): failed servers are not recovered")]
+    NotRecovered,
 }
 
 /// The transfers that recover every server in `failed`: one per group of each failed server,

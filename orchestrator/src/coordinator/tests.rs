@@ -78,10 +78,14 @@ struct Chain {
 impl Chain {
     /// Every server joins at time 0 and gets its `Assign`.
     fn deploy(k: usize, f: usize) -> Chain {
+        Chain::deploy_with(k, f, CoordinatorConfig::default())
+    }
+
+    fn deploy_with(k: usize, f: usize, config: CoordinatorConfig) -> Chain {
         let ring = Ring::new(k, f).unwrap();
         let servers = ring.servers() as u16;
         let mut chain = Chain {
-            c: Coordinator::new(ring, CoordinatorConfig::default()),
+            c: Coordinator::new(ring, config),
             now: 0,
             servers,
             beating: (0..servers).collect(),
@@ -502,6 +506,28 @@ fn more_than_f_failures_halt_once_the_grace_runs_out() {
         chain.c.halted().map(|h| (h.failed.clone(), h.cause)),
         Some((vec![0, 3], PlanError::TooManyFailures { failed: 2, f: 1 }))
     );
+}
+
+#[test]
+fn a_deployment_without_recovery_halts_at_its_first_failure_once_the_grace_runs_out() {
+    let config = CoordinatorConfig {
+        recover: false,
+        ..CoordinatorConfig::default()
+    };
+    let mut chain = Chain::deploy_with(4, 1, config);
+    chain.run_to(55);
+    chain.kill(2);
+    chain.run_to(81);
+    assert_eq!(chain.commands(), [], "no fence, no launch");
+    assert_eq!(chain.c.suspects().collect::<Vec<_>>(), [ServerId(2)]);
+    chain.run_to(380);
+    assert_eq!(chain.c.halted(), None, "300 ms of grace from 81 ms");
+    chain.run_to(381);
+    assert_eq!(
+        chain.c.halted().map(|h| (h.failed.clone(), h.cause)),
+        Some((vec![2], PlanError::NotRecovered))
+    );
+    assert_eq!(chain.commands(), []);
 }
 
 #[test]

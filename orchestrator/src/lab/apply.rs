@@ -15,7 +15,7 @@ use ftc_chain::spec::ChainSpec;
 
 use super::ops::{self, Op, OpError};
 use super::procs::alive;
-use super::topology::{LabName, Topology, TopologyError};
+use super::topology::{LabName, Layout, Topology, TopologyError};
 
 /// Where labs are recorded.
 pub const STATE_DIR: &str = "/run/ftc";
@@ -118,9 +118,9 @@ pub struct Up {
     pub warnings: Vec<String>,
 }
 
-/// Bring lab `name` up for `spec`: fails if it exists, unless `force` (then it is removed
-/// first). On failure, whatever was made is removed again.
-pub fn up(spec: &ChainSpec, name: &LabName, force: bool) -> Result<Up, LabError> {
+/// Bring lab `name` up for `spec` in `layout`: fails if it exists, unless `force` (then it is
+/// removed first). On failure, whatever was made is removed again.
+pub fn up(spec: &ChainSpec, layout: Layout, name: &LabName, force: bool) -> Result<Up, LabError> {
     check_host()?;
     let _lock = Lock::take()?;
     if force {
@@ -131,7 +131,7 @@ pub fn up(spec: &ChainSpec, name: &LabName, force: bool) -> Result<Up, LabError>
             what,
         });
     }
-    let topology = Topology::new(spec, name.clone(), free_subnet()?)?;
+    let topology = Topology::new(spec, layout, name.clone(), free_subnet()?)?;
     let path = state_path(name);
     let text = serde_json::to_string_pretty(&topology).expect("a topology serializes");
     std::fs::write(&path, text).map_err(|source| LabError::File {

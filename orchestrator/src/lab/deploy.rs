@@ -22,6 +22,8 @@ use super::topology::Topology;
 use crate::control::Peer;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
+use ftc_node::ftmb::FtmbConfig;
+use ftc_node::Mode;
 
 /// How long the orchestrator may take to listen, and the nodes to deploy.
 const START: Duration = Duration::from_secs(30);
@@ -45,8 +47,10 @@ pub struct RunConfig {
     /// The orchestrator's recovery reports (its standard output) go to this process's standard
     /// error instead of its standard output.
     pub reports_to_stderr: bool,
-    /// The nodes run without fault tolerance (`ftc node --mode nf`): the baseline.
-    pub nf: bool,
+    /// What the nodes run (`ftc node --mode`): FTC, or one of the baselines.
+    pub mode: Mode,
+    /// The snapshots of FTMB+snapshot.
+    pub ftmb: FtmbConfig,
 }
 
 impl RunConfig {
@@ -72,8 +76,8 @@ impl RunConfig {
     }
 
     /// The options of the node at `position` beyond its address: its edges (none but at the
-    /// chain's ends), its ring links when they carry AF_XDP, and `--mode nf` for every node of
-    /// an NF run.
+    /// chain's ends), its links to other servers when they carry AF_XDP, and the mode of a
+    /// baseline (with FTMB+snapshot's snapshots).
     fn node_options(&self, position: u16) -> Vec<String> {
         let mut words = Vec::new();
         if let Some(kind) = self.edges {
@@ -81,13 +85,21 @@ impl RunConfig {
             if kind != EdgeKind::Xdp && !words.is_empty() {
                 words.extend(["--edge-kind".to_string(), kind.name().to_string()]);
             }
-            // Over AF_XDP, frames between servers take the ring links too.
+            // Over AF_XDP, frames between servers take the links too.
             if kind == EdgeKind::Xdp {
-                words.extend(self.topology.ring_args(position));
+                words.extend(self.topology.link_args(position));
             }
         }
-        if self.nf {
-            words.extend(["--mode".to_string(), "nf".to_string()]);
+        if self.mode != Mode::Ftc {
+            words.extend(["--mode".to_string(), self.mode.name().to_string()]);
+        }
+        if self.mode == Mode::FtmbSnapshot {
+            words.extend([
+                "--snapshot".to_string(),
+                self.ftmb.snapshot.to_string(),
+                "--snapshot-every-ms".to_string(),
+                self.ftmb.snapshot_every.as_millis().to_string(),
+            ]);
         }
         words
     }
@@ -104,7 +116,7 @@ impl RunConfig {
             edge_in: Vec::new(),
             edge_out: Vec::new(),
             edge_kind: EdgeKind::default(),
-            last: self.topology.servers - 1,
+            last: self.topology.exit(),
             observe: None,
         }
     }
@@ -179,6 +191,7 @@ pub fn run(
         .arg(&secret)
         .args(["--heartbeat-ms", &config.heartbeat_ms.to_string()])
         .args(["--misses", &config.misses.to_string()])
+        .args(["--mode", config.mode.name()])
         .args(["--launch", &config.node_template()])
         .stderr(Stdio::piped());
     if config.reports_to_stderr {
@@ -367,6 +380,7 @@ fn wait<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::topology::Layout;
 
     /// The words node `position` is started with, `ip netns exec` replaced by printing them.
     fn words(config: &RunConfig, position: u16) -> Vec<String> {
@@ -390,6 +404,7 @@ mod tests {
             topology: Topology {
                 name: "ftcl1".parse().unwrap(),
                 subnet: 3,
+                layout: Layout::Ring,
                 servers: 3,
                 nat_ips: Vec::new(),
                 vips: Vec::new(),
@@ -400,7 +415,8 @@ mod tests {
             edges: None,
             peers: None,
             reports_to_stderr: false,
-            nf: false,
+            mode: Mode::Ftc,
+            ftmb: FtmbConfig::default(),
         };
         let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
             let mut w = vec![

@@ -11,6 +11,11 @@
 //!                      from(n-1)      ring-closing link          to0
 //! ```
 //!
+//! The FTMB baselines get twice the middleboxes' servers, s(2i) the logger of middlebox i and
+//! s(2i+1) its master, linked as FTMB's frames travel (no ring-closing link): each logger to its
+//! master (`to{2i+1}`/`from{2i}`, both ways) and to the next logger (`to{2i+2}`/`from{2i}`);
+//! customer frames enter at s0 and leave at the last logger, s(2k-2).
+//!
 //! The chain is an L2 bump in the wire: the client's eth0 and eth1 share one MAC, the server's
 //! too, so a frame the chain releases is taken whichever of its host's interfaces it arrives on.
 //! Client and server are 10.78.0.1 and 10.78.0.2 on one /24 with permanent neighbours (no ARP
@@ -22,6 +27,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use ftc_chain::spec::{ChainSpec, MiddleboxKind};
+use ftc_node::Mode;
 use serde::{Deserialize, Serialize};
 
 use super::ops::Op;
@@ -162,13 +168,36 @@ pub const SERVER: Host = Host {
     mac: [0x02, 0x00, 0x0a, 0x4e, 0x00, 0x02],
 };
 
-/// Everything a lab is made of, from a chain spec, a name and a management subnet.
+/// How a lab's servers are linked: as FTC's (and NF's) ring, or as the FTMB baselines' loggers
+/// and masters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    #[default]
+    Ring,
+    Ftmb,
+}
+
+impl Layout {
+    /// The layout that runs `mode`.
+    pub fn of(mode: Mode) -> Layout {
+        if mode.is_ftmb() {
+            Layout::Ftmb
+        } else {
+            Layout::Ring
+        }
+    }
+}
+
+/// Everything a lab is made of, from a chain spec, a layout, a name and a management subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub name: LabName,
     /// The management network is 10.77.`subnet`.0/24 (one per lab, so labs can coexist).
     pub subnet: u8,
-    /// The ring's servers.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The servers: the ring's, or FTMB's two per middlebox.
     pub servers: u16,
     /// The public addresses of the chain's NATs: the server routes them back to the client.
     pub nat_ips: Vec<Ipv4Addr>,
@@ -180,8 +209,16 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new(spec: &ChainSpec, name: LabName, subnet: u8) -> Result<Topology, TopologyError> {
-        let servers = spec.ring().servers();
+    pub fn new(
+        spec: &ChainSpec,
+        layout: Layout,
+        name: LabName,
+        subnet: u8,
+    ) -> Result<Topology, TopologyError> {
+        let servers = match layout {
+            Layout::Ring => spec.ring().servers(),
+            Layout::Ftmb => 2 * spec.ring().middleboxes(),
+        };
         if servers > usize::from(MAX_SERVERS) {
             return Err(TopologyError::TooManyServers(servers));
         }
@@ -194,6 +231,7 @@ impl Topology {
         Ok(Topology {
             name,
             subnet,
+            layout,
             servers: servers as u16,
             nat_ips: addresses(&|kind| match kind {
                 MiddleboxKind::SimpleNat(c) => vec![c.public_ip],
@@ -211,10 +249,11 @@ impl Topology {
         })
     }
 
-    /// Whether `other` has the same shape: the same servers, routes and addresses.
+    /// Whether `other` has the same shape: the same layout, servers, routes and addresses.
     pub fn same_shape(&self, other: &Topology) -> bool {
-        (self.servers, &self.nat_ips, &self.vips, &self.backends)
-            == (other.servers, &other.nat_ips, &other.vips, &other.backends)
+        (self.layout, self.servers) == (other.layout, other.servers)
+            && (&self.nat_ips, &self.vips, &self.backends)
+                == (&other.nat_ips, &other.vips, &other.backends)
     }
 
     /// The namespace of `host`.
@@ -261,28 +300,70 @@ impl Topology {
         Ipv4Addr::new(10, 77, self.subnet, MGMT_FIRST + i as u8)
     }
 
-    fn last(&self) -> u16 {
-        self.servers - 1
+    /// Where customer frames leave the chain: the ring's last server, or FTMB's last logger.
+    pub fn exit(&self) -> u16 {
+        match self.layout {
+            Layout::Ring => self.servers - 1,
+            Layout::Ftmb => self.servers - 2,
+        }
     }
 
-    /// The ring link from server `i` to its successor: (name in `i`, name in the successor).
-    pub fn ring_link(&self, i: u16) -> (String, String) {
-        let j = (i + 1) % self.servers;
-        (format!("to{j}"), format!("from{i}"))
+    /// The links between servers, each from server a to server b: a veth pair named `to{b}` in
+    /// a's namespace and `from{a}` in b's. Frames cross them both ways.
+    pub fn links(&self) -> Vec<(u16, u16)> {
+        match self.layout {
+            Layout::Ring => (0..self.servers)
+                .map(|i| (i, (i + 1) % self.servers))
+                .collect(),
+            Layout::Ftmb => (0..self.servers)
+                .step_by(2)
+                .flat_map(|l| {
+                    let next = Some((l, l + 2)).filter(|_| l + 2 < self.servers);
+                    std::iter::once((l, l + 1)).chain(next)
+                })
+                .collect(),
+        }
     }
 
-    /// The ring options of `ftc node` at `position`: frames to its successor leave on its link
-    /// to it, frames from its predecessor arrive on the predecessor's link (AF_XDP).
-    pub fn ring_args(&self, position: u16) -> Vec<String> {
-        let prev = (position + self.servers - 1) % self.servers;
-        let (next, _) = self.ring_link(position);
-        let (_, from) = self.ring_link(prev);
-        vec!["--ring-next".into(), next, "--ring-prev".into(), from]
+    /// The link from server `a` to server `b`: (its name in `a`, its name in `b`).
+    pub fn link_names(a: u16, b: u16) -> (String, String) {
+        (format!("to{b}"), format!("from{a}"))
+    }
+
+    /// The link options of `ftc node` at `position` (AF_XDP between servers). On a ring, frames
+    /// to its successor leave on its link to it, frames from its predecessor arrive on the
+    /// predecessor's link (`--ring-next`, `--ring-prev`); in FTMB's layout every link of the
+    /// server names the server at its other end (`--link POSITION=IFACE`).
+    pub fn link_args(&self, position: u16) -> Vec<String> {
+        if self.layout == Layout::Ring {
+            let prev = (position + self.servers - 1) % self.servers;
+            let next = (position + 1) % self.servers;
+            let (to_next, _) = Self::link_names(position, next);
+            let (_, from_prev) = Self::link_names(prev, position);
+            return vec![
+                "--ring-next".into(),
+                to_next,
+                "--ring-prev".into(),
+                from_prev,
+            ];
+        }
+        let mut args = Vec::new();
+        for (a, b) in self.links() {
+            let (in_a, in_b) = Self::link_names(a, b);
+            if a == position {
+                args.extend(["--link".to_string(), format!("{b}={in_a}")]);
+            }
+            if b == position {
+                args.extend(["--link".to_string(), format!("{a}={in_b}")]);
+            }
+        }
+        args
     }
 
     /// The edge options of `ftc node` at `position` (AF_XDP edges): server 0 takes frames from
     /// the client (outbound) and the server (inbound); the last server sends released outbound
-    /// frames to the server and inbound ones to the client. Both for a chain of one server.
+    /// frames to the server and inbound ones to the client (FTMB: the last logger). Both for a
+    /// chain of one server.
     pub fn edge_args(&self, position: u16) -> Vec<String> {
         let mut args = Vec::new();
         let mut add = |flag: &str, dir: &str, iface: &str| {
@@ -292,7 +373,7 @@ impl Topology {
             add("--edge-in", "out", CLI_IN);
             add("--edge-in", "in", SRV_IN);
         }
-        if position == self.last() {
+        if position == self.exit() {
             add("--edge-out", "out", SRV_OUT);
             add("--edge-out", "in", CLI_OUT);
         }
@@ -359,25 +440,22 @@ impl Topology {
 
     fn ring_ops(&self, ops: &mut Vec<Op>) {
         let mtu = RING_MTU.to_string();
-        for i in 0..self.servers {
-            let (from_ns, to_ns) = (
-                self.server_netns(i),
-                self.server_netns((i + 1) % self.servers),
-            );
-            let (here, there) = self.ring_link(i);
-            ops.push(veth(&from_ns, &here, &to_ns, &there, &[], &mtu));
-            ops.push(Op::ip(Some(&from_ns), ["link", "set", &here, "up"]));
-            ops.push(Op::ip(Some(&to_ns), ["link", "set", &there, "up"]));
+        for (a, b) in self.links() {
+            let (a_ns, b_ns) = (self.server_netns(a), self.server_netns(b));
+            let (here, there) = Self::link_names(a, b);
+            ops.push(veth(&a_ns, &here, &b_ns, &there, &[], &mtu));
+            ops.push(Op::ip(Some(&a_ns), ["link", "set", &here, "up"]));
+            ops.push(Op::ip(Some(&b_ns), ["link", "set", &there, "up"]));
         }
     }
 
-    /// The four edge links: each host's eth0 to server 0, its eth1 to the last server.
+    /// The four edge links: each host's eth0 to server 0, its eth1 to the exit server.
     fn edge_links(&self) -> [(Host, &'static str, u16, &'static str); 4] {
         [
             (CLIENT, "eth0", 0, CLI_IN),
             (SERVER, "eth0", 0, SRV_IN),
-            (CLIENT, "eth1", self.last(), CLI_OUT),
-            (SERVER, "eth1", self.last(), SRV_OUT),
+            (CLIENT, "eth1", self.exit(), CLI_OUT),
+            (SERVER, "eth1", self.exit(), SRV_OUT),
         ]
     }
 

@@ -13,6 +13,8 @@ pub mod launcher;
 pub mod node;
 pub mod observe;
 pub mod orchestrator;
+pub mod serving;
+pub mod shape;
 
 use std::path::Path;
 

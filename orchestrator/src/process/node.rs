@@ -47,9 +47,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
+use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
-use ftc_node::server::port_of;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
 use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
@@ -57,6 +57,8 @@ use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError};
 use super::observe::{monotonic_ns, packet_id, Recorder};
+use super::serving::Serving;
+use super::shape::{Shape, TooLong};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -89,19 +91,24 @@ pub struct NodeConfig {
     /// The sockets of the edges, and how AF_XDP ones are opened.
     pub edge_kind: EdgeKind,
     pub xdp: XdpConfig,
-    /// Frames between servers over AF_XDP on the ring links (the interface to the successor,
-    /// the one from the predecessor) instead of UDP datagrams.
-    pub ring: Option<(String, String)>,
+    /// Frames between servers over AF_XDP on these links (each with the server at its other
+    /// end; for FTC the link to the successor and the one from the predecessor) instead of UDP
+    /// datagrams.
+    pub links: Vec<(ServerId, String)>,
     pub heartbeat: Duration,
     pub server: ServerConfig,
     /// Record what an output-commit check across processes needs into a file in this
     /// directory ([`observe`](super::observe)).
     pub observe: Option<PathBuf>,
+    /// The FTMB baselines' settings (with `server.mode` FTMB or FTMB+snapshot).
+    pub ftmb: FtmbConfig,
 }
 
 /// Why a node stopped other than by the orchestrator's `Stop`.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error(transparent)]
+    Shape(#[from] TooLong),
     #[error("position {position}: the chain has servers 0 to {last}")]
     NoSuchPosition { position: u16, last: usize },
     #[error("--{option} is only for server {only} (this is server {position})")]
@@ -110,6 +117,8 @@ pub enum NodeError {
         only: u16,
         position: u16,
     },
+    #[error("--observe records FTC's and NF's servers, not FTMB's")]
+    ObserveFtmb,
     #[error("--data {0}: give the address peers reach this node at, not an unspecified one")]
     UnspecifiedData(SocketAddr),
     #[error("cannot bind the {what} at {addr}: {source}")]
@@ -176,7 +185,8 @@ impl Inbox {
 /// Run a node until the orchestrator stops it.
 pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let ring = config.spec.ring();
-    let last = ring.servers() - 1;
+    let shape = Shape::of(&config.spec, config.server.mode)?;
+    let last = shape.servers() - 1;
     if usize::from(config.position) > last {
         return Err(NodeError::NoSuchPosition {
             position: config.position,
@@ -185,10 +195,10 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     }
     let me = ServerId(config.position);
     for (option, given, end) in [
-        ("ingress", config.ingress.is_some(), ring.forwarder()),
-        ("egress", config.egress.is_some(), ring.buffer()),
-        ("edge-in", !config.edge_in.is_empty(), ring.forwarder()),
-        ("edge-out", !config.edge_out.is_empty(), ring.buffer()),
+        ("ingress", config.ingress.is_some(), shape.entry),
+        ("egress", config.egress.is_some(), shape.exit),
+        ("edge-in", !config.edge_in.is_empty(), shape.entry),
+        ("edge-out", !config.edge_out.is_empty(), shape.exit),
     ] {
         if given && me != end {
             return Err(NodeError::NotAnEnd {
@@ -197,6 +207,9 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                 position: me.0,
             });
         }
+    }
+    if config.observe.is_some() && config.server.mode.is_ftmb() {
+        return Err(NodeError::ObserveFtmb);
     }
     if config.data.ip().is_unspecified() {
         return Err(NodeError::UnspecifiedData(config.data));
@@ -239,16 +252,20 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         config.edge_kind,
         config.xdp,
     )?;
-    let links = match &config.ring {
-        Some((next, prev)) => Some(XdpLinks::open(
-            me,
-            ring,
-            (next, prev),
+    let links = if config.links.is_empty() {
+        None
+    } else {
+        let named: Vec<_> = config
+            .links
+            .iter()
+            .map(|(peer, iface)| (*peer, iface.as_str()))
+            .collect();
+        Some(XdpLinks::open(
+            &named,
             config.xdp,
             chain_id(&config.spec),
             0,
-        )?),
-        None => None,
+        )?)
     };
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
@@ -317,6 +334,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             key,
             heads: &heads,
             server_config: &server_config,
+            ftmb: &config.ftmb,
+            servers: shape.servers(),
             start: Instant::now(),
             transport,
             links,
@@ -337,7 +356,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
             node.edges.stats(),
-            node.server.as_ref().map(Server::stats)
+            node.server.as_ref().map(Serving::summary)
         );
         stop.store(true, Ordering::Release);
         let _ = control.shutdown(Shutdown::Both);
@@ -461,9 +480,13 @@ struct Node<'a, 'h> {
     key: &'a Key,
     heads: &'h Heads,
     server_config: &'a ServerConfig,
+    ftmb: &'a FtmbConfig,
+    /// The deployment's positions ([`Shape::servers`]).
+    servers: usize,
     start: Instant,
     transport: UdpTransport,
-    /// With `--ring-next`/`--ring-prev`: frames between servers go over these instead.
+    /// With `--ring-next`/`--ring-prev` or `--link`: frames between servers go over these
+    /// instead.
     links: Option<XdpLinks>,
     ingress: Option<UdpSocket>,
     egress: Option<(UdpSocket, SocketAddr)>,
@@ -476,7 +499,7 @@ struct Node<'a, 'h> {
     epoch: &'a AtomicU32,
     /// Set on `Assign`, or once a replacement restored its state.
     /// Customer packets' handles are their ids ([`packet_id`]) when observed, else 0.
-    server: Option<Server<'h, u32>>,
+    server: Option<Serving<'h>>,
     /// Whether frames flow: after `Assign`, or a replacement's `Reroute`.
     serving: bool,
     /// A replacement's state, as it arrives.
@@ -499,7 +522,7 @@ impl Node<'_, '_> {
         loop {
             let server = self.server.as_ref().filter(|_| self.serving);
             let timeout = server
-                .and_then(Server::poll_timeout)
+                .and_then(Serving::poll_timeout)
                 .map(|at| Duration::from_nanos(at.saturating_sub(self.now())));
             // A congested chain takes no customer frames: they wait in the socket or rx ring.
             let accepting = server.is_some_and(|s| !s.congested());
@@ -561,7 +584,7 @@ impl Node<'_, '_> {
                     bytes: copy,
                 };
                 // A frame the forwarder sanitized away just leaves.
-                if let Err((_, packet)) = server.handle_ingress(t, packet, port_of(dir)) {
+                if let Err(packet) = server.handle_ingress(t, packet) {
                     keep(spare, packet.bytes);
                 }
             };
@@ -598,7 +621,8 @@ impl Node<'_, '_> {
         };
         if let Some(recorder) = self.recorder.as_mut() {
             let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
-            if let Err(e) = record(recorder, self.heads, &self.ring, self.me, server, &outputs) {
+            let at = server.ftc();
+            if let Err(e) = record(recorder, self.heads, &self.ring, self.me, at, &outputs) {
                 tracing::error!("node {}: --observe: {e}; recording stops", self.me);
                 self.recorder = None;
             }
@@ -606,7 +630,7 @@ impl Node<'_, '_> {
                 self.act(out);
             }
         } else {
-            while let Some(out) = self.server.as_mut().and_then(Server::poll_output) {
+            while let Some(out) = self.server.as_mut().and_then(Serving::poll_output) {
                 self.act(out);
             }
         }
@@ -633,6 +657,9 @@ impl Node<'_, '_> {
                 }
                 if let Some(packet) = frame.packet {
                     keep(&mut self.spare, packet.bytes);
+                }
+                if let Some(server) = self.server.as_mut() {
+                    server.recycle(frame.msg);
                 }
             }
             Output::Release { packet, .. } => {
@@ -663,7 +690,7 @@ impl Node<'_, '_> {
     /// Frames go to (and come from) `peers` in `epoch` from now on.
     fn route(&mut self, epoch: u32, peers: &[Peer]) {
         let nowhere = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-        let mut addrs = vec![nowhere; self.ring.servers()];
+        let mut addrs = vec![nowhere; self.servers];
         for p in peers {
             if let Some(a) = addrs.get_mut(usize::from(p.position)) {
                 *a = p.data;
@@ -721,16 +748,16 @@ impl Node<'_, '_> {
                 position,
                 peers,
             } if position == me.0 && self.server.is_none() => {
-                let head = self.heads.head(&self.ring, me);
-                let server = Server::new(
+                let now = self.now();
+                self.server = Some(Serving::assigned(
+                    self.heads,
                     self.ring,
                     me,
                     self.partitions,
-                    head,
-                    self.server_config.clone(),
-                )
-                .expect("the spec's partition count is valid");
-                self.server = Some(server);
+                    self.server_config,
+                    self.ftmb,
+                    now,
+                ));
                 self.route(epoch, &peers);
                 self.serving = true;
                 tracing::info!("node {me}: serving in epoch {epoch}");
@@ -765,7 +792,7 @@ impl Node<'_, '_> {
                         self.server_config.clone(),
                         now,
                     )?;
-                    self.server = Some(server);
+                    self.server = Some(Serving::Ftc(Box::new(server)));
                     send(
                         writer,
                         key,
@@ -832,14 +859,14 @@ fn record(
     heads: &Heads,
     ring: &Ring,
     me: ServerId,
-    server: &Server<'_, u32>,
+    server: Option<&Server<'_, u32>>,
     outputs: &[Output<u32>],
 ) -> io::Result<()> {
     let t = monotonic_ns();
     let head = ring
         .middlebox_at(me)
         .map(|mb| (mb, &heads.stores[usize::from(mb.0)]));
-    let replicas = server.replica().into_iter().flat_map(|r| {
+    let replicas = server.and_then(Server::replica).into_iter().flat_map(|r| {
         ring.replicated_by(me)
             .filter_map(move |mb| r.store(mb).map(|s| (mb, &**s)))
     });

@@ -13,7 +13,7 @@ fn name(s: &str) -> LabName {
 }
 
 fn ch_rec() -> Topology {
-    Topology::new(&spec("ch-rec.toml"), name("ftcl1"), 5).unwrap()
+    Topology::new(&spec("ch-rec.toml"), Layout::Ring, name("ftcl1"), 5).unwrap()
 }
 
 /// The words of every `ip` operation (sysctl and ethtool ones left out), by namespace.
@@ -270,16 +270,16 @@ fn a_nat_public_address_is_routed_back_to_the_client() {
     ]
     .map(str::to_string);
     assert!(ops.contains(&(server, neigh.to_vec())));
-    let mazu = Topology::new(&spec("mazu-nat.toml"), name("m"), 0).unwrap();
+    let mazu = Topology::new(&spec("mazu-nat.toml"), Layout::Ring, name("m"), 0).unwrap();
     assert_eq!(mazu.nat_ips, [Ipv4Addr::new(203, 0, 113, 1)]);
-    let monitors = Topology::new(&spec("ch-2.toml"), name("m"), 0).unwrap();
+    let monitors = Topology::new(&spec("ch-2.toml"), Layout::Ring, name("m"), 0).unwrap();
     assert!(monitors.nat_ips.is_empty());
     assert!(!ip_ops(&monitors).iter().any(|(_, a)| a[0] == "route"));
 }
 
 #[test]
 fn a_load_balancer_is_reached_through_the_chain_at_the_server() {
-    let t = Topology::new(&spec("load-balancer.toml"), name("lb"), 0).unwrap();
+    let t = Topology::new(&spec("load-balancer.toml"), Layout::Ring, name("lb"), 0).unwrap();
     assert_eq!(t.vips, [Ipv4Addr::new(198, 51, 100, 10)]);
     assert_eq!(t.backends.len(), 3);
     assert!(t.nat_ips.is_empty());
@@ -364,7 +364,7 @@ fn addresses_are_per_subnet_and_unique() {
     let spec = ChainSpec::from_toml_str(&format!("[chain]\nname = \"big\"\nf = 1\n{text}"), "big")
         .unwrap();
     assert_eq!(
-        Topology::new(&spec, name("x"), 0),
+        Topology::new(&spec, Layout::Ring, name("x"), 0),
         Err(TopologyError::TooManyServers(usize::from(MAX_SERVERS) + 1))
     );
 }
@@ -389,11 +389,46 @@ fn one_server_closes_the_ring_on_itself_and_holds_both_ends() {
         servers: 1,
         ..ch_rec()
     };
-    assert_eq!(t.ring_link(0), ("to0".to_string(), "from0".to_string()));
+    assert_eq!(t.links(), [(0, 0)]);
+    assert_eq!(
+        t.link_args(0),
+        ["--ring-next", "to0", "--ring-prev", "from0"]
+    );
     assert_eq!(
         names_in(&t, "ftcl1-s0"),
         set(&["mgmt", "to0", "from0", "cli-in", "srv-in", "cli-out", "srv-out"])
     );
     assert_eq!(t.edge_args(0).len(), 8);
     assert_eq!(t.namespaces().len(), 3);
+}
+
+#[test]
+fn ftmb_links_each_logger_to_its_master_and_the_next_logger() {
+    let ch3 = spec("ch-3.toml");
+    let t = Topology::new(&ch3, Layout::Ftmb, name("ftcl1"), 5).unwrap();
+    assert_eq!(t.servers, 6);
+    assert!(!t.same_shape(&Topology::new(&ch3, Layout::Ring, name("ftcl1"), 5).unwrap()));
+    assert_eq!(t.links(), [(0, 1), (0, 2), (2, 3), (2, 4), (4, 5)]);
+    assert_eq!(
+        names_in(&t, "ftcl1-s0"),
+        set(&["mgmt", "to1", "to2", "cli-in", "srv-in"])
+    );
+    assert_eq!(names_in(&t, "ftcl1-s1"), set(&["mgmt", "from0"]));
+    assert_eq!(
+        names_in(&t, "ftcl1-s2"),
+        set(&["mgmt", "from0", "to3", "to4"])
+    );
+    assert_eq!(
+        names_in(&t, "ftcl1-s4"),
+        set(&["mgmt", "from2", "to5", "cli-out", "srv-out"])
+    );
+    assert_eq!(names_in(&t, "ftcl1-s5"), set(&["mgmt", "from4"]));
+    assert_eq!(t.link_args(0), ["--link", "1=to1", "--link", "2=to2"]);
+    assert_eq!(
+        t.link_args(2),
+        ["--link", "0=from0", "--link", "3=to3", "--link", "4=to4"]
+    );
+    assert_eq!(t.link_args(5), ["--link", "4=from4"]);
+    assert_eq!(t.edge_args(4).len(), 4, "the last logger sends frames out");
+    assert!(t.edge_args(5).is_empty());
 }
