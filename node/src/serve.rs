@@ -72,8 +72,12 @@ pub fn send_frame(
     frame: Frame<u64>,
 ) -> bool {
     let lanes = &hops[usize::from(to.0)];
-    let picked = lanes_for(&frame, lane, lanes.len());
     let packet = frame.packet.is_some();
+    if let [only] = lanes.as_slice() {
+        // One lane (as every FTMB station has): no lane to pick, no copy to make.
+        return only.send(Msg::Frame { from, epoch, frame }).is_err() && packet;
+    }
+    let picked = lanes_for(&frame, lane, lanes.len());
     let (mut lost, mut frame) = (false, Some(frame));
     for i in picked.clone() {
         // The last lane takes the frame itself; the others (a broadcast) get copies.
@@ -242,6 +246,7 @@ impl Sink {
     /// whether its customer packet was lost because the next server is gone), a packet that
     /// leaves the chain is counted (and checked, as `shared` says); how many packets left the
     /// chain (the generator's credits).
+    #[inline]
     pub(crate) fn act<C>(
         &mut self,
         out: Output<u64>,
@@ -299,15 +304,15 @@ impl Sink {
 }
 
 /// The next message for a server thread, waiting until `deadline` at most when there is one
-/// (`now`: the time now): `Ok(None)` when the deadline came first, `Err` once no sender is
+/// (`now` reads the clock): `Ok(None)` when the deadline came first, `Err` once no sender is
 /// left.
 pub(crate) fn recv_until(
     rx: &Receiver<Msg>,
     deadline: Option<u64>,
-    now: u64,
+    now: impl Fn() -> u64,
 ) -> Result<Option<Msg>, RecvTimeoutError> {
     match deadline {
-        Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now))) {
+        Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now()))) {
             Ok(m) => Ok(Some(m)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(e) => Err(e),
@@ -414,7 +419,7 @@ fn run<'a, C: Fn() -> u64>(
         check.register(&server);
     }
     loop {
-        let Ok(first) = recv_until(rx, server.poll_timeout(), now()) else {
+        let Ok(first) = recv_until(rx, server.poll_timeout(), now) else {
             break;
         };
         let mut stop = false;

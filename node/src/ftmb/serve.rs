@@ -30,7 +30,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
         left
     };
     loop {
-        let Ok(first) = recv_until(rx, station.poll_timeout(), now()) else {
+        let Ok(first) = recv_until(rx, station.poll_timeout(), now) else {
             break;
         };
         if station.poll_timeout().is_some_and(|at| at <= now()) {
