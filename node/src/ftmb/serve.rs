@@ -19,16 +19,6 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     let mut was_congested = false;
     let me = station.id();
     let now = &shared.now;
-    let act = |station: &mut Station<'_, u64>, sink: &mut Sink, t| {
-        let mut left = 0;
-        while let Some(out) = station.poll_output() {
-            // FTMB frames are of epoch 0: the baselines recover nothing.
-            left += sink.act(out, t, shared, |to, frame| {
-                send_frame(routes, me, 0, 0, to, frame)
-            });
-        }
-        left
-    };
     loop {
         let Ok(first) = recv_until(rx, station.poll_timeout(), now) else {
             break;
@@ -56,11 +46,16 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
                 | Msg::Nudge
                 | Msg::Kill => {}
             }
-            // Each frame goes on at once, so that the next station works meanwhile.
-            left += act(&mut station, &mut sink, t);
         }
         station.end_batch(t);
-        left += act(&mut station, &mut sink, t);
+        // The batch's frames go on together after it, as a server's do (on ch-2 this measured
+        // faster than sending each as soon as it is made).
+        while let Some(out) = station.poll_output() {
+            // FTMB frames are of epoch 0: the baselines recover nothing.
+            left += sink.act(out, t, shared, |to, frame| {
+                send_frame(routes, me, 0, 0, to, frame)
+            });
+        }
         if left > 0 {
             let _ = shared.credit.send(left);
         }
