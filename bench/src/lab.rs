@@ -39,8 +39,6 @@ pub const LAB_EXPERIMENTS: [Experiment; 3] = [
     Experiment::LatencyLoad,
     Experiment::Replication,
 ];
-/// The modes a lab compares.
-const LAB_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
 /// The heartbeat period of the lab's runs: no server is killed in them, so detection speed does
 /// not matter, and a long period keeps a busy machine's live servers from being suspected.
 const HEARTBEAT_MS: f64 = 50.0;
@@ -145,11 +143,7 @@ fn notes(experiment: Experiment) -> &'static [&'static str] {
 /// The modes of `point` a lab runs.
 fn modes_of(point: &Point) -> Vec<Mode> {
     match &point.work {
-        Work::Compare { modes, .. } => modes
-            .iter()
-            .copied()
-            .filter(|m| LAB_MODES.contains(m))
-            .collect(),
+        Work::Compare { modes, .. } => modes.clone(),
         Work::Recover { .. } => Vec::new(),
     }
 }
