@@ -87,21 +87,27 @@ impl<P> Logger<P> {
     }
 
     /// OL: a PAL message from the master. They arrive in the order it numbered them; one out
-    /// of order (lost on the way) is an error.
+    /// of order is an error. A later one than due (the PALs between were lost on the way, as a
+    /// datagram or a frame can be) is kept all the same, so that a loss costs an error and not
+    /// a chain that holds every packet from then on; an earlier one is ignored.
     pub fn handle_pal(&mut self, msg: &[u8]) -> Result<(), PalError> {
         let header = pal::decode(msg)?;
         let expected = self.pals_seen + 1;
-        if header.number != expected {
-            return Err(PalError::OutOfOrder {
-                expected,
-                got: header.number,
-            });
+        let out_of_order = PalError::OutOfOrder {
+            expected,
+            got: header.number,
+        };
+        if header.number < expected {
+            return Err(out_of_order);
         }
         self.pals_seen = header.number;
         self.stats.pal_messages += 1;
         self.stats.pal_accesses += u64::from(header.accesses);
         self.last_pal.clear();
         self.last_pal.extend_from_slice(msg);
+        if header.number > expected {
+            return Err(out_of_order);
+        }
         Ok(())
     }
 
@@ -200,6 +206,15 @@ mod tests {
                 got: 3
             })
         );
+        // PAL 2 was lost: the error is reported, and the packets that need PAL 3 go on.
+        l.handle_packet(3, packet(12));
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(12));
+        assert!(
+            l.handle_pal(&pal_message(2)).is_err(),
+            "a late PAL is ignored"
+        );
+        assert_eq!(l.stats().pal_messages, 2);
+        assert!(l.take_violations().is_empty());
     }
 
     #[test]

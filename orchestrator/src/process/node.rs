@@ -356,7 +356,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
             node.edges.stats(),
-            node.server.as_ref().map(Serving::summary)
+            node.server.as_mut().map(Serving::summary)
         );
         stop.store(true, Ordering::Release);
         let _ = control.shutdown(Shutdown::Both);

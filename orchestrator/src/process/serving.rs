@@ -138,11 +138,19 @@ impl<'h> Serving<'h> {
         self.ftc()?.export_group_bytes(group)
     }
 
-    /// What the server counted, for the node's last log line.
-    pub fn summary(&self) -> String {
+    /// What the server counted, for the node's last log line (with an FTMB station's
+    /// violations: PAL messages lost on the way, say).
+    pub fn summary(&mut self) -> String {
         match self {
             Serving::Ftc(s) => format!("{:?}", s.stats()),
-            Serving::Ftmb(s) => format!("{:?} {:?}", s.logger_stats(), s.snapshots()),
+            Serving::Ftmb(s) => {
+                let violations = s.take_violations();
+                format!(
+                    "{:?} {:?}, violations {violations:?}",
+                    s.logger_stats(),
+                    s.snapshots()
+                )
+            }
         }
     }
 }
