@@ -9,16 +9,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
 
 use ftc_chain::ring::{Ring, ServerId};
 
 use crate::nsh::{self, Path, Received};
-use crate::xdp::{SendError, XdpConfig, XdpError, XdpPort};
+use crate::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use crate::Frame;
-
-/// How long opening a link waits for the queue to be free.
-const WAIT: Duration = Duration::from_secs(2);
 
 /// Why a frame was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +50,8 @@ pub struct XdpLinks {
 
 impl XdpLinks {
     /// Open links to the neighbours named with their interfaces, for chain `chain` at `epoch`
-    /// (waiting up to 2 s for a killed neighbour process's sockets to leave the queues).
+    /// (waiting up to [`RELEASE_WAIT`] for a killed neighbour process's sockets to leave the
+    /// queues).
     pub fn open(
         links: &[(ServerId, &str)],
         config: XdpConfig,
@@ -64,7 +61,9 @@ impl XdpLinks {
         Ok(XdpLinks {
             links: links
                 .iter()
-                .map(|&(peer, iface)| Ok((peer, XdpPort::open_when_free(iface, config, WAIT)?)))
+                .map(|&(peer, iface)| {
+                    Ok((peer, XdpPort::open_when_free(iface, config, RELEASE_WAIT)?))
+                })
                 .collect::<Result<_, XdpError>>()?,
             chain,
             epoch,

@@ -33,6 +33,11 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 #[cfg(target_arch = "x86_64")]
 mod log;
 
+/// How long a node waits for an interface queue that a killed process's AF_XDP socket still
+/// holds: the kernel releases it a moment after the process dies, later on a busy machine (2 s
+/// proved too short on this 2-core one while a lab run tore the last one down).
+pub const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// Frames handled per ring operation at most.
 pub const BATCH: usize = 64;
 
@@ -230,7 +235,8 @@ impl XdpPort {
         })
     }
 
-    /// [`XdpPort::open`], waiting up to `wait` while the queue is still bound: the kernel
+    /// [`XdpPort::open`], waiting up to `wait` (say [`RELEASE_WAIT`]) while the queue is still
+    /// bound: the kernel
     /// releases a killed process's AF_XDP socket a moment after it dies, and its replacement
     /// opens the same queue.
     pub fn open_when_free(

@@ -10,11 +10,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
-use std::time::Duration;
 
 use ftc_chain::middlebox::Direction;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
-use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats};
+use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
 
 /// The sockets that carry a node's edges (`ftc node --edge-kind`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -279,11 +278,9 @@ impl Edges {
 /// An AF_XDP port for `edge`. A replacement may start while the failed node's socket is still
 /// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies.
 fn open_xdp(edge: &Edge, config: XdpConfig) -> Result<XdpPort, EdgesError> {
-    XdpPort::open_when_free(&edge.iface, config, Duration::from_secs(2)).map_err(|source| {
-        EdgesError::Open {
-            edge: edge.clone(),
-            source,
-        }
+    XdpPort::open_when_free(&edge.iface, config, RELEASE_WAIT).map_err(|source| EdgesError::Open {
+        edge: edge.clone(),
+        source,
     })
 }
 

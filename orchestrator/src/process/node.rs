@@ -24,7 +24,7 @@
 //! not available, `--edge-kind packet` carries the edges on raw packet sockets (AF_PACKET,
 //! CAP_NET_RAW), one system call per frame. The
 //! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
-//! --edge-out`); a replacement waits up to 2 s for a killed node's socket to leave the
+//! --edge-out`); a replacement waits up to 5 s for a killed node's socket to leave the
 //! interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
 //! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
