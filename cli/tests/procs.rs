@@ -228,37 +228,50 @@ fn listening_on(log: &mut impl BufRead) -> String {
         .to_string()
 }
 
-#[test]
-fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
-    let _turn = turn();
-    let secret = Temp::new("secret", "orchestrator test secret\n");
+/// `ftc orchestrator SPEC` on a free port with 50 ms heartbeats and `extra` options: the
+/// process (its stdout as given), its control address, and the rest of its stderr once it exits.
+fn orchestrator(
+    spec: &str,
+    secret: &Temp,
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut orchestrator = ftc()
-        .args([
-            "orchestrator",
-            &spec("ch-rec.toml"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--secret-file",
-            &secret.arg(),
-            "--heartbeat-ms",
-            "50",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
+        .args(["orchestrator", spec, "--listen", "127.0.0.1:0"])
+        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
+        .args(extra)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (stdout, stderr) = (orchestrator.stdout.take(), orchestrator.stderr.take());
-    let mut procs = Procs(vec![orchestrator]);
-    let mut log = BufReader::new(stderr.unwrap());
+    let mut log = BufReader::new(orchestrator.stderr.take().unwrap());
     let addr = listening_on(&mut log);
     let log = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = log.read_to_string(&mut rest);
         rest
     });
+    (orchestrator, addr, log)
+}
+
+/// `ftc node` at `position` for the orchestrator at `addr`, with 50 ms heartbeats; the spec and
+/// any other options to add.
+fn node(addr: &str, position: u16, secret: &Temp) -> Command {
+    let mut node = ftc();
+    node.args(["node", "--orchestrator", addr])
+        .args(["--position", &position.to_string()])
+        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"]);
+    node
+}
+
+#[test]
+fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
+    let _turn = turn();
+    let secret = Temp::new("secret", "orchestrator test secret\n");
+    let (mut orchestrator, addr, log) =
+        orchestrator(&spec("ch-rec.toml"), &secret, &["--json"], Stdio::piped());
+    let stdout = orchestrator.stdout.take();
+    let mut procs = Procs(vec![orchestrator]);
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout.unwrap()).lines() {
@@ -266,15 +279,7 @@ fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
         }
     });
     for i in 0..3 {
-        let node = ftc()
-            .args([
-                "node",
-                "--orchestrator",
-                &addr,
-                "--position",
-                &i.to_string(),
-            ])
-            .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
+        let node = node(&addr, i, &secret)
             .arg(spec("ch-rec.toml"))
             .spawn()
             .unwrap();
@@ -553,27 +558,13 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
 
     let _turn = turn();
     let secret = Temp::new("ftmb-secret", "ftmb test secret\n");
-    let mut orchestrator = ftc()
-        .args([
-            "orchestrator",
-            &spec("ch-rec.toml"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
-        .args(["--mode", "ftmb"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = orchestrator.stderr.take().unwrap();
+    let (orchestrator, addr, log) = orchestrator(
+        &spec("ch-rec.toml"),
+        &secret,
+        &["--mode", "ftmb"],
+        Stdio::inherit(),
+    );
     let mut procs = Procs(vec![orchestrator]);
-    let mut log = BufReader::new(stderr);
-    let addr = listening_on(&mut log);
-    let log = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = log.read_to_string(&mut rest);
-        rest
-    });
     let free = || {
         UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -587,16 +578,8 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
         .unwrap();
     let egress = sink.local_addr().unwrap().to_string();
     for i in 0..6 {
-        let mut node = ftc();
-        node.args([
-            "node",
-            "--orchestrator",
-            &addr,
-            "--position",
-            &i.to_string(),
-        ])
-        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
-        .args(["--mode", "ftmb"]);
+        let mut node = node(&addr, i, &secret);
+        node.args(["--mode", "ftmb"]);
         match i {
             0 => node.args(["--ingress", &ingress]),
             4 => node.args(["--egress", &egress]),
