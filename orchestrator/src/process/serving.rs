@@ -73,10 +73,14 @@ impl<'h> Serving<'h> {
         }
     }
 
+    /// Whether the node should take no customer frames for now. Never for an FTMB station: the
+    /// first logger's output logger holds packets only until their PALs arrive, and after a PAL
+    /// lost on the wire only the next PAL frees them, which needs a new packet through the
+    /// master; refusing customer frames then would hold them forever.
     pub fn congested(&self) -> bool {
         match self {
             Serving::Ftc(s) => s.congested(),
-            Serving::Ftmb(s) => s.congested(),
+            Serving::Ftmb(_) => false,
         }
     }
 
