@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use ftc_chain::ring::{Ring, ServerId};
+use ftc_chain::ring::ServerId;
 
 use crate::nsh::{self, Path, Received};
 use crate::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
@@ -70,20 +70,6 @@ impl XdpLinks {
             buf: Vec::new(),
             stats: LinkStats::default(),
         })
-    }
-
-    /// Open FTC server `me`'s ring links: to its successor on `next`, from its predecessor on
-    /// `prev`.
-    pub fn ring(
-        me: ServerId,
-        ring: Ring,
-        (next, prev): (&str, &str),
-        config: XdpConfig,
-        chain: u32,
-        epoch: u32,
-    ) -> Result<Self, XdpError> {
-        let links = [(ring.next_server(me), next), (ring.prev_server(me), prev)];
-        XdpLinks::open(&links, config, chain, epoch)
     }
 
     /// Move to a new epoch (after a recovery): frames of other epochs are dropped from now on.

@@ -229,7 +229,7 @@ fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
 #[test]
 fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
     use ftc_chain::middlebox::Direction;
-    use ftc_chain::ring::{Ring, ServerId};
+    use ftc_chain::ring::ServerId;
     use ftc_node::links::{LinkError, XdpLinks};
     use ftc_node::server::empty_message;
     use ftc_node::{Frame, Packet};
@@ -241,9 +241,11 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
     ns.veth("to1", "from0").unwrap();
     ns.veth("to0", "from1").unwrap();
     ns.run(|| {
-        let ring = Ring::new(2, 1).unwrap();
-        let open = |me, next, prev| {
-            XdpLinks::ring(ServerId(me), ring, (next, prev), small(), 7, 3).unwrap()
+        // On a ring of two, each server's successor and predecessor are the other one: its
+        // link to it first (frames to it leave there), then the one from it.
+        let open = |me: u16, next, prev| {
+            let other = ServerId(1 - me);
+            XdpLinks::open(&[(other, next), (other, prev)], small(), 7, 3).unwrap()
         };
         let (mut s0, mut s1) = (open(0, "to1", "from1"), open(1, "to0", "from0"));
         let frame = Frame {
