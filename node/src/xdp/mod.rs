@@ -19,7 +19,7 @@
 //! - Opening needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF: libxdp attaches its default
 //!   XDP program to the interface (and detaches it when the last socket closes; a killed
 //!   process leaves it attached, and the next port on the interface reuses it).
-//! - libxdp's and libbpf's own messages go to `tracing` ([`log`]).
+//! - libxdp's and libbpf's own messages go to `tracing` (the private `log` module).
 
 use std::ffi::CString;
 use std::io::{self, Write};
