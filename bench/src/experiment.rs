@@ -194,6 +194,7 @@ impl Experiment {
         let pick = |full: &'static [u64], few: &'static [u64]| if quick { few } else { full };
         let base = RunConfig {
             duration: settings.duration,
+            ftmb: settings.ftmb(),
             ..RunConfig::default()
         };
         let compare = |modes: &[Mode]| Work::Compare {

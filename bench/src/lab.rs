@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
-use ftc_node::ftmb::FtmbConfig;
 use ftc_node::runtime::RunReport;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply;
@@ -121,6 +120,7 @@ pub fn run(
         rounds: settings.rounds,
         duration_s: 0.0,
         download_mb: Some(lab.size >> 20),
+        snapshot: settings.snapshot.to_string(),
         experiments,
         points,
     })
@@ -293,7 +293,7 @@ impl LabBench<'_> {
                 peers: None,
                 reports_to_stderr: true,
                 mode,
-                ftmb: FtmbConfig::default(),
+                ftmb: self.settings.ftmb(),
             },
             spec: spec.clone(),
             size: self.lab.size,

@@ -17,6 +17,8 @@ mod chains;
 
 use std::time::Duration;
 
+use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
+
 pub use experiment::{Experiment, Point, Work};
 pub use results::{ExperimentInfo, PointResult, Results};
 pub use runner::run;
@@ -33,6 +35,9 @@ pub struct Settings {
     /// The orchestrator's heartbeat period in the recovery experiment (3 missed declare a
     /// server failed): 5 ms, the recovery goal's, unless set.
     pub heartbeat: Duration,
+    /// What FTMB+snapshot's snapshots are: real copies of each master's store (the default), or
+    /// the thesis's fixed stall (`stall-6ms`).
+    pub snapshot: SnapshotKind,
 }
 
 impl Settings {
@@ -43,6 +48,14 @@ impl Settings {
     /// The heartbeat period of the recovery experiment by default.
     pub const HEARTBEAT: Duration = Duration::from_millis(5);
 
+    /// FTMB's settings for this run: its snapshot kind, the rest as by default.
+    pub fn ftmb(&self) -> FtmbConfig {
+        FtmbConfig {
+            snapshot: self.snapshot,
+            ..FtmbConfig::default()
+        }
+    }
+
     /// The defaults of a quick or full run, with what the caller overrides.
     pub fn new(quick: bool, rounds: Option<usize>, duration: Option<Duration>) -> Self {
         let (r, d) = if quick { Self::QUICK } else { Self::FULL };
@@ -51,6 +64,7 @@ impl Settings {
             rounds: rounds.unwrap_or(r),
             duration: duration.unwrap_or(d),
             heartbeat: Self::HEARTBEAT,
+            snapshot: SnapshotKind::Real,
         }
     }
 }

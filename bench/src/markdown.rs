@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use ftc_node::ftmb::FtmbConfig;
 use serde_json::Value;
 
 use crate::experiment::{Headline, ALL_MODES};
@@ -31,10 +32,16 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
             results.rounds
         ),
     };
+    let snapshot = match results.snapshot.as_str() {
+        "real" => "a real copy of each master's store".to_string(),
+        stall => format!("a fixed stall ({stall}, as the thesis simulates them)"),
+    };
     let _ = writeln!(
         out,
-        "Machine: {}. {how}, modes alternated; medians.{}\n",
+        "Machine: {}. {how}, modes alternated; medians. FTMB+snapshot's snapshot: {snapshot}, \
+         every {} ms.{}\n",
         results.machine,
+        FtmbConfig::default().snapshot_every.as_millis(),
         if results.quick { " Quick run." } else { "" }
     );
     for note in info.notes {

@@ -24,6 +24,8 @@ pub struct Results {
     pub duration_s: f64,
     /// Megabytes downloaded per run (in a lab).
     pub download_mb: Option<u64>,
+    /// FTMB+snapshot's snapshots: `real` or `stall-<N>ms`.
+    pub snapshot: String,
     pub experiments: Vec<ExperimentInfo>,
     pub points: Vec<PointResult>,
 }
@@ -89,6 +91,9 @@ pub struct ModeFigures {
     pub throughput_pps: f64,
     pub latency_us: LatencyFigures,
     pub runs: Vec<RunFigures>,
+    /// FTMB+snapshot in memory: the median over the runs of each run's mean stall per
+    /// snapshot, in microseconds (a run's masters report it; `null` where none was taken).
+    pub snapshot_stall_us: Option<f64>,
     /// What the runs' checks found (none expected).
     pub violations: Vec<String>,
 }
@@ -119,6 +124,14 @@ impl ModeFigures {
                     packets_released: r.packets_released,
                 })
                 .collect(),
+            snapshot_stall_us: median(
+                &reports
+                    .iter()
+                    .filter_map(|r| r.snapshots.as_ref())
+                    .filter(|s| s.taken > 0)
+                    .map(|s| s.stall_mean_us)
+                    .collect::<Vec<_>>(),
+            ),
             violations: reports
                 .iter()
                 .flat_map(|r| r.violations.iter().cloned())

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ftc_bench::lab::{LabSettings, LAB_EXPERIMENTS};
 use ftc_bench::{markdown, Experiment, Settings};
+use ftc_node::ftmb::SnapshotKind;
 use ftc_orchestrator::lab::topology::LabName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +54,10 @@ pub struct BenchArgs {
     /// With --transport xdp: megabytes downloaded per run (default 200; quick 20).
     #[arg(long, value_name = "MB")]
     size_mb: Option<u64>,
+    /// What FTMB+snapshot's snapshots are: `real` (copy each master's store, its cost measured)
+    /// or `stall-<N>ms` (stand still N ms, as the thesis simulates them: `stall-6ms`).
+    #[arg(long, default_value = "real")]
+    snapshot: SnapshotKind,
     /// With --transport xdp: the lab's name (the prefix of its namespaces), brought up for each
     /// chain and taken down at the end.
     #[arg(long, default_value = "ftcbench")]
@@ -78,6 +83,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let settings = Settings {
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
+        snapshot: args.snapshot,
         ..Settings::new(
             args.quick,
             args.rounds,

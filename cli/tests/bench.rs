@@ -54,6 +54,43 @@ fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `--snapshot stall-6ms` runs FTMB+snapshot the thesis's way: each snapshot stands the master
+/// still 6 ms (the runs report it), and the tables say which snapshots were run.
+#[test]
+fn snapshot_stall_is_the_thesis_method_and_the_tables_say_so() {
+    let (code, out, err) = ftc(&[
+        "bench",
+        "chain-length",
+        "--quick",
+        "--duration",
+        "0.2",
+        "--snapshot",
+        "stall-6ms",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["snapshot"], "stall-6ms");
+    let points = r["points"].as_array().unwrap();
+    assert!(!points.is_empty());
+    for p in points {
+        // Snapshots every 50 ms in 0.2 s: each master stood still at least once.
+        let stall = p["modes"]["ftmb-snapshot"]["snapshot_stall_us"].as_f64();
+        assert!(stall.is_some_and(|us| us >= 6_000.0), "{p}");
+        assert!(p["modes"]["ftmb"]["snapshot_stall_us"].is_null(), "{p}");
+    }
+
+    let (code, out, err) = ftc(&["bench", "chain-length", "--quick", "--duration", "0.1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("FTMB+snapshot's snapshot: a real copy of each master's store, every 50 ms"),
+        "{out}"
+    );
+    let (code, _, err) = ftc(&["bench", "chain-length", "--snapshot", "stall"]);
+    assert_eq!(code, 2, "clap's usage error");
+    assert!(err.contains("stall-<N>ms"), "{err}");
+}
+
 #[test]
 fn what_it_cannot_do_is_refused_clearly() {
     // Refused before the host is looked at: no root needed.
