@@ -88,6 +88,23 @@ fn output_loggers_wait_for_pals_and_the_check_catches_one_that_does_not() {
     );
 }
 
+/// PAL messages lost on the way (a test hook drops every 50th at the masters): the output
+/// loggers ask for them again, get them, and release every packet with no violation.
+#[test]
+fn lost_pals_are_asked_for_again_and_nothing_leaves_without_them() {
+    let lossy = FtmbConfig {
+        lose_pal_every: 50,
+        ..FtmbConfig::default()
+    };
+    let r = run_chain(&spec("ch-3.toml"), &config(Mode::Ftmb, lossy));
+    assert_all_released(&r, "every 50th PAL lost");
+    let stats = r.ftmb.expect("FTMB stats");
+    assert!(stats.resend_requests > 0, "{stats:?}");
+    assert_eq!(stats.pals_given_up, 0, "{stats:?}");
+    // Every PAL message arrived once, some of them as a resend.
+    assert_eq!(stats.pal_messages, 3 * r.packets_sent, "{stats:?}");
+}
+
 #[test]
 fn ftmb_leaves_the_state_nf_leaves_for_the_same_traffic() {
     const PACKETS: u64 = 3000;

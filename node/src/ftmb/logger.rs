@@ -1,8 +1,10 @@
 //! FTMB's logger server of one middlebox, without I/O: the input logger (IL) keeps a copy of
 //! every packet before the master sees it; the output logger (OL) keeps the master's PAL
 //! messages and holds each processed packet until every PAL message it depends on arrived.
+//! A PAL message lost on the way is asked for again from the master, and given up on (a
+//! violation) only if it does not come.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::pal::{self, PalError};
 use crate::Packet;
@@ -17,6 +19,11 @@ pub struct LoggerStats {
     pub pal_accesses: u64,
     /// Packets that reached the output logger before the PAL messages they depend on.
     pub packets_waited: u64,
+    /// Resend requests sent to the master for lost PAL messages, PAL messages that came twice
+    /// (a resend crossed the original), and PAL messages given up on.
+    pub resend_requests: u64,
+    pub pal_duplicates: u64,
+    pub pals_given_up: u64,
     /// Most packets the output logger held at once.
     pub max_held: usize,
 }
@@ -28,8 +35,29 @@ impl LoggerStats {
         self.pal_messages += other.pal_messages;
         self.pal_accesses += other.pal_accesses;
         self.packets_waited += other.packets_waited;
+        self.resend_requests += other.resend_requests;
+        self.pal_duplicates += other.pal_duplicates;
+        self.pals_given_up += other.pals_given_up;
         self.max_held = self.max_held.max(other.max_held);
     }
+}
+
+/// Nanoseconds a missing PAL message is waited for before the master is asked for it (a PAL
+/// message may trail its packet by a little: [`crate::ftmb::FtmbConfig::pals_after_packet`]).
+pub const ASK_AFTER_NS: u64 = 200_000;
+/// Nanoseconds between requests for the same missing PAL messages.
+pub const ASK_AGAIN_NS: u64 = 2_000_000;
+/// Nanoseconds after which a missing PAL message is given up on (the master keeps its last
+/// [`crate::ftmb::PAL_RETAINED`], a few hundred milliseconds of traffic at lab rates).
+pub const GIVE_UP_NS: u64 = 200_000_000;
+/// PAL messages that may wait behind a missing one before it is given up on.
+pub const AHEAD_MAX: usize = 65_536;
+
+/// A missing PAL message: since when, and when to ask for it next.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    since: u64,
+    ask_at: u64,
 }
 
 /// The IL and OL of one middlebox (they share a server, as in the thesis's re-implementation).
@@ -38,8 +66,12 @@ pub struct Logger<P> {
     /// The input log: the last `input.capacity()` packets, slots reused round-robin.
     input: Vec<Vec<u8>>,
     input_capacity: usize,
-    /// PAL messages received, in order (the master numbers them 1, 2, …).
+    /// PAL messages 1 … `pals_seen` all arrived (the master numbers them 1, 2, …).
     pals_seen: u64,
+    /// Numbers above `pals_seen` + 1 that arrived: a PAL message before them was lost.
+    ahead: BTreeSet<u64>,
+    /// The first missing PAL message, while one is missing.
+    gap: Option<Gap>,
     /// The last PAL message, as received (the thesis's OL keeps only the last PAL).
     last_pal: Vec<u8>,
     /// Processed packets waiting to leave, in the master's order, with their PAL requirement.
@@ -59,6 +91,8 @@ impl<P> Logger<P> {
             input: Vec::new(),
             input_capacity: input_log.max(1),
             pals_seen: 0,
+            ahead: BTreeSet::new(),
+            gap: None,
             last_pal: Vec::new(),
             held: VecDeque::new(),
             max_held: max_held.max(1),
@@ -86,29 +120,93 @@ impl<P> Logger<P> {
         self.stats.packets_logged += 1;
     }
 
-    /// OL: a PAL message from the master. They arrive in the order it numbered them; one out
-    /// of order is an error. A later one than due (the PALs between were lost on the way, as a
-    /// datagram or a frame can be) is kept all the same, so that a loss costs an error and not
-    /// a chain that holds every packet from then on; an earlier one is ignored.
+    /// OL: a PAL message from the master. They come in the order it numbered them unless a
+    /// link lost some (as a datagram or a frame can be lost): a later one is kept, and the
+    /// missing ones are asked for again ([`Logger::poll_resend`]). One that came already
+    /// (a resend that crossed the original) is counted and ignored.
     pub fn handle_pal(&mut self, msg: &[u8]) -> Result<(), PalError> {
         let header = pal::decode(msg)?;
-        let expected = self.pals_seen + 1;
-        let out_of_order = PalError::OutOfOrder {
-            expected,
-            got: header.number,
-        };
-        if header.number < expected {
-            return Err(out_of_order);
+        let n = header.number;
+        if n <= self.pals_seen || !self.ahead.insert(n) {
+            self.stats.pal_duplicates += 1;
+            return Ok(());
         }
-        self.pals_seen = header.number;
         self.stats.pal_messages += 1;
         self.stats.pal_accesses += u64::from(header.accesses);
-        self.last_pal.clear();
-        self.last_pal.extend_from_slice(msg);
-        if header.number > expected {
-            return Err(out_of_order);
+        if pal::number(&self.last_pal).is_none_or(|last| last < n) {
+            self.last_pal.clear();
+            self.last_pal.extend_from_slice(msg);
         }
+        self.fold_ahead();
         Ok(())
+    }
+
+    /// Moves `pals_seen` over the numbers in `ahead` that now follow it; progress restarts
+    /// the clock of a gap that remains.
+    fn fold_ahead(&mut self) {
+        let before = self.pals_seen;
+        // Numbers in `ahead` are above `pals_seen`, so at least 1.
+        while self.ahead.first().is_some_and(|&n| n - 1 == self.pals_seen) {
+            self.ahead.pop_first();
+            self.pals_seen += 1;
+        }
+        if self.pals_seen > before {
+            self.gap = None;
+        }
+    }
+
+    /// The highest PAL number known to exist: sent ahead of a gap, or needed by the oldest
+    /// held packet.
+    fn wanted(&self) -> u64 {
+        let ahead = self.ahead.last().copied().unwrap_or(0);
+        let needed = self.held.front().map_or(0, |&(needs, _)| needs);
+        ahead.max(needed)
+    }
+
+    /// OL, at the end of each batch and at [`Logger::poll_timeout`]: the PAL messages to ask
+    /// the master for again, as the first and last number, if some are missing and it is
+    /// time to ask. A PAL message counts as missing once a later one arrived or a held packet
+    /// needs it, and is asked for after [`ASK_AFTER_NS`], again every [`ASK_AGAIN_NS`]; after
+    /// [`GIVE_UP_NS`] (or once [`AHEAD_MAX`] later ones wait) the logger moves past it, and
+    /// reports the packets that leave without it as a violation.
+    pub fn poll_resend(&mut self, now: u64) -> Option<(u64, u64)> {
+        if self.wanted() <= self.pals_seen {
+            self.gap = None;
+            return None;
+        }
+        let gap = *self.gap.get_or_insert(Gap {
+            since: now,
+            ask_at: now.saturating_add(ASK_AFTER_NS),
+        });
+        let first = self.pals_seen + 1;
+        let last = self
+            .ahead
+            .first()
+            .map_or_else(|| self.wanted(), |&next| next - 1);
+        if now.saturating_sub(gap.since) >= GIVE_UP_NS || self.ahead.len() >= AHEAD_MAX {
+            self.violation(format!(
+                "the output logger gave up on PAL messages {first}..={last}: asked for again, they did not come"
+            ));
+            self.stats.pals_given_up = self.stats.pals_given_up.saturating_add(last - first + 1);
+            self.pals_seen = last;
+            self.fold_ahead();
+            return None;
+        }
+        if now < gap.ask_at {
+            return None;
+        }
+        self.gap = Some(Gap {
+            ask_at: now.saturating_add(ASK_AGAIN_NS),
+            ..gap
+        });
+        self.stats.resend_requests += 1;
+        Some((first, last))
+    }
+
+    /// When [`Logger::poll_resend`] has something to do next (a missing PAL message).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.gap
+            .map(|g| g.ask_at.min(g.since.saturating_add(GIVE_UP_NS)))
     }
 
     /// OL: a packet the master processed; it may leave once `needs` PAL messages arrived.
@@ -199,22 +297,52 @@ mod tests {
         assert_eq!(l.stats().packets_waited, 2);
         assert!(l.take_violations().is_empty());
 
-        assert_eq!(
-            l.handle_pal(&pal_message(3)),
-            Err(PalError::OutOfOrder {
-                expected: 2,
-                got: 3
-            })
-        );
-        // PAL 2 was lost: the error is reported, and the packets that need PAL 3 go on.
+        // PAL 2 is lost: 3 is kept, and a packet that needs 3 waits for 2 as well.
+        l.handle_pal(&pal_message(3)).unwrap();
         l.handle_packet(3, packet(12));
-        assert_eq!(l.poll_release().map(|p| p.handle), Some(12));
-        assert!(
-            l.handle_pal(&pal_message(2)).is_err(),
-            "a late PAL is ignored"
+        assert_eq!(l.poll_resend(100), None, "not asked for at once");
+        assert_eq!(l.poll_timeout(), Some(100 + ASK_AFTER_NS));
+        assert_eq!(l.poll_resend(100 + ASK_AFTER_NS), Some((2, 2)));
+        assert_eq!(l.poll_resend(101 + ASK_AFTER_NS), None, "asked again later");
+        assert_eq!(
+            l.poll_resend(100 + ASK_AFTER_NS + ASK_AGAIN_NS),
+            Some((2, 2))
         );
-        assert_eq!(l.stats().pal_messages, 2);
+        assert_eq!(l.poll_release(), None);
+        l.handle_pal(&pal_message(2)).unwrap();
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(12));
+        // A resend that crossed the original is counted, not kept again.
+        l.handle_pal(&pal_message(2)).unwrap();
+        assert_eq!(l.poll_resend(1_000_000_000), None);
+        let s = l.stats();
+        assert_eq!(
+            (s.pal_messages, s.pal_duplicates, s.resend_requests),
+            (3, 1, 2)
+        );
         assert!(l.take_violations().is_empty());
+    }
+
+    /// PAL messages that never come: the last ones (only a held packet says they exist) are
+    /// asked for too, and after [`GIVE_UP_NS`] the logger moves past them, a violation.
+    #[test]
+    fn the_output_logger_gives_up_on_pals_that_do_not_come() {
+        let mut l = Logger::new(2, 8, false);
+        l.handle_packet(2, packet(1));
+        assert_eq!(l.poll_resend(10), None);
+        assert_eq!(l.poll_resend(10 + ASK_AFTER_NS), Some((1, 2)));
+        l.handle_pal(&pal_message(1)).unwrap();
+        assert_eq!(l.poll_release(), None);
+        // Progress restarts the clock: PAL 2 is given up on GIVE_UP_NS after PAL 1 came.
+        assert_eq!(l.poll_resend(20 + ASK_AFTER_NS), None);
+        assert_eq!(l.poll_resend(19 + ASK_AFTER_NS + GIVE_UP_NS), Some((2, 2)));
+        assert_eq!(l.poll_resend(20 + ASK_AFTER_NS + GIVE_UP_NS), None);
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(1));
+        assert_eq!(l.stats().pals_given_up, 1);
+        // The give-up, then the packet that left without PAL 2.
+        let v = l.take_violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("gave up on PAL messages 2..=2"), "{v:?}");
+        assert!(v[1].contains("needs PAL message 2"), "{v:?}");
     }
 
     #[test]

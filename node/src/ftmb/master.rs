@@ -1,6 +1,9 @@
 //! FTMB's master of one middlebox, without I/O: runs each packet as a transaction over the STM
 //! and writes its packet access log (PAL) from the transaction's commit record: one access per
-//! partition read or written, with the partition's access order number.
+//! partition read or written, with the partition's access order number. It keeps its last
+//! [`PAL_RETAINED`] PAL messages, to send again those a link lost.
+
+use std::collections::VecDeque;
 
 use ftc_chain::middlebox::{Middlebox, Verdict};
 use ftc_chain::ring::MbIndex;
@@ -22,6 +25,9 @@ pub struct Processed {
     pub needs: u64,
 }
 
+/// PAL messages a master keeps for resending (its input logger keeps as many packets).
+pub const PAL_RETAINED: usize = 4096;
+
 /// One middlebox's master.
 #[derive(Debug)]
 pub struct Master<'a> {
@@ -32,6 +38,9 @@ pub struct Master<'a> {
     headroom: usize,
     scratch: Vec<u8>,
     pals: u64,
+    /// The last PAL messages written, up to [`PAL_RETAINED`], the newest (number `pals`) last;
+    /// the oldest's buffer is reused for the next.
+    retained: VecDeque<Vec<u8>>,
 }
 
 impl<'a> Master<'a> {
@@ -45,6 +54,7 @@ impl<'a> Master<'a> {
             headroom,
             scratch: Vec::new(),
             pals: 0,
+            retained: VecDeque::new(),
         }
     }
 
@@ -66,12 +76,28 @@ impl<'a> Master<'a> {
         if logged {
             self.pals += 1;
             pal::encode(pal, self.pals, rec.kind(), rec.dep_entries());
+            let mut copy = match self.retained.len() {
+                PAL_RETAINED.. => self.retained.pop_front().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            copy.clear();
+            copy.extend_from_slice(pal);
+            self.retained.push_back(copy);
         }
         Processed {
             verdict,
             pal: logged,
             needs: self.pals,
         }
+    }
+
+    /// PAL message `number` as sent, if it is still kept.
+    pub fn retained(&self, number: u64) -> Option<&[u8]> {
+        let oldest = self.pals + 1 - self.retained.len() as u64;
+        let i = number.checked_sub(oldest)?;
+        self.retained
+            .get(usize::try_from(i).ok()?)
+            .map(Vec::as_slice)
     }
 
     /// A real snapshot: copy the whole store and its vector (every partition locked while it
@@ -114,7 +140,11 @@ mod tests {
             let h = pal::decode(&pal).unwrap();
             assert_eq!((h.number, h.kind, h.accesses), (i, LogKind::Update, 1));
             assert_eq!(p.bytes.len(), 128, "the headroom is given back");
+            assert_eq!(m.retained(i), Some(pal.as_slice()));
         }
+        assert_eq!(m.retained(0), None);
+        assert_eq!(m.retained(4), None);
+        assert_eq!(m.retained(2).map(pal::number), Some(Some(2)));
         assert!(m.snapshot() > 0);
     }
 }

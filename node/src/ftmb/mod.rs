@@ -21,7 +21,7 @@
 
 mod logger;
 mod master;
-mod pal;
+pub mod pal;
 mod serve;
 mod station;
 
@@ -33,8 +33,9 @@ use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 
 pub use logger::{Logger, LoggerStats};
+pub use master::PAL_RETAINED;
 pub use master::{Master, Processed};
-pub use pal::{PalError, PalHeader, FLAG_PAL};
+pub use pal::{PalError, PalHeader, FLAG_PAL, FLAG_PAL_RESEND};
 pub use station::{Role, Schedule, SnapshotTally, Station};
 
 use crate::runtime::{Harness, RunConfig, RunReport};
@@ -103,6 +104,10 @@ pub struct FtmbConfig {
     /// their PALs. Never set it otherwise.
     #[doc(hidden)]
     pub release_without_pals: bool,
+    /// Test hook: masters do not send every n-th PAL message (as if a link lost it; they keep
+    /// it for resending). 0: they send all. Never set it otherwise.
+    #[doc(hidden)]
+    pub lose_pal_every: u64,
 }
 
 impl Default for FtmbConfig {
@@ -114,6 +119,7 @@ impl Default for FtmbConfig {
             max_held: 4096,
             pals_after_packet: false,
             release_without_pals: false,
+            lose_pal_every: 0,
         }
     }
 }

@@ -5,11 +5,17 @@
 //! A PAL message, big-endian: number u64 (1, 2, … per master), kind u8 ([`LogKind::code`]),
 //! access count u16, then per access partition u16 and the partition's access order number u64
 //! (the transaction's dependency entries, DESIGN.md §5).
+//!
+//! A PAL message lost on a link is asked for again: the output logger sends its master a resend
+//! request, two big-endian u64, the first and the last number it lacks.
 
 use ftc_stm::{DepEntry, LogKind};
 
 /// NSH context flag of a frame that carries a PAL message (master → output logger).
 pub const FLAG_PAL: u16 = 0x0100;
+
+/// NSH context flag of a frame that asks for PAL messages again (output logger → master).
+pub const FLAG_PAL_RESEND: u16 = 0x0200;
 
 const HEADER_LEN: usize = 8 + 1 + 2;
 const ACCESS_LEN: usize = 2 + 8;
@@ -19,10 +25,10 @@ const ACCESS_LEN: usize = 2 + 8;
 pub enum PalError {
     #[error("malformed PAL message: {0}")]
     Malformed(&'static str),
-    #[error("PAL message {got} arrived when {expected} was due")]
-    OutOfOrder { expected: u64, got: u64 },
     #[error("a packet's PAL requirement is {0} bytes, not 8")]
     BadRequirement(usize),
+    #[error("malformed PAL resend request: {0}")]
+    BadResend(&'static str),
 }
 
 /// The header of a PAL message read back.
@@ -87,6 +93,25 @@ pub fn decode_requirement(bytes: &[u8]) -> Result<u64, PalError> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// Write a request for PAL messages `first..=last` again.
+pub fn encode_resend(out: &mut Vec<u8>, first: u64, last: u64) {
+    out.clear();
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&last.to_be_bytes());
+}
+
+/// Read a resend request: the numbers asked for, at least one, none of them 0.
+pub fn decode_resend(bytes: &[u8]) -> Result<std::ops::RangeInclusive<u64>, PalError> {
+    let b: &[u8; 16] = bytes
+        .try_into()
+        .map_err(|_| PalError::BadResend("not 16 bytes"))?;
+    let [first, last] = [&b[..8], &b[8..]].map(|h| u64::from_be_bytes(h.try_into().unwrap()));
+    if first == 0 || first > last {
+        return Err(PalError::BadResend("not a range of PAL numbers"));
+    }
+    Ok(first..=last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +140,13 @@ mod tests {
             decode_requirement(&buf[..3]),
             Err(PalError::BadRequirement(3))
         );
+
+        encode_resend(&mut buf, 3, 9);
+        assert_eq!(decode_resend(&buf), Ok(3..=9));
+        assert!(decode_resend(&buf[..15]).is_err());
+        for (first, last) in [(0, 4), (5, 4)] {
+            encode_resend(&mut buf, first, last);
+            assert!(decode_resend(&buf).is_err(), "{first}..={last}");
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! Frames between stations (NSH context flags and message as on any link):
 //! - into a master (from its IL) and between loggers (OL(i) → IL(i+1)): the packet, empty msg;
 //! - master → its OL: a PAL message as a frame of its own ([`FLAG_PAL`], no packet), and each
-//!   processed packet with its PAL requirement (8 bytes, [`pal::encode_requirement`]) as msg.
+//!   processed packet with its PAL requirement (8 bytes, [`pal::encode_requirement`]) as msg;
+//! - OL → its master: a request for lost PAL messages ([`FLAG_PAL_RESEND`], no packet, the
+//!   numbers as msg, [`pal::encode_resend`]), which the master answers with those it kept.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,12 +18,16 @@ use ftc_stm::Worker;
 
 use super::logger::{Logger, LoggerStats};
 use super::master::Master;
-use super::pal::{self, FLAG_PAL};
+use super::pal::{self, FLAG_PAL, FLAG_PAL_RESEND};
 use super::{logger_id, master_id, FtmbConfig, Pool, SnapshotKind};
 use crate::{Frame, Output, Packet};
 
 /// Message buffers a station keeps of its own at most.
 const SPARE: usize = 256;
+
+/// PAL messages a master sends again for one request at most (the logger asks for the rest
+/// once these arrived).
+const RESEND_MAX: usize = 1024;
 
 /// What the server at a position of an FTMB chain is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +125,9 @@ struct Snapshots {
 struct MasterSide<'a> {
     master: Master<'a>,
     logger: ServerId,
-    /// Test hook ([`FtmbConfig::pals_after_packet`]).
+    /// Test hooks ([`FtmbConfig::pals_after_packet`], [`FtmbConfig::lose_pal_every`]).
     pals_after_packet: bool,
+    lose_pal_every: u64,
     snapshots: Option<Snapshots>,
     tally: SnapshotTally,
 }
@@ -174,6 +181,7 @@ impl<'a, P> Station<'a, P> {
                 master: Master::new(head, headroom),
                 logger: logger_id(i),
                 pals_after_packet: config.pals_after_packet,
+                lose_pal_every: config.lose_pal_every,
                 snapshots: snapshots.map(|s| Snapshots {
                     kind: s.kind,
                     every: s.every_ns.max(1),
@@ -243,6 +251,13 @@ impl<'a, P> Station<'a, P> {
                     l.input(packet, &mut self.outputs);
                 }
             }
+            Side::Master(m) if from == m.logger && frame.flags & FLAG_PAL_RESEND != 0 => {
+                // A malformed request (no logger of ours sends one) asks for nothing.
+                if let Ok(numbers) = pal::decode_resend(&frame.msg) {
+                    m.resend(numbers, &mut self.buffers, &mut self.outputs);
+                }
+                self.buffers.put(frame.msg);
+            }
             Side::Master(m) => {
                 if let Some(packet) = frame.packet {
                     m.process(now, packet, &mut self.buffers, &mut self.outputs);
@@ -252,11 +267,24 @@ impl<'a, P> Station<'a, P> {
         }
     }
 
-    /// The end of a batch of frames: a logger lets go of the packets whose PALs arrived.
-    pub fn end_batch(&mut self, _now: u64) {
+    /// The end of a batch of frames: a logger asks its master for lost PAL messages when due,
+    /// and lets go of the packets whose PALs arrived.
+    pub fn end_batch(&mut self, now: u64) {
         let Side::Logger(l) = &mut self.side else {
             return;
         };
+        if let Some((first, last)) = l.logger.poll_resend(now) {
+            let mut msg = self.buffers.take();
+            pal::encode_resend(&mut msg, first, last);
+            self.outputs.push_back(Output::Send {
+                to: l.master,
+                frame: Frame {
+                    packet: None,
+                    flags: FLAG_PAL_RESEND,
+                    msg,
+                },
+            });
+        }
         while let Some(packet) = l.logger.poll_release() {
             self.outputs.push_back(match l.next {
                 Some(to) => Output::Send {
@@ -277,19 +305,21 @@ impl<'a, P> Station<'a, P> {
         self.outputs.pop_front()
     }
 
-    /// When to call [`Station::handle_timeout`]: a master's next snapshot.
+    /// When to call [`Station::handle_timeout`]: a master's next snapshot, or when a logger
+    /// asks for a missing PAL message (again) or gives up on it.
     pub fn poll_timeout(&self) -> Option<u64> {
         match &self.side {
             Side::Master(m) => m.snapshots.as_ref().map(|s| s.next_at),
-            Side::Logger(_) => None,
+            Side::Logger(l) => l.logger.poll_timeout(),
         }
     }
 
     /// A master takes its snapshot when due: it stands still (in this call) while it copies
-    /// its store, or stalls.
+    /// its store, or stalls. A logger does what [`Station::end_batch`] does.
     pub fn handle_timeout(&mut self, now: u64) {
-        if let Side::Master(m) = &mut self.side {
-            m.snapshot_if_due(now);
+        match &mut self.side {
+            Side::Master(m) => m.snapshot_if_due(now),
+            Side::Logger(_) => self.end_batch(now),
         }
     }
 
@@ -360,7 +390,8 @@ impl MasterSide<'_> {
     ) {
         let mut pal_msg = buffers.take();
         let out = self.master.process(now, &mut packet, &mut pal_msg);
-        let pal_frame = if out.pal {
+        let lost = self.lose_pal_every > 0 && out.needs % self.lose_pal_every == 0;
+        let pal_frame = if out.pal && !lost {
             Some(Frame {
                 packet: None,
                 flags: FLAG_PAL,
@@ -401,6 +432,31 @@ impl MasterSide<'_> {
                 .flatten()
                 .map(|frame| Output::Send { to, frame }),
         );
+    }
+
+    /// PAL messages `numbers` again, those still kept (at most [`RESEND_MAX`]), to the logger.
+    fn resend<P>(
+        &self,
+        numbers: std::ops::RangeInclusive<u64>,
+        buffers: &mut Buffers<'_>,
+        outputs: &mut VecDeque<Output<P>>,
+    ) {
+        for n in numbers.take(RESEND_MAX) {
+            let Some(kept) = self.master.retained(n) else {
+                continue;
+            };
+            let mut msg = buffers.take();
+            msg.clear();
+            msg.extend_from_slice(kept);
+            outputs.push_back(Output::Send {
+                to: self.logger,
+                frame: Frame {
+                    packet: None,
+                    flags: FLAG_PAL,
+                    msg,
+                },
+            });
+        }
     }
 
     /// Take a snapshot if one is due at `now`.
@@ -545,6 +601,72 @@ mod tests {
         assert!(logger.take_violations().is_empty());
         assert_eq!(m.snapshots(), Some(SnapshotTally::default()));
         assert!(m.logger_stats().is_none());
+    }
+
+    /// A PAL message lost on the link: the OL holds the packet, asks its master for the PAL
+    /// again once [`ASK_AFTER_NS`] passed (its timeout says when), and lets the packet go when
+    /// the resent PAL arrives; a PAL the master no longer keeps is not sent.
+    #[test]
+    fn a_lost_pal_is_asked_for_again_and_the_packet_waits_for_it() {
+        use super::super::logger::ASK_AFTER_NS;
+        let heads = heads("monitor", "sharing_level = 1\n");
+        let config = FtmbConfig::default();
+        let mut logger = Station::logger(0, 1, &config);
+        let mut m = master(&heads, &config, None);
+        let (l_id, m_id) = (logger.id(), m.id());
+
+        m.handle_frame(
+            1,
+            l_id,
+            Frame {
+                packet: Some(packet(1)),
+                flags: 0,
+                msg: Vec::new(),
+            },
+        );
+        let [pal, processed]: [Frame<u64>; 2] = frames_to(l_id, drain(&mut m)).try_into().unwrap();
+        assert_eq!(pal.flags, FLAG_PAL);
+        drop(pal); // lost on the link
+        logger.handle_frame(2, m_id, processed);
+        logger.end_batch(2);
+        assert!(drain(&mut logger).is_empty(), "held, and not asked for yet");
+        let at = logger.poll_timeout().expect("a timeout to ask at");
+        assert_eq!(at, 2 + ASK_AFTER_NS);
+        logger.handle_timeout(at);
+        let [request]: [Frame<u64>; 1] = frames_to(m_id, drain(&mut logger)).try_into().unwrap();
+        assert_eq!(
+            (request.flags, request.packet.is_none()),
+            (FLAG_PAL_RESEND, true)
+        );
+        assert_eq!(pal::decode_resend(&request.msg), Ok(1..=1));
+
+        m.handle_frame(at + 1, l_id, request);
+        let [resent]: [Frame<u64>; 1] = frames_to(l_id, drain(&mut m)).try_into().unwrap();
+        assert_eq!(pal::decode(&resent.msg).unwrap().number, 1);
+        logger.handle_frame(at + 2, m_id, resent);
+        logger.end_batch(at + 2);
+        match drain(&mut logger).as_slice() {
+            [Output::Release { packet, .. }] => assert_eq!(packet.handle, 1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(logger.poll_timeout(), None, "nothing missing any more");
+        let stats = logger.logger_stats().unwrap();
+        assert_eq!((stats.resend_requests, stats.pals_given_up), (1, 0));
+        assert!(logger.take_violations().is_empty());
+
+        // Asked for what it never sent (or no longer keeps), the master sends nothing.
+        let mut msg = Vec::new();
+        pal::encode_resend(&mut msg, 2, 9);
+        m.handle_frame(
+            at + 3,
+            l_id,
+            Frame {
+                packet: None,
+                flags: FLAG_PAL_RESEND,
+                msg,
+            },
+        );
+        assert!(drain(&mut m).is_empty());
     }
 
     #[test]
