@@ -348,8 +348,8 @@ impl<'a, P> Station<'a, P> {
         }
     }
 
-    /// What must not happen and did (an OL that released a packet before its PALs, a PAL
-    /// message out of order, a malformed PAL requirement), the first 10.
+    /// What must not happen and did (an OL that released a packet before its PALs, PAL
+    /// messages given up on, a malformed PAL message or requirement), the first 10.
     pub fn take_violations(&mut self) -> Vec<String> {
         match &mut self.side {
             Side::Logger(l) => l.logger.take_violations(),
