@@ -146,7 +146,16 @@ impl<'h> Serving<'h> {
     /// violations: PAL messages lost on the way, say).
     pub fn summary(&mut self) -> String {
         match self {
-            Serving::Ftc(s) => format!("{:?}", s.stats()),
+            // Where frames sit at the end (held, refused, in the buffer) and what the
+            // replica asked for and resent: what a stalled chain is diagnosed from.
+            Serving::Ftc(s) => format!(
+                "{:?}, frames held now {}, congested {}, replica {:?}, buffer {:?}",
+                s.stats(),
+                s.held(),
+                s.congested(),
+                s.replica().map(|r| r.stats()),
+                s.buffer().map(|b| b.stats()),
+            ),
             Serving::Ftmb(s) => {
                 let violations = s.take_violations();
                 format!(
