@@ -101,6 +101,12 @@ impl XdpLinks {
         Ok(())
     }
 
+    /// Whether a link has frames waiting for another [`XdpLinks::flush`]
+    /// ([`XdpPort::unsent`]).
+    pub fn unsent(&self) -> bool {
+        self.links.iter().any(|(_, port)| port.unsent())
+    }
+
     /// Push queued frames out on every link.
     pub fn flush(&mut self) -> io::Result<()> {
         self.links.iter_mut().try_for_each(|(_, port)| port.flush())

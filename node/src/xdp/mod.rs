@@ -150,6 +150,9 @@ pub struct XdpPort {
     /// not always room for them at once.
     unfilled: Vec<FrameDesc>,
     tx_ring: u32,
+    /// Whether the last flush left frames on the tx ring: the kernel took no more for now
+    /// (its socket's send buffer full, say), and they go only with another kick.
+    unsent: bool,
     max_frame: usize,
     stats: XdpStats,
 }
@@ -230,6 +233,7 @@ impl XdpPort {
             unfilled: Vec::with_capacity(config.rx_frames as usize),
             free,
             tx_ring: config.tx_frames,
+            unsent: false,
             max_frame,
             stats: XdpStats::default(),
         })
@@ -377,7 +381,16 @@ impl XdpPort {
             self.tx.wakeup()?;
         }
         self.reap();
+        self.unsent = self.tx.nb_free_exact() < self.tx_ring && self.tx.needs_wakeup();
         Ok(())
+    }
+
+    /// Whether frames wait on the tx ring for another [`XdpPort::flush`]: the kernel refused
+    /// the last kicks (it answers a copy-mode kick with EAGAIN while its socket's send buffer
+    /// is full). A driver that goes idle must flush again soon, or they wait for its next
+    /// frame, which may never come: a chain whose retransmission requests sit here stalls.
+    pub fn unsent(&self) -> bool {
+        self.unsent
     }
 
     /// Received frames back to the fill ring, as many as it has room for (all at once, else one

@@ -93,6 +93,13 @@ impl Port {
         }
     }
 
+    fn unsent(&self) -> bool {
+        match self {
+            Port::Xdp(p) => p.unsent(),
+            Port::Packet(_) => false,
+        }
+    }
+
     fn stats(&self) -> PortStats {
         match self {
             Port::Xdp(p) => PortStats::Xdp(p.stats()),
@@ -264,6 +271,14 @@ impl Edges {
                 tracing::warn!("edge-out {}: {e}", port.iface());
             }
         }
+    }
+
+    /// Whether an edge-out port has frames waiting for another [`Edges::flush`].
+    pub fn unsent(&self) -> bool {
+        self.output
+            .iter()
+            .flatten()
+            .any(|&i| self.ports[i].unsent())
     }
 
     /// Each port's interface and counters.

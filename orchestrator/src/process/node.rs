@@ -68,6 +68,9 @@ use crate::transfer;
 /// Datagrams read from one socket per round at most.
 const BATCH: usize = 64;
 
+/// How soon a node flushes again frames its AF_XDP tx rings still hold.
+const RETRY_FLUSH: Duration = Duration::from_micros(50);
+
 /// Customer frames' buffers kept for reuse at most (see [`Node::spare`]).
 const SPARE_BUFFERS: usize = 1024;
 
@@ -521,9 +524,14 @@ impl Node<'_, '_> {
         let mut polls = Vec::new();
         loop {
             let server = self.server.as_ref().filter(|_| self.serving);
-            let timeout = server
+            let mut timeout = server
                 .and_then(Serving::poll_timeout)
                 .map(|at| Duration::from_nanos(at.saturating_sub(self.now())));
+            // Frames the kernel did not take yet go with the next flush, soon, even if nothing
+            // else happens (an idle node would otherwise keep them for good).
+            if self.edges.unsent() || self.links.as_ref().is_some_and(XdpLinks::unsent) {
+                timeout = Some(timeout.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH)));
+            }
             // A congested chain takes no customer frames: they wait in the socket or rx ring.
             let accepting = server.is_some_and(|s| !s.congested());
             polls.clear();
