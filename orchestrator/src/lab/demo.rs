@@ -38,6 +38,8 @@ const READY: Duration = Duration::from_secs(30);
 const DOWNLOAD: Duration = Duration::from_secs(600);
 /// How long the replicas may take to converge after the download.
 const CONVERGE: Duration = Duration::from_secs(5);
+/// How long after a reroute the demo waits for another before it checks the state.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -184,7 +186,12 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 .killed
                 .map(|_| next_peers(&peers_rx, CONVERGE, &chain))
             {
-                Some(Ok((epoch, peers))) => {
+                Some(Ok((mut epoch, mut peers))) => {
+                    // A busy machine can make a live node miss heartbeats and be replaced
+                    // too: the state is checked where the nodes are last.
+                    while let Ok(later) = next_peers(&peers_rx, SETTLE, &chain) {
+                        (epoch, peers) = later;
+                    }
                     report.rerouted_epoch = Some(epoch);
                     peers
                 }
