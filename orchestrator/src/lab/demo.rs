@@ -76,7 +76,8 @@ pub struct DemoReport {
     /// The position killed, and how many bytes had arrived then.
     pub killed: Option<u16>,
     pub killed_at_bytes: u64,
-    /// The epoch the chain was rerouted into after the kill.
+    /// The epoch the chain was last rerouted into: after the kill, or after a live node was
+    /// replaced for missing heartbeats.
     pub rerouted_epoch: Option<u32>,
     /// The client addresses the HTTP server logged.
     pub server_saw: Vec<String>,
@@ -182,16 +183,11 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     report.curl_exit, report.http_status
                 ));
             }
-            let peers = match report
+            let mut peers = match report
                 .killed
                 .map(|_| next_peers(&peers_rx, CONVERGE, &chain))
             {
-                Some(Ok((mut epoch, mut peers))) => {
-                    // A busy machine can make a live node miss heartbeats and be replaced
-                    // too: the state is checked where the nodes are last.
-                    while let Ok(later) = next_peers(&peers_rx, SETTLE, &chain) {
-                        (epoch, peers) = later;
-                    }
+                Some(Ok((epoch, peers))) => {
                     report.rerouted_epoch = Some(epoch);
                     peers
                 }
@@ -203,6 +199,12 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 }
                 None => deployed,
             };
+            // A busy machine can make a live node miss heartbeats and be replaced too, kill or
+            // no kill: the state is checked where the nodes are last.
+            while let Ok((epoch, later)) = next_peers(&peers_rx, SETTLE, &chain) {
+                report.rerouted_epoch = Some(epoch);
+                peers = later;
+            }
             report.server_saw = clients_logged(&server_log)?;
             let nat: Vec<String> = t.nat_ips.iter().map(Ipv4Addr::to_string).collect();
             if let Some(other) = report.server_saw.iter().find(|a| !nat.contains(a)) {
