@@ -142,7 +142,7 @@ impl Hasher for FlowHasher {
 /// # Release rule
 ///
 /// A packet may leave when for every log L of a wrapping group j in its message, CV(j) covers L
-/// (update: CV[p] ≥ D[p]+1; read-only: CV[p] ≥ D[p]; no-op: nothing), and every earlier
+/// (update: CV\[p\] ≥ D\[p\]+1; read-only: CV\[p\] ≥ D\[p\]; no-op: nothing), and every earlier
 /// accepted packet of its flow has left. Only the first held packet of each flow is examined,
 /// parked on one (group, partition) entry it still lacks; a commit vector entry that moves wakes
 /// exactly the packets parked on it that it now satisfies. Per frame the cost is O(logs · deps)

@@ -61,7 +61,7 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Read a snapshot back, checking everything ([`split`]'s and [`each_entry`]'s rules, and no
+    /// Read a snapshot back, checking everything (`split`'s and `each_entry`'s rules, and no
     /// key listed twice).
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, StmError> {
         let (partitions, parts) = split(bytes)?;

@@ -194,8 +194,8 @@ impl Store {
             .collect()
     }
 
-    /// Apply an update log at a replica (DESIGN.md §6): when MAX[p] == D[p] for every dependency,
-    /// write its values and set MAX[p] = D[p] + 1; when some MAX[p] > D[p] it is a duplicate;
+    /// Apply an update log at a replica (DESIGN.md §6): when MAX\[p\] == D\[p\] for every dependency,
+    /// write its values and set MAX\[p\] = D\[p\] + 1; when some MAX\[p\] > D\[p\] it is a duplicate;
     /// otherwise it must be held. Logs of disjoint partitions may be applied concurrently.
     pub fn apply(&self, log: &impl LogSource) -> Result<ApplyOutcome, StmError> {
         if log.kind() != LogKind::Update {
@@ -240,7 +240,7 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Whether a read-only log with dependencies `deps` is satisfied: MAX[p] >= D[p] for all p.
+    /// Whether a read-only log with dependencies `deps` is satisfied: MAX\[p\] >= D\[p\] for all p.
     pub fn is_satisfied(
         &self,
         deps: impl Iterator<Item = DepEntry> + Clone,
@@ -342,7 +342,7 @@ impl Store {
     }
 
     /// A consistent copy of the whole store and its vector in the snapshot byte form
-    /// ([`crate::snapshot`]), written straight from the partition tables while all of them are
+    /// (the `snapshot` module), written straight from the partition tables while all of them are
     /// locked. Fails only for a key or value longer than [`crate::MAX_ITEM_LEN`].
     pub fn export_bytes(&self) -> Result<Vec<u8>, StmError> {
         let mut out = Vec::new();
@@ -389,7 +389,7 @@ impl Store {
     }
 
     /// Replace everything in this store with the snapshot `bytes` (a replacement server's
-    /// store restored from a replica), checked in full ([`crate::snapshot`]; a key listed twice
+    /// store restored from a replica), checked in full (the `snapshot` module; a key listed twice
     /// is refused too). The new tables are built before any lock is taken, a large snapshot's on
     /// several threads, then swapped in. Fails, changing nothing, when the bytes are bad, the
     /// partition counts differ, or a worker handle is out: no transaction may run while the

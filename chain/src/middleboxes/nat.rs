@@ -215,7 +215,7 @@ const MAX_PROBES: u64 = 64;
 /// own cursor key, so that workers setting up connections at once touch different keys (and,
 /// but for hash collisions, different partitions) instead of all serialising on one counter.
 /// A worker probes its slice from its cursor for a port with no owner, or whose owner's mapping
-/// expired (that stale pair is removed), at most [`MAX_PROBES`] ports per packet; the cursor
+/// expired (that stale pair is removed), at most `MAX_PROBES` ports per packet; the cursor
 /// moves on, so the next packet probes further. The price: a worker whose slice is full drops
 /// new connections even when another worker's slice has room. A range smaller than the thread
 /// count is one slice shared by all.

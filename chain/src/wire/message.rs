@@ -600,8 +600,8 @@ impl<'a> Iterator for CvIter<'a> {
 impl ExactSizeIterator for CvIter<'_> {}
 
 /// Iterator over dependency or commit-vector entries: the checked entries' bytes, one
-/// [`ENTRY_LEN`] chunk each. A checked view's entries take exactly their count times
-/// [`ENTRY_LEN`] bytes, so the bytes alone tell when to stop.
+/// `ENTRY_LEN` (10) chunk each. A checked view's entries take exactly their count times
+/// `ENTRY_LEN` (10) bytes, so the bytes alone tell when to stop.
 #[derive(Debug, Clone)]
 pub struct DepIter<'a> {
     rest: &'a [u8],

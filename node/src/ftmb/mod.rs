@@ -32,7 +32,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 
-pub use logger::{Logger, LoggerStats};
+pub use logger::{Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS};
 pub use master::PAL_RETAINED;
 pub use master::{Master, Processed};
 pub use pal::{PalError, PalHeader, FLAG_PAL, FLAG_PAL_RESEND};
