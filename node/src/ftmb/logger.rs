@@ -170,7 +170,8 @@ impl<P> Logger<P> {
     /// [`GIVE_UP_NS`] (or once [`AHEAD_MAX`] later ones wait) the logger moves past it, and
     /// reports the packets that leave without it as a violation.
     pub fn poll_resend(&mut self, now: u64) -> Option<(u64, u64)> {
-        if self.wanted() <= self.pals_seen {
+        let wanted = self.wanted();
+        if wanted <= self.pals_seen {
             self.gap = None;
             return None;
         }
@@ -179,10 +180,7 @@ impl<P> Logger<P> {
             ask_at: now.saturating_add(ASK_AFTER_NS),
         });
         let first = self.pals_seen + 1;
-        let last = self
-            .ahead
-            .first()
-            .map_or_else(|| self.wanted(), |&next| next - 1);
+        let last = self.ahead.first().map_or(wanted, |&next| next - 1);
         if now.saturating_sub(gap.since) >= GIVE_UP_NS || self.ahead.len() >= AHEAD_MAX {
             self.violation(format!(
                 "the output logger gave up on PAL messages {first}..={last}: asked for again, they did not come"

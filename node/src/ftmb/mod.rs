@@ -33,8 +33,7 @@ use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 
 pub use logger::{Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS};
-pub use master::PAL_RETAINED;
-pub use master::{Master, Processed};
+pub use master::{Master, Processed, PAL_RETAINED};
 pub use pal::{PalError, PalHeader, FLAG_PAL, FLAG_PAL_RESEND};
 pub use station::{Role, Schedule, SnapshotTally, Station};
 

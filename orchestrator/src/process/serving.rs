@@ -73,10 +73,10 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// Whether the node should take no customer frames for now. Never for an FTMB station: the
-    /// first logger's output logger holds packets only until their PALs arrive, and after a PAL
-    /// lost on the wire only the next PAL frees them, which needs a new packet through the
-    /// master; refusing customer frames then would hold them forever.
+    /// Whether the node should take no customer frames for now. Never for an FTMB station: its
+    /// output loggers are processes of their own (only the first logger's bound could gate the
+    /// ingress), and what a logger holds is bounded in time instead: a lost PAL is asked for
+    /// again and given up on after [`ftc_node::ftmb::GIVE_UP_NS`].
     pub fn congested(&self) -> bool {
         match self {
             Serving::Ftc(s) => s.congested(),
