@@ -120,7 +120,7 @@ pub fn run(
         rounds: settings.rounds,
         duration_s: 0.0,
         download_mb: Some(lab.size >> 20),
-        snapshot: settings.snapshot.to_string(),
+        snapshot: settings.snapshot,
         experiments,
         points,
     })

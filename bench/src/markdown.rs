@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use ftc_node::ftmb::FtmbConfig;
+use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
 use serde_json::Value;
 
 use crate::experiment::{Headline, ALL_MODES};
@@ -32,9 +32,11 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
             results.rounds
         ),
     };
-    let snapshot = match results.snapshot.as_str() {
-        "real" => "a real copy of each master's store".to_string(),
-        stall => format!("a fixed stall ({stall}, as the thesis simulates them)"),
+    let snapshot = match results.snapshot {
+        SnapshotKind::Real => "a real copy of each master's store".to_string(),
+        stall @ SnapshotKind::Stall(_) => {
+            format!("a fixed stall ({stall}, as the thesis simulates them)")
+        }
     };
     let _ = writeln!(
         out,

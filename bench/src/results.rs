@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ftc_node::ftmb::SnapshotKind;
 use ftc_node::runtime::RunReport;
 use ftc_orchestrator::coordinator::RecoveryReport;
 use serde::Serialize;
@@ -24,8 +25,8 @@ pub struct Results {
     pub duration_s: f64,
     /// Megabytes downloaded per run (in a lab).
     pub download_mb: Option<u64>,
-    /// FTMB+snapshot's snapshots: `real` or `stall-<N>ms`.
-    pub snapshot: String,
+    /// FTMB+snapshot's snapshots (serialized as `real` or `stall-<N>ms`).
+    pub snapshot: SnapshotKind,
     pub experiments: Vec<ExperimentInfo>,
     pub points: Vec<PointResult>,
 }

@@ -36,7 +36,7 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
         rounds: settings.rounds,
         duration_s: settings.duration.as_secs_f64(),
         download_mb: None,
-        snapshot: settings.snapshot.to_string(),
+        snapshot: settings.snapshot,
         experiments: Vec::new(),
         points: Vec::new(),
     };

@@ -84,6 +84,13 @@ impl std::fmt::Display for SnapshotKind {
     }
 }
 
+/// As its name (`real`, `stall-6ms`), as bench results record it.
+impl serde::Serialize for SnapshotKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Settings of the FTMB baselines.
 #[derive(Debug, Clone)]
 pub struct FtmbConfig {
