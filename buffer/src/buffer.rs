@@ -99,8 +99,9 @@ type FlowMap = HashMap<u64, Flow, BuildHasherDefault<FlowHasher>>;
 
 /// The flow map's hasher: one fold and one multiply per id, where SipHash took about a hundred
 /// instructions, four times per packet. Any fixed hash, SipHash with its fixed default key
-/// included, can be flooded by whoever picks the ids; `ftc node` derives them with the STM's
-/// unkeyed key hash, so a keyed hash there, not here, is what would stop that.
+/// included, can be flooded by whoever picks the ids; `ftc node` derives them with a hash keyed
+/// per process (`ftc_node::nsh::flow_of`), so the ids, and with them the buckets, are not the
+/// sender's to pick.
 #[derive(Debug, Default)]
 struct FlowHasher(u64);
 

@@ -3,9 +3,15 @@
 //! frame untouched, and the piggyback message as trailer. A frame's packet handle stays in its
 //! process; the receiver names the packet itself and recomputes its flow from its 5-tuple.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
 use ftc_chain::middlebox::Direction;
 use ftc_chain::middleboxes::packet::{parse, Parsed};
 use ftc_chain::wire::{NshFrame, NshRepr, WireError};
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::{Frame, Packet};
 
@@ -100,11 +106,23 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
 /// A customer frame's flow: a hash of its 5-tuple (0 for frames that are not IPv4). The same
 /// connection gives the same flow at a server, since every middlebox rewrites a connection's
 /// packets alike.
+///
+/// The hash is keyed with a secret drawn once per process ([`flow_seed`]): flows pick worker
+/// lanes and index the hold queue's and the buffer's flow maps, and whoever sends the chain its
+/// traffic picks the 5-tuples, so with a fixed hash they could aim many flows at one lane or one
+/// bucket. Flow ids never leave the process, so no two processes need the same key. (Seeded
+/// XXH3 is no cryptographic PRF; it resists flooding as well as hashbrown's default hasher.)
 pub fn flow_of(frame: &[u8]) -> u64 {
     match parse(frame) {
-        Parsed::Ipv4(p) => ftc_stm::key_hash(&p.flow().to_bytes()),
+        Parsed::Ipv4(p) => xxh3_64_with_seed(&p.flow().to_bytes(), flow_seed()),
         Parsed::NotIpv4 | Parsed::Malformed => 0,
     }
+}
+
+/// This process's key for [`flow_of`], drawn from the OS's randomness on first use.
+fn flow_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| RandomState::new().hash_one(0u64))
 }
 
 #[cfg(test)]
@@ -180,6 +198,14 @@ mod tests {
             flow_of(&tcp([10, 0, 0, 1], 4001))
         );
         assert_eq!(flow_of(&[0; 10]), 0);
+        // Keyed: not the fixed hash anyone can compute from the 5-tuple.
+        let frame = tcp([10, 0, 0, 1], 4000);
+        let Parsed::Ipv4(p) = parse(&frame) else {
+            panic!("an IPv4 frame")
+        };
+        let five_tuple = p.flow().to_bytes();
+        assert_ne!(flow_of(&frame), ftc_stm::key_hash(&five_tuple));
+        assert_ne!(flow_of(&frame), xxh3_64_with_seed(&five_tuple, 0));
         for junk in [&[][..], &[0u8; 20], &tcp([10, 0, 0, 1], 1)] {
             assert!(
                 decode(junk).is_err(),
