@@ -9,7 +9,7 @@ use std::iter;
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError};
-use ftc_stm::DepEntry;
+use ftc_stm::{DepEntry, LogKind};
 
 use crate::config::{BufferConfig, BufferStats};
 use crate::wait::{add_need, Need, Waiters};
@@ -181,6 +181,9 @@ pub struct Buffer<P> {
     woken: Vec<u32>,
     /// When the tails were last asked to announce again.
     requested_at: Option<u64>,
+    /// When the last return message was written (commit vectors alone wait
+    /// [`BufferConfig::lazy_return_ns`] after it).
+    returned_at: Option<u64>,
 }
 
 impl<P> Buffer<P> {
@@ -212,6 +215,7 @@ impl<P> Buffer<P> {
             moved: Vec::new(),
             woken: Vec::new(),
             requested_at: None,
+            returned_at: None,
         }
     }
 
@@ -219,7 +223,7 @@ impl<P> Buffer<P> {
     /// `None` for a propagating frame.
     ///
     /// Always, even when the packet is refused: the message's commit vectors are merged (which
-    /// may free held packets) and its logs of wrapping groups and all its commit vectors are
+    /// may free held packets) and its update logs of wrapping groups and all its commit vectors are
     /// queued for the return path. Then the packet is accepted, or handed back as
     /// [`Refused`] when holding it would exceed a bound of [`BufferConfig`] or an earlier
     /// packet of its flow is still refused (so that it cannot overtake it).
@@ -290,12 +294,19 @@ impl<P> Buffer<P> {
     }
 
     /// Writes a return message for the forwarder into `out` (a propagating frame's trailer
-    /// budget) and returns its length; `Ok(None)` when nothing is pending. Call until `None`,
-    /// every batch. Logs leave in arrival order, commit vectors coalesced (only entries that
-    /// moved since last written). [`WireError::NoRoom`] if `out` cannot hold the next log (it
-    /// stays queued): `out` must be at least as large as the trailers the logs came in.
-    pub fn poll_return(&mut self, out: &mut [u8]) -> Result<Option<usize>, WireError> {
-        if self.outbox.is_empty() {
+    /// budget) and returns its length; `Ok(None)` when nothing is due. Call until `None`, every
+    /// batch and after [`Buffer::poll_timeout`]. Logs leave in arrival order, commit vectors
+    /// coalesced (only entries that moved since last written). [`WireError::NoRoom`] if `out`
+    /// cannot hold the next log (it stays queued): `out` must be at least as large as the
+    /// trailers the logs came in.
+    ///
+    /// Logs are due at once: held packets wait for them to reach their groups' tails. Commit
+    /// vectors alone are due [`BufferConfig::lazy_return_ns`] after the last return message:
+    /// they only let the heads and members past the buffer prune what they retain, so a
+    /// return frame every batch for them alone would cost the ring-closing link (and the
+    /// forwarder, which carries them on) a frame per batch for nothing urgent.
+    pub fn poll_return(&mut self, now: u64, out: &mut [u8]) -> Result<Option<usize>, WireError> {
+        if self.outbox.is_empty() || self.return_due().is_some_and(|t| now < t) {
             return Ok(None);
         }
         let mut w = MessageWriter::new(out, 0)?;
@@ -304,7 +315,18 @@ impl<P> Buffer<P> {
             return Err(WireError::NoRoom);
         }
         self.stats.return_messages += 1;
+        self.returned_at = Some(now);
         Ok(Some(w.finish()))
+    }
+
+    /// When what the return path holds is due, if not at once: commit vectors alone wait
+    /// [`BufferConfig::lazy_return_ns`] after the last return message; logs never wait.
+    fn return_due(&self) -> Option<u64> {
+        if self.outbox.log_count() > 0 {
+            return None;
+        }
+        let t = self.returned_at?;
+        Some(t.saturating_add(self.config.lazy_return_ns))
     }
 
     /// A new epoch after a failure (DESIGN.md §8): every held packet is dropped (returned, to
@@ -328,7 +350,7 @@ impl<P> Buffer<P> {
     /// the last request. The driver sends the request towards the forwarder (server 0, the
     /// first such tail; docs/protocol.md).
     pub fn poll_announce_request(&mut self, now: u64) -> bool {
-        let due = self.poll_timeout().is_some_and(|t| t <= now);
+        let due = self.stall_due().is_some_and(|t| t <= now);
         if due {
             self.requested_at = Some(now);
             self.stats.announce_requests += 1;
@@ -336,8 +358,18 @@ impl<P> Buffer<P> {
         due
     }
 
-    /// When [`Buffer::poll_announce_request`] may say yes next, while packets are held.
+    /// When to call again: [`Buffer::poll_announce_request`] may say yes (while packets are
+    /// held), or [`Buffer::poll_return`] has commit vectors due.
     pub fn poll_timeout(&self) -> Option<u64> {
+        let lazy = (!self.outbox.is_empty())
+            .then(|| self.return_due())
+            .flatten();
+        self.stall_due().into_iter().chain(lazy).min()
+    }
+
+    /// When to ask the tails to announce again: the oldest held packet, or the last request,
+    /// is [`BufferConfig::stall_timeout_ns`] old.
+    fn stall_due(&self) -> Option<u64> {
         let &(_, i) = self.accepted.front()?;
         let oldest = self.slots[i as usize].accepted_at;
         let t = self.config.stall_timeout_ns;
@@ -375,14 +407,24 @@ impl<P> Buffer<P> {
         }
     }
 
-    /// The return path: logs of wrapping groups and every commit vector of the chain's
+    /// The return path: update logs of wrapping groups and every commit vector of the chain's
     /// middleboxes; anomalies are counted here, once per frame.
+    ///
+    /// Read-only and no-op logs of wrapping groups stay here: they replicate nothing. The
+    /// packet waits until CV(j) covers what it read, and CV(j) moves when the tail applies the
+    /// update log that wrote it, which went back with its own packet; a lost announcement is
+    /// asked for again ([`Buffer::poll_announce_request`]). A chain whose last middlebox mostly
+    /// reads (a NAT on established connections) would otherwise send a return frame per batch,
+    /// and the forwarder a propagating frame for it whenever customer frames are sparse.
     fn queue_return(&mut self, msg: &MessageView<'_>) {
         let partitions = self.partitions;
         for log in msg.logs() {
             match self.group(log.middlebox()) {
                 Group::Foreign => self.stats.foreign_middlebox += 1,
                 Group::Plain => self.stats.non_wrapping_logs += 1,
+                Group::Wrapping(_) if log.kind() != LogKind::Update => {
+                    self.stats.logs_kept += 1;
+                }
                 Group::Wrapping(_) => {
                     if log.deps().any(|d| usize::from(d.partition.0) >= partitions) {
                         self.stats.uncoverable_deps += 1;

@@ -13,6 +13,9 @@ pub struct BufferConfig {
     /// ([`crate::Buffer::poll_announce_request`]): an announcement lost on the way, or a
     /// buffer replaced by a recovery, must not hold packets forever.
     pub stall_timeout_ns: u64,
+    /// How long commit vectors alone may wait for a return message after the last one
+    /// ([`crate::Buffer::poll_return`]); logs go back at once.
+    pub lazy_return_ns: u64,
 }
 
 impl BufferConfig {
@@ -22,6 +25,9 @@ impl BufferConfig {
     pub const DEFAULT_MAX_HELD_BYTES: usize = 8 << 20;
     /// 5 ms: far above a trip around the ring.
     pub const DEFAULT_STALL_TIMEOUT_NS: u64 = 5_000_000;
+    /// 1 ms: well below the replicas' resend timeout (10 ms), which an uncovered retained log
+    /// would reach if its commit vector came back later than that.
+    pub const DEFAULT_LAZY_RETURN_NS: u64 = 1_000_000;
 }
 
 impl Default for BufferConfig {
@@ -34,6 +40,7 @@ impl Default for BufferConfig {
             max_held_packets: Self::DEFAULT_MAX_HELD_PACKETS,
             max_held_bytes: Self::DEFAULT_MAX_HELD_BYTES,
             stall_timeout_ns: Self::DEFAULT_STALL_TIMEOUT_NS,
+            lazy_return_ns: Self::DEFAULT_LAZY_RETURN_NS,
         }
     }
 }
@@ -63,8 +70,11 @@ pub struct BufferStats {
     pub max_hold_ns: u64,
     /// Commit vector entries that moved the buffer's knowledge forward.
     pub cv_entries_moved: u64,
-    /// Logs queued for the return path.
+    /// Update logs of wrapping groups queued for the return path.
     pub logs_returned: u64,
+    /// Read-only and no-op logs of wrapping groups: waited on, not returned (they replicate
+    /// nothing).
+    pub logs_kept: u64,
     /// Return messages written by [`crate::Buffer::poll_return`].
     pub return_messages: u64,
     /// Requests to the tails to announce their commit vectors again.

@@ -151,8 +151,12 @@ impl Harness {
                 };
                 let bytes = encode(reprs, cvs);
                 let msg = view(&bytes);
-                self.logs_in
-                    .extend(msg.logs().map(|l| l.as_bytes().to_vec()));
+                // Only update logs go back: read-only ones replicate nothing.
+                self.logs_in.extend(
+                    msg.logs()
+                        .filter(|l| l.kind() == LogKind::Update)
+                        .map(|l| l.as_bytes().to_vec()),
+                );
                 self.oracle.saw(&msg);
                 let id = self.next_id;
                 self.next_id += 1;
@@ -222,7 +226,7 @@ impl Harness {
         let mut out = [0u8; 160];
         while let Some(n) = self
             .buffer
-            .poll_return(&mut out)
+            .poll_return(self.now, &mut out)
             .map_err(|e| TestCaseError::fail(e.to_string()))?
         {
             prop_assert!(n <= out.len());

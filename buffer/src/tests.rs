@@ -89,6 +89,60 @@ fn read_only_log_waits_for_d() {
     assert_eq!(drain(&mut b, 2), [10]);
 }
 
+/// Read-only and no-op logs of a wrapping group hold their packet like any log but do not go
+/// back to the forwarder: they replicate nothing, and CV(j) moves when the tail applies the
+/// update log that wrote what they read, which went back with its own packet.
+#[test]
+fn read_only_logs_are_waited_on_but_not_returned() {
+    let mut b = ch_rec();
+    let mut out = [0u8; 256];
+    data(&mut b, 0, vec![log(2, U, &[(1, 3)])], pkt(1, 9));
+    data(&mut b, 0, vec![log(2, R, &[(1, 4)])], pkt(2, 10));
+    data(&mut b, 0, vec![log(2, LogKind::Noop, &[])], pkt(3, 11));
+    assert_eq!(drain(&mut b, 0), [11]);
+    let n = b.poll_return(0, &mut out).unwrap().unwrap();
+    let repr = MessageRepr::parse(&MessageView::new_checked(&out[..n]).unwrap());
+    assert_eq!(repr.logs, vec![log(2, U, &[(1, 3)])]);
+    assert_eq!(b.poll_return(0, &mut out), Ok(None));
+    let s = b.stats();
+    assert_eq!((s.logs_returned, s.logs_kept), (1, 2));
+    cvs_frame(&mut b, 1, vec![cv(2, &[(1, 4)])]);
+    assert_eq!(drain(&mut b, 1), [9, 10]);
+}
+
+/// Commit vectors alone go back at most once per `lazy_return_ns` (they only let heads prune);
+/// logs go back at once and take the waiting vectors with them.
+#[test]
+fn commit_vectors_alone_go_back_lazily_and_logs_at_once() {
+    let mut b = ch_rec();
+    let lazy = b.config().lazy_return_ns;
+    let mut out = [0u8; 256];
+    let mut returned = |b: &mut Buffer<u64>, now: u64| {
+        let n = b.poll_return(now, &mut out).unwrap()?;
+        Some(MessageRepr::parse(
+            &MessageView::new_checked(&out[..n]).unwrap(),
+        ))
+    };
+    // The first goes at once: nothing went back before.
+    cvs_frame(&mut b, 0, vec![cv(1, &[(0, 1)])]);
+    assert_eq!(returned(&mut b, 0).unwrap().cvs, vec![cv(1, &[(0, 1)])]);
+    assert_eq!(b.poll_timeout(), None);
+    cvs_frame(&mut b, 10, vec![cv(1, &[(0, 2)])]);
+    assert!(returned(&mut b, 10).is_none());
+    assert_eq!(b.poll_timeout(), Some(lazy));
+    assert!(returned(&mut b, lazy - 1).is_none());
+    // That timer is the return path's: nothing is held, so the tails are not asked anything.
+    assert!(!b.poll_announce_request(lazy));
+    assert_eq!(returned(&mut b, lazy).unwrap().cvs, vec![cv(1, &[(0, 2)])]);
+    // A vector waits again; a log arrives and both go at once.
+    cvs_frame(&mut b, lazy + 1, vec![cv(0, &[(3, 1)])]);
+    assert!(returned(&mut b, lazy + 1).is_none());
+    data(&mut b, lazy + 2, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
+    let m = returned(&mut b, lazy + 2).unwrap();
+    assert_eq!((m.logs.len(), m.cvs), (1, vec![cv(0, &[(3, 1)])]));
+    assert_eq!(b.stats().return_messages, 3);
+}
+
 /// §4.4.1: every dependency of every wrapping group's log must be covered, not just one.
 #[test]
 fn every_dependency_of_every_wrapping_group_is_needed() {
@@ -181,7 +235,7 @@ fn incoming_cvs_release() {
     assert_eq!(drain(&mut b, 0), [10]);
     // Merged only: not queued for the return path.
     let mut out = [0u8; 256];
-    let m = b.poll_return(&mut out).unwrap().unwrap();
+    let m = b.poll_return(0, &mut out).unwrap().unwrap();
     let repr = MessageRepr::parse(&MessageView::new_checked(&out[..m]).unwrap());
     assert!(repr.cvs.is_empty() && repr.logs.len() == 1);
 }
@@ -209,15 +263,15 @@ fn back_pressure_refuses_but_merges_and_returns() {
     assert_eq!(drain(&mut b, 1), [10]);
     // … and its log went to the return path with the others, its CV too.
     let mut out = [0u8; 512];
-    let n = b.poll_return(&mut out).unwrap().unwrap();
+    let n = b.poll_return(0, &mut out).unwrap().unwrap();
     let repr = MessageRepr::parse(&MessageView::new_checked(&out[..n]).unwrap());
     let seqs: Vec<u64> = repr.logs.iter().map(|l| l.deps[0].seq.0).collect();
     assert_eq!(seqs, [0, 1, 2]);
     assert_eq!(repr.cvs, vec![cv(2, &[(0, 1)])]);
-    assert_eq!(b.poll_return(&mut out), Ok(None));
+    assert_eq!(b.poll_return(0, &mut out), Ok(None));
     // Retried: taken now, its log not queued again.
     b.retry(2, &view(&third), err.0).unwrap();
-    assert_eq!(b.poll_return(&mut out), Ok(None));
+    assert_eq!(b.poll_return(0, &mut out), Ok(None));
     cvs_frame(&mut b, 3, vec![cv(2, &[(0, 3)])]);
     assert_eq!(drain(&mut b, 3), [20, 30]);
     let s = b.stats();
@@ -303,7 +357,7 @@ fn return_path_in_order_coalesced_within_budget() {
     let mut cvs = Oracle::new(Ring::new(3, 1).unwrap(), P as usize);
     let mut out = [0u8; 96];
     let mut messages = 0;
-    while let Some(n) = b.poll_return(&mut out).unwrap() {
+    while let Some(n) = b.poll_return(0, &mut out).unwrap() {
         assert!(n <= out.len());
         messages += 1;
         let m = MessageView::new_checked(&out[..n]).unwrap();
@@ -323,7 +377,7 @@ fn return_path_in_order_coalesced_within_budget() {
     );
     assert!(cvs.check_release(&view(&probe)).is_ok());
     assert_eq!(b.stats().return_messages, messages);
-    assert!(b.poll_return(&mut out).unwrap().is_none());
+    assert!(b.poll_return(0, &mut out).unwrap().is_none());
 }
 
 /// A return buffer too small for the next log is an error, not a silent loss or a livelock.
@@ -332,9 +386,9 @@ fn return_buffer_too_small() {
     let mut b = ch_rec();
     data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
     let mut tiny = [0u8; 10];
-    assert_eq!(b.poll_return(&mut tiny), Err(WireError::NoRoom));
+    assert_eq!(b.poll_return(0, &mut tiny), Err(WireError::NoRoom));
     let mut out = [0u8; 128];
-    assert!(b.poll_return(&mut out).unwrap().is_some());
+    assert!(b.poll_return(0, &mut out).unwrap().is_some());
 }
 
 /// Stats: hold times from acceptance to release, and the mean.

@@ -10,20 +10,30 @@
 //! - in a propagating frame ([`Forwarder::poll_propagate`]) when it is **overflowing**: the
 //!   pending logs and a message header exceed one trailer budget, so customer frames alone could
 //!   fall behind. Overflow frames are sent at once until pending fits one budget again;
-//! - in propagating frames when it is **idle-due**: `now ≥ drained_at + idle_timeout`, where
-//!   `drained_at` is the last time a frame (a customer frame in `attach`, or a propagating frame)
-//!   left the forwarder with nothing pending. Once idle-due, propagating frames are sent until
-//!   nothing is pending.
+//! - in propagating frames when it is **idle-due**: logs are pending and
+//!   `now ≥ logs_drained_at + idle_timeout`, where `logs_drained_at` is the last time a frame (a
+//!   customer frame in `attach`, or a propagating frame) left the forwarder with no log pending;
+//!   or anything is pending and `now ≥ drained_at + lazy_timeout`, where `drained_at` is the last
+//!   time a frame left with nothing pending at all. Once idle-due, propagating frames are sent
+//!   until nothing that is due is pending.
 //!
-//! Why this bounds the wait by `idle_timeout`: at `drained_at` nothing was pending, so everything
-//! pending now arrived after `drained_at` and has waited less than `now − drained_at`. When that
-//! reaches `idle_timeout`, `poll_propagate` drains everything, and `drained_at` does not move
-//! until it has. A customer frame that takes only part of the content (a small trailer room)
-//! does not reset the clock, so partial drains cannot postpone the oldest content forever. In a
-//! busy chain every customer frame that finds nothing pending, or takes everything, moves
-//! `drained_at`, so propagating frames appear only when customer frames are rarer than
-//! `idle_timeout` or too small for what comes back. The bound is `idle_timeout` plus however late
-//! the driver calls `poll_propagate` after [`Forwarder::poll_timeout`].
+//! Logs and commit vectors wait differently because only logs are urgent: the buffer returns
+//! the update logs of the wrapping groups, whose packets it holds until those logs reach their
+//! tails. The commit vectors it returns only let heads and members prune what they retain, so
+//! they ride on customer frames and get a propagating frame of their own only after
+//! `lazy_timeout` (a chain whose returns carry commit vectors alone would otherwise send a
+//! propagating frame whenever customer frames are more than `idle_timeout` apart).
+//!
+//! Why this bounds the wait of a log by `idle_timeout`: at `logs_drained_at` no log was pending,
+//! so every log pending now arrived after it and has waited less than `now − logs_drained_at`.
+//! When that reaches `idle_timeout`, `poll_propagate` drains every log, and `logs_drained_at`
+//! does not move until it has. A customer frame that takes only part of the logs (a small
+//! trailer room) does not reset the clock, so partial drains cannot postpone the oldest log
+//! forever. The same argument with `drained_at` bounds the wait of anything by
+//! `lazy_timeout`. In a busy chain every customer frame that finds nothing pending, or takes
+//! everything, moves both clocks, so propagating frames appear only when customer frames are
+//! rarer than `idle_timeout` or too small for what comes back. The bounds are the timeouts
+//! plus however late the driver calls `poll_propagate` after [`Forwarder::poll_timeout`].
 //!
 //! Before any frame has left, `drained_at` is unknown and pending content is due at once: a chain
 //! that has carried nothing is idle.
@@ -52,21 +62,28 @@ pub struct ForwarderConfig {
     /// Most bytes of one piggyback message, header included: the inter-server MTU minus the
     /// customer MTU minus the NSH header. Must be at least the 6-byte message header.
     pub trailer_budget: usize,
-    /// How long pending content may wait for a customer frame before a propagating frame
-    /// carries it (see the module docs for the exact rule), in nanoseconds.
+    /// How long pending logs may wait for a customer frame before a propagating frame carries
+    /// them (see the module docs for the exact rule), in nanoseconds.
     pub idle_timeout_ns: u64,
+    /// How long pending commit vectors (which only let heads prune) may wait for a customer
+    /// frame before a propagating frame carries them, in nanoseconds; at least
+    /// `idle_timeout_ns` to mean anything.
+    pub lazy_timeout_ns: u64,
     /// Pending log bytes beyond which [`Forwarder::handle_return`] asks for back-pressure.
     pub max_pending_bytes: usize,
 }
 
 impl Default for ForwarderConfig {
     /// 1024-byte trailer budget (jumbo frames between servers leave room for it), 100 µs idle
-    /// timeout (a few RTTs inside one data centre, well below a TCP timer), 1 MiB of pending
-    /// logs (about a thousand full trailers) before back-pressure.
+    /// timeout (a few RTTs inside one data centre, well below a TCP timer), 1 ms for commit
+    /// vectors alone (well below the replicas' 10 ms resend timeout, which a retained log
+    /// reaches when no commit vector covers it), 1 MiB of pending logs (about a thousand full
+    /// trailers) before back-pressure.
     fn default() -> Self {
         ForwarderConfig {
             trailer_budget: 1024,
             idle_timeout_ns: 100_000,
+            lazy_timeout_ns: 1_000_000,
             max_pending_bytes: 1 << 20,
         }
     }
@@ -95,8 +112,10 @@ pub struct ForwarderStats {
     pub logs_attached: u64,
     /// Propagating frames' messages written by `poll_propagate`.
     pub propagating_frames: u64,
-    /// Of those, sent because pending content was idle-due.
+    /// Of those, sent because pending logs were idle-due.
     pub idle_frames: u64,
+    /// Of those, sent because pending commit vectors were due (`lazy_timeout_ns`).
+    pub lazy_frames: u64,
     /// Of those, sent because pending content overflowed one trailer budget (and was not idle-due).
     pub overflow_frames: u64,
     /// Of those, messages beyond the trailer budget for a log larger than the budget.
@@ -124,6 +143,7 @@ pub struct Backpressure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
     Idle,
+    Lazy,
     Overflow,
 }
 
@@ -137,6 +157,8 @@ pub struct Forwarder {
     has_pending: bool,
     /// The last time a frame left with nothing pending (module docs); `None` before any did.
     drained_at: Option<u64>,
+    /// The last time a frame left with no log pending (module docs); `None` before any did.
+    logs_drained_at: Option<u64>,
     /// The latest `now` seen: what `poll_timeout` answers when a frame is due at once.
     last_now: u64,
     stats: ForwarderStats,
@@ -150,6 +172,7 @@ impl Forwarder {
             pending: Outbox::new(partitions as usize),
             has_pending: false,
             drained_at: None,
+            logs_drained_at: None,
             last_now: 0,
             stats: ForwarderStats::default(),
         }
@@ -207,6 +230,7 @@ impl Forwarder {
         if !self.has_pending {
             let w = MessageWriter::new(&mut out[..limit], 0)?;
             self.drained_at = Some(now);
+            self.logs_drained_at = Some(now);
             return Ok(w.finish());
         }
         let written = self.write_message(now, &mut out[..limit])?;
@@ -276,6 +300,7 @@ impl Forwarder {
         self.stats.logs_propagated += u64::from(written.logs);
         match why {
             Due::Idle => self.stats.idle_frames += 1,
+            Due::Lazy => self.stats.lazy_frames += 1,
             Due::Overflow => self.stats.overflow_frames += 1,
         }
         Ok(Some(written.len))
@@ -291,10 +316,20 @@ impl Forwarder {
         if self.overflowing() {
             return Some(self.last_now);
         }
-        Some(match self.drained_at {
-            Some(t) => t.saturating_add(self.config.idle_timeout_ns),
+        let (logs, lazy) = self.deadlines();
+        Some(logs.map_or(lazy, |l| l.min(lazy)))
+    }
+
+    /// When pending logs (if any) and pending content at all become idle-due; `last_now` for a
+    /// clock that never started (nothing has left yet: due at once).
+    fn deadlines(&self) -> (Option<u64>, u64) {
+        let after = |at: Option<u64>, timeout: u64| match at {
+            Some(t) => t.saturating_add(timeout),
             None => self.last_now,
-        })
+        };
+        let logs = (self.pending.log_count() > 0)
+            .then(|| after(self.logs_drained_at, self.config.idle_timeout_ns));
+        (logs, after(self.drained_at, self.config.lazy_timeout_ns))
     }
 
     /// Why a propagating frame is due at `now`, if one is.
@@ -302,12 +337,11 @@ impl Forwarder {
         if !self.has_pending {
             return None;
         }
-        let idle = match self.drained_at {
-            Some(t) => now >= t.saturating_add(self.config.idle_timeout_ns),
-            None => true,
-        };
-        if idle {
+        let (logs, lazy) = self.deadlines();
+        if logs.is_some_and(|t| now >= t) {
             Some(Due::Idle)
+        } else if now >= lazy {
+            Some(Due::Lazy)
         } else if self.overflowing() {
             Some(Due::Overflow)
         } else {
@@ -332,6 +366,9 @@ impl Forwarder {
         if all {
             self.has_pending = false;
             self.drained_at = Some(now);
+        }
+        if self.pending.log_count() == 0 {
+            self.logs_drained_at = Some(now);
         }
         self.note_pending(self.pending.log_bytes());
         Ok(written)

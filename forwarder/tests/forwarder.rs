@@ -17,6 +17,8 @@ use proptest::prelude::*;
 
 const PARTITIONS: u32 = 4;
 const IDLE: u64 = 100_000;
+/// The lazy timeout of the tests that set one (commit vectors alone).
+const LAZY: u64 = 3 * IDLE;
 
 fn dep(p: u16, s: u64) -> DepEntry {
     DepEntry::new(p, s)
@@ -403,6 +405,46 @@ fn partial_drains_do_not_postpone_the_idle_deadline() {
     assert_eq!(fw.poll_timeout(), Some(t0 + 2 * IDLE));
 }
 
+/// Commit vectors alone (the buffer returns them so that heads can prune) wait for customer
+/// frames up to the lazy timeout, not the idle one; a log behind them is due by the idle
+/// timeout from the last frame that left with no log pending.
+#[test]
+fn commit_vectors_alone_wait_the_lazy_timeout_and_logs_do_not() {
+    let mut fw = Forwarder::new(
+        PARTITIONS,
+        ForwarderConfig {
+            lazy_timeout_ns: LAZY,
+            ..config(256)
+        },
+    );
+    let cv = |s: u64| CvRepr {
+        middlebox: 1,
+        entries: vec![dep(0, s)],
+    };
+    let t0 = 1_000_000;
+    attach(&mut fw, t0, 256);
+    give_back(&mut fw, t0 + 1, &return_msg(vec![], vec![cv(5)])).unwrap();
+    assert_eq!(fw.poll_timeout(), Some(t0 + LAZY));
+    assert!(propagate(&mut fw, t0 + IDLE).is_none());
+    // A customer frame with room for the header only takes nothing; no log was pending, so the
+    // logs' clock moves and the commit vector's does not.
+    assert!(attach(&mut fw, t0 + 2, MESSAGE_HEADER_LEN).cvs.is_empty());
+    give_back(&mut fw, t0 + 3, &return_msg(vec![log(2, 1, 8)], vec![])).unwrap();
+    assert_eq!(fw.poll_timeout(), Some(t0 + 2 + IDLE));
+    assert!(propagate(&mut fw, t0 + 1 + IDLE).is_none());
+    let m = propagate(&mut fw, t0 + 2 + IDLE).unwrap();
+    assert_eq!((ids(&m), m.cvs), (vec![1], vec![cv(5)]));
+    assert_eq!(fw.poll_timeout(), None);
+    // Drained: the next commit vector alone waits the lazy timeout from there.
+    let t1 = t0 + 2 + IDLE;
+    give_back(&mut fw, t1 + 1, &return_msg(vec![], vec![cv(6)])).unwrap();
+    assert_eq!(fw.poll_timeout(), Some(t1 + LAZY));
+    assert!(propagate(&mut fw, t1 + LAZY - 1).is_none());
+    assert_eq!(propagate(&mut fw, t1 + LAZY).unwrap().cvs, vec![cv(6)]);
+    let s = fw.stats();
+    assert_eq!((s.idle_frames, s.lazy_frames), (1, 1));
+}
+
 /// Before any frame has left, the chain has carried nothing: pending content is due at once.
 #[test]
 fn content_on_a_fresh_forwarder_is_due_at_once() {
@@ -481,6 +523,7 @@ fn backpressure_keeps_the_logs_and_draining_restores_normal_operation() {
         ForwarderConfig {
             trailer_budget: budget,
             idle_timeout_ns: IDLE,
+            lazy_timeout_ns: LAZY,
             max_pending_bytes: 200,
         },
     );
@@ -606,6 +649,7 @@ proptest! {
         let mut fw = Forwarder::new(PARTITIONS, ForwarderConfig {
             trailer_budget: budget,
             idle_timeout_ns: IDLE,
+            lazy_timeout_ns: LAZY,
             max_pending_bytes: 4 * budget,
         });
         let mut now = 0u64;
@@ -657,8 +701,10 @@ proptest! {
                 Op::Tick(dt) => now += dt,
             }
             if let Some(t) = fw.poll_timeout() {
-                // Overflow is due at once; idle content within one idle timeout of now.
-                prop_assert!(t <= now + IDLE);
+                // Overflow is due at once; logs within one idle timeout of now, commit
+                // vectors alone within one lazy timeout.
+                let bound = if fw.stats().pending_bytes > 0 { IDLE } else { LAZY };
+                prop_assert!(t <= now + bound, "due at {} > {} + {}", t, now, bound);
             }
         }
         // The chain goes quiet: the idle timer fires and drains everything.

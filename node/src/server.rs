@@ -960,7 +960,7 @@ impl<'a, P: Clone> Server<'a, P> {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;
             };
-            match buffer.poll_return(&mut self.wbuf[..self.config.trailer_budget]) {
+            match buffer.poll_return(now, &mut self.wbuf[..self.config.trailer_budget]) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     let to = self.ring.forwarder();

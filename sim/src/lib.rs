@@ -157,10 +157,12 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         forwarder: ForwarderConfig {
             trailer_budget: config.trailer_budget,
             idle_timeout_ns: 20_000,
+            lazy_timeout_ns: 50_000,
             max_pending_bytes: 1 << 20,
         },
         buffer: BufferConfig {
             stall_timeout_ns: 300_000,
+            lazy_return_ns: 50_000,
             ..BufferConfig::default()
         },
         observe: true,

@@ -149,11 +149,12 @@ impl<'h> Serving<'h> {
             // Where frames sit at the end (held, refused, in the buffer) and what the
             // replica asked for and resent: what a stalled chain is diagnosed from.
             Serving::Ftc(s) => format!(
-                "{:?}, frames held now {}, congested {}, replica {:?}, buffer {:?}",
+                "{:?}, frames held now {}, congested {}, replica {:?}, forwarder {:?}, buffer {:?}",
                 s.stats(),
                 s.held(),
                 s.congested(),
                 s.replica().map(|r| r.stats()),
+                s.forwarder().map(|f| f.stats()),
                 s.buffer().map(|b| b.stats()),
             ),
             Serving::Ftmb(s) => {
