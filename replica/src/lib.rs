@@ -55,6 +55,10 @@ pub struct ReplicaConfig {
     pub hold_timeout_ns: u64,
     /// How long a retained log may stay uncovered before it is sent to the successor again.
     pub resend_timeout_ns: u64,
+    /// Time between two announcements of the commit vector of a group that does not wrap past
+    /// the buffer (no packet waits on it: it only lets the head and members prune what they
+    /// retain); well below `resend_timeout_ns`. Wrapping groups announce with every frame.
+    pub lazy_announce_ns: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -63,6 +67,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             hold_timeout_ns: 2_000_000,
             resend_timeout_ns: 10_000_000,
+            lazy_announce_ns: 100_000,
         }
     }
 }
@@ -181,6 +186,35 @@ struct Tail {
     /// Partitions to announce: applied since the last announcement, or seen in a duplicate (a
     /// predecessor resent a log of them, so the announcement never reached it).
     announce: SmallVec<[u16; 16]>,
+    /// Whether announcements may wait ([`ReplicaConfig::lazy_announce_ns`]): the group does
+    /// not wrap past the buffer, so no packet waits on its commit vector.
+    lazy: bool,
+    /// When the last announcement left.
+    announced_at: Option<u64>,
+}
+
+impl Tail {
+    /// Partitions to announce.
+    fn note(&mut self, partitions: impl Iterator<Item = u16>) {
+        self.announce.extend(partitions);
+        // A lazy announcement gathers many logs' partitions: keep each once.
+        if self.announce.len() > 64 {
+            self.announce.sort_unstable();
+            self.announce.dedup();
+        }
+    }
+
+    /// When what there is to announce is due: at once, or a lazy interval after the last
+    /// announcement; `None` when there is nothing.
+    fn due(&self, lazy_ns: u64) -> Option<u64> {
+        if self.announce.is_empty() {
+            return None;
+        }
+        Some(match (self.lazy, self.announced_at) {
+            (true, Some(t)) => t.saturating_add(lazy_ns),
+            _ => 0,
+        })
+    }
 }
 
 /// The replication core of one server.
@@ -243,6 +277,8 @@ impl Replica {
         let tail = members.iter().position(|m| m.tail).map(|member| Tail {
             member,
             announce: SmallVec::new(),
+            lazy: !ring.wraps(members[member].mb),
+            announced_at: None,
         });
         Replica {
             ring,
@@ -557,24 +593,41 @@ impl Replica {
                 self.overflow.merge_cv(cv.middlebox(), cv.entries());
             }
         }
-        self.announce_commit_vector(&mut w, budget)?;
+        self.announce_commit_vector(now, &mut w, budget)?;
         Ok(w.finish())
     }
 
     /// As the tail of a group: the entries of its MAX that moved since last announced, and those
     /// to announce again (thesis §4.4.1: the tail attaches its MAX as the commit vector). Costs
     /// what moved, not the partition count.
+    ///
+    /// The tail of a group that does not wrap announces at most once per
+    /// [`ReplicaConfig::lazy_announce_ns`] (what no frame carried by then leaves in a
+    /// propagating frame, [`Replica::poll_transmit`]).
     fn announce_commit_vector(
         &mut self,
+        now: u64,
         w: &mut MessageWriter<'_>,
         budget: usize,
     ) -> Result<(), ReplicaError> {
-        let Some(tail) = &mut self.tail else {
+        let Some((mb, entries)) = self.take_announcement(now) else {
             return Ok(());
         };
-        if tail.announce.is_empty() {
-            return Ok(());
+        let len = ftc_chain::wire::encoded_cv_len(entries.iter().copied())?;
+        if w.len() + len > budget || push_or(w, |w| w.push_cv(mb, entries.iter().copied()))? {
+            self.overflow.merge_cv(mb, entries.iter().copied());
         }
+        Ok(())
+    }
+
+    /// The tail's announcement if one is due at `now`: its group and the entries of MAX it
+    /// names.
+    fn take_announcement(&mut self, now: u64) -> Option<(u8, SmallVec<[DepEntry; 16]>)> {
+        let tail = self.tail.as_mut()?;
+        if tail.due(self.config.lazy_announce_ns)? > now {
+            return None;
+        }
+        tail.announced_at = Some(now);
         let member = &self.members[tail.member];
         tail.announce.sort_unstable();
         tail.announce.dedup();
@@ -586,16 +639,7 @@ impl Replica {
                 seq: member.store.seq(Partition(p)),
             })
             .collect();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let len = ftc_chain::wire::encoded_cv_len(entries.iter().copied())?;
-        if w.len() + len > budget
-            || push_or(w, |w| w.push_cv(member.mb.0, entries.iter().copied()))?
-        {
-            self.overflow.merge_cv(member.mb.0, entries.iter().copied());
-        }
-        Ok(())
+        Some((member.mb.0, entries))
     }
 
     /// A retransmission request from `from` (the successor in some group): queue every
@@ -631,6 +675,13 @@ impl Replica {
     ) -> Result<Option<Transmit>, ReplicaError> {
         let prev = self.ring.prev_server(self.me);
         let next = self.ring.next_server(self.me);
+        // A lazy announcement no frame took: it goes on its own, with whatever else waits.
+        // (Others ride on the next frame, as they always did.)
+        if self.tail.as_ref().is_some_and(|t| t.lazy) {
+            if let Some((mb, entries)) = self.take_announcement(now) {
+                self.overflow.merge_cv(mb, entries.into_iter());
+            }
+        }
         let timeout = self.config.hold_timeout_ns;
         for m in &mut self.members {
             let Some(since) = m.hold_since else { continue };
@@ -716,7 +767,12 @@ impl Replica {
         let resends = retentions
             .filter_map(|r| r.oldest_send())
             .map(|t| t.saturating_add(self.config.resend_timeout_ns));
-        holds.chain(resends).min()
+        let announce = self
+            .tail
+            .as_ref()
+            .filter(|t| t.lazy)
+            .and_then(|t| t.due(self.config.lazy_announce_ns));
+        holds.chain(resends).chain(announce).min()
     }
 }
 
@@ -735,7 +791,7 @@ fn took(
             stats.applied += 1;
             member.hold_since = None;
             match tail {
-                Some(tail) => tail.announce.extend(log.deps().map(|d| d.partition.0)),
+                Some(tail) => tail.note(log.deps().map(|d| d.partition.0)),
                 None => member.retention.retain(log, now),
             }
             Ok(true)
@@ -743,7 +799,7 @@ fn took(
         ApplyOutcome::Duplicate => {
             stats.duplicates += 1;
             if let Some(tail) = tail {
-                tail.announce.extend(log.deps().map(|d| d.partition.0));
+                tail.note(log.deps().map(|d| d.partition.0));
             }
             Ok(true)
         }

@@ -16,6 +16,8 @@ fn config() -> ReplicaConfig {
     ReplicaConfig {
         hold_timeout_ns: 1_000,
         resend_timeout_ns: 1_000_000,
+        // Every frame announces (the lazy interval has tests of its own).
+        lazy_announce_ns: 0,
     }
 }
 

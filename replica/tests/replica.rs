@@ -14,6 +14,8 @@ fn config() -> ReplicaConfig {
     ReplicaConfig {
         hold_timeout_ns: 1_000,
         resend_timeout_ns: 5_000,
+        // Every frame announces (the lazy interval has tests of its own).
+        lazy_announce_ns: 0,
     }
 }
 
@@ -358,4 +360,60 @@ fn a_lane_applies_the_logs_another_lane_holds() {
     assert!(hop(&mut lanes[0], 0, &msgs[2], none).is_some());
     assert_eq!(lanes[0].stats().duplicates, 2);
     assert_eq!(lanes[0].retained().0, 0);
+}
+
+/// A tail whose group does not wrap past the buffer (no packet waits on its commit vector, it
+/// only lets the head and members prune) announces at most once per lazy interval; what no
+/// frame took by then leaves in a propagating frame to the next server. The tail of a wrapping
+/// group announces with every frame.
+#[test]
+fn tails_of_groups_that_do_not_wrap_announce_lazily() {
+    const LAZY: u64 = 1_000;
+    let ring = Ring::new(3, 1).unwrap();
+    let config = ReplicaConfig {
+        lazy_announce_ns: LAZY,
+        ..config()
+    };
+    let mut rs: Vec<Replica> = ring
+        .server_ids()
+        .map(|s| Replica::new(ring, s, P, config).unwrap())
+        .collect();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    // Server 1 tails G(0), which does not wrap.
+    let mut cvs_after_1 = |rs: &mut Vec<Replica>, now: u64, value: u8| {
+        let rec = write(&mut w0, b"a", value);
+        let m = hop(&mut rs[0], now, &empty(), Some(&rec)).unwrap();
+        repr(&hop(&mut rs[1], now, &m, none).unwrap()).cvs
+    };
+    assert_eq!(
+        cvs_after_1(&mut rs, 0, 1).len(),
+        1,
+        "the first goes at once"
+    );
+    assert!(cvs_after_1(&mut rs, 10, 2).is_empty());
+    assert!(cvs_after_1(&mut rs, 20, 3).is_empty());
+    assert_eq!(rs[1].poll_timeout(), Some(LAZY));
+    let mut out = vec![0; BUDGET];
+    assert_eq!(rs[1].poll_transmit(LAZY - 1, &mut out).unwrap(), None);
+    let t = rs[1].poll_transmit(LAZY, &mut out).unwrap().unwrap();
+    assert_eq!((t.to, t.flags), (ServerId(2), 0));
+    let cvs = repr(&out[..t.len]).cvs;
+    assert_eq!((cvs.len(), cvs[0].middlebox), (1, 0));
+    assert_eq!(cvs[0].entries[0].seq, Seq(3), "MAX after the three writes");
+    assert_eq!(rs[1].poll_timeout(), None);
+    // A frame a lazy interval later carries the next announcement itself.
+    assert!(cvs_after_1(&mut rs, LAZY + 10, 4).is_empty());
+    assert_eq!(cvs_after_1(&mut rs, 2 * LAZY, 5).len(), 1);
+
+    // Server 0 tails G(2), which wraps: the buffer waits on it, every frame announces.
+    let head2 = Store::new(P, 1).unwrap();
+    let mut w2 = head2.worker(0).unwrap();
+    for (now, value) in [(0, 1), (10, 2), (20, 3)] {
+        let rec = write(&mut w2, b"b", value);
+        let m = hop(&mut rs[2], now, &empty(), Some(&rec)).unwrap();
+        let cvs = repr(&hop(&mut rs[0], now, &m, none).unwrap()).cvs;
+        assert_eq!(cvs.iter().filter(|c| c.middlebox == 2).count(), 1);
+    }
 }

@@ -153,6 +153,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         replica: ReplicaConfig {
             hold_timeout_ns: 50_000,
             resend_timeout_ns: 200_000,
+            lazy_announce_ns: 20_000,
         },
         forwarder: ForwarderConfig {
             trailer_budget: config.trailer_budget,
