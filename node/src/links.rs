@@ -34,6 +34,9 @@ pub struct LinkStats {
     pub received: u64,
     pub malformed: u64,
     pub stale_epoch: u64,
+    /// Frames not sent: longer than a link carries ([`crate::xdp::SendError::TooLarge`]), or
+    /// no free transmit frame ([`crate::xdp::SendError::Full`]).
+    pub not_sent: u64,
 }
 
 /// One server's links to its neighbours.
@@ -93,12 +96,24 @@ impl XdpLinks {
             epoch: self.epoch,
         };
         nsh::encode(frame, path, &mut self.buf).map_err(LinkError::Encode)?;
-        port.send(&self.buf).map_err(|source| LinkError::Send {
-            iface: port.iface().to_string(),
-            source,
-        })?;
+        if let Err(source) = port.send(&self.buf) {
+            self.stats.not_sent += 1;
+            return Err(LinkError::Send {
+                iface: port.iface().to_string(),
+                source,
+            });
+        }
         self.stats.sent += 1;
         Ok(())
+    }
+
+    /// The longest frame every link carries ([`XdpPort::max_frame`]).
+    pub fn max_frame(&self) -> usize {
+        self.links
+            .iter()
+            .map(|(_, port)| port.max_frame())
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     /// Whether a link has frames waiting for another [`XdpLinks::flush`]

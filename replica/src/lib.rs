@@ -161,6 +161,9 @@ pub struct ReplicaStats {
     pub overflowed: u64,
     pub requests_sent: u64,
     pub requests_answered: u64,
+    /// Retransmission requests that came while the answer to an earlier one was still queued
+    /// (not answered again: the requester asks again if it still misses something).
+    pub requests_deferred: u64,
     pub logs_retransmitted: u64,
     pub logs_resent: u64,
 }
@@ -646,6 +649,13 @@ impl Replica {
     /// retained log of that group it has not applied, for it. (Thesis §4.3.1.)
     pub fn handle_retransmit_request(&mut self, from: ServerId, msg: &MessageView<'_>) {
         if from != self.ring.next_server(self.me) {
+            return;
+        }
+        // The last answer has not gone out yet: it holds what this request asks for too, or
+        // the requester asks again. Answering every request in full would queue the same logs
+        // again behind it each time, faster than they leave when the successor lags far.
+        if !self.answers.is_empty() {
+            self.stats.requests_deferred += 1;
             return;
         }
         for cv in msg.commit_vectors() {

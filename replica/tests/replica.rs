@@ -190,9 +190,16 @@ fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
         .unwrap()
         .expect("a retransmission request");
     assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
-    rs[1].handle_retransmit_request(
-        ServerId(2),
-        &MessageView::new_checked(&out[..t.len]).unwrap(),
+    let request = out[..t.len].to_vec();
+    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    // The same request again before the answer left queues nothing twice.
+    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    assert_eq!(
+        (
+            rs[1].stats().requests_answered,
+            rs[1].stats().requests_deferred
+        ),
+        (1, 1)
     );
     let t = rs[1]
         .poll_transmit(1_030, &mut out)
@@ -201,6 +208,7 @@ fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
     assert_eq!((t.to, t.flags), (ServerId(2), 0));
     let answer = out[..t.len].to_vec();
     assert_eq!(repr(&answer).logs.len(), 2, "both logs the tail lacks");
+    assert_eq!(rs[1].poll_transmit(1_030, &mut out).unwrap(), None, "once");
     assert!(hop(&mut rs[2], 1_040, &answer, none).is_some());
     assert!(
         hop(&mut rs[2], 1_050, &later, none).is_some(),

@@ -186,7 +186,10 @@ impl XdpPort {
             .frame_headroom(0)
             .build()
             .map_err(config_error)?;
-        let max_frame = umem_config.mtu() as usize;
+        // What the UMEM frame holds, and no more than the interface's MTU lets through (the
+        // peer's kernel drops longer frames on receive).
+        let max_frame = (umem_config.mtu() as usize)
+            .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER));
         let frames = NonZeroU32::new(config.rx_frames + config.tx_frames).expect("at least 128");
         let (umem, mut descs) =
             Umem::new(umem_config, frames, false).map_err(|e| io_error("UMEM")(os_error(&e)))?;
@@ -264,7 +267,8 @@ impl XdpPort {
         &self.iface
     }
 
-    /// The longest frame the port sends or receives.
+    /// The longest frame the port sends or receives: what a UMEM frame holds, bounded by the
+    /// interface's MTU (plus its Ethernet header) when the MTU can be read.
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
@@ -489,4 +493,34 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
 
 fn config_error(e: impl std::fmt::Display) -> XdpError {
     XdpError::Config(e.to_string())
+}
+
+/// Bytes of an Ethernet header, which an interface's MTU does not count.
+const ETHERNET_HEADER: usize = 14;
+
+/// The MTU of interface `iface` in this process's network namespace (from sysfs, which
+/// `ip netns exec` mounts for the namespace), if it can be read.
+fn iface_mtu(iface: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iface_mtu;
+
+    /// A port's longest frame is bounded by its interface's MTU, read from sysfs; an interface
+    /// that is not there has none to read.
+    #[test]
+    fn interface_mtus_are_read_from_sysfs() {
+        let lo = std::fs::read_to_string("/sys/class/net/lo/mtu");
+        match lo {
+            Ok(text) => assert_eq!(iface_mtu("lo"), text.trim().parse().ok()),
+            Err(_) => eprintln!("skipped the loopback half: no /sys/class/net/lo/mtu here"),
+        }
+        assert_eq!(iface_mtu("no-such-iface"), None);
+    }
 }

@@ -47,6 +47,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
+use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
@@ -140,6 +141,12 @@ pub enum NodeError {
     Edges(#[from] EdgesError),
     #[error("ring links: {0}")]
     Links(#[from] XdpError),
+    #[error("the ring's links carry frames of {max_frame} bytes: no room for a trailer budget of {budget} behind the {header}-byte NSH header")]
+    LinksTooShort {
+        max_frame: usize,
+        header: usize,
+        budget: usize,
+    },
     #[error("--observe {dir}: {source}")]
     Observe { dir: String, source: io::Error },
     #[error("cannot restore the replacement from the fetched state: {0}")]
@@ -304,8 +311,23 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         ),
         None => None,
     };
+    // A propagating frame (a retransmission's answer, resent logs, overflow) is all trailer:
+    // it must fit the ring's links, or they drop it and what it carries never arrives.
+    let max_frame = match &links {
+        Some(links) => links.max_frame(),
+        None => MAX_DATAGRAM,
+    };
+    let max_trailer = max_frame.saturating_sub(NshRepr::HEADER_LEN);
+    if max_trailer < config.server.trailer_budget {
+        return Err(NodeError::LinksTooShort {
+            max_frame,
+            header: NshRepr::HEADER_LEN,
+            budget: config.server.trailer_budget,
+        });
+    }
     let server_config = ServerConfig {
         observe: config.server.observe || recorder.is_some(),
+        max_trailer: config.server.max_trailer.min(max_trailer),
         ..config.server.clone()
     };
     let epoch = AtomicU32::new(0);
