@@ -27,6 +27,7 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+use ftc_forwarder::ETHERNET_HEADER_LEN;
 use xsk_rs::config::{BindFlags, FrameSize, Interface, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
@@ -186,10 +187,10 @@ impl XdpPort {
             .frame_headroom(0)
             .build()
             .map_err(config_error)?;
-        // What the UMEM frame holds, and no more than the interface's MTU lets through (the
-        // peer's kernel drops longer frames on receive).
+        // What the UMEM frame holds, and no more than the interface's MTU (which does not count
+        // the Ethernet header) lets through: the peer's kernel drops longer frames on receive.
         let max_frame = (umem_config.mtu() as usize)
-            .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER));
+            .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER_LEN));
         let frames = NonZeroU32::new(config.rx_frames + config.tx_frames).expect("at least 128");
         let (umem, mut descs) =
             Umem::new(umem_config, frames, false).map_err(|e| io_error("UMEM")(os_error(&e)))?;
@@ -494,9 +495,6 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
 fn config_error(e: impl std::fmt::Display) -> XdpError {
     XdpError::Config(e.to_string())
 }
-
-/// Bytes of an Ethernet header, which an interface's MTU does not count.
-const ETHERNET_HEADER: usize = 14;
 
 /// The MTU of interface `iface` in this process's network namespace (from sysfs, which
 /// `ip netns exec` mounts for the namespace), if it can be read.
