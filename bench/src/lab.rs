@@ -289,6 +289,7 @@ impl LabBench<'_> {
                 topology,
                 heartbeat_ms: HEARTBEAT_MS,
                 misses: 3,
+                ring_loss: 0.0,
                 edges: Some(EdgeKind::Xdp),
                 peers: None,
                 reports_to_stderr: true,

@@ -92,20 +92,25 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1.0)]
     probe_ms: f64,
     #[command(flatten)]
-    heartbeats: HeartbeatArgs,
+    nodes: NodeArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+/// How the lab's nodes detect failures, and the failures injected on their links.
 #[derive(Debug, clap::Args)]
-pub struct HeartbeatArgs {
+pub struct NodeArgs {
     /// Heartbeat period in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// Missed heartbeats that declare a node failed.
     #[arg(long, default_value_t = 3)]
     misses: u32,
+    /// Failure injection: every node drops each frame that arrives from another server with
+    /// probability P (`ftc node --ring-loss`); the chain repairs the loss.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    ring_loss: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,7 +159,7 @@ pub struct RunArgs {
     #[command(flatten)]
     snapshots: SnapshotArgs,
     #[command(flatten)]
-    heartbeats: HeartbeatArgs,
+    nodes: NodeArgs,
 }
 
 pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
@@ -293,7 +298,7 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     in_lab(
         &args.spec,
         &args.name.name,
-        &args.heartbeats,
+        &args.nodes,
         (edges, mode, ftmb),
         say,
         |config, stop| {
@@ -334,7 +339,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     in_lab(
         &args.spec,
         &args.name.name,
-        &args.heartbeats,
+        &args.nodes,
         (args.transport.edges(), mode, ftmb),
         say,
         |run, stop| {
@@ -405,7 +410,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 fn in_lab(
     spec_path: &Path,
     name: &LabName,
-    heartbeats: &HeartbeatArgs,
+    nodes: &NodeArgs,
     (edges, mode, ftmb): (EdgeKind, Mode, FtmbConfig),
     say: impl Fn(std::fmt::Arguments<'_>),
     job: impl FnOnce(RunConfig, &AtomicBool) -> anyhow::Result<ExitCode>,
@@ -414,11 +419,14 @@ fn in_lab(
     let path = spec_path
         .canonicalize()
         .with_context(|| format!("{}", spec_path.display()))?;
-    if !(0.1..=10_000.0).contains(&heartbeats.heartbeat_ms) {
+    if !(0.1..=10_000.0).contains(&nodes.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
-    if heartbeats.misses == 0 {
+    if nodes.misses == 0 {
         anyhow::bail!("--misses must be positive");
+    }
+    if !(0.0..1.0).contains(&nodes.ring_loss) {
+        anyhow::bail!("--ring-loss must be a probability below 1 (0 for none)");
     }
     apply::check_host()?;
     let layout = Layout::of(mode);
@@ -455,8 +463,9 @@ fn in_lab(
         exe: std::env::current_exe().context("locating the ftc executable")?,
         spec: path,
         topology,
-        heartbeat_ms: heartbeats.heartbeat_ms,
-        misses: heartbeats.misses,
+        heartbeat_ms: nodes.heartbeat_ms,
+        misses: nodes.misses,
+        ring_loss: nodes.ring_loss,
         edges: Some(edges),
         peers: None,
         reports_to_stderr: false,

@@ -68,6 +68,11 @@ pub struct NodeArgs {
     mode: ModeArg,
     #[command(flatten)]
     snapshots: SnapshotArgs,
+    /// Failure injection: drop each frame that arrives from another server with probability P
+    /// (0 to below 1), as a lossy link would; the protocol repairs the loss (holds and
+    /// retransmission requests), customer packets in dropped frames are lost as on a real link.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    ring_loss: f64,
     /// Record this node's store sequences, commits and releases into a file in DIR, for an
     /// output-commit check across processes (what `ftc chaos --procs` passes its nodes).
     #[arg(long, value_name = "DIR")]
@@ -134,6 +139,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         },
         links,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
+        ring_loss: args.ring_loss,
         server: ServerConfig {
             mode,
             // Test hook for the output-commit check's teeth (`cli/tests/procs.rs`): the

@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub topology: Topology,
     pub heartbeat_ms: f64,
     pub misses: u32,
+    /// Failure injection: the chance of each frame between servers to be dropped on arrival
+    /// (`ftc node --ring-loss`; 0: none).
+    pub ring_loss: f64,
     /// Give server 0 and the last server their edges (`--edge-in`, `--edge-out`) on sockets of
     /// this kind.
     pub edges: Option<EdgeKind>,
@@ -89,6 +92,9 @@ impl RunConfig {
             if kind == EdgeKind::Xdp {
                 words.extend(self.topology.link_args(position));
             }
+        }
+        if self.ring_loss > 0.0 {
+            words.extend(["--ring-loss".to_string(), self.ring_loss.to_string()]);
         }
         if self.mode != Mode::Ftc {
             words.extend(["--mode".to_string(), self.mode.name().to_string()]);
@@ -412,6 +418,7 @@ mod tests {
             },
             heartbeat_ms: 50.0,
             misses: 3,
+            ring_loss: 0.0,
             edges: None,
             peers: None,
             reports_to_stderr: false,
@@ -477,6 +484,12 @@ mod tests {
         assert_eq!(
             words(&config, 1),
             node("ftcl1-s1", "1", "10.77.3.11:0", &[])
+        );
+        // Injected loss reaches every node.
+        config.ring_loss = 0.01;
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &["--ring-loss", "0.01"])
         );
     }
 

@@ -10,6 +10,7 @@
 pub mod chaos;
 pub mod edges;
 pub mod launcher;
+pub mod loss;
 pub mod node;
 pub mod observe;
 pub mod orchestrator;

@@ -57,6 +57,7 @@ use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError};
+use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::serving::Serving;
 use super::shape::{Shape, TooLong};
@@ -100,6 +101,9 @@ pub struct NodeConfig {
     /// datagrams.
     pub links: Vec<(ServerId, String)>,
     pub heartbeat: Duration,
+    /// The chance that a frame from another server is dropped on arrival ([`RingLoss`]: failure
+    /// injection; 0 in production).
+    pub ring_loss: f64,
     pub server: ServerConfig,
     /// Record what an output-commit check across processes needs into a file in this
     /// directory ([`observe`](super::observe)).
@@ -147,6 +151,8 @@ pub enum NodeError {
         header: usize,
         budget: usize,
     },
+    #[error("--ring-loss: {0}")]
+    RingLoss(#[from] BadLossRate),
     #[error("--observe {dir}: {source}")]
     Observe { dir: String, source: io::Error },
     #[error("cannot restore the replacement from the fetched state: {0}")]
@@ -330,6 +336,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         max_trailer: config.server.max_trailer.min(max_trailer),
         ..config.server.clone()
     };
+    let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -364,6 +371,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             start: Instant::now(),
             transport,
             links,
+            loss,
             ingress,
             egress,
             edges,
@@ -377,9 +385,10 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, ring links {:?}, edges {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, edges {:?}, server {:?}",
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
+            node.loss.dropped(),
             node.edges.stats(),
             node.server.as_mut().map(Serving::summary)
         );
@@ -513,6 +522,8 @@ struct Node<'a, 'h> {
     /// With `--ring-next`/`--ring-prev` or `--link`: frames between servers go over these
     /// instead.
     links: Option<XdpLinks>,
+    /// Failure injection: frames from other servers dropped on arrival.
+    loss: RingLoss,
     ingress: Option<UdpSocket>,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
@@ -582,8 +593,10 @@ impl Node<'_, '_> {
             };
             let t = self.start.elapsed().as_nanos() as u64;
             let observed = self.recorder.is_some();
+            let loss = &mut self.loss;
             for _ in 0..if frames { BATCH } else { 0 } {
                 match self.transport.recv(Some(Duration::ZERO)) {
+                    Ok(Some(Datagram::Frame { .. })) if loss.drops() => {}
                     Ok(Some(Datagram::Frame { from, received })) => {
                         server.handle_frame(t, from, handled(received.frame, observed));
                     }
@@ -596,8 +609,11 @@ impl Node<'_, '_> {
                 }
             }
             if let Some(links) = self.links.as_mut().filter(|_| linked) {
-                let received = links
-                    .recv_batch(|from, r| server.handle_frame(t, from, handled(r.frame, observed)));
+                let received = links.recv_batch(|from, r| {
+                    if !loss.drops() {
+                        server.handle_frame(t, from, handled(r.frame, observed));
+                    }
+                });
                 if let Err(e) = received {
                     tracing::warn!("node {}: ring links: {e}", self.me);
                 }
