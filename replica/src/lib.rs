@@ -182,6 +182,19 @@ struct Member {
     requested_at: Option<u64>,
 }
 
+impl Member {
+    /// When a retransmission request for this group is due, if frames are held for it: a hold
+    /// timeout after the hold began or the last request left, whichever is later.
+    fn request_due(&self, hold_timeout_ns: u64) -> Option<u64> {
+        let since = self.hold_since?;
+        Some(
+            since
+                .max(self.requested_at.unwrap_or(0))
+                .saturating_add(hold_timeout_ns),
+        )
+    }
+}
+
 /// The commit vector this server announces as the tail of `members[member]`.
 #[derive(Debug)]
 struct Tail {
@@ -623,6 +636,14 @@ impl Replica {
         Ok(())
     }
 
+    /// When the lazy tail's announcement that no frame took is due, if there is one.
+    fn lazy_announcement_due(&self) -> Option<u64> {
+        self.tail
+            .as_ref()
+            .filter(|t| t.lazy)
+            .and_then(|t| t.due(self.config.lazy_announce_ns))
+    }
+
     /// The tail's announcement if one is due at `now`: its group and the entries of MAX it
     /// names.
     fn take_announcement(&mut self, now: u64) -> Option<(u8, SmallVec<[DepEntry; 16]>)> {
@@ -687,19 +708,14 @@ impl Replica {
         let next = self.ring.next_server(self.me);
         // A lazy announcement no frame took: it goes on its own, with whatever else waits.
         // (Others ride on the next frame, as they always did.)
-        if self.tail.as_ref().is_some_and(|t| t.lazy) {
+        if self.lazy_announcement_due().is_some_and(|at| at <= now) {
             if let Some((mb, entries)) = self.take_announcement(now) {
                 self.overflow.merge_cv(mb, entries.into_iter());
             }
         }
         let timeout = self.config.hold_timeout_ns;
         for m in &mut self.members {
-            let Some(since) = m.hold_since else { continue };
-            if now
-                < since
-                    .max(m.requested_at.unwrap_or(0))
-                    .saturating_add(timeout)
-            {
+            if m.request_due(timeout).is_none_or(|at| now < at) {
                 continue;
             }
             if !m.held_again {
@@ -765,10 +781,7 @@ impl Replica {
             return Some(0);
         }
         let hold = self.config.hold_timeout_ns;
-        let holds = self.members.iter().filter_map(|m| {
-            let since = m.hold_since?;
-            Some(since.max(m.requested_at.unwrap_or(0)).saturating_add(hold))
-        });
+        let holds = self.members.iter().filter_map(|m| m.request_due(hold));
         let retentions = self
             .members
             .iter()
@@ -777,12 +790,10 @@ impl Replica {
         let resends = retentions
             .filter_map(|r| r.oldest_send())
             .map(|t| t.saturating_add(self.config.resend_timeout_ns));
-        let announce = self
-            .tail
-            .as_ref()
-            .filter(|t| t.lazy)
-            .and_then(|t| t.due(self.config.lazy_announce_ns));
-        holds.chain(resends).chain(announce).min()
+        holds
+            .chain(resends)
+            .chain(self.lazy_announcement_due())
+            .min()
     }
 }
 
