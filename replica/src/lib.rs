@@ -59,6 +59,11 @@ pub struct ReplicaConfig {
     /// the buffer (no packet waits on it: it only lets the head and members prune what they
     /// retain); well below `resend_timeout_ns`. Wrapping groups announce with every frame.
     pub lazy_announce_ns: u64,
+    /// Whether the tail of a wrapping group on the server after the buffer's (server 0, the
+    /// forwarder's) also sends each batch's announcements straight back to the buffer, one
+    /// hop over the ring-closing link, instead of only along with frames through every server
+    /// in between (packets wait at the buffer for those commit vectors; docs/protocol.md).
+    pub direct_commit_vectors: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -68,6 +73,7 @@ impl Default for ReplicaConfig {
             hold_timeout_ns: 2_000_000,
             resend_timeout_ns: 10_000_000,
             lazy_announce_ns: 100_000,
+            direct_commit_vectors: true,
         }
     }
 }
@@ -166,6 +172,9 @@ pub struct ReplicaStats {
     pub requests_deferred: u64,
     pub logs_retransmitted: u64,
     pub logs_resent: u64,
+    /// Frames that took a wrapping group's commit vector straight back to the buffer
+    /// ([`ReplicaConfig::direct_commit_vectors`]).
+    pub direct_commit_vectors: u64,
 }
 
 /// This server in one group it does not head.
@@ -248,6 +257,9 @@ pub struct Replica {
     overflow: Outbox,
     /// Retransmitted logs for the next server.
     answers: Outbox,
+    /// Commit vectors for the buffer's server, this server's predecessor
+    /// ([`ReplicaConfig::direct_commit_vectors`]); `None` where they do not go straight there.
+    direct: Option<Outbox>,
     /// Held logs of this server's lanes, which share its stores (none with one lane).
     parked: Option<Arc<ParkedLogs>>,
     stats: ReplicaStats,
@@ -296,6 +308,13 @@ impl Replica {
             lazy: !ring.wraps(members[member].mb),
             announced_at: None,
         });
+        // Only where it saves hops: the buffer's server precedes this one and does not follow it
+        // too (a chain of two servers, where frames reach it next anyway).
+        let direct = (config.direct_commit_vectors
+            && tail.as_ref().is_some_and(|t| !t.lazy)
+            && ring.prev_server(me) == ring.buffer()
+            && ring.next_server(me) != ring.buffer())
+        .then(|| Outbox::new(p));
         Replica {
             ring,
             me,
@@ -303,6 +322,7 @@ impl Replica {
             config,
             head: ring.middlebox_at(me).map(|mb| (mb, Retention::new(p))),
             tail,
+            direct,
             members,
             overflow: Outbox::new(p),
             answers: Outbox::new(p),
@@ -629,6 +649,9 @@ impl Replica {
         let Some((mb, entries)) = self.take_announcement(now) else {
             return Ok(());
         };
+        if let Some(direct) = &mut self.direct {
+            direct.merge_cv(mb, entries.iter().copied());
+        }
         let len = ftc_chain::wire::encoded_cv_len(entries.iter().copied())?;
         if w.len() + len > budget || push_or(w, |w| w.push_cv(mb, entries.iter().copied()))? {
             self.overflow.merge_cv(mb, entries.iter().copied());
@@ -740,6 +763,16 @@ impl Replica {
                 len: w.finish(),
             }));
         }
+        if let Some(direct) = self.direct.as_mut().filter(|d| !d.is_empty()) {
+            let mut w = MessageWriter::new(out, 0)?;
+            direct.fill(&mut w)?;
+            self.stats.direct_commit_vectors += 1;
+            return Ok(Some(Transmit {
+                to: prev,
+                flags: 0,
+                len: w.finish(),
+            }));
+        }
         for outbox in [&mut self.answers, &mut self.overflow] {
             if !outbox.is_empty() {
                 let mut w = MessageWriter::new(out, 0)?;
@@ -777,7 +810,8 @@ impl Replica {
     /// When [`Replica::poll_transmit`] has something to do at the latest (`Some(now)`-or-earlier
     /// means at once).
     pub fn poll_timeout(&self) -> Option<u64> {
-        if !self.answers.is_empty() || !self.overflow.is_empty() {
+        let direct = self.direct.as_ref().is_some_and(|d| !d.is_empty());
+        if direct || !self.answers.is_empty() || !self.overflow.is_empty() {
             return Some(0);
         }
         let hold = self.config.hold_timeout_ns;

@@ -18,6 +18,8 @@ fn config() -> ReplicaConfig {
         resend_timeout_ns: 1_000_000,
         // Every frame announces (the lazy interval has tests of its own).
         lazy_announce_ns: 0,
+        // Commit vectors only ride on frames (the direct path has a test of its own).
+        direct_commit_vectors: false,
     }
 }
 

@@ -5,7 +5,7 @@
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
 use ftc_replica::{Admit, ParkedLogs, Replica, ReplicaConfig, Wait, FLAG_RETRANSMIT_REQUEST};
-use ftc_stm::{LogKind, LogSource, Seq, Store, Worker};
+use ftc_stm::{DepEntry, LogKind, LogSource, Seq, Store, Worker};
 
 const P: u32 = 8;
 const BUDGET: usize = 2048;
@@ -16,6 +16,8 @@ fn config() -> ReplicaConfig {
         resend_timeout_ns: 5_000,
         // Every frame announces (the lazy interval has tests of its own).
         lazy_announce_ns: 0,
+        // Commit vectors only ride on frames (the direct path has a test of its own).
+        direct_commit_vectors: false,
     }
 }
 
@@ -90,6 +92,75 @@ fn tail_applies_strips_and_announces_its_commit_vector() {
         repr(&m3).cvs.is_empty(),
         "server 0 is the last member that needs CV(0)"
     );
+}
+
+/// On a chain of three (f = 1) the tail of the wrapping group G(2), server 0, sends CV(2) straight
+/// back to the buffer's server 2 as well as along with the frame (which reaches it only through
+/// server 1): packets wait at the buffer for it. One frame per batch of announcements. On a
+/// chain of two, frames from server 0 go to the buffer's server next anyway: no direct frame.
+#[test]
+fn the_tail_after_the_buffer_sends_wrapping_commit_vectors_straight_back() {
+    let ring = Ring::new(3, 1).unwrap();
+    let config = ReplicaConfig {
+        direct_commit_vectors: true,
+        ..config()
+    };
+    let mut r0 = Replica::new(ring, ServerId(0), P, config).unwrap();
+    let mut r2 = Replica::new(ring, ServerId(2), P, config).unwrap();
+    let head2 = Store::new(P, 1).unwrap();
+    let mut w2 = head2.worker(0).unwrap();
+    let mut sent = Vec::new();
+    for value in 1..=2 {
+        let rec = write(&mut w2, b"w", value);
+        // The head's frame; the buffer returns its log to the forwarder, which attaches it to a
+        // frame entering server 0.
+        sent.push(hop(&mut r2, 0, &empty(), Some(&rec)).unwrap());
+    }
+    for msg in &sent {
+        let out = hop(&mut r0, 10, msg, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+        let along = repr(&out);
+        assert!(along.logs.is_empty(), "the tail strips G(2)'s log");
+        assert_eq!(along.cvs.len(), 1, "CV(2) still rides along");
+    }
+    assert_eq!(r0.store(MbIndex(2)).unwrap().to_map(), head2.to_map());
+    assert_eq!(r0.poll_timeout(), Some(0));
+    let mut out = vec![0; BUDGET];
+    let t = r0
+        .poll_transmit(10, &mut out)
+        .unwrap()
+        .expect("a direct frame");
+    assert_eq!((t.to, t.flags), (ServerId(2), 0));
+    let frame = out[..t.len].to_vec();
+    let direct = repr(&frame);
+    assert!(direct.logs.is_empty());
+    assert_eq!(direct.cvs.len(), 1);
+    assert_eq!(direct.cvs[0].middlebox, 2);
+    let partition = direct.cvs[0].entries[0].partition;
+    assert_eq!(
+        direct.cvs[0].entries,
+        [DepEntry {
+            partition,
+            seq: Seq(2),
+        }],
+        "both announcements in one frame, at the newest"
+    );
+    assert_eq!(r0.stats().direct_commit_vectors, 1);
+    assert_eq!(r0.poll_transmit(10, &mut out).unwrap(), None);
+    // The buffer's server takes it as any frame: its head prunes what CV(2) covers.
+    assert_eq!(r2.retained().0, 2);
+    hop(&mut r2, 20, &frame, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    assert_eq!(r2.retained().0, 0, "CV(2) pruned the head's retained logs");
+
+    // A chain of two: none.
+    let ring = Ring::new(2, 1).unwrap();
+    let mut r0 = Replica::new(ring, ServerId(0), P, config).unwrap();
+    let head1 = Store::new(P, 1).unwrap();
+    let mut w1 = head1.worker(0).unwrap();
+    let mut r1 = Replica::new(ring, ServerId(1), P, config).unwrap();
+    let msg = hop(&mut r1, 0, &empty(), Some(&write(&mut w1, b"w", 1))).unwrap();
+    hop(&mut r0, 10, &msg, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    assert_eq!(r0.poll_timeout(), None);
+    assert_eq!(r0.stats().direct_commit_vectors, 0);
 }
 
 /// A hold names what it waits for: the partition of the missing log and the sequence MAX must

@@ -154,6 +154,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
             hold_timeout_ns: 50_000,
             resend_timeout_ns: 200_000,
             lazy_announce_ns: 20_000,
+            direct_commit_vectors: true,
         },
         forwarder: ForwarderConfig {
             trailer_budget: config.trailer_budget,
