@@ -153,10 +153,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         .set_read_timeout(Some(Duration::from_millis(20)))
         .map_err(io_error("egress socket"))?;
     let sender = UdpSocket::bind(localhost).map_err(io_error("binding the sending socket"))?;
-    // A free port for server 0's ingress (and its replacements').
-    let ingress = UdpSocket::bind(localhost)
-        .and_then(|s| s.local_addr())
-        .map_err(io_error("choosing an ingress port"))?;
+    // A free port for server 0's ingress (and its replacements'), which server 0 binds.
+    let ingress = free_fixed_port().map_err(io_error("choosing an ingress port"))?;
     let listener = TcpListener::bind(localhost).map_err(io_error("binding the orchestrator"))?;
     let args = NodeArgs {
         orchestrator: listener.local_addr().map_err(io_error("orchestrator"))?,
@@ -259,6 +257,26 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
 }
 
 /// Wait until every node joined and got its `Assign`.
+/// A UDP port on 127.0.0.1 that is free now, below the kernel's ephemeral range: between this
+/// choice and server 0's bind (and again at a replacement's), sockets bound to port 0 all over
+/// the machine cannot take it, as they could take a port the kernel handed out (a chaos run
+/// among parallel tests once failed so).
+fn free_fixed_port() -> io::Result<SocketAddr> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = 10_000..ephemeral_start.max(10_001);
+    for _ in 0..100 {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, fastrand::u16(below.clone())));
+        if UdpSocket::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    // A machine whose low ports are all taken: any free one.
+    UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()
+}
+
 fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), ProcsError> {
     let deadline = Instant::now() + within;
     while orchestrator.status().epoch == 0 {
