@@ -164,6 +164,11 @@ impl Sim<'_> {
     /// The orchestrator declares `s` failed: a new epoch, and every live server fences the old
     /// one (DESIGN.md §8 step 1).
     fn declare(&mut self, s: ServerId) {
+        // Declared servers are no longer watched, until their replacements start: a source found
+        // dead during a fetch, declared here before the detector noticed its silence, would
+        // otherwise be declared again once it did, and that stale declaration would replace
+        // the server a second time after its recovery (seed 5001893 of Ch-5 with f = 2).
+        self.failures.detector.unwatch(s);
         self.failures.declared.insert(s);
         self.epoch += 1;
         for i in self.ring.server_ids() {
