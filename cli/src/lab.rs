@@ -17,6 +17,7 @@ use ftc_orchestrator::lab::demo::{self, DemoConfig};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, SERVER};
 use ftc_orchestrator::process::edges::EdgeKind;
+use ftc_orchestrator::process::loss::RingLoss;
 
 use crate::mode::{ModeArg, SnapshotArgs};
 
@@ -425,9 +426,7 @@ fn in_lab(
     if nodes.misses == 0 {
         anyhow::bail!("--misses must be positive");
     }
-    if !(0.0..1.0).contains(&nodes.ring_loss) {
-        anyhow::bail!("--ring-loss must be a probability below 1 (0 for none)");
-    }
+    RingLoss::check(nodes.ring_loss).context("--ring-loss")?;
     apply::check_host()?;
     let layout = Layout::of(mode);
     // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab

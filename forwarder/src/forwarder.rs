@@ -77,8 +77,8 @@ impl Default for ForwarderConfig {
     /// 1024-byte trailer budget (jumbo frames between servers leave room for it), 10 µs idle
     /// timeout (about a hop: packets wait at the buffer for the returned logs of the wrapping
     /// groups to reach their tails, so a log that waits longer for a customer frame adds its
-    /// wait to their latency; in a busy chain logs ride on customer frames long before), 1 ms for commit
-    /// vectors alone (well below the replicas' 10 ms resend timeout, which a retained log
+    /// wait to their latency; in a busy chain logs ride on customer frames long before), 1 ms
+    /// for commit vectors alone (well below the replicas' 10 ms resend timeout, which a retained log
     /// reaches when no commit vector covers it), 1 MiB of pending logs (about a thousand full
     /// trailers) before back-pressure.
     fn default() -> Self {

@@ -731,7 +731,7 @@ impl Replica {
         let next = self.ring.next_server(self.me);
         // A lazy announcement no frame took: it goes on its own, with whatever else waits.
         // (Others ride on the next frame, as they always did.)
-        if self.lazy_announcement_due().is_some_and(|at| at <= now) {
+        if self.tail.as_ref().is_some_and(|t| t.lazy) {
             if let Some((mb, entries)) = self.take_announcement(now) {
                 self.overflow.merge_cv(mb, entries.into_iter());
             }

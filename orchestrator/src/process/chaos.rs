@@ -256,7 +256,6 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     Ok(report)
 }
 
-/// Wait until every node joined and got its `Assign`.
 /// A UDP port on 127.0.0.1 that is free now, below the kernel's ephemeral range: between this
 /// choice and server 0's bind (and again at a replacement's), sockets bound to port 0 all over
 /// the machine cannot take it, as they could take a port the kernel handed out (a chaos run
@@ -277,6 +276,7 @@ fn free_fixed_port() -> io::Result<SocketAddr> {
     UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()
 }
 
+/// Wait until every node joined and got its `Assign`.
 fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), ProcsError> {
     let deadline = Instant::now() + within;
     while orchestrator.status().epoch == 0 {

@@ -17,11 +17,18 @@ pub struct RingLoss {
 pub struct BadLossRate(pub f64);
 
 impl RingLoss {
+    /// Whether `chance` is a loss rate: a probability below 1 (0: no loss).
+    pub fn check(chance: f64) -> Result<(), BadLossRate> {
+        if (0.0..1.0).contains(&chance) {
+            Ok(())
+        } else {
+            Err(BadLossRate(chance))
+        }
+    }
+
     /// Drops with probability `chance` (0: never), from a generator seeded with `seed`.
     pub fn new(chance: f64, seed: u64) -> Result<Self, BadLossRate> {
-        if !(0.0..1.0).contains(&chance) {
-            return Err(BadLossRate(chance));
-        }
+        Self::check(chance)?;
         Ok(RingLoss {
             chance,
             rng: fastrand::Rng::with_seed(seed),
