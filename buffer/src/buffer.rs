@@ -293,8 +293,8 @@ impl<P> Buffer<P> {
         Some(released)
     }
 
-    /// Writes a return message for the forwarder into `out` (a propagating frame's trailer
-    /// budget) and returns its length; `Ok(None)` when nothing is due. Call until `None`, every
+    /// Writes a return message for the forwarder into `out` (the driver gives a frame's room: a
+    /// return frame carries no customer packet) and returns its length; `Ok(None)` when nothing is due. Call until `None`, every
     /// batch and after [`Buffer::poll_timeout`]. Logs leave in arrival order, commit vectors
     /// coalesced (only entries that moved since last written). [`WireError::NoRoom`] if `out`
     /// cannot hold the next log (it stays queued): `out` must be at least as large as the

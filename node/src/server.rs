@@ -64,7 +64,9 @@ pub struct ServerConfig {
     pub mode: Mode,
     /// Bytes a trailer may take besides the packet's own logs (which always ride with it).
     pub trailer_budget: usize,
-    /// The largest trailer a frame can carry at all (frame MTU less the customer frame).
+    /// The largest trailer a frame can carry at all: that of a frame without a customer packet
+    /// (the inter-server MTU less the NSH header). Frames that carry no packet (propagating
+    /// frames, the buffer's return frames) may fill it.
     pub max_trailer: usize,
     /// Bytes a middlebox may grow a customer frame by.
     pub headroom: usize,
@@ -618,7 +620,7 @@ impl<'a, P: Clone> Server<'a, P> {
         self.retry_refused(now);
         self.retry_held(now);
         while let Some(fw) = self.forwarder.as_mut() {
-            match fw.poll_propagate(now, &mut self.wbuf[..self.config.trailer_budget]) {
+            match fw.poll_propagate(now, &mut self.wbuf) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     self.offer(
@@ -823,7 +825,11 @@ impl<'a, P: Clone> Server<'a, P> {
         let me = self.me.0;
         let out = &mut self.wbuf[..];
         let none = None::<&ftc_stm::CommitRecord<'_>>;
-        let budget = self.config.trailer_budget;
+        // A frame without a customer packet may fill a frame's room with its message.
+        let budget = match packet {
+            Some(_) => self.config.trailer_budget,
+            None => out.len(),
+        };
         let len = match (&mut self.head, packet.as_mut()) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 self.stats.transactions += 1;
@@ -960,7 +966,7 @@ impl<'a, P: Clone> Server<'a, P> {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;
             };
-            match buffer.poll_return(now, &mut self.wbuf[..self.config.trailer_budget]) {
+            match buffer.poll_return(now, &mut self.wbuf) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     let to = self.ring.forwarder();

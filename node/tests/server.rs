@@ -197,3 +197,102 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
     assert_eq!(at_buffer(&mut s), [1, 2, 3]);
     assert_eq!(s.held(), 0);
 }
+
+/// An IPv4 UDP packet of `flow` (its source port), as a customer frame.
+fn udp_packet(handle: u64, flow: u16) -> Packet<u64> {
+    let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [198, 51, 100, 10], 64)
+        .udp(flow, 53);
+    let mut bytes = Vec::new();
+    builder.write(&mut bytes, b"query").unwrap();
+    Packet {
+        handle,
+        flow: u64::from(flow),
+        dir: Direction::Outbound,
+        bytes,
+    }
+}
+
+/// The frames without a packet that `s` sends to `to`, since last asked.
+fn propagating_to(s: &mut Server<'_, u64>, to: ServerId) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { to: t, frame } if t == to && frame.packet.is_none() => Some(frame.msg),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ch-2 of Monitors, f = 1: the buffer's return frame and the forwarder's propagating frame carry
+/// no customer packet, so each may fill a frame's room (`max_trailer`), not just the trailer
+/// budget: the logs of a batch of 20 packets go back in one return frame, and leave server 0
+/// in one propagating frame once idle.
+#[test]
+fn frames_without_a_customer_packet_fill_a_frames_room() {
+    let spec = ChainSpec::from_toml_str(
+        "[chain]\nname = \"ch-2\"\nf = 1\n[[middlebox]]\nkind = \"monitor\"\n[[middlebox]]\nkind = \"monitor\"\n",
+        "test",
+    )
+    .unwrap();
+    let ring = spec.ring();
+    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let stores = [Store::new(64, 1).unwrap(), Store::new(64, 1).unwrap()];
+    let config = ServerConfig {
+        trailer_budget: 128,
+        max_trailer: 4096,
+        ..ServerConfig::default()
+    };
+    let server = |i: u8| {
+        let head = Some((
+            ftc_chain::ring::MbIndex(i),
+            mbs[usize::from(i)].as_ref(),
+            stores[usize::from(i)].worker(0).unwrap(),
+        ));
+        Server::<u64>::new(ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
+    };
+    let (mut s0, mut s1) = (server(0), server(1));
+    // Through server 0, 20 packets of 20 flows, one batch.
+    let mut frames = Vec::new();
+    for i in 0..20 {
+        s0.handle_ingress(
+            0,
+            udp_packet(i, 1000 + i as u16),
+            port_of(Direction::Outbound),
+        )
+        .unwrap();
+    }
+    s0.end_batch(0);
+    while let Some(out) = s0.poll_output() {
+        if let Output::Send { frame, .. } = out {
+            frames.push(frame);
+        }
+    }
+    assert_eq!(frames.len(), 20);
+    // Server 1 heads m1, whose group wraps to server 0: its logs go back from the buffer.
+    for f in frames {
+        s1.handle_frame(1, ServerId(0), f);
+    }
+    s1.end_batch(1);
+    let returns = propagating_to(&mut s1, ServerId(0));
+    assert_eq!(returns.len(), 1, "one return frame for the batch");
+    let returned = MessageRepr::parse(&MessageView::new_checked(&returns[0]).unwrap());
+    assert_eq!(returned.logs.len(), 20);
+    assert!(returns[0].len() > config.trailer_budget);
+    // Server 0 takes them back; no customer frame comes, so once idle one propagating frame
+    // carries them (server 0, m1's tail, applies them on the way).
+    let applied = s0.replica().unwrap().stats().applied;
+    s0.handle_frame(
+        2,
+        ServerId(1),
+        Frame {
+            packet: None,
+            flags: 0,
+            msg: returns.into_iter().next().unwrap(),
+        },
+    );
+    s0.end_batch(2);
+    let t = s0.poll_timeout().expect("pending logs set a timer");
+    s0.handle_timeout(t);
+    assert_eq!(propagating_to(&mut s0, ServerId(1)).len(), 1);
+    assert_eq!(s0.replica().unwrap().stats().applied, applied + 20);
+}
