@@ -89,6 +89,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 "  buffer mean hold {:.1} µs; frames held at replicas {}",
                 r.buffer_mean_hold_us, r.frames_held
             );
+            let f = &r.frames;
+            let per = |n: u64| n as f64 / r.packets_sent.max(1) as f64;
+            println!(
+                "  per packet sent: {:.2} frames handled, {:.3} return frames, {:.3} propagating frames; logs back into the chain {:.0} % on customer frames",
+                per(f.handled),
+                per(f.returns),
+                per(f.propagating),
+                100.0 * f.logs_attached as f64 / (f.logs_attached + f.logs_propagated).max(1) as f64
+            );
+            if f.retransmit_requests + f.logs_resent > 0 {
+                println!(
+                    "  loss repair: {} retransmission requests, {} logs sent again, {} duplicates skipped",
+                    f.retransmit_requests, f.logs_resent, f.duplicates
+                );
+            }
         }
         print_ftmb(&r);
         if r.violations.is_empty() {

@@ -76,6 +76,55 @@ impl Latency {
     }
 }
 
+/// The protocol's traffic between servers over a run, summed over the servers that stopped
+/// (FTC mode): how the wrapping groups' logs came back into the chain, and what loss cost.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct FrameCounts {
+    /// Frames the servers handled, every hop counted (customer and propagating frames).
+    pub handled: u64,
+    /// Return frames from the buffer to the forwarder (the ring-closing link).
+    pub returns: u64,
+    /// Logs the buffer returned.
+    pub logs_returned: u64,
+    /// Logs the forwarder put on customer frames.
+    pub logs_attached: u64,
+    /// Propagating frames the forwarder sent, and the logs in them.
+    pub propagating: u64,
+    pub logs_propagated: u64,
+    /// Commit vectors the tail on server 0 sent straight back to the buffer's server.
+    pub direct_commit_vectors: u64,
+    /// Logs the replicas applied, and duplicates they skipped.
+    pub logs_applied: u64,
+    pub duplicates: u64,
+    /// Retransmission requests sent, and logs sent again in answers or resends.
+    pub retransmit_requests: u64,
+    pub logs_resent: u64,
+}
+
+impl FrameCounts {
+    /// Add what `server` counted.
+    fn add(&mut self, server: &Server<'_, u64>) {
+        self.handled += server.stats().frames;
+        if let Some(b) = server.buffer() {
+            self.returns += b.stats().return_messages;
+            self.logs_returned += b.stats().logs_returned;
+        }
+        if let Some(f) = server.forwarder() {
+            self.logs_attached += f.stats().logs_attached;
+            self.propagating += f.stats().propagating_frames;
+            self.logs_propagated += f.stats().logs_propagated;
+        }
+        if let Some(r) = server.replica() {
+            let s = r.stats();
+            self.direct_commit_vectors += s.direct_commit_vectors;
+            self.logs_applied += s.applied;
+            self.duplicates += s.duplicates;
+            self.retransmit_requests += s.requests_sent;
+            self.logs_resent += s.logs_retransmitted + s.logs_resent;
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunReport {
@@ -93,6 +142,8 @@ pub struct RunReport {
     pub latency_us: Latency,
     pub buffer_mean_hold_us: f64,
     pub frames_held: u64,
+    /// What moved between the servers besides customer packets (FTC mode; zeros in NF).
+    pub frames: FrameCounts,
     /// The FTMB modes: what the loggers logged, over all middleboxes.
     pub ftmb: Option<LoggerStats>,
     /// FTMB+snapshot: the masters' snapshots.
@@ -275,6 +326,9 @@ impl RunReport {
             };
             let i = server.id();
             self.frames_held += server.stats().held;
+            if self.mode == Some(Mode::Ftc) {
+                self.frames.add(&server);
+            }
             if let Some(b) = server.buffer() {
                 hold_ns = hold_ns.saturating_add(b.stats().total_hold_ns);
                 held += b.stats().released;

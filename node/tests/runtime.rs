@@ -19,9 +19,31 @@ fn chains_run_in_both_modes_and_check_out() {
                 duration: Duration::from_millis(300),
                 ..RunConfig::default()
             };
-            let r = run_chain(&spec(name), &config);
+            let spec = spec(name);
+            let r = run_chain(&spec, &config);
             assert_all_released(&r, &format!("{name} in {mode:?}"));
             assert!(r.latency_us.p50 > 0.0 && r.latency_us.p99 >= r.latency_us.p50);
+            let f = &r.frames;
+            if mode == Mode::Nf {
+                assert_eq!(*f, Default::default(), "NF counts no protocol traffic");
+                continue;
+            }
+            // Every released packet crossed every server; what the buffer returned went back
+            // into the chain (at most: some may still wait when the run stops).
+            assert!(f.handled >= r.packets_released * r.servers as u64);
+            assert!(f.logs_attached + f.logs_propagated <= f.logs_returned);
+            assert!(f.logs_returned == 0 || f.returns > 0);
+            if name.starts_with("ch-") && name != "ch-rec.toml" {
+                // Monitors write on every packet: a packet leaves only once each of its k logs
+                // is in f + 1 stores, so replicas applied at least k·f logs per packet.
+                let (k, fail) = (spec.k() as u64, spec.f() as u64);
+                assert!(
+                    f.logs_applied >= r.packets_released * k * fail,
+                    "{name}: {} logs applied for {} packets",
+                    f.logs_applied,
+                    r.packets_released
+                );
+            }
         }
     }
 }
