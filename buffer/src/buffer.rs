@@ -294,11 +294,11 @@ impl<P> Buffer<P> {
     }
 
     /// Writes a return message for the forwarder into `out` (the driver gives a frame's room: a
-    /// return frame carries no customer packet) and returns its length; `Ok(None)` when nothing is due. Call until `None`, every
-    /// batch and after [`Buffer::poll_timeout`]. Logs leave in arrival order, commit vectors
-    /// coalesced (only entries that moved since last written). [`WireError::NoRoom`] if `out`
-    /// cannot hold the next log (it stays queued): `out` must be at least as large as the
-    /// trailers the logs came in.
+    /// return frame carries no customer packet) and returns its length; `Ok(None)` when nothing
+    /// is due. Call until `None`, every batch and after [`Buffer::poll_timeout`]. Logs leave in
+    /// arrival order, commit vectors coalesced (only entries that moved since last written).
+    /// [`WireError::NoRoom`] if `out` cannot hold the next log (it stays queued): `out` must be
+    /// at least as large as the trailers the logs came in.
     ///
     /// Logs are due at once: held packets wait for them to reach their groups' tails. Commit
     /// vectors alone are due [`BufferConfig::lazy_return_ns`] after the last return message:
