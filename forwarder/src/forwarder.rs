@@ -44,14 +44,15 @@
 //! counted: there is at most one per middlebox, bounded by the number of partitions.
 //!
 //! A propagating frame has no inner frame, so its message may take the whole buffer it is given:
-//! the driver gives the frame's room (the inter-server MTU less the NSH header), larger than the
-//! trailer budget by at least the customer MTU. One propagating frame therefore drains what
-//! several customer frames would carry (on a Ch-Gen with 128 B of state in memory, 0.02
-//! propagating frames per packet instead of 0.14). A log larger than one trailer budget
-//! (only possible if the buffer's budget is larger than the forwarder's) can never ride on a
-//! customer frame, nor can anything queued behind it (logs leave in order), but it leaves in a
-//! propagating frame. If even the whole buffer is too small `poll_propagate` returns
-//! [`WireError::NoRoom`] and keeps the log: a log is never dropped for lack of room (DESIGN §4).
+//! the driver gives it the trailer budget and the room of the customer frame it lacks. One
+//! propagating frame therefore drains what several customer frames would carry (on a Ch-Gen
+//! with 128 B of state in memory, 0.06 propagating frames per packet instead of 0.14). When the
+//! oldest log does not fit, `poll_propagate` returns [`WireError::NoRoom`] and keeps the log,
+//! and the driver asks again with a larger buffer (up to a frame's whole trailer): a log is
+//! never dropped for lack of room (DESIGN §4). A log larger than one trailer budget (only
+//! possible if the buffer's budget is larger than the forwarder's) can never ride on a customer
+//! frame, nor can anything queued behind it (logs leave in order), but it leaves in a
+//! propagating frame.
 
 use ftc_chain::outbox::Outbox;
 use ftc_chain::wire::{MessageView, MessageWriter, WireError, MESSAGE_HEADER_LEN};
@@ -275,9 +276,9 @@ impl Forwarder {
     /// docs): pending content is overflowing one trailer budget, or it is idle-due. `Ok(None)`
     /// otherwise. Call until `Ok(None)`.
     ///
-    /// The message may take all of `out` (module docs: a propagating frame has no inner frame),
-    /// which the driver sizes to a frame's room. [`WireError::NoRoom`] if `out` cannot hold the
-    /// oldest log; it stays pending.
+    /// The message may take all of `out` (module docs: a propagating frame has no inner frame).
+    /// [`WireError::NoRoom`] if `out` cannot hold the oldest log; it stays pending, and the
+    /// driver may ask again with a larger `out`.
     pub fn poll_propagate(&mut self, now: u64, out: &mut [u8]) -> Result<Option<usize>, WireError> {
         self.observe(now);
         let Some(why) = self.due(now) else {

@@ -58,6 +58,34 @@ impl Mode {
     }
 }
 
+/// The most room a customer frame takes in a frame between servers (a 1500-byte MTU's
+/// Ethernet frame, rounded up).
+const CUSTOMER_ROOM: usize = 1536;
+
+/// Bytes the message of a frame without a customer packet (a propagating or return frame) fills:
+/// the trailer budget and the room of the customer frame it lacks, within a frame's trailer
+/// (`max_trailer`, the write buffer's length). In memory, where nothing else bounds a frame,
+/// messages up to `max_trailer` (8 KiB) ran slower on 2 cores: Ch-Gen with 128 B of state lost
+/// 4.3 % at 8192 bytes and 2.3 % at 3456, and gained 0.6 % at this size (5 alternated rounds
+/// against the trailer budget alone); on one core all three gained (6.4, 5.6 and 3.6 %).
+fn packetless_budget(config: &ServerConfig, max_trailer: usize) -> usize {
+    (config.trailer_budget + CUSTOMER_ROOM).min(max_trailer)
+}
+
+/// Writes the message of a frame without a customer packet with `write` into `wbuf`: within
+/// `fill` bytes, or, when the next log alone is larger than that, within all of `wbuf` (a log is
+/// never dropped for lack of room, DESIGN §4).
+fn write_packetless(
+    wbuf: &mut [u8],
+    fill: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<Option<usize>, WireError>,
+) -> Result<Option<usize>, WireError> {
+    match write(&mut wbuf[..fill]) {
+        Err(WireError::NoRoom) if fill < wbuf.len() => write(wbuf),
+        other => other,
+    }
+}
+
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -66,7 +94,8 @@ pub struct ServerConfig {
     pub trailer_budget: usize,
     /// The largest trailer a frame can carry at all: that of a frame without a customer packet
     /// (the inter-server MTU less the NSH header). Frames that carry no packet (propagating
-    /// frames, the buffer's return frames) may fill it.
+    /// frames, the buffer's return frames) fill up to the trailer budget and a customer frame's
+    /// room within it, and all of it for a log larger than that.
     pub max_trailer: usize,
     /// Bytes a middlebox may grow a customer frame by.
     pub headroom: usize,
@@ -620,7 +649,8 @@ impl<'a, P: Clone> Server<'a, P> {
         self.retry_refused(now);
         self.retry_held(now);
         while let Some(fw) = self.forwarder.as_mut() {
-            match fw.poll_propagate(now, &mut self.wbuf) {
+            let fill = packetless_budget(&self.config, self.wbuf.len());
+            match write_packetless(&mut self.wbuf, fill, |out| fw.poll_propagate(now, out)) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     self.offer(
@@ -823,13 +853,12 @@ impl<'a, P: Clone> Server<'a, P> {
         view: Option<&MessageView<'_>>,
     ) -> Result<usize, ServerError> {
         let me = self.me.0;
-        let out = &mut self.wbuf[..];
-        let none = None::<&ftc_stm::CommitRecord<'_>>;
-        // A frame without a customer packet may fill a frame's room with its message.
         let budget = match packet {
             Some(_) => self.config.trailer_budget,
-            None => out.len(),
+            None => packetless_budget(&self.config, self.wbuf.len()),
         };
+        let out = &mut self.wbuf[..];
+        let none = None::<&ftc_stm::CommitRecord<'_>>;
         let len = match (&mut self.head, packet.as_mut()) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 self.stats.transactions += 1;
@@ -966,7 +995,8 @@ impl<'a, P: Clone> Server<'a, P> {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;
             };
-            match buffer.poll_return(now, &mut self.wbuf) {
+            let fill = packetless_budget(&self.config, self.wbuf.len());
+            match write_packetless(&mut self.wbuf, fill, |out| buffer.poll_return(now, out)) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     let to = self.ring.forwarder();

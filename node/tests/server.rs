@@ -223,14 +223,15 @@ fn propagating_to(s: &mut Server<'_, u64>, to: ServerId) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Ch-2 of Monitors, f = 1: the buffer's return frame and the forwarder's propagating frame carry
-/// no customer packet, so each may fill a frame's room (`max_trailer`), not just the trailer
-/// budget: the logs of a batch of 20 packets go back in one return frame, and leave server 0
-/// in one propagating frame once idle.
-#[test]
-fn frames_without_a_customer_packet_fill_a_frames_room() {
+/// What a batch of `packets` packets through a Ch-2 of two `middlebox`es (a TOML table's body;
+/// f = 1, a 128-byte
+/// trailer budget, 4096-byte frames) sends back into the chain: the return frames from the
+/// buffer's server 1, then, once server 0 took them back and went idle, its propagating frames
+/// to server 1 and how many logs server 0 applied from them.
+fn ch2_round_trip(middlebox: &str, packets: u16) -> (Vec<Vec<u8>>, usize, u64) {
+    let mb = format!("[[middlebox]]\n{middlebox}\n");
     let spec = ChainSpec::from_toml_str(
-        "[chain]\nname = \"ch-2\"\nf = 1\n[[middlebox]]\nkind = \"monitor\"\n[[middlebox]]\nkind = \"monitor\"\n",
+        &format!("[chain]\nname = \"ch-2\"\nf = 1\n{mb}{mb}"),
         "test",
     )
     .unwrap();
@@ -251,48 +252,94 @@ fn frames_without_a_customer_packet_fill_a_frames_room() {
         Server::<u64>::new(ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
     };
     let (mut s0, mut s1) = (server(0), server(1));
-    // Through server 0, 20 packets of 20 flows, one batch.
-    let mut frames = Vec::new();
-    for i in 0..20 {
+    // Through server 0, one packet of each flow, one batch.
+    for i in 0..packets {
         s0.handle_ingress(
             0,
-            udp_packet(i, 1000 + i as u16),
+            udp_packet(u64::from(i), 1000 + i),
             port_of(Direction::Outbound),
         )
         .unwrap();
     }
     s0.end_batch(0);
-    while let Some(out) = s0.poll_output() {
-        if let Output::Send { frame, .. } = out {
-            frames.push(frame);
-        }
-    }
-    assert_eq!(frames.len(), 20);
+    let frames: Vec<_> = std::iter::from_fn(|| s0.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), usize::from(packets));
     // Server 1 heads m1, whose group wraps to server 0: its logs go back from the buffer.
     for f in frames {
         s1.handle_frame(1, ServerId(0), f);
     }
     s1.end_batch(1);
+    assert!(s1.error().is_none(), "{:?}", s1.error());
     let returns = propagating_to(&mut s1, ServerId(0));
-    assert_eq!(returns.len(), 1, "one return frame for the batch");
-    let returned = MessageRepr::parse(&MessageView::new_checked(&returns[0]).unwrap());
-    assert_eq!(returned.logs.len(), 20);
-    assert!(returns[0].len() > config.trailer_budget);
-    // Server 0 takes them back; no customer frame comes, so once idle one propagating frame
-    // carries them (server 0, m1's tail, applies them on the way).
+    // Server 0 takes them back; no customer frame comes, so once idle propagating frames carry
+    // them (server 0, m1's tail, applies them on the way).
     let applied = s0.replica().unwrap().stats().applied;
-    s0.handle_frame(
-        2,
-        ServerId(1),
-        Frame {
-            packet: None,
-            flags: 0,
-            msg: returns.into_iter().next().unwrap(),
-        },
-    );
+    for msg in returns.clone() {
+        s0.handle_frame(
+            2,
+            ServerId(1),
+            Frame {
+                packet: None,
+                flags: 0,
+                msg,
+            },
+        );
+    }
     s0.end_batch(2);
     let t = s0.poll_timeout().expect("pending logs set a timer");
     s0.handle_timeout(t);
-    assert_eq!(propagating_to(&mut s0, ServerId(1)).len(), 1);
-    assert_eq!(s0.replica().unwrap().stats().applied, applied + 20);
+    assert!(s0.error().is_none(), "{:?}", s0.error());
+    let propagated = propagating_to(&mut s0, ServerId(1)).len();
+    (
+        returns,
+        propagated,
+        s0.replica().unwrap().stats().applied - applied,
+    )
+}
+
+/// The buffer's return frame and the forwarder's propagating frame carry no customer packet, so
+/// each may fill the customer frame's room too, not just the trailer budget: the Monitor logs of
+/// a batch of 20 packets go back in one return frame, and leave server 0 in one propagating
+/// frame once idle.
+#[test]
+fn frames_without_a_customer_packet_fill_a_customer_frames_room() {
+    let (returns, propagated, applied) = ch2_round_trip("kind = \"monitor\"", 20);
+    assert_eq!(returns.len(), 1, "one return frame for the batch");
+    let returned = MessageRepr::parse(&MessageView::new_checked(&returns[0]).unwrap());
+    assert_eq!(returned.logs.len(), 20);
+    assert!(returns[0].len() > 128);
+    assert_eq!(propagated, 1);
+    assert_eq!(applied, 20);
+}
+
+/// DESIGN §4, a log is never dropped for lack of room: a Gen log of 2 KB is larger than what a
+/// frame without a customer packet fills (128 + 1536 bytes here), so it goes back, and on from
+/// server 0, in frames of their own up to the frame's whole trailer.
+#[test]
+fn a_log_larger_than_that_room_goes_in_a_frame_of_its_own() {
+    let (returns, propagated, applied) = ch2_round_trip("kind = \"gen\"\nstate_size = 2000", 2);
+    // (length, logs) of each return frame: the logs went back, in frames beyond that room (a
+    // first frame within it carried the commit vectors that fit).
+    let returned: Vec<(usize, usize)> = returns
+        .iter()
+        .map(|m| {
+            (
+                m.len(),
+                MessageRepr::parse(&MessageView::new_checked(m).unwrap())
+                    .logs
+                    .len(),
+            )
+        })
+        .collect();
+    assert_eq!(returned.iter().map(|(_, logs)| logs).sum::<usize>(), 2);
+    assert!(returned
+        .iter()
+        .all(|&(len, logs)| logs == 0 || len > 128 + 1536));
+    assert!(propagated >= 1);
+    assert_eq!(applied, 2);
 }
