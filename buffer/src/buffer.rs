@@ -293,8 +293,9 @@ impl<P> Buffer<P> {
         Some(released)
     }
 
-    /// Writes a return message for the forwarder into `out` (the driver gives a frame's room: a
-    /// return frame carries no customer packet) and returns its length; `Ok(None)` when nothing
+    /// Writes a return message for the forwarder into `out` (a return frame carries no customer
+    /// packet: the driver gives the trailer budget and a customer frame's room, and all of a
+    /// frame's trailer when the next log needs it) and returns its length; `Ok(None)` when nothing
     /// is due. Call until `None`, every batch and after [`Buffer::poll_timeout`]. Logs leave in
     /// arrival order, commit vectors coalesced (only entries that moved since last written).
     /// [`WireError::NoRoom`] if `out` cannot hold the next log (it stays queued): `out` must be
