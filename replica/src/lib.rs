@@ -764,24 +764,13 @@ impl Replica {
             }));
         }
         if let Some(direct) = self.direct.as_mut().filter(|d| !d.is_empty()) {
-            let mut w = MessageWriter::new(out, 0)?;
-            direct.fill(&mut w)?;
+            let transmit = drain_to(direct, out, prev)?;
             self.stats.direct_commit_vectors += 1;
-            return Ok(Some(Transmit {
-                to: prev,
-                flags: 0,
-                len: w.finish(),
-            }));
+            return Ok(Some(transmit));
         }
         for outbox in [&mut self.answers, &mut self.overflow] {
             if !outbox.is_empty() {
-                let mut w = MessageWriter::new(out, 0)?;
-                outbox.fill(&mut w)?;
-                return Ok(Some(Transmit {
-                    to: next,
-                    flags: 0,
-                    len: w.finish(),
-                }));
+                return drain_to(outbox, out, next).map(Some);
             }
         }
         let timeout = self.config.resend_timeout_ns;
@@ -860,6 +849,17 @@ fn took(
         }
         ApplyOutcome::Hold => Ok(false),
     }
+}
+
+/// A propagating frame to `to` with as much of `outbox` as fits `out` (the rest stays).
+fn drain_to(outbox: &mut Outbox, out: &mut [u8], to: ServerId) -> Result<Transmit, ReplicaError> {
+    let mut w = MessageWriter::new(out, 0)?;
+    outbox.fill(&mut w)?;
+    Ok(Transmit {
+        to,
+        flags: 0,
+        len: w.finish(),
+    })
 }
 
 /// Try a push; `Ok(true)` when it did not fit (the caller keeps the item for later).
