@@ -73,13 +73,14 @@ fn packetless_budget(config: &ServerConfig, max_trailer: usize) -> usize {
 }
 
 /// Writes the message of a frame without a customer packet with `write` into `wbuf`: within
-/// `fill` bytes, or, when the next log alone is larger than that, within all of `wbuf` (a log is
-/// never dropped for lack of room, DESIGN §4).
+/// [`packetless_budget`], or, when the next log alone is larger than that, within all of `wbuf`
+/// (a log is never dropped for lack of room, DESIGN §4).
 fn write_packetless(
+    config: &ServerConfig,
     wbuf: &mut [u8],
-    fill: usize,
     mut write: impl FnMut(&mut [u8]) -> Result<Option<usize>, WireError>,
 ) -> Result<Option<usize>, WireError> {
+    let fill = packetless_budget(config, wbuf.len());
     match write(&mut wbuf[..fill]) {
         Err(WireError::NoRoom) if fill < wbuf.len() => write(wbuf),
         other => other,
@@ -649,8 +650,9 @@ impl<'a, P: Clone> Server<'a, P> {
         self.retry_refused(now);
         self.retry_held(now);
         while let Some(fw) = self.forwarder.as_mut() {
-            let fill = packetless_budget(&self.config, self.wbuf.len());
-            match write_packetless(&mut self.wbuf, fill, |out| fw.poll_propagate(now, out)) {
+            match write_packetless(&self.config, &mut self.wbuf, |out| {
+                fw.poll_propagate(now, out)
+            }) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     self.offer(
@@ -995,8 +997,9 @@ impl<'a, P: Clone> Server<'a, P> {
             let Some(buffer) = self.buffer.as_mut() else {
                 return;
             };
-            let fill = packetless_budget(&self.config, self.wbuf.len());
-            match write_packetless(&mut self.wbuf, fill, |out| buffer.poll_return(now, out)) {
+            match write_packetless(&self.config, &mut self.wbuf, |out| {
+                buffer.poll_return(now, out)
+            }) {
                 Ok(Some(len)) => {
                     let msg = self.message(len);
                     let to = self.ring.forwarder();
