@@ -19,9 +19,63 @@ pub struct Outbox {
     partitions: usize,
     logs: LogQueue<()>,
     /// Per middlebox: the newest commit vector known, and which of its partitions to write.
-    cvs: Vec<Option<(CommitVector, Vec<bool>)>>,
+    cvs: Vec<Option<PendingCv>>,
     /// Whether any partition of any middlebox is to be written.
     cv_pending: bool,
+}
+
+/// One middlebox's newest commit vector and the entries of it still to write.
+#[derive(Debug, Clone)]
+struct PendingCv {
+    known: CommitVector,
+    dirty: Vec<bool>,
+    /// How many of `dirty` are set: the size of the next write, known without a scan.
+    count: usize,
+}
+
+impl PendingCv {
+    fn new(partitions: usize) -> Self {
+        PendingCv {
+            known: CommitVector::new(partitions),
+            dirty: vec![false; partitions],
+            count: 0,
+        }
+    }
+
+    /// The entries to write, partitions increasing, with an exact length.
+    fn entries(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+        debug_assert_eq!(self.count, self.dirty.iter().filter(|&&d| d).count());
+        let dirty = &self.dirty;
+        let entries = self
+            .known
+            .iter()
+            .filter(move |e| dirty[usize::from(e.partition.0)]);
+        Counted {
+            entries,
+            left: self.count,
+        }
+    }
+}
+
+/// An iterator that tells its exact length, so the writer checks the room for all of it once.
+#[derive(Clone)]
+struct Counted<I> {
+    entries: I,
+    left: usize,
+}
+
+impl<I: Iterator<Item = DepEntry>> Iterator for Counted<I> {
+    type Item = DepEntry;
+
+    fn next(&mut self) -> Option<DepEntry> {
+        let e = self.entries.next()?;
+        self.left -= 1;
+        Some(e)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
 }
 
 impl Outbox {
@@ -52,12 +106,13 @@ impl Outbox {
             self.cvs.resize(i + 1, None);
         }
         let p = self.partitions;
-        let (known, dirty) =
-            self.cvs[i].get_or_insert_with(|| (CommitVector::new(p), vec![false; p]));
+        let cv = self.cvs[i].get_or_insert_with(|| PendingCv::new(p));
         for e in entries {
-            if known.get(e.partition).is_some_and(|k| e.seq >= k) {
-                known.merge(std::iter::once(e));
-                dirty[usize::from(e.partition.0)] = true;
+            if cv.known.get(e.partition).is_some_and(|k| e.seq >= k) {
+                cv.known.merge(std::iter::once(e));
+                let dirty = &mut cv.dirty[usize::from(e.partition.0)];
+                cv.count += usize::from(!*dirty);
+                *dirty = true;
                 self.cv_pending = true;
             }
         }
@@ -87,10 +142,7 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         debug_assert_eq!(
             self.cv_pending,
-            self.cvs
-                .iter()
-                .flatten()
-                .any(|(_, dirty)| dirty.contains(&true))
+            self.cvs.iter().flatten().any(|cv| cv.count > 0)
         );
         self.logs.is_empty() && !self.cv_pending
     }
@@ -111,13 +163,21 @@ impl Outbox {
         }
         let mut cvs_left = false;
         for (mb, slot) in self.cvs.iter_mut().enumerate() {
-            let Some((known, dirty)) = slot else { continue };
-            if !dirty.contains(&true) {
+            let Some(cv) = slot else { continue };
+            if cv.count == 0 {
                 continue;
             }
-            let entries = known.iter().filter(|e| dirty[usize::from(e.partition.0)]);
-            match w.push_cv(mb as u8, entries) {
-                Ok(()) => dirty.fill(false),
+            // A full frame is told apart without walking the entries.
+            let pushed = if w.fits_cv(cv.count) {
+                w.push_cv(mb as u8, cv.entries())
+            } else {
+                Err(WireError::NoRoom)
+            };
+            match pushed {
+                Ok(()) => {
+                    cv.dirty.fill(false);
+                    cv.count = 0;
+                }
                 Err(WireError::NoRoom) => {
                     all = false;
                     cvs_left = true;

@@ -62,6 +62,13 @@ impl<'b> MessageWriter<'b> {
         self.rest.len()
     }
 
+    /// Whether a commit vector of `entries` entries fits in what is left.
+    pub fn fits_cv(&self, entries: usize) -> bool {
+        entries
+            .checked_mul(ENTRY_LEN)
+            .is_some_and(|body| CV_HEADER_LEN + body <= self.rest.len())
+    }
+
     /// Logs pushed so far.
     pub fn log_count(&self) -> u16 {
         self.log_count
