@@ -11,7 +11,7 @@
 use ftc_stm::DepEntry;
 
 use crate::logqueue::LogQueue;
-use crate::wire::{CommitVector, LogView, MessageView, MessageWriter, WireError};
+use crate::wire::{CommitVector, Counted, LogView, MessageView, MessageWriter, WireError};
 
 /// Logs and commit vectors waiting to be sent.
 #[derive(Debug, Clone)]
@@ -50,31 +50,7 @@ impl PendingCv {
             .known
             .iter()
             .filter(move |e| dirty[usize::from(e.partition.0)]);
-        Counted {
-            entries,
-            left: self.count,
-        }
-    }
-}
-
-/// An iterator that tells its exact length, so the writer checks the room for all of it once.
-#[derive(Clone)]
-struct Counted<I> {
-    entries: I,
-    left: usize,
-}
-
-impl<I: Iterator<Item = DepEntry>> Iterator for Counted<I> {
-    type Item = DepEntry;
-
-    fn next(&mut self) -> Option<DepEntry> {
-        let e = self.entries.next()?;
-        self.left -= 1;
-        Some(e)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        Counted::new(entries, self.count)
     }
 }
 
@@ -265,6 +241,22 @@ mod tests {
         outbox.merge_cv(1, [dep(3, 9)].into_iter());
         let (msg, _) = drain(&mut outbox, 200);
         assert_eq!(msg.cvs[0].entries, vec![dep(3, 9)]);
+    }
+
+    #[test]
+    fn a_commit_vector_without_room_waits_whole_for_a_frame_with_room() {
+        let mut outbox = Outbox::new(8);
+        let entries = || (0..8).map(|p| dep(p, 3));
+        outbox.merge_cv(1, entries());
+        // Message header 6 + vector header 3 + 8 entries of 10 bytes: 89 bytes.
+        let (msg, all) = drain(&mut outbox, 88);
+        assert!(!all);
+        assert!(msg.cvs.is_empty());
+        assert!(!outbox.is_empty());
+        let (msg, all) = drain(&mut outbox, 89);
+        assert!(all);
+        assert_eq!(msg.cvs[0].entries, entries().collect::<Vec<_>>());
+        assert!(outbox.is_empty());
     }
 
     #[test]

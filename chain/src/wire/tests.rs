@@ -220,25 +220,6 @@ fn writer_says_which_rule_a_log_breaks_even_without_room() {
     }
 }
 
-/// Entries whose iterator tells a length of `told` whatever it holds.
-#[derive(Clone)]
-struct Told<I> {
-    entries: I,
-    told: usize,
-}
-
-impl<I: Iterator<Item = DepEntry>> Iterator for Told<I> {
-    type Item = DepEntry;
-
-    fn next(&mut self) -> Option<DepEntry> {
-        self.entries.next()
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.told, Some(self.told))
-    }
-}
-
 /// A log whose dependencies' iterator tells a length of `told`.
 struct ToldLog {
     log: LogRepr,
@@ -251,10 +232,8 @@ impl LogSource for ToldLog {
     }
 
     fn deps(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
-        Told {
-            entries: self.log.deps.iter().copied(),
-            told: self.told,
-        }
+        // Counted believes the count it is given.
+        Counted::new(self.log.deps.iter().copied(), self.told)
     }
 
     fn writes(&self) -> impl Iterator<Item = ftc_stm::Write<'_>> + '_ {

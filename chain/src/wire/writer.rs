@@ -192,6 +192,40 @@ impl<'b> MessageWriter<'b> {
     }
 }
 
+/// Entries that tell their count up front (an exact `size_hint`), so that
+/// [`MessageWriter::push_cv`] checks the room for all of them at once instead of entry by entry.
+/// `count` must be how many `entries` yields; a wrong one makes the writer refuse them or stop
+/// short, never write past its buffer.
+#[derive(Debug, Clone)]
+pub struct Counted<I> {
+    entries: I,
+    left: usize,
+}
+
+impl<I> Counted<I> {
+    /// `entries`, of which there are `count`.
+    pub fn new(entries: I, count: usize) -> Self {
+        Counted {
+            entries,
+            left: count,
+        }
+    }
+}
+
+impl<I: Iterator<Item = DepEntry>> Iterator for Counted<I> {
+    type Item = DepEntry;
+
+    fn next(&mut self) -> Option<DepEntry> {
+        let e = self.entries.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(e)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
 /// Size of `log` encoded, and the first rule it breaks if any, in one pass.
 pub(super) struct LogMeasure {
     pub len: usize,
