@@ -147,9 +147,10 @@ impl Lane {
         self.shared.waiting[self.index].store(waiting, Ordering::SeqCst);
     }
 
-    /// Merges what other lanes published since the last pull; whether there was news.
+    /// Merges what other lanes published since the last pull (at `now`); whether there was news.
     pub(crate) fn pull(
         &mut self,
+        now: u64,
         replica: &mut Replica,
         mut buffer: Option<&mut Buffer<u64>>,
     ) -> bool {
@@ -159,7 +160,7 @@ impl Lane {
         }
         self.seen = version;
         for mb in (0..self.shared.cvs.len()).map(|j| MbIndex(j as u8)) {
-            replica.merge_commit_vector(mb, self.shared.cv(mb));
+            replica.merge_commit_vector(now, mb, self.shared.cv(mb));
             if let Some(b) = buffer.as_deref_mut() {
                 b.merge_commit_vector(mb, self.shared.cv(mb));
             }

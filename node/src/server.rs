@@ -1040,7 +1040,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 .as_ref()
                 .is_some_and(|b| b.stats().held_packets > 0);
         lane.set_waiting(waiting);
-        if lane.pull(replica, self.buffer.as_mut()) {
+        if lane.pull(now, replica, self.buffer.as_mut()) {
             self.settle(now);
             self.drain_buffer(now);
         }

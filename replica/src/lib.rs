@@ -28,6 +28,7 @@
 
 mod group_state;
 mod parked;
+mod resend;
 mod retention;
 
 use std::sync::Arc;
@@ -53,7 +54,9 @@ pub const FLAG_ANNOUNCE_REQUEST: u16 = 0x0004;
 pub struct ReplicaConfig {
     /// How long a frame may wait for a missing log before the predecessor is asked for it.
     pub hold_timeout_ns: u64,
-    /// How long a retained log may stay uncovered before it is sent to the successor again.
+    /// How long a retained log may stay uncovered before it is sent to the successor again, at
+    /// least: each group's timeout adapts to how long its commit vectors take, up to 8 times
+    /// this (docs/protocol.md, Loss).
     pub resend_timeout_ns: u64,
     /// Time between two announcements of the commit vector of a group that does not wrap past
     /// the buffer (no packet waits on it: it only lets the head and members prune what they
@@ -438,11 +441,17 @@ impl Replica {
         self.retention(mb).map(Retention::known)
     }
 
-    /// Merges what another worker thread of this server learned of CV(`mb`), pruning the
-    /// retained logs it covers; ignored unless this server is in `mb`'s group.
-    pub fn merge_commit_vector(&mut self, mb: MbIndex, entries: impl Iterator<Item = DepEntry>) {
+    /// Merges what this server learned of CV(`mb`) at `now` (in a message, or from another of
+    /// its worker threads), pruning the retained logs it covers; ignored unless this server is
+    /// in `mb`'s group.
+    pub fn merge_commit_vector(
+        &mut self,
+        now: u64,
+        mb: MbIndex,
+        entries: impl Iterator<Item = DepEntry>,
+    ) {
         if let Some(r) = self.retention_mut(mb) {
-            r.merge_cv(entries);
+            r.merge_cv(entries, now);
         }
     }
 
@@ -496,7 +505,7 @@ impl Replica {
         if self.stats.applied > applied {
             self.apply_parked(now)?;
         }
-        self.merge_cvs(msg);
+        self.merge_cvs(now, msg);
         if waits.0.is_empty() {
             return Ok(Admit::Ready);
         }
@@ -558,9 +567,9 @@ impl Replica {
         }
     }
 
-    fn merge_cvs(&mut self, msg: &MessageView<'_>) {
+    fn merge_cvs(&mut self, now: u64, msg: &MessageView<'_>) {
         for cv in msg.commit_vectors() {
-            self.merge_commit_vector(MbIndex(cv.middlebox()), cv.entries());
+            self.merge_commit_vector(now, MbIndex(cv.middlebox()), cv.entries());
         }
     }
 
@@ -810,9 +819,7 @@ impl Replica {
             .iter()
             .map(|m| &m.retention)
             .chain(self.head.as_ref().map(|(_, r)| r));
-        let resends = retentions
-            .filter_map(|r| r.oldest_send())
-            .map(|t| t.saturating_add(self.config.resend_timeout_ns));
+        let resends = retentions.filter_map(|r| r.resend_at(self.config.resend_timeout_ns));
         holds
             .chain(resends)
             .chain(self.lazy_announcement_due())

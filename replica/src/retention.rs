@@ -5,11 +5,22 @@ use ftc_chain::logqueue::LogQueue;
 use ftc_chain::wire::{CommitVector, LogView};
 use ftc_stm::LogKind;
 
+use crate::resend::ResendTimer;
+
 /// Retained logs of one group (with when each was last sent) and the newest commit vector known.
 #[derive(Debug, Clone)]
 pub(crate) struct Retention {
-    logs: LogQueue<u64>,
+    logs: LogQueue<Sent>,
     known: CommitVector,
+    /// How long the group's logs wait uncovered before they are sent again.
+    timer: ResendTimer,
+}
+
+/// When a retained log was last sent, and whether it was sent before that.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: u64,
+    again: bool,
 }
 
 impl Retention {
@@ -17,13 +28,20 @@ impl Retention {
         Retention {
             logs: LogQueue::default(),
             known: CommitVector::new(partitions),
+            timer: ResendTimer::default(),
         }
     }
 
     /// Keep `log` (sent at `now`) until a commit vector covers it.
     pub(crate) fn retain(&mut self, log: &LogView<'_>, now: u64) {
         if !self.covered(log) {
-            self.logs.push(log, now);
+            self.logs.push(
+                log,
+                Sent {
+                    at: now,
+                    again: false,
+                },
+            );
         }
     }
 
@@ -32,10 +50,13 @@ impl Retention {
         &self.known
     }
 
-    /// Merge a commit vector and drop the retained logs it covers, oldest first.
-    pub(crate) fn merge_cv(&mut self, cv: impl Iterator<Item = ftc_stm::DepEntry>) {
+    /// Merge a commit vector (arrived at `now`) and drop the retained logs it covers, oldest
+    /// first; the youngest of those sent only once times the group's round trip.
+    pub(crate) fn merge_cv(&mut self, cv: impl Iterator<Item = ftc_stm::DepEntry>, now: u64) {
         if self.known.merge(cv) {
-            self.prune_front();
+            if let Some(sent) = self.prune_front() {
+                self.timer.sample(now.saturating_sub(sent));
+            }
         }
     }
 
@@ -55,45 +76,60 @@ impl Retention {
         })
     }
 
-    /// Retained logs not yet covered and last sent `timeout` or longer before `now`, oldest
-    /// first, for `take` (false when it has no room left). A log taken moves to the back with
-    /// send time `now`, so the queue stays in send order and this only looks at its front.
+    /// Retained logs not yet covered and last sent a resend timeout or longer before `now`
+    /// (`floor` as adapted by the group's [`ResendTimer`]), oldest first, for `take` (false when
+    /// it has no room left). A log taken moves to the back with send time `now`, so the queue
+    /// stays in send order and this only looks at its front. A round that sent any doubles the
+    /// timeout until a commit vector times a log again.
     pub(crate) fn resend_due(
         &mut self,
         now: u64,
-        timeout: u64,
+        floor: u64,
         mut take: impl FnMut(&LogView<'_>) -> bool,
     ) {
         self.prune_front();
-        let mut resent = 0;
+        let timeout = self.timer.timeout(floor);
+        let (mut looked, mut resent) = (0, false);
         let due = self.logs.len();
-        while resent < due {
+        while looked < due {
             let Some((log, &sent)) = self.logs.front() else {
-                return;
+                break;
             };
-            if sent.saturating_add(timeout) > now {
-                return;
+            if sent.at.saturating_add(timeout) > now {
+                break;
             }
             if !self.covered(&log) {
                 if !take(&log) {
-                    return;
+                    break;
                 }
-                self.logs.requeue_front(now);
+                self.logs.requeue_front(Sent {
+                    at: now,
+                    again: true,
+                });
+                resent = true;
             } else {
                 self.logs.pop_front();
             }
-            resent += 1;
+            looked += 1;
+        }
+        if resent {
+            self.timer.backed_off();
         }
     }
 
-    /// Drop covered logs at the front.
-    fn prune_front(&mut self) {
-        while let Some((log, _)) = self.logs.front() {
+    /// Drop covered logs at the front; when the youngest of them was sent only once.
+    fn prune_front(&mut self) -> Option<u64> {
+        let mut once = None;
+        while let Some((log, &sent)) = self.logs.front() {
             if !self.covered(&log) {
                 break;
             }
+            if !sent.again {
+                once = Some(sent.at);
+            }
             self.logs.pop_front();
         }
+        once
     }
 
     /// Every retained log, oldest first.
@@ -101,9 +137,13 @@ impl Retention {
         self.logs.iter().map(|(log, _)| log.as_bytes())
     }
 
-    /// The send time of the oldest retained log (the queue is in send order).
-    pub(crate) fn oldest_send(&self) -> Option<u64> {
-        self.logs.front().map(|(_, sent)| *sent)
+    /// When the oldest retained log (the queue is in send order) is due to be sent again, given
+    /// the configured timeout `floor`.
+    pub(crate) fn resend_at(&self, floor: u64) -> Option<u64> {
+        let timeout = self.timer.timeout(floor);
+        self.logs
+            .front()
+            .map(|(_, sent)| sent.at.saturating_add(timeout))
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -318,6 +318,44 @@ fn an_uncovered_retained_log_is_resent() {
     assert_eq!(rs[1].poll_timeout(), None);
 }
 
+/// §4.3.1 under load: the resend timeout follows how long commit vectors take to cover a
+/// member's logs (RFC 6298's estimator, never below `resend_timeout`), and each round of
+/// resends doubles it until a commit vector times a log again: a fixed timeout shorter than
+/// the commit vectors' round trip would resend every log.
+#[test]
+fn slow_commit_vectors_stretch_the_resend_timeout_and_resends_back_it_off() {
+    let ring = Ring::new(1, 2).unwrap();
+    let mut rs = replicas(ring);
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    // Log 1 is sent at 0 and covered at server 1 6 µs later (the floor is 5 µs).
+    let rec = write(&mut w0, b"k", 1);
+    let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+    let m = hop(&mut rs[1], 0, &m, none).unwrap();
+    let to_head = hop(&mut rs[2], 0, &m, none).unwrap();
+    let at1 = hop(&mut rs[0], 6_000, &to_head, none).unwrap();
+    hop(&mut rs[1], 6_000, &at1, none).unwrap();
+    assert_eq!(rs[1].retained().0, 0);
+    // Log 2 is lost after server 1: its resend waits 6 + 4 · 3 = 18 µs, not 5.
+    let rec = write(&mut w0, b"k", 2);
+    let m = hop(&mut rs[0], 40_000, &empty(), Some(&rec)).unwrap();
+    let _lost = hop(&mut rs[1], 40_000, &m, none).unwrap();
+    assert_eq!(rs[1].poll_timeout(), Some(58_000));
+    let mut out = vec![0; BUDGET];
+    assert_eq!(rs[1].poll_transmit(57_999, &mut out).unwrap(), None);
+    let t = rs[1]
+        .poll_transmit(58_000, &mut out)
+        .unwrap()
+        .expect("a resend");
+    assert_eq!(t.to, ServerId(2));
+    // That round doubled the timeout to 36 µs; the next doubling stops at 8 × 5 µs.
+    assert_eq!(rs[1].poll_timeout(), Some(94_000));
+    assert_eq!(rs[1].poll_transmit(93_999, &mut out).unwrap(), None);
+    assert!(rs[1].poll_transmit(94_000, &mut out).unwrap().is_some());
+    assert_eq!(rs[1].poll_timeout(), Some(134_000));
+}
+
 /// A packet's own logs stay with it whatever the budget: the buffer's release rule and the tails
 /// rely on it. Logs the forwarder attached for other packets (groups whose tails come before
 /// their heads) do not fit a small budget: they ride in propagating frames right behind.
