@@ -426,14 +426,21 @@ impl Replica {
         &self.stats
     }
 
+    /// The retained logs of every group this server is in, as a member or its head.
+    fn retentions(&self) -> impl Iterator<Item = &Retention> {
+        let members = self.members.iter().map(|m| &m.retention);
+        members.chain(self.head.as_ref().map(|(_, r)| r))
+    }
+
+    fn retentions_mut(&mut self) -> impl Iterator<Item = &mut Retention> {
+        let members = self.members.iter_mut().map(|m| &mut m.retention);
+        members.chain(self.head.as_mut().map(|(_, r)| r))
+    }
+
     /// Retained logs (count, bytes) over all groups, for memory bounds.
     pub fn retained(&self) -> (usize, usize) {
-        let all = self
-            .members
-            .iter()
-            .map(|m| &m.retention)
-            .chain(self.head.as_ref().map(|(_, r)| r));
-        all.fold((0, 0), |(n, b), r| (n + r.len(), b + r.byte_len()))
+        self.retentions()
+            .fold((0, 0), |(n, b), r| (n + r.len(), b + r.byte_len()))
     }
 
     /// What this server knows of CV(`mb`) (for pruning), if it is in `mb`'s group.
@@ -524,10 +531,15 @@ impl Replica {
     }
 
     /// A new epoch (DESIGN.md §8 step 1): the driver drops its held frames, and the logs parked
-    /// from them go too, since they may be ones the recovery rolls back.
+    /// from them go too, since they may be ones the recovery rolls back. The resend timeouts
+    /// start again from `resend_timeout`: the rerouted ring is not the one they were learned
+    /// on, and the failure itself (no commit vector while it was detected) stretched them.
     pub fn fence(&mut self) {
         if let Some(parked) = &self.parked {
             parked.clear();
+        }
+        for r in self.retentions_mut() {
+            r.forget_timing();
         }
     }
 
@@ -785,12 +797,7 @@ impl Replica {
         let timeout = self.config.resend_timeout_ns;
         let mut w = MessageWriter::new(out, 0)?;
         let mut resent = 0;
-        let retentions = self
-            .members
-            .iter_mut()
-            .map(|m| &mut m.retention)
-            .chain(self.head.as_mut().map(|(_, r)| r));
-        for r in retentions {
+        for r in self.retentions_mut() {
             r.resend_due(now, timeout, |log| {
                 let ok = w.push_log_view(log).is_ok();
                 resent += u64::from(ok);
@@ -814,12 +821,9 @@ impl Replica {
         }
         let hold = self.config.hold_timeout_ns;
         let holds = self.members.iter().filter_map(|m| m.request_due(hold));
-        let retentions = self
-            .members
-            .iter()
-            .map(|m| &m.retention)
-            .chain(self.head.as_ref().map(|(_, r)| r));
-        let resends = retentions.filter_map(|r| r.resend_at(self.config.resend_timeout_ns));
+        let resends = self
+            .retentions()
+            .filter_map(|r| r.resend_at(self.config.resend_timeout_ns));
         holds
             .chain(resends)
             .chain(self.lazy_announcement_due())

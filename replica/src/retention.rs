@@ -137,6 +137,11 @@ impl Retention {
         self.logs.iter().map(|(log, _)| log.as_bytes())
     }
 
+    /// Start the resend timeout again from the configured one (a recovery rerouted the ring).
+    pub(crate) fn forget_timing(&mut self) {
+        self.timer = ResendTimer::default();
+    }
+
     /// When the oldest retained log (the queue is in send order) is due to be sent again, given
     /// the configured timeout `floor`.
     pub(crate) fn resend_at(&self, floor: u64) -> Option<u64> {

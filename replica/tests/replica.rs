@@ -321,7 +321,7 @@ fn an_uncovered_retained_log_is_resent() {
 /// §4.3.1 under load: the resend timeout follows how long commit vectors take to cover a
 /// member's logs (RFC 6298's estimator, never below `resend_timeout`), and each round of
 /// resends doubles it until a commit vector times a log again: a fixed timeout shorter than
-/// the commit vectors' round trip would resend every log.
+/// the commit vectors' round trip would resend every log. A recovery's fence forgets it all.
 #[test]
 fn slow_commit_vectors_stretch_the_resend_timeout_and_resends_back_it_off() {
     let ring = Ring::new(1, 2).unwrap();
@@ -354,6 +354,9 @@ fn slow_commit_vectors_stretch_the_resend_timeout_and_resends_back_it_off() {
     assert_eq!(rs[1].poll_transmit(93_999, &mut out).unwrap(), None);
     assert!(rs[1].poll_transmit(94_000, &mut out).unwrap().is_some());
     assert_eq!(rs[1].poll_timeout(), Some(134_000));
+    // A recovery's fence starts the timeout again from the floor.
+    rs[1].fence();
+    assert_eq!(rs[1].poll_timeout(), Some(99_000));
 }
 
 /// A packet's own logs stay with it whatever the budget: the buffer's release rule and the tails
