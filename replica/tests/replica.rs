@@ -288,27 +288,30 @@ fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
     assert_eq!(rs[2].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
 }
 
+/// Server 1 of a group of three (ring of one middlebox, f = 2) sends its retained log again at
+/// `due` and not before: what it sent, to server 2.
+fn resent_at(r: &mut Replica, due: u64) -> Vec<u8> {
+    let mut out = vec![0; BUDGET];
+    assert_eq!(r.poll_timeout(), Some(due));
+    assert_eq!(r.poll_transmit(due - 1, &mut out).unwrap(), None);
+    let t = r.poll_transmit(due, &mut out).unwrap().expect("a resend");
+    assert_eq!(t.to, ServerId(2));
+    out.truncate(t.len);
+    out
+}
+
 /// §4.3.1: when a group's last log is lost nothing later reveals the gap; the member that
 /// retained it sends it again after the resend timeout, until a commit vector covers it.
 #[test]
 fn an_uncovered_retained_log_is_resent() {
-    let ring = Ring::new(1, 2).unwrap();
-    let mut rs = replicas(ring);
+    let mut rs = replicas(Ring::new(1, 2).unwrap());
     let head0 = Store::new(P, 1).unwrap();
     let mut w0 = head0.worker(0).unwrap();
     let none = None::<&ftc_stm::CommitRecord<'_>>;
     let rec = write(&mut w0, b"k", 1);
     let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
     let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
-    let mut out = vec![0; BUDGET];
-    assert_eq!(rs[1].poll_timeout(), Some(5_000));
-    assert_eq!(rs[1].poll_transmit(4_999, &mut out).unwrap(), None);
-    let t = rs[1]
-        .poll_transmit(5_000, &mut out)
-        .unwrap()
-        .expect("a resend");
-    assert_eq!(t.to, ServerId(2));
-    let resent = out[..t.len].to_vec();
+    let resent = resent_at(&mut rs[1], 5_000);
     let to_head = hop(&mut rs[2], 5_001, &resent, none).unwrap();
     assert_eq!(rs[2].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
     // CV(0) goes 2 → 0 → 1 and prunes both retained copies.
@@ -316,43 +319,26 @@ fn an_uncovered_retained_log_is_resent() {
     hop(&mut rs[1], 5_003, &at1, none).unwrap();
     assert_eq!(rs[0].retained().0 + rs[1].retained().0, 0);
     assert_eq!(rs[1].poll_timeout(), None);
-}
 
-/// §4.3.1 under load: the resend timeout follows how long commit vectors take to cover a
-/// member's logs (RFC 6298's estimator, never below `resend_timeout`), and each round of
-/// resends doubles it until a commit vector times a log again: a fixed timeout shorter than
-/// the commit vectors' round trip would resend every log. A recovery's fence forgets it all.
-#[test]
-fn slow_commit_vectors_stretch_the_resend_timeout_and_resends_back_it_off() {
-    let ring = Ring::new(1, 2).unwrap();
-    let mut rs = replicas(ring);
-    let head0 = Store::new(P, 1).unwrap();
-    let mut w0 = head0.worker(0).unwrap();
-    let none = None::<&ftc_stm::CommitRecord<'_>>;
-    // Log 1 is sent at 0 and covered at server 1 6 µs later (the floor is 5 µs).
-    let rec = write(&mut w0, b"k", 1);
-    let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
-    let m = hop(&mut rs[1], 0, &m, none).unwrap();
-    let to_head = hop(&mut rs[2], 0, &m, none).unwrap();
-    let at1 = hop(&mut rs[0], 6_000, &to_head, none).unwrap();
-    hop(&mut rs[1], 6_000, &at1, none).unwrap();
-    assert_eq!(rs[1].retained().0, 0);
-    // Log 2 is lost after server 1: its resend waits 6 + 4 · 3 = 18 µs, not 5.
+    // §4.3.1 under load: the resend timeout follows how long commit vectors take to cover the
+    // member's logs (RFC 6298's estimator, never below `resend_timeout`), and each round of
+    // resends doubles it until a commit vector times a log again: a fixed timeout shorter
+    // than the commit vectors' round trip would resend every log. A fence forgets it all.
+    // Log 2 is sent at 10 µs and covered at server 1 6 µs later (the floor is 5 µs).
     let rec = write(&mut w0, b"k", 2);
+    let m = hop(&mut rs[0], 10_000, &empty(), Some(&rec)).unwrap();
+    let m = hop(&mut rs[1], 10_000, &m, none).unwrap();
+    let to_head = hop(&mut rs[2], 10_000, &m, none).unwrap();
+    let at1 = hop(&mut rs[0], 16_000, &to_head, none).unwrap();
+    hop(&mut rs[1], 16_000, &at1, none).unwrap();
+    assert_eq!(rs[1].retained().0, 0);
+    // Log 3 is lost after server 1: its resend waits 6 + 4 · 3 = 18 µs, not 5.
+    let rec = write(&mut w0, b"k", 3);
     let m = hop(&mut rs[0], 40_000, &empty(), Some(&rec)).unwrap();
     let _lost = hop(&mut rs[1], 40_000, &m, none).unwrap();
-    assert_eq!(rs[1].poll_timeout(), Some(58_000));
-    let mut out = vec![0; BUDGET];
-    assert_eq!(rs[1].poll_transmit(57_999, &mut out).unwrap(), None);
-    let t = rs[1]
-        .poll_transmit(58_000, &mut out)
-        .unwrap()
-        .expect("a resend");
-    assert_eq!(t.to, ServerId(2));
+    resent_at(&mut rs[1], 58_000);
     // That round doubled the timeout to 36 µs; the next doubling stops at 8 × 5 µs.
-    assert_eq!(rs[1].poll_timeout(), Some(94_000));
-    assert_eq!(rs[1].poll_transmit(93_999, &mut out).unwrap(), None);
-    assert!(rs[1].poll_transmit(94_000, &mut out).unwrap().is_some());
+    resent_at(&mut rs[1], 94_000);
     assert_eq!(rs[1].poll_timeout(), Some(134_000));
     // A recovery's fence starts the timeout again from the floor.
     rs[1].fence();
