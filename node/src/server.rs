@@ -674,6 +674,9 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
+        // Held frames and propagating frames that went through may have released packets: room
+        // for those still refused.
+        self.retry_refused(now);
         // Most frames find nothing due: asking when is cheaper than writing nothing.
         while let Some(r) = self
             .replica
@@ -825,12 +828,7 @@ impl<'a, P: Clone> Server<'a, P> {
             }
         };
         if self.me == self.last {
-            let out = Frame {
-                packet: frame.packet.take(),
-                flags: 0,
-                msg: self.message(len),
-            };
-            self.at_the_end(now, view.as_ref(), out);
+            self.at_the_end(now, view.as_ref(), frame.packet.take(), len);
             self.recycle(frame.msg);
         } else {
             // The incoming message is read: its buffer carries the next one (buffers stay with
@@ -902,10 +900,18 @@ impl<'a, P: Clone> Server<'a, P> {
         len.map_err(|source| ServerError::Replica { server: me, source })
     }
 
-    /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF).
-    fn at_the_end(&mut self, now: u64, incoming: Option<&MessageView<'_>>, frame: Frame<P>) {
+    /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF). Its
+    /// message is the first `len` bytes of the write buffer; it is copied out only if the buffer
+    /// refuses the packet and it must wait.
+    fn at_the_end(
+        &mut self,
+        now: u64,
+        incoming: Option<&MessageView<'_>>,
+        packet: Option<Packet<P>>,
+        len: usize,
+    ) {
         let Some(buffer) = self.buffer.as_mut() else {
-            if let Some(packet) = frame.packet {
+            if let Some(packet) = packet {
                 self.outputs
                     .push_back(Output::Release { packet, hold_ns: 0 });
             }
@@ -914,7 +920,8 @@ impl<'a, P: Clone> Server<'a, P> {
         if let Some(v) = incoming {
             buffer.handle_incoming_cvs(v);
         }
-        let view = match MessageView::new_checked(&frame.msg) {
+        let msg = &self.wbuf[..len];
+        let view = match MessageView::new_checked(msg) {
             Ok(v) => v,
             Err(source) => {
                 return self.fail(ServerError::Wire {
@@ -925,7 +932,7 @@ impl<'a, P: Clone> Server<'a, P> {
         };
         let observe = self.config.observe;
         let outputs = &mut self.outputs;
-        let offered = frame.packet.map(|packet| {
+        let offered = packet.map(|packet| {
             if observe {
                 outputs.push_back(Output::AtBuffer {
                     handle: packet.handle.clone(),
@@ -948,40 +955,51 @@ impl<'a, P: Clone> Server<'a, P> {
             let _ = buffer.handle_frame(now, &view, None);
         } else if let Err(refused) = buffer.handle_frame(now, &view, offered) {
             // Back-pressure: keep it and offer it again once the buffer released something.
-            self.refused.push_back((frame.msg.clone(), refused.0));
+            self.refused.push_back((msg.to_vec(), refused.0));
         }
         self.drain_buffer(now);
     }
 
-    /// Offer the packets the buffer refused again, oldest first, until it refuses one.
+    /// Offer the packets the buffer refused again, oldest first, until it refuses one, and
+    /// release what may leave; while that makes room, again. (A packet accepted again may
+    /// be ready at once, and it holds its room until released: stopping at the first refusal
+    /// without releasing could leave refused packets with room free and nothing to come that
+    /// would offer them again, the ingress held back by them.)
     fn retry_refused(&mut self, now: u64) {
-        let Some(buffer) = self.buffer.as_mut() else {
-            return;
-        };
-        while let Some((msg, offer)) = self.refused.pop_front() {
-            let Ok(view) = MessageView::new_checked(&msg) else {
-                continue;
+        loop {
+            let Some(buffer) = self.buffer.as_mut() else {
+                return;
             };
-            if let Err(refused) = buffer.retry(now, &view, offer) {
-                self.refused.push_front((msg, refused.0));
-                break;
+            while let Some((msg, offer)) = self.refused.pop_front() {
+                let Ok(view) = MessageView::new_checked(&msg) else {
+                    continue;
+                };
+                if let Err(refused) = buffer.retry(now, &view, offer) {
+                    self.refused.push_front((msg, refused.0));
+                    break;
+                }
+            }
+            if self.drain_buffer(now) == 0 || self.refused.is_empty() {
+                return;
             }
         }
-        self.drain_buffer(now);
     }
 
-    /// Released packets out of the chain; return frames to the forwarder.
-    fn drain_buffer(&mut self, now: u64) {
+    /// Released packets out of the chain; how many.
+    fn drain_buffer(&mut self, now: u64) -> usize {
         let Some(buffer) = self.buffer.as_mut() else {
-            return;
+            return 0;
         };
+        let mut released = 0;
         while let Some(r) = buffer.poll_release(now) {
             let packet = self.parked.remove(r.handle);
             self.outputs.push_back(Output::Release {
                 packet,
                 hold_ns: r.hold_ns,
             });
+            released += 1;
         }
+        released
     }
 
     /// The end of a batch of inputs at `now`: what the batch freed (held frames, refused
@@ -1042,7 +1060,7 @@ impl<'a, P: Clone> Server<'a, P> {
         lane.set_waiting(waiting);
         if lane.pull(now, replica, self.buffer.as_mut()) {
             self.settle(now);
-            self.drain_buffer(now);
+            self.retry_refused(now);
         }
     }
 

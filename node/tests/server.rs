@@ -343,3 +343,83 @@ fn a_log_larger_than_that_room_goes_in_a_frame_of_its_own() {
     assert!(propagated >= 1);
     assert_eq!(applied, 2);
 }
+
+/// Back-pressure at the buffer (DESIGN §7: bounded memory, no silent drop): with room for two
+/// held packets, the last server keeps the packets its buffer refuses, with their messages, and
+/// offers them again once it released some; all leave, in their flow's order.
+#[test]
+fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
+    let mb = "[[middlebox]]\nkind = \"monitor\"\n";
+    let spec = ChainSpec::from_toml_str(
+        &format!("[chain]\nname = \"ch-2\"\nf = 1\n{mb}{mb}"),
+        "test",
+    )
+    .unwrap();
+    let ring = spec.ring();
+    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let stores = [Store::new(64, 1).unwrap(), Store::new(64, 1).unwrap()];
+    let mut config = ServerConfig::default();
+    config.buffer.max_held_packets = 2;
+    let server = |i: u8| {
+        let head = Some((
+            ftc_chain::ring::MbIndex(i),
+            mbs[usize::from(i)].as_ref(),
+            stores[usize::from(i)].worker(0).unwrap(),
+        ));
+        Server::<u64>::new(ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
+    };
+    let (mut s0, mut s1) = (server(0), server(1));
+    for handle in 0..5 {
+        let packet = udp_packet(handle, 1000);
+        s0.handle_ingress(0, packet, port_of(Direction::Outbound))
+            .unwrap();
+    }
+    s0.end_batch(0);
+    let frames: Vec<_> = std::iter::from_fn(|| s0.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect();
+    for f in frames {
+        s1.handle_frame(1, ServerId(0), f);
+    }
+    s1.end_batch(1);
+    // Three refused on arrival (and again on each try while the buffer is full).
+    assert!(s1.buffer().unwrap().stats().refused >= 3);
+    // m1's logs go back to server 0, its group's tail; its commit vector comes to server 1.
+    let mut released = Vec::new();
+    let mut now = 2;
+    for _ in 0..20 {
+        for o in std::iter::from_fn(|| s1.poll_output()) {
+            match o {
+                Output::Send { to, frame } => {
+                    assert_eq!(to, ServerId(0));
+                    s0.handle_frame(now, ServerId(1), frame);
+                }
+                Output::Release { packet, .. } => released.push(packet.handle),
+                _ => {}
+            }
+        }
+        s0.end_batch(now);
+        if let Some(t) = s0.poll_timeout() {
+            s0.handle_timeout(t.max(now));
+        }
+        for msg in propagating_to(&mut s0, ServerId(1)) {
+            let frame = Frame {
+                packet: None,
+                flags: 0,
+                msg,
+            };
+            s1.handle_frame(now, ServerId(0), frame);
+        }
+        s1.end_batch(now);
+        now += 1_000_000;
+        if released.len() == 5 {
+            break;
+        }
+    }
+    assert!(s0.error().is_none() && s1.error().is_none());
+    assert_eq!(released, [0, 1, 2, 3, 4]);
+    assert!(s1.buffer().unwrap().stats().max_held_packets <= 2);
+}

@@ -61,6 +61,9 @@ pub struct SimConfig {
     pub max_steps: u64,
     /// Held frames at which a server is congested (customer packets then wait at the ingress).
     pub max_held_frames: usize,
+    /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server
+    /// with their messages (back-pressure).
+    pub max_buffered_packets: usize,
 }
 
 impl Default for SimConfig {
@@ -76,6 +79,7 @@ impl Default for SimConfig {
             broken_fence: false,
             max_steps: 2_000_000,
             max_held_frames: 4096,
+            max_buffered_packets: BufferConfig::DEFAULT_MAX_HELD_PACKETS,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct SimReport {
     pub max_held_frames: usize,
     /// Customer packets kept waiting at the ingress by back-pressure (a congested server).
     pub ingress_deferred: u64,
+    /// Offers of packets that the buffer refused (back-pressure), over the buffer's server as
+    /// it stands at the end.
+    pub buffer_refused: u64,
     /// Servers failed (crashed, or declared failed on lost heartbeats) and recovered.
     pub failures: u64,
     pub recoveries: u64,
@@ -163,6 +170,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
             max_pending_bytes: 1 << 20,
         },
         buffer: BufferConfig {
+            max_held_packets: config.max_buffered_packets,
             stall_timeout_ns: 300_000,
             lazy_return_ns: 50_000,
             ..BufferConfig::default()
@@ -514,6 +522,11 @@ impl<'a> Sim<'a> {
         });
         self.report.retransmit_requests += requests;
         self.report.logs_resent += resent;
+        self.report.buffer_refused += self
+            .all()
+            .filter_map(|server| server.buffer())
+            .map(|b| b.stats().refused)
+            .sum::<u64>();
         for v in found {
             self.violation(v);
         }
