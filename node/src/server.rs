@@ -565,7 +565,11 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
                 Ok(view) => {
                     // The ring-closing link: what the last server sends back rides on later
-                    // packets.
+                    // packets. Back-pressure (pending over `max_pending_bytes`, counted by the
+                    // forwarder) needs no pause in reading here: pending over one trailer
+                    // budget is overflowing, so this batch's end drains it in propagating
+                    // frames before the next batch is read, and pending stays within what one
+                    // batch of return frames brings.
                     if let Some(fw) = self.forwarder.as_mut() {
                         let _ = fw.handle_return(now, &view);
                     }
