@@ -223,51 +223,76 @@ fn propagating_to(s: &mut Server<'_, u64>, to: ServerId) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A Ch-2 (f = 1) of two middleboxes of one kind (`middlebox`, a TOML table's body): what its
+/// servers are made from.
+struct Ch2 {
+    ring: Ring,
+    middleboxes: Vec<Box<dyn ftc_chain::middlebox::Middlebox>>,
+    stores: [Store; 2],
+}
+
+impl Ch2 {
+    fn new(middlebox: &str) -> Self {
+        let mb = format!("[[middlebox]]\n{middlebox}\n");
+        let spec = ChainSpec::from_toml_str(
+            &format!("[chain]\nname = \"ch-2\"\nf = 1\n{mb}{mb}"),
+            "test",
+        )
+        .unwrap();
+        Ch2 {
+            ring: spec.ring(),
+            middleboxes: spec.middlebox.iter().map(middleboxes::build).collect(),
+            stores: [Store::new(64, 1).unwrap(), Store::new(64, 1).unwrap()],
+        }
+    }
+
+    /// Server `i`, heading middlebox `i`.
+    fn server(&self, i: u8, config: &ServerConfig) -> Server<'_, u64> {
+        let head = Some((
+            ftc_chain::ring::MbIndex(i),
+            self.middleboxes[usize::from(i)].as_ref(),
+            self.stores[usize::from(i)].worker(0).unwrap(),
+        ));
+        Server::<u64>::new(self.ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
+    }
+}
+
+/// `packets` through server 0 in one batch: the frames it sends on.
+fn through_server_0(
+    s0: &mut Server<'_, u64>,
+    packets: impl IntoIterator<Item = Packet<u64>>,
+) -> Vec<Frame<u64>> {
+    for packet in packets {
+        s0.handle_ingress(0, packet, port_of(Direction::Outbound))
+            .unwrap();
+    }
+    s0.end_batch(0);
+    std::iter::from_fn(|| s0.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What a batch of `packets` packets through a Ch-2 of two `middlebox`es (a TOML table's body;
 /// f = 1, a 128-byte
 /// trailer budget, 4096-byte frames) sends back into the chain: the return frames from the
 /// buffer's server 1, then, once server 0 took them back and went idle, its propagating frames
 /// to server 1 and how many logs server 0 applied from them.
 fn ch2_round_trip(middlebox: &str, packets: u16) -> (Vec<Vec<u8>>, usize, u64) {
-    let mb = format!("[[middlebox]]\n{middlebox}\n");
-    let spec = ChainSpec::from_toml_str(
-        &format!("[chain]\nname = \"ch-2\"\nf = 1\n{mb}{mb}"),
-        "test",
-    )
-    .unwrap();
-    let ring = spec.ring();
-    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
-    let stores = [Store::new(64, 1).unwrap(), Store::new(64, 1).unwrap()];
+    let ch2 = Ch2::new(middlebox);
     let config = ServerConfig {
         trailer_budget: 128,
         max_trailer: 4096,
         ..ServerConfig::default()
     };
-    let server = |i: u8| {
-        let head = Some((
-            ftc_chain::ring::MbIndex(i),
-            mbs[usize::from(i)].as_ref(),
-            stores[usize::from(i)].worker(0).unwrap(),
-        ));
-        Server::<u64>::new(ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
-    };
-    let (mut s0, mut s1) = (server(0), server(1));
+    let (mut s0, mut s1) = (ch2.server(0, &config), ch2.server(1, &config));
     // Through server 0, one packet of each flow, one batch.
-    for i in 0..packets {
-        s0.handle_ingress(
-            0,
-            udp_packet(u64::from(i), 1000 + i),
-            port_of(Direction::Outbound),
-        )
-        .unwrap();
-    }
-    s0.end_batch(0);
-    let frames: Vec<_> = std::iter::from_fn(|| s0.poll_output())
-        .filter_map(|o| match o {
-            Output::Send { frame, .. } => Some(frame),
-            _ => None,
-        })
-        .collect();
+    let frames = through_server_0(
+        &mut s0,
+        (0..packets).map(|i| udp_packet(u64::from(i), 1000 + i)),
+    );
     assert_eq!(frames.len(), usize::from(packets));
     // Server 1 heads m1, whose group wraps to server 0: its logs go back from the buffer.
     for f in frames {
@@ -349,38 +374,11 @@ fn a_log_larger_than_that_room_goes_in_a_frame_of_its_own() {
 /// offers them again once it released some; all leave, in their flow's order.
 #[test]
 fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
-    let mb = "[[middlebox]]\nkind = \"monitor\"\n";
-    let spec = ChainSpec::from_toml_str(
-        &format!("[chain]\nname = \"ch-2\"\nf = 1\n{mb}{mb}"),
-        "test",
-    )
-    .unwrap();
-    let ring = spec.ring();
-    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
-    let stores = [Store::new(64, 1).unwrap(), Store::new(64, 1).unwrap()];
+    let ch2 = Ch2::new("kind = \"monitor\"");
     let mut config = ServerConfig::default();
     config.buffer.max_held_packets = 2;
-    let server = |i: u8| {
-        let head = Some((
-            ftc_chain::ring::MbIndex(i),
-            mbs[usize::from(i)].as_ref(),
-            stores[usize::from(i)].worker(0).unwrap(),
-        ));
-        Server::<u64>::new(ring, ServerId(u16::from(i)), 64, head, config.clone()).unwrap()
-    };
-    let (mut s0, mut s1) = (server(0), server(1));
-    for handle in 0..5 {
-        let packet = udp_packet(handle, 1000);
-        s0.handle_ingress(0, packet, port_of(Direction::Outbound))
-            .unwrap();
-    }
-    s0.end_batch(0);
-    let frames: Vec<_> = std::iter::from_fn(|| s0.poll_output())
-        .filter_map(|o| match o {
-            Output::Send { frame, .. } => Some(frame),
-            _ => None,
-        })
-        .collect();
+    let (mut s0, mut s1) = (ch2.server(0, &config), ch2.server(1, &config));
+    let frames = through_server_0(&mut s0, (0..5).map(|handle| udp_packet(handle, 1000)));
     for f in frames {
         s1.handle_frame(1, ServerId(0), f);
     }
