@@ -42,15 +42,29 @@ impl PendingCv {
         }
     }
 
-    /// The entries to write, partitions increasing, with an exact length.
-    fn entries(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+    /// The first `n` (at most [`PendingCv::count`]) entries to write, partitions increasing,
+    /// with an exact length.
+    fn entries(&self, n: usize) -> impl Iterator<Item = DepEntry> + Clone + '_ {
         debug_assert_eq!(self.count, self.dirty.iter().filter(|&&d| d).count());
+        debug_assert!(n <= self.count);
         let dirty = &self.dirty;
         let entries = self
             .known
             .iter()
             .filter(move |e| dirty[usize::from(e.partition.0)]);
-        Counted::new(entries, self.count)
+        Counted::new(entries.take(n), n)
+    }
+
+    /// The first `n` entries to write were written.
+    fn written(&mut self, n: usize) {
+        if n == self.count {
+            self.dirty.fill(false);
+        } else {
+            for d in self.dirty.iter_mut().filter(|d| **d).take(n) {
+                *d = false;
+            }
+        }
+        self.count -= n;
     }
 }
 
@@ -143,22 +157,29 @@ impl Outbox {
             if cv.count == 0 {
                 continue;
             }
-            // A full frame is told apart without walking the entries.
-            let pushed = if w.fits_cv(cv.count) {
-                w.push_cv(mb as u8, cv.entries())
+            // A full frame is told apart without walking the entries. A vector that does not
+            // fit a message with nothing else in it would not fit any frame of this size: it
+            // goes in parts, as many entries as fit, partitions increasing (a commit vector may
+            // name any subset of its entries; receivers merge them by element-wise max).
+            let room = w.cv_room();
+            let fresh = w.log_count() == 0 && w.cv_count() == 0;
+            let take = if cv.count <= room {
+                cv.count
+            } else if fresh && room > 0 {
+                room
             } else {
-                Err(WireError::NoRoom)
+                all = false;
+                cvs_left = true;
+                continue;
             };
-            match pushed {
-                Ok(()) => {
-                    cv.dirty.fill(false);
-                    cv.count = 0;
-                }
-                Err(WireError::NoRoom) => {
-                    all = false;
-                    cvs_left = true;
-                }
+            match w.push_cv(mb as u8, cv.entries(take)) {
+                Ok(()) => cv.written(take),
+                Err(WireError::NoRoom) => {}
                 Err(e) => return Err(e),
+            }
+            if cv.count > 0 {
+                all = false;
+                cvs_left = true;
             }
         }
         self.cv_pending = cvs_left;
@@ -243,19 +264,36 @@ mod tests {
         assert_eq!(msg.cvs[0].entries, vec![dep(3, 9)]);
     }
 
+    /// A commit vector that does not fit behind what a message holds waits whole for the next
+    /// frame; one that would not fit even an empty message goes in parts, partitions rising.
     #[test]
-    fn a_commit_vector_without_room_waits_whole_for_a_frame_with_room() {
+    fn a_commit_vector_waits_whole_for_room_unless_no_frame_could_hold_it() {
         let mut outbox = Outbox::new(8);
         let entries = || (0..8).map(|p| dep(p, 3));
+        let l = log(2, 1);
+        outbox.push_log(&LogView::new_checked(&l).unwrap());
         outbox.merge_cv(1, entries());
-        // Message header 6 + vector header 3 + 8 entries of 10 bytes: 89 bytes.
-        let (msg, all) = drain(&mut outbox, 88);
+        // Message header 6, the log, then room for a vector of 7 entries (3 + 70 bytes), not 8.
+        let (msg, all) = drain(&mut outbox, 6 + l.len() + 73);
         assert!(!all);
-        assert!(msg.cvs.is_empty());
-        assert!(!outbox.is_empty());
+        assert_eq!(msg.logs.len(), 1);
+        assert!(msg.cvs.is_empty(), "waits whole: {:?}", msg.cvs);
+        // Alone in a message it fits exactly (6 + 3 + 80 bytes).
         let (msg, all) = drain(&mut outbox, 89);
         assert!(all);
         assert_eq!(msg.cvs[0].entries, entries().collect::<Vec<_>>());
+        assert!(outbox.is_empty());
+        // One byte less and it never fits: 7 entries now, the last one next.
+        outbox.merge_cv(1, (0..8).map(|p| dep(p, 4)));
+        let (msg, all) = drain(&mut outbox, 88);
+        assert!(!all);
+        assert_eq!(
+            msg.cvs[0].entries,
+            (0..7).map(|p| dep(p, 4)).collect::<Vec<_>>()
+        );
+        let (msg, all) = drain(&mut outbox, 88);
+        assert!(all);
+        assert_eq!(msg.cvs[0].entries, vec![dep(7, 4)]);
         assert!(outbox.is_empty());
     }
 

@@ -773,10 +773,16 @@ impl Replica {
             self.stats.requests_sent += 1;
             let mut w = MessageWriter::new(out, 0)?;
             let store = &m.store;
-            let max = (0..self.partitions as u16).map(|p| DepEntry {
-                partition: Partition(p),
-                seq: store.seq(Partition(p)),
-            });
+            // MAX's entries, those above 0 (an absent entry reads as 0) and as many as fit:
+            // the predecessor takes any entry left out as 0 and answers with more logs than
+            // needed, which the requester skips as duplicates.
+            let max = (0..self.partitions as u16)
+                .map(|p| DepEntry {
+                    partition: Partition(p),
+                    seq: store.seq(Partition(p)),
+                })
+                .filter(|e| e.seq.0 > 0)
+                .take(w.cv_room());
             w.push_cv(m.mb.0, max)?;
             return Ok(Some(Transmit {
                 to: prev,

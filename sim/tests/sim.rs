@@ -87,10 +87,14 @@ fn two_thousand_seeds_with_loss_reordering_duplication_and_delay() {
     );
 }
 
-/// 300 seeds over k = 1 … 5 and f = 1 … 3 with every network fault and `bound` applied to the
-/// config (odd seeds with several lanes per server when `lanes`): every invariant must hold.
-fn bounded_sweep(bound: impl Fn(&mut SimConfig), lanes: bool) -> Vec<SimReport> {
-    (0..300u64)
+/// `seeds` seeds over k = 1 … 5 and f = 1 … 3 of `spec(seed, k, f)` with every network fault
+/// and `bound` applied to the config: every invariant must hold.
+fn bounded_sweep(
+    seeds: u64,
+    bound: impl Fn(&mut SimConfig),
+    spec: impl Fn(u64, usize, usize) -> ChainSpec,
+) -> Vec<SimReport> {
+    (0..seeds)
         .map(|seed| {
             let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
             let mut config = SimConfig {
@@ -100,11 +104,7 @@ fn bounded_sweep(bound: impl Fn(&mut SimConfig), lanes: bool) -> Vec<SimReport> 
                 ..SimConfig::default()
             };
             bound(&mut config);
-            let spec = match (lanes, seed % 2) {
-                (true, 1) => chain_with_threads(k, f, |i| 1 + ((seed as usize + i) % 3) as u16),
-                _ => chain(k, f),
-            };
-            let r = run(&spec, &config);
+            let r = run(&spec(seed, k, f), &config);
             assert!(
                 r.violations.is_empty(),
                 "seed {seed} (k={k}, f={f}): {:#?}",
@@ -119,7 +119,7 @@ fn bounded_sweep(bound: impl Fn(&mut SimConfig), lanes: bool) -> Vec<SimReport> 
 /// and every fault, the chain still drains and every invariant holds.
 #[test]
 fn a_tiny_hold_bound_applies_back_pressure_and_never_deadlocks() {
-    let reports = bounded_sweep(|c| c.max_held_frames = 2, false);
+    let reports = bounded_sweep(300, |c| c.max_held_frames = 2, |_, k, f| chain(k, f));
     assert!(
         reports.iter().any(|r| r.ingress_deferred > 0),
         "the bound was never reached: the test would prove nothing"
@@ -134,11 +134,32 @@ fn a_tiny_hold_bound_applies_back_pressure_and_never_deadlocks() {
 /// they held the ingress back.)
 #[test]
 fn a_tiny_buffer_refuses_packets_and_they_still_leave_in_order_after_their_state() {
-    let reports = bounded_sweep(|c| c.max_buffered_packets = 2, true);
+    // Odd seeds run several lanes per server, each with a buffer of its own.
+    let lanes = |seed: u64, k, f| match seed % 2 {
+        0 => chain(k, f),
+        _ => chain_with_threads(k, f, |i| 1 + ((seed as usize + i) % 3) as u16),
+    };
+    let reports = bounded_sweep(300, |c| c.max_buffered_packets = 2, lanes);
     assert!(
         reports.iter().any(|r| r.buffer_refused > 0),
         "the buffer never refused a packet: the test would prove nothing"
     );
+}
+
+/// Commit vectors of 1024 partitions (10 KiB whole) do not fit a frame (8 KiB in memory, a
+/// 512-byte trailer budget here): they go in parts, and a retransmission request names what
+/// fits of MAX. (Before, a server failed on the first full vector it had to write.)
+#[test]
+fn commit_vectors_larger_than_a_frame_go_in_parts() {
+    let many = |_, k, f| {
+        let mut spec = chain(k, f);
+        spec.chain.partitions = 1024;
+        spec
+    };
+    let crashes = |c: &mut SimConfig| {
+        c.faults = Faults::parse("loss,reorder,dup,delay,crash=2,heartbeat").unwrap();
+    };
+    bounded_sweep(60, crashes, many);
 }
 
 /// The checker bites: a buffer that lets packets out without waiting for commit vectors

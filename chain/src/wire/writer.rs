@@ -62,11 +62,10 @@ impl<'b> MessageWriter<'b> {
         self.rest.len()
     }
 
-    /// Whether a commit vector of `entries` entries fits in what is left.
-    pub fn fits_cv(&self, entries: usize) -> bool {
-        entries
-            .checked_mul(ENTRY_LEN)
-            .is_some_and(|body| CV_HEADER_LEN + body <= self.rest.len())
+    /// How many entries a commit vector may have and still fit in what is left (0 when not
+    /// even one does).
+    pub fn cv_room(&self) -> usize {
+        (self.rest.len().saturating_sub(CV_HEADER_LEN) / ENTRY_LEN).min(MAX_CV_ENTRIES)
     }
 
     /// Logs pushed so far.
