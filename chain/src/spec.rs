@@ -468,9 +468,48 @@ impl ChainSpec {
     pub fn try_ring(&self) -> Result<Ring, RingError> {
         Ring::new(self.k(), self.f())
     }
+
+    /// The most bytes of message that a packet's own logs take between two servers: a log
+    /// rides with its packet from its head to its group's tail, so a frame leaving server s
+    /// carries the logs of middleboxes s − f + 1 … s, whatever the trailer budget
+    /// (docs/protocol.md). A transport whose frames hold less cannot run the chain.
+    pub fn own_logs_bound(&self) -> usize {
+        let f = usize::from(self.chain.f).max(1);
+        let partitions = self.chain.partitions as usize;
+        let logs: Vec<usize> = self
+            .middlebox
+            .iter()
+            .map(|m| m.kind.log_bound(partitions))
+            .collect();
+        let most = (0..logs.len())
+            .map(|s| logs[(s + 1).saturating_sub(f)..=s].iter().sum::<usize>())
+            .max();
+        most.unwrap_or(0) + crate::wire::MESSAGE_HEADER_LEN
+    }
 }
 
 impl MiddleboxKind {
+    /// A bound on the bytes of one of this kind's logs in a chain of `partitions` partitions
+    /// ([`ChainSpec::own_logs_bound`]). A log is an 8-byte header, 10 bytes per partition the
+    /// transaction locked (read or written), and per write a 4-byte header, the key (at most
+    /// 14 bytes in the built-in kinds) and the value. A monitor, a firewall and a load
+    /// balancer touch at most two keys and write at most two small values (under 70 bytes;
+    /// 128 leaves room); Gen one key and its `state_size` bytes; a NAT may read two keys per
+    /// port it probes for a new mapping and release two mappings (three deletes each) before
+    /// it writes four small records.
+    fn log_bound(&self, partitions: usize) -> usize {
+        match self {
+            MiddleboxKind::Gen(g) => 64 + g.state_size as usize,
+            MiddleboxKind::SimpleNat(_) | MiddleboxKind::MazuNat(_) => {
+                let keys = 2 * crate::middleboxes::nat::MAX_PROBES as usize + 16;
+                10 * partitions.min(keys) + 512
+            }
+            MiddleboxKind::Monitor(_)
+            | MiddleboxKind::Firewall(_)
+            | MiddleboxKind::LoadBalancer(_) => 128,
+        }
+    }
+
     /// The kind's name as written in a spec: `monitor`, `simple-nat`, `mazu-nat`, `gen`,
     /// `firewall` or `load-balancer`.
     pub fn name(&self) -> &'static str {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{run_chain, RunConfig, RunReport};
-use ftc_node::Mode;
+use ftc_node::{Mode, ServerConfig};
 
 use crate::mode::{ModeArg, SnapshotArgs};
 
@@ -65,6 +65,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if config.mode.is_ftmb() {
         warn_single_worker(&spec, "the FTMB baseline");
     }
+    ServerConfig {
+        mode,
+        ..config.server.clone()
+    }
+    .check_logs_fit(&spec)?;
     let r = run_chain(&spec, &config);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);

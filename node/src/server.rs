@@ -15,6 +15,7 @@ use std::sync::Arc;
 use ftc_buffer::{Buffer, BufferConfig, Packet as BufferPacket};
 use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox, Verdict};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::spec::ChainSpec;
 use ftc_chain::wire::{MessageView, MessageWriter, WireError};
 use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
 use ftc_replica::{
@@ -137,6 +138,33 @@ impl Default for ServerConfig {
             run_while_fenced: false,
         }
     }
+}
+
+impl ServerConfig {
+    /// Whether the messages of `spec`'s chain fit this config's frames: a packet's own logs stay
+    /// with it from their heads to their tails whatever the trailer budget, so a chain whose
+    /// logs outgrow `max_trailer` would fail on its first packet
+    /// ([`ChainSpec::own_logs_bound`]). FTC mode only: the others carry no logs.
+    pub fn check_logs_fit(&self, spec: &ChainSpec) -> Result<(), LogsTooLong> {
+        let need = spec.own_logs_bound();
+        if self.mode == Mode::Ftc && need > self.max_trailer {
+            return Err(LogsTooLong {
+                need,
+                max_trailer: self.max_trailer,
+                f: spec.chain.f,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A chain whose logs do not fit the frames between its servers ([`ServerConfig::check_logs_fit`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a packet of this chain may carry {need} bytes of logs (each log rides with its packet through the f = {f} servers after its head; a Gen's log holds its `state_size` bytes), more than the {max_trailer} bytes frames between its servers hold: lower `state_size` or `f`, or raise the MTU between servers")]
+pub struct LogsTooLong {
+    pub need: usize,
+    pub max_trailer: usize,
+    pub f: u8,
 }
 
 /// Bytes a new message buffer has room for at least: a message travels the chain in one

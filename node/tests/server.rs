@@ -8,7 +8,7 @@ use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
 use ftc_node::server::{empty_message, port_of};
-use ftc_node::{Frame, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::{partition_of, Partition, Store, Worker};
 
 fn ch_rec() -> ChainSpec {
@@ -420,4 +420,25 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
     assert!(s0.error().is_none() && s1.error().is_none());
     assert_eq!(released, [0, 1, 2, 3, 4]);
     assert!(s1.buffer().unwrap().stats().max_held_packets <= 2);
+}
+
+/// A chain whose own logs outgrow the frames between its servers is refused before it runs (it
+/// would fail on its first packet), in FTC mode; NF carries no logs.
+#[test]
+fn a_chain_whose_logs_outgrow_its_frames_is_refused_up_front() {
+    let gen = "\n[[middlebox]]\nkind = \"gen\"\nstate_size = 4096\n";
+    let spec = ChainSpec::from_toml_str(
+        &format!("[chain]\nname = \"big\"\nf = 2\n{gen}{gen}{gen}"),
+        "test",
+    )
+    .unwrap();
+    let e = ServerConfig::default().check_logs_fit(&spec).unwrap_err();
+    assert_eq!((e.need, e.max_trailer), (8326, 8192));
+    assert!(e.to_string().contains("state_size"), "{e}");
+    let nf = ServerConfig {
+        mode: Mode::Nf,
+        ..ServerConfig::default()
+    };
+    assert!(nf.check_logs_fit(&spec).is_ok());
+    assert!(ServerConfig::default().check_logs_fit(&ch_rec()).is_ok());
 }

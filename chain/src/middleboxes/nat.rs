@@ -204,7 +204,7 @@ impl NatPolicy for Simple {
 }
 
 /// At most this many ports are probed by one packet's allocation (bounds the transaction).
-const MAX_PROBES: u64 = 64;
+pub(crate) const MAX_PROBES: u64 = 64;
 
 /// mazu-nat's policy. Every packet writes its mapping's last-seen time, so every packet is an
 /// update transaction. A mapping expires after `tcp_timeout` (TCP), `tcp_closed_timeout` (TCP

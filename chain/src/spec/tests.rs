@@ -754,3 +754,29 @@ fn errors_point_past_earlier_middleboxes() {
         &["middlebox 2 (gen): `state_size`"],
     );
 }
+
+/// A packet carries the logs of the f middleboxes before each server and its own: the bound is
+/// the largest sum over f consecutive middleboxes, plus the message header.
+#[test]
+fn own_logs_bound_sums_the_logs_of_f_consecutive_middleboxes() {
+    let gen = |size: u32| format!("\n[[middlebox]]\nkind = \"gen\"\nstate_size = {size}\n");
+    let chain = |f: u8, sizes: &[u32]| {
+        let mbs: String = sizes.iter().map(|&s| gen(s)).collect();
+        parse(&format!("[chain]\nname = \"g\"\nf = {f}\n{mbs}"))
+    };
+    // Gen: 64 bytes beside its state.
+    assert_eq!(chain(1, &[100, 4000, 100]).own_logs_bound(), 4064 + 6);
+    assert_eq!(chain(2, &[100, 4000, 100]).own_logs_bound(), 4064 + 164 + 6);
+    assert_eq!(chain(2, &[4096, 4096, 4096]).own_logs_bound(), 2 * 4160 + 6);
+    // f above k: the whole chain.
+    assert_eq!(chain(3, &[10, 20]).own_logs_bound(), 74 + 84 + 6);
+    // A NAT's bound grows with the partitions its probing can lock, up to 144 of them.
+    let nat = |partitions: u32| {
+        parse(&format!(
+            "[chain]\nname = \"n\"\nf = 1\npartitions = {partitions}\n\n[[middlebox]]\nkind = \"simple-nat\"\npublic_ip = \"203.0.113.1\"\n"
+        ))
+        .own_logs_bound()
+    };
+    assert_eq!(nat(64), 640 + 512 + 6);
+    assert_eq!(nat(1024), 1440 + 512 + 6);
+}

@@ -51,6 +51,7 @@ use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
+use ftc_node::server::LogsTooLong;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
 use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
@@ -151,6 +152,8 @@ pub enum NodeError {
         header: usize,
         budget: usize,
     },
+    #[error(transparent)]
+    LogsTooLong(#[from] LogsTooLong),
     #[error("--ring-loss: {0}")]
     RingLoss(#[from] BadLossRate),
     #[error("--observe {dir}: {source}")]
@@ -336,6 +339,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         max_trailer: config.server.max_trailer.min(max_trailer),
         ..config.server.clone()
     };
+    server_config.check_logs_fit(&config.spec)?;
     let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
