@@ -61,6 +61,8 @@ struct Failure {
 
 pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
+    // The simulated servers' frames are the in-memory transport's.
+    ftc_node::ServerConfig::default().check_logs_fit(&spec)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
     let mut s = Summary {
         spec: args.spec.display().to_string(),
