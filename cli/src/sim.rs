@@ -28,6 +28,18 @@ pub struct SimArgs {
     /// Flows the requests are spread over.
     #[arg(long, default_value_t = 8)]
     flows: u32,
+    /// Frames a server holds (waiting for logs) before it counts as congested and the ingress
+    /// admits no customer packet. Small values stress the back-pressure paths.
+    #[arg(long, default_value_t = 4096)]
+    hold_bound: usize,
+    /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server.
+    /// Small values stress the back-pressure paths.
+    #[arg(long, default_value_t = 4096)]
+    buffer_packets: usize,
+    /// Bytes of trailer a customer frame carries beyond its own logs; what does not fit goes
+    /// in propagating frames. Small values stress the overflow paths.
+    #[arg(long, default_value_t = 512)]
+    trailer_budget: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -64,6 +76,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     // The simulated servers' frames are the in-memory transport's.
     ftc_node::ServerConfig::default().check_logs_fit(&spec)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
+    if args.hold_bound == 0 || args.buffer_packets == 0 {
+        anyhow::bail!("--hold-bound and --buffer-packets must be positive");
+    }
+    if !(32..=8192).contains(&args.trailer_budget) {
+        anyhow::bail!("--trailer-budget must be between 32 and 8192 bytes");
+    }
     let mut s = Summary {
         spec: args.spec.display().to_string(),
         seeds: args.seeds,
@@ -87,6 +105,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             packets: args.packets,
             flows: args.flows,
             faults,
+            trailer_budget: args.trailer_budget,
+            max_held_frames: args.hold_bound,
+            max_buffered_packets: args.buffer_packets,
             ..SimConfig::default()
         };
         let r = ftc_sim::run(&spec, &config);
@@ -102,11 +123,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.lost_to_failures += r.lost_to_failures;
         if !r.violations.is_empty() {
             let replay = format!(
-                "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {}",
+                "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {} --hold-bound {} --buffer-packets {} --trailer-budget {}",
                 args.spec.display(),
                 args.faults,
                 args.packets,
-                args.flows
+                args.flows,
+                args.hold_bound,
+                args.buffer_packets,
+                args.trailer_budget
             );
             if !args.json {
                 eprintln!("seed {seed} FAILED:");

@@ -127,6 +127,29 @@ fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
     assert_eq!(r["seeds"], 5);
     assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
 
+    // The stress knobs: tiny bounds still hold every invariant, and zero is refused.
+    let stressed = [
+        "sim",
+        &spec("ch-rec.toml"),
+        "--seeds",
+        "5",
+        "--faults",
+        "loss,reorder,dup,delay,crash=2",
+        "--hold-bound",
+        "2",
+        "--buffer-packets",
+        "2",
+        "--trailer-budget",
+        "32",
+        "--json",
+    ];
+    let (code, out, _) = ftc(&stressed);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json(&out)["violations"].as_array().map(Vec::len), Some(0));
+    let (code, _, err) = ftc(&["sim", &spec("ch-rec.toml"), "--buffer-packets", "0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--buffer-packets"), "{err}");
+
     let (code, _, err) = ftc(&["sim", &spec("ch-rec.toml"), "--faults", "lightning"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown fault"), "{err}");
