@@ -388,13 +388,8 @@ impl Replica {
     pub fn announce_max(&mut self) {
         if let Some(tail) = &self.tail {
             let member = &self.members[tail.member];
-            let max = (0..self.partitions as u16)
-                .map(|p| DepEntry {
-                    partition: Partition(p),
-                    seq: member.store.seq(Partition(p)),
-                })
-                .filter(|e| e.seq.0 > 0);
-            self.overflow.merge_cv(member.mb.0, max);
+            self.overflow
+                .merge_cv(member.mb.0, member.store.vector_entries());
         }
     }
 
@@ -772,17 +767,10 @@ impl Replica {
             m.requested_at = Some(now);
             self.stats.requests_sent += 1;
             let mut w = MessageWriter::new(out, 0)?;
-            let store = &m.store;
-            // MAX's entries, those above 0 (an absent entry reads as 0) and as many as fit:
-            // the predecessor takes any entry left out as 0 and answers with more logs than
-            // needed, which the requester skips as duplicates.
-            let max = (0..self.partitions as u16)
-                .map(|p| DepEntry {
-                    partition: Partition(p),
-                    seq: store.seq(Partition(p)),
-                })
-                .filter(|e| e.seq.0 > 0)
-                .take(w.cv_room());
+            // MAX's entries above 0, as many as fit: the predecessor takes any entry left out
+            // as 0 and answers with more logs than needed, which the requester skips as
+            // duplicates.
+            let max = m.store.vector_entries().take(w.cv_room());
             w.push_cv(m.mb.0, max)?;
             return Ok(Some(Transmit {
                 to: prev,

@@ -194,6 +194,17 @@ impl Store {
             .collect()
     }
 
+    /// The vector's entries above 0, partitions rising: a commit vector naming the whole vector
+    /// (an entry it leaves out reads as 0).
+    pub fn vector_entries(&self) -> impl Iterator<Item = DepEntry> + Clone + '_ {
+        (0..self.parts.len())
+            .map(|p| DepEntry {
+                partition: Partition(p as u16),
+                seq: self.seq(Partition(p as u16)),
+            })
+            .filter(|e| e.seq.0 > 0)
+    }
+
     /// Apply an update log at a replica (DESIGN.md §6): when MAX\[p\] == D\[p\] for every dependency,
     /// write its values and set MAX\[p\] = D\[p\] + 1; when some MAX\[p\] > D\[p\] it is a duplicate;
     /// otherwise it must be held. Logs of disjoint partitions may be applied concurrently.
