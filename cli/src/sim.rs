@@ -23,22 +23,22 @@ pub struct SimArgs {
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
     /// Requests per seed (each released request comes back as a reply).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = SimConfig::default().packets)]
     packets: u32,
     /// Flows the requests are spread over.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = SimConfig::default().flows)]
     flows: u32,
     /// Frames a server holds (waiting for logs) before it counts as congested and the ingress
     /// admits no customer packet. Small values stress the back-pressure paths.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = SimConfig::default().max_held_frames)]
     hold_bound: usize,
     /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server.
     /// Small values stress the back-pressure paths.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = SimConfig::default().max_buffered_packets)]
     buffer_packets: usize,
     /// Bytes of trailer a customer frame carries beyond its own logs; what does not fit goes
     /// in propagating frames. Small values stress the overflow paths.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = SimConfig::default().trailer_budget)]
     trailer_budget: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
