@@ -1091,8 +1091,8 @@ impl<'a, P: Clone> Server<'a, P> {
                 .is_some_and(|b| b.stats().held_packets > 0);
         lane.set_waiting(waiting);
         if lane.pull(now, replica, self.buffer.as_mut()) {
+            // Offers held frames and refused packets again and releases what may leave.
             self.settle(now);
-            self.retry_refused(now);
         }
     }
 
