@@ -71,8 +71,13 @@ impl Part {
         match (map.find_entry(th, |e| e.key.as_slice() == key), value) {
             (Ok(mut slot), Some(v)) => {
                 let e = slot.get_mut();
-                e.value.clear();
-                e.value.extend_from_slice(v);
+                // Most writes replace a value by one of the same length (a counter, a record).
+                if e.value.len() == v.len() {
+                    e.value.copy_from_slice(v);
+                } else {
+                    e.value.clear();
+                    e.value.extend_from_slice(v);
+                }
             }
             (Ok(slot), None) => {
                 slot.remove();
@@ -212,40 +217,44 @@ impl Store {
         if log.kind() != LogKind::Update {
             return Err(StmError::Malformed("only update logs are applied"));
         }
-        self.check_deps(log.deps())?;
+        let deps = || log.deps();
+        self.check_deps(deps())?;
+        // Each key is hashed once: to check its partition here, to place it below.
+        let mut hashes = SmallVec::<[u64; 4]>::new();
         for w in log.writes() {
-            let p = self.partition_index(key_hash(w.key));
-            if !log.deps().any(|d| usize::from(d.partition.0) == p) {
+            let h = key_hash(w.key);
+            let p = self.partition_index(h);
+            if !deps().any(|d| usize::from(d.partition.0) == p) {
                 return Err(StmError::Malformed(
                     "write to a partition outside the dependencies",
                 ));
             }
+            hashes.push(h);
         }
         // Lock-free pre-check. MAX only grows, so a duplicate stays a duplicate; a log found not
         // yet applicable may become applicable right after through a concurrent apply, so
         // callers that queue held logs look at them again once they are queued.
-        match self.compare(log.deps()) {
+        match self.compare(deps()) {
             ApplyOutcome::Applied => {}
             other => return Ok(other),
         }
-        for d in log.deps() {
+        for d in deps() {
             self.locks.acquire_background(usize::from(d.partition.0));
         }
-        let outcome = self.compare(log.deps());
+        let outcome = self.compare(deps());
         if outcome == ApplyOutcome::Applied {
-            for w in log.writes() {
-                let h = key_hash(w.key);
+            for (w, &h) in log.writes().zip(&hashes) {
                 // SAFETY: we hold the locks of every dependency partition, which include the
                 // partitions of all writes (checked above).
                 unsafe { self.parts[self.partition_index(h)].put(h, w.key, w.value) };
             }
-            for d in log.deps() {
+            for d in deps() {
                 self.parts[usize::from(d.partition.0)]
                     .seq
                     .store(d.seq.0 + 1, Ordering::Release);
             }
         }
-        for d in log.deps() {
+        for d in deps() {
             self.locks.release(usize::from(d.partition.0));
         }
         Ok(outcome)
