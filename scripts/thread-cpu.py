@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where a chain's time goes, thread by thread: runs `ftc run` for 2 s and prints each thread's CPU
 use (%) between 0.5 s and 1.8 s, in thread creation order (the generator, then the servers' lanes
-in server order). The thread near 100 % is the one that sets the chain's pace.
+in server order). The thread near 100 % is the one that sets the chain's pace. `ftc run` reports
+the same per lane itself (`busy`: time on batches); this reads the kernel's CPU accounting instead.
 
     scripts/thread-cpu.py FTC SPEC MODE WINDOW [more `ftc run` arguments]
     scripts/thread-cpu.py target/release/ftc specs/ch-5.toml ftc 512

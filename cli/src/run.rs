@@ -89,6 +89,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             "  latency µs: p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
             r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
         );
+        if let Some(b) = r.busiest() {
+            println!(
+                "  busiest thread: {}, busy {:.0} % of the run (near 100 %, it sets the pace; `threads` gives a middlebox more lanes)",
+                b.thread,
+                100.0 * b.busy
+            );
+        }
         if config.mode == Mode::Ftc {
             println!(
                 "  buffer mean hold {:.1} µs; frames held at replicas {}",

@@ -148,7 +148,25 @@ pub struct RunReport {
     pub ftmb: Option<LoggerStats>,
     /// FTMB+snapshot: the masters' snapshots.
     pub snapshots: Option<SnapshotReport>,
+    /// Each server thread's share of the run spent on batches ([`Sink::busy_ns`]), in thread
+    /// order. The busiest sets the chain's pace once it nears 1.
+    pub busy: Vec<ThreadBusy>,
     pub violations: Vec<String>,
+}
+
+/// How busy one server thread was over a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ThreadBusy {
+    pub thread: String,
+    /// Time spent on batches over the run's time, 0 to 1.
+    pub busy: f64,
+}
+
+impl RunReport {
+    /// The busiest server thread, if any ran.
+    pub fn busiest(&self) -> Option<&ThreadBusy> {
+        self.busy.iter().max_by(|a, b| a.busy.total_cmp(&b.busy))
+    }
 }
 
 /// Run `spec` in this process with generated traffic.
@@ -362,6 +380,10 @@ impl RunReport {
     pub fn account(&mut self, heads: &Heads, sinks: Vec<Sink>, elapsed: f64) {
         let mut hist = Histogram::<u64>::new(3).expect("3 significant figures");
         for sink in sinks {
+            self.busy.push(ThreadBusy {
+                busy: sink.busy_ns as f64 / 1e9 / elapsed.max(f64::MIN_POSITIVE),
+                thread: sink.thread,
+            });
             hist.add(&sink.latency).expect("same histogram bounds");
             self.packets_released += sink.released;
             self.packets_lost += sink.lost;

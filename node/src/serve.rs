@@ -187,9 +187,16 @@ pub enum Beat {
     Resumed { server: ServerId, epoch: u32 },
 }
 
-/// What a server thread measured of the packets that left the chain through it.
+/// What a server thread measured: the packets that left the chain through it, and how busy it
+/// was.
 #[derive(Debug)]
 pub struct Sink {
+    /// The thread: `server S lane L`, or an FTMB station's `mI master` / `mI logger`.
+    pub thread: String,
+    /// Nanoseconds spent on batches, from the clock read after a batch's first message came to
+    /// the end of its outputs: the rest of the thread's time it waited for messages. On a
+    /// machine with fewer cores than busy threads, time spent waiting for a core counts too.
+    pub busy_ns: u64,
     pub released: u64,
     /// Packets lost to failures: held or parked when fenced, sent to a failed server, of a
     /// fenced epoch, or inside this server when it was killed.
@@ -204,6 +211,8 @@ pub struct Sink {
 impl Default for Sink {
     fn default() -> Self {
         Sink {
+            thread: String::new(),
+            busy_ns: 0,
             released: 0,
             lost: 0,
             dropped: Vec::new(),
@@ -412,8 +421,11 @@ fn run<'a, C: Fn() -> u64>(
     life: &Life,
 ) -> (Ended<'a>, Sink) {
     let mut was_congested = false;
-    let mut sink = Sink::default();
     let me = server.id();
+    let mut sink = Sink {
+        thread: format!("server {} lane {}", me.0, server.lane()),
+        ..Sink::default()
+    };
     let now = &shared.now;
     if let Some(check) = shared.commits {
         check.register(&server);
@@ -500,6 +512,7 @@ fn run<'a, C: Fn() -> u64>(
         if left > 0 {
             let _ = shared.credit.send(left);
         }
+        sink.busy_ns += now().saturating_sub(t);
         shared.set_congested(&mut was_congested, server.congested());
         if stop {
             break;

@@ -41,6 +41,14 @@ fn ftmb_releases_every_packet_on_the_thesis_chains() {
             "{name}: a master and a logger per middlebox"
         );
         assert!(r.snapshots.is_none());
+        let threads: Vec<_> = r.busy.iter().map(|b| b.thread.clone()).collect();
+        let want: Vec<_> = (0..k)
+            .flat_map(|i| [format!("m{i} logger"), format!("m{i} master")])
+            .collect();
+        assert_eq!(
+            threads, want,
+            "{name}: a thread per station, in position order"
+        );
         let stats = r.ftmb.expect("FTMB stats");
         assert_eq!(
             stats.packets_logged,

@@ -82,5 +82,18 @@ fn servers_with_several_lanes_check_out() {
         };
         let r = run_chain(&spec, &config);
         assert_all_released(&r, &format!("{mode:?}"));
+        // Every lane says how busy it was: all carried traffic (64 flows over at most 3 lanes),
+        // none for longer than the run.
+        let lanes: Vec<_> = r.busy.iter().map(|b| b.thread.as_str()).collect();
+        let mut want = vec!["server 0 lane 0", "server 0 lane 1"];
+        want.extend(["server 1 lane 0", "server 1 lane 1", "server 1 lane 2"]);
+        want.push("server 2 lane 0");
+        assert_eq!(lanes, want, "{mode:?}");
+        for b in &r.busy {
+            assert!(b.busy > 0.0 && b.busy <= 1.05, "{mode:?}: {b:?}");
+        }
+        assert!(r
+            .busiest()
+            .is_some_and(|b| r.busy.iter().all(|o| o.busy <= b.busy)));
     }
 }

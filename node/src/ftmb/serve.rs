@@ -15,7 +15,10 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     routes: &Hops,
     shared: &Shared<'_, C>,
 ) -> (Station<'a, u64>, Sink) {
-    let mut sink = Sink::default();
+    let mut sink = Sink {
+        thread: station.name(),
+        ..Sink::default()
+    };
     let mut was_congested = false;
     let me = station.id();
     let now = &shared.now;
@@ -59,6 +62,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
         if left > 0 {
             let _ = shared.credit.send(left);
         }
+        sink.busy_ns += now().saturating_sub(t);
         shared.set_congested(&mut was_congested, station.congested());
         if stop {
             break;

@@ -212,6 +212,15 @@ impl<'a, P> Station<'a, P> {
         self.me
     }
 
+    /// What `ftc run` calls this station's thread: `mI master` or `mI logger`.
+    pub fn name(&self) -> String {
+        let i = self.me.0 / 2;
+        match self.side {
+            Side::Logger(_) => format!("m{i} logger"),
+            Side::Master(_) => format!("m{i} master"),
+        }
+    }
+
     /// A customer packet entering the chain: the first logger takes it; any other station
     /// gives it back.
     pub fn handle_ingress(&mut self, _now: u64, packet: Packet<P>) -> Result<(), Packet<P>> {
