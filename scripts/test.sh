@@ -9,7 +9,10 @@ need_xdp_build_packages
 need_lab_tools
 
 step "format" cargo fmt --all --check
+step "format (fuzz targets)" cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets run on nightly (cargo-fuzz); CI stays on stable and checks that they build.
+step "lints (fuzz targets)" cargo clippy --manifest-path fuzz/Cargo.toml --bins --locked -- -D warnings
 step "lints (model-checking build)" cargo clippy -p ftc-stm --features shuttle --all-targets --locked -- -D warnings
 step "tests" cargo test --workspace --locked
 step "model checks (shuttle)" cargo test -p ftc-stm --features shuttle --test shuttle_locks --locked

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     for port in [Port::Inside, Port::Outside] {
         let verdict = classify(data, port);
         if carries_ftc_context(data) {
-            assert!(matches!(verdict, Ingress::Reject(_)), "an FTC frame from outside was accepted");
+            assert!(
+                matches!(verdict, Ingress::Reject(_)),
+                "an FTC frame from outside was accepted"
+            );
         }
     }
 });

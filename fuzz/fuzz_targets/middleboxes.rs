@@ -56,7 +56,9 @@ fn middleboxes() -> &'static [Box<dyn Middlebox>] {
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the direction and the time; the rest is the frame.
-    let Some((&ctl, frame)) = data.split_first() else { return };
+    let Some((&ctl, frame)) = data.split_first() else {
+        return;
+    };
     let store = Store::new(8, 1).expect("valid store");
     let mut worker = store.worker(0).expect("worker 0");
     let mut scratch = Vec::new();
@@ -65,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
             let mut buf = frame.to_vec();
             buf.resize(frame.len() + 64, 0);
             let mut f = Frame::new(&mut buf, frame.len()).expect("fits");
-            let ctx = Ctx { worker: 0, now_ns: u64::from(ctl) * 1_000_000_000, direction: dir };
+            let ctx = Ctx {
+                worker: 0,
+                now_ns: u64::from(ctl) * 1_000_000_000,
+                direction: dir,
+            };
             let _ = process_packet(&mut worker, mb.as_ref(), &mut f, &ctx, &mut scratch);
             assert!(f.len() <= f.capacity());
         }

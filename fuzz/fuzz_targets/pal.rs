@@ -34,7 +34,12 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 if let Ok(needs) = pal::decode_requirement(chunk) {
                     let bytes = vec![0; 4];
-                    let packet = Packet { handle: now, flow: 0, dir: Direction::Outbound, bytes };
+                    let packet = Packet {
+                        handle: now,
+                        flow: 0,
+                        dir: Direction::Outbound,
+                        bytes,
+                    };
                     logger.handle_packet(needs, packet);
                 }
             }

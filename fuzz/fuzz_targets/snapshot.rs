@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     if let (Ok(snap), Ok(store)) = (decoded, imported) {
         assert_eq!(store.export(), snap);
         let again = store.export_bytes().expect("read items fit");
-        assert_eq!(Snapshot::decode(&again).expect("exported bytes read back"), snap);
+        assert_eq!(
+            Snapshot::decode(&again).expect("exported bytes read back"),
+            snap
+        );
     }
 });

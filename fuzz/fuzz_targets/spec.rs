@@ -6,7 +6,9 @@ use ftc_chain::spec::ChainSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(spec) = ChainSpec::from_toml_str(text, "fuzz.toml") {
         assert!(spec.try_ring().is_ok());
     }
