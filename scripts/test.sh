@@ -7,6 +7,7 @@ source scripts/lib.sh
 need_rust_components
 need_xdp_build_packages
 need_lab_tools
+need_debian_packages "the fuzz targets' build (libFuzzer is C++)" g++
 
 step "format" cargo fmt --all --check
 step "format (fuzz targets)" cargo fmt --manifest-path fuzz/Cargo.toml --check
