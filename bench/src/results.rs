@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ftc_node::ftmb::SnapshotKind;
-use ftc_node::runtime::RunReport;
+use ftc_node::runtime::{RunReport, ThreadBusy};
 use ftc_orchestrator::coordinator::RecoveryReport;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -78,12 +78,15 @@ pub struct LatencyFigures {
 }
 
 /// One run's headline figures.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunFigures {
     pub throughput_pps: f64,
     pub latency_us: LatencyFigures,
     pub packets_sent: u64,
     pub packets_released: u64,
+    /// In memory: the server thread that spent the largest share of the run on batches, the
+    /// one that set the pace if near 1 (`null` in the lab, whose nodes do not report it).
+    pub busiest: Option<ThreadBusy>,
 }
 
 /// One mode at one point: the medians over its runs (each figure's own median), and the runs.
@@ -123,6 +126,7 @@ impl ModeFigures {
                     },
                     packets_sent: r.packets_sent,
                     packets_released: r.packets_released,
+                    busiest: r.busiest().cloned(),
                 })
                 .collect(),
             snapshot_stall_us: median(
