@@ -487,11 +487,7 @@ impl Coordinator {
         let s = failure.server;
         match &mut self.phase {
             Phase::Recovering(r) if r.reroute.is_none() && r.replacements.contains_key(&s) => {
-                r.launch(s, now);
-                self.peers[usize::from(s.0)] = None;
-                let epoch = self.epoch;
-                self.commands
-                    .push_back(Command::Launch { position: s, epoch });
+                self.relaunch(now, s);
             }
             Phase::Running | Phase::Recovering(_) => self.suspects.insert(failure, now),
             Phase::Deploying | Phase::Halted(_) => {}
@@ -554,33 +550,28 @@ impl Coordinator {
     }
 
     /// `s` failed during the recovery in progress (before its reroute): fence it off, launch its
-    /// replacement, and move the transfers it was a source of.
+    /// replacement, and launch again every replacement that was told to fetch from it.
+    ///
+    /// Moving only the transfers from `s` to other sources is not enough. A replacement may
+    /// already hold what it fetched from `s`, perhaps more than the group's other members planned
+    /// without `s` will hold (a replica that fetched from a head ahead of the new head, which
+    /// comes from a successor): the replica would then skip the new head's logs as duplicates.
+    /// And one may be past its last fetch, about to report ready, and never read a new
+    /// `Recover`; or still wait on `s`. A fresh replacement fetches everything from live sources.
     fn add_failure(&mut self, now: u64, s: ServerId) {
         let Phase::Recovering(r) = &mut self.phase else {
             unreachable!("failures are added to a recovery");
         };
         r.launch(s, now);
-        let unusable = r.unusable();
-        if let Err(cause) = plan(&self.ring, &unusable) {
+        if let Err(cause) = plan(&self.ring, &r.unusable()) {
             return self.halt(cause);
         }
-        let mut moved = Vec::new();
-        for (&to, replacement) in &mut r.replacements {
-            let Some(transfers) = replacement.joined().then_some(&mut replacement.transfers) else {
-                continue;
-            };
-            let again: Vec<Transfer> = transfers
-                .iter_mut()
-                .filter(|t| t.source == s)
-                .map(|t| {
-                    *t = replan(&self.ring, &unusable, t, s).expect("planned above");
-                    *t
-                })
-                .collect();
-            if !again.is_empty() {
-                moved.push((to, again));
-            }
-        }
+        let again: Vec<ServerId> = r
+            .replacements
+            .iter()
+            .filter(|(_, rep)| rep.joined() && rep.transfers.iter().any(|t| t.source == s))
+            .map(|(&to, _)| to)
+            .collect();
         let failed: Vec<u16> = r.failed().map(|x| x.0).collect();
         self.peers[usize::from(s.0)] = None;
         self.incarnation[usize::from(s.0)] = self.epoch;
@@ -588,9 +579,21 @@ impl Coordinator {
         self.broadcast(&Message::Fence { epoch, failed });
         self.commands
             .push_back(Command::Launch { position: s, epoch });
-        for (to, again) in moved {
-            self.send_recover(to, &again);
+        for to in again {
+            self.relaunch(now, to);
         }
+    }
+
+    /// Launches a new replacement at `position`, where one is already recovering: the one there
+    /// failed, or must start again ([`Coordinator::add_failure`]). The launcher stops the old one.
+    fn relaunch(&mut self, now: u64, position: ServerId) {
+        let Phase::Recovering(r) = &mut self.phase else {
+            unreachable!("replacements are launched again during a recovery");
+        };
+        r.launch(position, now);
+        self.peers[usize::from(position.0)] = None;
+        let epoch = self.epoch;
+        self.commands.push_back(Command::Launch { position, epoch });
     }
 
     fn halt(&mut self, cause: PlanError) {

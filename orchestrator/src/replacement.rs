@@ -19,7 +19,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Fetched {
     /// The groups of the first `Recover`: later ones only move some of them to other sources.
     wanted: Option<Vec<u8>>,
-    /// One state per group (a group fetched again from another source replaces its first).
+    /// One state per group. A group is fetched once: a later `Recover` names only groups that
+    /// could not be fetched (the orchestrator launches a new replacement rather than have one
+    /// fetch again what it holds: see `Coordinator::add_failure`).
     states: Vec<GroupState>,
     bytes: u64,
 }
@@ -72,7 +74,6 @@ impl Fetched {
             match state {
                 Ok((len, state)) => {
                     self.bytes += len as u64;
-                    self.states.retain(|s| s.middlebox.0 != f.group);
                     self.states.push(state);
                 }
                 Err(e) => failed(f, &e),

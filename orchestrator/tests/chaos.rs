@@ -55,7 +55,14 @@ fn chaos(spec: &ChainSpec, kills: &[u16]) -> ChaosReport {
     chaos_with(spec, kills, ServerConfig::default())
 }
 
+/// Kills `kills` 300 ms into the traffic.
 fn chaos_with(spec: &ChainSpec, kills: &[u16], server: ServerConfig) -> ChaosReport {
+    let at: Vec<(u16, u64)> = kills.iter().map(|&p| (p, 300)).collect();
+    chaos_at(spec, &at, server)
+}
+
+/// Kills each `(position, ms)` that many milliseconds into the traffic.
+fn chaos_at(spec: &ChainSpec, kills: &[(u16, u64)], server: ServerConfig) -> ChaosReport {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = ChaosConfig {
         run: RunConfig {
@@ -66,9 +73,9 @@ fn chaos_with(spec: &ChainSpec, kills: &[u16], server: ServerConfig) -> ChaosRep
         },
         kills: kills
             .iter()
-            .map(|&p| Kill {
+            .map(|&(p, ms)| Kill {
                 position: ServerId(p),
-                at: Duration::from_millis(300),
+                at: Duration::from_millis(ms),
             })
             .collect(),
         // Heartbeats every 20 ms, 10 missed: a loaded 2-core CI machine has starved a server
@@ -201,4 +208,34 @@ fn servers_with_several_lanes_are_recovered() {
     for kills in [&[1][..], &[0, 3]] {
         assert_recovered(&spec, kills);
     }
+}
+
+/// A source that served a replacement's fetch and then fails during the same recovery: the
+/// replacement must not keep what it fetched from it. Here replacement 1 fetches G(0) from its
+/// head, server 0, and waits on server 2, dead but not yet declared; then 2 and 0 are declared.
+/// The new head of G(0) comes from server 3, which holds less than 0 did: a replica that kept
+/// 0's state would be ahead of its head and skip the head's next logs as duplicates. Every
+/// replacement that was told to fetch from a failed source is launched again instead.
+#[test]
+fn a_source_that_fails_after_serving_a_fetch_is_not_trusted() {
+    let mut spec = ChainSpec::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../specs/ch-4.toml"
+    )))
+    .unwrap();
+    spec.chain.f = 3;
+    spec.validate().unwrap();
+    let r = chaos_at(
+        &spec,
+        &[(1, 300), (2, 320), (0, 520)],
+        ServerConfig::default(),
+    );
+    assert!(r.run.violations.is_empty(), "{:#?}", r.run.violations);
+    let recovered: Vec<u16> = r.recoveries.iter().flat_map(|x| x.failed.clone()).collect();
+    assert!(
+        [0, 1, 2].iter().all(|k| recovered.contains(k)),
+        "{:#?}",
+        r.recoveries
+    );
+    assert!(r.run.packets_released > 0);
 }

@@ -381,15 +381,32 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
             &[fetch(1, true, 2), fetch(0, false, 0), fetch(2, false, 0)]
         )]
     );
-    // Server 2, the source of G(1), dies: it joins the recovery, and G(1) moves to 0.
+    // Server 2, the source of G(1), dies: it joins the recovery, and replacement 1, which may
+    // already hold what it fetched from 2, starts again: a new one fetches G(1) from 0.
     chain.run_to(95);
     chain.kill(2); // last heartbeat at 90 ms
     chain.run_to(121);
     let mut want = fence(&[0, 1], 2, &[1, 2]);
     want.push(launch(2, 2));
-    want.push(recover(1, 2, &[fetch(1, true, 0)]));
+    want.push(launch(1, 2));
     assert_eq!(chain.commands(), want);
     assert_eq!(chain.c.epoch(), 2, "one recovery, one epoch");
+    // What the first replacement at 1 says now is of no account.
+    chain.handle(Message::Ready {
+        position: 1,
+        epoch: 2,
+        bytes: 1,
+    });
+    assert_eq!(chain.commands(), []);
+    chain.join(1, 2);
+    assert_eq!(
+        chain.commands(),
+        [recover(
+            1,
+            2,
+            &[fetch(1, true, 0), fetch(0, false, 0), fetch(2, false, 0)]
+        )]
+    );
 
     // Replacement 1 then finds that 0 cannot serve G(2) either; 2 is failed, so nothing is
     // left: the coordinator halts rather than recover without G(2)'s state.
@@ -417,6 +434,64 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
     chain.join(2, 1);
     chain.run_to(500);
     assert_eq!(chain.commands(), [], "a halted coordinator does nothing");
+}
+
+/// A replacement that fetched its state and reported ready is launched again when one of its
+/// sources fails before the recovery ends: it may hold more of a group than the members planned
+/// without that source, the group's new head among them.
+#[test]
+fn a_ready_replacement_whose_source_fails_is_launched_again() {
+    // k = 4, f = 3: every group is all four servers.
+    let mut chain = Chain::deploy(4, 3);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.kill(2);
+    chain.run_to(81);
+    chain.commands();
+    chain.join(1, 1);
+    // G(1) as head from 3, the others from their nearest live predecessor, 0.
+    assert_eq!(
+        chain.commands(),
+        [recover(
+            1,
+            2,
+            &[
+                fetch(1, true, 3),
+                fetch(0, false, 0),
+                fetch(3, false, 0),
+                fetch(2, false, 0)
+            ]
+        )]
+    );
+    chain.ready(1, 10);
+    assert_eq!(
+        chain.commands(),
+        [],
+        "no reroute before replacement 2 is ready"
+    );
+    chain.run_to(95);
+    chain.kill(0);
+    chain.run_to(121);
+    let mut want = fence(&[1, 3], 2, &[0, 1, 2]);
+    want.push(launch(0, 2));
+    want.push(launch(1, 2));
+    assert_eq!(chain.commands(), want);
+    // The new replacement at 1 fetches from 3 alone; replacement 1's first self is ignored.
+    chain.ready(1, 10);
+    chain.join(1, 2);
+    assert_eq!(
+        chain.commands(),
+        [recover(
+            1,
+            2,
+            &[
+                fetch(1, true, 3),
+                fetch(0, false, 3),
+                fetch(3, false, 3),
+                fetch(2, false, 3)
+            ]
+        )]
+    );
 }
 
 #[test]

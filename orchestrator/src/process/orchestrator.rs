@@ -255,9 +255,18 @@ impl Orchestrator {
                     match command {
                         Command::Launch { position, epoch } => {
                             // Fail-stop: a node declared failed is cut off, and exits, even
-                            // if it was only slow; its replacement takes its place.
+                            // if it was only slow; its replacement takes its place. One this
+                            // launcher started is killed too, so that it lets go of the
+                            // position's sockets at once even if it is busy (a replacement
+                            // launched again may be in the middle of a fetch).
                             if let Some(conn) = conns.by_position[usize::from(position.0)] {
                                 conns.close(conn);
+                            }
+                            if let Err(e) = self.launcher.children().kill(position.0) {
+                                tracing::warn!(
+                                    "cannot stop the node at position {}: {e}",
+                                    position.0
+                                );
                             }
                             tracing::info!(
                                 "epoch {epoch}: launching a replacement at position {}",
