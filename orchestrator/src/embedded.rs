@@ -202,7 +202,8 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     let mut report = ChaosReport::new(spec);
     let stop_listeners = AtomicBool::new(false);
     let stop_orchestrator = AtomicBool::new(false);
-    let settled = AtomicBool::new(true);
+    let progress = Progress::default();
+    let mut gave_up = false;
     let rejected = AtomicUsize::new(0);
     let world = World {
         ring,
@@ -243,7 +244,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             });
         }
         let world = &world;
-        let (stop, settled_flag) = (&stop_orchestrator, &settled);
+        let (stop, progress) = (&stop_orchestrator, &progress);
         let coordinator = Coordinator::new(ring, config.coordinator);
         let orchestrator = scope.spawn(move || {
             orchestrate(
@@ -253,7 +254,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                 &beat_rx,
                 &orch_rx,
                 stop,
-                settled_flag,
+                progress,
             )
         });
         let killer = scope.spawn(|| {
@@ -279,15 +280,20 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             &mut report.run,
         );
         report.kills = killer.join().expect("the killer thread panicked");
-        // Let the last recovery finish and the replicas converge.
+        // Let the last recovery finish and the replicas converge: a kill late in the traffic may
+        // not even be detected yet. A coordinator that gave up ends its thread.
         let deadline = Instant::now() + config.settle;
-        while !settled.load(Ordering::Acquire) && Instant::now() < deadline {
+        while !progress.settled(report.kills.len())
+            && !orchestrator.is_finished()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(100));
         stop_orchestrator.store(true, Ordering::Release);
         let (recoveries, halted) = orchestrator.join().expect("the orchestrator panicked");
         report.recoveries = recoveries;
+        gave_up = halted.is_some();
         report.run.violations.extend(halted);
         // From here no replacement registers its lanes: every lane that serves gets the `Stop`.
         {
@@ -313,9 +319,9 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     report
         .run
         .finish(&ring, &heads, ended_rx.try_iter().collect(), elapsed);
-    if !settled.load(Ordering::Acquire) {
+    if !gave_up && !progress.settled(report.kills.len()) {
         report.run.violations.push(format!(
-            "a recovery did not finish within {:?}",
+            "the recoveries did not finish within {:?} after the traffic ended",
             config.settle
         ));
     }
@@ -364,6 +370,32 @@ fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Op
     bytes
 }
 
+/// How far the orchestrator's thread got, for the run to know when to stop it.
+#[derive(Debug)]
+struct Progress {
+    /// No recovery under way, every position served, no suspect.
+    quiet: AtomicBool,
+    /// Failed positions recovered so far, over all recoveries.
+    recovered: AtomicUsize,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            quiet: AtomicBool::new(true),
+            recovered: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Progress {
+    /// Quiet, with at least `kills` failed positions recovered (each kill is one; a live server
+    /// taken for failed adds one more).
+    fn settled(&self, kills: usize) -> bool {
+        self.quiet.load(Ordering::Acquire) && self.recovered.load(Ordering::Acquire) >= kills
+    }
+}
+
 /// The orchestrator's thread: heartbeats and servers' messages into the coordinator, its
 /// commands out (a launch starts a replacement thread). Ends on `stop`; returns the recoveries
 /// and, if the coordinator gave up, why.
@@ -374,7 +406,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
     beats: &Receiver<Beat>,
     messages: &Receiver<Message>,
     stop: &AtomicBool,
-    settled: &AtomicBool,
+    progress: &Progress,
 ) -> (Vec<RecoveryReport>, Option<String>) {
     let now = || world.harness.now();
     let pid = std::process::id();
@@ -432,7 +464,13 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         let recovered = reports.len() as u32 + 1 == coordinator.epoch();
         let all_up = coordinator.peers().iter().all(Option::is_some);
         let unsuspected = coordinator.suspects().next().is_none();
-        settled.store(recovered && all_up && unsuspected, Ordering::Release);
+        progress.recovered.store(
+            reports.iter().map(|r| r.failed.len()).sum(),
+            Ordering::Release,
+        );
+        progress
+            .quiet
+            .store(recovered && all_up && unsuspected, Ordering::Release);
     }
     (reports, None)
 }

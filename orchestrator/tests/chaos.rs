@@ -239,3 +239,16 @@ fn a_source_that_fails_after_serving_a_fetch_is_not_trusted() {
     );
     assert!(r.run.packets_released > 0);
 }
+
+/// A kill so late in the traffic that it is detected only after the traffic ended: the run
+/// waits for its recovery rather than stop the orchestrator first and report it unfinished.
+#[test]
+fn a_kill_detected_after_the_traffic_ended_is_still_recovered() {
+    let r = chaos_at(&ch_rec(), &[(1, 990)], ServerConfig::default());
+    assert!(r.run.violations.is_empty(), "{:#?}", r.run.violations);
+    assert!(
+        r.recoveries.iter().any(|x| x.failed.contains(&1)),
+        "{:#?}",
+        r.recoveries
+    );
+}
