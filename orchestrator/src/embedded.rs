@@ -141,16 +141,29 @@ struct World<'a, C> {
 }
 
 impl<C> World<'_, C> {
-    /// Kill the server now at `position`, every lane of it (it may be dead already).
-    fn kill(&self, position: ServerId) {
-        let victims = self.routes.lanes(usize::from(position.0));
+    /// Kill the server now at `position`, every lane of it; whether any lane was alive (a
+    /// position still dead, its replacement not serving yet, has none).
+    fn kill(&self, position: ServerId) -> bool {
+        let mut killed = self.killed.lock().expect("no holder panics");
+        let victims: Vec<_> = self
+            .routes
+            .lanes(usize::from(position.0))
+            .into_iter()
+            .filter(|v| !killed.iter().any(|k| k.same_channel(v)))
+            .collect();
         for victim in &victims {
             let _ = victim.send(Msg::Kill);
         }
-        self.killed
-            .lock()
-            .expect("no holder panics")
-            .extend(victims);
+        let hit = !victims.is_empty();
+        killed.extend(victims);
+        hit
+    }
+
+    /// Whether every `(position, launch)` has a replacement launched after `launch`.
+    fn replaced(&self, hits: &[(ServerId, u64)]) -> bool {
+        let launches = self.launches.lock().expect("no holder panics");
+        hits.iter()
+            .all(|&(p, launch)| launches[usize::from(p.0)] > launch)
     }
 
     /// Send `msg()` to every lane of the server at `to`.
@@ -202,8 +215,9 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     let mut report = ChaosReport::new(spec);
     let stop_listeners = AtomicBool::new(false);
     let stop_orchestrator = AtomicBool::new(false);
-    let progress = Progress::default();
-    let mut gave_up = false;
+    // No recovery under way, every position served, no suspect: set by the orchestrator.
+    let quiet = AtomicBool::new(true);
+    let mut unsettled = false;
     let rejected = AtomicUsize::new(0);
     let world = World {
         ring,
@@ -244,7 +258,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             });
         }
         let world = &world;
-        let (stop, progress) = (&stop_orchestrator, &progress);
+        let (stop, quiet_flag) = (&stop_orchestrator, &quiet);
         let coordinator = Coordinator::new(ring, config.coordinator);
         let orchestrator = scope.spawn(move || {
             orchestrate(
@@ -254,7 +268,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                 &beat_rx,
                 &orch_rx,
                 stop,
-                progress,
+                quiet_flag,
             )
         });
         let killer = scope.spawn(|| {
@@ -265,13 +279,16 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                 .into_iter()
                 .map(|k| {
                     std::thread::sleep(k.at.saturating_sub(start.elapsed()));
-                    world.kill(k.position);
-                    Killed {
+                    let launch =
+                        world.launches.lock().expect("no holder panics")[usize::from(k.position.0)];
+                    let hit = world.kill(k.position).then_some((k.position, launch));
+                    let killed = Killed {
                         position: k.position.0,
                         at_ms: start.elapsed().as_secs_f64() * 1e3,
-                    }
+                    };
+                    (killed, hit)
                 })
-                .collect::<Vec<_>>()
+                .unzip::<_, _, Vec<_>, Vec<_>>()
         });
         let elapsed = harness.drive(
             &config.run,
@@ -279,21 +296,21 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             Duration::from_secs(5),
             &mut report.run,
         );
-        report.kills = killer.join().expect("the killer thread panicked");
+        let (kills, hits) = killer.join().expect("the killer thread panicked");
+        report.kills = kills;
+        let hits: Vec<_> = hits.into_iter().flatten().collect();
+        let settled = || quiet.load(Ordering::Acquire) && world.replaced(&hits);
         // Let the last recovery finish and the replicas converge: a kill late in the traffic may
         // not even be detected yet. A coordinator that gave up ends its thread.
         let deadline = Instant::now() + config.settle;
-        while !progress.settled(report.kills.len())
-            && !orchestrator.is_finished()
-            && Instant::now() < deadline
-        {
+        while !settled() && !orchestrator.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(100));
         stop_orchestrator.store(true, Ordering::Release);
         let (recoveries, halted) = orchestrator.join().expect("the orchestrator panicked");
         report.recoveries = recoveries;
-        gave_up = halted.is_some();
+        unsettled = halted.is_none() && !settled();
         report.run.violations.extend(halted);
         // From here no replacement registers its lanes: every lane that serves gets the `Stop`.
         {
@@ -319,7 +336,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     report
         .run
         .finish(&ring, &heads, ended_rx.try_iter().collect(), elapsed);
-    if !gave_up && !progress.settled(report.kills.len()) {
+    if unsettled {
         report.run.violations.push(format!(
             "the recoveries did not finish within {:?} after the traffic ended",
             config.settle
@@ -370,32 +387,6 @@ fn export(heads: &Heads, routes: &Routes, position: usize, group: MbIndex) -> Op
     bytes
 }
 
-/// How far the orchestrator's thread got, for the run to know when to stop it.
-#[derive(Debug)]
-struct Progress {
-    /// No recovery under way, every position served, no suspect.
-    quiet: AtomicBool,
-    /// Failed positions recovered so far, over all recoveries.
-    recovered: AtomicUsize,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            quiet: AtomicBool::new(true),
-            recovered: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Progress {
-    /// Quiet, with at least `kills` failed positions recovered (each kill is one; a live server
-    /// taken for failed adds one more).
-    fn settled(&self, kills: usize) -> bool {
-        self.quiet.load(Ordering::Acquire) && self.recovered.load(Ordering::Acquire) >= kills
-    }
-}
-
 /// The orchestrator's thread: heartbeats and servers' messages into the coordinator, its
 /// commands out (a launch starts a replacement thread). Ends on `stop`; returns the recoveries
 /// and, if the coordinator gave up, why.
@@ -406,7 +397,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
     beats: &Receiver<Beat>,
     messages: &Receiver<Message>,
     stop: &AtomicBool,
-    progress: &Progress,
+    quiet: &AtomicBool,
 ) -> (Vec<RecoveryReport>, Option<String>) {
     let now = || world.harness.now();
     let pid = std::process::id();
@@ -464,13 +455,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         let recovered = reports.len() as u32 + 1 == coordinator.epoch();
         let all_up = coordinator.peers().iter().all(Option::is_some);
         let unsuspected = coordinator.suspects().next().is_none();
-        progress.recovered.store(
-            reports.iter().map(|r| r.failed.len()).sum(),
-            Ordering::Release,
-        );
-        progress
-            .quiet
-            .store(recovered && all_up && unsuspected, Ordering::Release);
+        quiet.store(recovered && all_up && unsuspected, Ordering::Release);
     }
     (reports, None)
 }
