@@ -14,6 +14,9 @@ pub(crate) struct Retention {
     known: CommitVector,
     /// How long the group's logs wait uncovered before they are sent again.
     timer: ResendTimer,
+    /// No resend round starts before this: a round sends what one frame holds, and the rest
+    /// waits a timeout (as TCP resends one segment, not its window).
+    next_round: u64,
 }
 
 /// When a retained log was last sent, and whether it was sent before that.
@@ -29,6 +32,7 @@ impl Retention {
             logs: LogQueue::default(),
             known: CommitVector::new(partitions),
             timer: ResendTimer::default(),
+            next_round: 0,
         }
     }
 
@@ -80,7 +84,12 @@ impl Retention {
     /// (`floor` as adapted by the group's [`ResendTimer`]), oldest first, for `take` (false when
     /// it has no room left). A log taken moves to the back with send time `now`, so the queue
     /// stays in send order and this only looks at its front. A round that sent any doubles the
-    /// timeout until a commit vector times a log again.
+    /// timeout until a commit vector times a log again, and is the last for a timeout: what did
+    /// not fit waits. Resending every uncovered log at once, frame after frame, flooded a
+    /// successor that was slow to cover them (a replacement takes over its source's retained
+    /// logs), which delayed the commit vectors that would cover them: more rounds followed.
+    /// One log that arrives is enough for a tail that already holds the rest to cover them all,
+    /// and a successor missing logs asks for them itself.
     pub(crate) fn resend_due(
         &mut self,
         now: u64,
@@ -88,6 +97,9 @@ impl Retention {
         mut take: impl FnMut(&LogView<'_>) -> bool,
     ) {
         self.prune_front();
+        if now < self.next_round {
+            return;
+        }
         let timeout = self.timer.timeout(floor);
         let (mut looked, mut resent) = (0, false);
         let due = self.logs.len();
@@ -114,6 +126,7 @@ impl Retention {
         }
         if resent {
             self.timer.backed_off();
+            self.next_round = now.saturating_add(self.timer.timeout(floor));
         }
     }
 
@@ -140,6 +153,7 @@ impl Retention {
     /// Start the resend timeout again from the configured one (a recovery rerouted the ring).
     pub(crate) fn forget_timing(&mut self) {
         self.timer = ResendTimer::default();
+        self.next_round = 0;
     }
 
     /// When the oldest retained log (the queue is in send order) is due to be sent again, given
@@ -148,7 +162,7 @@ impl Retention {
         let timeout = self.timer.timeout(floor);
         self.logs
             .front()
-            .map(|(_, sent)| sent.at.saturating_add(timeout))
+            .map(|(_, sent)| sent.at.saturating_add(timeout).max(self.next_round))
     }
 
     pub(crate) fn len(&self) -> usize {

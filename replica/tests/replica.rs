@@ -345,6 +345,35 @@ fn an_uncovered_retained_log_is_resent() {
     assert_eq!(rs[1].poll_timeout(), Some(99_000));
 }
 
+/// A round of resends sends what one frame holds; the rest waits a timeout. Resending every
+/// uncovered log at once, frame after frame, flooded a successor slow to cover them (after a
+/// recovery a replacement takes over its source's retained logs), which delayed the commit
+/// vectors that would cover them, and more rounds followed.
+#[test]
+fn a_resend_round_sends_one_frame_and_the_rest_waits() {
+    let mut rs = replicas(Ring::new(1, 2).unwrap());
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    // 200 logs of 40 bytes of value reach server 1 and are all lost after it.
+    for i in 0..200u64 {
+        let rec = w0.run(|tx| tx.write(b"k", &[i as u8; 40])).1;
+        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+        let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
+    }
+    assert_eq!(rs[1].retained().0, 200);
+    let first = resent_at(&mut rs[1], 5_000);
+    let logs = repr(&first).logs.len();
+    assert!(logs > 1 && logs < 200, "{logs} logs in the first frame");
+    // The others are due too, but wait for the next round: the doubled timeout.
+    let mut out = vec![0; BUDGET];
+    assert_eq!(rs[1].poll_transmit(5_000, &mut out).unwrap(), None);
+    assert_eq!(rs[1].poll_timeout(), Some(15_000));
+    let second = resent_at(&mut rs[1], 15_000);
+    assert_eq!(repr(&second).logs.len(), logs, "the next frame's worth");
+    assert_eq!(rs[1].stats().logs_resent, 2 * logs as u64);
+}
+
 /// A packet's own logs stay with it whatever the budget: the buffer's release rule and the tails
 /// rely on it. Logs the forwarder attached for other packets (groups whose tails come before
 /// their heads) do not fit a small budget: they ride in propagating frames right behind.
