@@ -217,14 +217,13 @@ impl Store {
         if log.kind() != LogKind::Update {
             return Err(StmError::Malformed("only update logs are applied"));
         }
-        let deps = || log.deps();
-        self.check_deps(deps())?;
+        self.check_deps(log.deps())?;
         // Each key is hashed once: to check its partition here, to place it below.
         let mut hashes = SmallVec::<[u64; 4]>::new();
         for w in log.writes() {
             let h = key_hash(w.key);
             let p = self.partition_index(h);
-            if !deps().any(|d| usize::from(d.partition.0) == p) {
+            if !log.deps().any(|d| usize::from(d.partition.0) == p) {
                 return Err(StmError::Malformed(
                     "write to a partition outside the dependencies",
                 ));
@@ -234,27 +233,27 @@ impl Store {
         // Lock-free pre-check. MAX only grows, so a duplicate stays a duplicate; a log found not
         // yet applicable may become applicable right after through a concurrent apply, so
         // callers that queue held logs look at them again once they are queued.
-        match self.compare(deps()) {
+        match self.compare(log.deps()) {
             ApplyOutcome::Applied => {}
             other => return Ok(other),
         }
-        for d in deps() {
+        for d in log.deps() {
             self.locks.acquire_background(usize::from(d.partition.0));
         }
-        let outcome = self.compare(deps());
+        let outcome = self.compare(log.deps());
         if outcome == ApplyOutcome::Applied {
             for (w, &h) in log.writes().zip(&hashes) {
                 // SAFETY: we hold the locks of every dependency partition, which include the
                 // partitions of all writes (checked above).
                 unsafe { self.parts[self.partition_index(h)].put(h, w.key, w.value) };
             }
-            for d in deps() {
+            for d in log.deps() {
                 self.parts[usize::from(d.partition.0)]
                     .seq
                     .store(d.seq.0 + 1, Ordering::Release);
             }
         }
-        for d in deps() {
+        for d in log.deps() {
             self.locks.release(usize::from(d.partition.0));
         }
         Ok(outcome)
