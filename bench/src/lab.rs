@@ -298,7 +298,7 @@ impl LabBench<'_> {
             },
             spec: spec.clone(),
             size: self.lab.size,
-            kill_at: None,
+            kills: Vec::new(),
             rate_limit,
             probe: Some(PROBE_EVERY),
         };

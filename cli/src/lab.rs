@@ -13,7 +13,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply::{self, LabError};
-use ftc_orchestrator::lab::demo::{self, DemoConfig};
+use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, SERVER};
 use ftc_orchestrator::process::edges::EdgeKind;
@@ -53,8 +53,8 @@ pub enum LabCommand {
     /// Run a chain in its lab (brought up first if it is not) until Ctrl-C or --duration.
     Run(RunArgs),
     /// A real TCP download through the chain (curl from python3's http.server, AF_XDP at the
-    /// chain's ends) while the middle server's node is killed with SIGKILL; checks the file,
-    /// the NAT, the replicas and the monitors.
+    /// chain's ends) while the middle server's node (or those named with --kill) is killed with
+    /// SIGKILL; checks the file, the NAT, the replicas and the monitors.
     Demo(DemoArgs),
 }
 
@@ -67,9 +67,19 @@ pub struct DemoArgs {
     /// Megabytes of the file downloaded.
     #[arg(long, default_value_t = 200)]
     size_mb: u64,
-    /// The share of the file downloaded when the middle server is killed.
+    /// The share of the file downloaded when the middle server is killed (and any --kill
+    /// without its own share).
     #[arg(long, default_value_t = 0.3)]
     kill_at: f64,
+    /// A server to kill instead of the middle one: its ring position, optionally `@SHARE` of
+    /// the file downloaded (default: --kill-at). Repeat for more, in the order given; up to f
+    /// killed at once are recovered. A server killed again waits for its replacement to run.
+    #[arg(
+        long = "kill",
+        value_name = "POSITION[@SHARE]",
+        conflicts_with = "no_kill"
+    )]
+    kills: Vec<String>,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -329,6 +339,23 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
     let ftc = mode == Mode::Ftc;
+    if !ftc && !args.kills.is_empty() {
+        anyhow::bail!("--kill needs --mode ftc: the baselines recover no server");
+    }
+    let servers = spec.ring().servers();
+    let kills = if !ftc || args.no_kill {
+        Vec::new()
+    } else if args.kills.is_empty() {
+        vec![LabKill {
+            position: (servers / 2) as u16,
+            at: args.kill_at,
+        }]
+    } else {
+        args.kills
+            .iter()
+            .map(|k| parse_kill(k, args.kill_at, servers))
+            .collect::<anyhow::Result<_>>()?
+    };
     // With --json, standard output is the report alone.
     let say = |a: std::fmt::Arguments<'_>| {
         if args.json {
@@ -348,7 +375,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 run,
                 spec,
                 size: args.size_mb << 20,
-                kill_at: (ftc && !args.no_kill).then_some(args.kill_at),
+                kills,
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
             };
@@ -366,10 +393,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 r.curl_exit,
                 if r.sha256_matches { "matches" } else { "DIFFERS" }
             );
-                if let Some(k) = r.killed {
+                for k in &r.killed {
+                    println!("killed server {} after {} bytes", k.position, k.at_bytes);
+                }
+                if !r.killed.is_empty() {
                     println!(
-                        "killed server {k} after {} bytes; rerouted into epoch {}",
-                        r.killed_at_bytes,
+                        "rerouted into epoch {}",
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
                     );
                 }
@@ -383,8 +412,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     "the HTTP server saw {:?}; the chain delivered {} frames ({:.0} frames/s during the download)",
                     r.server_saw, r.frames_delivered, r.frames_per_s
                 );
-                if r.violations.is_empty() && r.killed.is_some() {
-                    println!("consistent: the download survived the kill, every replica equals its head, every monitor counted every delivered frame");
+                if r.violations.is_empty() && !r.killed.is_empty() {
+                    let kills = if r.killed.len() == 1 { "kill" } else { "kills" };
+                    println!("consistent: the download survived the {kills}, every replica equals its head, every monitor counted every delivered frame");
                 } else if !ftc {
                     println!(
                         "{} baseline: no kill, no state checks",
@@ -404,6 +434,34 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             })
         },
     )
+}
+
+/// Parse `POSITION[@SHARE]` for a chain of `servers` servers; a kill without a share happens at
+/// `default_at`.
+fn parse_kill(text: &str, default_at: f64, servers: usize) -> anyhow::Result<LabKill> {
+    let (pos, at) = text.split_once('@').unwrap_or((text, ""));
+    let position: u16 = pos
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p| usize::from(p) < servers)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--kill {text:?}: the position must be a server of the chain, 0 to {}",
+                servers - 1
+            )
+        })?;
+    let at = match at.trim() {
+        "" if !text.contains('@') => default_at,
+        a => a
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=1.0).contains(s))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--kill {text:?}: the share must be a number from 0 to 1")
+            })?,
+    };
+    Ok(LabKill { position, at })
 }
 
 /// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it

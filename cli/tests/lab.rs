@@ -3,7 +3,8 @@
 //! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
 //! killed node in its namespace, and stops on SIGTERM leaving no process behind; `demo` carries a
 //! real TCP download (curl from python3's http.server) through Ch-Rec over AF_XDP edges while the
-//! middle server's node is SIGKILLed, and the file arrives whole; `ftc bench --transport xdp`
+//! middle server's node is SIGKILLed (in another run, the servers at both ends, one after the
+//! other), and the file arrives whole; `ftc bench --transport xdp`
 //! downloads through FTC, NF and both FTMB baselines (each in its lab layout). These need
 //! root (network namespaces): as another user they say so and pass. Each test has its own lab
 //! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
@@ -426,6 +427,19 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    for (kill, says) in [
+        ("3", "the position must be a server of the chain, 0 to 2"),
+        ("1@1.5", "the share must be a number from 0 to 1"),
+    ] {
+        let out = ftc()
+            .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
+            .args(["--kill", kill])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 /// Issue 5's acceptance run: a 200 MB download through Ch-Rec survives a SIGKILL of the middle
@@ -436,16 +450,33 @@ fn lab_commands_check_their_input_before_touching_the_host() {
 /// the links carry) runs on real links all along.
 #[test]
 fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
-    demo("ftcldemo", "xdp");
+    demo("ftcldemo", "xdp", &[], &[1], 2);
 }
 
 /// The same over raw packet sockets at the edges (`--transport udp`), for hosts without AF_XDP.
 #[test]
 fn the_download_survives_the_kill_over_packet_sockets_too() {
-    demo("ftcldemp", "udp");
+    demo("ftcldemp", "udp", &[], &[1], 2);
 }
 
-fn demo(name: &'static str, transport: &str) {
+/// The servers at the chain's ends, one after the other: server 0 (the forwarder, where both
+/// directions enter) and server 2 (the buffer, where they leave, over the edges' AF_XDP
+/// sockets). The download is paced so that the first recovery is over (10 missed heartbeats of
+/// 50 ms, then the restore) long before the second kill: Ch-Rec has f = 1.
+#[test]
+fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
+    demo(
+        "ftcldend",
+        "xdp",
+        &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
+        &[0, 2],
+        3,
+    );
+}
+
+/// `ftc lab demo` on Ch-Rec with `extra` arguments; `killed`: the positions killed, in order,
+/// and `epoch` the chain's last.
+fn demo(name: &'static str, transport: &str, extra: &[&str], killed: &[u64], epoch: u32) {
     if !root() {
         return;
     }
@@ -463,6 +494,7 @@ fn demo(name: &'static str, transport: &str) {
         .args(["--transport", transport, "--size-mb", "200"])
         .args(["--heartbeat-ms", "50", "--misses", "10"])
         .args(["--ring-loss", "0.01"])
+        .args(extra)
         // The nodes' exit summaries: what the injected loss cost and how it was repaired.
         .env("FTC_LOG", "info")
         .output()
@@ -496,9 +528,19 @@ fn demo(name: &'static str, transport: &str) {
     assert_eq!(r["sha256_matches"], true, "{r}");
     assert_eq!(r["http_status"], 200, "{r}");
     assert_eq!(r["curl_exit"], 0, "no reset, no timeout: {r}");
-    assert_eq!(r["killed"], 1, "{r}");
-    assert!(r["killed_at_bytes"].as_u64().unwrap() < 200 << 20, "{r}");
-    assert_eq!(r["rerouted_epoch"], 2, "{r}");
+    let kills = r["killed"].as_array().unwrap();
+    let positions: Vec<u64> = kills
+        .iter()
+        .map(|k| k["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, killed, "{r}");
+    assert!(
+        kills
+            .iter()
+            .all(|k| k["at_bytes"].as_u64().unwrap() < 200 << 20),
+        "{r}"
+    );
+    assert_eq!(r["rerouted_epoch"], epoch, "{r}");
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
 }

@@ -2,8 +2,9 @@
 //! An unmodified HTTP server (`python3 -m http.server`) in the server namespace serves a file of
 //! random bytes; an unmodified client (`curl`) in the client namespace downloads it through the
 //! chain, whose ends take and send the frames with AF_XDP (or raw packet sockets where AF_XDP is
-//! not available); part way through, the middle server's
-//! node is killed with SIGKILL and the orchestrator replaces it. Then the checks: the download
+//! not available); part way through, the middle server's node (or the servers the caller names,
+//! each at its own point of the download) is killed with SIGKILL and the orchestrator replaces
+//! it. Then the checks: the download
 //! completed, no reset, the same SHA-256; the server saw the NAT's public address; every group's
 //! replicas equal their head; and every monitor counted every frame the chain delivered (the
 //! frames the client's and the server's `eth1` received, which only the chain's last server
@@ -49,9 +50,9 @@ pub struct DemoConfig {
     pub spec: ChainSpec,
     /// Bytes of the file downloaded.
     pub size: u64,
-    /// The share of the file downloaded when the middle server is killed (0 to 1); `None`: no
-    /// kill (an NF run cannot recover a server, and its state is not checked).
-    pub kill_at: Option<f64>,
+    /// The servers killed, each once its share of the file has arrived, in the order given;
+    /// empty: no kill (an NF run cannot recover a server, and its state is not checked).
+    pub kills: Vec<LabKill>,
     /// The download's pace at most, in bytes per second (curl's `--limit-rate`); `None`: as fast
     /// as the chain carries it.
     pub rate_limit: Option<u64>,
@@ -73,10 +74,9 @@ pub struct DemoReport {
     pub http_status: u16,
     pub curl_exit: i32,
     pub sha256_matches: bool,
-    /// The position killed, and how many bytes had arrived then.
-    pub killed: Option<u16>,
-    pub killed_at_bytes: u64,
-    /// The epoch the chain was last rerouted into: after the kill, or after a live node was
+    /// The servers killed, in the order they were.
+    pub killed: Vec<Killed>,
+    /// The epoch the chain was last rerouted into: after the kills, or after a live node was
     /// replaced for missing heartbeats.
     pub rerouted_epoch: Option<u32>,
     /// The client addresses the HTTP server logged.
@@ -89,6 +89,23 @@ pub struct DemoReport {
     /// Round trips through the chain during the download, when probed.
     pub rtt_us: Option<RttFigures>,
     pub violations: Vec<String>,
+}
+
+/// A server to kill during the download.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabKill {
+    /// Its ring position.
+    pub position: u16,
+    /// The share of the file downloaded when it is killed (0 to 1).
+    pub at: f64,
+}
+
+/// A server the demo killed.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Killed {
+    pub position: u16,
+    /// Bytes of the file that had arrived then.
+    pub at_bytes: u64,
 }
 
 /// Why the demo could not run (its checks failing is not an error: see
@@ -183,9 +200,8 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     report.curl_exit, report.http_status
                 ));
             }
-            let mut peers = match report
-                .killed
-                .map(|_| next_peers(&peers_rx, CONVERGE, &chain))
+            let mut peers = match (!report.killed.is_empty())
+                .then(|| next_peers(&peers_rx, CONVERGE, &chain))
             {
                 Some(Ok((epoch, peers))) => {
                     report.rerouted_epoch = Some(epoch);
@@ -347,7 +363,7 @@ fn wait_ready(client: &str, stop: &AtomicBool) -> Result<(), DemoError> {
     )))
 }
 
-/// The download, with the kill of the middle server part way.
+/// The download, with the kills part way.
 fn download(
     config: &DemoConfig,
     file: &Path,
@@ -377,10 +393,11 @@ fn download(
             .map_err(io_error("running curl"))?,
     );
     let mut report = DemoReport::default();
-    let middle = t.servers / 2;
-    let kill_at = config
-        .kill_at
-        .map(|share| (config.size as f64 * share.clamp(0.0, 1.0)) as u64);
+    let mut kills = config.kills.iter().map(|k| {
+        let at = (config.size as f64 * k.at.clamp(0.0, 1.0)) as u64;
+        (k.position, at)
+    });
+    let mut next_kill = kills.next();
     let status = loop {
         if let Some(status) = curl.0.try_wait().map_err(io_error("waiting for curl"))? {
             break status;
@@ -389,13 +406,25 @@ fn download(
             return Err(DemoError::Failed("interrupted".into()));
         }
         let arrived = std::fs::metadata(&got).map_or(0, |m| m.len());
-        if report.killed.is_none() && kill_at.is_some_and(|at| arrived >= at) {
-            kill_netns(&t.server_netns(middle))?;
-            report.killed = Some(middle);
-            report.killed_at_bytes = arrived;
+        // A kill waits while its server's namespace runs no process: a server killed a moment
+        // ago is killed again once its replacement runs there.
+        while let Some((position, _)) = next_kill.filter(|&(_, at)| arrived >= at) {
+            if !kill_netns(&t.server_netns(position))? {
+                break;
+            }
+            report.killed.push(Killed {
+                position,
+                at_bytes: arrived,
+            });
+            next_kill = kills.next();
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    for (position, at) in next_kill.into_iter().chain(kills) {
+        report.violations.push(format!(
+            "server {position} was not killed: the download ended before it was due ({at} bytes)"
+        ));
+    }
     report.seconds = started.elapsed().as_secs_f64();
     report.curl_exit = status.code().unwrap_or(-1);
     match probe.map(probe::Probe::finish) {
@@ -426,24 +455,21 @@ fn download(
     Ok(report)
 }
 
-/// SIGKILL to every process in `netns` (a node, there).
-fn kill_netns(netns: &str) -> Result<(), DemoError> {
+/// SIGKILL to every process in `netns` (a node, there); false if none runs there.
+fn kill_netns(netns: &str) -> Result<bool, DemoError> {
     let out = Command::new("ip")
         .args(["netns", "pids", netns])
         .output()
-        .map_err(io_error("listing the middle server's processes"))?;
+        .map_err(io_error(format!("listing the processes in {netns}")))?;
     let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    if pids.is_empty() {
-        return Err(DemoError::Failed(format!("no process runs in {netns}")));
-    }
-    for pid in pids {
+    for &pid in &pids {
         // SAFETY: kill(2) with a pid and a signal number has no memory effects.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    Ok(())
+    Ok(!pids.is_empty())
 }
 
 /// The client addresses in the HTTP server's log (`ADDR - - [date] "GET …" …`).
