@@ -2,6 +2,7 @@
 //! vectors of the wrapping groups cover its message's logs, and gathers what goes back to the
 //! forwarder.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::iter;
@@ -616,9 +617,10 @@ impl<P> Buffer<P> {
     /// Moves the first packets of `flow_id` to the ready queue while their needs are met; parks
     /// the first that still lacks something on one need it lacks.
     fn advance(&mut self, flow_id: u64) {
-        let Some(flow) = self.flows.get_mut(&flow_id) else {
+        let Entry::Occupied(mut entry) = self.flows.entry(flow_id) else {
             return;
         };
+        let flow = entry.get_mut();
         while flow.head != NONE {
             let i = flow.head;
             let slot = &mut self.slots[i as usize];
@@ -638,7 +640,7 @@ impl<P> Buffer<P> {
             self.ready.push_back(i);
         }
         if flow.refused == 0 {
-            self.flows.remove(&flow_id);
+            entry.remove();
         }
     }
 }
