@@ -245,6 +245,8 @@ pub const MAX_PARTITIONS: u32 = 65536;
 pub const MAX_MIDDLEBOXES: usize = Ring::MAX_MIDDLEBOXES;
 /// The longest chain name.
 pub const MAX_NAME_LEN: usize = 64;
+/// The longest spec file read (firewall rule sets of 100,000 rules fit).
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 /// A key a table accepts, and for required keys what it is (said when it is missing).
 struct Key {
@@ -395,14 +397,35 @@ impl SpecError {
 impl ChainSpec {
     /// Reads and validates the spec in the file at `path`; errors name the file as given.
     pub fn load(path: &Path) -> Result<ChainSpec, SpecError> {
+        use std::io::Read;
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => ChainSpec::from_toml_str(&text, &origin),
-            Err(e) => Err(SpecError {
-                io: Some(e.kind()),
-                ..SpecError::new(&origin, None, format!("cannot read the chain spec: {e}"))
-            }),
+        let cannot = |e: std::io::Error| SpecError {
+            io: Some(e.kind()),
+            ..SpecError::new(&origin, None, format!("cannot read the chain spec: {e}"))
+        };
+        // Read at most one byte past the limit: a spec never comes near it, and a device or a
+        // pipe that never ends (`/dev/zero`) is refused without being read to the end.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_SPEC_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_SPEC_BYTES {
+            return Err(SpecError::new(
+                &origin,
+                None,
+                format!("a chain spec is at most {MAX_SPEC_BYTES} bytes: this is longer"),
+            ));
         }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            SpecError::new(
+                &origin,
+                Some(line),
+                format!("not UTF-8 text (byte {at} is not part of a UTF-8 character)"),
+            )
+        })?;
+        ChainSpec::from_toml_str(&text, &origin)
     }
 
     /// Parses and validates a spec written in TOML; `origin` (usually the file name) prefixes

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// How the chain's servers exchange frames.
     #[arg(long, value_enum, default_value = "mem")]
     transport: Transport,
-    /// Fewer points, short runs, one round (default 0.3 s, 1 round; `all` in a few minutes).
+    /// Fewer points, short runs, one round (default 0.3 s, 1 round; `all` in about 20 s in memory).
     #[arg(long)]
     quick: bool,
     /// Print one JSON object instead of Markdown tables.
@@ -81,6 +81,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
+    if let Some(dir) = &args.out {
+        // Found out now, not after the runs: the directory can be made and written.
+        let probe = dir.join(".ftc-bench-probe");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .with_context(|| format!("--out {}: cannot write there", dir.display()))?;
+    }
     let settings = Settings {
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         snapshot: args.snapshot,
@@ -104,15 +112,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ftc_bench::lab::run(&experiments, &settings, &lab, crate::signal::stop_flag())?
         }
     };
-    if let Some(dir) = &args.out {
-        ftc_bench::files::write(dir, &results)?;
-    }
     if args.json {
         println!("{}", serde_json::to_string(&results)?);
     } else {
         for info in &results.experiments {
             println!("{}", markdown::experiment(&results, info));
         }
+    }
+    if let Some(dir) = &args.out {
+        ftc_bench::files::write(dir, &results)?;
     }
     let violations = results.violations();
     for v in &violations {

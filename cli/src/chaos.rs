@@ -30,7 +30,8 @@ pub struct ChaosArgs {
     /// Flows the traffic is spread over.
     #[arg(long, default_value_t = 64)]
     flows: u32,
-    /// Heartbeat period in milliseconds; 3 missed declare a server failed.
+    /// Heartbeat period in milliseconds; 3 missed declare a server failed. The run goes on
+    /// after the traffic until every kill is detected and recovered.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// Print one JSON object instead of text.
@@ -74,6 +75,35 @@ fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
     })
 }
 
+/// Refuses kills that cannot make a meaningful run: after the traffic, the same server twice at
+/// once, or more than `f` servers at once (they cannot be recovered: the orchestrator would
+/// only report so).
+fn check_kills(kills: &[Kill], duration: Duration, f: u8) -> anyhow::Result<()> {
+    for (i, k) in kills.iter().enumerate() {
+        let at = k.at.as_secs_f64();
+        if k.at > duration {
+            anyhow::bail!(
+                "--kill {}@{at}: after the traffic ends ({} s)",
+                k.position.0,
+                duration.as_secs_f64()
+            );
+        }
+        if kills[..i].contains(k) {
+            anyhow::bail!("--kill {}@{at} is given twice", k.position.0);
+        }
+    }
+    for k in kills {
+        let together = kills.iter().filter(|e| e.at == k.at).count();
+        if together > usize::from(f) {
+            anyhow::bail!(
+                "{together} servers killed at {} s: the chain recovers at most f = {f} failed at once",
+                k.at.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
     if !(0.05..=3600.0).contains(&args.duration) {
@@ -82,8 +112,9 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
-    if args.flows == 0 || args.rate == Some(0) {
-        anyhow::bail!("--flows and --rate must be positive");
+    crate::run::check_flows(args.flows)?;
+    if args.rate == Some(0) {
+        anyhow::bail!("--rate must be positive");
     }
     let duration = Duration::from_secs_f64(args.duration);
     let kills = args
@@ -91,6 +122,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|k| parse_kill(k, duration / 2))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    check_kills(&kills, duration, spec.chain.f)?;
     let mut config = ChaosConfig {
         run: RunConfig {
             duration,

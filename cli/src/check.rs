@@ -9,7 +9,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let spec = match ChainSpec::load(path) {
         Ok(spec) => spec,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("ftc: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };

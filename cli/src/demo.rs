@@ -87,17 +87,54 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     )?;
     crate::chaos::print_report(&chaos, false);
 
+    let failed = if args.seeds == 0 {
+        println!("\n== deterministic simulation: skipped (--seeds 0)");
+        Vec::new()
+    } else {
+        simulate(&spec, args.seeds)?
+    };
+
+    let rest_held = ftc.violations.is_empty() && nf.violations.is_empty() && failed.is_empty();
+    let consistent = rest_held && chaos.run.violations.is_empty();
+    // One server is killed: the orchestrator gives up only when live servers missed their
+    // heartbeats too (a busy machine), which is no sign of an inconsistency.
+    let only_halted = rest_held
+        && !consistent
+        && chaos
+            .run
+            .violations
+            .iter()
+            .all(|v| v.starts_with("the orchestrator halted"));
+    println!(
+        "\n== verdict: {}",
+        if consistent {
+            "consistent"
+        } else if only_halted {
+            "NOT RECOVERED: live servers missed their heartbeats on this busy machine, and more than f failed at once cannot be recovered (nothing inconsistent was found; run it again on a quieter machine)"
+        } else {
+            "INCONSISTENT"
+        }
+    );
+    Ok(if consistent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The demo's simulation section: `seeds` seeds with every fault; the seeds that failed.
+fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String>)>> {
     println!(
         "\n== deterministic simulation: {} seeds, frames lost, reordered, duplicated and delayed (2-5 % each), 3 crashes of up to f servers and lost heartbeats per seed",
-        args.seeds
+        seeds
     );
     let faults =
         Faults::parse("loss,reorder,dup,delay,crash=3,heartbeat").map_err(anyhow::Error::msg)?;
     let (mut released, mut lost, mut requests, mut failed) = (0, 0, 0, Vec::new());
     let mut recoveries = 0;
-    for seed in 0..args.seeds {
+    for seed in 0..seeds {
         let r = ftc_sim::run(
-            &spec,
+            spec,
             &SimConfig {
                 seed,
                 faults,
@@ -123,24 +160,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for (seed, v) in &failed {
         println!("  seed {seed} FAILED: {v:?}");
     }
-
-    let consistent = ftc.violations.is_empty()
-        && nf.violations.is_empty()
-        && chaos.run.violations.is_empty()
-        && failed.is_empty();
-    println!(
-        "\n== verdict: {}",
-        if consistent {
-            "consistent"
-        } else {
-            "INCONSISTENT"
-        }
-    );
-    Ok(if consistent {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(failed)
 }
 
 fn print_run(r: &RunReport) {

@@ -15,7 +15,8 @@ pub enum ModeArg {
     /// FTMB: per middlebox a master and a logger server (input and output logger), packet
     /// access logs (twice NF's servers).
     Ftmb,
-    /// FTMB with periodic stop-the-world snapshots of each master (see --snapshot).
+    /// FTMB with periodic stop-the-world snapshots of each master (real copies of its store,
+    /// or fixed stalls: `--snapshot` where the command runs the nodes).
     FtmbSnapshot,
 }
 
@@ -58,8 +59,19 @@ impl SnapshotArgs {
             Some(ms) => Duration::from_millis(ms),
             None => defaults.snapshot_every,
         };
+        let snapshot = self.snapshot.unwrap_or(defaults.snapshot);
+        if let SnapshotKind::Stall(stall) = snapshot {
+            if stall >= snapshot_every {
+                anyhow::bail!(
+                    "a stall of {} ms every {} ms leaves the masters no time to run: --snapshot \
+                     stall-<N>ms must be shorter than --snapshot-every-ms",
+                    stall.as_millis(),
+                    snapshot_every.as_millis()
+                );
+            }
+        }
         Ok(FtmbConfig {
-            snapshot: self.snapshot.unwrap_or(defaults.snapshot),
+            snapshot,
             snapshot_every,
             ..defaults
         })

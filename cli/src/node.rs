@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::xdp::XdpConfig;
 use ftc_node::{Mode, ServerConfig};
+use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
 
@@ -100,6 +102,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
+    RingLoss::check(args.ring_loss).context("--ring-loss")?;
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
     let links = match (&args.ring_next, &args.ring_prev) {
@@ -110,6 +113,14 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let (ring, me) = (spec.ring(), ServerId(args.position));
+            if usize::from(args.position) >= ring.servers() {
+                anyhow::bail!(
+                    "node {}: position {}: the chain has servers 0 to {}",
+                    args.position,
+                    args.position,
+                    ring.servers() - 1
+                );
+            }
             vec![
                 (ring.next_server(me), next.clone()),
                 (ring.prev_server(me), prev.clone()),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{run_chain, RunConfig, RunReport};
+use ftc_node::traffic::MAX_FLOWS;
 use ftc_node::{Mode, ServerConfig};
 
 use crate::mode::{ModeArg, SnapshotArgs};
@@ -15,6 +16,7 @@ use crate::mode::{ModeArg, SnapshotArgs};
 pub struct RunArgs {
     /// The chain spec (TOML).
     spec: PathBuf,
+    /// What the servers run: FTC, or a baseline to compare it with.
     #[arg(long, value_enum, default_value = "ftc")]
     mode: ModeArg,
     /// Seconds of traffic.
@@ -39,6 +41,14 @@ pub struct RunArgs {
     json: bool,
 }
 
+/// `--flows` of the generated traffic: 1 to [`MAX_FLOWS`], each flow a 5-tuple of its own.
+pub fn check_flows(flows: u32) -> anyhow::Result<()> {
+    if !(1..=MAX_FLOWS).contains(&flows) {
+        anyhow::bail!("--flows must be between 1 and {MAX_FLOWS}");
+    }
+    Ok(())
+}
+
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
     if !(0.01..=3600.0).contains(&args.duration) {
@@ -47,8 +57,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !(64..=1500).contains(&args.size) {
         anyhow::bail!("--size must be between 64 and 1500 bytes");
     }
-    if args.flows == 0 || args.window == 0 || args.rate == Some(0) {
-        anyhow::bail!("--flows, --window and --rate must be positive");
+    check_flows(args.flows)?;
+    if args.window == 0 || args.rate == Some(0) {
+        anyhow::bail!("--window and --rate must be positive");
     }
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;

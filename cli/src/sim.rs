@@ -71,6 +71,9 @@ struct Failure {
     replay: String,
 }
 
+/// The most requests per seed: the checker keeps a record of each (about 500 bytes).
+const MAX_PACKETS: u32 = 1_000_000;
+
 pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
     // The simulated servers' frames are the in-memory transport's.
@@ -81,6 +84,13 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     }
     if !(32..=8192).contains(&args.trailer_budget) {
         anyhow::bail!("--trailer-budget must be between 32 and 8192 bytes");
+    }
+    crate::run::check_flows(args.flows)?;
+    if !(1..=MAX_PACKETS).contains(&args.packets) {
+        anyhow::bail!("--packets must be between 1 and {MAX_PACKETS}");
+    }
+    if args.seeds == 0 || args.first_seed.checked_add(args.seeds).is_none() {
+        anyhow::bail!("--seeds must be positive, and --first-seed + --seeds below 2^64");
     }
     let mut s = Summary {
         spec: args.spec.display().to_string(),
@@ -99,7 +109,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         lost_to_failures: 0,
         violations: Vec::new(),
     };
-    for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
+    for seed in args.first_seed..args.first_seed + args.seeds {
         let config = SimConfig {
             seed,
             packets: args.packets,

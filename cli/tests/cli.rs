@@ -204,3 +204,109 @@ fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
         "{err}"
     );
 }
+
+/// Input that would run for nothing, for ever or out of memory is refused before anything runs,
+/// with a message that says what is allowed (and no panic).
+#[test]
+fn absurd_input_is_refused_up_front() {
+    let unwritable = "/proc/ftc-bench-out";
+    let secret = std::env::temp_dir().join(format!("ftc-cli-secret-{}", std::process::id()));
+    std::fs::write(&secret, "s\n").unwrap();
+    let secret = secret.display().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["check", "/dev/zero"],
+            "a chain spec is at most 16777216 bytes",
+        ),
+        (
+            &["run", &spec("ch-2.toml"), "--flows", "4294967295"],
+            "--flows must be between 1 and 16777216",
+        ),
+        (
+            &["sim", &spec("ch-2.toml"), "--packets", "4294967295"],
+            "--packets must be between 1 and 1000000",
+        ),
+        (
+            &["sim", &spec("ch-2.toml"), "--seeds", "0"],
+            "--seeds must be positive",
+        ),
+        (
+            &[
+                "sim",
+                &spec("ch-2.toml"),
+                "--seeds",
+                "2",
+                "--first-seed",
+                "18446744073709551615",
+            ],
+            "--first-seed + --seeds below 2^64",
+        ),
+        (
+            &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--duration",
+                "0.3",
+                "--kill",
+                "1@10",
+            ],
+            "after the traffic ends (0.3 s)",
+        ),
+        (
+            &["chaos", &spec("ch-3.toml"), "--kill", "0", "--kill", "1"],
+            "2 servers killed at 1 s: the chain recovers at most f = 1",
+        ),
+        (
+            &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--kill",
+                "1@0.5",
+                "--kill",
+                "1@0.5",
+            ],
+            "--kill 1@0.5 is given twice",
+        ),
+        (
+            &[
+                "run",
+                &spec("ch-2.toml"),
+                "--mode",
+                "ftmb-snapshot",
+                "--snapshot",
+                "stall-60ms",
+            ],
+            "a stall of 60 ms every 50 ms leaves the masters no time to run",
+        ),
+        (
+            &["bench", "chain-length", "--quick", "--out", unwritable],
+            "--out /proc/ftc-bench-out: cannot write there",
+        ),
+        (
+            &[
+                "node",
+                &spec("ch-3.toml"),
+                "--orchestrator",
+                "127.0.0.1:1",
+                "--position",
+                "7",
+                "--secret-file",
+                &secret,
+                "--ring-next",
+                "a",
+                "--ring-prev",
+                "b",
+            ],
+            "position 7: the chain has servers 0 to 2",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, out, err) = ftc(args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.starts_with("ftc: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::remove_file(&secret).ok();
+}

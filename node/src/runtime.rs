@@ -413,6 +413,9 @@ impl RunReport {
     }
 }
 
+/// Flows whose frame the generator makes once.
+const TEMPLATES: u32 = 1 << 16;
+
 /// Offer traffic to server 0 for the configured duration; returns the packets sent and how many
 /// of them have left the chain so far. Server 0 is looked up again whenever `routes` change (a
 /// recovery replaced it).
@@ -424,7 +427,10 @@ fn generate(
     congested: &AtomicUsize,
     now: impl Fn() -> u64,
 ) -> (u64, u64) {
-    let templates: Vec<Vec<u8>> = (0..config.flows.max(1))
+    // The first flows' frames are made once; any beyond, per packet (memory stays bounded
+    // whatever `flows` is).
+    let flows = config.flows.max(1);
+    let templates: Vec<Vec<u8>> = (0..flows.min(TEMPLATES))
         .map(|f| request(f, 1, config.size))
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
@@ -464,14 +470,17 @@ fn generate(
             }
             next_at += iv;
         }
-        let flow = (sent % templates.len() as u64) as usize;
+        let flow = (sent % u64::from(flows)) as u32;
         let mut bytes = recycle.try_recv().unwrap_or_default();
         bytes.clear();
-        bytes.extend_from_slice(&templates[flow]);
+        match templates.get(flow as usize) {
+            Some(frame) => bytes.extend_from_slice(frame),
+            None => bytes.extend_from_slice(&request(flow, 1, config.size)),
+        }
         last_handle = t.max(last_handle + 1);
         let packet = Packet {
             handle: last_handle,
-            flow: flow as u64,
+            flow: u64::from(flow),
             dir: Direction::Outbound,
             bytes,
         };

@@ -130,7 +130,7 @@ pub enum Message {
 pub enum ControlError {
     #[error("the control secret is empty")]
     EmptySecret,
-    #[error("not a control frame: magic {0:02x?}, expected \"FTCC\"")]
+    #[error("not a control frame: it starts with \"{}\", not \"FTCC\"", .0.escape_ascii())]
     BadMagic([u8; 4]),
     #[error("control protocol version {0} is not supported (this build speaks version {VERSION})")]
     UnsupportedVersion(u8),

@@ -24,7 +24,7 @@ use ftc_stm::StmError;
 
 use crate::checks::check_monitors;
 use crate::control::{Key, Message};
-use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport};
+use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
 use crate::replacement::Fetched;
 use crate::transfer;
 
@@ -311,7 +311,10 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         let (recoveries, halted) = orchestrator.join().expect("the orchestrator panicked");
         report.recoveries = recoveries;
         unsettled = halted.is_none() && !settled();
-        report.run.violations.extend(halted);
+        report
+            .run
+            .violations
+            .extend(halted.map(|why| halted_violation(&why, &report.kills)));
         // From here no replacement registers its lanes: every lane that serves gets the `Stop`.
         {
             let _launches = world.launches.lock().expect("no holder panics");
@@ -398,7 +401,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
     messages: &Receiver<Message>,
     stop: &AtomicBool,
     quiet: &AtomicBool,
-) -> (Vec<RecoveryReport>, Option<String>) {
+) -> (Vec<RecoveryReport>, Option<Unrecoverable>) {
     let now = || world.harness.now();
     let pid = std::process::id();
     let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -450,7 +453,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
             reports.push(r);
         }
         if let Some(why) = coordinator.halted() {
-            return (reports, Some(why.to_string()));
+            return (reports, Some(why.clone()));
         }
         let recovered = reports.len() as u32 + 1 == coordinator.epoch();
         let all_up = coordinator.peers().iter().all(Option::is_some);
@@ -458,6 +461,26 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         quiet.store(recovered && all_up && unsuspected, Ordering::Release);
     }
     (reports, None)
+}
+
+/// The violation of a chaos run whose orchestrator gave up; it names the servers declared failed
+/// that were not killed (live servers that missed their heartbeats: more than f failures at
+/// once that only a loaded machine made).
+pub fn halted_violation(why: &Unrecoverable, kills: &[Killed]) -> String {
+    let live: Vec<u16> = why
+        .failed
+        .iter()
+        .copied()
+        .filter(|p| !kills.iter().any(|k| k.position == *p))
+        .collect();
+    if live.is_empty() {
+        format!("the orchestrator halted: {why}")
+    } else {
+        format!(
+            "the orchestrator halted: {why}; servers {live:?} were not killed but missed their \
+             heartbeats (a busy machine: a longer heartbeat period avoids that)"
+        )
+    }
 }
 
 /// A server thread's sign of life as the coordinator's message.

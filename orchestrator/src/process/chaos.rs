@@ -33,7 +33,7 @@ use super::orchestrator::{Orchestrator, Status};
 use crate::checks::check_monitors;
 use crate::control::{ControlError, Key, Peer};
 use crate::coordinator::CoordinatorConfig;
-use crate::embedded::{ChaosReport, Kill, Killed, OutputCommitChecked};
+use crate::embedded::{halted_violation, ChaosReport, Kill, Killed, OutputCommitChecked};
 use crate::transfer;
 
 /// What to run.
@@ -228,10 +228,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
             received.join().expect("the receiver panicked"),
         );
         if let Err(why) = outcome {
-            report
-                .run
-                .violations
-                .push(format!("the orchestrator halted: {why}"));
+            let violation = halted_violation(&why, &report.kills);
+            report.run.violations.push(violation);
         }
         report.run.violations.extend(sink_violations);
         Ok(())

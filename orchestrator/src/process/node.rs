@@ -138,7 +138,10 @@ pub enum NodeError {
     },
     #[error("cannot reach the orchestrator at {addr}: {source}")]
     Unreachable { addr: SocketAddr, source: io::Error },
-    #[error("the orchestrator closed the control connection")]
+    #[error(
+        "the orchestrator closed the control connection (its log says why: a node whose secret \
+         file differs from the orchestrator's is refused)"
+    )]
     OrchestratorGone,
     #[error("control connection to the orchestrator: {0}")]
     Control(#[from] ControlError),
