@@ -187,7 +187,7 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
             );
         }
         println!(
-            "recovered {:?} (epoch {}): detection {:.2} ms, replacement start {:.2} ms, state transfer {:.2} ms ({} bytes), reroute {:.2} ms, total {:.2} ms",
+            "recovered {:?} (epoch {}): detection {:.2} ms, replacement start {:.2} ms, state transfer {:.2} ms ({} bytes), reroute {:.2} ms, total after detection {:.2} ms",
             rec.failed,
             rec.epoch,
             ms(rec.detection_ns),

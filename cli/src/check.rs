@@ -14,6 +14,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", describe(&spec));
+    // Valid, but FTC's frames cannot carry it: say so here rather than at the first packet.
+    if let Err(e) = ftc_node::ServerConfig::default().check_logs_fit(&spec) {
+        eprintln!("ftc: in FTC mode: {e} (NF and FTMB runs take it)");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -24,9 +29,10 @@ pub fn describe(spec: &ChainSpec) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "chain {:?}: {} middleboxes, f = {}, {} servers, {} partitions",
+        "chain {:?}: {} middlebox{}, f = {}, {} servers, {} partitions",
         spec.chain.name,
         ring.middleboxes(),
+        if ring.middleboxes() == 1 { "" } else { "es" },
         ring.f(),
         ring.servers(),
         spec.chain.partitions

@@ -297,11 +297,10 @@ fn status(name: &LabName) -> anyhow::Result<ExitCode> {
 }
 
 fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let duration = args
-        .duration
-        .map(Duration::try_from_secs_f64)
-        .transpose()
-        .context("--duration")?;
+    if args.duration.is_some_and(|d| !(0.01..=1e6).contains(&d)) {
+        anyhow::bail!("--duration must be between 0.01 and 1000000 seconds");
+    }
+    let duration = args.duration.map(Duration::from_secs_f64);
     let edges = args.transport.edges();
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
@@ -481,8 +480,8 @@ fn in_lab(
     if !(0.1..=10_000.0).contains(&nodes.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
-    if nodes.misses == 0 {
-        anyhow::bail!("--misses must be positive");
+    if !(1..=1000).contains(&nodes.misses) {
+        anyhow::bail!("--misses must be between 1 and 1000");
     }
     RingLoss::check(nodes.ring_loss).context("--ring-loss")?;
     apply::check_host()?;

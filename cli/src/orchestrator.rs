@@ -64,11 +64,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
-    if args.misses == 0 {
-        anyhow::bail!("--misses must be positive");
+    if !(1..=1000).contains(&args.misses) {
+        anyhow::bail!("--misses must be between 1 and 1000");
     }
-    let how = How::parse(&args.launch, std::env::current_exe)
-        .context("locating the ftc executable for --launch local")?;
+    let how = How::parse(&args.launch, std::env::current_exe)?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shape = Shape::of(&spec, Mode::from(args.mode))?;

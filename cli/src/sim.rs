@@ -160,8 +160,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&s)?);
     } else {
         println!(
-            "{} seeds of {} (faults: {}): {} steps, {} packets sent, {} released, {} lost in the network, {} dropped by middleboxes, {} retransmission requests, {} logs resent",
+            "{} seed{} of {} (faults: {}): {} steps, {} packets sent, {} released, {} lost in the network, {} dropped by middleboxes, {} retransmission requests, {} logs resent",
             s.seeds,
+            if s.seeds == 1 { "" } else { "s" },
             s.spec,
             s.faults,
             s.steps,
@@ -172,6 +173,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             s.retransmit_requests,
             s.logs_resent
         );
+        if s.packets_released > s.packets_sent {
+            println!(
+                "(more released than sent: a frame the network duplicated goes through the chain as often as it arrives, as in any network; the end hosts drop the copies)"
+            );
+        }
         if s.failures > 0 {
             println!(
                 "failures: {} servers failed, {} recoveries, {} packets lost with them",

@@ -160,7 +160,7 @@ impl ServerConfig {
 
 /// A chain whose logs do not fit the frames between its servers ([`ServerConfig::check_logs_fit`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a packet of this chain may carry {need} bytes of logs (each log rides with its packet through the f = {f} servers after its head; a Gen's log holds its `state_size` bytes), more than the {max_trailer} bytes frames between its servers hold: lower `state_size` or `f`, or raise the MTU between servers")]
+#[error("a packet of this chain may carry {need} bytes of logs (each log rides with its packet through the f = {f} servers after its head; a Gen's log holds its `state_size` bytes), more than the {max_trailer} bytes frames between its servers hold: lower `state_size` or `f`")]
 pub struct LogsTooLong {
     pub need: usize,
     pub max_trailer: usize,

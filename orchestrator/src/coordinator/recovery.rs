@@ -37,7 +37,7 @@ impl fmt::Display for RecoveryReport {
         write!(
             f,
             "epoch {}, recovered {:?}: detection {:.3} ms, start {:.3} ms, transfer {:.3} ms, \
-             reroute {:.3} ms, total {:.3} ms, {} bytes",
+             reroute {:.3} ms, total after detection {:.3} ms, {} bytes",
             self.epoch,
             self.failed,
             ms(self.detection_ns),

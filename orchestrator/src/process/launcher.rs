@@ -24,13 +24,31 @@ pub enum How {
     None,
 }
 
+/// Why `--launch` is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("--launch local: cannot locate the ftc executable: {0}")]
+    Exe(io::Error),
+    #[error(
+        "--launch {0:?}: neither `local` nor `none`, and as a command it lacks {{position}} \
+         (each node must be told its position)"
+    )]
+    NoPosition(String),
+}
+
 impl How {
-    /// `local` (with `exe`), `none`, or anything else: a command template.
-    pub fn parse(text: &str, exe: impl FnOnce() -> io::Result<PathBuf>) -> io::Result<How> {
+    /// `local` (with `exe`), `none`, or a command template, which must name `{position}`.
+    pub fn parse(
+        text: &str,
+        exe: impl FnOnce() -> io::Result<PathBuf>,
+    ) -> Result<How, LaunchError> {
         Ok(match text {
-            "local" => How::Local { exe: exe()? },
+            "local" => How::Local {
+                exe: exe().map_err(LaunchError::Exe)?,
+            },
             "none" => How::None,
-            template => How::Command(template.to_string()),
+            template if template.contains("{position}") => How::Command(template.to_string()),
+            other => return Err(LaunchError::NoPosition(other.to_string())),
         })
     }
 }
