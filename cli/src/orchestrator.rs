@@ -16,8 +16,8 @@ use ftc_node::Mode;
 use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
-use ftc_orchestrator::process::read_secret;
 use ftc_orchestrator::process::shape::Shape;
+use ftc_orchestrator::process::{chain_fingerprint, read_secret};
 
 use crate::customer::CustomerArgs;
 use crate::mode::ModeArg;
@@ -92,7 +92,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     };
     let orchestrator = Orchestrator::new(
         listener,
-        shape.positions,
+        (shape.positions, chain_fingerprint(&spec)),
         key,
         config,
         Launcher::new(how, node_args),

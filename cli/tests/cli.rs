@@ -310,3 +310,71 @@ fn absurd_input_is_refused_up_front() {
     }
     std::fs::remove_file(&secret).ok();
 }
+
+/// A node started with another chain spec, or another secret, than its orchestrator's is
+/// refused at its `Join`, and says why instead of waiting for an assignment.
+#[test]
+fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("ftc-cli-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (good, bad) = (dir.join("good"), dir.join("bad"));
+    std::fs::write(&good, "one secret\n").unwrap();
+    std::fs::write(&bad, "another\n").unwrap();
+    let mut orchestrator = Command::new(env!("CARGO_BIN_EXE_ftc"))
+        .args([
+            "orchestrator",
+            &spec("ch-3.toml"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--secret-file",
+            &good.display().to_string(),
+            "--launch",
+            "none",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(orchestrator.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // "ftc orchestrator: ch-3 (3 servers) on ADDR, waiting for its nodes"
+    let addr = first
+        .split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let node = |spec_file: &str, secret: &std::path::Path| {
+        let secret = secret.display().to_string();
+        ftc(&[
+            "node",
+            &spec(spec_file),
+            "--orchestrator",
+            &addr,
+            "--position",
+            "0",
+            "--secret-file",
+            &secret,
+            "--data",
+            "127.0.0.1:0",
+        ])
+    };
+    let (code, _, err) = node("ch-2.toml", &good);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the orchestrator refused this node: the node runs another chain spec"),
+        "{err}"
+    );
+    let (code, _, err) = node("ch-3.toml", &bad);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tag does not verify (wrong key"), "{err}");
+    let _ = orchestrator.kill();
+    let _ = orchestrator.wait();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
@@ -71,10 +71,12 @@ pub struct Fetch {
 /// A control message. The comments say who sends it to whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Node → orchestrator: a server (initial or replacement) is up at `position`.
+    /// Node → orchestrator: a server (initial or replacement) is up at `position`, running the
+    /// chain whose spec has the fingerprint `chain` ([`chain_fingerprint`](crate::process::chain_fingerprint)).
     Join {
         position: u16,
         pid: u32,
+        chain: u64,
         data: SocketAddr,
         transfer: SocketAddr,
     },
@@ -111,6 +113,8 @@ pub enum Message {
     Reroute { epoch: u32, peers: Vec<Peer> },
     /// Orchestrator → node: shut down.
     Stop,
+    /// Orchestrator → node: the node's control connection is refused (`reason`), and closed.
+    Refused { reason: String },
     /// Replacement → source: send the state of `group`.
     FetchGroup {
         epoch: u32,
@@ -134,6 +138,8 @@ pub enum ControlError {
     BadMagic([u8; 4]),
     #[error("control protocol version {0} is not supported (this build speaks version {VERSION})")]
     UnsupportedVersion(u8),
+    #[error("a {kind} body holds text that is not UTF-8")]
+    BadText { kind: &'static str },
     #[error("unknown control message kind {0}")]
     UnknownKind(u8),
     #[error("control frame body of {len} bytes exceeds the limit of {max}")]

@@ -411,6 +411,8 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
             Message::Join {
                 position: i as u16,
                 pid,
+                // The servers are threads of this process, of the one spec: nothing to tell apart.
+                chain: 0,
                 data: nowhere,
                 transfer,
             },
@@ -611,6 +613,7 @@ fn restore<'w, C>(
     let _ = world.to_orchestrator.send(Message::Join {
         position: position.0,
         pid: std::process::id(),
+        chain: 0,
         data: SocketAddr::from(([0, 0, 0, 0], 0)),
         transfer: world.transfer[usize::from(position.0)],
     });

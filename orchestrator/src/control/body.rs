@@ -20,6 +20,7 @@ const REROUTE: u8 = 9;
 const STOP: u8 = 10;
 const FETCH_GROUP: u8 = 11;
 pub(super) const GROUP_STATE: u8 = 12;
+const REFUSED: u8 = 13;
 
 /// The fixed part of a GroupState body: epoch u32, group u8.
 const GROUP_STATE_FIXED: usize = 4 + 1;
@@ -42,6 +43,7 @@ pub(super) fn kind(msg: &Message) -> u8 {
         Message::Stop => STOP,
         Message::FetchGroup { .. } => FETCH_GROUP,
         Message::GroupState { .. } => GROUP_STATE,
+        Message::Refused { .. } => REFUSED,
     }
 }
 
@@ -59,12 +61,13 @@ fn name(kind: u8) -> &'static str {
         STOP => "Stop",
         FETCH_GROUP => "FetchGroup",
         GROUP_STATE => "GroupState",
+        REFUSED => "Refused",
         _ => "unknown",
     }
 }
 
 pub(super) fn check_kind(kind: u8) -> Result<(), ControlError> {
-    if (JOIN..=GROUP_STATE).contains(&kind) {
+    if (JOIN..=REFUSED).contains(&kind) {
         Ok(())
     } else {
         Err(ControlError::UnknownKind(kind))
@@ -94,11 +97,13 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
         Message::Join {
             position,
             pid,
+            chain,
             data,
             transfer,
         } => {
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&chain.to_be_bytes());
             put_addr(out, data);
             put_addr(out, transfer);
         }
@@ -176,6 +181,7 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             put_group_state(out, *epoch, *group);
             return state;
         }
+        Message::Refused { reason } => put_list(out, reason.as_bytes(), |out, b| out.push(*b)),
     }
     &[]
 }
@@ -229,6 +235,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
         JOIN => Message::Join {
             position: r.u16()?,
             pid: r.u32()?,
+            chain: r.u64()?,
             data: r.addr()?,
             transfer: r.addr()?,
         },
@@ -280,6 +287,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             group: r.u8()?,
             state: tail,
         },
+        REFUSED => Message::Refused { reason: r.text()? },
         _ => return Err(ControlError::UnknownKind(kind)),
     };
     r.finish()?;
@@ -345,6 +353,12 @@ impl<'a> Reader<'a> {
             }
         };
         Ok(SocketAddr::new(ip, self.u16()?))
+    }
+
+    /// A list of bytes that must be UTF-8.
+    fn text(&mut self) -> Result<String, ControlError> {
+        let bytes = self.list(1, Reader::u8)?;
+        String::from_utf8(bytes).map_err(|_| ControlError::BadText { kind: self.kind })
     }
 
     fn peer(&mut self) -> Result<Peer, ControlError> {

@@ -66,14 +66,16 @@ fn message() -> impl Strategy<Value = Message> {
         },
     );
     prop_oneof![
-        (any::<u16>(), any::<u32>(), addr(), addr()).prop_map(|(position, pid, data, transfer)| {
-            Message::Join {
+        (any::<u16>(), any::<u32>(), any::<u64>(), addr(), addr()).prop_map(
+            |(position, pid, chain, data, transfer)| Message::Join {
                 position,
                 pid,
+                chain,
                 data,
                 transfer,
             }
-        }),
+        ),
+        ".{0,200}".prop_map(|reason| Message::Refused { reason }),
         (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(position, epoch, seq)| {
             Message::Heartbeat {
                 position,
@@ -220,7 +222,7 @@ fn another_version_is_named_in_the_error() {
     assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 1 is not supported (this build speaks version 2)"
+        "control protocol version 1 is not supported (this build speaks version 3)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
@@ -402,7 +404,7 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
         })
     ));
     // Join (kind 1) with address family 5.
-    let mut join = vec![0, 1, 0, 0, 0, 9, 5];
+    let mut join = vec![0, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7, 5];
     join.extend_from_slice(&[0; 20]);
     assert!(matches!(
         decoded(1, &join),
@@ -424,10 +426,15 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
         decoded(12, &[0, 0, 0]),
         Err(ControlError::BodyTooShort { kind: "GroupState" })
     ));
+    // Refused (kind 13) whose text is not UTF-8.
+    assert!(matches!(
+        decoded(13, &[0, 2, 0xc3, 0x28]),
+        Err(ControlError::BadText { kind: "Refused" })
+    ));
     // An unknown kind is refused from the header, before the tag.
     assert!(matches!(
-        decoded(13, &[]),
-        Err(ControlError::UnknownKind(13))
+        decoded(14, &[]),
+        Err(ControlError::UnknownKind(14))
     ));
     // The same bodies well-formed decode.
     assert_eq!(
@@ -438,13 +445,16 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
             as_head: true
         }
     );
-    let mut join = vec![0, 1, 0, 0, 0, 9, 4, 10, 0, 0, 1, 0, 80];
+    let mut join = vec![
+        0, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7, 4, 10, 0, 0, 1, 0, 80,
+    ];
     join.extend_from_slice(&[4, 10, 0, 0, 1, 0, 81]);
     assert_eq!(
         decoded(1, &join).unwrap(),
         Message::Join {
             position: 1,
             pid: 9,
+            chain: 7,
             data: v4(80),
             transfer: v4(81)
         }

@@ -121,6 +121,7 @@ impl Chain {
         self.handle(Message::Join {
             position,
             pid: 1000 + u32::from(position),
+            chain: 0,
             data: p.data,
             transfer: p.transfer,
         });
@@ -211,6 +212,7 @@ fn deployment_waits_for_every_position() {
     let join = |p: Peer| Message::Join {
         position: p.position,
         pid: 1,
+        chain: 0,
         data: p.data,
         transfer: p.transfer,
     };
@@ -297,7 +299,7 @@ fn ch_rec_loses_its_middle_server() {
     assert_eq!(
         report.to_string(),
         "epoch 2, recovered [1]: detection 31.000 ms, start 5.000 ms, transfer 14.000 ms, \
-         reroute 4.000 ms, total 23.000 ms, 4096 bytes"
+         reroute 4.000 ms, total after detection 23.000 ms, 4096 bytes"
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["total_ns"], 23 * MS);
@@ -779,6 +781,7 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
             Message::Join {
                 position: p,
                 pid: 1,
+                chain: 0,
                 data: peer.data,
                 transfer: peer.transfer,
             }

@@ -175,7 +175,13 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         },
         args,
     );
-    let orchestrator = Orchestrator::new(listener, ring, key.clone(), config.coordinator, launcher);
+    let orchestrator = Orchestrator::new(
+        listener,
+        (ring, super::chain_fingerprint(spec)),
+        key.clone(),
+        config.coordinator,
+        launcher,
+    );
     let mut report = ChaosReport::new(spec);
     let stop = AtomicBool::new(false);
     let capacity = (config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize + 1024;

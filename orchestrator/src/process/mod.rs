@@ -19,7 +19,19 @@ pub mod shape;
 
 use std::path::Path;
 
+use ftc_chain::spec::ChainSpec;
+
 use crate::control::{ControlError, Key};
+
+/// What tells one chain spec from another in a node's `Join`: a hash of the spec as loaded (its
+/// middleboxes, their settings, f, the partitions), so that comments, layout and key order do
+/// not count. A node started with another spec than its orchestrator's is refused.
+pub fn chain_fingerprint(spec: &ChainSpec) -> u64 {
+    let hash = blake3::hash(format!("{spec:?}").as_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_be_bytes(first)
+}
 
 /// Why the deployment's secret is not usable.
 #[derive(Debug, thiserror::Error)]

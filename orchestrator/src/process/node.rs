@@ -138,11 +138,10 @@ pub enum NodeError {
     },
     #[error("cannot reach the orchestrator at {addr}: {source}")]
     Unreachable { addr: SocketAddr, source: io::Error },
-    #[error(
-        "the orchestrator closed the control connection (its log says why: a node whose secret \
-         file differs from the orchestrator's is refused)"
-    )]
+    #[error("the orchestrator closed the control connection (its log says why)")]
     OrchestratorGone,
+    #[error("the orchestrator refused this node: {0}")]
+    Refused(String),
     #[error("control connection to the orchestrator: {0}")]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -303,6 +302,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         &Message::Join {
             position: me.0,
             pid: std::process::id(),
+            chain: super::chain_fingerprint(&config.spec),
             data,
             transfer: listener.local_addr()?,
         },
@@ -876,6 +876,7 @@ impl Node<'_, '_> {
                 )?;
             }
             Message::Stop => return Ok(true),
+            Message::Refused { reason } => return Err(NodeError::Refused(reason)),
             other => tracing::warn!("node {me}: ignored an unexpected control message: {other:?}"),
         }
         Ok(false)

@@ -21,6 +21,9 @@ use crate::control::{
 };
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
 
+/// The longest reason a [`Message::Refused`] gives, in bytes.
+const MAX_REASON: usize = 1024;
+
 /// The longest the orchestrator waits between looks at its stop flag.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -46,6 +49,8 @@ pub struct Orchestrator {
     listener: TcpListener,
     key: Key,
     ring: Ring,
+    /// The fingerprint of the chain's spec: a node that joins with another is refused.
+    chain: u64,
     config: CoordinatorConfig,
     launcher: Launcher,
     status: Mutex<Status>,
@@ -114,10 +119,11 @@ impl Conns {
         }
     }
 
-    /// Close `conn` for a message that cannot be trusted.
-    fn reject(&mut self, conn: u64, why: &str) {
+    /// Close `conn` for a message that cannot be trusted, telling its node why.
+    fn reject(&mut self, conn: u64, why: &str, key: &Key) {
         if let Some(c) = self.all.get(&conn) {
             tracing::warn!("control connection from {}: {why}; closing it", c.from);
+            refuse(&c.stream, why, key);
         }
         self.rejected += 1;
         self.close(conn);
@@ -152,6 +158,16 @@ impl Conns {
     }
 }
 
+/// Tells the node at the other end of `stream` why its connection is closed (best effort).
+fn refuse(stream: &TcpStream, why: &str, key: &Key) {
+    let mut reason = why.to_string();
+    // Within a control frame whatever the message quoted.
+    while reason.len() > MAX_REASON {
+        reason.pop();
+    }
+    let _ = write_message(&mut &*stream, &Message::Refused { reason }, key);
+}
+
 /// The position a node → orchestrator message speaks for (`None`: a kind nodes do not send).
 fn position_of(msg: &Message) -> Option<u16> {
     match msg {
@@ -165,10 +181,12 @@ fn position_of(msg: &Message) -> Option<u16> {
 }
 
 impl Orchestrator {
-    /// An orchestrator of `ring` taking control connections on `listener`.
+    /// An orchestrator of `ring` taking control connections on `listener`, for nodes that run
+    /// the chain whose spec has the fingerprint `chain`
+    /// ([`chain_fingerprint`](super::chain_fingerprint)).
     pub fn new(
         listener: TcpListener,
-        ring: Ring,
+        (ring, chain): (Ring, u64),
         key: Key,
         config: CoordinatorConfig,
         launcher: Launcher,
@@ -177,6 +195,7 @@ impl Orchestrator {
             listener,
             key,
             ring,
+            chain,
             config,
             launcher,
             status: Mutex::new(Status {
@@ -372,6 +391,8 @@ impl Orchestrator {
                 }
                 Err(e) => {
                     tracing::warn!("control connection from {from}: {e}; closing it");
+                    // A node with another secret cannot verify this either, and says so.
+                    refuse(stream, &e.to_string(), &self.key);
                     let _ = stream.shutdown(Shutdown::Both);
                     break true;
                 }
@@ -392,10 +413,22 @@ impl Orchestrator {
                     return;
                 };
                 let Some(position) = position_of(&msg) else {
-                    return conns.reject(conn, "a node sent a message only the orchestrator sends");
+                    return conns.reject(
+                        conn,
+                        "a node sent a message only the orchestrator sends",
+                        &self.key,
+                    );
                 };
                 if usize::from(position) >= self.ring.servers() {
-                    return conns.reject(conn, &format!("no position {position} in this chain"));
+                    let why = format!("no position {position} in this chain");
+                    return conns.reject(conn, &why, &self.key);
+                }
+                if let Message::Join { chain, .. } = msg {
+                    if chain != self.chain {
+                        let why = "the node runs another chain spec than the orchestrator's \
+                                   (give both the same file)";
+                        return conns.reject(conn, why, &self.key);
+                    }
                 }
                 match (c.position, &msg) {
                     (None, Message::Join { .. }) => {
@@ -404,12 +437,12 @@ impl Orchestrator {
                     }
                     (Some(joined), _)
                         if joined == position && !matches!(msg, Message::Join { .. }) => {}
-                    (None, _) => return conns.reject(conn, "a message before the node joined"),
+                    (None, _) => {
+                        return conns.reject(conn, "a message before the node joined", &self.key)
+                    }
                     (Some(joined), _) => {
-                        return conns.reject(
-                            conn,
-                            &format!("the node joined as position {joined} and sent {msg:?}"),
-                        )
+                        let why = format!("the node joined as position {joined} and sent {msg:?}");
+                        return conns.reject(conn, &why, &self.key);
                     }
                 }
                 coordinator.handle(now, msg);
