@@ -79,25 +79,37 @@ fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
 /// once, or more than `f` servers at once (they cannot be recovered: the orchestrator would
 /// only report so).
 fn check_kills(kills: &[Kill], duration: Duration, f: u8) -> anyhow::Result<()> {
+    if let Some(k) = kills.iter().find(|k| k.at > duration) {
+        anyhow::bail!(
+            "--kill {}@{}: after the traffic ends ({} s)",
+            k.position.0,
+            k.at.as_secs_f64(),
+            duration.as_secs_f64()
+        );
+    }
+    check_at_once(kills, f, |k| (k.position.0, k.at.as_secs_f64()), "s")
+}
+
+/// Refuses a kill given twice, and more than `f` kills at the same moment; `what` gives a kill's
+/// position and moment, in `unit`.
+pub fn check_at_once<K: PartialEq>(
+    kills: &[K],
+    f: u8,
+    what: impl Fn(&K) -> (u16, f64),
+    unit: &str,
+) -> anyhow::Result<()> {
     for (i, k) in kills.iter().enumerate() {
-        let at = k.at.as_secs_f64();
-        if k.at > duration {
-            anyhow::bail!(
-                "--kill {}@{at}: after the traffic ends ({} s)",
-                k.position.0,
-                duration.as_secs_f64()
-            );
-        }
         if kills[..i].contains(k) {
-            anyhow::bail!("--kill {}@{at} is given twice", k.position.0);
+            let (position, at) = what(k);
+            anyhow::bail!("--kill {position}@{at} is given twice");
         }
     }
     for k in kills {
-        let together = kills.iter().filter(|e| e.at == k.at).count();
+        let at = what(k).1;
+        let together = kills.iter().filter(|e| what(e).1 == at).count();
         if together > usize::from(f) {
             anyhow::bail!(
-                "{together} servers killed at {} s: the chain recovers at most f = {f} failed at once",
-                k.at.as_secs_f64()
+                "{together} servers killed at {at} {unit}: the chain recovers at most f = {f} failed at once"
             );
         }
     }

@@ -350,10 +350,18 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             at: args.kill_at,
         }]
     } else {
-        args.kills
+        let kills: Vec<LabKill> = args
+            .kills
             .iter()
             .map(|k| parse_kill(k, args.kill_at, servers))
-            .collect::<anyhow::Result<_>>()?
+            .collect::<anyhow::Result<_>>()?;
+        crate::chaos::check_at_once(
+            &kills,
+            spec.chain.f,
+            |k| (k.position, k.at),
+            "of the download",
+        )?;
+        kills
     };
     // With --json, standard output is the report alone.
     let say = |a: std::fmt::Arguments<'_>| {

@@ -427,13 +427,27 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    for (kill, says) in [
-        ("3", "the position must be a server of the chain, 0 to 2"),
-        ("1@1.5", "the share must be a number from 0 to 1"),
+    for (kills, says) in [
+        (
+            &["--kill", "3"][..],
+            "the position must be a server of the chain, 0 to 2",
+        ),
+        (
+            &["--kill", "1@1.5"],
+            "the share must be a number from 0 to 1",
+        ),
+        (
+            &["--kill", "1@0.5", "--kill", "1@0.5"],
+            "--kill 1@0.5 is given twice",
+        ),
+        (
+            &["--kill", "0", "--kill", "2"],
+            "2 servers killed at 0.3 of the download",
+        ),
     ] {
         let out = ftc()
             .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
-            .args(["--kill", kill])
+            .args(kills)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));

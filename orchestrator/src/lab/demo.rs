@@ -398,6 +398,7 @@ fn download(
         (k.position, at)
     });
     let mut next_kill = kills.next();
+    let mut killed_pids = Vec::new();
     let status = loop {
         if let Some(status) = curl.0.try_wait().map_err(io_error("waiting for curl"))? {
             break status;
@@ -406,10 +407,10 @@ fn download(
             return Err(DemoError::Failed("interrupted".into()));
         }
         let arrived = std::fs::metadata(&got).map_or(0, |m| m.len());
-        // A kill waits while its server's namespace runs no process: a server killed a moment
-        // ago is killed again once its replacement runs there.
+        // A kill waits while its server's namespace runs no process it has not killed yet: a
+        // server killed a moment ago is killed again once its replacement runs there.
         while let Some((position, _)) = next_kill.filter(|&(_, at)| arrived >= at) {
-            if !kill_netns(&t.server_netns(position))? {
+            if !kill_netns(&t.server_netns(position), &mut killed_pids)? {
                 break;
             }
             report.killed.push(Killed {
@@ -455,8 +456,10 @@ fn download(
     Ok(report)
 }
 
-/// SIGKILL to every process in `netns` (a node, there); false if none runs there.
-fn kill_netns(netns: &str) -> Result<bool, DemoError> {
+/// SIGKILL to every process in `netns` (a node, there) not in `killed` (a process killed
+/// earlier may still be dying there); false if no other runs there. Adds those it kills to
+/// `killed`.
+fn kill_netns(netns: &str, killed: &mut Vec<i32>) -> Result<bool, DemoError> {
     let out = Command::new("ip")
         .args(["netns", "pids", netns])
         .output()
@@ -464,11 +467,13 @@ fn kill_netns(netns: &str) -> Result<bool, DemoError> {
     let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
+        .filter(|p| !killed.contains(p))
         .collect();
     for &pid in &pids {
         // SAFETY: kill(2) with a pid and a signal number has no memory effects.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    killed.extend(&pids);
     Ok(!pids.is_empty())
 }
 
