@@ -38,6 +38,10 @@ pub struct OrchestratorArgs {
     /// Missed heartbeats that declare a node failed.
     #[arg(long, default_value_t = 3)]
     misses: u32,
+    /// Seconds a launched replacement may take to join; one that has not by then is launched
+    /// again (it died or never started). Raise it for launchers that take long (ssh, containers).
+    #[arg(long, default_value_t = 5.0)]
+    start_timeout: f64,
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
     /// {heartbeat_ms} and {customer} (this command's `--ingress`/`--egress`, `--edge-in`/
@@ -67,6 +71,9 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     if !(1..=1000).contains(&args.misses) {
         anyhow::bail!("--misses must be between 1 and 1000");
     }
+    if !(0.1..=3600.0).contains(&args.start_timeout) {
+        anyhow::bail!("--start-timeout must be between 0.1 and 3600 seconds");
+    }
     let how = How::parse(&args.launch, std::env::current_exe)?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -88,6 +95,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
         misses: args.misses,
         recover: shape.recover,
+        start_timeout_ns: (args.start_timeout * 1e9) as u64,
         ..CoordinatorConfig::default()
     };
     let orchestrator = Orchestrator::new(

@@ -47,6 +47,10 @@ pub struct CoordinatorConfig {
     /// Whether failed servers are recovered. Deployments whose servers keep no replicas (the
     /// NF and FTMB baselines) are not: a failure halts the coordinator once the grace is over.
     pub recover: bool,
+    /// How long a launched replacement may take to join (its process to start and connect);
+    /// one that has not joined by then, and not sent a heartbeat for a detection timeout
+    /// either, died or never started, and is launched again.
+    pub start_timeout_ns: u64,
 }
 
 impl CoordinatorConfig {
@@ -58,14 +62,15 @@ impl CoordinatorConfig {
 }
 
 impl Default for CoordinatorConfig {
-    /// A heartbeat every 10 ms, failed after 3 missed, 10 detection timeouts of grace: suited
-    /// to one data centre.
+    /// A heartbeat every 10 ms, failed after 3 missed, 10 detection timeouts of grace, 5 s for
+    /// a replacement to start: suited to one data centre.
     fn default() -> Self {
         CoordinatorConfig {
             heartbeat_period_ns: 10_000_000,
             misses: 3,
             suspect_grace: 10,
             recover: true,
+            start_timeout_ns: 5_000_000_000,
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct Coordinator {
     ring: Ring,
     /// [`CoordinatorConfig::recover`].
     recover: bool,
+    /// [`CoordinatorConfig::start_timeout_ns`].
+    start_timeout: u64,
     epoch: u32,
     peers: Vec<Option<Peer>>,
     /// The epoch in which the server now at each position started; heartbeats of older epochs
@@ -123,6 +130,7 @@ impl Coordinator {
         Coordinator {
             ring,
             recover: config.recover,
+            start_timeout: config.start_timeout_ns,
             epoch: 0,
             peers: vec![None; ring.servers()],
             incarnation: vec![0; ring.servers()],
@@ -482,7 +490,8 @@ impl Coordinator {
     }
 
     /// The detector declared a server failed at `now`: a replacement that died before it was
-    /// ready is launched again, anything else is a suspect until [`Coordinator::settle`].
+    /// ready (or did not join within the start timeout) is launched again, anything else is a
+    /// suspect until [`Coordinator::settle`].
     fn on_failure(&mut self, now: u64, failure: Failure) {
         let s = failure.server;
         match &mut self.phase {
@@ -579,6 +588,7 @@ impl Coordinator {
         self.broadcast(&Message::Fence { epoch, failed });
         self.commands
             .push_back(Command::Launch { position: s, epoch });
+        self.detector.watch_start(s, now, self.start_timeout);
         for to in again {
             self.relaunch(now, to);
         }
@@ -594,6 +604,7 @@ impl Coordinator {
         self.peers[usize::from(position.0)] = None;
         let epoch = self.epoch;
         self.commands.push_back(Command::Launch { position, epoch });
+        self.detector.watch_start(position, now, self.start_timeout);
     }
 
     fn halt(&mut self, cause: PlanError) {

@@ -63,6 +63,18 @@ impl Detector {
         self.watched.insert(server, w);
     }
 
+    /// Starts watching `server`, just launched at `now`, which may take `grace` to start before
+    /// its silence counts: it is declared failed if it says nothing for `grace` and the usual
+    /// silence after.
+    pub fn watch_start(&mut self, server: ServerId, now: u64, grace: u64) {
+        self.advance(now);
+        let w = Watched {
+            heard: now,
+            since: now.saturating_add(grace),
+        };
+        self.watched.insert(server, w);
+    }
+
     /// Stops watching `server`.
     pub fn unwatch(&mut self, server: ServerId) {
         self.watched.remove(&server);

@@ -771,6 +771,31 @@ fn a_replacement_that_dies_before_it_is_ready_is_launched_again() {
     assert_eq!(chain.commands().len(), 3, "the reroute");
 }
 
+/// A replacement whose process died before it joined (or never started) sends nothing at all:
+/// after the start timeout and a detection timeout it is launched again, instead of the
+/// recovery waiting for it for ever.
+#[test]
+fn a_replacement_that_never_joins_is_launched_again_after_the_start_timeout() {
+    let config = CoordinatorConfig {
+        start_timeout_ns: 200 * MS,
+        ..CoordinatorConfig::default()
+    };
+    let mut chain = Chain::deploy_with(3, 1, config);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    assert!(chain.commands().contains(&launch(1, 2)));
+    chain.run_to(311);
+    assert_eq!(chain.commands(), [], "it may still be starting");
+    chain.run_to(312);
+    assert_eq!(chain.commands(), [launch(1, 2)], "same epoch, no new fence");
+    chain.join(1, 1);
+    assert_eq!(chain.commands().len(), 1, "its Recover");
+    chain.ready(1, 5);
+    assert_eq!(chain.commands().len(), 3, "the reroute");
+    assert_eq!(chain.c.epoch(), 2);
+}
+
 /// Anything a server could send, including nonsense.
 fn input() -> impl Strategy<Value = (u64, Message)> {
     let position = 0u16..5;
