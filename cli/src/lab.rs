@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
+use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
-use ftc_node::Mode;
+use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::lab::apply::{self, LabError};
 use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
 use ftc_orchestrator::lab::deploy::{self, RunConfig};
-use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, SERVER};
+use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, RING_MAX_FRAME, SERVER};
 use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::loss::RingLoss;
+use ftc_orchestrator::process::shape::Shape;
 
 use crate::mode::{ModeArg, SnapshotArgs};
 
@@ -492,6 +494,15 @@ fn in_lab(
         anyhow::bail!("--misses must be between 1 and 1000");
     }
     RingLoss::check(nodes.ring_loss).context("--ring-loss")?;
+    // What the orchestrator and the nodes would find out, and the lab only after a timeout.
+    Shape::of(&spec, mode)?;
+    if mode == Mode::Ftc {
+        let links = ServerConfig {
+            max_trailer: RING_MAX_FRAME - NshRepr::HEADER_LEN,
+            ..ServerConfig::default()
+        };
+        links.check_logs_fit_beside_packets(&spec)?;
+    }
     apply::check_host()?;
     let layout = Layout::of(mode);
     // From here on Ctrl-C stops the run (before the chain is deployed too) and takes down a lab

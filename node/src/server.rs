@@ -144,13 +144,33 @@ impl ServerConfig {
     /// Whether the messages of `spec`'s chain fit this config's frames: a packet's own logs stay
     /// with it from their heads to their tails whatever the trailer budget, so a chain whose
     /// logs outgrow `max_trailer` would fail on its first packet
-    /// ([`ChainSpec::own_logs_bound`]). FTC mode only: the others carry no logs.
+    /// ([`ChainSpec::own_logs_bound`]). FTC mode only: the others carry no logs. In memory, where
+    /// a frame holds its packet and a message of up to `max_trailer` bytes.
     pub fn check_logs_fit(&self, spec: &ChainSpec) -> Result<(), LogsTooLong> {
+        self.logs_fit(spec, self.max_trailer, "")
+    }
+
+    /// [`ServerConfig::check_logs_fit`] over links (AF_XDP, UDP) whose frames hold at most
+    /// `max_trailer` bytes after the NSH header, the customer packet included: a packet's own
+    /// logs must fit beside the largest customer frame (of a 1500-byte MTU), or that packet is
+    /// dropped on every (re)transmission and its flow stalls.
+    pub fn check_logs_fit_beside_packets(&self, spec: &ChainSpec) -> Result<(), LogsTooLong> {
+        let room = self.max_trailer.saturating_sub(CUSTOMER_ROOM);
+        self.logs_fit(spec, room, " beside a full-size customer frame")
+    }
+
+    fn logs_fit(
+        &self,
+        spec: &ChainSpec,
+        room: usize,
+        beside: &'static str,
+    ) -> Result<(), LogsTooLong> {
         let need = spec.own_logs_bound();
-        if self.mode == Mode::Ftc && need > self.max_trailer {
+        if self.mode == Mode::Ftc && need > room {
             return Err(LogsTooLong {
                 need,
-                max_trailer: self.max_trailer,
+                room,
+                beside,
                 f: spec.chain.f,
             });
         }
@@ -160,10 +180,13 @@ impl ServerConfig {
 
 /// A chain whose logs do not fit the frames between its servers ([`ServerConfig::check_logs_fit`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a packet of this chain may carry {need} bytes of logs (each log rides with its packet through the f = {f} servers after its head; a Gen's log holds its `state_size` bytes), more than the {max_trailer} bytes frames between its servers hold: lower `state_size` or `f`")]
+#[error("a packet of this chain may carry {need} bytes of logs (each log rides with its packet through the f = {f} servers after its head; a Gen's log holds its `state_size` bytes), more than the {room} bytes frames between its servers hold{beside}: lower `state_size` or `f`")]
 pub struct LogsTooLong {
     pub need: usize,
-    pub max_trailer: usize,
+    /// The bytes of logs a frame holds.
+    pub room: usize,
+    /// Beside what: nothing in memory, a customer frame over links.
+    pub beside: &'static str,
     pub f: u8,
 }
 

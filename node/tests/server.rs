@@ -433,8 +433,34 @@ fn a_chain_whose_logs_outgrow_its_frames_is_refused_up_front() {
     )
     .unwrap();
     let e = ServerConfig::default().check_logs_fit(&spec).unwrap_err();
-    assert_eq!((e.need, e.max_trailer), (8326, 8192));
+    assert_eq!((e.need, e.room), (8326, 8192));
     assert!(e.to_string().contains("state_size"), "{e}");
+    // Over links of 3,500-byte frames (the lab's), beside a full-size customer frame: one Gen
+    // of 1,800 bytes fits, one of 2,000 does not (its flow would stall, a full-size packet
+    // dropped at every retransmission).
+    let links = ServerConfig {
+        max_trailer: 3480,
+        ..ServerConfig::default()
+    };
+    let one_gen = |size: u32| {
+        let text = format!(
+            "[chain]\nname = \"g\"\nf = 1\n\n[[middlebox]]\nkind = \"gen\"\nstate_size = {size}\n"
+        );
+        ChainSpec::from_toml_str(&text, "test").unwrap()
+    };
+    assert!(links.check_logs_fit_beside_packets(&one_gen(1800)).is_ok());
+    let e = links
+        .check_logs_fit_beside_packets(&one_gen(2000))
+        .unwrap_err();
+    assert_eq!(e.room, 3480 - 1536);
+    assert!(
+        e.to_string().contains("beside a full-size customer frame"),
+        "{e}"
+    );
+    assert!(
+        links.check_logs_fit(&one_gen(2000)).is_ok(),
+        "in memory it fits"
+    );
     let nf = ServerConfig {
         mode: Mode::Nf,
         ..ServerConfig::default()

@@ -46,6 +46,9 @@ pub const MAX_SERVERS: u16 = (254 - MGMT_FIRST as u16) + 1;
 /// tail: about 3.5 KB; a larger MTU makes AF_XDP sockets fail with ERANGE).
 const RING_MTU: u32 = 3500;
 
+/// The longest frame the ring links carry, Ethernet header included.
+pub const RING_MAX_FRAME: usize = RING_MTU as usize + 14;
+
 /// The prefix length of the management network and of the customer network.
 const PREFIX: u8 = 24;
 

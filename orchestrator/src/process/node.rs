@@ -61,7 +61,7 @@ use super::edges::{Edge, EdgeKind, Edges, EdgesError};
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::serving::Serving;
-use super::shape::{Shape, TooLong};
+use super::shape::{Shape, Undeployable};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -117,7 +117,7 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
-    Shape(#[from] TooLong),
+    Shape(#[from] Undeployable),
     #[error("position {position}: the chain has servers 0 to {last}")]
     NoSuchPosition { position: u16, last: usize },
     #[error("--{option} is only for server {only} (this is server {position})")]
@@ -342,7 +342,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         max_trailer: config.server.max_trailer.min(max_trailer),
         ..config.server.clone()
     };
-    server_config.check_logs_fit(&config.spec)?;
+    server_config.check_logs_fit_beside_packets(&config.spec)?;
     let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);

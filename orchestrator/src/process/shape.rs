@@ -25,26 +25,39 @@ pub struct Shape {
 
 /// A chain the mode cannot deploy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the FTMB baseline runs two servers per middlebox: at most {} middleboxes, not {k}", Ring::MAX_MIDDLEBOXES / 2)]
-pub struct TooLong {
-    pub k: usize,
+pub enum Undeployable {
+    #[error("the FTMB baseline runs two servers per middlebox: at most {} middleboxes, not {k}", Ring::MAX_MIDDLEBOXES / 2)]
+    FtmbTooLong { k: usize },
+    /// NF's last middlebox releases the frames, but the ring's last server holds the exit.
+    #[error(
+        "the NF baseline runs one server per middlebox, {k} here, but the deployment's exit is \
+         at the last of FTC's {servers} (f + 1 at least): NF over processes needs a chain of at \
+         least f + 1 middleboxes (`ftc run --mode nf` runs it in memory)"
+    )]
+    NfTooShort { k: usize, servers: usize },
 }
 
 impl Shape {
     /// The deployment of `spec` in `mode`.
-    pub fn of(spec: &ChainSpec, mode: Mode) -> Result<Shape, TooLong> {
+    pub fn of(spec: &ChainSpec, mode: Mode) -> Result<Shape, Undeployable> {
         let ring = spec.ring();
         if mode.is_ftmb() {
             let k = ring.middleboxes();
             let positions = Ring::new(2 * k, 1).map_err(|e: RingError| {
                 debug_assert!(matches!(e, RingError::TooManyMiddleboxes(_)));
-                TooLong { k }
+                Undeployable::FtmbTooLong { k }
             })?;
             return Ok(Shape {
                 positions,
                 entry: ServerId(0),
                 exit: ServerId((2 * k - 2) as u16),
                 recover: false,
+            });
+        }
+        if mode == Mode::Nf && ring.middleboxes() < ring.servers() {
+            return Err(Undeployable::NfTooShort {
+                k: ring.middleboxes(),
+                servers: ring.servers(),
             });
         }
         Ok(Shape {
@@ -96,7 +109,11 @@ mod tests {
         assert_eq!(Shape::of(&short, Mode::Ftmb).unwrap().servers(), 2);
         assert_eq!(
             Shape::of(&spec(128, 1), Mode::Ftmb),
-            Err(TooLong { k: 128 })
+            Err(Undeployable::FtmbTooLong { k: 128 })
+        );
+        assert_eq!(
+            Shape::of(&short, Mode::Nf),
+            Err(Undeployable::NfTooShort { k: 1, servers: 3 })
         );
         assert!(Shape::of(&spec(127, 1), Mode::Ftmb).is_ok());
     }
