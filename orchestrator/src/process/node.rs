@@ -138,7 +138,10 @@ pub enum NodeError {
     },
     #[error("cannot reach the orchestrator at {addr}: {source}")]
     Unreachable { addr: SocketAddr, source: io::Error },
-    #[error("the orchestrator closed the control connection (its log says why)")]
+    #[error(
+        "the orchestrator closed the control connection (its log says why: a secret file other \
+         than the orchestrator's, say)"
+    )]
     OrchestratorGone,
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
