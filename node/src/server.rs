@@ -63,6 +63,10 @@ impl Mode {
 /// Ethernet frame, rounded up).
 const CUSTOMER_ROOM: usize = 1536;
 
+/// The longest customer frame: a 1500-byte MTU's, with its Ethernet header (the middleboxes
+/// rewrite headers in place, none grows a frame).
+const MAX_CUSTOMER_FRAME: usize = 1514;
+
 /// Bytes the message of a frame without a customer packet (a propagating or return frame) fills:
 /// the trailer budget and the room of the customer frame it lacks, within a frame's trailer
 /// (`max_trailer`, the write buffer's length). In memory, where nothing else bounds a frame,
@@ -155,7 +159,7 @@ impl ServerConfig {
     /// logs must fit beside the largest customer frame (of a 1500-byte MTU), or that packet is
     /// dropped on every (re)transmission and its flow stalls.
     pub fn check_logs_fit_beside_packets(&self, spec: &ChainSpec) -> Result<(), LogsTooLong> {
-        let room = self.max_trailer.saturating_sub(CUSTOMER_ROOM);
+        let room = self.max_trailer.saturating_sub(MAX_CUSTOMER_FRAME);
         self.logs_fit(spec, room, " beside a full-size customer frame")
     }
 

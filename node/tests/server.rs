@@ -452,7 +452,7 @@ fn a_chain_whose_logs_outgrow_its_frames_is_refused_up_front() {
     let e = links
         .check_logs_fit_beside_packets(&one_gen(2000))
         .unwrap_err();
-    assert_eq!(e.room, 3480 - 1536);
+    assert_eq!(e.room, 3480 - 1514);
     assert!(
         e.to_string().contains("beside a full-size customer frame"),
         "{e}"
