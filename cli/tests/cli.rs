@@ -231,6 +231,14 @@ fn absurd_input_is_refused_up_front() {
             "--seeds must be positive",
         ),
         (
+            &["sim", &spec("ch-2.toml"), "--faults", "none,loss"],
+            "`none` with other faults",
+        ),
+        (
+            &["sim", &spec("ch-2.toml"), "--faults", "loss=0.1,loss=0.2"],
+            "fault \"loss\" named twice",
+        ),
+        (
             &[
                 "sim",
                 &spec("ch-2.toml"),

@@ -27,10 +27,25 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Parse `loss,reorder,dup,delay` (any subset, each optionally `=RATE`), or `none`.
+    /// Parse `loss,reorder,dup,delay` (any subset, each optionally `=RATE`), or `none` alone;
+    /// a fault named twice is refused.
     pub fn parse(list: &str) -> Result<Faults, String> {
         let mut f = Faults::default();
-        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let items: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .collect();
+        let name = |item: &str| item.split('=').next().unwrap_or_default().to_string();
+        if items.contains(&"none") && items.len() > 1 {
+            return Err(format!("`none` with other faults in {list:?}"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            if items[..i].iter().any(|earlier| name(earlier) == name(item)) {
+                return Err(format!("fault {:?} named twice in {list:?}", name(item)));
+            }
+        }
+        for item in items {
             if item == "none" {
                 continue;
             }
