@@ -44,6 +44,9 @@ pub enum Msg {
         epoch: u32,
         routes: Hops,
     },
+    /// Buffers of messages another server consumed, for this one's next messages (it writes
+    /// most: server 0, with the forwarder; [`Server::take_surplus`]).
+    Spare(Vec<Vec<u8>>),
     /// Another lane of this server published news (commit vectors, applied logs): look at
     /// held frames and the buffer again.
     Nudge,
@@ -491,6 +494,7 @@ fn run<'a, C: Fn() -> u64>(
                     black_hole(rx, &mut sink, &shared.credit);
                     return (Ended::Killed, sink);
                 }
+                Msg::Spare(buffers) => server.take_spare(buffers),
                 Msg::Nudge => {}
                 Msg::Stop => stop = true,
             }
@@ -512,6 +516,9 @@ fn run<'a, C: Fn() -> u64>(
         if left > 0 {
             let _ = shared.credit.send(left);
         }
+        if let Some(buffers) = server.take_surplus() {
+            pass_back(&routes, me, lane, buffers);
+        }
         sink.busy_ns += now().saturating_sub(t);
         shared.set_congested(&mut was_congested, server.congested());
         if stop {
@@ -520,6 +527,19 @@ fn run<'a, C: Fn() -> u64>(
     }
     shared.set_congested(&mut was_congested, false);
     (Ended::Stopped(Box::new(server)), sink)
+}
+
+/// Buffers of consumed messages to server 0's lane `lane` (or its first), where customer
+/// packets get their messages; nowhere when that is this thread.
+fn pass_back(routes: &Hops, me: ServerId, lane: usize, buffers: Vec<Vec<u8>>) {
+    let Some(lanes) = routes.first() else {
+        return;
+    };
+    if me.0 != 0 {
+        if let Some(tx) = lanes.get(lane).or(lanes.first()) {
+            let _ = tx.send(Msg::Spare(buffers));
+        }
+    }
 }
 
 /// The server dies. A real crash reports nothing; the harness still counts the packets that

@@ -198,6 +198,20 @@ pub struct LogsTooLong {
 /// buffer, each server rewriting it with its logs.
 const MESSAGE_ROOM: usize = 512;
 
+/// Buffers of consumed messages a server keeps for its own next messages.
+const SPARE: usize = 64;
+
+/// Buffers of consumed messages the forwarder's server keeps: it writes the message of every
+/// customer packet, so it keeps as many as a chain has packets in flight, about (the buffers of
+/// the others come back in batches; fewer, and a batch that finds it full is lost to it).
+const INGRESS_SPARE: usize = 1024;
+
+/// Buffers of consumed messages beyond [`SPARE`] a server gathers before it hands them on to
+/// the forwarder's server ([`Server::take_surplus`]), and the most it keeps when nobody takes
+/// them (more than a batch of frames consumes, so that none is lost between two takes).
+const SURPLUS: usize = 64;
+const MAX_SURPLUS: usize = 4 * SURPLUS;
+
 /// A customer packet in the chain; `handle` is the driver's name for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<P> {
@@ -320,7 +334,11 @@ pub struct Server<'a, P> {
     /// Order of arrival, to keep a flow's frames in order in the hold queue (the last given).
     arrivals: u64,
     outputs: VecDeque<Output<P>>,
+    /// Buffers of consumed messages, for the next messages this server writes.
     spare: Vec<Vec<u8>>,
+    /// Buffers of consumed messages beyond [`SPARE`], for the server that writes most
+    /// messages (the forwarder's: [`Server::take_surplus`]).
+    surplus: Vec<Vec<u8>>,
     /// Where messages are written (zeroed once, `max_trailer` long); they are then copied, at
     /// their real length, into a spare buffer.
     wbuf: Vec<u8>,
@@ -379,6 +397,7 @@ impl<'a, P: Clone> Server<'a, P> {
             arrivals: 0,
             outputs: VecDeque::new(),
             spare: Vec::new(),
+            surplus: Vec::new(),
             wbuf: vec![0; max_trailer],
             scratch: Vec::new(),
             error: None,
@@ -679,16 +698,53 @@ impl<'a, P: Clone> Server<'a, P> {
         self.outputs.pop_front()
     }
 
-    /// Keep the buffer of a message this server consumed, for its next message (at most 64).
+    /// Keep the buffer of a message this server consumed, for its next message
+    /// ([`Server::spare_bound`] at most), or for the forwarder's server ([`MAX_SURPLUS`] at
+    /// most): where a chain's messages are written (server 0) and where most are consumed (the
+    /// buffer's) are different threads, and a buffer freed on one thread and allocated again on
+    /// another costs both of them far more than passing it back a batch at a time.
     fn recycle(&mut self, mut msg: Vec<u8>) {
-        if self.spare.len() < 64 {
-            msg.clear();
+        if msg.capacity() == 0 {
+            return;
+        }
+        msg.clear();
+        if self.spare.len() < self.spare_bound() {
             self.spare.push(msg);
+        } else if self.surplus.len() < MAX_SURPLUS {
+            self.surplus.push(msg);
         }
     }
 
-    /// The first `len` bytes of the write buffer, in a buffer of their own.
+    /// Buffers of consumed messages this server keeps for its own messages: [`SPARE`], or
+    /// [`INGRESS_SPARE`] at the forwarder's server.
+    fn spare_bound(&self) -> usize {
+        if self.forwarder.is_some() {
+            INGRESS_SPARE
+        } else {
+            SPARE
+        }
+    }
+
+    /// Buffers of consumed messages for the forwarder's server, once there are [`SURPLUS`] of
+    /// them: a driver whose servers are threads of one process passes them on to
+    /// [`Server::take_spare`] there.
+    pub fn take_surplus(&mut self) -> Option<Vec<Vec<u8>>> {
+        (self.surplus.len() >= SURPLUS).then(|| std::mem::take(&mut self.surplus))
+    }
+
+    /// Buffers another server consumed messages in, for this server's next messages (what
+    /// is beyond [`Server::spare_bound`] is dropped).
+    pub fn take_spare(&mut self, buffers: Vec<Vec<u8>>) {
+        let room = self.spare_bound().saturating_sub(self.spare.len());
+        self.spare.extend(buffers.into_iter().take(room));
+    }
+
+    /// The first `len` bytes of the write buffer, in a buffer of their own (none when there are
+    /// no bytes: NF's messages).
     fn message(&mut self, len: usize) -> Vec<u8> {
+        if len == 0 {
+            return Vec::new();
+        }
         let mut msg = self.spare.pop().unwrap_or_default();
         msg.clear();
         // Room for what the next servers add, so that a message grows on its way rarely.

@@ -47,6 +47,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
                 | Msg::Export { .. }
                 | Msg::Resume { .. }
                 | Msg::Nudge
+                | Msg::Spare(_)
                 | Msg::Kill => {}
             }
         }
