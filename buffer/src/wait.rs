@@ -54,6 +54,12 @@ impl Need {
     fn key(&self) -> (Seq, bool) {
         (self.min, self.strict)
     }
+
+    /// The least commit vector entry that meets this need (`min`, or one more when strict),
+    /// beyond `u64` when none does.
+    fn threshold(&self) -> u128 {
+        u128::from(self.min.0) + u128::from(self.strict)
+    }
 }
 
 /// Adds `need` to `needs`, keeping one need per (group, partition): the strongest.
@@ -78,8 +84,9 @@ pub(crate) struct Waiters {
     heaps: Vec<BinaryHeap<Parked>>,
 }
 
-/// A parked packet: (need strength, slot), weakest on top.
-type Parked = Reverse<((Seq, bool), u32)>;
+/// A parked packet: its need's [`Need::threshold`] above its slot (32 bits), weakest need on
+/// top; one integer, so that the heap's sifting compares one word pair, not a tuple.
+type Parked = Reverse<u128>;
 
 impl Waiters {
     pub fn new(groups: usize, partitions: usize) -> Self {
@@ -101,7 +108,7 @@ impl Waiters {
         let i = usize::from(need.group) * self.partitions + p;
         match self.heaps.get_mut(i) {
             Some(heap) => {
-                heap.push(Reverse((need.key(), slot)));
+                heap.push(Reverse(need.threshold() << 32 | u128::from(slot)));
                 true
             }
             None => false,
@@ -117,21 +124,18 @@ impl Waiters {
         woken: &mut Vec<u32>,
     ) {
         let i = usize::from(group) * self.partitions + usize::from(partition.0);
-        let Some(heap) = self.heaps.get_mut(i) else {
+        // A partition the vector does not have meets nothing (as in [`Need::met_by`]).
+        let (Some(heap), Some(at)) = (self.heaps.get_mut(i), cv.get(partition)) else {
             return;
         };
-        while let Some(&Reverse(((min, strict), slot))) = heap.peek() {
-            let need = Need {
-                min,
-                strict,
-                group,
-                partition,
-            };
-            if !need.met_by(cv) {
+        let met = (u128::from(at.0) + 1) << 32;
+        while let Some(&Reverse(parked)) = heap.peek() {
+            if parked >= met {
                 break;
             }
             heap.pop();
-            woken.push(slot);
+            // The low 32 bits are the slot.
+            woken.push(parked as u32);
         }
     }
 }
