@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
+use ftc_stm::Seq;
 use hdrhistogram::Histogram;
 
 use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
@@ -360,10 +361,13 @@ impl RunReport {
                         &heads.stores[usize::from(mb.0)],
                         r.store(mb).expect("members keep stores"),
                     );
-                    if head.vector() != copy.vector() || head.to_map() != copy.to_map() {
+                    let (hv, cv) = (head.vector(), copy.vector());
+                    if hv != cv || head.to_map() != copy.to_map() {
                         self.violations.push(format!(
-                            "replica of m{} on server {} differs from its head after the run",
-                            mb.0, i.0
+                            "replica of m{} on server {} differs from its head after the run ({})",
+                            mb.0,
+                            i.0,
+                            vector_difference(&hv, &cv)
                         ));
                     }
                 }
@@ -496,4 +500,23 @@ fn generate(
         sent += 1;
     }
     (sent, done)
+}
+
+/// Where a replica's vector `copy` differs from its head's `head`: the first partition that
+/// does and how many do, or that the vectors agree (and so the entries differ).
+fn vector_difference(head: &[Seq], copy: &[Seq]) -> String {
+    let mut differ = head
+        .iter()
+        .zip(copy)
+        .enumerate()
+        .filter(|(_, (h, c))| h != c);
+    match differ.next() {
+        None => "equal vectors, different entries".to_string(),
+        Some((p, (h, c))) => format!(
+            "partition {p} at {} in the head, {} here; {} partitions differ",
+            h.0,
+            c.0,
+            1 + differ.count()
+        ),
+    }
 }

@@ -20,7 +20,7 @@ use ftc_chain::wire::{MessageView, MessageWriter, WireError};
 use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
 use ftc_replica::{
     Admit, GroupState, ParkedLogs, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
-    FLAG_RETRANSMIT_REQUEST,
+    FLAG_RESENT, FLAG_RETRANSMIT_REQUEST,
 };
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Store, Worker};
 
@@ -628,6 +628,7 @@ impl<'a, P: Clone> Server<'a, P> {
             return self.handle_announce_request(frame);
         }
         let request = frame.flags & FLAG_RETRANSMIT_REQUEST != 0;
+        let resent = frame.flags & FLAG_RESENT != 0;
         let returned =
             self.forwarder.is_some() && from == self.ring.buffer() && self.config.mode == Mode::Ftc;
         if request || returned {
@@ -646,6 +647,10 @@ impl<'a, P: Clone> Server<'a, P> {
                     // batch of return frames brings.
                     if let Some(fw) = self.forwarder.as_mut() {
                         let _ = fw.handle_return(now, &view);
+                    }
+                    // Resent logs come this way too when this server is in their group.
+                    if let Some(r) = self.replica.as_mut().filter(|_| resent) {
+                        r.resent_arrived(now, &view);
                     }
                 }
                 Err(_) => self.stats.bad_frames += 1,
@@ -920,6 +925,7 @@ impl<'a, P: Clone> Server<'a, P> {
         };
         if let (Some(r), Some(v)) = (self.replica.as_mut(), &view) {
             match r.handle_message(now, v) {
+                Ok(Admit::Ready) if frame.flags & FLAG_RESENT != 0 => r.resent_arrived(now, v),
                 Ok(Admit::Ready) => {}
                 Ok(Admit::Hold(waits)) => {
                     self.stats.held += 1;

@@ -48,6 +48,9 @@ pub const FLAG_RETRANSMIT_REQUEST: u16 = 0x0001;
 /// NSH context flag of the buffer's request that the tails of the wrapping groups announce
 /// their commit vectors again ([`Replica::announce_max`], `docs/protocol.md`).
 pub const FLAG_ANNOUNCE_REQUEST: u16 = 0x0004;
+/// NSH context flag of a propagating frame of resent logs ([`Replica::poll_transmit`]): the
+/// receiver asks its predecessor at once for what else it lacks ([`Replica::resent_arrived`]).
+pub const FLAG_RESENT: u16 = 0x0008;
 
 /// Timers and sizes of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,6 +566,23 @@ impl Replica {
         failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
+    /// A frame flagged [`FLAG_RESENT`] arrived and was handled: its logs were resent because no
+    /// commit vector covered them, so this server may lack more of their groups, which nothing
+    /// else may ask for (an idle chain holds no frame for them). Each group of its logs that
+    /// this server is a member of (and does not head) asks its predecessor for what it lacks at
+    /// once: one answer then brings everything ([`Replica::handle_retransmit_request`]),
+    /// instead of a resend round of one frame per resend timeout. A member that lacks nothing
+    /// gets an empty answer.
+    pub fn resent_arrived(&mut self, now: u64, msg: &MessageView<'_>) {
+        for log in msg.logs() {
+            if let Some(m) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) {
+                m.hold_since = Some(now.saturating_sub(self.config.hold_timeout_ns));
+                m.requested_at = None;
+                m.held_again = true;
+            }
+        }
+    }
+
     /// Frames are held for `mb`'s group at `now`: the group is asked for again every hold
     /// timeout while this is said (see [`Replica::poll_transmit`]). [`Replica::handle_message`]
     /// says it of each hold; a driver that does not offer every held frame again after each
@@ -801,7 +821,7 @@ impl Replica {
         self.stats.logs_resent += resent;
         Ok((resent > 0).then(|| Transmit {
             to: next,
-            flags: 0,
+            flags: FLAG_RESENT,
             len: w.finish(),
         }))
     }

@@ -38,6 +38,12 @@ impl ResendTimer {
         self.backoff = 0;
     }
 
+    /// A round of resent logs arrived (a commit vector covers its last): the resends were
+    /// needed, not early, so the timeout goes back to the estimate.
+    pub(crate) fn round_arrived(&mut self) {
+        self.backoff = 0;
+    }
+
     /// Logs were sent again: wait twice as long before the next round.
     pub(crate) fn backed_off(&mut self) {
         self.backoff = (self.backoff + 1).min(MAX_BACKOFF);

@@ -3,7 +3,7 @@
 
 use ftc_chain::logqueue::LogQueue;
 use ftc_chain::wire::{CommitVector, LogView};
-use ftc_stm::LogKind;
+use ftc_stm::{DepEntry, LogKind};
 
 use crate::resend::ResendTimer;
 
@@ -15,8 +15,14 @@ pub(crate) struct Retention {
     /// How long the group's logs wait uncovered before they are sent again.
     timer: ResendTimer,
     /// No resend round starts before this: a round sends what one frame holds, and the rest
-    /// waits a timeout (as TCP resends one segment, not its window).
+    /// waits a timeout (as TCP resends one segment, not its window), or until a commit vector
+    /// covers the round's last log ([`Retention::round_end`]).
     next_round: u64,
+    /// A dependency of the last log of the last resend round: once a commit vector covers it,
+    /// the round arrived, and the next starts at once. A chain that lost many logs of a group
+    /// in a failure, and then goes idle (no held frame asks for them), gets them back a frame
+    /// per round trip instead of a frame per (backed-off) resend timeout.
+    round_end: Option<DepEntry>,
 }
 
 /// When a retained log was last sent, and whether it was sent before that.
@@ -33,6 +39,7 @@ impl Retention {
             known: CommitVector::new(partitions),
             timer: ResendTimer::default(),
             next_round: 0,
+            round_end: None,
         }
     }
 
@@ -60,6 +67,15 @@ impl Retention {
         if self.known.merge(cv) {
             if let Some(sent) = self.prune_front() {
                 self.timer.sample(now.saturating_sub(sent));
+            }
+            let known = &self.known;
+            if self
+                .round_end
+                .take_if(|d| known.get(d.partition).is_some_and(|s| s > d.seq))
+                .is_some()
+            {
+                self.next_round = 0;
+                self.timer.round_arrived();
             }
         }
     }
@@ -114,6 +130,7 @@ impl Retention {
                 if !take(&log) {
                     break;
                 }
+                self.round_end = log.deps().next();
                 self.logs.requeue_front(Sent {
                     at: now,
                     again: true,
@@ -154,6 +171,7 @@ impl Retention {
     pub(crate) fn forget_timing(&mut self) {
         self.timer = ResendTimer::default();
         self.next_round = 0;
+        self.round_end = None;
     }
 
     /// When the oldest retained log (the queue is in send order) is due to be sent again, given

@@ -4,7 +4,9 @@
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
-use ftc_replica::{Admit, ParkedLogs, Replica, ReplicaConfig, Wait, FLAG_RETRANSMIT_REQUEST};
+use ftc_replica::{
+    Admit, ParkedLogs, Replica, ReplicaConfig, Wait, FLAG_RESENT, FLAG_RETRANSMIT_REQUEST,
+};
 use ftc_stm::{DepEntry, LogKind, LogSource, Seq, Store, Worker};
 
 const P: u32 = 8;
@@ -372,6 +374,74 @@ fn a_resend_round_sends_one_frame_and_the_rest_waits() {
     let second = resent_at(&mut rs[1], 15_000);
     assert_eq!(repr(&second).logs.len(), logs, "the next frame's worth");
     assert_eq!(rs[1].stats().logs_resent, 2 * logs as u64);
+}
+
+/// A chain that lost many logs of a group in a failure and then went idle: no held frame asks
+/// for them, so the resends bring them. A round's frame is flagged [`FLAG_RESENT`]: the member
+/// that gets it asks its predecessor at once for everything else it lacks, and one answer
+/// brings it all. And once a commit vector covers a round's last log, the next round goes at
+/// once (a frame per round trip, not per backed-off timeout).
+#[test]
+fn resent_logs_make_the_successor_ask_for_the_rest_and_covered_rounds_go_on_at_once() {
+    let mut rs = replicas(Ring::new(1, 2).unwrap());
+    let head0 = Store::new(P, 1).unwrap();
+    let mut w0 = head0.worker(0).unwrap();
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    for i in 0..200u64 {
+        let rec = w0.run(|tx| tx.write(b"k", &[i as u8; 40])).1;
+        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+        let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
+    }
+    let mut out = vec![0; BUDGET];
+    let t = rs[1]
+        .poll_transmit(5_000, &mut out)
+        .unwrap()
+        .expect("a resend");
+    assert_eq!((t.to, t.flags), (ServerId(2), FLAG_RESENT));
+    let first = out[..t.len].to_vec();
+    let sent = repr(&first).logs.len();
+
+    // Without asking: the tail applies the round and announces; once CV(0) covers the round's
+    // last log at server 1, the next round is due at once, not at the doubled timeout.
+    let mut idle = replicas(Ring::new(1, 2).unwrap());
+    std::mem::swap(&mut idle[2], &mut rs[2]);
+    let to_head = hop(&mut idle[2], 5_100, &first, none).unwrap();
+    let at1 = hop(&mut rs[0], 5_200, &to_head, none).unwrap();
+    hop(&mut rs[1], 5_300, &at1, none).unwrap();
+    assert_eq!(rs[1].poll_timeout(), Some(5_000), "due at once");
+    let t = rs[1]
+        .poll_transmit(5_300, &mut out)
+        .unwrap()
+        .expect("the next round");
+    assert_eq!(repr(&out[..t.len]).logs.len(), sent);
+    std::mem::swap(&mut idle[2], &mut rs[2]);
+
+    // Asking: a fresh tail gets the first round's frame, flagged, and asks server 1 for the
+    // rest at once; one answer brings every log it lacks.
+    let view = MessageView::new_checked(&first).unwrap();
+    assert_eq!(rs[2].handle_message(5_400, &view).unwrap(), Admit::Ready);
+    rs[2].resent_arrived(5_400, &view);
+    let t = rs[2]
+        .poll_transmit(5_400, &mut out)
+        .unwrap()
+        .expect("a request");
+    assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
+    let request = out[..t.len].to_vec();
+    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    let mut answers = Vec::new();
+    while let Some(t) = rs[1].poll_transmit(5_500, &mut out).unwrap() {
+        assert_eq!((t.to, t.flags), (ServerId(2), 0));
+        answers.push(out[..t.len].to_vec());
+    }
+    // The answer follows the retained queue, in send order: frames held for an earlier log
+    // are offered again once it came (as the driver's hold queue does).
+    while !answers.is_empty() {
+        let before = answers.len();
+        answers.retain(|a| hop(&mut rs[2], 5_600, a, none).is_none());
+        assert!(answers.len() < before, "every answer applies eventually");
+    }
+    assert_eq!(rs[2].store(MbIndex(0)).unwrap().vector(), head0.vector());
+    assert_eq!(rs[2].store(MbIndex(0)).unwrap().to_map(), head0.to_map());
 }
 
 /// A packet's own logs stay with it whatever the budget: the buffer's release rule and the tails
