@@ -517,7 +517,7 @@ fn run<'a, C: Fn() -> u64>(
             let _ = shared.credit.send(left);
         }
         if let Some(buffers) = server.take_surplus() {
-            pass_back(&routes, me, lane, buffers);
+            pass_back(&routes, lane, buffers);
         }
         sink.busy_ns += now().saturating_sub(t);
         shared.set_congested(&mut was_congested, server.congested());
@@ -530,15 +530,11 @@ fn run<'a, C: Fn() -> u64>(
 }
 
 /// Buffers of consumed messages to server 0's lane `lane` (or its first), where customer
-/// packets get their messages; nowhere when that is this thread.
-fn pass_back(routes: &Hops, me: ServerId, lane: usize, buffers: Vec<Vec<u8>>) {
-    let Some(lanes) = routes.first() else {
-        return;
-    };
-    if me.0 != 0 {
-        if let Some(tx) = lanes.get(lane).or(lanes.first()) {
-            let _ = tx.send(Msg::Spare(buffers));
-        }
+/// packets get their messages (server 0 gathers none: [`Server::take_surplus`]).
+fn pass_back(routes: &Hops, lane: usize, buffers: Vec<Vec<u8>>) {
+    let lanes = routes.first().map(Vec::as_slice).unwrap_or_default();
+    if let Some(tx) = lanes.get(lane).or(lanes.first()) {
+        let _ = tx.send(Msg::Spare(buffers));
     }
 }
 

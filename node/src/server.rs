@@ -704,8 +704,8 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// Keep the buffer of a message this server consumed, for its next message
-    /// ([`Server::spare_bound`] at most), or for the forwarder's server ([`MAX_SURPLUS`] at
-    /// most): where a chain's messages are written (server 0) and where most are consumed (the
+    /// ([`Server::spare_bound`] at most), or, at another server, for the forwarder's
+    /// ([`MAX_SURPLUS`] at most): where a chain's messages are written (server 0) and where most are consumed (the
     /// buffer's) are different threads, and a buffer freed on one thread and allocated again on
     /// another costs both of them far more than passing it back a batch at a time.
     fn recycle(&mut self, mut msg: Vec<u8>) {
@@ -715,7 +715,7 @@ impl<'a, P: Clone> Server<'a, P> {
         msg.clear();
         if self.spare.len() < self.spare_bound() {
             self.spare.push(msg);
-        } else if self.surplus.len() < MAX_SURPLUS {
+        } else if self.forwarder.is_none() && self.surplus.len() < MAX_SURPLUS {
             self.surplus.push(msg);
         }
     }
@@ -732,7 +732,8 @@ impl<'a, P: Clone> Server<'a, P> {
 
     /// Buffers of consumed messages for the forwarder's server, once there are [`SURPLUS`] of
     /// them: a driver whose servers are threads of one process passes them on to
-    /// [`Server::take_spare`] there.
+    /// [`Server::take_spare`] there. The forwarder's server gathers none: what it cannot keep,
+    /// it drops.
     pub fn take_surplus(&mut self) -> Option<Vec<Vec<u8>>> {
         (self.surplus.len() >= SURPLUS).then(|| std::mem::take(&mut self.surplus))
     }

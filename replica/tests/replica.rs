@@ -347,6 +347,17 @@ fn an_uncovered_retained_log_is_resent() {
     assert_eq!(rs[1].poll_timeout(), Some(99_000));
 }
 
+/// On a group of three (ring of one middlebox, f = 2): 200 logs of 40 bytes of value that
+/// `head0` writes reach server 1 and are all lost after it.
+fn lose_200_logs_after_server_1(rs: &mut [Replica], head0: &Store) {
+    let mut w0 = head0.worker(0).unwrap();
+    for i in 0..200u64 {
+        let rec = w0.run(|tx| tx.write(b"k", &[i as u8; 40])).1;
+        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
+        let _lost = hop(&mut rs[1], 0, &m, None::<&ftc_stm::CommitRecord<'_>>).unwrap();
+    }
+}
+
 /// A round of resends sends what one frame holds; the rest waits a timeout. Resending every
 /// uncovered log at once, frame after frame, flooded a successor slow to cover them (after a
 /// recovery a replacement takes over its source's retained logs), which delayed the commit
@@ -355,14 +366,7 @@ fn an_uncovered_retained_log_is_resent() {
 fn a_resend_round_sends_one_frame_and_the_rest_waits() {
     let mut rs = replicas(Ring::new(1, 2).unwrap());
     let head0 = Store::new(P, 1).unwrap();
-    let mut w0 = head0.worker(0).unwrap();
-    let none = None::<&ftc_stm::CommitRecord<'_>>;
-    // 200 logs of 40 bytes of value reach server 1 and are all lost after it.
-    for i in 0..200u64 {
-        let rec = w0.run(|tx| tx.write(b"k", &[i as u8; 40])).1;
-        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
-        let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
-    }
+    lose_200_logs_after_server_1(&mut rs, &head0);
     assert_eq!(rs[1].retained().0, 200);
     let first = resent_at(&mut rs[1], 5_000);
     let logs = repr(&first).logs.len();
@@ -385,13 +389,8 @@ fn a_resend_round_sends_one_frame_and_the_rest_waits() {
 fn resent_logs_make_the_successor_ask_for_the_rest_and_covered_rounds_go_on_at_once() {
     let mut rs = replicas(Ring::new(1, 2).unwrap());
     let head0 = Store::new(P, 1).unwrap();
-    let mut w0 = head0.worker(0).unwrap();
     let none = None::<&ftc_stm::CommitRecord<'_>>;
-    for i in 0..200u64 {
-        let rec = w0.run(|tx| tx.write(b"k", &[i as u8; 40])).1;
-        let m = hop(&mut rs[0], 0, &empty(), Some(&rec)).unwrap();
-        let _lost = hop(&mut rs[1], 0, &m, none).unwrap();
-    }
+    lose_200_logs_after_server_1(&mut rs, &head0);
     let mut out = vec![0; BUDGET];
     let t = rs[1]
         .poll_transmit(5_000, &mut out)
