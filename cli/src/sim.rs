@@ -19,7 +19,8 @@ pub struct SimArgs {
     first_seed: u64,
     /// Faults while traffic is offered: any of loss, reorder, dup, delay, heartbeat (each may
     /// take `=RATE`; heartbeat: lost heartbeats, which get live servers replaced), crash (`=N`
-    /// failure events of 1 to f servers each, default 2), or none.
+    /// failure events of 1 to f servers each, default 2; an event that would put more than f
+    /// servers down waits for the recovery, so all N happen), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
     /// Requests per seed (each released request comes back as a reply).
@@ -58,6 +59,10 @@ struct Summary {
     dropped_by_middlebox: u64,
     retransmit_requests: u64,
     logs_resent: u64,
+    /// Crash events asked for (`crash=N` per seed) and those that happened: all of them,
+    /// unless a seed stopped early at a violation.
+    crashes_requested: u64,
+    crashes_run: u64,
     failures: u64,
     recoveries: u64,
     lost_to_failures: u64,
@@ -104,6 +109,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         dropped_by_middlebox: 0,
         retransmit_requests: 0,
         logs_resent: 0,
+        crashes_requested: u64::from(faults.crashes) * args.seeds,
+        crashes_run: 0,
         failures: 0,
         recoveries: 0,
         lost_to_failures: 0,
@@ -128,6 +135,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.dropped_by_middlebox += r.dropped_by_middlebox;
         s.retransmit_requests += r.retransmit_requests;
         s.logs_resent += r.logs_resent;
+        s.crashes_run += r.crashes;
         s.failures += r.failures;
         s.recoveries += r.recoveries;
         s.lost_to_failures += r.lost_to_failures;
@@ -156,6 +164,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             });
         }
     }
+    if s.crashes_run < s.crashes_requested {
+        eprintln!(
+            "ftc: warning: {} of the {} crash events asked for happened (seeds that broke an invariant stopped early)",
+            s.crashes_run, s.crashes_requested
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
@@ -178,10 +192,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
                 "(more released than sent: a frame the network duplicated goes through the chain as often as it arrives, as in any network; the end hosts drop the copies)"
             );
         }
-        if s.failures > 0 {
+        if s.crashes_requested > 0 || s.failures > 0 {
             println!(
-                "failures: {} servers failed, {} recoveries, {} packets lost with them",
-                s.failures, s.recoveries, s.lost_to_failures
+                "failures: {} of {} crash events, {} servers failed, {} recoveries, {} packets lost with them",
+                s.crashes_run, s.crashes_requested, s.failures, s.recoveries, s.lost_to_failures
             );
         }
         println!(

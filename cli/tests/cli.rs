@@ -158,6 +158,33 @@ fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
     assert!(err.contains("--size"), "{err}");
 }
 
+/// `crash=N` on runs too short for the failures to be recovered one by one while traffic is
+/// offered: every crash event asked for still happens, and the report says how many did.
+#[test]
+fn sim_runs_every_crash_asked_for_and_reports_them() {
+    let args = [
+        "sim",
+        &spec("ch-rec.toml"),
+        "--seeds",
+        "5",
+        "--packets",
+        "20",
+        "--faults",
+        "crash=5",
+    ];
+    let (code, out, err) = ftc(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let r = json(&out);
+    assert_eq!(r["crashes_requested"], 25, "{r}");
+    assert_eq!(r["crashes_run"], 25, "{r}");
+    // f = 1: each event kills one server.
+    assert_eq!(r["failures"], 25, "{r}");
+    assert!(!err.contains("warning"), "{err}");
+    let (code, out, _) = ftc(&args);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("failures: 25 of 25 crash events"), "{out}");
+}
+
 /// Issue 4: `ftc chaos --json` reports at least `recoveries` (with the phases),
 /// `packets_released` and `violations`; bad kills are refused with a clear message.
 #[test]

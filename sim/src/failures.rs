@@ -88,10 +88,18 @@ impl Sim<'_> {
         self.net.schedule(HEARTBEAT_NS, Event::Heartbeat);
     }
 
-    /// Up to `count` live servers fail, keeping at most f down at once.
+    /// `count` live servers fail. The fault model keeps at most f down at once: while fewer
+    /// than `count` more may fail (an earlier failure is not recovered yet), the event waits a
+    /// heartbeat period and tries again, so that every crash event asked for happens, in full.
     pub(crate) fn crash(&mut self, count: u32) {
         let room = self.ring.f().saturating_sub(self.failures.down.len());
-        for _ in 0..(count as usize).min(room) {
+        if (count as usize) > room {
+            self.net
+                .schedule(self.now() + HEARTBEAT_NS, Event::Crash(count));
+            return;
+        }
+        self.report.crashes += 1;
+        for _ in 0..count {
             let alive: Vec<ServerId> = self
                 .ring
                 .server_ids()
@@ -155,7 +163,10 @@ impl Sim<'_> {
             self.failures.recovering = true;
             self.net.schedule(now + RESTART_NS, Event::Recover);
         }
-        let quiet = now >= self.failures.faults_until && self.failures.down.is_empty();
+        // Heartbeats go on until every crash event happened and was recovered.
+        let quiet = now >= self.failures.faults_until
+            && self.failures.down.is_empty()
+            && self.report.crashes == u64::from(self.config.faults.crashes);
         if !quiet || self.failures.recovering {
             self.net.schedule(now + HEARTBEAT_NS, Event::Heartbeat);
         }

@@ -103,6 +103,9 @@ pub struct SimReport {
     /// Offers of packets that the buffer refused (back-pressure), over the buffer's server as
     /// it stands at the end.
     pub buffer_refused: u64,
+    /// Crash events that happened ([`Faults::crashes`] asked for; each waits while fewer
+    /// servers than it kills may fail, so all happen unless the run stopped at a violation).
+    pub crashes: u64,
     /// Servers failed (crashed, or declared failed on lost heartbeats) and recovered.
     pub failures: u64,
     pub recoveries: u64,

@@ -17,9 +17,10 @@ pub struct Faults {
     pub dup: f64,
     /// A frame waits much longer than usual (tens of hops).
     pub delay: f64,
-    /// Failure events while traffic is offered: each kills 1 to f servers (never more than f
-    /// down at once); the orchestrator detects them, fences the old epoch, restores and
-    /// restarts them.
+    /// Failure events, each at a random time while traffic is offered: each kills 1 to f
+    /// servers, never more than f down at once (an event that would make more waits until
+    /// earlier failures are recovered, after the traffic if need be); the orchestrator detects
+    /// them, fences the old epoch, restores and restarts them.
     pub crashes: u32,
     /// The probability that a heartbeat is lost: enough lost in a row make the orchestrator
     /// declare a live server failed and replace it.
@@ -114,7 +115,7 @@ pub(crate) enum Event {
         frame: SimFrame,
     },
     Timer(Node),
-    /// Up to this many servers fail now.
+    /// This many servers fail, now or, if that would make more than f down, once it does not.
     Crash(u32),
     /// Every live server sends the orchestrator a heartbeat; it looks for failed ones.
     Heartbeat,

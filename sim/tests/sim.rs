@@ -226,6 +226,28 @@ fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
     assert!(failed >= recoveries);
 }
 
+/// Every crash event asked for happens, in full, even on runs too short for one recovery to end
+/// before the next event is due: an event that would put more than f servers down waits for the
+/// recovery (with f = 1 each event kills one server, so failures count the events).
+#[test]
+fn every_requested_crash_happens_on_short_runs() {
+    for seed in 0..50u64 {
+        let report = run(
+            &chain(3, 1),
+            &SimConfig {
+                seed,
+                packets: 10,
+                faults: Faults::parse("crash=5").unwrap(),
+                ..SimConfig::default()
+            },
+        );
+        assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
+        assert_eq!(report.crashes, 5, "seed {seed}: {report:#?}");
+        assert_eq!(report.failures, 5, "seed {seed}: {report:#?}");
+        assert_eq!(report.recoveries, 5, "seed {seed}: {report:#?}");
+    }
+}
+
 /// The checker's teeth for recovery: a recovery that loses a failed head's state is caught.
 #[test]
 fn a_recovery_that_loses_state_is_caught() {
