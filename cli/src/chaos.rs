@@ -16,22 +16,23 @@ use ftc_orchestrator::process::chaos::{run_procs, ProcsConfig};
 pub struct ChaosArgs {
     /// The chain spec (TOML).
     spec: PathBuf,
-    /// A server to kill: its ring position, optionally `@SECONDS` into the traffic (default:
-    /// half way). Repeat for more; up to f at once are recovered.
+    /// A server to kill: its ring position (`ftc check` lists them), optionally `@SECONDS` into
+    /// the traffic, 0 to --duration (default: half way). Repeat for more; up to f at once are
+    /// recovered.
     #[arg(long = "kill", value_name = "POSITION[@SECS]", required = true)]
     kills: Vec<String>,
-    /// Seconds of traffic.
+    /// Seconds of traffic, 0.05 to 3600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Packets per second offered (default: as many as the chain takes, closed loop; with
-    /// --procs, 20000).
+    /// Packets per second offered, at least 1 (default: as many as the chain takes, closed
+    /// loop; with --procs, 20000).
     #[arg(long)]
     rate: Option<u64>,
-    /// Flows the traffic is spread over.
+    /// Flows the traffic is spread over, 1 to 16777216.
     #[arg(long, default_value_t = 64)]
     flows: u32,
-    /// Heartbeat period in milliseconds; 3 missed declare a server failed. The run goes on
-    /// after the traffic until every kill is detected and recovered.
+    /// Heartbeat period in milliseconds, 0.1 to 10000; 3 missed declare a server failed. The
+    /// run goes on after the traffic until every kill is detected and recovered.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// Print one JSON object instead of text.

@@ -35,10 +35,12 @@ impl From<ModeArg> for Mode {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SnapshotArgs {
     /// With --mode ftmb-snapshot: what a snapshot is, `real` (copy the master's store) or
-    /// `stall-<N>ms` (stand still N ms, as the thesis simulates it: `stall-6ms`). Default: real.
+    /// `stall-<N>ms` (stand still N ms, 1 to 10000 and less than --snapshot-every-ms, as the
+    /// thesis simulates it: `stall-6ms`). Default: real.
     #[arg(long)]
     pub snapshot: Option<SnapshotKind>,
-    /// With --mode ftmb-snapshot: milliseconds between a master's snapshots. Default: 50.
+    /// With --mode ftmb-snapshot: milliseconds between a master's snapshots, 1 to 60000.
+    /// Default: 50.
     #[arg(long)]
     pub snapshot_every_ms: Option<u64>,
 }

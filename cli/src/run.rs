@@ -19,19 +19,20 @@ pub struct RunArgs {
     /// What the servers run: FTC, or a baseline to compare it with.
     #[arg(long, value_enum, default_value = "ftc")]
     mode: ModeArg,
-    /// Seconds of traffic.
+    /// Seconds of traffic, 0.01 to 3600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Packets per second offered (default: as many as the chain takes, closed loop).
+    /// Packets per second offered, at least 1 (default: as many as the chain takes, closed
+    /// loop).
     #[arg(long)]
     rate: Option<u64>,
-    /// Flows the traffic is spread over.
+    /// Flows the traffic is spread over, 1 to 16777216.
     #[arg(long, default_value_t = 64)]
     flows: u32,
-    /// Customer frame size in bytes.
+    /// Customer frame size in bytes, 64 to 1500.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Packets in flight at most.
+    /// Packets in flight at most, at least 1.
     #[arg(long, default_value_t = 512)]
     window: u64,
     #[command(flatten)]

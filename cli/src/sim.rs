@@ -11,34 +11,34 @@ use ftc_sim::{Faults, SimConfig};
 pub struct SimArgs {
     /// The chain spec (TOML).
     spec: PathBuf,
-    /// How many seeds to run.
+    /// How many seeds to run: at least 1, and --first-seed + --seeds below 2^64.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
     /// Faults while traffic is offered: any of loss, reorder, dup, delay, heartbeat (each may
-    /// take `=RATE`; heartbeat: lost heartbeats, which get live servers replaced), crash (`=N`
-    /// failure events of 1 to f servers each, default 2; an event that would put more than f
-    /// servers down waits for the recovery, so all N happen), or none.
+    /// take `=RATE`, 0 to 0.5; heartbeat: lost heartbeats, which get live servers replaced),
+    /// crash (`=N`, 1 to 100, failure events of 1 to f servers each, default 2; an event that
+    /// would put more than f servers down waits for the recovery, so all N happen), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
-    /// Requests per seed (each released request comes back as a reply).
+    /// Requests per seed (each released request comes back as a reply), 1 to 1000000.
     #[arg(long, default_value_t = SimConfig::default().packets)]
     packets: u32,
-    /// Flows the requests are spread over.
+    /// Flows the requests are spread over, 1 to 16777216.
     #[arg(long, default_value_t = SimConfig::default().flows)]
     flows: u32,
     /// Frames a server holds (waiting for logs) before it counts as congested and the ingress
-    /// admits no customer packet. Small values stress the back-pressure paths.
+    /// admits no customer packet, at least 1. Small values stress the back-pressure paths.
     #[arg(long, default_value_t = SimConfig::default().max_held_frames)]
     hold_bound: usize,
-    /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server.
-    /// Small values stress the back-pressure paths.
+    /// Packets the buffer holds at most, at least 1; beyond, it refuses them and they wait at
+    /// its server. Small values stress the back-pressure paths.
     #[arg(long, default_value_t = SimConfig::default().max_buffered_packets)]
     buffer_packets: usize,
-    /// Bytes of trailer a customer frame carries beyond its own logs; what does not fit goes
-    /// in propagating frames. Small values stress the overflow paths.
+    /// Bytes of trailer a customer frame carries beyond its own logs, 32 to 8192; what does not
+    /// fit goes in propagating frames. Small values stress the overflow paths.
     #[arg(long, default_value_t = SimConfig::default().trailer_budget)]
     trailer_budget: usize,
     /// Print one JSON object instead of text.

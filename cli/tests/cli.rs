@@ -346,6 +346,115 @@ fn absurd_input_is_refused_up_front() {
     std::fs::remove_file(&secret).ok();
 }
 
+/// The help of `ftc sim`, `ftc run` and `ftc chaos` states the range of every numeric flag
+/// that is checked, and a value just outside it is refused.
+#[test]
+fn help_states_the_ranges_that_are_enforced() {
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("sim", "--seeds", "at least 1", &["--seeds", "0"]),
+        ("sim", "--faults", "0 to 0.5", &["--faults", "loss=0.6"]),
+        ("sim", "--faults", "1 to 100", &["--faults", "crash=101"]),
+        (
+            "sim",
+            "--packets",
+            "1 to 1000000",
+            &["--packets", "1000001"],
+        ),
+        ("sim", "--flows", "1 to 16777216", &["--flows", "16777217"]),
+        ("sim", "--hold-bound", "at least 1", &["--hold-bound", "0"]),
+        (
+            "sim",
+            "--buffer-packets",
+            "at least 1",
+            &["--buffer-packets", "0"],
+        ),
+        (
+            "sim",
+            "--trailer-budget",
+            "32 to 8192",
+            &["--trailer-budget", "8193"],
+        ),
+        (
+            "sim",
+            "--trailer-budget",
+            "32 to 8192",
+            &["--trailer-budget", "31"],
+        ),
+        (
+            "run",
+            "--duration",
+            "0.01 to 3600",
+            &["--duration", "0.001"],
+        ),
+        ("run", "--rate", "at least 1", &["--rate", "0"]),
+        ("run", "--flows", "1 to 16777216", &["--flows", "0"]),
+        ("run", "--size", "64 to 1500", &["--size", "1501"]),
+        ("run", "--window", "at least 1", &["--window", "0"]),
+        (
+            "run",
+            "--snapshot",
+            "1 to 10000",
+            &["--mode", "ftmb-snapshot", "--snapshot", "stall-10001ms"],
+        ),
+        (
+            "run",
+            "--snapshot-every-ms",
+            "1 to 60000",
+            &["--mode", "ftmb-snapshot", "--snapshot-every-ms", "60001"],
+        ),
+        ("chaos", "--kill", "0 to --duration", &["--kill", "1@2.5"]),
+        (
+            "chaos",
+            "--duration",
+            "0.05 to 3600",
+            &["--kill", "1", "--duration", "0.01"],
+        ),
+        (
+            "chaos",
+            "--rate",
+            "at least 1",
+            &["--kill", "1", "--rate", "0"],
+        ),
+        (
+            "chaos",
+            "--flows",
+            "1 to 16777216",
+            &["--kill", "1", "--flows", "0"],
+        ),
+        (
+            "chaos",
+            "--heartbeat-ms",
+            "0.1 to 10000",
+            &["--kill", "1", "--heartbeat-ms", "0.01"],
+        ),
+    ];
+    for &(command, flag, stated, bad) in cases {
+        let (code, help, _) = ftc(&[command, "--help"]);
+        assert_eq!(code, 0);
+        // The flag's line and its description, up to the next flag.
+        let text: String = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(&format!("{flag} ")))
+            .take_while({
+                let mut first = true;
+                move |l| std::mem::take(&mut first) || !l.trim_start().starts_with('-')
+            })
+            .collect();
+        assert!(
+            text.contains(stated),
+            "`ftc {command} --help` does not state {stated} for {flag}: {text:?}"
+        );
+        // Refused up front, by the command's checks (`ftc: …`) or, for a value that does not
+        // parse, by the argument parser (`error: invalid value …`).
+        let (code, out, err) = ftc(&[&[command, &spec("ch-2.toml")], bad].concat());
+        assert_ne!(code, 0, "{command} {bad:?}: {out}{err}");
+        assert!(
+            err.starts_with("ftc: ") || err.starts_with("error: invalid value"),
+            "{command} {bad:?}: {err}"
+        );
+    }
+}
+
 /// A node started with another chain spec, or another secret, than its orchestrator's is
 /// refused at its `Join`, and says why instead of waiting for an assignment. (A frame that does
 /// not verify is not answered: the node only learns that the connection was closed.)
