@@ -17,8 +17,11 @@ pub struct ChaosArgs {
     /// The chain spec (TOML).
     spec: PathBuf,
     /// A server to kill: its ring position (`ftc check` lists them), optionally `@SECONDS` into
-    /// the traffic, 0 to --duration (default: half way). Repeat for more; up to f at once are
-    /// recovered.
+    /// the traffic, 0 to --duration (default: half way). Repeat for more. The chain recovers at
+    /// most f failed servers at once, and a kill counts until its recovery ends: more than f
+    /// servers killed within 2 heartbeat periods of each other (a kill is not detected sooner)
+    /// are refused; more than f of one group killed further apart, but before the first is
+    /// recovered, make the orchestrator halt, and the report names the group and the kills.
     #[arg(long = "kill", value_name = "POSITION[@SECS]", required = true)]
     kills: Vec<String>,
     /// Seconds of traffic, 0.05 to 3600.
@@ -77,9 +80,10 @@ fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
 }
 
 /// Refuses kills that cannot make a meaningful run: after the traffic, the same server twice at
-/// once, or more than `f` servers at once (they cannot be recovered: the orchestrator would
-/// only report so).
-fn check_kills(kills: &[Kill], duration: Duration, f: u8) -> anyhow::Result<()> {
+/// once, or more than `f` servers killed within `window` of each other: a kill is not even
+/// detected that soon, so they fail together, and more than f cannot be recovered (the
+/// orchestrator would only report so).
+fn check_kills(kills: &[Kill], duration: Duration, f: u8, window: Duration) -> anyhow::Result<()> {
     if let Some(k) = kills.iter().find(|k| k.at > duration) {
         anyhow::bail!(
             "--kill {}@{}: after the traffic ends ({} s)",
@@ -88,17 +92,26 @@ fn check_kills(kills: &[Kill], duration: Duration, f: u8) -> anyhow::Result<()> 
             duration.as_secs_f64()
         );
     }
-    check_at_once(kills, f, |k| (k.position.0, k.at.as_secs_f64()), "s")
+    check_at_once(
+        kills,
+        f,
+        window.as_secs_f64(),
+        |k| (k.position.0, k.at.as_secs_f64()),
+        "s",
+    )
 }
 
-/// Refuses a kill given twice, and more than `f` kills at the same moment; `what` gives a kill's
-/// position and moment, in `unit`.
+/// Refuses a kill given twice, and more than `f` servers killed at the same moment or, with a
+/// `window` above 0, within `window` of each other (moments closer than a nanosecond's worth of
+/// rounding count as equal); `what` gives a kill's position and moment, in `unit`.
 pub fn check_at_once<K: PartialEq>(
     kills: &[K],
     f: u8,
+    window: f64,
     what: impl Fn(&K) -> (u16, f64),
     unit: &str,
 ) -> anyhow::Result<()> {
+    const ROUNDING: f64 = 1e-9;
     for (i, k) in kills.iter().enumerate() {
         if kills[..i].contains(k) {
             let (position, at) = what(k);
@@ -106,13 +119,32 @@ pub fn check_at_once<K: PartialEq>(
         }
     }
     for k in kills {
-        let at = what(k).1;
-        let together = kills.iter().filter(|e| what(e).1 == at).count();
-        if together > usize::from(f) {
+        let from = what(k).1;
+        let mut together: Vec<(u16, f64)> = kills
+            .iter()
+            .map(&what)
+            .filter(|&(_, at)| at >= from - ROUNDING && at - from <= window + ROUNDING)
+            .collect();
+        together.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut servers: Vec<u16> = together.iter().map(|&(p, _)| p).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        if servers.len() <= usize::from(f) {
+            continue;
+        }
+        if together.iter().all(|&(_, at)| at - from <= ROUNDING) {
             anyhow::bail!(
-                "{together} servers killed at {at} {unit}: the chain recovers at most f = {f} failed at once"
+                "{} servers killed at {from} {unit}: the chain recovers at most f = {f} failed at once",
+                servers.len()
             );
         }
+        let list: Vec<String> = together.iter().map(|(p, at)| format!("{p}@{at}")).collect();
+        anyhow::bail!(
+            "servers {servers:?} killed within {window} {unit} of each other ({}): a kill is not \
+             detected sooner, so they fail together, and the chain recovers at most f = {f} \
+             failed at once",
+            list.join(", ")
+        );
     }
     Ok(())
 }
@@ -135,7 +167,6 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|k| parse_kill(k, duration / 2))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    check_kills(&kills, duration, spec.chain.f)?;
     let mut config = ChaosConfig {
         run: RunConfig {
             duration,
@@ -147,6 +178,13 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         ..ChaosConfig::default()
     };
     config.coordinator.heartbeat_period_ns = (args.heartbeat_ms * 1e6) as u64;
+    // A server is declared failed once silent for `misses` periods: at the soonest `misses − 1`
+    // periods after its kill (its last heartbeat just before), and only recovered after that.
+    let undetected = Duration::from_nanos(
+        config.coordinator.heartbeat_period_ns
+            * u64::from(config.coordinator.misses.saturating_sub(1)),
+    );
+    check_kills(&config.kills, duration, spec.chain.f, undetected)?;
     if args.procs {
         crate::run::warn_single_worker(&spec, "`ftc node` (`--procs`)");
     }

@@ -360,6 +360,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         crate::chaos::check_at_once(
             &kills,
             spec.chain.f,
+            0.0,
             |k| (k.position, k.at),
             "of the download",
         )?;

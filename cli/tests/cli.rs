@@ -296,6 +296,17 @@ fn absurd_input_is_refused_up_front() {
                 "chaos",
                 &spec("ch-3.toml"),
                 "--kill",
+                "0@0.2",
+                "--kill",
+                "1@0.21",
+            ],
+            "servers [0, 1] killed within 0.01 s of each other (0@0.2, 1@0.21): a kill is not detected sooner",
+        ),
+        (
+            &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--kill",
                 "1@0.5",
                 "--kill",
                 "1@0.5",

@@ -25,6 +25,7 @@ use ftc_stm::StmError;
 use crate::checks::check_monitors;
 use crate::control::{Key, Message};
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
+use crate::plan::PlanError;
 use crate::replacement::Fetched;
 use crate::transfer;
 
@@ -314,7 +315,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         report
             .run
             .violations
-            .extend(halted.map(|why| halted_violation(&why, &report.kills)));
+            .extend(halted.map(|why| halted_violation(&why, &report.kills, &ring)));
         // From here no replacement registers its lanes: every lane that serves gets the `Stop`.
         {
             let _launches = world.launches.lock().expect("no holder panics");
@@ -465,24 +466,54 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
     (reports, None)
 }
 
-/// The violation of a chaos run whose orchestrator gave up; it names the servers declared failed
-/// that were not killed (live servers that missed their heartbeats: more than f failures at
-/// once that only a loaded machine made).
-pub fn halted_violation(why: &Unrecoverable, kills: &[Killed]) -> String {
-    let live: Vec<u16> = why
-        .failed
+/// The violation of a chaos run whose orchestrator gave up, said plainly: what was lost before
+/// a recovery could end (for a group that lost every member, the group and its servers), the
+/// kills that did it, and the servers declared failed that were not killed (live servers that
+/// missed their heartbeats: more than f failures at once that only a loaded machine made).
+pub fn halted_violation(why: &Unrecoverable, kills: &[Killed], ring: &Ring) -> String {
+    let mut lost: Vec<u16> = why.failed.clone();
+    let what = match why.cause {
+        PlanError::NoAliveMember { group } => {
+            let members: Vec<u16> = ring.group(group).map(|s| s.0).collect();
+            lost.extend(&members);
+            format!(
+                "every server of group {group} ({members:?}) failed before a recovery could end, \
+                 so its state is lost"
+            )
+        }
+        PlanError::TooManyFailures { failed, f } => format!(
+            "{failed} servers ({:?}) failed before a recovery could end, more than the f = {f} \
+             the chain recovers at once",
+            why.failed
+        ),
+        ref cause => cause.to_string(),
+    };
+    lost.sort_unstable();
+    lost.dedup();
+    let killed: Vec<String> = kills
+        .iter()
+        .filter(|k| lost.contains(&k.position))
+        .map(|k| format!("server {} at {:.1} ms", k.position, k.at_ms))
+        .collect();
+    let live: Vec<u16> = lost
         .iter()
         .copied()
         .filter(|p| !kills.iter().any(|k| k.position == *p))
         .collect();
-    if live.is_empty() {
-        format!("the orchestrator halted: {why}")
-    } else {
-        format!(
-            "the orchestrator halted: {why}; servers {live:?} were not killed but missed their \
-             heartbeats (a busy machine: a longer heartbeat period avoids that)"
-        )
+    let mut text = format!("the orchestrator halted: {what}");
+    if !killed.is_empty() {
+        text += &format!(
+            "; killed: {} (a kill counts against f until its recovery ends)",
+            killed.join(", ")
+        );
     }
+    if !live.is_empty() {
+        text += &format!(
+            "; servers {live:?} were not killed but missed their heartbeats (a busy machine: a \
+             longer heartbeat period avoids that)"
+        );
+    }
+    text + &format!(" [{why}]")
 }
 
 /// A server thread's sign of life as the coordinator's message.

@@ -219,12 +219,6 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         let status = orchestrator.status();
         report.recoveries = status.recoveries.clone();
         let missing = recovered(&status, &report.kills);
-        if !missing.is_empty() {
-            report.run.violations.push(format!(
-                "no recovery reported for the kill of {missing:?} within {:?}",
-                config.settle
-            ));
-        }
         if missing.is_empty() && !done() {
             check_state(spec, &ring, &key, &orchestrator, &sink, &mut report.run);
         }
@@ -233,9 +227,17 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
             orchestrating.join().expect("the orchestrator panicked"),
             received.join().expect("the receiver panicked"),
         );
-        if let Err(why) = outcome {
-            let violation = halted_violation(&why, &report.kills);
-            report.run.violations.push(violation);
+        // A halted orchestrator is why kills were not recovered: that is the violation to read.
+        match outcome {
+            Err(why) => {
+                let violation = halted_violation(&why, &report.kills, &ring);
+                report.run.violations.push(violation);
+            }
+            Ok(()) if !missing.is_empty() => report.run.violations.push(format!(
+                "no recovery reported for the kill of {missing:?} within {:?}",
+                config.settle
+            )),
+            Ok(()) => {}
         }
         report.run.violations.extend(sink_violations);
         Ok(())
