@@ -250,8 +250,14 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
         );
     }
     let run = &r.run;
+    // Over processes a dropped packet is not told apart from a lost one: both never come back.
+    let dropped = if procs {
+        " (packets the middleboxes dropped among them)".to_string()
+    } else {
+        format!(", {}", crate::run::dropped(run))
+    };
     println!(
-        "{}: {} packets sent, {} released, {} lost to the failures, {:.0} packets/s, latency p50 {:.1} µs, p99 {:.1} µs",
+        "{}: {} packets sent, {} released, {} lost to the failures{dropped}, {:.0} packets/s, latency p50 {:.1} µs, p99 {:.1} µs",
         run.chain,
         run.packets_sent,
         run.packets_released,

@@ -87,14 +87,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} in {:?} mode on {} servers, {:.2} s: {} packets sent, {} released, dropped {:?}",
+            "{} in {:?} mode on {} servers, {:.2} s: {} packets sent, {} released, {}",
             r.chain,
             config.mode,
             r.servers,
             r.duration_s,
             r.packets_sent,
             r.packets_released,
-            r.packets_dropped
+            dropped(&r)
         );
         println!("  throughput {:.0} packets/s", r.throughput_pps);
         println!(
@@ -154,6 +154,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The packets the middleboxes dropped, by the middlebox that dropped them (the reason a run
+/// knows): `none dropped by middleboxes`, or `12 dropped by middleboxes (m0 firewall 10, m2
+/// simple-nat 2)`.
+pub fn dropped(r: &RunReport) -> String {
+    let total: u64 = r.packets_dropped.values().sum();
+    if total == 0 {
+        return "none dropped by middleboxes".to_string();
+    }
+    let by: Vec<String> = r
+        .packets_dropped
+        .iter()
+        .map(|(middlebox, n)| format!("{middlebox} {n}"))
+        .collect();
+    format!("{total} dropped by middleboxes ({})", by.join(", "))
 }
 
 /// What the FTMB modes add to the report: the loggers' work and the snapshots.

@@ -232,6 +232,49 @@ fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
     );
 }
 
+/// The text summaries of `ftc run` and `ftc chaos` say how many packets the middleboxes dropped
+/// and which middlebox dropped them, as the JSON's `packets_dropped` does: here a firewall lets
+/// through the first two of four flows only.
+#[test]
+fn text_summaries_say_what_the_middleboxes_dropped() {
+    let path = std::env::temp_dir().join(format!("ftc-cli-drops-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[chain]\nname = \"drops\"\nf = 1\n\n[[middlebox]]\nkind = \"firewall\"\ndefault = \"deny\"\n\n\
+         [[middlebox.rules]]\naction = \"allow\"\nsrc = \"10.0.0.0/31\"\n\n[[middlebox]]\nkind = \"monitor\"\n",
+    )
+    .unwrap();
+    let spec = path.display().to_string();
+    let runs: [&[&str]; 2] = [
+        &["run", &spec, "--duration", "0.2", "--flows", "4"],
+        &[
+            "chaos",
+            &spec,
+            "--duration",
+            "0.3",
+            "--flows",
+            "4",
+            "--kill",
+            "1@0.1",
+            "--heartbeat-ms",
+            "20",
+        ],
+    ];
+    for args in runs {
+        let (code, out, err) = ftc(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        // `N dropped by middleboxes (m0 firewall N)`, N > 0.
+        let (before, after) = out
+            .split_once(" dropped by middleboxes (m0 firewall ")
+            .unwrap_or_else(|| panic!("{args:?}: no drops by m0 in {out}"));
+        let total = before.rsplit(' ').next().unwrap();
+        let by_m0 = after.split(')').next().unwrap();
+        assert_eq!(total, by_m0, "{out}");
+        assert!(total.parse::<u64>().unwrap() > 0, "{out}");
+    }
+    std::fs::remove_file(&path).ok();
+}
+
 /// Input that would run for nothing, for ever or out of memory is refused before anything runs,
 /// with a message that says what is allowed (and no panic).
 #[test]
