@@ -211,10 +211,12 @@ pub struct Sink {
     pub violations: Vec<String>,
 }
 
-impl Default for Sink {
-    fn default() -> Self {
+impl Sink {
+    /// What server thread `thread` measures: nothing yet. Every sink names its thread (the
+    /// reports list each thread's share of the run by name).
+    pub fn new(thread: String) -> Self {
         Sink {
-            thread: String::new(),
+            thread,
             busy_ns: 0,
             released: 0,
             lost: 0,
@@ -223,9 +225,7 @@ impl Default for Sink {
             violations: Vec::new(),
         }
     }
-}
 
-impl Sink {
     /// Violations kept per server thread at most: the first ones say what went wrong.
     const MAX_VIOLATIONS: usize = 10;
 
@@ -425,10 +425,7 @@ fn run<'a, C: Fn() -> u64>(
 ) -> (Ended<'a>, Sink) {
     let mut was_congested = false;
     let me = server.id();
-    let mut sink = Sink {
-        thread: format!("server {} lane {}", me.0, server.lane()),
-        ..Sink::default()
-    };
+    let mut sink = Sink::new(format!("server {} lane {}", me.0, server.lane()));
     let now = &shared.now;
     if let Some(check) = shared.commits {
         check.register(&server);

@@ -576,21 +576,23 @@ fn launch<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         launches[i]
     };
     scope.spawn(move || {
-        let _ = world
-            .ended
-            .send(replacement(world, position, epoch, launch, &rx));
+        if let Some(ended) = replacement(world, position, epoch, launch, &rx) {
+            let _ = world.ended.send(ended);
+        }
     });
 }
 
 /// A replacement: join, fetch every group's state (in parallel, over TCP) as the orchestrator
-/// planned, restore, report ready, serve.
+/// planned, restore, report ready, serve; how its first lane ended, or `None` if it never
+/// served (the orchestrator halted or went away first, or launched another for the position):
+/// no server thread ran, so there is nothing to report.
 fn replacement<'w, C: Fn() -> u64 + Sync>(
     world: &World<'w, C>,
     position: ServerId,
     epoch: u32,
     launch: u64,
     control: &Receiver<Message>,
-) -> (Ended<'w>, Sink) {
+) -> Option<(Ended<'w>, Sink)> {
     // It is watched from its join on: it sends heartbeats while it fetches and restores.
     let recovering = AtomicBool::new(true);
     let restored = std::thread::scope(|s| {
@@ -612,11 +614,9 @@ fn replacement<'w, C: Fn() -> u64 + Sync>(
         recovering.store(false, Ordering::Release);
         restored
     });
-    let Some((lanes, rxs, epoch)) = restored else {
-        return (Ended::Killed, Sink::default());
-    };
+    let (lanes, rxs, epoch) = restored?;
     // Lane 0 runs on this thread, the others beside it.
-    std::thread::scope(|s| {
+    Some(std::thread::scope(|s| {
         let mut lanes = lanes.into_iter().zip(rxs);
         let (first, first_rx) = lanes.next().expect("a server has a lane");
         for (server, rx) in lanes {
@@ -626,7 +626,7 @@ fn replacement<'w, C: Fn() -> u64 + Sync>(
             });
         }
         serve(first, &first_rx, world.routes.all(), epoch, world.shared)
-    })
+    }))
 }
 
 /// A restored replacement: its lanes, their inputs, and the epoch it serves in.

@@ -163,7 +163,8 @@ fn more_than_f_kills_are_reported_not_recovered_wrongly() {
 /// More than f servers of one group killed further apart than a kill takes to be detected, but
 /// before the first is recovered: the orchestrator halts, and the violation says why plainly,
 /// naming the group, its servers and the kills. Server 2 is killed 100 ms after server 1, whose
-/// failure is declared 180–200 ms after its kill: replacement 1 must fetch G(1) from server 2.
+/// failure is declared 180–200 ms after its kill: replacement 1 must fetch G(1) from server 2,
+/// and never serves. The busy list has the server threads that ran, and nothing for it.
 #[test]
 fn a_group_that_lost_every_member_before_its_recovery_is_named() {
     let r = chaos_at(&ch_rec(), &[(1, 300), (2, 400)], ServerConfig::default());
@@ -175,6 +176,16 @@ fn a_group_that_lost_every_member_before_its_recovery_is_named() {
         ) && halted.contains(", server 2 at "),
         "{:#?}",
         r.run.violations
+    );
+    let threads: Vec<&str> = r.run.busy.iter().map(|b| b.thread.as_str()).collect();
+    assert_eq!(
+        threads.len(),
+        3,
+        "one lane per server of the chain: {threads:?}"
+    );
+    assert!(
+        threads.iter().all(|t| t.starts_with("server ")),
+        "{threads:?}"
     );
 }
 

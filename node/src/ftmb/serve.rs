@@ -15,10 +15,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     routes: &Hops,
     shared: &Shared<'_, C>,
 ) -> (Station<'a, u64>, Sink) {
-    let mut sink = Sink {
-        thread: station.name(),
-        ..Sink::default()
-    };
+    let mut sink = Sink::new(station.name());
     let mut was_congested = false;
     let me = station.id();
     let now = &shared.now;
