@@ -162,9 +162,9 @@ fn more_than_f_kills_are_reported_not_recovered_wrongly() {
 
 /// More than f servers of one group killed further apart than a kill takes to be detected, but
 /// before the first is recovered: the orchestrator halts, and the violation says why plainly,
-/// naming the group, its servers and the kills. Server 2 is killed 50 ms after server 1 (outside the 40 ms refused: two heartbeats), whose
-/// failure is declared 180–200 ms after its kill: replacement 1 must fetch G(1) from server 2,
-/// and never serves. The busy list has the server threads that ran, and nothing for it.
+/// naming the group, its servers and the kills. Server 2 is killed 50 ms after server 1 (just
+/// outside the two heartbeats in which kills are refused), whose failure is declared 180–200 ms
+/// after its kill: replacement 1 must fetch G(1) from server 2, and never serves. The busy list has the server threads that ran, and nothing for it.
 #[test]
 fn a_group_that_lost_every_member_before_its_recovery_is_named() {
     let r = chaos_at(&ch_rec(), &[(1, 300), (2, 350)], ServerConfig::default());
