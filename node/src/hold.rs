@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use ftc_chain::ring::MbIndex;
-use ftc_replica::Waits;
+use ftc_replica::{Wait, Waits};
 use ftc_stm::{Partition, Seq};
 
 use crate::Frame;
@@ -47,6 +47,8 @@ type Waiting = BinaryHeap<Reverse<(Seq, u64, u64)>>;
 struct Held<P> {
     frame: Frame<P>,
     hold: u64,
+    /// Whether its message was handled (it waits for logs, not only for its flow).
+    handled: bool,
 }
 
 impl<P> Default for HoldQueue<P> {
@@ -83,7 +85,14 @@ impl<P> HoldQueue<P> {
     /// Holds `frame` behind the held frames of its flow ([`HoldQueue::is_behind`] said so).
     pub(crate) fn hold_behind(&mut self, arrival: u64, flow: u64, frame: Frame<P>) {
         self.flows.entry(flow).or_default().push_back(arrival);
-        self.frames.insert(arrival, Held { frame, hold: 0 });
+        self.frames.insert(
+            arrival,
+            Held {
+                frame,
+                hold: 0,
+                handled: false,
+            },
+        );
     }
 
     /// Holds `frame` (of `flow`, if it carries a packet) until any of `waits` may be reached: a
@@ -104,7 +113,14 @@ impl<P> HoldQueue<P> {
                 .or_default()
                 .push(Reverse((wait.seq, arrival, hold)));
         }
-        self.frames.insert(arrival, Held { frame, hold });
+        self.frames.insert(
+            arrival,
+            Held {
+                frame,
+                hold,
+                handled: true,
+            },
+        );
     }
 
     /// The frame `arrival` (of `flow`) went through or was dropped, not held again: the next
@@ -147,20 +163,26 @@ impl<P> HoldQueue<P> {
         });
     }
 
-    /// The oldest freed frame, out of the queue to be offered again (with its arrival).
-    pub(crate) fn next_freed(&mut self) -> Option<(u64, Frame<P>)> {
+    /// The oldest freed frame, out of the queue to be offered again (with its arrival, and
+    /// whether its message was handled before).
+    pub(crate) fn next_freed(&mut self) -> Option<(u64, Frame<P>, bool)> {
         let Reverse(arrival) = self.freed.pop()?;
         let held = self.frames.remove(&arrival)?;
-        Some((arrival, held.frame))
+        Some((arrival, held.frame, held.handled))
     }
 
-    /// The groups frames wait for a log of (each once).
-    pub(crate) fn groups(&self) -> impl Iterator<Item = MbIndex> + '_ {
-        let mut last = None;
+    /// What frames wait for: per group and partition, the lowest sequence.
+    pub(crate) fn waited(&self) -> impl Iterator<Item = Wait> + '_ {
         self.waits
-            .keys()
-            .map(|&(mb, _)| mb)
-            .filter(move |&mb| last.replace(mb) != Some(mb))
+            .iter()
+            .filter_map(|(&(middlebox, partition), waiting)| {
+                let Reverse((seq, _, _)) = *waiting.peek()?;
+                Some(Wait {
+                    middlebox,
+                    partition,
+                    seq,
+                })
+            })
     }
 
     /// Every held frame, oldest first, leaving the queue empty (a fence drops them).

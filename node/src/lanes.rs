@@ -3,8 +3,10 @@
 //! serves one STM worker per lane, and the replica stores apply the logs of any lane in
 //! dependency order. What one lane learns that the others need is published in a
 //! [`LaneShared`]: the commit vectors it merged (so every lane prunes its retained logs and its
-//! buffer releases packets) and that it applied logs (so frames another lane holds are looked
-//! at again). A lane that publishes news wakes the lanes that wait ([`Server::take_wakeups`]).
+//! buffer releases packets), that it applied logs (so frames another lane holds are looked at
+//! again), and up to when it handled what reached it (a retransmission request waits until
+//! every lane has: [`Server::caught_up`]). A lane that publishes news wakes the lanes that wait
+//! ([`Server::take_wakeups`]).
 //! Logs a lane holds are parked where the others apply them as soon as they can
 //! ([`ParkedLogs`]), so a run of logs of one partition spread over lanes needs no handoffs.
 
@@ -54,6 +56,9 @@ pub struct LaneShared {
     version: AtomicU64,
     /// Per lane: whether it has frames held or packets at its buffer, which news may free.
     waiting: Box<[AtomicBool]>,
+    /// Per lane: the time up to which it handled everything that reached it
+    /// ([`Server::caught_up`]).
+    caught_up: Box<[AtomicU64]>,
 }
 
 impl LaneShared {
@@ -66,6 +71,7 @@ impl LaneShared {
             applied: AtomicU64::new(0),
             version: AtomicU64::new(0),
             waiting: (0..lanes).map(|_| AtomicBool::new(false)).collect(),
+            caught_up: zeros(lanes),
         })
     }
 
@@ -104,6 +110,8 @@ pub(crate) struct Lane {
     published_applied: u64,
     /// Published news since [`Server::take_wakeups`] last looked.
     news: bool,
+    /// Lanes to wake because a retransmission request waits for them to catch up.
+    poke: u64,
 }
 
 impl Lane {
@@ -142,6 +150,25 @@ impl Lane {
         }
     }
 
+    /// This lane handled everything that reached it by `t`.
+    pub(crate) fn caught_up_to(&self, t: u64) {
+        self.shared.caught_up[self.index].store(t, Ordering::SeqCst);
+    }
+
+    /// The time up to which every lane of the server handled everything that reached it.
+    pub(crate) fn caught_up(&self) -> u64 {
+        let lanes = self.shared.caught_up.iter();
+        lanes.map(|t| t.load(Ordering::SeqCst)).min().unwrap_or(0)
+    }
+
+    /// The other lanes that have not caught up to `t` are to be woken: a request waits for them.
+    pub(crate) fn poke_behind(&mut self, t: u64) {
+        let lanes = self.shared.caught_up.iter().enumerate();
+        self.poke |= lanes
+            .filter(|&(i, c)| i != self.index && i < 64 && c.load(Ordering::SeqCst) < t)
+            .fold(0, |set, (i, _)| set | 1 << i);
+    }
+
     /// Says whether this lane waits for news (held frames, packets at its buffer).
     pub(crate) fn set_waiting(&self, waiting: bool) {
         self.shared.waiting[self.index].store(waiting, Ordering::SeqCst);
@@ -170,13 +197,14 @@ impl Lane {
 
     /// The other lanes to wake, as a bit set, if this lane published news since last asked.
     pub(crate) fn take_wakeups(&mut self) -> u64 {
+        let poke = std::mem::take(&mut self.poke);
         if !std::mem::take(&mut self.news) {
-            return 0;
+            return poke;
         }
         let waiting = self.shared.waiting.iter().enumerate();
         waiting
             .filter(|&(i, w)| i != self.index && i < 64 && w.load(Ordering::SeqCst))
-            .fold(0, |set, (i, _)| set | 1 << i)
+            .fold(poke, |set, (i, _)| set | 1 << i)
     }
 }
 
@@ -223,6 +251,7 @@ pub fn join<'a, P: Clone>(
                 seen: 0,
                 published_applied: 0,
                 news: false,
+                poke: 0,
             };
             lane.join_lanes(link, &parked);
         }

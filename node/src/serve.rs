@@ -496,6 +496,9 @@ fn run<'a, C: Fn() -> u64>(
                 Msg::Stop => stop = true,
             }
         }
+        if rx.is_empty() {
+            server.caught_up(t);
+        }
         server.end_batch(t);
         let wake = server.take_wakeups();
         if wake != 0 {

@@ -6,7 +6,9 @@
 //! Inputs: [`Server::handle_ingress`] (a customer packet, server 0), [`Server::handle_frame`]
 //! (a frame from another server), [`Server::handle_timeout`], and [`Server::end_batch`] after
 //! each batch of them: what frames free (held frames offered again, refused packets, propagating
-//! frames of the forwarder and the replica) is looked at once per batch, there. Outputs: [`Server::poll_output`] until `None` after every batch, and
+//! frames of the forwarder and the replica) is looked at once per batch, there. With several
+//! lanes, [`Server::caught_up`] before `end_batch` when the batch emptied the lane's queue.
+//! Outputs: [`Server::poll_output`] until `None` after every batch, and
 //! [`Server::poll_timeout`] for the next timer.
 
 use std::collections::VecDeque;
@@ -683,6 +685,11 @@ impl<'a, P: Clone> Server<'a, P> {
     /// A timer set from [`Server::poll_timeout`] went off.
     pub fn handle_timeout(&mut self, now: u64) {
         if self.error.is_none() && !self.frozen {
+            // What the other lanes learned first: a lane woken by its resend timer resent logs
+            // that a commit vector another lane had merged covered already.
+            if let (Some(lane), Some(replica)) = (self.lane.as_mut(), self.replica.as_mut()) {
+                lane.pull(now, replica, self.buffer.as_mut());
+            }
             self.settle(now);
         }
     }
@@ -798,6 +805,19 @@ impl<'a, P: Clone> Server<'a, P> {
         // Held frames and propagating frames that went through may have released packets: room
         // for those still refused.
         self.retry_refused(now);
+        if let (Some(lane), Some(r)) = (self.lane.as_ref(), self.replica.as_mut()) {
+            r.set_caught_up(lane.caught_up());
+        }
+        // The replica asks for what frames still wait for (once they were offered again).
+        if let Some(r) = self
+            .replica
+            .as_mut()
+            .filter(|r| r.poll_timeout().is_some_and(|t| t <= now))
+        {
+            for wait in self.held.waited() {
+                r.still_holding(&wait, now);
+            }
+        }
         // Most frames find nothing due: asking when is cheaper than writing nothing.
         while let Some(r) = self
             .replica
@@ -825,6 +845,12 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
+        if let (Some(lane), Some(t)) = (
+            self.lane.as_mut(),
+            self.replica.as_ref().and_then(Replica::request_waits_for),
+        ) {
+            lane.poke_behind(t);
+        }
         if self
             .buffer
             .as_mut()
@@ -847,8 +873,7 @@ impl<'a, P: Clone> Server<'a, P> {
     /// Held frames again, oldest first, those that may go now: a frame with a log whose wait
     /// MAX reached, and then the frames of its flow behind it, in order. Only a log applied
     /// since the last look can free any, so without one this costs nothing; with one it costs
-    /// the (group, partition) pairs waited for and the frames freed, not the frames held. The
-    /// replica then hears which groups frames are still held for (its retransmission requests).
+    /// the (group, partition) pairs waited for and the frames freed, not the frames held.
     fn retry_held(&mut self, now: u64) {
         loop {
             let applied = self.applied();
@@ -860,13 +885,8 @@ impl<'a, P: Clone> Server<'a, P> {
                 return;
             };
             self.held.free_reached(|mb, p| replica.max_at(mb, p));
-            while let Some((arrival, frame)) = self.held.next_freed() {
-                self.process(now, arrival, frame);
-            }
-            if let Some(replica) = self.replica.as_mut() {
-                for mb in self.held.groups() {
-                    replica.still_holding(mb, now);
-                }
+            while let Some((arrival, frame, again)) = self.held.next_freed() {
+                self.process(now, arrival, frame, again);
             }
         }
     }
@@ -881,14 +901,14 @@ impl<'a, P: Clone> Server<'a, P> {
     fn offer(&mut self, now: u64, frame: Frame<P>) {
         self.arrivals += 1;
         self.stats.frames += 1;
-        self.process(now, self.arrivals, frame);
+        self.process(now, self.arrivals, frame, false);
     }
 
     /// Handle one frame (it may end up held); when it goes (through, or dropped), the next
-    /// held frame of its flow may go too.
-    fn process(&mut self, now: u64, arrival: u64, frame: Frame<P>) {
+    /// held frame of its flow may go too. `again`: a held frame whose message was handled.
+    fn process(&mut self, now: u64, arrival: u64, frame: Frame<P>, again: bool) {
         let flow = frame.packet.as_ref().map(|p| p.flow);
-        if !self.process_or_hold(now, arrival, flow, frame) {
+        if !self.process_or_hold(now, arrival, flow, frame, again) {
             self.held.left(arrival, flow);
         }
     }
@@ -900,6 +920,7 @@ impl<'a, P: Clone> Server<'a, P> {
         arrival: u64,
         flow: Option<u64>,
         mut frame: Frame<P>,
+        again: bool,
     ) -> bool {
         if self.error.is_some() {
             return false;
@@ -925,8 +946,15 @@ impl<'a, P: Clone> Server<'a, P> {
             }
         };
         if let (Some(r), Some(v)) = (self.replica.as_mut(), &view) {
-            match r.handle_message(now, v) {
-                Ok(Admit::Ready) if frame.flags & FLAG_RESENT != 0 => r.resent_arrived(now, v),
+            let res = if again {
+                r.handle_held_message(now, v)
+            } else {
+                if frame.flags & FLAG_RESENT != 0 {
+                    r.resent_arrived(now, v);
+                }
+                r.handle_message(now, v)
+            };
+            match res {
                 Ok(Admit::Ready) => {}
                 Ok(Admit::Hold(waits)) => {
                     self.stats.held += 1;
@@ -1186,8 +1214,19 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
+    /// The driver handed this lane every input that had reached it by `now` (its queue is
+    /// empty): with several lanes, a retransmission request waits until every lane of the
+    /// server has caught up to its due time ([`Replica::set_caught_up`]). Drivers of several
+    /// lanes say it after each batch that emptied the queue, before [`Server::end_batch`].
+    pub fn caught_up(&mut self, now: u64) {
+        if let Some(lane) = self.lane.as_ref() {
+            lane.caught_up_to(now);
+        }
+    }
+
     /// The other lanes of this server to wake (a bit per lane index) because this one published
-    /// news they wait for; 0 with one lane. Drivers ask after each batch.
+    /// news they wait for, or because a retransmission request waits for them to catch up; 0
+    /// with one lane. Drivers ask after each batch.
     pub fn take_wakeups(&mut self) -> u64 {
         self.lane.as_mut().map_or(0, Lane::take_wakeups)
     }

@@ -16,18 +16,22 @@
 //! - [`Replica::poll_transmit`] (output, until `None`): propagating frames the core wants sent
 //!   now, with their destination: retransmission requests, answers, overflow, resends. These never
 //!   wait behind held frames, so back-pressure cannot block the log that frees them. Offer the
-//!   held frames again first, and say for which groups frames are still held
-//!   ([`Replica::still_holding`]): a group is asked for again only while frames are held for it.
+//!   held frames again first, and say what frames still wait for ([`Replica::still_holding`]):
+//!   a partition is asked for only while frames wait for it.
 //! - [`Replica::poll_timeout`]: when to call `poll_transmit` again at the latest.
+//!
+//! A held frame offered again goes to [`Replica::handle_held_message`] instead.
 //!
 //! A server of several worker threads (lanes) runs a replica per lane over shared stores
 //! ([`Replica::with_stores`]) and shares one [`ParkedLogs`] among them ([`Replica::share_parked`]);
+//! its driver says up to when every lane handled what reached it ([`Replica::set_caught_up`]).
 //! [`Replica::fence`] at a new epoch.
 //!
 //! It does no I/O, reads no clock (`now` is nanoseconds from the driver) and draws no randomness.
 
 mod group_state;
 mod parked;
+mod request;
 mod resend;
 mod retention;
 
@@ -35,12 +39,13 @@ use std::sync::Arc;
 
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_chain::wire::{CommitVector, LogView, MessageView, MessageWriter, WireError};
+use ftc_chain::wire::{CommitVector, CvView, LogView, MessageView, MessageWriter, WireError};
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmError, Store};
 use smallvec::SmallVec;
 
 pub use group_state::{GroupState, GroupStateError};
 pub use parked::{ParkedLogs, PARKED_MAX};
+use request::{Gap, RequestTimer};
 use retention::Retention;
 
 /// NSH context flag of a retransmission request (`docs/protocol.md`).
@@ -166,6 +171,9 @@ pub enum ReplicaError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaStats {
     pub applied: u64,
+    /// Update logs that arrived after they were applied here (resent, retransmitted, or
+    /// duplicated on the way). Logs of held frames found applied when the frame is offered
+    /// again, or parked ones found applied, do not count: they came before.
     pub duplicates: u64,
     pub holds: u64,
     pub stripped: u64,
@@ -190,24 +198,8 @@ struct Member {
     store: Arc<Store>,
     tail: bool,
     retention: Retention,
-    /// Since when frames have been held for this group (cleared by progress).
-    hold_since: Option<u64>,
-    /// Whether a frame was held for this group since the last request.
-    held_again: bool,
-    requested_at: Option<u64>,
-}
-
-impl Member {
-    /// When a retransmission request for this group is due, if frames are held for it: a hold
-    /// timeout after the hold began or the last request left, whichever is later.
-    fn request_due(&self, hold_timeout_ns: u64) -> Option<u64> {
-        let since = self.hold_since?;
-        Some(
-            since
-                .max(self.requested_at.unwrap_or(0))
-                .saturating_add(hold_timeout_ns),
-        )
-    }
+    /// When to ask the predecessor for the logs this server lacks.
+    request: RequestTimer,
 }
 
 /// The commit vector this server announces as the tail of `members[member]`.
@@ -268,6 +260,11 @@ pub struct Replica {
     direct: Option<Outbox>,
     /// Held logs of this server's lanes, which share its stores (none with one lane).
     parked: Option<Arc<ParkedLogs>>,
+    /// With several lanes: the time up to which every lane handled what reached it
+    /// ([`Replica::set_caught_up`]); hold timeouts count in it.
+    caught_up: Option<u64>,
+    /// When [`Replica::poll_transmit`] last looked.
+    looked_at: u64,
     stats: ReplicaStats,
 }
 
@@ -303,9 +300,7 @@ impl Replica {
                 store,
                 tail: ring.tail(mb) == me,
                 retention: Retention::new(p),
-                hold_since: None,
-                held_again: false,
-                requested_at: None,
+                request: RequestTimer::default(),
             })
             .collect();
         let tail = members.iter().position(|m| m.tail).map(|member| Tail {
@@ -333,6 +328,8 @@ impl Replica {
             overflow: Outbox::new(p),
             answers: Outbox::new(p),
             parked: None,
+            caught_up: None,
+            looked_at: 0,
             stats: ReplicaStats::default(),
         }
     }
@@ -482,6 +479,27 @@ impl Replica {
         now: u64,
         msg: &MessageView<'_>,
     ) -> Result<Admit, ReplicaError> {
+        self.handle(now, msg, true)
+    }
+
+    /// [`Replica::handle_message`] for the message of a held frame offered again. Its logs found
+    /// applied are not counted as duplicates: they arrived before they were applied (another
+    /// lane applied them from the parked logs, or another copy came meanwhile).
+    pub fn handle_held_message(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+    ) -> Result<Admit, ReplicaError> {
+        self.handle(now, msg, false)
+    }
+
+    /// [`Replica::handle_message`]; `arrived`: the message is new here, not a held frame's.
+    fn handle(
+        &mut self,
+        now: u64,
+        msg: &MessageView<'_>,
+        arrived: bool,
+    ) -> Result<Admit, ReplicaError> {
         let mut waits = Waits::default();
         let applied = self.stats.applied;
         for log in msg.logs() {
@@ -491,7 +509,7 @@ impl Replica {
             };
             let tail = self.tail.as_mut().filter(|_| member.tail);
             let ready = match log.kind() {
-                LogKind::Update => took(member, tail, &mut self.stats, &log, now)?,
+                LogKind::Update => took(member, tail, &mut self.stats, &log, now, arrived)?,
                 LogKind::ReadOnly => member.store.is_satisfied(log.deps())?,
                 LogKind::Noop => true,
             };
@@ -516,7 +534,7 @@ impl Replica {
         }
         self.stats.holds += 1;
         for wait in &waits.0 {
-            self.still_holding(wait.middlebox, now);
+            self.still_holding(wait, now);
         }
         Ok(Admit::Hold(waits))
     }
@@ -536,6 +554,9 @@ impl Replica {
         if let Some(parked) = &self.parked {
             parked.clear();
         }
+        for m in &mut self.members {
+            m.request.clear();
+        }
         for r in self.retentions_mut() {
             r.forget_timing();
         }
@@ -554,7 +575,7 @@ impl Replica {
             }
             let log = LogView::new_checked(bytes).ok()?;
             let tail = self.tail.as_mut().filter(|_| member.tail);
-            match took(member, tail, &mut self.stats, &log, now) {
+            match took(member, tail, &mut self.stats, &log, now, false) {
                 Ok(true) => None,
                 Ok(false) => Some(Wait::for_log(member.mb, &member.store, &log)),
                 Err(e) => {
@@ -566,32 +587,75 @@ impl Replica {
         failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
-    /// A frame flagged [`FLAG_RESENT`] arrived and was handled: its logs were resent because no
-    /// commit vector covered them, so this server may lack more of their groups, which nothing
-    /// else may ask for (an idle chain holds no frame for them). Each group of its logs that
-    /// this server is a member of (and does not head) asks its predecessor for what it lacks at
-    /// once: one answer then brings everything ([`Replica::handle_retransmit_request`]),
-    /// instead of a resend round of one frame per resend timeout. A member that lacks nothing
-    /// gets an empty answer.
+    /// A frame flagged [`FLAG_RESENT`] arrived (call this before handling it): its logs were
+    /// resent because no commit vector covered them. When it carries an update log of a group
+    /// this server has not applied and holds no frame for, this server may lack more of that
+    /// group, which nothing else asks for (an idle chain holds no frame for them): the group
+    /// asks its predecessor for every log after its MAX at its next look, at once: one answer
+    /// then brings everything ([`Replica::handle_retransmit_request`]), instead of a resend
+    /// round of one frame per resend timeout.
+    ///
+    /// Nothing is asked for when the server has all those logs applied already (a commit
+    /// vector was slow or lost: the tail announces again when it sees the duplicates), nor
+    /// when it holds frames of the group (in any lane): it asks for the gaps they wait for, and
+    /// a server that lags far behind its predecessor (a loaded machine) would be sent again
+    /// every log its predecessor retains. A saturated NAT chain of two lanes per server was:
+    /// 11,000 logs twice in one answer, 160,000 to 240,000 logs sent again in a second.
     pub fn resent_arrived(&mut self, now: u64, msg: &MessageView<'_>) {
-        for log in msg.logs() {
-            if let Some(m) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) {
-                m.hold_since = Some(now.saturating_sub(self.config.hold_timeout_ns));
-                m.requested_at = None;
-                m.held_again = true;
+        let parked = self.parked.as_deref();
+        for log in msg.logs().filter(|l| l.kind() == LogKind::Update) {
+            let Some(m) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
+                continue;
+            };
+            let lacks = log.deps().any(|d| m.store.seq(d.partition) <= d.seq);
+            let holds = !m.request.is_idle() || parked.is_some_and(|p| p.holds(m.mb));
+            if lacks && !holds {
+                m.request.resent(now);
             }
         }
     }
 
-    /// Frames are held for `mb`'s group at `now`: the group is asked for again every hold
-    /// timeout while this is said (see [`Replica::poll_transmit`]). [`Replica::handle_message`]
-    /// says it of each hold; a driver that does not offer every held frame again after each
-    /// apply says it of the groups it still holds frames for, once it offered what may go.
-    pub fn still_holding(&mut self, mb: MbIndex, now: u64) {
-        if let Some(m) = self.members.iter_mut().find(|m| m.mb == mb) {
-            m.hold_since.get_or_insert(now);
-            m.held_again = true;
+    /// Frames are held at `now` for `wait` (the lowest sequence they wait for there): the
+    /// predecessor is asked for the logs of that partition up to it every hold timeout while
+    /// this is said and its MAX does not move (see [`Replica::poll_transmit`]).
+    /// [`Replica::handle_message`] says it of each hold; a driver that does not offer every
+    /// held frame again after each apply says it of what it still holds frames for, once it
+    /// offered what may go.
+    pub fn still_holding(&mut self, wait: &Wait, now: u64) {
+        if let Some(m) = self.members.iter_mut().find(|m| m.mb == wait.middlebox) {
+            let max = m.store.seq(wait.partition);
+            // A wait reached already frees its frame at the driver's next look.
+            if wait.seq > max {
+                m.request.held(now, wait.partition, wait.seq, max);
+            }
         }
+    }
+
+    /// With several lanes (worker threads) over this server's stores: every lane handled all
+    /// that had reached it by `t` (the driver's word, gathered over the lanes). Hold timeouts
+    /// count in this time, not in the clock: a frame waits for a log that another lane has not
+    /// read yet for as long as that lane does not run, and asking the predecessor would only
+    /// bring it twice. Without it (one lane) they count in the clock.
+    pub fn set_caught_up(&mut self, t: u64) {
+        self.caught_up = Some(t);
+    }
+
+    /// A retransmission request is due by the clock but waits until the server has caught up
+    /// to its due time ([`Replica::set_caught_up`]): that time, for the driver to make the lanes
+    /// that have not caught up to it run.
+    pub fn request_waits_for(&self) -> Option<u64> {
+        let due = self.members.iter().filter_map(|m| self.request_due(m));
+        due.filter(|&(_, waits)| waits).map(|(due, _)| due).min()
+    }
+
+    /// When `m`'s retransmission request is due, and whether it waits for the lanes to catch up
+    /// to that time (it was due by the clock when [`Replica::poll_transmit`] last looked).
+    fn request_due(&self, m: &Member) -> Option<(u64, bool)> {
+        let due = m.request.due(self.config.hold_timeout_ns)?;
+        let waits = self
+            .caught_up
+            .is_some_and(|t| due > t && due <= self.looked_at);
+        Some((due, waits))
     }
 
     fn merge_cvs(&mut self, now: u64, msg: &MessageView<'_>) {
@@ -726,7 +790,8 @@ impl Replica {
     }
 
     /// A retransmission request from `from` (the successor in some group): queue every
-    /// retained log of that group it has not applied, for it. (Thesis §4.3.1.)
+    /// retained log of that group it has not applied, for it, or only those in the gaps it
+    /// names (docs/protocol.md, Loss). (Thesis §4.3.1.)
     pub fn handle_retransmit_request(&mut self, from: ServerId, msg: &MessageView<'_>) {
         if from != self.ring.next_server(self.me) {
             return;
@@ -738,9 +803,25 @@ impl Replica {
             self.stats.requests_deferred += 1;
             return;
         }
-        for cv in msg.commit_vectors() {
+        let mut cvs = msg.commit_vectors().peekable();
+        while let Some(cv) = cvs.next() {
+            // One vector: MAX; pairs of vectors of the group: gaps ([`push_request`]).
+            let more: SmallVec<[CvView<'_>; 8]> =
+                std::iter::from_fn(|| cvs.next_if(|c| c.middlebox() == cv.middlebox())).collect();
             let mut max = CommitVector::new(self.partitions);
-            max.merge(cv.entries());
+            let gaps = match more.is_empty() {
+                true => {
+                    max.merge(cv.entries());
+                    None
+                }
+                false => Some(read_gaps(std::iter::once(cv).chain(more))),
+            };
+            let wanted = |log: &LogView<'_>| match &gaps {
+                None => log
+                    .deps()
+                    .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq)),
+                Some(gaps) => log.deps().any(|d| Gap::any_holds(gaps, &d)),
+            };
             let retention = match &self.head {
                 Some((mb, r)) if mb.0 == cv.middlebox() => r,
                 _ => match self.members.iter().find(|m| m.mb.0 == cv.middlebox()) {
@@ -749,7 +830,7 @@ impl Replica {
                 },
             };
             self.stats.requests_answered += 1;
-            for log in retention.missing_at(&max) {
+            for log in retention.asked_for(wanted) {
                 self.answers.push_log(&log);
                 self.stats.logs_retransmitted += 1;
             }
@@ -772,26 +853,23 @@ impl Replica {
                 self.overflow.merge_cv(mb, entries.into_iter());
             }
         }
+        self.looked_at = now;
         let timeout = self.config.hold_timeout_ns;
+        let clock = self.caught_up.map_or(now, |t| t.min(now));
         for m in &mut self.members {
-            if m.request_due(timeout).is_none_or(|at| now < at) {
+            if m.request.due(timeout).is_none_or(|at| clock < at) {
                 continue;
             }
-            if !m.held_again {
-                // No frame was held for this group since the last look: the gap closed.
-                m.hold_since = None;
-                m.requested_at = None;
-                continue;
+            if let Some(parked) = &self.parked {
+                parked.held(m.mb, |p, seq| m.request.also_held(p, seq));
             }
-            m.held_again = false;
-            m.requested_at = Some(now);
-            self.stats.requests_sent += 1;
+            let store = &m.store;
+            let Some(gaps) = m.request.look(now, clock, timeout, |p| store.seq(p)) else {
+                continue;
+            };
             let mut w = MessageWriter::new(out, 0)?;
-            // MAX's entries above 0, as many as fit: the predecessor takes any entry left out
-            // as 0 and answers with more logs than needed, which the requester skips as
-            // duplicates.
-            let max = m.store.vector_entries().take(w.cv_room());
-            w.push_cv(m.mb.0, max)?;
+            push_request(&mut w, m.mb.0, store, &gaps)?;
+            self.stats.requests_sent += 1;
             return Ok(Some(Transmit {
                 to: prev,
                 flags: FLAG_RETRANSMIT_REQUEST,
@@ -833,8 +911,15 @@ impl Replica {
         if direct || !self.answers.is_empty() || !self.overflow.is_empty() {
             return Some(0);
         }
-        let hold = self.config.hold_timeout_ns;
-        let holds = self.members.iter().filter_map(|m| m.request_due(hold));
+        // A request due by the clock that waits for the lanes to catch up is looked at again
+        // every quarter of a hold timeout (the driver makes those lanes run meanwhile).
+        let again = self
+            .looked_at
+            .saturating_add(self.config.hold_timeout_ns / 4);
+        let holds = self.members.iter().filter_map(|m| {
+            let (due, waits) = self.request_due(m)?;
+            Some(if waits { again } else { due })
+        });
         let resends = self
             .retentions()
             .filter_map(|r| r.resend_at(self.config.resend_timeout_ns));
@@ -847,18 +932,18 @@ impl Replica {
 
 /// Offers update `log` to `member`'s store: whether it is in (applied now, or a duplicate),
 /// with the bookkeeping of either. `tail` is the tail's announcement if `member` is its group's
-/// tail.
+/// tail. `arrived`: the log just came (a duplicate is counted), not held here before.
 fn took(
     member: &mut Member,
     tail: Option<&mut Tail>,
     stats: &mut ReplicaStats,
     log: &LogView<'_>,
     now: u64,
+    arrived: bool,
 ) -> Result<bool, StmError> {
     match member.store.apply(log)? {
         ApplyOutcome::Applied => {
             stats.applied += 1;
-            member.hold_since = None;
             match tail {
                 Some(tail) => tail.note(log.deps().map(|d| d.partition.0)),
                 None => member.retention.retain(log, now),
@@ -866,7 +951,7 @@ fn took(
             Ok(true)
         }
         ApplyOutcome::Duplicate => {
-            stats.duplicates += 1;
+            stats.duplicates += u64::from(arrived);
             if let Some(tail) = tail {
                 tail.note(log.deps().map(|d| d.partition.0));
             }
@@ -874,6 +959,65 @@ fn took(
         }
         ApplyOutcome::Hold => Ok(false),
     }
+}
+
+/// Writes a retransmission request for `mb`'s group (docs/protocol.md, Loss): without `gaps`,
+/// a commit vector, MAX from `store`, for every log after it (its entries above 0, as many as
+/// fit: the predecessor takes an entry left out as 0 and answers with more logs than needed,
+/// which the requester skips as duplicates). With `gaps` (sorted by partition and start),
+/// pairs of vectors: the k-th names, for each partition with k + 1 gaps or more, the start and
+/// the end of its k-th gap; as many as fit.
+fn push_request(
+    w: &mut MessageWriter<'_>,
+    mb: u8,
+    store: &Store,
+    gaps: &[Gap],
+) -> Result<(), WireError> {
+    if gaps.is_empty() {
+        return w.push_cv(mb, store.vector_entries().take(w.cv_room()));
+    }
+    let partitions: Vec<&[Gap]> = gaps.chunk_by(|a, b| a.partition == b.partition).collect();
+    let pairs = partitions.iter().map(|p| p.len()).max().unwrap_or(0);
+    let entry = |seq: fn(&Gap) -> Seq| {
+        move |g: &Gap| DepEntry {
+            partition: g.partition,
+            seq: seq(g),
+        }
+    };
+    for k in 0..pairs {
+        let kth: SmallVec<[Gap; 16]> = partitions
+            .iter()
+            .filter_map(|p| p.get(k))
+            .copied()
+            .collect();
+        let fit = kth.len().min(w.cv_room().saturating_sub(1) / 2);
+        if fit == 0 {
+            break;
+        }
+        w.push_cv(mb, kth[..fit].iter().map(entry(|g| g.from)))?;
+        w.push_cv(mb, kth[..fit].iter().map(entry(|g| g.to)))?;
+    }
+    Ok(())
+}
+
+/// The gaps that pairs of commit vectors name ([`push_request`]), sorted by partition and
+/// start.
+fn read_gaps<'a>(mut cvs: impl Iterator<Item = CvView<'a>>) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    while let (Some(starts), Some(ends)) = (cvs.next(), cvs.next()) {
+        let pairs = starts.entries().zip(ends.entries());
+        gaps.extend(
+            pairs
+                .filter(|(s, e)| s.partition == e.partition)
+                .map(|(s, e)| Gap {
+                    partition: s.partition,
+                    from: s.seq,
+                    to: e.seq,
+                }),
+        );
+    }
+    gaps.sort_unstable_by_key(|g| (g.partition, g.from));
+    gaps
 }
 
 /// A propagating frame to `to` with as much of `outbox` as fits `out` (the rest stays).

@@ -12,7 +12,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use ftc_chain::ring::MbIndex;
 use ftc_chain::wire::LogView;
+use ftc_stm::{Partition, Seq};
 
 use crate::Wait;
 
@@ -56,6 +58,29 @@ impl ParkedLogs {
             logs.push((wait, bytes.into()));
         }
         self.len.store(logs.len(), Ordering::Release);
+    }
+
+    /// Whether a log of `mb`'s group is parked (frames of the group are held).
+    pub(crate) fn holds(&self, mb: MbIndex) -> bool {
+        !self.is_empty()
+            && self
+                .logs
+                .lock()
+                .is_ok_and(|logs| logs.iter().any(|(w, _)| w.middlebox == mb))
+    }
+
+    /// The dependencies of every parked log of `mb`'s group, to `held`: logs the server holds,
+    /// which a retransmission request need not bring again.
+    pub(crate) fn held(&self, mb: MbIndex, mut held: impl FnMut(Partition, Seq)) {
+        let Ok(logs) = self.logs.lock() else {
+            return;
+        };
+        let parked = logs.iter().filter(|(w, _)| w.middlebox == mb);
+        for log in parked.filter_map(|(_, b)| LogView::new_checked(b).ok()) {
+            for d in log.deps() {
+                held(d.partition, d.seq);
+            }
+        }
     }
 
     /// Offers every parked log to `step`, again and again while that frees more. `step` says

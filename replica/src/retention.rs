@@ -84,16 +84,13 @@ impl Retention {
         self.known.covers(log.kind(), log.deps())
     }
 
-    /// The retained logs a server whose MAX is `max` has not applied yet.
-    pub(crate) fn missing_at<'a>(
+    /// The retained update logs `wanted` (by a successor that asked for them).
+    pub(crate) fn asked_for<'a>(
         &'a self,
-        max: &'a CommitVector,
+        wanted: impl Fn(&LogView<'_>) -> bool + 'a,
     ) -> impl Iterator<Item = LogView<'a>> + 'a {
-        self.logs.iter().map(|(log, _)| log).filter(move |l| {
-            l.kind() == LogKind::Update
-                && l.deps()
-                    .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq))
-        })
+        let logs = self.logs.iter().map(|(log, _)| log);
+        logs.filter(move |l| l.kind() == LogKind::Update && wanted(l))
     }
 
     /// Retained logs not yet covered and last sent a resend timeout or longer before `now`

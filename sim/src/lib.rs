@@ -365,6 +365,7 @@ impl<'a> Sim<'a> {
         let Some(server) = self.lane_mut(node) else {
             return;
         };
+        server.caught_up(now);
         server.end_batch(now);
         let wake = server.take_wakeups();
         while let Some(out) = self.lane_mut(node).and_then(Server::poll_output) {
