@@ -163,10 +163,14 @@ impl Lane {
 
     /// The other lanes that have not caught up to `t` are to be woken: a request waits for them.
     pub(crate) fn poke_behind(&mut self, t: u64) {
-        let lanes = self.shared.caught_up.iter().enumerate();
-        self.poke |= lanes
-            .filter(|&(i, c)| i != self.index && i < 64 && c.load(Ordering::SeqCst) < t)
-            .fold(0, |set, (i, _)| set | 1 << i);
+        let caught_up = &self.shared.caught_up;
+        self.poke |= self.others(|i| caught_up[i].load(Ordering::SeqCst) < t);
+    }
+
+    /// The other lanes (of the first 64) that `pick` picks, as a bit set.
+    fn others(&self, pick: impl Fn(usize) -> bool) -> u64 {
+        let lanes = (0..self.shared.waiting.len().min(64)).filter(|&i| i != self.index);
+        lanes.filter(|&i| pick(i)).fold(0, |set, i| set | 1 << i)
     }
 
     /// Says whether this lane waits for news (held frames, packets at its buffer).
@@ -201,10 +205,8 @@ impl Lane {
         if !std::mem::take(&mut self.news) {
             return poke;
         }
-        let waiting = self.shared.waiting.iter().enumerate();
-        waiting
-            .filter(|&(i, w)| i != self.index && i < 64 && w.load(Ordering::SeqCst))
-            .fold(poke, |set, (i, _)| set | 1 << i)
+        let waiting = &self.shared.waiting;
+        poke | self.others(|i| waiting[i].load(Ordering::SeqCst))
     }
 }
 

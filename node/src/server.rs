@@ -712,9 +712,10 @@ impl<'a, P: Clone> Server<'a, P> {
 
     /// Keep the buffer of a message this server consumed, for its next message
     /// ([`Server::spare_bound`] at most), or, at another server, for the forwarder's
-    /// ([`MAX_SURPLUS`] at most): where a chain's messages are written (server 0) and where most are consumed (the
-    /// buffer's) are different threads, and a buffer freed on one thread and allocated again on
-    /// another costs both of them far more than passing it back a batch at a time.
+    /// ([`MAX_SURPLUS`] at most): where a chain's messages are written (server 0) and where most
+    /// are consumed (the buffer's) are different threads, and a buffer freed on one thread and
+    /// allocated again on another costs both of them far more than passing it back a batch at a
+    /// time.
     fn recycle(&mut self, mut msg: Vec<u8>) {
         if msg.capacity() == 0 {
             return;

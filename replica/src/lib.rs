@@ -809,12 +809,11 @@ impl Replica {
             let more: SmallVec<[CvView<'_>; 8]> =
                 std::iter::from_fn(|| cvs.next_if(|c| c.middlebox() == cv.middlebox())).collect();
             let mut max = CommitVector::new(self.partitions);
-            let gaps = match more.is_empty() {
-                true => {
-                    max.merge(cv.entries());
-                    None
-                }
-                false => Some(read_gaps(std::iter::once(cv).chain(more))),
+            let gaps = if more.is_empty() {
+                max.merge(cv.entries());
+                None
+            } else {
+                Some(read_gaps(std::iter::once(cv).chain(more)))
             };
             let wanted = |log: &LogView<'_>| match &gaps {
                 None => log
