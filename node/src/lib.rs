@@ -11,6 +11,7 @@ pub mod links;
 pub mod netns;
 pub mod nsh;
 pub mod packet;
+pub mod prefetch;
 pub mod runtime;
 pub mod serve;
 pub mod server;

@@ -9,10 +9,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ftc_chain::middleboxes::packet::{parse, FlowKey, Parsed};
 use ftc_chain::ring::{MbIndex, ServerId};
 use hdrhistogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::commit_check::CommitCheck;
 use crate::lanes::lanes_for;
+use crate::prefetch;
 use crate::server::port_of;
 use crate::server::ExportParts;
 use crate::{Frame, Output, Packet, Server};
@@ -337,10 +338,42 @@ pub(crate) fn recv_until(
 }
 
 /// A batch of messages: `first` (if any), then those already waiting, [`BATCH`] at most.
-pub(crate) fn batch(first: Option<Msg>, rx: &Receiver<Msg>) -> impl Iterator<Item = Msg> + '_ {
-    first
-        .into_iter()
-        .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH))
+/// Taking the next one asks the CPU for the bytes of the one after it (its packet and its
+/// message), so that their cache misses (the sending thread's core wrote them) overlap with
+/// handling this one instead of stalling the next.
+pub(crate) fn batch<'b>(
+    first: Option<Msg>,
+    rx: &Receiver<Msg>,
+    queue: &'b mut VecDeque<Msg>,
+) -> impl Iterator<Item = Msg> + 'b {
+    queue.extend(first);
+    queue.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH));
+    if let Some(m) = queue.front() {
+        m.prefetch();
+    }
+    std::iter::from_fn(move || {
+        let m = queue.pop_front()?;
+        if let Some(next) = queue.front() {
+            next.prefetch();
+        }
+        Some(m)
+    })
+}
+
+impl Msg {
+    /// Asks for the first bytes of what handling this message reads first.
+    fn prefetch(&self) {
+        match self {
+            Msg::Ingress(p) => prefetch::read(&p.bytes),
+            Msg::Frame { frame, .. } => {
+                if let Some(p) = &frame.packet {
+                    prefetch::read(&p.bytes);
+                }
+                prefetch::read(&frame.msg);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl<C> Shared<'_, C> {
@@ -365,7 +398,7 @@ pub enum Ended<'a> {
 }
 
 /// Messages handled per batch at most.
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 
 /// What a server's heartbeat thread reads of it.
 #[derive(Debug)]
@@ -426,6 +459,7 @@ fn run<'a, C: Fn() -> u64>(
     let mut was_congested = false;
     let me = server.id();
     let mut sink = Sink::new(format!("server {} lane {}", me.0, server.lane()));
+    let mut queue = VecDeque::with_capacity(BATCH + 1);
     let now = &shared.now;
     if let Some(check) = shared.commits {
         check.register(&server);
@@ -440,7 +474,7 @@ fn run<'a, C: Fn() -> u64>(
         if first.is_none() {
             server.handle_timeout(t);
         }
-        for msg in batch(first, rx) {
+        for msg in batch(first, rx, &mut queue) {
             match msg {
                 Msg::Ingress(packet) => {
                     let port = port_of(packet.dir);

@@ -760,6 +760,10 @@ impl<'a, P: Clone> Server<'a, P> {
             return Vec::new();
         }
         let mut msg = self.spare.pop().unwrap_or_default();
+        // The next message's buffer, likely last written on another server's core.
+        if let Some(next) = self.spare.last() {
+            crate::prefetch::write(next);
+        }
         msg.clear();
         // Room for what the next servers add, so that a message grows on its way rarely.
         msg.reserve(len.max(MESSAGE_ROOM));
