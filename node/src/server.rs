@@ -18,7 +18,7 @@ use ftc_buffer::{Buffer, BufferConfig, Packet as BufferPacket};
 use ftc_chain::middlebox::{process_packet, Ctx, Direction, Frame as MbFrame, Middlebox, Verdict};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_chain::wire::{MessageView, MessageWriter, WireError};
+use ftc_chain::wire::{MessageView, MessageWriter, WireError, Written};
 use ftc_forwarder::{Forwarder, ForwarderConfig, Ingress, Port, Rejected};
 use ftc_replica::{
     Admit, GroupState, ParkedLogs, Replica, ReplicaConfig, ReplicaError, FLAG_ANNOUNCE_REQUEST,
@@ -975,21 +975,23 @@ impl<'a, P: Clone> Server<'a, P> {
                 }
             }
         }
-        let len = match self.run_middlebox_and_build(now, &mut frame.packet, view.as_ref()) {
-            Ok(len) => len,
+        let written = match self.run_middlebox_and_build(now, &mut frame.packet, view.as_ref()) {
+            Ok(written) => written,
             Err(e) => {
                 self.fail(e);
                 return false;
             }
         };
         if self.me == self.last {
-            self.at_the_end(now, view.as_ref(), frame.packet.take(), len);
+            self.at_the_end(now, view.as_ref(), frame.packet.take(), written);
             self.recycle(frame.msg);
         } else {
             // The incoming message is read: its buffer carries the next one (buffers stay with
             // their frames instead of piling up here and running short at the ingress).
             frame.msg.clear();
-            frame.msg.extend_from_slice(&self.wbuf[..len]);
+            frame
+                .msg
+                .extend_from_slice(&self.wbuf[..written.map_or(0, |w| w.len())]);
             frame.flags = 0;
             self.outputs.push_back(Output::Send {
                 to: self.ring.next_server(self.me),
@@ -1000,13 +1002,13 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// The packet transaction (if this server heads a group and the frame carries a packet) and
-    /// the outgoing message, into the write buffer; its length.
+    /// the outgoing message, into the write buffer (none without a replica: NF).
     fn run_middlebox_and_build(
         &mut self,
         now: u64,
         packet: &mut Option<Packet<P>>,
         view: Option<&MessageView<'_>>,
-    ) -> Result<usize, ServerError> {
+    ) -> Result<Option<Written>, ServerError> {
         let me = self.me.0;
         let budget = match packet {
             Some(_) => self.config.trailer_budget,
@@ -1034,8 +1036,10 @@ impl<'a, P: Clone> Server<'a, P> {
                     });
                 }
                 let built = match (&mut self.replica, view) {
-                    (Some(r), Some(v)) => r.build_message(now, v, Some(&rec), out, budget),
-                    _ => Ok(0),
+                    (Some(r), Some(v)) => {
+                        r.build_message(now, v, Some(&rec), out, budget).map(Some)
+                    }
+                    _ => Ok(None),
                 };
                 if verdict == Verdict::Drop {
                     self.stats.dropped += 1;
@@ -1048,22 +1052,22 @@ impl<'a, P: Clone> Server<'a, P> {
                 built
             }
             _ => match (&mut self.replica, view) {
-                (Some(r), Some(v)) => r.build_message(now, v, none, out, budget),
-                _ => Ok(0),
+                (Some(r), Some(v)) => r.build_message(now, v, none, out, budget).map(Some),
+                _ => Ok(None),
             },
         };
         len.map_err(|source| ServerError::Replica { server: me, source })
     }
 
     /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF). Its
-    /// message is the first `len` bytes of the write buffer; it is copied out only if the buffer
-    /// refuses the packet and it must wait.
+    /// message is the one `written` at the start of the write buffer (not checked again); it is
+    /// copied out only if the buffer refuses the packet and it must wait.
     fn at_the_end(
         &mut self,
         now: u64,
         incoming: Option<&MessageView<'_>>,
         packet: Option<Packet<P>>,
-        len: usize,
+        written: Option<Written>,
     ) {
         let Some(buffer) = self.buffer.as_mut() else {
             if let Some(packet) = packet {
@@ -1075,8 +1079,11 @@ impl<'a, P: Clone> Server<'a, P> {
         if let Some(v) = incoming {
             buffer.handle_incoming_cvs(v);
         }
-        let msg = &self.wbuf[..len];
-        let view = match MessageView::new_checked(msg) {
+        let msg = &self.wbuf[..written.map_or(0, |w| w.len())];
+        let view = match written.map_or_else(
+            || MessageView::new_checked(msg),
+            |w| MessageView::written(msg, w),
+        ) {
             Ok(v) => v,
             Err(source) => {
                 return self.fail(ServerError::Wire {

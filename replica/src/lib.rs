@@ -39,7 +39,9 @@ use std::sync::Arc;
 
 use ftc_chain::outbox::Outbox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_chain::wire::{CommitVector, CvView, LogView, MessageView, MessageWriter, WireError};
+use ftc_chain::wire::{
+    CommitVector, CvView, LogView, MessageView, MessageWriter, WireError, Written,
+};
 use ftc_stm::{ApplyOutcome, DepEntry, LogKind, LogSource, Partition, Seq, StmError, Store};
 use smallvec::SmallVec;
 
@@ -664,7 +666,8 @@ impl Replica {
         }
     }
 
-    /// Write the message a frame carries on into `out`: the incoming logs less those this server
+    /// Write the message a frame carries on into `out` (what it wrote: its length, and a view of
+    /// it through [`MessageView::written`]): the incoming logs less those this server
     /// tails, `own` (this server's log, if it heads a group), the commit vectors still on their
     /// way, and the commit vector of the group this server tails.
     ///
@@ -680,7 +683,7 @@ impl Replica {
         own: Option<&impl LogSource>,
         out: &mut [u8],
         budget: usize,
-    ) -> Result<usize, ReplicaError> {
+    ) -> Result<Written, ReplicaError> {
         let me = self.me.0;
         let mut w = MessageWriter::new(out, 0)?;
         let mut deferred = false;
@@ -730,7 +733,7 @@ impl Replica {
             }
         }
         self.announce_commit_vector(now, &mut w, budget)?;
-        Ok(w.finish())
+        Ok(w.finish_written())
     }
 
     /// As the tail of a group: the entries of its MAX that moved since last announced, and those

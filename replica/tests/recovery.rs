@@ -36,7 +36,10 @@ fn hop(r: &mut Replica, now: u64, msg: &[u8], own: Option<&CommitRecord<'_>>) ->
         Admit::Hold { .. } => None,
         Admit::Ready => {
             let mut out = vec![0; BUDGET];
-            let len = r.build_message(now, &view, own, &mut out, BUDGET).unwrap();
+            let len = r
+                .build_message(now, &view, own, &mut out, BUDGET)
+                .unwrap()
+                .len();
             out.truncate(len);
             Some(out)
         }

@@ -48,7 +48,10 @@ fn hop(
         Admit::Hold { .. } => None,
         Admit::Ready => {
             let mut out = vec![0; BUDGET];
-            let len = r.build_message(now, &view, own, &mut out, BUDGET).unwrap();
+            let len = r
+                .build_message(now, &view, own, &mut out, BUDGET)
+                .unwrap()
+                .len();
             out.truncate(len);
             Some(out)
         }
@@ -483,7 +486,8 @@ fn own_logs_stay_with_the_packet_and_other_logs_overflow() {
     let mut out = vec![0; BUDGET];
     let len = rs[0]
         .build_message(0, &view, Some(&rec), &mut out, 16)
-        .unwrap();
+        .unwrap()
+        .len();
     let sent = repr(&out[..len]);
     assert_eq!(
         sent.logs.iter().map(|l| l.middlebox).collect::<Vec<_>>(),

@@ -22,6 +22,7 @@
 
 use ftc_stm::{DepEntry, LogKind, LogSource, Partition, Seq, Write};
 
+use super::writer::Written;
 use super::WireError;
 
 /// Version of the piggyback message format.
@@ -361,6 +362,29 @@ impl<'a> MessageView<'a> {
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
         let cvs_start = checked(|| check_message(bytes), || check_message(bytes))?;
         Ok(MessageView { bytes, cvs_start })
+    }
+
+    /// A view of a message this process just wrote, without checking it again (a
+    /// [`MessageWriter`](super::MessageWriter) writes valid messages only): `bytes` are the
+    /// bytes `written` describes. Bytes whose header differs from what was written are checked
+    /// in full instead.
+    #[inline]
+    pub fn written(bytes: &'a [u8], written: Written) -> Result<Self, WireError> {
+        let same = bytes.len() == written.len
+            && bytes.first() == Some(&MESSAGE_VERSION)
+            && bytes.get(2..MESSAGE_HEADER_LEN) == Some(&written.counts[..]);
+        if !same {
+            return Self::new_checked(bytes);
+        }
+        debug_assert_eq!(
+            check_message::<WireError>(bytes),
+            Ok(written.cvs_start),
+            "a writer's message that is not valid"
+        );
+        Ok(MessageView {
+            bytes,
+            cvs_start: written.cvs_start,
+        })
     }
 
     /// The whole message.

@@ -26,7 +26,7 @@ pub use message::{
 };
 pub use nsh::{carries_ftc_context, NshFrame, NshRepr, CONTEXT_CLASS, CONTEXT_TYPE, ETHERTYPE_NSH};
 pub use repr::{CvRepr, LogRepr, MessageRepr};
-pub use writer::{encoded_cv_len, encoded_log_len, Counted, MessageWriter};
+pub use writer::{encoded_cv_len, encoded_log_len, Counted, MessageWriter, Written};
 
 /// Why bytes are not a valid frame or message, or why an encoding did not fit.
 ///

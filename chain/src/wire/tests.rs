@@ -331,6 +331,37 @@ fn writer_rejects_rule_breaks() {
 }
 
 #[test]
+fn writer_refuses_a_log_after_a_commit_vector() {
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    let log = message_repr().logs[0].clone();
+    assert_eq!(w.push_cv(1, [dep(0, 3)].into_iter()), Ok(()));
+    assert!(matches!(w.push_log(0, &log), Err(WireError::BadMessage(_))));
+    assert_eq!(w.log_count(), 0);
+    let written = w.finish_written();
+    let view = MessageView::written(&buf[..written.len()], written).expect("valid");
+    assert_eq!(view.logs().count(), 0);
+    assert_eq!(view.commit_vectors().count(), 1);
+}
+
+#[test]
+fn a_written_view_of_other_bytes_checks_them() {
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    assert_eq!(w.push_cv(1, [dep(0, 3)].into_iter()), Ok(()));
+    let written = w.finish_written();
+    let n = written.len();
+    // Cut short, or another message of the same length: checked in full, as bytes from outside.
+    assert_eq!(
+        MessageView::written(&buf[..n - 1], written),
+        Err(WireError::Truncated)
+    );
+    let mut other = buf;
+    other[2] = 1;
+    assert!(MessageView::written(&other[..n], written).is_err());
+}
+
+#[test]
 fn limits_of_the_fixed_width_fields() {
     // A log must fit its u16 length: a 65535-byte value cannot.
     let mut log = message_repr().logs[0].clone();
@@ -517,6 +548,22 @@ proptest! {
         }
         let n = w.finish();
         prop_assert_eq!(&buf[..n], &encode(&pushed)[..]);
+    }
+
+    #[test]
+    fn a_written_view_is_the_checked_view(r in message_repr_strategy()) {
+        let mut buf = vec![0u8; r.buffer_len()];
+        let mut w = MessageWriter::new(&mut buf, r.flags).expect("header fits");
+        for log in &r.logs {
+            prop_assert_eq!(w.push_log(log.middlebox, log), Ok(()));
+        }
+        for cv in &r.cvs {
+            prop_assert_eq!(w.push_cv(cv.middlebox, cv.entries.iter().copied()), Ok(()));
+        }
+        let written = w.finish_written();
+        let bytes = &buf[..written.len()];
+        prop_assert_eq!(bytes, &encode(&r)[..]);
+        prop_assert_eq!(MessageView::written(bytes, written), MessageView::new_checked(bytes));
     }
 
     #[test]

@@ -25,8 +25,33 @@ pub struct MessageWriter<'b> {
     rest: &'b mut [u8],
     /// The length of the buffer: the message is what `rest` no longer holds of it.
     buf_len: usize,
+    /// Where the logs end (and the commit vectors start): logs come first.
+    logs_end: usize,
     log_count: u16,
     cv_count: u16,
+}
+
+/// A message a [`MessageWriter`] finished ([`MessageWriter::finish_written`]): its length and
+/// layout, so that [`MessageView::written`](super::MessageView::written) views it without
+/// checking it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub(super) len: usize,
+    pub(super) cvs_start: usize,
+    /// The header's count fields as written.
+    pub(super) counts: [u8; 4],
+}
+
+impl Written {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a message has a header. (For clippy's `len_without_is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 impl<'b> MessageWriter<'b> {
@@ -42,6 +67,7 @@ impl<'b> MessageWriter<'b> {
             header,
             rest,
             buf_len,
+            logs_end: MESSAGE_HEADER_LEN,
             log_count: 0,
             cv_count: 0,
         })
@@ -142,8 +168,13 @@ impl<'b> MessageWriter<'b> {
     /// Counts the `n` bytes after the message, just written, as one more log; returns them.
     #[inline(always)]
     fn add_log(&mut self, n: usize) -> Result<&'b [u8], WireError> {
+        if self.cv_count > 0 {
+            return Err(WireError::BadMessage("a log after a commit vector"));
+        }
         self.log_count = self.log_count.checked_add(1).ok_or(WireError::NoRoom)?;
-        Ok(self.advance(n))
+        let log = self.advance(n);
+        self.logs_end = self.len();
+        Ok(log)
     }
 
     /// Appends a commit vector of middlebox `middlebox` with sparse `entries` (partitions strictly
@@ -183,11 +214,20 @@ impl<'b> MessageWriter<'b> {
 
     /// Writes the counts into the header; returns the length of the message.
     pub fn finish(self) -> usize {
+        self.finish_written().len
+    }
+
+    /// [`MessageWriter::finish`], with what a view of the message needs to skip checking it.
+    pub fn finish_written(self) -> Written {
         // Both counts in one store: a reader that loads them right after (a decode of the
         // message) then gets them from the store buffer instead of waiting on two stores.
         let [_, _, counts @ ..] = self.header;
         *counts = (u32::from(self.log_count) | u32::from(self.cv_count) << 16).to_le_bytes();
-        self.buf_len - self.rest.len()
+        Written {
+            len: self.buf_len - self.rest.len(),
+            cvs_start: self.logs_end,
+            counts: *counts,
+        }
     }
 }
 
