@@ -337,27 +337,40 @@ pub(crate) fn recv_until(
     }
 }
 
-/// A batch of messages: `first` (if any), then those already waiting, [`BATCH`] at most.
+/// A server thread's batch of messages: taken off its inbox at once, then handled one by one.
 /// Taking the next one asks the CPU for the bytes of the one after it (its packet and its
 /// message), so that their cache misses (the sending thread's core wrote them) overlap with
 /// handling this one instead of stalling the next.
-pub(crate) fn batch<'b>(
-    first: Option<Msg>,
-    rx: &Receiver<Msg>,
-    queue: &'b mut VecDeque<Msg>,
-) -> impl Iterator<Item = Msg> + 'b {
-    queue.extend(first);
-    queue.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH));
-    if let Some(m) = queue.front() {
-        m.prefetch();
+#[derive(Debug, Default)]
+pub(crate) struct Batch(VecDeque<Msg>);
+
+impl Batch {
+    /// Takes `first` (if any), then those already waiting, [`BATCH`] at most.
+    pub(crate) fn fill(&mut self, first: Option<Msg>, rx: &Receiver<Msg>) {
+        self.0.extend(first);
+        self.0
+            .extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH));
+        if let Some(m) = self.0.front() {
+            m.prefetch();
+        }
     }
-    std::iter::from_fn(move || {
-        let m = queue.pop_front()?;
-        if let Some(next) = queue.front() {
+
+    /// What is left of the batch, taken out (a killed server's: it counts their packets lost).
+    fn rest(&mut self) -> std::collections::vec_deque::Drain<'_, Msg> {
+        self.0.drain(..)
+    }
+}
+
+impl Iterator for Batch {
+    type Item = Msg;
+
+    fn next(&mut self) -> Option<Msg> {
+        let m = self.0.pop_front()?;
+        if let Some(next) = self.0.front() {
             next.prefetch();
         }
         Some(m)
-    })
+    }
 }
 
 impl Msg {
@@ -398,7 +411,7 @@ pub enum Ended<'a> {
 }
 
 /// Messages handled per batch at most.
-pub(crate) const BATCH: usize = 64;
+const BATCH: usize = 64;
 
 /// What a server's heartbeat thread reads of it.
 #[derive(Debug)]
@@ -459,7 +472,7 @@ fn run<'a, C: Fn() -> u64>(
     let mut was_congested = false;
     let me = server.id();
     let mut sink = Sink::new(format!("server {} lane {}", me.0, server.lane()));
-    let mut queue = VecDeque::with_capacity(BATCH + 1);
+    let mut batch = Batch::default();
     let now = &shared.now;
     if let Some(check) = shared.commits {
         check.register(&server);
@@ -474,7 +487,8 @@ fn run<'a, C: Fn() -> u64>(
         if first.is_none() {
             server.handle_timeout(t);
         }
-        for msg in batch(first, rx, &mut queue) {
+        batch.fill(first, rx);
+        while let Some(msg) = batch.next() {
             match msg {
                 Msg::Ingress(packet) => {
                     let port = port_of(packet.dir);
@@ -522,7 +536,7 @@ fn run<'a, C: Fn() -> u64>(
                     // Its state is gone with it (the head's store can be restored into).
                     drop(server);
                     let _ = shared.credit.send(left);
-                    black_hole(rx, &mut sink, &shared.credit);
+                    black_hole(batch.rest().chain(rx), &mut sink, &shared.credit);
                     return (Ended::Killed, sink);
                 }
                 Msg::Spare(buffers) => server.take_spare(buffers),
@@ -589,10 +603,11 @@ fn die(server: &mut Server<'_, u64>, sink: &mut Sink) -> u64 {
     lost
 }
 
-/// What a dead server's address does until the run ends: swallow everything (a state
-/// transfer asking it gets no answer), counting the packets lost in it.
-fn black_hole(rx: &Receiver<Msg>, sink: &mut Sink, credit: &Sender<u64>) {
-    for msg in rx {
+/// What a dead server's address does until the run ends: swallow everything (what was left of
+/// its last batch, then its inbox; a state transfer asking it gets no answer), counting the
+/// packets lost in it.
+fn black_hole(msgs: impl Iterator<Item = Msg>, sink: &mut Sink, credit: &Sender<u64>) {
+    for msg in msgs {
         let lost = match msg {
             Msg::Stop => return,
             Msg::Ingress(_) => 1,

@@ -97,3 +97,54 @@ fn servers_with_several_lanes_check_out() {
             .is_some_and(|b| r.busy.iter().all(|o| o.busy <= b.busy)));
     }
 }
+
+/// A server killed in the middle of a batch counts every packet it had taken in as lost: those
+/// it handled (their frames not sent yet), and those after the kill in the same batch, which
+/// never reach its inbox's black hole.
+#[test]
+fn a_server_killed_mid_batch_loses_no_packet_from_the_count() {
+    use ftc_chain::middlebox::Direction;
+    use ftc_node::runtime::{chain_lanes, Harness};
+    use ftc_node::serve::{serve, Ended, Msg, Routes};
+    use ftc_node::traffic::request;
+    use ftc_node::{Heads, Packet, ServerConfig};
+
+    let spec = spec("ch-2.toml");
+    let ring = spec.ring();
+    let heads = Heads::new(&spec, |m| m.threads).unwrap();
+    let config = ServerConfig::default();
+    let (lanes, hops) = chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
+    let routes = Routes::with_lanes(hops);
+    let harness = Harness::new();
+    let shared = harness.shared(None);
+    let (server, rx) = lanes.into_iter().next().expect("server 0");
+    let packet = |i: u64| {
+        Msg::Ingress(Packet {
+            handle: i,
+            flow: i % 4,
+            dir: Direction::Outbound,
+            bytes: request((i % 4) as u32, 1, 128),
+        })
+    };
+    // All in the inbox before the thread looks: one batch of 10 packets, the kill, 5 more.
+    let inbox = routes.get(0);
+    for i in 0..10 {
+        inbox.send(packet(i)).unwrap();
+    }
+    inbox.send(Msg::Kill).unwrap();
+    for i in 10..15 {
+        inbox.send(packet(i)).unwrap();
+    }
+    let (ended, sink) = std::thread::scope(|s| {
+        let thread = s.spawn(|| serve(server, &rx, routes.all(), 0, &shared));
+        // The end of the run, after the batch (a stop in the batch itself went missing too).
+        std::thread::sleep(Duration::from_millis(50));
+        inbox.send(Msg::Stop).unwrap();
+        thread.join().expect("the server thread ends")
+    });
+    assert!(matches!(ended, Ended::Killed));
+    assert_eq!(
+        sink.lost, 15,
+        "every packet the killed server took in is lost"
+    );
+}

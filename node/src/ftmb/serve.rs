@@ -1,12 +1,10 @@
 //! The FTMB stations' threads over the in-memory transport: each runs a [`Station`] on the
 //! runtime's messages ([`Msg`]) in batches, as [`crate::serve`] runs a [`crate::Server`].
 
-use std::collections::VecDeque;
-
 use crossbeam_channel::Receiver;
 
 use super::station::Station;
-use crate::serve::{batch, recv_until, send_frame, Hops, Msg, Shared, Sink, BATCH};
+use crate::serve::{recv_until, send_frame, Batch, Hops, Msg, Shared, Sink};
 
 /// Run `station` until stopped: customer packets and frames in, its outputs to the stations
 /// `routes` reach (one lane each) or out of the chain; a master's snapshots when due. The
@@ -18,7 +16,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     shared: &Shared<'_, C>,
 ) -> (Station<'a, u64>, Sink) {
     let mut sink = Sink::new(station.name());
-    let mut queue = VecDeque::with_capacity(BATCH + 1);
+    let mut batch = Batch::default();
     let mut was_congested = false;
     let me = station.id();
     let now = &shared.now;
@@ -31,7 +29,8 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
         }
         let (mut stop, mut left) = (false, 0);
         let t = now();
-        for msg in batch(first, rx, &mut queue) {
+        batch.fill(first, rx);
+        for msg in batch.by_ref() {
             match msg {
                 Msg::Ingress(packet) => {
                     if let Err(packet) = station.handle_ingress(t, packet) {
