@@ -1016,7 +1016,7 @@ impl<'a, P: Clone> Server<'a, P> {
         };
         let out = &mut self.wbuf[..];
         let none = None::<&ftc_stm::CommitRecord<'_>>;
-        let len = match (&mut self.head, packet.as_mut()) {
+        let written = match (&mut self.head, packet.as_mut()) {
             (Some((mb, middlebox, worker)), Some(pkt)) => {
                 self.stats.transactions += 1;
                 let (verdict, rec) = transact(
@@ -1056,7 +1056,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 _ => Ok(None),
             },
         };
-        len.map_err(|source| ServerError::Replica { server: me, source })
+        written.map_err(|source| ServerError::Replica { server: me, source })
     }
 
     /// The frame leaves the last server: into the buffer (FTC), out of the chain (NF). Its
