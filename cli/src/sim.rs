@@ -23,7 +23,9 @@ pub struct SimArgs {
     /// would put more than f servers down waits for the recovery, so all N happen), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
-    /// Requests per seed (each released request comes back as a reply), 1 to 1000000.
+    /// Requests per seed (each released request comes back as a reply), 1 to 1000000. A seed
+    /// that recovered from failures offers as many again, without faults, to the recovered
+    /// chain once it is quiet.
     #[arg(long, default_value_t = SimConfig::default().packets)]
     packets: u32,
     /// Flows the requests are spread over, 1 to 16777216.
@@ -66,6 +68,8 @@ struct Summary {
     failures: u64,
     recoveries: u64,
     lost_to_failures: u64,
+    /// Packets released by the recovered chains, in the round of traffic offered after them.
+    released_after_recovery: u64,
     violations: Vec<Failure>,
 }
 
@@ -114,6 +118,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         failures: 0,
         recoveries: 0,
         lost_to_failures: 0,
+        released_after_recovery: 0,
         violations: Vec::new(),
     };
     for seed in args.first_seed..args.first_seed + args.seeds {
@@ -139,6 +144,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.failures += r.failures;
         s.recoveries += r.recoveries;
         s.lost_to_failures += r.lost_to_failures;
+        s.released_after_recovery += r.released_after_recovery;
         if !r.violations.is_empty() {
             let replay = format!(
                 "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {} --hold-bound {} --buffer-packets {} --trailer-budget {}",
@@ -194,8 +200,13 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         }
         if s.crashes_requested > 0 || s.failures > 0 {
             println!(
-                "failures: {} of {} crash events, {} servers failed, {} recoveries, {} packets lost with them",
-                s.crashes_run, s.crashes_requested, s.failures, s.recoveries, s.lost_to_failures
+                "failures: {} of {} crash events, {} servers failed, {} recoveries, {} packets lost with them; then {} packets released by the recovered chains",
+                s.crashes_run,
+                s.crashes_requested,
+                s.failures,
+                s.recoveries,
+                s.lost_to_failures,
+                s.released_after_recovery
             );
         }
         println!(

@@ -159,7 +159,8 @@ fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
 }
 
 /// `crash=N` on runs too short for the failures to be recovered one by one while traffic is
-/// offered: every crash event asked for still happens, and the report says how many did.
+/// offered: every crash event asked for still happens, the report says how many did, and the
+/// recovered chains carry the traffic offered after them.
 #[test]
 fn sim_runs_every_crash_asked_for_and_reports_them() {
     let args = [
@@ -179,6 +180,8 @@ fn sim_runs_every_crash_asked_for_and_reports_them() {
     assert_eq!(r["crashes_run"], 25, "{r}");
     // f = 1: each event kills one server.
     assert_eq!(r["failures"], 25, "{r}");
+    // Then the recovered chains carry each seed's 20 requests again, and their replies.
+    assert_eq!(r["released_after_recovery"], 200, "{r}");
     assert!(!err.contains("warning"), "{err}");
     let (code, out, _) = ftc(&args);
     assert_eq!(code, 0, "{out}");

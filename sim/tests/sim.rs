@@ -199,7 +199,9 @@ fn failures() -> Faults {
 /// DESIGN.md §8 and §10 under crashes of up to f servers at once and lost heartbeats (which
 /// make the orchestrator replace live servers), on top of every network fault: every recovery
 /// keeps each released packet's writes, and at the end every packet that was not lost to a
-/// failure is released and every store equals its head.
+/// failure is released and every store equals its head. The recovered chain then carries a
+/// second round of requests in full: each request and its reply leave, and the replicas follow
+/// the replacements' heads.
 #[test]
 fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
     let (mut recoveries, mut failed) = (0, 0);
@@ -218,6 +220,10 @@ fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
             report.violations.is_empty(),
             "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: ftc sim SPEC --seeds 1 --first-seed {seed} --packets 60 --faults loss,reorder,dup,delay,crash=3,heartbeat",
             report
+        );
+        assert_eq!(
+            report.released_after_recovery, 120,
+            "seed {seed} (k={k}, f={f}): the recovered chain lost requests or replies"
         );
         recoveries += report.recoveries;
         failed += report.failures;
