@@ -360,6 +360,20 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
         let node = format!("node {i} data 10.77.{x}.{}:", 10 + i);
         assert!(deployed.contains(&node), "{deployed}");
     }
+    // A second run of the same lab is refused before it touches anything (it would take the
+    // same edges and write over the secret the first one's nodes use); the first goes on, and
+    // recovers below.
+    let second = ftc()
+        .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl3"])
+        .args(["--transport", "udp", "--duration", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("a chain runs in lab ftcl3 already (process "),
+        "{err}"
+    );
     // Kill node 1: its replacement starts in ftcl3-s1, on the same address.
     let pids = ip(&["netns", "pids", &lab.ns("s1")]);
     let node_1: i32 = pids.trim().parse().unwrap_or_else(|_| panic!("{pids}"));

@@ -68,6 +68,30 @@ pub fn secret_path(name: &LabName) -> PathBuf {
     PathBuf::from(STATE_DIR).join(format!("lab-{name}.secret"))
 }
 
+/// The file a run of lab `name` holds locked while it runs, with its process id in it.
+pub fn run_lock_path(name: &LabName) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("lab-{name}.run"))
+}
+
+/// Take an exclusive `flock` on `file`, waiting for it when `wait`; `Ok(false)` when it is held
+/// elsewhere and `!wait`. The lock goes when the file is closed, also when the process dies.
+pub(super) fn flock(file: &File, wait: bool) -> io::Result<bool> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock takes an open descriptor (the file's, open while `file` lives) and touches
+    // no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        return Ok(true);
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == io::ErrorKind::WouldBlock && !wait => Ok(false),
+        e => Err(e),
+    }
+}
+
 /// Whether this host can run a lab: root, with `ip` and `sysctl`.
 pub fn check_host() -> Result<(), LabError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -98,15 +122,11 @@ impl Lock {
                 path: path.clone(),
                 source,
             })?;
-        // SAFETY: flock takes an open descriptor (the file's, open while `file` lives) and
-        // touches no memory.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LabError::File {
-                what: "cannot lock",
-                path,
-                source: io::Error::last_os_error(),
-            });
-        }
+        flock(&file, true).map_err(|source| LabError::File {
+            what: "cannot lock",
+            path,
+            source,
+        })?;
         Ok(Lock { _file: file })
     }
 }
@@ -318,7 +338,7 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
         }
         links.is_empty()
     });
-    for path in [state_path(name), secret_path(name)] {
+    for path in [state_path(name), secret_path(name), run_lock_path(name)] {
         match std::fs::remove_file(&path) {
             Ok(()) => down.recorded |= path == state_path(name),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::apply::secret_path;
+use super::apply::{flock, run_lock_path, secret_path, STATE_DIR};
 use super::procs::{spawn, Group};
 use super::topology::Topology;
 use crate::control::Peer;
@@ -145,6 +145,56 @@ pub enum DeployError {
     Timeout(&'static str),
     #[error("interrupted before the chain was deployed")]
     Interrupted,
+    #[error(
+        "a chain runs in lab {name} already ({by}): stop it first, or use another lab (`ftc lab up --name`)"
+    )]
+    Busy { name: String, by: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+}
+
+/// Held while a chain runs in a lab (`ftc lab run`, `ftc lab demo`, `ftc bench --transport
+/// xdp`): a second run would take the same edge interfaces and write over the first one's
+/// secret file. The lock goes with the file, also when the process dies.
+#[derive(Debug)]
+pub(super) struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    fn take(t: &Topology) -> Result<RunLock, DeployError> {
+        use std::io::{Read, Seek};
+        let path = run_lock_path(&t.name);
+        let error = |source| DeployError::Lock {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(STATE_DIR).map_err(error)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(error)?;
+        if !flock(&file, false).map_err(error)? {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let by = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("process {pid}"),
+            };
+            return Err(DeployError::Busy {
+                name: t.name.to_string(),
+                by,
+            });
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .map_err(error)?;
+        Ok(RunLock { _file: file })
+    }
 }
 
 /// What the orchestrator's standard error says that the run waits for.
@@ -186,6 +236,7 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<(), DeployError> {
     let t = &config.topology;
+    let run_lock = RunLock::take(t)?;
     let secret = secret_path(&t.name);
     write_secret(&secret)?;
     let mut orchestrator = Command::new(&config.exe);
@@ -215,6 +266,7 @@ pub fn run(
         orchestrator: child,
         nodes: Vec::new(),
         secret,
+        _run_lock: run_lock,
     };
     let started = Instant::now();
     let control = wait(&mut group, &said, (started, stop), LISTENING, |s| match s {

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::deploy::RunLock;
+
 /// How long the processes get to stop by themselves before they are killed.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -20,6 +22,8 @@ pub(super) struct Group {
     pub nodes: Vec<(u16, Child)>,
     /// The run's secret file, removed with the group.
     pub secret: PathBuf,
+    /// The lab is this run's until the group is gone (dropped after the processes stopped).
+    pub _run_lock: RunLock,
 }
 
 impl Group {
