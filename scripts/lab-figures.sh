@@ -5,13 +5,15 @@
 #   2. per chain (Ch-2 … Ch-5, Ch-Rec): FTC and NF flat out (throughput, FTC/NF), then both paced
 #      at half of FTC's flat-out rate, with the round-trip probe: p50/p99 round trips and the
 #      latency FTC adds per middlebox, (p50 FTC − p50 NF) / (2 × middleboxes), since a round
-#      trip crosses every middlebox twice.
+#      trip crosses every middlebox twice. The paced runs take PACED_ROUNDS (default 3) rounds
+#      per mode and report the medians: one run's p50 moves by tens of µs on this VM.
 # Each run downloads SIZE_MB (default 200) MB with curl; FTC and NF runs alternate.
 #
 #   sudo scripts/lab-figures.sh [SIZE_MB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-200}
+rounds=${PACED_ROUNDS:-3}
 ftc=target/release/ftc
 [ -x "$ftc" ] || cargo build --release -p ftc
 out=$(mktemp -d)
@@ -34,6 +36,8 @@ field() { python3 -c "import json,sys; r=json.load(open('$out/$1.json')); print(
 demo specs/forward.toml fwd --mode nf
 echo "plain forwarding (specs/forward.toml, NF, 3 servers): $(field fwd "f\"{r['throughput_mbit_s']:.0f} Mbit/s, {r['frames_per_s']:.0f} frames/s, RTT p50 {r['rtt_us']['p50']:.0f} µs\"")"
 echo
+echo "Flat out: means of 2 runs per mode. Paced at half of FTC's flat-out rate: medians of $rounds runs per mode."
+echo
 echo "| chain | FTC Mbit/s | NF Mbit/s | FTC/NF | paced at | FTC RTT p50/p99 µs | NF RTT p50/p99 µs | added per middlebox µs |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for chain in ch-2 ch-3 ch-4 ch-5 ch-rec; do
@@ -51,13 +55,18 @@ print(st.mean([get("ftc1"), get("ftc2")]), st.mean([get("nf1"), get("nf2")]))
 EOF
 )
     half=$(python3 -c "print(round($ftc_mbit / 2, 1))")
-    demo "$spec" ftch --no-kill --rate-mbit "$half"
-    demo "$spec" nfh --mode nf --rate-mbit "$half"
-    python3 - "$out" "$chain" "$k" "$ftc_mbit" "$nf_mbit" "$half" <<'EOF'
-import json, sys
-d, chain, k, ftc, nf, half = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(float, sys.argv[4:])
-rtt = lambda n: json.load(open(f"{d}/{n}.json"))["rtt_us"]
-f, n = rtt("ftch"), rtt("nfh")
+    for r in $(seq "$rounds"); do
+        demo "$spec" "ftch$r" --no-kill --rate-mbit "$half"
+        demo "$spec" "nfh$r" --mode nf --rate-mbit "$half"
+    done
+    python3 - "$out" "$chain" "$k" "$rounds" "$ftc_mbit" "$nf_mbit" "$half" <<'EOF'
+import json, sys, statistics as st
+d, chain, k, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ftc, nf, half = map(float, sys.argv[5:])
+rtt = lambda n: [json.load(open(f"{d}/{n}{r}.json"))["rtt_us"] for r in range(1, rounds + 1)]
+median = lambda runs, q: st.median(run[q] for run in runs)
+f = {q: median(rtt("ftch"), q) for q in ("p50", "p99")}
+n = {q: median(rtt("nfh"), q) for q in ("p50", "p99")}
 added = (f["p50"] - n["p50"]) / (2 * k)
 print(f"| {chain} | {ftc:.0f} | {nf:.0f} | {ftc / nf:.2f} | {half:.0f} Mbit/s | "
       f"{f['p50']:.0f} / {f['p99']:.0f} | {n['p50']:.0f} / {n['p99']:.0f} | {added:.1f} |")
