@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use ftc_chain::ring::ServerId;
 
 use crate::nsh::{self, Path, Received};
-use crate::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
+use crate::xdp::{self, SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use crate::Frame;
 
 /// Why a frame was not sent.
@@ -53,20 +53,22 @@ pub struct XdpLinks {
 
 impl XdpLinks {
     /// Open links to the neighbours named with their interfaces, for chain `chain` at `epoch`
-    /// (waiting up to [`RELEASE_WAIT`] for a killed neighbour process's sockets to leave the
-    /// queues).
+    /// (all at once, each waiting up to [`RELEASE_WAIT`] for a killed process's socket to leave
+    /// its queue: [`xdp::open_each`]).
     pub fn open(
         links: &[(ServerId, &str)],
         config: XdpConfig,
         chain: u32,
         epoch: u32,
     ) -> Result<Self, XdpError> {
+        let ifaces: Vec<&str> = links.iter().map(|&(_, iface)| iface).collect();
+        let ports = xdp::open_each(&ifaces, config, RELEASE_WAIT);
         Ok(XdpLinks {
             links: links
                 .iter()
-                .map(|&(peer, iface)| {
-                    Ok((peer, XdpPort::open_when_free(iface, config, RELEASE_WAIT)?))
-                })
+                .map(|&(peer, _)| peer)
+                .zip(ports)
+                .map(|(peer, port)| Ok((peer, port?)))
                 .collect::<Result<_, XdpError>>()?,
             chain,
             epoch,

@@ -1,13 +1,13 @@
 //! The AF_XDP port on a veth pair in a network namespace of its own (root only: skipped with a
 //! message otherwise): real Ethernet frames cross intact and in order both ways, many more than
 //! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
-//! refused and counted, and opening fails clearly (missing interface, bad sizes, a busy queue,
-//! missing privileges).
+//! refused and counted, opening fails clearly (missing interface, bad sizes, a busy queue,
+//! missing privileges), and a port waiting for a busy queue binds once it is free.
 
 use std::time::Duration;
 
 use ftc_node::netns::{is_root, Netns};
-use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort};
+use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 
 /// IEEE 802 local experimental EtherType: frames of the test, told apart from anything else.
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
@@ -129,6 +129,32 @@ fn a_busy_queue_is_refused_clearly() {
         let err = XdpPort::open("xa", small()).unwrap_err();
         assert!(matches!(err, XdpError::Busy { queue: 0, .. }), "{err}");
         assert!(err.to_string().contains("xa queue 0"), "{err}");
+    })
+    .unwrap();
+}
+
+/// A replacement's port waits for the queue a killed process's socket still holds: its UMEM is
+/// made once and only the socket is tried again, and once the holder lets go, the port it ends
+/// with carries frames both ways (the fill and completion rings survived the refusals).
+#[test]
+fn a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames() {
+    if skip("a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth("xa", "xb").unwrap();
+    ns.run(|| {
+        let held = XdpPort::open("xa", small()).unwrap();
+        let (mut a, mut b) = std::thread::scope(|s| {
+            let waiting = s.spawn(|| XdpPort::open_when_free("xa", small(), RELEASE_WAIT));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiting.is_finished(), "a port bound a queue another holds");
+            drop(held);
+            let a = waiting.join().unwrap().expect("the queue is free now");
+            (a, XdpPort::open("xb", small()).unwrap())
+        });
+        cross(&mut a, &mut b, 300);
+        cross(&mut b, &mut a, 300);
     })
     .unwrap();
 }

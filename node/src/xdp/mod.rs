@@ -39,6 +39,9 @@ mod log;
 /// proved too short on this 2-core one while a lab run tore the last one down).
 pub const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+/// How often a port waiting for its queue ([`XdpPort::open_when_free`]) tries to bind again.
+const RETRY_BIND: Duration = Duration::from_millis(1);
+
 /// Frames handled per ring operation at most.
 pub const BATCH: usize = 64;
 
@@ -161,6 +164,19 @@ pub struct XdpPort {
 impl XdpPort {
     /// Open a port on `iface`, queue `config.queue`.
     pub fn open(iface: &str, config: XdpConfig) -> Result<XdpPort, XdpError> {
+        XdpPort::open_when_free(iface, config, Duration::ZERO)
+    }
+
+    /// [`XdpPort::open`], waiting up to `wait` (say [`RELEASE_WAIT`]) while the queue is still
+    /// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies (tens
+    /// of milliseconds, more on a busy machine), and its replacement opens the same queue. The
+    /// UMEM is made once; only the socket is tried again, every [`RETRY_BIND`], which costs
+    /// a fraction of a millisecond (making the UMEM pins its pages: several milliseconds).
+    pub fn open_when_free(
+        iface: &str,
+        config: XdpConfig,
+        wait: Duration,
+    ) -> Result<XdpPort, XdpError> {
         #[cfg(target_arch = "x86_64")]
         log::route();
         let sizes = [config.rx_frames, config.tx_frames];
@@ -206,10 +222,20 @@ impl XdpPort {
             .bind_flags(bind)
             .build();
         let interface = Interface::new(name);
-        // SAFETY: the UMEM is new and not shared, so no other socket is bound with it.
-        let (tx, rx, rings) =
-            unsafe { Socket::new(socket_config, &umem, &interface, config.queue) }
-                .map_err(|e| io_error("socket")(os_error(&e)))?;
+        let deadline = std::time::Instant::now() + wait;
+        let (tx, rx, rings) = loop {
+            // SAFETY: the UMEM is new and not shared, so no other socket is bound with it (a
+            // failed attempt leaves none bound: xsk-rs and libxdp keep the UMEM's fill and
+            // completion rings for the next one).
+            match unsafe { Socket::new(socket_config, &umem, &interface, config.queue) }
+                .map_err(|e| io_error("socket")(os_error(&e)))
+            {
+                Err(XdpError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(RETRY_BIND);
+                }
+                result => break result?,
+            }
+        };
         let (mut fill, comp) = rings.expect("a UMEM of its own comes with its fill and comp rings");
         let free = descs.split_off(config.rx_frames as usize);
         // SAFETY: the receive frames are this UMEM's and owned here; the fill ring (as large as
@@ -241,26 +267,6 @@ impl XdpPort {
             max_frame,
             stats: XdpStats::default(),
         })
-    }
-
-    /// [`XdpPort::open`], waiting up to `wait` (say [`RELEASE_WAIT`]) while the queue is still
-    /// bound: the kernel
-    /// releases a killed process's AF_XDP socket a moment after it dies, and its replacement
-    /// opens the same queue.
-    pub fn open_when_free(
-        iface: &str,
-        config: XdpConfig,
-        wait: Duration,
-    ) -> Result<XdpPort, XdpError> {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match XdpPort::open(iface, config) {
-                Err(XdpError::Busy { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                result => return result,
-            }
-        }
     }
 
     /// The interface's name.
@@ -471,6 +477,26 @@ fn os_error(e: &dyn std::error::Error) -> io::Error {
         },
         None => io::Error::other(e.to_string()),
     }
+}
+
+/// A port on each of `ifaces`, as [`XdpPort::open_when_free`] opens them, all at once: each
+/// waits for its own queue, so a replacement's ports are ready together as soon as the killed
+/// process's sockets are gone, their UMEMs made meanwhile. In the order of `ifaces`.
+pub fn open_each(
+    ifaces: &[&str],
+    config: XdpConfig,
+    wait: Duration,
+) -> Vec<Result<XdpPort, XdpError>> {
+    std::thread::scope(|s| {
+        let opening: Vec<_> = ifaces
+            .iter()
+            .map(|iface| s.spawn(move || XdpPort::open_when_free(iface, config, wait)))
+            .collect();
+        opening
+            .into_iter()
+            .map(|o| o.join().expect("opening a port does not panic"))
+            .collect()
+    })
 }
 
 /// A failed UMEM or socket creation, by its errno.

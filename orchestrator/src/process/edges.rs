@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use ftc_chain::middlebox::Direction;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
-use ftc_node::xdp::{XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
+use ftc_node::xdp::{open_each, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
 
 /// The sockets that carry a node's edges (`ftc node --edge-kind`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -186,54 +186,81 @@ pub struct Edges {
 
 impl Edges {
     /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out) as `kind` sockets (AF_XDP
-    /// ones with `xdp`).
+    /// ones with `xdp`, all at once: [`open_each`]): one per interface, which receives if
+    /// an edge-in names it.
     pub fn open(
         inputs: &[Edge],
         outputs: &[Edge],
         kind: EdgeKind,
         xdp: XdpConfig,
     ) -> Result<Edges, EdgesError> {
-        let mut edges = Edges::default();
+        // Each interface once, in the order first named, with whether it receives.
+        let mut named: Vec<(&Edge, bool)> = Vec::new();
+        fn port_of<'e>(named: &mut Vec<(&'e Edge, bool)>, edge: &'e Edge, input: bool) -> usize {
+            match named.iter().position(|(e, _)| e.iface == edge.iface) {
+                Some(i) => {
+                    named[i].1 |= input;
+                    i
+                }
+                None => {
+                    named.push((edge, input));
+                    named.len() - 1
+                }
+            }
+        }
+        let mut input = Vec::new();
+        let mut output = [None; 2];
         for edge in inputs {
-            let port = edges.port(edge, (kind, xdp), true)?;
-            if edges.input[port].replace(edge.dir).is_some() {
+            let port = port_of(&mut named, edge, true);
+            input.resize(input.len().max(port + 1), None);
+            if input[port].replace(edge.dir).is_some() {
                 return Err(EdgesError::TwoInputs(edge.clone()));
             }
         }
         for edge in outputs {
-            let port = edges.port(edge, (kind, xdp), false)?;
-            if edges.output[slot(edge.dir)].replace(port).is_some() {
+            let port = port_of(&mut named, edge, false);
+            if output[slot(edge.dir)].replace(port).is_some() {
                 return Err(EdgesError::TwoOutputs(edge.clone()));
             }
         }
-        Ok(edges)
-    }
-
-    /// The port of `edge`'s interface, opened on first use (to receive too, with `input`).
-    fn port(
-        &mut self,
-        edge: &Edge,
-        (kind, xdp): (EdgeKind, XdpConfig),
-        input: bool,
-    ) -> Result<usize, EdgesError> {
-        if let Some(i) = self.ports.iter().position(|p| p.iface() == edge.iface) {
-            return Ok(i);
-        }
-        let port = match kind {
-            EdgeKind::Xdp => Port::Xdp(Box::new(open_xdp(edge, xdp)?)),
-            EdgeKind::Packet => {
-                Port::Packet(PacketPort::open(&edge.iface, input).map_err(|source| {
-                    EdgesError::OpenPacket {
-                        edge: edge.clone(),
-                        source,
-                    }
-                })?)
+        input.resize(named.len(), None);
+        let ports = match kind {
+            EdgeKind::Xdp => {
+                let ifaces: Vec<&str> = named.iter().map(|(e, _)| e.iface.as_str()).collect();
+                let opened = open_each(&ifaces, xdp, RELEASE_WAIT);
+                named
+                    .iter()
+                    .zip(opened)
+                    .map(|(&(edge, _), port)| match port {
+                        Ok(port) => Ok(Port::Xdp(Box::new(port))),
+                        Err(source) => Err(EdgesError::Open {
+                            edge: edge.clone(),
+                            source,
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
             }
+            EdgeKind::Packet => named
+                .iter()
+                .map(
+                    |&(edge, receives)| match PacketPort::open(&edge.iface, receives) {
+                        Ok(port) => Ok(Port::Packet(port)),
+                        Err(source) => Err(EdgesError::OpenPacket {
+                            edge: edge.clone(),
+                            source,
+                        }),
+                    },
+                )
+                .collect::<Result<Vec<_>, _>>()?,
         };
-        tracing::info!("edge {edge}: {kind:?} on {}", edge.iface);
-        self.ports.push(port);
-        self.input.push(None);
-        Ok(self.ports.len() - 1)
+        for (edge, _) in &named {
+            tracing::info!("edge {edge}: {kind:?} on {}", edge.iface);
+        }
+        Ok(Edges {
+            ports,
+            input,
+            output,
+        })
     }
 
     /// The ports customer frames arrive on, with their direction.
@@ -288,15 +315,6 @@ impl Edges {
             .map(|p| (p.iface().to_string(), p.stats()))
             .collect()
     }
-}
-
-/// An AF_XDP port for `edge`. A replacement may start while the failed node's socket is still
-/// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies.
-fn open_xdp(edge: &Edge, config: XdpConfig) -> Result<XdpPort, EdgesError> {
-    XdpPort::open_when_free(&edge.iface, config, RELEASE_WAIT).map_err(|source| EdgesError::Open {
-        edge: edge.clone(),
-        source,
-    })
 }
 
 fn slot(dir: Direction) -> usize {

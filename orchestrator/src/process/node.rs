@@ -270,27 +270,32 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         }
         None => None,
     };
-    let edges = Edges::open(
-        &config.edge_in,
-        &config.edge_out,
-        config.edge_kind,
-        config.xdp,
-    )?;
-    let links = if config.links.is_empty() {
-        None
-    } else {
-        let named: Vec<_> = config
-            .links
-            .iter()
-            .map(|(peer, iface)| (*peer, iface.as_str()))
-            .collect();
-        Some(XdpLinks::open(
-            &named,
-            config.xdp,
-            chain_id(&config.spec),
-            0,
-        )?)
-    };
+    // The edges and the ring links open at once: a replacement's ports each wait for the
+    // killed node's socket on their queue, and are ready together when those are gone.
+    let (edges, links) = std::thread::scope(|s| {
+        let edges = s.spawn(|| {
+            Edges::open(
+                &config.edge_in,
+                &config.edge_out,
+                config.edge_kind,
+                config.xdp,
+            )
+        });
+        let links = (!config.links.is_empty()).then(|| {
+            let named: Vec<_> = config
+                .links
+                .iter()
+                .map(|(peer, iface)| (*peer, iface.as_str()))
+                .collect();
+            XdpLinks::open(&named, config.xdp, chain_id(&config.spec), 0)
+        });
+        (
+            edges.join().expect("opening the edges does not panic"),
+            links,
+        )
+    });
+    let edges = edges?;
+    let links = links.transpose()?;
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
