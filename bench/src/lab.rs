@@ -293,6 +293,7 @@ impl LabBench<'_> {
                 edges: Some(EdgeKind::Xdp),
                 peers: None,
                 reports_to_stderr: true,
+                recoveries: None,
                 mode,
                 ftmb: self.settings.ftmb(),
             },

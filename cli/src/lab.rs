@@ -412,6 +412,28 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
                     );
                 }
+                if !r.recoveries.is_empty() {
+                    let mut ms: Vec<f64> = r
+                        .recoveries
+                        .iter()
+                        .map(|x| x.total_ns as f64 / 1e6)
+                        .collect();
+                    ms.sort_by(f64::total_cmp);
+                    println!(
+                        "{} recoveries, each from its detection to the reroute: median {:.1} ms, max {:.1} ms",
+                        ms.len(),
+                        (ms[(ms.len() - 1) / 2] + ms[ms.len() / 2]) / 2.0,
+                        ms[ms.len() - 1]
+                    );
+                }
+                if !r.replaced_without_kill.is_empty() {
+                    println!(
+                        "replaced without a kill: server {:?}: a live node that missed {} heartbeats \
+                         (a loaded host) is declared failed, cut off and replaced; --heartbeat-ms and \
+                         --misses set the silence a node may keep",
+                        r.replaced_without_kill, args.nodes.misses
+                    );
+                }
                 if let Some(rtt) = &r.rtt_us {
                     println!(
                         "round trips through the chain during the download ({} probes): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
@@ -545,6 +567,7 @@ fn in_lab(
         edges: Some(edges),
         peers: None,
         reports_to_stderr: false,
+        recoveries: None,
         mode,
         ftmb,
     };

@@ -569,6 +569,23 @@ fn demo(name: &'static str, transport: &str, extra: &[&str], killed: &[u64], epo
         "{r}"
     );
     assert_eq!(r["rerouted_epoch"], epoch, "{r}");
+    // Every kill was recovered, and every recovery was of a kill or is named as one without.
+    let mut recovered: Vec<u64> = r["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|x| assert!(x["total_ns"].as_u64().unwrap() > 0, "{r}"))
+        .flat_map(|x| x["failed"].as_array().unwrap().clone())
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    for extra in r["replaced_without_kill"].as_array().unwrap() {
+        let at = recovered.iter().position(|p| Some(*p) == extra.as_u64());
+        recovered.remove(at.expect("named among the recovered"));
+    }
+    recovered.sort_unstable();
+    let mut kills_sorted = killed.to_vec();
+    kills_sorted.sort_unstable();
+    assert_eq!(recovered, kills_sorted, "{r}");
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
 }

@@ -11,7 +11,7 @@ use crate::detector::Failure;
 use crate::plan::Transfer;
 
 /// One finished recovery and how long its phases took.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecoveryReport {
     /// The epoch the chain runs in after it.
     pub epoch: u32,

@@ -29,6 +29,7 @@ use super::probe::{self, RttFigures, PROBE_PORT};
 use super::topology::{Host, CLIENT, SERVER};
 use crate::checks::check_monitors;
 use crate::control::Peer;
+use crate::coordinator::RecoveryReport;
 use crate::process::chaos::compare_groups;
 use crate::process::read_secret;
 
@@ -79,6 +80,12 @@ pub struct DemoReport {
     /// The epoch the chain was last rerouted into: after the kills, or after a live node was
     /// replaced for missing heartbeats.
     pub rerouted_epoch: Option<u32>,
+    /// The chain's recoveries, as the orchestrator reported them, phases in nanoseconds.
+    pub recoveries: Vec<RecoveryReport>,
+    /// Servers replaced although the demo did not kill them, one entry per replacement: a live
+    /// node that missed `--misses` heartbeats (a loaded host) is declared failed, cut off and
+    /// replaced, as fail-stop recovery does.
+    pub replaced_without_kill: Vec<u16>,
     /// The client addresses the HTTP server logged.
     pub server_saw: Vec<String>,
     /// Frames the chain delivered to the client and the server.
@@ -158,6 +165,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let sent_sha = write_random(&file, config.size)?;
     std::fs::write(dir.0.join("probe"), b"ftc\n").map_err(io_error("writing the probe"))?;
     let (peers_tx, peers_rx) = crossbeam_channel::unbounded();
+    let (recoveries_tx, recoveries_rx) = crossbeam_channel::unbounded();
     if config.run.edges.is_none() {
         return Err(DemoError::Failed(
             "the demo needs the chain's edges (AF_XDP or packet sockets)".into(),
@@ -166,6 +174,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let run = RunConfig {
         peers: Some(peers_tx),
         reports_to_stderr: true,
+        recoveries: Some(recoveries_tx),
         ..config.run.clone()
     };
     // The hosts' counters run on across the runs in one lab: what this one delivered is what
@@ -221,6 +230,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 report.rerouted_epoch = Some(epoch);
                 peers = later;
             }
+            report.recoveries = recoveries_rx.try_iter().collect();
+            report.replaced_without_kill =
+                replaced_without_kill(&report.recoveries, &report.killed);
             report.server_saw = clients_logged(&server_log)?;
             let nat: Vec<String> = t.nat_ips.iter().map(Ipv4Addr::to_string).collect();
             if let Some(other) = report.server_saw.iter().find(|a| !nat.contains(a)) {
@@ -456,6 +468,22 @@ fn download(
     Ok(report)
 }
 
+/// The positions `recoveries` replaced more often than `killed` killed them, once per extra
+/// replacement, in position order.
+fn replaced_without_kill(recoveries: &[RecoveryReport], killed: &[Killed]) -> Vec<u16> {
+    let mut extra = std::collections::BTreeMap::<u16, i64>::new();
+    for &position in recoveries.iter().flat_map(|r| &r.failed) {
+        *extra.entry(position).or_default() += 1;
+    }
+    for k in killed {
+        *extra.entry(k.position).or_default() -= 1;
+    }
+    extra
+        .into_iter()
+        .flat_map(|(position, n)| std::iter::repeat_n(position, n.max(0) as usize))
+        .collect()
+}
+
 /// SIGKILL to every process in `netns` (a node, there) not in `killed` (a process killed
 /// earlier may still be dying there); false if no other runs there. Adds those it kills to
 /// `killed`.
@@ -555,4 +583,55 @@ fn check_state(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recovered(epoch: u32, failed: &[u16]) -> RecoveryReport {
+        RecoveryReport {
+            epoch,
+            failed: failed.to_vec(),
+            detection_ns: 15_000_000,
+            start_ns: 60_000_000,
+            transfer_ns: 1_000_000,
+            reroute_ns: 300_000,
+            total_ns: 62_000_000,
+            bytes: 1609,
+        }
+    }
+
+    fn killed(position: u16) -> Killed {
+        Killed {
+            position,
+            at_bytes: 1,
+        }
+    }
+
+    /// Every kill accounts for one replacement of its server (two killed at once are recovered
+    /// together); a replacement beyond the kills of its server is one of a live node.
+    #[test]
+    fn replacements_beyond_the_kills_are_named() {
+        let kills = [killed(1), killed(0), killed(2), killed(1)];
+        let ours = [
+            recovered(2, &[1]),
+            recovered(3, &[0]),
+            recovered(4, &[2]),
+            recovered(5, &[1]),
+        ];
+        assert_eq!(replaced_without_kill(&ours, &kills), Vec::<u16>::new());
+        let mut more = ours.to_vec();
+        more.insert(2, recovered(4, &[1]));
+        more.push(recovered(7, &[2, 0]));
+        more.push(recovered(8, &[2]));
+        assert_eq!(replaced_without_kill(&more, &kills), vec![0, 1, 2, 2]);
+        let together = [recovered(2, &[0, 2])];
+        assert_eq!(
+            replaced_without_kill(&together, &[killed(0), killed(2)]),
+            Vec::<u16>::new()
+        );
+        // A recovery the orchestrator never finished (more than f killed) is not reported.
+        assert_eq!(replaced_without_kill(&[], &kills), Vec::<u16>::new());
+    }
 }

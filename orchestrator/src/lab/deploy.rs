@@ -20,6 +20,7 @@ use super::apply::{flock, run_lock_path, secret_path, STATE_DIR};
 use super::procs::{spawn, Group};
 use super::topology::Topology;
 use crate::control::Peer;
+use crate::coordinator::RecoveryReport;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 use ftc_node::ftmb::FtmbConfig;
@@ -47,9 +48,11 @@ pub struct RunConfig {
     /// Where to tell where the nodes are: the orchestrator's `deployed in epoch 1: …` and
     /// `rerouted in epoch E: …` lines (see [`parse_peers`]).
     pub peers: Option<crossbeam_channel::Sender<String>>,
-    /// The orchestrator's recovery reports (its standard output) go to this process's standard
-    /// error instead of its standard output.
+    /// The orchestrator's recovery reports go, as text, to this process's standard error
+    /// instead of its standard output.
     pub reports_to_stderr: bool,
+    /// Where to pass the orchestrator's recovery reports on to, as they come.
+    pub recoveries: Option<crossbeam_channel::Sender<RecoveryReport>>,
     /// What the nodes run (`ftc node --mode`): FTC, or one of the baselines.
     pub mode: Mode,
     /// The snapshots of FTMB+snapshot.
@@ -250,10 +253,10 @@ pub fn run(
         .args(["--misses", &config.misses.to_string()])
         .args(["--mode", config.mode.name()])
         .args(["--launch", &config.node_template()])
+        // Its reports as JSON lines, which `relay_reports` prints as text and passes on.
+        .arg("--json")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if config.reports_to_stderr {
-        orchestrator.stdout(io::stderr());
-    }
     let mut child = spawn(orchestrator, 0).map_err(|source| {
         let _ = std::fs::remove_file(&secret);
         DeployError::Spawn {
@@ -262,6 +265,11 @@ pub fn run(
         }
     })?;
     let said = listen(child.stderr.take().expect("piped"), config.peers.clone());
+    relay_reports(
+        child.stdout.take().expect("piped"),
+        config.reports_to_stderr,
+        config.recoveries.clone(),
+    );
     let mut group = Group {
         orchestrator: child,
         nodes: Vec::new(),
@@ -365,6 +373,31 @@ fn listen(
         }
     });
     rx
+}
+
+/// The orchestrator's recovery reports (JSON lines on its standard output), printed as text on
+/// this process's standard error (`to_stderr`) or output, and passed on to `to`. A line that is
+/// not a report is printed as it is.
+fn relay_reports(
+    stdout: impl io::Read + Send + 'static,
+    to_stderr: bool,
+    to: Option<crossbeam_channel::Sender<RecoveryReport>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let report = serde_json::from_str::<RecoveryReport>(&line).ok();
+            let text = report.as_ref().map_or(line, ToString::to_string);
+            if to_stderr {
+                eprintln!("{text}");
+            } else {
+                println!("{text}");
+            }
+            if let (Some(to), Some(report)) = (&to, report) {
+                let _ = to.send(report);
+            }
+        }
+    });
 }
 
 /// The epoch and the nodes of an orchestrator's `deployed in epoch E: node P data ADDR transfer
@@ -474,6 +507,7 @@ mod tests {
             edges: None,
             peers: None,
             reports_to_stderr: false,
+            recoveries: None,
             mode: Mode::Ftc,
             ftmb: FtmbConfig::default(),
         };
