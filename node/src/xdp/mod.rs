@@ -171,7 +171,9 @@ impl XdpPort {
     /// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies (tens
     /// of milliseconds, more on a busy machine), and its replacement opens the same queue. The
     /// UMEM is made once; only the socket is tried again, every [`RETRY_BIND`], which costs
-    /// a fraction of a millisecond (making the UMEM pins its pages: several milliseconds).
+    /// a fraction of a millisecond (making the UMEM pins its pages: several milliseconds). A
+    /// setup that libxdp fails with ENOENT meanwhile (the XDP program's maps not found, seen
+    /// rarely in the lab right after a kill) starts over with a new UMEM.
     pub fn open_when_free(
         iface: &str,
         config: XdpConfig,
@@ -208,8 +210,6 @@ impl XdpPort {
         let max_frame = (umem_config.mtu() as usize)
             .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER_LEN));
         let frames = NonZeroU32::new(config.rx_frames + config.tx_frames).expect("at least 128");
-        let (umem, mut descs) =
-            Umem::new(umem_config, frames, false).map_err(|e| io_error("UMEM")(os_error(&e)))?;
         let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
         bind |= if config.zero_copy {
             BindFlags::XDP_ZEROCOPY
@@ -223,17 +223,33 @@ impl XdpPort {
             .build();
         let interface = Interface::new(name);
         let deadline = std::time::Instant::now() + wait;
-        let (tx, rx, rings) = loop {
-            // SAFETY: the UMEM is new and not shared, so no other socket is bound with it (a
-            // failed attempt leaves none bound: xsk-rs and libxdp keep the UMEM's fill and
-            // completion rings for the next one).
-            match unsafe { Socket::new(socket_config, &umem, &interface, config.queue) }
-                .map_err(|e| io_error("socket")(os_error(&e)))
-            {
-                Err(XdpError::Busy { .. }) if std::time::Instant::now() < deadline => {
+        let waiting = || std::time::Instant::now() < deadline;
+        let (umem, mut descs, (tx, rx, rings)) = loop {
+            let (umem, descs) = Umem::new(umem_config, frames, false)
+                .map_err(|e| io_error("UMEM")(os_error(&e)))?;
+            let socket = loop {
+                // SAFETY: the UMEM is new and not shared, so no other socket is bound with it
+                // (a bind refused as busy leaves none bound: xsk-rs and libxdp keep the UMEM's
+                // fill and completion rings for the next try).
+                match unsafe { Socket::new(socket_config, &umem, &interface, config.queue) }
+                    .map_err(|e| io_error("socket")(os_error(&e)))
+                {
+                    Err(XdpError::Busy { .. }) if waiting() => std::thread::sleep(RETRY_BIND),
+                    socket => break socket,
+                }
+            };
+            match socket {
+                Ok(socket) => break (umem, descs, socket),
+                // Seen (rarely) while a killed process's sockets go: libxdp did not find the
+                // XDP program's maps. The socket may be bound by then, so the UMEM goes too, and
+                // a new one tries again.
+                Err(XdpError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) && waiting() =>
+                {
+                    tracing::warn!("AF_XDP on {iface}: {source} while setting up; trying again");
                     std::thread::sleep(RETRY_BIND);
                 }
-                result => break result?,
+                Err(e) => return Err(e),
             }
         };
         let (mut fill, comp) = rings.expect("a UMEM of its own comes with its fill and comp rings");
