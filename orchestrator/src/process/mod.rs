@@ -17,11 +17,62 @@ pub mod orchestrator;
 pub mod serving;
 pub mod shape;
 
+use std::marker::PhantomData;
 use std::path::Path;
 
 use ftc_chain::spec::ChainSpec;
 
 use crate::control::{ControlError, Key};
+
+/// Run the calling thread, one that mostly sleeps and must wake on time on a loaded host (a
+/// node's heartbeats, the orchestrator's failure detection and the readers of its control
+/// connections), under the real-time round-robin policy until the guard returned is dropped, as
+/// corosync runs its own: a busy host then delays its wake-ups by microseconds instead of tens
+/// of milliseconds, and live nodes are not taken for failed. Processes it starts get the normal
+/// policy (`SCHED_RESET_ON_FORK`); threads it starts inherit the real-time one. Without the
+/// privilege (CAP_SYS_NICE) the thread keeps its policy, and says so in the debug log.
+#[must_use = "the thread runs real-time only while the guard lives"]
+pub(crate) fn wake_on_time(what: &str) -> OnTime {
+    let mut policy = 0;
+    let mut previous = libc::sched_param { sched_priority: 0 };
+    let realtime = libc::sched_param { sched_priority: 10 };
+    // SAFETY: reads, then sets, the calling thread's own policy through valid pointers.
+    let r = unsafe {
+        match libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut previous) {
+            0 => libc::pthread_setschedparam(
+                libc::pthread_self(),
+                libc::SCHED_RR | libc::SCHED_RESET_ON_FORK,
+                &realtime,
+            ),
+            e => e,
+        }
+    };
+    if r != 0 {
+        tracing::debug!(
+            "{what}: normal scheduling ({})",
+            std::io::Error::from_raw_os_error(r)
+        );
+        return OnTime(None, PhantomData);
+    }
+    OnTime(Some((policy, previous)), PhantomData)
+}
+
+/// While it lives, its thread runs real-time ([`wake_on_time`]); then its policy before.
+pub(crate) struct OnTime(
+    Option<(libc::c_int, libc::sched_param)>,
+    /// Not `Send`: the policy is restored on the thread that raised it.
+    PhantomData<*const ()>,
+);
+
+impl Drop for OnTime {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.0 {
+            // SAFETY: sets the calling thread's own policy from a valid `sched_param`; the
+            // guard is not `Send`, so this is the thread that raised it.
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+        }
+    }
+}
 
 /// What tells one chain spec from another in a node's `Join`: a hash of the spec as loaded (its
 /// middleboxes, their settings, f, the partitions), so that comments, layout and key order do
@@ -61,4 +112,45 @@ pub fn read_secret(path: &Path) -> Result<Key, SecretError> {
         path: shown(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wake_on_time;
+
+    fn policy() -> libc::c_int {
+        let (mut policy, mut param) = (0, libc::sched_param { sched_priority: 0 });
+        // SAFETY: reads the calling thread's policy through valid pointers.
+        let r =
+            unsafe { libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param) };
+        assert_eq!(r, 0);
+        policy & !libc::SCHED_RESET_ON_FORK
+    }
+
+    /// Where the privilege is there (root), the thread runs round-robin real-time while the
+    /// guard lives, processes it starts do not, and its policy comes back when the guard goes.
+    #[test]
+    fn a_thread_runs_real_time_while_its_guard_lives() {
+        std::thread::spawn(|| {
+            let before = policy();
+            let on_time = wake_on_time("test");
+            if ftc_node::netns::is_root() {
+                assert_eq!(policy(), libc::SCHED_RR);
+                // Field 41 of /proc/PID/stat: the scheduling policy.
+                let out = std::process::Command::new("sh")
+                    .args(["-c", "cut -d' ' -f41 /proc/$$/stat"])
+                    .output()
+                    .unwrap();
+                let child: libc::c_int =
+                    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                assert_eq!(child, libc::SCHED_OTHER, "a process it started");
+            } else {
+                eprintln!("skipped the real-time half: needs CAP_SYS_NICE (root)");
+            }
+            drop(on_time);
+            assert_eq!(policy(), before);
+        })
+        .join()
+        .unwrap();
+    }
 }

@@ -30,7 +30,8 @@
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
 //! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
-//! server to that thread.
+//! server to that thread. The heartbeat thread runs real-time where the node may
+//! (`process::wake_on_time`), so that a busy host does not delay its beats.
 
 use std::io::{self, BufReader};
 use std::net::{
@@ -454,6 +455,7 @@ fn heartbeats(
     period: Duration,
     stop: &AtomicBool,
 ) {
+    let _on_time = super::wake_on_time("heartbeats");
     let mut next = Instant::now();
     for seq in 1.. {
         next = (next + period).max(Instant::now());

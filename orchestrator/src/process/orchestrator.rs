@@ -3,6 +3,8 @@
 //! another position than its connection joined as, is never trusted: it is logged and the
 //! connection closed. The messages drive the [`Coordinator`]; its `Send` commands go out on the
 //! connection of the position's current node, its `Launch` commands to the [`Launcher`].
+//! Its loop and the readers of the control connections run real-time where the process may
+//! (`process::wake_on_time`).
 
 use std::collections::HashMap;
 use std::io::{self, BufReader};
@@ -225,6 +227,7 @@ impl Orchestrator {
         stop: &AtomicBool,
         mut report: impl FnMut(&RecoveryReport),
     ) -> Result<(), Unrecoverable> {
+        let _on_time = super::wake_on_time("failure detection");
         let start = Instant::now();
         let now = || start.elapsed().as_nanos() as u64;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -378,6 +381,7 @@ impl Orchestrator {
 
     /// A connection's messages, until it ends or sends one that cannot be trusted.
     fn read(&self, conn: u64, stream: &TcpStream, from: SocketAddr, tx: &Sender<Event>) {
+        let _on_time = super::wake_on_time("control reader");
         let mut reader = BufReader::new(stream);
         let rejected = loop {
             match read_message(&mut reader, &self.key, CONTROL_MAX_BODY) {
