@@ -27,9 +27,10 @@ use crate::control::{ControlError, Key};
 /// Run the calling thread, one that mostly sleeps and must wake on time on a loaded host (a
 /// node's heartbeats, the orchestrator's failure detection and the readers of its control
 /// connections), under the real-time round-robin policy until the guard returned is dropped, as
-/// corosync runs its own: it then runs as soon as it wakes, ahead of the busy threads (which
-/// kept normal threads waiting 4–40 ms on this 2-core VM), and live nodes are seldom taken for
-/// failed (bench/RESULTS.md, session 21). Processes it starts get the normal
+/// corosync runs its own: it then runs as soon as it wakes, ahead of the busy threads, and
+/// live nodes are taken for failed less often (bench/RESULTS.md, session 21; when the whole
+/// machine stalls, as this 2-core VM did now and then for up to 80 ms, nothing helps but a
+/// longer `--heartbeat-ms` or more `--misses`). Processes it starts get the normal
 /// policy (`SCHED_RESET_ON_FORK`); threads it starts inherit the real-time one. Without the
 /// privilege (CAP_SYS_NICE) the thread keeps its policy, and says so in the debug log.
 #[must_use = "the thread runs real-time only while the guard lives"]
