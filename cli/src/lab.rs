@@ -419,12 +419,17 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                         .map(|x| x.total_ns as f64 / 1e6)
                         .collect();
                     ms.sort_by(f64::total_cmp);
-                    println!(
-                        "{} recoveries, each from its detection to the reroute: median {:.1} ms, max {:.1} ms",
-                        ms.len(),
-                        (ms[(ms.len() - 1) / 2] + ms[ms.len() / 2]) / 2.0,
-                        ms[ms.len() - 1]
-                    );
+                    match ms.as_slice() {
+                        [one] => {
+                            println!("1 recovery, from its detection to the reroute: {one:.1} ms")
+                        }
+                        _ => println!(
+                            "{} recoveries, each from its detection to the reroute: median {:.1} ms, max {:.1} ms",
+                            ms.len(),
+                            (ms[(ms.len() - 1) / 2] + ms[ms.len() / 2]) / 2.0,
+                            ms[ms.len() - 1]
+                        ),
+                    }
                 }
                 if !r.replaced_without_kill.is_empty() {
                     println!(
