@@ -412,24 +412,21 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
                     );
                 }
-                if !r.recoveries.is_empty() {
-                    let mut ms: Vec<f64> = r
-                        .recoveries
-                        .iter()
-                        .map(|x| x.total_ns as f64 / 1e6)
-                        .collect();
-                    ms.sort_by(f64::total_cmp);
-                    match ms.as_slice() {
-                        [one] => {
-                            println!("1 recovery, from its detection to the reroute: {one:.1} ms")
-                        }
-                        _ => println!(
-                            "{} recoveries, each from its detection to the reroute: median {:.1} ms, max {:.1} ms",
-                            ms.len(),
-                            (ms[(ms.len() - 1) / 2] + ms[ms.len() / 2]) / 2.0,
-                            ms[ms.len() - 1]
-                        ),
+                let ms: Vec<f64> = r
+                    .recoveries
+                    .iter()
+                    .map(|x| x.total_ns as f64 / 1e6)
+                    .collect();
+                match (ms.as_slice(), ftc_bench::stats::median(&ms)) {
+                    ([one], _) => {
+                        println!("1 recovery, from its detection to the reroute: {one:.1} ms")
                     }
+                    (_, Some(median)) => println!(
+                        "{} recoveries, each from its detection to the reroute: median {median:.1} ms, max {:.1} ms",
+                        ms.len(),
+                        ms.iter().copied().fold(f64::MIN, f64::max)
+                    ),
+                    (_, None) => {}
                 }
                 if !r.replaced_without_kill.is_empty() {
                     println!(

@@ -20,6 +20,17 @@ fn skip(test: &str) -> bool {
     true
 }
 
+/// A network namespace of the test's own with a veth pair `a`–`b` in it; `None` (the test
+/// skipped, with a message) without root.
+fn veth_pair(test: &str, a: &str, b: &str) -> Option<Netns> {
+    if skip(test) {
+        return None;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth(a, b).unwrap();
+    Some(ns)
+}
+
 /// Small rings: a thousand frames go round them many times.
 fn small() -> XdpConfig {
     XdpConfig {
@@ -73,11 +84,13 @@ fn cross(a: &mut XdpPort, b: &mut XdpPort, count: u32) {
 
 #[test]
 fn frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled() {
-    if skip("frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled") {
+    let Some(ns) = veth_pair(
+        "frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled",
+        "xa",
+        "xb",
+    ) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         let mut a = XdpPort::open("xa", small()).unwrap();
         let mut b = XdpPort::open("xb", small()).unwrap();
@@ -94,11 +107,9 @@ fn frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled() {
 
 #[test]
 fn oversized_frames_are_refused_and_counted() {
-    if skip("oversized_frames_are_refused_and_counted") {
+    let Some(ns) = veth_pair("oversized_frames_are_refused_and_counted", "xa", "xb") else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         let mut a = XdpPort::open("xa", small()).unwrap();
         let max = a.max_frame();
@@ -119,11 +130,9 @@ fn oversized_frames_are_refused_and_counted() {
 
 #[test]
 fn a_busy_queue_is_refused_clearly() {
-    if skip("a_busy_queue_is_refused_clearly") {
+    let Some(ns) = veth_pair("a_busy_queue_is_refused_clearly", "xa", "xb") else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         let _a = XdpPort::open("xa", small()).unwrap();
         let err = XdpPort::open("xa", small()).unwrap_err();
@@ -138,11 +147,13 @@ fn a_busy_queue_is_refused_clearly() {
 /// with carries frames both ways (the fill and completion rings survived the refusals).
 #[test]
 fn a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames() {
-    if skip("a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames") {
+    let Some(ns) = veth_pair(
+        "a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames",
+        "xa",
+        "xb",
+    ) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         let held = XdpPort::open("xa", small()).unwrap();
         let (mut a, mut b) = std::thread::scope(|s| {
@@ -181,11 +192,9 @@ fn a_missing_interface_and_bad_sizes_fail_clearly() {
 /// unprivileged process would be.
 #[test]
 fn lacking_privileges_are_named() {
-    if skip("lacking_privileges_are_named") {
+    let Some(ns) = veth_pair("lacking_privileges_are_named", "xa", "xb") else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         drop_capabilities();
         let err = XdpPort::open("xa", small()).unwrap_err();
@@ -230,11 +239,13 @@ fn drop_capabilities() {
 /// A veth has no zero-copy support: asking for it fails, saying so.
 #[test]
 fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
-    if skip("zero_copy_where_the_driver_lacks_it_is_refused_clearly") {
+    let Some(ns) = veth_pair(
+        "zero_copy_where_the_driver_lacks_it_is_refused_clearly",
+        "xa",
+        "xb",
+    ) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("xa", "xb").unwrap();
+    };
     ns.run(|| {
         let zero_copy = XdpConfig {
             zero_copy: true,
@@ -260,11 +271,13 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
     use ftc_node::server::empty_message;
     use ftc_node::{Frame, Packet};
 
-    if skip("frames_cross_the_ring_links_and_stale_epochs_are_fenced") {
+    let Some(ns) = veth_pair(
+        "frames_cross_the_ring_links_and_stale_epochs_are_fenced",
+        "to1",
+        "from0",
+    ) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth("to1", "from0").unwrap();
+    };
     ns.veth("to0", "from1").unwrap();
     ns.run(|| {
         // On a ring of two, each server's successor and predecessor are the other one: its
