@@ -42,6 +42,11 @@ pub struct NodeArgs {
     /// The interface queue the AF_XDP edges and ring links bind.
     #[arg(long, value_name = "N", default_value_t = 0)]
     xdp_queue: u32,
+    /// Frames of each AF_XDP port's rx ring, and as many of its tx ring (4 KiB each, in one
+    /// UMEM): a power of two from 64 to 16384. Longer rings ride out longer waits for a core
+    /// at a high rate; shorter ones pin less memory, so a replacement starts sooner.
+    #[arg(long, value_name = "N", default_value_t = XdpConfig::DEFAULT_FRAMES, value_parser = parse_frames)]
+    xdp_frames: u32,
     /// Frames to the next server leave on this interface through AF_XDP (the ring link to the
     /// successor), instead of UDP datagrams; needs --ring-prev too (FTC and NF).
     #[arg(
@@ -79,6 +84,16 @@ pub struct NodeArgs {
     /// output-commit check across processes (what `ftc chaos --procs` passes its nodes).
     #[arg(long, value_name = "DIR")]
     observe: Option<PathBuf>,
+}
+
+/// `N` of `--xdp-frames`.
+fn parse_frames(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (64..=16384).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?}: expected a power of two from 64 to 16384"
+        )),
+    }
 }
 
 /// `POSITION=IFACE` of `--link`.
@@ -146,7 +161,8 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         xdp: XdpConfig {
             queue: args.xdp_queue,
             zero_copy: args.xdp_zero_copy,
-            ..XdpConfig::default()
+            rx_frames: args.xdp_frames,
+            tx_frames: args.xdp_frames,
         },
         links,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),

@@ -403,7 +403,7 @@ fn absurd_input_is_refused_up_front() {
     std::fs::remove_file(&secret).ok();
 }
 
-/// The help of `ftc sim`, `ftc run` and `ftc chaos` states the range of every numeric flag
+/// The help of `ftc sim`, `ftc run`, `ftc chaos` and `ftc node` states the range of every numeric flag
 /// that is checked, and a value just outside it is refused.
 #[test]
 fn help_states_the_ranges_that_are_enforced() {
@@ -483,6 +483,18 @@ fn help_states_the_ranges_that_are_enforced() {
             "--heartbeat-ms",
             "0.1 to 10000",
             &["--kill", "1", "--heartbeat-ms", "0.01"],
+        ),
+        (
+            "node",
+            "--xdp-frames",
+            "64 to 16384",
+            &["--xdp-frames", "1000"],
+        ),
+        (
+            "node",
+            "--xdp-frames",
+            "64 to 16384",
+            &["--xdp-frames", "32768"],
         ),
     ];
     for &(command, flag, stated, bad) in cases {
