@@ -185,9 +185,6 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             * u64::from(config.coordinator.misses.saturating_sub(1)),
     );
     check_kills(&config.kills, duration, spec.chain.f, undetected)?;
-    if args.procs {
-        crate::run::warn_single_worker(&spec, "`ftc node` (`--procs`)");
-    }
     crate::log::init("chaos");
     let r = if args.procs {
         let procs = ProcsConfig {

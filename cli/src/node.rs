@@ -120,6 +120,9 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     RingLoss::check(args.ring_loss).context("--ring-loss")?;
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
+    if mode.is_ftmb() {
+        crate::run::warn_single_worker(&spec, "the FTMB baseline");
+    }
     let links = match (&args.ring_next, &args.ring_prev) {
         (Some(next), Some(prev)) => {
             if mode.is_ftmb() {

@@ -188,13 +188,13 @@ fn print_ftmb(r: &RunReport) {
     }
 }
 
-/// `what` (`ftc node` processes, the FTMB baselines) runs one worker thread per server for now:
-/// say so when a spec asks for more.
+/// `what` (the FTMB baselines) runs one worker thread per server for now: say so when a spec
+/// asks for more.
 pub fn warn_single_worker(spec: &ChainSpec, what: &str) {
     if spec.middlebox.iter().any(|m| m.threads > 1) {
         eprintln!(
             "ftc: note: {what} runs one worker thread per server for now; `threads` above 1 is \
-             parallel in the in-process runtime (ftc and nf modes)"
+             parallel in FTC and NF (ftc and nf modes)"
         );
     }
 }

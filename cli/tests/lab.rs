@@ -478,13 +478,38 @@ fn lab_commands_check_their_input_before_touching_the_host() {
 /// the links carry) runs on real links all along.
 #[test]
 fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
-    demo("ftcldemo", "xdp", &[], &[1], 2);
+    demo("ftcldemo", &spec("ch-rec.toml"), "xdp", &[], &[1], 2);
+}
+
+/// The same with two lanes (worker threads) in every node: the node's thread keeps the AF_XDP
+/// sockets and hands the frames to the lanes, flows hashed to them.
+#[test]
+fn the_download_survives_the_kill_with_two_lanes_per_node() {
+    let text = std::fs::read_to_string(spec("ch-rec.toml"))
+        .unwrap()
+        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
+    let path = std::env::temp_dir().join(format!("ftc-lab-{}-2-lanes.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let log = demo("ftcldlan", &path.display().to_string(), "xdp", &[], &[1], 2);
+    std::fs::remove_file(&path).ok();
+    if !root() {
+        return;
+    }
+    // The nodes' exit summaries count what each lane handled: frames reached both lanes of the
+    // three nodes serving at the end.
+    for lane in [
+        "lane 0: ServerStats { frames: ",
+        "lane 1: ServerStats { frames: ",
+    ] {
+        let busy = log.split(lane).skip(1).filter(|n| !n.starts_with('0'));
+        assert_eq!(busy.count(), 3, "{lane}…: {log}");
+    }
 }
 
 /// The same over raw packet sockets at the edges (`--transport udp`), for hosts without AF_XDP.
 #[test]
 fn the_download_survives_the_kill_over_packet_sockets_too() {
-    demo("ftcldemp", "udp", &[], &[1], 2);
+    demo("ftcldemp", &spec("ch-rec.toml"), "udp", &[], &[1], 2);
 }
 
 /// The servers at the chain's ends, one after the other: server 0 (the forwarder, where both
@@ -495,6 +520,7 @@ fn the_download_survives_the_kill_over_packet_sockets_too() {
 fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
     demo(
         "ftcldend",
+        &spec("ch-rec.toml"),
         "xdp",
         &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
         &[0, 2],
@@ -502,23 +528,23 @@ fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
     );
 }
 
-/// `ftc lab demo` on Ch-Rec with `extra` arguments; `killed`: the positions killed, in order,
-/// and `epoch` the chain's last.
-fn demo(name: &'static str, transport: &str, extra: &[&str], killed: &[u64], epoch: u32) {
+/// `ftc lab demo` on Ch-Rec (the spec at `spec_path`) with `extra` arguments; `killed`: the
+/// positions killed, in order, and `epoch` the chain's last. The log (empty without root).
+fn demo(
+    name: &'static str,
+    spec_path: &str,
+    transport: &str,
+    extra: &[&str],
+    killed: &[u64],
+    epoch: u32,
+) -> String {
     if !root() {
-        return;
+        return String::new();
     }
     let _turn = chain_turn();
     let lab = Lab::new(name);
     let out = ftc()
-        .args([
-            "lab",
-            "demo",
-            &spec("ch-rec.toml"),
-            "--name",
-            lab.0,
-            "--json",
-        ])
+        .args(["lab", "demo", spec_path, "--name", lab.0, "--json"])
         .args(["--transport", transport, "--size-mb", "200"])
         .args(["--heartbeat-ms", "50", "--misses", "10"])
         .args(["--ring-loss", "0.01"])
@@ -588,6 +614,7 @@ fn demo(name: &'static str, transport: &str, extra: &[&str], killed: &[u64], epo
     assert_eq!(recovered, kills_sorted, "{r}");
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
+    stderr.into_owned()
 }
 
 #[test]

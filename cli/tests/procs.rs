@@ -51,11 +51,12 @@ impl Drop for Temp {
 }
 
 /// `ftc chaos SPEC --procs --json` with `kills`; the report, after checking that it passed and
-/// that every killed position was recovered.
-fn chaos(spec: &str, kills: &[&str], rate: u64) -> serde_json::Value {
+/// that every killed position was recovered, and the log (the nodes' exit summaries among it).
+fn chaos(spec: &str, kills: &[&str], rate: u64) -> (serde_json::Value, String) {
     let mut cmd = ftc();
     cmd.args(["chaos", spec, "--procs", "--json", "--duration", "1"])
-        .args(["--rate", &rate.to_string(), "--heartbeat-ms", "50"]);
+        .args(["--rate", &rate.to_string(), "--heartbeat-ms", "50"])
+        .env("FTC_LOG", "info");
     for k in kills {
         cmd.args(["--kill", k]);
     }
@@ -92,7 +93,7 @@ fn chaos(spec: &str, kills: &[&str], rate: u64) -> serde_json::Value {
     let checked = &report["output_commit_checked"];
     assert_eq!(checked["packets"], report["packets_released"], "{report}");
     assert!(checked["transactions"].as_u64().unwrap() > 0, "{report}");
-    report
+    (report, stderr.into_owned())
 }
 
 /// The check of output commit across processes bites: nodes whose buffer releases packets
@@ -131,10 +132,34 @@ fn procs_chaos_catches_a_buffer_that_does_not_wait_for_commit_vectors() {
 fn every_position_of_ch_rec_recovers_from_sigkill() {
     let _turn = turn();
     for position in 0..3 {
-        let report = chaos(&spec("ch-rec.toml"), &[&format!("{position}@0.4")], 10_000);
+        let (report, _) = chaos(&spec("ch-rec.toml"), &[&format!("{position}@0.4")], 10_000);
         let r = &report["recoveries"][0];
         assert!(r["transfer_ns"].as_u64().unwrap() > 0, "{report}");
         assert!(r["bytes"].as_u64().unwrap() > 0, "{report}");
+    }
+}
+
+/// Ch-Rec with two lanes (worker threads) per server: each node runs its server on two threads
+/// that the flows spread over, and each position recovers from SIGKILL, output commit checked
+/// for every released packet.
+#[test]
+fn nodes_of_two_lanes_recover_from_sigkill() {
+    let _turn = turn();
+    let text = std::fs::read_to_string(spec("ch-rec.toml"))
+        .unwrap()
+        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
+    let spec = Temp::new("ch-rec-2-lanes.toml", &text);
+    for position in 0..3 {
+        let (report, log) = chaos(&spec.arg(), &[&format!("{position}@0.4")], 5_000);
+        // Each node's exit summary counts what each lane handled: the three nodes serving at
+        // the end ran two lanes, and frames reached both.
+        for lane in [
+            "lane 0: ServerStats { frames: ",
+            "lane 1: ServerStats { frames: ",
+        ] {
+            let busy = log.split(lane).skip(1).filter(|n| !n.starts_with('0'));
+            assert_eq!(busy.count(), 3, "{lane}…: {report}\n{log}");
+        }
     }
 }
 
@@ -161,7 +186,7 @@ fn every_position_of_a_chain_with_f_2_recovers_from_sigkill() {
 fn two_kills_with_f_2(a: u16, b: u16) {
     let _turn = turn();
     let spec = ch_4_f_2(&format!("ch-4-f2-{a}-{b}.toml"));
-    let report = chaos(
+    let (report, _) = chaos(
         &spec.arg(),
         &[&format!("{a}@0.4"), &format!("{b}@0.4")],
         5_000,

@@ -1,6 +1,6 @@
 //! `ftc node`: one chain server as a process (DESIGN.md §1, §3, §8). It binds a UDP data socket
 //! (frames between servers as NSH in datagrams, [`UdpTransport`]) and a TCP listener for state
-//! transfers ([`transfer::serve`], answered from its own [`Server`]), connects to the
+//! transfers ([`transfer::serve`], answered from its own [`Server`](ftc_node::Server)), connects to the
 //! orchestrator and joins. Then:
 //! - `Assign`: the initial deployment; it learns its peers and serves in epoch 1;
 //! - `Fence`: a recovery began: frames of older epochs are dropped from now on, the server fences;
@@ -28,7 +28,9 @@
 //! interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
 //! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
-//! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; helper threads read
+//! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
+//! of several lanes (its middlebox's `threads`, FTC and NF) runs them on threads of their own,
+//! which that thread hands their frames ([`super::lanes`]). Helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread. The heartbeat thread runs real-time where the node may
 //! (`process::wake_on_time`), so that a busy host does not delay its beats.
@@ -55,13 +57,14 @@ use ftc_node::nsh::flow_of;
 use ftc_node::server::LogsTooLong;
 use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
 use ftc_node::xdp::{XdpConfig, XdpError};
-use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError};
+use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
-use super::serving::Serving;
+use super::serving::{Serving, Spawn};
 use super::shape::{Shape, Undeployable};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
@@ -355,7 +358,9 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
+    let start = Instant::now();
     std::thread::scope(|s| {
+        let spawn = |lanes| Lanes::start(s, lanes, &heads, &inbox.waker, start);
         s.spawn(|| read_control(&control, key, &inbox));
         s.spawn(|| heartbeats(&writer, key, me, &epoch, config.heartbeat, &stop));
         s.spawn(|| {
@@ -384,7 +389,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             server_config: &server_config,
             ftmb: &config.ftmb,
             servers: shape.servers(),
-            start: Instant::now(),
+            start,
+            spawn: &spawn,
             transport,
             links,
             loss,
@@ -535,6 +541,8 @@ struct Node<'a, 'h> {
     /// The deployment's positions ([`Shape::servers`]).
     servers: usize,
     start: Instant,
+    /// Starts the threads of a server of several lanes.
+    spawn: Spawn<'a, 'h>,
     transport: UdpTransport,
     /// With `--ring-next`/`--ring-prev` or `--link`: frames between servers go over these
     /// instead.
@@ -684,8 +692,10 @@ impl Node<'_, '_> {
         };
         if let Some(recorder) = self.recorder.as_mut() {
             let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
-            let at = server.ftc();
-            if let Err(e) = record(recorder, self.heads, &self.ring, self.me, at, &outputs) {
+            let replicas = server.replicas(&self.ring, self.me);
+            if let Err(e) = record(
+                recorder, self.heads, &self.ring, self.me, replicas, &outputs,
+            ) {
                 tracing::error!("node {}: --observe: {e}; recording stops", self.me);
                 self.recorder = None;
             }
@@ -820,7 +830,8 @@ impl Node<'_, '_> {
                     self.server_config,
                     self.ftmb,
                     now,
-                ));
+                    self.spawn,
+                )?);
                 self.route(epoch, &peers);
                 self.serving = true;
                 tracing::info!("node {me}: serving in epoch {epoch}");
@@ -855,7 +866,12 @@ impl Node<'_, '_> {
                         self.server_config.clone(),
                         now,
                     )?;
-                    self.server = Some(Serving::Ftc(Box::new(server)));
+                    // The other lanes beside the restored one, over its replica stores.
+                    let more = self.heads.head_lanes(&self.ring, me, 1).into_iter();
+                    let lanes =
+                        ftc_node::lanes::join(server, more, self.partitions, self.server_config)
+                            .expect("the spec's partition count is valid");
+                    self.server = Some(Serving::of_lanes(lanes, self.spawn)?);
                     send(
                         writer,
                         key,
@@ -916,24 +932,20 @@ fn handled(frame: Frame<()>, observed: bool) -> Frame<u32> {
     }
 }
 
-/// Records what the outputs of a batch and `server`'s stores say, into the file, before any of
-/// the outputs is carried out.
+/// Records what the outputs of a batch and the server's stores (its head's, and `replicas`)
+/// say, into the file, before any of the outputs is carried out.
 fn record(
     recorder: &mut Recorder,
     heads: &Heads,
     ring: &Ring,
     me: ServerId,
-    server: Option<&Server<'_, u32>>,
+    replicas: Vec<(MbIndex, &ftc_stm::Store)>,
     outputs: &[Output<u32>],
 ) -> io::Result<()> {
     let t = monotonic_ns();
     let head = ring
         .middlebox_at(me)
         .map(|mb| (mb, &heads.stores[usize::from(mb.0)]));
-    let replicas = server.and_then(Server::replica).into_iter().flat_map(|r| {
-        ring.replicated_by(me)
-            .filter_map(move |mb| r.store(mb).map(|s| (mb, &**s)))
-    });
     recorder.stores(t, head.into_iter().chain(replicas))?;
     for out in outputs {
         match out {

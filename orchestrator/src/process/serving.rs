@@ -1,22 +1,35 @@
-//! What a node's server thread drives: an FTC (or NF) [`Server`], or one FTMB [`Station`]
-//! (a logger server or a master). Both take frames, customer packets and timeouts and give
-//! [`Output`]s, so one event loop ([`super::node`]) runs either; only FTC's exports state.
+//! What a node's server thread drives: an FTC (or NF) [`Server`], the lanes of one on threads of
+//! their own ([`Lanes`]), or one FTMB [`Station`] (a logger server or a master). All take frames
+//! and customer packets and give [`Output`]s, so one event loop ([`super::node`]) runs any; only
+//! FTC's exports state.
+
+use std::io;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_node::ftmb::{FtmbConfig, Role, Schedule, Station};
 use ftc_node::server::port_of;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
+use ftc_stm::Store;
+
+use super::lanes::Lanes;
 
 /// A node's server.
 #[derive(Debug)]
 pub enum Serving<'h> {
-    // Boxed: the two differ much in size, and a node has one for its lifetime.
+    // Boxed: they differ much in size, and a node has one for its lifetime.
     Ftc(Box<Server<'h, u32>>),
+    /// FTC or NF with several lanes (its middlebox's `threads`), each on a thread of its own.
+    Lanes(Lanes<'h>),
     Ftmb(Box<Station<'h, u32>>),
 }
 
+/// Starts lanes on threads of their own (in the node's thread scope).
+pub type Spawn<'a, 'h> = &'a dyn Fn(Vec<Server<'h, u32>>) -> io::Result<Lanes<'h>>;
+
 impl<'h> Serving<'h> {
-    /// The server at `me` in a fresh deployment (`Assign`), at time `now`.
+    /// The server at `me` in a fresh deployment (`Assign`), at time `now`: FTC's and NF's in
+    /// as many lanes as its middlebox has `threads`, more than one started with `spawn`.
+    #[allow(clippy::too_many_arguments)]
     pub fn assigned(
         heads: &'h Heads,
         ring: Ring,
@@ -25,15 +38,16 @@ impl<'h> Serving<'h> {
         config: &ServerConfig,
         ftmb: &FtmbConfig,
         now: u64,
-    ) -> Serving<'h> {
+        spawn: Spawn<'_, 'h>,
+    ) -> io::Result<Serving<'h>> {
         if !config.mode.is_ftmb() {
-            let head = heads.head(&ring, me);
-            let server = Server::new(ring, me, partitions, head, config.clone())
+            let heads = heads.head_lanes(&ring, me, 0);
+            let lanes = ftc_node::lanes::lanes(ring, me, partitions, heads, config)
                 .expect("the spec's partition count is valid");
-            return Serving::Ftc(Box::new(server));
+            return Serving::of_lanes(lanes, spawn);
         }
         let k = ring.middleboxes();
-        Serving::Ftmb(Box::new(match Role::of(me, k) {
+        Ok(Serving::Ftmb(Box::new(match Role::of(me, k) {
             Some(Role::Logger(i)) => Station::logger(i, k, ftmb),
             Some(Role::Master(i)) => {
                 let head = heads
@@ -49,19 +63,36 @@ impl<'h> Serving<'h> {
                 Station::master(head, config.headroom, ftmb, schedule)
             }
             None => unreachable!("the node checked its position against the deployment"),
-        }))
+        })))
     }
 
-    pub fn ftc(&self) -> Option<&Server<'h, u32>> {
+    /// The lanes of a server (from [`ftc_node::lanes`]): one as it is, more started with `spawn`.
+    pub fn of_lanes(mut lanes: Vec<Server<'h, u32>>, spawn: Spawn<'_, 'h>) -> io::Result<Self> {
+        if lanes.len() > 1 {
+            return spawn(lanes).map(Serving::Lanes);
+        }
+        let one = lanes.pop().expect("a server has a lane");
+        Ok(Serving::Ftc(Box::new(one)))
+    }
+
+    /// The replica stores of the FTC server at `me` of `ring` (none for FTMB's).
+    pub fn replicas(&self, ring: &Ring, me: ServerId) -> Vec<(MbIndex, &Store)> {
         match self {
-            Serving::Ftc(s) => Some(s),
-            Serving::Ftmb(_) => None,
+            Serving::Ftc(s) => s.replica().map_or_else(Vec::new, |r| {
+                ring.replicated_by(me)
+                    .filter_map(|mb| r.store(mb).map(|s| (mb, &**s)))
+                    .collect()
+            }),
+            Serving::Lanes(l) => l.replicas().collect(),
+            Serving::Ftmb(_) => Vec::new(),
         }
     }
 
+    /// When the server's next timer is due (lanes keep their own).
     pub fn poll_timeout(&self) -> Option<u64> {
         match self {
             Serving::Ftc(s) => s.poll_timeout(),
+            Serving::Lanes(_) => None,
             Serving::Ftmb(s) => s.poll_timeout(),
         }
     }
@@ -69,6 +100,7 @@ impl<'h> Serving<'h> {
     pub fn handle_timeout(&mut self, now: u64) {
         match self {
             Serving::Ftc(s) => s.handle_timeout(now),
+            Serving::Lanes(_) => {}
             Serving::Ftmb(s) => s.handle_timeout(now),
         }
     }
@@ -80,6 +112,7 @@ impl<'h> Serving<'h> {
     pub fn congested(&self) -> bool {
         match self {
             Serving::Ftc(s) => s.congested(),
+            Serving::Lanes(l) => l.congested(),
             Serving::Ftmb(_) => false,
         }
     }
@@ -87,6 +120,7 @@ impl<'h> Serving<'h> {
     pub fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<u32>) {
         match self {
             Serving::Ftc(s) => s.handle_frame(now, from, frame),
+            Serving::Lanes(l) => l.handle_frame(from, frame),
             Serving::Ftmb(s) => s.handle_frame(now, from, frame),
         }
     }
@@ -99,6 +133,10 @@ impl<'h> Serving<'h> {
                 let port = port_of(packet.dir);
                 s.handle_ingress(now, packet, port).map_err(|(_, p)| p)
             }
+            Serving::Lanes(l) => {
+                l.handle_ingress(packet);
+                Ok(())
+            }
             Serving::Ftmb(s) => s.handle_ingress(now, packet),
         }
     }
@@ -106,6 +144,7 @@ impl<'h> Serving<'h> {
     pub fn end_batch(&mut self, now: u64) {
         match self {
             Serving::Ftc(s) => s.end_batch(now),
+            Serving::Lanes(_) => {}
             Serving::Ftmb(s) => s.end_batch(now),
         }
     }
@@ -113,6 +152,7 @@ impl<'h> Serving<'h> {
     pub fn poll_output(&mut self) -> Option<Output<u32>> {
         match self {
             Serving::Ftc(s) => s.poll_output(),
+            Serving::Lanes(l) => l.poll_output(),
             Serving::Ftmb(s) => s.poll_output(),
         }
     }
@@ -124,39 +164,39 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// A recovery began. An FTMB station has no epochs to fence and goes on.
+    /// A recovery began (every lane has fenced on return). An FTMB station has no epochs to
+    /// fence and goes on.
     pub fn fence(&mut self) {
-        if let Serving::Ftc(s) = self {
-            s.fence();
+        match self {
+            Serving::Ftc(s) => s.fence(),
+            Serving::Lanes(l) => l.fence(),
+            Serving::Ftmb(_) => {}
         }
     }
 
     pub fn resume(&mut self, now: u64) {
-        if let Serving::Ftc(s) = self {
-            s.resume(now);
+        match self {
+            Serving::Ftc(s) => s.resume(now),
+            Serving::Lanes(l) => l.resume(),
+            Serving::Ftmb(_) => {}
         }
     }
 
     /// The encoded state of `group` for a transfer; an FTMB station keeps none to give.
     pub fn export_group_bytes(&self, group: MbIndex) -> Option<Vec<u8>> {
-        self.ftc()?.export_group_bytes(group)
+        match self {
+            Serving::Ftc(s) => s.export_group_bytes(group),
+            Serving::Lanes(l) => l.export_group_bytes(group),
+            Serving::Ftmb(_) => None,
+        }
     }
 
     /// What the server counted, for the node's last log line (with an FTMB station's
     /// violations: PAL messages lost on the way, say).
     pub fn summary(&mut self) -> String {
         match self {
-            // Where frames sit at the end (held, refused, in the buffer) and what the
-            // replica asked for and resent: what a stalled chain is diagnosed from.
-            Serving::Ftc(s) => format!(
-                "{:?}, frames held now {}, congested {}, replica {:?}, forwarder {:?}, buffer {:?}",
-                s.stats(),
-                s.held(),
-                s.congested(),
-                s.replica().map(|r| r.stats()),
-                s.forwarder().map(|f| f.stats()),
-                s.buffer().map(|b| b.stats()),
-            ),
+            Serving::Ftc(s) => ftc_summary(s),
+            Serving::Lanes(l) => l.summary(),
             Serving::Ftmb(s) => {
                 let violations = s.take_violations();
                 format!(
@@ -167,4 +207,18 @@ impl<'h> Serving<'h> {
             }
         }
     }
+}
+
+/// What an FTC (or NF) server or lane counted: where frames sit at the end (held, refused, in the
+/// buffer) and what the replica asked for and resent, what a stalled chain is diagnosed from.
+pub fn ftc_summary(s: &Server<'_, u32>) -> String {
+    format!(
+        "{:?}, frames held now {}, congested {}, replica {:?}, forwarder {:?}, buffer {:?}",
+        s.stats(),
+        s.held(),
+        s.congested(),
+        s.replica().map(|r| r.stats()),
+        s.forwarder().map(|f| f.stats()),
+        s.buffer().map(|b| b.stats()),
+    )
 }
