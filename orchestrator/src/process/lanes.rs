@@ -158,17 +158,29 @@ impl<'h> Lanes<'h> {
 
     /// Every lane fences (a recovery began); returns once each has.
     pub fn fence(&self) {
-        self.ask_all(ToLane::Fence);
+        if self.ask_all(ToLane::Fence).len() < self.inboxes.len() {
+            tracing::error!("a lane did not fence within {ANSWER:?}");
+        }
     }
 
     /// Every lane resumes (the reroute); returns once each has.
     pub fn resume(&self) {
-        self.ask_all(ToLane::Resume);
+        if self.ask_all(ToLane::Resume).len() < self.inboxes.len() {
+            tracing::error!("a lane did not resume within {ANSWER:?}");
+        }
     }
 
-    /// The encoded state of `group`: the shared store, and the logs every lane retains.
+    /// The encoded state of `group`: the shared store, and the logs every lane retains (none
+    /// unless every lane answered: the orchestrator then fetches the group elsewhere).
     pub fn export_group_bytes(&self, group: MbIndex) -> Option<Vec<u8>> {
         let answers = self.ask_all(|reply| ToLane::Export { group, reply });
+        if answers.len() < self.inboxes.len() {
+            tracing::error!(
+                "a lane did not answer an export of m{} within {ANSWER:?}",
+                group.0
+            );
+            return None;
+        }
         let mut lanes = answers.into_iter();
         let mut parts = lanes.next()??;
         for lane in lanes {
@@ -194,7 +206,7 @@ impl<'h> Lanes<'h> {
     }
 
     /// Sends every lane the request `ask` makes of a reply channel; their answers, in lane
-    /// order (fewer if a lane did not answer within [`ANSWER`]).
+    /// order (only those before the first lane that did not answer within [`ANSWER`]).
     fn ask_all<T>(&self, ask: impl Fn(Sender<T>) -> ToLane) -> Vec<T> {
         let replies: Vec<_> = self
             .inboxes
