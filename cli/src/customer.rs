@@ -26,4 +26,9 @@ pub struct CustomerArgs {
     /// AF_XDP is not available; slower, needs CAP_NET_RAW only).
     #[arg(long, default_value = "xdp", value_name = "xdp|packet")]
     pub edge_kind: EdgeKind,
+    /// AF_XDP edges: the queues of each edge interface to bind, 1 to 64, from `ftc node`'s
+    /// --xdp-queue on. On a NIC that spreads frames over several queues (RSS), a frame on a
+    /// queue without a socket passes the chain by: bind them all.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub edge_queues: u32,
 }

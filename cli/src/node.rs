@@ -161,6 +161,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         edge_in: args.customer.edge_in.clone(),
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
+        edge_queues: args.customer.edge_queues,
         xdp: XdpConfig {
             queue: args.xdp_queue,
             zero_copy: args.xdp_zero_copy,

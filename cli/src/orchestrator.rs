@@ -45,7 +45,8 @@ pub struct OrchestratorArgs {
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
     /// {heartbeat_ms} and {customer} (this command's `--ingress`/`--egress`, `--edge-in`/
-    /// `--edge-out` and `--edge-kind`, for the chain's end servers) are filled in.
+    /// `--edge-out`, `--edge-kind` and `--edge-queues`, for the chain's end servers) are filled
+    /// in.
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
     /// Where customer frames enter and leave, passed on to the replacements of the end servers.
@@ -88,6 +89,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         edge_in: args.customer.edge_in.clone(),
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
+        edge_queues: args.customer.edge_queues,
         last: shape.exit.0,
         observe: None,
     };

@@ -490,6 +490,7 @@ fn help_states_the_ranges_that_are_enforced() {
             "64 to 16384",
             &["--xdp-frames", "1000"],
         ),
+        ("node", "--edge-queues", "1 to 64", &["--edge-queues", "65"]),
         (
             "node",
             "--xdp-frames",

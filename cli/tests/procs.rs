@@ -443,37 +443,39 @@ fn tcp_checked(frame: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
 
 /// Send `frame` into `entry` until a TCP frame leaves by `exit` (another port of the test's);
 /// that frame. Repeats cover the chain's start-up (and are harmless to a NAT: one mapping).
-fn through(entry: &mut XdpPort, exit: &mut XdpPort, frame: &[u8]) -> Vec<u8> {
+fn through(entry: &mut XdpPort, exits: &mut [XdpPort], frame: &[u8]) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         entry.send(frame).unwrap();
         entry.flush().unwrap();
         let wait = Instant::now() + Duration::from_millis(200);
-        let mut got = None;
-        while got.is_none()
-            && exit
-                .wait(wait.saturating_duration_since(Instant::now()))
-                .unwrap()
-        {
-            exit.recv_batch(|bytes| {
-                if got.is_none() && bytes.get(12..14) == Some(&[0x08, 0x00][..]) {
-                    got = Some(bytes.to_vec());
+        while Instant::now() < wait {
+            for exit in exits.iter_mut() {
+                let mut got = None;
+                if exit.wait(Duration::from_millis(5)).unwrap() {
+                    exit.recv_batch(|bytes| {
+                        if got.is_none() && bytes.get(12..14) == Some(&[0x08, 0x00][..]) {
+                            got = Some(bytes.to_vec());
+                        }
+                    })
+                    .unwrap();
                 }
-            })
-            .unwrap();
-        }
-        if let Some(frame) = got {
-            return frame;
+                if let Some(frame) = got {
+                    return frame;
+                }
+            }
         }
     }
-    panic!("nothing left the chain by {} in 20 s", exit.iface());
+    panic!("nothing left the chain by {} in 20 s", exits[0].iface());
 }
 
 /// Ch-Rec with AF_XDP edges, all in a network namespace: a TCP SYN sent into server 0's
 /// outbound edge leaves the last server's outbound edge source-NATed with correct checksums and
 /// its MAC addresses untouched; then the last server (the NAT's) is killed, the orchestrator's
 /// replacement takes over its edges and the NAT's state, and the server's reply, sent into server
-/// 0's inbound edge, leaves the replacement's inbound edge addressed back to the client.
+/// 0's inbound edge, leaves the replacement's inbound edge addressed back to the client. The
+/// edges have two queues each (`--edge-queues 2`, passed on to the replacement), and the test
+/// sends on queue 1: a node bound to queue 0 alone would never see the frames.
 #[test]
 fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
     if !is_root() {
@@ -494,7 +496,7 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
         ("e2o", "s2o"),
         ("e2i", "c2i"),
     ] {
-        ns.veth(end, peer).unwrap();
+        ns.veth_queues(end, peer, 2).unwrap();
     }
     let secret = Temp::new("edges-secret", "edges test secret\n");
     let ftc_in_ns = |args: &[&str]| {
@@ -502,7 +504,7 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
         cmd.args(args);
         cmd
     };
-    let timing = ["--heartbeat-ms", "100"];
+    let timing = ["--heartbeat-ms", "100", "--edge-queues", "2"];
     let edge_in = ["--edge-in", "out=e0o", "--edge-in", "in=e0i"];
     let edge_out = ["--edge-out", "out=e2o", "--edge-out", "in=e2i"];
     let mut orchestrator = ftc_in_ns(&["orchestrator", &spec("ch-rec.toml")])
@@ -539,9 +541,17 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
     }
     // The processes and their reports move to the namespace's thread (and end with it).
     ns.run(move || {
-        let port = |iface| XdpPort::open(iface, XdpConfig::default()).unwrap();
-        let (mut c0o, mut s0i, mut s2o, mut c2i) =
-            (port("c0o"), port("s0i"), port("s2o"), port("c2i"));
+        let port = |iface, queue| {
+            let config = XdpConfig {
+                queue,
+                ..XdpConfig::default()
+            };
+            XdpPort::open(iface, config).unwrap()
+        };
+        // Frames enter on queue 1, and leave on the queue of their flow.
+        let (mut c0o, mut s0i) = (port("c0o", 1), port("s0i", 1));
+        let mut s2o = [port("s2o", 0), port("s2o", 1)];
+        let mut c2i = [port("c2i", 0), port("c2i", 1)];
         let request = syn(CLIENT, 40_000, SERVER, 80, false);
         let out = through(&mut c0o, &mut s2o, &request);
         let (src, sport, dst, dport) = tcp_checked(&out);

@@ -61,8 +61,8 @@ impl XdpLinks {
         chain: u32,
         epoch: u32,
     ) -> Result<Self, XdpError> {
-        let ifaces: Vec<&str> = links.iter().map(|&(_, iface)| iface).collect();
-        let ports = xdp::open_each(&ifaces, config, RELEASE_WAIT);
+        let sockets: Vec<(&str, u32)> = links.iter().map(|&(_, i)| (i, config.queue)).collect();
+        let ports = xdp::open_each(&sockets, config, RELEASE_WAIT);
         Ok(XdpLinks {
             links: links
                 .iter()

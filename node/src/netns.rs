@@ -39,7 +39,16 @@ impl Netns {
 
     /// A veth pair `a`–`b` in the namespace, both ends up.
     pub fn veth(&self, a: &str, b: &str) -> io::Result<()> {
-        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
+        self.veth_queues(a, b, 1)
+    }
+
+    /// [`Netns::veth`] with `queues` rx and tx queues at each end (a frame sent on queue q of
+    /// one end arrives on queue q of the other).
+    pub fn veth_queues(&self, a: &str, b: &str, queues: u32) -> io::Result<()> {
+        let q = queues.to_string();
+        let counts = ["numtxqueues", &q, "numrxqueues", &q];
+        let (type_veth, peer) = (["type", "veth", "peer", "name", b], counts);
+        self.ip(&[&["link", "add", a][..], &counts, &type_veth, &peer].concat())?;
         for end in [a, b] {
             self.ip(&["link", "set", end, "up"])?;
         }

@@ -504,24 +504,50 @@ fn os_error(e: &dyn std::error::Error) -> io::Error {
     }
 }
 
-/// A port on each of `ifaces`, as [`XdpPort::open_when_free`] opens them, all at once: each
-/// waits for its own queue, so a replacement's ports are ready together as soon as the killed
-/// process's sockets are gone, their UMEMs made meanwhile. In the order of `ifaces`.
+/// A port on each `(interface, queue)` of `sockets` (`config` otherwise), as
+/// [`XdpPort::open_when_free`] opens them: the interfaces all at once, so that a replacement's
+/// ports are ready together as soon as the killed process's sockets are gone (their UMEMs made
+/// meanwhile), and the queues of one interface one after the other (the first attaches the XDP
+/// program the others share; two attaching at once collide). In the order of `sockets`.
 pub fn open_each(
-    ifaces: &[&str],
+    sockets: &[(&str, u32)],
     config: XdpConfig,
     wait: Duration,
 ) -> Vec<Result<XdpPort, XdpError>> {
-    std::thread::scope(|s| {
+    let mut ifaces: Vec<&str> = Vec::new();
+    for &(iface, _) in sockets {
+        if !ifaces.contains(&iface) {
+            ifaces.push(iface);
+        }
+    }
+    let mut opened: Vec<_> = std::thread::scope(|s| {
         let opening: Vec<_> = ifaces
             .iter()
-            .map(|iface| s.spawn(move || XdpPort::open_when_free(iface, config, wait)))
+            .map(|&iface| {
+                s.spawn(move || {
+                    let queues = sockets.iter().filter(|&&(i, _)| i == iface);
+                    let open = |&(_, queue): &(&str, u32)| {
+                        XdpPort::open_when_free(iface, XdpConfig { queue, ..config }, wait)
+                    };
+                    queues.map(open).collect::<Vec<_>>().into_iter()
+                })
+            })
             .collect();
         opening
             .into_iter()
             .map(|o| o.join().expect("opening a port does not panic"))
             .collect()
-    })
+    });
+    sockets
+        .iter()
+        .map(|(iface, _)| {
+            let i = ifaces
+                .iter()
+                .position(|i| i == iface)
+                .expect("listed above");
+            opened[i].next().expect("one port per socket asked for")
+        })
+        .collect()
 }
 
 /// A failed UMEM or socket creation, by its errno.

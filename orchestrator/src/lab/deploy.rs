@@ -125,6 +125,7 @@ impl RunConfig {
             edge_in: Vec::new(),
             edge_out: Vec::new(),
             edge_kind: EdgeKind::default(),
+            edge_queues: 1,
             last: self.topology.exit(),
             observe: None,
         }

@@ -166,6 +166,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         edge_in: Vec::new(),
         edge_out: Vec::new(),
         edge_kind: EdgeKind::default(),
+        edge_queues: 1,
         last: ring.buffer().0,
         observe: Some(observed.0.clone()),
     };

@@ -4,7 +4,9 @@
 //! [`EdgeKind`]). An edge-in interface says the direction of every frame that arrives on it (the
 //! forwarder classifies by port); an edge-out interface sends the released frames of one
 //! direction, unchanged (the chain is a bump in the wire at L2). An interface named by several
-//! edges is opened once.
+//! edges is opened once. An AF_XDP edge binds one or more queues of its interface (a NIC with
+//! RSS spreads frames over several), a socket each; a flow's released frames all leave through
+//! one of them, so that they stay in order.
 
 use std::fmt;
 use std::io;
@@ -47,17 +49,17 @@ impl FromStr for EdgeKind {
     }
 }
 
-/// An edge's socket.
+/// An edge's sockets: AF_XDP ones on queues of its interface (at least one), or a packet socket.
 #[derive(Debug)]
 pub enum Port {
-    Xdp(Box<XdpPort>),
+    Xdp(Vec<XdpPort>),
     Packet(PacketPort),
 }
 
-/// An edge socket's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An edge's counters (an AF_XDP edge's by queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortStats {
-    Xdp(XdpStats),
+    Xdp(Vec<XdpStats>),
     Packet(PacketStats),
 }
 
@@ -65,29 +67,33 @@ impl Port {
     /// The interface's name.
     pub fn iface(&self) -> &str {
         match self {
-            Port::Xdp(p) => p.iface(),
+            Port::Xdp(queues) => queues[0].iface(),
             Port::Packet(p) => p.iface(),
         }
     }
 
-    /// Hand the frames received to `f`, in order; how many.
-    pub fn recv_batch(&mut self, f: impl FnMut(&[u8])) -> io::Result<usize> {
+    /// Hand the frames received to `f`, in order of arrival on each queue; how many.
+    pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
         match self {
-            Port::Xdp(p) => p.recv_batch(f),
+            Port::Xdp(queues) => queues.iter_mut().map(|q| q.recv_batch(&mut f)).sum(),
             Port::Packet(p) => p.recv_batch(f),
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+    /// Queue `frame` of flow `flow` for sending (on the flow's queue).
+    fn send(&mut self, flow: u64, frame: &[u8]) -> Result<(), String> {
         match self {
-            Port::Xdp(p) => p.send(frame).map_err(|e| e.to_string()),
+            Port::Xdp(queues) => {
+                let i = (flow % queues.len() as u64) as usize;
+                queues[i].send(frame).map_err(|e| e.to_string())
+            }
             Port::Packet(p) => p.send(frame).map_err(|e| e.to_string()),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Port::Xdp(p) => p.flush(),
+            Port::Xdp(queues) => queues.iter_mut().try_for_each(XdpPort::flush),
             // Each frame went out as it was sent.
             Port::Packet(_) => Ok(()),
         }
@@ -95,25 +101,25 @@ impl Port {
 
     fn unsent(&self) -> bool {
         match self {
-            Port::Xdp(p) => p.unsent(),
+            Port::Xdp(queues) => queues.iter().any(XdpPort::unsent),
             Port::Packet(_) => false,
         }
     }
 
     fn stats(&self) -> PortStats {
         match self {
-            Port::Xdp(p) => PortStats::Xdp(p.stats()),
+            Port::Xdp(queues) => PortStats::Xdp(queues.iter().map(XdpPort::stats).collect()),
             Port::Packet(p) => PortStats::Packet(p.stats()),
         }
     }
-}
 
-impl AsFd for Port {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Port::Xdp(p) => p.as_fd(),
-            Port::Packet(p) => p.as_fd(),
-        }
+    /// The sockets' descriptors, readable when frames wait.
+    pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        let (queues, packet) = match self {
+            Port::Xdp(queues) => (&queues[..], None),
+            Port::Packet(p) => (&[][..], Some(p.as_fd())),
+        };
+        queues.iter().map(AsFd::as_fd).chain(packet)
     }
 }
 
@@ -185,14 +191,15 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out) as `kind` sockets (AF_XDP
-    /// ones with `xdp`, all at once: [`open_each`]): one per interface, which receives if
-    /// an edge-in names it.
+    /// Open the ports of `inputs` (edge-in) and `outputs` (edge-out) as `kind` sockets: one
+    /// per interface, which receives if an edge-in names it. AF_XDP ones with `xdp`, on
+    /// `queues` queues of each interface from `xdp.queue` on, all at once ([`open_each`]).
     pub fn open(
         inputs: &[Edge],
         outputs: &[Edge],
         kind: EdgeKind,
         xdp: XdpConfig,
+        queues: u32,
     ) -> Result<Edges, EdgesError> {
         // Each interface once, in the order first named, with whether it receives.
         let mut named: Vec<(&Edge, bool)> = Vec::new();
@@ -226,17 +233,20 @@ impl Edges {
         input.resize(named.len(), None);
         let ports = match kind {
             EdgeKind::Xdp => {
-                let ifaces: Vec<&str> = named.iter().map(|(e, _)| e.iface.as_str()).collect();
-                let opened = open_each(&ifaces, xdp, RELEASE_WAIT);
+                let queues = (0..queues.max(1)).map(|q| xdp.queue + q);
+                let sockets: Vec<(&str, u32)> = named
+                    .iter()
+                    .flat_map(|(e, _)| queues.clone().map(|q| (e.iface.as_str(), q)))
+                    .collect();
+                let mut opened = open_each(&sockets, xdp, RELEASE_WAIT).into_iter();
                 named
                     .iter()
-                    .zip(opened)
-                    .map(|(&(edge, _), port)| match port {
-                        Ok(port) => Ok(Port::Xdp(Box::new(port))),
-                        Err(source) => Err(EdgesError::Open {
+                    .map(|&(edge, _)| {
+                        let port: Result<Vec<_>, _> = opened.by_ref().take(queues.len()).collect();
+                        port.map(Port::Xdp).map_err(|source| EdgesError::Open {
                             edge: edge.clone(),
                             source,
-                        }),
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?
             }
@@ -279,13 +289,14 @@ impl Edges {
             .filter_map(|(port, dir)| dir.map(|_| port))
     }
 
-    /// Queue a released frame of direction `dir` on its edge-out, if there is one.
-    pub fn send(&mut self, dir: Direction, frame: &[u8]) {
+    /// Queue a released frame of direction `dir` and flow `flow` on its edge-out, if there is
+    /// one.
+    pub fn send(&mut self, dir: Direction, flow: u64, frame: &[u8]) {
         let Some(i) = self.output[slot(dir)] else {
             return;
         };
         let port = &mut self.ports[i];
-        if let Err(e) = port.send(frame) {
+        if let Err(e) = port.send(flow, frame) {
             tracing::debug!("edge-out {}: {e}", port.iface());
         }
     }
@@ -350,12 +361,12 @@ mod tests {
     fn a_missing_interface_is_named() {
         let edge: Edge = "out=ftcx-nosuch1".parse().unwrap();
         let xdp = XdpConfig::default();
-        let err = Edges::open(std::slice::from_ref(&edge), &[], EdgeKind::Xdp, xdp).unwrap_err();
+        let err = Edges::open(std::slice::from_ref(&edge), &[], EdgeKind::Xdp, xdp, 1).unwrap_err();
         assert_eq!(
             err.to_string(),
             "edge out=ftcx-nosuch1: AF_XDP: there is no network interface named \"ftcx-nosuch1\""
         );
-        let err = Edges::open(&[edge], &[], EdgeKind::Packet, xdp).unwrap_err();
+        let err = Edges::open(&[edge], &[], EdgeKind::Packet, xdp, 1).unwrap_err();
         assert_eq!(
             err.to_string(),
             "edge out=ftcx-nosuch1: AF_PACKET: there is no network interface named \"ftcx-nosuch1\""

@@ -70,6 +70,8 @@ pub struct NodeArgs {
     pub edge_out: Vec<Edge>,
     /// The sockets of those edges.
     pub edge_kind: EdgeKind,
+    /// The queues of each AF_XDP edge interface the nodes bind.
+    pub edge_queues: u32,
     /// The last position of the ring (the buffer's server).
     pub last: u16,
     /// `--observe DIR` for every node (an output-commit check across processes).
@@ -130,6 +132,9 @@ impl NodeArgs {
         let edges = args.iter().any(|a| a.starts_with("--edge-"));
         if edges && self.edge_kind != EdgeKind::Xdp {
             args.extend(["--edge-kind".into(), self.edge_kind.name().into()]);
+        }
+        if edges && self.edge_queues > 1 {
+            args.extend(["--edge-queues".into(), self.edge_queues.to_string()]);
         }
         args
     }
@@ -303,6 +308,7 @@ mod tests {
             edge_in: vec!["out=eth1".parse().unwrap()],
             edge_out: vec!["in=eth2".parse().unwrap(), "out=eth3".parse().unwrap()],
             edge_kind: EdgeKind::Xdp,
+            edge_queues: 1,
             last: 2,
             observe: None,
         }
@@ -325,6 +331,10 @@ mod tests {
         packet.edge_kind = EdgeKind::Packet;
         assert!(substitute(t, 0, &packet).contains(" --edge-in out=eth1 --edge-kind packet specs/"));
         assert!(!substitute(t, 1, &packet).contains("--edge-kind"));
+        let mut queues = args();
+        queues.edge_queues = 4;
+        assert!(substitute(t, 2, &queues).contains(" --edge-out out=eth3 --edge-queues 4 specs/"));
+        assert!(!substitute(t, 1, &queues).contains("--edge-queues"));
         let mut odd = args();
         odd.spec = PathBuf::from("it's.toml");
         assert_eq!(

@@ -60,7 +60,7 @@ use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
-use super::edges::{Edge, EdgeKind, Edges, EdgesError};
+use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
@@ -100,6 +100,8 @@ pub struct NodeConfig {
     pub edge_out: Vec<Edge>,
     /// The sockets of the edges, and how AF_XDP ones are opened.
     pub edge_kind: EdgeKind,
+    /// AF_XDP edges: how many queues of each interface to bind, from `xdp.queue` on.
+    pub edge_queues: u32,
     pub xdp: XdpConfig,
     /// Frames between servers over AF_XDP on these links (each with the server at its other
     /// end; for FTC the link to the successor and the one from the predecessor) instead of UDP
@@ -283,6 +285,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                 &config.edge_out,
                 config.edge_kind,
                 config.xdp,
+                config.edge_queues,
             )
         });
         let links = (!config.links.is_empty()).then(|| {
@@ -597,10 +600,10 @@ impl Node<'_, '_> {
             polls.push(readable(server.map(|_| self.transport.as_fd())));
             let ingress = self.ingress.as_ref().filter(|_| accepting);
             polls.push(readable(ingress.map(AsFd::as_fd)));
-            for port in self.edges.inputs() {
-                polls.push(readable(Some(port.as_fd()).filter(|_| accepting)));
+            for fd in self.edges.inputs().flat_map(Port::fds) {
+                polls.push(readable(Some(fd).filter(|_| accepting)));
             }
-            let links = EDGES + self.edges.inputs().count();
+            let links = polls.len();
             for fd in self.links.iter().flat_map(XdpLinks::fds) {
                 polls.push(readable(server.map(|_| fd)));
             }
@@ -671,8 +674,13 @@ impl Node<'_, '_> {
                     }
                 }
             }
-            let ready = polls[EDGES..links].iter().map(|p| p.revents != 0);
-            for ((port, dir), _) in self.edges.inputs_mut().zip(ready).filter(|(_, r)| *r) {
+            // A port is ready when one of its sockets (one per queue) is.
+            let mut ready = polls[EDGES..links].iter().map(|p| p.revents != 0);
+            for (port, dir) in self.edges.inputs_mut() {
+                let sockets = port.fds().count();
+                if !ready.by_ref().take(sockets).fold(false, |any, r| any | r) {
+                    continue;
+                }
                 if let Err(e) = port.recv_batch(|bytes| enter(bytes, dir)) {
                     tracing::warn!("node {}: edge-in {}: {e}", self.me, port.iface());
                 }
@@ -741,7 +749,7 @@ impl Node<'_, '_> {
                         tracing::debug!("node {}: egress to {to}: {e}", self.me);
                     }
                 }
-                self.edges.send(packet.dir, &packet.bytes);
+                self.edges.send(packet.dir, packet.flow, &packet.bytes);
                 keep(&mut self.spare, packet.bytes);
             }
             // Lost to a fence, dropped by a middlebox: it leaves the chain here.
