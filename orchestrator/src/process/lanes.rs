@@ -99,28 +99,29 @@ impl<'h> Lanes<'h> {
             .map(|_| crossbeam_channel::bounded(INBOX))
             .unzip();
         let (out, outputs) = crossbeam_channel::unbounded();
-        let congested = Arc::new(AtomicUsize::new(0));
+        // Made first: if a thread does not start, dropping it stops those that did.
+        let lanes = Lanes {
+            inboxes,
+            outputs,
+            ready: Vec::new().into_iter(),
+            congested: Arc::new(AtomicUsize::new(0)),
+            heads,
+            replicas,
+            turn: 0,
+        };
         for (server, rx) in servers.into_iter().zip(receivers) {
             let lane = LaneThread {
-                peers: inboxes.clone(),
+                peers: lanes.inboxes.clone(),
                 out: out.clone(),
                 waker: waker.try_clone()?,
-                congested: Arc::clone(&congested),
+                congested: Arc::clone(&lanes.congested),
                 start,
             };
             std::thread::Builder::new()
                 .name(format!("lane {}", server.lane()))
                 .spawn_scoped(scope, move || lane.run(server, &rx))?;
         }
-        Ok(Lanes {
-            inboxes,
-            outputs,
-            ready: Vec::new().into_iter(),
-            congested,
-            heads,
-            replicas,
-            turn: 0,
-        })
+        Ok(lanes)
     }
 
     /// A frame from server `from`, to the lanes it is for ([`lanes_for`]).
