@@ -107,7 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
 /// connection gives the same flow at a server, since every middlebox rewrites a connection's
 /// packets alike.
 ///
-/// The hash is keyed with a secret drawn once per process ([`flow_seed`]): flows pick worker
+/// The hash is keyed with a secret drawn once per process (`flow_seed`): flows pick worker
 /// lanes and index the hold queue's and the buffer's flow maps, and whoever sends the chain its
 /// traffic picks the 5-tuples, so with a fixed hash they could aim many flows at one lane or one
 /// bucket. Flow ids never leave the process, so no two processes need the same key. (Seeded

@@ -738,7 +738,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// Buffers of consumed messages for the forwarder's server, once there are [`SURPLUS`] of
+    /// Buffers of consumed messages for the forwarder's server, once there are `SURPLUS` of
     /// them: a driver whose servers are threads of one process passes them on to
     /// [`Server::take_spare`] there. The forwarder's server gathers none: what it cannot keep,
     /// it drops.
@@ -747,7 +747,7 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// Buffers another server consumed messages in, for this server's next messages (what
-    /// is beyond [`Server::spare_bound`] is dropped).
+    /// is beyond `Server::spare_bound` is dropped).
     pub fn take_spare(&mut self, buffers: Vec<Vec<u8>>) {
         let room = self.spare_bound().saturating_sub(self.spare.len());
         self.spare.extend(buffers.into_iter().take(room));

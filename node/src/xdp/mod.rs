@@ -179,7 +179,7 @@ impl XdpPort {
     /// [`XdpPort::open`], waiting up to `wait` (say [`RELEASE_WAIT`]) while the queue is still
     /// bound: the kernel releases a killed process's AF_XDP socket a moment after it dies (tens
     /// of milliseconds, more on a busy machine), and its replacement opens the same queue. The
-    /// UMEM is made once; only the socket is tried again, every [`RETRY_BIND`], which costs
+    /// UMEM is made once; only the socket is tried again, every `RETRY_BIND` (1 ms), which costs
     /// a fraction of a millisecond (making the UMEM pins its pages: several milliseconds). A
     /// setup that libxdp fails with ENOENT meanwhile (the XDP program's maps not found, seen
     /// rarely in the lab right after a kill) starts over with a new UMEM.
