@@ -319,11 +319,11 @@ impl Sink {
 /// The next message for a server thread, waiting until `deadline` at most when there is one
 /// (`now` reads the clock): `Ok(None)` when the deadline came first, `Err` once no sender is
 /// left.
-pub(crate) fn recv_until(
-    rx: &Receiver<Msg>,
+pub fn recv_until<M>(
+    rx: &Receiver<M>,
     deadline: Option<u64>,
     now: impl Fn() -> u64,
-) -> Result<Option<Msg>, RecvTimeoutError> {
+) -> Result<Option<M>, RecvTimeoutError> {
     match deadline {
         Some(t) => match rx.recv_timeout(Duration::from_nanos(t.saturating_sub(now()))) {
             Ok(m) => Ok(Some(m)),
@@ -392,13 +392,19 @@ impl Msg {
 impl<C> Shared<'_, C> {
     /// A thread's congestion is `now`; `was` is what it reported last (updated).
     pub fn set_congested(&self, was: &mut bool, now: bool) {
-        if now != *was {
-            *was = now;
-            if now {
-                self.congested.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.congested.fetch_sub(1, Ordering::AcqRel);
-            }
+        count_congested(self.congested, was, now);
+    }
+}
+
+/// Keeps `congested`, a count of congested threads, up to date with one thread's congestion
+/// `now`; `was` is what that thread reported last (updated).
+pub fn count_congested(congested: &AtomicUsize, was: &mut bool, now: bool) {
+    if now != *was {
+        *was = now;
+        if now {
+            congested.fetch_add(1, Ordering::AcqRel);
+        } else {
+            congested.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

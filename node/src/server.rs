@@ -1248,8 +1248,8 @@ impl<'a, P: Clone> Server<'a, P> {
         self.lane.as_ref().map_or(0, Lane::index)
     }
 
-    /// The replica stores, to share with the server's other lanes.
-    pub(crate) fn replica_stores(&self) -> Vec<(MbIndex, Arc<Store>)> {
+    /// The replica stores of the groups this server replicates (the server's lanes share them).
+    pub fn replica_stores(&self) -> Vec<(MbIndex, Arc<Store>)> {
         let Some(replica) = &self.replica else {
             return Vec::new();
         };

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_node::lanes::{lane_of, lanes_for};
+use ftc_node::serve::{count_congested, recv_until};
 use ftc_node::server::{port_of, ExportParts};
 use ftc_node::{Frame, Heads, Output, Packet, Server};
 use ftc_stm::Store;
@@ -86,13 +87,7 @@ impl<'h> Lanes<'h> {
     {
         let replicas = servers
             .first()
-            .and_then(Server::replica)
-            .map(|r| {
-                let ring = servers[0].ring();
-                ring.replicated_by(servers[0].id())
-                    .filter_map(|mb| r.store(mb).map(|s| (mb, Arc::clone(s))))
-                    .collect()
-            })
+            .map(Server::replica_stores)
             .unwrap_or_default();
         let (inboxes, receivers): (Vec<_>, Vec<_>) = servers
             .iter()
@@ -191,8 +186,8 @@ impl<'h> Lanes<'h> {
     }
 
     /// The replica stores the lanes share.
-    pub fn replicas(&self) -> impl Iterator<Item = (MbIndex, &Store)> {
-        self.replicas.iter().map(|(mb, s)| (*mb, &**s))
+    pub fn replicas(&self) -> &[(MbIndex, Arc<Store>)] {
+        &self.replicas
     }
 
     /// What each lane counted.
@@ -253,19 +248,8 @@ impl LaneThread {
         let mut was_congested = false;
         let mut stop = false;
         while !stop {
-            let first = match server.poll_timeout() {
-                Some(at) => {
-                    let wait = Duration::from_nanos(at.saturating_sub(self.now()));
-                    match rx.recv_timeout(wait) {
-                        Ok(msg) => Some(msg),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(msg) => Some(msg),
-                    Err(_) => break,
-                },
+            let Ok(first) = recv_until(rx, server.poll_timeout(), || self.now()) else {
+                break;
             };
             let t = self.now();
             if server.poll_timeout().is_some_and(|at| at <= t) {
@@ -317,20 +301,8 @@ impl LaneThread {
                 // Non-blocking: when the socket is full, a wake-up is pending anyway.
                 let _ = self.waker.send(&[1]);
             }
-            self.set_congested(&mut was_congested, server.congested());
+            count_congested(&self.congested, &mut was_congested, server.congested());
         }
-        self.set_congested(&mut was_congested, false);
-    }
-
-    /// This lane's congestion is `now`; `was` is what it reported last (updated).
-    fn set_congested(&self, was: &mut bool, now: bool) {
-        if now != *was {
-            *was = now;
-            if now {
-                self.congested.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.congested.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+        count_congested(&self.congested, &mut was_congested, false);
     }
 }

@@ -43,7 +43,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -700,9 +700,9 @@ impl Node<'_, '_> {
         };
         if let Some(recorder) = self.recorder.as_mut() {
             let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
-            let replicas = server.replicas(&self.ring, self.me);
+            let replicas = server.replicas();
             if let Err(e) = record(
-                recorder, self.heads, &self.ring, self.me, replicas, &outputs,
+                recorder, self.heads, &self.ring, self.me, &replicas, &outputs,
             ) {
                 tracing::error!("node {}: --observe: {e}; recording stops", self.me);
                 self.recorder = None;
@@ -947,13 +947,14 @@ fn record(
     heads: &Heads,
     ring: &Ring,
     me: ServerId,
-    replicas: Vec<(MbIndex, &ftc_stm::Store)>,
+    replicas: &[(MbIndex, Arc<ftc_stm::Store>)],
     outputs: &[Output<u32>],
 ) -> io::Result<()> {
     let t = monotonic_ns();
     let head = ring
         .middlebox_at(me)
         .map(|mb| (mb, &heads.stores[usize::from(mb.0)]));
+    let replicas = replicas.iter().map(|(mb, s)| (*mb, &**s));
     recorder.stores(t, head.into_iter().chain(replicas))?;
     for out in outputs {
         match out {

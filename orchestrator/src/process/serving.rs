@@ -4,6 +4,7 @@
 //! FTC's exports state.
 
 use std::io;
+use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_node::ftmb::{FtmbConfig, Role, Schedule, Station};
@@ -75,15 +76,11 @@ impl<'h> Serving<'h> {
         Ok(Serving::Ftc(Box::new(one)))
     }
 
-    /// The replica stores of the FTC server at `me` of `ring` (none for FTMB's).
-    pub fn replicas(&self, ring: &Ring, me: ServerId) -> Vec<(MbIndex, &Store)> {
+    /// The replica stores of an FTC server (none for FTMB's).
+    pub fn replicas(&self) -> Vec<(MbIndex, Arc<Store>)> {
         match self {
-            Serving::Ftc(s) => s.replica().map_or_else(Vec::new, |r| {
-                ring.replicated_by(me)
-                    .filter_map(|mb| r.store(mb).map(|s| (mb, &**s)))
-                    .collect()
-            }),
-            Serving::Lanes(l) => l.replicas().collect(),
+            Serving::Ftc(s) => s.replica_stores(),
+            Serving::Lanes(l) => l.replicas().to_vec(),
             Serving::Ftmb(_) => Vec::new(),
         }
     }
