@@ -266,7 +266,7 @@ pub fn run(
         }
     })?;
     let said = listen(child.stderr.take().expect("piped"), config.peers.clone());
-    relay_reports(
+    let relayed = relay_reports(
         child.stdout.take().expect("piped"),
         config.reports_to_stderr,
         config.recoveries.clone(),
@@ -336,9 +336,18 @@ pub fn run(
     }
     let _ = writeln!(out, "ftc lab {}: stopping", t.name);
     drop(group);
+    // What the orchestrator and the replacements it started wrote last (a node's exit summary,
+    // a report) is passed on before the run returns: both readers end at the end of their
+    // pipe, once every process of the group is gone.
+    let deadline = Instant::now() + FORWARD;
+    while said.recv_deadline(deadline).is_ok() {}
+    let _ = relayed.recv_deadline(deadline);
     let _ = writeln!(out, "ftc lab {}: stopped", t.name);
     Ok(())
 }
+
+/// How long a stopped run waits for the last lines of its processes to be passed on.
+const FORWARD: Duration = Duration::from_secs(2);
 
 /// Forward the orchestrator's standard error to ours, reporting what the run waits for, and the
 /// lines that say where the nodes are to `peers`.
@@ -378,13 +387,15 @@ fn listen(
 
 /// The orchestrator's recovery reports (JSON lines on its standard output), printed as text on
 /// this process's standard error (`to_stderr`) or output, and passed on to `to`. A line that is
-/// not a report is printed as it is.
+/// not a report is printed as it is. The receiver returned disconnects once all is relayed.
 fn relay_reports(
     stdout: impl io::Read + Send + 'static,
     to_stderr: bool,
     to: Option<crossbeam_channel::Sender<RecoveryReport>>,
-) {
+) -> Receiver<()> {
+    let (done, relayed) = crossbeam_channel::bounded(0);
     std::thread::spawn(move || {
+        let _done = done;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let report = serde_json::from_str::<RecoveryReport>(&line).ok();
@@ -399,6 +410,7 @@ fn relay_reports(
             }
         }
     });
+    relayed
 }
 
 /// The epoch and the nodes of an orchestrator's `deployed in epoch E: node P data ADDR transfer
