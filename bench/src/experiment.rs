@@ -14,16 +14,6 @@ use crate::{chains, BenchError, Settings};
 /// FTC and the three baselines, in the order every point runs them.
 pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
 
-/// The modes a point with `threads` worker threads per server compares: the FTMB baselines run
-/// one thread per master, so only at 1 thread.
-fn modes_at(threads: u16) -> &'static [Mode] {
-    if threads <= 1 {
-        &ALL_MODES
-    } else {
-        &[Mode::Ftc, Mode::Nf]
-    }
-}
-
 /// One experiment of `ftc bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -155,13 +145,13 @@ impl Experiment {
                 "Two worker threads per server (the thesis uses 8; this machine's core count \
                  bounds what more threads can show): sharing level 1 (each thread its own \
                  counter) and 2 (both threads on one counter), and per-flow counters for \
-                 contrast. The FTMB baselines run one thread per master, so they are measured \
-                 at 1 thread only and the points with more threads compare FTC with NF.",
+                 contrast. FTMB's masters run as many lanes as FTC's heads, numbering \
+                 their PAL messages from one counter; its loggers run one thread.",
             ],
             Experiment::NatThreads => &[
                 "Worker threads per server; FTC and NF run that many lanes at the NAT's server \
-                 and at its replica-only successor. The FTMB baselines run one thread per master, so they are \
-                 measured at 1 thread only. Throughput can only grow with threads while cores \
+                 and at its replica-only successor; FTMB's master runs that many lanes (its \
+                 loggers one thread each). Throughput can only grow with threads while cores \
                  are free: the chain's servers, the generator and the sink share this \
                  machine's cores.",
             ],
@@ -251,7 +241,7 @@ impl Experiment {
                         format!("{level}, {threads} thr"),
                         chains::monitor(sharing, threads)?,
                         base.clone(),
-                        compare(modes_at(threads)),
+                        compare(&ALL_MODES),
                     ));
                 }
             }
@@ -263,7 +253,7 @@ impl Experiment {
                         format!("{threads} thread{plural}"),
                         chains::mazu_nat(threads as u16)?,
                         base.clone(),
-                        compare(modes_at(threads as u16)),
+                        compare(&ALL_MODES),
                     ));
                 }
             }

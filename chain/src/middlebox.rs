@@ -1,7 +1,7 @@
 //! The `Middlebox` trait: one packet's processing as a transaction over the STM, and the runner
 //! that keeps the packet's changes only from the attempt that commits.
 
-use ftc_stm::{Abort, CommitRecord, Txn, Worker};
+use ftc_stm::{Abort, CommitRecord, LogKind, Txn, Worker};
 
 /// Which way a packet crosses the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,23 +122,28 @@ pub trait Middlebox: Send + Sync + std::fmt::Debug {
 
 /// Run one packet through `middlebox` as a transaction of `worker`. When the store is shared by
 /// several workers the frame is saved first (into `scratch`, reused) and restored before every
-/// retry, so the packet only carries the changes of the attempt that committed.
+/// retry, so the packet only carries the changes of the attempt that committed. `at_commit` is
+/// called as [`Worker::run_then`] calls it (pass `|_| ()` for nothing).
 pub fn process_packet<'w>(
     worker: &'w mut Worker<'_>,
     middlebox: &dyn Middlebox,
     frame: &mut Frame<'_>,
     ctx: &Ctx,
     scratch: &mut Vec<u8>,
+    at_commit: impl FnOnce(LogKind),
 ) -> (Verdict, CommitRecord<'w>) {
     let shared = worker.store().workers() > 1;
     if shared {
         scratch.clear();
         scratch.extend_from_slice(frame.bytes());
     }
-    worker.run(|tx| {
-        if tx.attempt() > 0 {
-            frame.restore(scratch);
-        }
-        middlebox.process(tx, frame, ctx)
-    })
+    worker.run_then(
+        |tx| {
+            if tx.attempt() > 0 {
+                frame.restore(scratch);
+            }
+            middlebox.process(tx, frame, ctx)
+        },
+        at_commit,
+    )
 }

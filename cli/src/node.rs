@@ -121,7 +121,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
     if mode.is_ftmb() {
-        crate::run::warn_single_worker(&spec, "the FTMB baseline");
+        warn_single_worker(&spec);
     }
     let links = match (&args.ring_next, &args.ring_prev) {
         (Some(next), Some(prev)) => {
@@ -184,4 +184,15 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An FTMB station of `ftc node` runs one worker thread for now: say so when a spec asks for
+/// more.
+fn warn_single_worker(spec: &ChainSpec) {
+    if spec.middlebox.iter().any(|m| m.threads > 1) {
+        eprintln!(
+            "ftc: note: an FTMB station of `ftc node` runs one worker thread for now; `threads` \
+             above 1 is parallel in FTC and NF, and in FTMB's masters in one process (`ftc run`)"
+        );
+    }
 }

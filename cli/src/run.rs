@@ -74,9 +74,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ftmb,
         ..RunConfig::default()
     };
-    if config.mode.is_ftmb() {
-        warn_single_worker(&spec, "the FTMB baseline");
-    }
     ServerConfig {
         mode,
         ..config.server.clone()
@@ -184,17 +181,6 @@ fn print_ftmb(r: &RunReport) {
         println!(
             "  snapshots ({}, every {} ms): {} taken {:?}, stall mean {:.1} µs, max {:.1} µs, {} bytes copied",
             s.kind, s.every_ms, s.taken, s.per_master, s.stall_mean_us, s.stall_max_us, s.bytes_copied
-        );
-    }
-}
-
-/// `what` (the FTMB baselines) runs one worker thread per server for now: say so when a spec
-/// asks for more.
-pub fn warn_single_worker(spec: &ChainSpec, what: &str) {
-    if spec.middlebox.iter().any(|m| m.threads > 1) {
-        eprintln!(
-            "ftc: note: {what} runs one worker thread per server for now; `threads` above 1 is \
-             parallel in FTC and NF (ftc and nf modes)"
         );
     }
 }

@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 now_ns: u64::from(ctl) * 1_000_000_000,
                 direction: dir,
             };
-            let _ = process_packet(&mut worker, mb.as_ref(), &mut f, &ctx, &mut scratch);
+            let _ = process_packet(&mut worker, mb.as_ref(), &mut f, &ctx, &mut scratch, |_| ());
             assert!(f.len() <= f.capacity());
         }
     }

@@ -20,6 +20,7 @@ use ftc_chain::wire::CommitVector;
 use ftc_replica::{GroupState, ParkedLogs, Replica, FLAG_RETRANSMIT_REQUEST};
 use ftc_stm::{DepEntry, Partition, Seq, StmError, Worker};
 
+use crate::ftmb::FLAG_PAL_RESEND;
 use crate::{Frame, Server, ServerConfig};
 
 /// The lane a flow goes to among `lanes` (a mix of its id, so that consecutive ids spread).
@@ -32,10 +33,11 @@ pub fn lane_of(flow: u64, lanes: usize) -> usize {
 }
 
 /// Which lanes of the next server a frame from lane `from_lane` goes to, among `lanes`: a
-/// customer packet to the lane its flow hashes to, a retransmission request to every lane (any
-/// of them may retain the logs asked for), anything else to the lane of the sender's index.
+/// customer packet to the lane its flow hashes to, a retransmission request (FTC's for logs,
+/// FTMB's for PAL messages) to every lane (any of them may retain what is asked for), anything
+/// else to the lane of the sender's index.
 pub fn lanes_for<P>(frame: &Frame<P>, from_lane: usize, lanes: usize) -> std::ops::Range<usize> {
-    if frame.flags & FLAG_RETRANSMIT_REQUEST != 0 {
+    if frame.flags & (FLAG_RETRANSMIT_REQUEST | FLAG_PAL_RESEND) != 0 {
         return 0..lanes;
     }
     let i = match &frame.packet {

@@ -78,7 +78,7 @@ pub fn send_frame(
     let lanes = &hops[usize::from(to.0)];
     let packet = frame.packet.is_some();
     if let [only] = lanes.as_slice() {
-        // One lane (as every FTMB station has): no lane to pick, no copy to make.
+        // One lane (as every FTMB logger has): no lane to pick, no copy to make.
         return only.send(Msg::Frame { from, epoch, frame }).is_err() && packet;
     }
     let picked = lanes_for(&frame, lane, lanes.len());

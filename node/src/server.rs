@@ -1026,6 +1026,7 @@ impl<'a, P: Clone> Server<'a, P> {
                     self.config.headroom,
                     now,
                     &mut self.scratch,
+                    |_| (),
                 );
                 if self.config.observe && rec.kind() != LogKind::Noop {
                     self.outputs.push_back(Output::Committed {
@@ -1286,7 +1287,8 @@ impl<'a, P: Clone> Server<'a, P> {
 }
 
 /// Run `packet` through `middlebox` as a transaction of `worker` at `now`, the packet free to
-/// grow by `headroom` bytes; its verdict and commit record.
+/// grow by `headroom` bytes; its verdict and commit record. `at_commit` runs at the commit, under
+/// the transaction's locks ([`Worker::run_then`]).
 pub(crate) fn transact<'w, P>(
     worker: &'w mut Worker<'_>,
     middlebox: &dyn Middlebox,
@@ -1294,6 +1296,7 @@ pub(crate) fn transact<'w, P>(
     headroom: usize,
     now: u64,
     scratch: &mut Vec<u8>,
+    at_commit: impl FnOnce(LogKind),
 ) -> (Verdict, ftc_stm::CommitRecord<'w>) {
     let len = packet.bytes.len();
     packet.bytes.resize(len + headroom, 0);
@@ -1303,7 +1306,7 @@ pub(crate) fn transact<'w, P>(
         now_ns: now,
         direction: packet.dir,
     };
-    let (verdict, rec) = process_packet(worker, middlebox, &mut f, &ctx, scratch);
+    let (verdict, rec) = process_packet(worker, middlebox, &mut f, &ctx, scratch, at_commit);
     let new_len = f.len();
     packet.bytes.truncate(new_len);
     (verdict, rec)

@@ -184,3 +184,68 @@ fn snapshot_mode_counts_its_snapshots() {
         }
     }
 }
+
+/// A Monitor whose two threads share one counter (every transaction depends on the other
+/// lane's last), then a MazuNAT of two threads: each master runs two lanes that number their
+/// PAL messages from one counter. Every packet leaves once its PALs and those of the
+/// transactions it depends on arrived (the output logger checks each release), every 40th PAL
+/// message is lost and asked for again (the request reaches both lanes), and the Monitor
+/// counted every packet once, as NF's does.
+#[test]
+fn masters_of_two_lanes_number_pals_from_one_counter_and_lose_nothing() {
+    const PACKETS: u64 = 4000;
+    let spec = ftc_chain::spec::ChainSpec::from_toml_str(
+        "[chain]\nname = \"lanes\"\nf = 1\n\n\
+         [[middlebox]]\nkind = \"monitor\"\nsharing_level = 2\nthreads = 2\n\n\
+         [[middlebox]]\nkind = \"mazu-nat\"\npublic_ip = \"203.0.113.1\"\nports = \"10000-60000\"\nthreads = 2\n",
+        "test",
+    )
+    .unwrap();
+    for mode in [Mode::Ftmb, Mode::FtmbSnapshot] {
+        let heads = Heads::new(&spec, |m| m.threads).unwrap();
+        let ftmb = FtmbConfig {
+            lose_pal_every: 40,
+            snapshot_every: Duration::from_millis(20),
+            ..FtmbConfig::default()
+        };
+        let config = RunConfig {
+            packets: Some(PACKETS),
+            duration: Duration::from_secs(20),
+            flows: 64,
+            ..config(mode, ftmb)
+        };
+        let r = run_chain_on(&spec, &heads, &config);
+        let what = format!("{mode:?}");
+        assert_all_released(&r, &what);
+        assert_eq!(r.packets_sent, PACKETS, "{what}");
+        let threads: Vec<_> = r.busy.iter().map(|b| b.thread.as_str()).collect();
+        assert_eq!(
+            threads,
+            [
+                "m0 logger",
+                "m0 master lane 0",
+                "m0 master lane 1",
+                "m1 logger",
+                "m1 master lane 0",
+                "m1 master lane 1"
+            ],
+            "{what}"
+        );
+        assert!(
+            r.busy.iter().all(|b| b.busy > 0.0),
+            "{what}: every lane worked: {:?}",
+            r.busy
+        );
+        let stats = r.ftmb.expect("FTMB stats");
+        assert!(stats.resend_requests > 0, "{what}: {stats:?}");
+        assert_eq!(stats.pals_given_up, 0, "{what}: {stats:?}");
+        // Every transaction of both middleboxes touched state: one PAL message each.
+        assert_eq!(stats.pal_messages, 2 * PACKETS, "{what}: {stats:?}");
+        assert_eq!(shared_count(&heads.stores[0], 0), PACKETS, "{what}");
+        if mode == Mode::FtmbSnapshot {
+            let s = r.snapshots.expect("a snapshot report");
+            assert_eq!(s.per_master.len(), 2, "one tally per master: {s:?}");
+            assert!(s.per_master.iter().all(|&n| n >= 1), "{s:?}");
+        }
+    }
+}

@@ -96,7 +96,19 @@ impl<'s> Worker<'s> {
     /// The commit record borrows the worker until the next transaction.
     pub fn run<R>(
         &mut self,
+        body: impl FnMut(&mut Txn<'_>) -> Result<R, Abort>,
+    ) -> (R, CommitRecord<'_>) {
+        self.run_then(body, |_| ())
+    }
+
+    /// [`Worker::run`], calling `at_commit` with the transaction's kind once, when it commits:
+    /// after its writes are in the store and before its locks are released. What `at_commit`
+    /// publishes is therefore seen by every transaction that depends on this one (FTMB's
+    /// masters number their PAL messages there).
+    pub fn run_then<R>(
+        &mut self,
         mut body: impl FnMut(&mut Txn<'_>) -> Result<R, Abort>,
+        at_commit: impl FnOnce(LogKind),
     ) -> (R, CommitRecord<'_>) {
         self.clock += 1;
         let me = timestamp(self.clock, self.id);
@@ -117,7 +129,7 @@ impl<'s> Worker<'s> {
             };
             match body(&mut txn) {
                 Ok(r) => {
-                    let kind = commit(self.store, &mut self.ctx);
+                    let kind = commit(self.store, &mut self.ctx, at_commit);
                     if !single {
                         self.store.locks.end(me);
                     }
@@ -146,8 +158,9 @@ impl<'s> Worker<'s> {
     }
 }
 
-/// Commit: record the dependencies (DESIGN.md §5), advance V, install the writes, unlock.
-fn commit(store: &Store, ctx: &mut Ctx) -> LogKind {
+/// Commit: record the dependencies (DESIGN.md §5), advance V, install the writes, call
+/// `at_commit`, unlock.
+fn commit(store: &Store, ctx: &mut Ctx, at_commit: impl FnOnce(LogKind)) -> LogKind {
     ctx.held.sort_unstable();
     let kind = if !ctx.writes.is_empty() {
         LogKind::Update
@@ -175,6 +188,7 @@ fn commit(store: &Store, ctx: &mut Ctx) -> LogKind {
         // SAFETY: the transaction holds the lock of every partition it wrote.
         unsafe { store.parts[store.partition_index(w.hash)].put(w.hash, key, value) };
     }
+    at_commit(kind);
     for &p in &ctx.held {
         store.locks.release(usize::from(p));
     }

@@ -215,3 +215,60 @@ fn export_import_round_trip_keeps_the_vector() {
     short.vector.pop();
     assert!(short.encode().is_err());
 }
+
+/// `run_then`'s hook runs while the transaction still holds its locks: a number taken there
+/// is seen by every transaction that read this one's writes. Threads add to one counter and
+/// take a number at commit; each transaction then reads the number counter, and that must
+/// cover the number of the transaction whose value it read (what FTMB's output commit needs).
+#[test]
+fn what_at_commit_publishes_is_seen_by_every_transaction_that_depends_on_it() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const THREADS: u16 = 4;
+    const EACH: u64 = 2000;
+    let store = Store::new(8, THREADS).unwrap();
+    let numbers = AtomicU64::new(0);
+    let kinds = AtomicU64::new(0);
+    // Per thread: (value read, number taken, numbers seen after commit).
+    let runs: Vec<Vec<(u64, u64, u64)>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, numbers, kinds) = (&store, &numbers, &kinds);
+                s.spawn(move || {
+                    let mut w = store.worker(t).unwrap();
+                    (0..EACH)
+                        .map(|_| {
+                            let mut taken = 0;
+                            let (read, rec) = w.run_then(
+                                |tx| Ok(tx.counter_add(b"count", 1)? - 1),
+                                |kind| {
+                                    assert_eq!(kind, LogKind::Update);
+                                    kinds.fetch_add(1, Ordering::Relaxed);
+                                    taken = numbers.fetch_add(1, Ordering::AcqRel) + 1;
+                                },
+                            );
+                            assert_eq!(rec.kind(), LogKind::Update);
+                            (read, taken, numbers.load(Ordering::Acquire))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let total = u64::from(THREADS) * EACH;
+    assert_eq!(kinds.load(Ordering::Relaxed), total, "once per commit");
+    // The transaction that read value v wrote v + 1; its number is `by_value[v + 1]`.
+    let mut by_value = vec![0; total as usize + 1];
+    for &(read, taken, _) in runs.iter().flatten() {
+        by_value[read as usize + 1] = taken;
+    }
+    for &(read, taken, seen) in runs.iter().flatten() {
+        assert!(seen >= taken, "a transaction sees its own number");
+        let writer = by_value[read as usize];
+        assert!(
+            seen >= writer,
+            "read the value of number {writer} but saw only {seen} numbers"
+        );
+        assert!(taken > writer, "numbers follow the order of the writes");
+    }
+}

@@ -183,7 +183,7 @@ pub fn run(
     let len = frame.len();
     let mut f = Frame::new(frame, len).unwrap();
     let mut scratch = Vec::new();
-    let (verdict, record) = process_packet(worker, mb, &mut f, &ctx, &mut scratch);
+    let (verdict, record) = process_packet(worker, mb, &mut f, &ctx, &mut scratch, |_| ());
     let kind = record.kind();
     let new_len = f.len();
     frame.truncate(new_len);

@@ -3,8 +3,17 @@
 //! messages and holds each processed packet until every PAL message it depends on arrived.
 //! A PAL message lost on the way is asked for again from the master, and given up on (a
 //! violation) only if it does not come.
+//!
+//! The OL also checks that the master numbered its PAL messages in an order its transactions'
+//! dependencies allow (what lets a packet wait for a prefix of numbers): taken in number
+//! order, each PAL message's update of a partition must be the next of that partition, and a
+//! read must find every update it saw logged already. A master of several lanes numbers them
+//! from one counter at commit, under the transaction's locks, for this to hold.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use ftc_stm::{DepEntry, LogKind};
+use smallvec::SmallVec;
 
 use super::pal::{self, PalError};
 use crate::Packet;
@@ -60,6 +69,13 @@ struct Gap {
     ask_at: u64,
 }
 
+/// What a PAL message logged: its kind and accesses.
+#[derive(Debug)]
+struct Logged {
+    kind: LogKind,
+    accesses: SmallVec<[DepEntry; 4]>,
+}
+
 /// The IL and OL of one middlebox (they share a server, as in the thesis's re-implementation).
 #[derive(Debug)]
 pub struct Logger<P> {
@@ -68,8 +84,11 @@ pub struct Logger<P> {
     input_capacity: usize,
     /// PAL messages 1 … `pals_seen` all arrived (the master numbers them 1, 2, …).
     pals_seen: u64,
-    /// Numbers above `pals_seen` + 1 that arrived: a PAL message before them was lost.
-    ahead: BTreeSet<u64>,
+    /// PAL messages above `pals_seen` that arrived (until those before them did).
+    ahead: BTreeMap<u64, Logged>,
+    /// Per partition, the updates logged by PAL messages 1 … `pals_seen` (counted from the
+    /// first access seen); `None` once a PAL message was given up on (the order is unknown).
+    updates: Option<Vec<Option<u64>>>,
     /// The first missing PAL message, while one is missing.
     gap: Option<Gap>,
     /// The last PAL message, as received (the thesis's OL keeps only the last PAL).
@@ -91,7 +110,8 @@ impl<P> Logger<P> {
             input: Vec::new(),
             input_capacity: input_log.max(1),
             pals_seen: 0,
-            ahead: BTreeSet::new(),
+            ahead: BTreeMap::new(),
+            updates: Some(Vec::new()),
             gap: None,
             last_pal: Vec::new(),
             held: VecDeque::new(),
@@ -127,10 +147,15 @@ impl<P> Logger<P> {
     pub fn handle_pal(&mut self, msg: &[u8]) -> Result<(), PalError> {
         let header = pal::decode(msg)?;
         let n = header.number;
-        if n <= self.pals_seen || !self.ahead.insert(n) {
+        if n <= self.pals_seen || self.ahead.contains_key(&n) {
             self.stats.pal_duplicates += 1;
             return Ok(());
         }
+        let logged = Logged {
+            kind: header.kind,
+            accesses: pal::accesses(msg).collect(),
+        };
+        self.ahead.insert(n, logged);
         self.stats.pal_messages += 1;
         self.stats.pal_accesses += u64::from(header.accesses);
         if pal::number(&self.last_pal).is_none_or(|last| last < n) {
@@ -146,19 +171,58 @@ impl<P> Logger<P> {
     fn fold_ahead(&mut self) {
         let before = self.pals_seen;
         // Numbers in `ahead` are above `pals_seen`, so at least 1.
-        while self.ahead.first().is_some_and(|&n| n - 1 == self.pals_seen) {
-            self.ahead.pop_first();
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() - 1 != self.pals_seen {
+                break;
+            }
+            let logged = entry.remove();
             self.pals_seen += 1;
+            self.check_order(&logged);
         }
         if self.pals_seen > before {
             self.gap = None;
         }
     }
 
+    /// PAL message `pals_seen` joined the log's prefix: check that its accesses come in an
+    /// order the transactions' dependencies allow (see the module docs).
+    fn check_order(&mut self, logged: &Logged) {
+        let Some(updates) = self.updates.as_mut() else {
+            return;
+        };
+        let mut wrong = None;
+        for d in &logged.accesses {
+            let p = usize::from(d.partition.0);
+            if updates.len() <= p {
+                updates.resize(p + 1, None);
+            }
+            let (seen, before) = (d.seq.0, updates[p].unwrap_or(d.seq.0));
+            let in_order = match logged.kind {
+                LogKind::Update => before == seen,
+                _ => before >= seen,
+            };
+            if !in_order {
+                wrong.get_or_insert((p, seen, before));
+            }
+            if logged.kind == LogKind::Update {
+                updates[p] = Some(seen + 1);
+            } else {
+                updates[p] = Some(before);
+            }
+        }
+        if let Some((p, seen, before)) = wrong {
+            let n = self.pals_seen;
+            self.violation(format!(
+                "PAL message {n} ({:?}) accessed partition {p} after {seen} updates of it, but the PAL messages before it log {before}: the master numbered them out of dependency order",
+                logged.kind
+            ));
+        }
+    }
+
     /// The highest PAL number known to exist: sent ahead of a gap, or needed by the oldest
     /// held packet.
     fn wanted(&self) -> u64 {
-        let ahead = self.ahead.last().copied().unwrap_or(0);
+        let ahead = self.ahead.last_key_value().map_or(0, |(&n, _)| n);
         let needed = self.held.front().map_or(0, |&(needs, _)| needs);
         ahead.max(needed)
     }
@@ -180,13 +244,18 @@ impl<P> Logger<P> {
             ask_at: now.saturating_add(ASK_AFTER_NS),
         });
         let first = self.pals_seen + 1;
-        let last = self.ahead.first().map_or(wanted, |&next| next - 1);
+        let last = self
+            .ahead
+            .first_key_value()
+            .map_or(wanted, |(&next, _)| next - 1);
         if now.saturating_sub(gap.since) >= GIVE_UP_NS || self.ahead.len() >= AHEAD_MAX {
             self.violation(format!(
                 "the output logger gave up on PAL messages {first}..={last}: asked for again, they did not come"
             ));
             self.stats.pals_given_up = self.stats.pals_given_up.saturating_add(last - first + 1);
             self.pals_seen = last;
+            // What the missing ones updated is unknown: the order is no longer checked.
+            self.updates = None;
             self.fold_ahead();
             return None;
         }
@@ -341,6 +410,56 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("gave up on PAL messages 2..=2"), "{v:?}");
         assert!(v[1].contains("needs PAL message 2"), "{v:?}");
+    }
+
+    /// Lanes that number PAL messages in an order their dependencies do not allow (as one
+    /// that took its number after releasing its locks could) are caught, whatever order the
+    /// messages arrive in; the same accesses numbered in order are not.
+    #[test]
+    fn the_output_logger_catches_pals_numbered_out_of_dependency_order() {
+        let msg = |number, kind, p, s| {
+            let mut out = Vec::new();
+            pal::encode(&mut out, number, kind, &[DepEntry::new(p, s)]);
+            out
+        };
+        let (u, r) = (LogKind::Update, LogKind::ReadOnly);
+        // Partition 3's updates 0, 1, 2 and a read after update 1, in a right order, then
+        // with the third update numbered before the second, and with the read before update 1.
+        let good = [
+            msg(1, u, 3, 0),
+            msg(2, u, 3, 1),
+            msg(3, r, 3, 2),
+            msg(4, u, 3, 2),
+        ];
+        let swapped = [msg(1, u, 3, 0), msg(2, u, 3, 2), msg(3, u, 3, 1)];
+        let early_read = [msg(1, u, 3, 0), msg(2, r, 3, 2), msg(3, u, 3, 1)];
+        for (pals, wrong) in [
+            (&good[..], None),
+            (&swapped, Some(2)),
+            (&early_read, Some(2)),
+        ] {
+            for reversed in [false, true] {
+                let mut l = Logger::<u64>::new(2, 8, false);
+                let mut order: Vec<_> = pals.iter().collect();
+                if reversed {
+                    order.reverse();
+                }
+                for m in order {
+                    l.handle_pal(m).unwrap();
+                }
+                assert_eq!(l.pals_seen, pals.len() as u64);
+                let v = l.take_violations();
+                match wrong {
+                    None => assert!(v.is_empty(), "{v:?}"),
+                    // The first message out of order, and maybe the one it swapped with.
+                    Some(n) => assert!(
+                        v.first()
+                            .is_some_and(|v| v.starts_with(&format!("PAL message {n} "))),
+                        "{v:?}"
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

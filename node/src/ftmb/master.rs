@@ -2,8 +2,13 @@
 //! and writes its packet access log (PAL) from the transaction's commit record: one access per
 //! partition read or written, with the partition's access order number. It keeps its last
 //! [`PAL_RETAINED`] PAL messages, to send again those a link lost.
+//!
+//! A master of several lanes (worker threads over one store) is a [`Master`] per lane, all
+//! numbering their PAL messages from one [`PalNumbers`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ftc_chain::middlebox::{Middlebox, Verdict};
 use ftc_chain::ring::MbIndex;
@@ -17,12 +22,30 @@ use crate::Packet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Processed {
     pub verdict: Verdict,
-    /// Whether the transaction touched state, so that a PAL message was written.
-    pub pal: bool,
-    /// PAL messages the output logger must have before the packet may leave: all this master
-    /// sent so far. Numbers follow commit order, so they cover the packet's own accesses and
-    /// those of every earlier transaction whose writes it read.
+    /// The number of the PAL message written, if the transaction touched state.
+    pub number: Option<u64>,
+    /// PAL messages the output logger must have before the packet may leave: every number
+    /// the master's lanes had taken when the transaction had committed. A transaction takes
+    /// its number before it releases its locks, so this covers the packet's own accesses and
+    /// those of every transaction whose writes it read (and of theirs, and so on).
     pub needs: u64,
+}
+
+/// The PAL numbers of one master, 1, 2, …, shared by its lanes: a transaction that touched
+/// state takes the next at its commit, while it still holds its locks
+/// ([`ftc_stm::Worker::run_then`]).
+#[derive(Debug, Default)]
+pub struct PalNumbers(AtomicU64);
+
+impl PalNumbers {
+    fn take(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The numbers taken so far.
+    fn taken(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// PAL messages a master keeps for resending (its input logger keeps as many packets).
@@ -37,15 +60,20 @@ pub struct Master<'a> {
     /// Bytes a middlebox may grow a packet by.
     headroom: usize,
     scratch: Vec<u8>,
-    pals: u64,
-    /// The last PAL messages written, up to [`PAL_RETAINED`], the newest (number `pals`) last;
-    /// the oldest's buffer is reused for the next.
+    numbers: Arc<PalNumbers>,
+    /// The last PAL messages this lane wrote, up to [`PAL_RETAINED`], in the order of their
+    /// numbers; the oldest's buffer is reused for the next.
     retained: VecDeque<Vec<u8>>,
 }
 
 impl<'a> Master<'a> {
-    /// The master of `head` (a middlebox and a worker of its store).
-    pub fn new(head: (MbIndex, &'a dyn Middlebox, Worker<'a>), headroom: usize) -> Self {
+    /// The master (or a lane of it) of `head` (a middlebox and a worker of its store), its PAL
+    /// messages numbered from `numbers` (shared by every lane of the master).
+    pub fn new(
+        head: (MbIndex, &'a dyn Middlebox, Worker<'a>),
+        headroom: usize,
+        numbers: Arc<PalNumbers>,
+    ) -> Self {
         let (mb, middlebox, worker) = head;
         Master {
             mb,
@@ -53,7 +81,7 @@ impl<'a> Master<'a> {
             worker,
             headroom,
             scratch: Vec::new(),
-            pals: 0,
+            numbers,
             retained: VecDeque::new(),
         }
     }
@@ -64,6 +92,8 @@ impl<'a> Master<'a> {
 
     /// Process `packet` at `now`; when it touched state, its PAL message is written to `pal`.
     pub fn process<P>(&mut self, now: u64, packet: &mut Packet<P>, pal: &mut Vec<u8>) -> Processed {
+        let numbers = &self.numbers;
+        let mut number = None;
         let (verdict, rec) = transact(
             &mut self.worker,
             self.middlebox,
@@ -71,11 +101,15 @@ impl<'a> Master<'a> {
             self.headroom,
             now,
             &mut self.scratch,
+            |kind| {
+                if kind != LogKind::Noop {
+                    number = Some(numbers.take());
+                }
+            },
         );
-        let logged = rec.kind() != LogKind::Noop;
-        if logged {
-            self.pals += 1;
-            pal::encode(pal, self.pals, rec.kind(), rec.dep_entries());
+        let needs = numbers.taken();
+        if let Some(n) = number {
+            pal::encode(pal, n, rec.kind(), rec.dep_entries());
             let mut copy = match self.retained.len() {
                 PAL_RETAINED.. => self.retained.pop_front().unwrap_or_default(),
                 _ => Vec::new(),
@@ -86,18 +120,18 @@ impl<'a> Master<'a> {
         }
         Processed {
             verdict,
-            pal: logged,
-            needs: self.pals,
+            number,
+            needs,
         }
     }
 
-    /// PAL message `number` as sent, if it is still kept.
+    /// PAL message `number` as sent, if this lane wrote it and still keeps it.
     pub fn retained(&self, number: u64) -> Option<&[u8]> {
-        let oldest = self.pals + 1 - self.retained.len() as u64;
-        let i = number.checked_sub(oldest)?;
-        self.retained
-            .get(usize::try_from(i).ok()?)
-            .map(Vec::as_slice)
+        let i = self
+            .retained
+            .binary_search_by_key(&number, |m| pal::number(m).unwrap_or(0))
+            .ok()?;
+        Some(&self.retained[i])
     }
 
     /// A real snapshot: copy the whole store and its vector (every partition locked while it
@@ -124,7 +158,11 @@ mod tests {
         .unwrap();
         let heads = crate::Heads::new(&spec, |_| 1).unwrap();
         let ring = spec.ring();
-        let mut m = Master::new(heads.head(&ring, ring.forwarder()).unwrap(), 128);
+        let mut m = Master::new(
+            heads.head(&ring, ring.forwarder()).unwrap(),
+            128,
+            Arc::default(),
+        );
         let mut pal = Vec::new();
         for i in 1..=3u64 {
             let mut p = Packet {
@@ -135,7 +173,7 @@ mod tests {
             };
             let out = m.process(i, &mut p, &mut pal);
             assert_eq!(out.verdict, Verdict::Forward);
-            assert!(out.pal);
+            assert_eq!(out.number, Some(i));
             assert_eq!(out.needs, i);
             let h = pal::decode(&pal).unwrap();
             assert_eq!((h.number, h.kind, h.accesses), (i, LogKind::Update, 1));

@@ -9,7 +9,11 @@
 //! waits until every PAL message it depends on arrived) → IL(i+1), or out of the chain.
 //! IL(i) and OL(i) share the logger server: three hops per middlebox, against one in NF.
 //! Each of these servers is a [`Station`], driven as a [`crate::Server`] is: here a thread per
-//! station over the in-memory transport.
+//! station over the in-memory transport. A master whose middlebox has `threads` above 1 runs
+//! that many lanes, as FTC's heads do (flows hashed to lanes, one STM worker each); they number
+//! their PAL messages from one [`PalNumbers`], each at its transaction's commit under its
+//! locks, so that a packet that waits for every number taken when it committed waits for
+//! the PALs of all it depends on. The output logger checks that order as the PALs arrive.
 //!
 //! **FTMB+snapshot** also stops each master periodically (default every 50 ms, masters
 //! staggered over the period so their stalls do not overlap): either a real stop-the-world
@@ -26,6 +30,7 @@ mod serve;
 mod station;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -33,12 +38,12 @@ use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 
 pub use logger::{Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS};
-pub use master::{Master, Processed, PAL_RETAINED};
+pub use master::{Master, PalNumbers, Processed, PAL_RETAINED};
 pub use pal::{PalError, PalHeader, FLAG_PAL, FLAG_PAL_RESEND};
 pub use station::{Role, Schedule, SnapshotTally, Station};
 
 use crate::runtime::{Harness, RunConfig, RunReport};
-use crate::serve::{inboxes, Msg, Routes};
+use crate::serve::{inboxes, Hops, Msg, Routes};
 use crate::{Heads, Mode};
 use serve::serve_station;
 
@@ -202,13 +207,12 @@ fn master_id(i: usize) -> ServerId {
 }
 
 /// Run `spec` in FTMB or FTMB+snapshot mode (as `config.mode` says) over `heads`, with
-/// generated traffic, on the runtime's harness.
+/// generated traffic, on the runtime's harness. A master runs as many lanes (threads) as its
+/// store has workers, flows hashed to lanes as FTC's are; loggers run one.
 pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
     let ring = spec.ring();
     let k = ring.middleboxes();
-    let (txs, rxs) = inboxes(2 * k);
     let harness = Harness::new();
-    let routes = Routes::new(txs);
     let shared = harness.shared(None);
     let pool = Pool::new();
     let snapshots = (config.mode == Mode::FtmbSnapshot).then_some(config.ftmb.snapshot);
@@ -219,32 +223,58 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
         servers: 2 * k,
         ..RunReport::default()
     };
+    // Per position, its station's lanes.
+    let mut stations: Vec<Vec<Station<'_, u64>>> = Vec::with_capacity(2 * k);
+    for i in 0..k {
+        let schedule = snapshots.map(|kind| Schedule {
+            kind,
+            every_ns: every,
+            // Staggered: master i first stops i/k of a period after master 0.
+            first_at_ns: harness.now() + every + every * i as u64 / k as u64,
+        });
+        let numbers = Arc::new(PalNumbers::default());
+        let lanes = heads.head_lanes(&ring, ServerId(i as u16), 0);
+        stations.push(vec![Station::logger(i, k, &config.ftmb)]);
+        stations.push(
+            lanes
+                .into_iter()
+                .enumerate()
+                .map(|(lane, head)| {
+                    let head = head.expect("server i < k runs middlebox i");
+                    // Every lane stalls at once; a real copy is made once (the others wait on
+                    // the partition locks it holds meanwhile).
+                    let schedule = schedule.filter(|s| lane == 0 || s.kind != SnapshotKind::Real);
+                    let numbers = Arc::clone(&numbers);
+                    let headroom = config.server.headroom;
+                    Station::master(head, headroom, numbers, &config.ftmb, schedule)
+                })
+                .collect(),
+        );
+    }
+    let (hops, rxs): (Hops, Vec<_>) = stations.iter().map(|lanes| inboxes(lanes.len())).unzip();
+    let routes = Routes::with_lanes(hops);
     std::thread::scope(|scope| {
-        let mut stations = Vec::with_capacity(2 * k);
-        for i in 0..k {
-            let head = heads
-                .head(&ring, ServerId(i as u16))
-                .expect("server i < k runs middlebox i");
-            let schedule = snapshots.map(|kind| Schedule {
-                kind,
-                every_ns: every,
-                // Staggered: master i first stops i/k of a period after master 0.
-                first_at_ns: harness.now() + every + every * i as u64 / k as u64,
-            });
-            stations.push(Station::logger(i, k, &config.ftmb));
-            stations.push(Station::master(
-                head,
-                config.server.headroom,
-                &config.ftmb,
-                schedule,
-            ));
-        }
         let threads: Vec<_> = stations
             .into_iter()
             .zip(rxs)
-            .map(|(station, rx)| {
+            .flat_map(|(lanes, rxs)| {
+                let several = lanes.len() > 1;
+                lanes
+                    .into_iter()
+                    .zip(rxs)
+                    .enumerate()
+                    .map(move |(lane, (s, rx))| {
+                        let name = match several {
+                            true => format!("{} lane {lane}", s.name()),
+                            false => s.name(),
+                        };
+                        (lane, name, s, rx)
+                    })
+            })
+            .map(|(lane, name, station, rx)| {
                 let (station, hops, shared) = (station.with_pool(&pool), routes.all(), &shared);
-                scope.spawn(move || serve_station(station, &rx, &hops, shared))
+                let h = scope.spawn(move || serve_station(station, name, &rx, &hops, shared));
+                (lane, h)
             })
             .collect();
         let elapsed = harness.drive(config, &routes, Duration::from_secs(5), &mut report);
@@ -254,12 +284,13 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
         let mut sinks = Vec::with_capacity(2 * k);
         let mut stats = LoggerStats::default();
         let mut tallies = Vec::with_capacity(k);
-        for h in threads {
+        for (lane, h) in threads {
             let (station, sink) = h.join().expect("an FTMB station's thread panicked");
             if let Some(s) = station.logger_stats() {
                 stats.add(s);
             }
-            tallies.extend(station.snapshots());
+            // A master's lanes stall together: its first lane's tally is the master's.
+            tallies.extend(station.snapshots().filter(|_| lane == 0));
             sinks.push(sink);
         }
         report.account(heads, sinks, elapsed);

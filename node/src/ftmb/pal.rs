@@ -74,6 +74,21 @@ pub fn decode(bytes: &[u8]) -> Result<PalHeader, PalError> {
     })
 }
 
+/// The accesses of a PAL message that [`decode`] read back.
+pub fn accesses(bytes: &[u8]) -> impl Iterator<Item = DepEntry> + '_ {
+    bytes
+        .get(HEADER_LEN..)
+        .unwrap_or_default()
+        .chunks_exact(ACCESS_LEN)
+        .map(|a| {
+            let (p, s) = a.split_at(2);
+            DepEntry::new(
+                u16::from_be_bytes([p[0], p[1]]),
+                u64::from_be_bytes(s.try_into().expect("8 bytes")),
+            )
+        })
+}
+
 /// The number of a PAL message (its first 8 bytes), without checking the rest.
 pub fn number(bytes: &[u8]) -> Option<u64> {
     bytes.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))
@@ -127,6 +142,7 @@ mod tests {
         assert_eq!(buf.len(), HEADER_LEN + 2 * ACCESS_LEN);
         let h = decode(&buf).unwrap();
         assert_eq!((h.number, h.kind, h.accesses), (7, LogKind::Update, 2));
+        assert_eq!(accesses(&buf).collect::<Vec<_>>(), [dep(1, 5), dep(9, 0)]);
         assert!(decode(&buf[..buf.len() - 1]).is_err());
         assert!(decode(&buf[..5]).is_err());
         buf[8] = LogKind::Noop.code();

@@ -6,16 +6,17 @@ use crossbeam_channel::Receiver;
 use super::station::Station;
 use crate::serve::{recv_until, send_frame, Batch, Hops, Msg, Shared, Sink};
 
-/// Run `station` until stopped: customer packets and frames in, its outputs to the stations
-/// `routes` reach (one lane each) or out of the chain; a master's snapshots when due. The
-/// station (for its counts) and what left the chain through it.
+/// Run `station` (a thread called `name`) until stopped: customer packets and frames in, its
+/// outputs to the stations `routes` reach or out of the chain; a master's snapshots when due.
+/// The station (for its counts) and what left the chain through it.
 pub(super) fn serve_station<'a, C: Fn() -> u64>(
     mut station: Station<'a, u64>,
+    name: String,
     rx: &Receiver<Msg>,
     routes: &Hops,
     shared: &Shared<'_, C>,
 ) -> (Station<'a, u64>, Sink) {
-    let mut sink = Sink::new(station.name());
+    let mut sink = Sink::new(name);
     let mut batch = Batch::default();
     let mut was_congested = false;
     let me = station.id();

@@ -10,6 +10,7 @@
 //!   numbers as msg, [`pal::encode_resend`]), which the master answers with those it kept.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ftc_chain::middlebox::{Middlebox, Verdict};
@@ -17,7 +18,7 @@ use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_stm::Worker;
 
 use super::logger::{Logger, LoggerStats};
-use super::master::Master;
+use super::master::{Master, PalNumbers};
 use super::pal::{self, FLAG_PAL, FLAG_PAL_RESEND};
 use super::{logger_id, master_id, FtmbConfig, Pool, SnapshotKind};
 use crate::{Frame, Output, Packet};
@@ -166,11 +167,13 @@ impl<'a, P> Station<'a, P> {
         )
     }
 
-    /// The master of `head` (a middlebox and a worker of its store), which may grow packets by
-    /// `headroom` bytes, and takes snapshots on `snapshots` (FTMB+snapshot).
+    /// The master of `head` (a middlebox and a worker of its store), or a lane of it, which
+    /// may grow packets by `headroom` bytes, numbers its PAL messages from `numbers` (one per
+    /// master, shared by its lanes), and takes snapshots on `snapshots` (FTMB+snapshot).
     pub fn master(
         head: (MbIndex, &'a dyn Middlebox, Worker<'a>),
         headroom: usize,
+        numbers: Arc<PalNumbers>,
         config: &FtmbConfig,
         snapshots: Option<Schedule>,
     ) -> Self {
@@ -178,7 +181,7 @@ impl<'a, P> Station<'a, P> {
         Self::new(
             master_id(i),
             Side::Master(MasterSide {
-                master: Master::new(head, headroom),
+                master: Master::new(head, headroom, numbers),
                 logger: logger_id(i),
                 pals_after_packet: config.pals_after_packet,
                 lose_pal_every: config.lose_pal_every,
@@ -276,24 +279,14 @@ impl<'a, P> Station<'a, P> {
         }
     }
 
-    /// The end of a batch of frames: a logger asks its master for lost PAL messages when due,
-    /// and lets go of the packets whose PALs arrived.
+    /// The end of a batch of frames: a logger lets go of the packets whose PALs arrived, then
+    /// asks its master for lost PAL messages when due (in that order, so that the packet now
+    /// first in line says which PAL messages are still wanted: asked the other way round, a
+    /// gap that only that packet shows would wait for the next frame to be seen).
     pub fn end_batch(&mut self, now: u64) {
         let Side::Logger(l) = &mut self.side else {
             return;
         };
-        if let Some((first, last)) = l.logger.poll_resend(now) {
-            let mut msg = self.buffers.take();
-            pal::encode_resend(&mut msg, first, last);
-            self.outputs.push_back(Output::Send {
-                to: l.master,
-                frame: Frame {
-                    packet: None,
-                    flags: FLAG_PAL_RESEND,
-                    msg,
-                },
-            });
-        }
         while let Some(packet) = l.logger.poll_release() {
             self.outputs.push_back(match l.next {
                 Some(to) => Output::Send {
@@ -305,6 +298,18 @@ impl<'a, P> Station<'a, P> {
                     },
                 },
                 None => Output::Release { packet, hold_ns: 0 },
+            });
+        }
+        if let Some((first, last)) = l.logger.poll_resend(now) {
+            let mut msg = self.buffers.take();
+            pal::encode_resend(&mut msg, first, last);
+            self.outputs.push_back(Output::Send {
+                to: l.master,
+                frame: Frame {
+                    packet: None,
+                    flags: FLAG_PAL_RESEND,
+                    msg,
+                },
             });
         }
     }
@@ -399,8 +404,10 @@ impl MasterSide<'_> {
     ) {
         let mut pal_msg = buffers.take();
         let out = self.master.process(now, &mut packet, &mut pal_msg);
-        let lost = self.lose_pal_every > 0 && out.needs % self.lose_pal_every == 0;
-        let pal_frame = if out.pal && !lost {
+        let lost = out
+            .number
+            .is_some_and(|n| self.lose_pal_every > 0 && n % self.lose_pal_every == 0);
+        let pal_frame = if out.number.is_some() && !lost {
             Some(Frame {
                 packet: None,
                 flags: FLAG_PAL,
@@ -520,7 +527,8 @@ mod tests {
         config: &FtmbConfig,
         s: Option<Schedule>,
     ) -> Station<'h, u64> {
-        Station::master(heads.head(ring, ring.forwarder()).unwrap(), 128, config, s)
+        let head = heads.head(ring, ring.forwarder()).unwrap();
+        Station::master(head, 128, Arc::default(), config, s)
     }
 
     fn packet(handle: u64) -> Packet<u64> {
@@ -529,6 +537,21 @@ mod tests {
             flow: 7,
             dir: Direction::Outbound,
             bytes: crate::traffic::request(7, handle as u32, 128),
+        }
+    }
+
+    /// The logger and the master of a one-middlebox chain of `heads`, as configured by default.
+    fn logger_and_master<'h>(heads: &'h (Ring, Heads)) -> (Station<'h, u64>, Station<'h, u64>) {
+        let config = FtmbConfig::default();
+        (Station::logger(0, 1, &config), master(heads, &config, None))
+    }
+
+    /// Customer packet `handle` as a frame between stations.
+    fn packet_frame(handle: u64) -> Frame<u64> {
+        Frame {
+            packet: Some(packet(handle)),
+            flags: 0,
+            msg: Vec::new(),
         }
     }
 
@@ -619,20 +642,10 @@ mod tests {
     fn a_lost_pal_is_asked_for_again_and_the_packet_waits_for_it() {
         use super::super::logger::ASK_AFTER_NS;
         let heads = heads("monitor", "sharing_level = 1\n");
-        let config = FtmbConfig::default();
-        let mut logger = Station::logger(0, 1, &config);
-        let mut m = master(&heads, &config, None);
+        let (mut logger, mut m) = logger_and_master(&heads);
         let (l_id, m_id) = (logger.id(), m.id());
 
-        m.handle_frame(
-            1,
-            l_id,
-            Frame {
-                packet: Some(packet(1)),
-                flags: 0,
-                msg: Vec::new(),
-            },
-        );
+        m.handle_frame(1, l_id, packet_frame(1));
         let [pal, processed]: [Frame<u64>; 2] = frames_to(l_id, drain(&mut m)).try_into().unwrap();
         assert_eq!(pal.flags, FLAG_PAL);
         drop(pal); // lost on the link
@@ -678,15 +691,40 @@ mod tests {
         assert!(drain(&mut m).is_empty());
     }
 
+    /// The last PAL message of a burst lost, and nothing after it: in the batch that lets the
+    /// packets before it go, the OL sees the gap (the packet now first in line needs it) and
+    /// sets a timeout to ask for it, rather than wait for a frame that may never come.
+    #[test]
+    fn the_last_lost_pal_is_asked_for_with_nothing_after_it() {
+        let heads = heads("monitor", "sharing_level = 1\n");
+        let (mut logger, mut m) = logger_and_master(&heads);
+        let (l_id, m_id) = (logger.id(), m.id());
+        for handle in [1, 2] {
+            m.handle_frame(handle, l_id, packet_frame(handle));
+        }
+        let [pal1, p1, _lost, p2]: [Frame<u64>; 4] =
+            frames_to(l_id, drain(&mut m)).try_into().unwrap();
+        for frame in [pal1, p1, p2] {
+            logger.handle_frame(3, m_id, frame);
+        }
+        logger.end_batch(3);
+        match drain(&mut logger).as_slice() {
+            [Output::Release { packet, .. }] => assert_eq!(packet.handle, 1),
+            other => panic!("{other:?}"),
+        }
+        let at = logger
+            .poll_timeout()
+            .expect("a timeout to ask for PAL 2 at");
+        logger.handle_timeout(at);
+        let [request]: [Frame<u64>; 1] = frames_to(m_id, drain(&mut logger)).try_into().unwrap();
+        assert_eq!(pal::decode_resend(&request.msg), Ok(2..=2));
+    }
+
     #[test]
     fn a_dropped_packet_is_reported_and_nothing_goes_on() {
         let heads = heads("firewall", "default = \"deny\"\n");
         let mut m = master(&heads, &FtmbConfig::default(), None);
-        let frame = Frame {
-            packet: Some(packet(5)),
-            flags: 0,
-            msg: Vec::new(),
-        };
+        let frame = packet_frame(5);
         m.handle_frame(1, ServerId(0), frame);
         match drain(&mut m).as_slice() {
             [Output::Dropped { handle: 5, by }] => assert_eq!(*by, MbIndex(0)),
@@ -721,15 +759,7 @@ mod tests {
         assert_eq!(m.handle_ingress(1, packet(2)).map_err(|p| p.handle), Err(2));
         assert!(drain(&mut second).is_empty() && drain(&mut m).is_empty());
         // Packets from the previous middlebox's OL are logged and go to the master.
-        second.handle_frame(
-            1,
-            ServerId(0),
-            Frame {
-                packet: Some(packet(3)),
-                flags: 0,
-                msg: Vec::new(),
-            },
-        );
+        second.handle_frame(1, ServerId(0), packet_frame(3));
         assert_eq!(frames_to(ServerId(3), drain(&mut second)).len(), 1);
     }
 
@@ -775,11 +805,7 @@ mod tests {
         let spent = Vec::with_capacity(64);
         let at = spent.as_ptr();
         m.recycle(spent);
-        let frame = Frame {
-            packet: Some(packet(1)),
-            flags: 0,
-            msg: Vec::new(),
-        };
+        let frame = packet_frame(1);
         m.handle_frame(1, ServerId(0), frame);
         let frames = frames_to(ServerId(0), drain(&mut m));
         assert_eq!(frames.len(), 2);

@@ -61,7 +61,7 @@ impl<'h> Serving<'h> {
                     every_ns: every,
                     first_at_ns: now + every + every * i as u64 / k as u64,
                 });
-                Station::master(head, config.headroom, ftmb, schedule)
+                Station::master(head, config.headroom, Arc::default(), ftmb, schedule)
             }
             None => unreachable!("the node checked its position against the deployment"),
         })))
