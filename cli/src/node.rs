@@ -120,9 +120,6 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     RingLoss::check(args.ring_loss).context("--ring-loss")?;
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
-    if mode.is_ftmb() {
-        warn_single_worker(&spec);
-    }
     let links = match (&args.ring_next, &args.ring_prev) {
         (Some(next), Some(prev)) => {
             if mode.is_ftmb() {
@@ -184,15 +181,4 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// An FTMB station of `ftc node` runs one worker thread for now: say so when a spec asks for
-/// more.
-fn warn_single_worker(spec: &ChainSpec) {
-    if spec.middlebox.iter().any(|m| m.threads > 1) {
-        eprintln!(
-            "ftc: note: an FTMB station of `ftc node` runs one worker thread for now; `threads` \
-             above 1 is parallel in FTC and NF, and in FTMB's masters in one process (`ftc run`)"
-        );
-    }
 }

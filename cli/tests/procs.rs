@@ -586,19 +586,20 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
 /// per middlebox of Ch-Rec (loggers at even positions, masters at odd ones), customer frames
 /// enter at the first logger and leave at the last one over UDP, NAT-rewritten, each after its
 /// PALs; a killed master is not recovered (FTMB keeps no replicas here): the orchestrator says
-/// so and exits with an error once the grace runs out.
+/// so and exits with an error once the grace runs out. Every middlebox has two threads: each
+/// master runs two lanes, and the Monitor's master's exit summary shows both at work.
 #[test]
 fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator() {
     use std::net::UdpSocket;
 
     let _turn = turn();
     let secret = Temp::new("ftmb-secret", "ftmb test secret\n");
-    let (orchestrator, addr, log) = orchestrator(
-        &spec("ch-rec.toml"),
-        &secret,
-        &["--mode", "ftmb"],
-        Stdio::inherit(),
-    );
+    let text = std::fs::read_to_string(spec("ch-rec.toml"))
+        .unwrap()
+        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
+    let spec = Temp::new("ftmb-ch-rec-2-lanes.toml", &text);
+    let (orchestrator, addr, log) =
+        orchestrator(&spec.arg(), &secret, &["--mode", "ftmb"], Stdio::inherit());
     let mut procs = Procs(vec![orchestrator]);
     let free = || {
         UdpSocket::bind("127.0.0.1:0")
@@ -612,15 +613,20 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
     sink.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let egress = sink.local_addr().unwrap().to_string();
+    // The Monitor's master (position 3) logs its exit summary here.
+    let summary = Temp::new("ftmb-m1-master.log", "");
     for i in 0..6 {
         let mut node = node(&addr, i, &secret);
         node.args(["--mode", "ftmb"]);
         match i {
             0 => node.args(["--ingress", &ingress]),
+            3 => node
+                .env("FTC_LOG", "info")
+                .stderr(std::fs::File::create(&summary.0).unwrap()),
             4 => node.args(["--egress", &egress]),
             _ => &mut node,
         };
-        procs.0.push(node.arg(spec("ch-rec.toml")).spawn().unwrap());
+        procs.0.push(node.arg(spec.arg()).spawn().unwrap());
     }
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut got = Vec::new();
@@ -653,4 +659,11 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
     assert!(!procs.0[0].wait().unwrap().success());
     let log = log.join().unwrap();
     assert!(log.contains("not recovered"), "{log}");
+    // Cut off from the orchestrator, the Monitor's master exits with its summary.
+    assert!(exits(&mut procs.0[4], Duration::from_secs(10)));
+    let summary = std::fs::read_to_string(&summary.0).unwrap();
+    for lane in ["lane 0: transactions Some(", "lane 1: transactions Some("] {
+        let busy = summary.split(lane).nth(1).unwrap_or("0");
+        assert!(!busy.starts_with('0'), "{lane}…: {summary}");
+    }
 }

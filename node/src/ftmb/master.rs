@@ -90,6 +90,11 @@ impl<'a> Master<'a> {
         self.mb
     }
 
+    /// Transactions this master (or lane) committed.
+    pub fn transactions(&self) -> u64 {
+        self.worker.stats().0
+    }
+
     /// Process `packet` at `now`; when it touched state, its PAL message is written to `pal`.
     pub fn process<P>(&mut self, now: u64, packet: &mut Packet<P>, pal: &mut Vec<u8>) -> Processed {
         let numbers = &self.numbers;

@@ -354,6 +354,14 @@ impl<'a, P> Station<'a, P> {
         }
     }
 
+    /// Transactions a master (or a lane of one) committed (`None` for a logger).
+    pub fn transactions(&self) -> Option<u64> {
+        match &self.side {
+            Side::Master(m) => Some(m.master.transactions()),
+            Side::Logger(_) => None,
+        }
+    }
+
     /// A master's snapshots (`None` for a logger).
     pub fn snapshots(&self) -> Option<SnapshotTally> {
         match &self.side {

@@ -1,9 +1,12 @@
 //! A node's server as several lanes (worker threads: the `threads` of its middlebox, DESIGN.md
-//! §3): each lane a [`Server`] of [`ftc_node::lanes`] on a thread of its own, over the server's
-//! shared stores. The node's thread keeps the sockets: it hands each lane the customer frames of
-//! the flows hashed to it, a retransmission request to every lane, other frames to each in turn,
-//! and carries out what the lanes give back (a lane wakes it when it has outputs). A recovery's
-//! fence, export and resume go to every lane, and the node waits for each to answer.
+//! §3), each a [`Lane`] on a thread of its own: a [`ftc_node::Server`] of [`ftc_node::lanes`]
+//! over the server's shared stores, or a lane of an FTMB master
+//! ([`ftc_node::ftmb::Station::master`] over one worker of its store, the lanes numbering PAL
+//! messages from one counter). The node's thread keeps the sockets: it hands each lane the
+//! customer frames of the flows hashed to it, a retransmission request to every lane, other
+//! frames to each in turn, and carries out what the lanes give back (a lane wakes it when it
+//! has outputs). A recovery's fence, export and resume go to every lane, and the node waits for
+//! each to answer (FTMB's lanes recover nothing).
 //!
 //! Memory stays bounded: a lane's inbox holds 4,096 messages at most, and the node's thread
 //! waits when the lane a frame is for is that far behind (the sockets' rings fill meanwhile, as
@@ -21,8 +24,10 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_node::lanes::{lane_of, lanes_for};
 use ftc_node::serve::{count_congested, recv_until};
-use ftc_node::server::{port_of, ExportParts};
-use ftc_node::{Frame, Heads, Output, Packet, Server};
+use ftc_node::server::ExportParts;
+use ftc_node::{Frame, Heads, Output, Packet};
+
+use super::lane::Lane;
 use ftc_stm::Store;
 
 /// What reaches a lane.
@@ -73,11 +78,11 @@ pub struct Lanes<'h> {
 
 impl<'h> Lanes<'h> {
     /// Start a thread in `scope` for each of `servers` (the lanes of one server: at least two,
-    /// from [`ftc_node::lanes::lanes`] or [`ftc_node::lanes::join`]); a lane with outputs
-    /// writes a byte to `waker`. `start` is the node's clock.
+    /// from [`ftc_node::lanes::lanes`] or [`ftc_node::lanes::join`], or of an FTMB master); a
+    /// lane with outputs writes a byte to `waker`. `start` is the node's clock.
     pub fn start<'scope, 'env>(
         scope: &'scope Scope<'scope, 'env>,
-        servers: Vec<Server<'h, u32>>,
+        servers: Vec<Box<dyn Lane + 'h>>,
         heads: &'h Heads,
         waker: &UnixDatagram,
         start: Instant,
@@ -85,10 +90,7 @@ impl<'h> Lanes<'h> {
     where
         'h: 'scope,
     {
-        let replicas = servers
-            .first()
-            .map(Server::replica_stores)
-            .unwrap_or_default();
+        let replicas = servers.first().map(|s| s.replicas()).unwrap_or_default();
         let (inboxes, receivers): (Vec<_>, Vec<_>) = servers
             .iter()
             .map(|_| crossbeam_channel::bounded(INBOX))
@@ -104,7 +106,7 @@ impl<'h> Lanes<'h> {
             replicas,
             turn: 0,
         };
-        for (server, rx) in servers.into_iter().zip(receivers) {
+        for (i, (server, rx)) in servers.into_iter().zip(receivers).enumerate() {
             let lane = LaneThread {
                 peers: lanes.inboxes.clone(),
                 out: out.clone(),
@@ -113,7 +115,7 @@ impl<'h> Lanes<'h> {
                 start,
             };
             std::thread::Builder::new()
-                .name(format!("lane {}", server.lane()))
+                .name(format!("lane {i}"))
                 .spawn_scoped(scope, move || lane.run(server, &rx))?;
         }
         Ok(lanes)
@@ -244,7 +246,7 @@ impl LaneThread {
     }
 
     /// Batches of messages in, the server's outputs out, until stopped.
-    fn run(self, mut server: Server<'_, u32>, rx: &Receiver<ToLane>) {
+    fn run(self, mut server: Box<dyn Lane + '_>, rx: &Receiver<ToLane>) {
         let mut was_congested = false;
         let mut stop = false;
         while !stop {
@@ -259,11 +261,7 @@ impl LaneThread {
             for msg in first.into_iter().chain(more) {
                 match msg {
                     ToLane::Frame { from, frame } => server.handle_frame(t, from, frame),
-                    ToLane::Ingress(packet) => {
-                        let port = port_of(packet.dir);
-                        // Sanitized away by the forwarder: it leaves the chain here.
-                        let _ = server.handle_ingress(t, packet, port);
-                    }
+                    ToLane::Ingress(packet) => server.handle_ingress(t, packet),
                     ToLane::Nudge => {}
                     ToLane::Fence(done) => {
                         server.fence();
@@ -277,15 +275,12 @@ impl LaneThread {
                         let _ = done.send(());
                     }
                     ToLane::Summary(reply) => {
-                        let _ = reply.send(super::serving::ftc_summary(&server));
+                        let _ = reply.send(server.summary());
                     }
                     ToLane::Stop => stop = true,
                 }
             }
-            if rx.is_empty() {
-                server.caught_up(t);
-            }
-            server.end_batch(t);
+            server.end_batch(t, rx.is_empty());
             let wake = server.take_wakeups();
             for (_, lane) in self
                 .peers

@@ -29,8 +29,8 @@
 //! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
 //! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
-//! of several lanes (its middlebox's `threads`, FTC and NF) runs them on threads of their own,
-//! which that thread hands their frames ([`super::lanes`]). Helper threads read
+//! of several lanes (its middlebox's `threads`: FTC's and NF's servers, FTMB's masters) runs
+//! them on threads of their own, which that thread hands their frames ([`super::lanes`]). Helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread. The heartbeat thread runs real-time where the node may
 //! (`process::wake_on_time`), so that a busy host does not delay its beats.

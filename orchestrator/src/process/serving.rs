@@ -7,11 +7,12 @@ use std::io;
 use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_node::ftmb::{FtmbConfig, Role, Schedule, Station};
+use ftc_node::ftmb::{FtmbConfig, PalNumbers, Role, Schedule, SnapshotKind, Station};
 use ftc_node::server::port_of;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::Store;
 
+use super::lane::Lane;
 use super::lanes::Lanes;
 
 /// A node's server.
@@ -25,11 +26,12 @@ pub enum Serving<'h> {
 }
 
 /// Starts lanes on threads of their own (in the node's thread scope).
-pub type Spawn<'a, 'h> = &'a dyn Fn(Vec<Server<'h, u32>>) -> io::Result<Lanes<'h>>;
+pub type Spawn<'a, 'h> = &'a dyn Fn(Vec<Box<dyn Lane + 'h>>) -> io::Result<Lanes<'h>>;
 
 impl<'h> Serving<'h> {
-    /// The server at `me` in a fresh deployment (`Assign`), at time `now`: FTC's and NF's in
-    /// as many lanes as its middlebox has `threads`, more than one started with `spawn`.
+    /// The server at `me` in a fresh deployment (`Assign`), at time `now`: FTC's and NF's, and
+    /// an FTMB master, in as many lanes as its middlebox has `threads`, more than one started
+    /// with `spawn`.
     #[allow(clippy::too_many_arguments)]
     pub fn assigned(
         heads: &'h Heads,
@@ -51,9 +53,6 @@ impl<'h> Serving<'h> {
         Ok(Serving::Ftmb(Box::new(match Role::of(me, k) {
             Some(Role::Logger(i)) => Station::logger(i, k, ftmb),
             Some(Role::Master(i)) => {
-                let head = heads
-                    .head(&ring, ServerId(i as u16))
-                    .expect("ring server i < k runs middlebox i");
                 // Staggered: master i first stops i/k of a period after master 0.
                 let every = (ftmb.snapshot_every.as_nanos() as u64).max(1);
                 let schedule = (config.mode == Mode::FtmbSnapshot).then_some(Schedule {
@@ -61,7 +60,26 @@ impl<'h> Serving<'h> {
                     every_ns: every,
                     first_at_ns: now + every + every * i as u64 / k as u64,
                 });
-                Station::master(head, config.headroom, Arc::default(), ftmb, schedule)
+                let numbers = Arc::new(PalNumbers::default());
+                let mut lanes: Vec<_> = heads
+                    .head_lanes(&ring, ServerId(i as u16), 0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(lane, head)| {
+                        let head = head.expect("ring server i < k runs middlebox i");
+                        // Every lane stalls at once; a real copy is made once (the others
+                        // wait on the partition locks it holds meanwhile).
+                        let schedule =
+                            schedule.filter(|s| lane == 0 || s.kind != SnapshotKind::Real);
+                        let numbers = Arc::clone(&numbers);
+                        Station::master(head, config.headroom, numbers, ftmb, schedule)
+                    })
+                    .collect();
+                if lanes.len() > 1 {
+                    let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane>);
+                    return spawn(boxed.collect()).map(Serving::Lanes);
+                }
+                lanes.pop().expect("a master has a lane")
             }
             None => unreachable!("the node checked its position against the deployment"),
         })))
@@ -70,7 +88,8 @@ impl<'h> Serving<'h> {
     /// The lanes of a server (from [`ftc_node::lanes`]): one as it is, more started with `spawn`.
     pub fn of_lanes(mut lanes: Vec<Server<'h, u32>>, spawn: Spawn<'_, 'h>) -> io::Result<Self> {
         if lanes.len() > 1 {
-            return spawn(lanes).map(Serving::Lanes);
+            let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane>);
+            return spawn(boxed.collect()).map(Serving::Lanes);
         }
         let one = lanes.pop().expect("a server has a lane");
         Ok(Serving::Ftc(Box::new(one)))
@@ -194,16 +213,21 @@ impl<'h> Serving<'h> {
         match self {
             Serving::Ftc(s) => ftc_summary(s),
             Serving::Lanes(l) => l.summary(),
-            Serving::Ftmb(s) => {
-                let violations = s.take_violations();
-                format!(
-                    "{:?} {:?}, violations {violations:?}",
-                    s.logger_stats(),
-                    s.snapshots()
-                )
-            }
+            Serving::Ftmb(s) => ftmb_summary(s),
         }
     }
+}
+
+/// What an FTMB station (or a lane of a master) counted, and its violations (PAL messages lost
+/// on the way, say).
+pub fn ftmb_summary(s: &mut Station<'_, u32>) -> String {
+    let violations = s.take_violations();
+    format!(
+        "transactions {:?}, logger {:?}, snapshots {:?}, violations {violations:?}",
+        s.transactions(),
+        s.logger_stats(),
+        s.snapshots()
+    )
 }
 
 /// What an FTC (or NF) server or lane counted: where frames sit at the end (held, refused, in the

@@ -1,0 +1,122 @@
+//! What a lane's thread runs ([`super::lanes`]): a lane of an FTC (or NF) server, or of an FTMB
+//! master, behind one interface.
+
+use std::sync::Arc;
+
+use ftc_chain::ring::{MbIndex, ServerId};
+use ftc_node::ftmb::Station;
+use ftc_node::server::{port_of, ExportParts};
+use ftc_node::{Frame, Output, Packet, Server};
+use ftc_stm::Store;
+
+/// What a lane's thread runs: a lane of an FTC (or NF) server, or of an FTMB master. What only
+/// FTC does (recovery, news between lanes) does nothing by default.
+pub trait Lane: Send {
+    fn poll_timeout(&self) -> Option<u64>;
+    fn handle_timeout(&mut self, now: u64);
+    fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<u32>);
+    /// A customer packet entering the chain (one refused leaves it here).
+    fn handle_ingress(&mut self, now: u64, packet: Packet<u32>);
+    /// The end of a batch; `caught_up` when nothing more is waiting.
+    fn end_batch(&mut self, now: u64, caught_up: bool);
+    fn poll_output(&mut self) -> Option<Output<u32>>;
+    fn congested(&self) -> bool;
+    /// What the lane counted, for the node's last log line.
+    fn summary(&mut self) -> String;
+    /// The replica stores the lanes share (with `--observe`, the node records them).
+    fn replicas(&self) -> Vec<(MbIndex, Arc<Store>)> {
+        Vec::new()
+    }
+    fn fence(&mut self) {}
+    fn resume(&mut self, _now: u64) {}
+    fn export_parts(&self, _group: MbIndex) -> Option<ExportParts> {
+        None
+    }
+    /// Which lanes to nudge: they may be waiting for news this lane published.
+    fn take_wakeups(&mut self) -> u64 {
+        0
+    }
+}
+
+/// The methods a [`Server`] and a [`Station`] have alike, as the trait's: each calls the type's
+/// own (inherent methods come first in `Self::` paths).
+macro_rules! as_inherent {
+    () => {
+        fn poll_timeout(&self) -> Option<u64> {
+            Self::poll_timeout(self)
+        }
+
+        fn handle_timeout(&mut self, now: u64) {
+            Self::handle_timeout(self, now);
+        }
+
+        fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<u32>) {
+            Self::handle_frame(self, now, from, frame);
+        }
+
+        fn poll_output(&mut self) -> Option<Output<u32>> {
+            Self::poll_output(self)
+        }
+
+        fn congested(&self) -> bool {
+            Self::congested(self)
+        }
+    };
+}
+
+impl Lane for Server<'_, u32> {
+    as_inherent!();
+
+    fn handle_ingress(&mut self, now: u64, packet: Packet<u32>) {
+        let port = port_of(packet.dir);
+        // Sanitized away by the forwarder: it leaves the chain here.
+        let _ = Server::handle_ingress(self, now, packet, port);
+    }
+
+    fn end_batch(&mut self, now: u64, caught_up: bool) {
+        if caught_up {
+            self.caught_up(now);
+        }
+        Server::end_batch(self, now);
+    }
+
+    fn summary(&mut self) -> String {
+        super::serving::ftc_summary(self)
+    }
+
+    fn replicas(&self) -> Vec<(MbIndex, Arc<Store>)> {
+        self.replica_stores()
+    }
+
+    fn fence(&mut self) {
+        Server::fence(self);
+    }
+
+    fn resume(&mut self, now: u64) {
+        Server::resume(self, now);
+    }
+
+    fn export_parts(&self, group: MbIndex) -> Option<ExportParts> {
+        Server::export_parts(self, group)
+    }
+
+    fn take_wakeups(&mut self) -> u64 {
+        Server::take_wakeups(self)
+    }
+}
+
+impl Lane for Station<'_, u32> {
+    as_inherent!();
+
+    fn handle_ingress(&mut self, now: u64, packet: Packet<u32>) {
+        let _ = Station::handle_ingress(self, now, packet);
+    }
+
+    fn end_batch(&mut self, now: u64, _caught_up: bool) {
+        Station::end_batch(self, now);
+    }
+
+    fn summary(&mut self) -> String {
+        super::serving::ftmb_summary(self)
+    }
+}
