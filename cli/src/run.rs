@@ -99,14 +99,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
         );
         if let Some(b) = r.busiest() {
-            // FTMB's stations run one thread each: only FTC's and NF's servers have lanes.
-            let hint = if config.mode.is_ftmb() {
+            // FTMB's loggers run one thread each; servers and FTMB's masters take `threads`.
+            let hint = if b.thread.contains("logger") {
                 ""
             } else {
                 "; `threads` gives a middlebox more lanes"
             };
             println!(
-                "  busiest thread: {}, busy {:.0} % of the run (near 100 %, it sets the pace{hint})",
+                "  busiest thread: {}, busy {:.0} % of the run (a thread near 100 % sets the pace{hint})",
                 b.thread,
                 100.0 * b.busy
             );
