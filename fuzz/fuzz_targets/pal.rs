@@ -1,6 +1,7 @@
 //! FTMB's PAL bytes (PAL messages, packet requirements, resend requests, from a master or an
-//! output logger over UDP or AF_XDP): decoding arbitrary bytes never panics, and neither does
-//! an output logger fed any sequence of them, at any times.
+//! output logger over UDP or AF_XDP): decoding arbitrary bytes never panics, what decodes
+//! encodes back to the same bytes, and an output logger (with its check of the numbering order)
+//! fed any sequence of them, at any times, never panics.
 #![no_main]
 
 use ftc_chain::middlebox::Direction;
@@ -9,7 +10,14 @@ use ftc_node::Packet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = pal::decode(data);
+    if let Ok(header) = pal::decode(data) {
+        // A message that reads back is exactly its header and accesses written again.
+        let accesses: Vec<_> = pal::accesses(data).collect();
+        assert_eq!(accesses.len(), usize::from(header.accesses));
+        let mut again = Vec::new();
+        pal::encode(&mut again, header.number, header.kind, &accesses);
+        assert_eq!(again, data);
+    }
     if let Ok(needs) = pal::decode_requirement(data) {
         let mut again = Vec::new();
         pal::encode_requirement(&mut again, needs);

@@ -205,7 +205,7 @@ impl<P> Logger<P> {
                 wrong.get_or_insert((p, seen, before));
             }
             if logged.kind == LogKind::Update {
-                updates[p] = Some(seen + 1);
+                updates[p] = Some(seen.saturating_add(1));
             } else {
                 updates[p] = Some(before);
             }
@@ -433,10 +433,14 @@ mod tests {
         ];
         let swapped = [msg(1, u, 3, 0), msg(2, u, 3, 2), msg(3, u, 3, 1)];
         let early_read = [msg(1, u, 3, 0), msg(2, r, 3, 2), msg(3, u, 3, 1)];
+        // Sequence numbers come off the wire: the largest there is does not overflow the count
+        // (the count stays there, so a second update at it is not out of order).
+        let last = [msg(1, u, 3, u64::MAX), msg(2, u, 3, u64::MAX)];
         for (pals, wrong) in [
             (&good[..], None),
             (&swapped, Some(2)),
             (&early_read, Some(2)),
+            (&last, None),
         ] {
             for reversed in [false, true] {
                 let mut l = Logger::<u64>::new(2, 8, false);
