@@ -265,6 +265,8 @@ fn orchestrator(
         .args(["orchestrator", spec, "--listen", "127.0.0.1:0"])
         .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
         .args(extra)
+        // The nodes it starts inherit this: their exit summaries come with its log.
+        .env("FTC_LOG", "info")
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
@@ -289,12 +291,15 @@ fn node(addr: &str, position: u16, secret: &Temp) -> Command {
     node
 }
 
-#[test]
-fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
-    let _turn = turn();
-    let secret = Temp::new("secret", "orchestrator test secret\n");
+/// Ch-Rec deployed by `ftc orchestrator --json` and three `ftc node` processes, whose node 1 was
+/// killed and replaced (after `before_kill` ran): the processes (the orchestrator first) and the
+/// orchestrator's stderr once it exits.
+fn recovered_ch_rec(
+    secret: &Temp,
+    before_kill: impl FnOnce(&str),
+) -> (Procs, std::thread::JoinHandle<String>) {
     let (mut orchestrator, addr, log) =
-        orchestrator(&spec("ch-rec.toml"), &secret, &["--json"], Stdio::piped());
+        orchestrator(&spec("ch-rec.toml"), secret, &["--json"], Stdio::piped());
     let stdout = orchestrator.stdout.take();
     let mut procs = Procs(vec![orchestrator]);
     let (lines_tx, lines) = std::sync::mpsc::channel();
@@ -304,19 +309,13 @@ fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
         }
     });
     for i in 0..3 {
-        let node = node(&addr, i, &secret)
+        let node = node(&addr, i, secret)
             .arg(spec("ch-rec.toml"))
             .spawn()
             .unwrap();
         procs.0.push(node);
     }
-    // A stranger's bytes: the orchestrator closes the connection without answering.
-    let mut stranger = TcpStream::connect(&addr).unwrap();
-    stranger.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    stranger
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    assert_eq!(stranger.read(&mut [0; 16]).unwrap_or(0), 0);
+    before_kill(&addr);
     std::thread::sleep(Duration::from_millis(500));
     procs.0[2].kill().unwrap();
     let line = lines
@@ -325,17 +324,59 @@ fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
     let report: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
     assert_eq!(report["epoch"], 2, "{line}");
-    procs.0[0].kill().unwrap();
-    procs.0[0].wait().unwrap();
-    let log = log.join().unwrap();
-    assert!(log.contains("closing it"), "the stranger is logged: {log}");
-    // Without their orchestrator, the nodes exit (the replacement, its child, too).
+    (procs, log)
+}
+
+/// Without their orchestrator, the nodes of `procs` (all but the first) exit, the replacement
+/// it started too.
+fn nodes_exit(procs: &mut Procs) {
     for node in &mut procs.0[1..] {
         assert!(
             exits(node, Duration::from_secs(5)),
             "a node outlived the orchestrator"
         );
     }
+}
+
+#[test]
+fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
+    let _turn = turn();
+    let secret = Temp::new("secret", "orchestrator test secret\n");
+    let (mut procs, log) = recovered_ch_rec(&secret, |addr| {
+        // A stranger's bytes: the orchestrator closes the connection without answering.
+        let mut stranger = TcpStream::connect(addr).unwrap();
+        stranger.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        stranger
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(stranger.read(&mut [0; 16]).unwrap_or(0), 0);
+    });
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(log.contains("closing it"), "the stranger is logged: {log}");
+    nodes_exit(&mut procs);
+}
+
+/// An orchestrator stopped by SIGTERM tells every node to stop, and lets the replacement it
+/// started exit by itself: its exit summary (on the orchestrator's stderr, which it inherited)
+/// is not cut off by a kill.
+#[test]
+fn a_stopped_orchestrator_lets_its_replacement_exit_with_its_summary() {
+    let _turn = turn();
+    let secret = Temp::new("stop-secret", "orchestrator test secret\n");
+    let (mut procs, log) = recovered_ch_rec(&secret, |_| {});
+    let pid = procs.0[0].id() as i32;
+    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
+    let log = log.join().unwrap();
+    assert!(
+        log.contains("INFO: node server 1: data path"),
+        "the replacement's exit summary: {log}"
+    );
+    nodes_exit(&mut procs);
 }
 
 #[test]
