@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use ftc_chain::ring::ServerId;
+use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 
 pub use logger::{Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS};
@@ -206,6 +206,40 @@ fn master_id(i: usize) -> ServerId {
     ServerId((2 * i + 1) as u16)
 }
 
+/// The lanes of middlebox `i`'s master in a chain of `ring` over `heads`, one per worker of its
+/// store, numbering their PAL messages from one [`PalNumbers`], each free to grow packets by
+/// `headroom` bytes. With `snapshots` (FTMB+snapshot), master i first stops i/k of a period
+/// after master 0, which stops a period after `now`: every lane stalls at once, and a real
+/// copy is made once, by lane 0 (the others wait on the partition locks it holds meanwhile).
+pub fn master_lanes<'h, P>(
+    heads: &'h Heads,
+    ring: &Ring,
+    i: usize,
+    headroom: usize,
+    config: &FtmbConfig,
+    snapshots: Option<SnapshotKind>,
+    now: u64,
+) -> Vec<Station<'h, P>> {
+    let k = ring.middleboxes() as u64;
+    let every = (config.snapshot_every.as_nanos() as u64).max(1);
+    let schedule = snapshots.map(|kind| Schedule {
+        kind,
+        every_ns: every,
+        first_at_ns: now + every + every * i as u64 / k,
+    });
+    let numbers = Arc::new(PalNumbers::default());
+    heads
+        .head_lanes(ring, ServerId(i as u16), 0)
+        .into_iter()
+        .enumerate()
+        .map(|(lane, head)| {
+            let head = head.expect("server i < k runs middlebox i");
+            let schedule = schedule.filter(|s| lane == 0 || s.kind != SnapshotKind::Real);
+            Station::master(head, headroom, Arc::clone(&numbers), config, schedule)
+        })
+        .collect()
+}
+
 /// Run `spec` in FTMB or FTMB+snapshot mode (as `config.mode` says) over `heads`, with
 /// generated traffic, on the runtime's harness. A master runs as many lanes (threads) as its
 /// store has workers, flows hashed to lanes as FTC's are; loggers run one.
@@ -216,7 +250,6 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
     let shared = harness.shared(None);
     let pool = Pool::new();
     let snapshots = (config.mode == Mode::FtmbSnapshot).then_some(config.ftmb.snapshot);
-    let every = (config.ftmb.snapshot_every.as_nanos() as u64).max(1);
     let mut report = RunReport {
         mode: Some(config.mode),
         chain: spec.chain.name.clone(),
@@ -226,30 +259,17 @@ pub fn run(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunReport {
     // Per position, its station's lanes.
     let mut stations: Vec<Vec<Station<'_, u64>>> = Vec::with_capacity(2 * k);
     for i in 0..k {
-        let schedule = snapshots.map(|kind| Schedule {
-            kind,
-            every_ns: every,
-            // Staggered: master i first stops i/k of a period after master 0.
-            first_at_ns: harness.now() + every + every * i as u64 / k as u64,
-        });
-        let numbers = Arc::new(PalNumbers::default());
-        let lanes = heads.head_lanes(&ring, ServerId(i as u16), 0);
+        let (headroom, now) = (config.server.headroom, harness.now());
         stations.push(vec![Station::logger(i, k, &config.ftmb)]);
-        stations.push(
-            lanes
-                .into_iter()
-                .enumerate()
-                .map(|(lane, head)| {
-                    let head = head.expect("server i < k runs middlebox i");
-                    // Every lane stalls at once; a real copy is made once (the others wait on
-                    // the partition locks it holds meanwhile).
-                    let schedule = schedule.filter(|s| lane == 0 || s.kind != SnapshotKind::Real);
-                    let numbers = Arc::clone(&numbers);
-                    let headroom = config.server.headroom;
-                    Station::master(head, headroom, numbers, &config.ftmb, schedule)
-                })
-                .collect(),
-        );
+        stations.push(master_lanes(
+            heads,
+            &ring,
+            i,
+            headroom,
+            &config.ftmb,
+            snapshots,
+            now,
+        ));
     }
     let (hops, rxs): (Hops, Vec<_>) = stations.iter().map(|lanes| inboxes(lanes.len())).unzip();
     let routes = Routes::with_lanes(hops);

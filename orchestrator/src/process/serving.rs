@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
-use ftc_node::ftmb::{FtmbConfig, PalNumbers, Role, Schedule, SnapshotKind, Station};
+use ftc_node::ftmb::{master_lanes, FtmbConfig, Role, Station};
 use ftc_node::server::port_of;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::Store;
@@ -50,49 +50,21 @@ impl<'h> Serving<'h> {
             return Serving::of_lanes(lanes, spawn);
         }
         let k = ring.middleboxes();
-        Ok(Serving::Ftmb(Box::new(match Role::of(me, k) {
-            Some(Role::Logger(i)) => Station::logger(i, k, ftmb),
+        let station = |s| Serving::Ftmb(Box::new(s));
+        match Role::of(me, k) {
+            Some(Role::Logger(i)) => Ok(station(Station::logger(i, k, ftmb))),
             Some(Role::Master(i)) => {
-                // Staggered: master i first stops i/k of a period after master 0.
-                let every = (ftmb.snapshot_every.as_nanos() as u64).max(1);
-                let schedule = (config.mode == Mode::FtmbSnapshot).then_some(Schedule {
-                    kind: ftmb.snapshot,
-                    every_ns: every,
-                    first_at_ns: now + every + every * i as u64 / k as u64,
-                });
-                let numbers = Arc::new(PalNumbers::default());
-                let mut lanes: Vec<_> = heads
-                    .head_lanes(&ring, ServerId(i as u16), 0)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(lane, head)| {
-                        let head = head.expect("ring server i < k runs middlebox i");
-                        // Every lane stalls at once; a real copy is made once (the others
-                        // wait on the partition locks it holds meanwhile).
-                        let schedule =
-                            schedule.filter(|s| lane == 0 || s.kind != SnapshotKind::Real);
-                        let numbers = Arc::clone(&numbers);
-                        Station::master(head, config.headroom, numbers, ftmb, schedule)
-                    })
-                    .collect();
-                if lanes.len() > 1 {
-                    let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane>);
-                    return spawn(boxed.collect()).map(Serving::Lanes);
-                }
-                lanes.pop().expect("a master has a lane")
+                let snapshots = (config.mode == Mode::FtmbSnapshot).then_some(ftmb.snapshot);
+                let lanes = master_lanes(heads, &ring, i, config.headroom, ftmb, snapshots, now);
+                one_or_spawned(lanes, spawn, station)
             }
             None => unreachable!("the node checked its position against the deployment"),
-        })))
+        }
     }
 
     /// The lanes of a server (from [`ftc_node::lanes`]): one as it is, more started with `spawn`.
-    pub fn of_lanes(mut lanes: Vec<Server<'h, u32>>, spawn: Spawn<'_, 'h>) -> io::Result<Self> {
-        if lanes.len() > 1 {
-            let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane>);
-            return spawn(boxed.collect()).map(Serving::Lanes);
-        }
-        let one = lanes.pop().expect("a server has a lane");
-        Ok(Serving::Ftc(Box::new(one)))
+    pub fn of_lanes(lanes: Vec<Server<'h, u32>>, spawn: Spawn<'_, 'h>) -> io::Result<Self> {
+        one_or_spawned(lanes, spawn, |s| Serving::Ftc(Box::new(s)))
     }
 
     /// The replica stores of an FTC server (none for FTMB's).
@@ -216,6 +188,20 @@ impl<'h> Serving<'h> {
             Serving::Ftmb(s) => ftmb_summary(s),
         }
     }
+}
+
+/// A server of `lanes` (at least one): the only one as `one` makes it serve, or more started
+/// with `spawn`.
+fn one_or_spawned<'h, L: Lane + 'h>(
+    mut lanes: Vec<L>,
+    spawn: Spawn<'_, 'h>,
+    one: impl FnOnce(L) -> Serving<'h>,
+) -> io::Result<Serving<'h>> {
+    if lanes.len() > 1 {
+        let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane + 'h>);
+        return spawn(boxed.collect()).map(Serving::Lanes);
+    }
+    Ok(one(lanes.pop().expect("a server has a lane")))
 }
 
 /// What an FTMB station (or a lane of a master) counted, and its violations (PAL messages lost
