@@ -121,23 +121,15 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         s.spawn(|| announce_peers(&orchestrator, &done));
         let result = orchestrator.run(crate::signal::stop_flag(), print);
         done.store(true, Ordering::Release);
         result
-    });
-    // Every node was told to stop: the ones this orchestrator started get a moment to exit by
-    // themselves, with their exit summary, before what is left is killed. (Killed at once, a
-    // replacement could lose its summary: the lab demo's check of answered retransmission
-    // requests, which only a replacement may have answered, failed now and then.)
-    orchestrator.launcher().children().shutdown(NODES_EXIT);
-    result.context("the orchestrator stopped")?;
+    })
+    .context("the orchestrator stopped")?;
     Ok(ExitCode::SUCCESS)
 }
-
-/// How long the nodes an orchestrator started get to exit after `Stop`.
-const NODES_EXIT: Duration = Duration::from_secs(2);
 
 /// Say on stderr when every node has joined (`deployed in epoch 1: …`) and after every
 /// recovery once the chain is rerouted (`rerouted in epoch E: …`): the epoch and where each node

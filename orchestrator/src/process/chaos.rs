@@ -243,10 +243,6 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         report.run.violations.extend(sink_violations);
         Ok(())
     })?;
-    orchestrator
-        .launcher()
-        .children()
-        .shutdown(Duration::from_secs(2));
     sink.finish(&mut report.run);
     match super::observe::check(&observed.0, ring.f(), sink.released_ids()) {
         Ok(checked) => {

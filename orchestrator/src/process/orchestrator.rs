@@ -182,6 +182,9 @@ fn position_of(msg: &Message) -> Option<u16> {
     }
 }
 
+/// How long the nodes an orchestrator started get to exit after `Stop`.
+pub const NODES_EXIT: Duration = Duration::from_secs(2);
+
 impl Orchestrator {
     /// An orchestrator of `ring` taking control connections on `listener`, for nodes that run
     /// the chain whose spec has the fingerprint `chain`
@@ -220,7 +223,8 @@ impl Orchestrator {
     }
 
     /// Deploy the chain as its nodes join, watch it and recover failures, until `stop` (then
-    /// every node gets `Stop`) or until a failure cannot be recovered. `report` hears of every
+    /// every node gets `Stop`, and those it started up to [`NODES_EXIT`] to exit) or until a
+    /// failure cannot be recovered. `report` hears of every
     /// finished recovery.
     pub fn run(
         &self,
@@ -333,6 +337,12 @@ impl Orchestrator {
             for conn in conns.all.keys().copied().collect::<Vec<_>>() {
                 conns.close(conn);
             }
+            // The nodes this orchestrator started get a moment to exit by themselves, with
+            // their exit summary, before what is left is killed. (Killed at once, a
+            // replacement could lose its summary: the lab demo's check of answered
+            // retransmission requests, which only a replacement may have answered, failed now
+            // and then.)
+            self.launcher.children().shutdown(NODES_EXIT);
             outcome
         })
     }
