@@ -540,10 +540,11 @@ fn in_lab(
             if !t.same_shape(&wanted) {
                 anyhow::bail!(
                     "lab {name} was made for another chain or mode ({} servers in the {:?} \
-                     layout, NAT {:?}, load balancer {:?}): `ftc lab up --force --name {name} \
-                     --mode {} SPEC` remakes it for this one",
+                     layout, {} queues per link, NAT {:?}, load balancer {:?}): `ftc lab up \
+                     --force --name {name} --mode {} SPEC` remakes it for this one",
                     t.servers,
                     t.layout,
+                    t.link_queues,
                     t.nat_ips,
                     t.vips,
                     mode.name(),

@@ -64,6 +64,14 @@ pub struct NodeArgs {
     /// (repeatable: one per neighbour), instead of UDP datagrams; how FTMB's servers link up.
     #[arg(long, value_name = "POSITION=IFACE", value_parser = parse_link)]
     link: Vec<(u16, String)>,
+    /// The queues of each ring link (--ring-next, --ring-prev, --link) to bind, 1 to 64, from
+    /// --xdp-queue on, a socket each. With at least as many queues as the middlebox has
+    /// threads, each lane (thread) sends and receives on queues of its own; otherwise the
+    /// node's thread reads them all and hands the frames to the lanes. On a veth a frame sent
+    /// on queue q arrives on queue q of the peer, so give every node of the chain the same
+    /// number (the veths need as many: `ip link add … numtxqueues N numrxqueues N`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    link_queues: u32,
     /// Heartbeat period in milliseconds (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
@@ -166,6 +174,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             tx_frames: args.xdp_frames,
         },
         links,
+        link_queues: args.link_queues,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         ring_loss: args.ring_loss,
         server: ServerConfig {

@@ -481,8 +481,9 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
     demo("ftcldemo", &spec("ch-rec.toml"), "xdp", &[], &[1], 2);
 }
 
-/// The same with two lanes (worker threads) in every node: the node's thread keeps the AF_XDP
-/// sockets and hands the frames to the lanes, flows hashed to them.
+/// The same with two lanes (worker threads) in every node: the links between servers get two
+/// queues (the lab gives them a queue per thread), and each lane reads and sends on its own
+/// (the node's thread keeps the edges and hands their frames to the lanes, flows hashed to them).
 #[test]
 fn the_download_survives_the_kill_with_two_lanes_per_node() {
     let text = std::fs::read_to_string(spec("ch-rec.toml"))
@@ -495,14 +496,29 @@ fn the_download_survives_the_kill_with_two_lanes_per_node() {
     if !root() {
         return;
     }
-    // The nodes' exit summaries count what each lane handled: frames reached both lanes of the
-    // three nodes serving at the end.
-    for lane in [
-        "lane 0: ServerStats { frames: ",
-        "lane 1: ServerStats { frames: ",
-    ] {
-        let busy = log.split(lane).skip(1).filter(|n| !n.starts_with('0'));
-        assert_eq!(busy.count(), 3, "{lane}…: {log}");
+    // The nodes' exit summaries count what each lane handled and what crossed its own link
+    // queues: both lanes of the three nodes serving at the end handled frames, and sent and
+    // received frames on their own queues.
+    let counter = |text: &str, label: &str| -> u64 {
+        let rest = text.split(label).nth(1).unwrap_or("");
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or(0)
+    };
+    for lane in ["lane 0: ", "lane 1: "] {
+        let summaries: Vec<&str> = log
+            .split(lane)
+            .skip(1)
+            .map(|rest| rest.split(';').next().unwrap_or(rest))
+            .filter(|summary| counter(summary, "ServerStats { frames: ") > 0)
+            .collect();
+        assert_eq!(summaries.len(), 3, "{lane}…: {log}");
+        for summary in summaries {
+            let links = summary.split("links LinkStats {").nth(1).unwrap_or("");
+            assert!(
+                counter(links, "sent: ") > 0 && counter(links, "received: ") > 0,
+                "{lane}{summary}"
+            );
+        }
     }
 }
 

@@ -6,6 +6,11 @@
 //! previous and the next logger). A link carries frames both ways and names the neighbour at its
 //! other end, so the link a frame arrives on names its sender. As on the UDP transport, frames of
 //! another chain or epoch are dropped and counted (the epoch fences a recovery's stale frames).
+//!
+//! A link may bind several queues of its interface, a socket each: a server of several lanes
+//! gives each lane queues of its own ([`XdpLinks::split`]). A lane sends on its first queue of
+//! the link, and on a veth a frame sent on queue q arrives on queue q of the other end, so the
+//! frames of one flow (all handled by one lane) travel one queue in order.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -39,42 +44,93 @@ pub struct LinkStats {
     pub not_sent: u64,
 }
 
-/// One server's links to its neighbours.
+/// One server's links to its neighbours (or a lane's share of their queues).
 #[derive(Debug)]
 pub struct XdpLinks {
-    /// Each link with the neighbour at its other end; frames to a neighbour leave on the first
-    /// of its links (a ring of two servers has two links between the same pair).
-    links: Vec<(ServerId, XdpPort)>,
+    /// Each link's sockets with the neighbour at its other end, link by link and in order of
+    /// queue; frames to a neighbour leave on the first of its sockets (a ring of two servers
+    /// has two links between the same pair).
+    links: Vec<LinkSocket>,
+    /// The queues bound on each link.
+    queues: u32,
     chain: u32,
     epoch: u32,
     buf: Vec<u8>,
     stats: LinkStats,
 }
 
+/// One socket of a link.
+#[derive(Debug)]
+struct LinkSocket {
+    /// The neighbour at the link's other end.
+    peer: ServerId,
+    /// Which of the link's queues, from the first bound (0) on.
+    queue: u32,
+    port: XdpPort,
+}
+
 impl XdpLinks {
-    /// Open links to the neighbours named with their interfaces, for chain `chain` at `epoch`
-    /// (all at once, each waiting up to [`RELEASE_WAIT`] for a killed process's socket to leave
-    /// its queue: [`xdp::open_each`]).
+    /// Open links to the neighbours named with their interfaces, `queues` queues of each from
+    /// `config.queue` on, for chain `chain` at `epoch` (all at once, each waiting up to
+    /// [`RELEASE_WAIT`] for a killed process's socket to leave its queue: [`xdp::open_each`]).
     pub fn open(
         links: &[(ServerId, &str)],
         config: XdpConfig,
+        queues: u32,
         chain: u32,
         epoch: u32,
     ) -> Result<Self, XdpError> {
-        let sockets: Vec<(&str, u32)> = links.iter().map(|&(_, i)| (i, config.queue)).collect();
-        let ports = xdp::open_each(&sockets, config, RELEASE_WAIT);
-        Ok(XdpLinks {
-            links: links
-                .iter()
-                .map(|&(peer, _)| peer)
-                .zip(ports)
-                .map(|(peer, port)| Ok((peer, port?)))
-                .collect::<Result<_, XdpError>>()?,
+        let queues = queues.max(1);
+        let sockets: Vec<(ServerId, &str, u32)> = links
+            .iter()
+            .flat_map(|&(peer, iface)| (0..queues).map(move |q| (peer, iface, q)))
+            .collect();
+        let named: Vec<(&str, u32)> = sockets
+            .iter()
+            .map(|&(_, iface, q)| (iface, config.queue + q))
+            .collect();
+        let ports = xdp::open_each(&named, config, RELEASE_WAIT);
+        let links = sockets
+            .iter()
+            .zip(ports)
+            .map(|(&(peer, _, queue), port)| {
+                Ok(LinkSocket {
+                    peer,
+                    queue,
+                    port: port?,
+                })
+            })
+            .collect::<Result<_, XdpError>>()?;
+        Ok(XdpLinks::of(links, queues, chain, epoch))
+    }
+
+    fn of(links: Vec<LinkSocket>, queues: u32, chain: u32, epoch: u32) -> XdpLinks {
+        XdpLinks {
+            links,
+            queues,
             chain,
             epoch,
             buf: Vec::new(),
             stats: LinkStats::default(),
-        })
+        }
+    }
+
+    /// The queues of every link shared out among `lanes` lanes: lane i takes the queues q with
+    /// `q % lanes == i` ([`lane_of_queue`]). Given back whole when the links bind fewer queues
+    /// than that (some lane would have none to send on).
+    pub fn split(self, lanes: usize) -> Result<Vec<XdpLinks>, XdpLinks> {
+        if lanes == 0 || (self.queues as usize) < lanes {
+            return Err(self);
+        }
+        let (queues, chain, epoch) = (self.queues, self.chain, self.epoch);
+        let mut parts: Vec<Vec<LinkSocket>> = (0..lanes).map(|_| Vec::new()).collect();
+        for socket in self.links {
+            parts[lane_of_queue(socket.queue, lanes)].push(socket);
+        }
+        Ok(parts
+            .into_iter()
+            .map(|links| XdpLinks::of(links, queues, chain, epoch))
+            .collect())
     }
 
     /// Move to a new epoch (after a recovery): frames of other epochs are dropped from now on.
@@ -89,7 +145,7 @@ impl XdpLinks {
     /// Queue `frame` for server `to` (a neighbour); `hop` is the receiver's position from the
     /// forwarder. Sent at [`XdpLinks::flush`] or once a batch is queued.
     pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), LinkError> {
-        let Some((_, port)) = self.links.iter_mut().find(|(peer, _)| *peer == to) else {
+        let Some(LinkSocket { port, .. }) = self.links.iter_mut().find(|s| s.peer == to) else {
             return Err(LinkError::NotANeighbour(to.0));
         };
         let path = Path {
@@ -113,7 +169,7 @@ impl XdpLinks {
     pub fn max_frame(&self) -> usize {
         self.links
             .iter()
-            .map(|(_, port)| port.max_frame())
+            .map(|s| s.port.max_frame())
             .min()
             .unwrap_or(usize::MAX)
     }
@@ -121,12 +177,12 @@ impl XdpLinks {
     /// Whether a link has frames waiting for another [`XdpLinks::flush`]
     /// ([`XdpPort::unsent`]).
     pub fn unsent(&self) -> bool {
-        self.links.iter().any(|(_, port)| port.unsent())
+        self.links.iter().any(|s| s.port.unsent())
     }
 
     /// Push queued frames out on every link.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.links.iter_mut().try_for_each(|(_, port)| port.flush())
+        self.links.iter_mut().try_for_each(|s| s.port.flush())
     }
 
     /// Hand every frame of this chain and epoch received on any link, with its sender, to `f`
@@ -135,7 +191,10 @@ impl XdpLinks {
         let (chain, epoch) = (self.chain, self.epoch);
         let stats = &mut self.stats;
         let mut n = 0;
-        for (from, port) in &mut self.links {
+        for LinkSocket {
+            peer: from, port, ..
+        } in &mut self.links
+        {
             n += port.recv_batch(|bytes| {
                 stats.received += 1;
                 match nsh::decode(bytes) {
@@ -150,6 +209,11 @@ impl XdpLinks {
 
     /// The links' descriptors, readable when frames wait, in the order they were opened.
     pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        self.links.iter().map(|(_, port)| port.as_fd())
+        self.links.iter().map(|s| s.port.as_fd())
     }
+}
+
+/// The lane of `lanes` that queue `queue` of a link belongs to ([`XdpLinks::split`]).
+pub fn lane_of_queue(queue: u32, lanes: usize) -> usize {
+    queue as usize % lanes
 }

@@ -284,7 +284,7 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
         // link to it first (frames to it leave there), then the one from it.
         let open = |me: u16, next, prev| {
             let other = ServerId(1 - me);
-            XdpLinks::open(&[(other, next), (other, prev)], small(), 7, 3).unwrap()
+            XdpLinks::open(&[(other, next), (other, prev)], small(), 1, 7, 3).unwrap()
         };
         let (mut s0, mut s1) = (open(0, "to1", "from1"), open(1, "to0", "from0"));
         let frame = Frame {
@@ -333,6 +333,78 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
             s0.send(ServerId(5), 1, &frame),
             Err(LinkError::NotANeighbour(5))
         ));
+    })
+    .unwrap();
+}
+
+/// Ring links of two queues each, shared out between two lanes at each end
+/// ([`XdpLinks::split`]): what a lane sends arrives at the lane of the same index at the other
+/// end (a veth delivers a frame sent on queue q on queue q), so each lane reads only its own
+/// sockets; links of fewer queues than lanes are given back whole.
+#[test]
+fn split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end() {
+    use ftc_chain::middlebox::Direction;
+    use ftc_chain::ring::ServerId;
+    use ftc_node::links::XdpLinks;
+    use ftc_node::server::empty_message;
+    use ftc_node::{Frame, Packet};
+
+    if skip("split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth_queues("to1", "from0", 2).unwrap();
+    ns.veth_queues("to0", "from1", 2).unwrap();
+    ns.run(|| {
+        let open = |me: u16, next, prev, queues| {
+            let other = ServerId(1 - me);
+            XdpLinks::open(&[(other, next), (other, prev)], small(), queues, 7, 3).unwrap()
+        };
+        let one_queue = open(0, "to1", "from1", 1);
+        assert!(
+            one_queue.split(2).is_err(),
+            "one queue cannot serve two lanes"
+        );
+        let mut s0 = open(0, "to1", "from1", 2).split(2).unwrap();
+        let mut s1 = open(1, "to0", "from0", 2).split(2).unwrap();
+        assert_eq!((s0.len(), s1.len()), (2, 2));
+        let frame = |i| Frame {
+            packet: Some(Packet {
+                handle: (),
+                flow: 0,
+                dir: Direction::Outbound,
+                bytes: frame(i, 200),
+            }),
+            flags: 0,
+            msg: empty_message(),
+        };
+        for (lane, links) in s0.iter_mut().enumerate() {
+            for i in 0..10 {
+                links
+                    .send(ServerId(1), 1, &frame(100 * lane as u32 + i))
+                    .unwrap();
+            }
+            links.flush().unwrap();
+        }
+        // Each lane of server 1 receives its peer lane's ten frames, in order, and no others.
+        for (lane, links) in s1.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                links
+                    .recv_batch(|from, r| {
+                        assert_eq!(from, ServerId(0));
+                        got.push(r.frame.packet.unwrap().bytes);
+                    })
+                    .unwrap();
+                if got.len() >= 10 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let want: Vec<_> = (0..10).map(|i| frame(100 * lane as u32 + i)).collect();
+            let want: Vec<_> = want.into_iter().map(|f| f.packet.unwrap().bytes).collect();
+            assert_eq!(got, want, "lane {lane}");
+        }
     })
     .unwrap();
 }

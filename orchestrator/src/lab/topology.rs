@@ -209,7 +209,20 @@ pub struct Topology {
     pub vips: Vec<Ipv4Addr>,
     /// The load balancers' backends: addresses of the server (on its loopback).
     pub backends: Vec<Ipv4Addr>,
+    /// The queues of each link between servers (rx and tx, at both ends): the most threads of
+    /// a middlebox, so that each lane of a server has a queue of its own on every link
+    /// (`ftc node --link-queues`).
+    #[serde(default = "one_queue")]
+    pub link_queues: u32,
 }
+
+/// What a lab recorded before links had several queues had.
+fn one_queue() -> u32 {
+    1
+}
+
+/// The most queues a link between servers gets (`ftc node --link-queues` takes no more).
+pub const MAX_LINK_QUEUES: u32 = 64;
 
 impl Topology {
     pub fn new(
@@ -249,12 +262,21 @@ impl Topology {
                 MiddleboxKind::LoadBalancer(c) => c.backends.clone(),
                 _ => Vec::new(),
             }),
+            link_queues: spec
+                .middlebox
+                .iter()
+                .map(|m| u32::from(m.threads))
+                .max()
+                .unwrap_or(1)
+                .clamp(1, MAX_LINK_QUEUES),
         })
     }
 
-    /// Whether `other` has the same shape: the same layout, servers, routes and addresses.
+    /// Whether `other` has the same shape: the same layout, servers, link queues, routes and
+    /// addresses.
     pub fn same_shape(&self, other: &Topology) -> bool {
-        (self.layout, self.servers) == (other.layout, other.servers)
+        (self.layout, self.servers, self.link_queues)
+            == (other.layout, other.servers, other.link_queues)
             && (&self.nat_ips, &self.vips, &self.backends)
                 == (&other.nat_ips, &other.vips, &other.backends)
     }
@@ -336,21 +358,26 @@ impl Topology {
     /// The link options of `ftc node` at `position` (AF_XDP between servers). On a ring, frames
     /// to its successor leave on its link to it, frames from its predecessor arrive on the
     /// predecessor's link (`--ring-next`, `--ring-prev`); in FTMB's layout every link of the
-    /// server names the server at its other end (`--link POSITION=IFACE`).
+    /// server names the server at its other end (`--link POSITION=IFACE`). Links of several
+    /// queues bind them all (`--link-queues`).
     pub fn link_args(&self, position: u16) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.link_queues > 1 {
+            args.extend(["--link-queues".to_string(), self.link_queues.to_string()]);
+        }
         if self.layout == Layout::Ring {
             let prev = (position + self.servers - 1) % self.servers;
             let next = (position + 1) % self.servers;
             let (to_next, _) = Self::link_names(position, next);
             let (_, from_prev) = Self::link_names(prev, position);
-            return vec![
+            args.extend([
                 "--ring-next".into(),
                 to_next,
                 "--ring-prev".into(),
                 from_prev,
-            ];
+            ]);
+            return args;
         }
-        let mut args = Vec::new();
         for (a, b) in self.links() {
             let (in_a, in_b) = Self::link_names(a, b);
             if a == position {
@@ -446,7 +473,15 @@ impl Topology {
         for (a, b) in self.links() {
             let (a_ns, b_ns) = (self.server_netns(a), self.server_netns(b));
             let (here, there) = Self::link_names(a, b);
-            ops.push(veth(&a_ns, &here, &b_ns, &there, &[], &mtu));
+            ops.push(veth(
+                &a_ns,
+                &here,
+                &b_ns,
+                &there,
+                &[],
+                &mtu,
+                self.link_queues,
+            ));
             ops.push(Op::ip(Some(&a_ns), ["link", "set", &here, "up"]));
             ops.push(Op::ip(Some(&b_ns), ["link", "set", &there, "up"]));
         }
@@ -473,6 +508,7 @@ impl Topology {
                 chain_side,
                 &["address", &mac],
                 "1500",
+                1,
             ));
             ops.push(Op::ip(Some(&host_ns), ["link", "set", iface, "up"]));
             ops.push(Op::ip(Some(&server_ns), ["link", "set", chain_side, "up"]));
@@ -521,13 +557,21 @@ impl Topology {
     }
 }
 
-/// `ip link add A netns NS_A [EXTRA…] mtu MTU type veth peer name B netns NS_B mtu MTU`.
-fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str, extra: &[&str], mtu: &str) -> Op {
+/// `ip link add A netns NS_A [EXTRA…] mtu MTU [QUEUES] type veth peer name B netns NS_B mtu MTU
+/// [QUEUES]`, QUEUES `numtxqueues N numrxqueues N` for `queues` above 1.
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str, extra: &[&str], mtu: &str, queues: u32) -> Op {
+    let n = queues.to_string();
+    let counts: &[&str] = if queues > 1 {
+        &["numtxqueues", &n, "numrxqueues", &n]
+    } else {
+        &[]
+    };
     let mut args = vec!["link", "add", a, "netns", ns_a];
     args.extend_from_slice(extra);
-    args.extend([
-        "mtu", mtu, "type", "veth", "peer", "name", b, "netns", ns_b, "mtu", mtu,
-    ]);
+    args.extend(["mtu", mtu]);
+    args.extend_from_slice(counts);
+    args.extend(["type", "veth", "peer", "name", b, "netns", ns_b, "mtu", mtu]);
+    args.extend_from_slice(counts);
     Op::ip(None, args)
 }
 

@@ -36,6 +36,8 @@ pub trait Lane: Send {
     fn take_wakeups(&mut self) -> u64 {
         0
     }
+    /// A spent frame message, for the lane's next frames.
+    fn recycle(&mut self, _msg: Vec<u8>) {}
 }
 
 /// The methods a [`Server`] and a [`Station`] have alike, as the trait's: each calls the type's
@@ -118,5 +120,9 @@ impl Lane for Station<'_, u32> {
 
     fn summary(&mut self) -> String {
         super::serving::ftmb_summary(self)
+    }
+
+    fn recycle(&mut self, msg: Vec<u8>) {
+        Station::recycle(self, msg);
     }
 }

@@ -14,21 +14,27 @@
 //! nudges other lanes whose inbox has room (a lane with messages waiting looks again anyway).
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_node::lanes::{lane_of, lanes_for};
-use ftc_node::serve::{count_congested, recv_until};
+use ftc_node::links::XdpLinks;
+use ftc_node::serve::count_congested;
 use ftc_node::server::ExportParts;
+use ftc_node::xdp;
 use ftc_node::{Frame, Heads, Output, Packet};
+use ftc_stm::Store;
 
 use super::lane::Lane;
-use ftc_stm::Store;
+use super::loss::RingLoss;
+use super::node::{handled, hop_of, RETRY_FLUSH};
+use super::poll::{readable, wait_readable};
 
 /// What reaches a lane.
 #[derive(Debug)]
@@ -41,12 +47,20 @@ enum ToLane {
     /// Another lane published news (commit vectors, applied logs): look at held frames and the
     /// buffer again.
     Nudge,
-    Fence(Sender<()>),
+    /// A recovery began: fence; frames of epochs before `epoch` are stale from now on.
+    Fence {
+        epoch: u32,
+        done: Sender<()>,
+    },
     Export {
         group: MbIndex,
         reply: Sender<Option<ExportParts>>,
     },
-    Resume(Sender<()>),
+    /// The reroute: resume, in `epoch`.
+    Resume {
+        epoch: u32,
+        done: Sender<()>,
+    },
     Summary(Sender<String>),
     Stop,
 }
@@ -60,10 +74,107 @@ const INBOX: usize = 4096;
 /// How long the node waits for every lane to answer a recovery's request.
 const ANSWER: Duration = Duration::from_secs(2);
 
+/// A lane's share of the ring links' queues, which it reads and sends on itself, and the
+/// failure injection on the frames that arrive there.
+#[derive(Debug)]
+pub struct OwnLinks {
+    pub links: XdpLinks,
+    pub loss: RingLoss,
+}
+
+/// A lane's inbox, seen from whoever fills it: messages go on the channel, and a byte on the
+/// socket wakes the lane when it sleeps.
+#[derive(Debug)]
+struct Inbox {
+    tx: Sender<ToLane>,
+    waker: UnixDatagram,
+    /// Set while the lane waits, or is about to.
+    asleep: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// Send `msg`, waiting while the inbox is full; whether the lane is still there.
+    fn send(&self, msg: ToLane) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        self.wake();
+        sent
+    }
+
+    /// Send `msg` if the inbox has room; given back otherwise.
+    fn try_send(&self, msg: ToLane) -> Result<(), ToLane> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => Err(msg),
+        }
+    }
+
+    /// Wake the lane if it sleeps: it sets `asleep` before it last looks at the channel, so
+    /// either it sees the message or this sees the flag (both sides fence).
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // Non-blocking: when the socket is full, a wake-up is pending anyway.
+            let _ = self.waker.send(&[1]);
+        }
+    }
+}
+
+/// A lane's end of its inbox.
+struct Mailbox {
+    rx: Receiver<ToLane>,
+    waker: UnixDatagram,
+    asleep: Arc<AtomicBool>,
+}
+
+impl Mailbox {
+    /// A lane's inbox: the end that fills it, and the lane's.
+    fn pair() -> io::Result<(Inbox, Mailbox)> {
+        let (tx, rx) = crossbeam_channel::bounded(INBOX);
+        let (waker_rx, waker_tx) = UnixDatagram::pair()?;
+        waker_rx.set_nonblocking(true)?;
+        waker_tx.set_nonblocking(true)?;
+        let asleep = Arc::new(AtomicBool::new(false));
+        let inbox = Inbox {
+            tx,
+            waker: waker_tx,
+            asleep: Arc::clone(&asleep),
+        };
+        let mailbox = Mailbox {
+            rx,
+            waker: waker_rx,
+            asleep,
+        };
+        Ok((inbox, mailbox))
+    }
+
+    /// Wait until a message is in, a socket of `links` is readable, or `timeout` passes (`None`:
+    /// no limit).
+    fn wait(&self, links: Option<&XdpLinks>, timeout: Option<Duration>) -> io::Result<()> {
+        self.asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.rx.is_empty() {
+            let mut polls = vec![readable(Some(self.waker.as_fd()))];
+            polls.extend(
+                links
+                    .iter()
+                    .flat_map(|l| l.fds())
+                    .map(|fd| readable(Some(fd))),
+            );
+            wait_readable(&mut polls, timeout)?;
+        }
+        self.asleep.store(false, Ordering::SeqCst);
+        while self.waker.recv(&mut [0]).is_ok() {}
+        Ok(())
+    }
+}
+
 /// The lanes of a node's server, seen from the node's thread.
 #[derive(Debug)]
 pub struct Lanes<'h> {
-    inboxes: Vec<Sender<ToLane>>,
+    inboxes: Vec<Arc<Inbox>>,
     outputs: Receiver<Vec<Output<u32>>>,
     /// What is left of the last batch of outputs taken.
     ready: std::vec::IntoIter<Output<u32>>,
@@ -78,11 +189,13 @@ pub struct Lanes<'h> {
 
 impl<'h> Lanes<'h> {
     /// Start a thread in `scope` for each of `servers` (the lanes of one server: at least two,
-    /// from [`ftc_node::lanes::lanes`] or [`ftc_node::lanes::join`], or of an FTMB master); a
-    /// lane with outputs writes a byte to `waker`. `start` is the node's clock.
+    /// from [`ftc_node::lanes::lanes`] or [`ftc_node::lanes::join`], or of an FTMB master), each
+    /// with its share of the ring links when `links` has one per lane; a lane with outputs
+    /// writes a byte to `waker`. `start` is the node's clock.
     pub fn start<'scope, 'env>(
         scope: &'scope Scope<'scope, 'env>,
         servers: Vec<Box<dyn Lane + 'h>>,
+        links: Option<Vec<OwnLinks>>,
         heads: &'h Heads,
         waker: &UnixDatagram,
         start: Instant,
@@ -91,10 +204,16 @@ impl<'h> Lanes<'h> {
         'h: 'scope,
     {
         let replicas = servers.first().map(|s| s.replicas()).unwrap_or_default();
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = servers
+        let (inboxes, mailboxes): (Vec<_>, Vec<_>) = servers
             .iter()
-            .map(|_| crossbeam_channel::bounded(INBOX))
+            .map(|_| Mailbox::pair())
+            .collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|(inbox, mailbox)| (Arc::new(inbox), mailbox))
             .unzip();
+        let mut links = links
+            .filter(|l| l.len() == servers.len())
+            .map(Vec::into_iter);
         let (out, outputs) = crossbeam_channel::unbounded();
         // Made first: if a thread does not start, dropping it stops those that did.
         let lanes = Lanes {
@@ -106,17 +225,20 @@ impl<'h> Lanes<'h> {
             replicas,
             turn: 0,
         };
-        for (i, (server, rx)) in servers.into_iter().zip(receivers).enumerate() {
+        for (i, (server, mailbox)) in servers.into_iter().zip(mailboxes).enumerate() {
             let lane = LaneThread {
+                index: i,
                 peers: lanes.inboxes.clone(),
                 out: out.clone(),
                 waker: waker.try_clone()?,
                 congested: Arc::clone(&lanes.congested),
                 start,
+                links: links.as_mut().and_then(Iterator::next),
+                handoff: Vec::new(),
             };
             std::thread::Builder::new()
                 .name(format!("lane {i}"))
-                .spawn_scoped(scope, move || lane.run(server, &rx))?;
+                .spawn_scoped(scope, move || lane.run(server, &mailbox))?;
         }
         Ok(lanes)
     }
@@ -128,15 +250,15 @@ impl<'h> Lanes<'h> {
         let last = lanes.end - 1;
         for i in lanes.start..last {
             let frame = frame.clone();
-            let _ = self.inboxes[i].send(ToLane::Frame { from, frame });
+            self.inboxes[i].send(ToLane::Frame { from, frame });
         }
-        let _ = self.inboxes[last].send(ToLane::Frame { from, frame });
+        self.inboxes[last].send(ToLane::Frame { from, frame });
     }
 
     /// A customer packet entering the chain, to the lane of its flow.
     pub fn handle_ingress(&mut self, packet: Packet<u32>) {
         let lane = lane_of(packet.flow, self.inboxes.len());
-        let _ = self.inboxes[lane].send(ToLane::Ingress(packet));
+        self.inboxes[lane].send(ToLane::Ingress(packet));
     }
 
     /// The lanes' next output, if one is waiting.
@@ -154,16 +276,16 @@ impl<'h> Lanes<'h> {
         self.congested.load(Ordering::Acquire) > 0
     }
 
-    /// Every lane fences (a recovery began); returns once each has.
-    pub fn fence(&self) {
-        if self.ask_all(ToLane::Fence).len() < self.inboxes.len() {
+    /// Every lane fences (a recovery began, of `epoch`); returns once each has.
+    pub fn fence(&self, epoch: u32) {
+        if self.ask_all(|done| ToLane::Fence { epoch, done }).len() < self.inboxes.len() {
             tracing::error!("a lane did not fence within {ANSWER:?}");
         }
     }
 
-    /// Every lane resumes (the reroute); returns once each has.
-    pub fn resume(&self) {
-        if self.ask_all(ToLane::Resume).len() < self.inboxes.len() {
+    /// Every lane resumes (the reroute, in `epoch`); returns once each has.
+    pub fn resume(&self, epoch: u32) {
+        if self.ask_all(|done| ToLane::Resume { epoch, done }).len() < self.inboxes.len() {
             tracing::error!("a lane did not resume within {ANSWER:?}");
         }
     }
@@ -211,7 +333,7 @@ impl<'h> Lanes<'h> {
             .iter()
             .filter_map(|lane| {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                lane.send(ask(tx)).ok().map(|_| rx)
+                lane.send(ask(tx)).then_some(rx)
             })
             .collect();
         let deadline = Instant::now() + ANSWER;
@@ -225,19 +347,25 @@ impl<'h> Lanes<'h> {
 impl Drop for Lanes<'_> {
     fn drop(&mut self) {
         for lane in &self.inboxes {
-            let _ = lane.send(ToLane::Stop);
+            lane.send(ToLane::Stop);
         }
     }
 }
 
 /// What a lane's thread holds besides its server and inbox.
 struct LaneThread {
-    /// Every lane's inbox (its own included), for nudges.
-    peers: Vec<Sender<ToLane>>,
+    /// This lane's index among the server's.
+    index: usize,
+    /// Every lane's inbox (its own included), for nudges and frames for other lanes.
+    peers: Vec<Arc<Inbox>>,
     out: Sender<Vec<Output<u32>>>,
     waker: UnixDatagram,
     congested: Arc<AtomicUsize>,
     start: Instant,
+    /// Its share of the ring links, when it has one.
+    links: Option<OwnLinks>,
+    /// Frames read on its links for lanes whose inbox was full, in order of arrival.
+    handoff: Vec<(usize, ToLane)>,
 }
 
 impl LaneThread {
@@ -245,42 +373,41 @@ impl LaneThread {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Batches of messages in, the server's outputs out, until stopped.
-    fn run(self, mut server: Box<dyn Lane + '_>, rx: &Receiver<ToLane>) {
+    /// Batches of messages (and frames off its links) in, the server's outputs out, until
+    /// stopped.
+    fn run(mut self, mut server: Box<dyn Lane + '_>, mailbox: &Mailbox) {
         let mut was_congested = false;
         let mut stop = false;
         while !stop {
-            let Ok(first) = recv_until(rx, server.poll_timeout(), || self.now()) else {
+            let t = self.now();
+            let mut timeout = server
+                .poll_timeout()
+                .map(|at| Duration::from_nanos(at.saturating_sub(t)));
+            // Frames the kernel did not take yet, or that wait for another lane's room: soon.
+            let links = self.links.as_ref().map(|own| &own.links);
+            if !self.handoff.is_empty() || links.is_some_and(XdpLinks::unsent) {
+                timeout = Some(timeout.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH)));
+            }
+            // Frames for a full lane wait here: the sockets' rings hold the rest meanwhile.
+            let reading = links.filter(|_| self.handoff.is_empty());
+            if let Err(e) = mailbox.wait(reading, timeout) {
+                tracing::error!("lane {}: waiting: {e}", self.index);
                 break;
-            };
+            }
             let t = self.now();
             if server.poll_timeout().is_some_and(|at| at <= t) {
                 server.handle_timeout(t);
             }
-            let more = std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH);
-            for msg in first.into_iter().chain(more) {
-                match msg {
-                    ToLane::Frame { from, frame } => server.handle_frame(t, from, frame),
-                    ToLane::Ingress(packet) => server.handle_ingress(t, packet),
-                    ToLane::Nudge => {}
-                    ToLane::Fence(done) => {
-                        server.fence();
-                        let _ = done.send(());
-                    }
-                    ToLane::Export { group, reply } => {
-                        let _ = reply.send(server.export_parts(group));
-                    }
-                    ToLane::Resume(done) => {
-                        server.resume(t);
-                        let _ = done.send(());
-                    }
-                    ToLane::Summary(reply) => {
-                        let _ = reply.send(server.summary());
-                    }
-                    ToLane::Stop => stop = true,
-                }
+            for msg in mailbox.rx.try_iter().take(BATCH) {
+                stop |= self.handle(&mut *server, t, msg);
             }
-            server.end_batch(t, rx.is_empty());
+            self.hand_off();
+            // Caught up when its inbox is empty, no socket had a whole batch waiting (each gives
+            // a batch at most) and no frame waits for another lane: else frames that reached
+            // the server may still be unread.
+            let read = self.read_links(&mut *server, t);
+            let caught_up = mailbox.rx.is_empty() && read < xdp::BATCH;
+            server.end_batch(t, caught_up && self.handoff.is_empty());
             let wake = server.take_wakeups();
             for (_, lane) in self
                 .peers
@@ -290,14 +417,125 @@ impl LaneThread {
             {
                 let _ = lane.try_send(ToLane::Nudge);
             }
-            let outputs: Vec<_> = std::iter::from_fn(|| server.poll_output()).collect();
-            if !outputs.is_empty() {
-                let _ = self.out.send(outputs);
-                // Non-blocking: when the socket is full, a wake-up is pending anyway.
-                let _ = self.waker.send(&[1]);
-            }
+            self.carry_out(&mut *server);
             count_congested(&self.congested, &mut was_congested, server.congested());
         }
         count_congested(&self.congested, &mut was_congested, false);
+    }
+
+    /// One message from the inbox; whether the lane stops.
+    fn handle(&mut self, server: &mut dyn Lane, t: u64, msg: ToLane) -> bool {
+        let links = self.links.as_mut().map(|own| &mut own.links);
+        match msg {
+            ToLane::Frame { from, frame } => server.handle_frame(t, from, frame),
+            ToLane::Ingress(packet) => server.handle_ingress(t, packet),
+            ToLane::Nudge => {}
+            ToLane::Fence { epoch, done } => {
+                if let Some(links) = links {
+                    links.set_epoch(epoch);
+                }
+                server.fence();
+                let _ = done.send(());
+            }
+            ToLane::Export { group, reply } => {
+                let _ = reply.send(server.export_parts(group));
+            }
+            ToLane::Resume { epoch, done } => {
+                if let Some(links) = links {
+                    links.set_epoch(epoch);
+                }
+                server.resume(t);
+                let _ = done.send(());
+            }
+            ToLane::Summary(reply) => {
+                let summary = match links {
+                    Some(links) => format!("{}, links {:?}", server.summary(), links.stats()),
+                    None => server.summary(),
+                };
+                let _ = reply.send(summary);
+            }
+            ToLane::Stop => return true,
+        }
+        false
+    }
+
+    /// The frames waiting for other lanes, to those with room, in order (a lane's later frames
+    /// wait behind one that did not fit).
+    fn hand_off(&mut self) {
+        let mut full = 0u64;
+        for (lane, msg) in std::mem::take(&mut self.handoff) {
+            if full >> lane & 1 == 0 {
+                match self.peers[lane].try_send(msg) {
+                    Ok(()) => continue,
+                    Err(msg) => {
+                        full |= 1 << lane;
+                        self.handoff.push((lane, msg));
+                    }
+                }
+            } else {
+                self.handoff.push((lane, msg));
+            }
+        }
+    }
+
+    /// A batch of frames off its links (unless frames still wait for other lanes): its own to
+    /// the server, the rest to the lanes they are for. How many arrived.
+    fn read_links(&mut self, server: &mut dyn Lane, t: u64) -> usize {
+        let Some(OwnLinks { links, loss }) =
+            self.links.as_mut().filter(|_| self.handoff.is_empty())
+        else {
+            return 0;
+        };
+        let (me, lanes, handoff) = (self.index, self.peers.len(), &mut self.handoff);
+        let mut deliver = |lane: usize, from, frame| {
+            if lane == me {
+                server.handle_frame(t, from, frame);
+            } else {
+                handoff.push((lane, ToLane::Frame { from, frame }));
+            }
+        };
+        let received = links.recv_batch(|from, r| {
+            if loss.drops() {
+                return;
+            }
+            let frame = handled(r.frame, false);
+            let to = lanes_for(&frame, me, lanes);
+            let last = to.end - 1;
+            for lane in to.start..last {
+                deliver(lane, from, frame.clone());
+            }
+            deliver(last, from, frame);
+        });
+        let read = received.unwrap_or_else(|e| {
+            tracing::warn!("lane {me}: ring links: {e}");
+            0
+        });
+        self.hand_off();
+        read
+    }
+
+    /// The server's outputs: frames to other servers onto its own links when it has them, the
+    /// rest to the node's thread (woken for them).
+    fn carry_out(&mut self, server: &mut dyn Lane) {
+        let mut outputs = Vec::new();
+        while let Some(out) = server.poll_output() {
+            match (out, self.links.as_mut()) {
+                (Output::Send { to, frame }, Some(own)) => {
+                    if let Err(e) = own.links.send(to, hop_of(to), &frame) {
+                        tracing::debug!("lane {}: sending to {to}: {e}", self.index);
+                    }
+                    server.recycle(frame.msg);
+                }
+                (out, _) => outputs.push(out),
+            }
+        }
+        if let Some(Err(e)) = self.links.as_mut().map(|own| own.links.flush()) {
+            tracing::debug!("lane {}: ring links: {e}", self.index);
+        }
+        if !outputs.is_empty() {
+            let _ = self.out.send(outputs);
+            // Non-blocking: when the socket is full, a wake-up is pending anyway.
+            let _ = self.waker.send(&[1]);
+        }
     }
 }

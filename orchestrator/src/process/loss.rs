@@ -2,13 +2,17 @@
 //! that arrives from another server with probability P, as a lossy link would, so that the
 //! protocol's repair (holds, retransmission requests and their answers) runs on real links.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 /// Drops frames from other servers at random, at a set rate.
 #[derive(Debug)]
 pub struct RingLoss {
     /// The chance of each frame to be dropped, in `[0, 1)`.
     chance: f64,
     rng: fastrand::Rng,
-    dropped: u64,
+    /// Shared with its forks ([`RingLoss::fork`]).
+    dropped: Arc<AtomicU64>,
 }
 
 /// Why a loss rate was refused.
@@ -32,21 +36,33 @@ impl RingLoss {
         Ok(RingLoss {
             chance,
             rng: fastrand::Rng::with_seed(seed),
-            dropped: 0,
+            dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Another at the same rate, for another thread (a lane reading its own links), from a
+    /// generator seeded by this one's; what it drops counts here too.
+    pub fn fork(&mut self) -> RingLoss {
+        RingLoss {
+            chance: self.chance,
+            rng: self.rng.fork(),
+            dropped: Arc::clone(&self.dropped),
+        }
     }
 
     /// Whether to drop the frame that just arrived (counted when so).
     #[inline]
     pub fn drops(&mut self) -> bool {
         let drop = self.chance > 0.0 && self.rng.f64() < self.chance;
-        self.dropped += u64::from(drop);
+        if drop {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
         drop
     }
 
-    /// Frames dropped so far.
+    /// Frames dropped so far, by this one and its forks.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -66,6 +82,17 @@ mod tests {
         let mut loss = RingLoss::new(0.0, 7).unwrap();
         assert!((0..10_000).all(|_| !loss.drops()));
         assert_eq!(loss.dropped(), 0);
+    }
+
+    #[test]
+    fn a_fork_drops_at_the_same_rate_and_counts_with_its_parent() {
+        let mut loss = RingLoss::new(0.5, 3).unwrap();
+        let mut fork = loss.fork();
+        let by_fork = (0..1_000).filter(|_| fork.drops()).count() as u64;
+        assert!((400..600).contains(&by_fork), "{by_fork}");
+        let by_parent = (0..1_000).filter(|_| loss.drops()).count() as u64;
+        assert_eq!(loss.dropped(), by_fork + by_parent);
+        assert_eq!(fork.dropped(), loss.dropped());
     }
 
     #[test]

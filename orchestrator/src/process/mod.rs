@@ -16,6 +16,7 @@ pub mod loss;
 pub mod node;
 pub mod observe;
 pub mod orchestrator;
+mod poll;
 pub mod serving;
 pub mod shape;
 

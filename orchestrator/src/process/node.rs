@@ -30,7 +30,9 @@
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
 //! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
 //! of several lanes (its middlebox's `threads`: FTC's and NF's servers, FTMB's masters) runs
-//! them on threads of their own, which that thread hands their frames ([`super::lanes`]). Helper threads read
+//! them on threads of their own, which that thread hands their frames ([`super::lanes`]); with
+//! `--link-queues` at least the lanes, each lane reads and sends on its own queues of the ring
+//! links instead ([`XdpLinks::split`]). Helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread. The heartbeat thread runs real-time where the node may
 //! (`process::wake_on_time`), so that a busy host does not delay its beats.
@@ -39,7 +41,7 @@ use std::io::{self, BufReader};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -64,7 +66,8 @@ use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
-use super::serving::{Serving, Spawn};
+use super::poll::{readable, wait_readable};
+use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
@@ -75,8 +78,8 @@ use crate::transfer;
 /// Datagrams read from one socket per round at most.
 const BATCH: usize = 64;
 
-/// How soon a node flushes again frames its AF_XDP tx rings still hold.
-const RETRY_FLUSH: Duration = Duration::from_micros(50);
+/// How soon a node (or a lane) flushes again frames its AF_XDP tx rings still hold.
+pub(super) const RETRY_FLUSH: Duration = Duration::from_micros(50);
 
 /// Customer frames' buffers kept for reuse at most (see [`Node::spare`]).
 const SPARE_BUFFERS: usize = 1024;
@@ -107,6 +110,9 @@ pub struct NodeConfig {
     /// end; for FTC the link to the successor and the one from the predecessor) instead of UDP
     /// datagrams.
     pub links: Vec<(ServerId, String)>,
+    /// The queues of each link to bind, from `xdp.queue` on: a server of several lanes gives
+    /// each lane queues of its own when there are as many as lanes ([`XdpLinks::split`]).
+    pub link_queues: u32,
     pub heartbeat: Duration,
     /// The chance that a frame from another server is dropped on arrival ([`RingLoss`]: failure
     /// injection; 0 in production).
@@ -294,7 +300,13 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                 .iter()
                 .map(|(peer, iface)| (*peer, iface.as_str()))
                 .collect();
-            XdpLinks::open(&named, config.xdp, chain_id(&config.spec), 0)
+            XdpLinks::open(
+                &named,
+                config.xdp,
+                config.link_queues,
+                chain_id(&config.spec),
+                0,
+            )
         });
         (
             edges.join().expect("opening the edges does not panic"),
@@ -363,7 +375,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     std::thread::scope(|s| {
-        let spawn = |lanes| Lanes::start(s, lanes, &heads, &inbox.waker, start);
+        let spawn = |lanes, links| Lanes::start(s, lanes, links, &heads, &inbox.waker, start);
         s.spawn(|| read_control(&control, key, &inbox));
         s.spawn(|| heartbeats(&writer, key, me, &epoch, config.heartbeat, &stop));
         s.spawn(|| {
@@ -483,48 +495,6 @@ fn heartbeats(
     }
 }
 
-/// A `poll` entry waiting for `fd` to be readable (none: an entry `poll` ignores).
-fn readable(fd: Option<BorrowedFd<'_>>) -> libc::pollfd {
-    libc::pollfd {
-        // poll ignores negative descriptors.
-        fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
-/// Wait until one of `polls` is readable or `timeout` passes (`None`: no limit); each entry's
-/// `revents` says whether it is.
-fn wait_readable(polls: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
-    let timespec = timeout.map(|t| libc::timespec {
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
-    });
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `polls` is an array of `polls.len()` initialized pollfd structs that outlives the
-    // call; `timespec_ptr` is null or points to a timespec that outlives it; a null signal mask
-    // leaves the thread's mask as it is.
-    let n = unsafe {
-        libc::ppoll(
-            polls.as_mut_ptr(),
-            polls.len() as libc::nfds_t,
-            timespec_ptr,
-            std::ptr::null(),
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        polls.iter_mut().for_each(|p| p.revents = 0);
-        return match e.kind() {
-            io::ErrorKind::Interrupted => Ok(()),
-            _ => Err(e),
-        };
-    }
-    Ok(())
-}
-
 /// Keep a customer frame's buffer for the next one, up to [`SPARE_BUFFERS`].
 fn keep(spare: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
     if spare.len() < SPARE_BUFFERS {
@@ -572,7 +542,7 @@ struct Node<'a, 'h> {
     recorder: Option<Recorder>,
 }
 
-impl Node<'_, '_> {
+impl<'a, 'h> Node<'a, 'h> {
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
@@ -725,7 +695,7 @@ impl Node<'_, '_> {
     fn act(&mut self, out: Output<u32>) {
         match out {
             Output::Send { to, frame } => {
-                let hop = u8::try_from(to.0).unwrap_or(u8::MAX);
+                let hop = hop_of(to);
                 let sent = match self.links.as_mut() {
                     Some(links) => links.send(to, hop, &frame).map_err(|e| e.to_string()),
                     None => self
@@ -757,6 +727,16 @@ impl Node<'_, '_> {
             | Output::Lost { .. }
             | Output::Committed { .. }
             | Output::AtBuffer { .. } => {}
+        }
+    }
+
+    /// How a server of several lanes starts them: each with its share of the ring links, unless
+    /// the node records what it sends (`--observe`).
+    fn spawner(&mut self) -> Spawner<'_, 'a, 'h> {
+        Spawner {
+            spawn: self.spawn,
+            links: self.recorder.is_none().then_some(&mut self.links),
+            loss: &mut self.loss,
         }
     }
 
@@ -815,7 +795,7 @@ impl Node<'_, '_> {
     fn fence(&mut self, epoch: u32) {
         self.set_epoch(epoch);
         if let Some(server) = self.server.as_mut() {
-            server.fence();
+            server.fence(epoch);
         }
         self.flush();
     }
@@ -829,6 +809,8 @@ impl Node<'_, '_> {
                 position,
                 peers,
             } if position == me.0 && self.server.is_none() => {
+                // First: lanes that take their share of the links take it in this epoch.
+                self.route(epoch, &peers);
                 let now = self.now();
                 self.server = Some(Serving::assigned(
                     self.heads,
@@ -838,9 +820,8 @@ impl Node<'_, '_> {
                     self.server_config,
                     self.ftmb,
                     now,
-                    self.spawn,
+                    self.spawner(),
                 )?);
-                self.route(epoch, &peers);
                 self.serving = true;
                 tracing::info!("node {me}: serving in epoch {epoch}");
             }
@@ -879,7 +860,7 @@ impl Node<'_, '_> {
                     let lanes =
                         ftc_node::lanes::join(server, more, self.partitions, self.server_config)
                             .expect("the spec's partition count is valid");
-                    self.server = Some(Serving::of_lanes(lanes, self.spawn)?);
+                    self.server = Some(Serving::of_lanes(lanes, self.spawner())?);
                     send(
                         writer,
                         key,
@@ -896,7 +877,7 @@ impl Node<'_, '_> {
                 self.route(epoch, &peers);
                 let now = self.now();
                 if let Some(server) = self.server.as_mut() {
-                    server.resume(now);
+                    server.resume(now, epoch);
                 }
                 self.serving = true;
                 self.flush();
@@ -917,6 +898,11 @@ impl Node<'_, '_> {
     }
 }
 
+/// What a frame to server `to` says of its receiver: its position from the forwarder.
+pub(super) fn hop_of(to: ServerId) -> u8 {
+    u8::try_from(to.0).unwrap_or(u8::MAX)
+}
+
 /// A customer packet's handle: its id when observed ([`packet_id`]), else 0.
 fn handle_of(bytes: &[u8], observed: bool) -> u32 {
     if observed {
@@ -927,7 +913,7 @@ fn handle_of(bytes: &[u8], observed: bool) -> u32 {
 }
 
 /// A frame off the wire with its packet's handle ([`handle_of`]).
-fn handled(frame: Frame<()>, observed: bool) -> Frame<u32> {
+pub(super) fn handled(frame: Frame<()>, observed: bool) -> Frame<u32> {
     Frame {
         packet: frame.packet.map(|p| Packet {
             handle: handle_of(&p.bytes, observed),

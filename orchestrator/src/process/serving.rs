@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_node::ftmb::{master_lanes, FtmbConfig, Role, Station};
+use ftc_node::links::XdpLinks;
 use ftc_node::server::port_of;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::Store;
 
 use super::lane::Lane;
-use super::lanes::Lanes;
+use super::lanes::{Lanes, OwnLinks};
+use super::loss::RingLoss;
 
 /// A node's server.
 #[derive(Debug)]
@@ -25,8 +27,50 @@ pub enum Serving<'h> {
     Ftmb(Box<Station<'h, u32>>),
 }
 
-/// Starts lanes on threads of their own (in the node's thread scope).
-pub type Spawn<'a, 'h> = &'a dyn Fn(Vec<Box<dyn Lane + 'h>>) -> io::Result<Lanes<'h>>;
+/// Starts lanes on threads of their own (in the node's thread scope), each with its share of the
+/// ring links when given one per lane.
+pub type Spawn<'a, 'h> =
+    &'a dyn Fn(Vec<Box<dyn Lane + 'h>>, Option<Vec<OwnLinks>>) -> io::Result<Lanes<'h>>;
+
+/// How a server of several lanes starts them: with `spawn`, and with the node's ring links
+/// shared out among them when the links bind a queue per lane ([`XdpLinks::split`]; the node
+/// keeps them otherwise, and when it must see every frame it sends: `links` is `None`), each
+/// lane dropping what arrives there as the node's `loss` does.
+pub struct Spawner<'s, 'a, 'h> {
+    pub spawn: Spawn<'a, 'h>,
+    pub links: Option<&'s mut Option<XdpLinks>>,
+    pub loss: &'s mut RingLoss,
+}
+
+impl std::fmt::Debug for Spawner<'_, '_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("links", &self.links)
+            .field("loss", &self.loss)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'h> Spawner<'_, '_, 'h> {
+    fn start(self, lanes: Vec<Box<dyn Lane + 'h>>) -> io::Result<Lanes<'h>> {
+        let mut own = None;
+        if let Some(slot) = self.links {
+            match slot.take().map(|links| links.split(lanes.len())) {
+                Some(Ok(parts)) => {
+                    let loss = self.loss;
+                    let lane = |links| OwnLinks {
+                        links,
+                        loss: loss.fork(),
+                    };
+                    own = Some(parts.into_iter().map(lane).collect());
+                }
+                Some(Err(whole)) => *slot = Some(whole),
+                None => {}
+            }
+        }
+        (self.spawn)(lanes, own)
+    }
+}
 
 impl<'h> Serving<'h> {
     /// The server at `me` in a fresh deployment (`Assign`), at time `now`: FTC's and NF's, and
@@ -41,7 +85,7 @@ impl<'h> Serving<'h> {
         config: &ServerConfig,
         ftmb: &FtmbConfig,
         now: u64,
-        spawn: Spawn<'_, 'h>,
+        spawn: Spawner<'_, '_, 'h>,
     ) -> io::Result<Serving<'h>> {
         if !config.mode.is_ftmb() {
             let heads = heads.head_lanes(&ring, me, 0);
@@ -63,7 +107,7 @@ impl<'h> Serving<'h> {
     }
 
     /// The lanes of a server (from [`ftc_node::lanes`]): one as it is, more started with `spawn`.
-    pub fn of_lanes(lanes: Vec<Server<'h, u32>>, spawn: Spawn<'_, 'h>) -> io::Result<Self> {
+    pub fn of_lanes(lanes: Vec<Server<'h, u32>>, spawn: Spawner<'_, '_, 'h>) -> io::Result<Self> {
         one_or_spawned(lanes, spawn, |s| Serving::Ftc(Box::new(s)))
     }
 
@@ -152,20 +196,21 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// A recovery began (every lane has fenced on return). An FTMB station has no epochs to
-    /// fence and goes on.
-    pub fn fence(&mut self) {
+    /// A recovery of `epoch` began (every lane has fenced on return). An FTMB station has no
+    /// epochs to fence and goes on.
+    pub fn fence(&mut self, epoch: u32) {
         match self {
             Serving::Ftc(s) => s.fence(),
-            Serving::Lanes(l) => l.fence(),
+            Serving::Lanes(l) => l.fence(epoch),
             Serving::Ftmb(_) => {}
         }
     }
 
-    pub fn resume(&mut self, now: u64) {
+    /// The reroute: go on in `epoch`.
+    pub fn resume(&mut self, now: u64, epoch: u32) {
         match self {
             Serving::Ftc(s) => s.resume(now),
-            Serving::Lanes(l) => l.resume(),
+            Serving::Lanes(l) => l.resume(epoch),
             Serving::Ftmb(_) => {}
         }
     }
@@ -194,12 +239,12 @@ impl<'h> Serving<'h> {
 /// with `spawn`.
 fn one_or_spawned<'h, L: Lane + 'h>(
     mut lanes: Vec<L>,
-    spawn: Spawn<'_, 'h>,
+    spawn: Spawner<'_, '_, 'h>,
     one: impl FnOnce(L) -> Serving<'h>,
 ) -> io::Result<Serving<'h>> {
     if lanes.len() > 1 {
         let boxed = lanes.into_iter().map(|l| Box::new(l) as Box<dyn Lane + 'h>);
-        return spawn(boxed.collect()).map(Serving::Lanes);
+        return spawn.start(boxed.collect()).map(Serving::Lanes);
     }
     Ok(one(lanes.pop().expect("a server has a lane")))
 }

@@ -432,3 +432,50 @@ fn ftmb_links_each_logger_to_its_master_and_the_next_logger() {
     assert_eq!(t.edge_args(4).len(), 4, "the last logger sends frames out");
     assert!(t.edge_args(5).is_empty());
 }
+
+/// A chain whose middleboxes run two threads gets links of two queues between servers (both
+/// ends, rx and tx), its nodes bind both (`--link-queues 2`), and a lab made for one queue is
+/// not the shape it needs; the edges keep one queue.
+#[test]
+fn links_get_a_queue_per_thread_of_the_busiest_middlebox() {
+    assert_eq!(ch_rec().link_queues, 1);
+    assert!(!ch_rec().link_args(1).contains(&"--link-queues".to_string()));
+    let mut two = spec("ch-rec.toml");
+    two.middlebox[1].threads = 2;
+    let t = Topology::new(&two, Layout::Ring, name("ftcl1"), 5).unwrap();
+    assert_eq!(t.link_queues, 2);
+    assert!(!t.same_shape(&ch_rec()));
+    assert_eq!(
+        t.link_args(1),
+        [
+            "--link-queues",
+            "2",
+            "--ring-next",
+            "to2",
+            "--ring-prev",
+            "from0"
+        ]
+    );
+    let mut veths = 0;
+    for (_, args) in ip_ops(&t) {
+        if args[..2] == ["link", "add"] && args.iter().any(|a| a == "veth") {
+            let peer = args.iter().position(|a| a == "peer").unwrap();
+            fn queues(side: &[String]) -> (Option<&str>, Option<&str>) {
+                (after(side, "numtxqueues"), after(side, "numrxqueues"))
+            }
+            let want = match args[2].as_str() {
+                n if n.starts_with("to") => (Some("2"), Some("2")),
+                _ => (None, None),
+            };
+            assert_eq!(queues(&args[..peer]), want, "{args:?}");
+            assert_eq!(queues(&args[peer..]), want, "{args:?}");
+            veths += 1;
+        }
+    }
+    assert!(veths > 3);
+    let ftmb = Topology::new(&two, Layout::Ftmb, name("ftcl1"), 5).unwrap();
+    assert_eq!(
+        ftmb.link_args(1),
+        ["--link-queues", "2", "--link", "0=from0"]
+    );
+}

@@ -1,0 +1,48 @@
+//! Waiting on several descriptors at once (`ppoll`): a node's thread on its sockets, a lane on
+//! its links and its inbox.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+/// A `poll` entry waiting for `fd` to be readable (none: an entry `poll` ignores).
+pub fn readable(fd: Option<BorrowedFd<'_>>) -> libc::pollfd {
+    libc::pollfd {
+        // poll ignores negative descriptors.
+        fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Wait until one of `polls` is readable or `timeout` passes (`None`: no limit); each entry's
+/// `revents` says whether it is.
+pub fn wait_readable(polls: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
+    let timespec = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `polls` is an array of `polls.len()` initialized pollfd structs that outlives the
+    // call; `timespec_ptr` is null or points to a timespec that outlives it; a null signal mask
+    // leaves the thread's mask as it is.
+    let n = unsafe {
+        libc::ppoll(
+            polls.as_mut_ptr(),
+            polls.len() as libc::nfds_t,
+            timespec_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        polls.iter_mut().for_each(|p| p.revents = 0);
+        return match e.kind() {
+            io::ErrorKind::Interrupted => Ok(()),
+            _ => Err(e),
+        };
+    }
+    Ok(())
+}
