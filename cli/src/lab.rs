@@ -544,7 +544,7 @@ fn in_lab(
                      --force --name {name} --mode {} SPEC` remakes it for this one",
                     t.servers,
                     t.layout,
-                    t.link_queues,
+                    t.queues,
                     t.nat_ips,
                     t.vips,
                     mode.name(),

@@ -107,11 +107,14 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
 /// connection gives the same flow at a server, since every middlebox rewrites a connection's
 /// packets alike.
 ///
-/// The hash is keyed with a secret drawn once per process (`flow_seed`): flows pick worker
-/// lanes and index the hold queue's and the buffer's flow maps, and whoever sends the chain its
-/// traffic picks the 5-tuples, so with a fixed hash they could aim many flows at one lane or one
-/// bucket. Flow ids never leave the process, so no two processes need the same key. (Seeded
-/// XXH3 is no cryptographic PRF; it resists flooding as well as hashbrown's default hasher.)
+/// The hash is keyed with a secret (`flow_seed`): flows pick worker lanes and index the hold
+/// queue's and the buffer's flow maps, and whoever sends the chain its traffic picks the
+/// 5-tuples, so with a fixed hash they could aim many flows at one lane or one bucket. The
+/// secret is drawn once per process, or set before first use with [`share_flow_seed`]: the
+/// servers of a chain (`ftc node`) derive it from the deployment's secret, so that a flow has
+/// the same lane at each of them, and its frames cross from lane to lane of the same index
+/// (each lane sends and reads on its own queues of the links) with no handoff. (Seeded XXH3 is
+/// no cryptographic PRF; it resists flooding as well as hashbrown's default hasher.)
 pub fn flow_of(frame: &[u8]) -> u64 {
     match parse(frame) {
         Parsed::Ipv4(p) => xxh3_64_with_seed(&p.flow().to_bytes(), flow_seed()),
@@ -119,10 +122,18 @@ pub fn flow_of(frame: &[u8]) -> u64 {
     }
 }
 
-/// This process's key for [`flow_of`], drawn from the OS's randomness on first use.
+static SEED: OnceLock<u64> = OnceLock::new();
+
+/// This process's key for [`flow_of`]: the one shared, or drawn from the OS's randomness on
+/// first use.
 fn flow_seed() -> u64 {
-    static SEED: OnceLock<u64> = OnceLock::new();
     *SEED.get_or_init(|| RandomState::new().hash_one(0u64))
+}
+
+/// Key [`flow_of`] with `seed` (a secret the servers of a chain share), before its first use;
+/// whether it took (not if a flow was hashed or a seed shared before).
+pub fn share_flow_seed(seed: u64) -> bool {
+    SEED.set(seed).is_ok()
 }
 
 #[cfg(test)]

@@ -189,6 +189,13 @@ impl Key {
         Ok(Key(blake3::Hasher::new_keyed(&key)))
     }
 
+    /// The key the chain's servers hash flows with ([`ftc_node::nsh::share_flow_seed`]): this
+    /// key's MAC of a label of its own, so as secret as the deployment's secret.
+    pub fn flow_seed(&self) -> u64 {
+        let tag = self.tag(&[b"ftc flow hash seed"]);
+        u64::from_le_bytes(tag[..8].try_into().expect("a tag is longer"))
+    }
+
     fn mac(&self, parts: &[&[u8]]) -> blake3::Hasher {
         let mut mac = self.0.clone();
         for part in parts {

@@ -460,3 +460,12 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
         }
     );
 }
+
+/// The chain's flow key is the same for everyone with the deployment's secret, and another for
+/// another secret.
+#[test]
+fn the_flow_key_follows_the_secret() {
+    let a = Key::new(b"secret a").unwrap();
+    assert_eq!(a.flow_seed(), Key::new(b"secret a").unwrap().flow_seed());
+    assert_ne!(a.flow_seed(), Key::new(b"secret b").unwrap().flow_seed());
+}

@@ -513,7 +513,7 @@ mod tests {
                 nat_ips: Vec::new(),
                 vips: Vec::new(),
                 backends: Vec::new(),
-                link_queues: 1,
+                queues: 1,
             },
             heartbeat_ms: 50.0,
             misses: 3,

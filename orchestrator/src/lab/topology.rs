@@ -209,19 +209,19 @@ pub struct Topology {
     pub vips: Vec<Ipv4Addr>,
     /// The load balancers' backends: addresses of the server (on its loopback).
     pub backends: Vec<Ipv4Addr>,
-    /// The queues of each link between servers (rx and tx, at both ends): the most threads of
-    /// a middlebox, so that each lane of a server has a queue of its own on every link
-    /// (`ftc node --link-queues`).
+    /// The queues of each link between servers and of each edge link (rx and tx, at both
+    /// ends): the most threads of a middlebox, so that each lane of a server has a queue of its
+    /// own on every link (`ftc node --link-queues`, `--edge-queues`).
     #[serde(default = "one_queue")]
-    pub link_queues: u32,
+    pub queues: u32,
 }
 
-/// What a lab recorded before links had several queues had.
+/// What a lab recorded before links had several queues has.
 fn one_queue() -> u32 {
     1
 }
 
-/// The most queues a link between servers gets (`ftc node --link-queues` takes no more).
+/// The most queues a link gets (`ftc node --link-queues` and `--edge-queues` take no more).
 pub const MAX_LINK_QUEUES: u32 = 64;
 
 impl Topology {
@@ -262,7 +262,7 @@ impl Topology {
                 MiddleboxKind::LoadBalancer(c) => c.backends.clone(),
                 _ => Vec::new(),
             }),
-            link_queues: spec
+            queues: spec
                 .middlebox
                 .iter()
                 .map(|m| u32::from(m.threads))
@@ -275,8 +275,7 @@ impl Topology {
     /// Whether `other` has the same shape: the same layout, servers, link queues, routes and
     /// addresses.
     pub fn same_shape(&self, other: &Topology) -> bool {
-        (self.layout, self.servers, self.link_queues)
-            == (other.layout, other.servers, other.link_queues)
+        (self.layout, self.servers, self.queues) == (other.layout, other.servers, other.queues)
             && (&self.nat_ips, &self.vips, &self.backends)
                 == (&other.nat_ips, &other.vips, &other.backends)
     }
@@ -362,8 +361,8 @@ impl Topology {
     /// queues bind them all (`--link-queues`).
     pub fn link_args(&self, position: u16) -> Vec<String> {
         let mut args = Vec::new();
-        if self.link_queues > 1 {
-            args.extend(["--link-queues".to_string(), self.link_queues.to_string()]);
+        if self.queues > 1 {
+            args.extend(["--link-queues".to_string(), self.queues.to_string()]);
         }
         if self.layout == Layout::Ring {
             let prev = (position + self.servers - 1) % self.servers;
@@ -393,7 +392,7 @@ impl Topology {
     /// The edge options of `ftc node` at `position` (AF_XDP edges): server 0 takes frames from
     /// the client (outbound) and the server (inbound); the last server sends released outbound
     /// frames to the server and inbound ones to the client (FTMB: the last logger). Both for a
-    /// chain of one server.
+    /// chain of one server. Edges of several queues bind them all (`--edge-queues`).
     pub fn edge_args(&self, position: u16) -> Vec<String> {
         let mut args = Vec::new();
         let mut add = |flag: &str, dir: &str, iface: &str| {
@@ -406,6 +405,9 @@ impl Topology {
         if position == self.exit() {
             add("--edge-out", "out", SRV_OUT);
             add("--edge-out", "in", CLI_OUT);
+        }
+        if !args.is_empty() && self.queues > 1 {
+            args.extend(["--edge-queues".to_string(), self.queues.to_string()]);
         }
         args
     }
@@ -473,15 +475,7 @@ impl Topology {
         for (a, b) in self.links() {
             let (a_ns, b_ns) = (self.server_netns(a), self.server_netns(b));
             let (here, there) = Self::link_names(a, b);
-            ops.push(veth(
-                &a_ns,
-                &here,
-                &b_ns,
-                &there,
-                &[],
-                &mtu,
-                self.link_queues,
-            ));
+            ops.push(veth(&a_ns, &here, &b_ns, &there, &[], &mtu, self.queues));
             ops.push(Op::ip(Some(&a_ns), ["link", "set", &here, "up"]));
             ops.push(Op::ip(Some(&b_ns), ["link", "set", &there, "up"]));
         }
@@ -508,7 +502,7 @@ impl Topology {
                 chain_side,
                 &["address", &mac],
                 "1500",
-                1,
+                self.queues,
             ));
             ops.push(Op::ip(Some(&host_ns), ["link", "set", iface, "up"]));
             ops.push(Op::ip(Some(&server_ns), ["link", "set", chain_side, "up"]));

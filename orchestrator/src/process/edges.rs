@@ -6,7 +6,8 @@
 //! direction, unchanged (the chain is a bump in the wire at L2). An interface named by several
 //! edges is opened once. An AF_XDP edge binds one or more queues of its interface (a NIC with
 //! RSS spreads frames over several), a socket each; a flow's released frames all leave through
-//! one of them, so that they stay in order.
+//! one of them, so that they stay in order. A server of several lanes may share the queues out
+//! among its lanes ([`Edges::split`]), each then reading and sending on its own.
 
 use std::fmt;
 use std::io;
@@ -14,6 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use ftc_chain::middlebox::Direction;
+use ftc_node::links::lane_of_queue;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
 use ftc_node::xdp::{open_each, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
 
@@ -271,6 +273,48 @@ impl Edges {
             input,
             output,
         })
+    }
+
+    /// The edges' queues shared out among `lanes` lanes, as [`XdpLinks`] shares links' (lane i
+    /// takes queues q with `q % lanes == i`, [`lane_of_queue`]): every lane gets every
+    /// interface, on its own queues. `None` (the edges left as they are) for packet sockets,
+    /// or when a port binds fewer queues than that.
+    ///
+    /// [`XdpLinks`]: ftc_node::links::XdpLinks
+    pub fn split(&mut self, lanes: usize) -> Option<Vec<Edges>> {
+        let queues = |port: &Port| match port {
+            Port::Xdp(queues) => queues.len(),
+            Port::Packet(_) => 0,
+        };
+        if lanes == 0 || self.ports.is_empty() || self.ports.iter().any(|p| queues(p) < lanes) {
+            return None;
+        }
+        let mut parts: Vec<Edges> = (0..lanes)
+            .map(|_| Edges {
+                ports: Vec::new(),
+                input: self.input.clone(),
+                output: self.output,
+            })
+            .collect();
+        for port in std::mem::take(&mut self.ports) {
+            let Port::Xdp(sockets) = port else {
+                unreachable!("checked above: AF_XDP ports only");
+            };
+            let mut shares: Vec<Vec<XdpPort>> = (0..lanes).map(|_| Vec::new()).collect();
+            for (q, socket) in sockets.into_iter().enumerate() {
+                shares[lane_of_queue(q as u32, lanes)].push(socket);
+            }
+            for (part, share) in parts.iter_mut().zip(shares) {
+                part.ports.push(Port::Xdp(share));
+            }
+        }
+        *self = Edges::default();
+        Some(parts)
+    }
+
+    /// Whether released frames of direction `dir` leave here.
+    pub fn sends(&self, dir: Direction) -> bool {
+        self.output[slot(dir)].is_some()
     }
 
     /// The ports customer frames arrive on, with their direction.

@@ -14,7 +14,7 @@
 //! nudges other lanes whose inbox has room (a lane with messages waiting looks again anyway).
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,9 +31,10 @@ use ftc_node::xdp;
 use ftc_node::{Frame, Heads, Output, Packet};
 use ftc_stm::Store;
 
+use super::edges::{Edges, Port};
 use super::lane::Lane;
 use super::loss::RingLoss;
-use super::node::{handled, hop_of, RETRY_FLUSH};
+use super::node::{customer_packet, handled, hop_of, keep, RETRY_FLUSH};
 use super::poll::{readable, wait_readable};
 
 /// What reaches a lane.
@@ -80,6 +81,14 @@ const ANSWER: Duration = Duration::from_secs(2);
 pub struct OwnLinks {
     pub links: XdpLinks,
     pub loss: RingLoss,
+}
+
+/// The sockets a lane reads and sends on itself: its share of the ring links' queues, of the
+/// edges' queues, or both.
+#[derive(Debug, Default)]
+pub struct OwnSockets {
+    pub links: Option<OwnLinks>,
+    pub edges: Option<Edges>,
 }
 
 /// A lane's inbox, seen from whoever fills it: messages go on the channel, and a byte on the
@@ -150,19 +159,18 @@ impl Mailbox {
         Ok((inbox, mailbox))
     }
 
-    /// Wait until a message is in, a socket of `links` is readable, or `timeout` passes (`None`:
+    /// Wait until a message is in, one of `sockets` is readable, or `timeout` passes (`None`:
     /// no limit).
-    fn wait(&self, links: Option<&XdpLinks>, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait<'s>(
+        &self,
+        sockets: impl Iterator<Item = BorrowedFd<'s>>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         self.asleep.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx.is_empty() {
             let mut polls = vec![readable(Some(self.waker.as_fd()))];
-            polls.extend(
-                links
-                    .iter()
-                    .flat_map(|l| l.fds())
-                    .map(|fd| readable(Some(fd))),
-            );
+            polls.extend(sockets.map(|fd| readable(Some(fd))));
             wait_readable(&mut polls, timeout)?;
         }
         self.asleep.store(false, Ordering::SeqCst);
@@ -190,12 +198,12 @@ pub struct Lanes<'h> {
 impl<'h> Lanes<'h> {
     /// Start a thread in `scope` for each of `servers` (the lanes of one server: at least two,
     /// from [`ftc_node::lanes::lanes`] or [`ftc_node::lanes::join`], or of an FTMB master), each
-    /// with its share of the ring links when `links` has one per lane; a lane with outputs
-    /// writes a byte to `waker`. `start` is the node's clock.
+    /// with its share of the node's sockets when `sockets` has one per lane; a lane with outputs
+    /// for the node's thread writes a byte to `waker`. `start` is the node's clock.
     pub fn start<'scope, 'env>(
         scope: &'scope Scope<'scope, 'env>,
         servers: Vec<Box<dyn Lane + 'h>>,
-        links: Option<Vec<OwnLinks>>,
+        sockets: Option<Vec<OwnSockets>>,
         heads: &'h Heads,
         waker: &UnixDatagram,
         start: Instant,
@@ -211,8 +219,8 @@ impl<'h> Lanes<'h> {
             .into_iter()
             .map(|(inbox, mailbox)| (Arc::new(inbox), mailbox))
             .unzip();
-        let mut links = links
-            .filter(|l| l.len() == servers.len())
+        let mut sockets = sockets
+            .filter(|s| s.len() == servers.len())
             .map(Vec::into_iter);
         let (out, outputs) = crossbeam_channel::unbounded();
         // Made first: if a thread does not start, dropping it stops those that did.
@@ -233,8 +241,13 @@ impl<'h> Lanes<'h> {
                 waker: waker.try_clone()?,
                 congested: Arc::clone(&lanes.congested),
                 start,
-                links: links.as_mut().and_then(Iterator::next),
+                own: sockets
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .unwrap_or_default(),
                 handoff: Vec::new(),
+                handed: 0,
+                spare: Vec::new(),
             };
             std::thread::Builder::new()
                 .name(format!("lane {i}"))
@@ -362,10 +375,15 @@ struct LaneThread {
     waker: UnixDatagram,
     congested: Arc<AtomicUsize>,
     start: Instant,
-    /// Its share of the ring links, when it has one.
-    links: Option<OwnLinks>,
-    /// Frames read on its links for lanes whose inbox was full, in order of arrival.
+    /// The sockets it reads and sends on itself.
+    own: OwnSockets,
+    /// Frames read on its sockets for lanes whose inbox was full, in order of arrival.
     handoff: Vec<(usize, ToLane)>,
+    /// Frames read on its sockets and handed to other lanes (a retransmission request to
+    /// every lane counts once).
+    handed: u64,
+    /// Buffers of customer frames that left, for the next that arrive on its edges.
+    spare: Vec<Vec<u8>>,
 }
 
 impl LaneThread {
@@ -373,7 +391,7 @@ impl LaneThread {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Batches of messages (and frames off its links) in, the server's outputs out, until
+    /// Batches of messages (and frames off its sockets) in, the server's outputs out, until
     /// stopped.
     fn run(mut self, mut server: Box<dyn Lane + '_>, mailbox: &Mailbox) {
         let mut was_congested = false;
@@ -383,14 +401,27 @@ impl LaneThread {
             let mut timeout = server
                 .poll_timeout()
                 .map(|at| Duration::from_nanos(at.saturating_sub(t)));
+            let (links, edges) = (self.links(), self.own.edges.as_ref());
             // Frames the kernel did not take yet, or that wait for another lane's room: soon.
-            let links = self.links.as_ref().map(|own| &own.links);
-            if !self.handoff.is_empty() || links.is_some_and(XdpLinks::unsent) {
+            // A congested chain takes no customer frames, and no lane says when it is not.
+            let congested = self.congested.load(Ordering::Acquire) > 0;
+            let soon = !self.handoff.is_empty()
+                || links.is_some_and(XdpLinks::unsent)
+                || edges.is_some_and(|e| e.unsent() || (congested && e.inputs().next().is_some()));
+            if soon {
                 timeout = Some(timeout.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH)));
             }
             // Frames for a full lane wait here: the sockets' rings hold the rest meanwhile.
-            let reading = links.filter(|_| self.handoff.is_empty());
-            if let Err(e) = mailbox.wait(reading, timeout) {
+            let reading = self.handoff.is_empty();
+            let links = links
+                .filter(|_| reading)
+                .into_iter()
+                .flat_map(XdpLinks::fds);
+            let edges = edges.filter(|_| reading && !congested);
+            let edges = edges
+                .into_iter()
+                .flat_map(|e| e.inputs().flat_map(Port::fds));
+            if let Err(e) = mailbox.wait(links.chain(edges), timeout) {
                 tracing::error!("lane {}: waiting: {e}", self.index);
                 break;
             }
@@ -405,7 +436,7 @@ impl LaneThread {
             // Caught up when its inbox is empty, no socket had a whole batch waiting (each gives
             // a batch at most) and no frame waits for another lane: else frames that reached
             // the server may still be unread.
-            let read = self.read_links(&mut *server, t);
+            let read = self.read_links(&mut *server, t) + self.read_edges(&mut *server, t);
             let caught_up = mailbox.rx.is_empty() && read < xdp::BATCH;
             server.end_batch(t, caught_up && self.handoff.is_empty());
             let wake = server.take_wakeups();
@@ -423,9 +454,14 @@ impl LaneThread {
         count_congested(&self.congested, &mut was_congested, false);
     }
 
+    /// Its share of the ring links, if it has one.
+    fn links(&self) -> Option<&XdpLinks> {
+        self.own.links.as_ref().map(|own| &own.links)
+    }
+
     /// One message from the inbox; whether the lane stops.
     fn handle(&mut self, server: &mut dyn Lane, t: u64, msg: ToLane) -> bool {
-        let links = self.links.as_mut().map(|own| &mut own.links);
+        let links = self.own.links.as_mut().map(|own| &mut own.links);
         match msg {
             ToLane::Frame { from, frame } => server.handle_frame(t, from, frame),
             ToLane::Ingress(packet) => server.handle_ingress(t, packet),
@@ -448,10 +484,16 @@ impl LaneThread {
                 let _ = done.send(());
             }
             ToLane::Summary(reply) => {
-                let summary = match links {
-                    Some(links) => format!("{}, links {:?}", server.summary(), links.stats()),
-                    None => server.summary(),
-                };
+                let mut summary = server.summary();
+                if let Some(links) = links {
+                    summary += &format!(", links {:?}", links.stats());
+                }
+                if let Some(edges) = &self.own.edges {
+                    summary += &format!(", edges {:?}", edges.stats());
+                }
+                if self.own.links.is_some() || self.own.edges.is_some() {
+                    summary += &format!(", handed to other lanes {}", self.handed);
+                }
                 let _ = reply.send(summary);
             }
             ToLane::Stop => return true,
@@ -482,11 +524,12 @@ impl LaneThread {
     /// the server, the rest to the lanes they are for. How many arrived.
     fn read_links(&mut self, server: &mut dyn Lane, t: u64) -> usize {
         let Some(OwnLinks { links, loss }) =
-            self.links.as_mut().filter(|_| self.handoff.is_empty())
+            self.own.links.as_mut().filter(|_| self.handoff.is_empty())
         else {
             return 0;
         };
         let (me, lanes, handoff) = (self.index, self.peers.len(), &mut self.handoff);
+        let handed = &mut self.handed;
         let mut deliver = |lane: usize, from, frame| {
             if lane == me {
                 server.handle_frame(t, from, frame);
@@ -500,6 +543,7 @@ impl LaneThread {
             }
             let frame = handled(r.frame, false);
             let to = lanes_for(&frame, me, lanes);
+            *handed += u64::from(to != (me..me + 1));
             let last = to.end - 1;
             for lane in to.start..last {
                 deliver(lane, from, frame.clone());
@@ -514,23 +558,78 @@ impl LaneThread {
         read
     }
 
-    /// The server's outputs: frames to other servers onto its own links when it has them, the
-    /// rest to the node's thread (woken for them).
+    /// A batch of customer frames off its edges (unless frames still wait for other lanes, or
+    /// the chain is congested): those of its flows to the server, the rest to their lanes. How
+    /// many arrived.
+    fn read_edges(&mut self, server: &mut dyn Lane, t: u64) -> usize {
+        let congested = self.congested.load(Ordering::Acquire) > 0;
+        let Some(edges) = self
+            .own
+            .edges
+            .as_mut()
+            .filter(|_| self.handoff.is_empty() && !congested)
+        else {
+            return 0;
+        };
+        let (me, lanes) = (self.index, self.peers.len());
+        let (handoff, spare, handed) = (&mut self.handoff, &mut self.spare, &mut self.handed);
+        let mut read = 0;
+        for (port, dir) in edges.inputs_mut() {
+            let received = port.recv_batch(|bytes| {
+                let packet = customer_packet(bytes, dir, spare, false);
+                match lane_of(packet.flow, lanes) {
+                    lane if lane == me => server.handle_ingress(t, packet),
+                    lane => {
+                        *handed += 1;
+                        handoff.push((lane, ToLane::Ingress(packet)));
+                    }
+                }
+            });
+            read += received.unwrap_or_else(|e| {
+                tracing::warn!("lane {me}: edge-in {}: {e}", port.iface());
+                0
+            });
+        }
+        self.hand_off();
+        read
+    }
+
+    /// The server's outputs: frames to other servers onto its own links, and released ones
+    /// onto its own edges, when it has them; what the node's thread carries out to it (woken
+    /// for them), and nothing else (the node only records the rest, and then the lane has no
+    /// sockets).
     fn carry_out(&mut self, server: &mut dyn Lane) {
         let mut outputs = Vec::new();
+        let own = self.own.links.is_some() || self.own.edges.is_some();
         while let Some(out) = server.poll_output() {
-            match (out, self.links.as_mut()) {
-                (Output::Send { to, frame }, Some(own)) => {
-                    if let Err(e) = own.links.send(to, hop_of(to), &frame) {
+            match out {
+                Output::Send { to, frame } if self.own.links.is_some() => {
+                    let links = &mut self.own.links.as_mut().expect("checked").links;
+                    if let Err(e) = links.send(to, hop_of(to), &frame) {
                         tracing::debug!("lane {}: sending to {to}: {e}", self.index);
+                    }
+                    if let Some(packet) = frame.packet {
+                        keep(&mut self.spare, packet.bytes);
                     }
                     server.recycle(frame.msg);
                 }
-                (out, _) => outputs.push(out),
+                Output::Release { packet, .. }
+                    if self.own.edges.as_ref().is_some_and(|e| e.sends(packet.dir)) =>
+                {
+                    let edges = self.own.edges.as_mut().expect("checked");
+                    edges.send(packet.dir, packet.flow, &packet.bytes);
+                    keep(&mut self.spare, packet.bytes);
+                }
+                out @ (Output::Send { .. } | Output::Release { .. }) => outputs.push(out),
+                _ if own => {}
+                out => outputs.push(out),
             }
         }
-        if let Some(Err(e)) = self.links.as_mut().map(|own| own.links.flush()) {
+        if let Some(Err(e)) = self.own.links.as_mut().map(|own| own.links.flush()) {
             tracing::debug!("lane {}: ring links: {e}", self.index);
+        }
+        if let Some(edges) = self.own.edges.as_mut() {
+            edges.flush();
         }
         if !outputs.is_empty() {
             let _ = self.out.send(outputs);

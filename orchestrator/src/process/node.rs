@@ -220,6 +220,10 @@ impl Inbox {
 
 /// Run a node until the orchestrator stops it.
 pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
+    // Before any flow is hashed: a flow then has the same lane at every server.
+    if !ftc_node::nsh::share_flow_seed(config.key.flow_seed()) {
+        tracing::warn!("flows were hashed before the chain's flow key was set: lanes may differ");
+    }
     let ring = config.spec.ring();
     let shape = Shape::of(&config.spec, config.server.mode)?;
     let last = shape.servers() - 1;
@@ -495,8 +499,26 @@ fn heartbeats(
     }
 }
 
+/// A customer frame that arrived (of direction `dir`) as a packet, in a buffer from `spare`.
+pub(super) fn customer_packet(
+    bytes: &[u8],
+    dir: Direction,
+    spare: &mut Vec<Vec<u8>>,
+    observed: bool,
+) -> Packet<u32> {
+    let mut copy = spare.pop().unwrap_or_default();
+    copy.clear();
+    copy.extend_from_slice(bytes);
+    Packet {
+        handle: handle_of(&copy, observed),
+        flow: flow_of(&copy),
+        dir,
+        bytes: copy,
+    }
+}
+
 /// Keep a customer frame's buffer for the next one, up to [`SPARE_BUFFERS`].
-fn keep(spare: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
+pub(super) fn keep(spare: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
     if spare.len() < SPARE_BUFFERS {
         spare.push(bytes);
     }
@@ -618,15 +640,7 @@ impl<'a, 'h> Node<'a, 'h> {
             }
             let spare = &mut self.spare;
             let mut enter = |bytes: &[u8], dir| {
-                let mut copy = spare.pop().unwrap_or_default();
-                copy.clear();
-                copy.extend_from_slice(bytes);
-                let packet = Packet {
-                    handle: handle_of(&copy, observed),
-                    flow: flow_of(&copy),
-                    dir,
-                    bytes: copy,
-                };
+                let packet = customer_packet(bytes, dir, spare, observed);
                 // A frame the forwarder sanitized away just leaves.
                 if let Err(packet) = server.handle_ingress(t, packet) {
                     keep(spare, packet.bytes);
@@ -730,12 +744,16 @@ impl<'a, 'h> Node<'a, 'h> {
         }
     }
 
-    /// How a server of several lanes starts them: each with its share of the ring links, unless
-    /// the node records what it sends (`--observe`).
+    /// How a server of several lanes starts them: each with its share of the ring links and
+    /// the edges, unless the node records what it sends (`--observe`); the edges also stay
+    /// when customer frames come or go by UDP too (`--ingress`, `--egress`).
     fn spawner(&mut self) -> Spawner<'_, 'a, 'h> {
+        let own = self.recorder.is_none();
+        let udp = self.ingress.is_some() || self.egress.is_some();
         Spawner {
             spawn: self.spawn,
-            links: self.recorder.is_none().then_some(&mut self.links),
+            links: own.then_some(&mut self.links),
+            edges: (own && !udp).then_some(&mut self.edges),
             loss: &mut self.loss,
         }
     }

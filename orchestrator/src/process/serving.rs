@@ -13,8 +13,9 @@ use ftc_node::server::port_of;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::Store;
 
+use super::edges::Edges;
 use super::lane::Lane;
-use super::lanes::{Lanes, OwnLinks};
+use super::lanes::{Lanes, OwnLinks, OwnSockets};
 use super::loss::RingLoss;
 
 /// A node's server.
@@ -28,17 +29,18 @@ pub enum Serving<'h> {
 }
 
 /// Starts lanes on threads of their own (in the node's thread scope), each with its share of the
-/// ring links when given one per lane.
+/// node's sockets when given one per lane.
 pub type Spawn<'a, 'h> =
-    &'a dyn Fn(Vec<Box<dyn Lane + 'h>>, Option<Vec<OwnLinks>>) -> io::Result<Lanes<'h>>;
+    &'a dyn Fn(Vec<Box<dyn Lane + 'h>>, Option<Vec<OwnSockets>>) -> io::Result<Lanes<'h>>;
 
-/// How a server of several lanes starts them: with `spawn`, and with the node's ring links
-/// shared out among them when the links bind a queue per lane ([`XdpLinks::split`]; the node
-/// keeps them otherwise, and when it must see every frame it sends: `links` is `None`), each
-/// lane dropping what arrives there as the node's `loss` does.
+/// How a server of several lanes starts them: with `spawn`, and with the node's ring links and
+/// edges shared out among them where they bind a queue per lane ([`XdpLinks::split`],
+/// [`Edges::split`]; the node keeps them otherwise, and where it must see every frame sent:
+/// `None`), each lane dropping what arrives on its links as the node's `loss` does.
 pub struct Spawner<'s, 'a, 'h> {
     pub spawn: Spawn<'a, 'h>,
     pub links: Option<&'s mut Option<XdpLinks>>,
+    pub edges: Option<&'s mut Edges>,
     pub loss: &'s mut RingLoss,
 }
 
@@ -46,6 +48,7 @@ impl std::fmt::Debug for Spawner<'_, '_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spawner")
             .field("links", &self.links)
+            .field("edges", &self.edges)
             .field("loss", &self.loss)
             .finish_non_exhaustive()
     }
@@ -53,21 +56,32 @@ impl std::fmt::Debug for Spawner<'_, '_, '_> {
 
 impl<'h> Spawner<'_, '_, 'h> {
     fn start(self, lanes: Vec<Box<dyn Lane + 'h>>) -> io::Result<Lanes<'h>> {
-        let mut own = None;
-        if let Some(slot) = self.links {
-            match slot.take().map(|links| links.split(lanes.len())) {
-                Some(Ok(parts)) => {
-                    let loss = self.loss;
-                    let lane = |links| OwnLinks {
-                        links,
-                        loss: loss.fork(),
-                    };
-                    own = Some(parts.into_iter().map(lane).collect());
-                }
-                Some(Err(whole)) => *slot = Some(whole),
-                None => {}
+        let n = lanes.len();
+        let links = self.links.and_then(|slot| match slot.take()?.split(n) {
+            Ok(parts) => Some(parts),
+            Err(whole) => {
+                *slot = Some(whole);
+                None
             }
-        }
+        });
+        let edges = self.edges.and_then(|edges| edges.split(n));
+        let own = (links.is_some() || edges.is_some()).then(|| {
+            let mut links = links.map(Vec::into_iter);
+            let mut edges = edges.map(Vec::into_iter);
+            let loss = self.loss;
+            (0..n)
+                .map(|_| OwnSockets {
+                    links: links
+                        .as_mut()
+                        .and_then(Iterator::next)
+                        .map(|links| OwnLinks {
+                            links,
+                            loss: loss.fork(),
+                        }),
+                    edges: edges.as_mut().and_then(Iterator::next),
+                })
+                .collect()
+        });
         (self.spawn)(lanes, own)
     }
 }

@@ -433,17 +433,17 @@ fn ftmb_links_each_logger_to_its_master_and_the_next_logger() {
     assert!(t.edge_args(5).is_empty());
 }
 
-/// A chain whose middleboxes run two threads gets links of two queues between servers (both
-/// ends, rx and tx), its nodes bind both (`--link-queues 2`), and a lab made for one queue is
-/// not the shape it needs; the edges keep one queue.
+/// A chain whose middleboxes run two threads gets links of two queues, between servers and at
+/// the edges (both ends, rx and tx), its nodes bind both (`--link-queues 2`, `--edge-queues
+/// 2`), and a lab made for one queue is not the shape it needs.
 #[test]
 fn links_get_a_queue_per_thread_of_the_busiest_middlebox() {
-    assert_eq!(ch_rec().link_queues, 1);
+    assert_eq!(ch_rec().queues, 1);
     assert!(!ch_rec().link_args(1).contains(&"--link-queues".to_string()));
     let mut two = spec("ch-rec.toml");
     two.middlebox[1].threads = 2;
     let t = Topology::new(&two, Layout::Ring, name("ftcl1"), 5).unwrap();
-    assert_eq!(t.link_queues, 2);
+    assert_eq!(t.queues, 2);
     assert!(!t.same_shape(&ch_rec()));
     assert_eq!(
         t.link_args(1),
@@ -464,7 +464,7 @@ fn links_get_a_queue_per_thread_of_the_busiest_middlebox() {
                 (after(side, "numtxqueues"), after(side, "numrxqueues"))
             }
             let want = match args[2].as_str() {
-                n if n.starts_with("to") => (Some("2"), Some("2")),
+                n if n.starts_with("to") || n.starts_with("eth") => (Some("2"), Some("2")),
                 _ => (None, None),
             };
             assert_eq!(queues(&args[..peer]), want, "{args:?}");
@@ -472,7 +472,10 @@ fn links_get_a_queue_per_thread_of_the_busiest_middlebox() {
             veths += 1;
         }
     }
-    assert!(veths > 3);
+    assert!(veths > 6);
+    assert!(t.edge_args(1).is_empty());
+    assert_eq!(&t.edge_args(0)[4..], ["--edge-queues", "2"]);
+    assert_eq!(&t.edge_args(2)[4..], ["--edge-queues", "2"]);
     let ftmb = Topology::new(&two, Layout::Ftmb, name("ftcl1"), 5).unwrap();
     assert_eq!(
         ftmb.link_args(1),
