@@ -486,13 +486,8 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
 /// is the same at every server: the nodes key their flow hash with the deployment's secret).
 #[test]
 fn the_download_survives_the_kill_with_two_lanes_per_node() {
-    let text = std::fs::read_to_string(spec("ch-rec.toml"))
-        .unwrap()
-        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
-    let path = std::env::temp_dir().join(format!("ftc-lab-{}-2-lanes.toml", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    let log = demo("ftcldlan", &path.display().to_string(), "xdp", &[], &[1], 2);
-    std::fs::remove_file(&path).ok();
+    let spec = TwoLanes::new("middle");
+    let log = demo("ftcldlan", &spec.path(), "xdp", &[], &[1], 2);
     if !root() {
         return;
     }
@@ -558,6 +553,46 @@ fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
         &[0, 2],
         3,
     );
+}
+
+/// The ends' kills with two lanes per node: a replacement of an end server shares its edges'
+/// queues out among its lanes as the first node did.
+#[test]
+fn the_download_survives_kills_of_the_ends_with_two_lanes_per_node() {
+    let spec = TwoLanes::new("ends");
+    demo(
+        "ftcldel2",
+        &spec.path(),
+        "xdp",
+        &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
+        &[0, 2],
+        3,
+    );
+}
+
+/// Ch-Rec with two threads per middlebox, in a file of its own (removed on drop).
+struct TwoLanes(std::path::PathBuf);
+
+impl TwoLanes {
+    fn new(test: &str) -> TwoLanes {
+        let text = std::fs::read_to_string(spec("ch-rec.toml"))
+            .unwrap()
+            .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
+        let name = format!("ftc-lab-{}-{test}-2-lanes.toml", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        TwoLanes(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TwoLanes {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
 }
 
 /// `ftc lab demo` on Ch-Rec (the spec at `spec_path`) with `extra` arguments; `killed`: the
