@@ -252,6 +252,12 @@ fn describe(t: &Topology) {
     for i in 0..t.servers {
         println!("  {}: mgmt {}", t.server_netns(i), t.mgmt_ip(i));
     }
+    if t.queues > 1 {
+        println!(
+            "  every link between servers and every edge link: {} queues (a lane's own each)",
+            t.queues
+        );
+    }
     for host in [CLIENT, SERVER] {
         println!(
             "  {}: eth0 {}/24 (to {}-s0), eth1 (from {}-s{exit}), MAC {}",
