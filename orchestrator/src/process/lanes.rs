@@ -638,3 +638,109 @@ impl LaneThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lane's thread over `lanes` inboxes (its own first), and their lanes' ends.
+    fn lane_of(lanes: usize) -> (LaneThread, Vec<Mailbox>) {
+        let (inboxes, mailboxes): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| Mailbox::pair().unwrap())
+            .map(|(inbox, mailbox)| (Arc::new(inbox), mailbox))
+            .unzip();
+        let (waker, _) = UnixDatagram::pair().unwrap();
+        let lane = LaneThread {
+            index: 0,
+            peers: inboxes,
+            out: crossbeam_channel::unbounded().0,
+            waker,
+            congested: Arc::new(AtomicUsize::new(0)),
+            start: Instant::now(),
+            own: OwnSockets::default(),
+            handoff: Vec::new(),
+            handed: 0,
+            spare: Vec::new(),
+        };
+        (lane, mailboxes)
+    }
+
+    /// A frame told apart by its sender.
+    fn tagged(tag: u16) -> ToLane {
+        ToLane::Frame {
+            from: ServerId(tag),
+            frame: Frame {
+                packet: None,
+                flags: 0,
+                msg: Vec::new(),
+            },
+        }
+    }
+
+    fn tags(mailbox: &Mailbox) -> Vec<u16> {
+        let tag = |msg| match msg {
+            ToLane::Frame { from, .. } => Some(from.0),
+            _ => None,
+        };
+        mailbox.rx.try_iter().filter_map(tag).collect()
+    }
+
+    /// Frames for a lane whose inbox is full wait in the lane that read them, in order, and a
+    /// later frame for that lane never overtakes them; other lanes' frames go on meanwhile.
+    #[test]
+    fn frames_for_a_full_lane_wait_in_order_and_others_pass() {
+        let (mut lane, mailboxes) = lane_of(3);
+        for _ in 0..INBOX {
+            lane.peers[1].try_send(ToLane::Nudge).unwrap();
+        }
+        lane.handoff = vec![(1, tagged(10)), (2, tagged(20)), (1, tagged(11))];
+        lane.hand_off();
+        assert_eq!(tags(&mailboxes[2]), [20]);
+        assert_eq!(lane.handoff.len(), 2);
+        // Room for one: the first waiting frame takes it, the second still waits behind it.
+        mailboxes[1].rx.recv().unwrap();
+        lane.handoff.push((2, tagged(21)));
+        lane.hand_off();
+        assert_eq!(tags(&mailboxes[2]), [21]);
+        assert_eq!(lane.handoff.len(), 1);
+        // Behind the nudges that filled it, lane 1 has the first frame; the second comes next.
+        let nudges = mailboxes[1].rx.try_iter().take(INBOX - 1);
+        assert!(nudges.into_iter().all(|m| matches!(m, ToLane::Nudge)));
+        assert_eq!(tags(&mailboxes[1]), [10]);
+        lane.hand_off();
+        assert_eq!(tags(&mailboxes[1]), [11]);
+        assert!(lane.handoff.is_empty());
+    }
+
+    /// A message put in while the lane sleeps wakes it; one put in before it looks is seen
+    /// without sleeping.
+    #[test]
+    fn a_message_wakes_a_sleeping_lane() {
+        let (inbox, mailbox) = Mailbox::pair().unwrap();
+        assert!(inbox.send(ToLane::Nudge));
+        let t = Instant::now();
+        mailbox
+            .wait(std::iter::empty(), Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "it waited with a message in"
+        );
+        mailbox.rx.try_recv().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                inbox.send(ToLane::Nudge);
+            });
+            let t = Instant::now();
+            mailbox
+                .wait(std::iter::empty(), Some(Duration::from_secs(5)))
+                .unwrap();
+            assert!(
+                t.elapsed() < Duration::from_secs(4),
+                "the message did not wake it"
+            );
+        });
+        assert!(matches!(mailbox.rx.try_recv(), Ok(ToLane::Nudge)));
+    }
+}
