@@ -437,6 +437,55 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
     assert!(err.contains("cannot read the secret file"), "{err}");
 }
 
+/// Ring links of more queues than the interfaces have: the node names the queue it lacks and
+/// how to make more, and `--link-queues` outside 1 to 64 is refused.
+#[test]
+fn link_queues_an_interface_lacks_fail_clearly() {
+    let secret = Temp::new("queues-secret", "s");
+    let node = |ns: Option<&Netns>, queues: &str| {
+        let mut cmd = match ns {
+            Some(ns) => ns.exec(env!("CARGO_BIN_EXE_ftc")),
+            None => ftc(),
+        };
+        cmd.args(["node", "--orchestrator", "127.0.0.1:9", "--position", "1"])
+            .args(["--secret-file", &secret.arg()])
+            .args([
+                "--ring-next",
+                "qa",
+                "--ring-prev",
+                "qb",
+                "--link-queues",
+                queues,
+            ])
+            .arg(spec("ch-rec.toml"));
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for bad in ["0", "65"] {
+        let (code, err) = node(None, bad);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("--link-queues"), "{err}");
+    }
+    if !is_root() {
+        eprintln!(
+            "skipping the rest of link_queues_an_interface_lacks_fail_clearly: veths in a \
+             network namespace need root"
+        );
+        return;
+    }
+    let ns = Netns::create("ftcq").unwrap();
+    ns.veth("qa", "qb").unwrap();
+    let (code, err) = node(Some(&ns), "2");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("AF_XDP on qa: no queue 1: the interface has 1 receive queue(s)"),
+        "{err}"
+    );
+}
+
 /// The client, the server behind the chain, and the NAT's public address (specs/ch-rec.toml).
 const CLIENT: [u8; 4] = [10, 0, 0, 2];
 const SERVER: [u8; 4] = [198, 51, 100, 1];

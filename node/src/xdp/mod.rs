@@ -96,6 +96,15 @@ pub enum XdpError {
     NoZeroCopy { iface: String },
     #[error("AF_XDP on {iface} queue {queue}: busy (another socket or XDP program holds it)")]
     Busy { iface: String, queue: u32 },
+    #[error(
+        "AF_XDP on {iface}: no queue {queue}: the interface has {queues} receive queue(s) (a \
+         veth gets more with `ip link add … numtxqueues N numrxqueues N`, at both ends)"
+    )]
+    NoQueue {
+        iface: String,
+        queue: u32,
+        queues: u32,
+    },
     #[error("AF_XDP: {0}")]
     Config(String),
     #[error("AF_XDP on {iface}: {what}: {source}")]
@@ -561,6 +570,18 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
         },
         Some(libc::EOPNOTSUPP) if config.zero_copy => XdpError::NoZeroCopy { iface },
         Some(libc::ENODEV) => XdpError::NoInterface(iface),
+        Some(libc::EINVAL) => match rx_queues(&iface) {
+            Some(queues) if config.queue >= queues => XdpError::NoQueue {
+                queue: config.queue,
+                iface,
+                queues,
+            },
+            _ => XdpError::Io {
+                iface,
+                what,
+                source,
+            },
+        },
         _ => XdpError::Io {
             iface,
             what,
@@ -571,6 +592,28 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
 
 fn config_error(e: impl std::fmt::Display) -> XdpError {
     XdpError::Config(e.to_string())
+}
+
+/// How many receive queues interface `iface` of this process's network namespace has (from
+/// sysfs, as [`iface_mtu`]; `None` where sysfs shows another namespace's interfaces: a thread
+/// that entered a namespace with `setns`, whose sysfs is still its process's).
+fn rx_queues(iface: &str) -> Option<u32> {
+    let dir = format!("/sys/class/net/{iface}");
+    let index: u32 = std::fs::read_to_string(format!("{dir}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let name = CString::new(iface).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } != index {
+        return None;
+    }
+    let queues = std::fs::read_dir(format!("{dir}/queues")).ok()?;
+    let rx = queues
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"));
+    u32::try_from(rx.count()).ok()
 }
 
 /// The MTU of interface `iface` in this process's network namespace (from sysfs, which
