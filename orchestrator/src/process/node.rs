@@ -31,8 +31,9 @@
 //! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
 //! of several lanes (its middlebox's `threads`: FTC's and NF's servers, FTMB's masters) runs
 //! them on threads of their own, which that thread hands their frames ([`super::lanes`]); with
-//! `--link-queues` at least the lanes, each lane reads and sends on its own queues of the ring
-//! links instead ([`XdpLinks::split`]). Helper threads read
+//! `--link-queues` and `--edge-queues` at least the lanes, each lane reads and sends on its own
+//! queues of the ring links and the edges instead ([`XdpLinks::split`], [`Edges::split`]; the
+//! node's exit summary then counts their frames by lane). Helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread. The heartbeat thread runs real-time where the node may
 //! (`process::wake_on_time`), so that a busy host does not delay its beats.
