@@ -8,15 +8,20 @@
 //! another chain or epoch are dropped and counted (the epoch fences a recovery's stale frames).
 //!
 //! A link may bind several queues of its interface, a socket each: a server of several lanes
-//! gives each lane queues of its own ([`XdpLinks::split`]). A lane sends on its first queue of
-//! the link, and on a veth a frame sent on queue q arrives on queue q of the other end, so the
-//! frames of one flow (all handled by one lane) travel one queue in order.
+//! gives each lane queues of its own ([`XdpLinks::split`]). A sender puts a customer packet's
+//! frame on the queue its flow hashes to among its queues of the link ([`lane_of`]), anything
+//! else on its first. On a veth a frame sent on queue q arrives on queue q of the other end, so
+//! the frames of one flow travel one queue in order, and reach the lane that owns that queue:
+//! the flow's own lane where both ends have as many lanes (the nodes of a chain hash flows
+//! alike, [`crate::nsh::share_flow_seed`]), or, from a sender of one lane (an FTMB logger, say),
+//! the flow's lane at the receiver.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use ftc_chain::ring::ServerId;
 
+use crate::lanes::lane_of;
 use crate::nsh::{self, Path, Received};
 use crate::xdp::{self, SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use crate::Frame;
@@ -64,6 +69,8 @@ pub struct XdpLinks {
 struct LinkSocket {
     /// The neighbour at the link's other end.
     peer: ServerId,
+    /// Which link (in the order opened).
+    link: usize,
     /// Which of the link's queues, from the first bound (0) on.
     queue: u32,
     port: XdpPort,
@@ -81,21 +88,23 @@ impl XdpLinks {
         epoch: u32,
     ) -> Result<Self, XdpError> {
         let queues = queues.max(1);
-        let sockets: Vec<(ServerId, &str, u32)> = links
+        let sockets: Vec<(usize, ServerId, &str, u32)> = links
             .iter()
-            .flat_map(|&(peer, iface)| (0..queues).map(move |q| (peer, iface, q)))
+            .enumerate()
+            .flat_map(|(link, &(peer, iface))| (0..queues).map(move |q| (link, peer, iface, q)))
             .collect();
         let named: Vec<(&str, u32)> = sockets
             .iter()
-            .map(|&(_, iface, q)| (iface, config.queue + q))
+            .map(|&(_, _, iface, q)| (iface, config.queue + q))
             .collect();
         let ports = xdp::open_each(&named, config, RELEASE_WAIT);
         let links = sockets
             .iter()
             .zip(ports)
-            .map(|(&(peer, _, queue), port)| {
+            .map(|(&(link, peer, _, queue), port)| {
                 Ok(LinkSocket {
                     peer,
+                    link,
                     queue,
                     port: port?,
                 })
@@ -143,11 +152,25 @@ impl XdpLinks {
     }
 
     /// Queue `frame` for server `to` (a neighbour); `hop` is the receiver's position from the
-    /// forwarder. Sent at [`XdpLinks::flush`] or once a batch is queued.
+    /// forwarder. Sent at [`XdpLinks::flush`] or once a batch is queued, on the first link to
+    /// `to`: on the queue its packet's flow hashes to among those of the link here (so that
+    /// where the receiver's lanes own its queues, the flow's lane reads it), else the first.
     pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), LinkError> {
-        let Some(LinkSocket { port, .. }) = self.links.iter_mut().find(|s| s.peer == to) else {
+        let Some(link) = self.links.iter().find(|s| s.peer == to).map(|s| s.link) else {
             return Err(LinkError::NotANeighbour(to.0));
         };
+        let sockets = self.links.iter().filter(|s| s.link == link).count();
+        let nth = frame
+            .packet
+            .as_ref()
+            .map_or(0, |p| lane_of(p.flow, sockets));
+        let port = &mut self
+            .links
+            .iter_mut()
+            .filter(|s| s.link == link)
+            .nth(nth)
+            .expect("the link has that many sockets here")
+            .port;
         let path = Path {
             chain: self.chain,
             hop,

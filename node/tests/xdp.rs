@@ -408,3 +408,91 @@ fn split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end() {
     })
     .unwrap();
 }
+
+/// A sender of one lane over links of two queues puts each packet on the queue its flow hashes
+/// to, so at a receiver whose two lanes own a queue each, every packet reaches its flow's lane
+/// ([`ftc_node::lanes::lane_of`]), in order; a frame without a packet takes the first queue.
+#[test]
+fn a_single_sender_puts_each_flow_on_the_queue_of_its_lane() {
+    use ftc_chain::middlebox::Direction;
+    use ftc_chain::ring::ServerId;
+    use ftc_node::lanes::lane_of;
+    use ftc_node::links::XdpLinks;
+    use ftc_node::nsh::flow_of;
+    use ftc_node::server::empty_message;
+    use ftc_node::{Frame, Packet};
+
+    if skip("a_single_sender_puts_each_flow_on_the_queue_of_its_lane") {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth_queues("to1", "from0", 2).unwrap();
+    ns.veth_queues("to0", "from1", 2).unwrap();
+    ns.run(|| {
+        let open = |me: u16, next, prev| {
+            let other = ServerId(1 - me);
+            XdpLinks::open(&[(other, next), (other, prev)], small(), 2, 7, 3).unwrap()
+        };
+        let mut sender = open(0, "to1", "from1");
+        let mut lanes = open(1, "to0", "from0").split(2).unwrap();
+        let tcp = |sport: u16| {
+            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(sport, 80, 1, 1000);
+            let mut bytes = Vec::new();
+            b.write(&mut bytes, b"payload").unwrap();
+            bytes
+        };
+        // Twenty flows, three packets each, interleaved.
+        let packets: Vec<Vec<u8>> = (0..3)
+            .flat_map(|_| (0..20).map(|f| tcp(40_000 + f)))
+            .collect();
+        for bytes in &packets {
+            let frame = Frame {
+                packet: Some(Packet {
+                    handle: (),
+                    flow: flow_of(bytes),
+                    dir: Direction::Outbound,
+                    bytes: bytes.clone(),
+                }),
+                flags: 0,
+                msg: empty_message(),
+            };
+            sender.send(ServerId(1), 1, &frame).unwrap();
+        }
+        let propagating = Frame::<()> {
+            packet: None,
+            flags: 0,
+            msg: empty_message(),
+        };
+        sender.send(ServerId(1), 1, &propagating).unwrap();
+        sender.flush().unwrap();
+        let mut got: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(), Vec::new()];
+        for _ in 0..100 {
+            for (lane, links) in lanes.iter_mut().enumerate() {
+                links
+                    .recv_batch(|_, r| got[lane].push(r.frame.packet.map(|p| p.bytes)))
+                    .unwrap();
+            }
+            if got.iter().map(Vec::len).sum::<usize>() > packets.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            got[0].iter().filter(|p| p.is_none()).count(),
+            1,
+            "the propagating frame"
+        );
+        for (lane, frames) in got.iter().enumerate() {
+            let want: Vec<&Vec<u8>> = packets
+                .iter()
+                .filter(|b| lane_of(flow_of(b), 2) == lane)
+                .collect();
+            let arrived: Vec<&Vec<u8>> = frames.iter().flatten().collect();
+            assert_eq!(arrived, want, "lane {lane}");
+        }
+        assert!(!got[1].is_empty(), "some flow hashes to lane 1");
+    })
+    .unwrap();
+}
