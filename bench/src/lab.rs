@@ -299,6 +299,7 @@ impl LabBench<'_> {
             },
             spec: spec.clone(),
             size: self.lab.size,
+            connections: 1,
             kills: Vec::new(),
             rate_limit,
             probe: Some(PROBE_EVERY),

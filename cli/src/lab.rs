@@ -69,8 +69,13 @@ pub struct DemoArgs {
     /// Megabytes of the file downloaded.
     #[arg(long, default_value_t = 200)]
     size_mb: u64,
-    /// The share of the file downloaded when the middle server is killed (and any --kill
-    /// without its own share).
+    /// Downloads of the file at once, each over a TCP connection of its own (1 to 64): flows
+    /// spread over the lanes of middleboxes of several `threads`. Kill shares and --rate-mbit
+    /// are of all of them together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// The share of the download (of every connection's together) when the middle server is
+    /// killed (and any --kill without its own share).
     #[arg(long, default_value_t = 0.3)]
     kill_at: f64,
     /// A server to kill instead of the middle one: its ring position, optionally `@SHARE` of
@@ -96,8 +101,9 @@ pub struct DemoArgs {
     /// run).
     #[arg(long)]
     no_kill: bool,
-    /// Pace the download at this many Mbit/s at most (curl's `--limit-rate`), e.g. half what
-    /// the chain carries flat out, to see latency under a given load.
+    /// Pace the download at this many Mbit/s at most (curl's `--limit-rate`, shared out among
+    /// the connections), e.g. half what the chain carries flat out, to see latency under a
+    /// given load.
     #[arg(long)]
     rate_mbit: Option<f64>,
     /// Milliseconds between round trips of the latency probe (a TCP echo through the chain
@@ -391,8 +397,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 run,
                 spec,
                 size: args.size_mb << 20,
+                connections: args.connections,
                 kills,
-                rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
+                // curl paces each download: share the pace out.
+                rate_limit: args
+                    .rate_mbit
+                    .map(|r| (r * 1e6 / 8.0 / f64::from(args.connections)) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
             };
             let r = demo::demo(&config, stop)?;
@@ -400,8 +410,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                "downloaded {} bytes in {:.2} s ({:.0} Mbit/s, TCP handshake {:.3} ms): HTTP {}, curl exit {}, SHA-256 {}",
+                "downloaded {} bytes over {} connection(s) in {:.2} s ({:.0} Mbit/s, TCP handshake {:.3} ms): HTTP {}, curl exit {}, SHA-256 {}",
                 r.bytes,
+                r.connections,
                 r.seconds,
                 r.throughput_mbit_s,
                 r.connect_ms,

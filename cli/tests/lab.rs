@@ -468,6 +468,16 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{err}");
     }
+    for connections in ["0", "65"] {
+        let out = ftc()
+            .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
+            .args(["--connections", connections])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--connections"), "{err}");
+    }
 }
 
 /// Issue 5's acceptance run: a 200 MB download through Ch-Rec survives a SIGKILL of the middle
@@ -481,13 +491,14 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
     demo("ftcldemo", &spec("ch-rec.toml"), "xdp", &[], &[1], 2);
 }
 
-/// The same with two lanes (worker threads) in every node. The lab gives the links between
-/// servers and the edges two queues, and each lane reads and sends on its own (the flow's lane
-/// is the same at every server: the nodes key their flow hash with the deployment's secret).
+/// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The
+/// lab gives the links between servers and the edges two queues, and each lane reads and sends
+/// on its own (the flow's lane is the same at every server: the nodes key their flow hash with
+/// the deployment's secret).
 #[test]
 fn the_download_survives_the_kill_with_two_lanes_per_node() {
     let spec = TwoLanes::new("middle");
-    let log = demo("ftcldlan", &spec.path(), "xdp", &[], &[1], 2);
+    let log = demo("ftcldlan", &spec.path(), "xdp", SIXTEEN_FLOWS, &[1], 2);
     if !root() {
         return;
     }
@@ -518,6 +529,9 @@ fn the_download_survives_the_kill_with_two_lanes_per_node() {
         let frames = sum("ServerStats { frames: ");
         assert!(frames > 100_000, "server {server}: {line}");
         for lane in &lanes {
+            // Both lanes carry flows (one of sixteen is over 6 % of the frames).
+            let handled = counter(lane, "ServerStats { frames: ");
+            assert!(handled * 50 > frames, "server {server}: {line}");
             let links = lane.split("links LinkStats {").nth(1).unwrap_or("");
             assert!(counter(links, "sent: ") > 0, "server {server}: {lane}");
             assert!(counter(links, "received: ") > 0, "server {server}: {lane}");
@@ -564,11 +578,19 @@ fn the_download_survives_kills_of_the_ends_with_two_lanes_per_node() {
         "ftcldel2",
         &spec.path(),
         "xdp",
-        &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
+        &[
+            SIXTEEN_FLOWS,
+            &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
+        ]
+        .concat(),
         &[0, 2],
         3,
     );
 }
+
+/// Sixteen downloads at once, 13 MB each (208 MB in all), so that flows reach both lanes of
+/// every server: all on one lane has a chance of 2 in 65,536.
+const SIXTEEN_FLOWS: &[&str] = &["--connections", "16", "--size-mb", "13"];
 
 /// Ch-Rec with two threads per middlebox, in a file of its own (removed on drop).
 struct TwoLanes(std::path::PathBuf);
@@ -595,6 +617,13 @@ impl Drop for TwoLanes {
     }
 }
 
+/// The bytes of the file a demo with `extra` arguments serves (`--size-mb`, 200 MB unless
+/// given).
+fn size_mb(extra: &[&str]) -> u64 {
+    let at = extra.iter().position(|a| *a == "--size-mb");
+    at.map_or(200, |i| extra[i + 1].parse().unwrap()) << 20
+}
+
 /// `ftc lab demo` on Ch-Rec (the spec at `spec_path`) with `extra` arguments; `killed`: the
 /// positions killed, in order, and `epoch` the chain's last. The log (empty without root).
 fn demo(
@@ -610,9 +639,15 @@ fn demo(
     }
     let _turn = chain_turn();
     let lab = Lab::new(name);
+    let size = ["--size-mb", "200"];
     let out = ftc()
         .args(["lab", "demo", spec_path, "--name", lab.0, "--json"])
-        .args(["--transport", transport, "--size-mb", "200"])
+        .args(if extra.contains(&"--size-mb") {
+            &[][..]
+        } else {
+            &size[..]
+        })
+        .args(["--transport", transport])
         .args(["--heartbeat-ms", "50", "--misses", "10"])
         .args(["--ring-loss", "0.01"])
         .args(extra)
@@ -645,7 +680,8 @@ fn demo(
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
     assert_eq!(r["violations"], serde_json::json!([]), "{r}\n{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(r["bytes"], 200u64 << 20, "{r}");
+    let (size, connections) = (size_mb(extra), r["connections"].as_u64().unwrap());
+    assert_eq!(r["bytes"], connections * size, "{r}");
     assert_eq!(r["sha256_matches"], true, "{r}");
     assert_eq!(r["http_status"], 200, "{r}");
     assert_eq!(r["curl_exit"], 0, "no reset, no timeout: {r}");
@@ -658,7 +694,7 @@ fn demo(
     assert!(
         kills
             .iter()
-            .all(|k| k["at_bytes"].as_u64().unwrap() < 200 << 20),
+            .all(|k| k["at_bytes"].as_u64().unwrap() < connections * size),
         "{r}"
     );
     assert_eq!(r["rerouted_epoch"], epoch, "{r}");

@@ -8,7 +8,9 @@
 //! completed, no reset, the same SHA-256; the server saw the NAT's public address; every group's
 //! replicas equal their head; and every monitor counted every frame the chain delivered (the
 //! frames the client's and the server's `eth1` received, which only the chain's last server
-//! sends to).
+//! sends to). With several connections (`DemoConfig::connections`) the client downloads the
+//! file that many times at once, each over a TCP connection of its own (curl's `--parallel`), so
+//! that the flows spread over the lanes of servers of several threads.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -51,11 +53,13 @@ pub struct DemoConfig {
     pub spec: ChainSpec,
     /// Bytes of the file downloaded.
     pub size: u64,
-    /// The servers killed, each once its share of the file has arrived, in the order given;
+    /// Downloads of the file at once, each over a TCP connection of its own (at least 1).
+    pub connections: u32,
+    /// The servers killed, each once its share of the downloads has arrived, in the order given;
     /// empty: no kill (an NF run cannot recover a server, and its state is not checked).
     pub kills: Vec<LabKill>,
-    /// The download's pace at most, in bytes per second (curl's `--limit-rate`); `None`: as fast
-    /// as the chain carries it.
+    /// Each download's pace at most, in bytes per second (curl's `--limit-rate`); `None`: as
+    /// fast as the chain carries it.
     pub rate_limit: Option<u64>,
     /// Time round trips through the chain during the download ([`probe`]), one every this
     /// long; `None`: no probe.
@@ -65,15 +69,20 @@ pub struct DemoConfig {
 /// What the demo saw.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DemoReport {
+    /// Downloads of the file at once, each over a TCP connection of its own.
+    pub connections: u32,
+    /// Bytes downloaded, over every connection.
     pub bytes: u64,
     pub seconds: f64,
     pub throughput_mbit_s: f64,
-    /// The TCP handshake's time through the chain (curl's `time_connect`): about one round
-    /// trip, both directions through every middlebox.
+    /// The TCP handshake's time through the chain (curl's `time_connect`; the slowest of the
+    /// connections): about one round trip, both directions through every middlebox.
     pub connect_ms: f64,
-    /// The HTTP status curl got, and curl's exit code (0: no reset, no timeout).
+    /// The HTTP status curl got (the first other than 200, if any), and curl's exit code (0:
+    /// no reset, no timeout).
     pub http_status: u16,
     pub curl_exit: i32,
+    /// Whether every download has the served file's SHA-256.
     pub sha256_matches: bool,
     /// The servers killed, in the order they were.
     pub killed: Vec<Killed>,
@@ -197,7 +206,10 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             let mut report = download(config, &file, &dir.0, stop)?;
             let after = delivered(config)?;
             report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
-            report.sha256_matches = sha256_of(&dir.0.join("got"))? == sent_sha;
+            report.sha256_matches = true;
+            for got in got_files(&dir.0, config.connections) {
+                report.sha256_matches &= sha256_of(&got)? == sent_sha;
+            }
             if !report.sha256_matches {
                 report
                     .violations
@@ -383,8 +395,7 @@ fn download(
     stop: &AtomicBool,
 ) -> Result<DemoReport, DemoError> {
     let t = &config.run.topology;
-    let got = dir.join("got");
-    let got_text = got.display().to_string();
+    let got = got_files(dir, config.connections);
     let max_time = DOWNLOAD.as_secs().to_string();
     let probe = config
         .probe
@@ -392,21 +403,34 @@ fn download(
     let started = Instant::now();
     let mut command = in_netns(
         &t.host_netns(&CLIENT),
-        &["curl", "-sS", "-o", &got_text, "--max-time", &max_time],
+        &["curl", "-sS", "--max-time", &max_time],
     );
+    if got.len() > 1 {
+        let at_once = got.len().to_string();
+        command.args([
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &at_once,
+        ]);
+    }
     if let Some(rate) = config.rate_limit {
         command.args(["--limit-rate", &rate.to_string()]);
     }
+    command.args(["-w", "%{http_code} %{time_connect}\\n"]);
+    for path in &got {
+        command.arg("-o").arg(path).arg(url("file"));
+    }
     let mut curl = Reaped(
         command
-            .args(["-w", "%{http_code} %{time_connect}", &url("file")])
             .stdout(Stdio::piped())
             .spawn()
             .map_err(io_error("running curl"))?,
     );
     let mut report = DemoReport::default();
+    let total = config.size * got.len() as u64;
     let mut kills = config.kills.iter().map(|k| {
-        let at = (config.size as f64 * k.at.clamp(0.0, 1.0)) as u64;
+        let at = (total as f64 * k.at.clamp(0.0, 1.0)) as u64;
         (k.position, at)
     });
     let mut next_kill = kills.next();
@@ -418,7 +442,7 @@ fn download(
         if stop.load(Ordering::Acquire) {
             return Err(DemoError::Failed("interrupted".into()));
         }
-        let arrived = std::fs::metadata(&got).map_or(0, |m| m.len());
+        let arrived = bytes_in(&got);
         // A kill waits while its server's namespace runs no process it has not killed yet: a
         // server killed a moment ago is killed again once its replacement runs there.
         while let Some((position, _)) = next_kill.filter(|&(_, at)| arrived >= at) {
@@ -447,25 +471,51 @@ fn download(
             .push(format!("the round-trip probe failed: {e}")),
         None => {}
     }
-    let mut code = String::new();
+    let mut written = String::new();
     if let Some(out) = curl.0.stdout.as_mut() {
-        let _ = out.read_to_string(&mut code);
+        let _ = out.read_to_string(&mut written);
     }
-    let mut words = code.split_whitespace();
-    report.http_status = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-    report.connect_ms = words
-        .next()
-        .and_then(|w| w.parse::<f64>().ok())
-        .map_or(0.0, |s| s * 1e3);
-    report.bytes = std::fs::metadata(&got).map_or(0, |m| m.len());
+    // A line per download: its HTTP status and its connect time in seconds.
+    let lines: Vec<(u16, f64)> = written
+        .lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let code = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let connect = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
+            (code, connect)
+        })
+        .collect();
+    report.connections = config.connections;
+    report.http_status = match lines.iter().find(|(code, _)| *code != 200) {
+        Some(&(code, _)) => code,
+        None if lines.len() == got.len() => 200,
+        None => 0,
+    };
+    report.connect_ms = lines.iter().map(|l| l.1 * 1e3).fold(0.0, f64::max);
+    report.bytes = bytes_in(&got);
     report.throughput_mbit_s = report.bytes as f64 * 8.0 / report.seconds / 1e6;
-    let served = std::fs::metadata(file).map_or(0, |m| m.len());
+    let served = std::fs::metadata(file).map_or(0, |m| m.len()) * got.len() as u64;
     if report.bytes != served {
         report
             .violations
             .push(format!("{} of {served} bytes downloaded", report.bytes));
     }
     Ok(report)
+}
+
+/// Where each of `connections` downloads goes (one at least).
+fn got_files(dir: &Path, connections: u32) -> Vec<PathBuf> {
+    (0..connections.max(1))
+        .map(|i| dir.join(format!("got{i}")))
+        .collect()
+}
+
+/// The bytes in `files` so far.
+fn bytes_in(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum()
 }
 
 /// The positions `recoveries` replaced more often than `killed` killed them, once per extra
