@@ -7,13 +7,16 @@
 #      latency FTC adds per middlebox, (p50 FTC − p50 NF) / (2 × middleboxes), since a round
 #      trip crosses every middlebox twice. The paced runs take PACED_ROUNDS (default 3) rounds
 #      per mode and report the medians: one run's p50 moves by tens of µs on this VM.
-# Each run downloads SIZE_MB (default 200) MB with curl; FTC and NF runs alternate.
+# Each run downloads SIZE_MB (default 200) MB with curl, CONNECTIONS (default 1) times at once,
+# each over a TCP connection of its own; FTC and NF runs alternate. One connection's pace is
+# bound by its window over the chain's round trip; several load the chain as many flows do.
 #
-#   sudo scripts/lab-figures.sh [SIZE_MB]
+#   sudo [CONNECTIONS=N] scripts/lab-figures.sh [SIZE_MB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-200}
 rounds=${PACED_ROUNDS:-3}
+connections=${CONNECTIONS:-1}
 ftc=target/release/ftc
 [ -x "$ftc" ] || cargo build --release -p ftc
 out=$(mktemp -d)
@@ -23,7 +26,8 @@ trap 'rm -rf "$out"' EXIT
 demo() {
     local spec=$1 name=$2
     shift 2
-    "$ftc" lab demo "$spec" --name ftcfig --size-mb "$size" --heartbeat-ms 50 --json "$@" \
+    "$ftc" lab demo "$spec" --name ftcfig --size-mb "$size" --connections "$connections" \
+        --heartbeat-ms 50 --json "$@" \
         >"$out/$name.json" 2>>"$out/stderr.log" || {
         echo "ftc lab demo $spec $*: failed (see below)" >&2
         tail -20 "$out/stderr.log" >&2
@@ -36,6 +40,7 @@ field() { python3 -c "import json,sys; r=json.load(open('$out/$1.json')); print(
 demo specs/forward.toml fwd --mode nf
 echo "plain forwarding (specs/forward.toml, NF, 3 servers): $(field fwd "f\"{r['throughput_mbit_s']:.0f} Mbit/s, {r['frames_per_s']:.0f} frames/s, RTT p50 {r['rtt_us']['p50']:.0f} µs\"")"
 echo
+echo "Downloads of $size MB, $connections at once."
 echo "Flat out: means of 2 runs per mode. Paced at half of FTC's flat-out rate: medians of $rounds runs per mode."
 echo
 echo "| chain | FTC Mbit/s | NF Mbit/s | FTC/NF | paced at | FTC RTT p50/p99 µs | NF RTT p50/p99 µs | added per middlebox µs |"

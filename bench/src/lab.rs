@@ -51,8 +51,10 @@ pub struct LabSettings {
     pub name: LabName,
     /// The `ftc` executable the orchestrator and nodes run.
     pub exe: PathBuf,
-    /// Bytes downloaded per run.
+    /// Bytes downloaded per run and connection.
     pub size: u64,
+    /// Downloads at once per run, each over a TCP connection of its own.
+    pub connections: u32,
 }
 
 impl LabSettings {
@@ -120,6 +122,7 @@ pub fn run(
         rounds: settings.rounds,
         duration_s: 0.0,
         download_mb: Some(lab.size >> 20),
+        connections: Some(lab.connections),
         snapshot: settings.snapshot,
         experiments,
         points,
@@ -299,9 +302,10 @@ impl LabBench<'_> {
             },
             spec: spec.clone(),
             size: self.lab.size,
-            connections: 1,
+            connections: self.lab.connections,
             kills: Vec::new(),
-            rate_limit,
+            // curl paces each download: the pace is shared out.
+            rate_limit: rate_limit.map(|r| r / u64::from(self.lab.connections.max(1))),
             probe: Some(PROBE_EVERY),
         };
         demo(&config, self.stop).map_err(|e| BenchError::Lab(e.to_string()))

@@ -24,11 +24,17 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
         ),
         Some(mb) => format!(
             "Transport: AF_XDP in a namespace lab; every server is an `ftc node` process in its \
-             own network namespace, veth links between them. Traffic: a {mb} MB TCP download \
-             through the chain (curl from python3's http.server); throughput is the frames the \
+             own network namespace, veth links between them. Traffic: {} through the chain \
+             (curl from python3's http.server); throughput is the frames the \
              chain delivered per second (data and acknowledgements), latency the round trips of \
              a TCP echo probe during the download (each crosses every middlebox twice). {} \
              round(s) per mode and point",
+            match results.connections.unwrap_or(1) {
+                1 => format!("a {mb} MB TCP download"),
+                n => format!(
+                    "{n} downloads of {mb} MB at once, each over a TCP connection of its own"
+                ),
+            },
             results.rounds
         ),
     };

@@ -23,8 +23,10 @@ pub struct Results {
     pub rounds: usize,
     /// Seconds of traffic per run (in memory).
     pub duration_s: f64,
-    /// Megabytes downloaded per run (in a lab).
+    /// Megabytes downloaded per run and connection (in a lab).
     pub download_mb: Option<u64>,
+    /// Downloads at once per run, each over a TCP connection of its own (in a lab).
+    pub connections: Option<u32>,
     /// FTMB+snapshot's snapshots (serialized as `real` or `stall-<N>ms`).
     pub snapshot: SnapshotKind,
     pub experiments: Vec<ExperimentInfo>,

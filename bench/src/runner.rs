@@ -36,6 +36,7 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
         rounds: settings.rounds,
         duration_s: settings.duration.as_secs_f64(),
         download_mb: None,
+        connections: None,
         snapshot: settings.snapshot,
         experiments: Vec::new(),
         points: Vec::new(),

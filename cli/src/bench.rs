@@ -51,9 +51,15 @@ pub struct BenchArgs {
     /// live servers: a longer period trades detection time for runs that recover.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     heartbeat_ms: f64,
-    /// With --transport xdp: megabytes downloaded per run (default 200; quick 20).
+    /// With --transport xdp: megabytes downloaded per run and connection (default 200; quick
+    /// 20).
     #[arg(long, value_name = "MB")]
     size_mb: Option<u64>,
+    /// With --transport xdp: downloads at once per run, each over a TCP connection of its own
+    /// (1 to 64). One TCP connection's pace is bound by its window over the chain's round
+    /// trip; several load the chain as many flows do.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
     /// What FTMB+snapshot's snapshots are: `real` (copy each master's store, its cost measured)
     /// or `stall-<N>ms` (stand still N ms, as the thesis simulates them: `stall-6ms`).
     #[arg(long, default_value = "real")]
@@ -108,6 +114,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     .size_mb
                     .unwrap_or_else(|| LabSettings::default_mb(args.quick))
                     << 20,
+                connections: args.connections,
             };
             ftc_bench::lab::run(&experiments, &settings, &lab, crate::signal::stop_flag())?
         }
