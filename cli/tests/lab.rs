@@ -734,7 +734,9 @@ fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
         "xdp",
         "--quick",
         "--size-mb",
-        "10",
+        "5",
+        "--connections",
+        "2",
         "--json",
         "--lab",
         "ftcl5",
@@ -745,7 +747,8 @@ fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
     let r: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
     assert_eq!(r["transport"], "xdp");
-    assert_eq!(r["download_mb"], 10);
+    assert_eq!(r["download_mb"], 5);
+    assert_eq!(r["connections"], 2);
     let points = r["points"].as_array().expect("a points list");
     let labels: Vec<&str> = points
         .iter()
