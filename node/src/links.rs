@@ -124,19 +124,15 @@ impl XdpLinks {
         }
     }
 
-    /// The queues of every link shared out among `lanes` lanes: lane i takes the queues q with
-    /// `q % lanes == i` ([`lane_of_queue`]). Given back whole when the links bind fewer queues
+    /// The queues of every link shared out among `lanes` lanes ([`share_out`]). Given back whole when the links bind fewer queues
     /// than that (some lane would have none to send on).
     pub fn split(self, lanes: usize) -> Result<Vec<XdpLinks>, XdpLinks> {
         if lanes == 0 || (self.queues as usize) < lanes {
             return Err(self);
         }
         let (queues, chain, epoch) = (self.queues, self.chain, self.epoch);
-        let mut parts: Vec<Vec<LinkSocket>> = (0..lanes).map(|_| Vec::new()).collect();
-        for socket in self.links {
-            parts[lane_of_queue(socket.queue, lanes)].push(socket);
-        }
-        Ok(parts
+        let sockets = self.links.into_iter().map(|s| (s.queue, s));
+        Ok(share_out(sockets, lanes)
             .into_iter()
             .map(|links| XdpLinks::of(links, queues, chain, epoch))
             .collect())
@@ -156,21 +152,17 @@ impl XdpLinks {
     /// `to`: on the queue its packet's flow hashes to among those of the link here (so that
     /// where the receiver's lanes own its queues, the flow's lane reads it), else the first.
     pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), LinkError> {
-        let Some(link) = self.links.iter().find(|s| s.peer == to).map(|s| s.link) else {
+        let Some(first) = self.links.iter().position(|s| s.peer == to) else {
             return Err(LinkError::NotANeighbour(to.0));
         };
-        let sockets = self.links.iter().filter(|s| s.link == link).count();
+        // A link's sockets are next to each other.
+        let link = &mut self.links[first..];
+        let sockets = link.iter().take_while(|s| s.link == link[0].link).count();
         let nth = frame
             .packet
             .as_ref()
             .map_or(0, |p| lane_of(p.flow, sockets));
-        let port = &mut self
-            .links
-            .iter_mut()
-            .filter(|s| s.link == link)
-            .nth(nth)
-            .expect("the link has that many sockets here")
-            .port;
+        let port = &mut link[nth].port;
         let path = Path {
             chain: self.chain,
             hop,
@@ -236,7 +228,13 @@ impl XdpLinks {
     }
 }
 
-/// The lane of `lanes` that queue `queue` of a link belongs to ([`XdpLinks::split`]).
-pub fn lane_of_queue(queue: u32, lanes: usize) -> usize {
-    queue as usize % lanes
+/// The `sockets` of an interface's queues (each with its queue's index among those bound, from
+/// 0) shared out among `lanes` lanes, in order: lane i takes the queues q with
+/// `q % lanes == i` ([`XdpLinks::split`], and the edges' likewise).
+pub fn share_out<T>(sockets: impl IntoIterator<Item = (u32, T)>, lanes: usize) -> Vec<Vec<T>> {
+    let mut parts: Vec<Vec<T>> = (0..lanes).map(|_| Vec::new()).collect();
+    for (queue, socket) in sockets {
+        parts[queue as usize % lanes].push(socket);
+    }
+    parts
 }

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
 use ftc_chain::middlebox::Direction;
-use ftc_node::links::lane_of_queue;
+use ftc_node::links::share_out;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
 use ftc_node::xdp::{open_each, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
 
@@ -275,9 +275,8 @@ impl Edges {
         })
     }
 
-    /// The edges' queues shared out among `lanes` lanes, as [`XdpLinks`] shares links' (lane i
-    /// takes queues q with `q % lanes == i`, [`lane_of_queue`]): every lane gets every
-    /// interface, on its own queues. `None` (the edges left as they are) for packet sockets,
+    /// The edges' queues shared out among `lanes` lanes, as [`XdpLinks`] shares links'
+    /// ([`share_out`]): every lane gets every interface, on its own queues. `None` (the edges left as they are) for packet sockets,
     /// or when a port binds fewer queues than that.
     ///
     /// [`XdpLinks`]: ftc_node::links::XdpLinks
@@ -300,11 +299,8 @@ impl Edges {
             let Port::Xdp(sockets) = port else {
                 unreachable!("checked above: AF_XDP ports only");
             };
-            let mut shares: Vec<Vec<XdpPort>> = (0..lanes).map(|_| Vec::new()).collect();
-            for (q, socket) in sockets.into_iter().enumerate() {
-                shares[lane_of_queue(q as u32, lanes)].push(socket);
-            }
-            for (part, share) in parts.iter_mut().zip(shares) {
+            let queues = (0..).zip(sockets);
+            for (part, share) in parts.iter_mut().zip(share_out(queues, lanes)) {
                 part.ports.push(Port::Xdp(share));
             }
         }

@@ -34,8 +34,8 @@ use ftc_stm::Store;
 use super::edges::{Edges, Port};
 use super::lane::Lane;
 use super::loss::RingLoss;
-use super::node::{customer_packet, handled, hop_of, keep, RETRY_FLUSH};
-use super::poll::{readable, wait_readable};
+use super::node::{customer_packet, handled, hop_of, keep};
+use super::poll::{readable, wait_for, wait_readable};
 
 /// What reaches a lane.
 #[derive(Debug)]
@@ -160,18 +160,20 @@ impl Mailbox {
     }
 
     /// Wait until a message is in, one of `sockets` is readable, or `timeout` passes (`None`:
-    /// no limit).
+    /// no limit); `polls` is the poll set's room, kept from one wait to the next.
     fn wait<'s>(
         &self,
+        polls: &mut Vec<libc::pollfd>,
         sockets: impl Iterator<Item = BorrowedFd<'s>>,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         self.asleep.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx.is_empty() {
-            let mut polls = vec![readable(Some(self.waker.as_fd()))];
+            polls.clear();
+            polls.push(readable(Some(self.waker.as_fd())));
             polls.extend(sockets.map(|fd| readable(Some(fd))));
-            wait_readable(&mut polls, timeout)?;
+            wait_readable(polls, timeout)?;
         }
         self.asleep.store(false, Ordering::SeqCst);
         while self.waker.recv(&mut [0]).is_ok() {}
@@ -396,11 +398,8 @@ impl LaneThread {
     fn run(mut self, mut server: Box<dyn Lane + '_>, mailbox: &Mailbox) {
         let mut was_congested = false;
         let mut stop = false;
+        let mut polls = Vec::new();
         while !stop {
-            let t = self.now();
-            let mut timeout = server
-                .poll_timeout()
-                .map(|at| Duration::from_nanos(at.saturating_sub(t)));
             let (links, edges) = (self.links(), self.own.edges.as_ref());
             // Frames the kernel did not take yet, or that wait for another lane's room: soon.
             // A congested chain takes no customer frames, and no lane says when it is not.
@@ -408,9 +407,7 @@ impl LaneThread {
             let soon = !self.handoff.is_empty()
                 || links.is_some_and(XdpLinks::unsent)
                 || edges.is_some_and(|e| e.unsent() || (congested && e.inputs().next().is_some()));
-            if soon {
-                timeout = Some(timeout.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH)));
-            }
+            let timeout = wait_for(self.now(), server.poll_timeout(), soon);
             // Frames for a full lane wait here: the sockets' rings hold the rest meanwhile.
             let reading = self.handoff.is_empty();
             let links = links
@@ -421,7 +418,7 @@ impl LaneThread {
             let edges = edges
                 .into_iter()
                 .flat_map(|e| e.inputs().flat_map(Port::fds));
-            if let Err(e) = mailbox.wait(links.chain(edges), timeout) {
+            if let Err(e) = mailbox.wait(&mut polls, links.chain(edges), timeout) {
                 tracing::error!("lane {}: waiting: {e}", self.index);
                 break;
             }
@@ -717,29 +714,24 @@ mod tests {
     #[test]
     fn a_message_wakes_a_sleeping_lane() {
         let (inbox, mailbox) = Mailbox::pair().unwrap();
+        // A wait of up to 5 s that ends well before.
+        let wakes = |why: &str| {
+            let t = Instant::now();
+            let timeout = Some(Duration::from_secs(5));
+            mailbox
+                .wait(&mut Vec::new(), std::iter::empty(), timeout)
+                .unwrap();
+            assert!(t.elapsed() < Duration::from_secs(4), "{why}");
+        };
         assert!(inbox.send(ToLane::Nudge));
-        let t = Instant::now();
-        mailbox
-            .wait(std::iter::empty(), Some(Duration::from_secs(5)))
-            .unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(4),
-            "it waited with a message in"
-        );
+        wakes("it waited with a message in");
         mailbox.rx.try_recv().unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(50));
                 inbox.send(ToLane::Nudge);
             });
-            let t = Instant::now();
-            mailbox
-                .wait(std::iter::empty(), Some(Duration::from_secs(5)))
-                .unwrap();
-            assert!(
-                t.elapsed() < Duration::from_secs(4),
-                "the message did not wake it"
-            );
+            wakes("the message did not wake it");
         });
         assert!(matches!(mailbox.rx.try_recv(), Ok(ToLane::Nudge)));
     }

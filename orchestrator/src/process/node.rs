@@ -67,7 +67,7 @@ use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
-use super::poll::{readable, wait_readable};
+use super::poll::{readable, wait_for, wait_readable};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
 use crate::control::{
@@ -78,9 +78,6 @@ use crate::transfer;
 
 /// Datagrams read from one socket per round at most.
 const BATCH: usize = 64;
-
-/// How soon a node (or a lane) flushes again frames its AF_XDP tx rings still hold.
-pub(super) const RETRY_FLUSH: Duration = Duration::from_micros(50);
 
 /// Customer frames' buffers kept for reuse at most (see [`Node::spare`]).
 const SPARE_BUFFERS: usize = 1024;
@@ -578,14 +575,8 @@ impl<'a, 'h> Node<'a, 'h> {
         let mut polls = Vec::new();
         loop {
             let server = self.server.as_ref().filter(|_| self.serving);
-            let mut timeout = server
-                .and_then(Serving::poll_timeout)
-                .map(|at| Duration::from_nanos(at.saturating_sub(self.now())));
-            // Frames the kernel did not take yet go with the next flush, soon, even if nothing
-            // else happens (an idle node would otherwise keep them for good).
-            if self.edges.unsent() || self.links.as_ref().is_some_and(XdpLinks::unsent) {
-                timeout = Some(timeout.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH)));
-            }
+            let unsent = self.edges.unsent() || self.links.as_ref().is_some_and(XdpLinks::unsent);
+            let timeout = wait_for(self.now(), server.and_then(Serving::poll_timeout), unsent);
             // A congested chain takes no customer frames: they wait in the socket or rx ring.
             let accepting = server.is_some_and(|s| !s.congested());
             polls.clear();

@@ -1,5 +1,5 @@
 //! Waiting on several descriptors at once (`ppoll`): a node's thread on its sockets, a lane on
-//! its links and its inbox.
+//! its links and its inbox; and for how long.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -45,4 +45,19 @@ pub fn wait_readable(polls: &mut [libc::pollfd], timeout: Option<Duration>) -> i
         };
     }
     Ok(())
+}
+
+/// How soon a node's thread (or a lane) flushes again frames its AF_XDP tx rings still hold.
+const RETRY_FLUSH: Duration = Duration::from_micros(50);
+
+/// How long to wait at `now` (ns on the waiter's clock): until `at`, its next timer, if it has
+/// one, and no longer than [`RETRY_FLUSH`] when there is something to try again `soon` (frames
+/// the kernel did not take yet go with the next flush even if nothing else happens: an idle
+/// waiter would otherwise keep them for good).
+pub fn wait_for(now: u64, at: Option<u64>, soon: bool) -> Option<Duration> {
+    let timer = at.map(|at| Duration::from_nanos(at.saturating_sub(now)));
+    match soon {
+        true => Some(timer.map_or(RETRY_FLUSH, |t| t.min(RETRY_FLUSH))),
+        false => timer,
+    }
 }
