@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ftc_orchestrator::lab::procs::{alive, group_members};
-use support::spec;
+use support::{spec, two_lanes};
 
 fn ftc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ftc"))
@@ -497,8 +497,8 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
 /// the deployment's secret).
 #[test]
 fn the_download_survives_the_kill_with_two_lanes_per_node() {
-    let spec = TwoLanes::new("middle");
-    let log = demo("ftcldlan", &spec.path(), "xdp", SIXTEEN_FLOWS, &[1], 2);
+    let spec = two_lanes("lab-middle-2-lanes.toml");
+    let log = demo("ftcldlan", &spec.arg(), "xdp", SIXTEEN_FLOWS, &[1], 2);
     if !root() {
         return;
     }
@@ -573,10 +573,10 @@ fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
 /// queues out among its lanes as the first node did.
 #[test]
 fn the_download_survives_kills_of_the_ends_with_two_lanes_per_node() {
-    let spec = TwoLanes::new("ends");
+    let spec = two_lanes("lab-ends-2-lanes.toml");
     demo(
         "ftcldel2",
-        &spec.path(),
+        &spec.arg(),
         "xdp",
         &[
             SIXTEEN_FLOWS,
@@ -591,31 +591,6 @@ fn the_download_survives_kills_of_the_ends_with_two_lanes_per_node() {
 /// Sixteen downloads at once, 13 MB each (208 MB in all), so that flows reach both lanes of
 /// every server: all on one lane has a chance of 2 in 65,536.
 const SIXTEEN_FLOWS: &[&str] = &["--connections", "16", "--size-mb", "13"];
-
-/// Ch-Rec with two threads per middlebox, in a file of its own (removed on drop).
-struct TwoLanes(std::path::PathBuf);
-
-impl TwoLanes {
-    fn new(test: &str) -> TwoLanes {
-        let text = std::fs::read_to_string(spec("ch-rec.toml"))
-            .unwrap()
-            .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
-        let name = format!("ftc-lab-{}-{test}-2-lanes.toml", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        TwoLanes(path)
-    }
-
-    fn path(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for TwoLanes {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.0).ok();
-    }
-}
 
 /// The bytes of the file a demo with `extra` arguments serves (`--size-mb`, 200 MB unless
 /// given).

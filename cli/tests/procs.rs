@@ -12,10 +12,9 @@ use ftc_node::netns::{is_root, Netns};
 use ftc_node::xdp::{XdpConfig, XdpPort};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::spec;
+use support::{spec, two_lanes, Temp};
 
 /// The runs of this file take turns: each one loads the machine's cores on its own.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -27,27 +26,6 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 
 fn ftc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ftc"))
-}
-
-/// A file in the temp dir, removed when dropped.
-struct Temp(PathBuf);
-
-impl Temp {
-    fn new(name: &str, text: &str) -> Temp {
-        let path = std::env::temp_dir().join(format!("ftc-procs-{}-{name}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        Temp(path)
-    }
-
-    fn arg(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// `ftc chaos SPEC --procs --json` with `kills`; the report, after checking that it passed and
@@ -145,10 +123,7 @@ fn every_position_of_ch_rec_recovers_from_sigkill() {
 #[test]
 fn nodes_of_two_lanes_recover_from_sigkill() {
     let _turn = turn();
-    let text = std::fs::read_to_string(spec("ch-rec.toml"))
-        .unwrap()
-        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
-    let spec = Temp::new("ch-rec-2-lanes.toml", &text);
+    let spec = two_lanes("ch-rec-2-lanes.toml");
     for position in 0..3 {
         let (report, log) = chaos(&spec.arg(), &[&format!("{position}@0.4")], 5_000);
         // Each node's exit summary counts what each lane handled: the three nodes serving at
@@ -684,10 +659,7 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
 
     let _turn = turn();
     let secret = Temp::new("ftmb-secret", "ftmb test secret\n");
-    let text = std::fs::read_to_string(spec("ch-rec.toml"))
-        .unwrap()
-        .replace("[[middlebox]]\n", "[[middlebox]]\nthreads = 2\n");
-    let spec = Temp::new("ftmb-ch-rec-2-lanes.toml", &text);
+    let spec = two_lanes("ftmb-ch-rec-2-lanes.toml");
     let (orchestrator, addr, log) =
         orchestrator(&spec.arg(), &secret, &["--mode", "ftmb"], Stdio::inherit());
     let mut procs = Procs(vec![orchestrator]);

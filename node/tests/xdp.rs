@@ -6,8 +6,13 @@
 
 use std::time::Duration;
 
+use ftc_chain::middlebox::Direction;
+use ftc_chain::ring::ServerId;
+use ftc_node::links::XdpLinks;
 use ftc_node::netns::{is_root, Netns};
+use ftc_node::server::empty_message;
 use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
+use ftc_node::{Frame, Packet};
 
 /// IEEE 802 local experimental EtherType: frames of the test, told apart from anything else.
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
@@ -29,6 +34,45 @@ fn veth_pair(test: &str, a: &str, b: &str) -> Option<Netns> {
     let ns = Netns::create("ftcx").unwrap();
     ns.veth(a, b).unwrap();
     Some(ns)
+}
+
+/// A ring of two servers in a network namespace of the test's own, its veths of `queues`
+/// queues: server 0's link to server 1 is `to1`–`from0`, server 1's to server 0 `to0`–`from1`;
+/// `None` (the test skipped, with a message) without root.
+fn ring_of_two(test: &str, queues: u32) -> Option<Netns> {
+    if skip(test) {
+        return None;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth_queues("to1", "from0", queues).unwrap();
+    ns.veth_queues("to0", "from1", queues).unwrap();
+    Some(ns)
+}
+
+/// Server `me`'s ring links on a [`ring_of_two`] (opened inside its namespace), `queues` of
+/// each bound: the other server is its successor and its predecessor, its link to it first
+/// (frames to it leave there), then the one from it.
+fn ring_links(me: u16, queues: u32) -> XdpLinks {
+    let other = ServerId(1 - me);
+    let (next, prev) = match me {
+        0 => ("to1", "from1"),
+        _ => ("to0", "from0"),
+    };
+    XdpLinks::open(&[(other, next), (other, prev)], small(), queues, 7, 3).unwrap()
+}
+
+/// A frame carrying customer packet `bytes` (outbound, of `flow`) and an empty message.
+fn data_frame(flow: u64, bytes: Vec<u8>) -> Frame<()> {
+    Frame {
+        packet: Some(Packet {
+            handle: (),
+            flow,
+            dir: Direction::Outbound,
+            bytes,
+        }),
+        flags: 0,
+        msg: empty_message(),
+    }
 }
 
 /// Small rings: a thousand frames go round them many times.
@@ -265,38 +309,15 @@ fn zero_copy_where_the_driver_lacks_it_is_refused_clearly() {
 /// dropped and counted (the recovery fence), and a server that is no neighbour is refused.
 #[test]
 fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
-    use ftc_chain::middlebox::Direction;
-    use ftc_chain::ring::ServerId;
-    use ftc_node::links::{LinkError, XdpLinks};
-    use ftc_node::server::empty_message;
-    use ftc_node::{Frame, Packet};
+    use ftc_node::links::LinkError;
 
-    let Some(ns) = veth_pair(
-        "frames_cross_the_ring_links_and_stale_epochs_are_fenced",
-        "to1",
-        "from0",
-    ) else {
+    let test = "frames_cross_the_ring_links_and_stale_epochs_are_fenced";
+    let Some(ns) = ring_of_two(test, 1) else {
         return;
     };
-    ns.veth("to0", "from1").unwrap();
     ns.run(|| {
-        // On a ring of two, each server's successor and predecessor are the other one: its
-        // link to it first (frames to it leave there), then the one from it.
-        let open = |me: u16, next, prev| {
-            let other = ServerId(1 - me);
-            XdpLinks::open(&[(other, next), (other, prev)], small(), 1, 7, 3).unwrap()
-        };
-        let (mut s0, mut s1) = (open(0, "to1", "from1"), open(1, "to0", "from0"));
-        let frame = Frame {
-            packet: Some(Packet {
-                handle: (),
-                flow: 0,
-                dir: Direction::Outbound,
-                bytes: frame(1, 200),
-            }),
-            flags: 0,
-            msg: empty_message(),
-        };
+        let (mut s0, mut s1) = (ring_links(0, 1), ring_links(1, 1));
+        let frame = data_frame(0, frame(1, 200));
         let receive = |links: &mut XdpLinks| {
             let mut got = Vec::new();
             for _ in 0..100 {
@@ -343,41 +364,20 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
 /// sockets; links of fewer queues than lanes are given back whole.
 #[test]
 fn split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end() {
-    use ftc_chain::middlebox::Direction;
-    use ftc_chain::ring::ServerId;
-    use ftc_node::links::XdpLinks;
-    use ftc_node::server::empty_message;
-    use ftc_node::{Frame, Packet};
-
-    if skip("split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end") {
+    let test = "split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end";
+    let Some(ns) = ring_of_two(test, 2) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth_queues("to1", "from0", 2).unwrap();
-    ns.veth_queues("to0", "from1", 2).unwrap();
+    };
     ns.run(|| {
-        let open = |me: u16, next, prev, queues| {
-            let other = ServerId(1 - me);
-            XdpLinks::open(&[(other, next), (other, prev)], small(), queues, 7, 3).unwrap()
-        };
-        let one_queue = open(0, "to1", "from1", 1);
+        let one_queue = ring_links(0, 1);
         assert!(
             one_queue.split(2).is_err(),
             "one queue cannot serve two lanes"
         );
-        let mut s0 = open(0, "to1", "from1", 2).split(2).unwrap();
-        let mut s1 = open(1, "to0", "from0", 2).split(2).unwrap();
+        let mut s0 = ring_links(0, 2).split(2).unwrap();
+        let mut s1 = ring_links(1, 2).split(2).unwrap();
         assert_eq!((s0.len(), s1.len()), (2, 2));
-        let frame = |i| Frame {
-            packet: Some(Packet {
-                handle: (),
-                flow: 0,
-                dir: Direction::Outbound,
-                bytes: frame(i, 200),
-            }),
-            flags: 0,
-            msg: empty_message(),
-        };
+        let frame = |i| data_frame(0, frame(i, 200));
         for (lane, links) in s0.iter_mut().enumerate() {
             for i in 0..10 {
                 links
@@ -414,27 +414,16 @@ fn split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end() {
 /// ([`ftc_node::lanes::lane_of`]), in order; a frame without a packet takes the first queue.
 #[test]
 fn a_single_sender_puts_each_flow_on_the_queue_of_its_lane() {
-    use ftc_chain::middlebox::Direction;
-    use ftc_chain::ring::ServerId;
     use ftc_node::lanes::lane_of;
-    use ftc_node::links::XdpLinks;
     use ftc_node::nsh::flow_of;
-    use ftc_node::server::empty_message;
-    use ftc_node::{Frame, Packet};
 
-    if skip("a_single_sender_puts_each_flow_on_the_queue_of_its_lane") {
+    let test = "a_single_sender_puts_each_flow_on_the_queue_of_its_lane";
+    let Some(ns) = ring_of_two(test, 2) else {
         return;
-    }
-    let ns = Netns::create("ftcx").unwrap();
-    ns.veth_queues("to1", "from0", 2).unwrap();
-    ns.veth_queues("to0", "from1", 2).unwrap();
+    };
     ns.run(|| {
-        let open = |me: u16, next, prev| {
-            let other = ServerId(1 - me);
-            XdpLinks::open(&[(other, next), (other, prev)], small(), 2, 7, 3).unwrap()
-        };
-        let mut sender = open(0, "to1", "from1");
-        let mut lanes = open(1, "to0", "from0").split(2).unwrap();
+        let mut sender = ring_links(0, 2);
+        let mut lanes = ring_links(1, 2).split(2).unwrap();
         let tcp = |sport: u16| {
             let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
                 .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
@@ -448,16 +437,7 @@ fn a_single_sender_puts_each_flow_on_the_queue_of_its_lane() {
             .flat_map(|_| (0..20).map(|f| tcp(40_000 + f)))
             .collect();
         for bytes in &packets {
-            let frame = Frame {
-                packet: Some(Packet {
-                    handle: (),
-                    flow: flow_of(bytes),
-                    dir: Direction::Outbound,
-                    bytes: bytes.clone(),
-                }),
-                flags: 0,
-                msg: empty_message(),
-            };
+            let frame = data_frame(flow_of(bytes), bytes.clone());
             sender.send(ServerId(1), 1, &frame).unwrap();
         }
         let propagating = Frame::<()> {
