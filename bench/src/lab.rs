@@ -304,8 +304,7 @@ impl LabBench<'_> {
             size: self.lab.size,
             connections: self.lab.connections,
             kills: Vec::new(),
-            // curl paces each download: the pace is shared out.
-            rate_limit: rate_limit.map(|r| r / u64::from(self.lab.connections.max(1))),
+            rate_limit,
             probe: Some(PROBE_EVERY),
         };
         demo(&config, self.stop).map_err(|e| BenchError::Lab(e.to_string()))

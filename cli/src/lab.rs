@@ -399,10 +399,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 size: args.size_mb << 20,
                 connections: args.connections,
                 kills,
-                // curl paces each download: share the pace out.
-                rate_limit: args
-                    .rate_mbit
-                    .map(|r| (r * 1e6 / 8.0 / f64::from(args.connections)) as u64),
+                rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
             };
             let r = demo::demo(&config, stop)?;

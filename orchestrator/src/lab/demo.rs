@@ -58,8 +58,8 @@ pub struct DemoConfig {
     /// The servers killed, each once its share of the downloads has arrived, in the order given;
     /// empty: no kill (an NF run cannot recover a server, and its state is not checked).
     pub kills: Vec<LabKill>,
-    /// Each download's pace at most, in bytes per second (curl's `--limit-rate`); `None`: as
-    /// fast as the chain carries it.
+    /// The downloads' pace at most, all together, in bytes per second (shared out among the
+    /// connections: curl's `--limit-rate` paces each); `None`: as fast as the chain carries it.
     pub rate_limit: Option<u64>,
     /// Time round trips through the chain during the download ([`probe`]), one every this
     /// long; `None`: no probe.
@@ -415,7 +415,8 @@ fn download(
         ]);
     }
     if let Some(rate) = config.rate_limit {
-        command.args(["--limit-rate", &rate.to_string()]);
+        let each = rate / got.len() as u64;
+        command.args(["--limit-rate", &each.to_string()]);
     }
     command.args(["-w", "%{http_code} %{time_connect}\\n"]);
     for path in &got {
