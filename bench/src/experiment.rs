@@ -9,10 +9,15 @@ use ftc_node::runtime::RunConfig;
 use ftc_node::Mode;
 use serde_json::{json, Map, Value};
 
-use crate::{chains, BenchError, Settings};
+use crate::chains::{self, Chain};
+use crate::{BenchError, Settings};
 
 /// FTC and the three baselines, in the order every point runs them.
 pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
+
+/// The note of the experiments that vary worker threads.
+const LANES_TAKE_FLOWS: &str = "A flow keeps to one lane, so in a lab (`--transport xdp`) more \
+     threads can only carry more traffic with as many TCP connections at once (`--connections`).";
 
 /// One experiment of `ftc bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -147,13 +152,16 @@ impl Experiment {
                  counter) and 2 (both threads on one counter), and per-flow counters for \
                  contrast. FTMB's masters run as many lanes as FTC's heads, numbering \
                  their PAL messages from one counter; its loggers run one thread.",
+                LANES_TAKE_FLOWS,
             ],
             Experiment::NatThreads => &[
-                "Worker threads per server; FTC and NF run that many lanes at the NAT's server \
-                 and at its replica-only successor; FTMB's master runs that many lanes (its \
-                 loggers one thread each). Throughput can only grow with threads while cores \
-                 are free: the chain's servers, the generator and the sink share this \
+                "Worker threads per server; FTC runs that many lanes at the NAT's server and at \
+                 its replica-only successor, NF at the NAT's server (in a lab, whose exit is the \
+                 successor's, also there, passing frames on); FTMB's master runs that many lanes \
+                 (its loggers one thread each). Throughput can only grow with threads while \
+                 cores are free: the chain's servers, the generator and the sink share this \
                  machine's cores.",
+                LANES_TAKE_FLOWS,
             ],
             Experiment::LatencyLoad => &[
                 "Offered loads are fractions of FTC's closed-loop throughput on Ch-Rec, measured \
@@ -191,7 +199,7 @@ impl Experiment {
             modes: modes.to_vec(),
             load: None,
         };
-        let point = |params: Value, label: String, spec: ChainSpec, config: RunConfig, work| {
+        let point = |params: Value, label: String, chain: Chain, config: RunConfig, work| {
             let Value::Object(params) = params else {
                 unreachable!("parameters are a JSON object")
             };
@@ -199,14 +207,15 @@ impl Experiment {
                 experiment: self,
                 params,
                 label,
-                spec,
-                lab_spec: None,
+                spec: chain.spec,
+                lab_spec: Some(chain.text),
                 config,
                 work,
             }
         };
-        let in_lab = |point: Point, text: String| Point {
-            lab_spec: Some(text),
+        // What a download through a lab cannot vary: its packets' sizes, its flows' number.
+        let in_memory_only = |point: Point| Point {
+            lab_spec: None,
             ..point
         };
         let mut points = Vec::new();
@@ -214,7 +223,7 @@ impl Experiment {
             Experiment::StateSize => {
                 for &size in pick(&[128, 256, 512], &[128, 512]) {
                     for &state in pick(&[16, 64, 128, 256], &[16, 256]) {
-                        points.push(point(
+                        points.push(in_memory_only(point(
                             json!({ "packet_size": size, "state_size": state }),
                             format!("{size}B pkt, {state}B state"),
                             chains::ch_gen(state as u32)?,
@@ -223,7 +232,7 @@ impl Experiment {
                                 ..base.clone()
                             },
                             compare(&ALL_MODES),
-                        ));
+                        )));
                     }
                 }
             }
@@ -260,7 +269,7 @@ impl Experiment {
             Experiment::LatencyLoad => {
                 for &percent in pick(&[10, 30, 50, 70, 90, 110], &[25, 50, 90]) {
                     let load = percent as f64 / 100.0;
-                    let p = point(
+                    points.push(point(
                         json!({ "load_fraction": load }),
                         format!("{percent}% load"),
                         chains::ch_rec()?,
@@ -269,52 +278,46 @@ impl Experiment {
                             modes: ALL_MODES.to_vec(),
                             load: Some(load),
                         },
-                    );
-                    points.push(in_lab(p, chains::text("ch-rec").into()));
+                    ));
                 }
             }
             Experiment::ChainLength => {
                 for &n in pick(&[2, 3, 4, 5], &[2, 5]) {
-                    let p = point(
+                    points.push(point(
                         json!({ "chain": format!("ch-{n}"), "middleboxes": n }),
                         format!("Ch-{n}"),
-                        chains::ch_n(n as usize)?,
+                        chains::ch_n(n as usize, 1)?,
                         base.clone(),
                         compare(&ALL_MODES),
-                    );
-                    points.push(in_lab(p, chains::text(&format!("ch-{n}")).into()));
+                    ));
                 }
             }
             Experiment::Replication => {
                 for &f in pick(&[1, 2, 3, 4], &[1, 4]) {
-                    let spec = chains::with_f(chains::ch_n(5)?, f as u8)?;
-                    let p = point(
-                        json!({ "chain": "ch-5", "f": f, "servers": spec.ring().servers() }),
+                    let chain = chains::ch_n(5, f as u8)?;
+                    points.push(point(
+                        json!({ "chain": "ch-5", "f": f, "servers": chain.spec.ring().servers() }),
                         format!("f = {f}"),
-                        spec,
+                        chain,
                         base.clone(),
                         compare(&[Mode::Ftc, Mode::Nf]),
-                    );
-                    points.push(in_lab(
-                        p,
-                        chains::text_with_f(chains::text("ch-5"), f as u8),
                     ));
                 }
             }
             Experiment::Recovery => {
                 for &flows in pick(&[1_000, 10_000, 100_000], &[1_000, 10_000]) {
-                    let spec = chains::ch_rec()?;
-                    let kill = chains::nat_position(&spec).expect("Ch-Rec has a NAT");
-                    points.push(point(
+                    let chain = chains::ch_rec()?;
+                    let kill = chains::nat_position(&chain.spec).expect("Ch-Rec has a NAT");
+                    points.push(in_memory_only(point(
                         json!({ "chain": "ch-rec", "flows": flows, "killed_server": kill }),
                         format!("{}k flows", flows / 1000),
-                        spec,
+                        chain,
                         RunConfig {
                             flows: flows as u32,
                             ..base.clone()
                         },
                         Work::Recover { kill },
-                    ));
+                    )));
                 }
             }
         }

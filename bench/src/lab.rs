@@ -33,7 +33,9 @@ use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
 /// The experiments that run in a lab: `all` over xdp.
-pub const LAB_EXPERIMENTS: [Experiment; 3] = [
+pub const LAB_EXPERIMENTS: [Experiment; 5] = [
+    Experiment::Sharing,
+    Experiment::NatThreads,
     Experiment::ChainLength,
     Experiment::LatencyLoad,
     Experiment::Replication,

@@ -92,8 +92,8 @@ pub enum BenchError {
     Json(#[from] serde_json::Error),
     #[error(
         "`{0}` does not run in a lab (--transport xdp): it varies what a TCP download through \
-         the lab cannot (packet size, worker threads) or kills a server (see `ftc lab demo`); \
-         over xdp: chain-length, latency-load, replication"
+         the lab cannot (packet size, flow count); over xdp: sharing, nat-threads, \
+         chain-length, latency-load, replication (and `ftc lab demo` kills servers)"
     )]
     NotInLab(&'static str),
     #[error("the lab: {0}")]

@@ -697,14 +697,28 @@ fn demo(
 
 #[test]
 fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
+    bench_in_lab("chain-length", "ftcl5", &["Ch-2", "Ch-5"]);
+}
+
+/// The threads experiment on a lone MazuNAT (f = 1): its second server is replica-only, and NF
+/// passes its frames on there to the exit, as FTC's buffer releases them there.
+#[test]
+fn bench_over_xdp_runs_a_chain_shorter_than_f_plus_one_in_every_mode() {
+    bench_in_lab("nat-threads", "ftcl7", &["1 thread", "2 threads"]);
+}
+
+/// `ftc bench EXPERIMENT --transport xdp --quick` with two 5 MB downloads at once: its points
+/// are `labels`, each with every mode's figures, no violation, and the ratios; the lab is gone
+/// afterwards.
+fn bench_in_lab(experiment: &str, name: &'static str, labels: &[&str]) {
     let _turn = chain_turn();
     if !root() {
         return;
     }
-    let lab = Lab::new("ftcl5");
+    let lab = Lab::new(name);
     let out = run(ftc().args([
         "bench",
-        "chain-length",
+        experiment,
         "--transport",
         "xdp",
         "--quick",
@@ -714,7 +728,7 @@ fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
         "2",
         "--json",
         "--lab",
-        "ftcl5",
+        name,
     ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -725,11 +739,11 @@ fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
     assert_eq!(r["download_mb"], 5);
     assert_eq!(r["connections"], 2);
     let points = r["points"].as_array().expect("a points list");
-    let labels: Vec<&str> = points
+    let got: Vec<&str> = points
         .iter()
         .map(|p| p["label"].as_str().unwrap())
         .collect();
-    assert_eq!(labels, ["Ch-2", "Ch-5"]);
+    assert_eq!(got, labels);
     for p in points {
         for mode in ["ftc", "nf", "ftmb", "ftmb-snapshot"] {
             let m = &p["modes"][mode];
@@ -748,5 +762,31 @@ fn bench_over_xdp_compares_ftc_with_nf_and_ftmb_in_a_lab_and_takes_it_down() {
             assert!(p["ratios"][ratio].as_f64().unwrap() > 0.0, "{ratio}: {p}");
         }
     }
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+/// NF over processes on a chain shorter than f + 1: the lone MazuNAT's server translates, the
+/// replica-only server after it passes the frames on to the exit, and the file arrives whole
+/// at a server that saw the NAT's address.
+#[test]
+fn nf_downloads_through_a_lone_nat_and_its_replica_only_server() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclnfn");
+    let out = run(ftc()
+        .args(["lab", "demo", &spec("mazu-nat.toml"), "--name", lab.0])
+        .args(["--mode", "nf", "--no-kill", "--size-mb", "20", "--json"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
+    assert_eq!(r["bytes"], 20 << 20, "{r}");
+    assert_eq!(r["sha256_matches"], true, "{r}");
+    assert_eq!(r["curl_exit"], 0, "{r}");
+    assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
+    assert!(stderr.contains("node 1 pid"), "two servers: {stderr}");
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }

@@ -115,6 +115,12 @@ pub struct ServerConfig {
     pub replica: ReplicaConfig,
     pub forwarder: ForwarderConfig,
     pub buffer: BufferConfig,
+    /// In NF mode, the server whose frames leave the chain: by default (`None`) the last
+    /// middlebox's, as in memory, where NF runs the middleboxes' servers alone. A deployment
+    /// that wires its exit to the ring's last server (processes, the lab) names that one: the
+    /// servers without a middlebox before it pass frames on untouched. FTC's exit is always the
+    /// ring's last server, the buffer's.
+    pub nf_exit: Option<ServerId>,
     /// Emit [`Output::Committed`] and [`Output::AtBuffer`] (for checkers; costs an allocation
     /// per transaction).
     pub observe: bool,
@@ -139,6 +145,7 @@ impl Default for ServerConfig {
             replica: ReplicaConfig::default(),
             forwarder: ForwarderConfig::default(),
             buffer: BufferConfig::default(),
+            nf_exit: None,
             observe: false,
             release_without_commit: false,
             run_while_fenced: false,
@@ -362,7 +369,7 @@ impl<P> std::fmt::Debug for Server<'_, P> {
 
 impl<'a, P: Clone> Server<'a, P> {
     /// Server `me` of `ring` with its middlebox (if it runs one) and partition count. In NF mode
-    /// the chain is the middleboxes alone: server k−1 is the last.
+    /// the last server is [`ServerConfig::nf_exit`], by default server k−1.
     pub fn new(
         ring: Ring,
         me: ServerId,
@@ -375,7 +382,9 @@ impl<'a, P: Clone> Server<'a, P> {
         let last = if ftc {
             ring.buffer()
         } else {
-            ServerId(ring.middleboxes() as u16 - 1)
+            config
+                .nf_exit
+                .unwrap_or(ServerId(ring.middleboxes() as u16 - 1))
         };
         Ok(Server {
             me,

@@ -468,3 +468,60 @@ fn a_chain_whose_logs_outgrow_its_frames_is_refused_up_front() {
     assert!(nf.check_logs_fit(&spec).is_ok());
     assert!(ServerConfig::default().check_logs_fit(&ch_rec()).is_ok());
 }
+
+/// NF mode on a chain shorter than f + 1 (one monitor, two servers): by default the monitor's
+/// server releases the packet, as in memory; deployed with its exit at the ring's last server
+/// (`nf_exit`), it sends the packet on, and the server without a middlebox passes it out
+/// untouched.
+#[test]
+fn nf_releases_at_the_exit_it_is_given_and_servers_without_a_middlebox_pass_frames_on() {
+    let spec = ChainSpec::from_toml_str(
+        "[chain]\nname = \"m\"\nf = 1\n[[middlebox]]\nkind = \"monitor\"\n",
+        "test",
+    )
+    .unwrap();
+    let ring = spec.ring();
+    let mb = middleboxes::build(&spec.middlebox[0]);
+    let store = Store::new(64, 1).unwrap();
+    let nf = |nf_exit| ServerConfig {
+        mode: Mode::Nf,
+        nf_exit,
+        ..ServerConfig::default()
+    };
+    let head = || {
+        Some((
+            ftc_chain::ring::MbIndex(0),
+            mb.as_ref(),
+            store.worker(0).unwrap(),
+        ))
+    };
+    let mut alone: Server<'_, u64> = Server::new(ring, ServerId(0), 64, head(), nf(None)).unwrap();
+    alone
+        .handle_ingress(0, udp_packet(1, 1), port_of(Direction::Outbound))
+        .unwrap();
+    assert!(matches!(
+        alone.poll_output(),
+        Some(Output::Release { packet, .. }) if packet.handle == 1
+    ));
+    drop(alone);
+
+    let exit = Some(ServerId(1));
+    let mut first: Server<'_, u64> = Server::new(ring, ServerId(0), 64, head(), nf(exit)).unwrap();
+    let mut last: Server<'_, u64> = Server::new(ring, ServerId(1), 64, None, nf(exit)).unwrap();
+    first
+        .handle_ingress(0, udp_packet(2, 1), port_of(Direction::Outbound))
+        .unwrap();
+    let Some(Output::Send { to, frame }) = first.poll_output() else {
+        panic!("NF's first server sends the packet on");
+    };
+    assert_eq!(to, ServerId(1));
+    let bytes = frame.packet.as_ref().unwrap().bytes.clone();
+    last.handle_frame(1, ServerId(0), frame);
+    match last.poll_output() {
+        Some(Output::Release { packet, .. }) => {
+            assert_eq!((packet.handle, &packet.bytes), (2, &bytes));
+        }
+        other => panic!("the exit releases the packet, not {other:?}"),
+    }
+    assert!(last.poll_output().is_none());
+}

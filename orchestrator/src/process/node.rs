@@ -368,6 +368,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     }
     let server_config = ServerConfig {
         observe: config.server.observe || recorder.is_some(),
+        nf_exit: Some(shape.exit),
         max_trailer: config.server.max_trailer.min(max_trailer),
         ..config.server.clone()
     };

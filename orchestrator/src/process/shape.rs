@@ -1,6 +1,7 @@
 //! What a deployment of a chain is made of in each mode: the positions the orchestrator deploys
 //! and watches, the position where customer frames leave, and whether failures are recovered.
-//! FTC and NF run one server per ring position (DESIGN.md §3); the FTMB baselines two per
+//! FTC and NF run one server per ring position (DESIGN.md §3: f + 1 at least; NF's servers
+//! without a middlebox pass frames on, so that both leave at the same link); the FTMB baselines two per
 //! middlebox ([`ftc_node::ftmb`]: the logger of middlebox i at 2i, its master at 2i+1), with
 //! customer frames leaving at the last logger.
 
@@ -28,13 +29,6 @@ pub struct Shape {
 pub enum Undeployable {
     #[error("the FTMB baseline runs two servers per middlebox: at most {} middleboxes, not {k}", Ring::MAX_MIDDLEBOXES / 2)]
     FtmbTooLong { k: usize },
-    /// NF's last middlebox releases the frames, but the ring's last server holds the exit.
-    #[error(
-        "the NF baseline runs one server per middlebox, {k} here, but the deployment's exit is \
-         at the last of FTC's {servers} (f + 1 at least): NF over processes needs a chain of at \
-         least f + 1 middleboxes (`ftc run --mode nf` runs it in memory)"
-    )]
-    NfTooShort { k: usize, servers: usize },
 }
 
 impl Shape {
@@ -52,12 +46,6 @@ impl Shape {
                 entry: ServerId(0),
                 exit: ServerId((2 * k - 2) as u16),
                 recover: false,
-            });
-        }
-        if mode == Mode::Nf && ring.middleboxes() < ring.servers() {
-            return Err(Undeployable::NfTooShort {
-                k: ring.middleboxes(),
-                servers: ring.servers(),
             });
         }
         Ok(Shape {
@@ -111,10 +99,9 @@ mod tests {
             Shape::of(&spec(128, 1), Mode::Ftmb),
             Err(Undeployable::FtmbTooLong { k: 128 })
         );
-        assert_eq!(
-            Shape::of(&short, Mode::Nf),
-            Err(Undeployable::NfTooShort { k: 1, servers: 3 })
-        );
+        // NF deploys FTC's servers, its exit at the same one.
+        let nf = Shape::of(&short, Mode::Nf).unwrap();
+        assert_eq!((nf.servers(), nf.exit), (3, ServerId(2)));
         assert!(Shape::of(&spec(127, 1), Mode::Ftmb).is_ok());
     }
 }
