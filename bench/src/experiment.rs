@@ -15,6 +15,9 @@ use crate::{BenchError, Settings};
 /// FTC and the three baselines, in the order every point runs them.
 pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
 
+/// The note of the state-size experiment on its middleboxes' threads.
+pub const GEN_THREADS: &str = "Each Gen runs one worker thread, as in the thesis.";
+
 /// The note of the experiments that vary worker threads.
 const LANES_TAKE_FLOWS: &str = "A flow keeps to one lane, so in a lab (`--transport xdp`) more \
      threads can only carry more traffic with as many TCP connections at once (`--connections`).";
@@ -78,11 +81,20 @@ pub struct Point {
     /// A short label for plots.
     pub label: String,
     pub spec: ChainSpec,
-    /// `spec` as TOML, for the points that also run in a lab (`--transport xdp`), whose nodes
-    /// read it from a file; `None` for those that vary what TCP through a lab cannot.
-    pub lab_spec: Option<String>,
+    /// How the point runs in a lab (`--transport xdp`); `None` where it varies what a TCP
+    /// download through a lab cannot.
+    pub lab: Option<InLab>,
     pub config: RunConfig,
     pub work: Work,
+}
+
+/// How a point runs in a lab.
+#[derive(Debug, Clone)]
+pub struct InLab {
+    /// The point's spec as TOML: the lab's nodes read it from a file.
+    pub spec: String,
+    /// The length of the server's data frames (`DemoConfig::frame_bytes`); `None`: full size.
+    pub frame_bytes: Option<u16>,
 }
 
 impl Experiment {
@@ -145,7 +157,7 @@ impl Experiment {
     /// What a reader of the figures must know.
     pub fn notes(self) -> &'static [&'static str] {
         match self {
-            Experiment::StateSize => &["Each Gen runs one worker thread, as in the thesis."],
+            Experiment::StateSize => &[GEN_THREADS],
             Experiment::Sharing => &[
                 "Two worker threads per server (the thesis uses 8; this machine's core count \
                  bounds what more threads can show): sharing level 1 (each thread its own \
@@ -208,22 +220,22 @@ impl Experiment {
                 params,
                 label,
                 spec: chain.spec,
-                lab_spec: Some(chain.text),
+                lab: Some(InLab {
+                    spec: chain.text,
+                    frame_bytes: None,
+                }),
                 config,
                 work,
             }
         };
-        // What a download through a lab cannot vary: its packets' sizes, its flows' number.
-        let in_memory_only = |point: Point| Point {
-            lab_spec: None,
-            ..point
-        };
+        // What a download through a lab cannot vary: its flows' number.
+        let in_memory_only = |point: Point| Point { lab: None, ..point };
         let mut points = Vec::new();
         match self {
             Experiment::StateSize => {
                 for &size in pick(&[128, 256, 512], &[128, 512]) {
                     for &state in pick(&[16, 64, 128, 256], &[16, 256]) {
-                        points.push(in_memory_only(point(
+                        let mut p = point(
                             json!({ "packet_size": size, "state_size": state }),
                             format!("{size}B pkt, {state}B state"),
                             chains::ch_gen(state as u32)?,
@@ -232,7 +244,12 @@ impl Experiment {
                                 ..base.clone()
                             },
                             compare(&ALL_MODES),
-                        )));
+                        );
+                        // In a lab, the client's MSS makes the server's data frames this long.
+                        if let Some(lab) = &mut p.lab {
+                            lab.frame_bytes = Some(size as u16);
+                        }
+                        points.push(p);
                     }
                 }
             }
@@ -352,8 +369,8 @@ mod tests {
                 for p in points {
                     p.spec.validate().unwrap();
                     assert_eq!(p.config.duration, settings.duration);
-                    if let Some(text) = &p.lab_spec {
-                        let lab = ChainSpec::from_toml_str(text, "lab spec").unwrap();
+                    if let Some(lab) = &p.lab {
+                        let lab = ChainSpec::from_toml_str(&lab.spec, "lab spec").unwrap();
                         assert_eq!(lab, p.spec, "{} {}", e.name(), p.label);
                     }
                 }

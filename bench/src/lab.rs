@@ -19,21 +19,22 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunReport;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply;
-use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport};
+use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport, FRAME_HEADERS};
 use ftc_orchestrator::lab::deploy::RunConfig;
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology};
 use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::shape::Shape;
 use serde_json::json;
 
-use crate::experiment::{Experiment, Point, Work};
+use crate::experiment::{Experiment, Point, Work, GEN_THREADS};
 use crate::progress::Progress;
 use crate::results::{machine, ExperimentInfo, PointResult, Results};
 use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
 /// The experiments that run in a lab: `all` over xdp.
-pub const LAB_EXPERIMENTS: [Experiment; 5] = [
+pub const LAB_EXPERIMENTS: [Experiment; 6] = [
+    Experiment::StateSize,
     Experiment::Sharing,
     Experiment::NatThreads,
     Experiment::ChainLength,
@@ -82,7 +83,7 @@ pub fn run(
         .iter()
         .map(|&e| {
             let points = e.points(settings)?;
-            if points.iter().any(|p| p.lab_spec.is_none()) {
+            if points.iter().any(|p| p.lab.is_none()) {
                 return Err(BenchError::NotInLab(e.name()));
             }
             Ok((e, points))
@@ -132,9 +133,17 @@ pub fn run(
 }
 
 /// What the reader must know about `experiment` in a lab: its in-memory notes, but for loads,
-/// which pace a download here rather than a packet generator.
+/// which pace a download here rather than a packet generator, and packet sizes, which are the
+/// server's data frames.
 fn notes(experiment: Experiment) -> &'static [&'static str] {
     match experiment {
+        Experiment::StateSize => &[
+            GEN_THREADS,
+            "Packet sizes are those of the server's data frames: the client advertises the TCP \
+             MSS that gives them (`ftc lab demo --frame-bytes`); the throughput counts the \
+             acknowledgements too. Each download carries `--size-mb`'s share of payload at \
+             that size, so that it has about as many frames as one of full-size frames.",
+        ],
         Experiment::LatencyLoad => &[
             "Offered loads pace the download (curl's `--limit-rate`) at fractions of FTC's \
              flat-out download rate on Ch-Rec, measured just before; both modes get the same \
@@ -213,7 +222,7 @@ impl LabBench<'_> {
                         report_of(
                             &point.spec,
                             mode,
-                            self.download(&point.spec, &spec_path, mode, rate_limit),
+                            self.download(&point, &spec_path, mode, rate_limit),
                         )
                     })
                 });
@@ -228,10 +237,11 @@ impl LabBench<'_> {
 
     /// Writes `point`'s spec where the nodes read it; its path.
     fn prepare(&self, point: &Point) -> Result<PathBuf, BenchError> {
-        let text = point
-            .lab_spec
+        let text = &point
+            .lab
             .as_ref()
-            .ok_or(BenchError::NotInLab(point.experiment.name()))?;
+            .ok_or(BenchError::NotInLab(point.experiment.name()))?
+            .spec;
         let path = self.dir.join(format!("{}.toml", point.spec.chain.name));
         std::fs::write(&path, text).map_err(|source| BenchError::Write {
             path: path.clone(),
@@ -269,7 +279,7 @@ impl LabBench<'_> {
                     point.spec.chain.name
                 );
                 self.progress.run(what, || {
-                    self.download(&point.spec, spec_path, Mode::Ftc, None)
+                    self.download(point, spec_path, Mode::Ftc, None)
                         .map_or((0.0, 0.0), |r| (r.bytes as f64 / r.seconds, r.frames_per_s))
                 })
             })
@@ -278,14 +288,17 @@ impl LabBench<'_> {
         (med(|r| r.0).unwrap_or(0.0), med(|r| r.1).unwrap_or(0.0))
     }
 
-    /// One download through the chain in `mode`, paced at `rate_limit` bytes/s if given.
+    /// One download through `point`'s chain in `mode`, paced at `rate_limit` bytes/s if
+    /// given.
     fn download(
         &self,
-        spec: &ChainSpec,
+        point: &Point,
         spec_path: &Path,
         mode: Mode,
         rate_limit: Option<u64>,
     ) -> Result<DemoReport, BenchError> {
+        let spec = &point.spec;
+        let frame_bytes = point.lab.as_ref().and_then(|l| l.frame_bytes);
         let topology = self.lab_for(spec, mode)?;
         let config = DemoConfig {
             run: RunConfig {
@@ -303,15 +316,31 @@ impl LabBench<'_> {
                 ftmb: self.settings.ftmb(),
             },
             spec: spec.clone(),
-            size: self.lab.size,
+            size: download_size(self.lab.size, frame_bytes),
             connections: self.lab.connections,
             kills: Vec::new(),
             rate_limit,
             probe: Some(PROBE_EVERY),
+            frame_bytes,
         };
         demo(&config, self.stop).map_err(|e| BenchError::Lab(e.to_string()))
     }
 }
+
+/// Bytes per download when the server's data frames are `frame_bytes` long: `full`'s share
+/// of payload, so that the download has about as many frames as one of full-size frames and
+/// lasts about as long.
+fn download_size(full: u64, frame_bytes: Option<u16>) -> u64 {
+    // The payload of a frame: less the headers and TCP's timestamps.
+    let payload = |frame: u16| u64::from(frame - FRAME_HEADERS - 12);
+    match frame_bytes {
+        None => full,
+        Some(frame) => (full * payload(frame) / payload(1514)).max(MIN_DOWNLOAD),
+    }
+}
+
+/// The smallest download of [`download_size`].
+const MIN_DOWNLOAD: u64 = 256 << 10;
 
 /// A lab run's figures as a run report: frames delivered per second as the throughput, the
 /// probe's round trips as the latency; a run that failed is a violation.
@@ -337,4 +366,18 @@ fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) 
         Err(e) => report.violations.push(format!("the lab run failed: {e}")),
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downloads_of_small_frames_carry_their_share_of_payload() {
+        assert_eq!(download_size(200 << 20, None), 200 << 20);
+        // 62 of 1,448 bytes of payload a frame.
+        assert_eq!(download_size(1448 << 20, Some(128)), 62 << 20);
+        assert_eq!(download_size(1 << 20, Some(1514)), 1 << 20);
+        assert_eq!(download_size(1 << 20, Some(102)), MIN_DOWNLOAD);
+    }
 }

@@ -91,9 +91,9 @@ pub enum BenchError {
     #[error("encoding the results as JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "`{0}` does not run in a lab (--transport xdp): it varies what a TCP download through \
-         the lab cannot (packet size, flow count); over xdp: sharing, nat-threads, \
-         chain-length, latency-load, replication (and `ftc lab demo` kills servers)"
+        "`{0}` does not run in a lab (--transport xdp): it varies the flow count, which a TCP \
+         download through the lab cannot (`ftc lab demo` kills servers there); over xdp: \
+         every other experiment"
     )]
     NotInLab(&'static str),
     #[error("the lab: {0}")]

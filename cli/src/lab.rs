@@ -74,6 +74,11 @@ pub struct DemoArgs {
     /// are of all of them together.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     connections: u32,
+    /// The length of the server's data frames in bytes (102 to 1514; Ethernet, IPv4 and TCP
+    /// headers included): the client advertises the TCP MSS that gives them, to download at
+    /// small packet sizes. Default: full-size frames.
+    #[arg(long, value_name = "BYTES")]
+    frame_bytes: Option<u16>,
     /// The share of the download (of every connection's together) when the middle server is
     /// killed (and any --kill without its own share).
     #[arg(long, default_value_t = 0.3)]
@@ -348,6 +353,13 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=10_000.0).contains(&args.probe_ms) {
         anyhow::bail!("--probe-ms must be between 0 and 10000");
     }
+    if let Some(bytes) = args.frame_bytes.filter(|b| !demo::FRAME_BYTES.contains(b)) {
+        anyhow::bail!(
+            "--frame-bytes must be between {} and {}, not {bytes}",
+            demo::FRAME_BYTES.start(),
+            demo::FRAME_BYTES.end()
+        );
+    }
     let spec = ChainSpec::load(&args.spec)?;
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
@@ -401,6 +413,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 kills,
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
+                frame_bytes: args.frame_bytes,
             };
             let r = demo::demo(&config, stop)?;
             if args.json {

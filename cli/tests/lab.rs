@@ -478,6 +478,16 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--connections"), "{err}");
     }
+    for (bytes, code) in [("101", 1), ("1515", 1), ("many", 2)] {
+        let out = ftc()
+            .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
+            .args(["--frame-bytes", bytes])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{bytes}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--frame-bytes"), "{err}");
+    }
 }
 
 /// Issue 5's acceptance run: a 200 MB download through Ch-Rec survives a SIGKILL of the middle
@@ -707,6 +717,21 @@ fn bench_over_xdp_runs_a_chain_shorter_than_f_plus_one_in_every_mode() {
     bench_in_lab("nat-threads", "ftcl7", &["1 thread", "2 threads"]);
 }
 
+/// The state-size experiment at its packet sizes: the client's MSS sets the server's frames.
+#[test]
+fn bench_over_xdp_runs_state_size_at_small_frames() {
+    bench_in_lab(
+        "state-size",
+        "ftcl8",
+        &[
+            "128B pkt, 16B state",
+            "128B pkt, 256B state",
+            "512B pkt, 16B state",
+            "512B pkt, 256B state",
+        ],
+    );
+}
+
 /// `ftc bench EXPERIMENT --transport xdp --quick` with two 5 MB downloads at once: its points
 /// are `labels`, each with every mode's figures, no violation, and the ratios; the lab is gone
 /// afterwards.
@@ -765,28 +790,71 @@ fn bench_in_lab(experiment: &str, name: &'static str, labels: &[&str]) {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
+/// A download of small frames (`--frame-bytes 128`: the client advertises an MSS of 74, so
+/// each data frame carries 62 bytes of the file) through Ch-Gen, whose Gens write 64 bytes
+/// per packet: the file arrives whole, in at least as many frames as 62-byte pieces of it, and
+/// the replicas equal their heads.
+#[test]
+fn a_download_of_small_frames_runs_at_the_size_asked() {
+    let Some((r, _)) = quiet_demo(
+        "ftclfrm",
+        "ch-gen.toml",
+        &["--size-mb", "2", "--frame-bytes", "128"],
+    ) else {
+        return;
+    };
+    assert_eq!(r["violations"], serde_json::json!([]), "{r}");
+    assert_eq!(
+        (r["bytes"].as_u64(), r["frame_bytes"].as_u64()),
+        (Some(2 << 20), Some(128))
+    );
+    assert_eq!(r["sha256_matches"], true, "{r}");
+    assert!(
+        r["frames_delivered"].as_u64().unwrap() * 62 >= 2 << 20,
+        "{r}"
+    );
+}
+
 /// NF over processes on a chain shorter than f + 1: the lone MazuNAT's server translates, the
 /// replica-only server after it passes the frames on to the exit, and the file arrives whole
 /// at a server that saw the NAT's address.
 #[test]
 fn nf_downloads_through_a_lone_nat_and_its_replica_only_server() {
-    let _turn = chain_turn();
-    if !root() {
+    let Some((r, stderr)) = quiet_demo(
+        "ftclnfn",
+        "mazu-nat.toml",
+        &["--mode", "nf", "--size-mb", "20"],
+    ) else {
         return;
-    }
-    let lab = Lab::new("ftclnfn");
-    let out = run(ftc()
-        .args(["lab", "demo", &spec("mazu-nat.toml"), "--name", lab.0])
-        .args(["--mode", "nf", "--no-kill", "--size-mb", "20", "--json"]));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let r: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
+    };
     assert_eq!(r["bytes"], 20 << 20, "{r}");
     assert_eq!(r["sha256_matches"], true, "{r}");
     assert_eq!(r["curl_exit"], 0, "{r}");
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(stderr.contains("node 1 pid"), "two servers: {stderr}");
+}
+
+/// `ftc lab demo specs/SPEC --no-kill --json` with `extra` arguments in lab `name`, which must
+/// succeed and leave nothing behind: its report and its standard error (`None` without root).
+fn quiet_demo(
+    name: &'static str,
+    spec_file: &str,
+    extra: &[&str],
+) -> Option<(serde_json::Value, String)> {
+    let _turn = chain_turn();
+    if !root() {
+        return None;
+    }
+    let lab = Lab::new(name);
+    let out = run(ftc()
+        .args(["lab", "demo", &spec(spec_file), "--name", lab.0])
+        .args(["--no-kill", "--json"])
+        .args(extra));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let r = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
     assert_eq!(lab.leftovers(), Vec::<String>::new());
+    Some((r, stderr.into_owned()))
 }

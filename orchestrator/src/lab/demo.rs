@@ -10,7 +10,9 @@
 //! frames the client's and the server's `eth1` received, which only the chain's last server
 //! sends to). With several connections (`DemoConfig::connections`) the client downloads the
 //! file that many times at once, each over a TCP connection of its own (curl's `--parallel`), so
-//! that the flows spread over the lanes of servers of several threads.
+//! that the flows spread over the lanes of servers of several threads. With a frame size
+//! (`DemoConfig::frame_bytes`) the client advertises the TCP MSS that makes the server's data
+//! frames that long, so that a download runs at the packet sizes of the thesis's experiments.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -64,13 +66,27 @@ pub struct DemoConfig {
     /// Time round trips through the chain during the download ([`probe`]), one every this
     /// long; `None`: no probe.
     pub probe: Option<Duration>,
+    /// The length of the server's data frames, in bytes, from [`FRAME_BYTES`]: the client
+    /// advertises an MSS of this less [`FRAME_HEADERS`] on its route to the server. `None`:
+    /// full-size frames (1,514 bytes).
+    pub frame_bytes: Option<u16>,
 }
+
+/// What a data frame holds besides its payload and TCP timestamps (12 bytes, within the MSS):
+/// Ethernet, IPv4 and TCP headers.
+pub const FRAME_HEADERS: u16 = 14 + 20 + 20;
+/// The frame sizes [`DemoConfig::frame_bytes`] takes: Linux's smallest MSS (48) to the
+/// links' 1,500-byte MTU.
+pub const FRAME_BYTES: std::ops::RangeInclusive<u16> = FRAME_HEADERS + 48..=1514;
 
 /// What the demo saw.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DemoReport {
     /// Downloads of the file at once, each over a TCP connection of its own.
     pub connections: u32,
+    /// The length of the server's data frames when it was set ([`DemoConfig::frame_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_bytes: Option<u16>,
     /// Bytes downloaded, over every connection.
     pub bytes: u64,
     pub seconds: f64,
@@ -201,9 +217,11 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 .map(|_| probe::echo(&t.host_netns(&SERVER), echo_addr()))
                 .transpose()
                 .map_err(io_error("starting the probe's echo server"))?;
+            let _segments = SegmentCap::set(t.host_netns(&CLIENT), config.frame_bytes)?;
             wait_ready(&t.host_netns(&CLIENT), stop)?;
             let before = delivered(config)?;
             let mut report = download(config, &file, &dir.0, stop)?;
+            report.frame_bytes = config.frame_bytes;
             let after = delivered(config)?;
             report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
             report.sha256_matches = true;
@@ -337,6 +355,62 @@ fn in_netns(netns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", netns]).args(args);
     c
+}
+
+/// The client's route to the server with an advertised MSS, removed when dropped (a lab is
+/// reused by later runs).
+struct SegmentCap {
+    client: String,
+}
+
+impl SegmentCap {
+    /// The route of this address (the connected route to the subnet goes on beside it).
+    fn route() -> String {
+        format!("{}/32", SERVER.ip)
+    }
+
+    /// Advertise the MSS of `frame_bytes` from `client` (also removes what an interrupted run
+    /// left); `None`: nothing to advertise.
+    fn set(client: String, frame_bytes: Option<u16>) -> Result<Option<Self>, DemoError> {
+        let cap = SegmentCap { client };
+        let Some(frame) = frame_bytes else {
+            cap.remove();
+            return Ok(None);
+        };
+        if !FRAME_BYTES.contains(&frame) {
+            return Err(DemoError::Failed(format!(
+                "a data frame of {frame} bytes: frames are {} to {} bytes long",
+                FRAME_BYTES.start(),
+                FRAME_BYTES.end()
+            )));
+        }
+        let mss = (frame - FRAME_HEADERS).to_string();
+        let route = Self::route();
+        let out = in_netns(&cap.client, &["ip", "route", "replace", &route])
+            .args(["dev", "eth0", "advmss", &mss])
+            .output()
+            .map_err(io_error("running ip route"))?;
+        if !out.status.success() {
+            return Err(DemoError::Failed(format!(
+                "advertising an MSS of {mss} in {}: {}",
+                cap.client,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(Some(cap))
+    }
+
+    fn remove(&self) {
+        let _ = in_netns(&self.client, &["ip", "route", "del", &Self::route()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for SegmentCap {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 /// The HTTP server in the server's namespace, serving `dir`, logging requests to `log`.
