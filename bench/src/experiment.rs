@@ -81,9 +81,8 @@ pub struct Point {
     /// A short label for plots.
     pub label: String,
     pub spec: ChainSpec,
-    /// How the point runs in a lab (`--transport xdp`); `None` where it varies what a TCP
-    /// download through a lab cannot.
-    pub lab: Option<InLab>,
+    /// How the point runs in a lab (`--transport xdp`).
+    pub lab: InLab,
     pub config: RunConfig,
     pub work: Work,
 }
@@ -95,6 +94,8 @@ pub struct InLab {
     pub spec: String,
     /// The length of the server's data frames (`DemoConfig::frame_bytes`); `None`: full size.
     pub frame_bytes: Option<u16>,
+    /// UDP flows opened before the download (`DemoConfig::udp_flows`).
+    pub udp_flows: u32,
 }
 
 impl Experiment {
@@ -190,8 +191,9 @@ impl Experiment {
             Experiment::Recovery => &[
                 "FTC only: the baselines have no recovery in this runtime, so no ratios. The \
                  NAT's server is killed half way through the traffic; the orchestrator declares \
-                 it failed after 3 missed heartbeats (every 5 ms unless `--heartbeat-ms` says otherwise). The NAT holds one mapping per \
-                 flow it saw before the kill, at most `flows`. The phases are those of the \
+                 it failed after 3 missed heartbeats (every 5 ms unless `--heartbeat-ms` says \
+                 otherwise). The NAT holds one mapping per flow it saw before the kill, at most \
+                 `flows`. The phases are those of the \
                  killed position's first recovery; \"other recoveries\" counts, per run, servers \
                  that a busy machine kept from their heartbeats and that were replaced too.",
             ],
@@ -220,16 +222,15 @@ impl Experiment {
                 params,
                 label,
                 spec: chain.spec,
-                lab: Some(InLab {
+                lab: InLab {
                     spec: chain.text,
                     frame_bytes: None,
-                }),
+                    udp_flows: 0,
+                },
                 config,
                 work,
             }
         };
-        // What a download through a lab cannot vary: its flows' number.
-        let in_memory_only = |point: Point| Point { lab: None, ..point };
         let mut points = Vec::new();
         match self {
             Experiment::StateSize => {
@@ -246,9 +247,7 @@ impl Experiment {
                             compare(&ALL_MODES),
                         );
                         // In a lab, the client's MSS makes the server's data frames this long.
-                        if let Some(lab) = &mut p.lab {
-                            lab.frame_bytes = Some(size as u16);
-                        }
+                        p.lab.frame_bytes = Some(size as u16);
                         points.push(p);
                     }
                 }
@@ -322,10 +321,11 @@ impl Experiment {
                 }
             }
             Experiment::Recovery => {
-                for &flows in pick(&[1_000, 10_000, 100_000], &[1_000, 10_000]) {
+                // The NAT's 50,001 ports hold 40,000 mappings and the run's TCP connections.
+                for &flows in pick(&[1_000, 10_000, 40_000], &[1_000, 10_000]) {
                     let chain = chains::ch_rec()?;
                     let kill = chains::nat_position(&chain.spec).expect("Ch-Rec has a NAT");
-                    points.push(in_memory_only(point(
+                    let mut p = point(
                         json!({ "chain": "ch-rec", "flows": flows, "killed_server": kill }),
                         format!("{}k flows", flows / 1000),
                         chain,
@@ -334,7 +334,10 @@ impl Experiment {
                             ..base.clone()
                         },
                         Work::Recover { kill },
-                    )));
+                    );
+                    // In a lab, UDP flows opened before the download give the NAT its state.
+                    p.lab.udp_flows = flows as u32;
+                    points.push(p);
                 }
             }
         }
@@ -369,10 +372,8 @@ mod tests {
                 for p in points {
                     p.spec.validate().unwrap();
                     assert_eq!(p.config.duration, settings.duration);
-                    if let Some(lab) = &p.lab {
-                        let lab = ChainSpec::from_toml_str(&lab.spec, "lab spec").unwrap();
-                        assert_eq!(lab, p.spec, "{} {}", e.name(), p.label);
-                    }
+                    let lab = ChainSpec::from_toml_str(&p.lab.spec, "lab spec").unwrap();
+                    assert_eq!(lab, p.spec, "{} {}", e.name(), p.label);
                 }
             }
         }

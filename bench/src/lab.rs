@@ -19,7 +19,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunReport;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::apply;
-use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport, FRAME_HEADERS};
+use ftc_orchestrator::lab::demo::{demo, DemoConfig, DemoReport, LabKill, FRAME_HEADERS};
 use ftc_orchestrator::lab::deploy::RunConfig;
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology};
 use ftc_orchestrator::process::edges::EdgeKind;
@@ -28,21 +28,13 @@ use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work, GEN_THREADS};
 use crate::progress::Progress;
-use crate::results::{machine, ExperimentInfo, PointResult, Results};
+use crate::results::{machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results};
 use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
-/// The experiments that run in a lab: `all` over xdp.
-pub const LAB_EXPERIMENTS: [Experiment; 6] = [
-    Experiment::StateSize,
-    Experiment::Sharing,
-    Experiment::NatThreads,
-    Experiment::ChainLength,
-    Experiment::LatencyLoad,
-    Experiment::Replication,
-];
-/// The heartbeat period of the lab's runs: no server is killed in them, so detection speed does
-/// not matter, and a long period keeps a busy machine's live servers from being suspected.
+/// The heartbeat period of the lab's runs but recoveries (which take the recovery experiment's,
+/// [`Settings::heartbeat`]): no server is killed in them, so detection speed does not matter,
+/// and a long period keeps a busy machine's live servers from being suspected.
 const HEARTBEAT_MS: f64 = 50.0;
 /// Round trips of the latency probe are this far apart.
 const PROBE_EVERY: Duration = Duration::from_millis(1);
@@ -81,13 +73,7 @@ pub fn run(
 ) -> Result<Results, BenchError> {
     let plans = experiments
         .iter()
-        .map(|&e| {
-            let points = e.points(settings)?;
-            if points.iter().any(|p| p.lab.is_none()) {
-                return Err(BenchError::NotInLab(e.name()));
-            }
-            Ok((e, points))
-        })
+        .map(|&e| Ok((e, e.points(settings)?)))
         .collect::<Result<Vec<_>, BenchError>>()?;
     apply::check_host().map_err(|e| BenchError::Lab(e.to_string()))?;
     let runs: usize = plans
@@ -144,6 +130,15 @@ fn notes(experiment: Experiment) -> &'static [&'static str] {
              acknowledgements too. Each download carries `--size-mb`'s share of payload at \
              that size, so that it has about as many frames as one of full-size frames.",
         ],
+        Experiment::Recovery => &[
+            "FTC only: the baselines have no recovery in this runtime, so no ratios. Before the \
+             download the client opens `flows` UDP flows (`ftc lab demo --udp-flows`: a \
+             datagram from each of as many ports to the server's DNS port, a NAT mapping each); \
+             the NAT's server's node is killed (SIGKILL) half way through the download; the \
+             orchestrator declares it failed after 3 missed heartbeats (every 5 ms unless \
+             `--heartbeat-ms` says otherwise). TCP resends what the kill lost, so no packet is \
+             counted lost. Throughput is the download's, recovery included.",
+        ],
         Experiment::LatencyLoad => &[
             "Offered loads pace the download (curl's `--limit-rate`) at fractions of FTC's \
              flat-out download rate on Ch-Rec, measured just before; both modes get the same \
@@ -158,7 +153,7 @@ fn notes(experiment: Experiment) -> &'static [&'static str] {
 fn modes_of(point: &Point) -> Vec<Mode> {
     match &point.work {
         Work::Compare { modes, .. } => modes.clone(),
-        Work::Recover { .. } => Vec::new(),
+        Work::Recover { .. } => vec![Mode::Ftc],
     }
 }
 
@@ -191,6 +186,10 @@ impl LabBench<'_> {
             let mut saturation = None;
             for mut point in points {
                 let spec_path = self.prepare(&point)?;
+                if let Work::Recover { kill } = point.work {
+                    results.push(self.recover(&point, &spec_path, kill));
+                    continue;
+                }
                 let mut rate_limit = None;
                 if let Work::Compare {
                     load: Some(load), ..
@@ -222,7 +221,7 @@ impl LabBench<'_> {
                         report_of(
                             &point.spec,
                             mode,
-                            self.download(&point, &spec_path, mode, rate_limit),
+                            self.download(&point, &spec_path, mode, rate_limit, Vec::new()),
                         )
                     })
                 });
@@ -237,11 +236,7 @@ impl LabBench<'_> {
 
     /// Writes `point`'s spec where the nodes read it; its path.
     fn prepare(&self, point: &Point) -> Result<PathBuf, BenchError> {
-        let text = &point
-            .lab
-            .as_ref()
-            .ok_or(BenchError::NotInLab(point.experiment.name()))?
-            .spec;
+        let text = &point.lab.spec;
         let path = self.dir.join(format!("{}.toml", point.spec.chain.name));
         std::fs::write(&path, text).map_err(|source| BenchError::Write {
             path: path.clone(),
@@ -279,7 +274,7 @@ impl LabBench<'_> {
                     point.spec.chain.name
                 );
                 self.progress.run(what, || {
-                    self.download(point, spec_path, Mode::Ftc, None)
+                    self.download(point, spec_path, Mode::Ftc, None, Vec::new())
                         .map_or((0.0, 0.0), |r| (r.bytes as f64 / r.seconds, r.frames_per_s))
                 })
             })
@@ -288,24 +283,59 @@ impl LabBench<'_> {
         (med(|r| r.0).unwrap_or(0.0), med(|r| r.1).unwrap_or(0.0))
     }
 
+    /// `point`'s recoveries, one per round: server `kill` killed half way through a download.
+    fn recover(&self, point: &Point, spec_path: &Path, kill: u16) -> PointResult {
+        let (mut runs, mut violations) = (Vec::new(), Vec::new());
+        for _ in 0..self.settings.rounds {
+            let what = format!(
+                "{} {} in the lab: ftc, kill",
+                point.experiment.name(),
+                point.label
+            );
+            let kills = vec![LabKill {
+                position: kill,
+                at: 0.5,
+            }];
+            let ran = self.progress.run(what, || {
+                self.download(point, spec_path, Mode::Ftc, None, kills)
+            });
+            match ran {
+                Ok(r) => {
+                    // TCP resends what the kill lost: no packet count to give.
+                    runs.push(RecoveryRun::of(r.recoveries, kill, 0, r.frames_per_s));
+                    violations.extend(r.violations);
+                }
+                Err(e) => violations.push(e.to_string()),
+            }
+        }
+        let mut result = PointResult::empty(point);
+        result.recovery = Some(RecoveryFigures::of(runs, violations));
+        result
+    }
+
     /// One download through `point`'s chain in `mode`, paced at `rate_limit` bytes/s if
-    /// given.
+    /// given, with `kills`.
     fn download(
         &self,
         point: &Point,
         spec_path: &Path,
         mode: Mode,
         rate_limit: Option<u64>,
+        kills: Vec<LabKill>,
     ) -> Result<DemoReport, BenchError> {
         let spec = &point.spec;
-        let frame_bytes = point.lab.as_ref().and_then(|l| l.frame_bytes);
+        let frame_bytes = point.lab.frame_bytes;
         let topology = self.lab_for(spec, mode)?;
         let config = DemoConfig {
             run: RunConfig {
                 exe: self.lab.exe.clone(),
                 spec: spec_path.to_path_buf(),
                 topology,
-                heartbeat_ms: HEARTBEAT_MS,
+                heartbeat_ms: if kills.is_empty() {
+                    HEARTBEAT_MS
+                } else {
+                    self.settings.heartbeat.as_secs_f64() * 1e3
+                },
                 misses: 3,
                 ring_loss: 0.0,
                 edges: Some(EdgeKind::Xdp),
@@ -318,10 +348,11 @@ impl LabBench<'_> {
             spec: spec.clone(),
             size: download_size(self.lab.size, frame_bytes),
             connections: self.lab.connections,
-            kills: Vec::new(),
+            kills,
             rate_limit,
             probe: Some(PROBE_EVERY),
             frame_bytes,
+            udp_flows: point.lab.udp_flows,
         };
         demo(&config, self.stop).map_err(|e| BenchError::Lab(e.to_string()))
     }

@@ -90,12 +90,6 @@ pub enum BenchError {
     },
     #[error("encoding the results as JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error(
-        "`{0}` does not run in a lab (--transport xdp): it varies the flow count, which a TCP \
-         download through the lab cannot (`ftc lab demo` kills servers there); over xdp: \
-         every other experiment"
-    )]
-    NotInLab(&'static str),
     #[error("the lab: {0}")]
     Lab(String),
 }

@@ -173,6 +173,27 @@ pub struct RecoveryRun {
     pub throughput_pps: f64,
 }
 
+impl RecoveryRun {
+    /// A run whose `recoveries` were reported, in which position `killed` was killed.
+    pub fn of(
+        mut recoveries: Vec<RecoveryReport>,
+        killed: u16,
+        packets_lost: u64,
+        throughput_pps: f64,
+    ) -> Self {
+        let recovery = recoveries
+            .iter()
+            .position(|rec| rec.failed.contains(&killed))
+            .map(|i| recoveries.remove(i));
+        RecoveryRun {
+            recovery,
+            other_recoveries: recoveries,
+            packets_lost,
+            throughput_pps,
+        }
+    }
+}
+
 impl RecoveryFigures {
     /// The medians of `runs`.
     pub fn of(runs: Vec<RecoveryRun>, violations: Vec<String>) -> Self {

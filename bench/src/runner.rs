@@ -150,17 +150,12 @@ fn measure(
             let mut violations = Vec::new();
             for _ in 0..settings.rounds {
                 let r = progress.run(what("ftc, kill"), || run_chaos(&point.spec, &config))?;
-                let mut recoveries = r.recoveries;
-                let recovery = recoveries
-                    .iter()
-                    .position(|rec| rec.failed.contains(&kill))
-                    .map(|i| recoveries.remove(i));
-                runs.push(RecoveryRun {
-                    recovery,
-                    other_recoveries: recoveries,
-                    packets_lost: r.run.packets_lost,
-                    throughput_pps: r.run.throughput_pps,
-                });
+                runs.push(RecoveryRun::of(
+                    r.recoveries,
+                    kill,
+                    r.run.packets_lost,
+                    r.run.throughput_pps,
+                ));
                 violations.extend(r.run.violations);
             }
             result.recovery = Some(RecoveryFigures::of(runs, violations));

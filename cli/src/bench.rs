@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use ftc_bench::lab::{LabSettings, LAB_EXPERIMENTS};
+use ftc_bench::lab::LabSettings;
 use ftc_bench::{markdown, Experiment, Settings};
 use ftc_node::ftmb::SnapshotKind;
 use ftc_orchestrator::lab::topology::LabName;
@@ -71,10 +71,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    let experiments = match args.transport {
-        Transport::Xdp if args.experiment == "all" => LAB_EXPERIMENTS.to_vec(),
-        _ => Experiment::select(&args.experiment)?,
-    };
+    let experiments = Experiment::select(&args.experiment)?;
     if args.size_mb.is_some_and(|s| !(1..=100_000).contains(&s)) {
         anyhow::bail!("--size-mb must be between 1 and 100000");
     }

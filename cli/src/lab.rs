@@ -79,6 +79,11 @@ pub struct DemoArgs {
     /// small packet sizes. Default: full-size frames.
     #[arg(long, value_name = "BYTES")]
     frame_bytes: Option<u16>,
+    /// UDP flows to open before the download (0 to 64512), to give the middleboxes state to
+    /// recover: a datagram from each of that many client ports to the server's DNS port. A NAT
+    /// maps each: leave it ports for the download (Ch-Rec's NAT has 50,001).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(demo::MAX_UDP_FLOWS)))]
+    udp_flows: u32,
     /// The share of the download (of every connection's together) when the middle server is
     /// killed (and any --kill without its own share).
     #[arg(long, default_value_t = 0.3)]
@@ -414,6 +419,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
                 frame_bytes: args.frame_bytes,
+                udp_flows: args.udp_flows,
             };
             let r = demo::demo(&config, stop)?;
             if args.json {
@@ -473,6 +479,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     "the HTTP server saw {:?}; the chain delivered {} frames ({:.0} frames/s during the download)",
                     r.server_saw, r.frames_delivered, r.frames_per_s
                 );
+                if r.udp_flows_sent > 0 {
+                    println!(
+                        "before the download: {} UDP flows opened, {} of their datagrams arrived",
+                        r.udp_flows_sent, r.udp_flows_arrived
+                    );
+                }
                 if r.violations.is_empty() && !r.killed.is_empty() {
                     let kills = if r.killed.len() == 1 { "kill" } else { "kills" };
                     println!("consistent: the download survived the {kills}, every replica equals its head, every monitor counted every delivered frame");

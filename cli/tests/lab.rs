@@ -478,15 +478,20 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--connections"), "{err}");
     }
-    for (bytes, code) in [("101", 1), ("1515", 1), ("many", 2)] {
+    for (flag, value, code) in [
+        ("--frame-bytes", "101", 1),
+        ("--frame-bytes", "1515", 1),
+        ("--frame-bytes", "many", 2),
+        ("--udp-flows", "64513", 2),
+    ] {
         let out = ftc()
             .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
-            .args(["--frame-bytes", bytes])
+            .args([flag, value])
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(code), "{bytes}");
+        assert_eq!(out.status.code(), Some(code), "{flag} {value}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--frame-bytes"), "{err}");
+        assert!(err.contains(flag), "{err}");
     }
 }
 
@@ -566,14 +571,24 @@ fn the_download_survives_the_kill_over_packet_sockets_too() {
 /// The servers at the chain's ends, one after the other: server 0 (the forwarder, where both
 /// directions enter) and server 2 (the buffer, where they leave, over the edges' AF_XDP
 /// sockets). The download is paced so that the first recovery is over (10 missed heartbeats of
-/// 50 ms, then the restore) long before the second kill: Ch-Rec has f = 1.
+/// 50 ms, then the restore) long before the second kill: Ch-Rec has f = 1. Before it, 5,000
+/// UDP flows give server 2's NAT that many mappings to recover.
 #[test]
 fn the_download_survives_kills_of_the_ingress_and_the_egress_server() {
     demo(
         "ftcldend",
         &spec("ch-rec.toml"),
         "xdp",
-        &["--kill", "0@0.2", "--kill", "2@0.6", "--rate-mbit", "300"],
+        &[
+            "--kill",
+            "0@0.2",
+            "--kill",
+            "2@0.6",
+            "--rate-mbit",
+            "300",
+            "--udp-flows",
+            "5000",
+        ],
         &[0, 2],
         3,
     );
@@ -702,6 +717,15 @@ fn demo(
     assert_eq!(recovered, kills_sorted, "{r}");
     assert_eq!(r["server_saw"], serde_json::json!(["203.0.113.1"]), "{r}");
     assert!(r["frames_delivered"].as_u64().unwrap() > 100_000, "{r}");
+    if let Some(i) = extra.iter().position(|a| *a == "--udp-flows") {
+        // Every datagram was sent; --ring-loss drops some on the way (no one resends them).
+        let flows: u64 = extra[i + 1].parse().unwrap();
+        assert_eq!(r["udp_flows_sent"], flows, "{r}");
+        assert!(
+            r["udp_flows_arrived"].as_u64().unwrap() * 10 > flows * 9,
+            "{r}"
+        );
+    }
     stderr.into_owned()
 }
 
@@ -730,6 +754,60 @@ fn bench_over_xdp_runs_state_size_at_small_frames() {
             "512B pkt, 256B state",
         ],
     );
+}
+
+/// The recovery experiment in a lab: UDP flows give the NAT its state, its server is killed
+/// during the download, and the recovery moves more state for more flows.
+#[test]
+fn bench_over_xdp_recovers_the_nat_with_its_flows() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl9r");
+    let out = run(ftc().args([
+        "bench",
+        "recovery",
+        "--transport",
+        "xdp",
+        "--quick",
+        "--size-mb",
+        "20",
+        "--heartbeat-ms",
+        "20",
+        "--json",
+        "--lab",
+        lab.0,
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    let points = r["points"].as_array().expect("a points list");
+    let bytes: Vec<f64> = points
+        .iter()
+        .map(|p| {
+            let rec = &p["recovery"];
+            assert_eq!(rec["violations"], serde_json::json!([]), "{p}");
+            let run = &rec["runs"][0]["recovery"];
+            assert_eq!(
+                run["failed"],
+                serde_json::json!([2]),
+                "the NAT's server: {p}"
+            );
+            assert!(run["total_ns"].as_u64().unwrap() > 0, "{p}");
+            rec["bytes"].as_f64().unwrap()
+        })
+        .collect();
+    let labels: Vec<&str> = points
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["1k flows", "10k flows"]);
+    // Each flow is a NAT mapping: 9,000 more are well over 100 kB more.
+    assert!(bytes[1] > bytes[0] + 100_000.0, "{bytes:?}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
 /// `ftc bench EXPERIMENT --transport xdp --quick` with two 5 MB downloads at once: its points

@@ -13,6 +13,8 @@
 //! that the flows spread over the lanes of servers of several threads. With a frame size
 //! (`DemoConfig::frame_bytes`) the client advertises the TCP MSS that makes the server's data
 //! frames that long, so that a download runs at the packet sizes of the thesis's experiments.
+//! With UDP flows (`DemoConfig::udp_flows`) the client first sends a datagram from each of that
+//! many ports, which gives the chain's middleboxes state to recover (a NAT a mapping each).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -30,7 +32,7 @@ use sha2::{Digest, Sha256};
 use super::apply::secret_path;
 use super::deploy::{self, parse_peers, DeployError, RunConfig};
 use super::probe::{self, RttFigures, PROBE_PORT};
-use super::topology::{Host, CLIENT, SERVER};
+use super::topology::{Host, Topology, CLIENT, SERVER};
 use crate::checks::check_monitors;
 use crate::control::Peer;
 use crate::coordinator::RecoveryReport;
@@ -70,7 +72,16 @@ pub struct DemoConfig {
     /// advertises an MSS of this less [`FRAME_HEADERS`] on its route to the server. `None`:
     /// full-size frames (1,514 bytes).
     pub frame_bytes: Option<u16>,
+    /// UDP flows to open before the download, at most [`MAX_UDP_FLOWS`]: one datagram each,
+    /// from client ports 1024, 1025, … to the server's DNS port (which Ch-Rec's firewall lets
+    /// out), where a sink takes them. A NAT holds a mapping for each.
+    pub udp_flows: u32,
 }
+
+/// The most [`DemoConfig::udp_flows`]: the client's ports from 1024 up.
+pub const MAX_UDP_FLOWS: u32 = 65_536 - 1024;
+/// Where the UDP flows go on the server.
+const FLOWS_PORT: u16 = 53;
 
 /// What a data frame holds besides its payload and TCP timestamps (12 bytes, within the MSS):
 /// Ethernet, IPv4 and TCP headers.
@@ -87,6 +98,11 @@ pub struct DemoReport {
     /// The length of the server's data frames when it was set ([`DemoConfig::frame_bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_bytes: Option<u16>,
+    /// UDP flows opened before the download ([`DemoConfig::udp_flows`]): datagrams sent, and
+    /// those the server's sink got (the others were lost on the way, in the chain or in the
+    /// server host's stack).
+    pub udp_flows_sent: u32,
+    pub udp_flows_arrived: u32,
     /// Bytes downloaded, over every connection.
     pub bytes: u64,
     pub seconds: f64,
@@ -219,14 +235,17 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 .map_err(io_error("starting the probe's echo server"))?;
             let _segments = SegmentCap::set(t.host_netns(&CLIENT), config.frame_bytes)?;
             wait_ready(&t.host_netns(&CLIENT), stop)?;
+            let flows = open_udp_flows(t, config.udp_flows)?;
             let before = delivered(config)?;
             let mut report = download(config, &file, &dir.0, stop)?;
             report.frame_bytes = config.frame_bytes;
+            (report.udp_flows_sent, report.udp_flows_arrived) = flows;
             let after = delivered(config)?;
             report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
             report.sha256_matches = true;
             for got in got_files(&dir.0, config.connections) {
-                report.sha256_matches &= sha256_of(&got)? == sent_sha;
+                // A download that never connected left no file.
+                report.sha256_matches &= got.exists() && sha256_of(&got)? == sent_sha;
             }
             if !report.sha256_matches {
                 report
@@ -356,6 +375,131 @@ fn in_netns(netns: &str, args: &[&str]) -> Command {
     c.args(["netns", "exec", netns]).args(args);
     c
 }
+
+/// Sends one datagram from each of `flows` client ports to the server's [`FLOWS_PORT`], where a
+/// sink takes them (no ICMP error comes back through the chain); how many were sent and how
+/// many arrived.
+fn open_udp_flows(t: &Topology, flows: u32) -> Result<(u32, u32), DemoError> {
+    if flows == 0 {
+        return Ok((0, 0));
+    }
+    if flows > MAX_UDP_FLOWS {
+        return Err(DemoError::Failed(format!(
+            "{flows} UDP flows: at most {MAX_UDP_FLOWS}, from the client's ports 1024 up"
+        )));
+    }
+    let python = |netns: &str, script: &str, args: &[String]| {
+        in_netns(netns, &["python3", "-c", script])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map(Reaped)
+            .map_err(io_error("starting python3 (is python3 installed?)"))
+    };
+    let server = (SERVER.ip.to_string(), FLOWS_PORT.to_string());
+    // The sink says when it listens, and on its standard input closing how many came.
+    let mut sink = python(
+        &t.host_netns(&SERVER),
+        UDP_SINK,
+        &[server.0.clone(), server.1.clone()],
+    )?;
+    let mut said = BufReader::new(sink.0.stdout.take().expect("piped"));
+    let mut line = String::new();
+    said.read_line(&mut line)
+        .map_err(io_error("reading the UDP sink"))?;
+    if line.trim() != "ready" {
+        return Err(DemoError::Failed(format!(
+            "the UDP sink did not start: {}",
+            stderr_of(&mut sink)
+        )));
+    }
+    let mut sender = python(
+        &t.host_netns(&CLIENT),
+        UDP_SENDER,
+        &[CLIENT.ip.to_string(), server.0, server.1, flows.to_string()],
+    )?;
+    let sent = sender
+        .0
+        .wait()
+        .map_err(io_error("waiting for the UDP sender"))?;
+    let mut out = String::new();
+    if let Some(mut o) = sender.0.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    let sent: u32 = match (sent.success(), out.trim().parse()) {
+        (true, Ok(n)) => n,
+        _ => {
+            return Err(DemoError::Failed(format!(
+                "the UDP sender failed ({sent}): {}",
+                stderr_of(&mut sender)
+            )))
+        }
+    };
+    // The sink reads what is on its way, then counts.
+    // SAFETY: kill(2) on the sink's pid, a child not reaped yet (it is reaped when dropped).
+    unsafe { libc::kill(sink.0.id() as i32, libc::SIGTERM) };
+    line.clear();
+    said.read_line(&mut line)
+        .map_err(io_error("reading the UDP sink"))?;
+    let arrived = line.trim().parse().unwrap_or(0);
+    Ok((sent, arrived))
+}
+
+/// What `child` wrote to its standard error, once it ended (killed if it had not).
+fn stderr_of(child: &mut Reaped) -> String {
+    let _ = child.0.kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err.trim().to_string()
+}
+
+/// The UDP sink: `python3 -c UDP_SINK ADDR PORT`; says `ready` when it listens, and on
+/// SIGTERM how many datagrams it got.
+const UDP_SINK: &str = "import signal, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# Room for every flow's datagram (root may go past rmem_max).
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE
+s.bind((sys.argv[1], int(sys.argv[2])))
+n, asked = 0, False
+def done(*_):
+    global asked
+    asked = True
+signal.signal(signal.SIGTERM, done)
+print('ready', flush=True)
+# Once asked, it reads on until nothing came for 50 ms.
+s.settimeout(0.05)
+while True:
+    try:
+        s.recv(2048)
+        n += 1
+    except socket.timeout:
+        if asked:
+            break
+print(n, flush=True)
+";
+
+/// The UDP sender: `python3 -c UDP_SENDER FROM TO PORT FLOWS`; prints how many it sent.
+const UDP_SENDER: &str = "import socket, sys, time
+src, dst, port, flows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sent = 0
+for p in range(1024, 1024 + flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((src, p))
+        s.sendto(b'ftc', (dst, port))
+        sent += 1
+    except OSError:
+        pass
+    s.close()
+    # Paced: a busy ingress drops what its queue cannot hold.
+    if sent % 64 == 0:
+        time.sleep(0.001)
+print(sent)
+";
 
 /// The client's route to the server with an advertised MSS, removed when dropped (a lab is
 /// reused by later runs).
