@@ -15,6 +15,14 @@ use crate::{BenchError, Settings};
 /// FTC and the three baselines, in the order every point runs them.
 pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
 
+/// The notes of the recovery experiment on what it compares and what its phases are.
+pub const RECOVERY_FTC_ONLY: &str = "FTC only: the baselines have no recovery in this runtime, \
+     so no ratios.";
+pub const RECOVERY_PHASES: &str = "The orchestrator declares the killed server failed after 3 \
+     missed heartbeats (every 5 ms unless `--heartbeat-ms` says otherwise). The phases are \
+     those of the killed position's first recovery; \"other recoveries\" counts, per run, \
+     servers that a busy machine kept from their heartbeats and that were replaced too.";
+
 /// The note of the state-size experiment on its middleboxes' threads.
 pub const GEN_THREADS: &str = "Each Gen runs one worker thread, as in the thesis.";
 
@@ -189,13 +197,10 @@ impl Experiment {
                  NF does not depend on f; it is run at every point as the reference.",
             ],
             Experiment::Recovery => &[
-                "FTC only: the baselines have no recovery in this runtime, so no ratios. The \
-                 NAT's server is killed half way through the traffic; the orchestrator declares \
-                 it failed after 3 missed heartbeats (every 5 ms unless `--heartbeat-ms` says \
-                 otherwise). The NAT holds one mapping per flow it saw before the kill, at most \
-                 `flows`. The phases are those of the \
-                 killed position's first recovery; \"other recoveries\" counts, per run, servers \
-                 that a busy machine kept from their heartbeats and that were replaced too.",
+                RECOVERY_FTC_ONLY,
+                "The NAT's server is killed half way through the traffic. The NAT holds one \
+                 mapping per flow it saw before the kill, at most `flows`.",
+                RECOVERY_PHASES,
             ],
         }
     }

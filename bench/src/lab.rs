@@ -26,7 +26,7 @@ use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::shape::Shape;
 use serde_json::json;
 
-use crate::experiment::{Experiment, Point, Work, GEN_THREADS};
+use crate::experiment::{Experiment, Point, Work, GEN_THREADS, RECOVERY_FTC_ONLY, RECOVERY_PHASES};
 use crate::progress::Progress;
 use crate::results::{machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results};
 use crate::stats::{alternate, median, mode_name};
@@ -119,8 +119,8 @@ pub fn run(
 }
 
 /// What the reader must know about `experiment` in a lab: its in-memory notes, but for loads,
-/// which pace a download here rather than a packet generator, and packet sizes, which are the
-/// server's data frames.
+/// which pace a download here rather than a packet generator, packet sizes, which are the
+/// server's data frames, and recoveries, of state that UDP flows made.
 fn notes(experiment: Experiment) -> &'static [&'static str] {
     match experiment {
         Experiment::StateSize => &[
@@ -131,13 +131,13 @@ fn notes(experiment: Experiment) -> &'static [&'static str] {
              that size, so that it has about as many frames as one of full-size frames.",
         ],
         Experiment::Recovery => &[
-            "FTC only: the baselines have no recovery in this runtime, so no ratios. Before the \
-             download the client opens `flows` UDP flows (`ftc lab demo --udp-flows`: a \
-             datagram from each of as many ports to the server's DNS port, a NAT mapping each); \
-             the NAT's server's node is killed (SIGKILL) half way through the download; the \
-             orchestrator declares it failed after 3 missed heartbeats (every 5 ms unless \
-             `--heartbeat-ms` says otherwise). TCP resends what the kill lost, so no packet is \
-             counted lost. Throughput is the download's, recovery included.",
+            RECOVERY_FTC_ONLY,
+            "Before the download the client opens `flows` UDP flows (`ftc lab demo \
+             --udp-flows`: a datagram from each of as many ports to the server's DNS port, a \
+             NAT mapping each); the NAT's server's node is killed (SIGKILL) half way through \
+             the download. TCP resends what the kill lost, so no packet is counted lost. \
+             Throughput is the download's, recovery included.",
+            RECOVERY_PHASES,
         ],
         Experiment::LatencyLoad => &[
             "Offered loads pace the download (curl's `--limit-rate`) at fractions of FTC's \

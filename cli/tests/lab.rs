@@ -4,8 +4,10 @@
 //! killed node in its namespace, and stops on SIGTERM leaving no process behind; `demo` carries a
 //! real TCP download (curl from python3's http.server) through Ch-Rec over AF_XDP edges while the
 //! middle server's node is SIGKILLed (in another run, the servers at both ends, one after the
-//! other), and the file arrives whole; `ftc bench --transport xdp`
-//! downloads through FTC, NF and both FTMB baselines (each in its lab layout). These need
+//! other), and the file arrives whole; it also downloads in small frames (`--frame-bytes`),
+//! after UDP flows that give the NAT state (`--udp-flows`), and in NF through a chain shorter
+//! than f + 1; `ftc bench --transport xdp` downloads through FTC, NF and both FTMB baselines
+//! (each in its lab layout), and recovers the NAT with its flows. These need
 //! root (network namespaces): as another user they say so and pass. Each test has its own lab
 //! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
 //! 10 misses) so that a loaded machine does not lose a node the test did not kill.

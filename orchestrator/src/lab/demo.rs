@@ -399,7 +399,7 @@ fn open_udp_flows(t: &Topology, flows: u32) -> Result<(u32, u32), DemoError> {
             .map_err(io_error("starting python3 (is python3 installed?)"))
     };
     let server = (SERVER.ip.to_string(), FLOWS_PORT.to_string());
-    // The sink says when it listens, and on its standard input closing how many came.
+    // The sink says when it listens, and on SIGTERM how many came.
     let mut sink = python(
         &t.host_netns(&SERVER),
         UDP_SINK,
@@ -496,7 +496,7 @@ for p in range(1024, 1024 + flows):
         pass
     s.close()
     # Paced: a busy ingress drops what its queue cannot hold.
-    if sent % 64 == 0:
+    if p % 64 == 0:
         time.sleep(0.001)
 print(sent)
 ";
