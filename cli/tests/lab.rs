@@ -553,7 +553,11 @@ fn the_download_survives_the_kill_with_two_lanes_per_node() {
             assert!(counter(links, "sent: ") > 0, "server {server}: {lane}");
             assert!(counter(links, "received: ") > 0, "server {server}: {lane}");
             if server != 1 {
-                assert!(lane.contains(", edges [("), "server {server}: {lane}");
+                // The whole log on failure: was an end server replaced without a kill?
+                assert!(
+                    lane.contains(", edges [("),
+                    "server {server}: {lane}\n{log}"
+                );
             }
         }
         // From a link, only retransmission requests (to every lane) change lanes.
