@@ -528,10 +528,13 @@ fn the_download_survives_the_kill_with_two_lanes_per_node() {
         digits.parse().unwrap_or(0)
     };
     for server in 0..3 {
+        let marker = format!("node server {server}: data path");
         let line = log
             .lines()
-            .find(|l| l.contains(&format!("node server {server}: data path")))
+            .find_map(|l| l.split_once(&marker).map(|(_, rest)| rest))
             .unwrap_or_else(|| panic!("no summary of server {server}: {log}"));
+        // The nodes write to one pipe, so another node's summary may go on in the same line.
+        let line = line.split("node server ").next().unwrap_or(line);
         let lanes: Vec<&str> = ["lane 0: ", "lane 1: "]
             .iter()
             .map(|lane| {
@@ -553,11 +556,7 @@ fn the_download_survives_the_kill_with_two_lanes_per_node() {
             assert!(counter(links, "sent: ") > 0, "server {server}: {lane}");
             assert!(counter(links, "received: ") > 0, "server {server}: {lane}");
             if server != 1 {
-                // The whole log on failure: was an end server replaced without a kill?
-                assert!(
-                    lane.contains(", edges [("),
-                    "server {server}: {lane}\n{log}"
-                );
+                assert!(lane.contains(", edges [("), "server {server}: {lane}");
             }
         }
         // From a link, only retransmission requests (to every lane) change lanes.
