@@ -17,9 +17,8 @@ use ftc_orchestrator::lab::topology::LabName;
 enum Transport {
     /// Servers are threads of this process, frames pass over in-memory channels.
     Mem,
-    /// The experiments a TCP download can drive (all but recovery) in a namespace lab:
-    /// one `ftc node` process per server, AF_XDP on every link, a TCP download through the
-    /// chain as traffic (needs root; see `ftc lab demo`).
+    /// The experiments in a namespace lab: one `ftc node` process per server, AF_XDP on every
+    /// link, a TCP download through the chain as traffic (needs root; see `ftc lab demo`).
     Xdp,
 }
 

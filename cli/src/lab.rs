@@ -358,12 +358,8 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=10_000.0).contains(&args.probe_ms) {
         anyhow::bail!("--probe-ms must be between 0 and 10000");
     }
-    if let Some(bytes) = args.frame_bytes.filter(|b| !demo::FRAME_BYTES.contains(b)) {
-        anyhow::bail!(
-            "--frame-bytes must be between {} and {}, not {bytes}",
-            demo::FRAME_BYTES.start(),
-            demo::FRAME_BYTES.end()
-        );
+    if let Some(bytes) = args.frame_bytes {
+        demo::check_frame_bytes(bytes).context("--frame-bytes")?;
     }
     let spec = ChainSpec::load(&args.spec)?;
     let mode = Mode::from(args.mode);

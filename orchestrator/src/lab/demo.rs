@@ -90,6 +90,18 @@ pub const FRAME_HEADERS: u16 = 14 + 20 + 20;
 /// links' 1,500-byte MTU.
 pub const FRAME_BYTES: std::ops::RangeInclusive<u16> = FRAME_HEADERS + 48..=1514;
 
+/// Refuses a data frame length outside [`FRAME_BYTES`] ([`DemoConfig::frame_bytes`]).
+pub fn check_frame_bytes(frame: u16) -> Result<(), DemoError> {
+    if FRAME_BYTES.contains(&frame) {
+        return Ok(());
+    }
+    Err(DemoError::Failed(format!(
+        "a data frame of {frame} bytes: frames are {} to {} bytes long",
+        FRAME_BYTES.start(),
+        FRAME_BYTES.end()
+    )))
+}
+
 /// What the demo saw.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DemoReport {
@@ -195,6 +207,16 @@ impl Drop for TempDir {
 /// Run the demo in the lab of `config.run` (up already). Every process it started is stopped
 /// when it returns.
 pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoError> {
+    // What cannot run is refused before anything starts.
+    if let Some(frame) = config.frame_bytes {
+        check_frame_bytes(frame)?;
+    }
+    if config.udp_flows > MAX_UDP_FLOWS {
+        return Err(DemoError::Failed(format!(
+            "{} UDP flows: at most {MAX_UDP_FLOWS}, from the client's ports 1024 up",
+            config.udp_flows
+        )));
+    }
     let t = &config.run.topology;
     let dir = TempDir(std::env::temp_dir().join(format!(
         "ftc-lab-demo-{}-{}",
@@ -383,11 +405,6 @@ fn open_udp_flows(t: &Topology, flows: u32) -> Result<(u32, u32), DemoError> {
     if flows == 0 {
         return Ok((0, 0));
     }
-    if flows > MAX_UDP_FLOWS {
-        return Err(DemoError::Failed(format!(
-            "{flows} UDP flows: at most {MAX_UDP_FLOWS}, from the client's ports 1024 up"
-        )));
-    }
     let python = |netns: &str, script: &str, args: &[String]| {
         in_netns(netns, &["python3", "-c", script])
             .args(args)
@@ -513,21 +530,14 @@ impl SegmentCap {
         format!("{}/32", SERVER.ip)
     }
 
-    /// Advertise the MSS of `frame_bytes` from `client` (also removes what an interrupted run
-    /// left); `None`: nothing to advertise.
+    /// Advertise the MSS of `frame_bytes` (checked: [`check_frame_bytes`]) from `client` (also
+    /// removes what an interrupted run left); `None`: nothing to advertise.
     fn set(client: String, frame_bytes: Option<u16>) -> Result<Option<Self>, DemoError> {
         let cap = SegmentCap { client };
         let Some(frame) = frame_bytes else {
             cap.remove();
             return Ok(None);
         };
-        if !FRAME_BYTES.contains(&frame) {
-            return Err(DemoError::Failed(format!(
-                "a data frame of {frame} bytes: frames are {} to {} bytes long",
-                FRAME_BYTES.start(),
-                FRAME_BYTES.end()
-            )));
-        }
         let mss = (frame - FRAME_HEADERS).to_string();
         let route = Self::route();
         let out = in_netns(&cap.client, &["ip", "route", "replace", &route])

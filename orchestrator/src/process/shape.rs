@@ -1,9 +1,9 @@
 //! What a deployment of a chain is made of in each mode: the positions the orchestrator deploys
 //! and watches, the position where customer frames leave, and whether failures are recovered.
 //! FTC and NF run one server per ring position (DESIGN.md §3: f + 1 at least; NF's servers
-//! without a middlebox pass frames on, so that both leave at the same link); the FTMB baselines two per
-//! middlebox ([`ftc_node::ftmb`]: the logger of middlebox i at 2i, its master at 2i+1), with
-//! customer frames leaving at the last logger.
+//! without a middlebox pass frames on, so that both leave at the same link); the FTMB baselines
+//! two per middlebox ([`ftc_node::ftmb`]: the logger of middlebox i at 2i, its master at 2i+1),
+//! with customer frames leaving at the last logger.
 
 use ftc_chain::ring::{Ring, RingError, ServerId};
 use ftc_chain::spec::ChainSpec;
