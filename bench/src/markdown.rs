@@ -117,9 +117,16 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
     } else {
         ""
     };
+    // In memory, what a packet cost the machine (the lab's nodes do not report it).
+    let cpu = points
+        .iter()
+        .any(|p| p.modes.values().any(|f| f.cpu_us_per_packet.is_some()));
     let mut cells = keys.to_vec();
     cells.extend(modes.iter().map(|m| format!("{m} kpps")));
     cells.extend(modes.iter().map(|m| format!("{m} p50/p99 µs")));
+    if cpu {
+        cells.extend(modes.iter().map(|m| format!("{m} CPU µs/pkt")));
+    }
     cells.extend(
         ["FTC/NF", "FTC/FTMB", "FTC/FTMB+snap"]
             .iter()
@@ -137,6 +144,13 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
             Some(f) => format!("{:.1} / {:.1}", f.latency_us.p50, f.latency_us.p99),
             None => "—".to_string(),
         }));
+        if cpu {
+            cells.extend(
+                modes
+                    .iter()
+                    .map(|m| opt(p.modes.get(m).and_then(|f| f.cpu_us_per_packet), 2)),
+            );
+        }
         let r: &Ratios = if headline == Headline::P99Latency {
             &p.p99_ratios
         } else {

@@ -89,6 +89,9 @@ pub struct RunFigures {
     /// In memory: the server thread that spent the largest share of the run on batches, the
     /// one that set the pace if near 1 (`null` in the lab, whose nodes do not report it).
     pub busiest: Option<ThreadBusy>,
+    /// In memory: the process's CPU time per packet released, µs ([`RunReport::cpu_us_per_packet`];
+    /// `null` in the lab).
+    pub cpu_us_per_packet: Option<f64>,
 }
 
 /// One mode at one point: the medians over its runs (each figure's own median), and the runs.
@@ -97,6 +100,9 @@ pub struct ModeFigures {
     pub throughput_pps: f64,
     pub latency_us: LatencyFigures,
     pub runs: Vec<RunFigures>,
+    /// In memory: the median over the runs of the CPU time per packet released, µs (`null` in
+    /// the lab).
+    pub cpu_us_per_packet: Option<f64>,
     /// FTMB+snapshot in memory: the median over the runs of each run's mean stall per
     /// snapshot, in microseconds (a run's masters report it; `null` where none was taken).
     pub snapshot_stall_us: Option<f64>,
@@ -129,8 +135,15 @@ impl ModeFigures {
                     packets_sent: r.packets_sent,
                     packets_released: r.packets_released,
                     busiest: r.busiest().cloned(),
+                    cpu_us_per_packet: r.cpu_us_per_packet,
                 })
                 .collect(),
+            cpu_us_per_packet: median(
+                &reports
+                    .iter()
+                    .filter_map(|r| r.cpu_us_per_packet)
+                    .collect::<Vec<_>>(),
+            ),
             snapshot_stall_us: median(
                 &reports
                     .iter()

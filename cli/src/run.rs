@@ -98,6 +98,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             "  latency µs: p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
             r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
         );
+        if let (Some(cpu), Some(per)) = (r.cpu_s, r.cpu_us_per_packet) {
+            let cores = std::thread::available_parallelism().map_or(0, usize::from);
+            println!(
+                "  CPU: {:.2} of {cores} cores busy on average, {per:.2} µs per packet released",
+                cpu / r.duration_s.max(f64::MIN_POSITIVE)
+            );
+        }
         if let Some(b) = r.busiest() {
             // FTMB's loggers run one thread each; servers and FTMB's masters take `threads`.
             let hint = if b.thread.contains("logger") {

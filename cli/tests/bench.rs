@@ -30,6 +30,10 @@ fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
             let m = &p["modes"][mode];
             assert!(m["throughput_pps"].as_f64().unwrap() > 0.0, "{mode}: {m}");
             assert!(m["latency_us"]["p50"].is_number() && m["latency_us"]["p99"].is_number());
+            assert!(
+                m["cpu_us_per_packet"].as_f64().unwrap() > 0.0,
+                "{mode}: {m}"
+            );
         }
         assert!(p["ratios"]["ftc_over_nf"].as_f64().unwrap() > 0.0, "{p}");
         for key in ["ftc_over_ftmb", "ftc_over_ftmb_snapshot"] {
@@ -41,6 +45,7 @@ fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
     assert_eq!(json["points"].as_array().map(Vec::len), Some(points.len()));
     let md = read("nat-threads.md");
     assert!(md.contains("| threads |") && md.contains("FTC/NF"), "{md}");
+    assert!(md.contains("ftc CPU µs/pkt"), "{md}");
     let svg = read("nat-threads.svg");
     assert!(
         svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"),

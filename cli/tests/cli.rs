@@ -56,7 +56,19 @@ fn run_json_has_the_documented_keys() {
         assert!(r["latency_us"]["p50"].is_number() && r["latency_us"]["p99"].is_number());
         assert_eq!(r["violations"].as_array().map(Vec::len), Some(0));
         assert!(r["packets_released"].as_u64().unwrap() > 0);
+        // What the packets cost this machine: the process's CPU time, and its share per packet.
+        let cpu = r["cpu_s"].as_f64().expect("cpu_s");
+        let per = r["cpu_us_per_packet"].as_f64().expect("cpu_us_per_packet");
+        let released = r["packets_released"].as_f64().unwrap();
+        assert!(cpu > 0.0, "{r}");
+        assert!(
+            (per * released / 1e6 - cpu).abs() <= 1e-6 * cpu.max(1.0),
+            "{r}"
+        );
     }
+    let (code, out, _) = ftc(&["run", &spec("ch-2.toml"), "--duration", "0.2"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("µs per packet released"), "{out}");
 }
 
 /// Issue 6: `ftc run --mode ftmb-snapshot --json` reports the snapshots; bad snapshot flags

@@ -152,6 +152,13 @@ pub struct RunReport {
     /// Each server thread's share of the run spent on batches ([`Sink::busy_ns`]), in thread
     /// order. The busiest sets the chain's pace once it nears 1.
     pub busy: Vec<ThreadBusy>,
+    /// CPU time the whole process spent from the run's start to the end of its traffic and
+    /// drain, in seconds: every thread (servers, generator and sink, an orchestrator). `None`
+    /// where the chain ran elsewhere (the lab's node processes).
+    pub cpu_s: Option<f64>,
+    /// [`RunReport::cpu_s`] per packet released, in microseconds: what a packet cost this
+    /// machine, whatever the threads waited for each other.
+    pub cpu_us_per_packet: Option<f64>,
     pub violations: Vec<String>,
 }
 
@@ -253,6 +260,8 @@ pub fn chain_lanes<'h>(
 #[derive(Debug)]
 pub struct Harness {
     start: Instant,
+    /// The process's CPU time at `start`, nanoseconds.
+    cpu_start: u64,
     recycle: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     credit: (Sender<u64>, Receiver<u64>),
     congested: AtomicUsize,
@@ -267,6 +276,7 @@ impl Default for Harness {
 impl Harness {
     pub fn new() -> Self {
         Harness {
+            cpu_start: process_cpu_ns(),
             start: Instant::now(),
             recycle: crossbeam_channel::unbounded(),
             credit: crossbeam_channel::unbounded(),
@@ -296,7 +306,8 @@ impl Harness {
     }
 
     /// Offer traffic for the configured duration, then let what is in flight leave (up to
-    /// `drain`) and the replicas settle; the seconds of the run, and `packets_sent` set.
+    /// `drain`) and the replicas settle; the seconds of the run, and `packets_sent` and
+    /// `cpu_s` set.
     pub fn drive(
         &self,
         config: &RunConfig,
@@ -321,9 +332,22 @@ impl Harness {
             }
         }
         let elapsed = self.start.elapsed().as_secs_f64();
+        report.cpu_s = Some(process_cpu_ns().saturating_sub(self.cpu_start) as f64 / 1e9);
         std::thread::sleep(Duration::from_millis(50));
         elapsed
     }
+}
+
+/// CPU time this process has spent so far, all threads, in nanoseconds.
+fn process_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to; the clock id is a constant Linux has.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "CLOCK_PROCESS_CPUTIME_ID is always there on Linux");
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl RunReport {
@@ -413,6 +437,10 @@ impl RunReport {
         }
         self.duration_s = elapsed;
         self.throughput_pps = self.packets_released as f64 / elapsed;
+        self.cpu_us_per_packet = self
+            .cpu_s
+            .filter(|_| self.packets_released > 0)
+            .map(|s| s * 1e6 / self.packets_released as f64);
         self.latency_us = Latency::of(&hist);
     }
 }
