@@ -389,6 +389,8 @@ fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) 
             report.packets_sent = delivered;
             report.packets_released = delivered;
             report.throughput_pps = r.frames_per_s;
+            report.cpu_s = Some(r.machine_cpu_s);
+            report.cpu_us_per_packet = Some(r.machine_cpu_us_per_frame);
             if let Some(rtt) = r.rtt_us {
                 report.latency_us = rtt.latency;
             }

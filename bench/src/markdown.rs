@@ -18,8 +18,9 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
     let mut out = format!("## {}: {}\n\n", e.name(), info.title);
     let how = match results.download_mb {
         None => format!(
-            "Transport: in-memory; every server is a thread of one process on this machine. {} \
-             round(s) of {:.2} s per mode and point",
+            "Transport: in-memory; every server is a thread of one process on this machine; \
+             CPU µs/pkt is the process's CPU time per packet released. {} round(s) of {:.2} s \
+             per mode and point",
             results.rounds, results.duration_s
         ),
         Some(mb) => format!(
@@ -27,8 +28,9 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
              own network namespace, veth links between them. Traffic: {} through the chain \
              (curl from python3's http.server); throughput is the frames the \
              chain delivered per second (data and acknowledgements), latency the round trips of \
-             a TCP echo probe during the download (each crosses every middlebox twice). {} \
-             round(s) per mode and point",
+             a TCP echo probe during the download (each crosses every middlebox twice), CPU \
+             µs/pkt the whole machine's CPU time per frame delivered. {} round(s) per mode and \
+             point",
             match results.connections.unwrap_or(1) {
                 1 => format!("a {mb} MB TCP download"),
                 n => format!(
@@ -117,7 +119,7 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
     } else {
         ""
     };
-    // In memory, what a packet cost the machine (the lab's nodes do not report it).
+    // What a packet cost the machine, where the runs measured it.
     let cpu = points
         .iter()
         .any(|p| p.modes.values().any(|f| f.cpu_us_per_packet.is_some()));

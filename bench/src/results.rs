@@ -89,8 +89,9 @@ pub struct RunFigures {
     /// In memory: the server thread that spent the largest share of the run on batches, the
     /// one that set the pace if near 1 (`null` in the lab, whose nodes do not report it).
     pub busiest: Option<ThreadBusy>,
-    /// In memory: the process's CPU time per packet released, µs ([`RunReport::cpu_us_per_packet`];
-    /// `null` in the lab).
+    /// What a packet cost the machine, µs of CPU time: in memory, the process's per packet
+    /// released ([`RunReport::cpu_us_per_packet`]); in the lab, the whole machine's per frame
+    /// delivered (nodes, client, server, orchestrator and the kernel's work for them).
     pub cpu_us_per_packet: Option<f64>,
 }
 
@@ -100,8 +101,7 @@ pub struct ModeFigures {
     pub throughput_pps: f64,
     pub latency_us: LatencyFigures,
     pub runs: Vec<RunFigures>,
-    /// In memory: the median over the runs of the CPU time per packet released, µs (`null` in
-    /// the lab).
+    /// The median over the runs of [`RunFigures::cpu_us_per_packet`].
     pub cpu_us_per_packet: Option<f64>,
     /// FTMB+snapshot in memory: the median over the runs of each run's mean stall per
     /// snapshot, in microseconds (a run's masters report it; `null` where none was taken).

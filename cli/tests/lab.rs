@@ -856,6 +856,11 @@ fn bench_in_lab(experiment: &str, name: &'static str, labels: &[&str]) {
         for mode in ["ftc", "nf", "ftmb", "ftmb-snapshot"] {
             let m = &p["modes"][mode];
             assert!(m["throughput_pps"].as_f64().unwrap() > 0.0, "{mode}: {m}");
+            // What a frame cost the machine.
+            assert!(
+                m["cpu_us_per_packet"].as_f64().unwrap() > 0.0,
+                "{mode}: {m}"
+            );
             // The probe's round trips: both directions through the chain take time.
             assert!(
                 m["latency_us"]["p50"].as_f64().unwrap() > 0.0,

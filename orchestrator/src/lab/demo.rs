@@ -146,6 +146,11 @@ pub struct DemoReport {
     /// Frames the chain delivered (both directions: data and acknowledgements) per second of
     /// the download.
     pub frames_per_s: f64,
+    /// CPU time the whole machine spent during the download, in seconds (`/proc/stat`: every
+    /// process, the nodes, the orchestrator, the client and the server, and the kernel's work
+    /// for them), and per frame delivered, in microseconds: what a frame cost the machine.
+    pub machine_cpu_s: f64,
+    pub machine_cpu_us_per_frame: f64,
     /// Round trips through the chain during the download, when probed.
     pub rtt_us: Option<RttFigures>,
     pub violations: Vec<String>,
@@ -258,12 +263,14 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             let _segments = SegmentCap::set(t.host_netns(&CLIENT), config.frame_bytes)?;
             wait_ready(&t.host_netns(&CLIENT), stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
-            let before = delivered(config)?;
+            let (before, busy) = (delivered(config)?, machine_busy_s()?);
             let mut report = download(config, &file, &dir.0, stop)?;
             report.frame_bytes = config.frame_bytes;
             (report.udp_flows_sent, report.udp_flows_arrived) = flows;
-            let after = delivered(config)?;
-            report.frames_per_s = after.saturating_sub(before) as f64 / report.seconds;
+            report.machine_cpu_s = machine_busy_s()? - busy;
+            let frames = delivered(config)?.saturating_sub(before);
+            report.frames_per_s = frames as f64 / report.seconds;
+            report.machine_cpu_us_per_frame = report.machine_cpu_s * 1e6 / frames.max(1) as f64;
             report.sha256_matches = true;
             for got in got_files(&dir.0, config.connections) {
                 // A download that never connected left no file.
@@ -818,6 +825,31 @@ fn delivered_to(config: &DemoConfig, host: &Host) -> Result<u64, DemoError> {
         .map_err(|_| DemoError::Failed(format!("no frame counter on {netns} eth1")))
 }
 
+/// CPU time the machine has spent so far, all its CPUs, in seconds: `/proc/stat`'s time not
+/// idle (user, nice, system, irq, softirq, steal; guests are counted within user).
+fn machine_busy_s() -> Result<f64, DemoError> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(io_error("reading /proc/stat"))?;
+    let ticks = busy_ticks(&stat)
+        .ok_or_else(|| DemoError::Failed("/proc/stat has no `cpu` line to read".into()))?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(ticks as f64 / per_s.max(1) as f64)
+}
+
+/// The busy ticks of `/proc/stat`'s first (`cpu`, all CPUs) line.
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let t: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal …
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| t.get(i)).sum();
+    (t.len() >= 4).then_some(busy)
+}
+
 /// Every group's replicas equal its head, and every monitor counted every frame delivered.
 fn check_state(
     config: &DemoConfig,
@@ -867,6 +899,16 @@ fn check_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_ticks_are_the_first_lines_time_not_idle() {
+        let stat = "cpu  10 2 30 400 5 6 7 8 9 0\ncpu0 1 1 1 1 1 1 1 1 1 1\nintr 1\n";
+        assert_eq!(busy_ticks(stat), Some(10 + 2 + 30 + 6 + 7 + 8));
+        // Old kernels have fewer fields: what is there counts.
+        assert_eq!(busy_ticks("cpu 1 2 3 4\n"), Some(6));
+        assert_eq!(busy_ticks("cpu0 1 2 3 4\n"), None);
+        assert_eq!(busy_ticks("cpu 1 x 3 4\n"), None);
+    }
 
     fn recovered(epoch: u32, failed: &[u16]) -> RecoveryReport {
         RecoveryReport {
