@@ -608,3 +608,25 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     let _ = orchestrator.wait();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The README's main job (`scripts/demo.sh` runs `ftc demo`), shortened: every part of its
+/// report is there (traffic in both modes with what a packet cost, a kill and its recovery, the
+/// faulted simulation) and its verdict is consistent.
+#[test]
+fn demo_reports_every_part_and_a_consistent_verdict() {
+    let (code, out, err) = ftc(&["demo", "--duration", "0.3", "--seeds", "3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for part in [
+        "== the chain",
+        "  FTC: ",
+        "  NF : ",
+        "FTC/NF throughput: ",
+        "CPU per packet released (the whole process): FTC ",
+        "recovered [1] (epoch 2)",
+        "consistent: every kill recovered",
+        "== deterministic simulation: 3 seeds",
+        "== verdict: consistent",
+    ] {
+        assert!(out.contains(part), "`{part}` missing in:\n{out}");
+    }
+}
