@@ -153,8 +153,9 @@ pub struct RunReport {
     /// order. The busiest sets the chain's pace once it nears 1.
     pub busy: Vec<ThreadBusy>,
     /// CPU time the whole process spent from the run's start to the end of its traffic and
-    /// drain, in seconds: every thread (servers, generator and sink, an orchestrator). `None`
-    /// where the chain ran elsewhere (the lab's node processes).
+    /// drain, in seconds: every thread (servers, generator and sink, an orchestrator). The
+    /// bench's lab runs put the whole machine's over the download here (`ftc lab demo`'s
+    /// `machine_cpu_s`). `None` where nothing measured it.
     pub cpu_s: Option<f64>,
     /// [`RunReport::cpu_s`] per packet released, in microseconds: what a packet cost this
     /// machine, whatever the threads waited for each other.

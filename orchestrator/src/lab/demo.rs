@@ -148,7 +148,8 @@ pub struct DemoReport {
     pub frames_per_s: f64,
     /// CPU time the whole machine spent during the download, in seconds (`/proc/stat`: every
     /// process, the nodes, the orchestrator, the client and the server, and the kernel's work
-    /// for them), and per frame delivered, in microseconds: what a frame cost the machine.
+    /// for them), and per frame delivered, in microseconds: what a frame cost the machine. The
+    /// kernel counts in ticks of 10 ms, so a download of a fraction of a second reads coarsely.
     pub machine_cpu_s: f64,
     pub machine_cpu_us_per_frame: f64,
     /// Round trips through the chain during the download, when probed.
