@@ -249,3 +249,36 @@ fn masters_of_two_lanes_number_pals_from_one_counter_and_lose_nothing() {
         }
     }
 }
+
+/// Snapshots every millisecond of a MazuNAT whose master runs two lanes, over many flows: a
+/// snapshot locks the whole store in partition order while the lanes' transactions take their
+/// partitions in any order, so a lane holding one partition must give way to the snapshot that
+/// holds another (before it did, the run could hang with both waiting for each other, as the
+/// lab's `nat-threads` did). The run has to end: a watchdog fails the test instead of hanging
+/// the suite. It is not a timing check; the run takes about a second.
+#[test]
+fn snapshots_of_a_master_of_two_lanes_do_not_deadlock_it() {
+    let spec = ftc_chain::spec::ChainSpec::from_toml_str(
+        "[chain]\nname = \"nat2\"\nf = 1\n\n\
+         [[middlebox]]\nkind = \"mazu-nat\"\npublic_ip = \"203.0.113.1\"\nports = \"10000-60000\"\nthreads = 2\n",
+        "test",
+    )
+    .unwrap();
+    let ftmb = FtmbConfig {
+        snapshot_every: Duration::from_millis(1),
+        ..FtmbConfig::default()
+    };
+    let config = RunConfig {
+        duration: Duration::from_secs(1),
+        flows: 10_000,
+        ..config(Mode::FtmbSnapshot, ftmb)
+    };
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(run_chain(&spec, &config)).unwrap());
+    let r = ended.recv_timeout(Duration::from_secs(120)).expect(
+        "a 1 s run still going after 120 s: the master's lanes and its snapshot deadlocked",
+    );
+    assert_all_released(&r, "nat2");
+    let s = r.snapshots.expect("a snapshot report");
+    assert!(s.per_master.iter().all(|&n| n >= 1), "{s:?}");
+}

@@ -13,6 +13,13 @@
 //! since timestamps are kept across retries every transaction eventually becomes the oldest: no
 //! starvation. Workers merge the clocks of holders they meet, which keeps their clocks close
 //! without a shared counter on the hot path.
+//!
+//! Background work (a replica's apply, an export of the whole store) takes its locks in
+//! partition order, holding each while it waits for the next, and never aborts. A transaction
+//! that holds a lock and meets one held by background work therefore gives way: it aborts,
+//! releases everything, waits until that lock leaves the background work, and retries. Without
+//! that, an export holding partition 0 and waiting for 1 and a transaction holding 1 and waiting
+//! for 0 wait for each other forever. A transaction that holds nothing just waits.
 
 use crossbeam_utils::CachePadded;
 
@@ -24,13 +31,20 @@ pub type Ts = u64;
 /// Bits of a timestamp that hold the worker slot.
 pub const SLOT_BITS: u32 = 16;
 
-/// The timestamp of replica-side applies, exports and inspections: younger than every
-/// transaction, so it never wounds anyone and is never wounded; it takes locks in partition order.
+/// The timestamp of replica-side applies, exports and inspections: it never wounds anyone and
+/// is never wounded; it takes locks in partition order, and transactions holding locks give way
+/// to it.
 pub const BACKGROUND_TS: Ts = u64::MAX;
 
-/// Returned when the transaction was wounded and must abort.
+/// Why a transaction's lock request failed: it must abort, release its locks and retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wounded;
+pub enum Refused {
+    /// An older transaction wounded it.
+    Wounded,
+    /// Background work holds the lock while the transaction holds others, which that work may
+    /// be waiting for: before retrying, wait with [`LockTable::wait_background`].
+    Background,
+}
 
 /// The timestamp of a transaction started at `clock` by worker `slot`.
 #[inline]
@@ -85,9 +99,10 @@ impl LockTable {
     }
 
     /// Take lock `p` for transaction `me`, waiting under wound-wait. `clock` is the caller's
-    /// Lamport clock, advanced past the clocks of holders it meets. Fails when `me` was wounded.
+    /// Lamport clock, advanced past the clocks of holders it meets; `holding` says whether `me`
+    /// holds other locks. Fails when `me` was wounded, or holds locks and met background work.
     #[inline]
-    pub fn acquire(&self, p: usize, me: Ts, clock: &mut u64) -> Result<(), Wounded> {
+    pub fn acquire(&self, p: usize, me: Ts, clock: &mut u64, holding: bool) -> Result<(), Refused> {
         let word = &self.words[p];
         if word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -95,18 +110,25 @@ impl LockTable {
         {
             return Ok(());
         }
-        self.acquire_contended(word, me, clock)
+        self.acquire_contended(word, me, clock, holding)
     }
 
     #[cold]
-    fn acquire_contended(&self, word: &AtomicU64, me: Ts, clock: &mut u64) -> Result<(), Wounded> {
+    fn acquire_contended(
+        &self,
+        word: &AtomicU64,
+        me: Ts,
+        clock: &mut u64,
+        holding: bool,
+    ) -> Result<(), Refused> {
         let mut spins = 0;
         loop {
             if self.is_wounded(me) {
-                return Err(Wounded);
+                return Err(Refused::Wounded);
             }
             match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
+                Err(BACKGROUND_TS) if holding => return Err(Refused::Background),
                 Err(holder) => {
                     debug_assert_ne!(holder, me, "lock requested twice by one transaction");
                     if holder != 0 && holder != BACKGROUND_TS {
@@ -129,6 +151,16 @@ impl LockTable {
             .compare_exchange(0, BACKGROUND_TS, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
+            backoff(&mut spins);
+        }
+    }
+
+    /// Wait until background work no longer holds lock `p`: a transaction refused with
+    /// [`Refused::Background`] calls this after releasing its locks, so that its retry does not
+    /// take them back before that work gets them.
+    pub fn wait_background(&self, p: usize) {
+        let mut spins = 0;
+        while self.words[p].load(Ordering::Acquire) == BACKGROUND_TS {
             backoff(&mut spins);
         }
     }

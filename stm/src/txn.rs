@@ -4,11 +4,12 @@
 
 use smallvec::SmallVec;
 
-use crate::lock::{timestamp, Ts};
+use crate::lock::{timestamp, Refused, Ts};
 use crate::store::table_hash;
 use crate::{key_hash, DepEntry, LogKind, LogSource, Partition, Seq, Store, Write};
 
-/// The transaction was wounded by an older one: return it (`?`) so that the worker retries.
+/// The transaction was wounded by an older one, or gave way to background work: return it
+/// (`?`) so that the worker retries.
 ///
 /// Only the STM makes these, so a body cannot abort on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,13 @@ struct Ctx {
     writes: Vec<PendingWrite>,
     arena: Vec<u8>,
     deps: Vec<DepEntry>,
+    /// The lock this attempt gave way on to background work ([`Refused::Background`]).
+    gave_way: Option<usize>,
 }
 
 impl Ctx {
     fn clear(&mut self) {
+        self.gave_way = None;
         self.held.clear();
         self.writes.clear();
         self.arena.clear();
@@ -150,6 +154,9 @@ impl<'s> Worker<'s> {
                         self.store.locks.release(usize::from(p));
                     }
                     self.store.locks.after_abort(me);
+                    if let Some(p) = self.ctx.gave_way {
+                        self.store.locks.wait_background(p);
+                    }
                     self.aborts += 1;
                     attempt += 1;
                 }
@@ -225,10 +232,13 @@ impl Txn<'_> {
         if !self.single && self.store.locks.is_wounded(self.me) {
             return Err(Abort(()));
         }
-        self.store
-            .locks
-            .acquire(p, self.me, self.clock)
-            .map_err(|_| Abort(()))?;
+        let holding = !self.ctx.held.is_empty();
+        if let Err(refused) = self.store.locks.acquire(p, self.me, self.clock, holding) {
+            if refused == Refused::Background {
+                self.ctx.gave_way = Some(p);
+            }
+            return Err(Abort(()));
+        }
         self.ctx.held.push(p as u16);
         Ok(())
     }
