@@ -44,6 +44,10 @@ const PORT: u16 = 8080;
 /// How long the chain may take to carry its first request, and the download to finish.
 const READY: Duration = Duration::from_secs(30);
 const DOWNLOAD: Duration = Duration::from_secs(600);
+/// A download that moves less than a byte a second for this long is given up (curl's
+/// `--speed-time`): the chain has stalled, and waiting out [`DOWNLOAD`] would only hide it.
+/// A recovery costs TCP well under a second of retransmissions.
+const STALL: Duration = Duration::from_secs(30);
 /// How long the replicas may take to converge after the download.
 const CONVERGE: Duration = Duration::from_secs(5);
 /// How long after a reroute the demo waits for another before it checks the state.
@@ -283,10 +287,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     .push("the downloaded file differs from the served one".into());
             }
             if report.curl_exit != 0 || report.http_status != 200 {
-                report.violations.push(format!(
-                    "the download failed: curl exit {}, HTTP {}",
-                    report.curl_exit, report.http_status
-                ));
+                report
+                    .violations
+                    .push(download_failed(report.curl_exit, report.http_status));
             }
             let mut peers = match (!report.killed.is_empty())
                 .then(|| next_peers(&peers_rx, CONVERGE, &chain))
@@ -603,6 +606,23 @@ fn url(path: &str) -> String {
     format!("http://{}:{PORT}/{path}", SERVER.ip)
 }
 
+/// What a failed download's violation says: curl's exit code and the HTTP status, and for
+/// curl's timeout (28) which limit it hit.
+fn download_failed(curl_exit: i32, http_status: u16) -> String {
+    let why = if curl_exit == CURL_TIMED_OUT {
+        format!(
+            " (curl gave up: the download moved less than a byte a second for {STALL:?}, \
+             or ran past {DOWNLOAD:?}; the chain stalled)"
+        )
+    } else {
+        String::new()
+    };
+    format!("the download failed: curl exit {curl_exit}, HTTP {http_status}{why}")
+}
+
+/// curl's exit code when `--max-time` or `--speed-time` ran out.
+const CURL_TIMED_OUT: i32 = 28;
+
 /// Until a small request through the chain succeeds (the nodes' AF_XDP sockets are up and the
 /// HTTP server listens).
 fn wait_ready(client: &str, stop: &AtomicBool) -> Result<(), DemoError> {
@@ -632,7 +652,7 @@ fn download(
 ) -> Result<DemoReport, DemoError> {
     let t = &config.run.topology;
     let got = got_files(dir, config.connections);
-    let max_time = DOWNLOAD.as_secs().to_string();
+    let (max_time, stall) = (DOWNLOAD.as_secs().to_string(), STALL.as_secs().to_string());
     let probe = config
         .probe
         .map(|every| probe::probe(&t.host_netns(&CLIENT), echo_addr(), every));
@@ -641,6 +661,7 @@ fn download(
         &t.host_netns(&CLIENT),
         &["curl", "-sS", "--max-time", &max_time],
     );
+    command.args(["--speed-limit", "1", "--speed-time", &stall]);
     if got.len() > 1 {
         let at_once = got.len().to_string();
         command.args([
@@ -909,6 +930,21 @@ mod tests {
         assert_eq!(busy_ticks("cpu 1 2 3 4\n"), Some(6));
         assert_eq!(busy_ticks("cpu0 1 2 3 4\n"), None);
         assert_eq!(busy_ticks("cpu 1 x 3 4\n"), None);
+    }
+
+    #[test]
+    fn a_timed_out_download_says_the_chain_stalled() {
+        assert_eq!(
+            download_failed(7, 0),
+            "the download failed: curl exit 7, HTTP 0"
+        );
+        let stalled = download_failed(CURL_TIMED_OUT, 200);
+        assert!(
+            stalled.starts_with("the download failed: curl exit 28, HTTP 200 (curl gave up")
+                && stalled.contains("30s")
+                && stalled.ends_with("the chain stalled)"),
+            "{stalled}"
+        );
     }
 
     fn recovered(epoch: u32, failed: &[u16]) -> RecoveryReport {
