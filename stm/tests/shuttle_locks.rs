@@ -2,8 +2,8 @@
 //! exclusion on every partition and no deadlock or livelock under wound-wait, for transactions
 //! that take their locks in conflicting orders; serializable transactions; `run_then`'s hook
 //! running before the locks are released; and exports of the whole store that end, and see
-//! whole transactions, against one or two lanes taking partitions against the export's order. Run with
-//! `cargo test -p ftc-stm --features shuttle --test shuttle_locks`.
+//! whole transactions, against one or two lanes taking partitions against the export's order.
+//! Run with `cargo test -p ftc-stm --features shuttle --test shuttle_locks`.
 #![cfg(feature = "shuttle")]
 
 use std::sync::Arc;
