@@ -15,6 +15,7 @@ mod orchestrator;
 mod run;
 mod signal;
 mod sim;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use ftc_node::traffic::MAX_FLOWS;
 use ftc_node::{Mode, ServerConfig};
 
 use crate::mode::{ModeArg, SnapshotArgs};
+use crate::watchdog::Watchdog;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -50,6 +51,10 @@ pub fn check_flows(flows: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long after its traffic a run may take to stop: the runtime's drain (5 s) and the
+/// replicas' settling with room to spare on a loaded machine.
+const STOP_WITHIN: Duration = Duration::from_secs(120);
+
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
     if !(0.01..=3600.0).contains(&args.duration) {
@@ -79,7 +84,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ..config.server.clone()
     }
     .check_logs_fit(&spec)?;
+    let watchdog = Watchdog::exit_after(
+        config.duration + STOP_WITHIN,
+        format!("`ftc run` of {}", spec.chain.name),
+    );
     let r = run_chain(&spec, &config);
+    drop(watchdog);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
