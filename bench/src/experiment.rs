@@ -48,6 +48,13 @@ pub fn names() -> String {
     Experiment::ALL.map(Experiment::name).join(", ")
 }
 
+/// 1, 2, 4, … up to `most`, and `most` itself where it is no power of two.
+fn doublings(most: u16) -> impl Iterator<Item = u16> {
+    let powers =
+        std::iter::successors(Some(1u16), |&t| t.checked_mul(2)).take_while(move |&t| t < most);
+    powers.chain([most.max(1)])
+}
+
 impl FromStr for Experiment {
     type Err = BenchError;
 
@@ -168,10 +175,10 @@ impl Experiment {
         match self {
             Experiment::StateSize => &[GEN_THREADS],
             Experiment::Sharing => &[
-                "Two worker threads per server (the thesis uses 8; this machine's core count \
-                 bounds what more threads can show): sharing level 1 (each thread its own \
-                 counter) and 2 (both threads on one counter), and per-flow counters for \
-                 contrast. FTMB's masters run as many lanes as FTC's heads, numbering \
+                "Worker threads per server as labelled: 2 unless `--threads` says more (the \
+                 thesis uses 8; the machine's core count bounds what more threads can show). \
+                 Sharing level L: every L threads share one counter (level 1: each thread its \
+                 own); per-flow counters for contrast. FTMB's masters run as many lanes as FTC's heads, numbering \
                  their PAL messages from one counter; its loggers run one thread.",
                 LANES_TAKE_FLOWS,
             ],
@@ -258,8 +265,13 @@ impl Experiment {
                 }
             }
             Experiment::Sharing => {
-                // `None`: per-flow counters.
-                for (sharing, threads) in [(Some(1), 1), (Some(1), 2), (Some(2), 2), (None, 2)] {
+                // `None`: per-flow counters. One thread, then every sharing level (powers of two)
+                // on the most threads.
+                let most = settings.threads.unwrap_or(2);
+                let levels = doublings(most).map(Some).chain([None]);
+                let one = (most > 1).then_some((Some(1), 1));
+                let points_of = one.into_iter().chain(levels.map(|l| (l, most)));
+                for (sharing, threads) in points_of {
                     let counters = if sharing.is_some() {
                         "shared"
                     } else {
@@ -276,12 +288,22 @@ impl Experiment {
                 }
             }
             Experiment::NatThreads => {
-                for &threads in pick(&[1, 2, 4], &[1, 2]) {
+                let counts: Vec<u16> = match settings.threads {
+                    None => pick(&[1, 2, 4], &[1, 2])
+                        .iter()
+                        .map(|&t| t as u16)
+                        .collect(),
+                    Some(most) if quick => {
+                        doublings(most).filter(|&t| t == 1 || t == most).collect()
+                    }
+                    Some(most) => doublings(most).collect(),
+                };
+                for threads in counts {
                     let plural = if threads == 1 { "" } else { "s" };
                     points.push(point(
                         json!({ "threads": threads }),
                         format!("{threads} thread{plural}"),
-                        chains::mazu_nat(threads as u16)?,
+                        chains::mazu_nat(threads)?,
                         base.clone(),
                         compare(&ALL_MODES),
                     ));
@@ -382,5 +404,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `--threads`: the thread experiments' points by default, and up to the number given.
+    #[test]
+    fn threads_set_the_thread_experiments_points() {
+        let threads_of = |e: Experiment, quick: bool, most: Option<u16>| {
+            let settings = Settings {
+                threads: most,
+                ..Settings::new(quick, None, None)
+            };
+            let points = e.points(&settings).unwrap();
+            for p in &points {
+                p.spec.validate().unwrap();
+            }
+            points
+                .iter()
+                .map(|p| (p.spec.middlebox[0].threads, p.label.clone()))
+                .collect::<Vec<_>>()
+        };
+        let counts = |v: Vec<(u16, String)>| v.into_iter().map(|(t, _)| t).collect::<Vec<_>>();
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, false, None)),
+            [1, 2, 4]
+        );
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, true, None)),
+            [1, 2]
+        );
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, false, Some(8))),
+            [1, 2, 4, 8]
+        );
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, false, Some(6))),
+            [1, 2, 4, 6]
+        );
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, true, Some(8))),
+            [1, 8]
+        );
+        assert_eq!(
+            counts(threads_of(Experiment::NatThreads, true, Some(1))),
+            [1]
+        );
+        assert_eq!(threads_of(Experiment::Sharing, false, Some(1)).len(), 2);
+        let labels = |v: Vec<(u16, String)>| v.into_iter().map(|(_, l)| l).collect::<Vec<_>>();
+        assert_eq!(
+            labels(threads_of(Experiment::Sharing, false, None)),
+            [
+                "level 1, 1 thr",
+                "level 1, 2 thr",
+                "level 2, 2 thr",
+                "per-flow, 2 thr"
+            ]
+        );
+        assert_eq!(
+            labels(threads_of(Experiment::Sharing, false, Some(8))),
+            [
+                "level 1, 1 thr",
+                "level 1, 8 thr",
+                "level 2, 8 thr",
+                "level 4, 8 thr",
+                "level 8, 8 thr",
+                "per-flow, 8 thr"
+            ]
+        );
     }
 }

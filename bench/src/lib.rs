@@ -38,6 +38,9 @@ pub struct Settings {
     /// What FTMB+snapshot's snapshots are: real copies of each master's store (the default), or
     /// the thesis's fixed stall (`stall-6ms`).
     pub snapshot: SnapshotKind,
+    /// The most worker threads per server of the experiments that vary threads (`sharing`,
+    /// `nat-threads`); `None`: their defaults, sized for a small machine.
+    pub threads: Option<u16>,
 }
 
 impl Settings {
@@ -65,6 +68,7 @@ impl Settings {
             duration: duration.unwrap_or(d),
             heartbeat: Self::HEARTBEAT,
             snapshot: SnapshotKind::Real,
+            threads: None,
         }
     }
 }

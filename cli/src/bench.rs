@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// or `stall-<N>ms` (stand still N ms, as the thesis simulates them: `stall-6ms`).
     #[arg(long, default_value = "real")]
     snapshot: SnapshotKind,
+    /// The most worker threads per server in `sharing` (every sharing level up to it, by
+    /// doubling) and `nat-threads` (1, 2, 4, … up to it); default 2 and 4. For machines with
+    /// the cores to show more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: Option<u16>,
     /// With --transport xdp: the lab's name (the prefix of its namespaces), brought up for each
     /// chain and taken down at the end.
     #[arg(long, default_value = "ftcbench")]
@@ -94,6 +99,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
         snapshot: args.snapshot,
+        threads: args.threads,
         ..Settings::new(
             args.quick,
             args.rounds,
