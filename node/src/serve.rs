@@ -466,6 +466,22 @@ pub fn serve<'a, C: Fn() -> u64 + Sync>(
     })
 }
 
+/// Names the calling thread `name` (what `top -H`, `ps -L` and profilers show), shortened to
+/// Linux's 15 bytes: ` lane ` becomes ` l`, then the end is cut.
+pub fn name_thread(name: &str) {
+    let mut short = name.to_string();
+    if short.len() > 15 {
+        short = short.replace(" lane ", " l");
+    }
+    while short.len() > 15 {
+        short.pop();
+    }
+    if let Ok(c) = std::ffi::CString::new(short) {
+        // SAFETY: a valid C string of at most 15 bytes, for this very thread.
+        unsafe { libc::pthread_setname_np(libc::pthread_self(), c.as_ptr()) };
+    }
+}
+
 /// [`serve`]'s loop; `life` says when the server dies and which epoch it is in.
 fn run<'a, C: Fn() -> u64>(
     mut server: Server<'a, u64>,
@@ -478,6 +494,7 @@ fn run<'a, C: Fn() -> u64>(
     let mut was_congested = false;
     let me = server.id();
     let mut sink = Sink::new(format!("server {} lane {}", me.0, server.lane()));
+    name_thread(&format!("srv {} lane {}", me.0, server.lane()));
     let mut batch = Batch::default();
     let now = &shared.now;
     if let Some(check) = shared.commits {
@@ -644,5 +661,32 @@ fn check_flow(
             "flow {} left the chain as {}:{} after leaving as {}:{} (a NAT mapping of a live connection changed)",
             packet.flow, key.src, key.sport, first.src, first.sport
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_thread;
+
+    /// The name the kernel holds for the calling thread.
+    fn comm() -> String {
+        std::fs::read_to_string("/proc/thread-self/comm")
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    #[test]
+    fn threads_are_named_within_linux_15_bytes() {
+        std::thread::spawn(|| {
+            name_thread("srv 3 lane 1");
+            assert_eq!(comm(), "srv 3 lane 1");
+            name_thread("m12 master lane 3");
+            assert_eq!(comm(), "m12 master l3");
+            name_thread("a name far longer than fifteen");
+            assert_eq!(comm(), "a name far long");
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -16,6 +16,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     routes: &Hops,
     shared: &Shared<'_, C>,
 ) -> (Station<'a, u64>, Sink) {
+    crate::serve::name_thread(&name);
     let mut sink = Sink::new(name);
     let mut batch = Batch::default();
     let mut was_congested = false;
