@@ -2,6 +2,7 @@
 //! state machine over the protocol cores, no I/O); [`runtime`] runs a whole chain in one process
 //! with a thread per server over an in-memory transport, and [`ftmb`] the FTMB baselines on it.
 
+mod bursts;
 pub mod commit_check;
 pub mod ftmb;
 pub mod heads;

@@ -14,8 +14,8 @@ use ftc_chain::spec::ChainSpec;
 use ftc_stm::Seq;
 use hdrhistogram::Histogram;
 
+use crate::bursts::{Bursts, Gone};
 use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
-use crate::lanes::lane_of;
 use crate::serve::{inboxes, serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
 use crate::{Heads, Mode, Packet, Server, ServerConfig};
@@ -468,19 +468,31 @@ fn generate(
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
-    let (mut sent, mut done) = (0u64, 0u64);
+    // Packets made, and sent (made ones may wait in a burst).
+    let (mut made, mut sent, mut done) = (0u64, 0u64, 0u64);
     let mut next_at = now();
     // Handles are entry times, made unique: checks key packets by them.
     let mut last_handle = 0;
     let (mut version, mut ingress) = (routes.version(), routes.lanes(0));
+    let mut bursts = Bursts::default();
     loop {
         done += credits.try_iter().sum::<u64>();
         let t = now();
-        if t >= stop_at || config.packets.is_some_and(|n| sent >= n) {
+        if t >= stop_at || config.packets.is_some_and(|n| made >= n) {
             break;
         }
         // A full window, or a congested server, waits for packets to leave: blocking gives the
-        // core to the servers.
+        // core to the servers. What waits in bursts goes first.
+        let waits = sent - done >= config.window || congested.load(Ordering::Acquire) > 0;
+        if waits {
+            match bursts.flush(&ingress) {
+                Ok(n) => sent += n as u64,
+                Err(Gone { sent: n }) => {
+                    sent += n as u64;
+                    break;
+                }
+            }
+        }
         if sent - done >= config.window {
             match credits.recv_timeout(Duration::from_nanos(stop_at - t)) {
                 Ok(n) => done += n,
@@ -503,7 +515,7 @@ fn generate(
             }
             next_at += iv;
         }
-        let flow = (sent % u64::from(flows)) as u32;
+        let flow = (made % u64::from(flows)) as u32;
         let mut bytes = recycle.try_recv().unwrap_or_default();
         bytes.clear();
         match templates.get(flow as usize) {
@@ -521,13 +533,24 @@ fn generate(
             version = routes.version();
             ingress = routes.lanes(0);
         }
-        let lane = lane_of(packet.flow, ingress.len());
-        if ingress[lane].send(Msg::Ingress(packet)).is_err() {
-            // Server 0 is gone for good (the run is ending).
-            break;
+        made += 1;
+        // Paced traffic leaves as made; flat out, in bursts per lane.
+        let pushed = bursts.push(&ingress, packet).and_then(|n| match interval {
+            Some(_) => bursts.flush(&ingress).map(|m| n + m),
+            None => Ok(n),
+        });
+        match pushed {
+            Ok(n) => sent += n as u64,
+            Err(Gone { sent: n }) => {
+                // Server 0 is gone for good (the run is ending).
+                sent += n as u64;
+                break;
+            }
         }
-        sent += 1;
     }
+    sent += match bursts.flush(&ingress) {
+        Ok(n) | Err(Gone { sent: n }) => n as u64,
+    };
     (sent, done)
 }
 
