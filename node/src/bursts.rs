@@ -11,28 +11,28 @@ use crate::Packet;
 /// Packets queued per lane before they are sent.
 pub const BURST: usize = 16;
 
-/// An ingress lane gone for good (the run is ending), after `sent` packets went out; the rest
-/// that waited are dropped.
+/// An ingress lane gone for good (the run is ending); what waited is dropped.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Gone {
-    pub sent: usize,
-}
+pub struct Gone;
 
-/// Packets generated and not yet sent, per lane of the ingress.
+/// Packets generated and not yet sent, per lane of the ingress, and how many went out.
 #[derive(Debug, Default)]
 pub struct Bursts {
     pending: Vec<Vec<Packet<u64>>>,
+    sent: u64,
 }
 
 impl Bursts {
+    /// Packets sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Sends `packet` to its lane of `ingress`: at once where there is one lane, else once its
-    /// lane has [`BURST`] packets waiting. A flow's packets keep their order. Says how many
-    /// packets went out.
-    pub fn push(&mut self, ingress: &[Sender<Msg>], packet: Packet<u64>) -> Result<usize, Gone> {
+    /// lane has [`BURST`] packets waiting. A flow's packets keep their order.
+    pub fn push(&mut self, ingress: &[Sender<Msg>], packet: Packet<u64>) -> Result<(), Gone> {
         if ingress.len() <= 1 && self.pending.iter().all(Vec::is_empty) {
-            return send(ingress, 0, packet)
-                .map(|()| 1)
-                .map_err(|()| Gone { sent: 0 });
+            return self.send(ingress, 0, packet);
         }
         if self.pending.len() != ingress.len() {
             self.spread(ingress.len());
@@ -41,14 +41,14 @@ impl Bursts {
         self.pending[lane].push(packet);
         match self.pending[lane].len() >= BURST {
             true => self.send_lanes(ingress, lane..lane + 1),
-            false => Ok(0),
+            false => Ok(()),
         }
     }
 
-    /// Sends every packet waiting (before the generator waits, and at its end); says how many.
-    pub fn flush(&mut self, ingress: &[Sender<Msg>]) -> Result<usize, Gone> {
+    /// Sends every packet waiting (before the generator waits, and at its end).
+    pub fn flush(&mut self, ingress: &[Sender<Msg>]) -> Result<(), Gone> {
         if self.pending.iter().all(Vec::is_empty) {
-            return Ok(0);
+            return Ok(());
         }
         if self.pending.len() != ingress.len() {
             self.spread(ingress.len());
@@ -70,24 +70,30 @@ impl Bursts {
         &mut self,
         ingress: &[Sender<Msg>],
         lanes: std::ops::Range<usize>,
-    ) -> Result<usize, Gone> {
-        let mut sent = 0;
+    ) -> Result<(), Gone> {
         for lane in lanes {
-            let ok = self.pending[lane]
-                .drain(..)
-                .try_for_each(|p| send(ingress, lane, p).map(|()| sent += 1));
-            if ok.is_err() {
-                self.pending.clear();
-                return Err(Gone { sent });
+            let waiting = std::mem::take(&mut self.pending[lane]);
+            for p in waiting {
+                if let Err(gone) = self.send(ingress, lane, p) {
+                    self.pending.clear();
+                    return Err(gone);
+                }
             }
         }
-        Ok(sent)
+        Ok(())
     }
-}
 
-fn send(ingress: &[Sender<Msg>], lane: usize, packet: Packet<u64>) -> Result<(), ()> {
-    let tx = ingress.get(lane).ok_or(())?;
-    tx.send(Msg::Ingress(packet)).map_err(drop)
+    fn send(
+        &mut self,
+        ingress: &[Sender<Msg>],
+        lane: usize,
+        packet: Packet<u64>,
+    ) -> Result<(), Gone> {
+        let tx = ingress.get(lane).ok_or(Gone)?;
+        tx.send(Msg::Ingress(packet)).map_err(|_| Gone)?;
+        self.sent += 1;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +123,8 @@ mod tests {
     fn one_lane_sends_at_once() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut b = Bursts::default();
-        assert_eq!(b.push(&[tx], packet(7, 1)), Ok(1));
+        assert_eq!(b.push(&[tx], packet(7, 1)), Ok(()));
+        assert_eq!(b.sent(), 1);
         assert_eq!(taken(&rx), [(7, 1)]);
     }
 
@@ -125,18 +132,20 @@ mod tests {
     fn several_lanes_send_full_bursts_then_the_rest_on_flush_in_flow_order() {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
         let mut b = Bursts::default();
-        let (mut h, mut early) = (0, 0);
+        let mut h = 0;
         for _ in 0..10 {
             for flow in 0..8 {
                 h += 1;
-                early += b.push(&txs, packet(flow, h)).unwrap();
+                b.push(&txs, packet(flow, h)).unwrap();
             }
         }
+        let early = b.sent() as usize;
         assert_eq!(early, rxs.iter().map(|rx| rx.len()).sum::<usize>());
         // 8 flows on 4 lanes: some lane has 2 of them, 20 packets, so a burst went.
         assert!(early >= BURST, "a lane filled a burst and sent it");
         assert_eq!(early % BURST, 0, "only full bursts before the flush");
-        assert_eq!(early + b.flush(&txs).unwrap(), 80);
+        b.flush(&txs).unwrap();
+        assert_eq!(b.sent(), 80);
         // Every packet once, on its flow's lane, each flow's in the order made.
         let mut all = 0;
         for (lane, rx) in rxs.iter().enumerate() {
@@ -163,20 +172,22 @@ mod tests {
         b.push(&txs, packet(1, 2)).unwrap();
         // A recovery left one lane: the waiting packets go there, in order.
         let (tx, rx) = crossbeam_channel::unbounded();
-        assert_eq!(b.flush(std::slice::from_ref(&tx)), Ok(2));
+        assert_eq!(b.flush(std::slice::from_ref(&tx)), Ok(()));
+        assert_eq!(b.sent(), 2);
         assert_eq!(taken(&rx), [(1, 1), (1, 2)]);
         assert!(rxs.iter().all(|r| taken(r).is_empty()));
         drop(rx);
-        assert_eq!(b.push(&[tx], packet(1, 3)), Err(Gone { sent: 0 }));
+        assert_eq!(b.push(&[tx], packet(1, 3)), Err(Gone));
+        assert_eq!(b.sent(), 2);
         // Several lanes, one gone: what went out before it is counted, the rest dropped.
         drop(rxs.into_iter().nth(1));
         for h in 0..BURST as u64 {
             let _ = b.push(&txs, packet(h, h));
         }
-        let Err(Gone { sent }) = b.flush(&txs) else {
-            panic!("lane 1 is gone")
-        };
-        assert!(sent < BURST);
-        assert_eq!(b.flush(&txs), Ok(0), "nothing waits any more");
+        assert_eq!(b.flush(&txs), Err(Gone), "lane 1 is gone");
+        let sent = b.sent() - 2;
+        assert!(sent < BURST as u64);
+        assert_eq!(b.flush(&txs), Ok(()), "nothing waits any more");
+        assert_eq!(b.sent() - 2, sent);
     }
 }

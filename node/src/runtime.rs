@@ -14,7 +14,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_stm::Seq;
 use hdrhistogram::Histogram;
 
-use crate::bursts::{Bursts, Gone};
+use crate::bursts::Bursts;
 use crate::ftmb::{FtmbConfig, LoggerStats, SnapshotReport};
 use crate::serve::{inboxes, serve, Beat, Ended, Hops, Msg, Routes, Shared, Sink};
 use crate::traffic::request;
@@ -468,8 +468,8 @@ fn generate(
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
     let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
-    // Packets made, and sent (made ones may wait in a burst).
-    let (mut made, mut sent, mut done) = (0u64, 0u64, 0u64);
+    // Packets made (some may wait in a burst, `bursts` counts those sent) and left.
+    let (mut made, mut done) = (0u64, 0u64);
     let mut next_at = now();
     // Handles are entry times, made unique: checks key packets by them.
     let mut last_handle = 0;
@@ -483,17 +483,11 @@ fn generate(
         }
         // A full window, or a congested server, waits for packets to leave: blocking gives the
         // core to the servers. What waits in bursts goes first.
-        let waits = sent - done >= config.window || congested.load(Ordering::Acquire) > 0;
-        if waits {
-            match bursts.flush(&ingress) {
-                Ok(n) => sent += n as u64,
-                Err(Gone { sent: n }) => {
-                    sent += n as u64;
-                    break;
-                }
-            }
+        let full = bursts.sent() - done >= config.window;
+        if (full || congested.load(Ordering::Acquire) > 0) && bursts.flush(&ingress).is_err() {
+            break;
         }
-        if sent - done >= config.window {
+        if bursts.sent() - done >= config.window {
             match credits.recv_timeout(Duration::from_nanos(stop_at - t)) {
                 Ok(n) => done += n,
                 Err(_) => break,
@@ -535,23 +529,17 @@ fn generate(
         }
         made += 1;
         // Paced traffic leaves as made; flat out, in bursts per lane.
-        let pushed = bursts.push(&ingress, packet).and_then(|n| match interval {
-            Some(_) => bursts.flush(&ingress).map(|m| n + m),
-            None => Ok(n),
-        });
-        match pushed {
-            Ok(n) => sent += n as u64,
-            Err(Gone { sent: n }) => {
-                // Server 0 is gone for good (the run is ending).
-                sent += n as u64;
-                break;
-            }
+        let mut pushed = bursts.push(&ingress, packet);
+        if interval.is_some() {
+            pushed = pushed.and_then(|()| bursts.flush(&ingress));
+        }
+        if pushed.is_err() {
+            // Server 0 is gone for good (the run is ending).
+            break;
         }
     }
-    sent += match bursts.flush(&ingress) {
-        Ok(n) | Err(Gone { sent: n }) => n as u64,
-    };
-    (sent, done)
+    let _ = bursts.flush(&ingress);
+    (bursts.sent(), done)
 }
 
 /// Where a replica's vector `copy` differs from its head's `head`: the first partition that
