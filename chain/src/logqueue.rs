@@ -10,9 +10,12 @@ use crate::wire::LogView;
 #[derive(Debug, Clone)]
 pub struct LogQueue<M> {
     bytes: Vec<u8>,
-    /// (start in `bytes`, length, metadata) of each queued log.
+    /// (start, length, metadata) of each queued log; a start counts every byte ever queued, so
+    /// `bytes` holds it at `start − base` and compacting moves no entry.
     entries: VecDeque<(usize, usize, M)>,
-    /// Bytes before this offset belong to logs already popped.
+    /// How many bytes were dropped from the front of `bytes`.
+    base: usize,
+    /// Bytes before this offset (counted as starts are) belong to logs already popped.
     consumed: usize,
 }
 
@@ -21,6 +24,7 @@ impl<M> Default for LogQueue<M> {
         LogQueue {
             bytes: Vec::new(),
             entries: VecDeque::new(),
+            base: 0,
             consumed: 0,
         }
     }
@@ -30,25 +34,34 @@ impl<M> LogQueue<M> {
     /// Queue a log.
     pub fn push(&mut self, log: &LogView<'_>, meta: M) {
         let encoded = log.as_bytes();
-        self.entries
-            .push_back((self.bytes.len(), encoded.len(), meta));
+        self.entries.push_back((self.end(), encoded.len(), meta));
         self.bytes.extend_from_slice(encoded);
     }
 
     /// The oldest log.
     pub fn front(&self) -> Option<(LogView<'_>, &M)> {
-        self.entries
-            .front()
-            .map(|(s, l, m)| (LogView::of_checked(&self.bytes[*s..s + l]), m))
+        self.entries.front().map(|(s, l, m)| (self.view(*s, *l), m))
     }
 
     /// Move the oldest log to the back, with metadata `meta`.
     pub fn requeue_front(&mut self, meta: M) {
         if let Some(&(s, l, _)) = self.entries.front() {
-            self.entries.push_back((self.bytes.len(), l, meta));
-            self.bytes.extend_from_within(s..s + l);
+            self.entries.push_back((self.end(), l, meta));
+            let at = s - self.base;
+            self.bytes.extend_from_within(at..at + l);
             self.pop_front();
         }
+    }
+
+    /// Where the next log queued starts.
+    fn end(&self) -> usize {
+        self.base + self.bytes.len()
+    }
+
+    /// The log queued at `start`, `len` bytes long.
+    fn view(&self, start: usize, len: usize) -> LogView<'_> {
+        let at = start - self.base;
+        LogView::of_checked(&self.bytes[at..at + len])
     }
 
     /// Drop the oldest log.
@@ -61,9 +74,7 @@ impl<M> LogQueue<M> {
 
     /// Every log, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (LogView<'_>, &M)> + '_ {
-        self.entries
-            .iter()
-            .map(|(s, l, m)| (LogView::of_checked(&self.bytes[*s..s + l]), m))
+        self.entries.iter().map(|(s, l, m)| (self.view(*s, *l), m))
     }
 
     /// Number of logs.
@@ -78,20 +89,16 @@ impl<M> LogQueue<M> {
 
     /// Bytes of the queued logs.
     pub fn byte_len(&self) -> usize {
-        self.bytes.len() - self.consumed
+        self.end() - self.consumed
     }
 
-    /// Give back the room of popped logs once they are most of the buffer.
+    /// Give back the room of popped logs once they are most of the buffer (the queued logs'
+    /// bytes move to the front; their entries stay as they are).
     fn compact(&mut self) {
-        if self.entries.is_empty() {
-            self.bytes.clear();
-            self.consumed = 0;
-        } else if self.consumed > self.bytes.len() / 2 {
-            self.bytes.drain(..self.consumed);
-            for (s, _, _) in &mut self.entries {
-                *s -= self.consumed;
-            }
-            self.consumed = 0;
+        let popped = self.consumed - self.base;
+        if self.entries.is_empty() || popped > self.bytes.len() / 2 {
+            self.bytes.drain(..popped);
+            self.base = self.consumed;
         }
     }
 }
@@ -144,5 +151,12 @@ mod tests {
             q.pop_front();
         }
         assert_eq!(q.byte_len(), 0);
+        // Emptied, it starts over: what goes in next is what comes out.
+        q.push(&LogView::new_checked(&log(7)).unwrap(), 7);
+        assert_eq!(
+            q.front().map(|(l, m)| (l.as_bytes().to_vec(), *m)),
+            Some((log(7), 7))
+        );
+        assert_eq!(q.byte_len(), len);
     }
 }
