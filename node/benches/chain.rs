@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
-use ftc_node::runtime::chain_lanes;
+use ftc_node::runtime::mode_lanes;
 use ftc_node::server::port_of;
 use ftc_node::traffic::request;
 use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
@@ -47,18 +47,9 @@ struct Pump<'h> {
 
 impl<'h> Pump<'h> {
     fn new(spec: &ChainSpec, heads: &'h Heads, mode: Mode) -> Self {
-        let ring = spec.ring();
-        let count = match mode {
-            Mode::Ftc => ring.servers(),
-            _ => ring.middleboxes(),
-        };
-        let config = ServerConfig {
-            mode,
-            ..ServerConfig::default()
-        };
-        let (lanes, _) = chain_lanes(ring, count, spec.chain.partitions, heads, &config);
+        let (lanes, hops) = mode_lanes(spec, heads, mode, &ServerConfig::default());
         let servers: Vec<_> = lanes.into_iter().map(|(server, _)| server).collect();
-        assert_eq!(servers.len(), count, "one lane per server");
+        assert_eq!(servers.len(), hops.len(), "one lane per server");
         Pump {
             inboxes: servers.iter().map(|_| VecDeque::new()).collect(),
             servers,

@@ -191,17 +191,8 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         return crate::ftmb::run(spec, heads, config);
     }
     let ring = spec.ring();
-    let partitions = spec.chain.partitions;
-    let servers = if config.mode == Mode::Ftc {
-        ring.servers()
-    } else {
-        ring.middleboxes()
-    };
-    let server_config = ServerConfig {
-        mode: config.mode,
-        ..config.server.clone()
-    };
-    let (lanes, hops) = chain_lanes(ring, servers, partitions, heads, &server_config);
+    let (lanes, hops) = mode_lanes(spec, heads, config.mode, &config.server);
+    let servers = hops.len();
     let harness = Harness::new();
     let routes = Routes::with_lanes(hops);
     let shared = harness.shared(None);
@@ -230,6 +221,28 @@ pub fn run_chain_on(spec: &ChainSpec, heads: &Heads, config: &RunConfig) -> RunR
         report.finish(&ring, heads, ended, elapsed);
     });
     report
+}
+
+/// The lanes, with their inboxes, of the servers `mode` runs `spec` on over `heads` (every server
+/// of the ring under FTC, the middleboxes' servers under NF), configured by `config` in that
+/// mode; and the hops that reach them.
+pub fn mode_lanes<'h>(
+    spec: &ChainSpec,
+    heads: &'h Heads,
+    mode: Mode,
+    config: &ServerConfig,
+) -> (Vec<Inboxed<'h>>, Hops) {
+    let ring = spec.ring();
+    let servers = if mode == Mode::Ftc {
+        ring.servers()
+    } else {
+        ring.middleboxes()
+    };
+    let config = ServerConfig {
+        mode,
+        ..config.clone()
+    };
+    chain_lanes(ring, servers, spec.chain.partitions, heads, &config)
 }
 
 /// A lane and the inbox it reads.
