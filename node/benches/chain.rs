@@ -14,9 +14,10 @@ use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::mode_lanes;
+use ftc_node::runtime::RunConfig;
 use ftc_node::server::port_of;
 use ftc_node::traffic::request;
-use ftc_node::{Frame, Heads, Mode, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Heads, Mode, Output, Packet, Server};
 
 /// Packets sent per measured iteration.
 const PACKETS: u64 = 4096;
@@ -47,7 +48,7 @@ struct Pump<'h> {
 
 impl<'h> Pump<'h> {
     fn new(spec: &ChainSpec, heads: &'h Heads, mode: Mode) -> Self {
-        let (lanes, hops) = mode_lanes(spec, heads, mode, &ServerConfig::default());
+        let (lanes, hops) = mode_lanes(spec, heads, mode, &RunConfig::default().server);
         let servers: Vec<_> = lanes.into_iter().map(|(server, _)| server).collect();
         assert_eq!(servers.len(), hops.len(), "one lane per server");
         Pump {

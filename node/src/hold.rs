@@ -76,10 +76,13 @@ impl<P> HoldQueue<P> {
     /// Whether a frame of `flow` that arrived as `arrival` must wait behind an earlier held
     /// frame of its flow. O(1).
     pub(crate) fn is_behind(&self, flow: u64, arrival: u64) -> bool {
-        self.flows
-            .get(&flow)
-            .and_then(VecDeque::front)
-            .is_some_and(|&first| first < arrival)
+        // Most frames find nothing held: no hashing then.
+        !self.flows.is_empty()
+            && self
+                .flows
+                .get(&flow)
+                .and_then(VecDeque::front)
+                .is_some_and(|&first| first < arrival)
     }
 
     /// Holds `frame` behind the held frames of its flow ([`HoldQueue::is_behind`] said so).
@@ -126,7 +129,9 @@ impl<P> HoldQueue<P> {
     /// The frame `arrival` (of `flow`) went through or was dropped, not held again: the next
     /// held frame of its flow, if any, is freed.
     pub(crate) fn left(&mut self, arrival: u64, flow: Option<u64>) {
-        let Some(flow) = flow else { return };
+        let Some(flow) = flow.filter(|_| !self.flows.is_empty()) else {
+            return;
+        };
         let Some(queue) = self.flows.get_mut(&flow) else {
             return;
         };

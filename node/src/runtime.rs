@@ -49,7 +49,11 @@ impl Default for RunConfig {
             size: 256,
             window: 512,
             packets: None,
-            server: ServerConfig::default(),
+            // The servers are threads of this process: their frames are trusted.
+            server: ServerConfig {
+                trusted_frames: true,
+                ..ServerConfig::default()
+            },
             ftmb: FtmbConfig::default(),
         }
     }

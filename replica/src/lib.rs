@@ -204,13 +204,18 @@ struct Member {
     request: RequestTimer,
 }
 
+/// Partitions a tail gathers to announce before it drops those named twice.
+const ANNOUNCE_DEDUP: usize = 64;
+
 /// The commit vector this server announces as the tail of `members[member]`.
 #[derive(Debug)]
 struct Tail {
     member: usize,
     /// Partitions to announce: applied since the last announcement, or seen in a duplicate (a
     /// predecessor resent a log of them, so the announcement never reached it).
-    announce: SmallVec<[u16; 16]>,
+    /// (A `Vec` of room for [`ANNOUNCE_DEDUP`] and the next log's: one push per log costs less
+    /// than a `SmallVec`'s.)
+    announce: Vec<u16>,
     /// Whether announcements may wait ([`ReplicaConfig::lazy_announce_ns`]): the group does
     /// not wrap past the buffer, so no packet waits on its commit vector.
     lazy: bool,
@@ -221,9 +226,11 @@ struct Tail {
 impl Tail {
     /// Partitions to announce.
     fn note(&mut self, partitions: impl Iterator<Item = u16>) {
-        self.announce.extend(partitions);
+        for p in partitions {
+            self.announce.push(p);
+        }
         // A lazy announcement gathers many logs' partitions: keep each once.
-        if self.announce.len() > 64 {
+        if self.announce.len() > ANNOUNCE_DEDUP {
             self.announce.sort_unstable();
             self.announce.dedup();
         }
@@ -307,7 +314,7 @@ impl Replica {
             .collect();
         let tail = members.iter().position(|m| m.tail).map(|member| Tail {
             member,
-            announce: SmallVec::new(),
+            announce: Vec::with_capacity(2 * ANNOUNCE_DEDUP),
             lazy: !ring.wraps(members[member].mb),
             announced_at: None,
         });

@@ -217,6 +217,10 @@ impl Store {
         if log.kind() != LogKind::Update {
             return Err(StmError::Malformed("only update logs are applied"));
         }
+        let mut deps = log.deps();
+        if let (Some(only), None) = (deps.next(), deps.next()) {
+            return self.apply_in_one(only, log);
+        }
         self.check_deps(log.deps())?;
         // Each key is hashed once: to check its partition here, to place it below.
         let mut hashes = SmallVec::<[u64; 4]>::new();
@@ -256,6 +260,54 @@ impl Store {
         for d in log.deps() {
             self.locks.release(usize::from(d.partition.0));
         }
+        Ok(outcome)
+    }
+
+    /// [`Store::apply`] for a log of one dependency `dep` (most are: a packet's transaction
+    /// touches one partition), with what the general case repeats per dependency done once:
+    /// one partition to check every write against, compare, lock and move.
+    fn apply_in_one(&self, dep: DepEntry, log: &impl LogSource) -> Result<ApplyOutcome, StmError> {
+        let p = usize::from(dep.partition.0);
+        let Some(part) = self.parts.get(p) else {
+            return Err(StmError::Malformed(
+                "dependency on a partition out of range",
+            ));
+        };
+        // The first keys are hashed once: to check their partition here, to place them below.
+        let mut hashes = [0u64; 4];
+        for (i, w) in log.writes().enumerate() {
+            let h = key_hash(w.key);
+            if self.partition_index(h) != p {
+                return Err(StmError::Malformed(
+                    "write to a partition outside the dependencies",
+                ));
+            }
+            if let Some(slot) = hashes.get_mut(i) {
+                *slot = h;
+            }
+        }
+        let compare = || match part.seq.load(Ordering::Acquire).cmp(&dep.seq.0) {
+            std::cmp::Ordering::Equal => ApplyOutcome::Applied,
+            std::cmp::Ordering::Greater => ApplyOutcome::Duplicate,
+            std::cmp::Ordering::Less => ApplyOutcome::Hold,
+        };
+        // Lock-free pre-check, as in `apply`.
+        match compare() {
+            ApplyOutcome::Applied => {}
+            other => return Ok(other),
+        }
+        self.locks.acquire_background(p);
+        let outcome = compare();
+        if outcome == ApplyOutcome::Applied {
+            for (i, w) in log.writes().enumerate() {
+                let h = hashes.get(i).copied().unwrap_or_else(|| key_hash(w.key));
+                // SAFETY: we hold the lock of the one partition every write is in (checked
+                // above).
+                unsafe { part.put(h, w.key, w.value) };
+            }
+            part.seq.store(dep.seq.0 + 1, Ordering::Release);
+        }
+        self.locks.release(p);
         Ok(outcome)
     }
 

@@ -200,6 +200,50 @@ fn read_only_satisfaction_and_malformed_logs() {
     assert!(matches!(replica.apply(&bad), Err(StmError::Malformed(_))));
 }
 
+/// The one-dependency case (`Store::apply`'s own path): a log of many writes to one partition
+/// is applied whole, a write outside it or a partition out of range leaves the store as it was.
+#[test]
+fn a_log_of_one_partition_applies_whole_or_not_at_all() {
+    let head = Store::new(1, 1).unwrap();
+    let replica = Store::new(1, 1).unwrap();
+    let mut w = head.worker(0).unwrap();
+    // More writes than the path hashes ahead (4), in the one partition there is.
+    let keys: Vec<[u8; 1]> = (0..7u8).map(|i| [i]).collect();
+    let ((), rec) = w.run(|tx| {
+        for k in &keys {
+            tx.write(k, b"v")?;
+        }
+        Ok(())
+    });
+    let log = support::OwnedLog::from(&rec);
+    assert_eq!(log.deps, vec![dep(0, 0)]);
+    assert_eq!(replica.apply(&log), Ok(ApplyOutcome::Applied));
+    assert_eq!(replica.to_map(), head.to_map());
+    assert_eq!(replica.vector(), head.vector());
+
+    let four = Store::new(4, 1).unwrap();
+    let other = (0..64u8)
+        .map(|i| vec![i])
+        .find(|k| part(&four, k) != part(&four, b"x"))
+        .expect("a key of another partition");
+    let outside = support::OwnedLog {
+        kind: LogKind::Update,
+        deps: vec![dep(part(&four, b"x"), 0)],
+        writes: vec![
+            (b"x".to_vec(), Some(b"1".to_vec())),
+            (other, Some(b"2".to_vec())),
+        ],
+    };
+    assert!(matches!(four.apply(&outside), Err(StmError::Malformed(_))));
+    let far = support::OwnedLog {
+        deps: vec![dep(4, 0)],
+        ..outside
+    };
+    assert!(matches!(four.apply(&far), Err(StmError::Malformed(_))));
+    assert!(four.to_map().is_empty());
+    assert_eq!(four.vector(), vec![Seq(0); 4]);
+}
+
 #[test]
 fn export_import_round_trip_keeps_the_vector() {
     let head = Store::new(16, 1).unwrap();

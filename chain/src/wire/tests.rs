@@ -362,6 +362,28 @@ fn a_written_view_of_other_bytes_checks_them() {
 }
 
 #[test]
+fn a_trusted_view_of_bytes_that_do_not_add_up_checks_them() {
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, 0).expect("header fits");
+    let log = message_repr().logs[0].clone();
+    assert_eq!(w.push_log(0, &log), Ok(()));
+    let n = w.finish();
+    let whole = MessageView::trusted(&buf[..n]).expect("valid");
+    assert_eq!(whole.logs().count(), 1);
+    // The log's length runs past the bytes, or another version: checked in full.
+    assert_eq!(
+        MessageView::trusted(&buf[..n - 1]),
+        Err(WireError::Truncated)
+    );
+    let mut other = buf;
+    other[0] = 1;
+    assert_eq!(
+        MessageView::trusted(&other[..n]),
+        Err(WireError::BadVersion)
+    );
+}
+
+#[test]
 fn limits_of_the_fixed_width_fields() {
     // A log must fit its u16 length: a 65535-byte value cannot.
     let mut log = message_repr().logs[0].clone();
@@ -564,6 +586,7 @@ proptest! {
         let bytes = &buf[..written.len()];
         prop_assert_eq!(bytes, &encode(&r)[..]);
         prop_assert_eq!(MessageView::written(bytes, written), MessageView::new_checked(bytes));
+        prop_assert_eq!(MessageView::trusted(bytes), MessageView::new_checked(bytes));
     }
 
     #[test]
