@@ -959,8 +959,8 @@ impl<'a, P: Clone> Server<'a, P> {
             self.held.hold_behind(arrival, flow, frame);
             return true;
         }
-        // The message is checked once per hop; the replica reads it and the next message is
-        // built from it.
+        // The message is checked once per hop (walked only, when frames are trusted); the
+        // replica reads it and the next message is built from it.
         let view = match self.replica.is_some().then(|| self.view(&frame.msg)) {
             None => None,
             Some(Ok(view)) => Some(view),

@@ -213,7 +213,7 @@ struct Tail {
     member: usize,
     /// Partitions to announce: applied since the last announcement, or seen in a duplicate (a
     /// predecessor resent a log of them, so the announcement never reached it).
-    /// (A `Vec` of room for [`ANNOUNCE_DEDUP`] and the next log's: one push per log costs less
+    /// (A `Vec`, made with room for twice [`ANNOUNCE_DEDUP`]: one push per log costs less
     /// than a `SmallVec`'s.)
     announce: Vec<u16>,
     /// Whether announcements may wait ([`ReplicaConfig::lazy_announce_ns`]): the group does
