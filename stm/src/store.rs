@@ -286,18 +286,14 @@ impl Store {
                 *slot = h;
             }
         }
-        let compare = || match part.seq.load(Ordering::Acquire).cmp(&dep.seq.0) {
-            std::cmp::Ordering::Equal => ApplyOutcome::Applied,
-            std::cmp::Ordering::Greater => ApplyOutcome::Duplicate,
-            std::cmp::Ordering::Less => ApplyOutcome::Hold,
-        };
         // Lock-free pre-check, as in `apply`.
-        match compare() {
+        let one = std::iter::once(dep);
+        match self.compare(one.clone()) {
             ApplyOutcome::Applied => {}
             other => return Ok(other),
         }
         self.locks.acquire_background(p);
-        let outcome = compare();
+        let outcome = self.compare(one);
         if outcome == ApplyOutcome::Applied {
             for (i, w) in log.writes().enumerate() {
                 let h = hashes.get(i).copied().unwrap_or_else(|| key_hash(w.key));
