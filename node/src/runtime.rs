@@ -522,9 +522,9 @@ fn generate(
         if let Some(iv) = interval {
             if t < next_at {
                 // Until the next packet is due; a millisecond at most, so that the end of the
-                // run and congestion are seen in time. (Capped at 50 µs before, a slow rate
-                // woke the generator 20,000 times a second: at 1,000 packets/s on Ch-2 the run
-                // took 0.35 of a core for nothing.)
+                // run and congestion are seen in time. (Capped at 50 µs, a slow rate woke the
+                // generator 20,000 times a second: at 1,000 packets/s on Ch-2 the run took
+                // 0.42-0.45 CPU-s in 2 s against 0.17-0.18 now; bench/RESULTS.md, session 32.)
                 std::thread::sleep(Duration::from_nanos((next_at - t).min(1_000_000)));
                 continue;
             }
