@@ -317,7 +317,8 @@ pub enum ServerError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServerStats {
     pub frames: u64,
-    /// Frames from the network whose message did not parse: dropped.
+    /// Frames from the network whose message did not parse, or that the replica refused
+    /// ([`ftc_replica::ReplicaError::is_bad_input`]): dropped.
     pub bad_frames: u64,
     pub held: u64,
     pub max_held: usize,
@@ -966,8 +967,10 @@ impl<'a, P: Clone> Server<'a, P> {
         // replica reads it and the next message is built from it.
         let view = match self.replica.is_some().then(|| self.view(&frame.msg)) {
             None => None,
-            Some(Ok(view)) => Some(view),
-            Some(Err(_)) => {
+            // A message longer than this server writes could neither go on with its packet nor
+            // be split into propagating frames: no server of the chain sends one.
+            Some(Ok(view)) if frame.msg.len() <= self.wbuf.len() => Some(view),
+            Some(_) => {
                 // Bad bytes from the network: dropped and counted, never trusted.
                 self.stats.bad_frames += 1;
                 return false;
@@ -988,6 +991,10 @@ impl<'a, P: Clone> Server<'a, P> {
                     self.stats.held += 1;
                     self.held.hold(arrival, flow, frame, &waits);
                     return true;
+                }
+                Err(source) if source.is_bad_input() => {
+                    self.stats.bad_frames += 1;
+                    return false;
                 }
                 Err(source) => {
                     self.fail(ServerError::Replica {

@@ -6,10 +6,10 @@ use ftc_chain::middlebox::Direction;
 use ftc_chain::middleboxes;
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_chain::wire::{MessageRepr, MessageView, MessageWriter};
+use ftc_chain::wire::{LogRepr, MessageRepr, MessageView, MessageWriter};
 use ftc_node::server::{empty_message, port_of};
 use ftc_node::{Frame, Mode, Output, Packet, Server, ServerConfig};
-use ftc_stm::{partition_of, Partition, Store, Worker};
+use ftc_stm::{partition_of, DepEntry, LogKind, Partition, Seq, Store, Worker};
 
 fn ch_rec() -> ChainSpec {
     ChainSpec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/ch-rec.toml"))
@@ -29,7 +29,40 @@ fn garbage_from_the_network_is_dropped_and_counted() {
     ));
     let mut s: Server<'_, u64> =
         Server::new(ring, ServerId(1), 64, head, ServerConfig::default()).unwrap();
-    for junk in [vec![], vec![9; 3], vec![1, 0, 0, 5, 0, 0]] {
+    let message = |log: LogRepr| {
+        let m = MessageRepr {
+            flags: 0,
+            logs: vec![log],
+            cvs: vec![],
+        };
+        let mut buf = vec![0; m.buffer_len()];
+        let len = m.emit(&mut buf).unwrap();
+        buf.truncate(len);
+        buf
+    };
+    // Well-formed, but naming a middlebox the chain lacks.
+    let foreign = message(LogRepr {
+        middlebox: 7,
+        kind: LogKind::Noop,
+        deps: vec![],
+        writes: vec![],
+    });
+    // Well-formed, but longer than any message of the chain (8 KiB): one log of G(0), which
+    // server 1 replicates, with a write of 8300 bytes.
+    let key = (0u32..)
+        .map(|i| i.to_le_bytes().to_vec())
+        .find(|k| partition_of(k, 64) == Partition(0))
+        .unwrap();
+    let huge = message(LogRepr {
+        middlebox: 0,
+        kind: LogKind::Update,
+        deps: vec![DepEntry {
+            partition: Partition(0),
+            seq: Seq(0),
+        }],
+        writes: vec![(key, Some(vec![0; 8300]))],
+    });
+    for junk in [vec![], vec![9; 3], vec![1, 0, 0, 5, 0, 0], foreign, huge] {
         s.handle_frame(
             0,
             ServerId(0),
@@ -40,7 +73,7 @@ fn garbage_from_the_network_is_dropped_and_counted() {
             },
         );
     }
-    assert_eq!(s.stats().bad_frames, 3);
+    assert_eq!(s.stats().bad_frames, 5);
     assert!(s.error().is_none());
     assert_eq!(s.poll_output(), None);
     // Still works: an empty propagating frame goes on.

@@ -167,6 +167,23 @@ pub enum ReplicaError {
     FrameFull,
     #[error("cannot restore: {0}")]
     Restore(&'static str),
+    #[error("message names middlebox {middlebox}; the chain has {middleboxes}")]
+    Foreign { middlebox: u8, middleboxes: usize },
+}
+
+impl ReplicaError {
+    /// Whether the error is the message's, not this server's: a message that passed the wire
+    /// check names a middlebox the chain lacks, or a log the store refuses (a dependency on a
+    /// partition it lacks, a write outside the log's partitions). Its frame is dropped and
+    /// counted, as bytes that do not parse are; the server goes on. Logs of it applied before
+    /// the bad one stay applied (and retained where this server is not their tail), as when
+    /// the frame is lost after this server: the protocol's loss handling covers the rest.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ReplicaError::Foreign { .. } | ReplicaError::Stm(StmError::Malformed(_))
+        )
+    }
 }
 
 /// Counters of a replica.
@@ -514,6 +531,7 @@ impl Replica {
         let applied = self.stats.applied;
         for log in msg.logs() {
             let Some(member) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
+                self.foreign(log.middlebox())?;
                 self.stats.passed_through += 1;
                 continue;
             };
@@ -538,7 +556,7 @@ impl Replica {
         if self.stats.applied > applied {
             self.apply_parked(now)?;
         }
-        self.merge_cvs(now, msg);
+        self.merge_cvs(now, msg)?;
         if waits.0.is_empty() {
             return Ok(Admit::Ready);
         }
@@ -617,7 +635,12 @@ impl Replica {
             let Some(m) = self.members.iter_mut().find(|m| m.mb.0 == log.middlebox()) else {
                 continue;
             };
-            let lacks = log.deps().any(|d| m.store.seq(d.partition) <= d.seq);
+            // A dependency on a partition the store lacks is the message's error, found when
+            // it is handled.
+            let partitions = self.partitions;
+            let lacks = log.deps().any(|d| {
+                usize::from(d.partition.0) < partitions && m.store.seq(d.partition) <= d.seq
+            });
             let holds = !m.request.is_idle() || parked.is_some_and(|p| p.holds(m.mb));
             if lacks && !holds {
                 m.request.resent(now);
@@ -668,9 +691,24 @@ impl Replica {
         Some((due, waits))
     }
 
-    fn merge_cvs(&mut self, now: u64, msg: &MessageView<'_>) {
+    fn merge_cvs(&mut self, now: u64, msg: &MessageView<'_>) -> Result<(), ReplicaError> {
         for cv in msg.commit_vectors() {
+            self.foreign(cv.middlebox())?;
             self.merge_commit_vector(now, MbIndex(cv.middlebox()), cv.entries());
+        }
+        Ok(())
+    }
+
+    /// [`ReplicaError::Foreign`] when `mb` is not a middlebox of the chain: the wire check sees
+    /// only a message's structure, and the ring's lookups take the chain's middleboxes only.
+    fn foreign(&self, mb: u8) -> Result<(), ReplicaError> {
+        let middleboxes = self.ring.middleboxes();
+        match usize::from(mb) < middleboxes {
+            true => Ok(()),
+            false => Err(ReplicaError::Foreign {
+                middlebox: mb,
+                middleboxes,
+            }),
         }
     }
 
@@ -1031,9 +1069,14 @@ fn read_gaps<'a>(mut cvs: impl Iterator<Item = CvView<'a>>) -> Vec<Gap> {
 }
 
 /// A propagating frame to `to` with as much of `outbox` as fits `out` (the rest stays).
+/// [`WireError::NoRoom`] when `out` holds nothing of a non-empty `outbox`: an empty frame
+/// would leave it as it was, and the driver would be asked for another at once, for good.
 fn drain_to(outbox: &mut Outbox, out: &mut [u8], to: ServerId) -> Result<Transmit, ReplicaError> {
     let mut w = MessageWriter::new(out, 0)?;
     outbox.fill(&mut w)?;
+    if w.log_count() == 0 && w.cv_count() == 0 {
+        return Err(WireError::NoRoom.into());
+    }
     Ok(Transmit {
         to,
         flags: 0,

@@ -642,3 +642,80 @@ fn tails_of_groups_that_do_not_wrap_announce_lazily() {
         assert_eq!(cvs.iter().filter(|c| c.middlebox == 2).count(), 1);
     }
 }
+
+/// Messages that pass the wire check (structure only) but name what the chain lacks are the
+/// message's error, which the driver drops and counts ([`ftc_replica::ReplicaError::is_bad_input`]),
+/// not a panic or a stopped server: a middlebox outside the chain in a log or a commit vector, a
+/// dependency on a partition the store lacks (also in a resent frame, looked at before it is
+/// handled), a write outside its log's partitions. Nothing of them is applied, and the replica
+/// goes on applying good logs.
+#[test]
+fn messages_naming_what_the_chain_lacks_are_bad_input() {
+    use ftc_chain::wire::{CvRepr, LogRepr};
+    use ftc_stm::{partition_of, Partition};
+    let ring = Ring::new(3, 1).unwrap();
+    // Server 1 tails G(0), whose head is server 0.
+    let mut r = Replica::new(ring, ServerId(1), P, config()).unwrap();
+    let key_in = |p: u16| {
+        (0u32..)
+            .map(|i| i.to_le_bytes().to_vec())
+            .find(|k| partition_of(k, P).0 == p)
+            .unwrap()
+    };
+    let update = |partition: u16, seq: u64, key: Vec<u8>| LogRepr {
+        middlebox: 0,
+        kind: LogKind::Update,
+        deps: vec![DepEntry {
+            partition: Partition(partition),
+            seq: Seq(seq),
+        }],
+        writes: vec![(key, Some(vec![1]))],
+    };
+    let message = |logs: Vec<LogRepr>, cvs: Vec<CvRepr>| {
+        let m = MessageRepr {
+            flags: 0,
+            logs,
+            cvs,
+        };
+        let mut buf = vec![0; m.buffer_len()];
+        let len = m.emit(&mut buf).unwrap();
+        buf.truncate(len);
+        buf
+    };
+    let foreign_log = LogRepr {
+        middlebox: 7,
+        kind: LogKind::Noop,
+        deps: vec![],
+        writes: vec![],
+    };
+    let foreign_cv = CvRepr {
+        middlebox: 9,
+        entries: vec![DepEntry {
+            partition: Partition(0),
+            seq: Seq(1),
+        }],
+    };
+    let last = message(vec![update(0, 0, key_in(1))], vec![]);
+    for bad in [
+        message(vec![foreign_log], vec![]),
+        message(vec![], vec![foreign_cv]),
+        message(vec![update(P as u16, 0, key_in(0))], vec![]),
+        last.clone(),
+    ] {
+        let view = MessageView::new_checked(&bad).unwrap();
+        // (The last one's dependency is in range and lacking: as a resent log it would make
+        // the replica ask for it, rightly.)
+        if bad != last {
+            r.resent_arrived(0, &view);
+        }
+        let e = r.handle_message(0, &view).unwrap_err();
+        assert!(e.is_bad_input(), "{:?}: {e}", repr(&bad));
+    }
+    assert_eq!(r.max_at(MbIndex(0), Partition(0)), Some(Seq(0)));
+    // No retransmission request was started for them either.
+    let fresh = Replica::new(ring, ServerId(1), P, config()).unwrap();
+    assert_eq!(r.poll_timeout(), fresh.poll_timeout());
+    let good = message(vec![update(0, 0, key_in(0))], vec![]);
+    assert!(hop(&mut r, 0, &good, None).is_some());
+    assert_eq!(r.max_at(MbIndex(0), Partition(0)), Some(Seq(1)));
+}
