@@ -28,14 +28,15 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
     /// Packets per second offered, at least 1 (default: as many as the chain takes, closed
-    /// loop; with --procs, 20000).
+    /// loop; with --procs, 20000, and at most 50 million packets in all).
     #[arg(long)]
     rate: Option<u64>,
     /// Flows the traffic is spread over, 1 to 16777216.
     #[arg(long, default_value_t = 64)]
     flows: u32,
     /// Heartbeat period in milliseconds, 0.1 to 10000; 3 missed declare a server failed. The
-    /// run goes on after the traffic until every kill is detected and recovered.
+    /// run goes on after the traffic until every kill is detected and recovered, for at most
+    /// 10 s plus 4 periods.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// Print one JSON object instead of text.
@@ -49,6 +50,9 @@ pub struct ChaosArgs {
 
 /// Customer frames per second with --procs when --rate is not given.
 const PROCS_RATE: u64 = 20_000;
+
+/// Packets one `--procs` run may send at most (its sink keeps 9 bytes per packet).
+const MAX_PROCS_PACKETS: u64 = 50_000_000;
 
 /// Parse `POSITION[@SECS]`; a kill without a time happens at `default_at`.
 fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
@@ -151,6 +155,13 @@ pub fn check_at_once<K: PartialEq>(
 
 pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     let spec = ChainSpec::load(&args.spec)?;
+    // FTC's frames must carry the chain's logs: refuse it here rather than at the first packet.
+    let server = ftc_node::ServerConfig::default();
+    if args.procs {
+        server.check_logs_fit_beside_packets(&spec)?;
+    } else {
+        server.check_logs_fit(&spec)?;
+    }
     if !(0.05..=3600.0).contains(&args.duration) {
         anyhow::bail!("--duration must be between 0.05 and 3600 seconds");
     }
@@ -160,6 +171,15 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
     crate::run::check_flows(args.flows)?;
     if args.rate == Some(0) {
         anyhow::bail!("--rate must be positive");
+    }
+    if args.procs {
+        let packets = args.rate.unwrap_or(PROCS_RATE) as f64 * args.duration;
+        if packets > MAX_PROCS_PACKETS as f64 {
+            anyhow::bail!(
+                "--rate × --duration must be at most {MAX_PROCS_PACKETS} packets with --procs \
+                 (the sink keeps when each packet was sent): lower --rate or --duration"
+            );
+        }
     }
     let duration = Duration::from_secs_f64(args.duration);
     let kills = args
@@ -185,6 +205,11 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             * u64::from(config.coordinator.misses.saturating_sub(1)),
     );
     check_kills(&config.kills, duration, spec.chain.f, undetected)?;
+    // A kill is detected up to `misses` periods after it, and its reroute waits for the
+    // servers' next heartbeats: the run waits that much longer for recoveries after the
+    // traffic (with long periods the default wait alone is too short).
+    let period = config.coordinator.heartbeat_period_ns;
+    config.settle += Duration::from_nanos(config.coordinator.detection_ns().saturating_add(period));
     crate::log::init("chaos");
     let r = if args.procs {
         let procs = ProcsConfig {

@@ -1,8 +1,9 @@
-//! Where customer frames enter and leave the chain: the options `ftc node` takes for itself and
-//! `ftc orchestrator` passes on to the replacements of the chain's end servers.
+//! Where customer frames enter and leave the chain, and how AF_XDP sockets open: the options
+//! `ftc node` takes for itself and `ftc orchestrator` passes on to its replacements.
 
 use std::net::SocketAddr;
 
+use ftc_node::xdp::XdpConfig;
 use ftc_orchestrator::process::edges::{Edge, EdgeKind};
 
 #[derive(Debug, clap::Args)]
@@ -32,4 +33,38 @@ pub struct CustomerArgs {
     /// as the middlebox has threads, each lane (thread) reads and sends on queues of its own.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub edge_queues: u32,
+    /// AF_XDP edges (and ring links) in zero-copy mode (the NIC driver must support it); copy
+    /// mode otherwise.
+    #[arg(long)]
+    pub xdp_zero_copy: bool,
+    /// The interface queue the AF_XDP edges and ring links bind.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub xdp_queue: u32,
+    /// Frames of each AF_XDP port's rx ring, and as many of its tx ring (4 KiB each, in one
+    /// UMEM): a power of two from 64 to 16384. Longer rings ride out longer waits for a core
+    /// at a high rate; shorter ones pin less memory, so a replacement starts sooner.
+    #[arg(long, value_name = "N", default_value_t = XdpConfig::DEFAULT_FRAMES, value_parser = parse_frames)]
+    pub xdp_frames: u32,
+}
+
+impl CustomerArgs {
+    /// How the AF_XDP ports open.
+    pub fn xdp(&self) -> XdpConfig {
+        XdpConfig {
+            queue: self.xdp_queue,
+            zero_copy: self.xdp_zero_copy,
+            rx_frames: self.xdp_frames,
+            tx_frames: self.xdp_frames,
+        }
+    }
+}
+
+/// `N` of `--xdp-frames`.
+fn parse_frames(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (64..=16384).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?}: expected a power of two from 64 to 16384"
+        )),
+    }
 }

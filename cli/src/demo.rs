@@ -40,6 +40,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=600.0).contains(&args.duration) {
         anyhow::bail!("--duration must be between 0.1 and 600 seconds");
     }
+    ftc_node::ServerConfig::default().check_logs_fit(&spec)?;
     println!("== the chain");
     print!("{}", crate::check::describe(&spec));
 

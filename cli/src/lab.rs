@@ -150,14 +150,16 @@ pub struct NameArg {
     name: LabName,
 }
 
-/// How customer frames reach the chain. Either way the nodes exchange frames over UDP on the
-/// management network, and server 0 and the last server take and send customer frames on the
-/// edge links (`ftc node --edge-in`/`--edge-out`).
+/// How frames travel in the lab. Either way server 0 and the last server take and send customer
+/// frames on the edge links (`ftc node --edge-in`/`--edge-out`); over `udp` the nodes exchange
+/// frames with each other over UDP on the management network, over `xdp` on the links between
+/// their namespaces (AF_XDP, `ftc node --ring-next`/`--ring-prev`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
-    /// The edges on raw packet sockets (AF_PACKET): for hosts without AF_XDP.
+    /// The edges on raw packet sockets (AF_PACKET), UDP between the nodes: for hosts without
+    /// AF_XDP.
     Udp,
-    /// The edges on AF_XDP sockets.
+    /// The edges and the links between the nodes on AF_XDP sockets.
     Xdp,
 }
 
@@ -176,7 +178,7 @@ pub struct RunArgs {
     spec: PathBuf,
     #[command(flatten)]
     name: NameArg,
-    /// How customer frames reach the chain.
+    /// How frames travel: the edges' sockets, and between the nodes.
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
     /// Stop after this many seconds (default: run until Ctrl-C).

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
-use ftc_node::xdp::XdpConfig;
 use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
@@ -36,17 +35,6 @@ pub struct NodeArgs {
     data: SocketAddr,
     #[command(flatten)]
     customer: CustomerArgs,
-    /// AF_XDP edges in zero-copy mode (the NIC driver must support it); copy mode otherwise.
-    #[arg(long)]
-    xdp_zero_copy: bool,
-    /// The interface queue the AF_XDP edges and ring links bind.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    xdp_queue: u32,
-    /// Frames of each AF_XDP port's rx ring, and as many of its tx ring (4 KiB each, in one
-    /// UMEM): a power of two from 64 to 16384. Longer rings ride out longer waits for a core
-    /// at a high rate; shorter ones pin less memory, so a replacement starts sooner.
-    #[arg(long, value_name = "N", default_value_t = XdpConfig::DEFAULT_FRAMES, value_parser = parse_frames)]
-    xdp_frames: u32,
     /// Frames to the next server leave on this interface through AF_XDP (the ring link to the
     /// successor), instead of UDP datagrams; needs --ring-prev too (FTC and NF).
     #[arg(
@@ -94,16 +82,6 @@ pub struct NodeArgs {
     observe: Option<PathBuf>,
 }
 
-/// `N` of `--xdp-frames`.
-fn parse_frames(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && (64..=16384).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{text:?}: expected a power of two from 64 to 16384"
-        )),
-    }
-}
-
 /// `POSITION=IFACE` of `--link`.
 fn parse_link(text: &str) -> Result<(u16, String), String> {
     let (position, iface) = text
@@ -126,6 +104,11 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
     RingLoss::check(args.ring_loss).context("--ring-loss")?;
+    let queues = args.customer.edge_queues.max(args.link_queues);
+    let first = args.customer.xdp_queue;
+    if first.checked_add(queues - 1).is_none() {
+        anyhow::bail!("--xdp-queue {first} + {queues} queues passes the last queue number");
+    }
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
     let links = match (&args.ring_next, &args.ring_prev) {
@@ -167,12 +150,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
         edge_queues: args.customer.edge_queues,
-        xdp: XdpConfig {
-            queue: args.xdp_queue,
-            zero_copy: args.xdp_zero_copy,
-            rx_frames: args.xdp_frames,
-            tx_frames: args.xdp_frames,
-        },
+        xdp: args.customer.xdp(),
         links,
         link_queues: args.link_queues,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),

@@ -45,11 +45,12 @@ pub struct OrchestratorArgs {
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
     /// {heartbeat_ms} and {customer} (this command's `--ingress`/`--egress`, `--edge-in`/
-    /// `--edge-out`, `--edge-kind` and `--edge-queues`, for the chain's end servers) are filled
-    /// in.
+    /// `--edge-out`, `--edge-kind`, `--edge-queues` and, on AF_XDP edges, `--xdp-queue`,
+    /// `--xdp-zero-copy` and `--xdp-frames`, for the chain's end servers) are filled in.
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
-    /// Where customer frames enter and leave, passed on to the replacements of the end servers.
+    /// Where customer frames enter and leave, and how AF_XDP edges open, passed on to the
+    /// replacements of the end servers.
     #[command(flatten)]
     customer: CustomerArgs,
     /// What the nodes run (as their `ftc node --mode`): how many positions to deploy (FTMB: two
@@ -90,6 +91,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         edge_out: args.customer.edge_out.clone(),
         edge_kind: args.customer.edge_kind,
         edge_queues: args.customer.edge_queues,
+        xdp: args.customer.xdp(),
         last: shape.exit.0,
         observe: None,
     };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ftc_chain::spec::ChainSpec;
+use ftc_orchestrator::process::launcher::quote;
 use ftc_sim::{Faults, SimConfig};
 
 #[derive(Debug, clap::Args)]
@@ -113,7 +114,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         dropped_by_middlebox: 0,
         retransmit_requests: 0,
         logs_resent: 0,
-        crashes_requested: u64::from(faults.crashes) * args.seeds,
+        crashes_requested: u64::from(faults.crashes).saturating_mul(args.seeds),
         crashes_run: 0,
         failures: 0,
         recoveries: 0,
@@ -148,8 +149,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         if !r.violations.is_empty() {
             let replay = format!(
                 "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {} --hold-bound {} --buffer-packets {} --trailer-budget {}",
-                args.spec.display(),
-                args.faults,
+                quote(&args.spec.display().to_string()),
+                quote(&args.faults),
                 args.packets,
                 args.flows,
                 args.hold_bound,

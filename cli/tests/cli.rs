@@ -204,23 +204,15 @@ fn sim_runs_every_crash_asked_for_and_reports_them() {
 /// `packets_released` and `violations`; bad kills are refused with a clear message.
 #[test]
 fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
-    let (code, out, err) = ftc(&[
-        "chaos",
-        &spec("ch-rec.toml"),
+    let (r, recovery) = chaos_recovering_once(&[
         "--kill",
         "1@0.2",
         "--duration",
         "0.4",
         "--heartbeat-ms",
         "20",
-        "--json",
     ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let r = json(&out);
-    assert!(r["violations"].as_array().unwrap().is_empty(), "{r}");
     assert!(r["packets_released"].as_u64().unwrap() > 0);
-    let recoveries = r["recoveries"].as_array().unwrap();
-    assert_eq!(recoveries.len(), 1, "{r}");
     for phase in [
         "detection_ns",
         "start_ns",
@@ -229,9 +221,9 @@ fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
         "total_ns",
         "bytes",
     ] {
-        assert!(recoveries[0][phase].is_u64(), "{phase} missing: {r}");
+        assert!(recovery[phase].is_u64(), "{phase} missing: {r}");
     }
-    assert_eq!(recoveries[0]["failed"], serde_json::json!([1]));
+    assert_eq!(recovery["failed"], serde_json::json!([1]));
 
     let (code, _, err) = ftc(&["chaos", &spec("ch-rec.toml"), "--kill", "9"]);
     assert_ne!(code, 0);
@@ -245,6 +237,100 @@ fn chaos_json_has_the_documented_keys_and_bad_kills_are_refused() {
         err.contains("the position must be a server number"),
         "{err}"
     );
+}
+
+/// A kill is detected up to 3 heartbeat periods after it, and rerouted at the next heartbeats:
+/// with long periods `ftc chaos` waits that much longer for the recovery after the traffic. Here
+/// the recovery ends about 20 s into the run; it used to give up about 15 s in (5 s of draining
+/// and 10 s of waiting after the traffic).
+#[test]
+fn chaos_with_long_heartbeats_waits_for_the_recovery() {
+    let (r, recovery) = chaos_recovering_once(&[
+        "--kill",
+        "1@0.1",
+        "--duration",
+        "0.2",
+        "--rate",
+        "2000",
+        "--heartbeat-ms",
+        "5000",
+    ]);
+    assert!(
+        recovery["detection_ns"].as_u64().unwrap() >= 10_000_000_000,
+        "{r}"
+    );
+}
+
+/// `ftc chaos` of Ch-Rec with `args` and `--json`: it passes, with no violation and one
+/// recovery. Its report and that recovery.
+fn chaos_recovering_once(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
+    let ch_rec = spec("ch-rec.toml");
+    let (code, out, err) = ftc(&[&["chaos", &ch_rec], args, &["--json"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let r = json(&out);
+    assert!(r["violations"].as_array().unwrap().is_empty(), "{r}");
+    let recoveries = r["recoveries"].as_array().unwrap();
+    assert_eq!(recoveries.len(), 1, "{r}");
+    let recovery = recoveries[0].clone();
+    (r, recovery)
+}
+
+/// A chain whose logs outgrow FTC's frames is refused before any traffic by every command that
+/// runs it in FTC mode, `ftc chaos` and `ftc demo` included; `ftc check` also warns about a chain
+/// whose logs fit frames in memory but not beside a full-size customer frame over links.
+#[test]
+fn chains_whose_logs_outgrow_frames_are_refused_up_front() {
+    let write = |name: &str, state: u32| {
+        let path = std::env::temp_dir().join(format!("ftc-cli-{name}-{}.toml", std::process::id()));
+        let gen = format!("\n[[middlebox]]\nkind = \"gen\"\nstate_size = {state}\n");
+        std::fs::write(
+            &path,
+            format!("[chain]\nname = \"{name}\"\nf = 2\n{gen}{gen}"),
+        )
+        .unwrap();
+        path
+    };
+    let big = write("big-logs", 4096);
+    let big = big.to_str().unwrap();
+    for args in [
+        vec!["check", big],
+        vec!["run", big, "--duration", "0.1"],
+        vec!["chaos", big, "--kill", "1", "--duration", "0.1"],
+        vec!["demo", "--spec", big, "--duration", "0.1"],
+    ] {
+        let (code, out, err) = ftc(&args);
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert!(err.contains("lower `state_size` or `f`"), "{args:?}: {err}");
+    }
+    let links = write("link-logs", 3400);
+    let (code, out, err) = ftc(&["check", links.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("warning: in FTC mode over links"), "{err}");
+    assert!(err.contains("beside a full-size customer frame"), "{err}");
+    let _ = std::fs::remove_file(big);
+    let _ = std::fs::remove_file(links);
+}
+
+/// `ftc chaos --procs` keeps when each packet was sent: a rate and duration beyond what that
+/// may hold are refused up front, not met with an allocation of gigabytes (or a wrapped one).
+#[test]
+fn chaos_procs_refuses_more_packets_than_its_sink_keeps() {
+    for rate in ["100000000", "18446744073709551615"] {
+        let (code, out, err) = ftc(&[
+            "chaos",
+            &spec("ch-rec.toml"),
+            "--kill",
+            "1",
+            "--procs",
+            "--rate",
+            rate,
+        ]);
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            err.contains("--rate × --duration must be at most 50000000 packets"),
+            "{err}"
+        );
+    }
 }
 
 /// The text summaries of `ftc run` and `ftc chaos` say how many packets the middleboxes dropped
@@ -404,7 +490,39 @@ fn absurd_input_is_refused_up_front() {
             "position 7: the chain has servers 0 to 2",
         ),
     ];
-    for (args, says) in cases {
+    // And `ftc node` at position 0 with these.
+    let ch3 = spec("ch-3.toml");
+    let node = [
+        "node",
+        &ch3,
+        "--orchestrator",
+        "127.0.0.1:1",
+        "--position",
+        "0",
+    ];
+    let nodes: &[(&[&str], &str)] = &[
+        (
+            &["--secret-file", "/dev/zero"],
+            "the secret file /dev/zero is longer than 65536 bytes",
+        ),
+        (
+            &[
+                "--secret-file",
+                &secret,
+                "--xdp-queue",
+                "4294967295",
+                "--edge-queues",
+                "2",
+            ],
+            "--xdp-queue 4294967295 + 2 queues passes the last queue number",
+        ),
+    ];
+    let nodes: Vec<(Vec<&str>, &str)> = nodes
+        .iter()
+        .map(|(rest, says)| ([&node[..], rest].concat(), *says))
+        .collect();
+    let cases = cases.iter().map(|(a, says)| (*a, *says));
+    for (args, says) in cases.chain(nodes.iter().map(|(a, says)| (&a[..], *says))) {
         let (code, out, err) = ftc(args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         assert!(

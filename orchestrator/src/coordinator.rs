@@ -55,7 +55,7 @@ pub struct CoordinatorConfig {
 
 impl CoordinatorConfig {
     /// The silence that declares a server failed, `heartbeat_period_ns × misses`.
-    fn detection_ns(&self) -> u64 {
+    pub fn detection_ns(&self) -> u64 {
         self.heartbeat_period_ns
             .saturating_mul(u64::from(self.misses))
     }

@@ -126,6 +126,7 @@ impl RunConfig {
             edge_out: Vec::new(),
             edge_kind: EdgeKind::default(),
             edge_queues: 1,
+            xdp: ftc_node::xdp::XdpConfig::default(),
             last: self.topology.exit(),
             observe: None,
         }

@@ -167,6 +167,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         edge_out: Vec::new(),
         edge_kind: EdgeKind::default(),
         edge_queues: 1,
+        xdp: ftc_node::xdp::XdpConfig::default(),
         last: ring.buffer().0,
         observe: Some(observed.0.clone()),
     };
@@ -185,7 +186,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     );
     let mut report = ChaosReport::new(spec);
     let stop = AtomicBool::new(false);
-    let capacity = (config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize + 1024;
+    let capacity =
+        ((config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize).saturating_add(1024);
     let sink = Sink::new(capacity, config.flows);
     std::thread::scope(|s| -> Result<(), ProcsError> {
         let stopping = RaiseOnDrop(&stop);

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ftc_node::xdp::XdpConfig;
+
 use super::edges::{Edge, EdgeKind};
 
 /// How nodes are started.
@@ -72,6 +74,8 @@ pub struct NodeArgs {
     pub edge_kind: EdgeKind,
     /// The queues of each AF_XDP edge interface the nodes bind.
     pub edge_queues: u32,
+    /// How the AF_XDP edges open (queue, zero-copy, ring sizes).
+    pub xdp: XdpConfig,
     /// The last position of the ring (the buffer's server).
     pub last: u16,
     /// `--observe DIR` for every node (an output-commit check across processes).
@@ -136,6 +140,18 @@ impl NodeArgs {
         if edges && self.edge_queues > 1 {
             args.extend(["--edge-queues".into(), self.edge_queues.to_string()]);
         }
+        if edges && self.edge_kind == EdgeKind::Xdp {
+            let x = &self.xdp;
+            if x.queue != 0 {
+                args.extend(["--xdp-queue".into(), x.queue.to_string()]);
+            }
+            if x.zero_copy {
+                args.push("--xdp-zero-copy".into());
+            }
+            if x.rx_frames != XdpConfig::DEFAULT_FRAMES {
+                args.extend(["--xdp-frames".into(), x.rx_frames.to_string()]);
+            }
+        }
         args
     }
 }
@@ -167,7 +183,7 @@ pub fn substitute(template: &str, position: u16, args: &NodeArgs) -> String {
 }
 
 /// `text` as one shell word: as it is when that is safe, else in single quotes.
-pub(crate) fn quote(text: &str) -> String {
+pub fn quote(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         text.to_string()
@@ -309,6 +325,7 @@ mod tests {
             edge_out: vec!["in=eth2".parse().unwrap(), "out=eth3".parse().unwrap()],
             edge_kind: EdgeKind::Xdp,
             edge_queues: 1,
+            xdp: XdpConfig::default(),
             last: 2,
             observe: None,
         }
@@ -335,6 +352,19 @@ mod tests {
         queues.edge_queues = 4;
         assert!(substitute(t, 2, &queues).contains(" --edge-out out=eth3 --edge-queues 4 specs/"));
         assert!(!substitute(t, 1, &queues).contains("--edge-queues"));
+        let mut xdp = args();
+        xdp.xdp = XdpConfig {
+            queue: 2,
+            zero_copy: true,
+            rx_frames: 2048,
+            tx_frames: 2048,
+        };
+        assert!(substitute(t, 0, &xdp).contains(
+            " --edge-in out=eth1 --xdp-queue 2 --xdp-zero-copy --xdp-frames 2048 specs/"
+        ));
+        assert!(!substitute(t, 1, &xdp).contains("--xdp"));
+        xdp.edge_kind = EdgeKind::Packet;
+        assert!(!substitute(t, 0, &xdp).contains("--xdp"));
         let mut odd = args();
         odd.spec = PathBuf::from("it's.toml");
         assert_eq!(

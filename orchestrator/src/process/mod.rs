@@ -20,6 +20,7 @@ mod poll;
 pub mod serving;
 pub mod shape;
 
+use std::io::Read;
 use std::marker::PhantomData;
 use std::path::Path;
 
@@ -99,16 +100,31 @@ pub enum SecretError {
     },
     #[error("the secret file {path}: {source}")]
     Key { path: String, source: ControlError },
+    #[error(
+        "the secret file {path} is longer than {MAX_SECRET_FILE} bytes: is it the right file?"
+    )]
+    TooLong { path: String },
 }
+
+/// The longest secret file read: a key is a line of text, and `--secret-file /dev/zero` must not
+/// take the machine's memory.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// The key in the secret file at `path`: its bytes, without trailing line breaks and blanks (so
 /// that `echo secret > file` and `printf secret > file` give the same key). Empty is refused.
 pub fn read_secret(path: &Path) -> Result<Key, SecretError> {
     let shown = || path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+    let read = |source| SecretError::Read {
         path: shown(),
         source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(SecretError::TooLong { path: shown() });
+    }
     let end = bytes
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
