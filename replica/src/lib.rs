@@ -801,8 +801,11 @@ impl Replica {
         if let Some(direct) = &mut self.direct {
             direct.merge_cv(mb, entries.iter().copied());
         }
-        let len = ftc_chain::wire::encoded_cv_len(entries.iter().copied())?;
-        if w.len() + len > budget || push_or(w, |w| w.push_cv(mb, entries.iter().copied()))? {
+        // More entries than one commit vector holds (a lazy tail of 65,536 partitions that saw
+        // every one move) go in parts too, from the overflow.
+        let fits = ftc_chain::wire::encoded_cv_len(entries.iter().copied())
+            .is_ok_and(|len| w.len() + len <= budget);
+        if !fits || push_or(w, |w| w.push_cv(mb, entries.iter().copied()))? {
             self.overflow.merge_cv(mb, entries.iter().copied());
         }
         Ok(())

@@ -719,3 +719,68 @@ fn messages_naming_what_the_chain_lacks_are_bad_input() {
     assert!(hop(&mut r, 0, &good, None).is_some());
     assert_eq!(r.max_at(MbIndex(0), Partition(0)), Some(Seq(1)));
 }
+
+/// A lazy tail (thesis §4.4.1) whose group has 65,536 partitions and saw every one move since its
+/// last announcement announces them all, in parts: more entries than one commit vector holds
+/// (its count is a u16) is not an error that stops the server.
+#[test]
+fn an_announcement_of_every_partition_goes_in_parts() {
+    use ftc_chain::wire::LogRepr;
+    use ftc_stm::{partition_of, Partition};
+    const ALL: u32 = 65_536;
+    const PER_LOG: u32 = 6_000;
+    let ring = Ring::new(3, 1).unwrap();
+    // Server 1 tails G(0), which does not wrap: its tail announces lazily.
+    let mut r = Replica::new(ring, ServerId(1), ALL, config()).unwrap();
+    let mut last = Vec::new();
+    for start in (0..ALL).step_by(PER_LOG as usize) {
+        let end = (start + PER_LOG).min(ALL);
+        let key = (0u32..)
+            .map(|i| i.to_le_bytes().to_vec())
+            .find(|k| (start..end).contains(&u32::from(partition_of(k, ALL).0)))
+            .unwrap();
+        let m = MessageRepr {
+            flags: 0,
+            logs: vec![LogRepr {
+                middlebox: 0,
+                kind: LogKind::Update,
+                deps: (start..end)
+                    .map(|p| DepEntry {
+                        partition: Partition(p as u16),
+                        seq: Seq(0),
+                    })
+                    .collect(),
+                writes: vec![(key, Some(vec![1]))],
+            }],
+            cvs: vec![],
+        };
+        last = vec![0; m.buffer_len()];
+        let len = m.emit(&mut last).unwrap();
+        last.truncate(len);
+        let view = MessageView::new_checked(&last).unwrap();
+        assert_eq!(r.handle_message(0, &view).unwrap(), Admit::Ready);
+    }
+    let view = MessageView::new_checked(&last).unwrap();
+    let mut out = vec![0; 8192];
+    let written = r
+        .build_message(1, &view, None::<&ftc_stm::CommitRecord<'_>>, &mut out, 1024)
+        .unwrap();
+    let mut announced = std::collections::BTreeSet::new();
+    let mut note = |msg: &[u8]| {
+        for cv in repr(msg).cvs.iter().filter(|cv| cv.middlebox == 0) {
+            for e in &cv.entries {
+                assert_eq!(e.seq, Seq(1));
+                announced.insert(e.partition.0);
+            }
+        }
+    };
+    note(&out[..written.len()]);
+    let mut frames = 0;
+    while let Some(t) = r.poll_transmit(1, &mut out).unwrap() {
+        note(&out[..t.len]);
+        frames += 1;
+        assert!(frames < 1_000, "poll_transmit does not run dry");
+    }
+    assert_eq!(announced.len(), ALL as usize);
+    assert!(frames > 1, "{frames} frames");
+}
