@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_node::commit_check::CommitCheck;
@@ -593,25 +593,26 @@ fn replacement<'w, C: Fn() -> u64 + Sync>(
     launch: u64,
     control: &Receiver<Message>,
 ) -> Option<(Ended<'w>, Sink)> {
-    // It is watched from its join on: it sends heartbeats while it fetches and restores.
-    let recovering = AtomicBool::new(true);
+    // It is watched from its join on: it sends heartbeats while it fetches and restores. Its
+    // heartbeat thread waits on `restoring`, not in a sleep, so that the replacement serves as
+    // soon as it is restored (the reroute waits for it), not up to a period later.
     let restored = std::thread::scope(|s| {
+        let (restoring, done) = crossbeam_channel::bounded::<()>(0);
         if let Some((period, beats)) = &world.shared.heartbeat {
-            let recovering = &recovering;
-            s.spawn(move || {
-                while recovering.load(Ordering::Acquire) {
-                    let at = world.harness.now();
-                    let _ = beats.send(Beat::Heartbeat {
-                        server: position,
-                        epoch,
-                        at,
-                    });
-                    std::thread::sleep(*period);
+            s.spawn(move || loop {
+                let at = world.harness.now();
+                let _ = beats.send(Beat::Heartbeat {
+                    server: position,
+                    epoch,
+                    at,
+                });
+                if done.recv_timeout(*period) != Err(RecvTimeoutError::Timeout) {
+                    return;
                 }
             });
         }
         let restored = restore(world, position, launch, control);
-        recovering.store(false, Ordering::Release);
+        drop(restoring);
         restored
     });
     let (lanes, rxs, epoch) = restored?;
