@@ -650,6 +650,9 @@ impl<'a, P: Clone> Server<'a, P> {
             self.forwarder.is_some() && from == self.ring.buffer() && self.config.mode == Mode::Ftc;
         if request || returned {
             match self.view(&frame.msg) {
+                // The forwarder would carry a foreign entry on to the next customer frame, which
+                // this server's replica would then refuse: drop it here.
+                Ok(view) if !self.names_chain_only(&view) => self.stats.bad_frames += 1,
                 Ok(view) if request => {
                     if let Some(r) = self.replica.as_mut() {
                         r.handle_retransmit_request(from, &view);
@@ -797,6 +800,15 @@ impl<'a, P: Clone> Server<'a, P> {
         } else {
             MessageView::new_checked(msg)
         }
+    }
+
+    /// Whether every log and commit vector of `msg` names a middlebox of the chain.
+    fn names_chain_only(&self, msg: &MessageView<'_>) -> bool {
+        let k = self.ring.middleboxes();
+        msg.logs().all(|l| usize::from(l.middlebox()) < k)
+            && msg
+                .commit_vectors()
+                .all(|cv| usize::from(cv.middlebox()) < k)
     }
 
     fn fail(&mut self, e: ServerError) {

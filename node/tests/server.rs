@@ -4,9 +4,9 @@
 
 use ftc_chain::middlebox::Direction;
 use ftc_chain::middleboxes;
-use ftc_chain::ring::{Ring, ServerId};
+use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
-use ftc_chain::wire::{LogRepr, MessageRepr, MessageView, MessageWriter};
+use ftc_chain::wire::{CvRepr, LogRepr, MessageRepr, MessageView, MessageWriter};
 use ftc_node::server::{empty_message, port_of};
 use ftc_node::{Frame, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::{partition_of, DepEntry, LogKind, Partition, Seq, Store, Worker};
@@ -93,6 +93,47 @@ fn garbage_from_the_network_is_dropped_and_counted() {
             ..
         })
     ));
+}
+
+/// Server 0 takes the buffer's return frames (the ring-closing link) into its forwarder, which
+/// carries what they hold on with customer frames: one naming a middlebox the chain lacks is
+/// dropped and counted there, not carried on to a customer frame that the replica would refuse.
+#[test]
+fn a_return_frame_naming_a_foreign_middlebox_is_dropped_and_counted() {
+    let spec = ch_rec();
+    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let store = Store::new(64, 1).unwrap();
+    let head = Some((MbIndex(0), mbs[0].as_ref(), store.worker(0).unwrap()));
+    let mut s: Server<'_, u64> =
+        Server::new(spec.ring(), ServerId(0), 64, head, ServerConfig::default()).unwrap();
+    let cv = |middlebox| CvRepr {
+        middlebox,
+        entries: vec![DepEntry {
+            partition: Partition(0),
+            seq: Seq(1),
+        }],
+    };
+    for (middlebox, bad) in [(2, 0), (9, 1)] {
+        let m = MessageRepr {
+            flags: 0,
+            logs: vec![],
+            cvs: vec![cv(middlebox)],
+        };
+        let mut msg = vec![0; m.buffer_len()];
+        let len = m.emit(&mut msg).unwrap();
+        msg.truncate(len);
+        s.handle_frame(
+            0,
+            ServerId(2),
+            Frame {
+                packet: None,
+                flags: 0,
+                msg,
+            },
+        );
+        assert_eq!(s.stats().bad_frames, bad, "m{middlebox}");
+    }
+    assert!(s.error().is_none());
 }
 
 #[test]
