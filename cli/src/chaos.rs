@@ -205,11 +205,6 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             * u64::from(config.coordinator.misses.saturating_sub(1)),
     );
     check_kills(&config.kills, duration, spec.chain.f, undetected)?;
-    // A kill is detected up to `misses` periods after it (a period more: heartbeats that a
-    // busy machine delays): the run waits that much longer for recoveries after the traffic
-    // (with long periods the default wait alone is too short).
-    let period = config.coordinator.heartbeat_period_ns;
-    config.settle += Duration::from_nanos(config.coordinator.detection_ns().saturating_add(period));
     crate::log::init("chaos");
     let r = if args.procs {
         let procs = ProcsConfig {

@@ -23,6 +23,7 @@ mod recovery;
 mod suspects;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use ftc_chain::ring::{Ring, ServerId};
 
@@ -55,9 +56,16 @@ pub struct CoordinatorConfig {
 
 impl CoordinatorConfig {
     /// The silence that declares a server failed, `heartbeat_period_ns × misses`.
-    pub fn detection_ns(&self) -> u64 {
+    fn detection_ns(&self) -> u64 {
         self.heartbeat_period_ns
             .saturating_mul(u64::from(self.misses))
+    }
+
+    /// The longest a failure may go undetected: the silence that declares it, and a period more
+    /// for heartbeats that a busy machine delays. A run that waits for recoveries after its
+    /// traffic waits this long besides what the recoveries themselves take.
+    pub fn detection_bound(&self) -> Duration {
+        Duration::from_nanos(self.detection_ns().saturating_add(self.heartbeat_period_ns))
     }
 }
 

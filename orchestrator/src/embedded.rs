@@ -44,7 +44,8 @@ pub struct ChaosConfig {
     pub coordinator: CoordinatorConfig,
     /// The shared secret that authenticates control and state-transfer messages.
     pub secret: Vec<u8>,
-    /// How long recoveries may take after the traffic ends before the run gives up on them.
+    /// How long recoveries may take after the traffic ends before the run gives up on them,
+    /// besides the time a failure may go undetected ([`CoordinatorConfig::detection_bound`]).
     pub settle: Duration,
 }
 
@@ -218,6 +219,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
     let stop_orchestrator = AtomicBool::new(false);
     // No recovery under way, every position served, no suspect: set by the orchestrator.
     let quiet = AtomicBool::new(true);
+    let settle = config.settle + config.coordinator.detection_bound();
     let mut unsettled = false;
     let rejected = AtomicUsize::new(0);
     let world = World {
@@ -303,7 +305,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         let settled = || quiet.load(Ordering::Acquire) && world.replaced(&hits);
         // Let the last recovery finish and the replicas converge: a kill late in the traffic may
         // not even be detected yet. A coordinator that gave up ends its thread.
-        let deadline = Instant::now() + config.settle;
+        let deadline = Instant::now() + settle;
         while !settled() && !orchestrator.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -342,8 +344,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         .finish(&ring, &heads, ended_rx.try_iter().collect(), elapsed);
     if unsettled {
         report.run.violations.push(format!(
-            "the recoveries did not finish within {:?} after the traffic ended",
-            config.settle
+            "the recoveries did not finish within {settle:?} after the traffic ended"
         ));
     }
     check_monitors(

@@ -53,7 +53,8 @@ pub struct ProcsConfig {
     pub coordinator: CoordinatorConfig,
     /// How long the nodes may take to start and join.
     pub deploy: Duration,
-    /// How long recoveries may take after the traffic ends before the run gives up on them.
+    /// How long recoveries may take after the traffic ends before the run gives up on them,
+    /// besides the time a failure may go undetected ([`CoordinatorConfig::detection_bound`]).
     pub settle: Duration,
 }
 
@@ -206,7 +207,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         report.run.packets_sent = send(&sender, ingress, config, &sink, start);
         report.kills = killer.join().expect("the killer panicked");
         let done = || orchestrating.is_finished();
-        let deadline = Instant::now() + config.settle;
+        let settle = config.settle + config.coordinator.detection_bound();
+        let deadline = Instant::now() + settle;
         while !(recovered(&orchestrator.status(), &report.kills).is_empty() || done())
             && Instant::now() < deadline
         {
@@ -237,8 +239,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
                 report.run.violations.push(violation);
             }
             Ok(()) if !missing.is_empty() => report.run.violations.push(format!(
-                "no recovery reported for the kill of {missing:?} within {:?}",
-                config.settle
+                "no recovery reported for the kill of {missing:?} within {settle:?}"
             )),
             Ok(()) => {}
         }
