@@ -39,10 +39,7 @@ pub(crate) fn encode(logs: Vec<LogRepr>, cvs: Vec<CvRepr>) -> Vec<u8> {
         logs,
         cvs,
     };
-    let mut buf = vec![0; repr.buffer_len()];
-    let n = repr.emit(&mut buf).expect("valid message");
-    buf.truncate(n);
-    buf
+    repr.to_vec().expect("valid message")
 }
 
 pub(crate) fn view(bytes: &[u8]) -> MessageView<'_> {

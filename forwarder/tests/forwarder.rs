@@ -36,9 +36,8 @@ fn log(mb: u8, id: u64, value_len: usize) -> LogRepr {
 }
 
 fn encode(msg: &MessageRepr) -> Vec<u8> {
-    let mut buf = vec![0; msg.buffer_len()];
-    let len = msg.emit(&mut buf).unwrap();
-    assert_eq!(len, buf.len());
+    let buf = msg.to_vec().unwrap();
+    assert_eq!(buf.len(), msg.buffer_len());
     buf
 }
 

@@ -35,10 +35,7 @@ fn garbage_from_the_network_is_dropped_and_counted() {
             logs: vec![log],
             cvs: vec![],
         };
-        let mut buf = vec![0; m.buffer_len()];
-        let len = m.emit(&mut buf).unwrap();
-        buf.truncate(len);
-        buf
+        m.to_vec().unwrap()
     };
     // Well-formed, but naming a middlebox the chain lacks.
     let foreign = message(LogRepr {
@@ -114,14 +111,13 @@ fn a_return_frame_naming_a_foreign_middlebox_is_dropped_and_counted() {
         }],
     };
     for (middlebox, bad) in [(2, 0), (9, 1)] {
-        let m = MessageRepr {
+        let msg = MessageRepr {
             flags: 0,
             logs: vec![],
             cvs: vec![cv(middlebox)],
-        };
-        let mut msg = vec![0; m.buffer_len()];
-        let len = m.emit(&mut msg).unwrap();
-        msg.truncate(len);
+        }
+        .to_vec()
+        .unwrap();
         s.handle_frame(
             0,
             ServerId(2),

@@ -677,10 +677,7 @@ fn messages_naming_what_the_chain_lacks_are_bad_input() {
             logs,
             cvs,
         };
-        let mut buf = vec![0; m.buffer_len()];
-        let len = m.emit(&mut buf).unwrap();
-        buf.truncate(len);
-        buf
+        m.to_vec().unwrap()
     };
     let foreign_log = LogRepr {
         middlebox: 7,
@@ -754,9 +751,7 @@ fn an_announcement_of_every_partition_goes_in_parts() {
             }],
             cvs: vec![],
         };
-        last = vec![0; m.buffer_len()];
-        let len = m.emit(&mut last).unwrap();
-        last.truncate(len);
+        last = m.to_vec().unwrap();
         let view = MessageView::new_checked(&last).unwrap();
         assert_eq!(r.handle_message(0, &view).unwrap(), Admit::Ready);
     }

@@ -63,6 +63,14 @@ impl MessageRepr {
         }
         Ok(w.finish())
     }
+
+    /// The message encoded, in a buffer of its own (errors as [`MessageRepr::emit`]'s).
+    pub fn to_vec(&self) -> Result<Vec<u8>, WireError> {
+        let mut buf = vec![0; self.buffer_len()];
+        let len = self.emit(&mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
+    }
 }
 
 impl LogRepr {
