@@ -652,16 +652,11 @@ fn tails_of_groups_that_do_not_wrap_announce_lazily() {
 #[test]
 fn messages_naming_what_the_chain_lacks_are_bad_input() {
     use ftc_chain::wire::{CvRepr, LogRepr};
-    use ftc_stm::{partition_of, Partition};
+    use ftc_stm::Partition;
     let ring = Ring::new(3, 1).unwrap();
     // Server 1 tails G(0), whose head is server 0.
     let mut r = Replica::new(ring, ServerId(1), P, config()).unwrap();
-    let key_in = |p: u16| {
-        (0u32..)
-            .map(|i| i.to_le_bytes().to_vec())
-            .find(|k| partition_of(k, P).0 == p)
-            .unwrap()
-    };
+    let key_in = |p: u16| key_where(P, |q| q == p);
     let update = |partition: u16, seq: u64, key: Vec<u8>| LogRepr {
         middlebox: 0,
         kind: LogKind::Update,
@@ -723,7 +718,7 @@ fn messages_naming_what_the_chain_lacks_are_bad_input() {
 #[test]
 fn an_announcement_of_every_partition_goes_in_parts() {
     use ftc_chain::wire::LogRepr;
-    use ftc_stm::{partition_of, Partition};
+    use ftc_stm::Partition;
     const ALL: u32 = 65_536;
     const PER_LOG: u32 = 6_000;
     let ring = Ring::new(3, 1).unwrap();
@@ -732,10 +727,7 @@ fn an_announcement_of_every_partition_goes_in_parts() {
     let mut last = Vec::new();
     for start in (0..ALL).step_by(PER_LOG as usize) {
         let end = (start + PER_LOG).min(ALL);
-        let key = (0u32..)
-            .map(|i| i.to_le_bytes().to_vec())
-            .find(|k| (start..end).contains(&u32::from(partition_of(k, ALL).0)))
-            .unwrap();
+        let key = key_where(ALL, |p| (start..end).contains(&u32::from(p)));
         let m = MessageRepr {
             flags: 0,
             logs: vec![LogRepr {
@@ -778,4 +770,13 @@ fn an_announcement_of_every_partition_goes_in_parts() {
     }
     assert_eq!(announced.len(), ALL as usize);
     assert!(frames > 1, "{frames} frames");
+}
+
+/// The first of the keys 0, 1, 2, … (as 4 little-endian bytes) whose partition among
+/// `partitions` is `wanted`.
+fn key_where(partitions: u32, wanted: impl Fn(u16) -> bool) -> Vec<u8> {
+    (0u32..)
+        .map(|i| i.to_le_bytes().to_vec())
+        .find(|k| wanted(ftc_stm::partition_of(k, partitions).0))
+        .unwrap()
 }
