@@ -52,10 +52,13 @@ impl Suspects {
         was
     }
 
-    /// Every suspect, to be recovered now (failure, declared at), in order of position.
+    /// Every suspect, to be recovered now (failure, declared at), the first declared first (a
+    /// recovery they start counts from it), then in order of position.
     pub(super) fn take(&mut self) -> Vec<(Failure, u64)> {
         self.recoverable();
-        std::mem::take(&mut self.declared).into_values().collect()
+        let mut all: Vec<_> = std::mem::take(&mut self.declared).into_values().collect();
+        all.sort_by_key(|&(failure, declared_at)| (declared_at, failure.server));
+        all
     }
 
     /// Recovering every suspect is possible (again).

@@ -747,6 +747,37 @@ fn a_failure_during_the_reroute_is_recovered_right_after() {
 }
 
 #[test]
+fn failures_recovered_together_count_from_the_first_declared() {
+    // k = 5, f = 2. Server 4 and then server 2 fall silent during the reroute of a first
+    // recovery; both are recovered together after it, and that recovery counts from 4's
+    // declaration, not from that of the lower position.
+    let mut chain = Chain::deploy(5, 2);
+    chain.run_to(55);
+    chain.kill(1);
+    chain.run_to(81);
+    chain.join(1, 1);
+    chain.ready(1, 10);
+    chain.commands();
+    chain.resumed(&[0, 1, 3]);
+    chain.kill(4); // last heartbeat at 80 ms: declared at 111
+    chain.run_to(91);
+    chain.kill(2); // last heartbeat at 90 ms: declared at 121, which ends the reroute
+    chain.run_to(121);
+    assert_eq!(chain.c.poll_report().map(|r| r.failed), Some(vec![1]));
+    assert_eq!(chain.c.epoch(), 3);
+    chain.join(2, 1);
+    chain.join(4, 1);
+    chain.ready(2, 10);
+    chain.ready(4, 10);
+    chain.run_to(130);
+    chain.resumed(&[0, 1, 2, 3, 4]);
+    let report = chain.c.poll_report().expect("the second recovery finished");
+    assert_eq!((report.epoch, report.failed), (3, vec![2, 4]));
+    assert_eq!(report.detection_ns, 31 * MS);
+    assert_eq!(report.total_ns, 19 * MS, "from 111 ms, when 4 was declared");
+}
+
+#[test]
 fn a_replacement_that_dies_before_it_is_ready_is_launched_again() {
     let mut chain = Chain::deploy(3, 1);
     chain.run_to(55);
