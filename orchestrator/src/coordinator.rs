@@ -92,6 +92,12 @@ pub enum Command {
     Send { to: ServerId, msg: Message },
 }
 
+/// How many fetches of one group a replacement may report failed before the coordinator gives
+/// up on the recovery: each tries the next member of the group, and a member tried before only
+/// after a back-off that doubles from a heartbeat period up to 128 of them (with the default
+/// 10 ms period, about 4 s of retries in all besides the fetches themselves).
+const MAX_FETCH_ATTEMPTS: u32 = 10;
+
 /// Why the coordinator stopped: recovering would lose state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot recover epoch {epoch} after the failure of {failed:?}")]
@@ -118,6 +124,9 @@ pub struct Coordinator {
     recover: bool,
     /// [`CoordinatorConfig::start_timeout_ns`].
     start_timeout: u64,
+    /// The first back-off before a fetch is sent again to a source that could not serve it:
+    /// [`CoordinatorConfig::heartbeat_period_ns`].
+    retry_ns: u64,
     epoch: u32,
     peers: Vec<Option<Peer>>,
     /// The epoch in which the server now at each position started; heartbeats of older epochs
@@ -139,6 +148,7 @@ impl Coordinator {
             ring,
             recover: config.recover,
             start_timeout: config.start_timeout_ns,
+            retry_ns: config.heartbeat_period_ns,
             epoch: 0,
             peers: vec![None; ring.servers()],
             incarnation: vec![0; ring.servers()],
@@ -191,9 +201,24 @@ impl Coordinator {
         self.unexpected
     }
 
-    /// A message from a server.
-    pub fn handle(&mut self, now: u64, msg: Message) {
+    /// A message from a server; whether it was taken (`false`: it was stale or unexpected, and
+    /// counted so). A driver binds a connection to a position only once that position's `Join`
+    /// was taken.
+    ///
+    /// A replacement launched into the epoch its failed predecessor was fenced in (a failure
+    /// added to a recovery in progress) cannot be told from it by epoch: once a `Launch` for a
+    /// position is out, the driver must deliver nothing more from the server it replaces (it
+    /// closes that server's connection, or kills it).
+    pub fn handle(&mut self, now: u64, msg: Message) -> bool {
+        let ignored = self.stale + self.unexpected;
+        self.take(now, msg);
+        self.settle(now);
+        self.stale + self.unexpected == ignored
+    }
+
+    fn take(&mut self, now: u64, msg: Message) {
         if matches!(self.phase, Phase::Halted(_)) {
+            self.unexpected += 1;
             return;
         }
         match msg {
@@ -223,11 +248,10 @@ impl Coordinator {
                 epoch,
                 group,
                 source,
-            } => self.on_transfer_failed(position, epoch, group, source),
+            } => self.on_transfer_failed(now, position, epoch, group, source),
             Message::Resumed { position, epoch } => self.on_resumed(now, position, epoch),
             _ => self.unexpected += 1,
         }
-        self.settle(now);
     }
 
     /// Time passed: declares silent servers failed and recovers them.
@@ -238,6 +262,7 @@ impl Coordinator {
         while let Some(failure) = self.detector.poll_failed(now) {
             self.on_failure(now, failure);
         }
+        self.send_retries(now);
         self.settle(now);
     }
 
@@ -250,6 +275,14 @@ impl Coordinator {
     pub fn poll_timeout(&self) -> Option<u64> {
         match self.phase {
             Phase::Halted(_) => None,
+            Phase::Recovering(ref r) => [
+                self.detector.poll_timeout(),
+                self.suspects.deadline(),
+                r.next_retry(),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             _ => [self.detector.poll_timeout(), self.suspects.deadline()]
                 .into_iter()
                 .flatten()
@@ -363,7 +396,7 @@ impl Coordinator {
         let Phase::Recovering(r) = &mut self.phase else {
             unreachable!("replacements join during a recovery");
         };
-        let transfers = match plan(&self.ring, &r.unusable()) {
+        let transfers = match plan(&self.ring, &r.failed_set(), r.avoided()) {
             Ok(all) => all.into_iter().filter(|t| t.to == s).collect::<Vec<_>>(),
             Err(cause) => return self.halt(cause),
         };
@@ -433,43 +466,81 @@ impl Coordinator {
         }
     }
 
-    fn on_transfer_failed(&mut self, position: u16, epoch: u32, group: u8, source: u16) {
+    /// A replacement could not fetch `group` from `source`: it fetches from the next member of
+    /// the group instead, or, when every other member failed or could not serve either, from
+    /// the same sources again after a back-off (a source that cannot serve is not declared
+    /// failed for it: only the detector declares failures). After [`MAX_FETCH_ATTEMPTS`]
+    /// failed fetches of one group the coordinator halts.
+    fn on_transfer_failed(&mut self, now: u64, position: u16, epoch: u32, group: u8, source: u16) {
         let Some(s) = self.server(position) else {
             return;
         };
         if !self.current(epoch) {
             return;
         }
-        let ring = self.ring;
+        let (ring, retry_ns) = (self.ring, self.retry_ns);
         let Some(r) = self.fetching_phase() else {
             return;
         };
-        let unusable = r.unusable();
+        let (failed, avoided) = (r.failed_set(), r.avoided().clone());
         let Some(replacement) = r.fetching(s) else {
             self.unexpected += 1;
             return;
         };
-        let Some(t) = replacement
+        let Some(i) = replacement
             .transfers
-            .iter_mut()
-            .find(|t| t.group.0 == group)
+            .iter()
+            .position(|t| t.group.0 == group)
         else {
             self.unexpected += 1;
             return;
         };
-        if t.source.0 != source {
-            // About a source it was already moved away from.
+        let t = replacement.transfers[i];
+        if t.source.0 != source || replacement.retries.iter().any(|(_, x)| x.group == t.group) {
+            // About a source it was already moved away from, or a report sent twice.
             self.stale += 1;
             return;
         }
-        let dead = t.source;
-        match replan(&ring, &unusable, t, dead) {
-            Ok(again) => *t = again,
-            Err(cause) => return self.halt(cause),
+        let attempts = replacement.failed_fetch(t.group);
+        if attempts >= MAX_FETCH_ATTEMPTS {
+            return self.halt(PlanError::Unserved {
+                group: t.group,
+                to: s,
+                attempts,
+            });
         }
-        let again = *t;
-        r.suspect(dead);
-        self.send_recover(s, &[again]);
+        let again = match replan(&ring, &failed, &avoided, &t, t.source) {
+            Ok(again) => again,
+            Err(cause) => return self.halt(cause),
+        };
+        replacement.transfers[i] = again;
+        let tried = again.source == t.source || avoided.contains(&again.source);
+        if tried {
+            let backoff = retry_ns.saturating_mul(1 << (attempts - 1).min(7));
+            replacement
+                .retries
+                .push((now.saturating_add(backoff), again));
+        }
+        r.avoid(t.source);
+        if !tried {
+            self.send_recover(s, &[again]);
+        }
+    }
+
+    /// Sends the fetches whose back-off is over ([`Coordinator::on_transfer_failed`]).
+    fn send_retries(&mut self, now: u64) {
+        let Phase::Recovering(r) = &mut self.phase else {
+            return;
+        };
+        let due: Vec<(ServerId, Vec<Transfer>)> = r
+            .replacements
+            .iter_mut()
+            .map(|(&s, rep)| (s, rep.take_due(now)))
+            .filter(|(_, due)| !due.is_empty())
+            .collect();
+        for (s, transfers) in due {
+            self.send_recover(s, &transfers);
+        }
     }
 
     fn on_resumed(&mut self, now: u64, position: u16, epoch: u32) {
@@ -531,13 +602,13 @@ impl Coordinator {
         // Once the replacements are ready, only the suspects would be failed.
         let (mut failed, can_act) = match &self.phase {
             Phase::Running => (BTreeSet::new(), true),
-            Phase::Recovering(r) if r.reroute.is_none() => (r.unusable(), true),
+            Phase::Recovering(r) if r.reroute.is_none() => (r.failed_set(), true),
             Phase::Recovering(_) => (BTreeSet::new(), false),
             Phase::Deploying | Phase::Halted(_) => return,
         };
         failed.extend(self.suspects.servers());
         let planned = if self.recover {
-            plan(&self.ring, &failed)
+            plan(&self.ring, &failed, &BTreeSet::new())
         } else {
             Err(PlanError::NotRecovered)
         };
@@ -580,7 +651,7 @@ impl Coordinator {
             unreachable!("failures are added to a recovery");
         };
         r.launch(s, now);
-        if let Err(cause) = plan(&self.ring, &r.unusable()) {
+        if let Err(cause) = plan(&self.ring, &r.failed_set(), r.avoided()) {
             return self.halt(cause);
         }
         let again: Vec<ServerId> = r

@@ -7,6 +7,10 @@
 //!   head's dependency vector;
 //! - s replicates G(j): the nearest alive predecessor s−1, …, j (the head counts), whose store
 //!   and retained logs cover everything s had; if all of them failed, the nearest alive successor.
+//!
+//! A source a replacement could not fetch from (`avoid`) is alive as far as anyone knows (the
+//! failure detector says when a server is dead): it is passed over for the next member by the
+//! same rule, taken again when no other member is left, and never counted among the failed.
 
 use std::collections::BTreeSet;
 
@@ -33,23 +37,38 @@ pub enum PlanError {
     TooManyFailures { failed: usize, f: usize },
     #[error("this deployment keeps no replicas (a baseline): failed servers are not recovered")]
     NotRecovered,
+    #[error(
+        "no alive member of G({group}) served its state to the replacement at {to} in \
+         {attempts} attempts"
+    )]
+    Unserved {
+        group: MbIndex,
+        to: ServerId,
+        attempts: u32,
+    },
 }
 
 /// The transfers that recover every server in `failed`: one per group of each failed server,
-/// in order of server, then group (head role first).
-pub fn plan(ring: &Ring, failed: &BTreeSet<ServerId>) -> Result<Vec<Transfer>, PlanError> {
+/// in order of server, then group (head role first); sources in `avoid` only where no other
+/// member is left.
+pub fn plan(
+    ring: &Ring,
+    failed: &BTreeSet<ServerId>,
+    avoid: &BTreeSet<ServerId>,
+) -> Result<Vec<Transfer>, PlanError> {
     check_on_ring(ring, failed)?;
     let transfers = failed
         .iter()
         .flat_map(|&to| ring.groups_of(to).map(move |(group, _)| (to, group)))
-        .map(|(to, group)| transfer(ring, failed, to, group))
+        .map(|(to, group)| transfer(ring, failed, avoid, to, group))
         .collect::<Result<Vec<_>, _>>()?;
     check_count(ring, failed.len())?;
     Ok(transfers)
 }
 
-/// `transfer` again after its source `dead_source` died mid-way: the next alive member by the
-/// same rule, with `dead_source` counted among the failed.
+/// `transfer` again after a fetch from its source `unreachable` failed: the next member by the
+/// same rule, with `unreachable` avoided too; `unreachable` itself again when every other
+/// member failed or is avoided.
 ///
 /// # Panics
 /// If `transfer.group` is not a middlebox of `ring` or `transfer.to` is not one of its members
@@ -57,13 +76,14 @@ pub fn plan(ring: &Ring, failed: &BTreeSet<ServerId>) -> Result<Vec<Transfer>, P
 pub fn replan(
     ring: &Ring,
     failed: &BTreeSet<ServerId>,
+    avoid: &BTreeSet<ServerId>,
     transfer: &Transfer,
-    dead_source: ServerId,
+    unreachable: ServerId,
 ) -> Result<Transfer, PlanError> {
-    let mut failed = failed.clone();
-    failed.insert(dead_source);
-    check_on_ring(ring, failed.iter().chain([&transfer.to]))?;
-    let again = self::transfer(ring, &failed, transfer.to, transfer.group)?;
+    let mut avoid = avoid.clone();
+    avoid.insert(unreachable);
+    check_on_ring(ring, failed.iter().chain([&transfer.to, &unreachable]))?;
+    let again = self::transfer(ring, failed, &avoid, transfer.to, transfer.group)?;
     check_count(ring, failed.len())?;
     Ok(again)
 }
@@ -94,10 +114,12 @@ fn check_count(ring: &Ring, failed: usize) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The transfer of `group` to `to`, a member of it: predecessors nearest first, then successors.
+/// The transfer of `group` to `to`, a member of it: predecessors nearest first, then
+/// successors; the first alive one not avoided, else the first alive one.
 fn transfer(
     ring: &Ring,
     failed: &BTreeSet<ServerId>,
+    avoid: &BTreeSet<ServerId>,
     to: ServerId,
     group: MbIndex,
 ) -> Result<Transfer, PlanError> {
@@ -107,9 +129,13 @@ fn transfer(
         .expect("transfers are planned to members of the group");
     let predecessors = members[..p].iter().rev();
     let successors = members[p + 1..].iter();
-    let source = predecessors
+    let mut alive = predecessors
         .chain(successors)
-        .find(|s| !failed.contains(s))
+        .filter(|s| !failed.contains(s));
+    let source = alive
+        .clone()
+        .find(|s| !avoid.contains(s))
+        .or_else(|| alive.next())
         .ok_or(PlanError::NoAliveMember { group })?;
     Ok(Transfer {
         to,

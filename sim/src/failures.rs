@@ -195,7 +195,7 @@ impl Sim<'_> {
     /// time, with the rest of the chain going on in between, as in a real recovery.
     pub(crate) fn recover(&mut self) {
         let transfers = loop {
-            let transfers = plan(&self.ring, &self.failures.declared)
+            let transfers = plan(&self.ring, &self.failures.declared, &BTreeSet::new())
                 .expect("the fault model keeps at most f servers down");
             match transfers
                 .iter()

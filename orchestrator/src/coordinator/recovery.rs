@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use ftc_chain::ring::ServerId;
+use ftc_chain::ring::{MbIndex, ServerId};
 
 use crate::detector::Failure;
 use crate::plan::Transfer;
@@ -58,8 +58,9 @@ pub(super) struct Recovery {
     detection_ns: u64,
     /// The replacement at every failed position.
     pub(super) replacements: BTreeMap<ServerId, Replacement>,
-    /// Sources a replacement reported it could not fetch from: not used as sources again.
-    suspects: BTreeSet<ServerId>,
+    /// Sources a replacement reported it could not fetch from: alive as far as the detector
+    /// knows, passed over for other members while there are any ([`crate::plan`]).
+    avoided: BTreeSet<ServerId>,
     /// Set once every replacement is ready.
     pub(super) reroute: Option<Reroute>,
 }
@@ -74,6 +75,11 @@ pub(super) struct Replacement {
     ready: Option<(u64, u64)>,
     /// What it fetches, as last sent to it.
     pub(super) transfers: Vec<Transfer>,
+    /// The fetches it reported failed, per group.
+    failures: BTreeMap<MbIndex, u32>,
+    /// Transfers to send it again once due (nanoseconds): from a source that could not serve
+    /// before, after a back-off.
+    pub(super) retries: Vec<(u64, Transfer)>,
 }
 
 #[derive(Debug)]
@@ -89,7 +95,7 @@ impl Recovery {
             declared_at,
             detection_ns: declared_at.saturating_sub(first.last_heartbeat),
             replacements: BTreeMap::new(),
-            suspects: BTreeSet::new(),
+            avoided: BTreeSet::new(),
             reroute: None,
         }
     }
@@ -98,18 +104,24 @@ impl Recovery {
         self.replacements.keys().copied()
     }
 
-    /// The servers no transfer may come from: the failed and the suspects.
-    pub(super) fn unusable(&self) -> BTreeSet<ServerId> {
-        self.failed().chain(self.suspects.iter().copied()).collect()
+    /// The positions being replaced.
+    pub(super) fn failed_set(&self) -> BTreeSet<ServerId> {
+        self.failed().collect()
     }
 
-    pub(super) fn suspect(&mut self, source: ServerId) {
-        self.suspects.insert(source);
+    /// The sources a replacement could not fetch from.
+    pub(super) fn avoided(&self) -> &BTreeSet<ServerId> {
+        &self.avoided
     }
 
-    /// A replacement (re)launched at `position`; a failed position is no longer a suspect.
+    pub(super) fn avoid(&mut self, source: ServerId) {
+        self.avoided.insert(source);
+    }
+
+    /// A replacement (re)launched at `position`; a failed position is not a source to avoid
+    /// but one not to use at all.
     pub(super) fn launch(&mut self, position: ServerId, now: u64) {
-        self.suspects.remove(&position);
+        self.avoided.remove(&position);
         self.replacements.insert(
             position,
             Replacement {
@@ -118,6 +130,8 @@ impl Recovery {
                 recover_sent_at: 0,
                 ready: None,
                 transfers: Vec::new(),
+                failures: BTreeMap::new(),
+                retries: Vec::new(),
             },
         );
     }
@@ -127,6 +141,14 @@ impl Recovery {
         self.replacements
             .get_mut(&position)
             .filter(|r| r.joined_at.is_some() && r.ready.is_none())
+    }
+
+    /// When the next retry of a fetch is due, if any is pending.
+    pub(super) fn next_retry(&self) -> Option<u64> {
+        self.replacements
+            .values()
+            .flat_map(|r| r.retries.iter().map(|&(at, _)| at))
+            .min()
     }
 
     pub(super) fn all_ready(&self) -> bool {
@@ -183,6 +205,21 @@ impl Replacement {
 
     pub(super) fn ready(&mut self, now: u64, bytes: u64) {
         self.ready = Some((now, bytes));
+        self.retries.clear();
+    }
+
+    /// A fetch of `group` failed: how many of its fetches have, this one included.
+    pub(super) fn failed_fetch(&mut self, group: MbIndex) -> u32 {
+        let n = self.failures.entry(group).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// The retries due at `now`, taken out.
+    pub(super) fn take_due(&mut self, now: u64) -> Vec<Transfer> {
+        let (due, later) = self.retries.iter().partition(|&&(at, _)| at <= now);
+        self.retries = later;
+        due.into_iter().map(|(_, t)| t).collect()
     }
 }
 

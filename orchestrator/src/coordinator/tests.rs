@@ -410,21 +410,47 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
         )]
     );
 
-    // Replacement 1 then finds that 0 cannot serve G(2) either; 2 is failed, so nothing is
-    // left: the coordinator halts rather than recover without G(2)'s state.
-    chain.handle(Message::TransferFailed {
+    // Replacement 1 then finds that 0 cannot serve G(2) either. 2 is failed, and 0 alive as far
+    // as anyone knows (only the detector declares failures): G(2) is fetched from 0 again after
+    // a back-off that doubles from a heartbeat period, and the coordinator halts only once
+    // MAX_FETCH_ATTEMPTS fetches failed.
+    let failed_g2 = Message::TransferFailed {
         position: 1,
         epoch: 2,
         group: 2,
         source: 0,
-    });
+    };
+    for attempt in 1..MAX_FETCH_ATTEMPTS {
+        chain.handle(failed_g2.clone());
+        chain.handle(failed_g2.clone());
+        assert_eq!(
+            chain.c.stale_messages(),
+            u64::from(attempt),
+            "a report sent twice"
+        );
+        let due = chain.now / MS + (10 << (attempt - 1).min(7));
+        chain.run_to(due - 1);
+        assert_eq!(chain.commands(), [], "attempt {attempt}: backing off");
+        chain.run_to(due);
+        assert_eq!(
+            chain.commands(),
+            [recover(1, 2, &[fetch(2, false, 0)])],
+            "attempt {attempt}"
+        );
+    }
+    assert!(chain.c.halted().is_none());
+    chain.handle(failed_g2);
     let halted = chain.c.halted().unwrap();
     assert_eq!(
         *halted,
         Unrecoverable {
             epoch: 2,
             failed: vec![1, 2],
-            cause: PlanError::NoAliveMember { group: MbIndex(2) },
+            cause: PlanError::Unserved {
+                group: MbIndex(2),
+                to: ServerId(1),
+                attempts: MAX_FETCH_ATTEMPTS
+            },
         }
     );
     assert_eq!(
@@ -434,7 +460,7 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
     assert_eq!(chain.commands(), []);
     assert_eq!(chain.c.poll_timeout(), None);
     chain.join(2, 1);
-    chain.run_to(500);
+    chain.run_to(chain.now / MS + 500);
     assert_eq!(chain.commands(), [], "a halted coordinator does nothing");
 }
 
@@ -532,13 +558,19 @@ fn a_transfer_that_fails_moves_to_the_next_member() {
     });
     assert_eq!(chain.c.unexpected_messages(), 2);
     assert_eq!(chain.commands(), []);
-    // The suspect 0 is not used again: G(2) = {2, 0, 1} still comes from 0 (it may work),
-    // but once 2 fails for G(0) as well, nothing is left.
+    // Once 2 could not serve G(0) either, neither is dead as far as anyone knows: G(0) goes to
+    // the nearest, 0, again, after a back-off of two heartbeat periods (the group's second
+    // failed fetch). Only server 1 counts as failed.
     chain.handle(failed(2));
-    assert_eq!(
-        chain.c.halted().map(|h| h.cause),
-        Some(PlanError::NoAliveMember { group: MbIndex(0) })
-    );
+    assert_eq!(chain.commands(), []);
+    assert!(chain.c.halted().is_none());
+    let due = chain.now / MS + 20;
+    chain.run_to(due - 1);
+    assert_eq!(chain.commands(), []);
+    chain.run_to(due);
+    assert_eq!(chain.commands(), [recover(1, 2, &[fetch(0, false, 0)])]);
+    chain.ready(1, 10);
+    assert_eq!(chain.commands(), chain.reroute(&[1]));
 }
 
 #[test]

@@ -26,29 +26,35 @@ fn ch_rec_middle_server() {
     // k = 3, f = 1: G(0) = {0, 1}, G(1) = {1, 2}, G(2) = {2, 0}.
     let ring = Ring::new(3, 1).unwrap();
     assert_eq!(
-        plan(&ring, &set(&[1])).unwrap(),
+        plan(&ring, &set(&[1]), &set(&[])).unwrap(),
         [t(1, 1, true, 2), t(1, 0, false, 0)]
     );
     // Server 0 replicates the wrapping G(2) from its predecessor, the buffer's server.
     assert_eq!(
-        plan(&ring, &set(&[0])).unwrap(),
+        plan(&ring, &set(&[0]), &set(&[])).unwrap(),
         [t(0, 0, true, 1), t(0, 2, false, 2)]
     );
-    assert_eq!(plan(&ring, &set(&[])).unwrap(), []);
+    assert_eq!(plan(&ring, &set(&[]), &set(&[])).unwrap(), []);
 }
 
 #[test]
 fn replica_only_servers_fetch_as_replicas() {
     // k = 1, f = 2: servers 1 and 2 only replicate G(0) = {0, 1, 2}.
     let ring = Ring::new(1, 2).unwrap();
-    assert_eq!(plan(&ring, &set(&[0])).unwrap(), [t(0, 0, true, 1)]);
     assert_eq!(
-        plan(&ring, &set(&[0, 1])).unwrap(),
+        plan(&ring, &set(&[0]), &set(&[])).unwrap(),
+        [t(0, 0, true, 1)]
+    );
+    assert_eq!(
+        plan(&ring, &set(&[0, 1]), &set(&[])).unwrap(),
         [t(0, 0, true, 2), t(1, 0, false, 2)]
     );
-    assert_eq!(plan(&ring, &set(&[2])).unwrap(), [t(2, 0, false, 1)]);
     assert_eq!(
-        plan(&ring, &set(&[1, 2])).unwrap(),
+        plan(&ring, &set(&[2]), &set(&[])).unwrap(),
+        [t(2, 0, false, 1)]
+    );
+    assert_eq!(
+        plan(&ring, &set(&[1, 2]), &set(&[])).unwrap(),
         [t(1, 0, false, 0), t(2, 0, false, 0)]
     );
 }
@@ -57,7 +63,7 @@ fn replica_only_servers_fetch_as_replicas() {
 fn a_replica_falls_back_to_a_successor_when_every_predecessor_failed() {
     // k = 4, f = 3: G(1) = {1, 2, 3, 0}; servers 1 and 2 failed, so 2 fetches G(1) from 3.
     let ring = Ring::new(4, 3).unwrap();
-    let transfers = plan(&ring, &set(&[1, 2])).unwrap();
+    let transfers = plan(&ring, &set(&[1, 2]), &set(&[])).unwrap();
     assert!(transfers.contains(&t(2, 1, false, 3)));
     assert!(transfers.contains(&t(1, 1, true, 3)));
     // G(0) = {0, 1, 2, 3}: 2's predecessor 1 failed, so it goes back to the head.
@@ -68,7 +74,7 @@ fn a_replica_falls_back_to_a_successor_when_every_predecessor_failed() {
 fn errors_say_what_is_wrong() {
     let ring = Ring::new(3, 1).unwrap();
     assert_eq!(
-        plan(&ring, &set(&[1, 3])),
+        plan(&ring, &set(&[1, 3]), &set(&[])),
         Err(PlanError::NotInRing {
             server: s(3),
             servers: 3
@@ -76,22 +82,18 @@ fn errors_say_what_is_wrong() {
     );
     // 0 and 1 are all of G(0).
     assert_eq!(
-        plan(&ring, &set(&[0, 1])),
+        plan(&ring, &set(&[0, 1]), &set(&[])),
         Err(PlanError::NoAliveMember { group: m(0) })
     );
     // k = 5, f = 1: servers 0 and 3 failed; every group keeps a member, but f is exceeded.
     let ring = Ring::new(5, 1).unwrap();
     assert_eq!(
-        plan(&ring, &set(&[0, 3])),
+        plan(&ring, &set(&[0, 3]), &set(&[])),
         Err(PlanError::TooManyFailures { failed: 2, f: 1 })
     );
     let transfer = t(1, 1, true, 2);
     assert_eq!(
-        replan(&ring, &set(&[1]), &transfer, s(2)),
-        Err(PlanError::NoAliveMember { group: m(1) })
-    );
-    assert_eq!(
-        replan(&ring, &set(&[1]), &transfer, s(7)),
+        replan(&ring, &set(&[1]), &set(&[]), &transfer, s(7)),
         Err(PlanError::NotInRing {
             server: s(7),
             servers: 5
@@ -104,16 +106,36 @@ fn replan_moves_to_the_next_alive_member() {
     // k = 3, f = 2: G(1) = {1, 2, 0}. Server 1 failed; its head transfer came from 2.
     let ring = Ring::new(3, 2).unwrap();
     let failed = set(&[1]);
-    let first = plan(&ring, &failed).unwrap()[0];
+    let none = set(&[]);
+    let first = plan(&ring, &failed, &none).unwrap()[0];
     assert_eq!(first, t(1, 1, true, 2));
+    let second = replan(&ring, &failed, &none, &first, s(2)).unwrap();
+    assert_eq!(second, t(1, 1, true, 0));
+    // Once 0 could not serve either, the nearest of the two is taken again: neither is known
+    // to be dead, and no other member is left.
     assert_eq!(
-        replan(&ring, &failed, &first, s(2)).unwrap(),
-        t(1, 1, true, 0)
+        replan(&ring, &failed, &set(&[2]), &second, s(0)).unwrap(),
+        first
     );
-    // With 0 also failed, nothing is left.
+    // With 0 failed, 2 is the only source, however often it could not serve.
     assert_eq!(
-        replan(&ring, &set(&[0, 1]), &first, s(2)),
-        Err(PlanError::NoAliveMember { group: m(1) })
+        replan(&ring, &set(&[0, 1]), &set(&[2]), &first, s(2)).unwrap(),
+        first
+    );
+    // A plan passes over avoided sources while it can.
+    assert_eq!(plan(&ring, &failed, &set(&[2])).unwrap()[0], second);
+    assert_eq!(plan(&ring, &failed, &set(&[0, 2])).unwrap()[0], first);
+}
+
+#[test]
+fn a_source_that_cannot_serve_is_not_counted_as_failed() {
+    // k = 3, f = 1: G(1) = {1, 2}. The replacement at 1 could not fetch from 2: 2 is its only
+    // source, and still only one server failed.
+    let ring = Ring::new(3, 1).unwrap();
+    let first = t(1, 1, true, 2);
+    assert_eq!(
+        replan(&ring, &set(&[1]), &set(&[]), &first, s(2)),
+        Ok(first)
     );
 }
 
@@ -160,7 +182,7 @@ fn every_failed_set_on_small_rings() {
         for f in 1..=3 {
             let ring = Ring::new(k, f).unwrap();
             for failed in subsets(ring.servers()) {
-                let got = plan(&ring, &failed);
+                let got = plan(&ring, &failed, &set(&[]));
                 if let Some(group) = lost_group(&ring, &failed) {
                     assert!(
                         matches!(got, Err(PlanError::NoAliveMember { group: g })
@@ -199,23 +221,15 @@ fn every_failed_set_on_small_rings() {
     }
 }
 
-/// Replanning after the source died agrees with planning with the source failed.
+/// Replanning after a fetch from the source failed takes the member that planning with the
+/// source failed would, or the same source when no other member is alive.
 fn check_replan(ring: &Ring, failed: &BTreeSet<ServerId>, tr: &Transfer) {
     let mut with_dead = failed.clone();
     with_dead.insert(tr.source);
-    let got = replan(ring, failed, tr, tr.source);
+    let again = replan(ring, failed, &BTreeSet::new(), tr, tr.source).unwrap();
     if ring.group(tr.group).all(|x| with_dead.contains(&x)) {
-        assert_eq!(got, Err(PlanError::NoAliveMember { group: tr.group }));
-    } else if with_dead.len() > ring.f() {
-        assert_eq!(
-            got,
-            Err(PlanError::TooManyFailures {
-                failed: with_dead.len(),
-                f: ring.f()
-            })
-        );
+        assert_eq!(again, *tr);
     } else {
-        let again = got.unwrap();
         assert_ne!(again.source, tr.source);
         assert_eq!(
             (again.to, again.group, again.as_head),

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -32,6 +32,14 @@ const TICK: Duration = Duration::from_millis(10);
 /// How many times in a row failure detection waits for a reader thread to catch up (200 µs
 /// each).
 const MAX_DEFERRALS: u32 = 50;
+
+/// How long a new control connection may stay silent before its first message (a node sends
+/// its `Join` as soon as it connects); it is closed then.
+const FIRST_MESSAGE: Duration = Duration::from_secs(5);
+
+/// How many control connections may wait for their first message at once; more are closed as
+/// they come (each has a thread, and joined nodes need the descriptors).
+const MAX_UNJOINED: usize = 64;
 
 /// What the orchestrator knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +113,19 @@ impl Conns {
                 position: None,
             },
         );
+    }
+
+    /// `conn`'s node joined as `position`: the position's orders go to it from now on, and a
+    /// node that joined there before (during deployment, the last to join counts) is refused.
+    fn bind(&mut self, conn: u64, position: u16, key: &Key) {
+        if let Some(c) = self.all.get_mut(&conn) {
+            c.position = Some(position);
+        }
+        let slot = &mut self.by_position[usize::from(position)];
+        if let Some(before) = slot.replace(conn).filter(|&before| before != conn) {
+            let why = format!("another node joined as position {position}");
+            self.reject(before, &why, key);
+        }
     }
 
     fn close(&mut self, conn: u64) {
@@ -359,6 +380,7 @@ impl Orchestrator {
             return;
         }
         let mut next = 0;
+        let unjoined = Arc::new(AtomicUsize::new(0));
         while !stop.load(Ordering::Acquire) {
             let (stream, from) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -370,9 +392,16 @@ impl Orchestrator {
                     continue;
                 }
             };
+            if unjoined.load(Ordering::Acquire) >= MAX_UNJOINED {
+                tracing::warn!(
+                    "control connection from {from}: {MAX_UNJOINED} others await their first                      message; closing it"
+                );
+                continue;
+            }
             let reader = stream
                 .set_nonblocking(false)
                 .and_then(|()| stream.set_nodelay(true))
+                .and_then(|()| stream.set_read_timeout(Some(FIRST_MESSAGE)))
                 .and_then(|()| stream.try_clone());
             let reader = match reader {
                 Ok(r) => r,
@@ -384,18 +413,53 @@ impl Orchestrator {
             next += 1;
             let conn = next;
             let _ = tx.send(Event::Accepted { conn, stream, from });
-            let tx = tx.clone();
-            s.spawn(move || self.read(conn, &reader, from, &tx));
+            unjoined.fetch_add(1, Ordering::AcqRel);
+            let spawned = std::thread::Builder::new()
+                .name("control reader".into())
+                .spawn_scoped(s, {
+                    let (tx, unjoined) = (tx.clone(), Arc::clone(&unjoined));
+                    move || self.read(conn, &reader, from, &tx, &unjoined)
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("control connection from {from}: no thread to read it: {e}");
+                unjoined.fetch_sub(1, Ordering::AcqRel);
+                let _ = tx.send(Event::Closed {
+                    conn,
+                    rejected: false,
+                });
+            }
         }
     }
 
-    /// A connection's messages, until it ends or sends one that cannot be trusted.
-    fn read(&self, conn: u64, stream: &TcpStream, from: SocketAddr, tx: &Sender<Event>) {
+    /// A connection's messages, until it ends or sends one that cannot be trusted, or sends
+    /// nothing for [`FIRST_MESSAGE`] after it opened. `unjoined` counts it until its first
+    /// message.
+    fn read(
+        &self,
+        conn: u64,
+        stream: &TcpStream,
+        from: SocketAddr,
+        tx: &Sender<Event>,
+        unjoined: &AtomicUsize,
+    ) {
         let _on_time = super::wake_on_time("control reader");
         let mut reader = BufReader::new(stream);
+        let mut first = true;
+        let spoke = |first: &mut bool| {
+            if std::mem::take(first) {
+                unjoined.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
         let rejected = loop {
             match read_message(&mut reader, &self.key, CONTROL_MAX_BODY) {
                 Ok(msg) => {
+                    if first {
+                        // From now on the detector watches it: silence is its business.
+                        if let Err(e) = stream.set_read_timeout(None) {
+                            tracing::warn!("control connection from {from}: {e}");
+                        }
+                        spoke(&mut first);
+                    }
                     let _ = tx.send(Event::Message { conn, msg });
                 }
                 Err(ControlError::Closed) => break false,
@@ -412,6 +476,7 @@ impl Orchestrator {
                 }
             }
         };
+        spoke(&mut first);
         let _ = tx.send(Event::Closed { conn, rejected });
     }
 
@@ -444,13 +509,13 @@ impl Orchestrator {
                         return conns.reject(conn, why, &self.key);
                     }
                 }
-                match (c.position, &msg) {
-                    (None, Message::Join { .. }) => {
-                        c.position = Some(position);
-                        conns.by_position[usize::from(position)] = Some(conn);
-                    }
+                let joins = match (c.position, &msg) {
+                    (None, Message::Join { .. }) => true,
                     (Some(joined), _)
-                        if joined == position && !matches!(msg, Message::Join { .. }) => {}
+                        if joined == position && !matches!(msg, Message::Join { .. }) =>
+                    {
+                        false
+                    }
                     (None, _) => {
                         return conns.reject(conn, "a message before the node joined", &self.key)
                     }
@@ -458,9 +523,24 @@ impl Orchestrator {
                         let why = format!("the node joined as position {joined} and sent {msg:?}");
                         return conns.reject(conn, &why, &self.key);
                     }
+                };
+                let taken = coordinator.handle(now, msg);
+                if joins && taken {
+                    conns.bind(conn, position, &self.key);
+                } else if joins {
+                    // A second node for a position whose node is alive, or a replacement the
+                    // orchestrator did not launch (or one launched again meanwhile): bound to
+                    // the position, it would get that position's orders instead of its node.
+                    let why = format!(
+                        "no node is awaited at position {position} now (epoch {})",
+                        coordinator.epoch()
+                    );
+                    conns.reject(conn, &why, &self.key);
                 }
-                coordinator.handle(now, msg);
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
