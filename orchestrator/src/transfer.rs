@@ -30,7 +30,9 @@ pub enum TransferError {
 /// (`FetchGroup`) and gets `export(epoch, group)` as `GroupState`, or is closed when that is
 /// `None` (not a member, or the server is gone). The state is sent from where `export` keeps it,
 /// not copied (an `Arc` of bytes shared with other fetches will do). Unauthenticated or
-/// malformed requests are dropped and counted by `rejected`.
+/// malformed requests are dropped and counted by `rejected`. A connection that cannot be taken
+/// for want of resources (descriptors, memory, a thread) is dropped, and serving goes on; only
+/// an error of the listener itself ends it.
 pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,
@@ -42,22 +44,49 @@ pub fn serve<S: AsRef<[u8]>>(
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Acquire) {
             match listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, from)) => {
                     let (export, rejected) = (&export, &rejected);
-                    scope.spawn(move || {
-                        if let Err(TransferError::Control(e)) = answer(stream, key, export) {
-                            rejected(&e);
-                        }
-                    });
+                    let spawned = std::thread::Builder::new()
+                        .name("transfer".into())
+                        .spawn_scoped(scope, move || {
+                            if let Err(TransferError::Control(e)) = answer(stream, key, export) {
+                                rejected(&e);
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!("state transfer to {from}: no thread to serve it: {e}");
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     wait_readable(listener, Duration::from_millis(20));
+                }
+                Err(e) if passing(&e) => {
+                    tracing::warn!("state transfer: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     })
+}
+
+/// Whether an error of `accept` concerns one connection or the host's resources for now, not
+/// the listener: serving goes on after it.
+fn passing(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+        )
+    )
 }
 
 /// Waits until `listener` has a connection to accept, or `timeout` passed (or a signal came).
@@ -136,6 +165,22 @@ mod tests {
 
     fn key() -> Key {
         Key::new(b"test secret").unwrap()
+    }
+
+    #[test]
+    fn only_errors_of_the_listener_itself_end_serving() {
+        let os = std::io::Error::from_raw_os_error;
+        for e in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ECONNABORTED,
+        ] {
+            assert!(passing(&os(e)), "{}", os(e));
+        }
+        for e in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK] {
+            assert!(!passing(&os(e)), "{}", os(e));
+        }
     }
 
     #[test]
