@@ -429,7 +429,9 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
             .map_or(5_000_000, |at| at.saturating_sub(t).min(5_000_000));
         crossbeam_channel::select! {
             recv(beats) -> beat => match beat {
-                Ok(beat) => coordinator.handle(now(), beat_message(beat, &mut seq)),
+                Ok(beat) => {
+                    coordinator.handle(now(), beat_message(beat, &mut seq));
+                }
                 Err(_) => break,
             },
             recv(messages) -> msg => if let Ok(msg) = msg {
@@ -674,10 +676,13 @@ fn restore<'w, C>(
         }
     };
     let bytes = fetched.bytes();
-    if world.launches.lock().expect("no holder panics")[usize::from(position.0)] != launch {
+    let superseded =
+        || world.launches.lock().expect("no holder panics")[usize::from(position.0)] != launch;
+    if superseded() {
         return None;
     }
-    // The server it replaces lets go of the head's store when it stops.
+    // The server it replaces lets go of the head's store when it stops (and so does a
+    // replacement launched before this one, which may be restoring it right now).
     let deadline = Instant::now() + Duration::from_secs(2);
     let server = loop {
         let restored = fetched.restore(
@@ -689,10 +694,20 @@ fn restore<'w, C>(
             world.harness.now(),
         );
         match restored {
-            Err(ReplicaError::Stm(StmError::BadSnapshot(_))) if Instant::now() < deadline => {
+            Err(ReplicaError::Stm(StmError::BadSnapshot(_)))
+                if Instant::now() < deadline && !superseded() =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            server => break server.expect("the planned groups restore the replacement"),
+            Ok(server) => break server,
+            Err(e) => {
+                // It stops: silent, it is declared failed and launched again (unless another
+                // replacement already took its place).
+                if !superseded() {
+                    tracing::error!("server {}: cannot restore its state: {e}", position.0);
+                }
+                return None;
+            }
         }
     };
     // The head's store is restored, so no worker of the failed server holds it any more.
