@@ -4,7 +4,7 @@
 //! A frame is
 //!
 //! ```text
-//! magic "FTCC" | version u8 = 2 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! magic "FTCC" | version u8 = 3 | kind u8 | body length u32 (big-endian) | body | tag [32]
 //! ```
 //!
 //! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
