@@ -421,16 +421,20 @@ impl<P> Buffer<P> {
     fn queue_return(&mut self, msg: &MessageView<'_>) {
         let partitions = self.partitions;
         for log in msg.logs() {
-            match self.group(log.middlebox()) {
+            let group = self.group(log.middlebox());
+            if matches!(group, Group::Wrapping(_))
+                && log.kind() != LogKind::Noop
+                && log.deps().any(|d| usize::from(d.partition.0) >= partitions)
+            {
+                self.stats.uncoverable_deps += 1;
+            }
+            match group {
                 Group::Foreign => self.stats.foreign_middlebox += 1,
                 Group::Plain => self.stats.non_wrapping_logs += 1,
                 Group::Wrapping(_) if log.kind() != LogKind::Update => {
                     self.stats.logs_kept += 1;
                 }
                 Group::Wrapping(_) => {
-                    if log.deps().any(|d| usize::from(d.partition.0) >= partitions) {
-                        self.stats.uncoverable_deps += 1;
-                    }
                     self.outbox.push_log(&log);
                     self.stats.logs_returned += 1;
                 }
@@ -505,8 +509,11 @@ impl<P> Buffer<P> {
     ) -> Result<(), Refused<P>> {
         let flow_id = packet.flow;
         let behind_refused = !retry && self.flows.get(&flow_id).is_some_and(|f| f.refused > 0);
-        let full = self.stats.held_packets >= self.config.max_held_packets
-            || self.stats.held_bytes.saturating_add(packet.len) > self.config.max_held_bytes;
+        // An empty buffer takes any packet, so that bounds below one packet (or one smaller
+        // than the packet) cannot refuse it for good and stall its flow and the chain.
+        let full = self.stats.held_packets > 0
+            && (self.stats.held_packets >= self.config.max_held_packets
+                || self.stats.held_bytes.saturating_add(packet.len) > self.config.max_held_bytes);
         if full || behind_refused {
             self.stats.refused += 1;
             if !retry {

@@ -1,7 +1,8 @@
 //! The buffer's knobs ([`BufferConfig`]) and counters ([`BufferStats`]).
 
 /// Bounds on what the buffer holds. A packet that would exceed either is refused
-/// ([`crate::Refused`]): back-pressure.
+/// ([`crate::Refused`]): back-pressure. A buffer that holds nothing takes any packet, so that
+/// bounds below one packet cannot refuse one for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferConfig {
     /// Most packets held at once (waiting for commit vectors, or ready and not yet polled).

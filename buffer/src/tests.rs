@@ -304,6 +304,27 @@ fn byte_bound_refuses() {
     assert_eq!(drain(&mut b, 0), [40]);
 }
 
+/// Bounds below one packet cannot stall the chain: an empty buffer takes any packet, however
+/// large, and a bound of no packets at all holds one.
+#[test]
+fn an_empty_buffer_takes_a_packet_beyond_its_bounds() {
+    let config = BufferConfig {
+        max_held_packets: 0,
+        max_held_bytes: 50,
+        ..BufferConfig::default()
+    };
+    let mut b: Buffer<u64> = Buffer::new(Ring::new(3, 1).unwrap(), P, config);
+    data(&mut b, 0, vec![log(2, U, &[(0, 0)])], pkt(1, 10));
+    let empty = encode(vec![], vec![]);
+    let refused = b
+        .handle_frame(0, &view(&empty), Some(pkt(2, 20)))
+        .unwrap_err();
+    cvs_frame(&mut b, 1, vec![cv(2, &[(0, 1)])]);
+    assert_eq!(drain(&mut b, 1), [10]);
+    b.retry(2, &view(&empty), refused.0).unwrap();
+    assert_eq!(drain(&mut b, 2), [20]);
+}
+
 /// DESIGN §7 per-flow order under back-pressure: while a flow has a refused packet outstanding,
 /// its later packets are refused too (even with room), so none overtakes it; other flows pass.
 #[test]
@@ -421,6 +442,11 @@ fn uncoverable_dependency_is_held() {
     assert_eq!(drain(&mut b, 2), [20]);
     assert_eq!(b.stats().uncoverable_deps, 1);
     assert_eq!(b.stats().held_packets, 2);
+    // A read-only log of a wrapping group is held for good alike, and counted alike.
+    data(&mut b, 3, vec![log(2, R, &[(9, 0)])], pkt(3, 30));
+    assert_eq!(drain(&mut b, 3), [] as [u64; 0]);
+    assert_eq!(b.stats().uncoverable_deps, 2);
+    assert_eq!(b.stats().held_packets, 3);
 }
 
 /// The output-commit checker used by the property test flags a release that breaks §4.4.1: a
