@@ -2,10 +2,20 @@
 //! came in on gives its direction, and a frame that claims FTC's NSH context class is refused.
 
 use ftc_chain::middlebox::Direction;
-use ftc_chain::wire::carries_ftc_context;
+use ftc_chain::wire::{carries_ftc_context, NshRepr, MESSAGE_HEADER_LEN};
 
-/// Length of an untagged Ethernet header: the shortest frame the chain accepts.
+/// Length of an untagged Ethernet header.
 pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// The shortest Ethernet frame on a wire (without its FCS); a NIC pads shorter ones to it.
+const ETHERNET_MIN_FRAME: usize = 60;
+
+/// The shortest customer frame the chain accepts: 20 bytes, so that its data frame (the NSH
+/// header, the frame, at least an empty message's header) is never shorter than
+/// [`ETHERNET_MIN_FRAME`]. A shorter data frame would be padded on a physical link, and the
+/// trailer, which a receiver reads from the frame's end, lost with the packet. No shorter
+/// frame carries anything a middlebox could act on (an IPv4 header alone is 20 bytes).
+pub const MIN_CUSTOMER_FRAME: usize = ETHERNET_MIN_FRAME - NshRepr::HEADER_LEN - MESSAGE_HEADER_LEN;
 
 /// IEEE 802.1Q customer VLAN tag.
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -51,14 +61,14 @@ pub enum Rejected {
     /// VLAN tags): someone outside the chain tries to inject piggyback logs or commit vectors.
     #[error("frame from outside carries FTC's NSH context class")]
     ForeignFtcFrame,
-    /// The frame is shorter than an Ethernet header (14 bytes).
-    #[error("frame shorter than an Ethernet header")]
+    /// The frame is shorter than [`MIN_CUSTOMER_FRAME`] (20 bytes).
+    #[error("frame shorter than 20 bytes")]
     Runt,
 }
 
 /// Classifies `frame`, which entered on `port`. Reads a few header fields; never panics.
 pub fn classify(frame: &[u8], port: Port) -> Ingress {
-    if frame.len() < ETHERNET_HEADER_LEN {
+    if frame.len() < MIN_CUSTOMER_FRAME {
         return Ingress::Reject(Rejected::Runt);
     }
     if claims_ftc_context(frame) {

@@ -23,7 +23,10 @@
 //! 1. For each customer frame of a batch: [`Forwarder::handle_ingress`]; if accepted, wrap it in
 //!    an NSH data frame and [`Forwarder::attach`] its trailer.
 //! 2. For each return frame: [`Forwarder::handle_return`]. On [`Backpressure`] the message was
-//!    absorbed all the same; stop reading the ring-closing link until step 3 has drained pending.
+//!    absorbed all the same. A driver that runs step 3 at the end of every batch, before it
+//!    reads the next, keeps pending within what one batch of return frames brings and may read
+//!    on (`ftc-node`'s server does); one that does not, stops reading the ring-closing link
+//!    until step 3 has drained pending.
 //! 3. Call [`Forwarder::poll_propagate`] until it returns `Ok(None)`, sending each message in a
 //!    propagating frame (NSH O bit set, no inner frame).
 //! 4. Arm the timer at [`Forwarder::poll_timeout`]; when it fires, go to step 3.
@@ -34,4 +37,4 @@ mod forwarder;
 mod ingress;
 
 pub use forwarder::{Backpressure, Forwarder, ForwarderConfig, ForwarderStats};
-pub use ingress::{classify, Ingress, Port, Rejected, ETHERNET_HEADER_LEN};
+pub use ingress::{classify, Ingress, Port, Rejected, ETHERNET_HEADER_LEN, MIN_CUSTOMER_FRAME};

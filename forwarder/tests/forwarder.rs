@@ -10,7 +10,7 @@ use ftc_chain::wire::{
     CvRepr, LogRepr, MessageRepr, MessageView, NshFrame, NshRepr, WireError, MESSAGE_HEADER_LEN,
 };
 use ftc_forwarder::{
-    Backpressure, Forwarder, ForwarderConfig, Ingress, Port, Rejected, ETHERNET_HEADER_LEN,
+    Backpressure, Forwarder, ForwarderConfig, Ingress, Port, Rejected, MIN_CUSTOMER_FRAME,
 };
 use ftc_stm::{DepEntry, LogKind};
 use proptest::prelude::*;
@@ -211,30 +211,30 @@ fn ordinary_tcp_frames_are_accepted_with_the_direction_of_their_port() {
 fn runts_are_rejected_and_counted() {
     let mut fw = Forwarder::new(PARTITIONS, ForwarderConfig::default());
     let frame = ftc_frame(&tcp_frame(), false);
-    for len in 0..ETHERNET_HEADER_LEN {
+    for len in 0..MIN_CUSTOMER_FRAME {
         assert_eq!(
             fw.handle_ingress(0, &frame[..len], Port::Inside),
             Ingress::Reject(Rejected::Runt)
         );
     }
-    assert_eq!(fw.stats().rejected_runt, ETHERNET_HEADER_LEN as u64);
-    // A bare Ethernet header is a (tiny) frame.
+    assert_eq!(fw.stats().rejected_runt, MIN_CUSTOMER_FRAME as u64);
+    // An Ethernet header and 6 bytes is a (tiny) frame.
     assert_eq!(
-        fw.handle_ingress(0, &tcp_frame()[..ETHERNET_HEADER_LEN], Port::Outside),
+        fw.handle_ingress(0, &tcp_frame()[..MIN_CUSTOMER_FRAME], Port::Outside),
         Ingress::Accept(Direction::Inbound)
     );
 }
 
 proptest! {
     /// Untrusted bytes never panic the sanitizer, every frame is counted exactly once, and a
-    /// runt is exactly a frame shorter than an Ethernet header.
+    /// runt is exactly a frame shorter than MIN_CUSTOMER_FRAME.
     #[test]
     fn arbitrary_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..128),
                                    inside in any::<bool>()) {
         let mut fw = Forwarder::new(PARTITIONS, ForwarderConfig::default());
         let port = if inside { Port::Inside } else { Port::Outside };
         let verdict = fw.handle_ingress(0, &frame, port);
-        prop_assert_eq!(verdict == Ingress::Reject(Rejected::Runt), frame.len() < ETHERNET_HEADER_LEN);
+        prop_assert_eq!(verdict == Ingress::Reject(Rejected::Runt), frame.len() < MIN_CUSTOMER_FRAME);
         let s = fw.stats();
         prop_assert_eq!(s.accepted_inbound + s.accepted_outbound + s.rejected_foreign_ftc + s.rejected_runt, 1);
     }

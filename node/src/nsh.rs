@@ -198,6 +198,37 @@ mod tests {
         );
     }
 
+    /// The shortest customer frame the forwarder takes, with nothing to carry, makes a data
+    /// frame of the 60 bytes a physical link pads shorter frames to: padding never lands where
+    /// the receiver reads the trailer from (the frame's end).
+    #[test]
+    fn the_shortest_data_frame_is_not_padded_into_its_trailer() {
+        let path = Path {
+            chain: 7,
+            hop: 0,
+            epoch: 1,
+        };
+        let inner = tcp([10, 0, 0, 1], 4000)[..ftc_forwarder::MIN_CUSTOMER_FRAME].to_vec();
+        let frame = Frame {
+            packet: Some(Packet {
+                handle: 0u64,
+                flow: 0,
+                dir: Direction::Outbound,
+                bytes: inner.clone(),
+            }),
+            flags: 0,
+            msg: empty_message(),
+        };
+        let mut buf = Vec::new();
+        encode(&frame, path, &mut buf).unwrap();
+        assert_eq!(buf.len(), 60);
+        let got = decode(&buf).unwrap().frame;
+        assert_eq!(
+            (got.packet.unwrap().bytes, got.msg),
+            (inner, empty_message())
+        );
+    }
+
     #[test]
     fn flows_follow_the_five_tuple_and_garbage_is_refused() {
         assert_eq!(
