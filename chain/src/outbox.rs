@@ -4,7 +4,7 @@
 //! The buffer gathers what goes back to the forwarder in one, the forwarder keeps what it will
 //! attach to the next packets in one, and a server puts what did not fit a packet's trailer in
 //! one. Logs are never dropped. Commit vector entries are coalesced by max and each entry that
-//! arrived since the last write is written once; a stale entry (below what is pending) is not.
+//! arrived since the last write is written once; a stale entry (below what is known) is not.
 //! An entry equal to one written before is written again: a tail announces an entry again when a
 //! predecessor shows it never got it, and that must get through.
 

@@ -104,7 +104,7 @@ pub struct ForwarderStats {
     pub accepted_inbound: u64,
     /// Frames from outside that claimed FTC's NSH context class ([`Rejected::ForeignFtcFrame`]).
     pub rejected_foreign_ftc: u64,
-    /// Frames shorter than an Ethernet header ([`Rejected::Runt`]).
+    /// Frames shorter than [`crate::MIN_CUSTOMER_FRAME`] ([`Rejected::Runt`]).
     pub rejected_runt: u64,
     /// Return messages absorbed.
     pub return_messages: u64,
@@ -132,8 +132,9 @@ pub struct ForwarderStats {
     pub max_pending_bytes: usize,
 }
 
-/// Pending content exceeds [`ForwarderConfig::max_pending_bytes`]: stop reading the ring-closing
-/// link until [`Forwarder::poll_propagate`] has drained it. The message was absorbed.
+/// Pending content exceeds [`ForwarderConfig::max_pending_bytes`]: a driver that does not drain
+/// pending every batch stops reading the ring-closing link until [`Forwarder::poll_propagate`]
+/// has (see the crate's driver loop). The message was absorbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("{pending_bytes} pending log bytes exceed the limit of {limit}")]
 pub struct Backpressure {
@@ -248,8 +249,8 @@ impl Forwarder {
     /// Absorb a return frame's message from the buffer (the ring-closing link) into pending.
     ///
     /// The message is always absorbed (a log is never dropped). Returns [`Backpressure`] when the
-    /// pending log bytes then exceed `max_pending_bytes`: the driver stops reading that link until
-    /// [`Forwarder::poll_propagate`] has drained pending below the limit.
+    /// pending log bytes then exceed `max_pending_bytes` (what the driver does then: the crate's
+    /// driver loop, step 2).
     pub fn handle_return(&mut self, now: u64, msg: &MessageView<'_>) -> Result<(), Backpressure> {
         self.observe(now);
         self.stats.return_messages += 1;

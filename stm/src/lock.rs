@@ -6,7 +6,7 @@
 //! - if it is older, it **wounds** the holder (sets the holder's wound mark), then waits;
 //! - if it is younger, it waits.
 //!
-//! A wounded transaction aborts at its next contended lock request or while it waits, releases
+//! A wounded transaction aborts at its next lock request (contended or not) or while it waits, releases
 //! everything, waits until its wounder's transaction has ended (else it could grab the lock back
 //! before the wounder gets it, forever: a livelock the PCT model checker found), and retries with
 //! the same timestamp. Waits only ever point from younger to older, so there is no deadlock, and

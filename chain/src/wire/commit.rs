@@ -44,7 +44,8 @@ impl CommitVector {
     /// Merges sparse `entries` by element-wise max; returns whether any entry moved forward.
     ///
     /// Entries with partition ≥ P are ignored: the partition count comes from the chain spec,
-    /// so such an entry can only come from a peer with another spec (which the epoch fences), and
+    /// so such an entry can only come from a peer with another spec (which the orchestrator
+    /// refuses at its join, by the spec's fingerprint) or a corrupted frame, and
     /// ignoring it keeps the vector a lower bound.
     pub fn merge(&mut self, entries: impl Iterator<Item = DepEntry>) -> bool {
         let mut moved = false;

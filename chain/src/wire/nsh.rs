@@ -252,7 +252,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> NshFrame<T> {
     }
 
     /// Sets the trailer length. This moves the boundary between inner frame and trailer.
+    ///
+    /// # Panics
+    /// If `v` is more than the bytes after the header: the frame would no longer pass
+    /// [`NshFrame::check`], and its accessors would panic.
     pub fn set_trailer_len(&mut self, v: u16) {
+        assert!(
+            usize::from(v) <= self.buffer.as_ref().len().saturating_sub(field::PAYLOAD),
+            "a trailer of {v} bytes does not fit the frame"
+        );
         self.buffer.as_mut()[field::TRAILER_LEN].copy_from_slice(&v.to_be_bytes());
     }
 
@@ -399,6 +407,17 @@ mod tests {
         0xaa, 0xbb, 0xcc, 0xdd,                         // inner frame
         0x01, 0x00, 0x00, 0x00, 0x00, 0x00,             // trailer: an empty message
     ];
+
+    /// A trailer longer than the bytes after the header would make a checked frame's accessors
+    /// panic later: it is refused where it is set.
+    #[test]
+    #[should_panic(expected = "does not fit the frame")]
+    fn a_trailer_longer_than_the_frame_is_refused() {
+        let mut bytes = [0u8; field::PAYLOAD + 10];
+        let mut frame = NshFrame::new_unchecked(&mut bytes[..]);
+        frame.set_trailer_len(10);
+        frame.set_trailer_len(11);
+    }
 
     fn repr() -> NshRepr {
         NshRepr {
