@@ -389,23 +389,49 @@ impl Msg {
     }
 }
 
-impl<C> Shared<'_, C> {
-    /// A thread's congestion is `now`; `was` is what it reported last (updated).
-    pub fn set_congested(&self, was: &mut bool, now: bool) {
-        count_congested(self.congested, was, now);
+impl<'s, C> Shared<'s, C> {
+    /// A server thread's share of [`Shared::congested`], not counted yet.
+    pub fn congestion(&self) -> Congestion<'s> {
+        Congestion::new(self.congested)
     }
 }
 
-/// Keeps `congested`, a count of congested threads, up to date with one thread's congestion
-/// `now`; `was` is what that thread reported last (updated).
-pub fn count_congested(congested: &AtomicUsize, was: &mut bool, now: bool) {
-    if now != *was {
-        *was = now;
-        if now {
-            congested.fetch_add(1, Ordering::AcqRel);
-        } else {
-            congested.fetch_sub(1, Ordering::AcqRel);
+/// One thread's share of a count of congested threads: counted while the thread says it is
+/// congested, and no longer once dropped, however the thread ends (stopped, killed, panicking).
+/// A thread that ended counted for good would keep the ingress closed until the run ends (the
+/// generator, and a node's edges, take no customer packet while the count is above 0).
+#[derive(Debug)]
+pub struct Congestion<'c> {
+    count: &'c AtomicUsize,
+    /// Whether this thread is in `count` now.
+    counted: bool,
+}
+
+impl<'c> Congestion<'c> {
+    /// A thread's share of `count`, not counted yet.
+    pub fn new(count: &'c AtomicUsize) -> Self {
+        Congestion {
+            count,
+            counted: false,
         }
+    }
+
+    /// The thread's congestion is `now`.
+    pub fn set(&mut self, now: bool) {
+        if now != self.counted {
+            self.counted = now;
+            if now {
+                self.count.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl Drop for Congestion<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -491,7 +517,7 @@ fn run<'a, C: Fn() -> u64>(
     shared: &Shared<'_, C>,
     life: &Life,
 ) -> (Ended<'a>, Sink) {
-    let mut was_congested = false;
+    let mut congestion = shared.congestion();
     let me = server.id();
     let mut sink = Sink::new(format!("server {} lane {}", me.0, server.lane()));
     name_thread(&format!("srv {} lane {}", me.0, server.lane()));
@@ -559,6 +585,8 @@ fn run<'a, C: Fn() -> u64>(
                     // Its state is gone with it (the head's store can be restored into).
                     drop(server);
                     let _ = shared.credit.send(left);
+                    // A dead server holds no traffic back while its address swallows the rest.
+                    congestion.set(false);
                     black_hole(batch.rest().chain(rx), &mut sink, &shared.credit);
                     return (Ended::Killed, sink);
                 }
@@ -591,12 +619,11 @@ fn run<'a, C: Fn() -> u64>(
             pass_back(&routes, lane, buffers);
         }
         sink.busy_ns += now().saturating_sub(t);
-        shared.set_congested(&mut was_congested, server.congested());
+        congestion.set(server.congested());
         if stop {
             break;
         }
     }
-    shared.set_congested(&mut was_congested, false);
     (Ended::Stopped(Box::new(server)), sink)
 }
 

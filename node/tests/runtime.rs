@@ -148,3 +148,52 @@ fn a_server_killed_mid_batch_loses_no_packet_from_the_count() {
         "every packet the killed server took in is lost"
     );
 }
+
+/// A server killed while congested (fenced: a recovery began) no longer counts as congested
+/// once killed, while its address still swallows what reaches it, and after its thread ends:
+/// the generator offers no customer packet while any server is, so a count it left behind would
+/// hold the chain's traffic back until the run ends.
+#[test]
+fn a_server_killed_while_congested_leaves_no_congestion_behind() {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    use ftc_node::runtime::{chain_lanes, Harness};
+    use ftc_node::serve::{serve, Ended, Msg, Routes};
+    use ftc_node::{Heads, ServerConfig};
+
+    let spec = spec("ch-2.toml");
+    let ring = spec.ring();
+    let heads = Heads::new(&spec, |m| m.threads).unwrap();
+    let config = ServerConfig::default();
+    let (lanes, hops) = chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
+    let routes = Routes::with_lanes(hops);
+    let harness = Harness::new();
+    let shared = harness.shared(None);
+    let (server, rx) = lanes.into_iter().next().expect("server 0");
+    let inbox = routes.get(0);
+    let congested = || shared.congested.load(Ordering::Acquire);
+    // Until `congested` reads `n`, 5 s at most; what it reads then.
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while congested() != n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        congested()
+    };
+    let (fenced, killed, ended) = std::thread::scope(|s| {
+        let thread = s.spawn(|| serve(server, &rx, routes.all(), 0, &shared));
+        inbox.send(Msg::Fence { epoch: 1 }).unwrap();
+        let fenced = wait_for(1);
+        inbox.send(Msg::Kill).unwrap();
+        let killed = wait_for(0);
+        // The end of the run (the dead server's address swallows messages until then).
+        inbox.send(Msg::Stop).unwrap();
+        let ended = thread.join().expect("the server thread ends").0;
+        (fenced, killed, ended)
+    });
+    assert_eq!(fenced, 1, "a fenced server says it is congested");
+    assert!(matches!(ended, Ended::Killed));
+    assert_eq!(killed, 0, "the killed server's congestion went with it");
+    assert_eq!(congested(), 0, "and stays gone once its thread ended");
+}

@@ -19,7 +19,7 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
     crate::serve::name_thread(&name);
     let mut sink = Sink::new(name);
     let mut batch = Batch::default();
-    let mut was_congested = false;
+    let mut congestion = shared.congestion();
     let me = station.id();
     let now = &shared.now;
     loop {
@@ -65,12 +65,11 @@ pub(super) fn serve_station<'a, C: Fn() -> u64>(
             let _ = shared.credit.send(left);
         }
         sink.busy_ns += now().saturating_sub(t);
-        shared.set_congested(&mut was_congested, station.congested());
+        congestion.set(station.congested());
         if stop {
             break;
         }
     }
-    shared.set_congested(&mut was_congested, false);
     sink.violations.extend(station.take_violations());
     (station, sink)
 }

@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_node::lanes::{lane_of, lanes_for};
 use ftc_node::links::XdpLinks;
-use ftc_node::serve::count_congested;
+use ftc_node::serve::Congestion;
 use ftc_node::server::ExportParts;
 use ftc_node::xdp;
 use ftc_node::{Frame, Heads, Output, Packet};
@@ -396,7 +396,8 @@ impl LaneThread {
     /// Batches of messages (and frames off its sockets) in, the server's outputs out, until
     /// stopped.
     fn run(mut self, mut server: Box<dyn Lane + '_>, mailbox: &Mailbox) {
-        let mut was_congested = false;
+        let congested = Arc::clone(&self.congested);
+        let mut congestion = Congestion::new(&congested);
         let mut stop = false;
         let mut polls = Vec::new();
         while !stop {
@@ -446,9 +447,8 @@ impl LaneThread {
                 let _ = lane.try_send(ToLane::Nudge);
             }
             self.carry_out(&mut *server);
-            count_congested(&self.congested, &mut was_congested, server.congested());
+            congestion.set(server.congested());
         }
-        count_congested(&self.congested, &mut was_congested, false);
     }
 
     /// Its share of the ring links, if it has one.
