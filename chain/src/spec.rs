@@ -8,7 +8,7 @@
 //!
 //! [[middlebox]]         # one per middlebox, in traffic order (at most 255)
 //! kind = "simple-nat"   # monitor | simple-nat | mazu-nat | gen | firewall | load-balancer
-//! threads = 1           # optional, 1..=1024
+//! threads = 1           # optional, 1..=64: a lane (worker thread) each on its server
 //! public_ip = "203.0.113.1"   # the kind's own keys sit in the same table
 //! ```
 //!
@@ -235,8 +235,16 @@ fn default_action() -> Action {
 
 /// Failures a chain may tolerate.
 pub const F_RANGE: std::ops::RangeInclusive<u8> = 1..=8;
+/// The most worker threads a middlebox may run. Its server runs a lane per thread (a
+/// replica-only server, per thread of the chain's most threaded middlebox), and one server's
+/// lanes are 64 at most: they tell each other which lanes to wake in a 64-bit set
+/// (`ftc_node::lanes::LaneSet`, whose `MAX_LANES` is checked against this at compile time).
+pub const MAX_THREADS: u16 = 64;
 /// Worker threads a middlebox may run.
-pub const THREADS_RANGE: std::ops::RangeInclusive<u16> = 1..=1024;
+pub const THREADS_RANGE: std::ops::RangeInclusive<u16> = 1..=MAX_THREADS;
+/// What `threads` must be, and why no more, for messages ([`THREADS_RANGE`]).
+const THREADS_EXPECTED: &str =
+    "1..=64 (a server runs a lane per thread, and its lanes wake each other through a 64-bit set)";
 /// Bytes of state a Gen middlebox may write per packet.
 pub const STATE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=4096;
 /// The most state partitions a middlebox may have (partition numbers are `u16`).
@@ -334,7 +342,7 @@ fn integer_expectation(key: &str) -> Option<&'static str> {
     Some(match key {
         "f" => "1..=8",
         "partitions" => "a power of two in 1..=65536",
-        "threads" => "1..=1024",
+        "threads" => THREADS_EXPECTED,
         "sharing_level" => "1..=threads",
         "state_size" => "1..=4096 (bytes)",
         "tcp_timeout" | "tcp_closed_timeout" | "udp_timeout" => "a number of seconds, at least 1",
@@ -1029,7 +1037,7 @@ fn check(spec: &ChainSpec) -> Result<(), Problem> {
         if !THREADS_RANGE.contains(&mb.threads) {
             return Err(problem(
                 &at("threads"),
-                format!("`threads` must be 1..=1024, not {}", mb.threads),
+                format!("`threads` must be {THREADS_EXPECTED}, not {}", mb.threads),
             ));
         }
         match &mb.kind {
@@ -1230,10 +1238,14 @@ impl<'de> Deserialize<'de> for MiddleboxSpec {
         };
         let threads = match table.remove("threads") {
             None => 1,
-            Some(toml::Value::Integer(n)) if (1..=1024).contains(&n) => n as u16,
+            Some(toml::Value::Integer(n))
+                if u16::try_from(n).is_ok_and(|n| THREADS_RANGE.contains(&n)) =>
+            {
+                n as u16
+            }
             Some(v) => {
                 return Err(D::Error::custom(format!(
-                    "`threads` must be 1..=1024, not {v}"
+                    "`threads` must be {THREADS_EXPECTED}, not {v}"
                 )))
             }
         };

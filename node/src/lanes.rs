@@ -9,6 +9,9 @@
 //! ([`Server::take_wakeups`]).
 //! Logs a lane holds are parked where the others apply them as soon as they can
 //! ([`ParkedLogs`]), so a run of logs of one partition spread over lanes needs no handoffs.
+//!
+//! A server runs [`MAX_LANES`] lanes at most: which lanes to wake is a [`LaneSet`], a bit per
+//! lane. A spec's `threads` (a lane each) is validated against the same bound.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,12 +19,53 @@ use std::sync::Arc;
 use ftc_buffer::Buffer;
 use ftc_chain::middlebox::Middlebox;
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
+use ftc_chain::spec::MAX_THREADS;
 use ftc_chain::wire::CommitVector;
 use ftc_replica::{GroupState, ParkedLogs, Replica, FLAG_RETRANSMIT_REQUEST};
 use ftc_stm::{DepEntry, Partition, Seq, StmError, Worker};
 
 use crate::ftmb::FLAG_PAL_RESEND;
 use crate::{Frame, Server, ServerConfig};
+
+/// The most lanes one server runs: what a [`LaneSet`] holds.
+pub const MAX_LANES: usize = u64::BITS as usize;
+
+// A server runs a lane per thread of the middlebox it heads (a replica-only server, per thread
+// of the most threaded one): every spec the chain crate accepts fits.
+const _: () = assert!(MAX_THREADS as usize <= MAX_LANES);
+
+/// Lanes of one server, by index: the lanes to wake ([`Server::take_wakeups`]). Holds indices
+/// below [`MAX_LANES`], which [`join`] holds a server's lanes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneSet(u64);
+
+impl LaneSet {
+    /// Whether the set has no lane.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set with lane `lane` added.
+    fn with(self, lane: usize) -> Self {
+        debug_assert!(lane < MAX_LANES, "lane {lane} of at most {MAX_LANES}");
+        LaneSet(self.0 | 1 << lane)
+    }
+
+    /// The lanes of both sets.
+    fn union(self, other: Self) -> Self {
+        LaneSet(self.0 | other.0)
+    }
+
+    /// The lanes in the set, in order.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        let mut left = self.0;
+        std::iter::from_fn(move || {
+            let lane = (left != 0).then(|| left.trailing_zeros() as usize)?;
+            left &= left - 1;
+            Some(lane)
+        })
+    }
+}
 
 /// The lane a flow goes to among `lanes` (a mix of its id, so that consecutive ids spread).
 pub fn lane_of(flow: u64, lanes: usize) -> usize {
@@ -113,7 +157,7 @@ pub(crate) struct Lane {
     /// Published news since [`Server::take_wakeups`] last looked.
     news: bool,
     /// Lanes to wake because a retransmission request waits for them to catch up.
-    poke: u64,
+    poke: LaneSet,
 }
 
 impl Lane {
@@ -166,13 +210,16 @@ impl Lane {
     /// The other lanes that have not caught up to `t` are to be woken: a request waits for them.
     pub(crate) fn poke_behind(&mut self, t: u64) {
         let caught_up = &self.shared.caught_up;
-        self.poke |= self.others(|i| caught_up[i].load(Ordering::SeqCst) < t);
+        let behind = self.others(|i| caught_up[i].load(Ordering::SeqCst) < t);
+        self.poke = self.poke.union(behind);
     }
 
-    /// The other lanes (of the first 64) that `pick` picks, as a bit set.
-    fn others(&self, pick: impl Fn(usize) -> bool) -> u64 {
-        let lanes = (0..self.shared.waiting.len().min(64)).filter(|&i| i != self.index);
-        lanes.filter(|&i| pick(i)).fold(0, |set, i| set | 1 << i)
+    /// The other lanes that `pick` picks.
+    fn others(&self, pick: impl Fn(usize) -> bool) -> LaneSet {
+        let lanes = (0..self.shared.waiting.len()).filter(|&i| i != self.index);
+        lanes
+            .filter(|&i| pick(i))
+            .fold(LaneSet::default(), LaneSet::with)
     }
 
     /// Says whether this lane waits for news (held frames, packets at its buffer).
@@ -201,14 +248,15 @@ impl Lane {
         true
     }
 
-    /// The other lanes to wake, as a bit set, if this lane published news since last asked.
-    pub(crate) fn take_wakeups(&mut self) -> u64 {
+    /// The other lanes to wake: those a retransmission request waits for, and if this lane
+    /// published news since last asked, those waiting for news.
+    pub(crate) fn take_wakeups(&mut self) -> LaneSet {
         let poke = std::mem::take(&mut self.poke);
         if !std::mem::take(&mut self.news) {
             return poke;
         }
         let waiting = &self.shared.waiting;
-        poke | self.others(|i| waiting[i].load(Ordering::SeqCst))
+        poke.union(self.others(|i| waiting[i].load(Ordering::SeqCst)))
     }
 }
 
@@ -231,6 +279,10 @@ pub fn lanes<'a, P: Clone>(
 
 /// `first` (a new or restored server) and a lane beside it for each of `more` (their heads),
 /// sharing its replica stores. One lane is `first` alone.
+///
+/// # Panics
+///
+/// With more than [`MAX_LANES`] lanes in all (a valid spec's `threads` never asks for more).
 pub fn join<'a, P: Clone>(
     first: Server<'a, P>,
     more: impl Iterator<Item = Option<Head<'a>>>,
@@ -245,6 +297,11 @@ pub fn join<'a, P: Clone>(
         lane.share_replica_stores(partitions, stores.clone());
         all.push(lane);
     }
+    assert!(
+        all.len() <= MAX_LANES,
+        "{} lanes: a server runs {MAX_LANES} at most",
+        all.len()
+    );
     if all.len() > 1 {
         let shared = LaneShared::new(all.len(), ring.middleboxes(), partitions as usize);
         let parked = Arc::new(ParkedLogs::default());
@@ -255,7 +312,7 @@ pub fn join<'a, P: Clone>(
                 seen: 0,
                 published_applied: 0,
                 news: false,
-                poke: 0,
+                poke: LaneSet::default(),
             };
             lane.join_lanes(link, &parked);
         }
@@ -277,6 +334,19 @@ pub fn export_group<P: Clone>(lanes: &[Server<'_, P>], mb: MbIndex) -> Option<Gr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_sets_hold_every_lane_a_server_may_run() {
+        assert!(LaneSet::default().is_empty());
+        assert_eq!(LaneSet::default().iter().count(), 0);
+        let set = [0, 5, MAX_LANES - 1]
+            .into_iter()
+            .fold(LaneSet::default(), LaneSet::with);
+        assert!(!set.is_empty());
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, MAX_LANES - 1]);
+        let more = LaneSet::default().with(7).union(set);
+        assert_eq!(more.iter().collect::<Vec<_>>(), [0, 5, 7, MAX_LANES - 1]);
+    }
 
     #[test]
     fn flows_spread_over_lanes_and_one_lane_takes_all() {

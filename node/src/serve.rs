@@ -600,9 +600,9 @@ fn run<'a, C: Fn() -> u64>(
         }
         server.end_batch(t);
         let wake = server.take_wakeups();
-        if wake != 0 {
+        if !wake.is_empty() {
             let lanes = &routes[usize::from(me.0)];
-            for (_, tx) in lanes.iter().enumerate().filter(|(i, _)| wake >> i & 1 == 1) {
+            for tx in wake.iter().filter_map(|i| lanes.get(i)) {
                 let _ = tx.send(Msg::Nudge);
             }
         }

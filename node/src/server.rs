@@ -27,7 +27,7 @@ use ftc_replica::{
 use ftc_stm::{DepEntry, LogKind, LogSource, StmError, Store, Worker};
 
 use crate::hold::HoldQueue;
-use crate::lanes::Lane;
+use crate::lanes::{Lane, LaneSet};
 
 /// Fault tolerance on (FTC) or off (NF: the same middleboxes, no trailer, no buffer), or one of
 /// the FTMB baselines of DESIGN.md §9, which [`crate::ftmb`] runs instead of [`Server`] (a
@@ -1279,11 +1279,13 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// The other lanes of this server to wake (a bit per lane index) because this one published
-    /// news they wait for, or because a retransmission request waits for them to catch up; 0
-    /// with one lane. Drivers ask after each batch.
-    pub fn take_wakeups(&mut self) -> u64 {
-        self.lane.as_mut().map_or(0, Lane::take_wakeups)
+    /// The other lanes of this server to wake because this one published news they wait for,
+    /// or because a retransmission request waits for them to catch up; none with one lane.
+    /// Drivers ask after each batch.
+    pub fn take_wakeups(&mut self) -> LaneSet {
+        self.lane
+            .as_mut()
+            .map_or(LaneSet::default(), Lane::take_wakeups)
     }
 
     /// Which lane of its server this is (0 when it has one).

@@ -197,3 +197,35 @@ fn a_server_killed_while_congested_leaves_no_congestion_behind() {
     assert_eq!(killed, 0, "the killed server's congestion went with it");
     assert_eq!(congested(), 0, "and stays gone once its thread ended");
 }
+
+/// A middlebox of as many threads as a server runs lanes (64, the most a spec may ask for) runs
+/// and releases packets: its server's lanes wake each other, every one of them.
+#[test]
+fn a_server_of_the_most_lanes_runs() {
+    let mut spec = spec("ch-2.toml");
+    spec.middlebox[1].threads = ftc_chain::spec::MAX_THREADS;
+    spec.validate().unwrap();
+    let config = RunConfig {
+        duration: Duration::from_millis(200),
+        ..RunConfig::default()
+    };
+    let r = run_chain(&spec, &config);
+    assert_all_released(&r, "ch-2 with 64 threads at m1");
+    let lanes = r.busy.iter().filter(|b| b.thread.starts_with("server 1 "));
+    assert_eq!(lanes.count(), 64);
+}
+
+/// More lanes than a server may run are refused when the server is made (a spec's `threads`
+/// never asks for them), instead of lanes beyond the 64th never being woken.
+#[test]
+#[should_panic(expected = "65 lanes: a server runs 64 at most")]
+fn more_lanes_than_a_server_runs_are_refused() {
+    use ftc_node::runtime::chain_lanes;
+    use ftc_node::{Heads, ServerConfig};
+
+    let spec = spec("ch-2.toml");
+    let ring = spec.ring();
+    let heads = Heads::new(&spec, |_| 65).unwrap();
+    let config = ServerConfig::default();
+    chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
+}

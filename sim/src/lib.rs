@@ -422,7 +422,7 @@ impl<'a> Sim<'a> {
         if let Some(t) = timeout {
             self.net.arm_timer(node, t.max(now + 1));
         }
-        for lane in (0..64).filter(|i| wake >> i & 1 == 1) {
+        for lane in wake.iter() {
             self.net.arm_timer((node.0, lane), now + 1);
         }
         let held = self.all().map(Server::held).sum();

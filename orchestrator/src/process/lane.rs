@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, ServerId};
 use ftc_node::ftmb::Station;
+use ftc_node::lanes::LaneSet;
 use ftc_node::server::{port_of, ExportParts};
 use ftc_node::{Frame, Output, Packet, Server};
 use ftc_stm::Store;
@@ -33,8 +34,8 @@ pub trait Lane: Send {
         None
     }
     /// Which lanes to nudge: they may be waiting for news this lane published.
-    fn take_wakeups(&mut self) -> u64 {
-        0
+    fn take_wakeups(&mut self) -> LaneSet {
+        LaneSet::default()
     }
     /// A spent frame message, for the lane's next frames.
     fn recycle(&mut self, _msg: Vec<u8>) {}
@@ -102,7 +103,7 @@ impl Lane for Server<'_, u32> {
         Server::export_parts(self, group)
     }
 
-    fn take_wakeups(&mut self) -> u64 {
+    fn take_wakeups(&mut self) -> LaneSet {
         Server::take_wakeups(self)
     }
 }

@@ -438,12 +438,7 @@ impl LaneThread {
             let caught_up = mailbox.rx.is_empty() && read < xdp::BATCH;
             server.end_batch(t, caught_up && self.handoff.is_empty());
             let wake = server.take_wakeups();
-            for (_, lane) in self
-                .peers
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| wake >> i & 1 == 1)
-            {
+            for lane in wake.iter().filter_map(|i| self.peers.get(i)) {
                 let _ = lane.try_send(ToLane::Nudge);
             }
             self.carry_out(&mut *server);
