@@ -61,10 +61,11 @@ impl CustomerArgs {
 
 /// `N` of `--xdp-frames`.
 fn parse_frames(text: &str) -> Result<u32, String> {
+    let (min, max) = (XdpConfig::MIN_FRAMES, XdpConfig::MAX_FRAMES);
     match text.parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && (64..=16384).contains(&n) => Ok(n),
+        Ok(n) if n.is_power_of_two() && (min..=max).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{text:?}: expected a power of two from 64 to 16384"
+            "{text:?}: expected a power of two from {min} to {max}"
         )),
     }
 }

@@ -216,7 +216,7 @@ fn a_port_waiting_for_its_queue_binds_once_it_is_free_and_carries_frames() {
 
 #[test]
 fn a_missing_interface_and_bad_sizes_fail_clearly() {
-    // Neither needs root: both are refused before any socket is opened.
+    // None needs root: each is refused before any socket is opened.
     let err = XdpPort::open("ftcx-nosuch0", XdpConfig::default()).unwrap_err();
     assert!(matches!(err, XdpError::NoInterface(ref n) if n == "ftcx-nosuch0"));
     assert!(
@@ -229,6 +229,14 @@ fn a_missing_interface_and_bad_sizes_fail_clearly() {
         ..XdpConfig::default()
     };
     let err = XdpPort::open("lo", odd).unwrap_err();
+    assert!(matches!(err, XdpError::Config(_)), "{err}");
+    // Powers of two whose sum overflows a u32 (the UMEM's frame count).
+    let huge = XdpConfig {
+        rx_frames: 1 << 31,
+        tx_frames: 1 << 31,
+        ..XdpConfig::default()
+    };
+    let err = XdpPort::open("lo", huge).unwrap_err();
     assert!(matches!(err, XdpError::Config(_)), "{err}");
 }
 

@@ -68,6 +68,35 @@ impl XdpConfig {
     /// and the killed process's sockets are released sooner). 512 each lost 10 % of NF's
     /// throughput on Ch-2: a ring that short overflows while its node waits for a core.
     pub const DEFAULT_FRAMES: u32 = 1024;
+
+    /// The fewest frames [`XdpConfig::rx_frames`] and [`XdpConfig::tx_frames`] may each be.
+    pub const MIN_FRAMES: u32 = 64;
+
+    /// The most frames [`XdpConfig::rx_frames`] and [`XdpConfig::tx_frames`] may each be: a
+    /// UMEM of 128 MiB per port at most (`ftc node --xdp-frames` takes up to this).
+    pub const MAX_FRAMES: u32 = 16384;
+
+    /// The frames of a port's UMEM (receive and transmit), or why these sizes make no port:
+    /// each must be a power of two from [`XdpConfig::MIN_FRAMES`] to
+    /// [`XdpConfig::MAX_FRAMES`]. [`XdpPort::open`] checks this first, before any socket.
+    pub fn umem_frames(&self) -> Result<NonZeroU32, XdpError> {
+        let sizes = [self.rx_frames, self.tx_frames];
+        let fits =
+            |n: u32| n.is_power_of_two() && (Self::MIN_FRAMES..=Self::MAX_FRAMES).contains(&n);
+        self.rx_frames
+            .checked_add(self.tx_frames)
+            .and_then(NonZeroU32::new)
+            .filter(|_| sizes.into_iter().all(fits))
+            .ok_or_else(|| {
+                XdpError::Config(format!(
+                    "rx_frames and tx_frames must be powers of two from {} to {}, not {} and {}",
+                    Self::MIN_FRAMES,
+                    Self::MAX_FRAMES,
+                    self.rx_frames,
+                    self.tx_frames
+                ))
+            })
+    }
 }
 
 impl Default for XdpConfig {
@@ -199,13 +228,7 @@ impl XdpPort {
     ) -> Result<XdpPort, XdpError> {
         #[cfg(target_arch = "x86_64")]
         log::route();
-        let sizes = [config.rx_frames, config.tx_frames];
-        if sizes.iter().any(|n| !n.is_power_of_two() || *n < 64) {
-            return Err(XdpError::Config(format!(
-                "rx_frames and tx_frames must be powers of two of at least 64, not {} and {}",
-                config.rx_frames, config.tx_frames
-            )));
-        }
+        let frames = config.umem_frames()?;
         let name = CString::new(iface).map_err(|_| XdpError::NoInterface(iface.into()))?;
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
         if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
@@ -227,7 +250,6 @@ impl XdpPort {
         // the Ethernet header) lets through: the peer's kernel drops longer frames on receive.
         let max_frame = (umem_config.mtu() as usize)
             .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER_LEN));
-        let frames = NonZeroU32::new(config.rx_frames + config.tx_frames).expect("at least 128");
         let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
         bind |= if config.zero_copy {
             BindFlags::XDP_ZEROCOPY
@@ -628,7 +650,35 @@ fn iface_mtu(iface: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::iface_mtu;
+    use super::{iface_mtu, XdpConfig, XdpError};
+
+    /// A port's sizes are checked before anything opens: powers of two in bounds make a UMEM of
+    /// both rings' frames; others, sums past a u32 included, are a configuration error.
+    #[test]
+    fn ring_sizes_are_checked_before_a_port_opens() {
+        let sizes = |rx_frames, tx_frames| {
+            XdpConfig {
+                rx_frames,
+                tx_frames,
+                ..XdpConfig::default()
+            }
+            .umem_frames()
+        };
+        assert_eq!(XdpConfig::default().umem_frames().unwrap().get(), 2048);
+        assert_eq!(sizes(64, XdpConfig::MAX_FRAMES).unwrap().get(), 64 + 16384);
+        for (rx, tx) in [
+            (1 << 31, 1 << 31),
+            (1 << 31, 64),
+            (XdpConfig::MAX_FRAMES * 2, 64),
+            (32, 64),
+            (100, 64),
+            (0, 0),
+        ] {
+            let err = sizes(rx, tx).unwrap_err();
+            assert!(matches!(err, XdpError::Config(_)), "{rx} and {tx}: {err}");
+            assert!(err.to_string().contains("from 64 to 16384"), "{err}");
+        }
+    }
 
     /// A port's longest frame is bounded by its interface's MTU, read from sysfs; an interface
     /// that is not there has none to read.
