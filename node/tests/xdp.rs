@@ -157,11 +157,7 @@ fn oversized_frames_are_refused_and_counted() {
     ns.run(|| {
         let mut a = XdpPort::open("xa", small()).unwrap();
         let max = a.max_frame();
-        assert_eq!(
-            max,
-            4096 - 256,
-            "a 4096-byte UMEM frame less the XDP headroom"
-        );
+        assert_eq!(max, 1500 + 14, "a veth's MTU and its Ethernet header");
         assert_eq!(
             a.send(&vec![0; max + 1]),
             Err(SendError::TooLarge { len: max + 1, max })
@@ -170,6 +166,40 @@ fn oversized_frames_are_refused_and_counted() {
         assert_eq!(a.stats().tx, 0);
     })
     .unwrap();
+}
+
+/// A port's longest frame is its interface's MTU plus the Ethernet header, the MTU of the
+/// interface in the namespace the opening thread entered (not the process's, which sysfs shows),
+/// and what a UMEM frame holds (4096 bytes less the kernel's 256 of XDP headroom) where the MTU
+/// allows more.
+#[test]
+fn the_longest_frame_follows_the_mtu_in_the_threads_namespace() {
+    let Some(ns) = veth_pair(
+        "the_longest_frame_follows_the_mtu_in_the_threads_namespace",
+        "xa",
+        "xb",
+    ) else {
+        return;
+    };
+    ns.ip(&["link", "set", "xb", "mtu", "3000"]).unwrap();
+    let (a, b) = ns
+        .run(|| {
+            let a = XdpPort::open("xa", small()).unwrap().max_frame();
+            let b = XdpPort::open("xb", small()).unwrap().max_frame();
+            (a, b)
+        })
+        .unwrap();
+    assert_eq!((a, b), (1500 + 14, 3000 + 14));
+    let Some(ns) = veth_pair(
+        "the_longest_frame_follows_the_mtu_in_the_threads_namespace",
+        "xc",
+        "xd",
+    ) else {
+        return;
+    };
+    ns.ip(&["link", "set", "xc", "mtu", "9000"]).unwrap();
+    let c = ns.run(|| XdpPort::open("xc", small()).unwrap().max_frame());
+    assert_eq!(c.unwrap(), 4096 - 256, "what a UMEM frame holds");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! is copied into a free UMEM frame, and completed frames return to the free list.
 //!
 //! - Frames up to [`XdpPort::max_frame`] bytes (4096 minus the kernel's 256 bytes of XDP
-//!   headroom: 3840) pass; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
+//!   headroom: 3840, less where the interface's MTU plus its Ethernet header is less: 1514 at
+//!   an MTU of 1500) pass; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
 //!   kernel drops longer ones on receive (see [`KernelStats::rx_dropped`]).
 //! - Copy mode by default (any interface, veth included); zero-copy with
 //!   [`XdpConfig::zero_copy`], where the driver supports it (opening fails otherwise).
@@ -24,7 +25,7 @@
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use ftc_forwarder::ETHERNET_HEADER_LEN;
@@ -617,8 +618,8 @@ fn config_error(e: impl std::fmt::Display) -> XdpError {
 }
 
 /// How many receive queues interface `iface` of this process's network namespace has (from
-/// sysfs, as [`iface_mtu`]; `None` where sysfs shows another namespace's interfaces: a thread
-/// that entered a namespace with `setns`, whose sysfs is still its process's).
+/// sysfs; `None` where sysfs shows another namespace's interfaces: a thread that entered a
+/// namespace with `setns`, whose sysfs is still its process's).
 fn rx_queues(iface: &str) -> Option<u32> {
     let dir = format!("/sys/class/net/{iface}");
     let index: u32 = std::fs::read_to_string(format!("{dir}/ifindex"))
@@ -638,14 +639,36 @@ fn rx_queues(iface: &str) -> Option<u32> {
     u32::try_from(rx.count()).ok()
 }
 
-/// The MTU of interface `iface` in this process's network namespace (from sysfs, which
-/// `ip netns exec` mounts for the namespace), if it can be read.
+/// The MTU of interface `iface` in the calling thread's network namespace, if it can be read:
+/// asked of the kernel (`SIOCGIFMTU`) on a socket made here, which is of the namespace the
+/// thread is in. Sysfs shows the process's namespace instead, not that of a thread that entered
+/// another with `setns` (ports opened inside [`crate::netns::Netns::run`]): there it found no
+/// such interface, or a same-named one of the wrong namespace.
 fn iface_mtu(iface: &str) -> Option<usize> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    // The name and its NUL fit (the rest of the array stays zero).
+    if name.len() >= req.ifr_name.len() || name.contains(&0) {
+        return None;
+    }
+    for (to, &from) in req.ifr_name.iter_mut().zip(name) {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened here and is owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `req`, which outlives the
+    // call.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } != 0 {
+        return None;
+    }
+    // SAFETY: a successful SIOCGIFMTU filled in the union's MTU.
+    usize::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
 }
 
 #[cfg(test)]
@@ -680,15 +703,18 @@ mod tests {
         }
     }
 
-    /// A port's longest frame is bounded by its interface's MTU, read from sysfs; an interface
-    /// that is not there has none to read.
+    /// A port's longest frame is bounded by its interface's MTU, which the kernel gives as sysfs
+    /// shows it (this thread is in the process's namespace); an interface that is not there, or
+    /// a name no interface can have, has none to read.
     #[test]
-    fn interface_mtus_are_read_from_sysfs() {
+    fn interface_mtus_are_asked_of_the_kernel() {
         let lo = std::fs::read_to_string("/sys/class/net/lo/mtu");
         match lo {
             Ok(text) => assert_eq!(iface_mtu("lo"), text.trim().parse().ok()),
             Err(_) => eprintln!("skipped the loopback half: no /sys/class/net/lo/mtu here"),
         }
         assert_eq!(iface_mtu("no-such-iface"), None);
+        assert_eq!(iface_mtu("a-name-too-long-for-linux"), None);
+        assert_eq!(iface_mtu("l\0o"), None);
     }
 }
