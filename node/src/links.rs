@@ -44,8 +44,10 @@ pub struct LinkStats {
     pub received: u64,
     pub malformed: u64,
     pub stale_epoch: u64,
-    /// Frames not sent: longer than a link carries ([`crate::xdp::SendError::TooLarge`]), or
-    /// no free transmit frame ([`crate::xdp::SendError::Full`]).
+    /// Frames not sent: that do not encode (a part past the wire format's bounds, such as a
+    /// trailer over 65,535 bytes: [`LinkError::Encode`]), longer than a link carries
+    /// ([`crate::xdp::SendError::TooLarge`]), or no free transmit frame
+    /// ([`crate::xdp::SendError::Full`]).
     pub not_sent: u64,
 }
 
@@ -168,7 +170,10 @@ impl XdpLinks {
             hop,
             epoch: self.epoch,
         };
-        nsh::encode(frame, path, &mut self.buf).map_err(LinkError::Encode)?;
+        if let Err(e) = nsh::encode(frame, path, &mut self.buf) {
+            self.stats.not_sent += 1;
+            return Err(LinkError::Encode(e));
+        }
         if let Err(source) = port.send(&self.buf) {
             self.stats.not_sent += 1;
             return Err(LinkError::Send {

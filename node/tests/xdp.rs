@@ -396,6 +396,31 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
     .unwrap();
 }
 
+/// Frames that do not go out are counted, whatever stopped them: a message past the wire
+/// format's bounds (a trailer over 65,535 bytes) that does not encode, and a frame that
+/// encodes but is longer than the link carries.
+#[test]
+fn frames_the_ring_links_cannot_send_are_counted() {
+    use ftc_node::links::LinkError;
+
+    let Some(ns) = ring_of_two("frames_the_ring_links_cannot_send_are_counted", 1) else {
+        return;
+    };
+    ns.run(|| {
+        let mut s0 = ring_links(0, 1);
+        let mut frame = data_frame(0, frame(1, 200));
+        frame.msg = vec![0; 70_000];
+        let err = s0.send(ServerId(1), 1, &frame).unwrap_err();
+        assert!(matches!(err, LinkError::Encode(_)), "{err}");
+        assert_eq!((s0.stats().not_sent, s0.stats().sent), (1, 0));
+        frame.msg = vec![0; s0.max_frame()];
+        let err = s0.send(ServerId(1), 1, &frame).unwrap_err();
+        assert!(matches!(err, LinkError::Send { .. }), "{err}");
+        assert_eq!((s0.stats().not_sent, s0.stats().sent), (2, 0));
+    })
+    .unwrap();
+}
+
 /// Ring links of two queues each, shared out between two lanes at each end
 /// ([`XdpLinks::split`]): what a lane sends arrives at the lane of the same index at the other
 /// end (a veth delivers a frame sent on queue q on queue q), so each lane reads only its own
