@@ -22,6 +22,10 @@ pub trait Lane: Send {
     fn end_batch(&mut self, now: u64, caught_up: bool);
     fn poll_output(&mut self) -> Option<Output<u32>>;
     fn congested(&self) -> bool;
+    /// Why the lane stopped handling frames, if it did (a server's first error).
+    fn error(&self) -> Option<String> {
+        None
+    }
     /// What the lane counted, for the node's last log line.
     fn summary(&mut self) -> String;
     /// The replica stores the lanes share (with `--observe`, the node records them).
@@ -93,6 +97,10 @@ impl Lane for Server<'_, u32> {
 
     fn fence(&mut self) {
         Server::fence(self);
+    }
+
+    fn error(&self) -> Option<String> {
+        Server::error(self).map(ToString::to_string)
     }
 
     fn resume(&mut self, now: u64) {

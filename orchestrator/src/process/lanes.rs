@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,8 @@ pub struct Lanes<'h> {
     replicas: Vec<(MbIndex, Arc<Store>)>,
     /// The lane the next frame that belongs to no flow goes to.
     turn: usize,
+    /// Why a lane stopped before it was told to, if one did (the node then stops).
+    failed: Arc<OnceLock<String>>,
 }
 
 impl<'h> Lanes<'h> {
@@ -234,6 +236,7 @@ impl<'h> Lanes<'h> {
             heads,
             replicas,
             turn: 0,
+            failed: Arc::new(OnceLock::new()),
         };
         for (i, (server, mailbox)) in servers.into_iter().zip(mailboxes).enumerate() {
             let lane = LaneThread {
@@ -250,6 +253,7 @@ impl<'h> Lanes<'h> {
                 handoff: Vec::new(),
                 handed: 0,
                 spare: Vec::new(),
+                failed: Arc::clone(&lanes.failed),
             };
             std::thread::Builder::new()
                 .name(format!("lane {i}"))
@@ -284,6 +288,12 @@ impl<'h> Lanes<'h> {
             }
             self.ready = self.outputs.try_recv().ok()?.into_iter();
         }
+    }
+
+    /// Why a lane stopped before it was told to (its server failed, it panicked, or it could
+    /// not wait for its sockets): it handles nothing any more, so the node must stop too.
+    pub fn error(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
     }
 
     /// Whether a lane is congested (the node then takes no customer frames).
@@ -386,6 +396,30 @@ struct LaneThread {
     handed: u64,
     /// Buffers of customer frames that left, for the next that arrive on its edges.
     spare: Vec<Vec<u8>>,
+    /// [`Lanes::error`].
+    failed: Arc<OnceLock<String>>,
+}
+
+/// Tells the node's thread why a lane's thread ended, when it ends before it was told to stop
+/// (a panic included): `why` is cleared on a stop.
+struct Failing<'a> {
+    failed: &'a OnceLock<String>,
+    waker: Option<&'a UnixDatagram>,
+    index: usize,
+    why: Option<String>,
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        let Some(why) = self.why.take() else {
+            return;
+        };
+        tracing::error!("lane {}: {why}", self.index);
+        let _ = self.failed.set(format!("lane {}: {why}", self.index));
+        if let Some(waker) = self.waker {
+            let _ = waker.send(&[1]);
+        }
+    }
 }
 
 impl LaneThread {
@@ -398,6 +432,13 @@ impl LaneThread {
     fn run(mut self, mut server: Box<dyn Lane + '_>, mailbox: &Mailbox) {
         let congested = Arc::clone(&self.congested);
         let mut congestion = Congestion::new(&congested);
+        let (failed, waker) = (Arc::clone(&self.failed), self.waker.try_clone());
+        let mut failing = Failing {
+            failed: &failed,
+            waker: waker.as_ref().ok(),
+            index: self.index,
+            why: Some("its thread ended unexpectedly (a panic)".to_string()),
+        };
         let mut stop = false;
         let mut polls = Vec::new();
         while !stop {
@@ -420,7 +461,7 @@ impl LaneThread {
                 .into_iter()
                 .flat_map(|e| e.inputs().flat_map(Port::fds));
             if let Err(e) = mailbox.wait(&mut polls, links.chain(edges), timeout) {
-                tracing::error!("lane {}: waiting: {e}", self.index);
+                failing.why = Some(format!("waiting: {e}"));
                 break;
             }
             let t = self.now();
@@ -443,6 +484,13 @@ impl LaneThread {
             }
             self.carry_out(&mut *server);
             congestion.set(server.congested());
+            if let Some(e) = server.error() {
+                failing.why = Some(format!("its server failed: {e}"));
+                break;
+            }
+        }
+        if stop {
+            failing.why = None;
         }
     }
 
@@ -653,8 +701,113 @@ mod tests {
             handoff: Vec::new(),
             handed: 0,
             spare: Vec::new(),
+            failed: Arc::new(OnceLock::new()),
         };
         (lane, mailboxes)
+    }
+
+    /// A lane that fails (its server's error) at its first frame, or panics there.
+    struct Failing {
+        panics: bool,
+        failed: bool,
+    }
+
+    impl Lane for Failing {
+        fn poll_timeout(&self) -> Option<u64> {
+            None
+        }
+        fn handle_timeout(&mut self, _: u64) {}
+        fn handle_frame(&mut self, _: u64, _: ServerId, _: Frame<u32>) {
+            assert!(!self.panics, "a bug in a lane");
+            self.failed = true;
+        }
+        fn handle_ingress(&mut self, _: u64, _: Packet<u32>) {}
+        fn end_batch(&mut self, _: u64, _: bool) {}
+        fn poll_output(&mut self) -> Option<Output<u32>> {
+            None
+        }
+        fn congested(&self) -> bool {
+            false
+        }
+        fn error(&self) -> Option<String> {
+            self.failed.then(|| "a frame it could not take".to_string())
+        }
+        fn summary(&mut self) -> String {
+            String::new()
+        }
+    }
+
+    /// A lane whose server failed, or whose thread panicked, handles nothing any more: the
+    /// lanes say why and wake the node's thread, which then stops (and is replaced) instead of
+    /// beating for a server that drops everything. Lanes told to stop report nothing.
+    #[test]
+    fn a_lane_that_fails_or_panics_is_reported() {
+        let spec = ftc_chain::spec::ChainSpec::from_toml_str(
+            "[chain]\nname = \"t\"\nf = 1\n\n[[middlebox]]\nkind = \"monitor\"\n",
+            "test",
+        )
+        .unwrap();
+        let heads = Heads::new(&spec, |_| 1).unwrap();
+        let (node, waker) = UnixDatagram::pair().unwrap();
+        node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let frame = || Frame {
+            packet: None,
+            flags: 0,
+            msg: Vec::new(),
+        };
+        for panics in [false, true] {
+            node.set_nonblocking(true).unwrap();
+            while node.recv(&mut [0]).is_ok() {}
+            node.set_nonblocking(false).unwrap();
+            let mut reported = None;
+            // The scope raises a lane's panic again once every thread ended, as the node's does
+            // (the process then exits).
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                std::thread::scope(|s| {
+                    let lanes: Vec<Box<dyn Lane>> = vec![
+                        Box::new(Failing {
+                            panics: false,
+                            failed: false,
+                        }),
+                        Box::new(Failing {
+                            panics,
+                            failed: false,
+                        }),
+                    ];
+                    let mut lanes =
+                        Lanes::start(s, lanes, None, &heads, &waker, Instant::now()).unwrap();
+                    assert_eq!(lanes.error(), None);
+                    lanes.inboxes[1].send(ToLane::Frame {
+                        from: ServerId(0),
+                        frame: frame(),
+                    });
+                    node.recv(&mut [0]).unwrap();
+                    reported = lanes.error().map(String::from);
+                    lanes.handle_frame(ServerId(0), frame());
+                })
+            }));
+            assert_eq!(ended.is_err(), panics);
+            let why = if panics {
+                "lane 1: its thread ended unexpectedly (a panic)"
+            } else {
+                "lane 1: its server failed: a frame it could not take"
+            };
+            assert_eq!(reported.as_deref(), Some(why));
+        }
+        // Lanes told to stop report nothing (their threads all ended with the scope).
+        let failed = std::thread::scope(|s| {
+            let lanes: Vec<Box<dyn Lane>> = (0..2)
+                .map(|_| {
+                    Box::new(Failing {
+                        panics: false,
+                        failed: false,
+                    }) as Box<dyn Lane>
+                })
+                .collect();
+            let lanes = Lanes::start(s, lanes, None, &heads, &waker, Instant::now()).unwrap();
+            Arc::clone(&lanes.failed)
+        });
+        assert_eq!(failed.get(), None);
     }
 
     /// A frame told apart by its sender.

@@ -155,6 +155,11 @@ pub enum NodeError {
     OrchestratorGone,
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
+    #[error(
+        "the server stopped handling frames: {0} (the node exits, so that the orchestrator \
+         replaces it)"
+    )]
+    Failed(String),
     #[error("control connection to the orchestrator: {0}")]
     Control(#[from] ControlError),
     #[error(transparent)]
@@ -423,6 +428,12 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             fetched: Fetched::default(),
             recorder,
         };
+        // However the node's loop ends (a panic included), its heartbeats and control reader
+        // end with it: a node whose data path is gone must not look alive.
+        let _ending = Ending {
+            stop: &stop,
+            control: &control,
+        };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
             "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, edges {:?}, server {:?}",
@@ -432,10 +443,21 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             node.edges.stats(),
             node.server.as_mut().map(Serving::summary)
         );
-        stop.store(true, Ordering::Release);
-        let _ = control.shutdown(Shutdown::Both);
         result
     })
+}
+
+/// Stops a node's helper threads (heartbeats, control reader, transfer service) when dropped.
+struct Ending<'a> {
+    stop: &'a AtomicBool,
+    control: &'a TcpStream,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.control.shutdown(Shutdown::Both);
+    }
 }
 
 /// The ingress socket. A replacement of server 0 may start before the node it replaces has
@@ -577,9 +599,12 @@ impl<'a, 'h> Node<'a, 'h> {
         loop {
             let server = self.server.as_ref().filter(|_| self.serving);
             let unsent = self.edges.unsent() || self.links.as_ref().is_some_and(XdpLinks::unsent);
-            let timeout = wait_for(self.now(), server.and_then(Serving::poll_timeout), unsent);
             // A congested chain takes no customer frames: they wait in the socket or rx ring.
+            // Lanes do not say when they stop being congested (one that reads and sends on its
+            // own links wakes nobody): look again soon.
             let accepting = server.is_some_and(|s| !s.congested());
+            let soon = unsent || matches!(server, Some(Serving::Lanes(_))) && !accepting;
+            let timeout = wait_for(self.now(), server.and_then(Serving::poll_timeout), soon);
             polls.clear();
             polls.push(readable(Some(waker.as_fd())));
             polls.push(readable(server.map(|_| self.transport.as_fd())));
@@ -600,6 +625,11 @@ impl<'a, 'h> Node<'a, 'h> {
                 if self.handle(event)? {
                     return Ok(());
                 }
+            }
+            // A server that failed drops everything from then on, while the heartbeats (from
+            // threads of their own) would keep it in the chain: it leaves, and is replaced.
+            if let Some(why) = self.server.as_ref().and_then(Serving::error) {
+                return Err(NodeError::Failed(why));
             }
             let Some(server) = self.server.as_mut().filter(|_| self.serving) else {
                 continue;
@@ -868,9 +898,15 @@ impl<'a, 'h> Node<'a, 'h> {
                     )?;
                     // The other lanes beside the restored one, over its replica stores.
                     let more = self.heads.head_lanes(&self.ring, me, 1).into_iter();
-                    let lanes =
+                    let mut lanes =
                         ftc_node::lanes::join(server, more, self.partitions, self.server_config)
                             .expect("the spec's partition count is valid");
+                    // Quiescent until the reroute, as the fenced servers around it: lanes that
+                    // own links and edges serve on their own threads from now on, and would
+                    // take customer packets and send them to successors that drop them.
+                    for lane in &mut lanes {
+                        lane.fence();
+                    }
                     self.server = Some(Serving::of_lanes(lanes, self.spawner())?);
                     send(
                         writer,

@@ -163,6 +163,16 @@ impl<'h> Serving<'h> {
         }
     }
 
+    /// Why the server stopped handling frames, if it did: a server's first error, or a lane's
+    /// thread that ended before it was told to.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Serving::Ftc(s) => s.error().map(ToString::to_string),
+            Serving::Lanes(l) => l.error().map(String::from),
+            Serving::Ftmb(_) => None,
+        }
+    }
+
     pub fn handle_frame(&mut self, now: u64, from: ServerId, frame: Frame<u32>) {
         match self {
             Serving::Ftc(s) => s.handle_frame(now, from, frame),
