@@ -324,6 +324,8 @@ pub struct ServerStats {
     pub max_held: usize,
     pub transactions: u64,
     pub dropped: u64,
+    /// Customer packets lost to a fence, or that arrived while fenced ([`Output::Lost`]).
+    pub lost: u64,
 }
 
 /// One chain server.
@@ -503,9 +505,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         for frame in self.held.drain() {
             if let Some(packet) = frame.packet {
-                self.outputs.push_back(Output::Lost {
-                    handle: packet.handle,
-                });
+                self.lose(packet.handle);
             }
         }
         let mut slots: Vec<u64> = std::mem::take(&mut self.refused)
@@ -517,13 +517,17 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         for slot in slots {
             let packet = self.parked.remove(slot);
-            self.outputs.push_back(Output::Lost {
-                handle: packet.handle,
-            });
+            self.lose(packet.handle);
         }
         if let Some(fw) = self.forwarder.as_mut() {
             fw.fence();
         }
+    }
+
+    /// A customer packet is lost here (a fence, or a fenced server): said and counted.
+    fn lose(&mut self, handle: P) {
+        self.stats.lost += 1;
+        self.outputs.push_back(Output::Lost { handle });
     }
 
     /// The chain is rerouted after a recovery (DESIGN.md §8 step 4): as a tail, announce the
@@ -589,9 +593,7 @@ impl<'a, P: Clone> Server<'a, P> {
         port: Port,
     ) -> Result<(), (Rejected, Packet<P>)> {
         if self.frozen {
-            self.outputs.push_back(Output::Lost {
-                handle: packet.handle,
-            });
+            self.lose(packet.handle);
             return Ok(());
         }
         let forwarder = self
@@ -635,9 +637,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         if self.frozen {
             if let Some(packet) = frame.packet {
-                self.outputs.push_back(Output::Lost {
-                    handle: packet.handle,
-                });
+                self.lose(packet.handle);
             }
             return;
         }

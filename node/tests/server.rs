@@ -173,6 +173,34 @@ fn the_first_server_admits_a_packet_and_sends_it_on_with_its_log() {
     }
 }
 
+/// A fenced server loses what reaches it until it resumes: every such packet is said
+/// ([`Output::Lost`]) and counted, so that a node's summary accounts for them.
+#[test]
+fn packets_a_fenced_server_loses_are_counted() {
+    let spec = ch_rec();
+    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let store = Store::new(64, 1).unwrap();
+    let head = Some((MbIndex(0), mbs[0].as_ref(), store.worker(0).unwrap()));
+    let mut s: Server<'_, u64> =
+        Server::new(spec.ring(), ServerId(0), 64, head, ServerConfig::default()).unwrap();
+    s.fence();
+    s.handle_ingress(0, udp_packet(1, 1), port_of(Direction::Outbound))
+        .unwrap();
+    s.handle_frame(0, ServerId(2), frame(2, 1, empty_message()));
+    let lost: Vec<_> = std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            Output::Lost { handle } => Some(handle),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [1, 2]);
+    assert_eq!(s.stats().lost, 2);
+    s.resume(1);
+    s.handle_ingress(1, udp_packet(3, 1), port_of(Direction::Outbound))
+        .unwrap();
+    assert_eq!(s.stats().lost, 2);
+}
+
 /// A message carrying m0's log of a transaction of `w` that writes `key`.
 fn m0_log(w: &mut Worker<'_>, key: &[u8]) -> Vec<u8> {
     let rec = w.run(|tx| tx.write(key, b"v")).1;

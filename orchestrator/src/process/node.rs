@@ -427,6 +427,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             serving: false,
             fetched: Fetched::default(),
             recorder,
+            unsent: Unsent::default(),
         };
         // However the node's loop ends (a panic included), its heartbeats and control reader
         // end with it: a node whose data path is gone must not look alive.
@@ -436,11 +437,12 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, edges {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, edges {:?}, {:?}, server {:?}",
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
             node.loss.dropped(),
             node.edges.stats(),
+            node.unsent,
             node.server.as_mut().map(Serving::summary)
         );
         result
@@ -583,6 +585,20 @@ struct Node<'a, 'h> {
     fetched: Fetched,
     /// With `--observe`: the records of this node's stores, commits and releases.
     recorder: Option<Recorder>,
+    /// Frames and released packets this thread could not send, for its last log line.
+    unsent: Unsent,
+}
+
+/// What a node's thread could not send (the counters below the transports count the rest:
+/// ring links and edges their refused frames).
+#[derive(Debug, Default)]
+struct Unsent {
+    /// Frames to other servers the UDP data socket refused (a full send buffer, say).
+    frames: u64,
+    /// Released packets the egress socket refused.
+    egress: u64,
+    /// Released packets no edge and no egress socket takes (of a direction nobody listens on).
+    unrouted: u64,
 }
 
 impl<'a, 'h> Node<'a, 'h> {
@@ -741,6 +757,8 @@ impl<'a, 'h> Node<'a, 'h> {
                         .map_err(|e| e.to_string()),
                 };
                 if let Err(e) = sent {
+                    // Over the links, the links count it too (`not_sent`).
+                    self.unsent.frames += u64::from(self.links.is_none());
                     tracing::debug!("node {}: sending to {to}: {e}", self.me);
                 }
                 if let Some(packet) = frame.packet {
@@ -753,8 +771,11 @@ impl<'a, 'h> Node<'a, 'h> {
             Output::Release { packet, .. } => {
                 if let Some((socket, to)) = &self.egress {
                     if let Err(e) = socket.send_to(&packet.bytes, to) {
+                        self.unsent.egress += 1;
                         tracing::debug!("node {}: egress to {to}: {e}", self.me);
                     }
+                } else if !self.edges.sends(packet.dir) {
+                    self.unsent.unrouted += 1;
                 }
                 self.edges.send(packet.dir, packet.flow, &packet.bytes);
                 keep(&mut self.spare, packet.bytes);
