@@ -30,7 +30,8 @@ pub struct CustomerArgs {
     /// AF_XDP edges: the queues of each edge interface to bind, 1 to 64, from `ftc node`'s
     /// --xdp-queue on. On a NIC that spreads frames over several queues (RSS), a frame on a
     /// queue without a socket passes the chain by: bind them all. With at least as many queues
-    /// as the middlebox has threads, each lane (thread) reads and sends on queues of its own.
+    /// as the middlebox has threads, each lane (thread) reads and sends on queues of its own
+    /// (not with --observe, --ingress or --egress, which keep the edges on the node's thread).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub edge_queues: u32,
     /// AF_XDP edges (and ring links) in zero-copy mode (the NIC driver must support it); copy

@@ -54,8 +54,9 @@ pub struct NodeArgs {
     link: Vec<(u16, String)>,
     /// The queues of each ring link (--ring-next, --ring-prev, --link) to bind, 1 to 64, from
     /// --xdp-queue on, a socket each. With at least as many queues as the middlebox has
-    /// threads, each lane (thread) sends and receives on queues of its own; otherwise the
-    /// node's thread reads them all and hands the frames to the lanes. On a veth a frame sent
+    /// threads, each lane (thread) sends and receives on queues of its own (not with --observe,
+    /// which records every frame on the node's thread); otherwise the node's thread reads them
+    /// all and hands the frames to the lanes. On a veth a frame sent
     /// on queue q arrives on queue q of the peer, so give every node of the chain the same
     /// number (the veths need as many: `ip link add … numtxqueues N numrxqueues N`).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]

@@ -33,7 +33,9 @@
 //! them on threads of their own, which that thread hands their frames ([`super::lanes`]); with
 //! `--link-queues` and `--edge-queues` at least the lanes, each lane reads and sends on its own
 //! queues of the ring links and the edges instead ([`XdpLinks::split`], [`Edges::split`]; the
-//! node's exit summary then counts their frames by lane). Helper threads read
+//! node's exit summary then counts their frames by lane), except with `--observe` (the node's
+//! thread records every frame) and, for the edges, with `--ingress` or `--egress` (customer
+//! frames also come or go by UDP on the node's thread). Helper threads read
 //! the control connection, send heartbeats and serve state transfers, and hand what needs the
 //! server to that thread. The heartbeat thread runs real-time where the node may
 //! (`process::wake_on_time`), so that a busy host does not delay its beats.
