@@ -446,13 +446,18 @@ impl<'a> Sim<'a> {
         let mut broken = Vec::new();
         for (mb, kind, deps) in &self.packets[&id].logs {
             for member in self.ring.group(MbIndex(*mb)).skip(1) {
-                // A member down now held the log when its tail announced it (the recovery
-                // invariant covers it from here).
-                let Some(server) = self.first_lane(member) else {
-                    continue;
+                // A member down now counts by what its stores held when it went down.
+                let store = match self.first_lane(member) {
+                    Some(server) => {
+                        let replica = server.replica().expect("FTC mode");
+                        replica.store(MbIndex(*mb)).expect("members keep stores")
+                    }
+                    None => self.failures.dead[&member]
+                        .iter()
+                        .find(|(m, _)| m.0 == *mb)
+                        .map(|(_, store)| store)
+                        .expect("a server down kept its stores"),
                 };
-                let replica = server.replica().expect("FTC mode");
-                let store = replica.store(MbIndex(*mb)).expect("members keep stores");
                 if !holds(store, *kind, deps) {
                     broken.push(format!(
                         "output commit: packet {id} left at t={now}ns before its {kind:?} log of m{mb} ({deps:?}) reached server {}",
