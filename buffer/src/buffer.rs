@@ -12,7 +12,7 @@ use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::wire::{CommitVector, MessageView, MessageWriter, WireError};
 use ftc_stm::{DepEntry, LogKind};
 
-use crate::config::{BufferConfig, BufferStats};
+use crate::config::{BufferConfig, BufferStats, Weakened};
 use crate::wait::{add_need, Need, Waiters};
 
 /// "No slot": the end of a flow's queue or of the free list.
@@ -610,8 +610,13 @@ impl<P> Buffer<P> {
                 continue;
             };
             let cv = &self.cvs[usize::from(g)];
+            let kind = match (self.config.weakened, log.kind()) {
+                (Some(Weakened::UpdatesAtEqual), LogKind::Update) => LogKind::ReadOnly,
+                (Some(Weakened::ReadOnlyFree), LogKind::ReadOnly) => LogKind::Noop,
+                (_, kind) => kind,
+            };
             for d in log.deps() {
-                if let Some(n) = Need::of(log.kind(), g, d.partition, d.seq) {
+                if let Some(n) = Need::of(kind, g, d.partition, d.seq) {
                     if !n.met_by(cv) {
                         add_need(&mut needs, n);
                     }

@@ -17,6 +17,19 @@ pub struct BufferConfig {
     /// How long commit vectors alone may wait for a return message after the last one
     /// ([`crate::Buffer::poll_return`]); logs go back at once.
     pub lazy_return_ns: u64,
+    /// Test hook, `None` in any real deployment: the release rule weakened on purpose, so that
+    /// tests show the checkers catch a subtly wrong rule, not only a missing one.
+    pub weakened: Option<Weakened>,
+}
+
+/// A release rule weakened on purpose ([`BufferConfig::weakened`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakened {
+    /// An update log with D[p] waits only until CV[p] ≥ D[p] (the read-only rule), not
+    /// CV[p] > D[p]: a release before the write itself is in f+1 stores.
+    UpdatesAtEqual,
+    /// Read-only logs are not waited for: a release before the state read is in f+1 stores.
+    ReadOnlyFree,
 }
 
 impl BufferConfig {
@@ -42,6 +55,7 @@ impl Default for BufferConfig {
             max_held_bytes: Self::DEFAULT_MAX_HELD_BYTES,
             stall_timeout_ns: Self::DEFAULT_STALL_TIMEOUT_NS,
             lazy_return_ns: Self::DEFAULT_LAZY_RETURN_NS,
+            weakened: None,
         }
     }
 }

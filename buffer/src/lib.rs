@@ -12,7 +12,7 @@ mod config;
 mod wait;
 
 pub use buffer::{Buffer, Packet, Refused, Released};
-pub use config::{BufferConfig, BufferStats};
+pub use config::{BufferConfig, BufferStats, Weakened};
 
 #[cfg(test)]
 mod check;

@@ -55,6 +55,9 @@ pub struct SimConfig {
     /// Test hook: the buffer lets packets leave without waiting for commit vectors. The checker
     /// must catch it.
     pub broken_release: bool,
+    /// Test hook: the buffer waits by a subtly wrong rule ([`ftc_buffer::Weakened`]). The
+    /// checker must catch it.
+    pub weakened_release: Option<ftc_buffer::Weakened>,
     /// Test hook: a recovery restores a failed head with an empty state instead of fetching it
     /// (state lost). The checker must catch it.
     pub broken_recovery: bool,
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             trailer_budget: 512,
             broken_release: false,
+            weakened_release: None,
             broken_recovery: false,
             broken_fence: false,
             max_steps: 2_000_000,
@@ -183,6 +187,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
             max_held_packets: config.max_buffered_packets,
             stall_timeout_ns: 300_000,
             lazy_return_ns: 50_000,
+            weakened: config.weakened_release,
             ..BufferConfig::default()
         },
         observe: true,

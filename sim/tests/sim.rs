@@ -180,6 +180,35 @@ fn a_broken_release_rule_is_caught() {
     );
 }
 
+/// The checker bites on a subtly wrong rule too: a buffer that releases updates once
+/// CV[p] = D[p] (the read-only rule), or does not wait for read-only logs, is caught breaking
+/// output commit on some fault-free seed of chains of 1–5 middleboxes and f 1–3, and only for
+/// that (the runs are otherwise correct).
+#[test]
+fn a_subtly_weakened_release_rule_is_caught() {
+    use ftc_buffer::Weakened;
+    for weakened in [Weakened::UpdatesAtEqual, Weakened::ReadOnlyFree] {
+        let caught = (0..60u64).find(|&seed| {
+            let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+            let config = SimConfig {
+                seed,
+                packets: 60,
+                faults: Faults::default(),
+                weakened_release: Some(weakened),
+                ..SimConfig::default()
+            };
+            let r = run(&chain(k, f), &config);
+            assert!(
+                r.violations.iter().all(|v| v.starts_with("output commit")),
+                "{weakened:?}, seed {seed}: {:?}",
+                r.violations
+            );
+            !r.violations.is_empty()
+        });
+        assert!(caught.is_some(), "{weakened:?} was never caught");
+    }
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
     let config = SimConfig {
