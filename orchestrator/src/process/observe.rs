@@ -6,12 +6,16 @@
 //! stores as they were when it left: every write it depends on must be in f+1 of them.
 //!
 //! Times are CLOCK_MONOTONIC's, one clock for every process of the host. A node writes a batch's
-//! records before it sends that batch's frames and packets, and a store's sequence is recorded
-//! no earlier than it moved. So a record that shows a write in a store before a release proves
-//! the store held it then (sequences only grow), and everything a release legitimately waited
-//! for (the commit vectors of the tails, which come after the stores applied the writes) was
-//! recorded before it: the check neither accepts a release too early nor blames a correct one.
-//! A node killed mid-batch loses only records of what it never sent.
+//! records before it sends that batch's frames and packets, all labelled with one time taken
+//! once the batch's work is done, before it reads its stores. So a record that shows a write in
+//! a store before a release proves the store held it then (sequences only grow), and everything
+//! a release legitimately waited for (the commit vectors of the tails, which come after the
+//! stores applied the writes) was recorded before it: the check does not blame a correct
+//! release. One gap: on a server of several lanes, another lane may move a store between that
+//! time and the read, and its sequence is then labelled those microseconds early; a release of
+//! the same batch that needed exactly that move would pass. Labelling sequences after the read
+//! instead would blame correct releases of the batch that moved them. A node killed mid-batch
+//! loses only records of what it never sent.
 //!
 //! Records, big-endian as control messages (read with their `Reader`):
 //! `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
