@@ -273,21 +273,19 @@ impl Coordinator {
 
     /// When to call [`Coordinator::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        match self.phase {
-            Phase::Halted(_) => None,
-            Phase::Recovering(ref r) => [
-                self.detector.poll_timeout(),
-                self.suspects.deadline(),
-                r.next_retry(),
-            ]
-            .into_iter()
-            .flatten()
-            .min(),
-            _ => [self.detector.poll_timeout(), self.suspects.deadline()]
-                .into_iter()
-                .flatten()
-                .min(),
-        }
+        let retry = match &self.phase {
+            Phase::Halted(_) => return None,
+            Phase::Recovering(r) => r.next_retry(),
+            Phase::Deploying | Phase::Running => None,
+        };
+        [
+            self.detector.poll_timeout(),
+            self.suspects.deadline(),
+            retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The report of a recovery that finished.
