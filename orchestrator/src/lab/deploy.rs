@@ -114,22 +114,14 @@ impl RunConfig {
     }
 
     fn node_args(&self, orchestrator: SocketAddr) -> NodeArgs {
-        NodeArgs {
+        // The edges are in the template, per position.
+        NodeArgs::without_customers(
             orchestrator,
-            spec: self.spec.clone(),
-            secret_file: secret_path(&self.topology.name),
-            heartbeat_ms: self.heartbeat_ms,
-            ingress: None,
-            egress: None,
-            // The edges are in the template, per position.
-            edge_in: Vec::new(),
-            edge_out: Vec::new(),
-            edge_kind: EdgeKind::default(),
-            edge_queues: 1,
-            xdp: ftc_node::xdp::XdpConfig::default(),
-            last: self.topology.exit(),
-            observe: None,
-        }
+            self.spec.clone(),
+            secret_path(&self.topology.name),
+            self.heartbeat_ms,
+            self.topology.exit(),
+        )
     }
 }
 

@@ -26,7 +26,6 @@ use ftc_replica::GroupState;
 use ftc_stm::Snapshot;
 use hdrhistogram::Histogram;
 
-use super::edges::EdgeKind;
 use super::launcher::{How, Launcher, NodeArgs};
 use super::observe::packet_id;
 use super::orchestrator::{Orchestrator, Status};
@@ -158,19 +157,16 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     let ingress = free_fixed_port().map_err(io_error("choosing an ingress port"))?;
     let listener = TcpListener::bind(localhost).map_err(io_error("binding the orchestrator"))?;
     let args = NodeArgs {
-        orchestrator: listener.local_addr().map_err(io_error("orchestrator"))?,
-        spec: config.spec_path.clone(),
-        secret_file: secret.0.clone(),
-        heartbeat_ms: config.coordinator.heartbeat_period_ns as f64 / 1e6,
         ingress: Some(ingress),
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
-        edge_in: Vec::new(),
-        edge_out: Vec::new(),
-        edge_kind: EdgeKind::default(),
-        edge_queues: 1,
-        xdp: ftc_node::xdp::XdpConfig::default(),
-        last: ring.buffer().0,
         observe: Some(observed.0.clone()),
+        ..NodeArgs::without_customers(
+            listener.local_addr().map_err(io_error("orchestrator"))?,
+            config.spec_path.clone(),
+            secret.0.clone(),
+            config.coordinator.heartbeat_period_ns as f64 / 1e6,
+            ring.buffer().0,
+        )
     };
     let launcher = Launcher::new(
         How::Local {

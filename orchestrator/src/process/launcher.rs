@@ -83,6 +83,32 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The arguments of nodes that take no customer frames themselves (no `--ingress`,
+    /// `--egress` or edges: a template or the caller adds them) and record nothing.
+    pub fn without_customers(
+        orchestrator: SocketAddr,
+        spec: PathBuf,
+        secret_file: PathBuf,
+        heartbeat_ms: f64,
+        last: u16,
+    ) -> NodeArgs {
+        NodeArgs {
+            orchestrator,
+            spec,
+            secret_file,
+            heartbeat_ms,
+            ingress: None,
+            egress: None,
+            edge_in: Vec::new(),
+            edge_out: Vec::new(),
+            edge_kind: EdgeKind::default(),
+            edge_queues: 1,
+            xdp: XdpConfig::default(),
+            last,
+            observe: None,
+        }
+    }
+
     /// The arguments of `ftc node` for `position`.
     pub fn node_args(&self, position: u16) -> Vec<String> {
         let mut args = vec![

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::process::edges::EdgeKind;
 use crate::process::launcher::{How, NodeArgs};
 
 const CHAIN: u64 = 0x5eed;
@@ -48,21 +47,13 @@ impl FakeNode {
 /// An orchestrator of Ch-2 (f = 1) that launches nothing and watches heartbeats every second.
 fn orchestrator() -> Orchestrator {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let args = NodeArgs {
-        orchestrator: listener.local_addr().unwrap(),
-        spec: PathBuf::from("ch-2.toml"),
-        secret_file: PathBuf::from("secret"),
-        heartbeat_ms: 1000.0,
-        ingress: None,
-        egress: None,
-        edge_in: Vec::new(),
-        edge_out: Vec::new(),
-        edge_kind: EdgeKind::default(),
-        edge_queues: 1,
-        xdp: ftc_node::xdp::XdpConfig::default(),
-        last: 1,
-        observe: None,
-    };
+    let args = NodeArgs::without_customers(
+        listener.local_addr().unwrap(),
+        PathBuf::from("ch-2.toml"),
+        PathBuf::from("secret"),
+        1000.0,
+        1,
+    );
     let config = CoordinatorConfig {
         heartbeat_period_ns: 1_000_000_000,
         ..CoordinatorConfig::default()
@@ -76,17 +67,34 @@ fn orchestrator() -> Orchestrator {
     )
 }
 
-#[test]
-fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
+/// Runs `test` with the orchestrator's address while it runs (`stop` ends it, as it does once
+/// `test` returns), checks that it ended well, and gives it back for its status.
+fn while_running(test: impl FnOnce(SocketAddr, &AtomicBool)) -> Orchestrator {
     let orchestrator = orchestrator();
     let addr = orchestrator.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let running = s.spawn(|| orchestrator.run(&stop, |_| {}));
-        let nodes = [FakeNode::join(addr, 0), FakeNode::join(addr, 1)];
-        for node in &nodes {
-            assert!(matches!(node.recv(), Ok(Message::Assign { epoch: 1, .. })));
-        }
+        test(addr, &stop);
+        stop.store(true, Ordering::Release);
+        assert_eq!(running.join().unwrap(), Ok(()));
+    });
+    orchestrator
+}
+
+/// Both positions join, and each gets its `Assign`.
+fn deploy(addr: SocketAddr) -> [FakeNode; 2] {
+    let nodes = [FakeNode::join(addr, 0), FakeNode::join(addr, 1)];
+    for node in &nodes {
+        assert!(matches!(node.recv(), Ok(Message::Assign { epoch: 1, .. })));
+    }
+    nodes
+}
+
+#[test]
+fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
+    let orchestrator = while_running(|addr, stop| {
+        let nodes = deploy(addr);
         let second = FakeNode::join(addr, 1);
         match second.recv() {
             Ok(Message::Refused { reason }) => {
@@ -103,18 +111,13 @@ fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
         for node in &nodes {
             assert!(matches!(node.recv(), Ok(Message::Stop)));
         }
-        assert_eq!(running.join().unwrap(), Ok(()));
     });
     assert_eq!(orchestrator.status().rejected, 1);
 }
 
 #[test]
 fn connections_that_say_nothing_are_closed_and_bounded() {
-    let orchestrator = orchestrator();
-    let addr = orchestrator.local_addr().unwrap();
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let running = s.spawn(|| orchestrator.run(&stop, |_| {}));
+    while_running(|addr, _| {
         let opened = Instant::now();
         let idle: Vec<TcpStream> = (0..MAX_UNJOINED)
             .map(|_| TcpStream::connect(addr).unwrap())
@@ -135,11 +138,6 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
         }
         assert!(opened.elapsed() >= FIRST_MESSAGE);
         // Nodes that speak are served as before.
-        let nodes = [FakeNode::join(addr, 0), FakeNode::join(addr, 1)];
-        for node in &nodes {
-            assert!(matches!(node.recv(), Ok(Message::Assign { epoch: 1, .. })));
-        }
-        stop.store(true, Ordering::Release);
-        assert_eq!(running.join().unwrap(), Ok(()));
+        deploy(addr);
     });
 }
