@@ -10,6 +10,20 @@ use ftc_node::Mode;
 mod support;
 use support::{assert_all_released, spec};
 
+/// Server 0 of Ch-2 over `heads` (made from `specs/ch-2.toml`), its inbox, and the routes to
+/// every server, for a test that drives one server's thread by hand.
+fn ch2_server_0(
+    heads: &ftc_node::Heads,
+) -> (ftc_node::runtime::Inboxed<'_>, ftc_node::serve::Routes) {
+    let spec = spec("ch-2.toml");
+    let ring = spec.ring();
+    let config = ftc_node::ServerConfig::default();
+    let (lanes, hops) =
+        ftc_node::runtime::chain_lanes(ring, ring.servers(), spec.chain.partitions, heads, &config);
+    let server = lanes.into_iter().next().expect("server 0");
+    (server, ftc_node::serve::Routes::with_lanes(hops))
+}
+
 #[test]
 fn chains_run_in_both_modes_and_check_out() {
     for name in ["ch-rec.toml", "ch-2.toml", "ch-5.toml", "mazu-nat.toml"] {
@@ -104,20 +118,15 @@ fn servers_with_several_lanes_check_out() {
 #[test]
 fn a_server_killed_mid_batch_loses_no_packet_from_the_count() {
     use ftc_chain::middlebox::Direction;
-    use ftc_node::runtime::{chain_lanes, Harness};
-    use ftc_node::serve::{serve, Ended, Msg, Routes};
+    use ftc_node::runtime::Harness;
+    use ftc_node::serve::{serve, Ended, Msg};
     use ftc_node::traffic::request;
-    use ftc_node::{Heads, Packet, ServerConfig};
+    use ftc_node::{Heads, Packet};
 
-    let spec = spec("ch-2.toml");
-    let ring = spec.ring();
-    let heads = Heads::new(&spec, |m| m.threads).unwrap();
-    let config = ServerConfig::default();
-    let (lanes, hops) = chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
-    let routes = Routes::with_lanes(hops);
+    let heads = Heads::new(&spec("ch-2.toml"), |m| m.threads).unwrap();
+    let ((server, rx), routes) = ch2_server_0(&heads);
     let harness = Harness::new();
     let shared = harness.shared(None);
-    let (server, rx) = lanes.into_iter().next().expect("server 0");
     let packet = |i: u64| {
         Msg::Ingress(Packet {
             handle: i,
@@ -158,19 +167,14 @@ fn a_server_killed_while_congested_leaves_no_congestion_behind() {
     use std::sync::atomic::Ordering;
     use std::time::Instant;
 
-    use ftc_node::runtime::{chain_lanes, Harness};
-    use ftc_node::serve::{serve, Ended, Msg, Routes};
-    use ftc_node::{Heads, ServerConfig};
+    use ftc_node::runtime::Harness;
+    use ftc_node::serve::{serve, Ended, Msg};
+    use ftc_node::Heads;
 
-    let spec = spec("ch-2.toml");
-    let ring = spec.ring();
-    let heads = Heads::new(&spec, |m| m.threads).unwrap();
-    let config = ServerConfig::default();
-    let (lanes, hops) = chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
-    let routes = Routes::with_lanes(hops);
+    let heads = Heads::new(&spec("ch-2.toml"), |m| m.threads).unwrap();
+    let ((server, rx), routes) = ch2_server_0(&heads);
     let harness = Harness::new();
     let shared = harness.shared(None);
-    let (server, rx) = lanes.into_iter().next().expect("server 0");
     let inbox = routes.get(0);
     let congested = || shared.congested.load(Ordering::Acquire);
     // Until `congested` reads `n`, 5 s at most; what it reads then.
@@ -220,12 +224,6 @@ fn a_server_of_the_most_lanes_runs() {
 #[test]
 #[should_panic(expected = "65 lanes: a server runs 64 at most")]
 fn more_lanes_than_a_server_runs_are_refused() {
-    use ftc_node::runtime::chain_lanes;
-    use ftc_node::{Heads, ServerConfig};
-
-    let spec = spec("ch-2.toml");
-    let ring = spec.ring();
-    let heads = Heads::new(&spec, |_| 65).unwrap();
-    let config = ServerConfig::default();
-    chain_lanes(ring, ring.servers(), spec.chain.partitions, &heads, &config);
+    let heads = ftc_node::Heads::new(&spec("ch-2.toml"), |_| 65).unwrap();
+    ch2_server_0(&heads);
 }

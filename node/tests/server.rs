@@ -16,6 +16,16 @@ fn ch_rec() -> ChainSpec {
         .unwrap()
 }
 
+/// Server 0 of Ch-Rec, heading m0 (the first of `mbs`, Ch-Rec's middleboxes) over `store`.
+fn ch_rec_server_0<'a>(
+    mbs: &'a [Box<dyn ftc_chain::middlebox::Middlebox>],
+    store: &'a Store,
+    config: ServerConfig,
+) -> Server<'a, u64> {
+    let head = Some((MbIndex(0), mbs[0].as_ref(), store.worker(0).unwrap()));
+    Server::new(ch_rec().ring(), ServerId(0), 64, head, config).unwrap()
+}
+
 #[test]
 fn garbage_from_the_network_is_dropped_and_counted() {
     let spec = ch_rec();
@@ -97,12 +107,9 @@ fn garbage_from_the_network_is_dropped_and_counted() {
 /// dropped and counted there, not carried on to a customer frame that the replica would refuse.
 #[test]
 fn a_return_frame_naming_a_foreign_middlebox_is_dropped_and_counted() {
-    let spec = ch_rec();
-    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let mbs: Vec<_> = ch_rec().middlebox.iter().map(middleboxes::build).collect();
     let store = Store::new(64, 1).unwrap();
-    let head = Some((MbIndex(0), mbs[0].as_ref(), store.worker(0).unwrap()));
-    let mut s: Server<'_, u64> =
-        Server::new(spec.ring(), ServerId(0), 64, head, ServerConfig::default()).unwrap();
+    let mut s = ch_rec_server_0(&mbs, &store, ServerConfig::default());
     let cv = |middlebox| CvRepr {
         middlebox,
         entries: vec![DepEntry {
@@ -134,20 +141,13 @@ fn a_return_frame_naming_a_foreign_middlebox_is_dropped_and_counted() {
 
 #[test]
 fn the_first_server_admits_a_packet_and_sends_it_on_with_its_log() {
-    let spec = ch_rec();
-    let ring: Ring = spec.ring();
-    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let mbs: Vec<_> = ch_rec().middlebox.iter().map(middleboxes::build).collect();
     let store = Store::new(64, 1).unwrap();
-    let head = Some((
-        ftc_chain::ring::MbIndex(0),
-        mbs[0].as_ref(),
-        store.worker(0).unwrap(),
-    ));
     let config = ServerConfig {
         observe: true,
         ..ServerConfig::default()
     };
-    let mut s: Server<'_, u64> = Server::new(ring, ServerId(0), 64, head, config).unwrap();
+    let mut s = ch_rec_server_0(&mbs, &store, config);
     let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4([10, 0, 0, 1], [198, 51, 100, 10], 64)
         .udp(5353, 53);
@@ -177,12 +177,9 @@ fn the_first_server_admits_a_packet_and_sends_it_on_with_its_log() {
 /// ([`Output::Lost`]) and counted, so that a node's summary accounts for them.
 #[test]
 fn packets_a_fenced_server_loses_are_counted() {
-    let spec = ch_rec();
-    let mbs: Vec<_> = spec.middlebox.iter().map(middleboxes::build).collect();
+    let mbs: Vec<_> = ch_rec().middlebox.iter().map(middleboxes::build).collect();
     let store = Store::new(64, 1).unwrap();
-    let head = Some((MbIndex(0), mbs[0].as_ref(), store.worker(0).unwrap()));
-    let mut s: Server<'_, u64> =
-        Server::new(spec.ring(), ServerId(0), 64, head, ServerConfig::default()).unwrap();
+    let mut s = ch_rec_server_0(&mbs, &store, ServerConfig::default());
     s.fence();
     s.handle_ingress(0, udp_packet(1, 1), port_of(Direction::Outbound))
         .unwrap();
