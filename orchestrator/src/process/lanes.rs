@@ -16,7 +16,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Scope;
 use std::time::{Duration, Instant};
@@ -197,6 +197,8 @@ pub struct Lanes<'h> {
     turn: usize,
     /// Why a lane stopped before it was told to, if one did (the node then stops).
     failed: Arc<OnceLock<String>>,
+    /// When each lane last made progress (nanoseconds on the node's clock): [`Lanes::pulse`].
+    pulses: Vec<Arc<AtomicU64>>,
 }
 
 impl<'h> Lanes<'h> {
@@ -237,6 +239,9 @@ impl<'h> Lanes<'h> {
             replicas,
             turn: 0,
             failed: Arc::new(OnceLock::new()),
+            pulses: (0..servers.len())
+                .map(|_| Arc::new(AtomicU64::new(start.elapsed().as_nanos() as u64)))
+                .collect(),
         };
         for (i, (server, mailbox)) in servers.into_iter().zip(mailboxes).enumerate() {
             let lane = LaneThread {
@@ -254,6 +259,7 @@ impl<'h> Lanes<'h> {
                 handed: 0,
                 spare: Vec::new(),
                 failed: Arc::clone(&lanes.failed),
+                pulse: Arc::clone(&lanes.pulses[i]),
             };
             std::thread::Builder::new()
                 .name(format!("lane {i}"))
@@ -294,6 +300,24 @@ impl<'h> Lanes<'h> {
     /// not wait for its sockets): it handles nothing any more, so the node must stop too.
     pub fn error(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)
+    }
+
+    /// The oldest of the lanes' last progress (nanoseconds on the node's clock), for the node's
+    /// [`Pulse`](super::heart::Pulse). A lane asleep, and silent for `idle` nanoseconds or more,
+    /// is nudged: one that is alive then makes progress again at once, and one that hangs (its
+    /// thread caught somewhere) does not.
+    pub fn pulse(&self, now: u64, idle: u64) -> u64 {
+        let lanes = self.pulses.iter().zip(&self.inboxes);
+        lanes
+            .map(|(pulse, inbox)| {
+                let at = pulse.load(Ordering::Acquire);
+                if now.saturating_sub(at) >= idle && inbox.asleep.load(Ordering::Acquire) {
+                    let _ = inbox.try_send(ToLane::Nudge);
+                }
+                at
+            })
+            .min()
+            .unwrap_or(now)
     }
 
     /// Whether a lane is congested (the node then takes no customer frames).
@@ -398,6 +422,8 @@ struct LaneThread {
     spare: Vec<Vec<u8>>,
     /// [`Lanes::error`].
     failed: Arc<OnceLock<String>>,
+    /// When it last made progress ([`Lanes::pulse`]).
+    pulse: Arc<AtomicU64>,
 }
 
 /// Tells the node's thread why a lane's thread ended, when it ends before it was told to stop
@@ -465,6 +491,7 @@ impl LaneThread {
                 break;
             }
             let t = self.now();
+            self.pulse.store(t, Ordering::Release);
             if server.poll_timeout().is_some_and(|at| at <= t) {
                 server.handle_timeout(t);
             }
@@ -702,14 +729,19 @@ mod tests {
             handed: 0,
             spare: Vec::new(),
             failed: Arc::new(OnceLock::new()),
+            pulse: Arc::new(AtomicU64::new(0)),
         };
         (lane, mailboxes)
     }
 
-    /// A lane that fails (its server's error) at its first frame, or panics there.
+    /// A lane that fails (its server's error) at its first frame, or panics there; or that
+    /// hangs there: says so on `hangs.0`, and waits until `hangs.1` says go on (or is dropped),
+    /// then takes frames as ever.
+    #[derive(Default)]
     struct Failing {
         panics: bool,
         failed: bool,
+        hangs: Option<(Sender<()>, Receiver<()>)>,
     }
 
     impl Lane for Failing {
@@ -718,6 +750,11 @@ mod tests {
         }
         fn handle_timeout(&mut self, _: u64) {}
         fn handle_frame(&mut self, _: u64, _: ServerId, _: Frame<u32>) {
+            if let Some((hanging, go_on)) = self.hangs.take() {
+                let _ = hanging.send(());
+                let _ = go_on.recv();
+                return;
+            }
             assert!(!self.panics, "a bug in a lane");
             self.failed = true;
         }
@@ -765,13 +802,10 @@ mod tests {
             let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 std::thread::scope(|s| {
                     let lanes: Vec<Box<dyn Lane>> = vec![
-                        Box::new(Failing {
-                            panics: false,
-                            failed: false,
-                        }),
+                        Box::new(Failing::default()),
                         Box::new(Failing {
                             panics,
-                            failed: false,
+                            ..Failing::default()
                         }),
                     ];
                     let mut lanes =
@@ -797,17 +831,64 @@ mod tests {
         // Lanes told to stop report nothing (their threads all ended with the scope).
         let failed = std::thread::scope(|s| {
             let lanes: Vec<Box<dyn Lane>> = (0..2)
-                .map(|_| {
-                    Box::new(Failing {
-                        panics: false,
-                        failed: false,
-                    }) as Box<dyn Lane>
-                })
+                .map(|_| Box::new(Failing::default()) as Box<dyn Lane>)
                 .collect();
             let lanes = Lanes::start(s, lanes, None, &heads, &waker, Instant::now()).unwrap();
             Arc::clone(&lanes.failed)
         });
         assert_eq!(failed.get(), None);
+    }
+
+    /// The lanes' pulse is the oldest lane's last progress: idle lanes, nudged, make progress
+    /// again, and a lane caught in a frame (a middlebox in a loop, a deadlock) holds the pulse
+    /// back until it goes on.
+    #[test]
+    fn a_hanging_lane_holds_the_pulse_back_and_idle_ones_do_not() {
+        let spec = ftc_chain::spec::ChainSpec::from_toml_str(
+            "[chain]\nname = \"t\"\nf = 1\n\n[[middlebox]]\nkind = \"monitor\"\n",
+            "test",
+        )
+        .unwrap();
+        let heads = Heads::new(&spec, |_| 1).unwrap();
+        let (_node, waker) = UnixDatagram::pair().unwrap();
+        let start = Instant::now();
+        let now = || start.elapsed().as_nanos() as u64;
+        let ms = |n: u64| n * 1_000_000;
+        // Nudged at every look (silent for 1 ns or more), the lanes' pulse catches up with the
+        // clock when every lane is alive.
+        let catches_up = |lanes: &Lanes, since: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lanes.pulse(now(), 1) < since {
+                assert!(Instant::now() < deadline, "an idle lane made no progress");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        std::thread::scope(|s| {
+            // Dropped after the lanes (told to stop), even on a failed assertion: the hanging
+            // lane goes on then, and the scope ends.
+            let (go_on, waits) = crossbeam_channel::bounded(0);
+            let (says, hanging) = crossbeam_channel::bounded(1);
+            let lanes: Vec<Box<dyn Lane>> = vec![
+                Box::new(Failing::default()),
+                Box::new(Failing {
+                    hangs: Some((says, waits)),
+                    ..Failing::default()
+                }),
+            ];
+            let lanes = Lanes::start(s, lanes, None, &heads, &waker, start).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            catches_up(&lanes, ms(20));
+            lanes.inboxes[1].send(tagged(1));
+            hanging.recv().unwrap();
+            let hung = now();
+            std::thread::sleep(Duration::from_millis(50));
+            for _ in 0..10 {
+                assert!(lanes.pulse(now(), 1) <= hung);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            go_on.send(()).unwrap();
+            catches_up(&lanes, hung + ms(50));
+        });
     }
 
     /// A frame told apart by its sender.

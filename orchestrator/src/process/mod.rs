@@ -9,6 +9,7 @@
 
 pub mod chaos;
 pub mod edges;
+pub mod heart;
 pub mod lane;
 pub mod lanes;
 pub mod launcher;

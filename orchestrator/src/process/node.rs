@@ -66,6 +66,7 @@ use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
+use super::heart::{Heart, Pulse};
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
@@ -114,6 +115,13 @@ pub struct NodeConfig {
     /// each lane queues of its own when there are as many as lanes ([`XdpLinks::split`]).
     pub link_queues: u32,
     pub heartbeat: Duration,
+    /// How long the node's thread, or a lane of its server, may make no progress before the
+    /// node takes itself for hung ([`Pulse`](super::heart::Pulse)): it stops heartbeating (the
+    /// orchestrator then replaces it as failed) and calls `on_stall`.
+    pub stall: Duration,
+    /// What a hung node does, with why, after its last heartbeat (on the heartbeat thread: the
+    /// node's own thread is stuck). `ftc node` exits.
+    pub on_stall: fn(&str),
     /// The chance that a frame from another server is dropped on arrival ([`RingLoss`]: failure
     /// injection; 0 in production).
     pub ring_loss: f64,
@@ -384,10 +392,22 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
     let start = Instant::now();
+    let pulse = Pulse::new(start);
     std::thread::scope(|s| {
         let spawn = |lanes, links| Lanes::start(s, lanes, links, &heads, &inbox.waker, start);
         s.spawn(|| read_control(&control, key, &inbox));
-        s.spawn(|| heartbeats(&writer, key, me, &epoch, config.heartbeat, &stop));
+        s.spawn(|| {
+            Heart {
+                writer: &writer,
+                key,
+                me,
+                epoch: &epoch,
+                stop: &stop,
+                pulse: &pulse,
+                waker: &inbox.waker,
+            }
+            .beat(config.heartbeat, config.stall, config.on_stall);
+        });
         s.spawn(|| {
             let export = |epoch, group| {
                 let (reply, answer) = crossbeam_channel::bounded(1);
@@ -415,6 +435,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             ftmb: &config.ftmb,
             servers: shape.servers(),
             start,
+            pulse: &pulse,
+            idle: config.heartbeat.as_nanos() as u64,
             spawn: &spawn,
             transport,
             links,
@@ -496,34 +518,6 @@ fn read_control(stream: &TcpStream, key: &Key, inbox: &Inbox) {
     }
 }
 
-/// A heartbeat, with the node's epoch, every `period` until `stop` or the connection breaks.
-fn heartbeats(
-    writer: &Mutex<TcpStream>,
-    key: &Key,
-    me: ServerId,
-    epoch: &AtomicU32,
-    period: Duration,
-    stop: &AtomicBool,
-) {
-    let _on_time = super::wake_on_time("heartbeats");
-    let mut next = Instant::now();
-    for seq in 1.. {
-        next = (next + period).max(Instant::now());
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let beat = Message::Heartbeat {
-            position: me.0,
-            epoch: epoch.load(Ordering::Acquire),
-            seq,
-        };
-        if send(writer, key, &beat).is_err() {
-            return;
-        }
-    }
-}
-
 /// A customer frame that arrived (of direction `dir`) as a packet, in a buffer from `spare`.
 pub(super) fn customer_packet(
     bytes: &[u8],
@@ -561,6 +555,11 @@ struct Node<'a, 'h> {
     /// The deployment's positions ([`Shape::servers`]).
     servers: usize,
     start: Instant,
+    /// When the node's thread, and every lane, last made progress (its heartbeats need it).
+    pulse: &'a Pulse,
+    /// Nanoseconds a lane may sleep before the node's thread nudges it, to show it is alive:
+    /// a heartbeat period.
+    idle: u64,
     /// Starts the threads of a server of several lanes.
     spawn: Spawn<'a, 'h>,
     transport: UdpTransport,
@@ -644,6 +643,12 @@ impl<'a, 'h> Node<'a, 'h> {
                     return Ok(());
                 }
             }
+            let now = self.now();
+            let at = self
+                .server
+                .as_ref()
+                .map_or(now, |s| s.pulse(now, self.idle));
+            self.pulse.beat(at);
             // A server that failed drops everything from then on, while the heartbeats (from
             // threads of their own) would keep it in the chain: it leaves, and is replaced.
             if let Some(why) = self.server.as_ref().and_then(Serving::error) {
@@ -891,6 +896,9 @@ impl<'a, 'h> Node<'a, 'h> {
             }
             Message::Fence { epoch, .. } => self.fence(epoch),
             Message::Recover { epoch, fetch } if self.server.is_none() => {
+                // Fetches end by their own timeouts; restoring a large state takes a while.
+                let pulse = self.pulse;
+                let _busy = pulse.busy();
                 self.set_epoch(epoch);
                 let (writer, key) = (self.writer, self.key);
                 let done = self.fetched.fetch(key, epoch, &fetch, |f, e| {

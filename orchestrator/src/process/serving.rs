@@ -163,6 +163,15 @@ impl<'h> Serving<'h> {
         }
     }
 
+    /// When the server last made progress, at `now` on the node's thread: the oldest lane's
+    /// progress ([`Lanes::pulse`], which nudges lanes asleep for `idle` or more), or `now`.
+    pub fn pulse(&self, now: u64, idle: u64) -> u64 {
+        match self {
+            Serving::Lanes(l) => l.pulse(now, idle).min(now),
+            Serving::Ftc(_) | Serving::Ftmb(_) => now,
+        }
+    }
+
     /// Why the server stopped handling frames, if it did: a server's first error, or a lane's
     /// thread that ended before it was told to.
     pub fn error(&self) -> Option<String> {
