@@ -10,6 +10,7 @@
 pub mod chaos;
 pub mod edges;
 pub mod heart;
+pub mod keepalive;
 pub mod lane;
 pub mod lanes;
 pub mod launcher;

@@ -67,6 +67,7 @@ use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
 use super::heart::{Heart, Pulse};
+use super::keepalive::keep_alive;
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
@@ -338,6 +339,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             source,
         })?;
     control.set_nodelay(true)?;
+    keep_alive(&control)?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
     send(

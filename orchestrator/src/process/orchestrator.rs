@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use ftc_chain::ring::Ring;
 
+use super::keepalive::keep_alive;
 use super::launcher::Launcher;
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
@@ -40,6 +41,9 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(5);
 /// How many control connections may wait for their first message at once; more are closed as
 /// they come (each has a thread, and joined nodes need the descriptors).
 const MAX_UNJOINED: usize = 64;
+
+/// How long a write to a node's control connection may block before the connection is closed.
+const WRITE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// What the orchestrator knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -401,6 +405,10 @@ impl Orchestrator {
             let reader = stream
                 .set_nonblocking(false)
                 .and_then(|()| stream.set_nodelay(true))
+                .and_then(|()| keep_alive(&stream))
+                // Orders are few and small: a write that blocks has a node that stopped
+                // reading at the other end, and must not hold up the orchestrator's loop.
+                .and_then(|()| stream.set_write_timeout(Some(WRITE_PATIENCE)))
                 .and_then(|()| stream.set_read_timeout(Some(FIRST_MESSAGE)))
                 .and_then(|()| stream.try_clone());
             let reader = match reader {
