@@ -172,6 +172,12 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             eprintln!("ftc: {why}; exiting");
             std::process::exit(3);
         },
+        // Test hook for the pulse's teeth (`cli/tests/procs.rs`): the node's thread hangs
+        // this many milliseconds after it starts. Never set it otherwise.
+        hang_after: std::env::var("FTC_TEST_HANG_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis),
         ring_loss: args.ring_loss,
         server: ServerConfig {
             mode,

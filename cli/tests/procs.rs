@@ -275,14 +275,8 @@ fn recovered_ch_rec(
 ) -> (Procs, std::thread::JoinHandle<String>) {
     let (mut orchestrator, addr, log) =
         orchestrator(&spec("ch-rec.toml"), secret, &["--json"], Stdio::piped());
-    let stdout = orchestrator.stdout.take();
+    let lines = lines_of(orchestrator.stdout.take().unwrap());
     let mut procs = Procs(vec![orchestrator]);
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout.unwrap()).lines() {
-            let _ = lines_tx.send(line.unwrap());
-        }
-    });
     for i in 0..3 {
         let node = node(&addr, i, secret)
             .arg(spec("ch-rec.toml"))
@@ -300,6 +294,61 @@ fn recovered_ch_rec(
     assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
     assert_eq!(report["epoch"], 2, "{line}");
     (procs, log)
+}
+
+/// The lines `stdout` gives, as they come.
+fn lines_of(stdout: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    lines
+}
+
+/// A node whose data path hangs (a test hook parks its thread) while its heartbeat thread lives
+/// on stops heartbeating once its pulse is `--stall-ms` old, exits with status 3, and the
+/// orchestrator replaces it.
+#[test]
+fn a_node_whose_data_path_hangs_exits_and_is_replaced() {
+    let _turn = turn();
+    let secret = Temp::new("secret", "orchestrator test secret\n");
+    let (mut orchestrator, addr, log) =
+        orchestrator(&spec("ch-rec.toml"), &secret, &["--json"], Stdio::piped());
+    let lines = lines_of(orchestrator.stdout.take().unwrap());
+    let mut procs = Procs(vec![orchestrator]);
+    for i in 0..3 {
+        let mut node = node(&addr, i, &secret);
+        if i == 1 {
+            node.args(["--stall-ms", "500"])
+                .env("FTC_TEST_HANG_AFTER_MS", "1000")
+                .stderr(Stdio::piped());
+        }
+        procs.0.push(node.arg(spec("ch-rec.toml")).spawn().unwrap());
+    }
+    let line = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a recovery report");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
+    assert!(exits(&mut procs.0[2], Duration::from_secs(10)), "{line}");
+    let status = procs.0[2].wait().unwrap();
+    let mut stderr = String::new();
+    let hung = procs.0[2].stderr.take().unwrap();
+    BufReader::new(hung).read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("node 1: its thread hangs (a test hook)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("node 1: its data path made no progress for"),
+        "{stderr}"
+    );
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    drop(log.join());
 }
 
 /// Without their orchestrator, the nodes of `procs` (all but the first) exit, the replacement

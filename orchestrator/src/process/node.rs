@@ -123,6 +123,10 @@ pub struct NodeConfig {
     /// What a hung node does, with why, after its last heartbeat (on the heartbeat thread: the
     /// node's own thread is stuck). `ftc node` exits.
     pub on_stall: fn(&str),
+    /// Test hook for the pulse's teeth: the node's thread hangs this long after it starts.
+    /// Never set it otherwise.
+    #[doc(hidden)]
+    pub hang_after: Option<Duration>,
     /// The chance that a frame from another server is dropped on arrival ([`RingLoss`]: failure
     /// injection; 0 in production).
     pub ring_loss: f64,
@@ -439,6 +443,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             start,
             pulse: &pulse,
             idle: config.heartbeat.as_nanos() as u64,
+            hang_after: config.hang_after,
             spawn: &spawn,
             transport,
             links,
@@ -562,6 +567,8 @@ struct Node<'a, 'h> {
     /// Nanoseconds a lane may sleep before the node's thread nudges it, to show it is alive:
     /// a heartbeat period.
     idle: u64,
+    /// [`NodeConfig::hang_after`].
+    hang_after: Option<Duration>,
     /// Starts the threads of a server of several lanes.
     spawn: Spawn<'a, 'h>,
     transport: UdpTransport,
@@ -616,6 +623,12 @@ impl<'a, 'h> Node<'a, 'h> {
         let mut buf = vec![0; MAX_DATAGRAM];
         let mut polls = Vec::new();
         loop {
+            if self.hang_after.is_some_and(|t| self.start.elapsed() >= t) {
+                tracing::warn!("node {}: its thread hangs (a test hook)", self.me.0);
+                loop {
+                    std::thread::park();
+                }
+            }
             let server = self.server.as_ref().filter(|_| self.serving);
             let unsent = self.edges.unsent() || self.links.as_ref().is_some_and(XdpLinks::unsent);
             // A congested chain takes no customer frames: they wait in the socket or rx ring.
