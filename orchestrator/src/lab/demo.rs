@@ -205,13 +205,24 @@ impl Drop for Reaped {
     }
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
+/// A fresh directory for the demo of lab `lab` in `parent`: a name no one can guess
+/// (`ftc-lab-demo-LAB-` and random letters), made by this call (never one that was there, nor a
+/// link), that only its owner may enter (0700). Removed when dropped.
+fn demo_dir(parent: &Path, lab: &str) -> Result<tempfile::TempDir, DemoError> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&format!("ftc-lab-demo-{lab}-"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(io_error("making the demo's directory"))
+}
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A new file at `path`, for writing: never one that was there, nor through a link.
+fn create_new(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// Run the demo in the lab of `config.run` (up already). Every process it started is stopped
@@ -228,15 +239,12 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         )));
     }
     let t = &config.run.topology;
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "ftc-lab-demo-{}-{}",
-        t.name,
-        std::process::id()
-    )));
-    std::fs::create_dir_all(&dir.0).map_err(io_error("making the demo's directory"))?;
-    let file = dir.0.join("file");
+    let dir = demo_dir(&std::env::temp_dir(), &t.name.to_string())?;
+    let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
-    std::fs::write(dir.0.join("probe"), b"ftc\n").map_err(io_error("writing the probe"))?;
+    create_new(&dir.path().join("probe"))
+        .and_then(|mut f| f.write_all(b"ftc\n"))
+        .map_err(io_error("writing the probe"))?;
     let (peers_tx, peers_rx) = crossbeam_channel::unbounded();
     let (recoveries_tx, recoveries_rx) = crossbeam_channel::unbounded();
     if config.run.edges.is_none() {
@@ -258,8 +266,8 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
         let report = (|| {
             let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
-            let server_log = dir.0.join("http.log");
-            let _http = http_server(&t.host_netns(&SERVER), &dir.0, &server_log)?;
+            let server_log = dir.path().join("http.log");
+            let _http = http_server(&t.host_netns(&SERVER), dir.path(), &server_log)?;
             let _echo = config
                 .probe
                 .map(|_| probe::echo(&t.host_netns(&SERVER), echo_addr()))
@@ -269,7 +277,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             wait_ready(&t.host_netns(&CLIENT), stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
             let (before, busy) = (delivered(config)?, machine_busy_s()?);
-            let mut report = download(config, &file, &dir.0, stop)?;
+            let mut report = download(config, &file, dir.path(), stop)?;
             report.frame_bytes = config.frame_bytes;
             (report.udp_flows_sent, report.udp_flows_arrived) = flows;
             report.machine_cpu_s = machine_busy_s()? - busy;
@@ -277,7 +285,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             report.frames_per_s = frames as f64 / report.seconds;
             report.machine_cpu_us_per_frame = report.machine_cpu_s * 1e6 / frames.max(1) as f64;
             report.sha256_matches = true;
-            for got in got_files(&dir.0, config.connections) {
+            for got in got_files(dir.path(), config.connections) {
                 // A download that never connected left no file.
                 report.sha256_matches &= got.exists() && sha256_of(&got)? == sent_sha;
             }
@@ -365,7 +373,7 @@ fn next_peers(
 /// `size` random bytes (xorshift) in `path`; their SHA-256.
 fn write_random(path: &Path, size: u64) -> Result<[u8; 32], DemoError> {
     let mut out =
-        io::BufWriter::new(File::create(path).map_err(io_error("creating the served file"))?);
+        io::BufWriter::new(create_new(path).map_err(io_error("creating the served file"))?);
     let mut hash = Sha256::new();
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let mut chunk = vec![0u8; 1 << 16];
@@ -580,7 +588,7 @@ impl Drop for SegmentCap {
 
 /// The HTTP server in the server's namespace, serving `dir`, logging requests to `log`.
 fn http_server(netns: &str, dir: &Path, log: &Path) -> Result<Reaped, DemoError> {
-    let log = File::create(log).map_err(io_error("creating the HTTP server's log"))?;
+    let log = create_new(log).map_err(io_error("creating the HTTP server's log"))?;
     let dir = dir.display().to_string();
     let (ip, port) = (SERVER.ip.to_string(), PORT.to_string());
     in_netns(
@@ -921,6 +929,53 @@ fn check_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's directory is made anew, private, whatever waits at the name an earlier demo's
+    /// would have had (a link to elsewhere, a directory made by someone else); its files are
+    /// made anew too.
+    #[test]
+    fn the_demo_s_directory_and_files_are_fresh_and_private() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let parent = tempfile::tempdir().unwrap();
+        let elsewhere = parent.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let pid = std::process::id();
+        symlink(
+            &elsewhere,
+            parent.path().join(format!("ftc-lab-demo-lab1-{pid}")),
+        )
+        .unwrap();
+        let planted = parent.path().join(format!("ftc-lab-demo-lab2-{pid}"));
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dirs = [
+            demo_dir(parent.path(), "lab1").unwrap(),
+            demo_dir(parent.path(), "lab1").unwrap(),
+            demo_dir(parent.path(), "lab2").unwrap(),
+        ];
+        for (dir, lab) in dirs.iter().zip(["lab1", "lab1", "lab2"]) {
+            let meta = std::fs::symlink_metadata(dir.path()).unwrap();
+            assert!(meta.is_dir(), "{meta:?}");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+            let name = dir.path().file_name().unwrap().to_str().unwrap();
+            assert!(name.starts_with(&format!("ftc-lab-demo-{lab}-")), "{name}");
+            assert_ne!(name, format!("ftc-lab-demo-{lab}-{pid}"));
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
+        assert_ne!(dirs[0].path(), dirs[1].path());
+        // A file planted as a link into the directory is not written through.
+        let planted_file = dirs[0].path().join("file");
+        symlink(elsewhere.join("victim"), &planted_file).unwrap();
+        assert!(write_random(&planted_file, 10).is_err());
+        assert!(!elsewhere.join("victim").exists());
+        let sha = write_random(&dirs[1].path().join("file"), 100_000).unwrap();
+        assert_eq!(sha256_of(&dirs[1].path().join("file")).unwrap(), sha);
+        // Gone once dropped.
+        let first = dirs[0].path().to_path_buf();
+        drop(dirs);
+        assert!(!first.exists());
+        assert!(elsewhere.exists() && planted.exists());
+    }
 
     #[test]
     fn busy_ticks_are_the_first_lines_time_not_idle() {
