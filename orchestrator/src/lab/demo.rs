@@ -29,8 +29,9 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
-use super::apply::secret_path;
+use super::apply::{secret_path, LabError};
 use super::deploy::{self, parse_peers, DeployError, RunConfig};
+use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
 use super::topology::{Host, Topology, CLIENT, SERVER};
 use crate::checks::check_monitors;
@@ -186,6 +187,8 @@ pub enum DemoError {
     Io { what: String, source: io::Error },
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
     #[error("{0}")]
     Failed(String),
 }
@@ -193,6 +196,19 @@ pub enum DemoError {
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> DemoError {
     let what = what.into();
     move |source| DemoError::Io { what, source }
+}
+
+/// The programs the demo runs in the hosts' namespaces, with their Debian packages.
+const TOOLS: [(&str, &str); 2] = [("curl", "curl"), ("python3", "python3")];
+
+/// Refuses to start when a program of [`TOOLS`] is not there (`on_path` says which are): run in
+/// a namespace by `ip netns exec`, a missing one would only show as requests that never get
+/// through the chain.
+fn check_tools(mut on_path: impl FnMut(&str) -> bool) -> Result<(), LabError> {
+    match TOOLS.into_iter().find(|(program, _)| !on_path(program)) {
+        Some((program, package)) => Err(LabError::Missing(program, package)),
+        None => Ok(()),
+    }
 }
 
 /// A process killed and reaped when dropped.
@@ -238,6 +254,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             config.udp_flows
         )));
     }
+    check_tools(ops::on_path)?;
     let t = &config.run.topology;
     let dir = demo_dir(&std::env::temp_dir(), &t.name.to_string())?;
     let file = dir.path().join("file");
@@ -432,7 +449,7 @@ fn open_udp_flows(t: &Topology, flows: u32) -> Result<(u32, u32), DemoError> {
             .stderr(Stdio::piped())
             .spawn()
             .map(Reaped)
-            .map_err(io_error("starting python3 (is python3 installed?)"))
+            .map_err(io_error("starting python3"))
     };
     let server = (SERVER.ip.to_string(), FLOWS_PORT.to_string());
     // The sink says when it listens, and on SIGTERM how many came.
@@ -600,9 +617,7 @@ fn http_server(netns: &str, dir: &Path, log: &Path) -> Result<Reaped, DemoError>
     .stderr(log)
     .spawn()
     .map(Reaped)
-    .map_err(io_error(
-        "starting python3 -m http.server (is python3 installed?)",
-    ))
+    .map_err(io_error("starting python3 -m http.server"))
 }
 
 /// Where the probe's echo server listens: beside the HTTP server.
@@ -640,7 +655,7 @@ fn wait_ready(client: &str, stop: &AtomicBool) -> Result<(), DemoError> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_err(io_error("running curl (is curl installed?)"))?;
+            .map_err(io_error("running curl"))?;
         if probe.success() {
             return Ok(());
         }
@@ -975,6 +990,28 @@ mod tests {
         drop(dirs);
         assert!(!first.exists());
         assert!(elsewhere.exists() && planted.exists());
+    }
+
+    /// A helper program missing is named before anything starts, not taken for a chain that
+    /// carries no request.
+    #[test]
+    fn a_missing_curl_or_python3_is_named() {
+        assert!(check_tools(|_| true).is_ok());
+        let missing = |absent: &'static str| check_tools(move |p| p != absent).unwrap_err();
+        assert!(matches!(
+            missing("python3"),
+            LabError::Missing("python3", "python3")
+        ));
+        assert!(matches!(missing("curl"), LabError::Missing("curl", "curl")));
+        let said = DemoError::from(missing("curl")).to_string();
+        assert!(said.contains("`curl`") && said.contains("PATH"), "{said}");
+        // What is looked for is what the demo runs.
+        let mut asked = Vec::new();
+        let _ = check_tools(|p| {
+            asked.push(p.to_string());
+            true
+        });
+        assert_eq!(asked, ["curl", "python3"]);
     }
 
     #[test]
