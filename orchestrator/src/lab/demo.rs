@@ -342,13 +342,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 replaced_without_kill(&report.recoveries, &report.killed);
             report.server_saw = clients_logged(&server_log)?;
             let nat: Vec<String> = t.nat_ips.iter().map(Ipv4Addr::to_string).collect();
-            if let Some(other) = report.server_saw.iter().find(|a| !nat.contains(a)) {
-                if !nat.is_empty() {
-                    report.violations.push(format!(
-                        "the HTTP server saw {other}, not the NAT's public address {nat:?}"
-                    ));
-                }
-            }
+            report
+                .violations
+                .extend(nat_violation(&report.server_saw, &nat));
             report.frames_delivered = delivered(config)?.saturating_sub(earlier);
             // Only FTC's servers hold replicas to check against their heads.
             if config.run.mode == Mode::Ftc {
@@ -836,6 +832,24 @@ fn kill_netns(netns: &str, killed: &mut Vec<i32>) -> Result<bool, DemoError> {
     Ok(!pids.is_empty())
 }
 
+/// What breaks the NAT check, if anything: the HTTP server saw only the NAT's public addresses
+/// `nat` (none: no NAT in the chain, nothing to check), and saw one at least (a log with no
+/// request in it proves nothing).
+fn nat_violation(server_saw: &[String], nat: &[String]) -> Option<String> {
+    if nat.is_empty() {
+        return None;
+    }
+    if server_saw.is_empty() {
+        return Some(format!(
+            "the HTTP server logged no client: the NAT's public address {nat:?} was not seen"
+        ));
+    }
+    let other = server_saw.iter().find(|a| !nat.contains(a))?;
+    Some(format!(
+        "the HTTP server saw {other}, not the NAT's public address {nat:?}"
+    ))
+}
+
 /// The client addresses in the HTTP server's log (`ADDR - - [date] "GET …" …`).
 fn clients_logged(log: &Path) -> Result<Vec<String>, DemoError> {
     let file = File::open(log).map_err(io_error("reading the HTTP server's log"))?;
@@ -1012,6 +1026,24 @@ mod tests {
             true
         });
         assert_eq!(asked, ["curl", "python3"]);
+    }
+
+    /// The server saw the NAT's public addresses only, and one at least; without a NAT there
+    /// is nothing to check.
+    #[test]
+    fn the_nat_check_wants_the_public_address_seen() {
+        let saw = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let nat = saw(&["203.0.113.1"]);
+        assert_eq!(nat_violation(&saw(&["203.0.113.1"]), &nat), None);
+        assert_eq!(
+            nat_violation(&saw(&["10.0.0.2", "203.0.113.1"]), &nat).as_deref(),
+            Some("the HTTP server saw 10.0.0.2, not the NAT's public address [\"203.0.113.1\"]")
+        );
+        // An empty log proves nothing: it does not pass.
+        let none = nat_violation(&[], &nat).expect("a violation");
+        assert!(none.contains("logged no client"), "{none}");
+        assert_eq!(nat_violation(&[], &[]), None);
+        assert_eq!(nat_violation(&saw(&["10.0.0.2"]), &[]), None);
     }
 
     #[test]
