@@ -22,6 +22,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -51,8 +52,10 @@ const DOWNLOAD: Duration = Duration::from_secs(600);
 const STALL: Duration = Duration::from_secs(30);
 /// How long the replicas may take to converge after the download.
 const CONVERGE: Duration = Duration::from_secs(5);
-/// How long after a reroute the demo waits for another before it checks the state.
+/// How long after a reroute the demo waits for another before it checks the state, and how long
+/// reroutes may go on after the download before it gives up waiting for the chain to settle.
 const SETTLE: Duration = Duration::from_millis(500);
+const SETTLED: Duration = Duration::from_secs(10);
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -281,6 +284,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let chain_stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
+        let stop_chain = RaiseOnDrop(&chain_stop);
         let report = (|| {
             let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
             let server_log = dir.path().join("http.log");
@@ -333,10 +337,13 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             };
             // A busy machine can make a live node miss heartbeats and be replaced too, kill or
             // no kill: the state is checked where the nodes are last.
-            while let Ok((epoch, later)) = next_peers(&peers_rx, SETTLE, &chain) {
-                report.rerouted_epoch = Some(epoch);
-                peers = later;
-            }
+            follow_reroutes(
+                &peers_rx,
+                &chain,
+                (SETTLE, SETTLED),
+                &mut peers,
+                &mut report,
+            );
             report.recoveries = recoveries_rx.try_iter().collect();
             report.replaced_without_kill =
                 replaced_without_kill(&report.recoveries, &report.killed);
@@ -352,7 +359,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             }
             Ok(report)
         })();
-        chain_stop.store(true, Ordering::Release);
+        drop(stop_chain);
         let ran = chain.join().expect("the chain's runner does not panic");
         match (report, ran) {
             (Ok(report), _) => Ok(report),
@@ -362,11 +369,21 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     })
 }
 
+/// Raises its flag when dropped: the chain's runner is told to stop however the demo's part
+/// ends, a panic included (the scope would wait for the runner forever).
+struct RaiseOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// The next nodes line of the orchestrator, within `within`.
-fn next_peers(
+fn next_peers<T>(
     rx: &Receiver<String>,
     within: Duration,
-    chain: &std::thread::ScopedJoinHandle<'_, Result<(), DeployError>>,
+    chain: &ScopedJoinHandle<'_, T>,
 ) -> Result<(u32, Vec<Peer>), DemoError> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -381,6 +398,31 @@ fn next_peers(
     Err(DemoError::Failed(format!(
         "the orchestrator did not say where its nodes are within {within:?}"
     )))
+}
+
+/// Follows the reroutes that come one within `quiet` of the other into `peers` and
+/// `report.rerouted_epoch`, until none came for `quiet`; gives up with a violation once they
+/// still come `within` after the call (nodes replaced over and over: the state would be checked
+/// on a chain that does not settle).
+fn follow_reroutes<T>(
+    rx: &Receiver<String>,
+    chain: &ScopedJoinHandle<'_, T>,
+    (quiet, within): (Duration, Duration),
+    peers: &mut Vec<Peer>,
+    report: &mut DemoReport,
+) {
+    let deadline = Instant::now() + within;
+    while let Ok((epoch, later)) = next_peers(rx, quiet, chain) {
+        report.rerouted_epoch = Some(epoch);
+        *peers = later;
+        if Instant::now() >= deadline {
+            report.violations.push(format!(
+                "the chain did not settle: it was still being rerouted (epoch {epoch}) \
+                 {within:?} after the download"
+            ));
+            return;
+        }
+    }
 }
 
 /// `size` random bytes (xorshift) in `path`; their SHA-256.
@@ -1044,6 +1086,90 @@ mod tests {
         assert!(none.contains("logged no client"), "{none}");
         assert_eq!(nat_violation(&[], &[]), None);
         assert_eq!(nat_violation(&saw(&["10.0.0.2"]), &[]), None);
+    }
+
+    /// A panic in the demo's part still stops the chain's runner, which the scope waits for.
+    #[test]
+    fn the_chain_s_runner_stops_when_the_checks_panic() {
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let panicked = std::panic::catch_unwind(|| {
+            std::thread::scope(|s| {
+                // A runner that stops on its flag (and gives up after a minute, so that the
+                // test fails rather than hangs).
+                s.spawn(|| {
+                    while !stop.load(Ordering::Acquire)
+                        && started.elapsed() < Duration::from_secs(60)
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                });
+                let _stop_chain = RaiseOnDrop(&stop);
+                panic!("a check panicked");
+            })
+        });
+        assert!(panicked.is_err());
+        assert!(stop.load(Ordering::Acquire));
+        assert!(started.elapsed() < SETTLED, "{:?}", started.elapsed());
+    }
+
+    /// Reroutes are followed to the last; ones that never stop are given up on at the deadline,
+    /// with a violation.
+    #[test]
+    fn reroutes_are_followed_until_the_chain_settles_or_the_deadline() {
+        let line = |epoch: u32| {
+            format!(
+                "ftc orchestrator: rerouted in epoch {epoch}: node 0 data 10.77.0.10:1 \
+                 transfer 10.77.0.10:2"
+            )
+        };
+        let quiet = Duration::from_millis(100);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (chain_stop, sending) = (AtomicBool::new(false), AtomicBool::new(true));
+        std::thread::scope(|s| {
+            let chain = s.spawn(|| {
+                while !chain_stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            let (mut peers, mut report) = (Vec::new(), DemoReport::default());
+            tx.send(line(2)).unwrap();
+            tx.send(line(3)).unwrap();
+            follow_reroutes(&rx, &chain, (quiet, SETTLED), &mut peers, &mut report);
+            assert_eq!(report.rerouted_epoch, Some(3));
+            assert_eq!(peers.len(), 1);
+            assert!(report.violations.is_empty(), "{:?}", report.violations);
+            // Rerouted every 20 ms from now on (for 10 s at most: a test that fails, not hangs).
+            s.spawn(|| {
+                let mut epoch = 4;
+                while sending.load(Ordering::Acquire) && epoch < 500 {
+                    tx.send(line(epoch)).unwrap();
+                    epoch += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let started = Instant::now();
+            let within = 5 * quiet;
+            follow_reroutes(&rx, &chain, (quiet, within), &mut peers, &mut report);
+            let took = started.elapsed();
+            sending.store(false, Ordering::Release);
+            chain_stop.store(true, Ordering::Release);
+            assert!(
+                took >= within && took < within + Duration::from_secs(2),
+                "{took:?}"
+            );
+            assert!(
+                report.rerouted_epoch > Some(4),
+                "{:?}",
+                report.rerouted_epoch
+            );
+            assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+            assert!(
+                report.violations[0].starts_with("the chain did not settle"),
+                "{:?}",
+                report.violations
+            );
+        });
     }
 
     #[test]
