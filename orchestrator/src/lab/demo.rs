@@ -753,7 +753,7 @@ fn download(
         (k.position, at)
     });
     let mut next_kill = kills.next();
-    let mut killed_pids = Vec::new();
+    let mut victims = Vec::new();
     let status = loop {
         if let Some(status) = curl.0.try_wait().map_err(io_error("waiting for curl"))? {
             break status;
@@ -765,7 +765,7 @@ fn download(
         // A kill waits while its server's namespace runs no process it has not killed yet: a
         // server killed a moment ago is killed again once its replacement runs there.
         while let Some((position, _)) = next_kill.filter(|&(_, at)| arrived >= at) {
-            if !kill_netns(&t.server_netns(position), &mut killed_pids)? {
+            if !kill_netns(&t.server_netns(position), &mut victims)? {
                 break;
             }
             report.killed.push(Killed {
@@ -853,25 +853,63 @@ fn replaced_without_kill(recoveries: &[RecoveryReport], killed: &[Killed]) -> Ve
         .collect()
 }
 
+/// A process the demo killed, told apart from a later one that reuses its id (a replacement
+/// may get the id of a node killed earlier once the ids wrap around).
+#[derive(Debug, Clone, PartialEq)]
+struct Victim {
+    pid: i32,
+    /// When it started, in clock ticks after boot.
+    started: u64,
+}
+
 /// SIGKILL to every process in `netns` (a node, there) not in `killed` (a process killed
-/// earlier may still be dying there); false if no other runs there. Adds those it kills to
-/// `killed`.
-fn kill_netns(netns: &str, killed: &mut Vec<i32>) -> Result<bool, DemoError> {
+/// earlier may still be dying there); false if it killed none (none other runs there, or those
+/// listed were gone before the signal). Adds those it kills to `killed`.
+fn kill_netns(netns: &str, killed: &mut Vec<Victim>) -> Result<bool, DemoError> {
     let out = Command::new("ip")
         .args(["netns", "pids", netns])
         .output()
         .map_err(io_error(format!("listing the processes in {netns}")))?;
-    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+    if !out.status.success() {
+        return Err(DemoError::Failed(format!(
+            "listing the processes in {netns}: `ip netns pids {netns}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut any = false;
+    for pid in String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .filter(|p| !killed.contains(p))
-        .collect();
-    for &pid in &pids {
+    {
+        // One that is gone already has no start time, and is not killed.
+        let Some(started) = start_time(pid) else {
+            continue;
+        };
+        let victim = Victim { pid, started };
+        if killed.contains(&victim) {
+            continue;
+        }
         // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed.push(victim);
+            any = true;
+        }
     }
-    killed.extend(&pids);
-    Ok(!pids.is_empty())
+    Ok(any)
+}
+
+/// When process `pid` started, in clock ticks after boot; `None` once it is gone.
+fn start_time(pid: i32) -> Option<u64> {
+    stat_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time in a `/proc/PID/stat` line: its 22nd field.
+fn stat_start_time(stat: &str) -> Option<u64> {
+    // The command name (the 2nd field) is in parentheses and may hold anything, spaces and
+    // parentheses included: the fields from the 3rd follow its last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 /// What breaks the NAT check, if anything: the HTTP server saw only the NAT's public addresses
@@ -1170,6 +1208,46 @@ mod tests {
                 report.violations
             );
         });
+    }
+
+    /// A namespace whose processes cannot be listed is an error, not one where nothing runs
+    /// yet (the kill would wait for the download to end).
+    #[test]
+    fn killing_in_a_namespace_that_is_not_there_fails() {
+        let mut killed = Vec::new();
+        let e = kill_netns("ftc-demo-test-no-such-netns", &mut killed).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("listing the processes in ftc-demo-test-no-such-netns"),
+            "{e}"
+        );
+        assert!(killed.is_empty());
+    }
+
+    /// A process is known by its start time besides its id: a later one with the same id is
+    /// another.
+    #[test]
+    fn processes_are_told_apart_by_their_start_time() {
+        let stat = |comm: &str, start: u64| {
+            format!(
+                "4242 ({comm}) S 1 4242 4242 0 -1 4194560 97 0 0 0 1 0 0 0 20 0 1 0 {start} \
+                 9318400 800 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0\n"
+            )
+        };
+        assert_eq!(stat_start_time(&stat("ftc", 4987015)), Some(4987015));
+        assert_eq!(stat_start_time(&stat("a) R 1 2 (b", 77)), Some(77));
+        assert_eq!(stat_start_time("4242 (ftc) S 1 2"), None);
+        assert_eq!(stat_start_time("no command name"), None);
+        // This process's, read twice, is one; a child's (started later) is another.
+        let me = std::process::id() as i32;
+        assert_eq!(start_time(me), start_time(me));
+        assert!(start_time(me).is_some());
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let theirs = start_time(child.id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(theirs >= start_time(me), "{theirs:?}");
+        assert_eq!(start_time(child.id() as i32), None);
     }
 
     #[test]
