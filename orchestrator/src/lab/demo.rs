@@ -34,6 +34,7 @@ use super::apply::{secret_path, LabError};
 use super::deploy::{self, parse_peers, DeployError, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
+use super::procs;
 use super::topology::{Host, Topology, CLIENT, SERVER};
 use crate::checks::check_monitors;
 use crate::control::Peer;
@@ -262,7 +263,14 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let dir = demo_dir(&std::env::temp_dir(), &t.name.to_string())?;
     let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
-    create_new(&dir.path().join("probe"))
+    // Only this run's server has it: a server an earlier run left behind does not answer it.
+    let probe = format!(
+        "probe-{}",
+        std::iter::repeat_with(fastrand::alphanumeric)
+            .take(16)
+            .collect::<String>()
+    );
+    create_new(&dir.path().join(&probe))
         .and_then(|mut f| f.write_all(b"ftc\n"))
         .map_err(io_error("writing the probe"))?;
     let (peers_tx, peers_rx) = crossbeam_channel::unbounded();
@@ -288,14 +296,14 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         let report = (|| {
             let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
             let server_log = dir.path().join("http.log");
-            let _http = http_server(&t.host_netns(&SERVER), dir.path(), &server_log)?;
+            let mut http = HttpServer::start(&t.host_netns(&SERVER), dir.path(), &server_log)?;
             let _echo = config
                 .probe
                 .map(|_| probe::echo(&t.host_netns(&SERVER), echo_addr()))
                 .transpose()
                 .map_err(io_error("starting the probe's echo server"))?;
             let _segments = SegmentCap::set(t.host_netns(&CLIENT), config.frame_bytes)?;
-            wait_ready(&t.host_netns(&CLIENT), stop)?;
+            wait_ready(&t.host_netns(&CLIENT), &mut http, &probe, stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
             let (before, busy) = (delivered(config)?, machine_busy_s()?);
             let mut report = download(config, &file, dir.path(), stop)?;
@@ -472,6 +480,15 @@ fn in_netns(netns: &str, args: &[&str]) -> Command {
     c
 }
 
+/// Starts `command` (one of [`in_netns`]'s; `what` names it) the way the lab starts its nodes
+/// ([`procs::spawn`]): in a process group of its own, killed should this process die first (a
+/// helper left behind would hold its port, and answer a later run's requests).
+fn start(command: Command, what: &str) -> Result<Reaped, DemoError> {
+    procs::spawn(command, 0)
+        .map(Reaped)
+        .map_err(io_error(format!("starting {what}")))
+}
+
 /// Sends one datagram from each of `flows` client ports to the server's [`FLOWS_PORT`], where a
 /// sink takes them (no ICMP error comes back through the chain); how many were sent and how
 /// many arrived.
@@ -480,14 +497,12 @@ fn open_udp_flows(t: &Topology, flows: u32) -> Result<(u32, u32), DemoError> {
         return Ok((0, 0));
     }
     let python = |netns: &str, script: &str, args: &[String]| {
-        in_netns(netns, &["python3", "-c", script])
+        let mut command = in_netns(netns, &["python3", "-c", script]);
+        command
             .args(args)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map(Reaped)
-            .map_err(io_error("starting python3"))
+            .stderr(Stdio::piped());
+        start(command, "python3")
     };
     let server = (SERVER.ip.to_string(), FLOWS_PORT.to_string());
     // The sink says when it listens, and on SIGTERM how many came.
@@ -641,21 +656,86 @@ impl Drop for SegmentCap {
     }
 }
 
-/// The HTTP server in the server's namespace, serving `dir`, logging requests to `log`.
-fn http_server(netns: &str, dir: &Path, log: &Path) -> Result<Reaped, DemoError> {
-    let log = create_new(log).map_err(io_error("creating the HTTP server's log"))?;
-    let dir = dir.display().to_string();
-    let (ip, port) = (SERVER.ip.to_string(), PORT.to_string());
-    in_netns(
-        netns,
-        &["python3", "-m", "http.server", &port, "--bind", &ip],
-    )
-    .args(["--directory", &dir])
-    .stdout(Stdio::null())
-    .stderr(log)
-    .spawn()
-    .map(Reaped)
-    .map_err(io_error("starting python3 -m http.server"))
+/// What `python3 -m http.server` says once it listens.
+const SERVING: &str = "Serving HTTP on";
+
+/// `python3 -m http.server` in the server's namespace, stopped when dropped.
+struct HttpServer {
+    process: Reaped,
+    netns: String,
+    /// Where it says what it does: that it serves, each request, its errors.
+    log: PathBuf,
+}
+
+impl HttpServer {
+    /// Starts it in `netns`, serving `dir`, saying what it does in `log`; returns once it
+    /// serves, an error if it exited instead (its port taken, say).
+    fn start(netns: &str, dir: &Path, log: &Path) -> Result<HttpServer, DemoError> {
+        let dir = dir.display().to_string();
+        let (ip, port) = (SERVER.ip.to_string(), PORT.to_string());
+        // Unbuffered (-u): its line that it serves is in the log at once.
+        let mut command = in_netns(
+            netns,
+            &["python3", "-u", "-m", "http.server", &port, "--bind", &ip],
+        );
+        command.args(["--directory", &dir]);
+        HttpServer::serving(command, netns, log, READY)
+    }
+
+    /// Starts `command`, a server that says [`SERVING`] once it listens, its standard output
+    /// and error in `log`; returns once it said so, an error if it exited first or said nothing
+    /// `within`.
+    fn serving(
+        mut command: Command,
+        netns: &str,
+        log: &Path,
+        within: Duration,
+    ) -> Result<HttpServer, DemoError> {
+        let out = create_new(log).map_err(io_error("creating the HTTP server's log"))?;
+        let err = out
+            .try_clone()
+            .map_err(io_error("creating the HTTP server's log"))?;
+        command.stdout(out).stderr(err);
+        let mut server = HttpServer {
+            process: start(command, "python3 -m http.server")?,
+            netns: netns.to_string(),
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            server.running()?;
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            if said.contains(SERVING) {
+                return Ok(server);
+            }
+            if Instant::now() >= deadline {
+                return Err(DemoError::Failed(format!(
+                    "the HTTP server in {netns} did not say it serves within {within:?}: {}",
+                    said.trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An error, with the end of what it said, once it exited.
+    fn running(&mut self) -> Result<(), DemoError> {
+        let Some(status) = self
+            .process
+            .0
+            .try_wait()
+            .map_err(io_error("watching the HTTP server"))?
+        else {
+            return Ok(());
+        };
+        let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let last: Vec<&str> = said.lines().rev().take(3).collect();
+        Err(DemoError::Failed(format!(
+            "the HTTP server in {} exited ({status}): {}",
+            self.netns,
+            last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        )))
+    }
 }
 
 /// Where the probe's echo server listens: beside the HTTP server.
@@ -684,18 +764,25 @@ fn download_failed(curl_exit: i32, http_status: u16) -> String {
 /// curl's exit code when `--max-time` or `--speed-time` ran out.
 const CURL_TIMED_OUT: i32 = 28;
 
-/// Until a small request through the chain succeeds (the nodes' AF_XDP sockets are up and the
-/// HTTP server listens).
-fn wait_ready(client: &str, stop: &AtomicBool) -> Result<(), DemoError> {
+/// Until a small request through the chain, for `probe` (a file only this run's server has),
+/// succeeds: the nodes' AF_XDP sockets are up. An error once the HTTP server exited.
+fn wait_ready(
+    client: &str,
+    http: &mut HttpServer,
+    probe: &str,
+    stop: &AtomicBool,
+) -> Result<(), DemoError> {
     let deadline = Instant::now() + READY;
     while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
-        let probe = in_netns(client, &["curl", "-sf", "--max-time", "2", &url("probe")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(io_error("running curl"))?;
-        if probe.success() {
-            return Ok(());
+        http.running()?;
+        let mut curl = in_netns(client, &["curl", "-sf", "--max-time", "2", &url(probe)]);
+        curl.stdout(Stdio::null()).stderr(Stdio::null());
+        let got = start(curl, "curl")?
+            .0
+            .wait()
+            .map_err(io_error("waiting for curl"))?;
+        if got.success() {
+            return http.running();
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -740,12 +827,8 @@ fn download(
     for path in &got {
         command.arg("-o").arg(path).arg(url("file"));
     }
-    let mut curl = Reaped(
-        command
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(io_error("running curl"))?,
-    );
+    command.stdout(Stdio::piped());
+    let mut curl = start(command, "curl")?;
     let mut report = DemoReport::default();
     let total = config.size * got.len() as u64;
     let mut kills = config.kills.iter().map(|k| {
@@ -1248,6 +1331,101 @@ mod tests {
         child.wait().unwrap();
         assert!(theirs >= start_time(me), "{theirs:?}");
         assert_eq!(start_time(child.id() as i32), None);
+    }
+
+    /// A helper is started in a process group of its own, and killed when the thread that
+    /// started it ends without stopping it (as when the demo is killed).
+    #[test]
+    fn helpers_lead_their_group_and_die_with_their_starter() {
+        let pid = std::thread::spawn(|| {
+            let mut sleep = Command::new("sleep");
+            sleep.arg("30");
+            let helper = start(sleep, "sleep").unwrap();
+            let pid = helper.0.id();
+            // Not stopped by its drop: only its starter's end is left to stop it.
+            std::mem::forget(helper);
+            pid
+        })
+        .join()
+        .unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let group = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while procs::alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let dead = !procs::alive(pid);
+        // SAFETY: waitpid on our own child (a zombie by now, or killed here), no memory shared.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        assert_eq!(group, Some(pid.to_string().as_str()), "{stat}");
+        assert!(dead, "sleep {pid} outlived the thread that started it");
+    }
+
+    /// The HTTP server is used once it said it serves; one that exits instead (its port held by
+    /// a server an earlier run left behind, say) or says nothing is an error that says why.
+    #[test]
+    fn the_http_server_is_waited_for_and_its_end_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let within = Duration::from_secs(10);
+        let log = |name: &str| dir.path().join(name);
+        let serves = format!("sleep 0.2; echo '{SERVING} 10.0.0.2 port 8080'; exec sleep 30");
+        let started = Instant::now();
+        let mut server = HttpServer::serving(sh(&serves), "ns1", &log("a"), within).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(server.running().is_ok());
+        // It ends: said so, with its last words.
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe { libc::kill(server.process.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        let mut ended = server.running();
+        while ended.is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            ended = server.running();
+        }
+        let ended = ended.unwrap_err().to_string();
+        assert!(
+            ended.starts_with("the HTTP server in ns1 exited (signal: 15"),
+            "{ended}"
+        );
+        assert!(
+            ended.ends_with(&format!("{SERVING} 10.0.0.2 port 8080")),
+            "{ended}"
+        );
+        let taken = "echo 'OSError: [Errno 98] Address already in use' >&2; exit 1";
+        let e = HttpServer::serving(sh(taken), "ns1", &log("b"), within).err();
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some(
+                "the HTTP server in ns1 exited (exit status: 1): \
+                 OSError: [Errno 98] Address already in use"
+            )
+        );
+        let silent = HttpServer::serving(
+            sh("exec sleep 30"),
+            "ns1",
+            &log("c"),
+            Duration::from_millis(250),
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(
+            silent.as_deref().is_some_and(
+                |e| e.starts_with("the HTTP server in ns1 did not say it serves within 250ms")
+            ),
+            "{silent:?}"
+        );
+        // The log is never one that was there.
+        assert!(HttpServer::serving(sh(&serves), "ns1", &log("a"), within).is_err());
     }
 
     #[test]
