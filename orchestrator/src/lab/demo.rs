@@ -31,7 +31,7 @@ use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
 use super::apply::{secret_path, LabError};
-use super::deploy::{self, parse_peers, DeployError, RunConfig};
+use super::deploy::{self, parse_peers, DeployError, NodeExit, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
 use super::procs;
@@ -146,7 +146,8 @@ pub struct DemoReport {
     pub recoveries: Vec<RecoveryReport>,
     /// Servers replaced although the demo did not kill them, one entry per replacement: a live
     /// node that missed `--misses` heartbeats (a loaded host) is declared failed, cut off and
-    /// replaced, as fail-stop recovery does.
+    /// replaced, as fail-stop recovery does. (A node the run started that ended otherwise, a
+    /// panic or a crash, is a violation besides.)
     pub replaced_without_kill: Vec<u16>,
     /// The client addresses the HTTP server logged.
     pub server_saw: Vec<String>,
@@ -306,7 +307,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             wait_ready(&t.host_netns(&CLIENT), &mut http, &probe, stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
             let (before, busy) = (delivered(config)?, machine_busy_s()?);
-            let mut report = download(config, &file, dir.path(), stop)?;
+            let (mut report, victims) = download(config, &file, dir.path(), stop)?;
             report.frame_bytes = config.frame_bytes;
             (report.udp_flows_sent, report.udp_flows_arrived) = flows;
             report.machine_cpu_s = machine_busy_s()? - busy;
@@ -365,14 +366,23 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             if config.run.mode == Mode::Ftc {
                 check_state(config, peers, &mut report)?;
             }
-            Ok(report)
+            Ok((report, victims))
         })();
         drop(stop_chain);
         let ran = chain.join().expect("the chain's runner does not panic");
         match (report, ran) {
-            (Ok(report), _) => Ok(report),
+            (Ok((mut report, victims)), Ok(exits)) => {
+                report.violations.extend(crashes(&exits, &victims));
+                Ok(report)
+            }
+            (Ok((mut report, _)), Err(deploy)) => {
+                report
+                    .violations
+                    .push(format!("the chain's run failed: {deploy}"));
+                Ok(report)
+            }
             (Err(e), Err(deploy)) => Err(DemoError::Failed(format!("{e} ({deploy})"))),
-            (Err(e), Ok(())) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
         }
     })
 }
@@ -791,13 +801,13 @@ fn wait_ready(
     )))
 }
 
-/// The download, with the kills part way.
+/// The download, with the kills part way; the processes killed.
 fn download(
     config: &DemoConfig,
     file: &Path,
     dir: &Path,
     stop: &AtomicBool,
-) -> Result<DemoReport, DemoError> {
+) -> Result<(DemoReport, Vec<Victim>), DemoError> {
     let t = &config.run.topology;
     let got = got_files(dir, config.connections);
     let (max_time, stall) = (DOWNLOAD.as_secs().to_string(), STALL.as_secs().to_string());
@@ -902,7 +912,7 @@ fn download(
             .violations
             .push(format!("{} of {served} bytes downloaded", report.bytes));
     }
-    Ok(report)
+    Ok((report, victims))
 }
 
 /// Where each of `connections` downloads goes (one at least).
@@ -993,6 +1003,29 @@ fn stat_start_time(stat: &str) -> Option<u64> {
     // parentheses included: the fields from the 3rd follow its last `)`.
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// What the ends of the nodes the run started break: a node ends by the demo's SIGKILL (one of
+/// `victims`), or cut off by the orchestrator ([`NodeExit::cut_off`]: declared failed while it
+/// ran, as on a loaded host, and named in [`DemoReport::replaced_without_kill`]). Any other end
+/// is a violation: a panic (status 101), a crash (a signal), a data path that hung (`ftc node`
+/// exits with status 3), an error, another's SIGKILL (the kernel's, out of memory).
+fn crashes(exits: &[NodeExit], victims: &[Victim]) -> Vec<String> {
+    use std::os::unix::process::ExitStatusExt;
+    exits
+        .iter()
+        .filter(|e| {
+            let ours = victims.iter().any(|v| i64::from(v.pid) == i64::from(e.pid));
+            !(ours && e.status.signal() == Some(libc::SIGKILL) || e.cut_off())
+        })
+        .map(|e| {
+            let said = if e.said.is_empty() { "" } else { ": " };
+            format!(
+                "node {} (pid {}) exited ({}) while the chain ran{said}{}",
+                e.position, e.pid, e.status, e.said
+            )
+        })
+        .collect()
 }
 
 /// What breaks the NAT check, if anything: the HTTP server saw only the NAT's public addresses
@@ -1121,6 +1154,8 @@ fn check_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::node::NodeError;
+    use std::process::ExitStatus;
 
     /// The demo's directory is made anew, private, whatever waits at the name an earlier demo's
     /// would have had (a link to elsewhere, a directory made by someone else); its files are
@@ -1426,6 +1461,50 @@ mod tests {
         );
         // The log is never one that was there.
         assert!(HttpServer::serving(sh(&serves), "ns1", &log("a"), within).is_err());
+    }
+
+    /// A node's end passes when the demo killed it or the orchestrator cut it off; a panic, a
+    /// crash, a hang, an error or another's SIGKILL is a violation, with the node's last words.
+    #[test]
+    fn nodes_that_crash_are_violations() {
+        use std::os::unix::process::ExitStatusExt;
+        let exit = |pid: u32, raw: i32, said: &str| NodeExit {
+            position: 1,
+            pid,
+            status: ExitStatus::from_raw(raw),
+            said: said.to_string(),
+        };
+        let code = |c: i32| c << 8;
+        let victims = [Victim {
+            pid: 100,
+            started: 7,
+        }];
+        let gone = format!("ftc: node 1: {}", NodeError::OrchestratorGone);
+        let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(1), &gone)];
+        assert_eq!(crashes(&fine, &victims), Vec::<String>::new());
+        let panicked = "thread 'main' panicked at node/src/serve.rs:1:1: oops";
+        let bad = [
+            exit(102, code(101), panicked),
+            exit(103, libc::SIGSEGV, ""),
+            exit(104, code(3), "ftc: the data path hung; exiting"),
+            exit(105, code(1), "ftc: node 1: cannot bind the data socket"),
+            // A SIGKILL the demo did not send, and one of ours that ended otherwise.
+            exit(106, libc::SIGKILL, ""),
+            exit(100, code(101), panicked),
+        ];
+        let said = crashes(&bad, &victims);
+        assert_eq!(said.len(), bad.len(), "{said:?}");
+        assert_eq!(
+            said[0],
+            format!("node 1 (pid 102) exited (exit status: 101) while the chain ran: {panicked}")
+        );
+        assert!(
+            said[1].starts_with("node 1 (pid 103) exited (signal: 11"),
+            "{}",
+            said[1]
+        );
+        assert!(said[1].ends_with("while the chain ran"), "{}", said[1]);
+        assert!(said[2].contains("(exit status: 3)"), "{}", said[2]);
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! and the orchestrator's replacements start from one shell command template, so a replacement
 //! lands in the failed server's namespace. Every process is in one process group, killed with
 //! SIGKILL if it does not stop by itself, and dies with the process that started the run.
+//! The nodes the run starts that exit while the chain runs are reported ([`NodeExit`]), with
+//! how they ended and their last words.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,10 +21,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::apply::{flock, run_lock_path, secret_path, STATE_DIR};
 use super::procs::{spawn, Group};
 use super::topology::Topology;
-use crate::control::Peer;
+use crate::control::{ControlError, Peer};
 use crate::coordinator::RecoveryReport;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
+use crate::process::node::NodeError;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::Mode;
 
@@ -194,6 +197,52 @@ impl RunLock {
     }
 }
 
+/// A node the run started that exited while the chain ran (the replacements the orchestrator
+/// starts are its children, not the run's).
+#[derive(Debug, Clone)]
+pub struct NodeExit {
+    pub position: u16,
+    pub pid: u32,
+    pub status: ExitStatus,
+    /// The last line it wrote on its standard error: a node that fails says why there last.
+    pub said: String,
+}
+
+impl NodeExit {
+    /// Whether it ended because the orchestrator cut it off: a node declared failed (one that
+    /// missed its heartbeats on a loaded host, say) has its control connection closed, and
+    /// exits with the error that it read the connection's end, or a reset (a connection closed
+    /// with frames unread reads as one).
+    pub fn cut_off(&self) -> bool {
+        let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
+        let words = [
+            NodeError::OrchestratorGone.to_string(),
+            NodeError::Control(ControlError::Io(reset)).to_string(),
+        ];
+        self.status.code() == Some(1) && words.iter().any(|w| self.said.ends_with(w.as_str()))
+    }
+}
+
+/// Passes what `stderr` (a node's) says on to this process's standard error, line by line; the
+/// receiver gets the last line that is not blank once it ends.
+fn last_words(stderr: impl io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let (mut reader, mut line, mut last) = (BufReader::new(stderr), Vec::new(), Vec::new());
+        // Bytes, not text: a line that is not UTF-8 must not stop the reading (the node would
+        // block once the pipe is full).
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let _ = io::stderr().lock().write_all(&line);
+            if !line.trim_ascii().is_empty() {
+                std::mem::swap(&mut last, &mut line);
+            }
+            line.clear();
+        }
+        let _ = tx.send(String::from_utf8_lossy(last.trim_ascii()).into_owned());
+    });
+    rx
+}
+
 /// What the orchestrator's standard error says that the run waits for.
 #[derive(Debug)]
 enum Said {
@@ -225,13 +274,14 @@ fn write_secret(path: &Path) -> Result<(), DeployError> {
 }
 
 /// Run the chain in its lab until `stop` or until `duration` has passed, saying what runs where
-/// on `out`. Every process is stopped when it returns, whatever it returns.
+/// on `out`; the nodes it started that exited meanwhile. Every process is stopped when it
+/// returns, whatever it returns.
 pub fn run(
     config: &RunConfig,
     stop: &AtomicBool,
     duration: Option<Duration>,
     out: &mut dyn Write,
-) -> Result<(), DeployError> {
+) -> Result<Vec<NodeExit>, DeployError> {
     let t = &config.topology;
     let run_lock = RunLock::take(t)?;
     let secret = secret_path(&t.name);
@@ -284,16 +334,19 @@ pub fn run(
     );
     let args = config.node_args(control);
     let template = config.node_template();
+    let mut words = Vec::new();
     for i in 0..t.servers {
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(substitute(&template, i, &args))
-            .stdout(Stdio::null());
-        let child = spawn(command, group.pgid()).map_err(|source| DeployError::Spawn {
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = spawn(command, group.pgid()).map_err(|source| DeployError::Spawn {
             what: format!("node {i}"),
             source,
         })?;
+        words.push((child.id(), last_words(child.stderr.take().expect("piped"))));
         let options = config.node_options(i).join(" ");
         let _ = writeln!(
             out,
@@ -313,7 +366,8 @@ pub fn run(
     let _ = writeln!(out, "ftc lab {}: {line}", t.name);
     let _ = out.flush();
     let end = duration.map(|d| Instant::now() + d);
-    while !stop.load(Ordering::Acquire) && end.is_none_or(|e| Instant::now() < e) {
+    let mut exits = Vec::new();
+    loop {
         if let Ok(Some(status)) = group.orchestrator.try_wait() {
             return Err(DeployError::Exited {
                 what: "the orchestrator".to_string(),
@@ -321,9 +375,19 @@ pub fn run(
                 when: "while the chain ran",
             });
         }
-        // Nodes the orchestrator replaced exit; they are not the run's end.
-        for (_, node) in &mut group.nodes {
-            let _ = node.try_wait();
+        // Nodes the orchestrator replaced exit; they are not the run's end. Also looked at
+        // once more after the loop, before the stop ends every node.
+        let ran = exits.len();
+        exits.extend(exited(&mut group.nodes, &mut words));
+        for e in &exits[ran..] {
+            let _ = writeln!(
+                out,
+                "ftc lab {}: node {} pid {} exited ({})",
+                t.name, e.position, e.pid, e.status
+            );
+        }
+        if stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -336,7 +400,34 @@ pub fn run(
     while said.recv_deadline(deadline).is_ok() {}
     let _ = relayed.recv_deadline(deadline);
     let _ = writeln!(out, "ftc lab {}: stopped", t.name);
-    Ok(())
+    Ok(exits)
+}
+
+/// The nodes of `nodes` that exited, taken out of it (reaped), with their last words from
+/// `words` (by pid).
+fn exited(
+    nodes: &mut Vec<(u16, std::process::Child)>,
+    words: &mut Vec<(u32, Receiver<String>)>,
+) -> Vec<NodeExit> {
+    let mut exits = Vec::new();
+    nodes.retain_mut(|(position, child)| {
+        let Ok(Some(status)) = child.try_wait() else {
+            return true;
+        };
+        let pid = child.id();
+        let last = words.iter().position(|(p, _)| *p == pid);
+        exits.push(NodeExit {
+            position: *position,
+            pid,
+            status,
+            // Its standard error ends with it: what it said last comes at once.
+            said: last
+                .and_then(|i| words.remove(i).1.recv_timeout(FORWARD).ok())
+                .unwrap_or_default(),
+        });
+        false
+    });
+    exits
 }
 
 /// How long a stopped run waits for the last lines of its processes to be passed on.
@@ -584,6 +675,83 @@ mod tests {
             words(&config, 1),
             node("ftcl1-s1", "1", "10.77.3.11:0", &["--ring-loss", "0.01"])
         );
+    }
+
+    /// A node's standard error is passed on, and its last line kept, whatever bytes it wrote.
+    #[test]
+    fn a_node_s_last_words_are_kept() {
+        let said = b"started\nnot text: \xff\xfe\n\nftc: node 1: the end\n\n  \n".to_vec();
+        let last = last_words(io::Cursor::new(said));
+        assert_eq!(last.recv().unwrap(), "ftc: node 1: the end");
+        assert_eq!(last_words(io::empty()).recv().unwrap(), "");
+        let unfinished = last_words(io::Cursor::new(b"a\nno newline".to_vec()));
+        assert_eq!(unfinished.recv().unwrap(), "no newline");
+    }
+
+    /// Nodes that exited are taken out with how they ended and what they said last; a node cut
+    /// off by the orchestrator is told from one that failed.
+    #[test]
+    fn exited_nodes_are_reported_once_with_their_last_words() {
+        // Each says its last words ($0) on its standard error and exits with its status ($1),
+        // or runs until killed.
+        let node = |said: &str, status: &str| {
+            let script = r#"echo working >&2; printf '%s\n' "$0" >&2
+                [ "$1" = run ] && exec sleep 30; exit "$1""#;
+            let mut child = Command::new("sh")
+                .args(["-c", script, said, status])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let words = last_words(child.stderr.take().unwrap());
+            (child, words)
+        };
+        let gone = format!("ftc: node 0: {}", NodeError::OrchestratorGone);
+        let reset = "ftc: node 2: control connection to the orchestrator: control connection: \
+                     Connection reset by peer (os error 104)";
+        let stopped = "ftc: node 3: the server stopped handling frames";
+        let ends = [
+            (gone.as_str(), "1"),
+            ("", "run"),
+            (reset, "1"),
+            (stopped, "1"),
+            ("thread 'main' panicked", "101"),
+        ];
+        let (mut nodes, mut words) = (Vec::new(), Vec::new());
+        for (i, (said, status)) in ends.into_iter().enumerate() {
+            let (child, said) = node(said, status);
+            words.push((child.id(), said));
+            nodes.push((i as u16, child));
+        }
+        let mut exits = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while exits.len() < 4 && Instant::now() < deadline {
+            exits.extend(exited(&mut nodes, &mut words));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        exits.sort_by_key(|e| e.position);
+        let seen: Vec<_> = exits
+            .iter()
+            .map(|e| (e.position, e.status.code(), e.said.as_str(), e.cut_off()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (0, Some(1), gone.as_str(), true),
+                (2, Some(1), reset, true),
+                (3, Some(1), stopped, false),
+                (4, Some(101), "thread 'main' panicked", false),
+            ]
+        );
+        // The one still running stays, and is reported once it ends.
+        assert_eq!(nodes.len(), 1);
+        assert!(exited(&mut nodes, &mut words).is_empty());
+        nodes[0].1.kill().unwrap();
+        nodes[0].1.wait().unwrap();
+        let killed = exited(&mut nodes, &mut words);
+        assert_eq!(killed.len(), 1);
+        assert_eq!(killed[0].position, 1);
+        assert!(!killed[0].cut_off());
+        assert!(nodes.is_empty() && words.is_empty());
     }
 
     #[test]
