@@ -1,7 +1,7 @@
-//! `ftc bench --transport xdp`: the chain-level experiments (chain-length, latency-load,
-//! replication) in a namespace lab (`ftc lab`): one `ftc node` process per server in its own
-//! network namespace, AF_XDP on every link, and a real TCP download through the chain (curl from
-//! python3's http.server) as the traffic, as `ftc lab demo` runs it without the kill.
+//! `ftc bench --transport xdp`: every experiment in a namespace lab (`ftc lab`), each point's
+//! modes as in memory: one `ftc node` process per server in its own network namespace, AF_XDP
+//! on every link, and a real TCP download through the chain (curl from python3's http.server)
+//! as the traffic, as `ftc lab demo` runs it (recoveries with its kill).
 //!
 //! Throughput is the frames the chain delivered per second of the download (data one way,
 //! acknowledgements the other); latency is the round trips of a TCP echo probe during the

@@ -1,7 +1,7 @@
 //! ftc-bench: FTC side by side with NF, FTMB and FTMB+snapshot over the in-memory transport, in
 //! the experiments of thesis §4.6 (figures 4.5–4.13): every point runs each mode in alternation,
-//! the medians and their ratios go out as Markdown tables, one JSON file and SVG plots. The
-//! chain-level experiments also run in a namespace lab over AF_XDP ([`lab`]).
+//! the medians and their ratios go out as Markdown tables, one JSON file and SVG plots. Every
+//! experiment also runs in a namespace lab over AF_XDP ([`lab`]).
 
 pub mod experiment;
 pub mod files;

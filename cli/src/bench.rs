@@ -1,7 +1,8 @@
 //! `ftc bench`: the thesis's experiments (§4.6) with FTC, NF, FTMB and FTMB+snapshot side by
-//! side over the in-memory transport, or the chain-level ones with FTC and NF in a namespace lab
-//! over AF_XDP: Markdown tables (or one JSON object) on stdout, and with `--out DIR` the JSON,
-//! the tables and an SVG plot per experiment in files.
+//! side, over the in-memory transport or in a namespace lab over AF_XDP (every experiment, the
+//! same modes; the FTMB baselines in a lab of their own layout): Markdown tables (or one JSON
+//! object) on stdout, and with `--out DIR` the JSON, the tables and an SVG plot per experiment
+//! in files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
