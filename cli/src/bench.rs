@@ -61,7 +61,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     connections: u32,
     /// What FTMB+snapshot's snapshots are: `real` (copy each master's store, its cost measured)
-    /// or `stall-<N>ms` (stand still N ms, as the thesis simulates them: `stall-6ms`).
+    /// or `stall-<N>ms` (stand still N ms, less than the 50 ms between snapshots, as the thesis
+    /// simulates them: `stall-6ms`).
     #[arg(long, default_value = "real")]
     snapshot: SnapshotKind,
     /// The most worker threads per server in `sharing` (every sharing level up to it, by
@@ -107,6 +108,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             args.duration.map(Duration::from_secs_f64),
         )
     };
+    crate::mode::check_stall(&settings.ftmb(), "the snapshots' period")?;
     let results = match args.transport {
         Transport::Mem => ftc_bench::run(&experiments, &settings)?,
         Transport::Xdp => {

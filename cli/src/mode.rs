@@ -61,21 +61,26 @@ impl SnapshotArgs {
             Some(ms) => Duration::from_millis(ms),
             None => defaults.snapshot_every,
         };
-        let snapshot = self.snapshot.unwrap_or(defaults.snapshot);
-        if let SnapshotKind::Stall(stall) = snapshot {
-            if stall >= snapshot_every {
-                anyhow::bail!(
-                    "a stall of {} ms every {} ms leaves the masters no time to run: --snapshot \
-                     stall-<N>ms must be shorter than --snapshot-every-ms",
-                    stall.as_millis(),
-                    snapshot_every.as_millis()
-                );
-            }
-        }
-        Ok(FtmbConfig {
-            snapshot,
+        let config = FtmbConfig {
+            snapshot: self.snapshot.unwrap_or(defaults.snapshot),
             snapshot_every,
             ..defaults
-        })
+        };
+        check_stall(&config, "--snapshot-every-ms")?;
+        Ok(config)
+    }
+}
+
+/// Refuses `config`'s snapshots when they are stalls as long as the period between them or
+/// longer, which leave the masters no time to run; `period` names what set the period.
+pub fn check_stall(config: &FtmbConfig, period: &str) -> anyhow::Result<()> {
+    match config.snapshot {
+        SnapshotKind::Stall(stall) if stall >= config.snapshot_every => anyhow::bail!(
+            "a stall of {} ms every {} ms leaves the masters no time to run: --snapshot \
+             stall-<N>ms must be shorter than {period}",
+            stall.as_millis(),
+            config.snapshot_every.as_millis()
+        ),
+        _ => Ok(()),
     }
 }

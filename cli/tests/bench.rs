@@ -112,4 +112,17 @@ fn what_it_cannot_do_is_refused_clearly() {
     let (code, _, err) = ftc(&["bench", "sharing", "--rounds", "many"]);
     assert_eq!(code, 2, "clap's usage error");
     assert!(err.contains("--rounds"), "{err}");
+
+    // Snapshots every 50 ms: a stall that long or longer leaves FTMB+snapshot no time to run,
+    // as `ftc run` refuses it.
+    for stall in ["stall-50ms", "stall-60ms"] {
+        let (code, out, err) = ftc(&["bench", "sharing", "--quick", "--snapshot", stall]);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.is_empty(), "refused before any run: {out}");
+        assert!(
+            err.contains("every 50 ms leaves the masters no time to run")
+                && err.contains("shorter than the snapshots' period"),
+            "{err}"
+        );
+    }
 }
