@@ -28,7 +28,9 @@ use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work, GEN_THREADS, RECOVERY_FTC_ONLY, RECOVERY_PHASES};
 use crate::progress::Progress;
-use crate::results::{machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results};
+use crate::results::{
+    machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
+};
 use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
@@ -218,7 +220,7 @@ impl LabBench<'_> {
                 };
                 let reports = alternate(&modes, self.settings.rounds, |mode| {
                     self.progress.run(what(mode), || {
-                        report_of(
+                        run_of(
                             &point.spec,
                             mode,
                             self.download(&point, &spec_path, mode, rate_limit, Vec::new()),
@@ -373,32 +375,34 @@ fn download_size(full: u64, frame_bytes: Option<u16>) -> u64 {
 /// The smallest download of [`download_size`].
 const MIN_DOWNLOAD: u64 = 256 << 10;
 
-/// A lab run's figures as a run report: frames delivered per second as the throughput, the
-/// probe's round trips as the latency; a run that failed is a violation.
-fn report_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) -> RunReport {
-    let mut report = RunReport {
+/// A lab run's figures as a run: frames delivered per second as the throughput, the probe's
+/// round trips as the latency (none where the probe got none).
+fn run_of(spec: &ChainSpec, mode: Mode, ran: Result<DemoReport, BenchError>) -> Run {
+    let r = match ran {
+        Ok(r) => r,
+        Err(e) => return Run::Failed(format!("the lab run failed: {e}")),
+    };
+    let delivered = (r.frames_per_s * r.seconds).round() as u64;
+    let probed = r.rtt_us.is_some();
+    let report = RunReport {
         mode: Some(mode),
         chain: spec.chain.name.clone(),
         servers: Shape::of(spec, mode).map_or(0, |s| s.servers()),
+        duration_s: r.seconds,
+        packets_sent: delivered,
+        packets_released: delivered,
+        throughput_pps: r.frames_per_s,
+        cpu_s: Some(r.machine_cpu_s),
+        cpu_us_per_packet: Some(r.machine_cpu_us_per_frame),
+        latency_us: r.rtt_us.map(|rtt| rtt.latency).unwrap_or_default(),
+        violations: r.violations,
         ..RunReport::default()
     };
-    match ran {
-        Ok(r) => {
-            let delivered = (r.frames_per_s * r.seconds).round() as u64;
-            report.duration_s = r.seconds;
-            report.packets_sent = delivered;
-            report.packets_released = delivered;
-            report.throughput_pps = r.frames_per_s;
-            report.cpu_s = Some(r.machine_cpu_s);
-            report.cpu_us_per_packet = Some(r.machine_cpu_us_per_frame);
-            if let Some(rtt) = r.rtt_us {
-                report.latency_us = rtt.latency;
-            }
-            report.violations = r.violations;
-        }
-        Err(e) => report.violations.push(format!("the lab run failed: {e}")),
+    if probed {
+        Run::Measured(report)
+    } else {
+        Run::NoLatency(report)
     }
-    report
 }
 
 #[cfg(test)]

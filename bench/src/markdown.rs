@@ -137,15 +137,23 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
     header(out, &cells);
     for p in points {
         let mut cells = param_cells(keys, p);
+        cells.extend(modes.iter().map(|m| {
+            opt(
+                p.modes
+                    .get(m)
+                    .and_then(|f| f.throughput_pps)
+                    .map(|t| t / 1e3),
+                1,
+            )
+        }));
         cells.extend(
             modes
                 .iter()
-                .map(|m| opt(p.modes.get(m).map(|f| f.throughput_pps / 1e3), 1)),
+                .map(|m| match p.modes.get(m).and_then(|f| f.latency_us) {
+                    Some(l) => format!("{:.1} / {:.1}", l.p50, l.p99),
+                    None => "—".to_string(),
+                }),
         );
-        cells.extend(modes.iter().map(|m| match p.modes.get(m) {
-            Some(f) => format!("{:.1} / {:.1}", f.latency_us.p50, f.latency_us.p99),
-            None => "—".to_string(),
-        }));
         if cpu {
             cells.extend(
                 modes

@@ -39,15 +39,18 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> Result<String, Be
         }
         headline => {
             let value = |f: &crate::results::ModeFigures| match headline {
-                Headline::P99Latency => f.latency_us.p99,
-                _ => f.throughput_pps / 1e3,
+                Headline::P99Latency => f.latency_us.map(|l| l.p99),
+                _ => f.throughput_pps.map(|t| t / 1e3),
             };
             let series = ALL_MODES
                 .iter()
                 .map(|&m| mode_name(m))
                 .filter(|m| points.iter().any(|p| p.modes.contains_key(m)))
                 .map(|m| {
-                    let values = points.iter().map(|p| p.modes.get(&m).map(value)).collect();
+                    let values = points
+                        .iter()
+                        .map(|p| p.modes.get(&m).and_then(value))
+                        .collect();
                     (m, values)
                 })
                 .collect();

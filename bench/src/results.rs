@@ -79,11 +79,66 @@ pub struct LatencyFigures {
     pub p999: f64,
 }
 
+impl LatencyFigures {
+    /// Each percentile's median over `runs`; `None` for no runs.
+    fn median(runs: &[LatencyFigures]) -> Option<Self> {
+        let med = |f: fn(&LatencyFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Some(LatencyFigures {
+            p50: med(|l| l.p50)?,
+            p99: med(|l| l.p99)?,
+            p999: med(|l| l.p999)?,
+        })
+    }
+}
+
+/// One run of a mode, as the bench got it.
+#[derive(Debug, Clone)]
+pub enum Run {
+    /// It ran and measured latency.
+    Measured(RunReport),
+    /// It ran but measured no latency (a lab run whose probe got no round trip; its violations
+    /// say why): its other figures.
+    NoLatency(RunReport),
+    /// It failed and measured nothing: why.
+    Failed(String),
+}
+
+impl Run {
+    /// What it measured, unless it failed.
+    fn report(&self) -> Option<&RunReport> {
+        match self {
+            Run::Measured(r) | Run::NoLatency(r) => Some(r),
+            Run::Failed(_) => None,
+        }
+    }
+
+    /// Its latency, if it measured one.
+    fn latency(&self) -> Option<LatencyFigures> {
+        match self {
+            Run::Measured(r) => Some(LatencyFigures {
+                p50: r.latency_us.p50,
+                p99: r.latency_us.p99,
+                p999: r.latency_us.p999,
+            }),
+            Run::NoLatency(_) | Run::Failed(_) => None,
+        }
+    }
+
+    /// What its checks found, or why it failed.
+    fn violations(&self) -> &[String] {
+        match self {
+            Run::Measured(r) | Run::NoLatency(r) => &r.violations,
+            Run::Failed(why) => std::slice::from_ref(why),
+        }
+    }
+}
+
 /// One run's headline figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunFigures {
     pub throughput_pps: f64,
-    pub latency_us: LatencyFigures,
+    /// `null`: the run measured none ([`Run::NoLatency`]).
+    pub latency_us: Option<LatencyFigures>,
     pub packets_sent: u64,
     pub packets_released: u64,
     /// In memory: the server thread that spent the largest share of the run on batches, the
@@ -95,49 +150,48 @@ pub struct RunFigures {
     pub cpu_us_per_packet: Option<f64>,
 }
 
-/// One mode at one point: the medians over its runs (each figure's own median), and the runs.
+/// One mode at one point: the medians over its runs (each figure's own median over the runs
+/// that measured it; a failed run measured nothing), and the runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModeFigures {
-    pub throughput_pps: f64,
-    pub latency_us: LatencyFigures,
+    /// `null`: every run failed.
+    pub throughput_pps: Option<f64>,
+    /// `null`: no run measured latency.
+    pub latency_us: Option<LatencyFigures>,
+    /// The runs that did not fail, in order.
     pub runs: Vec<RunFigures>,
+    /// Runs that failed and measured nothing ([`ModeFigures::violations`] says why).
+    pub failed_runs: usize,
     /// The median over the runs of [`RunFigures::cpu_us_per_packet`].
     pub cpu_us_per_packet: Option<f64>,
     /// FTMB+snapshot in memory: the median over the runs of each run's mean stall per
     /// snapshot, in microseconds (a run's masters report it; `null` where none was taken).
     pub snapshot_stall_us: Option<f64>,
-    /// What the runs' checks found (none expected).
+    /// What the runs' checks found (none expected), and why runs failed.
     pub violations: Vec<String>,
 }
 
 impl ModeFigures {
-    /// The medians of `reports` (at least one).
-    pub fn of(reports: &[RunReport]) -> Self {
-        let med = |f: fn(&RunReport) -> f64| {
-            median(&reports.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
-        };
+    /// The medians of `runs`.
+    pub fn of(runs: &[Run]) -> Self {
+        let reports: Vec<&RunReport> = runs.iter().filter_map(Run::report).collect();
+        let latencies: Vec<LatencyFigures> = runs.iter().filter_map(Run::latency).collect();
         ModeFigures {
-            throughput_pps: med(|r| r.throughput_pps),
-            latency_us: LatencyFigures {
-                p50: med(|r| r.latency_us.p50),
-                p99: med(|r| r.latency_us.p99),
-                p999: med(|r| r.latency_us.p999),
-            },
-            runs: reports
+            throughput_pps: median(&reports.iter().map(|r| r.throughput_pps).collect::<Vec<_>>()),
+            latency_us: LatencyFigures::median(&latencies),
+            runs: runs
                 .iter()
-                .map(|r| RunFigures {
+                .filter_map(|run| Some((run.report()?, run.latency())))
+                .map(|(r, latency_us)| RunFigures {
                     throughput_pps: r.throughput_pps,
-                    latency_us: LatencyFigures {
-                        p50: r.latency_us.p50,
-                        p99: r.latency_us.p99,
-                        p999: r.latency_us.p999,
-                    },
+                    latency_us,
                     packets_sent: r.packets_sent,
                     packets_released: r.packets_released,
                     busiest: r.busiest().cloned(),
                     cpu_us_per_packet: r.cpu_us_per_packet,
                 })
                 .collect(),
+            failed_runs: runs.len() - reports.len(),
             cpu_us_per_packet: median(
                 &reports
                     .iter()
@@ -152,9 +206,9 @@ impl ModeFigures {
                     .map(|s| s.stall_mean_us)
                     .collect::<Vec<_>>(),
             ),
-            violations: reports
+            violations: runs
                 .iter()
-                .flat_map(|r| r.violations.iter().cloned())
+                .flat_map(|r| r.violations().iter().cloned())
                 .collect(),
         }
     }
@@ -265,20 +319,20 @@ impl PointResult {
         }
     }
 
-    /// The figures of `modes` from their `reports` (per mode, its rounds), and the ratios of
+    /// The figures of `modes` from their `runs` (per mode, its rounds), and the ratios of
     /// their medians.
-    pub fn compare(&mut self, modes: &[Mode], reports: &[Vec<RunReport>]) {
-        for (&mode, reports) in modes.iter().zip(reports) {
-            self.modes.insert(mode_name(mode), ModeFigures::of(reports));
+    pub fn compare(&mut self, modes: &[Mode], runs: &[Vec<Run>]) {
+        for (&mode, runs) in modes.iter().zip(runs) {
+            self.modes.insert(mode_name(mode), ModeFigures::of(runs));
         }
-        let medians = |f: fn(&ModeFigures) -> f64| {
+        let medians = |f: fn(&ModeFigures) -> Option<f64>| {
             self.modes
                 .iter()
-                .map(|(m, figures)| (m.clone(), f(figures)))
+                .filter_map(|(m, figures)| Some((m.clone(), f(figures)?)))
                 .collect()
         };
         self.ratios = Ratios::of(&medians(|f| f.throughput_pps));
-        self.p99_ratios = Ratios::of(&medians(|f| f.latency_us.p99));
+        self.p99_ratios = Ratios::of(&medians(|f| f.latency_us.map(|l| l.p99)));
     }
 
     /// What the checks of this point's runs found (nothing, normally).
@@ -326,15 +380,57 @@ mod tests {
     #[test]
     fn mode_figures_are_medians_of_each_figure() {
         let f = ModeFigures::of(&[
-            report(300.0, 10.0),
-            report(100.0, 30.0),
-            report(200.0, 20.0),
+            Run::Measured(report(300.0, 10.0)),
+            Run::Measured(report(100.0, 30.0)),
+            Run::Measured(report(200.0, 20.0)),
         ]);
-        assert_eq!(f.throughput_pps, 200.0);
-        assert_eq!(f.latency_us.p99, 20.0);
-        assert_eq!(f.latency_us.p50, 10.0);
-        assert_eq!(f.runs.len(), 3);
+        assert_eq!(f.throughput_pps, Some(200.0));
+        let latency = f.latency_us.unwrap();
+        assert_eq!((latency.p99, latency.p50), (20.0, 10.0));
+        assert_eq!((f.runs.len(), f.failed_runs), (3, 0));
         assert_eq!(f.runs[1].throughput_pps, 100.0, "runs kept in order");
+        assert!(f.violations.is_empty());
+    }
+
+    /// A failed run is no zero in the medians, nor is a latency a run did not measure.
+    #[test]
+    fn failed_runs_and_missing_latencies_stay_out_of_the_medians() {
+        let f = ModeFigures::of(&[
+            Run::Measured(report(300.0, 10.0)),
+            Run::Failed("the lab run failed: no lab".into()),
+            Run::NoLatency(report(100.0, 0.0)),
+        ]);
+        assert_eq!(f.throughput_pps, Some(200.0));
+        assert_eq!(f.latency_us.map(|l| l.p99), Some(10.0));
+        assert_eq!((f.runs.len(), f.failed_runs), (2, 1));
+        assert_eq!(f.runs[1].latency_us, None);
+        assert_eq!(f.violations, ["the lab run failed: no lab"]);
+
+        let none = ModeFigures::of(&[Run::Failed("x".into())]);
+        assert_eq!((none.throughput_pps, none.latency_us), (None, None));
+
+        // A mode whose runs all failed has no ratio; the others still do.
+        let mut point = PointResult {
+            experiment: Experiment::ChainLength,
+            label: "Ch-2".into(),
+            params: Map::new(),
+            modes: BTreeMap::new(),
+            ratios: Ratios::default(),
+            p99_ratios: Ratios::default(),
+            recovery: None,
+        };
+        point.compare(
+            &[Mode::Ftc, Mode::Nf, Mode::Ftmb],
+            &[
+                vec![Run::Measured(report(300.0, 10.0))],
+                vec![Run::Failed("x".into())],
+                vec![Run::NoLatency(report(100.0, 0.0))],
+            ],
+        );
+        assert_eq!(point.ratios.ftc_over_nf, None);
+        assert_eq!(point.ratios.ftc_over_ftmb, Some(3.0));
+        assert_eq!(point.p99_ratios.ftc_over_ftmb, None);
+        assert_eq!(point.violations().collect::<Vec<_>>(), ["x"]);
     }
 
     #[test]

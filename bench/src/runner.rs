@@ -11,7 +11,9 @@ use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work};
 use crate::progress::Progress;
-use crate::results::{machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results};
+use crate::results::{
+    machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
+};
 use crate::stats::{alternate, median, mode_name};
 use crate::{BenchError, Settings};
 
@@ -123,7 +125,9 @@ fn measure(
                     mode,
                     ..point.config.clone()
                 };
-                progress.run(what(&mode_name(mode)), || run_chain(&point.spec, &config))
+                progress.run(what(&mode_name(mode)), || {
+                    Run::Measured(run_chain(&point.spec, &config))
+                })
             });
             result.compare(modes, &reports);
         }
