@@ -5,6 +5,7 @@
 
 pub mod experiment;
 pub mod files;
+pub mod guard;
 pub mod lab;
 pub mod markdown;
 pub mod plot;
@@ -80,8 +81,6 @@ pub enum BenchError {
     UnknownExperiment(String),
     #[error("a built-in chain spec: {0}")]
     Spec(#[from] ftc_chain::spec::SpecError),
-    #[error("the recovery run: {0}")]
-    Chaos(#[from] ftc_orchestrator::embedded::ChaosError),
     #[error("drawing the plot of {experiment}: {message}")]
     Plot {
         experiment: &'static str,

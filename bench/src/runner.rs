@@ -10,6 +10,7 @@ use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, Kill};
 use serde_json::json;
 
 use crate::experiment::{Experiment, Point, Work};
+use crate::guard::catch;
 use crate::progress::Progress;
 use crate::results::{
     machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
@@ -60,7 +61,7 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
                 point.config.rate = Some(offered);
                 point.params.insert("offered_pps".into(), json!(offered));
             }
-            results.points.push(measure(point, settings, &progress)?);
+            results.points.push(measure(point, settings, &progress));
         }
         results.experiments.push(info);
     }
@@ -110,12 +111,9 @@ fn saturation(point: &Point, settings: &Settings, progress: &Progress) -> f64 {
     median(&runs).unwrap_or(0.0)
 }
 
-/// Measure one point.
-fn measure(
-    point: Point,
-    settings: &Settings,
-    progress: &Progress,
-) -> Result<PointResult, BenchError> {
+/// Measure one point. A run that fails (a panic, a recovery run that could not run) is a
+/// violation of the point; the others are measured still.
+fn measure(point: Point, settings: &Settings, progress: &Progress) -> PointResult {
     let what = |mode: &str| format!("{} {}: {mode}", point.experiment.name(), point.label);
     let mut result = PointResult::empty(&point);
     match &point.work {
@@ -126,7 +124,8 @@ fn measure(
                     ..point.config.clone()
                 };
                 progress.run(what(&mode_name(mode)), || {
-                    Run::Measured(run_chain(&point.spec, &config))
+                    catch(|| run_chain(&point.spec, &config))
+                        .map_or_else(Run::Failed, Run::Measured)
                 })
             });
             result.compare(modes, &reports);
@@ -153,7 +152,17 @@ fn measure(
             let mut runs = Vec::new();
             let mut violations = Vec::new();
             for _ in 0..settings.rounds {
-                let r = progress.run(what("ftc, kill"), || run_chaos(&point.spec, &config))?;
+                let ran = progress.run(what("ftc, kill"), || {
+                    catch(|| run_chaos(&point.spec, &config))
+                        .and_then(|r| r.map_err(|e| format!("the recovery run failed: {e}")))
+                });
+                let r = match ran {
+                    Ok(r) => r,
+                    Err(why) => {
+                        violations.push(why);
+                        continue;
+                    }
+                };
                 runs.push(RecoveryRun::of(
                     r.recoveries,
                     kill,
@@ -165,5 +174,41 @@ fn measure(
             result.recovery = Some(RecoveryFigures::of(runs, violations));
         }
     }
-    Ok(result)
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A run that panics fails alone: its point records it for every mode, and the next point
+    /// is measured.
+    #[test]
+    fn a_run_that_panics_is_a_violation_of_its_point() {
+        let settings = Settings::new(true, Some(1), Some(Duration::from_millis(50)));
+        let good = Experiment::ChainLength.points(&settings).unwrap().remove(0);
+        let mut bad = good.clone();
+        // Not a power of two: the stores refuse it, and run_chain panics.
+        bad.spec.chain.partitions = 3;
+        let progress = Progress::new(0);
+        let failed = measure(bad, &settings, &progress);
+        assert_eq!(failed.modes.len(), 4);
+        for (mode, f) in &failed.modes {
+            assert_eq!((f.failed_runs, f.throughput_pps), (1, None), "{mode}");
+            assert!(
+                f.violations.len() == 1 && f.violations[0].starts_with("the run panicked: "),
+                "{mode}: {:?}",
+                f.violations
+            );
+        }
+        assert_eq!(failed.ratios, Default::default());
+
+        let measured = measure(good, &settings, &progress);
+        assert!(
+            measured.modes.values().all(|f| f.failed_runs == 0),
+            "{measured:?}"
+        );
+    }
 }
