@@ -31,7 +31,9 @@ use crate::progress::Progress;
 use crate::results::{
     machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
 };
-use crate::stats::{alternate, median, mode_name};
+use crate::runner::{self, Plan};
+use crate::saturation::{self, Calibration, Saturation};
+use crate::stats::{alternate, mode_name};
 use crate::{BenchError, Settings};
 
 /// The heartbeat period of the lab's runs but recoveries (which take the recovery experiment's,
@@ -73,19 +75,9 @@ pub fn run(
     lab: &LabSettings,
     stop: &AtomicBool,
 ) -> Result<Results, BenchError> {
-    let plans = experiments
-        .iter()
-        .map(|&e| Ok((e, e.points(settings)?)))
-        .collect::<Result<Vec<_>, BenchError>>()?;
+    let plans = runner::plan(experiments, settings)?;
     apply::check_host().map_err(|e| BenchError::Lab(e.to_string()))?;
-    let runs: usize = plans
-        .iter()
-        .flat_map(|(_, points)| points)
-        .map(|p| {
-            let calibrate = matches!(p.work, Work::Compare { load: Some(_), .. });
-            settings.rounds * (modes_of(p).len() + usize::from(calibrate))
-        })
-        .sum();
+    let runs = runner::planned_runs(&plans, settings);
     let dir = std::env::temp_dir().join(format!("ftc-bench-lab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| BenchError::Write {
         path: dir.clone(),
@@ -174,18 +166,16 @@ struct LabBench<'a> {
 type Measured = (Vec<ExperimentInfo>, Vec<PointResult>);
 
 impl LabBench<'_> {
-    fn experiments(
-        &mut self,
-        plans: Vec<(Experiment, Vec<Point>)>,
-    ) -> Result<Measured, BenchError> {
+    fn experiments(&mut self, plans: Vec<Plan>) -> Result<Measured, BenchError> {
         let (mut infos, mut results) = (Vec::new(), Vec::new());
         for (experiment, points) in plans {
             let mut info = ExperimentInfo {
                 notes: notes(experiment),
                 ..ExperimentInfo::of(experiment)
             };
-            // FTC's flat-out download rate (bytes/s), the 100% of the experiment's loads.
-            let mut saturation = None;
+            // FTC's flat-out download rate (bytes/s and frames/s), the 100% of the experiment's
+            // loads.
+            let mut saturation = Saturation::default();
             for mut point in points {
                 let spec_path = self.prepare(&point)?;
                 if let Work::Recover { kill } = point.work {
@@ -197,16 +187,17 @@ impl LabBench<'_> {
                     load: Some(load), ..
                 } = point.work
                 {
-                    let (bytes_s, frames_s) = match saturation {
-                        Some(s) => s,
-                        None => *saturation.insert(self.saturation(&point, &spec_path)),
+                    let calibrate = || self.calibrate(&point, &spec_path);
+                    let Some([bytes_s, frames_s]) = saturation.get(&mut info, calibrate) else {
+                        self.progress.skip(runner::runs_of(&point, self.settings));
+                        continue;
                     };
                     info.saturation_pps = Some(frames_s);
-                    let offered = (bytes_s * load).max(1.0);
-                    rate_limit = Some(offered as u64);
+                    let offered = saturation::offered(bytes_s, load);
+                    rate_limit = Some(offered);
                     point.params.insert(
                         "offered_mbit_s".into(),
-                        json!((offered * 8e-5).round() / 10.0),
+                        json!((offered as f64 * 8e-5).round() / 10.0),
                     );
                 }
                 let modes = modes_of(&point);
@@ -265,10 +256,10 @@ impl LabBench<'_> {
         Ok(current.insert(up.topology).clone())
     }
 
-    /// FTC's flat-out download rate through `point`'s chain: the medians over the rounds of
-    /// its bytes and frames per second.
-    fn saturation(&self, point: &Point, spec_path: &Path) -> (f64, f64) {
-        let runs: Vec<(f64, f64)> = (0..self.settings.rounds)
+    /// FTC's flat-out download through `point`'s chain, one per round: its bytes and frames
+    /// per second.
+    fn calibrate(&self, point: &Point, spec_path: &Path) -> Vec<Calibration<2>> {
+        (0..self.settings.rounds)
             .map(|_| {
                 let what = format!(
                     "{}: saturation of {} in the lab",
@@ -276,13 +267,13 @@ impl LabBench<'_> {
                     point.spec.chain.name
                 );
                 self.progress.run(what, || {
-                    self.download(point, spec_path, Mode::Ftc, None, Vec::new())
-                        .map_or((0.0, 0.0), |r| (r.bytes as f64 / r.seconds, r.frames_per_s))
+                    let r = self
+                        .download(point, spec_path, Mode::Ftc, None, Vec::new())
+                        .map_err(|e| format!("the lab run failed: {e}"))?;
+                    Ok(([r.bytes as f64 / r.seconds, r.frames_per_s], r.violations))
                 })
             })
-            .collect();
-        let med = |f: fn(&(f64, f64)) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        (med(|r| r.0).unwrap_or(0.0), med(|r| r.1).unwrap_or(0.0))
+            .collect()
     }
 
     /// `point`'s recoveries, one per round: server `kill` killed half way through a download.

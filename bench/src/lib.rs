@@ -12,6 +12,7 @@ pub mod plot;
 pub mod progress;
 pub mod results;
 pub mod runner;
+pub mod saturation;
 pub mod stats;
 
 mod chains;

@@ -73,9 +73,13 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> String {
         Headline::Recovery => recovery_table(&mut out, &keys, &points),
         h => modes_table(&mut out, &keys, &points, h),
     }
-    let violations: Vec<String> = points
-        .iter()
-        .flat_map(|p| p.violations().map(move |v| format!("- {}: {v}", p.label)))
+    let saturation = info.violations.iter().map(|v| format!("- {v}"));
+    let violations: Vec<String> = saturation
+        .chain(
+            points
+                .iter()
+                .flat_map(|p| p.violations().map(move |v| format!("- {}: {v}", p.label))),
+        )
         .collect();
     if !violations.is_empty() {
         let _ = writeln!(out, "\nViolations:\n\n{}", violations.join("\n"));

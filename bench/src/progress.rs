@@ -26,6 +26,17 @@ impl Progress {
         out
     }
 
+    /// Count `runs` planned runs done that will not be made (their point was given up).
+    pub fn skip(&self, runs: usize) {
+        self.0.inc(runs as u64);
+    }
+
+    /// Runs done so far.
+    #[cfg(test)]
+    pub fn done(&self) -> u64 {
+        self.0.position()
+    }
+
     /// Clear the bar.
     pub fn finish(&self) {
         self.0.finish_and_clear();

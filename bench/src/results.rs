@@ -41,6 +41,9 @@ pub struct ExperimentInfo {
     pub notes: &'static [&'static str],
     /// `latency-load`: FTC's closed-loop throughput on the chain, the 100% of its loads.
     pub saturation_pps: Option<f64>,
+    /// What the checks of the runs that measured `saturation_pps` found, or why they failed
+    /// (then no load was offered: the experiment has no points).
+    pub violations: Vec<String>,
 }
 
 impl ExperimentInfo {
@@ -51,6 +54,7 @@ impl ExperimentInfo {
             title: experiment.title(),
             notes: experiment.notes(),
             saturation_pps: None,
+            violations: Vec::new(),
         }
     }
 }
@@ -293,15 +297,19 @@ impl Results {
             .filter(move |p| p.experiment == experiment)
     }
 
-    /// Every violation any run reported, with its experiment and point.
+    /// Every violation any run reported, with its experiment and point (none for an
+    /// experiment's saturation).
     pub fn violations(&self) -> Vec<String> {
-        self.points
-            .iter()
-            .flat_map(|p| {
-                p.violations()
-                    .map(move |v| format!("{} {}: {v}", p.experiment.name(), p.label))
-            })
-            .collect()
+        let saturations = self.experiments.iter().flat_map(|i| {
+            i.violations
+                .iter()
+                .map(move |v| format!("{}: {v}", i.experiment.name()))
+        });
+        let points = self.points.iter().flat_map(|p| {
+            p.violations()
+                .map(move |v| format!("{} {}: {v}", p.experiment.name(), p.label))
+        });
+        saturations.chain(points).collect()
     }
 }
 

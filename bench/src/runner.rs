@@ -15,24 +15,28 @@ use crate::progress::Progress;
 use crate::results::{
     machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
 };
-use crate::stats::{alternate, median, mode_name};
+use crate::saturation::{self, Calibration, Saturation};
+use crate::stats::{alternate, mode_name};
 use crate::{BenchError, Settings};
+
+/// An experiment and its points.
+pub type Plan = (Experiment, Vec<Point>);
+
+/// The points of `experiments` with `settings`.
+pub fn plan(experiments: &[Experiment], settings: &Settings) -> Result<Vec<Plan>, BenchError> {
+    experiments
+        .iter()
+        .map(|&e| Ok((e, e.points(settings)?)))
+        .collect()
+}
 
 /// Run `experiments` with `settings` over the in-memory transport, showing progress on stderr.
 pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, BenchError> {
-    let plans = experiments
-        .iter()
-        .map(|&e| Ok((e, e.points(settings)?)))
-        .collect::<Result<Vec<_>, BenchError>>()?;
-    let runs: usize = plans
-        .iter()
-        .map(|(_, points)| {
-            calibrations(points, settings)
-                + points.iter().map(|p| runs_of(p, settings)).sum::<usize>()
-        })
-        .sum();
-    let progress = Progress::new(runs as u64);
-    let mut results = Results {
+    let plans = plan(experiments, settings)?;
+    let progress = Progress::new(planned_runs(&plans, settings) as u64);
+    let (experiments, points) = measure_plans(plans, settings, &progress);
+    progress.finish();
+    Ok(Results {
         machine: machine(),
         transport: "mem",
         quick: settings.quick,
@@ -41,36 +45,57 @@ pub fn run(experiments: &[Experiment], settings: &Settings) -> Result<Results, B
         download_mb: None,
         connections: None,
         snapshot: settings.snapshot,
-        experiments: Vec::new(),
-        points: Vec::new(),
-    };
+        experiments,
+        points,
+    })
+}
+
+/// Measure `plans`' points, counting each run on `progress`.
+fn measure_plans(
+    plans: Vec<Plan>,
+    settings: &Settings,
+    progress: &Progress,
+) -> (Vec<ExperimentInfo>, Vec<PointResult>) {
+    let (mut infos, mut results) = (Vec::new(), Vec::new());
     for (experiment, points) in plans {
         let mut info = ExperimentInfo::of(experiment);
+        let mut saturation = Saturation::default();
         for mut point in points {
             if let Work::Compare {
                 load: Some(load), ..
             } = point.work
             {
-                let saturation = match info.saturation_pps {
-                    Some(s) => s,
-                    None => *info
-                        .saturation_pps
-                        .insert(saturation(&point, settings, &progress)),
+                let calibrate = || calibrate(&point, settings, progress);
+                let Some([pps]) = saturation.get(&mut info, calibrate) else {
+                    progress.skip(runs_of(&point, settings));
+                    continue;
                 };
-                let offered = (saturation * load).round().max(1.0) as u64;
+                info.saturation_pps = Some(pps);
+                let offered = saturation::offered(pps, load);
                 point.config.rate = Some(offered);
                 point.params.insert("offered_pps".into(), json!(offered));
             }
-            results.points.push(measure(point, settings, &progress));
+            results.push(measure(point, settings, progress));
         }
-        results.experiments.push(info);
+        infos.push(info);
     }
-    progress.finish();
-    Ok(results)
+    (infos, results)
+}
+
+/// Runs `plans` take, calibrations included: what a progress bar counts to. The lab makes as
+/// many runs as in memory.
+pub fn planned_runs(plans: &[Plan], settings: &Settings) -> usize {
+    plans
+        .iter()
+        .map(|(_, points)| {
+            calibrations(points, settings)
+                + points.iter().map(|p| runs_of(p, settings)).sum::<usize>()
+        })
+        .sum()
 }
 
 /// Runs a point takes.
-fn runs_of(point: &Point, settings: &Settings) -> usize {
+pub fn runs_of(point: &Point, settings: &Settings) -> usize {
     match &point.work {
         Work::Compare { modes, .. } => modes.len() * settings.rounds,
         Work::Recover { .. } => settings.rounds,
@@ -89,26 +114,28 @@ fn calibrations(points: &[Point], settings: &Settings) -> usize {
     }
 }
 
-/// FTC's closed-loop throughput on `point`'s chain: the median over the rounds.
-fn saturation(point: &Point, settings: &Settings, progress: &Progress) -> f64 {
+/// FTC's closed-loop throughput on `point`'s chain, one run per round.
+fn calibrate(point: &Point, settings: &Settings, progress: &Progress) -> Vec<Calibration<1>> {
     let config = RunConfig {
         mode: Mode::Ftc,
         rate: None,
         ..point.config.clone()
     };
-    let runs: Vec<f64> = (0..settings.rounds)
+    let what = || {
+        format!(
+            "{}: saturation of {}",
+            point.experiment.name(),
+            point.spec.chain.name
+        )
+    };
+    (0..settings.rounds)
         .map(|_| {
-            progress.run(
-                format!(
-                    "{}: saturation of {}",
-                    point.experiment.name(),
-                    point.spec.chain.name
-                ),
-                || run_chain(&point.spec, &config).throughput_pps,
-            )
+            progress.run(what(), || {
+                let r = catch(|| run_chain(&point.spec, &config))?;
+                Ok(([r.throughput_pps], r.violations))
+            })
         })
-        .collect();
-    median(&runs).unwrap_or(0.0)
+        .collect()
 }
 
 /// Measure one point. A run that fails (a panic, a recovery run that could not run) is a
@@ -210,5 +237,58 @@ mod tests {
             measured.modes.values().all(|f| f.failed_runs == 0),
             "{measured:?}"
         );
+    }
+
+    /// The progress bar counts to the runs made: the saturation once per experiment, then
+    /// every point's modes.
+    #[test]
+    fn the_runs_planned_are_the_runs_made() {
+        let settings = Settings::new(true, Some(1), Some(Duration::from_millis(50)));
+        let plans = plan(&[Experiment::LatencyLoad], &settings).unwrap();
+        let planned = planned_runs(&plans, &settings);
+        assert_eq!(planned, 1 + 3 * 4, "a saturation, 3 loads of 4 modes");
+        let progress = Progress::new(planned as u64);
+        let (infos, points) = measure_plans(plans, &settings, &progress);
+        assert_eq!(progress.done(), planned as u64);
+        assert_eq!(points.len(), 3);
+        assert!(infos[0].saturation_pps.is_some_and(|s| s > 0.0));
+        for p in &points {
+            assert!(p.params["offered_pps"].as_u64().is_some_and(|r| r >= 1));
+        }
+    }
+
+    /// A saturation that failed offers no load: its reason is the experiment's violation, and
+    /// the bar still reaches the end.
+    #[test]
+    fn a_failed_saturation_is_a_violation_and_offers_no_load() {
+        let settings = Settings::new(true, Some(2), Some(Duration::from_millis(50)));
+        let mut plans = plan(&[Experiment::LatencyLoad], &settings).unwrap();
+        for p in &mut plans[0].1 {
+            // Not a power of two: the stores refuse it, and run_chain panics.
+            p.spec.chain.partitions = 3;
+        }
+        let planned = planned_runs(&plans, &settings);
+        let progress = Progress::new(planned as u64);
+        let (infos, points) = measure_plans(plans, &settings, &progress);
+        assert_eq!(progress.done(), planned as u64);
+        assert!(points.is_empty(), "{points:?}");
+        assert_eq!(infos[0].saturation_pps, None);
+        assert_eq!(infos[0].violations.len(), 2, "{:?}", infos[0].violations);
+        assert!(infos[0].violations[0].contains("the run panicked"));
+        let results = Results {
+            machine: String::new(),
+            transport: "mem",
+            quick: true,
+            rounds: 2,
+            duration_s: 0.05,
+            download_mb: None,
+            connections: None,
+            snapshot: settings.snapshot,
+            experiments: infos,
+            points,
+        };
+        let violations = results.violations();
+        assert_eq!(violations.len(), 2, "the command exits 1: {violations:?}");
+        assert!(violations[0].starts_with("latency-load: the saturation"));
     }
 }

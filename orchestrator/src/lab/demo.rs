@@ -830,7 +830,7 @@ fn download(
         ]);
     }
     if let Some(rate) = config.rate_limit {
-        let each = rate / got.len() as u64;
+        let each = (rate / got.len() as u64).max(1);
         command.args(["--limit-rate", &each.to_string()]);
     }
     command.args(["-w", "%{http_code} %{time_connect}\\n"]);
