@@ -484,11 +484,10 @@ fn generate(
         .map(|f| request(f, 1, config.size))
         .collect();
     let stop_at = now() + config.duration.as_nanos() as u64;
-    let interval = config.rate.map(|r| 1_000_000_000 / r.max(1));
+    let mut pacer = Pacer::new(config.rate, now());
     // Packets made (some may wait in a burst, `bursts` counts those sent) and left.
     let (mut made, mut done) = (0u64, 0u64);
-    let mut next_at = now();
-    // Handles are entry times, made unique: checks key packets by them.
+    // Handles are the times latencies start from, made unique: checks key packets by them.
     let mut last_handle = 0;
     let (mut version, mut ingress) = (routes.version(), routes.lanes(0));
     let mut bursts = Bursts::default();
@@ -519,17 +518,17 @@ fn generate(
             }
             continue;
         }
-        if let Some(iv) = interval {
-            if t < next_at {
+        let start = match pacer.next(t) {
+            Ok(start) => start,
+            Err(due) => {
                 // Until the next packet is due; a millisecond at most, so that the end of the
                 // run and congestion are seen in time. (Capped at 50 µs, a slow rate woke the
                 // generator 20,000 times a second: at 1,000 packets/s on Ch-2 the run took
                 // 0.42-0.45 CPU-s in 2 s against 0.17-0.18 now; bench/RESULTS.md, session 32.)
-                std::thread::sleep(Duration::from_nanos((next_at - t).min(1_000_000)));
+                std::thread::sleep(Duration::from_nanos((due - t).min(1_000_000)));
                 continue;
             }
-            next_at += iv;
-        }
+        };
         let flow = (made % u64::from(flows)) as u32;
         let mut bytes = recycle.try_recv().unwrap_or_default();
         bytes.clear();
@@ -537,7 +536,7 @@ fn generate(
             Some(frame) => bytes.extend_from_slice(frame),
             None => bytes.extend_from_slice(&request(flow, 1, config.size)),
         }
-        last_handle = t.max(last_handle + 1);
+        last_handle = start.max(last_handle + 1);
         let packet = Packet {
             handle: last_handle,
             flow: u64::from(flow),
@@ -551,7 +550,7 @@ fn generate(
         made += 1;
         // Paced traffic leaves as made; flat out, in bursts per lane.
         let mut pushed = bursts.push(&ingress, packet);
-        if interval.is_some() {
+        if pacer.paced() {
             pushed = pushed.and_then(|()| bursts.flush(&ingress));
         }
         if pushed.is_err() {
@@ -561,6 +560,46 @@ fn generate(
     }
     let _ = bursts.flush(&ingress);
     (bursts.sent(), done)
+}
+
+/// When the generator's packets are due. Paced, one every `1 / rate` from the start, and a
+/// packet's latency starts when it was due, not when the generator got to send it: a packet
+/// that waited for a full window counts the wait, as it would have waited at a real ingress
+/// (else a chain that falls behind its offered load hides its queue: coordinated omission).
+/// Flat out, a packet's latency starts when it is made.
+#[derive(Debug)]
+struct Pacer {
+    /// Nanoseconds between packets; `None`: flat out.
+    interval: Option<u64>,
+    next_at: u64,
+}
+
+impl Pacer {
+    /// `rate` packets per second (`None`: flat out) from `start`, nanoseconds.
+    fn new(rate: Option<u64>, start: u64) -> Self {
+        Pacer {
+            interval: rate.map(|r| 1_000_000_000 / r.max(1)),
+            next_at: start,
+        }
+    }
+
+    fn paced(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// At `t`: when the latency of the next packet starts, now that one may go; or, paced and
+    /// none due yet, `Err` of when the next is due.
+    fn next(&mut self, t: u64) -> Result<u64, u64> {
+        match self.interval {
+            None => Ok(t),
+            Some(_) if t < self.next_at => Err(self.next_at),
+            Some(interval) => {
+                let due = self.next_at;
+                self.next_at += interval;
+                Ok(due)
+            }
+        }
+    }
 }
 
 /// Where a replica's vector `copy` differs from its head's `head`: the first partition that
@@ -579,5 +618,32 @@ fn vector_difference(head: &[Seq], copy: &[Seq]) -> String {
             c.0,
             1 + differ.count()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A paced packet's latency starts when it was due, however late it goes: the backlog of a
+    /// generator held back (a full window) counts. Flat out, it starts when the packet goes.
+    #[test]
+    fn paced_latencies_start_when_packets_were_due() {
+        // 1,000 packets/s from t = 5 ms: due at 5, 6, 7 … ms.
+        let ms = 1_000_000;
+        let mut paced = Pacer::new(Some(1_000), 5 * ms);
+        assert_eq!(paced.next(4 * ms), Err(5 * ms), "none due yet");
+        assert_eq!(paced.next(5 * ms), Ok(5 * ms));
+        assert_eq!(paced.next(5 * ms + 10), Err(6 * ms));
+        // Held back until 9.5 ms: the four due since go at once, each from its due time.
+        let late = 9 * ms + ms / 2;
+        let starts: Vec<_> = std::iter::from_fn(|| paced.next(late).ok()).collect();
+        assert_eq!(starts, [6 * ms, 7 * ms, 8 * ms, 9 * ms]);
+        assert_eq!(paced.next(late), Err(10 * ms));
+
+        let mut flat_out = Pacer::new(None, 5 * ms);
+        assert!(!flat_out.paced());
+        assert_eq!(flat_out.next(4 * ms), Ok(4 * ms));
+        assert_eq!(flat_out.next(late), Ok(late));
     }
 }
