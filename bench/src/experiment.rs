@@ -23,6 +23,11 @@ pub const RECOVERY_PHASES: &str = "The orchestrator declares the killed server f
      those of the killed position's first recovery; \"other recoveries\" counts, per run, \
      servers that a busy machine kept from their heartbeats and that were replaced too.";
 
+/// The note of the experiments that offer loads on the modes that could not keep up.
+pub const SATURATED: &str = "A mode that carried less than 95% of the load offered is marked \
+     saturated (`(sat.)`; `saturated` in the JSON): it fell behind the pace, and its latencies \
+     are those of an overloaded chain, not of that load.";
+
 /// The note of the state-size experiment on its middleboxes' threads.
 pub const GEN_THREADS: &str = "Each Gen runs one worker thread, as in the thesis.";
 
@@ -194,7 +199,10 @@ impl Experiment {
             Experiment::LatencyLoad => &[
                 "Offered loads are fractions of FTC's closed-loop throughput on Ch-Rec, measured \
                  just before (`saturation_pps`); every mode is offered the same load, with at \
-                 most `window` packets in flight. `p99_ratios` compare tail latencies.",
+                 most `window` packets in flight. A packet's latency runs from when it was due, \
+                 so a mode that falls behind counts the wait of what it held back. \
+                 `p99_ratios` compare tail latencies.",
+                SATURATED,
             ],
             Experiment::ChainLength => {
                 &["Monitors run one worker thread (8 in the thesis), sharing level 1."]

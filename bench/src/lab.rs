@@ -26,7 +26,9 @@ use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::shape::Shape;
 use serde_json::json;
 
-use crate::experiment::{Experiment, Point, Work, GEN_THREADS, RECOVERY_FTC_ONLY, RECOVERY_PHASES};
+use crate::experiment::{
+    Experiment, Point, Work, GEN_THREADS, RECOVERY_FTC_ONLY, RECOVERY_PHASES, SATURATED,
+};
 use crate::progress::Progress;
 use crate::results::{
     machine, ExperimentInfo, PointResult, RecoveryFigures, RecoveryRun, Results, Run,
@@ -138,6 +140,7 @@ fn notes(experiment: Experiment) -> &'static [&'static str] {
              flat-out download rate on Ch-Rec, measured just before; both modes get the same \
              pace. curl paces in bursts, so queues build even below saturation. `p99_ratios` \
              compare tail latencies.",
+            SATURATED,
         ],
         e => e.notes(),
     }
@@ -182,7 +185,8 @@ impl LabBench<'_> {
                     results.push(self.recover(&point, &spec_path, kill));
                     continue;
                 }
-                let mut rate_limit = None;
+                // The pace in bytes/s, and in frames/s as the throughput counts them.
+                let (mut rate_limit, mut offered_frames) = (None, None);
                 if let Work::Compare {
                     load: Some(load), ..
                 } = point.work
@@ -195,6 +199,7 @@ impl LabBench<'_> {
                     info.saturation_pps = Some(frames_s);
                     let offered = saturation::offered(bytes_s, load);
                     rate_limit = Some(offered);
+                    offered_frames = Some(frames_s * load);
                     point.params.insert(
                         "offered_mbit_s".into(),
                         json!((offered as f64 * 8e-5).round() / 10.0),
@@ -220,6 +225,9 @@ impl LabBench<'_> {
                 });
                 let mut result = PointResult::empty(&point);
                 result.compare(&modes, &reports);
+                if let Some(frames) = offered_frames {
+                    result.offered(frames);
+                }
                 results.push(result);
             }
             infos.push(info);

@@ -8,7 +8,7 @@ use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
 use serde_json::Value;
 
 use crate::experiment::{Headline, ALL_MODES};
-use crate::results::{ExperimentInfo, PointResult, Results};
+use crate::results::{ExperimentInfo, PointResult, Results, SATURATED_BELOW};
 use crate::stats::{mode_name, Ratios};
 
 /// `info`'s section of `results`.
@@ -139,25 +139,26 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
             .map(|r| format!("{of}{r}")),
     );
     header(out, &cells);
+    let mut saturated = false;
     for p in points {
         let mut cells = param_cells(keys, p);
+        // A saturated mode's figures, marked.
+        let mark = |m: &String, cell: String| match p.modes.get(m).and_then(|f| f.saturated) {
+            Some(true) => format!("{cell} (sat.)"),
+            _ => cell,
+        };
+        saturated |= p.modes.values().any(|f| f.saturated == Some(true));
         cells.extend(modes.iter().map(|m| {
-            opt(
-                p.modes
-                    .get(m)
-                    .and_then(|f| f.throughput_pps)
-                    .map(|t| t / 1e3),
-                1,
-            )
+            let kpps = p.modes.get(m).and_then(|f| f.throughput_pps);
+            mark(m, opt(kpps.map(|t| t / 1e3), 1))
         }));
-        cells.extend(
-            modes
-                .iter()
-                .map(|m| match p.modes.get(m).and_then(|f| f.latency_us) {
-                    Some(l) => format!("{:.1} / {:.1}", l.p50, l.p99),
-                    None => "—".to_string(),
-                }),
-        );
+        cells.extend(modes.iter().map(|m| {
+            let latency = match p.modes.get(m).and_then(|f| f.latency_us) {
+                Some(l) => format!("{:.1} / {:.1}", l.p50, l.p99),
+                None => "—".to_string(),
+            };
+            mark(m, latency)
+        }));
         if cpu {
             cells.extend(
                 modes
@@ -172,6 +173,13 @@ fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headl
         };
         cells.extend([r.ftc_over_nf, r.ftc_over_ftmb, r.ftc_over_ftmb_snapshot].map(|v| opt(v, 2)));
         row(out, &cells);
+    }
+    if saturated {
+        let _ = writeln!(
+            out,
+            "\n(sat.): saturated, the mode carried less than {:.0}% of the load offered.",
+            SATURATED_BELOW * 100.0
+        );
     }
 }
 
@@ -220,5 +228,58 @@ fn recovery_table(out: &mut String, keys: &[String], points: &[&PointResult]) {
                 .join(", "),
         ]);
         row(out, &cells);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ftc_node::ftmb::SnapshotKind;
+    use ftc_node::runtime::RunReport;
+    use ftc_node::Mode;
+
+    use super::*;
+    use crate::experiment::{Experiment, SATURATED};
+    use crate::results::Run;
+    use crate::Settings;
+
+    /// A mode that fell behind the load offered is marked in its row, and the table says what
+    /// the mark means.
+    #[test]
+    fn saturated_modes_are_marked() {
+        let settings = Settings::new(true, None, None);
+        let point = &Experiment::LatencyLoad.points(&settings).unwrap()[0];
+        let mut result = PointResult::empty(point);
+        let run = |pps: f64| {
+            Run::Measured(RunReport {
+                throughput_pps: pps,
+                ..RunReport::default()
+            })
+        };
+        result.compare(
+            &[Mode::Ftc, Mode::Ftmb],
+            &[vec![run(1000.0)], vec![run(400.0)]],
+        );
+        result.offered(1000.0);
+        let results = Results {
+            machine: "test".into(),
+            transport: "mem",
+            quick: true,
+            rounds: 1,
+            duration_s: 0.3,
+            download_mb: None,
+            connections: None,
+            snapshot: SnapshotKind::Real,
+            experiments: vec![ExperimentInfo::of(Experiment::LatencyLoad)],
+            points: vec![result],
+        };
+        let md = experiment(&results, &results.experiments[0]);
+        let row = md.lines().find(|l| l.starts_with("| 0.25 |")).unwrap();
+        assert!(
+            row.contains("| 1.0 | 0.4 (sat.) | 0.0 / 0.0 | 0.0 / 0.0 (sat.) |"),
+            "{row}"
+        );
+        assert!(md.contains("(sat.): saturated"), "{md}");
+        assert!(md.contains(SATURATED), "{md}");
+        assert!(SATURATED.contains(&format!("{:.0}%", SATURATED_BELOW * 100.0)));
     }
 }

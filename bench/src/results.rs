@@ -173,7 +173,13 @@ pub struct ModeFigures {
     pub snapshot_stall_us: Option<f64>,
     /// What the runs' checks found (none expected), and why runs failed.
     pub violations: Vec<String>,
+    /// Where a load was offered (`latency-load`): whether the mode carried less than
+    /// [`SATURATED_BELOW`] of it, its median throughput behind the pace; `null` where none was.
+    pub saturated: Option<bool>,
 }
+
+/// The share of the load offered below which a mode is [`ModeFigures::saturated`].
+pub const SATURATED_BELOW: f64 = 0.95;
 
 impl ModeFigures {
     /// The medians of `runs`.
@@ -214,6 +220,7 @@ impl ModeFigures {
                 .iter()
                 .flat_map(|r| r.violations().iter().cloned())
                 .collect(),
+            saturated: None,
         }
     }
 }
@@ -343,6 +350,14 @@ impl PointResult {
         self.p99_ratios = Ratios::of(&medians(|f| f.latency_us.map(|l| l.p99)));
     }
 
+    /// Marks each mode [`ModeFigures::saturated`] or not at the load `offered` per second, in
+    /// the unit of their throughput.
+    pub fn offered(&mut self, offered: f64) {
+        for f in self.modes.values_mut() {
+            f.saturated = f.throughput_pps.map(|t| t < SATURATED_BELOW * offered);
+        }
+    }
+
     /// What the checks of this point's runs found (nothing, normally).
     pub fn violations(&self) -> impl Iterator<Item = &String> {
         let recovery = self.recovery.iter().flat_map(|r| &r.violations);
@@ -439,6 +454,14 @@ mod tests {
         assert_eq!(point.ratios.ftc_over_ftmb, Some(3.0));
         assert_eq!(point.p99_ratios.ftc_over_ftmb, None);
         assert_eq!(point.violations().collect::<Vec<_>>(), ["x"]);
+
+        assert_eq!(point.modes["ftc"].saturated, None, "no load offered");
+        // 300 and 100 pps carried of 310 offered.
+        point.offered(310.0);
+        let saturated = |m: &str| point.modes[m].saturated;
+        assert_eq!(saturated("ftc"), Some(false));
+        assert_eq!(saturated("ftmb"), Some(true));
+        assert_eq!(saturated("nf"), None, "no run measured its throughput");
     }
 
     #[test]

@@ -156,6 +156,9 @@ fn measure(point: Point, settings: &Settings, progress: &Progress) -> PointResul
                 })
             });
             result.compare(modes, &reports);
+            if let Some(rate) = point.config.rate {
+                result.offered(rate as f64);
+            }
         }
         &Work::Recover { kill } => {
             let config = ChaosConfig {
@@ -254,6 +257,7 @@ mod tests {
         assert!(infos[0].saturation_pps.is_some_and(|s| s > 0.0));
         for p in &points {
             assert!(p.params["offered_pps"].as_u64().is_some_and(|r| r >= 1));
+            assert!(p.modes.values().all(|f| f.saturated.is_some()), "{p:?}");
         }
     }
 
