@@ -92,6 +92,17 @@ pub enum Headline {
     Recovery,
 }
 
+impl Headline {
+    /// The key of a point's JSON that holds it: `ratios`, `p99_ratios` or `recovery`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Headline::Throughput => "ratios",
+            Headline::P99Latency => "p99_ratios",
+            Headline::Recovery => "recovery",
+        }
+    }
+}
+
 /// One point of an experiment.
 #[derive(Debug, Clone)]
 pub struct Point {

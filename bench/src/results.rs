@@ -65,6 +65,10 @@ pub struct PointResult {
     pub experiment: Experiment,
     pub label: String,
     pub params: Map<String, Value>,
+    /// The key of the figures the experiment is about ([`crate::experiment::Headline::key`]): `ratios` (of
+    /// throughput), `p99_ratios` (`latency-load`, whose modes are offered the same load, so
+    /// that their throughput ratios are about 1) or `recovery`.
+    pub headline: &'static str,
     /// By mode name (`ftc`, `nf`, `ftmb`, `ftmb-snapshot`); only the modes that were run.
     pub modes: BTreeMap<String, ModeFigures>,
     /// Of the median throughputs.
@@ -327,6 +331,7 @@ impl PointResult {
             experiment: point.experiment,
             label: point.label.clone(),
             params: point.params.clone(),
+            headline: point.experiment.headline().key(),
             modes: BTreeMap::new(),
             ratios: Ratios::default(),
             p99_ratios: Ratios::default(),
@@ -433,15 +438,8 @@ mod tests {
         assert_eq!((none.throughput_pps, none.latency_us), (None, None));
 
         // A mode whose runs all failed has no ratio; the others still do.
-        let mut point = PointResult {
-            experiment: Experiment::ChainLength,
-            label: "Ch-2".into(),
-            params: Map::new(),
-            modes: BTreeMap::new(),
-            ratios: Ratios::default(),
-            p99_ratios: Ratios::default(),
-            recovery: None,
-        };
+        let settings = crate::Settings::new(true, None, None);
+        let mut point = PointResult::empty(&Experiment::ChainLength.points(&settings).unwrap()[0]);
         point.compare(
             &[Mode::Ftc, Mode::Nf, Mode::Ftmb],
             &[
@@ -462,6 +460,21 @@ mod tests {
         assert_eq!(saturated("ftc"), Some(false));
         assert_eq!(saturated("ftmb"), Some(true));
         assert_eq!(saturated("nf"), None, "no run measured its throughput");
+    }
+
+    /// Each point names the ratios its experiment is about: latency-load's are its p99s.
+    #[test]
+    fn points_name_their_headline_figures() {
+        let settings = crate::Settings::new(true, None, None);
+        let headline = |e: Experiment| {
+            let point = PointResult::empty(&e.points(&settings).unwrap()[0]);
+            let json = serde_json::to_value(&point).unwrap();
+            assert!(json.get(json["headline"].as_str().unwrap()).is_some());
+            json["headline"].clone()
+        };
+        assert_eq!(headline(Experiment::LatencyLoad), "p99_ratios");
+        assert_eq!(headline(Experiment::ChainLength), "ratios");
+        assert_eq!(headline(Experiment::Recovery), "recovery");
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn quick_json_run_has_the_documented_keys_and_writes_its_files() {
     assert_eq!(points.len(), 2, "1 and 2 threads");
     for (p, threads) in points.iter().zip([1, 2]) {
         assert_eq!(p["experiment"], "nat-threads");
+        assert_eq!(p["headline"], "ratios", "of throughput");
         assert_eq!(p["params"]["threads"], threads);
         // FTMB's master runs as many lanes as FTC's head.
         for mode in ["ftc", "nf", "ftmb", "ftmb-snapshot"] {
