@@ -166,22 +166,26 @@ impl<P> Logger<P> {
         Ok(())
     }
 
-    /// Moves `pals_seen` over the numbers in `ahead` that now follow it; progress restarts
-    /// the clock of a gap that remains.
+    /// Moves `pals_seen` over the numbers in `ahead` that now follow it.
     fn fold_ahead(&mut self) {
-        let before = self.pals_seen;
         // Numbers in `ahead` are above `pals_seen`, so at least 1.
         while let Some(entry) = self.ahead.first_entry() {
             if *entry.key() - 1 != self.pals_seen {
                 break;
             }
             let logged = entry.remove();
-            self.pals_seen += 1;
+            self.advance_to(self.pals_seen + 1);
             self.check_order(&logged);
         }
-        if self.pals_seen > before {
-            self.gap = None;
-        }
+    }
+
+    /// The only way `pals_seen` moves (to `n`, above it): whatever is missing after `n` is a
+    /// new gap, timed from when it is next seen. Progress thus restarts the clock of a gap
+    /// that remains, and a gap given up on leaves no clock behind that would have the next
+    /// one (a PAL message merely late) given up on at once, never asked for.
+    fn advance_to(&mut self, n: u64) {
+        self.pals_seen = n;
+        self.gap = None;
     }
 
     /// PAL message `pals_seen` joined the log's prefix: check that its accesses come in an
@@ -253,7 +257,7 @@ impl<P> Logger<P> {
                 "the output logger gave up on PAL messages {first}..={last}: asked for again, they did not come"
             ));
             self.stats.pals_given_up = self.stats.pals_given_up.saturating_add(last - first + 1);
-            self.pals_seen = last;
+            self.advance_to(last);
             // What the missing ones updated is unknown: the order is no longer checked.
             self.updates = None;
             self.fold_ahead();
@@ -410,6 +414,41 @@ mod tests {
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("gave up on PAL messages 2..=2"), "{v:?}");
         assert!(v[1].contains("needs PAL message 2"), "{v:?}");
+    }
+
+    /// A gap given up on is forgotten with it: the next missing PAL message (one only a held
+    /// packet shows, merely late) is a new gap, asked for before it could be given up on.
+    #[test]
+    fn a_gap_given_up_on_does_not_hurry_the_next_one() {
+        let mut l = Logger::new(2, 8, false);
+        // PAL 1 is lost for good.
+        l.handle_packet(1, packet(1));
+        assert_eq!(l.poll_resend(0), None);
+        assert_eq!(l.poll_resend(ASK_AFTER_NS), Some((1, 1)));
+        assert_eq!(l.poll_resend(GIVE_UP_NS), None, "given up on");
+        assert_eq!(l.stats().pals_given_up, 1);
+        assert_eq!(l.poll_timeout(), None, "nothing is missing now");
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(1));
+        // PAL 2 is late: its packet comes first.
+        let t = GIVE_UP_NS + 1_000;
+        l.handle_packet(2, packet(2));
+        assert_eq!(
+            l.poll_resend(t),
+            None,
+            "neither asked for nor given up on yet"
+        );
+        assert_eq!(l.poll_timeout(), Some(t + ASK_AFTER_NS));
+        assert_eq!(l.poll_resend(t + ASK_AFTER_NS), Some((2, 2)));
+        assert_eq!(l.poll_release(), None);
+        l.handle_pal(&pal_message(2)).unwrap();
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(2));
+        assert_eq!(l.poll_timeout(), None);
+        let s = l.stats();
+        assert_eq!((s.pals_given_up, s.resend_requests), (1, 2));
+        // The give-up of PAL 1 and the packet that left without it; nothing about PAL 2.
+        let v = l.take_violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("gave up on PAL messages 1..=1"), "{v:?}");
     }
 
     /// Lanes that number PAL messages in an order their dependencies do not allow (as one
