@@ -12,8 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ftc_stm::{DepEntry, LogKind};
-use smallvec::SmallVec;
+use ftc_stm::LogKind;
 
 use super::pal::{self, PalError};
 use crate::Packet;
@@ -69,11 +68,11 @@ struct Gap {
     ask_at: u64,
 }
 
-/// What a PAL message logged: its kind and accesses.
+/// A PAL message that arrived ahead of a missing one: its kind, and the message as received.
 #[derive(Debug)]
 struct Logged {
     kind: LogKind,
-    accesses: SmallVec<[DepEntry; 4]>,
+    msg: Vec<u8>,
 }
 
 /// The IL and OL of one middlebox (they share a server, as in the thesis's re-implementation).
@@ -91,7 +90,9 @@ pub struct Logger<P> {
     updates: Option<Vec<Option<u64>>>,
     /// The first missing PAL message, while one is missing.
     gap: Option<Gap>,
-    /// The last PAL message, as received (the thesis's OL keeps only the last PAL).
+    /// The last PAL message of the log's unbroken prefix, as received (the thesis's OL keeps
+    /// only the last PAL). Releases are checked against its number: one that arrived ahead of
+    /// a missing one is not in it yet, and one given up on never is.
     last_pal: Vec<u8>,
     /// Processed packets waiting to leave, in the master's order, with their PAL requirement.
     held: VecDeque<(u64, Packet<P>)>,
@@ -151,18 +152,22 @@ impl<P> Logger<P> {
             self.stats.pal_duplicates += 1;
             return Ok(());
         }
-        let logged = Logged {
-            kind: header.kind,
-            accesses: pal::accesses(msg).collect(),
-        };
-        self.ahead.insert(n, logged);
         self.stats.pal_messages += 1;
         self.stats.pal_accesses += u64::from(header.accesses);
-        if pal::number(&self.last_pal).is_none_or(|last| last < n) {
-            self.last_pal.clear();
-            self.last_pal.extend_from_slice(msg);
+        if n == self.pals_seen + 1 {
+            // The usual case: it joins the log at once, copied into the last PAL's buffer.
+            let mut copy = std::mem::take(&mut self.last_pal);
+            copy.clear();
+            copy.extend_from_slice(msg);
+            self.join(header.kind, copy);
+            self.fold_ahead();
+        } else {
+            let logged = Logged {
+                kind: header.kind,
+                msg: msg.to_vec(),
+            };
+            self.ahead.insert(n, logged);
         }
-        self.fold_ahead();
         Ok(())
     }
 
@@ -173,10 +178,17 @@ impl<P> Logger<P> {
             if *entry.key() - 1 != self.pals_seen {
                 break;
             }
-            let logged = entry.remove();
-            self.advance_to(self.pals_seen + 1);
-            self.check_order(&logged);
+            let Logged { kind, msg } = entry.remove();
+            self.join(kind, msg);
         }
+    }
+
+    /// PAL message `msg` (of `kind`), numbered `pals_seen + 1`, joins the log's prefix and
+    /// becomes its last PAL.
+    fn join(&mut self, kind: LogKind, msg: Vec<u8>) {
+        self.advance_to(self.pals_seen + 1);
+        self.check_order(kind, &msg);
+        self.last_pal = msg;
     }
 
     /// The only way `pals_seen` moves (to `n`, above it): whatever is missing after `n` is a
@@ -190,25 +202,25 @@ impl<P> Logger<P> {
 
     /// PAL message `pals_seen` joined the log's prefix: check that its accesses come in an
     /// order the transactions' dependencies allow (see the module docs).
-    fn check_order(&mut self, logged: &Logged) {
+    fn check_order(&mut self, kind: LogKind, msg: &[u8]) {
         let Some(updates) = self.updates.as_mut() else {
             return;
         };
         let mut wrong = None;
-        for d in &logged.accesses {
+        for d in pal::accesses(msg) {
             let p = usize::from(d.partition.0);
             if updates.len() <= p {
                 updates.resize(p + 1, None);
             }
             let (seen, before) = (d.seq.0, updates[p].unwrap_or(d.seq.0));
-            let in_order = match logged.kind {
+            let in_order = match kind {
                 LogKind::Update => before == seen,
                 _ => before >= seen,
             };
             if !in_order {
                 wrong.get_or_insert((p, seen, before));
             }
-            if logged.kind == LogKind::Update {
+            if kind == LogKind::Update {
                 updates[p] = Some(seen.saturating_add(1));
             } else {
                 updates[p] = Some(before);
@@ -217,8 +229,7 @@ impl<P> Logger<P> {
         if let Some((p, seen, before)) = wrong {
             let n = self.pals_seen;
             self.violation(format!(
-                "PAL message {n} ({:?}) accessed partition {p} after {seen} updates of it, but the PAL messages before it log {before}: the master numbered them out of dependency order",
-                logged.kind
+                "PAL message {n} ({kind:?}) accessed partition {p} after {seen} updates of it, but the PAL messages before it log {before}: the master numbered them out of dependency order"
             ));
         }
     }
@@ -290,8 +301,9 @@ impl<P> Logger<P> {
     }
 
     /// OL: the next packet that may leave, in the order the master sent them. Every release
-    /// is checked against the PAL log itself (the number of the last PAL message kept), not
-    /// the counter the rule reads: a packet that leaves before its PALs is a violation.
+    /// is checked against the PAL log itself (the number in the last PAL message of its
+    /// unbroken prefix), not the counter the rule reads: a packet that leaves before all the
+    /// PALs it needs arrived (or after one of them was given up on) is a violation.
     pub fn poll_release(&mut self) -> Option<Packet<P>> {
         let &(needs, _) = self.held.front()?;
         if needs > self.pals_seen && !self.release_without_pals {
@@ -511,5 +523,18 @@ mod tests {
         l.handle_packet(1, packet(10));
         assert!(l.poll_release().is_some());
         assert_eq!(l.take_violations().len(), 1);
+        // Only PAL 3 arrived: a packet that needs 2 leaves without 1 and 2 all the same.
+        l.handle_pal(&pal_message(3)).unwrap();
+        l.handle_packet(2, packet(11));
+        assert!(l.poll_release().is_some());
+        let v = l.take_violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("needs PAL message 2"), "{v:?}");
+        // Once 1 and 2 arrived, 1 … 3 are all logged: a packet that needs 3 is no violation.
+        l.handle_pal(&pal_message(1)).unwrap();
+        l.handle_pal(&pal_message(2)).unwrap();
+        l.handle_packet(3, packet(12));
+        assert!(l.poll_release().is_some());
+        assert_eq!(l.take_violations(), Vec::<String>::new());
     }
 }
