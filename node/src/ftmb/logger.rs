@@ -60,6 +60,13 @@ pub const ASK_AGAIN_NS: u64 = 2_000_000;
 pub const GIVE_UP_NS: u64 = 200_000_000;
 /// PAL messages that may wait behind a missing one before it is given up on.
 pub const AHEAD_MAX: usize = 65_536;
+/// How far past the log's unbroken prefix a PAL message's number, or a packet's PAL
+/// requirement, may reach: more than a master numbers in [`GIVE_UP_NS`] (the longest the
+/// prefix stays stuck) at 5 million packets a second. One further cannot come from a master
+/// and is refused: held, or kept ahead, it would have the logger give up on every number up to
+/// it, and a prefix moved to `u64::MAX` counts every later PAL message a duplicate and holds no
+/// packet again.
+pub const REACH_MAX: u64 = 1 << 20;
 
 /// A missing PAL message: since when, and when to ask for it next.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +151,8 @@ impl<P> Logger<P> {
     /// OL: a PAL message from the master. They come in the order it numbered them unless a
     /// link lost some (as a datagram or a frame can be lost): a later one is kept, and the
     /// missing ones are asked for again ([`Logger::poll_resend`]). One that came already
-    /// (a resend that crossed the original) is counted and ignored.
+    /// (a resend that crossed the original) is counted and ignored; one numbered further than
+    /// [`REACH_MAX`] past the log's prefix is refused.
     pub fn handle_pal(&mut self, msg: &[u8]) -> Result<(), PalError> {
         let header = pal::decode(msg)?;
         let n = header.number;
@@ -152,6 +160,7 @@ impl<P> Logger<P> {
             self.stats.pal_duplicates += 1;
             return Ok(());
         }
+        self.within_reach(n)?;
         self.stats.pal_messages += 1;
         self.stats.pal_accesses += u64::from(header.accesses);
         if n == self.pals_seen + 1 {
@@ -291,13 +300,35 @@ impl<P> Logger<P> {
             .map(|g| g.ask_at.min(g.since.saturating_add(GIVE_UP_NS)))
     }
 
+    /// Refuses PAL number `n` (a message's, or a packet's requirement) if it lies more than
+    /// [`REACH_MAX`] past the log's prefix.
+    fn within_reach(&self, n: u64) -> Result<(), PalError> {
+        if n.saturating_sub(self.pals_seen) > REACH_MAX {
+            return Err(PalError::OutOfReach {
+                number: n,
+                logged: self.pals_seen,
+                max: REACH_MAX,
+            });
+        }
+        Ok(())
+    }
+
     /// OL: a packet the master processed; it may leave once `needs` PAL messages arrived.
-    pub fn handle_packet(&mut self, needs: u64, packet: Packet<P>) {
+    /// A requirement out of [`REACH_MAX`] is refused, the packet given back with why.
+    pub fn handle_packet(
+        &mut self,
+        needs: u64,
+        packet: Packet<P>,
+    ) -> Result<(), (PalError, Packet<P>)> {
+        if let Err(e) = self.within_reach(needs) {
+            return Err((e, packet));
+        }
         if needs > self.pals_seen {
             self.stats.packets_waited += 1;
         }
         self.held.push_back((needs, packet));
         self.stats.max_held = self.stats.max_held.max(self.held.len());
+        Ok(())
     }
 
     /// OL: the next packet that may leave, in the order the master sent them. Every release
@@ -370,8 +401,8 @@ mod tests {
         assert_eq!(l.stats().packets_logged, 3);
         assert_eq!(l.input.len(), 2, "the input log is bounded");
 
-        l.handle_packet(1, packet(10));
-        l.handle_packet(1, packet(11));
+        l.handle_packet(1, packet(10)).unwrap();
+        l.handle_packet(1, packet(11)).unwrap();
         assert_eq!(l.poll_release(), None);
         l.handle_pal(&pal_message(1)).unwrap();
         assert_eq!(l.poll_release().map(|p| p.handle), Some(10));
@@ -382,7 +413,7 @@ mod tests {
 
         // PAL 2 is lost: 3 is kept, and a packet that needs 3 waits for 2 as well.
         l.handle_pal(&pal_message(3)).unwrap();
-        l.handle_packet(3, packet(12));
+        l.handle_packet(3, packet(12)).unwrap();
         assert_eq!(l.poll_resend(100), None, "not asked for at once");
         assert_eq!(l.poll_timeout(), Some(100 + ASK_AFTER_NS));
         assert_eq!(l.poll_resend(100 + ASK_AFTER_NS), Some((2, 2)));
@@ -410,7 +441,7 @@ mod tests {
     #[test]
     fn the_output_logger_gives_up_on_pals_that_do_not_come() {
         let mut l = Logger::new(2, 8, false);
-        l.handle_packet(2, packet(1));
+        l.handle_packet(2, packet(1)).unwrap();
         assert_eq!(l.poll_resend(10), None);
         assert_eq!(l.poll_resend(10 + ASK_AFTER_NS), Some((1, 2)));
         l.handle_pal(&pal_message(1)).unwrap();
@@ -434,7 +465,7 @@ mod tests {
     fn a_gap_given_up_on_does_not_hurry_the_next_one() {
         let mut l = Logger::new(2, 8, false);
         // PAL 1 is lost for good.
-        l.handle_packet(1, packet(1));
+        l.handle_packet(1, packet(1)).unwrap();
         assert_eq!(l.poll_resend(0), None);
         assert_eq!(l.poll_resend(ASK_AFTER_NS), Some((1, 1)));
         assert_eq!(l.poll_resend(GIVE_UP_NS), None, "given up on");
@@ -443,7 +474,7 @@ mod tests {
         assert_eq!(l.poll_release().map(|p| p.handle), Some(1));
         // PAL 2 is late: its packet comes first.
         let t = GIVE_UP_NS + 1_000;
-        l.handle_packet(2, packet(2));
+        l.handle_packet(2, packet(2)).unwrap();
         assert_eq!(
             l.poll_resend(t),
             None,
@@ -461,6 +492,39 @@ mod tests {
         let v = l.take_violations();
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v[0].contains("gave up on PAL messages 1..=1"), "{v:?}");
+    }
+
+    /// Numbers no master can have taken yet (a malformed requirement or PAL message from the
+    /// master's address) are refused: no give-up moves the prefix to them, and the gate goes
+    /// on holding packets.
+    #[test]
+    fn numbers_out_of_reach_are_refused() {
+        let mut l = Logger::new(2, 8, false);
+        for needs in [REACH_MAX + 1, u64::MAX] {
+            let (e, p) = l.handle_packet(needs, packet(needs)).unwrap_err();
+            assert_eq!(p.handle, needs);
+            let want = PalError::OutOfReach {
+                number: needs,
+                logged: 0,
+                max: REACH_MAX,
+            };
+            assert_eq!(e, want);
+        }
+        assert!(matches!(
+            l.handle_pal(&pal_message(u64::MAX)),
+            Err(PalError::OutOfReach { .. })
+        ));
+        assert_eq!(l.poll_resend(GIVE_UP_NS), None);
+        assert_eq!(l.poll_timeout(), None, "nothing is missing");
+        assert_eq!(l.stats().pals_given_up, 0);
+        l.handle_packet(1, packet(1)).unwrap();
+        assert_eq!(l.poll_release(), None, "held until PAL 1 arrives");
+        l.handle_pal(&pal_message(1)).unwrap();
+        assert_eq!(l.poll_release().map(|p| p.handle), Some(1));
+        // As far as the bound reaches is taken.
+        l.handle_packet(1 + REACH_MAX, packet(2)).unwrap();
+        assert_eq!(l.poll_release(), None);
+        assert!(l.take_violations().is_empty());
     }
 
     /// Lanes that number PAL messages in an order their dependencies do not allow (as one
@@ -520,12 +584,12 @@ mod tests {
     #[test]
     fn the_check_catches_an_output_logger_that_does_not_wait() {
         let mut l = Logger::new(4, 8, true);
-        l.handle_packet(1, packet(10));
+        l.handle_packet(1, packet(10)).unwrap();
         assert!(l.poll_release().is_some());
         assert_eq!(l.take_violations().len(), 1);
         // Only PAL 3 arrived: a packet that needs 2 leaves without 1 and 2 all the same.
         l.handle_pal(&pal_message(3)).unwrap();
-        l.handle_packet(2, packet(11));
+        l.handle_packet(2, packet(11)).unwrap();
         assert!(l.poll_release().is_some());
         let v = l.take_violations();
         assert_eq!(v.len(), 1, "{v:?}");
@@ -533,7 +597,7 @@ mod tests {
         // Once 1 and 2 arrived, 1 … 3 are all logged: a packet that needs 3 is no violation.
         l.handle_pal(&pal_message(1)).unwrap();
         l.handle_pal(&pal_message(2)).unwrap();
-        l.handle_packet(3, packet(12));
+        l.handle_packet(3, packet(12)).unwrap();
         assert!(l.poll_release().is_some());
         assert_eq!(l.take_violations(), Vec::<String>::new());
     }

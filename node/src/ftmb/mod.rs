@@ -37,7 +37,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ftc_chain::ring::{Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 
-pub use logger::{Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS};
+pub use logger::{
+    Logger, LoggerStats, AHEAD_MAX, ASK_AFTER_NS, ASK_AGAIN_NS, GIVE_UP_NS, REACH_MAX,
+};
 pub use master::{Master, PalNumbers, Processed, PAL_RETAINED};
 pub use pal::{PalError, PalHeader, FLAG_PAL, FLAG_PAL_RESEND};
 pub use station::{Role, Schedule, SnapshotTally, Station};

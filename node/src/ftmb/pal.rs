@@ -20,13 +20,16 @@ pub const FLAG_PAL_RESEND: u16 = 0x0200;
 const HEADER_LEN: usize = 8 + 1 + 2;
 const ACCESS_LEN: usize = 2 + 8;
 
-/// A PAL message or a packet's PAL requirement that does not read back.
+/// A PAL message or a packet's PAL requirement that does not read back, or that names a
+/// PAL number no master can have taken yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PalError {
     #[error("malformed PAL message: {0}")]
     Malformed(&'static str),
     #[error("a packet's PAL requirement is {0} bytes, not 8")]
     BadRequirement(usize),
+    #[error("PAL number {number} is more than {max} past the {logged} PAL messages logged: no master numbers that far ahead")]
+    OutOfReach { number: u64, logged: u64, max: u64 },
     #[error("malformed PAL resend request: {0}")]
     BadResend(&'static str),
 }

@@ -245,15 +245,16 @@ impl<'a, P> Station<'a, P> {
                         l.logger.violation(format!("logger {}: {e}", self.me.0));
                     }
                 } else if let Some(packet) = frame.packet {
-                    match pal::decode_requirement(&frame.msg) {
-                        Ok(needs) => l.logger.handle_packet(needs, packet),
-                        Err(e) => {
-                            l.logger.violation(format!("logger {}: {e}", self.me.0));
-                            self.outputs.push_back(Output::Lost {
-                                handle: packet.handle,
-                            });
-                            self.buffers.put(packet.bytes);
-                        }
+                    let refused = match pal::decode_requirement(&frame.msg) {
+                        Ok(needs) => l.logger.handle_packet(needs, packet).err(),
+                        Err(e) => Some((e, packet)),
+                    };
+                    if let Some((e, packet)) = refused {
+                        l.logger.violation(format!("logger {}: {e}", self.me.0));
+                        self.outputs.push_back(Output::Lost {
+                            handle: packet.handle,
+                        });
+                        self.buffers.put(packet.bytes);
                     }
                 }
                 self.buffers.put(frame.msg);
@@ -740,18 +741,30 @@ mod tests {
         }
     }
 
+    /// A requirement that does not read back, or that no master can have numbered yet.
     #[test]
     fn a_malformed_requirement_loses_its_packet_and_is_a_violation() {
         let mut logger = Station::logger(0, 1, &FtmbConfig::default());
-        let frame = Frame {
-            packet: Some(packet(9)),
-            flags: 0,
-            msg: vec![0; 3],
-        };
-        logger.handle_frame(1, ServerId(1), frame);
-        logger.end_batch(1);
-        assert_eq!(drain(&mut logger), vec![Output::Lost { handle: 9 }]);
-        assert_eq!(logger.take_violations().len(), 1);
+        let mut far = Vec::new();
+        pal::encode_requirement(&mut far, u64::MAX);
+        for (handle, msg) in [(9, vec![0; 3]), (10, far)] {
+            let frame = Frame {
+                packet: Some(packet(handle)),
+                flags: 0,
+                msg,
+            };
+            logger.handle_frame(1, ServerId(1), frame);
+            logger.end_batch(1);
+            assert_eq!(drain(&mut logger), vec![Output::Lost { handle }]);
+        }
+        let v = logger.take_violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[1].contains("no master numbers that far ahead"), "{v:?}");
+        assert_eq!(
+            logger.poll_timeout(),
+            None,
+            "nothing to ask for or give up on"
+        );
     }
 
     #[test]
