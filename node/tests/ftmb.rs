@@ -187,20 +187,25 @@ fn snapshot_mode_counts_its_snapshots() {
 
 /// A Monitor whose two threads share one counter (every transaction depends on the other
 /// lane's last), then a MazuNAT of two threads: each master runs two lanes that number their
-/// PAL messages from one counter. Every packet leaves once its PALs and those of the
-/// transactions it depends on arrived (the output logger checks each release), every 40th PAL
-/// message is lost and asked for again (the request reaches both lanes), and the Monitor
-/// counted every packet once, as NF's does.
-#[test]
-fn masters_of_two_lanes_number_pals_from_one_counter_and_lose_nothing() {
-    const PACKETS: u64 = 4000;
-    let spec = ftc_chain::spec::ChainSpec::from_toml_str(
+/// PAL messages from one counter.
+fn two_lanes() -> ftc_chain::spec::ChainSpec {
+    ftc_chain::spec::ChainSpec::from_toml_str(
         "[chain]\nname = \"lanes\"\nf = 1\n\n\
          [[middlebox]]\nkind = \"monitor\"\nsharing_level = 2\nthreads = 2\n\n\
          [[middlebox]]\nkind = \"mazu-nat\"\npublic_ip = \"203.0.113.1\"\nports = \"10000-60000\"\nthreads = 2\n",
         "test",
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Masters of [`two_lanes`]: every packet leaves once its PALs and those of the transactions
+/// it depends on arrived (the output logger checks each release), every 40th PAL message is
+/// lost and asked for again (the request reaches both lanes), and the Monitor counted every
+/// packet once, as NF's does.
+#[test]
+fn masters_of_two_lanes_number_pals_from_one_counter_and_lose_nothing() {
+    const PACKETS: u64 = 4000;
+    let spec = two_lanes();
     for mode in [Mode::Ftmb, Mode::FtmbSnapshot] {
         let heads = Heads::new(&spec, |m| m.threads).unwrap();
         let ftmb = FtmbConfig {
@@ -281,4 +286,30 @@ fn snapshots_of_a_master_of_two_lanes_do_not_deadlock_it() {
     assert_all_released(&r, "nat2");
     let s = r.snapshots.expect("a snapshot report");
     assert!(s.per_master.iter().all(|&n| n >= 1), "{s:?}");
+}
+
+/// With nothing lost, nothing is asked for again: a lane sends the PAL messages it numbered at
+/// the end of its batch, so packets of the other lane that need them may wait for them, but
+/// not as long as the output loggers wait before they ask ([`ftc_node::ftmb::ASK_AFTER_NS`]).
+#[test]
+fn masters_of_two_lanes_that_lose_nothing_are_asked_for_nothing() {
+    let r = run_chain(
+        &two_lanes(),
+        &RunConfig {
+            duration: Duration::from_millis(500),
+            flows: 64,
+            ..config(Mode::Ftmb, FtmbConfig::default())
+        },
+    );
+    assert_all_released(&r, "two lanes, nothing lost");
+    let stats = r.ftmb.expect("FTMB stats");
+    assert_eq!(
+        (
+            stats.resend_requests,
+            stats.pal_duplicates,
+            stats.pals_given_up
+        ),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 }

@@ -50,13 +50,21 @@ impl LoggerStats {
     }
 }
 
-/// Nanoseconds a missing PAL message is waited for before the master is asked for it (a PAL
-/// message may trail its packet by a little: [`crate::ftmb::FtmbConfig::pals_after_packet`]).
-pub const ASK_AFTER_NS: u64 = 200_000;
+/// Nanoseconds a missing PAL message is waited for before the master is asked for it. PAL
+/// messages trail packets that need them without being lost: a master's lane sends those it
+/// numbered at the end of its batch, while its other lanes' packets may need them already, and
+/// later still if the lane waits for a core meanwhile. 200 µs had lossless in-memory runs of
+/// two lanes ask for PALs (and get them twice); 5 ms, as FTC's buffer's stall timeout, asks
+/// for none. (A test hook has a PAL trail its own packet too:
+/// [`crate::ftmb::FtmbConfig::pals_after_packet`].)
+pub const ASK_AFTER_NS: u64 = 5_000_000;
 /// Nanoseconds between requests for the same missing PAL messages.
 pub const ASK_AGAIN_NS: u64 = 2_000_000;
-/// Nanoseconds after which a missing PAL message is given up on (the master keeps its last
-/// [`crate::ftmb::PAL_RETAINED`], a few hundred milliseconds of traffic at lab rates).
+/// Nanoseconds after which a missing PAL message is given up on. The master keeps the last
+/// [`crate::ftmb::PAL_RETAINED`] of each lane to resend: about 4 ms of traffic at in-memory
+/// rates, tens of milliseconds at the lab's. That suffices because the logger holds the
+/// packets that need a missing PAL, so the master numbers little more past it than the
+/// packets in flight (in memory the generator's window, 512 by default).
 pub const GIVE_UP_NS: u64 = 200_000_000;
 /// PAL messages that may wait behind a missing one before it is given up on.
 pub const AHEAD_MAX: usize = 65_536;

@@ -19,9 +19,12 @@
 //! staggered over the period so their stalls do not overlap): either a real stop-the-world
 //! copy of its store ([`ftc_stm::Store::export`]), or the thesis's fixed 6 ms stall.
 //!
-//! Like the thesis's re-implementation this is a cost model of FTMB's normal operation: PALs
-//! are delivered on the first attempt and nothing is recovered. Every queue is bounded by the
-//! generator's window (packets in flight), and there is at most one PAL message per packet.
+//! Like the thesis's re-implementation this is a cost model of FTMB's normal operation: nothing
+//! is recovered. A PAL message lost on a link (a test hook, or `ftc node --ring-loss`) is asked
+//! for again; with nothing lost none is, since an output logger asks only once a PAL message is
+//! [`ASK_AFTER_NS`] late, longer than the lanes' PALs trail packets that need them. Every
+//! queue is bounded by the generator's window (packets in flight), and there is at most one
+//! PAL message per packet.
 
 mod logger;
 mod master;
