@@ -17,7 +17,8 @@
 //!
 //! **FTMB+snapshot** also stops each master periodically (default every 50 ms, masters
 //! staggered over the period so their stalls do not overlap): either a real stop-the-world
-//! copy of its store ([`ftc_stm::Store::export`]), or the thesis's fixed 6 ms stall.
+//! copy of its store ([`ftc_stm::Store::export_into`], into a buffer the master keeps), or the
+//! thesis's fixed 6 ms stall.
 //!
 //! Like the thesis's re-implementation this is a cost model of FTMB's normal operation: nothing
 //! is recovered. A PAL message lost on a link (a test hook, or `ftc node --ring-loss`) is asked
@@ -152,7 +153,8 @@ pub struct SnapshotReport {
     /// How long masters stood still per snapshot, in microseconds.
     pub stall_mean_us: f64,
     pub stall_max_us: f64,
-    /// Bytes of state copied by all snapshots together (0 for a fixed stall).
+    /// Bytes of state copied by all snapshots together, in the stores' snapshot byte form (0
+    /// for a fixed stall).
     pub bytes_copied: u64,
 }
 
