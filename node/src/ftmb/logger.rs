@@ -369,6 +369,11 @@ impl<P> Logger<P> {
         }
     }
 
+    /// The violations seen and not yet taken.
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
     /// The violations seen so far.
     pub fn take_violations(&mut self) -> Vec<String> {
         std::mem::take(&mut self.violations)

@@ -371,6 +371,14 @@ impl<'a, P> Station<'a, P> {
         }
     }
 
+    /// What must not happen and did and was not taken yet (see [`Station::take_violations`]).
+    pub fn violations(&self) -> &[String] {
+        match &self.side {
+            Side::Logger(l) => l.logger.violations(),
+            Side::Master(_) => &[],
+        }
+    }
+
     /// What must not happen and did (an OL that released a packet before its PALs, PAL
     /// messages given up on, a malformed PAL message or requirement), the first 10.
     pub fn take_violations(&mut self) -> Vec<String> {

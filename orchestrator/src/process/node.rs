@@ -171,8 +171,8 @@ pub enum NodeError {
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
     #[error(
-        "the server stopped handling frames: {0} (the node exits, so that the orchestrator \
-         replaces it)"
+        "the server failed: {0} (the node exits, so that the orchestrator replaces it, or halts a \
+         deployment that keeps no replicas)"
     )]
     Failed(String),
     #[error("control connection to the orchestrator: {0}")]

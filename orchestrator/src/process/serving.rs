@@ -172,13 +172,17 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// Why the server stopped handling frames, if it did: a server's first error, or a lane's
-    /// thread that ended before it was told to.
+    /// Why the server must stop, if it must: a server's first error (it stopped handling
+    /// frames), a lane's thread that ended before it was told to, or an FTMB station's first
+    /// violation (a packet released before its PALs, PALs given up on, a malformed PAL
+    /// message or requirement). The node then exits with it, as with a broken FTC server:
+    /// the run fails where the lab's and the benchmarks' reports see it, rather than in the
+    /// node's last log line only.
     pub fn error(&self) -> Option<String> {
         match self {
             Serving::Ftc(s) => s.error().map(ToString::to_string),
             Serving::Lanes(l) => l.error().map(String::from),
-            Serving::Ftmb(_) => None,
+            Serving::Ftmb(s) => s.violations().first().cloned(),
         }
     }
 
@@ -306,4 +310,49 @@ pub fn ftc_summary(s: &Server<'_, u32>) -> String {
         s.forwarder().map(|f| f.stats()),
         s.buffer().map(|b| b.stats()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use ftc_chain::middlebox::Direction;
+    use ftc_node::ftmb::{pal, FtmbConfig};
+
+    use super::*;
+
+    /// An FTMB output logger that lets a packet go before its PAL message (its test hook):
+    /// the violation is the server's error, which the node exits with.
+    #[test]
+    fn an_ftmb_stations_first_violation_is_its_error() {
+        let config = FtmbConfig {
+            release_without_pals: true,
+            ..FtmbConfig::default()
+        };
+        let mut serving = Serving::Ftmb(Box::new(Station::logger(0, 1, &config)));
+        assert_eq!(serving.error(), None);
+        let mut needs = Vec::new();
+        pal::encode_requirement(&mut needs, 1);
+        let packet = Packet {
+            handle: 7,
+            flow: 0,
+            dir: Direction::Outbound,
+            bytes: vec![0; 64],
+        };
+        let frame = Frame {
+            packet: Some(packet),
+            flags: 0,
+            msg: needs,
+        };
+        // From its master, at position 1.
+        serving.handle_frame(1, ServerId(1), frame);
+        serving.end_batch(1);
+        assert!(matches!(
+            serving.poll_output(),
+            Some(Output::Release { packet, .. }) if packet.handle == 7
+        ));
+        let error = serving.error().expect("the violation is an error");
+        assert!(
+            error.contains("released a packet that needs PAL message 1"),
+            "{error}"
+        );
+    }
 }
