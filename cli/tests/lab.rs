@@ -8,9 +8,10 @@
 //! after UDP flows that give the NAT state (`--udp-flows`), and in NF through a chain shorter
 //! than f + 1; `ftc bench --transport xdp` downloads through FTC, NF and both FTMB baselines
 //! (each in its lab layout), and recovers the NAT with its flows. These need
-//! root (network namespaces): as another user they say so and pass. Each test has its own lab
-//! name, and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
-//! 10 misses) so that a loaded machine does not lose a node the test did not kill.
+//! root with the capabilities network namespaces take: elsewhere they say so and pass. Each test
+//! has its own lab name, and a guard that takes its lab down however the test ends. Heartbeats
+//! are slow (50 ms, 10 misses) so that a loaded machine does not lose a node the test did not
+//! kill.
 
 mod support;
 
@@ -19,6 +20,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ftc_orchestrator::lab::apply;
 use ftc_orchestrator::lab::procs::{alive, group_members};
 use support::{spec, two_lanes};
 
@@ -26,14 +28,15 @@ fn ftc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ftc"))
 }
 
-/// Whether the test can run; if not, it says why.
+/// Whether the test can run (as `ftc lab up` checks it); if not, it says why.
 fn root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipped: `ftc lab` needs root (network namespaces)");
+    match apply::check_privilege() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
     }
-    root
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -105,3 +105,72 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The capabilities that making namespaces and links takes, with their bits in a capability
+/// set: CAP_NET_ADMIN, and CAP_SYS_ADMIN for the mounts of `ip netns add`.
+const NAMESPACE_CAPABILITIES: [(u32, &str); 2] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")];
+
+/// Why this process cannot make network namespaces and links, or `None` where it can: that
+/// takes root, with [`NAMESPACE_CAPABILITIES`] in effect, which root in a container may lack
+/// (Docker's default set has neither).
+pub fn namespaces_denied() -> Option<String> {
+    if !is_root() {
+        return Some("run it as root".to_string());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let missing = missing_capabilities(&status);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "this process is root but lacks {} (a container without --privileged?)",
+            missing.join(" and ")
+        )
+    })
+}
+
+/// Which of [`NAMESPACE_CAPABILITIES`] the effective set in `status` (the text of
+/// `/proc/PID/status`) lacks: all of them where it has no `CapEff` line of hex digits.
+fn missing_capabilities(status: &str) -> Vec<&'static str> {
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    NAMESPACE_CAPABILITIES
+        .iter()
+        .filter(|&&(bit, _)| effective & (1 << bit) == 0)
+        .map(|&(_, name)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_capabilities_say_whether_namespaces_can_be_made() {
+        let status = |eff: &str| format!("Name:\tftc\nCapPrm:\t000001ffffffffff\nCapEff:\t{eff}\n");
+        // Root with every capability, as on a host or in a privileged container.
+        assert_eq!(
+            missing_capabilities(&status("000001ffffffffff")),
+            [] as [&str; 0]
+        );
+        // Docker's default set.
+        assert_eq!(
+            missing_capabilities(&status("00000000a80425fb")),
+            ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+        );
+        // --cap-add NET_ADMIN, and no more.
+        assert_eq!(
+            missing_capabilities(&status("00000000a80435fb")),
+            ["CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities(&status("0000000000201000")),
+            [] as [&str; 0]
+        );
+        // The permitted set is not what counts, and no readable line is no capability.
+        assert_eq!(missing_capabilities(&status("0")).len(), 2);
+        assert_eq!(missing_capabilities(&status("zz")).len(), 2);
+        assert_eq!(missing_capabilities("Name:\tftc\n").len(), 2);
+    }
+}

@@ -26,8 +26,8 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// Why a lab cannot be brought up or down.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("the lab makes network namespaces and links: run it as root")]
-    NotRoot,
+    #[error("the lab makes network namespaces and links: {0}")]
+    Unprivileged(String),
     #[error("the lab needs `{0}`, not found on PATH (Debian package: {1})")]
     Missing(&'static str, &'static str),
     #[error(
@@ -92,18 +92,25 @@ pub(super) fn flock(file: &File, wait: bool) -> io::Result<bool> {
     }
 }
 
-/// Whether this host can run a lab: root, with `ip` and `sysctl`.
+/// Whether this host can run a lab: privileged (see [`check_privilege`]), with `ip` and
+/// `sysctl`.
 pub fn check_host() -> Result<(), LabError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(LabError::NotRoot);
-    }
+    check_privilege()?;
     for (program, package) in [("ip", "iproute2"), ("sysctl", "procps")] {
         if !ops::on_path(program) {
             return Err(LabError::Missing(program, package));
         }
     }
     Ok(())
+}
+
+/// Whether this process may make network namespaces and links: root, with CAP_NET_ADMIN and
+/// CAP_SYS_ADMIN in effect (see [`ftc_node::netns::namespaces_denied`]).
+pub fn check_privilege() -> Result<(), LabError> {
+    match ftc_node::netns::namespaces_denied() {
+        Some(why) => Err(LabError::Unprivileged(why)),
+        None => Ok(()),
+    }
 }
 
 /// An exclusive lock on the lab state directory, released when dropped.
