@@ -1,10 +1,12 @@
 //! Network namespaces with veth pairs, through iproute2's `ip` (root only), for the tests and
 //! labs that put a chain's interfaces in a namespace of their own. A [`Netns`] deletes its
-//! namespace, and the veths in it, when dropped, a failing test's included.
+//! namespace, and the veths in it, when dropped, a failing test's included; what a killed test
+//! process left is deleted by the next [`Netns::create`] of its prefix.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -16,11 +18,28 @@ pub struct Netns {
 
 impl Netns {
     /// A new namespace named `{prefix}-{pid}-{n}`, its loopback up and IPv6 off (no router
-    /// solicitations or MLD reports on its links).
+    /// solicitations or MLD reports on its links). The namespaces of `prefix` that killed
+    /// processes left behind go first (see [`leftover`]).
     pub fn create(prefix: &str) -> io::Result<Netns> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}-{}-{n}", std::process::id());
+        Netns::make(prefix, format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// [`Netns::create`]'s namespace `name`, after deleting the leftovers of `prefix`.
+    fn make(prefix: &str, name: String) -> io::Result<Netns> {
+        let list = Command::new("ip").args(["netns", "list"]).output()?;
+        for old in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|ns| leftover(ns, prefix, &name))
+        {
+            // Another process may be deleting it at the same time.
+            match run(Command::new("ip").args(["netns", "del", old])) {
+                Ok(()) => tracing::info!("deleted network namespace {old}, a killed process's"),
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
         run(Command::new("ip").args(["netns", "add", &name]))?;
         let netns = Netns { name };
         netns.ip(&["link", "set", "lo", "up"])?;
@@ -86,6 +105,23 @@ impl Drop for Netns {
             tracing::warn!("could not delete network namespace {}: {e}", self.name);
         }
     }
+}
+
+/// Whether namespace `ns` is one that a process gone without dropping its [`Netns`] left: a
+/// `{prefix}-{pid}-{n}` of a process id that no process has (in this process's PID namespace), or
+/// `name` itself, which holds this process's id and a number this process had not used: an
+/// earlier process of the same id made it.
+fn leftover(ns: &str, prefix: &str, name: &str) -> bool {
+    if ns == name {
+        return true;
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    ns.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, n)| {
+            digits(pid) && digits(n) && !Path::new(&format!("/proc/{pid}")).exists()
+        })
 }
 
 /// Run `cmd`; an error naming it and its stderr unless it succeeds.
@@ -172,5 +208,67 @@ mod tests {
         assert_eq!(missing_capabilities(&status("0")).len(), 2);
         assert_eq!(missing_capabilities(&status("zz")).len(), 2);
         assert_eq!(missing_capabilities("Name:\tftc\n").len(), 2);
+    }
+
+    /// A process id that no process has: a child's, waited for.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    #[test]
+    fn a_leftover_is_a_gone_process_s_namespace_of_the_prefix_or_the_name_itself() {
+        let (me, dead) = (std::process::id(), dead_pid());
+        let name = format!("ftct-{me}-7");
+        assert!(leftover(&format!("ftct-{dead}-0"), "ftct", &name));
+        assert!(leftover(&name, "ftct", &name));
+        for kept in [
+            format!("ftct-{me}-0"),
+            "ftct-1-0".to_string(),
+            format!("ftct-{dead}"),
+            format!("ftct-{dead}-"),
+            format!("ftct-{dead}-x"),
+            format!("ftct-{dead}-0-0"),
+            format!("ftctx-{dead}-0"),
+            format!("ftct-x-{dead}-0"),
+            format!("other-{dead}-0"),
+        ] {
+            assert!(!leftover(&kept, "ftct", &name), "{kept}");
+        }
+    }
+
+    #[test]
+    fn a_new_namespace_replaces_what_killed_processes_left() {
+        if let Some(why) = namespaces_denied() {
+            eprintln!("skipped: network namespaces: {why}");
+            return;
+        }
+        let (me, dead) = (std::process::id(), dead_pid());
+        let ip = |args: &[&str]| run(Command::new("ip").args(args));
+        let (gone, live, same) = (
+            format!("ftcnt-{dead}-0"),
+            "ftcnt-1-0".to_string(),
+            format!("ftcnt-{me}-4000000000"),
+        );
+        for ns in [&gone, &live, &same] {
+            let _ = ip(&["netns", "del", ns]);
+            ip(&["netns", "add", ns]).unwrap();
+        }
+        // What the earlier process of this id left in its namespace.
+        ip(&["-n", &same, "link", "add", "old0", "type", "bridge"]).unwrap();
+        let netns = Netns::make("ftcnt", same.clone()).unwrap();
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let list = String::from_utf8_lossy(&list.stdout);
+        let names: Vec<&str> = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let kept_live = names.contains(&live.as_str());
+        let _ = ip(&["netns", "del", &live]);
+        assert!(!names.contains(&gone.as_str()), "{names:?}");
+        assert!(kept_live, "pid 1 runs: {names:?}");
+        assert!(names.contains(&same.as_str()), "{names:?}");
+        assert!(netns.ip(&["link", "show", "old0"]).is_err(), "made anew");
     }
 }
