@@ -1,7 +1,8 @@
 //! The processes of a lab run: the orchestrator leads a process group that its nodes (and the
 //! replacements it starts) join. What the run starts dies with it (`PR_SET_PDEATHSIG`), and a
 //! node exits when its orchestrator goes. Stopping the group asks the orchestrator to stop its
-//! nodes (SIGTERM), then kills whatever is left (SIGKILL) and reaps.
+//! nodes (SIGTERM), then kills whatever is left (SIGKILL) and reaps, and says whether either
+//! went wrong.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -42,40 +43,81 @@ impl Group {
         })
     }
 
-    /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap.
-    fn stop(&mut self) {
-        let pgid = self.pgid() as libc::pid_t;
-        if matches!(self.orchestrator.try_wait(), Ok(None)) {
-            // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
-            // so the pid is still its.
-            unsafe { libc::kill(pgid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + GRACE;
-        while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
-            let _ = self.orchestrator.try_wait();
-            for (_, child) in &mut self.nodes {
-                let _ = child.try_wait();
+    /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap, and remove
+    /// the secret file; how that went. Dropping the group stops it too (its [`Stopped`] only
+    /// logged); a stop after the first finds nothing to stop.
+    pub fn stop(&mut self) -> Stopped {
+        let running = matches!(self.orchestrator.try_wait(), Ok(None));
+        let mut stopped = Stopped::default();
+        // Once the orchestrator was reaped and no node is left to reap, no process of the group
+        // can be left: the orchestrator starts processes (replacements) only once the nodes
+        // run, and a stop lets its nodes go. The group's id may be another's by then.
+        if running || !self.nodes.is_empty() {
+            let pgid = self.pgid() as libc::pid_t;
+            if running {
+                // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
+                // so the pid is still its.
+                unsafe { libc::kill(pgid, libc::SIGTERM) };
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !group_members(self.pgid()).is_empty() {
-            tracing::warn!("processes of the lab did not stop in {GRACE:?}: killing them");
-            // SAFETY: killpg touches no memory; the group still has members of ours, so its
-            // id cannot have been reused.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        }
-        for child in
-            std::iter::once(&mut self.orchestrator).chain(self.nodes.iter_mut().map(|n| &mut n.1))
-        {
-            let _ = child.wait();
+            let deadline = Instant::now() + GRACE;
+            while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
+                let _ = self.orchestrator.try_wait();
+                for (_, child) in &mut self.nodes {
+                    let _ = child.try_wait();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stopped.killed = group_members(self.pgid());
+            if !stopped.killed.is_empty() {
+                // SAFETY: killpg touches no memory; the group still has members of ours, so its
+                // id cannot have been reused.
+                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            }
+            let terminated = self.orchestrator.wait().ok();
+            stopped.orchestrator = terminated.filter(|_| running);
+            for (_, mut child) in self.nodes.drain(..) {
+                let _ = child.wait();
+            }
         }
         let _ = std::fs::remove_file(&self.secret);
+        stopped
+    }
+}
+
+/// How stopping a [`Group`] went.
+#[derive(Debug, Default)]
+pub(super) struct Stopped {
+    /// How the orchestrator exited, if it ran when the stop began (SIGTERM asks it to stop its
+    /// nodes and exit with success; its exit before is [`Group::exited`]'s).
+    pub orchestrator: Option<ExitStatus>,
+    /// The processes of the group that were still there after [`GRACE`], killed.
+    pub killed: Vec<u32>,
+}
+
+impl Stopped {
+    /// What went wrong, if anything did: the orchestrator failed, or processes had to be killed.
+    pub fn trouble(&self) -> Option<String> {
+        let mut what = Vec::new();
+        if let Some(status) = self.orchestrator.filter(|s| !s.success()) {
+            what.push(format!(
+                "the orchestrator exited ({status}) when asked to stop"
+            ));
+        }
+        if !self.killed.is_empty() {
+            what.push(format!(
+                "processes {:?} of the lab did not stop in {GRACE:?}: killed them",
+                self.killed
+            ));
+        }
+        (!what.is_empty()).then(|| what.join("; "))
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(trouble) = self.stop().trouble() {
+            tracing::warn!("{trouble}");
+        }
     }
 }
 
@@ -98,14 +140,20 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// `command`, in process group `pgid` (0: a new one led by it), killed when this process dies.
+/// A child whose parent died before it could ask for that exits at once.
 pub(super) fn spawn(mut command: Command, pgid: u32) -> io::Result<Child> {
     command.process_group(pgid as i32).stdin(Stdio::null());
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-    // async-signal-safe and allocates nothing.
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only calls prctl, getppid and _exit,
+    // which are async-signal-safe and allocate nothing.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // Reparented already: the death the signal was to follow came before it was asked.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
             }
             Ok(())
         });
