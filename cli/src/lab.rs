@@ -571,7 +571,7 @@ fn in_lab(
     // it brought up.
     let stop = crate::signal::stop_flag();
     // The lab this run brought up, to take down again.
-    let (topology, made) = match apply::load(name)? {
+    let (topology, take_down) = match apply::load(name)? {
         Some(t) => {
             let wanted = Topology::new(&spec, layout, name.clone(), t.subnet)?;
             if !t.same_shape(&wanted) {
@@ -587,14 +587,14 @@ fn in_lab(
                     mode.name(),
                 );
             }
-            (t, false)
+            (t, TakeDown(None))
         }
         None => {
             let up = apply::up(&spec, layout, name, false)?;
             for warning in &up.warnings {
                 eprintln!("ftc lab: warning: {warning}");
             }
-            (up.topology, true)
+            (up.topology, TakeDown(Some(name)))
         }
     };
     let config = RunConfig {
@@ -612,12 +612,37 @@ fn in_lab(
         ftmb,
     };
     let ran = job(config, stop);
-    let taken_down = if made {
-        apply::down(name).map(|_| say(format_args!("lab {name}: taken down")))
-    } else {
-        Ok::<(), LabError>(())
-    };
+    let taken_down = take_down.now();
+    if let Ok(true) = taken_down {
+        say(format_args!("lab {name}: taken down"));
+    }
     let code = ran.with_context(|| format!("lab {name}"))?;
     taken_down?;
     Ok(code)
+}
+
+/// The lab a run brought up, if it did: taken down when dropped, so that an early return or a
+/// panic of the run leaves no lab behind.
+struct TakeDown<'a>(Option<&'a LabName>);
+
+impl TakeDown<'_> {
+    /// Take the lab down now; whether there was one to.
+    fn now(mut self) -> Result<bool, LabError> {
+        self.0
+            .take()
+            .map(apply::down)
+            .transpose()
+            .map(|d| d.is_some())
+    }
+}
+
+impl Drop for TakeDown<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            match apply::down(name) {
+                Ok(_) => eprintln!("ftc lab: lab {name} taken down"),
+                Err(e) => eprintln!("ftc lab: taking lab {name} down: {e}"),
+            }
+        }
+    }
 }
