@@ -9,14 +9,16 @@
 //! than f + 1; `ftc bench --transport xdp` downloads through FTC, NF and both FTMB baselines
 //! (each in its lab layout), and recovers the NAT with its flows. These need
 //! root with the capabilities network namespaces take: elsewhere they say so and pass. Each test
-//! has its own lab name, and a guard that takes its lab down however the test ends. Heartbeats
-//! are slow (50 ms, 10 misses) so that a loaded machine does not lose a node the test did not
-//! kill.
+//! has its own lab name, which it holds host-wide while it runs (a test of another run waits),
+//! and a guard that takes its lab down however the test ends. Heartbeats are slow (50 ms,
+//! 10 misses) so that a loaded machine does not lose a node the test did not kill.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,29 @@ fn root() -> bool {
     }
 }
 
+/// Lock file `path` (made if need be) as `ftc` holds its lock files: flocked, with this process's
+/// id in it. If another holds it, wait for it, saying so. Unlocked when the file is dropped.
+fn hold(path: &str) -> File {
+    std::fs::create_dir_all("/run/ftc").unwrap();
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    // SAFETY: flock takes the file's open descriptor and touches no memory.
+    let flock = |file: &File, op| unsafe { libc::flock(file.as_raw_fd(), op) };
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB) != 0 {
+        eprintln!("waiting for {path}, which another process holds");
+        let locked = flock(&file, libc::LOCK_EX);
+        assert_eq!(locked, 0, "{path}: {}", std::io::Error::last_os_error());
+    }
+    file.set_len(0).unwrap();
+    write!(file, "{}", std::process::id()).unwrap();
+    file
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("the command runs");
     assert!(
@@ -55,31 +80,38 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8(run(Command::new("ip").args(args)).stdout).unwrap()
 }
 
-/// A lab of the test's own: taken down when dropped.
-struct Lab(&'static str);
+/// A lab of the test's own: taken down when dropped. Its name is the test's on the whole host
+/// while the lab lives (a lock file, `/run/ftc/test-NAME.lock`, held all along): a test of
+/// another `cargo test` run (another worktree's) that wants the same lab waits for it, rather than
+/// taking it down under this one.
+struct Lab {
+    name: &'static str,
+    _host: File,
+}
 
 impl Lab {
     fn new(name: &'static str) -> Lab {
+        let host = hold(&format!("/run/ftc/test-{name}.lock"));
         // What an earlier, interrupted run of the test may have left.
         let _ = ftc().args(["lab", "down", "--name", name]).output();
-        Lab(name)
+        Lab { name, _host: host }
     }
 
     fn up(&self, spec_file: &str, extra: &[&str]) -> Output {
         let mut cmd = ftc();
-        cmd.args(["lab", "up", &spec(spec_file), "--name", self.0])
+        cmd.args(["lab", "up", &spec(spec_file), "--name", self.name])
             .args(extra);
         cmd.output().unwrap()
     }
 
     fn down(&self) -> String {
-        let out = run(ftc().args(["lab", "down", "--name", self.0]));
+        let out = run(ftc().args(["lab", "down", "--name", self.name]));
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// The namespaces and root-namespace links named after the lab, and its state file.
     fn leftovers(&self) -> Vec<String> {
-        let prefix = format!("{}-", self.0);
+        let prefix = format!("{}-", self.name);
         let mut left: Vec<String> = ip(&["netns", "list"])
             .lines()
             .chain(ip(&["-o", "link", "show"]).lines())
@@ -87,7 +119,7 @@ impl Lab {
             .filter(|w| w.starts_with(&prefix))
             .map(str::to_string)
             .collect();
-        let state = format!("/run/ftc/lab-{}.json", self.0);
+        let state = format!("/run/ftc/lab-{}.json", self.name);
         if std::path::Path::new(&state).exists() {
             left.push(state);
         }
@@ -96,19 +128,19 @@ impl Lab {
 
     /// The third octet of its management subnet, from its state file.
     fn subnet(&self) -> u64 {
-        let text = std::fs::read_to_string(format!("/run/ftc/lab-{}.json", self.0)).unwrap();
+        let text = std::fs::read_to_string(format!("/run/ftc/lab-{}.json", self.name)).unwrap();
         let state: serde_json::Value = serde_json::from_str(&text).unwrap();
         state["subnet"].as_u64().unwrap()
     }
 
     fn ns(&self, which: &str) -> String {
-        format!("{}-{which}", self.0)
+        format!("{}-{which}", self.name)
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = ftc().args(["lab", "down", "--name", self.0]).output();
+        let _ = ftc().args(["lab", "down", "--name", self.name]).output();
     }
 }
 
@@ -650,7 +682,7 @@ fn demo(
     let lab = Lab::new(name);
     let size = ["--size-mb", "200"];
     let out = ftc()
-        .args(["lab", "demo", spec_path, "--name", lab.0, "--json"])
+        .args(["lab", "demo", spec_path, "--name", lab.name, "--json"])
         .args(if extra.contains(&"--size-mb") {
             &[][..]
         } else {
@@ -786,7 +818,7 @@ fn bench_over_xdp_recovers_the_nat_with_its_flows() {
         "20",
         "--json",
         "--lab",
-        lab.0,
+        lab.name,
     ]));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -939,7 +971,7 @@ fn quiet_demo(
     }
     let lab = Lab::new(name);
     let out = run(ftc()
-        .args(["lab", "demo", &spec(spec_file), "--name", lab.0])
+        .args(["lab", "demo", &spec(spec_file), "--name", lab.name])
         .args(["--no-kill", "--json"])
         .args(extra));
     let stdout = String::from_utf8_lossy(&out.stdout);
