@@ -220,9 +220,20 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
                 if down.recorded {
                     ""
                 } else {
-                    " (it had no state file)"
+                    " (it had no state file: removed what is named as it names its objects)"
                 }
             );
+            for (what, names) in [("namespaces", &down.namespaces), ("links", &down.links)] {
+                if !names.is_empty() {
+                    println!("  {what}: {}", names.join(" "));
+                }
+            }
+            for k in &down.killed {
+                println!(
+                    "  killed process {} ({}) in {}",
+                    k.pid, k.command, k.namespace
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { name } => status(&name.name),

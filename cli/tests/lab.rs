@@ -308,6 +308,70 @@ fn down_removes_what_a_killed_up_or_a_hand_left_without_a_state_file() {
     }
 }
 
+/// `down` removes what the lab's state file records and no more: a namespace named as a server
+/// of the lab would be that it does not have (`-s9` of three servers) is another's, and so are
+/// the processes in it. Without a state file, `down` takes the namespaces and the links named as
+/// the lab names each (a server's number as the lab writes it), and no others.
+#[test]
+fn down_removes_what_the_lab_recorded_and_no_more() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl6");
+    let by_hand = || {
+        let _ = Command::new("ip")
+            .args(["netns", "del", "ftcl6-s01"])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", "ftcl6-s1"])
+            .output();
+    };
+    // What an interrupted run of the test may have left.
+    by_hand();
+    assert!(lab.up("ch-rec.toml", &[]).status.success());
+    run(Command::new("ip").args(["netns", "add", "ftcl6-s9"]));
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", "ftcl6-s9", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ip(&["netns", "pids", "ftcl6-s9"]).trim().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the sleeper never entered ftcl6-s9"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let down = lab.down();
+    // (How many root links it removed itself depends on how fast the namespaces went.)
+    assert!(down.contains("removed 5 namespaces, "), "{down}");
+    assert!(down.contains("killed 0 processes\n"), "{down}");
+    assert!(ip(&["netns", "list"]).contains("ftcl6-s9"));
+    assert!(sleeper.try_wait().unwrap().is_none(), "the sleeper lives");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    // No state file: ftcl6-s9 is named as the lab names a namespace, ftcl6-m1 as it names a
+    // link; ftcl6-s01 and a link ftcl6-s1 are not.
+    run(Command::new("ip").args(["netns", "add", "ftcl6-s01"]));
+    for link in ["ftcl6-s1", "ftcl6-m1"] {
+        run(Command::new("ip").args(["link", "add", link, "type", "bridge"]));
+    }
+    let down = lab.down();
+    assert!(
+        down.contains("removed 1 namespaces, 1 links") && down.contains("no state file"),
+        "{down}"
+    );
+    assert!(
+        down.contains("  namespaces: ftcl6-s9\n  links: ftcl6-m1\n"),
+        "{down}"
+    );
+    let mut left = lab.leftovers();
+    left.sort();
+    assert_eq!(left, ["ftcl6-s01", "ftcl6-s1"]);
+    by_hand();
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
 /// Lines of a child's stdout, as they come.
 fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();

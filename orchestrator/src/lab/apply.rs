@@ -1,9 +1,9 @@
 //! Bringing a lab up and down on this host. `up` applies a [`Topology`]'s operations and records
 //! the lab in a state file (`/run/ftc/lab-NAME.json`); a failed `up` removes what it made.
-//! `down` removes every namespace and root-namespace link whose name the lab owns, with or
-//! without a state file (after a crash half way through `up`, or objects made by hand), after
-//! killing the processes left in its namespaces. Both hold a lock file, so that labs brought up
-//! at once get different management subnets.
+//! `down` removes the namespaces and root-namespace links the state file records, or without one
+//! (after a crash half way through `up`, or objects made by hand) those named as the lab names
+//! them, after killing the processes left in those namespaces. Both hold a lock file, so that labs
+//! brought up at once get different management subnets.
 
 use std::fs::File;
 use std::io;
@@ -195,19 +195,29 @@ pub struct Down {
     pub namespaces: Vec<String>,
     pub links: Vec<String>,
     /// Processes that were still running in the lab's namespaces.
-    pub killed: Vec<u32>,
+    pub killed: Vec<Killed>,
     /// Whether there was a state file.
     pub recorded: bool,
 }
 
-/// Remove lab `name`: everything it owns, recorded or not.
+/// A process that `down` killed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Killed {
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub command: String,
+    pub namespace: String,
+}
+
+/// Remove lab `name`: what it recorded, or without a record what its names match.
 pub fn down(name: &LabName) -> Result<Down, LabError> {
     check_host()?;
     let _lock = Lock::take()?;
     remove(name)
 }
 
-/// What is there of lab `name`: its recorded topology, its namespaces and root links.
+/// What is there of lab `name`: its recorded topology, the namespaces and root links named as
+/// it names them.
 #[derive(Debug)]
 pub struct Status {
     pub topology: Option<Topology>,
@@ -217,7 +227,8 @@ pub struct Status {
 
 pub fn status(name: &LabName) -> Result<Status, LabError> {
     check_host()?;
-    let (namespaces, links) = (namespaces(name)?, root_links(name)?);
+    let owned = Owned::Named(name.clone());
+    let (namespaces, links) = (namespaces(&owned)?, root_links(&owned)?);
     Ok(Status {
         topology: load(name)?,
         namespaces,
@@ -244,40 +255,70 @@ pub fn load(name: &LabName) -> Result<Option<Topology>, LabError> {
         .map_err(|source| LabError::State { path, source })
 }
 
+/// Which namespaces and root-namespace links are a lab's.
+enum Owned {
+    /// Those its state file records.
+    Recorded(Topology),
+    /// Those named as it names its objects ([`LabName::owns_namespace`],
+    /// [`LabName::owns_link`]).
+    Named(LabName),
+}
+
+impl Owned {
+    fn namespace(&self, ns: &str) -> bool {
+        match self {
+            Owned::Recorded(t) => t.namespaces().iter().any(|n| n == ns),
+            Owned::Named(name) => name.owns_namespace(ns),
+        }
+    }
+
+    fn link(&self, link: &str) -> bool {
+        match self {
+            Owned::Recorded(t) => t.root_links().iter().any(|l| l == link),
+            Owned::Named(name) => name.owns_link(link),
+        }
+    }
+}
+
 /// A description of what exists of lab `name`, or `None`.
 fn existing(name: &LabName) -> Result<Option<String>, LabError> {
     let mut what = Vec::new();
     if state_path(name).exists() {
         what.push(format!("state file {}", state_path(name).display()));
     }
-    what.extend(
-        namespaces(name)?
-            .into_iter()
-            .map(|n| format!("namespace {n}")),
-    );
-    what.extend(root_links(name)?.into_iter().map(|l| format!("link {l}")));
+    what.extend(objects(&Owned::Named(name.clone()))?);
     Ok((!what.is_empty()).then(|| what.join(", ")))
 }
 
-/// Lab `name`'s namespaces that exist.
-fn namespaces(name: &LabName) -> Result<Vec<String>, LabError> {
+/// The namespaces and root links of `owned` that exist, described.
+fn objects(owned: &Owned) -> Result<Vec<String>, LabError> {
+    let mut what: Vec<String> = namespaces(owned)?
+        .into_iter()
+        .map(|n| format!("namespace {n}"))
+        .collect();
+    what.extend(root_links(owned)?.into_iter().map(|l| format!("link {l}")));
+    Ok(what)
+}
+
+/// The namespaces of `owned` that exist.
+fn namespaces(owned: &Owned) -> Result<Vec<String>, LabError> {
     let list = ops::run(&argv(&["ip", "netns", "list"]))?;
     Ok(list
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| name.owns(n))
+        .filter(|n| owned.namespace(n))
         .map(str::to_string)
         .collect())
 }
 
-/// Lab `name`'s links in the root namespace that exist.
-fn root_links(name: &LabName) -> Result<Vec<String>, LabError> {
+/// The links of `owned` in the root namespace that exist.
+fn root_links(owned: &Owned) -> Result<Vec<String>, LabError> {
     let list = ops::run(&argv(&["ip", "-o", "link", "show"]))?;
     Ok(list
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n))
-        .filter(|n| name.owns(n))
+        .filter(|n| owned.link(n))
         .map(str::to_string)
         .collect())
 }
@@ -311,29 +352,46 @@ fn free_subnet() -> Result<u8, LabError> {
         .ok_or(LabError::NoSubnet)
 }
 
-/// Remove everything of lab `name` (the lock held).
+/// Remove lab `name` (the lab lock held): kill the processes in its namespaces, remove those and
+/// its root links (see [`Owned`]: with a state file, what it records), and its files.
 fn remove(name: &LabName) -> Result<Down, LabError> {
+    let owned = match load(name) {
+        Ok(Some(t)) => Owned::Recorded(t),
+        Ok(None) => Owned::Named(name.clone()),
+        Err(e) => {
+            tracing::warn!("{e}: removing what is named as lab {name} names its objects");
+            Owned::Named(name.clone())
+        }
+    };
     let mut down = Down {
-        namespaces: namespaces(name)?,
+        namespaces: namespaces(&owned)?,
+        recorded: matches!(owned, Owned::Recorded(_)),
         ..Down::default()
     };
     for ns in &down.namespaces {
         let pids = ops::run(&argv(&["ip", "netns", "pids", ns]))?;
         for pid in pids.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+            let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             // SAFETY: kill touches no memory; a pid that is gone already gives ESRCH.
             if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
-                down.killed.push(pid);
+                let command = command.trim().to_string();
+                tracing::warn!("lab {name}: killed process {pid} ({command}) in namespace {ns}");
+                down.killed.push(Killed {
+                    pid,
+                    command,
+                    namespace: ns.clone(),
+                });
             }
         }
     }
-    settle(|| down.killed.iter().all(|&pid| !alive(pid)));
+    settle(|| down.killed.iter().all(|k| !alive(k.pid)));
     for ns in &down.namespaces {
         Op::ip(None, ["netns", "del", ns]).run()?;
     }
     // A namespace goes asynchronously, and the root ends of its veths with it: remove what
     // remains until nothing does.
     settle(|| {
-        let Ok(links) = root_links(name) else {
+        let Ok(links) = root_links(&owned) else {
             return false;
         };
         for link in &links {
@@ -347,7 +405,7 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
     });
     for path in [state_path(name), secret_path(name), run_lock_path(name)] {
         match std::fs::remove_file(&path) {
-            Ok(()) => down.recorded |= path == state_path(name),
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(LabError::File {
@@ -358,12 +416,14 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
             }
         }
     }
-    match existing(name)? {
-        Some(left) => Err(LabError::Left {
+    let left = objects(&owned)?;
+    if left.is_empty() {
+        Ok(down)
+    } else {
+        Err(LabError::Left {
             name: name.clone(),
-            left,
-        }),
-        None => Ok(down),
+            left: left.join(", "),
+        })
     }
 }
 

@@ -83,21 +83,33 @@ impl LabName {
         &self.0
     }
 
-    /// Whether `object`, a namespace's or a root-namespace link's name, is one this lab makes:
-    /// `{name}-` and then `client`, `server`, `mgmt`, or `s`/`m` and a number.
-    pub fn owns(&self, object: &str) -> bool {
-        let Some(rest) = object
-            .strip_prefix(self.0.as_str())
-            .and_then(|r| r.strip_prefix('-'))
-        else {
-            return false;
-        };
-        let numbered = |tag: char| {
-            rest.strip_prefix(tag)
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        };
-        matches!(rest, "client" | "server" | "mgmt") || numbered('s') || numbered('m')
+    /// Whether `namespace` is a name this lab gives its namespaces: `{name}-client`,
+    /// `{name}-server`, or `{name}-s` and a server's number as the lab writes it.
+    pub fn owns_namespace(&self, namespace: &str) -> bool {
+        self.tail(namespace)
+            .is_some_and(|rest| matches!(rest, "client" | "server") || numbered(rest, 's'))
     }
+
+    /// Whether `link` is a name this lab gives its links in the root namespace: `{name}-mgmt`,
+    /// or `{name}-m` and a server's number as the lab writes it.
+    pub fn owns_link(&self, link: &str) -> bool {
+        self.tail(link)
+            .is_some_and(|rest| rest == "mgmt" || numbered(rest, 'm'))
+    }
+
+    /// What follows `{name}-` in `object`, if it starts so.
+    fn tail<'a>(&self, object: &'a str) -> Option<&'a str> {
+        object.strip_prefix(self.0.as_str())?.strip_prefix('-')
+    }
+}
+
+/// Whether `rest` is `tag` and a server's number as a lab writes it: decimal, without a sign or a
+/// leading zero, below [`MAX_SERVERS`].
+fn numbered(rest: &str, tag: char) -> bool {
+    rest.strip_prefix(tag).is_some_and(|n| {
+        n.parse::<u16>()
+            .is_ok_and(|i| i < MAX_SERVERS && i.to_string() == n)
+    })
 }
 
 impl FromStr for LabName {

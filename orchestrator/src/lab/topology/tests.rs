@@ -101,16 +101,33 @@ fn lab_names_are_short_lowercase_and_dashless() {
 #[test]
 fn a_lab_owns_its_names_and_no_one_elses() {
     let t = ch_rec();
-    for object in t.namespaces().iter().chain(&t.root_links()) {
-        assert!(t.name.owns(object), "{object}");
+    for ns in t.namespaces() {
+        assert!(t.name.owns_namespace(&ns), "{ns}");
+        assert!(
+            !t.name.owns_link(&ns),
+            "a namespace's name is no link's: {ns}"
+        );
     }
+    for link in t.root_links() {
+        assert!(t.name.owns_link(&link), "{link}");
+        assert!(
+            !t.name.owns_namespace(&link),
+            "a link's name is no namespace's: {link}"
+        );
+    }
+    assert!(t.name.owns_namespace("ftcl1-s244") && t.name.owns_link("ftcl1-m244"));
     for other in [
         "ftcl1",
         "ftcl1-",
         "ftcl1-s",
         "ftcl1-sx",
         "ftcl1-s0x",
+        "ftcl1-s01",
+        "ftcl1-s+1",
+        "ftcl1-s245",
+        "ftcl1-s99999",
         "ftcl1-m-1",
+        "ftcl1-m00",
         "ftcl1-clients",
         "ftcl12-s0",
         "ftcl-s0",
@@ -118,11 +135,13 @@ fn a_lab_owns_its_names_and_no_one_elses() {
         "xftcl1-s0",
         "eth0",
     ] {
-        assert!(!t.name.owns(other), "{other}");
+        assert!(!t.name.owns_namespace(other), "{other}");
+        assert!(!t.name.owns_link(other), "{other}");
     }
     // A lab's names are never another lab's: names hold no dash.
-    assert!(!name("ftc").owns("ftcx-client"));
-    assert!(!name("ftcx").owns("ftc-client"));
+    assert!(!name("ftc").owns_namespace("ftcx-client"));
+    assert!(!name("ftcx").owns_namespace("ftc-client"));
+    assert!(!name("ftc").owns_link("ftc-x-mgmt"));
 }
 
 #[test]
