@@ -234,6 +234,9 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
                     k.pid, k.command, k.namespace
                 );
             }
+            for dir in &down.dirs {
+                println!("  removed the demo's directory {}", dir.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { name } => status(&name.name),

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,24 @@ fn hold(path: &str) -> File {
     file.set_len(0).unwrap();
     write!(file, "{}", std::process::id()).unwrap();
     file
+}
+
+/// A directory of the test's own in the temp directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -370,6 +389,24 @@ fn down_removes_what_the_lab_recorded_and_no_more() {
     assert_eq!(left, ["ftcl6-s01", "ftcl6-s1"]);
     by_hand();
     assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+/// `down` removes the directories that demos in the lab left in the temp directory, and no
+/// other lab's.
+#[test]
+fn down_removes_the_demo_directories_the_lab_left() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclt");
+    let mine = TempDir::new("ftc-lab-demo-ftclt-a1b2c3");
+    std::fs::write(mine.0.join("file"), b"a download").unwrap();
+    let other = TempDir::new("ftc-lab-demo-ftcltx-a1b2c3");
+    let down = lab.down();
+    let removed = format!("removed the demo's directory {}", mine.0.display());
+    assert!(down.contains(&removed), "{down}");
+    assert!(!mine.0.exists());
+    assert!(other.0.exists());
 }
 
 /// Lines of a child's stdout, as they come.

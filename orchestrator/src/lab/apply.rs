@@ -2,8 +2,9 @@
 //! the lab in a state file (`/run/ftc/lab-NAME.json`); a failed `up` removes what it made.
 //! `down` removes the namespaces and root-namespace links the state file records, or without one
 //! (after a crash half way through `up`, or objects made by hand) those named as the lab names
-//! them, after killing the processes left in those namespaces. Both hold a lock file, so that labs
-//! brought up at once get different management subnets.
+//! them, after killing the processes left in those namespaces, and the directories its demos left
+//! in the temp directory. Both hold a lock file, so that labs brought up at once get different
+//! management subnets.
 
 use std::fs::File;
 use std::io;
@@ -71,6 +72,12 @@ pub fn secret_path(name: &LabName) -> PathBuf {
 /// The file a run of lab `name` holds locked while it runs, with its process id in it.
 pub fn run_lock_path(name: &LabName) -> PathBuf {
     PathBuf::from(STATE_DIR).join(format!("lab-{name}.run"))
+}
+
+/// How the names of the directories that demos in lab `name` keep their files in begin (in the
+/// temp directory, a random part follows): `down` removes those that are left.
+pub fn demo_dir_prefix(name: &LabName) -> String {
+    format!("ftc-lab-demo-{name}-")
 }
 
 /// Take an exclusive `flock` on `file`, waiting for it when `wait`; `Ok(false)` when it is held
@@ -196,6 +203,8 @@ pub struct Down {
     pub links: Vec<String>,
     /// Processes that were still running in the lab's namespaces.
     pub killed: Vec<Killed>,
+    /// Directories that demos in the lab left in the temp directory.
+    pub dirs: Vec<PathBuf>,
     /// Whether there was a state file.
     pub recorded: bool,
 }
@@ -353,7 +362,8 @@ fn free_subnet() -> Result<u8, LabError> {
 }
 
 /// Remove lab `name` (the lab lock held): kill the processes in its namespaces, remove those and
-/// its root links (see [`Owned`]: with a state file, what it records), and its files.
+/// its root links (see [`Owned`]: with a state file, what it records), its files, and its demos'
+/// directories.
 fn remove(name: &LabName) -> Result<Down, LabError> {
     let owned = match load(name) {
         Ok(Some(t)) => Owned::Recorded(t),
@@ -416,6 +426,7 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
             }
         }
     }
+    down.dirs = remove_demo_dirs(name);
     let left = objects(&owned)?;
     if left.is_empty() {
         Ok(down)
@@ -425,6 +436,29 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
             left: left.join(", "),
         })
     }
+}
+
+/// Remove the directories that demos in lab `name` left in the temp directory; those removed.
+fn remove_demo_dirs(name: &LabName) -> Vec<PathBuf> {
+    let prefix = demo_dir_prefix(name);
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|f| f.starts_with(&prefix))
+        })
+        .map(|e| e.path())
+        .filter(|path| match std::fs::remove_dir_all(path) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("lab {name}: cannot remove {}: {e}", path.display());
+                false
+            }
+        })
+        .collect()
 }
 
 /// Wait until `done`, for at most [`SETTLE`].
