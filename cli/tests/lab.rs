@@ -391,6 +391,33 @@ fn down_removes_what_the_lab_recorded_and_no_more() {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
+/// A lab command that finds the lab lock held waits for it, saying for whom, and goes on once
+/// it is free.
+#[test]
+fn a_lab_command_says_whom_it_waits_for() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclk");
+    let held = hold("/run/ftc/lab.lock");
+    let mut down = ftc()
+        .args(["lab", "down", "--name", lab.name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(down.stderr.take().unwrap());
+    let waits = format!(
+        "waiting for the lab lock /run/ftc/lab.lock held by process {}",
+        std::process::id()
+    );
+    expect(&rx, &mut Vec::new(), Duration::from_secs(60), |l| {
+        l.contains(&waits)
+    });
+    drop(held);
+    assert!(down.wait().unwrap().success());
+}
+
 /// `down` removes the directories that demos in the lab left in the temp directory, and no
 /// other lab's.
 #[test]
@@ -409,11 +436,11 @@ fn down_removes_the_demo_directories_the_lab_left() {
     assert!(other.0.exists());
 }
 
-/// Lines of a child's stdout, as they come.
-fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+/// Lines of a child's stdout or stderr, as they come.
+fn lines(output: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
             let _ = tx.send(line);
         }

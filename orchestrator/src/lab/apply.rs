@@ -7,7 +7,7 @@
 //! management subnets.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +24,9 @@ pub const STATE_DIR: &str = "/run/ftc";
 /// How long `down` waits for killed processes and removed links to be gone.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// How long `up` and `down` wait for the lab lock that another process holds.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// Why a lab cannot be brought up or down.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -38,6 +41,11 @@ pub enum LabError {
     Exists { name: LabName, what: String },
     #[error("lab {0} is not up (no state file): `ftc lab up --name {0} SPEC` makes it")]
     NotUp(LabName),
+    #[error(
+        "the lab lock {path} is still held by {by} after {LOCK_WAIT:?}: is an `ftc lab` or `ftc \
+         bench` stopped (Ctrl-Z) or hung?"
+    )]
+    LockTimeout { path: PathBuf, by: String },
     #[error("no free management subnet 10.77.X.0/24 left for another lab")]
     NoSubnet,
     #[error("lab {name}: still there after removing it: {left}")]
@@ -120,28 +128,100 @@ pub fn check_privilege() -> Result<(), LabError> {
     }
 }
 
-/// An exclusive lock on the lab state directory, released when dropped.
+/// A lock file in the state directory. Who takes its `flock` to say so writes its process id in
+/// it, for those who find it held.
 #[derive(Debug)]
-struct Lock {
-    _file: File,
+struct LockFile {
+    file: File,
+    path: PathBuf,
 }
 
-impl Lock {
-    fn take() -> Result<Lock, LabError> {
-        let path = PathBuf::from(STATE_DIR).join("lab.lock");
+impl LockFile {
+    /// The lock file at `path`, made if it is not there.
+    fn open(path: PathBuf) -> Result<LockFile, LabError> {
         let file = std::fs::create_dir_all(STATE_DIR)
-            .and_then(|()| File::create(&path))
+            .and_then(|()| {
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+            })
             .map_err(|source| LabError::File {
-                what: "cannot create the lock file",
+                what: "cannot open the lock file",
                 path: path.clone(),
                 source,
             })?;
-        flock(&file, true).map_err(|source| LabError::File {
+        Ok(LockFile { file, path })
+    }
+
+    /// Take the lock if no one holds it.
+    fn try_lock(&self) -> Result<bool, LabError> {
+        flock(&self.file, false).map_err(|source| LabError::File {
             what: "cannot lock",
-            path,
+            path: self.path.clone(),
             source,
-        })?;
-        Ok(Lock { _file: file })
+        })
+    }
+
+    /// Who holds the lock, as the file says.
+    fn holder(&mut self) -> String {
+        let mut text = String::new();
+        let _ = self
+            .file
+            .rewind()
+            .and_then(|()| self.file.read_to_string(&mut text));
+        match text.trim() {
+            "" => "another process".to_string(),
+            pid => format!("process {pid}"),
+        }
+    }
+
+    /// Write this process's id in the file (its lock held).
+    fn claim(&mut self) -> Result<(), LabError> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.rewind())
+            .and_then(|()| write!(self.file, "{}", std::process::id()))
+            .map_err(|source| LabError::File {
+                what: "cannot write to the lock file",
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// An exclusive lock on the lab state directory, released when dropped.
+#[derive(Debug)]
+struct Lock {
+    _file: LockFile,
+}
+
+impl Lock {
+    /// Wait for the lock, saying once that it waits and for whom, for at most [`LOCK_WAIT`].
+    fn take() -> Result<Lock, LabError> {
+        let mut lock = LockFile::open(PathBuf::from(STATE_DIR).join("lab.lock"))?;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut said = false;
+        while !lock.try_lock()? {
+            let by = lock.holder();
+            if Instant::now() >= deadline {
+                return Err(LabError::LockTimeout {
+                    path: lock.path,
+                    by,
+                });
+            }
+            if !std::mem::replace(&mut said, true) {
+                tracing::warn!(
+                    "waiting for the lab lock {} held by {by}",
+                    lock.path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lock.claim()?;
+        Ok(Lock { _file: lock })
     }
 }
 
