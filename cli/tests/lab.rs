@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -128,7 +128,8 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// The namespaces and root-namespace links named after the lab, and its state file.
+    /// The namespaces and root-namespace links named after the lab, and its files in
+    /// `/run/ftc`.
     fn leftovers(&self) -> Vec<String> {
         let prefix = format!("{}-", self.name);
         let mut left: Vec<String> = ip(&["netns", "list"])
@@ -138,10 +139,13 @@ impl Lab {
             .filter(|w| w.starts_with(&prefix))
             .map(str::to_string)
             .collect();
-        let state = format!("/run/ftc/lab-{}.json", self.name);
-        if std::path::Path::new(&state).exists() {
-            left.push(state);
-        }
+        let files = format!("lab-{}.", self.name);
+        left.extend(
+            std::fs::read_dir("/run/ftc")
+                .unwrap()
+                .filter_map(|e| e.unwrap().file_name().into_string().ok())
+                .filter(|f| f.starts_with(&files)),
+        );
         left
     }
 
@@ -325,6 +329,37 @@ fn down_removes_what_a_killed_up_or_a_hand_left_without_a_state_file() {
             "killed after {after_ms} ms"
         );
     }
+}
+
+/// While a chain runs in a lab (its run lock held, as `ftc lab run` holds it), `down` and
+/// `up --force` leave the lab alone, and its lock file; once the run is over, `down` removes it.
+#[test]
+fn down_refuses_while_a_chain_runs_in_the_lab() {
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftcl4");
+    assert!(lab.up("ch-2.toml", &[]).status.success());
+    let run_lock = format!("/run/ftc/lab-{}.run", lab.name);
+    let held = hold(&run_lock);
+    let says = format!("a chain runs in lab ftcl4 (process {})", std::process::id());
+    let down = ftc()
+        .args(["lab", "down", "--name", lab.name])
+        .output()
+        .unwrap();
+    for out in [down, lab.up("ch-rec.toml", &["--force"])] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&says), "{err}");
+    }
+    let status = run(ftc().args(["lab", "status", "--name", lab.name]));
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("lab ftcl4 is up: 2 servers"), "{status}");
+    assert!(Path::new(&run_lock).exists());
+    drop(held);
+    let down = lab.down();
+    assert!(down.contains("removed 4 namespaces"), "{down}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
 /// `down` removes what the lab's state file records and no more: a namespace named as a server

@@ -3,8 +3,8 @@
 //! `down` removes the namespaces and root-namespace links the state file records, or without one
 //! (after a crash half way through `up`, or objects made by hand) those named as the lab names
 //! them, after killing the processes left in those namespaces, and the directories its demos left
-//! in the temp directory. Both hold a lock file, so that labs brought up at once get different
-//! management subnets.
+//! in the temp directory; it refuses while a chain runs in the lab. Both hold a lock file, so that
+//! labs brought up at once get different management subnets.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
@@ -41,6 +41,8 @@ pub enum LabError {
     Exists { name: LabName, what: String },
     #[error("lab {0} is not up (no state file): `ftc lab up --name {0} SPEC` makes it")]
     NotUp(LabName),
+    #[error("a chain runs in lab {name} ({by}): stop it first")]
+    Running { name: LabName, by: String },
     #[error(
         "the lab lock {path} is still held by {by} after {LOCK_WAIT:?}: is an `ftc lab` or `ftc \
          bench` stopped (Ctrl-Z) or hung?"
@@ -441,10 +443,19 @@ fn free_subnet() -> Result<u8, LabError> {
         .ok_or(LabError::NoSubnet)
 }
 
-/// Remove lab `name` (the lab lock held): kill the processes in its namespaces, remove those and
-/// its root links (see [`Owned`]: with a state file, what it records), its files, and its demos'
-/// directories.
+/// Remove lab `name` (the lab lock held), unless a chain runs in it: kill the processes in its
+/// namespaces, remove those and its root links (see [`Owned`]: with a state file, what it
+/// records), its files, and its demos' directories.
 fn remove(name: &LabName) -> Result<Down, LabError> {
+    // Held until the lab is gone, so that no run starts in it meanwhile; removed while held
+    // (a run that comes later makes it anew), never while a run holds it.
+    let mut run = LockFile::open(run_lock_path(name))?;
+    if !run.try_lock()? {
+        return Err(LabError::Running {
+            name: name.clone(),
+            by: run.holder(),
+        });
+    }
     let owned = match load(name) {
         Ok(Some(t)) => Owned::Recorded(t),
         Ok(None) => Owned::Named(name.clone()),
@@ -493,7 +504,7 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
         }
         links.is_empty()
     });
-    for path in [state_path(name), secret_path(name), run_lock_path(name)] {
+    for path in [state_path(name), secret_path(name), run.path.clone()] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
