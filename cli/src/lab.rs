@@ -321,19 +321,26 @@ fn describe(t: &Topology) {
     }
 }
 
+/// What exists of lab `name`; failure when nothing does, or when its `up` did not finish.
 fn status(name: &LabName) -> anyhow::Result<ExitCode> {
     let status = apply::status(name)?;
-    if status.topology.is_none() && status.namespaces.is_empty() && status.links.is_empty() {
+    if status.recorded.is_none() && status.namespaces.is_empty() && status.links.is_empty() {
         println!("lab {name} does not exist");
         return Ok(ExitCode::FAILURE);
     }
-    match &status.topology {
-        Some(t) => describe(t),
+    let complete = status.recorded.as_ref().is_none_or(|r| r.complete);
+    match &status.recorded {
+        Some(r) if r.complete => describe(&r.topology),
+        Some(_) => println!("{}", LabError::Incomplete(name.clone())),
         None => println!("lab {name}: no state file (`ftc lab down` removes what is left)"),
     }
     println!("namespaces: {}", status.namespaces.join(" "));
     println!("root links: {}", status.links.join(" "));
-    Ok(ExitCode::SUCCESS)
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {

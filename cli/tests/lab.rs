@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -149,9 +150,13 @@ impl Lab {
         left
     }
 
-    /// The third octet of its management subnet, from its state file.
+    /// The third octet of its management subnet, from its state file (of a lab made, or half
+    /// made).
     fn subnet(&self) -> u64 {
-        let text = std::fs::read_to_string(format!("/run/ftc/lab-{}.json", self.name)).unwrap();
+        let made = format!("/run/ftc/lab-{}.json", self.name);
+        let text = std::fs::read_to_string(&made)
+            .or_else(|_| std::fs::read_to_string(format!("{made}.partial")))
+            .unwrap();
         let state: serde_json::Value = serde_json::from_str(&text).unwrap();
         state["subnet"].as_u64().unwrap()
     }
@@ -321,7 +326,9 @@ fn down_removes_what_a_killed_up_or_a_hand_left_without_a_state_file() {
         let _ = up.wait();
         // The `ip` it was running, if any, finishes on its own.
         std::thread::sleep(Duration::from_millis(300));
-        let _ = std::fs::remove_file("/run/ftc/lab-ftcl2.json");
+        for made in ["", ".partial"] {
+            let _ = std::fs::remove_file(format!("/run/ftc/lab-ftcl2.json{made}"));
+        }
         lab.down();
         assert_eq!(
             lab.leftovers(),
@@ -329,6 +336,80 @@ fn down_removes_what_a_killed_up_or_a_hand_left_without_a_state_file() {
             "killed after {after_ms} ms"
         );
     }
+}
+
+/// `ftc lab up` interrupted half way (its `ip` stalls making the management bridge, and the
+/// command is killed there, as Ctrl-C kills it): the lab reads as incomplete. `run` and `status`
+/// fail at once saying so, `up` refuses, the lab's management subnet stays reserved, and `down`
+/// removes what it recorded.
+#[test]
+fn a_lab_whose_up_was_interrupted_is_incomplete_until_taken_down() {
+    if !root() {
+        return;
+    }
+    let (lab, other) = (Lab::new("ftcli"), Lab::new("ftclj"));
+    let dir = TempDir::new(&format!("ftc-test-{}-stalling-ip", std::process::id()));
+    let real = Command::new("sh").args(["-c", "command -v ip"]).output();
+    let real = String::from_utf8(real.unwrap().stdout).unwrap();
+    let (script, stalled) = (dir.0.join("ip"), dir.0.join("stalled"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *\"type bridge\"*) : > '{}'; exec sleep 600;; esac\n\
+             exec {} \"$@\"\n",
+            stalled.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&script));
+    let path = format!("{}:{}", dir.0.display(), std::env::var("PATH").unwrap());
+    let mut up = ftc()
+        .args(["lab", "up", &spec("ch-2.toml"), "--name", lab.name])
+        .env("PATH", path)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stalled.exists() {
+        assert!(
+            up.try_wait().unwrap().is_none(),
+            "`up` ended before the bridge"
+        );
+        assert!(Instant::now() < deadline, "`up` never came to the bridge");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: killpg touches no memory; the group is the test's child's (`up` and its `ip`).
+    assert_eq!(unsafe { libc::killpg(up.id() as i32, libc::SIGKILL) }, 0);
+    up.wait().unwrap();
+    let incomplete = "lab ftcli is incomplete: run `ftc lab down --name ftcli`";
+    let out = ftc()
+        .args(["lab", "run", &spec("ch-2.toml"), "--name", lab.name])
+        .args(["--duration", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(incomplete), "{err}");
+    let out = ftc()
+        .args(["lab", "status", "--name", lab.name])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{status}");
+    assert!(status.contains(incomplete), "{status}");
+    assert!(status.contains("ftcli-s1"), "{status}");
+    let again = lab.up("ch-2.toml", &[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("lab ftcli exists already"), "{err}");
+    // A lab made meanwhile gets another management subnet.
+    assert!(other.up("ch-2.toml", &[]).status.success());
+    assert_ne!(other.subnet(), lab.subnet());
+    other.down();
+    let down = lab.down();
+    assert!(down.contains("removed 4 namespaces"), "{down}");
+    assert!(!down.contains("no state file"), "{down}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
 /// While a chain runs in a lab (its run lock held, as `ftc lab run` holds it), `down` and

@@ -1,15 +1,17 @@
 //! Bringing a lab up and down on this host. `up` applies a [`Topology`]'s operations and records
-//! the lab in a state file (`/run/ftc/lab-NAME.json`); a failed `up` removes what it made.
-//! `down` removes the namespaces and root-namespace links the state file records, or without one
-//! (after a crash half way through `up`, or objects made by hand) those named as the lab names
-//! them, after killing the processes left in those namespaces, and the directories its demos left
-//! in the temp directory; it refuses while a chain runs in the lab. Both hold a lock file, so that
-//! labs brought up at once get different management subnets.
+//! the lab in a state file (`/run/ftc/lab-NAME.json`) once every one ran; until then the record is
+//! `lab-NAME.json.partial` (which reserves the lab's management subnet all the same), so that a
+//! lab whose `up` was interrupted reads as incomplete, not as up. A failed `up` removes what it
+//! made. `down` removes the namespaces and root-namespace links the lab's record names, or without
+//! one (after a crash, or objects made by hand) those named as the lab names its objects, after
+//! killing the processes left in those namespaces, and the directories its demos left in the temp
+//! directory; it refuses while a chain runs in the lab. Both hold a lock file, so that labs
+//! brought up at once get different management subnets.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ftc_chain::spec::ChainSpec;
@@ -41,6 +43,8 @@ pub enum LabError {
     Exists { name: LabName, what: String },
     #[error("lab {0} is not up (no state file): `ftc lab up --name {0} SPEC` makes it")]
     NotUp(LabName),
+    #[error("lab {0} is incomplete: run `ftc lab down --name {0}`")]
+    Incomplete(LabName),
     #[error("a chain runs in lab {name} ({by}): stop it first")]
     Running { name: LabName, by: String },
     #[error(
@@ -72,6 +76,11 @@ pub enum LabError {
 /// The state file of lab `name`.
 pub fn state_path(name: &LabName) -> PathBuf {
     PathBuf::from(STATE_DIR).join(format!("lab-{name}.json"))
+}
+
+/// The state file of lab `name` while `up` makes it: renamed to [`state_path`] once it is made.
+pub fn partial_state_path(name: &LabName) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("lab-{name}.json.partial"))
 }
 
 /// The file of the secret a run of lab `name` uses.
@@ -248,11 +257,11 @@ pub fn up(spec: &ChainSpec, layout: Layout, name: &LabName, force: bool) -> Resu
         });
     }
     let topology = Topology::new(spec, layout, name.clone(), free_subnet()?)?;
-    let path = state_path(name);
+    let partial = partial_state_path(name);
     let text = serde_json::to_string_pretty(&topology).expect("a topology serializes");
-    std::fs::write(&path, text).map_err(|source| LabError::File {
+    std::fs::write(&partial, text).map_err(|source| LabError::File {
         what: "cannot write the state file",
-        path,
+        path: partial.clone(),
         source,
     })?;
     let mut warnings = Vec::new();
@@ -275,6 +284,11 @@ pub fn up(spec: &ChainSpec, layout: Layout, name: &LabName, force: bool) -> Resu
             return Err(e.into());
         }
     }
+    std::fs::rename(&partial, state_path(name)).map_err(|source| LabError::File {
+        what: "cannot record the lab as made: renaming",
+        path: partial,
+        source,
+    })?;
     Ok(Up { topology, warnings })
 }
 
@@ -287,7 +301,7 @@ pub struct Down {
     pub killed: Vec<Killed>,
     /// Directories that demos in the lab left in the temp directory.
     pub dirs: Vec<PathBuf>,
-    /// Whether there was a state file.
+    /// Whether there was a state file (of a lab made or half made).
     pub recorded: bool,
 }
 
@@ -311,9 +325,17 @@ pub fn down(name: &LabName) -> Result<Down, LabError> {
 /// it names them.
 #[derive(Debug)]
 pub struct Status {
-    pub topology: Option<Topology>,
+    pub recorded: Option<Recorded>,
     pub namespaces: Vec<String>,
     pub links: Vec<String>,
+}
+
+/// What a lab's state file records.
+#[derive(Debug)]
+pub struct Recorded {
+    pub topology: Topology,
+    /// Whether its `up` finished (else the lab is half made: `down` removes it).
+    pub complete: bool,
 }
 
 pub fn status(name: &LabName) -> Result<Status, LabError> {
@@ -321,29 +343,51 @@ pub fn status(name: &LabName) -> Result<Status, LabError> {
     let owned = Owned::Named(name.clone());
     let (namespaces, links) = (namespaces(&owned)?, root_links(&owned)?);
     Ok(Status {
-        topology: load(name)?,
+        recorded: recorded(name)?,
         namespaces,
         links,
     })
 }
 
-/// Lab `name`'s recorded topology, if it has a state file.
+/// Lab `name`'s recorded topology, if it has a state file; an error if its `up` did not finish.
 pub fn load(name: &LabName) -> Result<Option<Topology>, LabError> {
-    let path = state_path(name);
-    let text = match std::fs::read_to_string(&path) {
+    match recorded(name)? {
+        Some(Recorded {
+            complete: false, ..
+        }) => Err(LabError::Incomplete(name.clone())),
+        r => Ok(r.map(|r| r.topology)),
+    }
+}
+
+/// What lab `name`'s state file records, made or half made.
+fn recorded(name: &LabName) -> Result<Option<Recorded>, LabError> {
+    for (path, complete) in [(state_path(name), true), (partial_state_path(name), false)] {
+        if let Some(topology) = read_state(&path)? {
+            return Ok(Some(Recorded { topology, complete }));
+        }
+    }
+    Ok(None)
+}
+
+/// The topology in the state file at `path`, if it is there.
+fn read_state(path: &Path) -> Result<Option<Topology>, LabError> {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(LabError::File {
                 what: "cannot read the state file",
-                path,
+                path: path.to_path_buf(),
                 source,
             })
         }
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| LabError::State { path, source })
+        .map_err(|source| LabError::State {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Which namespaces and root-namespace links are a lab's.
@@ -373,10 +417,11 @@ impl Owned {
 
 /// A description of what exists of lab `name`, or `None`.
 fn existing(name: &LabName) -> Result<Option<String>, LabError> {
-    let mut what = Vec::new();
-    if state_path(name).exists() {
-        what.push(format!("state file {}", state_path(name).display()));
-    }
+    let mut what: Vec<String> = [state_path(name), partial_state_path(name)]
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| format!("state file {}", p.display()))
+        .collect();
     what.extend(objects(&Owned::Named(name.clone()))?);
     Ok((!what.is_empty()).then(|| what.join(", ")))
 }
@@ -418,7 +463,8 @@ fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
-/// The lowest X of 10.77.X.0/24 that no recorded lab and no root-namespace address uses.
+/// The lowest X of 10.77.X.0/24 that no recorded lab (made or half made) and no root-namespace
+/// address uses.
 fn free_subnet() -> Result<u8, LabError> {
     let mut used = [false; 256];
     if let Ok(dir) = std::fs::read_dir(STATE_DIR) {
@@ -456,8 +502,8 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
             by: run.holder(),
         });
     }
-    let owned = match load(name) {
-        Ok(Some(t)) => Owned::Recorded(t),
+    let owned = match recorded(name) {
+        Ok(Some(r)) => Owned::Recorded(r.topology),
         Ok(None) => Owned::Named(name.clone()),
         Err(e) => {
             tracing::warn!("{e}: removing what is named as lab {name} names its objects");
@@ -504,7 +550,12 @@ fn remove(name: &LabName) -> Result<Down, LabError> {
         }
         links.is_empty()
     });
-    for path in [state_path(name), secret_path(name), run.path.clone()] {
+    for path in [
+        state_path(name),
+        partial_state_path(name),
+        secret_path(name),
+        run.path.clone(),
+    ] {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
