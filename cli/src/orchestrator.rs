@@ -135,9 +135,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
 
 /// Say on stderr when every node has joined (`deployed in epoch 1: …`) and after every
 /// recovery once the chain is rerouted (`rerouted in epoch E: …`): the epoch and where each node
-/// is.
+/// is; and each node it started that exited without being stopped (`node P (pid N) exited
+/// (STATUS)`).
 fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
-    let mut announced = 0;
+    let (mut announced, mut told) = (0, 0);
     while !done.load(Ordering::Acquire) {
         let status = orchestrator.status();
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
@@ -164,6 +165,10 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
             );
             announced = status.epoch;
         }
+        for ended in &status.ended[told..] {
+            eprintln!("ftc orchestrator: {ended}");
+        }
+        told = status.ended.len();
         std::thread::sleep(Duration::from_millis(10));
     }
 }

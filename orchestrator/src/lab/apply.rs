@@ -142,7 +142,7 @@ pub fn check_privilege() -> Result<(), LabError> {
 /// A lock file in the state directory. Who takes its `flock` to say so writes its process id in
 /// it, for those who find it held.
 #[derive(Debug)]
-struct LockFile {
+pub(super) struct LockFile {
     file: File,
     path: PathBuf,
 }
@@ -186,6 +186,31 @@ impl LockFile {
         match text.trim() {
             "" => "another process".to_string(),
             pid => format!("process {pid}"),
+        }
+    }
+
+    /// The lock at `path` if no one holds it (else who does, as the file says), taken on the
+    /// file that is at `path` now: one removed while this opened it (`ftc lab down` removes a
+    /// run lock it holds) would lock nothing, and the path is opened again.
+    pub(super) fn take(path: PathBuf) -> Result<Result<LockFile, String>, LabError> {
+        loop {
+            let mut lock = LockFile::open(path.clone())?;
+            if !lock.try_lock()? {
+                return Ok(Err(lock.holder()));
+            }
+            if lock.is_at_path() {
+                lock.claim()?;
+                return Ok(Ok(lock));
+            }
+        }
+    }
+
+    /// Whether the file is the one at its path (not one removed since it was opened).
+    fn is_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
         }
     }
 

@@ -30,12 +30,12 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
-use super::apply::{secret_path, LabError};
+use super::apply::{self, secret_path, LabError};
 use super::deploy::{self, parse_peers, DeployError, NodeExit, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
 use super::procs;
-use super::topology::{Host, Topology, CLIENT, SERVER};
+use super::topology::{Host, LabName, Topology, CLIENT, SERVER};
 use crate::checks::check_monitors;
 use crate::control::Peer;
 use crate::coordinator::RecoveryReport;
@@ -227,12 +227,13 @@ impl Drop for Reaped {
 }
 
 /// A fresh directory for the demo of lab `lab` in `parent`: a name no one can guess
-/// (`ftc-lab-demo-LAB-` and random letters), made by this call (never one that was there, nor a
-/// link), that only its owner may enter (0700). Removed when dropped.
-fn demo_dir(parent: &Path, lab: &str) -> Result<tempfile::TempDir, DemoError> {
+/// ([`apply::demo_dir_prefix`], which `ftc lab down` sweeps, and random letters), made by this
+/// call (never one that was there, nor a link), that only its owner may enter (0700). Removed
+/// when dropped.
+fn demo_dir(parent: &Path, lab: &LabName) -> Result<tempfile::TempDir, DemoError> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
-        .prefix(&format!("ftc-lab-demo-{lab}-"))
+        .prefix(&apply::demo_dir_prefix(lab))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(parent)
         .map_err(io_error("making the demo's directory"))
@@ -261,7 +262,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     }
     check_tools(ops::on_path)?;
     let t = &config.run.topology;
-    let dir = demo_dir(&std::env::temp_dir(), &t.name.to_string())?;
+    let dir = demo_dir(&std::env::temp_dir(), &t.name)?;
     let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
     // Only this run's server has it: a server an earlier run left behind does not answer it.
@@ -1175,10 +1176,11 @@ mod tests {
         let planted = parent.path().join(format!("ftc-lab-demo-lab2-{pid}"));
         std::fs::create_dir(&planted).unwrap();
         std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let lab = |name: &str| name.parse::<LabName>().unwrap();
         let dirs = [
-            demo_dir(parent.path(), "lab1").unwrap(),
-            demo_dir(parent.path(), "lab1").unwrap(),
-            demo_dir(parent.path(), "lab2").unwrap(),
+            demo_dir(parent.path(), &lab("lab1")).unwrap(),
+            demo_dir(parent.path(), &lab("lab1")).unwrap(),
+            demo_dir(parent.path(), &lab("lab2")).unwrap(),
         ];
         for (dir, lab) in dirs.iter().zip(["lab1", "lab1", "lab2"]) {
             let meta = std::fs::symlink_metadata(dir.path()).unwrap();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::apply::{flock, run_lock_path, secret_path, STATE_DIR};
+use super::apply::{run_lock_path, secret_path, LabError, LockFile};
 use super::procs::{spawn, Group};
 use super::topology::Topology;
 use crate::control::{ControlError, Peer};
@@ -149,8 +149,10 @@ pub enum DeployError {
         "a chain runs in lab {name} already ({by}): stop it first, or use another lab (`ftc lab up --name`)"
     )]
     Busy { name: String, by: String },
-    #[error("cannot lock {path}: {source}")]
-    Lock { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("the chain did not stop cleanly: {0}")]
+    Unclean(String),
 }
 
 /// Held while a chain runs in a lab (`ftc lab run`, `ftc lab demo`, `ftc bench --transport
@@ -158,53 +160,30 @@ pub enum DeployError {
 /// secret file. The lock goes with the file, also when the process dies.
 #[derive(Debug)]
 pub(super) struct RunLock {
-    _file: File,
+    _file: LockFile,
 }
 
 impl RunLock {
     fn take(t: &Topology) -> Result<RunLock, DeployError> {
-        use std::io::{Read, Seek};
-        let path = run_lock_path(&t.name);
-        let error = |source| DeployError::Lock {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(STATE_DIR).map_err(error)?;
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(error)?;
-        if !flock(&file, false).map_err(error)? {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let by = match holder.trim() {
-                "" => "another process".to_string(),
-                pid => format!("process {pid}"),
-            };
-            return Err(DeployError::Busy {
+        match LockFile::take(run_lock_path(&t.name))? {
+            Ok(file) => Ok(RunLock { _file: file }),
+            Err(by) => Err(DeployError::Busy {
                 name: t.name.to_string(),
                 by,
-            });
+            }),
         }
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| write!(file, "{}", std::process::id()))
-            .map_err(error)?;
-        Ok(RunLock { _file: file })
     }
 }
 
-/// A node the run started that exited while the chain ran (the replacements the orchestrator
-/// starts are its children, not the run's).
+/// A node that exited while the chain ran: one the run started, or a replacement the
+/// orchestrator started that it did not stop itself (it says so).
 #[derive(Debug, Clone)]
 pub struct NodeExit {
     pub position: u16,
     pub pid: u32,
     pub status: ExitStatus,
     /// The last line it wrote on its standard error: a node that fails says why there last.
+    /// Empty for a replacement (its standard error is the orchestrator's).
     pub said: String,
 }
 
@@ -248,6 +227,8 @@ fn last_words(stderr: impl io::Read + Send + 'static) -> Receiver<String> {
 enum Said {
     Listening(SocketAddr),
     Deployed(String),
+    /// A node the orchestrator started (a replacement) exited without being stopped.
+    Ended(NodeExit),
 }
 
 /// A fresh random secret in `path`, readable by root only.
@@ -323,7 +304,7 @@ pub fn run(
     let started = Instant::now();
     let control = wait(&mut group, &said, (started, stop), LISTENING, |s| match s {
         Said::Listening(addr) => Some(addr),
-        Said::Deployed(_) => None,
+        Said::Deployed(_) | Said::Ended(_) => None,
     })?;
     let _ = writeln!(
         out,
@@ -361,7 +342,7 @@ pub fn run(
     }
     let line = wait(&mut group, &said, (started, stop), DEPLOYED, |s| match s {
         Said::Deployed(line) => Some(line),
-        Said::Listening(_) => None,
+        Said::Listening(_) | Said::Ended(_) => None,
     })?;
     let _ = writeln!(out, "ftc lab {}: {line}", t.name);
     let _ = out.flush();
@@ -376,9 +357,14 @@ pub fn run(
             });
         }
         // Nodes the orchestrator replaced exit; they are not the run's end. Also looked at
-        // once more after the loop, before the stop ends every node.
+        // once more after the loop, before the stop ends every node. Replacements are the
+        // orchestrator's children: it says how those ended.
         let ran = exits.len();
         exits.extend(exited(&mut group.nodes, &mut words));
+        exits.extend(said.try_iter().filter_map(|s| match s {
+            Said::Ended(exit) => Some(exit),
+            Said::Listening(_) | Said::Deployed(_) => None,
+        }));
         for e in &exits[ran..] {
             let _ = writeln!(
                 out,
@@ -392,6 +378,7 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = writeln!(out, "ftc lab {}: stopping", t.name);
+    let stopped = group.stop();
     drop(group);
     // What the orchestrator and the replacements it started wrote last (a node's exit summary,
     // a report) is passed on before the run returns: both readers end at the end of their
@@ -400,7 +387,32 @@ pub fn run(
     while said.recv_deadline(deadline).is_ok() {}
     let _ = relayed.recv_deadline(deadline);
     let _ = writeln!(out, "ftc lab {}: stopped", t.name);
-    Ok(exits)
+    match stopped.trouble() {
+        Some(trouble) => Err(DeployError::Unclean(trouble)),
+        None => Ok(exits),
+    }
+}
+
+/// A node the orchestrator started that exited, from what it says of one (`node P (pid N)
+/// exited (STATUS)`, [`Ended`](crate::process::launcher::Ended)'s form).
+fn ended_node(text: &str) -> Option<NodeExit> {
+    use std::os::unix::process::ExitStatusExt;
+    let rest = text.strip_prefix("node ")?;
+    let (position, rest) = rest.split_once(" (pid ")?;
+    let (pid, rest) = rest.split_once(") exited (")?;
+    let status = rest.strip_suffix(')')?;
+    let raw = if let Some(code) = status.strip_prefix("exit status: ") {
+        code.parse::<i32>().ok()? << 8
+    } else {
+        let signal = status.strip_prefix("signal: ")?;
+        signal.split(' ').next()?.parse::<i32>().ok()?
+    };
+    Some(NodeExit {
+        position: position.parse().ok()?,
+        pid: pid.parse().ok()?,
+        status: ExitStatus::from_raw(raw),
+        said: String::new(),
+    })
 }
 
 /// The nodes of `nodes` that exited, taken out of it (reaped), with their last words from
@@ -454,6 +466,8 @@ fn listen(
             }
             let said = if let Some(rest) = line.strip_prefix("ftc orchestrator: deployed") {
                 Some(Said::Deployed(format!("deployed{rest}")))
+            } else if let Some(ended) = line.strip_prefix("ftc orchestrator: ") {
+                ended_node(ended).map(Said::Ended)
             } else if line.ends_with("waiting for its nodes") {
                 line.rsplit_once(" on ")
                     .and_then(|(_, rest)| rest.split_once(',')?.0.parse().ok())
@@ -582,6 +596,26 @@ mod tests {
             .split('|')
             .map(str::to_string)
             .collect()
+    }
+
+    /// What the orchestrator says of a replacement that exited is read back as it was.
+    #[test]
+    fn replacements_that_exit_are_read_from_the_orchestrator() {
+        use std::os::unix::process::ExitStatusExt;
+        for raw in [3 << 8, 101 << 8, libc::SIGSEGV, libc::SIGKILL] {
+            let ended = crate::process::launcher::Ended {
+                position: 1,
+                pid: 4242,
+                status: ExitStatus::from_raw(raw),
+            };
+            let exit = ended_node(&ended.to_string()).unwrap();
+            assert_eq!(
+                (exit.position, exit.pid, exit.status),
+                (1, 4242, ended.status)
+            );
+        }
+        assert!(ended_node("node 1 data 10.0.0.1:5 transfer 10.0.0.1:6").is_none());
+        assert!(ended_node("deployed in epoch 1: node 0 data 10.0.0.1:5").is_none());
     }
 
     #[test]

@@ -219,6 +219,13 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         report.run.duration_s = sink.last_since(start).as_secs_f64().max(1e-3);
         let status = orchestrator.status();
         report.recoveries = status.recoveries.clone();
+        // Only the kills and the orchestrator's cut-offs end nodes in a run: any other end is
+        // a crash, a panic, a hang caught, or an error the node stopped on.
+        for ended in &status.ended {
+            report.run.violations.push(format!(
+                "{ended}: neither killed by the run nor cut off by the orchestrator"
+            ));
+        }
         let missing = recovered(&status, &report.kills);
         if missing.is_empty() && !done() {
             check_state(spec, &ring, &key, &orchestrator, &sink, &mut report.run);

@@ -269,24 +269,57 @@ impl Launcher {
 /// The processes a launcher started, by position. Dropping it kills and reaps every one still
 /// running, so that no node outlives the run that started it.
 #[derive(Debug, Default)]
-pub struct Children(Mutex<Vec<(u16, Child)>>);
+pub struct Children(Mutex<Vec<Launched>>);
+
+/// A process a launcher started.
+#[derive(Debug)]
+struct Launched {
+    position: u16,
+    child: Child,
+    /// Killed by [`Children::kill`] (a node cut off, or a failure injected): its end is no news.
+    killed: bool,
+    /// Its end was told ([`Children::ended_unasked`]).
+    told: bool,
+}
+
+/// A node's process that ended without being killed by [`Children::kill`]: a crash, a panic, a
+/// hang it caught itself in (`--stall-ms`), or an error it stopped on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub position: u16,
+    pub pid: u32,
+    pub status: std::process::ExitStatus,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {} (pid {}) exited ({})",
+            self.position, self.pid, self.status
+        )
+    }
+}
 
 impl Children {
     fn add(&self, position: u16, child: Child) {
-        self.0
-            .lock()
-            .expect("no holder panics")
-            .push((position, child));
+        self.0.lock().expect("no holder panics").push(Launched {
+            position,
+            child,
+            killed: false,
+            told: false,
+        });
     }
 
     /// Kill the running process at `position` with SIGKILL; its pid, or `None` when no process
     /// of ours runs there.
     pub fn kill(&self, position: u16) -> io::Result<Option<u32>> {
         let mut children = self.0.lock().expect("no holder panics");
-        for (p, child) in children.iter_mut().rev() {
-            if *p == position && child.try_wait()?.is_none() {
-                child.kill()?;
-                return Ok(Some(child.id()));
+        for l in children.iter_mut().rev() {
+            if l.position == position && l.child.try_wait()?.is_none() {
+                l.child.kill()?;
+                l.killed = true;
+                return Ok(Some(l.child.id()));
             }
         }
         Ok(None)
@@ -296,27 +329,46 @@ impl Children {
     pub fn exited(&self) -> io::Result<Vec<(u16, std::process::ExitStatus)>> {
         let mut children = self.0.lock().expect("no holder panics");
         let mut exited = Vec::new();
-        for (p, child) in children.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                exited.push((*p, status));
+        for l in children.iter_mut() {
+            if let Some(status) = l.child.try_wait()? {
+                exited.push((l.position, status));
             }
         }
         Ok(exited)
     }
 
-    /// Forget the processes that exited (reaped already by `try_wait`).
+    /// The processes that ended since the last call without [`Children::kill`]ing: each is
+    /// told once.
+    pub fn ended_unasked(&self) -> Vec<Ended> {
+        let mut children = self.0.lock().expect("no holder panics");
+        let mut ended = Vec::new();
+        for l in children.iter_mut().filter(|l| !l.killed && !l.told) {
+            if let Ok(Some(status)) = l.child.try_wait() {
+                l.told = true;
+                ended.push(Ended {
+                    position: l.position,
+                    pid: l.child.id(),
+                    status,
+                });
+            }
+        }
+        ended
+    }
+
+    /// Forget the processes that exited (reaped already by `try_wait`), but for those whose
+    /// end is still to be told.
     fn reap(&self) {
         self.0
             .lock()
             .expect("no holder panics")
-            .retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+            .retain_mut(|l| matches!(l.child.try_wait(), Ok(None)) || !(l.killed || l.told));
     }
 
     /// Give the processes up to `grace` to exit by themselves, then kill the rest; reap all.
     pub fn shutdown(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
         let mut children = self.0.lock().expect("no holder panics");
-        for (_, child) in children.iter_mut() {
+        for Launched { child, .. } in children.iter_mut() {
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -337,6 +389,8 @@ impl Drop for Children {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
     use super::*;
 
     fn args() -> NodeArgs {
@@ -420,5 +474,37 @@ mod tests {
         assert!(launcher.children().kill(0).unwrap().is_none());
         launcher.children().shutdown(Duration::from_secs(1));
         assert!(launcher.children().exited().unwrap().is_empty());
+    }
+
+    /// A process that ends by itself is told once, with how; one killed is no news.
+    #[test]
+    fn processes_that_end_unasked_are_told_once() {
+        let launcher = Launcher::new(How::Command("exit 3".into()), args());
+        launcher.launch(2).unwrap();
+        let sleeper = Launcher::new(How::Command("sleep 30".into()), args());
+        sleeper.launch(1).unwrap();
+        let pid = sleeper.children().kill(1).unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ended = loop {
+            let ended = launcher.children().ended_unasked();
+            if !ended.is_empty() || Instant::now() > deadline {
+                break ended;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert_eq!((ended[0].position, ended[0].status.code()), (2, Some(3)));
+        assert!(ended[0].to_string().ends_with("exited (exit status: 3)"));
+        // Reaped at the next launch, and not told again.
+        launcher.launch(0).unwrap();
+        let again = launcher.children().ended_unasked();
+        assert!(again.iter().all(|e| e.pid != ended[0].pid), "{again:?}");
+        while sleeper.children().exited().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "pid {pid} outlived SIGKILL");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let exited = sleeper.children().exited().unwrap();
+        assert_eq!(exited[0].1.signal(), Some(libc::SIGKILL));
+        assert!(sleeper.children().ended_unasked().is_empty());
     }
 }

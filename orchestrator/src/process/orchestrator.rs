@@ -18,7 +18,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 use ftc_chain::ring::Ring;
 
 use super::keepalive::keep_alive;
-use super::launcher::Launcher;
+use super::launcher::{Ended, Launcher};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -55,6 +55,10 @@ pub struct Status {
     pub recoveries: Vec<RecoveryReport>,
     /// Control connections closed for a malformed or unauthenticated message.
     pub rejected: u64,
+    /// The nodes it started whose processes ended while it ran without being killed (by the
+    /// orchestrator cutting one off, or by [`Children::kill`](super::launcher::Children::kill)):
+    /// crashes, panics, hangs caught, errors.
+    pub ended: Vec<Ended>,
 }
 
 /// The orchestrator of one chain, over TCP.
@@ -334,6 +338,10 @@ impl Orchestrator {
                     }
                 }
                 let mut status = self.status.lock().expect("no holder panics");
+                for ended in self.launcher.children().ended_unasked() {
+                    tracing::warn!("{ended}, not stopped by the orchestrator");
+                    status.ended.push(ended);
+                }
                 while let Some(r) = coordinator.poll_report() {
                     tracing::info!("recovery: {r}");
                     report(&r);
