@@ -466,12 +466,12 @@ fn listen(
             }
             let said = if let Some(rest) = line.strip_prefix("ftc orchestrator: deployed") {
                 Some(Said::Deployed(format!("deployed{rest}")))
-            } else if let Some(ended) = line.strip_prefix("ftc orchestrator: ") {
-                ended_node(ended).map(Said::Ended)
             } else if line.ends_with("waiting for its nodes") {
                 line.rsplit_once(" on ")
                     .and_then(|(_, rest)| rest.split_once(',')?.0.parse().ok())
                     .map(Said::Listening)
+            } else if let Some(ended) = line.strip_prefix("ftc orchestrator: ") {
+                ended_node(ended).map(Said::Ended)
             } else {
                 None
             };
@@ -616,6 +616,24 @@ mod tests {
         }
         assert!(ended_node("node 1 data 10.0.0.1:5 transfer 10.0.0.1:6").is_none());
         assert!(ended_node("deployed in epoch 1: node 0 data 10.0.0.1:5").is_none());
+        // Among the orchestrator's other lines, each is told for what it is.
+        let said = listen(
+            io::Cursor::new(
+                "ftc orchestrator: ch-rec (3 servers) on 10.77.0.1:4000, waiting for its nodes\n\
+                 ftc orchestrator: deployed in epoch 1: node 0 data 10.77.0.10:5\n\
+                 ftc orchestrator: node 1 (pid 77) exited (exit status: 3)\n\
+                 ftc orchestrator: rerouted in epoch 2: node 0 data 10.77.0.10:5\n",
+            ),
+            None,
+        );
+        let said: Vec<_> = said.iter().collect();
+        assert!(
+            matches!(&said[..], [Said::Listening(addr), Said::Deployed(d), Said::Ended(e)]
+                if addr.port() == 4000 && d.starts_with("deployed in epoch 1")
+                    && (e.pid, e.status.code()) == (77, Some(3))),
+            "{} things said",
+            said.len()
+        );
     }
 
     #[test]
