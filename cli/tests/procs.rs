@@ -8,7 +8,7 @@
 
 mod support;
 
-use ftc_node::netns::{is_root, Netns};
+use ftc_node::netns::{namespaces_denied, Netns};
 use ftc_node::xdp::{XdpConfig, XdpPort};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -493,10 +493,10 @@ fn link_queues_an_interface_lacks_fail_clearly() {
         assert_eq!(code, Some(2), "{bad}: {err}");
         assert!(err.contains("--link-queues"), "{err}");
     }
-    if !is_root() {
+    if let Some(why) = namespaces_denied() {
         eprintln!(
             "skipping the rest of link_queues_an_interface_lacks_fail_clearly: veths in a \
-             network namespace need root"
+             network namespace: {why}"
         );
         return;
     }
@@ -592,10 +592,10 @@ fn through(entry: &mut XdpPort, exits: &mut [XdpPort], frame: &[u8]) -> Vec<u8> 
 /// sends on queue 1: a node bound to queue 0 alone would never see the frames.
 #[test]
 fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
-    if !is_root() {
+    if let Some(why) = namespaces_denied() {
         eprintln!(
             "skipping af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure: \
-             AF_XDP on veths in a network namespace needs root"
+             AF_XDP on veths in a network namespace: {why}"
         );
         return;
     }

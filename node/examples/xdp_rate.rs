@@ -8,15 +8,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ftc_node::netns::{is_root, Netns};
+use ftc_node::netns::{namespaces_denied, Netns};
 use ftc_node::xdp::{SendError, XdpConfig, XdpPort};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().map_or(3.0, |a| a.parse().expect("SECONDS"));
     let size: usize = args.next().map_or(256, |a| a.parse().expect("SIZE"));
-    if !is_root() {
-        eprintln!("xdp_rate: AF_XDP on a veth pair in a network namespace needs root");
+    if let Some(why) = namespaces_denied() {
+        eprintln!("xdp_rate: AF_XDP on a veth pair in a network namespace: {why}");
         std::process::exit(1);
     }
     let ns = Netns::create("ftcx-rate").expect("a network namespace");

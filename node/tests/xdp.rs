@@ -9,7 +9,7 @@ use std::time::Duration;
 use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::ServerId;
 use ftc_node::links::XdpLinks;
-use ftc_node::netns::{is_root, Netns};
+use ftc_node::netns::{namespaces_denied, Netns};
 use ftc_node::server::empty_message;
 use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use ftc_node::{Frame, Packet};
@@ -18,10 +18,10 @@ use ftc_node::{Frame, Packet};
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 
 fn skip(test: &str) -> bool {
-    if is_root() {
+    let Some(why) = namespaces_denied() else {
         return false;
-    }
-    eprintln!("skipping {test}: AF_XDP on veth pairs in a network namespace needs root");
+    };
+    eprintln!("skipping {test}: AF_XDP on veth pairs in a network namespace: {why}");
     true
 }
 
