@@ -210,9 +210,10 @@ impl Experiment {
             Experiment::LatencyLoad => &[
                 "Offered loads are fractions of FTC's closed-loop throughput on Ch-Rec, measured \
                  just before (`saturation_pps`); every mode is offered the same load, with at \
-                 most `window` packets in flight. A packet's latency runs from when it was due, \
-                 so a mode that falls behind counts the wait of what it held back. \
-                 `p99_ratios` compare tail latencies.",
+                 most `window` packets in flight. A packet the chain held back (the window \
+                 full, a server congested) counts its wait from when it was due, so a mode that \
+                 falls behind counts its queue; the generator's own lateness on this shared \
+                 machine is not counted. `p99_ratios` compare tail latencies.",
                 SATURATED,
             ],
             Experiment::ChainLength => {

@@ -504,6 +504,7 @@ fn generate(
             break;
         }
         if bursts.sent() - done >= config.window {
+            pacer.hold(t);
             match credits.recv_timeout(Duration::from_nanos(stop_at - t)) {
                 Ok(n) => done += n,
                 Err(_) => break,
@@ -511,6 +512,7 @@ fn generate(
             continue;
         }
         if congested.load(Ordering::Acquire) > 0 {
+            pacer.hold(t);
             // Looked at again every millisecond: a recovery may end with nothing in flight.
             let wait = Duration::from_nanos((stop_at - t).min(1_000_000));
             if let Ok(n) = credits.recv_timeout(wait) {
@@ -562,16 +564,21 @@ fn generate(
     (bursts.sent(), done)
 }
 
-/// When the generator's packets are due. Paced, one every `1 / rate` from the start, and a
-/// packet's latency starts when it was due, not when the generator got to send it: a packet
-/// that waited for a full window counts the wait, as it would have waited at a real ingress
-/// (else a chain that falls behind its offered load hides its queue: coordinated omission).
+/// When the generator's packets are due, and when their latencies start. Paced, one is due
+/// every `1 / rate` from the start. A packet the chain held back (the window full of packets
+/// not yet released, or a server congested) counts the wait, from its due time or from when the
+/// hold began if later: it would have waited at a real ingress (else a chain that falls behind
+/// its offered load hides its queue: coordinated omission). A packet the generator sent late
+/// for its own reasons (its thread not scheduled on this shared machine, its sleep's slack)
+/// starts when sent: a real source's packets arrive whatever the chain does with the cores.
 /// Flat out, a packet's latency starts when it is made.
 #[derive(Debug)]
 struct Pacer {
     /// Nanoseconds between packets; `None`: flat out.
     interval: Option<u64>,
     next_at: u64,
+    /// When the chain began holding the generator back, until it caught up with its schedule.
+    held_since: Option<u64>,
 }
 
 impl Pacer {
@@ -580,6 +587,7 @@ impl Pacer {
         Pacer {
             interval: rate.map(|r| 1_000_000_000 / r.max(1)),
             next_at: start,
+            held_since: None,
         }
     }
 
@@ -587,16 +595,26 @@ impl Pacer {
         self.interval.is_some()
     }
 
+    /// The chain holds the generator back at `t`.
+    fn hold(&mut self, t: u64) {
+        if self.paced() {
+            self.held_since.get_or_insert(t);
+        }
+    }
+
     /// At `t`: when the latency of the next packet starts, now that one may go; or, paced and
-    /// none due yet, `Err` of when the next is due.
+    /// none due yet (the generator caught up), `Err` of when the next is due.
     fn next(&mut self, t: u64) -> Result<u64, u64> {
         match self.interval {
             None => Ok(t),
-            Some(_) if t < self.next_at => Err(self.next_at),
+            Some(_) if t < self.next_at => {
+                self.held_since = None;
+                Err(self.next_at)
+            }
             Some(interval) => {
                 let due = self.next_at;
                 self.next_at += interval;
-                Ok(due)
+                Ok(self.held_since.map_or(t, |held| due.max(held)))
             }
         }
     }
@@ -625,21 +643,29 @@ fn vector_difference(head: &[Seq], copy: &[Seq]) -> String {
 mod tests {
     use super::*;
 
-    /// A paced packet's latency starts when it was due, however late it goes: the backlog of a
-    /// generator held back (a full window) counts. Flat out, it starts when the packet goes.
+    /// A paced packet the chain held back counts the wait, from its due time or the hold's
+    /// start; one the generator sent late for its own reasons starts when sent. Flat out, a
+    /// packet's latency starts when it goes.
     #[test]
-    fn paced_latencies_start_when_packets_were_due() {
+    fn paced_latencies_count_the_chain_s_holds_not_the_generator_s_lateness() {
         // 1,000 packets/s from t = 5 ms: due at 5, 6, 7 … ms.
         let ms = 1_000_000;
         let mut paced = Pacer::new(Some(1_000), 5 * ms);
         assert_eq!(paced.next(4 * ms), Err(5 * ms), "none due yet");
         assert_eq!(paced.next(5 * ms), Ok(5 * ms));
         assert_eq!(paced.next(5 * ms + 10), Err(6 * ms));
-        // Held back until 9.5 ms: the four due since go at once, each from its due time.
+        // Held back by the chain from 6.5 ms to 9.5 ms: the four due since go at once, the
+        // first from when the hold began, the others from when they were due.
         let late = 9 * ms + ms / 2;
+        paced.hold(6 * ms + ms / 2);
+        paced.hold(8 * ms);
         let starts: Vec<_> = std::iter::from_fn(|| paced.next(late).ok()).collect();
-        assert_eq!(starts, [6 * ms, 7 * ms, 8 * ms, 9 * ms]);
+        assert_eq!(starts, [6 * ms + ms / 2, 7 * ms, 8 * ms, 9 * ms]);
         assert_eq!(paced.next(late), Err(10 * ms));
+        // Caught up; then late by 1.5 ms for its own reasons (not scheduled): from when sent.
+        let late = 11 * ms + ms / 2;
+        let starts: Vec<_> = std::iter::from_fn(|| paced.next(late).ok()).collect();
+        assert_eq!(starts, [late, late]);
 
         let mut flat_out = Pacer::new(None, 5 * ms);
         assert!(!flat_out.paced());
