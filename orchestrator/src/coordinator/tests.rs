@@ -725,15 +725,22 @@ fn a_starved_coordinator_declares_nobody_for_its_own_absence() {
     assert_eq!(chain.commands(), want);
 }
 
-#[test]
-fn a_failure_during_the_reroute_is_recovered_right_after() {
-    let mut chain = Chain::deploy(3, 1);
+/// A chain of `k` servers whose server 1 was killed at 55 ms (declared failed at 81 ms) and
+/// whose replacement joined and is ready: the reroute's commands are out, no server resumed.
+fn rerouting_after_1(k: usize, f: usize) -> Chain {
+    let mut chain = Chain::deploy(k, f);
     chain.run_to(55);
     chain.kill(1);
     chain.run_to(81);
     chain.join(1, 1);
     chain.ready(1, 10);
     chain.commands();
+    chain
+}
+
+#[test]
+fn a_failure_during_the_reroute_is_recovered_right_after() {
+    let mut chain = rerouting_after_1(3, 1);
     chain.resumed(&[0, 1]);
     chain.kill(2); // last heartbeat at 80 ms; server 2 never resumes
     chain.run_to(111);
@@ -783,13 +790,7 @@ fn failures_recovered_together_count_from_the_first_declared() {
     // k = 5, f = 2. Server 4 and then server 2 fall silent during the reroute of a first
     // recovery; both are recovered together after it, and that recovery counts from 4's
     // declaration, not from that of the lower position.
-    let mut chain = Chain::deploy(5, 2);
-    chain.run_to(55);
-    chain.kill(1);
-    chain.run_to(81);
-    chain.join(1, 1);
-    chain.ready(1, 10);
-    chain.commands();
+    let mut chain = rerouting_after_1(5, 2);
     chain.resumed(&[0, 1, 3]);
     chain.kill(4); // last heartbeat at 80 ms: declared at 111
     chain.run_to(91);

@@ -774,17 +774,22 @@ mod tests {
         }
     }
 
-    /// A lane whose server failed, or whose thread panicked, handles nothing any more: the
-    /// lanes say why and wake the node's thread, which then stops (and is replaced) instead of
-    /// beating for a server that drops everything. Lanes told to stop report nothing.
-    #[test]
-    fn a_lane_that_fails_or_panics_is_reported() {
+    /// The stores of a chain of one monitor, f = 1, one lane each.
+    fn one_monitor() -> Heads {
         let spec = ftc_chain::spec::ChainSpec::from_toml_str(
             "[chain]\nname = \"t\"\nf = 1\n\n[[middlebox]]\nkind = \"monitor\"\n",
             "test",
         )
         .unwrap();
-        let heads = Heads::new(&spec, |_| 1).unwrap();
+        Heads::new(&spec, |_| 1).unwrap()
+    }
+
+    /// A lane whose server failed, or whose thread panicked, handles nothing any more: the
+    /// lanes say why and wake the node's thread, which then stops (and is replaced) instead of
+    /// beating for a server that drops everything. Lanes told to stop report nothing.
+    #[test]
+    fn a_lane_that_fails_or_panics_is_reported() {
+        let heads = one_monitor();
         let (node, waker) = UnixDatagram::pair().unwrap();
         node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let frame = || Frame {
@@ -844,12 +849,7 @@ mod tests {
     /// back until it goes on.
     #[test]
     fn a_hanging_lane_holds_the_pulse_back_and_idle_ones_do_not() {
-        let spec = ftc_chain::spec::ChainSpec::from_toml_str(
-            "[chain]\nname = \"t\"\nf = 1\n\n[[middlebox]]\nkind = \"monitor\"\n",
-            "test",
-        )
-        .unwrap();
-        let heads = Heads::new(&spec, |_| 1).unwrap();
+        let heads = one_monitor();
         let (_node, waker) = UnixDatagram::pair().unwrap();
         let start = Instant::now();
         let now = || start.elapsed().as_nanos() as u64;

@@ -440,7 +440,6 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             server_config: &server_config,
             ftmb: &config.ftmb,
             servers: shape.servers(),
-            start,
             pulse: &pulse,
             idle: config.heartbeat.as_nanos() as u64,
             hang_after: config.hang_after,
@@ -561,8 +560,8 @@ struct Node<'a, 'h> {
     ftmb: &'a FtmbConfig,
     /// The deployment's positions ([`Shape::servers`]).
     servers: usize,
-    start: Instant,
-    /// When the node's thread, and every lane, last made progress (its heartbeats need it).
+    /// When the node's thread, and every lane, last made progress (its heartbeats need it);
+    /// its clock is the node's.
     pulse: &'a Pulse,
     /// Nanoseconds a lane may sleep before the node's thread nudges it, to show it is alive:
     /// a heartbeat period.
@@ -613,7 +612,7 @@ struct Unsent {
 
 impl<'a, 'h> Node<'a, 'h> {
     fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.pulse.now()
     }
 
     /// Serve until `Stop`.
@@ -623,7 +622,10 @@ impl<'a, 'h> Node<'a, 'h> {
         let mut buf = vec![0; MAX_DATAGRAM];
         let mut polls = Vec::new();
         loop {
-            if self.hang_after.is_some_and(|t| self.start.elapsed() >= t) {
+            if self
+                .hang_after
+                .is_some_and(|t| self.now() >= t.as_nanos() as u64)
+            {
                 tracing::warn!("node {}: its thread hangs (a test hook)", self.me.0);
                 loop {
                     std::thread::park();
@@ -658,11 +660,8 @@ impl<'a, 'h> Node<'a, 'h> {
                     return Ok(());
                 }
             }
-            let now = self.now();
-            let at = self
-                .server
-                .as_ref()
-                .map_or(now, |s| s.pulse(now, self.idle));
+            let t = self.now();
+            let at = self.server.as_ref().map_or(t, |s| s.pulse(t, self.idle));
             self.pulse.beat(at);
             // A server that failed drops everything from then on, while the heartbeats (from
             // threads of their own) would keep it in the chain: it leaves, and is replaced.
@@ -672,7 +671,6 @@ impl<'a, 'h> Node<'a, 'h> {
             let Some(server) = self.server.as_mut().filter(|_| self.serving) else {
                 continue;
             };
-            let t = self.start.elapsed().as_nanos() as u64;
             let observed = self.recorder.is_some();
             let loss = &mut self.loss;
             for _ in 0..if frames { BATCH } else { 0 } {
