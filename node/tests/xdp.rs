@@ -210,6 +210,37 @@ fn a_busy_queue_is_refused_clearly() {
     .unwrap();
 }
 
+/// A queue past the interface's is named with the count the driver gives in the thread's own
+/// namespace (sysfs shows the process's, where no such interface is): the last queue of three
+/// opens, the next is refused with the three.
+#[test]
+fn a_queue_the_interface_lacks_is_named_with_its_queues() {
+    let test = "a_queue_the_interface_lacks_is_named_with_its_queues";
+    if skip(test) {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.veth_queues("xa", "xb", 3).unwrap();
+    let on = |queue| XdpConfig { queue, ..small() };
+    ns.run(|| {
+        XdpPort::open("xa", on(2)).unwrap();
+        let err = XdpPort::open("xa", on(3)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                XdpError::NoQueue {
+                    queue: 3,
+                    queues: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("has 3 queue(s)"), "{err}");
+    })
+    .unwrap();
+}
+
 /// A replacement's port waits for the queue a killed process's socket still holds: its UMEM is
 /// made once and only the socket is tried again, and once the holder lets go, the port it ends
 /// with carries frames both ways (the fill and completion rings survived the refusals).

@@ -127,7 +127,7 @@ pub enum XdpError {
     #[error("AF_XDP on {iface} queue {queue}: busy (another socket or XDP program holds it)")]
     Busy { iface: String, queue: u32 },
     #[error(
-        "AF_XDP on {iface}: no queue {queue}: the interface has {queues} receive queue(s) (a \
+        "AF_XDP on {iface}: no queue {queue}: the interface has {queues} queue(s) (a \
          veth gets more with `ip link add … numtxqueues N numrxqueues N`, at both ends)"
     )]
     NoQueue {
@@ -593,7 +593,7 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
         },
         Some(libc::EOPNOTSUPP) if config.zero_copy => XdpError::NoZeroCopy { iface },
         Some(libc::ENODEV) => XdpError::NoInterface(iface),
-        Some(libc::EINVAL) => match rx_queues(&iface) {
+        Some(libc::EINVAL) => match xdp_queues(&iface) {
             Some(queues) if config.queue >= queues => XdpError::NoQueue {
                 queue: config.queue,
                 iface,
@@ -617,26 +617,42 @@ fn config_error(e: impl std::fmt::Display) -> XdpError {
     XdpError::Config(e.to_string())
 }
 
-/// How many receive queues interface `iface` of this process's network namespace has (from
-/// sysfs; `None` where sysfs shows another namespace's interfaces: a thread that entered a
-/// namespace with `setns`, whose sysfs is still its process's).
-fn rx_queues(iface: &str) -> Option<u32> {
-    let dir = format!("/sys/class/net/{iface}");
-    let index: u32 = std::fs::read_to_string(format!("{dir}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let name = CString::new(iface).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } != index {
-        return None;
+/// How many queues an AF_XDP socket may bind on interface `iface` of the calling thread's
+/// network namespace, if the driver says: the kernel refuses a queue id at or past both its
+/// receive and its transmit queues, and the driver counts them (`ETHTOOL_GCHANNELS`) as
+/// dedicated ones plus combined ones. Asked on a socket made here, as [`iface_mtu`] asks, since
+/// sysfs shows the process's namespace and not that of a thread that entered another.
+fn xdp_queues(iface: &str) -> Option<u32> {
+    /// `struct ethtool_channels` of `<linux/ethtool.h>`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Channels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx: u32,
+        tx: u32,
+        other: u32,
+        combined: u32,
     }
-    let queues = std::fs::read_dir(format!("{dir}/queues")).ok()?;
-    let rx = queues
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"));
-    u32::try_from(rx.count()).ok()
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut channels = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Channels::default()
+    };
+    let mut req = ifreq(iface)?;
+    req.ifr_ifru.ifru_data = (&raw mut channels).cast();
+    // SAFETY: SIOCETHTOOL reads the command from and writes the counts into `channels`, which
+    // the request points to and which outlives the call.
+    unsafe { ioctl(libc::SIOCETHTOOL, &mut req)? };
+    Some(
+        channels
+            .rx
+            .max(channels.tx)
+            .saturating_add(channels.combined),
+    )
 }
 
 /// The MTU of interface `iface` in the calling thread's network namespace, if it can be read:
@@ -645,6 +661,15 @@ fn rx_queues(iface: &str) -> Option<u32> {
 /// another with `setns` (ports opened inside [`crate::netns::Netns::run`]): there it found no
 /// such interface, or a same-named one of the wrong namespace.
 fn iface_mtu(iface: &str) -> Option<usize> {
+    let mut req = ifreq(iface)?;
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `req`.
+    unsafe { ioctl(libc::SIOCGIFMTU, &mut req)? };
+    // SAFETY: a successful SIOCGIFMTU filled in the union's MTU.
+    usize::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+}
+
+/// A request naming interface `iface`; `None` for a name no interface can have.
+fn ifreq(iface: &str) -> Option<libc::ifreq> {
     // SAFETY: an all-zero ifreq is valid (a C struct of integers and arrays).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = iface.as_bytes();
@@ -655,6 +680,15 @@ fn iface_mtu(iface: &str) -> Option<usize> {
     for (to, &from) in req.ifr_name.iter_mut().zip(name) {
         *to = from as libc::c_char;
     }
+    Some(req)
+}
+
+/// An interface ioctl `request` on `req`, on a socket of the calling thread's network
+/// namespace; `None` where it fails.
+///
+/// # Safety
+/// `req` must be what `request` reads and writes, pointers in it included.
+unsafe fn ioctl(request: libc::Ioctl, req: &mut libc::ifreq) -> Option<()> {
     // SAFETY: plain socket(2) call; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -662,13 +696,8 @@ fn iface_mtu(iface: &str) -> Option<usize> {
     }
     // SAFETY: `fd` was just opened here and is owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `req`, which outlives the
-    // call.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } != 0 {
-        return None;
-    }
-    // SAFETY: a successful SIOCGIFMTU filled in the union's MTU.
-    usize::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+    // SAFETY: the caller vouches for `req` (see above).
+    (unsafe { libc::ioctl(socket.as_raw_fd(), request, req) } == 0).then_some(())
 }
 
 #[cfg(test)]
