@@ -1027,12 +1027,11 @@ fn record(
     replicas: &[(MbIndex, Arc<ftc_stm::Store>)],
     outputs: &[Output<u32>],
 ) -> io::Result<()> {
-    let t = monotonic_ns();
     let head = ring
         .middlebox_at(me)
         .map(|mb| (mb, &heads.stores[usize::from(mb.0)]));
     let replicas = replicas.iter().map(|(mb, s)| (*mb, &**s));
-    recorder.stores(t, head.into_iter().chain(replicas))?;
+    let t = recorder.stores(head.into_iter().chain(replicas), monotonic_ns)?;
     for out in outputs {
         match out {
             Output::Committed {

@@ -7,15 +7,13 @@
 //!
 //! Times are CLOCK_MONOTONIC's, one clock for every process of the host. A node writes a batch's
 //! records before it sends that batch's frames and packets, all labelled with one time taken
-//! once the batch's work is done, before it reads its stores. So a record that shows a write in
-//! a store before a release proves the store held it then (sequences only grow), and everything
-//! a release legitimately waited for (the commit vectors of the tails, which come after the
-//! stores applied the writes) was recorded before it: the check does not blame a correct
-//! release. One gap: on a server of several lanes, another lane may move a store between that
-//! time and the read, and its sequence is then labelled those microseconds early; a release of
-//! the same batch that needed exactly that move would pass. Labelling sequences after the read
-//! instead would blame correct releases of the batch that moved them. A node killed mid-batch
-//! loses only records of what it never sent.
+//! once the batch's work is done and its stores are read. So a record that shows a write in a
+//! store before a release proves the store held it then (sequences only grow; the read came
+//! before the label, so a store another lane of the server moves meanwhile is not labelled
+//! early), and everything a release legitimately waited for (the commit vectors of the tails,
+//! which come after the stores applied the writes) was recorded no later than it: the check does
+//! not blame a correct release, the releases of the batch that moved the stores included (they
+//! share its label). A node killed mid-batch loses only records of what it never sent.
 //!
 //! Records, big-endian as control messages (read with their `Reader`):
 //! `1 t:u64 mb:u8 partition:u16 seq:u64` (a store's sequence);
@@ -61,6 +59,8 @@ pub struct Recorder {
     out: BufWriter<File>,
     /// The sequences last recorded, per store (by middlebox), per partition.
     seen: Vec<(MbIndex, Vec<u64>)>,
+    /// The sequences that moved since the last look (middlebox, partition, sequence).
+    moved: Vec<(MbIndex, u16, u64)>,
 }
 
 impl Recorder {
@@ -72,16 +72,19 @@ impl Recorder {
         Ok(Recorder {
             out: BufWriter::with_capacity(1 << 16, file),
             seen: Vec::new(),
+            moved: Vec::new(),
         })
     }
 
     /// The sequences of `stores` (by the middlebox whose state each keeps) that moved since the
-    /// last look, as of `t`.
+    /// last look, labelled with the time `now` gives once they are all read; that time, for the
+    /// batch's other records.
     pub fn stores<'s>(
         &mut self,
-        t: u64,
         stores: impl Iterator<Item = (MbIndex, &'s Store)>,
-    ) -> io::Result<()> {
+        now: impl FnOnce() -> u64,
+    ) -> io::Result<u64> {
+        self.moved.clear();
         for (mb, store) in stores {
             let i = match self.seen.iter().position(|(m, _)| *m == mb) {
                 Some(i) => i,
@@ -94,17 +97,21 @@ impl Recorder {
                 let seq = store.seq(Partition(p as u16)).0;
                 if seq != *last {
                     *last = seq;
-                    let mut r = [0u8; 20];
-                    r[0] = SEQ;
-                    r[1..9].copy_from_slice(&t.to_be_bytes());
-                    r[9] = mb.0;
-                    r[10..12].copy_from_slice(&(p as u16).to_be_bytes());
-                    r[12..20].copy_from_slice(&seq.to_be_bytes());
-                    self.out.write_all(&r)?;
+                    self.moved.push((mb, p as u16, seq));
                 }
             }
         }
-        Ok(())
+        let t = now();
+        for &(mb, p, seq) in &self.moved {
+            let mut r = [0u8; 20];
+            r[0] = SEQ;
+            r[1..9].copy_from_slice(&t.to_be_bytes());
+            r[9] = mb.0;
+            r[10..12].copy_from_slice(&p.to_be_bytes());
+            r[12..20].copy_from_slice(&seq.to_be_bytes());
+            self.out.write_all(&r)?;
+        }
+        Ok(t)
     }
 
     /// Customer packet `packet` committed a transaction of `mb` at `t`.
@@ -314,18 +321,21 @@ mod tests {
     /// A store of 4 partitions whose partition `p` is at `seq`.
     fn store_at(p: u16, seq: u64) -> Store {
         let store = Store::new(4, 1).unwrap();
-        let mut w = store.worker(0).unwrap();
-        let mut n = 0u32;
         while store.seq(Partition(p)).0 < seq {
-            n += 1;
-            let key = (0u32..)
-                .map(u32::to_le_bytes)
-                .find(|k| ftc_stm::partition_of(k, 4) == Partition(p))
-                .unwrap();
-            let _ = w.run(|tx| tx.write(&key, &[n as u8]));
+            write_once(&store, p);
         }
-        drop(w);
         store
+    }
+
+    /// One transaction on `store` that writes partition `p`.
+    fn write_once(store: &Store, p: u16) {
+        let mut w = store.worker(0).unwrap();
+        let key = (0u32..)
+            .map(u32::to_le_bytes)
+            .find(|k| ftc_stm::partition_of(k, 4) == Partition(p))
+            .unwrap();
+        let n = store.seq(Partition(p)).0 as u8;
+        let _ = w.run(|tx| tx.write(&key, &[n]));
     }
 
     fn file(dir: &Path, name: &str, write: impl FnOnce(&mut Recorder)) {
@@ -333,6 +343,7 @@ mod tests {
         let mut r = Recorder {
             out: BufWriter::new(File::create(path).unwrap()),
             seen: Vec::new(),
+            moved: Vec::new(),
         };
         write(&mut r);
         r.flush().unwrap();
@@ -356,12 +367,13 @@ mod tests {
                 .unwrap();
             r.commit(10, 8, MbIndex(0), LogKind::Update, &[dep(2, 0)])
                 .unwrap();
-            r.stores(10, [(MbIndex(0), &head)].into_iter()).unwrap();
+            r.stores([(MbIndex(0), &head)].into_iter(), || 10).unwrap();
             // Nothing moved: nothing more recorded.
-            r.stores(12, [(MbIndex(0), &head)].into_iter()).unwrap();
+            r.stores([(MbIndex(0), &head)].into_iter(), || 12).unwrap();
         });
         file(&dir, "node-1-2.obs", |r| {
-            r.stores(20, [(MbIndex(0), &replica)].into_iter()).unwrap();
+            r.stores([(MbIndex(0), &replica)].into_iter(), || 20)
+                .unwrap();
             r.release(30, 7).unwrap();
             r.release(15, 8).unwrap();
             // Cut short by a kill.
@@ -387,17 +399,47 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Another lane of the server moves a store while the node's thread reads it: the move
+    /// is labelled with the next look's time, not with this one's, so a release of this batch
+    /// that needed it is caught (labelled before the read, it passed).
+    #[test]
+    fn a_store_moved_during_the_read_is_not_labelled_early() {
+        let dir = temp_dir("lanes");
+        let head = store_at(2, 1);
+        let replica = store_at(2, 0);
+        file(&dir, "node-0-1.obs", |r| {
+            r.commit(1, 7, MbIndex(0), LogKind::Update, &[dep(2, 0)])
+                .unwrap();
+            r.stores([(MbIndex(0), &head)].into_iter(), || 1).unwrap();
+        });
+        file(&dir, "node-1-2.obs", |r| {
+            let moving = || {
+                write_once(&replica, 2);
+                10
+            };
+            let t = r.stores([(MbIndex(0), &replica)].into_iter(), moving);
+            assert_eq!(t.unwrap(), 10);
+            r.release(10, 7).unwrap();
+            r.stores([(MbIndex(0), &replica)].into_iter(), || 20)
+                .unwrap();
+        });
+        let early = check(&dir, 1, [7].into_iter()).unwrap();
+        assert_eq!(early.violations.len(), 1, "{:?}", early.violations);
+        assert!(early.violations[0].contains("packet 7"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_read_only_transaction_needs_the_state_it_read() {
         let dir = temp_dir("ro");
         let (a, b) = (store_at(1, 3), store_at(1, 2));
         file(&dir, "node-0-1.obs", |r| {
-            r.stores(5, [(MbIndex(1), &a)].into_iter()).unwrap();
+            r.stores([(MbIndex(1), &a)].into_iter(), || 5).unwrap();
             r.commit(6, 1, MbIndex(1), LogKind::ReadOnly, &[dep(1, 3)])
                 .unwrap();
         });
         file(&dir, "node-1-2.obs", |r| {
-            r.stores(5, [(MbIndex(1), &b)].into_iter()).unwrap();
+            r.stores([(MbIndex(1), &b)].into_iter(), || 5).unwrap();
             r.release(9, 1).unwrap();
         });
         // The replica is at 2: it has not the state seq 3 read.
