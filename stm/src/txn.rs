@@ -37,10 +37,19 @@ struct Ctx {
     deps: Vec<DepEntry>,
     /// The lock this attempt gave way on to background work ([`Refused::Background`]).
     gave_way: Option<usize>,
+    /// Debug builds: the partitions the attempt's reads (false) and writes (true) touched, kept
+    /// apart from `held`, from which commit derives the dependencies; every commit is checked
+    /// against them ([`check_record`]), so that the tests, the simulation's included, catch a
+    /// commit that under-reports what its packet depends on (which no downstream check sees:
+    /// they all take a packet's dependencies from its log).
+    #[cfg(debug_assertions)]
+    touched: Vec<(u16, bool)>,
 }
 
 impl Ctx {
     fn clear(&mut self) {
+        #[cfg(debug_assertions)]
+        self.touched.clear();
         self.gave_way = None;
         self.held.clear();
         self.writes.clear();
@@ -139,15 +148,15 @@ impl<'s> Worker<'s> {
                     }
                     self.commits += 1;
                     let ctx = &self.ctx;
-                    return (
-                        r,
-                        CommitRecord {
-                            kind,
-                            deps: &ctx.deps,
-                            writes: &ctx.writes,
-                            arena: &ctx.arena,
-                        },
-                    );
+                    let record = CommitRecord {
+                        kind,
+                        deps: &ctx.deps,
+                        writes: &ctx.writes,
+                        arena: &ctx.arena,
+                    };
+                    #[cfg(debug_assertions)]
+                    check_record(&record, &ctx.touched);
+                    return (r, record);
                 }
                 Err(Abort(())) => {
                     for &p in &self.ctx.held {
@@ -187,6 +196,14 @@ fn commit(store: &Store, ctx: &mut Ctx, at_commit: impl FnOnce(LogKind)) -> LogK
             part.seq.store(seq + 1, crate::sync::Ordering::Release);
         }
     }
+    // Under the locks still: each dependency is the sequence the partition had before this
+    // transaction, which an update moved on by one.
+    debug_assert!(ctx.deps.iter().all(|d| {
+        let now = store.parts[usize::from(d.partition.0)]
+            .seq
+            .load(crate::sync::Ordering::Relaxed);
+        now == d.seq.0 + u64::from(kind == LogKind::Update)
+    }));
     for w in ctx.writes.iter().filter(|w| w.live) {
         let key = &ctx.arena[w.key_start as usize..][..w.key_len as usize];
         let value = w
@@ -254,6 +271,8 @@ impl Txn<'_> {
     pub(crate) fn read_hashed(&mut self, key: &[u8], h: u64) -> Result<Option<&[u8]>, Abort> {
         let p = self.store.partition_index(h);
         self.lock(p)?;
+        #[cfg(debug_assertions)]
+        self.ctx.touched.push((p as u16, false));
         let ctx = &*self.ctx;
         if let Some(w) = ctx
             .writes
@@ -312,8 +331,11 @@ impl Txn<'_> {
     /// Lock `key`'s partition (`h` is its hash), record a write of `len` value bytes (or a
     /// delete), return where the value goes in the arena.
     fn stage(&mut self, key: &[u8], h: u64, len: Option<usize>) -> Result<usize, Abort> {
-        self.lock(self.store.partition_index(h))?;
+        let p = self.store.partition_index(h);
+        self.lock(p)?;
         let ctx = &mut *self.ctx;
+        #[cfg(debug_assertions)]
+        ctx.touched.push((p as u16, true));
         for i in 0..ctx.writes.len() {
             let w = ctx.writes[i];
             if w.live && w.hash == h && arena_key(ctx, &w) == key {
@@ -334,6 +356,31 @@ impl Txn<'_> {
         });
         Ok(value_start)
     }
+}
+
+/// Debug builds: panics unless `record` (what its log carries) is what the transaction's reads
+/// and writes touched (`touched`, partition and whether written): an update when it wrote,
+/// read-only when it only read, a no-op when it touched nothing, and a dependency on exactly
+/// each partition touched, in increasing order.
+#[cfg(debug_assertions)]
+fn check_record(record: &CommitRecord<'_>, touched: &[(u16, bool)]) {
+    let mut parts: Vec<u16> = touched.iter().map(|&(p, _)| p).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    let kind = if touched.iter().any(|&(_, wrote)| wrote) {
+        LogKind::Update
+    } else if parts.is_empty() {
+        LogKind::Noop
+    } else {
+        LogKind::ReadOnly
+    };
+    let deps: Vec<u16> = record.deps().map(|d| d.partition.0).collect();
+    assert!(
+        record.kind() == kind && deps == parts,
+        "a commit reports {:?} on partitions {deps:?}, but its reads and writes make it {kind:?} \
+         on {parts:?}",
+        record.kind()
+    );
 }
 
 fn arena_key<'a>(ctx: &'a Ctx, w: &PendingWrite) -> &'a [u8] {
@@ -377,5 +424,46 @@ impl LogSource for CommitRecord<'_> {
                 .value_start
                 .map(|s| &self.arena[s as usize..][..w.value_len as usize]),
         })
+    }
+}
+
+#[cfg(all(test, debug_assertions))]
+mod tests {
+    use super::*;
+
+    fn record(kind: LogKind, deps: &[DepEntry]) -> CommitRecord<'_> {
+        CommitRecord {
+            kind,
+            deps,
+            writes: &[],
+            arena: &[],
+        }
+    }
+
+    /// The debug check of every commit passes what the reads and writes make, and stops a log
+    /// that under-reports them: a read-only transaction logged as a no-op, an update that
+    /// leaves out a partition it only read, an update logged as read-only.
+    #[test]
+    fn commits_are_checked_against_what_their_transactions_touched() {
+        let deps = [DepEntry::new(1, 4), DepEntry::new(3, 0)];
+        check_record(
+            &record(LogKind::Update, &deps),
+            &[(3, false), (1, true), (3, true)],
+        );
+        check_record(&record(LogKind::ReadOnly, &deps), &[(3, false), (1, false)]);
+        check_record(&record(LogKind::Noop, &[]), &[]);
+        let both = [(1, true), (3, false)];
+        let under = [
+            (LogKind::Noop, &deps[..0], &both[1..]),
+            (LogKind::Update, &deps[..1], &both[..]),
+            (LogKind::ReadOnly, &deps[..], &both[..]),
+        ];
+        for (kind, deps, touched) in under {
+            let caught = std::panic::catch_unwind(|| check_record(&record(kind, deps), touched));
+            assert!(
+                caught.is_err(),
+                "{kind:?} on {deps:?} passed for {touched:?}"
+            );
+        }
     }
 }
