@@ -402,7 +402,15 @@ impl Replica {
                 },
             };
             for log in &group.retained {
-                retention.retain(&LogView::new_checked(log)?, now);
+                let log = LogView::new_checked(log)?;
+                // A dependency on a partition the store lacks could never be covered: the log
+                // would be kept, and resent, for good.
+                if log.deps().any(|d| u32::from(d.partition.0) >= partitions) {
+                    return Err(ReplicaError::Restore(
+                        "a retained log depends on a partition the store lacks",
+                    ));
+                }
+                retention.retain(&log, now);
             }
         }
         Ok(replica)

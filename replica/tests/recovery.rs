@@ -216,3 +216,37 @@ fn restore_refuses_missing_or_foreign_groups() {
         Err(ftc_replica::ReplicaError::Restore(_))
     ));
 }
+
+/// A retained log that depends on a partition past the store's could never be covered (it
+/// would be kept and resent for good): the state is refused. One inside the store is taken.
+#[test]
+fn restore_refuses_retained_logs_of_partitions_the_store_lacks() {
+    use ftc_chain::wire::LogRepr;
+    use ftc_stm::{DepEntry, LogKind};
+    let ring = Ring::new(3, 1).unwrap();
+    let log = |partition: u16| {
+        let repr = LogRepr {
+            middlebox: 1,
+            kind: LogKind::Update,
+            deps: vec![DepEntry::new(partition, 0)],
+            writes: vec![(b"k".to_vec(), Some(vec![1]))],
+        };
+        let mut buf = vec![0; repr.buffer_len()];
+        repr.emit(&mut buf).unwrap();
+        buf
+    };
+    let empty = Store::new(P, 1).unwrap().export_bytes().unwrap();
+    let state = |mb: u8, retained: Vec<Vec<u8>>| GroupState {
+        middlebox: MbIndex(mb),
+        snapshot: empty.clone(),
+        retained,
+    };
+    // Server 1 heads m1 (its retained logs are its own) and replicates m0.
+    let groups = |partition| [state(0, vec![]), state(1, vec![log(partition)])];
+    let r1 = Replica::restore(ring, ServerId(1), P, config(), &groups(P as u16 - 1), 0);
+    assert_eq!(r1.unwrap().retained().0, 1);
+    assert!(matches!(
+        Replica::restore(ring, ServerId(1), P, config(), &groups(P as u16), 0),
+        Err(ftc_replica::ReplicaError::Restore(why)) if why.contains("partition")
+    ));
+}
