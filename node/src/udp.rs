@@ -12,8 +12,13 @@ use ftc_chain::ring::ServerId;
 use crate::nsh::{self, Path, Received};
 use crate::Frame;
 
-/// Largest datagram: a jumbo frame between servers.
+/// Largest datagram: a jumbo frame between servers. A longer frame is not sent
+/// ([`UdpError::TooLarge`]), and a longer datagram that arrives is dropped (see [`recv_whole`]).
 pub const MAX_DATAGRAM: usize = 9216;
+
+/// The buffer a datagram is read into: a byte longer than [`MAX_DATAGRAM`], so that a longer
+/// datagram, which the kernel cuts to the buffer's length, shows by filling it.
+pub const RECV_BUFFER: usize = MAX_DATAGRAM + 1;
 
 /// Why a datagram was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,8 @@ pub enum UdpError {
     UnknownServer(u16),
     #[error("frame does not encode: {0}")]
     Encode(ftc_chain::wire::WireError),
+    #[error("frame of {len} bytes exceeds the largest datagram, {max} bytes")]
+    TooLarge { len: usize, max: usize },
 }
 
 /// What `recv` found in one datagram.
@@ -31,7 +38,8 @@ pub enum UdpError {
 pub enum Datagram {
     /// A frame from a known server, of the current epoch.
     Frame { from: ServerId, received: Received },
-    /// Dropped and counted: unknown sender, bad bytes, or a stale epoch (fenced).
+    /// Dropped and counted: cut short (longer than [`MAX_DATAGRAM`]), unknown sender, bad
+    /// bytes, or a stale epoch (fenced).
     Dropped,
 }
 
@@ -39,7 +47,12 @@ pub enum Datagram {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdpStats {
     pub sent: u64,
+    /// Frames not sent for being longer than [`MAX_DATAGRAM`] once encoded.
+    pub too_large: u64,
+    /// Datagrams received, dropped ones included.
     pub received: u64,
+    /// Datagrams longer than [`MAX_DATAGRAM`]: read cut short, and dropped.
+    pub truncated: u64,
     pub unknown_sender: u64,
     pub malformed: u64,
     pub stale_epoch: u64,
@@ -73,7 +86,7 @@ impl UdpTransport {
             peers,
             chain,
             epoch,
-            buf: vec![0; MAX_DATAGRAM],
+            buf: vec![0; RECV_BUFFER],
             wait: None,
             stats: UdpStats::default(),
         })
@@ -98,7 +111,9 @@ impl UdpTransport {
         &self.stats
     }
 
-    /// Send `frame` to server `to`; `hop` is the receiver's position from the forwarder.
+    /// Send `frame` to server `to`; `hop` is the receiver's position from the forwarder. A frame
+    /// longer than [`MAX_DATAGRAM`] once encoded is refused and counted (`too_large`): the
+    /// receiver would drop it.
     pub fn send<P>(&mut self, to: ServerId, hop: u8, frame: &Frame<P>) -> Result<(), UdpError> {
         let addr = *self
             .peers
@@ -111,9 +126,18 @@ impl UdpTransport {
             epoch: self.epoch,
         };
         let result = nsh::encode(frame, path, &mut bytes).map_err(UdpError::Encode);
-        let sent = result.and_then(|()| Ok(self.socket.send_to(&bytes, addr)?));
-        bytes.resize(MAX_DATAGRAM, 0);
+        let sent = result.and_then(|()| match bytes.len() {
+            len if len > MAX_DATAGRAM => Err(UdpError::TooLarge {
+                len,
+                max: MAX_DATAGRAM,
+            }),
+            _ => Ok(self.socket.send_to(&bytes, addr)?),
+        });
+        bytes.resize(RECV_BUFFER, 0);
         self.buf = bytes;
+        if let Err(UdpError::TooLarge { .. }) = sent {
+            self.stats.too_large += 1;
+        }
         sent?;
         self.stats.sent += 1;
         Ok(())
@@ -132,7 +156,7 @@ impl UdpTransport {
             }
             self.wait = Some(timeout);
         }
-        let (len, src) = match self.socket.recv_from(&mut self.buf) {
+        let (len, src) = match recv_whole(&self.socket, &mut self.buf) {
             Ok(r) => r,
             Err(e)
                 if matches!(
@@ -145,6 +169,10 @@ impl UdpTransport {
             Err(e) => return Err(e.into()),
         };
         self.stats.received += 1;
+        let Some(len) = len else {
+            self.stats.truncated += 1;
+            return Ok(Some(Datagram::Dropped));
+        };
         let Some(from) = self.peers.iter().position(|p| *p == src) else {
             self.stats.unknown_sender += 1;
             return Ok(Some(Datagram::Dropped));
@@ -165,6 +193,15 @@ impl UdpTransport {
             received,
         }))
     }
+}
+
+/// Read one datagram of `socket` into `buf` (of [`RECV_BUFFER`] bytes at least): its length and
+/// its sender, the length `None` for a datagram longer than [`MAX_DATAGRAM`], which the read cut
+/// short (the caller drops it: decoded, its bytes would be a frame's first part only).
+pub fn recv_whole(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(Option<usize>, SocketAddr)> {
+    debug_assert!(buf.len() > MAX_DATAGRAM, "no room to see a longer datagram");
+    let (len, from) = socket.recv_from(buf)?;
+    Ok(((len <= MAX_DATAGRAM).then_some(len), from))
 }
 
 /// The socket, for drivers that wait on several sources at once (`poll`).
@@ -246,5 +283,60 @@ mod tests {
             Some(Datagram::Dropped)
         ));
         assert_eq!(b.stats().unknown_sender, 1);
+    }
+
+    /// A frame longer than a datagram once encoded is refused and counted, not sent.
+    #[test]
+    fn a_frame_longer_than_a_datagram_is_refused_and_counted() {
+        let (mut a, mut b) = pair();
+        let mut frame = Frame::<()> {
+            packet: None,
+            flags: 0,
+            msg: vec![0; MAX_DATAGRAM],
+        };
+        let err = a.send(ServerId(1), 1, &frame).unwrap_err();
+        let len = MAX_DATAGRAM + ftc_chain::wire::NshRepr::HEADER_LEN;
+        assert!(
+            matches!(err, UdpError::TooLarge { len: l, max: MAX_DATAGRAM } if l == len),
+            "{err}"
+        );
+        assert_eq!((a.stats().too_large, a.stats().sent), (1, 0));
+        assert!(b.recv(Some(Duration::from_millis(50))).unwrap().is_none());
+        // The longest that fits still goes, and arrives whole.
+        frame
+            .msg
+            .truncate(MAX_DATAGRAM - ftc_chain::wire::NshRepr::HEADER_LEN);
+        a.send(ServerId(1), 1, &frame).unwrap();
+        match b.recv(Some(Duration::from_secs(2))).unwrap() {
+            Some(Datagram::Frame { received, .. }) => {
+                assert_eq!(received.frame.msg, frame.msg);
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+        assert_eq!((a.stats().too_large, a.stats().sent), (1, 1));
+    }
+
+    /// A datagram longer than [`MAX_DATAGRAM`] is read cut short: it is dropped and counted,
+    /// not decoded, whoever sent it.
+    #[test]
+    fn a_datagram_longer_than_the_largest_is_dropped_as_truncated() {
+        let (_a, mut b) = pair();
+        let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+        raw.send_to(&[0; 9300], b.local_addr().unwrap()).unwrap();
+        assert!(matches!(
+            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            Some(Datagram::Dropped)
+        ));
+        let stats = b.stats();
+        assert_eq!(
+            (
+                stats.received,
+                stats.truncated,
+                stats.unknown_sender,
+                stats.malformed
+            ),
+            (1, 1, 0, 0),
+            "{stats:?}"
+        );
     }
 }

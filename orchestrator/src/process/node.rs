@@ -11,7 +11,8 @@
 //! Customer frames (raw Ethernet bytes) enter at server 0 and leave at the last server, over UDP
 //! or AF_XDP, or both:
 //! - `--ingress ADDR` (server 0): customer frames arrive as UDP datagrams at ADDR; they are
-//!   outbound (client to server).
+//!   outbound (client to server). A datagram longer than [`MAX_DATAGRAM`] is dropped and
+//!   counted.
 //! - `--egress ADDR` (the last server): released customer frames go to ADDR as datagrams.
 //! - `--edge-in DIR=IFACE` (server 0, repeatable): customer frames arrive on interface IFACE
 //!   through AF_XDP, all of direction DIR (`out`: client to server, `in`: server to client); the
@@ -60,7 +61,7 @@ use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
 use ftc_node::server::LogsTooLong;
-use ftc_node::udp::{Datagram, UdpTransport, MAX_DATAGRAM};
+use ftc_node::udp::{recv_whole, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER};
 use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
@@ -448,6 +449,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             links,
             loss,
             ingress,
+            ingress_truncated: 0,
             egress,
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
@@ -467,10 +469,11 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, edges {:?}, {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, customer datagrams cut short {}, edges {:?}, {:?}, server {:?}",
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
             node.loss.dropped(),
+            node.ingress_truncated,
             node.edges.stats(),
             node.unsent,
             node.server.as_mut().map(Serving::summary)
@@ -522,6 +525,27 @@ fn read_control(stream: &TcpStream, key: &Key, inbox: &Inbox) {
             Err(e) => return inbox.post(Event::Closed(Some(e))),
         }
     }
+}
+
+/// Up to [`BATCH`] customer datagrams of the ingress `socket`, read into `buf` (of
+/// [`RECV_BUFFER`] bytes), each handed to `enter`; one longer than [`MAX_DATAGRAM`], which the
+/// read cut short, is dropped and counted in `truncated` instead (the chain would carry a
+/// customer frame's first part as if it were the frame).
+fn read_ingress(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    truncated: &mut u64,
+    mut enter: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    for _ in 0..BATCH {
+        match recv_whole(socket, buf) {
+            Ok((Some(len), _)) => enter(&buf[..len]),
+            Ok((None, _)) => *truncated += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A customer frame that arrived (of direction `dir`) as a packet, in a buffer from `spare`.
@@ -577,6 +601,9 @@ struct Node<'a, 'h> {
     /// Failure injection: frames from other servers dropped on arrival.
     loss: RingLoss,
     ingress: Option<UdpSocket>,
+    /// Customer datagrams longer than [`MAX_DATAGRAM`] the ingress socket dropped
+    /// ([`read_ingress`]).
+    ingress_truncated: u64,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
     /// Buffers of customer frames that left this server, reused for the next ones that enter
@@ -619,7 +646,7 @@ impl<'a, 'h> Node<'a, 'h> {
     fn run(&mut self, events: &Receiver<Event>, waker: &UnixDatagram) -> Result<(), NodeError> {
         /// Where the edge-in ports' entries start in the poll set.
         const EDGES: usize = 3;
-        let mut buf = vec![0; MAX_DATAGRAM];
+        let mut buf = vec![0; RECV_BUFFER];
         let mut polls = Vec::new();
         loop {
             if self
@@ -706,15 +733,12 @@ impl<'a, 'h> Node<'a, 'h> {
                 }
             };
             if let Some(socket) = self.ingress.as_ref().filter(|_| customers) {
-                for _ in 0..BATCH {
-                    match socket.recv(&mut buf) {
-                        Ok(len) => enter(&buf[..len], Direction::Outbound),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::warn!("node {}: ingress socket: {e}", self.me);
-                            break;
-                        }
-                    }
+                let truncated = &mut self.ingress_truncated;
+                let read = read_ingress(socket, &mut buf, truncated, |bytes| {
+                    enter(bytes, Direction::Outbound);
+                });
+                if let Err(e) = read {
+                    tracing::warn!("node {}: ingress socket: {e}", self.me);
                 }
             }
             // A port is ready when one of its sockets (one per queue) is.
@@ -1045,4 +1069,31 @@ fn record(
         }
     }
     recorder.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Customer datagrams up to [`MAX_DATAGRAM`] enter whole; a longer one, which the read cuts
+    /// short, is dropped and counted instead of entering as its first part.
+    #[test]
+    fn a_customer_datagram_longer_than_the_largest_is_dropped_and_counted() {
+        let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ingress.set_nonblocking(true).unwrap();
+        let customer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for len in [60, 9300, MAX_DATAGRAM] {
+            customer
+                .send_to(&vec![7; len], ingress.local_addr().unwrap())
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let (mut buf, mut truncated, mut entered) = (vec![0; RECV_BUFFER], 0, Vec::new());
+        read_ingress(&ingress, &mut buf, &mut truncated, |bytes| {
+            entered.push(bytes.len());
+        })
+        .unwrap();
+        assert_eq!(entered, [60, MAX_DATAGRAM]);
+        assert_eq!(truncated, 1);
+    }
 }
