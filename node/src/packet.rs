@@ -1,7 +1,9 @@
 //! A raw packet socket (AF_PACKET) on one interface: the chain's edges where AF_XDP is not
 //! available (an older kernel, a container without BPF). Whole Ethernet frames in and out, one
 //! system call per frame: slower than [`crate::xdp::XdpPort`], and needs only CAP_NET_RAW.
-//! Frames this socket sends are not read back by it.
+//! Frames this socket sends are not read back by it. A frame longer than [`MAX_FRAME`] (an
+//! interface's MTU may allow one) is dropped and counted ([`PacketStats::rx_truncated`]), not
+//! handed on cut short.
 
 use std::ffi::CString;
 use std::io;
@@ -10,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// Frames handed to the visitor of [`PacketPort::recv_batch`] per call at most.
 pub const BATCH: usize = 64;
 /// The longest frame read: a jumbo frame.
-const MAX_FRAME: usize = 9216;
+pub const MAX_FRAME: usize = 9216;
 /// `PACKET_IGNORE_OUTGOING` (Linux 4.20): the socket does not see the frames it sends.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
@@ -33,6 +35,8 @@ pub enum PacketError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PacketStats {
     pub rx: u64,
+    /// Received frames longer than [`MAX_FRAME`]: read cut short, and dropped.
+    pub rx_truncated: u64,
     pub tx: u64,
     /// Frames the kernel refused to send (its queue full, or too long for the link).
     pub tx_failed: u64,
@@ -131,17 +135,20 @@ impl PacketPort {
     }
 
     /// Hand up to [`BATCH`] received frames to `f`, in order; how many. The bytes are valid
-    /// during the call only.
+    /// during the call only. Of up to [`BATCH`] frames read, those longer than [`MAX_FRAME`] are
+    /// dropped and counted instead.
     pub fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<usize> {
         let mut n = 0;
-        while n < BATCH {
-            // SAFETY: `buf` is valid for writes of its length for the call.
+        let mut read = 0;
+        while read < BATCH {
+            // SAFETY: `buf` is valid for writes of its length for the call. With MSG_TRUNC a
+            // packet socket returns the frame's whole length, even where it wrote less.
             let got = unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),
                     self.buf.as_mut_ptr().cast(),
                     self.buf.len(),
-                    libc::MSG_DONTWAIT,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 )
             };
             if got < 0 {
@@ -151,6 +158,11 @@ impl PacketPort {
                     io::ErrorKind::Interrupted => continue,
                     _ => Err(e),
                 };
+            }
+            read += 1;
+            if got as usize > self.buf.len() {
+                self.stats.rx_truncated += 1;
+                continue;
             }
             f(&self.buf[..got as usize]);
             n += 1;

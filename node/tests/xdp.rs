@@ -2,7 +2,8 @@
 //! message otherwise): real Ethernet frames cross intact and in order both ways, many more than
 //! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
 //! refused and counted, opening fails clearly (missing interface, bad sizes, a busy queue,
-//! missing privileges), and a port waiting for a busy queue binds once it is free.
+//! missing privileges), and a port waiting for a busy queue binds once it is free. The raw packet
+//! socket (AF_PACKET) edge's port on such a pair too.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use ftc_chain::middlebox::Direction;
 use ftc_chain::ring::ServerId;
 use ftc_node::links::XdpLinks;
 use ftc_node::netns::{namespaces_denied, Netns};
+use ftc_node::packet::{PacketPort, MAX_FRAME};
 use ftc_node::server::empty_message;
 use ftc_node::xdp::{SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use ftc_node::{Frame, Packet};
@@ -561,6 +563,43 @@ fn a_single_sender_puts_each_flow_on_the_queue_of_its_lane() {
             assert_eq!(arrived, want, "lane {lane}");
         }
         assert!(!got[1].is_empty(), "some flow hashes to lane 1");
+    })
+    .unwrap();
+}
+
+/// A raw packet socket reads a frame longer than it takes ([`MAX_FRAME`], which an interface's
+/// MTU may exceed) cut short: it drops and counts it instead of handing its first part on, and
+/// takes the frames after it as usual.
+#[test]
+fn a_packet_socket_drops_and_counts_frames_longer_than_it_reads() {
+    let test = "a_packet_socket_drops_and_counts_frames_longer_than_it_reads";
+    let Some(ns) = veth_pair(test, "xa", "xb") else {
+        return;
+    };
+    for end in ["xa", "xb"] {
+        ns.ip(&["link", "set", end, "mtu", "16000"]).unwrap();
+    }
+    ns.run(|| {
+        let mut a = PacketPort::open("xa", false).unwrap();
+        let mut b = PacketPort::open("xb", true).unwrap();
+        const { assert!(12000 > MAX_FRAME) };
+        a.send(&frame(0, 12000)).unwrap();
+        a.send(&frame(1, 100)).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            b.recv_batch(|bytes| {
+                if bytes.get(12..14) == Some(&ETHERTYPE[..]) {
+                    got.push(bytes.to_vec());
+                }
+            })
+            .unwrap();
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(got, [frame(1, 100)], "only the frame that fits");
+        assert_eq!(b.stats().rx_truncated, 1, "{:?}", b.stats());
     })
     .unwrap();
 }
