@@ -185,7 +185,8 @@ impl XdpLinks {
         Ok(())
     }
 
-    /// The longest frame every link carries ([`XdpPort::max_frame`]).
+    /// The longest frame every link carries ([`XdpPort::max_frame`]): the untagged bound, as
+    /// the links' frames carry no VLAN tag.
     pub fn max_frame(&self) -> usize {
         self.links
             .iter()

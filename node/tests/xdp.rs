@@ -151,6 +151,17 @@ fn frames_cross_a_veth_pair_both_ways_and_umem_frames_are_recycled() {
     .unwrap();
 }
 
+/// Frame `i` of `len` bytes as [`frame`] makes it, behind a VLAN tag of EtherType `tpid`
+/// (802.1Q's or 802.1ad's).
+fn tagged(i: u32, len: usize, tpid: [u8; 2]) -> Vec<u8> {
+    let mut f = frame(i, len - 4);
+    f.splice(12..12, [tpid[0], tpid[1], 0, 7]);
+    f
+}
+
+/// Frames longer than the MTU and the Ethernet header allow are refused and counted; a
+/// VLAN-tagged frame may be a tag's 4 bytes longer (the MTU does not count the tag), and one
+/// of that length crosses the veth whole.
 #[test]
 fn oversized_frames_are_refused_and_counted() {
     let Some(ns) = veth_pair("oversized_frames_are_refused_and_counted", "xa", "xb") else {
@@ -158,14 +169,33 @@ fn oversized_frames_are_refused_and_counted() {
     };
     ns.run(|| {
         let mut a = XdpPort::open("xa", small()).unwrap();
+        let mut b = XdpPort::open("xb", small()).unwrap();
         let max = a.max_frame();
         assert_eq!(max, 1500 + 14, "a veth's MTU and its Ethernet header");
         assert_eq!(
             a.send(&vec![0; max + 1]),
             Err(SendError::TooLarge { len: max + 1, max })
         );
-        assert_eq!(a.stats().tx_too_large, 1);
-        assert_eq!(a.stats().tx, 0);
+        let (q, ad) = ([0x81, 0x00], [0x88, 0xa8]);
+        for tpid in [q, ad] {
+            let len = max + 4 + 1;
+            assert_eq!(
+                a.send(&tagged(0, len, tpid)),
+                Err(SendError::TooLarge { len, max: max + 4 })
+            );
+        }
+        assert_eq!((a.stats().tx_too_large, a.stats().tx), (3, 0));
+        let full = [tagged(1, 1518, q), tagged(2, 1518, ad)];
+        for f in &full {
+            a.send(f).unwrap();
+        }
+        a.flush().unwrap();
+        let mut got = Vec::new();
+        while got.len() < full.len() && b.wait(Duration::from_secs(5)).unwrap() {
+            b.recv_batch(|bytes| got.push(bytes.to_vec())).unwrap();
+        }
+        assert_eq!(got, full, "full-size tagged frames cross whole");
+        assert_eq!((a.stats().tx_too_large, a.stats().tx), (3, 2));
     })
     .unwrap();
 }
@@ -194,8 +224,16 @@ fn the_longest_frame_follows_the_mtu_in_the_threads_namespace() {
     assert_eq!((a, b), (1500 + 14, 3000 + 14));
     ns.veth("xc", "xd").unwrap();
     ns.ip(&["link", "set", "xc", "mtu", "9000"]).unwrap();
-    let c = ns.run(|| XdpPort::open("xc", small()).unwrap().max_frame());
-    assert_eq!(c.unwrap(), 4096 - 256, "what a UMEM frame holds");
+    let c = ns.run(|| {
+        let mut c = XdpPort::open("xc", small()).unwrap();
+        let max = c.max_frame();
+        // A tagged frame may be no longer either.
+        let err = c.send(&tagged(0, max + 1, [0x81, 0x00]));
+        (max, err)
+    });
+    let (max, err) = c.unwrap();
+    assert_eq!(max, 4096 - 256, "what a UMEM frame holds");
+    assert_eq!(err, Err(SendError::TooLarge { len: max + 1, max }));
 }
 
 #[test]
@@ -435,6 +473,8 @@ fn frames_the_ring_links_cannot_send_are_counted() {
     };
     ns.run(|| {
         let mut s0 = ring_links(0, 1);
+        // Untagged, as the links' frames are: the node's trailer budgets stay within it.
+        assert_eq!(s0.max_frame(), 1500 + 14);
         let mut frame = data_frame(0, frame(1, 200));
         frame.msg = vec![0; 70_000];
         let err = s0.send(ServerId(1), 1, &frame).unwrap_err();

@@ -10,7 +10,9 @@
 //!
 //! - Frames up to [`XdpPort::max_frame`] bytes (4096 minus the kernel's 256 bytes of XDP
 //!   headroom: 3840, less where the interface's MTU plus its Ethernet header is less: 1514 at
-//!   an MTU of 1500) pass; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
+//!   an MTU of 1500) pass, and VLAN-tagged ones (802.1Q, 802.1ad) a tag's 4 bytes more within
+//!   the 3840 (1518 at an MTU of 1500), as the kernel lets them through on receive and on a
+//!   packet socket; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
 //!   kernel drops longer ones on receive (see [`KernelStats::rx_dropped`]).
 //! - Copy mode by default (any interface, veth included); zero-copy with
 //!   [`XdpConfig::zero_copy`], where the driver supports it (opening fails otherwise).
@@ -48,6 +50,10 @@ pub const BATCH: usize = 64;
 
 /// Bytes of a UMEM frame (the kernel's XDP headroom comes off it).
 const FRAME_SIZE: u32 = 4096;
+
+/// Bytes of a VLAN tag, which the MTU does not count (`VLAN_HLEN`): a tagged frame at the
+/// EtherType's place (802.1Q's 0x8100, 802.1ad's 0x88a8) may be that much longer.
+const VLAN_HLEN: usize = 4;
 
 /// How to open a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +167,7 @@ pub struct XdpStats {
     pub rx: u64,
     /// Frames handed to the kernel for sending.
     pub tx: u64,
-    /// Frames refused for being longer than [`XdpPort::max_frame`].
+    /// Frames refused for being longer than [`XdpPort::max_frame`] (a tagged one: its tag more).
     pub tx_too_large: u64,
     /// Frames refused because every transmit frame was in flight.
     pub tx_full: u64,
@@ -206,6 +212,8 @@ pub struct XdpPort {
     /// (its socket's send buffer full, say), and they go only with another kick.
     unsent: bool,
     max_frame: usize,
+    /// The longest VLAN-tagged frame: a tag longer than `max_frame`, within a UMEM frame.
+    max_tagged: usize,
     stats: XdpStats,
 }
 
@@ -249,8 +257,9 @@ impl XdpPort {
             .map_err(config_error)?;
         // What the UMEM frame holds, and no more than the interface's MTU (which does not count
         // the Ethernet header) lets through: the peer's kernel drops longer frames on receive.
-        let max_frame = (umem_config.mtu() as usize)
-            .min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER_LEN));
+        let room = umem_config.mtu() as usize;
+        let max_frame = room.min(iface_mtu(iface).map_or(usize::MAX, |m| m + ETHERNET_HEADER_LEN));
+        let max_tagged = room.min(max_frame + VLAN_HLEN);
         let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
         bind |= if config.zero_copy {
             BindFlags::XDP_ZEROCOPY
@@ -322,6 +331,7 @@ impl XdpPort {
             tx_ring: config.tx_frames,
             unsent: false,
             max_frame,
+            max_tagged,
             stats: XdpStats::default(),
         })
     }
@@ -331,8 +341,9 @@ impl XdpPort {
         &self.iface
     }
 
-    /// The longest frame the port sends or receives: what a UMEM frame holds, bounded by the
-    /// interface's MTU (plus its Ethernet header) when the MTU can be read.
+    /// The longest untagged frame the port sends or receives: what a UMEM frame holds, bounded
+    /// by the interface's MTU (plus its Ethernet header) when the MTU can be read. A VLAN-tagged
+    /// frame may be a tag's 4 bytes longer, within what the UMEM frame holds.
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
@@ -397,11 +408,15 @@ impl XdpPort {
     /// Queue `frame` for sending: copied into a free UMEM frame, on the tx ring once
     /// [`BATCH`] are queued or at [`XdpPort::flush`].
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
-        if frame.len() > self.max_frame {
+        let max = match frame.get(12..14) {
+            Some(&[0x81, 0x00] | &[0x88, 0xa8]) => self.max_tagged,
+            _ => self.max_frame,
+        };
+        if frame.len() > max {
             self.stats.tx_too_large += 1;
             return Err(SendError::TooLarge {
                 len: frame.len(),
-                max: self.max_frame,
+                max,
             });
         }
         if self.free.is_empty() {
