@@ -2,8 +2,8 @@
 //! message otherwise): real Ethernet frames cross intact and in order both ways, many more than
 //! the rings hold (so UMEM frames are recycled), the fd wakes a `poll`, oversized frames are
 //! refused and counted, opening fails clearly (missing interface, bad sizes, a busy queue,
-//! missing privileges), and a port waiting for a busy queue binds once it is free. The raw packet
-//! socket (AF_PACKET) edge's port on such a pair too.
+//! missing privileges, an interface that takes no XDP program), and a port waiting for a busy
+//! queue binds once it is free. The raw packet socket (AF_PACKET) edge's port on such a pair too.
 
 use std::time::Duration;
 
@@ -640,6 +640,41 @@ fn a_packet_socket_drops_and_counts_frames_longer_than_it_reads() {
         }
         assert_eq!(got, [frame(1, 100)], "only the frame that fits");
         assert_eq!(b.stats().rx_truncated, 1, "{:?}", b.stats());
+    })
+    .unwrap();
+}
+
+/// An interface whose driver takes no XDP program (a bridge: libxdp attaches in native mode)
+/// is named as such, with the raw packet socket edges can take instead, not as a bare
+/// "Operation not supported"; asking for zero-copy there still says zero-copy.
+#[test]
+fn an_interface_that_takes_no_xdp_program_is_named() {
+    let test = "an_interface_that_takes_no_xdp_program_is_named";
+    if skip(test) {
+        return;
+    }
+    let ns = Netns::create("ftcx").unwrap();
+    ns.ip(&["link", "add", "xbr", "type", "bridge"]).unwrap();
+    ns.ip(&["link", "set", "xbr", "up"]).unwrap();
+    ns.run(|| {
+        // First: zero-copy is refused at the bind, which leaves the queue free.
+        let zero_copy = XdpConfig {
+            zero_copy: true,
+            ..small()
+        };
+        let err = XdpPort::open("xbr", zero_copy).unwrap_err();
+        assert!(matches!(err, XdpError::NoZeroCopy { .. }), "{err:?}");
+        let err = XdpPort::open("xbr", small()).unwrap_err();
+        assert!(
+            matches!(err, XdpError::NoXdp { ref iface } if iface == "xbr"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("driver does not take an XDP program"),
+            "{text}"
+        );
+        assert!(text.contains("--edge-kind packet"), "{text}");
     })
     .unwrap();
 }

@@ -14,8 +14,10 @@
 //!   the 3840 (1518 at an MTU of 1500), as the kernel lets them through on receive and on a
 //!   packet socket; a longer one is refused ([`SendError::TooLarge`]) and counted, and the
 //!   kernel drops longer ones on receive (see [`KernelStats::rx_dropped`]).
-//! - Copy mode by default (any interface, veth included); zero-copy with
-//!   [`XdpConfig::zero_copy`], where the driver supports it (opening fails otherwise).
+//! - Copy mode by default (any interface whose driver takes an XDP program, veth included: libxdp
+//!   attaches its program in native mode, which a bridge or a macvlan refuses,
+//!   [`XdpError::NoXdp`]); zero-copy with [`XdpConfig::zero_copy`], where the driver supports it
+//!   (opening fails otherwise).
 //! - Need-wakeup mode: the kernel is only kicked (a `sendto` or `poll`) when it asks to be.
 //! - [`XdpPort`] is [`AsFd`]: the fd is readable when frames wait, so a driver can `poll` it
 //!   along with its other sockets.
@@ -130,6 +132,12 @@ pub enum XdpError {
     Unsupported,
     #[error("AF_XDP on {iface}: the driver does not support zero-copy mode (use copy mode)")]
     NoZeroCopy { iface: String },
+    #[error(
+        "AF_XDP on {iface}: the interface's driver does not take an XDP program (a bridge or a \
+         macvlan, say), which an AF_XDP socket needs; an edge there can use a raw packet socket \
+         instead (`ftc node --edge-kind packet`)"
+    )]
+    NoXdp { iface: String },
     #[error("AF_XDP on {iface} queue {queue}: busy (another socket or XDP program holds it)")]
     Busy { iface: String, queue: u32 },
     #[error(
@@ -607,6 +615,8 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
             queue: config.queue,
         },
         Some(libc::EOPNOTSUPP) if config.zero_copy => XdpError::NoZeroCopy { iface },
+        // libxdp attaches its program in native mode, which a driver without XDP refuses.
+        Some(libc::EOPNOTSUPP) => XdpError::NoXdp { iface },
         Some(libc::ENODEV) => XdpError::NoInterface(iface),
         Some(libc::EINVAL) => match xdp_queues(&iface) {
             Some(queues) if config.queue >= queues => XdpError::NoQueue {
