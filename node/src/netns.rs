@@ -147,14 +147,15 @@ pub fn is_root() -> bool {
 const NAMESPACE_CAPABILITIES: [(u32, &str); 2] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")];
 
 /// Why this process cannot make network namespaces and links, or `None` where it can: that
-/// takes root, with [`NAMESPACE_CAPABILITIES`] in effect, which root in a container may lack
-/// (Docker's default set has neither).
+/// takes root, with [`NAMESPACE_CAPABILITIES`] in effect (on the calling thread, whose `ip`
+/// commands inherit them), which root in a container may lack (Docker's default set has
+/// neither).
 pub fn namespaces_denied() -> Option<String> {
     if !is_root() {
         return Some("run it as root".to_string());
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let missing = missing_capabilities(&status);
+    let status = thread_status().unwrap_or_default();
+    let missing = missing_capabilities(&status, &NAMESPACE_CAPABILITIES);
     (!missing.is_empty()).then(|| {
         format!(
             "this process is root but lacks {} (a container without --privileged?)",
@@ -163,15 +164,25 @@ pub fn namespaces_denied() -> Option<String> {
     })
 }
 
-/// Which of [`NAMESPACE_CAPABILITIES`] the effective set in `status` (the text of
-/// `/proc/PID/status`) lacks: all of them where it has no `CapEff` line of hex digits.
-fn missing_capabilities(status: &str) -> Vec<&'static str> {
+/// The calling thread's `/proc/thread-self/status`, if it can be read: capabilities are per
+/// thread, and a thread may have dropped some that the process's first thread has.
+pub(crate) fn thread_status() -> Option<String> {
+    std::fs::read_to_string("/proc/thread-self/status").ok()
+}
+
+/// Which of `wanted` (capabilities with their bits in a capability set) the effective set in
+/// `status` (the text of `/proc/PID/status`) lacks: all of them where it has no `CapEff` line of
+/// hex digits.
+pub(crate) fn missing_capabilities(
+    status: &str,
+    wanted: &[(u32, &'static str)],
+) -> Vec<&'static str> {
     let effective = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
-    NAMESPACE_CAPABILITIES
+    wanted
         .iter()
         .filter(|&&(bit, _)| effective & (1 << bit) == 0)
         .map(|&(_, name)| name)
@@ -185,29 +196,21 @@ mod tests {
     #[test]
     fn the_effective_capabilities_say_whether_namespaces_can_be_made() {
         let status = |eff: &str| format!("Name:\tftc\nCapPrm:\t000001ffffffffff\nCapEff:\t{eff}\n");
+        let missing = |text: &str| missing_capabilities(text, &NAMESPACE_CAPABILITIES);
         // Root with every capability, as on a host or in a privileged container.
-        assert_eq!(
-            missing_capabilities(&status("000001ffffffffff")),
-            [] as [&str; 0]
-        );
+        assert_eq!(missing(&status("000001ffffffffff")), [] as [&str; 0]);
         // Docker's default set.
         assert_eq!(
-            missing_capabilities(&status("00000000a80425fb")),
+            missing(&status("00000000a80425fb")),
             ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
         );
         // --cap-add NET_ADMIN, and no more.
-        assert_eq!(
-            missing_capabilities(&status("00000000a80435fb")),
-            ["CAP_SYS_ADMIN"]
-        );
-        assert_eq!(
-            missing_capabilities(&status("0000000000201000")),
-            [] as [&str; 0]
-        );
+        assert_eq!(missing(&status("00000000a80435fb")), ["CAP_SYS_ADMIN"]);
+        assert_eq!(missing(&status("0000000000201000")), [] as [&str; 0]);
         // The permitted set is not what counts, and no readable line is no capability.
-        assert_eq!(missing_capabilities(&status("0")).len(), 2);
-        assert_eq!(missing_capabilities(&status("zz")).len(), 2);
-        assert_eq!(missing_capabilities("Name:\tftc\n").len(), 2);
+        assert_eq!(missing(&status("0")).len(), 2);
+        assert_eq!(missing(&status("zz")).len(), 2);
+        assert_eq!(missing("Name:\tftc\n").len(), 2);
     }
 
     /// A process id that no process has: a child's, waited for.

@@ -21,9 +21,15 @@
 //! - Need-wakeup mode: the kernel is only kicked (a `sendto` or `poll`) when it asks to be.
 //! - [`XdpPort`] is [`AsFd`]: the fd is readable when frames wait, so a driver can `poll` it
 //!   along with its other sockets.
-//! - Opening needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF: libxdp attaches its default
-//!   XDP program to the interface (and detaches it when the last socket closes; a killed
-//!   process leaves it attached, and the next port on the interface reuses it).
+//! - Opening needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_SYS_ADMIN in effect on the calling thread
+//!   (root has them): libxdp attaches its default XDP program to the interface (and detaches it
+//!   when the last socket closes; a killed process leaves it attached, and the next port on the
+//!   interface reuses it), and looks the program and its map up by id, which CAP_BPF does not
+//!   allow (see [`XDP_CAPABILITIES`]). They are checked first, and [`XdpError::Privileges`] names
+//!   those missing.
+//! - A port's UMEM (8 MiB by default) is locked memory: without CAP_IPC_LOCK, the UMEMs of all
+//!   of a user's ports count together against RLIMIT_MEMLOCK (`ulimit -l`, 8 MiB on many
+//!   systems), and a port past it is refused ([`XdpError::Memlock`]).
 //! - libxdp's and libbpf's own messages go to `tracing` (the private `log` module).
 
 use std::ffi::CString;
@@ -35,6 +41,8 @@ use std::time::Duration;
 use ftc_forwarder::ETHERNET_HEADER_LEN;
 use xsk_rs::config::{BindFlags, FrameSize, Interface, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::netns::{missing_capabilities, thread_status};
 
 #[cfg(target_arch = "x86_64")]
 mod log;
@@ -52,6 +60,19 @@ pub const BATCH: usize = 64;
 
 /// Bytes of a UMEM frame (the kernel's XDP headroom comes off it).
 const FRAME_SIZE: u32 = 4096;
+
+/// The capabilities opening a port takes, with their bits in a capability set: CAP_NET_ADMIN
+/// (attaching the XDP program), CAP_NET_RAW (the AF_XDP socket) and CAP_SYS_ADMIN (libxdp looks
+/// the attached program and its map up by id, `BPF_*_GET_FD_BY_ID`, which only CAP_SYS_ADMIN
+/// allows; it covers loading the program too, so CAP_BPF is not needed). Found with capset on a
+/// thread: these three open ports on a veth; CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF, even with
+/// CAP_PERFMON and CAP_IPC_LOCK, do not (libxdp fails with ENOENT, and the bound queue stays
+/// busy a while), nor do any two of the three.
+pub const XDP_CAPABILITIES: [(u32, &str); 3] = [
+    (12, "CAP_NET_ADMIN"),
+    (13, "CAP_NET_RAW"),
+    (21, "CAP_SYS_ADMIN"),
+];
 
 /// Bytes of a VLAN tag, which the MTU does not count (`VLAN_HLEN`): a tagged frame at the
 /// EtherType's place (802.1Q's 0x8100, 802.1ad's 0x88a8) may be that much longer.
@@ -125,9 +146,27 @@ pub enum XdpError {
     #[error("AF_XDP: there is no network interface named {0:?}")]
     NoInterface(String),
     #[error(
-        "AF_XDP on {iface}: permission denied: needs root or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF"
+        "AF_XDP on {iface}: permission denied: needs root, or CAP_NET_ADMIN, CAP_NET_RAW and \
+         CAP_SYS_ADMIN (CAP_BPF is not enough: libxdp looks its XDP program up by id){}",
+        lacking(missing)
     )]
-    Privileges { iface: String },
+    Privileges {
+        iface: String,
+        /// The capabilities the opening thread lacks (none known where the kernel refused one
+        /// that all of them were in effect for: in a user namespace, say).
+        missing: Vec<&'static str>,
+    },
+    #[error(
+        "AF_XDP on {iface}: cannot lock the port's UMEM of {bytes} bytes ({source}): without \
+         CAP_IPC_LOCK a user's AF_XDP UMEMs together count against the locked-memory limit \
+         (RLIMIT_MEMLOCK, `ulimit -l`): raise it, grant CAP_IPC_LOCK, or give ports fewer frames \
+         (`ftc node --xdp-frames`)"
+    )]
+    Memlock {
+        iface: String,
+        bytes: u64,
+        source: io::Error,
+    },
     #[error("AF_XDP: this kernel lacks AF_XDP sockets (CONFIG_XDP_SOCKETS)")]
     Unsupported,
     #[error("AF_XDP on {iface}: the driver does not support zero-copy mode (use copy mode)")]
@@ -237,7 +276,8 @@ impl XdpPort {
     /// UMEM is made once; only the socket is tried again, every `RETRY_BIND` (1 ms), which costs
     /// a fraction of a millisecond (making the UMEM pins its pages: several milliseconds). A
     /// setup that libxdp fails with ENOENT meanwhile (the XDP program's maps not found, seen
-    /// rarely in the lab right after a kill) starts over with a new UMEM.
+    /// rarely in the lab right after a kill) starts over with a new UMEM. A thread without
+    /// [`XDP_CAPABILITIES`], with which libxdp fails so too, is refused before any of this.
     pub fn open_when_free(
         iface: &str,
         config: XdpConfig,
@@ -250,6 +290,14 @@ impl XdpPort {
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
         if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
             return Err(XdpError::NoInterface(iface.into()));
+        }
+        // Without them libxdp fails half-way, with errors that do not say why.
+        let missing = capabilities_lacking();
+        if !missing.is_empty() {
+            return Err(XdpError::Privileges {
+                iface: iface.into(),
+                missing,
+            });
         }
         probe(iface)?;
         let io_error = |what| {
@@ -535,6 +583,7 @@ fn probe(iface: &str) -> Result<(), XdpError> {
             Some(libc::EAFNOSUPPORT) => XdpError::Unsupported,
             Some(libc::EPERM | libc::EACCES) => XdpError::Privileges {
                 iface: iface.into(),
+                missing: capabilities_lacking(),
             },
             _ => XdpError::Io {
                 iface: iface.into(),
@@ -609,7 +658,17 @@ pub fn open_each(
 fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Error) -> XdpError {
     let iface = iface.to_string();
     match source.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => XdpError::Privileges { iface },
+        Some(libc::EPERM | libc::EACCES) => XdpError::Privileges {
+            iface,
+            missing: capabilities_lacking(),
+        },
+        // The UMEM's pages are past the locked-memory limit (ENOBUFS), or could not be pinned.
+        Some(libc::ENOBUFS | libc::ENOMEM) if what == "UMEM" => XdpError::Memlock {
+            iface,
+            bytes: (u64::from(config.rx_frames) + u64::from(config.tx_frames))
+                * u64::from(FRAME_SIZE),
+            source,
+        },
         Some(libc::EBUSY) => XdpError::Busy {
             iface,
             queue: config.queue,
@@ -635,6 +694,22 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
             what,
             source,
         },
+    }
+}
+
+/// Which of [`XDP_CAPABILITIES`] the calling thread lacks (none where its status cannot be read:
+/// the kernel then says).
+fn capabilities_lacking() -> Vec<&'static str> {
+    thread_status()
+        .map(|status| missing_capabilities(&status, &XDP_CAPABILITIES))
+        .unwrap_or_default()
+}
+
+/// The end of [`XdpError::Privileges`]'s message: the capabilities missing, if known.
+fn lacking(missing: &[&str]) -> String {
+    match missing {
+        [] => String::new(),
+        _ => format!("; this thread lacks {}", missing.join(", ")),
     }
 }
 

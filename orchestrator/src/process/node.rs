@@ -21,12 +21,13 @@
 //!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
 //!
 //! AF_XDP edges ([`Edges`]) run in copy mode on queue 0 unless configured otherwise
-//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF). Where AF_XDP is
-//! not available, `--edge-kind packet` carries the edges on raw packet sockets (AF_PACKET,
-//! CAP_NET_RAW), one system call per frame. The
-//! orchestrator passes them on to the end servers' replacements (`ftc orchestrator --edge-in
-//! --edge-out`); a replacement waits up to 5 s for a killed node's socket to leave the
-//! interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
+//! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_SYS_ADMIN:
+//! [`XDP_CAPABILITIES`](ftc_node::xdp::XDP_CAPABILITIES)), and CAP_IPC_LOCK or a locked-memory
+//! limit (`ulimit -l`) that holds every port's UMEM. Where AF_XDP is not available,
+//! `--edge-kind packet` carries the edges on raw packet sockets (AF_PACKET, CAP_NET_RAW), one
+//! system call per frame. The orchestrator passes them on to the end servers' replacements
+//! (`ftc orchestrator --edge-in --edge-out`); a replacement waits up to 5 s for a killed node's
+//! socket to leave the interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
 //! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
 //! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
 //! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
