@@ -23,7 +23,7 @@ use ftc_chain::ring::ServerId;
 
 use crate::lanes::lane_of;
 use crate::nsh::{self, Path, Received};
-use crate::xdp::{self, SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
+use crate::xdp::{self, KernelStats, SendError, XdpConfig, XdpError, XdpPort, RELEASE_WAIT};
 use crate::Frame;
 
 /// Why a frame was not sent.
@@ -147,6 +147,17 @@ impl XdpLinks {
 
     pub fn stats(&self) -> &LinkStats {
         &self.stats
+    }
+
+    /// The kernel's counters of the links' sockets, read now and summed: its drops of frames
+    /// that arrived while a link's reader was behind among them ([`XdpPort::kernel_stats`]; a
+    /// socket whose counters cannot be read counts none).
+    pub fn kernel_stats(&self) -> KernelStats {
+        let mut sum = KernelStats::default();
+        for socket in &self.links {
+            sum += socket.port.kernel_stats().unwrap_or_default();
+        }
+        sum
     }
 
     /// Queue `frame` for server `to` (a neighbour); `hop` is the receiver's position from the

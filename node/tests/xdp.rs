@@ -779,3 +779,31 @@ fn an_interface_that_takes_no_xdp_program_is_named() {
     })
     .unwrap();
 }
+
+/// The kernel's counters of the ring links' sockets, summed, show the frames the kernel dropped
+/// on receive while the server did not read (its fill ring empty), which the links' own
+/// counters cannot see; the node's summary prints them.
+#[test]
+fn the_kernel_s_drops_show_in_the_ring_links_stats() {
+    let Some(ns) = ring_of_two("the_kernel_s_drops_show_in_the_ring_links_stats", 1) else {
+        return;
+    };
+    ns.run(|| {
+        let (mut s0, s1) = (ring_links(0, 1), ring_links(1, 1));
+        for i in 0..200 {
+            s0.send(ServerId(1), 1, &data_frame(0, frame(i, 100)))
+                .unwrap();
+            if i % 16 == 15 {
+                s0.flush().unwrap();
+            }
+        }
+        s0.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let kernel = s1.kernel_stats();
+        assert!(kernel.rx_dropped > 0, "{kernel:?}");
+        assert!(kernel.rx_fill_ring_empty > 0, "{kernel:?}");
+        assert_eq!(s1.stats().received, 0);
+        assert_eq!(s0.kernel_stats().rx_dropped, 0, "{:?}", s0.kernel_stats());
+    })
+    .unwrap();
+}

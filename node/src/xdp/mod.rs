@@ -207,7 +207,7 @@ pub enum SendError {
     Full,
 }
 
-/// The port's own counters.
+/// The port's own counters (the kernel's of its socket: [`XdpPort::kernel_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XdpStats {
     /// Frames received.
@@ -225,7 +225,8 @@ pub struct XdpStats {
 /// The kernel's counters of the socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelStats {
-    /// Received frames dropped for other reasons (too long for a frame, among others).
+    /// Received frames dropped for other reasons: too long for a UMEM frame, or no free frame
+    /// on the fill ring (the port's reader fell behind), among others.
     pub rx_dropped: u64,
     /// Received frames dropped because the rx ring was full.
     pub rx_ring_full: u64,
@@ -233,6 +234,17 @@ pub struct KernelStats {
     pub rx_fill_ring_empty: u64,
     pub rx_invalid_descs: u64,
     pub tx_invalid_descs: u64,
+}
+
+/// Counters of several sockets summed.
+impl std::ops::AddAssign for KernelStats {
+    fn add_assign(&mut self, other: KernelStats) {
+        self.rx_dropped += other.rx_dropped;
+        self.rx_ring_full += other.rx_ring_full;
+        self.rx_fill_ring_empty += other.rx_fill_ring_empty;
+        self.rx_invalid_descs += other.rx_invalid_descs;
+        self.tx_invalid_descs += other.tx_invalid_descs;
+    }
 }
 
 /// An AF_XDP socket on one interface queue, with its UMEM.
@@ -408,7 +420,8 @@ impl XdpPort {
         self.stats
     }
 
-    /// The kernel's counters of the socket.
+    /// The kernel's counters of the socket, read now: its drops on receive among them, which
+    /// the port's own counters cannot see.
     pub fn kernel_stats(&self) -> io::Result<KernelStats> {
         let s = self.rx.fd().xdp_statistics()?;
         Ok(KernelStats {

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use ftc_chain::middlebox::Direction;
 use ftc_node::links::share_out;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
-use ftc_node::xdp::{open_each, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
+use ftc_node::xdp::{open_each, KernelStats, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
 
 /// The sockets that carry a node's edges (`ftc node --edge-kind`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,10 +58,11 @@ pub enum Port {
     Packet(PacketPort),
 }
 
-/// An edge's counters (an AF_XDP edge's by queue).
+/// An edge's counters: an AF_XDP edge's by queue, each with the kernel's of its socket (its
+/// drops on receive among them; zero where they cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortStats {
-    Xdp(Vec<XdpStats>),
+    Xdp(Vec<(XdpStats, KernelStats)>),
     Packet(PacketStats),
 }
 
@@ -110,7 +111,12 @@ impl Port {
 
     fn stats(&self) -> PortStats {
         match self {
-            Port::Xdp(queues) => PortStats::Xdp(queues.iter().map(XdpPort::stats).collect()),
+            Port::Xdp(queues) => PortStats::Xdp(
+                queues
+                    .iter()
+                    .map(|q| (q.stats(), q.kernel_stats().unwrap_or_default()))
+                    .collect(),
+            ),
             Port::Packet(p) => PortStats::Packet(p.stats()),
         }
     }
@@ -411,5 +417,53 @@ mod tests {
             err.to_string(),
             "edge out=ftcx-nosuch1: AF_PACKET: there is no network interface named \"ftcx-nosuch1\""
         );
+    }
+
+    /// An AF_XDP edge's counters carry the kernel's of each socket, which the node's summary
+    /// prints: of 200 frames to an edge-in of 64 receive frames that nobody reads, 64 wait on
+    /// its rx ring and the kernel drops the others (its fill ring empty), which the port's own
+    /// counters cannot see.
+    #[test]
+    fn an_edge_s_counters_carry_the_kernel_s_drops() {
+        use ftc_node::netns::{namespaces_denied, Netns};
+        if let Some(why) = namespaces_denied() {
+            eprintln!("skipped: AF_XDP on a veth pair in a network namespace: {why}");
+            return;
+        }
+        let ns = Netns::create("ftce").unwrap();
+        ns.veth("ea", "eb").unwrap();
+        let small = XdpConfig {
+            rx_frames: 64,
+            tx_frames: 64,
+            ..XdpConfig::default()
+        };
+        let stats = ns.run(|| {
+            let input: Edge = "out=eb".parse().unwrap();
+            let edges = Edges::open(&[input], &[], EdgeKind::Xdp, small, 1).unwrap();
+            let mut a = XdpPort::open("ea", small).unwrap();
+            let mut frame = vec![0xff; 6];
+            frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+            frame.resize(100, 0);
+            for i in 0..200 {
+                a.send(&frame).expect("a free transmit frame");
+                if i % 16 == 15 {
+                    a.flush().unwrap();
+                }
+            }
+            a.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            edges.stats()
+        });
+        let stats = stats.unwrap();
+        let [(iface, PortStats::Xdp(queues))] = &stats[..] else {
+            panic!("one AF_XDP edge: {stats:?}");
+        };
+        let [(own, kernel)] = &queues[..] else {
+            panic!("one queue: {stats:?}");
+        };
+        assert_eq!(iface, "eb");
+        assert_eq!(own.rx, 0, "nobody read: {stats:?}");
+        assert_eq!(kernel.rx_dropped, 200 - 64, "{stats:?}");
+        assert!(kernel.rx_fill_ring_empty > 0, "{stats:?}");
     }
 }

@@ -553,7 +553,11 @@ impl LaneThread {
             ToLane::Summary(reply) => {
                 let mut summary = server.summary();
                 if let Some(links) = links {
-                    summary += &format!(", links {:?}", links.stats());
+                    summary += &format!(
+                        ", links {:?}, the kernel's {:?}",
+                        links.stats(),
+                        links.kernel_stats()
+                    );
                 }
                 if let Some(edges) = &self.own.edges {
                     summary += &format!(", edges {:?}", edges.stats());

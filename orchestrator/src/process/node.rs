@@ -470,9 +470,10 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, ring links {:?}, frames dropped by --ring-loss {}, customer datagrams cut short {}, edges {:?}, {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, the kernel's {:?}, frames dropped by --ring-loss {}, customer datagrams cut short {}, edges {:?}, {:?}, server {:?}",
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
+            node.links.as_ref().map(XdpLinks::kernel_stats),
             node.loss.dropped(),
             node.ingress_truncated,
             node.edges.stats(),
