@@ -16,7 +16,7 @@ pub struct CustomerArgs {
     pub egress: Option<SocketAddr>,
     /// Server 0: customer frames arrive on interface IFACE, all of direction DIR (`out`: client
     /// to server, `in`: server to client). Repeatable. Needs root (AF_XDP:
-    /// CAP_NET_ADMIN+CAP_NET_RAW+CAP_BPF; packet sockets: CAP_NET_RAW).
+    /// CAP_NET_ADMIN+CAP_NET_RAW+CAP_SYS_ADMIN; packet sockets: CAP_NET_RAW).
     #[arg(long, value_name = "DIR=IFACE")]
     pub edge_in: Vec<Edge>,
     /// The last server: released frames of direction DIR (`out` or `in`) leave on interface
