@@ -211,7 +211,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "invariants (output commit, per-flow order, recovery, eventual release, replicas equal heads): {}",
+            "invariants (output commit, per-flow order, recovery, losses only while fenced, eventual release, replicas equal heads): {}",
             if s.violations.is_empty() { "all held".to_string() } else { format!("{} seeds FAILED", s.violations.len()) }
         );
     }

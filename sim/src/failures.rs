@@ -126,12 +126,13 @@ impl Sim<'_> {
                 .collect()
         });
         self.failures.dead.insert(s, stores.unwrap_or_default());
+        self.fenced[usize::from(s.0)] = true;
         for mut server in self.servers[usize::from(s.0)].take().into_iter().flatten() {
             // The packets inside it are lost with it.
             server.fence();
             while let Some(out) = server.poll_output() {
                 if let Output::Lost { handle } = out {
-                    self.lost_to_failure(handle);
+                    self.lost_by(s, handle);
                 }
             }
         }
@@ -195,6 +196,7 @@ impl Sim<'_> {
         self.failures.declared.insert(s);
         self.epoch += 1;
         for i in self.ring.server_ids() {
+            self.fenced[usize::from(i.0)] = true;
             for server in self.servers[usize::from(i.0)].iter_mut().flatten() {
                 server.fence();
             }
@@ -284,8 +286,12 @@ impl Sim<'_> {
         self.report.recoveries += 1;
         self.check_recovery();
         for s in self.ring.server_ids() {
-            for server in self.servers[usize::from(s.0)].iter_mut().flatten() {
-                server.resume(now);
+            // A server down (crashed since the round began) stays fenced until it is replaced.
+            if let Some(lanes) = self.servers[usize::from(s.0)].as_mut() {
+                for server in lanes {
+                    server.resume(now);
+                }
+                self.fenced[usize::from(s.0)] = false;
             }
             self.drain_server(s);
         }
@@ -323,6 +329,19 @@ impl Sim<'_> {
         for v in broken {
             self.violation(v);
         }
+    }
+
+    /// Server `s` says it lost a packet ([`Output::Lost`]): only a fenced server may, since a
+    /// fence is what drops the packets a server holds, and it comes only with a failure.
+    pub(crate) fn lost_by(&mut self, s: ServerId, id: u64) {
+        if !self.fenced[usize::from(s.0)] {
+            let now = self.now();
+            self.violation(format!(
+                "lost without a failure: server {} lost packet {id} at t={now}ns while not fenced",
+                s.0
+            ));
+        }
+        self.lost_to_failure(id);
     }
 
     /// A packet lost to a failure: inside a failed server, sent to one, or fenced.

@@ -8,9 +8,10 @@
 //!   the order they entered the chain when the network itself does not reorder;
 //! - **recovery** (with crash or heartbeat faults): after every recovery, each released packet's
 //!   writes are in its middleboxes' restored head stores;
+//! - **losses**: only a fenced server (a failure declared, not yet recovered) loses packets;
 //! - and at the end, once faults stopped and the chain is quiet: every packet that reached the
-//!   buffer was released or lost to a failure, none vanished inside the chain, and every replica
-//!   store equals its head.
+//!   buffer was released or lost to a failure, none vanished inside the chain, a run without
+//!   failures lost none, and every replica store equals its head.
 //!
 //! A run that recovered from failures then offers the same number of requests again, without
 //! faults, to the recovered chain: the replacements must carry traffic and keep replicating it,
@@ -64,6 +65,9 @@ pub struct SimConfig {
     /// Test hook: fenced servers keep running until the reroute (no quiescence), so sources
     /// may change between the fetches of one recovery. The checker must catch it.
     pub broken_fence: bool,
+    /// Test hook: the buffer's server reports the packets it releases whose ids are multiples
+    /// of five as lost ([`Output::Lost`]) instead, fenced or not. The checker must catch it.
+    pub broken_lose: bool,
     /// Give up (a violation) after this many steps.
     pub max_steps: u64,
     /// Held frames at which a server is congested (customer packets then wait at the ingress).
@@ -85,6 +89,7 @@ impl Default for SimConfig {
             weakened_release: None,
             broken_recovery: false,
             broken_fence: false,
+            broken_lose: false,
             max_steps: 2_000_000,
             max_held_frames: 4096,
             max_buffered_packets: BufferConfig::DEFAULT_MAX_HELD_PACKETS,
@@ -152,6 +157,9 @@ struct Sim<'a> {
     net: Network,
     /// The lanes of each server; `None` while a server is down.
     servers: Vec<Option<Vec<Server<'a, u64>>>>,
+    /// Per server: fenced, from a declared failure (or its own failure) until the recovery
+    /// resumes it. Only a fenced server may lose packets ([`Output::Lost`]).
+    fenced: Vec<bool>,
     epoch: u32,
     failures: failures::Failures,
     packets: BTreeMap<u64, PacketInfo>,
@@ -211,6 +219,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         heads: &heads,
         net: Network::new(Rng::new(config.seed), config.faults),
         servers,
+        fenced: vec![false; ring.server_ids().count()],
         epoch: 0,
         failures: failures::Failures::new(ring, config.seed),
         packets: BTreeMap::new(),
@@ -391,7 +400,12 @@ impl<'a> Sim<'a> {
         let wake = server.take_wakeups();
         while let Some(out) = self.lane_mut(node).and_then(Server::poll_output) {
             match out {
-                Output::Lost { handle } => self.lost_to_failure(handle),
+                Output::Lost { handle } => self.lost_by(node.0, handle),
+                Output::Release { packet, .. }
+                    if self.config.broken_lose && packet.handle % 5 == 0 =>
+                {
+                    self.lost_by(node.0, packet.handle);
+                }
                 Output::Send { to, frame } => self.send(node, to, frame),
                 Output::Release { packet, .. } => self.release(packet),
                 Output::Dropped { handle, .. } => {
@@ -517,6 +531,12 @@ impl<'a> Sim<'a> {
         let mut found = Vec::new();
         if let Some(down) = self.servers.iter().position(Option::is_none) {
             found.push(format!("server {down} was never recovered"));
+        }
+        if self.report.failures == 0 && self.report.lost_to_failures > 0 {
+            found.push(format!(
+                "lost without a failure: {} packets lost to failures in a run without any",
+                self.report.lost_to_failures
+            ));
         }
         for (id, info) in &self.packets {
             if info.failed {

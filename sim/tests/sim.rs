@@ -180,6 +180,29 @@ fn a_broken_release_rule_is_caught() {
     );
 }
 
+/// The checker's teeth for losses: a buffer's server that says it lost packets it should have
+/// released, with no failure to fence it, is caught, on a fault-free seed and with crashes
+/// (which fence every server for a while, and excuse only the losses of that while).
+#[test]
+fn a_server_that_loses_packets_while_not_fenced_is_caught() {
+    for faults in ["none", "crash=3"] {
+        let config = SimConfig {
+            seed: 3,
+            faults: Faults::parse(faults).unwrap(),
+            broken_lose: true,
+            ..SimConfig::default()
+        };
+        let r = run(&chain(3, 1), &config);
+        assert!(
+            r.violations
+                .iter()
+                .any(|v| v.starts_with("lost without a failure")),
+            "faults {faults}: expected a loss without a failure, got {:?}",
+            r.violations
+        );
+    }
+}
+
 /// The checker bites on a subtly wrong rule too: a buffer that releases updates once
 /// CV[p] = D[p] (the read-only rule), or does not wait for read-only logs, is caught breaking
 /// output commit on some fault-free seed of chains of 1–5 middleboxes and f 1–3, and only for
