@@ -496,7 +496,6 @@ impl<'a> Sim<'a> {
             Some(_) => self.violation(format!(
                 "per-flow order: packet {id} of flow {flow} overtook an earlier one at the buffer"
             )),
-            None if self.config.broken_release => {}
             None => self.violation(format!("packet {id} released without entering the buffer")),
         }
         if !self.config.faults.reorders() {
