@@ -45,7 +45,7 @@ use net::{Event, Network, Node};
 use rng::Rng;
 
 /// What to simulate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
     pub seed: u64,
     /// Requests sent into the chain (each released request is echoed back as a reply).

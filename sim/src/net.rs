@@ -99,6 +99,33 @@ impl Faults {
     }
 }
 
+/// The list [`Faults::parse`] reads back as these faults: `none` for none (for replay
+/// commands).
+impl std::fmt::Display for Faults {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rates = [
+            ("loss", self.loss),
+            ("reorder", self.reorder),
+            ("dup", self.dup),
+            ("delay", self.delay),
+            ("heartbeat", self.heartbeat_loss),
+        ];
+        let mut items: Vec<String> = rates
+            .iter()
+            .filter(|(_, rate)| *rate > 0.0)
+            .map(|(name, rate)| format!("{name}={rate}"))
+            .collect();
+        if self.crashes > 0 {
+            items.push(format!("crash={}", self.crashes));
+        }
+        if items.is_empty() {
+            out.write_str("none")
+        } else {
+            out.write_str(&items.join(","))
+        }
+    }
+}
+
 /// A lane (worker thread) of a server.
 pub(crate) type Node = (ServerId, usize);
 
@@ -212,5 +239,25 @@ impl Network {
             copies.push(delay + self.rng.below(4 * HOP_NS));
         }
         copies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Faults;
+
+    #[test]
+    fn faults_print_as_a_list_that_parses_back_to_them() {
+        for list in [
+            "none",
+            "loss",
+            "loss,reorder,dup,delay",
+            "loss=0.1,crash=3,heartbeat",
+            "reorder=0.5,dup=0.013,delay=0,crash",
+        ] {
+            let faults = Faults::parse(list).unwrap();
+            assert_eq!(Faults::parse(&faults.to_string()), Ok(faults), "{list}");
+        }
+        assert_eq!(Faults::default().to_string(), "none");
     }
 }

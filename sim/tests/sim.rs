@@ -1,35 +1,158 @@
 //! The simulation over many seeds, chain lengths 1–5 and f 1–3, with every fault; and the
-//! checker's teeth: a broken release rule must be caught.
+//! checker's teeth: a broken release rule must be caught. Every failing seed's message gives
+//! the `ftc sim` command that replays it, on the generated spec written to a file.
 
 use ftc_chain::spec::ChainSpec;
 use ftc_sim::{run, Faults, SimConfig, SimReport};
 
-/// A chain of `k` middleboxes tolerating `f` failures, mixing the built-in kinds.
-fn chain(k: usize, f: usize) -> ChainSpec {
-    chain_with_threads(k, f, |_| 1)
+/// A chain to generate: `k` middleboxes tolerating `f` failures, mixing the built-in kinds.
+#[derive(Debug)]
+struct Chain {
+    k: usize,
+    f: usize,
+    /// Worker threads (lanes) of each middlebox.
+    threads: Vec<u16>,
+    partitions: u32,
 }
 
-/// [`chain`] with `threads(i)` worker threads (lanes) at middlebox i.
-fn chain_with_threads(k: usize, f: usize, threads: impl Fn(usize) -> u16) -> ChainSpec {
-    let kinds = [
-        "kind = \"monitor\"\ncounters = \"per-flow\"",
-        "kind = \"simple-nat\"\npublic_ip = \"203.0.113.1\"",
-        "kind = \"monitor\"",
-        "kind = \"gen\"\nstate_size = 32",
-        "kind = \"firewall\"\ndefault = \"allow\"",
-    ];
-    let mut text = format!("[chain]\nname = \"sim-{k}-{f}\"\nf = {f}\npartitions = 16\n");
-    for i in 0..k {
-        // The shared-counter monitor shares each counter among all its threads.
-        let (kind, n) = (kinds[i % kinds.len()], threads(i));
-        let shared = if i % kinds.len() == 2 {
-            format!("sharing_level = {n}\n")
-        } else {
-            String::new()
-        };
-        text += &format!("\n[[middlebox]]\n{kind}\nthreads = {n}\n{shared}");
+fn chain(k: usize, f: usize) -> Chain {
+    Chain {
+        k,
+        f,
+        threads: vec![1; k],
+        partitions: 16,
     }
-    ChainSpec::from_toml_str(&text, "generated").unwrap()
+}
+
+impl Chain {
+    /// `threads(i)` worker threads (lanes) at middlebox i.
+    fn threads(self, threads: impl Fn(usize) -> u16) -> Chain {
+        Chain {
+            threads: (0..self.k).map(threads).collect(),
+            ..self
+        }
+    }
+
+    /// 1 to 3 lanes at each middlebox, a different number at each, varied with `seed`.
+    fn varied_lanes(self, seed: u64) -> Chain {
+        self.threads(|i| 1 + ((seed as usize + i) % 3) as u16)
+    }
+
+    fn partitions(self, partitions: u32) -> Chain {
+        Chain { partitions, ..self }
+    }
+
+    /// The spec, named after what sets it apart (replays of different chains get different
+    /// files).
+    fn spec(&self) -> Spec {
+        let kinds = [
+            "kind = \"monitor\"\ncounters = \"per-flow\"",
+            "kind = \"simple-nat\"\npublic_ip = \"203.0.113.1\"",
+            "kind = \"monitor\"",
+            "kind = \"gen\"\nstate_size = 32",
+            "kind = \"firewall\"\ndefault = \"allow\"",
+        ];
+        let (k, f, partitions) = (self.k, self.f, self.partitions);
+        let mut name = format!("sim-k{k}-f{f}");
+        if self.threads.iter().any(|&n| n != 1) {
+            let threads: Vec<String> = self.threads.iter().map(u16::to_string).collect();
+            name += &format!("-threads-{}", threads.join("."));
+        }
+        if partitions != 16 {
+            name += &format!("-p{partitions}");
+        }
+        let mut text = format!("[chain]\nname = \"{name}\"\nf = {f}\npartitions = {partitions}\n");
+        for (i, &n) in self.threads.iter().enumerate() {
+            // The shared-counter monitor shares each counter among all its threads.
+            let kind = kinds[i % kinds.len()];
+            let shared = if i % kinds.len() == 2 {
+                format!("sharing_level = {n}\n")
+            } else {
+                String::new()
+            };
+            text += &format!("\n[[middlebox]]\n{kind}\nthreads = {n}\n{shared}");
+        }
+        Spec::new(text)
+    }
+}
+
+/// A chain spec as TOML (what a replay writes to a file) and parsed.
+struct Spec {
+    toml: String,
+    parsed: ChainSpec,
+}
+
+impl Spec {
+    fn new(toml: String) -> Spec {
+        let parsed = ChainSpec::from_toml_str(&toml, "generated").unwrap();
+        Spec { toml, parsed }
+    }
+
+    fn run(&self, config: &SimConfig) -> SimReport {
+        run(&self.parsed, config)
+    }
+
+    /// [`Spec::run`], and every invariant must hold.
+    fn checked(&self, config: &SimConfig) -> SimReport {
+        let r = self.run(config);
+        assert!(
+            r.violations.is_empty(),
+            "broke an invariant: {:#?}\n{}",
+            r.violations,
+            self.replay(config)
+        );
+        r
+    }
+
+    /// Which seed of which chain failed, and the command that replays it: the spec is written
+    /// to a file in the temporary directory and also given here; every knob of `config` that
+    /// `ftc sim` offers is on the command line.
+    fn replay(&self, config: &SimConfig) -> String {
+        let c = config;
+        let path = std::env::temp_dir().join(format!("{}-seed-{}.toml", self.name(), c.seed));
+        let written = match std::fs::write(&path, &self.toml) {
+            Ok(()) => "written there".to_string(),
+            Err(e) => format!("not written: {e}"),
+        };
+        let offered = SimConfig {
+            seed: c.seed,
+            packets: c.packets,
+            flows: c.flows,
+            faults: c.faults,
+            trailer_budget: c.trailer_budget,
+            max_held_frames: c.max_held_frames,
+            max_buffered_packets: c.max_buffered_packets,
+            ..SimConfig::default()
+        };
+        let hooks = if offered == *c {
+            ""
+        } else {
+            "\n(the run also sets test hooks that `ftc sim` does not offer: rerun the test for them)"
+        };
+        format!(
+            "seed {} of {}; replay: cargo run -p ftc --bin ftc -- sim {} --seeds 1 --first-seed {} --packets {} --flows {} --faults {} --hold-bound {} --buffer-packets {} --trailer-budget {}{hooks}\nthe spec ({written}):\n{}",
+            c.seed,
+            self.name(),
+            path.display(),
+            c.seed,
+            c.packets,
+            c.flows,
+            c.faults,
+            c.max_held_frames,
+            c.max_buffered_packets,
+            c.trailer_budget,
+            self.toml
+        )
+    }
+
+    fn name(&self) -> &str {
+        &self.parsed.chain.name
+    }
+}
+
+/// The chain length and f that a sweep's seed runs: k = 1 … 5 and f = 1 … 3 in turn.
+fn shape(seed: u64) -> (usize, usize) {
+    (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize)
 }
 
 fn all_faults() -> Faults {
@@ -40,23 +163,22 @@ fn all_faults() -> Faults {
 fn without_faults_every_packet_is_released_and_replicas_match() {
     for k in 1..=5 {
         for f in 1..=3 {
-            let r = run(
-                &chain(k, f),
-                &SimConfig {
-                    seed: 7,
-                    faults: Faults::default(),
-                    ..SimConfig::default()
-                },
-            );
-            assert_eq!(r.violations, Vec::<String>::new(), "k={k} f={f}");
+            let spec = chain(k, f).spec();
+            let config = SimConfig {
+                seed: 7,
+                ..SimConfig::default()
+            };
+            let r = spec.checked(&config);
             assert_eq!(
                 r.packets_released,
                 r.packets_sent - r.dropped_by_middlebox,
-                "k={k} f={f}"
+                "{}",
+                spec.replay(&config)
             );
             assert!(
                 r.packets_released >= 200,
-                "requests and replies leave the chain"
+                "requests and replies leave the chain: {}",
+                spec.replay(&config)
             );
         }
     }
@@ -66,20 +188,14 @@ fn without_faults_every_packet_is_released_and_replicas_match() {
 fn two_thousand_seeds_with_loss_reordering_duplication_and_delay() {
     let mut released = 0;
     for seed in 0..2_000u64 {
-        let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+        let (k, f) = shape(seed);
         let config = SimConfig {
             seed,
             packets: 60,
             faults: all_faults(),
             ..SimConfig::default()
         };
-        let r = run(&chain(k, f), &config);
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: the same seed with `ftc sim` on a spec of this chain (k={k}, f={f}, see chain() here): ftc sim SPEC --seeds 1 --first-seed {seed} --packets 60 --faults loss,reorder,dup,delay",
-            r.violations
-        );
-        released += r.packets_released;
+        released += chain(k, f).spec().checked(&config).packets_released;
     }
     assert!(
         released > 100_000,
@@ -92,11 +208,11 @@ fn two_thousand_seeds_with_loss_reordering_duplication_and_delay() {
 fn bounded_sweep(
     seeds: u64,
     bound: impl Fn(&mut SimConfig),
-    spec: impl Fn(u64, usize, usize) -> ChainSpec,
+    spec: impl Fn(u64, usize, usize) -> Chain,
 ) -> Vec<SimReport> {
     (0..seeds)
         .map(|seed| {
-            let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+            let (k, f) = shape(seed);
             let mut config = SimConfig {
                 seed,
                 packets: 80,
@@ -104,13 +220,7 @@ fn bounded_sweep(
                 ..SimConfig::default()
             };
             bound(&mut config);
-            let r = run(&spec(seed, k, f), &config);
-            assert!(
-                r.violations.is_empty(),
-                "seed {seed} (k={k}, f={f}): {:#?}",
-                r.violations
-            );
-            r
+            spec(seed, k, f).spec().checked(&config)
         })
         .collect()
 }
@@ -137,7 +247,7 @@ fn a_tiny_buffer_refuses_packets_and_they_still_leave_in_order_after_their_state
     // Odd seeds run several lanes per server, each with a buffer of its own.
     let lanes = |seed: u64, k, f| match seed % 2 {
         0 => chain(k, f),
-        _ => chain_with_threads(k, f, |i| 1 + ((seed as usize + i) % 3) as u16),
+        _ => chain(k, f).varied_lanes(seed),
     };
     let reports = bounded_sweep(300, |c| c.max_buffered_packets = 2, lanes);
     assert!(
@@ -151,15 +261,10 @@ fn a_tiny_buffer_refuses_packets_and_they_still_leave_in_order_after_their_state
 /// fits of MAX. (Before, a server failed on the first full vector it had to write.)
 #[test]
 fn commit_vectors_larger_than_a_frame_go_in_parts() {
-    let many = |_, k, f| {
-        let mut spec = chain(k, f);
-        spec.chain.partitions = 1024;
-        spec
-    };
     let crashes = |c: &mut SimConfig| {
         c.faults = Faults::parse("loss,reorder,dup,delay,crash=2,heartbeat").unwrap();
     };
-    bounded_sweep(60, crashes, many);
+    bounded_sweep(60, crashes, |_, k, f| chain(k, f).partitions(1024));
 }
 
 /// The checker bites: a buffer that lets packets out without waiting for commit vectors
@@ -175,22 +280,23 @@ fn a_broken_release_rule_is_caught() {
         broken_release: true,
         ..SimConfig::default()
     };
-    let r = run(&chain(3, 1), &config(3, "none"));
+    let (spec, broken) = (chain(3, 1).spec(), config(3, "none"));
+    let r = spec.run(&broken);
     assert!(
         r.violations.iter().any(|v| v.starts_with("output commit")),
-        "expected an output-commit violation, got {:?}",
-        r.violations
+        "expected an output-commit violation, got {:?}\n{}",
+        r.violations,
+        spec.replay(&broken)
     );
     for seed in 0..6 {
-        let f = 1 + (seed % 3) as usize;
+        let spec = chain(1, 1 + (seed % 3) as usize).spec();
         for faults in ["none", "loss,reorder,dup,delay,crash=3,heartbeat"] {
-            let r = run(&chain(1, f), &config(seed, faults));
-            assert_eq!(
-                r.violations,
-                Vec::<String>::new(),
-                "seed {seed}, f={f}, {faults}"
+            let r = spec.checked(&config(seed, faults));
+            assert!(
+                r.packets_released >= 400,
+                "{}",
+                spec.replay(&config(seed, faults))
             );
-            assert!(r.packets_released >= 400, "seed {seed}, f={f}, {faults}");
         }
     }
 }
@@ -200,6 +306,7 @@ fn a_broken_release_rule_is_caught() {
 /// (which fence every server for a while, and excuse only the losses of that while).
 #[test]
 fn a_server_that_loses_packets_while_not_fenced_is_caught() {
+    let spec = chain(3, 1).spec();
     for faults in ["none", "crash=3"] {
         let config = SimConfig {
             seed: 3,
@@ -207,13 +314,14 @@ fn a_server_that_loses_packets_while_not_fenced_is_caught() {
             broken_lose: true,
             ..SimConfig::default()
         };
-        let r = run(&chain(3, 1), &config);
+        let r = spec.run(&config);
         assert!(
             r.violations
                 .iter()
                 .any(|v| v.starts_with("lost without a failure")),
-            "faults {faults}: expected a loss without a failure, got {:?}",
-            r.violations
+            "expected a loss without a failure, got {:?}\n{}",
+            r.violations,
+            spec.replay(&config)
         );
     }
 }
@@ -227,7 +335,7 @@ fn a_subtly_weakened_release_rule_is_caught() {
     use ftc_buffer::Weakened;
     for weakened in [Weakened::UpdatesAtEqual, Weakened::ReadOnlyFree] {
         let caught = (0..60u64).find(|&seed| {
-            let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
+            let (k, f) = shape(seed);
             let config = SimConfig {
                 seed,
                 packets: 60,
@@ -235,11 +343,13 @@ fn a_subtly_weakened_release_rule_is_caught() {
                 weakened_release: Some(weakened),
                 ..SimConfig::default()
             };
-            let r = run(&chain(k, f), &config);
+            let spec = chain(k, f).spec();
+            let r = spec.run(&config);
             assert!(
                 r.violations.iter().all(|v| v.starts_with("output commit")),
-                "{weakened:?}, seed {seed}: {:?}",
-                r.violations
+                "{weakened:?}: {:?}\n{}",
+                r.violations,
+                spec.replay(&config)
             );
             !r.violations.is_empty()
         });
@@ -254,9 +364,10 @@ fn the_same_seed_replays_the_same_run() {
         faults: failures(),
         ..SimConfig::default()
     };
-    let first = run(&chain(4, 2), &config);
-    assert!(first.recoveries > 0);
-    assert_eq!(first, run(&chain(4, 2), &config));
+    let spec = chain(4, 2).spec();
+    let first = spec.run(&config);
+    assert!(first.recoveries > 0, "{}", spec.replay(&config));
+    assert_eq!(first, spec.run(&config), "{}", spec.replay(&config));
 }
 
 fn failures() -> Faults {
@@ -273,24 +384,20 @@ fn failures() -> Faults {
 fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
     let (mut recoveries, mut failed) = (0, 0);
     for seed in 0..2_000u64 {
-        let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
-        let report = run(
-            &chain(k, f),
-            &SimConfig {
-                seed,
-                packets: 60,
-                faults: failures(),
-                ..SimConfig::default()
-            },
-        );
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed} (k={k}, f={f}) broke an invariant: {:#?}\nreplay: ftc sim SPEC --seeds 1 --first-seed {seed} --packets 60 --faults loss,reorder,dup,delay,crash=3,heartbeat",
-            report
-        );
+        let (k, f) = shape(seed);
+        let config = SimConfig {
+            seed,
+            packets: 60,
+            faults: failures(),
+            ..SimConfig::default()
+        };
+        let spec = chain(k, f).spec();
+        let report = spec.checked(&config);
         assert_eq!(
-            report.released_after_recovery, 120,
-            "seed {seed} (k={k}, f={f}): the recovered chain lost requests or replies"
+            report.released_after_recovery,
+            120,
+            "the recovered chain lost requests or replies: {}",
+            spec.replay(&config)
         );
         recoveries += report.recoveries;
         failed += report.failures;
@@ -304,37 +411,32 @@ fn two_thousand_seeds_with_crashes_and_lost_heartbeats_recover_consistently() {
 /// recovery (with f = 1 each event kills one server, so failures count the events).
 #[test]
 fn every_requested_crash_happens_on_short_runs() {
+    let spec = chain(3, 1).spec();
     for seed in 0..50u64 {
-        let report = run(
-            &chain(3, 1),
-            &SimConfig {
-                seed,
-                packets: 10,
-                faults: Faults::parse("crash=5").unwrap(),
-                ..SimConfig::default()
-            },
-        );
-        assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
-        assert_eq!(report.crashes, 5, "seed {seed}: {report:#?}");
-        assert_eq!(report.failures, 5, "seed {seed}: {report:#?}");
-        assert_eq!(report.recoveries, 5, "seed {seed}: {report:#?}");
+        let config = SimConfig {
+            seed,
+            packets: 10,
+            faults: Faults::parse("crash=5").unwrap(),
+            ..SimConfig::default()
+        };
+        let report = spec.checked(&config);
+        let counts = (report.crashes, report.failures, report.recoveries);
+        assert_eq!(counts, (5, 5, 5), "{report:#?}\n{}", spec.replay(&config));
     }
 }
 
 /// The checker's teeth for recovery: a recovery that loses a failed head's state is caught.
 #[test]
 fn a_recovery_that_loses_state_is_caught() {
+    let spec = chain(3, 1).spec();
     let caught = (0..50u64).any(|seed| {
-        let report = run(
-            &chain(3, 1),
-            &SimConfig {
-                seed,
-                packets: 60,
-                faults: Faults::parse("crash=3").unwrap(),
-                broken_recovery: true,
-                ..SimConfig::default()
-            },
-        );
+        let report = spec.run(&SimConfig {
+            seed,
+            packets: 60,
+            faults: Faults::parse("crash=3").unwrap(),
+            broken_recovery: true,
+            ..SimConfig::default()
+        });
         report.violations.iter().any(|v| v.starts_with("recovery:"))
     });
     assert!(caught, "no seed caught a recovery that lost a head's state");
@@ -353,12 +455,11 @@ fn sources_that_change_during_a_recovery_are_caught() {
         broken_fence,
         ..SimConfig::default()
     };
-    let spec = |seed: u64| chain(4, 2 + (seed % 2) as usize);
+    let spec = |seed: u64| chain(4, 2 + (seed % 2) as usize).spec();
     let caught = (0..300u64)
-        .find(|&seed| !run(&spec(seed), &config(seed, true)).violations.is_empty())
+        .find(|&seed| !spec(seed).run(&config(seed, true)).violations.is_empty())
         .expect("no seed caught sources changing during a recovery");
-    let intact = run(&spec(caught), &config(caught, false));
-    assert!(intact.violations.is_empty(), "{:#?}", intact.violations);
+    spec(caught).checked(&config(caught, false));
 }
 
 /// Several lanes (worker threads) per server, a different number at each middlebox (a replica
@@ -369,29 +470,19 @@ fn sources_that_change_during_a_recovery_are_caught() {
 fn servers_with_several_lanes_keep_every_invariant_under_faults_and_crashes() {
     let (mut released, mut recoveries) = (0, 0);
     for seed in 0..600u64 {
-        let (k, f) = (1 + (seed % 5) as usize, 1 + ((seed / 5) % 3) as usize);
-        let threads = |i: usize| 1 + ((seed as usize + i) % 3) as u16;
+        let (k, f) = shape(seed);
         let faults = if seed % 2 == 0 {
             all_faults()
         } else {
             failures()
         };
-        let r = run(
-            &chain_with_threads(k, f, threads),
-            &SimConfig {
-                seed,
-                packets: 60,
-                flows: 16,
-                faults,
-                ..SimConfig::default()
-            },
-        );
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed} (k={k}, f={f}, threads {:?}) broke an invariant: {:#?}",
-            (0..k).map(threads).collect::<Vec<_>>(),
-            r.violations
-        );
+        let r = chain(k, f).varied_lanes(seed).spec().checked(&SimConfig {
+            seed,
+            packets: 60,
+            flows: 16,
+            faults,
+            ..SimConfig::default()
+        });
         released += r.packets_released;
         recoveries += r.recoveries;
     }
@@ -410,18 +501,21 @@ fn servers_with_several_lanes_keep_every_invariant_under_faults_and_crashes() {
 fn a_source_that_dies_during_a_fetch_is_replaced_once() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs/ch-5.toml"))
         .unwrap()
-        .replace("f = 1", "f = 2");
-    let spec = ChainSpec::from_toml_str(&text, "ch-5 with f = 2").unwrap();
+        .replace("f = 1", "f = 2")
+        .replace("name = \"ch-5\"", "name = \"ch-5-f2\"");
+    let spec = Spec::new(text);
+    assert_eq!(spec.name(), "ch-5-f2");
     for seed in [5_001_893, 5_017_497] {
-        let report = run(
-            &spec,
-            &SimConfig {
-                seed,
-                faults: Faults::parse("loss,reorder,dup,delay,crash=2,heartbeat").unwrap(),
-                ..SimConfig::default()
-            },
+        let config = SimConfig {
+            seed,
+            faults: Faults::parse("loss,reorder,dup,delay,crash=2,heartbeat").unwrap(),
+            ..SimConfig::default()
+        };
+        let report = spec.checked(&config);
+        assert!(
+            report.recoveries >= 1,
+            "{report:#?}\n{}",
+            spec.replay(&config)
         );
-        assert_eq!(report.violations, Vec::<String>::new(), "seed {seed}");
-        assert!(report.recoveries >= 1, "seed {seed}: {report:#?}");
     }
 }
