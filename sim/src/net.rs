@@ -93,9 +93,11 @@ impl Faults {
         Ok(f)
     }
 
-    /// Whether frames may arrive out of the order they were sent in.
+    /// Whether frames may arrive out of the order they were sent in. Duplication alone does
+    /// not reorder: the first copy of every frame arrives one hop after it was sent, in the
+    /// order sent; only the extra copies come later.
     pub fn reorders(&self) -> bool {
-        self.reorder > 0.0 || self.delay > 0.0 || self.dup > 0.0
+        self.reorder > 0.0 || self.delay > 0.0
     }
 }
 
