@@ -406,7 +406,8 @@ impl Orchestrator {
             };
             if unjoined.load(Ordering::Acquire) >= MAX_UNJOINED {
                 tracing::warn!(
-                    "control connection from {from}: {MAX_UNJOINED} others await their first                      message; closing it"
+                    "control connection from {from}: {MAX_UNJOINED} others await their first \
+                     message; closing it"
                 );
                 continue;
             }
