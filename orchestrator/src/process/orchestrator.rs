@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -19,6 +19,7 @@ use ftc_chain::ring::Ring;
 
 use super::keepalive::keep_alive;
 use super::launcher::{Ended, Launcher};
+use crate::admission::{Admission, Admitted};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
 };
@@ -33,14 +34,6 @@ const TICK: Duration = Duration::from_millis(10);
 /// How many times in a row failure detection waits for a reader thread to catch up (200 µs
 /// each).
 const MAX_DEFERRALS: u32 = 50;
-
-/// How long a new control connection may stay silent before its first message (a node sends
-/// its `Join` as soon as it connects); it is closed then.
-const FIRST_MESSAGE: Duration = Duration::from_secs(5);
-
-/// How many control connections may wait for their first message at once; more are closed as
-/// they come (each has a thread, and joined nodes need the descriptors).
-const MAX_UNJOINED: usize = 64;
 
 /// How long a write to a node's control connection may block before the connection is closed.
 const WRITE_PATIENCE: Duration = Duration::from_secs(1);
@@ -272,10 +265,13 @@ impl Orchestrator {
         };
         // Raised when this loop ends, by `stop` or by a halt.
         let ended = AtomicBool::new(false);
+        // Control connections until their first message: each has a thread, and joined nodes
+        // need the descriptors.
+        let admission = Admission::new("control connection");
         std::thread::scope(|s| {
             let acceptor = {
-                let (tx, ended) = (tx.clone(), &ended);
-                s.spawn(move || self.accept(s, &tx, ended))
+                let (tx, ended, admission) = (tx.clone(), &ended, &admission);
+                s.spawn(move || self.accept(s, &tx, ended, admission))
             };
             let mut outcome = Ok(());
             let mut deferred = 0;
@@ -380,19 +376,20 @@ impl Orchestrator {
         })
     }
 
-    /// Take connections until `stop`; each gets a reader thread.
+    /// Take connections until `stop`; each gets a reader thread, and a place in `admission`
+    /// until its first message.
     fn accept<'s>(
         &'s self,
         s: &'s std::thread::Scope<'s, '_>,
         tx: &Sender<Event>,
         stop: &AtomicBool,
+        admission: &'s Admission,
     ) {
         if let Err(e) = self.listener.set_nonblocking(true) {
             tracing::error!("control listener: {e}");
             return;
         }
         let mut next = 0;
-        let unjoined = Arc::new(AtomicUsize::new(0));
         while !stop.load(Ordering::Acquire) {
             let (stream, from) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -404,13 +401,6 @@ impl Orchestrator {
                     continue;
                 }
             };
-            if unjoined.load(Ordering::Acquire) >= MAX_UNJOINED {
-                tracing::warn!(
-                    "control connection from {from}: {MAX_UNJOINED} others await their first \
-                     message; closing it"
-                );
-                continue;
-            }
             let reader = stream
                 .set_nonblocking(false)
                 .and_then(|()| stream.set_nodelay(true))
@@ -418,9 +408,9 @@ impl Orchestrator {
                 // Orders are few and small: a write that blocks has a node that stopped
                 // reading at the other end, and must not hold up the orchestrator's loop.
                 .and_then(|()| stream.set_write_timeout(Some(WRITE_PATIENCE)))
-                .and_then(|()| stream.set_read_timeout(Some(FIRST_MESSAGE)))
-                .and_then(|()| stream.try_clone());
-            let reader = match reader {
+                .and_then(|()| stream.try_clone())
+                .and_then(|reader| Ok((admission.admit(&stream)?, reader)));
+            let (admitted, reader) = match reader {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("control connection from {from}: {e}");
@@ -430,16 +420,14 @@ impl Orchestrator {
             next += 1;
             let conn = next;
             let _ = tx.send(Event::Accepted { conn, stream, from });
-            unjoined.fetch_add(1, Ordering::AcqRel);
             let spawned = std::thread::Builder::new()
                 .name("control reader".into())
                 .spawn_scoped(s, {
-                    let (tx, unjoined) = (tx.clone(), Arc::clone(&unjoined));
-                    move || self.read(conn, &reader, from, &tx, &unjoined)
+                    let tx = tx.clone();
+                    move || self.read(conn, &reader, from, &tx, admitted)
                 });
             if let Err(e) = spawned {
                 tracing::warn!("control connection from {from}: no thread to read it: {e}");
-                unjoined.fetch_sub(1, Ordering::AcqRel);
                 let _ = tx.send(Event::Closed {
                     conn,
                     rejected: false,
@@ -448,34 +436,29 @@ impl Orchestrator {
         }
     }
 
-    /// A connection's messages, until it ends or sends one that cannot be trusted, or sends
-    /// nothing for [`FIRST_MESSAGE`] after it opened. `unjoined` counts it until its first
-    /// message.
+    /// A connection's messages, until it ends or sends one that cannot be trusted, or has not
+    /// sent its whole first message by the deadline of its place among the `admitted`
+    /// ([`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened), which it holds until
+    /// then.
     fn read(
         &self,
         conn: u64,
         stream: &TcpStream,
         from: SocketAddr,
         tx: &Sender<Event>,
-        unjoined: &AtomicUsize,
+        admitted: Admitted<'_>,
     ) {
         let _on_time = super::wake_on_time("control reader");
-        let mut reader = BufReader::new(stream);
-        let mut first = true;
-        let spoke = |first: &mut bool| {
-            if std::mem::take(first) {
-                unjoined.fetch_sub(1, Ordering::AcqRel);
-            }
-        };
+        let mut reader = BufReader::new(admitted.reader(stream));
+        let mut admitted = Some(admitted);
         let rejected = loop {
             match read_message(&mut reader, &self.key, CONTROL_MAX_BODY) {
                 Ok(msg) => {
-                    if first {
+                    if admitted.take().is_some() {
                         // From now on the detector watches it: silence is its business.
-                        if let Err(e) = stream.set_read_timeout(None) {
+                        if let Err(e) = reader.get_mut().lift() {
                             tracing::warn!("control connection from {from}: {e}");
                         }
-                        spoke(&mut first);
                     }
                     let _ = tx.send(Event::Message { conn, msg });
                 }
@@ -493,7 +476,6 @@ impl Orchestrator {
                 }
             }
         };
-        spoke(&mut first);
         let _ = tx.send(Event::Closed { conn, rejected });
     }
 

@@ -1,10 +1,12 @@
 //! The orchestrator over real TCP connections, with fake nodes that speak the control protocol.
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
+use crate::admission::{FIRST_FRAME, MAX_WAITING};
 use crate::process::launcher::{How, NodeArgs};
 
 const CHAIN: u64 = 0x5eed;
@@ -23,15 +25,8 @@ impl FakeNode {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + position));
         let node = FakeNode(stream);
-        node.send(&Message::Join {
-            position,
-            pid: 1,
-            chain: CHAIN,
-            data: addr,
-            transfer: addr,
-        });
+        node.send(&join(position));
         node
     }
 
@@ -41,6 +36,18 @@ impl FakeNode {
 
     fn recv(&self) -> Result<Message, ControlError> {
         read_message(&mut &self.0, &key(), CONTROL_MAX_BODY)
+    }
+}
+
+/// A node's `Join` as `position`.
+fn join(position: u16) -> Message {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + position));
+    Message::Join {
+        position,
+        pid: 1,
+        chain: CHAIN,
+        data: addr,
+        transfer: addr,
     }
 }
 
@@ -68,15 +75,23 @@ fn orchestrator() -> Orchestrator {
 }
 
 /// Runs `test` with the orchestrator's address while it runs (`stop` ends it, as it does once
-/// `test` returns), checks that it ended well, and gives it back for its status.
+/// `test` returns or panics), checks that it ended well, and gives it back for its status.
 fn while_running(test: impl FnOnce(SocketAddr, &AtomicBool)) -> Orchestrator {
+    /// Raises its flag when dropped, by a panic too.
+    struct Raise<'a>(&'a AtomicBool);
+    impl Drop for Raise<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
     let orchestrator = orchestrator();
     let addr = orchestrator.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let running = s.spawn(|| orchestrator.run(&stop, |_| {}));
+        let raise = Raise(&stop);
         test(addr, &stop);
-        stop.store(true, Ordering::Release);
+        drop(raise);
         assert_eq!(running.join().unwrap(), Ok(()));
     });
     orchestrator
@@ -119,25 +134,78 @@ fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
 fn connections_that_say_nothing_are_closed_and_bounded() {
     while_running(|addr, _| {
         let opened = Instant::now();
-        let idle: Vec<TcpStream> = (0..MAX_UNJOINED)
-            .map(|_| TcpStream::connect(addr).unwrap())
+        let idle: Vec<FakeNode> = (0..MAX_WAITING)
+            .map(|_| FakeNode(TcpStream::connect(addr).unwrap()))
             .collect();
         let one_more = FakeNode(TcpStream::connect(addr).unwrap());
-        one_more
-            .0
-            .set_read_timeout(Some(FIRST_MESSAGE / 2))
-            .unwrap();
+        idle[0].0.set_read_timeout(Some(FIRST_FRAME / 2)).unwrap();
         assert!(
-            matches!(one_more.recv(), Err(ControlError::Closed)),
-            "closed at once: {MAX_UNJOINED} others wait"
+            matches!(idle[0].recv(), Err(ControlError::Closed)),
+            "the oldest is closed at once: {MAX_WAITING} others wait"
         );
-        for stream in &idle {
-            stream.set_read_timeout(Some(FIRST_MESSAGE * 2)).unwrap();
-            let silent = FakeNode(stream.try_clone().unwrap());
+        for silent in idle[1..].iter().chain([&one_more]) {
+            silent.0.set_read_timeout(Some(FIRST_FRAME * 2)).unwrap();
             assert!(matches!(silent.recv(), Err(ControlError::Closed)));
         }
-        assert!(opened.elapsed() >= FIRST_MESSAGE);
+        assert!(opened.elapsed() >= FIRST_FRAME);
         // Nodes that speak are served as before.
+        deploy(addr);
+    });
+}
+
+/// A connection that sent the header of a `Join`, and a closure that sends it one more byte
+/// (a write to a closed connection does nothing).
+fn trickle(addr: SocketAddr) -> (TcpStream, impl FnMut()) {
+    let stream = TcpStream::connect(addr).unwrap();
+    let frame = crate::control::encode(&join(0), &key());
+    (&stream).write_all(&frame[..10]).unwrap();
+    let mut rest = frame.into_iter().skip(10);
+    let writer = stream.try_clone().unwrap();
+    let more = move || {
+        let byte = rest.next().expect("the frame outlasts the test");
+        let _ = (&writer).write_all(&[byte]);
+    };
+    (stream, more)
+}
+
+#[test]
+fn a_first_message_that_trickles_in_is_closed_at_its_deadline() {
+    while_running(|addr, _| {
+        let opened = Instant::now();
+        let (stream, mut more) = trickle(addr);
+        stream.set_nonblocking(true).unwrap();
+        // A byte every 200 ms: every read gets one long before any read timeout, and the 60
+        // bytes of the frame's rest last 12 s.
+        let ended = loop {
+            std::thread::sleep(Duration::from_millis(200));
+            more();
+            match (&stream).read(&mut [0; 64]) {
+                Ok(0) => break true,
+                Ok(n) => panic!("the orchestrator answered {n} bytes"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break true,
+            }
+            if opened.elapsed() > FIRST_FRAME * 2 {
+                break false;
+            }
+        };
+        let took = opened.elapsed();
+        assert!(ended, "still open after {took:?}");
+        assert!(
+            took >= FIRST_FRAME && took < FIRST_FRAME + Duration::from_secs(1),
+            "{took:?}"
+        );
+    });
+}
+
+#[test]
+fn a_node_joins_while_every_waiting_place_is_taken_by_trickling_connections() {
+    while_running(|addr, _| {
+        let mut trickling: Vec<_> = (0..MAX_WAITING).map(|_| trickle(addr)).collect();
+        for (_, more) in &mut trickling {
+            more();
+        }
+        // Accepted after them all: every place is taken when they come.
         deploy(addr);
     });
 }
