@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ftc_chain::ring::MbIndex;
 
+use crate::admission::{Admission, Admitted};
 use crate::control::{
     read_message, write_group_state, write_message, ControlError, Key, Message, CONTROL_MAX_BODY,
     DEFAULT_MAX_BODY,
@@ -30,9 +31,12 @@ pub enum TransferError {
 /// (`FetchGroup`) and gets `export(epoch, group)` as `GroupState`, or is closed when that is
 /// `None` (not a member, or the server is gone). The state is sent from where `export` keeps it,
 /// not copied (an `Arc` of bytes shared with other fetches will do). Unauthenticated or
-/// malformed requests are dropped and counted by `rejected`. A connection that cannot be taken
-/// for want of resources (descriptors, memory, a thread) is dropped, and serving goes on; only
-/// an error of the listener itself ends it.
+/// malformed requests are dropped and counted by `rejected`. Connections are anyone's until their
+/// request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING) wait for theirs at
+/// once (one more closes the one that waited longest), and one whose request has not arrived
+/// whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed. A connection
+/// that cannot be taken for want of resources (descriptors, memory, a thread) is dropped, and
+/// serving goes on; only an error of the listener itself ends it.
 pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,
@@ -41,15 +45,24 @@ pub fn serve<S: AsRef<[u8]>>(
     rejected: impl Fn(&ControlError) + Sync,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let admission = Admission::new("state transfer");
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Acquire) {
             match listener.accept() {
                 Ok((stream, from)) => {
+                    let admitted = match admission.admit(&stream) {
+                        Ok(admitted) => admitted,
+                        Err(e) => {
+                            tracing::warn!("state transfer to {from}: {e}");
+                            continue;
+                        }
+                    };
                     let (export, rejected) = (&export, &rejected);
                     let spawned = std::thread::Builder::new()
                         .name("transfer".into())
                         .spawn_scoped(scope, move || {
-                            if let Err(TransferError::Control(e)) = answer(stream, key, export) {
+                            let answered = answer(stream, &admitted, key, export);
+                            if let Err(TransferError::Control(e)) = answered {
                                 rejected(&e);
                             }
                         });
@@ -102,21 +115,22 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) {
     unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
-/// One connection: a request, an answer.
+/// One connection, `admitted` until its request arrives: a request, an answer.
 fn answer<S: AsRef<[u8]>>(
     stream: TcpStream,
+    admitted: &Admitted<'_>,
     key: &Key,
     export: impl Fn(u32, MbIndex) -> Option<S>,
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(admitted.reader(&stream));
     let Message::FetchGroup { epoch, group, .. } =
         read_message(&mut reader, key, CONTROL_MAX_BODY)?
     else {
         return Err(TransferError::Unexpected("something other than FetchGroup"));
     };
+    admitted.proven();
     let Some(state) = export(epoch, MbIndex(group)) else {
         return Ok(());
     };
@@ -216,6 +230,39 @@ mod tests {
             server.join().unwrap().unwrap();
         });
         assert_eq!(rejected.load(Ordering::Relaxed), 1);
+    }
+
+    /// How many threads of this process serve state transfers.
+    fn transfer_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "transfer")
+            .count()
+    }
+
+    #[test]
+    fn silent_connections_take_a_bounded_number_of_threads_and_keep_no_fetch_out() {
+        use crate::admission::MAX_WAITING;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let state = vec![7; 1000];
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve(&listener, &key(), &stop, |_, _| Some(&state), |_| {}));
+            let silent: Vec<_> = (0..400)
+                .map(|_| TcpStream::connect(addr).unwrap())
+                .collect();
+            std::thread::sleep(Duration::from_millis(500));
+            let threads = transfer_threads();
+            let fetched = fetch(addr, &key(), 1, 0, false, Duration::from_secs(5));
+            stop.store(true, Ordering::Release);
+            drop(silent);
+            server.join().unwrap().unwrap();
+            // Other tests of this process may serve a transfer or two meanwhile.
+            assert!(threads <= MAX_WAITING + 4, "{threads} transfer threads");
+            assert_eq!(fetched.unwrap(), state);
+        });
     }
 
     /// A fetch from a source that answers `answer(frame)` for the frame of a 1 MB state.
