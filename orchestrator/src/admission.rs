@@ -56,8 +56,8 @@ impl Admission {
     }
 
     /// Admit `stream`, which waits for its first frame from now on; when [`MAX_WAITING`] others
-    /// wait already, the one that waited longest is closed. The connection stays admitted until
-    /// the [`Admitted`] is dropped.
+    /// wait already, the one that waited longest is closed. The connection stays admitted (and
+    /// [`close_all`](Admission::close_all) closes it) until the [`Admitted`] is dropped.
     pub fn admit(&self, stream: &TcpStream) -> io::Result<Admitted<'_>> {
         let kept = stream.try_clone()?;
         let mut open = self.open();
@@ -86,6 +86,13 @@ impl Admission {
             id,
             deadline: Instant::now() + FIRST_FRAME,
         })
+    }
+
+    /// Close every connection admitted and not dropped yet (their reads and writes fail at once).
+    pub fn close_all(&self) {
+        for c in &self.open().conns {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -206,6 +213,8 @@ mod tests {
         let (_, again) = pair(&listener);
         let _again = admission.admit(&again).unwrap();
         assert!(!closed(&waiting[1].0, open) && !closed(&newcomer_client, open));
+        admission.close_all();
+        assert!(closed(&proven_client, ends) && closed(&newcomer_client, ends));
         drop((proven, newcomer));
     }
 

@@ -15,6 +15,11 @@ use crate::control::{
     read_message, write_group_state, write_message, ControlError, Key, Message, CONTROL_MAX_BODY,
     DEFAULT_MAX_BODY,
 };
+use crate::process::keepalive::keep_alive;
+
+/// How long a write of a state may make no progress before the source gives up the transfer: its
+/// requester stopped reading (and its own reads, given as long by the replacement, time out too).
+const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why a fetch failed; the replacement reports `TransferFailed` and the orchestrator re-plans.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +41,10 @@ pub enum TransferError {
 /// once (one more closes the one that waited longest), and one whose request has not arrived
 /// whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed. A connection
 /// that cannot be taken for want of resources (descriptors, memory, a thread) is dropped, and
-/// serving goes on; only an error of the listener itself ends it.
+/// serving goes on; only an error of the listener itself ends it. A requester that stops reading
+/// the state is given up after [`WRITE_PATIENCE`], one whose host went away without a word after
+/// [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the transfers
+/// still under way when `stop` is raised are cut off: serving ends then, whoever asked.
 pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,
@@ -77,9 +85,13 @@ pub fn serve<S: AsRef<[u8]>>(
                     tracing::warn!("state transfer: {e}");
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    admission.close_all();
+                    return Err(e);
+                }
             }
         }
+        admission.close_all();
         Ok(())
     })
 }
@@ -124,6 +136,8 @@ fn answer<S: AsRef<[u8]>>(
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_PATIENCE))?;
+    keep_alive(&stream)?;
     let mut reader = BufReader::new(admitted.reader(&stream));
     let Message::FetchGroup { epoch, group, .. } =
         read_message(&mut reader, key, CONTROL_MAX_BODY)?
@@ -263,6 +277,40 @@ mod tests {
             assert!(threads <= MAX_WAITING + 4, "{threads} transfer threads");
             assert_eq!(fetched.unwrap(), state);
         });
+    }
+
+    #[test]
+    fn serving_ends_at_stop_though_a_requester_does_not_read() {
+        // Leaked for a thread of its own: the test fails, rather than hangs, if serving never
+        // ends.
+        let listener: &'static TcpListener =
+            Box::leak(Box::new(TcpListener::bind("127.0.0.1:0").unwrap()));
+        let addr = listener.local_addr().unwrap();
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let state: &'static [u8] = vec![7; 64 << 20].leak();
+        let (ended, serving) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let served = serve(listener, &key(), stop, |_, _| Some(state), |_| {});
+            let _ = ended.send(served.is_ok());
+        });
+        let requester = TcpStream::connect(addr).unwrap();
+        let request = Message::FetchGroup {
+            epoch: 1,
+            group: 0,
+            as_head: false,
+        };
+        write_message(&mut &requester, &request, &key()).unwrap();
+        // The source writes until the socket's buffers are full, and waits.
+        std::thread::sleep(Duration::from_millis(500));
+        let stopped = std::time::Instant::now();
+        stop.store(true, Ordering::Release);
+        assert_eq!(serving.recv_timeout(Duration::from_secs(6)), Ok(true));
+        assert!(
+            stopped.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            stopped.elapsed()
+        );
+        drop(requester);
     }
 
     /// A fetch from a source that answers `answer(frame)` for the frame of a 1 MB state.
