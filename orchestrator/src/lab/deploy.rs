@@ -26,6 +26,7 @@ use crate::coordinator::RecoveryReport;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 use crate::process::node::NodeError;
+use crate::process::orchestrator::DECLARED_FAILED;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::Mode;
 
@@ -189,16 +190,20 @@ pub struct NodeExit {
 
 impl NodeExit {
     /// Whether it ended because the orchestrator cut it off: a node declared failed (one that
-    /// missed its heartbeats on a loaded host, say) has its control connection closed, and
-    /// exits with the error that it read the connection's end, or a reset (a connection closed
-    /// with frames unread reads as one).
+    /// missed its heartbeats on a loaded host, say) is told so and has its control connection
+    /// closed, and exits with the refusal, or, when that did not reach it, with the error that
+    /// it read the connection's end, or a reset (a connection closed with frames unread reads as
+    /// one).
     pub fn cut_off(&self) -> bool {
         let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
         let words = [
             NodeError::OrchestratorGone.to_string(),
             NodeError::Control(ControlError::Io(reset)).to_string(),
         ];
-        self.status.code() == Some(1) && words.iter().any(|w| self.said.ends_with(w.as_str()))
+        let refused = NodeError::Refused(DECLARED_FAILED.to_string()).to_string();
+        self.status.code() == Some(1)
+            && (self.said.contains(&refused)
+                || words.iter().any(|w| self.said.ends_with(w.as_str())))
     }
 }
 
@@ -761,12 +766,15 @@ mod tests {
         let reset = "ftc: node 2: control connection to the orchestrator: control connection: \
                      Connection reset by peer (os error 104)";
         let stopped = "ftc: node 3: the server stopped handling frames";
+        let refused = "ftc: node 5: the orchestrator refused this node: declared failed in epoch \
+                       2; replaced";
         let ends = [
             (gone.as_str(), "1"),
             ("", "run"),
             (reset, "1"),
             (stopped, "1"),
             ("thread 'main' panicked", "101"),
+            (refused, "1"),
         ];
         let (mut nodes, mut words) = (Vec::new(), Vec::new());
         for (i, (said, status)) in ends.into_iter().enumerate() {
@@ -776,7 +784,7 @@ mod tests {
         }
         let mut exits = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while exits.len() < 4 && Instant::now() < deadline {
+        while exits.len() < 5 && Instant::now() < deadline {
             exits.extend(exited(&mut nodes, &mut words));
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -792,6 +800,7 @@ mod tests {
                 (2, Some(1), reset, true),
                 (3, Some(1), stopped, false),
                 (4, Some(101), "thread 'main' panicked", false),
+                (5, Some(1), refused, true),
             ]
         );
         // The one still running stays, and is reported once it ends.

@@ -35,6 +35,10 @@ const TICK: Duration = Duration::from_millis(10);
 /// each).
 const MAX_DEFERRALS: u32 = 50;
 
+/// What a node declared failed is told as it is cut off ([`Message::Refused`]), followed by the
+/// epoch: "declared failed in epoch E; replaced".
+pub const DECLARED_FAILED: &str = "declared failed in epoch";
+
 /// How long a write to a node's control connection may block before the connection is closed.
 const WRITE_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -141,6 +145,16 @@ impl Conns {
                 }
             }
         }
+    }
+
+    /// Cut `conn`'s node off, telling it why (`why`) without waiting: a node declared failed
+    /// may have stopped reading, and must not hold up the orchestrator's loop.
+    fn cut_off(&mut self, conn: u64, why: &str, key: &Key) {
+        if let Some(c) = self.all.get(&conn) {
+            let _ = c.stream.set_nonblocking(true);
+            refuse(&c.stream, why, key);
+        }
+        self.close(conn);
     }
 
     /// Close `conn` for a message that cannot be trusted, telling its node why.
@@ -306,12 +320,15 @@ impl Orchestrator {
                     match command {
                         Command::Launch { position, epoch } => {
                             // Fail-stop: a node declared failed is cut off, and exits, even
-                            // if it was only slow; its replacement takes its place. One this
-                            // launcher started is killed too, so that it lets go of the
-                            // position's sockets at once even if it is busy (a replacement
-                            // launched again may be in the middle of a fetch).
+                            // if it was only slow; its replacement takes its place. It is told
+                            // why, so that its last word is not that of a node the
+                            // orchestrator never trusted. One this launcher started is killed
+                            // too, so that it lets go of the position's sockets at once even
+                            // if it is busy (a replacement launched again may be in the
+                            // middle of a fetch).
                             if let Some(conn) = conns.by_position[usize::from(position.0)] {
-                                conns.close(conn);
+                                let why = format!("{DECLARED_FAILED} {epoch}; replaced");
+                                conns.cut_off(conn, &why, &self.key);
                             }
                             if let Err(e) = self.launcher.children().kill(position.0) {
                                 tracing::warn!(

@@ -131,6 +131,43 @@ fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
 }
 
 #[test]
+fn a_node_declared_failed_is_told_why_it_is_cut_off() {
+    while_running(|addr, _| {
+        let [beating, silent] = deploy(addr);
+        silent
+            .0
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for seq in 1.. {
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let beat = Message::Heartbeat {
+                        position: 0,
+                        epoch: 1,
+                        seq,
+                    };
+                    beating.send(&beat);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+            let told = silent.recv();
+            done.store(true, Ordering::Release);
+            match told {
+                Ok(Message::Refused { reason }) => {
+                    assert_eq!(reason, "declared failed in epoch 2; replaced")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(silent.recv(), Err(ControlError::Closed)));
+        });
+    });
+}
+
+#[test]
 fn connections_that_say_nothing_are_closed_and_bounded() {
     while_running(|addr, _| {
         let opened = Instant::now();
