@@ -17,7 +17,7 @@ use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::shape::Shape;
-use ftc_orchestrator::process::{chain_fingerprint, read_secret};
+use ftc_orchestrator::process::{read_secret, Chain};
 
 use crate::customer::CustomerArgs;
 use crate::mode::ModeArg;
@@ -104,7 +104,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     };
     let orchestrator = Orchestrator::new(
         listener,
-        (shape.positions, chain_fingerprint(&spec)),
+        (shape.positions, Chain::new(&spec, Mode::from(args.mode))),
         key,
         config,
         Launcher::new(how, node_args),

@@ -72,7 +72,8 @@ pub struct Fetch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Node → orchestrator: a server (initial or replacement) is up at `position`, running the
-    /// chain whose spec has the fingerprint `chain` ([`chain_fingerprint`](crate::process::chain_fingerprint)).
+    /// chain whose spec and mode have the fingerprint `chain`
+    /// ([`chain_fingerprint`](crate::process::chain_fingerprint)).
     Join {
         position: u16,
         pid: u32,

@@ -176,7 +176,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     );
     let orchestrator = Orchestrator::new(
         listener,
-        (ring, super::chain_fingerprint(spec)),
+        (ring, super::Chain::new(spec, ftc_node::Mode::Ftc)),
         key.clone(),
         config.coordinator,
         launcher,

@@ -27,6 +27,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use ftc_chain::spec::ChainSpec;
+use ftc_node::Mode;
 
 use crate::control::{ControlError, Key};
 
@@ -82,14 +83,59 @@ impl Drop for OnTime {
     }
 }
 
-/// What tells one chain spec from another in a node's `Join`: a hash of the spec as loaded (its
-/// middleboxes, their settings, f, the partitions), so that comments, layout and key order do
-/// not count. A node started with another spec than its orchestrator's is refused.
-pub fn chain_fingerprint(spec: &ChainSpec) -> u64 {
-    let hash = blake3::hash(format!("{spec:?}").as_bytes());
+/// What tells one chain from another in a node's `Join`: a hash of the mode it runs in
+/// (`--mode`) and of its spec as loaded (its middleboxes, their settings, f, the partitions), so
+/// that comments, layout and key order do not count. A node started with another spec or another
+/// mode than its orchestrator's is refused ([`Chain`]): an NF node in an FTC chain would keep no
+/// replicas, and the state it heads would be lost at its recovery.
+pub fn chain_fingerprint(spec: &ChainSpec, mode: Mode) -> u64 {
+    let hash = blake3::hash(format!("{} {spec:?}", mode.name()).as_bytes());
     let mut first = [0; 8];
     first.copy_from_slice(&hash.as_bytes()[..8]);
     u64::from_be_bytes(first)
+}
+
+/// Every mode a node may run in.
+const MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
+
+/// The chain an orchestrator deploys, as the nodes' `Join`s name it: the fingerprint of its spec
+/// in its mode, and those of the same spec in the other modes, so that a node of another mode
+/// is told which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    mode: Mode,
+    /// [`chain_fingerprint`] of the spec in every mode.
+    fingerprints: Vec<(Mode, u64)>,
+}
+
+impl Chain {
+    /// The chain of `spec` run in `mode`.
+    pub fn new(spec: &ChainSpec, mode: Mode) -> Chain {
+        Chain {
+            mode,
+            fingerprints: MODES
+                .iter()
+                .map(|&m| (m, chain_fingerprint(spec, m)))
+                .collect(),
+        }
+    }
+
+    /// Why a node whose `Join` carries the fingerprint `chain` may not join; `None` when it may.
+    pub fn refusal(&self, chain: u64) -> Option<String> {
+        match self.fingerprints.iter().find(|&&(_, f)| f == chain) {
+            Some(&(mode, _)) if mode == self.mode => None,
+            Some(&(mode, _)) => Some(format!(
+                "the node runs --mode {}, the orchestrator --mode {} (give both the same)",
+                mode.name(),
+                self.mode.name()
+            )),
+            None => Some(
+                "the node runs another chain spec than the orchestrator's (give both the same \
+                 file)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// Why the deployment's secret is not usable.

@@ -354,7 +354,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         &Message::Join {
             position: me.0,
             pid: std::process::id(),
-            chain: super::chain_fingerprint(&config.spec),
+            chain: super::chain_fingerprint(&config.spec, config.server.mode),
             data,
             transfer: listener.local_addr()?,
         },

@@ -19,6 +19,7 @@ use ftc_chain::ring::Ring;
 
 use super::keepalive::keep_alive;
 use super::launcher::{Ended, Launcher};
+use super::Chain;
 use crate::admission::{Admission, Admitted};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
@@ -64,8 +65,8 @@ pub struct Orchestrator {
     listener: TcpListener,
     key: Key,
     ring: Ring,
-    /// The fingerprint of the chain's spec: a node that joins with another is refused.
-    chain: u64,
+    /// The chain's spec and mode: a node that joins with others is refused.
+    chain: Chain,
     config: CoordinatorConfig,
     launcher: Launcher,
     status: Mutex<Status>,
@@ -223,11 +224,10 @@ pub const NODES_EXIT: Duration = Duration::from_secs(2);
 
 impl Orchestrator {
     /// An orchestrator of `ring` taking control connections on `listener`, for nodes that run
-    /// the chain whose spec has the fingerprint `chain`
-    /// ([`chain_fingerprint`](super::chain_fingerprint)).
+    /// `chain`.
     pub fn new(
         listener: TcpListener,
-        (ring, chain): (Ring, u64),
+        (ring, chain): (Ring, Chain),
         key: Key,
         config: CoordinatorConfig,
         launcher: Launcher,
@@ -519,10 +519,8 @@ impl Orchestrator {
                     return conns.reject(conn, &why, &self.key);
                 }
                 if let Message::Join { chain, .. } = msg {
-                    if chain != self.chain {
-                        let why = "the node runs another chain spec than the orchestrator's \
-                                   (give both the same file)";
-                        return conns.reject(conn, why, &self.key);
+                    if let Some(why) = self.chain.refusal(chain) {
+                        return conns.reject(conn, &why, &self.key);
                     }
                 }
                 let joins = match (c.position, &msg) {

@@ -5,11 +5,19 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use ftc_chain::spec::ChainSpec;
+use ftc_node::Mode;
+
 use super::*;
 use crate::admission::{FIRST_FRAME, MAX_WAITING};
+use crate::process::chain_fingerprint;
 use crate::process::launcher::{How, NodeArgs};
 
-const CHAIN: u64 = 0x5eed;
+/// Ch-2 (two Monitors, f = 1), or another spec's `text`.
+fn spec(text: Option<&str>) -> ChainSpec {
+    let text = text.unwrap_or(include_str!("../../../../specs/ch-2.toml"));
+    ChainSpec::from_toml_str(text, "test").unwrap()
+}
 
 fn key() -> Key {
     Key::new(b"test secret").unwrap()
@@ -26,7 +34,7 @@ impl FakeNode {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let node = FakeNode(stream);
-        node.send(&join(position));
+        node.send(&join(position, chain_fingerprint(&spec(None), Mode::Ftc)));
         node
     }
 
@@ -39,19 +47,19 @@ impl FakeNode {
     }
 }
 
-/// A node's `Join` as `position`.
-fn join(position: u16) -> Message {
+/// A node's `Join` as `position`, of the chain with the fingerprint `chain`.
+fn join(position: u16, chain: u64) -> Message {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + position));
     Message::Join {
         position,
         pid: 1,
-        chain: CHAIN,
+        chain,
         data: addr,
         transfer: addr,
     }
 }
 
-/// An orchestrator of Ch-2 (f = 1) that launches nothing and watches heartbeats every second.
+/// An orchestrator of Ch-2 (f = 1) in FTC mode that launches nothing and watches heartbeats every second.
 fn orchestrator() -> Orchestrator {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let args = NodeArgs::without_customers(
@@ -67,7 +75,7 @@ fn orchestrator() -> Orchestrator {
     };
     Orchestrator::new(
         listener,
-        (Ring::new(2, 1).unwrap(), CHAIN),
+        (spec(None).ring(), Chain::new(&spec(None), Mode::Ftc)),
         key(),
         config,
         Launcher::new(How::None, args),
@@ -128,6 +136,39 @@ fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
         }
     });
     assert_eq!(orchestrator.status().rejected, 1);
+}
+
+#[test]
+fn a_node_of_another_mode_or_spec_is_refused_and_told_which() {
+    let one_more_middlebox = format!(
+        "{}\n[[middlebox]]\nkind = \"monitor\"\n",
+        include_str!("../../../../specs/ch-2.toml")
+    );
+    let orchestrator = while_running(|addr, _| {
+        for (chain, why) in [
+            (
+                chain_fingerprint(&spec(None), Mode::Nf),
+                "the node runs --mode nf, the orchestrator --mode ftc (give both the same)",
+            ),
+            (
+                chain_fingerprint(&spec(Some(&one_more_middlebox)), Mode::Ftc),
+                "the node runs another chain spec than the orchestrator's (give both the same \
+                 file)",
+            ),
+        ] {
+            let node = FakeNode(TcpStream::connect(addr).unwrap());
+            node.0
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            node.send(&join(0, chain));
+            match node.recv() {
+                Ok(Message::Refused { reason }) => assert_eq!(reason, why),
+                other => panic!("{other:?}"),
+            }
+        }
+        deploy(addr);
+    });
+    assert_eq!(orchestrator.status().rejected, 2);
 }
 
 #[test]
@@ -194,7 +235,7 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
 /// (a write to a closed connection does nothing).
 fn trickle(addr: SocketAddr) -> (TcpStream, impl FnMut()) {
     let stream = TcpStream::connect(addr).unwrap();
-    let frame = crate::control::encode(&join(0), &key());
+    let frame = crate::control::encode(&join(0, 0), &key());
     (&stream).write_all(&frame[..10]).unwrap();
     let mut rest = frame.into_iter().skip(10);
     let writer = stream.try_clone().unwrap();
