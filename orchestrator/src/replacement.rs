@@ -28,9 +28,9 @@ pub struct Fetched {
 
 impl Fetched {
     /// Fetch, each over its own connection and all at once, the groups of `fetch` (a `Recover`
-    /// of `epoch`) not held yet. `failed` hears of every one that could not be fetched (the
-    /// replacement reports `TransferFailed`, and the orchestrator names another source). Whether
-    /// every group is now held.
+    /// of `epoch`) not held yet. `failed` hears of every one that could not be fetched, or whose
+    /// state is not one of the group asked for (the replacement reports `TransferFailed`, and the
+    /// orchestrator names another source). Whether every group is now held.
     pub fn fetch(
         &mut self,
         key: &Key,
@@ -69,6 +69,9 @@ impl Fetched {
             let state = got.and_then(|bytes| {
                 let state = GroupState::decode(&bytes)
                     .map_err(|_| TransferError::Unexpected("a group state that does not decode"))?;
+                if state.middlebox.0 != f.group {
+                    return Err(TransferError::Unexpected("the state of another group"));
+                }
                 Ok((bytes.len(), state))
             });
             match state {
@@ -115,5 +118,59 @@ impl Fetched {
             t.elapsed().as_secs_f64() * 1e3
         );
         server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ftc_chain::ring::MbIndex;
+    use ftc_stm::Store;
+
+    use super::*;
+
+    #[test]
+    fn a_state_of_another_group_than_the_one_asked_for_is_a_failed_fetch() {
+        let key = Key::new(b"test secret").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        // A source that answers every request, verified, with the state of m1.
+        let m1 = GroupState {
+            middlebox: MbIndex(1),
+            snapshot: Store::new(1, 1).unwrap().export_bytes().unwrap(),
+            retained: Vec::new(),
+        }
+        .encode()
+        .unwrap();
+        std::thread::scope(|s| {
+            let source =
+                s.spawn(|| transfer::serve(&listener, &key, &stop, |_, _| Some(&m1), |_| {}));
+            let mut fetched = Fetched::default();
+            let mut failed = Vec::new();
+            let m0 = Fetch {
+                group: 0,
+                as_head: false,
+                source: 1,
+                addr,
+            };
+            let done = fetched.fetch(&key, 1, &[m0], |f, e| {
+                failed.push((f.group, f.source, e.to_string()));
+            });
+            stop.store(true, Ordering::Release);
+            source.join().unwrap().unwrap();
+            assert!(!done);
+            assert_eq!(
+                failed,
+                [(
+                    0,
+                    1,
+                    "state transfer: the source answered the state of another group".to_string()
+                )]
+            );
+            assert_eq!(fetched.bytes(), 0);
+        });
     }
 }
