@@ -46,7 +46,9 @@ pub struct OrchestratorArgs {
     /// command run with `sh -c`, where {position}, {orchestrator}, {spec}, {secret_file},
     /// {heartbeat_ms} and {customer} (this command's `--ingress`/`--egress`, `--edge-in`/
     /// `--edge-out`, `--edge-kind`, `--edge-queues` and, on AF_XDP edges, `--xdp-queue`,
-    /// `--xdp-zero-copy` and `--xdp-frames`, for the chain's end servers) are filled in.
+    /// `--xdp-zero-copy` and `--xdp-frames`, for the chain's end servers) are filled in. Each
+    /// node it starts leads a process group, killed whole (the node a command started with it)
+    /// when the node is cut off and when the orchestrator ends.
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
     /// Where customer frames enter and leave, and how AF_XDP edges open, passed on to the

@@ -2,10 +2,13 @@
 //! of the ring, the initial ones and the replacements. `local` runs `ftc node` (this executable)
 //! on this host; a command template runs an operator's command through `sh -c` (over ssh, in a
 //! container …); `none` only logs, for an operator who starts nodes by hand. Every process this
-//! launcher starts is kept in [`Children`], to be killed (failure injection) and reaped.
+//! launcher starts is kept in [`Children`], to be killed (failure injection) and reaped; each
+//! leads a process group of its own, killed whole, so that a node a template's shell forked dies
+//! with the shell.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -254,8 +257,14 @@ impl Launcher {
                 return Ok(());
             }
         };
-        // A node says nothing on stdout (which may carry our JSON); its log goes to stderr.
-        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+        // A node says nothing on stdout (which may carry our JSON); its log goes to stderr. In a
+        // process group of its own: a template's `sh -c` forks the node (dash does), and a kill
+        // of the shell alone would leave the node running.
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()?;
         tracing::info!("launched node {} at position {position}", child.id());
         self.children.add(position, child);
         Ok(())
@@ -311,13 +320,13 @@ impl Children {
         });
     }
 
-    /// Kill the running process at `position` with SIGKILL; its pid, or `None` when no process
-    /// of ours runs there.
+    /// Kill the running process at `position`, and what it started, with SIGKILL; its pid, or
+    /// `None` when no process of ours runs there.
     pub fn kill(&self, position: u16) -> io::Result<Option<u32>> {
         let mut children = self.0.lock().expect("no holder panics");
         for l in children.iter_mut().rev() {
             if l.position == position && l.child.try_wait()?.is_none() {
-                l.child.kill()?;
+                kill_group(&l.child)?;
                 l.killed = true;
                 return Ok(Some(l.child.id()));
             }
@@ -364,7 +373,8 @@ impl Children {
             .retain_mut(|l| matches!(l.child.try_wait(), Ok(None)) || !(l.killed || l.told));
     }
 
-    /// Give the processes up to `grace` to exit by themselves, then kill the rest; reap all.
+    /// Give the processes up to `grace` to exit by themselves, then kill the rest (with what
+    /// they started); reap all.
     pub fn shutdown(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
         let mut children = self.0.lock().expect("no holder panics");
@@ -373,11 +383,23 @@ impl Children {
                 std::thread::sleep(Duration::from_millis(5));
             }
             if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
+                let _ = kill_group(child);
             }
             let _ = child.wait();
         }
         children.clear();
+    }
+}
+
+/// SIGKILL to the process group `child` leads ([`Launcher::launch`]); it must not have been
+/// reaped (its pid, and so the group's id, could be another's then).
+fn kill_group(child: &Child) -> io::Result<()> {
+    let group = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    // SAFETY: kill takes no pointers; the group is ours while its leader is unreaped.
+    if unsafe { libc::kill(-group, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -474,6 +496,57 @@ mod tests {
         assert!(launcher.children().kill(0).unwrap().is_none());
         launcher.children().shutdown(Duration::from_secs(1));
         assert!(launcher.children().exited().unwrap().is_empty());
+    }
+
+    /// The processes whose parent is `pid` (from /proc), with their state letters.
+    fn children_of(pid: u32) -> Vec<(u32, char)> {
+        let stats = std::fs::read_dir("/proc").unwrap().filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.ok()?.path().join("stat")).ok()?;
+            // "PID (COMM) STATE PPID …": the command may hold anything but the last ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid: u32 = fields.next()?.parse().ok()?;
+            let child = head.split_whitespace().next()?.parse().ok()?;
+            (ppid == pid).then_some((child, state))
+        });
+        stats.collect()
+    }
+
+    /// Whether the process `pid` is gone (or dead, a zombie waiting for its reaper).
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))
+            }),
+            Err(_) => true,
+        }
+    }
+
+    /// A template's shell forks the command it runs (dash does for one that is not its last):
+    /// a kill takes the forked command too.
+    #[test]
+    fn a_kill_takes_what_the_template_s_shell_started() {
+        let launcher = Launcher::new(How::Command("sleep 30; true".into()), args());
+        launcher.launch(1).unwrap();
+        let shell = launcher.children().0.lock().unwrap()[0].child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let forked = loop {
+            if let Some(&(pid, _)) = children_of(shell).first() {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the shell forked nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(launcher.children().kill(1).unwrap(), Some(shell));
+        while !dead(forked) {
+            assert!(
+                Instant::now() < deadline,
+                "pid {forked} outlived its shell's kill"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        launcher.children().shutdown(Duration::ZERO);
     }
 
     /// A process that ends by itself is told once, with how; one killed is no news.
