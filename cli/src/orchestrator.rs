@@ -1,8 +1,8 @@
 //! `ftc orchestrator`: the orchestrator as its own process, nodes connecting over TCP (the logic
 //! is in `ftc_orchestrator::process::orchestrator`). Says on stderr when every node has joined
-//! (`ftc orchestrator: deployed in epoch 1: …`) and where the nodes are after each recovery
-//! (`ftc orchestrator: rerouted in epoch E: …`), prints every recovery, and on SIGINT or
-//! SIGTERM tells its nodes to stop before it exits.
+//! (`ftc orchestrator: deployed in epoch 1 of run R: …`, R its run id in hexadecimal) and where
+//! the nodes are after each recovery (`ftc orchestrator: rerouted in epoch E of run R: …`),
+//! prints every recovery, and on SIGINT or SIGTERM tells its nodes to stop before it exits.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -135,10 +135,11 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Say on stderr when every node has joined (`deployed in epoch 1: …`) and after every
-/// recovery once the chain is rerouted (`rerouted in epoch E: …`): the epoch and where each node
-/// is; and each node it started that exited without being stopped (`node P (pid N) exited
-/// (STATUS)`).
+/// Say on stderr when every node has joined (`deployed in epoch 1 of run R: …`) and after every
+/// recovery once the chain is rerouted (`rerouted in epoch E of run R: …`): the epoch, the run
+/// id (which a state transfer to the nodes must name: `ftc lab demo` fetches their state to
+/// check it) and where each node is; and each node it started that exited without being
+/// stopped (`node P (pid N) exited (STATUS)`).
 fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
     let (mut announced, mut told) = (0, 0);
     while !done.load(Ordering::Acquire) {
@@ -161,8 +162,9 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
                 "rerouted"
             };
             eprintln!(
-                "ftc orchestrator: {what} in epoch {}: {}",
+                "ftc orchestrator: {what} in epoch {} of run {:016x}: {}",
                 status.epoch,
+                orchestrator.run_id(),
                 nodes.join(", ")
             );
             announced = status.epoch;

@@ -78,7 +78,7 @@ fn main() {
                 &listener,
                 &key,
                 &stop,
-                |_, group| match group.0 {
+                |_, _, group| match group.0 {
                     0 => Some(Served::Kept(Arc::clone(&bytes))),
                     _ => GroupState::encode_store(MbIndex(0), &store, &[])
                         .ok()
@@ -88,7 +88,7 @@ fn main() {
             )
         });
         let (fetch, got) = fastest(rounds, || {
-            transfer::fetch(addr, &key, 1, 0, false, timeout).expect("fetch")
+            transfer::fetch(addr, &key, 1, 1, 0, false, timeout).expect("fetch")
         });
         // From the state in the source's store to the state in the destination's store, a new
         // one as a replacement's is (the last round's is dropped outside the timing).
@@ -96,7 +96,7 @@ fn main() {
         let end_to_end = fastest_timed(rounds, || {
             drop(copy.take());
             let start = Instant::now();
-            let got = transfer::fetch(addr, &key, 1, 1, false, timeout).expect("fetch");
+            let got = transfer::fetch(addr, &key, 1, 1, 1, false, timeout).expect("fetch");
             let state = GroupState::decode(&got).expect("decodes");
             let dest = Store::new(64, 1).expect("valid");
             dest.restore(&state.snapshot).expect("restores");

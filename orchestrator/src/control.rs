@@ -4,17 +4,23 @@
 //! A frame is
 //!
 //! ```text
-//! magic "FTCC" | version u8 = 3 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! magic "FTCC" | version u8 = 4 | kind u8 | body length u32 (big-endian) | body | tag [32]
 //! ```
 //!
 //! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
 //! derived from the deployment's shared secret by BLAKE3's key derivation ([`Key`]). Version 1
 //! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
-//! GB/s on one core of this project's machine). Decoding checks the header, then verifies the
+//! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
+//! `Recover`, `FetchGroup` and `GroupState`. Decoding checks the header, then verifies the
 //! tag (in constant time) before it looks at the body, so a party without the key cannot make
 //! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
 //! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
 //! carried); a list is a u16 count followed by its items.
+//!
+//! A run id is a random u64 an orchestrator draws when it starts, told to its nodes in their
+//! `Assign` or `Recover`: a state transfer names it, and a source answers only a request of its
+//! own run, so that a request of an earlier run with the same secret (recorded and replayed, say)
+//! neither gets the state nor fences the source to the epoch it names.
 //!
 //! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
 //! and [`read_message`] stream the state bytes without copying them into another buffer, and
@@ -36,7 +42,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
@@ -98,8 +104,10 @@ pub enum Message {
     },
     /// Node → orchestrator: the node applied a [`Reroute`](Message::Reroute).
     Resumed { position: u16, epoch: u32 },
-    /// Orchestrator → node: initial deployment; the node runs at `position` among `peers`.
+    /// Orchestrator → node: initial deployment; the node runs at `position` among `peers`, in
+    /// the orchestrator's run `run`.
     Assign {
+        run: u64,
         epoch: u32,
         position: u16,
         peers: Vec<Peer>,
@@ -107,23 +115,30 @@ pub enum Message {
     /// Orchestrator → node: a new epoch: drop frames of older epochs, discard held logs. Repeated
     /// within one epoch, with a longer `failed` list, when another failure joins the recovery.
     Fence { epoch: u32, failed: Vec<u16> },
-    /// Orchestrator → replacement: fetch these groups. A later `Recover` of the same epoch
-    /// replaces the fetches of the groups it names (their source died).
-    Recover { epoch: u32, fetch: Vec<Fetch> },
+    /// Orchestrator → replacement: fetch these groups, in the orchestrator's run `run`. A later
+    /// `Recover` of the same epoch replaces the fetches of the groups it names (their source
+    /// died).
+    Recover {
+        run: u64,
+        epoch: u32,
+        fetch: Vec<Fetch>,
+    },
     /// Orchestrator → node: the new neighbours; resume forwarding.
     Reroute { epoch: u32, peers: Vec<Peer> },
     /// Orchestrator → node: shut down.
     Stop,
     /// Orchestrator → node: the node's control connection is refused (`reason`), and closed.
     Refused { reason: String },
-    /// Replacement → source: send the state of `group`.
+    /// Replacement → source: send the state of `group`; a source of another run does not.
     FetchGroup {
+        run: u64,
         epoch: u32,
         group: u8,
         as_head: bool,
     },
     /// Source → replacement: the state of `group`, opaque bytes.
     GroupState {
+        run: u64,
         epoch: u32,
         group: u8,
         state: Vec<u8>,
@@ -294,7 +309,7 @@ pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result
     write_frame(w, head, tail, key)
 }
 
-/// Writes the frame of [`Message::GroupState`] `{ epoch, group, state }` to `w`, with the state
+/// Writes the frame of [`Message::GroupState`] `{ run, epoch, group, state }` to `w`, with the state
 /// borrowed (a source serves bytes it keeps without copying them into a message): the same bytes
 /// as [`write_message`] writes.
 ///
@@ -302,13 +317,14 @@ pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result
 /// Like [`encode`].
 pub fn write_group_state(
     w: &mut impl Write,
+    run: u64,
     epoch: u32,
     group: u8,
     state: &[u8],
     key: &Key,
 ) -> io::Result<()> {
     let mut head = start(body::GROUP_STATE);
-    body::put_group_state(&mut head, epoch, group);
+    body::put_group_state(&mut head, run, epoch, group);
     finish(&mut head, state.len());
     write_frame(w, head, state, key)
 }

@@ -120,6 +120,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct Coordinator {
     ring: Ring,
+    /// The run id its `Assign`s and `Recover`s carry (drawn by the driver, as random as it can).
+    run: u64,
     /// [`CoordinatorConfig::recover`].
     recover: bool,
     /// [`CoordinatorConfig::start_timeout_ns`].
@@ -142,10 +144,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator waiting for every position of `ring` to join.
-    pub fn new(ring: Ring, config: CoordinatorConfig) -> Coordinator {
+    /// A coordinator waiting for every position of `ring` to join, in the run `run`: a number
+    /// no other run of a chain with the same secret uses (the driver draws it at random), which
+    /// its `Assign`s and `Recover`s carry, and so the state transfers of its replacements.
+    pub fn new(ring: Ring, config: CoordinatorConfig, run: u64) -> Coordinator {
         Coordinator {
             ring,
+            run,
             recover: config.recover,
             start_timeout: config.start_timeout_ns,
             retry_ns: config.heartbeat_period_ns,
@@ -380,6 +385,7 @@ impl Coordinator {
             self.send(
                 s,
                 Message::Assign {
+                    run: self.run,
                     epoch: 1,
                     position: s.0,
                     peers: peers.clone(),
@@ -407,8 +413,8 @@ impl Coordinator {
 
     fn send_recover(&mut self, to: ServerId, transfers: &[Transfer]) {
         let fetch = transfers.iter().map(|t| self.fetch(t)).collect();
-        let epoch = self.epoch;
-        self.send(to, Message::Recover { epoch, fetch });
+        let (run, epoch) = (self.run, self.epoch);
+        self.send(to, Message::Recover { run, epoch, fetch });
     }
 
     fn fetch(&self, t: &Transfer) -> Fetch {

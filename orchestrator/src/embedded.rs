@@ -128,6 +128,8 @@ struct World<'a, C> {
     routes: &'a Routes,
     key: &'a Key,
     transfer: &'a [SocketAddr],
+    /// The coordinator's run: the servers answer only its state transfers.
+    run: u64,
     to_orchestrator: Sender<Message>,
     /// Per position: the control channel of a replacement waiting for its `Recover`.
     launched: Mutex<Vec<Option<Sender<Message>>>>,
@@ -232,6 +234,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         routes: &routes,
         key: &key,
         transfer: &transfer_addrs,
+        run: fastrand::u64(..),
         to_orchestrator: orch_tx,
         launched: Mutex::new(vec![None; n]),
         ended: ended_tx,
@@ -247,10 +250,12 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             });
         }
         for (i, listener) in listeners.iter().enumerate() {
-            let (heads, routes, key) = (&heads, &routes, &key);
+            let (heads, routes, key, ours) = (&heads, &routes, &key, world.run);
             let (stop, rejected) = (&stop_listeners, &rejected);
             scope.spawn(move || {
-                let export = |_epoch: u32, group: MbIndex| export(heads, routes, i, group);
+                let export = |run: u64, _epoch: u32, group: MbIndex| {
+                    (run == ours).then(|| export(heads, routes, i, group))?
+                };
                 let refuse = |e: &crate::control::ControlError| {
                     tracing::warn!("server {i}: refused a state transfer request: {e}");
                     rejected.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +267,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         }
         let world = &world;
         let (stop, quiet_flag) = (&stop_orchestrator, &quiet);
-        let coordinator = Coordinator::new(ring, config.coordinator);
+        let coordinator = Coordinator::new(ring, config.coordinator, world.run);
         let orchestrator = scope.spawn(move || {
             orchestrate(
                 scope,
@@ -654,10 +659,10 @@ fn restore<'w, C>(
     });
     let mut fetched = Fetched::default();
     let epoch = loop {
-        let Ok(Message::Recover { epoch, fetch }) = control.recv() else {
+        let Ok(Message::Recover { run, epoch, fetch }) = control.recv() else {
             return None;
         };
-        let done = fetched.fetch(world.key, epoch, &fetch, |f, e| {
+        let done = fetched.fetch(world.key, run, epoch, &fetch, |f, e| {
             tracing::warn!(
                 "server {}: fetching m{} from server {}: {e}",
                 position.0,

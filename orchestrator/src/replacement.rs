@@ -28,12 +28,13 @@ pub struct Fetched {
 
 impl Fetched {
     /// Fetch, each over its own connection and all at once, the groups of `fetch` (a `Recover`
-    /// of `epoch`) not held yet. `failed` hears of every one that could not be fetched, or whose
+    /// of `epoch` in the run `run`) not held yet. `failed` hears of every one that could not be fetched, or whose
     /// state is not one of the group asked for (the replacement reports `TransferFailed`, and the
     /// orchestrator names another source). Whether every group is now held.
     pub fn fetch(
         &mut self,
         key: &Key,
+        run: u64,
         epoch: u32,
         fetch: &[Fetch],
         mut failed: impl FnMut(&Fetch, &TransferError),
@@ -47,8 +48,9 @@ impl Fetched {
                 .map(|f| {
                     s.spawn(move || {
                         let t = Instant::now();
+                        let (group, as_head) = (f.group, f.as_head);
                         let got =
-                            transfer::fetch(f.addr, key, epoch, f.group, f.as_head, FETCH_TIMEOUT);
+                            transfer::fetch(f.addr, key, run, epoch, group, as_head, FETCH_TIMEOUT);
                         tracing::debug!(
                             "fetched m{} from server {} in {:.2} ms: {} bytes",
                             f.group,
@@ -147,7 +149,7 @@ mod tests {
         .unwrap();
         std::thread::scope(|s| {
             let source =
-                s.spawn(|| transfer::serve(&listener, &key, &stop, |_, _| Some(&m1), |_| {}));
+                s.spawn(|| transfer::serve(&listener, &key, &stop, |_, _, _| Some(&m1), |_| {}));
             let mut fetched = Fetched::default();
             let mut failed = Vec::new();
             let m0 = Fetch {
@@ -156,7 +158,7 @@ mod tests {
                 source: 1,
                 addr,
             };
-            let done = fetched.fetch(&key, 1, &[m0], |f, e| {
+            let done = fetched.fetch(&key, 1, 1, &[m0], |f, e| {
                 failed.push((f.group, f.source, e.to_string()));
             });
             stop.store(true, Ordering::Release);

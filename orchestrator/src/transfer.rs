@@ -33,8 +33,8 @@ pub enum TransferError {
 }
 
 /// Serve the state transfers of one server until `stop`: every connection asks for one group
-/// (`FetchGroup`) and gets `export(epoch, group)` as `GroupState`, or is closed when that is
-/// `None` (not a member, or the server is gone). The state is sent from where `export` keeps it,
+/// (`FetchGroup`) and gets `export(run, epoch, group)` as `GroupState`, or is closed when that is
+/// `None` (another run's request, not a member, or the server is gone). The state is sent from where `export` keeps it,
 /// not copied (an `Arc` of bytes shared with other fetches will do). Unauthenticated or
 /// malformed requests are dropped and counted by `rejected`. Connections are anyone's until their
 /// request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING) wait for theirs at
@@ -49,7 +49,7 @@ pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,
     stop: &AtomicBool,
-    export: impl Fn(u32, MbIndex) -> Option<S> + Sync,
+    export: impl Fn(u64, u32, MbIndex) -> Option<S> + Sync,
     rejected: impl Fn(&ControlError) + Sync,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -132,31 +132,33 @@ fn answer<S: AsRef<[u8]>>(
     stream: TcpStream,
     admitted: &Admitted<'_>,
     key: &Key,
-    export: impl Fn(u32, MbIndex) -> Option<S>,
+    export: impl Fn(u64, u32, MbIndex) -> Option<S>,
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_PATIENCE))?;
     keep_alive(&stream)?;
     let mut reader = BufReader::new(admitted.reader(&stream));
-    let Message::FetchGroup { epoch, group, .. } =
-        read_message(&mut reader, key, CONTROL_MAX_BODY)?
+    let Message::FetchGroup {
+        run, epoch, group, ..
+    } = read_message(&mut reader, key, CONTROL_MAX_BODY)?
     else {
         return Err(TransferError::Unexpected("something other than FetchGroup"));
     };
     admitted.proven();
-    let Some(state) = export(epoch, MbIndex(group)) else {
+    let Some(state) = export(run, epoch, MbIndex(group)) else {
         return Ok(());
     };
     // Unbuffered: the state goes to the socket in large chunks as its tag is computed.
-    write_group_state(&mut &stream, epoch, group, state.as_ref(), key)?;
+    write_group_state(&mut &stream, run, epoch, group, state.as_ref(), key)?;
     Ok(())
 }
 
-/// Fetch `group`'s state (in `epoch`) from the source at `addr`: its bytes.
+/// Fetch `group`'s state (in `epoch` of the run `run`) from the source at `addr`: its bytes.
 pub fn fetch(
     addr: SocketAddr,
     key: &Key,
+    run: u64,
     epoch: u32,
     group: u8,
     as_head: bool,
@@ -168,6 +170,7 @@ pub fn fetch(
     write_message(
         &mut &stream,
         &Message::FetchGroup {
+            run,
             epoch,
             group,
             as_head,
@@ -177,11 +180,12 @@ pub fn fetch(
     // Unbuffered: the state arrives in large reads straight into its buffer.
     match read_message(&mut &stream, key, DEFAULT_MAX_BODY) {
         Ok(Message::GroupState {
+            run: r,
             epoch: e,
             group: g,
             state,
-        }) if e == epoch && g == group => Ok(state),
-        Ok(_) => Err(TransferError::Unexpected("another group or epoch")),
+        }) if (r, e, g) == (run, epoch, group) => Ok(state),
+        Ok(_) => Err(TransferError::Unexpected("another group, epoch or run")),
         Err(ControlError::Closed) => Err(TransferError::Unexpected("nothing: closed")),
         Err(e) => Err(e.into()),
     }
@@ -224,22 +228,26 @@ mod tests {
                     &listener,
                     &key(),
                     &stop,
-                    |epoch, mb| (epoch == 7 && mb == MbIndex(2)).then(|| big.clone()),
+                    |run, epoch, mb| {
+                        (run == 3 && epoch == 7 && mb == MbIndex(2)).then(|| big.clone())
+                    },
                     |_| {
                         rejected.fetch_add(1, Ordering::Relaxed);
                     },
                 )
             });
             let t = Duration::from_secs(5);
-            assert_eq!(fetch(addr, &key(), 7, 2, false, t).unwrap(), big);
-            // Not a member: closed without an answer.
-            assert!(matches!(
-                fetch(addr, &key(), 7, 1, false, t),
-                Err(TransferError::Unexpected(_))
-            ));
+            assert_eq!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap(), big);
+            // Not a member, or another run: closed without an answer.
+            for (run, group) in [(3, 1), (4, 2)] {
+                assert!(matches!(
+                    fetch(addr, &key(), run, 7, group, false, t),
+                    Err(TransferError::Unexpected(_))
+                ));
+            }
             // Another key: the source refuses the request, the fetch gets nothing.
             let stranger = Key::new(b"another secret").unwrap();
-            assert!(fetch(addr, &stranger, 7, 2, false, t).is_err());
+            assert!(fetch(addr, &stranger, 3, 7, 2, false, t).is_err());
             stop.store(true, Ordering::Release);
             server.join().unwrap().unwrap();
         });
@@ -263,13 +271,14 @@ mod tests {
         let stop = AtomicBool::new(false);
         let state = vec![7; 1000];
         std::thread::scope(|s| {
-            let server = s.spawn(|| serve(&listener, &key(), &stop, |_, _| Some(&state), |_| {}));
+            let server =
+                s.spawn(|| serve(&listener, &key(), &stop, |_, _, _| Some(&state), |_| {}));
             let silent: Vec<_> = (0..400)
                 .map(|_| TcpStream::connect(addr).unwrap())
                 .collect();
             std::thread::sleep(Duration::from_millis(500));
             let threads = transfer_threads();
-            let fetched = fetch(addr, &key(), 1, 0, false, Duration::from_secs(5));
+            let fetched = fetch(addr, &key(), 1, 1, 0, false, Duration::from_secs(5));
             stop.store(true, Ordering::Release);
             drop(silent);
             server.join().unwrap().unwrap();
@@ -290,11 +299,12 @@ mod tests {
         let state: &'static [u8] = vec![7; 64 << 20].leak();
         let (ended, serving) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let served = serve(listener, &key(), stop, |_, _| Some(state), |_| {});
+            let served = serve(listener, &key(), stop, |_, _, _| Some(state), |_| {});
             let _ = ended.send(served.is_ok());
         });
         let requester = TcpStream::connect(addr).unwrap();
         let request = Message::FetchGroup {
+            run: 1,
             epoch: 1,
             group: 0,
             as_head: false,
@@ -321,7 +331,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let state: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let mut frame = Vec::new();
-        crate::control::write_group_state(&mut frame, 7, 2, &state, &key()).unwrap();
+        crate::control::write_group_state(&mut frame, 3, 7, 2, &state, &key()).unwrap();
         let sent = answer(frame);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -331,6 +341,7 @@ mod tests {
                 assert!(matches!(
                     request,
                     Message::FetchGroup {
+                        run: 3,
                         epoch: 7,
                         group: 2,
                         ..
@@ -339,7 +350,7 @@ mod tests {
                 // The fetch may have given up already: what is left unsent does not matter.
                 let _ = std::io::Write::write_all(&mut &stream, &sent);
             });
-            let got = fetch(addr, &key(), 7, 2, false, Duration::from_secs(5));
+            let got = fetch(addr, &key(), 3, 7, 2, false, Duration::from_secs(5));
             if let Ok(bytes) = &got {
                 assert_eq!(*bytes, state);
             }

@@ -22,8 +22,8 @@ const FETCH_GROUP: u8 = 11;
 pub(super) const GROUP_STATE: u8 = 12;
 const REFUSED: u8 = 13;
 
-/// The fixed part of a GroupState body: epoch u32, group u8.
-const GROUP_STATE_FIXED: usize = 4 + 1;
+/// The fixed part of a GroupState body: run u64, epoch u32, group u8.
+const GROUP_STATE_FIXED: usize = 8 + 4 + 1;
 /// The smallest encoded socket address: family, IPv4 address, port.
 const MIN_ADDR: usize = 1 + 4 + 2;
 const MIN_PEER: usize = 2 + 2 * MIN_ADDR;
@@ -141,10 +141,12 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             out.extend_from_slice(&epoch.to_be_bytes());
         }
         Message::Assign {
+            run,
             epoch,
             position,
             peers,
         } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.extend_from_slice(&position.to_be_bytes());
             put_list(out, peers, put_peer);
@@ -155,7 +157,8 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
                 out.extend_from_slice(&p.to_be_bytes())
             });
         }
-        Message::Recover { epoch, fetch } => {
+        Message::Recover { run, epoch, fetch } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             put_list(out, fetch, put_fetch);
         }
@@ -165,20 +168,23 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
         }
         Message::Stop => {}
         Message::FetchGroup {
+            run,
             epoch,
             group,
             as_head,
         } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.push(*group);
             out.push(u8::from(*as_head));
         }
         Message::GroupState {
+            run,
             epoch,
             group,
             state,
         } => {
-            put_group_state(out, *epoch, *group);
+            put_group_state(out, *run, *epoch, *group);
             return state;
         }
         Message::Refused { reason } => put_list(out, reason.as_bytes(), |out, b| out.push(*b)),
@@ -187,7 +193,8 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
 }
 
 /// The fixed part of a GroupState body.
-pub(super) fn put_group_state(out: &mut Vec<u8>, epoch: u32, group: u8) {
+pub(super) fn put_group_state(out: &mut Vec<u8>, run: u64, epoch: u32, group: u8) {
+    out.extend_from_slice(&run.to_be_bytes());
     out.extend_from_slice(&epoch.to_be_bytes());
     out.push(group);
 }
@@ -260,6 +267,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             epoch: r.u32()?,
         },
         ASSIGN => Message::Assign {
+            run: r.u64()?,
             epoch: r.u32()?,
             position: r.u16()?,
             peers: r.list(MIN_PEER, Reader::peer)?,
@@ -269,6 +277,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             failed: r.list(2, Reader::u16)?,
         },
         RECOVER => Message::Recover {
+            run: r.u64()?,
             epoch: r.u32()?,
             fetch: r.list(MIN_FETCH, Reader::fetch)?,
         },
@@ -278,11 +287,13 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
         },
         STOP => Message::Stop,
         FETCH_GROUP => Message::FetchGroup {
+            run: r.u64()?,
             epoch: r.u32()?,
             group: r.u8()?,
             as_head: r.flag()?,
         },
         GROUP_STATE => Message::GroupState {
+            run: r.u64()?,
             epoch: r.u32()?,
             group: r.u8()?,
             state: tail,

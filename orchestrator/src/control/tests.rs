@@ -100,32 +100,40 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         (any::<u16>(), any::<u32>())
             .prop_map(|(position, epoch)| Message::Resumed { position, epoch }),
-        (any::<u32>(), any::<u16>(), peers()).prop_map(|(epoch, position, peers)| {
-            Message::Assign {
+        (any::<u64>(), any::<u32>(), any::<u16>(), peers()).prop_map(
+            |(run, epoch, position, peers)| Message::Assign {
+                run,
                 epoch,
                 position,
                 peers,
             }
-        }),
+        ),
         (any::<u32>(), prop::collection::vec(any::<u16>(), 0..8))
             .prop_map(|(epoch, failed)| Message::Fence { epoch, failed }),
-        (any::<u32>(), prop::collection::vec(fetch, 0..8))
-            .prop_map(|(epoch, fetch)| Message::Recover { epoch, fetch }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(fetch, 0..8)
+        )
+            .prop_map(|(run, epoch, fetch)| Message::Recover { run, epoch, fetch }),
         (any::<u32>(), peers()).prop_map(|(epoch, peers)| Message::Reroute { epoch, peers }),
         Just(Message::Stop),
-        (any::<u32>(), any::<u8>(), any::<bool>()).prop_map(|(epoch, group, as_head)| {
-            Message::FetchGroup {
+        (any::<u64>(), any::<u32>(), any::<u8>(), any::<bool>()).prop_map(
+            |(run, epoch, group, as_head)| Message::FetchGroup {
+                run,
                 epoch,
                 group,
                 as_head,
             }
-        }),
+        ),
         (
+            any::<u64>(),
             any::<u32>(),
             any::<u8>(),
             prop::collection::vec(any::<u8>(), 0..300)
         )
-            .prop_map(|(epoch, group, state)| Message::GroupState {
+            .prop_map(|(run, epoch, group, state)| Message::GroupState {
+                run,
                 epoch,
                 group,
                 state,
@@ -222,7 +230,7 @@ fn another_version_is_named_in_the_error() {
     assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 1 is not supported (this build speaks version 3)"
+        "control protocol version 1 is not supported (this build speaks version 4)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
@@ -284,12 +292,13 @@ fn a_borrowed_group_state_is_written_as_its_message_is() {
     for len in [0, 1, STREAM_CHUNK - 1, STREAM_CHUNK, 3 * STREAM_CHUNK + 17] {
         let state: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
         let msg = Message::GroupState {
+            run: 0x0123_4567_89ab_cdef,
             epoch: 9,
             group: 4,
             state: state.clone(),
         };
         let mut written = Vec::new();
-        write_group_state(&mut written, 9, 4, &state, &key()).unwrap();
+        write_group_state(&mut written, 0x0123_4567_89ab_cdef, 9, 4, &state, &key()).unwrap();
         assert_eq!(written, encode(&msg, &key()), "{len} bytes");
         let mut streamed = Vec::new();
         write_message(&mut streamed, &msg, &key()).unwrap();
@@ -321,18 +330,19 @@ fn a_borrowed_group_state_is_written_as_its_message_is() {
 #[test]
 fn a_body_over_the_limit_is_refused_before_it_is_read() {
     let msg = Message::GroupState {
+        run: 5,
         epoch: 3,
         group: 1,
         state: vec![7; 100],
     };
     let frame = encode(&msg, &key());
-    for limit in [0, 104] {
+    for limit in [0, 112] {
         assert!(matches!(
             decode(&frame, &key(), limit),
-            Err(ControlError::TooLong { len: 105, max }) if max == limit
+            Err(ControlError::TooLong { len: 113, max }) if max == limit
         ));
     }
-    assert_eq!(decode(&frame, &key(), 105).unwrap(), msg);
+    assert_eq!(decode(&frame, &key(), 113).unwrap(), msg);
     // A header that claims 4 GiB on a control connection: refused from the header alone.
     let mut header = frame[..HEADER_LEN].to_vec();
     header[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -415,7 +425,7 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ));
     // FetchGroup (kind 11) with as_head = 2.
     assert!(matches!(
-        decoded(11, &[0, 0, 0, 1, 3, 2]),
+        decoded(11, &[0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 3, 2]),
         Err(ControlError::BadFlag {
             kind: "FetchGroup",
             value: 2
@@ -423,7 +433,7 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ));
     // GroupState (kind 12) shorter than its fixed part.
     assert!(matches!(
-        decoded(12, &[0, 0, 0]),
+        decoded(12, &[0; 12]),
         Err(ControlError::BodyTooShort { kind: "GroupState" })
     ));
     // Refused (kind 13) whose text is not UTF-8.
@@ -438,8 +448,9 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ));
     // The same bodies well-formed decode.
     assert_eq!(
-        decoded(11, &[0, 0, 0, 1, 3, 1]).unwrap(),
+        decoded(11, &[0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 3, 1]).unwrap(),
         Message::FetchGroup {
+            run: 8,
             epoch: 1,
             group: 3,
             as_head: true

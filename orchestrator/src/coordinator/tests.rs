@@ -12,6 +12,8 @@ use super::*;
 
 const MS: u64 = 1_000_000;
 const PERIOD: u64 = 10 * MS;
+/// The run of every coordinator here.
+const RUN: u64 = 0x0dd5_eed5;
 
 /// The server at `position`; `incarnation` tells replacements from the servers they replace.
 fn peer(position: u16, incarnation: u8) -> Peer {
@@ -59,6 +61,7 @@ fn recover(to: u16, epoch: u32, fetch: &[Fetch]) -> Command {
     send(
         to,
         Message::Recover {
+            run: RUN,
             epoch,
             fetch: fetch.to_vec(),
         },
@@ -85,7 +88,7 @@ impl Chain {
         let ring = Ring::new(k, f).unwrap();
         let servers = ring.servers() as u16;
         let mut chain = Chain {
-            c: Coordinator::new(ring, config),
+            c: Coordinator::new(ring, config, RUN),
             now: 0,
             servers,
             beating: (0..servers).collect(),
@@ -100,6 +103,7 @@ impl Chain {
                 send(
                     position,
                     Message::Assign {
+                        run: RUN,
                         epoch: 1,
                         position,
                         peers: peers.clone(),
@@ -207,7 +211,7 @@ impl Chain {
 
 #[test]
 fn deployment_waits_for_every_position() {
-    let mut c = Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default());
+    let mut c = Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default(), RUN);
     let p0 = peer(0, 0);
     let join = |p: Peer| Message::Join {
         position: p.position,
@@ -907,7 +911,7 @@ proptest! {
         inputs in prop::collection::vec(input(), 0..200),
     ) {
         let ring = Ring::new(k, f).unwrap();
-        let mut c = Coordinator::new(ring, CoordinatorConfig::default());
+        let mut c = Coordinator::new(ring, CoordinatorConfig::default(), RUN);
         let mut now = 0;
         let mut epoch = 0;
         for (dt, msg) in inputs {

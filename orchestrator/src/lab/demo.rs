@@ -296,7 +296,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
         let stop_chain = RaiseOnDrop(&chain_stop);
         let report = (|| {
-            let (_, deployed) = next_peers(&peers_rx, READY, &chain)?;
+            let (run, _, deployed) = next_peers(&peers_rx, READY, &chain)?;
             let server_log = dir.path().join("http.log");
             let mut http = HttpServer::start(&t.host_netns(&SERVER), dir.path(), &server_log)?;
             let _echo = config
@@ -333,7 +333,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             let mut peers = match (!report.killed.is_empty())
                 .then(|| next_peers(&peers_rx, CONVERGE, &chain))
             {
-                Some(Ok((epoch, peers))) => {
+                Some(Ok((_, epoch, peers))) => {
                     report.rerouted_epoch = Some(epoch);
                     peers
                 }
@@ -365,7 +365,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             report.frames_delivered = delivered(config)?.saturating_sub(earlier);
             // Only FTC's servers hold replicas to check against their heads.
             if config.run.mode == Mode::Ftc {
-                check_state(config, peers, &mut report)?;
+                check_state(config, run, peers, &mut report)?;
             }
             Ok((report, victims))
         })();
@@ -398,12 +398,12 @@ impl Drop for RaiseOnDrop<'_> {
     }
 }
 
-/// The next nodes line of the orchestrator, within `within`.
+/// The next nodes line of the orchestrator, within `within`: its run, epoch and nodes.
 fn next_peers<T>(
     rx: &Receiver<String>,
     within: Duration,
     chain: &ScopedJoinHandle<'_, T>,
-) -> Result<(u32, Vec<Peer>), DemoError> {
+) -> Result<(u64, u32, Vec<Peer>), DemoError> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if chain.is_finished() {
@@ -431,7 +431,7 @@ fn follow_reroutes<T>(
     report: &mut DemoReport,
 ) {
     let deadline = Instant::now() + within;
-    while let Ok((epoch, later)) = next_peers(rx, quiet, chain) {
+    while let Ok((_, epoch, later)) = next_peers(rx, quiet, chain) {
         report.rerouted_epoch = Some(epoch);
         *peers = later;
         if Instant::now() >= deadline {
@@ -1106,9 +1106,11 @@ fn busy_ticks(stat: &str) -> Option<u64> {
     (t.len() >= 4).then_some(busy)
 }
 
-/// Every group's replicas equal its head, and every monitor counted every frame delivered.
+/// Every group's replicas equal its head, and every monitor counted every frame delivered; the
+/// state is fetched as in the orchestrator's run `run`.
 fn check_state(
     config: &DemoConfig,
+    run: u64,
     peers: Vec<Peer>,
     report: &mut DemoReport,
 ) -> Result<(), DemoError> {
@@ -1127,7 +1129,14 @@ fn check_state(
     loop {
         heads.clear();
         differences.clear();
-        compare_groups(&ring, &key, epoch, &slots, &mut heads, &mut differences);
+        compare_groups(
+            &ring,
+            &key,
+            (run, epoch),
+            &slots,
+            &mut heads,
+            &mut differences,
+        );
         if differences.is_empty() || Instant::now() >= deadline {
             break;
         }
@@ -1277,8 +1286,8 @@ mod tests {
     fn reroutes_are_followed_until_the_chain_settles_or_the_deadline() {
         let line = |epoch: u32| {
             format!(
-                "ftc orchestrator: rerouted in epoch {epoch}: node 0 data 10.77.0.10:1 \
-                 transfer 10.77.0.10:2"
+                "ftc orchestrator: rerouted in epoch {epoch} of run 1: node 0 data \
+                 10.77.0.10:1 transfer 10.77.0.10:2"
             )
         };
         let quiet = Duration::from_millis(100);

@@ -49,8 +49,8 @@ pub struct RunConfig {
     /// Give server 0 and the last server their edges (`--edge-in`, `--edge-out`) on sockets of
     /// this kind.
     pub edges: Option<EdgeKind>,
-    /// Where to tell where the nodes are: the orchestrator's `deployed in epoch 1: …` and
-    /// `rerouted in epoch E: …` lines (see [`parse_peers`]).
+    /// Where to tell where the nodes are: the orchestrator's `deployed in epoch 1 of run R: …`
+    /// and `rerouted in epoch E of run R: …` lines (see [`parse_peers`]).
     pub peers: Option<crossbeam_channel::Sender<String>>,
     /// The orchestrator's recovery reports go, as text, to this process's standard error
     /// instead of its standard output.
@@ -516,11 +516,12 @@ fn relay_reports(
     relayed
 }
 
-/// The epoch and the nodes of an orchestrator's `deployed in epoch E: node P data ADDR transfer
-/// ADDR, …` or `rerouted in epoch E: …` line.
-pub fn parse_peers(line: &str) -> Option<(u32, Vec<Peer>)> {
+/// The run, the epoch and the nodes of an orchestrator's `deployed in epoch E of run R: node P
+/// data ADDR transfer ADDR, …` or `rerouted in epoch E of run R: …` line (R in hexadecimal).
+pub fn parse_peers(line: &str) -> Option<(u64, u32, Vec<Peer>)> {
     let (_, rest) = line.split_once(" in epoch ")?;
     let (epoch, nodes) = rest.split_once(": ")?;
+    let (epoch, run) = epoch.split_once(" of run ")?;
     let peers = nodes
         .split(", ")
         .map(|node| {
@@ -535,7 +536,11 @@ pub fn parse_peers(line: &str) -> Option<(u32, Vec<Peer>)> {
             }
         })
         .collect::<Option<Vec<_>>>()?;
-    Some((epoch.parse().ok()?, peers))
+    Some((
+        u64::from_str_radix(run, 16).ok()?,
+        epoch.parse().ok()?,
+        peers,
+    ))
 }
 
 const LISTENING: &str = "the orchestrator did not say where it listens";
@@ -817,16 +822,19 @@ mod tests {
 
     #[test]
     fn the_orchestrator_s_lines_about_its_nodes_parse() {
-        let line = "ftc orchestrator: rerouted in epoch 2: node 0 data 10.77.0.10:39707 \
-                    transfer 10.77.0.10:44753, node 1 data 10.77.0.11:1 transfer 10.77.0.11:2";
-        let (epoch, peers) = parse_peers(line).unwrap();
-        assert_eq!(epoch, 2);
+        let line = "ftc orchestrator: rerouted in epoch 2 of run 00c0ffee00000001: node 0 data \
+                    10.77.0.10:39707 transfer 10.77.0.10:44753, node 1 data 10.77.0.11:1 \
+                    transfer 10.77.0.11:2";
+        let (run, epoch, peers) = parse_peers(line).unwrap();
+        assert_eq!((run, epoch), (0x00c0_ffee_0000_0001, 2));
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[1].position, 1);
         assert_eq!(peers[1].transfer, "10.77.0.11:2".parse().unwrap());
-        assert_eq!(
-            parse_peers("ftc orchestrator: rerouted in epoch 2: node x"),
-            None
-        );
+        for bad in [
+            "ftc orchestrator: rerouted in epoch 2 of run 1: node x",
+            "ftc orchestrator: rerouted in epoch 2: node 0 data 10.77.0.10:1 transfer 10.77.0.10:2",
+        ] {
+            assert_eq!(parse_peers(bad), None, "{bad}");
+        }
     }
 }

@@ -542,7 +542,7 @@ fn check_state(
         compare_groups(
             ring,
             key,
-            status.epoch,
+            (orchestrator.run_id(), status.epoch),
             &status.peers,
             &mut heads,
             &mut differences,
@@ -564,19 +564,19 @@ fn check_state(
     }
 }
 
-/// Every group's state fetched from every member (`peers`, of `epoch`): each head's into
-/// `heads`, in middlebox order, and what differs from its head, or could not be fetched, into
-/// `differences`.
+/// Every group's state fetched from every member (`peers`, of `epoch` in the run `run`): each
+/// head's into `heads`, in middlebox order, and what differs from its head, or could not be
+/// fetched, into `differences`.
 pub(crate) fn compare_groups(
     ring: &Ring,
     key: &Key,
-    epoch: u32,
+    (run, epoch): (u64, u32),
     peers: &[Option<Peer>],
     heads: &mut Vec<Snapshot>,
     differences: &mut Vec<String>,
 ) {
     for mb in ring.mb_indices() {
-        match group_states(ring, key, epoch, peers, mb) {
+        match group_states(ring, key, (run, epoch), peers, mb) {
             Ok((head, replicas)) => {
                 for (server, replica) in replicas {
                     if replica != head {
@@ -597,7 +597,7 @@ pub(crate) fn compare_groups(
 fn group_states(
     ring: &Ring,
     key: &Key,
-    epoch: u32,
+    (run, epoch): (u64, u32),
     peers: &[Option<Peer>],
     mb: MbIndex,
 ) -> Result<(Snapshot, Vec<(u16, Snapshot)>), String> {
@@ -611,6 +611,7 @@ fn group_states(
         let bytes = transfer::fetch(
             peer.transfer,
             key,
+            run,
             epoch,
             mb.0,
             as_head,

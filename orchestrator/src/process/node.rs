@@ -215,8 +215,10 @@ enum Event {
     Control(Message),
     /// The control connection ended (with the error that ended it).
     Closed(Option<ControlError>),
-    /// A state transfer asks for `group` in `epoch`: the encoded `GroupState`, or `None`.
+    /// A state transfer asks for `group` in `epoch` of the run `run`: the encoded `GroupState`,
+    /// or `None`.
     Export {
+        run: u64,
         epoch: u32,
         group: MbIndex,
         reply: Sender<Option<Vec<u8>>>,
@@ -417,9 +419,10 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             .beat(config.heartbeat, config.stall, config.on_stall);
         });
         s.spawn(|| {
-            let export = |epoch, group| {
+            let export = |run, epoch, group| {
                 let (reply, answer) = crossbeam_channel::bounded(1);
                 inbox.post(Event::Export {
+                    run,
                     epoch,
                     group,
                     reply,
@@ -455,6 +458,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
             writer: &writer,
+            run: None,
             epoch: &epoch,
             server: None,
             serving: false,
@@ -612,6 +616,9 @@ struct Node<'a, 'h> {
     /// (so that a steady flow allocates none).
     spare: Vec<Vec<u8>>,
     writer: &'a Mutex<TcpStream>,
+    /// The orchestrator's run, from its `Assign` or `Recover`: state transfers of other runs
+    /// get nothing.
+    run: Option<u64>,
     /// The epoch the node is in (heartbeats carry it).
     epoch: &'a AtomicU32,
     /// Set on `Assign`, or once a replacement restored its state.
@@ -875,23 +882,25 @@ impl<'a, 'h> Node<'a, 'h> {
             Event::Closed(None) => Err(NodeError::OrchestratorGone),
             Event::Closed(Some(e)) => Err(e.into()),
             Event::Export {
+                run,
                 epoch,
                 group,
                 reply,
             } => {
-                let _ = reply.send(self.export(epoch, group));
+                let _ = reply.send(self.export(run, epoch, group));
                 Ok(false)
             }
             Event::Control(msg) => self.control(msg),
         }
     }
 
-    /// A group's state for a transfer of `epoch`. A request of a newer epoch than this node's
-    /// fences first: the orchestrator declared that epoch, its `Fence` is still on its way, and
-    /// the state must not move on after it is exported.
-    fn export(&mut self, epoch: u32, group: MbIndex) -> Option<Vec<u8>> {
+    /// A group's state for a transfer of `epoch` in the run `run`. A request of a newer epoch
+    /// than this node's fences first: the orchestrator declared that epoch, its `Fence` is still
+    /// on its way, and the state must not move on after it is exported. A request of another
+    /// run (an earlier run's, replayed) gets nothing, and fences nothing.
+    fn export(&mut self, run: u64, epoch: u32, group: MbIndex) -> Option<Vec<u8>> {
         let current = self.epoch.load(Ordering::Acquire);
-        if epoch < current || self.server.is_none() {
+        if self.run != Some(run) || epoch < current || self.server.is_none() {
             return None;
         }
         if epoch > current {
@@ -913,10 +922,12 @@ impl<'a, 'h> Node<'a, 'h> {
         let me = self.me;
         match msg {
             Message::Assign {
+                run,
                 epoch,
                 position,
                 peers,
             } if position == me.0 && self.server.is_none() => {
+                self.run = Some(run);
                 // First: lanes that take their share of the links take it in this epoch.
                 self.route(epoch, &peers);
                 let now = self.now();
@@ -934,13 +945,14 @@ impl<'a, 'h> Node<'a, 'h> {
                 tracing::info!("node {me}: serving in epoch {epoch}");
             }
             Message::Fence { epoch, .. } => self.fence(epoch),
-            Message::Recover { epoch, fetch } if self.server.is_none() => {
+            Message::Recover { run, epoch, fetch } if self.server.is_none() => {
                 // Fetches end by their own timeouts; restoring a large state takes a while.
                 let pulse = self.pulse;
                 let _busy = pulse.busy();
+                self.run = Some(run);
                 self.set_epoch(epoch);
                 let (writer, key) = (self.writer, self.key);
-                let done = self.fetched.fetch(key, epoch, &fetch, |f, e| {
+                let done = self.fetched.fetch(key, run, epoch, &fetch, |f, e| {
                     tracing::warn!(
                         "node {me}: fetching m{} from server {}: {e}",
                         f.group,
@@ -1074,28 +1086,4 @@ fn record(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Customer datagrams up to [`MAX_DATAGRAM`] enter whole; a longer one, which the read cuts
-    /// short, is dropped and counted instead of entering as its first part.
-    #[test]
-    fn a_customer_datagram_longer_than_the_largest_is_dropped_and_counted() {
-        let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ingress.set_nonblocking(true).unwrap();
-        let customer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        for len in [60, 9300, MAX_DATAGRAM] {
-            customer
-                .send_to(&vec![7; len], ingress.local_addr().unwrap())
-                .unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        let (mut buf, mut truncated, mut entered) = (vec![0; RECV_BUFFER], 0, Vec::new());
-        read_ingress(&ingress, &mut buf, &mut truncated, |bytes| {
-            entered.push(bytes.len());
-        })
-        .unwrap();
-        assert_eq!(entered, [60, MAX_DATAGRAM]);
-        assert_eq!(truncated, 1);
-    }
-}
+mod tests;

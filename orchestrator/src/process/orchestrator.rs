@@ -67,6 +67,8 @@ pub struct Orchestrator {
     ring: Ring,
     /// The chain's spec and mode: a node that joins with others is refused.
     chain: Chain,
+    /// Its run id, drawn at random when it is made: its nodes' state transfers carry it.
+    run: u64,
     config: CoordinatorConfig,
     launcher: Launcher,
     status: Mutex<Status>,
@@ -237,6 +239,7 @@ impl Orchestrator {
             key,
             ring,
             chain,
+            run: fastrand::u64(..),
             config,
             launcher,
             status: Mutex::new(Status {
@@ -248,6 +251,12 @@ impl Orchestrator {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The run id its `Assign`s and `Recover`s carry (random: another orchestrator's, or this
+    /// chain's in an earlier run, is another), as a state transfer to its nodes must.
+    pub fn run_id(&self) -> u64 {
+        self.run
     }
 
     pub fn launcher(&self) -> &Launcher {
@@ -271,7 +280,7 @@ impl Orchestrator {
         let start = Instant::now();
         let now = || start.elapsed().as_nanos() as u64;
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut coordinator = Coordinator::new(self.ring, self.config);
+        let mut coordinator = Coordinator::new(self.ring, self.config, self.run);
         let mut conns = Conns {
             all: HashMap::new(),
             by_position: vec![None; self.ring.servers()],

@@ -1,0 +1,142 @@
+//! One `ftc node` on a thread of the test, joined to a fake orchestrator that speaks the control
+//! protocol.
+
+use std::net::{TcpListener, UdpSocket};
+
+use ftc_replica::GroupState;
+
+use super::*;
+
+/// The run the fake orchestrator tells the node.
+const RUN: u64 = 0x5eed_0001;
+
+fn key() -> Key {
+    Key::new(b"test secret").unwrap()
+}
+
+/// Ch-2's server 0 (FTC), beating every 10 ms, for the orchestrator at `orchestrator`.
+fn config(orchestrator: SocketAddr) -> NodeConfig {
+    let spec = include_str!("../../../../specs/ch-2.toml");
+    NodeConfig {
+        spec: ChainSpec::from_toml_str(spec, "ch-2.toml").unwrap(),
+        position: 0,
+        orchestrator,
+        key: key(),
+        data: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ingress: None,
+        egress: None,
+        edge_in: Vec::new(),
+        edge_out: Vec::new(),
+        edge_kind: EdgeKind::default(),
+        edge_queues: 1,
+        xdp: XdpConfig::default(),
+        links: Vec::new(),
+        link_queues: 1,
+        heartbeat: Duration::from_millis(10),
+        stall: Duration::from_secs(5),
+        on_stall: |_| {},
+        hang_after: None,
+        ring_loss: 0.0,
+        server: ServerConfig::default(),
+        observe: None,
+        ftmb: FtmbConfig::default(),
+    }
+}
+
+/// The orchestrator's end of the node's control connection.
+struct Control(TcpStream);
+
+impl Control {
+    fn send(&self, msg: &Message) {
+        write_message(&mut &self.0, msg, &key()).unwrap();
+    }
+
+    fn recv(&self) -> Message {
+        read_message(&mut &self.0, &key(), CONTROL_MAX_BODY).unwrap()
+    }
+
+    /// The epochs of the node's next `n` heartbeats.
+    fn beats(&self, n: usize) -> Vec<u32> {
+        let epochs = std::iter::from_fn(|| match self.recv() {
+            Message::Heartbeat { epoch, .. } => Some(Some(epoch)),
+            _ => Some(None),
+        });
+        epochs.flatten().take(n).collect()
+    }
+}
+
+/// A state transfer of an earlier run with the same secret (or one replayed) names an epoch of
+/// its own: the node neither sends its state nor fences to that epoch, which would make its
+/// heartbeats ones the orchestrator does not expect.
+#[test]
+fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let config = config(listener.local_addr().unwrap());
+    // Where server 1 would be: nobody reads it.
+    let elsewhere = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let elsewhere = elsewhere.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let node = s.spawn(|| run_node(&config));
+        let control = Control(listener.accept().unwrap().0);
+        control
+            .0
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let Message::Join { data, transfer, .. } = control.recv() else {
+            panic!("no Join");
+        };
+        let peers = vec![
+            Peer {
+                position: 0,
+                data,
+                transfer,
+            },
+            Peer {
+                position: 1,
+                data: elsewhere,
+                transfer: elsewhere,
+            },
+        ];
+        control.send(&Message::Assign {
+            run: RUN,
+            epoch: 1,
+            position: 0,
+            peers,
+        });
+        assert_eq!(control.beats(2).last(), Some(&1));
+        let t = Duration::from_secs(2);
+        let other = transfer::fetch(transfer, &key(), RUN + 1, 5, 0, true, t);
+        assert!(
+            matches!(other, Err(transfer::TransferError::Unexpected(_))),
+            "{:?}",
+            other.map(|state| format!("{} bytes of state", state.len()))
+        );
+        assert_eq!(control.beats(5), [1; 5], "its epoch moved");
+        let ours = transfer::fetch(transfer, &key(), RUN, 1, 0, true, t).unwrap();
+        assert_eq!(GroupState::decode(&ours).unwrap().middlebox, MbIndex(0));
+        control.send(&Message::Stop);
+        node.join().unwrap().unwrap();
+    });
+}
+
+/// Customer datagrams up to [`MAX_DATAGRAM`] enter whole; a longer one, which the read cuts
+/// short, is dropped and counted instead of entering as its first part.
+#[test]
+fn a_customer_datagram_longer_than_the_largest_is_dropped_and_counted() {
+    let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ingress.set_nonblocking(true).unwrap();
+    let customer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [60, 9300, MAX_DATAGRAM] {
+        customer
+            .send_to(&vec![7; len], ingress.local_addr().unwrap())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let (mut buf, mut truncated, mut entered) = (vec![0; RECV_BUFFER], 0, Vec::new());
+    read_ingress(&ingress, &mut buf, &mut truncated, |bytes| {
+        entered.push(bytes.len());
+    })
+    .unwrap();
+    assert_eq!(entered, [60, MAX_DATAGRAM]);
+    assert_eq!(truncated, 1);
+}
