@@ -505,7 +505,7 @@ fn link_queues_an_interface_lacks_fail_clearly() {
     let (code, err) = node(Some(&ns), "2");
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("AF_XDP on qa: no queue 1: the interface has 1 receive queue(s)"),
+        err.contains("AF_XDP on qa: no queue 1: the interface has 1 queue(s)"),
         "{err}"
     );
 }

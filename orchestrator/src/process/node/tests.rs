@@ -1,5 +1,5 @@
-//! One `ftc node` on a thread of the test, joined to a fake orchestrator that speaks the control
-//! protocol.
+//! `ftc node`'s tests: one node on a thread of the test, joined to a fake orchestrator that speaks
+//! the control protocol, and the node's customer ingress.
 
 use std::net::{TcpListener, UdpSocket};
 
