@@ -68,8 +68,24 @@ fn chaos(spec: &str, kills: &[&str], rate: u64) -> (serde_json::Value, String) {
         "{report}"
     );
     assert!(report["packets_released"].as_u64().unwrap() > 0, "{report}");
+    // Every packet the sink got was checked. A buffer's node records its releases before it
+    // sends them, so one killed between the two has releases checked that never arrived.
     let checked = &report["output_commit_checked"];
-    assert_eq!(checked["packets"], report["packets_released"], "{report}");
+    let (checked_packets, released) = (
+        checked["packets"].as_u64().unwrap(),
+        report["packets_released"].as_u64().unwrap(),
+    );
+    let last = report["servers"].as_u64().unwrap() - 1;
+    let buffer_killed = report["kills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["position"].as_u64() == Some(last));
+    if buffer_killed {
+        assert!(checked_packets >= released, "{report}");
+    } else {
+        assert_eq!(checked_packets, released, "{report}");
+    }
     assert!(checked["transactions"].as_u64().unwrap() > 0, "{report}");
     (report, stderr.into_owned())
 }
