@@ -42,14 +42,9 @@ fuzz_target!(|data: &[u8]| {
             }
         })
         .collect();
-    let Ok(mut replica) = Replica::restore(
-        ring,
-        me,
-        PARTITIONS,
-        ReplicaConfig::default(),
-        &groups,
-        0,
-    ) else {
+    let Ok(mut replica) =
+        Replica::restore(ring, me, PARTITIONS, ReplicaConfig::default(), &groups, 0)
+    else {
         return;
     };
     let mut out = vec![0; 4096];
