@@ -12,9 +12,6 @@ use serde_json::{json, Map, Value};
 use crate::chains::{self, Chain};
 use crate::{BenchError, Settings};
 
-/// FTC and the three baselines, in the order every point runs them.
-pub const ALL_MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
-
 /// The notes of the recovery experiment on what it compares and what its phases are.
 pub const RECOVERY_FTC_ONLY: &str = "FTC only: the baselines have no recovery in this runtime, \
      so no ratios.";
@@ -276,7 +273,7 @@ impl Experiment {
                                 size: size as usize,
                                 ..base.clone()
                             },
-                            compare(&ALL_MODES),
+                            compare(&Mode::ALL),
                         );
                         // In a lab, the client's MSS makes the server's data frames this long.
                         p.lab.frame_bytes = Some(size as u16);
@@ -303,7 +300,7 @@ impl Experiment {
                         format!("{level}, {threads} thr"),
                         chains::monitor(sharing, threads)?,
                         base.clone(),
-                        compare(&ALL_MODES),
+                        compare(&Mode::ALL),
                     ));
                 }
             }
@@ -325,7 +322,7 @@ impl Experiment {
                         format!("{threads} thread{plural}"),
                         chains::mazu_nat(threads)?,
                         base.clone(),
-                        compare(&ALL_MODES),
+                        compare(&Mode::ALL),
                     ));
                 }
             }
@@ -338,7 +335,7 @@ impl Experiment {
                         chains::ch_rec()?,
                         base.clone(),
                         Work::Compare {
-                            modes: ALL_MODES.to_vec(),
+                            modes: Mode::ALL.to_vec(),
                             load: Some(load),
                         },
                     ));
@@ -351,7 +348,7 @@ impl Experiment {
                         format!("Ch-{n}"),
                         chains::ch_n(n as usize, 1)?,
                         base.clone(),
-                        compare(&ALL_MODES),
+                        compare(&Mode::ALL),
                     ));
                 }
             }

@@ -5,9 +5,10 @@
 use std::fmt::Write;
 
 use ftc_node::ftmb::{FtmbConfig, SnapshotKind};
+use ftc_node::Mode;
 use serde_json::Value;
 
-use crate::experiment::{Headline, ALL_MODES};
+use crate::experiment::Headline;
 use crate::results::{ExperimentInfo, PointResult, Results, SATURATED_BELOW};
 use crate::stats::{mode_name, Ratios};
 
@@ -113,7 +114,7 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 
 /// Throughput and latency per mode, and FTC's ratios of `headline`.
 fn modes_table(out: &mut String, keys: &[String], points: &[&PointResult], headline: Headline) {
-    let modes: Vec<String> = ALL_MODES
+    let modes: Vec<String> = Mode::ALL
         .iter()
         .map(|&m| mode_name(m))
         .filter(|m| points.iter().any(|p| p.modes.contains_key(m)))

@@ -2,9 +2,10 @@
 //! needs no system fonts): each mode's median throughput or p99 latency per point, or the
 //! recovery phases per point.
 
+use ftc_node::Mode;
 use plotters::prelude::*;
 
-use crate::experiment::{Headline, ALL_MODES};
+use crate::experiment::Headline;
 use crate::results::{ExperimentInfo, PointResult, Results};
 use crate::stats::mode_name;
 use crate::BenchError;
@@ -42,7 +43,7 @@ pub fn experiment(results: &Results, info: &ExperimentInfo) -> Result<String, Be
                 Headline::P99Latency => f.latency_us.map(|l| l.p99),
                 _ => f.throughput_pps.map(|t| t / 1e3),
             };
-            let series = ALL_MODES
+            let series = Mode::ALL
                 .iter()
                 .map(|&m| mode_name(m))
                 .filter(|m| points.iter().any(|p| p.modes.contains_key(m)))

@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(ratio(Some(1.0), Some(0.0)), None);
         assert_eq!(ratio(None, Some(1.0)), None);
         assert_eq!(mode_name(Mode::FtmbSnapshot), "ftmb-snapshot");
-        for mode in [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot] {
+        for mode in Mode::ALL {
             assert_eq!(
                 serde_json::to_value(mode).unwrap(),
                 mode.name(),

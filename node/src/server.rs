@@ -44,6 +44,10 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode: FTC, then the baselines NF, FTMB and FTMB+snapshot (the order `ftc bench`
+    /// runs them in at each point).
+    pub const ALL: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
+
     /// The name it goes by on command lines and in reports (`ftc`, `nf`, `ftmb`,
     /// `ftmb-snapshot`), as it serializes.
     pub fn name(self) -> &'static str {

@@ -678,8 +678,7 @@ fn classify(iface: &str, config: XdpConfig, what: &'static str, source: io::Erro
         // The UMEM's pages are past the locked-memory limit (ENOBUFS), or could not be pinned.
         Some(libc::ENOBUFS | libc::ENOMEM) if what == "UMEM" => XdpError::Memlock {
             iface,
-            bytes: (u64::from(config.rx_frames) + u64::from(config.tx_frames))
-                * u64::from(FRAME_SIZE),
+            bytes: config.umem_frames().map_or(0, |n| u64::from(n.get())) * u64::from(FRAME_SIZE),
             source,
         },
         Some(libc::EBUSY) => XdpError::Busy {

@@ -95,9 +95,6 @@ pub fn chain_fingerprint(spec: &ChainSpec, mode: Mode) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// Every mode a node may run in.
-const MODES: [Mode; 4] = [Mode::Ftc, Mode::Nf, Mode::Ftmb, Mode::FtmbSnapshot];
-
 /// The chain an orchestrator deploys, as the nodes' `Join`s name it: the fingerprint of its spec
 /// in its mode, and those of the same spec in the other modes, so that a node of another mode
 /// is told which.
@@ -113,7 +110,7 @@ impl Chain {
     pub fn new(spec: &ChainSpec, mode: Mode) -> Chain {
         Chain {
             mode,
-            fingerprints: MODES
+            fingerprints: Mode::ALL
                 .iter()
                 .map(|&m| (m, chain_fingerprint(spec, m)))
                 .collect(),
