@@ -309,9 +309,9 @@ pub fn write_message(w: &mut impl Write, msg: &Message, key: &Key) -> io::Result
     write_frame(w, head, tail, key)
 }
 
-/// Writes the frame of [`Message::GroupState`] `{ run, epoch, group, state }` to `w`, with the state
-/// borrowed (a source serves bytes it keeps without copying them into a message): the same bytes
-/// as [`write_message`] writes.
+/// Writes the frame of [`Message::GroupState`] `{ run, epoch, group, state }` to `w`, with the
+/// state borrowed (a source serves bytes it keeps without copying them into a message): the same
+/// bytes as [`write_message`] writes.
 ///
 /// # Panics
 /// Like [`encode`].

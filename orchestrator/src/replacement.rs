@@ -27,10 +27,11 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Fetch, each over its own connection and all at once, the groups of `fetch` (a `Recover`
-    /// of `epoch` in the run `run`) not held yet. `failed` hears of every one that could not be fetched, or whose
-    /// state is not one of the group asked for (the replacement reports `TransferFailed`, and the
-    /// orchestrator names another source). Whether every group is now held.
+    /// Fetch, each over its own connection and all at once, the groups of `fetch` (a `Recover` of
+    /// `epoch` in the run `run`) not held yet. `failed` hears of every one that could not be
+    /// fetched, or whose state is not one of the group asked for (the replacement reports
+    /// `TransferFailed`, and the orchestrator names another source). Whether every group is now
+    /// held.
     pub fn fetch(
         &mut self,
         key: &Key,

@@ -34,17 +34,17 @@ pub enum TransferError {
 
 /// Serve the state transfers of one server until `stop`: every connection asks for one group
 /// (`FetchGroup`) and gets `export(run, epoch, group)` as `GroupState`, or is closed when that is
-/// `None` (another run's request, not a member, or the server is gone). The state is sent from where `export` keeps it,
-/// not copied (an `Arc` of bytes shared with other fetches will do). Unauthenticated or
-/// malformed requests are dropped and counted by `rejected`. Connections are anyone's until their
-/// request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING) wait for theirs at
-/// once (one more closes the one that waited longest), and one whose request has not arrived
-/// whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed. A connection
-/// that cannot be taken for want of resources (descriptors, memory, a thread) is dropped, and
-/// serving goes on; only an error of the listener itself ends it. A requester that stops reading
-/// the state is given up after [`WRITE_PATIENCE`], one whose host went away without a word after
-/// [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the transfers
-/// still under way when `stop` is raised are cut off: serving ends then, whoever asked.
+/// `None` (another run's request, not a member, or the server is gone). The state is sent from
+/// where `export` keeps it, not copied (an `Arc` of bytes shared with other fetches will do).
+/// Unauthenticated or malformed requests are dropped and counted by `rejected`. Connections are
+/// anyone's until their request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING)
+/// wait for theirs at once (one more closes the one that waited longest), and one whose request has
+/// not arrived whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed. A
+/// connection that cannot be taken for want of resources (descriptors, memory, a thread) is
+/// dropped, and serving goes on; only an error of the listener itself ends it. A requester that
+/// stops reading the state is given up after [`WRITE_PATIENCE`], one whose host went away without a
+/// word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the
+/// transfers still under way when `stop` is raised are cut off: serving ends then, whoever asked.
 pub fn serve<S: AsRef<[u8]>>(
     listener: &TcpListener,
     key: &Key,

@@ -23,24 +23,23 @@
 //! AF_XDP edges ([`Edges`]) run in copy mode on queue 0 unless configured otherwise
 //! ([`NodeConfig::xdp`]); they need root (or CAP_NET_ADMIN, CAP_NET_RAW and CAP_SYS_ADMIN:
 //! [`XDP_CAPABILITIES`](ftc_node::xdp::XDP_CAPABILITIES)), and CAP_IPC_LOCK or a locked-memory
-//! limit (`ulimit -l`) that holds every port's UMEM. Where AF_XDP is not available,
-//! `--edge-kind packet` carries the edges on raw packet sockets (AF_PACKET, CAP_NET_RAW), one
-//! system call per frame. The orchestrator passes them on to the end servers' replacements
-//! (`ftc orchestrator --edge-in --edge-out`); a replacement waits up to 5 s for a killed node's
-//! socket to leave the interface queue. Frames between servers travel on the UDP transport, or with `--ring-next
-//! IFACE --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the
-//! predecessor ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data
-//! socket, the ring links, the ingress socket, the edge-in ports and a wake-up socket; a server
-//! of several lanes (its middlebox's `threads`: FTC's and NF's servers, FTMB's masters) runs
-//! them on threads of their own, which that thread hands their frames ([`super::lanes`]); with
-//! `--link-queues` and `--edge-queues` at least the lanes, each lane reads and sends on its own
-//! queues of the ring links and the edges instead ([`XdpLinks::split`], [`Edges::split`]; the
-//! node's exit summary then counts their frames by lane), except with `--observe` (the node's
-//! thread records every frame) and, for the edges, with `--ingress` or `--egress` (customer
-//! frames also come or go by UDP on the node's thread). Helper threads read
-//! the control connection, send heartbeats and serve state transfers, and hand what needs the
-//! server to that thread. The heartbeat thread runs real-time where the node may
-//! (`process::wake_on_time`), so that a busy host does not delay its beats.
+//! limit (`ulimit -l`) that holds every port's UMEM. Where AF_XDP is not available, `--edge-kind
+//! packet` carries the edges on raw packet sockets (AF_PACKET, CAP_NET_RAW), one system call per
+//! frame. The orchestrator passes them on to the end servers' replacements (`ftc orchestrator
+//! --edge-in --edge-out`); a replacement waits up to 5 s for a killed node's socket to leave the
+//! interface queue. Frames between servers travel on the UDP transport, or with `--ring-next IFACE
+//! --ring-prev IFACE` over AF_XDP on the ring links to the successor and from the predecessor
+//! ([`XdpLinks`]). One thread runs the server and waits (`ppoll`) on the data socket, the ring
+//! links, the ingress socket, the edge-in ports and a wake-up socket; a server of several lanes
+//! (its middlebox's `threads`: FTC's and NF's servers, FTMB's masters) runs them on threads of
+//! their own, which that thread hands their frames ([`super::lanes`]); with `--link-queues` and
+//! `--edge-queues` at least the lanes, each lane reads and sends on its own queues of the ring
+//! links and the edges instead ([`XdpLinks::split`], [`Edges::split`]; the node's exit summary then
+//! counts their frames by lane), except with `--observe` (the node's thread records every frame)
+//! and, for the edges, with `--ingress` or `--egress` (customer frames also come or go by UDP on
+//! the node's thread). Helper threads read the control connection, send heartbeats and serve state
+//! transfers, and hand what needs the server to that thread. The heartbeat thread runs real-time
+//! where the node may (`process::wake_on_time`), so that a busy host does not delay its beats.
 
 use std::io::{self, BufReader};
 use std::net::{

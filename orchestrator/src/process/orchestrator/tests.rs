@@ -59,7 +59,8 @@ fn join(position: u16, chain: u64) -> Message {
     }
 }
 
-/// An orchestrator of Ch-2 (f = 1) in FTC mode that launches nothing and watches heartbeats every second.
+/// An orchestrator of Ch-2 (f = 1) in FTC mode that launches nothing and watches heartbeats every
+/// second.
 fn orchestrator() -> Orchestrator {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let args = NodeArgs::without_customers(
