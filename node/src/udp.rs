@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use ftc_chain::ring::ServerId;
@@ -19,6 +19,12 @@ pub const MAX_DATAGRAM: usize = 9216;
 /// The buffer a datagram is read into: a byte longer than [`MAX_DATAGRAM`], so that a longer
 /// datagram, which the kernel cuts to the buffer's length, shows by filling it.
 pub const RECV_BUFFER: usize = MAX_DATAGRAM + 1;
+
+/// The kernel receive buffer asked for every socket that takes frames or customer datagrams
+/// ([`widen_receive_buffer`]): 8 MiB, room for a burst of thousands of frames. The default,
+/// `net.core.rmem_default` (208 KiB on Debian), holds about 700 datagrams of 256 bytes, and a
+/// buffer releasing the packets a recovery held sends that many at once.
+pub const RECEIVE_BUFFER_BYTES: usize = 8 << 20;
 
 /// Why a datagram was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,7 @@ impl UdpTransport {
         epoch: u32,
     ) -> Result<Self, UdpError> {
         let socket = UdpSocket::bind(local)?;
+        widen_receive_buffer(&socket)?;
         Ok(UdpTransport {
             socket,
             peers,
@@ -204,6 +211,45 @@ pub fn recv_whole(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(Option<usiz
     Ok(((len <= MAX_DATAGRAM).then_some(len), from))
 }
 
+/// Ask the kernel for a receive buffer of [`RECEIVE_BUFFER_BYTES`] on `socket`, past
+/// `net.core.rmem_max` where the process may (`SO_RCVBUFFORCE`, with CAP_NET_ADMIN), else up to
+/// it (`SO_RCVBUF`); the size granted, which the kernel doubles for its bookkeeping. Datagrams
+/// that find the buffer full are dropped by the kernel, counted only in `UdpRcvbufErrors`.
+pub fn widen_receive_buffer(socket: &UdpSocket) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let set = |option| {
+        let bytes = RECEIVE_BUFFER_BYTES as libc::c_int;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is an open socket; the option value is a c_int of `len` bytes.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&raw const bytes).cast(), len) }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 && set(libc::SO_RCVBUF) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    receive_buffer(socket)
+}
+
+/// The size of `socket`'s receive buffer (`SO_RCVBUF`: twice what was asked for, within limits).
+pub fn receive_buffer(socket: &UdpSocket) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let mut granted: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above; `granted` has room for the c_int the kernel writes, `len` says so.
+    let got = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut granted).cast(),
+            &mut len,
+        )
+    };
+    if got != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(granted as usize)
+}
+
 /// The socket, for drivers that wait on several sources at once (`poll`).
 impl AsFd for UdpTransport {
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -271,6 +317,29 @@ mod tests {
             a.send(ServerId(9), 0, &frame),
             Err(UdpError::UnknownServer(9))
         ));
+    }
+
+    /// The kernel drops datagrams that find a socket's buffer full, counting them nowhere the
+    /// node reads: a burst of frames must fit. Without privileges, `net.core.rmem_max` bounds
+    /// what a socket gets; this process, if root, gets the whole size asked for.
+    #[test]
+    fn sockets_get_a_receive_buffer_for_bursts() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let default = receive_buffer(&socket).unwrap();
+        let granted = widen_receive_buffer(&socket).unwrap();
+        assert_eq!(granted, receive_buffer(&socket).unwrap());
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .map(|s| s.trim().parse().unwrap())
+            .unwrap_or(0);
+        let floor = if crate::netns::is_root() {
+            2 * RECEIVE_BUFFER_BYTES
+        } else {
+            (2 * rmem_max).min(2 * RECEIVE_BUFFER_BYTES)
+        };
+        assert!(
+            granted >= floor.max(default),
+            "{granted} < {floor} (default {default})"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::{Latency, RunReport};
 use ftc_node::traffic::request;
+use ftc_node::udp::widen_receive_buffer;
 use ftc_replica::GroupState;
 use ftc_stm::Snapshot;
 use hdrhistogram::Histogram;
@@ -152,6 +153,9 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     egress
         .set_read_timeout(Some(Duration::from_millis(20)))
         .map_err(io_error("egress socket"))?;
+    // The buffer's node sends the packets a recovery held all at once: in the default buffer,
+    // the kernel dropped some, which the output-commit check then counted as never arrived.
+    widen_receive_buffer(&egress).map_err(io_error("egress socket"))?;
     let sender = UdpSocket::bind(localhost).map_err(io_error("binding the sending socket"))?;
     // A free port for server 0's ingress (and its replacements'), which server 0 binds.
     let ingress = free_fixed_port().map_err(io_error("choosing an ingress port"))?;

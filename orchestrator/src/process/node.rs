@@ -61,7 +61,9 @@ use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
 use ftc_node::nsh::flow_of;
 use ftc_node::server::LogsTooLong;
-use ftc_node::udp::{recv_whole, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER};
+use ftc_node::udp::{
+    recv_whole, widen_receive_buffer, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER,
+};
 use ftc_node::xdp::{XdpConfig, XdpError};
 use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
@@ -510,7 +512,11 @@ fn bind_ingress(addr: SocketAddr) -> io::Result<UdpSocket> {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            result => return result,
+            Ok(socket) => {
+                widen_receive_buffer(&socket)?;
+                return Ok(socket);
+            }
+            Err(e) => return Err(e),
         }
     }
 }
