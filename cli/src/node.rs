@@ -67,9 +67,9 @@ pub struct NodeArgs {
     /// A node whose data path (its thread, or a lane of its middlebox) makes no progress for
     /// this many milliseconds hangs (a deadlock, a middlebox caught in a loop): it stops
     /// heartbeating, so that the orchestrator replaces it as failed, and exits with status 3.
-    /// At least 10 heartbeat periods.
-    #[arg(long, default_value_t = 5000.0)]
-    stall_ms: f64,
+    /// At least 10 heartbeat periods; default 5000 or 10 periods, whichever is longer.
+    #[arg(long)]
+    stall_ms: Option<f64>,
     /// `nf` runs the middlebox without fault tolerance (no piggyback logs, replicas or buffer;
     /// the baseline that throughput is compared with); `ftmb` and `ftmb-snapshot` run one
     /// server of the FTMB baseline (position 2i: the logger of middlebox i, 2i+1: its master).
@@ -110,7 +110,10 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=10_000.0).contains(&args.heartbeat_ms) {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
-    if !(10.0 * args.heartbeat_ms..=3_600_000.0).contains(&args.stall_ms) {
+    let stall_ms = args
+        .stall_ms
+        .unwrap_or((10.0 * args.heartbeat_ms).max(5000.0));
+    if !(10.0 * args.heartbeat_ms..=3_600_000.0).contains(&stall_ms) {
         anyhow::bail!(
             "--stall-ms must be between 10 heartbeat periods ({} ms) and 3600000",
             10.0 * args.heartbeat_ms
@@ -167,7 +170,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         links,
         link_queues: args.link_queues,
         heartbeat: Duration::from_secs_f64(args.heartbeat_ms / 1e3),
-        stall: Duration::from_secs_f64(args.stall_ms / 1e3),
+        stall: Duration::from_secs_f64(stall_ms / 1e3),
         on_stall: |why| {
             eprintln!("ftc: {why}; exiting");
             std::process::exit(3);

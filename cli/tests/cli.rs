@@ -748,3 +748,42 @@ fn demo_reports_every_part_and_a_consistent_verdict() {
         assert!(out.contains(part), "`{part}` missing in:\n{out}");
     }
 }
+
+/// A node's stall limit defaults to 5 s or 10 heartbeat periods, whichever is longer: a node
+/// given only a long heartbeat period (as the orchestrator's launcher starts replacements) gets
+/// as far as reaching its orchestrator, and a stall limit given below 10 periods is refused.
+#[test]
+fn a_node_of_a_long_heartbeat_period_takes_a_stall_limit_to_match() {
+    let dir = std::env::temp_dir().join(format!("ftc-cli-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a secret\n").unwrap();
+    let secret = secret.display().to_string();
+    let node = |extra: &[&str]| {
+        let args = [
+            "node",
+            &spec("ch-2.toml"),
+            "--orchestrator",
+            "127.0.0.1:1",
+            "--position",
+            "0",
+            "--secret-file",
+            &secret,
+            "--data",
+            "127.0.0.1:0",
+            "--heartbeat-ms",
+            "1000",
+        ];
+        ftc(&[&args[..], extra].concat())
+    };
+    let (code, _, err) = node(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the orchestrator"), "{err}");
+    let (code, _, err) = node(&["--stall-ms", "5000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--stall-ms must be between 10 heartbeat periods (10000 ms)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

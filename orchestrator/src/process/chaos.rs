@@ -67,8 +67,13 @@ pub enum ProcsError {
     Io { what: String, source: io::Error },
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("the chain was not deployed within {within:?}: {why}")]
-    NotDeployed { within: Duration, why: String },
+    #[error("the chain was not deployed within {within:?}: positions {missing:?} never joined")]
+    NotDeployed {
+        within: Duration,
+        missing: Vec<usize>,
+    },
+    #[error("node {position} exited before the chain was deployed ({status}); its error is above")]
+    ExitedBeforeDeployed { position: u16, status: String },
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> ProcsError {
@@ -299,18 +304,15 @@ fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), Pr
             .exited()
             .map_err(io_error("watching the nodes"))?;
         if let Some((position, status)) = exited.first() {
-            return Err(ProcsError::NotDeployed {
-                within,
-                why: format!("node {position} exited ({status})"),
+            return Err(ProcsError::ExitedBeforeDeployed {
+                position: *position,
+                status: status.to_string(),
             });
         }
         if Instant::now() >= deadline {
             let joined = orchestrator.status().peers;
             let missing: Vec<usize> = (0..joined.len()).filter(|&i| joined[i].is_none()).collect();
-            return Err(ProcsError::NotDeployed {
-                within,
-                why: format!("positions {missing:?} never joined"),
-            });
+            return Err(ProcsError::NotDeployed { within, missing });
         }
         std::thread::sleep(Duration::from_millis(5));
     }
