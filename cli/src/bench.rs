@@ -125,10 +125,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&results)?);
+        outln!("{}", serde_json::to_string(&results)?);
     } else {
         for info in &results.experiments {
-            println!("{}", markdown::experiment(&results, info));
+            outln!("{}", markdown::experiment(&results, info));
         }
     }
     if let Some(dir) = &args.out {

@@ -224,7 +224,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         run_chaos(&spec, &config)?
     };
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
     } else {
         print_report(&r, args.procs);
     }
@@ -239,7 +239,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
 /// them) packets may also be lost on the wire, so they are not all accounted for one by one.
 pub fn print_report(r: &ChaosReport, procs: bool) {
     for k in &r.kills {
-        println!("killed server {} at {:.1} ms", k.position, k.at_ms);
+        outln!("killed server {} at {:.1} ms", k.position, k.at_ms);
     }
     let ms = |ns: u64| ns as f64 / 1e6;
     for rec in &r.recoveries {
@@ -250,11 +250,11 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
             .filter(|p| !r.kills.iter().any(|k| k.position == *p))
             .collect();
         if !suspected.is_empty() {
-            println!(
+            outln!(
                 "(servers {suspected:?} were not killed: they missed their heartbeats on this busy machine, so the orchestrator fenced them off and replaced them too)"
             );
         }
-        println!(
+        outln!(
             "recovered {:?} (epoch {}): detection {:.2} ms, replacement start {:.2} ms, state transfer {:.2} ms ({} bytes), reroute {:.2} ms, total after detection {:.2} ms",
             rec.failed,
             rec.epoch,
@@ -273,7 +273,7 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
     } else {
         format!(", {}", crate::run::dropped(run))
     };
-    println!(
+    outln!(
         "{}: {} packets sent, {} released, {} lost to the failures{dropped}, {:.0} packets/s, latency p50 {:.1} µs, p99 {:.1} µs",
         run.chain,
         run.packets_sent,
@@ -293,12 +293,12 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
             "{accounted}, output commit held for every released packet ({} transactions checked)",
             r.output_commit_checked.transactions
         );
-        println!(
+        outln!(
             "consistent: every kill recovered, {accounted}, every replica equal to its recovered head, monitors counted every released packet, no flow's NAT mapping changed"
         );
     } else {
         for v in &run.violations {
-            println!("VIOLATION: {v}");
+            outln!("VIOLATION: {v}");
         }
     }
 }

@@ -13,7 +13,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    print!("{}", describe(&spec));
+    out!("{}", describe(&spec));
     // Valid, but FTC's frames cannot carry it: say so here rather than at the first packet.
     let server = ftc_node::ServerConfig::default();
     if let Err(e) = server.check_logs_fit(&spec) {

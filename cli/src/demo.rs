@@ -41,10 +41,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--duration must be between 0.1 and 600 seconds");
     }
     ftc_node::ServerConfig::default().check_logs_fit(&spec)?;
-    println!("== the chain");
-    print!("{}", crate::check::describe(&spec));
+    outln!("== the chain");
+    out!("{}", crate::check::describe(&spec));
 
-    println!(
+    outln!(
         "\n== traffic through the chain in this process ({} s per mode, 64 TCP flows, 256-byte frames, closed loop of 512 packets in flight)",
         args.duration
     );
@@ -61,19 +61,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     for r in [&ftc, &nf] {
         print_run(r);
     }
-    println!(
+    outln!(
         "  FTC/NF throughput: {:.2}",
         ftc.throughput_pps / nf.throughput_pps.max(1.0)
     );
     if let (Some(f), Some(n)) = (ftc.cpu_us_per_packet, nf.cpu_us_per_packet) {
-        println!(
+        outln!(
             "  CPU per packet released (the whole process): FTC {f:.2} µs, NF {n:.2} µs, NF/FTC {:.2}",
             n / f.max(f64::MIN_POSITIVE)
         );
     }
 
     let middle = ServerId((spec.ring().servers() / 2) as u16);
-    println!(
+    outln!(
         "\n== a failure: server {} is killed half way through {} s of traffic; the orchestrator detects it (heartbeats every 10 ms, 3 missed), fences the old epoch, starts a replacement that fetches its state over TCP, and reroutes",
         middle.0, args.duration
     );
@@ -95,7 +95,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     crate::chaos::print_report(&chaos, false);
 
     let failed = if args.seeds == 0 {
-        println!("\n== deterministic simulation: skipped (--seeds 0)");
+        outln!("\n== deterministic simulation: skipped (--seeds 0)");
         Vec::new()
     } else {
         simulate(&spec, args.seeds)?
@@ -112,7 +112,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             .violations
             .iter()
             .all(|v| v.starts_with("the orchestrator halted"));
-    println!(
+    outln!(
         "\n== verdict: {}",
         if consistent {
             "consistent"
@@ -131,7 +131,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// The demo's simulation section: `seeds` seeds with every fault; the seeds that failed.
 fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String>)>> {
-    println!(
+    outln!(
         "\n== deterministic simulation: {} seeds, frames lost, reordered, duplicated and delayed (2-5 % each), 3 crashes of up to f servers and lost heartbeats per seed",
         seeds
     );
@@ -156,16 +156,16 @@ fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String
             failed.push((seed, r.violations));
         }
     }
-    println!(
+    outln!(
         "  {released} packets released, {lost} frames lost and recovered from by {requests} retransmission requests, {recoveries} recoveries"
     );
-    println!("  checked after every step: no packet leaves before its state is in f+1 stores, per-flow order,");
-    println!(
+    outln!("  checked after every step: no packet leaves before its state is in f+1 stores, per-flow order,");
+    outln!(
         "  after every recovery every released packet's writes are in the recovered state; at the end"
     );
-    println!("  every packet not lost to a failure released, every replica equal to its head");
+    outln!("  every packet not lost to a failure released, every replica equal to its head");
     for (seed, v) in &failed {
-        println!("  seed {seed} FAILED: {v:?}");
+        outln!("  seed {seed} FAILED: {v:?}");
     }
     Ok(failed)
 }
@@ -176,7 +176,7 @@ fn print_run(r: &RunReport) {
     } else {
         "NF "
     };
-    println!(
+    outln!(
         "  {mode}: {:>9.0} packets/s, latency p50 {:>7.1} µs, p99 {:>7.1} µs; {} sent, {} released{}",
         r.throughput_pps,
         r.latency_us.p50,

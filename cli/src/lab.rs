@@ -211,7 +211,7 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
         ),
         LabCommand::Down { name } => {
             let down = apply::down(&name.name)?;
-            println!(
+            outln!(
                 "lab {}: removed {} namespaces, {} links, killed {} processes{}",
                 name.name,
                 down.namespaces.len(),
@@ -225,17 +225,19 @@ pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
             );
             for (what, names) in [("namespaces", &down.namespaces), ("links", &down.links)] {
                 if !names.is_empty() {
-                    println!("  {what}: {}", names.join(" "));
+                    outln!("  {what}: {}", names.join(" "));
                 }
             }
             for k in &down.killed {
-                println!(
+                outln!(
                     "  killed process {} ({}) in {}",
-                    k.pid, k.command, k.namespace
+                    k.pid,
+                    k.command,
+                    k.namespace
                 );
             }
             for dir in &down.dirs {
-                println!("  removed the demo's directory {}", dir.display());
+                outln!("  removed the demo's directory {}", dir.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -255,9 +257,9 @@ fn up(
     let spec = ChainSpec::load(spec)?;
     if dry_run {
         let topology = Topology::new(&spec, layout, name.clone(), 0)?;
-        println!("# lab {name}; `up` picks a free management subnet 10.77.X.0/24 (here X = 0)");
+        outln!("# lab {name}; `up` picks a free management subnet 10.77.X.0/24 (here X = 0)");
         for op in topology.ops() {
-            println!("{op}");
+            outln!("{op}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -272,7 +274,7 @@ fn up(
 /// What a lab is: its namespaces and addresses.
 fn describe(t: &Topology) {
     let (last, exit) = (t.servers - 1, t.exit());
-    println!(
+    outln!(
         "lab {} is up: {} servers {}-s0 … {}-s{last}, management bridge {} {}/24",
         t.name,
         t.servers,
@@ -282,16 +284,16 @@ fn describe(t: &Topology) {
         t.bridge_ip()
     );
     for i in 0..t.servers {
-        println!("  {}: mgmt {}", t.server_netns(i), t.mgmt_ip(i));
+        outln!("  {}: mgmt {}", t.server_netns(i), t.mgmt_ip(i));
     }
     if t.queues > 1 {
-        println!(
+        outln!(
             "  every link between servers and every edge link: {} queues (a lane's own each)",
             t.queues
         );
     }
     for host in [CLIENT, SERVER] {
-        println!(
+        outln!(
             "  {}: eth0 {}/24 (to {}-s0), eth1 (from {}-s{exit}), MAC {}",
             t.host_netns(&host),
             host.ip,
@@ -301,19 +303,19 @@ fn describe(t: &Topology) {
         );
     }
     for ip in &t.nat_ips {
-        println!(
+        outln!(
             "  {}: {ip}/32 (a NAT's public address) back through the chain to the client",
             t.host_netns(&SERVER)
         );
     }
     for ip in &t.vips {
-        println!(
+        outln!(
             "  {}: {ip}/32 (a load balancer's address) through the chain to the server",
             t.host_netns(&CLIENT)
         );
     }
     if !t.backends.is_empty() {
-        println!(
+        outln!(
             "  {}: backends {:?} on its loopback",
             t.host_netns(&SERVER),
             t.backends
@@ -325,17 +327,17 @@ fn describe(t: &Topology) {
 fn status(name: &LabName) -> anyhow::Result<ExitCode> {
     let status = apply::status(name)?;
     if status.recorded.is_none() && status.namespaces.is_empty() && status.links.is_empty() {
-        println!("lab {name} does not exist");
+        outln!("lab {name} does not exist");
         return Ok(ExitCode::FAILURE);
     }
     let complete = status.recorded.as_ref().is_none_or(|r| r.complete);
     match &status.recorded {
         Some(r) if r.complete => describe(&r.topology),
-        Some(_) => println!("{}", LabError::Incomplete(name.clone())),
-        None => println!("lab {name}: no state file (`ftc lab down` removes what is left)"),
+        Some(_) => outln!("{}", LabError::Incomplete(name.clone())),
+        None => outln!("lab {name}: no state file (`ftc lab down` removes what is left)"),
     }
-    println!("namespaces: {}", status.namespaces.join(" "));
-    println!("root links: {}", status.links.join(" "));
+    outln!("namespaces: {}", status.namespaces.join(" "));
+    outln!("root links: {}", status.links.join(" "));
     Ok(if complete {
         ExitCode::SUCCESS
     } else {
@@ -351,7 +353,7 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let edges = args.transport.edges();
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
-    let say = |a: std::fmt::Arguments<'_>| println!("{a}");
+    let say = |a: std::fmt::Arguments<'_>| outln!("{a}");
     in_lab(
         &args.spec,
         &args.name.name,
@@ -419,7 +421,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         if args.json {
             eprintln!("{a}");
         } else {
-            println!("{a}");
+            outln!("{a}");
         }
     };
     in_lab(
@@ -442,9 +444,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             };
             let r = demo::demo(&config, stop)?;
             if args.json {
-                println!("{}", serde_json::to_string(&r)?);
+                outln!("{}", serde_json::to_string(&r)?);
             } else {
-                println!(
+                outln!(
                 "downloaded {} bytes over {} connection(s) in {:.2} s ({:.0} Mbit/s, TCP handshake {:.3} ms): HTTP {}, curl exit {}, SHA-256 {}",
                 r.bytes,
                 r.connections,
@@ -456,10 +458,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 if r.sha256_matches { "matches" } else { "DIFFERS" }
             );
                 for k in &r.killed {
-                    println!("killed server {} after {} bytes", k.position, k.at_bytes);
+                    outln!("killed server {} after {} bytes", k.position, k.at_bytes);
                 }
                 if !r.killed.is_empty() {
-                    println!(
+                    outln!(
                         "rerouted into epoch {}",
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
                     );
@@ -471,9 +473,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     .collect();
                 match (ms.as_slice(), ftc_bench::stats::median(&ms)) {
                     ([one], _) => {
-                        println!("1 recovery, from its detection to the reroute: {one:.1} ms")
+                        outln!("1 recovery, from its detection to the reroute: {one:.1} ms")
                     }
-                    (_, Some(median)) => println!(
+                    (_, Some(median)) => outln!(
                         "{} recoveries, each from its detection to the reroute: median {median:.1} ms, max {:.1} ms",
                         ms.len(),
                         ms.iter().copied().fold(f64::MIN, f64::max)
@@ -481,7 +483,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     (_, None) => {}
                 }
                 if !r.replaced_without_kill.is_empty() {
-                    println!(
+                    outln!(
                         "replaced without a kill: server {:?}: a live node that missed {} heartbeats \
                          (a loaded host) is declared failed, cut off and replaced; --heartbeat-ms and \
                          --misses set the silence a node may keep",
@@ -489,34 +491,35 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if let Some(rtt) = &r.rtt_us {
-                    println!(
+                    outln!(
                         "round trips through the chain during the download ({} probes): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
                         rtt.samples, rtt.latency.p50, rtt.latency.p99, rtt.latency.p999, rtt.latency.max
                     );
                 }
-                println!(
+                outln!(
                     "the HTTP server saw {:?}; the chain delivered {} frames ({:.0} frames/s during the download; the machine's CPU: {:.2} s, {:.2} µs per frame)",
                     r.server_saw, r.frames_delivered, r.frames_per_s, r.machine_cpu_s, r.machine_cpu_us_per_frame
                 );
                 if r.udp_flows_sent > 0 {
-                    println!(
+                    outln!(
                         "before the download: {} UDP flows opened, {} of their datagrams arrived",
-                        r.udp_flows_sent, r.udp_flows_arrived
+                        r.udp_flows_sent,
+                        r.udp_flows_arrived
                     );
                 }
                 if r.violations.is_empty() && !r.killed.is_empty() {
                     let kills = if r.killed.len() == 1 { "kill" } else { "kills" };
-                    println!("consistent: the download survived the {kills}, every replica equals its head, every monitor counted every delivered frame");
+                    outln!("consistent: the download survived the {kills}, every replica equals its head, every monitor counted every delivered frame");
                 } else if !ftc {
-                    println!(
+                    outln!(
                         "{} baseline: no kill, no state checks",
                         mode.name().to_uppercase()
                     );
                 } else if r.violations.is_empty() {
-                    println!("consistent (no kill): every replica equals its head, every monitor counted every delivered frame");
+                    outln!("consistent (no kill): every replica equals its head, every monitor counted every delivered frame");
                 }
                 for v in &r.violations {
-                    println!("VIOLATION: {v}");
+                    outln!("VIOLATION: {v}");
                 }
             }
             Ok(if r.violations.is_empty() {

@@ -2,6 +2,9 @@
 //! a chain's orchestrator and nodes as processes, in network namespaces too (`ftc lab`), and
 //! benchmark FTC against its baselines (`ftc bench`).
 
+#[macro_use]
+mod out;
+
 mod bench;
 mod chaos;
 mod check;
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
     };
     match result {
+        Ok(_) if out::failed() => ExitCode::FAILURE,
         Ok(code) => code,
         Err(e) => {
             eprintln!("ftc: {}", describe(&e));

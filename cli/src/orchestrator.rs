@@ -119,9 +119,9 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     );
     let print = |r: &ftc_orchestrator::coordinator::RecoveryReport| {
         if args.json {
-            println!("{}", serde_json::to_string(r).expect("a report serializes"));
+            outln!("{}", serde_json::to_string(r).expect("a report serializes"));
         } else {
-            println!("{r}");
+            outln!("{r}");
         }
     };
     let done = AtomicBool::new(false);

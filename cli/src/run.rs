@@ -91,26 +91,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let r = run_chain(&spec, &config);
     drop(watchdog);
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
-            "{} in {:?} mode on {} servers, {:.2} s: {} packets sent, {} released, {}",
+        outln!(
+            "{} in {} mode on {} servers, {:.2} s: {} packets sent, {} released, {}",
             r.chain,
-            config.mode,
+            config.mode.name(),
             r.servers,
             r.duration_s,
             r.packets_sent,
             r.packets_released,
             dropped(&r)
         );
-        println!("  throughput {:.0} packets/s", r.throughput_pps);
-        println!(
+        outln!("  throughput {:.0} packets/s", r.throughput_pps);
+        outln!(
             "  latency µs: p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
-            r.latency_us.p50, r.latency_us.p99, r.latency_us.p999, r.latency_us.max
+            r.latency_us.p50,
+            r.latency_us.p99,
+            r.latency_us.p999,
+            r.latency_us.max
         );
         if let (Some(cpu), Some(per)) = (r.cpu_s, r.cpu_us_per_packet) {
             let cores = std::thread::available_parallelism().map_or(0, usize::from);
-            println!(
+            outln!(
                 "  CPU: {:.2} of {cores} cores busy on average, {per:.2} µs per packet released",
                 cpu / r.duration_s.max(f64::MIN_POSITIVE)
             );
@@ -122,20 +125,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "; `threads` gives a middlebox more lanes"
             };
-            println!(
+            outln!(
                 "  busiest thread: {}, busy {:.0} % of the run (a thread near 100 % sets the pace{hint})",
                 b.thread,
                 100.0 * b.busy
             );
         }
         if config.mode == Mode::Ftc {
-            println!(
+            outln!(
                 "  buffer mean hold {:.1} µs; frames held at replicas {}",
-                r.buffer_mean_hold_us, r.frames_held
+                r.buffer_mean_hold_us,
+                r.frames_held
             );
             let f = &r.frames;
             let per = |n: u64| n as f64 / r.packets_sent.max(1) as f64;
-            println!(
+            outln!(
                 "  per packet sent: {:.2} frames handled, {:.3} return frames, {:.3} propagating frames; logs back into the chain {:.0} % on customer frames",
                 per(f.handled),
                 per(f.returns),
@@ -143,7 +147,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 100.0 * f.logs_attached as f64 / (f.logs_attached + f.logs_propagated).max(1) as f64
             );
             if f.retransmit_requests + f.logs_resent > 0 {
-                println!(
+                outln!(
                     "  loss repair: {} retransmission requests, {} logs sent again, {} duplicates skipped",
                     f.retransmit_requests, f.logs_resent, f.duplicates
                 );
@@ -156,10 +160,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "every replica equal to its head"
             };
-            println!("  checks: every packet accounted for, {checks}");
+            outln!("  checks: every packet accounted for, {checks}");
         } else {
             for v in &r.violations {
-                println!("  VIOLATION: {v}");
+                outln!("  VIOLATION: {v}");
             }
         }
     }
@@ -189,13 +193,13 @@ pub fn dropped(r: &RunReport) -> String {
 /// What the FTMB modes add to the report: the loggers' work and the snapshots.
 fn print_ftmb(r: &RunReport) {
     if let Some(f) = &r.ftmb {
-        println!(
+        outln!(
             "  FTMB: {} packets logged by input loggers, {} PAL messages ({} accesses), {} packets waited for their PALs",
             f.packets_logged, f.pal_messages, f.pal_accesses, f.packets_waited
         );
     }
     if let Some(s) = &r.snapshots {
-        println!(
+        outln!(
             "  snapshots ({}, every {} ms): {} taken {:?}, stall mean {:.1} µs, max {:.1} µs, {} bytes copied",
             s.kind, s.every_ms, s.taken, s.per_master, s.stall_mean_us, s.stall_max_us, s.bytes_copied
         );

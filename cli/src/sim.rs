@@ -178,9 +178,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if args.json {
-        println!("{}", serde_json::to_string(&s)?);
+        outln!("{}", serde_json::to_string(&s)?);
     } else {
-        println!(
+        outln!(
             "{} seed{} of {} (faults: {}): {} steps, {} packets sent, {} released, {} lost in the network, {} dropped by middleboxes, {} retransmission requests, {} logs resent",
             s.seeds,
             if s.seeds == 1 { "" } else { "s" },
@@ -195,12 +195,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             s.logs_resent
         );
         if s.packets_released > s.packets_sent {
-            println!(
+            outln!(
                 "(more released than sent: a frame the network duplicated goes through the chain as often as it arrives, as in any network; the end hosts drop the copies)"
             );
         }
         if s.crashes_requested > 0 || s.failures > 0 {
-            println!(
+            outln!(
                 "failures: {} of {} crash events, {} servers failed, {} recoveries, {} packets lost with them; then {} packets released by the recovered chains",
                 s.crashes_run,
                 s.crashes_requested,
@@ -210,7 +210,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
                 s.released_after_recovery
             );
         }
-        println!(
+        outln!(
             "invariants (output commit, per-flow order, recovery, losses only while fenced, eventual release, replicas equal heads): {}",
             if s.violations.is_empty() { "all held".to_string() } else { format!("{} seeds FAILED", s.violations.len()) }
         );

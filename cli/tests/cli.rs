@@ -787,3 +787,38 @@ fn a_node_of_a_long_heartbeat_period_takes_a_stall_limit_to_match() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A report that cannot be written (stdout a full disk, or a pipe closed early as by `head`)
+/// ends the command with a failure and a word on stderr, not a panic.
+#[test]
+fn a_report_stdout_cannot_take_is_a_failure_not_a_panic() {
+    use std::process::{Command, Stdio};
+
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ftc"))
+        .args(["check", &spec("ch-2.toml")])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("ftc: cannot write the report to stdout: No space left"),
+        "{err}"
+    );
+    // A pipe whose reader is gone: quietly a failure.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ftc"))
+        .args(["run", &spec("ch-2.toml"), "--duration", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -506,7 +506,8 @@ fn relay_reports(
             if to_stderr {
                 eprintln!("{text}");
             } else {
-                println!("{text}");
+                // Not println!, which panics once stdout is a closed pipe.
+                let _ = writeln!(io::stdout().lock(), "{text}");
             }
             if let (Some(to), Some(report)) = (&to, report) {
                 let _ = to.send(report);
