@@ -105,10 +105,11 @@ fn check_kills(kills: &[Kill], duration: Duration, f: u8, window: Duration) -> a
     )
 }
 
-/// Refuses a kill given twice, and more than `f` servers killed at the same moment or, with a
-/// `window` above 0, within `window` of each other (moments closer than a nanosecond's worth of
+/// Refuses a kill given twice, a server killed again within `window` of its kill, and more than
+/// `f` servers killed at the same moment or, with a `window` above 0, within `window` of each
+/// other (moments closer than a nanosecond's worth of
 /// rounding count as equal); `what` gives a kill's position and moment, in `unit`.
-pub fn check_at_once<K: PartialEq>(
+pub fn check_at_once<K>(
     kills: &[K],
     f: u8,
     window: f64,
@@ -117,9 +118,20 @@ pub fn check_at_once<K: PartialEq>(
 ) -> anyhow::Result<()> {
     const ROUNDING: f64 = 1e-9;
     for (i, k) in kills.iter().enumerate() {
-        if kills[..i].contains(k) {
-            let (position, at) = what(k);
-            anyhow::bail!("--kill {position}@{at} is given twice");
+        let (position, at) = what(k);
+        let again = kills[..i]
+            .iter()
+            .map(&what)
+            .find(|&(p, earlier)| p == position && (at - earlier).abs() <= window + ROUNDING);
+        if let Some((_, earlier)) = again {
+            if (at - earlier).abs() <= ROUNDING {
+                anyhow::bail!("--kill {position}@{at} is given twice");
+            }
+            anyhow::bail!(
+                "--kill {position}@{at} and {position}@{earlier}: server {position} is killed \
+                 again within {window} {unit} of its kill, before it is even detected failed \
+                 (kill it again later than that)"
+            );
         }
     }
     for k in kills {

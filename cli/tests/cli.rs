@@ -459,6 +459,17 @@ fn absurd_input_is_refused_up_front() {
         ),
         (
             &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--kill",
+                "1@0.2",
+                "--kill",
+                "1@0.2000001",
+            ],
+            "--kill 1@0.2000001 and 1@0.2: server 1 is killed again within 0.01 s of its kill",
+        ),
+        (
+            &[
                 "run",
                 &spec("ch-2.toml"),
                 "--mode",

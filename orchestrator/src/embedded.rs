@@ -285,16 +285,20 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
             let start = Instant::now();
             kills
                 .into_iter()
-                .map(|k| {
+                .filter_map(|k| {
                     std::thread::sleep(k.at.saturating_sub(start.elapsed()));
                     let launch =
                         world.launches.lock().expect("no holder panics")[usize::from(k.position.0)];
-                    let hit = world.kill(k.position).then_some((k.position, launch));
+                    if !world.kill(k.position) {
+                        // Down already, its replacement not yet started: no second failure.
+                        tracing::warn!("server {} is down already: not killed", k.position.0);
+                        return None;
+                    }
                     let killed = Killed {
                         position: k.position.0,
                         at_ms: start.elapsed().as_secs_f64() * 1e3,
                     };
-                    (killed, hit)
+                    Some((killed, (k.position, launch)))
                 })
                 .unzip::<_, _, Vec<_>, Vec<_>>()
         });
@@ -306,7 +310,6 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
         );
         let (kills, hits) = killer.join().expect("the killer thread panicked");
         report.kills = kills;
-        let hits: Vec<_> = hits.into_iter().flatten().collect();
         let settled = || quiet.load(Ordering::Acquire) && world.replaced(&hits);
         // Let the last recovery finish and the replicas converge: a kill late in the traffic may
         // not even be detected yet. A coordinator that gave up ends its thread.

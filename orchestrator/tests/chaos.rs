@@ -189,6 +189,18 @@ fn a_group_that_lost_every_member_before_its_recovery_is_named() {
     );
 }
 
+/// A server killed again while it is down (detected 180–200 ms after its kill, so not yet
+/// replaced 50 ms after it) is no second failure: the kill is not counted, and the one recovery
+/// covers it.
+#[test]
+fn a_kill_of_a_server_that_is_down_already_is_not_counted() {
+    let r = chaos_at(&ch_rec(), &[(1, 300), (1, 350)], ServerConfig::default());
+    assert!(r.run.violations.is_empty(), "{:#?}", r.run.violations);
+    assert_eq!(r.kills.len(), 1, "{:#?}", r.kills);
+    let failed: Vec<u16> = r.recoveries.iter().flat_map(|x| x.failed.clone()).collect();
+    assert!(failed.contains(&1), "{:#?}", r.recoveries);
+}
+
 #[test]
 fn a_kill_outside_the_chain_is_refused() {
     let config = ChaosConfig {
