@@ -74,7 +74,9 @@ impl PacketPort {
         if index == 0 {
             return Err(PacketError::NoInterface(iface.into()));
         }
-        // Protocol 0 receives nothing; ETH_P_ALL every frame.
+        // Protocol 0 receives nothing; ETH_P_ALL every frame. The socket is made with 0 and
+        // takes its protocol at bind, with its interface: made with ETH_P_ALL, it would queue
+        // the frames of every interface until bound.
         let protocol = if receive {
             (libc::ETH_P_ALL as u16).to_be()
         } else {
@@ -82,7 +84,7 @@ impl PacketPort {
         };
         let kind = libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
         // SAFETY: socket(2) with constant arguments; the result is checked.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, kind, libc::c_int::from(protocol)) };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, kind, 0) };
         if raw < 0 {
             return Err(io_error("socket"));
         }

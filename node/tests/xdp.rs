@@ -745,6 +745,42 @@ fn a_packet_socket_drops_and_counts_frames_longer_than_it_reads() {
     .unwrap();
 }
 
+/// A raw packet socket takes the frames of its own interface only, from its first moment: while
+/// another interface of the namespace carries frames all along, none of them is ever read by a
+/// socket opened on a quiet one (a socket made listening to every interface before it is bound
+/// to its own would queue some in between).
+#[test]
+fn a_packet_socket_never_reads_another_interface_s_frames() {
+    let test = "a_packet_socket_never_reads_another_interface_s_frames";
+    let Some(ns) = veth_pair(test, "xa", "xb") else {
+        return;
+    };
+    ns.veth("ya", "yb").unwrap();
+    ns.run(|| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut noisy = PacketPort::open("ya", false).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = noisy.send(&frame(7, 100));
+                }
+            });
+            let mut leaked = 0;
+            for _ in 0..200 {
+                let mut quiet = PacketPort::open("xb", true).unwrap();
+                quiet
+                    .recv_batch(|bytes| {
+                        leaked += u32::from(bytes.get(12..14) == Some(&ETHERTYPE[..]));
+                    })
+                    .unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(leaked, 0, "frames of ya read by sockets on xb");
+        });
+    })
+    .unwrap();
+}
+
 /// An interface whose driver takes no XDP program (a bridge: libxdp attaches in native mode)
 /// is named as such, with the raw packet socket edges can take instead, not as a bare
 /// "Operation not supported"; asking for zero-copy there still says zero-copy.
