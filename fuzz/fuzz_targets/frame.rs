@@ -1,9 +1,10 @@
 //! Frames between servers as bytes (the UDP and AF_XDP transports): decoding arbitrary bytes
-//! never panics, and what decodes encodes to bytes that decode to the same frame.
+//! never panics, into spare buffers (holding old bytes) as into new ones, and what decodes
+//! encodes to bytes that decode to the same frame.
 #![no_main]
 
 use ftc_chain::middlebox::Direction;
-use ftc_node::nsh::{decode, encode, Path};
+use ftc_node::nsh::{decode, decode_with, encode, Path};
 use ftc_node::{Frame, Packet};
 use libfuzzer_sys::fuzz_target;
 
@@ -47,8 +48,11 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Decoding never panics; a frame that decodes encodes to bytes that decode to it again.
+/// Decoding never panics, and spare buffers change nothing of what it gives; a frame that
+/// decodes encodes to bytes that decode to it again.
 fn check(data: &[u8]) {
+    let mut spare = vec![vec![0xee; 3], data.to_vec()];
+    assert_eq!(decode_with(data, &mut spare), decode(data));
     if let Ok(got) = decode(data) {
         let mut again = Vec::new();
         encode(&got.frame, got.path, &mut again).expect("a decoded frame encodes");

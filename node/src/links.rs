@@ -218,8 +218,13 @@ impl XdpLinks {
     }
 
     /// Hand every frame of this chain and epoch received on any link, with its sender, to `f`
-    /// (up to a batch per link); how many frames arrived, dropped ones included.
-    pub fn recv_batch(&mut self, mut f: impl FnMut(ServerId, Received)) -> io::Result<usize> {
+    /// (up to a batch per link), in buffers taken from `spare` ([`nsh::decode_with`]); how many
+    /// frames arrived, dropped ones included.
+    pub fn recv_batch(
+        &mut self,
+        spare: &mut Vec<Vec<u8>>,
+        mut f: impl FnMut(ServerId, Received),
+    ) -> io::Result<usize> {
         let (chain, epoch) = (self.chain, self.epoch);
         let stats = &mut self.stats;
         let mut n = 0;
@@ -229,7 +234,7 @@ impl XdpLinks {
         {
             n += port.recv_batch(|bytes| {
                 stats.received += 1;
-                match nsh::decode(bytes) {
+                match nsh::decode_with(bytes, spare) {
                     Ok(r) if r.path.is_of(chain, epoch) => f(*from, r),
                     Ok(_) => stats.stale_epoch += 1,
                     Err(_) => stats.malformed += 1,

@@ -71,9 +71,18 @@ pub fn encode<P>(frame: &Frame<P>, path: Path, out: &mut Vec<u8>) -> Result<(), 
     Ok(())
 }
 
-/// Read a frame from bytes that came off the wire. The NSH part is checked here; the message
-/// is checked by the server that handles it.
+/// Read a frame from bytes that came off the wire, into buffers of its own
+/// ([`decode_with`] with no spare buffer).
 pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
+    decode_with(bytes, &mut Vec::new())
+}
+
+/// Read a frame from bytes that came off the wire. The NSH part is checked here; the message
+/// is checked by the server that handles it. The customer frame and the message are copied
+/// into buffers taken from `spare` (those of frames that left: a driver keeps them there), a
+/// new one only when it has none, so that a steady flow of frames allocates none (an empty
+/// message takes none).
+pub fn decode_with(bytes: &[u8], spare: &mut Vec<Vec<u8>>) -> Result<Received, WireError> {
     let nsh = NshFrame::new_checked(bytes)?;
     let repr = NshRepr::parse(&nsh)?;
     let path = Path {
@@ -81,8 +90,17 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
         hop: 255 - repr.si,
         epoch: repr.epoch,
     };
+    let mut copy = |part: &[u8]| {
+        if part.is_empty() {
+            return Vec::new();
+        }
+        let mut buf = spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(part);
+        buf
+    };
     let packet = (!repr.propagating).then(|| {
-        let bytes = nsh.inner().to_vec();
+        let bytes = copy(nsh.inner());
         let dir = if repr.flags & FLAG_INBOUND != 0 {
             Direction::Inbound
         } else {
@@ -98,7 +116,7 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
     let frame = Frame {
         packet,
         flags: repr.flags & !FLAG_INBOUND,
-        msg: nsh.trailer().to_vec(),
+        msg: copy(nsh.trailer()),
     };
     Ok(Received { path, frame })
 }
@@ -227,6 +245,50 @@ mod tests {
             (got.packet.unwrap().bytes, got.msg),
             (inner, empty_message())
         );
+    }
+
+    /// Decoding into spare buffers takes them, as they are, for the customer frame and the
+    /// message (no new buffer), and gives the frame [`decode`] gives.
+    #[test]
+    fn frames_decode_into_spare_buffers() {
+        let path = Path {
+            chain: 7,
+            hop: 1,
+            epoch: 2,
+        };
+        let frame = Frame {
+            packet: Some(Packet {
+                handle: 0u64,
+                flow: 0,
+                dir: Direction::Inbound,
+                bytes: tcp([10, 0, 0, 1], 4000),
+            }),
+            flags: 0,
+            msg: vec![7; 300],
+        };
+        let mut bytes = Vec::new();
+        encode(&frame, path, &mut bytes).unwrap();
+        let mut spare = vec![vec![1; 4096], vec![2; 4096]];
+        let at: Vec<*const u8> = spare.iter().map(|b| b.as_ptr()).collect();
+        let got = decode_with(&bytes, &mut spare).unwrap();
+        assert!(spare.is_empty());
+        assert_eq!(got, decode(&bytes).unwrap());
+        let packet = got.frame.packet.as_ref().unwrap();
+        assert_eq!(
+            [packet.bytes.as_ptr(), got.frame.msg.as_ptr()],
+            [at[1], at[0]]
+        );
+        assert_eq!(packet.bytes.capacity(), 4096);
+        // An empty message takes no buffer.
+        let propagating = Frame::<()> {
+            packet: None,
+            flags: 0,
+            msg: Vec::new(),
+        };
+        encode(&propagating, path, &mut bytes).unwrap();
+        let mut spare = vec![vec![0; 64]];
+        assert_eq!(decode_with(&bytes, &mut spare).unwrap().frame, propagating);
+        assert_eq!(spare.len(), 1);
     }
 
     #[test]

@@ -151,8 +151,13 @@ impl UdpTransport {
     }
 
     /// Wait up to `timeout` (`None`: forever, zero: not at all) for a datagram; `Ok(None)` when
-    /// none came.
-    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Datagram>, UdpError> {
+    /// none came. A frame's parts are read into buffers taken from `spare`
+    /// ([`nsh::decode_with`]).
+    pub fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<Datagram>, UdpError> {
         if self.wait != Some(timeout) {
             // A socket timeout is a whole clock tick at least (milliseconds): "do not wait" is
             // the socket's non-blocking mode instead.
@@ -184,7 +189,7 @@ impl UdpTransport {
             self.stats.unknown_sender += 1;
             return Ok(Some(Datagram::Dropped));
         };
-        let received = match nsh::decode(&self.buf[..len]) {
+        let received = match nsh::decode_with(&self.buf[..len], spare) {
             Ok(r) => r,
             Err(_) => {
                 self.stats.malformed += 1;
@@ -289,7 +294,10 @@ mod tests {
             msg: empty_message(),
         };
         a.send(ServerId(1), 1, &frame).unwrap();
-        match b.recv(Some(Duration::from_secs(2))).unwrap() {
+        match b
+            .recv(Some(Duration::from_secs(2)), &mut Vec::new())
+            .unwrap()
+        {
             Some(Datagram::Frame { from, received }) => {
                 assert_eq!(from, ServerId(0));
                 assert_eq!(received.path.hop, 1);
@@ -302,13 +310,20 @@ mod tests {
         b.set_epoch(6);
         a.send(ServerId(1), 1, &frame).unwrap();
         assert!(matches!(
-            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            b.recv(Some(Duration::from_secs(2)), &mut Vec::new())
+                .unwrap(),
             Some(Datagram::Dropped)
         ));
         assert_eq!(b.stats().stale_epoch, 1);
-        assert!(b.recv(Some(Duration::from_millis(10))).unwrap().is_none());
+        assert!(b
+            .recv(Some(Duration::from_millis(10)), &mut Vec::new())
+            .unwrap()
+            .is_none());
         let started = std::time::Instant::now();
-        assert!(b.recv(Some(Duration::ZERO)).unwrap().is_none());
+        assert!(b
+            .recv(Some(Duration::ZERO), &mut Vec::new())
+            .unwrap()
+            .is_none());
         assert!(
             started.elapsed() < Duration::from_millis(1),
             "a zero timeout does not wait"
@@ -348,7 +363,8 @@ mod tests {
         let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
         stranger.send_to(b"hello", b.local_addr().unwrap()).unwrap();
         assert!(matches!(
-            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            b.recv(Some(Duration::from_secs(2)), &mut Vec::new())
+                .unwrap(),
             Some(Datagram::Dropped)
         ));
         assert_eq!(b.stats().unknown_sender, 1);
@@ -370,13 +386,19 @@ mod tests {
             "{err}"
         );
         assert_eq!((a.stats().too_large, a.stats().sent), (1, 0));
-        assert!(b.recv(Some(Duration::from_millis(50))).unwrap().is_none());
+        assert!(b
+            .recv(Some(Duration::from_millis(50)), &mut Vec::new())
+            .unwrap()
+            .is_none());
         // The longest that fits still goes, and arrives whole.
         frame
             .msg
             .truncate(MAX_DATAGRAM - ftc_chain::wire::NshRepr::HEADER_LEN);
         a.send(ServerId(1), 1, &frame).unwrap();
-        match b.recv(Some(Duration::from_secs(2))).unwrap() {
+        match b
+            .recv(Some(Duration::from_secs(2)), &mut Vec::new())
+            .unwrap()
+        {
             Some(Datagram::Frame { received, .. }) => {
                 assert_eq!(received.frame.msg, frame.msg);
             }
@@ -393,7 +415,8 @@ mod tests {
         let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
         raw.send_to(&[0; 9300], b.local_addr().unwrap()).unwrap();
         assert!(matches!(
-            b.recv(Some(Duration::from_secs(2))).unwrap(),
+            b.recv(Some(Duration::from_secs(2)), &mut Vec::new())
+                .unwrap(),
             Some(Datagram::Dropped)
         ));
         let stats = b.stats();

@@ -1,14 +1,20 @@
 //! The in-process runtime's data path allocates per batch, not per packet: a customer packet's
 //! bytes and its message travel the chain in buffers that come back to where they are written
 //! (the generator, the forwarder's server) instead of being freed on one thread and allocated
-//! again on another. Counted with a counting allocator, in both modes.
+//! again on another. Counted with a counting allocator, in both modes. Frames read off a link
+//! go into buffers of frames that left, none allocated.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use ftc_chain::middlebox::Direction;
+use ftc_chain::ring::ServerId;
 use ftc_node::runtime::{run_chain, RunConfig};
-use ftc_node::Mode;
+use ftc_node::server::empty_message;
+use ftc_node::udp::{Datagram, UdpTransport};
+use ftc_node::{Frame, Mode, Packet};
 
 mod support;
 use support::{assert_all_released, spec};
@@ -47,8 +53,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// Held by each test while it counts: the counter is the process's.
+static COUNTING: Mutex<()> = Mutex::new(());
+
 #[test]
 fn packets_and_messages_are_not_allocated_per_packet() {
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     for name in ["ch-3.toml", "ch-rec.toml"] {
         for mode in [Mode::Ftc, Mode::Nf] {
             let config = RunConfig {
@@ -74,4 +84,53 @@ fn packets_and_messages_are_not_allocated_per_packet() {
             );
         }
     }
+}
+
+/// A node reads frames off a link into the buffers of frames it sent or released, given back
+/// to the transport's reads: once it has some, a steady flow of frames allocates none.
+#[test]
+fn frames_off_a_link_are_read_into_spare_buffers() {
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut a = UdpTransport::bind(any, Vec::new(), 1, 1).unwrap();
+    let mut b = UdpTransport::bind(any, Vec::new(), 1, 1).unwrap();
+    let peers = vec![a.local_addr().unwrap(), b.local_addr().unwrap()];
+    a.set_peers(peers.clone());
+    b.set_peers(peers);
+    let mut msg = empty_message();
+    msg.resize(400, 0);
+    let frame = Frame {
+        packet: Some(Packet {
+            handle: (),
+            flow: 0,
+            dir: Direction::Outbound,
+            bytes: vec![0xab; 1514],
+        }),
+        flags: 0,
+        msg,
+    };
+    let mut spare = Vec::new();
+    let mut cross = |count: u64| {
+        for _ in 0..count {
+            a.send(ServerId(1), 1, &frame).unwrap();
+            match b.recv(Some(Duration::from_secs(5)), &mut spare).unwrap() {
+                Some(Datagram::Frame { received, .. }) => {
+                    let got = received.frame;
+                    assert_eq!(got.msg, frame.msg);
+                    // Sent on: its buffers back for the next reads.
+                    spare.extend(got.packet.map(|p| p.bytes));
+                    spare.push(got.msg);
+                }
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    };
+    cross(10);
+    let before = BIG_ALLOCS.load(Ordering::Relaxed);
+    cross(1000);
+    let allocs = BIG_ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        allocs, 0,
+        "allocations of {BIG} bytes or more for 1000 frames"
+    );
 }

@@ -526,7 +526,7 @@ fn frames_cross_the_ring_links_and_stale_epochs_are_fenced() {
             let mut got = Vec::new();
             for _ in 0..100 {
                 links
-                    .recv_batch(|from, r| got.push((from, r.frame)))
+                    .recv_batch(&mut Vec::new(), |from, r| got.push((from, r.frame)))
                     .unwrap();
                 if !got.is_empty() {
                     break;
@@ -622,7 +622,7 @@ fn split_links_carry_each_lanes_frames_to_the_same_lane_at_the_other_end() {
             let mut got = Vec::new();
             for _ in 0..100 {
                 links
-                    .recv_batch(|from, r| {
+                    .recv_batch(&mut Vec::new(), |from, r| {
                         assert_eq!(from, ServerId(0));
                         got.push(r.frame.packet.unwrap().bytes);
                     })
@@ -682,7 +682,9 @@ fn a_single_sender_puts_each_flow_on_the_queue_of_its_lane() {
         for _ in 0..100 {
             for (lane, links) in lanes.iter_mut().enumerate() {
                 links
-                    .recv_batch(|_, r| got[lane].push(r.frame.packet.map(|p| p.bytes)))
+                    .recv_batch(&mut Vec::new(), |_, r| {
+                        got[lane].push(r.frame.packet.map(|p| p.bytes))
+                    })
                     .unwrap();
             }
             if got.iter().map(Vec::len).sum::<usize>() > packets.len() {

@@ -41,8 +41,17 @@ pub trait Lane: Send {
     fn take_wakeups(&mut self) -> LaneSet {
         LaneSet::default()
     }
-    /// A spent frame message, for the lane's next frames.
-    fn recycle(&mut self, _msg: Vec<u8>) {}
+    /// A spent frame message, for the lane's next messages; given back when the lane writes its
+    /// messages into buffers of those it consumes (FTC's and NF's), for the next frames off the
+    /// wire.
+    fn recycle(&mut self, msg: Vec<u8>) -> Option<Vec<u8>> {
+        Some(msg)
+    }
+    /// Buffers of messages the lane consumed beyond those it keeps, for the next frames off the
+    /// wire.
+    fn take_surplus(&mut self) -> Option<Vec<Vec<u8>>> {
+        None
+    }
 }
 
 /// The methods a [`Server`] and a [`Station`] have alike, as the trait's: each calls the type's
@@ -114,6 +123,10 @@ impl Lane for Server<'_, u32> {
     fn take_wakeups(&mut self) -> LaneSet {
         Server::take_wakeups(self)
     }
+
+    fn take_surplus(&mut self) -> Option<Vec<Vec<u8>>> {
+        Server::take_surplus(self)
+    }
 }
 
 impl Lane for Station<'_, u32> {
@@ -131,7 +144,8 @@ impl Lane for Station<'_, u32> {
         super::serving::ftmb_summary(self)
     }
 
-    fn recycle(&mut self, msg: Vec<u8>) {
+    fn recycle(&mut self, msg: Vec<u8>) -> Option<Vec<u8>> {
         Station::recycle(self, msg);
+        None
     }
 }

@@ -418,7 +418,8 @@ struct LaneThread {
     /// Frames read on its sockets and handed to other lanes (a retransmission request to
     /// every lane counts once).
     handed: u64,
-    /// Buffers of customer frames that left, for the next that arrive on its edges.
+    /// Buffers of frames that left (customer frames', messages'), for the next customer frames
+    /// that arrive on its edges and the next frames off its links.
     spare: Vec<Vec<u8>>,
     /// [`Lanes::error`].
     failed: Arc<OnceLock<String>>,
@@ -600,7 +601,7 @@ impl LaneThread {
             return 0;
         };
         let (me, lanes, handoff) = (self.index, self.peers.len(), &mut self.handoff);
-        let handed = &mut self.handed;
+        let (handed, spare) = (&mut self.handed, &mut self.spare);
         let mut deliver = |lane: usize, from, frame| {
             if lane == me {
                 server.handle_frame(t, from, frame);
@@ -608,7 +609,7 @@ impl LaneThread {
                 handoff.push((lane, ToLane::Frame { from, frame }));
             }
         };
-        let received = links.recv_batch(|from, r| {
+        let received = links.recv_batch(spare, |from, r| {
             if loss.drops() {
                 return;
             }
@@ -682,7 +683,9 @@ impl LaneThread {
                     if let Some(packet) = frame.packet {
                         keep(&mut self.spare, packet.bytes);
                     }
-                    server.recycle(frame.msg);
+                    if let Some(msg) = server.recycle(frame.msg) {
+                        keep(&mut self.spare, msg);
+                    }
                 }
                 Output::Release { packet, .. }
                     if self.own.edges.as_ref().is_some_and(|e| e.sends(packet.dir)) =>
@@ -694,6 +697,11 @@ impl LaneThread {
                 out @ (Output::Send { .. } | Output::Release { .. }) => outputs.push(out),
                 _ if own => {}
                 out => outputs.push(out),
+            }
+        }
+        if self.own.links.is_some() {
+            for buffer in server.take_surplus().into_iter().flatten() {
+                keep(&mut self.spare, buffer);
             }
         }
         if let Some(Err(e)) = self.own.links.as_mut().map(|own| own.links.flush()) {

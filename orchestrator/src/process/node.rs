@@ -577,9 +577,11 @@ pub(super) fn customer_packet(
     }
 }
 
-/// Keep a customer frame's buffer for the next one, up to [`SPARE_BUFFERS`].
+/// Keep a buffer of a frame that left (its customer frame's, or its message's) for the next
+/// customer frame or frame off the wire, up to [`SPARE_BUFFERS`] (one that never held anything
+/// is no use).
 pub(super) fn keep(spare: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
-    if spare.len() < SPARE_BUFFERS {
+    if spare.len() < SPARE_BUFFERS && bytes.capacity() > 0 {
         spare.push(bytes);
     }
 }
@@ -617,8 +619,9 @@ struct Node<'a, 'h> {
     ingress_truncated: u64,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
-    /// Buffers of customer frames that left this server, reused for the next ones that enter
-    /// (so that a steady flow allocates none).
+    /// Buffers of frames that left this server (their customer frames', their messages'),
+    /// reused for the next customer frames that enter and the next frames off the wire (so
+    /// that a steady flow allocates none).
     spare: Vec<Vec<u8>>,
     writer: &'a Mutex<TcpStream>,
     /// The orchestrator's run, from its `Assign` or `Recover`: state transfers of other runs
@@ -713,9 +716,9 @@ impl<'a, 'h> Node<'a, 'h> {
                 continue;
             };
             let observed = self.recorder.is_some();
-            let loss = &mut self.loss;
+            let (loss, spare) = (&mut self.loss, &mut self.spare);
             for _ in 0..if frames { BATCH } else { 0 } {
-                match self.transport.recv(Some(Duration::ZERO)) {
+                match self.transport.recv(Some(Duration::ZERO), spare) {
                     Ok(Some(Datagram::Frame { .. })) if loss.drops() => {}
                     Ok(Some(Datagram::Frame { from, received })) => {
                         server.handle_frame(t, from, handled(received.frame, observed));
@@ -729,7 +732,7 @@ impl<'a, 'h> Node<'a, 'h> {
                 }
             }
             if let Some(links) = self.links.as_mut().filter(|_| linked) {
-                let received = links.recv_batch(|from, r| {
+                let received = links.recv_batch(spare, |from, r| {
                     if !loss.drops() {
                         server.handle_frame(t, from, handled(r.frame, observed));
                     }
@@ -738,7 +741,6 @@ impl<'a, 'h> Node<'a, 'h> {
                     tracing::warn!("node {}: ring links: {e}", self.me);
                 }
             }
-            let spare = &mut self.spare;
             let mut enter = |bytes: &[u8], dir| {
                 let packet = customer_packet(bytes, dir, spare, observed);
                 // A frame the forwarder sanitized away just leaves.
@@ -771,6 +773,10 @@ impl<'a, 'h> Node<'a, 'h> {
             }
             server.end_batch(t);
             self.flush();
+            let surplus = self.server.as_mut().and_then(Serving::take_surplus);
+            for buffer in surplus.into_iter().flatten() {
+                keep(&mut self.spare, buffer);
+            }
         }
     }
 
@@ -822,8 +828,12 @@ impl<'a, 'h> Node<'a, 'h> {
                 if let Some(packet) = frame.packet {
                     keep(&mut self.spare, packet.bytes);
                 }
-                if let Some(server) = self.server.as_mut() {
-                    server.recycle(frame.msg);
+                let msg = match self.server.as_mut() {
+                    Some(server) => server.recycle(frame.msg),
+                    None => Some(frame.msg),
+                };
+                if let Some(msg) = msg {
+                    keep(&mut self.spare, msg);
                 }
             }
             Output::Release { packet, .. } => {

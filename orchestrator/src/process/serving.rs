@@ -226,10 +226,25 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// A spent frame message, for the server's next frames.
-    pub fn recycle(&mut self, msg: Vec<u8>) {
-        if let Serving::Ftmb(s) = self {
-            s.recycle(msg);
+    /// A spent frame message: an FTMB station keeps it for its next messages; FTC's and NF's
+    /// servers give it back (they write theirs into buffers of messages they consume), for the
+    /// node's next frames off the wire.
+    pub fn recycle(&mut self, msg: Vec<u8>) -> Option<Vec<u8>> {
+        match self {
+            Serving::Ftmb(s) => {
+                s.recycle(msg);
+                None
+            }
+            Serving::Ftc(_) | Serving::Lanes(_) => Some(msg),
+        }
+    }
+
+    /// Buffers of messages the server consumed beyond those it keeps ([`Server::take_surplus`]),
+    /// for the node's next frames off the wire.
+    pub fn take_surplus(&mut self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Serving::Ftc(s) => s.take_surplus(),
+            Serving::Lanes(_) | Serving::Ftmb(_) => None,
         }
     }
 
