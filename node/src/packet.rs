@@ -3,11 +3,15 @@
 //! system call per frame: slower than [`crate::xdp::XdpPort`], and needs only CAP_NET_RAW.
 //! Frames this socket sends are not read back by it. A frame longer than [`MAX_FRAME`] (an
 //! interface's MTU may allow one) is dropped and counted ([`PacketStats::rx_truncated`]), not
-//! handed on cut short.
+//! handed on cut short. The longest frame a socket hands on is [`PacketPort::max_frame`].
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use ftc_forwarder::ETHERNET_HEADER_LEN;
+
+use crate::xdp::{iface_mtu, VLAN_HLEN};
 
 /// Frames handed to the visitor of [`PacketPort::recv_batch`] per call at most.
 pub const BATCH: usize = 64;
@@ -47,6 +51,8 @@ pub struct PacketStats {
 pub struct PacketPort {
     iface: String,
     fd: OwnedFd,
+    /// [`PacketPort::max_frame`].
+    max_frame: usize,
     buf: Vec<u8>,
     stats: PacketStats,
 }
@@ -119,9 +125,13 @@ impl PacketPort {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
+        let max_frame = iface_mtu(iface).map_or(MAX_FRAME, |mtu| {
+            (mtu + ETHERNET_HEADER_LEN + VLAN_HLEN).min(MAX_FRAME)
+        });
         Ok(PacketPort {
             iface: iface.to_string(),
             fd,
+            max_frame,
             buf: vec![0; MAX_FRAME],
             stats: PacketStats::default(),
         })
@@ -134,6 +144,13 @@ impl PacketPort {
 
     pub fn stats(&self) -> PacketStats {
         self.stats
+    }
+
+    /// The longest frame the socket hands on: one of the interface's MTU, with its Ethernet
+    /// header and a VLAN tag (the kernel lets a tag through beyond the MTU), within
+    /// [`MAX_FRAME`] ([`MAX_FRAME`] itself where the MTU cannot be read), as read at open.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Hand up to [`BATCH`] received frames to `f`, in order; how many. The bytes are valid

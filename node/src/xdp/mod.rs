@@ -76,7 +76,7 @@ pub const XDP_CAPABILITIES: [(u32, &str); 3] = [
 
 /// Bytes of a VLAN tag, which the MTU does not count (`VLAN_HLEN`): a tagged frame at the
 /// EtherType's place (802.1Q's 0x8100, 802.1ad's 0x88a8) may be that much longer.
-const VLAN_HLEN: usize = 4;
+pub const VLAN_HLEN: usize = 4;
 
 /// How to open a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +414,12 @@ impl XdpPort {
     /// frame may be a tag's 4 bytes longer, within what the UMEM frame holds.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// The longest frame the port receives (or sends VLAN-tagged): [`XdpPort::max_frame`] and a
+    /// tag, which the kernel lets through beyond the MTU, within what a UMEM frame holds.
+    pub fn max_tagged(&self) -> usize {
+        self.max_tagged
     }
 
     pub fn stats(&self) -> XdpStats {
@@ -772,7 +778,7 @@ fn xdp_queues(iface: &str) -> Option<u32> {
 /// thread is in. Sysfs shows the process's namespace instead, not that of a thread that entered
 /// another with `setns` (ports opened inside [`crate::netns::Netns::run`]): there it found no
 /// such interface, or a same-named one of the wrong namespace.
-fn iface_mtu(iface: &str) -> Option<usize> {
+pub fn iface_mtu(iface: &str) -> Option<usize> {
     let mut req = ifreq(iface)?;
     // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `req`.
     unsafe { ioctl(libc::SIOCGIFMTU, &mut req)? };

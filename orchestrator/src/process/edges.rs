@@ -83,6 +83,15 @@ impl Port {
         }
     }
 
+    /// The longest customer frame the port takes in: an AF_XDP socket's longest tagged frame
+    /// ([`XdpPort::max_tagged`]), a packet socket's longest ([`PacketPort::max_frame`]).
+    pub fn max_received(&self) -> usize {
+        match self {
+            Port::Xdp(queues) => queues.iter().map(XdpPort::max_tagged).max().unwrap_or(0),
+            Port::Packet(p) => p.max_frame(),
+        }
+    }
+
     /// Queue `frame` of flow `flow` for sending (on the flow's queue).
     fn send(&mut self, flow: u64, frame: &[u8]) -> Result<(), String> {
         match self {
@@ -333,6 +342,14 @@ impl Edges {
             .iter()
             .zip(&self.input)
             .filter_map(|(port, dir)| dir.map(|_| port))
+    }
+
+    /// The port that takes in the longest customer frames, with their length
+    /// ([`Port::max_received`]); `None` without edge-ins.
+    pub fn longest_input(&self) -> Option<(&Port, usize)> {
+        self.inputs()
+            .map(|port| (port, port.max_received()))
+            .max_by_key(|&(_, len)| len)
     }
 
     /// Queue a released frame of direction `dir` and flow `flow` on its edge-out, if there is

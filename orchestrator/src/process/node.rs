@@ -11,12 +11,14 @@
 //! Customer frames (raw Ethernet bytes) enter at server 0 and leave at the last server, over UDP
 //! or AF_XDP, or both:
 //! - `--ingress ADDR` (server 0): customer frames arrive as UDP datagrams at ADDR; they are
-//!   outbound (client to server). A datagram longer than [`MAX_DATAGRAM`] is dropped and
-//!   counted.
+//!   outbound (client to server). A datagram longer than a frame between servers holds beside
+//!   the trailer budget (or than [`MAX_DATAGRAM`]) is dropped and counted.
 //! - `--egress ADDR` (the last server): released customer frames go to ADDR as datagrams.
 //! - `--edge-in DIR=IFACE` (server 0, repeatable): customer frames arrive on interface IFACE
 //!   through AF_XDP, all of direction DIR (`out`: client to server, `in`: server to client); the
-//!   forwarder classifies them by the edge they came in on.
+//!   forwarder classifies them by the edge they came in on. A node refuses to start when an
+//!   edge-in's MTU lets in customer frames longer than frames between servers hold beside the
+//!   trailer budget ([`super::room`]).
 //! - `--edge-out DIR=IFACE` (the last server, repeatable): released frames of direction DIR
 //!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
 //!
@@ -75,6 +77,7 @@ use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
+use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
 use crate::control::{
@@ -190,6 +193,8 @@ pub enum NodeError {
         header: usize,
         budget: usize,
     },
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
     #[error(transparent)]
     LogsTooLong(#[from] LogsTooLong),
     #[error("--ring-loss: {0}")]
@@ -342,6 +347,32 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     });
     let edges = edges?;
     let links = links.transpose()?;
+    // A propagating frame (a retransmission's answer, resent logs, overflow) is all trailer:
+    // it must fit the ring's links, or they drop it and what it carries never arrives.
+    let max_frame = match &links {
+        Some(links) => links.max_frame(),
+        None => MAX_DATAGRAM,
+    };
+    let max_trailer = max_frame.saturating_sub(NshRepr::HEADER_LEN);
+    if max_trailer < config.server.trailer_budget {
+        return Err(NodeError::LinksTooShort {
+            max_frame,
+            header: NshRepr::HEADER_LEN,
+            budget: config.server.trailer_budget,
+        });
+    }
+    // A customer frame travels whole, beside the trailer budget: an edge that lets in longer
+    // ones than that is refused now rather than each such frame lost on the links later.
+    let budget = config.server.trailer_budget;
+    if let Some((port, customer)) = edges.longest_input() {
+        let iface = port.iface();
+        let carrier = match links {
+            Some(_) => Carrier::Links,
+            None => Carrier::Udp,
+        };
+        let mtu = ftc_node::xdp::iface_mtu(iface);
+        check_edge(iface, mtu, customer, budget, max_frame, carrier)?;
+    }
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
@@ -378,20 +409,6 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         ),
         None => None,
     };
-    // A propagating frame (a retransmission's answer, resent logs, overflow) is all trailer:
-    // it must fit the ring's links, or they drop it and what it carries never arrives.
-    let max_frame = match &links {
-        Some(links) => links.max_frame(),
-        None => MAX_DATAGRAM,
-    };
-    let max_trailer = max_frame.saturating_sub(NshRepr::HEADER_LEN);
-    if max_trailer < config.server.trailer_budget {
-        return Err(NodeError::LinksTooShort {
-            max_frame,
-            header: NshRepr::HEADER_LEN,
-            budget: config.server.trailer_budget,
-        });
-    }
     let server_config = ServerConfig {
         observe: config.server.observe || recorder.is_some(),
         nf_exit: Some(shape.exit),
@@ -454,7 +471,8 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             links,
             loss,
             ingress,
-            ingress_truncated: 0,
+            customer_room: customer_room(max_frame, budget),
+            ingress_too_long: 0,
             egress,
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
@@ -475,12 +493,12 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
-            "node {me}: data path {:?}, ring links {:?}, the kernel's {:?}, frames dropped by --ring-loss {}, customer datagrams cut short {}, edges {:?}, {:?}, server {:?}",
+            "node {me}: data path {:?}, ring links {:?}, the kernel's {:?}, frames dropped by --ring-loss {}, customer datagrams too long {}, edges {:?}, {:?}, server {:?}",
             node.transport.stats(),
             node.links.as_ref().map(XdpLinks::stats),
             node.links.as_ref().map(XdpLinks::kernel_stats),
             node.loss.dropped(),
-            node.ingress_truncated,
+            node.ingress_too_long,
             node.edges.stats(),
             node.unsent,
             node.server.as_mut().map(Serving::summary)
@@ -539,19 +557,22 @@ fn read_control(stream: &TcpStream, key: &Key, inbox: &Inbox) {
 }
 
 /// Up to [`BATCH`] customer datagrams of the ingress `socket`, read into `buf` (of
-/// [`RECV_BUFFER`] bytes), each handed to `enter`; one longer than [`MAX_DATAGRAM`], which the
-/// read cut short, is dropped and counted in `truncated` instead (the chain would carry a
-/// customer frame's first part as if it were the frame).
+/// [`RECV_BUFFER`] bytes), each handed to `enter`; one longer than `room` bytes is dropped and
+/// counted in `too_long` instead: its frame between servers would not fit the links (no MTU
+/// bounds what enters by UDP, as an edge's does: [`super::room`]), or, longer than
+/// [`MAX_DATAGRAM`], the read cut it short (the chain would carry a customer frame's first part
+/// as if it were the frame).
 fn read_ingress(
     socket: &UdpSocket,
     buf: &mut [u8],
-    truncated: &mut u64,
+    room: usize,
+    too_long: &mut u64,
     mut enter: impl FnMut(&[u8]),
 ) -> io::Result<()> {
     for _ in 0..BATCH {
         match recv_whole(socket, buf) {
-            Ok((Some(len), _)) => enter(&buf[..len]),
-            Ok((None, _)) => *truncated += 1,
+            Ok((Some(len), _)) if len <= room => enter(&buf[..len]),
+            Ok(_) => *too_long += 1,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }
@@ -614,9 +635,12 @@ struct Node<'a, 'h> {
     /// Failure injection: frames from other servers dropped on arrival.
     loss: RingLoss,
     ingress: Option<UdpSocket>,
-    /// Customer datagrams longer than [`MAX_DATAGRAM`] the ingress socket dropped
-    /// ([`read_ingress`]).
-    ingress_truncated: u64,
+    /// The longest customer frame that enters: one that fits frames between servers beside the
+    /// trailer budget ([`customer_room`]).
+    customer_room: usize,
+    /// Customer datagrams longer than `customer_room` (or than [`MAX_DATAGRAM`], cut short)
+    /// the ingress socket dropped ([`read_ingress`]).
+    ingress_too_long: u64,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
     /// Buffers of frames that left this server (their customer frames', their messages'),
@@ -749,8 +773,9 @@ impl<'a, 'h> Node<'a, 'h> {
                 }
             };
             if let Some(socket) = self.ingress.as_ref().filter(|_| customers) {
-                let truncated = &mut self.ingress_truncated;
-                let read = read_ingress(socket, &mut buf, truncated, |bytes| {
+                let too_long = &mut self.ingress_too_long;
+                let room = self.customer_room;
+                let read = read_ingress(socket, &mut buf, room, too_long, |bytes| {
                     enter(bytes, Direction::Outbound);
                 });
                 if let Err(e) = read {

@@ -119,24 +119,65 @@ fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
     });
 }
 
-/// Customer datagrams up to [`MAX_DATAGRAM`] enter whole; a longer one, which the read cuts
-/// short, is dropped and counted instead of entering as its first part.
+/// Customer datagrams up to the room a frame between servers has for them enter whole; a
+/// longer one (one of [`MAX_DATAGRAM`] bytes, whose frame would not fit a datagram), or one the
+/// read cuts short, is dropped and counted instead.
 #[test]
-fn a_customer_datagram_longer_than_the_largest_is_dropped_and_counted() {
+fn a_customer_datagram_longer_than_the_room_is_dropped_and_counted() {
     let ingress = UdpSocket::bind("127.0.0.1:0").unwrap();
     ingress.set_nonblocking(true).unwrap();
     let customer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for len in [60, 9300, MAX_DATAGRAM] {
+    let room = customer_room(MAX_DATAGRAM, ServerConfig::default().trailer_budget);
+    for len in [60, 9300, room, room + 1, MAX_DATAGRAM] {
         customer
             .send_to(&vec![7; len], ingress.local_addr().unwrap())
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(50));
-    let (mut buf, mut truncated, mut entered) = (vec![0; RECV_BUFFER], 0, Vec::new());
-    read_ingress(&ingress, &mut buf, &mut truncated, |bytes| {
+    let (mut buf, mut too_long, mut entered) = (vec![0; RECV_BUFFER], 0, Vec::new());
+    read_ingress(&ingress, &mut buf, room, &mut too_long, |bytes| {
         entered.push(bytes.len());
     })
     .unwrap();
-    assert_eq!(entered, [60, MAX_DATAGRAM]);
-    assert_eq!(truncated, 1);
+    assert_eq!(entered, [60, room]);
+    assert_eq!(too_long, 3);
+}
+
+/// A node whose edge-in lets in customer frames longer than frames between servers hold beside
+/// the trailer budget (a jumbo edge, UDP datagrams between servers) does not start, and says
+/// so, naming the MTUs; with the edge at a 1500-byte MTU it goes on (to its orchestrator,
+/// absent here).
+#[test]
+fn an_edge_in_longer_than_frames_between_servers_hold_is_refused() {
+    use ftc_node::netns::{namespaces_denied, Netns};
+    if let Some(why) = namespaces_denied() {
+        eprintln!("skipped: a node's edge on a veth in a network namespace: {why}");
+        return;
+    }
+    let ns = Netns::create("ftcn").unwrap();
+    ns.veth("na", "nb").unwrap();
+    let start = || {
+        ns.run(|| {
+            // Nobody listens there: a node that passes its checks stops at the connection.
+            let mut config = config(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
+            config.edge_in = vec!["out=nb".parse().unwrap()];
+            config.edge_kind = EdgeKind::Packet;
+            run_node(&config).unwrap_err()
+        })
+        .unwrap()
+    };
+    let err = start();
+    assert!(matches!(err, NodeError::Unreachable { .. }), "{err}");
+    ns.ip(&["link", "set", "nb", "mtu", "9000"]).unwrap();
+    let err = start();
+    assert!(matches!(err, NodeError::NoRoom(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("edge-in nb takes customer frames of up to 9018 bytes (MTU 9000, "),
+        "{text}"
+    );
+    assert!(
+        text.contains("UDP datagrams between servers carry 9216"),
+        "{text}"
+    );
 }
