@@ -78,6 +78,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=3600.0).contains(&args.start_timeout) {
         anyhow::bail!("--start-timeout must be between 0.1 and 3600 seconds");
     }
+    if Mode::from(args.mode) == Mode::Ftc {
+        // Its nodes would each refuse it after joining, and the chain never deploy.
+        ftc_node::ServerConfig::default().check_logs_fit_beside_packets(&spec)?;
+    }
     let how = How::parse(&args.launch, std::env::current_exe)?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;

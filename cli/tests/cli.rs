@@ -760,11 +760,13 @@ fn demo_reports_every_part_and_a_consistent_verdict() {
     }
 }
 
-/// A node's stall limit defaults to 5 s or 10 heartbeat periods, whichever is longer: a node
-/// given only a long heartbeat period (as the orchestrator's launcher starts replacements) gets
-/// as far as reaching its orchestrator, and a stall limit given below 10 periods is refused.
+/// A node checks its settings before it reaches its orchestrator (which would otherwise count
+/// it as joined): its stall limit defaults to 5 s or 10 heartbeat periods, whichever is longer,
+/// so that a node given only a long heartbeat period (as the orchestrator's launcher starts
+/// replacements) gets as far as reaching its orchestrator; a stall limit given below 10 periods
+/// is refused, and so is an --observe directory it cannot write to.
 #[test]
-fn a_node_of_a_long_heartbeat_period_takes_a_stall_limit_to_match() {
+fn a_node_checks_its_settings_before_it_reaches_its_orchestrator() {
     let dir = std::env::temp_dir().join(format!("ftc-cli-stall-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
@@ -796,6 +798,9 @@ fn a_node_of_a_long_heartbeat_period_takes_a_stall_limit_to_match() {
         err.contains("--stall-ms must be between 10 heartbeat periods (10000 ms)"),
         "{err}"
     );
+    let (code, _, err) = node(&["--observe", "/proc/ftc-observe"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/proc/ftc-observe"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -832,4 +837,31 @@ fn a_report_stdout_cannot_take_is_a_failure_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A chain whose logs do not fit beside a customer frame between servers is refused by the
+/// orchestrator up front: each of its FTC nodes would refuse it after joining, and the
+/// orchestrator wait for them forever.
+#[test]
+fn an_orchestrator_refuses_a_chain_its_nodes_cannot_carry() {
+    let dir = std::env::temp_dir().join(format!("ftc-cli-carry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (spec, secret) = (dir.join("gen.toml"), dir.join("secret"));
+    std::fs::write(
+        &spec,
+        "[chain]\nname = \"g\"\nf = 2\n[[middlebox]]\nkind = \"gen\"\nstate_size = 4096\n\
+         [[middlebox]]\nkind = \"gen\"\nstate_size = 4000\n",
+    )
+    .unwrap();
+    std::fs::write(&secret, "a secret\n").unwrap();
+    let (spec, secret) = (spec.display().to_string(), secret.display().to_string());
+    let args = ["orchestrator", &spec, "--listen", "127.0.0.1:0"];
+    let (code, _, err) =
+        ftc(&[&args[..], &["--secret-file", &secret, "--launch", "none"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("frames between its servers hold beside a full-size customer frame"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

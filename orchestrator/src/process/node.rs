@@ -373,6 +373,25 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         let mtu = ftc_node::xdp::iface_mtu(iface);
         check_edge(iface, mtu, customer, budget, max_frame, carrier)?;
     }
+    let heads = Heads::new(&config.spec, |m| m.threads).expect("a valid spec gives valid stores");
+    // What would keep this node from serving is refused before it joins: an orchestrator
+    // would otherwise count it as deployed, and wait for its replacement.
+    let recorder = match &config.observe {
+        Some(dir) => Some(
+            Recorder::create(dir, me.0).map_err(|source| NodeError::Observe {
+                dir: dir.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let server_config = ServerConfig {
+        observe: config.server.observe || recorder.is_some(),
+        nf_exit: Some(shape.exit),
+        max_trailer: config.server.max_trailer.min(max_trailer),
+        ..config.server.clone()
+    };
+    server_config.check_logs_fit_beside_packets(&config.spec)?;
     let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
         .map_err(|source| NodeError::Unreachable {
             addr: config.orchestrator,
@@ -399,23 +418,6 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     wake_tx.set_nonblocking(true)?;
     let (tx, events) = crossbeam_channel::unbounded();
     let inbox = Inbox { tx, waker: wake_tx };
-    let heads = Heads::new(&config.spec, |m| m.threads).expect("a valid spec gives valid stores");
-    let recorder = match &config.observe {
-        Some(dir) => Some(
-            Recorder::create(dir, me.0).map_err(|source| NodeError::Observe {
-                dir: dir.display().to_string(),
-                source,
-            })?,
-        ),
-        None => None,
-    };
-    let server_config = ServerConfig {
-        observe: config.server.observe || recorder.is_some(),
-        nf_exit: Some(shape.exit),
-        max_trailer: config.server.max_trailer.min(max_trailer),
-        ..config.server.clone()
-    };
-    server_config.check_logs_fit_beside_packets(&config.spec)?;
     let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
