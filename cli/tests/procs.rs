@@ -68,6 +68,8 @@ fn chaos(spec: &str, kills: &[&str], rate: u64) -> (serde_json::Value, String) {
         "{report}"
     );
     assert!(report["packets_released"].as_u64().unwrap() > 0, "{report}");
+    // Throughput is over the traffic's second at least, not to the last arrival alone.
+    assert!(report["duration_s"].as_f64().unwrap() >= 1.0, "{report}");
     // Every packet the sink got was checked. A buffer's node records its releases before it
     // sends them, so one killed between the two has releases checked that never arrived.
     let checked = &report["output_commit_checked"];
