@@ -56,10 +56,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MB")]
     size_mb: Option<u64>,
     /// With --transport xdp: downloads at once per run, each over a TCP connection of its own
-    /// (1 to 64). One TCP connection's pace is bound by its window over the chain's round
-    /// trip; several load the chain as many flows do.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    connections: u32,
+    /// (1 to 64; default 1). One TCP connection's pace is bound by its window over the
+    /// chain's round trip; several load the chain as many flows do.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: Option<u32>,
     /// What FTMB+snapshot's snapshots are: `real` (copy each master's store, its cost measured)
     /// or `stall-<N>ms` (stand still N ms, less than the 50 ms between snapshots, as the thesis
     /// simulates them: `stall-6ms`).
@@ -71,13 +71,23 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: Option<u16>,
     /// With --transport xdp: the lab's name (the prefix of its namespaces), brought up for each
-    /// chain and taken down at the end.
-    #[arg(long, default_value = "ftcbench")]
-    lab: LabName,
+    /// chain and taken down at the end (default ftcbench).
+    #[arg(long)]
+    lab: Option<LabName>,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let experiments = Experiment::select(&args.experiment)?;
+    if args.transport == Transport::Mem {
+        let lab_only = [
+            ("--size-mb", args.size_mb.is_some()),
+            ("--connections", args.connections.is_some()),
+            ("--lab", args.lab.is_some()),
+        ];
+        if let Some((flag, _)) = lab_only.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{flag} is for the lab's runs: give it with --transport xdp");
+        }
+    }
     if args.size_mb.is_some_and(|s| !(1..=100_000).contains(&s)) {
         anyhow::bail!("--size-mb must be between 1 and 100000");
     }
@@ -113,13 +123,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Transport::Mem => ftc_bench::run(&experiments, &settings)?,
         Transport::Xdp => {
             let lab = LabSettings {
-                name: args.lab.clone(),
+                name: match &args.lab {
+                    Some(name) => name.clone(),
+                    None => "ftcbench".parse()?,
+                },
                 exe: std::env::current_exe().context("locating the ftc executable")?,
                 size: args
                     .size_mb
                     .unwrap_or_else(|| LabSettings::default_mb(args.quick))
                     << 20,
-                connections: args.connections,
+                connections: args.connections.unwrap_or(1),
             };
             ftc_bench::lab::run(&experiments, &settings, &lab, crate::signal::stop_flag())?
         }

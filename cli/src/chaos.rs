@@ -27,8 +27,8 @@ pub struct ChaosArgs {
     /// Seconds of traffic, 0.05 to 3600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Packets per second offered, at least 1 (default: as many as the chain takes, closed
-    /// loop; with --procs, 20000, and at most 50 million packets in all).
+    /// Packets per second offered, 1 to 1000000000 (default: as many as the chain takes,
+    /// closed loop; with --procs, 20000, and at most 50 million packets in all).
     #[arg(long)]
     rate: Option<u64>,
     /// Flows the traffic is spread over, 1 to 16777216.
@@ -181,9 +181,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--heartbeat-ms must be between 0.1 and 10000");
     }
     crate::run::check_flows(args.flows)?;
-    if args.rate == Some(0) {
-        anyhow::bail!("--rate must be positive");
-    }
+    crate::run::check_rate(args.rate)?;
     if args.procs {
         let packets = args.rate.unwrap_or(PROCS_RATE) as f64 * args.duration;
         if packets > MAX_PROCS_PACKETS as f64 {

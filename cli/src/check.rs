@@ -13,13 +13,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    out!("{}", describe(&spec));
-    // Valid, but FTC's frames cannot carry it: say so here rather than at the first packet.
+    // Valid, but FTC's frames cannot carry it: say so here rather than at the first packet
+    // (and before the ring, which a failing check does not print).
     let server = ftc_node::ServerConfig::default();
     if let Err(e) = server.check_logs_fit(&spec) {
         eprintln!("ftc: in FTC mode: {e} (NF and FTMB runs take it)");
         return Ok(ExitCode::FAILURE);
     }
+    out!("{}", describe(&spec));
     // In memory it runs; `ftc node` (the lab, `ftc chaos --procs`) would refuse it at start.
     if let Err(e) = server.check_logs_fit_beside_packets(&spec) {
         eprintln!(

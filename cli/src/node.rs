@@ -13,6 +13,7 @@ use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
+use ftc_orchestrator::process::shape::Shape;
 
 use crate::customer::CustomerArgs;
 use crate::mode::{ModeArg, SnapshotArgs};
@@ -148,11 +149,24 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
                 (ring.prev_server(me), prev.clone()),
             ]
         }
-        _ => args
-            .link
-            .iter()
-            .map(|(p, iface)| (ServerId(*p), iface.clone()))
-            .collect(),
+        _ => {
+            let positions = Shape::of(&spec, mode)?.positions.servers();
+            if let Some((p, iface)) = args
+                .link
+                .iter()
+                .find(|(p, _)| usize::from(*p) >= positions || *p == args.position)
+            {
+                anyhow::bail!(
+                    "--link {p}={iface}: the peers of node {} are positions 0 to {} but its own",
+                    args.position,
+                    positions - 1
+                );
+            }
+            args.link
+                .iter()
+                .map(|(p, iface)| (ServerId(*p), iface.clone()))
+                .collect()
+        }
     };
     let config = NodeConfig {
         spec,

@@ -23,8 +23,8 @@ pub struct RunArgs {
     /// Seconds of traffic, 0.01 to 3600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
-    /// Packets per second offered, at least 1 (default: as many as the chain takes, closed
-    /// loop).
+    /// Packets per second offered, 1 to 1000000000 (default: as many as the chain takes,
+    /// closed loop).
     #[arg(long)]
     rate: Option<u64>,
     /// Flows the traffic is spread over, 1 to 16777216.
@@ -51,6 +51,15 @@ pub fn check_flows(flows: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--rate` of the generated traffic, where given: 1 to a packet a nanosecond (the pacer's
+/// clock; faster would be no pacing at all).
+pub fn check_rate(rate: Option<u64>) -> anyhow::Result<()> {
+    if rate.is_some_and(|r| !(1..=1_000_000_000).contains(&r)) {
+        anyhow::bail!("--rate must be between 1 and 1000000000 packets/s");
+    }
+    Ok(())
+}
+
 /// How long after its traffic a run may take to stop: the runtime's drain (5 s) and the
 /// replicas' settling with room to spare on a loaded machine.
 const STOP_WITHIN: Duration = Duration::from_secs(120);
@@ -64,8 +73,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--size must be between 64 and 1500 bytes");
     }
     check_flows(args.flows)?;
-    if args.window == 0 || args.rate == Some(0) {
-        anyhow::bail!("--window and --rate must be positive");
+    check_rate(args.rate)?;
+    if args.window == 0 {
+        anyhow::bail!("--window must be positive");
     }
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;

@@ -301,6 +301,8 @@ fn chains_whose_logs_outgrow_frames_are_refused_up_front() {
         let (code, out, err) = ftc(&args);
         assert_ne!(code, 0, "{args:?}: {out}");
         assert!(err.contains("lower `state_size` or `f`"), "{args:?}: {err}");
+        // Refused before any report (`check` printed the ring, then failed).
+        assert_eq!(out, "", "{args:?}");
     }
     let links = write("link-logs", 3400);
     let (code, out, err) = ftc(&["check", links.to_str().unwrap()]);
@@ -315,7 +317,16 @@ fn chains_whose_logs_outgrow_frames_are_refused_up_front() {
 /// may hold are refused up front, not met with an allocation of gigabytes (or a wrapped one).
 #[test]
 fn chaos_procs_refuses_more_packets_than_its_sink_keeps() {
-    for rate in ["100000000", "18446744073709551615"] {
+    for (rate, refused) in [
+        (
+            "100000000",
+            "--rate × --duration must be at most 50000000 packets",
+        ),
+        (
+            "18446744073709551615",
+            "--rate must be between 1 and 1000000000",
+        ),
+    ] {
         let (code, out, err) = ftc(&[
             "chaos",
             &spec("ch-rec.toml"),
@@ -326,10 +337,7 @@ fn chaos_procs_refuses_more_packets_than_its_sink_keeps() {
             rate,
         ]);
         assert_ne!(code, 0, "{out}");
-        assert!(
-            err.contains("--rate × --duration must be at most 50000000 packets"),
-            "{err}"
-        );
+        assert!(err.contains(refused), "{err}");
     }
 }
 
@@ -500,6 +508,10 @@ fn absurd_input_is_refused_up_front() {
             ],
             "position 7: the chain has servers 0 to 2",
         ),
+        (
+            &["bench", "sharing", "--quick", "--connections", "5"],
+            "--connections is for the lab's runs: give it with --transport xdp",
+        ),
     ];
     // And `ftc node` at position 0 with these.
     let ch3 = spec("ch-3.toml");
@@ -512,6 +524,14 @@ fn absurd_input_is_refused_up_front() {
         "0",
     ];
     let nodes: &[(&[&str], &str)] = &[
+        (
+            &["--secret-file", &secret, "--link", "3=eth0"],
+            "--link 3=eth0: the peers of node 0 are positions 0 to 2 but its own",
+        ),
+        (
+            &["--secret-file", &secret, "--link", "0=eth0"],
+            "--link 0=eth0: the peers of node 0",
+        ),
         (
             &["--secret-file", "/dev/zero"],
             "the secret file /dev/zero is longer than 65536 bytes",
@@ -584,7 +604,13 @@ fn help_states_the_ranges_that_are_enforced() {
             "0.01 to 3600",
             &["--duration", "0.001"],
         ),
-        ("run", "--rate", "at least 1", &["--rate", "0"]),
+        ("run", "--rate", "1 to 1000000000", &["--rate", "0"]),
+        (
+            "run",
+            "--rate",
+            "1 to 1000000000",
+            &["--rate", "1000000001"],
+        ),
         ("run", "--flows", "1 to 16777216", &["--flows", "0"]),
         ("run", "--size", "64 to 1500", &["--size", "1501"]),
         ("run", "--window", "at least 1", &["--window", "0"]),
@@ -610,8 +636,8 @@ fn help_states_the_ranges_that_are_enforced() {
         (
             "chaos",
             "--rate",
-            "at least 1",
-            &["--kill", "1", "--rate", "0"],
+            "1 to 1000000000",
+            &["--kill", "1", "--rate", "1000000001"],
         ),
         (
             "chaos",

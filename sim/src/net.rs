@@ -38,6 +38,12 @@ impl Faults {
             .filter(|i| !i.is_empty())
             .collect();
         let name = |item: &str| item.split('=').next().unwrap_or_default().to_string();
+        if items.is_empty() {
+            return Err(format!("no fault in {list:?}: name some, or `none`"));
+        }
+        if let Some(item) = items.iter().find(|i| name(i) == "none" && **i != "none") {
+            return Err(format!("`none` takes no rate, in {item:?}"));
+        }
         if items.contains(&"none") && items.len() > 1 {
             return Err(format!("`none` with other faults in {list:?}"));
         }
@@ -261,5 +267,19 @@ mod tests {
             assert_eq!(Faults::parse(&faults.to_string()), Ok(faults), "{list}");
         }
         assert_eq!(Faults::default().to_string(), "none");
+    }
+
+    /// An empty list is no silent `none`, and `none` takes no rate.
+    #[test]
+    fn lists_that_name_nothing_or_rate_none_are_refused() {
+        for (list, why) in [
+            ("", "no fault in \"\""),
+            (",,", "no fault in \",,\""),
+            ("none=1", "`none` takes no rate, in \"none=1\""),
+            ("none,loss", "`none` with other faults"),
+        ] {
+            let refused = Faults::parse(list).unwrap_err();
+            assert!(refused.starts_with(why), "{list:?}: {refused}");
+        }
     }
 }

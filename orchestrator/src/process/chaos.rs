@@ -227,10 +227,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         }
         // The traffic's time, or longer where releases went on past it: throughput over the
         // time to the last arrival alone overstates it wherever releases stopped early.
-        report.run.duration_s = sink
-            .last_since(start)
-            .max(config.duration)
-            .as_secs_f64();
+        report.run.duration_s = sink.last_since(start).max(config.duration).as_secs_f64();
         let status = orchestrator.status();
         report.recoveries = status.recoveries.clone();
         // Only the kills and the orchestrator's cut-offs end nodes in a run: any other end is
