@@ -4,14 +4,15 @@
 //! A frame is
 //!
 //! ```text
-//! magic "FTCC" | version u8 = 4 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! magic "FTCC" | version u8 = 5 | kind u8 | body length u32 (big-endian) | body | tag [32]
 //! ```
 //!
 //! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
 //! derived from the deployment's shared secret by BLAKE3's key derivation ([`Key`]). Version 1
 //! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
 //! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
-//! `Recover`, `FetchGroup` and `GroupState`. Decoding checks the header, then verifies the
+//! `Recover`, `FetchGroup` and `GroupState`. Version 5 added the challenge (below): the
+//! orchestrator's `Challenge` and the nonce of the node's `Join`. Decoding checks the header, then verifies the
 //! tag (in constant time) before it looks at the body, so a party without the key cannot make
 //! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
 //! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
@@ -21,6 +22,14 @@
 //! `Assign` or `Recover`: a state transfer names it, and a source answers only a request of its
 //! own run, so that a request of an earlier run with the same secret (recorded and replayed, say)
 //! neither gets the state nor fences the source to the epoch it names.
+//!
+//! A control connection starts with a challenge: the orchestrator, as it accepts it, sends a
+//! `Challenge` of its run id and a fresh random nonce, and the node's `Join` carries that nonce
+//! (under the tag, like every field); a `Join` whose nonce is not the one its connection was
+//! given is refused. So a `Join` recorded on one connection and replayed on another, in the same
+//! run or another, is not taken for the node that sent it (version 4 took it: the replayer held
+//! the position, and got its orders). The nonce comes from the kernel's random source
+//! ([`process::unguessable`](crate::process::unguessable)).
 //!
 //! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
 //! and [`read_message`] stream the state bytes without copying them into another buffer, and
@@ -42,7 +51,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 30;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
@@ -52,6 +61,12 @@ const TAG_LEN: usize = 32;
 const STREAM_CHUNK: usize = 256 << 10;
 /// The most [`read_message`] allocates ahead of the bytes that arrived.
 const READ_AHEAD: usize = 16 << 20;
+
+/// The bytes of a challenge's nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// A random value nobody can guess: a challenge's nonce.
+pub type Nonce = [u8; NONCE_LEN];
 
 /// One server as its peers reach it: its data-path address and its state-transfer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,13 +94,15 @@ pub struct Fetch {
 pub enum Message {
     /// Node → orchestrator: a server (initial or replacement) is up at `position`, running the
     /// chain whose spec and mode have the fingerprint `chain`
-    /// ([`chain_fingerprint`](crate::process::chain_fingerprint)).
+    /// ([`chain_fingerprint`](crate::process::chain_fingerprint)), in answer to the
+    /// [`Challenge`](Message::Challenge) of `nonce`.
     Join {
         position: u16,
         pid: u32,
         chain: u64,
         data: SocketAddr,
         transfer: SocketAddr,
+        nonce: Nonce,
     },
     /// Node → orchestrator, every heartbeat period.
     Heartbeat { position: u16, epoch: u32, seq: u64 },
@@ -129,6 +146,9 @@ pub enum Message {
     Stop,
     /// Orchestrator → node: the node's control connection is refused (`reason`), and closed.
     Refused { reason: String },
+    /// Orchestrator → node, first on every control connection: the orchestrator's run, and the
+    /// nonce the node's `Join` must carry.
+    Challenge { run: u64, nonce: Nonce },
     /// Replacement → source: send the state of `group`; a source of another run does not.
     FetchGroup {
         run: u64,

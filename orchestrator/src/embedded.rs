@@ -23,7 +23,7 @@ use ftc_replica::ReplicaError;
 use ftc_stm::StmError;
 
 use crate::checks::check_monitors;
-use crate::control::{Key, Message};
+use crate::control::{Key, Message, Nonce};
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
 use crate::plan::PlanError;
 use crate::replacement::Fetched;
@@ -425,6 +425,8 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
                 chain: 0,
                 data: nowhere,
                 transfer,
+                // No connection to challenge: the servers are threads of this process.
+                nonce: Nonce::default(),
             },
         );
     }
@@ -659,6 +661,7 @@ fn restore<'w, C>(
         chain: 0,
         data: SocketAddr::from(([0, 0, 0, 0], 0)),
         transfer: world.transfer[usize::from(position.0)],
+        nonce: Nonce::default(),
     });
     let mut fetched = Fetched::default();
     let epoch = loop {

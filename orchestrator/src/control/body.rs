@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{ControlError, Fetch, Message, Peer};
+use super::{ControlError, Fetch, Message, Nonce, Peer};
 
 const JOIN: u8 = 1;
 const HEARTBEAT: u8 = 2;
@@ -21,6 +21,7 @@ const STOP: u8 = 10;
 const FETCH_GROUP: u8 = 11;
 pub(super) const GROUP_STATE: u8 = 12;
 const REFUSED: u8 = 13;
+const CHALLENGE: u8 = 14;
 
 /// The fixed part of a GroupState body: run u64, epoch u32, group u8.
 const GROUP_STATE_FIXED: usize = 8 + 4 + 1;
@@ -44,6 +45,7 @@ pub(super) fn kind(msg: &Message) -> u8 {
         Message::FetchGroup { .. } => FETCH_GROUP,
         Message::GroupState { .. } => GROUP_STATE,
         Message::Refused { .. } => REFUSED,
+        Message::Challenge { .. } => CHALLENGE,
     }
 }
 
@@ -62,12 +64,13 @@ fn name(kind: u8) -> &'static str {
         FETCH_GROUP => "FetchGroup",
         GROUP_STATE => "GroupState",
         REFUSED => "Refused",
+        CHALLENGE => "Challenge",
         _ => "unknown",
     }
 }
 
 pub(super) fn check_kind(kind: u8) -> Result<(), ControlError> {
-    if (JOIN..=REFUSED).contains(&kind) {
+    if (JOIN..=CHALLENGE).contains(&kind) {
         Ok(())
     } else {
         Err(ControlError::UnknownKind(kind))
@@ -100,12 +103,14 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             chain,
             data,
             transfer,
+            nonce,
         } => {
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&chain.to_be_bytes());
             put_addr(out, data);
             put_addr(out, transfer);
+            out.extend_from_slice(nonce);
         }
         Message::Heartbeat {
             position,
@@ -188,6 +193,10 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             return state;
         }
         Message::Refused { reason } => put_list(out, reason.as_bytes(), |out, b| out.push(*b)),
+        Message::Challenge { run, nonce } => {
+            out.extend_from_slice(&run.to_be_bytes());
+            out.extend_from_slice(nonce);
+        }
     }
     &[]
 }
@@ -245,6 +254,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             chain: r.u64()?,
             data: r.addr()?,
             transfer: r.addr()?,
+            nonce: r.nonce()?,
         },
         HEARTBEAT => Message::Heartbeat {
             position: r.u16()?,
@@ -299,6 +309,10 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             state: tail,
         },
         REFUSED => Message::Refused { reason: r.text()? },
+        CHALLENGE => Message::Challenge {
+            run: r.u64()?,
+            nonce: r.nonce()?,
+        },
         _ => return Err(ControlError::UnknownKind(kind)),
     };
     r.finish()?;
@@ -339,6 +353,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u64(&mut self) -> Result<u64, ControlError> {
         self.take().map(u64::from_be_bytes)
+    }
+
+    fn nonce(&mut self) -> Result<Nonce, ControlError> {
+        self.take()
     }
 
     fn flag(&mut self) -> Result<bool, ControlError> {

@@ -66,15 +66,21 @@ fn message() -> impl Strategy<Value = Message> {
         },
     );
     prop_oneof![
-        (any::<u16>(), any::<u32>(), any::<u64>(), addr(), addr()).prop_map(
-            |(position, pid, chain, data, transfer)| Message::Join {
-                position,
-                pid,
-                chain,
-                data,
-                transfer,
-            }
-        ),
+        (
+            (any::<u16>(), any::<u32>(), any::<u64>()),
+            (addr(), addr(), any::<Nonce>())
+        )
+            .prop_map(
+                |((position, pid, chain), (data, transfer, nonce))| Message::Join {
+                    position,
+                    pid,
+                    chain,
+                    data,
+                    transfer,
+                    nonce,
+                }
+            ),
+        (any::<u64>(), any::<Nonce>()).prop_map(|(run, nonce)| Message::Challenge { run, nonce }),
         ".{0,200}".prop_map(|reason| Message::Refused { reason }),
         (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(position, epoch, seq)| {
             Message::Heartbeat {
@@ -230,7 +236,7 @@ fn another_version_is_named_in_the_error() {
     assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 1 is not supported (this build speaks version 4)"
+        "control protocol version 1 is not supported (this build speaks version 5)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
@@ -443,8 +449,8 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ));
     // An unknown kind is refused from the header, before the tag.
     assert!(matches!(
-        decoded(14, &[]),
-        Err(ControlError::UnknownKind(14))
+        decoded(15, &[]),
+        Err(ControlError::UnknownKind(15))
     ));
     // The same bodies well-formed decode.
     assert_eq!(
@@ -460,6 +466,7 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
         0, 1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 7, 4, 10, 0, 0, 1, 0, 80,
     ];
     join.extend_from_slice(&[4, 10, 0, 0, 1, 0, 81]);
+    join.extend_from_slice(&[3; NONCE_LEN]);
     assert_eq!(
         decoded(1, &join).unwrap(),
         Message::Join {
@@ -467,9 +474,15 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
             pid: 9,
             chain: 7,
             data: v4(80),
-            transfer: v4(81)
+            transfer: v4(81),
+            nonce: [3; NONCE_LEN],
         }
     );
+    // A Join of version 4, without the nonce, is cut short.
+    assert!(matches!(
+        decoded(1, &join[..join.len() - NONCE_LEN]),
+        Err(ControlError::BodyTooShort { kind: "Join" })
+    ));
 }
 
 /// The chain's flow key is the same for everyone with the deployment's secret, and another for

@@ -128,6 +128,7 @@ impl Chain {
             chain: 0,
             data: p.data,
             transfer: p.transfer,
+            nonce: [0; 16],
         });
         self.beating.insert(position);
     }
@@ -219,6 +220,7 @@ fn deployment_waits_for_every_position() {
         chain: 0,
         data: p.data,
         transfer: p.transfer,
+        nonce: [0; 16],
     };
     c.handle(0, join(peer(0, 9)));
     c.handle(1, join(p0)); // a restarted server 0 replaces the first
@@ -877,6 +879,7 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
                 chain: 0,
                 data: peer.data,
                 transfer: peer.transfer,
+                nonce: [0; 16],
             }
         }),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {

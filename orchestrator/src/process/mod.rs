@@ -30,7 +30,7 @@ use std::path::Path;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::Mode;
 
-use crate::control::{ControlError, Key};
+use crate::control::{ControlError, Key, Nonce};
 
 /// Run the calling thread, one that mostly sleeps and must wake on time on a loaded host (a
 /// node's heartbeats, the orchestrator's failure detection and the readers of its control
@@ -82,6 +82,27 @@ impl Drop for OnTime {
             unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
         }
     }
+}
+
+/// A value nobody can guess (a control connection's challenge), from the kernel's random source
+/// (getrandom(2), which blocks only until the source is seeded at boot).
+pub fn unguessable() -> Nonce {
+    let mut bytes = Nonce::default();
+    let mut got = 0;
+    while got < bytes.len() {
+        let rest = &mut bytes[got..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which is valid for
+        // writes of that many.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => got += n,
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "getrandom: {e}");
+            }
+        }
+    }
+    bytes
 }
 
 /// What tells one chain from another in a node's `Join`: a hash of the mode it runs in

@@ -1,7 +1,7 @@
 //! `ftc node`: one chain server as a process (DESIGN.md §1, §3, §8). It binds a UDP data socket
 //! (frames between servers as NSH in datagrams, [`UdpTransport`]) and a TCP listener for state
 //! transfers ([`transfer::serve`], answered from its own [`Server`](ftc_node::Server)), connects to the
-//! orchestrator and joins. Then:
+//! orchestrator and joins, with the nonce of the orchestrator's challenge. Then:
 //! - `Assign`: the initial deployment; it learns its peers and serves in epoch 1;
 //! - `Fence`: a recovery began: frames of older epochs are dropped from now on, the server fences;
 //! - `Recover` (a replacement): fetch the named groups in parallel, restore, report `Ready`;
@@ -80,8 +80,9 @@ use super::poll::{readable, wait_for, wait_readable};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
+use crate::admission::FIRST_FRAME;
 use crate::control::{
-    read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
+    read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
 };
 use crate::replacement::Fetched;
 use crate::transfer;
@@ -176,6 +177,11 @@ pub enum NodeError {
     OrchestratorGone,
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
+    #[error(
+        "the orchestrator's first message is {0}, not the challenge a Join answers (an \
+         orchestrator of another control protocol version?)"
+    )]
+    NoChallenge(String),
     #[error(
         "the server failed: {0} (the node exits, so that the orchestrator replaces it, or halts a \
          deployment that keeps no replicas)"
@@ -401,6 +407,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     keep_alive(&control)?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
+    let (run, nonce) = challenge(&control, key)?;
     send(
         &writer,
         key,
@@ -410,6 +417,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             chain: super::chain_fingerprint(&config.spec, config.server.mode),
             data,
             transfer: listener.local_addr()?,
+            nonce,
         },
     )?;
     tracing::info!("node {me}: joined with data {data}");
@@ -479,7 +487,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
             writer: &writer,
-            run: None,
+            run,
             epoch: &epoch,
             server: None,
             serving: false,
@@ -538,6 +546,22 @@ fn bind_ingress(addr: SocketAddr) -> io::Result<UdpSocket> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The orchestrator's run and the nonce the node's `Join` must carry: the
+/// [`Challenge`](Message::Challenge) the control connection starts with, read (no byte beyond
+/// it) within [`FIRST_FRAME`].
+fn challenge(control: &TcpStream, key: &Key) -> Result<(u64, Nonce), NodeError> {
+    control.set_read_timeout(Some(FIRST_FRAME))?;
+    let first = read_message(&mut &*control, key, CONTROL_MAX_BODY);
+    control.set_read_timeout(None)?;
+    match first {
+        Ok(Message::Challenge { run, nonce }) => Ok((run, nonce)),
+        Ok(Message::Refused { reason }) => Err(NodeError::Refused(reason)),
+        Ok(other) => Err(NodeError::NoChallenge(format!("{other:?}"))),
+        Err(ControlError::Closed) => Err(NodeError::OrchestratorGone),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -650,9 +674,9 @@ struct Node<'a, 'h> {
     /// that a steady flow allocates none).
     spare: Vec<Vec<u8>>,
     writer: &'a Mutex<TcpStream>,
-    /// The orchestrator's run, from its `Assign` or `Recover`: state transfers of other runs
-    /// get nothing.
-    run: Option<u64>,
+    /// The orchestrator's run, from its challenge: state transfers of other runs get nothing,
+    /// and an `Assign` or `Recover` of another run is ignored.
+    run: u64,
     /// The epoch the node is in (heartbeats carry it).
     epoch: &'a AtomicU32,
     /// Set on `Assign`, or once a replacement restored its state.
@@ -942,7 +966,7 @@ impl<'a, 'h> Node<'a, 'h> {
     /// run (an earlier run's, replayed) gets nothing, and fences nothing.
     fn export(&mut self, run: u64, epoch: u32, group: MbIndex) -> Option<Vec<u8>> {
         let current = self.epoch.load(Ordering::Acquire);
-        if self.run != Some(run) || epoch < current || self.server.is_none() {
+        if self.run != run || epoch < current || self.server.is_none() {
             return None;
         }
         if epoch > current {
@@ -968,8 +992,7 @@ impl<'a, 'h> Node<'a, 'h> {
                 epoch,
                 position,
                 peers,
-            } if position == me.0 && self.server.is_none() => {
-                self.run = Some(run);
+            } if position == me.0 && run == self.run && self.server.is_none() => {
                 // First: lanes that take their share of the links take it in this epoch.
                 self.route(epoch, &peers);
                 let now = self.now();
@@ -987,11 +1010,10 @@ impl<'a, 'h> Node<'a, 'h> {
                 tracing::info!("node {me}: serving in epoch {epoch}");
             }
             Message::Fence { epoch, .. } => self.fence(epoch),
-            Message::Recover { run, epoch, fetch } if self.server.is_none() => {
+            Message::Recover { run, epoch, fetch } if run == self.run && self.server.is_none() => {
                 // Fetches end by their own timeouts; restoring a large state takes a while.
                 let pulse = self.pulse;
                 let _busy = pulse.busy();
-                self.run = Some(run);
                 self.set_epoch(epoch);
                 let (writer, key) = (self.writer, self.key);
                 let done = self.fetched.fetch(key, run, epoch, &fetch, |f, e| {

@@ -1,5 +1,6 @@
-//! `ftc orchestrator`: the orchestrator as a process (DESIGN.md §8). Nodes connect over TCP and
-//! send authenticated control messages; a malformed or unauthenticated one, or one that claims
+//! `ftc orchestrator`: the orchestrator as a process (DESIGN.md §8). Nodes connect over TCP, are
+//! challenged with a fresh nonce, and send authenticated control messages; a malformed or
+//! unauthenticated one, a `Join` without its connection's nonce, or a message that claims
 //! another position than its connection joined as, is never trusted: it is logged and the
 //! connection closed. The messages drive the [`Coordinator`]; its `Send` commands go out on the
 //! connection of the position's current node, its `Launch` commands to the [`Launcher`].
@@ -22,7 +23,7 @@ use super::launcher::{Ended, Launcher};
 use super::Chain;
 use crate::admission::{Admission, Admitted};
 use crate::control::{
-    read_message, write_message, ControlError, Key, Message, Peer, CONTROL_MAX_BODY,
+    read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
 };
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
 
@@ -77,10 +78,12 @@ pub struct Orchestrator {
 /// What the connection threads report.
 #[derive(Debug)]
 enum Event {
+    /// A connection, challenged with `nonce`.
     Accepted {
         conn: u64,
         stream: TcpStream,
         from: SocketAddr,
+        nonce: Nonce,
     },
     Message {
         conn: u64,
@@ -98,6 +101,8 @@ enum Event {
 struct Conn {
     stream: TcpStream,
     from: SocketAddr,
+    /// The nonce of its challenge, which its `Join` must carry.
+    nonce: Nonce,
     /// The position it joined as.
     position: Option<u16>,
 }
@@ -111,13 +116,14 @@ struct Conns {
 }
 
 impl Conns {
-    /// A new connection, of no position until its node joins.
-    fn accept(&mut self, conn: u64, stream: TcpStream, from: SocketAddr) {
+    /// A new connection challenged with `nonce`, of no position until its node joins.
+    fn accept(&mut self, conn: u64, stream: TcpStream, from: SocketAddr, nonce: Nonce) {
         self.all.insert(
             conn,
             Conn {
                 stream,
                 from,
+                nonce,
                 position: None,
             },
         );
@@ -382,8 +388,14 @@ impl Orchestrator {
             acceptor.join().expect("the acceptor panicked");
             // Connections accepted meanwhile are closed too, so that their readers end.
             for event in rx.try_iter() {
-                if let Event::Accepted { conn, stream, from } = event {
-                    conns.accept(conn, stream, from);
+                if let Event::Accepted {
+                    conn,
+                    stream,
+                    from,
+                    nonce,
+                } = event
+                {
+                    conns.accept(conn, stream, from, nonce);
                 }
             }
             for position in 0..self.ring.servers() as u16 {
@@ -445,12 +457,18 @@ impl Orchestrator {
             };
             next += 1;
             let conn = next;
-            let _ = tx.send(Event::Accepted { conn, stream, from });
+            let nonce = super::unguessable();
+            let _ = tx.send(Event::Accepted {
+                conn,
+                stream,
+                from,
+                nonce,
+            });
             let spawned = std::thread::Builder::new()
                 .name("control reader".into())
                 .spawn_scoped(s, {
                     let tx = tx.clone();
-                    move || self.read(conn, &reader, from, &tx, admitted)
+                    move || self.read(conn, &reader, from, nonce, &tx, admitted)
                 });
             if let Err(e) = spawned {
                 tracing::warn!("control connection from {from}: no thread to read it: {e}");
@@ -462,19 +480,33 @@ impl Orchestrator {
         }
     }
 
-    /// A connection's messages, until it ends or sends one that cannot be trusted, or has not
-    /// sent its whole first message by the deadline of its place among the `admitted`
-    /// ([`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened), which it holds until
-    /// then.
+    /// A connection's messages, once it is challenged with `nonce`, until it ends or sends one
+    /// that cannot be trusted, or has not sent its whole first message by the deadline of its
+    /// place among the `admitted` ([`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it
+    /// opened), which it holds until then.
     fn read(
         &self,
         conn: u64,
         stream: &TcpStream,
         from: SocketAddr,
+        nonce: Nonce,
         tx: &Sender<Event>,
         admitted: Admitted<'_>,
     ) {
         let _on_time = super::wake_on_time("control reader");
+        let challenge = Message::Challenge {
+            run: self.run,
+            nonce,
+        };
+        if let Err(e) = write_message(&mut &*stream, &challenge, &self.key) {
+            tracing::debug!("control connection from {from}: cannot challenge it: {e}");
+            let _ = stream.shutdown(Shutdown::Both);
+            let _ = tx.send(Event::Closed {
+                conn,
+                rejected: false,
+            });
+            return;
+        }
         let mut reader = BufReader::new(admitted.reader(stream));
         let mut admitted = Some(admitted);
         let rejected = loop {
@@ -507,7 +539,12 @@ impl Orchestrator {
 
     fn event(&self, event: Event, conns: &mut Conns, coordinator: &mut Coordinator, now: u64) {
         match event {
-            Event::Accepted { conn, stream, from } => conns.accept(conn, stream, from),
+            Event::Accepted {
+                conn,
+                stream,
+                from,
+                nonce,
+            } => conns.accept(conn, stream, from, nonce),
             Event::Closed { conn, rejected } => {
                 conns.rejected += u64::from(rejected);
                 conns.close(conn);
@@ -527,7 +564,12 @@ impl Orchestrator {
                     let why = format!("no position {position} in this chain");
                     return conns.reject(conn, &why, &self.key);
                 }
-                if let Message::Join { chain, .. } = msg {
+                if let Message::Join { chain, nonce, .. } = msg {
+                    if nonce != c.nonce {
+                        let why = "the Join does not carry its connection's challenge (a Join \
+                                   recorded on another connection, replayed?)";
+                        return conns.reject(conn, why, &self.key);
+                    }
                     if let Some(why) = self.chain.refusal(chain) {
                         return conns.reject(conn, &why, &self.key);
                     }

@@ -10,6 +10,9 @@ use super::*;
 /// The run the fake orchestrator tells the node.
 const RUN: u64 = 0x5eed_0001;
 
+/// The nonce of the fake orchestrator's challenge.
+const NONCE: Nonce = [0x5e; 16];
+
 fn key() -> Key {
     Key::new(b"test secret").unwrap()
 }
@@ -82,8 +85,18 @@ fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
             .0
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let Message::Join { data, transfer, .. } = control.recv() else {
-            panic!("no Join");
+        control.send(&Message::Challenge {
+            run: RUN,
+            nonce: NONCE,
+        });
+        let Message::Join {
+            data,
+            transfer,
+            nonce: NONCE,
+            ..
+        } = control.recv()
+        else {
+            panic!("no Join answering the challenge");
         };
         let peers = vec![
             Peer {

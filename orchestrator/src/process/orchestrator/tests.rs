@@ -27,14 +27,23 @@ fn key() -> Key {
 struct FakeNode(TcpStream);
 
 impl FakeNode {
-    /// Connects to `orchestrator` and joins as `position`.
-    fn join(orchestrator: SocketAddr, position: u16) -> FakeNode {
+    /// Connects to `orchestrator` and reads its challenge: the nonce a `Join` must carry.
+    fn connect(orchestrator: SocketAddr) -> (FakeNode, Nonce) {
         let stream = TcpStream::connect(orchestrator).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let node = FakeNode(stream);
-        node.send(&join(position, chain_fingerprint(&spec(None), Mode::Ftc)));
+        match node.recv() {
+            Ok(Message::Challenge { nonce, .. }) => (node, nonce),
+            other => panic!("not a challenge: {other:?}"),
+        }
+    }
+
+    /// Connects to `orchestrator` and joins as `position`.
+    fn join(orchestrator: SocketAddr, position: u16) -> FakeNode {
+        let (node, nonce) = FakeNode::connect(orchestrator);
+        node.send(&join(position, ch_2(), nonce));
         node
     }
 
@@ -45,10 +54,24 @@ impl FakeNode {
     fn recv(&self) -> Result<Message, ControlError> {
         read_message(&mut &self.0, &key(), CONTROL_MAX_BODY)
     }
+
+    /// Its next message past the challenge (which a connection closed at once may not get).
+    fn recv_past_challenge(&self) -> Result<Message, ControlError> {
+        match self.recv() {
+            Ok(Message::Challenge { .. }) => self.recv(),
+            other => other,
+        }
+    }
 }
 
-/// A node's `Join` as `position`, of the chain with the fingerprint `chain`.
-fn join(position: u16, chain: u64) -> Message {
+/// The fingerprint of Ch-2 in FTC mode: the orchestrator's chain.
+fn ch_2() -> u64 {
+    chain_fingerprint(&spec(None), Mode::Ftc)
+}
+
+/// A node's `Join` as `position`, of the chain with the fingerprint `chain`, answering the
+/// challenge of `nonce`.
+fn join(position: u16, chain: u64, nonce: Nonce) -> Message {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + position));
     Message::Join {
         position,
@@ -56,6 +79,7 @@ fn join(position: u16, chain: u64) -> Message {
         chain,
         data: addr,
         transfer: addr,
+        nonce,
     }
 }
 
@@ -157,11 +181,8 @@ fn a_node_of_another_mode_or_spec_is_refused_and_told_which() {
                  file)",
             ),
         ] {
-            let node = FakeNode(TcpStream::connect(addr).unwrap());
-            node.0
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            node.send(&join(0, chain));
+            let (node, nonce) = FakeNode::connect(addr);
+            node.send(&join(0, chain, nonce));
             match node.recv() {
                 Ok(Message::Refused { reason }) => assert_eq!(reason, why),
                 other => panic!("{other:?}"),
@@ -219,12 +240,13 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
         let one_more = FakeNode(TcpStream::connect(addr).unwrap());
         idle[0].0.set_read_timeout(Some(FIRST_FRAME / 2)).unwrap();
         assert!(
-            matches!(idle[0].recv(), Err(ControlError::Closed)),
+            matches!(idle[0].recv_past_challenge(), Err(ControlError::Closed)),
             "the oldest is closed at once: {MAX_WAITING} others wait"
         );
         for silent in idle[1..].iter().chain([&one_more]) {
             silent.0.set_read_timeout(Some(FIRST_FRAME * 2)).unwrap();
-            assert!(matches!(silent.recv(), Err(ControlError::Closed)));
+            let closed = silent.recv_past_challenge();
+            assert!(matches!(closed, Err(ControlError::Closed)), "{closed:?}");
         }
         assert!(opened.elapsed() >= FIRST_FRAME);
         // Nodes that speak are served as before.
@@ -232,11 +254,11 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
     });
 }
 
-/// A connection that sent the header of a `Join`, and a closure that sends it one more byte
-/// (a write to a closed connection does nothing).
+/// A connection that was challenged and sent the header of a `Join`, and a closure that sends it
+/// one more byte (a write to a closed connection does nothing).
 fn trickle(addr: SocketAddr) -> (TcpStream, impl FnMut()) {
-    let stream = TcpStream::connect(addr).unwrap();
-    let frame = crate::control::encode(&join(0, 0), &key());
+    let (FakeNode(stream), nonce) = FakeNode::connect(addr);
+    let frame = crate::control::encode(&join(0, 0, nonce), &key());
     (&stream).write_all(&frame[..10]).unwrap();
     let mut rest = frame.into_iter().skip(10);
     let writer = stream.try_clone().unwrap();
@@ -287,4 +309,36 @@ fn a_node_joins_while_every_waiting_place_is_taken_by_trickling_connections() {
         // Accepted after them all: every place is taken when they come.
         deploy(addr);
     });
+}
+
+/// A `Join` recorded on one connection and replayed on another is refused: it does not carry
+/// the nonce that connection was challenged with (version 4 took it during deployment, and the
+/// replayer held the position, and got its orders, instead of the node that sent it).
+#[test]
+fn a_join_replayed_on_another_connection_is_refused() {
+    let orchestrator = while_running(|addr, _| {
+        let (node, nonce) = FakeNode::connect(addr);
+        let recorded = crate::control::encode(&join(0, ch_2(), nonce), &key());
+        (&node.0).write_all(&recorded).unwrap();
+        let (replayer, _) = FakeNode::connect(addr);
+        (&replayer.0).write_all(&recorded).unwrap();
+        match replayer.recv() {
+            Ok(Message::Refused { reason }) => assert!(
+                reason.starts_with("the Join does not carry its connection's challenge"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(replayer.recv(), Err(ControlError::Closed)));
+        // The node that sent it holds its position: the deployment completes with it.
+        let other = FakeNode::join(addr, 1);
+        for (node, at) in [(&node, 0), (&other, 1)] {
+            let assign = node.recv();
+            assert!(
+                matches!(assign, Ok(Message::Assign { position, .. }) if position == at),
+                "{assign:?}"
+            );
+        }
+    });
+    assert_eq!(orchestrator.status().rejected, 1);
 }
