@@ -12,16 +12,19 @@
 //! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
 //! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
 //! `Recover`, `FetchGroup` and `GroupState`. Version 5 added the challenge (below): the
-//! orchestrator's `Challenge` and the nonce of the node's `Join`. Decoding checks the header, then verifies the
+//! orchestrator's `Challenge` and the nonce of the node's `Join`; and the run id to `Heartbeat`,
+//! `Ready`, `TransferFailed` and `Resumed`. Decoding checks the header, then verifies the
 //! tag (in constant time) before it looks at the body, so a party without the key cannot make
 //! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
 //! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
 //! carried); a list is a u16 count followed by its items.
 //!
 //! A run id is a random u64 an orchestrator draws when it starts, told to its nodes in their
-//! `Assign` or `Recover`: a state transfer names it, and a source answers only a request of its
-//! own run, so that a request of an earlier run with the same secret (recorded and replayed, say)
-//! neither gets the state nor fences the source to the epoch it names.
+//! challenge, `Assign` or `Recover`: a state transfer names it, and a source answers only a
+//! request of its own run, so that a request of an earlier run with the same secret (recorded
+//! and replayed, say) neither gets the state nor fences the source to the epoch it names. The
+//! node's messages to the orchestrator name it too, and the orchestrator ignores (and counts)
+//! those of another run ([`Coordinator::other_run_messages`](crate::coordinator::Coordinator)).
 //!
 //! A control connection starts with a challenge: the orchestrator, as it accepts it, sends a
 //! `Challenge` of its run id and a fresh random nonce, and the node's `Join` carries that nonce
@@ -104,23 +107,31 @@ pub enum Message {
         transfer: SocketAddr,
         nonce: Nonce,
     },
-    /// Node → orchestrator, every heartbeat period.
-    Heartbeat { position: u16, epoch: u32, seq: u64 },
+    /// Node → orchestrator, every heartbeat period, in the orchestrator's run `run` (as are the
+    /// node's messages below).
+    Heartbeat {
+        run: u64,
+        position: u16,
+        epoch: u32,
+        seq: u64,
+    },
     /// Node → orchestrator: a replacement holds all its state (`bytes` moved).
     Ready {
+        run: u64,
         position: u16,
         epoch: u32,
         bytes: u64,
     },
     /// Node → orchestrator: a replacement could not fetch `group` from `source`.
     TransferFailed {
+        run: u64,
         position: u16,
         epoch: u32,
         group: u8,
         source: u16,
     },
     /// Node → orchestrator: the node applied a [`Reroute`](Message::Reroute).
-    Resumed { position: u16, epoch: u32 },
+    Resumed { run: u64, position: u16, epoch: u32 },
     /// Orchestrator → node: initial deployment; the node runs at `position` among `peers`, in
     /// the orchestrator's run `run`.
     Assign {
@@ -163,6 +174,28 @@ pub enum Message {
         group: u8,
         state: Vec<u8>,
     },
+}
+
+impl Message {
+    /// The run it names, for the kinds that carry one.
+    pub fn run(&self) -> Option<u64> {
+        match self {
+            Message::Heartbeat { run, .. }
+            | Message::Ready { run, .. }
+            | Message::TransferFailed { run, .. }
+            | Message::Resumed { run, .. }
+            | Message::Assign { run, .. }
+            | Message::Recover { run, .. }
+            | Message::Challenge { run, .. }
+            | Message::FetchGroup { run, .. }
+            | Message::GroupState { run, .. } => Some(*run),
+            Message::Join { .. }
+            | Message::Fence { .. }
+            | Message::Reroute { .. }
+            | Message::Stop
+            | Message::Refused { .. } => None,
+        }
+    }
 }
 
 /// Why bytes are not a valid control frame (or could not be read).

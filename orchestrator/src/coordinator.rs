@@ -141,6 +141,7 @@ pub struct Coordinator {
     reports: VecDeque<RecoveryReport>,
     stale: u64,
     unexpected: u64,
+    other_run: u64,
 }
 
 impl Coordinator {
@@ -168,6 +169,7 @@ impl Coordinator {
             reports: VecDeque::new(),
             stale: 0,
             unexpected: 0,
+            other_run: 0,
         }
     }
 
@@ -206,8 +208,14 @@ impl Coordinator {
         self.unexpected
     }
 
-    /// A message from a server; whether it was taken (`false`: it was stale or unexpected, and
-    /// counted so). A driver binds a connection to a position only once that position's `Join`
+    /// Messages of another run than this coordinator's (an earlier run's with the same secret,
+    /// recorded and replayed, say), ignored.
+    pub fn other_run_messages(&self) -> u64 {
+        self.other_run
+    }
+
+    /// A message from a server; whether it was taken (`false`: it was stale, unexpected or of
+    /// another run, and counted so). A driver binds a connection to a position only once that position's `Join`
     /// was taken.
     ///
     /// A replacement launched into the epoch its failed predecessor was fenced in (a failure
@@ -215,15 +223,19 @@ impl Coordinator {
     /// position is out, the driver must deliver nothing more from the server it replaces (it
     /// closes that server's connection, or kills it).
     pub fn handle(&mut self, now: u64, msg: Message) -> bool {
-        let ignored = self.stale + self.unexpected;
+        let ignored = self.stale + self.unexpected + self.other_run;
         self.take(now, msg);
         self.settle(now);
-        self.stale + self.unexpected == ignored
+        self.stale + self.unexpected + self.other_run == ignored
     }
 
     fn take(&mut self, now: u64, msg: Message) {
         if matches!(self.phase, Phase::Halted(_)) {
             self.unexpected += 1;
+            return;
+        }
+        if msg.run().is_some_and(|run| run != self.run) {
+            self.other_run += 1;
             return;
         }
         match msg {
@@ -247,14 +259,18 @@ impl Coordinator {
                 position,
                 epoch,
                 bytes,
+                ..
             } => self.on_ready(now, position, epoch, bytes),
             Message::TransferFailed {
                 position,
                 epoch,
                 group,
                 source,
+                ..
             } => self.on_transfer_failed(now, position, epoch, group, source),
-            Message::Resumed { position, epoch } => self.on_resumed(now, position, epoch),
+            Message::Resumed {
+                position, epoch, ..
+            } => self.on_resumed(now, position, epoch),
             _ => self.unexpected += 1,
         }
     }

@@ -440,7 +440,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         crossbeam_channel::select! {
             recv(beats) -> beat => match beat {
                 Ok(beat) => {
-                    coordinator.handle(now(), beat_message(beat, &mut seq));
+                    coordinator.handle(now(), beat_message(beat, world.run, &mut seq));
                 }
                 Err(_) => break,
             },
@@ -452,7 +452,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
         // Everything that arrived first: a thread that was not scheduled for a while must not
         // declare servers failed whose heartbeats wait in its queue.
         for beat in beats.try_iter() {
-            coordinator.handle(now(), beat_message(beat, &mut seq));
+            coordinator.handle(now(), beat_message(beat, world.run, &mut seq));
         }
         for msg in messages.try_iter() {
             coordinator.handle(now(), msg);
@@ -529,18 +529,20 @@ pub fn halted_violation(why: &Unrecoverable, kills: &[Killed], ring: &Ring) -> S
     text + &format!(" [{why}]")
 }
 
-/// A server thread's sign of life as the coordinator's message.
-fn beat_message(beat: Beat, seq: &mut u64) -> Message {
+/// A server thread's sign of life as the coordinator's message, in the run `run`.
+fn beat_message(beat: Beat, run: u64, seq: &mut u64) -> Message {
     match beat {
         Beat::Heartbeat { server, epoch, .. } => {
             *seq += 1;
             Message::Heartbeat {
+                run,
                 position: server.0,
                 epoch,
                 seq: *seq,
             }
         }
         Beat::Resumed { server, epoch } => Message::Resumed {
+            run,
             position: server.0,
             epoch,
         },
@@ -676,6 +678,7 @@ fn restore<'w, C>(
                 f.source
             );
             let _ = world.to_orchestrator.send(Message::TransferFailed {
+                run,
                 position: position.0,
                 epoch,
                 group: f.group,
@@ -736,6 +739,7 @@ fn restore<'w, C>(
     }
     world.launched.lock().expect("no holder panics")[usize::from(position.0)] = None;
     let _ = world.to_orchestrator.send(Message::Ready {
+        run: world.run,
         position: position.0,
         epoch,
         bytes,

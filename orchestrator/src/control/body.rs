@@ -113,35 +113,46 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             out.extend_from_slice(nonce);
         }
         Message::Heartbeat {
+            run,
             position,
             epoch,
             seq,
         } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.extend_from_slice(&seq.to_be_bytes());
         }
         Message::Ready {
+            run,
             position,
             epoch,
             bytes,
         } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.extend_from_slice(&bytes.to_be_bytes());
         }
         Message::TransferFailed {
+            run,
             position,
             epoch,
             group,
             source,
         } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.push(*group);
             out.extend_from_slice(&source.to_be_bytes());
         }
-        Message::Resumed { position, epoch } => {
+        Message::Resumed {
+            run,
+            position,
+            epoch,
+        } => {
+            out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
         }
@@ -257,22 +268,26 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             nonce: r.nonce()?,
         },
         HEARTBEAT => Message::Heartbeat {
+            run: r.u64()?,
             position: r.u16()?,
             epoch: r.u32()?,
             seq: r.u64()?,
         },
         READY => Message::Ready {
+            run: r.u64()?,
             position: r.u16()?,
             epoch: r.u32()?,
             bytes: r.u64()?,
         },
         TRANSFER_FAILED => Message::TransferFailed {
+            run: r.u64()?,
             position: r.u16()?,
             epoch: r.u32()?,
             group: r.u8()?,
             source: r.u16()?,
         },
         RESUMED => Message::Resumed {
+            run: r.u64()?,
             position: r.u16()?,
             epoch: r.u32()?,
         },

@@ -15,6 +15,7 @@ fn v4(port: u16) -> SocketAddr {
 
 fn heartbeat() -> Message {
     Message::Heartbeat {
+        run: 5,
         position: 2,
         epoch: 7,
         seq: 99,
@@ -82,30 +83,49 @@ fn message() -> impl Strategy<Value = Message> {
             ),
         (any::<u64>(), any::<Nonce>()).prop_map(|(run, nonce)| Message::Challenge { run, nonce }),
         ".{0,200}".prop_map(|reason| Message::Refused { reason }),
-        (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(position, epoch, seq)| {
-            Message::Heartbeat {
-                position,
-                epoch,
-                seq,
-            }
-        }),
-        (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(position, epoch, bytes)| {
-            Message::Ready {
-                position,
-                epoch,
-                bytes,
-            }
-        }),
-        (any::<u16>(), any::<u32>(), any::<u8>(), any::<u16>()).prop_map(
-            |(position, epoch, group, source)| Message::TransferFailed {
-                position,
-                epoch,
-                group,
-                source,
+        (any::<u64>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
+            |(run, position, epoch, seq)| {
+                Message::Heartbeat {
+                    run,
+                    position,
+                    epoch,
+                    seq,
+                }
             }
         ),
-        (any::<u16>(), any::<u32>())
-            .prop_map(|(position, epoch)| Message::Resumed { position, epoch }),
+        (any::<u64>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
+            |(run, position, epoch, bytes)| {
+                Message::Ready {
+                    run,
+                    position,
+                    epoch,
+                    bytes,
+                }
+            }
+        ),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u8>(),
+            any::<u16>()
+        )
+            .prop_map(
+                |(run, position, epoch, group, source)| Message::TransferFailed {
+                    run,
+                    position,
+                    epoch,
+                    group,
+                    source,
+                }
+            ),
+        (any::<u64>(), any::<u16>(), any::<u32>()).prop_map(|(run, position, epoch)| {
+            Message::Resumed {
+                run,
+                position,
+                epoch,
+            }
+        }),
         (any::<u64>(), any::<u32>(), any::<u16>(), peers()).prop_map(
             |(run, epoch, position, peers)| Message::Assign {
                 run,
@@ -269,7 +289,10 @@ fn hmac_sha256_frame(secret: &[u8], body_kind: u8, body: &[u8]) -> Vec<u8> {
 #[test]
 fn a_version_1_frame_is_refused_even_with_its_version_byte_changed() {
     let secret = b"correct horse battery staple";
-    let old = hmac_sha256_frame(secret, 2, &[0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 99]);
+    let body = [
+        0, 0, 0, 0, 0, 0, 0, 5, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 99,
+    ];
+    let old = hmac_sha256_frame(secret, 2, &body);
     assert!(matches!(
         decode(&old, &key(), DEFAULT_MAX_BODY),
         Err(ControlError::UnsupportedVersion(1))
@@ -394,7 +417,7 @@ fn a_full_ring_of_ipv6_peers_fits_a_control_connection() {
 #[test]
 fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     let decoded = |kind, body: &[u8]| decode(&sealed(kind, body), &key(), DEFAULT_MAX_BODY);
-    // Heartbeat (kind 2) cut inside its epoch.
+    // Heartbeat (kind 2) cut inside its run.
     assert!(matches!(
         decoded(2, &[0, 1, 0]),
         Err(ControlError::BodyTooShort { kind: "Heartbeat" })

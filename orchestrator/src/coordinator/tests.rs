@@ -150,6 +150,7 @@ impl Chain {
         self.seq += 1;
         for position in self.beating.clone() {
             self.handle(Message::Heartbeat {
+                run: RUN,
                 position,
                 epoch: self.c.epoch(),
                 seq: self.seq,
@@ -165,6 +166,7 @@ impl Chain {
                 self.seq += 1;
                 for position in self.beating.clone() {
                     self.handle(Message::Heartbeat {
+                        run: RUN,
                         position,
                         epoch: self.c.epoch(),
                         seq: self.seq,
@@ -184,6 +186,7 @@ impl Chain {
     fn ready(&mut self, position: u16, bytes: u64) {
         let epoch = self.c.epoch();
         self.handle(Message::Ready {
+            run: RUN,
             position,
             epoch,
             bytes,
@@ -193,7 +196,11 @@ impl Chain {
     fn resumed(&mut self, positions: &[u16]) {
         for &position in positions {
             let epoch = self.c.epoch();
-            self.handle(Message::Resumed { position, epoch });
+            self.handle(Message::Resumed {
+                run: RUN,
+                position,
+                epoch,
+            });
         }
     }
 
@@ -260,11 +267,13 @@ fn ch_rec_loses_its_middle_server() {
 
     // The old server 1 is fenced off: its heartbeats and reports are stale.
     chain.handle(Message::Heartbeat {
+        run: RUN,
         position: 1,
         epoch: 1,
         seq: 6,
     });
     chain.handle(Message::Ready {
+        run: RUN,
         position: 1,
         epoch: 1,
         bytes: 1,
@@ -401,6 +410,7 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
     assert_eq!(chain.c.epoch(), 2, "one recovery, one epoch");
     // What the first replacement at 1 says now is of no account.
     chain.handle(Message::Ready {
+        run: RUN,
         position: 1,
         epoch: 2,
         bytes: 1,
@@ -421,6 +431,7 @@ fn a_source_that_dies_mid_transfer_is_replaced_by_the_next_member() {
     // a back-off that doubles from a heartbeat period, and the coordinator halts only once
     // MAX_FETCH_ATTEMPTS fetches failed.
     let failed_g2 = Message::TransferFailed {
+        run: RUN,
         position: 1,
         epoch: 2,
         group: 2,
@@ -538,6 +549,7 @@ fn a_transfer_that_fails_moves_to_the_next_member() {
     chain.join(1, 1);
     chain.commands();
     let failed = |source| Message::TransferFailed {
+        run: RUN,
         position: 1,
         epoch: 2,
         group: 0,
@@ -551,12 +563,14 @@ fn a_transfer_that_fails_moves_to_the_next_member() {
     chain.handle(failed(0));
     assert_eq!(chain.c.stale_messages(), 1);
     chain.handle(Message::TransferFailed {
+        run: RUN,
         position: 1,
         epoch: 2,
         group: 9,
         source: 0,
     });
     chain.handle(Message::TransferFailed {
+        run: RUN,
         position: 0,
         epoch: 2,
         group: 0,
@@ -883,24 +897,31 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
             }
         }),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {
+            run: RUN,
             position,
             epoch,
             seq: 0
         }),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Ready {
+            run: RUN,
             position,
             epoch,
             bytes: 1
         }),
         (position.clone(), epoch.clone(), 0u8..4, position.clone()).prop_map(
             |(position, epoch, group, source)| Message::TransferFailed {
+                run: RUN,
                 position,
                 epoch,
                 group,
                 source
             }
         ),
-        (position, epoch).prop_map(|(position, epoch)| Message::Resumed { position, epoch }),
+        (position, epoch).prop_map(|(position, epoch)| Message::Resumed {
+            run: RUN,
+            position,
+            epoch
+        }),
         Just(Message::Stop),
     ];
     (0..20 * MS, msg)

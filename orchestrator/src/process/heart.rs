@@ -81,6 +81,8 @@ impl Pulse {
 pub struct Heart<'a> {
     pub writer: &'a Mutex<TcpStream>,
     pub key: &'a Key,
+    /// The orchestrator's run, which the heartbeats name.
+    pub run: u64,
     pub me: ServerId,
     pub epoch: &'a AtomicU32,
     pub stop: &'a AtomicBool,
@@ -120,6 +122,7 @@ impl Heart<'_> {
                 let _ = self.waker.send(&[1]);
             }
             let beat = Message::Heartbeat {
+                run: self.run,
                 position: me.0,
                 epoch: self.epoch.load(Ordering::Acquire),
                 seq,
@@ -192,6 +195,7 @@ mod tests {
             let heart = Heart {
                 writer: &writer,
                 key: &key,
+                run: 11,
                 me: ServerId(3),
                 epoch: &epoch,
                 stop: &stop,
@@ -214,6 +218,7 @@ mod tests {
             let mut reader = BufReader::new(&orchestrator);
             let mut next = || match read_message(&mut reader, &key, CONTROL_MAX_BODY) {
                 Ok(Message::Heartbeat {
+                    run: 11,
                     position: 3,
                     epoch: 7,
                     seq,

@@ -438,6 +438,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             Heart {
                 writer: &writer,
                 key,
+                run,
                 me,
                 epoch: &epoch,
                 stop: &stop,
@@ -1023,6 +1024,7 @@ impl<'a, 'h> Node<'a, 'h> {
                         f.source
                     );
                     let failed = Message::TransferFailed {
+                        run,
                         position: me.0,
                         epoch,
                         group: f.group,
@@ -1058,6 +1060,7 @@ impl<'a, 'h> Node<'a, 'h> {
                         writer,
                         key,
                         &Message::Ready {
+                            run,
                             position: me.0,
                             epoch,
                             bytes,
@@ -1078,6 +1081,7 @@ impl<'a, 'h> Node<'a, 'h> {
                     self.writer,
                     self.key,
                     &Message::Resumed {
+                        run: self.run,
                         position: me.0,
                         epoch,
                     },

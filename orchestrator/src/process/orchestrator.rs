@@ -54,6 +54,8 @@ pub struct Status {
     pub recoveries: Vec<RecoveryReport>,
     /// Control connections closed for a malformed or unauthenticated message.
     pub rejected: u64,
+    /// Nodes' messages of another run than the orchestrator's, ignored (and logged at debug).
+    pub other_run: u64,
     /// The nodes it started whose processes ended while it ran without being killed (by the
     /// orchestrator cutting one off, or by [`Children::kill`](super::launcher::Children::kill)):
     /// crashes, panics, hangs caught, errors.
@@ -378,6 +380,7 @@ impl Orchestrator {
                 status.epoch = coordinator.epoch();
                 status.peers = coordinator.peers().to_vec();
                 status.rejected = conns.rejected;
+                status.other_run = coordinator.other_run_messages();
                 drop(status);
                 if let Some(why) = coordinator.halted() {
                     outcome = Err(why.clone());
@@ -589,7 +592,15 @@ impl Orchestrator {
                         return conns.reject(conn, &why, &self.key);
                     }
                 };
+                let other_run = coordinator.other_run_messages();
                 let taken = coordinator.handle(now, msg);
+                if coordinator.other_run_messages() > other_run {
+                    tracing::debug!(
+                        "control connection from {} (position {position}): ignored a message of \
+                         another run",
+                        c.from
+                    );
+                }
                 if joins && taken {
                     conns.bind(conn, position, &self.key);
                 } else if joins {

@@ -23,8 +23,8 @@ fn key() -> Key {
     Key::new(b"test secret").unwrap()
 }
 
-/// A node's end of a control connection.
-struct FakeNode(TcpStream);
+/// A node's end of a control connection, and the run of the challenge it read (0 before).
+struct FakeNode(TcpStream, u64);
 
 impl FakeNode {
     /// Connects to `orchestrator` and reads its challenge: the nonce a `Join` must carry.
@@ -33,9 +33,12 @@ impl FakeNode {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let node = FakeNode(stream);
+        let mut node = FakeNode(stream, 0);
         match node.recv() {
-            Ok(Message::Challenge { nonce, .. }) => (node, nonce),
+            Ok(Message::Challenge { run, nonce }) => {
+                node.1 = run;
+                (node, nonce)
+            }
             other => panic!("not a challenge: {other:?}"),
         }
     }
@@ -53,6 +56,22 @@ impl FakeNode {
 
     fn recv(&self) -> Result<Message, ControlError> {
         read_message(&mut &self.0, &key(), CONTROL_MAX_BODY)
+    }
+
+    /// Heartbeats of epoch 1 as `position`, naming the run `run`, every 200 ms until `done`.
+    fn beat(&self, position: u16, run: u64, done: &AtomicBool) {
+        for seq in 1.. {
+            if done.load(Ordering::Acquire) {
+                break;
+            }
+            self.send(&Message::Heartbeat {
+                run,
+                position,
+                epoch: 1,
+                seq,
+            });
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Its next message past the challenge (which a connection closed at once may not get).
@@ -193,31 +212,20 @@ fn a_node_of_another_mode_or_spec_is_refused_and_told_which() {
     assert_eq!(orchestrator.status().rejected, 2);
 }
 
-#[test]
-fn a_node_declared_failed_is_told_why_it_is_cut_off() {
+/// Deploys Ch-2, keeps node 0 beating while node 1 does what `node_1` does (until told it is
+/// done), and checks that node 1 is declared failed, and told why as it is cut off.
+fn node_1_declared_failed(node_1: impl FnOnce(&FakeNode, &AtomicBool) + Send) -> Orchestrator {
     while_running(|addr, _| {
-        let [beating, silent] = deploy(addr);
-        silent
+        let [beating, failing] = deploy(addr);
+        failing
             .0
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
-            s.spawn(|| {
-                for seq in 1.. {
-                    if done.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let beat = Message::Heartbeat {
-                        position: 0,
-                        epoch: 1,
-                        seq,
-                    };
-                    beating.send(&beat);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            });
-            let told = silent.recv();
+            s.spawn(|| beating.beat(0, beating.1, &done));
+            s.spawn(|| node_1(&failing, &done));
+            let told = failing.recv();
             done.store(true, Ordering::Release);
             match told {
                 Ok(Message::Refused { reason }) => {
@@ -225,9 +233,24 @@ fn a_node_declared_failed_is_told_why_it_is_cut_off() {
                 }
                 other => panic!("{other:?}"),
             }
-            assert!(matches!(silent.recv(), Err(ControlError::Closed)));
+            assert!(matches!(failing.recv(), Err(ControlError::Closed)));
         });
-    });
+    })
+}
+
+#[test]
+fn a_node_declared_failed_is_told_why_it_is_cut_off() {
+    let orchestrator = node_1_declared_failed(|_, _| {});
+    assert_eq!(orchestrator.status().other_run, 0);
+}
+
+/// A node's messages name the orchestrator's run: heartbeats of another run (recorded in an
+/// earlier run with the same secret and replayed, say) are ignored, and counted, and keep no node
+/// alive.
+#[test]
+fn heartbeats_of_another_run_keep_no_node_alive() {
+    let orchestrator = node_1_declared_failed(|node, done| node.beat(1, node.1 ^ 1, done));
+    assert!(orchestrator.status().other_run > 0);
 }
 
 #[test]
@@ -235,9 +258,9 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
     while_running(|addr, _| {
         let opened = Instant::now();
         let idle: Vec<FakeNode> = (0..MAX_WAITING)
-            .map(|_| FakeNode(TcpStream::connect(addr).unwrap()))
+            .map(|_| FakeNode(TcpStream::connect(addr).unwrap(), 0))
             .collect();
-        let one_more = FakeNode(TcpStream::connect(addr).unwrap());
+        let one_more = FakeNode(TcpStream::connect(addr).unwrap(), 0);
         idle[0].0.set_read_timeout(Some(FIRST_FRAME / 2)).unwrap();
         assert!(
             matches!(idle[0].recv_past_challenge(), Err(ControlError::Closed)),
@@ -257,7 +280,7 @@ fn connections_that_say_nothing_are_closed_and_bounded() {
 /// A connection that was challenged and sent the header of a `Join`, and a closure that sends it
 /// one more byte (a write to a closed connection does nothing).
 fn trickle(addr: SocketAddr) -> (TcpStream, impl FnMut()) {
-    let (FakeNode(stream), nonce) = FakeNode::connect(addr);
+    let (FakeNode(stream, _), nonce) = FakeNode::connect(addr);
     let frame = crate::control::encode(&join(0, 0, nonce), &key());
     (&stream).write_all(&frame[..10]).unwrap();
     let mut rest = frame.into_iter().skip(10);
