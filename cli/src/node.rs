@@ -1,5 +1,6 @@
 //! `ftc node`: one chain server as its own process (the logic is in
-//! `ftc_orchestrator::process::node`).
+//! `ftc_orchestrator::process::node`). A node the orchestrator launched finds the token of its
+//! launch in `FTC_LAUNCH_TOKEN`, which its `Join` carries.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use anyhow::Context;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::{Mode, ServerConfig};
+use ftc_orchestrator::process::launcher::{parse_token, LAUNCH_TOKEN_ENV};
 use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::node::{run_node, NodeConfig};
 use ftc_orchestrator::process::read_secret;
@@ -168,9 +170,16 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
+    let launch = match std::env::var(LAUNCH_TOKEN_ENV) {
+        Ok(text) => Some(parse_token(&text).with_context(|| {
+            format!("{LAUNCH_TOKEN_ENV} is not a launch token (32 hexadecimal digits)")
+        })?),
+        Err(_) => None,
+    };
     let config = NodeConfig {
         spec,
         position: args.position,
+        launch,
         orchestrator: args.orchestrator,
         key,
         data: args.data,

@@ -48,7 +48,10 @@ pub struct OrchestratorArgs {
     /// `--edge-out`, `--edge-kind`, `--edge-queues` and, on AF_XDP edges, `--xdp-queue`,
     /// `--xdp-zero-copy` and `--xdp-frames`, for the chain's end servers) are filled in. Each
     /// node it starts leads a process group, killed whole (the node a command started with it)
-    /// when the node is cut off and when the orchestrator ends.
+    /// when the node is cut off and when the orchestrator ends. Each launch has a random token
+    /// in the environment (FTC_LAUNCH_TOKEN), and a position takes only the Join of its last
+    /// launch: a command that starts the node elsewhere must pass it on (`ssh host
+    /// FTC_LAUNCH_TOKEN=$FTC_LAUNCH_TOKEN ftc node …`).
     #[arg(long, value_name = "LAUNCHER", default_value = "local")]
     launch: String,
     /// Where customer frames enter and leave, and how AF_XDP edges open, passed on to the

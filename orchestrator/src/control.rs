@@ -12,8 +12,8 @@
 //! used HMAC-SHA256, which moved a large state at half the speed (about 1.6 GB/s against 3.6
 //! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
 //! `Recover`, `FetchGroup` and `GroupState`. Version 5 added the challenge (below): the
-//! orchestrator's `Challenge` and the nonce of the node's `Join`; and the run id to `Heartbeat`,
-//! `Ready`, `TransferFailed` and `Resumed`. Decoding checks the header, then verifies the
+//! orchestrator's `Challenge` and the nonce of the node's `Join`; the launch token (below) to
+//! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Decoding checks the header, then verifies the
 //! tag (in constant time) before it looks at the body, so a party without the key cannot make
 //! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
 //! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
@@ -33,6 +33,11 @@
 //! run or another, is not taken for the node that sent it (version 4 took it: the replayer held
 //! the position, and got its orders). The nonce comes from the kernel's random source
 //! ([`process::unguessable`](crate::process::unguessable)).
+//!
+//! A node the orchestrator's launcher started carries the token of its launch in its `Join`
+//! (version 5 too), and a position the launcher launched a node at takes only the `Join` of its
+//! last launch: a node of an earlier launch (one that was slow to start, and launched again) is
+//! refused ([`Launcher::refusal`](crate::process::launcher::Launcher::refusal)).
 //!
 //! [`GroupState`](Message::GroupState) bodies may be hundreds of megabytes: [`write_message`]
 //! and [`read_message`] stream the state bytes without copying them into another buffer, and
@@ -65,10 +70,10 @@ const STREAM_CHUNK: usize = 256 << 10;
 /// The most [`read_message`] allocates ahead of the bytes that arrived.
 const READ_AHEAD: usize = 16 << 20;
 
-/// The bytes of a challenge's nonce.
+/// The bytes of a challenge's nonce (and of a launch's token).
 pub const NONCE_LEN: usize = 16;
 
-/// A random value nobody can guess: a challenge's nonce.
+/// A random value nobody can guess: a challenge's nonce, a launch's token.
 pub type Nonce = [u8; NONCE_LEN];
 
 /// One server as its peers reach it: its data-path address and its state-transfer address.
@@ -98,7 +103,9 @@ pub enum Message {
     /// Node → orchestrator: a server (initial or replacement) is up at `position`, running the
     /// chain whose spec and mode have the fingerprint `chain`
     /// ([`chain_fingerprint`](crate::process::chain_fingerprint)), in answer to the
-    /// [`Challenge`](Message::Challenge) of `nonce`.
+    /// [`Challenge`](Message::Challenge) of `nonce`; `launch` is the token of the launch that
+    /// started it, if the orchestrator's launcher did
+    /// ([`LAUNCH_TOKEN_ENV`](crate::process::launcher::LAUNCH_TOKEN_ENV)).
     Join {
         position: u16,
         pid: u32,
@@ -106,6 +113,7 @@ pub enum Message {
         data: SocketAddr,
         transfer: SocketAddr,
         nonce: Nonce,
+        launch: Option<Nonce>,
     },
     /// Node → orchestrator, every heartbeat period, in the orchestrator's run `run` (as are the
     /// node's messages below).

@@ -427,6 +427,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
                 transfer,
                 // No connection to challenge: the servers are threads of this process.
                 nonce: Nonce::default(),
+                launch: None,
             },
         );
     }
@@ -664,6 +665,7 @@ fn restore<'w, C>(
         data: SocketAddr::from(([0, 0, 0, 0], 0)),
         transfer: world.transfer[usize::from(position.0)],
         nonce: Nonce::default(),
+        launch: None,
     });
     let mut fetched = Fetched::default();
     let epoch = loop {

@@ -104,6 +104,7 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             data,
             transfer,
             nonce,
+            launch,
         } => {
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&pid.to_be_bytes());
@@ -111,6 +112,13 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             put_addr(out, data);
             put_addr(out, transfer);
             out.extend_from_slice(nonce);
+            match launch {
+                Some(token) => {
+                    out.push(1);
+                    out.extend_from_slice(token);
+                }
+                None => out.push(0),
+            }
         }
         Message::Heartbeat {
             run,
@@ -266,6 +274,10 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             data: r.addr()?,
             transfer: r.addr()?,
             nonce: r.nonce()?,
+            launch: match r.flag()? {
+                true => Some(r.nonce()?),
+                false => None,
+            },
         },
         HEARTBEAT => Message::Heartbeat {
             run: r.u64()?,

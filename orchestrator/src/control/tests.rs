@@ -69,16 +69,17 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
             (any::<u16>(), any::<u32>(), any::<u64>()),
-            (addr(), addr(), any::<Nonce>())
+            (addr(), addr(), any::<Nonce>(), any::<Option<Nonce>>())
         )
             .prop_map(
-                |((position, pid, chain), (data, transfer, nonce))| Message::Join {
+                |((position, pid, chain), (data, transfer, nonce, launch))| Message::Join {
                     position,
                     pid,
                     chain,
                     data,
                     transfer,
                     nonce,
+                    launch,
                 }
             ),
         (any::<u64>(), any::<Nonce>()).prop_map(|(run, nonce)| Message::Challenge { run, nonce }),
@@ -490,6 +491,13 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ];
     join.extend_from_slice(&[4, 10, 0, 0, 1, 0, 81]);
     join.extend_from_slice(&[3; NONCE_LEN]);
+    // A Join of version 4, without the nonce, is cut short.
+    assert!(matches!(
+        decoded(1, &join[..join.len() - NONCE_LEN]),
+        Err(ControlError::BodyTooShort { kind: "Join" })
+    ));
+    join.push(0);
+    let mut launched = join.clone();
     assert_eq!(
         decoded(1, &join).unwrap(),
         Message::Join {
@@ -499,12 +507,24 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
             data: v4(80),
             transfer: v4(81),
             nonce: [3; NONCE_LEN],
+            launch: None,
         }
     );
-    // A Join of version 4, without the nonce, is cut short.
+    // The launch token is a flag byte, then (flag 1) the token.
+    let flag = join.len() - 1;
+    launched[flag] = 1;
+    launched.extend_from_slice(&[4; NONCE_LEN]);
     assert!(matches!(
-        decoded(1, &join[..join.len() - NONCE_LEN]),
-        Err(ControlError::BodyTooShort { kind: "Join" })
+        decoded(1, &launched).unwrap(),
+        Message::Join { launch: Some(token), .. } if token == [4; NONCE_LEN]
+    ));
+    launched[flag] = 2;
+    assert!(matches!(
+        decoded(1, &launched),
+        Err(ControlError::BadFlag {
+            kind: "Join",
+            value: 2
+        })
     ));
 }
 

@@ -129,6 +129,7 @@ impl Chain {
             data: p.data,
             transfer: p.transfer,
             nonce: [0; 16],
+            launch: None,
         });
         self.beating.insert(position);
     }
@@ -228,6 +229,7 @@ fn deployment_waits_for_every_position() {
         data: p.data,
         transfer: p.transfer,
         nonce: [0; 16],
+        launch: None,
     };
     c.handle(0, join(peer(0, 9)));
     c.handle(1, join(p0)); // a restarted server 0 replaces the first
@@ -894,6 +896,7 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
                 data: peer.data,
                 transfer: peer.transfer,
                 nonce: [0; 16],
+                launch: None,
             }
         }),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {

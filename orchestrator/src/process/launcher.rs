@@ -5,7 +5,17 @@
 //! launcher starts is kept in [`Children`], to be killed (failure injection) and reaped; each
 //! leads a process group of its own, killed whole, so that a node a template's shell forked dies
 //! with the shell.
+//!
+//! Each launch has a token of its own, random ([`unguessable`]), which the process it starts
+//! finds in its environment ([`LAUNCH_TOKEN_ENV`]) and its `Join` carries: a position the
+//! launcher launched a node at takes only the `Join` of its last launch ([`Launcher::refusal`]),
+//! so that a node of an earlier launch there (one slow to start, and launched again) cannot take
+//! the place of the one launched after it. A template that starts the node elsewhere (over ssh,
+//! say) must pass the variable on (`ssh host FTC_LAUNCH_TOKEN=$FTC_LAUNCH_TOKEN ftc node …`).
+//! Positions it launched nothing at (the initial nodes of `ftc orchestrator`, started by hand,
+//! and every node with `none`) take a `Join` with or without a token.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -17,6 +27,30 @@ use std::time::{Duration, Instant};
 use ftc_node::xdp::XdpConfig;
 
 use super::edges::{Edge, EdgeKind};
+use super::unguessable;
+use crate::control::{Nonce, NONCE_LEN};
+
+/// The environment variable a launched node finds the token of its launch in: 32 hexadecimal
+/// digits ([`token_text`]).
+pub const LAUNCH_TOKEN_ENV: &str = "FTC_LAUNCH_TOKEN";
+
+/// A launch's token as [`LAUNCH_TOKEN_ENV`] gives it: lower-case hexadecimal.
+pub fn token_text(token: &Nonce) -> String {
+    token.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token of [`token_text`]'s text; `None` for anything else.
+pub fn parse_token(text: &str) -> Option<Nonce> {
+    let mut token = Nonce::default();
+    if text.len() != 2 * NONCE_LEN || !text.is_ascii() {
+        return None;
+    }
+    for (byte, pair) in token.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(token)
+}
 
 /// How nodes are started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +261,8 @@ pub struct Launcher {
     how: How,
     args: NodeArgs,
     children: Children,
+    /// The token of the last launch at each position it launched a node at.
+    tokens: Mutex<HashMap<u16, Nonce>>,
 }
 
 impl Launcher {
@@ -235,10 +271,36 @@ impl Launcher {
             how,
             args,
             children: Children::default(),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Start a node at `position`; its process is kept in [`Launcher::children`].
+    /// Why a node whose `Join` at `position` carries the launch token `launch` may not join
+    /// there; `None` when it may: the launcher launched no node there, or this is the node of
+    /// its last launch there.
+    pub fn refusal(&self, position: u16, launch: Option<Nonce>) -> Option<String> {
+        let last = *self
+            .tokens
+            .lock()
+            .expect("no holder panics")
+            .get(&position)?;
+        match launch {
+            Some(token) if token == last => None,
+            Some(_) => Some(format!(
+                "position {position} awaits the node the orchestrator launched there last; this \
+                 one is of another launch (an earlier one, launched again since)"
+            )),
+            None => Some(format!(
+                "position {position} awaits the node the orchestrator launched there last; this \
+                 one has no launch token (started by hand? a launch command that starts the node \
+                 elsewhere must pass {LAUNCH_TOKEN_ENV} on)"
+            )),
+        }
+    }
+
+    /// Start a node at `position`, with a launch token of its own ([`LAUNCH_TOKEN_ENV`]): from
+    /// now on the position takes only its `Join`. Its process is kept in
+    /// [`Launcher::children`].
     pub fn launch(&self, position: u16) -> io::Result<()> {
         self.children.reap();
         let mut command = match &self.how {
@@ -257,6 +319,12 @@ impl Launcher {
                 return Ok(());
             }
         };
+        let token = unguessable();
+        command.env(LAUNCH_TOKEN_ENV, token_text(&token));
+        self.tokens
+            .lock()
+            .expect("no holder panics")
+            .insert(position, token);
         // A node says nothing on stdout (which may carry our JSON); its log goes to stderr. In a
         // process group of its own: a template's `sh -c` forks the node (dash does), and a kill
         // of the shell alone would leave the node running.
@@ -487,6 +555,24 @@ mod tests {
             .any(|x| x == "--ingress" || x == "--egress" || x.starts_with("--edge")));
         assert!(a.node_args(0).iter().any(|x| x == "--ingress"));
         assert!(a.node_args(2).iter().any(|x| x == "--egress"));
+    }
+
+    #[test]
+    fn launch_tokens_read_back_as_written() {
+        let token: Nonce = std::array::from_fn(|i| (i * 17) as u8);
+        let text = token_text(&token);
+        assert_eq!(text, "00112233445566778899aabbccddeeff");
+        assert_eq!(parse_token(&text), Some(token));
+        assert_eq!(parse_token(&text.to_uppercase()), Some(token));
+        for bad in [
+            "",
+            &text[1..],
+            &format!("{text}0"),
+            &text.replace('f', "g"),
+            "é",
+        ] {
+            assert_eq!(parse_token(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -98,6 +98,9 @@ const SPARE_BUFFERS: usize = 1024;
 pub struct NodeConfig {
     pub spec: ChainSpec,
     pub position: u16,
+    /// The token of the launch that started this node, when the orchestrator's launcher did
+    /// ([`LAUNCH_TOKEN_ENV`](super::launcher::LAUNCH_TOKEN_ENV)): its `Join` carries it.
+    pub launch: Option<Nonce>,
     pub orchestrator: SocketAddr,
     pub key: Key,
     /// The data socket's address (port 0: any); peers send to it, so not an unspecified IP.
@@ -418,6 +421,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             data,
             transfer: listener.local_addr()?,
             nonce,
+            launch: config.launch,
         },
     )?;
     tracing::info!("node {me}: joined with data {data}");

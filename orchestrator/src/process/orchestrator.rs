@@ -567,11 +567,20 @@ impl Orchestrator {
                     let why = format!("no position {position} in this chain");
                     return conns.reject(conn, &why, &self.key);
                 }
-                if let Message::Join { chain, nonce, .. } = msg {
+                if let Message::Join {
+                    chain,
+                    nonce,
+                    launch,
+                    ..
+                } = msg
+                {
                     if nonce != c.nonce {
                         let why = "the Join does not carry its connection's challenge (a Join \
                                    recorded on another connection, replayed?)";
                         return conns.reject(conn, why, &self.key);
+                    }
+                    if let Some(why) = self.launcher.refusal(position, launch) {
+                        return conns.reject(conn, &why, &self.key);
                     }
                     if let Some(why) = self.chain.refusal(chain) {
                         return conns.reject(conn, &why, &self.key);

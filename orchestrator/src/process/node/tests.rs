@@ -23,6 +23,7 @@ fn config(orchestrator: SocketAddr) -> NodeConfig {
     NodeConfig {
         spec: ChainSpec::from_toml_str(spec, "ch-2.toml").unwrap(),
         position: 0,
+        launch: None,
         orchestrator,
         key: key(),
         data: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

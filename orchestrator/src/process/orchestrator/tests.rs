@@ -11,7 +11,7 @@ use ftc_node::Mode;
 use super::*;
 use crate::admission::{FIRST_FRAME, MAX_WAITING};
 use crate::process::chain_fingerprint;
-use crate::process::launcher::{How, NodeArgs};
+use crate::process::launcher::{parse_token, How, NodeArgs, LAUNCH_TOKEN_ENV};
 
 /// Ch-2 (two Monitors, f = 1), or another spec's `text`.
 fn spec(text: Option<&str>) -> ChainSpec {
@@ -58,18 +58,19 @@ impl FakeNode {
         read_message(&mut &self.0, &key(), CONTROL_MAX_BODY)
     }
 
-    /// Heartbeats of epoch 1 as `position`, naming the run `run`, every 200 ms until `done`.
+    /// Heartbeats of epoch 1 as `position`, naming the run `run`, every 200 ms until `done` (or
+    /// until the orchestrator closes the connection).
     fn beat(&self, position: u16, run: u64, done: &AtomicBool) {
         for seq in 1.. {
-            if done.load(Ordering::Acquire) {
-                break;
-            }
-            self.send(&Message::Heartbeat {
+            let beat = Message::Heartbeat {
                 run,
                 position,
                 epoch: 1,
                 seq,
-            });
+            };
+            if done.load(Ordering::Acquire) || write_message(&mut &self.0, &beat, &key()).is_err() {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -99,12 +100,18 @@ fn join(position: u16, chain: u64, nonce: Nonce) -> Message {
         data: addr,
         transfer: addr,
         nonce,
+        launch: None,
     }
 }
 
 /// An orchestrator of Ch-2 (f = 1) in FTC mode that launches nothing and watches heartbeats every
 /// second.
 fn orchestrator() -> Orchestrator {
+    orchestrator_launching(How::None, CoordinatorConfig::default().start_timeout_ns)
+}
+
+/// [`orchestrator`], launching replacements `how`, which must join within `start_timeout_ns`.
+fn orchestrator_launching(how: How, start_timeout_ns: u64) -> Orchestrator {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let args = NodeArgs::without_customers(
         listener.local_addr().unwrap(),
@@ -115,6 +122,7 @@ fn orchestrator() -> Orchestrator {
     );
     let config = CoordinatorConfig {
         heartbeat_period_ns: 1_000_000_000,
+        start_timeout_ns,
         ..CoordinatorConfig::default()
     };
     Orchestrator::new(
@@ -122,21 +130,30 @@ fn orchestrator() -> Orchestrator {
         (spec(None).ring(), Chain::new(&spec(None), Mode::Ftc)),
         key(),
         config,
-        Launcher::new(How::None, args),
+        Launcher::new(how, args),
     )
 }
 
-/// Runs `test` with the orchestrator's address while it runs (`stop` ends it, as it does once
-/// `test` returns or panics), checks that it ended well, and gives it back for its status.
+/// Runs `test` with the address of an [`orchestrator`] while it runs ([`while_running_this`]).
 fn while_running(test: impl FnOnce(SocketAddr, &AtomicBool)) -> Orchestrator {
-    /// Raises its flag when dropped, by a panic too.
-    struct Raise<'a>(&'a AtomicBool);
-    impl Drop for Raise<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
+    while_running_this(orchestrator(), test)
+}
+
+/// Raises its flag when dropped, by a panic too.
+struct Raise<'a>(&'a AtomicBool);
+
+impl Drop for Raise<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
-    let orchestrator = orchestrator();
+}
+
+/// Runs `test` with `orchestrator`'s address while it runs (`stop` ends it, as it does once
+/// `test` returns or panics), checks that it ended well, and gives it back for its status.
+fn while_running_this(
+    orchestrator: Orchestrator,
+    test: impl FnOnce(SocketAddr, &AtomicBool),
+) -> Orchestrator {
     let addr = orchestrator.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -225,6 +242,7 @@ fn node_1_declared_failed(node_1: impl FnOnce(&FakeNode, &AtomicBool) + Send) ->
         std::thread::scope(|s| {
             s.spawn(|| beating.beat(0, beating.1, &done));
             s.spawn(|| node_1(&failing, &done));
+            let _done = Raise(&done);
             let told = failing.recv();
             done.store(true, Ordering::Release);
             match told {
@@ -364,4 +382,68 @@ fn a_join_replayed_on_another_connection_is_refused() {
         }
     });
     assert_eq!(orchestrator.status().rejected, 1);
+}
+
+/// A replacement launched again (its first launch did not join in time) takes its position only
+/// with the token of its last launch, from its environment: a node of the earlier launch, and
+/// one without a token, are refused (without launch tokens, the first of them to join took it).
+#[test]
+fn only_the_last_launch_at_a_position_joins_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    // Each launch leaves its token in the file, and starts no node.
+    let how = How::Command(format!("echo ${LAUNCH_TOKEN_ENV} >> {}", file.display()));
+    let tokens = || -> Vec<Nonce> {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines().map(|l| parse_token(l).unwrap()).collect()
+    };
+    let orchestrator = orchestrator_launching(how, 200_000_000);
+    let orchestrator = while_running_this(orchestrator, |addr, _| {
+        let [beating, failed] = deploy(addr);
+        drop(failed);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| beating.beat(0, beating.1, &done));
+            let _done = Raise(&done);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokens().len() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "not launched twice: {:?}",
+                    tokens()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let launched = tokens();
+            let (first, last) = (launched[0], launched[launched.len() - 1]);
+            let join_launched = |launch| {
+                let (node, nonce) = FakeNode::connect(addr);
+                let mut msg = join(1, ch_2(), nonce);
+                if let Message::Join { launch: l, .. } = &mut msg {
+                    *l = launch;
+                }
+                node.send(&msg);
+                node.recv()
+            };
+            for (launch, why) in [
+                (None, "has no launch token"),
+                (Some(first), "another launch"),
+            ] {
+                match join_launched(launch) {
+                    Ok(Message::Refused { reason }) => assert!(
+                        reason.starts_with("position 1 awaits the node the orchestrator launched")
+                            && reason.contains(why),
+                        "{reason}"
+                    ),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let recover = join_launched(Some(last));
+            assert!(
+                matches!(recover, Ok(Message::Recover { .. })),
+                "{recover:?}"
+            );
+        });
+    });
+    assert_eq!(orchestrator.status().rejected, 2);
 }
