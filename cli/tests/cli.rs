@@ -756,7 +756,10 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     let (code, _, err) = node("ch-3.toml", &bad);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("the orchestrator closed the control connection"),
+        err.contains(
+            "the orchestrator's challenge does not verify: this node's secret file is \
+                      not the orchestrator's"
+        ),
         "{err}"
     );
     let _ = orchestrator.kill();

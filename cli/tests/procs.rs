@@ -10,6 +10,8 @@ mod support;
 
 use ftc_node::netns::{namespaces_denied, Netns};
 use ftc_node::xdp::{XdpConfig, XdpPort};
+use ftc_orchestrator::control::{decode, Message, CONTROL_MAX_BODY};
+use ftc_orchestrator::process::read_secret;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -384,14 +386,22 @@ fn nodes_exit(procs: &mut Procs) {
 fn an_orchestrator_process_recovers_a_node_and_refuses_strangers() {
     let _turn = turn();
     let secret = Temp::new("secret", "orchestrator test secret\n");
+    let key = read_secret(secret.0.as_path()).unwrap();
     let (mut procs, log) = recovered_ch_rec(&secret, |addr| {
-        // A stranger's bytes: the orchestrator closes the connection without answering.
+        // A stranger's bytes: the orchestrator closes the connection without answering them
+        // (it challenged the connection as it opened, as it does every one).
         let mut stranger = TcpStream::connect(addr).unwrap();
         stranger.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         stranger
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        assert_eq!(stranger.read(&mut [0; 16]).unwrap_or(0), 0);
+        let mut got = Vec::new();
+        let _ = stranger.read_to_end(&mut got);
+        let challenge = decode(&got, &key, CONTROL_MAX_BODY);
+        assert!(
+            matches!(challenge, Ok(Message::Challenge { .. })),
+            "{challenge:?}"
+        );
     });
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();

@@ -173,10 +173,7 @@ pub enum NodeError {
     },
     #[error("cannot reach the orchestrator at {addr}: {source}")]
     Unreachable { addr: SocketAddr, source: io::Error },
-    #[error(
-        "the orchestrator closed the control connection (its log says why: a secret file other \
-         than the orchestrator's, say)"
-    )]
+    #[error("the orchestrator closed the control connection (its log says why)")]
     OrchestratorGone,
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
@@ -185,6 +182,11 @@ pub enum NodeError {
          orchestrator of another control protocol version?)"
     )]
     NoChallenge(String),
+    #[error(
+        "the orchestrator's challenge does not verify: this node's secret file is not the \
+         orchestrator's"
+    )]
+    WrongSecret,
     #[error(
         "the server failed: {0} (the node exits, so that the orchestrator replaces it, or halts a \
          deployment that keeps no replicas)"
@@ -566,6 +568,7 @@ fn challenge(control: &TcpStream, key: &Key) -> Result<(u64, Nonce), NodeError> 
         Ok(Message::Refused { reason }) => Err(NodeError::Refused(reason)),
         Ok(other) => Err(NodeError::NoChallenge(format!("{other:?}"))),
         Err(ControlError::Closed) => Err(NodeError::OrchestratorGone),
+        Err(ControlError::BadTag) => Err(NodeError::WrongSecret),
         Err(e) => Err(e.into()),
     }
 }
