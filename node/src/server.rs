@@ -261,7 +261,8 @@ pub enum Output<P> {
     /// A recovery's fence dropped the packet (it was held, or waiting at the buffer, in the old
     /// epoch): lost, as on a wire.
     Lost { handle: P },
-    /// A packet transaction committed (only with `observe`).
+    /// A packet transaction committed, a no-op too (only with `observe`): every packet that
+    /// leaves the chain committed one at each middlebox's head.
     Committed {
         handle: P,
         middlebox: u8,
@@ -1074,7 +1075,7 @@ impl<'a, P: Clone> Server<'a, P> {
                     &mut self.scratch,
                     |_| (),
                 );
-                if self.config.observe && rec.kind() != LogKind::Noop {
+                if self.config.observe {
                     self.outputs.push_back(Output::Committed {
                         handle: pkt.handle.clone(),
                         middlebox: mb.0,

@@ -261,7 +261,11 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         Ok(())
     })?;
     sink.finish(&mut report.run);
-    match super::observe::check(&observed.0, ring.f(), sink.released_ids()) {
+    match super::observe::check(
+        &observed.0,
+        (ring.middleboxes(), ring.f()),
+        sink.released_ids(),
+    ) {
         Ok(checked) => {
             report.output_commit_checked = OutputCommitChecked {
                 packets: checked.packets,

@@ -3,7 +3,8 @@
 //! move, the transactions its head commits (by customer packet: the TCP sequence number the
 //! chaos generator numbers packets with, [`packet_id`]), and the packets its buffer releases.
 //! After the run, [`check`] reads every file and looks at each released packet against the
-//! stores as they were when it left: every write it depends on must be in f+1 of them.
+//! stores as they were when it left: it must have committed a transaction (a no-op, say) at
+//! every middlebox's head, and every write it depends on must be in f+1 of the stores.
 //!
 //! Times are CLOCK_MONOTONIC's, one clock for every process of the host. A node writes a batch's
 //! records before it sends that batch's frames and packets, all labelled with one time taken
@@ -235,8 +236,12 @@ const MAX_REPORTED: usize = 10;
 
 /// Checks output commit for the packets `released` (by id: those the sink received) and for
 /// every release the files in `dir` recorded (one lost on the way out left the chain all the
-/// same), for a chain that tolerates `f` failures.
-pub fn check(dir: &Path, f: usize, released: impl Iterator<Item = u32>) -> io::Result<Checked> {
+/// same), for a chain of `middleboxes` that tolerates `f` failures.
+pub fn check(
+    dir: &Path,
+    (middleboxes, f): (usize, usize),
+    released: impl Iterator<Item = u32>,
+) -> io::Result<Checked> {
     let mut records = Records::default();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -246,10 +251,14 @@ pub fn check(dir: &Path, f: usize, released: impl Iterator<Item = u32>) -> io::R
             read_records(&bytes, &mut records);
         }
     }
-    Ok(check_records(&records, f, released))
+    Ok(check_records(&records, (middleboxes, f), released))
 }
 
-fn check_records(records: &Records, f: usize, released: impl Iterator<Item = u32>) -> Checked {
+fn check_records(
+    records: &Records,
+    (middleboxes, f): (usize, usize),
+    released: impl Iterator<Item = u32>,
+) -> Checked {
     let mut checked = Checked::default();
     let mut violations = 0usize;
     let mut violation = |checked: &mut Checked, why: String| {
@@ -269,8 +278,24 @@ fn check_records(records: &Records, f: usize, released: impl Iterator<Item = u32
             );
             continue;
         };
-        for c in records.commits.get(&packet).into_iter().flatten() {
+        let commits = records.commits.get(&packet).map_or(&[][..], Vec::as_slice);
+        // A head records a packet's commit before it sends the packet on, killed or not: a
+        // packet that left without one at some middlebox skipped its transaction there.
+        if let Some(mb) =
+            (0..middleboxes).find(|&mb| commits.iter().all(|c| usize::from(c.mb) != mb))
+        {
+            violation(
+                &mut checked,
+                format!("output commit: packet {packet} left the chain with no commit recorded at m{mb}'s head"),
+            );
+        }
+        for c in commits {
             checked.transactions += 1;
+            // A no-op depends on nothing (and a stateless middlebox's stores never move, so
+            // none may be recorded).
+            if c.deps.is_empty() {
+                continue;
+            }
             let traces = records.stores.get(&c.mb).map_or(&[][..], Vec::as_slice);
             let holding = traces.iter().filter(|trace| holds(trace, c, t)).count();
             if holding < f + 1 {
@@ -379,7 +404,7 @@ mod tests {
             // Cut short by a kill.
             r.out.write_all(&[RELEASE, 1, 2]).unwrap();
         });
-        let early = check(&dir, 1, [7, 8].into_iter()).unwrap();
+        let early = check(&dir, (1, 1), [7, 8].into_iter()).unwrap();
         assert_eq!((early.packets, early.transactions), (2, 2));
         assert_eq!(early.violations.len(), 1, "{:?}", early.violations);
         assert!(
@@ -387,11 +412,17 @@ mod tests {
                 && early.violations[0].contains("in 1 of the 2")
         );
         // Packet 8 left too early even if the sink never got it (lost on the way out).
-        assert_eq!(check(&dir, 1, [7].into_iter()).unwrap(), early);
-        assert_eq!(check(&dir, 1, std::iter::empty()).unwrap(), early);
+        assert_eq!(check(&dir, (1, 1), [7].into_iter()).unwrap(), early);
+        assert_eq!(check(&dir, (1, 1), std::iter::empty()).unwrap(), early);
         // Two failures tolerated need three stores.
-        assert_eq!(check(&dir, 2, [7].into_iter()).unwrap().violations.len(), 2);
-        let lost = check(&dir, 1, [9].into_iter()).unwrap();
+        assert_eq!(
+            check(&dir, (1, 2), [7].into_iter())
+                .unwrap()
+                .violations
+                .len(),
+            2
+        );
+        let lost = check(&dir, (1, 1), [9].into_iter()).unwrap();
         assert!(lost
             .violations
             .iter()
@@ -423,7 +454,7 @@ mod tests {
             r.stores([(MbIndex(0), &replica)].into_iter(), || 20)
                 .unwrap();
         });
-        let early = check(&dir, 1, [7].into_iter()).unwrap();
+        let early = check(&dir, (1, 1), [7].into_iter()).unwrap();
         assert_eq!(early.violations.len(), 1, "{:?}", early.violations);
         assert!(early.violations[0].contains("packet 7"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -435,6 +466,7 @@ mod tests {
         let (a, b) = (store_at(1, 3), store_at(1, 2));
         file(&dir, "node-0-1.obs", |r| {
             r.stores([(MbIndex(1), &a)].into_iter(), || 5).unwrap();
+            r.commit(4, 1, MbIndex(0), LogKind::Noop, &[]).unwrap();
             r.commit(6, 1, MbIndex(1), LogKind::ReadOnly, &[dep(1, 3)])
                 .unwrap();
         });
@@ -443,11 +475,44 @@ mod tests {
             r.release(9, 1).unwrap();
         });
         // The replica is at 2: it has not the state seq 3 read.
-        assert_eq!(check(&dir, 1, [1].into_iter()).unwrap().violations.len(), 1);
-        assert!(check(&dir, 0, [1].into_iter())
+        assert_eq!(
+            check(&dir, (2, 1), [1].into_iter())
+                .unwrap()
+                .violations
+                .len(),
+            1
+        );
+        assert!(check(&dir, (2, 0), [1].into_iter())
             .unwrap()
             .violations
             .is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every packet that leaves the chain committed a transaction at each middlebox's head
+    /// (a no-op, at a stateless one), recorded before the head sent it on: one that left
+    /// without a commit recorded at some head is a violation (it was checked against nothing).
+    #[test]
+    fn a_release_with_no_commit_recorded_at_a_head_is_a_violation() {
+        let dir = temp_dir("uncommitted");
+        file(&dir, "node-0-1.obs", |r| {
+            for packet in [1, 2] {
+                r.commit(1, packet, MbIndex(0), LogKind::Noop, &[]).unwrap();
+            }
+            r.commit(2, 1, MbIndex(1), LogKind::Noop, &[]).unwrap();
+            for packet in [1, 2, 3] {
+                r.release(3, packet).unwrap();
+            }
+        });
+        let checked = check(&dir, (2, 1), [1, 2, 3].into_iter()).unwrap();
+        assert_eq!((checked.packets, checked.transactions), (3, 3));
+        assert_eq!(
+            checked.violations,
+            [
+                "output commit: packet 2 left the chain with no commit recorded at m1's head",
+                "output commit: packet 3 left the chain with no commit recorded at m0's head",
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
