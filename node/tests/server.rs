@@ -161,11 +161,21 @@ fn the_first_server_admits_a_packet_and_sends_it_on_with_its_log() {
     };
     s.handle_ingress(0, packet, port_of(Direction::Outbound))
         .unwrap();
+    // The firewall is stateless: its transaction is a no-op, said all the same (observed).
+    let committed = s.poll_output();
+    assert!(
+        matches!(
+            committed,
+            Some(Output::Committed { handle: 7, middlebox: 0, kind: LogKind::Noop, ref deps })
+                if deps.is_empty()
+        ),
+        "{committed:?}"
+    );
     match s.poll_output() {
         Some(Output::Send { to, frame }) => {
             assert_eq!(to, ServerId(1));
             assert_eq!(frame.packet.as_ref().map(|p| p.handle), Some(7));
-            // The firewall is stateless: its transaction is a no-op and carries no log.
+            // The no-op carries no log.
             let msg = MessageRepr::parse(&MessageView::new_checked(&frame.msg).unwrap());
             assert!(msg.logs.is_empty());
         }
