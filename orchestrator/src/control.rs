@@ -13,11 +13,12 @@
 //! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
 //! `Recover`, `FetchGroup` and `GroupState`. Version 5 added the challenge (below): the
 //! orchestrator's `Challenge` and the nonce of the node's `Join`; the launch token (below) to
-//! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Decoding checks the header, then verifies the
-//! tag (in constant time) before it looks at the body, so a party without the key cannot make
-//! the parser see any body byte it chose. Integers are big-endian; a socket address is a family
-//! byte (4 or 6), the IP address and the port (IPv6 flow information and scope id are not
-//! carried); a list is a u16 count followed by its items.
+//! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Decoding
+//! checks the header, then verifies the tag (in constant time) before it looks at the body, so a
+//! party without the key cannot make the parser see any body byte it chose. Integers are
+//! big-endian; a socket address is a family byte (4 or 6), the IP address and the port (IPv6
+//! flow information and scope id are not carried); a list is a u16 count followed by its items;
+//! an optional value is a flag byte (0 or 1) followed, when 1, by the value.
 //!
 //! A run id is a random u64 an orchestrator draws when it starts, told to its nodes in their
 //! challenge, `Assign` or `Recover`: a state transfer names it, and a source answers only a

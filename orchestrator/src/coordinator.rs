@@ -215,8 +215,8 @@ impl Coordinator {
     }
 
     /// A message from a server; whether it was taken (`false`: it was stale, unexpected or of
-    /// another run, and counted so). A driver binds a connection to a position only once that position's `Join`
-    /// was taken.
+    /// another run, and counted so). A driver binds a connection to a position only once that
+    /// position's `Join` was taken.
     ///
     /// A replacement launched into the epoch its failed predecessor was fenced in (a failure
     /// added to a recovery in progress) cannot be told from it by epoch: once a `Launch` for a
