@@ -86,6 +86,15 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         ftc_node::ServerConfig::default().check_logs_fit_beside_packets(&spec)?;
     }
     let how = How::parse(&args.launch, std::env::current_exe)?;
+    if matches!(&how, How::Command(t) if t.contains("{orchestrator}"))
+        && args.listen.ip().is_unspecified()
+    {
+        tracing::warn!(
+            "--listen {}: the template's {{orchestrator}} becomes that address, which reaches \
+             this host only from this host; listen on an address of this host its nodes reach",
+            args.listen
+        );
+    }
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shape = Shape::of(&spec, Mode::from(args.mode))?;

@@ -692,9 +692,9 @@ fn help_states_the_ranges_that_are_enforced() {
     }
 }
 
-/// A node started with another chain spec, or another secret, than its orchestrator's is
-/// refused at its `Join`, and says why instead of waiting for an assignment. (A frame that does
-/// not verify is not answered: the node only learns that the connection was closed.)
+/// A node started with another chain spec, another secret or another heartbeat period than its
+/// orchestrator's is refused at its `Join` (or its challenge), and says why instead of waiting
+/// for an assignment.
 #[test]
 fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     use std::io::{BufRead, BufReader};
@@ -732,7 +732,7 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
         .and_then(|rest| rest.split(',').next())
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_string();
-    let node = |spec_file: &str, secret: &std::path::Path| {
+    let node_beating = |spec_file: &str, secret: &std::path::Path, heartbeat_ms: &str| {
         let secret = secret.display().to_string();
         ftc(&[
             "node",
@@ -745,8 +745,11 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
             &secret,
             "--data",
             "127.0.0.1:0",
+            "--heartbeat-ms",
+            heartbeat_ms,
         ])
     };
+    let node = |spec_file: &str, secret: &std::path::Path| node_beating(spec_file, secret, "5");
     let (code, _, err) = node("ch-2.toml", &good);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -759,6 +762,16 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
         err.contains(
             "the orchestrator's challenge does not verify: this node's secret file is \
                       not the orchestrator's"
+        ),
+        "{err}"
+    );
+    // A node of another heartbeat period would be declared failed (or beat for nothing).
+    let (code, _, err) = node_beating("ch-3.toml", &good, "100");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "this node beats every 100 ms, the orchestrator expects a heartbeat every 5 ms: \
+             give the node --heartbeat-ms 5"
         ),
         "{err}"
     );

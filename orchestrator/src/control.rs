@@ -28,7 +28,9 @@
 //! those of another run ([`Coordinator::other_run_messages`](crate::coordinator::Coordinator)).
 //!
 //! A control connection starts with a challenge: the orchestrator, as it accepts it, sends a
-//! `Challenge` of its run id and a fresh random nonce, and the node's `Join` carries that nonce
+//! `Challenge` of its run id, a fresh random nonce and its heartbeat period (a node of another
+//! period says so and does not join: its beats would be missed, and it replaced as failed, or
+//! cost more than asked), and the node's `Join` carries that nonce
 //! (under the tag, like every field); a `Join` whose nonce is not the one its connection was
 //! given is refused. So a `Join` recorded on one connection and replayed on another, in the same
 //! run or another, is not taken for the node that sent it (version 4 took it: the replayer held
@@ -166,9 +168,14 @@ pub enum Message {
     Stop,
     /// Orchestrator → node: the node's control connection is refused (`reason`), and closed.
     Refused { reason: String },
-    /// Orchestrator → node, first on every control connection: the orchestrator's run, and the
-    /// nonce the node's `Join` must carry.
-    Challenge { run: u64, nonce: Nonce },
+    /// Orchestrator → node, first on every control connection: the orchestrator's run, the
+    /// nonce the node's `Join` must carry, and the heartbeat period (nanoseconds) it expects:
+    /// a node of another period refuses to join (it would be declared failed, or cost beats).
+    Challenge {
+        run: u64,
+        nonce: Nonce,
+        heartbeat_ns: u64,
+    },
     /// Replacement → source: send the state of `group`; a source of another run does not.
     FetchGroup {
         run: u64,

@@ -212,9 +212,14 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             return state;
         }
         Message::Refused { reason } => put_list(out, reason.as_bytes(), |out, b| out.push(*b)),
-        Message::Challenge { run, nonce } => {
+        Message::Challenge {
+            run,
+            nonce,
+            heartbeat_ns,
+        } => {
             out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(nonce);
+            out.extend_from_slice(&heartbeat_ns.to_be_bytes());
         }
     }
     &[]
@@ -339,6 +344,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
         CHALLENGE => Message::Challenge {
             run: r.u64()?,
             nonce: r.nonce()?,
+            heartbeat_ns: r.u64()?,
         },
         _ => return Err(ControlError::UnknownKind(kind)),
     };

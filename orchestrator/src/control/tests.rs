@@ -82,7 +82,13 @@ fn message() -> impl Strategy<Value = Message> {
                     launch,
                 }
             ),
-        (any::<u64>(), any::<Nonce>()).prop_map(|(run, nonce)| Message::Challenge { run, nonce }),
+        (any::<u64>(), any::<Nonce>(), any::<u64>()).prop_map(|(run, nonce, heartbeat_ns)| {
+            Message::Challenge {
+                run,
+                nonce,
+                heartbeat_ns,
+            }
+        }),
         ".{0,200}".prop_map(|reason| Message::Refused { reason }),
         (any::<u64>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
             |(run, position, epoch, seq)| {

@@ -73,6 +73,40 @@ pub enum LaunchError {
          (each node must be told its position)"
     )]
     NoPosition(String),
+    #[error(
+        "--launch {template:?}: {{{name}}} is no placeholder (they are {}; a shell's own \
+         braces, as in ${{VAR}}, are left alone)",
+        PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+    )]
+    UnknownPlaceholder { template: String, name: String },
+}
+
+/// The placeholders a command template may name, filled in by [`substitute`].
+pub const PLACEHOLDERS: [&str; 6] = [
+    "position",
+    "orchestrator",
+    "spec",
+    "secret_file",
+    "heartbeat_ms",
+    "customer",
+];
+
+/// The first `{name}` in `template` (a name of letters, digits and `_`, not after a `$`) that
+/// is not one of [`PLACEHOLDERS`]: a misspelt placeholder would reach the shell as typed.
+fn unknown_placeholder(template: &str) -> Option<String> {
+    template
+        .match_indices('{')
+        .filter(|&(at, _)| !template[..at].ends_with('$'))
+        .filter_map(|(at, _)| {
+            let (name, _) = template[at + 1..]
+                .split_once('}')
+                .filter(|(name, _)| !name.is_empty())?;
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                .then_some(name)
+        })
+        .find(|name| !PLACEHOLDERS.contains(name))
+        .map(str::to_string)
 }
 
 impl How {
@@ -86,7 +120,15 @@ impl How {
                 exe: exe().map_err(LaunchError::Exe)?,
             },
             "none" => How::None,
-            template if template.contains("{position}") => How::Command(template.to_string()),
+            template if template.contains("{position}") => {
+                if let Some(name) = unknown_placeholder(template) {
+                    return Err(LaunchError::UnknownPlaceholder {
+                        template: template.to_string(),
+                        name,
+                    });
+                }
+                How::Command(template.to_string())
+            }
             other => return Err(LaunchError::NoPosition(other.to_string())),
         })
     }
@@ -499,6 +541,27 @@ mod tests {
             xdp: XdpConfig::default(),
             last: 2,
             observe: None,
+        }
+    }
+
+    #[test]
+    fn templates_naming_no_placeholder_they_do_not_fill_are_refused() {
+        let exe = || Ok(PathBuf::from("ftc"));
+        let every = PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ");
+        // Every placeholder fills in; a shell's own braces are its business.
+        let fine = format!("ssh h${{H}}{{position}} env T=${{FTC_LAUNCH_TOKEN}} {{a,b}} {every}");
+        assert!(matches!(How::parse(&fine, exe), Ok(How::Command(_))));
+        assert!(!PLACEHOLDERS
+            .iter()
+            .any(|p| substitute(&every, 0, &args()).contains(&format!("{{{p}}}"))));
+        let typo = "ftc node --position {position} --secret {secret}";
+        match How::parse(typo, exe) {
+            Err(e @ LaunchError::UnknownPlaceholder { .. }) => assert!(
+                e.to_string()
+                    .contains("{secret} is no placeholder (they are {position}, "),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -178,6 +178,11 @@ pub enum NodeError {
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
     #[error(
+        "this node beats every {node_ms} ms, the orchestrator expects a heartbeat every \
+         {orchestrator_ms} ms: give the node --heartbeat-ms {orchestrator_ms}"
+    )]
+    OtherHeartbeat { node_ms: f64, orchestrator_ms: f64 },
+    #[error(
         "the orchestrator's first message is {0}, not the challenge a Join answers (an \
          orchestrator of another control protocol version?)"
     )]
@@ -412,7 +417,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     keep_alive(&control)?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
-    let (run, nonce) = challenge(&control, key)?;
+    let (run, nonce) = challenge(&control, key, config.heartbeat)?;
     send(
         &writer,
         key,
@@ -559,12 +564,25 @@ fn bind_ingress(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// The orchestrator's run and the nonce the node's `Join` must carry: the
 /// [`Challenge`](Message::Challenge) the control connection starts with, read (no byte beyond
 /// it) within [`FIRST_FRAME`].
-fn challenge(control: &TcpStream, key: &Key) -> Result<(u64, Nonce), NodeError> {
+fn challenge(
+    control: &TcpStream,
+    key: &Key,
+    heartbeat: Duration,
+) -> Result<(u64, Nonce), NodeError> {
     control.set_read_timeout(Some(FIRST_FRAME))?;
     let first = read_message(&mut &*control, key, CONTROL_MAX_BODY);
     control.set_read_timeout(None)?;
     match first {
-        Ok(Message::Challenge { run, nonce }) => Ok((run, nonce)),
+        Ok(Message::Challenge { heartbeat_ns, .. })
+            if u128::from(heartbeat_ns).abs_diff(heartbeat.as_nanos()) > 1_000 =>
+        {
+            // Within a microsecond: both sides round their milliseconds to nanoseconds.
+            Err(NodeError::OtherHeartbeat {
+                node_ms: heartbeat.as_secs_f64() * 1e3,
+                orchestrator_ms: heartbeat_ns as f64 / 1e6,
+            })
+        }
+        Ok(Message::Challenge { run, nonce, .. }) => Ok((run, nonce)),
         Ok(Message::Refused { reason }) => Err(NodeError::Refused(reason)),
         Ok(other) => Err(NodeError::NoChallenge(format!("{other:?}"))),
         Err(ControlError::Closed) => Err(NodeError::OrchestratorGone),

@@ -500,6 +500,7 @@ impl Orchestrator {
         let challenge = Message::Challenge {
             run: self.run,
             nonce,
+            heartbeat_ns: self.config.heartbeat_period_ns,
         };
         if let Err(e) = write_message(&mut &*stream, &challenge, &self.key) {
             tracing::debug!("control connection from {from}: cannot challenge it: {e}");

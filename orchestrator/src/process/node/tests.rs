@@ -89,6 +89,7 @@ fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
         control.send(&Message::Challenge {
             run: RUN,
             nonce: NONCE,
+            heartbeat_ns: config.heartbeat.as_nanos() as u64,
         });
         let Message::Join {
             data,

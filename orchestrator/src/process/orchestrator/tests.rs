@@ -35,7 +35,7 @@ impl FakeNode {
             .unwrap();
         let mut node = FakeNode(stream, 0);
         match node.recv() {
-            Ok(Message::Challenge { run, nonce }) => {
+            Ok(Message::Challenge { run, nonce, .. }) => {
                 node.1 = run;
                 (node, nonce)
             }
