@@ -106,9 +106,20 @@ impl<'h> CommitCheck<'h> {
             .unwrap_or_default();
         self.packets.fetch_add(1, Ordering::Relaxed);
         self.logs.fetch_add(commits.len() as u64, Ordering::Relaxed);
+        // A head reports every transaction (no-ops included) before it sends the packet on: a
+        // released packet without one at some middlebox was checked against nothing there.
+        let middleboxes = self.heads.stores.len();
+        if let Some(mb) =
+            (0..middleboxes).find(|&mb| !commits.iter().any(|c| usize::from(c.middlebox.0) == mb))
+        {
+            return Err(format!(
+                "output commit: a packet left the chain with no commit recorded at m{mb}'s head"
+            ));
+        }
         let replicas = self.replicas.lock().expect("no holder panics");
         let needed = self.ring.f() + 1;
-        for c in &commits {
+        // A transaction that depends on nothing (a no-op) has nothing to be in the stores.
+        for c in commits.iter().filter(|c| !c.deps.is_empty()) {
             let head = &self.heads.stores[usize::from(c.middlebox.0)];
             let members = &replicas[usize::from(c.middlebox.0)];
             let stores = std::iter::once(head).chain(members.iter().map(|(_, s)| &**s));
@@ -141,4 +152,39 @@ fn holds(store: &Store, c: &Commit) -> bool {
             LogKind::ReadOnly | LogKind::Noop => seq >= d.seq.0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftc_chain::spec::ChainSpec;
+
+    /// A packet released with a commit recorded at one middlebox's head but not the other's
+    /// (whose head reports every transaction before the packet moves on) is a violation, not a
+    /// packet checked against nothing there.
+    #[test]
+    fn a_release_with_no_commit_recorded_at_a_head_is_a_violation() {
+        let spec = ChainSpec::from_toml_str(
+            "[chain]\nname = \"c\"\nf = 1\n[[middlebox]]\nkind = \"monitor\"\n\
+             [[middlebox]]\nkind = \"monitor\"\n",
+            "test",
+        )
+        .unwrap();
+        let heads = Heads::new(&spec, |m| m.threads).unwrap();
+        let check = CommitCheck::new(spec.ring(), &heads);
+        let noop = |check: &CommitCheck<'_>, handle, mb| {
+            check.committed(handle, mb, LogKind::Noop, Vec::new());
+        };
+        noop(&check, 1, 0);
+        assert_eq!(
+            check.released(1),
+            Err(
+                "output commit: a packet left the chain with no commit recorded at m1's head"
+                    .into()
+            )
+        );
+        noop(&check, 2, 0);
+        noop(&check, 2, 1);
+        assert_eq!(check.released(2), Ok(()));
+    }
 }
