@@ -734,20 +734,7 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
         .to_string();
     let node_beating = |spec_file: &str, secret: &std::path::Path, heartbeat_ms: &str| {
         let secret = secret.display().to_string();
-        ftc(&[
-            "node",
-            &spec(spec_file),
-            "--orchestrator",
-            &addr,
-            "--position",
-            "0",
-            "--secret-file",
-            &secret,
-            "--data",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            heartbeat_ms,
-        ])
+        ftc_node(spec_file, &addr, &secret, heartbeat_ms, &[])
     };
     let node = |spec_file: &str, secret: &std::path::Path| node_beating(spec_file, secret, "5");
     let (code, _, err) = node("ch-2.toml", &good);
@@ -814,23 +801,7 @@ fn a_node_checks_its_settings_before_it_reaches_its_orchestrator() {
     let secret = dir.join("secret");
     std::fs::write(&secret, "a secret\n").unwrap();
     let secret = secret.display().to_string();
-    let node = |extra: &[&str]| {
-        let args = [
-            "node",
-            &spec("ch-2.toml"),
-            "--orchestrator",
-            "127.0.0.1:1",
-            "--position",
-            "0",
-            "--secret-file",
-            &secret,
-            "--data",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "1000",
-        ];
-        ftc(&[&args[..], extra].concat())
-    };
+    let node = |extra: &[&str]| ftc_node("ch-2.toml", "127.0.0.1:1", &secret, "1000", extra);
     let (code, _, err) = node(&[]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot reach the orchestrator"), "{err}");
@@ -906,4 +877,30 @@ fn an_orchestrator_refuses_a_chain_its_nodes_cannot_carry() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `ftc node` at position 0 of `spec_file` under the orchestrator at `orchestrator`, with
+/// `extra` options.
+fn ftc_node(
+    spec_file: &str,
+    orchestrator: &str,
+    secret: &str,
+    heartbeat_ms: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let args = [
+        "node",
+        &spec(spec_file),
+        "--orchestrator",
+        orchestrator,
+        "--position",
+        "0",
+        "--secret-file",
+        secret,
+        "--data",
+        "127.0.0.1:0",
+        "--heartbeat-ms",
+        heartbeat_ms,
+    ];
+    ftc(&[&args[..], extra].concat())
 }
