@@ -772,6 +772,20 @@ impl<'a, P: Clone> Server<'a, P> {
             .then(|| std::mem::replace(&mut self.surplus, Vec::with_capacity(SURPLUS)))
     }
 
+    /// The message of a frame this server sent, once the transport has its bytes: kept for
+    /// this server's next messages where there is room ([`Server::spare_bound`]), else given
+    /// back. A server of its own process gets few consumed messages back to write in (the
+    /// wrapped logs come back coalesced), and the forwarder's writes one per packet: without
+    /// these it allocated a message buffer per customer packet.
+    pub fn give_back(&mut self, mut msg: Vec<u8>) -> Option<Vec<u8>> {
+        if msg.capacity() == 0 || self.spare.len() >= self.spare_bound() {
+            return Some(msg);
+        }
+        msg.clear();
+        self.spare.push(msg);
+        None
+    }
+
     /// Buffers another server consumed messages in, for this server's next messages (what
     /// is beyond `Server::spare_bound` is dropped).
     pub fn take_spare(&mut self, buffers: Vec<Vec<u8>>) {

@@ -14,7 +14,7 @@ use ftc_chain::ring::ServerId;
 use ftc_node::runtime::{run_chain, RunConfig};
 use ftc_node::server::empty_message;
 use ftc_node::udp::{Datagram, UdpTransport};
-use ftc_node::{Frame, Mode, Packet};
+use ftc_node::{Frame, Heads, Mode, Output, Packet, ServerConfig};
 
 mod support;
 use support::{assert_all_released, spec};
@@ -133,4 +133,65 @@ fn frames_off_a_link_are_read_into_spare_buffers() {
         allocs, 0,
         "allocations of {BIG} bytes or more for 1000 frames"
     );
+}
+
+/// The forwarder's server writes a message per customer packet. Given back the messages of the
+/// frames it sent (as a node of its own process does, whose consumed messages are few), it
+/// writes the next ones into them: a steady flow allocates none.
+#[test]
+fn the_forwarders_server_writes_messages_into_those_it_sent() {
+    let _counting = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = spec("ch-rec.toml");
+    let ring = spec.ring();
+    let heads = Heads::new(&spec, |m| m.threads).unwrap();
+    let me = ServerId(0);
+    let lanes = heads.head_lanes(&ring, me, 0);
+    let config = ServerConfig::default();
+    let mut server = ftc_node::lanes::lanes::<u64>(ring, me, spec.chain.partitions, lanes, &config)
+        .unwrap()
+        .remove(0);
+    // The customer frames' buffers come back with the frames sent, as the node's do.
+    let request = ftc_node::traffic::request(1, 0, 256);
+    let mut bytes: Vec<Vec<u8>> = Vec::new();
+    let mut send = |server: &mut ftc_node::Server<'_, u64>, seq: u32, give_back: bool| {
+        let mut frame = bytes.pop().unwrap_or_default();
+        frame.clear();
+        frame.extend_from_slice(&request);
+        let packet = Packet {
+            handle: u64::from(seq),
+            flow: ftc_node::nsh::flow_of(&frame),
+            dir: Direction::Outbound,
+            bytes: frame,
+        };
+        let inside = ftc_forwarder::Port::Inside;
+        assert!(server
+            .handle_ingress(u64::from(seq), packet, inside)
+            .is_ok());
+        server.end_batch(u64::from(seq));
+        while let Some(output) = server.poll_output() {
+            if let Output::Send { frame, .. } = output {
+                bytes.extend(frame.packet.map(|p| p.bytes));
+                if give_back {
+                    let _ = server.give_back(frame.msg);
+                }
+            }
+        }
+    };
+    for seq in 0..100 {
+        send(&mut server, seq, true);
+    }
+    let before = BIG_ALLOCS.load(Ordering::Relaxed);
+    for seq in 100..1100 {
+        send(&mut server, seq, true);
+    }
+    let given_back = BIG_ALLOCS.load(Ordering::Relaxed) - before;
+    for seq in 1100..2100 {
+        send(&mut server, seq, false);
+    }
+    let dropped = BIG_ALLOCS.load(Ordering::Relaxed) - before - given_back;
+    assert!(
+        dropped >= 900,
+        "not the path under test: {dropped} allocations without"
+    );
+    assert!(given_back < 50, "{given_back} allocations for 1000 packets");
 }

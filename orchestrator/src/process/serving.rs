@@ -226,16 +226,18 @@ impl<'h> Serving<'h> {
         }
     }
 
-    /// A spent frame message: an FTMB station keeps it for its next messages; FTC's and NF's
-    /// servers give it back (they write theirs into buffers of messages they consume), for the
-    /// node's next frames off the wire.
+    /// A spent frame message: an FTMB station keeps it for its next messages, and so does a
+    /// server of one lane where it has room ([`Server::give_back`]); the rest go back for the
+    /// node's next frames off the wire (lanes write theirs into buffers of messages they
+    /// consume).
     pub fn recycle(&mut self, msg: Vec<u8>) -> Option<Vec<u8>> {
         match self {
             Serving::Ftmb(s) => {
                 s.recycle(msg);
                 None
             }
-            Serving::Ftc(_) | Serving::Lanes(_) => Some(msg),
+            Serving::Ftc(s) => s.give_back(msg),
+            Serving::Lanes(_) => Some(msg),
         }
     }
 
