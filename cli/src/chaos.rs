@@ -107,8 +107,8 @@ fn check_kills(kills: &[Kill], duration: Duration, f: u8, window: Duration) -> a
 
 /// Refuses a kill given twice, a server killed again within `window` of its kill, and more than
 /// `f` servers killed at the same moment or, with a `window` above 0, within `window` of each
-/// other (moments closer than a nanosecond's worth of
-/// rounding count as equal); `what` gives a kill's position and moment, in `unit`.
+/// other (moments closer than a nanosecond's worth of rounding count as equal); `what` gives a
+/// kill's position and moment, in `unit`.
 pub fn check_at_once<K>(
     kills: &[K],
     f: u8,

@@ -81,7 +81,8 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     if !(0.1..=3600.0).contains(&args.start_timeout) {
         anyhow::bail!("--start-timeout must be between 0.1 and 3600 seconds");
     }
-    if Mode::from(args.mode) == Mode::Ftc {
+    let mode = Mode::from(args.mode);
+    if mode == Mode::Ftc {
         // Its nodes would each refuse it after joining, and the chain never deploy.
         ftc_node::ServerConfig::default().check_logs_fit_beside_packets(&spec)?;
     }
@@ -97,7 +98,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     }
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let shape = Shape::of(&spec, Mode::from(args.mode))?;
+    let shape = Shape::of(&spec, mode)?;
     let node_args = NodeArgs {
         orchestrator: listener.local_addr()?,
         spec: args.spec.clone(),
@@ -122,7 +123,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     };
     let orchestrator = Orchestrator::new(
         listener,
-        (shape.positions, Chain::new(&spec, Mode::from(args.mode))),
+        (shape.positions, Chain::new(&spec, mode)),
         key,
         config,
         Launcher::new(how, node_args),

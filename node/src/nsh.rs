@@ -77,6 +77,15 @@ pub fn decode(bytes: &[u8]) -> Result<Received, WireError> {
     decode_with(bytes, &mut Vec::new())
 }
 
+/// `bytes` in a buffer taken from `spare` (a buffer of a frame that left), a new one only when
+/// it has none.
+pub fn copy_into_spare(bytes: &[u8], spare: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut buf = spare.pop().unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    buf
+}
+
 /// Read a frame from bytes that came off the wire. The NSH part is checked here; the message
 /// is checked by the server that handles it. The customer frame and the message are copied
 /// into buffers taken from `spare` (those of frames that left: a driver keeps them there), a
@@ -94,10 +103,7 @@ pub fn decode_with(bytes: &[u8], spare: &mut Vec<Vec<u8>>) -> Result<Received, W
         if part.is_empty() {
             return Vec::new();
         }
-        let mut buf = spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(part);
-        buf
+        copy_into_spare(part, spare)
     };
     let packet = (!repr.propagating).then(|| {
         let bytes = copy(nsh.inner());

@@ -739,15 +739,11 @@ impl<'a, P: Clone> Server<'a, P> {
     /// are consumed (the buffer's) are different threads, and a buffer freed on one thread and
     /// allocated again on another costs both of them far more than passing it back a batch at a
     /// time.
-    fn recycle(&mut self, mut msg: Vec<u8>) {
-        if msg.capacity() == 0 {
-            return;
-        }
-        msg.clear();
-        if self.spare.len() < self.spare_bound() {
-            self.spare.push(msg);
-        } else if self.forwarder.is_none() && self.surplus.len() < MAX_SURPLUS {
-            self.surplus.push(msg);
+    fn recycle(&mut self, msg: Vec<u8>) {
+        if let Some(msg) = self.give_back(msg) {
+            if self.forwarder.is_none() && self.surplus.len() < MAX_SURPLUS {
+                self.surplus.push(msg);
+            }
         }
     }
 
@@ -774,14 +770,18 @@ impl<'a, P: Clone> Server<'a, P> {
 
     /// The message of a frame this server sent, once the transport has its bytes: kept for
     /// this server's next messages where there is room ([`Server::spare_bound`]), else given
-    /// back. A server of its own process gets few consumed messages back to write in (the
-    /// wrapped logs come back coalesced), and the forwarder's writes one per packet: without
-    /// these it allocated a message buffer per customer packet.
+    /// back, emptied (a buffer that never held anything is dropped). A server of its own
+    /// process gets few consumed messages back to write in (the wrapped logs come back
+    /// coalesced), and the forwarder's writes one per packet: without these it allocated a
+    /// message buffer per customer packet.
     pub fn give_back(&mut self, mut msg: Vec<u8>) -> Option<Vec<u8>> {
-        if msg.capacity() == 0 || self.spare.len() >= self.spare_bound() {
-            return Some(msg);
+        if msg.capacity() == 0 {
+            return None;
         }
         msg.clear();
+        if self.spare.len() >= self.spare_bound() {
+            return Some(msg);
+        }
         self.spare.push(msg);
         None
     }

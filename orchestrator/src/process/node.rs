@@ -61,7 +61,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::links::XdpLinks;
-use ftc_node::nsh::flow_of;
+use ftc_node::nsh::{copy_into_spare, flow_of};
 use ftc_node::server::LogsTooLong;
 use ftc_node::udp::{
     recv_whole, widen_receive_buffer, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER,
@@ -639,9 +639,7 @@ pub(super) fn customer_packet(
     spare: &mut Vec<Vec<u8>>,
     observed: bool,
 ) -> Packet<u32> {
-    let mut copy = spare.pop().unwrap_or_default();
-    copy.clear();
-    copy.extend_from_slice(bytes);
+    let copy = copy_into_spare(bytes, spare);
     Packet {
         handle: handle_of(&copy, observed),
         flow: flow_of(&copy),
