@@ -36,7 +36,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Print one JSON object instead of Markdown tables.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also write results.json, EXPERIMENT.md and EXPERIMENT.svg into this folder.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,

@@ -41,7 +41,7 @@ pub struct ChaosArgs {
     heartbeat_ms: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Every server an `ftc node` process (the orchestrator on a thread of this one), customer
     /// frames over UDP, kills with SIGKILL.
     #[arg(long)]

@@ -10,7 +10,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("ftc: {e}");
-            return Ok(ExitCode::FAILURE);
+            // An unreadable file is trouble; an invalid spec, the check's verdict.
+            return Ok(if e.io_error_kind().is_some() {
+                ExitCode::from(crate::TROUBLE)
+            } else {
+                ExitCode::FAILURE
+            });
         }
     };
     // Valid, but FTC's frames cannot carry it: say so here rather than at the first packet

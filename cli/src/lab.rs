@@ -124,7 +124,7 @@ pub struct DemoArgs {
     nodes: NodeArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// How the lab's nodes detect failures, and the failures injected on their links.
@@ -361,8 +361,24 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         (edges, mode, ftmb),
         say,
         |config, stop| {
-            deploy::run(&config, stop, duration, &mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
+            let exits = deploy::run(&config, stop, duration, &mut std::io::stdout())?;
+            // A node killed by a signal (an operator's failure injection) or cut off by the
+            // orchestrator is the chain's business; one that ended on its own (a panic, a data
+            // path that hung, an error) is the run's failure.
+            let ended: Vec<_> = exits.iter().filter(|e| e.ended_on_its_own()).collect();
+            for e in &ended {
+                outln!(
+                    "VIOLATION: node {} (pid {}) exited ({}) while the chain ran",
+                    e.position,
+                    e.pid,
+                    e.status
+                );
+            }
+            Ok(if ended.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         },
     )
 }

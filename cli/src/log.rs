@@ -68,9 +68,15 @@ impl Subscriber for Stderr {
 
 /// Show log events of `FTC_LOG`'s level and above on stderr, as `role`.
 pub fn init(role: &'static str) {
-    let max = std::env::var("FTC_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(Level::WARN);
+    let max = match std::env::var("FTC_LOG") {
+        Ok(level) => level.parse().unwrap_or_else(|_| {
+            eprintln!(
+                "ftc: warning: FTC_LOG={level:?} is not a level (error, warn, info, debug, \
+                 trace): showing warn and above"
+            );
+            Level::WARN
+        }),
+        Err(_) => Level::WARN,
+    };
     let _ = tracing::subscriber::set_global_default(Stderr { max, role });
 }

@@ -70,8 +70,29 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The exit status of a command that could not do what it was asked (bad input, a host that
+/// lacks what it needs, a failed I/O): 2, as for the usage errors clap reports, apart from 1, a
+/// finished command's negative verdict (a violation found, an invalid spec checked).
+const TROUBLE: u8 = 2;
+
+impl Command {
+    /// Whether the command's report is one JSON object on stdout.
+    fn json(&self) -> bool {
+        match self {
+            Command::Bench(args) => args.json,
+            Command::Chaos(args) => args.json,
+            Command::Lab(lab::LabCommand::Demo(args)) => args.json,
+            Command::Orchestrator(args) => args.json,
+            Command::Run(args) => args.json,
+            Command::Sim(args) => args.json,
+            _ => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Chaos(args) => chaos::run(&args),
@@ -84,11 +105,16 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(&args),
     };
     match result {
-        Ok(_) if out::failed() => ExitCode::FAILURE,
+        Ok(_) if out::failed() => ExitCode::from(TROUBLE),
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ftc: {}", describe(&e));
-            ExitCode::FAILURE
+            let text = describe(&e);
+            eprintln!("ftc: {text}");
+            // A script reading the report gets an object that says why there is none.
+            if json && !out::wrote() {
+                outln!("{}", serde_json::json!({ "error": text }));
+            }
+            ExitCode::from(TROUBLE)
         }
     }
 }

@@ -65,7 +65,7 @@ pub struct OrchestratorArgs {
     mode: ModeArg,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {

@@ -11,11 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Whether a write to stdout failed.
 static FAILED: AtomicBool = AtomicBool::new(false);
 
+/// Whether anything was written to stdout.
+static WROTE: AtomicBool = AtomicBool::new(false);
+
 /// Write `args` to stdout, unless an earlier write failed.
 pub fn write(args: fmt::Arguments<'_>) {
     if FAILED.load(Ordering::Relaxed) {
         return;
     }
+    WROTE.store(true, Ordering::Relaxed);
     let mut stdout = io::stdout().lock();
     if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
         if !FAILED.swap(true, Ordering::Relaxed) && e.kind() != io::ErrorKind::BrokenPipe {
@@ -27,6 +31,11 @@ pub fn write(args: fmt::Arguments<'_>) {
 /// Whether a write to stdout failed (the rest of the output was dropped).
 pub fn failed() -> bool {
     FAILED.load(Ordering::Relaxed)
+}
+
+/// Whether anything was written to stdout (or tried to be).
+pub fn wrote() -> bool {
+    WROTE.load(Ordering::Relaxed)
 }
 
 /// `print!` through [`write`].

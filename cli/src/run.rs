@@ -40,7 +40,7 @@ pub struct RunArgs {
     snapshots: SnapshotArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// `--flows` of the generated traffic: 1 to [`MAX_FLOWS`], each flow a 5-tuple of its own.

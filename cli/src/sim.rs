@@ -46,7 +46,7 @@ pub struct SimArgs {
     trailer_budget: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, serde::Serialize)]

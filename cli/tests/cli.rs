@@ -555,13 +555,34 @@ fn absurd_input_is_refused_up_front() {
     let cases = cases.iter().map(|(a, says)| (*a, *says));
     for (args, says) in cases.chain(nodes.iter().map(|(a, says)| (&a[..], *says))) {
         let (code, out, err) = ftc(args);
-        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        // `check`'s verdict on a spec is 1; any other command could not run as asked: 2.
+        let trouble = if args[0] == "check" { 1 } else { 2 };
+        assert_eq!(code, trouble, "{args:?}: {out}{err}");
         assert!(
             err.starts_with("ftc: ") && err.contains(says),
             "{args:?}: {err}"
         );
     }
     std::fs::remove_file(&secret).ok();
+}
+
+/// Exit status 2 is a command that could not run, 1 a negative verdict; with `--json`, the
+/// failure is an object on stdout too.
+#[test]
+fn failures_are_told_apart_from_verdicts_and_reported_in_json() {
+    let (code, out, err) = ftc(&["check", "/nonexistent/spec.toml"]);
+    assert_eq!(code, 2, "an unreadable spec is trouble: {out}{err}");
+    for command in [&["run"][..], &["sim"], &["chaos", "--kill", "0"]] {
+        let (code, out, err) = ftc(&[command, &["/nonexistent/spec.toml", "--json"]].concat());
+        assert_eq!(code, 2, "{command:?}: {err}");
+        let report = json(&out);
+        let says = report["error"].as_str().unwrap();
+        assert!(says.contains("cannot read the chain spec"), "{says}");
+        assert!(err.contains(says), "{err}");
+    }
+    // Without --json, stdout stays empty.
+    let (code, out, _) = ftc(&["run", "/nonexistent/spec.toml"]);
+    assert_eq!((code, out.as_str()), (2, ""));
 }
 
 /// The help of `ftc sim`, `ftc run`, `ftc chaos` and `ftc node` states the range of every numeric flag
@@ -738,13 +759,13 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     };
     let node = |spec_file: &str, secret: &std::path::Path| node_beating(spec_file, secret, "5");
     let (code, _, err) = node("ch-2.toml", &good);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("the orchestrator refused this node: the node runs another chain spec"),
         "{err}"
     );
     let (code, _, err) = node("ch-3.toml", &bad);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(
             "the orchestrator's challenge does not verify: this node's secret file is \
@@ -754,7 +775,7 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     );
     // A node of another heartbeat period would be declared failed (or beat for nothing).
     let (code, _, err) = node_beating("ch-3.toml", &good, "100");
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(
             "this node beats every 100 ms, the orchestrator expects a heartbeat every 5 ms: \
@@ -803,16 +824,16 @@ fn a_node_checks_its_settings_before_it_reaches_its_orchestrator() {
     let secret = secret.display().to_string();
     let node = |extra: &[&str]| ftc_node("ch-2.toml", "127.0.0.1:1", &secret, "1000", extra);
     let (code, _, err) = node(&[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot reach the orchestrator"), "{err}");
     let (code, _, err) = node(&["--stall-ms", "5000"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("--stall-ms must be between 10 heartbeat periods (10000 ms)"),
         "{err}"
     );
     let (code, _, err) = node(&["--observe", "/proc/ftc-observe"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("/proc/ftc-observe"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -833,7 +854,7 @@ fn a_report_stdout_cannot_take_is_a_failure_not_a_panic() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.starts_with("ftc: cannot write the report to stdout: No space left"),
         "{err}"
@@ -848,7 +869,7 @@ fn a_report_stdout_cannot_take_is_a_failure_not_a_panic() {
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -871,7 +892,7 @@ fn an_orchestrator_refuses_a_chain_its_nodes_cannot_carry() {
     let args = ["orchestrator", &spec, "--listen", "127.0.0.1:0"];
     let (code, _, err) =
         ftc(&[&args[..], &["--secret-file", &secret, "--launch", "none"]].concat());
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("frames between its servers hold beside a full-size customer frame"),
         "{err}"

@@ -454,14 +454,14 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
         ])
     };
     let (code, err) = node("127.0.0.1:9", "/nonexistent/secret");
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("cannot read the secret file /nonexistent/secret"),
         "{err}"
     );
     let empty = Temp::new("empty-secret", "\n");
     let (code, err) = node("127.0.0.1:9", &empty.arg());
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("secret is empty"), "{err}");
     let secret = Temp::new("node-secret", "s");
     let free = TcpListener::bind("127.0.0.1:0")
@@ -469,7 +469,7 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
         .local_addr()
         .unwrap();
     let (code, err) = node(&free.to_string(), &secret.arg());
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(
         err.contains(&format!("cannot reach the orchestrator at {free}")),
         "{err}"
@@ -485,7 +485,7 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
         "--secret-file",
         "/nonexistent",
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("cannot read the secret file"), "{err}");
 }
 
@@ -531,7 +531,7 @@ fn link_queues_an_interface_lacks_fail_clearly() {
     let ns = Netns::create("ftcq").unwrap();
     ns.veth("qa", "qb").unwrap();
     let (code, err) = node(Some(&ns), "2");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("AF_XDP on qa: no queue 1: the interface has 1 queue(s)"),
         "{err}"

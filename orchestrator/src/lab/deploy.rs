@@ -193,7 +193,7 @@ impl NodeExit {
     /// missed its heartbeats on a loaded host, say) is told so and has its control connection
     /// closed, and exits with the refusal, or, when that did not reach it, with the error that
     /// it read the connection's end, or a reset (a connection closed with frames unread reads as
-    /// one).
+    /// one). `ftc node` exits with status 2 on an error.
     pub fn cut_off(&self) -> bool {
         let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
         let words = [
@@ -201,9 +201,16 @@ impl NodeExit {
             NodeError::Control(ControlError::Io(reset)).to_string(),
         ];
         let refused = NodeError::Refused(DECLARED_FAILED.to_string()).to_string();
-        self.status.code() == Some(1)
+        self.status.code() == Some(2)
             && (self.said.contains(&refused)
                 || words.iter().any(|w| self.said.ends_with(w.as_str())))
+    }
+
+    /// Whether it ended on its own: with a status other than 0 (a panic, a data path that hung,
+    /// an error), not cut off by the orchestrator, nor killed by a signal (an operator's failure
+    /// injection, the demo's kill).
+    pub fn ended_on_its_own(&self) -> bool {
+        self.status.code().is_some_and(|c| c != 0) && !self.cut_off()
     }
 }
 
@@ -775,12 +782,12 @@ mod tests {
         let refused = "ftc: node 5: the orchestrator refused this node: declared failed in epoch \
                        2; replaced";
         let ends = [
-            (gone.as_str(), "1"),
+            (gone.as_str(), "2"),
             ("", "run"),
-            (reset, "1"),
-            (stopped, "1"),
+            (reset, "2"),
+            (stopped, "2"),
             ("thread 'main' panicked", "101"),
-            (refused, "1"),
+            (refused, "2"),
         ];
         let (mut nodes, mut words) = (Vec::new(), Vec::new());
         for (i, (said, status)) in ends.into_iter().enumerate() {
@@ -797,16 +804,19 @@ mod tests {
         exits.sort_by_key(|e| e.position);
         let seen: Vec<_> = exits
             .iter()
-            .map(|e| (e.position, e.status.code(), e.said.as_str(), e.cut_off()))
+            .map(|e| {
+                let (cut_off, own) = (e.cut_off(), e.ended_on_its_own());
+                (e.position, e.status.code(), e.said.as_str(), cut_off, own)
+            })
             .collect();
         assert_eq!(
             seen,
             [
-                (0, Some(1), gone.as_str(), true),
-                (2, Some(1), reset, true),
-                (3, Some(1), stopped, false),
-                (4, Some(101), "thread 'main' panicked", false),
-                (5, Some(1), refused, true),
+                (0, Some(2), gone.as_str(), true, false),
+                (2, Some(2), reset, true, false),
+                (3, Some(2), stopped, false, true),
+                (4, Some(101), "thread 'main' panicked", false, true),
+                (5, Some(2), refused, true, false),
             ]
         );
         // The one still running stays, and is reported once it ends.
@@ -817,7 +827,7 @@ mod tests {
         let killed = exited(&mut nodes, &mut words);
         assert_eq!(killed.len(), 1);
         assert_eq!(killed[0].position, 1);
-        assert!(!killed[0].cut_off());
+        assert!(!killed[0].cut_off() && !killed[0].ended_on_its_own());
         assert!(nodes.is_empty() && words.is_empty());
     }
 
