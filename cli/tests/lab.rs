@@ -694,6 +694,30 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
+/// A node that ends on its own while `lab run` runs the chain (here its data path hangs, a test
+/// hook, and its stall check ends it with status 3) fails the run: status 1, and the node named.
+#[test]
+fn a_node_that_ends_on_its_own_fails_the_lab_run() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclh");
+    let out = ftc()
+        .args(["lab", "run", &spec("ch-2.toml"), "--name", lab.name])
+        .args(["--duration", "7", "--heartbeat-ms", "50", "--misses", "10"])
+        .env("FTC_TEST_HANG_AFTER_MS", "300")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("VIOLATION: node 0 (pid ") && text.contains("exited (exit status: 3)"),
+        "{text}"
+    );
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
 #[test]
 fn lab_commands_check_their_input_before_touching_the_host() {
     let out = ftc()
