@@ -17,7 +17,9 @@ use std::str::FromStr;
 use ftc_chain::middlebox::Direction;
 use ftc_node::links::share_out;
 use ftc_node::packet::{PacketError, PacketPort, PacketStats};
-use ftc_node::xdp::{open_each, KernelStats, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT};
+use ftc_node::xdp::{
+    open_each, KernelStats, SendError, XdpConfig, XdpError, XdpPort, XdpStats, RELEASE_WAIT,
+};
 
 /// The sockets that carry a node's edges (`ftc node --edge-kind`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +60,15 @@ pub enum Port {
     Packet(PacketPort),
 }
 
+/// Why a released frame did not go out on an edge-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unsent {
+    /// Longer than the interface lets out: every frame as long is dropped too.
+    TooLong(String),
+    /// Anything else (no free transmit frame: a passing state).
+    Other(String),
+}
+
 /// An edge's counters: an AF_XDP edge's by queue, each with the kernel's of its socket (its
 /// drops on receive among them; zero where they cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +104,22 @@ impl Port {
     }
 
     /// Queue `frame` of flow `flow` for sending (on the flow's queue).
-    fn send(&mut self, flow: u64, frame: &[u8]) -> Result<(), String> {
+    fn send(&mut self, flow: u64, frame: &[u8]) -> Result<(), Unsent> {
         match self {
             Port::Xdp(queues) => {
                 let i = (flow % queues.len() as u64) as usize;
-                queues[i].send(frame).map_err(|e| e.to_string())
+                queues[i].send(frame).map_err(|e| match e {
+                    SendError::TooLarge { .. } => Unsent::TooLong(e.to_string()),
+                    SendError::Full => Unsent::Other(e.to_string()),
+                })
             }
-            Port::Packet(p) => p.send(frame).map_err(|e| e.to_string()),
+            Port::Packet(p) => p.send(frame).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                    Unsent::TooLong(format!("a frame of {} bytes: {e}", frame.len()))
+                } else {
+                    Unsent::Other(e.to_string())
+                }
+            }),
         }
     }
 
@@ -205,6 +225,8 @@ pub struct Edges {
     input: Vec<Option<Direction>>,
     /// The port that sends each direction's released frames: outbound, inbound.
     output: [Option<usize>; 2],
+    /// Whether a released frame too long for its edge-out was warned about (once).
+    told_too_long: bool,
 }
 
 impl Edges {
@@ -287,6 +309,7 @@ impl Edges {
             ports,
             input,
             output,
+            told_too_long: false,
         })
     }
 
@@ -308,6 +331,7 @@ impl Edges {
                 ports: Vec::new(),
                 input: self.input.clone(),
                 output: self.output,
+                told_too_long: false,
             })
             .collect();
         for port in std::mem::take(&mut self.ports) {
@@ -359,8 +383,20 @@ impl Edges {
             return;
         };
         let port = &mut self.ports[i];
-        if let Err(e) = port.send(flow, frame) {
-            tracing::debug!("edge-out {}: {e}", port.iface());
+        match port.send(flow, frame) {
+            Ok(()) => {}
+            // Counted by the port; an edge-out of a smaller MTU than the chain's edge-in drops
+            // every frame that long, which the operator is told once.
+            Err(Unsent::TooLong(why)) if !self.told_too_long => {
+                self.told_too_long = true;
+                let iface = port.iface();
+                tracing::warn!(
+                    "edge-out {iface}: {why}: released frames this long are dropped (and \
+                     counted); give {iface} an MTU as large as the chain's edge-in's"
+                );
+            }
+            Err(Unsent::TooLong(_)) => {}
+            Err(Unsent::Other(why)) => tracing::debug!("edge-out {}: {why}", port.iface()),
         }
     }
 
@@ -482,5 +518,49 @@ mod tests {
         assert_eq!(own.rx, 0, "nobody read: {stats:?}");
         assert_eq!(kernel.rx_dropped, 200 - 64, "{stats:?}");
         assert!(kernel.rx_fill_ring_empty > 0, "{stats:?}");
+    }
+
+    /// A released frame longer than its edge-out lets out (an MTU below the edge-in's) is told
+    /// apart from a passing failure, with AF_XDP and packet sockets alike: warned about once,
+    /// counted every time.
+    #[test]
+    fn frames_too_long_for_an_edge_out_are_told_apart() {
+        use ftc_node::netns::{namespaces_denied, Netns};
+        if let Some(why) = namespaces_denied() {
+            eprintln!("skipped: edge-outs on a veth pair in a network namespace: {why}");
+            return;
+        }
+        let ns = Netns::create("ftcm").unwrap();
+        ns.veth("oa", "ob").unwrap();
+        ns.ip(&["link", "set", "oa", "mtu", "1000"]).unwrap();
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        frame.resize(1400, 0);
+        let seen = ns.run(|| {
+            [EdgeKind::Packet, EdgeKind::Xdp].map(|kind| {
+                let output: Edge = "out=oa".parse().unwrap();
+                let mut edges = Edges::open(&[], &[output], kind, XdpConfig::default(), 1).unwrap();
+                let fits = edges.ports[0].send(0, &frame[..1014]);
+                let long = edges.ports[0].send(0, &frame);
+                assert!(!edges.told_too_long);
+                edges.send(Direction::Outbound, 0, &frame);
+                edges.send(Direction::Outbound, 0, &frame);
+                edges.flush();
+                (kind, fits, long, edges.told_too_long, edges.stats())
+            })
+        });
+        for (kind, fits, long, told, stats) in seen.unwrap() {
+            assert_eq!(fits, Ok(()), "{kind:?}");
+            assert!(
+                matches!(long, Err(Unsent::TooLong(_))),
+                "{kind:?}: {long:?}"
+            );
+            assert!(told, "{kind:?}");
+            let unsent = match &stats[0].1 {
+                PortStats::Xdp(queues) => queues[0].0.tx_too_large,
+                PortStats::Packet(p) => p.tx_failed,
+            };
+            assert_eq!(unsent, 3, "{kind:?}: {stats:?}");
+        }
     }
 }
