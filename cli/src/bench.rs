@@ -40,19 +40,20 @@ pub struct BenchArgs {
     /// Also write results.json, EXPERIMENT.md and EXPERIMENT.svg into this folder.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Runs of each mode per point, alternated; medians are reported (default 3; quick 1).
+    /// Runs of each mode per point, alternated, 1 to 100; medians are reported (default 3;
+    /// quick 1).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
-    /// Seconds of traffic per run (default 2; quick 0.3).
+    /// Seconds of traffic per run, 0.05 to 3600 (default 2; quick 0.3).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// The heartbeat period of the recovery experiment, in milliseconds (3 missed declare a
-    /// server failed). On a machine whose cores are all busy, 5 ms heartbeats can be missed by
+    /// The heartbeat period of the recovery experiment, in milliseconds, 0.1 to 10000 (3 missed
+    /// declare a server failed). On a machine whose cores are all busy, 5 ms heartbeats can be missed by
     /// live servers: a longer period trades detection time for runs that recover.
     #[arg(long, value_name = "MS", default_value_t = 5.0)]
     heartbeat_ms: f64,
-    /// With --transport xdp: megabytes downloaded per run and connection (default 200; quick
-    /// 20).
+    /// With --transport xdp: megabytes downloaded per run and connection, 1 to 100000 (default
+    /// 200; quick 20).
     #[arg(long, value_name = "MB")]
     size_mb: Option<u64>,
     /// With --transport xdp: downloads at once per run, each over a TCP connection of its own
@@ -70,8 +71,9 @@ pub struct BenchArgs {
     /// the cores to show more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: Option<u16>,
-    /// With --transport xdp: the lab's name (the prefix of its namespaces), brought up for each
-    /// chain and taken down at the end (default ftcbench).
+    /// With --transport xdp: the lab's name (the prefix of its namespaces: 1 to 8 lowercase
+    /// letters and digits, starting with a letter), brought up for each chain and taken down at
+    /// the end (default ftcbench).
     #[arg(long)]
     lab: Option<LabName>,
 }

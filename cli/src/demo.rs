@@ -24,7 +24,7 @@ pub struct DemoArgs {
     /// Chain spec to run (default: the embedded Ch-Rec).
     #[arg(long)]
     spec: Option<PathBuf>,
-    /// Seconds of traffic per mode.
+    /// Seconds of traffic per mode, 0.1 to 600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
     /// Simulation seeds.

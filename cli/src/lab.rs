@@ -1,7 +1,9 @@
 //! `ftc lab`: a chain in network namespaces on this host (the logic is in
 //! `ftc_orchestrator::lab`). `up` makes the namespaces and links, `down` removes them (also
 //! what a crashed `up` left), `status` shows them, `run` runs the chain's orchestrator and nodes
-//! there until Ctrl-C or for a while, bringing the lab up (and down again) if it is not up.
+//! there until Ctrl-C or for a while, bringing the lab up (and down again) if it is not up, and
+//! `demo` runs them the same way for a TCP download through the chain while servers are killed,
+//! then checks the file, the NAT, the replicas and the monitors.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,9 +56,10 @@ pub enum LabCommand {
     },
     /// Run a chain in its lab (brought up first if it is not) until Ctrl-C or --duration.
     Run(RunArgs),
-    /// A real TCP download through the chain (curl from python3's http.server, AF_XDP at the
-    /// chain's ends) while the middle server's node (or those named with --kill) is killed with
-    /// SIGKILL; checks the file, the NAT, the replicas and the monitors.
+    /// A real TCP download through the chain (curl from python3's http.server; AF_XDP sockets at
+    /// the chain's ends, or AF_PACKET sockets with --transport udp) while the middle server's
+    /// node (or those named with --kill) is killed with SIGKILL; checks the file, the NAT, the
+    /// replicas and the monitors.
     Demo(DemoArgs),
 }
 
@@ -66,7 +69,7 @@ pub struct DemoArgs {
     spec: PathBuf,
     #[command(flatten)]
     name: NameArg,
-    /// Megabytes of the file downloaded.
+    /// Megabytes of the file downloaded, 1 to 100000.
     #[arg(long, default_value_t = 200)]
     size_mb: u64,
     /// Downloads of the file at once, each over a TCP connection of its own (1 to 64): flows
@@ -85,7 +88,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(demo::MAX_UDP_FLOWS)))]
     udp_flows: u32,
     /// The share of the download (of every connection's together) when the middle server is
-    /// killed (and any --kill without its own share).
+    /// killed (and any --kill without its own share), 0 to 1.
     #[arg(long, default_value_t = 0.3)]
     kill_at: f64,
     /// A server to kill instead of the middle one: its ring position, optionally `@SHARE` of
@@ -111,13 +114,13 @@ pub struct DemoArgs {
     /// run).
     #[arg(long)]
     no_kill: bool,
-    /// Pace the download at this many Mbit/s at most (curl's `--limit-rate`, shared out among
-    /// the connections), e.g. half what the chain carries flat out, to see latency under a
-    /// given load.
+    /// Pace the download at this many Mbit/s at most, 0.01 to 1000000 (curl's `--limit-rate`,
+    /// shared out among the connections), e.g. half what the chain carries flat out, to see
+    /// latency under a given load.
     #[arg(long)]
     rate_mbit: Option<f64>,
     /// Milliseconds between round trips of the latency probe (a TCP echo through the chain
-    /// during the download); 0: no probe.
+    /// during the download), 0 to 10000; 0: no probe.
     #[arg(long, default_value_t = 1.0)]
     probe_ms: f64,
     #[command(flatten)]
@@ -130,10 +133,10 @@ pub struct DemoArgs {
 /// How the lab's nodes detect failures, and the failures injected on their links.
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// Heartbeat period in milliseconds.
+    /// Heartbeat period in milliseconds, 0.1 to 10000.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
-    /// Missed heartbeats that declare a node failed.
+    /// Missed heartbeats that declare a node failed, 1 to 1000.
     #[arg(long, default_value_t = 3)]
     misses: u32,
     /// Failure injection: every node drops each frame that arrives from another server with
@@ -145,7 +148,7 @@ pub struct NodeArgs {
 #[derive(Debug, clap::Args)]
 pub struct NameArg {
     /// The lab's name, the prefix of its namespaces and links: 1 to 8 lowercase letters and
-    /// digits.
+    /// digits, starting with a letter.
     #[arg(long, default_value = "ftc")]
     name: LabName,
 }
@@ -181,7 +184,7 @@ pub struct RunArgs {
     /// How frames travel: the edges' sockets, and between the nodes.
     #[arg(long, value_enum, default_value_t = Transport::Udp)]
     transport: Transport,
-    /// Stop after this many seconds (default: run until Ctrl-C).
+    /// Stop after this many seconds, 0.01 to 1000000 (default: run until Ctrl-C).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// What the nodes run; FTMB needs a lab of its layout (`ftc lab up --mode ftmb`).

@@ -1,6 +1,8 @@
-//! `ftc`: the command-line entry point: check chain specs, run the demo and the simulation, run
-//! a chain's orchestrator and nodes as processes, in network namespaces too (`ftc lab`), and
-//! benchmark FTC against its baselines (`ftc bench`).
+//! `ftc`: the command-line entry point: check chain specs (`ftc check`), run the demo
+//! (`ftc demo`), run a chain in this process and measure it (`ftc run`), kill its servers and
+//! check what the recovery kept (`ftc chaos`), run the simulation (`ftc sim`), run a chain's
+//! orchestrator and nodes as processes (`ftc orchestrator`, `ftc node`), in network namespaces
+//! too (`ftc lab`), and benchmark FTC against its baselines (`ftc bench`).
 
 #[macro_use]
 mod out;

@@ -64,13 +64,14 @@ pub struct NodeArgs {
     /// number (the veths need as many: `ip link add … numtxqueues N numrxqueues N`).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     link_queues: u32,
-    /// Heartbeat period in milliseconds (the orchestrator's).
+    /// Heartbeat period in milliseconds, 0.1 to 10000 (the orchestrator's).
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
     /// A node whose data path (its thread, or a lane of its middlebox) makes no progress for
     /// this many milliseconds hangs (a deadlock, a middlebox caught in a loop): it stops
     /// heartbeating, so that the orchestrator replaces it as failed, and exits with status 3.
-    /// At least 10 heartbeat periods; default 5000 or 10 periods, whichever is longer.
+    /// At least 10 heartbeat periods and at most 3600000; default 5000 or 10 periods, whichever
+    /// is longer.
     #[arg(long)]
     stall_ms: Option<f64>,
     /// `nf` runs the middlebox without fault tolerance (no piggyback logs, replicas or buffer;
@@ -87,7 +88,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     ring_loss: f64,
     /// Record this node's store sequences, commits and releases into a file in DIR, for an
-    /// output-commit check across processes (what `ftc chaos --procs` passes its nodes).
+    /// output-commit check across processes (what `ftc chaos --procs` passes its nodes). FTC and
+    /// NF only: refused with --mode ftmb or ftmb-snapshot.
     #[arg(long, value_name = "DIR")]
     observe: Option<PathBuf>,
 }

@@ -32,14 +32,15 @@ pub struct OrchestratorArgs {
     /// The file holding the deployment's shared secret.
     #[arg(long, value_name = "FILE")]
     secret_file: PathBuf,
-    /// Heartbeat period in milliseconds.
+    /// Heartbeat period in milliseconds, 0.1 to 10000.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_ms: f64,
-    /// Missed heartbeats that declare a node failed.
+    /// Missed heartbeats that declare a node failed, 1 to 1000.
     #[arg(long, default_value_t = 3)]
     misses: u32,
-    /// Seconds a launched replacement may take to join; one that has not by then is launched
-    /// again (it died or never started). Raise it for launchers that take long (ssh, containers).
+    /// Seconds a launched replacement may take to join, 0.1 to 3600; one that has not by then is
+    /// launched again (it died or never started). Raise it for launchers that take long (ssh,
+    /// containers).
     #[arg(long, default_value_t = 5.0)]
     start_timeout: f64,
     /// How replacements start: `local` (`ftc node` on this host), `none` (only logged), or a

@@ -18,8 +18,9 @@ pub struct SimArgs {
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
-    /// Faults while traffic is offered: any of loss, reorder, dup, delay, heartbeat (each may
-    /// take `=RATE`, 0 to 0.5; heartbeat: lost heartbeats, which get live servers replaced),
+    /// Faults while traffic is offered: any of loss, reorder, dup, delay, heartbeat (lost
+    /// heartbeats, which get live servers replaced; each may take `=RATE`, 0 to 0.5, and
+    /// without it loss and dup take 0.02, reorder and delay 0.05, heartbeat 0.3),
     /// crash (`=N`, 1 to 100, failure events of 1 to f servers each, default 2; an event that
     /// would put more than f servers down waits for the recovery, so all N happen), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
