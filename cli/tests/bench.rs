@@ -94,8 +94,9 @@ fn snapshot_stall_is_the_thesis_method_and_the_tables_say_so() {
 
 #[test]
 fn what_it_cannot_do_is_refused_clearly() {
+    // Bad input: status 2, as for clap's usage errors (1 is a violation found).
     let (code, _, err) = ftc(&["bench", "latency"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         err.contains("unknown experiment `latency`") && err.contains("latency-load"),
         "{err}"
@@ -107,7 +108,7 @@ fn what_it_cannot_do_is_refused_clearly() {
         ("--heartbeat-ms", "0"),
     ] {
         let (code, _, err) = ftc(&["bench", "sharing", flag, value]);
-        assert_eq!(code, 1);
+        assert_eq!(code, 2);
         assert!(err.contains(flag), "{err}");
     }
     let (code, _, err) = ftc(&["bench", "sharing", "--rounds", "many"]);
@@ -118,7 +119,7 @@ fn what_it_cannot_do_is_refused_clearly() {
     // as `ftc run` refuses it.
     for stall in ["stall-50ms", "stall-60ms"] {
         let (code, out, err) = ftc(&["bench", "sharing", "--quick", "--snapshot", stall]);
-        assert_eq!(code, 1, "{out}\n{err}");
+        assert_eq!(code, 2, "{out}\n{err}");
         assert!(out.is_empty(), "refused before any run: {out}");
         assert!(
             err.contains("every 50 ms leaves the masters no time to run")
