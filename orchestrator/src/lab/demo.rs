@@ -1491,14 +1491,14 @@ mod tests {
             started: 7,
         }];
         let gone = format!("ftc: node 1: {}", NodeError::OrchestratorGone);
-        let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(1), &gone)];
+        let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(2), &gone)];
         assert_eq!(crashes(&fine, &victims), Vec::<String>::new());
         let panicked = "thread 'main' panicked at node/src/serve.rs:1:1: oops";
         let bad = [
             exit(102, code(101), panicked),
             exit(103, libc::SIGSEGV, ""),
             exit(104, code(3), "ftc: the data path hung; exiting"),
-            exit(105, code(1), "ftc: node 1: cannot bind the data socket"),
+            exit(105, code(2), "ftc: node 1: cannot bind the data socket"),
             // A SIGKILL the demo did not send, and one of ours that ended otherwise.
             exit(106, libc::SIGKILL, ""),
             exit(100, code(101), panicked),
