@@ -57,6 +57,9 @@ use std::net::SocketAddr;
 
 /// The largest body [`read_message`] should accept on a state-transfer connection: 1 GiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 30;
+/// The largest group state a transfer carries: what fits a body of [`DEFAULT_MAX_BODY`] beside
+/// the `GroupState` message's fixed part.
+pub const MAX_GROUP_STATE: usize = DEFAULT_MAX_BODY - body::GROUP_STATE_FIXED;
 /// The largest body a control connection (orchestrator ↔ server) needs: 64 KiB, enough for a
 /// peer list of a full ring of 255 servers with IPv6 addresses.
 pub const CONTROL_MAX_BODY: usize = 64 << 10;

@@ -13,7 +13,7 @@ use ftc_chain::ring::MbIndex;
 use crate::admission::{Admission, Admitted};
 use crate::control::{
     read_message, write_group_state, write_message, ControlError, Key, Message, CONTROL_MAX_BODY,
-    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_BODY, MAX_GROUP_STATE,
 };
 use crate::process::keepalive::keep_alive;
 
@@ -30,6 +30,11 @@ pub enum TransferError {
     Control(#[from] ControlError),
     #[error("state transfer: the source answered {0}")]
     Unexpected(&'static str),
+    #[error(
+        "state transfer: m{group}'s state is {bytes} bytes, more than a transfer carries \
+         ({MAX_GROUP_STATE} bytes): it cannot be recovered"
+    )]
+    TooLarge { group: u8, bytes: usize },
 }
 
 /// Serve the state transfers of one server until `stop`: every connection asks for one group
@@ -69,9 +74,10 @@ pub fn serve<S: AsRef<[u8]>>(
                     let spawned = std::thread::Builder::new()
                         .name("transfer".into())
                         .spawn_scoped(scope, move || {
-                            let answered = answer(stream, &admitted, key, export);
-                            if let Err(TransferError::Control(e)) = answered {
-                                rejected(&e);
+                            match answer(stream, &admitted, key, export) {
+                                Err(TransferError::Control(e)) => rejected(&e),
+                                Err(e @ TransferError::TooLarge { .. }) => tracing::error!("{e}"),
+                                _ => {}
                             }
                         });
                     if let Err(e) = spawned {
@@ -149,8 +155,18 @@ fn answer<S: AsRef<[u8]>>(
     let Some(state) = export(run, epoch, MbIndex(group)) else {
         return Ok(());
     };
+    // The fetcher would refuse it (and a frame holds 4 GiB at most): not sent for nothing.
+    fits_a_transfer(group, state.as_ref().len())?;
     // Unbuffered: the state goes to the socket in large chunks as its tag is computed.
     write_group_state(&mut &stream, run, epoch, group, state.as_ref(), key)?;
+    Ok(())
+}
+
+/// Whether a state of `bytes` bytes of group `group` fits a transfer ([`MAX_GROUP_STATE`]).
+fn fits_a_transfer(group: u8, bytes: usize) -> Result<(), TransferError> {
+    if bytes > MAX_GROUP_STATE {
+        return Err(TransferError::TooLarge { group, bytes });
+    }
     Ok(())
 }
 
@@ -197,6 +213,23 @@ mod tests {
 
     fn key() -> Key {
         Key::new(b"test secret").unwrap()
+    }
+
+    /// A state larger than a fetcher takes (1 GiB less the message's fixed part) is refused at
+    /// the source, with the group and its size, rather than sent (and past 4 GiB, framed with a
+    /// panic).
+    #[test]
+    fn a_state_too_large_for_a_transfer_is_refused_at_the_source() {
+        assert!(fits_a_transfer(2, MAX_GROUP_STATE).is_ok());
+        let e = fits_a_transfer(2, MAX_GROUP_STATE + 1).unwrap_err();
+        assert!(matches!(e, TransferError::TooLarge { group: 2, .. }));
+        assert!(
+            e.to_string().contains("m2's state is 1073741812 bytes"),
+            "{e}"
+        );
+        assert!(fits_a_transfer(0, 5 << 30).is_err());
+        // What the fetcher reads: the largest state and its message's fixed part.
+        assert_eq!(MAX_GROUP_STATE + 13, DEFAULT_MAX_BODY);
     }
 
     #[test]

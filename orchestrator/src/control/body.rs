@@ -24,7 +24,7 @@ const REFUSED: u8 = 13;
 const CHALLENGE: u8 = 14;
 
 /// The fixed part of a GroupState body: run u64, epoch u32, group u8.
-const GROUP_STATE_FIXED: usize = 8 + 4 + 1;
+pub(super) const GROUP_STATE_FIXED: usize = 8 + 4 + 1;
 /// The smallest encoded socket address: family, IPv4 address, port.
 const MIN_ADDR: usize = 1 + 4 + 2;
 const MIN_PEER: usize = 2 + 2 * MIN_ADDR;
