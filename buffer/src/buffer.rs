@@ -499,6 +499,20 @@ impl<P> Buffer<P> {
         self.woken = woken;
     }
 
+    /// The driver gives up a packet of flow `flow` that was [`Refused`], the last it was
+    /// handed back, instead of offering it again (it drops it, past its own bound on the
+    /// packets it keeps for the buffer): later packets of the flow are no longer refused on its
+    /// account.
+    pub fn give_up(&mut self, flow: u64) {
+        if let Entry::Occupied(mut entry) = self.flows.entry(flow) {
+            let f = entry.get_mut();
+            f.refused = f.refused.saturating_sub(1);
+            if f.refused == 0 && f.head == NONE {
+                entry.remove();
+            }
+        }
+    }
+
     /// Accepts `packet` or refuses it (see [`Buffer::handle_frame`], [`Buffer::retry`]).
     fn offer(
         &mut self,

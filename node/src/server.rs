@@ -116,6 +116,15 @@ pub struct ServerConfig {
     /// already in the chain, and retransmissions, keep flowing, so what frees the held frames
     /// always gets through.
     pub max_held_frames: usize,
+    /// Frames a server holds at most, and packets the buffer refused that it keeps to offer
+    /// again (each, 4 × `max_held_frames` if more): past it, a frame that arrives and would wait
+    /// is dropped, as a frame lost on a link (its logs come again on request), and a packet the
+    /// buffer refuses is dropped; the packet is lost ([`Output::Lost`]) and counted
+    /// ([`ServerStats::hold_overflow`], [`ServerStats::refused_overflow`]). In one process
+    /// congestion holds the ingress back long before; across processes, where a node cannot
+    /// hold back another's ingress, this bounds what a server keeps whatever arrives (frames
+    /// whose logs never come: forged on the ring, a predecessor gone quiet).
+    pub hold_limit: usize,
     pub replica: ReplicaConfig,
     pub forwarder: ForwarderConfig,
     pub buffer: BufferConfig,
@@ -150,6 +159,7 @@ impl Default for ServerConfig {
             max_trailer: 8192,
             headroom: 128,
             max_held_frames: 4096,
+            hold_limit: 16_384,
             replica: ReplicaConfig::default(),
             forwarder: ForwarderConfig::default(),
             buffer: BufferConfig::default(),
@@ -329,8 +339,14 @@ pub struct ServerStats {
     pub max_held: usize,
     pub transactions: u64,
     pub dropped: u64,
-    /// Customer packets lost to a fence, or that arrived while fenced ([`Output::Lost`]).
+    /// Customer packets lost to a fence, or that arrived while fenced, or to a full hold queue
+    /// ([`Output::Lost`]).
     pub lost: u64,
+    /// Frames dropped for arriving when the hold queue was full ([`ServerConfig::hold_limit`]).
+    pub hold_overflow: u64,
+    /// Packets the buffer refused that were dropped, as many kept to offer again already
+    /// ([`ServerConfig::hold_limit`]).
+    pub refused_overflow: u64,
 }
 
 /// One chain server.
@@ -529,7 +545,32 @@ impl<'a, P: Clone> Server<'a, P> {
         }
     }
 
-    /// A customer packet is lost here (a fence, or a fenced server): said and counted.
+    /// How many frames it holds, and packets refused by the buffer it keeps, at most
+    /// ([`ServerConfig::hold_limit`]).
+    fn hold_limit(&self) -> usize {
+        self.config
+            .hold_limit
+            .max(self.config.max_held_frames.saturating_mul(4))
+    }
+
+    /// Whether the hold queue is full.
+    fn hold_full(&self) -> bool {
+        self.held.len() >= self.hold_limit()
+    }
+
+    /// `frame` would wait in a full hold queue: dropped, as if lost on its link (the logs of
+    /// it this server could apply are applied, and retained where this server forwards them;
+    /// the others its replica asks for again), and its packet lost.
+    fn overflow(&mut self, frame: Frame<P>) {
+        self.stats.hold_overflow += 1;
+        if let Some(packet) = frame.packet {
+            self.lose(packet.handle);
+        }
+        self.recycle(frame.msg);
+    }
+
+    /// A customer packet is lost here (a fence, a fenced server, a full hold queue): said and
+    /// counted.
     fn lose(&mut self, handle: P) {
         self.stats.lost += 1;
         self.outputs.push_back(Output::Lost { handle });
@@ -991,6 +1032,10 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         // A packet waits behind an earlier held packet of its flow (per-flow order).
         if let Some(flow) = flow.filter(|&f| self.held.is_behind(f, arrival)) {
+            if !again && self.hold_full() {
+                self.overflow(frame);
+                return false;
+            }
             self.held.hold_behind(arrival, flow, frame);
             return true;
         }
@@ -1018,6 +1063,11 @@ impl<'a, P: Clone> Server<'a, P> {
             };
             match res {
                 Ok(Admit::Ready) => {}
+                // A frame offered again was held already: it stays (its message was handled).
+                Ok(Admit::Hold(_)) if !again && self.hold_full() => {
+                    self.overflow(frame);
+                    return false;
+                }
                 Ok(Admit::Hold(waits)) => {
                     self.stats.held += 1;
                     self.held.hold(arrival, flow, frame, &waits);
@@ -1131,6 +1181,7 @@ impl<'a, P: Clone> Server<'a, P> {
         packet: Option<Packet<P>>,
         written: Option<Written>,
     ) {
+        let limit = self.hold_limit();
         let Some(buffer) = self.buffer.as_mut() else {
             if let Some(packet) = packet {
                 self.outputs
@@ -1178,8 +1229,17 @@ impl<'a, P: Clone> Server<'a, P> {
             }
             let _ = buffer.handle_frame(now, &view, None);
         } else if let Err(refused) = buffer.handle_frame(now, &view, offered) {
-            // Back-pressure: keep it and offer it again once the buffer released something.
-            self.refused.push_back((msg.to_vec(), refused.0));
+            let offer = refused.0;
+            if self.refused.len() < limit {
+                // Back-pressure: keep it and offer it again once the buffer released something.
+                self.refused.push_back((msg.to_vec(), offer));
+            } else {
+                // As many wait already: the newest is dropped (its flow's order holds).
+                buffer.give_up(offer.flow);
+                let packet = self.parked.remove(offer.handle);
+                self.stats.refused_overflow += 1;
+                self.lose(packet.handle);
+            }
         }
         self.drain_buffer(now);
     }

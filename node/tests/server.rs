@@ -303,6 +303,56 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
     assert_eq!(s.held(), 0);
 }
 
+/// Frames that would wait beyond the hold limit (here their logs follow one that never comes,
+/// as forged frames' would, or a quiet predecessor's) are dropped, their packets lost and
+/// counted, whether they wait for a log or behind their flow: the server keeps no more than the
+/// limit whatever arrives. Those it kept go once the missing log comes.
+#[test]
+fn frames_past_the_hold_limit_are_dropped_and_counted() {
+    let ring = Ring::new(1, 1).unwrap();
+    let head = Store::new(64, 1).unwrap();
+    let mut w = head.worker(0).unwrap();
+    let (k, _) = key_outside(&[]);
+    let missing = m0_log(&mut w, &k);
+    let later: Vec<Vec<u8>> = (0..6).map(|_| m0_log(&mut w, &k)).collect();
+    let config = ServerConfig {
+        observe: true,
+        max_held_frames: 1,
+        hold_limit: 3,
+        ..ServerConfig::default()
+    };
+    let mut s: Server<'_, u64> = Server::new(ring, ServerId(1), 64, None, config).unwrap();
+    let mut lost = Vec::new();
+    let deliver = |s: &mut Server<'_, u64>, f| {
+        s.handle_frame(0, ServerId(0), f);
+        s.end_batch(0);
+        std::iter::from_fn(|| s.poll_output())
+            .filter_map(|o| match o {
+                Output::Lost { handle } => Some(handle),
+                Output::AtBuffer { handle } => Some(1000 + handle),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The limit is 4 × max_held_frames where that is more than hold_limit: 4 frames.
+    for (i, msg) in later.into_iter().enumerate() {
+        lost.extend(deliver(&mut s, frame(2 + i as u64, 10 + i as u64, msg)));
+    }
+    assert_eq!(s.held(), 4);
+    // Behind a held frame of its flow, with the queue full: dropped too.
+    let (q_key, _) = key_outside(&[partition_of(&k, 64)]);
+    lost.extend(deliver(&mut s, frame(20, 10, m0_log(&mut w, &q_key))));
+    assert_eq!(lost, [6, 7, 20]);
+    assert_eq!(
+        (s.held(), s.stats().hold_overflow, s.stats().lost),
+        (4, 3, 3)
+    );
+    // The missing log comes: the frames kept go, in order.
+    let went = deliver(&mut s, frame(1, 9, missing));
+    assert_eq!(went, [1001, 1002, 1003, 1004, 1005]);
+    assert_eq!(s.held(), 0);
+}
+
 /// An IPv4 UDP packet of `flow` (its source port), as a customer frame.
 fn udp_packet(handle: u64, flow: u16) -> Packet<u64> {
     let builder = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -490,9 +540,62 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
     s1.end_batch(1);
     // Three refused on arrival (and again on each try while the buffer is full).
     assert!(s1.buffer().unwrap().stats().refused >= 3);
-    // m1's logs go back to server 0, its group's tail; its commit vector comes to server 1.
-    let mut released = Vec::new();
-    let mut now = 2;
+    let (released, lost) = settle(&mut s0, &mut s1, 2, 5);
+    assert_eq!((&released[..], &lost[..]), (&[0, 1, 2, 3, 4][..], &[][..]));
+    assert!(s1.buffer().unwrap().stats().max_held_packets <= 2);
+}
+
+/// Past the limit on the refused packets a server keeps for its buffer (what bounds it where
+/// the ingress is another process's, which it cannot hold back), the newest refused is dropped,
+/// its packet lost and counted; the kept ones still leave in their flow's order, and the flow's
+/// later packets are not refused on the dropped ones' account.
+#[test]
+fn refused_packets_past_the_limit_are_dropped_and_the_rest_leave_in_order() {
+    let ch2 = Ch2::new("kind = \"monitor\"");
+    let mut config = ServerConfig {
+        max_held_frames: 1,
+        hold_limit: 4,
+        ..ServerConfig::default()
+    };
+    config.buffer.max_held_packets = 2;
+    let (mut s0, mut s1) = (ch2.server(0, &config), ch2.server(1, &config));
+    let frames = through_server_0(&mut s0, (0..8).map(|handle| udp_packet(handle, 1000)));
+    for f in frames {
+        s1.handle_frame(1, ServerId(0), f);
+    }
+    s1.end_batch(1);
+    assert_eq!(s1.stats().refused_overflow, 2);
+    let (released, lost) = settle(&mut s0, &mut s1, 2, 6);
+    assert_eq!(
+        (&released[..], &lost[..]),
+        (&[0, 1, 2, 3, 4, 5][..], &[6, 7][..])
+    );
+    let refused = s1.buffer().unwrap().stats().refused;
+    let frames = through_server_0(&mut s0, [udp_packet(8, 1000)]);
+    for f in frames {
+        s1.handle_frame(100_000_000, ServerId(0), f);
+    }
+    s1.end_batch(100_000_000);
+    assert_eq!(
+        s1.buffer().unwrap().stats().refused,
+        refused,
+        "8 taken at once"
+    );
+    let (released, lost) = settle(&mut s0, &mut s1, 100_000_001, 1);
+    assert_eq!((&released[..], &lost[..]), (&[8][..], &[][..]));
+}
+
+/// Runs servers 0 and 1 of a Ch-2 from `now` on, a millisecond a round, until `want` packets
+/// left server 1 (20 rounds at most): what leaves server 1 goes back to server 0 (m1's logs to
+/// its group's tail), server 0's propagating frames to server 1 (the commit vectors). The
+/// packets released and lost, in order.
+fn settle(
+    s0: &mut Server<'_, u64>,
+    s1: &mut Server<'_, u64>,
+    mut now: u64,
+    want: usize,
+) -> (Vec<u64>, Vec<u64>) {
+    let (mut released, mut lost) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         for o in std::iter::from_fn(|| s1.poll_output()) {
             match o {
@@ -501,6 +604,7 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
                     s0.handle_frame(now, ServerId(1), frame);
                 }
                 Output::Release { packet, .. } => released.push(packet.handle),
+                Output::Lost { handle } => lost.push(handle),
                 _ => {}
             }
         }
@@ -508,7 +612,7 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
         if let Some(t) = s0.poll_timeout() {
             s0.handle_timeout(t.max(now));
         }
-        for msg in propagating_to(&mut s0, ServerId(1)) {
+        for msg in propagating_to(s0, ServerId(1)) {
             let frame = Frame {
                 packet: None,
                 flags: 0,
@@ -518,13 +622,12 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
         }
         s1.end_batch(now);
         now += 1_000_000;
-        if released.len() == 5 {
+        if released.len() == want {
             break;
         }
     }
     assert!(s0.error().is_none() && s1.error().is_none());
-    assert_eq!(released, [0, 1, 2, 3, 4]);
-    assert!(s1.buffer().unwrap().stats().max_held_packets <= 2);
+    (released, lost)
 }
 
 /// A chain whose own logs outgrow the frames between its servers is refused before it runs (it
