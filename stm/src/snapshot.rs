@@ -137,7 +137,9 @@ pub(crate) struct PartBytes<'a> {
 pub(crate) fn split(bytes: &[u8]) -> Result<(u32, Vec<PartBytes<'_>>), StmError> {
     let partitions = partitions(bytes)?;
     let mut r = &bytes[HEADER_LEN..];
-    let mut parts = Vec::with_capacity(partitions as usize);
+    // Room for the partitions the bytes can hold, not for the count they claim (a 13-byte
+    // snapshot claiming 65,536 would take 2 MiB before failing).
+    let mut parts = Vec::with_capacity((partitions as usize).min(r.len() / PARTITION_LEN));
     for _ in 0..partitions {
         let seq = Seq(u64::from_be_bytes(array(take(&mut r, 8)?)));
         let count = u32::from_be_bytes(array(take(&mut r, 4)?)) as usize;
