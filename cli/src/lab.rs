@@ -370,12 +370,7 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
             // path that hung, an error) is the run's failure.
             let ended: Vec<_> = exits.iter().filter(|e| e.ended_on_its_own()).collect();
             for e in &ended {
-                outln!(
-                    "VIOLATION: node {} (pid {}) exited ({}) while the chain ran",
-                    e.position,
-                    e.pid,
-                    e.status
-                );
+                outln!("VIOLATION: {}", e.while_the_chain_ran());
             }
             Ok(if ended.is_empty() {
                 ExitCode::SUCCESS

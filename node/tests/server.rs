@@ -430,6 +430,14 @@ fn through_server_0(
         .collect()
 }
 
+/// `frames` from server 0 at server 1, as one batch at `now`.
+fn from_server_0(s1: &mut Server<'_, u64>, frames: Vec<Frame<u64>>, now: u64) {
+    for f in frames {
+        s1.handle_frame(now, ServerId(0), f);
+    }
+    s1.end_batch(now);
+}
+
 /// What a batch of `packets` packets through a Ch-2 of two `middlebox`es (a TOML table's body;
 /// f = 1, a 128-byte
 /// trailer budget, 4096-byte frames) sends back into the chain: the return frames from the
@@ -450,10 +458,7 @@ fn ch2_round_trip(middlebox: &str, packets: u16) -> (Vec<Vec<u8>>, usize, u64) {
     );
     assert_eq!(frames.len(), usize::from(packets));
     // Server 1 heads m1, whose group wraps to server 0: its logs go back from the buffer.
-    for f in frames {
-        s1.handle_frame(1, ServerId(0), f);
-    }
-    s1.end_batch(1);
+    from_server_0(&mut s1, frames, 1);
     assert!(s1.error().is_none(), "{:?}", s1.error());
     let returns = propagating_to(&mut s1, ServerId(0));
     // Server 0 takes them back; no customer frame comes, so once idle propagating frames carry
@@ -534,10 +539,7 @@ fn packets_the_buffer_refuses_wait_at_its_server_and_leave_in_order() {
     config.buffer.max_held_packets = 2;
     let (mut s0, mut s1) = (ch2.server(0, &config), ch2.server(1, &config));
     let frames = through_server_0(&mut s0, (0..5).map(|handle| udp_packet(handle, 1000)));
-    for f in frames {
-        s1.handle_frame(1, ServerId(0), f);
-    }
-    s1.end_batch(1);
+    from_server_0(&mut s1, frames, 1);
     // Three refused on arrival (and again on each try while the buffer is full).
     assert!(s1.buffer().unwrap().stats().refused >= 3);
     let (released, lost) = settle(&mut s0, &mut s1, 2, 5);
@@ -560,10 +562,7 @@ fn refused_packets_past_the_limit_are_dropped_and_the_rest_leave_in_order() {
     config.buffer.max_held_packets = 2;
     let (mut s0, mut s1) = (ch2.server(0, &config), ch2.server(1, &config));
     let frames = through_server_0(&mut s0, (0..8).map(|handle| udp_packet(handle, 1000)));
-    for f in frames {
-        s1.handle_frame(1, ServerId(0), f);
-    }
-    s1.end_batch(1);
+    from_server_0(&mut s1, frames, 1);
     assert_eq!(s1.stats().refused_overflow, 2);
     let (released, lost) = settle(&mut s0, &mut s1, 2, 6);
     assert_eq!(
@@ -572,10 +571,7 @@ fn refused_packets_past_the_limit_are_dropped_and_the_rest_leave_in_order() {
     );
     let refused = s1.buffer().unwrap().stats().refused;
     let frames = through_server_0(&mut s0, [udp_packet(8, 1000)]);
-    for f in frames {
-        s1.handle_frame(100_000_000, ServerId(0), f);
-    }
-    s1.end_batch(100_000_000);
+    from_server_0(&mut s1, frames, 100_000_000);
     assert_eq!(
         s1.buffer().unwrap().stats().refused,
         refused,

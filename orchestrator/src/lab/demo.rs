@@ -1019,13 +1019,7 @@ fn crashes(exits: &[NodeExit], victims: &[Victim]) -> Vec<String> {
             let ours = victims.iter().any(|v| i64::from(v.pid) == i64::from(e.pid));
             !(ours && e.status.signal() == Some(libc::SIGKILL) || e.cut_off())
         })
-        .map(|e| {
-            let said = if e.said.is_empty() { "" } else { ": " };
-            format!(
-                "node {} (pid {}) exited ({}) while the chain ran{said}{}",
-                e.position, e.pid, e.status, e.said
-            )
-        })
+        .map(NodeExit::while_the_chain_ran)
         .collect()
 }
 

@@ -212,6 +212,16 @@ impl NodeExit {
     pub fn ended_on_its_own(&self) -> bool {
         self.status.code().is_some_and(|c| c != 0) && !self.cut_off()
     }
+
+    /// `node P (pid N) exited (STATUS) while the chain ran`, with its last words where it left
+    /// any.
+    pub fn while_the_chain_ran(&self) -> String {
+        let said = if self.said.is_empty() { "" } else { ": " };
+        format!(
+            "node {} (pid {}) exited ({}) while the chain ran{said}{}",
+            self.position, self.pid, self.status, self.said
+        )
+    }
 }
 
 /// Passes what `stderr` (a node's) says on to this process's standard error, line by line; the
