@@ -163,7 +163,7 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
     while !done.load(Ordering::Acquire) {
         let status = orchestrator.status();
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
-        let settled = status.recoveries.len() + 1 == status.epoch as usize;
+        let settled = status.recoveries.total() + 1 == u64::from(status.epoch);
         if let Some(peers) = peers.filter(|_| settled && status.epoch > announced) {
             let nodes: Vec<String> = peers
                 .iter()
@@ -187,10 +187,10 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
             );
             announced = status.epoch;
         }
-        for ended in &status.ended[told..] {
+        for ended in status.ended.since(told) {
             eprintln!("ftc orchestrator: {ended}");
         }
-        told = status.ended.len();
+        told = status.ended.total();
         std::thread::sleep(Duration::from_millis(10));
     }
 }

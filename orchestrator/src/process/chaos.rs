@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ftc_chain::middleboxes::packet::{parse, Parsed};
@@ -29,10 +30,10 @@ use hdrhistogram::Histogram;
 
 use super::launcher::{How, Launcher, NodeArgs};
 use super::observe::packet_id;
-use super::orchestrator::{Orchestrator, Status};
+use super::orchestrator::Orchestrator;
 use crate::checks::check_monitors;
 use crate::control::{ControlError, Key, Peer};
-use crate::coordinator::CoordinatorConfig;
+use crate::coordinator::{CoordinatorConfig, RecoveryReport};
 use crate::embedded::{halted_violation, ChaosReport, Kill, Killed, OutputCommitChecked};
 use crate::transfer;
 
@@ -195,9 +196,16 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     let capacity =
         ((config.rate as f64 * config.duration.as_secs_f64() * 1.1) as usize).saturating_add(1024);
     let sink = Sink::new(capacity, config.flows);
+    // Every recovery of the run (the orchestrator's status keeps only the latest).
+    let recoveries = Mutex::new(Vec::new());
     std::thread::scope(|s| -> Result<(), ProcsError> {
         let stopping = RaiseOnDrop(&stop);
-        let orchestrating = s.spawn(|| orchestrator.run(&stop, |_| {}));
+        let orchestrating = s.spawn(|| {
+            orchestrator.run(&stop, |r| {
+                recoveries.lock().expect("no holder panics").push(r.clone())
+            })
+        });
+        let finished = || recoveries.lock().expect("no holder panics").clone();
         for position in 0..n as u16 {
             orchestrator
                 .launcher()
@@ -214,7 +222,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         let done = || orchestrating.is_finished();
         let settle = config.settle + config.coordinator.detection_bound();
         let deadline = Instant::now() + settle;
-        while !(recovered(&orchestrator.status(), &report.kills).is_empty() || done())
+        while !(recovered(&finished(), &report.kills).is_empty() || done())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(5));
@@ -229,15 +237,21 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         // time to the last arrival alone overstates it wherever releases stopped early.
         report.run.duration_s = sink.last_since(start).max(config.duration).as_secs_f64();
         let status = orchestrator.status();
-        report.recoveries = status.recoveries.clone();
+        report.recoveries = finished();
         // Only the kills and the orchestrator's cut-offs end nodes in a run: any other end is
         // a crash, a panic, a hang caught, or an error the node stopped on.
-        for ended in &status.ended {
+        for ended in status.ended.iter() {
             report.run.violations.push(format!(
                 "{ended}: neither killed by the run nor cut off by the orchestrator"
             ));
         }
-        let missing = recovered(&status, &report.kills);
+        if status.ended.forgotten() > 0 {
+            report.run.violations.push(format!(
+                "{} more nodes ended, neither killed by the run nor cut off by the orchestrator",
+                status.ended.forgotten()
+            ));
+        }
+        let missing = recovered(&report.recoveries, &report.kills);
         if missing.is_empty() && !done() {
             check_state(spec, &ring, &key, &orchestrator, &sink, &mut report.run);
         }
@@ -353,14 +367,13 @@ fn kill(orchestrator: &Orchestrator, kills: &[Kill], start: Instant) -> Vec<Kill
 }
 
 /// The killed positions no finished recovery covers yet (a position killed twice needs two).
-fn recovered(status: &Status, kills: &[Killed]) -> Vec<u16> {
+fn recovered(recoveries: &[RecoveryReport], kills: &[Killed]) -> Vec<u16> {
     let mut missing = Vec::new();
     let mut counted: HashMap<u16, usize> = HashMap::new();
     for k in kills {
         let needed = counted.entry(k.position).or_default();
         *needed += 1;
-        let covered = status
-            .recoveries
+        let covered = recoveries
             .iter()
             .filter(|r| r.failed.contains(&k.position))
             .count();
@@ -410,7 +423,7 @@ struct Sink {
     flows: u64,
     /// When the last frame arrived.
     last: AtomicU64,
-    measured: std::sync::Mutex<Measured>,
+    measured: Mutex<Measured>,
 }
 
 #[derive(Debug)]
@@ -427,7 +440,7 @@ impl Sink {
             sent_at: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             flows: u64::from(flows.max(1)),
             last: AtomicU64::new(0),
-            measured: std::sync::Mutex::new(Measured {
+            measured: Mutex::new(Measured {
                 released: 0,
                 seen: vec![false; capacity],
                 latency: Histogram::new(3).expect("3 significant figures"),
@@ -542,7 +555,7 @@ fn check_state(
         let status = orchestrator.status();
         differences.clear();
         heads.clear();
-        let settled = status.recoveries.len() + 1 == status.epoch as usize;
+        let settled = status.recoveries.total() + 1 == u64::from(status.epoch);
         if !settled {
             differences.push(format!(
                 "a recovery into epoch {} is still running",

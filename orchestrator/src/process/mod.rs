@@ -19,6 +19,7 @@ pub mod node;
 pub mod observe;
 pub mod orchestrator;
 mod poll;
+pub mod recent;
 pub mod room;
 pub mod serving;
 pub mod shape;

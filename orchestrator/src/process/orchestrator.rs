@@ -20,6 +20,7 @@ use ftc_chain::ring::Ring;
 
 use super::keepalive::keep_alive;
 use super::launcher::{Ended, Launcher};
+use super::recent::Recent;
 use super::Chain;
 use crate::admission::{Admission, Admitted};
 use crate::control::{
@@ -51,15 +52,16 @@ pub struct Status {
     pub epoch: u32,
     /// Every position's live node; `None` until it joins and while it is replaced.
     pub peers: Vec<Option<Peer>>,
-    pub recoveries: Vec<RecoveryReport>,
+    /// The recoveries finished (the latest of them; [`Orchestrator::run`] reports each).
+    pub recoveries: Recent<RecoveryReport>,
     /// Control connections closed for a malformed or unauthenticated message.
     pub rejected: u64,
     /// Nodes' messages of another run than the orchestrator's, ignored (and logged at debug).
     pub other_run: u64,
     /// The nodes it started whose processes ended while it ran without being killed (by the
     /// orchestrator cutting one off, or by [`Children::kill`](super::launcher::Children::kill)):
-    /// crashes, panics, hangs caught, errors.
-    pub ended: Vec<Ended>,
+    /// crashes, panics, hangs caught, errors (the latest of them).
+    pub ended: Recent<Ended>,
 }
 
 /// The orchestrator of one chain, over TCP.
