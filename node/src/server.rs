@@ -125,6 +125,16 @@ pub struct ServerConfig {
     /// hold back another's ingress, this bounds what a server keeps whatever arrives (frames
     /// whose logs never come: forged on the ring, a predecessor gone quiet).
     pub hold_limit: usize,
+    /// Logs a server (each lane of it) retains at most, over all its groups, while it keeps
+    /// running its middlebox's transactions. Retained logs wait for a commit vector from their
+    /// group's tail; across processes a successor that still beats but whose data path is cut
+    /// (and so is not replaced) covers none, and every later log would be retained for good.
+    /// At the limit a customer packet that would run the transaction is lost instead
+    /// ([`Output::Lost`], counted in [`ServerStats::retain_overflow`]) and its frame goes on
+    /// without it, still carrying the others' logs and commit vectors (what frees retained logs
+    /// is never held back); the server counts as congested meanwhile. Logs retained as a member
+    /// grow only as its predecessors', which are bounded the same way.
+    pub retain_limit: usize,
     pub replica: ReplicaConfig,
     pub forwarder: ForwarderConfig,
     pub buffer: BufferConfig,
@@ -160,6 +170,7 @@ impl Default for ServerConfig {
             headroom: 128,
             max_held_frames: 4096,
             hold_limit: 16_384,
+            retain_limit: 262_144,
             replica: ReplicaConfig::default(),
             forwarder: ForwarderConfig::default(),
             buffer: BufferConfig::default(),
@@ -339,14 +350,17 @@ pub struct ServerStats {
     pub max_held: usize,
     pub transactions: u64,
     pub dropped: u64,
-    /// Customer packets lost to a fence, or that arrived while fenced, or to a full hold queue
-    /// ([`Output::Lost`]).
+    /// Customer packets lost to a fence, or that arrived while fenced, to a full hold queue, or
+    /// to as many logs retained as the server keeps ([`Output::Lost`]).
     pub lost: u64,
     /// Frames dropped for arriving when the hold queue was full ([`ServerConfig::hold_limit`]).
     pub hold_overflow: u64,
     /// Packets the buffer refused that were dropped, as many kept to offer again already
     /// ([`ServerConfig::hold_limit`]).
     pub refused_overflow: u64,
+    /// Customer packets lost instead of transacted, as many logs retained already
+    /// ([`ServerConfig::retain_limit`]).
+    pub retain_overflow: u64,
 }
 
 /// One chain server.
@@ -569,8 +583,24 @@ impl<'a, P: Clone> Server<'a, P> {
         self.recycle(frame.msg);
     }
 
-    /// A customer packet is lost here (a fence, a fenced server, a full hold queue): said and
-    /// counted.
+    /// Whether this server heads a group and retains as many logs as it keeps while it
+    /// transacts ([`ServerConfig::retain_limit`]).
+    fn retain_full(&self) -> bool {
+        self.head.is_some()
+            && self
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.retained().0 >= self.config.retain_limit)
+    }
+
+    /// `packet` would run the transaction with the retained logs at their limit: lost.
+    fn retain_overflow(&mut self, packet: Packet<P>) {
+        self.stats.retain_overflow += 1;
+        self.lose(packet.handle);
+    }
+
+    /// A customer packet is lost here (a fence, a fenced server, a full hold queue, the retained
+    /// logs at their limit): said and counted.
     fn lose(&mut self, handle: P) {
         self.stats.lost += 1;
         self.outputs.push_back(Output::Lost { handle });
@@ -619,11 +649,14 @@ impl<'a, P: Clone> Server<'a, P> {
         self.held.len()
     }
 
-    /// Whether the hold queue or the buffer is at its bound, or a recovery is under way (the
-    /// server is fenced): admit no customer packet into the chain until no server is congested
+    /// Whether the hold queue or the buffer is at its bound, the retained logs at theirs, or a
+    /// recovery is under way (the server is fenced): admit no customer packet into the chain until no server is congested
     /// (back-pressure at the ingress).
     pub fn congested(&self) -> bool {
-        self.held.len() >= self.config.max_held_frames || !self.refused.is_empty() || self.frozen
+        self.held.len() >= self.config.max_held_frames
+            || !self.refused.is_empty()
+            || self.frozen
+            || self.retain_full()
     }
 
     /// The first error this server met; it stops handling frames after one.
@@ -640,6 +673,10 @@ impl<'a, P: Clone> Server<'a, P> {
     ) -> Result<(), (Rejected, Packet<P>)> {
         if self.frozen {
             self.lose(packet.handle);
+            return Ok(());
+        }
+        if self.retain_full() {
+            self.retain_overflow(packet);
             return Ok(());
         }
         let forwarder = self
@@ -1085,6 +1122,12 @@ impl<'a, P: Clone> Server<'a, P> {
                     return false;
                 }
             }
+        }
+        // No transaction while the retained logs are at their limit: the frame goes on without
+        // its packet, with the others' logs and commit vectors.
+        if frame.packet.is_some() && self.retain_full() {
+            let packet = frame.packet.take().expect("checked");
+            self.retain_overflow(packet);
         }
         let written = match self.run_middlebox_and_build(now, &mut frame.packet, view.as_ref()) {
             Ok(written) => written,

@@ -581,6 +581,99 @@ fn refused_packets_past_the_limit_are_dropped_and_the_rest_leave_in_order() {
     assert_eq!((&released[..], &lost[..]), (&[8][..], &[][..]));
 }
 
+/// `packets` offered to server 0 in one batch: the frames it sends on, and the packets it lost.
+fn into_server_0(
+    s0: &mut Server<'_, u64>,
+    packets: impl IntoIterator<Item = Packet<u64>>,
+) -> (Vec<Frame<u64>>, Vec<u64>) {
+    for packet in packets {
+        s0.handle_ingress(0, packet, port_of(Direction::Outbound))
+            .unwrap();
+    }
+    s0.end_batch(0);
+    let (mut frames, mut lost) = (Vec::new(), Vec::new());
+    for o in std::iter::from_fn(|| s0.poll_output()) {
+        match o {
+            Output::Send { frame, .. } => frames.push(frame),
+            Output::Lost { handle } => lost.push(handle),
+            _ => {}
+        }
+    }
+    (frames, lost)
+}
+
+/// Server 0 retains m0's logs until server 1, m0's tail, covers them. At the retain limit (as
+/// when server 1 still beats but its data path is cut, and covers nothing) server 0 takes no
+/// customer packet into a transaction: the packet is lost and counted, and the server counts as
+/// congested, until the commit vector comes and prunes; then packets go through again.
+#[test]
+fn past_the_retain_limit_the_first_server_loses_packets_until_logs_are_covered() {
+    let ch2 = Ch2::new("kind = \"monitor\"");
+    let limited = ServerConfig {
+        retain_limit: 2,
+        ..ServerConfig::default()
+    };
+    let (mut s0, mut s1) = (
+        ch2.server(0, &limited),
+        ch2.server(1, &ServerConfig::default()),
+    );
+    let (frames, lost) = into_server_0(&mut s0, (0..4).map(|h| udp_packet(h, 1000 + h as u16)));
+    assert_eq!((frames.len(), &lost[..]), (2, &[2, 3][..]));
+    assert_eq!(s0.stats().retain_overflow, 2);
+    assert!(s0.congested());
+    from_server_0(&mut s1, frames, 1);
+    let (released, lost) = settle(&mut s0, &mut s1, 2, 2);
+    assert_eq!((&released[..], &lost[..]), (&[0, 1][..], &[][..]));
+    assert!(!s0.congested(), "covered logs pruned");
+    let (frames, lost) = into_server_0(&mut s0, [udp_packet(4, 1004)]);
+    assert_eq!((frames.len(), &lost[..]), (1, &[][..]));
+    from_server_0(&mut s1, frames, 100_000_000);
+    let (released, _) = settle(&mut s0, &mut s1, 100_000_001, 1);
+    assert_eq!(released, [4]);
+    assert_eq!(s0.stats().retain_overflow, 2);
+}
+
+/// Server 1 retains m1's logs until server 0, m1's tail, covers them. At its retain limit a
+/// frame from server 0 goes on without its packet (lost, counted): its m0 logs are still
+/// applied (server 1 is m0's tail; their commit vector goes back to server 0 all the same),
+/// and once m1's logs are covered packets are transacted again.
+#[test]
+fn past_the_retain_limit_a_frame_goes_on_without_its_packet() {
+    let ch2 = Ch2::new("kind = \"monitor\"");
+    let limited = ServerConfig {
+        retain_limit: 2,
+        ..ServerConfig::default()
+    };
+    let (mut s0, mut s1) = (
+        ch2.server(0, &ServerConfig::default()),
+        ch2.server(1, &limited),
+    );
+    let frames = through_server_0(&mut s0, (0..4).map(|h| udp_packet(h, 1000 + h as u16)));
+    assert_eq!(frames.len(), 4);
+    from_server_0(&mut s1, frames, 1);
+    assert_eq!(s1.stats().retain_overflow, 2);
+    assert_eq!(s1.stats().transactions, 2);
+    assert_eq!(
+        s1.replica().unwrap().stats().applied,
+        4,
+        "every m0 log applied"
+    );
+    let (released, lost) = settle(&mut s0, &mut s1, 2, 2);
+    assert_eq!((&released[..], &lost[..]), (&[0, 1][..], &[2, 3][..]));
+    // The commit vector covering the lost packets' logs goes back once due, lazily.
+    assert_eq!(settle(&mut s0, &mut s1, 30_000_000, 0), (vec![], vec![]));
+    assert_eq!(
+        s0.replica().unwrap().retained().0,
+        0,
+        "m0's logs all covered"
+    );
+    let frames = through_server_0(&mut s0, [udp_packet(4, 1004)]);
+    from_server_0(&mut s1, frames, 100_000_000);
+    let (released, _) = settle(&mut s0, &mut s1, 100_000_001, 1);
+    assert_eq!(released, [4]);
+    assert_eq!(s1.stats().retain_overflow, 2);
+}
+
 /// Runs servers 0 and 1 of a Ch-2 from `now` on, a millisecond a round, until `want` packets
 /// left server 1 (20 rounds at most): what leaves server 1 goes back to server 0 (m1's logs to
 /// its group's tail), server 0's propagating frames to server 1 (the commit vectors). The
