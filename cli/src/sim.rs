@@ -45,6 +45,11 @@ pub struct SimArgs {
     /// fit goes in propagating frames. Small values stress the overflow paths.
     #[arg(long, default_value_t = SimConfig::default().trailer_budget)]
     trailer_budget: usize,
+    /// Logs a server retains at most while it transacts, at least 1; past it, packets that
+    /// would run a transaction are lost by design (counted apart). Small values stress the
+    /// retain limit.
+    #[arg(long, default_value_t = SimConfig::default().max_retained_logs)]
+    retain_bound: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +75,8 @@ struct Summary {
     failures: u64,
     recoveries: u64,
     lost_to_failures: u64,
+    /// Packets lost at a server at its retain limit (`--retain-bound`).
+    lost_to_retain_limit: u64,
     /// Packets released by the recovered chains, in the round of traffic offered after them.
     released_after_recovery: u64,
     violations: Vec<Failure>,
@@ -90,8 +97,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     // The simulated servers' frames are the in-memory transport's.
     ftc_node::ServerConfig::default().check_logs_fit(&spec)?;
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
-    if args.hold_bound == 0 || args.buffer_packets == 0 {
-        anyhow::bail!("--hold-bound and --buffer-packets must be positive");
+    if args.hold_bound == 0 || args.buffer_packets == 0 || args.retain_bound == 0 {
+        anyhow::bail!("--hold-bound, --buffer-packets and --retain-bound must be positive");
     }
     if !(32..=8192).contains(&args.trailer_budget) {
         anyhow::bail!("--trailer-budget must be between 32 and 8192 bytes");
@@ -120,6 +127,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         failures: 0,
         recoveries: 0,
         lost_to_failures: 0,
+        lost_to_retain_limit: 0,
         released_after_recovery: 0,
         violations: Vec::new(),
     };
@@ -132,6 +140,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
             trailer_budget: args.trailer_budget,
             max_held_frames: args.hold_bound,
             max_buffered_packets: args.buffer_packets,
+            max_retained_logs: args.retain_bound,
             ..SimConfig::default()
         };
         let r = ftc_sim::run(&spec, &config);
@@ -146,17 +155,19 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.failures += r.failures;
         s.recoveries += r.recoveries;
         s.lost_to_failures += r.lost_to_failures;
+        s.lost_to_retain_limit += r.lost_to_retain_limit;
         s.released_after_recovery += r.released_after_recovery;
         if !r.violations.is_empty() {
             let replay = format!(
-                "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {} --hold-bound {} --buffer-packets {} --trailer-budget {}",
+                "ftc sim {} --seeds 1 --first-seed {seed} --faults {} --packets {} --flows {} --hold-bound {} --buffer-packets {} --trailer-budget {} --retain-bound {}",
                 quote(&args.spec.display().to_string()),
                 quote(&args.faults),
                 args.packets,
                 args.flows,
                 args.hold_bound,
                 args.buffer_packets,
-                args.trailer_budget
+                args.trailer_budget,
+                args.retain_bound
             );
             if !args.json {
                 eprintln!("seed {seed} FAILED:");

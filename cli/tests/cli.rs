@@ -153,6 +153,8 @@ fn sim_json_has_the_documented_keys_and_bad_flags_are_refused() {
         "2",
         "--trailer-budget",
         "32",
+        "--retain-bound",
+        "2",
         "--json",
     ];
     let (code, out, _) = ftc(&stressed);
@@ -627,6 +629,12 @@ fn help_states_the_ranges_that_are_enforced() {
         ),
         ("sim", "--flows", "1 to 16777216", &["--flows", "16777217"]),
         ("sim", "--hold-bound", "at least 1", &["--hold-bound", "0"]),
+        (
+            "sim",
+            "--retain-bound",
+            "at least 1",
+            &["--retain-bound", "0"],
+        ),
         (
             "sim",
             "--buffer-packets",

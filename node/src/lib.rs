@@ -21,4 +21,6 @@ pub mod udp;
 pub mod xdp;
 
 pub use heads::Heads;
-pub use server::{Frame, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats};
+pub use server::{
+    Frame, Loss, Mode, Output, Packet, Server, ServerConfig, ServerError, ServerStats,
+};

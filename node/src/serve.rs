@@ -293,7 +293,7 @@ impl Sink {
                 self.dropped_by(by);
                 1
             }
-            Output::Lost { handle } => {
+            Output::Lost { handle, .. } => {
                 if let Some(check) = shared.commits {
                     check.forget(handle);
                 }

@@ -270,6 +270,25 @@ pub struct Frame<P> {
     pub msg: Vec<u8>,
 }
 
+/// Why a server lost a customer packet ([`Output::Lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// A recovery's fence dropped it (held, or waiting at the buffer, in the old epoch), or it
+    /// reached a fenced server.
+    Fenced,
+    /// Its frame would have waited in a full hold queue ([`ServerConfig::hold_limit`]).
+    HoldFull,
+    /// The buffer refused it with as many refused packets kept already
+    /// ([`ServerConfig::hold_limit`]).
+    RefusedFull,
+    /// It would have run its transaction with the retained logs at their limit
+    /// ([`ServerConfig::retain_limit`]).
+    RetainFull,
+    /// An FTMB output logger refused it: what it needs before it leaves did not decode, or is
+    /// out of reach.
+    BadRequirement,
+}
+
 /// What a server wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output<P> {
@@ -279,9 +298,8 @@ pub enum Output<P> {
     Release { packet: Packet<P>, hold_ns: u64 },
     /// A middlebox dropped the packet (its message travels on).
     Dropped { handle: P, by: MbIndex },
-    /// A recovery's fence dropped the packet (it was held, or waiting at the buffer, in the old
-    /// epoch): lost, as on a wire.
-    Lost { handle: P },
+    /// The packet is lost, as on a wire, for the reason `why`.
+    Lost { handle: P, why: Loss },
     /// A packet transaction committed, a no-op too (only with `observe`): every packet that
     /// leaves the chain committed one at each middlebox's head.
     Committed {
@@ -540,7 +558,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         for frame in self.held.drain() {
             if let Some(packet) = frame.packet {
-                self.lose(packet.handle);
+                self.lose(packet.handle, Loss::Fenced);
             }
         }
         let mut slots: Vec<u64> = std::mem::take(&mut self.refused)
@@ -552,7 +570,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         for slot in slots {
             let packet = self.parked.remove(slot);
-            self.lose(packet.handle);
+            self.lose(packet.handle, Loss::Fenced);
         }
         if let Some(fw) = self.forwarder.as_mut() {
             fw.fence();
@@ -578,7 +596,7 @@ impl<'a, P: Clone> Server<'a, P> {
     fn overflow(&mut self, frame: Frame<P>) {
         self.stats.hold_overflow += 1;
         if let Some(packet) = frame.packet {
-            self.lose(packet.handle);
+            self.lose(packet.handle, Loss::HoldFull);
         }
         self.recycle(frame.msg);
     }
@@ -596,14 +614,14 @@ impl<'a, P: Clone> Server<'a, P> {
     /// `packet` would run the transaction with the retained logs at their limit: lost.
     fn retain_overflow(&mut self, packet: Packet<P>) {
         self.stats.retain_overflow += 1;
-        self.lose(packet.handle);
+        self.lose(packet.handle, Loss::RetainFull);
     }
 
     /// A customer packet is lost here (a fence, a fenced server, a full hold queue, the retained
     /// logs at their limit): said and counted.
-    fn lose(&mut self, handle: P) {
+    fn lose(&mut self, handle: P, why: Loss) {
         self.stats.lost += 1;
-        self.outputs.push_back(Output::Lost { handle });
+        self.outputs.push_back(Output::Lost { handle, why });
     }
 
     /// The chain is rerouted after a recovery (DESIGN.md §8 step 4): as a tail, announce the
@@ -672,7 +690,7 @@ impl<'a, P: Clone> Server<'a, P> {
         port: Port,
     ) -> Result<(), (Rejected, Packet<P>)> {
         if self.frozen {
-            self.lose(packet.handle);
+            self.lose(packet.handle, Loss::Fenced);
             return Ok(());
         }
         if self.retain_full() {
@@ -720,7 +738,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         if self.frozen {
             if let Some(packet) = frame.packet {
-                self.lose(packet.handle);
+                self.lose(packet.handle, Loss::Fenced);
             }
             return;
         }
@@ -1281,7 +1299,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 buffer.give_up(offer.flow);
                 let packet = self.parked.remove(offer.handle);
                 self.stats.refused_overflow += 1;
-                self.lose(packet.handle);
+                self.lose(packet.handle, Loss::RefusedFull);
             }
         }
         self.drain_buffer(now);

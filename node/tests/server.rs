@@ -8,7 +8,7 @@ use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_chain::spec::ChainSpec;
 use ftc_chain::wire::{CvRepr, LogRepr, MessageRepr, MessageView, MessageWriter};
 use ftc_node::server::{empty_message, port_of};
-use ftc_node::{Frame, Mode, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Loss, Mode, Output, Packet, Server, ServerConfig};
 use ftc_stm::{partition_of, DepEntry, LogKind, Partition, Seq, Store, Worker};
 
 fn ch_rec() -> ChainSpec {
@@ -196,7 +196,10 @@ fn packets_a_fenced_server_loses_are_counted() {
     s.handle_frame(0, ServerId(2), frame(2, 1, empty_message()));
     let lost: Vec<_> = std::iter::from_fn(|| s.poll_output())
         .filter_map(|o| match o {
-            Output::Lost { handle } => Some(handle),
+            Output::Lost {
+                handle,
+                why: Loss::Fenced,
+            } => Some(handle),
             _ => None,
         })
         .collect();
@@ -328,7 +331,10 @@ fn frames_past_the_hold_limit_are_dropped_and_counted() {
         s.end_batch(0);
         std::iter::from_fn(|| s.poll_output())
             .filter_map(|o| match o {
-                Output::Lost { handle } => Some(handle),
+                Output::Lost {
+                    handle,
+                    why: Loss::HoldFull,
+                } => Some(handle),
                 Output::AtBuffer { handle } => Some(1000 + handle),
                 _ => None,
             })
@@ -595,7 +601,10 @@ fn into_server_0(
     for o in std::iter::from_fn(|| s0.poll_output()) {
         match o {
             Output::Send { frame, .. } => frames.push(frame),
-            Output::Lost { handle } => lost.push(handle),
+            Output::Lost {
+                handle,
+                why: Loss::RetainFull,
+            } => lost.push(handle),
             _ => {}
         }
     }
@@ -693,7 +702,7 @@ fn settle(
                     s0.handle_frame(now, ServerId(1), frame);
                 }
                 Output::Release { packet, .. } => released.push(packet.handle),
-                Output::Lost { handle } => lost.push(handle),
+                Output::Lost { handle, .. } => lost.push(handle),
                 _ => {}
             }
         }

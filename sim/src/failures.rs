@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ftc_chain::ring::{MbIndex, Ring, ServerId};
 use ftc_node::lanes::{export_group, join};
-use ftc_node::{Output, Server};
+use ftc_node::{Loss, Output, Server};
 use ftc_orchestrator::detector::Detector;
 use ftc_orchestrator::plan::{plan, Transfer};
 use ftc_replica::GroupState;
@@ -131,8 +131,8 @@ impl Sim<'_> {
             // The packets inside it are lost with it.
             server.fence();
             while let Some(out) = server.poll_output() {
-                if let Output::Lost { handle } = out {
-                    self.lost_by(s, handle);
+                if let Output::Lost { handle, why } = out {
+                    self.lost_by(s, handle, why);
                 }
             }
         }
@@ -331,9 +331,14 @@ impl Sim<'_> {
         }
     }
 
-    /// Server `s` says it lost a packet ([`Output::Lost`]): only a fenced server may, since a
-    /// fence is what drops the packets a server holds, and it comes only with a failure.
-    pub(crate) fn lost_by(&mut self, s: ServerId, id: u64) {
+    /// Server `s` says it lost a packet ([`Output::Lost`]) for the reason `why`: only a fenced
+    /// server may, since a fence is what drops the packets a server holds, and it comes only
+    /// with a failure; or a server at its retain limit, by design.
+    pub(crate) fn lost_by(&mut self, s: ServerId, id: u64, why: Loss) {
+        if why == Loss::RetainFull {
+            self.report.lost_to_retain_limit += 1;
+            return self.forget(id);
+        }
         if !self.fenced[usize::from(s.0)] {
             let now = self.now();
             self.violation(format!(
@@ -347,6 +352,11 @@ impl Sim<'_> {
     /// A packet lost to a failure: inside a failed server, sent to one, or fenced.
     pub(crate) fn lost_to_failure(&mut self, id: u64) {
         self.report.lost_to_failures += 1;
+        self.forget(id);
+    }
+
+    /// A packet lost: no longer expected to leave.
+    fn forget(&mut self, id: u64) {
         let info = self.info(id);
         info.failed = true;
         let flow = info.flow;

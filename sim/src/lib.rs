@@ -34,7 +34,7 @@ use ftc_forwarder::ForwarderConfig;
 use ftc_node::lanes::{lane_of, lanes, lanes_for};
 use ftc_node::server::port_of;
 use ftc_node::traffic::request;
-use ftc_node::{Frame, Heads, Output, Packet, Server, ServerConfig};
+use ftc_node::{Frame, Heads, Loss, Output, Packet, Server, ServerConfig};
 use ftc_replica::ReplicaConfig;
 use ftc_stm::{DepEntry, LogKind, Partition, Store};
 
@@ -76,6 +76,9 @@ pub struct SimConfig {
     /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server
     /// with their messages (back-pressure).
     pub max_buffered_packets: usize,
+    /// Logs a server retains at most while it transacts ([`ServerConfig::retain_limit`]):
+    /// past it, packets that would run a transaction are lost by design, and counted apart.
+    pub max_retained_logs: usize,
 }
 
 impl Default for SimConfig {
@@ -94,6 +97,7 @@ impl Default for SimConfig {
             max_steps: 2_000_000,
             max_held_frames: 4096,
             max_buffered_packets: BufferConfig::DEFAULT_MAX_HELD_PACKETS,
+            max_retained_logs: ServerConfig::default().retain_limit,
         }
     }
 }
@@ -125,6 +129,9 @@ pub struct SimReport {
     pub recoveries: u64,
     /// Packets lost to failures (inside a failed server, or fenced with the old epoch).
     pub lost_to_failures: u64,
+    /// Packets lost at a server that retained as many logs as it keeps while it transacts
+    /// ([`SimConfig::max_retained_logs`]).
+    pub lost_to_retain_limit: u64,
     /// Packets released in the round of traffic offered after the recoveries, once the chain
     /// was quiet (requests and their replies; 0 when nothing failed).
     pub released_after_recovery: u64,
@@ -204,6 +211,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         },
         observe: true,
         max_held_frames: config.max_held_frames,
+        retain_limit: config.max_retained_logs,
         release_without_commit: config.broken_release,
         run_while_fenced: config.broken_fence,
         ..ServerConfig::default()
@@ -404,11 +412,11 @@ impl<'a> Sim<'a> {
         let wake = server.take_wakeups();
         while let Some(out) = self.lane_mut(node).and_then(Server::poll_output) {
             match out {
-                Output::Lost { handle } => self.lost_by(node.0, handle),
+                Output::Lost { handle, why } => self.lost_by(node.0, handle, why),
                 Output::Release { packet, .. }
                     if self.config.broken_lose && packet.handle % 5 == 0 =>
                 {
-                    self.lost_by(node.0, packet.handle);
+                    self.lost_by(node.0, packet.handle, Loss::Fenced);
                 }
                 Output::Send { to, frame } => self.send(node, to, frame),
                 Output::Release { packet, .. } => self.release(packet),

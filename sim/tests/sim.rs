@@ -143,6 +143,7 @@ impl Spec {
             trailer_budget: c.trailer_budget,
             max_held_frames: c.max_held_frames,
             max_buffered_packets: c.max_buffered_packets,
+            max_retained_logs: c.max_retained_logs,
             ..SimConfig::default()
         };
         let hooks = if offered == *c {
@@ -151,7 +152,7 @@ impl Spec {
             "\n(the run also sets test hooks that `ftc sim` does not offer: rerun the test for them)"
         };
         format!(
-            "seed {} of {}; replay: cargo run -p ftc --bin ftc -- sim {} --seeds 1 --first-seed {} --packets {} --flows {} --faults {} --hold-bound {} --buffer-packets {} --trailer-budget {}{hooks}\nthe spec ({written}):\n{}",
+            "seed {} of {}; replay: cargo run -p ftc --bin ftc -- sim {} --seeds 1 --first-seed {} --packets {} --flows {} --faults {} --hold-bound {} --buffer-packets {} --trailer-budget {} --retain-bound {}{hooks}\nthe spec ({written}):\n{}",
             c.seed,
             self.name(),
             path.display(),
@@ -162,6 +163,7 @@ impl Spec {
             c.max_held_frames,
             c.max_buffered_packets,
             c.trailer_budget,
+            c.max_retained_logs,
             self.toml
         )
     }
@@ -272,6 +274,19 @@ fn a_tiny_hold_bound_applies_back_pressure_and_never_deadlocks() {
     assert!(
         reports.iter().any(|r| r.ingress_deferred > 0),
         "the bound was never reached: the test would prove nothing"
+    );
+}
+
+/// A retain limit of two logs: servers that head a group lose the packets that would run a
+/// transaction while they retain two logs (the successor has not covered them yet), and count
+/// as congested meanwhile; what frees retained logs is never held back, so the chain still
+/// drains, and every invariant holds for the packets not lost, with every fault.
+#[test]
+fn a_tiny_retain_limit_loses_packets_and_never_deadlocks() {
+    let reports = bounded_sweep(300, |c| c.max_retained_logs = 2, |_, k, f| chain(k, f));
+    assert!(
+        reports.iter().any(|r| r.lost_to_retain_limit > 0),
+        "the limit was never reached: the test would prove nothing"
     );
 }
 

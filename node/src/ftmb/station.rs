@@ -21,7 +21,7 @@ use super::logger::{Logger, LoggerStats};
 use super::master::{Master, PalNumbers};
 use super::pal::{self, FLAG_PAL, FLAG_PAL_RESEND};
 use super::{logger_id, master_id, FtmbConfig, Pool, SnapshotKind};
-use crate::{Frame, Output, Packet};
+use crate::{Frame, Loss, Output, Packet};
 
 /// Message buffers a station keeps of its own at most.
 const SPARE: usize = 256;
@@ -253,6 +253,7 @@ impl<'a, P> Station<'a, P> {
                         l.logger.violation(format!("logger {}: {e}", self.me.0));
                         self.outputs.push_back(Output::Lost {
                             handle: packet.handle,
+                            why: Loss::BadRequirement,
                         });
                         self.buffers.put(packet.bytes);
                     }
@@ -763,7 +764,13 @@ mod tests {
             };
             logger.handle_frame(1, ServerId(1), frame);
             logger.end_batch(1);
-            assert_eq!(drain(&mut logger), vec![Output::Lost { handle }]);
+            assert_eq!(
+                drain(&mut logger),
+                vec![Output::Lost {
+                    handle,
+                    why: Loss::BadRequirement
+                }]
+            );
         }
         let v = logger.take_violations();
         assert_eq!(v.len(), 2, "{v:?}");
