@@ -28,13 +28,13 @@ use ftc_node::links::XdpLinks;
 use ftc_node::serve::Congestion;
 use ftc_node::server::ExportParts;
 use ftc_node::xdp;
-use ftc_node::{Frame, Heads, Output, Packet};
+use ftc_node::{Frame, Heads, Loss, Output, Packet};
 use ftc_stm::Store;
 
 use super::edges::{Edges, Port};
 use super::lane::Lane;
 use super::loss::RingLoss;
-use super::node::{customer_packet, handled, hop_of, keep};
+use super::node::{customer_packet, handled, hop_of, keep, tell_retain_full};
 use super::poll::{readable, wait_for, wait_readable};
 
 /// What reaches a lane.
@@ -258,6 +258,7 @@ impl<'h> Lanes<'h> {
                 handoff: Vec::new(),
                 handed: 0,
                 spare: Vec::new(),
+                told_retain_full: false,
                 failed: Arc::clone(&lanes.failed),
                 pulse: Arc::clone(&lanes.pulses[i]),
             };
@@ -425,6 +426,8 @@ struct LaneThread {
     failed: Arc<OnceLock<String>>,
     /// When it last made progress ([`Lanes::pulse`]).
     pulse: Arc<AtomicU64>,
+    /// Whether it said that its server lost a packet at the retain limit ([`tell_retain_full`]).
+    told_retain_full: bool,
 }
 
 /// Tells the node's thread why a lane's thread ended, when it ends before it was told to stop
@@ -695,6 +698,15 @@ impl LaneThread {
                     keep(&mut self.spare, packet.bytes);
                 }
                 out @ (Output::Send { .. } | Output::Release { .. }) => outputs.push(out),
+                Output::Lost {
+                    why: Loss::RetainFull,
+                    ..
+                } if own => {
+                    tell_retain_full(
+                        format_args!("lane {}", self.index),
+                        &mut self.told_retain_full,
+                    );
+                }
                 _ if own => {}
                 out => outputs.push(out),
             }
@@ -742,6 +754,7 @@ mod tests {
             spare: Vec::new(),
             failed: Arc::new(OnceLock::new()),
             pulse: Arc::new(AtomicU64::new(0)),
+            told_retain_full: false,
         };
         (lane, mailboxes)
     }

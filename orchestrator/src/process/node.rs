@@ -67,7 +67,7 @@ use ftc_node::udp::{
     recv_whole, widen_receive_buffer, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER,
 };
 use ftc_node::xdp::{XdpConfig, XdpError};
-use ftc_node::{Frame, Heads, Output, Packet, ServerConfig};
+use ftc_node::{Frame, Heads, Loss, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
@@ -495,6 +495,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             ingress,
             customer_room: customer_room(max_frame, budget),
             ingress_too_long: 0,
+            told_retain_full: false,
             egress,
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
@@ -648,6 +649,18 @@ pub(super) fn customer_packet(
     }
 }
 
+/// Says once (`told`) that `who` lost a customer packet at the retain limit
+/// ([`ServerConfig::retain_limit`]): its successor covers none of its logs.
+pub(super) fn tell_retain_full(who: std::fmt::Arguments<'_>, told: &mut bool) {
+    if !std::mem::replace(told, true) {
+        tracing::warn!(
+            "{who}: retains as many logs as it keeps while none is covered by a commit vector: its \
+             successor acknowledges nothing (its data path cut while it still beats, or far too \
+             slow); customer packets are lost until it does (retain_overflow in the summary)"
+        );
+    }
+}
+
 /// Keep a buffer of a frame that left (its customer frame's, or its message's) for the next
 /// customer frame or frame off the wire, up to [`SPARE_BUFFERS`] (one that never held anything
 /// is no use).
@@ -691,6 +704,8 @@ struct Node<'a, 'h> {
     /// Customer datagrams longer than `customer_room` (or than [`MAX_DATAGRAM`], cut short)
     /// the ingress socket dropped ([`read_ingress`]).
     ingress_too_long: u64,
+    /// Whether it said that its server lost a packet at the retain limit ([`tell_retain_full`]).
+    told_retain_full: bool,
     egress: Option<(UdpSocket, SocketAddr)>,
     edges: Edges,
     /// Buffers of frames that left this server (their customer frames', their messages'),
@@ -923,7 +938,11 @@ impl<'a, 'h> Node<'a, 'h> {
                 self.edges.send(packet.dir, packet.flow, &packet.bytes);
                 keep(&mut self.spare, packet.bytes);
             }
-            // Lost to a fence, dropped by a middlebox: it leaves the chain here.
+            Output::Lost {
+                why: Loss::RetainFull,
+                ..
+            } => tell_retain_full(format_args!("node {}", self.me), &mut self.told_retain_full),
+            // Lost (a fence, a full queue), dropped by a middlebox: it leaves the chain here.
             Output::Dropped { .. }
             | Output::Lost { .. }
             | Output::Committed { .. }
