@@ -2,10 +2,12 @@
 //! its group's state in an authenticated `GroupState` frame; a replacement fetches each of its
 //! groups over its own connection, in parallel.
 
+use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use ftc_chain::ring::MbIndex;
@@ -20,6 +22,13 @@ use crate::process::keepalive::keep_alive;
 /// How long a write of a state may make no progress before the source gives up the transfer: its
 /// requester stopped reading (and its own reads, given as long by the replacement, time out too).
 const WRITE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How many transfers a source serves at once, each from its verified request to the end of its
+/// answer. A replacement fetches each of its groups over a connection of its own: at most
+/// f + 1 = 9 (f ≤ 8), and several replacements may fetch from one source at once; 64 leaves them
+/// room. One more is closed unanswered, with a warning naming its requester: its fetch fails,
+/// and the orchestrator plans it again as any failed fetch.
+pub const MAX_TRANSFERS: usize = 64;
 
 /// Why a fetch failed; the replacement reports `TransferFailed` and the orchestrator re-plans.
 #[derive(Debug, thiserror::Error)]
@@ -41,16 +50,23 @@ pub enum TransferError {
 /// (`FetchGroup`) and gets `export(run, epoch, group)` as `GroupState`, or is closed when that is
 /// `None` (another run's request, not a member, or the server is gone). The state is sent from
 /// where `export` keeps it, not copied (an `Arc` of bytes shared with other fetches will do).
+/// Requests of one run, epoch and group share one export while any of them is answered: `export`
+/// is called only when no transfer of that state is under way or waiting for its export (the
+/// others wait for it), and its state is dropped when the last transfer of it ends; `None` is
+/// not kept (the next request exports again). A request replayed many times at once, or a
+/// replacement's retries piling up, thus hold one copy of a state, not one each; a source fences
+/// to the request's epoch on export, so that any copy taken for that epoch answers it.
 /// Unauthenticated or malformed requests are dropped and counted by `rejected`. Connections are
 /// anyone's until their request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING)
 /// wait for theirs at once (one more closes the one that waited longest), and one whose request has
-/// not arrived whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed. A
+/// not arrived whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed.
+/// Verified requests are answered [`MAX_TRANSFERS`] at a time; one more is closed unanswered. A
 /// connection that cannot be taken for want of resources (descriptors, memory, a thread) is
 /// dropped, and serving goes on; only an error of the listener itself ends it. A requester that
 /// stops reading the state is given up after [`WRITE_PATIENCE`], one whose host went away without a
 /// word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the
 /// transfers still under way when `stop` is raised are cut off: serving ends then, whoever asked.
-pub fn serve<S: AsRef<[u8]>>(
+pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener: &TcpListener,
     key: &Key,
     stop: &AtomicBool,
@@ -59,6 +75,11 @@ pub fn serve<S: AsRef<[u8]>>(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let admission = Admission::new("state transfer");
+    let served = Served {
+        places: AtomicUsize::new(0),
+        copies: Copies::default(),
+        export,
+    };
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Acquire) {
             match listener.accept() {
@@ -70,11 +91,11 @@ pub fn serve<S: AsRef<[u8]>>(
                             continue;
                         }
                     };
-                    let (export, rejected) = (&export, &rejected);
+                    let (served, rejected) = (&served, &rejected);
                     let spawned = std::thread::Builder::new()
                         .name("transfer".into())
                         .spawn_scoped(scope, move || {
-                            match answer(stream, &admitted, key, export) {
+                            match answer(stream, from, &admitted, key, served) {
                                 Err(TransferError::Control(e)) => rejected(&e),
                                 Err(e @ TransferError::TooLarge { .. }) => tracing::error!("{e}"),
                                 _ => {}
@@ -100,6 +121,128 @@ pub fn serve<S: AsRef<[u8]>>(
         admission.close_all();
         Ok(())
     })
+}
+
+/// What the transfers of one [`serve`] share.
+struct Served<S, E> {
+    /// How many are under way, at most [`MAX_TRANSFERS`].
+    places: AtomicUsize,
+    copies: Copies<S>,
+    export: E,
+}
+
+impl<S, E> Served<S, E> {
+    /// A place for one more transfer, if fewer than [`MAX_TRANSFERS`] are under way; dropping it
+    /// gives it back.
+    fn place(&self) -> Option<Place<'_>> {
+        let places = &self.places;
+        places
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_TRANSFERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(places))
+    }
+}
+
+/// One transfer's place among the [`MAX_TRANSFERS`].
+struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Which state a request asks for: its run, epoch and group.
+type Asked = (u64, u32, u8);
+
+/// The states being sent, one copy of each, for as long as a transfer holds it.
+struct Copies<S> {
+    states: Mutex<HashMap<Asked, State<S>>>,
+    /// An export ended (a state is kept, or none).
+    exported: Condvar,
+}
+
+impl<S> Default for Copies<S> {
+    fn default() -> Self {
+        Copies {
+            states: Mutex::new(HashMap::new()),
+            exported: Condvar::new(),
+        }
+    }
+}
+
+/// A state asked for.
+enum State<S> {
+    /// A transfer exports it; the others wait.
+    Exporting,
+    /// Held by the transfers that send it (none: gone).
+    Kept(Weak<S>),
+}
+
+impl<S> Copies<S> {
+    fn states(&self) -> MutexGuard<'_, HashMap<Asked, State<S>>> {
+        self.states.lock().expect("no holder panics")
+    }
+
+    /// The state `asked` for: the copy that a transfer under way holds, or else `export()`'s.
+    /// One transfer exports a state at a time, outside the lock (an export of another state goes
+    /// on meanwhile); the others asking for it wait for its answer, and export again if that is
+    /// `None`, which is not kept.
+    fn get(&self, asked: Asked, export: impl FnOnce() -> Option<S>) -> Option<Arc<S>> {
+        let mut states = self.states();
+        loop {
+            match states.get(&asked) {
+                Some(State::Exporting) => {
+                    states = self.exported.wait(states).expect("no holder panics");
+                    continue;
+                }
+                Some(State::Kept(copy)) => {
+                    if let Some(state) = copy.upgrade() {
+                        return Some(state);
+                    }
+                }
+                None => {}
+            }
+            break;
+        }
+        // Those no transfer holds any more go: the map holds what is sent or exported, and this.
+        states.retain(|_, copy| match copy {
+            State::Exporting => true,
+            State::Kept(copy) => copy.strong_count() > 0,
+        });
+        states.insert(asked, State::Exporting);
+        drop(states);
+        let mut exporting = Exporting {
+            copies: self,
+            asked,
+            kept: None,
+        };
+        let state = export().map(Arc::new);
+        exporting.kept = state.as_ref().map(Arc::downgrade);
+        state
+    }
+}
+
+/// One transfer's export of a state; when it ends (or `export` panics), its state is kept or
+/// forgotten, and those waiting for it are woken.
+struct Exporting<'a, S> {
+    copies: &'a Copies<S>,
+    asked: Asked,
+    kept: Option<Weak<S>>,
+}
+
+impl<S> Drop for Exporting<'_, S> {
+    fn drop(&mut self) {
+        let mut states = self.copies.states();
+        match self.kept.take() {
+            Some(copy) => states.insert(self.asked, State::Kept(copy)),
+            None => states.remove(&self.asked),
+        };
+        drop(states);
+        self.copies.exported.notify_all();
+    }
 }
 
 /// Whether an error of `accept` concerns one connection or the host's resources for now, not
@@ -136,9 +279,10 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) {
 /// One connection, `admitted` until its request arrives: a request, an answer.
 fn answer<S: AsRef<[u8]>>(
     stream: TcpStream,
+    from: SocketAddr,
     admitted: &Admitted<'_>,
     key: &Key,
-    export: impl Fn(u64, u32, MbIndex) -> Option<S>,
+    served: &Served<S, impl Fn(u64, u32, MbIndex) -> Option<S>>,
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -151,14 +295,24 @@ fn answer<S: AsRef<[u8]>>(
     else {
         return Err(TransferError::Unexpected("something other than FetchGroup"));
     };
-    admitted.proven();
-    let Some(state) = export(run, epoch, MbIndex(group)) else {
+    // Given back when the answer ends, before the connection closes.
+    let Some(_place) = served.place() else {
+        tracing::warn!(
+            "state transfer to {from}: {MAX_TRANSFERS} transfers under way; its request for m{group} \
+             (run {run}, epoch {epoch}) is closed unanswered"
+        );
         return Ok(());
     };
+    admitted.proven();
+    let export = || (served.export)(run, epoch, MbIndex(group));
+    let Some(copy) = served.copies.get((run, epoch, group), export) else {
+        return Ok(());
+    };
+    let state: &[u8] = (*copy).as_ref();
     // The fetcher would refuse it (and a frame holds 4 GiB at most): not sent for nothing.
-    fits_a_transfer(group, state.as_ref().len())?;
+    fits_a_transfer(group, state.len())?;
     // Unbuffered: the state goes to the socket in large chunks as its tag is computed.
-    write_group_state(&mut &stream, run, epoch, group, state.as_ref(), key)?;
+    write_group_state(&mut &stream, run, epoch, group, state, key)?;
     Ok(())
 }
 
@@ -287,6 +441,25 @@ mod tests {
         assert_eq!(rejected.load(Ordering::Relaxed), 1);
     }
 
+    /// Raises `stop` when dropped: serving ends with a test that fails too, rather than keep the
+    /// scope that waits for it (and the test) from ending.
+    struct Stopping<'a>(&'a AtomicBool);
+
+    impl Drop for Stopping<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    /// Held by the tests that serve many transfers at once, or count the threads serving them.
+    static MANY_TRANSFERS: Mutex<()> = Mutex::new(());
+
+    fn many_transfers() -> MutexGuard<'static, ()> {
+        MANY_TRANSFERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// How many threads of this process serve state transfers.
     fn transfer_threads() -> usize {
         std::fs::read_dir("/proc/self/task")
@@ -299,6 +472,7 @@ mod tests {
     #[test]
     fn silent_connections_take_a_bounded_number_of_threads_and_keep_no_fetch_out() {
         use crate::admission::MAX_WAITING;
+        let _many = many_transfers();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = AtomicBool::new(false);
@@ -315,7 +489,8 @@ mod tests {
             stop.store(true, Ordering::Release);
             drop(silent);
             server.join().unwrap().unwrap();
-            // Other tests of this process may serve a transfer or two meanwhile.
+            // Other tests of this process may serve a transfer or two meanwhile (not those that
+            // serve many: they wait for this one).
             assert!(threads <= MAX_WAITING + 4, "{threads} transfer threads");
             assert_eq!(fetched.unwrap(), state);
         });
@@ -354,6 +529,136 @@ mod tests {
             stopped.elapsed()
         );
         drop(requester);
+    }
+
+    /// A connection to the source at `addr` that has sent its request for `run`'s m2 of epoch 7.
+    fn request(addr: SocketAddr, run: u64) -> TcpStream {
+        let requester = TcpStream::connect(addr).unwrap();
+        // Only keeps a broken test from hanging.
+        requester
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let request = Message::FetchGroup {
+            run,
+            epoch: 7,
+            group: 2,
+            as_head: false,
+        };
+        write_message(&mut &requester, &request, &key()).unwrap();
+        requester
+    }
+
+    /// The state `requester` gets, after which the source closes the connection: its transfer
+    /// ended, and gave back what it held.
+    fn answered(requester: &TcpStream, run: u64) -> Vec<u8> {
+        let Message::GroupState {
+            run: r,
+            epoch: 7,
+            group: 2,
+            state,
+        } = read_message(&mut &*requester, &key(), DEFAULT_MAX_BODY).unwrap()
+        else {
+            panic!("another answer than m2's state of epoch 7");
+        };
+        assert_eq!(r, run);
+        assert_eq!(
+            std::io::Read::read(&mut &*requester, &mut [0; 1]).unwrap(),
+            0
+        );
+        state
+    }
+
+    #[test]
+    fn concurrent_fetches_of_one_group_share_one_export_kept_while_sent() {
+        let _many = many_transfers();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let exports = AtomicUsize::new(0);
+        // Far more than loopback's socket buffers take unread: a transfer whose requester does
+        // not read stays under way, and holds its copy.
+        let state: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                let export = |run: u64, epoch: u32, mb: MbIndex| {
+                    exports.fetch_add(1, Ordering::Relaxed);
+                    ((run, epoch, mb) == (3, 7, MbIndex(2))).then_some(&state)
+                };
+                serve(&listener, &key(), &stop, export, |_| {})
+            });
+            let _stopping = Stopping(&stop);
+            // Each asks once the one before has its first bytes, and nobody reads further
+            // before all have theirs: the transfers overlap, whatever the machine's pace.
+            let requesters: Vec<_> = (0..4)
+                .map(|_| {
+                    let requester = request(addr, 3);
+                    assert_eq!(requester.peek(&mut [0; 1]).unwrap(), 1);
+                    requester
+                })
+                .collect();
+            for requester in &requesters {
+                assert!(answered(requester, 3) == state);
+            }
+            assert_eq!(exports.load(Ordering::Relaxed), 1);
+            // The copy went with the last transfer of it: a fetch now exports again.
+            let t = Duration::from_secs(5);
+            assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
+            assert_eq!(exports.load(Ordering::Relaxed), 2);
+            stop.store(true, Ordering::Release);
+            server.join().unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn verified_requests_past_the_cap_are_closed_unanswered_and_those_within_answered() {
+        let _many = many_transfers();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let exports = AtomicUsize::new(0);
+        let state = vec![7; 1000];
+        let cap = MAX_TRANSFERS as u64;
+        // The exports of runs below the cap say so, and wait until `open` is dropped.
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let (exporting, exported) = crossbeam_channel::unbounded();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                let export = |run: u64, _: u32, _: MbIndex| {
+                    exports.fetch_add(1, Ordering::Relaxed);
+                    if run < cap {
+                        exporting.send(run).unwrap();
+                        let _ = gate.recv();
+                    }
+                    Some(&state)
+                };
+                serve(&listener, &key(), &stop, export, |_| {})
+            });
+            let _stopping = Stopping(&stop);
+            // Each of another run: no two share a copy, each holds a place.
+            let within: Vec<_> = (0..cap)
+                .map(|run| {
+                    let requester = request(addr, run);
+                    exported.recv_timeout(Duration::from_secs(60)).unwrap();
+                    (run, requester)
+                })
+                .collect();
+            let past = request(addr, cap);
+            assert!(matches!(
+                read_message(&mut &past, &key(), DEFAULT_MAX_BODY),
+                Err(ControlError::Closed)
+            ));
+            drop(open);
+            for (run, requester) in &within {
+                assert_eq!(answered(requester, *run), state);
+            }
+            // Places given back are taken again.
+            let t = Duration::from_secs(5);
+            assert_eq!(fetch(addr, &key(), cap + 1, 7, 2, false, t).unwrap(), state);
+            // The request past the cap was not exported.
+            assert_eq!(exports.load(Ordering::Relaxed), MAX_TRANSFERS + 1);
+            stop.store(true, Ordering::Release);
+            server.join().unwrap().unwrap();
+        });
     }
 
     /// A fetch from a source that answers `answer(frame)` for the frame of a 1 MB state.
