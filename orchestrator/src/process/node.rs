@@ -12,13 +12,13 @@
 //! or AF_XDP, or both:
 //! - `--ingress ADDR` (server 0): customer frames arrive as UDP datagrams at ADDR; they are
 //!   outbound (client to server). A datagram longer than a frame between servers holds beside
-//!   the trailer budget (or than [`MAX_DATAGRAM`]) is dropped and counted.
+//!   its trailer (or than [`MAX_DATAGRAM`]) is dropped and counted.
 //! - `--egress ADDR` (the last server): released customer frames go to ADDR as datagrams.
 //! - `--edge-in DIR=IFACE` (server 0, repeatable): customer frames arrive on interface IFACE
 //!   through AF_XDP, all of direction DIR (`out`: client to server, `in`: server to client); the
 //!   forwarder classifies them by the edge they came in on. A node refuses to start when an
-//!   edge-in's MTU lets in customer frames longer than frames between servers hold beside the
-//!   trailer budget ([`super::room`]).
+//!   edge-in's MTU lets in customer frames longer than frames between servers hold beside their
+//!   trailer: the trailer budget, or in FTC the packet's own logs where longer ([`super::room`]).
 //! - `--edge-out DIR=IFACE` (the last server, repeatable): released frames of direction DIR
 //!   leave on interface IFACE through AF_XDP, unchanged: the chain is a bump in the wire at L2.
 //!
@@ -67,7 +67,7 @@ use ftc_node::udp::{
     recv_whole, widen_receive_buffer, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER,
 };
 use ftc_node::xdp::{XdpConfig, XdpError};
-use ftc_node::{Frame, Heads, Loss, Output, Packet, ServerConfig};
+use ftc_node::{Frame, Heads, Loss, Mode, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
@@ -77,7 +77,7 @@ use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
-use super::room::{check_edge, customer_room, Carrier, NoRoom};
+use super::room::{check_edge, customer_room, trailer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
 use crate::admission::FIRST_FRAME;
@@ -377,9 +377,11 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             budget: config.server.trailer_budget,
         });
     }
-    // A customer frame travels whole, beside the trailer budget: an edge that lets in longer
-    // ones than that is refused now rather than each such frame lost on the links later.
-    let budget = config.server.trailer_budget;
+    // A customer frame travels whole, beside its trailer (the budget, or its own logs where
+    // longer): an edge that lets in longer ones than that is refused now rather than each
+    // such frame lost on the links later.
+    let own_logs = (config.server.mode == Mode::Ftc).then(|| config.spec.own_logs_bound());
+    let trailer = trailer_room(config.server.trailer_budget, own_logs);
     if let Some((port, customer)) = edges.longest_input() {
         let iface = port.iface();
         let carrier = match links {
@@ -387,7 +389,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             None => Carrier::Udp,
         };
         let mtu = ftc_node::xdp::iface_mtu(iface);
-        check_edge(iface, mtu, customer, budget, max_frame, carrier)?;
+        check_edge(iface, mtu, customer, trailer, max_frame, carrier)?;
     }
     let heads = Heads::new(&config.spec, |m| m.threads).expect("a valid spec gives valid stores");
     // What would keep this node from serving is refused before it joins: an orchestrator
@@ -493,7 +495,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             links,
             loss,
             ingress,
-            customer_room: customer_room(max_frame, budget),
+            customer_room: customer_room(max_frame, trailer),
             ingress_too_long: 0,
             told_retain_full: false,
             egress,
@@ -698,8 +700,8 @@ struct Node<'a, 'h> {
     /// Failure injection: frames from other servers dropped on arrival.
     loss: RingLoss,
     ingress: Option<UdpSocket>,
-    /// The longest customer frame that enters: one that fits frames between servers beside the
-    /// trailer budget ([`customer_room`]).
+    /// The longest customer frame that enters: one that fits frames between servers beside its
+    /// trailer ([`customer_room`], [`trailer_room`]).
     customer_room: usize,
     /// Customer datagrams longer than `customer_room` (or than [`MAX_DATAGRAM`], cut short)
     /// the ingress socket dropped ([`read_ingress`]).

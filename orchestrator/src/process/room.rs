@@ -1,5 +1,6 @@
 //! Room for customer frames between servers (DESIGN.md §4): a frame between servers holds the
-//! NSH header, a whole customer frame and the trailer budget, so the ring's links must carry
+//! NSH header, a whole customer frame and its trailer (the trailer budget, or in FTC the
+//! packet's own logs where longer: they always ride with it), so the ring's links must carry
 //! the longest customer frame that enters the chain with both. [`check_edge`] refuses, when a
 //! node starts, an edge-in whose MTU lets longer customer frames in (the links would refuse
 //! their frames, and FTC would lose the logs they carry: the flow stalls); [`customer_room`]
@@ -12,9 +13,17 @@ use ftc_forwarder::ETHERNET_HEADER_LEN;
 use ftc_node::xdp::VLAN_HLEN;
 
 /// The longest customer frame that fits a frame between servers of up to `max_frame` bytes
-/// beside the NSH header and `budget` bytes of trailer.
-pub fn customer_room(max_frame: usize, budget: usize) -> usize {
-    max_frame.saturating_sub(NshRepr::HEADER_LEN + budget)
+/// beside the NSH header and `trailer` bytes of trailer.
+pub fn customer_room(max_frame: usize, trailer: usize) -> usize {
+    max_frame.saturating_sub(NshRepr::HEADER_LEN + trailer)
+}
+
+/// The longest trailer a customer frame carries: the trailer budget, or in FTC the packet's
+/// own logs where they may be longer (`own_logs`, [`ChainSpec::own_logs_bound`]).
+///
+/// [`ChainSpec::own_logs_bound`]: ftc_chain::spec::ChainSpec::own_logs_bound
+pub fn trailer_room(budget: usize, own_logs: Option<usize>) -> usize {
+    budget.max(own_logs.unwrap_or(0))
 }
 
 /// What carries the frames between servers.
@@ -34,7 +43,8 @@ pub struct NoRoom {
     pub mtu: Option<usize>,
     /// The longest customer frame the edge takes in.
     pub customer: usize,
-    pub budget: usize,
+    /// The longest trailer beside it ([`trailer_room`]).
+    pub trailer: usize,
     /// The longest frame between servers.
     pub max_frame: usize,
     pub carrier: Carrier,
@@ -42,7 +52,7 @@ pub struct NoRoom {
 
 impl fmt::Display for NoRoom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let need = self.customer + NshRepr::HEADER_LEN + self.budget;
+        let need = self.customer + NshRepr::HEADER_LEN + self.trailer;
         write!(
             f,
             "edge-in {} takes customer frames of up to {} bytes",
@@ -53,12 +63,13 @@ impl fmt::Display for NoRoom {
         }
         write!(
             f,
-            "; with the {}-byte NSH header and a trailer budget of {} bytes, frames between \
-             servers need {need} bytes, but ",
+            "; with the {}-byte NSH header and a trailer of up to {} bytes (the trailer budget, \
+             or a packet's own logs where longer), frames between servers need {need} bytes, \
+             but ",
             NshRepr::HEADER_LEN,
-            self.budget
+            self.trailer
         )?;
-        let edge_mtu = customer_room(self.max_frame, self.budget)
+        let edge_mtu = customer_room(self.max_frame, self.trailer)
             .checked_sub(ETHERNET_HEADER_LEN + VLAN_HLEN)
             .filter(|&m| m > 0);
         match self.carrier {
@@ -86,23 +97,24 @@ impl fmt::Display for NoRoom {
 
 /// Refuses edge-in `iface` (of MTU `mtu`, when known) if it takes customer frames of up to
 /// `customer` bytes that frames between servers of up to `max_frame` bytes, carried as
-/// `carrier` says, do not hold with the NSH header and `budget` bytes of trailer.
+/// `carrier` says, do not hold with the NSH header and `trailer` bytes of trailer
+/// ([`trailer_room`]).
 pub fn check_edge(
     iface: &str,
     mtu: Option<usize>,
     customer: usize,
-    budget: usize,
+    trailer: usize,
     max_frame: usize,
     carrier: Carrier,
 ) -> Result<(), NoRoom> {
-    if customer <= customer_room(max_frame, budget) {
+    if customer <= customer_room(max_frame, trailer) {
         return Ok(());
     }
     Err(NoRoom {
         iface: iface.to_string(),
         mtu,
         customer,
-        budget,
+        trailer,
         max_frame,
         carrier,
     })
@@ -151,9 +163,9 @@ mod tests {
             format!(
                 "edge-in cli-in takes customer frames of up to 9018 bytes (MTU 9000, with the \
                  Ethernet header and a VLAN tag); with the {header}-byte NSH header and a trailer \
-                 budget of 1024 bytes, frames between servers need {need} bytes, but the ring \
-                 links carry 3514 (MTU 3500): give the ring links an MTU of {} or more, or the \
-                 edge one of {} or less",
+                 of up to 1024 bytes (the trailer budget, or a packet's own logs where longer), \
+                 frames between servers need {need} bytes, but the ring links carry 3514 (MTU \
+                 3500): give the ring links an MTU of {} or more, or the edge one of {} or less",
                 need - 14,
                 room - 18
             )

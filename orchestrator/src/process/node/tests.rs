@@ -171,18 +171,33 @@ fn an_edge_in_longer_than_frames_between_servers_hold_is_refused() {
     }
     let ns = Netns::create("ftcn").unwrap();
     ns.veth("na", "nb").unwrap();
-    let start = || {
+    let start_with = |spec: Option<&str>| {
         ns.run(|| {
             // Nobody listens there: a node that passes its checks stops at the connection.
             let mut config = config(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
+            if let Some(spec) = spec {
+                config.spec = ChainSpec::from_toml_str(spec, "test").unwrap();
+            }
             config.edge_in = vec!["out=nb".parse().unwrap()];
             config.edge_kind = EdgeKind::Packet;
             run_node(&config).unwrap_err()
         })
         .unwrap()
     };
+    let start = || start_with(None);
     let err = start();
     assert!(matches!(err, NodeError::Unreachable { .. }), "{err}");
+    // At MTU 6000 the edge's frames fit beside the trailer budget (Ch-2), but not beside the
+    // own logs of a Gen of 4000 bytes of state, which ride with every packet past the budget.
+    ns.ip(&["link", "set", "nb", "mtu", "6000"]).unwrap();
+    let err = start();
+    assert!(matches!(err, NodeError::Unreachable { .. }), "{err}");
+    let gen = "[chain]\nname = \"g\"\nf = 1\n[[middlebox]]\nkind = \"gen\"\nstate_size = 4000\n";
+    let err = start_with(Some(gen));
+    assert!(
+        matches!(&err, NodeError::NoRoom(e) if e.trailer > 4000 && e.customer == 6018),
+        "{err}"
+    );
     ns.ip(&["link", "set", "nb", "mtu", "9000"]).unwrap();
     let err = start();
     assert!(matches!(err, NodeError::NoRoom(_)), "{err}");
