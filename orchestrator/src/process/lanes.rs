@@ -10,8 +10,12 @@
 //!
 //! Memory stays bounded: a lane's inbox holds 4,096 messages at most, and the node's thread
 //! waits when the lane a frame is for is that far behind (the sockets' rings fill meanwhile, as
-//! they do when one thread runs the server). A lane never waits on the node's thread, and only
-//! nudges other lanes whose inbox has room (a lane with messages waiting looks again anyway).
+//! they do when one thread runs the server). The other way, a lane that reads sockets of its
+//! own reads none while [`OUT_BATCHES`] batches of its lanes' outputs wait for the node's
+//! thread (whose sockets carry them out: the UDP data path, edges the lanes do not own), which
+//! may be slower than the lanes; its inbox and timers go on. A lane never waits on the node's
+//! thread, and only nudges other lanes whose inbox has room (a lane with messages waiting looks
+//! again anyway).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -71,6 +75,10 @@ const BATCH: usize = 64;
 
 /// Messages a lane's inbox holds at most.
 const INBOX: usize = 4096;
+
+/// Batches of outputs the lanes hand the node's thread that it has not taken, at which lanes
+/// stop reading their own sockets ([`LaneThread::reads`]).
+const OUT_BATCHES: usize = 64;
 
 /// How long the node waits for every lane to answer a recovery's request.
 const ANSWER: Duration = Duration::from_secs(2);
@@ -186,6 +194,8 @@ impl Mailbox {
 pub struct Lanes<'h> {
     inboxes: Vec<Arc<Inbox>>,
     outputs: Receiver<Vec<Output<u32>>>,
+    /// Batches in `outputs`, not taken yet.
+    backlog: Arc<AtomicUsize>,
     /// What is left of the last batch of outputs taken.
     ready: std::vec::IntoIter<Output<u32>>,
     /// Lanes congested now.
@@ -233,6 +243,7 @@ impl<'h> Lanes<'h> {
         let lanes = Lanes {
             inboxes,
             outputs,
+            backlog: Arc::new(AtomicUsize::new(0)),
             ready: Vec::new().into_iter(),
             congested: Arc::new(AtomicUsize::new(0)),
             heads,
@@ -248,6 +259,7 @@ impl<'h> Lanes<'h> {
                 index: i,
                 peers: lanes.inboxes.clone(),
                 out: out.clone(),
+                backlog: Arc::clone(&lanes.backlog),
                 waker: waker.try_clone()?,
                 congested: Arc::clone(&lanes.congested),
                 start,
@@ -294,6 +306,7 @@ impl<'h> Lanes<'h> {
                 return Some(out);
             }
             self.ready = self.outputs.try_recv().ok()?.into_iter();
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -409,6 +422,8 @@ struct LaneThread {
     /// Every lane's inbox (its own included), for nudges and frames for other lanes.
     peers: Vec<Arc<Inbox>>,
     out: Sender<Vec<Output<u32>>>,
+    /// [`Lanes::backlog`].
+    backlog: Arc<AtomicUsize>,
     waker: UnixDatagram,
     congested: Arc<AtomicUsize>,
     start: Instant,
@@ -476,12 +491,14 @@ impl LaneThread {
             // Frames the kernel did not take yet, or that wait for another lane's room: soon.
             // A congested chain takes no customer frames, and no lane says when it is not.
             let congested = self.congested.load(Ordering::Acquire) > 0;
-            let soon = !self.handoff.is_empty()
+            // Nothing wakes a lane when the node's thread takes outputs: it looks again soon.
+            let soon = !self.reads()
                 || links.is_some_and(XdpLinks::unsent)
                 || edges.is_some_and(|e| e.unsent() || (congested && e.inputs().next().is_some()));
             let timeout = wait_for(self.now(), server.poll_timeout(), soon);
-            // Frames for a full lane wait here: the sockets' rings hold the rest meanwhile.
-            let reading = self.handoff.is_empty();
+            // Frames for a full lane, or outputs for the node's thread, wait: the sockets' rings
+            // hold the rest meanwhile.
+            let reading = self.reads();
             let links = links
                 .filter(|_| reading)
                 .into_iter()
@@ -598,9 +615,8 @@ impl LaneThread {
     /// A batch of frames off its links (unless frames still wait for other lanes): its own to
     /// the server, the rest to the lanes they are for. How many arrived.
     fn read_links(&mut self, server: &mut dyn Lane, t: u64) -> usize {
-        let Some(OwnLinks { links, loss }) =
-            self.own.links.as_mut().filter(|_| self.handoff.is_empty())
-        else {
+        let reads = self.reads();
+        let Some(OwnLinks { links, loss }) = self.own.links.as_mut().filter(|_| reads) else {
             return 0;
         };
         let (me, lanes, handoff) = (self.index, self.peers.len(), &mut self.handoff);
@@ -638,12 +654,8 @@ impl LaneThread {
     /// many arrived.
     fn read_edges(&mut self, server: &mut dyn Lane, t: u64) -> usize {
         let congested = self.congested.load(Ordering::Acquire) > 0;
-        let Some(edges) = self
-            .own
-            .edges
-            .as_mut()
-            .filter(|_| self.handoff.is_empty() && !congested)
-        else {
+        let reads = self.reads();
+        let Some(edges) = self.own.edges.as_mut().filter(|_| reads && !congested) else {
             return 0;
         };
         let (me, lanes) = (self.index, self.peers.len());
@@ -667,6 +679,12 @@ impl LaneThread {
         }
         self.hand_off();
         read
+    }
+
+    /// Whether it reads its own sockets now: not while frames it read wait for other lanes,
+    /// nor while [`OUT_BATCHES`] batches of outputs wait for the node's thread.
+    fn reads(&self) -> bool {
+        self.handoff.is_empty() && self.backlog.load(Ordering::Acquire) < OUT_BATCHES
     }
 
     /// The server's outputs: frames to other servers onto its own links, and released ones
@@ -723,6 +741,7 @@ impl LaneThread {
             edges.flush();
         }
         if !outputs.is_empty() {
+            self.backlog.fetch_add(1, Ordering::AcqRel);
             let _ = self.out.send(outputs);
             // Non-blocking: when the socket is full, a wake-up is pending anyway.
             let _ = self.waker.send(&[1]);
@@ -745,6 +764,7 @@ mod tests {
             index: 0,
             peers: inboxes,
             out: crossbeam_channel::unbounded().0,
+            backlog: Arc::new(AtomicUsize::new(0)),
             waker,
             congested: Arc::new(AtomicUsize::new(0)),
             start: Instant::now(),
@@ -797,6 +817,90 @@ mod tests {
         fn summary(&mut self) -> String {
             String::new()
         }
+    }
+
+    /// A lane that gives back one output per frame.
+    #[derive(Default)]
+    struct Echo(Vec<Output<u32>>);
+
+    impl Lane for Echo {
+        fn poll_timeout(&self) -> Option<u64> {
+            None
+        }
+        fn handle_timeout(&mut self, _: u64) {}
+        fn handle_frame(&mut self, _: u64, to: ServerId, frame: Frame<u32>) {
+            self.0.push(Output::Send { to, frame });
+        }
+        fn handle_ingress(&mut self, _: u64, _: Packet<u32>) {}
+        fn end_batch(&mut self, _: u64, _: bool) {}
+        fn poll_output(&mut self) -> Option<Output<u32>> {
+            self.0.pop()
+        }
+        fn congested(&self) -> bool {
+            false
+        }
+        fn error(&self) -> Option<String> {
+            None
+        }
+        fn summary(&mut self) -> String {
+            String::new()
+        }
+    }
+
+    /// A lane reads its own sockets only while fewer than [`OUT_BATCHES`] batches of its
+    /// outputs wait for the node's thread (which carries them out on its own sockets, and may be
+    /// slower than the lanes): past that, what arrives waits in the sockets' rings instead of
+    /// piling up in memory. Each batch the node's thread takes counts down.
+    #[test]
+    fn a_lane_reads_no_socket_while_its_outputs_wait_for_the_node_thread() {
+        let (mut lane, _mailboxes) = lane_of(1);
+        let (out, outputs) = crossbeam_channel::unbounded();
+        lane.out = out;
+        let mut server = Echo::default();
+        let frame = || Frame {
+            packet: None,
+            flags: 0,
+            msg: Vec::new(),
+        };
+        for i in 0..OUT_BATCHES {
+            assert!(lane.reads(), "batch {i}");
+            server.handle_frame(0, ServerId(1), frame());
+            lane.carry_out(&mut server);
+        }
+        assert!(!lane.reads());
+        // The node's thread takes one batch (as Lanes::poll_output does): the lane reads again.
+        assert_eq!(outputs.try_recv().unwrap().len(), 1);
+        lane.backlog.fetch_sub(1, Ordering::AcqRel);
+        assert!(lane.reads());
+    }
+
+    /// The node's thread counts down every batch it takes: once it took all, none is counted.
+    #[test]
+    fn the_node_thread_counts_down_the_batches_it_takes() {
+        let heads = one_monitor();
+        let (node, waker) = UnixDatagram::pair().unwrap();
+        node.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::thread::scope(|s| {
+            let lanes: Vec<Box<dyn Lane>> =
+                vec![Box::new(Echo::default()), Box::new(Echo::default())];
+            let mut lanes = Lanes::start(s, lanes, None, &heads, &waker, Instant::now()).unwrap();
+            for lane in 0..2 {
+                lanes.inboxes[lane].send(ToLane::Frame {
+                    from: ServerId(0),
+                    frame: Frame {
+                        packet: None,
+                        flags: 0,
+                        msg: Vec::new(),
+                    },
+                });
+            }
+            let mut taken = 0;
+            while taken < 2 {
+                node.recv(&mut [0]).unwrap();
+                taken += std::iter::from_fn(|| lanes.poll_output()).count();
+            }
+            assert_eq!(lanes.backlog.load(Ordering::Acquire), 0);
+        });
     }
 
     /// The stores of a chain of one monitor, f = 1, one lane each.
