@@ -12,6 +12,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::throttle::Throttle;
+
 /// How long a new connection may take to send its whole first frame (a node sends its `Join`,
 /// a replacement its `FetchGroup`, as soon as it connects); it is closed then.
 pub const FIRST_FRAME: Duration = Duration::from_secs(5);
@@ -25,6 +27,8 @@ pub struct Admission {
     /// What they are, for the log.
     what: &'static str,
     open: Mutex<Open>,
+    /// Warnings of connections closed to make room (anyone can cause them).
+    evicted: Throttle,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +52,7 @@ impl Admission {
         Admission {
             what,
             open: Mutex::new(Open::default()),
+            evicted: Throttle::new(),
         }
     }
 
@@ -64,13 +69,15 @@ impl Admission {
         if open.conns.iter().filter(|c| !c.proven).count() >= MAX_WAITING {
             let oldest = open.conns.iter().position(|c| !c.proven);
             if let Some(c) = oldest.and_then(|i| open.conns.remove(i)) {
-                let from = c.stream.peer_addr().map(|a| a.to_string());
-                tracing::warn!(
-                    "{} from {}: {MAX_WAITING} connections await their first frame; closing this \
-                     one, the oldest",
-                    self.what,
-                    from.unwrap_or_else(|e| e.to_string())
-                );
+                if let Some(more) = self.evicted.admit(Instant::now()) {
+                    let from = c.stream.peer_addr().map(|a| a.to_string());
+                    tracing::warn!(
+                        "{} from {}: {MAX_WAITING} connections await their first frame; closing \
+                         this one, the oldest{more}",
+                        self.what,
+                        from.unwrap_or_else(|e| e.to_string())
+                    );
+                }
                 let _ = c.stream.shutdown(Shutdown::Both);
             }
         }

@@ -21,4 +21,5 @@ pub mod lab;
 pub mod plan;
 pub mod process;
 pub mod replacement;
+pub mod throttle;
 pub mod transfer;

@@ -85,6 +85,7 @@ use crate::control::{
     read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
 };
 use crate::replacement::Fetched;
+use crate::throttle::Throttle;
 use crate::transfer;
 
 /// Datagrams read from one socket per round at most.
@@ -471,8 +472,17 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                 });
                 answer.recv_timeout(Duration::from_secs(2)).ok().flatten()
             };
-            let refuse = |e: &ControlError| {
-                tracing::warn!("node {me}: refused a state transfer request: {e}");
+            // Anyone who reaches the port causes these as fast as they connect.
+            let refused = Throttle::new();
+            let refuse = |e: &ControlError| match e {
+                ControlError::Closed => {
+                    tracing::debug!("node {me}: a state transfer connection closed unasked");
+                }
+                e => {
+                    if let Some(more) = refused.admit(Instant::now()) {
+                        tracing::warn!("node {me}: refused a state transfer request: {e}{more}");
+                    }
+                }
             };
             if let Err(e) = transfer::serve(&listener, key, &stop, export, refuse) {
                 tracing::error!("node {me}: state transfers stopped: {e}");

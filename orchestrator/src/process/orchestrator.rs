@@ -27,6 +27,7 @@ use crate::control::{
     read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
 };
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
+use crate::throttle::Throttle;
 
 /// The longest reason a [`Message::Refused`] gives, in bytes.
 const MAX_REASON: usize = 1024;
@@ -41,6 +42,10 @@ const MAX_DEFERRALS: u32 = 50;
 /// What a node declared failed is told as it is cut off ([`Message::Refused`]), followed by the
 /// epoch: "declared failed in epoch E; replaced".
 pub const DECLARED_FAILED: &str = "declared failed in epoch";
+
+/// Control connections closed for what did not verify: anyone who reaches the port causes
+/// them as fast as they connect.
+static UNVERIFIED: Throttle = Throttle::new();
 
 /// How long a write to a node's control connection may block before the connection is closed.
 const WRITE_PATIENCE: Duration = Duration::from_secs(1);
@@ -533,8 +538,10 @@ impl Orchestrator {
                 }
                 Err(e) => {
                     // Not answered: what cannot be verified may come from anyone, and a tagged
-                    // answer quoting it would tag what they chose.
-                    tracing::warn!("control connection from {from}: {e}; closing it");
+                    // answer quoting it would tag what they chose. Nor logged each time.
+                    if let Some(more) = UNVERIFIED.admit(Instant::now()) {
+                        tracing::warn!("control connection from {from}: {e}; closing it{more}");
+                    }
                     let _ = stream.shutdown(Shutdown::Both);
                     break true;
                 }
