@@ -88,7 +88,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     ring_loss: f64,
     /// Record this node's store sequences, commits and releases into a file in DIR, for an
-    /// output-commit check across processes (what `ftc chaos --procs` passes its nodes). FTC and
+    /// output-commit check across processes (what `ftc chaos --procs` passes its nodes), for
+    /// bounded runs: recording stops, with an error logged, once the file holds 4 GiB. FTC and
     /// NF only: refused with --mode ftmb or ftmb-snapshot.
     #[arg(long, value_name = "DIR")]
     observe: Option<PathBuf>,

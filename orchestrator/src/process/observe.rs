@@ -54,10 +54,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Bytes a node's record holds at most (about 80 million packets' commits and releases).
+pub const MAX_RECORD: u64 = 4 << 30;
+
 /// One node's file of records.
 #[derive(Debug)]
 pub struct Recorder {
     out: BufWriter<File>,
+    /// Bytes of records written, at most [`MAX_RECORD`].
+    written: u64,
     /// The sequences last recorded, per store (by middlebox), per partition.
     seen: Vec<(MbIndex, Vec<u64>)>,
     /// The sequences that moved since the last look (middlebox, partition, sequence).
@@ -72,6 +77,7 @@ impl Recorder {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
         Ok(Recorder {
             out: BufWriter::with_capacity(1 << 16, file),
+            written: 0,
             seen: Vec::new(),
             moved: Vec::new(),
         })
@@ -112,6 +118,7 @@ impl Recorder {
             r[12..20].copy_from_slice(&seq.to_be_bytes());
             self.out.write_all(&r)?;
         }
+        self.written += 20 * self.moved.len() as u64;
         Ok(t)
     }
 
@@ -134,6 +141,7 @@ impl Recorder {
             self.out.write_all(&d.partition.0.to_be_bytes())?;
             self.out.write_all(&d.seq.0.to_be_bytes())?;
         }
+        self.written += 17 + 10 * u64::from(n);
         Ok(())
     }
 
@@ -143,12 +151,22 @@ impl Recorder {
         r[0] = RELEASE;
         r[1..9].copy_from_slice(&t.to_be_bytes());
         r[9..13].copy_from_slice(&packet.to_be_bytes());
+        self.written += 13;
         self.out.write_all(&r)
     }
 
-    /// Into the file: call before sending what the records are about.
+    /// Into the file: call before sending what the records are about. An error once the file
+    /// holds [`MAX_RECORD`] bytes: recording is for bounded runs (`ftc chaos --procs`), and a
+    /// node left running with it must not fill its disk.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush()?;
+        if self.written >= MAX_RECORD {
+            return Err(io::Error::other(format!(
+                "the record holds {} bytes, as many as it may",
+                self.written
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -367,11 +385,33 @@ mod tests {
         let path = dir.join(name);
         let mut r = Recorder {
             out: BufWriter::new(File::create(path).unwrap()),
+            written: 0,
             seen: Vec::new(),
             moved: Vec::new(),
         };
         write(&mut r);
         r.flush().unwrap();
+    }
+
+    /// A record stops at [`MAX_RECORD`] bytes: the flush that finds it full fails (the node then
+    /// stops recording), and every record counts its bytes.
+    #[test]
+    fn a_record_holds_max_record_bytes_at_most() {
+        let dir = temp_dir("cap");
+        let mut r = Recorder::create(&dir, 0).unwrap();
+        r.commit(1, 7, MbIndex(0), LogKind::Update, &[dep(2, 0), dep(3, 1)])
+            .unwrap();
+        r.release(2, 7).unwrap();
+        r.stores([(MbIndex(0), &store_at(2, 1))].into_iter(), || 3)
+            .unwrap();
+        r.flush().unwrap();
+        let on_disk = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+        assert_eq!(r.written, on_disk.metadata().unwrap().len());
+        r.written = MAX_RECORD - 13;
+        r.release(4, 8).unwrap();
+        let e = r.flush().unwrap_err();
+        assert!(e.to_string().contains("as many as it may"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
