@@ -10,6 +10,22 @@
 //!
 //! Freed frames come out oldest arrival first ([`HoldQueue::next_freed`]), so a flow's frames
 //! keep their order.
+//!
+//! A frame held on several waits has an entry in the heap of each; once it is freed through one
+//! of them (or leaves), its other entries are stale, and a stale entry whose sequence is never
+//! reached would never be popped. Ring frames are not authenticated, so a forged frame can wait
+//! on hundreds of partitions for sequences that never come and be freed through one that does,
+//! and a frame held again and again adds an entry per hold: left alone, the heaps would grow
+//! with what was ever held, not with what is held, and their stale tops would keep the
+//! replica's retransmission watches alive ([`HoldQueue::waited`]). So the queue counts its heap
+//! entries and the live ones (those of frames still held with the hold that pushed them), and
+//! keeps `entries <= 2 * live + STALE_SLACK` after every hold by rebuilding the heaps with only
+//! the live entries when a push breaks it; with `live` at most the frames held (bounded by the
+//! server's hold limit) times the waits of a frame, the heaps stay within a constant factor of
+//! what is held. A rebuild costs the entries it looks at, at least half of them stale and
+//! dropped for good, so it costs O(1) per push, amortised. When the last frame leaves, every
+//! entry is stale and the heaps are cleared; [`HoldQueue::waited`] drops stale tops before it
+//! reports them.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -19,6 +35,10 @@ use ftc_replica::{Wait, Waits};
 use ftc_stm::{Partition, Seq};
 
 use crate::Frame;
+
+/// Stale heap entries the queue may keep beyond twice its live ones before it rebuilds its
+/// heaps: rebuilding for a handful of stale entries would cost more than it saves.
+const STALE_SLACK: usize = 1024;
 
 /// Held frames of one server (lane), by arrival number.
 #[derive(Debug)]
@@ -34,6 +54,12 @@ pub(crate) struct HoldQueue<P> {
     freed: BinaryHeap<Reverse<u64>>,
     /// The last hold given out (holds count from 1).
     holds: u64,
+    /// Entries in `waits`, stale or not.
+    entries: usize,
+    /// Entries in `waits` of frames still held with the hold that pushed them (the sum of
+    /// [`Held::waits`] over frames with a hold): never more than `entries`, and after every
+    /// [`HoldQueue::hold`], `entries <= 2 * live + STALE_SLACK`.
+    live: usize,
 }
 
 /// Frames waiting for one partition's MAX: (sequence, arrival, hold), the lowest sequence on
@@ -47,6 +73,9 @@ type Waiting = BinaryHeap<Reverse<(Seq, u64, u64)>>;
 struct Held<P> {
     frame: Frame<P>,
     hold: u64,
+    /// Entries its hold pushed in [`HoldQueue::waits`]: counted in [`HoldQueue::live`] while
+    /// `hold` is not 0.
+    waits: usize,
     /// Whether its message was handled (it waits for logs, not only for its flow).
     handled: bool,
 }
@@ -59,6 +88,8 @@ impl<P> Default for HoldQueue<P> {
             waits: BTreeMap::new(),
             freed: BinaryHeap::new(),
             holds: 0,
+            entries: 0,
+            live: 0,
         }
     }
 }
@@ -93,6 +124,7 @@ impl<P> HoldQueue<P> {
             Held {
                 frame,
                 hold: 0,
+                waits: 0,
                 handled: false,
             },
         );
@@ -101,6 +133,17 @@ impl<P> HoldQueue<P> {
     /// Holds `frame` (of `flow`, if it carries a packet) until any of `waits` may be reached: a
     /// new frame, or the first held frame of its flow offered again.
     pub(crate) fn hold(&mut self, arrival: u64, flow: Option<u64>, frame: Frame<P>, waits: &Waits) {
+        self.hold_on(arrival, flow, frame, waits.iter().copied());
+    }
+
+    /// [`HoldQueue::hold`] on waits of any source (tests build theirs).
+    fn hold_on(
+        &mut self,
+        arrival: u64,
+        flow: Option<u64>,
+        frame: Frame<P>,
+        waits: impl Iterator<Item = Wait>,
+    ) {
         if let Some(flow) = flow {
             let queue = self.flows.entry(flow).or_default();
             if queue.front() != Some(&arrival) {
@@ -110,20 +153,47 @@ impl<P> HoldQueue<P> {
         }
         self.holds += 1;
         let hold = self.holds;
-        for wait in waits.iter() {
+        let mut pushed = 0;
+        for wait in waits {
             self.waits
                 .entry((wait.middlebox, wait.partition))
                 .or_default()
                 .push(Reverse((wait.seq, arrival, hold)));
+            pushed += 1;
         }
-        self.frames.insert(
-            arrival,
-            Held {
-                frame,
-                hold,
-                handled: true,
-            },
-        );
+        let held = Held {
+            frame,
+            hold,
+            waits: pushed,
+            handled: true,
+        };
+        if let Some(old) = self.frames.insert(arrival, held) {
+            // Not expected (a frame is held again only once out of the queue), but its entries
+            // are stale now all the same.
+            if old.hold != 0 {
+                self.live -= old.waits;
+            }
+        }
+        self.entries += pushed;
+        self.live += pushed;
+        if self.entries > 2 * self.live + STALE_SLACK {
+            self.rebuild();
+        }
+    }
+
+    /// Drops every stale entry of the heaps, and the heaps left empty: then `entries == live`.
+    /// Costs the entries and heaps, paid for by the stale entries dropped (more than half of
+    /// them when `entries > 2 * live + STALE_SLACK`).
+    fn rebuild(&mut self) {
+        let frames = &self.frames;
+        let mut entries = 0;
+        self.waits.retain(|_, waiting| {
+            waiting.retain(|&Reverse((_, arrival, hold))| is_live(frames, arrival, hold));
+            entries += waiting.len();
+            !waiting.is_empty()
+        });
+        debug_assert_eq!(entries, self.live, "live entries miscounted");
+        self.entries = entries;
     }
 
     /// The frame `arrival` (of `flow`) went through or was dropped, not held again: the next
@@ -152,6 +222,7 @@ impl<P> HoldQueue<P> {
     /// pairs waited for plus the frames freed, not the frames held.
     pub(crate) fn free_reached(&mut self, max: impl Fn(MbIndex, Partition) -> Option<Seq>) {
         let (frames, freed) = (&mut self.frames, &mut self.freed);
+        let (entries, live) = (&mut self.entries, &mut self.live);
         self.waits.retain(|&(mb, partition), waiting| {
             let max = max(mb, partition).unwrap_or(Seq(u64::MAX));
             while let Some(&Reverse((seq, arrival, hold))) = waiting.peek() {
@@ -159,8 +230,11 @@ impl<P> HoldQueue<P> {
                     break;
                 }
                 waiting.pop();
+                *entries -= 1;
                 if let Some(held) = frames.get_mut(&arrival).filter(|h| h.hold == hold) {
+                    // Its other entries are stale from now on.
                     held.hold = 0;
+                    *live -= held.waits;
                     freed.push(Reverse(arrival));
                 }
             }
@@ -173,11 +247,34 @@ impl<P> HoldQueue<P> {
     pub(crate) fn next_freed(&mut self) -> Option<(u64, Frame<P>, bool)> {
         let Reverse(arrival) = self.freed.pop()?;
         let held = self.frames.remove(&arrival)?;
+        if held.hold != 0 {
+            self.live -= held.waits;
+        }
+        if self.frames.is_empty() {
+            // Nothing held: every entry is stale.
+            debug_assert_eq!(self.live, 0, "live entries miscounted");
+            self.waits.clear();
+            self.entries = 0;
+            self.live = 0;
+        }
         Some((arrival, held.frame, held.handled))
     }
 
-    /// What frames wait for: per group and partition, the lowest sequence.
-    pub(crate) fn waited(&self) -> impl Iterator<Item = Wait> + '_ {
+    /// What frames wait for: per group and partition, the lowest sequence of a frame still
+    /// held on it. Stale tops are dropped first (each once, so at a cost paid by its push): a
+    /// stale top would keep the replica asking for what no frame waits for.
+    pub(crate) fn waited(&mut self) -> impl Iterator<Item = Wait> + '_ {
+        let (frames, entries) = (&self.frames, &mut self.entries);
+        self.waits.retain(|_, waiting| {
+            while let Some(&Reverse((_, arrival, hold))) = waiting.peek() {
+                if is_live(frames, arrival, hold) {
+                    break;
+                }
+                waiting.pop();
+                *entries -= 1;
+            }
+            !waiting.is_empty()
+        });
         self.waits
             .iter()
             .filter_map(|(&(middlebox, partition), waiting)| {
@@ -195,8 +292,120 @@ impl<P> HoldQueue<P> {
         self.flows.clear();
         self.waits.clear();
         self.freed.clear();
+        self.entries = 0;
+        self.live = 0;
         std::mem::take(&mut self.frames)
             .into_values()
             .map(|held| held.frame)
+    }
+}
+
+/// Whether the heap entry of `arrival` pushed by `hold` is live: its frame is still held with
+/// that hold.
+fn is_live<P>(frames: &BTreeMap<u64, Held<P>>, arrival: u64, hold: u64) -> bool {
+    frames.get(&arrival).is_some_and(|h| h.hold == hold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sequence no partition reaches in these tests.
+    const NEVER: u64 = 1 << 40;
+
+    fn frame() -> Frame<u64> {
+        Frame {
+            packet: None,
+            flags: 0,
+            msg: Vec::new(),
+        }
+    }
+
+    fn wait(partition: u16, seq: u64) -> Wait {
+        Wait {
+            middlebox: MbIndex(0),
+            partition: Partition(partition),
+            seq: Seq(seq),
+        }
+    }
+
+    /// The heap entries as counted, checked against the heaps themselves.
+    fn entries(q: &HoldQueue<u64>) -> usize {
+        let counted: usize = q.waits.values().map(BinaryHeap::len).sum();
+        assert_eq!(q.entries, counted, "heap entries miscounted");
+        q.entries
+    }
+
+    /// The forged frames of the audit: each waits on many partitions for sequences that never
+    /// come and on one that does, is freed through that one and passes. Their other entries are
+    /// stale and never reached; the heaps must not keep them past the bound, must not report
+    /// them, and must be empty once nothing is held.
+    #[test]
+    fn frames_freed_through_one_wait_leave_heaps_bounded_and_empty_once_nothing_is_held() {
+        let mut q = HoldQueue::default();
+        // Held for good (until the end), so that the queue never empties meanwhile.
+        q.hold_on(1, None, frame(), [wait(0, NEVER)].into_iter());
+        for arrival in 2..10_002 {
+            let waits = (2..10).map(|p| wait(p, NEVER)).chain([wait(1, arrival)]);
+            q.hold_on(arrival, None, frame(), waits);
+            // At most 2 frames of 9 waits held at once: 10 live entries.
+            assert!(q.live <= 10, "live entries {}", q.live);
+            assert!(
+                entries(&q) <= 2 * 10 + STALE_SLACK,
+                "{} heap entries for {} frames held",
+                q.entries,
+                q.len()
+            );
+            q.free_reached(|_, p| Some(Seq(if p == Partition(1) { arrival } else { 0 })));
+            assert_eq!(q.next_freed().map(|(a, _, _)| a), Some(arrival));
+            assert!(q.next_freed().is_none());
+            assert_eq!(q.len(), 1);
+        }
+        assert_eq!(q.live, 1);
+        // Stale entries are left (those since the last rebuild), never reached: the last frame
+        // leaving clears them.
+        q.free_reached(|_, p| Some(Seq(if p == Partition(0) { NEVER } else { 0 })));
+        assert_eq!(q.next_freed().map(|(a, _, _)| a), Some(1));
+        assert!(q.is_empty());
+        assert_eq!(entries(&q), 0);
+        assert!(q.waits.is_empty());
+        assert_eq!(q.live, 0);
+        assert_eq!(q.waited().count(), 0);
+    }
+
+    /// A frame freed and held again, over and over, while another frame stays held: each hold
+    /// leaves a stale entry on the wait never reached, which must not pile up past the bound.
+    #[test]
+    fn a_frame_held_again_and_again_does_not_pile_up_entries() {
+        let mut q = HoldQueue::default();
+        q.hold_on(1, None, frame(), [wait(0, NEVER)].into_iter());
+        for seq in 1..10_001 {
+            q.hold_on(2, None, frame(), [wait(1, seq), wait(3, NEVER)].into_iter());
+            assert_eq!(q.live, 3);
+            assert!(
+                entries(&q) <= 2 * 3 + STALE_SLACK,
+                "{} heap entries after {seq} holds of one frame",
+                q.entries
+            );
+            q.free_reached(|_, p| Some(Seq(if p == Partition(1) { seq } else { 0 })));
+            assert_eq!(q.next_freed().map(|(a, _, _)| a), Some(2));
+            assert_eq!(q.live, 1);
+        }
+    }
+
+    /// waited reports, per partition, the lowest sequence a held frame still waits for: not
+    /// that of a frame freed through another wait.
+    #[test]
+    fn waited_reports_no_stale_tops() {
+        let mut q = HoldQueue::default();
+        q.hold_on(1, None, frame(), [wait(0, 5), wait(1, 100)].into_iter());
+        q.hold_on(2, None, frame(), [wait(1, 200)].into_iter());
+        let mut waited: Vec<Wait> = q.waited().collect();
+        waited.sort_by_key(|w| w.partition);
+        assert_eq!(waited, [wait(0, 5), wait(1, 100)]);
+        q.free_reached(|_, p| Some(Seq(if p == Partition(0) { 5 } else { 0 })));
+        assert_eq!(q.next_freed().map(|(a, _, _)| a), Some(1));
+        assert_eq!(q.waited().collect::<Vec<_>>(), [wait(1, 200)]);
+        assert_eq!(entries(&q), 1);
     }
 }
