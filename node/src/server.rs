@@ -368,8 +368,8 @@ pub struct ServerStats {
     pub max_held: usize,
     pub transactions: u64,
     pub dropped: u64,
-    /// Customer packets lost to a fence, or that arrived while fenced, to a full hold queue, or
-    /// to as many logs retained as the server keeps ([`Output::Lost`]).
+    /// Customer packets lost ([`Output::Lost`], each with its [`Loss`]): to a fence or while
+    /// fenced, to a full hold queue or list of refused packets, to the retain limit.
     pub lost: u64,
     /// Frames dropped for arriving when the hold queue was full ([`ServerConfig::hold_limit`]).
     pub hold_overflow: u64,
