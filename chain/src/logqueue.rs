@@ -77,6 +77,15 @@ impl<M> LogQueue<M> {
         self.entries.iter().map(|(s, l, m)| (self.view(*s, *l), m))
     }
 
+    /// Every log, oldest first, with its metadata to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (LogView<'_>, &mut M)> + '_ {
+        let (bytes, base) = (&self.bytes, self.base);
+        self.entries.iter_mut().map(move |(s, l, m)| {
+            let at = *s - base;
+            (LogView::of_checked(&bytes[at..at + *l]), m)
+        })
+    }
+
     /// Number of logs.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -756,7 +756,7 @@ impl<'a, P: Clone> Server<'a, P> {
                 Ok(view) if !self.names_chain_only(&view) => self.stats.bad_frames += 1,
                 Ok(view) if request => {
                     if let Some(r) = self.replica.as_mut() {
-                        r.handle_retransmit_request(from, &view);
+                        r.handle_retransmit_request(now, from, &view);
                     }
                 }
                 Ok(view) => {

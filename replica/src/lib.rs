@@ -852,7 +852,7 @@ impl Replica {
     /// A retransmission request from `from` (the successor in some group): queue every
     /// retained log of that group it has not applied, for it, or only those in the gaps it
     /// names (docs/protocol.md, Loss). (Thesis §4.3.1.)
-    pub fn handle_retransmit_request(&mut self, from: ServerId, msg: &MessageView<'_>) {
+    pub fn handle_retransmit_request(&mut self, now: u64, from: ServerId, msg: &MessageView<'_>) {
         if from != self.ring.next_server(self.me) {
             return;
         }
@@ -881,18 +881,19 @@ impl Replica {
                     .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq)),
                 Some(gaps) => log.deps().any(|d| Gap::any_holds(gaps, &d)),
             };
-            let retention = match &self.head {
+            let retention = match &mut self.head {
                 Some((mb, r)) if mb.0 == cv.middlebox() => r,
-                _ => match self.members.iter().find(|m| m.mb.0 == cv.middlebox()) {
-                    Some(m) => &m.retention,
+                _ => match self.members.iter_mut().find(|m| m.mb.0 == cv.middlebox()) {
+                    Some(m) => &mut m.retention,
                     None => continue,
                 },
             };
             self.stats.requests_answered += 1;
-            for log in retention.asked_for(wanted) {
-                self.answers.push_log(&log);
-                self.stats.logs_retransmitted += 1;
-            }
+            let (answers, stats) = (&mut self.answers, &mut self.stats);
+            retention.answer(now, self.config.resend_timeout_ns, wanted, |log| {
+                answers.push_log(log);
+                stats.logs_retransmitted += 1;
+            });
         }
     }
 

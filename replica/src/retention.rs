@@ -25,11 +25,13 @@ pub(crate) struct Retention {
     round_end: Option<DepEntry>,
 }
 
-/// When a retained log was last sent, and whether it was sent before that.
+/// When a retained log was last sent, whether it was sent before that, and when it last went
+/// in an answer to a retransmission request.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: u64,
     again: bool,
+    answered: Option<u64>,
 }
 
 impl Retention {
@@ -51,6 +53,7 @@ impl Retention {
                 Sent {
                     at: now,
                     again: false,
+                    answered: None,
                 },
             );
         }
@@ -84,13 +87,27 @@ impl Retention {
         self.known.covers(log.kind(), log.deps())
     }
 
-    /// The retained update logs `wanted` (by a successor that asked for them).
-    pub(crate) fn asked_for<'a>(
-        &'a self,
-        wanted: impl Fn(&LogView<'_>) -> bool + 'a,
-    ) -> impl Iterator<Item = LogView<'a>> + 'a {
-        let logs = self.logs.iter().map(|(log, _)| log);
-        logs.filter(move |l| l.kind() == LogKind::Update && wanted(l))
+    /// The retained update logs `wanted` (by a successor that asked for them at `now`), less
+    /// those an answer carried within the group's resend timeout (`floor` as adapted): an answer
+    /// still on its way, or being applied, is not sent again at each request that follows it.
+    /// Each one taken is marked answered at `now`.
+    pub(crate) fn answer(
+        &mut self,
+        now: u64,
+        floor: u64,
+        wanted: impl Fn(&LogView<'_>) -> bool,
+        mut take: impl FnMut(&LogView<'_>),
+    ) {
+        let window = self.timer.timeout(floor);
+        for (log, sent) in self.logs.iter_mut() {
+            let recent = sent
+                .answered
+                .is_some_and(|t| now.saturating_sub(t) < window);
+            if log.kind() == LogKind::Update && !recent && wanted(&log) {
+                sent.answered = Some(now);
+                take(&log);
+            }
+        }
     }
 
     /// Retained logs not yet covered and last sent a resend timeout or longer before `now`
@@ -131,6 +148,7 @@ impl Retention {
                 self.logs.requeue_front(Sent {
                     at: now,
                     again: true,
+                    answered: sent.answered,
                 });
                 resent = true;
             } else {

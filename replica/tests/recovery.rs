@@ -187,6 +187,7 @@ fn a_restored_member_answers_retransmissions_from_the_logs_it_took_over() {
     let t = r2.poll_transmit(7_000, &mut buf).unwrap().unwrap();
     assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
     r1.handle_retransmit_request(
+        7_000,
         ServerId(2),
         &MessageView::new_checked(&buf[..t.len]).unwrap(),
     );

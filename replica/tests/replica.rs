@@ -269,9 +269,17 @@ fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
         .expect("a retransmission request");
     assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
     let request = out[..t.len].to_vec();
-    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    rs[1].handle_retransmit_request(
+        1_025,
+        ServerId(2),
+        &MessageView::new_checked(&request).unwrap(),
+    );
     // The same request again before the answer left queues nothing twice.
-    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    rs[1].handle_retransmit_request(
+        1_025,
+        ServerId(2),
+        &MessageView::new_checked(&request).unwrap(),
+    );
     assert_eq!(
         (
             rs[1].stats().requests_answered,
@@ -291,6 +299,22 @@ fn a_held_frame_triggers_a_retransmission_from_the_predecessor() {
         "only the log in the gap: the tail holds the later one already"
     );
     assert_eq!(rs[1].poll_transmit(1_030, &mut out).unwrap(), None, "once");
+    // Asked again while the answer may still be on its way (within the resend timeout): the
+    // log it carried is not sent again; asked after that, it is.
+    let again = |rs: &mut Vec<Replica>, now: u64, out: &mut Vec<u8>| {
+        rs[1].handle_retransmit_request(
+            now,
+            ServerId(2),
+            &MessageView::new_checked(&request).unwrap(),
+        );
+        rs[1]
+            .poll_transmit(now, out)
+            .unwrap()
+            .map(|t| repr(&out[..t.len]).logs.len())
+    };
+    assert_eq!(again(&mut rs, 1_035, &mut out), None, "answered just now");
+    let timeout = config().resend_timeout_ns;
+    assert_eq!(again(&mut rs, 1_025 + timeout, &mut out), Some(1));
     assert!(hop(&mut rs[2], 1_040, &answer, none).is_some());
     assert!(
         hop(&mut rs[2], 1_050, &later, none).is_some(),
@@ -446,7 +470,11 @@ fn resent_logs_make_the_successor_ask_for_the_rest_and_covered_rounds_go_on_at_o
         .expect("a request");
     assert_eq!((t.to, t.flags), (ServerId(1), FLAG_RETRANSMIT_REQUEST));
     let request = out[..t.len].to_vec();
-    rs[1].handle_retransmit_request(ServerId(2), &MessageView::new_checked(&request).unwrap());
+    rs[1].handle_retransmit_request(
+        5_450,
+        ServerId(2),
+        &MessageView::new_checked(&request).unwrap(),
+    );
     let mut answers = Vec::new();
     while let Some(t) = rs[1].poll_transmit(5_500, &mut out).unwrap() {
         assert_eq!((t.to, t.flags), (ServerId(2), 0));
