@@ -60,8 +60,7 @@ impl<M> LogQueue<M> {
 
     /// The log queued at `start`, `len` bytes long.
     fn view(&self, start: usize, len: usize) -> LogView<'_> {
-        let at = start - self.base;
-        LogView::of_checked(&self.bytes[at..at + len])
+        view_in(&self.bytes, self.base, start, len)
     }
 
     /// Drop the oldest log.
@@ -80,10 +79,9 @@ impl<M> LogQueue<M> {
     /// Every log, oldest first, with its metadata to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (LogView<'_>, &mut M)> + '_ {
         let (bytes, base) = (&self.bytes, self.base);
-        self.entries.iter_mut().map(move |(s, l, m)| {
-            let at = *s - base;
-            (LogView::of_checked(&bytes[at..at + *l]), m)
-        })
+        self.entries
+            .iter_mut()
+            .map(move |(s, l, m)| (view_in(bytes, base, *s, *l), m))
     }
 
     /// Number of logs.
@@ -110,6 +108,12 @@ impl<M> LogQueue<M> {
             self.base = self.consumed;
         }
     }
+}
+
+/// The log at `start`, `len` bytes long, of a queue whose `bytes` begin at `base`.
+fn view_in(bytes: &[u8], base: usize, start: usize, len: usize) -> LogView<'_> {
+    let at = start - base;
+    LogView::of_checked(&bytes[at..at + len])
 }
 
 #[cfg(test)]

@@ -849,9 +849,10 @@ impl Replica {
         Some((member.mb.0, entries))
     }
 
-    /// A retransmission request from `from` (the successor in some group): queue every
+    /// A retransmission request from `from` (the successor in some group), at `now`: queue every
     /// retained log of that group it has not applied, for it, or only those in the gaps it
-    /// names (docs/protocol.md, Loss). (Thesis §4.3.1.)
+    /// names, less those an earlier answer carried within the group's resend timeout
+    /// (docs/protocol.md, Loss). (Thesis §4.3.1.)
     pub fn handle_retransmit_request(&mut self, now: u64, from: ServerId, msg: &MessageView<'_>) {
         if from != self.ring.next_server(self.me) {
             return;

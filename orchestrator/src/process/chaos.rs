@@ -205,7 +205,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
                 recoveries.lock().expect("no holder panics").push(r.clone())
             })
         });
-        let finished = || recoveries.lock().expect("no holder panics").clone();
+        let finished = || recoveries.lock().expect("no holder panics");
         for position in 0..n as u16 {
             orchestrator
                 .launcher()
@@ -237,7 +237,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         // time to the last arrival alone overstates it wherever releases stopped early.
         report.run.duration_s = sink.last_since(start).max(config.duration).as_secs_f64();
         let status = orchestrator.status();
-        report.recoveries = finished();
+        report.recoveries = finished().clone();
         // Only the kills and the orchestrator's cut-offs end nodes in a run: any other end is
         // a crash, a panic, a hang caught, or an error the node stopped on.
         for ended in status.ended.iter() {
