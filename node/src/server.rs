@@ -202,6 +202,17 @@ impl ServerConfig {
         self.logs_fit(spec, room, " beside a full-size customer frame")
     }
 
+    /// The longest trailer a customer frame of `spec`'s chain carries between servers: the
+    /// trailer budget, or in FTC the packet's own logs where they may be longer (they always
+    /// ride with it, [`ChainSpec::own_logs_bound`]). What a frame needs beside its customer
+    /// frame and the NSH header.
+    pub fn longest_trailer(&self, spec: &ChainSpec) -> usize {
+        match self.mode {
+            Mode::Ftc => self.trailer_budget.max(spec.own_logs_bound()),
+            _ => self.trailer_budget,
+        }
+    }
+
     fn logs_fit(
         &self,
         spec: &ChainSpec,

@@ -67,7 +67,7 @@ use ftc_node::udp::{
     recv_whole, widen_receive_buffer, Datagram, UdpTransport, MAX_DATAGRAM, RECV_BUFFER,
 };
 use ftc_node::xdp::{XdpConfig, XdpError};
-use ftc_node::{Frame, Heads, Loss, Mode, Output, Packet, ServerConfig};
+use ftc_node::{Frame, Heads, Loss, Output, Packet, ServerConfig};
 use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
@@ -77,7 +77,7 @@ use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
-use super::room::{check_edge, customer_room, trailer_room, Carrier, NoRoom};
+use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
 use crate::admission::FIRST_FRAME;
@@ -381,8 +381,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     // A customer frame travels whole, beside its trailer (the budget, or its own logs where
     // longer): an edge that lets in longer ones than that is refused now rather than each
     // such frame lost on the links later.
-    let own_logs = (config.server.mode == Mode::Ftc).then(|| config.spec.own_logs_bound());
-    let trailer = trailer_room(config.server.trailer_budget, own_logs);
+    let trailer = config.server.longest_trailer(&config.spec);
     if let Some((port, customer)) = edges.longest_input() {
         let iface = port.iface();
         let carrier = match links {
@@ -711,7 +710,7 @@ struct Node<'a, 'h> {
     loss: RingLoss,
     ingress: Option<UdpSocket>,
     /// The longest customer frame that enters: one that fits frames between servers beside its
-    /// trailer ([`customer_room`], [`trailer_room`]).
+    /// trailer ([`customer_room`], [`ServerConfig::longest_trailer`]).
     customer_room: usize,
     /// Customer datagrams longer than `customer_room` (or than [`MAX_DATAGRAM`], cut short)
     /// the ingress socket dropped ([`read_ingress`]).

@@ -18,14 +18,6 @@ pub fn customer_room(max_frame: usize, trailer: usize) -> usize {
     max_frame.saturating_sub(NshRepr::HEADER_LEN + trailer)
 }
 
-/// The longest trailer a customer frame carries: the trailer budget, or in FTC the packet's
-/// own logs where they may be longer (`own_logs`, [`ChainSpec::own_logs_bound`]).
-///
-/// [`ChainSpec::own_logs_bound`]: ftc_chain::spec::ChainSpec::own_logs_bound
-pub fn trailer_room(budget: usize, own_logs: Option<usize>) -> usize {
-    budget.max(own_logs.unwrap_or(0))
-}
-
 /// What carries the frames between servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
@@ -43,7 +35,9 @@ pub struct NoRoom {
     pub mtu: Option<usize>,
     /// The longest customer frame the edge takes in.
     pub customer: usize,
-    /// The longest trailer beside it ([`trailer_room`]).
+    /// The longest trailer beside it ([`ServerConfig::longest_trailer`]).
+    ///
+    /// [`ServerConfig::longest_trailer`]: ftc_node::ServerConfig::longest_trailer
     pub trailer: usize,
     /// The longest frame between servers.
     pub max_frame: usize,
@@ -98,7 +92,7 @@ impl fmt::Display for NoRoom {
 /// Refuses edge-in `iface` (of MTU `mtu`, when known) if it takes customer frames of up to
 /// `customer` bytes that frames between servers of up to `max_frame` bytes, carried as
 /// `carrier` says, do not hold with the NSH header and `trailer` bytes of trailer
-/// ([`trailer_room`]).
+/// ([`ftc_node::ServerConfig::longest_trailer`]).
 pub fn check_edge(
     iface: &str,
     mtu: Option<usize>,
