@@ -84,6 +84,13 @@ impl<M> LogQueue<M> {
             .map(move |(s, l, m)| (view_in(bytes, base, *s, *l), m))
     }
 
+    /// The log `i` places from the oldest, with its metadata to change.
+    pub fn get_mut(&mut self, i: usize) -> Option<(LogView<'_>, &mut M)> {
+        let (bytes, base) = (&self.bytes, self.base);
+        let (s, l, m) = self.entries.get_mut(i)?;
+        Some((view_in(bytes, base, *s, *l), m))
+    }
+
     /// Number of logs.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -49,6 +49,7 @@ pub use group_state::{GroupState, GroupStateError};
 pub use parked::{ParkedLogs, PARKED_MAX};
 use request::{Gap, RequestTimer};
 use retention::Retention;
+pub use retention::ANSWER_LOGS;
 
 /// NSH context flag of a retransmission request (`docs/protocol.md`).
 pub const FLAG_RETRANSMIT_REQUEST: u16 = 0x0001;
@@ -849,10 +850,11 @@ impl Replica {
         Some((member.mb.0, entries))
     }
 
-    /// A retransmission request from `from` (the successor in some group), at `now`: queue every
-    /// retained log of that group it has not applied, for it, or only those in the gaps it
-    /// names, less those an earlier answer carried within the group's resend timeout
-    /// (docs/protocol.md, Loss). (Thesis §4.3.1.)
+    /// A retransmission request from `from` (the successor in some group), at `now`: queue the
+    /// retained logs of that group it has not applied (or only those in the gaps it names),
+    /// less those an earlier answer carried within the group's resend timeout, at most
+    /// [`ANSWER_LOGS`] of them, the nearest to its MAX first (docs/protocol.md, Loss). (Thesis
+    /// §4.3.1.)
     pub fn handle_retransmit_request(&mut self, now: u64, from: ServerId, msg: &MessageView<'_>) {
         if from != self.ring.next_server(self.me) {
             return;
@@ -876,11 +878,12 @@ impl Replica {
             } else {
                 Some(read_gaps(std::iter::once(cv).chain(more)))
             };
-            let wanted = |log: &LogView<'_>| match &gaps {
+            let distance = |log: &LogView<'_>| match &gaps {
                 None => log
                     .deps()
-                    .any(|d| max.get(d.partition).is_some_and(|m| m <= d.seq)),
-                Some(gaps) => log.deps().any(|d| Gap::any_holds(gaps, &d)),
+                    .filter_map(|d| d.seq.0.checked_sub(max.get(d.partition)?.0))
+                    .min(),
+                Some(gaps) => log.deps().filter_map(|d| Gap::distance(gaps, &d)).min(),
             };
             let retention = match &mut self.head {
                 Some((mb, r)) if mb.0 == cv.middlebox() => r,
@@ -891,7 +894,7 @@ impl Replica {
             };
             self.stats.requests_answered += 1;
             let (answers, stats) = (&mut self.answers, &mut self.stats);
-            retention.answer(now, self.config.resend_timeout_ns, wanted, |log| {
+            retention.answer(now, self.config.resend_timeout_ns, distance, |log| {
                 answers.push_log(log);
                 stats.logs_retransmitted += 1;
             });

@@ -17,8 +17,9 @@
 //!   a duplicate at this server and every member after it. A request names the gaps instead
 //!   (and what follows the last log held, which may be lost too).
 //!
-//! When an answer filled the gaps and frames still wait (more logs were lost since), the next
-//! request goes a quarter of a hold timeout later, not a whole one: after a failure, or over a
+//! When an answer came (MAX moved after a request: an answer carries only the logs nearest MAX,
+//! so it may fill the gaps in part) and frames still wait, the next request goes a quarter of a
+//! hold timeout after MAX last moved, not a whole one: after a failure, or over a
 //! lossy network, many logs go missing, and with rounds a hold timeout apart `ftc sim` with
 //! crashes released 8–9 % fewer packets (200 seeds each of Ch-Rec, a Ch-3 of 1–3 lanes and a
 //! NAT of 2 lanes). Not at once: the gaps may be logs that a lane of the predecessor, which did
@@ -30,6 +31,12 @@ use smallvec::SmallVec;
 /// Sequences a watch keeps of the logs held in its partition, the lowest: the gaps up to the
 /// highest are asked for, and those after it at a later round.
 const HELD_MAX: usize = 64;
+
+/// The most times an unanswered request doubles the wait before the next: 32 hold timeouts
+/// (64 ms by default). A successor far behind (its data path was cut for seconds, thousands of
+/// logs to apply) that asked every hold timeout sent its predecessor a request for each 2 ms its
+/// answers took to arrive, each answered with more logs it then had to take.
+const BACKOFF_MAX: u32 = 5;
 
 /// A gap to ask for: the logs of `partition` from `from` up to `to`, exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +55,17 @@ impl Gap {
             .checked_sub(1)
             .is_some_and(|i| gaps[i].partition == d.partition && d.seq < gaps[i].to)
     }
+
+    /// How far dependency `d` lies from the start of the first of `gaps` (sorted as above) in
+    /// its partition, when it falls in one of them: the requester's MAX there, so the logs it
+    /// can apply first are the nearest.
+    pub(crate) fn distance(gaps: &[Gap], d: &DepEntry) -> Option<u64> {
+        if !Gap::any_holds(gaps, d) {
+            return None;
+        }
+        let first = gaps.partition_point(|g| g.partition < d.partition);
+        Some(d.seq.0 - gaps[first].from.0)
+    }
 }
 
 /// A partition frames wait for.
@@ -61,9 +79,12 @@ struct Watch {
     held: SmallVec<[Seq; 8]>,
     /// When the watch began, MAX last moved, or the last request for it left.
     since: u64,
-    /// The end of the first gap last asked for: once MAX got there, the answer came.
-    asked: Option<Seq>,
-    /// An answer filled the gaps asked for and frames still wait: ask again sooner.
+    /// Requests for it that went out since MAX last moved: once MAX moves, (part of) the
+    /// answer came. Each one unanswered after the first doubles the wait before the next (up
+    /// to [`BACKOFF_MAX`] times).
+    asked: u32,
+    /// An answer came, in full or in part (an answer carries the nearest logs only), and frames
+    /// still wait: ask again sooner.
     next_round: bool,
     /// Frames were said to wait for it since the last look.
     noted: bool,
@@ -75,7 +96,8 @@ impl Watch {
         if self.next_round {
             self.since.saturating_add(hold_timeout_ns / 4)
         } else {
-            self.since.saturating_add(hold_timeout_ns)
+            let backoff = self.asked.saturating_sub(1).min(BACKOFF_MAX);
+            self.since.saturating_add(hold_timeout_ns << backoff)
         }
     }
 
@@ -134,7 +156,7 @@ impl RequestTimer {
                     max,
                     held: SmallVec::new(),
                     since: now,
-                    asked: None,
+                    asked: 0,
                     next_round: false,
                     noted: false,
                 });
@@ -142,9 +164,8 @@ impl RequestTimer {
             }
         };
         if w.max != max {
-            // MAX moved: the wait starts again, at once if the answer to the last request came.
-            w.next_round |= w.asked.is_some_and(|to| max >= to);
-            w.asked = None;
+            // MAX moved: the wait starts again, sooner if it moved after a request (its answer came).
+            w.next_round |= std::mem::take(&mut w.asked) > 0;
             w.max = max;
             w.since = now;
             w.held.retain(|s| *s >= max);
@@ -202,9 +223,8 @@ impl RequestTimer {
         }
         let mut gaps = Vec::new();
         for w in &mut self.watches {
-            let first = gaps.len();
             gaps.extend(w.gaps());
-            w.asked = gaps.get(first).map(|g| g.to);
+            w.asked = w.asked.saturating_add(1);
             w.since = now;
             w.next_round = false;
         }
@@ -274,11 +294,24 @@ mod tests {
         assert_eq!(r.due(T), Some(1_350));
         let asked = gaps(&[(0, 11, 12), (0, 13, 0)]);
         assert_eq!(r.look(1_350, 1_350, T, |_| Seq(11)), asked);
-        // An answer that did not fill the gap (the predecessor lacked it too): a timeout.
+        // An answer that did not fill the gap (the predecessor lacked it too): a timeout, then
+        // twice that, and so on, while MAX stays.
         r.held(1_400, Partition(0), Seq(12), Seq(11));
         assert_eq!(r.look(2_350, 2_350, T, |_| Seq(11)), asked);
         r.held(2_400, Partition(0), Seq(20), Seq(11));
-        assert_eq!(r.due(T), Some(3_350));
+        assert_eq!(r.due(T), Some(4_350));
+        let asked = gaps(&[(0, 11, 12), (0, 13, 20), (0, 21, 0)]);
+        assert_eq!(r.look(4_350, 4_350, T, |_| Seq(11)), asked);
+        r.held(4_400, Partition(0), Seq(20), Seq(11));
+        assert_eq!(r.due(T), Some(8_350));
+        // An answer that came in part (it carries the nearest logs only): MAX moved but frames
+        // still wait for what it left out; asked again a quarter timeout after MAX moved.
+        r.held(8_400, Partition(0), Seq(20), Seq(15));
+        assert_eq!(r.due(T), Some(8_650));
+        assert_eq!(
+            r.look(8_650, 8_650, T, |_| Seq(15)),
+            gaps(&[(0, 15, 20), (0, 21, 0)])
+        );
     }
 
     #[test]

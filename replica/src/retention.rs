@@ -1,11 +1,17 @@
 //! [`Retention`]: the logs of one group that a server forwarded and keeps until a commit vector
 //! says they are stored f+1 times, for retransmission to its successor.
 
+use std::collections::BinaryHeap;
+
 use ftc_chain::logqueue::LogQueue;
 use ftc_chain::wire::{CommitVector, LogView};
 use ftc_stm::{DepEntry, LogKind};
 
 use crate::resend::ResendTimer;
+
+/// The most logs an answer to a retransmission request carries, the nearest to what was asked
+/// for ([`Replica::handle_retransmit_request`](crate::Replica::handle_retransmit_request)).
+pub const ANSWER_LOGS: usize = 4096;
 
 /// Retained logs of one group (with when each was last sent) and the newest commit vector known.
 #[derive(Debug, Clone)]
@@ -87,26 +93,49 @@ impl Retention {
         self.known.covers(log.kind(), log.deps())
     }
 
-    /// The retained update logs `wanted` (by a successor that asked for them at `now`), less
+    /// The retained update logs a successor asked for at `now`, at most [`ANSWER_LOGS`]: those
+    /// `distance` places nearest the start of what it asked for (`None`: not asked for), less
     /// those an answer carried within the group's resend timeout (`floor` as adapted): an answer
     /// still on its way, or being applied, is not sent again at each request that follows it.
-    /// Each one taken is marked answered at `now`.
+    /// Each one taken is marked answered at `now`. The nearest first, because the requester
+    /// applies a partition's logs in order: after a long cut of its data path, answering the
+    /// whole backlog at each request sent it the same logs again and again while it was still
+    /// applying the first answer (9.2 million duplicates of 9.8 million logs answered in the
+    /// lab, with 240,000 retained); the requester asks again once it applied an answer.
     pub(crate) fn answer(
         &mut self,
         now: u64,
         floor: u64,
-        wanted: impl Fn(&LogView<'_>) -> bool,
+        distance: impl Fn(&LogView<'_>) -> Option<u64>,
         mut take: impl FnMut(&LogView<'_>),
     ) {
         let window = self.timer.timeout(floor);
-        for (log, sent) in self.logs.iter_mut() {
-            let recent = sent
-                .answered
-                .is_some_and(|t| now.saturating_sub(t) < window);
-            if log.kind() == LogKind::Update && !recent && wanted(&log) {
-                sent.answered = Some(now);
-                take(&log);
+        let fresh = |sent: &Sent| {
+            sent.answered
+                .is_none_or(|t| now.saturating_sub(t) >= window)
+        };
+        // The nearest ANSWER_LOGS (distance, place in the queue), the farthest on top.
+        let mut nearest = BinaryHeap::with_capacity(ANSWER_LOGS + 1);
+        for (i, (log, sent)) in self.logs.iter().enumerate() {
+            if log.kind() != LogKind::Update || !fresh(sent) {
+                continue;
             }
+            let Some(d) = distance(&log) else {
+                continue;
+            };
+            if nearest.len() < ANSWER_LOGS {
+                nearest.push((d, i));
+            } else if nearest.peek().is_some_and(|&top| (d, i) < top) {
+                nearest.pop();
+                nearest.push((d, i));
+            }
+        }
+        // Nearest first: the requester applies them as they come instead of holding the frames
+        // that bring a log before the one it follows.
+        for (_, i) in nearest.into_sorted_vec() {
+            let (log, sent) = self.logs.get_mut(i).expect("a place found above");
+            sent.answered = Some(now);
+            take(&log);
         }
     }
 
