@@ -77,6 +77,7 @@ fn main() {
             transfer::serve(
                 &listener,
                 &key,
+                1,
                 &stop,
                 |_, _, group| match group.0 {
                     0 => Some(Served::Kept(Arc::clone(&bytes))),

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::throttle::Throttle;
 
 /// How long a new connection may take to send its whole first frame (a node sends its `Join`,
-/// a replacement its `FetchGroup`, as soon as it connects); it is closed then.
+/// a replacement its `FetchGroup`, as soon as it has read the challenge the other end sends as
+/// it accepts the connection); it is closed then.
 pub const FIRST_FRAME: Duration = Duration::from_secs(5);
 
 /// How many connections may wait for their first frame at once.

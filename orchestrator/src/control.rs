@@ -4,7 +4,7 @@
 //! A frame is
 //!
 //! ```text
-//! magic "FTCC" | version u8 = 5 | kind u8 | body length u32 (big-endian) | body | tag [32]
+//! magic "FTCC" | version u8 = 6 | kind u8 | body length u32 (big-endian) | body | tag [32]
 //! ```
 //!
 //! where the tag is keyed BLAKE3 (its MAC mode) over the header and the body, with a 32-byte key
@@ -13,7 +13,9 @@
 //! GB/s on one core of this project's machine). Version 4 added the run id (below) to `Assign`,
 //! `Recover`, `FetchGroup` and `GroupState`. Version 5 added the challenge (below): the
 //! orchestrator's `Challenge` and the nonce of the node's `Join`; the launch token (below) to
-//! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Decoding
+//! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Version 6
+//! added the challenge of state transfers (below): the source's `TransferChallenge` and the nonce
+//! of the replacement's `FetchGroup`. Decoding
 //! checks the header, then verifies the tag (in constant time) before it looks at the body, so a
 //! party without the key cannot make the parser see any body byte it chose. Integers are
 //! big-endian; a socket address is a family byte (4 or 6), the IP address and the port (IPv6
@@ -36,6 +38,18 @@
 //! run or another, is not taken for the node that sent it (version 4 took it: the replayer held
 //! the position, and got its orders). The nonce comes from the kernel's random source
 //! ([`process::unguessable`](crate::process::unguessable)).
+//!
+//! A state transfer starts with a challenge too: the source, as it accepts the connection, sends
+//! a `TransferChallenge` of its run id and a fresh random nonce, and the replacement's
+//! `FetchGroup` carries that nonce; a `FetchGroup` whose nonce is not the one its connection was
+//! given is refused, unanswered, and its connection closed. So a `FetchGroup` recorded on one
+//! connection and replayed on others while its epoch is current makes the source export nothing
+//! (version 5 answered each replay, and a live node exported the group's state, up to 1 GiB, on
+//! its data path's thread at every one of them that did not overlap another). A replacement
+//! fetches only from a source whose challenge names the run it fetches for. The transfer's
+//! challenge is a kind of its own, not a `Challenge`: it has no heartbeat period to carry, and a
+//! node that took a transfer port for the orchestrator's (or the other way round) is told so by
+//! the kind, not by a challenge it would misread.
 //!
 //! A node the orchestrator's launcher started carries the token of its launch in its `Join`
 //! (version 5 too), and a position the launcher launched a node at takes only the `Join` of its
@@ -65,7 +79,7 @@ pub const MAX_GROUP_STATE: usize = DEFAULT_MAX_BODY - body::GROUP_STATE_FIXED;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
@@ -179,12 +193,18 @@ pub enum Message {
         nonce: Nonce,
         heartbeat_ns: u64,
     },
-    /// Replacement → source: send the state of `group`; a source of another run does not.
+    /// Source → replacement, first on every state-transfer connection: the source's run, and the
+    /// nonce the replacement's [`FetchGroup`](Message::FetchGroup) must carry.
+    TransferChallenge { run: u64, nonce: Nonce },
+    /// Replacement → source: send the state of `group`, in answer to the
+    /// [`TransferChallenge`](Message::TransferChallenge) of `nonce`; a source of another run does
+    /// not, nor one that gave its connection another nonce.
     FetchGroup {
         run: u64,
         epoch: u32,
         group: u8,
         as_head: bool,
+        nonce: Nonce,
     },
     /// Source → replacement: the state of `group`, opaque bytes.
     GroupState {
@@ -206,6 +226,7 @@ impl Message {
             | Message::Assign { run, .. }
             | Message::Recover { run, .. }
             | Message::Challenge { run, .. }
+            | Message::TransferChallenge { run, .. }
             | Message::FetchGroup { run, .. }
             | Message::GroupState { run, .. } => Some(*run),
             Message::Join { .. }
@@ -252,6 +273,11 @@ pub enum ControlError {
     BadAddressFamily { kind: &'static str, family: u8 },
     #[error("{kind} body: flag byte {value} (expected 0 or 1)")]
     BadFlag { kind: &'static str, value: u8 },
+    #[error(
+        "a state transfer request that does not carry its connection's challenge (recorded on \
+         another connection, replayed?)"
+    )]
+    NotChallenged,
     #[error("the connection closed between frames")]
     Closed,
     #[error("control connection: {0}")]

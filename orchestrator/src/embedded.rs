@@ -260,7 +260,7 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                     tracing::warn!("server {i}: refused a state transfer request: {e}");
                     rejected.fetch_add(1, Ordering::Relaxed);
                 };
-                if let Err(e) = transfer::serve(listener, key, stop, export, refuse) {
+                if let Err(e) = transfer::serve(listener, key, ours, stop, export, refuse) {
                     tracing::error!("server {i}: state transfers stopped: {e}");
                 }
             });

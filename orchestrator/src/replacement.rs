@@ -150,7 +150,7 @@ mod tests {
         .unwrap();
         std::thread::scope(|s| {
             let source =
-                s.spawn(|| transfer::serve(&listener, &key, &stop, |_, _, _| Some(&m1), |_| {}));
+                s.spawn(|| transfer::serve(&listener, &key, 1, &stop, |_, _, _| Some(&m1), |_| {}));
             let mut fetched = Fetched::default();
             let mut failed = Vec::new();
             let m0 = Fetch {

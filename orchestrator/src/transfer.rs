@@ -1,6 +1,7 @@
-//! State transfer over TCP (DESIGN.md §8 step 3): a source serves `FetchGroup` requests with
-//! its group's state in an authenticated `GroupState` frame; a replacement fetches each of its
-//! groups over its own connection, in parallel.
+//! State transfer over TCP (DESIGN.md §8 step 3): a source challenges each connection with a
+//! fresh nonce (`TransferChallenge`) and serves the `FetchGroup` request that carries it with its
+//! group's state in an authenticated `GroupState` frame; a replacement fetches each of its groups
+//! over its own connection, in parallel.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -18,6 +19,7 @@ use crate::control::{
     DEFAULT_MAX_BODY, MAX_GROUP_STATE,
 };
 use crate::process::keepalive::keep_alive;
+use crate::process::unguessable;
 
 /// How long a write of a state may make no progress before the source gives up the transfer: its
 /// requester stopped reading (and its own reads, given as long by the replacement, time out too).
@@ -46,17 +48,22 @@ pub enum TransferError {
     TooLarge { group: u8, bytes: usize },
 }
 
-/// Serve the state transfers of one server until `stop`: every connection asks for one group
-/// (`FetchGroup`) and gets `export(run, epoch, group)` as `GroupState`, or is closed when that is
-/// `None` (another run's request, not a member, or the server is gone). The state is sent from
-/// where `export` keeps it, not copied (an `Arc` of bytes shared with other fetches will do).
+/// Serve the state transfers of one server of the run `run` until `stop`: every connection is
+/// challenged first (`TransferChallenge` of `run` and a fresh nonce,
+/// [`unguessable`](crate::process::unguessable)), then asks for one group (`FetchGroup`, which
+/// must carry its connection's nonce) and gets `export(run, epoch, group)` as `GroupState`, or is
+/// closed when that is `None` (another run's request, not a member, or the server is gone). The
+/// state is sent from where `export` keeps it, not copied (an `Arc` of bytes shared with other
+/// fetches will do).
 /// Requests of one run, epoch and group share one export while any of them is answered: `export`
 /// is called only when no transfer of that state is under way or waiting for its export (the
 /// others wait for it), and its state is dropped when the last transfer of it ends; `None` is
 /// not kept (the next request exports again). A request replayed many times at once, or a
 /// replacement's retries piling up, thus hold one copy of a state, not one each; a source fences
 /// to the request's epoch on export, so that any copy taken for that epoch answers it.
-/// Unauthenticated or malformed requests are dropped and counted by `rejected`. Connections are
+/// Unauthenticated or malformed requests, and those that do not carry their connection's nonce
+/// (recorded on another connection and replayed: [`ControlError::NotChallenged`]), are dropped
+/// unanswered, before any export, and counted by `rejected`. Connections are
 /// anyone's until their request verifies: at most [`MAX_WAITING`](crate::admission::MAX_WAITING)
 /// wait for theirs at once (one more closes the one that waited longest), and one whose request has
 /// not arrived whole [`FIRST_FRAME`](crate::admission::FIRST_FRAME) after it opened is closed.
@@ -69,6 +76,7 @@ pub enum TransferError {
 pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener: &TcpListener,
     key: &Key,
+    run: u64,
     stop: &AtomicBool,
     export: impl Fn(u64, u32, MbIndex) -> Option<S> + Sync,
     rejected: impl Fn(&ControlError) + Sync,
@@ -76,6 +84,7 @@ pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener.set_nonblocking(true)?;
     let admission = Admission::new("state transfer");
     let served = Served {
+        run,
         places: AtomicUsize::new(0),
         copies: Copies::default(),
         export,
@@ -125,6 +134,8 @@ pub fn serve<S: AsRef<[u8]> + Send + Sync>(
 
 /// What the transfers of one [`serve`] share.
 struct Served<S, E> {
+    /// The run whose transfers they are, named in each connection's challenge.
+    run: u64,
     /// How many are under way, at most [`MAX_TRANSFERS`].
     places: AtomicUsize,
     copies: Copies<S>,
@@ -276,7 +287,8 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) {
     unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
-/// One connection, `admitted` until its request arrives: a request, an answer.
+/// One connection, `admitted` until its request arrives: a challenge, a request that carries
+/// its nonce, an answer.
 fn answer<S: AsRef<[u8]>>(
     stream: TcpStream,
     from: SocketAddr,
@@ -288,13 +300,27 @@ fn answer<S: AsRef<[u8]>>(
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_PATIENCE))?;
     keep_alive(&stream)?;
+    let given = unguessable();
+    let challenge = Message::TransferChallenge {
+        run: served.run,
+        nonce: given,
+    };
+    // A few dozen bytes into a fresh connection's empty buffer: the write does not wait.
+    write_message(&mut &stream, &challenge, key)?;
     let mut reader = BufReader::new(admitted.reader(&stream));
     let Message::FetchGroup {
-        run, epoch, group, ..
+        run,
+        epoch,
+        group,
+        nonce,
+        ..
     } = read_message(&mut reader, key, CONTROL_MAX_BODY)?
     else {
         return Err(TransferError::Unexpected("something other than FetchGroup"));
     };
+    if nonce != given {
+        return Err(ControlError::NotChallenged.into());
+    }
     // Given back when the answer ends, before the connection closes.
     let Some(_place) = served.place() else {
         tracing::warn!(
@@ -324,7 +350,9 @@ fn fits_a_transfer(group: u8, bytes: usize) -> Result<(), TransferError> {
     Ok(())
 }
 
-/// Fetch `group`'s state (in `epoch` of the run `run`) from the source at `addr`: its bytes.
+/// Fetch `group`'s state (in `epoch` of the run `run`) from the source at `addr`: its bytes. The
+/// source's challenge comes first: one of another run is refused (the source serves another
+/// chain, or an earlier orchestrator's), and the request carries its nonce.
 pub fn fetch(
     addr: SocketAddr,
     key: &Key,
@@ -337,6 +365,20 @@ pub fn fetch(
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(timeout))?;
+    // Unbuffered: read_message reads no byte past the challenge's frame.
+    let nonce = match read_message(&mut &stream, key, CONTROL_MAX_BODY) {
+        Ok(Message::TransferChallenge { run: r, nonce }) if r == run => nonce,
+        Ok(Message::TransferChallenge { .. }) => {
+            return Err(TransferError::Unexpected("a challenge of another run"))
+        }
+        Ok(_) => {
+            return Err(TransferError::Unexpected(
+                "something other than a challenge",
+            ))
+        }
+        Err(ControlError::Closed) => return Err(TransferError::Unexpected("nothing: closed")),
+        Err(e) => return Err(e.into()),
+    };
     write_message(
         &mut &stream,
         &Message::FetchGroup {
@@ -344,6 +386,7 @@ pub fn fetch(
             epoch,
             group,
             as_head,
+            nonce,
         },
         key,
     )?;
@@ -364,6 +407,7 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::{Nonce, NONCE_LEN};
 
     fn key() -> Key {
         Key::new(b"test secret").unwrap()
@@ -402,43 +446,121 @@ mod tests {
         }
     }
 
+    /// The errors `serve` counted as rejected requests, but for connections that closed unasked.
+    #[derive(Default)]
+    struct Rejected(Mutex<Vec<String>>);
+
+    impl Rejected {
+        fn count(&self, e: &ControlError) {
+            if !matches!(e, ControlError::Closed) {
+                self.0.lock().unwrap().push(e.to_string());
+            }
+        }
+
+        fn all(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
     #[test]
     fn a_group_state_crosses_loopback_and_strangers_get_nothing() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = AtomicBool::new(false);
-        let rejected = std::sync::atomic::AtomicU64::new(0);
+        let rejected = Rejected::default();
         let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         std::thread::scope(|s| {
             let server = s.spawn(|| {
                 serve(
                     &listener,
                     &key(),
+                    3,
                     &stop,
                     |run, epoch, mb| {
                         (run == 3 && epoch == 7 && mb == MbIndex(2)).then(|| big.clone())
                     },
-                    |_| {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                    },
+                    |e| rejected.count(e),
                 )
             });
             let t = Duration::from_secs(5);
             assert_eq!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap(), big);
-            // Not a member, or another run: closed without an answer.
-            for (run, group) in [(3, 1), (4, 2)] {
-                assert!(matches!(
-                    fetch(addr, &key(), run, 7, group, false, t),
-                    Err(TransferError::Unexpected(_))
-                ));
-            }
-            // Another key: the source refuses the request, the fetch gets nothing.
+            // Not a member: closed without an answer.
+            assert!(matches!(
+                fetch(addr, &key(), 3, 7, 1, false, t),
+                Err(TransferError::Unexpected("nothing: closed"))
+            ));
+            // Another run: the fetcher asks nothing of a source whose challenge names another.
+            assert!(matches!(
+                fetch(addr, &key(), 4, 7, 2, false, t),
+                Err(TransferError::Unexpected("a challenge of another run"))
+            ));
+            // Another key: the fetcher refuses the challenge, and the source a request.
             let stranger = Key::new(b"another secret").unwrap();
-            assert!(fetch(addr, &stranger, 3, 7, 2, false, t).is_err());
+            assert!(matches!(
+                fetch(addr, &stranger, 3, 7, 2, false, t),
+                Err(TransferError::Control(ControlError::BadTag))
+            ));
+            let (requester, nonce) = challenged(addr, 3);
+            write_message(&mut &requester, &fetch_group(3, nonce), &stranger).unwrap();
+            assert!(refused(&requester));
             stop.store(true, Ordering::Release);
             server.join().unwrap().unwrap();
         });
-        assert_eq!(rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(rejected.all(), [ControlError::BadTag.to_string()]);
+    }
+
+    /// A `FetchGroup` recorded on one connection (here, from a fetch that got its state), then
+    /// replayed on others, one after another while its epoch is current: each is refused and
+    /// counted, and the source exports nothing for it (version 5 exported the group's state anew
+    /// at each replay, on a live node's data-path thread).
+    #[test]
+    fn a_request_replayed_on_another_connection_is_refused_and_exports_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let exports = AtomicUsize::new(0);
+        let rejected = Rejected::default();
+        let state: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                let export = |_, _, _| {
+                    exports.fetch_add(1, Ordering::Relaxed);
+                    Some(&state)
+                };
+                serve(&listener, &key(), 3, &stop, export, |e| rejected.count(e))
+            });
+            let _stopping = Stopping(&stop);
+            let (requester, nonce) = challenged(addr, 3);
+            let recorded = crate::control::encode(&fetch_group(3, nonce), &key());
+            std::io::Write::write_all(&mut &requester, &recorded).unwrap();
+            assert!(answered(&requester, 3) == state);
+            assert_eq!(exports.load(Ordering::Relaxed), 1);
+            for _ in 0..3 {
+                // Whether the replayer reads its own challenge or not.
+                let (replayer, _) = challenged(addr, 3);
+                std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
+                assert!(refused(&replayer));
+                let replayer = TcpStream::connect(addr).unwrap();
+                std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
+                replayer
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
+                let challenge = read_message(&mut &replayer, &key(), CONTROL_MAX_BODY);
+                assert!(matches!(challenge, Ok(Message::TransferChallenge { .. })));
+                assert!(refused(&replayer));
+            }
+            assert_eq!(exports.load(Ordering::Relaxed), 1);
+            // A fetch of its own is answered, as before.
+            let t = Duration::from_secs(5);
+            assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
+            assert_eq!(exports.load(Ordering::Relaxed), 2);
+            stop.store(true, Ordering::Release);
+            server.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            rejected.all(),
+            vec![ControlError::NotChallenged.to_string(); 6]
+        );
     }
 
     /// Raises `stop` when dropped: serving ends with a test that fails too, rather than keep the
@@ -479,7 +601,7 @@ mod tests {
         let state = vec![7; 1000];
         std::thread::scope(|s| {
             let server =
-                s.spawn(|| serve(&listener, &key(), &stop, |_, _, _| Some(&state), |_| {}));
+                s.spawn(|| serve(&listener, &key(), 1, &stop, |_, _, _| Some(&state), |_| {}));
             let silent: Vec<_> = (0..400)
                 .map(|_| TcpStream::connect(addr).unwrap())
                 .collect();
@@ -507,17 +629,10 @@ mod tests {
         let state: &'static [u8] = vec![7; 64 << 20].leak();
         let (ended, serving) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let served = serve(listener, &key(), stop, |_, _, _| Some(state), |_| {});
+            let served = serve(listener, &key(), 1, stop, |_, _, _| Some(state), |_| {});
             let _ = ended.send(served.is_ok());
         });
-        let requester = TcpStream::connect(addr).unwrap();
-        let request = Message::FetchGroup {
-            run: 1,
-            epoch: 1,
-            group: 0,
-            as_head: false,
-        };
-        write_message(&mut &requester, &request, &key()).unwrap();
+        let requester = request(addr, 1);
         // The source writes until the socket's buffers are full, and waits.
         std::thread::sleep(Duration::from_millis(500));
         let stopped = std::time::Instant::now();
@@ -531,21 +646,54 @@ mod tests {
         drop(requester);
     }
 
-    /// A connection to the source at `addr` that has sent its request for `run`'s m2 of epoch 7.
-    fn request(addr: SocketAddr, run: u64) -> TcpStream {
+    /// A connection to the source at `addr`, which serves `run`, and the nonce of its challenge.
+    fn challenged(addr: SocketAddr, run: u64) -> (TcpStream, Nonce) {
         let requester = TcpStream::connect(addr).unwrap();
         // Only keeps a broken test from hanging.
         requester
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        let request = Message::FetchGroup {
+        let challenge = read_message(&mut &requester, &key(), CONTROL_MAX_BODY).unwrap();
+        let Message::TransferChallenge { run: r, nonce } = challenge else {
+            panic!("the source did not challenge first: {challenge:?}");
+        };
+        assert_eq!(r, run);
+        (requester, nonce)
+    }
+
+    /// A request for `run`'s m2 of epoch 7, in answer to the challenge of `nonce`.
+    fn fetch_group(run: u64, nonce: Nonce) -> Message {
+        Message::FetchGroup {
             run,
             epoch: 7,
             group: 2,
             as_head: false,
-        };
-        write_message(&mut &requester, &request, &key()).unwrap();
+            nonce,
+        }
+    }
+
+    /// A connection to the source at `addr` that has sent its request for `run`'s m2 of epoch 7
+    /// (the source's own run, or not).
+    fn request(addr: SocketAddr, run: u64) -> TcpStream {
+        let requester = TcpStream::connect(addr).unwrap();
         requester
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let Ok(Message::TransferChallenge { nonce, .. }) =
+            read_message(&mut &requester, &key(), CONTROL_MAX_BODY)
+        else {
+            panic!("the source did not challenge first");
+        };
+        write_message(&mut &requester, &fetch_group(run, nonce), &key()).unwrap();
+        requester
+    }
+
+    /// Whether the source closed `requester`'s connection without an answer.
+    fn refused(requester: &TcpStream) -> bool {
+        matches!(
+            read_message(&mut &*requester, &key(), DEFAULT_MAX_BODY),
+            Err(ControlError::Closed | ControlError::Io(_))
+        )
     }
 
     /// The state `requester` gets, after which the source closes the connection: its transfer
@@ -584,7 +732,7 @@ mod tests {
                     exports.fetch_add(1, Ordering::Relaxed);
                     ((run, epoch, mb) == (3, 7, MbIndex(2))).then_some(&state)
                 };
-                serve(&listener, &key(), &stop, export, |_| {})
+                serve(&listener, &key(), 3, &stop, export, |_| {})
             });
             let _stopping = Stopping(&stop);
             // Each asks once the one before has its first bytes, and nobody reads further
@@ -631,7 +779,7 @@ mod tests {
                     }
                     Some(&state)
                 };
-                serve(&listener, &key(), &stop, export, |_| {})
+                serve(&listener, &key(), cap + 1, &stop, export, |_| {})
             });
             let _stopping = Stopping(&stop);
             // Each of another run: no two share a copy, each holds a place.
@@ -643,10 +791,7 @@ mod tests {
                 })
                 .collect();
             let past = request(addr, cap);
-            assert!(matches!(
-                read_message(&mut &past, &key(), DEFAULT_MAX_BODY),
-                Err(ControlError::Closed)
-            ));
+            assert!(refused(&past));
             drop(open);
             for (run, requester) in &within {
                 assert_eq!(answered(requester, *run), state);
@@ -674,6 +819,11 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let (stream, _) = listener.accept().unwrap();
+                let challenge = Message::TransferChallenge {
+                    run: 3,
+                    nonce: [9; NONCE_LEN],
+                };
+                write_message(&mut &stream, &challenge, &key()).unwrap();
                 let mut reader = BufReader::new(&stream);
                 let request = read_message(&mut reader, &key(), CONTROL_MAX_BODY).unwrap();
                 assert!(matches!(
@@ -682,6 +832,7 @@ mod tests {
                         run: 3,
                         epoch: 7,
                         group: 2,
+                        nonce: [9, ..],
                         ..
                     }
                 ));

@@ -22,6 +22,7 @@ const FETCH_GROUP: u8 = 11;
 pub(super) const GROUP_STATE: u8 = 12;
 const REFUSED: u8 = 13;
 const CHALLENGE: u8 = 14;
+const TRANSFER_CHALLENGE: u8 = 15;
 
 /// The fixed part of a GroupState body: run u64, epoch u32, group u8.
 pub(super) const GROUP_STATE_FIXED: usize = 8 + 4 + 1;
@@ -46,6 +47,7 @@ pub(super) fn kind(msg: &Message) -> u8 {
         Message::GroupState { .. } => GROUP_STATE,
         Message::Refused { .. } => REFUSED,
         Message::Challenge { .. } => CHALLENGE,
+        Message::TransferChallenge { .. } => TRANSFER_CHALLENGE,
     }
 }
 
@@ -65,12 +67,13 @@ fn name(kind: u8) -> &'static str {
         GROUP_STATE => "GroupState",
         REFUSED => "Refused",
         CHALLENGE => "Challenge",
+        TRANSFER_CHALLENGE => "TransferChallenge",
         _ => "unknown",
     }
 }
 
 pub(super) fn check_kind(kind: u8) -> Result<(), ControlError> {
-    if (JOIN..=CHALLENGE).contains(&kind) {
+    if (JOIN..=TRANSFER_CHALLENGE).contains(&kind) {
         Ok(())
     } else {
         Err(ControlError::UnknownKind(kind))
@@ -196,11 +199,13 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             epoch,
             group,
             as_head,
+            nonce,
         } => {
             out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(&epoch.to_be_bytes());
             out.push(*group);
             out.push(u8::from(*as_head));
+            out.extend_from_slice(nonce);
         }
         Message::GroupState {
             run,
@@ -220,6 +225,10 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             out.extend_from_slice(&run.to_be_bytes());
             out.extend_from_slice(nonce);
             out.extend_from_slice(&heartbeat_ns.to_be_bytes());
+        }
+        Message::TransferChallenge { run, nonce } => {
+            out.extend_from_slice(&run.to_be_bytes());
+            out.extend_from_slice(nonce);
         }
     }
     &[]
@@ -333,6 +342,7 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             epoch: r.u32()?,
             group: r.u8()?,
             as_head: r.flag()?,
+            nonce: r.nonce()?,
         },
         GROUP_STATE => Message::GroupState {
             run: r.u64()?,
@@ -345,6 +355,10 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             run: r.u64()?,
             nonce: r.nonce()?,
             heartbeat_ns: r.u64()?,
+        },
+        TRANSFER_CHALLENGE => Message::TransferChallenge {
+            run: r.u64()?,
+            nonce: r.nonce()?,
         },
         _ => return Err(ControlError::UnknownKind(kind)),
     };

@@ -151,14 +151,22 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(run, epoch, fetch)| Message::Recover { run, epoch, fetch }),
         (any::<u32>(), peers()).prop_map(|(epoch, peers)| Message::Reroute { epoch, peers }),
         Just(Message::Stop),
-        (any::<u64>(), any::<u32>(), any::<u8>(), any::<bool>()).prop_map(
-            |(run, epoch, group, as_head)| Message::FetchGroup {
+        (any::<u64>(), any::<Nonce>())
+            .prop_map(|(run, nonce)| Message::TransferChallenge { run, nonce }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u8>(),
+            any::<bool>(),
+            any::<Nonce>()
+        )
+            .prop_map(|(run, epoch, group, as_head, nonce)| Message::FetchGroup {
                 run,
                 epoch,
                 group,
                 as_head,
-            }
-        ),
+                nonce,
+            }),
         (
             any::<u64>(),
             any::<u32>(),
@@ -263,7 +271,7 @@ fn another_version_is_named_in_the_error() {
     assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 1 is not supported (this build speaks version 5)"
+        "control protocol version 1 is not supported (this build speaks version 6)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
@@ -479,17 +487,34 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
     ));
     // An unknown kind is refused from the header, before the tag.
     assert!(matches!(
-        decoded(15, &[]),
-        Err(ControlError::UnknownKind(15))
+        decoded(16, &[]),
+        Err(ControlError::UnknownKind(16))
     ));
     // The same bodies well-formed decode.
+    let mut fetch_group = vec![0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 3, 1];
+    // A FetchGroup of version 5, without the nonce, is cut short.
+    assert!(matches!(
+        decoded(11, &fetch_group),
+        Err(ControlError::BodyTooShort { kind: "FetchGroup" })
+    ));
+    fetch_group.extend_from_slice(&[5; NONCE_LEN]);
     assert_eq!(
-        decoded(11, &[0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 3, 1]).unwrap(),
+        decoded(11, &fetch_group).unwrap(),
         Message::FetchGroup {
             run: 8,
             epoch: 1,
             group: 3,
-            as_head: true
+            as_head: true,
+            nonce: [5; NONCE_LEN],
+        }
+    );
+    let mut challenge = vec![0, 0, 0, 0, 0, 0, 0, 8];
+    challenge.extend_from_slice(&[6; NONCE_LEN]);
+    assert_eq!(
+        decoded(15, &challenge).unwrap(),
+        Message::TransferChallenge {
+            run: 8,
+            nonce: [6; NONCE_LEN],
         }
     );
     let mut join = vec![

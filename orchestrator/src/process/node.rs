@@ -483,7 +483,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                     }
                 }
             };
-            if let Err(e) = transfer::serve(&listener, key, &stop, export, refuse) {
+            if let Err(e) = transfer::serve(&listener, key, run, &stop, export, refuse) {
                 tracing::error!("node {me}: state transfers stopped: {e}");
             }
         });

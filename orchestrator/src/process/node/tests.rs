@@ -120,12 +120,33 @@ fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
         });
         assert_eq!(control.beats(2).last(), Some(&1));
         let t = Duration::from_secs(2);
+        // A fetch of another run asks nothing of a node whose challenge names its own.
         let other = transfer::fetch(transfer, &key(), RUN + 1, 5, 0, true, t);
         assert!(
             matches!(other, Err(transfer::TransferError::Unexpected(_))),
             "{:?}",
             other.map(|state| format!("{} bytes of state", state.len()))
         );
+        // A request of another run that answers the challenge anyway is closed unanswered.
+        let requester = TcpStream::connect(transfer).unwrap();
+        requester.set_read_timeout(Some(t)).unwrap();
+        let Message::TransferChallenge { run: RUN, nonce } =
+            read_message(&mut &requester, &key(), CONTROL_MAX_BODY).unwrap()
+        else {
+            panic!("no challenge of the node's run");
+        };
+        let request = Message::FetchGroup {
+            run: RUN + 1,
+            epoch: 5,
+            group: 0,
+            as_head: true,
+            nonce,
+        };
+        write_message(&mut &requester, &request, &key()).unwrap();
+        assert!(matches!(
+            read_message(&mut &requester, &key(), crate::control::DEFAULT_MAX_BODY),
+            Err(ControlError::Closed)
+        ));
         assert_eq!(control.beats(5), [1; 5], "its epoch moved");
         let ours = transfer::fetch(transfer, &key(), RUN, 1, 0, true, t).unwrap();
         assert_eq!(GroupState::decode(&ours).unwrap().middlebox, MbIndex(0));
