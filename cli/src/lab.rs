@@ -17,7 +17,7 @@ use ftc_node::ftmb::FtmbConfig;
 use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::lab::apply::{self, LabError};
 use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
-use ftc_orchestrator::lab::deploy::{self, RunConfig};
+use ftc_orchestrator::lab::deploy::{self, NodeExit, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, RING_MAX_FRAME, SERVER};
 use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::loss::RingLoss;
@@ -364,15 +364,29 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         (edges, mode, ftmb),
         say,
         |config, stop| {
-            let exits = deploy::run(&config, stop, duration, &mut std::io::stdout())?;
             // A node killed by a signal (an operator's failure injection) or cut off by the
             // orchestrator is the chain's business; one that ended on its own (a panic, a data
-            // path that hung, an error) is the run's failure.
-            let ended: Vec<_> = exits.iter().filter(|e| e.ended_on_its_own()).collect();
-            for e in &ended {
+            // path that hung, an error) is the run's failure. Every exit is said as it happens;
+            // only the latest of those are kept.
+            let ended = deploy::run(
+                &config,
+                stop,
+                duration,
+                &mut std::io::stdout(),
+                NodeExit::ended_on_its_own,
+            )?;
+            for e in ended.iter() {
                 outln!("VIOLATION: {}", e.while_the_chain_ran());
             }
-            Ok(if ended.is_empty() {
+            if ended.forgotten() > 0 {
+                outln!(
+                    "VIOLATION: and {} more nodes that ended on their own while the chain ran \
+                     (earlier, not kept: the run keeps the latest {})",
+                    ended.forgotten(),
+                    ended.iter().count()
+                );
+            }
+            Ok(if ended.total() == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

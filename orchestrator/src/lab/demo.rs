@@ -41,6 +41,7 @@ use crate::control::Peer;
 use crate::coordinator::RecoveryReport;
 use crate::process::chaos::compare_groups;
 use crate::process::read_secret;
+use crate::process::recent::Recent;
 
 /// The port the HTTP server listens on.
 const PORT: u16 = 8080;
@@ -293,7 +294,12 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     let earlier = delivered(config)?;
     let chain_stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let chain = s.spawn(|| deploy::run(&run, &chain_stop, None, &mut io::stderr()));
+        // Those cut off are never violations ([`crashes`]); the demo's victims (SIGKILLed, one
+        // per --kill) are kept, to be told from a SIGKILL of someone else's.
+        let chain = s.spawn(|| {
+            let keep = |e: &NodeExit| !e.cut_off();
+            deploy::run(&run, &chain_stop, None, &mut io::stderr(), keep)
+        });
         let stop_chain = RaiseOnDrop(&chain_stop);
         let report = (|| {
             let (run, _, deployed) = next_peers(&peers_rx, READY, &chain)?;
@@ -1010,17 +1016,28 @@ fn stat_start_time(stat: &str) -> Option<u64> {
 /// `victims`), or cut off by the orchestrator ([`NodeExit::cut_off`]: declared failed while it
 /// ran, as on a loaded host, and named in [`DemoReport::replaced_without_kill`]). Any other end
 /// is a violation: a panic (status 101), a crash (a signal), a data path that hung (`ftc node`
-/// exits with status 3), an error, another's SIGKILL (the kernel's, out of memory).
-fn crashes(exits: &[NodeExit], victims: &[Victim]) -> Vec<String> {
+/// exits with status 3), an error, another's SIGKILL (the kernel's, out of memory). `exits` holds
+/// only the latest: earlier ones it forgot, unchecked, are a violation too (the demo kills one
+/// node per --kill, far fewer than are kept).
+fn crashes(exits: &Recent<NodeExit>, victims: &[Victim]) -> Vec<String> {
     use std::os::unix::process::ExitStatusExt;
-    exits
+    let mut crashes: Vec<_> = exits
         .iter()
         .filter(|e| {
             let ours = victims.iter().any(|v| i64::from(v.pid) == i64::from(e.pid));
             !(ours && e.status.signal() == Some(libc::SIGKILL) || e.cut_off())
         })
         .map(NodeExit::while_the_chain_ran)
-        .collect()
+        .collect();
+    if exits.forgotten() > 0 {
+        crashes.push(format!(
+            "and {} more nodes exited while the chain ran, earlier, not kept (the run keeps the \
+             latest {}) nor checked",
+            exits.forgotten(),
+            Recent::<NodeExit>::KEPT
+        ));
+    }
+    crashes
 }
 
 /// What breaks the NAT check, if anything: the HTTP server saw only the NAT's public addresses
@@ -1485,8 +1502,13 @@ mod tests {
             started: 7,
         }];
         let gone = format!("ftc: node 1: {}", NodeError::OrchestratorGone);
+        let recent = |exits: &[NodeExit]| {
+            let mut recent = Recent::default();
+            exits.iter().cloned().for_each(|e| recent.push(e));
+            recent
+        };
         let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(2), &gone)];
-        assert_eq!(crashes(&fine, &victims), Vec::<String>::new());
+        assert_eq!(crashes(&recent(&fine), &victims), Vec::<String>::new());
         let panicked = "thread 'main' panicked at node/src/serve.rs:1:1: oops";
         let bad = [
             exit(102, code(101), panicked),
@@ -1497,7 +1519,7 @@ mod tests {
             exit(106, libc::SIGKILL, ""),
             exit(100, code(101), panicked),
         ];
-        let said = crashes(&bad, &victims);
+        let said = crashes(&recent(&bad), &victims);
         assert_eq!(said.len(), bad.len(), "{said:?}");
         assert_eq!(
             said[0],
@@ -1510,6 +1532,18 @@ mod tests {
         );
         assert!(said[1].ends_with("while the chain ran"), "{}", said[1]);
         assert!(said[2].contains("(exit status: 3)"), "{}", said[2]);
+        // Exits the run did not keep were not checked: a violation of their own.
+        let mut many = recent(&fine);
+        for _ in 0..Recent::<NodeExit>::KEPT {
+            many.push(exit(100, libc::SIGKILL, ""));
+        }
+        let said = crashes(&many, &victims);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("and 2 more nodes exited while the chain ran"),
+            "{}",
+            said[0]
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! lands in the failed server's namespace. Every process is in one process group, killed with
 //! SIGKILL if it does not stop by itself, and dies with the process that started the run.
 //! The nodes the run starts that exit while the chain runs are reported ([`NodeExit`]), with
-//! how they ended and their last words.
+//! how they ended and their last words: each is said as it happens, and the caller gets back the
+//! latest of those it asked to keep ([`Recent`]), however long the run and however many nodes
+//! an operator kills meanwhile.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -27,6 +29,7 @@ use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 use crate::process::node::NodeError;
 use crate::process::orchestrator::DECLARED_FAILED;
+use crate::process::recent::Recent;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::Mode;
 
@@ -277,14 +280,17 @@ fn write_secret(path: &Path) -> Result<(), DeployError> {
 }
 
 /// Run the chain in its lab until `stop` or until `duration` has passed, saying what runs where
-/// on `out`; the nodes it started that exited meanwhile. Every process is stopped when it
-/// returns, whatever it returns.
+/// on `out`, and each node that exits meanwhile as it exits; the latest of those exits that
+/// `keep` takes, and how many it took in all ([`Recent`]: a long run whose nodes are killed
+/// again and again holds no more). Every process is stopped when it returns, whatever it
+/// returns.
 pub fn run(
     config: &RunConfig,
     stop: &AtomicBool,
     duration: Option<Duration>,
     out: &mut dyn Write,
-) -> Result<Vec<NodeExit>, DeployError> {
+    keep: impl Fn(&NodeExit) -> bool,
+) -> Result<Recent<NodeExit>, DeployError> {
     let t = &config.topology;
     let run_lock = RunLock::take(t)?;
     let secret = secret_path(&t.name);
@@ -369,7 +375,7 @@ pub fn run(
     let _ = writeln!(out, "ftc lab {}: {line}", t.name);
     let _ = out.flush();
     let end = duration.map(|d| Instant::now() + d);
-    let mut exits = Vec::new();
+    let mut exits = Recent::default();
     loop {
         if let Ok(Some(status)) = group.orchestrator.try_wait() {
             return Err(DeployError::Exited {
@@ -381,19 +387,14 @@ pub fn run(
         // Nodes the orchestrator replaced exit; they are not the run's end. Also looked at
         // once more after the loop, before the stop ends every node. Replacements are the
         // orchestrator's children: it says how those ended.
-        let ran = exits.len();
-        exits.extend(exited(&mut group.nodes, &mut words));
-        exits.extend(said.try_iter().filter_map(|s| match s {
-            Said::Ended(exit) => Some(exit),
-            Said::Listening(_) | Said::Deployed(_) => None,
-        }));
-        for e in &exits[ran..] {
-            let _ = writeln!(
-                out,
-                "ftc lab {}: node {} pid {} exited ({})",
-                t.name, e.position, e.pid, e.status
-            );
-        }
+        let ended =
+            exited(&mut group.nodes, &mut words)
+                .into_iter()
+                .chain(said.try_iter().filter_map(|s| match s {
+                    Said::Ended(exit) => Some(exit),
+                    Said::Listening(_) | Said::Deployed(_) => None,
+                }));
+        note(ended, &t.name, out, &keep, &mut exits);
         if stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e) {
             break;
         }
@@ -412,6 +413,26 @@ pub fn run(
     match stopped.trouble() {
         Some(trouble) => Err(DeployError::Unclean(trouble)),
         None => Ok(exits),
+    }
+}
+
+/// Says each of `ended` on `out` (of the lab `lab`), and adds those `keep` takes to `exits`.
+fn note(
+    ended: impl IntoIterator<Item = NodeExit>,
+    lab: impl std::fmt::Display,
+    out: &mut dyn Write,
+    keep: impl Fn(&NodeExit) -> bool,
+    exits: &mut Recent<NodeExit>,
+) {
+    for e in ended {
+        let _ = writeln!(
+            out,
+            "ftc lab {lab}: node {} pid {} exited ({})",
+            e.position, e.pid, e.status
+        );
+        if keep(&e) {
+            exits.push(e);
+        }
     }
 }
 
@@ -839,6 +860,37 @@ mod tests {
         assert_eq!(killed[0].position, 1);
         assert!(!killed[0].cut_off() && !killed[0].ended_on_its_own());
         assert!(nodes.is_empty() && words.is_empty());
+    }
+
+    /// Every exit is said as it happens; of those the caller keeps, only the latest
+    /// [`Recent::KEPT`] are held, and all of them counted.
+    #[test]
+    fn every_exit_is_said_and_only_the_latest_of_those_kept_are_held() {
+        use std::os::unix::process::ExitStatusExt;
+        let n = 3 * Recent::<NodeExit>::KEPT as u32;
+        // Every third killed by a signal (an operator's), the others ended with a panic.
+        let ended = (0..n).map(|pid| NodeExit {
+            position: 1,
+            pid,
+            status: ExitStatus::from_raw(if pid % 3 == 0 {
+                libc::SIGKILL
+            } else {
+                101 << 8
+            }),
+            said: String::new(),
+        });
+        let (mut out, mut exits) = (Vec::new(), Recent::default());
+        note(ended, "t", &mut out, NodeExit::ended_on_its_own, &mut exits);
+        let said = String::from_utf8(out).unwrap();
+        assert_eq!(said.lines().count(), n as usize);
+        assert_eq!(
+            said.lines().next(),
+            Some("ftc lab t: node 1 pid 0 exited (signal: 9 (SIGKILL))")
+        );
+        assert_eq!(exits.total(), u64::from(n) * 2 / 3);
+        assert_eq!(exits.iter().count(), Recent::<NodeExit>::KEPT);
+        assert!(exits.iter().all(|e| e.ended_on_its_own()));
+        assert_eq!(exits.iter().last().map(|e| e.pid), Some(n - 1));
     }
 
     #[test]
