@@ -397,6 +397,18 @@ fn lose_logs_after_server_1(rs: &mut [Replica], head0: &Store, n: usize) {
     }
 }
 
+/// After [`lose_logs_after_server_1`]: server 0 writes one more log at `now`, server 1 forwards
+/// it, and server 2 holds its frame (it lacks the earlier ones): the frame.
+fn held_at_server_2(rs: &mut [Replica], head0: &Store, now: u64) -> Vec<u8> {
+    let none = None::<&ftc_stm::CommitRecord<'_>>;
+    let mut w0 = head0.worker(0).unwrap();
+    let rec = write(&mut w0, b"k", 7);
+    let m = hop(&mut rs[0], now, &empty(), Some(&rec)).unwrap();
+    let later = hop(&mut rs[1], now, &m, none).unwrap();
+    assert!(hop(&mut rs[2], now, &later, none).is_none(), "held");
+    later
+}
+
 /// An answer carries at most [`ANSWER_LOGS`] logs, the nearest to the requester's MAX first,
 /// even when a resend round moved them to the back of the retained queue: the requester applies
 /// each frame as it comes, and asks for the rest once it has. Answering every log it lacked at
@@ -414,13 +426,7 @@ fn an_answer_carries_the_nearest_logs_first_and_no_more_than_answer_logs() {
     let resent = repr(&resent_at(&mut rs[1], 5_000)).logs.len();
     assert!(resent > 1);
     // A later frame reaches server 2, which holds it and asks for the gap a timeout later.
-    let later = {
-        let mut w0 = head0.worker(0).unwrap();
-        let rec = write(&mut w0, b"k", 7);
-        let m = hop(&mut rs[0], 5_100, &empty(), Some(&rec)).unwrap();
-        hop(&mut rs[1], 5_100, &m, none).unwrap()
-    };
-    assert!(hop(&mut rs[2], 5_100, &later, none).is_none(), "held");
+    let later = held_at_server_2(&mut rs, &head0, 5_100);
     let mut answers = Vec::new();
     let ask = |rs: &mut Vec<Replica>, now: u64, answers: &mut Vec<Vec<u8>>| {
         let mut out = vec![0; BUDGET];
@@ -481,15 +487,8 @@ fn an_answer_carries_the_nearest_logs_first_and_no_more_than_answer_logs() {
 fn no_resend_round_starts_within_a_timeout_of_an_answer() {
     let mut rs = replicas(Ring::new(1, 2).unwrap());
     let head0 = Store::new(P, 1).unwrap();
-    let none = None::<&ftc_stm::CommitRecord<'_>>;
     lose_200_logs_after_server_1(&mut rs, &head0);
-    let later = {
-        let mut w0 = head0.worker(0).unwrap();
-        let rec = write(&mut w0, b"k", 7);
-        let m = hop(&mut rs[0], 3_000, &empty(), Some(&rec)).unwrap();
-        hop(&mut rs[1], 3_000, &m, none).unwrap()
-    };
-    assert!(hop(&mut rs[2], 3_000, &later, none).is_none(), "held");
+    held_at_server_2(&mut rs, &head0, 3_000);
     let mut out = vec![0; BUDGET];
     let t = rs[2]
         .poll_transmit(4_000, &mut out)
