@@ -37,6 +37,11 @@ pub struct RunConfig {
     pub server: ServerConfig,
     /// The FTMB baselines' settings (modes `Ftmb` and `FtmbSnapshot`).
     pub ftmb: FtmbConfig,
+    /// How long the chain may release nothing while the generator waits for it (its window
+    /// full, or a server congested) before the run calls it stalled: the generator stops, and
+    /// the report says so among its violations. Without it a stalled chain (a bug) held the
+    /// generator until the end of `duration`, up to an hour.
+    pub stall: Duration,
 }
 
 impl Default for RunConfig {
@@ -55,6 +60,7 @@ impl Default for RunConfig {
                 ..ServerConfig::default()
             },
             ftmb: FtmbConfig::default(),
+            stall: Duration::from_secs(10),
         }
     }
 }
@@ -325,7 +331,8 @@ impl Harness {
 
     /// Offer traffic for the configured duration, then let what is in flight leave (up to
     /// `drain`) and the replicas settle; the seconds of the run, and `packets_sent` and
-    /// `cpu_s` set.
+    /// `cpu_s` set. A chain that stalls ([`RunConfig::stall`]) ends the traffic early, with a
+    /// violation saying so.
     pub fn drive(
         &self,
         config: &RunConfig,
@@ -333,7 +340,7 @@ impl Harness {
         drain: Duration,
         report: &mut RunReport,
     ) -> f64 {
-        let (sent, mut done) = generate(
+        let (sent, mut done, stalled) = generate(
             config,
             routes,
             &self.recycle.1,
@@ -342,6 +349,15 @@ impl Harness {
             || self.now(),
         );
         report.packets_sent = sent;
+        if stalled {
+            report.violations.push(format!(
+                "the chain released nothing for {:?} while {} packets were in flight: it \
+                 stalled, and its traffic stopped {:.1} s into the run",
+                config.stall,
+                sent - done,
+                self.start.elapsed().as_secs_f64()
+            ));
+        }
         let deadline = Instant::now() + drain;
         while done < sent {
             match self.credit.1.recv_deadline(deadline) {
@@ -476,7 +492,7 @@ fn generate(
     credits: &Receiver<u64>,
     congested: &AtomicUsize,
     now: impl Fn() -> u64,
-) -> (u64, u64) {
+) -> (u64, u64, bool) {
     // The first flows' frames are made once; any beyond, per packet (memory stays bounded
     // whatever `flows` is).
     let flows = config.flows.max(1);
@@ -491,32 +507,45 @@ fn generate(
     let mut last_handle = 0;
     let (mut version, mut ingress) = (routes.version(), routes.lanes(0));
     let mut bursts = Bursts::default();
+    let stall = config.stall.as_nanos() as u64;
+    // When a packet last left, or the run began: the chain stalled once that is `stall` ago.
+    let mut left_at = now();
+    let mut stalled = false;
     loop {
-        done += credits.try_iter().sum::<u64>();
         let t = now();
+        let before = done;
+        done += credits.try_iter().sum::<u64>();
+        if done > before {
+            left_at = t;
+        }
         if t >= stop_at || config.packets.is_some_and(|n| made >= n) {
             break;
         }
+        // Waiting below for packets to leave, no longer than this.
+        let patience = (stop_at - t).min(left_at.saturating_add(stall).saturating_sub(t));
         // A full window, or a congested server, waits for packets to leave: blocking gives the
         // core to the servers. What waits in bursts goes first.
         let full = bursts.sent() - done >= config.window;
         if (full || congested.load(Ordering::Acquire) > 0) && bursts.flush(&ingress).is_err() {
             break;
         }
-        if bursts.sent() - done >= config.window {
-            pacer.hold(t);
-            match credits.recv_timeout(Duration::from_nanos(stop_at - t)) {
-                Ok(n) => done += n,
-                Err(_) => break,
+        let waiting = bursts.sent() - done >= config.window;
+        if waiting || congested.load(Ordering::Acquire) > 0 {
+            if patience == 0 {
+                stalled = true;
+                break;
             }
-            continue;
-        }
-        if congested.load(Ordering::Acquire) > 0 {
             pacer.hold(t);
-            // Looked at again every millisecond: a recovery may end with nothing in flight.
-            let wait = Duration::from_nanos((stop_at - t).min(1_000_000));
-            if let Ok(n) = credits.recv_timeout(wait) {
+            // Congested, looked at again every millisecond: a recovery may end with nothing
+            // in flight.
+            let wait = if waiting {
+                patience
+            } else {
+                patience.min(1_000_000)
+            };
+            if let Ok(n) = credits.recv_timeout(Duration::from_nanos(wait)) {
                 done += n;
+                left_at = now();
             }
             continue;
         }
@@ -561,7 +590,7 @@ fn generate(
         }
     }
     let _ = bursts.flush(&ingress);
-    (bursts.sent(), done)
+    (bursts.sent(), done, stalled)
 }
 
 /// When the generator's packets are due, and when their latencies start. Paced, one is due
@@ -671,5 +700,30 @@ mod tests {
         assert!(!flat_out.paced());
         assert_eq!(flat_out.next(4 * ms), Ok(4 * ms));
         assert_eq!(flat_out.next(late), Ok(late));
+    }
+
+    /// A chain that releases nothing while the generator's window is full stalled: the run
+    /// says so and stops its traffic, instead of waiting for the end of its duration (an hour
+    /// at most; here 2 s, and without the check the run lasts that long and reports no stall).
+    /// Server 0's inbox is never read.
+    #[test]
+    fn a_chain_that_releases_nothing_stalls_the_run_which_says_so() {
+        let (tx, _never_read) = crossbeam_channel::unbounded();
+        let routes = Routes::new(vec![tx]);
+        let config = RunConfig {
+            duration: Duration::from_secs(2),
+            window: 8,
+            stall: Duration::from_millis(50),
+            ..RunConfig::default()
+        };
+        let mut report = RunReport::default();
+        Harness::new().drive(&config, &routes, Duration::from_millis(10), &mut report);
+        assert_eq!(report.packets_sent, 8, "a window's worth");
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0].starts_with("the chain released nothing for 50ms while 8 packets"),
+            "{}",
+            report.violations[0]
+        );
     }
 }
