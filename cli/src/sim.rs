@@ -22,7 +22,9 @@ pub struct SimArgs {
     /// heartbeats, which get live servers replaced; each may take `=RATE`, 0 to 0.5, and
     /// without it loss and dup take 0.02, reorder and delay 0.05, heartbeat 0.3),
     /// crash (`=N`, 1 to 100, failure events of 1 to f servers each, default 2; an event that
-    /// would put more than f servers down waits for the recovery, so all N happen), or none.
+    /// would put more than f servers down waits for the recovery, so all N happen), cut (`=N`,
+    /// 1 to 100, default 2: a random server's frames to its successor are all lost for a tenth
+    /// to a half of the traffic's span while its heartbeats go on), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
     /// Requests per seed (each released request comes back as a reply), 1 to 1000000. A seed
@@ -65,6 +67,8 @@ struct Summary {
     packets_sent: u64,
     packets_released: u64,
     lost_in_network: u64,
+    /// Frames lost to link cuts (`cut=N`).
+    frames_cut: u64,
     dropped_by_middlebox: u64,
     retransmit_requests: u64,
     logs_resent: u64,
@@ -119,6 +123,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         packets_sent: 0,
         packets_released: 0,
         lost_in_network: 0,
+        frames_cut: 0,
         dropped_by_middlebox: 0,
         retransmit_requests: 0,
         logs_resent: 0,
@@ -148,6 +153,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         s.packets_sent += r.packets_sent;
         s.packets_released += r.packets_released;
         s.lost_in_network += r.lost_in_network;
+        s.frames_cut += r.frames_cut;
         s.dropped_by_middlebox += r.dropped_by_middlebox;
         s.retransmit_requests += r.retransmit_requests;
         s.logs_resent += r.logs_resent;

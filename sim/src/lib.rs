@@ -113,6 +113,9 @@ pub struct SimReport {
     pub dropped_by_middlebox: u64,
     pub lost_in_network: u64,
     pub frames_sent: u64,
+    /// Frames lost to link cuts ([`Faults::cuts`]), counted in `lost_in_network` too when they
+    /// carried a customer packet.
+    pub frames_cut: u64,
     pub retransmit_requests: u64,
     pub logs_resent: u64,
     pub max_held_frames: usize,
@@ -247,6 +250,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     // Faults only while traffic is offered; afterwards the chain must heal by itself.
     sim.net.faults_until(end);
     sim.schedule_failures(end);
+    sim.schedule_cuts(end);
     sim.run_to_quiet();
     if sim.report.recoveries > 0 && sim.report.violations.is_empty() {
         let before = sim.report.packets_released;
@@ -256,6 +260,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
     }
     sim.final_checks();
     sim.report.virtual_time_ns = sim.net.now();
+    sim.report.frames_cut = sim.net.frames_cut;
     sim.report
 }
 
@@ -278,6 +283,22 @@ impl<'a> Sim<'a> {
             self.net.schedule(t, Event::Inject(packet));
         }
         t
+    }
+
+    /// The configured link cuts, each while traffic is offered (before `traffic_end`): a random
+    /// server's frames to its successor are lost from a random time for a tenth to a half of
+    /// the traffic's span (drawn from a stream of the seed of their own, so that runs without
+    /// cuts are the runs they were).
+    fn schedule_cuts(&mut self, traffic_end: u64) {
+        let mut rng = Rng::new(self.config.seed ^ 0xc075_11c0_0000_0003);
+        let servers = self.ring.server_ids().count() as u64;
+        let span = traffic_end.max(10);
+        for _ in 0..self.config.faults.cuts {
+            let from = ServerId(rng.below(servers) as u16);
+            let start = rng.below(span);
+            let length = span / 10 + rng.below(span * 4 / 10);
+            self.net.cut(from, start, (start + length).min(traffic_end));
+        }
     }
 
     /// A fresh packet id: ids follow the order packets entered the chain.
@@ -607,7 +628,8 @@ impl<'a> Sim<'a> {
     /// new id, the same logs); the first delivery keeps the frame's id.
     fn send_one(&mut self, from: ServerId, to: Node, frame: SimFrame) {
         self.report.frames_sent += 1;
-        let delays = self.net.plan();
+        let next = to.0 == self.ring.next_server(from);
+        let delays = self.net.plan(from, next);
         if delays.is_empty() {
             if let Some(packet) = &frame.packet {
                 self.info(packet.handle).lost = true;

@@ -1,5 +1,5 @@
 //! The simulated network and clock: a time-ordered event queue, one timer per server, and the
-//! faults (loss, reordering, duplication, delay) drawn from the run's seed.
+//! faults (loss, reordering, duplication, delay, link cuts) drawn from the run's seed.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +25,11 @@ pub struct Faults {
     /// The probability that a heartbeat is lost: enough lost in a row make the orchestrator
     /// declare a live server failed and replace it.
     pub heartbeat_loss: f64,
+    /// Link cuts, each at a random time while traffic is offered: every frame a random server
+    /// sends its successor in the ring is lost for a tenth to a half of the traffic's span,
+    /// while its heartbeats go on (the orchestrator sees nothing wrong), as when a route or a
+    /// link of the data path fails alone ([`Network::cut`]).
+    pub cuts: u32,
 }
 
 impl Faults {
@@ -56,14 +61,18 @@ impl Faults {
             if item == "none" {
                 continue;
             }
-            if let Some(n) = item.strip_prefix("crash") {
-                f.crashes = match n.strip_prefix('=') {
+            let counted = [("crash", &mut f.crashes), ("cut", &mut f.cuts)];
+            if let Some((name, slot, n)) = counted
+                .into_iter()
+                .find_map(|(name, slot)| Some((name, slot, item.strip_prefix(name)?)))
+            {
+                *slot = match n.strip_prefix('=') {
                     None if n.is_empty() => 2,
                     Some(n) => n
                         .parse()
                         .ok()
                         .filter(|n| (1..=100).contains(n))
-                        .ok_or_else(|| format!("crash count must be in 1..=100 in {item:?}"))?,
+                        .ok_or_else(|| format!("{name} count must be in 1..=100 in {item:?}"))?,
                     None => return Err(format!("unknown fault {item:?}")),
                 };
                 continue;
@@ -86,7 +95,7 @@ impl Faults {
                 "heartbeat" => &mut f.heartbeat_loss,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: expected loss, reorder, dup, delay, crash, heartbeat or none"
+                        "unknown fault {other:?}: expected loss, reorder, dup, delay, crash, cut, heartbeat or none"
                     ))
                 }
             };
@@ -125,6 +134,9 @@ impl std::fmt::Display for Faults {
             .collect();
         if self.crashes > 0 {
             items.push(format!("crash={}", self.crashes));
+        }
+        if self.cuts > 0 {
+            items.push(format!("cut={}", self.cuts));
         }
         if items.is_empty() {
             out.write_str("none")
@@ -172,6 +184,10 @@ pub(crate) struct Network {
     seq: u64,
     queue: BTreeMap<(u64, u64), Event>,
     timers: BTreeMap<Node, u64>,
+    /// Links cut: (the server whose frames to its successor are lost, from, until).
+    cuts: Vec<(ServerId, u64, u64)>,
+    /// Frames lost to cuts.
+    pub(crate) frames_cut: u64,
 }
 
 impl Network {
@@ -184,7 +200,14 @@ impl Network {
             seq: 0,
             queue: BTreeMap::new(),
             timers: BTreeMap::new(),
+            cuts: Vec::new(),
+            frames_cut: 0,
         }
+    }
+
+    /// Every frame `from` sends its successor in the ring from `start` until `end` is lost.
+    pub(crate) fn cut(&mut self, from: ServerId, start: u64, end: u64) {
+        self.cuts.push((from, start, end));
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -226,10 +249,21 @@ impl Network {
         Some((at, event))
     }
 
-    /// The delays after which copies of a frame sent now arrive: none (lost), one, or two.
-    pub(crate) fn plan(&mut self) -> Vec<u64> {
+    /// The delays after which copies of a frame `from` sends now to `next` (its successor in
+    /// the ring, or not) arrive: none (lost), one, or two.
+    pub(crate) fn plan(&mut self, from: ServerId, next: bool) -> Vec<u64> {
         if self.now >= self.faults_until {
             return vec![HOP_NS];
+        }
+        let now = self.now;
+        if next
+            && self
+                .cuts
+                .iter()
+                .any(|&(s, a, b)| s == from && (a..b).contains(&now))
+        {
+            self.frames_cut += 1;
+            return Vec::new();
         }
         let f = self.faults;
         if self.rng.chance(f.loss) {
@@ -262,6 +296,8 @@ mod tests {
             "loss,reorder,dup,delay",
             "loss=0.1,crash=3,heartbeat",
             "reorder=0.5,dup=0.013,delay=0,crash",
+            "cut,loss",
+            "cut=7",
         ] {
             let faults = Faults::parse(list).unwrap();
             assert_eq!(Faults::parse(&faults.to_string()), Ok(faults), "{list}");
