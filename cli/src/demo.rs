@@ -132,13 +132,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 /// The demo's simulation section: `seeds` seeds with every fault; the seeds that failed.
 fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String>)>> {
     outln!(
-        "\n== deterministic simulation: {} seeds, frames lost, reordered, duplicated and delayed (2-5 % each), 3 crashes of up to f servers and lost heartbeats per seed",
+        "\n== deterministic simulation: {} seeds, frames lost, reordered, duplicated and delayed (2-5 % each), 3 crashes of up to f servers, lost heartbeats and 2 ring-link cuts (heartbeats going on) per seed",
         seeds
     );
-    let faults =
-        Faults::parse("loss,reorder,dup,delay,crash=3,heartbeat").map_err(anyhow::Error::msg)?;
+    let faults = Faults::parse("loss,reorder,dup,delay,crash=3,heartbeat,cut=2")
+        .map_err(anyhow::Error::msg)?;
     let (mut released, mut lost, mut requests, mut failed) = (0, 0, 0, Vec::new());
-    let mut recoveries = 0;
+    let (mut recoveries, mut cut) = (0, 0);
     for seed in 0..seeds {
         let r = ftc_sim::run(
             spec,
@@ -152,12 +152,13 @@ fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String
         lost += r.lost_in_network;
         requests += r.retransmit_requests;
         recoveries += r.recoveries;
+        cut += r.frames_cut;
         if !r.violations.is_empty() {
             failed.push((seed, r.violations));
         }
     }
     outln!(
-        "  {released} packets released, {lost} frames lost and recovered from by {requests} retransmission requests, {recoveries} recoveries"
+        "  {released} packets released, {lost} customer frames lost ({cut} frames on cut links) and recovered from by {requests} retransmission requests, {recoveries} recoveries"
     );
     outln!("  checked after every step: no packet leaves before its state is in f+1 stores, per-flow order,");
     outln!(
