@@ -158,7 +158,7 @@ fn simulate(spec: &ChainSpec, seeds: u64) -> anyhow::Result<Vec<(u64, Vec<String
         }
     }
     outln!(
-        "  {released} packets released, {lost} customer frames lost ({cut} frames on cut links) and recovered from by {requests} retransmission requests, {recoveries} recoveries"
+        "  {released} packets released; {lost} customer frames lost in the network and {cut} frames of every kind on cut links, recovered from by {requests} retransmission requests; {recoveries} recoveries"
     );
     outln!("  checked after every step: no packet leaves before its state is in f+1 stores, per-flow order,");
     outln!(
