@@ -464,48 +464,38 @@ mod tests {
 
     #[test]
     fn a_group_state_crosses_loopback_and_strangers_get_nothing() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
         let rejected = Rejected::default();
         let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                serve(
-                    &listener,
-                    &key(),
-                    3,
-                    &stop,
-                    |run, epoch, mb| {
-                        (run == 3 && epoch == 7 && mb == MbIndex(2)).then(|| big.clone())
-                    },
-                    |e| rejected.count(e),
-                )
-            });
-            let t = Duration::from_secs(5);
-            assert_eq!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap(), big);
-            // Not a member: closed without an answer.
-            assert!(matches!(
-                fetch(addr, &key(), 3, 7, 1, false, t),
-                Err(TransferError::Unexpected("nothing: closed"))
-            ));
-            // Another run: the fetcher asks nothing of a source whose challenge names another.
-            assert!(matches!(
-                fetch(addr, &key(), 4, 7, 2, false, t),
-                Err(TransferError::Unexpected("a challenge of another run"))
-            ));
-            // Another key: the fetcher refuses the challenge, and the source a request.
-            let stranger = Key::new(b"another secret").unwrap();
-            assert!(matches!(
-                fetch(addr, &stranger, 3, 7, 2, false, t),
-                Err(TransferError::Control(ControlError::BadTag))
-            ));
-            let (requester, nonce) = challenged(addr, 3);
-            write_message(&mut &requester, &fetch_group(3, nonce), &stranger).unwrap();
-            assert!(refused(&requester));
-            stop.store(true, Ordering::Release);
-            server.join().unwrap().unwrap();
-        });
+        let export =
+            |run, epoch, mb| (run == 3 && epoch == 7 && mb == MbIndex(2)).then(|| big.clone());
+        serving(
+            3,
+            export,
+            |e| rejected.count(e),
+            |addr| {
+                let t = Duration::from_secs(5);
+                assert_eq!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap(), big);
+                // Not a member: closed without an answer.
+                assert!(matches!(
+                    fetch(addr, &key(), 3, 7, 1, false, t),
+                    Err(TransferError::Unexpected("nothing: closed"))
+                ));
+                // Another run: the fetcher asks nothing of a source whose challenge names another.
+                assert!(matches!(
+                    fetch(addr, &key(), 4, 7, 2, false, t),
+                    Err(TransferError::Unexpected("a challenge of another run"))
+                ));
+                // Another key: the fetcher refuses the challenge, and the source a request.
+                let stranger = Key::new(b"another secret").unwrap();
+                assert!(matches!(
+                    fetch(addr, &stranger, 3, 7, 2, false, t),
+                    Err(TransferError::Control(ControlError::BadTag))
+                ));
+                let (requester, nonce) = challenged(addr, 3);
+                write_message(&mut &requester, &fetch_group(3, nonce), &stranger).unwrap();
+                assert!(refused(&requester));
+            },
+        );
         assert_eq!(rejected.all(), [ControlError::BadTag.to_string()]);
     }
 
@@ -515,48 +505,44 @@ mod tests {
     /// at each replay, on a live node's data-path thread).
     #[test]
     fn a_request_replayed_on_another_connection_is_refused_and_exports_nothing() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
         let exports = AtomicUsize::new(0);
         let rejected = Rejected::default();
         let state: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                let export = |_, _, _| {
-                    exports.fetch_add(1, Ordering::Relaxed);
-                    Some(&state)
-                };
-                serve(&listener, &key(), 3, &stop, export, |e| rejected.count(e))
-            });
-            let _stopping = Stopping(&stop);
-            let (requester, nonce) = challenged(addr, 3);
-            let recorded = crate::control::encode(&fetch_group(3, nonce), &key());
-            std::io::Write::write_all(&mut &requester, &recorded).unwrap();
-            assert!(answered(&requester, 3) == state);
-            assert_eq!(exports.load(Ordering::Relaxed), 1);
-            for _ in 0..3 {
-                // Whether the replayer reads its own challenge or not.
-                let (replayer, _) = challenged(addr, 3);
-                std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
-                assert!(refused(&replayer));
-                let replayer = TcpStream::connect(addr).unwrap();
-                std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
-                replayer
-                    .set_read_timeout(Some(Duration::from_secs(60)))
-                    .unwrap();
-                let challenge = read_message(&mut &replayer, &key(), CONTROL_MAX_BODY);
-                assert!(matches!(challenge, Ok(Message::TransferChallenge { .. })));
-                assert!(refused(&replayer));
-            }
-            assert_eq!(exports.load(Ordering::Relaxed), 1);
-            // A fetch of its own is answered, as before.
-            let t = Duration::from_secs(5);
-            assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
-            assert_eq!(exports.load(Ordering::Relaxed), 2);
-            stop.store(true, Ordering::Release);
-            server.join().unwrap().unwrap();
-        });
+        let export = |_, _, _| {
+            exports.fetch_add(1, Ordering::Relaxed);
+            Some(&state)
+        };
+        serving(
+            3,
+            export,
+            |e| rejected.count(e),
+            |addr| {
+                let (requester, nonce) = challenged(addr, 3);
+                let recorded = crate::control::encode(&fetch_group(3, nonce), &key());
+                std::io::Write::write_all(&mut &requester, &recorded).unwrap();
+                assert!(answered(&requester, 3) == state);
+                assert_eq!(exports.load(Ordering::Relaxed), 1);
+                for _ in 0..3 {
+                    // Whether the replayer reads its own challenge or not.
+                    let (replayer, _) = challenged(addr, 3);
+                    std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
+                    assert!(refused(&replayer));
+                    let replayer = TcpStream::connect(addr).unwrap();
+                    std::io::Write::write_all(&mut &replayer, &recorded).unwrap();
+                    replayer
+                        .set_read_timeout(Some(Duration::from_secs(60)))
+                        .unwrap();
+                    let challenge = read_message(&mut &replayer, &key(), CONTROL_MAX_BODY);
+                    assert!(matches!(challenge, Ok(Message::TransferChallenge { .. })));
+                    assert!(refused(&replayer));
+                }
+                assert_eq!(exports.load(Ordering::Relaxed), 1);
+                // A fetch of its own is answered, as before.
+                let t = Duration::from_secs(5);
+                assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
+                assert_eq!(exports.load(Ordering::Relaxed), 2);
+            },
+        );
         assert_eq!(
             rejected.all(),
             vec![ControlError::NotChallenged.to_string(); 6]
@@ -571,6 +557,27 @@ mod tests {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Release);
         }
+    }
+
+    /// Serves the transfers of the run `run` on a loopback port, with `export` and `rejected`,
+    /// while `body` runs with its address; then serving stops, and must end without error. A
+    /// `body` that fails stops it too.
+    fn serving<S: AsRef<[u8]> + Send + Sync>(
+        run: u64,
+        export: impl Fn(u64, u32, MbIndex) -> Option<S> + Send + Sync,
+        rejected: impl Fn(&ControlError) + Send + Sync,
+        body: impl FnOnce(SocketAddr),
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve(&listener, &key(), run, &stop, export, rejected));
+            let stopping = Stopping(&stop);
+            body(addr);
+            drop(stopping);
+            server.join().unwrap().unwrap();
+        });
     }
 
     /// Held by the tests that serve many transfers at once, or count the threads serving them.
@@ -719,91 +726,83 @@ mod tests {
     #[test]
     fn concurrent_fetches_of_one_group_share_one_export_kept_while_sent() {
         let _many = many_transfers();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
         let exports = AtomicUsize::new(0);
         // Far more than loopback's socket buffers take unread: a transfer whose requester does
         // not read stays under way, and holds its copy.
         let state: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                let export = |run: u64, epoch: u32, mb: MbIndex| {
-                    exports.fetch_add(1, Ordering::Relaxed);
-                    ((run, epoch, mb) == (3, 7, MbIndex(2))).then_some(&state)
-                };
-                serve(&listener, &key(), 3, &stop, export, |_| {})
-            });
-            let _stopping = Stopping(&stop);
-            // Each asks once the one before has its first bytes, and nobody reads further
-            // before all have theirs: the transfers overlap, whatever the machine's pace.
-            let requesters: Vec<_> = (0..4)
-                .map(|_| {
-                    let requester = request(addr, 3);
-                    assert_eq!(requester.peek(&mut [0; 1]).unwrap(), 1);
-                    requester
-                })
-                .collect();
-            for requester in &requesters {
-                assert!(answered(requester, 3) == state);
-            }
-            assert_eq!(exports.load(Ordering::Relaxed), 1);
-            // The copy went with the last transfer of it: a fetch now exports again.
-            let t = Duration::from_secs(5);
-            assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
-            assert_eq!(exports.load(Ordering::Relaxed), 2);
-            stop.store(true, Ordering::Release);
-            server.join().unwrap().unwrap();
-        });
+        let export = |run: u64, epoch: u32, mb: MbIndex| {
+            exports.fetch_add(1, Ordering::Relaxed);
+            ((run, epoch, mb) == (3, 7, MbIndex(2))).then_some(&state)
+        };
+        serving(
+            3,
+            export,
+            |_| {},
+            |addr| {
+                // Each asks once the one before has its first bytes, and nobody reads further
+                // before all have theirs: the transfers overlap, whatever the machine's pace.
+                let requesters: Vec<_> = (0..4)
+                    .map(|_| {
+                        let requester = request(addr, 3);
+                        assert_eq!(requester.peek(&mut [0; 1]).unwrap(), 1);
+                        requester
+                    })
+                    .collect();
+                for requester in &requesters {
+                    assert!(answered(requester, 3) == state);
+                }
+                assert_eq!(exports.load(Ordering::Relaxed), 1);
+                // The copy went with the last transfer of it: a fetch now exports again.
+                let t = Duration::from_secs(5);
+                assert!(fetch(addr, &key(), 3, 7, 2, false, t).unwrap() == state);
+                assert_eq!(exports.load(Ordering::Relaxed), 2);
+            },
+        );
     }
 
     #[test]
     fn verified_requests_past_the_cap_are_closed_unanswered_and_those_within_answered() {
         let _many = many_transfers();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
         let exports = AtomicUsize::new(0);
         let state = vec![7; 1000];
         let cap = MAX_TRANSFERS as u64;
         // The exports of runs below the cap say so, and wait until `open` is dropped.
         let (open, gate) = crossbeam_channel::bounded::<()>(0);
         let (exporting, exported) = crossbeam_channel::unbounded();
-        std::thread::scope(|s| {
-            let server = s.spawn(|| {
-                let export = |run: u64, _: u32, _: MbIndex| {
-                    exports.fetch_add(1, Ordering::Relaxed);
-                    if run < cap {
-                        exporting.send(run).unwrap();
-                        let _ = gate.recv();
-                    }
-                    Some(&state)
-                };
-                serve(&listener, &key(), cap + 1, &stop, export, |_| {})
-            });
-            let _stopping = Stopping(&stop);
-            // Each of another run: no two share a copy, each holds a place.
-            let within: Vec<_> = (0..cap)
-                .map(|run| {
-                    let requester = request(addr, run);
-                    exported.recv_timeout(Duration::from_secs(60)).unwrap();
-                    (run, requester)
-                })
-                .collect();
-            let past = request(addr, cap);
-            assert!(refused(&past));
-            drop(open);
-            for (run, requester) in &within {
-                assert_eq!(answered(requester, *run), state);
+        let export = |run: u64, _: u32, _: MbIndex| {
+            exports.fetch_add(1, Ordering::Relaxed);
+            if run < cap {
+                exporting.send(run).unwrap();
+                let _ = gate.recv();
             }
-            // Places given back are taken again.
-            let t = Duration::from_secs(5);
-            assert_eq!(fetch(addr, &key(), cap + 1, 7, 2, false, t).unwrap(), state);
-            // The request past the cap was not exported.
-            assert_eq!(exports.load(Ordering::Relaxed), MAX_TRANSFERS + 1);
-            stop.store(true, Ordering::Release);
-            server.join().unwrap().unwrap();
-        });
+            Some(&state)
+        };
+        serving(
+            cap + 1,
+            export,
+            |_| {},
+            |addr| {
+                // Each of another run: no two share a copy, each holds a place.
+                let within: Vec<_> = (0..cap)
+                    .map(|run| {
+                        let requester = request(addr, run);
+                        exported.recv_timeout(Duration::from_secs(60)).unwrap();
+                        (run, requester)
+                    })
+                    .collect();
+                let past = request(addr, cap);
+                assert!(refused(&past));
+                drop(open);
+                for (run, requester) in &within {
+                    assert_eq!(answered(requester, *run), state);
+                }
+                // Places given back are taken again.
+                let t = Duration::from_secs(5);
+                assert_eq!(fetch(addr, &key(), cap + 1, 7, 2, false, t).unwrap(), state);
+                // The request past the cap was not exported.
+                assert_eq!(exports.load(Ordering::Relaxed), MAX_TRANSFERS + 1);
+            },
+        );
     }
 
     /// A fetch from a source that answers `answer(frame)` for the frame of a 1 MB state.
