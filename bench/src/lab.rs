@@ -339,6 +339,7 @@ impl LabBench<'_> {
                 },
                 misses: 3,
                 ring_loss: 0.0,
+                stats_every: None,
                 edges: Some(EdgeKind::Xdp),
                 peers: None,
                 reports_to_stderr: true,

@@ -143,6 +143,10 @@ pub struct NodeArgs {
     /// probability P (`ftc node --ring-loss`); the chain repairs the loss.
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     ring_loss: f64,
+    /// Every node logs a line of what its server did every SECS seconds, 0.1 to 3600
+    /// (`ftc node --stats-every`).
+    #[arg(long, value_name = "SECS")]
+    stats_every: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -608,6 +612,10 @@ fn in_lab(
         anyhow::bail!("--misses must be between 1 and 1000");
     }
     RingLoss::check(nodes.ring_loss).context("--ring-loss")?;
+    let stats_every = nodes
+        .stats_every
+        .map(crate::node::stats_period)
+        .transpose()?;
     // What the orchestrator and the nodes would find out, and the lab only after a timeout.
     Shape::of(&spec, mode)?;
     if mode == Mode::Ftc {
@@ -656,6 +664,7 @@ fn in_lab(
         heartbeat_ms: nodes.heartbeat_ms,
         misses: nodes.misses,
         ring_loss: nodes.ring_loss,
+        stats_every,
         edges: Some(edges),
         peers: None,
         reports_to_stderr: false,

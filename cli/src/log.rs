@@ -1,10 +1,13 @@
 //! Log lines on stderr: a minimal `tracing` subscriber (events only, no spans) for the
 //! processes of a chain, each line tagged with the process's role and pid. `FTC_LOG` sets the
-//! most verbose level shown (`error`, `warn`, `info`, `debug`, `trace`; default `warn`).
+//! most verbose level shown (`error`, `warn`, `info`, `debug`, `trace`; default `warn`). A
+//! node's stats lines, logged only when asked for (`ftc node --stats-every`), show whatever it
+//! says.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use ftc_orchestrator::process::tally::STATS_TARGET;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -32,11 +35,13 @@ impl Visit for Line {
 
 impl Subscriber for Stderr {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        *metadata.level() <= self.max
+        *metadata.level() <= self.max || metadata.target() == STATS_TARGET
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::from_level(self.max))
+        // Stats lines are at `info`.
+        let max = self.max.max(Level::INFO);
+        Some(tracing::level_filters::LevelFilter::from_level(max))
     }
 
     fn new_span(&self, _: &Attributes<'_>) -> Id {

@@ -93,6 +93,20 @@ pub struct NodeArgs {
     /// NF only: refused with --mode ftmb or ftmb-snapshot.
     #[arg(long, value_name = "DIR")]
     observe: Option<PathBuf>,
+    /// Log a line every SECS seconds (0.1 to 3600) of what the server did since the last one:
+    /// frames, transactions, customer packets admitted (server 0) and released (the last
+    /// server, with their mean hold), logs applied, packets lost, bad frames, retransmission
+    /// requests; and what it holds now. Shown whatever FTC_LOG says.
+    #[arg(long, value_name = "SECS")]
+    stats_every: Option<f64>,
+}
+
+/// The period of `--stats-every SECS`.
+pub fn stats_period(secs: f64) -> anyhow::Result<Duration> {
+    if !(0.1..=3600.0).contains(&secs) {
+        anyhow::bail!("--stats-every must be between 0.1 and 3600 seconds, not {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// `POSITION=IFACE` of `--link`.
@@ -126,6 +140,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     RingLoss::check(args.ring_loss).context("--ring-loss")?;
+    let stats_every = args.stats_every.map(stats_period).transpose()?;
     let queues = args.customer.edge_queues.max(args.link_queues);
     let first = args.customer.xdp_queue;
     if first.checked_add(queues - 1).is_none() {
@@ -218,6 +233,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         },
         observe: args.observe.clone(),
         ftmb,
+        stats_every,
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)

@@ -64,6 +64,10 @@ pub struct OrchestratorArgs {
     /// replicas, so a failure stops the orchestrator).
     #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
     mode: ModeArg,
+    /// The replacements `--launch local` starts log a line of what their server did every SECS
+    /// seconds, 0.1 to 3600 (`ftc node --stats-every`; a command launcher passes its own).
+    #[arg(long, value_name = "SECS")]
+    stats_every: Option<f64>,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +118,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         xdp: args.customer.xdp(),
         last: shape.exit.0,
         observe: None,
+        stats_every: args
+            .stats_every
+            .map(crate::node::stats_period)
+            .transpose()?,
     };
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,

@@ -13,7 +13,7 @@ use ftc_node::xdp::{XdpConfig, XdpPort};
 use ftc_orchestrator::control::{decode, Message, CONTROL_MAX_BODY};
 use ftc_orchestrator::process::read_secret;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{spec, two_lanes, Temp};
@@ -724,6 +724,106 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
     .unwrap();
 }
 
+/// A chain's UDP ends on the loopback: a free address for server 0's `--ingress`, and a socket
+/// (reading with a short timeout) at the last server's `--egress`, with its address.
+fn udp_ends() -> (String, UdpSocket, String) {
+    let ingress = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let egress = sink.local_addr().unwrap().to_string();
+    (ingress, sink, egress)
+}
+
+/// Sends TCP SYNs of 50 client ports into `ingress` until `n` frames came out at `sink` (within
+/// 20 s); those frames.
+fn syns_through(ingress: &str, sink: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0u16;
+    while got.len() < n && Instant::now() < deadline {
+        // Until the chain is deployed, frames are lost in the ingress socket's absence.
+        let frame = syn(CLIENT, 40_000 + sent % 50, SERVER, 80, false);
+        client.send_to(&frame, ingress).unwrap();
+        sent = sent.wrapping_add(1);
+        let mut buf = [0; 2048];
+        while let Ok(n) = sink.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert!(
+        got.len() >= n,
+        "{} frames left the chain of {sent}",
+        got.len()
+    );
+    got
+}
+
+/// `ftc node --stats-every`: an FTC Ch-Rec of two lanes per server, customer frames in and out
+/// over UDP; server 0's and the last server's lines (shown without FTC_LOG) count the frames
+/// admitted and released, summed over both lanes, and bad values are refused.
+#[test]
+fn nodes_log_stats_lines_when_asked() {
+    let _turn = turn();
+    let secret = Temp::new("stats-secret", "stats test secret\n");
+    let spec = two_lanes("stats-ch-rec-2-lanes.toml");
+    let (orchestrator, addr, _log) = orchestrator(&spec.arg(), &secret, &[], Stdio::null());
+    let mut procs = Procs(vec![orchestrator]);
+    let (ingress, sink, egress) = udp_ends();
+    let logs = [0, 2].map(|i| Temp::new(&format!("stats-node-{i}.log"), ""));
+    for i in 0..3 {
+        let mut node = node(&addr, i, &secret);
+        node.args(["--stats-every", "0.2"]).env_remove("FTC_LOG");
+        match i {
+            0 => node.args(["--ingress", &ingress]),
+            2 => node.args(["--egress", &egress]),
+            _ => &mut node,
+        };
+        if let Some(log) = logs.get(usize::from(i / 2)).filter(|_| i != 1) {
+            node.stderr(std::fs::File::create(&log.0).unwrap());
+        }
+        procs.0.push(node.arg(spec.arg()).spawn().unwrap());
+    }
+    syns_through(&ingress, &sink, 100);
+    // Two more lines each: one at least covers traffic whole.
+    std::thread::sleep(Duration::from_millis(500));
+    procs.0[0].kill().unwrap();
+    nodes_exit(&mut procs);
+    for (log, (part, other)) in logs
+        .iter()
+        .zip([("admitted", "released"), ("released", "admitted")])
+    {
+        let text = std::fs::read_to_string(&log.0).unwrap();
+        let rates: Vec<f64> = text
+            .lines()
+            .filter(|l| l.contains(": over 0."))
+            .filter_map(|l| l.split(&format!(", {part} ")).nth(1))
+            .map(|r| r.split("/s").next().unwrap().parse().unwrap())
+            .collect();
+        assert!(rates.len() >= 2, "{text}");
+        assert!(rates.iter().any(|&r| r > 0.0), "{text}");
+        assert!(!text.contains(&format!(", {other} ")), "{text}");
+        assert!(text.contains("lost 0, bad frames 0"), "{text}");
+    }
+    let out = ftc()
+        .args(["node", "--orchestrator", "127.0.0.1:1", "--position", "0"])
+        .args(["--secret-file", &secret.arg(), "--stats-every", "0.05"])
+        .arg(spec.arg())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--stats-every must be between 0.1 and 3600 seconds, not 0.05"),
+        "{stderr}"
+    );
+}
+
 /// The FTMB baseline as processes (issue 6): `ftc orchestrator --mode ftmb` deploys two nodes
 /// per middlebox of Ch-Rec (loggers at even positions, masters at odd ones), customer frames
 /// enter at the first logger and leave at the last one over UDP, NAT-rewritten, each after its
@@ -732,26 +832,13 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
 /// master runs two lanes, and the Monitor's master's exit summary shows both at work.
 #[test]
 fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator() {
-    use std::net::UdpSocket;
-
     let _turn = turn();
     let secret = Temp::new("ftmb-secret", "ftmb test secret\n");
     let spec = two_lanes("ftmb-ch-rec-2-lanes.toml");
     let (orchestrator, addr, log) =
         orchestrator(&spec.arg(), &secret, &["--mode", "ftmb"], Stdio::inherit());
     let mut procs = Procs(vec![orchestrator]);
-    let free = || {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
-    let ingress = free();
-    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sink.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let egress = sink.local_addr().unwrap().to_string();
+    let (ingress, sink, egress) = udp_ends();
     // The Monitor's master (position 3) logs its exit summary here.
     let summary = Temp::new("ftmb-m1-master.log", "");
     for i in 0..6 {
@@ -767,25 +854,7 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
         };
         procs.0.push(node.arg(spec.arg()).spawn().unwrap());
     }
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut sent = 0u16;
-    while got.len() < 50 && Instant::now() < deadline {
-        // Until the chain is deployed, frames are lost in the ingress socket's absence.
-        let frame = syn(CLIENT, 40_000 + sent % 50, SERVER, 80, false);
-        client.send_to(&frame, &ingress).unwrap();
-        sent += 1;
-        let mut buf = [0; 2048];
-        while let Ok(n) = sink.recv(&mut buf) {
-            got.push(buf[..n].to_vec());
-        }
-    }
-    assert!(
-        got.len() >= 50,
-        "{} frames left the chain of {sent}",
-        got.len()
-    );
+    let got = syns_through(&ingress, &sink, 50);
     for frame in &got {
         let (src, _, dst, dport) = tcp_checked(frame);
         assert_eq!((src, dst, dport), (PUBLIC, SERVER, 80), "NAT-rewritten");

@@ -49,6 +49,8 @@ pub struct RunConfig {
     /// Failure injection: the chance of each frame between servers to be dropped on arrival
     /// (`ftc node --ring-loss`; 0: none).
     pub ring_loss: f64,
+    /// Every node logs a stats line this often (`ftc node --stats-every`).
+    pub stats_every: Option<Duration>,
     /// Give server 0 and the last server their edges (`--edge-in`, `--edge-out`) on sockets of
     /// this kind.
     pub edges: Option<EdgeKind>,
@@ -105,6 +107,9 @@ impl RunConfig {
         }
         if self.ring_loss > 0.0 {
             words.extend(["--ring-loss".to_string(), self.ring_loss.to_string()]);
+        }
+        if let Some(every) = self.stats_every {
+            words.extend(["--stats-every".to_string(), every.as_secs_f64().to_string()]);
         }
         if self.mode != Mode::Ftc {
             words.extend(["--mode".to_string(), self.mode.name().to_string()]);
@@ -703,6 +708,7 @@ mod tests {
             heartbeat_ms: 50.0,
             misses: 3,
             ring_loss: 0.0,
+            stats_every: None,
             edges: None,
             peers: None,
             reports_to_stderr: false,
@@ -775,6 +781,13 @@ mod tests {
         assert_eq!(
             words(&config, 1),
             node("ftcl1-s1", "1", "10.77.3.11:0", &["--ring-loss", "0.01"])
+        );
+        // So do stats lines.
+        config.ring_loss = 0.0;
+        config.stats_every = Some(Duration::from_millis(500));
+        assert_eq!(
+            words(&config, 1),
+            node("ftcl1-s1", "1", "10.77.3.11:0", &["--stats-every", "0.5"])
         );
     }
 

@@ -10,6 +10,8 @@ use ftc_node::server::{port_of, ExportParts};
 use ftc_node::{Frame, Output, Packet, Server};
 use ftc_stm::Store;
 
+use super::tally::Tally;
+
 /// What a lane's thread runs: a lane of an FTC (or NF) server, or of an FTMB master. What only
 /// FTC does (recovery, news between lanes) does nothing by default.
 pub trait Lane: Send {
@@ -28,6 +30,10 @@ pub trait Lane: Send {
     }
     /// What the lane counted, for the node's last log line.
     fn summary(&mut self) -> String;
+    /// What the lane counted, for the node's stats lines (`ftc node --stats-every`).
+    fn tally(&self) -> Tally {
+        Tally::default()
+    }
     /// The replica stores the lanes share (with `--observe`, the node records them).
     fn replicas(&self) -> Vec<(MbIndex, Arc<Store>)> {
         Vec::new()
@@ -100,6 +106,10 @@ impl Lane for Server<'_, u32> {
         super::serving::ftc_summary(self)
     }
 
+    fn tally(&self) -> Tally {
+        Tally::of_server(self)
+    }
+
     fn replicas(&self) -> Vec<(MbIndex, Arc<Store>)> {
         self.replica_stores()
     }
@@ -142,6 +152,10 @@ impl Lane for Station<'_, u32> {
 
     fn summary(&mut self) -> String {
         super::serving::ftmb_summary(self)
+    }
+
+    fn tally(&self) -> Tally {
+        Tally::of_station(self)
     }
 
     fn recycle(&mut self, msg: Vec<u8>) -> Option<Vec<u8>> {

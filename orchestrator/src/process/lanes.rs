@@ -40,6 +40,7 @@ use super::lane::Lane;
 use super::loss::RingLoss;
 use super::node::{customer_packet, handled, hop_of, keep, tell_retain_full};
 use super::poll::{readable, wait_for, wait_readable};
+use super::tally::Tally;
 
 /// What reaches a lane.
 #[derive(Debug)]
@@ -67,6 +68,7 @@ enum ToLane {
         done: Sender<()>,
     },
     Summary(Sender<String>),
+    Tally(Sender<Tally>),
     Stop,
 }
 
@@ -388,6 +390,12 @@ impl<'h> Lanes<'h> {
             .join("; ")
     }
 
+    /// What the lanes counted, summed (only those that answered within [`ANSWER`]).
+    pub fn tally(&self) -> Tally {
+        let lanes = self.ask_all(ToLane::Tally);
+        lanes.into_iter().fold(Tally::default(), Tally::plus)
+    }
+
     /// Sends every lane the request `ask` makes of a reply channel; their answers, in lane
     /// order (only those before the first lane that did not answer within [`ANSWER`]).
     fn ask_all<T>(&self, ask: impl Fn(Sender<T>) -> ToLane) -> Vec<T> {
@@ -587,6 +595,9 @@ impl LaneThread {
                     summary += &format!(", handed to other lanes {}", self.handed);
                 }
                 let _ = reply.send(summary);
+            }
+            ToLane::Tally(reply) => {
+                let _ = reply.send(server.tally());
             }
             ToLane::Stop => return true,
         }

@@ -159,6 +159,8 @@ pub struct NodeArgs {
     pub last: u16,
     /// `--observe DIR` for every node (an output-commit check across processes).
     pub observe: Option<PathBuf>,
+    /// `--stats-every` for every node: it logs a stats line this often.
+    pub stats_every: Option<Duration>,
 }
 
 impl NodeArgs {
@@ -185,6 +187,7 @@ impl NodeArgs {
             xdp: XdpConfig::default(),
             last,
             observe: None,
+            stats_every: None,
         }
     }
 
@@ -204,6 +207,9 @@ impl NodeArgs {
         args.extend(self.customer_args(position));
         if let Some(dir) = &self.observe {
             args.extend(["--observe".to_string(), dir.display().to_string()]);
+        }
+        if let Some(every) = self.stats_every {
+            args.extend(["--stats-every".to_string(), every.as_secs_f64().to_string()]);
         }
         args.push(self.spec.display().to_string());
         args
@@ -541,6 +547,7 @@ mod tests {
             xdp: XdpConfig::default(),
             last: 2,
             observe: None,
+            stats_every: None,
         }
     }
 
@@ -618,6 +625,16 @@ mod tests {
             .any(|x| x == "--ingress" || x == "--egress" || x.starts_with("--edge")));
         assert!(a.node_args(0).iter().any(|x| x == "--ingress"));
         assert!(a.node_args(2).iter().any(|x| x == "--egress"));
+        assert!(!one.iter().any(|x| x == "--stats-every"));
+        let stats = NodeArgs {
+            stats_every: Some(Duration::from_millis(2500)),
+            ..args()
+        };
+        let one = stats.node_args(1);
+        assert!(
+            one.windows(2).any(|w| w == ["--stats-every", "2.5"]),
+            "{one:?}"
+        );
     }
 
     #[test]

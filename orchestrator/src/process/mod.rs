@@ -23,6 +23,7 @@ pub mod recent;
 pub mod room;
 pub mod serving;
 pub mod shape;
+pub mod tally;
 
 use std::io::Read;
 use std::marker::PhantomData;

@@ -80,6 +80,7 @@ use super::poll::{readable, wait_for, wait_readable};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
+use super::tally::{StatsLine, STATS_TARGET};
 use crate::admission::FIRST_FRAME;
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
@@ -147,6 +148,8 @@ pub struct NodeConfig {
     pub observe: Option<PathBuf>,
     /// The FTMB baselines' settings (with `server.mode` FTMB or FTMB+snapshot).
     pub ftmb: FtmbConfig,
+    /// Log a line of what the server counted this often ([`StatsLine`]); `None`: never.
+    pub stats_every: Option<Duration>,
 }
 
 /// Why a node stopped other than by the orchestrator's `Stop`.
@@ -518,6 +521,9 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             fetched: Fetched::default(),
             recorder,
             unsent: Unsent::default(),
+            stats: config
+                .stats_every
+                .map(|every| StatsLine::new(every, pulse.now())),
         };
         // However the node's loop ends (a panic included), its heartbeats and control reader
         // end with it: a node whose data path is gone must not look alive.
@@ -740,6 +746,8 @@ struct Node<'a, 'h> {
     recorder: Option<Recorder>,
     /// Frames and released packets this thread could not send, for its last log line.
     unsent: Unsent,
+    /// With `--stats-every`: when the next stats line is due, and what the last one counted.
+    stats: Option<StatsLine>,
 }
 
 /// What a node's thread could not send (the counters below the transports count the rest:
@@ -782,7 +790,12 @@ impl<'a, 'h> Node<'a, 'h> {
             // own links wakes nobody): look again soon.
             let accepting = server.is_some_and(|s| !s.congested());
             let soon = unsent || matches!(server, Some(Serving::Lanes(_))) && !accepting;
-            let timeout = wait_for(self.now(), server.and_then(Serving::poll_timeout), soon);
+            let at = server.and_then(Serving::poll_timeout);
+            let at = at
+                .into_iter()
+                .chain(self.stats.as_ref().map(StatsLine::due))
+                .min();
+            let timeout = wait_for(self.now(), at, soon);
             polls.clear();
             polls.push(readable(Some(waker.as_fd())));
             polls.push(readable(server.map(|_| self.transport.as_fd())));
@@ -807,6 +820,11 @@ impl<'a, 'h> Node<'a, 'h> {
             let t = self.now();
             let at = self.server.as_ref().map_or(t, |s| s.pulse(t, self.idle));
             self.pulse.beat(at);
+            if let Some(stats) = self.stats.as_mut().filter(|s| s.due() <= t) {
+                let tally = self.server.as_ref().map(Serving::tally);
+                let line = stats.line(t, tally);
+                tracing::info!(target: STATS_TARGET, "{}: {line}", self.me);
+            }
             // A server that failed drops everything from then on, while the heartbeats (from
             // threads of their own) would keep it in the chain: it leaves, and is replaced.
             if let Some(why) = self.server.as_ref().and_then(Serving::error) {

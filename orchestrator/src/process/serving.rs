@@ -17,6 +17,7 @@ use super::edges::Edges;
 use super::lane::Lane;
 use super::lanes::{Lanes, OwnLinks, OwnSockets};
 use super::loss::RingLoss;
+use super::tally::Tally;
 
 /// A node's server.
 #[derive(Debug)]
@@ -275,6 +276,16 @@ impl<'h> Serving<'h> {
             Serving::Ftc(s) => s.export_group_bytes(group),
             Serving::Lanes(l) => l.export_group_bytes(group),
             Serving::Ftmb(_) => None,
+        }
+    }
+
+    /// What the server counted so far, and holds now, summed over its lanes (for the node's
+    /// stats lines).
+    pub fn tally(&self) -> Tally {
+        match self {
+            Serving::Ftc(s) => Tally::of_server(s),
+            Serving::Lanes(l) => l.tally(),
+            Serving::Ftmb(s) => Tally::of_station(s),
         }
     }
 

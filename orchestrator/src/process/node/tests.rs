@@ -44,6 +44,7 @@ fn config(orchestrator: SocketAddr) -> NodeConfig {
         server: ServerConfig::default(),
         observe: None,
         ftmb: FtmbConfig::default(),
+        stats_every: None,
     }
 }
 
