@@ -192,6 +192,10 @@ pub struct FirewallConfig {
     /// Let inbound packets of connections opened outbound pass whatever the rules say.
     #[serde(default)]
     pub allow_established: bool,
+    /// What happens to frames that are not IPv4 (ARP, IPv6, …), which no rule can match;
+    /// `None` (the key left out): as `default` says.
+    #[serde(default)]
+    pub non_ipv4: Option<Action>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -310,7 +314,12 @@ const KINDS: &[(&str, &[Key])] = &[
     ("gen", &[opt("state_size")]),
     (
         "firewall",
-        &[opt("rules"), opt("default"), opt("allow_established")],
+        &[
+            opt("rules"),
+            opt("default"),
+            opt("allow_established"),
+            opt("non_ipv4"),
+        ],
     ),
     (
         "load-balancer",

@@ -3,7 +3,7 @@
 
 use ftc_stm::{Abort, Store, Txn};
 
-use super::packet::{proto, FlowKey, Ipv4Packet};
+use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed};
 use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
 use crate::spec::{Action, FirewallConfig, PortRange, Proto, Rule};
 
@@ -17,12 +17,23 @@ const TAG_CONN: u8 = 1;
 /// With it, an allowed outbound TCP, UDP or ICMP echo request records its 5-tuple (written once,
 /// so a connection's later packets are read-only transactions), and an inbound packet the rules
 /// deny passes when its reverse 5-tuple was recorded (a TCP/UDP reply, an echo reply).
-/// Recorded connections never expire. Non-IPv4 frames pass (this is an IPv4 firewall).
+/// Recorded connections never expire. Frames that are not IPv4 (ARP, IPv6, …) match no rule:
+/// `non_ipv4` decides, `default` when the spec does not say (a firewall that denies by default
+/// lets no IPv6 around its rules); they touch no state.
 #[derive(Debug, Clone)]
 pub struct Firewall {
     rules: Vec<Rule>,
     default: Action,
     allow_established: bool,
+    non_ipv4: Action,
+}
+
+/// What `action` does to a frame.
+fn verdict(action: Action) -> Verdict {
+    match action {
+        Action::Allow => Verdict::Forward,
+        Action::Deny => Verdict::Drop,
+    }
 }
 
 fn conn_key(outbound: &FlowKey) -> [u8; 1 + FlowKey::LEN] {
@@ -60,6 +71,7 @@ impl Firewall {
             rules: config.rules.clone(),
             default: config.default,
             allow_established: config.allow_established,
+            non_ipv4: config.non_ipv4.unwrap_or(config.default),
         }
     }
 
@@ -110,17 +122,15 @@ impl Middlebox for Firewall {
         frame: &mut Frame<'_>,
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
-        let p = match super::ipv4_or(frame.bytes()) {
-            Ok(p) => p,
-            Err(verdict) => return Ok(verdict),
+        let p = match parse(frame.bytes()) {
+            Parsed::Ipv4(p) => p,
+            Parsed::NotIpv4 => return Ok(verdict(self.non_ipv4)),
+            Parsed::Malformed => return Ok(Verdict::Drop),
         };
         if self.allow_established {
             return self.stateful(tx, &p, ctx);
         }
-        Ok(match self.decide(p.flow()) {
-            Action::Allow => Verdict::Forward,
-            Action::Deny => Verdict::Drop,
-        })
+        Ok(verdict(self.decide(p.flow())))
     }
 }
 
@@ -159,6 +169,7 @@ mod tests {
             ],
             default,
             allow_established,
+            non_ipv4: None,
         })
     }
 
@@ -179,6 +190,7 @@ mod tests {
             (udp_frame(CLIENT, 1, SERVER, 80), Verdict::Drop),
             (udp_frame(CLIENT, 1, CLIENT2, 80), Verdict::Forward),
             (arp_frame(), Verdict::Forward),
+            (ipv6_frame(), Verdict::Forward),
         ];
         for (mut f, verdict) in cases {
             let before = f.clone();
@@ -250,6 +262,53 @@ mod tests {
         assert_eq!(store.len(), 1);
     }
 
+    /// Frames that are not IPv4 match no rule: a firewall that denies by default drops them
+    /// (no IPv6 around its IPv4 rules) unless `non_ipv4` lets them pass, and `non_ipv4` drops
+    /// them from one that allows by default; either way they touch no state, in both
+    /// directions, stateful or not.
+    #[test]
+    fn non_ipv4_frames_go_as_non_ipv4_or_default_says() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let cases = [
+            (Action::Deny, None, Verdict::Drop),
+            (Action::Deny, Some(Action::Allow), Verdict::Forward),
+            (Action::Allow, Some(Action::Deny), Verdict::Drop),
+            (Action::Allow, Some(Action::Allow), Verdict::Forward),
+        ];
+        for (default, non_ipv4, verdict) in cases {
+            for allow_established in [false, true] {
+                let fw = Firewall {
+                    non_ipv4: non_ipv4.unwrap_or(default),
+                    ..firewall(default, allow_established)
+                };
+                for mut f in [arp_frame(), ipv6_frame()] {
+                    for dir in [Outbound, Inbound] {
+                        assert_eq!(
+                            run(&mut w, &fw, &mut f, ctx(0, 0, dir)),
+                            (verdict, LogKind::Noop),
+                            "default {default:?}, non_ipv4 {non_ipv4:?}, {dir:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(store.is_empty());
+        // What the spec says reaches the firewall.
+        let config = FirewallConfig {
+            rules: Vec::new(),
+            default: Action::Deny,
+            allow_established: false,
+            non_ipv4: Some(Action::Allow),
+        };
+        assert_eq!(Firewall::new(&config).non_ipv4, Action::Allow);
+        let config = FirewallConfig {
+            non_ipv4: None,
+            ..config
+        };
+        assert_eq!(Firewall::new(&config).non_ipv4, Action::Deny);
+    }
+
     #[test]
     fn allow_established_covers_ping() {
         let store = Store::new(16, 1).unwrap();
@@ -265,6 +324,7 @@ mod tests {
             }],
             default: Action::Allow,
             allow_established: true,
+            non_ipv4: None,
         });
         let mut f = icmp_echo_frame(SERVER, CLIENT, 9, false);
         assert_eq!(

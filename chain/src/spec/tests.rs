@@ -191,6 +191,7 @@ backends = ["10.1.0.1", "10.1.0.2"]
             ],
             default: Action::Deny,
             allow_established: true,
+            non_ipv4: None,
         })
     );
     assert_eq!(
@@ -252,7 +253,8 @@ fn defaults_apply() {
         MiddleboxKind::Firewall(FirewallConfig {
             rules: vec![],
             default: Action::Allow,
-            allow_established: false
+            allow_established: false,
+            non_ipv4: None,
         })
     );
 }
@@ -270,6 +272,26 @@ fn firewall_rules_as_array_of_tables() {
     assert_eq!(fw.rules.len(), 2);
     assert_eq!(fw.rules[0].proto, Proto::Udp);
     assert_eq!(fw.rules[1].src, Some("0.0.0.0/0".parse().unwrap()));
+    assert_eq!(fw.non_ipv4, None);
+}
+
+/// `non_ipv4` takes an action; another word is refused, naming the two.
+#[test]
+fn firewall_non_ipv4_is_an_action() {
+    let text = |value: &str| {
+        with(&format!(
+            "[[middlebox]]\nkind = \"firewall\"\nnon_ipv4 = {value} # <-\n"
+        ))
+    };
+    let spec = parse(&text("\"allow\""));
+    let MiddleboxKind::Firewall(fw) = &spec.middlebox[0].kind else {
+        panic!()
+    };
+    assert_eq!(fw.non_ipv4, Some(Action::Allow));
+    rejects(
+        &text("\"pass\""),
+        &["`non_ipv4`: unknown variant `pass`, expected `allow` or `deny`"],
+    );
 }
 
 /// A server runs a lane per thread, 64 at most (their wake-ups are a 64-bit set): a spec asking
