@@ -694,6 +694,115 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
+/// What the client runs in the ICMP test: a UDP datagram to a closed port of the server, until
+/// it comes back refused; then datagrams too big for a link beyond the server, with the
+/// don't-fragment bit, until the kernel says the path takes no more; the path MTU it learnt.
+const ICMP_CLIENT: &str = r#"
+import socket, time
+refused = False
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.connect(("10.78.0.2", 53))
+for _ in range(20):
+    s.send(b"anyone?")
+    try:
+        s.recv(64)
+    except ConnectionRefusedError:
+        refused = True
+        break
+    except socket.timeout:
+        pass
+print("refused" if refused else "never refused")
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+s.connect(("10.99.0.1", 53))
+for _ in range(20):
+    try:
+        s.send(b"x" * 1400)
+    except OSError:
+        break
+    time.sleep(0.2)
+print("path MTU", s.getsockopt(socket.IPPROTO_IP, IP_MTU))
+"#;
+
+/// ICMP errors from outside reach the client through Ch-Rec's NAT, their quotes translated back
+/// to the packets the client sent: the server's "port unreachable" for a datagram to a closed
+/// port makes the client's socket refused, and path MTU discovery works through the chain: the
+/// server host, routing to a link of MTU 1000, answers a datagram of 1,400 bytes that may not
+/// be fragmented with "fragmentation needed" (to the NAT's public address), and the client's
+/// kernel learns the path MTU of 1000.
+#[test]
+fn icmp_errors_from_outside_reach_the_client_through_the_nat() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclicmp");
+    assert!(lab.up("ch-rec.toml", &[]).status.success());
+    let (client, server) = (lab.ns("client"), lab.ns("server"));
+    run(Command::new("ip")
+        .args(["netns", "exec", &server, "sysctl", "-qw"])
+        .arg("net.ipv4.ip_forward=1"));
+    ip(&[
+        "-n", &server, "link", "add", "narrow", "type", "veth", "peer", "name", "narrow1",
+    ]);
+    ip(&[
+        "-n",
+        &server,
+        "addr",
+        "add",
+        "10.99.0.254/24",
+        "dev",
+        "narrow",
+    ]);
+    ip(&["-n", &server, "link", "set", "narrow", "mtu", "1000", "up"]);
+    ip(&["-n", &server, "link", "set", "narrow1", "up"]);
+    let far = ["10.99.0.1", "lladdr", "02:00:00:00:99:01", "dev", "narrow"];
+    ip(&[
+        &["-n", &server, "neigh", "add"][..],
+        &far,
+        &["nud", "permanent"],
+    ]
+    .concat());
+    ip(&[
+        "-n",
+        &client,
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        "10.78.0.2",
+    ]);
+    let mut chain = ftc()
+        .args(["lab", "run", &spec("ch-rec.toml"), "--name", lab.name])
+        .args(["--transport", "xdp", "--duration", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines(chain.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    expect(&rx, &mut seen, Duration::from_secs(60), |l| {
+        l.contains("deployed in epoch 1")
+    });
+    let out = Command::new("ip")
+        .args(["netns", "exec", &client, "python3", "-c", ICMP_CLIENT])
+        .output()
+        .unwrap();
+    // SAFETY: kill touches no memory; the child is this test's.
+    assert_eq!(unsafe { libc::kill(chain.id() as i32, libc::SIGTERM) }, 0);
+    assert!(chain.wait().unwrap().success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said, "refused\npath MTU 1000\n");
+    lab.down();
+}
+
 /// A node that ends on its own while `lab run` runs the chain (here its data path hangs, a test
 /// hook, and its stall check ends it with status 3) fails the run: status 1, and the node named.
 #[test]

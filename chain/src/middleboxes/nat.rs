@@ -6,10 +6,13 @@
 //! outbound mapping (5-tuple → public port) and the inbound one (proto, remote address, remote
 //! port, public port → original address and port) are written; the source becomes
 //! `public_ip:public_port`. Inbound: the destination must be `public_ip` and the inbound mapping
-//! must exist (and be live); the destination is written back. Anything else IPv4 (other
-//! protocols, ICMP errors, whose embedded headers this NAT does not translate, a pool with no
-//! free port) is dropped, so that no inside address leaks; so are IPv4 fragments after the
-//! first (they carry no ports, and this NAT does not reassemble). Non-IPv4 frames pass.
+//! must exist (and be live); the destination is written back. An inbound ICMP error
+//! (destination unreachable, "fragmentation needed" among them, time exceeded, parameter
+//! problem) about a packet of a live mapping goes to its inside host, with the packet it quotes
+//! translated back (address, port, checksums). Anything else IPv4 (other protocols, other ICMP
+//! errors, outbound ones included, a pool with no free port) is dropped, so that no inside
+//! address leaks; so are IPv4 fragments after the first (they carry no ports, and this NAT does
+//! not reassemble). Non-IPv4 frames pass.
 //!
 //! One pool of public ports serves all protocols. The last-seen time and the closing flag live
 //! in the outbound mapping only, so that an inbound packet refreshes the same record.
@@ -411,34 +414,85 @@ impl<P: NatPolicy> Nat<P> {
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
         let flow = *p.flow();
-        if flow.dst != self.public_ip || !translatable(flow.proto) || !p.has_dport() {
+        if flow.dst != self.public_ip {
             return Ok(Verdict::Drop);
         }
-        let Some(original) =
-            tx.record::<Original>(&in_key(flow.proto, flow.src, flow.sport, flow.dport))?
+        if let Some(quoted) = p.quoted(frame.bytes()) {
+            return self.inbound_error(tx, frame, p, quoted, ctx);
+        }
+        if !translatable(flow.proto) || !p.has_dport() {
+            return Ok(Verdict::Drop);
+        }
+        let Some((original, key, m)) =
+            self.inside(tx, flow.proto, (flow.src, flow.sport), flow.dport, ctx)?
         else {
             return Ok(Verdict::Drop);
         };
-        let outbound = FlowKey {
-            proto: flow.proto,
-            src: original.addr,
-            dst: flow.src,
-            sport: original.port,
-            dport: flow.sport,
-        };
-        let key = out_key(&outbound);
-        match tx.record::<Mapping>(&key)? {
-            Some(m)
-                if m.public_port == flow.dport && self.policy.live(&m, flow.proto, ctx.now_ns) =>
-            {
-                self.touch(tx, &key, m, false, p.tcp_flags(), ctx.now_ns)?;
-            }
-            _ => return Ok(Verdict::Drop),
-        }
+        self.touch(tx, &key, m, false, p.tcp_flags(), ctx.now_ns)?;
         let bytes = frame.bytes_mut();
         p.set_dst_addr(bytes, original.addr);
         p.set_dport(bytes, original.port);
         Ok(Verdict::Forward)
+    }
+
+    /// An ICMP error from outside about a packet this NAT sent out (`quoted`, from the public
+    /// address): to the inside host of that packet's connection, the quote translated back to
+    /// the packet it sent, so that it learns of the error (path MTU discovery needs the
+    /// "fragmentation needed" ones). The connection's mapping is read, never refreshed: an
+    /// error does not keep it alive. Errors about packets of no live mapping are dropped.
+    fn inbound_error(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        mut p: Ipv4Packet,
+        mut quoted: Ipv4Packet,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
+        let q = *quoted.flow();
+        if q.src != self.public_ip || !translatable(q.proto) || !quoted.has_sport() {
+            return Ok(Verdict::Drop);
+        }
+        let Some((original, _, _)) = self.inside(tx, q.proto, (q.dst, q.dport), q.sport, ctx)?
+        else {
+            return Ok(Verdict::Drop);
+        };
+        let bytes = frame.bytes_mut();
+        quoted.set_src_addr(bytes, original.addr);
+        quoted.set_sport(bytes, original.port);
+        p.set_dst_addr(bytes, original.addr);
+        Ok(Verdict::Forward)
+    }
+
+    /// The inside end of the `proto` connection between `remote` (address, port) and
+    /// `public_port`, when its mapping holds: the original address and port, the outbound
+    /// mapping's key and the mapping.
+    fn inside(
+        &self,
+        tx: &mut Txn<'_>,
+        proto: u8,
+        (remote, remote_port): (Ipv4Addr, u16),
+        public_port: u16,
+        ctx: &Ctx,
+    ) -> Result<Option<(Original, [u8; 1 + FlowKey::LEN], Mapping)>, Abort> {
+        let Some(original) =
+            tx.record::<Original>(&in_key(proto, remote, remote_port, public_port))?
+        else {
+            return Ok(None);
+        };
+        let outbound = FlowKey {
+            proto,
+            src: original.addr,
+            dst: remote,
+            sport: original.port,
+            dport: remote_port,
+        };
+        let key = out_key(&outbound);
+        Ok(match tx.record::<Mapping>(&key)? {
+            Some(m) if m.public_port == public_port && self.policy.live(&m, proto, ctx.now_ns) => {
+                Some((original, key, m))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -668,6 +722,89 @@ mod tests {
         let (v, _, back) = send(&mut w, &nat, f, Inbound, 0);
         assert_eq!(v, Verdict::Forward);
         assert_eq!(back, Some(flow(proto::ICMP, SERVER, 0, CLIENT, 42)));
+    }
+
+    /// Path MTU discovery through the NAT: a router's "fragmentation needed" (or any ICMP error)
+    /// about a packet the NAT sent out reaches the inside host that sent it, quoting that very
+    /// packet (every translated byte, checksums included, back as the host sent it), for TCP,
+    /// UDP and pings, quoted whole or only as far as RFC 792 asks; a read-only transaction.
+    #[test]
+    fn icmp_errors_about_translated_packets_reach_their_inside_host() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = simple(10000, 10099);
+        let sent = [
+            tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::ACK),
+            udp_frame(CLIENT, 7, SERVER, 53),
+            icmp_echo_frame(CLIENT, SERVER, 42, true),
+        ];
+        for original in sent {
+            let mut out = original.clone();
+            let (v, _) = run(&mut w, &nat, &mut out, ctx(0, 0, Outbound));
+            assert_eq!(v, Verdict::Forward);
+            for quote in [20 + 8, usize::MAX] {
+                let error = icmp_error_frame(ROUTER, PUBLIC, &out, quote);
+                let mut back = error.clone();
+                let (v, kind) = run(&mut w, &nat, &mut back, ctx(0, SEC, Inbound));
+                assert_eq!((v, kind), (Verdict::Forward, LogKind::ReadOnly));
+                assert_checksums(&back);
+                assert_eq!(flow_of(&back), flow(proto::ICMP, ROUTER, 0, CLIENT, 0));
+                let packet = ip_packet(&original);
+                assert_eq!(quote_of(&back), &packet[..quote.min(packet.len())]);
+                // The router's header but for its destination (and checksum), and the error's
+                // type and code, are untouched.
+                assert_eq!(back[..14 + 10], error[..14 + 10]);
+                assert_eq!(back[14 + 12..14 + 16], error[14 + 12..14 + 16]);
+                assert_eq!(back[14 + 20..14 + 20 + 2], error[14 + 20..14 + 20 + 2]);
+            }
+        }
+    }
+
+    /// ICMP errors the NAT does not pass: about a packet of no mapping, about a packet not from
+    /// its public address, quoting too little to find the connection, and about a mapping that
+    /// expired; an error does not keep a mapping alive.
+    #[test]
+    fn icmp_errors_of_no_live_mapping_are_dropped_and_refresh_nothing() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = mazu(10000, 10099, 1);
+        let mut out = udp_frame(CLIENT, 7, SERVER, 53);
+        assert_eq!(
+            run(&mut w, &nat, &mut out, ctx(0, 0, Outbound)).0,
+            Verdict::Forward
+        );
+        let port = flow_of(&out).sport;
+        let mut inbound = |frame: Vec<u8>, at| send(&mut w, &nat, frame, Inbound, at).0;
+        let unknown = udp_frame(PUBLIC, port, SERVER, 54);
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, PUBLIC, &unknown, 64), 0),
+            Verdict::Drop
+        );
+        let inside = udp_frame(CLIENT, 7, SERVER, 53);
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, PUBLIC, &inside, 64), 0),
+            Verdict::Drop
+        );
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, PUBLIC, &out, 20 + 4), 0),
+            Verdict::Drop
+        );
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, CLIENT, &out, 64), 0),
+            Verdict::Drop,
+            "not to the public address"
+        );
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, PUBLIC, &out, 64), 20 * SEC),
+            Verdict::Forward
+        );
+        let mapping = flow(proto::UDP, CLIENT, 7, SERVER, 53);
+        assert_eq!(outbound_mapping(&store, &mapping).unwrap().last_seen_ns, 0);
+        // 30 s of UDP idleness expire the mapping, errors or not.
+        assert_eq!(
+            inbound(icmp_error_frame(ROUTER, PUBLIC, &out, 64), 31 * SEC),
+            Verdict::Drop
+        );
     }
 
     #[test]

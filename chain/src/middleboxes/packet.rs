@@ -17,6 +17,11 @@
 //!
 //! Only the first fragment of a fragmented datagram carries the transport header (and the
 //! transport checksum, which the incremental update keeps right for the whole datagram).
+//!
+//! An ICMP error (destination unreachable, time exceeded, parameter problem) quotes the start of
+//! the packet it is about: [`Ipv4Packet::quoted`] parses that packet, as far as it is quoted, into
+//! an [`Ipv4Packet`] of its own, whose setters also fold every change into the error's ICMP
+//! checksum (a NAT translates the quote as it translates the packets it is about).
 
 use std::net::Ipv4Addr;
 
@@ -37,6 +42,12 @@ const UDP_HEADER_LEN: usize = 8;
 const ICMP_HEADER_LEN: usize = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_DEST_UNREACHABLE: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// What an ICMP error quotes of its packet's transport header at least (RFC 792): the ports, or
+/// an echo's identifier.
+const QUOTED_TRANSPORT_LEN: usize = 8;
 
 /// A directional 5-tuple, as seen on a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,7 +158,8 @@ enum Checksum {
     Icmp(usize),
 }
 
-/// An IPv4 packet inside a frame: its flow key and where its rewritable fields are.
+/// An IPv4 packet inside a frame (or quoted by an ICMP error in one): its flow key and where its
+/// rewritable fields are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Packet {
     flow: FlowKey,
@@ -156,6 +168,9 @@ pub struct Ipv4Packet {
     sport_at: Option<usize>,
     dport_at: Option<usize>,
     tcp_flags: TcpFlags,
+    /// A packet quoted by an ICMP error: where the error's checksum is, which covers every byte
+    /// of the quote.
+    quoted_in: Option<usize>,
 }
 
 /// Parse `frame` (Ethernet II, at most one 802.1Q tag, IPv4).
@@ -210,6 +225,7 @@ fn parse_inner(frame: &[u8]) -> Option<Parsed> {
         sport_at: None,
         dport_at: None,
         tcp_flags: TcpFlags(0),
+        quoted_in: None,
     };
     if fragment_offset != 0 {
         return Some(Parsed::Ipv4(packet));
@@ -276,19 +292,21 @@ fn checksum_update(hc: u16, old: &[u8], new: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Replace the bytes at `at` with `new` and fold the change into the checksum at `csum_at`.
-fn patch_checksum(frame: &mut [u8], csum_at: usize, old: &[u8], new: &[u8], udp: bool) {
-    let Some(hc) = be16(frame, csum_at) else {
-        return;
-    };
+/// The checksum at `csum_at` once the 16-bit words `old` became `new`; `None` when there is
+/// none to change (out of the frame, or a UDP checksum of 0: none).
+fn patched_checksum(
+    frame: &[u8],
+    csum_at: usize,
+    old: &[u8],
+    new: &[u8],
+    udp: bool,
+) -> Option<u16> {
+    let hc = be16(frame, csum_at)?;
     if udp && hc == 0 {
-        return;
+        return None;
     }
-    let mut updated = checksum_update(hc, old, new);
-    if udp && updated == 0 {
-        updated = 0xffff;
-    }
-    frame[csum_at..csum_at + 2].copy_from_slice(&updated.to_be_bytes());
+    let updated = checksum_update(hc, old, new);
+    Some(if udp && updated == 0 { 0xffff } else { updated })
 }
 
 impl Ipv4Packet {
@@ -349,35 +367,136 @@ impl Ipv4Packet {
     }
 
     fn set_addr(&self, frame: &mut [u8], at: usize, addr: Ipv4Addr) -> bool {
-        let Some(field) = frame.get(at..at + 4) else {
+        let Some(old) = frame.get(at..at + 4) else {
             return false;
         };
-        let old: [u8; 4] = field.try_into().unwrap_or_default();
+        let old: [u8; 4] = old.try_into().unwrap_or_default();
         let new = addr.octets();
-        frame[at..at + 4].copy_from_slice(&new);
-        patch_checksum(frame, self.ip + 10, &old, &new, false);
+        self.write(frame, at, &new);
+        self.patch_checksum(frame, self.ip + 10, &old, &new, false);
         // The pseudo-header holds the addresses; ICMP's checksum does not cover them.
         match self.checksum {
-            Checksum::Tcp(c) => patch_checksum(frame, c, &old, &new, false),
-            Checksum::Udp(c) => patch_checksum(frame, c, &old, &new, true),
+            Checksum::Tcp(c) => self.patch_checksum(frame, c, &old, &new, false),
+            Checksum::Udp(c) => self.patch_checksum(frame, c, &old, &new, true),
             Checksum::Icmp(_) | Checksum::None => {}
         }
         true
     }
 
     fn set_port(&self, frame: &mut [u8], at: usize, port: u16) -> bool {
-        let Some(field) = frame.get(at..at + 2) else {
+        let Some(old) = frame.get(at..at + 2) else {
             return false;
         };
-        let old = [field[0], field[1]];
+        let old = [old[0], old[1]];
         let new = port.to_be_bytes();
-        frame[at..at + 2].copy_from_slice(&new);
+        self.write(frame, at, &new);
         match self.checksum {
-            Checksum::Tcp(c) | Checksum::Icmp(c) => patch_checksum(frame, c, &old, &new, false),
-            Checksum::Udp(c) => patch_checksum(frame, c, &old, &new, true),
+            Checksum::Tcp(c) | Checksum::Icmp(c) => {
+                self.patch_checksum(frame, c, &old, &new, false)
+            }
+            Checksum::Udp(c) => self.patch_checksum(frame, c, &old, &new, true),
             Checksum::None => {}
         }
         true
+    }
+
+    /// Fold the change of the words `old` to `new` into the checksum at `csum_at`.
+    fn patch_checksum(&self, frame: &mut [u8], csum_at: usize, old: &[u8], new: &[u8], udp: bool) {
+        if let Some(updated) = patched_checksum(frame, csum_at, old, new, udp) {
+            self.write(frame, csum_at, &updated.to_be_bytes());
+        }
+    }
+
+    /// Write `new` (2 or 4 bytes at an even offset from the packet's start) at `at`, which the
+    /// caller checked is in the frame; in a quoted packet, the change is folded into the ICMP
+    /// error's checksum too.
+    fn write(&self, frame: &mut [u8], at: usize, new: &[u8]) {
+        let Some(field) = frame.get_mut(at..at + new.len()) else {
+            return;
+        };
+        let mut old = [0; 4];
+        old[..new.len()].copy_from_slice(field);
+        field.copy_from_slice(new);
+        if let Some(icmp) = self.quoted_in {
+            if let Some(updated) = patched_checksum(frame, icmp, &old[..new.len()], new, false) {
+                frame[icmp..icmp + 2].copy_from_slice(&updated.to_be_bytes());
+            }
+        }
+    }
+
+    /// When this packet is an ICMP error (destination unreachable, time exceeded, parameter
+    /// problem): the packet it quotes, whose whole IPv4 header and the first 8 bytes of its
+    /// transport header at least (its ports, or an echo request's identifier) must be quoted.
+    /// Its flow key is as that packet was; its setters keep its IPv4 header checksum, its
+    /// transport checksum (when quoted) and the error's ICMP checksum right.
+    pub fn quoted(&self, frame: &[u8]) -> Option<Ipv4Packet> {
+        let Checksum::Icmp(icmp_checksum) = self.checksum else {
+            return None;
+        };
+        if self.quoted_in.is_some() {
+            return None;
+        }
+        let icmp = icmp_checksum - 2;
+        if !matches!(
+            frame.get(icmp)?,
+            &(ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+        ) {
+            return None;
+        }
+        let end = self.ip + usize::from(be16(frame, self.ip + 2)?);
+        let ip = icmp + ICMP_HEADER_LEN;
+        let first = *frame.get(ip)?;
+        let header_len = usize::from(first & 0x0f) * 4;
+        let l4 = ip + header_len;
+        // A quoted fragment after the first has no ports to translate.
+        if first >> 4 != 4
+            || header_len < IPV4_MIN_HEADER_LEN
+            || l4 + QUOTED_TRANSPORT_LEN > end.min(frame.len())
+            || be16(frame, ip + 6)? & 0x1fff != 0
+        {
+            return None;
+        }
+        let protocol = frame[ip + 9];
+        let mut packet = Ipv4Packet {
+            flow: FlowKey {
+                proto: protocol,
+                src: addr(frame, ip + 12)?,
+                dst: addr(frame, ip + 16)?,
+                sport: 0,
+                dport: 0,
+            },
+            ip,
+            checksum: Checksum::None,
+            sport_at: None,
+            dport_at: None,
+            tcp_flags: TcpFlags(0),
+            quoted_in: Some(icmp_checksum),
+        };
+        let quoted = |at: usize| at + 2 <= end.min(frame.len());
+        match protocol {
+            proto::TCP | proto::UDP => {
+                packet.flow.sport = be16(frame, l4)?;
+                packet.flow.dport = be16(frame, l4 + 2)?;
+                packet.sport_at = Some(l4);
+                packet.dport_at = Some(l4 + 2);
+                packet.checksum = match protocol {
+                    proto::UDP => Checksum::Udp(l4 + 6),
+                    _ if quoted(l4 + 16) => Checksum::Tcp(l4 + 16),
+                    // Past the quote: nothing to keep right.
+                    _ => Checksum::None,
+                };
+                if protocol == proto::TCP {
+                    packet.tcp_flags = TcpFlags(*frame.get(l4 + 13).unwrap_or(&0));
+                }
+            }
+            proto::ICMP if frame[l4] == ICMP_ECHO_REQUEST => {
+                packet.flow.sport = be16(frame, l4 + 4)?;
+                packet.sport_at = Some(l4 + 4);
+                packet.checksum = Checksum::Icmp(l4 + 2);
+            }
+            _ => {}
+        }
+        Some(packet)
     }
 }
 

@@ -4,7 +4,8 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{
-    Icmpv4Header, NetHeaders, PacketBuilder, PacketHeaders, TcpHeader, TransportHeader, VlanId,
+    icmpv4::DestUnreachableHeader, Icmpv4Header, Icmpv4Type, NetHeaders, PacketBuilder,
+    PacketHeaders, TcpHeader, TransportHeader, VlanId,
 };
 use ftc_stm::{LogKind, LogSource, Worker};
 
@@ -15,6 +16,8 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const CLIENT2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
 pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// A router on the way to the server.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -77,6 +80,30 @@ pub fn icmp_echo_frame(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> 
     let mut out = Vec::with_capacity(b.size(PAYLOAD.len()));
     b.write(&mut out, PAYLOAD).unwrap();
     out
+}
+
+/// The IPv4 packet of an untagged frame built here.
+pub fn ip_packet(frame: &[u8]) -> &[u8] {
+    &frame[14..14 + ip_total_len(frame)]
+}
+
+/// An ICMP "fragmentation needed" error from `src` to `dst` quoting the first `quote` bytes of
+/// the IPv4 packet of `about` (an untagged frame built here; all of it if shorter).
+pub fn icmp_error_frame(src: Ipv4Addr, dst: Ipv4Addr, about: &[u8], quote: usize) -> Vec<u8> {
+    let packet = ip_packet(about);
+    let quoted = &packet[..quote.min(packet.len())];
+    let needed = DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 };
+    let b = PacketBuilder::ethernet2(MAC_B, MAC_A)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(needed));
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).unwrap();
+    out
+}
+
+/// What the ICMP error of an untagged frame built here quotes.
+pub fn quote_of(frame: &[u8]) -> &[u8] {
+    &ip_packet(frame)[20 + 8..]
 }
 
 /// An ARP request frame.
@@ -201,6 +228,7 @@ pub fn assert_prefixes_never_panic(mb: &dyn Middlebox) {
         icmp_echo_frame(CLIENT, SERVER, 7, true),
         vlan_udp_frame(CLIENT, 1, SERVER, 2),
         tcp_frame(SERVER, 80, PUBLIC, 10000, TcpFlags::ACK),
+        icmp_error_frame(ROUTER, PUBLIC, &udp_frame(PUBLIC, 10000, SERVER, 53), 64),
     ];
     for original in frames {
         for len in 0..=original.len() {
