@@ -1,5 +1,6 @@
 //! Every built-in middlebox over arbitrary customer frames, in both directions, inside real
-//! packet transactions: no input may panic, and a frame never grows past its buffer.
+//! packet transactions, two frames over one store: no input may panic, and a frame never grows
+//! past its buffer.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -55,25 +56,32 @@ fn middleboxes() -> &'static [Box<dyn Middlebox>] {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The first byte picks the direction and the time; the rest is the frame.
-    let Some((&ctl, frame)) = data.split_first() else {
+    // The first byte picks the time, the second where the first frame ends: two frames, each
+    // through every middlebox in both directions, over one store, so that the second may meet
+    // the state the first made (a reply of its connection, an ICMP error quoting it as a NAT
+    // sent it out).
+    let Some((&[ctl, split], rest)) = data.split_first_chunk::<2>() else {
         return;
     };
+    let (first, second) = rest.split_at(usize::from(split).min(rest.len()));
     let store = Store::new(8, 1).expect("valid store");
     let mut worker = store.worker(0).expect("worker 0");
     let mut scratch = Vec::new();
-    for mb in middleboxes() {
-        for dir in [Direction::Outbound, Direction::Inbound] {
-            let mut buf = frame.to_vec();
-            buf.resize(frame.len() + 64, 0);
-            let mut f = Frame::new(&mut buf, frame.len()).expect("fits");
-            let ctx = Ctx {
-                worker: 0,
-                now_ns: u64::from(ctl) * 1_000_000_000,
-                direction: dir,
-            };
-            let _ = process_packet(&mut worker, mb.as_ref(), &mut f, &ctx, &mut scratch, |_| ());
-            assert!(f.len() <= f.capacity());
+    for frame in [first, second] {
+        for mb in middleboxes() {
+            for dir in [Direction::Outbound, Direction::Inbound] {
+                let mut buf = frame.to_vec();
+                buf.resize(frame.len() + 64, 0);
+                let mut f = Frame::new(&mut buf, frame.len()).expect("fits");
+                let ctx = Ctx {
+                    worker: 0,
+                    now_ns: u64::from(ctl) * 1_000_000_000,
+                    direction: dir,
+                };
+                let _ =
+                    process_packet(&mut worker, mb.as_ref(), &mut f, &ctx, &mut scratch, |_| ());
+                assert!(f.len() <= f.capacity());
+            }
         }
     }
 });

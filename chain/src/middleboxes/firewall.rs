@@ -16,8 +16,9 @@ const TAG_CONN: u8 = 1;
 /// Without `allow_established` the firewall is stateless: every transaction is a no-op.
 /// With it, an allowed outbound TCP, UDP or ICMP echo request records its 5-tuple (written once,
 /// so a connection's later packets are read-only transactions), and an inbound packet the rules
-/// deny passes when its reverse 5-tuple was recorded (a TCP/UDP reply, an echo reply).
-/// Recorded connections never expire. Frames that are not IPv4 (ARP, IPv6, …) match no rule:
+/// deny passes when its reverse 5-tuple was recorded (a TCP/UDP reply, an echo reply), as does
+/// an ICMP error (destination unreachable, time exceeded, parameter problem) about a recorded
+/// connection's packet (the one it quotes). Recorded connections never expire. Frames that are not IPv4 (ARP, IPv6, …) match no rule:
 /// `non_ipv4` decides, `default` when the spec does not say (a firewall that denies by default
 /// lets no IPv6 around its rules); they touch no state.
 #[derive(Debug, Clone)]
@@ -83,7 +84,13 @@ impl Firewall {
             .map_or(self.default, |r| r.action)
     }
 
-    fn stateful(&self, tx: &mut Txn<'_>, p: &Ipv4Packet, ctx: &Ctx) -> Result<Verdict, Abort> {
+    fn stateful(
+        &self,
+        tx: &mut Txn<'_>,
+        bytes: &[u8],
+        p: &Ipv4Packet,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
         let flow = p.flow();
         let allowed = self.decide(flow) == Action::Allow;
         match ctx.direction {
@@ -97,8 +104,17 @@ impl Firewall {
                 }
                 Ok(Verdict::Forward)
             }
-            Direction::Inbound if !allowed && p.has_dport() => {
-                let known = tx.read(&conn_key(&flow.reversed()))?.is_some();
+            Direction::Inbound if !allowed => {
+                // A reply of a recorded connection, or an ICMP error about a packet of one (the
+                // packet it quotes, as sent out: path MTU discovery needs them).
+                let outbound = match p.has_dport() {
+                    true => Some(flow.reversed()),
+                    false => p.quoted(bytes).map(|q| *q.flow()),
+                };
+                let known = match outbound {
+                    Some(outbound) => tx.read(&conn_key(&outbound))?.is_some(),
+                    None => false,
+                };
                 Ok(if known {
                     Verdict::Forward
                 } else {
@@ -128,7 +144,7 @@ impl Middlebox for Firewall {
             Parsed::Malformed => return Ok(Verdict::Drop),
         };
         if self.allow_established {
-            return self.stateful(tx, &p, ctx);
+            return self.stateful(tx, frame.bytes(), &p, ctx);
         }
         Ok(verdict(self.decide(p.flow())))
     }
@@ -341,6 +357,44 @@ mod tests {
             run(&mut w, &fw, &mut f, ctx(0, 0, Inbound)).0,
             Verdict::Forward
         );
+    }
+
+    /// With `allow_established`, an inbound ICMP error the rules deny passes when the packet it
+    /// quotes is of a recorded connection (path MTU discovery), as a read-only transaction, and
+    /// is dropped otherwise; the stateless firewall decides by its rules alone.
+    #[test]
+    fn allow_established_lets_errors_about_recorded_connections_in() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let fw = firewall(Action::Deny, true);
+        let mut sent = tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::SYN);
+        let before = sent.clone();
+        assert_eq!(
+            run(&mut w, &fw, &mut sent, ctx(0, 0, Outbound)),
+            (Verdict::Forward, LogKind::Update)
+        );
+        let other = tcp_frame(CLIENT, 1234, SERVER, 81, TcpFlags::SYN);
+        for quote in [20 + 8, usize::MAX] {
+            let mut error = icmp_error_frame(ROUTER, CLIENT, &sent, quote);
+            let unchanged = error.clone();
+            assert_eq!(
+                run(&mut w, &fw, &mut error, ctx(0, 0, Inbound)),
+                (Verdict::Forward, LogKind::ReadOnly)
+            );
+            assert_eq!(error, unchanged);
+            let mut error = icmp_error_frame(ROUTER, CLIENT, &other, quote);
+            assert_eq!(
+                run(&mut w, &fw, &mut error, ctx(0, 0, Inbound)).0,
+                Verdict::Drop
+            );
+            let mut error = icmp_error_frame(ROUTER, CLIENT, &sent, quote);
+            let stateless = firewall(Action::Deny, false);
+            assert_eq!(
+                run(&mut w, &stateless, &mut error, ctx(0, 0, Inbound)).0,
+                Verdict::Drop
+            );
+        }
+        assert_eq!(sent, before);
     }
 
     #[test]
