@@ -9,9 +9,10 @@
 //! must exist (and be live); the destination is written back. An inbound ICMP error
 //! (destination unreachable, "fragmentation needed" among them, time exceeded, parameter
 //! problem) about a packet of a live mapping goes to its inside host, with the packet it quotes
-//! translated back (address, port, checksums). Anything else IPv4 (other protocols, other ICMP
-//! errors, outbound ones included, a pool with no free port) is dropped, so that no inside
-//! address leaks; so are IPv4 fragments after the first (they carry no ports, and this NAT does
+//! translated back (address, port, checksums); an outbound one, from an inside host about a
+//! packet of its connection that came in, leaves from the public address with its quote
+//! translated back likewise. Anything else IPv4 (other protocols, other ICMP errors, a pool with
+//! no free port) is dropped, so that no inside address leaks; so are IPv4 fragments after the first (they carry no ports, and this NAT does
 //! not reassemble). Non-IPv4 frames pass.
 //!
 //! One pool of public ports serves all protocols. The last-seen time and the closing flag live
@@ -373,6 +374,9 @@ impl<P: NatPolicy> Nat<P> {
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
         let flow = *p.flow();
+        if let Some(quoted) = p.quoted(frame.bytes()) {
+            return self.outbound_error(tx, frame, p, quoted, ctx);
+        }
         if !translatable(flow.proto) || !p.has_sport() {
             return Ok(Verdict::Drop);
         }
@@ -460,6 +464,35 @@ impl<P: NatPolicy> Nat<P> {
         quoted.set_src_addr(bytes, original.addr);
         quoted.set_sport(bytes, original.port);
         p.set_dst_addr(bytes, original.addr);
+        Ok(Verdict::Forward)
+    }
+
+    /// An ICMP error from an inside host about a packet of its connection that came in through
+    /// this NAT (`quoted`, as delivered to it: a reply whose destination the NAT translated): from
+    /// the public address, the quote translated back to the packet that arrived, so that the
+    /// remote end learns of the error. Read, never refreshed, as [`Nat::inbound_error`].
+    fn outbound_error(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        mut p: Ipv4Packet,
+        mut quoted: Ipv4Packet,
+        ctx: &Ctx,
+    ) -> Result<Verdict, Abort> {
+        let q = *quoted.flow();
+        if q.dst != p.flow().src || !translatable(q.proto) || !quoted.has_dport() {
+            return Ok(Verdict::Drop);
+        }
+        let Some(m) = tx.record::<Mapping>(&out_key(&q.reversed()))? else {
+            return Ok(Verdict::Drop);
+        };
+        if !self.policy.live(&m, q.proto, ctx.now_ns) {
+            return Ok(Verdict::Drop);
+        }
+        let bytes = frame.bytes_mut();
+        quoted.set_dst_addr(bytes, self.public_ip);
+        quoted.set_dport(bytes, m.public_port);
+        p.set_src_addr(bytes, self.public_ip);
         Ok(Verdict::Forward)
     }
 
@@ -757,6 +790,47 @@ mod tests {
                 assert_eq!(back[14 + 12..14 + 16], error[14 + 12..14 + 16]);
                 assert_eq!(back[14 + 20..14 + 20 + 2], error[14 + 20..14 + 20 + 2]);
             }
+        }
+    }
+
+    /// An inside host's ICMP error about a packet that came in through the NAT (a UDP reply to a
+    /// closed socket, say) leaves from the public address, quoting that packet byte for byte as
+    /// it arrived, for TCP, UDP and pings, quoted whole or as RFC 792 asks; read-only. Another
+    /// inside host's error about it is dropped.
+    #[test]
+    fn icmp_errors_from_inside_about_replies_leave_translated() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let nat = simple(10000, 10099);
+        type Reply = fn(u16) -> Vec<u8>;
+        let connections: [(Vec<u8>, Reply); 3] = [
+            (udp_frame(CLIENT, 7, SERVER, 53), |port| {
+                udp_frame(SERVER, 53, PUBLIC, port)
+            }),
+            (tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::SYN), |port| {
+                tcp_frame(SERVER, 80, PUBLIC, port, TcpFlags::ACK)
+            }),
+            (icmp_echo_frame(CLIENT, SERVER, 42, true), |id| {
+                icmp_echo_frame(SERVER, PUBLIC, id, false)
+            }),
+        ];
+        for (request, reply) in connections {
+            let port = public_port(send(&mut w, &nat, request, Outbound, 0).2);
+            let arrived = reply(port);
+            let mut delivered = arrived.clone();
+            let (v, _) = run(&mut w, &nat, &mut delivered, ctx(0, 0, Inbound));
+            assert_eq!(v, Verdict::Forward);
+            for quote in [20 + 8, usize::MAX] {
+                let mut error = icmp_error_frame(CLIENT, SERVER, &delivered, quote);
+                let (v, kind) = run(&mut w, &nat, &mut error, ctx(0, SEC, Outbound));
+                assert_eq!((v, kind), (Verdict::Forward, LogKind::ReadOnly));
+                assert_checksums(&error);
+                assert_eq!(flow_of(&error), flow(proto::ICMP, PUBLIC, 0, SERVER, 0));
+                let packet = ip_packet(&arrived);
+                assert_eq!(quote_of(&error), &packet[..quote.min(packet.len())]);
+            }
+            let other = icmp_error_frame(CLIENT2, SERVER, &delivered, 64);
+            assert_eq!(send(&mut w, &nat, other, Outbound, SEC).0, Verdict::Drop);
         }
     }
 

@@ -426,7 +426,7 @@ impl Ipv4Packet {
 
     /// When this packet is an ICMP error (destination unreachable, time exceeded, parameter
     /// problem): the packet it quotes, whose whole IPv4 header and the first 8 bytes of its
-    /// transport header at least (its ports, or an echo request's identifier) must be quoted.
+    /// transport header at least (its ports, or an echo's identifier) must be quoted.
     /// Its flow key is as that packet was; its setters keep its IPv4 header checksum, its
     /// transport checksum (when quoted) and the error's ICMP checksum right.
     pub fn quoted(&self, frame: &[u8]) -> Option<Ipv4Packet> {
@@ -492,6 +492,11 @@ impl Ipv4Packet {
             proto::ICMP if frame[l4] == ICMP_ECHO_REQUEST => {
                 packet.flow.sport = be16(frame, l4 + 4)?;
                 packet.sport_at = Some(l4 + 4);
+                packet.checksum = Checksum::Icmp(l4 + 2);
+            }
+            proto::ICMP if frame[l4] == ICMP_ECHO_REPLY => {
+                packet.flow.dport = be16(frame, l4 + 4)?;
+                packet.dport_at = Some(l4 + 4);
                 packet.checksum = Checksum::Icmp(l4 + 2);
             }
             _ => {}
