@@ -16,7 +16,9 @@ const TAG_NEXT: u8 = 2;
 /// Outbound TCP/UDP to `vip`: the connection (proto, client address and port, VIP port) is
 /// looked up, or given a backend and recorded; the destination becomes the backend. Inbound
 /// TCP/UDP from a backend to a client of one of its recorded connections: the source becomes
-/// the VIP again. Everything else passes unchanged (no backends: packets to the VIP drop).
+/// the VIP again. ICMP errors about packets of recorded connections are translated as those
+/// packets were, quotes included. Everything else passes unchanged (no backends: packets to the
+/// VIP drop).
 /// IPv4 fragments after the first carry no ports and pass unchanged: this balancer does not
 /// reassemble, so fragmented datagrams to the VIP are not balanced.
 ///
@@ -102,6 +104,52 @@ impl LoadBalancer {
         }
         Ok(Verdict::Forward)
     }
+
+    /// An ICMP error about a packet of a recorded connection, translated as that packet was:
+    /// inbound, about a client's packet to its backend (from the backend, or a router on the
+    /// way), the quote's destination, and the backend's own address as the error's source,
+    /// become the VIP again; outbound, a client's error to the VIP about a reply, to the backend
+    /// with the quote's source the backend. Any other error passes unchanged.
+    fn error(
+        &self,
+        tx: &mut Txn<'_>,
+        frame: &mut Frame<'_>,
+        mut p: Ipv4Packet,
+        mut quoted: Ipv4Packet,
+        direction: Direction,
+    ) -> Result<Verdict, Abort> {
+        let q = *quoted.flow();
+        if !matches!(q.proto, proto::TCP | proto::UDP) {
+            return Ok(Verdict::Forward);
+        }
+        // The connection's client, its port, and the VIP's port.
+        let (client, client_port, vip_port) = match direction {
+            Direction::Inbound => (q.src, q.sport, q.dport),
+            Direction::Outbound if p.flow().dst == self.vip && q.src == self.vip => {
+                (q.dst, q.dport, q.sport)
+            }
+            Direction::Outbound => return Ok(Verdict::Forward),
+        };
+        let key = conn_key(q.proto, client, client_port, vip_port);
+        let Some(backend) = tx.read(&key)?.and_then(decode_backend) else {
+            return Ok(Verdict::Forward);
+        };
+        let bytes = frame.bytes_mut();
+        match direction {
+            Direction::Inbound if q.dst == backend => {
+                quoted.set_dst_addr(bytes, self.vip);
+                if p.flow().src == backend {
+                    p.set_src_addr(bytes, self.vip);
+                }
+            }
+            Direction::Inbound => {}
+            Direction::Outbound => {
+                quoted.set_src_addr(bytes, backend);
+                p.set_dst_addr(bytes, backend);
+            }
+        }
+        Ok(Verdict::Forward)
+    }
 }
 
 impl Middlebox for LoadBalancer {
@@ -119,6 +167,9 @@ impl Middlebox for LoadBalancer {
             Ok(p) => p,
             Err(verdict) => return Ok(verdict),
         };
+        if let Some(quoted) = p.quoted(frame.bytes()) {
+            return self.error(tx, frame, p, quoted, ctx.direction);
+        }
         if !matches!(p.flow().proto, proto::TCP | proto::UDP) || !p.has_sport() {
             return Ok(Verdict::Forward);
         }
@@ -235,6 +286,55 @@ mod tests {
             );
             assert_eq!(f, before);
         }
+    }
+
+    /// ICMP errors about a connection's packets are translated as those packets were: the
+    /// backend's (or a router's on the way to it) about a client's datagram reaches the client
+    /// quoting the datagram byte for byte as sent to the VIP (from the VIP, when the backend sent
+    /// it); the client's about a reply reaches the backend quoting the reply as the backend sent
+    /// it; read-only. An error of no connection passes unchanged.
+    #[test]
+    fn icmp_errors_are_translated_as_their_packets_were() {
+        let store = Store::new(16, 1).unwrap();
+        let mut w = store.worker(0).unwrap();
+        let lb = lb();
+        let sent = udp_frame(CLIENT, 5000, VIP, 53);
+        let mut to_backend = sent.clone();
+        assert_eq!(
+            run(&mut w, &lb, &mut to_backend, ctx(0, 0, Outbound)).0,
+            Verdict::Forward
+        );
+        let backend = flow_of(&to_backend).dst;
+        let reply = udp_frame(backend, 53, CLIENT, 5000);
+        let mut to_client = reply.clone();
+        run(&mut w, &lb, &mut to_client, ctx(0, 0, Inbound));
+        let quoted = |frame: &[u8], quote: usize| {
+            let packet = ip_packet(frame);
+            packet[..quote.min(packet.len())].to_vec()
+        };
+        for quote in [20 + 8, usize::MAX] {
+            let cases = [
+                (backend, CLIENT, &to_backend, Inbound, VIP, &sent),
+                (ROUTER, CLIENT, &to_backend, Inbound, ROUTER, &sent),
+                (CLIENT, VIP, &to_client, Outbound, CLIENT, &reply),
+            ];
+            for (src, dst, about, dir, from, original) in cases {
+                let mut error = icmp_error_frame(src, dst, about, quote);
+                assert_eq!(
+                    run(&mut w, &lb, &mut error, ctx(0, 0, dir)),
+                    (Verdict::Forward, LogKind::ReadOnly)
+                );
+                assert_checksums(&error);
+                let to = if dir == Outbound { backend } else { dst };
+                assert_eq!(flow_of(&error), flow(proto::ICMP, from, 0, to, 0));
+                assert_eq!(quote_of(&error), quoted(original, quote));
+            }
+        }
+        let stranger = udp_frame(CLIENT, 5001, backend, 53);
+        let error = icmp_error_frame(backend, CLIENT, &stranger, 64);
+        let mut passed = error.clone();
+        run(&mut w, &lb, &mut passed, ctx(0, 0, Inbound));
+        assert_eq!(passed, error);
     }
 
     #[test]
