@@ -629,7 +629,7 @@ mod tests {
         /// rewriting never panic, whatever the headers now claim.
         #[test]
         fn mutated_frames_never_panic(
-            which in 0usize..4,
+            which in 0usize..6,
             edits in proptest::collection::vec((0usize..128, proptest::prelude::any::<u8>()), 0..8),
             cut in 0usize..128,
         ) {
@@ -637,7 +637,9 @@ mod tests {
                 0 => tcp_frame(CLIENT, 1234, SERVER, 80, TcpFlags::ACK),
                 1 => udp_frame(CLIENT, 53, SERVER, 5353),
                 2 => icmp_echo_frame(CLIENT, SERVER, 77, true),
-                _ => vlan_udp_frame(CLIENT, 1, SERVER, 2),
+                3 => vlan_udp_frame(CLIENT, 1, SERVER, 2),
+                4 => icmp_error_frame(ROUTER, PUBLIC, &tcp_frame(PUBLIC, 1, SERVER, 80, 0), 64),
+                _ => icmp_error_frame(ROUTER, PUBLIC, &icmp_echo_frame(PUBLIC, SERVER, 7, true), 28),
             };
             for (at, byte) in edits {
                 if let Some(b) = f.get_mut(at) {
@@ -650,7 +652,46 @@ mod tests {
                 p.set_dst_addr(&mut f, CLIENT2);
                 p.set_sport(&mut f, 1);
                 p.set_dport(&mut f, 2);
+                if let Some(mut q) = p.quoted(&f) {
+                    q.set_src_addr(&mut f, CLIENT);
+                    q.set_dst_addr(&mut f, SERVER);
+                    q.set_sport(&mut f, 3);
+                    q.set_dport(&mut f, 4);
+                    proptest::prop_assert!(q.quoted(&f).is_none(), "a quote quotes nothing");
+                }
             }
         }
+    }
+
+    /// An ICMP error's quote parses as the packet it quotes, but only for the error types, only
+    /// while its IPv4 header and 8 bytes after it are there, and never from a quote.
+    #[test]
+    fn quotes_of_icmp_errors_parse_as_their_packets() {
+        let about = udp_frame(PUBLIC, 10000, SERVER, 53);
+        let error = icmp_error_frame(ROUTER, PUBLIC, &about, 64);
+        let Parsed::Ipv4(p) = parse(&error) else {
+            panic!("an ICMP error is IPv4")
+        };
+        let q = p.quoted(&error).expect("a quote");
+        assert_eq!(*q.flow(), flow(proto::UDP, PUBLIC, 10000, SERVER, 53));
+        assert!(q.has_sport() && q.has_dport());
+        // Not an error: an echo request's payload quotes nothing.
+        let Parsed::Ipv4(echo) = parse(&icmp_echo_frame(CLIENT, SERVER, 1, true)) else {
+            panic!()
+        };
+        assert_eq!(echo.quoted(&icmp_echo_frame(CLIENT, SERVER, 1, true)), None);
+        for quote in [0, 20, 20 + 7] {
+            let short = icmp_error_frame(ROUTER, PUBLIC, &about, quote);
+            let Parsed::Ipv4(p) = parse(&short) else {
+                panic!()
+            };
+            assert_eq!(p.quoted(&short), None, "{quote} bytes quoted");
+        }
+        let Parsed::Ipv4(p) = parse(&icmp_error_frame(ROUTER, PUBLIC, &about, 20 + 8)) else {
+            panic!()
+        };
+        assert!(p
+            .quoted(&icmp_error_frame(ROUTER, PUBLIC, &about, 20 + 8))
+            .is_some());
     }
 }
