@@ -374,9 +374,6 @@ impl<P: NatPolicy> Nat<P> {
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
         let flow = *p.flow();
-        if let Some(quoted) = p.quoted(frame.bytes()) {
-            return self.outbound_error(tx, frame, p, quoted, ctx);
-        }
         if !translatable(flow.proto) || !p.has_sport() {
             return Ok(Verdict::Drop);
         }
@@ -418,13 +415,7 @@ impl<P: NatPolicy> Nat<P> {
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
         let flow = *p.flow();
-        if flow.dst != self.public_ip {
-            return Ok(Verdict::Drop);
-        }
-        if let Some(quoted) = p.quoted(frame.bytes()) {
-            return self.inbound_error(tx, frame, p, quoted, ctx);
-        }
-        if !translatable(flow.proto) || !p.has_dport() {
+        if flow.dst != self.public_ip || !translatable(flow.proto) || !p.has_dport() {
             return Ok(Verdict::Drop);
         }
         let Some((original, key, m)) =
@@ -439,12 +430,15 @@ impl<P: NatPolicy> Nat<P> {
         Ok(Verdict::Forward)
     }
 
-    /// An ICMP error from outside about a packet this NAT sent out (`quoted`, from the public
-    /// address): to the inside host of that packet's connection, the quote translated back to
-    /// the packet it sent, so that it learns of the error (path MTU discovery needs the
-    /// "fragmentation needed" ones). The connection's mapping is read, never refreshed: an
-    /// error does not keep it alive. Errors about packets of no live mapping are dropped.
-    fn inbound_error(
+    /// An ICMP error about a packet of a live mapping's connection (`quoted`), translated back
+    /// as that packet was. Inbound, from outside about a packet this NAT sent out (from the
+    /// public address): to the connection's inside host, quoting the packet it sent, so that it
+    /// learns of the error (path MTU discovery needs the "fragmentation needed" ones). Outbound,
+    /// from an inside host about a packet of its connection that came in (a reply whose
+    /// destination the NAT translated): from the public address, quoting the packet as it
+    /// arrived. The mapping is read, never refreshed: an error does not keep it alive. Errors
+    /// about packets of no live mapping are dropped.
+    fn error(
         &self,
         tx: &mut Txn<'_>,
         frame: &mut Frame<'_>,
@@ -453,46 +447,38 @@ impl<P: NatPolicy> Nat<P> {
         ctx: &Ctx,
     ) -> Result<Verdict, Abort> {
         let q = *quoted.flow();
-        if q.src != self.public_ip || !translatable(q.proto) || !quoted.has_sport() {
+        if !translatable(q.proto) {
             return Ok(Verdict::Drop);
         }
-        let Some((original, _, _)) = self.inside(tx, q.proto, (q.dst, q.dport), q.sport, ctx)?
-        else {
-            return Ok(Verdict::Drop);
-        };
-        let bytes = frame.bytes_mut();
-        quoted.set_src_addr(bytes, original.addr);
-        quoted.set_sport(bytes, original.port);
-        p.set_dst_addr(bytes, original.addr);
-        Ok(Verdict::Forward)
-    }
-
-    /// An ICMP error from an inside host about a packet of its connection that came in through
-    /// this NAT (`quoted`, as delivered to it: a reply whose destination the NAT translated): from
-    /// the public address, the quote translated back to the packet that arrived, so that the
-    /// remote end learns of the error. Read, never refreshed, as [`Nat::inbound_error`].
-    fn outbound_error(
-        &self,
-        tx: &mut Txn<'_>,
-        frame: &mut Frame<'_>,
-        mut p: Ipv4Packet,
-        mut quoted: Ipv4Packet,
-        ctx: &Ctx,
-    ) -> Result<Verdict, Abort> {
-        let q = *quoted.flow();
-        if q.dst != p.flow().src || !translatable(q.proto) || !quoted.has_dport() {
-            return Ok(Verdict::Drop);
+        match ctx.direction {
+            Direction::Inbound => {
+                let ours = p.flow().dst == self.public_ip && q.src == self.public_ip;
+                let found = match ours && quoted.has_sport() {
+                    true => self.inside(tx, q.proto, (q.dst, q.dport), q.sport, ctx)?,
+                    false => None,
+                };
+                let Some((original, _, _)) = found else {
+                    return Ok(Verdict::Drop);
+                };
+                let bytes = frame.bytes_mut();
+                quoted.set_src_addr(bytes, original.addr);
+                quoted.set_sport(bytes, original.port);
+                p.set_dst_addr(bytes, original.addr);
+            }
+            Direction::Outbound => {
+                let mapping = match q.dst == p.flow().src && quoted.has_dport() {
+                    true => tx.record::<Mapping>(&out_key(&q.reversed()))?,
+                    false => None,
+                };
+                let Some(m) = mapping.filter(|m| self.policy.live(m, q.proto, ctx.now_ns)) else {
+                    return Ok(Verdict::Drop);
+                };
+                let bytes = frame.bytes_mut();
+                quoted.set_dst_addr(bytes, self.public_ip);
+                quoted.set_dport(bytes, m.public_port);
+                p.set_src_addr(bytes, self.public_ip);
+            }
         }
-        let Some(m) = tx.record::<Mapping>(&out_key(&q.reversed()))? else {
-            return Ok(Verdict::Drop);
-        };
-        if !self.policy.live(&m, q.proto, ctx.now_ns) {
-            return Ok(Verdict::Drop);
-        }
-        let bytes = frame.bytes_mut();
-        quoted.set_dst_addr(bytes, self.public_ip);
-        quoted.set_dport(bytes, m.public_port);
-        p.set_src_addr(bytes, self.public_ip);
         Ok(Verdict::Forward)
     }
 
@@ -544,6 +530,9 @@ impl<P: NatPolicy> Middlebox for Nat<P> {
             Ok(p) => p,
             Err(verdict) => return Ok(verdict),
         };
+        if let Some(quoted) = p.quoted(frame.bytes()) {
+            return self.error(tx, frame, p, quoted, ctx);
+        }
         match ctx.direction {
             Direction::Outbound => self.outbound(tx, frame, p, ctx),
             Direction::Inbound => self.inbound(tx, frame, p, ctx),

@@ -212,21 +212,7 @@ fn parse_inner(frame: &[u8]) -> Option<Parsed> {
     let end = ip + total_len;
     let protocol = frame[ip + 9];
     let fragment_offset = be16(frame, ip + 6)? & 0x1fff;
-    let mut packet = Ipv4Packet {
-        flow: FlowKey {
-            proto: protocol,
-            src: addr(frame, ip + 12)?,
-            dst: addr(frame, ip + 16)?,
-            sport: 0,
-            dport: 0,
-        },
-        ip,
-        checksum: Checksum::None,
-        sport_at: None,
-        dport_at: None,
-        tcp_flags: TcpFlags(0),
-        quoted_in: None,
-    };
+    let mut packet = Ipv4Packet::bare(frame, ip, None)?;
     if fragment_offset != 0 {
         return Some(Parsed::Ipv4(packet));
     }
@@ -310,6 +296,27 @@ fn patched_checksum(
 }
 
 impl Ipv4Packet {
+    /// The packet whose IPv4 header is at `ip` (its protocol and addresses, which the caller
+    /// checked are there), before its transport header is looked at: no ports, nothing
+    /// rewritable beyond the addresses.
+    fn bare(frame: &[u8], ip: usize, quoted_in: Option<usize>) -> Option<Ipv4Packet> {
+        Some(Ipv4Packet {
+            flow: FlowKey {
+                proto: *frame.get(ip + 9)?,
+                src: addr(frame, ip + 12)?,
+                dst: addr(frame, ip + 16)?,
+                sport: 0,
+                dport: 0,
+            },
+            ip,
+            checksum: Checksum::None,
+            sport_at: None,
+            dport_at: None,
+            tcp_flags: TcpFlags(0),
+            quoted_in,
+        })
+    }
+
     /// The flow key (reflects the rewrites made so far).
     pub fn flow(&self) -> &FlowKey {
         &self.flow
@@ -457,21 +464,7 @@ impl Ipv4Packet {
             return None;
         }
         let protocol = frame[ip + 9];
-        let mut packet = Ipv4Packet {
-            flow: FlowKey {
-                proto: protocol,
-                src: addr(frame, ip + 12)?,
-                dst: addr(frame, ip + 16)?,
-                sport: 0,
-                dport: 0,
-            },
-            ip,
-            checksum: Checksum::None,
-            sport_at: None,
-            dport_at: None,
-            tcp_flags: TcpFlags(0),
-            quoted_in: Some(icmp_checksum),
-        };
+        let mut packet = Ipv4Packet::bare(frame, ip, Some(icmp_checksum))?;
         let quoted = |at: usize| at + 2 <= end.min(frame.len());
         match protocol {
             proto::TCP | proto::UDP => {
