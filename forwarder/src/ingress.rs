@@ -11,8 +11,8 @@ pub const ETHERNET_HEADER_LEN: usize = 14;
 const ETHERNET_MIN_FRAME: usize = 60;
 
 /// The shortest customer frame the chain accepts: 20 bytes, so that its data frame (the NSH
-/// header, the frame, at least an empty message's header) is never shorter than
-/// [`ETHERNET_MIN_FRAME`]. A shorter data frame would be padded on a physical link, and the
+/// header, the frame, at least an empty message's header) is never shorter than the shortest
+/// Ethernet frame on a wire (60 bytes without its FCS). A shorter data frame would be padded on a physical link, and the
 /// trailer, which a receiver reads from the frame's end, lost with the packet. No shorter
 /// frame carries anything a middlebox could act on (an IPv4 header alone is 20 bytes).
 pub const MIN_CUSTOMER_FRAME: usize = ETHERNET_MIN_FRAME - NshRepr::HEADER_LEN - MESSAGE_HEADER_LEN;
