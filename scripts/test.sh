@@ -14,6 +14,7 @@ need_debian_packages "the fuzz targets' build (libFuzzer is C++)" g++
 step "format" cargo fmt --all --check
 step "format (fuzz targets)" cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "lints" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 # The fuzz targets run on nightly (cargo-fuzz); CI stays on stable and checks that they build.
 step "lints (fuzz targets)" cargo clippy --manifest-path fuzz/Cargo.toml --bins --locked -- -D warnings
 step "lints (model-checking build)" cargo clippy -p ftc-stm --features shuttle --all-targets --locked -- -D warnings

@@ -25,8 +25,8 @@ pub struct BufferConfig {
 /// A release rule weakened on purpose ([`BufferConfig::weakened`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weakened {
-    /// An update log with D[p] waits only until CV[p] ≥ D[p] (the read-only rule), not
-    /// CV[p] > D[p]: a release before the write itself is in f+1 stores.
+    /// An update log with `D[p]` waits only until `CV[p] ≥ D[p]` (the read-only rule), not
+    /// `CV[p] > D[p]`: a release before the write itself is in f+1 stores.
     UpdatesAtEqual,
     /// Read-only logs are not waited for: a release before the state read is in f+1 stores.
     ReadOnlyFree,

@@ -1,5 +1,5 @@
 //! Writing reports to stdout without panicking: `print!` panics when stdout is a closed pipe
-//! (`ftc run … | head -2`) or a full disk. [`out!`] and [`outln!`] write through [`write`], which
+//! (`ftc run … | head -2`) or a full disk. `out!` and `outln!` write through [`fn@write`], which
 //! keeps going without the output once stdout fails, so the command still finishes (and stops
 //! its nodes); the first failure other than a closed pipe is reported on stderr, and [`failed`]
 //! makes the exit status one of failure.
@@ -38,14 +38,14 @@ pub fn wrote() -> bool {
     WROTE.load(Ordering::Relaxed)
 }
 
-/// `print!` through [`write`].
+/// `print!` through [`fn@write`].
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::out::write(format_args!($($arg)*))
     };
 }
 
-/// `println!` through [`write`].
+/// `println!` through [`fn@write`].
 macro_rules! outln {
     () => {
         $crate::out::write(format_args!("\n"))

@@ -19,7 +19,8 @@ pub struct Netns {
 impl Netns {
     /// A new namespace named `{prefix}-{pid}-{n}`, its loopback up and IPv6 off (no router
     /// solicitations or MLD reports on its links). The namespaces of `prefix` that killed
-    /// processes left behind go first (see [`leftover`]).
+    /// processes left behind go first: those of a process id that no process has, and `name`
+    /// itself, made by an earlier process of the same id.
     pub fn create(prefix: &str) -> io::Result<Netns> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +148,7 @@ pub fn is_root() -> bool {
 const NAMESPACE_CAPABILITIES: [(u32, &str); 2] = [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")];
 
 /// Why this process cannot make network namespaces and links, or `None` where it can: that
-/// takes root, with [`NAMESPACE_CAPABILITIES`] in effect (on the calling thread, whose `ip`
+/// takes root, with CAP_NET_ADMIN and CAP_SYS_ADMIN in effect (on the calling thread, whose `ip`
 /// commands inherit them), which root in a container may lack (Docker's default set has
 /// neither).
 pub fn namespaces_denied() -> Option<String> {

@@ -49,12 +49,11 @@ pub enum TransferError {
 }
 
 /// Serve the state transfers of one server of the run `run` until `stop`: every connection is
-/// challenged first (`TransferChallenge` of `run` and a fresh nonce,
-/// [`unguessable`](crate::process::unguessable)), then asks for one group (`FetchGroup`, which
-/// must carry its connection's nonce) and gets `export(run, epoch, group)` as `GroupState`, or is
-/// closed when that is `None` (another run's request, not a member, or the server is gone). The
-/// state is sent from where `export` keeps it, not copied (an `Arc` of bytes shared with other
-/// fetches will do).
+/// challenged first (`TransferChallenge` of `run` and a fresh nonce, [`unguessable`]), then asks
+/// for one group (`FetchGroup`, which must carry its connection's nonce) and gets
+/// `export(run, epoch, group)` as `GroupState`, or is closed when that is `None` (another run's
+/// request, not a member, or the server is gone). The state is sent from where `export` keeps it,
+/// not copied (an `Arc` of bytes shared with other fetches will do).
 /// Requests of one run, epoch and group share one export while any of them is answered: `export`
 /// is called only when no transfer of that state is under way or waiting for its export (the
 /// others wait for it), and its state is dropped when the last transfer of it ends; `None` is
@@ -70,9 +69,10 @@ pub enum TransferError {
 /// Verified requests are answered [`MAX_TRANSFERS`] at a time; one more is closed unanswered. A
 /// connection that cannot be taken for want of resources (descriptors, memory, a thread) is
 /// dropped, and serving goes on; only an error of the listener itself ends it. A requester that
-/// stops reading the state is given up after [`WRITE_PATIENCE`], one whose host went away without a
-/// word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the
-/// transfers still under way when `stop` is raised are cut off: serving ends then, whoever asked.
+/// stops reading the state is given up after 5 seconds without progress, one whose host went away
+/// without a word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive),
+/// and the transfers still under way when `stop` is raised are cut off: serving ends then, whoever
+/// asked.
 pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener: &TcpListener,
     key: &Key,

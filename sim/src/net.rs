@@ -28,7 +28,7 @@ pub struct Faults {
     /// Link cuts, each at a random time while traffic is offered: every frame a random server
     /// sends its successor in the ring is lost for a tenth to a half of the traffic's span,
     /// while its heartbeats go on (the orchestrator sees nothing wrong), as when a route or a
-    /// link of the data path fails alone ([`Network::cut`]).
+    /// link of the data path fails alone (`Network::cut`).
     pub cuts: u32,
 }
 

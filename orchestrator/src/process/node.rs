@@ -129,7 +129,7 @@ pub struct NodeConfig {
     pub link_queues: u32,
     pub heartbeat: Duration,
     /// How long the node's thread, or a lane of its server, may make no progress before the
-    /// node takes itself for hung ([`Pulse`](super::heart::Pulse)): it stops heartbeating (the
+    /// node takes itself for hung ([`Pulse`]): it stops heartbeating (the
     /// orchestrator then replaces it as failed) and calls `on_stall`.
     pub stall: Duration,
     /// What a hung node does, with why, after its last heartbeat (on the heartbeat thread: the
