@@ -876,11 +876,11 @@ impl<'a, P: Clone> Server<'a, P> {
     }
 
     /// The message of a frame this server sent, once the transport has its bytes: kept for
-    /// this server's next messages where there is room (64 buffers, 1,024 at the forwarder's
-    /// server), else given back, emptied (a buffer that never held anything is dropped). A server
-    /// of its own process gets few consumed messages back to write in (the wrapped logs come back
-    /// coalesced), and the forwarder's writes one per packet: without these it allocated a message
-    /// buffer per customer packet.
+    /// this server's next messages where there is room (`Server::spare_bound`), else given
+    /// back, emptied (a buffer that never held anything is dropped). A server of its own
+    /// process gets few consumed messages back to write in (the wrapped logs come back
+    /// coalesced), and the forwarder's writes one per packet: without these it allocated a
+    /// message buffer per customer packet.
     pub fn give_back(&mut self, mut msg: Vec<u8>) -> Option<Vec<u8>> {
         if msg.capacity() == 0 {
             return None;

@@ -69,8 +69,8 @@ pub enum TransferError {
 /// Verified requests are answered [`MAX_TRANSFERS`] at a time; one more is closed unanswered. A
 /// connection that cannot be taken for want of resources (descriptors, memory, a thread) is
 /// dropped, and serving goes on; only an error of the listener itself ends it. A requester that
-/// stops reading the state is given up after 5 seconds without progress, one whose host went away
-/// without a word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive),
+/// stops reading the state is given up after `WRITE_PATIENCE` without progress, one whose host
+/// went away without a word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive),
 /// and the transfers still under way when `stop` is raised are cut off: serving ends then, whoever
 /// asked.
 pub fn serve<S: AsRef<[u8]> + Send + Sync>(

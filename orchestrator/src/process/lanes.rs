@@ -11,7 +11,7 @@
 //! Memory stays bounded: a lane's inbox holds 4,096 messages at most, and the node's thread
 //! waits when the lane a frame is for is that far behind (the sockets' rings fill meanwhile, as
 //! they do when one thread runs the server). The other way, a lane that reads sockets of its
-//! own reads none while 64 batches of its lanes' outputs wait for the node's
+//! own reads none while `OUT_BATCHES` batches of its lanes' outputs wait for the node's
 //! thread (whose sockets carry them out: the UDP data path, edges the lanes do not own), which
 //! may be slower than the lanes; its inbox and timers go on. A lane never waits on the node's
 //! thread, and only nudges other lanes whose inbox has room (a lane with messages waiting looks
@@ -390,7 +390,7 @@ impl<'h> Lanes<'h> {
             .join("; ")
     }
 
-    /// What the lanes counted, summed (only those that answered within 2 seconds).
+    /// What the lanes counted, summed (only those that answered within `ANSWER`).
     pub fn tally(&self) -> Tally {
         let lanes = self.ask_all(ToLane::Tally);
         lanes.into_iter().fold(Tally::default(), Tally::plus)
