@@ -70,8 +70,9 @@ pub enum TransferError {
 /// connection that cannot be taken for want of resources (descriptors, memory, a thread) is
 /// dropped, and serving goes on; only an error of the listener itself ends it. A requester that
 /// stops reading the state is given up after `WRITE_PATIENCE` without progress, one whose host
-/// went away without a word after [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive),
-/// and the transfers still under way when `stop` is raised are cut off: serving ends then, whoever
+/// went away without a word after
+/// [`USER_TIMEOUT`](crate::process::keepalive::USER_TIMEOUT) (TCP keepalive), and the
+/// transfers still under way when `stop` is raised are cut off: serving ends then, whoever
 /// asked.
 pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener: &TcpListener,
