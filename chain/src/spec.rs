@@ -192,8 +192,8 @@ pub struct FirewallConfig {
     /// Let inbound packets of connections opened outbound pass whatever the rules say.
     #[serde(default)]
     pub allow_established: bool,
-    /// What happens to frames that are not IPv4 (ARP, IPv6, …), which no rule can match;
-    /// `None` (the key left out): as `default` says.
+    /// What happens to frames that are neither IPv4 nor ARP (IPv6, …), which no rule can
+    /// match; `None` (the key left out): as `default` says. ARP always passes.
     #[serde(default)]
     pub non_ipv4: Option<Action>,
 }

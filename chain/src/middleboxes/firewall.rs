@@ -3,7 +3,7 @@
 
 use ftc_stm::{Abort, Store, Txn};
 
-use super::packet::{parse, proto, FlowKey, Ipv4Packet, Parsed};
+use super::packet::{is_arp, parse, proto, FlowKey, Ipv4Packet, Parsed};
 use crate::middlebox::{Ctx, Direction, Frame, Middlebox, Verdict};
 use crate::spec::{Action, FirewallConfig, PortRange, Proto, Rule};
 
@@ -18,9 +18,12 @@ const TAG_CONN: u8 = 1;
 /// so a connection's later packets are read-only transactions), and an inbound packet the rules
 /// deny passes when its reverse 5-tuple was recorded (a TCP/UDP reply, an echo reply), as does
 /// an ICMP error (destination unreachable, time exceeded, parameter problem) about a recorded
-/// connection's packet (the one it quotes). Recorded connections never expire. Frames that are not IPv4 (ARP, IPv6, …) match no rule:
-/// `non_ipv4` decides, `default` when the spec does not say (a firewall that denies by default
-/// lets no IPv6 around its rules); they touch no state.
+/// connection's packet (the one it quotes). Recorded connections never expire.
+///
+/// ARP passes (address resolution across the bump in the wire that a chain is); other frames
+/// that are not IPv4 (IPv6, …) match no rule: `non_ipv4` decides, `default` when the spec does
+/// not say (a firewall that denies by default lets no IPv6 around its rules). Neither touches
+/// state.
 #[derive(Debug, Clone)]
 pub struct Firewall {
     rules: Vec<Rule>,
@@ -140,6 +143,8 @@ impl Middlebox for Firewall {
     ) -> Result<Verdict, Abort> {
         let p = match parse(frame.bytes()) {
             Parsed::Ipv4(p) => p,
+            // Address resolution across the bump in the wire that a chain is.
+            Parsed::NotIpv4 if is_arp(frame.bytes()) => return Ok(Verdict::Forward),
             Parsed::NotIpv4 => return Ok(verdict(self.non_ipv4)),
             Parsed::Malformed => return Ok(Verdict::Drop),
         };
@@ -280,8 +285,8 @@ mod tests {
 
     /// Frames that are not IPv4 match no rule: a firewall that denies by default drops them
     /// (no IPv6 around its IPv4 rules) unless `non_ipv4` lets them pass, and `non_ipv4` drops
-    /// them from one that allows by default; either way they touch no state, in both
-    /// directions, stateful or not.
+    /// them from one that allows by default; ARP passes whatever they say; either way they
+    /// touch no state, in both directions, stateful or not.
     #[test]
     fn non_ipv4_frames_go_as_non_ipv4_or_default_says() {
         let store = Store::new(16, 1).unwrap();
@@ -298,8 +303,9 @@ mod tests {
                     non_ipv4: non_ipv4.unwrap_or(default),
                     ..firewall(default, allow_established)
                 };
-                for mut f in [arp_frame(), ipv6_frame()] {
-                    for dir in [Outbound, Inbound] {
+                for dir in [Outbound, Inbound] {
+                    let frames = [(ipv6_frame(), verdict), (arp_frame(), Verdict::Forward)];
+                    for (mut f, verdict) in frames {
                         assert_eq!(
                             run(&mut w, &fw, &mut f, ctx(0, 0, dir)),
                             (verdict, LogKind::Noop),

@@ -5,8 +5,8 @@
 //! - Each middlebox has its own store: a key starts with a tag byte naming its kind of entry,
 //!   and keys and values are small fixed-size arrays built on the stack.
 //! - Non-IPv4 frames (ARP, IPv6, …) pass unchanged and touch no state, except in the monitor
-//!   (counts them), gen (writes state for them) and the firewall (its `non_ipv4`, else its
-//!   `default`, decides).
+//!   (counts them), gen (writes state for them) and the firewall (ARP passes; for the rest its
+//!   `non_ipv4`, else its `default`, decides).
 //! - A frame that claims IPv4 but is truncated or inconsistent ([`packet::Parsed::Malformed`]) is
 //!   dropped without touching state (a rewriting middlebox cannot handle it, and a firewall or
 //!   NAT must not let it through), except by the monitor, which only counts (as "other") and

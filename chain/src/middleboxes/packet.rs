@@ -35,6 +35,7 @@ pub mod proto {
 const ETH_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
 const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const IPV4_MIN_HEADER_LEN: usize = 20;
 const TCP_MIN_HEADER_LEN: usize = 20;
@@ -187,14 +188,26 @@ fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(o))
 }
 
+/// The frame's ethertype (behind at most one 802.1Q tag) and where its payload starts.
+fn ethertype(frame: &[u8]) -> Option<(u16, usize)> {
+    let ethertype = be16(frame, ETH_HEADER_LEN - 2)?;
+    match ethertype {
+        ETHERTYPE_VLAN => Some((
+            be16(frame, ETH_HEADER_LEN + VLAN_TAG_LEN - 2)?,
+            ETH_HEADER_LEN + VLAN_TAG_LEN,
+        )),
+        _ => Some((ethertype, ETH_HEADER_LEN)),
+    }
+}
+
+/// Whether `frame` is ARP (behind at most one 802.1Q tag).
+pub fn is_arp(frame: &[u8]) -> bool {
+    ethertype(frame).is_some_and(|(t, _)| t == ETHERTYPE_ARP)
+}
+
 /// `None` means malformed.
 fn parse_inner(frame: &[u8]) -> Option<Parsed> {
-    let mut ethertype = be16(frame, ETH_HEADER_LEN - 2)?;
-    let mut ip = ETH_HEADER_LEN;
-    if ethertype == ETHERTYPE_VLAN {
-        ethertype = be16(frame, ETH_HEADER_LEN + VLAN_TAG_LEN - 2)?;
-        ip += VLAN_TAG_LEN;
-    }
+    let (ethertype, ip) = ethertype(frame)?;
     if ethertype != ETHERTYPE_IPV4 {
         return Some(Parsed::NotIpv4);
     }
@@ -654,6 +667,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// ARP is told from IPv4, IPv6 and the rest, behind a VLAN tag too.
+    #[test]
+    fn arp_is_arp_behind_a_tag_too() {
+        let arp = arp_frame();
+        let mut tagged = arp[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        tagged.extend_from_slice(&arp[12..]);
+        assert!(is_arp(&arp) && is_arp(&tagged));
+        assert_eq!(parse(&tagged), Parsed::NotIpv4);
+        for other in [
+            ipv6_frame(),
+            udp_frame(CLIENT, 1, SERVER, 2),
+            vlan_udp_frame(CLIENT, 1, SERVER, 2),
+        ] {
+            assert!(!is_arp(&other));
+        }
+        assert!(!is_arp(&arp[..13]));
     }
 
     /// An ICMP error's quote parses as the packet it quotes, but only for the error types, only
