@@ -473,7 +473,7 @@ mod tests {
     }
 
     /// An AF_XDP edge's counters carry the kernel's of each socket, which the node's summary
-    /// prints: of 200 frames to an edge-in of 64 receive frames that nobody reads, 64 wait on
+    /// and stats lines print: of 200 frames to an edge-in of 64 receive frames that nobody reads, 64 wait on
     /// its rx ring and the kernel drops the others (its fill ring empty), which the port's own
     /// counters cannot see.
     #[test]
@@ -505,9 +505,12 @@ mod tests {
             }
             a.flush().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(100));
-            edges.stats()
+            let tally = crate::process::tally::Tally::default().with_sockets(None, Some(&edges));
+            (edges.stats(), tally)
         });
-        let stats = stats.unwrap();
+        let (stats, tally) = stats.unwrap();
+        // So do its stats lines.
+        assert_eq!(tally.kernel_drops, 200 - 64);
         let [(iface, PortStats::Xdp(queues))] = &stats[..] else {
             panic!("one AF_XDP edge: {stats:?}");
         };

@@ -80,7 +80,7 @@ use super::poll::{readable, wait_for, wait_readable};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
-use super::tally::{StatsLine, STATS_TARGET};
+use super::tally::{StatsLine, Tally, STATS_TARGET};
 use crate::admission::FIRST_FRAME;
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
@@ -821,7 +821,8 @@ impl<'a, 'h> Node<'a, 'h> {
             let at = self.server.as_ref().map_or(t, |s| s.pulse(t, self.idle));
             self.pulse.beat(at);
             if let Some(stats) = self.stats.as_mut().filter(|s| s.due() <= t) {
-                let tally = self.server.as_ref().map(Serving::tally);
+                let sockets = |t: Tally| t.with_sockets(self.links.as_ref(), Some(&self.edges));
+                let tally = self.server.as_ref().map(Serving::tally).map(sockets);
                 let line = stats.line(t, tally);
                 tracing::info!(target: STATS_TARGET, "{}: {line}", self.me);
             }

@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use ftc_node::ftmb::Station;
+use ftc_node::links::XdpLinks;
+use ftc_node::xdp::KernelStats;
 use ftc_node::Server;
+
+use super::edges::{Edges, PortStats};
 
 /// The `tracing` target of stats lines: shown whatever level the log shows (they are logged only
 /// when asked for).
@@ -27,6 +31,9 @@ pub struct Tally {
     /// from the network dropped as malformed.
     pub lost: u64,
     pub bad_frames: u64,
+    /// Frames the kernel dropped as they arrived at the server's AF_XDP sockets (ring links
+    /// and edges), its reader behind: the rx ring full, or no free frame to fill.
+    pub kernel_drops: u64,
     /// Logs the replica applied, and the retransmissions it asked for (an FTMB logger's resend
     /// requests).
     pub applied: u64,
@@ -58,6 +65,7 @@ impl Tally {
             hold_ns: buffer.map_or(0, |b| b.total_hold_ns),
             lost: stats.lost,
             bad_frames: stats.bad_frames,
+            kernel_drops: 0,
             applied: rs.map_or(0, |r| r.applied),
             requests: rs.map_or(0, |r| r.requests_sent),
             held: s.held() as u64,
@@ -81,6 +89,20 @@ impl Tally {
         }
     }
 
+    /// With the kernel's drops at the AF_XDP sockets of `links` and `edges` (those the server,
+    /// or the lane, reads) added.
+    pub fn with_sockets(mut self, links: Option<&XdpLinks>, edges: Option<&Edges>) -> Tally {
+        let dropped = |k: KernelStats| k.rx_dropped + k.rx_ring_full;
+        self.kernel_drops += links.map_or(0, |l| dropped(l.kernel_stats()));
+        let ports = edges.map(Edges::stats).unwrap_or_default();
+        for (_, port) in ports {
+            if let PortStats::Xdp(queues) = port {
+                self.kernel_drops += queues.into_iter().map(|(_, k)| dropped(k)).sum::<u64>();
+            }
+        }
+        self
+    }
+
     /// The sum of `self` and `other` (a server's lanes').
     pub fn plus(self, other: Tally) -> Tally {
         Tally {
@@ -91,6 +113,7 @@ impl Tally {
             hold_ns: self.hold_ns + other.hold_ns,
             lost: self.lost + other.lost,
             bad_frames: self.bad_frames + other.bad_frames,
+            kernel_drops: self.kernel_drops + other.kernel_drops,
             applied: self.applied + other.applied,
             requests: self.requests + other.requests,
             held: self.held + other.held,
@@ -170,10 +193,11 @@ impl StatsLine {
         }
         let _ = write!(
             line,
-            "; lost {}, bad frames {}, retransmission requests {}; now held {}, in the buffer {}, \
-             logs retained {}",
+            "; lost {}, bad frames {}, dropped by the kernel {}, retransmission requests {}; now \
+             held {}, in the buffer {}, logs retained {}",
             d(t.lost, last.lost),
             d(t.bad_frames, last.bad_frames),
+            d(t.kernel_drops, last.kernel_drops),
             d(t.requests, last.requests),
             t.held,
             t.buffered,
@@ -207,7 +231,8 @@ mod tests {
         assert_eq!(
             line,
             "over 2.0 s: frames 2000/s, transactions 1000/s, released 500/s (held 50.0 µs on \
-             average); lost 3, bad frames 0, retransmission requests 0; now held 7, in the \
+             average); lost 3, bad frames 0, dropped by the kernel 0, retransmission requests 0; \
+             now held 7, in the \
              buffer 0, logs retained 0"
         );
         assert_eq!(s.due(), 4_000_001_000);
@@ -219,6 +244,7 @@ mod tests {
             released: 1_000,
             hold_ns: 50_000_000,
             lost: 3,
+            kernel_drops: 5,
             retained: 12,
             ..first
         };
@@ -227,7 +253,13 @@ mod tests {
             line.starts_with("over 3.0 s: frames 2000/s, transactions 1000/s, released 0/s;"),
             "{line}"
         );
-        assert!(line.ends_with("lost 0, bad frames 0, retransmission requests 0; now held 7, in the buffer 0, logs retained 12"), "{line}");
+        assert!(
+            line.ends_with(
+                "lost 0, bad frames 0, dropped by the kernel 5, retransmission requests 0; now \
+                 held 7, in the buffer 0, logs retained 12"
+            ),
+            "{line}"
+        );
         assert_eq!(s.due(), 7_000_001_000);
         assert_eq!(s.line(7_000_001_000, None), "over 2.0 s: no server yet");
         // The replacement's counts begin again below the last line's: rates of 0, not wrapped.
@@ -248,6 +280,7 @@ mod tests {
             hold_ns: 5,
             lost: 6,
             bad_frames: 7,
+            kernel_drops: 1,
             applied: 8,
             requests: 9,
             held: 10,
@@ -266,6 +299,7 @@ mod tests {
             hold_ns: 10,
             lost: 12,
             bad_frames: 14,
+            kernel_drops: 2,
             applied: 16,
             requests: 18,
             held: 20,
