@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ftc_chain::spec::ChainSpec;
@@ -17,6 +17,7 @@ use ftc_orchestrator::coordinator::CoordinatorConfig;
 use ftc_orchestrator::process::launcher::{How, Launcher, NodeArgs};
 use ftc_orchestrator::process::orchestrator::Orchestrator;
 use ftc_orchestrator::process::shape::Shape;
+use ftc_orchestrator::process::tally::STATS_TARGET;
 use ftc_orchestrator::process::{read_secret, Chain};
 
 use crate::customer::CustomerArgs;
@@ -64,8 +65,10 @@ pub struct OrchestratorArgs {
     /// replicas, so a failure stops the orchestrator).
     #[arg(long, value_enum, default_value_t = ModeArg::Ftc)]
     mode: ModeArg,
-    /// The replacements `--launch local` starts log a line of what their server did every SECS
-    /// seconds, 0.1 to 3600 (`ftc node --stats-every`; a command launcher passes its own).
+    /// Log a line of the chain's state every SECS seconds, 0.1 to 3600 (its epoch, positions
+    /// up, recoveries, refused connections, nodes ended unasked), shown whatever FTC_LOG says;
+    /// the replacements `--launch local` starts log their own (`ftc node --stats-every`; a
+    /// command launcher passes its own).
     #[arg(long, value_name = "SECS")]
     stats_every: Option<f64>,
     /// Print every recovery as one JSON line instead of text.
@@ -101,6 +104,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
             args.listen
         );
     }
+    let stats_every = args
+        .stats_every
+        .map(crate::node::stats_period)
+        .transpose()?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shape = Shape::of(&spec, mode)?;
@@ -118,10 +125,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         xdp: args.customer.xdp(),
         last: shape.exit.0,
         observe: None,
-        stats_every: args
-            .stats_every
-            .map(crate::node::stats_period)
-            .transpose()?,
+        stats_every,
     };
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
@@ -152,7 +156,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     };
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| announce_peers(&orchestrator, &done));
+        s.spawn(|| announce_peers(&orchestrator, &done, stats_every));
         let result = orchestrator.run(crate::signal::stop_flag(), print);
         done.store(true, Ordering::Release);
         result
@@ -166,10 +170,20 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
 /// id (which a state transfer to the nodes must name: `ftc lab demo` fetches their state to
 /// check it) and where each node is; and each node it started that exited without being
 /// stopped (`node P (pid N) exited (STATUS)`).
-fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool) {
+///
+/// With `stats_every`, also log the chain's status
+/// ([`Status::line`](ftc_orchestrator::process::orchestrator::Status::line)) that often.
+fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool, stats_every: Option<Duration>) {
     let (mut announced, mut told) = (0, 0);
+    let mut stats_due = stats_every.map(|every| Instant::now() + every);
     while !done.load(Ordering::Acquire) {
         let status = orchestrator.status();
+        if let (Some(due), Some(every)) = (stats_due.as_mut(), stats_every) {
+            if Instant::now() >= *due {
+                tracing::info!(target: STATS_TARGET, "chain: {}", status.line());
+                *due = Instant::now() + every;
+            }
+        }
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
         let settled = status.recoveries.total() + 1 == u64::from(status.epoch);
         if let Some(peers) = peers.filter(|_| settled && status.epoch > announced) {

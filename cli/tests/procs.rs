@@ -766,13 +766,15 @@ fn syns_through(ingress: &str, sink: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
 
 /// `ftc node --stats-every`: an FTC Ch-Rec of two lanes per server, customer frames in and out
 /// over UDP; server 0's and the last server's lines (shown without FTC_LOG) count the frames
-/// admitted and released, summed over both lanes, and bad values are refused.
+/// admitted and released, summed over both lanes, and bad values are refused. The
+/// orchestrator's (`ftc orchestrator --stats-every`) say how the chain stands.
 #[test]
 fn nodes_log_stats_lines_when_asked() {
     let _turn = turn();
     let secret = Temp::new("stats-secret", "stats test secret\n");
     let spec = two_lanes("stats-ch-rec-2-lanes.toml");
-    let (orchestrator, addr, _log) = orchestrator(&spec.arg(), &secret, &[], Stdio::null());
+    let extra = ["--stats-every", "0.2"];
+    let (orchestrator, addr, log) = orchestrator(&spec.arg(), &secret, &extra, Stdio::null());
     let mut procs = Procs(vec![orchestrator]);
     let (ingress, sink, egress) = udp_ends();
     let logs = [0, 2].map(|i| Temp::new(&format!("stats-node-{i}.log"), ""));
@@ -794,6 +796,12 @@ fn nodes_log_stats_lines_when_asked() {
     std::thread::sleep(Duration::from_millis(500));
     procs.0[0].kill().unwrap();
     nodes_exit(&mut procs);
+    // The orchestrator's own lines say how the chain stands.
+    let log = log.join().unwrap();
+    assert!(
+        log.contains("chain: epoch 1, 3 of 3 positions up, 0 recoveries"),
+        "{log}"
+    );
     for (log, (part, other)) in logs
         .iter()
         .zip([("admitted", "released"), ("released", "admitted")])

@@ -311,6 +311,12 @@ pub fn run(
         .args(["--misses", &config.misses.to_string()])
         .args(["--mode", config.mode.name()])
         .args(["--launch", &config.node_template()])
+        .args(
+            config
+                .stats_every
+                .iter()
+                .flat_map(|every| ["--stats-every".to_string(), every.as_secs_f64().to_string()]),
+        )
         // Its reports as JSON lines, which `relay_reports` prints as text and passes on.
         .arg("--json")
         .stdout(Stdio::piped())

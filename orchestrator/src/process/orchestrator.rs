@@ -8,6 +8,7 @@
 //! (`process::wake_on_time`).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -67,6 +68,37 @@ pub struct Status {
     /// orchestrator cutting one off, or by [`Children::kill`](super::launcher::Children::kill)):
     /// crashes, panics, hangs caught, errors (the latest of them).
     pub ended: Recent<Ended>,
+}
+
+impl Status {
+    /// The chain's state in one line, for the orchestrator's stats lines: its epoch, the
+    /// positions up, the recoveries (the last one's time from detection to reroute), the
+    /// control connections refused and the nodes it started that ended unasked.
+    pub fn line(&self) -> String {
+        let up = self.peers.iter().filter(|p| p.is_some()).count();
+        let mut line = format!(
+            "epoch {}, {up} of {} positions up, {} recoveries",
+            self.epoch,
+            self.peers.len(),
+            self.recoveries.total()
+        );
+        if let Some(last) = self.recoveries.iter().last() {
+            let _ = write!(
+                line,
+                " (the last of {:?} in epoch {}: {:.1} ms after detection)",
+                last.failed,
+                last.epoch,
+                last.total_ns as f64 / 1e6
+            );
+        }
+        let _ = write!(
+            line,
+            ", control connections refused {}, nodes ended unasked {}",
+            self.rejected,
+            self.ended.total()
+        );
+        line
+    }
 }
 
 /// The orchestrator of one chain, over TCP.

@@ -447,3 +447,42 @@ fn only_the_last_launch_at_a_position_joins_there() {
     });
     assert_eq!(orchestrator.status().rejected, 2);
 }
+
+/// The orchestrator's stats line: positions up, recoveries with the last one's time, refused
+/// connections and nodes that ended unasked.
+#[test]
+fn a_status_line_says_how_the_chain_stands() {
+    let peer = |position| Peer {
+        position,
+        data: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + position)),
+        transfer: SocketAddr::from((Ipv4Addr::LOCALHOST, 8000 + position)),
+    };
+    let mut status = Status {
+        epoch: 1,
+        peers: vec![Some(peer(0)), Some(peer(1)), Some(peer(2))],
+        ..Status::default()
+    };
+    assert_eq!(
+        status.line(),
+        "epoch 1, 3 of 3 positions up, 0 recoveries, control connections refused 0, nodes \
+         ended unasked 0"
+    );
+    status.peers[1] = None;
+    status.rejected = 2;
+    status.recoveries.push(RecoveryReport {
+        epoch: 2,
+        failed: vec![1],
+        detection_ns: 15_000_000,
+        start_ns: 1_000_000,
+        transfer_ns: 2_000_000,
+        reroute_ns: 300_000,
+        total_ns: 3_250_000,
+        bytes: 1609,
+    });
+    status.epoch = 2;
+    assert_eq!(
+        status.line(),
+        "epoch 2, 2 of 3 positions up, 1 recoveries (the last of [1] in epoch 2: 3.2 ms after \
+         detection), control connections refused 2, nodes ended unasked 0"
+    );
+}
