@@ -175,14 +175,13 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
 /// ([`Status::line`](ftc_orchestrator::process::orchestrator::Status::line)) that often.
 fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool, stats_every: Option<Duration>) {
     let (mut announced, mut told) = (0, 0);
-    let mut stats_due = stats_every.map(|every| Instant::now() + every);
+    // The period, and when the next line is due.
+    let mut stats = stats_every.map(|every| (every, Instant::now() + every));
     while !done.load(Ordering::Acquire) {
         let status = orchestrator.status();
-        if let (Some(due), Some(every)) = (stats_due.as_mut(), stats_every) {
-            if Instant::now() >= *due {
-                tracing::info!(target: STATS_TARGET, "chain: {}", status.line());
-                *due = Instant::now() + every;
-            }
+        if let Some((every, due)) = stats.as_mut().filter(|(_, due)| Instant::now() >= *due) {
+            tracing::info!(target: STATS_TARGET, "chain: {}", status.line());
+            *due = Instant::now() + *every;
         }
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
         let settled = status.recoveries.total() + 1 == u64::from(status.epoch);

@@ -597,8 +597,8 @@ impl LaneThread {
                 let _ = reply.send(summary);
             }
             ToLane::Tally(reply) => {
-                let links = links.map(|l| &*l);
-                let _ = reply.send(server.tally().with_sockets(links, self.own.edges.as_ref()));
+                let tally = server.tally();
+                let _ = reply.send(tally.with_sockets(self.links(), self.own.edges.as_ref()));
             }
             ToLane::Stop => return true,
         }
