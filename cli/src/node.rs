@@ -99,12 +99,28 @@ pub struct NodeArgs {
     /// requests; and what it holds now. Shown whatever FTC_LOG says.
     #[arg(long, value_name = "SECS")]
     stats_every: Option<f64>,
+    /// A node that serves and loses its orchestrator (its process died, the connection broke)
+    /// serves on and joins the orchestrator's address again, saying where it stands, so that
+    /// the orchestrator, or one started in its place with the same spec, secret and --listen,
+    /// takes it back; if none does within SECS seconds (0 to 86400), it exits with status 2.
+    /// 0: it exits as soon as it loses the orchestrator. A node that does not serve yet (not
+    /// assigned, or a replacement still fetching its state) always exits then.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    headless_for: f64,
 }
 
 /// The period of `--stats-every SECS`.
 pub fn stats_period(secs: f64) -> anyhow::Result<Duration> {
     if !(0.1..=3600.0).contains(&secs) {
         anyhow::bail!("--stats-every must be between 0.1 and 3600 seconds, not {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The time of `--headless-for SECS`.
+pub fn headless_time(secs: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=86_400.0).contains(&secs) {
+        anyhow::bail!("--headless-for must be between 0 and 86400 seconds, not {secs}");
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -141,6 +157,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     }
     RingLoss::check(args.ring_loss).context("--ring-loss")?;
     let stats_every = args.stats_every.map(stats_period).transpose()?;
+    let headless_for = headless_time(args.headless_for)?;
     let queues = args.customer.edge_queues.max(args.link_queues);
     let first = args.customer.xdp_queue;
     if first.checked_add(queues - 1).is_none() {
@@ -234,6 +251,7 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         observe: args.observe.clone(),
         ftmb,
         stats_every,
+        headless_for,
     };
     run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
     Ok(ExitCode::SUCCESS)

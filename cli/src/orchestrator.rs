@@ -71,6 +71,13 @@ pub struct OrchestratorArgs {
     /// command launcher passes its own).
     #[arg(long, value_name = "SECS")]
     stats_every: Option<f64>,
+    /// How long, 0 to 86400 seconds, the replacements `--launch local` starts serve on without
+    /// an orchestrator (`ftc node --headless-for`; default the node's). Restarted with the same spec, secret and
+    /// --listen, an orchestrator adopts the chain whose nodes rejoin it: it runs on as it was
+    /// when every node rejoined within the suspect grace, in the epoch it was in; otherwise the
+    /// positions that did not are recovered, and every node rerouted, in the next epoch.
+    #[arg(long, value_name = "SECS")]
+    headless_for: Option<f64>,
     /// Print every recovery as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +115,10 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         .stats_every
         .map(crate::node::stats_period)
         .transpose()?;
+    let headless_for = args
+        .headless_for
+        .map(crate::node::headless_time)
+        .transpose()?;
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shape = Shape::of(&spec, mode)?;
@@ -126,6 +137,7 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
         last: shape.exit.0,
         observe: None,
         stats_every,
+        headless_for,
     };
     let config = CoordinatorConfig {
         heartbeat_period_ns: (args.heartbeat_ms * 1e6) as u64,
@@ -165,8 +177,9 @@ pub fn run(args: &OrchestratorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Say on stderr when every node has joined (`deployed in epoch 1 of run R: …`) and after every
-/// recovery once the chain is rerouted (`rerouted in epoch E of run R: …`): the epoch, the run
+/// Say on stderr when every node has joined (`deployed in epoch 1 of run R: …`; `adopted in
+/// epoch E …` when they rejoined in epoch E, serving already) and after every recovery once the
+/// chain is rerouted (`rerouted in epoch E of run R: …`): the epoch, the run
 /// id (which a state transfer to the nodes must name: `ftc lab demo` fetches their state to
 /// check it) and where each node is; and each node it started that exited without being
 /// stopped (`node P (pid N) exited (STATUS)`).
@@ -184,8 +197,7 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool, stats_every: O
             *due = Instant::now() + *every;
         }
         let peers: Option<Vec<_>> = status.peers.iter().copied().collect();
-        let settled = status.recoveries.total() + 1 == u64::from(status.epoch);
-        if let Some(peers) = peers.filter(|_| settled && status.epoch > announced) {
+        if let Some(peers) = peers.filter(|_| status.settled && status.epoch > announced) {
             let nodes: Vec<String> = peers
                 .iter()
                 .map(|p| {
@@ -195,10 +207,10 @@ fn announce_peers(orchestrator: &Orchestrator, done: &AtomicBool, stats_every: O
                     )
                 })
                 .collect();
-            let what = if status.epoch == 1 {
-                "deployed"
-            } else {
-                "rerouted"
+            let what = match &status.adopted {
+                Some(a) if a.epoch == status.epoch => "adopted",
+                _ if status.epoch == 1 => "deployed",
+                _ => "rerouted",
             };
             eprintln!(
                 "ftc orchestrator: {what} in epoch {} of run {:016x}: {}",

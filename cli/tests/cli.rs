@@ -732,6 +732,18 @@ fn help_states_the_ranges_that_are_enforced() {
             &["--stall-ms", "3600001"],
         ),
         (
+            "node",
+            "--headless-for",
+            "0 to 86400",
+            &["--headless-for", "86401"],
+        ),
+        (
+            "orchestrator",
+            "--headless-for",
+            "0 to 86400",
+            &["--headless-for", "90000"],
+        ),
+        (
             "orchestrator",
             "--heartbeat-ms",
             "0.1 to 10000",

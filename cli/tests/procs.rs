@@ -248,16 +248,29 @@ fn listening_on(log: &mut impl BufRead) -> String {
         .to_string()
 }
 
-/// `ftc orchestrator SPEC` on a free port with 50 ms heartbeats and `extra` options: the
-/// process (its stdout as given), its control address, and the rest of its stderr once it exits.
+/// `ftc orchestrator SPEC` on a free port with 50 ms heartbeats and `extra` options, whose
+/// replacements exit as soon as they lose it: the process (its stdout as given), its control
+/// address, and the rest of its stderr once it exits.
 fn orchestrator(
     spec: &str,
     secret: &Temp,
     extra: &[&str],
     stdout: Stdio,
 ) -> (Child, String, std::thread::JoinHandle<String>) {
+    let at = ["--listen", "127.0.0.1:0", "--headless-for", "0"];
+    orchestrator_at(spec, secret, &[&at, extra].concat(), stdout)
+}
+
+/// `ftc orchestrator SPEC` with 50 ms heartbeats and `extra` options (`--listen` among them):
+/// as [`orchestrator`].
+fn orchestrator_at(
+    spec: &str,
+    secret: &Temp,
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut orchestrator = ftc()
-        .args(["orchestrator", spec, "--listen", "127.0.0.1:0"])
+        .args(["orchestrator", spec])
         .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
         .args(extra)
         // The nodes it starts inherit this: their exit summaries come with its log.
@@ -276,13 +289,19 @@ fn orchestrator(
     (orchestrator, addr, log)
 }
 
-/// `ftc node` at `position` for the orchestrator at `addr`, with 50 ms heartbeats; the spec and
-/// any other options to add.
+/// `ftc node` at `position` for the orchestrator at `addr`, with 50 ms heartbeats, which exits
+/// as soon as it loses the orchestrator; the spec and any other options to add.
 fn node(addr: &str, position: u16, secret: &Temp) -> Command {
+    node_waiting(addr, position, secret, "0")
+}
+
+/// [`node`], serving on without its orchestrator for up to `secs` seconds.
+fn node_waiting(addr: &str, position: u16, secret: &Temp, secs: &str) -> Command {
     let mut node = ftc();
     node.args(["node", "--orchestrator", addr])
         .args(["--position", &position.to_string()])
-        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"]);
+        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
+        .args(["--headless-for", secs]);
     node
 }
 
@@ -646,7 +665,15 @@ fn af_xdp_edges_carry_a_connection_through_ch_rec_across_a_failure() {
         cmd.args(args);
         cmd
     };
-    let timing = ["--heartbeat-ms", "100", "--edge-queues", "2"];
+    // The nodes, and the replacement the orchestrator starts, exit as soon as they lose it.
+    let timing = [
+        "--heartbeat-ms",
+        "100",
+        "--edge-queues",
+        "2",
+        "--headless-for",
+        "0",
+    ];
     let edge_in = ["--edge-in", "out=e0o", "--edge-in", "in=e0i"];
     let edge_out = ["--edge-out", "out=e2o", "--edge-out", "in=e2i"];
     let mut orchestrator = ftc_in_ns(&["orchestrator", &spec("ch-rec.toml")])
@@ -881,5 +908,103 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
     for lane in ["lane 0: transactions Some(", "lane 1: transactions Some("] {
         let busy = summary.split(lane).nth(1).unwrap_or("0");
         assert!(!busy.starts_with('0'), "{lane}…: {summary}");
+    }
+}
+
+/// The orchestrator is not on the packet path (thesis §4.2): killed with SIGKILL, it leaves
+/// Ch-Rec's nodes serving, customer frames still crossing; one started in its place at the same
+/// address adopts the chain as its nodes rejoin it (epoch 1, undisturbed), recovers a node killed
+/// after that, and stops them all when it is stopped.
+#[test]
+fn nodes_serve_on_without_their_orchestrator_and_rejoin_its_successor() {
+    let _turn = turn();
+    let secret = Temp::new("adopt-secret", "adoption test secret\n");
+    let spec = spec("ch-rec.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let at = ["--listen", addr.as_str(), "--headless-for", "30"];
+    let (first, _, first_log) = orchestrator_at(&spec, &secret, &at, Stdio::null());
+    let mut procs = Procs(vec![first]);
+    let (ingress, sink, egress) = udp_ends();
+    let logs = [0, 1, 2].map(|i| Temp::new(&format!("adopt-node-{i}.log"), ""));
+    for (i, log) in (0..3).zip(&logs) {
+        let mut node = node_waiting(&addr, i, &secret, "30");
+        match i {
+            0 => node.args(["--ingress", &ingress]),
+            2 => node.args(["--egress", &egress]),
+            _ => &mut node,
+        };
+        node.stderr(std::fs::File::create(&log.0).unwrap());
+        procs.0.push(node.arg(&spec).spawn().unwrap());
+    }
+    syns_through(&ingress, &sink, 50);
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    drop(first_log.join());
+    // Past the detection timeout (3 heartbeats of 50 ms): nobody watches, frames still flow.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = syns_through(&ingress, &sink, 50);
+    for frame in &got {
+        let (src, _, dst, _) = tcp_checked(frame);
+        assert_eq!((src, dst), (PUBLIC, SERVER), "NAT-rewritten");
+    }
+    for node in &mut procs.0[1..] {
+        assert!(node.try_wait().unwrap().is_none(), "a node exited");
+    }
+    let extra = [&at[..], &["--json", "--stats-every", "0.2"]].concat();
+    let (mut second, _, second_log) = orchestrator_at(&spec, &secret, &extra, Stdio::piped());
+    let reports = lines_of(second.stdout.take().unwrap());
+    procs.0[0] = second;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rejoined = |log: &Temp| {
+        let text = std::fs::read_to_string(&log.0).unwrap();
+        text.contains("rejoined the orchestrator at")
+    };
+    while !logs.iter().all(rejoined) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for log in &logs {
+        let text = std::fs::read_to_string(&log.0).unwrap();
+        assert!(text.contains("lost the orchestrator"), "{text}");
+        assert!(rejoined(log), "{text}");
+    }
+    // Adopted once all rejoined: a node killed now is one of its chain, recovered in epoch 2.
+    std::thread::sleep(Duration::from_millis(300));
+    procs.0[2].kill().unwrap();
+    let line = reports
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a recovery report");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
+    assert_eq!(report["epoch"], 2, "{line}");
+    syns_through(&ingress, &sink, 50);
+    let pid = procs.0[0].id() as i32;
+    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
+    let log = second_log.join().unwrap();
+    assert!(
+        log.contains(
+            "adopted the chain its nodes ran in epoch 1: positions [0, 1, 2] rejoined; it runs \
+             on undisturbed"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("adopted in epoch 1 of run"), "{log}");
+    assert!(
+        log.contains("chain: epoch 2, 3 of 3 positions up, 1 recoveries, adopted in epoch 1"),
+        "{log}"
+    );
+    for node in [1, 3] {
+        assert!(exits(&mut procs.0[node], Duration::from_secs(5)));
+        assert!(
+            procs.0[node].wait().unwrap().success(),
+            "stopped, not orphaned"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! `cargo run --release -p ftc-orchestrator --example transfer_rate [N] [ROUNDS]`.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,7 @@ fn main() {
             transfer::serve(
                 &listener,
                 &key,
-                1,
+                &AtomicU64::new(1),
                 &stop,
                 |_, _, group| match group.0 {
                     0 => Some(Served::Kept(Arc::clone(&bytes))),

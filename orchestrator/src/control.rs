@@ -15,7 +15,8 @@
 //! orchestrator's `Challenge` and the nonce of the node's `Join`; the launch token (below) to
 //! `Join`; and the run id to `Heartbeat`, `Ready`, `TransferFailed` and `Resumed`. Version 6
 //! added the challenge of state transfers (below): the source's `TransferChallenge` and the nonce
-//! of the replacement's `FetchGroup`. Decoding
+//! of the replacement's `FetchGroup`. Version 7 added to `Join` what a node that already serves
+//! says as it rejoins (below). Decoding
 //! checks the header, then verifies the tag (in constant time) before it looks at the body, so a
 //! party without the key cannot make the parser see any body byte it chose. Integers are
 //! big-endian; a socket address is a family byte (4 or 6), the IP address and the port (IPv6
@@ -51,6 +52,12 @@
 //! node that took a transfer port for the orchestrator's (or the other way round) is told so by
 //! the kind, not by a challenge it would misread.
 //!
+//! A node that serves in the chain and loses its orchestrator (the process died, or the connection
+//! broke) serves on and connects again, and its `Join` then says so: the epoch it is in and the
+//! epoch of the routing it follows ([`Serving`]). An orchestrator that has just started adopts a
+//! chain whose nodes all rejoin that way; a running one takes a node back at the position it
+//! holds (module `coordinator`).
+//!
 //! A node the orchestrator's launcher started carries the token of its launch in its `Join`
 //! (version 5 too), and a position the launcher launched a node at takes only the `Join` of its
 //! last launch: a node of an earlier launch (one that was slow to start, and launched again) is
@@ -79,7 +86,7 @@ pub const MAX_GROUP_STATE: usize = DEFAULT_MAX_BODY - body::GROUP_STATE_FIXED;
 pub const CONTROL_MAX_BODY: usize = 64 << 10;
 
 /// The control protocol version this build speaks.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 const MAGIC: [u8; 4] = *b"FTCC";
 /// Magic, version, kind, body length.
 const HEADER_LEN: usize = 4 + 1 + 1 + 4;
@@ -104,6 +111,24 @@ pub struct Peer {
     pub transfer: SocketAddr,
 }
 
+/// What a node that already serves says as it joins again: a node whose orchestrator went
+/// away serves on, and rejoins the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Serving {
+    /// The epoch it is in: its last `Assign`, `Fence` or `Reroute`.
+    pub epoch: u32,
+    /// The epoch of the routing it follows: its last `Assign` or `Reroute` (0 for a replacement
+    /// not rerouted yet). Below `epoch`, it is fenced and waits for a reroute.
+    pub routed: u32,
+}
+
+impl Serving {
+    /// Whether frames flow through it: it follows the routing of the epoch it is in.
+    pub fn flowing(&self) -> bool {
+        self.routed == self.epoch
+    }
+}
+
 /// One group a replacement must fetch, and from whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fetch {
@@ -125,7 +150,8 @@ pub enum Message {
     /// ([`chain_fingerprint`](crate::process::chain_fingerprint)), in answer to the
     /// [`Challenge`](Message::Challenge) of `nonce`; `launch` is the token of the launch that
     /// started it, if the orchestrator's launcher did
-    /// ([`LAUNCH_TOKEN_ENV`](crate::process::launcher::LAUNCH_TOKEN_ENV)).
+    /// ([`LAUNCH_TOKEN_ENV`](crate::process::launcher::LAUNCH_TOKEN_ENV)); `serving` when it
+    /// already serves at `position` and rejoins, having lost its orchestrator.
     Join {
         position: u16,
         pid: u32,
@@ -134,6 +160,7 @@ pub enum Message {
         transfer: SocketAddr,
         nonce: Nonce,
         launch: Option<Nonce>,
+        serving: Option<Serving>,
     },
     /// Node → orchestrator, every heartbeat period, in the orchestrator's run `run` (as are the
     /// node's messages below).

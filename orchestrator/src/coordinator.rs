@@ -18,7 +18,18 @@
 //! for them to beat again (a live server on a starved machine) and recovers what remains as soon as it
 //! can; it halts ([`Coordinator::halted`]) when the grace runs out, and never runs a recovery
 //! that would lose state.
+//!
+//! Adoption: a coordinator whose first `Join` is a rejoin (a node that serves already, module
+//! `adoption`) takes over the running chain instead of deploying one. Once every position
+//! rejoined, or the suspect grace after the first rejoin ran out, the chain is in the newest
+//! epoch its nodes name; when all rejoined, all in that epoch and none fenced, it runs on as it
+//! was, and nothing is sent; otherwise a recovery of the next epoch replaces the positions that
+//! did not rejoin (or, when none is missing, just fences and reroutes every node).
+//! [`Coordinator::poll_adoption`] says which. A running coordinator takes a rejoin of the node
+//! it knows at a position (same addresses, not replaced since) as a heartbeat: its control
+//! connection broke and it connected again.
 
+mod adoption;
 mod recovery;
 mod suspects;
 
@@ -27,9 +38,11 @@ use std::time::Duration;
 
 use ftc_chain::ring::{Ring, ServerId};
 
-use crate::control::{Fetch, Message, Peer};
+use crate::control::{Fetch, Message, Peer, Serving};
 use crate::detector::{Detector, Failure};
 use crate::plan::{plan, replan, PlanError, Transfer};
+pub use adoption::Adopted;
+use adoption::Adoption;
 use recovery::Recovery;
 pub use recovery::RecoveryReport;
 use suspects::Suspects;
@@ -111,6 +124,8 @@ pub struct Unrecoverable {
 #[derive(Debug)]
 enum Phase {
     Deploying,
+    /// Taking over a running chain, from its first rejoin.
+    Adopting(Adoption),
     Running,
     Recovering(Recovery),
     Halted(Unrecoverable),
@@ -126,6 +141,8 @@ pub struct Coordinator {
     recover: bool,
     /// [`CoordinatorConfig::start_timeout_ns`].
     start_timeout: u64,
+    /// How long an adoption waits for the positions that have not rejoined: the suspect grace.
+    adopt_grace: u64,
     /// The first back-off before a fetch is sent again to a source that could not serve it:
     /// [`CoordinatorConfig::heartbeat_period_ns`].
     retry_ns: u64,
@@ -139,6 +156,7 @@ pub struct Coordinator {
     phase: Phase,
     commands: VecDeque<Command>,
     reports: VecDeque<RecoveryReport>,
+    adopted: Option<Adopted>,
     stale: u64,
     unexpected: u64,
     other_run: u64,
@@ -154,6 +172,9 @@ impl Coordinator {
             run,
             recover: config.recover,
             start_timeout: config.start_timeout_ns,
+            adopt_grace: config
+                .detection_ns()
+                .saturating_mul(u64::from(config.suspect_grace)),
             retry_ns: config.heartbeat_period_ns,
             epoch: 0,
             peers: vec![None; ring.servers()],
@@ -167,6 +188,7 @@ impl Coordinator {
             phase: Phase::Deploying,
             commands: VecDeque::new(),
             reports: VecDeque::new(),
+            adopted: None,
             stale: 0,
             unexpected: 0,
             other_run: 0,
@@ -176,6 +198,11 @@ impl Coordinator {
     /// The current epoch: 0 until the chain is deployed, then 1, then one more per recovery.
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// Whether the chain runs undisturbed: deployed or adopted, and no recovery under way.
+    pub fn running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
     }
 
     /// Every position's live server; `None` until it joins and while it is being replaced.
@@ -243,15 +270,19 @@ impl Coordinator {
                 position,
                 data,
                 transfer,
+                serving,
                 ..
-            } => self.on_join(
-                now,
-                Peer {
+            } => {
+                let peer = Peer {
                     position,
                     data,
                     transfer,
-                },
-            ),
+                };
+                match serving {
+                    None => self.on_join(now, peer),
+                    Some(serving) => self.on_rejoin(now, peer, serving),
+                }
+            }
             Message::Heartbeat {
                 position, epoch, ..
             } => self.on_heartbeat(now, position, epoch),
@@ -277,8 +308,10 @@ impl Coordinator {
 
     /// Time passed: declares silent servers failed and recovers them.
     pub fn handle_timeout(&mut self, now: u64) {
-        if matches!(self.phase, Phase::Halted(_)) {
-            return;
+        match &self.phase {
+            Phase::Halted(_) => return,
+            Phase::Adopting(a) if a.deadline <= now => self.adopt(now),
+            _ => {}
         }
         while let Some(failure) = self.detector.poll_failed(now) {
             self.on_failure(now, failure);
@@ -296,6 +329,7 @@ impl Coordinator {
     pub fn poll_timeout(&self) -> Option<u64> {
         let retry = match &self.phase {
             Phase::Halted(_) => return None,
+            Phase::Adopting(a) => Some(a.deadline),
             Phase::Recovering(r) => r.next_retry(),
             Phase::Deploying | Phase::Running => None,
         };
@@ -312,6 +346,11 @@ impl Coordinator {
     /// The report of a recovery that finished.
     pub fn poll_report(&mut self) -> Option<RecoveryReport> {
         self.reports.pop_front()
+    }
+
+    /// How the coordinator took over the running chain its nodes rejoined with, once it did.
+    pub fn poll_adoption(&mut self) -> Option<Adopted> {
+        self.adopted.take()
     }
 
     /// `position` as a server of this ring, or `None` (counted) for a stranger.
@@ -392,6 +431,106 @@ impl Coordinator {
         }
     }
 
+    /// A node that serves already joined again. A coordinator that has just started adopts the
+    /// chain; a running one takes it back if it is the node it knows at `peer.position`, whose
+    /// control connection broke: a heartbeat (before a reroute it names the epoch it was fenced
+    /// in or later, as its heartbeats do).
+    fn on_rejoin(&mut self, now: u64, peer: Peer, serving: Serving) {
+        let position = peer.position;
+        let Some(s) = self.server(position) else {
+            return;
+        };
+        let i = usize::from(position);
+        match &mut self.phase {
+            Phase::Deploying if self.peers.iter().all(Option::is_none) => {
+                let mut a = Adoption::new(now, self.adopt_grace, self.ring.servers());
+                a.rejoin(s, serving);
+                self.phase = Phase::Adopting(a);
+            }
+            Phase::Adopting(a) => a.rejoin(s, serving),
+            Phase::Running | Phase::Recovering(_)
+                if self.peers[i] == Some(peer)
+                    && (self.incarnation[i]..=self.epoch).contains(&serving.epoch) =>
+            {
+                return self.on_heartbeat(now, position, serving.epoch);
+            }
+            _ => {
+                self.unexpected += 1;
+                return;
+            }
+        }
+        self.peers[i] = Some(peer);
+        if matches!(&self.phase, Phase::Adopting(a) if a.complete()) {
+            self.adopt(now);
+        }
+    }
+
+    /// The adoption is over (every position rejoined, or the grace ran out): the chain runs on
+    /// in the newest epoch its nodes name, or a recovery of the next one begins.
+    fn adopt(&mut self, now: u64) {
+        let Phase::Adopting(a) = std::mem::replace(&mut self.phase, Phase::Running) else {
+            unreachable!("only an adoption is adopted");
+        };
+        let epoch = a.epoch();
+        self.epoch = epoch;
+        let mut missing = BTreeSet::new();
+        for (s, serving) in a.rejoined() {
+            match serving {
+                Some(serving) => {
+                    self.incarnation[usize::from(s.0)] = serving.epoch;
+                    self.detector.watch(s, now);
+                }
+                None => {
+                    missing.insert(s);
+                }
+            }
+        }
+        let undisturbed = a.undisturbed();
+        self.adopted = Some(Adopted {
+            epoch,
+            rejoined: self.live().map(|s| s.0).collect(),
+            recovery: (!undisturbed).then_some(epoch + 1),
+        });
+        if undisturbed {
+            return;
+        }
+        let planned = if self.recover || missing.is_empty() {
+            plan(&self.ring, &missing, &BTreeSet::new())
+        } else {
+            Err(PlanError::NotRecovered)
+        };
+        if let Err(cause) = planned {
+            self.phase = Phase::Halted(Unrecoverable {
+                epoch,
+                failed: missing.iter().map(|s| s.0).collect(),
+                cause,
+            });
+            return;
+        }
+        self.epoch = epoch + 1;
+        let first = Failure {
+            server: missing.first().copied().unwrap_or(ServerId(0)),
+            last_heartbeat: a.since,
+        };
+        self.phase = Phase::Recovering(Recovery::new(first, now));
+        if missing.is_empty() {
+            let epoch = self.epoch;
+            self.broadcast(&Message::Fence {
+                epoch,
+                failed: Vec::new(),
+            });
+            let servers = self.ring.server_ids();
+            if let Phase::Recovering(r) = &mut self.phase {
+                r.start_reroute(now, servers);
+            }
+            let peers = self.all_peers();
+            self.broadcast(&Message::Reroute { epoch, peers });
+        }
+        for s in missing {
+            self.add_failure(now, s);
+        }
+    }
+
     fn assign(&mut self, now: u64) {
         self.epoch = 1;
         self.incarnation.fill(1);
@@ -448,7 +587,9 @@ impl Coordinator {
         let Some(s) = self.server(position) else {
             return;
         };
-        if epoch < self.incarnation[usize::from(position)] {
+        if matches!(self.phase, Phase::Adopting(_)) {
+            // The rejoined nodes beat on; they are watched once the chain is adopted.
+        } else if epoch < self.incarnation[usize::from(position)] {
             self.stale += 1;
         } else if epoch > self.epoch {
             self.unexpected += 1;
@@ -598,7 +739,7 @@ impl Coordinator {
                 self.relaunch(now, s);
             }
             Phase::Running | Phase::Recovering(_) => self.suspects.insert(failure, now),
-            Phase::Deploying | Phase::Halted(_) => {}
+            Phase::Deploying | Phase::Adopting(_) | Phase::Halted(_) => {}
         }
     }
 
@@ -624,7 +765,7 @@ impl Coordinator {
             Phase::Running => (BTreeSet::new(), true),
             Phase::Recovering(r) if r.reroute.is_none() => (r.failed_set(), true),
             Phase::Recovering(_) => (BTreeSet::new(), false),
-            Phase::Deploying | Phase::Halted(_) => return,
+            Phase::Deploying | Phase::Adopting(_) | Phase::Halted(_) => return,
         };
         failed.extend(self.suspects.servers());
         let planned = if self.recover {

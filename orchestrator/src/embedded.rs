@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
@@ -260,7 +260,8 @@ pub fn run_chaos(spec: &ChainSpec, config: &ChaosConfig) -> Result<ChaosReport, 
                     tracing::warn!("server {i}: refused a state transfer request: {e}");
                     rejected.fetch_add(1, Ordering::Relaxed);
                 };
-                if let Err(e) = transfer::serve(listener, key, ours, stop, export, refuse) {
+                let run = AtomicU64::new(ours);
+                if let Err(e) = transfer::serve(listener, key, &run, stop, export, refuse) {
                     tracing::error!("server {i}: state transfers stopped: {e}");
                 }
             });
@@ -428,6 +429,7 @@ fn orchestrate<'scope, 'env, 'w: 'scope, C: Fn() -> u64 + Sync>(
                 // No connection to challenge: the servers are threads of this process.
                 nonce: Nonce::default(),
                 launch: None,
+                serving: None,
             },
         );
     }
@@ -666,6 +668,7 @@ fn restore<'w, C>(
         transfer: world.transfer[usize::from(position.0)],
         nonce: Nonce::default(),
         launch: None,
+        serving: None,
     });
     let mut fetched = Fetched::default();
     let epoch = loop {

@@ -127,7 +127,7 @@ impl Fetched {
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use ftc_chain::ring::MbIndex;
     use ftc_stm::Store;
@@ -149,8 +149,10 @@ mod tests {
         .encode()
         .unwrap();
         std::thread::scope(|s| {
-            let source =
-                s.spawn(|| transfer::serve(&listener, &key, 1, &stop, |_, _, _| Some(&m1), |_| {}));
+            let source = s.spawn(|| {
+                let run = AtomicU64::new(1);
+                transfer::serve(&listener, &key, &run, &stop, |_, _, _| Some(&m1), |_| {})
+            });
             let mut fetched = Fetched::default();
             let mut failed = Vec::new();
             let m0 = Fetch {

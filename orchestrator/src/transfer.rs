@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -48,8 +48,9 @@ pub enum TransferError {
     TooLarge { group: u8, bytes: usize },
 }
 
-/// Serve the state transfers of one server of the run `run` until `stop`: every connection is
-/// challenged first (`TransferChallenge` of `run` and a fresh nonce, [`unguessable`]), then asks
+/// Serve the state transfers of one server of the run `run` until `stop` (the run may change
+/// meanwhile: a node that rejoins another orchestrator takes its run): every connection is
+/// challenged first (`TransferChallenge` of the run and a fresh nonce, [`unguessable`]), then asks
 /// for one group (`FetchGroup`, which must carry its connection's nonce) and gets
 /// `export(run, epoch, group)` as `GroupState`, or is closed when that is `None` (another run's
 /// request, not a member, or the server is gone). The state is sent from where `export` keeps it,
@@ -77,7 +78,7 @@ pub enum TransferError {
 pub fn serve<S: AsRef<[u8]> + Send + Sync>(
     listener: &TcpListener,
     key: &Key,
-    run: u64,
+    run: &AtomicU64,
     stop: &AtomicBool,
     export: impl Fn(u64, u32, MbIndex) -> Option<S> + Sync,
     rejected: impl Fn(&ControlError) + Sync,
@@ -134,16 +135,16 @@ pub fn serve<S: AsRef<[u8]> + Send + Sync>(
 }
 
 /// What the transfers of one [`serve`] share.
-struct Served<S, E> {
+struct Served<'r, S, E> {
     /// The run whose transfers they are, named in each connection's challenge.
-    run: u64,
+    run: &'r AtomicU64,
     /// How many are under way, at most [`MAX_TRANSFERS`].
     places: AtomicUsize,
     copies: Copies<S>,
     export: E,
 }
 
-impl<S, E> Served<S, E> {
+impl<S, E> Served<'_, S, E> {
     /// A place for one more transfer, if fewer than [`MAX_TRANSFERS`] are under way; dropping it
     /// gives it back.
     fn place(&self) -> Option<Place<'_>> {
@@ -295,7 +296,7 @@ fn answer<S: AsRef<[u8]>>(
     from: SocketAddr,
     admitted: &Admitted<'_>,
     key: &Key,
-    served: &Served<S, impl Fn(u64, u32, MbIndex) -> Option<S>>,
+    served: &Served<'_, S, impl Fn(u64, u32, MbIndex) -> Option<S>>,
 ) -> Result<(), TransferError> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
@@ -303,7 +304,7 @@ fn answer<S: AsRef<[u8]>>(
     keep_alive(&stream)?;
     let given = unguessable();
     let challenge = Message::TransferChallenge {
-        run: served.run,
+        run: served.run.load(Ordering::Acquire),
         nonce: given,
     };
     // A few dozen bytes into a fresh connection's empty buffer: the write does not wait.
@@ -573,7 +574,16 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let server = s.spawn(|| serve(&listener, &key(), run, &stop, export, rejected));
+            let server = s.spawn(|| {
+                serve(
+                    &listener,
+                    &key(),
+                    &AtomicU64::new(run),
+                    &stop,
+                    export,
+                    rejected,
+                )
+            });
             let stopping = Stopping(&stop);
             body(addr);
             drop(stopping);
@@ -608,8 +618,16 @@ mod tests {
         let stop = AtomicBool::new(false);
         let state = vec![7; 1000];
         std::thread::scope(|s| {
-            let server =
-                s.spawn(|| serve(&listener, &key(), 1, &stop, |_, _, _| Some(&state), |_| {}));
+            let server = s.spawn(|| {
+                serve(
+                    &listener,
+                    &key(),
+                    &AtomicU64::new(1),
+                    &stop,
+                    |_, _, _| Some(&state),
+                    |_| {},
+                )
+            });
             let silent: Vec<_> = (0..400)
                 .map(|_| TcpStream::connect(addr).unwrap())
                 .collect();
@@ -637,7 +655,8 @@ mod tests {
         let state: &'static [u8] = vec![7; 64 << 20].leak();
         let (ended, serving) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let served = serve(listener, &key(), 1, stop, |_, _, _| Some(state), |_| {});
+            let run = AtomicU64::new(1);
+            let served = serve(listener, &key(), &run, stop, |_, _, _| Some(state), |_| {});
             let _ = ended.send(served.is_ok());
         });
         let requester = request(addr, 1);

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{ControlError, Fetch, Message, Nonce, Peer};
+use super::{ControlError, Fetch, Message, Nonce, Peer, Serving};
 
 const JOIN: u8 = 1;
 const HEARTBEAT: u8 = 2;
@@ -108,6 +108,7 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
             transfer,
             nonce,
             launch,
+            serving,
         } => {
             out.extend_from_slice(&position.to_be_bytes());
             out.extend_from_slice(&pid.to_be_bytes());
@@ -119,6 +120,14 @@ pub(super) fn encode<'a>(msg: &'a Message, out: &mut Vec<u8>) -> &'a [u8] {
                 Some(token) => {
                     out.push(1);
                     out.extend_from_slice(token);
+                }
+                None => out.push(0),
+            }
+            match serving {
+                Some(Serving { epoch, routed }) => {
+                    out.push(1);
+                    out.extend_from_slice(&epoch.to_be_bytes());
+                    out.extend_from_slice(&routed.to_be_bytes());
                 }
                 None => out.push(0),
             }
@@ -290,6 +299,13 @@ pub(super) fn decode(kind: u8, fixed: &[u8], tail: Vec<u8>) -> Result<Message, C
             nonce: r.nonce()?,
             launch: match r.flag()? {
                 true => Some(r.nonce()?),
+                false => None,
+            },
+            serving: match r.flag()? {
+                true => Some(Serving {
+                    epoch: r.u32()?,
+                    routed: r.u32()?,
+                }),
                 false => None,
             },
         },

@@ -69,17 +69,21 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (
             (any::<u16>(), any::<u32>(), any::<u64>()),
-            (addr(), addr(), any::<Nonce>(), any::<Option<Nonce>>())
+            (addr(), addr(), any::<Nonce>(), any::<Option<Nonce>>()),
+            any::<Option<(u32, u32)>>()
         )
             .prop_map(
-                |((position, pid, chain), (data, transfer, nonce, launch))| Message::Join {
-                    position,
-                    pid,
-                    chain,
-                    data,
-                    transfer,
-                    nonce,
-                    launch,
+                |((position, pid, chain), (data, transfer, nonce, launch), serving)| {
+                    Message::Join {
+                        position,
+                        pid,
+                        chain,
+                        data,
+                        transfer,
+                        nonce,
+                        launch,
+                        serving: serving.map(|(epoch, routed)| Serving { epoch, routed }),
+                    }
                 }
             ),
         (any::<u64>(), any::<Nonce>(), any::<u64>()).prop_map(|(run, nonce, heartbeat_ns)| {
@@ -271,7 +275,7 @@ fn another_version_is_named_in_the_error() {
     assert!(matches!(err, ControlError::UnsupportedVersion(1)));
     assert_eq!(
         err.to_string(),
-        "control protocol version 1 is not supported (this build speaks version 6)"
+        "control protocol version 1 is not supported (this build speaks version 7)"
     );
     assert!(matches!(
         read(&frame, DEFAULT_MAX_BODY),
@@ -528,6 +532,12 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
         Err(ControlError::BodyTooShort { kind: "Join" })
     ));
     join.push(0);
+    // A Join of version 6, without the serving flag, is cut short.
+    assert!(matches!(
+        decoded(1, &join),
+        Err(ControlError::BodyTooShort { kind: "Join" })
+    ));
+    join.push(0);
     let mut launched = join.clone();
     assert_eq!(
         decoded(1, &join).unwrap(),
@@ -539,12 +549,30 @@ fn malformed_bodies_under_a_valid_tag_say_what_is_wrong() {
             transfer: v4(81),
             nonce: [3; NONCE_LEN],
             launch: None,
+            serving: None,
         }
     );
+    // A rejoining node's: a flag byte, then (flag 1) its epoch and the epoch of its routing.
+    let mut rejoin = join.clone();
+    let last = rejoin.len() - 1;
+    rejoin[last] = 1;
+    rejoin.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 4]);
+    assert!(matches!(
+        decoded(1, &rejoin).unwrap(),
+        Message::Join {
+            serving: Some(Serving {
+                epoch: 5,
+                routed: 4
+            }),
+            ..
+        }
+    ));
     // The launch token is a flag byte, then (flag 1) the token.
-    let flag = join.len() - 1;
+    let flag = join.len() - 2;
     launched[flag] = 1;
+    launched.truncate(flag + 1);
     launched.extend_from_slice(&[4; NONCE_LEN]);
+    launched.push(0);
     assert!(matches!(
         decoded(1, &launched).unwrap(),
         Message::Join { launch: Some(token), .. } if token == [4; NONCE_LEN]

@@ -130,6 +130,7 @@ impl Chain {
             transfer: p.transfer,
             nonce: [0; 16],
             launch: None,
+            serving: None,
         });
         self.beating.insert(position);
     }
@@ -230,6 +231,7 @@ fn deployment_waits_for_every_position() {
         transfer: p.transfer,
         nonce: [0; 16],
         launch: None,
+        serving: None,
     };
     c.handle(0, join(peer(0, 9)));
     c.handle(1, join(p0)); // a restarted server 0 replaces the first
@@ -897,8 +899,11 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
                 transfer: peer.transfer,
                 nonce: [0; 16],
                 launch: None,
+                serving: None,
             }
         }),
+        (position.clone(), 0u8..3, epoch.clone(), epoch.clone())
+            .prop_map(|(p, i, epoch, routed)| rejoin(peer(p, i), epoch, routed)),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {
             run: RUN,
             position,
@@ -953,8 +958,9 @@ proptest! {
                 let (Command::Launch { position: to, .. } | Command::Send { to, .. }) = cmd;
                 prop_assert!(usize::from(to.0) < ring.servers());
             }
+            // An adoption's recovery may only reroute.
             while let Some(report) = c.poll_report() {
-                prop_assert!(!report.failed.is_empty() && report.failed.len() <= f);
+                prop_assert!(report.failed.len() <= f);
             }
             // Fail-stop: a suspect was never fenced off or replaced.
             for s in c.suspects() {
@@ -962,4 +968,183 @@ proptest! {
             }
         }
     }
+}
+
+/// The `Join` of the node at `p`, saying `serving`.
+fn join_of(p: Peer, serving: Option<Serving>) -> Message {
+    Message::Join {
+        position: p.position,
+        pid: 1,
+        chain: 0,
+        data: p.data,
+        transfer: p.transfer,
+        nonce: [0; 16],
+        launch: None,
+        serving,
+    }
+}
+
+/// What a node that serves already sends as it joins again.
+fn rejoin(p: Peer, epoch: u32, routed: u32) -> Message {
+    join_of(p, Some(Serving { epoch, routed }))
+}
+
+impl Chain {
+    /// A coordinator that has just started, of a ring of `k` middleboxes tolerating `f`
+    /// failures, whose nodes at `positions` (original servers) rejoin at time 0, each in
+    /// `epoch` and following the routing of `routed`, and then beat.
+    fn rejoined(k: usize, f: usize, rejoins: &[(u16, u32, u32)]) -> Chain {
+        let ring = Ring::new(k, f).unwrap();
+        let mut chain = Chain {
+            c: Coordinator::new(ring, CoordinatorConfig::default(), RUN),
+            now: 0,
+            servers: ring.servers() as u16,
+            beating: BTreeSet::new(),
+            seq: 0,
+        };
+        for &(position, epoch, routed) in rejoins {
+            assert!(chain.c.handle(0, rejoin(peer(position, 0), epoch, routed)));
+            chain.beating.insert(position);
+        }
+        chain
+    }
+}
+
+/// A coordinator started after its predecessor died takes the chain over as its nodes left it:
+/// nothing sent, the epoch theirs, failures recovered from there on.
+#[test]
+fn a_new_coordinator_adopts_a_chain_whose_nodes_all_rejoin() {
+    let mut chain = Chain::rejoined(3, 1, &[(0, 4, 4), (2, 4, 4)]);
+    assert!(!chain.c.running(), "waiting for position 1");
+    assert_eq!(chain.c.poll_adoption(), None);
+    chain.run_to(50);
+    assert!(chain.c.handle(chain.now, rejoin(peer(1, 0), 4, 4)));
+    assert_eq!(chain.commands(), vec![]);
+    assert!(chain.c.running());
+    assert_eq!(chain.c.epoch(), 4);
+    assert_eq!(
+        chain.c.poll_adoption(),
+        Some(Adopted {
+            epoch: 4,
+            rejoined: vec![0, 1, 2],
+            recovery: None,
+        })
+    );
+    chain.beating.insert(1);
+    chain.run_to(500);
+    assert_eq!(chain.commands(), vec![], "all of them beat");
+    chain.kill(1);
+    chain.run_to(600);
+    let mut expected = fence(&[0, 2], 5, &[1]);
+    expected.push(launch(1, 5));
+    assert_eq!(chain.commands(), expected);
+}
+
+/// Positions whose nodes do not rejoin within the suspect grace (300 ms) after the first rejoin
+/// are taken for failed and recovered in the next epoch, from the nodes that rejoined.
+#[test]
+fn positions_that_do_not_rejoin_in_the_grace_are_recovered_in_the_next_epoch() {
+    let mut chain = Chain::rejoined(3, 1, &[(0, 3, 3), (2, 3, 3)]);
+    chain.run_to(299);
+    assert_eq!(chain.commands(), vec![]);
+    assert_eq!(chain.c.epoch(), 0, "not adopted yet");
+    chain.run_to(301);
+    let mut expected = fence(&[0, 2], 4, &[1]);
+    expected.push(launch(1, 4));
+    assert_eq!(chain.commands(), expected);
+    assert_eq!(
+        chain.c.poll_adoption(),
+        Some(Adopted {
+            epoch: 3,
+            rejoined: vec![0, 2],
+            recovery: Some(4),
+        })
+    );
+    chain.join(1, 1);
+    // Server 1 heads m1 (replicated at 2) and replicates m0 (whose tail it was: from 0).
+    assert_eq!(
+        chain.commands(),
+        vec![recover(1, 4, &[fetch(1, true, 2), fetch(0, false, 0)])]
+    );
+    chain.ready(1, 10);
+    assert_eq!(chain.commands(), chain.reroute(&[1]));
+    chain.resumed(&[0, 1, 2]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!((report.epoch, report.failed), (4, vec![1]));
+    assert_eq!(
+        report.detection_ns,
+        300 * MS,
+        "the grace, from the first rejoin"
+    );
+    assert!(chain.c.running());
+}
+
+/// Nodes left in the middle of a recovery (fenced and waiting for the reroute, a replacement
+/// ready but not rerouted, one the fence never reached) are fenced and rerouted in the next
+/// epoch: a recovery with nothing to replace.
+#[test]
+fn a_chain_left_in_a_recovery_is_fenced_and_rerouted() {
+    let mut chain = Chain::rejoined(3, 1, &[(0, 5, 4), (1, 5, 0), (2, 4, 4)]);
+    assert_eq!(chain.c.epoch(), 6);
+    let mut expected = fence(&[0, 1, 2], 6, &[]);
+    expected.extend(chain.reroute(&[]));
+    assert_eq!(chain.commands(), expected);
+    assert_eq!(chain.c.poll_adoption().unwrap().recovery, Some(6));
+    chain.resumed(&[0, 1, 2]);
+    let report = chain.c.poll_report().unwrap();
+    assert_eq!((report.epoch, report.failed), (6, vec![]));
+    assert!(chain.c.running());
+}
+
+/// An adoption that would have to recover more than the chain can (two of three servers
+/// missing with f = 1) halts rather than lose state.
+#[test]
+fn an_adoption_missing_more_than_f_servers_halts() {
+    let mut chain = Chain::rejoined(3, 1, &[(0, 2, 2)]);
+    chain.run_to(301);
+    assert_eq!(chain.commands(), vec![]);
+    let halted = chain.c.halted().expect("halted");
+    assert_eq!((halted.epoch, halted.failed.clone()), (2, vec![1, 2]));
+}
+
+/// A running coordinator takes back the node it knows at a position (its control connection
+/// broke, and it connected again), as a heartbeat; not another node there, nor one replaced
+/// meanwhile. Fresh joins and rejoins do not mix in a deployment or an adoption.
+#[test]
+fn rejoins_are_taken_only_from_the_node_a_position_has() {
+    let mut chain = Chain::deploy(3, 1);
+    let now = chain.now;
+    assert!(chain.c.handle(now, rejoin(peer(1, 0), 1, 1)));
+    assert!(
+        !chain.c.handle(now, rejoin(peer(1, 7), 1, 1)),
+        "another node"
+    );
+    assert!(
+        !chain.c.handle(now, rejoin(peer(1, 0), 2, 2)),
+        "a future epoch"
+    );
+    assert_eq!(chain.commands(), vec![]);
+    chain.kill(1);
+    chain.run_to(100);
+    chain.commands();
+    chain.join(1, 1);
+    chain.commands();
+    assert!(
+        !chain.c.handle(chain.now, rejoin(peer(1, 0), 1, 1)),
+        "the node replaced"
+    );
+    assert!(
+        chain.c.handle(chain.now, rejoin(peer(1, 1), 2, 0)),
+        "its replacement"
+    );
+
+    let mut deploying =
+        Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default(), RUN);
+    let fresh = |p: Peer| join_of(p, None);
+    assert!(deploying.handle(0, fresh(peer(0, 0))));
+    assert!(!deploying.handle(0, rejoin(peer(1, 0), 1, 1)));
+    let mut adopting =
+        Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default(), RUN);
+    assert!(adopting.handle(0, rejoin(peer(0, 0), 1, 1)));
+    assert!(!adopting.handle(0, fresh(peer(1, 0))));
 }

@@ -28,7 +28,7 @@ use crate::coordinator::RecoveryReport;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
 use crate::process::node::NodeError;
-use crate::process::orchestrator::DECLARED_FAILED;
+use crate::process::orchestrator::{DECLARED_FAILED, NOT_TAKEN_BACK};
 use crate::process::recent::Recent;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::Mode;
@@ -201,16 +201,18 @@ impl NodeExit {
     /// missed its heartbeats on a loaded host, say) is told so and has its control connection
     /// closed, and exits with the refusal, or, when that did not reach it, with the error that
     /// it read the connection's end, or a reset (a connection closed with frames unread reads as
-    /// one). `ftc node` exits with status 2 on an error.
+    /// one), or, once it served, with the refusal of its rejoin. `ftc node` exits with status 2
+    /// on an error.
     pub fn cut_off(&self) -> bool {
         let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
         let words = [
             NodeError::OrchestratorGone.to_string(),
             NodeError::Control(ControlError::Io(reset)).to_string(),
         ];
-        let refused = NodeError::Refused(DECLARED_FAILED.to_string()).to_string();
+        let refused = [DECLARED_FAILED, NOT_TAKEN_BACK]
+            .map(|why| NodeError::Refused(why.to_string()).to_string());
         self.status.code() == Some(2)
-            && (self.said.contains(&refused)
+            && (refused.iter().any(|r| self.said.contains(r.as_str()))
                 || words.iter().any(|w| self.said.ends_with(w.as_str())))
     }
 

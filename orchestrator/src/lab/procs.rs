@@ -1,6 +1,7 @@
 //! The processes of a lab run: the orchestrator leads a process group that its nodes (and the
-//! replacements it starts) join. What the run starts dies with it (`PR_SET_PDEATHSIG`), and a
-//! node exits when its orchestrator goes. Stopping the group asks the orchestrator to stop its
+//! replacements it starts) join. What the run starts dies with it (`PR_SET_PDEATHSIG`); a node
+//! that serves outlives its orchestrator (`ftc node --headless-for`), until the group stops.
+//! Stopping the group asks the orchestrator to stop its
 //! nodes (SIGTERM), then kills whatever is left (SIGKILL) and reaps, and says whether either
 //! went wrong.
 

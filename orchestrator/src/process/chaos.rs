@@ -170,6 +170,8 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         ingress: Some(ingress),
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
         observe: Some(observed.0.clone()),
+        // Nodes that outlived this process (a crash) must not serve on for want of it.
+        headless_for: Some(Duration::ZERO),
         ..NodeArgs::without_customers(
             listener.local_addr().map_err(io_error("orchestrator"))?,
             config.spec_path.clone(),
@@ -555,8 +557,7 @@ fn check_state(
         let status = orchestrator.status();
         differences.clear();
         heads.clear();
-        let settled = status.recoveries.total() + 1 == u64::from(status.epoch);
-        if !settled {
+        if !status.settled {
             differences.push(format!(
                 "a recovery into epoch {} is still running",
                 status.epoch

@@ -81,8 +81,8 @@ impl Pulse {
 pub struct Heart<'a> {
     pub writer: &'a Mutex<TcpStream>,
     pub key: &'a Key,
-    /// The orchestrator's run, which the heartbeats name.
-    pub run: u64,
+    /// The orchestrator's run, which the heartbeats name (another after a rejoin).
+    pub run: &'a AtomicU64,
     pub me: ServerId,
     pub epoch: &'a AtomicU32,
     pub stop: &'a AtomicBool,
@@ -92,8 +92,8 @@ pub struct Heart<'a> {
 }
 
 impl Heart<'_> {
-    /// A heartbeat, with the node's epoch, every `period` until `stop` or the connection
-    /// breaks, or until the node's data path made no progress for `stall`: then `on_stall`.
+    /// A heartbeat, with the node's epoch, every `period` until `stop` (on whatever connection
+    /// the writer holds: while the node has no orchestrator, the writes fail), or until the node's data path made no progress for `stall`: then `on_stall`.
     /// A node's thread that is asleep has its pulse age, so it is woken once its pulse is a
     /// period old (a thread that is alive then beats it again).
     pub fn beat(&self, period: Duration, stall: Duration, on_stall: fn(&str)) {
@@ -122,20 +122,17 @@ impl Heart<'_> {
                 let _ = self.waker.send(&[1]);
             }
             let beat = Message::Heartbeat {
-                run: self.run,
+                run: self.run.load(Ordering::Acquire),
                 position: me.0,
                 epoch: self.epoch.load(Ordering::Acquire),
                 seq,
             };
-            if write_message(
+            // A failed write is the control connection's end, which its reader reports.
+            let _ = write_message(
                 &mut *self.writer.lock().expect("no holder panics"),
                 &beat,
                 self.key,
-            )
-            .is_err()
-            {
-                return;
-            }
+            );
         }
     }
 }
@@ -191,11 +188,12 @@ mod tests {
         let pulse = Pulse::new(Instant::now());
         let (period, stall) = (Duration::from_millis(2), Duration::from_millis(100));
         let mut beats = 0u64;
+        let run = AtomicU64::new(11);
         std::thread::scope(|s| {
             let heart = Heart {
                 writer: &writer,
                 key: &key,
-                run: 11,
+                run: &run,
                 me: ServerId(3),
                 epoch: &epoch,
                 stop: &stop,

@@ -161,6 +161,9 @@ pub struct NodeArgs {
     pub observe: Option<PathBuf>,
     /// `--stats-every` for every node: it logs a stats line this often.
     pub stats_every: Option<Duration>,
+    /// `--headless-for` for every node: how long it serves on without an orchestrator (`None`:
+    /// the node's default).
+    pub headless_for: Option<Duration>,
 }
 
 impl NodeArgs {
@@ -188,6 +191,7 @@ impl NodeArgs {
             last,
             observe: None,
             stats_every: None,
+            headless_for: None,
         }
     }
 
@@ -210,6 +214,12 @@ impl NodeArgs {
         }
         if let Some(every) = self.stats_every {
             args.extend(["--stats-every".to_string(), every.as_secs_f64().to_string()]);
+        }
+        if let Some(headless) = self.headless_for {
+            args.extend([
+                "--headless-for".to_string(),
+                headless.as_secs_f64().to_string(),
+            ]);
         }
         args.push(self.spec.display().to_string());
         args
@@ -548,6 +558,7 @@ mod tests {
             last: 2,
             observe: None,
             stats_every: None,
+            headless_for: None,
         }
     }
 
@@ -633,6 +644,16 @@ mod tests {
         let one = stats.node_args(1);
         assert!(
             one.windows(2).any(|w| w == ["--stats-every", "2.5"]),
+            "{one:?}"
+        );
+        assert!(!one.iter().any(|x| x == "--headless-for"));
+        let orphans_exit = NodeArgs {
+            headless_for: Some(Duration::ZERO),
+            ..args()
+        };
+        let one = orphans_exit.node_args(1);
+        assert!(
+            one.windows(2).any(|w| w == ["--headless-for", "0"]),
             "{one:?}"
         );
     }

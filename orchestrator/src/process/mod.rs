@@ -20,6 +20,7 @@ pub mod observe;
 pub mod orchestrator;
 mod poll;
 pub mod recent;
+mod rejoin;
 pub mod room;
 pub mod serving;
 pub mod shape;

@@ -8,6 +8,11 @@
 //! - `Reroute`: the new peers; resume, report `Resumed`;
 //! - `Stop`: exit.
 //!
+//! A node that serves (assigned, or a replacement that restored its state) and loses its
+//! orchestrator (the process died, the connection broke) serves on, without heartbeats, and
+//! joins the orchestrator's address again, saying where it stands, until one takes it back, for
+//! up to `--headless-for` (module `rejoin`); one that does not serve yet exits.
+//!
 //! Customer frames (raw Ethernet bytes) enter at server 0 and leave at the last server, over UDP
 //! or AF_XDP, or both:
 //! - `--ingress ADDR` (server 0): customer frames arrive as UDP datagrams at ADDR; they are
@@ -43,15 +48,15 @@
 //! transfers, and hand what needs the server to that thread. The heartbeat thread runs real-time
 //! where the node may (`process::wake_on_time`), so that a busy host does not delay its beats.
 
-use std::io::{self, BufReader};
+use std::io;
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -77,6 +82,7 @@ use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
+use super::rejoin::{Control, WRITE_PATIENCE};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
@@ -150,6 +156,9 @@ pub struct NodeConfig {
     pub ftmb: FtmbConfig,
     /// Log a line of what the server counted this often ([`StatsLine`]); `None`: never.
     pub stats_every: Option<Duration>,
+    /// How long a node that serves goes on without an orchestrator, joining again, before it
+    /// exits ([`NodeError::Orphaned`]); zero: it exits as soon as it loses the orchestrator.
+    pub headless_for: Duration,
 }
 
 /// Why a node stopped other than by the orchestrator's `Stop`.
@@ -179,6 +188,8 @@ pub enum NodeError {
     Unreachable { addr: SocketAddr, source: io::Error },
     #[error("the orchestrator closed the control connection (its log says why)")]
     OrchestratorGone,
+    #[error("no orchestrator took this node back within --headless-for")]
+    Orphaned,
     #[error("the orchestrator refused this node: {0}")]
     Refused(String),
     #[error(
@@ -237,10 +248,15 @@ pub fn chain_id(spec: &ChainSpec) -> u32 {
 
 /// What the helper threads hand to the server's thread.
 #[derive(Debug)]
-enum Event {
+pub(super) enum NodeEvent {
     Control(Message),
-    /// The control connection ended (with the error that ended it).
+    /// The control connection ended (with the error that ended it): the node's thread says
+    /// whether to rejoin ([`super::rejoin`]).
     Closed(Option<ControlError>),
+    /// An orchestrator took the node back.
+    Rejoined,
+    /// None did, by the deadline, or one refused it.
+    NotRejoined(NodeError),
     /// A state transfer asks for `group` in `epoch` of the run `run`: the encoded `GroupState`,
     /// or `None`.
     Export {
@@ -253,13 +269,13 @@ enum Event {
 
 /// The server thread's queue, and the socket that wakes it from `ppoll`.
 #[derive(Debug)]
-struct Inbox {
-    tx: Sender<Event>,
+pub(super) struct Inbox {
+    tx: Sender<NodeEvent>,
     waker: UnixDatagram,
 }
 
 impl Inbox {
-    fn post(&self, event: Event) {
+    pub(super) fn post(&self, event: NodeEvent) {
         let _ = self.tx.send(event);
         // Non-blocking: when the socket is full, a wake-up is pending anyway.
         let _ = self.waker.send(&[1]);
@@ -420,28 +436,30 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         })?;
     control.set_nodelay(true)?;
     keep_alive(&control)?;
+    control.set_write_timeout(Some(WRITE_PATIENCE))?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
     let (run, nonce) = challenge(&control, key, config.heartbeat)?;
-    send(
-        &writer,
-        key,
-        &Message::Join {
-            position: me.0,
-            pid: std::process::id(),
-            chain: super::chain_fingerprint(&config.spec, config.server.mode),
-            data,
-            transfer: listener.local_addr()?,
-            nonce,
-            launch: config.launch,
-        },
-    )?;
+    let join = Message::Join {
+        position: me.0,
+        pid: std::process::id(),
+        chain: super::chain_fingerprint(&config.spec, config.server.mode),
+        data,
+        transfer: listener.local_addr()?,
+        nonce,
+        launch: config.launch,
+        serving: None,
+    };
+    send(&writer, key, &join)?;
     tracing::info!("node {me}: joined with data {data}");
+    let run = AtomicU64::new(run);
+    let routed = AtomicU32::new(0);
     let (wake_rx, wake_tx) = UnixDatagram::pair()?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
     let (tx, events) = crossbeam_channel::unbounded();
     let inbox = Inbox { tx, waker: wake_tx };
+    let (rejoin, rejoins) = crossbeam_channel::bounded(1);
     let loss = RingLoss::new(config.ring_loss, fastrand::u64(..))?;
     let epoch = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
@@ -449,12 +467,24 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let pulse = Pulse::new(start);
     std::thread::scope(|s| {
         let spawn = |lanes, links| Lanes::start(s, lanes, links, &heads, &inbox.waker, start);
-        s.spawn(|| read_control(&control, key, &inbox));
+        let link = Control {
+            orchestrator: config.orchestrator,
+            key,
+            heartbeat: config.heartbeat,
+            join,
+            writer: &writer,
+            run: &run,
+            epoch: &epoch,
+            routed: &routed,
+            stop: &stop,
+        };
+        let (inbox, rejoins) = (&inbox, &rejoins);
+        s.spawn(move || link.run(control, inbox, rejoins));
         s.spawn(|| {
             Heart {
                 writer: &writer,
                 key,
-                run,
+                run: &run,
                 me,
                 epoch: &epoch,
                 stop: &stop,
@@ -466,7 +496,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         s.spawn(|| {
             let export = |run, epoch, group| {
                 let (reply, answer) = crossbeam_channel::bounded(1);
-                inbox.post(Event::Export {
+                inbox.post(NodeEvent::Export {
                     run,
                     epoch,
                     group,
@@ -486,7 +516,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
                     }
                 }
             };
-            if let Err(e) = transfer::serve(&listener, key, run, &stop, export, refuse) {
+            if let Err(e) = transfer::serve(&listener, key, &run, &stop, export, refuse) {
                 tracing::error!("node {me}: state transfers stopped: {e}");
             }
         });
@@ -514,8 +544,13 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             edges,
             spare: Vec::with_capacity(SPARE_BUFFERS),
             writer: &writer,
-            run,
+            run: &run,
             epoch: &epoch,
+            routed: &routed,
+            rejoin,
+            headless_for: config.headless_for,
+            orchestrator: config.orchestrator,
+            headless_since: None,
             server: None,
             serving: false,
             fetched: Fetched::default(),
@@ -529,7 +564,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         // end with it: a node whose data path is gone must not look alive.
         let _ending = Ending {
             stop: &stop,
-            control: &control,
+            writer: &writer,
         };
         let result = node.run(&events, &wake_rx);
         tracing::info!(
@@ -550,13 +585,15 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
 /// Stops a node's helper threads (heartbeats, control reader, transfer service) when dropped.
 struct Ending<'a> {
     stop: &'a AtomicBool,
-    control: &'a TcpStream,
+    /// The control connection of the moment (the reader reads a clone of it).
+    writer: &'a Mutex<TcpStream>,
 }
 
 impl Drop for Ending<'_> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.control.shutdown(Shutdown::Both);
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = writer.shutdown(Shutdown::Both);
     }
 }
 
@@ -582,7 +619,7 @@ fn bind_ingress(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// The orchestrator's run and the nonce the node's `Join` must carry: the
 /// [`Challenge`](Message::Challenge) the control connection starts with, read (no byte beyond
 /// it) within [`FIRST_FRAME`].
-fn challenge(
+pub(super) fn challenge(
     control: &TcpStream,
     key: &Key,
     heartbeat: Duration,
@@ -612,18 +649,6 @@ fn challenge(
 /// Send `msg` to the orchestrator.
 fn send(writer: &Mutex<TcpStream>, key: &Key, msg: &Message) -> io::Result<()> {
     write_message(&mut *writer.lock().expect("no holder panics"), msg, key)
-}
-
-/// The control connection's messages, into the inbox, until it ends.
-fn read_control(stream: &TcpStream, key: &Key, inbox: &Inbox) {
-    let mut reader = BufReader::new(stream);
-    loop {
-        match read_message(&mut reader, key, CONTROL_MAX_BODY) {
-            Ok(msg) => inbox.post(Event::Control(msg)),
-            Err(ControlError::Closed) => return inbox.post(Event::Closed(None)),
-            Err(e) => return inbox.post(Event::Closed(Some(e))),
-        }
-    }
 }
 
 /// Up to [`BATCH`] customer datagrams of the ingress `socket`, read into `buf` (of
@@ -730,11 +755,22 @@ struct Node<'a, 'h> {
     /// that a steady flow allocates none).
     spare: Vec<Vec<u8>>,
     writer: &'a Mutex<TcpStream>,
-    /// The orchestrator's run, from its challenge: state transfers of other runs get nothing,
-    /// and an `Assign` or `Recover` of another run is ignored.
-    run: u64,
+    /// The orchestrator's run, from its challenge (the latest one's, after a rejoin): state
+    /// transfers of other runs get nothing, and an `Assign` or `Recover` of another run is
+    /// ignored.
+    run: &'a AtomicU64,
     /// The epoch the node is in (heartbeats carry it).
     epoch: &'a AtomicU32,
+    /// The epoch of its last `Assign` or `Reroute`, which a rejoin names.
+    routed: &'a AtomicU32,
+    /// Tells the control thread, once the connection broke, to rejoin until then.
+    rejoin: Sender<Instant>,
+    /// [`NodeConfig::headless_for`].
+    headless_for: Duration,
+    /// The orchestrator's address, for the log.
+    orchestrator: SocketAddr,
+    /// Since when it serves without an orchestrator (its clock), if it does.
+    headless_since: Option<u64>,
     /// Set on `Assign`, or once a replacement restored its state.
     /// Customer packets' handles are their ids ([`packet_id`]) when observed, else 0.
     server: Option<Serving<'h>>,
@@ -767,8 +803,13 @@ impl<'a, 'h> Node<'a, 'h> {
         self.pulse.now()
     }
 
+    /// The run of the orchestrator it follows.
+    fn run_id(&self) -> u64 {
+        self.run.load(Ordering::Acquire)
+    }
+
     /// Serve until `Stop`.
-    fn run(&mut self, events: &Receiver<Event>, waker: &UnixDatagram) -> Result<(), NodeError> {
+    fn run(&mut self, events: &Receiver<NodeEvent>, waker: &UnixDatagram) -> Result<(), NodeError> {
         /// Where the edge-in ports' entries start in the poll set.
         const EDGES: usize = 3;
         let mut buf = vec![0; RECV_BUFFER];
@@ -1013,14 +1054,49 @@ impl<'a, 'h> Node<'a, 'h> {
         }
         self.transport.set_peers(addrs);
         self.set_epoch(epoch);
+        self.routed.store(epoch, Ordering::Release);
+    }
+
+    /// The control connection ended (`why`, if by an error): a node that serves serves on and
+    /// rejoins ([`super::rejoin`]), unless `--headless-for` is zero; one that does not yet (not
+    /// assigned, or a replacement still fetching) ends with the connection's end.
+    fn lost_orchestrator(&mut self, why: Option<ControlError>) -> Result<bool, NodeError> {
+        let end = why.map_or(NodeError::OrchestratorGone, NodeError::from);
+        if self.server.is_none() || self.headless_for.is_zero() {
+            return Err(end);
+        }
+        let deadline = Instant::now() + self.headless_for;
+        if self.rejoin.send(deadline).is_err() {
+            return Err(end);
+        }
+        self.headless_since = Some(self.now());
+        tracing::warn!(
+            "node {}: lost the orchestrator ({end}); serving on in epoch {}, joining it again at \
+             {} for up to {:.1?}",
+            self.me,
+            self.epoch.load(Ordering::Acquire),
+            self.orchestrator,
+            self.headless_for
+        );
+        Ok(false)
     }
 
     /// One event; whether the node stops.
-    fn handle(&mut self, event: Event) -> Result<bool, NodeError> {
+    fn handle(&mut self, event: NodeEvent) -> Result<bool, NodeError> {
         match event {
-            Event::Closed(None) => Err(NodeError::OrchestratorGone),
-            Event::Closed(Some(e)) => Err(e.into()),
-            Event::Export {
+            NodeEvent::Closed(why) => self.lost_orchestrator(why),
+            NodeEvent::Rejoined => {
+                let since = self.headless_since.take().unwrap_or(0);
+                tracing::warn!(
+                    "node {}: rejoined the orchestrator at {} after {:.1} ms without one",
+                    self.me,
+                    self.orchestrator,
+                    self.now().saturating_sub(since) as f64 / 1e6
+                );
+                Ok(false)
+            }
+            NodeEvent::NotRejoined(e) => Err(e),
+            NodeEvent::Export {
                 run,
                 epoch,
                 group,
@@ -1029,7 +1105,7 @@ impl<'a, 'h> Node<'a, 'h> {
                 let _ = reply.send(self.export(run, epoch, group));
                 Ok(false)
             }
-            Event::Control(msg) => self.control(msg),
+            NodeEvent::Control(msg) => self.control(msg),
         }
     }
 
@@ -1039,7 +1115,7 @@ impl<'a, 'h> Node<'a, 'h> {
     /// run (an earlier run's, replayed) gets nothing, and fences nothing.
     fn export(&mut self, run: u64, epoch: u32, group: MbIndex) -> Option<Vec<u8>> {
         let current = self.epoch.load(Ordering::Acquire);
-        if self.run != run || epoch < current || self.server.is_none() {
+        if self.run_id() != run || epoch < current || self.server.is_none() {
             return None;
         }
         if epoch > current {
@@ -1065,7 +1141,7 @@ impl<'a, 'h> Node<'a, 'h> {
                 epoch,
                 position,
                 peers,
-            } if position == me.0 && run == self.run && self.server.is_none() => {
+            } if position == me.0 && run == self.run_id() && self.server.is_none() => {
                 // First: lanes that take their share of the links take it in this epoch.
                 self.route(epoch, &peers);
                 let now = self.now();
@@ -1083,7 +1159,9 @@ impl<'a, 'h> Node<'a, 'h> {
                 tracing::info!("node {me}: serving in epoch {epoch}");
             }
             Message::Fence { epoch, .. } => self.fence(epoch),
-            Message::Recover { run, epoch, fetch } if run == self.run && self.server.is_none() => {
+            Message::Recover { run, epoch, fetch }
+                if run == self.run_id() && self.server.is_none() =>
+            {
                 // Fetches end by their own timeouts; restoring a large state takes a while.
                 let pulse = self.pulse;
                 let _busy = pulse.busy();
@@ -1153,7 +1231,7 @@ impl<'a, 'h> Node<'a, 'h> {
                     self.writer,
                     self.key,
                     &Message::Resumed {
-                        run: self.run,
+                        run: self.run_id(),
                         position: me.0,
                         epoch,
                     },

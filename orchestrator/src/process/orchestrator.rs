@@ -27,7 +27,9 @@ use crate::admission::{Admission, Admitted};
 use crate::control::{
     read_message, write_message, ControlError, Key, Message, Nonce, Peer, CONTROL_MAX_BODY,
 };
-use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
+use crate::coordinator::{
+    Adopted, Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable,
+};
 use crate::throttle::Throttle;
 
 /// The longest reason a [`Message::Refused`] gives, in bytes.
@@ -44,6 +46,11 @@ const MAX_DEFERRALS: u32 = 50;
 /// epoch: "declared failed in epoch E; replaced".
 pub const DECLARED_FAILED: &str = "declared failed in epoch";
 
+/// What a node that rejoins is told when it is not taken back ([`Message::Refused`]), followed
+/// by why: it was declared failed and replaced meanwhile, or this orchestrator deploys a chain
+/// of its own.
+pub const NOT_TAKEN_BACK: &str = "not taken back";
+
 /// Control connections closed for what did not verify: anyone who reaches the port causes
 /// them as fast as they connect.
 static UNVERIFIED: Throttle = Throttle::new();
@@ -54,8 +61,11 @@ const WRITE_PATIENCE: Duration = Duration::from_secs(1);
 /// What the orchestrator knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
-    /// 0 until every position joined, then 1, then one more per recovery.
+    /// 0 until every position joined, then 1, then one more per recovery (or, adopted, the
+    /// epoch the nodes were in, then one more per recovery).
     pub epoch: u32,
+    /// Whether the chain runs undisturbed: deployed or adopted, no recovery under way.
+    pub settled: bool,
     /// Every position's live node; `None` until it joins and while it is replaced.
     pub peers: Vec<Option<Peer>>,
     /// The recoveries finished (the latest of them; [`Orchestrator::run`] reports each).
@@ -68,6 +78,8 @@ pub struct Status {
     /// orchestrator cutting one off, or by [`Children::kill`](super::launcher::Children::kill)):
     /// crashes, panics, hangs caught, errors (the latest of them).
     pub ended: Recent<Ended>,
+    /// How it took over a running chain whose nodes rejoined it, if it did.
+    pub adopted: Option<Adopted>,
 }
 
 impl Status {
@@ -82,6 +94,9 @@ impl Status {
             self.peers.len(),
             self.recoveries.total()
         );
+        if let Some(adopted) = &self.adopted {
+            let _ = write!(line, ", adopted in epoch {}", adopted.epoch);
+        }
         if let Some(last) = self.recoveries.iter().last() {
             let _ = write!(
                 line,
@@ -411,12 +426,17 @@ impl Orchestrator {
                     tracing::warn!("{ended}, not stopped by the orchestrator");
                     status.ended.push(ended);
                 }
+                if let Some(adopted) = coordinator.poll_adoption() {
+                    tracing::warn!("{adopted}");
+                    status.adopted = Some(adopted);
+                }
                 while let Some(r) = coordinator.poll_report() {
                     tracing::info!("recovery: {r}");
                     report(&r);
                     status.recoveries.push(r);
                 }
                 status.epoch = coordinator.epoch();
+                status.settled = coordinator.running();
                 status.peers = coordinator.peers().to_vec();
                 status.rejected = conns.rejected;
                 status.other_run = coordinator.other_run_messages();
@@ -643,6 +663,13 @@ impl Orchestrator {
                         return conns.reject(conn, &why, &self.key);
                     }
                 };
+                let rejoins = matches!(
+                    msg,
+                    Message::Join {
+                        serving: Some(_),
+                        ..
+                    }
+                );
                 let other_run = coordinator.other_run_messages();
                 let taken = coordinator.handle(now, msg);
                 if coordinator.other_run_messages() > other_run {
@@ -654,6 +681,15 @@ impl Orchestrator {
                 }
                 if joins && taken {
                     conns.bind(conn, position, &self.key);
+                } else if rejoins {
+                    // Declared failed and replaced while it had no connection, or a node of
+                    // a chain this orchestrator does not run.
+                    let why = format!(
+                        "{NOT_TAKEN_BACK}: position {position} is not this node's in epoch {} \
+                         (declared failed and replaced, or the orchestrator deploys a new chain)",
+                        coordinator.epoch()
+                    );
+                    conns.reject(conn, &why, &self.key);
                 } else if joins {
                     // A second node for a position whose node is alive, or a replacement the
                     // orchestrator did not launch (or one launched again meanwhile): bound to

@@ -45,6 +45,7 @@ fn config(orchestrator: SocketAddr) -> NodeConfig {
         observe: None,
         ftmb: FtmbConfig::default(),
         stats_every: None,
+        headless_for: Duration::from_secs(10),
     }
 }
 
@@ -58,6 +59,59 @@ impl Control {
 
     fn recv(&self) -> Message {
         read_message(&mut &self.0, &key(), CONTROL_MAX_BODY).unwrap()
+    }
+
+    /// A node's control connection accepted on `listener`, challenged with the run `run`: its
+    /// `Join`, checked to answer the challenge.
+    fn accept(listener: &TcpListener, run: u64, heartbeat: Duration) -> (Control, Message) {
+        let control = Control(listener.accept().unwrap().0);
+        control
+            .0
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        control.send(&Message::Challenge {
+            run,
+            nonce: NONCE,
+            heartbeat_ns: heartbeat.as_nanos() as u64,
+        });
+        let join = control.recv();
+        assert!(
+            matches!(join, Message::Join { nonce: NONCE, .. }),
+            "{join:?}"
+        );
+        (control, join)
+    }
+
+    /// The node's connection accepted on `listener` and the node assigned position 0 of Ch-2
+    /// in epoch 1 (server 1 `elsewhere`, where nobody reads); its state-transfer address.
+    fn assign(
+        listener: &TcpListener,
+        heartbeat: Duration,
+        elsewhere: SocketAddr,
+    ) -> (Control, SocketAddr) {
+        let (control, join) = Control::accept(listener, RUN, heartbeat);
+        let Message::Join { data, transfer, .. } = join else {
+            unreachable!("checked")
+        };
+        let peers = vec![
+            Peer {
+                position: 0,
+                data,
+                transfer,
+            },
+            Peer {
+                position: 1,
+                data: elsewhere,
+                transfer: elsewhere,
+            },
+        ];
+        control.send(&Message::Assign {
+            run: RUN,
+            epoch: 1,
+            position: 0,
+            peers,
+        });
+        (control, transfer)
     }
 
     /// The epochs of the node's next `n` heartbeats.
@@ -82,43 +136,7 @@ fn a_state_transfer_of_another_run_gets_nothing_and_fences_nothing() {
     let elsewhere = elsewhere.local_addr().unwrap();
     std::thread::scope(|s| {
         let node = s.spawn(|| run_node(&config));
-        let control = Control(listener.accept().unwrap().0);
-        control
-            .0
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        control.send(&Message::Challenge {
-            run: RUN,
-            nonce: NONCE,
-            heartbeat_ns: config.heartbeat.as_nanos() as u64,
-        });
-        let Message::Join {
-            data,
-            transfer,
-            nonce: NONCE,
-            ..
-        } = control.recv()
-        else {
-            panic!("no Join answering the challenge");
-        };
-        let peers = vec![
-            Peer {
-                position: 0,
-                data,
-                transfer,
-            },
-            Peer {
-                position: 1,
-                data: elsewhere,
-                transfer: elsewhere,
-            },
-        ];
-        control.send(&Message::Assign {
-            run: RUN,
-            epoch: 1,
-            position: 0,
-            peers,
-        });
+        let (control, transfer) = Control::assign(&listener, config.heartbeat, elsewhere);
         assert_eq!(control.beats(2).last(), Some(&1));
         let t = Duration::from_secs(2);
         // A fetch of another run asks nothing of a node whose challenge names its own.
@@ -232,4 +250,75 @@ fn an_edge_in_longer_than_frames_between_servers_hold_is_refused() {
         text.contains("UDP datagrams between servers carry 9216"),
         "{text}"
     );
+}
+
+/// A node that serves and loses its orchestrator (the connection ends) serves on and joins
+/// again, saying the epoch it is in and the routing it follows; its heartbeats and its state
+/// transfers then name the run of the orchestrator that took it back.
+#[test]
+fn a_node_that_serves_rejoins_when_its_orchestrator_goes() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let config = config(listener.local_addr().unwrap());
+    let elsewhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    std::thread::scope(|s| {
+        let node = s.spawn(|| run_node(&config));
+        let (control, transfer) = Control::assign(&listener, config.heartbeat, elsewhere);
+        assert_eq!(control.beats(1), [1]);
+        control.0.shutdown(Shutdown::Both).unwrap();
+        let (control, join) = Control::accept(&listener, RUN + 1, config.heartbeat);
+        let Message::Join {
+            position: 0,
+            transfer: again,
+            serving: Some(serving),
+            ..
+        } = join
+        else {
+            panic!("not a rejoin: {join:?}");
+        };
+        assert_eq!((serving.epoch, serving.routed, again), (1, 1, transfer));
+        let Message::Heartbeat { run, epoch: 1, .. } = control.recv() else {
+            panic!("no heartbeat after the rejoin");
+        };
+        assert_eq!(run, RUN + 1);
+        let t = Duration::from_secs(2);
+        let state = transfer::fetch(transfer, &key(), RUN + 1, 1, 0, true, t).unwrap();
+        assert_eq!(GroupState::decode(&state).unwrap().middlebox, MbIndex(0));
+        assert!(transfer::fetch(transfer, &key(), RUN, 1, 0, true, t).is_err());
+        control.send(&Message::Stop);
+        node.join().unwrap().unwrap();
+    });
+}
+
+/// Without its orchestrator, a node exits: one not serving yet (not assigned) at once, one told
+/// not to wait (`headless_for` zero) at once, one that serves once nobody took it back in time.
+#[test]
+fn a_node_exits_without_its_orchestrator_unless_it_serves_and_waits() {
+    let elsewhere = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+    for (assigned, wait) in [(false, 10_000), (true, 0), (true, 300)] {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut config = config(listener.local_addr().unwrap());
+        config.headless_for = Duration::from_millis(wait);
+        let err = std::thread::scope(|s| {
+            let node = s.spawn(|| run_node(&config));
+            let control = match assigned {
+                true => Control::assign(&listener, config.heartbeat, elsewhere).0,
+                false => Control::accept(&listener, RUN, config.heartbeat).0,
+            };
+            if assigned {
+                assert_eq!(control.beats(1), [1]);
+            }
+            drop(listener);
+            control.0.shutdown(Shutdown::Both).unwrap();
+            let start = Instant::now();
+            let err = node.join().unwrap().unwrap_err();
+            (err, start.elapsed())
+        });
+        match (assigned, wait) {
+            (true, 300) => {
+                assert!(matches!(err.0, NodeError::Orphaned), "{}", err.0);
+                assert!(err.1 >= Duration::from_millis(250), "{:?}", err.1);
+            }
+            _ => assert!(matches!(err.0, NodeError::OrchestratorGone), "{}", err.0),
+        }
+    }
 }

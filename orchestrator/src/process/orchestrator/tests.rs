@@ -101,6 +101,7 @@ fn join(position: u16, chain: u64, nonce: Nonce) -> Message {
         transfer: addr,
         nonce,
         launch: None,
+        serving: None,
     }
 }
 
