@@ -253,8 +253,9 @@ fn an_edge_in_longer_than_frames_between_servers_hold_is_refused() {
 }
 
 /// A node that serves and loses its orchestrator (the connection ends) serves on and joins
-/// again, saying the epoch it is in and the routing it follows; its heartbeats and its state
-/// transfers then name the run of the orchestrator that took it back.
+/// again, saying the epoch it is in and the routing it follows (fenced in epoch 2, it still
+/// follows epoch 1's); its heartbeats, its state transfers and its `Resumed` then name the run
+/// of the orchestrator that took it back, whose reroute it follows.
 #[test]
 fn a_node_that_serves_rejoins_when_its_orchestrator_goes() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -264,10 +265,16 @@ fn a_node_that_serves_rejoins_when_its_orchestrator_goes() {
         let node = s.spawn(|| run_node(&config));
         let (control, transfer) = Control::assign(&listener, config.heartbeat, elsewhere);
         assert_eq!(control.beats(1), [1]);
+        control.send(&Message::Fence {
+            epoch: 2,
+            failed: vec![1],
+        });
+        assert_eq!(control.beats(2).last(), Some(&2));
         control.0.shutdown(Shutdown::Both).unwrap();
         let (control, join) = Control::accept(&listener, RUN + 1, config.heartbeat);
         let Message::Join {
             position: 0,
+            data,
             transfer: again,
             serving: Some(serving),
             ..
@@ -275,15 +282,39 @@ fn a_node_that_serves_rejoins_when_its_orchestrator_goes() {
         else {
             panic!("not a rejoin: {join:?}");
         };
-        assert_eq!((serving.epoch, serving.routed, again), (1, 1, transfer));
-        let Message::Heartbeat { run, epoch: 1, .. } = control.recv() else {
+        assert_eq!((serving.epoch, serving.routed, again), (2, 1, transfer));
+        let Message::Heartbeat { run, epoch: 2, .. } = control.recv() else {
             panic!("no heartbeat after the rejoin");
         };
         assert_eq!(run, RUN + 1);
         let t = Duration::from_secs(2);
-        let state = transfer::fetch(transfer, &key(), RUN + 1, 1, 0, true, t).unwrap();
+        let state = transfer::fetch(transfer, &key(), RUN + 1, 2, 0, true, t).unwrap();
         assert_eq!(GroupState::decode(&state).unwrap().middlebox, MbIndex(0));
-        assert!(transfer::fetch(transfer, &key(), RUN, 1, 0, true, t).is_err());
+        assert!(transfer::fetch(transfer, &key(), RUN, 2, 0, true, t).is_err());
+        let peers = vec![
+            Peer {
+                position: 0,
+                data,
+                transfer,
+            },
+            Peer {
+                position: 1,
+                data: elsewhere,
+                transfer: elsewhere,
+            },
+        ];
+        control.send(&Message::Reroute { epoch: 3, peers });
+        let resumed = std::iter::from_fn(|| Some(control.recv()))
+            .find(|m| !matches!(m, Message::Heartbeat { .. }))
+            .unwrap();
+        assert_eq!(
+            resumed,
+            Message::Resumed {
+                run: RUN + 1,
+                position: 0,
+                epoch: 3
+            }
+        );
         control.send(&Message::Stop);
         node.join().unwrap().unwrap();
     });

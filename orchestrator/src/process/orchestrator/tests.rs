@@ -10,6 +10,7 @@ use ftc_node::Mode;
 
 use super::*;
 use crate::admission::{FIRST_FRAME, MAX_WAITING};
+use crate::control::Serving;
 use crate::process::chain_fingerprint;
 use crate::process::launcher::{parse_token, How, NodeArgs, LAUNCH_TOKEN_ENV};
 
@@ -93,6 +94,17 @@ fn ch_2() -> u64 {
 /// challenge of `nonce`.
 fn join(position: u16, chain: u64, nonce: Nonce) -> Message {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9000 + position));
+    join_from(addr, position, chain, nonce, None)
+}
+
+/// [`join`] of a node at `addr` (data and transfer), saying `serving`.
+fn join_from(
+    addr: SocketAddr,
+    position: u16,
+    chain: u64,
+    nonce: Nonce,
+    serving: Option<Serving>,
+) -> Message {
     Message::Join {
         position,
         pid: 1,
@@ -101,7 +113,7 @@ fn join(position: u16, chain: u64, nonce: Nonce) -> Message {
         transfer: addr,
         nonce,
         launch: None,
-        serving: None,
+        serving,
     }
 }
 
@@ -198,6 +210,43 @@ fn a_second_node_at_a_live_position_is_refused_and_takes_none_of_its_orders() {
         }
     });
     assert_eq!(orchestrator.status().rejected, 1);
+}
+
+/// A node whose control connection broke joins again, saying it serves in epoch 1: the
+/// orchestrator takes it back, and its orders go to the new connection; a rejoin at a position
+/// from a node of other addresses is refused, and told why.
+#[test]
+fn a_node_whose_connection_broke_is_taken_back_and_no_other() {
+    let serving = Some(Serving {
+        epoch: 1,
+        routed: 1,
+    });
+    let orchestrator = while_running(|addr, stop| {
+        let [first, second] = deploy(addr);
+        first.0.shutdown(Shutdown::Both).unwrap();
+        let (again, nonce) = FakeNode::connect(addr);
+        let at = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        again.send(&join_from(at(9000), 0, ch_2(), nonce, serving));
+        let (stranger, nonce) = FakeNode::connect(addr);
+        stranger.send(&join_from(at(9500), 1, ch_2(), nonce, serving));
+        match stranger.recv() {
+            Ok(Message::Refused { reason }) => assert_eq!(
+                reason,
+                format!(
+                    "{NOT_TAKEN_BACK}: position 1 is not this node's in epoch 1 (declared failed \
+                     and replaced, or the orchestrator deploys a new chain)"
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        stop.store(true, Ordering::Release);
+        for node in [&again, &second] {
+            assert!(matches!(node.recv(), Ok(Message::Stop)));
+        }
+    });
+    let status = orchestrator.status();
+    assert_eq!((status.epoch, status.rejected), (1, 1));
+    assert_eq!(status.recoveries.total(), 0);
 }
 
 #[test]
