@@ -351,6 +351,7 @@ impl LabBench<'_> {
             size: download_size(self.lab.size, frame_bytes),
             connections: self.lab.connections,
             kills,
+            kill_orchestrator: None,
             rate_limit,
             probe: Some(PROBE_EVERY),
             frame_bytes,

@@ -100,6 +100,11 @@ pub struct DemoArgs {
         conflicts_with = "no_kill"
     )]
     kills: Vec<String>,
+    /// Also kill the orchestrator with SIGKILL once this share of the download (0 to 1) has
+    /// arrived: the nodes serve on without it, the lab run starts another on the same address,
+    /// and it adopts the chain as they rejoin it (FTC only).
+    #[arg(long, value_name = "SHARE")]
+    kill_orchestrator: Option<f64>,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -407,6 +412,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--kill-at must be between 0 and 1");
     }
     if args
+        .kill_orchestrator
+        .is_some_and(|s| !(0.0..=1.0).contains(&s))
+    {
+        anyhow::bail!("--kill-orchestrator must be between 0 and 1");
+    }
+    if args
         .rate_mbit
         .is_some_and(|r| !(0.01..=1_000_000.0).contains(&r))
     {
@@ -424,6 +435,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let ftc = mode == Mode::Ftc;
     if !ftc && !args.kills.is_empty() {
         anyhow::bail!("--kill needs --mode ftc: the baselines recover no server");
+    }
+    if !ftc && args.kill_orchestrator.is_some() {
+        anyhow::bail!("--kill-orchestrator needs --mode ftc: the baselines' nodes are not adopted");
     }
     let servers = spec.ring().servers();
     let kills = if !ftc || args.no_kill {
@@ -469,6 +483,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 size: args.size_mb << 20,
                 connections: args.connections,
                 kills,
+                kill_orchestrator: args.kill_orchestrator,
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
                 frame_bytes: args.frame_bytes,
@@ -489,6 +504,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 r.curl_exit,
                 if r.sha256_matches { "matches" } else { "DIFFERS" }
             );
+                if let Some(at) = r.orchestrator_killed_at {
+                    outln!("killed the orchestrator after {at} bytes; another adopted the chain");
+                }
                 for k in &r.killed {
                     outln!("killed server {} after {} bytes", k.position, k.at_bytes);
                 }

@@ -921,6 +921,33 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
     demo("ftcldemo", &spec("ch-rec.toml"), "xdp", &[], &[1], 2);
 }
 
+/// The orchestrator is not on the packet path: killed with SIGKILL a fifth into the download,
+/// it leaves the nodes serving; the lab run starts another on its address, which adopts the
+/// chain as the nodes rejoin it (epoch 1, undisturbed), then recovers the middle server killed
+/// later. The download completes, and the state checks (which fetch the replicas in the new
+/// orchestrator's run) hold.
+#[test]
+fn the_download_survives_a_sigkill_of_the_orchestrator_and_a_later_node_kill() {
+    let extra = ["--kill-orchestrator", "0.2", "--kill", "1@0.6"];
+    let log = demo("ftclorch", &spec("ch-rec.toml"), "xdp", &extra, &[1], 2);
+    if !root() {
+        return;
+    }
+    for said in [
+        "ftc lab ftclorch: the orchestrator was killed (signal: 9 (SIGKILL)); starting another",
+        "adopted the chain its nodes ran in epoch 1: positions [0, 1, 2] rejoined; it runs on \
+         undisturbed",
+        "rerouted in epoch 2 of run",
+    ] {
+        assert!(log.contains(said), "{said}: {log}");
+    }
+    assert_eq!(
+        log.matches("rejoined the orchestrator at").count(),
+        3,
+        "{log}"
+    );
+}
+
 /// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The
 /// lab gives the links between servers and the edges two queues, and each lane reads and sends
 /// on its own (the flow's lane is the same at every server: the nodes key their flow hash with

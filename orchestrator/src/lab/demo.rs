@@ -15,6 +15,8 @@
 //! frames that long, so that a download runs at the packet sizes of the thesis's experiments.
 //! With UDP flows (`DemoConfig::udp_flows`) the client first sends a datagram from each of that
 //! many ports, which gives the chain's middleboxes state to recover (a NAT a mapping each).
+//! With an orchestrator kill (`DemoConfig::kill_orchestrator`) the orchestrator is SIGKILLed part
+//! way too: the run starts another, which adopts the chain its nodes kept serving.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -72,6 +74,10 @@ pub struct DemoConfig {
     /// The servers killed, each once its share of the downloads has arrived, in the order given;
     /// empty: no kill (an NF run cannot recover a server, and its state is not checked).
     pub kills: Vec<LabKill>,
+    /// The share of the downloads (0 to 1) that has arrived when the orchestrator is killed with
+    /// SIGKILL: the run starts another, which adopts the chain as its nodes rejoin it (they
+    /// serve on meanwhile). `None`: the orchestrator is left alone.
+    pub kill_orchestrator: Option<f64>,
     /// The downloads' pace at most, all together, in bytes per second (shared out among the
     /// connections: curl's `--limit-rate` paces each); `None`: as fast as the chain carries it.
     pub rate_limit: Option<u64>,
@@ -140,6 +146,9 @@ pub struct DemoReport {
     pub sha256_matches: bool,
     /// The servers killed, in the order they were.
     pub killed: Vec<Killed>,
+    /// Bytes of the file that had arrived when the orchestrator was killed, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator_killed_at: Option<u64>,
     /// The epoch the chain was last rerouted into: after the kills, or after a live node was
     /// replaced for missing heartbeats.
     pub rerouted_epoch: Option<u32>,
@@ -302,7 +311,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
         });
         let stop_chain = RaiseOnDrop(&chain_stop);
         let report = (|| {
-            let (run, _, deployed) = next_peers(&peers_rx, READY, &chain)?;
+            let (mut run, _, deployed) = next_peers(&peers_rx, READY, &chain)?;
             let server_log = dir.path().join("http.log");
             let mut http = HttpServer::start(&t.host_netns(&SERVER), dir.path(), &server_log)?;
             let _echo = config
@@ -336,17 +345,19 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                     .violations
                     .push(download_failed(report.curl_exit, report.http_status));
             }
-            let mut peers = match (!report.killed.is_empty())
-                .then(|| next_peers(&peers_rx, CONVERGE, &chain))
-            {
-                Some(Ok((_, epoch, peers))) => {
+            // After a kill, the orchestrator says where the nodes are: rerouted, or adopted by
+            // the orchestrator started in place of one killed (of another run).
+            let disturbed = !report.killed.is_empty() || report.orchestrator_killed_at.is_some();
+            let mut peers = match disturbed.then(|| next_peers(&peers_rx, CONVERGE, &chain)) {
+                Some(Ok((now, epoch, peers))) => {
+                    run = now;
                     report.rerouted_epoch = Some(epoch);
                     peers
                 }
                 Some(Err(_)) => {
                     report
                         .violations
-                        .push("the chain was not rerouted after the kill".into());
+                        .push("the chain was neither rerouted nor adopted after the kill".into());
                     deployed
                 }
                 None => deployed,
@@ -357,7 +368,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 &peers_rx,
                 &chain,
                 (SETTLE, SETTLED),
-                &mut peers,
+                (&mut run, &mut peers),
                 &mut report,
             );
             report.recoveries = recoveries_rx.try_iter().collect();
@@ -425,20 +436,21 @@ fn next_peers<T>(
     )))
 }
 
-/// Follows the reroutes that come one within `quiet` of the other into `peers` and
-/// `report.rerouted_epoch`, until none came for `quiet`; gives up with a violation once they
-/// still come `within` after the call (nodes replaced over and over: the state would be checked
-/// on a chain that does not settle).
+/// Follows the reroutes (and adoptions) that come one within `quiet` of the other into `run`,
+/// `peers` and `report.rerouted_epoch`, until none came for `quiet`; gives up with a violation
+/// once they still come `within` after the call (nodes replaced over and over: the state would
+/// be checked on a chain that does not settle).
 fn follow_reroutes<T>(
     rx: &Receiver<String>,
     chain: &ScopedJoinHandle<'_, T>,
     (quiet, within): (Duration, Duration),
-    peers: &mut Vec<Peer>,
+    (run, peers): (&mut u64, &mut Vec<Peer>),
     report: &mut DemoReport,
 ) {
     let deadline = Instant::now() + within;
-    while let Ok((_, epoch, later)) = next_peers(rx, quiet, chain) {
+    while let Ok((now, epoch, later)) = next_peers(rx, quiet, chain) {
         report.rerouted_epoch = Some(epoch);
+        *run = now;
         *peers = later;
         if Instant::now() >= deadline {
             report.violations.push(format!(
@@ -853,6 +865,9 @@ fn download(
         (k.position, at)
     });
     let mut next_kill = kills.next();
+    let mut orchestrator_due = config
+        .kill_orchestrator
+        .map(|share| (total as f64 * share.clamp(0.0, 1.0)) as u64);
     let mut victims = Vec::new();
     let status = loop {
         if let Some(status) = curl.0.try_wait().map_err(io_error("waiting for curl"))? {
@@ -874,8 +889,17 @@ fn download(
             });
             next_kill = kills.next();
         }
+        if orchestrator_due.is_some_and(|at| arrived >= at) && kill_orchestrator(t)? {
+            report.orchestrator_killed_at = Some(arrived);
+            orchestrator_due = None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
+    if let Some(at) = orchestrator_due {
+        report.violations.push(format!(
+            "the orchestrator was not killed: the download ended before it was due ({at} bytes)"
+        ));
+    }
     for (position, at) in next_kill.into_iter().chain(kills) {
         report.violations.push(format!(
             "server {position} was not killed: the download ended before it was due ({at} bytes)"
@@ -960,6 +984,37 @@ struct Victim {
     pid: i32,
     /// When it started, in clock ticks after boot.
     started: u64,
+}
+
+/// SIGKILL to the orchestrator of the lab's run: the process running `ftc orchestrator` with the
+/// lab's secret file; false if none runs (the run is starting another).
+fn kill_orchestrator(t: &Topology) -> Result<bool, DemoError> {
+    let secret = secret_path(&t.name);
+    let secret = secret.to_string_lossy();
+    let dir = std::fs::read_dir("/proc").map_err(io_error("listing /proc"))?;
+    for pid in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<_> = cmdline
+            .split(|&b| b == 0)
+            .map(String::from_utf8_lossy)
+            .collect();
+        let ours = args.get(1).is_some_and(|a| a == "orchestrator")
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--secret-file" && w[1] == secret);
+        if ours {
+            tracing::info!("killing the orchestrator (pid {pid})");
+            // SAFETY: kill touches no memory; a pid reused meanwhile by another process gets
+            // a SIGKILL only if it runs this lab's orchestrator too.
+            return Ok(unsafe { libc::kill(pid, libc::SIGKILL) } == 0);
+        }
+    }
+    Ok(false)
 }
 
 /// SIGKILL to every process in `netns` (a node, there) not in `killed` (a process killed
@@ -1295,12 +1350,13 @@ mod tests {
     /// with a violation.
     #[test]
     fn reroutes_are_followed_until_the_chain_settles_or_the_deadline() {
-        let line = |epoch: u32| {
+        let said = |what: &str, epoch: u32, run: u32| {
             format!(
-                "ftc orchestrator: rerouted in epoch {epoch} of run 1: node 0 data \
+                "ftc orchestrator: {what} in epoch {epoch} of run {run}: node 0 data \
                  10.77.0.10:1 transfer 10.77.0.10:2"
             )
         };
+        let line = |epoch: u32| said("rerouted", epoch, 1);
         let quiet = Duration::from_millis(100);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (chain_stop, sending) = (AtomicBool::new(false), AtomicBool::new(true));
@@ -1310,12 +1366,15 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             });
-            let (mut peers, mut report) = (Vec::new(), DemoReport::default());
+            let (mut run, mut peers, mut report) = (0, Vec::new(), DemoReport::default());
             tx.send(line(2)).unwrap();
-            tx.send(line(3)).unwrap();
-            follow_reroutes(&rx, &chain, (quiet, SETTLED), &mut peers, &mut report);
+            // An orchestrator started in place of one killed adopted the chain: its run next.
+            tx.send(said("adopted", 2, 7)).unwrap();
+            tx.send(said("rerouted", 3, 7)).unwrap();
+            let now = (&mut run, &mut peers);
+            follow_reroutes(&rx, &chain, (quiet, SETTLED), now, &mut report);
             assert_eq!(report.rerouted_epoch, Some(3));
-            assert_eq!(peers.len(), 1);
+            assert_eq!((run, peers.len()), (7, 1));
             assert!(report.violations.is_empty(), "{:?}", report.violations);
             // Rerouted every 20 ms from now on (for 10 s at most: a test that fails, not hangs).
             s.spawn(|| {
@@ -1328,7 +1387,8 @@ mod tests {
             });
             let started = Instant::now();
             let within = 5 * quiet;
-            follow_reroutes(&rx, &chain, (quiet, within), &mut peers, &mut report);
+            let now = (&mut run, &mut peers);
+            follow_reroutes(&rx, &chain, (quiet, within), now, &mut report);
             let took = started.elapsed();
             sending.store(false, Ordering::Release);
             chain_stop.store(true, Ordering::Release);

@@ -4,7 +4,10 @@
 //! links). Initial nodes
 //! and the orchestrator's replacements start from one shell command template, so a replacement
 //! lands in the failed server's namespace. Every process is in one process group, killed with
-//! SIGKILL if it does not stop by itself, and dies with the process that started the run.
+//! SIGKILL if it does not stop by itself, and dies with the process that started the run. An
+//! orchestrator killed by a signal while the chain runs (a crash, failure injection) is started
+//! again on the same address, in the same group, and adopts the chain as its nodes, which
+//! serve on meanwhile, rejoin it; one that exits by itself (a halt) ends the run.
 //! The nodes the run starts that exit while the chain runs are reported ([`NodeExit`]), with
 //! how they ended and their last words: each is said as it happens, and the caller gets back the
 //! latest of those it asked to keep ([`Recent`]), however long the run and however many nodes
@@ -13,8 +16,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -302,44 +306,53 @@ pub fn run(
     let run_lock = RunLock::take(t)?;
     let secret = secret_path(&t.name);
     write_secret(&secret)?;
-    let mut orchestrator = Command::new(&config.exe);
-    orchestrator
-        .arg("orchestrator")
-        .arg(&config.spec)
-        .args(["--listen", &format!("{}:0", t.bridge_ip())])
-        .arg("--secret-file")
-        .arg(&secret)
-        .args(["--heartbeat-ms", &config.heartbeat_ms.to_string()])
-        .args(["--misses", &config.misses.to_string()])
-        .args(["--mode", config.mode.name()])
-        .args(["--launch", &config.node_template()])
-        .args(
-            config
-                .stats_every
-                .iter()
-                .flat_map(|every| ["--stats-every".to_string(), every.as_secs_f64().to_string()]),
-        )
-        // Its reports as JSON lines, which `relay_reports` prints as text and passes on.
-        .arg("--json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn(orchestrator, 0).map_err(|source| {
-        let _ = std::fs::remove_file(&secret);
-        DeployError::Spawn {
-            what: "the orchestrator".to_string(),
-            source,
-        }
-    })?;
-    let said = listen(child.stderr.take().expect("piped"), config.peers.clone());
-    let relayed = relay_reports(
-        child.stdout.take().expect("piped"),
-        config.reports_to_stderr,
-        config.recoveries.clone(),
-    );
+    let (said_tx, said) = crossbeam_channel::unbounded();
+    // The orchestrator listening at `at`, in the process group `pgid` (0: a group of its own),
+    // its standard error heard, its reports relayed (the receiver: once all are).
+    let start_orchestrator =
+        |at: &str, pgid: u32| -> io::Result<(Child, Receiver<()>)> {
+            let mut orchestrator = Command::new(&config.exe);
+            orchestrator
+                .arg("orchestrator")
+                .arg(&config.spec)
+                .args(["--listen", at])
+                .arg("--secret-file")
+                .arg(&secret)
+                .args(["--heartbeat-ms", &config.heartbeat_ms.to_string()])
+                .args(["--misses", &config.misses.to_string()])
+                .args(["--mode", config.mode.name()])
+                .args(["--launch", &config.node_template()])
+                .args(config.stats_every.iter().flat_map(|every| {
+                    ["--stats-every".to_string(), every.as_secs_f64().to_string()]
+                }))
+                // Its reports as JSON lines, which `relay_reports` prints as text and passes on.
+                .arg("--json")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = spawn(orchestrator, pgid)?;
+            let stderr = child.stderr.take().expect("piped");
+            listen(stderr, config.peers.clone(), said_tx.clone());
+            let relayed = relay_reports(
+                child.stdout.take().expect("piped"),
+                config.reports_to_stderr,
+                config.recoveries.clone(),
+            );
+            Ok((child, relayed))
+        };
+    let (child, relayed) =
+        start_orchestrator(&format!("{}:0", t.bridge_ip()), 0).map_err(|source| {
+            let _ = std::fs::remove_file(&secret);
+            DeployError::Spawn {
+                what: "the orchestrator".to_string(),
+                source,
+            }
+        })?;
+    let mut relayed = vec![relayed];
     let mut group = Group {
+        pgid: child.id(),
         orchestrator: child,
         nodes: Vec::new(),
-        secret,
+        secret: secret.clone(),
         _run_lock: run_lock,
     };
     let started = Instant::now();
@@ -390,12 +403,49 @@ pub fn run(
     let end = duration.map(|d| Instant::now() + d);
     let mut exits = Recent::default();
     loop {
-        if let Ok(Some(status)) = group.orchestrator.try_wait() {
-            return Err(DeployError::Exited {
-                what: "the orchestrator".to_string(),
-                status,
-                when: "while the chain ran",
-            });
+        match group.orchestrator.try_wait() {
+            // Killed (a crash, failure injection): another takes its place, as a supervisor
+            // would start one, and adopts the chain as its nodes, which serve on, rejoin it.
+            Ok(Some(status)) if status.signal().is_some() => {
+                let _ = writeln!(
+                    out,
+                    "ftc lab {}: the orchestrator was killed ({status}); starting another on \
+                     {control}, which the nodes rejoin",
+                    t.name
+                );
+                let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
+                    .map_err(|source| DeployError::Spawn {
+                        what: "another orchestrator".to_string(),
+                        source,
+                    })?;
+                group.orchestrator = child;
+                relayed.push(more);
+                let restarted = Instant::now();
+                wait(
+                    &mut group,
+                    &said,
+                    (restarted, stop),
+                    LISTENING,
+                    |s| match s {
+                        Said::Listening(addr) => Some(addr),
+                        Said::Deployed(_) | Said::Ended(_) => None,
+                    },
+                )?;
+                let _ = writeln!(
+                    out,
+                    "ftc lab {}: orchestrator pid {} on {control}",
+                    t.name,
+                    group.orchestrator.id()
+                );
+            }
+            Ok(Some(status)) => {
+                return Err(DeployError::Exited {
+                    what: "the orchestrator".to_string(),
+                    status,
+                    when: "while the chain ran",
+                })
+            }
+            Ok(None) | Err(_) => {}
         }
         // Nodes the orchestrator replaced exit; they are not the run's end. Also looked at
         // once more after the loop, before the stop ends every node. Replacements are the
@@ -420,8 +470,11 @@ pub fn run(
     // a report) is passed on before the run returns: both readers end at the end of their
     // pipe, once every process of the group is gone.
     let deadline = Instant::now() + FORWARD;
+    drop(said_tx);
     while said.recv_deadline(deadline).is_ok() {}
-    let _ = relayed.recv_deadline(deadline);
+    for relayed in relayed {
+        let _ = relayed.recv_deadline(deadline);
+    }
     let _ = writeln!(out, "ftc lab {}: stopped", t.name);
     match stopped.trouble() {
         Some(trouble) => Err(DeployError::Unclean(trouble)),
@@ -501,19 +554,19 @@ fn exited(
 /// How long a stopped run waits for the last lines of its processes to be passed on.
 const FORWARD: Duration = Duration::from_secs(2);
 
-/// Forward the orchestrator's standard error to ours, reporting what the run waits for, and the
-/// lines that say where the nodes are to `peers`.
+/// Forward the orchestrator's standard error to ours, reporting what the run waits for to `tx`,
+/// and the lines that say where the nodes are to `peers`.
 fn listen(
     stderr: impl io::Read + Send + 'static,
     peers: Option<crossbeam_channel::Sender<String>>,
-) -> Receiver<Said> {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    tx: crossbeam_channel::Sender<Said>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
             if let Some(peers) = &peers {
-                let about_peers = ["deployed in epoch", "rerouted in epoch"]
+                let about_peers = ["deployed in epoch", "rerouted in epoch", "adopted in epoch"]
                     .iter()
                     .any(|p| line.starts_with(&format!("ftc orchestrator: {p}")));
                 if about_peers {
@@ -536,7 +589,6 @@ fn listen(
             }
         }
     });
-    rx
 }
 
 /// The orchestrator's recovery reports (JSON lines on its standard output), printed as text on
@@ -679,7 +731,8 @@ mod tests {
         assert!(ended_node("node 1 data 10.0.0.1:5 transfer 10.0.0.1:6").is_none());
         assert!(ended_node("deployed in epoch 1: node 0 data 10.0.0.1:5").is_none());
         // Among the orchestrator's other lines, each is told for what it is.
-        let said = listen(
+        let (tx, said) = crossbeam_channel::unbounded();
+        listen(
             io::Cursor::new(
                 "ftc orchestrator: ch-rec (3 servers) on 10.77.0.1:4000, waiting for its nodes\n\
                  ftc orchestrator: deployed in epoch 1: node 0 data 10.77.0.10:5\n\
@@ -687,6 +740,7 @@ mod tests {
                  ftc orchestrator: rerouted in epoch 2: node 0 data 10.77.0.10:5\n",
             ),
             None,
+            tx,
         );
         let said: Vec<_> = said.iter().collect();
         assert!(

@@ -20,7 +20,11 @@ const GRACE: Duration = Duration::from_secs(5);
 /// and removes the run's secret file.
 #[derive(Debug)]
 pub(super) struct Group {
+    /// The orchestrator of the moment (one started after another was killed joins the first
+    /// one's group).
     pub orchestrator: Child,
+    /// The group's id: the first orchestrator's pid.
+    pub pgid: u32,
     pub nodes: Vec<(u16, Child)>,
     /// The run's secret file, removed with the group.
     pub secret: PathBuf,
@@ -30,7 +34,7 @@ pub(super) struct Group {
 
 impl Group {
     pub fn pgid(&self) -> u32 {
-        self.orchestrator.id()
+        self.pgid
     }
 
     /// The first process that exited, with how.
@@ -58,7 +62,7 @@ impl Group {
             if running {
                 // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
                 // so the pid is still its.
-                unsafe { libc::kill(pgid, libc::SIGTERM) };
+                unsafe { libc::kill(self.orchestrator.id() as libc::pid_t, libc::SIGTERM) };
             }
             let deadline = Instant::now() + GRACE;
             while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
