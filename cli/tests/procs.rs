@@ -1008,3 +1008,108 @@ fn nodes_serve_on_without_their_orchestrator_and_rejoin_its_successor() {
         );
     }
 }
+
+/// An orchestrator killed in the middle of a recovery (node 1 killed, the survivors fenced,
+/// its replacement still starting: the launch sleeps a second first) leaves the survivors
+/// fenced, waiting. The one started in its place adopts them in the epoch they were fenced in,
+/// takes the position that did not rejoin for failed, and finishes the recovery in the next
+/// epoch; the first one's late replacement is refused; frames cross again.
+#[test]
+fn an_orchestrator_killed_mid_recovery_is_succeeded_by_one_that_finishes_it() {
+    let _turn = turn();
+    let secret = Temp::new("adopt-mid-secret", "adoption test secret\n");
+    let spec = spec("ch-rec.toml");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (ingress, sink, egress) = udp_ends();
+    let launch = format!(
+        "sleep 1; exec {} node --orchestrator {{orchestrator}} --position {{position}} \
+         --secret-file {{secret_file}} --heartbeat-ms {{heartbeat_ms}} --headless-for 30 \
+         {{customer}} {{spec}}",
+        env!("CARGO_BIN_EXE_ftc")
+    );
+    let at = [
+        "--listen",
+        addr.as_str(),
+        "--launch",
+        launch.as_str(),
+        "--ingress",
+        ingress.as_str(),
+        "--egress",
+        egress.as_str(),
+        "--json",
+    ];
+    // Its log in a file, read as it grows (its replacement writes there too).
+    let first_log = Temp::new("adopt-mid-first.log", "");
+    let first = ftc()
+        .args(["orchestrator", &spec])
+        .args(["--secret-file", &secret.arg(), "--heartbeat-ms", "50"])
+        .args(at)
+        .env("FTC_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&first_log.0).unwrap())
+        .spawn()
+        .unwrap();
+    let mut procs = Procs(vec![first]);
+    let said = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let log = std::fs::read_to_string(&first_log.0).unwrap();
+            if log.contains(what) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the first orchestrator never said {what:?}");
+    };
+    said("waiting for its nodes");
+    for i in 0..3 {
+        let mut node = node_waiting(&addr, i, &secret, "30");
+        match i {
+            0 => node.args(["--ingress", &ingress]),
+            2 => node.args(["--egress", &egress]),
+            _ => &mut node,
+        };
+        procs.0.push(node.arg(&spec).spawn().unwrap());
+    }
+    syns_through(&ingress, &sink, 50);
+    procs.0[2].kill().unwrap();
+    // Detected: the survivors fenced, its replacement launched, asleep.
+    said("epoch 2: launching a replacement at position 1");
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    let (mut second, _, second_log) = orchestrator_at(&spec, &secret, &at, Stdio::piped());
+    let reports = lines_of(second.stdout.take().unwrap());
+    procs.0[0] = second;
+    let line = reports
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a recovery report");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
+    assert_eq!(report["epoch"], 3, "{line}");
+    syns_through(&ingress, &sink, 50);
+    let pid = procs.0[0].id() as i32;
+    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
+    let log = second_log.join().unwrap();
+    assert!(
+        log.contains(
+            "adopted the chain its nodes ran in epoch 2: positions [0, 2] rejoined; recovering \
+             the rest in epoch 3"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("rerouted in epoch 3 of run"), "{log}");
+    for node in [1, 3] {
+        assert!(exits(&mut procs.0[node], Duration::from_secs(5)));
+        assert!(procs.0[node].wait().unwrap().success());
+    }
+    // The first one's replacement, which writes to its log, woke to find another in its place.
+    said("node 1: the orchestrator refused this node");
+}
