@@ -326,13 +326,18 @@ fn recovered_ch_rec(
     before_kill(&addr);
     std::thread::sleep(Duration::from_millis(500));
     procs.0[2].kill().unwrap();
-    let line = lines
+    node_1_recovered(&lines, 2);
+    (procs, log)
+}
+
+/// The next recovery report of `reports` (JSON lines): node 1's, into `epoch`.
+fn node_1_recovered(reports: &std::sync::mpsc::Receiver<String>, epoch: u32) {
+    let line = reports
         .recv_timeout(Duration::from_secs(20))
         .expect("a recovery report");
     let report: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
-    assert_eq!(report["epoch"], 2, "{line}");
-    (procs, log)
+    assert_eq!(report["epoch"], epoch, "{line}");
 }
 
 /// The lines `stdout` gives, as they come.
@@ -920,27 +925,20 @@ fn nodes_serve_on_without_their_orchestrator_and_rejoin_its_successor() {
     let _turn = turn();
     let secret = Temp::new("adopt-secret", "adoption test secret\n");
     let spec = spec("ch-rec.toml");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = control_addr();
     let at = ["--listen", addr.as_str(), "--headless-for", "30"];
     let (first, _, first_log) = orchestrator_at(&spec, &secret, &at, Stdio::null());
     let mut procs = Procs(vec![first]);
     let (ingress, sink, egress) = udp_ends();
     let logs = [0, 1, 2].map(|i| Temp::new(&format!("adopt-node-{i}.log"), ""));
-    for (i, log) in (0..3).zip(&logs) {
-        let mut node = node_waiting(&addr, i, &secret, "30");
-        match i {
-            0 => node.args(["--ingress", &ingress]),
-            2 => node.args(["--egress", &egress]),
-            _ => &mut node,
-        };
-        node.stderr(std::fs::File::create(&log.0).unwrap());
-        procs.0.push(node.arg(&spec).spawn().unwrap());
-    }
+    let ends = (ingress.as_str(), egress.as_str());
+    procs
+        .0
+        .extend(nodes_serving_on(&addr, &secret, &spec, ends, |i| {
+            std::fs::File::create(&logs[usize::from(i)].0)
+                .unwrap()
+                .into()
+        }));
     syns_through(&ingress, &sink, 50);
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();
@@ -975,19 +973,9 @@ fn nodes_serve_on_without_their_orchestrator_and_rejoin_its_successor() {
     // Adopted once all rejoined: a node killed now is one of its chain, recovered in epoch 2.
     std::thread::sleep(Duration::from_millis(300));
     procs.0[2].kill().unwrap();
-    let line = reports
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a recovery report");
-    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
-    assert_eq!(report["epoch"], 2, "{line}");
+    node_1_recovered(&reports, 2);
     syns_through(&ingress, &sink, 50);
-    let pid = procs.0[0].id() as i32;
-    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
-    let log = second_log.join().unwrap();
+    let log = stop_adopter(&mut procs, second_log);
     assert!(
         log.contains(
             "adopted the chain its nodes ran in epoch 1: positions [0, 1, 2] rejoined; it runs \
@@ -1000,13 +988,53 @@ fn nodes_serve_on_without_their_orchestrator_and_rejoin_its_successor() {
         log.contains("chain: epoch 2, 3 of 3 positions up, 1 recoveries, adopted in epoch 1"),
         "{log}"
     );
+}
+
+/// A free TCP port's address on 127.0.0.1: where an orchestrator listens, and the one started
+/// in its place after it.
+fn control_addr() -> String {
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", free.local_addr().unwrap().port())
+}
+
+/// Ch-Rec's nodes (`spec`) for the orchestrator at `addr`, serving on without it for up to 30 s,
+/// customer frames entering at `ingress` and leaving to `egress` over UDP; each position's
+/// standard error is `stderr`'s.
+fn nodes_serving_on(
+    addr: &str,
+    secret: &Temp,
+    spec: &str,
+    (ingress, egress): (&str, &str),
+    mut stderr: impl FnMut(u16) -> Stdio,
+) -> Vec<Child> {
+    (0..3)
+        .map(|i| {
+            let mut node = node_waiting(addr, i, secret, "30");
+            match i {
+                0 => node.args(["--ingress", ingress]),
+                2 => node.args(["--egress", egress]),
+                _ => &mut node,
+            };
+            node.stderr(stderr(i)).arg(spec).spawn().unwrap()
+        })
+        .collect()
+}
+
+/// Stops the orchestrator that adopted the chain (`procs`' first process, whose standard error
+/// `log` reads) with SIGTERM: it stops its nodes, and the two of them that `procs` started and
+/// did not kill (the second and the fourth) exit with success, not orphaned. Its log.
+fn stop_adopter(procs: &mut Procs, log: std::thread::JoinHandle<String>) -> String {
+    let pid = procs.0[0].id() as i32;
+    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
     for node in [1, 3] {
         assert!(exits(&mut procs.0[node], Duration::from_secs(5)));
-        assert!(
-            procs.0[node].wait().unwrap().success(),
-            "stopped, not orphaned"
-        );
+        let status = procs.0[node].wait().unwrap();
+        assert!(status.success(), "stopped, not orphaned: {status}");
     }
+    log.join().unwrap()
 }
 
 /// An orchestrator killed in the middle of a recovery (node 1 killed, the survivors fenced,
@@ -1019,12 +1047,7 @@ fn an_orchestrator_killed_mid_recovery_is_succeeded_by_one_that_finishes_it() {
     let _turn = turn();
     let secret = Temp::new("adopt-mid-secret", "adoption test secret\n");
     let spec = spec("ch-rec.toml");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = control_addr();
     let (ingress, sink, egress) = udp_ends();
     let launch = format!(
         "sleep 1; exec {} node --orchestrator {{orchestrator}} --position {{position}} \
@@ -1067,15 +1090,9 @@ fn an_orchestrator_killed_mid_recovery_is_succeeded_by_one_that_finishes_it() {
         panic!("the first orchestrator never said {what:?}");
     };
     said("waiting for its nodes");
-    for i in 0..3 {
-        let mut node = node_waiting(&addr, i, &secret, "30");
-        match i {
-            0 => node.args(["--ingress", &ingress]),
-            2 => node.args(["--egress", &egress]),
-            _ => &mut node,
-        };
-        procs.0.push(node.arg(&spec).spawn().unwrap());
-    }
+    let ends = (ingress.as_str(), egress.as_str());
+    let nodes = nodes_serving_on(&addr, &secret, &spec, ends, |_| Stdio::inherit());
+    procs.0.extend(nodes);
     syns_through(&ingress, &sink, 50);
     procs.0[2].kill().unwrap();
     // Detected: the survivors fenced, its replacement launched, asleep.
@@ -1085,19 +1102,9 @@ fn an_orchestrator_killed_mid_recovery_is_succeeded_by_one_that_finishes_it() {
     let (mut second, _, second_log) = orchestrator_at(&spec, &secret, &at, Stdio::piped());
     let reports = lines_of(second.stdout.take().unwrap());
     procs.0[0] = second;
-    let line = reports
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a recovery report");
-    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(report["failed"], serde_json::json!([1]), "{line}");
-    assert_eq!(report["epoch"], 3, "{line}");
+    node_1_recovered(&reports, 3);
     syns_through(&ingress, &sink, 50);
-    let pid = procs.0[0].id() as i32;
-    // SAFETY: kill touches no memory; the orchestrator is our child and not reaped.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
-    assert!(exits(&mut procs.0[0], Duration::from_secs(10)));
-    let log = second_log.join().unwrap();
+    let log = stop_adopter(&mut procs, second_log);
     assert!(
         log.contains(
             "adopted the chain its nodes ran in epoch 2: positions [0, 2] rejoined; recovering \
@@ -1106,10 +1113,6 @@ fn an_orchestrator_killed_mid_recovery_is_succeeded_by_one_that_finishes_it() {
         "{log}"
     );
     assert!(log.contains("rerouted in epoch 3 of run"), "{log}");
-    for node in [1, 3] {
-        assert!(exits(&mut procs.0[node], Duration::from_secs(5)));
-        assert!(procs.0[node].wait().unwrap().success());
-    }
     // The first one's replacement, which writes to its log, woke to find another in its place.
     said("node 1: the orchestrator refused this node");
 }

@@ -121,17 +121,7 @@ impl Chain {
     }
 
     fn join(&mut self, position: u16, incarnation: u8) {
-        let p = peer(position, incarnation);
-        self.handle(Message::Join {
-            position,
-            pid: 1000 + u32::from(position),
-            chain: 0,
-            data: p.data,
-            transfer: p.transfer,
-            nonce: [0; 16],
-            launch: None,
-            serving: None,
-        });
+        self.handle(join_of(peer(position, incarnation), None));
         self.beating.insert(position);
     }
 
@@ -223,16 +213,7 @@ impl Chain {
 fn deployment_waits_for_every_position() {
     let mut c = Coordinator::new(Ring::new(2, 1).unwrap(), CoordinatorConfig::default(), RUN);
     let p0 = peer(0, 0);
-    let join = |p: Peer| Message::Join {
-        position: p.position,
-        pid: 1,
-        chain: 0,
-        data: p.data,
-        transfer: p.transfer,
-        nonce: [0; 16],
-        launch: None,
-        serving: None,
-    };
+    let join = |p: Peer| join_of(p, None);
     c.handle(0, join(peer(0, 9)));
     c.handle(1, join(p0)); // a restarted server 0 replaces the first
     assert_eq!(c.poll_command(), None);
@@ -889,19 +870,7 @@ fn input() -> impl Strategy<Value = (u64, Message)> {
     let position = 0u16..5;
     let epoch = 0u32..5;
     let msg = prop_oneof![
-        (position.clone(), any::<u8>()).prop_map(|(p, i)| {
-            let peer = peer(p, i);
-            Message::Join {
-                position: p,
-                pid: 1,
-                chain: 0,
-                data: peer.data,
-                transfer: peer.transfer,
-                nonce: [0; 16],
-                launch: None,
-                serving: None,
-            }
-        }),
+        (position.clone(), any::<u8>()).prop_map(|(p, i)| join_of(peer(p, i), None)),
         (position.clone(), 0u8..3, epoch.clone(), epoch.clone())
             .prop_map(|(p, i, epoch, routed)| rejoin(peer(p, i), epoch, routed)),
         (position.clone(), epoch.clone()).prop_map(|(position, epoch)| Message::Heartbeat {

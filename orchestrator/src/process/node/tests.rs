@@ -49,6 +49,23 @@ fn config(orchestrator: SocketAddr) -> NodeConfig {
     }
 }
 
+/// Ch-2's servers: the node under test at position 0 (its data and transfer addresses), server 1
+/// `elsewhere`.
+fn ch_2_peers((data, transfer): (SocketAddr, SocketAddr), elsewhere: SocketAddr) -> Vec<Peer> {
+    vec![
+        Peer {
+            position: 0,
+            data,
+            transfer,
+        },
+        Peer {
+            position: 1,
+            data: elsewhere,
+            transfer: elsewhere,
+        },
+    ]
+}
+
 /// The orchestrator's end of the node's control connection.
 struct Control(TcpStream);
 
@@ -93,23 +110,11 @@ impl Control {
         let Message::Join { data, transfer, .. } = join else {
             unreachable!("checked")
         };
-        let peers = vec![
-            Peer {
-                position: 0,
-                data,
-                transfer,
-            },
-            Peer {
-                position: 1,
-                data: elsewhere,
-                transfer: elsewhere,
-            },
-        ];
         control.send(&Message::Assign {
             run: RUN,
             epoch: 1,
             position: 0,
-            peers,
+            peers: ch_2_peers((data, transfer), elsewhere),
         });
         (control, transfer)
     }
@@ -291,18 +296,7 @@ fn a_node_that_serves_rejoins_when_its_orchestrator_goes() {
         let state = transfer::fetch(transfer, &key(), RUN + 1, 2, 0, true, t).unwrap();
         assert_eq!(GroupState::decode(&state).unwrap().middlebox, MbIndex(0));
         assert!(transfer::fetch(transfer, &key(), RUN, 2, 0, true, t).is_err());
-        let peers = vec![
-            Peer {
-                position: 0,
-                data,
-                transfer,
-            },
-            Peer {
-                position: 1,
-                data: elsewhere,
-                transfer: elsewhere,
-            },
-        ];
+        let peers = ch_2_peers((data, transfer), elsewhere);
         control.send(&Message::Reroute { epoch: 3, peers });
         let resumed = std::iter::from_fn(|| Some(control.recv()))
             .find(|m| !matches!(m, Message::Heartbeat { .. }))
