@@ -434,7 +434,8 @@ impl Coordinator {
     /// A node that serves already joined again. A coordinator that has just started adopts the
     /// chain; a running one takes it back if it is the node it knows at `peer.position`, whose
     /// control connection broke: a heartbeat (before a reroute it names the epoch it was fenced
-    /// in or later, as its heartbeats do).
+    /// in or later, as its heartbeats do), and, during a reroute, once it follows the current
+    /// epoch's routing, its `Resumed`, which the broken connection may have lost.
     fn on_rejoin(&mut self, now: u64, peer: Peer, serving: Serving) {
         let position = peer.position;
         let Some(s) = self.server(position) else {
@@ -452,7 +453,13 @@ impl Coordinator {
                 if self.peers[i] == Some(peer)
                     && (self.incarnation[i]..=self.epoch).contains(&serving.epoch) =>
             {
-                return self.on_heartbeat(now, position, serving.epoch);
+                self.on_heartbeat(now, position, serving.epoch);
+                let rerouting = matches!(&self.phase, Phase::Recovering(r)
+                    if r.reroute.as_ref().is_some_and(|x| x.awaiting.contains(&s)));
+                if rerouting && serving.routed == self.epoch {
+                    self.on_resumed(now, position, serving.routed);
+                }
+                return;
             }
             _ => {
                 self.unexpected += 1;

@@ -1117,3 +1117,26 @@ fn rejoins_are_taken_only_from_the_node_a_position_has() {
     assert!(adopting.handle(0, rejoin(peer(0, 0), 1, 1)));
     assert!(!adopting.handle(0, fresh(peer(1, 0))));
 }
+
+/// A node whose connection broke during a reroute, after it resumed, rejoins following the new
+/// epoch's routing: that stands for the `Resumed` the connection may have lost, and the recovery
+/// finishes. One that rejoins still fenced does not.
+#[test]
+fn a_rejoin_during_a_reroute_stands_for_the_resumed_it_names() {
+    let mut chain = Chain::deploy(3, 1);
+    chain.kill(1);
+    chain.run_to(100);
+    chain.commands();
+    chain.join(1, 1);
+    chain.commands();
+    chain.ready(1, 10);
+    assert_eq!(chain.commands(), chain.reroute(&[1]));
+    chain.resumed(&[1, 2]);
+    let now = chain.now;
+    assert!(chain.c.handle(now, rejoin(peer(0, 0), 2, 1)));
+    assert_eq!(chain.c.poll_report(), None, "still fenced");
+    assert!(chain.c.handle(now, rejoin(peer(0, 0), 2, 2)));
+    let report = chain.c.poll_report().expect("the recovery finished");
+    assert_eq!((report.epoch, report.failed), (2, vec![1]));
+    assert!(chain.c.running());
+}

@@ -1227,15 +1227,16 @@ impl<'a, 'h> Node<'a, 'h> {
                 }
                 self.serving = true;
                 self.flush();
-                send(
-                    self.writer,
-                    self.key,
-                    &Message::Resumed {
-                        run: self.run_id(),
-                        position: me.0,
-                        epoch,
-                    },
-                )?;
+                let resumed = Message::Resumed {
+                    run: self.run_id(),
+                    position: me.0,
+                    epoch,
+                };
+                // A connection that broke meanwhile is its reader's to report: the node serves
+                // on, and its rejoin, naming the routing it follows, tells what this would.
+                if let Err(e) = send(self.writer, self.key, &resumed) {
+                    tracing::debug!("node {me}: cannot report {resumed:?}: {e}");
+                }
             }
             Message::Stop => return Ok(true),
             Message::Refused { reason } => return Err(NodeError::Refused(reason)),
