@@ -916,7 +916,7 @@ fn ftmb_nodes_carry_frames_through_ch_rec_and_a_failure_halts_the_orchestrator()
     }
 }
 
-/// The orchestrator is not on the packet path (thesis §4.2): killed with SIGKILL, it leaves
+/// The orchestrator is not on the packet path (thesis §4.2.2): killed with SIGKILL, it leaves
 /// Ch-Rec's nodes serving, customer frames still crossing; one started in its place at the same
 /// address adopts the chain as its nodes rejoin it (epoch 1, undisturbed), recovers a node killed
 /// after that, and stops them all when it is stopped.

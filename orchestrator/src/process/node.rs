@@ -82,7 +82,7 @@ use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
-use super::rejoin::{Control, WRITE_PATIENCE};
+use super::rejoin::{ControlLink, WRITE_PATIENCE};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
@@ -467,7 +467,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
     let pulse = Pulse::new(start);
     std::thread::scope(|s| {
         let spawn = |lanes, links| Lanes::start(s, lanes, links, &heads, &inbox.waker, start);
-        let link = Control {
+        let link = ControlLink {
             orchestrator: config.orchestrator,
             key,
             heartbeat: config.heartbeat,

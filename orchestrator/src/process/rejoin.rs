@@ -3,7 +3,7 @@
 //! that serves on connects to the orchestrator's address again until one takes it back (the
 //! same orchestrator after a broken connection, or one started after it died), for up to
 //! `--headless-for`. The data path does not wait for the control plane: the thesis's
-//! orchestrator "is not involved in normal chain operations" (§4.2).
+//! orchestrator "is not involved in normal chain operations" (thesis §4.2.2).
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
@@ -32,7 +32,7 @@ const SLOWEST: Duration = Duration::from_secs(1);
 
 /// A node's side of its control connection.
 #[derive(Debug)]
-pub(super) struct Control<'a> {
+pub(super) struct ControlLink<'a> {
     pub orchestrator: SocketAddr,
     pub key: &'a Key,
     pub heartbeat: Duration,
@@ -49,7 +49,7 @@ pub(super) struct Control<'a> {
     pub stop: &'a AtomicBool,
 }
 
-impl Control<'_> {
+impl ControlLink<'_> {
     /// The messages of `stream` (the node's first control connection) into `inbox`; when the
     /// connection ends, [`NodeEvent::Closed`], then, each time the node's thread answers with a
     /// deadline on `rejoin`, a new connection until then, and its messages. Ends when the
