@@ -521,17 +521,11 @@ impl Coordinator {
         };
         self.phase = Phase::Recovering(Recovery::new(first, now));
         if missing.is_empty() {
-            let epoch = self.epoch;
             self.broadcast(&Message::Fence {
-                epoch,
+                epoch: self.epoch,
                 failed: Vec::new(),
             });
-            let servers = self.ring.server_ids();
-            if let Phase::Recovering(r) = &mut self.phase {
-                r.start_reroute(now, servers);
-            }
-            let peers = self.all_peers();
-            self.broadcast(&Message::Reroute { epoch, peers });
+            self.reroute(now);
         }
         for s in missing {
             self.add_failure(now, s);
@@ -615,7 +609,6 @@ impl Coordinator {
         if !self.current(epoch) {
             return;
         }
-        let ring = self.ring;
         let Some(r) = self.fetching_phase() else {
             return;
         };
@@ -625,13 +618,22 @@ impl Coordinator {
         };
         replacement.ready(now, bytes);
         if r.all_ready() {
-            r.start_reroute(now, ring.server_ids());
-            let msg = Message::Reroute {
-                epoch: self.epoch,
-                peers: self.all_peers(),
-            };
-            self.broadcast(&msg);
+            self.reroute(now);
         }
+    }
+
+    /// The recovery in progress reroutes: every server gets the routes of the current epoch,
+    /// and the recovery waits for each to resume.
+    fn reroute(&mut self, now: u64) {
+        let servers = self.ring.server_ids();
+        if let Phase::Recovering(r) = &mut self.phase {
+            r.start_reroute(now, servers);
+        }
+        let msg = Message::Reroute {
+            epoch: self.epoch,
+            peers: self.all_peers(),
+        };
+        self.broadcast(&msg);
     }
 
     /// A replacement could not fetch `group` from `source`: it fetches from the next member of

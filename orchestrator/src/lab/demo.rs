@@ -991,11 +991,7 @@ struct Victim {
 fn kill_orchestrator(t: &Topology) -> Result<bool, DemoError> {
     let secret = secret_path(&t.name);
     let secret = secret.to_string_lossy();
-    let dir = std::fs::read_dir("/proc").map_err(io_error("listing /proc"))?;
-    for pid in dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    {
+    for pid in procs::pids().map_err(io_error("listing /proc"))? {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
@@ -1011,7 +1007,7 @@ fn kill_orchestrator(t: &Topology) -> Result<bool, DemoError> {
             tracing::info!("killing the orchestrator (pid {pid})");
             // SAFETY: kill touches no memory; a pid reused meanwhile by another process gets
             // a SIGKILL only if it runs this lab's orchestrator too.
-            return Ok(unsafe { libc::kill(pid, libc::SIGKILL) } == 0);
+            return Ok(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0);
         }
     }
     Ok(false)

@@ -126,22 +126,28 @@ impl Drop for Group {
     }
 }
 
+/// The ids of the processes in `/proc`.
+pub fn pids() -> io::Result<impl Iterator<Item = u32>> {
+    let dir = std::fs::read_dir("/proc")?;
+    Ok(dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()))
+}
+
 /// The live (not zombie) processes of process group `pgid`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(pids) = pids() else {
         return Vec::new();
     };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // After the command name: state, ppid, pgrp.
-            let group = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-            group == Some(pgid) && alive(pid)
-        })
-        .collect()
+    pids.filter(|&pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name: state, ppid, pgrp.
+        let group = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        group == Some(pgid) && alive(pid)
+    })
+    .collect()
 }
 
 /// `command`, in process group `pgid` (0: a new one led by it), killed when this process dies.

@@ -77,12 +77,11 @@ use ftc_replica::ReplicaError;
 
 use super::edges::{Edge, EdgeKind, Edges, EdgesError, Port};
 use super::heart::{Heart, Pulse};
-use super::keepalive::keep_alive;
 use super::lanes::Lanes;
 use super::loss::{BadLossRate, RingLoss};
 use super::observe::{monotonic_ns, packet_id, Recorder};
 use super::poll::{readable, wait_for, wait_readable};
-use super::rejoin::{ControlLink, WRITE_PATIENCE};
+use super::rejoin::{prepare, ControlLink};
 use super::room::{check_edge, customer_room, Carrier, NoRoom};
 use super::serving::{Serving, Spawn, Spawner};
 use super::shape::{Shape, Undeployable};
@@ -434,9 +433,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
             addr: config.orchestrator,
             source,
         })?;
-    control.set_nodelay(true)?;
-    keep_alive(&control)?;
-    control.set_write_timeout(Some(WRITE_PATIENCE))?;
+    prepare(&control)?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
     let (run, nonce) = challenge(&control, key, config.heartbeat)?;

@@ -24,11 +24,19 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long a write to the orchestrator may block before the connection is taken for broken:
 /// a heartbeat to an orchestrator that stopped reading must not hold up a rejoin.
-pub(super) const WRITE_PATIENCE: Duration = Duration::from_secs(1);
+const WRITE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The rejoin attempts come this often at least, and at most.
 const FASTEST: Duration = Duration::from_millis(10);
 const SLOWEST: Duration = Duration::from_secs(1);
+
+/// A control connection to the orchestrator, the first or a rejoin's, made ready: no delay,
+/// keepalive, writes that give up after [`WRITE_PATIENCE`].
+pub(super) fn prepare(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    keep_alive(stream)?;
+    stream.set_write_timeout(Some(WRITE_PATIENCE))
+}
 
 /// A node's side of its control connection.
 #[derive(Debug)]
@@ -118,9 +126,7 @@ impl ControlLink<'_> {
     /// it, saying where the node stands; its messages go on it from now on.
     fn attempt(&self) -> Result<TcpStream, NodeError> {
         let stream = TcpStream::connect_timeout(&self.orchestrator, CONNECT_PATIENCE)?;
-        stream.set_nodelay(true)?;
-        keep_alive(&stream)?;
-        stream.set_write_timeout(Some(WRITE_PATIENCE))?;
+        prepare(&stream)?;
         let (run, nonce) = challenge(&stream, self.key, self.heartbeat)?;
         let mut join = self.join.clone();
         // A launch token stays: the orchestrator that launched the node checks it as before,
