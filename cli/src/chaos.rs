@@ -11,6 +11,7 @@ use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunConfig;
 use ftc_orchestrator::embedded::{run_chaos, ChaosConfig, ChaosReport, Kill};
 use ftc_orchestrator::process::chaos::{run_procs, ProcsConfig};
+use ftc_orchestrator::process::succession::OrchestratorKill;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -22,8 +23,19 @@ pub struct ChaosArgs {
     /// servers killed within 2 heartbeat periods of each other (a kill is not detected sooner)
     /// are refused; more than f of one group killed further apart, but before the first is
     /// recovered, make the orchestrator halt, and the report names the group and the kills.
-    #[arg(long = "kill", value_name = "POSITION[@SECS]", required = true)]
+    #[arg(
+        long = "kill",
+        value_name = "POSITION[@SECS]",
+        required_unless_present = "orchestrator_kills"
+    )]
     kills: Vec<String>,
+    /// With --procs: crash the orchestrator SECS into the traffic (0 to --duration), as a kill
+    /// of its process would (its control connections closed, nothing said), and start the next
+    /// one on its address DOWN seconds later (0 to 60, default 0.2). The nodes serve on without
+    /// it and rejoin the next one, which adopts the chain and recovers what failed meanwhile.
+    /// Repeat for more.
+    #[arg(long = "kill-orchestrator", value_name = "SECS[+DOWN]")]
+    orchestrator_kills: Vec<String>,
     /// Seconds of traffic, 0.05 to 3600.
     #[arg(long, default_value_t = 2.0)]
     duration: f64,
@@ -80,6 +92,32 @@ fn parse_kill(text: &str, default_at: Duration) -> anyhow::Result<Kill> {
     Ok(Kill {
         position: ServerId(position),
         at,
+    })
+}
+
+/// The downtime of an orchestrator crash that gives none.
+const ORCHESTRATOR_DOWN: Duration = Duration::from_millis(200);
+
+/// Parse `SECS[+DOWN]`, within the traffic's `duration`.
+fn parse_orchestrator_kill(text: &str, duration: Duration) -> anyhow::Result<OrchestratorKill> {
+    let (at, down) = match text.split_once('+') {
+        Some((a, d)) => (a, Some(d)),
+        None => (text, None),
+    };
+    let seconds = |what: &str, value: &str, max: f64| -> anyhow::Result<Duration> {
+        let secs: f64 = value.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--kill-orchestrator {text:?}: the {what} must be in seconds")
+        })?;
+        if !(0.0..=max).contains(&secs) {
+            anyhow::bail!(
+                "--kill-orchestrator {text:?}: the {what} must be between 0 and {max} seconds"
+            );
+        }
+        Ok(Duration::from_secs_f64(secs))
+    };
+    Ok(OrchestratorKill {
+        at: seconds("time", at, duration.as_secs_f64())?,
+        down: down.map_or(Ok(ORCHESTRATOR_DOWN), |d| seconds("downtime", d, 60.0))?,
     })
 }
 
@@ -197,6 +235,17 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|k| parse_kill(k, duration / 2))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let orchestrator_kills = args
+        .orchestrator_kills
+        .iter()
+        .map(|k| parse_orchestrator_kill(k, duration))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !orchestrator_kills.is_empty() && !args.procs {
+        anyhow::bail!(
+            "--kill-orchestrator needs --procs (without it, the orchestrator is part of the \
+             chain's process)"
+        );
+    }
     let mut config = ChaosConfig {
         run: RunConfig {
             duration,
@@ -225,6 +274,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             flows: args.flows,
             size: config.run.size,
             kills: config.kills,
+            orchestrator_kills,
             coordinator: config.coordinator,
             deploy: Duration::from_secs(10),
             settle: config.settle,
@@ -250,6 +300,18 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
 pub fn print_report(r: &ChaosReport, procs: bool) {
     for k in &r.kills {
         outln!("killed server {} at {:.1} ms", k.position, k.at_ms);
+    }
+    for k in &r.orchestrator_kills {
+        let next = match (k.back_at_ms, &k.adopted) {
+            (Some(back), Some(adopted)) => {
+                format!("the next one started at {back:.1} ms, {adopted}")
+            }
+            (Some(back), None) => {
+                format!("the next one started at {back:.1} ms and had not adopted the chain yet")
+            }
+            (None, _) => "no other one started before the run ended".to_string(),
+        };
+        outln!("crashed the orchestrator at {:.1} ms; {next}", k.at_ms);
     }
     let ms = |ns: u64| ns as f64 / 1e6;
     for rec in &r.recoveries {

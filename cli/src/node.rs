@@ -102,9 +102,12 @@ pub struct NodeArgs {
     /// A node that serves and loses its orchestrator (its process died, the connection broke)
     /// serves on and joins the orchestrator's address again, saying where it stands, so that
     /// the orchestrator, or one started in its place with the same spec, secret and --listen,
-    /// takes it back; if none does within SECS seconds (0 to 86400), it exits with status 2.
+    /// takes it back; if none does within SECS seconds (0 to 86400), it exits with status 4.
     /// 0: it exits as soon as it loses the orchestrator. A node that does not serve yet (not
-    /// assigned, or a replacement still fetching its state) always exits then.
+    /// assigned, or a replacement still fetching its state) always exits then, with status 4, as
+    /// does one that cannot reach the orchestrator when it starts.
+    /// A node the orchestrator refuses (declared failed and replaced, not taken back, of
+    /// another chain) exits with status 5; one that fails otherwise, with status 2.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     headless_for: f64,
 }
@@ -253,6 +256,14 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         stats_every,
         headless_for,
     };
-    run_node(&config).map_err(|e| anyhow::anyhow!("node {}: {e}", args.position))?;
-    Ok(ExitCode::SUCCESS)
+    match run_node(&config) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => match e.exit_status() {
+            Some(status) => {
+                eprintln!("ftc: node {}: {e}", args.position);
+                Ok(ExitCode::from(status))
+            }
+            None => Err(anyhow::anyhow!("node {}: {e}", args.position)),
+        },
+    }
 }

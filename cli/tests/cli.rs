@@ -446,6 +446,20 @@ fn absurd_input_is_refused_up_front() {
             "2 servers killed at 1 s: the chain recovers at most f = 1",
         ),
         (
+            &["chaos", &spec("ch-3.toml"), "--kill-orchestrator", "1"],
+            "--kill-orchestrator needs --procs",
+        ),
+        (
+            &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--procs",
+                "--kill-orchestrator",
+                "1+soon",
+            ],
+            "--kill-orchestrator \"1+soon\": the downtime must be in seconds",
+        ),
+        (
             &[
                 "chaos",
                 &spec("ch-3.toml"),
@@ -684,6 +698,18 @@ fn help_states_the_ranges_that_are_enforced() {
         ("chaos", "--kill", "0 to --duration", &["--kill", "1@2.5"]),
         (
             "chaos",
+            "--kill-orchestrator",
+            "0 to --duration",
+            &["--procs", "--kill-orchestrator", "2.5"],
+        ),
+        (
+            "chaos",
+            "--kill-orchestrator",
+            "0 to 60",
+            &["--procs", "--kill-orchestrator", "1+61"],
+        ),
+        (
+            "chaos",
             "--duration",
             "0.05 to 3600",
             &["--kill", "1", "--duration", "0.01"],
@@ -853,7 +879,7 @@ fn a_node_of_another_chain_or_secret_is_told_why_it_is_refused() {
     };
     let node = |spec_file: &str, secret: &std::path::Path| node_beating(spec_file, secret, "5");
     let (code, _, err) = node("ch-2.toml", &good);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 5, "refused: {err}");
     assert!(
         err.contains("the orchestrator refused this node: the node runs another chain spec"),
         "{err}"
@@ -918,7 +944,7 @@ fn a_node_checks_its_settings_before_it_reaches_its_orchestrator() {
     let secret = secret.display().to_string();
     let node = |extra: &[&str]| ftc_node("ch-2.toml", "127.0.0.1:1", &secret, "1000", extra);
     let (code, _, err) = node(&[]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 4, "no orchestrator: {err}");
     assert!(err.contains("cannot reach the orchestrator"), "{err}");
     let (code, _, err) = node(&["--stall-ms", "5000"]);
     assert_eq!(code, 2, "{err}");

@@ -33,12 +33,28 @@ fn ftc() -> Command {
 /// `ftc chaos SPEC --procs --json` with `kills`; the report, after checking that it passed and
 /// that every killed position was recovered, and the log (the nodes' exit summaries among it).
 fn chaos(spec: &str, kills: &[&str], rate: u64) -> (serde_json::Value, String) {
+    chaos_crashing(spec, kills, &[], 1.0, rate)
+}
+
+/// [`chaos`], with the orchestrator crashed at `crashes` (`SECS[+DOWN]`) and `duration` seconds
+/// of traffic.
+fn chaos_crashing(
+    spec: &str,
+    kills: &[&str],
+    crashes: &[&str],
+    duration: f64,
+    rate: u64,
+) -> (serde_json::Value, String) {
     let mut cmd = ftc();
-    cmd.args(["chaos", spec, "--procs", "--json", "--duration", "1"])
+    cmd.args(["chaos", spec, "--procs", "--json"])
+        .args(["--duration", &duration.to_string()])
         .args(["--rate", &rate.to_string(), "--heartbeat-ms", "50"])
         .env("FTC_LOG", "info");
     for k in kills {
         cmd.args(["--kill", k]);
+    }
+    for c in crashes {
+        cmd.args(["--kill-orchestrator", c]);
     }
     let out = cmd.output().expect("ftc runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -91,7 +107,47 @@ fn chaos(spec: &str, kills: &[&str], rate: u64) -> (serde_json::Value, String) {
         assert_eq!(checked_packets, released, "{report}");
     }
     assert!(checked["transactions"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        report["orchestrator_kills"].as_array().unwrap().len(),
+        crashes.len(),
+        "{report}"
+    );
     (report, stderr.into_owned())
+}
+
+/// The orchestrator crashes twice (`--kill-orchestrator`): the first time for 0.3 s, during
+/// which server 1 is killed; the next orchestrator adopts the chain from the two that rejoin it
+/// and recovers server 1. The second time it comes back at once and adopts the whole chain as
+/// it runs. No packet is released twice, output commit holds, the replicas equal their heads.
+#[test]
+fn procs_chaos_survives_crashes_of_the_orchestrator() {
+    let _turn = turn();
+    let (report, log) = chaos_crashing(
+        &spec("ch-rec.toml"),
+        &["1@0.4"],
+        &["0.3+0.3", "1.1+0"],
+        1.5,
+        5_000,
+    );
+    let crashes = report["orchestrator_kills"].as_array().unwrap();
+    for c in crashes {
+        assert!(c["back_at_ms"].as_f64().unwrap() >= c["at_ms"].as_f64().unwrap());
+    }
+    let first = &crashes[0]["adopted"];
+    assert_eq!(first["rejoined"], serde_json::json!([0, 2]), "{report}");
+    assert_eq!(first["recovery"], serde_json::json!(2), "{report}");
+    let second = &crashes[1]["adopted"];
+    assert_eq!(second["rejoined"], serde_json::json!([0, 1, 2]), "{report}");
+    assert_eq!(second["recovery"], serde_json::Value::Null, "{report}");
+    assert_eq!(second["epoch"], serde_json::json!(2), "{report}");
+    let failed: Vec<_> = report["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["failed"].clone())
+        .collect();
+    assert_eq!(failed, [serde_json::json!([1])], "{report}");
+    assert!(log.contains("rejoined the orchestrator"), "{log}");
 }
 
 /// The check of output commit across processes bites: nodes whose buffer releases packets
@@ -493,7 +549,7 @@ fn bad_secrets_addresses_and_orchestrators_fail_clearly() {
         .local_addr()
         .unwrap();
     let (code, err) = node(&free.to_string(), &secret.arg());
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(4), "no orchestrator: {err}");
     assert!(
         err.contains(&format!("cannot reach the orchestrator at {free}")),
         "{err}"

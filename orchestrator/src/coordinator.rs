@@ -21,7 +21,9 @@
 //!
 //! Adoption: a coordinator whose first `Join` is a rejoin (a node that serves already, module
 //! `adoption`) takes over the running chain instead of deploying one. Once every position
-//! rejoined, or the suspect grace after the first rejoin ran out, the chain is in the newest
+//! rejoined, or `misses + 1` rejoin periods after the first rejoin (a live node tries every
+//! period: those that did not are taken for failed, as a failure detector takes a server
+//! silent for `misses` heartbeat periods), the chain is in the newest
 //! epoch its nodes name; when all rejoined, all in that epoch and none fenced, it runs on as it
 //! was, and nothing is sent; otherwise a recovery of the next epoch replaces the positions that
 //! did not rejoin (or, when none is missing, just fences and reroutes every node).
@@ -41,8 +43,8 @@ use ftc_chain::ring::{Ring, ServerId};
 use crate::control::{Fetch, Message, Peer, Serving};
 use crate::detector::{Detector, Failure};
 use crate::plan::{plan, replan, PlanError, Transfer};
-pub use adoption::Adopted;
 use adoption::Adoption;
+pub use adoption::{rejoin_period, Adopted};
 use recovery::Recovery;
 pub use recovery::RecoveryReport;
 use suspects::Suspects;
@@ -141,7 +143,8 @@ pub struct Coordinator {
     recover: bool,
     /// [`CoordinatorConfig::start_timeout_ns`].
     start_timeout: u64,
-    /// How long an adoption waits for the positions that have not rejoined: the suspect grace.
+    /// How long an adoption waits for the positions that have not rejoined: `misses + 1` rejoin
+    /// periods ([`rejoin_period`]).
     adopt_grace: u64,
     /// The first back-off before a fetch is sent again to a source that could not serve it:
     /// [`CoordinatorConfig::heartbeat_period_ns`].
@@ -172,9 +175,9 @@ impl Coordinator {
             run,
             recover: config.recover,
             start_timeout: config.start_timeout_ns,
-            adopt_grace: config
-                .detection_ns()
-                .saturating_mul(u64::from(config.suspect_grace)),
+            adopt_grace:
+                (rejoin_period(Duration::from_nanos(config.heartbeat_period_ns)).as_nanos() as u64)
+                    .saturating_mul(u64::from(config.misses) + 1),
             retry_ns: config.heartbeat_period_ns,
             epoch: 0,
             peers: vec![None; ring.servers()],

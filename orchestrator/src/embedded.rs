@@ -26,6 +26,7 @@ use crate::checks::check_monitors;
 use crate::control::{Key, Message, Nonce};
 use crate::coordinator::{Command, Coordinator, CoordinatorConfig, RecoveryReport, Unrecoverable};
 use crate::plan::PlanError;
+use crate::process::succession::OrchestratorKilled;
 use crate::replacement::Fetched;
 use crate::transfer;
 
@@ -78,6 +79,8 @@ pub struct ChaosReport {
     #[serde(flatten)]
     pub run: RunReport,
     pub kills: Vec<Killed>,
+    /// The orchestrator's crashes (`ftc chaos --procs --kill-orchestrator`).
+    pub orchestrator_kills: Vec<OrchestratorKilled>,
     pub recoveries: Vec<RecoveryReport>,
     /// Released packets checked for output commit, and the transactions checked for them
     /// (online in embedded runs, from the nodes' records after a `--procs` run).

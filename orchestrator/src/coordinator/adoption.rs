@@ -3,10 +3,17 @@
 //! rejoin saying where they stand ([`Serving`]).
 
 use std::fmt;
+use std::time::Duration;
 
 use ftc_chain::ring::ServerId;
 
 use crate::control::Serving;
+
+/// How often a node that lost its orchestrator tries to join it again: every heartbeat period,
+/// but no more often than every 10 ms, and at least every second.
+pub fn rejoin_period(heartbeat: Duration) -> Duration {
+    heartbeat.clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
 
 /// The rejoins heard so far, from the first one until every position rejoined or the grace
 /// ran out.
@@ -70,7 +77,7 @@ impl Adoption {
 }
 
 /// How a coordinator took over a running chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Adopted {
     /// The epoch its nodes were in (the newest of them).
     pub epoch: u32,

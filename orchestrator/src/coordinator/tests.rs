@@ -986,7 +986,7 @@ fn a_new_coordinator_adopts_a_chain_whose_nodes_all_rejoin() {
     let mut chain = Chain::rejoined(3, 1, &[(0, 4, 4), (2, 4, 4)]);
     assert!(!chain.c.running(), "waiting for position 1");
     assert_eq!(chain.c.poll_adoption(), None);
-    chain.run_to(50);
+    chain.run_to(30);
     assert!(chain.c.handle(chain.now, rejoin(peer(1, 0), 4, 4)));
     assert_eq!(chain.commands(), vec![]);
     assert!(chain.c.running());
@@ -1009,15 +1009,16 @@ fn a_new_coordinator_adopts_a_chain_whose_nodes_all_rejoin() {
     assert_eq!(chain.commands(), expected);
 }
 
-/// Positions whose nodes do not rejoin within the suspect grace (300 ms) after the first rejoin
-/// are taken for failed and recovered in the next epoch, from the nodes that rejoined.
+/// Positions whose nodes do not rejoin within 4 rejoin periods (10 ms each: the heartbeat
+/// period, 10 ms at least) after the first rejoin are taken for failed and recovered in the
+/// next epoch, from the nodes that rejoined.
 #[test]
 fn positions_that_do_not_rejoin_in_the_grace_are_recovered_in_the_next_epoch() {
     let mut chain = Chain::rejoined(3, 1, &[(0, 3, 3), (2, 3, 3)]);
-    chain.run_to(299);
+    chain.run_to(39);
     assert_eq!(chain.commands(), vec![]);
     assert_eq!(chain.c.epoch(), 0, "not adopted yet");
-    chain.run_to(301);
+    chain.run_to(41);
     let mut expected = fence(&[0, 2], 4, &[1]);
     expected.push(launch(1, 4));
     assert_eq!(chain.commands(), expected);
@@ -1042,7 +1043,7 @@ fn positions_that_do_not_rejoin_in_the_grace_are_recovered_in_the_next_epoch() {
     assert_eq!((report.epoch, report.failed), (4, vec![1]));
     assert_eq!(
         report.detection_ns,
-        300 * MS,
+        40 * MS,
         "the grace, from the first rejoin"
     );
     assert!(chain.c.running());

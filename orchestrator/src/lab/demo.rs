@@ -1563,7 +1563,7 @@ mod tests {
             exits.iter().cloned().for_each(|e| recent.push(e));
             recent
         };
-        let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(2), &gone)];
+        let fine = [exit(100, libc::SIGKILL, ""), exit(101, code(4), &gone)];
         assert_eq!(crashes(&recent(&fine), &victims), Vec::<String>::new());
         let panicked = "thread 'main' panicked at node/src/serve.rs:1:1: oops";
         let bad = [

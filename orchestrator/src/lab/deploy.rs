@@ -31,7 +31,7 @@ use crate::control::{ControlError, Peer};
 use crate::coordinator::RecoveryReport;
 use crate::process::edges::EdgeKind;
 use crate::process::launcher::{quote, substitute, NodeArgs};
-use crate::process::node::NodeError;
+use crate::process::node::{NodeError, EXIT_LOST_ORCHESTRATOR, EXIT_REFUSED};
 use crate::process::orchestrator::{DECLARED_FAILED, NOT_TAKEN_BACK};
 use crate::process::recent::Recent;
 use ftc_node::ftmb::FtmbConfig;
@@ -205,19 +205,22 @@ impl NodeExit {
     /// missed its heartbeats on a loaded host, say) is told so and has its control connection
     /// closed, and exits with the refusal, or, when that did not reach it, with the error that
     /// it read the connection's end, or a reset (a connection closed with frames unread reads as
-    /// one), or, once it served, with the refusal of its rejoin. `ftc node` exits with status 2
-    /// on an error.
+    /// one), or, once it served, with the refusal of its rejoin. `ftc node` exits with status
+    /// [`EXIT_REFUSED`] when refused and [`EXIT_LOST_ORCHESTRATOR`] when it lost the
+    /// orchestrator (also when none took it back in time, which is no cut-off).
     pub fn cut_off(&self) -> bool {
         let reset = io::Error::from_raw_os_error(libc::ECONNRESET);
-        let words = [
+        let lost = [
             NodeError::OrchestratorGone.to_string(),
-            NodeError::Control(ControlError::Io(reset)).to_string(),
+            NodeError::LostOrchestrator(ControlError::Io(reset)).to_string(),
         ];
         let refused = [DECLARED_FAILED, NOT_TAKEN_BACK]
             .map(|why| NodeError::Refused(why.to_string()).to_string());
-        self.status.code() == Some(2)
-            && (refused.iter().any(|r| self.said.contains(r.as_str()))
-                || words.iter().any(|w| self.said.ends_with(w.as_str())))
+        match self.status.code().and_then(|c| u8::try_from(c).ok()) {
+            Some(EXIT_REFUSED) => refused.iter().any(|r| self.said.contains(r.as_str())),
+            Some(EXIT_LOST_ORCHESTRATOR) => lost.iter().any(|w| self.said.ends_with(w.as_str())),
+            _ => false,
+        }
     }
 
     /// Whether it ended on its own: with a status other than 0 (a panic, a data path that hung,
@@ -882,18 +885,18 @@ mod tests {
             (child, words)
         };
         let gone = format!("ftc: node 0: {}", NodeError::OrchestratorGone);
-        let reset = "ftc: node 2: control connection to the orchestrator: control connection: \
-                     Connection reset by peer (os error 104)";
+        let reset = "ftc: node 2: lost the control connection to the orchestrator: control \
+                     connection: Connection reset by peer (os error 104)";
         let stopped = "ftc: node 3: the server stopped handling frames";
         let refused = "ftc: node 5: the orchestrator refused this node: declared failed in epoch \
                        2; replaced";
         let ends = [
-            (gone.as_str(), "2"),
+            (gone.as_str(), "4"),
             ("", "run"),
-            (reset, "2"),
+            (reset, "4"),
             (stopped, "2"),
             ("thread 'main' panicked", "101"),
-            (refused, "2"),
+            (refused, "5"),
         ];
         let (mut nodes, mut words) = (Vec::new(), Vec::new());
         for (i, (said, status)) in ends.into_iter().enumerate() {
@@ -918,11 +921,11 @@ mod tests {
         assert_eq!(
             seen,
             [
-                (0, Some(2), gone.as_str(), true, false),
-                (2, Some(2), reset, true, false),
+                (0, Some(4), gone.as_str(), true, false),
+                (2, Some(4), reset, true, false),
                 (3, Some(2), stopped, false, true),
                 (4, Some(101), "thread 'main' panicked", false, true),
-                (5, Some(2), refused, true, false),
+                (5, Some(5), refused, true, false),
             ]
         );
         // The one still running stays, and is reported once it ends.

@@ -29,8 +29,10 @@ use ftc_stm::Snapshot;
 use hdrhistogram::Histogram;
 
 use super::launcher::{How, Launcher, NodeArgs};
+use super::node::{EXIT_LOST_ORCHESTRATOR, EXIT_REFUSED};
 use super::observe::packet_id;
 use super::orchestrator::Orchestrator;
+use super::succession::{OrchestratorKill, OrchestratorKilled, Succession};
 use crate::checks::check_monitors;
 use crate::control::{ControlError, Key, Peer};
 use crate::coordinator::{CoordinatorConfig, RecoveryReport};
@@ -51,6 +53,9 @@ pub struct ProcsConfig {
     /// Customer frame size in bytes.
     pub size: usize,
     pub kills: Vec<Kill>,
+    /// The orchestrator's crashes: the nodes serve on without it, and the next one started on
+    /// its address adopts the chain.
+    pub orchestrator_kills: Vec<OrchestratorKill>,
     pub coordinator: CoordinatorConfig,
     /// How long the nodes may take to start and join.
     pub deploy: Duration,
@@ -170,8 +175,16 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         ingress: Some(ingress),
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
         observe: Some(observed.0.clone()),
-        // Nodes that outlived this process (a crash) must not serve on for want of it.
-        headless_for: Some(Duration::ZERO),
+        // Nodes that outlived this process (a crash) must not serve on for want of it for
+        // longer than the orchestrator's longest downtime needs.
+        headless_for: Some(
+            config
+                .orchestrator_kills
+                .iter()
+                .map(|k| k.down + HEADLESS_MARGIN)
+                .max()
+                .unwrap_or(Duration::ZERO),
+        ),
         ..NodeArgs::without_customers(
             listener.local_addr().map_err(io_error("orchestrator"))?,
             config.spec_path.clone(),
@@ -186,13 +199,14 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         },
         args,
     );
-    let orchestrator = Orchestrator::new(
+    let orchestrators = Succession::new(Orchestrator::new(
         listener,
         (ring, super::Chain::new(spec, ftc_node::Mode::Ftc)),
         key.clone(),
         config.coordinator,
         launcher,
-    );
+    ))
+    .map_err(io_error("orchestrator"))?;
     let mut report = ChaosReport::new(spec);
     let stop = AtomicBool::new(false);
     let capacity =
@@ -203,30 +217,37 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
     std::thread::scope(|s| -> Result<(), ProcsError> {
         let stopping = RaiseOnDrop(&stop);
         let orchestrating = s.spawn(|| {
-            orchestrator.run(&stop, |r| {
+            orchestrators.run(&stop, |r| {
                 recoveries.lock().expect("no holder panics").push(r.clone())
             })
         });
         let finished = || recoveries.lock().expect("no holder panics");
         for position in 0..n as u16 {
-            orchestrator
+            orchestrators
                 .launcher()
                 .launch(position)
                 .map_err(io_error(format!("starting node {position}")))?;
         }
-        wait_deployed(&orchestrator, config.deploy)?;
+        let first = orchestrators
+            .current()
+            .expect("no crash before the traffic");
+        wait_deployed(&first, config.deploy)?;
+        drop(first);
         let received = s.spawn(|| sink.receive(&egress, &stop));
         let start = Instant::now();
-        let orch = &orchestrator;
-        let killer = s.spawn(move || kill(orch, &config.kills, start));
+        orchestrators.started(start);
+        let orch = &orchestrators;
+        let killer = s.spawn(move || kill(orch.launcher(), &config.kills, start));
+        let stopped = &stop;
+        let crasher = s.spawn(move || crash(orch, &config.orchestrator_kills, start, stopped));
         report.run.packets_sent = send(&sender, ingress, config, &sink, start);
         report.kills = killer.join().expect("the killer panicked");
+        crasher.join().expect("the orchestrator's killer panicked");
         let done = || orchestrating.is_finished();
         let settle = config.settle + config.coordinator.detection_bound();
         let deadline = Instant::now() + settle;
-        while !(recovered(&finished(), &report.kills).is_empty() || done())
-            && Instant::now() < deadline
-        {
+        let unrecovered = |kills| recovered(&finished(), kills, &orchestrators.crashes());
+        while !(unrecovered(&report.kills).is_empty() || done()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Let what is in flight leave.
@@ -238,24 +259,43 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         // The traffic's time, or longer where releases went on past it: throughput over the
         // time to the last arrival alone overstates it wherever releases stopped early.
         report.run.duration_s = sink.last_since(start).max(config.duration).as_secs_f64();
-        let status = orchestrator.status();
         report.recoveries = finished().clone();
-        // Only the kills and the orchestrator's cut-offs end nodes in a run: any other end is
-        // a crash, a panic, a hang caught, or an error the node stopped on.
-        for ended in status.ended.iter() {
+        // Only the kills and the orchestrator's cut-offs end nodes in a run, and after a crash
+        // of the orchestrator the loss of it, or its successor's refusal: any other end is a
+        // crash, a panic, a hang caught, or an error the node stopped on.
+        let (ended, forgotten) = orchestrators.ended();
+        for (after_crash, ended) in ended {
+            let status = ended.status.code().and_then(|c| u8::try_from(c).ok());
+            if after_crash && matches!(status, Some(EXIT_LOST_ORCHESTRATOR | EXIT_REFUSED)) {
+                tracing::info!("{ended}: it lost its orchestrator, or was refused by the next");
+                continue;
+            }
             report.run.violations.push(format!(
                 "{ended}: neither killed by the run nor cut off by the orchestrator"
             ));
         }
-        if status.ended.forgotten() > 0 {
+        if forgotten > 0 {
             report.run.violations.push(format!(
-                "{} more nodes ended, neither killed by the run nor cut off by the orchestrator",
-                status.ended.forgotten()
+                "{forgotten} more nodes ended, neither killed by the run nor cut off by the \
+                 orchestrator"
             ));
         }
-        let missing = recovered(&report.recoveries, &report.kills);
-        if missing.is_empty() && !done() {
-            check_state(spec, &ring, &key, &orchestrator, &sink, &mut report.run);
+        report.orchestrator_kills = orchestrators.crashes();
+        let missing = recovered(
+            &report.recoveries,
+            &report.kills,
+            &report.orchestrator_kills,
+        );
+        match orchestrators.current() {
+            Some(o) if missing.is_empty() && !done() => {
+                check_state(spec, &ring, &key, &o, &sink, &mut report.run);
+            }
+            Some(_) => {}
+            None => report.run.violations.push(
+                "no orchestrator runs after the last crash: the next one could not start (its \
+                 error is above)"
+                    .to_string(),
+            ),
         }
         drop(stopping);
         let (outcome, sink_violations) = (
@@ -316,6 +356,10 @@ fn free_fixed_port() -> io::Result<SocketAddr> {
     UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?.local_addr()
 }
 
+/// How much longer than the orchestrator's longest downtime the nodes of a run that crashes it
+/// serve on without one.
+const HEADLESS_MARGIN: Duration = Duration::from_secs(10);
+
 /// Wait until every node joined and got its `Assign`.
 fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), ProcsError> {
     let deadline = Instant::now() + within;
@@ -341,15 +385,35 @@ fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), Pr
     Ok(())
 }
 
+/// Crash the orchestrator at the times of `kills` (from `start`), each time until the next one
+/// runs, unless `stop`.
+fn crash(
+    orchestrators: &Succession,
+    kills: &[OrchestratorKill],
+    start: Instant,
+    stop: &AtomicBool,
+) {
+    let mut kills = kills.to_vec();
+    kills.sort_by_key(|k| k.at);
+    for k in kills {
+        std::thread::sleep(k.at.saturating_sub(start.elapsed()));
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::info!("crashing the orchestrator for {:?}", k.down);
+        orchestrators.crash(k.down, stop);
+    }
+}
+
 /// Kill the nodes of `kills` at their times (from `start`) with SIGKILL.
-fn kill(orchestrator: &Orchestrator, kills: &[Kill], start: Instant) -> Vec<Killed> {
+fn kill(launcher: &Launcher, kills: &[Kill], start: Instant) -> Vec<Killed> {
     let mut kills = kills.to_vec();
     kills.sort_by_key(|k| k.at);
     kills
         .into_iter()
         .filter_map(|k| {
             std::thread::sleep(k.at.saturating_sub(start.elapsed()));
-            match orchestrator.launcher().children().kill(k.position.0) {
+            match launcher.children().kill(k.position.0) {
                 Ok(Some(pid)) => tracing::info!("killed node {} (pid {pid})", k.position.0),
                 Ok(None) => {
                     tracing::warn!("no node runs at position {} to kill", k.position.0);
@@ -369,7 +433,14 @@ fn kill(orchestrator: &Orchestrator, kills: &[Kill], start: Instant) -> Vec<Kill
 }
 
 /// The killed positions no finished recovery covers yet (a position killed twice needs two).
-fn recovered(recoveries: &[RecoveryReport], kills: &[Killed]) -> Vec<u16> {
+/// The orchestrator's crash after a kill may leave its recovery unreported, its replacement
+/// serving: the next orchestrator's adoption covers the kill where the position rejoined then
+/// (the killed node cannot).
+fn recovered(
+    recoveries: &[RecoveryReport],
+    kills: &[Killed],
+    crashes: &[OrchestratorKilled],
+) -> Vec<u16> {
     let mut missing = Vec::new();
     let mut counted: HashMap<u16, usize> = HashMap::new();
     for k in kills {
@@ -379,7 +450,13 @@ fn recovered(recoveries: &[RecoveryReport], kills: &[Killed]) -> Vec<u16> {
             .iter()
             .filter(|r| r.failed.contains(&k.position))
             .count();
-        if covered < *needed {
+        let adopted = crashes.iter().any(|c| {
+            c.at_ms >= k.at_ms
+                && c.adopted
+                    .as_ref()
+                    .is_some_and(|a| a.rejoined.contains(&k.position))
+        });
+        if covered < *needed && !adopted {
             missing.push(k.position);
         }
     }

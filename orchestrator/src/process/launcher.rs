@@ -399,6 +399,12 @@ impl Launcher {
     pub fn children(&self) -> &Children {
         &self.children
     }
+
+    /// Forget every launch token, as an orchestrator started afresh knows none: from now on
+    /// each position takes any node's `Join` again, until the next launch there.
+    pub fn forget_launches(&self) {
+        self.tokens.lock().expect("no holder panics").clear();
+    }
 }
 
 /// The processes a launcher started, by position. Dropping it kills and reaps every one still

@@ -24,6 +24,7 @@ mod rejoin;
 pub mod room;
 pub mod serving;
 pub mod shape;
+pub mod succession;
 pub mod tally;
 
 use std::io::Read;

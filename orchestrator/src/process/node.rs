@@ -187,6 +187,8 @@ pub enum NodeError {
     Unreachable { addr: SocketAddr, source: io::Error },
     #[error("the orchestrator closed the control connection (its log says why)")]
     OrchestratorGone,
+    #[error("lost the control connection to the orchestrator: {0}")]
+    LostOrchestrator(ControlError),
     #[error("no orchestrator took this node back within --headless-for")]
     Orphaned,
     #[error("the orchestrator refused this node: {0}")]
@@ -235,6 +237,32 @@ pub enum NodeError {
     Restore(#[from] ReplicaError),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+/// `ftc node`'s exit status when it has no orchestrator: none was reachable when it started,
+/// the control connection closed or broke where the node could not serve on (it served not
+/// yet, or `--headless-for` is zero), or no orchestrator took it back within `--headless-for`.
+pub const EXIT_LOST_ORCHESTRATOR: u8 = 4;
+
+/// `ftc node`'s exit status when the orchestrator refused it: declared failed and replaced, not
+/// taken back, or not of the chain the orchestrator runs ([`NodeError::Refused`] says why).
+pub const EXIT_REFUSED: u8 = 5;
+
+impl NodeError {
+    /// The exit status of a node that stopped so, where it has one of its own: losing the
+    /// orchestrator and being refused by it are the orchestrator's doing, which a harness or a
+    /// supervisor tells from the node's own failures (those exit with the CLI's status for an
+    /// error).
+    pub fn exit_status(&self) -> Option<u8> {
+        match self {
+            NodeError::Unreachable { .. }
+            | NodeError::OrchestratorGone
+            | NodeError::LostOrchestrator(_)
+            | NodeError::Orphaned => Some(EXIT_LOST_ORCHESTRATOR),
+            NodeError::Refused(_) => Some(EXIT_REFUSED),
+            _ => None,
+        }
+    }
 }
 
 /// The chain's NSH service path id, the same in every node: FNV-1a of its name, 24 bits.
@@ -1058,7 +1086,7 @@ impl<'a, 'h> Node<'a, 'h> {
     /// rejoins ([`super::rejoin`]), unless `--headless-for` is zero; one that does not yet (not
     /// assigned, or a replacement still fetching) ends with the connection's end.
     fn lost_orchestrator(&mut self, why: Option<ControlError>) -> Result<bool, NodeError> {
-        let end = why.map_or(NodeError::OrchestratorGone, NodeError::from);
+        let end = why.map_or(NodeError::OrchestratorGone, NodeError::LostOrchestrator);
         if self.server.is_none() || self.headless_for.is_zero() {
             return Err(end);
         }

@@ -13,7 +13,7 @@ use std::io::{self, BufReader};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -127,8 +127,37 @@ pub struct Orchestrator {
     /// Its run id, drawn at random when it is made: its nodes' state transfers carry it.
     run: u64,
     config: CoordinatorConfig,
-    launcher: Launcher,
+    /// Shared with its [`heir`](Orchestrator::heir)s: failure injection kills nodes through it
+    /// whichever orchestrator runs.
+    launcher: Arc<Launcher>,
     status: Mutex<Status>,
+}
+
+/// An orchestrator to come after one that crashed ([`Orchestrator::heir`]).
+#[derive(Debug)]
+pub struct Heir {
+    key: Key,
+    ring: Ring,
+    chain: Chain,
+    config: CoordinatorConfig,
+    /// The nodes' processes stay where a harness reaches them, in the launcher the
+    /// orchestrators share.
+    launcher: Arc<Launcher>,
+}
+
+impl Heir {
+    /// The successor, taking connections on `listener` (bound to its predecessor's address once
+    /// that let go of it), with a fresh run id: it adopts the chain from the nodes that rejoin.
+    pub fn take_over(self, listener: TcpListener) -> Orchestrator {
+        self.launcher.forget_launches();
+        Orchestrator::with(
+            listener,
+            (self.ring, self.chain),
+            self.key,
+            self.config,
+            self.launcher,
+        )
+    }
 }
 
 /// What the connection threads report.
@@ -291,10 +320,20 @@ impl Orchestrator {
     /// `chain`.
     pub fn new(
         listener: TcpListener,
-        (ring, chain): (Ring, Chain),
+        chain: (Ring, Chain),
         key: Key,
         config: CoordinatorConfig,
         launcher: Launcher,
+    ) -> Orchestrator {
+        Orchestrator::with(listener, chain, key, config, Arc::new(launcher))
+    }
+
+    fn with(
+        listener: TcpListener,
+        (ring, chain): (Ring, Chain),
+        key: Key,
+        config: CoordinatorConfig,
+        launcher: Arc<Launcher>,
     ) -> Orchestrator {
         Orchestrator {
             listener,
@@ -311,6 +350,19 @@ impl Orchestrator {
         }
     }
 
+    /// What an orchestrator started in the place of this one after it crashed
+    /// ([`run_until_crash`](Orchestrator::run_until_crash)) takes from it: the chain, secret
+    /// and settings, nothing of what it knew (the launches it made included).
+    pub fn heir(&self) -> Heir {
+        Heir {
+            key: self.key.clone(),
+            ring: self.ring,
+            chain: self.chain.clone(),
+            config: self.config,
+            launcher: Arc::clone(&self.launcher),
+        }
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -321,7 +373,7 @@ impl Orchestrator {
         self.run
     }
 
-    pub fn launcher(&self) -> &Launcher {
+    pub fn launcher(&self) -> &Arc<Launcher> {
         &self.launcher
     }
 
@@ -336,6 +388,19 @@ impl Orchestrator {
     pub fn run(
         &self,
         stop: &AtomicBool,
+        report: impl FnMut(&RecoveryReport),
+    ) -> Result<(), Unrecoverable> {
+        self.run_until_crash(stop, &AtomicBool::new(false), report)
+    }
+
+    /// [`run`](Orchestrator::run), or, once `crash` is raised, end as a process killed then
+    /// would (failure injection, `ftc chaos --procs --kill-orchestrator`): every control
+    /// connection closed without a word, the nodes left running, the listener closed when this
+    /// orchestrator is dropped.
+    pub fn run_until_crash(
+        &self,
+        stop: &AtomicBool,
+        crash: &AtomicBool,
         mut report: impl FnMut(&RecoveryReport),
     ) -> Result<(), Unrecoverable> {
         let _on_time = super::wake_on_time("failure detection");
@@ -361,6 +426,10 @@ impl Orchestrator {
             let mut outcome = Ok(());
             let mut deferred = 0;
             while !stop.load(Ordering::Acquire) {
+                if crash.load(Ordering::Acquire) {
+                    tracing::warn!("orchestrator of run {:016x}: crashed", self.run);
+                    break;
+                }
                 let t = now();
                 let wait = coordinator.poll_timeout().map_or(TICK, |at| {
                     Duration::from_nanos(at.saturating_sub(t)).min(TICK)
@@ -460,11 +529,17 @@ impl Orchestrator {
                     conns.accept(conn, stream, from, nonce);
                 }
             }
-            for position in 0..self.ring.servers() as u16 {
-                conns.send(position, &Message::Stop, &self.key);
+            let crashed = crash.load(Ordering::Acquire);
+            if !crashed {
+                for position in 0..self.ring.servers() as u16 {
+                    conns.send(position, &Message::Stop, &self.key);
+                }
             }
             for conn in conns.all.keys().copied().collect::<Vec<_>>() {
                 conns.close(conn);
+            }
+            if crashed {
+                return outcome;
             }
             // The nodes this orchestrator started get a moment to exit by themselves, with
             // their exit summary, before what is left is killed. (Killed at once, a

@@ -17,6 +17,7 @@ use ftc_chain::ring::ServerId;
 use super::keepalive::keep_alive;
 use super::node::{challenge, Inbox, NodeError, NodeEvent};
 use crate::control::{read_message, write_message, Key, Message, Serving, CONTROL_MAX_BODY};
+use crate::coordinator::rejoin_period;
 use crate::throttle::Throttle;
 
 /// The longest a connection attempt to the orchestrator may take.
@@ -25,10 +26,6 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(1);
 /// How long a write to the orchestrator may block before the connection is taken for broken:
 /// a heartbeat to an orchestrator that stopped reading must not hold up a rejoin.
 const WRITE_PATIENCE: Duration = Duration::from_secs(1);
-
-/// The rejoin attempts come this often at least, and at most.
-const FASTEST: Duration = Duration::from_millis(10);
-const SLOWEST: Duration = Duration::from_secs(1);
 
 /// A control connection to the orchestrator, the first or a rejoin's, made ready: no delay,
 /// keepalive, writes that give up after [`WRITE_PATIENCE`].
@@ -92,7 +89,7 @@ impl ControlLink<'_> {
     /// among them, come on the connection returned), or until `deadline`, or until the node
     /// ends (`None`).
     fn rejoin(&self, deadline: Instant) -> Result<Option<TcpStream>, NodeError> {
-        let pause = self.heartbeat.clamp(FASTEST, SLOWEST);
+        let pause = rejoin_period(self.heartbeat);
         let refused = Throttle::new();
         let me = match &self.join {
             Message::Join { position, .. } => ServerId(*position),
