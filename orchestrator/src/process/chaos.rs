@@ -238,8 +238,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         orchestrators.started(start);
         let orch = &orchestrators;
         let killer = s.spawn(move || kill(orch.launcher(), &config.kills, start));
-        let stopped = &stop;
-        let crasher = s.spawn(move || crash(orch, &config.orchestrator_kills, start, stopped));
+        let crasher = s.spawn(move || crash(orch, &config.orchestrator_kills, start));
         report.run.packets_sent = send(&sender, ingress, config, &sink, start);
         report.kills = killer.join().expect("the killer panicked");
         crasher.join().expect("the orchestrator's killer panicked");
@@ -386,22 +385,14 @@ fn wait_deployed(orchestrator: &Orchestrator, within: Duration) -> Result<(), Pr
 }
 
 /// Crash the orchestrator at the times of `kills` (from `start`), each time until the next one
-/// runs, unless `stop`.
-fn crash(
-    orchestrators: &Succession,
-    kills: &[OrchestratorKill],
-    start: Instant,
-    stop: &AtomicBool,
-) {
+/// runs (or none is left to crash: the last one halted).
+fn crash(orchestrators: &Succession, kills: &[OrchestratorKill], start: Instant) {
     let mut kills = kills.to_vec();
     kills.sort_by_key(|k| k.at);
     for k in kills {
         std::thread::sleep(k.at.saturating_sub(start.elapsed()));
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
         tracing::info!("crashing the orchestrator for {:?}", k.down);
-        orchestrators.crash(k.down, stop);
+        orchestrators.crash(k.down);
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Succession {
     addr: SocketAddr,
     /// Raised to crash the orchestrator of the moment, lowered once the next one runs.
     crash: AtomicBool,
+    /// Raised when the last orchestrator stopped (or halted): none is left to crash.
+    over: AtomicBool,
     /// The downtime of the crash under way.
     down: Mutex<Duration>,
     /// When the traffic started, which crash times count from.
@@ -64,6 +66,7 @@ impl Succession {
             addr: first.local_addr()?,
             current: Mutex::new(Some(Arc::new(first))),
             crash: AtomicBool::new(false),
+            over: AtomicBool::new(false),
             down: Mutex::new(Duration::ZERO),
             start: Mutex::new(None),
             ended: Mutex::new((Vec::new(), 0)),
@@ -122,17 +125,16 @@ impl Succession {
             *self.current.lock().expect("no holder panics") = Some(next);
             self.crash.store(false, Ordering::Release);
         };
-        // A crash asked for now finds none to crash.
-        self.crash.store(false, Ordering::Release);
+        self.over.store(true, Ordering::Release);
         outcome
     }
 
     /// Crash the orchestrator of the moment now, and start the next one `down` later; returns
-    /// once it runs, or `stop` was raised.
-    pub fn crash(&self, down: Duration, stop: &AtomicBool) {
+    /// once it runs, or none is left to crash.
+    pub fn crash(&self, down: Duration) {
         *self.down.lock().expect("no holder panics") = down;
         self.crash.store(true, Ordering::Release);
-        while self.crash.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+        while self.crash.load(Ordering::Acquire) && !self.over.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
