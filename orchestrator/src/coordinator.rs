@@ -496,19 +496,22 @@ impl Coordinator {
             }
         }
         let undisturbed = a.undisturbed();
-        self.adopted = Some(Adopted {
-            epoch,
-            rejoined: self.live().map(|s| s.0).collect(),
-            recovery: (!undisturbed).then_some(epoch + 1),
-        });
-        if undisturbed {
-            return;
-        }
-        let planned = if self.recover || missing.is_empty() {
+        let planned = if undisturbed {
+            Ok(Vec::new())
+        } else if self.recover || missing.is_empty() {
             plan(&self.ring, &missing, &BTreeSet::new())
         } else {
             Err(PlanError::NotRecovered)
         };
+        self.adopted = Some(Adopted {
+            epoch,
+            rejoined: self.live().map(|s| s.0).collect(),
+            recovery: (!undisturbed && planned.is_ok()).then_some(epoch + 1),
+            halted: planned.is_err(),
+        });
+        if undisturbed {
+            return;
+        }
         if let Err(cause) = planned {
             self.phase = Phase::Halted(Unrecoverable {
                 epoch,

@@ -87,6 +87,9 @@ pub struct Adopted {
     /// positions that did not rejoin within the grace are replaced, and every node fenced and
     /// rerouted.
     pub recovery: Option<u32>,
+    /// More positions did not rejoin than the chain can recover: the coordinator halted
+    /// ([`Coordinator::halted`](super::Coordinator::halted) says why) instead.
+    pub halted: bool,
 }
 
 impl fmt::Display for Adopted {
@@ -97,6 +100,7 @@ impl fmt::Display for Adopted {
             self.epoch, self.rejoined
         )?;
         match self.recovery {
+            _ if self.halted => write!(f, "; more are missing than the chain can recover"),
             Some(epoch) => write!(f, "; recovering the rest in epoch {epoch}"),
             None => write!(f, "; it runs on undisturbed"),
         }

@@ -997,6 +997,7 @@ fn a_new_coordinator_adopts_a_chain_whose_nodes_all_rejoin() {
             epoch: 4,
             rejoined: vec![0, 1, 2],
             recovery: None,
+            halted: false,
         })
     );
     chain.beating.insert(1);
@@ -1028,6 +1029,7 @@ fn positions_that_do_not_rejoin_in_the_grace_are_recovered_in_the_next_epoch() {
             epoch: 3,
             rejoined: vec![0, 2],
             recovery: Some(4),
+            halted: false,
         })
     );
     chain.join(1, 1);
@@ -1075,6 +1077,14 @@ fn an_adoption_missing_more_than_f_servers_halts() {
     assert_eq!(chain.commands(), vec![]);
     let halted = chain.c.halted().expect("halted");
     assert_eq!((halted.epoch, halted.failed.clone()), (2, vec![1, 2]));
+    let adopted = chain.c.poll_adoption().expect("adopted, then halted");
+    assert_eq!((adopted.recovery, adopted.halted), (None, true));
+    assert!(
+        adopted
+            .to_string()
+            .ends_with("more are missing than the chain can recover"),
+        "{adopted}"
+    );
 }
 
 /// A running coordinator takes back the node it knows at a position (its control connection
