@@ -24,7 +24,9 @@ pub struct SimArgs {
     /// crash (`=N`, 1 to 100, failure events of 1 to f servers each, default 2; an event that
     /// would put more than f servers down waits for the recovery, so all N happen), cut (`=N`,
     /// 1 to 100, default 2: a random server's frames to its successor are all lost for a tenth
-    /// to a half of the traffic's span while its heartbeats go on), or none.
+    /// to a half of the traffic's span while its heartbeats go on), outage (`=N`, 1 to 100,
+    /// default 2: the orchestrator is away for a tenth to a half of the traffic's span, failures
+    /// meanwhile undetected and recoveries paused while the servers serve on), or none.
     #[arg(long, default_value = "loss,reorder,dup,delay")]
     faults: String,
     /// Requests per seed (each released request comes back as a reply), 1 to 1000000. A seed

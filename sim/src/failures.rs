@@ -1,7 +1,8 @@
 //! Failures in the simulation (DESIGN.md §8, §10): crashes of up to f servers at once, lost
 //! heartbeats, and the orchestrator's part: detection after missed heartbeats, a new epoch that
 //! fences the old one, the replacements' state fetched from the planned sources (through the
-//! checked byte form), and the recovery invariant checked after every recovery.
+//! checked byte form), and the recovery invariant checked after every recovery; and outages of
+//! the orchestrator, during which nothing of that happens while the servers serve on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub(crate) struct Failures {
     faults_until: u64,
     /// The recovery whose replacements are fetching their state.
     round: Option<Round>,
+    /// When the orchestrator is away: from, to.
+    outages: Vec<(u64, u64)>,
     /// The replica stores of each server that went down, as they were then (nobody writes
     /// them any more): output commit counts a member that is down by what it held.
     pub(crate) dead: BTreeMap<ServerId, Vec<(MbIndex, Arc<Store>)>>,
@@ -71,8 +74,20 @@ impl Failures {
             recovering: false,
             faults_until: 0,
             round: None,
+            outages: Vec::new(),
             dead: BTreeMap::new(),
         }
+    }
+}
+
+impl Failures {
+    /// When the orchestrator is back, if it is away at `now`.
+    fn away(&self, now: u64) -> Option<u64> {
+        self.outages
+            .iter()
+            .filter(|&&(from, to)| (from..to).contains(&now))
+            .map(|&(_, to)| to)
+            .max()
     }
 }
 
@@ -80,8 +95,18 @@ impl Sim<'_> {
     /// Schedule the crashes (at random times while traffic is offered) and the heartbeats.
     pub(crate) fn schedule_failures(&mut self, traffic_end: u64) {
         let faults = self.config.faults;
-        if faults.crashes == 0 && faults.heartbeat_loss == 0.0 {
+        if faults.crashes == 0 && faults.heartbeat_loss == 0.0 && faults.outages == 0 {
             return;
+        }
+        // From a stream of the seed of their own, so that runs without outages are the runs
+        // they were.
+        let mut rng = Rng::new(self.config.seed ^ 0x007a_6e00_0000_0004);
+        let span = traffic_end.max(10);
+        for _ in 0..faults.outages {
+            let start = rng.below(span);
+            let length = span / 10 + rng.below(span * 4 / 10);
+            let end = (start + length).min(traffic_end);
+            self.failures.outages.push((start, end));
         }
         let f = self.ring.f() as u64;
         for _ in 0..faults.crashes {
@@ -142,6 +167,13 @@ impl Sim<'_> {
     /// whose last heartbeat is too old failed, and starts a recovery.
     pub(crate) fn heartbeat(&mut self) {
         let now = self.now();
+        if self.failures.away(now).is_some() {
+            // Nobody hears heartbeats. Once the orchestrator is back, its detector takes the
+            // time it was not asked as its own lateness, nobody's silence: a server that
+            // crashed meanwhile is declared a detection timeout after the return.
+            self.net.schedule(now + HEARTBEAT_NS, Event::Heartbeat);
+            return;
+        }
         let loss = if now < self.failures.faults_until {
             self.config.faults.heartbeat_loss
         } else {
@@ -208,6 +240,10 @@ impl Sim<'_> {
     /// declared failed too and the plan made again); the fetches follow, one replacement at a
     /// time, with the rest of the chain going on in between, as in a real recovery.
     pub(crate) fn recover(&mut self) {
+        if let Some(back) = self.failures.away(self.now()) {
+            self.net.schedule(back, Event::Recover);
+            return;
+        }
         let transfers = loop {
             let transfers = plan(&self.ring, &self.failures.declared, &BTreeSet::new())
                 .expect("the fault model keeps at most f servers down");
@@ -234,6 +270,10 @@ impl Sim<'_> {
     /// source that failed meanwhile makes the round start over with a new plan.
     pub(crate) fn fetch(&mut self) {
         let now = self.now();
+        if let Some(back) = self.failures.away(now) {
+            self.net.schedule(back, Event::Fetch);
+            return;
+        }
         let Some(mut round) = self.failures.round.take() else {
             return;
         };

@@ -30,6 +30,12 @@ pub struct Faults {
     /// while its heartbeats go on (the orchestrator sees nothing wrong), as when a route or a
     /// link of the data path fails alone (`Network::cut`).
     pub cuts: u32,
+    /// Orchestrator outages, each at a random time while traffic is offered, for a tenth to a
+    /// half of the traffic's span (ending with it at the latest): no failure is detected and
+    /// no recovery moves meanwhile, while the servers serve on; once it is back, servers that
+    /// crashed meanwhile are detected a detection timeout later (those that serve rejoin at
+    /// once), as when an orchestrator started in a killed one's place adopts the chain.
+    pub outages: u32,
 }
 
 impl Faults {
@@ -61,7 +67,11 @@ impl Faults {
             if item == "none" {
                 continue;
             }
-            let counted = [("crash", &mut f.crashes), ("cut", &mut f.cuts)];
+            let counted = [
+                ("crash", &mut f.crashes),
+                ("cut", &mut f.cuts),
+                ("outage", &mut f.outages),
+            ];
             if let Some((name, slot, n)) = counted
                 .into_iter()
                 .find_map(|(name, slot)| Some((name, slot, item.strip_prefix(name)?)))
@@ -95,7 +105,7 @@ impl Faults {
                 "heartbeat" => &mut f.heartbeat_loss,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: expected loss, reorder, dup, delay, crash, cut, heartbeat or none"
+                        "unknown fault {other:?}: expected loss, reorder, dup, delay, crash, cut, outage, heartbeat or none"
                     ))
                 }
             };
@@ -137,6 +147,9 @@ impl std::fmt::Display for Faults {
         }
         if self.cuts > 0 {
             items.push(format!("cut={}", self.cuts));
+        }
+        if self.outages > 0 {
+            items.push(format!("outage={}", self.outages));
         }
         if items.is_empty() {
             out.write_str("none")
@@ -298,6 +311,8 @@ mod tests {
             "reorder=0.5,dup=0.013,delay=0,crash",
             "cut,loss",
             "cut=7",
+            "outage,crash=4",
+            "outage=100,cut=1,heartbeat=0.2",
         ] {
             let faults = Faults::parse(list).unwrap();
             assert_eq!(Faults::parse(&faults.to_string()), Ok(faults), "{list}");
