@@ -346,6 +346,7 @@ impl LabBench<'_> {
                 recoveries: None,
                 mode,
                 ftmb: self.settings.ftmb(),
+                orchestrator_down: Duration::ZERO,
             },
             spec: spec.clone(),
             size: download_size(self.lab.size, frame_bytes),

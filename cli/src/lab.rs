@@ -101,10 +101,11 @@ pub struct DemoArgs {
     )]
     kills: Vec<String>,
     /// Also kill the orchestrator with SIGKILL once this share of the download (0 to 1) has
-    /// arrived: the nodes serve on without it, the lab run starts another on the same address,
-    /// and it adopts the chain as they rejoin it (FTC only).
-    #[arg(long, value_name = "SHARE")]
-    kill_orchestrator: Option<f64>,
+    /// arrived: the nodes serve on without it, the lab run starts another on the same address
+    /// DOWN seconds later (0 to 3600, default 0), and it adopts the chain as they rejoin it,
+    /// recovering the servers killed meanwhile (FTC only).
+    #[arg(long, value_name = "SHARE[+DOWN]")]
+    kill_orchestrator: Option<String>,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -404,6 +405,29 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// `SHARE[+DOWN]` of `--kill-orchestrator`: the share of the download (0 to 1), and the
+/// downtime (0 to 3600 seconds, default 0).
+fn parse_orchestrator_kill(text: &str) -> anyhow::Result<(f64, Duration)> {
+    let (share, down) = text.split_once('+').unwrap_or((text, "0"));
+    let share: f64 = share
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| (0.0..=1.0).contains(s))
+        .with_context(|| {
+            format!("--kill-orchestrator {text:?}: the share must be between 0 and 1")
+        })?;
+    let down: f64 = down
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d| (0.0..=3600.0).contains(d))
+        .with_context(|| {
+            format!("--kill-orchestrator {text:?}: the downtime must be between 0 and 3600 seconds")
+        })?;
+    Ok((share, Duration::from_secs_f64(down)))
+}
+
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if args.size_mb == 0 || args.size_mb > 100_000 {
         anyhow::bail!("--size-mb must be between 1 and 100000");
@@ -411,12 +435,11 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.kill_at) {
         anyhow::bail!("--kill-at must be between 0 and 1");
     }
-    if args
+    let kill_orchestrator = args
         .kill_orchestrator
-        .is_some_and(|s| !(0.0..=1.0).contains(&s))
-    {
-        anyhow::bail!("--kill-orchestrator must be between 0 and 1");
-    }
+        .as_deref()
+        .map(parse_orchestrator_kill)
+        .transpose()?;
     if args
         .rate_mbit
         .is_some_and(|r| !(0.01..=1_000_000.0).contains(&r))
@@ -478,12 +501,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         say,
         |run, stop| {
             let config = DemoConfig {
-                run,
+                run: RunConfig {
+                    orchestrator_down: kill_orchestrator.map_or(Duration::ZERO, |k| k.1),
+                    ..run
+                },
                 spec,
                 size: args.size_mb << 20,
                 connections: args.connections,
                 kills,
-                kill_orchestrator: args.kill_orchestrator,
+                kill_orchestrator: kill_orchestrator.map(|k| k.0),
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
                 frame_bytes: args.frame_bytes,
@@ -689,6 +715,7 @@ fn in_lab(
         recoveries: None,
         mode,
         ftmb,
+        orchestrator_down: Duration::ZERO,
     };
     let ran = job(config, stop);
     let taken_down = take_down.now();

@@ -873,6 +873,14 @@ fn lab_commands_check_their_input_before_touching_the_host() {
             &["--kill", "0", "--kill", "2"],
             "2 servers killed at 0.3 of the download",
         ),
+        (
+            &["--kill-orchestrator", "1.2"],
+            "--kill-orchestrator \"1.2\": the share must be between 0 and 1",
+        ),
+        (
+            &["--kill-orchestrator", "0.5+later"],
+            "--kill-orchestrator \"0.5+later\": the downtime must be between 0 and 3600 seconds",
+        ),
     ] {
         let out = ftc()
             .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
@@ -946,6 +954,29 @@ fn the_download_survives_a_sigkill_of_the_orchestrator_and_a_later_node_kill() {
         3,
         "{log}"
     );
+}
+
+/// A server killed while no orchestrator runs is recovered once one is back: the orchestrator
+/// is killed a fifth into the download and the lab run starts another only a second later;
+/// meanwhile the middle server is killed too, and the TCP connection waits (its segments go
+/// into the dead server). The new orchestrator adopts the two servers that rejoin and recovers
+/// the third; the download completes, and the state checks hold.
+#[test]
+fn a_server_killed_while_no_orchestrator_runs_is_recovered_by_the_next() {
+    let extra = ["--kill-orchestrator", "0.2+1", "--kill", "1@0.25"];
+    let log = demo("ftclgone", &spec("ch-rec.toml"), "xdp", &extra, &[1], 2);
+    if !root() {
+        return;
+    }
+    for said in [
+        "the orchestrator was killed (signal: 9 (SIGKILL)); starting another on",
+        "after 1.0s, which the nodes rejoin",
+        "adopted the chain its nodes ran in epoch 1: positions [0, 2] rejoined; recovering the \
+         rest in epoch 2",
+        "rerouted in epoch 2 of run",
+    ] {
+        assert!(log.contains(said), "{said}: {log}");
+    }
 }
 
 /// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The

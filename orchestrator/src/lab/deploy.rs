@@ -70,6 +70,9 @@ pub struct RunConfig {
     pub mode: Mode,
     /// The snapshots of FTMB+snapshot.
     pub ftmb: FtmbConfig,
+    /// How long the run waits before it starts another orchestrator in the place of one killed
+    /// by a signal: the chain runs without one meanwhile.
+    pub orchestrator_down: Duration,
 }
 
 impl RunConfig {
@@ -405,41 +408,54 @@ pub fn run(
     let _ = out.flush();
     let end = duration.map(|d| Instant::now() + d);
     let mut exits = Recent::default();
+    // Since when no orchestrator runs (one was killed), until another starts.
+    let mut down_since = None;
     loop {
         match group.orchestrator.try_wait() {
             // Killed (a crash, failure injection): another takes its place, as a supervisor
             // would start one, and adopts the chain as its nodes, which serve on, rejoin it.
             Ok(Some(status)) if status.signal().is_some() => {
-                let _ = writeln!(
-                    out,
-                    "ftc lab {}: the orchestrator was killed ({status}); starting another on \
-                     {control}, which the nodes rejoin",
-                    t.name
-                );
-                let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
-                    .map_err(|source| DeployError::Spawn {
-                        what: "another orchestrator".to_string(),
-                        source,
-                    })?;
-                group.orchestrator = child;
-                relayed.push(more);
-                let restarted = Instant::now();
-                wait(
-                    &mut group,
-                    &said,
-                    (restarted, stop),
-                    LISTENING,
-                    |s| match s {
-                        Said::Listening(addr) => Some(addr),
-                        Said::Deployed(_) | Said::Ended(_) => None,
-                    },
-                )?;
-                let _ = writeln!(
-                    out,
-                    "ftc lab {}: orchestrator pid {} on {control}",
-                    t.name,
-                    group.orchestrator.id()
-                );
+                let since = *down_since.get_or_insert_with(|| {
+                    let after = match config.orchestrator_down {
+                        Duration::ZERO => String::new(),
+                        down => format!(" after {down:.1?}"),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "ftc lab {}: the orchestrator was killed ({status}); starting another on \
+                         {control}{after}, which the nodes rejoin",
+                        t.name
+                    );
+                    Instant::now()
+                });
+                // The chain runs without one until then.
+                if since.elapsed() >= config.orchestrator_down {
+                    down_since = None;
+                    let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
+                        .map_err(|source| DeployError::Spawn {
+                            what: "another orchestrator".to_string(),
+                            source,
+                        })?;
+                    group.orchestrator = child;
+                    relayed.push(more);
+                    let restarted = Instant::now();
+                    wait(
+                        &mut group,
+                        &said,
+                        (restarted, stop),
+                        LISTENING,
+                        |s| match s {
+                            Said::Listening(addr) => Some(addr),
+                            Said::Deployed(_) | Said::Ended(_) => None,
+                        },
+                    )?;
+                    let _ = writeln!(
+                        out,
+                        "ftc lab {}: orchestrator pid {} on {control}",
+                        t.name,
+                        group.orchestrator.id()
+                    );
+                }
             }
             Ok(Some(status)) => {
                 return Err(DeployError::Exited {
@@ -780,6 +796,7 @@ mod tests {
             recoveries: None,
             mode: Mode::Ftc,
             ftmb: FtmbConfig::default(),
+            orchestrator_down: Duration::ZERO,
         };
         let node = |ns: &str, position: &str, data: &str, edges: &[&str]| {
             let mut w = vec![
