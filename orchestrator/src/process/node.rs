@@ -185,7 +185,10 @@ pub enum NodeError {
     },
     #[error("cannot reach the orchestrator at {addr}: {source}")]
     Unreachable { addr: SocketAddr, source: io::Error },
-    #[error("the orchestrator closed the control connection (its log says why)")]
+    #[error(
+        "the control connection to the orchestrator ended (it stopped or was killed, or cut \
+         this node off: its log says which)"
+    )]
     OrchestratorGone,
     #[error("lost the control connection to the orchestrator: {0}")]
     LostOrchestrator(ControlError),
