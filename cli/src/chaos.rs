@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use ftc_chain::ring::ServerId;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::runtime::RunConfig;
@@ -100,25 +101,42 @@ const ORCHESTRATOR_DOWN: Duration = Duration::from_millis(200);
 
 /// Parse `SECS[+DOWN]`, within the traffic's `duration`.
 fn parse_orchestrator_kill(text: &str, duration: Duration) -> anyhow::Result<OrchestratorKill> {
-    let (at, down) = match text.split_once('+') {
-        Some((a, d)) => (a, Some(d)),
-        None => (text, None),
-    };
-    let seconds = |what: &str, value: &str, max: f64| -> anyhow::Result<Duration> {
-        let secs: f64 = value.trim().parse().map_err(|_| {
-            anyhow::anyhow!("--kill-orchestrator {text:?}: the {what} must be in seconds")
-        })?;
-        if !(0.0..=max).contains(&secs) {
-            anyhow::bail!(
-                "--kill-orchestrator {text:?}: the {what} must be between 0 and {max} seconds"
-            );
-        }
-        Ok(Duration::from_secs_f64(secs))
-    };
+    let when = ("time", duration.as_secs_f64(), " seconds");
+    let (at, down) = parse_orchestrator_downtime(text, when, (ORCHESTRATOR_DOWN, 60.0))?;
     Ok(OrchestratorKill {
-        at: seconds("time", at, duration.as_secs_f64())?,
-        down: down.map_or(Ok(ORCHESTRATOR_DOWN), |d| seconds("downtime", d, 60.0))?,
+        at: Duration::from_secs_f64(at),
+        down,
     })
+}
+
+/// `--kill-orchestrator`'s `WHEN[+DOWN]` (`ftc chaos --procs`, `ftc lab demo`): WHEN is
+/// `when`'s (name, largest value, unit), 0 at least; DOWN is in seconds, 0 to `down`'s largest,
+/// and its default without it.
+pub fn parse_orchestrator_downtime(
+    text: &str,
+    (what, max, unit): (&str, f64, &str),
+    (default, down_max): (Duration, f64),
+) -> anyhow::Result<(f64, Duration)> {
+    let number = |what: &str, value: &str, max: f64, unit: &str| -> anyhow::Result<f64> {
+        value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v| (0.0..=max).contains(v))
+            .with_context(|| {
+                format!(
+                    "--kill-orchestrator {text:?}: the {what} must be between 0 and {max}{unit}"
+                )
+            })
+    };
+    let (when, down) = match text.split_once('+') {
+        Some((when, down)) => {
+            let down = number("downtime", down, down_max, " seconds")?;
+            (when, Duration::from_secs_f64(down))
+        }
+        None => (text, default),
+    };
+    Ok((number(what, when, max, unit)?, down))
 }
 
 /// Refuses kills that cannot make a meaningful run: after the traffic, the same server twice at

@@ -23,6 +23,7 @@ use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::shape::Shape;
 
+use crate::chaos::parse_orchestrator_downtime;
 use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Subcommand)]
@@ -405,29 +406,6 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// `SHARE[+DOWN]` of `--kill-orchestrator`: the share of the download (0 to 1), and the
-/// downtime (0 to 3600 seconds, default 0).
-fn parse_orchestrator_kill(text: &str) -> anyhow::Result<(f64, Duration)> {
-    let (share, down) = text.split_once('+').unwrap_or((text, "0"));
-    let share: f64 = share
-        .trim()
-        .parse()
-        .ok()
-        .filter(|s| (0.0..=1.0).contains(s))
-        .with_context(|| {
-            format!("--kill-orchestrator {text:?}: the share must be between 0 and 1")
-        })?;
-    let down: f64 = down
-        .trim()
-        .parse()
-        .ok()
-        .filter(|d| (0.0..=3600.0).contains(d))
-        .with_context(|| {
-            format!("--kill-orchestrator {text:?}: the downtime must be between 0 and 3600 seconds")
-        })?;
-    Ok((share, Duration::from_secs_f64(down)))
-}
-
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if args.size_mb == 0 || args.size_mb > 100_000 {
         anyhow::bail!("--size-mb must be between 1 and 100000");
@@ -438,7 +416,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let kill_orchestrator = args
         .kill_orchestrator
         .as_deref()
-        .map(parse_orchestrator_kill)
+        .map(|text| {
+            let share = ("share", 1.0, "");
+            parse_orchestrator_downtime(text, share, (Duration::ZERO, 3600.0))
+        })
         .transpose()?;
     if args
         .rate_mbit

@@ -457,7 +457,7 @@ fn absurd_input_is_refused_up_front() {
                 "--kill-orchestrator",
                 "1+soon",
             ],
-            "--kill-orchestrator \"1+soon\": the downtime must be in seconds",
+            "--kill-orchestrator \"1+soon\": the downtime must be between 0 and 60 seconds",
         ),
         (
             &[

@@ -937,23 +937,32 @@ fn a_tcp_download_through_the_chain_survives_a_sigkill_of_the_middle_server() {
 #[test]
 fn the_download_survives_a_sigkill_of_the_orchestrator_and_a_later_node_kill() {
     let extra = ["--kill-orchestrator", "0.2", "--kill", "1@0.6"];
-    let log = demo("ftclorch", &spec("ch-rec.toml"), "xdp", &extra, &[1], 2);
-    if !root() {
-        return;
-    }
-    for said in [
+    let said = [
         "ftc lab ftclorch: the orchestrator was killed (signal: 9 (SIGKILL)); starting another",
         "adopted the chain its nodes ran in epoch 1: positions [0, 1, 2] rejoined; it runs on \
          undisturbed",
-        "rerouted in epoch 2 of run",
-    ] {
-        assert!(log.contains(said), "{said}: {log}");
-    }
+    ];
+    let Some(log) = ch_rec_recovering_server_1("ftclorch", &extra, &said) else {
+        return;
+    };
     assert_eq!(
         log.matches("rejoined the orchestrator at").count(),
         3,
         "{log}"
     );
+}
+
+/// [`demo`] of Ch-Rec over AF_XDP with `extra`, which recovers server 1 into epoch 2: its log
+/// says each of `said`, and that it rerouted; `None` without root.
+fn ch_rec_recovering_server_1(name: &'static str, extra: &[&str], said: &[&str]) -> Option<String> {
+    let log = demo(name, &spec("ch-rec.toml"), "xdp", extra, &[1], 2);
+    if !root() {
+        return None;
+    }
+    for said in said.iter().chain(&["rerouted in epoch 2 of run"]) {
+        assert!(log.contains(said), "{said}: {log}");
+    }
+    Some(log)
 }
 
 /// A server killed while no orchestrator runs is recovered once one is back: the orchestrator
@@ -964,19 +973,13 @@ fn the_download_survives_a_sigkill_of_the_orchestrator_and_a_later_node_kill() {
 #[test]
 fn a_server_killed_while_no_orchestrator_runs_is_recovered_by_the_next() {
     let extra = ["--kill-orchestrator", "0.2+1", "--kill", "1@0.25"];
-    let log = demo("ftclgone", &spec("ch-rec.toml"), "xdp", &extra, &[1], 2);
-    if !root() {
-        return;
-    }
-    for said in [
+    let said = [
         "the orchestrator was killed (signal: 9 (SIGKILL)); starting another on",
         "after 1.0s, which the nodes rejoin",
         "adopted the chain its nodes ran in epoch 1: positions [0, 2] rejoined; recovering the \
          rest in epoch 2",
-        "rerouted in epoch 2 of run",
-    ] {
-        assert!(log.contains(said), "{said}: {log}");
-    }
+    ];
+    ch_rec_recovering_server_1("ftclgone", &extra, &said);
 }
 
 /// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The
