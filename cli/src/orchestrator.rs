@@ -72,10 +72,11 @@ pub struct OrchestratorArgs {
     #[arg(long, value_name = "SECS")]
     stats_every: Option<f64>,
     /// How long, 0 to 86400 seconds, the replacements `--launch local` starts serve on without
-    /// an orchestrator (`ftc node --headless-for`; default the node's). Restarted with the same spec, secret and
-    /// --listen, an orchestrator adopts the chain whose nodes rejoin it: it runs on as it was
-    /// when every node rejoined within the suspect grace, in the epoch it was in; otherwise the
-    /// positions that did not are recovered, and every node rerouted, in the next epoch.
+    /// an orchestrator (`ftc node --headless-for`; default the node's). Restarted with the same
+    /// spec, secret and --listen, an orchestrator adopts the chain whose nodes rejoin it: it
+    /// runs on as it was when every node rejoined within misses + 1 rejoin periods of the first
+    /// (a node tries every heartbeat period, 10 ms to 1 s), in the epoch it was in; otherwise
+    /// the positions that did not are recovered, and every node rerouted, in the next epoch.
     #[arg(long, value_name = "SECS")]
     headless_for: Option<f64>,
     /// Print every recovery as one JSON line instead of text.
