@@ -258,12 +258,15 @@ pub fn run(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     };
     match run_node(&config) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => match e.exit_status() {
-            Some(status) => {
-                eprintln!("ftc: node {}: {e}", args.position);
-                Ok(ExitCode::from(status))
+        Err(e) => {
+            let why = anyhow::anyhow!("node {}: {e}", args.position);
+            match e.exit_status() {
+                Some(status) => {
+                    eprintln!("ftc: {why}");
+                    Ok(ExitCode::from(status))
+                }
+                None => Err(why),
             }
-            None => Err(anyhow::anyhow!("node {}: {e}", args.position)),
-        },
+        }
     }
 }

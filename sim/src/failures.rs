@@ -78,9 +78,7 @@ impl Failures {
             dead: BTreeMap::new(),
         }
     }
-}
 
-impl Failures {
     /// When the orchestrator is back, if it is away at `now`.
     fn away(&self, now: u64) -> Option<u64> {
         self.outages
@@ -101,12 +99,8 @@ impl Sim<'_> {
         // From a stream of the seed of their own, so that runs without outages are the runs
         // they were.
         let mut rng = Rng::new(self.config.seed ^ 0x007a_6e00_0000_0004);
-        let span = traffic_end.max(10);
         for _ in 0..faults.outages {
-            let start = rng.below(span);
-            let length = span / 10 + rng.below(span * 4 / 10);
-            let end = (start + length).min(traffic_end);
-            self.failures.outages.push((start, end));
+            self.failures.outages.push(rng.stretch(traffic_end));
         }
         let f = self.ring.f() as u64;
         for _ in 0..faults.crashes {

@@ -292,12 +292,10 @@ impl<'a> Sim<'a> {
     fn schedule_cuts(&mut self, traffic_end: u64) {
         let mut rng = Rng::new(self.config.seed ^ 0xc075_11c0_0000_0003);
         let servers = self.ring.server_ids().count() as u64;
-        let span = traffic_end.max(10);
         for _ in 0..self.config.faults.cuts {
             let from = ServerId(rng.below(servers) as u16);
-            let start = rng.below(span);
-            let length = span / 10 + rng.below(span * 4 / 10);
-            self.net.cut(from, start, (start + length).min(traffic_end));
+            let (start, end) = rng.stretch(traffic_end);
+            self.net.cut(from, start, end);
         }
     }
 

@@ -22,6 +22,15 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// A stretch of `0..end` (a fault's time while traffic is offered): from a random moment,
+    /// for a tenth to a half of the span, cut off at `end`.
+    pub fn stretch(&mut self, end: u64) -> (u64, u64) {
+        let span = end.max(10);
+        let start = self.below(span);
+        let length = span / 10 + self.below(span * 4 / 10);
+        (start, (start + length).min(end))
+    }
+
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p

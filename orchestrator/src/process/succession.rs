@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::launcher::{Ended, Launcher};
-use super::orchestrator::Orchestrator;
+use super::orchestrator::{Orchestrator, Status};
 use crate::coordinator::{Adopted, RecoveryReport, Unrecoverable};
 
 /// An orchestrator crash to inject.
@@ -151,14 +151,12 @@ impl Succession {
     /// The nodes the orchestrators told of as ended unasked, each with whether it was told after
     /// a crash (a node may end for losing its orchestrator then), and how many more they forgot.
     pub fn ended(&self) -> (Vec<(bool, Ended)>, u64) {
-        let (mut ended, mut forgotten) = self.ended.lock().expect("no holder panics").clone();
+        let mut ended = self.ended.lock().expect("no holder panics").clone();
         if let Some(o) = self.current() {
             let after_crash = !self.crashes.lock().expect("no holder panics").is_empty();
-            let status = o.status();
-            ended.extend(status.ended.iter().map(|e| (after_crash, *e)));
-            forgotten += status.ended.forgotten();
+            add_ended(&mut ended, &o.status(), after_crash);
         }
-        (ended, forgotten)
+        ended
     }
 
     /// Keep what the crashed orchestrator `o` told of nodes that ended, and how it took over
@@ -171,11 +169,11 @@ impl Succession {
             last.adopted = status.adopted.clone();
         }
         drop(crashes);
-        let mut ended = self.ended.lock().expect("no holder panics");
-        ended
-            .0
-            .extend(status.ended.iter().map(|e| (after_crash, *e)));
-        ended.1 += status.ended.forgotten();
+        add_ended(
+            &mut self.ended.lock().expect("no holder panics"),
+            &status,
+            after_crash,
+        );
     }
 
     fn since_start(&self) -> f64 {
@@ -198,6 +196,15 @@ impl Succession {
             }
         }
     }
+}
+
+/// Add to `ended` what `status` tells of nodes that ended (those told `after_crash` or not), and
+/// how many it forgot.
+fn add_ended(ended: &mut (Vec<(bool, Ended)>, u64), status: &Status, after_crash: bool) {
+    ended
+        .0
+        .extend(status.ended.iter().map(|e| (after_crash, *e)));
+    ended.1 += status.ended.forgotten();
 }
 
 /// Sleep for `time` unless `stop` is raised meanwhile; whether the whole time passed.
