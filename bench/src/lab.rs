@@ -353,6 +353,7 @@ impl LabBench<'_> {
             connections: self.lab.connections,
             kills,
             kill_orchestrator: None,
+            cuts: Vec::new(),
             rate_limit,
             probe: Some(PROBE_EVERY),
             frame_bytes,

@@ -102,17 +102,19 @@ const ORCHESTRATOR_DOWN: Duration = Duration::from_millis(200);
 /// Parse `SECS[+DOWN]`, within the traffic's `duration`.
 fn parse_orchestrator_kill(text: &str, duration: Duration) -> anyhow::Result<OrchestratorKill> {
     let when = ("time", duration.as_secs_f64(), " seconds");
-    let (at, down) = parse_orchestrator_downtime(text, when, (ORCHESTRATOR_DOWN, 60.0))?;
+    let down = (ORCHESTRATOR_DOWN, 60.0);
+    let (at, down) = parse_when_down(&format!("--kill-orchestrator {text:?}"), text, when, down)?;
     Ok(OrchestratorKill {
         at: Duration::from_secs_f64(at),
         down,
     })
 }
 
-/// `--kill-orchestrator`'s `WHEN[+DOWN]` (`ftc chaos --procs`, `ftc lab demo`): WHEN is
-/// `when`'s (name, largest value, unit), 0 at least; DOWN is in seconds, 0 to `down`'s largest,
-/// and its default without it.
-pub fn parse_orchestrator_downtime(
+/// `WHEN[+DOWN]` (`--kill-orchestrator` of `ftc chaos --procs` and `ftc lab demo`, `--cut` of
+/// `ftc lab demo`; `arg` names the argument in errors): WHEN is `when`'s (name, largest value,
+/// unit), 0 at least; DOWN is in seconds, 0 to `down`'s largest, and its default without it.
+pub fn parse_when_down(
+    arg: &str,
     text: &str,
     (what, max, unit): (&str, f64, &str),
     (default, down_max): (Duration, f64),
@@ -123,11 +125,7 @@ pub fn parse_orchestrator_downtime(
             .parse()
             .ok()
             .filter(|v| (0.0..=max).contains(v))
-            .with_context(|| {
-                format!(
-                    "--kill-orchestrator {text:?}: the {what} must be between 0 and {max}{unit}"
-                )
-            })
+            .with_context(|| format!("{arg}: the {what} must be between 0 and {max}{unit}"))
     };
     let (when, down) = match text.split_once('+') {
         Some((when, down)) => {

@@ -16,6 +16,7 @@ use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::lab::apply::{self, LabError};
+use ftc_orchestrator::lab::cut::{self, LabCut};
 use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
 use ftc_orchestrator::lab::deploy::{self, NodeExit, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, RING_MAX_FRAME, SERVER};
@@ -23,7 +24,7 @@ use ftc_orchestrator::process::edges::EdgeKind;
 use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::shape::Shape;
 
-use crate::chaos::parse_orchestrator_downtime;
+use crate::chaos::parse_when_down;
 use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Subcommand)]
@@ -107,6 +108,13 @@ pub struct DemoArgs {
     /// recovering the servers killed meanwhile (FTC only).
     #[arg(long, value_name = "SHARE[+DOWN]")]
     kill_orchestrator: Option<String>,
+    /// Take the link between servers A and B (a veth pair; `ftc check` shows the ring) down
+    /// once this share of the download (0 to 1) has arrived, and up again DOWN seconds later
+    /// (more than 0 and at most 10, default 0.5): nothing crosses it either way meanwhile.
+    /// Repeat for more. Given without --kill, no server is killed. Needs --transport xdp (over
+    /// udp the servers' frames take the management network).
+    #[arg(long = "cut", value_name = "A-B@SHARE[+DOWN]")]
+    cuts: Vec<String>,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -418,9 +426,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|text| {
             let share = ("share", 1.0, "");
-            parse_orchestrator_downtime(text, share, (Duration::ZERO, 3600.0))
+            let arg = format!("--kill-orchestrator {text:?}");
+            parse_when_down(&arg, text, share, (Duration::ZERO, 3600.0))
         })
         .transpose()?;
+    let cuts: Vec<LabCut> = args
+        .cuts
+        .iter()
+        .map(|text| parse_cut(text))
+        .collect::<anyhow::Result<_>>()?;
     if args
         .rate_mbit
         .is_some_and(|r| !(0.01..=1_000_000.0).contains(&r))
@@ -443,8 +457,19 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !ftc && args.kill_orchestrator.is_some() {
         anyhow::bail!("--kill-orchestrator needs --mode ftc: the baselines' nodes are not adopted");
     }
+    if !cuts.is_empty() && args.transport != Transport::Xdp {
+        anyhow::bail!(
+            "--cut needs --transport xdp: over udp the servers' frames take the management \
+             network, not the links between them"
+        );
+    }
+    let topology = Topology::new(&spec, Layout::of(mode), args.name.name.clone(), 0)?;
+    for (text, cut) in args.cuts.iter().zip(&cuts) {
+        cut.link(&topology)
+            .map_err(|e| anyhow::anyhow!("--cut {text:?}: {e}"))?;
+    }
     let servers = spec.ring().servers();
-    let kills = if !ftc || args.no_kill {
+    let kills = if !ftc || args.no_kill || (args.kills.is_empty() && !cuts.is_empty()) {
         Vec::new()
     } else if args.kills.is_empty() {
         vec![LabKill {
@@ -491,6 +516,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 connections: args.connections,
                 kills,
                 kill_orchestrator: kill_orchestrator.map(|k| k.0),
+                cuts,
                 rate_limit: args.rate_mbit.map(|r| (r * 1e6 / 8.0) as u64),
                 probe: (args.probe_ms > 0.0).then(|| Duration::from_secs_f64(args.probe_ms / 1e3)),
                 frame_bytes: args.frame_bytes,
@@ -516,6 +542,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 }
                 for k in &r.killed {
                     outln!("killed server {} after {} bytes", k.position, k.at_bytes);
+                }
+                for c in &r.cuts {
+                    outln!(
+                        "cut the link from server {} to server {} after {} bytes, for {:.2} s (up again after {} bytes)",
+                        c.from, c.to, c.at_bytes, c.down_s, c.up_at_bytes
+                    );
                 }
                 if !r.killed.is_empty() {
                     outln!(
@@ -564,9 +596,14 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                         r.udp_flows_arrived
                     );
                 }
-                if r.violations.is_empty() && !r.killed.is_empty() {
-                    let kills = if r.killed.len() == 1 { "kill" } else { "kills" };
-                    outln!("consistent: the download survived the {kills}, every replica equals its head, every monitor counted every delivered frame");
+                if r.violations.is_empty() && !(r.killed.is_empty() && r.cuts.is_empty()) {
+                    let survived = [(r.killed.len(), "kill"), (r.cuts.len(), "cut")]
+                        .into_iter()
+                        .filter(|&(n, _)| n > 0)
+                        .map(|(n, what)| format!("the {what}{}", if n == 1 { "" } else { "s" }))
+                        .collect::<Vec<_>>()
+                        .join(" and ");
+                    outln!("consistent: the download survived {survived}, every replica equals its head, every monitor counted every delivered frame");
                 } else if !ftc {
                     outln!(
                         "{} baseline: no kill, no state checks",
@@ -615,6 +652,24 @@ fn parse_kill(text: &str, default_at: f64, servers: usize) -> anyhow::Result<Lab
     };
     Ok(LabKill { position, at })
 }
+
+/// Parse `A-B@SHARE[+DOWN]`: the link between servers A and B (the lab checks that it has one),
+/// down once SHARE of the download has arrived, for DOWN seconds (0.5 without it).
+fn parse_cut(text: &str) -> anyhow::Result<LabCut> {
+    let bad = || anyhow::anyhow!("--cut {text:?}: expected A-B@SHARE[+DOWN], e.g. 1-2@0.3+0.5");
+    let (link, when) = text.split_once('@').ok_or_else(bad)?;
+    let (a, b) = link.split_once('-').ok_or_else(bad)?;
+    let server = |s: &str| s.trim().parse::<u16>().map_err(|_| bad());
+    let between = (server(a)?, server(b)?);
+    let share = ("share", 1.0, "");
+    let longest = cut::MAX_DOWN.as_secs_f64();
+    let arg = format!("--cut {text:?}");
+    let (at, down) = parse_when_down(&arg, when, share, (CUT_DOWN, longest))?;
+    Ok(LabCut { between, at, down })
+}
+
+/// How long a `--cut` without `+DOWN` keeps its link down.
+const CUT_DOWN: Duration = Duration::from_millis(500);
 
 /// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it
 /// was not up) with edges of `edges`, nodes in `mode`, with Ctrl-C raising its stop flag.

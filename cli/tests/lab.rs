@@ -881,6 +881,35 @@ fn lab_commands_check_their_input_before_touching_the_host() {
             &["--kill-orchestrator", "0.5+later"],
             "--kill-orchestrator \"0.5+later\": the downtime must be between 0 and 3600 seconds",
         ),
+        (
+            &["--cut", "1-2"],
+            "--cut \"1-2\": expected A-B@SHARE[+DOWN]",
+        ),
+        (
+            &["--cut", "1@0.5"],
+            "--cut \"1@0.5\": expected A-B@SHARE[+DOWN]",
+        ),
+        (
+            &["--cut", "1-2@0.5+11"],
+            "--cut \"1-2@0.5+11\": the downtime must be between 0 and 10 seconds",
+        ),
+        (
+            &["--cut", "1-2@0.5+0"],
+            "--cut \"1-2@0.5+0\": a link is cut for more than 0 and at most 10 s, not 0 s",
+        ),
+        (
+            &["--cut", "0-2@1.5"],
+            "--cut \"0-2@1.5\": the share must be between 0 and 1",
+        ),
+        (
+            &["--cut", "1-3@0.5"],
+            "--cut \"1-3@0.5\": no link between servers 1 and 3 to cut: the lab's links join \
+             0-1, 1-2, 2-0",
+        ),
+        (
+            &["--cut", "1-2@0.5", "--transport", "udp"],
+            "--cut needs --transport xdp",
+        ),
     ] {
         let out = ftc()
             .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
@@ -955,7 +984,7 @@ fn the_download_survives_a_sigkill_of_the_orchestrator_and_a_later_node_kill() {
 /// [`demo`] of Ch-Rec over AF_XDP with `extra`, which recovers server 1 into epoch 2: its log
 /// says each of `said`, and that it rerouted; `None` without root.
 fn ch_rec_recovering_server_1(name: &'static str, extra: &[&str], said: &[&str]) -> Option<String> {
-    let log = demo(name, &spec("ch-rec.toml"), "xdp", extra, &[1], 2);
+    let (log, _) = demo(name, &spec("ch-rec.toml"), "xdp", extra, &[1], 2);
     if !root() {
         return None;
     }
@@ -982,6 +1011,33 @@ fn a_server_killed_while_no_orchestrator_runs_is_recovered_by_the_next() {
     ch_rec_recovering_server_1("ftclgone", &extra, &said);
 }
 
+/// A link between servers goes down for two seconds (`ip link set down` on its veth: nothing
+/// crosses it either way) while the server on its near end is killed: the replacement starts
+/// on a link that is down, the download waits out the cut (TCP resends what the link lost, the
+/// replicas ask again for the logs it lost), and completes; the state checks hold.
+#[test]
+fn the_download_survives_a_cut_link_and_a_kill_while_it_is_down() {
+    let extra = ["--cut", "1-2@0.3+2", "--kill", "1@0.3"];
+    let (_, r) = demo("ftclcut", &spec("ch-rec.toml"), "xdp", &extra, &[1], 2);
+    if !root() {
+        return;
+    }
+    let cuts = r["cuts"].as_array().unwrap();
+    assert_eq!(cuts.len(), 1, "{r}");
+    let cut = &cuts[0];
+    assert_eq!((&cut["from"], &cut["to"]), (&1.into(), &2.into()), "{r}");
+    assert!(cut["down_s"].as_f64().unwrap() >= 2.0, "{r}");
+    let (at, up_at) = (cut["at_bytes"].as_u64(), cut["up_at_bytes"].as_u64());
+    assert!(
+        at.unwrap() <= up_at.unwrap() && up_at.unwrap() < 200 << 20,
+        "{r}"
+    );
+    // Every round trip crosses the link: the probe's that was on its way when the link went
+    // down came back once it was up again.
+    let longest = r["rtt_us"]["max"].as_f64().unwrap();
+    assert!(longest > 1.9e6, "{r}");
+}
+
 /// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The
 /// lab gives the links between servers and the edges two queues, and each lane reads and sends
 /// on its own (the flow's lane is the same at every server: the nodes key their flow hash with
@@ -989,7 +1045,7 @@ fn a_server_killed_while_no_orchestrator_runs_is_recovered_by_the_next() {
 #[test]
 fn the_download_survives_the_kill_with_two_lanes_per_node() {
     let spec = two_lanes("lab-middle-2-lanes.toml");
-    let log = demo("ftcldlan", &spec.arg(), "xdp", SIXTEEN_FLOWS, &[1], 2);
+    let (log, _) = demo("ftcldlan", &spec.arg(), "xdp", SIXTEEN_FLOWS, &[1], 2);
     if !root() {
         return;
     }
@@ -1104,7 +1160,8 @@ fn size_mb(extra: &[&str]) -> u64 {
 }
 
 /// `ftc lab demo` on Ch-Rec (the spec at `spec_path`) with `extra` arguments; `killed`: the
-/// positions killed, in order, and `epoch` the chain's last. The log (empty without root).
+/// positions killed, in order, and `epoch` the chain's last. The log and the JSON report (empty
+/// and null without root).
 fn demo(
     name: &'static str,
     spec_path: &str,
@@ -1112,9 +1169,9 @@ fn demo(
     extra: &[&str],
     killed: &[u64],
     epoch: u32,
-) -> String {
+) -> (String, serde_json::Value) {
     if !root() {
-        return String::new();
+        return (String::new(), serde_json::Value::Null);
     }
     let _turn = chain_turn();
     let lab = Lab::new(name);
@@ -1205,7 +1262,7 @@ fn demo(
             "{r}"
         );
     }
-    stderr.into_owned()
+    (stderr.into_owned(), r)
 }
 
 #[test]

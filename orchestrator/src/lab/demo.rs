@@ -33,6 +33,7 @@ use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
 use super::apply::{self, secret_path, LabError};
+use super::cut::{Cut, Cuts, LabCut};
 use super::deploy::{self, parse_peers, DeployError, NodeExit, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
@@ -42,6 +43,7 @@ use crate::checks::check_monitors;
 use crate::control::Peer;
 use crate::coordinator::RecoveryReport;
 use crate::process::chaos::compare_groups;
+use crate::process::edges::EdgeKind;
 use crate::process::read_secret;
 use crate::process::recent::Recent;
 
@@ -78,6 +80,10 @@ pub struct DemoConfig {
     /// SIGKILL: the run starts another, which adopts the chain as its nodes rejoin it (they
     /// serve on meanwhile). `None`: the orchestrator is left alone.
     pub kill_orchestrator: Option<f64>,
+    /// Links between servers to take down for a while, each once its share of the downloads
+    /// has arrived ([`cut`](super::cut)); only where the servers' frames take those links
+    /// (AF_XDP edges).
+    pub cuts: Vec<LabCut>,
     /// The downloads' pace at most, all together, in bytes per second (shared out among the
     /// connections: curl's `--limit-rate` paces each); `None`: as fast as the chain carries it.
     pub rate_limit: Option<u64>,
@@ -149,6 +155,8 @@ pub struct DemoReport {
     /// Bytes of the file that had arrived when the orchestrator was killed, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orchestrator_killed_at: Option<u64>,
+    /// The links cut, in the order they went down.
+    pub cuts: Vec<Cut>,
     /// The epoch the chain was last rerouted into: after the kills, or after a live node was
     /// replaced for missing heartbeats.
     pub rerouted_epoch: Option<u32>,
@@ -272,6 +280,18 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     }
     check_tools(ops::on_path)?;
     let t = &config.run.topology;
+    if !config.cuts.is_empty() && config.run.edges != Some(EdgeKind::Xdp) {
+        return Err(DemoError::Failed(
+            "a cut takes down a link between servers, and only over AF_XDP do their frames take \
+             those links (with packet-socket edges they go over UDP on the management network)"
+                .into(),
+        ));
+    }
+    let cuts = Cuts::new(
+        t,
+        &config.cuts,
+        config.size * u64::from(config.connections.max(1)),
+    )?;
     let dir = demo_dir(&std::env::temp_dir(), &t.name)?;
     let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
@@ -323,7 +343,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             wait_ready(&t.host_netns(&CLIENT), &mut http, &probe, stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
             let (before, busy) = (delivered(config)?, machine_busy_s()?);
-            let (mut report, victims) = download(config, &file, dir.path(), stop)?;
+            let (mut report, victims) = download(config, &file, dir.path(), cuts, stop)?;
             report.frame_bytes = config.frame_bytes;
             (report.udp_flows_sent, report.udp_flows_arrived) = flows;
             report.machine_cpu_s = machine_busy_s()? - busy;
@@ -825,6 +845,7 @@ fn download(
     config: &DemoConfig,
     file: &Path,
     dir: &Path,
+    mut cuts: Cuts,
     stop: &AtomicBool,
 ) -> Result<(DemoReport, Vec<Victim>), DemoError> {
     let t = &config.run.topology;
@@ -893,8 +914,12 @@ fn download(
             report.orchestrator_killed_at = Some(arrived);
             orchestrator_due = None;
         }
+        cuts.poll(arrived)?;
         std::thread::sleep(Duration::from_millis(20));
     };
+    let missed;
+    (report.cuts, missed) = cuts.finish(bytes_in(&got))?;
+    report.violations.extend(missed);
     if let Some(at) = orchestrator_due {
         report.violations.push(format!(
             "the orchestrator was not killed: the download ended before it was due ({at} bytes)"

@@ -1,0 +1,277 @@
+//! Link cuts during `ftc lab demo`: a link between two servers (a veth pair) taken down for a
+//! while part way through the download, so that nothing crosses it either way, then brought up
+//! again, also when the demo ends or fails first. The chain rides it out with what it has for
+//! loss: customer frames lost on the link are TCP's to resend, logs and commit vectors the
+//! protocol's (retransmission requests answered from retained logs). Heartbeats take the
+//! management network, so no server is declared failed for it.
+
+use std::time::{Duration, Instant};
+
+use super::demo::DemoError;
+use super::ops::Op;
+use super::topology::Topology;
+
+/// The longest cut: TCP backs off while the link is down (its retransmission timer doubles), and
+/// after a cut of 10 s its next try comes within about 3 s of the link's return, well inside
+/// the demo's stall limit (curl gives up after 30 s without a byte).
+pub const MAX_DOWN: Duration = Duration::from_secs(10);
+
+/// A link to cut during the download.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabCut {
+    /// The servers at its ends (in either order).
+    pub between: (u16, u16),
+    /// The share of the download (0 to 1) that has arrived when the link goes down.
+    pub at: f64,
+    /// How long it stays down, at most [`MAX_DOWN`].
+    pub down: Duration,
+}
+
+impl LabCut {
+    /// The link of `t` it cuts, as (from, to): the link from A to B, or else the one from B to
+    /// A; an error when `t` has neither, or when the cut is not down for more than 0 and at most
+    /// [`MAX_DOWN`].
+    pub fn link(&self, t: &Topology) -> Result<(u16, u16), DemoError> {
+        let links = t.links();
+        let (a, b) = self.between;
+        // Two servers may have a link each way (a ring of two): the one from A to B then.
+        let link = links.iter().find(|&&l| l == (a, b));
+        let Some(&link) = link.or_else(|| links.iter().find(|&&l| l == (b, a))) else {
+            return Err(DemoError::Failed(format!(
+                "no link between servers {a} and {b} to cut: the lab's links join {}",
+                links
+                    .iter()
+                    .map(|(x, y)| format!("{x}-{y}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if self.down > MAX_DOWN || self.down.is_zero() {
+            return Err(DemoError::Failed(format!(
+                "a link is cut for more than 0 and at most {} s, not {} s",
+                MAX_DOWN.as_secs(),
+                self.down.as_secs_f64()
+            )));
+        }
+        Ok(link)
+    }
+}
+
+/// A link the demo cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Cut {
+    /// The servers at its ends, as the lab names the link: `to{to}` in `from`'s namespace.
+    pub from: u16,
+    pub to: u16,
+    /// Bytes of the download that had arrived when it went down, and when it came up again.
+    pub at_bytes: u64,
+    pub up_at_bytes: u64,
+    /// How long it was down, in seconds (from the `ip link set down` to the `up` returning).
+    pub down_s: f64,
+}
+
+/// A link that is down: it goes up again when dropped.
+#[derive(Debug)]
+struct Down {
+    cut: Cut,
+    /// `ip -n NETNS link set IFACE up`; `None` once run.
+    up: Option<Op>,
+    since: Instant,
+    until: Instant,
+}
+
+impl Down {
+    /// Brings the link up; the cut it made, or why the link stays down.
+    fn restore(mut self, arrived: u64) -> Result<Cut, DemoError> {
+        let cut = Cut {
+            up_at_bytes: arrived,
+            down_s: self.since.elapsed().as_secs_f64(),
+            ..self.cut
+        };
+        if let Some(up) = self.up.take() {
+            up.run()
+                .map_err(|e| DemoError::Failed(format!("bringing a cut link up again: {e}")))?;
+        }
+        Ok(cut)
+    }
+}
+
+impl Drop for Down {
+    /// A demo that ends early (an error, a panic) leaves no link of the lab down.
+    fn drop(&mut self) {
+        if let Some(up) = self.up.take() {
+            let _ = up.run();
+        }
+    }
+}
+
+/// A cut still to come.
+#[derive(Debug)]
+struct Due {
+    /// The link's ends in the topology's order, and the namespace of the first.
+    from: u16,
+    to: u16,
+    netns: String,
+    /// The bytes of the download it waits for, and how long it stays down.
+    at: u64,
+    down: Duration,
+}
+
+/// The cuts of one download, in the order of their shares: each goes down once its share has
+/// arrived and up again once its time is over.
+#[derive(Debug)]
+pub struct Cuts {
+    /// Still to come, the last first.
+    due: Vec<Due>,
+    down: Vec<Down>,
+    done: Vec<Cut>,
+}
+
+impl Cuts {
+    /// The cuts of `cuts` in `t`, of a download of `total` bytes; an error names a cut that is
+    /// not of a link of the lab, or too long ([`LabCut::link`]).
+    pub fn new(t: &Topology, cuts: &[LabCut], total: u64) -> Result<Cuts, DemoError> {
+        let mut due = Vec::with_capacity(cuts.len());
+        for c in cuts {
+            let (from, to) = c.link(t)?;
+            due.push(Due {
+                from,
+                to,
+                netns: t.server_netns(from),
+                at: (total as f64 * c.at.clamp(0.0, 1.0)) as u64,
+                down: c.down,
+            });
+        }
+        due.sort_by_key(|d| std::cmp::Reverse(d.at));
+        Ok(Cuts {
+            due,
+            down: Vec::new(),
+            done: Vec::new(),
+        })
+    }
+
+    /// With `arrived` bytes of the download in: takes down the links now due, brings up those
+    /// whose time is over.
+    pub fn poll(&mut self, arrived: u64) -> Result<(), DemoError> {
+        let now = Instant::now();
+        while let Some(i) = self.down.iter().position(|d| d.until <= now) {
+            let cut = self.down.swap_remove(i).restore(arrived)?;
+            self.done.push(cut);
+        }
+        while let Some(due) = self.due.pop_if(|d| arrived >= d.at) {
+            let (from, to) = (due.from, due.to);
+            let (here, _) = Topology::link_names(from, to);
+            let set = |state| Op::ip(Some(&due.netns), ["link", "set", here.as_str(), state]);
+            set("down").run().map_err(|e| {
+                DemoError::Failed(format!("cutting the link from server {from} to {to}: {e}"))
+            })?;
+            let since = Instant::now();
+            self.down.push(Down {
+                cut: Cut {
+                    from,
+                    to,
+                    at_bytes: arrived,
+                    ..Cut::default()
+                },
+                up: Some(set("up")),
+                since,
+                until: since + due.down,
+            });
+        }
+        Ok(())
+    }
+
+    /// At the end of the download (`arrived` bytes in): every link up again, the cuts made, and a
+    /// violation for each cut the download ended before.
+    pub fn finish(mut self, arrived: u64) -> Result<(Vec<Cut>, Vec<String>), DemoError> {
+        for d in std::mem::take(&mut self.down) {
+            let cut = d.restore(arrived)?;
+            self.done.push(cut);
+        }
+        self.done.sort_by_key(|c| c.at_bytes);
+        let missed = self
+            .due
+            .iter()
+            .rev()
+            .map(|d| {
+                format!(
+                    "the link from server {} to {} was not cut: the download ended before it was \
+                     due ({} bytes)",
+                    d.from, d.to, d.at
+                )
+            })
+            .collect();
+        Ok((std::mem::take(&mut self.done), missed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ftc_chain::spec::ChainSpec;
+
+    use super::*;
+    use crate::lab::topology::Layout;
+
+    fn lab(file: &str) -> Topology {
+        let path = format!("{}/../specs/{file}", env!("CARGO_MANIFEST_DIR"));
+        let spec = ChainSpec::load(Path::new(&path)).unwrap();
+        Topology::new(&spec, Layout::Ring, "cuts".parse().unwrap(), 5).unwrap()
+    }
+
+    fn cut(a: u16, b: u16, at: f64) -> LabCut {
+        LabCut {
+            between: (a, b),
+            at,
+            down: Duration::from_millis(500),
+        }
+    }
+
+    /// Cuts name the lab's links in its own order, the one from A to B where there are two; a
+    /// cut the download ends before is a violation, and without a cut made no command runs.
+    #[test]
+    fn cuts_name_the_lab_s_links_and_those_never_made_are_violations() {
+        let cuts = Cuts::new(
+            &lab("ch-rec.toml"),
+            &[cut(2, 1, 0.5), cut(0, 2, 0.25)],
+            1000,
+        );
+        let (made, missed) = cuts.unwrap().finish(100).unwrap();
+        assert!(made.is_empty());
+        assert_eq!(
+            missed,
+            [
+                "the link from server 2 to 0 was not cut: the download ended before it was due \
+                 (250 bytes)",
+                "the link from server 1 to 2 was not cut: the download ended before it was due \
+                 (500 bytes)"
+            ]
+        );
+        let two = lab("ch-2.toml");
+        for (a, b) in [(0, 1), (1, 0)] {
+            let (_, missed) = Cuts::new(&two, &[cut(a, b, 1.0)], 10)
+                .unwrap()
+                .finish(0)
+                .unwrap();
+            assert!(missed[0].starts_with(&format!("the link from server {a} to {b} ")));
+        }
+        let none = Cuts::new(&lab("ch-rec.toml"), &[cut(1, 3, 0.5)], 1000).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "no link between servers 1 and 3 to cut: the lab's links join 0-1, 1-2, 2-0"
+        );
+        for down in [Duration::ZERO, MAX_DOWN + Duration::from_millis(1)] {
+            let long = LabCut {
+                down,
+                ..cut(0, 1, 0.5)
+            };
+            let err = Cuts::new(&lab("ch-rec.toml"), &[long], 1000).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("a link is cut for more than 0 and at most 10 s, not "),
+                "{err}"
+            );
+        }
+    }
+}
