@@ -158,7 +158,8 @@ impl Cuts {
             let cut = self.down.swap_remove(i).restore(arrived)?;
             self.done.push(cut);
         }
-        while let Some(due) = self.due.pop_if(|d| arrived >= d.at) {
+        while self.due.last().is_some_and(|d| arrived >= d.at) {
+            let due = self.due.pop().expect("checked");
             let (from, to) = (due.from, due.to);
             let (here, _) = Topology::link_names(from, to);
             let set = |state| Op::ip(Some(&due.netns), ["link", "set", here.as_str(), state]);
