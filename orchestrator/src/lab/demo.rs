@@ -16,7 +16,8 @@
 //! With UDP flows (`DemoConfig::udp_flows`) the client first sends a datagram from each of that
 //! many ports, which gives the chain's middleboxes state to recover (a NAT a mapping each).
 //! With an orchestrator kill (`DemoConfig::kill_orchestrator`) the orchestrator is SIGKILLed part
-//! way too: the run starts another, which adopts the chain its nodes kept serving.
+//! way too: the run starts another, which adopts the chain its nodes kept serving. With cuts
+//! (`DemoConfig::cuts`) links between servers go down for a while ([`cut`](super::cut)).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
