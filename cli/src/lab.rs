@@ -16,7 +16,7 @@ use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::lab::apply::{self, LabError};
-use ftc_orchestrator::lab::cut::{self, LabCut};
+use ftc_orchestrator::lab::cut::{self, CutLink, LabCut};
 use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
 use ftc_orchestrator::lab::deploy::{self, NodeExit, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, RING_MAX_FRAME, SERVER};
@@ -115,6 +115,15 @@ pub struct DemoArgs {
     /// udp the servers' frames take the management network).
     #[arg(long = "cut", value_name = "A-B@SHARE[+DOWN]")]
     cuts: Vec<String>,
+    /// Cut server POSITION off the management network (its control connection and heartbeats)
+    /// once this share of the download (0 to 1) has arrived, for DOWN seconds (more than 0 and
+    /// at most 10, default 0.5): the orchestrator declares it failed and replaces it while it
+    /// still serves, cut off (its frames are of the old epoch, which the others are fenced
+    /// out of), and once its link is back it is refused as replaced and exits. Its replacement
+    /// runs behind the same link in the lab, so it joins only then. Repeat for more. Given
+    /// without --kill, no server is killed (FTC only).
+    #[arg(long = "isolate", value_name = "POSITION@SHARE[+DOWN]")]
+    isolations: Vec<String>,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -430,10 +439,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             parse_when_down(&arg, text, share, (Duration::ZERO, 3600.0))
         })
         .transpose()?;
-    let cuts: Vec<LabCut> = args
-        .cuts
-        .iter()
-        .map(|text| parse_cut(text))
+    let cuts: Vec<(&String, LabCut)> = (args.cuts.iter().map(|t| (t, "--cut")))
+        .chain(args.isolations.iter().map(|t| (t, "--isolate")))
+        .map(|(text, flag)| Ok((text, parse_cut(flag, text)?)))
         .collect::<anyhow::Result<_>>()?;
     if args
         .rate_mbit
@@ -457,17 +465,25 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !ftc && args.kill_orchestrator.is_some() {
         anyhow::bail!("--kill-orchestrator needs --mode ftc: the baselines' nodes are not adopted");
     }
-    if !cuts.is_empty() && args.transport != Transport::Xdp {
+    if !args.cuts.is_empty() && args.transport != Transport::Xdp {
         anyhow::bail!(
             "--cut needs --transport xdp: over udp the servers' frames take the management \
              network, not the links between them"
         );
     }
-    let topology = Topology::new(&spec, Layout::of(mode), args.name.name.clone(), 0)?;
-    for (text, cut) in args.cuts.iter().zip(&cuts) {
-        cut.link(&topology)
-            .map_err(|e| anyhow::anyhow!("--cut {text:?}: {e}"))?;
+    if !ftc && !args.isolations.is_empty() {
+        anyhow::bail!("--isolate needs --mode ftc: the baselines replace no server");
     }
+    let topology = Topology::new(&spec, Layout::of(mode), args.name.name.clone(), 0)?;
+    for (text, cut) in &cuts {
+        let flag = match cut.link {
+            CutLink::Between(..) => "--cut",
+            CutLink::Management(_) => "--isolate",
+        };
+        cut.check(&topology)
+            .map_err(|e| anyhow::anyhow!("{flag} {text:?}: {e}"))?;
+    }
+    let cuts: Vec<LabCut> = cuts.into_iter().map(|(_, c)| c).collect();
     let servers = spec.ring().servers();
     let kills = if !ftc || args.no_kill || (args.kills.is_empty() && !cuts.is_empty()) {
         Vec::new()
@@ -545,11 +561,14 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                 }
                 for c in &r.cuts {
                     outln!(
-                        "cut the link from server {} to server {} after {} bytes, for {:.2} s (up again after {} bytes)",
-                        c.from, c.to, c.at_bytes, c.down_s, c.up_at_bytes
+                        "cut {} after {} bytes, for {:.2} s (up again after {} bytes)",
+                        c.what,
+                        c.at_bytes,
+                        c.down_s,
+                        c.up_at_bytes
                     );
                 }
-                if !r.killed.is_empty() {
+                if !r.killed.is_empty() || r.rerouted_epoch.is_some() {
                     outln!(
                         "rerouted into epoch {}",
                         r.rerouted_epoch.map_or("-".into(), |e| e.to_string())
@@ -653,22 +672,32 @@ fn parse_kill(text: &str, default_at: f64, servers: usize) -> anyhow::Result<Lab
     Ok(LabKill { position, at })
 }
 
-/// Parse `A-B@SHARE[+DOWN]`: the link between servers A and B (the lab checks that it has one),
-/// down once SHARE of the download has arrived, for DOWN seconds (0.5 without it).
-fn parse_cut(text: &str) -> anyhow::Result<LabCut> {
-    let bad = || anyhow::anyhow!("--cut {text:?}: expected A-B@SHARE[+DOWN], e.g. 1-2@0.3+0.5");
+/// Parse `--cut`'s `A-B@SHARE[+DOWN]`, the link between servers A and B, or `--isolate`'s
+/// `POSITION@SHARE[+DOWN]`, server POSITION's management link (the lab checks that it has the
+/// link): down once SHARE of the download has arrived, for DOWN seconds (0.5 without it).
+fn parse_cut(flag: &str, text: &str) -> anyhow::Result<LabCut> {
+    let form = match flag {
+        "--cut" => "A-B@SHARE[+DOWN], e.g. 1-2@0.3+0.5",
+        _ => "POSITION@SHARE[+DOWN], e.g. 1@0.3+2",
+    };
+    let bad = || anyhow::anyhow!("{flag} {text:?}: expected {form}");
     let (link, when) = text.split_once('@').ok_or_else(bad)?;
-    let (a, b) = link.split_once('-').ok_or_else(bad)?;
     let server = |s: &str| s.trim().parse::<u16>().map_err(|_| bad());
-    let between = (server(a)?, server(b)?);
+    let link = match flag {
+        "--cut" => {
+            let (a, b) = link.split_once('-').ok_or_else(bad)?;
+            CutLink::Between(server(a)?, server(b)?)
+        }
+        _ => CutLink::Management(server(link)?),
+    };
     let share = ("share", 1.0, "");
     let longest = cut::MAX_DOWN.as_secs_f64();
-    let arg = format!("--cut {text:?}");
+    let arg = format!("{flag} {text:?}");
     let (at, down) = parse_when_down(&arg, when, share, (CUT_DOWN, longest))?;
-    Ok(LabCut { between, at, down })
+    Ok(LabCut { link, at, down })
 }
 
-/// How long a `--cut` without `+DOWN` keeps its link down.
+/// How long a `--cut` or `--isolate` without `+DOWN` keeps its link down.
 const CUT_DOWN: Duration = Duration::from_millis(500);
 
 /// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it

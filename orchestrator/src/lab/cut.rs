@@ -1,9 +1,16 @@
-//! Link cuts during `ftc lab demo`: a link between two servers (a veth pair) taken down for a
-//! while part way through the download, so that nothing crosses it either way, then brought up
-//! again, also when the demo ends or fails first. The chain rides it out with what it has for
-//! loss: customer frames lost on the link are TCP's to resend, logs and commit vectors the
-//! protocol's (retransmission requests answered from retained logs). Heartbeats take the
-//! management network, so no server is declared failed for it.
+//! Link cuts during `ftc lab demo`: a link of the lab (a veth pair) taken down for a while part
+//! way through the download, so that nothing crosses it either way, then brought up again, also
+//! when the demo ends or fails first.
+//!
+//! - A link between two servers: the chain rides it out with what it has for loss, customer
+//!   frames lost on the link are TCP's to resend, logs and commit vectors the protocol's
+//!   (retransmission requests answered from retained logs). Heartbeats take the management
+//!   network, so no server is declared failed for it.
+//! - A server's management link (its control connection and heartbeats): the orchestrator
+//!   declares the server failed and replaces it while it still serves, cut off; the frames it
+//!   sends meanwhile are of the old epoch, which its neighbours are fenced out of. Once the link
+//!   is back it is refused as replaced and exits. In the lab its replacement runs in the same
+//!   namespace, behind the same link, so it joins only then.
 
 use std::time::{Duration, Instant};
 
@@ -16,36 +23,43 @@ use super::topology::Topology;
 /// the demo's stall limit (curl gives up after 30 s without a byte).
 pub const MAX_DOWN: Duration = Duration::from_secs(10);
 
+/// Which link a cut takes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutLink {
+    /// The link between two servers (named in either order).
+    Between(u16, u16),
+    /// A server's link to the management network.
+    Management(u16),
+}
+
 /// A link to cut during the download.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LabCut {
-    /// The servers at its ends (in either order).
-    pub between: (u16, u16),
+    pub link: CutLink,
     /// The share of the download (0 to 1) that has arrived when the link goes down.
     pub at: f64,
     /// How long it stays down, at most [`MAX_DOWN`].
     pub down: Duration,
 }
 
+/// A cut's link in a lab: how the report names it, and the interface to take down.
+#[derive(Debug, Clone)]
+struct Resolved {
+    link: String,
+    what: String,
+    cut_off: Option<u16>,
+    netns: Option<String>,
+    iface: String,
+}
+
 impl LabCut {
-    /// The link of `t` it cuts, as (from, to): the link from A to B, or else the one from B to
-    /// A; an error when `t` has neither, or when the cut is not down for more than 0 and at most
-    /// [`MAX_DOWN`].
-    pub fn link(&self, t: &Topology) -> Result<(u16, u16), DemoError> {
-        let links = t.links();
-        let (a, b) = self.between;
-        // Two servers may have a link each way (a ring of two): the one from A to B then.
-        let link = links.iter().find(|&&l| l == (a, b));
-        let Some(&link) = link.or_else(|| links.iter().find(|&&l| l == (b, a))) else {
-            return Err(DemoError::Failed(format!(
-                "no link between servers {a} and {b} to cut: the lab's links join {}",
-                links
-                    .iter()
-                    .map(|(x, y)| format!("{x}-{y}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        };
+    /// Whether `t` has its link, and its time is more than 0 and at most [`MAX_DOWN`].
+    pub fn check(&self, t: &Topology) -> Result<(), DemoError> {
+        self.resolve(t).map(drop)
+    }
+
+    /// Its link in `t`: between servers, the one from A to B, or else the one from B to A.
+    fn resolve(&self, t: &Topology) -> Result<Resolved, DemoError> {
         if self.down > MAX_DOWN || self.down.is_zero() {
             return Err(DemoError::Failed(format!(
                 "a link is cut for more than 0 and at most {} s, not {} s",
@@ -53,20 +67,60 @@ impl LabCut {
                 self.down.as_secs_f64()
             )));
         }
-        Ok(link)
+        match self.link {
+            CutLink::Between(a, b) => {
+                let links = t.links();
+                // Two servers may have a link each way (a ring of two): the one from A to B.
+                let link = links.iter().find(|&&l| l == (a, b));
+                let Some(&(from, to)) = link.or_else(|| links.iter().find(|&&l| l == (b, a)))
+                else {
+                    return Err(DemoError::Failed(format!(
+                        "no link between servers {a} and {b} to cut: the lab's links join {}",
+                        links
+                            .iter()
+                            .map(|(x, y)| format!("{x}-{y}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                Ok(Resolved {
+                    link: format!("{from}-{to}"),
+                    what: format!("the link from server {from} to server {to}"),
+                    cut_off: None,
+                    netns: Some(t.server_netns(from)),
+                    iface: Topology::link_names(from, to).0,
+                })
+            }
+            CutLink::Management(p) if p < t.servers => Ok(Resolved {
+                link: format!("mgmt-{p}"),
+                what: format!("server {p}'s management link"),
+                cut_off: Some(p),
+                netns: None,
+                iface: t.mgmt_link(p),
+            }),
+            CutLink::Management(p) => Err(DemoError::Failed(format!(
+                "no server {p} to cut off: the lab's servers are 0 to {}",
+                t.servers - 1
+            ))),
+        }
     }
 }
 
 /// A link the demo cut.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Cut {
-    /// The servers at its ends, as the lab names the link: `to{to}` in `from`'s namespace.
-    pub from: u16,
-    pub to: u16,
+    /// `A-B`, the link from server A to B (`to{B}` in A's namespace), or `mgmt-P`, server P's
+    /// management link; and in words.
+    pub link: String,
+    pub what: String,
+    /// The server a cut of its management link cut off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_off: Option<u16>,
     /// Bytes of the download that had arrived when it went down, and when it came up again.
     pub at_bytes: u64,
     pub up_at_bytes: u64,
-    /// How long it was down, in seconds (from the `ip link set down` to the `up` returning).
+    /// How long it was down, in seconds (from the `ip link set down` returning to the `up`
+    /// starting).
     pub down_s: f64,
 }
 
@@ -86,7 +140,7 @@ impl Down {
         let cut = Cut {
             up_at_bytes: arrived,
             down_s: self.since.elapsed().as_secs_f64(),
-            ..self.cut
+            ..std::mem::take(&mut self.cut)
         };
         if let Some(up) = self.up.take() {
             up.run()
@@ -108,10 +162,7 @@ impl Drop for Down {
 /// A cut still to come.
 #[derive(Debug)]
 struct Due {
-    /// The link's ends in the topology's order, and the namespace of the first.
-    from: u16,
-    to: u16,
-    netns: String,
+    link: Resolved,
     /// The bytes of the download it waits for, and how long it stays down.
     at: u64,
     down: Duration,
@@ -129,15 +180,12 @@ pub struct Cuts {
 
 impl Cuts {
     /// The cuts of `cuts` in `t`, of a download of `total` bytes; an error names a cut that is
-    /// not of a link of the lab, or too long ([`LabCut::link`]).
+    /// not of a link of the lab, or too long ([`LabCut::check`]).
     pub fn new(t: &Topology, cuts: &[LabCut], total: u64) -> Result<Cuts, DemoError> {
         let mut due = Vec::with_capacity(cuts.len());
         for c in cuts {
-            let (from, to) = c.link(t)?;
             due.push(Due {
-                from,
-                to,
-                netns: t.server_netns(from),
+                link: c.resolve(t)?,
                 at: (total as f64 * c.at.clamp(0.0, 1.0)) as u64,
                 down: c.down,
             });
@@ -160,17 +208,23 @@ impl Cuts {
         }
         while self.due.last().is_some_and(|d| arrived >= d.at) {
             let due = self.due.pop().expect("checked");
-            let (from, to) = (due.from, due.to);
-            let (here, _) = Topology::link_names(from, to);
-            let set = |state| Op::ip(Some(&due.netns), ["link", "set", here.as_str(), state]);
-            set("down").run().map_err(|e| {
-                DemoError::Failed(format!("cutting the link from server {from} to {to}: {e}"))
-            })?;
+            let Resolved {
+                link,
+                what,
+                cut_off,
+                netns,
+                iface,
+            } = due.link;
+            let set = |state| Op::ip(netns.as_deref(), ["link", "set", iface.as_str(), state]);
+            set("down")
+                .run()
+                .map_err(|e| DemoError::Failed(format!("cutting {what}: {e}")))?;
             let since = Instant::now();
             self.down.push(Down {
                 cut: Cut {
-                    from,
-                    to,
+                    link,
+                    what,
+                    cut_off,
                     at_bytes: arrived,
                     ..Cut::default()
                 },
@@ -196,9 +250,8 @@ impl Cuts {
             .rev()
             .map(|d| {
                 format!(
-                    "the link from server {} to {} was not cut: the download ended before it was \
-                     due ({} bytes)",
-                    d.from, d.to, d.at
+                    "{} was not cut: the download ended before it was due ({} bytes)",
+                    d.link.what, d.at
                 )
             })
             .collect();
@@ -223,30 +276,34 @@ mod tests {
 
     fn cut(a: u16, b: u16, at: f64) -> LabCut {
         LabCut {
-            between: (a, b),
+            link: CutLink::Between(a, b),
             at,
             down: Duration::from_millis(500),
         }
     }
 
-    /// Cuts name the lab's links in its own order, the one from A to B where there are two; a
-    /// cut the download ends before is a violation, and without a cut made no command runs.
+    /// Cuts name the lab's links in its own order, the one from A to B where there are two, and
+    /// a server's management link; a cut the download ends before is a violation, and without a
+    /// cut made no command runs.
     #[test]
     fn cuts_name_the_lab_s_links_and_those_never_made_are_violations() {
-        let cuts = Cuts::new(
-            &lab("ch-rec.toml"),
-            &[cut(2, 1, 0.5), cut(0, 2, 0.25)],
-            1000,
-        );
+        let mgmt = LabCut {
+            link: CutLink::Management(2),
+            ..cut(0, 0, 0.75)
+        };
+        let cuts = [cut(2, 1, 0.5), cut(0, 2, 0.25), mgmt];
+        let cuts = Cuts::new(&lab("ch-rec.toml"), &cuts, 1000);
         let (made, missed) = cuts.unwrap().finish(100).unwrap();
         assert!(made.is_empty());
         assert_eq!(
             missed,
             [
-                "the link from server 2 to 0 was not cut: the download ended before it was due \
-                 (250 bytes)",
-                "the link from server 1 to 2 was not cut: the download ended before it was due \
-                 (500 bytes)"
+                "the link from server 2 to server 0 was not cut: the download ended before it \
+                 was due (250 bytes)",
+                "the link from server 1 to server 2 was not cut: the download ended before it \
+                 was due (500 bytes)",
+                "server 2's management link was not cut: the download ended before it was due \
+                 (750 bytes)"
             ]
         );
         let two = lab("ch-2.toml");
@@ -255,19 +312,28 @@ mod tests {
                 .unwrap()
                 .finish(0)
                 .unwrap();
-            assert!(missed[0].starts_with(&format!("the link from server {a} to {b} ")));
+            assert!(missed[0].starts_with(&format!("the link from server {a} to server {b} ")));
         }
-        let none = Cuts::new(&lab("ch-rec.toml"), &[cut(1, 3, 0.5)], 1000).unwrap_err();
+        let ch_rec = lab("ch-rec.toml");
+        let none = cut(1, 3, 0.5).check(&ch_rec).unwrap_err();
         assert_eq!(
             none.to_string(),
             "no link between servers 1 and 3 to cut: the lab's links join 0-1, 1-2, 2-0"
+        );
+        let stranger = LabCut {
+            link: CutLink::Management(3),
+            ..cut(0, 0, 0.5)
+        };
+        assert_eq!(
+            stranger.check(&ch_rec).unwrap_err().to_string(),
+            "no server 3 to cut off: the lab's servers are 0 to 2"
         );
         for down in [Duration::ZERO, MAX_DOWN + Duration::from_millis(1)] {
             let long = LabCut {
                 down,
                 ..cut(0, 1, 0.5)
             };
-            let err = Cuts::new(&lab("ch-rec.toml"), &[long], 1000).unwrap_err();
+            let err = long.check(&ch_rec).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("a link is cut for more than 0 and at most 10 s, not "),

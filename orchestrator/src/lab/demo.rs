@@ -17,7 +17,8 @@
 //! many ports, which gives the chain's middleboxes state to recover (a NAT a mapping each).
 //! With an orchestrator kill (`DemoConfig::kill_orchestrator`) the orchestrator is SIGKILLed part
 //! way too: the run starts another, which adopts the chain its nodes kept serving. With cuts
-//! (`DemoConfig::cuts`) links between servers go down for a while ([`cut`](super::cut)).
+//! (`DemoConfig::cuts`) links between servers, or a server's management link, go down for a
+//! while ([`cut`](super::cut)).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -34,7 +35,7 @@ use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
 use super::apply::{self, secret_path, LabError};
-use super::cut::{Cut, Cuts, LabCut};
+use super::cut::{Cut, CutLink, Cuts, LabCut};
 use super::deploy::{self, parse_peers, DeployError, NodeExit, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
@@ -81,9 +82,9 @@ pub struct DemoConfig {
     /// SIGKILL: the run starts another, which adopts the chain as its nodes rejoin it (they
     /// serve on meanwhile). `None`: the orchestrator is left alone.
     pub kill_orchestrator: Option<f64>,
-    /// Links between servers to take down for a while, each once its share of the downloads
-    /// has arrived ([`cut`](super::cut)); only where the servers' frames take those links
-    /// (AF_XDP edges).
+    /// Links to take down for a while, each once its share of the downloads has arrived
+    /// ([`cut`](super::cut)): between servers only where their frames take those links (AF_XDP
+    /// edges).
     pub cuts: Vec<LabCut>,
     /// The downloads' pace at most, all together, in bytes per second (shared out among the
     /// connections: curl's `--limit-rate` paces each); `None`: as fast as the chain carries it.
@@ -281,7 +282,8 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     }
     check_tools(ops::on_path)?;
     let t = &config.run.topology;
-    if !config.cuts.is_empty() && config.run.edges != Some(EdgeKind::Xdp) {
+    let between = |c: &LabCut| matches!(c.link, CutLink::Between(..));
+    if config.cuts.iter().any(between) && config.run.edges != Some(EdgeKind::Xdp) {
         return Err(DemoError::Failed(
             "a cut takes down a link between servers, and only over AF_XDP do their frames take \
              those links (with packet-socket edges they go over UDP on the management network)"
@@ -394,7 +396,7 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             );
             report.recoveries = recoveries_rx.try_iter().collect();
             report.replaced_without_kill =
-                replaced_without_kill(&report.recoveries, &report.killed);
+                replaced_without_kill(&report.recoveries, &report.killed, &report.cuts);
             report.server_saw = clients_logged(&server_log)?;
             let nat: Vec<String> = t.nat_ips.iter().map(Ipv4Addr::to_string).collect();
             report
@@ -987,15 +989,20 @@ fn bytes_in(files: &[PathBuf]) -> u64 {
         .sum()
 }
 
-/// The positions `recoveries` replaced more often than `killed` killed them, once per extra
-/// replacement, in position order.
-fn replaced_without_kill(recoveries: &[RecoveryReport], killed: &[Killed]) -> Vec<u16> {
+/// The positions `recoveries` replaced more often than `killed` killed them and `cuts` cut them
+/// off, once per extra replacement, in position order.
+fn replaced_without_kill(
+    recoveries: &[RecoveryReport],
+    killed: &[Killed],
+    cuts: &[Cut],
+) -> Vec<u16> {
     let mut extra = std::collections::BTreeMap::<u16, i64>::new();
     for &position in recoveries.iter().flat_map(|r| &r.failed) {
         *extra.entry(position).or_default() += 1;
     }
-    for k in killed {
-        *extra.entry(k.position).or_default() -= 1;
+    let cut_off = cuts.iter().filter_map(|c| c.cut_off);
+    for position in killed.iter().map(|k| k.position).chain(cut_off) {
+        *extra.entry(position).or_default() -= 1;
     }
     extra
         .into_iter()
@@ -1684,18 +1691,27 @@ mod tests {
             recovered(4, &[2]),
             recovered(5, &[1]),
         ];
-        assert_eq!(replaced_without_kill(&ours, &kills), Vec::<u16>::new());
+        assert_eq!(replaced_without_kill(&ours, &kills, &[]), Vec::<u16>::new());
         let mut more = ours.to_vec();
         more.insert(2, recovered(4, &[1]));
         more.push(recovered(7, &[2, 0]));
         more.push(recovered(8, &[2]));
-        assert_eq!(replaced_without_kill(&more, &kills), vec![0, 1, 2, 2]);
+        assert_eq!(replaced_without_kill(&more, &kills, &[]), vec![0, 1, 2, 2]);
+        // A server cut off the management network is expected to be replaced too, and one
+        // that was not (back before it was declared failed) is no surprise.
+        let isolated = |p| Cut {
+            cut_off: Some(p),
+            ..Cut::default()
+        };
+        let between = Cut::default();
+        let cuts = [isolated(2), between, isolated(0), isolated(1)];
+        assert_eq!(replaced_without_kill(&more, &kills, &cuts), vec![2]);
         let together = [recovered(2, &[0, 2])];
         assert_eq!(
-            replaced_without_kill(&together, &[killed(0), killed(2)]),
+            replaced_without_kill(&together, &[killed(0), killed(2)], &[]),
             Vec::<u16>::new()
         );
         // A recovery the orchestrator never finished (more than f killed) is not reported.
-        assert_eq!(replaced_without_kill(&[], &kills), Vec::<u16>::new());
+        assert_eq!(replaced_without_kill(&[], &kills, &[]), Vec::<u16>::new());
     }
 }

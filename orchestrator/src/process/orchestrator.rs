@@ -704,10 +704,20 @@ impl Orchestrator {
                     let why = format!("no position {position} in this chain");
                     return conns.reject(conn, &why, &self.key);
                 }
+                // Declared failed and replaced while it had no connection, or a node of a chain
+                // this orchestrator does not run.
+                let not_taken_back = |epoch: u32| {
+                    format!(
+                        "{NOT_TAKEN_BACK}: position {position} is not this node's in epoch \
+                         {epoch} (declared failed and replaced, or the orchestrator deploys a new \
+                         chain)"
+                    )
+                };
                 if let Message::Join {
                     chain,
                     nonce,
                     launch,
+                    serving,
                     ..
                 } = msg
                 {
@@ -717,6 +727,13 @@ impl Orchestrator {
                         return conns.reject(conn, why, &self.key);
                     }
                     if let Some(why) = self.launcher.refusal(position, launch) {
+                        // A node that served there and rejoins after the launcher launched
+                        // another in its place was replaced: it is told so, whatever its launch.
+                        let why = if serving.is_some() {
+                            not_taken_back(coordinator.epoch())
+                        } else {
+                            why
+                        };
                         return conns.reject(conn, &why, &self.key);
                     }
                     if let Some(why) = self.chain.refusal(chain) {
@@ -757,14 +774,7 @@ impl Orchestrator {
                 if joins && taken {
                     conns.bind(conn, position, &self.key);
                 } else if rejoins {
-                    // Declared failed and replaced while it had no connection, or a node of
-                    // a chain this orchestrator does not run.
-                    let why = format!(
-                        "{NOT_TAKEN_BACK}: position {position} is not this node's in epoch {} \
-                         (declared failed and replaced, or the orchestrator deploys a new chain)",
-                        coordinator.epoch()
-                    );
-                    conns.reject(conn, &why, &self.key);
+                    conns.reject(conn, &not_taken_back(coordinator.epoch()), &self.key);
                 } else if joins {
                     // A second node for a position whose node is alive, or a replacement the
                     // orchestrator did not launch (or one launched again meanwhile): bound to

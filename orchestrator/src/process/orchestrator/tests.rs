@@ -466,36 +466,56 @@ fn only_the_last_launch_at_a_position_joins_there() {
             }
             let launched = tokens();
             let (first, last) = (launched[0], launched[launched.len() - 1]);
-            let join_launched = |launch| {
+            let join_launched = |launch, serving| {
                 let (node, nonce) = FakeNode::connect(addr);
-                let mut msg = join(1, ch_2(), nonce);
+                let at = SocketAddr::from((Ipv4Addr::LOCALHOST, 9001));
+                let mut msg = join_from(at, 1, ch_2(), nonce, serving);
                 if let Message::Join { launch: l, .. } = &mut msg {
                     *l = launch;
                 }
                 node.send(&msg);
                 node.recv()
             };
-            for (launch, why) in [
-                (None, "has no launch token"),
-                (Some(first), "another launch"),
+            let awaits = "position 1 awaits the node the orchestrator launched there last";
+            // The node that served there before, rejoining (after a partition, say), is told it
+            // was replaced, however it was launched.
+            let served = Some(Serving {
+                epoch: 1,
+                routed: 1,
+            });
+            let not_back = format!("{NOT_TAKEN_BACK}: position 1 is not this node's in epoch 2");
+            for (launch, serving, starts, why) in [
+                (None, None, awaits, "has no launch token"),
+                (Some(first), None, awaits, "another launch"),
+                (
+                    None,
+                    served,
+                    not_back.as_str(),
+                    "declared failed and replaced",
+                ),
+                (
+                    Some(first),
+                    served,
+                    &not_back,
+                    "declared failed and replaced",
+                ),
             ] {
-                match join_launched(launch) {
+                match join_launched(launch, serving) {
                     Ok(Message::Refused { reason }) => assert!(
-                        reason.starts_with("position 1 awaits the node the orchestrator launched")
-                            && reason.contains(why),
+                        reason.starts_with(starts) && reason.contains(why),
                         "{reason}"
                     ),
                     other => panic!("{other:?}"),
                 }
             }
-            let recover = join_launched(Some(last));
+            let recover = join_launched(Some(last), None);
             assert!(
                 matches!(recover, Ok(Message::Recover { .. })),
                 "{recover:?}"
             );
         });
     });
-    assert_eq!(orchestrator.status().rejected, 2);
+    assert_eq!(orchestrator.status().rejected, 4);
 }
 
 /// The orchestrator's stats line: positions up, recoveries with the last one's time, refused
