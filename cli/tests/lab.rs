@@ -1074,6 +1074,53 @@ fn a_server_cut_off_the_management_network_is_replaced_while_it_serves() {
     assert!(log.contains(refused), "{log}");
 }
 
+/// Two servers of Ch-Rec (f = 1) cut off the management network at once, for longer than the
+/// orchestrator waits for suspects beyond f, are more than the chain recovers: it halts, and the demo ends then, with its reason, instead of
+/// waiting for the download to stall; the lab is left as it was found.
+#[test]
+fn a_halted_orchestrator_ends_the_demo_with_its_reason() {
+    if !root() {
+        return;
+    }
+    let _turn = chain_turn();
+    let lab = Lab::new("ftclhalt");
+    let started = std::time::Instant::now();
+    let out = ftc()
+        .args([
+            "lab",
+            "demo",
+            &spec("ch-rec.toml"),
+            "--name",
+            lab.name,
+            "--json",
+        ])
+        // At the default 5 ms heartbeats and 3 misses the orchestrator waits 150 ms (10
+        // detection timeouts) for the second suspect to beat again before it halts.
+        .args(["--isolate", "0@0.3+1", "--isolate", "2@0.3+1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}\n{stderr}"));
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains("the chain's run ended during the download (the orchestrator exited")
+            && error.contains(
+                "the orchestrator stopped: cannot recover epoch 2 after the failure \
+                               of [0, 2]"
+            ),
+        "{error}"
+    );
+    // Well before a stalled download gives up (30 s without a byte).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{stderr}"
+    );
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
 /// The same with two lanes (worker threads) in every node, and sixteen downloads at once. The
 /// lab gives the links between servers and the edges two queues, and each lane reads and sends
 /// on its own (the flow's lane is the same at every server: the nodes key their flow hash with

@@ -346,7 +346,9 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
             wait_ready(&t.host_netns(&CLIENT), &mut http, &probe, stop)?;
             let flows = open_udp_flows(t, config.udp_flows)?;
             let (before, busy) = (delivered(config)?, machine_busy_s()?);
-            let (mut report, victims) = download(config, &file, dir.path(), cuts, stop)?;
+            let chain_runs = || !chain.is_finished();
+            let (mut report, victims) =
+                download(config, (&file, dir.path()), cuts, (stop, &chain_runs))?;
             report.frame_bytes = config.frame_bytes;
             (report.udp_flows_sent, report.udp_flows_arrived) = flows;
             report.machine_cpu_s = machine_busy_s()? - busy;
@@ -844,12 +846,13 @@ fn wait_ready(
 }
 
 /// The download, with the kills part way; the processes killed.
+/// Downloads `file` (served from `dir`) as `config` says, making the kills and the `cuts` on the
+/// way; stopped early when `stop` is raised or the chain's run ends (`chain_runs` says no more).
 fn download(
     config: &DemoConfig,
-    file: &Path,
-    dir: &Path,
+    (file, dir): (&Path, &Path),
     mut cuts: Cuts,
-    stop: &AtomicBool,
+    (stop, chain_runs): (&AtomicBool, &dyn Fn() -> bool),
 ) -> Result<(DemoReport, Vec<Victim>), DemoError> {
     let t = &config.run.topology;
     let got = got_files(dir, config.connections);
@@ -899,6 +902,13 @@ fn download(
         }
         if stop.load(Ordering::Acquire) {
             return Err(DemoError::Failed("interrupted".into()));
+        }
+        // An orchestrator that halted (more servers failed than the chain recovers) ends it:
+        // the download would only stall.
+        if !chain_runs() {
+            return Err(DemoError::Failed(
+                "the chain's run ended during the download".into(),
+            ));
         }
         let arrived = bytes_in(&got);
         // A kill waits while its server's namespace runs no process it has not killed yet: a

@@ -151,11 +151,13 @@ pub enum DeployError {
     Spawn { what: String, source: io::Error },
     #[error("cannot write the secret file {path}: {source}")]
     Secret { path: PathBuf, source: io::Error },
-    #[error("{what} exited ({status}) {when}")]
+    #[error("{what} exited ({status}) {when}{said}")]
     Exited {
         what: String,
         status: std::process::ExitStatus,
         when: &'static str,
+        /// `: ` and the error it said it stopped with, or nothing.
+        said: String,
     },
     #[error("{0} within {START:?}")]
     Timeout(&'static str),
@@ -271,6 +273,24 @@ enum Said {
     Deployed(String),
     /// A node the orchestrator started (a replacement) exited without being stopped.
     Ended(NodeExit),
+    /// The error the orchestrator stopped with (`ftc: …`, its last line).
+    Stopped(String),
+}
+
+impl Said {
+    fn listening(self) -> Option<SocketAddr> {
+        match self {
+            Said::Listening(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    fn deployed(self) -> Option<String> {
+        match self {
+            Said::Deployed(line) => Some(line),
+            _ => None,
+        }
+    }
 }
 
 /// A fresh random secret in `path`, readable by root only.
@@ -362,10 +382,13 @@ pub fn run(
         _run_lock: run_lock,
     };
     let started = Instant::now();
-    let control = wait(&mut group, &said, (started, stop), LISTENING, |s| match s {
-        Said::Listening(addr) => Some(addr),
-        Said::Deployed(_) | Said::Ended(_) => None,
-    })?;
+    let control = wait(
+        &mut group,
+        &said,
+        (started, stop),
+        LISTENING,
+        Said::listening,
+    )?;
     let _ = writeln!(
         out,
         "ftc lab {}: orchestrator pid {} (process group {}) in the root namespace, control {control}",
@@ -400,10 +423,7 @@ pub fn run(
         );
         group.nodes.push((i, child));
     }
-    let line = wait(&mut group, &said, (started, stop), DEPLOYED, |s| match s {
-        Said::Deployed(line) => Some(line),
-        Said::Listening(_) | Said::Ended(_) => None,
-    })?;
+    let line = wait(&mut group, &said, (started, stop), DEPLOYED, Said::deployed)?;
     let _ = writeln!(out, "ftc lab {}: {line}", t.name);
     let _ = out.flush();
     let end = duration.map(|d| Instant::now() + d);
@@ -444,10 +464,7 @@ pub fn run(
                         &said,
                         (restarted, stop),
                         LISTENING,
-                        |s| match s {
-                            Said::Listening(addr) => Some(addr),
-                            Said::Deployed(_) | Said::Ended(_) => None,
-                        },
+                        Said::listening,
                     )?;
                     let _ = writeln!(
                         out,
@@ -458,11 +475,22 @@ pub fn run(
                 }
             }
             Ok(Some(status)) => {
+                // Why it stopped (a halt: more servers failed than the chain recovers) is the
+                // last thing it says, as it exits.
+                let deadline = Instant::now() + FORWARD;
+                let why =
+                    std::iter::from_fn(|| said.recv_deadline(deadline).ok()).find_map(
+                        |s| match s {
+                            Said::Stopped(why) => Some(format!(": {why}")),
+                            Said::Listening(_) | Said::Deployed(_) | Said::Ended(_) => None,
+                        },
+                    );
                 return Err(DeployError::Exited {
                     what: "the orchestrator".to_string(),
                     status,
                     when: "while the chain ran",
-                })
+                    said: why.unwrap_or_default(),
+                });
             }
             Ok(None) | Err(_) => {}
         }
@@ -474,7 +502,7 @@ pub fn run(
                 .into_iter()
                 .chain(said.try_iter().filter_map(|s| match s {
                     Said::Ended(exit) => Some(exit),
-                    Said::Listening(_) | Said::Deployed(_) => None,
+                    Said::Listening(_) | Said::Deployed(_) | Said::Stopped(_) => None,
                 }));
         note(ended, &t.name, out, &keep, &mut exits);
         if stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e) {
@@ -600,6 +628,10 @@ fn listen(
                     .map(Said::Listening)
             } else if let Some(ended) = line.strip_prefix("ftc orchestrator: ") {
                 ended_node(ended).map(Said::Ended)
+            } else if let Some(why) = line.strip_prefix("ftc: the orchestrator ") {
+                // `ftc orchestrator`'s error as it exits (the nodes it starts say theirs as
+                // `ftc: node P: …`).
+                Some(Said::Stopped(format!("the orchestrator {why}")))
             } else {
                 None
             };
@@ -687,6 +719,7 @@ fn wait<T>(
                 what: who,
                 status,
                 when: "before the chain was deployed",
+                said: String::new(),
             });
         }
         match said.recv_timeout(Duration::from_millis(50)) {
@@ -704,6 +737,7 @@ fn wait<T>(
                         what: "the orchestrator".to_string(),
                         status,
                         when: "before the chain was deployed",
+                        said: String::new(),
                     },
                     Err(_) => DeployError::Timeout(why),
                 });
