@@ -628,12 +628,11 @@ fn listen(
                     .map(Said::Listening)
             } else if let Some(ended) = line.strip_prefix("ftc orchestrator: ") {
                 ended_node(ended).map(Said::Ended)
-            } else if let Some(why) = line.strip_prefix("ftc: the orchestrator ") {
+            } else {
                 // `ftc orchestrator`'s error as it exits (the nodes it starts say theirs as
                 // `ftc: node P: …`).
-                Some(Said::Stopped(format!("the orchestrator {why}")))
-            } else {
-                None
+                let why = line.strip_prefix("ftc: the orchestrator ");
+                why.map(|why| Said::Stopped(format!("the orchestrator {why}")))
             };
             if let Some(said) = said {
                 let _ = tx.send(said);
