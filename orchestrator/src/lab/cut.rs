@@ -127,8 +127,10 @@ pub struct Cut {
 /// A link that is down: it goes up again when dropped.
 #[derive(Debug)]
 struct Down {
+    /// How many links went down before it.
+    seq: usize,
     cut: Cut,
-    /// `ip -n NETNS link set IFACE up`; `None` once run.
+    /// `ip -n NETNS link set IFACE up`; `None` once run, or left to another cut of the link.
     up: Option<Op>,
     since: Instant,
     until: Instant,
@@ -175,7 +177,10 @@ pub struct Cuts {
     /// Still to come, the last first.
     due: Vec<Due>,
     down: Vec<Down>,
-    done: Vec<Cut>,
+    /// The cuts over, each with its place in the order they went down.
+    done: Vec<(usize, Cut)>,
+    /// Links taken down so far.
+    made: usize,
 }
 
 impl Cuts {
@@ -183,7 +188,8 @@ impl Cuts {
     /// not of a link of the lab, or too long ([`LabCut::check`]).
     pub fn new(t: &Topology, cuts: &[LabCut], total: u64) -> Result<Cuts, DemoError> {
         let mut due = Vec::with_capacity(cuts.len());
-        for c in cuts {
+        // Last first, and of those due at once, the first given last.
+        for c in cuts.iter().rev() {
             due.push(Due {
                 link: c.resolve(t)?,
                 at: (total as f64 * c.at.clamp(0.0, 1.0)) as u64,
@@ -195,6 +201,7 @@ impl Cuts {
             due,
             down: Vec::new(),
             done: Vec::new(),
+            made: 0,
         })
     }
 
@@ -203,8 +210,13 @@ impl Cuts {
     pub fn poll(&mut self, arrived: u64) -> Result<(), DemoError> {
         let now = Instant::now();
         while let Some(i) = self.down.iter().position(|d| d.until <= now) {
-            let cut = self.down.swap_remove(i).restore(arrived)?;
-            self.done.push(cut);
+            let mut over = self.down.swap_remove(i);
+            // Cuts of one link that overlap: it comes up when the last of them is over.
+            if self.down.iter().any(|d| d.up == over.up) {
+                over.up = None;
+            }
+            let seq = over.seq;
+            self.done.push((seq, over.restore(arrived)?));
         }
         while self.due.last().is_some_and(|d| arrived >= d.at) {
             let due = self.due.pop().expect("checked");
@@ -220,7 +232,9 @@ impl Cuts {
                 .run()
                 .map_err(|e| DemoError::Failed(format!("cutting {what}: {e}")))?;
             let since = Instant::now();
+            self.made += 1;
             self.down.push(Down {
+                seq: self.made,
                 cut: Cut {
                     link,
                     what,
@@ -240,10 +254,10 @@ impl Cuts {
     /// violation for each cut the download ended before.
     pub fn finish(mut self, arrived: u64) -> Result<(Vec<Cut>, Vec<String>), DemoError> {
         for d in std::mem::take(&mut self.down) {
-            let cut = d.restore(arrived)?;
-            self.done.push(cut);
+            let seq = d.seq;
+            self.done.push((seq, d.restore(arrived)?));
         }
-        self.done.sort_by_key(|c| c.at_bytes);
+        self.done.sort_by_key(|&(seq, _)| seq);
         let missed = self
             .due
             .iter()
@@ -255,7 +269,8 @@ impl Cuts {
                 )
             })
             .collect();
-        Ok((std::mem::take(&mut self.done), missed))
+        let done = std::mem::take(&mut self.done);
+        Ok((done.into_iter().map(|(_, cut)| cut).collect(), missed))
     }
 }
 
