@@ -127,7 +127,7 @@ pub struct Cut {
 /// A link that is down: it goes up again when dropped.
 #[derive(Debug)]
 struct Down {
-    /// How many links went down before it.
+    /// Its place in the order the links went down (1: the first).
     seq: usize,
     cut: Cut,
     /// `ip -n NETNS link set IFACE up`; `None` once run, or left to another cut of the link.
