@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +16,6 @@ use ftc_chain::wire::NshRepr;
 use ftc_node::ftmb::FtmbConfig;
 use ftc_node::{Mode, ServerConfig};
 use ftc_orchestrator::lab::apply::{self, LabError};
-use ftc_orchestrator::lab::cut::{self, CutLink, LabCut};
 use ftc_orchestrator::lab::demo::{self, DemoConfig, LabKill};
 use ftc_orchestrator::lab::deploy::{self, NodeExit, RunConfig};
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology, CLIENT, RING_MAX_FRAME, SERVER};
@@ -25,6 +24,9 @@ use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::shape::Shape;
 
 use crate::chaos::parse_when_down;
+use cuts::CutArgs;
+
+mod cuts;
 use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Subcommand)]
@@ -108,22 +110,8 @@ pub struct DemoArgs {
     /// recovering the servers killed meanwhile (FTC only).
     #[arg(long, value_name = "SHARE[+DOWN]")]
     kill_orchestrator: Option<String>,
-    /// Take the link between servers A and B (a veth pair; `ftc check` shows the ring) down
-    /// once this share of the download (0 to 1) has arrived, and up again DOWN seconds later
-    /// (more than 0 and at most 10, default 0.5): nothing crosses it either way meanwhile.
-    /// Repeat for more. Given without --kill, no server is killed. Needs --transport xdp (over
-    /// udp the servers' frames take the management network).
-    #[arg(long = "cut", value_name = "A-B@SHARE[+DOWN]")]
-    cuts: Vec<String>,
-    /// Cut server POSITION off the management network (its control connection and heartbeats)
-    /// once this share of the download (0 to 1) has arrived, for DOWN seconds (more than 0 and
-    /// at most 10, default 0.5): the orchestrator declares it failed and replaces it while it
-    /// still serves, cut off (its frames are of the old epoch, which the others are fenced
-    /// out of), and once its link is back it is refused as replaced and exits. Its replacement
-    /// runs behind the same link in the lab, so it joins only then. Repeat for more. Given
-    /// without --kill, no server is killed (FTC only).
-    #[arg(long = "isolate", value_name = "POSITION@SHARE[+DOWN]")]
-    isolations: Vec<String>,
+    #[command(flatten)]
+    cuts: CutArgs,
     /// The sockets at the chain's edges.
     #[arg(long, value_enum, default_value_t = Transport::Xdp)]
     transport: Transport,
@@ -222,6 +210,8 @@ pub struct RunArgs {
     snapshots: SnapshotArgs,
     #[command(flatten)]
     nodes: NodeArgs,
+    #[command(flatten)]
+    cuts: CutArgs,
 }
 
 pub fn run(command: &LabCommand) -> anyhow::Result<ExitCode> {
@@ -384,6 +374,9 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let edges = args.transport.edges();
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
+    let spec = ChainSpec::load(&args.spec)?;
+    let when = ("time", args.duration.unwrap_or(1e6), " seconds");
+    let cuts = (args.cuts).parse((&spec, &args.name.name), (mode, args.transport), when)?;
     let say = |a: std::fmt::Arguments<'_>| outln!("{a}");
     in_lab(
         &args.spec,
@@ -392,17 +385,34 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
         (edges, mode, ftmb),
         say,
         |config, stop| {
+            // The cuts count from the deployment, which the orchestrator's first line says.
+            let (deployed_tx, deployed) = crossbeam_channel::unbounded();
+            let config = RunConfig {
+                peers: Some(deployed_tx),
+                ..config
+            };
+            let ran = AtomicBool::new(false);
             // A node killed by a signal (an operator's failure injection) or cut off by the
             // orchestrator is the chain's business; one that ended on its own (a panic, a data
             // path that hung, an error) is the run's failure. Every exit is said as it happens;
             // only the latest of those are kept.
-            let ended = deploy::run(
-                &config,
-                stop,
-                duration,
-                &mut std::io::stdout(),
-                NodeExit::ended_on_its_own,
-            )?;
+            let (ended, cut) = std::thread::scope(|s| {
+                let cutter = (!cuts.is_empty()).then(|| {
+                    s.spawn(|| cuts::on_schedule(&config.topology, &cuts, &deployed, &ran))
+                });
+                let ended = deploy::run(
+                    &config,
+                    stop,
+                    duration,
+                    &mut std::io::stdout(),
+                    NodeExit::ended_on_its_own,
+                );
+                ran.store(true, Ordering::Release);
+                let cut = cutter.map_or(Ok(()), |c| c.join().expect("the cutter does not panic"));
+                (ended, cut)
+            });
+            let ended = ended?;
+            cut?;
             for e in ended.iter() {
                 outln!("VIOLATION: {}", e.while_the_chain_ran());
             }
@@ -439,10 +449,6 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             parse_when_down(&arg, text, share, (Duration::ZERO, 3600.0))
         })
         .transpose()?;
-    let cuts: Vec<(&String, LabCut)> = (args.cuts.iter().map(|t| (t, "--cut")))
-        .chain(args.isolations.iter().map(|t| (t, "--isolate")))
-        .map(|(text, flag)| Ok((text, parse_cut(flag, text)?)))
-        .collect::<anyhow::Result<_>>()?;
     if args
         .rate_mbit
         .is_some_and(|r| !(0.01..=1_000_000.0).contains(&r))
@@ -465,25 +471,8 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !ftc && args.kill_orchestrator.is_some() {
         anyhow::bail!("--kill-orchestrator needs --mode ftc: the baselines' nodes are not adopted");
     }
-    if !args.cuts.is_empty() && args.transport != Transport::Xdp {
-        anyhow::bail!(
-            "--cut needs --transport xdp: over udp the servers' frames take the management \
-             network, not the links between them"
-        );
-    }
-    if !ftc && !args.isolations.is_empty() {
-        anyhow::bail!("--isolate needs --mode ftc: the baselines replace no server");
-    }
-    let topology = Topology::new(&spec, Layout::of(mode), args.name.name.clone(), 0)?;
-    for (text, cut) in &cuts {
-        let flag = match cut.link {
-            CutLink::Between(..) => "--cut",
-            CutLink::Management(_) => "--isolate",
-        };
-        cut.check(&topology)
-            .map_err(|e| anyhow::anyhow!("{flag} {text:?}: {e}"))?;
-    }
-    let cuts: Vec<LabCut> = cuts.into_iter().map(|(_, c)| c).collect();
+    let share = ("share", 1.0, "");
+    let cuts = (args.cuts).parse((&spec, &args.name.name), (mode, args.transport), share)?;
     let servers = spec.ring().servers();
     let kills = if !ftc || args.no_kill || (args.kills.is_empty() && !cuts.is_empty()) {
         Vec::new()
@@ -563,9 +552,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
                     outln!(
                         "cut {} after {} bytes, for {:.2} s (up again after {} bytes)",
                         c.what,
-                        c.at_bytes,
+                        c.at,
                         c.down_s,
-                        c.up_at_bytes
+                        c.up_at
                     );
                 }
                 if !r.killed.is_empty() || r.rerouted_epoch.is_some() {
@@ -671,34 +660,6 @@ fn parse_kill(text: &str, default_at: f64, servers: usize) -> anyhow::Result<Lab
     };
     Ok(LabKill { position, at })
 }
-
-/// Parse `--cut`'s `A-B@SHARE[+DOWN]`, the link between servers A and B, or `--isolate`'s
-/// `POSITION@SHARE[+DOWN]`, server POSITION's management link (the lab checks that it has the
-/// link): down once SHARE of the download has arrived, for DOWN seconds (0.5 without it).
-fn parse_cut(flag: &str, text: &str) -> anyhow::Result<LabCut> {
-    let form = match flag {
-        "--cut" => "A-B@SHARE[+DOWN], e.g. 1-2@0.3+0.5",
-        _ => "POSITION@SHARE[+DOWN], e.g. 1@0.3+2",
-    };
-    let bad = || anyhow::anyhow!("{flag} {text:?}: expected {form}");
-    let (link, when) = text.split_once('@').ok_or_else(bad)?;
-    let server = |s: &str| s.trim().parse::<u16>().map_err(|_| bad());
-    let link = match flag {
-        "--cut" => {
-            let (a, b) = link.split_once('-').ok_or_else(bad)?;
-            CutLink::Between(server(a)?, server(b)?)
-        }
-        _ => CutLink::Management(server(link)?),
-    };
-    let share = ("share", 1.0, "");
-    let longest = cut::MAX_DOWN.as_secs_f64();
-    let arg = format!("{flag} {text:?}");
-    let (at, down) = parse_when_down(&arg, when, share, (CUT_DOWN, longest))?;
-    Ok(LabCut { link, at, down })
-}
-
-/// How long a `--cut` or `--isolate` without `+DOWN` keeps its link down.
-const CUT_DOWN: Duration = Duration::from_millis(500);
 
 /// Run `job` on the chain of `spec` in lab `name` (brought up first, and down again after, if it
 /// was not up) with edges of `edges`, nodes in `mode`, with Ctrl-C raising its stop flag.

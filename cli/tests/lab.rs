@@ -595,6 +595,43 @@ fn chain_turn() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `ftc lab run` cuts links on a schedule counted from the deployment: each cut is said as it
+/// ends, one still down when the run ends is brought up and said then, and the isolated
+/// server's replacement is the chain's business, not a violation.
+#[test]
+fn run_cuts_links_on_schedule() {
+    if !root() {
+        return;
+    }
+    let _turn = chain_turn();
+    let lab = Lab::new("ftclrcut");
+    let out = run(ftc()
+        .args(["lab", "run", &spec("ch-rec.toml"), "--name", lab.name])
+        .args(["--transport", "xdp", "--duration", "3"])
+        .args([
+            "--cut",
+            "1-2@0.5+0.5",
+            "--isolate",
+            "2@1+0.5",
+            "--cut",
+            "0-1@2.9+1",
+        ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let said = |what: &str| format!("ftc lab ftclrcut: cut {what} at ");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(": cut ")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, what) in lines.iter().zip([
+        "the link from server 1 to server 2",
+        "server 2's management link",
+        "the link from server 0 to server 1",
+    ]) {
+        assert!(line.starts_with(&said(what)), "{text}");
+    }
+    assert!(text.contains("ftc lab ftclrcut: node 2 pid"), "{text}");
+    assert!(!text.contains("VIOLATION"), "{text}");
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
 #[test]
 fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     let _turn = chain_turn();
@@ -881,13 +918,10 @@ fn lab_commands_check_their_input_before_touching_the_host() {
             &["--kill-orchestrator", "0.5+later"],
             "--kill-orchestrator \"0.5+later\": the downtime must be between 0 and 3600 seconds",
         ),
-        (
-            &["--cut", "1-2"],
-            "--cut \"1-2\": expected A-B@SHARE[+DOWN]",
-        ),
+        (&["--cut", "1-2"], "--cut \"1-2\": expected A-B@WHEN[+DOWN]"),
         (
             &["--cut", "1@0.5"],
-            "--cut \"1@0.5\": expected A-B@SHARE[+DOWN]",
+            "--cut \"1@0.5\": expected A-B@WHEN[+DOWN]",
         ),
         (
             &["--cut", "1-2@0.5+11"],
@@ -912,7 +946,7 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         ),
         (
             &["--isolate", "1-2@0.5"],
-            "--isolate \"1-2@0.5\": expected POSITION@SHARE",
+            "--isolate \"1-2@0.5\": expected POSITION@WHEN",
         ),
         (
             &["--isolate", "3@0.5"],
@@ -922,10 +956,30 @@ fn lab_commands_check_their_input_before_touching_the_host() {
             &["--isolate", "1@0.5", "--mode", "nf"],
             "--isolate needs --mode ftc",
         ),
+        (&["--isolate", "1@1.5"], "the share must be between 0 and 1"),
     ] {
         let out = ftc()
             .args(["lab", "demo", &spec("ch-rec.toml"), "--name", "ftcl9"])
             .args(kills)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+    for (args, says) in [
+        (
+            &["--cut", "1-2@0.5"][..],
+            "--cut needs --transport xdp: over udp",
+        ),
+        (
+            &["--transport", "xdp", "--duration", "2", "--cut", "1-2@5"],
+            "--cut \"1-2@5\": the time must be between 0 and 2 seconds",
+        ),
+    ] {
+        let out = ftc()
+            .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl9"])
+            .args(args)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2));

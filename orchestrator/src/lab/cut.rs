@@ -1,6 +1,6 @@
-//! Link cuts during `ftc lab demo`: a link of the lab (a veth pair) taken down for a while part
-//! way through the download, so that nothing crosses it either way, then brought up again, also
-//! when the demo ends or fails first.
+//! Link cuts in a lab (`ftc lab demo`, `ftc lab run`): a link of the lab (a veth pair) taken
+//! down for a while, part way through a download or at a time of a run, so that nothing crosses
+//! it either way, then brought up again, also when the demo or the run ends or fails first.
 //!
 //! - A link between two servers: the chain rides it out with what it has for loss, customer
 //!   frames lost on the link are TCP's to resend, logs and commit vectors the protocol's
@@ -32,11 +32,12 @@ pub enum CutLink {
     Management(u16),
 }
 
-/// A link to cut during the download.
+/// A link to cut.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LabCut {
     pub link: CutLink,
-    /// The share of the download (0 to 1) that has arrived when the link goes down.
+    /// When the link goes down: in `ftc lab demo` the share of the download (0 to 1) that has
+    /// arrived, in `ftc lab run` seconds after the chain is deployed ([`Cuts::new`] scales it).
     pub at: f64,
     /// How long it stays down, at most [`MAX_DOWN`].
     pub down: Duration,
@@ -106,7 +107,7 @@ impl LabCut {
     }
 }
 
-/// A link the demo cut.
+/// A link cut.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Cut {
     /// `A-B`, the link from server A to B (`to{B}` in A's namespace), or `mgmt-P`, server P's
@@ -116,13 +117,21 @@ pub struct Cut {
     /// The server a cut of its management link cut off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cut_off: Option<u16>,
-    /// Bytes of the download that had arrived when it went down, and when it came up again.
-    pub at_bytes: u64,
-    pub up_at_bytes: u64,
+    /// Where the download or the run was when it went down, and when it came up again, in the
+    /// units [`Cuts::poll`] was given (`ftc lab demo`: bytes arrived; `ftc lab run`:
+    /// milliseconds since the chain was deployed).
+    #[serde(rename = "at_bytes")]
+    pub at: u64,
+    #[serde(rename = "up_at_bytes")]
+    pub up_at: u64,
     /// How long it was down, in seconds (from the `ip link set down` returning to the `up`
     /// starting).
     pub down_s: f64,
 }
+
+/// A cut that a download or a run ended before: its link in words, and its time in the units of
+/// [`Cuts::poll`].
+pub type Missed = (String, u64);
 
 /// A link that is down: it goes up again when dropped.
 #[derive(Debug)]
@@ -140,7 +149,7 @@ impl Down {
     /// Brings the link up; the cut it made, or why the link stays down.
     fn restore(mut self, arrived: u64) -> Result<Cut, DemoError> {
         let cut = Cut {
-            up_at_bytes: arrived,
+            up_at: arrived,
             down_s: self.since.elapsed().as_secs_f64(),
             ..std::mem::take(&mut self.cut)
         };
@@ -170,8 +179,8 @@ struct Due {
     down: Duration,
 }
 
-/// The cuts of one download, in the order of their shares: each goes down once its share has
-/// arrived and up again once its time is over.
+/// The cuts of one download or run, in the order of their times: each goes down once the
+/// download or the run has come to it ([`Cuts::poll`]) and up again once its time is over.
 #[derive(Debug)]
 pub struct Cuts {
     /// Still to come, the last first.
@@ -184,15 +193,16 @@ pub struct Cuts {
 }
 
 impl Cuts {
-    /// The cuts of `cuts` in `t`, of a download of `total` bytes; an error names a cut that is
+    /// The cuts of `cuts` in `t`, their times ([`LabCut::at`]) times `scale` in the units of
+    /// [`Cuts::poll`] (a download's bytes, a run's milliseconds); an error names a cut that is
     /// not of a link of the lab, or too long ([`LabCut::check`]).
-    pub fn new(t: &Topology, cuts: &[LabCut], total: u64) -> Result<Cuts, DemoError> {
+    pub fn new(t: &Topology, cuts: &[LabCut], scale: f64) -> Result<Cuts, DemoError> {
         let mut due = Vec::with_capacity(cuts.len());
         // Last first, and of those due at once, the first given last.
         for c in cuts.iter().rev() {
             due.push(Due {
                 link: c.resolve(t)?,
-                at: (total as f64 * c.at.clamp(0.0, 1.0)) as u64,
+                at: (scale * c.at.max(0.0)) as u64,
                 down: c.down,
             });
         }
@@ -205,9 +215,10 @@ impl Cuts {
         })
     }
 
-    /// With `arrived` bytes of the download in: takes down the links now due, brings up those
-    /// whose time is over.
-    pub fn poll(&mut self, arrived: u64) -> Result<(), DemoError> {
+    /// With the download or the run at `arrived`: takes down the links now due, brings up those
+    /// whose time is over; the cuts that ended now.
+    pub fn poll(&mut self, arrived: u64) -> Result<Vec<Cut>, DemoError> {
+        let ended = self.done.len();
         let now = Instant::now();
         while let Some(i) = self.down.iter().position(|d| d.until <= now) {
             let mut over = self.down.swap_remove(i);
@@ -239,7 +250,7 @@ impl Cuts {
                     link,
                     what,
                     cut_off,
-                    at_bytes: arrived,
+                    at: arrived,
                     ..Cut::default()
                 },
                 up: Some(set("up")),
@@ -247,12 +258,12 @@ impl Cuts {
                 until: since + due.down,
             });
         }
-        Ok(())
+        Ok(self.done[ended..].iter().map(|(_, c)| c.clone()).collect())
     }
 
-    /// At the end of the download (`arrived` bytes in): every link up again, the cuts made, and a
-    /// violation for each cut the download ended before.
-    pub fn finish(mut self, arrived: u64) -> Result<(Vec<Cut>, Vec<String>), DemoError> {
+    /// At the end of the download or the run (at `arrived`): every link up again; the cuts made,
+    /// and those it ended before.
+    pub fn finish(mut self, arrived: u64) -> Result<(Vec<Cut>, Vec<Missed>), DemoError> {
         for d in std::mem::take(&mut self.down) {
             let seq = d.seq;
             self.done.push((seq, d.restore(arrived)?));
@@ -262,12 +273,7 @@ impl Cuts {
             .due
             .iter()
             .rev()
-            .map(|d| {
-                format!(
-                    "{} was not cut: the download ended before it was due ({} bytes)",
-                    d.link.what, d.at
-                )
-            })
+            .map(|d| (d.link.what.clone(), d.at))
             .collect();
         let done = std::mem::take(&mut self.done);
         Ok((done.into_iter().map(|(_, cut)| cut).collect(), missed))
@@ -307,27 +313,28 @@ mod tests {
             ..cut(0, 0, 0.75)
         };
         let cuts = [cut(2, 1, 0.5), cut(0, 2, 0.25), mgmt];
-        let cuts = Cuts::new(&lab("ch-rec.toml"), &cuts, 1000);
+        let cuts = Cuts::new(&lab("ch-rec.toml"), &cuts, 1000.0);
         let (made, missed) = cuts.unwrap().finish(100).unwrap();
         assert!(made.is_empty());
+        let what = |w: &str, at| (w.to_string(), at);
         assert_eq!(
             missed,
             [
-                "the link from server 2 to server 0 was not cut: the download ended before it \
-                 was due (250 bytes)",
-                "the link from server 1 to server 2 was not cut: the download ended before it \
-                 was due (500 bytes)",
-                "server 2's management link was not cut: the download ended before it was due \
-                 (750 bytes)"
+                what("the link from server 2 to server 0", 250),
+                what("the link from server 1 to server 2", 500),
+                what("server 2's management link", 750)
             ]
         );
         let two = lab("ch-2.toml");
         for (a, b) in [(0, 1), (1, 0)] {
-            let (_, missed) = Cuts::new(&two, &[cut(a, b, 1.0)], 10)
+            let (_, missed) = Cuts::new(&two, &[cut(a, b, 1.0)], 10.0)
                 .unwrap()
                 .finish(0)
                 .unwrap();
-            assert!(missed[0].starts_with(&format!("the link from server {a} to server {b} ")));
+            assert_eq!(
+                missed[0].0,
+                format!("the link from server {a} to server {b}")
+            );
         }
         let ch_rec = lab("ch-rec.toml");
         let none = cut(1, 3, 0.5).check(&ch_rec).unwrap_err();

@@ -290,11 +290,8 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
                 .into(),
         ));
     }
-    let cuts = Cuts::new(
-        t,
-        &config.cuts,
-        config.size * u64::from(config.connections.max(1)),
-    )?;
+    let total = config.size * u64::from(config.connections.max(1));
+    let cuts = Cuts::new(t, &config.cuts, total as f64)?;
     let dir = demo_dir(&std::env::temp_dir(), &t.name)?;
     let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
@@ -932,7 +929,11 @@ fn download(
     };
     let missed;
     (report.cuts, missed) = cuts.finish(bytes_in(&got))?;
-    report.violations.extend(missed);
+    for (what, at) in missed {
+        report.violations.push(format!(
+            "{what} was not cut: the download ended before it was due ({at} bytes)"
+        ));
+    }
     if let Some(at) = orchestrator_due {
         report.violations.push(format!(
             "the orchestrator was not killed: the download ended before it was due ({at} bytes)"
