@@ -24,10 +24,10 @@ use ftc_orchestrator::process::loss::RingLoss;
 use ftc_orchestrator::process::shape::Shape;
 
 use crate::chaos::parse_when_down;
+use crate::mode::{ModeArg, SnapshotArgs};
 use cuts::CutArgs;
 
 mod cuts;
-use crate::mode::{ModeArg, SnapshotArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
@@ -376,7 +376,9 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let ftmb = args.snapshots.config(mode)?;
     let spec = ChainSpec::load(&args.spec)?;
     let when = ("time", args.duration.unwrap_or(1e6), " seconds");
-    let cuts = (args.cuts).parse((&spec, &args.name.name), (mode, args.transport), when)?;
+    let cuts = args
+        .cuts
+        .parse((&spec, &args.name.name), (mode, args.transport), when)?;
     let say = |a: std::fmt::Arguments<'_>| outln!("{a}");
     in_lab(
         &args.spec,
@@ -472,7 +474,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--kill-orchestrator needs --mode ftc: the baselines' nodes are not adopted");
     }
     let share = ("share", 1.0, "");
-    let cuts = (args.cuts).parse((&spec, &args.name.name), (mode, args.transport), share)?;
+    let cuts = args
+        .cuts
+        .parse((&spec, &args.name.name), (mode, args.transport), share)?;
     let servers = spec.ring().servers();
     let kills = if !ftc || args.no_kill || (args.kills.is_empty() && !cuts.is_empty()) {
         Vec::new()

@@ -842,9 +842,9 @@ fn wait_ready(
     )))
 }
 
-/// The download, with the kills part way; the processes killed.
 /// Downloads `file` (served from `dir`) as `config` says, making the kills and the `cuts` on the
 /// way; stopped early when `stop` is raised or the chain's run ends (`chain_runs` says no more).
+/// The report of the download, and the processes killed.
 fn download(
     config: &DemoConfig,
     (file, dir): (&Path, &Path),
