@@ -1133,8 +1133,9 @@ fn a_server_cut_off_the_management_network_is_replaced_while_it_serves() {
 }
 
 /// Two servers of Ch-Rec (f = 1) cut off the management network at once, for longer than the
-/// orchestrator waits for suspects beyond f, are more than the chain recovers: it halts, and the demo ends then, with its reason, instead of
-/// waiting for the download to stall; the lab is left as it was found.
+/// orchestrator waits for suspects beyond f, are more than the chain recovers: it halts, and the
+/// demo ends then, with its reason, instead of waiting for the download to stall; the lab is
+/// left as it was found.
 #[test]
 fn a_halted_orchestrator_ends_the_demo_with_its_reason() {
     if !root() {
