@@ -182,8 +182,14 @@ struct Sim<'a> {
     /// Per flow: the id of the last packet released that is not a copy.
     last_released: HashMap<u32, u64>,
     next_id: u64,
+    /// Customer packets waiting outside the chain while a server pushes back (congested), in
+    /// the order they came; the first is offered again every [`ADMIT_RETRY_NS`] until it enters.
+    waiting: VecDeque<Pkt>,
     report: SimReport,
 }
+
+/// How often the first packet waiting at the ingress for back-pressure to end is offered again.
+const ADMIT_RETRY_NS: u64 = 10_000;
 
 /// Run one seeded simulation of `spec`.
 pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
@@ -241,6 +247,7 @@ pub fn run(spec: &ChainSpec, config: &SimConfig) -> SimReport {
         at_buffer: HashMap::new(),
         last_released: HashMap::new(),
         next_id: 0,
+        waiting: VecDeque::new(),
         report: SimReport {
             seed: config.seed,
             ..SimReport::default()
@@ -319,30 +326,39 @@ impl<'a> Sim<'a> {
                 return;
             }
             let at = match event {
-                Event::Inject(packet) if self.all().any(Server::congested) => {
-                    // Back-pressure: the packet waits outside the chain.
+                Event::Inject(packet)
+                    if !self.waiting.is_empty() || self.all().any(Server::congested) =>
+                {
+                    // Back-pressure: the packet waits outside the chain, behind those waiting
+                    // already (one retry at a time, however many wait).
                     self.report.ingress_deferred += 1;
-                    self.net.schedule(now + 10_000, Event::Inject(packet));
+                    if self.waiting.is_empty() {
+                        self.net.schedule(now + ADMIT_RETRY_NS, Event::Admit);
+                    }
+                    self.waiting.push_back(packet);
                     continue;
                 }
-                Event::Inject(mut packet) => {
-                    self.report.packets_sent += 1;
-                    packet.handle = self.register(PacketInfo {
-                        flow: packet.flow as u32,
-                        ..PacketInfo::default()
-                    });
-                    let port = port_of(packet.dir);
-                    let s = self.ring.forwarder();
-                    let Some(lanes) = self.servers[usize::from(s.0)].as_mut() else {
-                        self.lost_to_failure(packet.handle);
+                Event::Admit if self.all().any(Server::congested) => {
+                    self.net.schedule(now + ADMIT_RETRY_NS, Event::Admit);
+                    continue;
+                }
+                Event::Admit => {
+                    let Some(packet) = self.waiting.pop_front() else {
                         continue;
                     };
-                    let lane = lane_of(packet.flow, lanes.len());
-                    if let Err((why, _)) = lanes[lane].handle_ingress(now, packet, port) {
-                        self.violation(format!("the forwarder refused a customer packet: {why}"));
+                    if !self.waiting.is_empty() {
+                        // The next once this one (and what it sets off now) is handled.
+                        self.net.schedule(now, Event::Admit);
                     }
-                    (s, lane)
+                    match self.enter(now, packet) {
+                        Some(at) => at,
+                        None => continue,
+                    }
                 }
+                Event::Inject(packet) => match self.enter(now, packet) {
+                    Some(at) => at,
+                    None => continue,
+                },
                 Event::Deliver {
                     from,
                     to,
@@ -394,6 +410,27 @@ impl<'a> Sim<'a> {
 
     fn now(&self) -> u64 {
         self.net.now()
+    }
+
+    /// A customer packet enters the chain at the forwarder (lost if its server is down): the
+    /// lane it went to.
+    fn enter(&mut self, now: u64, mut packet: Pkt) -> Option<Node> {
+        self.report.packets_sent += 1;
+        packet.handle = self.register(PacketInfo {
+            flow: packet.flow as u32,
+            ..PacketInfo::default()
+        });
+        let port = port_of(packet.dir);
+        let s = self.ring.forwarder();
+        let Some(lanes) = self.servers[usize::from(s.0)].as_mut() else {
+            self.lost_to_failure(packet.handle);
+            return None;
+        };
+        let lane = lane_of(packet.flow, lanes.len());
+        if let Err((why, _)) = lanes[lane].handle_ingress(now, packet, port) {
+            self.violation(format!("the forwarder refused a customer packet: {why}"));
+        }
+        Some((s, lane))
     }
 
     /// Every live lane of every server.
@@ -692,8 +729,9 @@ impl<'a> Sim<'a> {
             .map(|b| b.stats().held_packets)
             .sum();
         format!(
-            "{}; forwarder pending {pending}; buffer held {buffered}",
-            servers.join("; ")
+            "{}; forwarder pending {pending}; buffer held {buffered}; waiting at the ingress {}",
+            servers.join("; "),
+            self.waiting.len()
         )
     }
 

@@ -167,6 +167,8 @@ pub(crate) type Node = (ServerId, usize);
 pub(crate) enum Event {
     /// A customer packet arrives at the chain.
     Inject(Pkt),
+    /// The first packet waiting at the ingress is offered again.
+    Admit,
     Deliver {
         from: ServerId,
         to: Node,

@@ -316,6 +316,36 @@ fn a_tiny_retain_limit_loses_packets_and_never_deadlocks() {
     );
 }
 
+/// A long push-back costs the simulation one retry at a time, not one per waiting packet: with
+/// a retain limit of eight logs and 3,000 requests without faults, the first server (whose group
+/// does not wrap: its tail's commit vectors come lazily) reaches the limit again and again, and
+/// the ingress backs up for most of the run. Every packet still leaves, in a few steps each.
+/// (Each waiting packet used to be offered again every 10 µs on its own: the steps grew with
+/// the square of the backlog, past the step limit that reports a livelock.)
+#[test]
+fn a_long_push_back_costs_a_few_steps_per_packet() {
+    let config = SimConfig {
+        seed: 3,
+        packets: 3_000,
+        max_retained_logs: 8,
+        ..SimConfig::default()
+    };
+    let r = chain(2, 1).spec().checked(&config);
+    assert_eq!(r.packets_released, r.packets_sent);
+    assert!(
+        r.ingress_deferred > r.packets_sent / 2,
+        "the ingress seldom backed up ({} of {} packets waited): the test would prove nothing",
+        r.ingress_deferred,
+        r.packets_sent
+    );
+    assert!(
+        r.steps < 10 * r.packets_sent,
+        "{} steps for {} packets",
+        r.steps,
+        r.packets_sent
+    );
+}
+
 /// Back-pressure at the buffer: with room for two held packets and every fault, the packets it
 /// refuses wait at its server with their messages and are offered again; output commit,
 /// per-flow order and eventual release still hold, also with several lanes per server, each
