@@ -399,9 +399,8 @@ fn run_chain(args: &RunArgs) -> anyhow::Result<ExitCode> {
             // path that hung, an error) is the run's failure. Every exit is said as it happens;
             // only the latest of those are kept.
             let (ended, cut) = std::thread::scope(|s| {
-                let cutter = (!cuts.is_empty()).then(|| {
-                    s.spawn(|| cuts::on_schedule(&config.topology, &cuts, &deployed, &ran))
-                });
+                let cutter = (!cuts.is_empty())
+                    .then(|| s.spawn(|| cuts::on_schedule(&config, &cuts, &deployed, &ran)));
                 let ended = deploy::run(
                     &config,
                     stop,

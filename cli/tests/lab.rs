@@ -953,7 +953,8 @@ fn lab_commands_check_their_input_before_touching_the_host() {
         ),
         (
             &["--cut", "1-2@0.5", "--transport", "udp"],
-            "--cut needs --transport xdp",
+            "--cut \"1-2@0.5\": no link between servers to cut: only over AF_XDP (--transport \
+             xdp)",
         ),
         (
             &["--isolate", "1-2@0.5"],
@@ -974,7 +975,7 @@ fn lab_commands_check_their_input_before_touching_the_host() {
     for (args, says) in [
         (
             &["--cut", "1-2@0.5"][..],
-            "--cut needs --transport xdp: over udp",
+            "over packet sockets (--transport udp) they take the management network",
         ),
         (
             &["--transport", "xdp", "--duration", "2", "--cut", "1-2@5"],

@@ -8,6 +8,7 @@ use crossbeam_channel::Receiver;
 use ftc_chain::spec::ChainSpec;
 use ftc_node::Mode;
 use ftc_orchestrator::lab::cut::{self, CutLink, Cuts, LabCut};
+use ftc_orchestrator::lab::deploy::RunConfig;
 use ftc_orchestrator::lab::topology::{LabName, Layout, Topology};
 
 use super::Transport;
@@ -43,12 +44,6 @@ impl CutArgs {
         (mode, transport): (Mode, Transport),
         when: (&str, f64, &str),
     ) -> anyhow::Result<Vec<LabCut>> {
-        if !self.cuts.is_empty() && transport != Transport::Xdp {
-            anyhow::bail!(
-                "--cut needs --transport xdp: over udp the servers' frames take the management \
-                 network, not the links between them"
-            );
-        }
         if mode != Mode::Ftc && !self.isolations.is_empty() {
             anyhow::bail!("--isolate needs --mode ftc: the baselines replace no server");
         }
@@ -58,7 +53,7 @@ impl CutArgs {
         flagged
             .map(|(flag, text)| {
                 let cut = parse_cut(flag, text, when)?;
-                cut.check(&topology)
+                cut.check(&topology, Some(transport.edges()))
                     .map_err(|e| anyhow::anyhow!("{flag} {text:?}: {e}"))?;
                 Ok(cut)
             })
@@ -93,15 +88,16 @@ fn parse_cut(flag: &str, text: &str, when: (&str, f64, &str)) -> anyhow::Result<
 /// How long a `--cut` or `--isolate` without `+DOWN` keeps its link down.
 const CUT_DOWN: Duration = Duration::from_millis(500);
 
-/// `ftc lab run`'s cuts in `t`, their times from the chain's deployment (the first line on
-/// `deployed`) until `ended` is raised; each said as it ends, and those the run ended before.
+/// `ftc lab run`'s cuts in `config`'s lab, their times from the chain's deployment (the first
+/// line on `deployed`) until `ended` is raised; each said as it ends, and those the run ended
+/// before.
 pub fn on_schedule(
-    t: &Topology,
+    config: &RunConfig,
     cuts: &[LabCut],
     deployed: &Receiver<String>,
     ended: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let lab = &t.name;
+    let lab = &config.topology.name;
     let say = |c: &cut::Cut| {
         let s = |ms: u64| ms as f64 / 1e3;
         outln!(
@@ -111,7 +107,7 @@ pub fn on_schedule(
             c.down_s
         );
     };
-    let mut cuts = Cuts::new(t, cuts, 1e3)?;
+    let mut cuts = Cuts::new(&config.topology, config.edges, cuts, 1e3)?;
     let start = loop {
         if ended.load(Ordering::Acquire) {
             return Ok(());

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::demo::DemoError;
 use super::ops::Op;
 use super::topology::Topology;
+use crate::process::edges::EdgeKind;
 
 /// The longest cut: TCP backs off while the link is down (its retransmission timer doubles), and
 /// after a cut of 10 s its next try comes within about 3 s of the link's return, well inside
@@ -54,13 +55,22 @@ struct Resolved {
 }
 
 impl LabCut {
-    /// Whether `t` has its link, and its time is more than 0 and at most [`MAX_DOWN`].
-    pub fn check(&self, t: &Topology) -> Result<(), DemoError> {
-        self.resolve(t).map(drop)
+    /// Whether `t`, its servers' edges on sockets of kind `edges`, has its link, its frames take
+    /// it, and its time is more than 0 and at most [`MAX_DOWN`].
+    pub fn check(&self, t: &Topology, edges: Option<EdgeKind>) -> Result<(), DemoError> {
+        self.resolve(t, edges).map(drop)
     }
 
     /// Its link in `t`: between servers, the one from A to B, or else the one from B to A.
-    fn resolve(&self, t: &Topology) -> Result<Resolved, DemoError> {
+    fn resolve(&self, t: &Topology, edges: Option<EdgeKind>) -> Result<Resolved, DemoError> {
+        if matches!(self.link, CutLink::Between(..)) && edges != Some(EdgeKind::Xdp) {
+            return Err(DemoError::Failed(
+                "no link between servers to cut: only over AF_XDP (--transport xdp) do the \
+                 servers' frames take those links; over packet sockets (--transport udp) they \
+                 take the management network"
+                    .into(),
+            ));
+        }
         if self.down > MAX_DOWN || self.down.is_zero() {
             return Err(DemoError::Failed(format!(
                 "a link is cut for more than 0 and at most {} s, not {} s",
@@ -196,12 +206,17 @@ impl Cuts {
     /// The cuts of `cuts` in `t`, their times ([`LabCut::at`]) times `scale` in the units of
     /// [`Cuts::poll`] (a download's bytes, a run's milliseconds); an error names a cut that is
     /// not of a link of the lab, or too long ([`LabCut::check`]).
-    pub fn new(t: &Topology, cuts: &[LabCut], scale: f64) -> Result<Cuts, DemoError> {
+    pub fn new(
+        t: &Topology,
+        edges: Option<EdgeKind>,
+        cuts: &[LabCut],
+        scale: f64,
+    ) -> Result<Cuts, DemoError> {
         let mut due = Vec::with_capacity(cuts.len());
         // Last first, and of those due at once, the first given last.
         for c in cuts.iter().rev() {
             due.push(Due {
-                link: c.resolve(t)?,
+                link: c.resolve(t, edges)?,
                 at: (scale * c.at.max(0.0)) as u64,
                 down: c.down,
             });
@@ -295,6 +310,8 @@ mod tests {
         Topology::new(&spec, Layout::Ring, "cuts".parse().unwrap(), 5).unwrap()
     }
 
+    const XDP: Option<EdgeKind> = Some(EdgeKind::Xdp);
+
     fn cut(a: u16, b: u16, at: f64) -> LabCut {
         LabCut {
             link: CutLink::Between(a, b),
@@ -313,7 +330,7 @@ mod tests {
             ..cut(0, 0, 0.75)
         };
         let cuts = [cut(2, 1, 0.5), cut(0, 2, 0.25), mgmt];
-        let cuts = Cuts::new(&lab("ch-rec.toml"), &cuts, 1000.0);
+        let cuts = Cuts::new(&lab("ch-rec.toml"), XDP, &cuts, 1000.0);
         let (made, missed) = cuts.unwrap().finish(100).unwrap();
         assert!(made.is_empty());
         let what = |w: &str, at| (w.to_string(), at);
@@ -327,7 +344,7 @@ mod tests {
         );
         let two = lab("ch-2.toml");
         for (a, b) in [(0, 1), (1, 0)] {
-            let (_, missed) = Cuts::new(&two, &[cut(a, b, 1.0)], 10.0)
+            let (_, missed) = Cuts::new(&two, XDP, &[cut(a, b, 1.0)], 10.0)
                 .unwrap()
                 .finish(0)
                 .unwrap();
@@ -337,7 +354,7 @@ mod tests {
             );
         }
         let ch_rec = lab("ch-rec.toml");
-        let none = cut(1, 3, 0.5).check(&ch_rec).unwrap_err();
+        let none = cut(1, 3, 0.5).check(&ch_rec, XDP).unwrap_err();
         assert_eq!(
             none.to_string(),
             "no link between servers 1 and 3 to cut: the lab's links join 0-1, 1-2, 2-0"
@@ -347,15 +364,30 @@ mod tests {
             ..cut(0, 0, 0.5)
         };
         assert_eq!(
-            stranger.check(&ch_rec).unwrap_err().to_string(),
+            stranger.check(&ch_rec, XDP).unwrap_err().to_string(),
             "no server 3 to cut off: the lab's servers are 0 to 2"
         );
+        // Over packet sockets the servers' frames take the management network: no link
+        // between servers to cut, but a server can still be cut off.
+        for edges in [Some(EdgeKind::Packet), None] {
+            let err = cut(0, 1, 0.5).check(&ch_rec, edges).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("only over AF_XDP (--transport xdp)"),
+                "{err}"
+            );
+            let mgmt = LabCut {
+                link: CutLink::Management(1),
+                ..cut(0, 0, 0.5)
+            };
+            mgmt.check(&ch_rec, edges).unwrap();
+        }
         for down in [Duration::ZERO, MAX_DOWN + Duration::from_millis(1)] {
             let long = LabCut {
                 down,
                 ..cut(0, 1, 0.5)
             };
-            let err = long.check(&ch_rec).unwrap_err();
+            let err = long.check(&ch_rec, XDP).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("a link is cut for more than 0 and at most 10 s, not "),

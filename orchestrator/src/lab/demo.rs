@@ -35,7 +35,7 @@ use ftc_node::Mode;
 use sha2::{Digest, Sha256};
 
 use super::apply::{self, secret_path, LabError};
-use super::cut::{Cut, CutLink, Cuts, LabCut};
+use super::cut::{Cut, Cuts, LabCut};
 use super::deploy::{self, parse_peers, DeployError, NodeExit, RunConfig};
 use super::ops;
 use super::probe::{self, RttFigures, PROBE_PORT};
@@ -45,7 +45,6 @@ use crate::checks::check_monitors;
 use crate::control::Peer;
 use crate::coordinator::RecoveryReport;
 use crate::process::chaos::compare_groups;
-use crate::process::edges::EdgeKind;
 use crate::process::read_secret;
 use crate::process::recent::Recent;
 
@@ -282,16 +281,8 @@ pub fn demo(config: &DemoConfig, stop: &AtomicBool) -> Result<DemoReport, DemoEr
     }
     check_tools(ops::on_path)?;
     let t = &config.run.topology;
-    let between = |c: &LabCut| matches!(c.link, CutLink::Between(..));
-    if config.cuts.iter().any(between) && config.run.edges != Some(EdgeKind::Xdp) {
-        return Err(DemoError::Failed(
-            "a cut takes down a link between servers, and only over AF_XDP do their frames take \
-             those links (with packet-socket edges they go over UDP on the management network)"
-                .into(),
-        ));
-    }
     let total = config.size * u64::from(config.connections.max(1));
-    let cuts = Cuts::new(t, &config.cuts, total as f64)?;
+    let cuts = Cuts::new(t, config.run.edges, &config.cuts, total as f64)?;
     let dir = demo_dir(&std::env::temp_dir(), &t.name)?;
     let file = dir.path().join("file");
     let sent_sha = write_random(&file, config.size)?;
