@@ -69,8 +69,10 @@ pub struct SimConfig {
     /// Test hook: the buffer's server reports the packets it releases whose ids are multiples
     /// of five as lost ([`Output::Lost`]) instead, fenced or not. The checker must catch it.
     pub broken_lose: bool,
-    /// Give up (a violation) after this many steps.
-    pub max_steps: u64,
+    /// Give up (a violation: no quiescence, a livelock?) after this many steps per request
+    /// offered, and [`MIN_STEP_LIMIT`] at least ([`SimConfig::step_limit`]). A run takes a few
+    /// to some tens of steps per request, also with every fault.
+    pub max_steps_per_request: u64,
     /// Held frames at which a server is congested (customer packets then wait at the ingress).
     pub max_held_frames: usize,
     /// Packets the buffer holds at most; beyond, it refuses them and they wait at its server
@@ -79,6 +81,18 @@ pub struct SimConfig {
     /// Logs a server retains at most while it transacts ([`ServerConfig::retain_limit`]):
     /// past it, packets that would run a transaction are lost by design, and counted apart.
     pub max_retained_logs: usize,
+}
+
+/// The fewest steps a run may take before it is given up: short runs have room for many
+/// timeouts and recoveries.
+pub const MIN_STEP_LIMIT: u64 = 2_000_000;
+
+impl SimConfig {
+    /// The steps after which a run is given up: long runs get room in proportion (a fixed
+    /// limit reported runs of many requests as livelocks).
+    pub fn step_limit(&self) -> u64 {
+        (self.max_steps_per_request * u64::from(self.packets)).max(MIN_STEP_LIMIT)
+    }
 }
 
 impl Default for SimConfig {
@@ -94,7 +108,7 @@ impl Default for SimConfig {
             broken_recovery: false,
             broken_fence: false,
             broken_lose: false,
-            max_steps: 2_000_000,
+            max_steps_per_request: 1_000,
             max_held_frames: 4096,
             max_buffered_packets: BufferConfig::DEFAULT_MAX_HELD_PACKETS,
             max_retained_logs: ServerConfig::default().retain_limit,
@@ -317,11 +331,11 @@ impl<'a> Sim<'a> {
     fn run_to_quiet(&mut self) {
         while let Some((now, event)) = self.net.pop() {
             self.report.steps += 1;
-            if self.report.steps > self.config.max_steps {
+            if self.report.steps > self.config.step_limit() {
                 let state = self.describe();
                 self.violation(format!(
                     "no quiescence after {} steps (livelock?) at t={now}ns; {state}",
-                    self.config.max_steps
+                    self.config.step_limit()
                 ));
                 return;
             }

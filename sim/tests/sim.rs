@@ -3,7 +3,7 @@
 //! the `ftc sim` command that replays it, on the generated spec written to a file.
 
 use ftc_chain::spec::ChainSpec;
-use ftc_sim::{run, Faults, SimConfig, SimReport};
+use ftc_sim::{run, Faults, SimConfig, SimReport, MIN_STEP_LIMIT};
 
 /// A chain to generate: `k` middleboxes tolerating `f` failures, mixing the built-in kinds.
 #[derive(Debug)]
@@ -343,6 +343,25 @@ fn a_long_push_back_costs_a_few_steps_per_packet() {
         "{} steps for {} packets",
         r.steps,
         r.packets_sent
+    );
+}
+
+/// A long run gets steps in proportion to its requests: 200,000 requests through five servers
+/// take more steps than the fewest a run may take, and every packet leaves. (With a fixed
+/// limit of that many, such a run was reported as a livelock.)
+#[test]
+fn a_long_run_is_not_taken_for_a_livelock() {
+    let config = SimConfig {
+        seed: 5,
+        packets: 200_000,
+        ..SimConfig::default()
+    };
+    let r = chain(5, 1).spec().checked(&config);
+    assert_eq!(r.packets_released, r.packets_sent - r.dropped_by_middlebox);
+    assert!(
+        r.steps > MIN_STEP_LIMIT,
+        "{} steps: the test would prove nothing",
+        r.steps
     );
 }
 
