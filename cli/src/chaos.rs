@@ -362,11 +362,11 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
         format!(", {}", crate::run::dropped(run))
     };
     outln!(
-        "{}: {} packets sent, {} released, {} lost to the failures{dropped}, {:.0} packets/s, latency p50 {:.1} µs, p99 {:.1} µs",
+        "{}: {} packets sent, {} released, {}{dropped}, {:.0} packets/s, latency p50 {:.1} µs, p99 {:.1} µs",
         run.chain,
         run.packets_sent,
         run.packets_released,
-        run.packets_lost,
+        crate::run::lost(run),
         run.throughput_pps,
         run.latency_us.p50,
         run.latency_us.p99

@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// Customer frame size in bytes, 64 to 1500.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Packets in flight at most, at least 1.
+    /// Packets in flight at most, 1 to 16384 (what a server keeps waiting at most: its hold
+    /// queue, the packets its buffer refused; more in flight would be lost by design).
     #[arg(long, default_value_t = 512)]
     window: u64,
     #[command(flatten)]
@@ -74,9 +75,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     check_flows(args.flows)?;
     check_rate(args.rate)?;
-    if args.window == 0 {
-        anyhow::bail!("--window must be positive");
-    }
     let mode = Mode::from(args.mode);
     let ftmb = args.snapshots.config(mode)?;
     let config = RunConfig {
@@ -89,6 +87,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ftmb,
         ..RunConfig::default()
     };
+    let most = config.server.hold_limit as u64;
+    if !(1..=most).contains(&args.window) {
+        anyhow::bail!(
+            "--window must be 1 to {most}: a server keeps at most {most} packets waiting (frames \
+             in its hold queue, packets its buffer refused), and more in flight would be lost"
+        );
+    }
     ServerConfig {
         mode,
         ..config.server.clone()
@@ -104,13 +109,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string(&r)?);
     } else {
         outln!(
-            "{} in {} mode on {} servers, {:.2} s: {} packets sent, {} released, {}",
+            "{} in {} mode on {} server{}, {:.2} s: {} packets sent, {} released, {}, {}",
             r.chain,
             config.mode.name(),
             r.servers,
+            if r.servers == 1 { "" } else { "s" },
             r.duration_s,
             r.packets_sent,
             r.packets_released,
+            lost(&r),
             dropped(&r)
         );
         outln!("  throughput {:.0} packets/s", r.throughput_pps);
@@ -184,6 +191,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The packets lost, by why where the run knows it: `none lost`, or `12 lost (fenced 2, with a
+/// failed server 10)`.
+pub fn lost(r: &RunReport) -> String {
+    if r.packets_lost == 0 {
+        return "none lost".to_string();
+    }
+    by_reason(r.packets_lost, "lost", &r.packets_lost_why)
+}
+
+/// `total` `what` and, where known, how many for each reason: `12 lost (fenced 2, …)`.
+fn by_reason(total: u64, what: &str, by: &std::collections::BTreeMap<String, u64>) -> String {
+    if by.is_empty() {
+        return format!("{total} {what}");
+    }
+    let by: Vec<String> = by.iter().map(|(why, n)| format!("{why} {n}")).collect();
+    format!("{total} {what} ({})", by.join(", "))
+}
+
 /// The packets the middleboxes dropped, by the middlebox that dropped them (the reason a run
 /// knows): `none dropped by middleboxes`, or `12 dropped by middleboxes (m0 firewall 10, m2
 /// simple-nat 2)`.
@@ -192,12 +217,7 @@ pub fn dropped(r: &RunReport) -> String {
     if total == 0 {
         return "none dropped by middleboxes".to_string();
     }
-    let by: Vec<String> = r
-        .packets_dropped
-        .iter()
-        .map(|(middlebox, n)| format!("{middlebox} {n}"))
-        .collect();
-    format!("{total} dropped by middleboxes ({})", by.join(", "))
+    by_reason(total, "dropped by middleboxes", &r.packets_dropped)
 }
 
 /// What the FTMB modes add to the report: the loggers' work and the snapshots.

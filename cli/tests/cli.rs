@@ -682,7 +682,8 @@ fn help_states_the_ranges_that_are_enforced() {
         ),
         ("run", "--flows", "1 to 16777216", &["--flows", "0"]),
         ("run", "--size", "64 to 1500", &["--size", "1501"]),
-        ("run", "--window", "at least 1", &["--window", "0"]),
+        ("run", "--window", "1 to 16384", &["--window", "0"]),
+        ("run", "--window", "1 to 16384", &["--window", "16385"]),
         (
             "run",
             "--snapshot",

@@ -145,8 +145,12 @@ pub struct RunReport {
     pub duration_s: f64,
     pub packets_sent: u64,
     pub packets_released: u64,
-    /// Packets lost to failures (in flight or held when a recovery fenced the old epoch).
+    /// Packets lost: to failures (in flight or held when a recovery fenced the old epoch), or
+    /// to a server's bounds (its hold queue, its retained logs…).
     pub packets_lost: u64,
+    /// Lost packets by why (`"with a failed server"`, `"fenced"`, `"retained logs at their
+    /// limit"` …).
+    pub packets_lost_why: std::collections::BTreeMap<String, u64>,
     /// Dropped packets by reason (`"m1 firewall"` …).
     pub packets_dropped: std::collections::BTreeMap<String, u64>,
     pub throughput_pps: f64,
@@ -448,7 +452,10 @@ impl RunReport {
             });
             hist.add(&sink.latency).expect("same histogram bounds");
             self.packets_released += sink.released;
-            self.packets_lost += sink.lost;
+            for (why, n) in sink.lost {
+                self.packets_lost += n;
+                *self.packets_lost_why.entry(why.to_string()).or_default() += n;
+            }
             self.violations.extend(sink.violations);
             for (mb, n) in sink.dropped {
                 let kind = heads.middleboxes[usize::from(mb.0)].kind();

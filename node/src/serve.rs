@@ -9,14 +9,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ftc_chain::middleboxes::packet::{parse, FlowKey, Parsed};
 use ftc_chain::ring::{MbIndex, ServerId};
 use hdrhistogram::Histogram;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::commit_check::CommitCheck;
 use crate::lanes::lanes_for;
 use crate::prefetch;
 use crate::server::port_of;
 use crate::server::ExportParts;
-use crate::{Frame, Output, Packet, Server};
+use crate::{Frame, Loss, Output, Packet, Server};
 
 /// What reaches a server thread.
 #[derive(Debug)]
@@ -202,15 +202,19 @@ pub struct Sink {
     /// machine with fewer cores than busy threads, time spent waiting for a core counts too.
     pub busy_ns: u64,
     pub released: u64,
-    /// Packets lost to failures: held or parked when fenced, sent to a failed server, of a
-    /// fenced epoch, or inside this server when it was killed.
-    pub lost: u64,
+    /// Packets lost, by why ([`Loss::name`], or [`WITH_A_FAILED_SERVER`]): to failures (held or
+    /// parked when fenced, sent to a failed server, of a fenced epoch, inside this server when
+    /// it was killed) or to a server's bounds ([`Loss`]).
+    pub lost: BTreeMap<&'static str, u64>,
     pub dropped: Vec<(MbIndex, u64)>,
     /// Nanoseconds from entering the chain to leaving it.
     pub latency: Histogram<u64>,
     /// Flows whose released packets changed 5-tuple (see [`Shared::flows`]).
     pub violations: Vec<String>,
 }
+
+/// Why packets lost with a failed server (sent to it, inside it when it was killed) were lost.
+pub const WITH_A_FAILED_SERVER: &str = "with a failed server";
 
 impl Sink {
     /// What server thread `thread` measures: nothing yet. Every sink names its thread (the
@@ -220,10 +224,17 @@ impl Sink {
             thread,
             busy_ns: 0,
             released: 0,
-            lost: 0,
+            lost: BTreeMap::new(),
             dropped: Vec::new(),
             latency: Histogram::new(3).expect("3 significant figures"),
             violations: Vec::new(),
+        }
+    }
+
+    /// `n` packets lost, for `why`.
+    pub fn lose(&mut self, why: &'static str, n: u64) {
+        if n > 0 {
+            *self.lost.entry(why).or_default() += n;
         }
     }
 
@@ -271,7 +282,7 @@ impl Sink {
             Output::Send { to, frame } => {
                 if send(to, frame) {
                     // The next server failed: the packet is lost with it.
-                    self.lost += 1;
+                    self.lose(WITH_A_FAILED_SERVER, 1);
                     return 1;
                 }
                 0
@@ -293,11 +304,11 @@ impl Sink {
                 self.dropped_by(by);
                 1
             }
-            Output::Lost { handle, .. } => {
+            Output::Lost { handle, why } => {
                 if let Some(check) = shared.commits {
                     check.forget(handle);
                 }
-                self.lost += 1;
+                self.lose(why.name(), 1);
                 1
             }
             Output::Committed {
@@ -555,7 +566,7 @@ fn run<'a, C: Fn() -> u64>(
                     if e == epoch {
                         server.handle_frame(t, from, frame);
                     } else if frame.packet.is_some() {
-                        sink.lost += 1;
+                        sink.lose(Loss::Fenced.name(), 1);
                         left += 1;
                     }
                 }
@@ -649,7 +660,7 @@ fn die(server: &mut Server<'_, u64>, sink: &mut Sink) -> u64 {
             Output::Committed { .. } | Output::AtBuffer { .. } => false,
         });
     }
-    sink.lost += lost;
+    sink.lose(WITH_A_FAILED_SERVER, lost);
     lost
 }
 
@@ -665,7 +676,7 @@ fn black_hole(msgs: impl Iterator<Item = Msg>, sink: &mut Sink, credit: &Sender<
             _ => 0,
         };
         if lost > 0 {
-            sink.lost += lost;
+            sink.lose(WITH_A_FAILED_SERVER, lost);
             let _ = credit.send(lost);
         }
     }

@@ -300,6 +300,19 @@ pub enum Loss {
     BadRequirement,
 }
 
+impl Loss {
+    /// How reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Fenced => "fenced",
+            Loss::HoldFull => "hold queue full",
+            Loss::RefusedFull => "buffer's refused packets full",
+            Loss::RetainFull => "retained logs at their limit",
+            Loss::BadRequirement => "FTMB requirement unreadable",
+        }
+    }
+}
+
 /// What a server wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output<P> {

@@ -119,7 +119,7 @@ fn servers_with_several_lanes_check_out() {
 fn a_server_killed_mid_batch_loses_no_packet_from_the_count() {
     use ftc_chain::middlebox::Direction;
     use ftc_node::runtime::Harness;
-    use ftc_node::serve::{serve, Ended, Msg};
+    use ftc_node::serve::{serve, Ended, Msg, WITH_A_FAILED_SERVER};
     use ftc_node::traffic::request;
     use ftc_node::{Heads, Packet};
 
@@ -153,8 +153,9 @@ fn a_server_killed_mid_batch_loses_no_packet_from_the_count() {
     });
     assert!(matches!(ended, Ended::Killed));
     assert_eq!(
-        sink.lost, 15,
-        "every packet the killed server took in is lost"
+        sink.lost,
+        [(WITH_A_FAILED_SERVER, 15)].into(),
+        "every packet the killed server took in is lost with it"
     );
 }
 
@@ -226,4 +227,35 @@ fn a_server_of_the_most_lanes_runs() {
 fn more_lanes_than_a_server_runs_are_refused() {
     let heads = ftc_node::Heads::new(&spec("ch-2.toml"), |_| 65).unwrap();
     ch2_server_0(&heads);
+}
+
+/// More packets in flight than a server keeps waiting (a hold limit of 64, a window of 100,000):
+/// the servers' bounds lose the rest rather than grow, and the report counts each loss with
+/// why, so that every packet is still accounted for.
+#[test]
+fn packets_beyond_a_server_s_bounds_are_lost_and_counted_with_why() {
+    let config = RunConfig {
+        duration: Duration::from_millis(500),
+        window: 100_000,
+        server: ftc_node::ServerConfig {
+            hold_limit: 64,
+            ..RunConfig::default().server
+        },
+        ..RunConfig::default()
+    };
+    let r = run_chain(&spec("ch-2.toml"), &config);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(
+        r.packets_lost > 0,
+        "nothing lost: the test would prove nothing"
+    );
+    assert_eq!(r.packets_lost_why.values().sum::<u64>(), r.packets_lost);
+    let bounds = ["buffer's refused packets full", "hold queue full"];
+    assert!(
+        r.packets_lost_why
+            .keys()
+            .all(|why| bounds.contains(&why.as_str())),
+        "{:?}",
+        r.packets_lost_why
+    );
 }
