@@ -1061,6 +1061,22 @@ fn a_server_killed_while_no_orchestrator_runs_is_recovered_by_the_next() {
     ch_rec_recovering_server_1("ftclgone", &extra, &said);
 }
 
+/// A server killed at the same moment as the orchestrator: the lab run starts another at once,
+/// and the node's exit while that one starts is a failure for it to recover, not the run's end
+/// (it was: "node 1 exited (signal: 9 (SIGKILL)) before the chain was deployed", found by a
+/// random schedule). The new orchestrator adopts the two servers that rejoin and recovers the
+/// third; the download completes, and the state checks hold.
+#[test]
+fn a_server_killed_with_the_orchestrator_is_recovered_by_the_next() {
+    let extra = ["--kill", "1@0.2", "--kill-orchestrator", "0.2"];
+    let said = [
+        "the orchestrator was killed (signal: 9 (SIGKILL)); starting another on",
+        "adopted the chain its nodes ran in epoch 1: positions [0, 2] rejoined; recovering the \
+         rest in epoch 2",
+    ];
+    ch_rec_recovering_server_1("ftclboth", &extra, &said);
+}
+
 /// A link between servers goes down for two seconds (`ip link set down` on its veth: nothing
 /// crosses it either way) while the server on its near end is killed: the replacement starts
 /// on a link that is down, the download waits out the cut (TCP resends what the link lost, the

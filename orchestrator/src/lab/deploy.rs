@@ -463,7 +463,7 @@ pub fn run(
                         &mut group,
                         &said,
                         (restarted, stop),
-                        LISTENING,
+                        RESTARTED,
                         Said::listening,
                     )?;
                     let _ = writeln!(
@@ -697,27 +697,56 @@ pub fn parse_peers(line: &str) -> Option<(u64, u32, Vec<Peer>)> {
     ))
 }
 
-const LISTENING: &str = "the orchestrator did not say where it listens";
-const DEPLOYED: &str = "the chain was not deployed";
+/// What a run waits for the orchestrator to say.
+struct Awaited {
+    /// What did not come, when it timed out.
+    what: &'static str,
+    /// When a process that exited meanwhile did, for its error.
+    when: &'static str,
+    /// Whether a node's exit ends the wait: while the chain deploys. Once it runs, the run's
+    /// loop says how nodes ended (a node killed while another orchestrator starts is a failure
+    /// to recover, not the run's end), and only the orchestrator's exit does.
+    nodes: bool,
+}
 
-/// What `want` takes from what the orchestrator says next, unless a process exits first, `stop`
-/// is raised, or [`START`] passes since `started` (then the error says `why`).
+const LISTENING: Awaited = Awaited {
+    what: "the orchestrator did not say where it listens",
+    when: "before the chain was deployed",
+    nodes: true,
+};
+const DEPLOYED: Awaited = Awaited {
+    what: "the chain was not deployed",
+    ..LISTENING
+};
+const RESTARTED: Awaited = Awaited {
+    what: "the orchestrator started after one was killed did not say where it listens",
+    when: "as it started after one was killed",
+    nodes: false,
+};
+
+/// What `want` takes from what the orchestrator says next, unless a process `awaited` watches
+/// exits first, `stop` is raised, or [`START`] passes since `started`.
 fn wait<T>(
     group: &mut Group,
     said: &Receiver<Said>,
     (started, stop): (Instant, &AtomicBool),
-    why: &'static str,
+    awaited: Awaited,
     want: impl Fn(Said) -> Option<T>,
 ) -> Result<T, DeployError> {
+    let why = awaited.what;
     loop {
         if stop.load(Ordering::Acquire) {
             return Err(DeployError::Interrupted);
         }
-        if let Some((who, status)) = group.exited() {
+        let exited = match awaited.nodes {
+            true => group.exited(),
+            false => group.orchestrator_exited(),
+        };
+        if let Some((who, status)) = exited {
             return Err(DeployError::Exited {
                 what: who,
                 status,
-                when: "before the chain was deployed",
+                when: awaited.when,
                 said: String::new(),
             });
         }
@@ -735,7 +764,7 @@ fn wait<T>(
                     Ok(status) => DeployError::Exited {
                         what: "the orchestrator".to_string(),
                         status,
-                        when: "before the chain was deployed",
+                        when: awaited.when,
                         said: String::new(),
                     },
                     Err(_) => DeployError::Timeout(why),

@@ -39,13 +39,19 @@ impl Group {
 
     /// The first process that exited, with how.
     pub fn exited(&mut self) -> Option<(String, ExitStatus)> {
-        if let Ok(Some(status)) = self.orchestrator.try_wait() {
-            return Some(("the orchestrator".to_string(), status));
+        if let Some(exit) = self.orchestrator_exited() {
+            return Some(exit);
         }
         self.nodes.iter_mut().find_map(|(i, child)| {
             let status = child.try_wait().ok().flatten()?;
             Some((format!("node {i}"), status))
         })
+    }
+
+    /// The orchestrator, if it exited, with how.
+    pub fn orchestrator_exited(&mut self) -> Option<(String, ExitStatus)> {
+        let status = self.orchestrator.try_wait().ok().flatten()?;
+        Some(("the orchestrator".to_string(), status))
     }
 
     /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap, and remove
