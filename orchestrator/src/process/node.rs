@@ -100,6 +100,40 @@ const BATCH: usize = 64;
 /// Customer frames' buffers kept for reuse at most (see [`Node::spare`]).
 const SPARE_BUFFERS: usize = 1024;
 
+/// How long a node the orchestrator launched (a replacement) keeps trying to reach it: a
+/// replacement started behind a link that is down for a moment (a partition that also cut off
+/// the server it replaces, in the same place) joins once the link is back, within the
+/// orchestrator's start timeout (5 s by default), instead of failing at once and leaving the
+/// recovery to wait for the next launch.
+const LAUNCHED_CONNECT_PATIENCE: Duration = Duration::from_secs(4);
+
+/// A control connection to the orchestrator at `addr`: one try of 2 s for a node started by
+/// hand (an address nobody listens on is said at once); for one the orchestrator `launched`,
+/// tries of up to 0.5 s, 100 ms apart, for up to [`LAUNCHED_CONNECT_PATIENCE`].
+fn connect(addr: SocketAddr, launched: bool) -> Result<TcpStream, NodeError> {
+    let deadline = Instant::now() + LAUNCHED_CONNECT_PATIENCE;
+    loop {
+        let patience = match launched {
+            // A SYN lost on a link that was down is sent again only a second later: a new try
+            // sends one sooner.
+            true => deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(500)),
+            false => Duration::from_secs(2),
+        };
+        match TcpStream::connect_timeout(&addr, patience.max(Duration::from_millis(1))) {
+            Ok(stream) => return Ok(stream),
+            Err(source) if !launched || Instant::now() + RECONNECT_PAUSE >= deadline => {
+                return Err(NodeError::Unreachable { addr, source });
+            }
+            Err(_) => std::thread::sleep(RECONNECT_PAUSE),
+        }
+    }
+}
+
+/// The pause between a launched node's tries to reach the orchestrator.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
 /// How to run a node.
 #[derive(Debug)]
 pub struct NodeConfig {
@@ -459,11 +493,7 @@ pub fn run_node(config: &NodeConfig) -> Result<(), NodeError> {
         ..config.server.clone()
     };
     server_config.check_logs_fit_beside_packets(&config.spec)?;
-    let control = TcpStream::connect_timeout(&config.orchestrator, Duration::from_secs(2))
-        .map_err(|source| NodeError::Unreachable {
-            addr: config.orchestrator,
-            source,
-        })?;
+    let control = connect(config.orchestrator, config.launch.is_some())?;
     prepare(&control)?;
     let writer = Mutex::new(control.try_clone()?);
     let key = &config.key;
