@@ -347,3 +347,23 @@ fn a_node_exits_without_its_orchestrator_unless_it_serves_and_waits() {
         }
     }
 }
+
+/// A node started by hand says at once that nobody listens at the orchestrator's address; one
+/// the orchestrator launched keeps trying, and reaches an orchestrator that listens there only
+/// a moment later (a replacement behind a link that comes back).
+#[test]
+fn a_launched_node_keeps_trying_to_reach_the_orchestrator() {
+    let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = connect(addr, false).unwrap_err();
+    assert!(matches!(err, NodeError::Unreachable { .. }), "{err}");
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let listener = TcpListener::bind(addr).unwrap();
+        listener.accept().map(drop)
+    });
+    connect(addr, true).unwrap();
+    late.join().unwrap().unwrap();
+}
