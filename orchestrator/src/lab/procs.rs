@@ -54,8 +54,10 @@ impl Group {
         Some(("the orchestrator".to_string(), status))
     }
 
-    /// SIGTERM the orchestrator (it stops its nodes), wait, SIGKILL the group, reap, and remove
-    /// the secret file; how that went. Dropping the group stops it too (its [`Stopped`] only
+    /// SIGTERM the orchestrator (it stops its nodes), or, where none runs (killed, and the run
+    /// ended before another started), the group (its nodes serve on without one, and nobody
+    /// else would stop them); wait, SIGKILL the group, reap, and remove the secret file; how
+    /// that went. Dropping the group stops it too (its [`Stopped`] only
     /// logged); a stop after the first finds nothing to stop.
     pub fn stop(&mut self) -> Stopped {
         let running = matches!(self.orchestrator.try_wait(), Ok(None));
@@ -69,6 +71,10 @@ impl Group {
                 // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
                 // so the pid is still its.
                 unsafe { libc::kill(self.orchestrator.id() as libc::pid_t, libc::SIGTERM) };
+            } else {
+                // SAFETY: killpg touches no memory; nodes of ours not reaped yet are in the
+                // group, so its id cannot have been reused.
+                unsafe { libc::killpg(pgid, libc::SIGTERM) };
             }
             let deadline = Instant::now() + GRACE;
             while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
