@@ -1,7 +1,8 @@
 //! `ftc lab` on this host: `up` makes the planned namespaces, links, addresses and MACs, and
 //! every server namespace reaches the management bridge; `down` removes all of it, also what a
 //! killed `up` or a hand left behind without a state file; `run` deploys Ch-Rec, recovers a
-//! killed node in its namespace, and stops on SIGTERM leaving no process behind; `demo` carries a
+//! killed node in its namespace, and stops on SIGTERM leaving no process behind (also when its
+//! orchestrator was killed, and the replacement it started has no parent); `demo` carries a
 //! real TCP download (curl from python3's http.server) through Ch-Rec over AF_XDP edges while the
 //! middle server's node is SIGKILLed (in another run, the servers at both ends, one after the
 //! other), and the file arrives whole; it also downloads in small frames (`--frame-bytes`),
@@ -632,6 +633,109 @@ fn run_cuts_links_on_schedule() {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
 
+/// An `ftc lab run` of Ch-Rec over UDP with slow heartbeats (50 ms, 10 misses) in a lab
+/// brought up already: its standard output read line by line, its standard error kept.
+struct LabRun {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    log: Option<std::thread::JoinHandle<String>>,
+    /// The run's process group: the first orchestrator's pid.
+    pgid: u32,
+}
+
+impl LabRun {
+    /// Started in lab `name`, once it said it deployed the chain; with that line.
+    fn start(name: &str) -> (LabRun, String) {
+        let mut child = ftc()
+            .args(["lab", "run", &spec("ch-rec.toml"), "--name", name])
+            .args([
+                "--transport",
+                "udp",
+                "--heartbeat-ms",
+                "50",
+                "--misses",
+                "10",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rx = lines(child.stdout.take().unwrap());
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut chain = LabRun {
+            child,
+            rx,
+            seen: Vec::new(),
+            log: Some(log),
+            pgid: 0,
+        };
+        let first = chain.expect("process group");
+        chain.pgid = first
+            .split("process group ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{first}"));
+        let deployed = chain.expect("deployed in epoch 1");
+        (chain, deployed)
+    }
+
+    /// The first line from now on that contains `what`.
+    fn expect(&mut self, what: &str) -> String {
+        let within = Duration::from_secs(60);
+        expect(&self.rx, &mut self.seen, within, |l| l.contains(what))
+    }
+
+    /// SIGTERM it (as Ctrl-C).
+    fn terminate(&self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill touches no memory; the child is this test's, not reaped yet.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0);
+    }
+
+    /// Wait for it to stop, which it must do successfully; what it said on both outputs.
+    fn stopped(&mut self) -> (String, String) {
+        let status = self.child.wait().unwrap();
+        self.expect("stopped");
+        let log = self.log.take().unwrap().join().unwrap();
+        let said = self.seen.join("\n");
+        assert!(status.success(), "{status}: {said}\n{log}");
+        // Every process stopped when asked: none had to be killed.
+        assert!(!log.contains("did not stop in"), "{log}");
+        assert!(!log.contains("when asked to stop"), "{log}");
+        (said, log)
+    }
+
+    /// Nothing of the run is left: not its process group, nor a process in one of the lab's
+    /// namespaces.
+    fn left_nothing(&self, lab: &Lab) {
+        assert_eq!(group_members(self.pgid), Vec::<u32>::new());
+        for ns in ["client", "server", "s0", "s1", "s2"] {
+            let pids = ip(&["netns", "pids", &lab.ns(ns)]);
+            assert_eq!(pids.trim(), "", "processes left in {ns}");
+        }
+    }
+}
+
+/// The pid of the one process in namespace `ns` (a node).
+fn node_in(ns: &str) -> i32 {
+    let pids = ip(&["netns", "pids", ns]);
+    pids.trim().parse().unwrap_or_else(|_| panic!("{pids}"))
+}
+
+/// SIGKILL process `pid` of this test's lab.
+fn sigkill(pid: i32) {
+    // SAFETY: kill touches no memory.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
 #[test]
 fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     let _turn = chain_turn();
@@ -641,39 +745,7 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     let lab = Lab::new("ftcl3");
     assert!(lab.up("ch-rec.toml", &[]).status.success());
     let x = lab.subnet();
-    let mut child = ftc()
-        .args(["lab", "run", &spec("ch-rec.toml"), "--name", "ftcl3"])
-        .args([
-            "--transport",
-            "udp",
-            "--heartbeat-ms",
-            "50",
-            "--misses",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines(child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut seen = Vec::new();
-    let within = Duration::from_secs(60);
-    let first = expect(&rx, &mut seen, within, |l| l.contains("process group"));
-    let pgid: u32 = first
-        .split("process group ")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{first}"));
-    let deployed = expect(&rx, &mut seen, within, |l| {
-        l.contains("deployed in epoch 1")
-    });
+    let (mut chain, deployed) = LabRun::start("ftcl3");
     for i in 0..3 {
         let node = format!("node {i} data 10.77.{x}.{}:", 10 + i);
         assert!(deployed.contains(&node), "{deployed}");
@@ -693,28 +765,17 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
         "{err}"
     );
     // Kill node 1: its replacement starts in ftcl3-s1, on the same address.
-    let pids = ip(&["netns", "pids", &lab.ns("s1")]);
-    let node_1: i32 = pids.trim().parse().unwrap_or_else(|_| panic!("{pids}"));
-    // SAFETY: kill touches no memory; node_1 is a process of this test's lab.
-    assert_eq!(unsafe { libc::kill(node_1, libc::SIGKILL) }, 0);
-    expect(&rx, &mut seen, within, |l| l.contains("recovered [1]"));
+    let node_1 = node_in(&lab.ns("s1"));
+    sigkill(node_1);
+    chain.expect("recovered [1]");
     let pids = ip(&["netns", "pids", &lab.ns("s1")]);
     assert!(!pids.trim().is_empty() && !pids.contains(&node_1.to_string()));
-    // SIGTERM (as Ctrl-C): everything stops, the lab stays up.
-    // SAFETY: as above; the child is this test's.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
-    expect(&rx, &mut seen, within, |l| l.contains("stopped"));
-    let log = log.join().unwrap();
-    assert!(status.success(), "{status}: {seen:#?}\n{log}");
-    // The orchestrator stopped its nodes, and itself, without being killed.
-    assert!(!log.contains("did not stop in"), "{log}");
-    assert!(!log.contains("when asked to stop"), "{log}");
-    assert_eq!(group_members(pgid), Vec::<u32>::new());
-    for ns in ["client", "server", "s0", "s1", "s2"] {
-        let pids = ip(&["netns", "pids", &lab.ns(ns)]);
-        assert_eq!(pids.trim(), "", "processes left in {ns}");
-    }
+    // SIGTERM (as Ctrl-C): everything stops, the lab stays up. The orchestrator stopped its
+    // nodes: the run had none to stop itself.
+    chain.terminate();
+    let (said, _) = chain.stopped();
+    assert!(!said.contains("which no orchestrator stopped"), "{said}");
+    chain.left_nothing(&lab);
     assert!(!alive(node_1 as u32));
     assert!(
         ip(&["netns", "list"]).contains(&lab.ns("s0")),
@@ -729,6 +790,30 @@ fn run_deploys_ch_rec_recovers_a_node_in_its_namespace_and_stops_cleanly() {
     assert!(text.contains("deployed in epoch 1"), "{text}");
     assert!(text.contains("taken down"), "{text}");
     assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+/// A run stopped while its orchestrator is dead stops every process of its own, with SIGTERM:
+/// the nodes of its process group, and the replacement the dead orchestrator started, which
+/// leads a group of its own and is nobody's child once its launcher is gone (it was left
+/// serving). The run is asked to stop and its orchestrator SIGKILLed the moment after, so it
+/// starts no other (or, should it see the kill first, stops the one it starts).
+#[test]
+fn a_run_stopped_without_its_orchestrator_stops_the_replacement_it_started() {
+    let _turn = chain_turn();
+    if !root() {
+        return;
+    }
+    let lab = Lab::new("ftclorph");
+    assert!(lab.up("ch-rec.toml", &[]).status.success());
+    let (mut chain, _) = LabRun::start("ftclorph");
+    sigkill(node_in(&lab.ns("s1")));
+    chain.expect("recovered [1]");
+    let replacement = node_in(&lab.ns("s1"));
+    chain.terminate();
+    sigkill(chain.pgid as i32);
+    chain.stopped();
+    chain.left_nothing(&lab);
+    assert!(!alive(replacement as u32));
 }
 
 /// What the client runs in the ICMP test: a UDP datagram to a closed port of the server, until

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::apply::{run_lock_path, secret_path, LabError, LockFile};
-use super::procs::{spawn, Group};
+use super::procs::{run_mark, spawn, Group, RUN_ENV};
 use super::topology::Topology;
 use crate::control::{ControlError, Peer};
 use crate::coordinator::RecoveryReport;
@@ -333,6 +333,7 @@ pub fn run(
     let secret = secret_path(&t.name);
     write_secret(&secret)?;
     let (said_tx, said) = crossbeam_channel::unbounded();
+    let mark = run_mark();
     // The orchestrator listening at `at`, in the process group `pgid` (0: a group of its own),
     // its standard error heard, its reports relayed (the receiver: once all are).
     let start_orchestrator =
@@ -353,6 +354,8 @@ pub fn run(
                 }))
                 // Its reports as JSON lines, which `relay_reports` prints as text and passes on.
                 .arg("--json")
+                // Passed on to the nodes it starts.
+                .env(RUN_ENV, &mark)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let mut child = spawn(orchestrator, pgid)?;
@@ -378,6 +381,7 @@ pub fn run(
         pgid: child.id(),
         orchestrator: child,
         nodes: Vec::new(),
+        mark: mark.clone(),
         secret: secret.clone(),
         _run_lock: run_lock,
     };
@@ -404,6 +408,7 @@ pub fn run(
         command
             .arg("-c")
             .arg(substitute(&template, i, &args))
+            .env(RUN_ENV, &mark)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = spawn(command, group.pgid()).map_err(|source| DeployError::Spawn {
@@ -448,7 +453,13 @@ pub fn run(
                     );
                     Instant::now()
                 });
-                // The chain runs without one until then.
+                // The chain runs without one until then, or until the run ends: then the stop
+                // below stops the nodes itself.
+                let ending =
+                    stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e);
+                if ending {
+                    break;
+                }
                 if since.elapsed() >= config.orchestrator_down {
                     down_since = None;
                     let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
@@ -459,13 +470,19 @@ pub fn run(
                     group.orchestrator = child;
                     relayed.push(more);
                     let restarted = Instant::now();
-                    wait(
+                    let listening = wait(
                         &mut group,
                         &said,
                         (restarted, stop),
                         RESTARTED,
                         Said::listening,
-                    )?;
+                    );
+                    match listening {
+                        Ok(_) => {}
+                        // Stopped while it starts: the run ends as any run does.
+                        Err(DeployError::Interrupted) => break,
+                        Err(e) => return Err(e),
+                    }
                     let _ = writeln!(
                         out,
                         "ftc lab {}: orchestrator pid {} on {control}",
@@ -513,6 +530,13 @@ pub fn run(
     let _ = writeln!(out, "ftc lab {}: stopping", t.name);
     let stopped = group.stop();
     drop(group);
+    if !stopped.terminated.is_empty() {
+        let _ = writeln!(
+            out,
+            "ftc lab {}: stopped processes {:?}, which no orchestrator stopped",
+            t.name, stopped.terminated
+        );
+    }
     // What the orchestrator and the replacements it started wrote last (a node's exit summary,
     // a report) is passed on before the run returns: both readers end at the end of their
     // pipe, once every process of the group is gone.

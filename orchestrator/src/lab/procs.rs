@@ -1,9 +1,10 @@
-//! The processes of a lab run: the orchestrator leads a process group that its nodes (and the
-//! replacements it starts) join. What the run starts dies with it (`PR_SET_PDEATHSIG`); a node
-//! that serves outlives its orchestrator (`ftc node --headless-for`), until the group stops.
-//! Stopping the group asks the orchestrator to stop its
-//! nodes (SIGTERM), then kills whatever is left (SIGKILL) and reaps, and says whether either
-//! went wrong.
+//! The processes of a lab run: the orchestrator leads a process group that its nodes join, and
+//! every process of the run, the replacements the orchestrator starts (in groups of their own)
+//! among them, carries the run's mark in its environment ([`RUN_ENV`]). What the run starts
+//! dies with it (`PR_SET_PDEATHSIG`); a node that serves outlives its orchestrator (`ftc node
+//! --headless-for`), until the run stops. Stopping asks the orchestrator to stop its nodes
+//! (SIGTERM), then the processes it did not stop, then kills whatever is left (SIGKILL) and
+//! reaps, and says what had to be done.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -12,9 +13,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::deploy::RunLock;
+use crate::process::launcher::token_text;
+use crate::process::unguessable;
 
 /// How long the processes get to stop by themselves before they are killed.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// How long the nodes get to exit after their orchestrator did (it tells them to stop, and
+/// exits without waiting for those it did not start) before the run SIGTERMs them itself.
+const LET_GO: Duration = Duration::from_secs(1);
+
+/// The environment variable that marks the processes of a run (its value is the run's own):
+/// a replacement leads a process group of its own (so that its launcher can kill it with what
+/// it starts), and one whose orchestrator was killed before another adopted it is no process's
+/// child and in no group of the run's; the mark still finds it.
+pub(super) const RUN_ENV: &str = "FTC_LAB_RUN";
+
+/// A mark for a run's processes ([`RUN_ENV`]) that no other run has.
+pub(super) fn run_mark() -> String {
+    token_text(&unguessable())
+}
 
 /// The processes of a run: the orchestrator leads their process group. Dropping it stops them
 /// and removes the run's secret file.
@@ -26,6 +44,8 @@ pub(super) struct Group {
     /// The group's id: the first orchestrator's pid.
     pub pgid: u32,
     pub nodes: Vec<(u16, Child)>,
+    /// The value of [`RUN_ENV`] that every process of the run has.
+    pub mark: String,
     /// The run's secret file, removed with the group.
     pub secret: PathBuf,
     /// The lab is this run's until the group is gone (dropped after the processes stopped).
@@ -54,50 +74,59 @@ impl Group {
         Some(("the orchestrator".to_string(), status))
     }
 
-    /// SIGTERM the orchestrator (it stops its nodes), or, where none runs (killed, and the run
-    /// ended before another started), the group (its nodes serve on without one, and nobody
-    /// else would stop them); wait, SIGKILL the group, reap, and remove the secret file; how
-    /// that went. Dropping the group stops it too (its [`Stopped`] only
-    /// logged); a stop after the first finds nothing to stop.
+    /// Stop every process of the run: SIGTERM the orchestrator if one runs (it stops the nodes
+    /// that are its own), and once none runs (killed, and the run ended before another
+    /// started; or exited, [`LET_GO`] ago) SIGTERM the processes left: nodes that serve on
+    /// without an orchestrator, or that had not rejoined the one just started, and
+    /// replacements whose orchestrator was killed. What is left after [`GRACE`] is SIGKILLed.
+    /// Reap, remove the secret file, and say how that went. Dropping the group stops it too
+    /// (its [`Stopped`] only logged); a stop after the first finds nothing to stop.
     pub fn stop(&mut self) -> Stopped {
-        let running = matches!(self.orchestrator.try_wait(), Ok(None));
         let mut stopped = Stopped::default();
-        // Once the orchestrator was reaped and no node is left to reap, no process of the group
-        // can be left: the orchestrator starts processes (replacements) only once the nodes
-        // run, and a stop lets its nodes go. The group's id may be another's by then.
-        if running || !self.nodes.is_empty() {
-            let pgid = self.pgid() as libc::pid_t;
-            if running {
-                // SAFETY: kill touches no memory; the orchestrator is our child and not reaped,
-                // so the pid is still its.
-                unsafe { libc::kill(self.orchestrator.id() as libc::pid_t, libc::SIGTERM) };
-            } else {
-                // SAFETY: killpg touches no memory; nodes of ours not reaped yet are in the
-                // group, so its id cannot have been reused.
-                unsafe { libc::killpg(pgid, libc::SIGTERM) };
+        let running = matches!(self.orchestrator.try_wait(), Ok(None));
+        if running {
+            // SAFETY: kill touches no memory; the orchestrator is our child and not reaped, so
+            // the pid is still its.
+            unsafe { libc::kill(self.orchestrator.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let started = Instant::now();
+        let mut gone_since = (!running).then_some(started);
+        let mut left = marked(&self.mark);
+        while !left.is_empty() && started.elapsed() < GRACE {
+            if gone_since.is_none() && !matches!(self.orchestrator.try_wait(), Ok(None)) {
+                gone_since = Some(Instant::now());
             }
-            let deadline = Instant::now() + GRACE;
-            while !group_members(self.pgid()).is_empty() && Instant::now() < deadline {
-                let _ = self.orchestrator.try_wait();
-                for (_, child) in &mut self.nodes {
-                    let _ = child.try_wait();
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let let_go = if running { LET_GO } else { Duration::ZERO };
+            if stopped.terminated.is_empty() && gone_since.is_some_and(|t| t.elapsed() >= let_go) {
+                signal(&left, libc::SIGTERM);
+                stopped.terminated = left.clone();
             }
-            stopped.killed = group_members(self.pgid());
-            if !stopped.killed.is_empty() {
-                // SAFETY: killpg touches no memory; the group still has members of ours, so its
-                // id cannot have been reused.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            for (_, child) in &mut self.nodes {
+                let _ = child.try_wait();
             }
-            let terminated = self.orchestrator.wait().ok();
-            stopped.orchestrator = terminated.filter(|_| running);
-            for (_, mut child) in self.nodes.drain(..) {
-                let _ = child.wait();
-            }
+            std::thread::sleep(Duration::from_millis(20));
+            left = marked(&self.mark);
+        }
+        if !left.is_empty() {
+            signal(&left, libc::SIGKILL);
+            stopped.killed = left;
+        }
+        let terminated = self.orchestrator.wait().ok();
+        stopped.orchestrator = terminated.filter(|_| running);
+        for (_, mut child) in self.nodes.drain(..) {
+            let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.secret);
         stopped
+    }
+}
+
+/// Send `signal` to each of `pids`: processes of the run, looked up a moment ago (one that has
+/// exited since is a zombie until reaped, its pid not yet another's).
+fn signal(pids: &[u32], signal: libc::c_int) {
+    for &pid in pids {
+        // SAFETY: kill touches no memory; a pid that is gone gives ESRCH.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
     }
 }
 
@@ -107,7 +136,9 @@ pub(super) struct Stopped {
     /// How the orchestrator exited, if it ran when the stop began (SIGTERM asks it to stop its
     /// nodes and exit with success; its exit before is [`Group::exited`]'s).
     pub orchestrator: Option<ExitStatus>,
-    /// The processes of the group that were still there after [`GRACE`], killed.
+    /// The processes that no orchestrator stopped, SIGTERMed by the run itself.
+    pub terminated: Vec<u32>,
+    /// The processes of the run that were still there after [`GRACE`], killed.
     pub killed: Vec<u32>,
 }
 
@@ -144,6 +175,20 @@ pub fn pids() -> io::Result<impl Iterator<Item = u32>> {
     Ok(dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()))
+}
+
+/// The live (not zombie) processes whose environment marks them as the run's ([`RUN_ENV`] is
+/// `mark`). Reading another's environment takes root (or its user), as the lab does.
+pub fn marked(mark: &str) -> Vec<u32> {
+    let Ok(pids) = pids() else {
+        return Vec::new();
+    };
+    let want = format!("{RUN_ENV}={mark}");
+    pids.filter(|&pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        environ.split(|&b| b == 0).any(|v| v == want.as_bytes()) && alive(pid)
+    })
+    .collect()
 }
 
 /// The live (not zombie) processes of process group `pgid`.
