@@ -381,8 +381,12 @@ pub fn print_report(r: &ChaosReport, procs: bool) {
             "{accounted}, output commit held for every released packet ({} transactions checked)",
             r.output_commit_checked.transactions
         );
+        let after = r
+            .replicas_equal_after_ms
+            .map(|ms| format!(" ({ms:.0} ms after the traffic)"))
+            .unwrap_or_default();
         outln!(
-            "consistent: every kill recovered, {accounted}, every replica equal to its recovered head, monitors counted every released packet, no flow's NAT mapping changed"
+            "consistent: every kill recovered, {accounted}, every replica equal to its recovered head{after}, monitors counted every released packet, no flow's NAT mapping changed"
         );
     } else {
         for v in &run.violations {

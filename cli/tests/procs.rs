@@ -107,6 +107,11 @@ fn chaos_crashing(
         assert_eq!(checked_packets, released, "{report}");
     }
     assert!(checked["transactions"].as_u64().unwrap() > 0, "{report}");
+    // The replicas were found equal to their heads some time after the traffic ended.
+    assert!(
+        report["replicas_equal_after_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert_eq!(
         report["orchestrator_kills"].as_array().unwrap().len(),
         crashes.len(),

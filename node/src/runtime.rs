@@ -656,9 +656,18 @@ impl Pacer {
     }
 }
 
+/// How many logs a replica whose vector is `copy` lacks against its head's `head`: what it
+/// lags by, summed over the partitions (0 where it is not behind).
+pub fn logs_behind(head: &[Seq], copy: &[Seq]) -> u64 {
+    head.iter()
+        .zip(copy)
+        .map(|(h, c)| h.0.saturating_sub(c.0))
+        .sum()
+}
+
 /// Where a replica's vector `copy` differs from its head's `head`: the first partition that
 /// does and how many do, or that the vectors agree (and so the entries differ).
-fn vector_difference(head: &[Seq], copy: &[Seq]) -> String {
+pub fn vector_difference(head: &[Seq], copy: &[Seq]) -> String {
     let mut differ = head
         .iter()
         .zip(copy)

@@ -85,6 +85,11 @@ pub struct ChaosReport {
     /// Released packets checked for output commit, and the transactions checked for them
     /// (online in embedded runs, from the nodes' records after a `--procs` run).
     pub output_commit_checked: OutputCommitChecked,
+    /// How long after the traffic every replica was found equal to its head, in milliseconds
+    /// (`--procs`: the states are fetched from the nodes until they are, while they come
+    /// nearer; absent where they never were, or in a run of one process, whose check is
+    /// immediate).
+    pub replicas_equal_after_ms: Option<f64>,
 }
 
 /// What the output-commit check of a chaos run looked at ([`CommitCheck`]).

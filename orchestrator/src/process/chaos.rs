@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ftc_chain::middleboxes::packet::{parse, Parsed};
 use ftc_chain::ring::{MbIndex, Ring};
 use ftc_chain::spec::ChainSpec;
-use ftc_node::runtime::{Latency, RunReport};
+use ftc_node::runtime::{logs_behind, vector_difference, Latency, RunReport};
 use ftc_node::traffic::request;
 use ftc_node::udp::widen_receive_buffer;
 use ftc_replica::GroupState;
@@ -240,6 +240,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         let killer = s.spawn(move || kill(orch.launcher(), &config.kills, start));
         let crasher = s.spawn(move || crash(orch, &config.orchestrator_kills, start));
         report.run.packets_sent = send(&sender, ingress, config, &sink, start);
+        let traffic_end = Instant::now();
         report.kills = killer.join().expect("the killer panicked");
         crasher.join().expect("the orchestrator's killer panicked");
         let done = || orchestrating.is_finished();
@@ -287,7 +288,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         );
         match orchestrators.current() {
             Some(o) if missing.is_empty() && !done() => {
-                check_state(spec, &ring, &key, &o, &sink, &mut report.run);
+                check_state(spec, (&ring, &key), &o, &sink, traffic_end, &mut report);
             }
             Some(_) => {}
             None => report.run.violations.push(
@@ -603,25 +604,32 @@ impl Sink {
     }
 }
 
-/// How long the state is compared again before a difference counts: the last logs and commit
-/// vectors of the run may still be on their way (resent after the replicas' timeouts), and a
-/// recovery may still be running.
+/// How long the state is compared again while the replicas do not come nearer their heads
+/// before a difference counts: the last logs and commit vectors of the run may still be on their
+/// way (resent after the replicas' timeouts), and a recovery may still be running.
 const STATE_CONVERGES: Duration = Duration::from_secs(3);
 
+/// How long the state is compared again at most, the replicas coming nearer all along: after
+/// an overload that made a replica drop thousands of frames its hold queue had no room for, it
+/// takes their logs back an answer at a time (`ftc chaos --procs` of the load balancer at
+/// 100,000 packets/s and 100,000 flows on 2 CPUs: about 7 s).
+const STATE_CONVERGES_AT_MOST: Duration = Duration::from_secs(60);
+
 /// Every group's replicas equal its head, and every monitor counted every released packet.
-/// Each member's state is fetched over its state-transfer port.
+/// Each member's state is fetched over its state-transfer port; `traffic_end` is when the
+/// traffic ended, from which the report counts how long the replicas took.
 fn check_state(
     spec: &ChainSpec,
-    ring: &Ring,
-    key: &Key,
+    (ring, key): (&Ring, &Key),
     orchestrator: &Orchestrator,
     sink: &Sink,
-    run: &mut RunReport,
+    traffic_end: Instant,
+    report: &mut ChaosReport,
 ) {
     let mut differences = Vec::new();
     let mut heads: Vec<Snapshot> = Vec::new();
-    let deadline = Instant::now() + STATE_CONVERGES;
-    while Instant::now() < deadline {
+    let mut convergence = Convergence::new(Instant::now());
+    while convergence.goes_on(Instant::now()) {
         let status = orchestrator.status();
         differences.clear();
         heads.clear();
@@ -633,7 +641,7 @@ fn check_state(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        compare_groups(
+        let behind = compare_groups(
             ring,
             key,
             (orchestrator.run_id(), status.epoch),
@@ -642,10 +650,13 @@ fn check_state(
             &mut differences,
         );
         if differences.is_empty() {
+            report.replicas_equal_after_ms = Some(traffic_end.elapsed().as_secs_f64() * 1e3);
             break;
         }
+        convergence.behind(behind, Instant::now());
         std::thread::sleep(Duration::from_millis(50));
     }
+    let run = &mut report.run;
     run.violations.append(&mut differences);
     if heads.len() == spec.middlebox.len() {
         let middleboxes: Vec<_> = spec
@@ -658,9 +669,40 @@ fn check_state(
     }
 }
 
+/// Whether the replicas still come nearer their heads: the state is compared again while
+/// they came nearer within [`STATE_CONVERGES`], for [`STATE_CONVERGES_AT_MOST`] at most.
+#[derive(Debug, Clone, Copy)]
+struct Convergence {
+    started: Instant,
+    /// The fewest logs the replicas lacked at a look, and when they last lacked fewer.
+    nearest: (u64, Instant),
+}
+
+impl Convergence {
+    fn new(now: Instant) -> Self {
+        Convergence {
+            started: now,
+            nearest: (u64::MAX, now),
+        }
+    }
+
+    /// The replicas lacked `logs` against their heads at `now`.
+    fn behind(&mut self, logs: u64, now: Instant) {
+        if logs < self.nearest.0 {
+            self.nearest = (logs, now);
+        }
+    }
+
+    /// Whether to compare again at `now`.
+    fn goes_on(&self, now: Instant) -> bool {
+        now.duration_since(self.nearest.1) < STATE_CONVERGES
+            && now.duration_since(self.started) < STATE_CONVERGES_AT_MOST
+    }
+}
+
 /// Every group's state fetched from every member (`peers`, of `epoch` in the run `run`): each
 /// head's into `heads`, in middlebox order, and what differs from its head, or could not be
-/// fetched, into `differences`.
+/// fetched, into `differences`; how many logs the replicas lack against their heads, in all.
 pub(crate) fn compare_groups(
     ring: &Ring,
     key: &Key,
@@ -668,15 +710,19 @@ pub(crate) fn compare_groups(
     peers: &[Option<Peer>],
     heads: &mut Vec<Snapshot>,
     differences: &mut Vec<String>,
-) {
+) -> u64 {
+    let mut behind = 0;
     for mb in ring.mb_indices() {
         match group_states(ring, key, (run, epoch), peers, mb) {
             Ok((head, replicas)) => {
                 for (server, replica) in replicas {
                     if replica != head {
+                        behind += logs_behind(&head.vector, &replica.vector);
                         differences.push(format!(
-                            "replica of m{} on server {server} differs from its head after the run",
-                            mb.0
+                            "replica of m{} on server {server} differs from its head after the \
+                             run ({})",
+                            mb.0,
+                            vector_difference(&head.vector, &replica.vector)
                         ));
                     }
                 }
@@ -685,6 +731,7 @@ pub(crate) fn compare_groups(
             Err(why) => differences.push(why),
         }
     }
+    behind
 }
 
 /// The state of `mb`'s group at its head, and at each other member (by position).
@@ -724,4 +771,38 @@ fn group_states(
     }
     let head_state = head_state.expect("a group has its head");
     Ok((head_state, replicas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state check waits for replicas that keep coming nearer their heads (an overloaded
+    /// replica takes the logs it dropped back for seconds), and gives up on ones that stopped
+    /// coming nearer, or after the longest wait however they move.
+    #[test]
+    fn the_state_check_waits_while_the_replicas_come_nearer() {
+        let t0 = Instant::now();
+        let s = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let mut c = Convergence::new(t0);
+        assert!(c.goes_on(s(2.9)), "the first look comes within the wait");
+        c.behind(1_000, s(0.1));
+        c.behind(1_000, s(2.0));
+        assert!(!c.goes_on(s(3.2)), "no nearer for 3.1 s");
+        let mut c = Convergence::new(t0);
+        for (i, at) in (0..50).map(|i| (i, 0.5 + i as f64)) {
+            c.behind(1_000 - i, s(at));
+            assert!(c.goes_on(s(at + 2.9)), "nearer each second, at {at} s");
+        }
+        c.behind(900, s(59.0));
+        assert!(c.goes_on(s(59.9)));
+        assert!(!c.goes_on(s(60.0)), "60 s at most");
+        // Farther than before is not nearer: a replica that falls behind again does not keep
+        // the check going.
+        let mut c = Convergence::new(t0);
+        c.behind(10, s(0.5));
+        c.behind(20, s(3.0));
+        c.behind(15, s(3.4));
+        assert!(!c.goes_on(s(3.6)));
+    }
 }
