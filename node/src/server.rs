@@ -123,7 +123,9 @@ pub struct ServerConfig {
     /// ([`ServerStats::hold_overflow`], [`ServerStats::refused_overflow`]). In one process
     /// congestion holds the ingress back long before; across processes, where a node cannot
     /// hold back another's ingress, this bounds what a server keeps whatever arrives (frames
-    /// whose logs never come: forged on the ring, a predecessor gone quiet).
+    /// whose logs never come: forged on the ring, a predecessor gone quiet). Frames without a
+    /// packet (propagating frames, which bring the logs held frames wait for) may fill a
+    /// quarter of it more.
     pub hold_limit: usize,
     /// Logs a server (each lane of it) retains at most, over all its groups, while it keeps
     /// running its middlebox's transactions. Retained logs wait for a commit vector from their
@@ -609,9 +611,22 @@ impl<'a, P: Clone> Server<'a, P> {
             .max(self.config.max_held_frames.saturating_mul(4))
     }
 
-    /// Whether the hold queue is full.
-    fn hold_full(&self) -> bool {
-        self.held.len() >= self.hold_limit()
+    /// Whether the hold queue is full for a frame that would wait in it, `with_packet` or
+    /// without. A frame without a packet (a propagating frame: an answer to a retransmission
+    /// request, resent logs, what overflowed a trailer) may take a quarter of the limit more:
+    /// such frames bring the logs that the held frames wait for, and dropping them once
+    /// customer frames filled the queue blocked the logs that free it. (Over processes, where
+    /// congestion cannot hold another node's ingress back, a tail whose queue had filled took
+    /// back the logs a recovery left it lacking a few at a time, for tens of seconds: an
+    /// answer from one lane of its predecessor carries every other log of a partition that
+    /// both lanes' frames write, so it waits for the other lane's answer, and was dropped.)
+    fn hold_full(&self, with_packet: bool) -> bool {
+        let limit = self.hold_limit();
+        let limit = match with_packet {
+            true => limit,
+            false => limit.saturating_add(limit / 4),
+        };
+        self.held.len() >= limit
     }
 
     /// `frame` would wait in a full hold queue: dropped, as if lost on its link (the logs of
@@ -1111,7 +1126,7 @@ impl<'a, P: Clone> Server<'a, P> {
         }
         // A packet waits behind an earlier held packet of its flow (per-flow order).
         if let Some(flow) = flow.filter(|&f| self.held.is_behind(f, arrival)) {
-            if !again && self.hold_full() {
+            if !again && self.hold_full(true) {
                 self.overflow(frame);
                 return false;
             }
@@ -1143,7 +1158,7 @@ impl<'a, P: Clone> Server<'a, P> {
             match res {
                 Ok(Admit::Ready) => {}
                 // A frame offered again was held already: it stays (its message was handled).
-                Ok(Admit::Hold(_)) if !again && self.hold_full() => {
+                Ok(Admit::Hold(_)) if !again && self.hold_full(frame.packet.is_some()) => {
                     self.overflow(frame);
                     return false;
                 }

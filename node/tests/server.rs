@@ -309,7 +309,9 @@ fn a_held_frame_goes_when_its_partition_moves_and_its_flow_waits_behind_it() {
 /// Frames that would wait beyond the hold limit (here their logs follow one that never comes,
 /// as forged frames' would, or a quiet predecessor's) are dropped, their packets lost and
 /// counted, whether they wait for a log or behind their flow: the server keeps no more than the
-/// limit whatever arrives. Those it kept go once the missing log comes.
+/// limit whatever arrives. Frames without a packet, which bring the logs that held frames wait
+/// for (answers to retransmission requests), may fill a quarter of the limit more. Those it
+/// kept go once the missing log comes.
 #[test]
 fn frames_past_the_hold_limit_are_dropped_and_counted() {
     let ring = Ring::new(1, 1).unwrap();
@@ -318,6 +320,7 @@ fn frames_past_the_hold_limit_are_dropped_and_counted() {
     let (k, _) = key_outside(&[]);
     let missing = m0_log(&mut w, &k);
     let later: Vec<Vec<u8>> = (0..6).map(|_| m0_log(&mut w, &k)).collect();
+    let answers = [later[4].clone(), later[5].clone()];
     let config = ServerConfig {
         observe: true,
         max_held_frames: 1,
@@ -353,10 +356,25 @@ fn frames_past_the_hold_limit_are_dropped_and_counted() {
         (s.held(), s.stats().hold_overflow, s.stats().lost),
         (4, 3, 3)
     );
-    // The missing log comes: the frames kept go, in order.
+    // Two answers bring the logs of the frames dropped (packets 6 and 7): a quarter of the
+    // limit more is one frame. The first waits; the second is dropped, with no packet lost.
+    for msg in answers {
+        let answer = Frame {
+            packet: None,
+            flags: 0,
+            msg,
+        };
+        assert_eq!(deliver(&mut s, answer), Vec::<u64>::new());
+    }
+    assert_eq!(
+        (s.held(), s.stats().hold_overflow, s.stats().lost),
+        (5, 4, 3)
+    );
+    // The missing log comes: the frames kept go, in order, and the answer kept is applied.
     let went = deliver(&mut s, frame(1, 9, missing));
     assert_eq!(went, [1001, 1002, 1003, 1004, 1005]);
     assert_eq!(s.held(), 0);
+    assert_eq!(s.replica().unwrap().stats().applied, 6);
 }
 
 /// An IPv4 UDP packet of `flow` (its source port), as a customer frame.
