@@ -59,6 +59,11 @@ pub struct ChaosArgs {
     /// frames over UDP, kills with SIGKILL.
     #[arg(long)]
     procs: bool,
+    /// With --procs: every node logs a line of what its server did every SECS seconds, 0.1 to
+    /// 3600 (`ftc node --stats-every`; shown at `FTC_LOG=info`): held frames, applied logs,
+    /// retransmission requests, losses.
+    #[arg(long, value_name = "SECS")]
+    stats_every: Option<f64>,
 }
 
 /// Customer frames per second with --procs when --rate is not given.
@@ -256,6 +261,13 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|k| parse_orchestrator_kill(k, duration))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats_every = args
+        .stats_every
+        .map(crate::node::stats_period)
+        .transpose()?;
+    if stats_every.is_some() && !args.procs {
+        anyhow::bail!("--stats-every needs --procs (without it, `ftc chaos` reports at the end)");
+    }
     if !orchestrator_kills.is_empty() && !args.procs {
         anyhow::bail!(
             "--kill-orchestrator needs --procs (without it, the orchestrator is part of the \
@@ -294,6 +306,7 @@ pub fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
             coordinator: config.coordinator,
             deploy: Duration::from_secs(10),
             settle: config.settle,
+            stats_every,
         };
         run_procs(&spec, &procs)?
     } else {

@@ -450,6 +450,22 @@ fn absurd_input_is_refused_up_front() {
             "--kill-orchestrator needs --procs",
         ),
         (
+            &["chaos", &spec("ch-3.toml"), "--kill", "1", "--stats-every", "1"],
+            "--stats-every needs --procs",
+        ),
+        (
+            &[
+                "chaos",
+                &spec("ch-3.toml"),
+                "--procs",
+                "--kill",
+                "1",
+                "--stats-every",
+                "0.01",
+            ],
+            "--stats-every must be between 0.1 and 3600 seconds, not 0.01",
+        ),
+        (
             &[
                 "chaos",
                 &spec("ch-3.toml"),

@@ -62,6 +62,8 @@ pub struct ProcsConfig {
     /// How long recoveries may take after the traffic ends before the run gives up on them,
     /// besides the time a failure may go undetected ([`CoordinatorConfig::detection_bound`]).
     pub settle: Duration,
+    /// Every node logs what its server did this often (`ftc node --stats-every`).
+    pub stats_every: Option<Duration>,
 }
 
 /// Why a run could not happen.
@@ -175,6 +177,7 @@ pub fn run_procs(spec: &ChainSpec, config: &ProcsConfig) -> Result<ChaosReport, 
         ingress: Some(ingress),
         egress: Some(egress.local_addr().map_err(io_error("egress socket"))?),
         observe: Some(observed.0.clone()),
+        stats_every: config.stats_every,
         // Nodes that outlived this process (a crash) must not serve on for want of it for
         // longer than the orchestrator's longest downtime needs.
         headless_for: Some(
