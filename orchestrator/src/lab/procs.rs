@@ -1,6 +1,6 @@
 //! The processes of a lab run: the orchestrator leads a process group that its nodes join, and
 //! every process of the run, the replacements the orchestrator starts (in groups of their own)
-//! among them, carries the run's mark in its environment ([`RUN_ENV`]). What the run starts
+//! among them, carries the run's mark in its environment (`FTC_LAB_RUN`). What the run starts
 //! dies with it (`PR_SET_PDEATHSIG`); a node that serves outlives its orchestrator (`ftc node
 //! --headless-for`), until the run stops. Stopping asks the orchestrator to stop its nodes
 //! (SIGTERM), then the processes it did not stop, then kills whatever is left (SIGKILL) and
@@ -179,7 +179,7 @@ pub fn pids() -> io::Result<impl Iterator<Item = u32>> {
 
 /// The live (not zombie) processes whose environment marks them as the run's ([`RUN_ENV`] is
 /// `mark`). Reading another's environment takes root (or its user), as the lab does.
-pub fn marked(mark: &str) -> Vec<u32> {
+fn marked(mark: &str) -> Vec<u32> {
     let Ok(pids) = pids() else {
         return Vec::new();
     };
