@@ -453,14 +453,11 @@ pub fn run(
                     );
                     Instant::now()
                 });
-                // The chain runs without one until then, or until the run ends: then the stop
-                // below stops the nodes itself.
+                // The chain runs without one until then, or until the run ends (the check at
+                // the end of the loop): then the stop after it stops the nodes itself.
                 let ending =
                     stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e);
-                if ending {
-                    break;
-                }
-                if since.elapsed() >= config.orchestrator_down {
+                if !ending && since.elapsed() >= config.orchestrator_down {
                     down_since = None;
                     let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
                         .map_err(|source| DeployError::Spawn {
@@ -478,17 +475,19 @@ pub fn run(
                         Said::listening,
                     );
                     match listening {
-                        Ok(_) => {}
-                        // Stopped while it starts: the run ends as any run does.
-                        Err(DeployError::Interrupted) => break,
+                        Ok(_) => {
+                            let _ = writeln!(
+                                out,
+                                "ftc lab {}: orchestrator pid {} on {control}",
+                                t.name,
+                                group.orchestrator.id()
+                            );
+                        }
+                        // Stopped while it starts: the run ends as any run does, at the check
+                        // at the end of the loop.
+                        Err(DeployError::Interrupted) => {}
                         Err(e) => return Err(e),
                     }
-                    let _ = writeln!(
-                        out,
-                        "ftc lab {}: orchestrator pid {} on {control}",
-                        t.name,
-                        group.orchestrator.id()
-                    );
                 }
             }
             Ok(Some(status)) => {
