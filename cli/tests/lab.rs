@@ -26,7 +26,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ftc_orchestrator::lab::apply;
-use ftc_orchestrator::lab::procs::{alive, group_members};
+use ftc_orchestrator::lab::procs::{alive, pids};
 use support::{spec, two_lanes};
 
 fn ftc() -> Command {
@@ -722,6 +722,22 @@ impl LabRun {
             assert_eq!(pids.trim(), "", "processes left in {ns}");
         }
     }
+}
+
+/// The live (not zombie) processes of process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(pids) = pids() else {
+        return Vec::new();
+    };
+    pids.filter(|&pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name: state, ppid, pgrp.
+        let group = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        group == Some(pgid) && alive(pid)
+    })
+    .collect()
 }
 
 /// The pid of the one process in namespace `ns` (a node).

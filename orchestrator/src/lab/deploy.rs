@@ -432,6 +432,7 @@ pub fn run(
     let _ = writeln!(out, "ftc lab {}: {line}", t.name);
     let _ = out.flush();
     let end = duration.map(|d| Instant::now() + d);
+    let ending = || stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e);
     let mut exits = Recent::default();
     // Since when no orchestrator runs (one was killed), until another starts.
     let mut down_since = None;
@@ -455,9 +456,7 @@ pub fn run(
                 });
                 // The chain runs without one until then, or until the run ends (the check at
                 // the end of the loop): then the stop after it stops the nodes itself.
-                let ending =
-                    stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e);
-                if !ending && since.elapsed() >= config.orchestrator_down {
+                if !ending() && since.elapsed() >= config.orchestrator_down {
                     down_since = None;
                     let (child, more) = start_orchestrator(&control.to_string(), group.pgid())
                         .map_err(|source| DeployError::Spawn {
@@ -521,7 +520,7 @@ pub fn run(
                     Said::Listening(_) | Said::Deployed(_) | Said::Stopped(_) => None,
                 }));
         note(ended, &t.name, out, &keep, &mut exits);
-        if stop.load(Ordering::Acquire) || end.is_some_and(|e| Instant::now() >= e) {
+        if ending() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

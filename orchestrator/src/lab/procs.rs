@@ -91,12 +91,12 @@ impl Group {
         }
         let started = Instant::now();
         let mut gone_since = (!running).then_some(started);
+        let let_go = if running { LET_GO } else { Duration::ZERO };
         let mut left = marked(&self.mark);
         while !left.is_empty() && started.elapsed() < GRACE {
             if gone_since.is_none() && !matches!(self.orchestrator.try_wait(), Ok(None)) {
                 gone_since = Some(Instant::now());
             }
-            let let_go = if running { LET_GO } else { Duration::ZERO };
             if stopped.terminated.is_empty() && gone_since.is_some_and(|t| t.elapsed() >= let_go) {
                 signal(&left, libc::SIGTERM);
                 stopped.terminated = left.clone();
@@ -187,22 +187,6 @@ fn marked(mark: &str) -> Vec<u32> {
     pids.filter(|&pid| {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         environ.split(|&b| b == 0).any(|v| v == want.as_bytes()) && alive(pid)
-    })
-    .collect()
-}
-
-/// The live (not zombie) processes of process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(pids) = pids() else {
-        return Vec::new();
-    };
-    pids.filter(|&pid| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the command name: state, ppid, pgrp.
-        let group = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-        group == Some(pgid) && alive(pid)
     })
     .collect()
 }
